@@ -1,0 +1,200 @@
+//! Wiring: the shared state every worker sees, the per-worker pools, and process lifecycle.
+
+use crate::config::{parse_addr, Config, PoolMode};
+use crate::pg::backend::BackendTarget;
+use crate::pg::cancel::CancelRegistry;
+use crate::pg::prepared::StmtRegistry;
+use crate::pool::BackendPool;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// State shared by every worker thread.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub cancel: Arc<CancelRegistry>,
+    /// Client connections open now, over all workers.
+    pub clients: AtomicUsize,
+    /// Cancelled when the process starts draining.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            cancel: Arc::new(CancelRegistry::default()),
+            clients: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+/// One cluster's pools on one worker.
+pub struct ClusterPools {
+    pub name: String,
+    pub primary: BackendPool,
+    pub replicas: Vec<BackendPool>,
+}
+
+/// What one worker thread owns.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    /// Clusters by the database name clients use.
+    pub clusters: HashMap<String, Arc<ClusterPools>>,
+    pub statements: StmtRegistry,
+    pub pool_mode: PoolMode,
+}
+
+impl Worker {
+    /// Build a worker's pools from the config; `workers` splits each pool size.
+    pub fn new(shared: Arc<Shared>, workers: usize) -> Worker {
+        let cfg = shared.config.clone();
+        let mut clusters = HashMap::new();
+        for c in &cfg.clusters {
+            let total = c.pool_size.unwrap_or(cfg.pool.size);
+            let size = total.div_ceil(workers.max(1)).max(1);
+            let pool = |addr: &str| {
+                let target = BackendTarget {
+                    addr: parse_addr(addr).expect("validated"),
+                    user: c.user.clone(),
+                    password: c.password.clone(),
+                    database: c.backend_database().to_owned(),
+                    connect_timeout: cfg.pool.connect_timeout,
+                };
+                BackendPool::new(target, size, cfg.pool.checkout_timeout)
+            };
+            let pools = ClusterPools {
+                name: c.name.clone(),
+                primary: pool(&c.primary),
+                replicas: c.replicas.iter().map(|r| pool(r)).collect(),
+            };
+            clusters.insert(c.database.clone(), Arc::new(pools));
+        }
+        let pool_mode = cfg
+            .postgres
+            .as_ref()
+            .map(|p| p.pool_mode)
+            .unwrap_or_default();
+        Worker {
+            shared,
+            clusters,
+            statements: StmtRegistry::default(),
+            pool_mode,
+        }
+    }
+}
+
+/// A running proxy: worker threads with their listeners. Dropping it does not stop it; call
+/// [`Server::shutdown`].
+pub struct Server {
+    /// Where the PostgreSQL listener is bound (port resolved if 0 was asked).
+    pub pg_addr: Option<std::net::SocketAddr>,
+    pub shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Bind listeners and start the workers.
+    pub fn start(config: Config) -> anyhow::Result<Server> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let workers = match config.general.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let shared = Shared::new(config.clone());
+        let (pg_addr, mut listeners): (_, Vec<Option<std::net::TcpListener>>) =
+            match &config.postgres {
+                Some(pg) => {
+                    let addr = parse_addr(&pg.listen).map_err(anyhow::Error::msg)?;
+                    let ls = crate::net::bind_reuseport(addr, workers)
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                    (
+                        Some(ls[0].local_addr()?),
+                        ls.into_iter().map(Some).collect(),
+                    )
+                }
+                None => (None, (0..workers).map(|_| None).collect()),
+            };
+        let conn_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for i in 0..workers {
+            let listener = listeners[i].take();
+            let shared = shared.clone();
+            let conn_ids = conn_ids.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("switchyard-w{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime");
+                    rt.block_on(run_worker(shared, workers, listener, conn_ids));
+                })?;
+            threads.push(t);
+        }
+        Ok(Server {
+            pg_addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// Stop accepting, let running transactions finish (up to `drain_timeout`), then close
+    /// everything and wait for the workers to end.
+    pub fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn run_worker(
+    shared: Arc<Shared>,
+    workers: usize,
+    listener: Option<std::net::TcpListener>,
+    conn_ids: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let worker = Arc::new(Worker::new(shared.clone(), workers));
+    let tracker = tokio_util::task::TaskTracker::new();
+    if let Some(l) = listener {
+        let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
+        loop {
+            let accepted = tokio::select! {
+                r = l.accept() => r,
+                _ = shared.shutdown.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracker.spawn(crate::pg::startup::handle_client(
+                        worker.clone(),
+                        stream,
+                        peer,
+                        id,
+                    ));
+                }
+                Err(e) => {
+                    // Out of descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    } else {
+        shared.shutdown.cancelled().await;
+    }
+    tracker.close();
+    let drain = shared.config.general.drain_timeout;
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "drain timeout reached; closing remaining clients"
+        );
+    }
+}

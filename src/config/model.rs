@@ -1,0 +1,417 @@
+//! The config file's model. Field docs are the reference; `config/switchyard.toml` is an
+//! annotated example.
+
+use super::{duration, ConfigError};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub general: General,
+    /// The PostgreSQL listener. Absent: no PostgreSQL listener.
+    #[serde(default)]
+    pub postgres: Option<PostgresListener>,
+    /// Backend pool settings shared by every cluster (a cluster may override `size`).
+    #[serde(default)]
+    pub pool: PoolSettings,
+    /// Client users: who may connect to the proxy, and how they authenticate.
+    #[serde(default, rename = "user")]
+    pub users: Vec<User>,
+    /// Database clusters. Clients pick one by the database name they connect to.
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<Cluster>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// Worker threads, each with its own event loop, listener socket (SO_REUSEPORT) and
+    /// backend pools. Default 0: one per CPU core.
+    pub workers: usize,
+    /// Most client connections open at once, over all listeners; further clients get a
+    /// "too many connections" error (SQLSTATE 53300). Default 1000.
+    pub max_client_connections: usize,
+    /// Time a new client has to finish startup and authentication. Default "10s".
+    #[serde(with = "duration")]
+    pub client_login_timeout: Duration,
+    /// Largest protocol message accepted from a client, in bytes; a larger length prefix is
+    /// answered with a protocol error and a close. Default 64 MiB.
+    pub max_message_bytes: usize,
+    /// On SIGTERM/SIGINT: how long running transactions may take to finish before their
+    /// connections are closed. Default "30s".
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            workers: 0,
+            max_client_connections: 1000,
+            client_login_timeout: Duration::from_secs(10),
+            max_message_bytes: 64 << 20,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How backend connections are shared between clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A client holds one backend connection for its whole session.
+    Session,
+    /// A client holds a backend connection for one transaction (or one statement outside a
+    /// transaction). Session state (SET, LISTEN, SQL PREPARE, temporary tables, ...) pins the
+    /// client to its backend connection for the rest of its session.
+    #[default]
+    Transaction,
+}
+
+/// The PostgreSQL front end.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresListener {
+    /// Address to listen on, e.g. "127.0.0.1:6432".
+    pub listen: String,
+    /// Pool mode for PostgreSQL clients. Default "transaction".
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// PEM certificate chain for TLS to clients. With `tls_key`, SSLRequest is accepted;
+    /// without, clients are told 'N' (no TLS). Default: none.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// PEM private key matching `tls_cert`. Default: none.
+    #[serde(default)]
+    pub tls_key: Option<String>,
+}
+
+/// Backend pool settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// Most connections to each backend server, summed over workers (each worker gets an
+    /// equal share, at least one). Default 20.
+    pub size: usize,
+    /// How long a client waits for a free backend connection before it gets an error
+    /// (SQLSTATE 53300) naming this limit. Default "5s".
+    #[serde(with = "duration")]
+    pub checkout_timeout: Duration,
+    /// Time to connect and authenticate to a backend server. Default "5s".
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Statement run on a backend connection before another client gets it after a
+    /// session-mode (or pinned) client leaves. Default "DISCARD ALL".
+    pub reset_query: String,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            size: 20,
+            checkout_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            reset_query: "DISCARD ALL".into(),
+        }
+    }
+}
+
+/// How a client user proves who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (needs `password` or `scram_verifier`).
+    ScramSha256,
+    /// MD5 challenge (needs `password` or `md5_hash`).
+    Md5,
+    /// No password asked. For development only.
+    Trust,
+}
+
+/// A client user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// User name clients log in with.
+    pub name: String,
+    /// Authentication method. Default: scram-sha-256 when a password or SCRAM verifier is
+    /// given, md5 when only an md5 hash is, otherwise required.
+    #[serde(default)]
+    pub auth: Option<AuthMethod>,
+    /// Plaintext password (for development; prefer a verifier or hash).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// SCRAM verifier as stored by PostgreSQL:
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    #[serde(default)]
+    pub scram_verifier: Option<String>,
+    /// MD5 hash as stored by PostgreSQL: "md5" followed by md5(password || user) in hex.
+    #[serde(default)]
+    pub md5_hash: Option<String>,
+}
+
+impl User {
+    /// The method this user authenticates with after defaults are applied.
+    pub fn effective_auth(&self) -> Option<AuthMethod> {
+        self.auth.or(
+            if self.password.is_some() || self.scram_verifier.is_some() {
+                Some(AuthMethod::ScramSha256)
+            } else if self.md5_hash.is_some() {
+                Some(AuthMethod::Md5)
+            } else {
+                None
+            },
+        )
+    }
+}
+
+/// Wire protocol a cluster speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Postgres,
+}
+
+/// A primary and its replicas.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Wire protocol of the servers. Default "postgres".
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// Database name clients connect to in order to reach this cluster.
+    pub database: String,
+    /// Database name on the servers. Default: same as `database`.
+    #[serde(default)]
+    pub backend_database: Option<String>,
+    /// Primary server, "host:port".
+    pub primary: String,
+    /// Replica servers, "host:port" each. Default: none.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// User the proxy logs in to the servers as.
+    pub user: String,
+    /// That user's password (SCRAM-SHA-256, md5 and cleartext are answered). Default: none
+    /// (trust).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Overrides `pool.size` for this cluster's backends.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Postgres
+}
+
+impl Cluster {
+    pub fn backend_database(&self) -> &str {
+        self.backend_database.as_deref().unwrap_or(&self.database)
+    }
+}
+
+/// Resolve "host:port" to a socket address (numeric hosts and `localhost`).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| format!("bad port in {text:?}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+impl Config {
+    /// Check every cross-field rule; the error names the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.general;
+        if g.max_client_connections == 0 {
+            return Err(ConfigError::invalid(
+                "general.max_client_connections",
+                "must be at least 1",
+            ));
+        }
+        if g.max_message_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "general.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if let Some(pg) = &self.postgres {
+            parse_addr(&pg.listen).map_err(|e| ConfigError::invalid("postgres.listen", e))?;
+            if pg.tls_cert.is_some() != pg.tls_key.is_some() {
+                return Err(ConfigError::invalid(
+                    "postgres.tls_cert",
+                    "tls_cert and tls_key must be given together",
+                ));
+            }
+        }
+        if self.pool.size == 0 {
+            return Err(ConfigError::invalid("pool.size", "must be at least 1"));
+        }
+        if self.pool.checkout_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "pool.checkout_timeout",
+                "must be above 0",
+            ));
+        }
+        if self.pool.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "pool.connect_timeout",
+                "must be above 0",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = |f: &str| format!("user[{i}].{f}");
+            if u.name.is_empty() {
+                return Err(ConfigError::invalid(key("name"), "must not be empty"));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("user {:?} is defined twice", u.name),
+                ));
+            }
+            match u.effective_auth() {
+                None => {
+                    return Err(ConfigError::invalid(
+                        key("auth"),
+                        "give auth = \"trust\" or a password, scram_verifier or md5_hash",
+                    ))
+                }
+                Some(AuthMethod::ScramSha256) => {
+                    if let Some(v) = &u.scram_verifier {
+                        crate::pg::auth::ScramVerifier::parse(v)
+                            .map_err(|e| ConfigError::invalid(key("scram_verifier"), e))?;
+                    } else if u.password.is_none() {
+                        return Err(ConfigError::invalid(
+                            key("auth"),
+                            "scram-sha-256 needs password or scram_verifier",
+                        ));
+                    }
+                }
+                Some(AuthMethod::Md5) => match &u.md5_hash {
+                    Some(h) if !(h.len() == 35 && h.starts_with("md5")) => {
+                        return Err(ConfigError::invalid(
+                            key("md5_hash"),
+                            "must be \"md5\" and 32 hex digits",
+                        ))
+                    }
+                    None if u.password.is_none() => {
+                        return Err(ConfigError::invalid(
+                            key("auth"),
+                            "md5 needs password or md5_hash",
+                        ))
+                    }
+                    _ => {}
+                },
+                Some(AuthMethod::Trust) => {}
+            }
+        }
+        let mut dbs = std::collections::HashSet::new();
+        let mut cnames = std::collections::HashSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let key = |f: &str| format!("cluster[{i}].{f}");
+            if !cnames.insert(c.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("cluster {:?} is defined twice", c.name),
+                ));
+            }
+            if !dbs.insert(c.database.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("database"),
+                    format!("database {:?} is served by two clusters", c.database),
+                ));
+            }
+            parse_addr(&c.primary).map_err(|e| ConfigError::invalid(key("primary"), e))?;
+            for (j, r) in c.replicas.iter().enumerate() {
+                parse_addr(r)
+                    .map_err(|e| ConfigError::invalid(format!("cluster[{i}].replicas[{j}]"), e))?;
+            }
+            if c.pool_size == Some(0) {
+                return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cluster_for_database(&self, db: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.database == db)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [postgres]
+        listen = "127.0.0.1:6432"
+
+        [[user]]
+        name = "app"
+        password = "secret"
+
+        [[cluster]]
+        name = "main"
+        database = "app"
+        primary = "127.0.0.1:5432"
+        replicas = ["127.0.0.1:5433"]
+        user = "postgres"
+    "#;
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(
+            c.postgres.as_ref().unwrap().pool_mode,
+            PoolMode::Transaction
+        );
+        assert_eq!(c.pool.size, 20);
+        assert_eq!(c.users[0].effective_auth(), Some(AuthMethod::ScramSha256));
+        assert_eq!(c.clusters[0].backend_database(), "app");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let e = Config::from_toml(&format!("{GOOD}\n[pool]\nsizee = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("sizee"), "{e}");
+    }
+
+    #[test]
+    fn bad_replica_address_names_the_key() {
+        let e = Config::from_toml(&GOOD.replace("127.0.0.1:5433", "nonsense")).unwrap_err();
+        assert!(e.to_string().starts_with("cluster[0].replicas[0]"), "{e}");
+    }
+
+    #[test]
+    fn zero_pool_size_is_rejected() {
+        let e = Config::from_toml(&format!("{GOOD}\n[pool]\nsize = 0\n")).unwrap_err();
+        assert!(e.to_string().starts_with("pool.size"), "{e}");
+    }
+
+    #[test]
+    fn user_without_credentials_is_rejected() {
+        let e = Config::from_toml(&GOOD.replace("password = \"secret\"", "")).unwrap_err();
+        assert!(e.to_string().starts_with("user[0].auth"), "{e}");
+    }
+}

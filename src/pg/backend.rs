@@ -1,0 +1,318 @@
+//! Connections from the proxy to PostgreSQL servers: connect, authenticate, and the state the
+//! proxy tracks per connection (server parameters, proxy-prepared statements, cleanliness).
+
+use super::codec::{self, put_message, put_startup};
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest message accepted from a server during startup.
+const MAX_STARTUP_MESSAGE: usize = 1 << 20;
+
+/// Why a backend connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr} took longer than {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("server {addr} refused the login: {code} {message}")]
+    Refused {
+        addr: SocketAddr,
+        code: String,
+        message: String,
+    },
+    #[error("server {addr} broke the startup protocol: {what}")]
+    Protocol { addr: SocketAddr, what: String },
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct BackendTarget {
+    pub addr: SocketAddr,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub connect_timeout: Duration,
+}
+
+/// One authenticated server connection, idle and ready for a query when handed out.
+pub struct BackendConn {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// The server's BackendKeyData, used to forward cancels.
+    pub pid: i32,
+    pub secret: i32,
+    /// ParameterStatus values the server reported, kept current as it reports changes.
+    pub server_params: Vec<(String, String)>,
+    /// Client-requested settings applied on top of the server defaults (sorted by name).
+    pub applied: Vec<(String, String)>,
+    /// Proxy-named prepared statements that exist on this connection.
+    pub prepared: HashSet<u64>,
+    /// True only when the connection is idle outside a transaction with nothing in flight and
+    /// no client session state; the pool refuses to take it back otherwise.
+    pub clean: bool,
+    pub created: Instant,
+}
+
+impl std::fmt::Debug for BackendConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendConn")
+            .field("addr", &self.addr)
+            .field("pid", &self.pid)
+            .field("clean", &self.clean)
+            .finish()
+    }
+}
+
+impl BackendConn {
+    /// Connect and authenticate within the target's connect timeout.
+    pub async fn connect(t: &BackendTarget) -> Result<BackendConn, ConnectError> {
+        match tokio::time::timeout(t.connect_timeout, Self::connect_inner(t)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                addr: t.addr,
+                timeout: t.connect_timeout,
+            }),
+        }
+    }
+
+    async fn connect_inner(t: &BackendTarget) -> Result<BackendConn, ConnectError> {
+        let addr = t.addr;
+        let io = |source| ConnectError::Io { addr, source };
+        let proto = |what: &str| ConnectError::Protocol {
+            addr,
+            what: what.to_owned(),
+        };
+        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let mut out = BytesMut::with_capacity(256);
+        put_startup(
+            &mut out,
+            &[
+                ("user", &t.user),
+                ("database", &t.database),
+                ("application_name", "switchyard"),
+                ("client_encoding", "UTF8"),
+            ],
+        );
+        stream.write_all(&out).await.map_err(io)?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut scram: Option<ScramSha256> = None;
+        let mut conn = BackendConn {
+            stream,
+            addr,
+            pid: 0,
+            secret: 0,
+            server_params: Vec::new(),
+            applied: Vec::new(),
+            prepared: HashSet::new(),
+            clean: false,
+            created: Instant::now(),
+        };
+        loop {
+            let (tag, body) = read_message(&mut conn.stream, &mut buf).await?;
+            match tag {
+                b'R' => {
+                    if body.len() < 4 {
+                        return Err(proto("short Authentication message"));
+                    }
+                    let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let data = &body[4..];
+                    out.clear();
+                    let password = t.password.as_deref().unwrap_or("");
+                    match code {
+                        0 => continue,
+                        3 => {
+                            let mut p = password.as_bytes().to_vec();
+                            p.push(0);
+                            put_message(&mut out, b'p', &p);
+                        }
+                        5 => {
+                            if data.len() != 4 {
+                                return Err(proto("bad md5 salt"));
+                            }
+                            let salt = [data[0], data[1], data[2], data[3]];
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                t.user.as_bytes(),
+                                password.as_bytes(),
+                                salt,
+                            );
+                            let mut p = hash.into_bytes();
+                            p.push(0);
+                            put_message(&mut out, b'p', &p);
+                        }
+                        10 => {
+                            if !sasl_mechanisms(data).any(|m| m == b"SCRAM-SHA-256") {
+                                return Err(proto("server offers no SCRAM-SHA-256"));
+                            }
+                            let s = ScramSha256::new(
+                                password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            let first = s.message().to_vec();
+                            scram = Some(s);
+                            let mut p = b"SCRAM-SHA-256\0".to_vec();
+                            p.extend_from_slice(&(first.len() as i32).to_be_bytes());
+                            p.extend_from_slice(&first);
+                            put_message(&mut out, b'p', &p);
+                        }
+                        11 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| proto("SASLContinue before SASL"))?;
+                            s.update(data).map_err(|e| proto(&format!("SCRAM: {e}")))?;
+                            let msg = s.message().to_vec();
+                            put_message(&mut out, b'p', &msg);
+                        }
+                        12 => {
+                            let mut s =
+                                scram.take().ok_or_else(|| proto("SASLFinal before SASL"))?;
+                            s.finish(data).map_err(|e| proto(&format!("SCRAM: {e}")))?;
+                            continue;
+                        }
+                        other => {
+                            return Err(proto(&format!(
+                                "unsupported authentication request {other}"
+                            )))
+                        }
+                    }
+                    conn.stream.write_all(&out).await.map_err(io)?;
+                }
+                b'S' => {
+                    if let Some((k, v)) = codec::parameter_status(&body) {
+                        set_param(&mut conn.server_params, k, v);
+                    }
+                }
+                b'K' => {
+                    if body.len() != 8 {
+                        return Err(proto("bad BackendKeyData"));
+                    }
+                    conn.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    conn.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                }
+                b'Z' => {
+                    conn.clean = body.first() == Some(&b'I');
+                    conn.server_params.sort();
+                    return Ok(conn);
+                }
+                b'E' => {
+                    return Err(ConnectError::Refused {
+                        addr,
+                        code: codec::error_field(&body, b'C').unwrap_or("").to_owned(),
+                        message: codec::error_field(&body, b'M').unwrap_or("").to_owned(),
+                    })
+                }
+                b'N' | b'v' => {}
+                _ => return Err(proto("unexpected message during startup")),
+            }
+        }
+    }
+
+    /// Run proxy-originated statements (simple protocol) and wait for ReadyForQuery,
+    /// absorbing the results. ParameterStatus changes are recorded. Used for resets and for
+    /// applying a client's settings; any error makes the connection unusable.
+    pub async fn run_internal(&mut self, sql: &str, timeout: Duration) -> Result<(), String> {
+        let work = async {
+            let mut out = BytesMut::with_capacity(sql.len() + 8);
+            codec::put_query(&mut out, sql);
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut error = None;
+            loop {
+                let (tag, body) = read_message(&mut self.stream, &mut buf)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match tag {
+                    b'E' => {
+                        error = Some(
+                            codec::error_field(&body, b'M')
+                                .unwrap_or("error")
+                                .to_owned(),
+                        )
+                    }
+                    b'S' => {
+                        if let Some((k, v)) = codec::parameter_status(&body) {
+                            set_param(&mut self.server_params, k, v);
+                        }
+                    }
+                    b'Z' => {
+                        if !buf.is_empty() {
+                            return Err("unexpected data after ReadyForQuery".into());
+                        }
+                        return match (error, body.first()) {
+                            (None, Some(b'I')) => Ok(()),
+                            (Some(e), _) => Err(e),
+                            _ => Err("not idle after internal statement".into()),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// Insert or replace a (name, value) pair.
+pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match params.iter_mut().find(|(k, _)| k == name) {
+        Some(p) => p.1 = value.to_owned(),
+        None => params.push((name.to_owned(), value.to_owned())),
+    }
+}
+
+fn sasl_mechanisms(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split(|&b| b == 0).take_while(|m| !m.is_empty())
+}
+
+/// Read one whole tagged message (startup/internal use only; the session forwards instead).
+async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<(u8, Vec<u8>), ConnectError> {
+    let addr = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        match codec::header(buf, MAX_STARTUP_MESSAGE) {
+            Err(e) => {
+                return Err(ConnectError::Protocol {
+                    addr,
+                    what: e.to_string(),
+                })
+            }
+            Ok(Some(h)) if buf.len() >= h.wire_len => {
+                let body = buf[5..h.wire_len].to_vec();
+                buf.advance(h.wire_len);
+                return Ok((h.tag, body));
+            }
+            _ => {}
+        }
+        buf.reserve(4096);
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        if n == 0 {
+            return Err(ConnectError::Protocol {
+                addr,
+                what: "server closed the connection".into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Cancel requests. Each client gets a proxy-issued (pid, secret) key; while it runs a
+//! statement its slot names the backend connection (address and server key) doing the work.
+//! A CancelRequest with a matching key is forwarded to that server and nowhere else.
+
+use super::codec::put_cancel_request;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+
+/// Where a client's current statement runs: server address and the server's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// One client's slot; set while it holds a backend connection.
+#[derive(Debug, Default)]
+pub struct CancelSlot(Mutex<Option<CancelTarget>>);
+
+impl CancelSlot {
+    pub fn set(&self, t: Option<CancelTarget>) {
+        *self.0.lock().unwrap() = t;
+    }
+    pub fn get(&self) -> Option<CancelTarget> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Process-wide map from proxy-issued pid to (secret, slot).
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+}
+
+/// Removes the client's key from the registry when the session ends.
+pub struct CancelKey {
+    pub pid: i32,
+    pub secret: i32,
+    pub slot: Arc<CancelSlot>,
+    registry: Arc<CancelRegistry>,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.registry.map.lock().unwrap().remove(&self.pid);
+    }
+}
+
+impl CancelRegistry {
+    /// Issue a fresh key (positive pid, unique among live clients).
+    pub fn issue(self: &Arc<Self>) -> CancelKey {
+        let slot = Arc::new(CancelSlot::default());
+        let mut map = self.map.lock().unwrap();
+        loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            if pid == 0 || map.contains_key(&pid) {
+                continue;
+            }
+            let secret = rand::random::<i32>();
+            map.insert(pid, (secret, slot.clone()));
+            return CancelKey {
+                pid,
+                secret,
+                slot,
+                registry: self.clone(),
+            };
+        }
+    }
+
+    /// The backend running the statement of the client with this key, if the key matches.
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
+        let map = self.map.lock().unwrap();
+        let (s, slot) = map.get(&pid)?;
+        // Compare without an early exit so timing does not reveal the secret.
+        let same = (*s ^ secret) == 0;
+        if same {
+            slot.get()
+        } else {
+            None
+        }
+    }
+}
+
+/// Send a CancelRequest to a server (best effort, bounded in time).
+pub async fn send_cancel(
+    target: CancelTarget,
+    timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(target.addr).await?;
+        let mut b = BytesMut::with_capacity(16);
+        put_cancel_request(&mut b, target.pid, target.secret);
+        s.write_all(&b).await?;
+        s.shutdown().await
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "cancel timed out",
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_checked() {
+        let reg = Arc::new(CancelRegistry::default());
+        let a = reg.issue();
+        let b = reg.issue();
+        assert_ne!(a.pid, b.pid);
+        let t = CancelTarget {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            pid: 42,
+            secret: 7,
+        };
+        a.slot.set(Some(t));
+        assert_eq!(reg.lookup(a.pid, a.secret), Some(t));
+        assert_eq!(reg.lookup(a.pid, a.secret.wrapping_add(1)), None);
+        assert_eq!(reg.lookup(b.pid, b.secret), None);
+        let pid = a.pid;
+        drop(a);
+        assert_eq!(reg.lookup(pid, 0), None);
+    }
+}

@@ -1,0 +1,8 @@
+//! PostgreSQL wire protocol: pure codec, authentication, client sessions, backend connections.
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod codec;
+pub mod prepared;
+pub mod session;
+pub mod startup;

@@ -1,0 +1,121 @@
+//! Protocol-level prepared statements in transaction mode.
+//!
+//! Clients name statements however they like; backend connections are shared, so the proxy
+//! prepares each distinct (query, parameter types) under its own name `sy_<id>` and rewrites
+//! the client's names in Bind, Describe and Close. A backend connection remembers which ids it
+//! has; a Bind on a connection without the statement gets a Parse injected in front of it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One distinct statement as the proxy prepares it.
+#[derive(Debug)]
+pub struct StmtDef {
+    pub id: u64,
+    pub query: Box<[u8]>,
+    /// Int16 count and Int32 OIDs, as in the Parse message.
+    pub param_types: Box<[u8]>,
+}
+
+impl StmtDef {
+    /// The name this statement has on backend connections (NUL-free ASCII).
+    pub fn backend_name(&self) -> BackendName {
+        BackendName::new(self.id)
+    }
+}
+
+/// `sy_<id>` without allocating.
+pub struct BackendName {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl BackendName {
+    fn new(id: u64) -> Self {
+        let mut buf = [0u8; 24];
+        buf[..3].copy_from_slice(b"sy_");
+        let mut digits = [0u8; 20];
+        let mut n = id;
+        let mut k = 0;
+        loop {
+            digits[k] = b'0' + (n % 10) as u8;
+            k += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..k {
+            buf[3 + i] = digits[k - 1 - i];
+        }
+        BackendName { buf, len: 3 + k }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Most distinct statements remembered per worker before the registry starts over (ids keep
+/// increasing, so backend connections never confuse an old id with a new statement).
+const REGISTRY_LIMIT: usize = 50_000;
+
+/// Per-worker map from statement content to its definition.
+#[derive(Debug, Default)]
+pub struct StmtRegistry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    by_content: HashMap<(Box<[u8]>, Box<[u8]>), Arc<StmtDef>>,
+    next_id: u64,
+}
+
+impl StmtRegistry {
+    pub fn intern(&self, query: &[u8], param_types: &[u8]) -> Arc<StmtDef> {
+        let mut g = self.inner.lock().unwrap();
+        // Look up without allocating a key: HashMap needs an owned tuple, so probe by scanning
+        // only on miss would be slow; the allocation happens once per client Parse, which is
+        // once per statement per session, not per execution.
+        let key: (Box<[u8]>, Box<[u8]>) = (query.into(), param_types.into());
+        if let Some(d) = g.by_content.get(&key) {
+            return d.clone();
+        }
+        if g.by_content.len() >= REGISTRY_LIMIT {
+            g.by_content.clear();
+        }
+        g.next_id += 1;
+        let def = Arc::new(StmtDef {
+            id: g.next_id,
+            query: key.0.clone(),
+            param_types: key.1.clone(),
+        });
+        g.by_content.insert(key, def.clone());
+        def
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_content_same_id() {
+        let r = StmtRegistry::default();
+        let a = r.intern(b"select 1", &[0, 0]);
+        let b = r.intern(b"select 1", &[0, 0]);
+        let c = r.intern(b"select 1", &[0, 1, 0, 0, 0, 23]);
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(
+            a.backend_name().as_bytes(),
+            format!("sy_{}", a.id).as_bytes()
+        );
+        assert_eq!(BackendName::new(0).as_bytes(), b"sy_0");
+        assert_eq!(
+            BackendName::new(u64::MAX).as_bytes(),
+            format!("sy_{}", u64::MAX).as_bytes()
+        );
+    }
+}

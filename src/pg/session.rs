@@ -1,0 +1,800 @@
+//! A logged-in PostgreSQL client: forwards its messages to a backend connection and the
+//! answers back, checking connections out of the pool and returning them at transaction
+//! boundaries.
+//!
+//! Data path: one task per client drives both sockets from a single poll function, so the
+//! client and its backend connection stay on one thread and a statement costs one read and
+//! one write on each side. Every complete message in a read is forwarded with one write.
+//! Messages are scanned, not decoded: only the few the proxy must understand are parsed
+//! (the backend's ReadyForQuery and ParameterStatus; the client's Query, Parse, Bind,
+//! Describe and Close).
+//!
+//! Invariant: a backend connection is released only when the backend said ReadyForQuery with
+//! status idle, nothing sent to it is unanswered, and the client left no session state on it.
+
+use super::backend::set_param;
+use super::cancel::{CancelKey, CancelTarget};
+use super::codec::{self, Header};
+use super::prepared::StmtDef;
+use crate::app::{ClusterPools, Worker};
+use crate::config::PoolMode;
+use crate::pool::{self, Pooled};
+use crate::router::session_state;
+use bytes::{Buf, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+/// Read no more from one side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Messages from servers larger than this are refused (PostgreSQL's own limit is 1 GiB).
+const MAX_BACKEND_MESSAGE: usize = (1 << 30) + 64;
+/// Time allowed for the proxy's own statements (resets, settings) on a backend.
+const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most proxy-prepared statements kept on one backend connection; past it the connection is
+/// closed on release rather than grow without bound.
+const MAX_PREPARED_PER_BACKEND: usize = 5_000;
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client socket: {0}")]
+    ClientIo(#[source] io::Error),
+    #[error("backend socket: {0}")]
+    BackendIo(#[source] io::Error),
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(String),
+    #[error("backend protocol violation: {0}")]
+    BackendProtocol(String),
+    #[error("backend closed the connection")]
+    BackendClosed,
+    #[error(transparent)]
+    Checkout(#[from] pool::CheckoutError),
+    #[error("applying client settings on the backend failed: {0}")]
+    Settings(String),
+}
+
+/// What a message sent to the backend will be answered with, in order.
+#[derive(Debug)]
+enum Pend {
+    /// Parse under a proxy name (`id`) or the client's own name (`id` None).
+    Parse {
+        id: Option<u64>,
+        client_name: Option<Box<[u8]>>,
+        injected: bool,
+    },
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    /// Sync, Query or FunctionCall: answered up to ReadyForQuery.
+    Ready,
+    /// Answered by the proxy itself when it reaches the head of the queue.
+    Synthetic(u8),
+}
+
+enum Step {
+    Done,
+    NeedBackend,
+    Terminate,
+}
+
+enum Event {
+    Client,
+    Backend,
+    ClientEof,
+    Shutdown,
+}
+
+/// A client after login.
+pub struct Session<C> {
+    worker: Arc<Worker>,
+    cluster: Arc<ClusterPools>,
+    client: C,
+    mode: PoolMode,
+    max_message: usize,
+    /// Client settings to apply on every backend connection (sorted by name).
+    wanted: Arc<Vec<(String, String)>>,
+    key: CancelKey,
+    backend: Option<Pooled>,
+    /// Bytes from the client not yet handled / bytes for the backend not yet written.
+    cin: BytesMut,
+    bout: BytesMut,
+    /// Bytes from the backend not yet handled / bytes for the client not yet written.
+    bin: BytesMut,
+    cout: BytesMut,
+    pending: VecDeque<Pend>,
+    /// Body bytes of a streamed backend message still to pass through.
+    skip: usize,
+    tx_status: u8,
+    pinned: bool,
+    /// Client statement name -> definition (transaction mode only).
+    stmts: HashMap<Box<[u8]>, Arc<StmtDef>>,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        worker: Arc<Worker>,
+        cluster: Arc<ClusterPools>,
+        client: C,
+        wanted: Arc<Vec<(String, String)>>,
+        key: CancelKey,
+        leftover: BytesMut,
+    ) -> Self {
+        let mode = worker.pool_mode;
+        let max_message = worker.shared.config.general.max_message_bytes;
+        Session {
+            worker,
+            cluster,
+            client,
+            mode,
+            max_message,
+            wanted,
+            key,
+            backend: None,
+            cin: leftover,
+            bout: BytesMut::with_capacity(8192),
+            bin: BytesMut::with_capacity(16384),
+            cout: BytesMut::with_capacity(16384),
+            pending: VecDeque::new(),
+            skip: 0,
+            tx_status: b'I',
+            pinned: false,
+            stmts: HashMap::new(),
+        }
+    }
+
+    /// Check out a backend connection and bring its settings in line with the client's.
+    pub async fn acquire(&mut self) -> Result<(), SessionError> {
+        let mut conn = self.cluster.primary.checkout().await?;
+        conn.clean = false;
+        if conn.applied != *self.wanted {
+            let sql = settings_sql(&conn.applied, &self.wanted);
+            if let Err(e) = conn.run_internal(&sql, INTERNAL_TIMEOUT).await {
+                pool::release(conn);
+                return Err(SessionError::Settings(e));
+            }
+            conn.applied = (*self.wanted).clone();
+        }
+        self.key.slot.set(Some(CancelTarget {
+            addr: conn.addr,
+            pid: conn.pid,
+            secret: conn.secret,
+        }));
+        self.tx_status = b'I';
+        self.backend = Some(conn);
+        Ok(())
+    }
+
+    /// The parameters the client is told about at login (needs a held backend).
+    pub fn login_parameters(&self) -> Vec<(String, String)> {
+        self.backend
+            .as_ref()
+            .map(|b| b.server_params.clone())
+            .unwrap_or_default()
+    }
+
+    /// Release the held backend if the protocol state allows (transaction mode).
+    pub fn maybe_release(&mut self) {
+        if self.mode == PoolMode::Transaction
+            && !self.pinned
+            && self.pending.is_empty()
+            && self.bout.is_empty()
+            && self.tx_status == b'I'
+            && self.skip == 0
+        {
+            if let Some(mut conn) = self.backend.take() {
+                self.key.slot.set(None);
+                conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
+                pool::release(conn);
+            }
+        }
+    }
+
+    /// Serve the client until it leaves, then put the backend connection back or close it.
+    pub async fn run(mut self, login: &mut BytesMut) -> Result<(), SessionError> {
+        self.cout.extend_from_slice(login);
+        login.clear();
+        self.maybe_release();
+        let shutdown = self.worker.shared.shutdown.clone().cancelled_owned();
+        let mut shutdown = Box::pin(shutdown);
+        let result = self.serve(&mut shutdown).await;
+        if let Err(e) = &result {
+            self.report_fatal(e).await;
+        }
+        self.finish().await;
+        result
+    }
+
+    async fn serve(
+        &mut self,
+        shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    ) -> Result<(), SessionError> {
+        loop {
+            loop {
+                match self.process_client()? {
+                    Step::Done => break,
+                    Step::Terminate => {
+                        self.flush_client().await;
+                        return Ok(());
+                    }
+                    Step::NeedBackend => self.acquire().await?,
+                }
+            }
+            self.emit_synthetics();
+            self.maybe_release();
+            if self.backend.is_none() && self.worker.shared.shutdown.is_cancelled() {
+                return self.close_for_shutdown().await;
+            }
+            let event = {
+                let backend = self.backend.as_deref_mut().map(|b| &mut b.stream);
+                let watch_shutdown = backend.is_none();
+                let mut io = Pump {
+                    client: &mut self.client,
+                    backend,
+                    cin: &mut self.cin,
+                    bout: &mut self.bout,
+                    bin: &mut self.bin,
+                    cout: &mut self.cout,
+                    shutdown: watch_shutdown.then_some(shutdown.as_mut()),
+                };
+                poll_fn(|cx| io.poll(cx)).await?
+            };
+            match event {
+                Event::Client => {}
+                Event::Backend => {
+                    self.process_backend()?;
+                    self.emit_synthetics();
+                }
+                Event::ClientEof => return Ok(()),
+                Event::Shutdown => return self.close_for_shutdown().await,
+            }
+        }
+    }
+
+    async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
+        codec::put_error(
+            &mut self.cout,
+            "FATAL",
+            "57P01",
+            "terminating connection: switchyard is shutting down",
+        );
+        self.flush_client().await;
+        Ok(())
+    }
+
+    /// Write what is queued for the client, bounded in time (a client that stopped reading
+    /// does not hold the session open).
+    async fn flush_client(&mut self) {
+        let cout = &self.cout;
+        let client = &mut self.client;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            client.write_all(cout).await?;
+            client.flush().await
+        })
+        .await;
+        self.cout.clear();
+    }
+
+    /// Tell a client whose login could not get a backend why, and end the session.
+    pub async fn refuse_login(mut self, e: &SessionError) {
+        let (code, msg) = match e {
+            SessionError::Settings(m) => ("22023", format!("switchyard: {m}")),
+            _ => return self.report_fatal(e).await,
+        };
+        codec::put_error(&mut self.cout, "FATAL", code, &msg);
+        self.flush_client().await;
+    }
+
+    async fn report_fatal(&mut self, e: &SessionError) {
+        let (code, msg) = match e {
+            SessionError::ClientIo(_) => return,
+            SessionError::ClientProtocol(m) => ("08P01", format!("protocol violation: {m}")),
+            SessionError::Checkout(pool::CheckoutError::Timeout { .. }) => {
+                ("53300", format!("switchyard: {e}"))
+            }
+            SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
+            _ => (
+                "08006",
+                format!("switchyard: lost the backend connection: {e}"),
+            ),
+        };
+        codec::put_error(&mut self.cout, "FATAL", code, &msg);
+        self.flush_client().await;
+    }
+
+    /// Return or close the backend when the client is gone.
+    async fn finish(&mut self) {
+        let Some(mut conn) = self.backend.take() else {
+            return;
+        };
+        self.key.slot.set(None);
+        let idle = self.pending.is_empty()
+            && self.bout.is_empty()
+            && self.skip == 0
+            && self.tx_status == b'I';
+        if !idle {
+            if !self.pending.is_empty() {
+                // A statement is still running: stop it, then drop the connection.
+                let t = CancelTarget {
+                    addr: conn.addr,
+                    pid: conn.pid,
+                    secret: conn.secret,
+                };
+                tokio::spawn(super::cancel::send_cancel(t, Duration::from_secs(5)));
+            }
+            conn.clean = false;
+        } else if self.mode == PoolMode::Session || self.pinned {
+            let reset = &self.worker.shared.config.pool.reset_query;
+            conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
+            conn.applied.clear();
+            conn.prepared.clear();
+        } else {
+            conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
+        }
+        pool::release(conn);
+    }
+
+    /// Handle every complete client message buffered.
+    fn process_client(&mut self) -> Result<Step, SessionError> {
+        loop {
+            if self.bout.len() >= HIGH_WATER {
+                return Ok(Step::Done);
+            }
+            let h = match codec::header(&self.cin, self.max_message) {
+                Ok(Some(h)) if self.cin.len() >= h.wire_len => h,
+                Ok(_) => return Ok(Step::Done),
+                Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
+            };
+            if self.backend.is_none() {
+                match h.tag {
+                    b'X' => return Ok(Step::Terminate),
+                    // Stray copy data after a failed COPY: PostgreSQL drops it too.
+                    b'd' | b'c' | b'f' | b'H' => {
+                        self.cin.advance(h.wire_len);
+                        continue;
+                    }
+                    b'S' if self.pending.is_empty() => {
+                        self.cin.advance(h.wire_len);
+                        codec::put_ready(&mut self.cout, b'I');
+                        continue;
+                    }
+                    b'C' if self.closes_client_statement(&h) => {}
+                    _ => return Ok(Step::NeedBackend),
+                }
+            }
+            self.forward_client_message(h)?;
+            self.cin.advance(h.wire_len);
+        }
+    }
+
+    fn closes_client_statement(&self, h: &Header) -> bool {
+        self.mode == PoolMode::Transaction
+            && matches!(codec::target_msg(&self.cin[5..h.wire_len]),
+                Ok((b'S', name)) if !name.is_empty() && self.stmts.contains_key(name))
+    }
+
+    /// Translate one client message into bytes for the backend and expected answers.
+    fn forward_client_message(&mut self, h: Header) -> Result<(), SessionError> {
+        // Detach the input buffer so the message can be borrowed while state changes.
+        let cin = std::mem::take(&mut self.cin);
+        let result = self.forward_one(h, &cin[..h.wire_len]);
+        self.cin = cin;
+        result
+    }
+
+    fn forward_one(&mut self, h: Header, msg: &[u8]) -> Result<(), SessionError> {
+        let body = &msg[5..];
+        let bad = |e: codec::ProtocolError| SessionError::ClientProtocol(e.to_string());
+        let tx = self.mode == PoolMode::Transaction;
+        match h.tag {
+            b'Q' => {
+                let sql = codec::query_msg(body).map_err(bad)?;
+                if tx {
+                    self.note_session_effect(sql);
+                }
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Ready);
+            }
+            b'P' => {
+                let p = codec::parse_msg(body).map_err(bad)?;
+                if tx {
+                    self.note_session_effect(p.query);
+                }
+                if !tx || p.name.is_empty() {
+                    self.bout.extend_from_slice(msg);
+                    self.pending.push_back(Pend::Parse {
+                        id: None,
+                        client_name: None,
+                        injected: false,
+                    });
+                } else {
+                    let def = self.worker.statements.intern(p.query, p.param_types);
+                    let name: Box<[u8]> = p.name.into();
+                    self.stmts.insert(name.clone(), def.clone());
+                    let conn = self.backend.as_mut().expect("held");
+                    if conn.prepared.insert(def.id) {
+                        codec::put_parse(
+                            &mut self.bout,
+                            def.backend_name().as_bytes(),
+                            &def.query,
+                            &def.param_types,
+                        );
+                        self.pending.push_back(Pend::Parse {
+                            id: Some(def.id),
+                            client_name: Some(name),
+                            injected: false,
+                        });
+                    } else {
+                        self.pending.push_back(Pend::Synthetic(b'1'));
+                    }
+                }
+            }
+            b'B' => {
+                let b = codec::bind_msg(body).map_err(bad)?;
+                match self.client_statement(b.statement) {
+                    Some(def) => {
+                        self.ensure_prepared(&def);
+                        codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
+                    }
+                    None => self.bout.extend_from_slice(msg),
+                }
+                self.pending.push_back(Pend::Bind);
+            }
+            b'D' | b'C' => {
+                let (kind, name) = codec::target_msg(body).map_err(bad)?;
+                let def = if kind == b'S' {
+                    self.client_statement(name)
+                } else {
+                    None
+                };
+                match def {
+                    Some(_) if h.tag == b'C' => {
+                        let name: Box<[u8]> = name.into();
+                        self.stmts.remove(&name);
+                        self.pending.push_back(Pend::Synthetic(b'3'));
+                        return Ok(());
+                    }
+                    Some(def) => {
+                        self.ensure_prepared(&def);
+                        codec::put_target(
+                            &mut self.bout,
+                            b'D',
+                            b'S',
+                            def.backend_name().as_bytes(),
+                        );
+                    }
+                    None => self.bout.extend_from_slice(msg),
+                }
+                self.pending.push_back(if h.tag == b'D' {
+                    Pend::Describe
+                } else {
+                    Pend::Close
+                });
+            }
+            b'E' => {
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Execute);
+            }
+            b'S' | b'F' => {
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Ready);
+            }
+            b'H' | b'd' | b'c' | b'f' => self.bout.extend_from_slice(msg),
+            b'X' => {}
+            other => {
+                return Err(SessionError::ClientProtocol(format!(
+                    "unexpected message type {:?}",
+                    other as char
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// A client statement name known to the proxy (transaction mode, non-empty names).
+    fn client_statement(&self, name: &[u8]) -> Option<Arc<StmtDef>> {
+        if self.mode != PoolMode::Transaction || name.is_empty() {
+            return None;
+        }
+        self.stmts.get(name).cloned()
+    }
+
+    /// Inject a Parse if the held connection lacks the statement.
+    fn ensure_prepared(&mut self, def: &StmtDef) {
+        let conn = self.backend.as_mut().expect("held");
+        if conn.prepared.insert(def.id) {
+            codec::put_parse(
+                &mut self.bout,
+                def.backend_name().as_bytes(),
+                &def.query,
+                &def.param_types,
+            );
+            self.pending.push_back(Pend::Parse {
+                id: Some(def.id),
+                client_name: None,
+                injected: true,
+            });
+        }
+    }
+
+    fn note_session_effect(&mut self, sql: &[u8]) {
+        let Ok(text) = std::str::from_utf8(sql) else {
+            self.pinned = true;
+            return;
+        };
+        let e = session_state::effect(text);
+        self.pinned |= e.pins;
+        if e.drops_prepared {
+            if let Some(conn) = self.backend.as_mut() {
+                conn.prepared.clear();
+            }
+        }
+    }
+
+    /// Answer synthetic entries that reached the head of the queue.
+    fn emit_synthetics(&mut self) {
+        while let Some(Pend::Synthetic(tag)) = self.pending.front() {
+            codec::put_empty(&mut self.cout, *tag);
+            self.pending.pop_front();
+        }
+    }
+
+    /// Handle buffered backend bytes: pass them to the client, track protocol state.
+    fn process_backend(&mut self) -> Result<(), SessionError> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.bin.len());
+                self.cout.extend_from_slice(&self.bin[..n]);
+                self.bin.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(());
+                }
+            }
+            let h = match codec::header(&self.bin, MAX_BACKEND_MESSAGE) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(SessionError::BackendProtocol(e.to_string())),
+            };
+            // DataRow and CopyData can be large: stream them through.
+            if matches!(h.tag, b'D' | b'd') {
+                let n = h.wire_len.min(self.bin.len());
+                self.cout.extend_from_slice(&self.bin[..n]);
+                self.bin.advance(n);
+                self.skip = h.wire_len - n;
+                continue;
+            }
+            if self.bin.len() < h.wire_len {
+                return Ok(());
+            }
+            self.emit_synthetics();
+            let forward = self.on_backend_message(h)?;
+            if forward {
+                self.cout.extend_from_slice(&self.bin[..h.wire_len]);
+            }
+            self.bin.advance(h.wire_len);
+            self.emit_synthetics();
+            if self.cout.len() >= HIGH_WATER {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Update state for one whole backend message; returns whether the client gets it.
+    fn on_backend_message(&mut self, h: Header) -> Result<bool, SessionError> {
+        let body = &self.bin[5..h.wire_len];
+        let unexpected =
+            |what: &str| Err(SessionError::BackendProtocol(format!("unexpected {what}")));
+        match h.tag {
+            b'Z' => {
+                if !matches!(self.pending.pop_front(), Some(Pend::Ready)) {
+                    return unexpected("ReadyForQuery");
+                }
+                self.tx_status = *body.first().unwrap_or(&b'E');
+            }
+            b'S' => {
+                if let (Some((k, v)), Some(conn)) =
+                    (codec::parameter_status(body), self.backend.as_mut())
+                {
+                    let changed = conn.server_params.iter().any(|(n, old)| n == k && old != v);
+                    set_param(&mut conn.server_params, k, v);
+                    // The client changed a reported setting some way the scanner did not see
+                    // (set_config(), a function): keep it on this connection.
+                    if changed && self.mode == PoolMode::Transaction {
+                        self.pinned = true;
+                    }
+                }
+            }
+            b'1' => match self.pending.pop_front() {
+                Some(Pend::Parse { injected, .. }) => return Ok(!injected),
+                _ => return unexpected("ParseComplete"),
+            },
+            b'2' => self.expect_head(|p| matches!(p, Pend::Bind), "BindComplete")?,
+            b'3' => self.expect_head(|p| matches!(p, Pend::Close), "CloseComplete")?,
+            b'n' => self.expect_head(|p| matches!(p, Pend::Describe), "NoData")?,
+            b'T' => {
+                if matches!(self.pending.front(), Some(Pend::Describe)) {
+                    self.pending.pop_front();
+                }
+            }
+            b'C' | b'I' | b's' => {
+                if matches!(self.pending.front(), Some(Pend::Execute)) {
+                    self.pending.pop_front();
+                }
+            }
+            b'E' => self.on_error(),
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn expect_head(&mut self, ok: impl Fn(&Pend) -> bool, what: &str) -> Result<(), SessionError> {
+        match self.pending.front() {
+            Some(p) if ok(p) => {
+                self.pending.pop_front();
+                Ok(())
+            }
+            _ => Err(SessionError::BackendProtocol(format!("unexpected {what}"))),
+        }
+    }
+
+    /// After an error in the extended protocol the server skips to the next Sync: drop the
+    /// answers it will not send, and forget statements whose Parse it skipped or failed.
+    fn on_error(&mut self) {
+        if matches!(self.pending.front(), Some(Pend::Ready) | None) {
+            return;
+        }
+        while let Some(p) = self.pending.front() {
+            if matches!(p, Pend::Ready) {
+                break;
+            }
+            if let Some(Pend::Parse {
+                id, client_name, ..
+            }) = self.pending.pop_front()
+            {
+                if let (Some(id), Some(conn)) = (id, self.backend.as_mut()) {
+                    conn.prepared.remove(&id);
+                }
+                if let Some(name) = client_name {
+                    self.stmts.remove(&name);
+                }
+            }
+        }
+    }
+}
+
+impl<C> Drop for Session<C> {
+    fn drop(&mut self) {
+        // Only reached with a backend still held if the session was cut off (runtime shutdown):
+        // its state is unknown, so it is closed, never pooled.
+        if let Some(mut conn) = self.backend.take() {
+            conn.clean = false;
+            pool::release(conn);
+        }
+    }
+}
+
+/// SQL that moves a connection from `have` settings to `want` (both sorted by name).
+fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
+    let mut sql = String::new();
+    for (k, v) in want {
+        if !have.iter().any(|(hk, hv)| hk == k && hv == v) {
+            sql.push_str(&format!(
+                "SET {} = '{}';",
+                quote_ident(k),
+                v.replace('\'', "''")
+            ));
+        }
+    }
+    for (k, _) in have {
+        if !want.iter().any(|(wk, _)| wk == k) {
+            sql.push_str(&format!("RESET {};", quote_ident(k)));
+        }
+    }
+    sql
+}
+
+fn quote_ident(name: &str) -> String {
+    // Names may contain dots (extension.setting): quote each part.
+    name.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Both sockets of a session, driven from one poll.
+struct Pump<'a, C> {
+    client: &'a mut C,
+    backend: Option<&'a mut tokio::net::TcpStream>,
+    cin: &'a mut BytesMut,
+    bout: &'a mut BytesMut,
+    bin: &'a mut BytesMut,
+    cout: &'a mut BytesMut,
+    shutdown: Option<Pin<&'a mut WaitForCancellationFutureOwned>>,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, SessionError>> {
+        // Writes first, so reads see room.
+        while !self.cout.is_empty() {
+            match Pin::new(&mut *self.client).poll_write(cx, self.cout) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(SessionError::ClientIo(
+                        io::ErrorKind::WriteZero.into(),
+                    )))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.cout.advance(n);
+                    if self.cout.is_empty() {
+                        if let Poll::Ready(Err(e)) = Pin::new(&mut *self.client).poll_flush(cx) {
+                            return Poll::Ready(Err(SessionError::ClientIo(e)));
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
+                Poll::Pending => break,
+            }
+        }
+        if let Some(backend) = self.backend.as_mut() {
+            while !self.bout.is_empty() {
+                match Pin::new(&mut **backend).poll_write(cx, self.bout) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
+                    Poll::Ready(Ok(n)) => self.bout.advance(n),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::BackendIo(e))),
+                    Poll::Pending => break,
+                }
+            }
+            if self.cout.len() < HIGH_WATER {
+                self.bin.reserve(16 * 1024);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut **backend), cx, self.bin) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Backend)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::BackendIo(e))),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if self.bout.len() < HIGH_WATER {
+            self.cin.reserve(8 * 1024);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *self.client), cx, self.cin) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Client)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(s) = self.shutdown.as_mut() {
+            if s.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Shutdown));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_sql_sets_changes_and_resets_leftovers() {
+        let have = vec![
+            ("application_name".to_string(), "a".to_string()),
+            ("search_path".into(), "x".into()),
+        ];
+        let want = vec![("application_name".to_string(), "b'c".to_string())];
+        assert_eq!(
+            settings_sql(&have, &want),
+            "SET \"application_name\" = 'b''c';RESET \"search_path\";"
+        );
+        assert_eq!(settings_sql(&want, &want), "");
+    }
+}

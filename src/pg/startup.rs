@@ -1,0 +1,402 @@
+//! From accept to a logged-in session: SSL/GSS negotiation, cancel requests, the startup
+//! packet, client authentication, and the login messages.
+
+use super::auth::{self, ScramServer, ScramVerifier};
+use super::codec::{self, Startup};
+use super::session::Session;
+use crate::app::Worker;
+use crate::config::AuthMethod;
+use bytes::{Buf, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest message accepted from a client before it has logged in.
+const MAX_LOGIN_MESSAGE: usize = 16 * 1024;
+
+/// A login that failed, with what the client is told.
+#[derive(Debug)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Decrements the client count when the connection ends.
+struct ClientSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serve one accepted client connection to the end.
+pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+    let shared = worker.shared.clone();
+    let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _slot = ClientSlot(&shared.clients);
+    let _ = stream.set_nodelay(true);
+    let general = &shared.config.general;
+    let over_limit = open > general.max_client_connections;
+    let mut stream = stream;
+    let mut buf = BytesMut::with_capacity(1024);
+    let login = tokio::time::timeout(
+        general.client_login_timeout,
+        login(&worker, &mut stream, &mut buf, over_limit),
+    )
+    .await;
+    let refusal = match login {
+        Ok(Ok(Some(l))) => {
+            let key = shared.cancel.issue();
+            let (pid, secret) = (key.pid, key.secret);
+            let mut session = Session::new(worker.clone(), l.cluster, stream, l.wanted, key, buf);
+            let mut out = l.out;
+            if let Err(e) = session.acquire().await {
+                tracing::info!(conn = conn_id, %peer, error = %e, "no backend for new client");
+                session.refuse_login(&e).await;
+                return;
+            }
+            codec::put_auth(&mut out, 0, &[]);
+            for (k, v) in session.login_parameters() {
+                codec::put_parameter_status(&mut out, &k, &v);
+            }
+            codec::put_backend_key(&mut out, pid, secret);
+            codec::put_ready(&mut out, b'I');
+            tracing::debug!(conn = conn_id, %peer, "client logged in");
+            if let Err(e) = session.run(&mut out).await {
+                tracing::info!(conn = conn_id, %peer, error = %e, "session ended with an error");
+            }
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(r)) => r,
+        Err(_) => refuse(
+            "08006",
+            "switchyard: login did not finish within client_login_timeout",
+        ),
+    };
+    tracing::info!(conn = conn_id, %peer, code = refusal.code, reason = %refusal.message, "login refused");
+    let mut out = BytesMut::new();
+    codec::put_error(&mut out, "FATAL", refusal.code, &refusal.message);
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&out)).await;
+}
+
+/// Read one startup-phase packet.
+async fn read_startup<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> Result<Option<Startup>, Refusal> {
+    loop {
+        match codec::decode_startup(buf) {
+            Ok(Some((m, used))) => {
+                buf.advance(used);
+                return Ok(Some(m));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(refuse("08P01", format!("invalid startup packet: {e}"))),
+        }
+        if s.read_buf(buf)
+            .await
+            .map_err(|e| refuse("08006", e.to_string()))?
+            == 0
+        {
+            return Ok(None);
+        }
+    }
+}
+
+/// Read one tagged message of the login phase (password, SASL).
+async fn read_message<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+) -> Result<(u8, Vec<u8>), Refusal> {
+    loop {
+        match codec::header(buf, MAX_LOGIN_MESSAGE) {
+            Ok(Some(h)) if buf.len() >= h.wire_len => {
+                let body = buf[5..h.wire_len].to_vec();
+                buf.advance(h.wire_len);
+                return Ok((h.tag, body));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(refuse("08P01", format!("invalid message: {e}"))),
+        }
+        if s.read_buf(buf)
+            .await
+            .map_err(|e| refuse("08006", e.to_string()))?
+            == 0
+        {
+            return Err(refuse("08006", "client closed the connection during login"));
+        }
+    }
+}
+
+/// Who logged in and what they asked for.
+struct LoggedIn {
+    cluster: Arc<crate::app::ClusterPools>,
+    wanted: Arc<Vec<(String, String)>>,
+    /// Messages already due to the client (the SCRAM final message).
+    out: BytesMut,
+}
+
+async fn login(
+    worker: &Arc<Worker>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    over_limit: bool,
+) -> Result<Option<LoggedIn>, Refusal> {
+    let shared = &worker.shared;
+    let params = loop {
+        match read_startup(stream, buf).await? {
+            None => return Ok(None),
+            Some(Startup::Ssl) | Some(Startup::GssEnc) => {
+                stream
+                    .write_all(b"N")
+                    .await
+                    .map_err(|e| refuse("08006", e.to_string()))?;
+            }
+            Some(Startup::Cancel { pid, secret }) => {
+                if let Some(t) = shared.cancel.lookup(pid, secret) {
+                    let _ = super::cancel::send_cancel(t, Duration::from_secs(5)).await;
+                }
+                return Ok(None);
+            }
+            Some(Startup::Startup { params }) => break params,
+        }
+    };
+    let max = shared.config.general.max_client_connections;
+    if over_limit {
+        return Err(refuse(
+            "53300",
+            format!("sorry, too many clients already (switchyard max_client_connections = {max})"),
+        ));
+    }
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let user = get("user").ok_or_else(|| {
+        refuse(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    let database = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    if get("replication").is_some_and(|r| r != "false" && r != "off" && r != "0") {
+        return Err(refuse(
+            "08P01",
+            "switchyard does not proxy replication connections",
+        ));
+    }
+    let cfg = &shared.config;
+    let Some(u) = cfg.user(user) else {
+        return Err(refuse(
+            "28000",
+            format!("switchyard: no such user \"{user}\""),
+        ));
+    };
+    let mut out = BytesMut::with_capacity(512);
+    authenticate(stream, buf, &mut out, user, u).await?;
+    let Some(cluster) = worker.clusters.get(database).cloned() else {
+        return Err(refuse(
+            "3D000",
+            format!("database \"{database}\" does not exist (no switchyard cluster serves it)"),
+        ));
+    };
+    let wanted = Arc::new(client_settings(&params)?);
+    Ok(Some(LoggedIn {
+        cluster,
+        wanted,
+        out,
+    }))
+}
+
+/// Run the configured authentication exchange; on success nothing is written yet for
+/// AuthenticationOk (the caller sends it with the login messages).
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    name: &str,
+    user: &crate::config::User,
+) -> Result<(), Refusal> {
+    let failed = || {
+        refuse(
+            "28P01",
+            format!("password authentication failed for user \"{name}\""),
+        )
+    };
+    let io = |e: std::io::Error| refuse("08006", e.to_string());
+    match user.effective_auth() {
+        Some(AuthMethod::Trust) => Ok(()),
+        Some(AuthMethod::Md5) => {
+            let stored = match (&user.md5_hash, &user.password) {
+                (Some(h), _) => h.clone(),
+                (None, Some(p)) => auth::md5_stored_hash(name, p),
+                (None, None) => return Err(failed()),
+            };
+            let salt = auth::md5_salt();
+            out.clear();
+            codec::put_auth(out, 5, &salt);
+            s.write_all(out).await.map_err(io)?;
+            let (tag, body) = read_message(s, buf).await?;
+            if tag != b'p' {
+                return Err(refuse("08P01", "expected a password message"));
+            }
+            out.clear();
+            if auth::verify_md5_response(&stored, salt, &body) {
+                Ok(())
+            } else {
+                Err(failed())
+            }
+        }
+        Some(AuthMethod::ScramSha256) => {
+            let verifier = match (&user.scram_verifier, &user.password) {
+                (Some(v), _) => ScramVerifier::parse(v).map_err(|_| failed())?,
+                (None, Some(p)) => ScramVerifier::from_password(p),
+                (None, None) => return Err(failed()),
+            };
+            let mut server = ScramServer::new(verifier);
+            out.clear();
+            codec::put_auth_sasl(out);
+            s.write_all(out).await.map_err(io)?;
+            let (tag, body) = read_message(s, buf).await?;
+            let data = sasl_initial(tag, &body)
+                .ok_or_else(|| refuse("08P01", "malformed SASLInitialResponse"))?;
+            let first = server
+                .handle_client_first(data)
+                .map_err(|e| scram_refusal(e, &failed))?;
+            out.clear();
+            codec::put_auth(out, 11, &first);
+            s.write_all(out).await.map_err(io)?;
+            let (tag, body) = read_message(s, buf).await?;
+            if tag != b'p' {
+                return Err(refuse("08P01", "expected a SASLResponse"));
+            }
+            let last = server
+                .handle_client_final(&body)
+                .map_err(|e| scram_refusal(e, &failed))?;
+            out.clear();
+            codec::put_auth(out, 12, &last);
+            Ok(())
+        }
+        None => Err(failed()),
+    }
+}
+
+fn scram_refusal(e: auth::AuthError, failed: &dyn Fn() -> Refusal) -> Refusal {
+    match e {
+        auth::AuthError::WrongPassword => failed(),
+        other => refuse("08P01", format!("SCRAM: {other}")),
+    }
+}
+
+/// SASLInitialResponse: mechanism, Int32 length, data.
+fn sasl_initial(tag: u8, body: &[u8]) -> Option<&[u8]> {
+    if tag != b'p' {
+        return None;
+    }
+    let (mech, rest) = codec::cstr(body)?;
+    if mech != auth::SCRAM_SHA_256 || rest.len() < 4 {
+        return None;
+    }
+    let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let data = &rest[4..];
+    (len >= 0 && len as usize == data.len()).then_some(data)
+}
+
+/// Startup parameters that are settings to carry to every backend connection, sorted.
+fn client_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>, Refusal> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put = |k: &str, v: &str| -> Result<(), Refusal> {
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            return Err(refuse(
+                "42704",
+                format!("invalid configuration parameter name \"{k}\""),
+            ));
+        }
+        crate::pg::backend::set_param(&mut out, &k.to_ascii_lowercase(), v);
+        Ok(())
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                // "-c name=value" pairs (also "--name=value"), separated by spaces.
+                let mut words = v.split_ascii_whitespace();
+                while let Some(w) = words.next() {
+                    let kv = if w == "-c" {
+                        words.next().unwrap_or("")
+                    } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--"))
+                    {
+                        rest
+                    } else {
+                        return Err(refuse(
+                            "08P01",
+                            format!("unsupported option \"{w}\" in options"),
+                        ));
+                    };
+                    let (k, v) = kv.split_once('=').ok_or_else(|| {
+                        refuse("08P01", format!("option \"{kv}\" is not name=value"))
+                    })?;
+                    put(&k.replace('-', "_"), v)?;
+                }
+            }
+            _ => put(k, v)?,
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_exclude_identity_and_parse_options() {
+        let s = client_settings(&p(&[
+            ("user", "u"),
+            ("database", "d"),
+            ("application_name", "psql"),
+            ("options", "-c search_path=x --statement-timeout=5s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s,
+            p(&[
+                ("application_name", "psql"),
+                ("search_path", "x"),
+                ("statement_timeout", "5s")
+            ])
+        );
+        assert!(client_settings(&p(&[("bad;name", "x")])).is_err());
+        assert!(client_settings(&p(&[("options", "-X")])).is_err());
+    }
+
+    #[test]
+    fn sasl_initial_checks_length() {
+        let mut b = b"SCRAM-SHA-256\0".to_vec();
+        b.extend_from_slice(&3i32.to_be_bytes());
+        b.extend_from_slice(b"abc");
+        assert_eq!(sasl_initial(b'p', &b), Some(&b"abc"[..]));
+        assert_eq!(sasl_initial(b'p', &b[..b.len() - 1]), None);
+        assert_eq!(sasl_initial(b'Q', &b), None);
+    }
+}

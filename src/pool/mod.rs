@@ -1,0 +1,139 @@
+//! Per-backend connection pools (deadpool, managed). Each worker thread has its own pools so a
+//! client and the server connection it uses stay on one thread.
+//!
+//! The pool only takes back connections marked `clean` (idle, outside a transaction, nothing
+//! in flight, no leftover session state); [`release`] closes anything else at once so a
+//! dirty connection never waits in the pool holding locks.
+
+use crate::pg::backend::{BackendConn, BackendTarget, ConnectError};
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Creates and vets server connections for one backend.
+pub struct PgManager {
+    pub target: BackendTarget,
+}
+
+impl managed::Manager for PgManager {
+    type Type = BackendConn;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<BackendConn, ConnectError> {
+        BackendConn::connect(&self.target).await
+    }
+
+    async fn recycle(&self, conn: &mut BackendConn, _: &Metrics) -> RecycleResult<ConnectError> {
+        if conn.clean {
+            Ok(())
+        } else {
+            Err(RecycleError::message("connection was not returned clean"))
+        }
+    }
+}
+
+pub type Pooled = Object<PgManager>;
+
+/// Why no connection could be checked out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no connection to {addr} became free within checkout_timeout ({timeout:?}; pool size {size} per worker)")]
+    Timeout {
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+        size: usize,
+    },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("pool for {0} is closed")]
+    Closed(std::net::SocketAddr),
+}
+
+/// The pool of one worker for one backend server.
+pub struct BackendPool {
+    pool: managed::Pool<PgManager>,
+    size: usize,
+    checkout_timeout: Duration,
+    /// Server parameters reported by the first connection made, shown to clients at login.
+    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+}
+
+impl BackendPool {
+    pub fn new(target: BackendTarget, size: usize, checkout_timeout: Duration) -> BackendPool {
+        let create = target.connect_timeout;
+        let pool = managed::Pool::builder(PgManager { target })
+            .max_size(size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(create))
+            .queue_mode(managed::QueueMode::Lifo)
+            .build()
+            .expect("a runtime is set, so building cannot fail");
+        BackendPool {
+            pool,
+            size,
+            checkout_timeout,
+            server_params: Mutex::new(None),
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.pool.manager().target.addr
+    }
+
+    /// Check out a connection. The common case (an idle connection is there) arms no timer.
+    pub async fn checkout(&self) -> Result<Pooled, CheckoutError> {
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(self.pool.manager().target.connect_timeout),
+            recycle: None,
+        };
+        let got = match self.pool.timeout_get(&now).await {
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
+                let waiting = Timeouts {
+                    wait: Some(self.checkout_timeout),
+                    ..now
+                };
+                self.pool.timeout_get(&waiting).await
+            }
+            other => other,
+        };
+        let conn = got.map_err(|e| match e {
+            PoolError::Backend(e) => CheckoutError::Connect(e),
+            PoolError::Timeout(managed::TimeoutType::Create) => {
+                CheckoutError::Connect(ConnectError::Timeout {
+                    addr: self.addr(),
+                    timeout: self.pool.manager().target.connect_timeout,
+                })
+            }
+            PoolError::Timeout(_) => CheckoutError::Timeout {
+                addr: self.addr(),
+                timeout: self.checkout_timeout,
+                size: self.size,
+            },
+            _ => CheckoutError::Closed(self.addr()),
+        })?;
+        if self.server_params.lock().unwrap().is_none() {
+            *self.server_params.lock().unwrap() = Some(Arc::new(conn.server_params.clone()));
+        }
+        Ok(conn)
+    }
+
+    /// Server parameters seen on this backend, if any connection was made yet.
+    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.server_params.lock().unwrap().clone()
+    }
+
+    /// (connections open, idle connections)
+    pub fn status(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.available)
+    }
+}
+
+/// Give a connection back: to the pool if clean, otherwise closed now (the server then rolls
+/// back whatever transaction it had open).
+pub fn release(conn: Pooled) {
+    if !conn.clean {
+        drop(Object::take(conn));
+    }
+}

@@ -1,0 +1,220 @@
+//! A small SQL scanner: splits a string into statements at top-level semicolons and yields the
+//! leading words of each, skipping whitespace, `--` and nested `/* */` comments, and never
+//! looking inside quoted strings, quoted identifiers or dollar-quoted bodies. No allocation.
+
+/// Up to this many leading words are kept per statement.
+pub const WORDS: usize = 4;
+
+/// The leading words of one statement, borrowed from the SQL text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leading<'a> {
+    words: [&'a str; WORDS],
+    len: usize,
+}
+
+impl<'a> Leading<'a> {
+    /// Word `i` (0-based), if the statement has that many leading words.
+    pub fn word(&self, i: usize) -> Option<&'a str> {
+        (i < self.len).then(|| self.words[i])
+    }
+
+    /// True if word `i` equals `kw` ignoring ASCII case.
+    pub fn is(&self, i: usize, kw: &str) -> bool {
+        self.word(i).is_some_and(|w| w.eq_ignore_ascii_case(kw))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Iterator over statements of a SQL string.
+pub struct Statements<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+/// Split `sql` into statements; empty statements (`;;`) are skipped.
+pub fn statements(sql: &str) -> Statements<'_> {
+    Statements { text: sql, pos: 0 }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+impl<'a> Iterator for Statements<'a> {
+    type Item = Leading<'a>;
+
+    fn next(&mut self) -> Option<Leading<'a>> {
+        let bytes = self.text.as_bytes();
+        loop {
+            if self.pos >= bytes.len() {
+                return None;
+            }
+            let mut lead = Leading::default();
+            let mut words_done = false;
+            let mut i = self.pos;
+            while i < bytes.len() {
+                let b = bytes[i];
+                match b {
+                    b';' => {
+                        i += 1;
+                        break;
+                    }
+                    b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                        while i < bytes.len() && bytes[i] != b'\n' {
+                            i += 1;
+                        }
+                    }
+                    b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+                    b'\'' => {
+                        words_done = true;
+                        let escapes = i > 0
+                            && matches!(bytes[i - 1], b'e' | b'E')
+                            && (i < 2 || !is_word_byte(bytes[i - 2]));
+                        i = skip_quoted(bytes, i, b'\'', escapes);
+                    }
+                    b'"' => {
+                        words_done = true;
+                        i = skip_quoted(bytes, i, b'"', false);
+                    }
+                    b'$' => {
+                        words_done = true;
+                        i = skip_dollar(bytes, i);
+                    }
+                    _ if b.is_ascii_whitespace() => i += 1,
+                    _ if is_word_byte(b) => {
+                        let start = i;
+                        while i < bytes.len() && (is_word_byte(bytes[i]) || bytes[i] == b'$') {
+                            i += 1;
+                        }
+                        if !words_done && lead.len < WORDS {
+                            // Safe slicing: word bytes are ASCII or whole UTF-8 sequences
+                            // (every byte >= 0x80 is a word byte).
+                            lead.words[lead.len] = &self.text[start..i];
+                            lead.len += 1;
+                        }
+                    }
+                    _ => {
+                        words_done = true;
+                        i += 1;
+                    }
+                }
+            }
+            self.pos = i;
+            if !lead.is_empty() {
+                return Some(lead);
+            }
+        }
+    }
+}
+
+fn skip_block_comment(bytes: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < bytes.len() {
+        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash_escapes: bool) -> usize {
+    i += 1;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if backslash_escapes && b == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// `$tag$ ... $tag$` (tag may be empty). A `$` that does not open a tag (e.g. `$1`) is one byte.
+fn skip_dollar(bytes: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while j < bytes.len()
+        && (bytes[j].is_ascii_alphabetic()
+            || bytes[j] == b'_'
+            || (j > i + 1 && bytes[j].is_ascii_digit()))
+    {
+        j += 1;
+    }
+    if bytes.get(j) != Some(&b'$') {
+        return i + 1;
+    }
+    let tag = &bytes[i..=j];
+    let mut k = j + 1;
+    while k + tag.len() <= bytes.len() {
+        if &bytes[k..k + tag.len()] == tag {
+            return k + tag.len();
+        }
+        k += 1;
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firsts(sql: &str) -> Vec<Vec<String>> {
+        statements(sql)
+            .map(|l| {
+                (0..WORDS)
+                    .filter_map(|i| l.word(i))
+                    .map(str::to_ascii_uppercase)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_and_skips_comments() {
+        assert_eq!(
+            firsts("/* c /* nested */ */ select 1; -- x\n insert into t values (';')"),
+            vec![vec!["SELECT", "1"], vec!["INSERT", "INTO", "T", "VALUES"]]
+        );
+    }
+
+    #[test]
+    fn quotes_hide_semicolons() {
+        assert_eq!(firsts("select ';' ; set x = 1").len(), 2);
+        assert_eq!(firsts(r#"select "a;b" from t; begin"#).len(), 2);
+        assert_eq!(firsts(r"select E'\';' ; begin").len(), 2);
+        assert_eq!(firsts("do $body$ begin; end $body$; select $1").len(), 2);
+        assert_eq!(firsts("select $$;$$;;;commit").len(), 2);
+    }
+
+    #[test]
+    fn words_stop_at_punctuation() {
+        assert_eq!(firsts("select(1)"), vec![vec!["SELECT"]]);
+        assert_eq!(firsts("set local x = 1"), vec![vec!["SET", "LOCAL", "X"]]);
+    }
+
+    #[test]
+    fn unterminated_input_does_not_panic() {
+        for s in ["'abc", "\"abc", "/* x", "$a$ never", "E'\\", "$", "--"] {
+            let _ = firsts(s);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Statement classification: a hand-written scanner for leading keywords (no allocation) and
+//! the session-state rules built on it.
+pub mod lexer;
+pub mod session_state;

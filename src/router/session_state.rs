@@ -1,0 +1,100 @@
+//! Which statements leave session state behind on a backend connection.
+//!
+//! In transaction pool mode a client that runs one of these is pinned to its backend
+//! connection for the rest of its session (the connection is reset before anyone else gets
+//! it). Pinning is chosen over replaying because it is always correct; replay of SET is
+//! cheaper and may come later. See README "Session state in transaction mode".
+
+use super::lexer::{statements, Leading};
+
+/// What a SQL string does to session state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// Leaves session state behind: pin the client.
+    pub pins: bool,
+    /// Drops every prepared statement on the connection (DISCARD ALL, DEALLOCATE ALL).
+    pub drops_prepared: bool,
+}
+
+/// Scan every statement of `sql`.
+pub fn effect(sql: &str) -> Effect {
+    let mut e = Effect::default();
+    for s in statements(sql) {
+        let one = statement_effect(&s);
+        e.pins |= one.pins;
+        e.drops_prepared |= one.drops_prepared;
+    }
+    e
+}
+
+fn statement_effect(s: &Leading<'_>) -> Effect {
+    let pins = if s.is(0, "SET") {
+        !(s.is(1, "LOCAL") || s.is(1, "TRANSACTION"))
+    } else if s.is(0, "CREATE") {
+        s.is(1, "TEMP")
+            || s.is(1, "TEMPORARY")
+            || ((s.is(1, "LOCAL") || s.is(1, "GLOBAL"))
+                && (s.is(2, "TEMP") || s.is(2, "TEMPORARY")))
+    } else {
+        [
+            "RESET",
+            "PREPARE",
+            "LISTEN",
+            "LOAD",
+            "DECLARE",
+            "DISCARD",
+            "DEALLOCATE",
+        ]
+        .iter()
+        .any(|kw| s.is(0, kw))
+    };
+    let drops_prepared = (s.is(0, "DISCARD") && s.is(1, "ALL"))
+        || (s.is(0, "DEALLOCATE") && (s.is(1, "ALL") || (s.is(1, "PREPARE") && s.is(2, "ALL"))));
+    Effect {
+        pins,
+        drops_prepared,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_statements_pin() {
+        for sql in [
+            "SET search_path = x",
+            "set session timezone = 'UTC'",
+            "select 1; LISTEN chan",
+            "PREPARE p AS SELECT 1",
+            "create temp table t (a int)",
+            "CREATE LOCAL TEMPORARY TABLE t (a int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "RESET ALL",
+            "/* hi */ LOAD 'auto_explain'",
+        ] {
+            assert!(effect(sql).pins, "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_scoped_statements_do_not_pin() {
+        for sql in [
+            "SET LOCAL statement_timeout = 0",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SELECT 'SET x = 1'",
+            "BEGIN; UPDATE t SET a = 1; COMMIT",
+            "create table settings (a int)",
+        ] {
+            assert!(!effect(sql).pins, "{sql}");
+        }
+    }
+
+    #[test]
+    fn discard_all_drops_prepared() {
+        assert!(effect("DISCARD ALL").drops_prepared);
+        assert!(effect("deallocate all").drops_prepared);
+        assert!(effect("DEALLOCATE PREPARE ALL").drops_prepared);
+        assert!(!effect("DEALLOCATE p1").drops_prepared);
+    }
+}
