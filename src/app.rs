@@ -122,8 +122,8 @@ impl Server {
             };
         let conn_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut threads = Vec::new();
-        for i in 0..workers {
-            let listener = listeners[i].take();
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            let listener = listener.take();
             let shared = shared.clone();
             let conn_ids = conn_ids.clone();
             let t = std::thread::Builder::new()

@@ -15,6 +15,10 @@ pub struct StmtDef {
     pub query: Box<[u8]>,
     /// Int16 count and Int32 OIDs, as in the Parse message.
     pub param_types: Box<[u8]>,
+    /// Set once some server accepted this Parse; such a statement can be answered
+    /// ParseComplete without a server (see `Session`), which keeps a client that prepares
+    /// synchronously while others hold every connection from deadlocking the pool.
+    pub validated: std::sync::atomic::AtomicBool,
 }
 
 impl StmtDef {
@@ -66,9 +70,12 @@ pub struct StmtRegistry {
     inner: Mutex<RegistryInner>,
 }
 
+/// (query text, parameter-type section)
+type StmtKey = (Box<[u8]>, Box<[u8]>);
+
 #[derive(Debug, Default)]
 struct RegistryInner {
-    by_content: HashMap<(Box<[u8]>, Box<[u8]>), Arc<StmtDef>>,
+    by_content: HashMap<StmtKey, Arc<StmtDef>>,
     next_id: u64,
 }
 
@@ -78,7 +85,7 @@ impl StmtRegistry {
         // Look up without allocating a key: HashMap needs an owned tuple, so probe by scanning
         // only on miss would be slow; the allocation happens once per client Parse, which is
         // once per statement per session, not per execution.
-        let key: (Box<[u8]>, Box<[u8]>) = (query.into(), param_types.into());
+        let key: StmtKey = (query.into(), param_types.into());
         if let Some(d) = g.by_content.get(&key) {
             return d.clone();
         }
@@ -90,6 +97,7 @@ impl StmtRegistry {
             id: g.next_id,
             query: key.0.clone(),
             param_types: key.1.clone(),
+            validated: Default::default(),
         });
         g.by_content.insert(key, def.clone());
         def

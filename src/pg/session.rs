@@ -65,7 +65,7 @@ pub enum SessionError {
 enum Pend {
     /// Parse under a proxy name (`id`) or the client's own name (`id` None).
     Parse {
-        id: Option<u64>,
+        def: Option<Arc<StmtDef>>,
         client_name: Option<Box<[u8]>>,
         injected: bool,
     },
@@ -82,6 +82,8 @@ enum Pend {
 enum Step {
     Done,
     NeedBackend,
+    /// A Parse arrived with no backend held: use one if free now, else answer it locally.
+    ParseWithoutBackend,
     Terminate,
 }
 
@@ -116,6 +118,8 @@ pub struct Session<C> {
     pinned: bool,
     /// Client statement name -> definition (transaction mode only).
     stmts: HashMap<Box<[u8]>, Arc<StmtDef>>,
+    /// The next Parse is answered by the proxy and sent to a server when first used.
+    defer_parse: bool,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -148,12 +152,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             tx_status: b'I',
             pinned: false,
             stmts: HashMap::new(),
+            defer_parse: false,
         }
     }
 
     /// Check out a backend connection and bring its settings in line with the client's.
     pub async fn acquire(&mut self) -> Result<(), SessionError> {
-        let mut conn = self.cluster.primary.checkout().await?;
+        let conn = self.cluster.primary.checkout().await?;
+        self.install(conn).await
+    }
+
+    async fn install(&mut self, mut conn: Pooled) -> Result<(), SessionError> {
         conn.clean = false;
         if conn.applied != *self.wanted {
             let sql = settings_sql(&conn.applied, &self.wanted);
@@ -171,6 +180,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.tx_status = b'I';
         self.backend = Some(conn);
         Ok(())
+    }
+
+    /// Check out a backend only if one is free right now.
+    async fn acquire_if_free(&mut self) -> Result<bool, SessionError> {
+        match self.cluster.primary.try_checkout().await {
+            Some(conn) => {
+                self.install(conn).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// The parameters the client is told about at login (needs a held backend).
@@ -226,6 +246,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         return Ok(());
                     }
                     Step::NeedBackend => self.acquire().await?,
+                    Step::ParseWithoutBackend => {
+                        if !self.acquire_if_free().await? {
+                            self.defer_parse = true;
+                        }
+                    }
                 }
             }
             self.emit_synthetics();
@@ -354,6 +379,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
             };
             if self.backend.is_none() {
+                // Without a backend only proxy-answered entries can be pending.
+                self.emit_synthetics();
                 match h.tag {
                     b'X' => return Ok(Step::Terminate),
                     // Stray copy data after a failed COPY: PostgreSQL drops it too.
@@ -367,12 +394,42 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         continue;
                     }
                     b'C' if self.closes_client_statement(&h) => {}
+                    b'P' if self.mode == PoolMode::Transaction => {
+                        if !self.parse_locally(&h)? {
+                            return Ok(Step::ParseWithoutBackend);
+                        }
+                        self.cin.advance(h.wire_len);
+                        continue;
+                    }
                     _ => return Ok(Step::NeedBackend),
                 }
             }
             self.forward_client_message(h)?;
             self.cin.advance(h.wire_len);
         }
+    }
+
+    /// Answer a named Parse without a server when that is safe: the statement was accepted
+    /// by a server before, or no server is free right now (`defer_parse`; the Parse then
+    /// goes to the server in front of the first Bind or Describe, and an error in it is
+    /// reported there). Returns false when a server should be asked.
+    fn parse_locally(&mut self, h: &Header) -> Result<bool, SessionError> {
+        let p = codec::parse_msg(&self.cin[5..h.wire_len])
+            .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        if p.name.is_empty() {
+            return Ok(false);
+        }
+        let def = self.worker.statements.intern(p.query, p.param_types);
+        if !def.validated.load(std::sync::atomic::Ordering::Relaxed)
+            && !std::mem::take(&mut self.defer_parse)
+        {
+            return Ok(false);
+        }
+        let effect_sql = p.query.to_vec();
+        self.stmts.insert(p.name.into(), def);
+        self.note_session_effect(&effect_sql);
+        self.pending.push_back(Pend::Synthetic(b'1'));
+        Ok(true)
     }
 
     fn closes_client_statement(&self, h: &Header) -> bool {
@@ -411,7 +468,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if !tx || p.name.is_empty() {
                     self.bout.extend_from_slice(msg);
                     self.pending.push_back(Pend::Parse {
-                        id: None,
+                        def: None,
                         client_name: None,
                         injected: false,
                     });
@@ -428,7 +485,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                             &def.param_types,
                         );
                         self.pending.push_back(Pend::Parse {
-                            id: Some(def.id),
+                            def: Some(def),
                             client_name: Some(name),
                             injected: false,
                         });
@@ -508,7 +565,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Inject a Parse if the held connection lacks the statement.
-    fn ensure_prepared(&mut self, def: &StmtDef) {
+    fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
         let conn = self.backend.as_mut().expect("held");
         if conn.prepared.insert(def.id) {
             codec::put_parse(
@@ -518,7 +575,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 &def.param_types,
             );
             self.pending.push_back(Pend::Parse {
-                id: Some(def.id),
+                def: Some(def.clone()),
                 client_name: None,
                 injected: true,
             });
@@ -614,7 +671,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
             }
             b'1' => match self.pending.pop_front() {
-                Some(Pend::Parse { injected, .. }) => return Ok(!injected),
+                Some(Pend::Parse { injected, def, .. }) => {
+                    if let Some(def) = def {
+                        def.validated
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(!injected);
+                }
                 _ => return unexpected("ParseComplete"),
             },
             b'2' => self.expect_head(|p| matches!(p, Pend::Bind), "BindComplete")?,
@@ -657,11 +720,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 break;
             }
             if let Some(Pend::Parse {
-                id, client_name, ..
+                def, client_name, ..
             }) = self.pending.pop_front()
             {
-                if let (Some(id), Some(conn)) = (id, self.backend.as_mut()) {
-                    conn.prepared.remove(&id);
+                if let (Some(def), Some(conn)) = (def, self.backend.as_mut()) {
+                    conn.prepared.remove(&def.id);
                 }
                 if let Some(name) = client_name {
                     self.stmts.remove(&name);

@@ -7,7 +7,6 @@
 
 use crate::pg::backend::{BackendConn, BackendTarget, ConnectError};
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Creates and vets server connections for one backend.
@@ -54,8 +53,6 @@ pub struct BackendPool {
     pool: managed::Pool<PgManager>,
     size: usize,
     checkout_timeout: Duration,
-    /// Server parameters reported by the first connection made, shown to clients at login.
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
 }
 
 impl BackendPool {
@@ -72,7 +69,6 @@ impl BackendPool {
             pool,
             size,
             checkout_timeout,
-            server_params: Mutex::new(None),
         }
     }
 
@@ -89,6 +85,7 @@ impl BackendPool {
         };
         let got = match self.pool.timeout_get(&now).await {
             Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
+                tracing::trace!(status = ?self.pool.status(), "checkout waits");
                 let waiting = Timeouts {
                     wait: Some(self.checkout_timeout),
                     ..now
@@ -112,15 +109,18 @@ impl BackendPool {
             },
             _ => CheckoutError::Closed(self.addr()),
         })?;
-        if self.server_params.lock().unwrap().is_none() {
-            *self.server_params.lock().unwrap() = Some(Arc::new(conn.server_params.clone()));
-        }
         Ok(conn)
     }
 
-    /// Server parameters seen on this backend, if any connection was made yet.
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
-        self.server_params.lock().unwrap().clone()
+    /// Check out a connection only if one is idle or can be opened now (never waits for
+    /// another client to give one back).
+    pub async fn try_checkout(&self) -> Option<Pooled> {
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(self.pool.manager().target.connect_timeout),
+            recycle: None,
+        };
+        self.pool.timeout_get(&now).await.ok()
     }
 
     /// (connections open, idle connections)

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Writes small seed corpora to fuzz/corpus/<target>/seed-* (fuzz/corpus is not committed).
+# Usage: fuzz/seeds.sh            (from anywhere; needs only bash, od and printf)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# ---- byte helpers: everything is built as a hex string, written out at the end ----
+hex_of() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }  # text -> hex
+cs() { printf '%s00' "$(hex_of "$1")"; }                           # C string (NUL-terminated)
+be32() { printf '%08x' "$1"; }
+be16() { printf '%04x' "$1"; }
+# msg TAG BODYHEX -> tagged message: tag, Int32 length (includes itself), body
+msg() { printf '%s%s%s' "$(hex_of "$1")" "$(be32 $(( ${#2} / 2 + 4 )))" "$2"; }
+# startup BODYHEX -> untagged packet: Int32 length then body
+untagged() { printf '%s%s' "$(be32 $(( ${#1} / 2 + 4 )))" "$1"; }
+# put TARGET NAME HEX
+put() {
+    mkdir -p "corpus/$1"
+    printf '%b' "$(printf '%s' "$3" | sed 's/../\\x&/g')" > "corpus/$1/seed-$2"
+}
+put_text() { mkdir -p "corpus/$1"; printf '%s' "$3" > "corpus/$1/seed-$2"; }
+
+# ---- pg_startup ----
+startup=$(untagged "$(be32 196608)$(cs user)$(cs app)$(cs database)$(cs db)$(cs application_name)$(cs psql)00")
+ssl=$(untagged "$(be32 80877103)")
+gss=$(untagged "$(be32 80877104)")
+put pg_startup startup "$startup"
+put pg_startup ssl "$ssl"
+put pg_startup ssl-then-startup "$ssl$startup"
+put pg_startup gssenc-then-startup "$gss$startup"
+put pg_startup cancel "$(untagged "$(be32 80877102)$(be32 4242)$(be32 2864434397)")"
+put pg_startup protocol-3.2 "$(untagged "$(be32 196610)$(cs user)$(cs app)00")"
+put pg_startup startup-no-params "$(untagged "$(be32 196608)00")"
+
+# ---- pg_frontend ----
+q() { msg Q "$(cs "$1")"; }
+sync=$(msg S "")
+put pg_frontend query "$(q 'SELECT 1;')"
+put pg_frontend query-session "$(q "SET search_path = x; BEGIN; DISCARD ALL; DEALLOCATE PREPARE ALL")$(q "/* c */ select \$\$;\$\$, E'\\\\';' ; LISTEN ch")"
+parse=$(msg P "$(cs s1)$(cs 'select $1::int, $2')$(be16 2)$(be32 23)$(be32 25)")
+bind=$(msg B "$(cs p1)$(cs s1)$(be16 1)$(be16 0)$(be16 2)$(be32 1)31$(be32 4294967295)$(be16 1)$(be16 0)")
+describe=$(msg D "$(hex_of P)$(cs p1)")
+execute=$(msg E "$(cs p1)$(be32 0)")
+close=$(msg C "$(hex_of S)$(cs s1)")
+put pg_frontend extended "$parse$bind$describe$execute$sync$close$sync"
+put pg_frontend unnamed "$(msg P "$(cs '')$(cs 'select 1')$(be16 0)")$(msg B "$(cs '')$(cs '')$(be16 0)$(be16 0)$(be16 0)")$(msg D "$(hex_of S)$(cs '')")$(msg E "$(cs '')$(be32 0)")$sync"
+put pg_frontend flush-terminate "$(msg H "")$(msg X "")"
+put pg_frontend copy "$(q 'COPY t FROM STDIN')$(msg d "$(hex_of $'1\t2\n')")$(msg c "")"
+
+# ---- pg_backend ----
+err=$(msg E "$(hex_of S)$(cs FATAL)$(hex_of V)$(cs FATAL)$(hex_of C)$(cs 28P01)$(hex_of M)$(cs 'password authentication failed for user "app"')00")
+notice=$(msg N "$(hex_of S)$(cs NOTICE)$(hex_of C)$(cs 00000)$(hex_of M)$(cs hi)$(hex_of D)$(cs detail)00")
+put pg_backend error "$err"
+put pg_backend login "$(msg R "$(be32 0)")$(msg S "$(cs server_version)$(cs 16.2)")$(msg S "$(cs client_encoding)$(cs UTF8)")$(msg K "$(be32 7)$(be32 9)")$(msg Z "$(hex_of I)")"
+put pg_backend query-result "$(msg 1 "")$(msg 2 "")$(msg T "$(be16 1)$(cs '?column?')$(be32 0)$(be16 0)$(be32 23)$(be16 4)$(be32 4294967295)$(be16 0)")$(msg D "$(be16 1)$(be32 1)31")$(msg C "$(cs 'SELECT 1')")$notice$(msg Z "$(hex_of T)")"
+put pg_backend sasl "$(msg R "$(be32 10)$(cs SCRAM-SHA-256)00")$(msg R "$(be32 11)$(hex_of 'r=abc,s=QSXCR+Q6sek8bf92,i=4096')")"
+
+# ---- sql_lexer ----
+put_text sql_lexer select 'SELECT a, b FROM t WHERE c = 1; select 2'
+put_text sql_lexer session 'SET LOCAL x = 1; set session y = 2; CREATE GLOBAL TEMP TABLE t (a int); RESET ALL'
+put_text sql_lexer comments '/* a /* nested */ b */ -- line
+INSERT INTO t VALUES (1) -- trailing'
+put_text sql_lexer quotes $'select \'a;b\', "x;y", E\'\\\';\' ; begin; select U&"d\\0061t" from "t"""'
+put_text sql_lexer dollar 'DO $body$ BEGIN; END $body$; select $1, $$;$$, $a1$ x $a1$; commit'
+put_text sql_lexer unicode 'sélect ünïcode_ñame, "☃" from tæble; ДЕЛАЙ что-то'
+put_text sql_lexer unterminated "select 'abc; /* x ; \$t\$ y"
+
+# ---- scram_server (byte 0 = length of client-first; "%n" = the server's nonce) ----
+first='n,,n=user,r=rOprNGfwEbeRWgbNEkqO'
+put scram_server rfc7677 "$(printf '%02x' ${#first})$(hex_of "$first")$(hex_of 'c=biws,r=%n,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=')"
+first='y,,n=,r=abc,x=1'
+put scram_server y-flag "$(printf '%02x' ${#first})$(hex_of "$first")$(hex_of 'c=eSws,r=%n,e=1,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=')"
+first='p=tls-server-end-point,,n=,r=abc'
+put scram_server channel-binding "$(printf '%02x' ${#first})$(hex_of "$first")$(hex_of 'c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=%n,p=AAAA')"
+put scram_server verifier "00$(hex_of 'SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=')"
+put scram_server md5 "00$(hex_of 'md5a3556571e93b0d20722ba62be61e8c2d')"
+
+# ---- config_toml ----
+put_text config_toml full '[general]
+workers = 2
+max_client_connections = 100
+client_login_timeout = "2.5s"
+max_message_bytes = 1048576
+drain_timeout = "250ms"
+
+[postgres]
+listen = "127.0.0.1:6432"
+pool_mode = "session"
+
+[pool]
+size = 4
+checkout_timeout = "1m"
+connect_timeout = "1h"
+reset_query = "DISCARD ALL"
+
+[[user]]
+name = "app"
+password = "secret"
+
+[[user]]
+name = "md5user"
+md5_hash = "md5a3556571e93b0d20722ba62be61e8c2d"
+
+[[user]]
+name = "scram"
+auth = "scram-sha-256"
+scram_verifier = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+[[user]]
+name = "dev"
+auth = "trust"
+
+[[cluster]]
+name = "main"
+protocol = "postgres"
+database = "app"
+backend_database = "app_prod"
+primary = "127.0.0.1:5432"
+replicas = ["[::1]:5433", "localhost:5434"]
+user = "postgres"
+password = "pg"
+pool_size = 8
+'
+put_text config_toml minimal '[[cluster]]
+name = "c"
+database = "d"
+primary = "localhost:5432"
+user = "u"
+'
+put_text config_toml empty ''
+
+printf "seed corpus: %s files, %s bytes\n" "$(ls corpus/*/seed-* | wc -l)" "$(cat corpus/*/seed-* | wc -c)"

@@ -1,0 +1,265 @@
+//! Real clients (psql, pgbench, tokio-postgres) through the proxy against a real PostgreSQL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+use tokio_postgres::types::Type;
+
+#[test]
+fn psql_describe_and_multi_statement_query() {
+    create_db("t_psql");
+    let p = proxy("t_psql");
+    let url = p.url("app", "secret", "t_psql");
+    let (ok, _, err) = psql(
+        &url,
+        &["-c", "CREATE TABLE things (id int primary key, name text)"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = psql(&url, &["-c", "\\d things"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("things") && out.contains("name") && out.contains("text"),
+        "{out}"
+    );
+    let (ok, out, err) = psql(
+        &url,
+        &["-At", "-c", "INSERT INTO things VALUES (1, 'a'); INSERT INTO things VALUES (2, 'b'); SELECT count(*) FROM things"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2");
+}
+
+#[test]
+fn psql_copy_in_and_out_of_100k_rows_is_byte_identical() {
+    create_db("t_copy");
+    let p = proxy("t_copy");
+    let url = p.url("app", "secret", "t_copy");
+    let direct = format!(
+        "postgres://postgres@127.0.0.1:{}/t_copy",
+        cluster().primary_port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.csv");
+    let mut data = String::new();
+    for i in 0..100_000 {
+        data.push_str(&format!(
+            "{i},row number {i} with some text,{}\n",
+            i * 7 % 1000
+        ));
+    }
+    std::fs::write(&src, &data).unwrap();
+    let (ok, _, err) = psql(&url, &["-c", "CREATE TABLE c (id int, t text, n int)"]);
+    assert!(ok, "{err}");
+    let copy_in = format!("\\copy c FROM '{}' WITH (FORMAT csv)", src.display());
+    let (ok, _, err) = psql(&url, &["-c", &copy_in]);
+    assert!(ok, "{err}");
+    let out_proxy = dir.path().join("proxy.csv");
+    let out_direct = dir.path().join("direct.csv");
+    for (u, f) in [(&url, &out_proxy), (&direct, &out_direct)] {
+        let cmd = format!(
+            "\\copy (SELECT * FROM c ORDER BY id) TO '{}' WITH (FORMAT csv)",
+            f.display()
+        );
+        let (ok, _, err) = psql(u, &["-c", &cmd]);
+        assert!(ok, "{err}");
+    }
+    let a = std::fs::read(&out_proxy).unwrap();
+    let b = std::fs::read(&out_direct).unwrap();
+    assert_eq!(a.len(), data.len());
+    assert!(a == b, "COPY TO through the proxy differs from direct");
+    assert!(a == data.as_bytes(), "COPY round trip changed the data");
+}
+
+#[tokio::test]
+async fn tokio_postgres_typed_params_binary_results_and_pipelining() {
+    create_db("t_tpg");
+    let p = proxy("t_tpg");
+    let c = connect(&p.conn_str("t_tpg")).await;
+    c.batch_execute("CREATE TABLE kv (k int primary key, v text, f float8, b bytea)")
+        .await
+        .unwrap();
+    let stmt = c
+        .prepare_typed(
+            "INSERT INTO kv VALUES ($1, $2, $3, $4)",
+            &[Type::INT4, Type::TEXT, Type::FLOAT8, Type::BYTEA],
+        )
+        .await
+        .unwrap();
+    for i in 0..50i32 {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        c.execute(&stmt, &[&i, &format!("v{i}"), &(i as f64 / 3.0), &bytes])
+            .await
+            .unwrap();
+    }
+    // Pipelined: many queries in flight at once on one connection.
+    let q = c
+        .prepare("SELECT v, f, b FROM kv WHERE k = $1")
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (0..50).collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        ids.iter().map(|i| [i as _]).collect();
+    let futs: Vec<_> = params.iter().map(|p| c.query_one(&q, p)).collect();
+    let rows = futures_util::future::join_all(futs).await;
+    for (i, r) in rows.into_iter().enumerate() {
+        let r = r.unwrap();
+        assert_eq!(r.get::<_, String>(0), format!("v{i}"));
+        assert_eq!(r.get::<_, f64>(1), i as f64 / 3.0);
+        assert_eq!(r.get::<_, Vec<u8>>(2).len(), 256);
+    }
+}
+
+#[tokio::test]
+async fn prepared_statements_survive_across_transactions_in_transaction_mode() {
+    create_db("t_prep");
+    // Two backend connections per worker and several clients: statements prepared by one
+    // client must work whichever connection later runs them.
+    let p = start_proxy(&config_text("t_prep", "workers = 1", "size = 2", ""));
+    let setup = connect(&p.conn_str("t_prep")).await;
+    setup
+        .batch_execute("CREATE TABLE n (id int primary key, x int)")
+        .await
+        .unwrap();
+    setup
+        .batch_execute("INSERT INTO n SELECT g, 0 FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let cs = p.conn_str("t_prep");
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&cs).await;
+            let upd = c
+                .prepare("UPDATE n SET x = x + 1 WHERE id = $1")
+                .await
+                .unwrap();
+            let sel = c.prepare("SELECT x FROM n WHERE id = $1").await.unwrap();
+            for i in 0..40 {
+                let id = (t * 40 + i) % 10 + 1;
+                let tx = c.transaction().await.unwrap();
+                tx.execute(&upd, &[&id]).await.unwrap();
+                let _: i32 = tx.query_one(&sel, &[&id]).await.unwrap().get(0);
+                tx.commit().await.unwrap();
+                // And outside a transaction.
+                let _: i32 = c.query_one(&sel, &[&id]).await.unwrap().get(0);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total: i64 = setup
+        .query_one("SELECT sum(x)::int8 FROM n", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 240);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_statement_quickly() {
+    create_db("t_cancel");
+    let p = proxy("t_cancel");
+    let c = connect(&p.conn_str("t_cancel")).await;
+    let other = connect(&p.conn_str("t_cancel")).await;
+    let token = c.cancel_token();
+    let start = Instant::now();
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("cancel took too long")
+        .unwrap();
+    let err = r.expect_err("pg_sleep should have been cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    // The other client was not affected.
+    let one: i32 = other.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn error_mid_transaction_then_rollback() {
+    create_db("t_txerr");
+    let p = proxy("t_txerr");
+    let c = connect(&p.conn_str("t_txerr")).await;
+    c.batch_execute("CREATE TABLE e (id int primary key)")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute("INSERT INTO e VALUES (1)", &[]).await.unwrap();
+    let err = c
+        .execute("INSERT INTO e VALUES (1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    let err = c.execute("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM e", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+fn pgbench_db(db: &str) -> (Proxy, String) {
+    create_db(db);
+    let p = start_proxy(&config_text(db, "", "size = 20", ""));
+    let url = p.url("app", "secret", db);
+    let mut c = std::process::Command::new("pgbench");
+    c.args(["-i", "-s", "1", "-q"]).arg(&url);
+    let (ok, out, err) = run(&mut c);
+    assert!(ok, "pgbench -i failed: {out}{err}");
+    (p, url)
+}
+
+#[test]
+fn pgbench_simple_extended_prepared_with_16_clients() {
+    let (_p, url) = pgbench_db("t_pgbench");
+    for mode in ["simple", "extended", "prepared"] {
+        let (failed, done, out) = pgbench(&url, &["-M", mode, "-c", "16", "-j", "2", "-t", "100"]);
+        assert_eq!(failed, 0, "{mode}: {out}");
+        assert_eq!(done, 1600, "{mode}: {out}");
+    }
+}
+
+#[test]
+fn pgbench_prepared_64_clients_on_10_backend_connections() {
+    create_db("t_pgb64");
+    let p = start_proxy(&config_text("t_pgb64", "", "size = 10", ""));
+    let url = p.url("app", "secret", "t_pgb64");
+    let mut c = std::process::Command::new("pgbench");
+    c.args(["-i", "-s", "1", "-q"]).arg(&url);
+    assert!(run(&mut c).0);
+    let (failed, done, out) = pgbench(&url, &["-M", "prepared", "-c", "64", "-j", "2", "-t", "50"]);
+    assert_eq!(failed, 0, "{out}");
+    assert_eq!(done, 3200, "{out}");
+    // The proxy never opened more than its pool allows.
+    let n: usize = cluster()
+        .psql(
+            0,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 't_pgb64'",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n <= 10, "{n} backend connections for a pool of 10");
+}

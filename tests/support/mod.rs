@@ -1,0 +1,161 @@
+//! Shared fixtures for integration tests: one real PostgreSQL topology per test binary and a
+//! proxy per test, each on free loopback ports.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use switchyard::app::Server;
+use switchyard::config::Config;
+use switchyard::testkit::pg::PgCluster;
+
+/// The PostgreSQL primary (plus replicas) shared by the tests of one binary.
+pub fn cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| PgCluster::start(2).expect("start PostgreSQL"))
+}
+
+/// Create a fresh database on the primary (tests isolate themselves by database).
+pub fn create_db(name: &str) {
+    let c = cluster();
+    c.psql(0, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    c.psql(0, &format!("CREATE DATABASE {name}")).unwrap();
+}
+
+/// A running proxy that is shut down when dropped.
+pub struct Proxy {
+    server: Option<Server>,
+    pub port: u16,
+}
+
+impl Proxy {
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// tokio-postgres connection string for the default test user.
+    pub fn conn_str(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=app password=secret dbname={db}",
+            self.port
+        )
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// Config text for a proxy in front of the shared cluster serving database `db`.
+/// `extra` is appended verbatim (more [pool]/[general] keys must not repeat sections).
+pub fn config_text(db: &str, general: &str, pool: &str, postgres: &str) -> String {
+    let c = cluster();
+    format!(
+        r#"
+[general]
+drain_timeout = "2s"
+{general}
+
+[postgres]
+listen = "127.0.0.1:0"
+{postgres}
+
+[pool]
+{pool}
+
+[[user]]
+name = "app"
+password = "secret"
+
+[[user]]
+name = "app_md5"
+auth = "md5"
+password = "secret5"
+
+[[user]]
+name = "app_trust"
+auth = "trust"
+
+[[cluster]]
+name = "{db}"
+database = "{db}"
+primary = "127.0.0.1:{primary}"
+user = "postgres"
+"#,
+        primary = c.primary_port()
+    )
+}
+
+pub fn start_proxy(text: &str) -> Proxy {
+    let cfg = Config::from_toml(text).expect("test config is valid");
+    let server = Server::start(cfg).expect("proxy starts");
+    let port = server.pg_addr.unwrap().port();
+    Proxy {
+        server: Some(server),
+        port,
+    }
+}
+
+/// Proxy with defaults for database `db` (transaction mode).
+pub fn proxy(db: &str) -> Proxy {
+    start_proxy(&config_text(db, "", "", ""))
+}
+
+pub async fn connect(conn_str: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_str}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Run a command, returning (success, stdout, stderr).
+pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd.output().expect("spawn command");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// psql against a URL with -X -v ON_ERROR_STOP=1, extra args appended.
+pub fn psql(url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut c = std::process::Command::new("psql");
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url])
+        .args(args);
+    c.env_remove("PGPASSWORD");
+    run(&mut c)
+}
+
+/// pgbench against a URL; returns (failed transactions, processed transactions, output).
+pub fn pgbench(url: &str, args: &[&str]) -> (u64, u64, String) {
+    let mut c = std::process::Command::new("pgbench");
+    c.args(args).arg(url);
+    let (ok, out, err) = run(&mut c);
+    let text = format!("{out}\n{err}");
+    assert!(ok, "pgbench {args:?} failed:\n{text}");
+    let num = |key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.split('/').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key:?} in pgbench output:\n{text}"))
+    };
+    let failed = if text.contains("number of failed transactions:") {
+        num("number of failed transactions:")
+    } else {
+        0
+    };
+    (
+        failed,
+        num("number of transactions actually processed:"),
+        text,
+    )
+}
