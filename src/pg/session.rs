@@ -750,9 +750,10 @@ fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String 
     let mut sql = String::new();
     for (k, v) in want {
         if !have.iter().any(|(hk, hv)| hk == k && hv == v) {
+            // set_config() parses the value as a startup option would (lists included).
             sql.push_str(&format!(
-                "SET {} = '{}';",
-                quote_ident(k),
+                "SELECT pg_catalog.set_config('{}', '{}', false);",
+                k.replace('\'', "''"),
                 v.replace('\'', "''")
             ));
         }
@@ -856,7 +857,7 @@ mod tests {
         let want = vec![("application_name".to_string(), "b'c".to_string())];
         assert_eq!(
             settings_sql(&have, &want),
-            "SET \"application_name\" = 'b''c';RESET \"search_path\";"
+            "SELECT pg_catalog.set_config('application_name', 'b''c', false);RESET \"search_path\";"
         );
         assert_eq!(settings_sql(&want, &want), "");
     }

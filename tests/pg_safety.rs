@@ -1,0 +1,400 @@
+//! Failure handling: bad logins, hostile bytes, limits, clients that vanish mid-transaction,
+//! session state, authentication methods on both sides.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::*;
+use switchyard::testkit::pg as kit;
+
+/// Read whatever the proxy sends until it closes (bounded).
+fn read_until_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    (out, start.elapsed())
+}
+
+fn startup_packet(user: &str, db: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes());
+    for (k, v) in [("user", user), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    p.extend_from_slice(&body);
+    p
+}
+
+/// SQLSTATE of the first ErrorResponse in `bytes`.
+fn sqlstate(bytes: &[u8]) -> Option<String> {
+    let pos = bytes.iter().position(|&b| b == b'E')?;
+    let body = &bytes[pos + 5..];
+    let mut i = 0;
+    while i < body.len() && body[i] != 0 {
+        let end = body[i + 1..].iter().position(|&b| b == 0)? + i + 1;
+        if body[i] == b'C' {
+            return Some(String::from_utf8_lossy(&body[i + 1..end]).into_owned());
+        }
+        i = end + 1;
+    }
+    None
+}
+
+async fn still_serves(p: &Proxy, db: &str) {
+    let c = connect(&p.conn_str(db)).await;
+    let v: i32 = c.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+}
+
+#[tokio::test]
+async fn bad_logins_get_clear_errors_and_others_keep_working() {
+    create_db("t_badlogin");
+    let p = start_proxy(&config_text(
+        "t_badlogin",
+        "client_login_timeout = \"1s\"",
+        "",
+        "",
+    ));
+    let conn = |user: &str, pw: &str, db: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={pw} dbname={db}",
+            p.port
+        )
+    };
+
+    let e = tokio_postgres::connect(&conn("app", "wrong", "t_badlogin"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+        "{e}"
+    );
+    let e = tokio_postgres::connect(&conn("app", "secret", "nope"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME),
+        "{e}"
+    );
+    let e = tokio_postgres::connect(&conn("nobody", "x", "t_badlogin"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{e}"
+    );
+    still_serves(&p, "t_badlogin").await;
+
+    let port = p.port;
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::new();
+        // Malformed startup: right length, unknown protocol version.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&[0, 0, 0, 8, 0, 9, 0, 9]).unwrap();
+        results.push((
+            "bad version",
+            read_until_close(&mut s, Duration::from_secs(5)),
+        ));
+        // Startup with garbage parameters (no terminator).
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'])
+            .unwrap();
+        results.push((
+            "garbage params",
+            read_until_close(&mut s, Duration::from_secs(5)),
+        ));
+        // A 2 GiB length prefix.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&[0x80, 0, 0, 0, 0, 3, 0, 0]).unwrap();
+        results.push((
+            "2 GiB startup",
+            read_until_close(&mut s, Duration::from_secs(5)),
+        ));
+        // A client that sends nothing is closed after client_login_timeout (1 s).
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        results.push(("silent", read_until_close(&mut s, Duration::from_secs(5))));
+        results
+    })
+    .await
+    .unwrap();
+    for (what, (bytes, took)) in raw {
+        assert!(
+            took < Duration::from_secs(3),
+            "{what}: not closed in time ({took:?})"
+        );
+        let code = sqlstate(&bytes);
+        assert!(code.is_some(), "{what}: no ErrorResponse, got {bytes:?}");
+        if what == "silent" {
+            assert_eq!(code.as_deref(), Some("08006"), "{what}");
+        } else {
+            assert_eq!(code.as_deref(), Some("08P01"), "{what}");
+        }
+    }
+    still_serves(&p, "t_badlogin").await;
+}
+
+#[tokio::test]
+async fn oversized_message_after_login_is_a_protocol_error() {
+    create_db("t_bigmsg");
+    let p = start_proxy(&config_text("t_bigmsg", "max_message_bytes = 4096", "", ""));
+    let port = p.port;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&startup_packet("app_trust", "t_bigmsg"))
+            .unwrap();
+        // Wait for ReadyForQuery, then announce a 2 GiB Query.
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before ReadyForQuery");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b's']).unwrap();
+        read_until_close(&mut s, Duration::from_secs(5)).0
+    })
+    .await
+    .unwrap();
+    assert_eq!(sqlstate(&bytes).as_deref(), Some("08P01"), "{bytes:?}");
+    still_serves(&p, "t_bigmsg").await;
+}
+
+#[tokio::test]
+async fn clients_over_the_limit_get_a_clear_error_and_the_rest_work() {
+    create_db("t_maxconn");
+    let p = start_proxy(&config_text(
+        "t_maxconn",
+        "max_client_connections = 3",
+        "",
+        "",
+    ));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&p.conn_str("t_maxconn")).await);
+    }
+    let e = tokio_postgres::connect(&p.conn_str("t_maxconn"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+        "{e}"
+    );
+    let msg = e.as_db_error().unwrap().message();
+    assert!(msg.contains("max_client_connections"), "{msg}");
+    for c in &held {
+        let v: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(v, 1);
+    }
+    drop(held);
+    // Slots are given back when clients leave.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    still_serves(&p, "t_maxconn").await;
+}
+
+#[tokio::test]
+async fn client_killed_inside_a_transaction_leaves_nothing_open() {
+    create_db("t_kill");
+    // One backend connection per worker, one worker: the next client gets the same pool.
+    let p = start_proxy(&config_text("t_kill", "workers = 1", "size = 1", ""));
+    let setup = connect(&p.conn_str("t_kill")).await;
+    setup
+        .batch_execute(
+            "CREATE TABLE acct (id int primary key, bal int); INSERT INTO acct VALUES (1, 100)",
+        )
+        .await
+        .unwrap();
+    drop(setup);
+
+    let (victim, conn) = tokio_postgres::connect(&p.conn_str("t_kill"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(conn);
+    victim
+        .batch_execute("BEGIN; UPDATE acct SET bal = 0 WHERE id = 1")
+        .await
+        .unwrap();
+    // Kill the client: its socket closes with the transaction open.
+    conn_task.abort();
+    drop(victim);
+
+    let next = connect(&p.conn_str("t_kill")).await;
+    next.batch_execute("SET lock_timeout = '3s'").await.unwrap();
+    let bal: i32 = next
+        .query_one("SELECT bal FROM acct WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        bal, 100,
+        "the killed client's uncommitted update is visible"
+    );
+    // The row lock is gone: this would wait for lock_timeout otherwise.
+    next.execute("UPDATE acct SET bal = bal + 1 WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let open: i64 = cluster()
+        .psql(0, "SELECT count(*) FROM pg_stat_activity WHERE datname = 't_kill' AND state LIKE 'idle in transaction%'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(open, 0);
+}
+
+#[tokio::test]
+async fn session_settings_pin_the_client_and_do_not_leak_to_others() {
+    create_db("t_pin");
+    let p = start_proxy(&config_text("t_pin", "workers = 1", "size = 1", ""));
+    let a = connect(&p.conn_str("t_pin")).await;
+    a.batch_execute("SET statement_timeout = '1234s'")
+        .await
+        .unwrap();
+    let v: String = a
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "1234s");
+    // `a` is pinned to the only backend connection; a second client has to wait for it, so
+    // check the setting did not leak only after `a` leaves.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = connect(&p.conn_str("t_pin")).await;
+    let v: String = b
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0", "a pinned client's SET leaked to the next client");
+}
+
+#[tokio::test]
+async fn startup_parameters_follow_the_client_across_pooled_connections() {
+    create_db("t_params");
+    let p = start_proxy(&config_text("t_params", "workers = 1", "size = 1", ""));
+    let a = connect(&format!(
+        "{} application_name=alpha options='-c search_path=s_a,public'",
+        p.conn_str("t_params")
+    ))
+    .await;
+    let b = connect(&format!("{} application_name=beta", p.conn_str("t_params"))).await;
+    for _ in 0..3 {
+        let r = a
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('search_path')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.get::<_, String>(0), r.get::<_, String>(1)),
+            ("alpha".into(), "s_a,public".into())
+        );
+        let r = b
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('search_path')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.get::<_, String>(0), r.get::<_, String>(1)),
+            ("beta".into(), "\"$user\", public".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn session_mode_resets_connections_between_clients() {
+    create_db("t_sess");
+    let p = start_proxy(&config_text(
+        "t_sess",
+        "workers = 1",
+        "size = 1",
+        "pool_mode = \"session\"",
+    ));
+    let a = connect(&p.conn_str("t_sess")).await;
+    a.batch_execute("SET work_mem = '7MB'; PREPARE q AS SELECT 1; CREATE TEMP TABLE tmp (x int)")
+        .await
+        .unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = connect(&p.conn_str("t_sess")).await;
+    let v: String = b.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(v, "4MB");
+    assert!(
+        b.batch_execute("EXECUTE q").await.is_err(),
+        "prepared statement survived the reset"
+    );
+    let n: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'tmp'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn md5_and_trust_clients_and_every_backend_auth_method() {
+    create_db("t_auth");
+    let c = cluster();
+    for (user, pw) in [
+        (kit::SCRAM_USER, kit::SCRAM_PASSWORD),
+        (kit::MD5_USER, kit::MD5_PASSWORD),
+        (kit::PLAIN_USER, kit::PLAIN_PASSWORD),
+    ] {
+        let text = config_text("t_auth", "", "", "").replace(
+            "user = \"postgres\"",
+            &format!("user = \"{user}\"\npassword = \"{pw}\""),
+        );
+        let p = start_proxy(&text);
+        for (cu, cp) in [("app", "secret"), ("app_md5", "secret5"), ("app_trust", "")] {
+            let (ok, out, err) = psql(
+                &p.url(cu, cp, "t_auth"),
+                &["-At", "-c", "SELECT current_user"],
+            );
+            assert!(ok, "client {cu} via backend user {user}: {err}");
+            assert_eq!(out.trim(), user);
+        }
+        let (ok, _, err) = psql(&p.url("app_md5", "wrong", "t_auth"), &["-c", "SELECT 1"]);
+        assert!(
+            !ok && err.contains("password authentication failed"),
+            "{err}"
+        );
+    }
+    // A backend password that is wrong gives the client a clear error naming the server.
+    let text = config_text("t_auth", "", "", "").replace(
+        "user = \"postgres\"",
+        &format!("user = \"{}\"\npassword = \"bad\"", kit::SCRAM_USER),
+    );
+    let p = start_proxy(&text);
+    let (ok, _, err) = psql(&p.url("app", "secret", "t_auth"), &["-c", "SELECT 1"]);
+    assert!(!ok && err.contains("refused the login"), "{err}");
+    let _ = c;
+}
