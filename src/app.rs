@@ -45,6 +45,8 @@ pub struct Worker {
     pub clusters: HashMap<String, Arc<ClusterPools>>,
     pub statements: StmtRegistry,
     pub pool_mode: PoolMode,
+    /// TLS for clients that ask for it, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Worker {
@@ -77,11 +79,19 @@ impl Worker {
             .as_ref()
             .map(|p| p.pool_mode)
             .unwrap_or_default();
+        let tls = cfg
+            .postgres
+            .as_ref()
+            .and_then(|p| match (&p.tls_cert, &p.tls_key) {
+                (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
+                _ => None,
+            });
         Worker {
             shared,
             clusters,
             statements: StmtRegistry::default(),
             pool_mode,
+            tls,
         }
     }
 }

@@ -398,3 +398,62 @@ fn md5_and_trust_clients_and_every_backend_auth_method() {
     assert!(!ok && err.contains("refused the login"), "{err}");
     let _ = c;
 }
+
+#[test]
+fn tls_is_offered_when_configured_and_refused_cleanly_otherwise() {
+    create_db("t_tls");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let tls = format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"");
+    let p = start_proxy(&config_text("t_tls", "", "", &tls));
+    let url = format!("{}?sslmode=require", p.url("app", "secret", "t_tls"));
+    let (ok, out, err) = psql(&url, &["-c", "\\conninfo", "-c", "SELECT 42"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("SSL connection (protocol: TLSv1.3"), "{out}");
+    assert!(out.contains("42"), "{out}");
+
+    let plain = proxy("t_tls");
+    let url = format!("{}?sslmode=require", plain.url("app", "secret", "t_tls"));
+    let (ok, _, err) = psql(&url, &["-c", "SELECT 1"]);
+    assert!(!ok && err.contains("server does not support SSL"), "{err}");
+    let url = format!("{}?sslmode=prefer", plain.url("app", "secret", "t_tls"));
+    let (ok, out, err) = psql(&url, &["-At", "-c", "SELECT 1"]);
+    assert!(ok && out.trim() == "1", "{err}");
+}
+
+#[tokio::test]
+async fn notifications_reach_a_listening_client_and_empty_queries_work() {
+    create_db("t_listen");
+    let p = proxy("t_listen");
+    let (listener, mut conn) =
+        tokio_postgres::connect(&p.conn_str("t_listen"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(m)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN chan").await.unwrap();
+    let sender = connect(&p.conn_str("t_listen")).await;
+    sender.batch_execute("NOTIFY chan, 'hello'").await.unwrap();
+    // The listener is pinned to its backend, so the notification arrives with its next
+    // round trip at the latest.
+    listener.batch_execute("").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some("hello"));
+    let r = listener.simple_query("").await.unwrap();
+    assert!(
+        r.is_empty()
+            || r.iter()
+                .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+    );
+}

@@ -258,6 +258,10 @@ impl Config {
                     "tls_cert and tls_key must be given together",
                 ));
             }
+            if let (Some(cert), Some(key)) = (&pg.tls_cert, &pg.tls_key) {
+                crate::net::tls::acceptor(cert, key)
+                    .map_err(|e| ConfigError::invalid("postgres.tls_cert", e))?;
+            }
         }
         if self.pool.size == 0 {
             return Err(ConfigError::invalid("pool.size", "must be at least 1"));

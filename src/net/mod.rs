@@ -1,6 +1,8 @@
 //! Listening sockets: one SO_REUSEPORT socket per worker on the same address, so the kernel
 //! spreads new connections over workers and no accept crosses threads.
 
+pub mod tls;
+
 use std::net::SocketAddr;
 
 /// Bind `count` listening sockets to `addr` with SO_REUSEPORT. If `addr` has port 0, the

@@ -6,6 +6,7 @@ use super::codec::{self, Startup};
 use super::session::Session;
 use crate::app::Worker;
 use crate::config::AuthMethod;
+use crate::net::tls::ClientStream;
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -48,11 +49,33 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
     let _ = stream.set_nodelay(true);
     let general = &shared.config.general;
     let over_limit = open > general.max_client_connections;
-    let mut stream = stream;
     let mut buf = BytesMut::with_capacity(1024);
-    let login = tokio::time::timeout(
-        general.client_login_timeout,
-        login(&worker, &mut stream, &mut buf, over_limit),
+    let deadline = tokio::time::Instant::now() + general.client_login_timeout;
+    let mut tcp = stream;
+    let negotiated =
+        tokio::time::timeout_at(deadline, negotiate(&worker, &mut tcp, &mut buf)).await;
+    let (mut stream, first) = match negotiated {
+        Ok(Ok(Some(Negotiated::Plain(p)))) => (ClientStream::Plain(tcp), p),
+        Ok(Ok(Some(Negotiated::StartTls))) => {
+            match tokio::time::timeout_at(deadline, start_tls(&worker, tcp, &mut buf)).await {
+                Ok(Some((s, Ok(p)))) => (s, p),
+                Ok(Some((mut s, Err(r)))) => return refuse_client(&mut s, r, conn_id, peer).await,
+                _ => return,
+            }
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(r)) => return refuse_client(&mut tcp, r, conn_id, peer).await,
+        Err(_) => {
+            let r = refuse(
+                "08006",
+                "switchyard: login did not finish within client_login_timeout",
+            );
+            return refuse_client(&mut tcp, r, conn_id, peer).await;
+        }
+    };
+    let login = tokio::time::timeout_at(
+        deadline,
+        login(&worker, &mut stream, &mut buf, first, over_limit),
     )
     .await;
     let refusal = match login {
@@ -85,10 +108,80 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
             "switchyard: login did not finish within client_login_timeout",
         ),
     };
-    tracing::info!(conn = conn_id, %peer, code = refusal.code, reason = %refusal.message, "login refused");
+    refuse_client(&mut stream, refusal, conn_id, peer).await
+}
+
+async fn refuse_client<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    r: Refusal,
+    conn_id: u64,
+    peer: SocketAddr,
+) {
+    tracing::info!(conn = conn_id, %peer, code = r.code, reason = %r.message, "login refused");
     let mut out = BytesMut::new();
-    codec::put_error(&mut out, "FATAL", refusal.code, &refusal.message);
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&out)).await;
+    codec::put_error(&mut out, "FATAL", r.code, &r.message);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    })
+    .await;
+}
+
+/// Where the plain-text part of negotiation ended.
+enum Negotiated {
+    /// The first real startup-phase packet, on the plain connection.
+    Plain(Startup),
+    /// The client asked for TLS and was told yes: the handshake comes next.
+    StartTls,
+}
+
+/// SSL and GSS negotiation on the plain connection.
+async fn negotiate(
+    worker: &Worker,
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Negotiated>, Refusal> {
+    loop {
+        match read_startup(tcp, buf).await? {
+            None => return Ok(None),
+            Some(Startup::Ssl) if worker.tls.is_some() => {
+                if !buf.is_empty() {
+                    // Bytes sent before the handshake could come from a third party.
+                    return Err(refuse("08P01", "data received before the TLS handshake"));
+                }
+                tcp.write_all(b"S")
+                    .await
+                    .map_err(|e| refuse("08006", e.to_string()))?;
+                return Ok(Some(Negotiated::StartTls));
+            }
+            Some(Startup::Ssl) | Some(Startup::GssEnc) => {
+                tcp.write_all(b"N")
+                    .await
+                    .map_err(|e| refuse("08006", e.to_string()))?;
+            }
+            Some(p) => return Ok(Some(Negotiated::Plain(p))),
+        }
+    }
+}
+
+/// TLS handshake, then the first startup packet inside TLS.
+async fn start_tls(
+    worker: &Worker,
+    tcp: TcpStream,
+    buf: &mut BytesMut,
+) -> Option<(ClientStream, Result<Startup, Refusal>)> {
+    let acceptor = worker.tls.clone()?;
+    let tls = acceptor.accept(tcp).await.ok()?;
+    let mut stream = ClientStream::Tls(Box::new(tls));
+    let first = match read_startup(&mut stream, buf).await {
+        Ok(Some(Startup::Ssl | Startup::GssEnc)) => {
+            Err(refuse("08P01", "encryption request inside TLS"))
+        }
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => return None,
+        Err(r) => Err(r),
+    };
+    Some((stream, first))
 }
 
 /// Read one startup-phase packet.
@@ -150,27 +243,22 @@ struct LoggedIn {
 
 async fn login(
     worker: &Arc<Worker>,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
+    first: Startup,
     over_limit: bool,
 ) -> Result<Option<LoggedIn>, Refusal> {
     let shared = &worker.shared;
-    let params = loop {
-        match read_startup(stream, buf).await? {
-            None => return Ok(None),
-            Some(Startup::Ssl) | Some(Startup::GssEnc) => {
-                stream
-                    .write_all(b"N")
-                    .await
-                    .map_err(|e| refuse("08006", e.to_string()))?;
+    let params = match first {
+        Startup::Cancel { pid, secret } => {
+            if let Some(t) = shared.cancel.lookup(pid, secret) {
+                let _ = super::cancel::send_cancel(t, Duration::from_secs(5)).await;
             }
-            Some(Startup::Cancel { pid, secret }) => {
-                if let Some(t) = shared.cancel.lookup(pid, secret) {
-                    let _ = super::cancel::send_cancel(t, Duration::from_secs(5)).await;
-                }
-                return Ok(None);
-            }
-            Some(Startup::Startup { params }) => break params,
+            return Ok(None);
+        }
+        Startup::Startup { params } => params,
+        Startup::Ssl | Startup::GssEnc => {
+            return Err(refuse("08P01", "unexpected encryption request"))
         }
     };
     let max = shared.config.general.max_client_connections;
