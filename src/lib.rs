@@ -1,4 +1,20 @@
-//! Switchyard: a database proxy (see README.md for the code map).
+//! Switchyard: a database proxy for the PostgreSQL wire protocol (MySQL and an HTTP edge are
+//! planned on the same core).
+//!
+//! Layout (the path of one statement):
+//! - [`net`]: listeners (one SO_REUSEPORT socket per worker), TLS.
+//! - [`pg`]: PostgreSQL protocol — pure codec, authentication, startup, the per-client session
+//!   state machine, backend connections, cancel keys, prepared-statement mapping.
+//! - [`router`]: SQL scanning and the rules built on it (which statements pin a session).
+//! - [`pool`]: per-worker, per-backend connection pools that only take back clean connections.
+//! - [`app`]: worker threads, shared state, shutdown and drain.
+//! - [`config`]: the config model, validation, durations.
+//! - [`testkit`] and [`demo`]: real PostgreSQL servers for tests and `switchyard demo`.
+//!
+//! Invariants: a backend connection returns to a pool only idle and clean; untrusted bytes
+//! never panic; codecs do no I/O; no global mutable state; every network wait is bounded or
+//! ends at shutdown. README.md has the longer version.
+
 pub mod app;
 pub mod config;
 pub mod demo;
