@@ -511,6 +511,7 @@ PG_VERSION=$("$PG_BIN/postgres" --version 2>/dev/null || echo unknown)
 PGB_VERSION=$("$PGBOUNCER" --version 2>/dev/null | head -n1 || echo unknown)
 PGBENCH_VERSION=$("$PGBENCH" --version 2>/dev/null || echo unknown)
 SY_VERSION=$("$SWITCHYARD" --version 2>/dev/null || echo unknown)
+SY_BUILT=$(date -u -r "$SWITCHYARD" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)
 GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(cd "$ROOT" && [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] \
     && echo " (working tree has uncommitted changes under src/)" || true)
@@ -540,7 +541,7 @@ REPORT=$TMP/report.md
     echo "- PostgreSQL: $PG_VERSION (fsync=off, full_page_writes=off, shared_buffers=128MB, max_connections=200)"
     echo "- pgbench: $PGBENCH_VERSION; \`pgbench -n -S -M MODE -c CLIENTS -j min(CLIENTS,$JOBS) -T $DURATION\`, scale $SCALE, TCP to 127.0.0.1"
     echo "- PgBouncer: $PGB_VERSION, pool_mode=transaction, default_pool_size=$POOL_SIZE"
-    echo "- switchyard: $SY_VERSION, git $GIT_REV$GIT_DIRTY, release build, pool_mode=transaction, [pool] size=$POOL_SIZE, workers=$WORKERS (0 = one per core)"
+    echo "- switchyard: $SY_VERSION, git $GIT_REV$GIT_DIRTY, release build (binary from $SY_BUILT$([ "$SKIP_BUILD" = 1 ] && echo ', SKIP_BUILD=1')), pool_mode=transaction, [pool] size=$POOL_SIZE, workers=$WORKERS (0 = one per core)"
     echo
     echo "Median over $ROUNDS rounds of ${DURATION}s each; contenders alternate inside every round."
     echo "Target (switchyard/pgbouncer TPS): at least 1.00 at 1 client, at least 1.20 at 16 clients."

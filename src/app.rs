@@ -1,10 +1,12 @@
 //! Wiring: the shared state every worker sees, the per-worker pools, and process lifecycle.
 
+use crate::cluster::ClusterState;
 use crate::config::{parse_addr, Config, PoolMode};
 use crate::pg::backend::BackendTarget;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::prepared::StmtRegistry;
 use crate::pool::BackendPool;
+use crate::router::classify::{Classifier, Dialect};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -13,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 /// State shared by every worker thread.
 pub struct Shared {
     pub config: Arc<Config>,
+    /// Live topology per cluster, by the database name clients use.
+    pub clusters: HashMap<String, Arc<ClusterState>>,
+    /// Statement classifier (shared cache).
+    pub classifier: Classifier,
     pub cancel: Arc<CancelRegistry>,
     /// Client connections open now, over all workers.
     pub clients: AtomicUsize,
@@ -21,21 +27,44 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>) -> Arc<Shared> {
-        Arc::new(Shared {
+    pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
+        let mut clusters = HashMap::new();
+        for c in &config.clusters {
+            let state = ClusterState::new(c).map_err(anyhow::Error::msg)?;
+            clusters.insert(c.database.clone(), Arc::new(state));
+        }
+        let classifier = Classifier::new(
+            Dialect::Postgres,
+            &config.routing.write_functions,
+            config.routing.cache_entries,
+        );
+        Ok(Arc::new(Shared {
             config,
+            clusters,
+            classifier,
             cancel: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
-        })
+        }))
+    }
+
+    /// Credentials and database for connections to `cluster`'s servers (address of the
+    /// primary; callers replace it).
+    pub fn backend_target(&self, c: &crate::config::Cluster) -> BackendTarget {
+        BackendTarget {
+            addr: parse_addr(&c.primary).expect("validated"),
+            user: c.user.clone(),
+            password: c.password.clone(),
+            database: c.backend_database().to_owned(),
+            connect_timeout: self.config.pool.connect_timeout,
+        }
     }
 }
 
-/// One cluster's pools on one worker.
+/// One cluster's pools on one worker, aligned with `state.backends`.
 pub struct ClusterPools {
-    pub name: String,
-    pub primary: BackendPool,
-    pub replicas: Vec<BackendPool>,
+    pub state: Arc<ClusterState>,
+    pub pools: Vec<BackendPool>,
 }
 
 /// What one worker thread owns.
@@ -57,22 +86,20 @@ impl Worker {
         for c in &cfg.clusters {
             let total = c.pool_size.unwrap_or(cfg.pool.size);
             let size = total.div_ceil(workers.max(1)).max(1);
-            let pool = |addr: &str| {
-                let target = BackendTarget {
-                    addr: parse_addr(addr).expect("validated"),
-                    user: c.user.clone(),
-                    password: c.password.clone(),
-                    database: c.backend_database().to_owned(),
-                    connect_timeout: cfg.pool.connect_timeout,
-                };
-                BackendPool::new(target, size, cfg.pool.checkout_timeout)
-            };
-            let pools = ClusterPools {
-                name: c.name.clone(),
-                primary: pool(&c.primary),
-                replicas: c.replicas.iter().map(|r| pool(r)).collect(),
-            };
-            clusters.insert(c.database.clone(), Arc::new(pools));
+            let state = shared.clusters[&c.database].clone();
+            let base = shared.backend_target(c);
+            let pools = state
+                .backends
+                .iter()
+                .map(|b| {
+                    let target = BackendTarget {
+                        addr: b.addr,
+                        ..base.clone()
+                    };
+                    BackendPool::new(target, size, cfg.pool.checkout_timeout)
+                })
+                .collect();
+            clusters.insert(c.database.clone(), Arc::new(ClusterPools { state, pools }));
         }
         let pool_mode = cfg
             .postgres
@@ -116,7 +143,7 @@ impl Server {
                 .unwrap_or(1),
             n => n,
         };
-        let shared = Shared::new(config.clone());
+        let shared = Shared::new(config.clone())?;
         let (pg_addr, mut listeners): (_, Vec<Option<std::net::TcpListener>>) =
             match &config.postgres {
                 Some(pg) => {
@@ -147,6 +174,7 @@ impl Server {
                 })?;
             threads.push(t);
         }
+        threads.push(start_health_checks(&shared)?);
         Ok(Server {
             pg_addr,
             shared,
@@ -162,6 +190,36 @@ impl Server {
             let _ = t.join();
         }
     }
+}
+
+/// One thread runs the health checks of every cluster until shutdown.
+fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let shared = shared.clone();
+    Ok(std::thread::Builder::new()
+        .name("switchyard-health".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async {
+                let mut tasks = Vec::new();
+                for c in &shared.config.clusters {
+                    let state = shared.clusters[&c.database].clone();
+                    let target = shared.backend_target(c);
+                    let health = shared.config.health.clone();
+                    tasks.push(tokio::spawn(crate::cluster::health::run(
+                        state,
+                        target,
+                        health,
+                        shared.shutdown.clone(),
+                    )));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })?)
 }
 
 async fn run_worker(

@@ -15,9 +15,12 @@
 //! never panic; codecs do no I/O; no global mutable state; every network wait is bounded or
 //! ends at shutdown. README.md has the longer version.
 
+pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod net;
 pub mod pg;
 pub mod pool;

@@ -19,6 +19,12 @@ pub struct Config {
     /// Backend pool settings shared by every cluster (a cluster may override `size`).
     #[serde(default)]
     pub pool: PoolSettings,
+    /// Health checks and lag monitoring of backends.
+    #[serde(default)]
+    pub health: Health,
+    /// Statement classification settings.
+    #[serde(default)]
+    pub routing: Routing,
     /// Client users: who may connect to the proxy, and how they authenticate.
     #[serde(default, rename = "user")]
     pub users: Vec<User>,
@@ -194,9 +200,10 @@ pub struct Cluster {
     pub backend_database: Option<String>,
     /// Primary server, "host:port".
     pub primary: String,
-    /// Replica servers, "host:port" each. Default: none.
+    /// Replica servers: "host:port", or `{ addr = "host:port", weight = 2 }` to weight
+    /// read selection (default weight 1). Default: none.
     #[serde(default)]
-    pub replicas: Vec<String>,
+    pub replicas: Vec<ReplicaSpec>,
     /// User the proxy logs in to the servers as.
     pub user: String,
     /// That user's password (SCRAM-SHA-256, md5 and cleartext are answered). Default: none
@@ -206,6 +213,128 @@ pub struct Cluster {
     /// Overrides `pool.size` for this cluster's backends.
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// Send reads to replicas (true) or everything to the primary (false). Default true.
+    #[serde(default = "default_true")]
+    pub read_write_split: bool,
+    /// A replica whose replay is more than this far behind (time) leaves the read set; it
+    /// comes back once under half of it. Default "10s".
+    #[serde(default = "default_max_lag", with = "duration")]
+    pub max_lag: Duration,
+    /// Same limit in bytes of WAL not yet replayed. Default 0: no byte limit.
+    #[serde(default)]
+    pub max_lag_bytes: u64,
+    /// When no replica qualifies for a read: "primary" (send it there) or "error".
+    /// Default "primary".
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// "eventual" (default) or "read_your_writes": after a client's write commits, its reads
+    /// go only to replicas that replayed past the primary's position observed after it.
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
+/// A replica address with an optional weight.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ReplicaSpec {
+    Addr(String),
+    Weighted {
+        addr: String,
+        #[serde(default = "default_weight")]
+        weight: u32,
+    },
+}
+
+impl ReplicaSpec {
+    pub fn addr(&self) -> &str {
+        match self {
+            ReplicaSpec::Addr(a) | ReplicaSpec::Weighted { addr: a, .. } => a,
+        }
+    }
+    pub fn weight(&self) -> u32 {
+        match self {
+            ReplicaSpec::Addr(_) => 1,
+            ReplicaSpec::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_lag() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// What to do with a read when no replica qualifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    #[default]
+    Primary,
+    Error,
+}
+
+/// Read consistency per cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    #[default]
+    Eventual,
+    ReadYourWrites,
+}
+
+/// Active health checks, the same for every backend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Time between probes of each backend (role, replay position, lag). Default "1s".
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// A probe not answered within this counts as failed. Default "1s".
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive good probes that bring a down backend back. Default 2.
+    pub rise: u32,
+    /// Consecutive failed probes that mark a backend down. Default 2. (A connection error
+    /// on the statement path marks it down at once.)
+    pub fall: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+/// Statement routing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Functions that write (beyond the built-in list: nextval, setval, pg_advisory_*, ...);
+    /// a SELECT calling one goes to the primary. Default: none.
+    pub write_functions: Vec<String>,
+    /// Distinct statement texts whose classification is cached. Default 10000.
+    pub cache_entries: usize,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            write_functions: Vec::new(),
+            cache_entries: 10_000,
+        }
+    }
 }
 
 fn default_protocol() -> Protocol {
@@ -262,6 +391,18 @@ impl Config {
                 crate::net::tls::acceptor(cert, key)
                     .map_err(|e| ConfigError::invalid("postgres.tls_cert", e))?;
             }
+        }
+        if self.health.interval.is_zero() || self.health.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "health.interval",
+                "interval and timeout must be above 0",
+            ));
+        }
+        if self.health.rise == 0 || self.health.fall == 0 {
+            return Err(ConfigError::invalid(
+                "health.rise",
+                "rise and fall must be at least 1",
+            ));
         }
         if self.pool.size == 0 {
             return Err(ConfigError::invalid("pool.size", "must be at least 1"));
@@ -344,7 +485,13 @@ impl Config {
             }
             parse_addr(&c.primary).map_err(|e| ConfigError::invalid(key("primary"), e))?;
             for (j, r) in c.replicas.iter().enumerate() {
-                parse_addr(r)
+                if r.weight() == 0 {
+                    return Err(ConfigError::invalid(
+                        format!("cluster[{i}].replicas[{j}].weight"),
+                        "must be at least 1",
+                    ));
+                }
+                parse_addr(r.addr())
                     .map_err(|e| ConfigError::invalid(format!("cluster[{i}].replicas[{j}]"), e))?;
             }
             if c.pool_size == Some(0) {

@@ -268,6 +268,76 @@ impl BackendConn {
     }
 }
 
+impl BackendConn {
+    /// Run one query (simple protocol) and return the text values of its first row.
+    /// For the health checker; errors are strings for logging.
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Option<String>>, String> {
+        let work = async {
+            let mut out = BytesMut::with_capacity(sql.len() + 8);
+            codec::put_query(&mut out, sql);
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut row = None;
+            let mut error = None;
+            loop {
+                let (tag, body) = read_message(&mut self.stream, &mut buf)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match tag {
+                    b'D' if row.is_none() => {
+                        row = Some(data_row(&body).ok_or("malformed DataRow")?)
+                    }
+                    b'E' => {
+                        error = Some(
+                            codec::error_field(&body, b'M')
+                                .unwrap_or("error")
+                                .to_owned(),
+                        )
+                    }
+                    b'Z' => {
+                        return match (error, row) {
+                            (Some(e), _) => Err(e),
+                            (None, Some(r)) => Ok(r),
+                            (None, None) => Err("query returned no row".into()),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// Text values of a DataRow body.
+fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let v = rest.get(..len as usize)?;
+            out.push(Some(String::from_utf8_lossy(v).into_owned()));
+            rest = &rest[len as usize..];
+        }
+    }
+    Some(out)
+}
+
 /// Insert or replace a (name, value) pair.
 pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
     match params.iter_mut().find(|(k, _)| k == name) {

@@ -285,6 +285,33 @@ pub fn put_command_complete(out: &mut BytesMut, tag: &str) {
     finish(out, at);
 }
 
+/// RowDescription ('T') of text columns.
+pub fn put_row_description(out: &mut BytesMut, names: &[&str]) {
+    let at = begin(out, b'T');
+    out.put_u16(names.len() as u16);
+    for n in names {
+        put_cstr(out, n.as_bytes());
+        out.put_u32(0); // table oid
+        out.put_u16(0); // column number
+        out.put_u32(25); // text
+        out.put_i16(-1);
+        out.put_i32(-1);
+        out.put_u16(0); // text format
+    }
+    finish(out, at);
+}
+
+/// DataRow ('D') of text values.
+pub fn put_data_row(out: &mut BytesMut, values: &[String]) {
+    let at = begin(out, b'D');
+    out.put_u16(values.len() as u16);
+    for v in values {
+        out.put_i32(v.len() as i32);
+        out.put_slice(v.as_bytes());
+    }
+    finish(out, at);
+}
+
 /// Query ('Q') — used for statements the proxy itself runs on backends.
 pub fn put_query(out: &mut BytesMut, sql: &str) {
     let at = begin(out, b'Q');

@@ -23,11 +23,19 @@ impl managed::Manager for PgManager {
     }
 
     async fn recycle(&self, conn: &mut BackendConn, _: &Metrics) -> RecycleResult<ConnectError> {
-        if conn.clean {
-            Ok(())
-        } else {
-            Err(RecycleError::message("connection was not returned clean"))
+        if !conn.clean {
+            return Err(RecycleError::message("connection was not returned clean"));
         }
+        // An idle connection has nothing to say. If the server wrote anyway (a FATAL before
+        // a shutdown or crash) or closed it, the socket is readable: drop it. This uses the
+        // readiness the event loop already recorded, so it costs no system call.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if conn.stream.poll_read_ready(&mut cx).is_ready() {
+            return Err(RecycleError::message(
+                "server sent data or closed while idle",
+            ));
+        }
+        Ok(())
     }
 }
 

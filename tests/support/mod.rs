@@ -41,6 +41,28 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// The proxy's view of a cluster's backends, for assertions and failure messages.
+    pub fn backends(&self, db: &str) -> String {
+        let st = &self.server.as_ref().unwrap().shared.clusters[db];
+        st.backends
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {} up={} read_set={} lag={:?}/{}B",
+                    b.addr,
+                    b.role().as_str(),
+                    b.is_up(),
+                    b.in_read_set(),
+                    b.lag(),
+                    b.lag_bytes()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(s) = self.server.take() {
@@ -158,4 +180,63 @@ pub fn pgbench(url: &str, args: &[&str]) -> (u64, u64, String) {
         num("number of transactions actually processed:"),
         text,
     )
+}
+
+/// Config for a proxy in front of `c` (primary and its replicas) serving database `db`,
+/// with fast health checks. `cluster_extra` lines go into the [[cluster]] table.
+pub fn routing_config(c: &PgCluster, db: &str, cluster_extra: &str) -> String {
+    let replicas: Vec<String> = c
+        .replica_ports()
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    format!(
+        r#"
+[general]
+drain_timeout = "2s"
+
+[postgres]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "200ms"
+timeout = "1s"
+rise = 2
+fall = 2
+
+[[user]]
+name = "app"
+password = "secret"
+
+[[cluster]]
+name = "{db}"
+database = "{db}"
+primary = "127.0.0.1:{primary}"
+replicas = [{replicas}]
+user = "postgres"
+{cluster_extra}
+"#,
+        primary = c.primary_port(),
+        replicas = replicas.join(", "),
+    )
+}
+
+/// Create a database on `c`'s primary and wait until every replica has it.
+pub fn create_db_on(c: &PgCluster, name: &str) {
+    c.psql(0, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    c.psql(0, &format!("CREATE DATABASE {name}")).unwrap();
+    c.wait_replay_caught_up(std::time::Duration::from_secs(30))
+        .unwrap();
+}
+
+/// The port of the server that ran `SELECT inet_server_port()` through `client`.
+pub async fn served_by(client: &tokio_postgres::Client, sql: &str) -> u16 {
+    let rows = client.simple_query(sql).await.unwrap();
+    for m in rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            return r.get(0).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no row from {sql}");
 }

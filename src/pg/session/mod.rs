@@ -12,21 +12,28 @@
 //! Invariant: a backend connection is released only when the backend said ReadyForQuery with
 //! status idle, nothing sent to it is unanswered, and the client left no session state on it.
 
-use super::backend::set_param;
-use super::cancel::{CancelKey, CancelTarget};
-use super::codec::{self, Header};
-use super::prepared::StmtDef;
+mod pump;
+mod routing;
+mod settings;
+
 use crate::app::{ClusterPools, Worker};
+use crate::cluster::Want;
 use crate::config::PoolMode;
+use crate::pg::backend::set_param;
+use crate::pg::cancel::{CancelKey, CancelTarget};
+use crate::pg::codec::{self, Header};
+use crate::pg::prepared::StmtDef;
 use crate::pool::{self, Pooled};
+use crate::router::hints::Hint;
 use crate::router::session_state;
 use bytes::{Buf, BytesMut};
+use pump::Pump;
+use settings::settings_sql;
 use std::collections::{HashMap, VecDeque};
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -58,6 +65,8 @@ pub enum SessionError {
     Checkout(#[from] pool::CheckoutError),
     #[error("applying client settings on the backend failed: {0}")]
     Settings(String),
+    #[error(transparent)]
+    Select(#[from] crate::cluster::SelectError),
 }
 
 /// What a message sent to the backend will be answered with, in order.
@@ -77,13 +86,15 @@ enum Pend {
     Ready,
     /// Answered by the proxy itself when it reaches the head of the queue.
     Synthetic(u8),
+    /// Whole messages the proxy answers itself (rare: SHOW/SET switchyard.*, errors).
+    Local(Box<[u8]>),
 }
 
 enum Step {
     Done,
-    NeedBackend,
+    NeedBackend(Want),
     /// A Parse arrived with no backend held: use one if free now, else answer it locally.
-    ParseWithoutBackend,
+    ParseWithoutBackend(Want),
     Terminate,
 }
 
@@ -120,6 +131,24 @@ pub struct Session<C> {
     stmts: HashMap<Box<[u8]>, Arc<StmtDef>>,
     /// The next Parse is answered by the proxy and sent to a server when first used.
     defer_parse: bool,
+    /// Index (in the cluster's backends) of the held connection's server.
+    backend_idx: usize,
+    /// The held connection was chosen for writes (primary), not for a read.
+    for_write: bool,
+    /// `SET switchyard.route`: None = automatic.
+    route_override: Option<Hint>,
+    /// Read-your-writes: the health round whose primary position this client must wait
+    /// for, and the position once known.
+    ryw_round: Option<u64>,
+    ryw_floor: Option<u64>,
+    /// Bytes sent to a replica not yet answered, for one retry elsewhere if it fails
+    /// before answering; `replay_ok` is false when they cannot be replayed.
+    replay: BytesMut,
+    replay_ok: bool,
+    responded: bool,
+    /// After an error the proxy raised in an extended-protocol batch: drop messages up to
+    /// Sync, then answer ReadyForQuery.
+    discard_until_sync: bool,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -153,16 +182,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             pinned: false,
             stmts: HashMap::new(),
             defer_parse: false,
+            backend_idx: 0,
+            for_write: true,
+            route_override: None,
+            ryw_round: None,
+            ryw_floor: None,
+            replay: BytesMut::new(),
+            replay_ok: false,
+            responded: false,
+            discard_until_sync: false,
         }
     }
 
-    /// Check out a backend connection and bring its settings in line with the client's.
+    /// Check out a primary connection (used at login) and apply the client's settings.
     pub async fn acquire(&mut self) -> Result<(), SessionError> {
-        let conn = self.cluster.primary.checkout().await?;
-        self.install(conn).await
+        self.acquire_for(Want::Primary).await
     }
 
-    async fn install(&mut self, mut conn: Pooled) -> Result<(), SessionError> {
+    async fn install(
+        &mut self,
+        mut conn: Pooled,
+        idx: usize,
+        for_write: bool,
+    ) -> Result<(), SessionError> {
         conn.clean = false;
         if conn.applied != *self.wanted {
             let sql = settings_sql(&conn.applied, &self.wanted);
@@ -179,14 +221,36 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }));
         self.tx_status = b'I';
         self.backend = Some(conn);
+        self.backend_idx = idx;
+        self.for_write = for_write;
+        self.cluster.state.backends[idx].begin();
+        self.replay.clear();
+        self.replay_ok = !for_write;
+        self.responded = false;
         Ok(())
     }
 
+    /// Let go of the held connection (the caller returns it to the pool or closes it).
+    fn detach(&mut self) -> Option<Pooled> {
+        let conn = self.backend.take()?;
+        self.key.slot.set(None);
+        let state = &self.cluster.state;
+        state.backends[self.backend_idx].end();
+        if self.for_write && state.consistency == crate::config::Consistency::ReadYourWrites {
+            self.ryw_round = Some(state.round_after_now());
+        }
+        Some(conn)
+    }
+
     /// Check out a backend only if one is free right now.
-    async fn acquire_if_free(&mut self) -> Result<bool, SessionError> {
-        match self.cluster.primary.try_checkout().await {
+    async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
+        let Ok(idx) = self.cluster.state.select(want, None) else {
+            return Ok(false);
+        };
+        match self.cluster.pools[idx].try_checkout().await {
             Some(conn) => {
-                self.install(conn).await?;
+                self.install(conn, idx, matches!(want, Want::Primary))
+                    .await?;
                 Ok(true)
             }
             None => Ok(false),
@@ -210,8 +274,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             && self.tx_status == b'I'
             && self.skip == 0
         {
-            if let Some(mut conn) = self.backend.take() {
-                self.key.slot.set(None);
+            if let Some(mut conn) = self.detach() {
                 conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
                 pool::release(conn);
             }
@@ -245,9 +308,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.flush_client().await;
                         return Ok(());
                     }
-                    Step::NeedBackend => self.acquire().await?,
-                    Step::ParseWithoutBackend => {
-                        if !self.acquire_if_free().await? {
+                    Step::NeedBackend(want) => self.acquire_for(want).await?,
+                    Step::ParseWithoutBackend(want) => {
+                        if !self.acquire_if_free(want).await? {
                             self.defer_parse = true;
                         }
                     }
@@ -270,7 +333,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     cout: &mut self.cout,
                     shutdown: watch_shutdown.then_some(shutdown.as_mut()),
                 };
-                poll_fn(|cx| io.poll(cx)).await?
+                poll_fn(|cx| io.poll(cx)).await
+            };
+            let event = match event {
+                Ok(e) => e,
+                Err(e @ (SessionError::BackendClosed | SessionError::BackendIo(_))) => {
+                    self.retry_elsewhere(e).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             match event {
                 Event::Client => {}
@@ -337,10 +408,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Return or close the backend when the client is gone.
     async fn finish(&mut self) {
-        let Some(mut conn) = self.backend.take() else {
+        let Some(mut conn) = self.detach() else {
             return;
         };
-        self.key.slot.set(None);
         let idle = self.pending.is_empty()
             && self.bout.is_empty()
             && self.skip == 0
@@ -353,7 +423,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     pid: conn.pid,
                     secret: conn.secret,
                 };
-                tokio::spawn(super::cancel::send_cancel(t, Duration::from_secs(5)));
+                tokio::spawn(crate::pg::cancel::send_cancel(t, Duration::from_secs(5)));
             }
             conn.clean = false;
         } else if self.mode == PoolMode::Session || self.pinned {
@@ -378,6 +448,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 Ok(_) => return Ok(Step::Done),
                 Err(e) => return Err(SessionError::ClientProtocol(e.to_string())),
             };
+            if self.discard_until_sync {
+                if h.tag == b'S' {
+                    self.discard_until_sync = false;
+                    let mut z = BytesMut::new();
+                    codec::put_ready(&mut z, self.tx_status);
+                    self.pending.push_back(Pend::Local(z.to_vec().into()));
+                }
+                self.cin.advance(h.wire_len);
+                continue;
+            }
+            if h.tag == b'Q' && self.answer_locally(&h)? {
+                self.cin.advance(h.wire_len);
+                continue;
+            }
             if self.backend.is_none() {
                 // Without a backend only proxy-answered entries can be pending.
                 self.emit_synthetics();
@@ -396,15 +480,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     b'C' if self.closes_client_statement(&h) => {}
                     b'P' if self.mode == PoolMode::Transaction => {
                         if !self.parse_locally(&h)? {
-                            return Ok(Step::ParseWithoutBackend);
+                            return match self.want_for(&h) {
+                                Ok(want) => Ok(Step::ParseWithoutBackend(want)),
+                                Err(_) => Ok(Step::ParseWithoutBackend(Want::Primary)),
+                            };
                         }
                         self.cin.advance(h.wire_len);
                         continue;
                     }
-                    _ => return Ok(Step::NeedBackend),
+                    _ => match self.want_for(&h) {
+                        Ok(want) => return Ok(Step::NeedBackend(want)),
+                        Err(e) => {
+                            self.reject(&h, "57P03", &e.to_string());
+                            self.cin.advance(h.wire_len);
+                            continue;
+                        }
+                    },
                 }
             }
+            let before = self.bout.len();
             self.forward_client_message(h)?;
+            if self.replay_ok {
+                self.keep_for_replay(before);
+            }
             self.cin.advance(h.wire_len);
         }
     }
@@ -474,6 +572,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     });
                 } else {
                     let def = self.worker.statements.intern(p.query, p.param_types);
+                    self.replay_ok = false;
                     let name: Box<[u8]> = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
                     let conn = self.backend.as_mut().expect("held");
@@ -557,11 +656,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// A client statement name known to the proxy (transaction mode, non-empty names).
-    fn client_statement(&self, name: &[u8]) -> Option<Arc<StmtDef>> {
+    fn client_statement(&mut self, name: &[u8]) -> Option<Arc<StmtDef>> {
         if self.mode != PoolMode::Transaction || name.is_empty() {
             return None;
         }
-        self.stmts.get(name).cloned()
+        let def = self.stmts.get(name).cloned();
+        if def.is_some() {
+            // Replaying on another connection would need this statement there too.
+            self.replay_ok = false;
+        }
+        def
     }
 
     /// Inject a Parse if the held connection lacks the statement.
@@ -598,8 +702,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Answer synthetic entries that reached the head of the queue.
     fn emit_synthetics(&mut self) {
-        while let Some(Pend::Synthetic(tag)) = self.pending.front() {
-            codec::put_empty(&mut self.cout, *tag);
+        loop {
+            match self.pending.front() {
+                Some(Pend::Synthetic(tag)) => codec::put_empty(&mut self.cout, *tag),
+                Some(Pend::Local(bytes)) => self.cout.extend_from_slice(bytes),
+                _ => return,
+            }
             self.pending.pop_front();
         }
     }
@@ -623,6 +731,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             };
             // DataRow and CopyData can be large: stream them through.
             if matches!(h.tag, b'D' | b'd') {
+                self.responded = true;
                 let n = h.wire_len.min(self.bin.len());
                 self.cout.extend_from_slice(&self.bin[..n]);
                 self.bin.advance(n);
@@ -633,6 +742,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(());
             }
             self.emit_synthetics();
+            if !self.responded && !self.for_write && h.tag == b'E' && self.is_shutdown_error(h) {
+                // The replica is going away (admin shutdown, crash): nothing reached the
+                // client yet, so let the caller retry elsewhere.
+                return Err(SessionError::BackendClosed);
+            }
+            self.responded = true;
             let forward = self.on_backend_message(h)?;
             if forward {
                 self.cout.extend_from_slice(&self.bin[..h.wire_len]);
@@ -643,6 +758,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(());
             }
         }
+    }
+
+    fn is_shutdown_error(&self, h: Header) -> bool {
+        codec::error_field(&self.bin[5..h.wire_len], b'C').is_some_and(|c| c.starts_with("57P"))
     }
 
     /// Update state for one whole backend message; returns whether the client gets it.
@@ -739,126 +858,9 @@ impl<C> Drop for Session<C> {
         // Only reached with a backend still held if the session was cut off (runtime shutdown):
         // its state is unknown, so it is closed, never pooled.
         if let Some(mut conn) = self.backend.take() {
+            self.cluster.state.backends[self.backend_idx].end();
             conn.clean = false;
             pool::release(conn);
         }
-    }
-}
-
-/// SQL that moves a connection from `have` settings to `want` (both sorted by name).
-fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
-    let mut sql = String::new();
-    for (k, v) in want {
-        if !have.iter().any(|(hk, hv)| hk == k && hv == v) {
-            // set_config() parses the value as a startup option would (lists included).
-            sql.push_str(&format!(
-                "SELECT pg_catalog.set_config('{}', '{}', false);",
-                k.replace('\'', "''"),
-                v.replace('\'', "''")
-            ));
-        }
-    }
-    for (k, _) in have {
-        if !want.iter().any(|(wk, _)| wk == k) {
-            sql.push_str(&format!("RESET {};", quote_ident(k)));
-        }
-    }
-    sql
-}
-
-fn quote_ident(name: &str) -> String {
-    // Names may contain dots (extension.setting): quote each part.
-    name.split('.')
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// Both sockets of a session, driven from one poll.
-struct Pump<'a, C> {
-    client: &'a mut C,
-    backend: Option<&'a mut tokio::net::TcpStream>,
-    cin: &'a mut BytesMut,
-    bout: &'a mut BytesMut,
-    bin: &'a mut BytesMut,
-    cout: &'a mut BytesMut,
-    shutdown: Option<Pin<&'a mut WaitForCancellationFutureOwned>>,
-}
-
-impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, SessionError>> {
-        // Writes first, so reads see room.
-        while !self.cout.is_empty() {
-            match Pin::new(&mut *self.client).poll_write(cx, self.cout) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(SessionError::ClientIo(
-                        io::ErrorKind::WriteZero.into(),
-                    )))
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.cout.advance(n);
-                    if self.cout.is_empty() {
-                        if let Poll::Ready(Err(e)) = Pin::new(&mut *self.client).poll_flush(cx) {
-                            return Poll::Ready(Err(SessionError::ClientIo(e)));
-                        }
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
-                Poll::Pending => break,
-            }
-        }
-        if let Some(backend) = self.backend.as_mut() {
-            while !self.bout.is_empty() {
-                match Pin::new(&mut **backend).poll_write(cx, self.bout) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
-                    Poll::Ready(Ok(n)) => self.bout.advance(n),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::BackendIo(e))),
-                    Poll::Pending => break,
-                }
-            }
-            if self.cout.len() < HIGH_WATER {
-                self.bin.reserve(16 * 1024);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut **backend), cx, self.bin) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
-                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Backend)),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::BackendIo(e))),
-                    Poll::Pending => {}
-                }
-            }
-        }
-        if self.bout.len() < HIGH_WATER {
-            self.cin.reserve(8 * 1024);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *self.client), cx, self.cin) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
-                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Client)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
-                Poll::Pending => {}
-            }
-        }
-        if let Some(s) = self.shutdown.as_mut() {
-            if s.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(Event::Shutdown));
-            }
-        }
-        Poll::Pending
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_sql_sets_changes_and_resets_leftovers() {
-        let have = vec![
-            ("application_name".to_string(), "a".to_string()),
-            ("search_path".into(), "x".into()),
-        ];
-        let want = vec![("application_name".to_string(), "b'c".to_string())];
-        assert_eq!(
-            settings_sql(&have, &want),
-            "SELECT pg_catalog.set_config('application_name', 'b''c', false);RESET \"search_path\";"
-        );
-        assert_eq!(settings_sql(&want, &want), "");
     }
 }

@@ -1,0 +1,382 @@
+//! The HTTP admin API: `/healthz`, `/readyz`, `/status`, `/reload` and `/metrics`.
+//!
+//! Bound to loopback by default. Bound anywhere else it must have a bearer token
+//! ([`check_bind`] refuses otherwise, and so does [`serve`]); with a token configured, every
+//! request must carry `Authorization: Bearer <token>` or gets 401.
+//!
+//! Routes:
+//! - `GET /healthz`: 200 `ok` while the process runs.
+//! - `GET /readyz`: 200 `ready` or 503 `not ready`, from the `ready` callback (listeners
+//!   bound, every cluster has a reachable primary, not draining).
+//! - `GET /status`: JSON: clusters, backends, roles, lag, pools, clients.
+//! - `POST /reload`: runs the `reload` callback; 200 with its message or 400 with the error.
+//! - `GET /metrics`: Prometheus text format (OpenMetrics if the scraper asks for it).
+//!
+//! The server is our own accept loop over hyper so that every connection is bounded: a
+//! header read timeout, a per-request timeout, a connection cap, a maximum connection
+//! lifetime, and at shutdown a short grace period after which connections are aborted.
+
+use crate::metrics::{saturation, ClusterSnapshot, Format, Metrics, TopologySource};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Time a client has to send the request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a handler may take (a reload included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A keep-alive connection is closed after this long, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// At shutdown, time running requests get before their connections are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Admin connections open at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Ready-to-serve check, called on every `/readyz` and `/status`.
+pub type ReadyFn = dyn Fn() -> bool + Send + Sync;
+/// Reload the config: `Ok(message)` or `Err(reason)`. Runs on a blocking thread. It is the
+/// reload's job to call [`Metrics::reload`] (reloads also come from signals).
+pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
+
+/// What the admin API serves.
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub topology: Arc<dyn TopologySource + Send + Sync>,
+    pub ready: Arc<ReadyFn>,
+    pub reload: Arc<ReloadFn>,
+    /// Bearer token; required when bound to a non-loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Refuse a non-loopback admin address without a (non-empty) token.
+pub fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    let has_token = token.is_some_and(|t| !t.is_empty());
+    if is_loopback(&addr) || has_token {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to start the admin API on {addr} without a token: it is not a loopback \
+             address, so set a bearer token for it or bind it to 127.0.0.1"
+        ))
+    }
+}
+
+/// [`check_bind`], then bind.
+pub async fn bind(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<TcpListener> {
+    check_bind(addr, token).map_err(anyhow::Error::msg)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the admin API to {addr}: {e}"))
+}
+
+/// True when every cluster in the snapshot has a backend that is up with the primary role:
+/// a building block for the `ready` callback.
+pub fn all_primaries_up(snapshot: &[ClusterSnapshot]) -> bool {
+    snapshot
+        .iter()
+        .all(|c| c.backends.iter().any(|b| b.up && b.role == "primary"))
+}
+
+/// The admin routes, with token checking when a token is set.
+pub fn router(state: AdminState) -> Router {
+    let state = Arc::new(state);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serve the admin API on `listener` until `shutdown` is cancelled. Refuses (returns an
+/// error at once) a non-loopback listener without a token.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    check_bind(local, state.token.as_deref()).map_err(anyhow::Error::msg)?;
+    let app = router(state);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    tracing::info!(addr = %local, "admin API listening");
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin API connection limit reached; closing");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let done = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => None,
+                _ = stop.cancelled() => None,
+            };
+            match done {
+                Some(Err(e)) => tracing::debug!(%peer, error = %e, "admin connection error"),
+                Some(Ok(())) => {}
+                None => {
+                    // Finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::warn!(
+            remaining = conns.len(),
+            "admin connections aborted at shutdown"
+        );
+        conns.abort_all();
+    }
+    Ok(())
+}
+
+type Shared = Arc<AdminState>;
+
+/// Token check and request timeout, in front of every route.
+async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(token) = state.token.as_deref() {
+        if !authorized(req.headers(), token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "unauthorized: send Authorization: Bearer <token>\n",
+            )
+                .into_response();
+        }
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
+    }
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time (over SHA-256 digests, so
+/// the token's length does not leak either).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some((scheme, given)) = value
+        .iter()
+        .position(|&b| b == b' ')
+        .map(|i| (&value[..i], &value[i + 1..]))
+    else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return false;
+    }
+    let given = trim_ascii(given);
+    let a = Sha256::digest(given);
+    let b = Sha256::digest(token.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn trim_ascii(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if (state.ready)() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    version: &'static str,
+    ready: bool,
+    started: f64,
+    clusters: Vec<ClusterStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct ClusterStatus<'a> {
+    name: &'a str,
+    clients_active: u64,
+    clients_waiting: u64,
+    pool_capacity: u64,
+    pool_active: u64,
+    saturation: f64,
+    backends: Vec<BackendStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendStatus<'a> {
+    #[serde(flatten)]
+    snapshot: &'a crate::metrics::BackendSnapshot,
+    pool_active: u64,
+}
+
+async fn status(State(state): State<Shared>) -> Response {
+    let snapshot = state.topology.snapshot();
+    let clusters = snapshot
+        .iter()
+        .map(|c| {
+            let (active, waiting) = state.metrics.clients(&c.name);
+            ClusterStatus {
+                name: &c.name,
+                clients_active: active,
+                clients_waiting: waiting,
+                pool_capacity: c.pool_capacity(),
+                pool_active: c.pool_active(),
+                saturation: saturation(c, waiting),
+                backends: c
+                    .backends
+                    .iter()
+                    .map(|b| BackendStatus {
+                        snapshot: b,
+                        pool_active: b.pool_active(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let body = StatusBody {
+        version: env!("CARGO_PKG_VERSION"),
+        ready: (state.ready)(),
+        started: state.metrics.started(),
+        clusters,
+    };
+    Json(body).into_response()
+}
+
+async fn reload(State(state): State<Shared>) -> Response {
+    let f = state.reload.clone();
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(Ok(msg)) => (StatusCode::OK, with_newline(msg)).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, with_newline(e)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload task failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response()
+        }
+    }
+}
+
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = state.metrics.encode_as(state.topology.as_ref(), format);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_token_check() {
+        assert!(authorized(&headers("Bearer s3cret"), "s3cret"));
+        assert!(authorized(&headers("bearer  s3cret "), "s3cret"));
+        assert!(!authorized(&headers("Bearer s3cre"), "s3cret"));
+        assert!(!authorized(&headers("Basic s3cret"), "s3cret"));
+        assert!(!authorized(&headers("Bearer"), "s3cret"));
+        assert!(!authorized(&HeaderMap::new(), "s3cret"));
+    }
+
+    #[test]
+    fn bind_rules() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(check_bind(a("127.0.0.1:9000"), None).is_ok());
+        assert!(check_bind(a("[::1]:9000"), None).is_ok());
+        assert!(check_bind(a("[::ffff:127.0.0.1]:9000"), None).is_ok());
+        assert!(check_bind(a("0.0.0.0:9000"), None).is_err());
+        assert!(check_bind(a("0.0.0.0:9000"), Some("")).is_err());
+        assert!(check_bind(a("[::]:9000"), Some("t")).is_ok());
+    }
+}

@@ -1,0 +1,361 @@
+//! Topology as the proxy sees it: which backend is the primary, which replicas are up and
+//! not lagging, and how many statements each is running. Written by the health checker
+//! ([`health`]) and by sessions on connection errors; read by sessions to pick a backend.
+//! Protocol-neutral: nothing here knows PostgreSQL or MySQL.
+//!
+//! All fields are atomics so a lookup on the statement path takes no lock.
+
+pub mod health;
+
+use crate::config::{Cluster, Consistency, Fallback};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A backend's role as last detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Unknown = 0,
+    Primary = 1,
+    Replica = 2,
+}
+
+impl Role {
+    fn from_u8(v: u8) -> Role {
+        match v {
+            1 => Role::Primary,
+            2 => Role::Replica,
+            _ => Role::Unknown,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// One server of a cluster.
+#[derive(Debug)]
+pub struct BackendState {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    up: AtomicBool,
+    role: AtomicU8,
+    /// Timeline of a primary, to tell a promoted replica from a restarted old primary.
+    timeline: AtomicU64,
+    /// Replica within the lag limits (with hysteresis).
+    in_read_set: AtomicBool,
+    lag_bytes: AtomicU64,
+    lag_micros: AtomicU64,
+    /// Last replayed WAL position (replicas), or current position (primary).
+    lsn: AtomicU64,
+    /// Statements running on this backend now, over all workers.
+    outstanding: AtomicUsize,
+    /// Counters for introspection.
+    pub transitions: AtomicU64,
+}
+
+impl BackendState {
+    fn new(addr: SocketAddr, weight: u32, role: Role) -> Self {
+        BackendState {
+            addr,
+            weight: weight.max(1),
+            up: AtomicBool::new(true),
+            role: AtomicU8::new(role as u8),
+            timeline: AtomicU64::new(0),
+            in_read_set: AtomicBool::new(true),
+            lag_bytes: AtomicU64::new(0),
+            lag_micros: AtomicU64::new(0),
+            lsn: AtomicU64::new(0),
+            outstanding: AtomicUsize::new(0),
+            transitions: AtomicU64::new(0),
+        }
+    }
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+    pub fn role(&self) -> Role {
+        Role::from_u8(self.role.load(Relaxed))
+    }
+    pub fn in_read_set(&self) -> bool {
+        self.in_read_set.load(Relaxed)
+    }
+    pub fn lag_bytes(&self) -> u64 {
+        self.lag_bytes.load(Relaxed)
+    }
+    pub fn lag(&self) -> Duration {
+        Duration::from_micros(self.lag_micros.load(Relaxed))
+    }
+    pub fn lsn(&self) -> u64 {
+        self.lsn.load(Relaxed)
+    }
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Relaxed)
+    }
+    pub fn begin(&self) {
+        self.outstanding.fetch_add(1, Relaxed);
+    }
+    pub fn end(&self) {
+        self.outstanding.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection to this backend failed on the statement path: down at once.
+    pub fn mark_failed(&self, why: &str) {
+        if self.up.swap(false, Relaxed) {
+            self.transitions.fetch_add(1, Relaxed);
+            tracing::warn!(backend = %self.addr, reason = why, "backend marked down (connection error)");
+        }
+    }
+}
+
+/// Why no backend could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("no primary is up")]
+    NoPrimary,
+    #[error("no replica is up and within the lag limits, and fallback = \"error\"")]
+    NoReplica,
+}
+
+/// What the client wants a backend for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Primary,
+    /// A read; `min_lsn` is the read-your-writes floor, if any.
+    Replica {
+        min_lsn: Option<u64>,
+    },
+}
+
+/// The live state of one cluster, shared by all workers.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub name: String,
+    /// Index 0 is the configured primary, then the configured replicas in order.
+    pub backends: Vec<BackendState>,
+    pub split: bool,
+    pub max_lag: Duration,
+    pub max_lag_bytes: u64,
+    pub fallback: Fallback,
+    pub consistency: Consistency,
+    /// Health rounds started, and the last one finished with its primary position.
+    rounds_started: AtomicU64,
+    round_done: AtomicU64,
+    primary_lsn: AtomicU64,
+    /// Spreads ties between equally loaded replicas.
+    tie: AtomicUsize,
+}
+
+impl ClusterState {
+    pub fn new(c: &Cluster) -> Result<ClusterState, String> {
+        let mut backends = vec![BackendState::new(
+            crate::config::parse_addr(&c.primary)?,
+            1,
+            Role::Primary,
+        )];
+        for r in &c.replicas {
+            backends.push(BackendState::new(
+                crate::config::parse_addr(r.addr())?,
+                r.weight(),
+                Role::Replica,
+            ));
+        }
+        Ok(ClusterState {
+            name: c.name.clone(),
+            backends,
+            split: c.read_write_split,
+            max_lag: c.max_lag,
+            max_lag_bytes: c.max_lag_bytes,
+            fallback: c.fallback,
+            consistency: c.consistency,
+            rounds_started: AtomicU64::new(0),
+            round_done: AtomicU64::new(0),
+            primary_lsn: AtomicU64::new(0),
+            tie: AtomicUsize::new(0),
+        })
+    }
+
+    /// The backend to send writes to: the up primary with the newest timeline (a promoted
+    /// replica beats a restarted old primary); if none is known up, the configured primary.
+    pub fn primary(&self) -> Result<usize, SelectError> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.is_up() && b.role() == Role::Primary {
+                let tl = b.timeline.load(Relaxed);
+                if best.is_none_or(|(t, _)| tl > t) {
+                    best = Some((tl, i));
+                }
+            }
+        }
+        match best {
+            Some((_, i)) => Ok(i),
+            None if self.backends[0].role() != Role::Replica => Ok(0),
+            None => Err(SelectError::NoPrimary),
+        }
+    }
+
+    /// Pick a backend for `want`: weighted least-outstanding among eligible replicas, ties
+    /// spread round-robin; `exclude` skips a backend that just failed.
+    pub fn select(&self, want: Want, exclude: Option<usize>) -> Result<usize, SelectError> {
+        let Want::Replica { min_lsn } = want else {
+            return self.primary();
+        };
+        if !self.split {
+            return self.primary();
+        }
+        // Lowest outstanding-per-weight wins; equal ones (e.g. all idle) share reads in
+        // proportion to their weights.
+        let eligible = |i: usize, b: &BackendState| {
+            Some(i) != exclude
+                && b.is_up()
+                && b.role() == Role::Replica
+                && b.in_read_set()
+                && min_lsn.is_none_or(|m| b.lsn() >= m)
+        };
+        let score = |b: &BackendState| ((b.outstanding() as u64) << 16) / b.weight as u64;
+        let mut min = u64::MAX;
+        let mut tie_weight = 0u64;
+        for (i, b) in self.backends.iter().enumerate() {
+            if eligible(i, b) {
+                let s = score(b);
+                if s < min {
+                    min = s;
+                    tie_weight = 0;
+                }
+                if s == min {
+                    tie_weight += b.weight as u64;
+                }
+            }
+        }
+        let mut best = None;
+        if tie_weight > 0 {
+            let mut pick = spread(self.tie.fetch_add(1, Relaxed) as u64) % tie_weight;
+            for (i, b) in self.backends.iter().enumerate() {
+                if eligible(i, b) && score(b) == min {
+                    if pick < b.weight as u64 {
+                        best = Some(((), i));
+                        break;
+                    }
+                    pick -= b.weight as u64;
+                }
+            }
+        }
+        match (best, self.fallback) {
+            (Some((_, i)), _) => Ok(i),
+            (None, Fallback::Primary) => self.primary(),
+            (None, Fallback::Error) => Err(SelectError::NoReplica),
+        }
+    }
+
+    /// For read-your-writes: the health round that must finish before the position it sees
+    /// on the primary can be used as this client's floor.
+    pub fn round_after_now(&self) -> u64 {
+        self.rounds_started.load(Relaxed) + 1
+    }
+
+    /// The primary's position seen by a round at or after `round`, once one finished.
+    pub fn primary_lsn_since(&self, round: u64) -> Option<u64> {
+        (self.round_done.load(Relaxed) >= round).then(|| self.primary_lsn.load(Relaxed))
+    }
+}
+
+/// A cheap, well-mixed function of a counter (splitmix64), to spread ties.
+fn spread(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(replicas: &[(&str, u32)]) -> ClusterState {
+        let text = format!(
+            "[[cluster]]\nname = \"c\"\ndatabase = \"d\"\nprimary = \"127.0.0.1:1\"\nuser = \"u\"\nreplicas = [{}]\n",
+            replicas
+                .iter()
+                .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cfg = crate::config::Config::from_toml(&text).unwrap();
+        ClusterState::new(&cfg.clusters[0]).unwrap()
+    }
+
+    #[test]
+    fn reads_spread_over_replicas_and_skip_down_or_lagging_ones() {
+        let s = state(&[("127.0.0.1:2", 1), ("127.0.0.1:3", 1)]);
+        let mut counts = [0; 3];
+        for _ in 0..100 {
+            counts[s.select(Want::Replica { min_lsn: None }, None).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        assert!(counts[1] >= 40 && counts[2] >= 40, "{counts:?}");
+        s.backends[1].mark_failed("test");
+        assert_eq!(s.select(Want::Replica { min_lsn: None }, None).unwrap(), 2);
+        s.backends[2].in_read_set.store(false, Relaxed);
+        assert_eq!(
+            s.select(Want::Replica { min_lsn: None }, None).unwrap(),
+            0,
+            "fallback to primary"
+        );
+    }
+
+    #[test]
+    fn weights_and_load_steer_reads() {
+        let s = state(&[("127.0.0.1:2", 1), ("127.0.0.1:3", 3)]);
+        let mut counts = [0; 3];
+        for _ in 0..100 {
+            let i = s.select(Want::Replica { min_lsn: None }, None).unwrap();
+            counts[i] += 1;
+        }
+        // Idle: shares follow weights (1:3).
+        assert!(
+            counts[1] >= 10 && counts[1] <= 45 && counts[2] >= 55,
+            "{counts:?}"
+        );
+        // Loaded: the lowest outstanding per weight wins.
+        s.backends[1].begin();
+        assert_eq!(s.select(Want::Replica { min_lsn: None }, None).unwrap(), 2);
+        for _ in 0..4 {
+            s.backends[2].begin();
+        }
+        assert_eq!(
+            s.select(Want::Replica { min_lsn: None }, None).unwrap(),
+            1,
+            "4/3 > 1/1"
+        );
+    }
+
+    #[test]
+    fn promoted_replica_becomes_primary() {
+        let s = state(&[("127.0.0.1:2", 1)]);
+        assert_eq!(s.primary().unwrap(), 0);
+        s.backends[0].mark_failed("gone");
+        s.backends[1].role.store(Role::Primary as u8, Relaxed);
+        s.backends[1].timeline.store(2, Relaxed);
+        assert_eq!(s.primary().unwrap(), 1);
+        assert_eq!(s.select(Want::Replica { min_lsn: None }, None).unwrap(), 1);
+    }
+
+    #[test]
+    fn read_your_writes_floor_excludes_replicas_behind_it() {
+        let s = state(&[("127.0.0.1:2", 1)]);
+        s.backends[1].lsn.store(100, Relaxed);
+        assert_eq!(
+            s.select(Want::Replica { min_lsn: Some(100) }, None)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.select(Want::Replica { min_lsn: Some(101) }, None)
+                .unwrap(),
+            0
+        );
+    }
+}

@@ -1,0 +1,1154 @@
+//! One typed metrics registry for the whole process, built once and passed around as
+//! `Arc<Metrics>` (no globals). `docs/metrics.md` lists every metric.
+//!
+//! Two kinds of series:
+//! - recorded as things happen (routing decisions, waits, statement times, errors, bytes,
+//!   client counts, reloads): sessions record them, preferably through a
+//!   [`ClusterMetrics`] handle created once per cluster and worker, whose fields are
+//!   pre-resolved metric handles (one uncontended atomic add per event, no label hashing);
+//! - copied from the live topology at scrape time (backend up/role, lag, pool occupancy,
+//!   transitions, saturation): [`Metrics::encode`] takes a [`TopologySource`] and sets those
+//!   gauges from its snapshot just before encoding, so removed backends disappear.
+//!
+//! Histograms are our own lock-free type ([`Histo`]): prometheus-client's histogram takes a
+//! write lock per observation, which worker threads would contend on.
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::borrow::Borrow;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Upper bounds (seconds) of `switchyard_checkout_wait_seconds`: 50 µs .. 10 s.
+pub const CHECKOUT_WAIT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of `switchyard_statement_duration_seconds`: 50 µs .. 60 s.
+pub const STATEMENT_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Route label values.
+pub const ROUTE_PRIMARY: &str = "primary";
+pub const ROUTE_REPLICA: &str = "replica";
+
+/// Error kinds used by the proxy (`switchyard_errors_total{kind}`); other `&'static str`
+/// kinds are accepted too, but add them to docs/metrics.md.
+pub mod kind {
+    /// No pooled connection became free within `checkout_timeout`.
+    pub const CHECKOUT_TIMEOUT: &str = "checkout_timeout";
+    /// Opening a backend connection failed (refused, timeout, backend auth).
+    pub const CONNECT: &str = "connect";
+    /// A backend connection broke while in use.
+    pub const BACKEND_LOST: &str = "backend_lost";
+    /// A client sent something malformed or out of order.
+    pub const CLIENT_PROTOCOL: &str = "client_protocol";
+    /// A client failed authentication.
+    pub const AUTH_FAILED: &str = "auth_failed";
+    /// A read found no eligible replica and fallback = "error".
+    pub const NO_REPLICA: &str = "no_replica";
+    /// No primary is up.
+    pub const NO_PRIMARY: &str = "no_primary";
+    /// The client connection limit was reached.
+    pub const CLIENT_LIMIT: &str = "client_limit";
+    /// A read failed on a replica before any byte reached the client and was retried.
+    pub const REPLICA_RETRY: &str = "replica_retry";
+}
+
+// ---------------------------------------------------------------------------------------
+// Label values and label sets
+
+/// A label value: a static string from the code, or a shared one (cluster and backend
+/// names) that clones without allocating. Equality and hashing look at the text only.
+/// Encoded with Prometheus escaping of `\`, `"` and newlines.
+#[derive(Clone, Debug)]
+pub enum Lv {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Lv {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Lv::Static(s) => s,
+            Lv::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Lv {
+    fn from(s: &str) -> Lv {
+        Lv::Shared(Arc::from(s))
+    }
+}
+
+impl PartialEq for Lv {
+    fn eq(&self, other: &Lv) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Lv {}
+impl Hash for Lv {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+impl Borrow<str> for Lv {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl EncodeLabelValue for Lv {
+    fn encode(&self, enc: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.as_str();
+        if !s.contains(['\\', '"', '\n']) {
+            return enc.write_str(s);
+        }
+        for c in s.chars() {
+            match c {
+                '\\' => enc.write_str("\\\\")?,
+                '"' => enc.write_str("\\\"")?,
+                '\n' => enc.write_str("\\n")?,
+                c => enc.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterStateLabels {
+    cluster: Lv,
+    state: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    cluster: Lv,
+    route: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoutedLabels {
+    cluster: Lv,
+    route: Lv,
+    reason: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    cluster: Lv,
+    kind: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    cluster: Lv,
+    direction: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    cluster: Lv,
+    backend: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendStateLabels {
+    cluster: Lv,
+    backend: Lv,
+    state: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendRoleLabels {
+    cluster: Lv,
+    backend: Lv,
+    role: Lv,
+}
+
+// ---------------------------------------------------------------------------------------
+// Lock-free histogram
+
+/// A histogram of durations with fixed bucket bounds, recorded with two relaxed atomic adds
+/// and no lock. Clones share the same cells.
+#[derive(Clone, Debug)]
+pub struct Histo {
+    inner: Arc<HistoInner>,
+}
+
+#[derive(Debug)]
+struct HistoInner {
+    /// Upper bounds in seconds, ascending (the `le` labels).
+    bounds: &'static [f64],
+    /// The same bounds in nanoseconds, for the comparison on the recording path.
+    bounds_ns: Box<[u64]>,
+    /// Observations per bucket (not cumulative); the last cell is `+Inf`.
+    counts: Box<[AtomicU64]>,
+    sum_ns: AtomicU64,
+}
+
+impl Histo {
+    pub fn new(bounds: &'static [f64]) -> Histo {
+        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+        Histo {
+            inner: Arc::new(HistoInner {
+                bounds,
+                bounds_ns: bounds.iter().map(|b| (b * 1e9).round() as u64).collect(),
+                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum_ns: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Record one observation of `ns` nanoseconds.
+    #[inline]
+    pub fn observe_ns(&self, ns: u64) {
+        let i = self.inner.bounds_ns.partition_point(|&b| b < ns);
+        self.inner.counts[i].fetch_add(1, Relaxed);
+        self.inner.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        self.observe_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Record one observation in seconds (negative and NaN count as zero).
+    #[inline]
+    pub fn observe_secs(&self, secs: f64) {
+        let ns = if secs > 0.0 { secs * 1e9 } else { 0.0 };
+        // `as` saturates at u64::MAX.
+        self.observe_ns(ns as u64);
+    }
+
+    /// (observations, sum in seconds)
+    pub fn count_sum(&self) -> (u64, f64) {
+        let count = self.inner.counts.iter().map(|c| c.load(Relaxed)).sum();
+        (count, self.inner.sum_ns.load(Relaxed) as f64 / 1e9)
+    }
+}
+
+impl TypedMetric for Histo {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histo {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let inner = &self.inner;
+        let mut buckets = Vec::with_capacity(inner.counts.len());
+        let mut count = 0u64;
+        for (i, c) in inner.counts.iter().enumerate() {
+            let n = c.load(Relaxed);
+            count += n;
+            // prometheus-client writes `le="+Inf"` for f64::MAX.
+            buckets.push((inner.bounds.get(i).copied().unwrap_or(f64::MAX), n));
+        }
+        let sum = inner.sum_ns.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn checkout_histo() -> Histo {
+    Histo::new(CHECKOUT_WAIT_BUCKETS)
+}
+fn statement_histo() -> Histo {
+    Histo::new(STATEMENT_BUCKETS)
+}
+
+type HistoFamily<S> = Family<S, Histo, fn() -> Histo>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+// ---------------------------------------------------------------------------------------
+// Topology snapshots (filled by the owner of the live cluster state)
+
+/// The live topology, read at scrape time and for `/status`.
+pub trait TopologySource {
+    fn snapshot(&self) -> Vec<ClusterSnapshot>;
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterSnapshot {
+    /// The cluster's name: the same string sessions use for the `cluster` label.
+    pub name: String,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackendSnapshot {
+    /// `host:port`, the `backend` label.
+    pub addr: String,
+    /// "primary", "replica" or "unknown".
+    pub role: &'static str,
+    pub up: bool,
+    /// A replica within the lag limits (eligible for reads).
+    pub in_read_set: bool,
+    pub lag_seconds: f64,
+    pub lag_bytes: u64,
+    /// Statements running on this backend now.
+    pub in_flight: u64,
+    /// Health and read-set transitions since start.
+    pub transitions: u64,
+    /// Pool capacity for this backend, summed over workers.
+    pub pool_size: u64,
+    /// Connections open (in use + idle), summed over workers.
+    pub pool_open: u64,
+    /// Idle connections, summed over workers.
+    pub pool_idle: u64,
+}
+
+impl BackendSnapshot {
+    /// Connections checked out by clients now.
+    pub fn pool_active(&self) -> u64 {
+        self.pool_open.saturating_sub(self.pool_idle)
+    }
+}
+
+impl ClusterSnapshot {
+    /// Sum of the backends' pool sizes.
+    pub fn pool_capacity(&self) -> u64 {
+        self.backends.iter().map(|b| b.pool_size).sum()
+    }
+    /// Backend connections checked out now.
+    pub fn pool_active(&self) -> u64 {
+        self.backends.iter().map(|b| b.pool_active()).sum()
+    }
+}
+
+/// The saturation formula (docs/metrics.md):
+/// `(waiting clients + active backend connections) / total pool capacity`, where capacity
+/// is the sum of every backend's pool size (up or not). 0 when the capacity is 0 and
+/// nothing is in use. Above 1 means clients are queueing for connections.
+pub fn saturation(cluster: &ClusterSnapshot, waiting_clients: u64) -> f64 {
+    let used = (waiting_clients + cluster.pool_active()) as f64;
+    match cluster.pool_capacity() {
+        0 if used == 0.0 => 0.0,
+        0 => used,
+        cap => used / cap as f64,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The registry
+
+/// Text format of a scrape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text exposition 0.0.4 (`text/plain; version=0.0.4`).
+    Prometheus,
+    /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// OpenMetrics if the scraper's `Accept` header asks for it, else Prometheus text.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+}
+
+/// All metrics of the process. Build one with [`Metrics::new`], share it as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    /// Serializes scrapes: they clear and refill the topology gauges.
+    scrape: Mutex<()>,
+    started: f64,
+
+    // Recorded as things happen.
+    clients: Family<ClusterStateLabels, Gauge>,
+    checkout_wait: HistoFamily<ClusterLabels>,
+    statement: HistoFamily<RouteLabels>,
+    routed: Family<RoutedLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    bytes: Family<BytesLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload_success: FloatGauge,
+    last_reload_ok: Gauge,
+
+    // Copied from the topology at scrape time.
+    backend_conns: Family<BackendStateLabels, Gauge>,
+    backend_open: Family<BackendLabels, Gauge>,
+    pool_capacity: Family<BackendLabels, Gauge>,
+    backend_up: Family<BackendRoleLabels, Gauge>,
+    in_read_set: Family<BackendLabels, Gauge>,
+    lag_seconds: Family<BackendLabels, FloatGauge>,
+    lag_bytes: Family<BackendLabels, Gauge>,
+    in_flight: Family<BackendLabels, Gauge>,
+    transitions: Family<BackendLabels, Counter>,
+    saturation: Family<ClusterLabels, FloatGauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+const STATE_ACTIVE: Lv = Lv::Static("active");
+const STATE_WAITING: Lv = Lv::Static("waiting");
+const STATE_IDLE: Lv = Lv::Static("idle");
+const DIR_TO_BACKEND: Lv = Lv::Static("client_to_backend");
+const DIR_TO_CLIENT: Lv = Lv::Static("backend_to_client");
+
+impl Metrics {
+    /// Register every metric. The config loaded at startup counts as the first successful
+    /// load (`switchyard_config_last_reload_success_timestamp_seconds` = now).
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("switchyard");
+        let started = unix_now();
+
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: Lv::Static(env!("CARGO_PKG_VERSION")),
+            })
+            .set(1);
+        r.register(
+            "build_info",
+            "Build information; the value is always 1",
+            build_info,
+        );
+        let start_time = FloatGauge::default();
+        start_time.set(started);
+        r.register(
+            "process_start_time_seconds",
+            "Unix time the process started",
+            start_time,
+        );
+
+        let m = Metrics {
+            registry: Registry::default(),
+            scrape: Mutex::new(()),
+            started,
+            clients: Family::default(),
+            checkout_wait: Family::new_with_constructor(checkout_histo as fn() -> Histo),
+            statement: Family::new_with_constructor(statement_histo as fn() -> Histo),
+            routed: Family::default(),
+            errors: Family::default(),
+            bytes: Family::default(),
+            reloads: Family::default(),
+            last_reload_success: FloatGauge::default(),
+            last_reload_ok: Gauge::default(),
+            backend_conns: Family::default(),
+            backend_open: Family::default(),
+            pool_capacity: Family::default(),
+            backend_up: Family::default(),
+            in_read_set: Family::default(),
+            lag_seconds: Family::default(),
+            lag_bytes: Family::default(),
+            in_flight: Family::default(),
+            transitions: Family::default(),
+            saturation: Family::default(),
+        };
+        m.last_reload_success.set(started);
+        m.last_reload_ok.set(1);
+        for result in ["ok", "error"] {
+            let _ = m.reloads.get_or_create(&ResultLabels {
+                result: Lv::Static(result),
+            });
+        }
+
+        r.register(
+            "client_connections",
+            "Client connections per cluster: state=active is every connected client, state=waiting those waiting for a backend connection now",
+            m.clients.clone(),
+        );
+        r.register(
+            "checkout_wait_seconds",
+            "Time a client waited to check out a backend connection",
+            m.checkout_wait.clone(),
+        );
+        r.register(
+            "statement_duration_seconds",
+            "Time a backend connection was held per checkout (one transaction, or one statement outside a transaction), by route",
+            m.statement.clone(),
+        );
+        r.register(
+            "statements_routed",
+            "Routing decisions by route (primary|replica) and reason",
+            m.routed.clone(),
+        );
+        r.register("errors", "Errors by kind", m.errors.clone());
+        r.register(
+            "bytes",
+            "Bytes forwarded, by direction (client_to_backend|backend_to_client)",
+            m.bytes.clone(),
+        );
+        r.register(
+            "config_reload",
+            "Config reloads by result (ok|error)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (startup counts)",
+            m.last_reload_success.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "1 if the last config reload succeeded, 0 if it failed",
+            m.last_reload_ok.clone(),
+        );
+        r.register(
+            "backend_connections",
+            "Backend connections by state: active (checked out) or idle (in the pool)",
+            m.backend_conns.clone(),
+        );
+        r.register(
+            "backend_connections_open",
+            "Backend connections open (active + idle)",
+            m.backend_open.clone(),
+        );
+        r.register(
+            "backend_pool_capacity",
+            "Maximum backend connections (pool size, summed over workers)",
+            m.pool_capacity.clone(),
+        );
+        r.register(
+            "backend_up",
+            "1 if the backend passes health checks, else 0; role is the detected role",
+            m.backend_up.clone(),
+        );
+        r.register(
+            "backend_in_read_set",
+            "1 if the backend is eligible for reads (up and within the lag limits)",
+            m.in_read_set.clone(),
+        );
+        r.register(
+            "replication_lag_seconds",
+            "Replication lag in time (0 for the primary and for an idle primary)",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "replication_lag_bytes",
+            "Replication lag in WAL bytes (primary position minus replayed position)",
+            m.lag_bytes.clone(),
+        );
+        r.register(
+            "backend_in_flight",
+            "Statements running on the backend now",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "backend_transitions",
+            "Health transitions (up/down, entering/leaving the read set) since start",
+            m.transitions.clone(),
+        );
+        r.register(
+            "saturation",
+            "(waiting clients + active backend connections) / total pool capacity; above 1 means clients queue",
+            m.saturation.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// Unix time the metrics (the process) started.
+    pub fn started(&self) -> f64 {
+        self.started
+    }
+
+    /// Pre-resolved handles for one cluster; create once per cluster (and worker) and keep.
+    pub fn cluster_handles(&self, cluster: &str) -> ClusterMetrics {
+        let name: Arc<str> = Arc::from(cluster);
+        let c = || Lv::Shared(name.clone());
+        let route = |r: &'static str| RouteLabels {
+            cluster: c(),
+            route: Lv::Static(r),
+        };
+        let bytes = |d: Lv| BytesLabels {
+            cluster: c(),
+            direction: d,
+        };
+        let clients = |s: Lv| ClusterStateLabels {
+            cluster: c(),
+            state: s,
+        };
+        ClusterMetrics {
+            checkout_wait: self
+                .checkout_wait
+                .get_or_create(&ClusterLabels { cluster: c() })
+                .clone(),
+            stmt_primary: self.statement.get_or_create(&route(ROUTE_PRIMARY)).clone(),
+            stmt_replica: self.statement.get_or_create(&route(ROUTE_REPLICA)).clone(),
+            bytes_to_backend: self.bytes.get_or_create(&bytes(DIR_TO_BACKEND)).clone(),
+            bytes_to_client: self.bytes.get_or_create(&bytes(DIR_TO_CLIENT)).clone(),
+            clients_active: self.clients.get_or_create(&clients(STATE_ACTIVE)).clone(),
+            clients_waiting: self.clients.get_or_create(&clients(STATE_WAITING)).clone(),
+            routed: self.routed.clone(),
+            errors: self.errors.clone(),
+            statement: self.statement.clone(),
+            name,
+        }
+    }
+
+    // -- Recording by name (hashes the labels and allocates the cluster label; prefer a
+    //    cached ClusterMetrics on hot paths).
+
+    /// One statement (or transaction) routed to `route` for `reason`.
+    pub fn routed(&self, cluster: &str, route: &str, reason: &str) {
+        self.routed
+            .get_or_create(&RoutedLabels {
+                cluster: cluster.into(),
+                route: route.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn checkout_wait(&self, cluster: &str, secs: f64) {
+        self.checkout_wait
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.into(),
+            })
+            .observe_secs(secs);
+    }
+
+    pub fn statement(&self, cluster: &str, route: &str, secs: f64) {
+        self.statement
+            .get_or_create(&RouteLabels {
+                cluster: cluster.into(),
+                route: route.into(),
+            })
+            .observe_secs(secs);
+    }
+
+    /// An error of `kind` (see [`kind`]); `cluster` may be "" when not known yet.
+    pub fn error(&self, cluster: &str, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                cluster: cluster.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    pub fn bytes(&self, cluster: &str, to_backend: u64, to_client: u64) {
+        let c: Lv = cluster.into();
+        if to_backend > 0 {
+            self.bytes
+                .get_or_create(&BytesLabels {
+                    cluster: c.clone(),
+                    direction: DIR_TO_BACKEND,
+                })
+                .inc_by(to_backend);
+        }
+        if to_client > 0 {
+            self.bytes
+                .get_or_create(&BytesLabels {
+                    cluster: c,
+                    direction: DIR_TO_CLIENT,
+                })
+                .inc_by(to_client);
+        }
+    }
+
+    pub fn client_active(&self, cluster: &str, delta: i64) {
+        self.clients
+            .get_or_create(&ClusterStateLabels {
+                cluster: cluster.into(),
+                state: STATE_ACTIVE,
+            })
+            .inc_by(delta);
+    }
+
+    pub fn client_waiting(&self, cluster: &str, delta: i64) {
+        self.clients
+            .get_or_create(&ClusterStateLabels {
+                cluster: cluster.into(),
+                state: STATE_WAITING,
+            })
+            .inc_by(delta);
+    }
+
+    /// A config reload finished (call for every attempt: admin API, SIGHUP, file watch).
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: Lv::Static(result),
+            })
+            .inc();
+        self.last_reload_ok.set(i64::from(ok));
+        if ok {
+            self.last_reload_success.set(unix_now());
+        }
+    }
+
+    /// (active, waiting) clients of `cluster` as recorded by sessions.
+    pub fn clients(&self, cluster: &str) -> (u64, u64) {
+        let get = |state: Lv| {
+            let labels = ClusterStateLabels {
+                cluster: cluster.into(),
+                state,
+            };
+            self.clients
+                .get(&labels)
+                .map(|g| g.get().max(0) as u64)
+                .unwrap_or(0)
+        };
+        (get(STATE_ACTIVE), get(STATE_WAITING))
+    }
+
+    /// Encode every metric in the Prometheus text format (0.0.4), after copying the
+    /// topology gauges from `topology`.
+    pub fn encode(&self, topology: &dyn TopologySource) -> String {
+        self.encode_as(topology, Format::Prometheus)
+    }
+
+    pub fn encode_as(&self, topology: &dyn TopologySource, format: Format) -> String {
+        self.encode_snapshot(&topology.snapshot(), format)
+    }
+
+    /// Encode with an already taken snapshot.
+    pub fn encode_snapshot(&self, snapshot: &[ClusterSnapshot], format: Format) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_topology(snapshot);
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => openmetrics_to_prometheus(&out),
+        }
+    }
+
+    fn set_topology(&self, snapshot: &[ClusterSnapshot]) {
+        for f in [
+            &self.backend_open,
+            &self.pool_capacity,
+            &self.in_read_set,
+            &self.lag_bytes,
+            &self.in_flight,
+        ] {
+            f.clear();
+        }
+        self.backend_conns.clear();
+        self.backend_up.clear();
+        self.lag_seconds.clear();
+        self.transitions.clear();
+        self.saturation.clear();
+        for c in snapshot {
+            let cluster: Arc<str> = Arc::from(c.name.as_str());
+            for b in &c.backends {
+                let backend: Arc<str> = Arc::from(b.addr.as_str());
+                let bl = BackendLabels {
+                    cluster: Lv::Shared(cluster.clone()),
+                    backend: Lv::Shared(backend.clone()),
+                };
+                let state = |s: Lv| BackendStateLabels {
+                    cluster: Lv::Shared(cluster.clone()),
+                    backend: Lv::Shared(backend.clone()),
+                    state: s,
+                };
+                let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                self.backend_conns
+                    .get_or_create(&state(STATE_ACTIVE))
+                    .set(int(b.pool_active()));
+                self.backend_conns
+                    .get_or_create(&state(STATE_IDLE))
+                    .set(int(b.pool_idle));
+                self.backend_open.get_or_create(&bl).set(int(b.pool_open));
+                self.pool_capacity.get_or_create(&bl).set(int(b.pool_size));
+                self.backend_up
+                    .get_or_create(&BackendRoleLabels {
+                        cluster: Lv::Shared(cluster.clone()),
+                        backend: Lv::Shared(backend.clone()),
+                        role: Lv::Static(b.role),
+                    })
+                    .set(i64::from(b.up));
+                self.in_read_set
+                    .get_or_create(&bl)
+                    .set(i64::from(b.in_read_set));
+                self.lag_seconds.get_or_create(&bl).set(b.lag_seconds);
+                self.lag_bytes.get_or_create(&bl).set(int(b.lag_bytes));
+                self.in_flight.get_or_create(&bl).set(int(b.in_flight));
+                self.transitions.get_or_create(&bl).inc_by(b.transitions);
+            }
+            let (_, waiting) = self.clients(&c.name);
+            self.saturation
+                .get_or_create(&ClusterLabels {
+                    cluster: Lv::Shared(cluster),
+                })
+                .set(saturation(c, waiting));
+        }
+    }
+}
+
+/// Turn prometheus-client's OpenMetrics text into the Prometheus 0.0.4 text format:
+/// counters are named with their `_total` suffix in `# HELP`/`# TYPE`, and the `# UNIT`
+/// and `# EOF` lines go.
+fn openmetrics_to_prometheus(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(h) = help.take() {
+                out.push_str(h);
+                out.push('\n');
+            }
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, typ) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if typ == "counter" && !name.ends_with("_total") {
+                "_total"
+            } else {
+                ""
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map(|(_, t)| t).unwrap_or("");
+                let _ = writeln!(out, "# HELP {name}{suffix} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {typ}");
+            continue;
+        }
+        if let Some(h) = help.take() {
+            let _ = writeln!(out, "# HELP {h}");
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(h) = help {
+        let _ = writeln!(out, "# HELP {h}");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-cluster handles
+
+/// Metric handles for one cluster, resolved once ([`Metrics::cluster_handles`]). Cloning is
+/// cheap (Arc-backed) and every clone records into the same series. The fields are public
+/// so a session can record with one atomic add and no lookup.
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    name: Arc<str>,
+    pub checkout_wait: Histo,
+    pub stmt_primary: Histo,
+    pub stmt_replica: Histo,
+    pub bytes_to_backend: Counter,
+    pub bytes_to_client: Counter,
+    pub clients_active: Gauge,
+    pub clients_waiting: Gauge,
+    routed: Family<RoutedLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    statement: HistoFamily<RouteLabels>,
+}
+
+impl ClusterMetrics {
+    pub fn cluster(&self) -> &str {
+        &self.name
+    }
+
+    /// Count a routing decision (one label lookup; use [`ClusterMetrics::routed_counter`]
+    /// to cache a handle per (route, reason)).
+    pub fn routed(&self, route: &'static str, reason: &'static str) {
+        self.routed
+            .get_or_create(&self.routed_labels(route, reason))
+            .inc();
+    }
+
+    /// The counter of one (route, reason) pair, to keep and `.inc()` directly.
+    pub fn routed_counter(&self, route: &'static str, reason: &'static str) -> Counter {
+        self.routed
+            .get_or_create(&self.routed_labels(route, reason))
+            .clone()
+    }
+
+    fn routed_labels(&self, route: &'static str, reason: &'static str) -> RoutedLabels {
+        RoutedLabels {
+            cluster: Lv::Shared(self.name.clone()),
+            route: Lv::Static(route),
+            reason: Lv::Static(reason),
+        }
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        self.error_counter(kind).inc();
+    }
+
+    pub fn error_counter(&self, kind: &'static str) -> Counter {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                cluster: Lv::Shared(self.name.clone()),
+                kind: Lv::Static(kind),
+            })
+            .clone()
+    }
+
+    #[inline]
+    pub fn checkout_wait(&self, d: Duration) {
+        self.checkout_wait.observe(d);
+    }
+
+    /// How long a backend connection was held, by route ("primary" or "replica"; any other
+    /// route goes through a label lookup).
+    #[inline]
+    pub fn statement(&self, route: &'static str, d: Duration) {
+        match route {
+            ROUTE_PRIMARY => self.stmt_primary.observe(d),
+            ROUTE_REPLICA => self.stmt_replica.observe(d),
+            other => self
+                .statement
+                .get_or_create(&RouteLabels {
+                    cluster: Lv::Shared(self.name.clone()),
+                    route: Lv::Static(other),
+                })
+                .observe(d),
+        }
+    }
+
+    #[inline]
+    pub fn bytes(&self, to_backend: u64, to_client: u64) {
+        if to_backend > 0 {
+            self.bytes_to_backend.inc_by(to_backend);
+        }
+        if to_client > 0 {
+            self.bytes_to_client.inc_by(to_client);
+        }
+    }
+
+    /// Count a connected client until the guard drops.
+    pub fn client_connected(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.clients_active)
+    }
+
+    /// Count a client waiting for a backend connection until the guard drops (also when
+    /// the wait is cancelled).
+    pub fn client_waiting(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.clients_waiting)
+    }
+}
+
+/// Increments a gauge when made and decrements it when dropped.
+#[derive(Debug)]
+#[must_use = "the gauge goes back down when the guard is dropped"]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(g: &Gauge) -> GaugeGuard {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Topo(Vec<ClusterSnapshot>);
+    impl TopologySource for Topo {
+        fn snapshot(&self) -> Vec<ClusterSnapshot> {
+            self.0.clone()
+        }
+    }
+
+    fn topo() -> Topo {
+        Topo(vec![ClusterSnapshot {
+            name: "main".into(),
+            backends: vec![
+                BackendSnapshot {
+                    addr: "127.0.0.1:5432".into(),
+                    role: "primary",
+                    up: true,
+                    pool_size: 10,
+                    pool_open: 6,
+                    pool_idle: 2,
+                    transitions: 3,
+                    ..Default::default()
+                },
+                BackendSnapshot {
+                    addr: "127.0.0.1:5433".into(),
+                    role: "replica",
+                    up: false,
+                    pool_size: 10,
+                    pool_open: 1,
+                    pool_idle: 1,
+                    lag_seconds: 1.5,
+                    lag_bytes: 4096,
+                    ..Default::default()
+                },
+            ],
+        }])
+    }
+
+    fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .map(|l| l[prefix.len()..].trim())
+    }
+
+    #[test]
+    fn histogram_buckets_are_le() {
+        let h = Histo::new(CHECKOUT_WAIT_BUCKETS);
+        h.observe(Duration::from_micros(50)); // exactly on the first bound
+        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_secs(11)); // +Inf
+        h.observe_secs(-1.0);
+        assert_eq!(h.inner.counts[0].load(Relaxed), 2);
+        assert_eq!(h.inner.counts[1].load(Relaxed), 1);
+        assert_eq!(h.inner.counts[CHECKOUT_WAIT_BUCKETS.len()].load(Relaxed), 1);
+        let (n, sum) = h.count_sum();
+        assert_eq!(n, 4);
+        assert!((sum - 11.000101).abs() < 1e-9);
+    }
+
+    #[test]
+    fn saturation_formula() {
+        let t = topo();
+        // active = (6-2) + (1-1) = 4; capacity 20; 6 waiting.
+        assert_eq!(saturation(&t.0[0], 6), 0.5);
+        assert_eq!(saturation(&ClusterSnapshot::default(), 0), 0.0);
+    }
+
+    #[test]
+    fn encodes_recorded_and_topology_series() {
+        let m = Metrics::new();
+        let h = m.cluster_handles("main");
+        for _ in 0..7 {
+            m.routed("main", "replica", "read");
+        }
+        h.routed(ROUTE_PRIMARY, "write");
+        h.routed_counter(ROUTE_PRIMARY, "write").inc();
+        h.statement(ROUTE_REPLICA, Duration::from_millis(2));
+        h.bytes(100, 2000);
+        let _c = h.client_connected();
+        let w = h.client_waiting();
+        let _w2 = h.client_waiting();
+        drop(w);
+        m.error("main", kind::CHECKOUT_TIMEOUT);
+        m.reload(false);
+        let text = m.encode(&topo());
+        let s = |p| sample(&text, p).unwrap_or_else(|| panic!("{p} missing in\n{text}"));
+        assert_eq!(
+            s(
+                r#"switchyard_statements_routed_total{cluster="main",route="replica",reason="read"}"#
+            ),
+            "7"
+        );
+        assert_eq!(
+            s(
+                r#"switchyard_statements_routed_total{cluster="main",route="primary",reason="write"}"#
+            ),
+            "2"
+        );
+        assert_eq!(
+            s(r#"switchyard_client_connections{cluster="main",state="waiting"}"#),
+            "1"
+        );
+        assert_eq!(
+            s(r#"switchyard_bytes_total{cluster="main",direction="backend_to_client"}"#),
+            "2000"
+        );
+        assert_eq!(s(r#"switchyard_saturation{cluster="main"}"#), "0.25");
+        assert_eq!(
+            s(r#"switchyard_backend_up{cluster="main",backend="127.0.0.1:5433",role="replica"}"#),
+            "0"
+        );
+        assert_eq!(
+            s(r#"switchyard_backend_transitions_total{cluster="main",backend="127.0.0.1:5432"}"#),
+            "3"
+        );
+        assert_eq!(s(r#"switchyard_config_reload_total{result="error"}"#), "1");
+        assert_eq!(s("switchyard_config_last_reload_successful"), "0");
+        assert!(text.contains("# TYPE switchyard_statements_routed_total counter\n"));
+        assert!(text.contains("# HELP switchyard_statements_routed_total Routing"));
+        assert!(text.contains("# TYPE switchyard_statement_duration_seconds histogram\n"));
+        assert!(text.contains(
+            r#"switchyard_statement_duration_seconds_bucket{cluster="main",route="replica",le="+Inf"} 1"#
+        ));
+        assert!(!text.contains("# EOF"));
+        // A second scrape reports the counter copied from the topology, not doubled.
+        let text = m.encode(&topo());
+        assert_eq!(
+            sample(
+                &text,
+                r#"switchyard_backend_transitions_total{cluster="main",backend="127.0.0.1:5432"}"#
+            ),
+            Some("3")
+        );
+        // Backends that left the topology leave the output.
+        let text = m.encode(&Topo(vec![]));
+        assert!(!text.contains("127.0.0.1:5432"));
+        let om = m.encode_as(&topo(), Format::OpenMetrics);
+        assert!(om.ends_with("# EOF\n"));
+        assert!(om.contains("# TYPE switchyard_statements_routed counter\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.error("a\"b\\c\nd", "connect");
+        let text = m.encode(&Topo(vec![]));
+        assert!(
+            text.contains(r#"switchyard_errors_total{cluster="a\"b\\c\nd",kind="connect"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Driving both sockets of a session from one poll: writes first, then reads where the
+//! other side's queue has room. Returns on the first read that produced bytes.
+
+use super::{Event, SessionError, HIGH_WATER};
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+/// Both sockets of a session, driven from one poll.
+pub(super) struct Pump<'a, C> {
+    pub(super) client: &'a mut C,
+    pub(super) backend: Option<&'a mut tokio::net::TcpStream>,
+    pub(super) cin: &'a mut BytesMut,
+    pub(super) bout: &'a mut BytesMut,
+    pub(super) bin: &'a mut BytesMut,
+    pub(super) cout: &'a mut BytesMut,
+    pub(super) shutdown: Option<Pin<&'a mut WaitForCancellationFutureOwned>>,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, SessionError>> {
+        // Writes first, so reads see room.
+        while !self.cout.is_empty() {
+            match Pin::new(&mut *self.client).poll_write(cx, self.cout) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(SessionError::ClientIo(
+                        io::ErrorKind::WriteZero.into(),
+                    )))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.cout.advance(n);
+                    if self.cout.is_empty() {
+                        if let Poll::Ready(Err(e)) = Pin::new(&mut *self.client).poll_flush(cx) {
+                            return Poll::Ready(Err(SessionError::ClientIo(e)));
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
+                Poll::Pending => break,
+            }
+        }
+        if let Some(backend) = self.backend.as_mut() {
+            while !self.bout.is_empty() {
+                match Pin::new(&mut **backend).poll_write(cx, self.bout) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
+                    Poll::Ready(Ok(n)) => self.bout.advance(n),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::BackendIo(e))),
+                    Poll::Pending => break,
+                }
+            }
+            if self.cout.len() < HIGH_WATER {
+                self.bin.reserve(16 * 1024);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut **backend), cx, self.bin) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Backend)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::BackendIo(e))),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if self.bout.len() < HIGH_WATER {
+            self.cin.reserve(8 * 1024);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *self.client), cx, self.cin) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Client)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(s) = self.shutdown.as_mut() {
+            if s.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Shutdown));
+            }
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,242 @@
+//! Where a session's next transaction or statement goes: classification, hints, the
+//! session's route setting, read-your-writes, replica failure and retry, and the statements
+//! the proxy answers itself (`SET switchyard.route`, `SHOW switchyard.backends`).
+
+use super::{Pend, Session, SessionError};
+use crate::cluster::{SelectError, Want};
+use crate::config::PoolMode;
+use crate::pg::codec::{self, Header};
+use crate::pool;
+use crate::router::classify::{Class, Route, TxEffect};
+use crate::router::hints::{self, Hint};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Largest request kept for a retry on another replica.
+const MAX_REPLAY: usize = 1 << 20;
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// Decide what kind of backend the message at the head of the input needs. Called only
+    /// when no backend is held, i.e. at the start of a transaction or a statement outside one.
+    pub(super) fn want_for(&mut self, h: &Header) -> Result<Want, SelectError> {
+        let body = &self.cin[5..h.wire_len];
+        let sql = match h.tag {
+            b'Q' => codec::query_msg(body).ok(),
+            b'P' => codec::parse_msg(body).ok().map(|p| p.query),
+            b'B' => match codec::bind_msg(body) {
+                Ok(b) if !b.statement.is_empty() => {
+                    self.stmts.get(b.statement).map(|d| &d.query[..])
+                }
+                _ => None,
+            },
+            b'D' => match codec::target_msg(body) {
+                Ok((b'S', name)) if !name.is_empty() => self.stmts.get(name).map(|d| &d.query[..]),
+                _ => None,
+            },
+            _ => None,
+        };
+        let sql = sql.and_then(|s| std::str::from_utf8(s).ok());
+        let read = self.is_read(sql);
+        let state = self.cluster.state.clone();
+        if !read {
+            state.primary()?;
+            return Ok(Want::Primary);
+        }
+        match self.ryw_min_lsn() {
+            Some(min_lsn) => {
+                let want = Want::Replica { min_lsn };
+                state.select(want, None)?;
+                Ok(want)
+            }
+            None => Ok(Want::Primary),
+        }
+    }
+
+    /// True if `sql` may run on a replica.
+    fn is_read(&self, sql: Option<&str>) -> bool {
+        if self.mode != PoolMode::Transaction || self.pinned || !self.cluster.state.split {
+            return false;
+        }
+        let Some(sql) = sql else { return false };
+        match hints::leading_hint(sql).or(self.route_override) {
+            Some(Hint::Primary) => return false,
+            Some(Hint::Replica) => return true,
+            None => {}
+        }
+        let class: Class = self.worker.shared.classifier.classify(sql);
+        match class.tx {
+            TxEffect::Begin { read_only } => read_only,
+            TxEffect::None => class.route == Route::Replica,
+            _ => false,
+        }
+    }
+
+    /// Read-your-writes: `Some(floor)` if a replica may serve this client now (floor = the
+    /// position it must have replayed), `None` if the read must go to the primary.
+    fn ryw_min_lsn(&mut self) -> Option<Option<u64>> {
+        if let Some(round) = self.ryw_round {
+            match self.cluster.state.primary_lsn_since(round) {
+                Some(lsn) => {
+                    self.ryw_floor = Some(self.ryw_floor.map_or(lsn, |f| f.max(lsn)));
+                    self.ryw_round = None;
+                }
+                None => return None,
+            }
+        }
+        Some(self.ryw_floor)
+    }
+
+    /// Check out a connection for `want`. A backend that cannot be reached is marked down and,
+    /// for reads, another eligible one (or the fallback) is tried.
+    pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
+        let mut exclude = None;
+        loop {
+            let state = self.cluster.state.clone();
+            let idx = state.select(want, exclude).map_err(SessionError::Select)?;
+            match self.cluster.pools[idx].checkout().await {
+                Ok(conn) => return self.install(conn, idx, matches!(want, Want::Primary)).await,
+                Err(pool::CheckoutError::Connect(e)) => {
+                    state.backends[idx].mark_failed(&e.to_string());
+                    if matches!(want, Want::Primary) || exclude.is_some() {
+                        return Err(pool::CheckoutError::Connect(e).into());
+                    }
+                    exclude = Some(idx);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Remember what was just queued for a replica, for one retry elsewhere.
+    pub(super) fn keep_for_replay(&mut self, before: usize) {
+        let added = &self.bout[before.min(self.bout.len())..];
+        if self.replay.len() + added.len() > MAX_REPLAY {
+            self.replay_ok = false;
+            self.replay = BytesMut::new();
+        } else {
+            self.replay.extend_from_slice(added);
+        }
+    }
+
+    /// A backend connection failed. If it was a replica that had not answered anything yet,
+    /// mark it down and send the same request to another eligible backend; otherwise the
+    /// client gets the error.
+    pub(super) async fn retry_elsewhere(&mut self, e: SessionError) -> Result<(), SessionError> {
+        let idx = self.backend_idx;
+        let state = self.cluster.state.clone();
+        state.backends[idx].mark_failed(&e.to_string());
+        if self.for_write || self.responded || !self.replay_ok || self.replay.is_empty() {
+            return Err(e);
+        }
+        let replay = std::mem::take(&mut self.replay);
+        if let Some(mut dead) = self.detach() {
+            dead.clean = false;
+            pool::release(dead);
+        }
+        let want = Want::Replica {
+            min_lsn: self.ryw_floor,
+        };
+        let next = state.select(want, Some(idx)).map_err(|_| e)?;
+        let conn = self.cluster.pools[next].checkout().await?;
+        self.install(conn, next, false).await?;
+        tracing::info!(from = %state.backends[idx].addr, to = %state.backends[next].addr, "read retried on another backend");
+        self.bout.clear();
+        self.bout.extend_from_slice(&replay);
+        self.bin.clear();
+        // Only one retry per request.
+        self.replay_ok = false;
+        Ok(())
+    }
+
+    /// Statements the proxy answers itself. Returns true if the Query was handled.
+    pub(super) fn answer_locally(&mut self, h: &Header) -> Result<bool, SessionError> {
+        let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
+            return Ok(false);
+        };
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return Ok(false);
+        };
+        let mut out = BytesMut::new();
+        if let Some(route) = hints::route_setting(sql) {
+            self.route_override = route;
+            codec::put_command_complete(&mut out, "SET");
+        } else if is_show_backends(sql) {
+            self.put_backends_table(&mut out);
+        } else {
+            return Ok(false);
+        }
+        codec::put_ready(&mut out, self.tx_status);
+        self.pending.push_back(Pend::Local(out.to_vec().into()));
+        Ok(true)
+    }
+
+    fn put_backends_table(&self, out: &mut BytesMut) {
+        let cols = [
+            "address",
+            "role",
+            "state",
+            "in_read_set",
+            "lag_bytes",
+            "lag_seconds",
+            "in_flight",
+            "transitions",
+        ];
+        codec::put_row_description(out, &cols);
+        let state = &self.cluster.state;
+        for b in &state.backends {
+            let row = [
+                b.addr.to_string(),
+                b.role().as_str().to_string(),
+                if b.is_up() { "up" } else { "down" }.to_string(),
+                b.in_read_set().to_string(),
+                b.lag_bytes().to_string(),
+                format!("{:.3}", b.lag().as_secs_f64()),
+                b.outstanding().to_string(),
+                b.transitions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            ];
+            codec::put_data_row(out, &row);
+        }
+        codec::put_command_complete(out, &format!("SHOW {}", state.backends.len()));
+    }
+
+    /// Answer a message with an error without a backend: a Query gets the error and
+    /// ReadyForQuery; an extended-protocol message gets the error and the rest of its batch
+    /// is dropped up to Sync, as a server would.
+    pub(super) fn reject(&mut self, h: &Header, code: &str, message: &str) {
+        let mut out = BytesMut::new();
+        codec::put_error(&mut out, "ERROR", code, &format!("switchyard: {message}"));
+        if h.tag == b'Q' {
+            codec::put_ready(&mut out, self.tx_status);
+        } else if h.tag != b'S' {
+            self.discard_until_sync = true;
+        } else {
+            codec::put_ready(&mut out, self.tx_status);
+        }
+        self.pending.push_back(Pend::Local(out.to_vec().into()));
+    }
+}
+
+fn is_show_backends(sql: &str) -> bool {
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty());
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some(a), Some(b), None) if a.eq_ignore_ascii_case("show") && b.eq_ignore_ascii_case("switchyard.backends")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_backends_is_recognised() {
+        assert!(is_show_backends("SHOW switchyard.backends"));
+        assert!(is_show_backends("  show SWITCHYARD.BACKENDS ;"));
+        assert!(!is_show_backends("SHOW switchyard.backends x"));
+        assert!(!is_show_backends("SHOW search_path"));
+    }
+}

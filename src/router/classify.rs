@@ -1,0 +1,2201 @@
+//! Protocol-neutral statement classification: where may a SQL string run, and what does it do
+//! to transaction state.
+//!
+//! # How it works
+//!
+//! 1. A hand-written token scanner ([`Tokens`]) walks the text once, per dialect: it skips
+//!    whitespace and comments (`--`, nested `/* */` for PostgreSQL; `#`, `-- `, flat `/* */`
+//!    for MySQL, where `/*! ... */` and `/*M! ... */` are *code*, as the server runs them), and
+//!    never looks inside strings (`'..'`, `E'..'`, dollar quotes; MySQL `".."` and backslash
+//!    escapes) or quoted identifiers (`".."`, MySQL backticks). It uses the same skipping rules
+//!    as [`super::lexer`], which only yields leading words and no byte positions; this module
+//!    needs every token and its position (see the report on `lexer.rs` in `README`/code map).
+//! 2. The **fast path** decides from the first words of each statement (INSERT -> primary,
+//!    SHOW -> replica, BEGIN READ ONLY -> replica, ...). For a read-shaped statement (SELECT,
+//!    WITH, VALUES, TABLE, or any of them in parentheses) it scans the rest of the statement
+//!    once for what makes a read a write: a locking clause, `INTO`, a call of a write function
+//!    (built-in list plus `write_functions` from the config, schema-qualified or not, quoted or
+//!    not), MySQL user-variable assignment (`:=`) and `SQL_CALC_FOUND_ROWS`, MariaDB
+//!    `NEXT VALUE FOR`. None of this allocates.
+//! 3. Only a read-shaped statement that also contains `INSERT`, `UPDATE`, `DELETE` or `MERGE`
+//!    as a word (outside a locking clause, not after a `.`, not a call such as MySQL's
+//!    `INSERT(str, ..)`) goes to the **slow path**: `sqlparser` decides whether that is a
+//!    data-modifying CTE (`WITH d AS (DELETE .. RETURNING *) SELECT ..` -> primary,
+//!    [`Reason::WritingCte`]), a DML main statement (`WITH x AS (..) INSERT ..` ->
+//!    [`Reason::Write`]) or just a column called `update` (a read). A parse failure routes to
+//!    the primary ([`Reason::ParseError`]). Slow-path verdicts are kept in a bounded cache keyed
+//!    by the statement text (lookups borrow the text; only an insertion allocates). A string
+//!    that starts with WITH or `(` is also cached by its whole text and looked up before it is
+//!    scanned (a lookup costs less than the scan of a long statement).
+//!    Statements longer than [`MAX_PARSE_BYTES`] or [`MAX_PARSE_TOKENS`] are not parsed (bounded
+//!    time and stack; sqlparser's AST is dropped recursively): they get the conservative verdict
+//!    (primary, `Write` or `WritingCte`).
+//! 4. A leading hint (`/* switchyard:primary */`, see [`super::hints`]) overrides the result:
+//!    `primary` always; `replica` only for statements that are reads anyway or that the
+//!    classifier could not understand ([`Reason::Unknown`], [`Reason::ParseError`]). A replica
+//!    hint never sends a known write, lock, session or transaction statement to a replica.
+//!
+//! Anything not recognised goes to the primary ([`Reason::Unknown`]); an empty string (or only
+//! comments) is [`Reason::Empty`], also primary.
+//!
+//! # Decisions worth knowing
+//!
+//! * `SELECT "nextval"('s')` is a call of `nextval` (a quoted identifier is still the function
+//!   name), so it goes to the primary; quoted names are compared case-insensitively, which is
+//!   conservative (`"NEXTVAL"(..)` also counts). A MySQL `"nextval"(..)` is a string, not a call.
+//! * A data-modifying statement is only found at the top level of a WITH (or a parenthesized
+//!   query), which is the only place PostgreSQL runs one; MySQL has none. Deeper ones that
+//!   sqlparser accepts are server errors, not writes.
+//! * `EXPLAIN` without ANALYZE never executes: replica (also for `EXPLAIN INSERT`, which a hot
+//!   standby plans fine). `EXPLAIN ANALYZE x` and MariaDB `ANALYZE SELECT ..` classify `x`.
+//! * `COPY t TO STDOUT` and `COPY (query) TO STDOUT` are reads when the query is; `COPY .. TO
+//!   'file'|PROGRAM` writes on the server host: primary ([`Reason::Utility`]). `COPY .. FROM`
+//!   is a write.
+//! * `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN` keep a transaction open: [`TxEffect::None`], so
+//!   the session keeps tracking the open transaction. `PREPARE TRANSACTION` ends the session's
+//!   transaction ([`TxEffect::End`]); `COMMIT PREPARED` / `ROLLBACK PREPARED` do not touch it.
+//! * MySQL `SHOW WARNINGS|ERRORS|COUNT(*) ..|PROFILE|PROFILES`, `GET DIAGNOSTICS`,
+//!   `@@warning_count`/`@@error_count`, `FOUND_ROWS()`, `ROW_COUNT()` and `SQL_CALC_FOUND_ROWS`
+//!   describe the previous statement on the same connection: primary, not a replica.
+//! * `SET switchyard.route ..` / `RESET switchyard.route` are [`Reason::Hint`] statements: the
+//!   session answers them itself (see [`super::hints::route_setting`]).
+//! * MySQL strings are scanned with backslash escapes (the default `sql_mode`); PostgreSQL
+//!   strings without (`standard_conforming_strings = on`, the default since 9.1).
+//! * A multi-statement string is split at every `;` outside quotes and comments (like the
+//!   server's simple-query protocol). Its route is the primary unless every statement goes to a
+//!   replica; its reason is that of the first statement sent to the primary (or of the first
+//!   statement); its transaction effect is that of the first statement.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sqlparser::ast::{Query, SetExpr, Statement};
+use sqlparser::parser::Parser;
+
+use super::hints::{self, Hint};
+
+/// Which SQL dialect the text is in (how comments, strings and identifiers are written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+}
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Primary,
+    Replica,
+}
+
+/// Why a route was chosen (used as a metrics label: keep names short snake_case via `as_str()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A plain read.
+    Read,
+    /// DML: INSERT, UPDATE, DELETE, MERGE, REPLACE, COPY FROM, LOAD DATA, NOTIFY.
+    Write,
+    /// CREATE, ALTER, DROP, TRUNCATE, GRANT, REVOKE, COMMENT, RENAME, ...
+    Ddl,
+    /// A locking read (FOR UPDATE/SHARE, LOCK IN SHARE MODE) or LOCK/UNLOCK TABLE(S).
+    Locking,
+    /// A call of a function that writes or depends on the primary's session state.
+    WriteFunction,
+    /// SELECT ... INTO (a new table, variables, a file).
+    SelectInto,
+    /// A WITH whose CTE modifies data.
+    WritingCte,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION, XA, ...
+    TransactionControl,
+    /// Session state: SET, RESET, PREPARE, EXECUTE, LISTEN, DECLARE, USE, ... (the session
+    /// decides whether it pins the client or replays the state).
+    Session,
+    /// A routing hint decided, or the statement is a `switchyard.route` setting.
+    Hint,
+    /// Not recognised.
+    Unknown,
+    /// The slow path could not parse the statement.
+    ParseError,
+    /// No statement at all (empty, only comments or semicolons).
+    Empty,
+    /// Maintenance or procedural code: VACUUM, ANALYZE, REFRESH, CALL, DO, CHECKPOINT, ...
+    Utility,
+}
+
+impl Reason {
+    /// Short snake_case name for metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Read => "read",
+            Reason::Write => "write",
+            Reason::Ddl => "ddl",
+            Reason::Locking => "locking",
+            Reason::WriteFunction => "write_function",
+            Reason::SelectInto => "select_into",
+            Reason::WritingCte => "writing_cte",
+            Reason::TransactionControl => "transaction_control",
+            Reason::Session => "session",
+            Reason::Hint => "hint",
+            Reason::Unknown => "unknown",
+            Reason::ParseError => "parse_error",
+            Reason::Empty => "empty",
+            Reason::Utility => "utility",
+        }
+    }
+}
+
+/// What a statement does to transaction state (for the session to track).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxEffect {
+    None,
+    /// BEGIN / START TRANSACTION (MySQL also XA START).
+    Begin {
+        read_only: bool,
+    },
+    /// COMMIT/ROLLBACK/END/ABORT (not ROLLBACK TO SAVEPOINT, not ... AND CHAIN),
+    /// PREPARE TRANSACTION, XA COMMIT/ROLLBACK.
+    End,
+    /// `SET TRANSACTION READ ONLY` (PostgreSQL: this transaction; MySQL: the next one).
+    SetTransactionReadOnly,
+    /// SAVEPOINT, RELEASE [SAVEPOINT], ROLLBACK TO [SAVEPOINT].
+    Savepoint,
+}
+
+/// The classification of a SQL string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub route: Route,
+    pub reason: Reason,
+    pub tx: TxEffect,
+}
+
+impl Class {
+    const fn new(route: Route, reason: Reason, tx: TxEffect) -> Class {
+        Class { route, reason, tx }
+    }
+    const fn primary(reason: Reason) -> Class {
+        Class::new(Route::Primary, reason, TxEffect::None)
+    }
+    const fn replica(reason: Reason) -> Class {
+        Class::new(Route::Replica, reason, TxEffect::None)
+    }
+}
+
+const READ: Class = Class::replica(Reason::Read);
+const UNKNOWN: Class = Class::primary(Reason::Unknown);
+
+/// Read-shaped statements longer than this are not given to sqlparser (time and stack bound);
+/// they get the conservative verdict instead. This also bounds a cache key.
+pub const MAX_PARSE_BYTES: usize = 16 * 1024;
+/// Same, in tokens: sqlparser builds operator chains iteratively but drops them recursively,
+/// so the depth of its AST (and the stack used to drop it) grows with the token count.
+pub const MAX_PARSE_TOKENS: usize = 2048;
+/// sqlparser's nesting limit (its default is 50). Deeper statements are parse errors (primary).
+/// Lower than the default because a stack overflow would abort the whole proxy: in a debug
+/// build one level of nesting can take tens of KiB of stack.
+const PARSE_RECURSION_LIMIT: usize = 32;
+/// EXPLAIN ANALYZE / COPY (query) / MariaDB ANALYZE nesting deeper than this is `Unknown`.
+const MAX_NESTING: u32 = 4;
+
+/// Built-in functions that write, take locks or read the primary's session state.
+/// Lowercase; compared ignoring ASCII case.
+const WRITE_FUNCTIONS: &[&str] = &[
+    // PostgreSQL (nextval/setval/lastval also MariaDB sequences)
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    "pg_notify",
+    "set_config",
+    "pg_cancel_backend",
+    "pg_terminate_backend",
+    "pg_reload_conf",
+    "pg_switch_wal",
+    "pg_drop_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_logical_emit_message",
+    "txid_current",
+    "pg_current_xact_id",
+    "lowrite",
+    // MySQL / MariaDB
+    "get_lock",
+    "release_lock",
+    "release_all_locks",
+    "is_used_lock",
+    "is_free_lock",
+    "last_insert_id",
+    "found_rows",
+    "row_count",
+    "master_pos_wait",
+    "source_pos_wait",
+    "master_gtid_wait",
+];
+
+/// Prefixes of built-in write functions: pg_advisory_lock*, pg_advisory_xact_lock*,
+/// pg_advisory_unlock*, pg_try_advisory_*, pg_create_*, lo_*, pg_logical_slot_get_*.
+const WRITE_FUNCTION_PREFIXES: &[&str] = &[
+    "pg_advisory_",
+    "pg_try_advisory_",
+    "pg_create_",
+    "lo_",
+    "pg_logical_slot_get_",
+];
+
+fn builtin_write_function(name: &str) -> bool {
+    WRITE_FUNCTIONS.iter().any(|f| name.eq_ignore_ascii_case(f))
+        || WRITE_FUNCTION_PREFIXES.iter().any(|p| {
+            name.len() > p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+        })
+}
+
+/// Classifies statements; cheap to share between threads (`Send + Sync`).
+pub struct Classifier {
+    dialect: Dialect,
+    lex: Lex,
+    /// Lowercased, without schema qualification.
+    write_functions: Box<[Box<str>]>,
+    cache_entries: usize,
+    cache: Mutex<HashMap<Box<str>, Class>>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("dialect", &self.dialect)
+            .field("write_functions", &self.write_functions)
+            .field("cache_entries", &self.cache_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    /// `write_functions`: extra function names whose calls make a read a write (from the
+    /// config). Matching ignores ASCII case and schema: `audit.log_event` and `log_event` both
+    /// match any call of `log_event`. `cache_entries`: how many slow-path verdicts to keep
+    /// (0 disables the cache).
+    pub fn new(dialect: Dialect, write_functions: &[String], cache_entries: usize) -> Self {
+        let write_functions = write_functions
+            .iter()
+            .map(|f| {
+                let f = f.trim();
+                let last = f.rsplit('.').next().unwrap_or(f);
+                last.trim_matches(|c| c == '"' || c == '`')
+                    .to_ascii_lowercase()
+                    .into_boxed_str()
+            })
+            .filter(|f| !f.is_empty())
+            .collect();
+        Classifier {
+            dialect,
+            lex: match dialect {
+                Dialect::Postgres => Lex::POSTGRES,
+                Dialect::MySql => Lex::MYSQL,
+            },
+            write_functions,
+            cache_entries,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Classify a whole SQL string (may hold several statements). Multi-statement: Primary
+    /// unless every statement is a read; tx = the effect of the FIRST statement, reason of the
+    /// deciding statement (the first one sent to the primary, else the first one).
+    pub fn classify(&self, sql: &str) -> Class {
+        let base = self.classify_text(sql);
+        match hints::leading_hint(sql) {
+            None => base,
+            Some(Hint::Primary) => Class::new(Route::Primary, Reason::Hint, base.tx),
+            Some(Hint::Replica) => {
+                let overridable = base.route == Route::Replica
+                    || (matches!(base.reason, Reason::Unknown | Reason::ParseError)
+                        && base.tx == TxEffect::None);
+                if overridable {
+                    Class::new(Route::Replica, Reason::Hint, base.tx)
+                } else {
+                    base
+                }
+            }
+        }
+    }
+
+    /// Number of slow-path verdicts currently cached.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn classify_text(&self, sql: &str) -> Class {
+        // A string that starts with WITH or `(` is cached whole: looking it up costs less than
+        // scanning it, and it often needs the slow path anyway.
+        let whole = self.cache_entries > 0
+            && sql.len() <= MAX_PARSE_BYTES
+            && Tokens::new(sql, self.lex).next_tok().is_some_and(|t| {
+                t.kind == Kind::Open
+                    || (t.kind == Kind::Word && t.text(sql).eq_ignore_ascii_case("WITH"))
+            });
+        if whole {
+            if let Some(c) = self.cache_get(sql) {
+                return c;
+            }
+        }
+        let c = self.classify_statements(sql);
+        if whole {
+            self.cache_put(sql, c);
+        }
+        c
+    }
+
+    fn classify_statements(&self, sql: &str) -> Class {
+        let mut toks = Tokens::new(sql, self.lex);
+        let mut acc: Option<Class> = None;
+        loop {
+            toks.stmt_done = false;
+            let mut cur = Cursor::new(&mut toks, false);
+            let Some(first) = cur.next() else {
+                if cur.toks.pos >= sql.len() {
+                    break;
+                }
+                continue; // an empty statement (`;;`)
+            };
+            let c = self.statement(&mut cur, first, 0);
+            let acc = acc.get_or_insert(c);
+            if c.route == Route::Primary && acc.route == Route::Replica {
+                acc.route = Route::Primary;
+                acc.reason = c.reason;
+            }
+            if acc.route == Route::Primary {
+                // Nothing later can change the route, the reason or the first tx effect.
+                break;
+            }
+            cur.drain();
+        }
+        acc.unwrap_or(Class::primary(Reason::Empty))
+    }
+
+    /// One statement whose first token is `first`; consumes at most to its end.
+    fn statement(&self, cur: &mut Cursor<'_, '_>, first: Tok, nesting: u32) -> Class {
+        if nesting > MAX_NESTING {
+            return UNKNOWN;
+        }
+        let text = cur.toks.text;
+        match first.kind {
+            Kind::Word => {}
+            Kind::Open => return self.parenthesized(cur, first),
+            _ => return UNKNOWN,
+        }
+        let w = first.text(text);
+        let my = self.dialect == Dialect::MySql;
+        let mut buf = [0u8; 16];
+        match upper(w, &mut buf) {
+            b"SELECT" | b"WITH" | b"VALUES" | b"TABLE" => self.read_shaped(cur, first),
+            b"SHOW" => {
+                if my {
+                    if let Some(w) = cur.next_word() {
+                        if ["WARNINGS", "ERRORS", "COUNT", "PROFILE", "PROFILES"]
+                            .iter()
+                            .any(|k| w.eq_ignore_ascii_case(k))
+                        {
+                            return Class::primary(Reason::Session);
+                        }
+                    }
+                }
+                READ
+            }
+            b"EXPLAIN" => self.explain(cur, nesting),
+            b"DESC" | b"DESCRIBE" if my => self.explain(cur, nesting),
+            b"INSERT" | b"UPDATE" | b"DELETE" | b"MERGE" => Class::primary(Reason::Write),
+            b"REPLACE" if my => Class::primary(Reason::Write),
+            b"COPY" if !my => self.copy(cur, nesting),
+            b"CREATE" | b"ALTER" | b"TRUNCATE" | b"GRANT" | b"REVOKE" | b"COMMENT"
+            | b"SECURITY" | b"REASSIGN" | b"IMPORT" | b"RENAME" => Class::primary(Reason::Ddl),
+            b"DROP" => {
+                if my
+                    && cur
+                        .next_word()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("PREPARE"))
+                {
+                    Class::primary(Reason::Session)
+                } else {
+                    Class::primary(Reason::Ddl)
+                }
+            }
+            b"ANALYZE" | b"ANALYSE" if my => self.mariadb_analyze(cur, nesting),
+            b"VACUUM" | b"ANALYZE" | b"ANALYSE" | b"CLUSTER" | b"REINDEX" | b"CHECKPOINT"
+            | b"REFRESH" | b"CALL" | b"DO" => Class::primary(Reason::Utility),
+            b"OPTIMIZE" | b"REPAIR" | b"CHECK" | b"CHECKSUM" | b"FLUSH" | b"KILL" | b"PURGE"
+            | b"INSTALL" | b"UNINSTALL" | b"CHANGE" | b"STOP" | b"BINLOG" | b"CACHE"
+            | b"SHUTDOWN" | b"RESTART" | b"CLONE" | b"RESET"
+                if my =>
+            {
+                Class::primary(Reason::Utility)
+            }
+            b"LOCK" | b"UNLOCK" => Class::primary(Reason::Locking),
+            b"NOTIFY" => Class::primary(Reason::Write),
+            b"RESET" => self.setting(cur, first),
+            b"LISTEN" | b"UNLISTEN" | b"EXECUTE" | b"DEALLOCATE" | b"DISCARD" | b"DECLARE"
+            | b"FETCH" | b"MOVE" | b"CLOSE" => Class::primary(Reason::Session),
+            b"USE" | b"HANDLER" if my => Class::primary(Reason::Session),
+            b"GET" if my => Class::primary(Reason::Session),
+            b"HELP" if my => READ,
+            b"PREPARE" => {
+                if !my
+                    && cur
+                        .next_word()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("TRANSACTION"))
+                {
+                    Class::new(Route::Primary, Reason::TransactionControl, TxEffect::End)
+                } else {
+                    Class::primary(Reason::Session)
+                }
+            }
+            b"LOAD" => {
+                if !my {
+                    return Class::primary(Reason::Session);
+                }
+                match cur.next_word().map(|w| upper(w, &mut buf)) {
+                    Some(b"DATA" | b"XML") => Class::primary(Reason::Write),
+                    Some(b"INDEX") => Class::primary(Reason::Utility),
+                    _ => UNKNOWN,
+                }
+            }
+            b"SET" => self.setting(cur, first),
+            b"BEGIN" => {
+                if my {
+                    return match cur.next_word() {
+                        Some(w) if w.eq_ignore_ascii_case("NOT") => Class::primary(Reason::Utility),
+                        _ => begin(false),
+                    };
+                }
+                begin(cur.read_only_mode() == Some(true))
+            }
+            b"START" => match cur.next_word() {
+                Some(w) if w.eq_ignore_ascii_case("TRANSACTION") => {
+                    begin(cur.read_only_mode() == Some(true))
+                }
+                _ if my => Class::primary(Reason::Utility),
+                _ => UNKNOWN,
+            },
+            b"COMMIT" | b"END" | b"ROLLBACK" | b"ABORT" => end(cur),
+            b"SAVEPOINT" | b"RELEASE" => tx_control(TxEffect::Savepoint),
+            b"XA" if my => match cur.next_word().map(|w| upper(w, &mut buf)) {
+                Some(b"START" | b"BEGIN") => tx_control(TxEffect::Begin { read_only: false }),
+                Some(b"COMMIT" | b"ROLLBACK") => tx_control(TxEffect::End),
+                _ => tx_control(TxEffect::None),
+            },
+            _ => UNKNOWN,
+        }
+    }
+
+    /// `(SELECT 1) UNION (SELECT 2)`: read-shaped if the first word is.
+    fn parenthesized(&self, cur: &mut Cursor<'_, '_>, first: Tok) -> Class {
+        loop {
+            match cur.next() {
+                Some(t) if t.kind == Kind::Open => continue,
+                Some(t) if t.kind == Kind::Word => {
+                    let mut buf = [0u8; 16];
+                    return match upper(t.text(cur.toks.text), &mut buf) {
+                        b"SELECT" | b"WITH" | b"VALUES" | b"TABLE" => self.read_shaped(cur, first),
+                        _ => UNKNOWN,
+                    };
+                }
+                _ => return UNKNOWN,
+            }
+        }
+    }
+
+    /// SELECT / WITH / VALUES / TABLE: scan the rest; parse only if a DML word appears.
+    fn read_shaped(&self, cur: &mut Cursor<'_, '_>, first: Tok) -> Class {
+        let f = self.scan(cur);
+        if !(f.dml_top || f.dml_nested) {
+            return f.verdict();
+        }
+        let text = &cur.toks.text[first.start..cur.last_end.max(first.end)];
+        let conservative = Class::primary(if f.dml_top {
+            Reason::Write
+        } else {
+            Reason::WritingCte
+        });
+        if text.len() > MAX_PARSE_BYTES || f.tokens > MAX_PARSE_TOKENS {
+            return conservative;
+        }
+        if let Some(c) = self.cache_get(text) {
+            return c;
+        }
+        let c = self.parse(text, &f);
+        self.cache_put(text, c);
+        c
+    }
+
+    /// A cached classification of `text` (as a whole). Does not allocate.
+    fn cache_get(&self, text: &str) -> Option<Class> {
+        if self.cache_entries == 0 {
+            return None;
+        }
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(text).copied()
+    }
+
+    fn cache_put(&self, text: &str, c: Class) {
+        if self.cache_entries == 0 || text.len() > MAX_PARSE_BYTES {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.cache_entries && !cache.contains_key(text) {
+            // Drop about an eighth, in hash order (effectively random): amortized O(1).
+            let mut drop = cache.len() / 8 + 1;
+            cache.retain(|_, _| {
+                if drop > 0 {
+                    drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        cache.insert(text.into(), c);
+    }
+
+    /// The slow path: sqlparser decides what the DML words are.
+    fn parse(&self, text: &str, f: &Flags) -> Class {
+        let parse = |d: &dyn sqlparser::dialect::Dialect| {
+            Parser::new(d)
+                .with_recursion_limit(PARSE_RECURSION_LIMIT)
+                .try_with_sql(text)
+                .and_then(|mut p| p.parse_statements())
+        };
+        let parsed = match self.dialect {
+            Dialect::Postgres => parse(&sqlparser::dialect::PostgreSqlDialect {}),
+            Dialect::MySql => parse(&sqlparser::dialect::MySqlDialect {}),
+        };
+        let stmts = match parsed {
+            Ok(s) if s.len() == 1 => s,
+            _ => return Class::primary(Reason::ParseError),
+        };
+        match &stmts[0] {
+            Statement::Query(q) => match query_dml(q, true, 0) {
+                Dml::Top => Class::primary(Reason::Write),
+                Dml::Nested => Class::primary(Reason::WritingCte),
+                Dml::None => f.verdict(),
+            },
+            Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_) => Class::primary(Reason::Write),
+            _ => UNKNOWN,
+        }
+    }
+
+    /// The whole-statement scan of a read-shaped statement.
+    fn scan(&self, cur: &mut Cursor<'_, '_>) -> Flags {
+        let text = cur.toks.text;
+        let my = self.dialect == Dialect::MySql;
+        let mut f = Flags::default();
+        let mut depth = 0u32;
+        // The previous token, and what it was if it was an interesting word.
+        let mut prev_kind = Kind::Punct;
+        let mut prev_name: &str = "";
+        let mut prev_kw = Kw::Other;
+        // A DML word whose next token decides (a `(` makes it a function call).
+        let mut pending_dml: Option<u32> = None;
+        // Consecutive `@` (MySQL system variables).
+        let mut ats = 0u8;
+        while let Some(t) = cur.next() {
+            f.tokens += 1;
+            if let Some(d) = pending_dml.take() {
+                if !matches!(t.kind, Kind::Open | Kind::Dot) {
+                    if d == 0 {
+                        f.dml_top = true;
+                    } else {
+                        f.dml_nested = true;
+                    }
+                }
+            }
+            let mut kw = Kw::Other;
+            match t.kind {
+                Kind::Word => {
+                    let w = t.text(text);
+                    if prev_kind != Kind::Dot {
+                        kw = keyword(w);
+                        match kw {
+                            Kw::Update | Kw::Share | Kw::No | Kw::Key if prev_kw == Kw::For => {
+                                f.locking = true
+                            }
+                            Kw::In if my && prev_kw == Kw::Lock => f.locking = true,
+                            Kw::Value if matches!(prev_kw, Kw::Next | Kw::Previous) => {
+                                f.write_fn = true
+                            }
+                            Kw::Into => f.into = true,
+                            Kw::SqlCalcFoundRows if my => f.session = true,
+                            Kw::WarningCount | Kw::ErrorCount if my && ats >= 1 => f.session = true,
+                            Kw::Identity | Kw::LastInsertId if my && ats >= 1 => f.write_fn = true,
+                            _ => {}
+                        }
+                        let locking_update =
+                            kw == Kw::Update && matches!(prev_kw, Kw::For | Kw::Key);
+                        if matches!(kw, Kw::Insert | Kw::Update | Kw::Delete | Kw::Merge)
+                            && !locking_update
+                        {
+                            pending_dml = Some(depth);
+                        }
+                    }
+                    prev_name = w;
+                }
+                Kind::QIdent => prev_name = t.inner(text),
+                Kind::Open => {
+                    if matches!(prev_kind, Kind::Word | Kind::QIdent) && self.is_write_fn(prev_name)
+                    {
+                        f.write_fn = true;
+                    }
+                    depth += 1;
+                }
+                Kind::Close => depth = depth.saturating_sub(1),
+                Kind::Assign => f.session = true,
+                _ => {}
+            }
+            ats = if t.kind == Kind::At {
+                ats.saturating_add(1)
+            } else {
+                0
+            };
+            prev_kind = t.kind;
+            prev_kw = kw;
+        }
+        if let Some(d) = pending_dml {
+            if d == 0 {
+                f.dml_top = true;
+            } else {
+                f.dml_nested = true;
+            }
+        }
+        f
+    }
+
+    fn is_write_fn(&self, name: &str) -> bool {
+        builtin_write_function(name)
+            || self
+                .write_functions
+                .iter()
+                .any(|f| name.eq_ignore_ascii_case(f))
+    }
+
+    /// EXPLAIN (PostgreSQL and MySQL), MySQL DESCRIBE/DESC.
+    fn explain(&self, cur: &mut Cursor<'_, '_>, nesting: u32) -> Class {
+        let text = cur.toks.text;
+        let mut analyze = false;
+        let mut tok = cur.next();
+        if self.dialect == Dialect::Postgres {
+            if tok.is_some_and(|t| t.kind == Kind::Open) {
+                // EXPLAIN (option [value], ...)
+                let mut last_was_analyze = false;
+                loop {
+                    match cur.next() {
+                        None => return READ,
+                        Some(t) if t.kind == Kind::Close => break,
+                        Some(t) if t.kind == Kind::Word => {
+                            let w = t.text(text);
+                            if last_was_analyze {
+                                if ["FALSE", "OFF", "0", "NO"]
+                                    .iter()
+                                    .any(|k| w.eq_ignore_ascii_case(k))
+                                {
+                                    analyze = false;
+                                }
+                                last_was_analyze = false;
+                            } else if w.eq_ignore_ascii_case("ANALYZE")
+                                || w.eq_ignore_ascii_case("ANALYSE")
+                            {
+                                analyze = true;
+                                last_was_analyze = true;
+                            }
+                        }
+                        Some(_) => last_was_analyze = false,
+                    }
+                }
+                tok = cur.next();
+            } else {
+                while let Some(t) = tok.filter(|t| t.kind == Kind::Word) {
+                    let w = t.text(text);
+                    if w.eq_ignore_ascii_case("ANALYZE") || w.eq_ignore_ascii_case("ANALYSE") {
+                        analyze = true;
+                    } else if !w.eq_ignore_ascii_case("VERBOSE") {
+                        break;
+                    }
+                    tok = cur.next();
+                }
+            }
+        } else {
+            // MySQL: EXPLAIN [ANALYZE] [FORMAT = x] [EXTENDED | PARTITIONS] stmt
+            while let Some(t) = tok.filter(|t| t.kind == Kind::Word) {
+                let w = t.text(text);
+                if w.eq_ignore_ascii_case("ANALYZE") {
+                    analyze = true;
+                } else if w.eq_ignore_ascii_case("FORMAT") {
+                    if cur.next().is_some_and(|t| t.kind == Kind::Punct) {
+                        cur.next();
+                    }
+                } else if !(w.eq_ignore_ascii_case("EXTENDED")
+                    || w.eq_ignore_ascii_case("PARTITIONS"))
+                {
+                    break;
+                }
+                tok = cur.next();
+            }
+        }
+        match tok {
+            Some(t) if analyze => {
+                let inner = self.statement(cur, t, nesting + 1);
+                Class::new(inner.route, inner.reason, TxEffect::None)
+            }
+            _ => READ,
+        }
+    }
+
+    /// MariaDB `ANALYZE [FORMAT=JSON] <statement>` runs the statement; `ANALYZE TABLE` is
+    /// maintenance.
+    fn mariadb_analyze(&self, cur: &mut Cursor<'_, '_>, nesting: u32) -> Class {
+        let text = cur.toks.text;
+        let mut tok = cur.next();
+        if tok.is_some_and(|t| t.kind == Kind::Word && t.text(text).eq_ignore_ascii_case("FORMAT"))
+        {
+            if cur.next().is_some_and(|t| t.kind == Kind::Punct) {
+                cur.next();
+            }
+            tok = cur.next();
+        }
+        let Some(t) = tok else {
+            return Class::primary(Reason::Utility);
+        };
+        let mut buf = [0u8; 16];
+        match (t.kind, upper(t.text(text), &mut buf)) {
+            (Kind::Open, _)
+            | (
+                Kind::Word,
+                b"SELECT" | b"WITH" | b"VALUES" | b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE",
+            ) => {
+                let inner = self.statement(cur, t, nesting + 1);
+                Class::new(inner.route, inner.reason, TxEffect::None)
+            }
+            _ => Class::primary(Reason::Utility),
+        }
+    }
+
+    /// PostgreSQL COPY.
+    fn copy(&self, cur: &mut Cursor<'_, '_>, nesting: u32) -> Class {
+        let text = cur.toks.text;
+        let mut inner = None;
+        let mut depth = 0u32;
+        let mut first = true;
+        while let Some(t) = cur.next() {
+            match t.kind {
+                Kind::Open if first => {
+                    let mut sub = Cursor::new(cur.toks, true);
+                    inner = Some(match sub.next() {
+                        Some(t) => {
+                            let c = self.statement(&mut sub, t, nesting + 1);
+                            sub.drain();
+                            c
+                        }
+                        None => UNKNOWN,
+                    });
+                    if cur.toks.stmt_done {
+                        return UNKNOWN;
+                    }
+                }
+                Kind::Open => depth += 1,
+                Kind::Close => depth = depth.saturating_sub(1),
+                Kind::Word if depth == 0 => {
+                    let w = t.text(text);
+                    if w.eq_ignore_ascii_case("FROM") {
+                        return Class::primary(Reason::Write);
+                    }
+                    if w.eq_ignore_ascii_case("TO") {
+                        let stdout = cur
+                            .next_word()
+                            .is_some_and(|w| w.eq_ignore_ascii_case("STDOUT"));
+                        return match inner {
+                            _ if !stdout => Class::primary(Reason::Utility),
+                            Some(c) => Class::new(c.route, c.reason, TxEffect::None),
+                            None => READ,
+                        };
+                    }
+                }
+                _ => {}
+            }
+            first = false;
+        }
+        UNKNOWN
+    }
+
+    /// SET / RESET (first word `first`).
+    fn setting(&self, cur: &mut Cursor<'_, '_>, first: Tok) -> Class {
+        let text = cur.toks.text;
+        let is_set = first.text(text).eq_ignore_ascii_case("SET");
+        let mut w = cur.next_word();
+        let mut scoped = false;
+        if is_set {
+            if let Some(x) = w {
+                if ["SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"]
+                    .iter()
+                    .any(|k| x.eq_ignore_ascii_case(k))
+                {
+                    scoped = true;
+                    w = cur.next_word();
+                }
+            }
+        }
+        match w {
+            Some(x) if is_set && x.eq_ignore_ascii_case("TRANSACTION") => {
+                if scoped {
+                    // MySQL SET SESSION TRANSACTION ..: a session characteristic.
+                    return Class::primary(Reason::Session);
+                }
+                if cur.read_only_mode() == Some(true) {
+                    Class::new(
+                        Route::Replica,
+                        Reason::TransactionControl,
+                        TxEffect::SetTransactionReadOnly,
+                    )
+                } else {
+                    tx_control(TxEffect::None)
+                }
+            }
+            Some(x) if x.eq_ignore_ascii_case("switchyard") => {
+                cur.drain();
+                let stmt = &text[first.start..cur.last_end.max(first.end)];
+                if hints::route_setting(stmt).is_some() {
+                    Class::primary(Reason::Hint)
+                } else {
+                    Class::primary(Reason::Session)
+                }
+            }
+            _ => Class::primary(Reason::Session),
+        }
+    }
+}
+
+fn begin(read_only: bool) -> Class {
+    Class::new(
+        if read_only {
+            Route::Replica
+        } else {
+            Route::Primary
+        },
+        Reason::TransactionControl,
+        TxEffect::Begin { read_only },
+    )
+}
+
+fn tx_control(tx: TxEffect) -> Class {
+    Class::new(Route::Primary, Reason::TransactionControl, tx)
+}
+
+/// COMMIT / END / ROLLBACK / ABORT and what follows.
+fn end(cur: &mut Cursor<'_, '_>) -> Class {
+    let text = cur.toks.text;
+    let mut prev_and = false;
+    let mut prev_no = false;
+    while let Some(t) = cur.next() {
+        if t.kind != Kind::Word {
+            prev_and = false;
+            continue;
+        }
+        let w = t.text(text);
+        if w.eq_ignore_ascii_case("TO") {
+            return tx_control(TxEffect::Savepoint);
+        }
+        if w.eq_ignore_ascii_case("PREPARED") {
+            return tx_control(TxEffect::None);
+        }
+        if w.eq_ignore_ascii_case("CHAIN") && prev_and && !prev_no {
+            return tx_control(TxEffect::None);
+        }
+        let is_and = w.eq_ignore_ascii_case("AND");
+        prev_no = !is_and && prev_and && w.eq_ignore_ascii_case("NO");
+        prev_and = is_and || prev_no;
+    }
+    tx_control(TxEffect::End)
+}
+
+/// Where a data-modifying statement sits in a parsed query.
+enum Dml {
+    None,
+    /// The main statement (`WITH x AS (..) INSERT ..`).
+    Top,
+    /// In a CTE or a nested parenthesized query.
+    Nested,
+}
+
+fn query_dml(q: &Query, top: bool, depth: u32) -> Dml {
+    if depth > 64 {
+        return Dml::Nested; // deeper than the parser allows anyway; be conservative
+    }
+    let mut nested = false;
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            if !matches!(query_dml(&cte.query, false, depth + 1), Dml::None) {
+                nested = true;
+            }
+        }
+    }
+    match set_expr_dml(&q.body, depth + 1) {
+        Some(true) if top => Dml::Top,
+        Some(_) => Dml::Nested,
+        None if nested => Dml::Nested,
+        None => Dml::None,
+    }
+}
+
+/// `Some(true)`: the body itself is DML; `Some(false)`: DML below it.
+fn set_expr_dml(e: &SetExpr, depth: u32) -> Option<bool> {
+    if depth > 64 {
+        return Some(false);
+    }
+    match e {
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+            Some(true)
+        }
+        SetExpr::Query(q) => match query_dml(q, false, depth + 1) {
+            Dml::None => None,
+            _ => Some(false),
+        },
+        SetExpr::SetOperation { left, right, .. } => {
+            match (
+                set_expr_dml(left, depth + 1),
+                set_expr_dml(right, depth + 1),
+            ) {
+                (None, None) => None,
+                _ => Some(false),
+            }
+        }
+        SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => None,
+    }
+}
+
+/// What the scan of a read-shaped statement found.
+#[derive(Debug, Default)]
+struct Flags {
+    dml_top: bool,
+    dml_nested: bool,
+    locking: bool,
+    into: bool,
+    write_fn: bool,
+    session: bool,
+    tokens: usize,
+}
+
+impl Flags {
+    /// The verdict when no DML is involved.
+    fn verdict(&self) -> Class {
+        if self.locking {
+            Class::primary(Reason::Locking)
+        } else if self.into {
+            Class::primary(Reason::SelectInto)
+        } else if self.write_fn {
+            Class::primary(Reason::WriteFunction)
+        } else if self.session {
+            Class::primary(Reason::Session)
+        } else {
+            READ
+        }
+    }
+}
+
+/// Words the read-shaped scan reacts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kw {
+    Other,
+    For,
+    Update,
+    Share,
+    No,
+    Key,
+    Lock,
+    In,
+    Into,
+    Insert,
+    Delete,
+    Merge,
+    Next,
+    Previous,
+    Value,
+    SqlCalcFoundRows,
+    WarningCount,
+    ErrorCount,
+    Identity,
+    LastInsertId,
+}
+
+fn keyword(w: &str) -> Kw {
+    let eq = |k: &str| w.eq_ignore_ascii_case(k);
+    match w.len() {
+        2 if eq("NO") => Kw::No,
+        2 if eq("IN") => Kw::In,
+        3 if eq("FOR") => Kw::For,
+        3 if eq("KEY") => Kw::Key,
+        4 if eq("INTO") => Kw::Into,
+        4 if eq("LOCK") => Kw::Lock,
+        4 if eq("NEXT") => Kw::Next,
+        5 if eq("SHARE") => Kw::Share,
+        5 if eq("MERGE") => Kw::Merge,
+        5 if eq("VALUE") => Kw::Value,
+        6 if eq("UPDATE") => Kw::Update,
+        6 if eq("INSERT") => Kw::Insert,
+        6 if eq("DELETE") => Kw::Delete,
+        8 if eq("PREVIOUS") => Kw::Previous,
+        8 if eq("IDENTITY") => Kw::Identity,
+        11 if eq("ERROR_COUNT") => Kw::ErrorCount,
+        13 if eq("WARNING_COUNT") => Kw::WarningCount,
+        14 if eq("LAST_INSERT_ID") => Kw::LastInsertId,
+        19 if eq("SQL_CALC_FOUND_ROWS") => Kw::SqlCalcFoundRows,
+        _ => Kw::Other,
+    }
+}
+
+/// `w` in ASCII upper case in `buf`, or `b""` if it is longer than `buf`.
+fn upper<'b>(w: &str, buf: &'b mut [u8; 16]) -> &'b [u8] {
+    let b = w.as_bytes();
+    if b.len() > buf.len() {
+        return b"";
+    }
+    for (d, s) in buf.iter_mut().zip(b) {
+        *d = s.to_ascii_uppercase();
+    }
+    &buf[..b.len()]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token scanner
+// ---------------------------------------------------------------------------------------------
+
+/// How a dialect writes comments, strings and identifiers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lex {
+    /// `/* /* */ */` nests (PostgreSQL).
+    nested_comments: bool,
+    /// `/*! .. */` and `/*M! .. */` are code (MySQL, MariaDB).
+    exec_comments: bool,
+    /// `#` starts a line comment.
+    hash_comments: bool,
+    /// `--` starts a comment only when followed by whitespace, a control byte or the end.
+    strict_dash: bool,
+    /// Backslash escapes inside every string; `"` quotes a string (MySQL).
+    mysql_strings: bool,
+    /// Backticks quote identifiers.
+    backticks: bool,
+    /// `$tag$ .. $tag$` (PostgreSQL); otherwise `$` is a word byte.
+    dollar_quotes: bool,
+}
+
+impl Lex {
+    pub(crate) const POSTGRES: Lex = Lex {
+        nested_comments: true,
+        exec_comments: false,
+        hash_comments: false,
+        strict_dash: false,
+        mysql_strings: false,
+        backticks: false,
+        dollar_quotes: true,
+    };
+    pub(crate) const MYSQL: Lex = Lex {
+        nested_comments: false,
+        exec_comments: true,
+        hash_comments: true,
+        strict_dash: true,
+        mysql_strings: true,
+        backticks: true,
+        dollar_quotes: false,
+    };
+    /// For hint statements of either dialect: PostgreSQL rules plus `#` and backticks.
+    pub(crate) const EITHER: Lex = Lex {
+        hash_comments: true,
+        backticks: true,
+        ..Lex::POSTGRES
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Keyword, identifier or number.
+    Word,
+    /// `".."` (PostgreSQL) or `` `..` `` (MySQL) identifier.
+    QIdent,
+    /// String literal of any kind.
+    Str,
+    Open,
+    Close,
+    Dot,
+    /// `;` (never returned by a [`Cursor`]).
+    Semi,
+    /// `:=` (MySQL).
+    Assign,
+    /// `@`.
+    At,
+    /// Any other punctuation byte.
+    Punct,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tok {
+    pub(crate) kind: Kind,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+impl Tok {
+    pub(crate) fn text(self, s: &str) -> &str {
+        &s[self.start..self.end]
+    }
+
+    /// For quoted tokens, the text between the quotes (doubled quotes left as they are).
+    pub(crate) fn inner(self, s: &str) -> &str {
+        let t = self.text(s).as_bytes();
+        let Some(open) = t
+            .iter()
+            .position(|&b| matches!(b, b'\'' | b'"' | b'`' | b'$'))
+        else {
+            return self.text(s);
+        };
+        let q = t[open];
+        if q == b'$' {
+            // $tag$body$tag$
+            let Some(tag_len) = t[open + 1..].iter().position(|&b| b == b'$') else {
+                return "";
+            };
+            let body = open + tag_len + 2;
+            let tag = &t[open..body];
+            let close = if t.len() >= body + tag.len() && t.ends_with(tag) {
+                t.len() - tag.len()
+            } else {
+                t.len()
+            };
+            return &s[self.start + body..self.start + close];
+        }
+        let end = if t.len() > open + 1 && t[t.len() - 1] == q {
+            t.len() - 1
+        } else {
+            t.len()
+        };
+        &s[self.start + open + 1..self.start + end]
+    }
+}
+
+/// Tokens of a SQL string (all statements); comments and whitespace are skipped.
+pub(crate) struct Tokens<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) pos: usize,
+    lex: Lex,
+    /// Inside a MySQL `/*! .. */` executable comment.
+    in_exec: bool,
+    /// A `;` or the end has been reached for the current statement.
+    stmt_done: bool,
+}
+
+/// Byte classes for the scanner's inner loops.
+const WORD: u8 = 1; // continues a word: ASCII letter, digit, `_`, `$`, any byte >= 0x80
+const SPACE: u8 = 2; // ASCII whitespace
+const TRIVIA: u8 = 4; // may start whitespace or a comment (or end a MySQL `/*!`)
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 {
+            t[i] = WORD;
+        }
+        if b.is_ascii_whitespace() {
+            t[i] = SPACE | TRIVIA;
+        }
+        if matches!(b, b'-' | b'/' | b'#' | b'*') {
+            t[i] = TRIVIA;
+        }
+        i += 1;
+    }
+    t
+};
+
+impl<'a> Tokens<'a> {
+    pub(crate) fn new(text: &'a str, lex: Lex) -> Self {
+        Tokens {
+            text,
+            pos: 0,
+            lex,
+            in_exec: false,
+            stmt_done: false,
+        }
+    }
+
+    /// Skip whitespace and comments; `pos` ends at the next token or the end.
+    #[inline(always)]
+    fn skip_trivia(&mut self) {
+        let b = self.text.as_bytes();
+        let lex = self.lex;
+        let mut i = self.pos;
+        while i < b.len() {
+            let c = b[i];
+            let class = CLASS[c as usize];
+            if class & TRIVIA == 0 {
+                break;
+            } else if class & SPACE != 0 {
+                i += 1;
+            } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+                if lex.strict_dash && b.get(i + 2).is_some_and(|&n| n > b' ') {
+                    break;
+                }
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            } else if c == b'#' && lex.hash_comments {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+                if lex.exec_comments {
+                    let m = usize::from(b.get(i + 2) == Some(&b'M'));
+                    if b.get(i + 2 + m) == Some(&b'!') {
+                        // Executable comment: its body is code. Skip the marker and version.
+                        i += 3 + m;
+                        while i < b.len() && b[i].is_ascii_digit() {
+                            i += 1;
+                        }
+                        self.in_exec = true;
+                        continue;
+                    }
+                }
+                i = skip_block_comment(b, i, lex.nested_comments);
+            } else if c == b'*' && self.in_exec && b.get(i + 1) == Some(&b'/') {
+                self.in_exec = false;
+                i += 2;
+            } else {
+                break;
+            }
+        }
+        self.pos = i;
+    }
+
+    #[inline(always)]
+    pub(crate) fn next_tok(&mut self) -> Option<Tok> {
+        self.skip_trivia();
+        let b = self.text.as_bytes();
+        let lex = self.lex;
+        let start = self.pos;
+        let c = *b.get(start)?;
+        let (kind, end) = match c {
+            b';' => (Kind::Semi, start + 1),
+            b'(' => (Kind::Open, start + 1),
+            b')' => (Kind::Close, start + 1),
+            b'.' => (Kind::Dot, start + 1),
+            b'@' => (Kind::At, start + 1),
+            b':' if lex.mysql_strings && b.get(start + 1) == Some(&b'=') => {
+                (Kind::Assign, start + 2)
+            }
+            b'\'' => (Kind::Str, skip_quoted(b, start, b'\'', lex.mysql_strings)),
+            b'"' if lex.mysql_strings => (Kind::Str, skip_quoted(b, start, b'"', true)),
+            b'"' => (Kind::QIdent, skip_quoted(b, start, b'"', false)),
+            b'`' if lex.backticks => (Kind::QIdent, skip_quoted(b, start, b'`', false)),
+            b'$' if lex.dollar_quotes => match dollar_tag_end(b, start) {
+                Some(tag_end) => (Kind::Str, skip_dollar_body(b, start, tag_end)),
+                None => (Kind::Punct, start + 1),
+            },
+            _ if CLASS[c as usize] & WORD != 0 => {
+                let mut i = start + 1;
+                while i < b.len() && CLASS[b[i] as usize] & WORD != 0 {
+                    i += 1;
+                }
+                if !lex.mysql_strings
+                    && i == start + 1
+                    && (c | 0x20) == b'e'
+                    && b.get(i) == Some(&b'\'')
+                {
+                    // E'..' escape string
+                    (Kind::Str, skip_quoted(b, i, b'\'', true))
+                } else {
+                    (Kind::Word, i)
+                }
+            }
+            _ => (Kind::Punct, start + 1),
+        };
+        let end = end.min(b.len());
+        self.pos = end;
+        Some(Tok { kind, start, end })
+    }
+}
+
+/// A view of one statement (or of a parenthesized part of one, `stop_at_close`).
+pub(crate) struct Cursor<'t, 'a> {
+    pub(crate) toks: &'t mut Tokens<'a>,
+    stop_at_close: bool,
+    depth: u32,
+    done: bool,
+    /// End of the last token returned.
+    pub(crate) last_end: usize,
+}
+
+impl<'t, 'a> Cursor<'t, 'a> {
+    pub(crate) fn new(toks: &'t mut Tokens<'a>, stop_at_close: bool) -> Self {
+        let last_end = toks.pos;
+        Cursor {
+            toks,
+            stop_at_close,
+            depth: 0,
+            done: false,
+            last_end,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn next(&mut self) -> Option<Tok> {
+        if self.done || self.toks.stmt_done {
+            return None;
+        }
+        let Some(t) = self.toks.next_tok() else {
+            self.toks.stmt_done = true;
+            return None;
+        };
+        match t.kind {
+            Kind::Semi => {
+                self.toks.stmt_done = true;
+                return None;
+            }
+            Kind::Open if self.stop_at_close => self.depth += 1,
+            Kind::Close if self.stop_at_close => {
+                if self.depth == 0 {
+                    self.done = true;
+                    return None;
+                }
+                self.depth -= 1;
+            }
+            _ => {}
+        }
+        self.last_end = t.end;
+        Some(t)
+    }
+
+    /// The next token if it is a word.
+    fn next_word(&mut self) -> Option<&'a str> {
+        let text = self.toks.text;
+        self.next()
+            .filter(|t| t.kind == Kind::Word)
+            .map(|t| t.text(text))
+    }
+
+    fn drain(&mut self) {
+        while self.next().is_some() {}
+    }
+
+    /// Transaction modes in the rest of the statement: `Some(true)` for READ ONLY,
+    /// `Some(false)` for READ WRITE (which wins), `None` if neither.
+    fn read_only_mode(&mut self) -> Option<bool> {
+        let text = self.toks.text;
+        let mut mode = None;
+        let mut prev_read = false;
+        while let Some(t) = self.next() {
+            let is_word = t.kind == Kind::Word;
+            let w = t.text(text);
+            if prev_read && is_word {
+                if w.eq_ignore_ascii_case("ONLY") && mode.is_none() {
+                    mode = Some(true);
+                } else if w.eq_ignore_ascii_case("WRITE") {
+                    mode = Some(false);
+                }
+            }
+            prev_read = is_word && w.eq_ignore_ascii_case("READ");
+        }
+        mode
+    }
+}
+
+pub(crate) fn skip_block_comment(b: &[u8], mut i: usize, nested: bool) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') && (nested || depth == 0) {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// From the opening quote at `i` to just past the closing one (or the end).
+fn skip_quoted(b: &[u8], mut i: usize, quote: u8, backslash_escapes: bool) -> usize {
+    i += 1;
+    while i < b.len() {
+        let c = b[i];
+        if backslash_escapes && c == b'\\' {
+            i += 2;
+            continue;
+        }
+        if c == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// If a dollar-quote tag (`$tag$`, tag possibly empty) starts at `i`, the index just past it.
+fn dollar_tag_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < b.len()
+        && (b[j].is_ascii_alphabetic()
+            || b[j] == b'_'
+            || b[j] >= 0x80
+            || (j > i + 1 && b[j].is_ascii_digit()))
+    {
+        j += 1;
+    }
+    (b.get(j) == Some(&b'$')).then_some(j + 1)
+}
+
+/// Past the closing tag of a dollar-quoted body whose opening tag is `b[i..tag_end]`.
+fn skip_dollar_body(b: &[u8], i: usize, tag_end: usize) -> usize {
+    let tag = &b[i..tag_end];
+    let mut k = tag_end;
+    while k + tag.len() <= b.len() {
+        if b[k] == b'$' && &b[k..k + tag.len()] == tag {
+            return k + tag.len();
+        }
+        k += 1;
+    }
+    b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Reason::*;
+
+    const PG: u8 = 1;
+    const MY: u8 = 2;
+    const BOTH: u8 = 3;
+    const NONE: TxEffect = TxEffect::None;
+    const BEGIN_RW: TxEffect = TxEffect::Begin { read_only: false };
+    const BEGIN_RO: TxEffect = TxEffect::Begin { read_only: true };
+    const END: TxEffect = TxEffect::End;
+    const SP: TxEffect = TxEffect::Savepoint;
+    const STRO: TxEffect = TxEffect::SetTransactionReadOnly;
+
+    fn route_of(reason: Reason, tx: TxEffect) -> Route {
+        match (reason, tx) {
+            (Read, _) | (_, TxEffect::Begin { read_only: true }) | (_, STRO) => Route::Replica,
+            _ => Route::Primary,
+        }
+    }
+
+    /// (dialects, sql, reason, tx); the route follows from the reason (see `route_of`), except
+    /// where `ROUTED` lists it explicitly.
+    const TABLE: &[(u8, &str, Reason, TxEffect)] = &[
+        // --- plain reads
+        (BOTH, "SELECT 1", Read, NONE),
+        (BOTH, "select * from t where id = 1", Read, NONE),
+        (BOTH, "SELECT a, b FROM t WHERE id = $1", Read, NONE),
+        (BOTH, "  \n\tSELECT 1  ", Read, NONE),
+        (BOTH, "SELECT 1;", Read, NONE),
+        (BOTH, "/* x */ select 1", Read, NONE),
+        (BOTH, "-- c\nSELECT 1", Read, NONE),
+        (PG, "/* a /* nested */ b */ SELECT 1", Read, NONE),
+        (BOTH, "SELECT count(*), max(x), coalesce(a, b) FROM t", Read, NONE),
+        (BOTH, "SELECT 'for update' FROM t", Read, NONE),
+        (BOTH, "SELECT 'nextval(1)', 'delete from t' FROM t", Read, NONE),
+        (BOTH, "SELECT 1 -- FOR UPDATE", Read, NONE),
+        (BOTH, "SELECT 1 /* FOR UPDATE */", Read, NONE),
+        (PG, "SELECT $$ delete from t; $$", Read, NONE),
+        (PG, "SELECT $body$ DELETE FROM t $body$ AS x", Read, NONE),
+        (PG, "SELECT $a$ $b$ insert $b$ $a$", Read, NONE),
+        (PG, "SELECT E'it\\'s; DELETE FROM t' FROM t", Read, NONE),
+        (PG, "SELECT 'it''s; for update'", Read, NONE),
+        (PG, "SELECT \"for update\", \"into\" FROM t", Read, NONE),
+        (PG, "SELECT \"update\" FROM t", Read, NONE),
+        (PG, "SELECT t.update, t.delete FROM t", Read, NONE),
+        (BOTH, "SELECT update FROM t", Read, NONE),
+        (BOTH, "SELECT * FROM t WHERE merge = 1", Read, NONE),
+        (BOTH, "SELECT pg_sleep(1), sleep(1), now()", Read, NONE),
+        (BOTH, "SELECT my_nextval(1), nextval_x FROM t", Read, NONE),
+        (BOTH, "SELECT nextval FROM t", Read, NONE),
+        (PG, "SELECT txid_current_if_assigned()", Read, NONE),
+        (PG, "SELECT substring(x FROM 1 FOR 2) FROM t", Read, NONE),
+        (PG, "SELECT * FROM t ORDER BY 1 FETCH FIRST 5 ROWS ONLY", Read, NONE),
+        (PG, "SELECT $1::int", Read, NONE),
+        (BOTH, "(SELECT 1) UNION (SELECT 2)", Read, NONE),
+        (BOTH, "((SELECT 1))", Read, NONE),
+        (BOTH, "VALUES (1)", Read, NONE),
+        (BOTH, "VALUES (1), (2)", Read, NONE),
+        (BOTH, "TABLE x", Read, NONE),
+        (BOTH, "SELECT 1; SELECT 2", Read, NONE),
+        (BOTH, "SELECT 1;;; SELECT 2;", Read, NONE),
+        (BOTH, "WITH x AS (SELECT 1) SELECT * FROM x", Read, NONE),
+        (PG, "WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n+1 FROM t WHERE n < 9) SELECT sum(n) FROM t", Read, NONE),
+        (PG, "WITH x AS MATERIALIZED (SELECT 1) SELECT * FROM x", Read, NONE),
+        (BOTH, "WITH x AS (SELECT update FROM t) SELECT * FROM x", Read, NONE),
+        (BOTH, "SELECT * FROM t WHERE id IN (SELECT id FROM u)", Read, NONE),
+        (MY, "SELECT INSERT('abc', 1, 2, 'x'), REPLACE(a, 'b', 'c') FROM t", Read, NONE),
+        (MY, "SELECT `update`, `for` FROM `t`", Read, NONE),
+        (MY, "SELECT \"nextval\"('s')", Read, NONE),
+        (MY, "SELECT 'a\\' FOR UPDATE' FROM t", Read, NONE),
+        (MY, "SELECT 1 # FOR UPDATE", Read, NONE),
+        (MY, "SELECT 1 -- FOR UPDATE", Read, NONE),
+        (MY, "SELECT /*+ MAX_EXECUTION_TIME(100) */ a FROM t", Read, NONE),
+        (MY, "SELECT @@version, @x", Read, NONE),
+        (MY, "SELECT a FROM t LIMIT 1; SELECT b FROM u", Read, NONE),
+        // --- reads that are writes
+        (BOTH, "SELECT * FROM t FOR UPDATE", Locking, NONE),
+        (PG, "SELECT * FROM t FOR NO KEY UPDATE OF t SKIP LOCKED", Locking, NONE),
+        (PG, "SELECT * FROM t FOR SHARE", Locking, NONE),
+        (PG, "SELECT * FROM t FOR KEY SHARE NOWAIT", Locking, NONE),
+        (PG, "SELECT * FROM t FOR /* c */ UPDATE", Locking, NONE),
+        (PG, "SELECT * FROM (SELECT * FROM t FOR UPDATE) s", Locking, NONE),
+        (PG, "WITH x AS (SELECT * FROM t FOR UPDATE) SELECT * FROM x", Locking, NONE),
+        (MY, "SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE", Locking, NONE),
+        (MY, "SELECT * FROM t FOR SHARE", Locking, NONE),
+        (MY, "SELECT * FROM t /*!50000 FOR UPDATE */", Locking, NONE),
+        (MY, "SELECT 1--1 FOR UPDATE", Locking, NONE),
+        (BOTH, "SELECT * INTO new_t FROM t", SelectInto, NONE),
+        (MY, "SELECT a INTO @x FROM t LIMIT 1", SelectInto, NONE),
+        (MY, "SELECT a FROM t INTO OUTFILE '/tmp/x'", SelectInto, NONE),
+        (BOTH, "SELECT nextval('s')", WriteFunction, NONE),
+        (PG, "select pg_catalog.nextval('s')", WriteFunction, NONE),
+        (PG, "SELECT NEXTVAL ('s')", WriteFunction, NONE),
+        (PG, "SELECT \"nextval\"('s')", WriteFunction, NONE),
+        (PG, "SELECT \"pg_catalog\".\"setval\"('s', 1)", WriteFunction, NONE),
+        (PG, "SELECT currval('s'), lastval()", WriteFunction, NONE),
+        (PG, "SELECT id FROM t WHERE x = (SELECT nextval('s'))", WriteFunction, NONE),
+        (PG, "SELECT pg_advisory_lock(1)", WriteFunction, NONE),
+        (PG, "SELECT pg_try_advisory_xact_lock(1, 2)", WriteFunction, NONE),
+        (PG, "SELECT pg_advisory_unlock_all()", WriteFunction, NONE),
+        (PG, "SELECT pg_notify('c', 'x')", WriteFunction, NONE),
+        (PG, "SELECT set_config('search_path', '', false)", WriteFunction, NONE),
+        (PG, "SELECT pg_terminate_backend(123)", WriteFunction, NONE),
+        (PG, "SELECT pg_create_logical_replication_slot('s', 'pgoutput')", WriteFunction, NONE),
+        (PG, "SELECT lo_import('/tmp/x')", WriteFunction, NONE),
+        (PG, "SELECT txid_current()", WriteFunction, NONE),
+        (PG, "SELECT pg_current_xact_id()", WriteFunction, NONE),
+        (PG, "VALUES (nextval('s'))", WriteFunction, NONE),
+        (PG, "WITH x AS (SELECT nextval('s')) SELECT * FROM x", WriteFunction, NONE),
+        (MY, "SELECT GET_LOCK('a', 1)", WriteFunction, NONE),
+        (MY, "SELECT release_lock('a')", WriteFunction, NONE),
+        (MY, "SELECT LAST_INSERT_ID()", WriteFunction, NONE),
+        (MY, "SELECT `last_insert_id`()", WriteFunction, NONE),
+        (MY, "SELECT @@IDENTITY", WriteFunction, NONE),
+        (MY, "SELECT FOUND_ROWS()", WriteFunction, NONE),
+        (MY, "SELECT ROW_COUNT()", WriteFunction, NONE),
+        (MY, "SELECT MASTER_POS_WAIT('f', 4)", WriteFunction, NONE),
+        (MY, "SELECT NEXT VALUE FOR s", WriteFunction, NONE),
+        (MY, "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 5", Session, NONE),
+        (MY, "SELECT @x := 1", Session, NONE),
+        (MY, "SELECT @@warning_count", Session, NONE),
+        // --- writing CTEs and DML in read-shaped statements (slow path)
+        (PG, "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", WritingCte, NONE),
+        (PG, "WITH x AS (INSERT INTO t VALUES (1) RETURNING id) SELECT id FROM x", WritingCte, NONE),
+        (PG, "with x as (update t set a = 1 returning id) select * from x", WritingCte, NONE),
+        (PG, "WITH a AS (SELECT 1), b AS (DELETE FROM t RETURNING *) SELECT * FROM a, b", WritingCte, NONE),
+        (BOTH, "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", Write, NONE),
+        (PG, "WITH moved AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM moved", Write, NONE),
+        (BOTH, "WITH x AS (SELECT 1) DELETE FROM t WHERE a IN (SELECT * FROM x)", Write, NONE),
+        (BOTH, "WITH x AS (SELECT 1) UPDATE t SET a = 1", Write, NONE),
+        (PG, "SELECT * FROM t WHERE (delete", ParseError, NONE),
+        // --- DML
+        (BOTH, "INSERT INTO t VALUES (1)", Write, NONE),
+        (BOTH, "insert into t (a) values ('select')", Write, NONE),
+        (BOTH, "UPDATE t SET a = 1", Write, NONE),
+        (BOTH, "DELETE FROM t", Write, NONE),
+        (PG, "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", Write, NONE),
+        (MY, "REPLACE INTO t VALUES (1)", Write, NONE),
+        (MY, "LOAD DATA INFILE '/x' INTO TABLE t", Write, NONE),
+        (MY, "LOAD XML LOCAL INFILE 'x' INTO TABLE t", Write, NONE),
+        (PG, "COPY t FROM STDIN", Write, NONE),
+        (PG, "COPY t (a, b) FROM STDIN WITH (FORMAT csv)", Write, NONE),
+        (PG, "NOTIFY chan, 'x'", Write, NONE),
+        (BOTH, "SELECT 1; DELETE FROM t", Write, NONE),
+        (BOTH, "SELECT 1; SELECT 2; UPDATE t SET a = 1; SELECT 3", Write, NONE),
+        (PG, "/* x */ -- y\n /* z */ INSERT INTO t DEFAULT VALUES", Write, NONE),
+        // --- COPY to the client
+        (PG, "COPY t TO STDOUT", Read, NONE),
+        (PG, "copy t (a, b) to stdout with (format csv)", Read, NONE),
+        (PG, "COPY (SELECT * FROM t) TO STDOUT", Read, NONE),
+        (PG, "COPY (SELECT a FROM t WHERE b = 'x') TO STDOUT (FORMAT binary)", Read, NONE),
+        (PG, "COPY (DELETE FROM t RETURNING *) TO STDOUT", Write, NONE),
+        (PG, "COPY (SELECT nextval('s')) TO STDOUT", WriteFunction, NONE),
+        (PG, "COPY t TO '/tmp/t.csv'", Utility, NONE),
+        (PG, "COPY t TO PROGRAM 'gzip > /tmp/x'", Utility, NONE),
+        (PG, "COPY (SELECT 1", Unknown, NONE),
+        // --- EXPLAIN
+        (BOTH, "EXPLAIN SELECT * FROM t", Read, NONE),
+        (PG, "EXPLAIN DELETE FROM t", Read, NONE),
+        (PG, "EXPLAIN VERBOSE UPDATE t SET a = 1", Read, NONE),
+        (PG, "EXPLAIN ANALYZE SELECT * FROM t", Read, NONE),
+        (PG, "EXPLAIN ANALYZE DELETE FROM t", Write, NONE),
+        (PG, "EXPLAIN ANALYSE VERBOSE INSERT INTO t VALUES (1)", Write, NONE),
+        (PG, "EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t", Write, NONE),
+        (PG, "EXPLAIN (FORMAT JSON, ANALYZE true) UPDATE t SET a = 1", Write, NONE),
+        (PG, "EXPLAIN (ANALYZE false) DELETE FROM t", Read, NONE),
+        (PG, "EXPLAIN (ANALYZE off, COSTS) DELETE FROM t", Read, NONE),
+        (PG, "EXPLAIN (ANALYZE) SELECT * FROM t FOR UPDATE", Locking, NONE),
+        (PG, "EXPLAIN ANALYZE WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", WritingCte, NONE),
+        (PG, "EXPLAIN ANALYZE EXPLAIN ANALYZE EXPLAIN ANALYZE EXPLAIN ANALYZE EXPLAIN ANALYZE SELECT 1", Unknown, NONE),
+        (MY, "EXPLAIN FORMAT=JSON DELETE FROM t", Read, NONE),
+        (MY, "EXPLAIN ANALYZE SELECT * FROM t", Read, NONE),
+        (MY, "EXPLAIN ANALYZE FORMAT=TREE DELETE FROM t", Write, NONE),
+        (MY, "DESC t", Read, NONE),
+        (MY, "DESCRIBE t", Read, NONE),
+        (MY, "ANALYZE TABLE t", Utility, NONE),
+        (MY, "ANALYZE FORMAT=JSON SELECT * FROM t", Read, NONE),
+        (MY, "ANALYZE DELETE FROM t", Write, NONE),
+        // --- SHOW and friends
+        (BOTH, "SHOW search_path", Read, NONE),
+        (PG, "SHOW ALL", Read, NONE),
+        (MY, "SHOW TABLES", Read, NONE),
+        (MY, "SHOW CREATE TABLE t", Read, NONE),
+        (MY, "SHOW WARNINGS", Session, NONE),
+        (MY, "SHOW COUNT(*) ERRORS", Session, NONE),
+        (MY, "HELP 'select'", Read, NONE),
+        // --- DDL
+        (BOTH, "CREATE TABLE t (a int)", Ddl, NONE),
+        (BOTH, "create temporary table t (a int)", Ddl, NONE),
+        (BOTH, "ALTER TABLE t ADD COLUMN b int", Ddl, NONE),
+        (BOTH, "DROP TABLE t", Ddl, NONE),
+        (BOTH, "TRUNCATE t", Ddl, NONE),
+        (BOTH, "GRANT SELECT ON t TO u", Ddl, NONE),
+        (BOTH, "REVOKE ALL ON t FROM u", Ddl, NONE),
+        (PG, "COMMENT ON TABLE t IS 'x'", Ddl, NONE),
+        (PG, "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql", Ddl, NONE),
+        (PG, "CREATE TABLE t AS SELECT * FROM u", Ddl, NONE),
+        (MY, "RENAME TABLE a TO b", Ddl, NONE),
+        // --- utility and procedural
+        (PG, "VACUUM t", Utility, NONE),
+        (PG, "VACUUM (ANALYZE) t", Utility, NONE),
+        (PG, "ANALYZE t", Utility, NONE),
+        (PG, "CLUSTER t", Utility, NONE),
+        (PG, "REINDEX TABLE t", Utility, NONE),
+        (PG, "CHECKPOINT", Utility, NONE),
+        (PG, "REFRESH MATERIALIZED VIEW CONCURRENTLY mv", Utility, NONE),
+        (BOTH, "CALL p(1)", Utility, NONE),
+        (PG, "DO $$ BEGIN DELETE FROM t; END $$", Utility, NONE),
+        (PG, "DO $body$ BEGIN PERFORM 1; COMMIT; END $body$ LANGUAGE plpgsql", Utility, NONE),
+        (MY, "DO SLEEP(1)", Utility, NONE),
+        (MY, "OPTIMIZE TABLE t", Utility, NONE),
+        (MY, "FLUSH PRIVILEGES", Utility, NONE),
+        (MY, "KILL 42", Utility, NONE),
+        (MY, "RESET QUERY CACHE", Utility, NONE),
+        (MY, "LOAD INDEX INTO CACHE t", Utility, NONE),
+        (MY, "BEGIN NOT ATOMIC SELECT 1; END", Utility, NONE),
+        // --- locking statements
+        (PG, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE", Locking, NONE),
+        (PG, "LOCK t", Locking, NONE),
+        (MY, "LOCK TABLES t READ", Locking, NONE),
+        (MY, "UNLOCK TABLES", Locking, NONE),
+        // --- session state
+        (BOTH, "SET search_path = x", Session, NONE),
+        (PG, "SET LOCAL statement_timeout = 0", Session, NONE),
+        (PG, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Session, NONE),
+        (PG, "RESET ALL", Session, NONE),
+        (BOTH, "PREPARE p AS SELECT 1", Session, NONE),
+        (BOTH, "EXECUTE p", Session, NONE),
+        (BOTH, "DEALLOCATE p", Session, NONE),
+        (PG, "DEALLOCATE ALL", Session, NONE),
+        (PG, "LISTEN chan", Session, NONE),
+        (PG, "UNLISTEN *", Session, NONE),
+        (PG, "DISCARD ALL", Session, NONE),
+        (PG, "DECLARE c CURSOR WITH HOLD FOR SELECT 1", Session, NONE),
+        (PG, "FETCH 10 FROM c", Session, NONE),
+        (PG, "MOVE NEXT IN c", Session, NONE),
+        (PG, "CLOSE c", Session, NONE),
+        (PG, "LOAD 'auto_explain'", Session, NONE),
+        (MY, "USE db", Session, NONE),
+        (MY, "SET NAMES utf8mb4", Session, NONE),
+        (MY, "SET @x = 1", Session, NONE),
+        (MY, "SET autocommit = 0", Session, NONE),
+        (MY, "SET SESSION TRANSACTION READ ONLY", Session, NONE),
+        (MY, "/*!40101 SET NAMES utf8 */", Session, NONE),
+        (MY, "PREPARE s FROM 'SELECT 1'", Session, NONE),
+        (MY, "DROP PREPARE s", Session, NONE),
+        (MY, "HANDLER t OPEN", Session, NONE),
+        (MY, "GET DIAGNOSTICS @n = NUMBER", Session, NONE),
+        (BOTH, "SET switchyard.route = 'replica'", Hint, NONE),
+        (PG, "RESET switchyard.route", Hint, NONE),
+        (BOTH, "SET switchyard.route = 'elsewhere'", Session, NONE),
+        // --- transaction control
+        (BOTH, "BEGIN", TransactionControl, BEGIN_RW),
+        (BOTH, "begin work", TransactionControl, BEGIN_RW),
+        (PG, "BEGIN TRANSACTION ISOLATION LEVEL READ COMMITTED", TransactionControl, BEGIN_RW),
+        (PG, "BEGIN READ ONLY", TransactionControl, BEGIN_RO),
+        (PG, "BEGIN TRANSACTION READ ONLY DEFERRABLE", TransactionControl, BEGIN_RO),
+        (PG, "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", TransactionControl, BEGIN_RO),
+        (PG, "BEGIN READ WRITE", TransactionControl, BEGIN_RW),
+        (BOTH, "START TRANSACTION", TransactionControl, BEGIN_RW),
+        (BOTH, "START TRANSACTION READ ONLY", TransactionControl, BEGIN_RO),
+        (BOTH, "start transaction read write", TransactionControl, BEGIN_RW),
+        (MY, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", TransactionControl, BEGIN_RO),
+        (MY, "BEGIN READ ONLY", TransactionControl, BEGIN_RW),
+        (BOTH, "COMMIT", TransactionControl, END),
+        (BOTH, "COMMIT WORK", TransactionControl, END),
+        (PG, "END", TransactionControl, END),
+        (PG, "END TRANSACTION", TransactionControl, END),
+        (BOTH, "ROLLBACK", TransactionControl, END),
+        (PG, "ABORT", TransactionControl, END),
+        (BOTH, "COMMIT AND NO CHAIN", TransactionControl, END),
+        (BOTH, "COMMIT AND CHAIN", TransactionControl, NONE),
+        (BOTH, "ROLLBACK AND CHAIN", TransactionControl, NONE),
+        (BOTH, "ROLLBACK TO SAVEPOINT a", TransactionControl, SP),
+        (BOTH, "ROLLBACK TO a", TransactionControl, SP),
+        (BOTH, "ROLLBACK WORK TO SAVEPOINT a", TransactionControl, SP),
+        (BOTH, "SAVEPOINT a", TransactionControl, SP),
+        (BOTH, "RELEASE SAVEPOINT a", TransactionControl, SP),
+        (PG, "RELEASE a", TransactionControl, SP),
+        (PG, "PREPARE TRANSACTION 'x'", TransactionControl, END),
+        (PG, "COMMIT PREPARED 'x'", TransactionControl, NONE),
+        (PG, "ROLLBACK PREPARED 'x'", TransactionControl, NONE),
+        (BOTH, "SET TRANSACTION READ ONLY", TransactionControl, STRO),
+        (PG, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", TransactionControl, STRO),
+        (BOTH, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", TransactionControl, NONE),
+        (BOTH, "SET TRANSACTION READ WRITE", TransactionControl, NONE),
+        (MY, "XA START 'x'", TransactionControl, BEGIN_RW),
+        (MY, "XA END 'x'", TransactionControl, NONE),
+        (MY, "XA COMMIT 'x'", TransactionControl, END),
+        // --- multi-statement: route from all, tx from the first
+        (BOTH, "BEGIN; INSERT INTO t VALUES (1); COMMIT", TransactionControl, BEGIN_RW),
+        (PG, "BEGIN READ ONLY; SELECT 1", TransactionControl, BEGIN_RO),
+        (PG, "BEGIN READ ONLY; SELECT 1; COMMIT", TransactionControl, BEGIN_RO),
+        (BOTH, "SELECT 1; BEGIN", TransactionControl, NONE),
+        (BOTH, "SELECT 1; COMMIT", TransactionControl, NONE),
+        (BOTH, "COMMIT; SELECT 1", TransactionControl, END),
+        // --- empty and unknown
+        (BOTH, "", Empty, NONE),
+        (BOTH, "   ", Empty, NONE),
+        (BOTH, "/* only a comment */", Empty, NONE),
+        (BOTH, "-- only a comment", Empty, NONE),
+        (BOTH, ";;;", Empty, NONE),
+        (BOTH, " ; /* x */ ; ", Empty, NONE),
+        (MY, "# only a comment", Empty, NONE),
+        (BOTH, "FROBNICATE t", Unknown, NONE),
+        (BOTH, "'just a string'", Unknown, NONE),
+        (BOTH, "(", Unknown, NONE),
+        (BOTH, "(DELETE FROM t)", Unknown, NONE),
+        (BOTH, "SELECT 1; FROBNICATE", Unknown, NONE),
+        (PG, "REPLACE INTO t VALUES (1)", Unknown, NONE),
+        (PG, "USE db", Unknown, NONE),
+        (MY, "COPY t FROM STDIN", Unknown, NONE),
+    ];
+
+    /// Rows where the route is not the one `route_of` derives.
+    const ROUTED: &[(u8, &str, Route)] = &[
+        (BOTH, "SELECT 1; BEGIN", Route::Primary),
+        (
+            BOTH,
+            "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+            Route::Primary,
+        ),
+        (PG, "BEGIN READ ONLY; SELECT 1; COMMIT", Route::Primary),
+        (BOTH, "SELECT 1; COMMIT", Route::Primary),
+    ];
+
+    fn classifiers() -> [(u8, Classifier); 2] {
+        [
+            (PG, Classifier::new(Dialect::Postgres, &[], 64)),
+            (MY, Classifier::new(Dialect::MySql, &[], 64)),
+        ]
+    }
+
+    #[test]
+    fn classification_table() {
+        let mut checked = 0;
+        let mut failures = Vec::new();
+        for (dialects, sql, reason, tx) in TABLE {
+            for (d, c) in &classifiers() {
+                if dialects & d == 0 {
+                    continue;
+                }
+                let route = ROUTED
+                    .iter()
+                    .find(|(ds, s, _)| ds & d != 0 && s == sql)
+                    .map(|r| r.2)
+                    .unwrap_or_else(|| route_of(*reason, *tx));
+                let want = Class::new(route, *reason, *tx);
+                let got = c.classify(sql);
+                if got != want {
+                    failures.push(format!(
+                        "{:?}: {sql:?}\n  got  {got:?}\n  want {want:?}",
+                        c.dialect()
+                    ));
+                }
+                // Same answer a second time (through the cache where the slow path ran).
+                assert_eq!(c.classify(sql), got, "{:?} (again): {sql:?}", c.dialect());
+                checked += 1;
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        assert!(TABLE.len() >= 150, "{} rows", TABLE.len());
+        assert!(checked >= 250, "{checked} checks");
+    }
+
+    #[test]
+    fn reasons_are_short_snake_case() {
+        let all = [
+            Read,
+            Write,
+            Ddl,
+            Locking,
+            WriteFunction,
+            SelectInto,
+            WritingCte,
+            TransactionControl,
+            Session,
+            Hint,
+            Unknown,
+            ParseError,
+            Empty,
+            Utility,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for r in all {
+            let s = r.as_str();
+            assert!(s.len() <= 20 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(seen.insert(s), "{s} twice");
+        }
+    }
+
+    #[test]
+    fn configured_write_functions() {
+        let fns = [
+            "my_audit".to_string(),
+            "Billing.Charge".to_string(),
+            " ".to_string(),
+        ];
+        for d in [Dialect::Postgres, Dialect::MySql] {
+            let c = Classifier::new(d, &fns, 16);
+            let plain = Classifier::new(d, &[], 16);
+            for sql in [
+                "SELECT my_audit(1)",
+                "SELECT MY_AUDIT(1)",
+                "select x, my_audit ( 'a' ) from t",
+                "SELECT public.my_audit(1)",
+                "SELECT billing.charge(1, 2)",
+                "SELECT charge(3)",
+                "VALUES (my_audit(1))",
+            ] {
+                assert_eq!(c.classify(sql), Class::primary(WriteFunction), "{sql}");
+                assert_eq!(plain.classify(sql), READ, "{sql}");
+            }
+            for sql in [
+                "SELECT my_audit FROM t",
+                "SELECT 'my_audit(1)'",
+                "SELECT my_audit_x(1)",
+            ] {
+                assert_eq!(c.classify(sql), READ, "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn hints_override() {
+        let c = Classifier::new(Dialect::Postgres, &[], 16);
+        let hint = |sql| c.classify(sql);
+        let p = |reason, tx| Class::new(Route::Primary, reason, tx);
+        let r = |reason, tx| Class::new(Route::Replica, reason, tx);
+        assert_eq!(hint("/* switchyard:primary */ SELECT 1"), p(Hint, NONE));
+        assert_eq!(hint("/* switchyard:replica */ SELECT 1"), r(Hint, NONE));
+        assert_eq!(hint("-- switchyard:primary\nSELECT 1"), p(Hint, NONE));
+        assert_eq!(
+            hint("/*switchyard:primary*/ BEGIN READ ONLY"),
+            p(Hint, BEGIN_RO)
+        );
+        // A replica hint helps where the classifier is unsure...
+        assert_eq!(hint("/* switchyard:replica */ FROBNICATE"), r(Hint, NONE));
+        assert_eq!(
+            hint("/* switchyard:replica */ SELECT * FROM t WHERE (delete"),
+            r(Hint, NONE)
+        );
+        // ...but never sends a known write, lock, session or transaction statement there.
+        for sql in [
+            "/* switchyard:replica */ DELETE FROM t",
+            "/* switchyard:replica */ SELECT nextval('s')",
+            "/* switchyard:replica */ SELECT * FROM t FOR UPDATE",
+            "/* switchyard:replica */ SET x = 1",
+            "/* switchyard:replica */ BEGIN",
+            "/* switchyard:replica */ SELECT 1; DELETE FROM t",
+            "/* switchyard:replica */",
+        ] {
+            assert_eq!(c.classify(sql).route, Route::Primary, "{sql}");
+            assert_ne!(c.classify(sql).reason, Hint, "{sql}");
+        }
+        // Not leading: no effect.
+        assert_eq!(hint("SELECT 1 /* switchyard:primary */"), READ);
+    }
+
+    #[test]
+    fn cache_is_consistent_and_bounded() {
+        let c = Classifier::new(Dialect::Postgres, &[], 8);
+        let sql = "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x";
+        let first = c.classify(sql);
+        assert_eq!(c.cached(), 1);
+        assert_eq!(c.classify(sql), first);
+        assert_eq!(c.cached(), 1);
+        // The slow path's key is the statement text without surrounding comments or other
+        // statements; a string that starts with WITH is also kept whole.
+        let commented = format!("/* a */ {sql} /* trace=1 */");
+        assert_eq!(c.classify(&commented), first);
+        assert_eq!(c.cached(), 2);
+        assert_eq!(c.classify(&commented), first);
+        assert_eq!(c.classify(&format!("SELECT 1; {sql}")), first);
+        assert_eq!(c.cached(), 2);
+        // Read-only CTEs are cached whole too; their verdict does not change.
+        let read = "WITH x AS (SELECT 1) SELECT * FROM x";
+        assert_eq!(c.classify(read), READ);
+        assert_eq!(c.classify(read), READ);
+        assert_eq!(c.cached(), 3);
+        for i in 0..1000 {
+            let q = format!("WITH x{i} AS (DELETE FROM t RETURNING *) SELECT * FROM x{i}");
+            assert_eq!(c.classify(&q), first);
+            let read = format!("SELECT update, {i} FROM t");
+            assert_eq!(c.classify(&read), READ);
+            assert!(c.cached() <= 8, "{} entries", c.cached());
+        }
+        assert_eq!(c.classify(sql), first);
+        // Cache disabled: same answers, nothing kept.
+        let none = Classifier::new(Dialect::Postgres, &[], 0);
+        assert_eq!(none.classify(sql), first);
+        assert_eq!(none.classify(sql), first);
+        assert_eq!(none.cached(), 0);
+        // Fast-path statements never enter the cache.
+        let fast = Classifier::new(Dialect::Postgres, &[], 8);
+        for sql in [
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "BEGIN",
+            "SELECT nextval('s')",
+        ] {
+            fast.classify(sql);
+        }
+        assert_eq!(fast.cached(), 0);
+    }
+
+    #[test]
+    fn oversized_statements_are_not_parsed() {
+        let c = Classifier::new(Dialect::Postgres, &[], 8);
+        let big = format!(
+            "WITH x AS (DELETE FROM t RETURNING *) SELECT {} FROM x",
+            "1+".repeat(MAX_PARSE_TOKENS) + "1"
+        );
+        assert_eq!(c.classify(&big), Class::primary(WritingCte));
+        let big_top = format!(
+            "WITH x AS (SELECT 1) INSERT INTO t SELECT {}1",
+            "1+".repeat(20_000)
+        );
+        assert_eq!(c.classify(&big_top), Class::primary(Write));
+        // Neither was parsed; only the first is short enough to be kept whole.
+        assert_eq!(c.cached(), 1);
+        assert_eq!(c.classify(&big), Class::primary(WritingCte));
+        // Deep expressions within the limit parse and drop on a small stack.
+        let deep = format!(
+            "SELECT update, {}1 FROM t",
+            "1+".repeat(MAX_PARSE_TOKENS / 2 - 8)
+        );
+        let h = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || Classifier::new(Dialect::Postgres, &[], 0).classify(&deep))
+            .unwrap();
+        assert_eq!(h.join().unwrap(), READ);
+        // Deep nesting: sqlparser stops at its recursion limit without exhausting the stack
+        // of a thread the size of a tokio worker's (2 MiB), even in a debug build.
+        for n in [10, 20, 31, 40, 200] {
+            let sqls = [
+                format!(
+                    "SELECT {}update{} FROM t",
+                    "(SELECT ".repeat(n),
+                    ")".repeat(n)
+                ),
+                format!("SELECT {}1{} FROM (DELETE", "f(".repeat(n), ")".repeat(n)),
+                format!(
+                    "WITH x AS (DELETE FROM t) SELECT {}1{}",
+                    "(".repeat(n),
+                    ")".repeat(n)
+                ),
+            ];
+            let h = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let c = Classifier::new(Dialect::Postgres, &[], 0);
+                    sqls.iter().map(|s| c.classify(s).route).collect::<Vec<_>>()
+                })
+                .unwrap();
+            let routes = h.join().unwrap();
+            assert_eq!(routes[1..], [Route::Primary, Route::Primary], "n = {n}");
+        }
+    }
+
+    #[test]
+    fn classifier_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Classifier>();
+        let c = std::sync::Arc::new(Classifier::new(Dialect::MySql, &[], 4));
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for j in 0..200 {
+                        let q = format!("WITH a AS (SELECT {i}) DELETE FROM t WHERE id = {j}");
+                        assert_eq!(c.classify(&q), Class::primary(Write));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(c.cached() <= 4);
+    }
+
+    /// Tiny deterministic generator (xorshift) so the property test needs no crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        const PIECES: &[&str] = &[
+            "SELECT",
+            "select",
+            " ",
+            "(",
+            ")",
+            ";",
+            "'",
+            "\"",
+            "`",
+            "$$",
+            "$a$",
+            "/*",
+            "*/",
+            "--",
+            "#",
+            "\n",
+            "/*!",
+            "*/",
+            "E'",
+            "\\",
+            "FOR",
+            "UPDATE",
+            "INTO",
+            "WITH",
+            "AS",
+            "DELETE",
+            "INSERT",
+            "nextval",
+            "EXPLAIN",
+            "ANALYZE",
+            "COPY",
+            "TO",
+            "STDOUT",
+            "FROM",
+            "BEGIN",
+            "READ",
+            "ONLY",
+            ".",
+            "@",
+            ":=",
+            "SET",
+            "switchyard",
+            "route",
+            "=",
+            "é",
+            "x",
+        ];
+        let pg = Classifier::new(Dialect::Postgres, &["f".to_string()], 32);
+        let my = Classifier::new(Dialect::MySql, &["f".to_string()], 32);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..2000 {
+            let len = (rng.next() % 64) as usize;
+            let s = if i % 2 == 0 {
+                let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                (0..len)
+                    .map(|_| PIECES[(rng.next() % PIECES.len() as u64) as usize])
+                    .collect()
+            };
+            for c in [&pg, &my] {
+                let a = c.classify(&s);
+                assert_eq!(c.classify(&s), a, "{s:?}");
+                if a.route == Route::Replica {
+                    assert!(
+                        matches!(a.reason, Read | Hint | TransactionControl),
+                        "{s:?}"
+                    );
+                }
+            }
+            let _ = hints::leading_hint(&s);
+            let _ = hints::route_setting(&s);
+        }
+    }
+
+    #[test]
+    fn statement_split_agrees_with_lexer() {
+        // For PostgreSQL text, both scanners see the same statements and leading words.
+        use crate::router::lexer;
+        for sql in [
+            "select 1; insert into t values (';')",
+            "/* c /* nested */ */ select 1; -- x\n update t set a = 1",
+            "select ';' ; set x = 1",
+            r#"select "a;b" from t; begin"#,
+            "select 'x'';' ; begin",
+            "do $body$ begin; end $body$; select $1",
+            "select $$;$$;;;commit",
+        ] {
+            let mut ours = Vec::new();
+            let mut toks = Tokens::new(sql, Lex::POSTGRES);
+            loop {
+                toks.stmt_done = false;
+                let mut cur = Cursor::new(&mut toks, false);
+                let mut words = Vec::new();
+                let mut words_done = false;
+                while let Some(t) = cur.next() {
+                    if t.kind == Kind::Word && !words_done && words.len() < lexer::WORDS {
+                        words.push(t.text(sql).to_string());
+                    } else {
+                        words_done = true;
+                    }
+                }
+                if !words.is_empty() {
+                    ours.push(words);
+                }
+                if cur.toks.pos >= sql.len() {
+                    break;
+                }
+            }
+            let theirs: Vec<Vec<String>> = lexer::statements(sql)
+                .map(|l| {
+                    (0..lexer::WORDS)
+                        .filter_map(|i| l.word(i))
+                        .map(String::from)
+                        .collect()
+                })
+                .collect();
+            assert_eq!(ours, theirs, "{sql}");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Real faults under the router: lagging replicas, stopped replicas, promotion, and
+//! read-your-writes with delayed replay. Each test has its own topology and they run one
+//! at a time (they pause, stop and promote servers).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::*;
+use switchyard::testkit::pg::{PgCluster, PgClusterOptions};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn topology(extra_conf: &[&str]) -> PgCluster {
+    PgCluster::start_with(PgClusterOptions {
+        replicas: 2,
+        extra_conf: extra_conf.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+    .expect("start PostgreSQL")
+}
+
+async fn count_reads(client: &tokio_postgres::Client, n: usize) -> HashMap<u16, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        *seen
+            .entry(served_by(client, "SELECT inet_server_port()").await)
+            .or_default() += 1;
+    }
+    seen
+}
+
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_paused_replay_leaves_the_read_set_and_returns() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "lagdb");
+    let p = start_proxy(&routing_config(
+        &c,
+        "lagdb",
+        "max_lag_bytes = 8388608\nmax_lag = \"30s\"",
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let [r1, r2] = [c.replica_ports()[0], c.replica_ports()[1]];
+    let client = connect(&p.conn_str("lagdb")).await;
+    client
+        .batch_execute("CREATE TABLE big (id int, pad text)")
+        .await
+        .unwrap();
+    c.psql(1, "SELECT pg_wal_replay_pause()").unwrap();
+    // About 64 MiB of WAL.
+    client
+        .batch_execute(
+            "INSERT INTO big SELECT g, repeat('x', 1000) FROM generate_series(1, 55000) g",
+        )
+        .await
+        .unwrap();
+    // Two probe intervals (200 ms each) plus slack for the write itself to ship.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let seen = count_reads(&client, 200).await;
+    assert_eq!(
+        seen.get(&r1),
+        None,
+        "reads reached the lagging replica: {seen:?}"
+    );
+    assert_eq!(seen.get(&r2), Some(&200), "{seen:?}");
+    c.psql(1, "SELECT pg_wal_replay_resume()").unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let seen = count_reads(&client, 200).await;
+    assert!(
+        seen.get(&r1).copied().unwrap_or(0) >= 40,
+        "the replica did not come back: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_replica_lagging_reads_fall_back_or_fail_clearly() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "fbdb");
+    let fall_primary = start_proxy(&routing_config(&c, "fbdb", "max_lag_bytes = 1048576"));
+    let fall_error = start_proxy(&routing_config(
+        &c,
+        "fbdb",
+        "max_lag_bytes = 1048576\nfallback = \"error\"",
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let a = connect(&fall_primary.conn_str("fbdb")).await;
+    let b = connect(&fall_error.conn_str("fbdb")).await;
+    a.batch_execute("CREATE TABLE f (pad text)").await.unwrap();
+    c.psql(1, "SELECT pg_wal_replay_pause()").unwrap();
+    c.psql(2, "SELECT pg_wal_replay_pause()").unwrap();
+    a.batch_execute("INSERT INTO f SELECT repeat('y', 1000) FROM generate_series(1, 10000)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = count_reads(&a, 50).await;
+    assert_eq!(seen.get(&c.primary_port()), Some(&50), "{seen:?}");
+    let err = b
+        .simple_query("SELECT inet_server_port()")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server-style error");
+    assert_eq!(db.code().code(), "57P03", "{db:?}");
+    assert!(db.message().contains("no replica"), "{}", db.message());
+    // Writes still work on that proxy, and the session survives the error.
+    b.batch_execute("INSERT INTO f VALUES ('z')").await.unwrap();
+    c.psql(1, "SELECT pg_wal_replay_resume()").unwrap();
+    c.psql(2, "SELECT pg_wal_replay_resume()").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_costs_at_most_one_error_per_client() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "stopdb");
+    let p = start_proxy(&routing_config(&c, "stopdb", ""));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let cs = p.conn_str("stopdb");
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&cs).await;
+            let (mut ok, mut errors) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.simple_query("SELECT inet_server_port()").await {
+                    Ok(_) => ok += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.stop_node(1, true).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let (ok, errors) = t.await.unwrap();
+        assert!(ok > 0);
+        assert!(errors <= 1, "a client saw {errors} errors");
+    }
+    // Restarted, it takes reads again.
+    c.start_node(1).unwrap();
+    let client = connect(&p.conn_str("stopdb")).await;
+    let r1 = c.replica_ports()[0];
+    let mut back = false;
+    for _ in 0..50 {
+        if count_reads(&client, 20).await.contains_key(&r1) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "the restarted replica never served a read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promoted_replica_without_restart() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "promo");
+    let p = start_proxy(&routing_config(&c, "promo", ""));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = connect(&p.conn_str("promo")).await;
+    client
+        .batch_execute("CREATE TABLE t (x int)")
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    c.stop_node(0, true).unwrap();
+    c.promote(1).unwrap();
+    let new_primary = c.replica_ports()[0];
+    // Five probe intervals.
+    let start = Instant::now();
+    let mut done = None;
+    let mut last_error = String::new();
+    while start.elapsed() < Duration::from_secs(5) {
+        match tokio_postgres::connect(&p.conn_str("promo"), tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                match client
+                    .simple_query("INSERT INTO t VALUES (1) RETURNING inet_server_port()")
+                    .await
+                {
+                    Ok(rows) => {
+                        let port = rows.iter().find_map(|m| match m {
+                            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                                r.get(0).map(|v| v.parse::<u16>().unwrap())
+                            }
+                            _ => None,
+                        });
+                        if port.is_some() {
+                            done = port;
+                            break;
+                        }
+                    }
+                    Err(e) => last_error = format!("insert: {e:?}"),
+                }
+            }
+            Err(e) => last_error = format!("connect: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "last error: {last_error}\nbackends: {}",
+        p.backends("promo")
+    );
+    let took = start.elapsed();
+    assert_eq!(
+        done,
+        Some(new_primary),
+        "writes did not reach the promoted replica"
+    );
+    assert!(
+        took <= Duration::from_millis(5 * 200 + 1500),
+        "took {took:?}"
+    );
+    let _ = wait_until(Duration::from_millis(1), || true).await;
+}
+
+async fn ryw_misses(p: &Proxy, db: &str, first_id: usize, iterations: usize) -> usize {
+    let client = connect(&p.conn_str(db)).await;
+    let mut misses = 0;
+    for i in first_id..first_id + iterations {
+        client
+            .batch_execute(&format!("INSERT INTO r VALUES ({i})"))
+            .await
+            .unwrap();
+        let rows = client
+            .simple_query(&format!("SELECT count(*) FROM r WHERE id = {i}"))
+            .await
+            .unwrap();
+        let seen = rows.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("1")),
+        );
+        if !seen {
+            misses += 1;
+        }
+    }
+    misses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_never_misses_where_eventual_does() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "rywdb");
+    for n in 1..=2 {
+        c.psql(n, "ALTER SYSTEM SET recovery_min_apply_delay = '300ms'")
+            .unwrap();
+        c.psql(n, "SELECT pg_reload_conf()").unwrap();
+    }
+    let ryw = start_proxy(&routing_config(
+        &c,
+        "rywdb",
+        "consistency = \"read_your_writes\"\nmax_lag = \"30s\"",
+    ));
+    let eventual = start_proxy(&routing_config(&c, "rywdb", "max_lag = \"30s\""));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let setup = connect(&ryw.conn_str("rywdb")).await;
+    setup
+        .batch_execute("CREATE TABLE r (id int)")
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    assert_eq!(ryw_misses(&ryw, "rywdb", 0, 1000).await, 0);
+    let missed = ryw_misses(&eventual, "rywdb", 1_000_000, 100).await;
+    assert!(
+        missed >= 1,
+        "eventual consistency never missed: the test cannot tell the modes apart"
+    );
+}
