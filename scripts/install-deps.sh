@@ -79,3 +79,9 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin postgres
 fi
 log "PostgreSQL binaries: $pg_bin ($("$pg_bin/postgres" --version 2>/dev/null || echo unknown))"
+
+# The metrics test parses /metrics with the reference Prometheus parser.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    log "installing python package prometheus_client"
+    python3 -m pip install --quiet prometheus_client >&2 || python3 -m pip install --quiet --break-system-packages prometheus_client >&2
+fi

@@ -619,17 +619,26 @@ impl Metrics {
             cluster: c(),
             state: s,
         };
+        // One statement per lookup: a family's read guard must be gone before the next
+        // lookup of the same family, which may need its write lock.
+        let checkout_wait = self
+            .checkout_wait
+            .get_or_create(&ClusterLabels { cluster: c() })
+            .clone();
+        let stmt_primary = self.statement.get_or_create(&route(ROUTE_PRIMARY)).clone();
+        let stmt_replica = self.statement.get_or_create(&route(ROUTE_REPLICA)).clone();
+        let bytes_to_backend = self.bytes.get_or_create(&bytes(DIR_TO_BACKEND)).clone();
+        let bytes_to_client = self.bytes.get_or_create(&bytes(DIR_TO_CLIENT)).clone();
+        let clients_active = self.clients.get_or_create(&clients(STATE_ACTIVE)).clone();
+        let clients_waiting = self.clients.get_or_create(&clients(STATE_WAITING)).clone();
         ClusterMetrics {
-            checkout_wait: self
-                .checkout_wait
-                .get_or_create(&ClusterLabels { cluster: c() })
-                .clone(),
-            stmt_primary: self.statement.get_or_create(&route(ROUTE_PRIMARY)).clone(),
-            stmt_replica: self.statement.get_or_create(&route(ROUTE_REPLICA)).clone(),
-            bytes_to_backend: self.bytes.get_or_create(&bytes(DIR_TO_BACKEND)).clone(),
-            bytes_to_client: self.bytes.get_or_create(&bytes(DIR_TO_CLIENT)).clone(),
-            clients_active: self.clients.get_or_create(&clients(STATE_ACTIVE)).clone(),
-            clients_waiting: self.clients.get_or_create(&clients(STATE_WAITING)).clone(),
+            checkout_wait,
+            stmt_primary,
+            stmt_replica,
+            bytes_to_backend,
+            bytes_to_client,
+            clients_active,
+            clients_waiting,
             routed: self.routed.clone(),
             errors: self.errors.clone(),
             statement: self.statement.clone(),
@@ -1120,9 +1129,12 @@ mod tests {
         assert!(text.contains("# TYPE switchyard_statements_routed_total counter\n"));
         assert!(text.contains("# HELP switchyard_statements_routed_total Routing"));
         assert!(text.contains("# TYPE switchyard_statement_duration_seconds histogram\n"));
-        assert!(text.contains(
-            r#"switchyard_statement_duration_seconds_bucket{cluster="main",route="replica",le="+Inf"} 1"#
-        ));
+        assert!(
+            text.contains(
+                r#"switchyard_statement_duration_seconds_bucket{le="+Inf",cluster="main",route="replica"} 1"#
+            ),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"));
         // A second scrape reports the counter copied from the topology, not doubled.
         let text = m.encode(&topo());

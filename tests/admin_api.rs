@@ -504,7 +504,7 @@ async fn metrics_parse_with_prometheus_client() {
     let sum = value(&s, &format!("{wait}_sum"), &[("cluster", "main")]);
     assert!((sum - 0.00303).abs() < 1e-9, "{sum}");
     let le = |b| [("cluster", "main"), ("le", b)];
-    assert_eq!(value(&s, &format!("{wait}_bucket"), &le("5e-05")), 1.0);
+    assert_eq!(value(&s, &format!("{wait}_bucket"), &le("0.00005")), 1.0);
     assert_eq!(value(&s, &format!("{wait}_bucket"), &le("+Inf")), 2.0);
     let stmt = "switchyard_statement_duration_seconds";
     let route = |r| [("cluster", "main"), ("route", r)];

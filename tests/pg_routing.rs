@@ -94,6 +94,38 @@ async fn reads_go_to_both_replicas_and_writes_to_the_primary() {
     client.batch_execute("COMMIT").await.unwrap();
     assert_eq!(a, b);
     assert!(replicas.contains(&a));
+    // So may one that declares itself read-only as its first statement.
+    for _ in 0..10 {
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .batch_execute("SET TRANSACTION READ ONLY")
+            .await
+            .unwrap();
+        let a = served_by(&client, "SELECT inet_server_port()").await;
+        let ro = served_by(
+            &client,
+            "SELECT CASE WHEN current_setting('transaction_read_only') = 'on' THEN 1 ELSE 0 END",
+        )
+        .await;
+        client.batch_execute("COMMIT").await.unwrap();
+        assert!(replicas.contains(&a), "read-only transaction went to {a}");
+        assert_eq!(ro, 1);
+    }
+    // A plain BEGIN still sends the whole transaction to the primary, and an empty one works.
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        served_by(&client, "SELECT inet_server_port()").await,
+        primary
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let err = client.batch_execute("BEGIN; SELECT 1/0").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]

@@ -3,13 +3,14 @@
 //!
 //! # How it works
 //!
-//! 1. A hand-written token scanner ([`Tokens`]) walks the text once, per dialect: it skips
+//! 1. A hand-written token scanner (`Tokens`) walks the text once, per dialect: it skips
 //!    whitespace and comments (`--`, nested `/* */` for PostgreSQL; `#`, `-- `, flat `/* */`
 //!    for MySQL, where `/*! ... */` and `/*M! ... */` are *code*, as the server runs them), and
 //!    never looks inside strings (`'..'`, `E'..'`, dollar quotes; MySQL `".."` and backslash
-//!    escapes) or quoted identifiers (`".."`, MySQL backticks). It uses the same skipping rules
-//!    as [`super::lexer`], which only yields leading words and no byte positions; this module
-//!    needs every token and its position (see the report on `lexer.rs` in `README`/code map).
+//!    escapes) or quoted identifiers (`".."`, MySQL backticks). For PostgreSQL it follows the
+//!    same skipping rules as [`super::lexer`] (a test checks that both split statements and
+//!    find leading words alike), but that lexer yields only the leading words, without byte
+//!    positions and without MySQL's rules, while this needs every token and where it is.
 //! 2. The **fast path** decides from the first words of each statement (INSERT -> primary,
 //!    SHOW -> replica, BEGIN READ ONLY -> replica, ...). For a read-shaped statement (SELECT,
 //!    WITH, VALUES, TABLE, or any of them in parentheses) it scans the rest of the statement
@@ -64,7 +65,8 @@
 //! * A multi-statement string is split at every `;` outside quotes and comments (like the
 //!   server's simple-query protocol). Its route is the primary unless every statement goes to a
 //!   replica; its reason is that of the first statement sent to the primary (or of the first
-//!   statement); its transaction effect is that of the first statement.
+//!   statement); its transaction effect is that of the first statement. COMMIT and ROLLBACK
+//!   route to the primary, so `BEGIN READ ONLY; SELECT ..; COMMIT` in one string does too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -157,7 +159,7 @@ pub enum TxEffect {
     End,
     /// `SET TRANSACTION READ ONLY` (PostgreSQL: this transaction; MySQL: the next one).
     SetTransactionReadOnly,
-    /// SAVEPOINT, RELEASE [SAVEPOINT], ROLLBACK TO [SAVEPOINT].
+    /// SAVEPOINT, RELEASE (SAVEPOINT), ROLLBACK TO (SAVEPOINT).
     Savepoint,
 }
 
@@ -170,6 +172,28 @@ pub struct Class {
 }
 
 impl Class {
+    /// This classification overridden by a hint (a leading comment, or a session's
+    /// `SET switchyard.route`), keeping invariant 1: `Primary` always wins; `Replica` only
+    /// for a statement that may run on a replica anyway or that the classifier did not
+    /// understand (`Unknown`, `ParseError`) and that does not touch transaction state. A
+    /// known write, lock, write function, session or transaction statement stays where it is.
+    /// The reason becomes [`Reason::Hint`] when the hint is honoured.
+    pub fn with_hint(self, hint: Hint) -> Class {
+        match hint {
+            Hint::Primary => Class::new(Route::Primary, Reason::Hint, self.tx),
+            Hint::Replica => {
+                let overridable = self.route == Route::Replica
+                    || (matches!(self.reason, Reason::Unknown | Reason::ParseError)
+                        && self.tx == TxEffect::None);
+                if overridable {
+                    Class::new(Route::Replica, Reason::Hint, self.tx)
+                } else {
+                    self
+                }
+            }
+        }
+    }
+
     const fn new(route: Route, reason: Reason, tx: TxEffect) -> Class {
         Class { route, reason, tx }
     }
@@ -241,11 +265,13 @@ const WRITE_FUNCTION_PREFIXES: &[&str] = &[
     "pg_logical_slot_get_",
 ];
 
-fn builtin_write_function(name: &str) -> bool {
-    WRITE_FUNCTIONS.iter().any(|f| name.eq_ignore_ascii_case(f))
-        || WRITE_FUNCTION_PREFIXES.iter().any(|p| {
-            name.len() > p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-        })
+fn builtin_write_function(name: &[u8]) -> bool {
+    WRITE_FUNCTIONS
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+        || WRITE_FUNCTION_PREFIXES
+            .iter()
+            .any(|p| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
 }
 
 /// Classifies statements; cheap to share between threads (`Send + Sync`).
@@ -304,25 +330,17 @@ impl Classifier {
     /// Classify a whole SQL string (may hold several statements). Multi-statement: Primary
     /// unless every statement is a read; tx = the effect of the FIRST statement, reason of the
     /// deciding statement (the first one sent to the primary, else the first one).
+    ///
+    /// A leading hint comment is already applied (see [`Class::with_hint`]).
     pub fn classify(&self, sql: &str) -> Class {
         let base = self.classify_text(sql);
         match hints::leading_hint(sql) {
             None => base,
-            Some(Hint::Primary) => Class::new(Route::Primary, Reason::Hint, base.tx),
-            Some(Hint::Replica) => {
-                let overridable = base.route == Route::Replica
-                    || (matches!(base.reason, Reason::Unknown | Reason::ParseError)
-                        && base.tx == TxEffect::None);
-                if overridable {
-                    Class::new(Route::Replica, Reason::Hint, base.tx)
-                } else {
-                    base
-                }
-            }
+            Some(h) => base.with_hint(h),
         }
     }
 
-    /// Number of slow-path verdicts currently cached.
+    /// Number of entries in the cache (slow-path statements, strings starting with WITH/`(`).
     pub fn cached(&self) -> usize {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -427,7 +445,7 @@ impl Classifier {
             | b"REFRESH" | b"CALL" | b"DO" => Class::primary(Reason::Utility),
             b"OPTIMIZE" | b"REPAIR" | b"CHECK" | b"CHECKSUM" | b"FLUSH" | b"KILL" | b"PURGE"
             | b"INSTALL" | b"UNINSTALL" | b"CHANGE" | b"STOP" | b"BINLOG" | b"CACHE"
-            | b"SHUTDOWN" | b"RESTART" | b"CLONE" | b"RESET"
+            | b"SHUTDOWN" | b"RESTART" | b"CLONE"
                 if my =>
             {
                 Class::primary(Reason::Utility)
@@ -591,12 +609,13 @@ impl Classifier {
     /// The whole-statement scan of a read-shaped statement.
     fn scan(&self, cur: &mut Cursor<'_, '_>) -> Flags {
         let text = cur.toks.text;
+        let bytes = text.as_bytes();
         let my = self.dialect == Dialect::MySql;
         let mut f = Flags::default();
         let mut depth = 0u32;
         // The previous token, and what it was if it was an interesting word.
         let mut prev_kind = Kind::Punct;
-        let mut prev_name: &str = "";
+        let mut prev_name: &[u8] = b"";
         let mut prev_kw = Kw::Other;
         // A DML word whose next token decides (a `(` makes it a function call).
         let mut pending_dml: Option<u32> = None;
@@ -616,7 +635,8 @@ impl Classifier {
             let mut kw = Kw::Other;
             match t.kind {
                 Kind::Word => {
-                    let w = t.text(text);
+                    // Bytes, not &str: no char-boundary checks (token ends are ASCII).
+                    let w = &bytes[t.start..t.end];
                     if prev_kind != Kind::Dot {
                         kw = keyword(w);
                         match kw {
@@ -643,7 +663,7 @@ impl Classifier {
                     }
                     prev_name = w;
                 }
-                Kind::QIdent => prev_name = t.inner(text),
+                Kind::QIdent => prev_name = t.inner(text).as_bytes(),
                 Kind::Open => {
                     if matches!(prev_kind, Kind::Word | Kind::QIdent) && self.is_write_fn(prev_name)
                     {
@@ -673,12 +693,12 @@ impl Classifier {
         f
     }
 
-    fn is_write_fn(&self, name: &str) -> bool {
+    fn is_write_fn(&self, name: &[u8]) -> bool {
         builtin_write_function(name)
             || self
                 .write_functions
                 .iter()
-                .any(|f| name.eq_ignore_ascii_case(f))
+                .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
     }
 
     /// EXPLAIN (PostgreSQL and MySQL), MySQL DESCRIBE/DESC.
@@ -871,6 +891,8 @@ impl Classifier {
                     Class::primary(Reason::Session)
                 }
             }
+            // MySQL RESET MASTER|REPLICA|QUERY CACHE|PERSIST: administration.
+            _ if !is_set && self.dialect == Dialect::MySql => Class::primary(Reason::Utility),
             _ => Class::primary(Reason::Session),
         }
     }
@@ -1028,8 +1050,8 @@ enum Kw {
     LastInsertId,
 }
 
-fn keyword(w: &str) -> Kw {
-    let eq = |k: &str| w.eq_ignore_ascii_case(k);
+fn keyword(w: &[u8]) -> Kw {
+    let eq = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
     match w.len() {
         2 if eq("NO") => Kw::No,
         2 if eq("IN") => Kw::In,
@@ -1108,9 +1130,13 @@ impl Lex {
         backticks: true,
         dollar_quotes: false,
     };
-    /// For hint statements of either dialect: PostgreSQL rules plus `#` and backticks.
+    /// For `SET switchyard.route` in either dialect: PostgreSQL rules, plus backtick
+    /// identifiers; only what is a comment in both dialects is skipped (no `#`, `--` only
+    /// before whitespace, `/*! .. */` is code), so a statement hidden in what one of the two
+    /// servers would run is never taken for part of a hint.
     pub(crate) const EITHER: Lex = Lex {
-        hash_comments: true,
+        strict_dash: true,
+        exec_comments: true,
         backticks: true,
         ..Lex::POSTGRES
     };
@@ -1726,7 +1752,7 @@ mod tests {
         (MY, "HANDLER t OPEN", Session, NONE),
         (MY, "GET DIAGNOSTICS @n = NUMBER", Session, NONE),
         (BOTH, "SET switchyard.route = 'replica'", Hint, NONE),
-        (PG, "RESET switchyard.route", Hint, NONE),
+        (BOTH, "RESET switchyard.route", Hint, NONE),
         (BOTH, "SET switchyard.route = 'elsewhere'", Session, NONE),
         // --- transaction control
         (BOTH, "BEGIN", TransactionControl, BEGIN_RW),
@@ -1939,6 +1965,12 @@ mod tests {
         }
         // Not leading: no effect.
         assert_eq!(hint("SELECT 1 /* switchyard:primary */"), READ);
+        // The same rule for a session's route setting.
+        let write = c.classify("DELETE FROM t");
+        assert_eq!(write.with_hint(hints::Hint::Replica), write);
+        assert_eq!(write.with_hint(hints::Hint::Primary), p(Hint, NONE));
+        assert_eq!(READ.with_hint(hints::Hint::Replica), r(Hint, NONE));
+        assert_eq!(READ.with_hint(hints::Hint::Primary), p(Hint, NONE));
     }
 
     #[test]

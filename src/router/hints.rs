@@ -13,7 +13,9 @@
 //!   `RESET switchyard.route` (both mean `auto`). The session answers these itself; they never
 //!   reach a backend. `SET LOCAL switchyard.route ..` (transaction scope) and unknown values
 //!   are not recognised ([`route_setting`] returns `None`), so the classifier routes them like
-//!   any SET.
+//!   any SET. Only comments that both dialects agree on may surround it (`/* */`, `-- ` with a
+//!   space); anything else after the value (`# x`, `--x`, `/*! .. */`, a second statement)
+//!   makes it not a route setting, so no statement is ever swallowed with it.
 
 use super::classify::{skip_block_comment, Kind, Lex, Tokens};
 
@@ -236,6 +238,13 @@ mod tests {
             ("SELECT 'SET switchyard.route = replica'", None),
             ("SET switchyard.route = 'replica", None),
             ("SET switchyard.route := 'replica'", None),
+            ("SET switchyard.route = replica # x", None),
+            ("SET switchyard.route = replica --x; DELETE FROM t", None),
+            ("SET switchyard.route = replica /*!; DELETE FROM t */", None),
+            (
+                "SET switchyard.route = replica /* ok */ -- ok\n",
+                Some(Some(Replica)),
+            ),
             ("", None),
         ];
         for (sql, want) in cases {

@@ -88,6 +88,9 @@ enum Pend {
     Synthetic(u8),
     /// Whole messages the proxy answers itself (rare: SHOW/SET switchyard.*, errors).
     Local(Box<[u8]>),
+    /// A statement the proxy sent for itself (a deferred BEGIN): its answers up to and
+    /// including ReadyForQuery are not forwarded.
+    Swallow,
 }
 
 enum Step {
@@ -149,6 +152,9 @@ pub struct Session<C> {
     /// After an error the proxy raised in an extended-protocol batch: drop messages up to
     /// Sync, then answer ReadyForQuery.
     discard_until_sync: bool,
+    /// A BEGIN the proxy answered without a backend, sent in front of the transaction's
+    /// first statement once it is known where that goes (see `routing::defer_begin`).
+    deferred_begin: Option<Box<[u8]>>,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -191,6 +197,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             replay_ok: false,
             responded: false,
             discard_until_sync: false,
+            deferred_begin: None,
         }
     }
 
@@ -474,11 +481,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     b'S' if self.pending.is_empty() => {
                         self.cin.advance(h.wire_len);
-                        codec::put_ready(&mut self.cout, b'I');
+                        codec::put_ready(&mut self.cout, self.tx_status);
                         continue;
                     }
                     b'C' if self.closes_client_statement(&h) => {}
-                    b'P' if self.mode == PoolMode::Transaction => {
+                    b'Q' if self.defer_begin(&h) => {
+                        self.cin.advance(h.wire_len);
+                        continue;
+                    }
+                    b'P' if self.mode == PoolMode::Transaction && self.names_a_statement(&h) => {
                         if !self.parse_locally(&h)? {
                             return match self.want_for(&h) {
                                 Ok(want) => Ok(Step::ParseWithoutBackend(want)),
@@ -528,6 +539,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.note_session_effect(&effect_sql);
         self.pending.push_back(Pend::Synthetic(b'1'));
         Ok(true)
+    }
+
+    /// A Parse of a named statement (the unnamed one always goes to a server with its Bind).
+    fn names_a_statement(&self, h: &Header) -> bool {
+        codec::parse_msg(&self.cin[5..h.wire_len]).is_ok_and(|p| !p.name.is_empty())
     }
 
     fn closes_client_statement(&self, h: &Header) -> bool {
@@ -770,6 +786,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let unexpected =
             |what: &str| Err(SessionError::BackendProtocol(format!("unexpected {what}")));
         match h.tag {
+            _ if matches!(self.pending.front(), Some(Pend::Swallow)) => {
+                if h.tag == b'Z' {
+                    self.pending.pop_front();
+                    self.tx_status = *body.first().unwrap_or(&b'E');
+                } else if h.tag == b'E' {
+                    let msg = codec::error_field(body, b'M').unwrap_or("");
+                    tracing::warn!(error = msg, "deferred BEGIN failed on the backend");
+                }
+                return Ok(false);
+            }
             b'Z' => {
                 if !matches!(self.pending.pop_front(), Some(Pend::Ready)) {
                     return unexpected("ReadyForQuery");

@@ -19,6 +19,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Decide what kind of backend the message at the head of the input needs. Called only
     /// when no backend is held, i.e. at the start of a transaction or a statement outside one.
     pub(super) fn want_for(&mut self, h: &Header) -> Result<Want, SelectError> {
+        if self.deferred_begin.is_some() {
+            return self.want_after_begin(h);
+        }
         let body = &self.cin[5..h.wire_len];
         let sql = match h.tag {
             b'Q' => codec::query_msg(body).ok(),
@@ -52,18 +55,102 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
+    /// A bare `BEGIN` / `START TRANSACTION` (read-write or unspecified) with splitting on is
+    /// answered by the proxy; the real BEGIN goes out with the transaction's first statement,
+    /// so `SET TRANSACTION READ ONLY` there can still send the transaction to a replica. The
+    /// transaction's snapshot is taken at its first statement either way; only `now()`
+    /// (transaction start time) moves to that statement.
+    pub(super) fn defer_begin(&mut self, h: &Header) -> bool {
+        if self.mode != PoolMode::Transaction
+            || self.pinned
+            || !self.cluster.state.split
+            || self.deferred_begin.is_some()
+        {
+            return false;
+        }
+        let Some(sql) = codec::query_msg(&self.cin[5..h.wire_len])
+            .ok()
+            .and_then(|s| std::str::from_utf8(s).ok())
+        else {
+            return false;
+        };
+        if crate::router::lexer::statements(sql).count() != 1 || hints::leading_hint(sql).is_some()
+        {
+            return false;
+        }
+        if self.worker.shared.classifier.classify(sql).tx != (TxEffect::Begin { read_only: false })
+        {
+            return false;
+        }
+        self.deferred_begin = Some(self.cin[..h.wire_len].into());
+        self.tx_status = b'T';
+        let mut out = BytesMut::new();
+        codec::put_command_complete(&mut out, "BEGIN");
+        codec::put_ready(&mut out, b'T');
+        self.pending.push_back(Pend::Local(out.to_vec().into()));
+        true
+    }
+
+    /// Where the first statement after a deferred BEGIN goes; an empty transaction
+    /// (COMMIT/ROLLBACK right away) is answered here too.
+    fn want_after_begin(&mut self, h: &Header) -> Result<Want, SelectError> {
+        let sql = match h.tag {
+            b'Q' => codec::query_msg(&self.cin[5..h.wire_len])
+                .ok()
+                .and_then(|s| std::str::from_utf8(s).ok()),
+            _ => None,
+        };
+        let class = sql.map(|s| self.worker.shared.classifier.classify(s));
+        match class.map(|c| c.tx) {
+            Some(TxEffect::SetTransactionReadOnly)
+                if self.route_override != Some(Hint::Primary) =>
+            {
+                let Some(min_lsn) = self.ryw_min_lsn() else {
+                    self.cluster.state.primary()?;
+                    return Ok(Want::Primary);
+                };
+                let want = Want::Replica { min_lsn };
+                self.cluster.state.select(want, None)?;
+                Ok(want)
+            }
+            _ => {
+                self.cluster.state.primary()?;
+                Ok(Want::Primary)
+            }
+        }
+    }
+
+    /// Send the deferred BEGIN ahead of everything else on the new connection.
+    pub(super) fn send_deferred_begin(&mut self) {
+        if let Some(begin) = self.deferred_begin.take() {
+            let mut bytes = BytesMut::with_capacity(begin.len() + self.bout.len());
+            bytes.extend_from_slice(&begin);
+            bytes.extend_from_slice(&self.bout);
+            self.bout = bytes;
+            self.pending.push_front(Pend::Swallow);
+            if self.replay_ok {
+                let mut r = BytesMut::with_capacity(begin.len() + self.replay.len());
+                r.extend_from_slice(&begin);
+                r.extend_from_slice(&self.replay);
+                self.replay = r;
+            }
+        }
+    }
+
     /// True if `sql` may run on a replica.
     fn is_read(&self, sql: Option<&str>) -> bool {
         if self.mode != PoolMode::Transaction || self.pinned || !self.cluster.state.split {
             return false;
         }
         let Some(sql) = sql else { return false };
-        match hints::leading_hint(sql).or(self.route_override) {
-            Some(Hint::Primary) => return false,
-            Some(Hint::Replica) => return true,
-            None => {}
+        // classify() applies a leading hint comment itself; the session setting applies the
+        // same rule: a replica hint never sends a write, lock or BEGIN to a replica.
+        let mut class: Class = self.worker.shared.classifier.classify(sql);
+        if let Some(h) = self.route_override {
+            if hints::leading_hint(sql).is_none() {
+                class = class.with_hint(h);
+            }
         }
-        let class: Class = self.worker.shared.classifier.classify(sql);
         match class.tx {
             TxEffect::Begin { read_only } => read_only,
             TxEffect::None => class.route == Route::Replica,
@@ -94,7 +181,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
             match self.cluster.pools[idx].checkout().await {
-                Ok(conn) => return self.install(conn, idx, matches!(want, Want::Primary)).await,
+                Ok(conn) => {
+                    self.install(conn, idx, matches!(want, Want::Primary))
+                        .await?;
+                    self.send_deferred_begin();
+                    return Ok(());
+                }
                 Err(pool::CheckoutError::Connect(e)) => {
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
