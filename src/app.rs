@@ -2,6 +2,7 @@
 
 use crate::cluster::ClusterState;
 use crate::config::{parse_addr, Config, PoolMode};
+use crate::metrics::{BackendSnapshot, ClusterMetrics, ClusterSnapshot, Metrics, TopologySource};
 use crate::pg::backend::BackendTarget;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::prepared::StmtRegistry;
@@ -24,6 +25,11 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Cancelled when the process starts draining.
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    /// Every worker's pools per cluster (by database name), for metrics and /status.
+    pub pools: std::sync::Mutex<HashMap<String, Vec<Arc<ClusterPools>>>>,
+    /// Listeners bound and workers started.
+    pub listening: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -45,7 +51,17 @@ impl Shared {
             cancel: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            metrics: Arc::new(Metrics::new()),
+            pools: Default::default(),
+            listening: Default::default(),
         }))
+    }
+
+    /// Ready to serve: listening, not draining, and every cluster has a primary that is up.
+    pub fn ready(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.shutdown.is_cancelled()
+            && crate::admin::all_primaries_up(&self.snapshot())
     }
 
     /// Credentials and database for connections to `cluster`'s servers (address of the
@@ -57,6 +73,7 @@ impl Shared {
             password: c.password.clone(),
             database: c.backend_database().to_owned(),
             connect_timeout: self.config.pool.connect_timeout,
+            application_name: "switchyard",
         }
     }
 }
@@ -65,6 +82,50 @@ impl Shared {
 pub struct ClusterPools {
     pub state: Arc<ClusterState>,
     pub pools: Vec<BackendPool>,
+    pub metrics: ClusterMetrics,
+}
+
+impl TopologySource for Shared {
+    fn snapshot(&self) -> Vec<ClusterSnapshot> {
+        let pools = self.pools.lock().unwrap();
+        let mut out = Vec::new();
+        for c in &self.config.clusters {
+            let state = &self.clusters[&c.database];
+            let workers = pools.get(&c.database).map(Vec::as_slice).unwrap_or(&[]);
+            let backends = state
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let (mut size, mut open, mut idle) = (0, 0, 0);
+                    for w in workers {
+                        let (o, id) = w.pools[i].status();
+                        size += w.pools[i].size() as u64;
+                        open += o as u64;
+                        idle += id as u64;
+                    }
+                    BackendSnapshot {
+                        addr: b.addr.to_string(),
+                        role: b.role().as_str(),
+                        up: b.is_up(),
+                        in_read_set: b.in_read_set(),
+                        lag_seconds: b.lag().as_secs_f64(),
+                        lag_bytes: b.lag_bytes(),
+                        in_flight: b.outstanding() as u64,
+                        transitions: b.transitions.load(std::sync::atomic::Ordering::Relaxed),
+                        pool_size: size,
+                        pool_open: open,
+                        pool_idle: idle,
+                    }
+                })
+                .collect();
+            out.push(ClusterSnapshot {
+                name: state.name.clone(),
+                backends,
+            });
+        }
+        out
+    }
 }
 
 /// What one worker thread owns.
@@ -99,7 +160,20 @@ impl Worker {
                     BackendPool::new(target, size, cfg.pool.checkout_timeout)
                 })
                 .collect();
-            clusters.insert(c.database.clone(), Arc::new(ClusterPools { state, pools }));
+            let metrics = shared.metrics.cluster_handles(&state.name);
+            let cp = Arc::new(ClusterPools {
+                state,
+                pools,
+                metrics,
+            });
+            shared
+                .pools
+                .lock()
+                .unwrap()
+                .entry(c.database.clone())
+                .or_default()
+                .push(cp.clone());
+            clusters.insert(c.database.clone(), cp);
         }
         let pool_mode = cfg
             .postgres
@@ -128,6 +202,8 @@ impl Worker {
 pub struct Server {
     /// Where the PostgreSQL listener is bound (port resolved if 0 was asked).
     pub pg_addr: Option<std::net::SocketAddr>,
+    /// Where the admin API is bound, if configured.
+    pub admin_addr: Option<std::net::SocketAddr>,
     pub shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -175,7 +251,24 @@ impl Server {
             threads.push(t);
         }
         threads.push(start_health_checks(&shared)?);
+        let admin_addr = match &config.admin {
+            Some(a) => {
+                let addr = parse_addr(&a.listen).map_err(anyhow::Error::msg)?;
+                crate::admin::check_bind(addr, a.token.as_deref()).map_err(anyhow::Error::msg)?;
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
+                l.set_nonblocking(true)?;
+                let bound = l.local_addr()?;
+                threads.push(start_admin(&shared, l, a.token.clone())?);
+                Some(bound)
+            }
+            None => None,
+        };
+        shared
+            .listening
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Server {
+            admin_addr,
             pg_addr,
             shared,
             threads,
@@ -190,6 +283,35 @@ impl Server {
             let _ = t.join();
         }
     }
+}
+
+/// The admin API on its own thread, so a slow scrape never delays a worker.
+fn start_admin(
+    shared: &Arc<Shared>,
+    l: std::net::TcpListener,
+    token: Option<String>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let shared = shared.clone();
+    Ok(std::thread::Builder::new().name("switchyard-admin".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(l).expect("listener registers");
+            let ready_shared = shared.clone();
+            let state = crate::admin::AdminState {
+                metrics: shared.metrics.clone(),
+                topology: shared.clone(),
+                ready: Arc::new(move || ready_shared.ready()),
+                reload: Arc::new(|| Err("live reload is not implemented yet: the running config was not changed".to_string())),
+                token,
+            };
+            if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    })?)
 }
 
 /// One thread runs the health checks of every cluster until shutdown.

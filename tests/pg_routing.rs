@@ -191,3 +191,120 @@ fn routing_off_sends_everything_to_the_primary() {
         }
     });
 }
+
+/// GET a path from the admin API (HTTP/1.1, Connection: close): (status, body).
+fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// Sum of the samples of `name` whose labels include all of `labels`, parsed by the
+/// reference Python Prometheus parser.
+fn prometheus_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let cond: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("s.labels.get({k:?}) == {v:?}"))
+        .collect();
+    let cond = if cond.is_empty() {
+        "True".to_string()
+    } else {
+        cond.join(" and ")
+    };
+    let script = format!(
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n\
+         print(sum(s.value for f in p(sys.stdin.read()) for s in f.samples if s.name == {name:?} and {cond}))\n"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics"
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_the_reads_routed_to_replicas() {
+    let c = cluster();
+    create_db_on(c, "t_metrics");
+    let text = format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        routing_config(c, "t_metrics", "")
+    );
+    let cfg = switchyard::config::Config::from_toml(&text).unwrap();
+    let server = switchyard::app::Server::start(cfg).unwrap();
+    let admin = server.admin_addr.unwrap();
+    let port = server.pg_addr.unwrap().port();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = tokio::task::spawn_blocking(move || admin_get(admin, "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let client = connect(&format!(
+        "host=127.0.0.1 port={port} user=app password=secret dbname=t_metrics"
+    ))
+    .await;
+    for _ in 0..25 {
+        served_by(&client, "SELECT inet_server_port()").await;
+    }
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS m (x int); INSERT INTO m VALUES (1)")
+        .await
+        .unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = tokio::task::spawn_blocking(move || admin_get(admin, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let replica_reads = prometheus_sum(
+        &body,
+        "switchyard_statements_routed_total",
+        &[("route", "replica")],
+    );
+    assert_eq!(replica_reads, 25.0, "{body}");
+    let login = prometheus_sum(
+        &body,
+        "switchyard_statements_routed_total",
+        &[("route", "primary"), ("reason", "login")],
+    );
+    let primary = prometheus_sum(
+        &body,
+        "switchyard_statements_routed_total",
+        &[("route", "primary")],
+    );
+    assert_eq!((login, primary), (1.0, 2.0), "{body}");
+    let up = prometheus_sum(&body, "switchyard_backend_up", &[]);
+    assert_eq!(up, 3.0, "{body}");
+    let (status, body) = tokio::task::spawn_blocking(move || admin_get(admin, "/status"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body.contains("replica") && v.is_object() || v.is_array(),
+        "{body}"
+    );
+    server.shutdown();
+}

@@ -81,6 +81,7 @@ async fn probe(t: &mut Tracker, target: BackendTarget, timeout: Duration) -> Res
     if t.conn.is_none() {
         let target = BackendTarget {
             connect_timeout: timeout,
+            application_name: "switchyard-health",
             ..target
         };
         t.conn = Some(

@@ -19,6 +19,9 @@ pub struct Config {
     /// Backend pool settings shared by every cluster (a cluster may override `size`).
     #[serde(default)]
     pub pool: PoolSettings,
+    /// The admin HTTP API (/metrics, /healthz, /readyz, /status, /reload). Absent: none.
+    #[serde(default)]
+    pub admin: Option<AdminSettings>,
     /// Health checks and lag monitoring of backends.
     #[serde(default)]
     pub health: Health,
@@ -96,6 +99,23 @@ pub struct PostgresListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the admin API. Default "127.0.0.1:9187". A non-loopback address needs
+    /// `token`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token every admin request must carry. Default: none (loopback only).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9187".into()
 }
 
 /// Backend pool settings.
@@ -403,6 +423,12 @@ impl Config {
                 "health.rise",
                 "rise and fall must be at least 1",
             ));
+        }
+        if let Some(a) = &self.admin {
+            let addr =
+                parse_addr(&a.listen).map_err(|e| ConfigError::invalid("admin.listen", e))?;
+            crate::admin::check_bind(addr, a.token.as_deref())
+                .map_err(|e| ConfigError::invalid("admin.token", e))?;
         }
         if self.pool.size == 0 {
             return Err(ConfigError::invalid("pool.size", "must be at least 1"));

@@ -42,6 +42,8 @@ pub struct BackendTarget {
     pub password: Option<String>,
     pub database: String,
     pub connect_timeout: Duration,
+    /// application_name the server sees (pool connections and health probes differ).
+    pub application_name: &'static str,
 }
 
 /// One authenticated server connection, idle and ready for a query when handed out.
@@ -100,7 +102,7 @@ impl BackendConn {
             &[
                 ("user", &t.user),
                 ("database", &t.database),
-                ("application_name", "switchyard"),
+                ("application_name", t.application_name),
                 ("client_encoding", "UTF8"),
             ],
         );

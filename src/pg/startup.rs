@@ -108,6 +108,15 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
             "switchyard: login did not finish within client_login_timeout",
         ),
     };
+    let kind = match refusal.code {
+        "28P01" | "28000" => Some(crate::metrics::kind::AUTH_FAILED),
+        "53300" => Some(crate::metrics::kind::CLIENT_LIMIT),
+        "08P01" => Some(crate::metrics::kind::CLIENT_PROTOCOL),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        shared.metrics.error("", kind);
+    }
     refuse_client(&mut stream, refusal, conn_id, peer).await
 }
 

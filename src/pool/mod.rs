@@ -80,6 +80,11 @@ impl BackendPool {
         }
     }
 
+    /// Most connections this pool opens.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     pub fn addr(&self) -> std::net::SocketAddr {
         self.pool.manager().target.addr
     }

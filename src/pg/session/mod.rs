@@ -155,6 +155,13 @@ pub struct Session<C> {
     /// A BEGIN the proxy answered without a backend, sent in front of the transaction's
     /// first statement once it is known where that goes (see `routing::defer_begin`).
     deferred_begin: Option<Box<[u8]>>,
+    /// Metrics: why the held connection was chosen, where, since when, and bytes moved.
+    route_reason: &'static str,
+    held_route: &'static str,
+    held_since: std::time::Instant,
+    bytes_up: u64,
+    bytes_down: u64,
+    _connected: crate::metrics::GaugeGuard,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -169,6 +176,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     ) -> Self {
         let mode = worker.pool_mode;
         let max_message = worker.shared.config.general.max_message_bytes;
+        let connected = cluster.metrics.client_connected();
         Session {
             worker,
             cluster,
@@ -198,6 +206,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             responded: false,
             discard_until_sync: false,
             deferred_begin: None,
+            route_reason: "login",
+            held_route: crate::metrics::ROUTE_PRIMARY,
+            held_since: std::time::Instant::now(),
+            bytes_up: 0,
+            bytes_down: 0,
+            _connected: connected,
         }
     }
 
@@ -231,6 +245,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.backend_idx = idx;
         self.for_write = for_write;
         self.cluster.state.backends[idx].begin();
+        self.held_route =
+            if self.cluster.state.backends[idx].role() == crate::cluster::Role::Replica {
+                crate::metrics::ROUTE_REPLICA
+            } else {
+                crate::metrics::ROUTE_PRIMARY
+            };
+        self.cluster
+            .metrics
+            .routed(self.held_route, self.route_reason);
+        self.held_since = std::time::Instant::now();
         self.replay.clear();
         self.replay_ok = !for_write;
         self.responded = false;
@@ -243,6 +267,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.key.slot.set(None);
         let state = &self.cluster.state;
         state.backends[self.backend_idx].end();
+        let m = &self.cluster.metrics;
+        m.statement(self.held_route, self.held_since.elapsed());
+        m.bytes(
+            std::mem::take(&mut self.bytes_up),
+            std::mem::take(&mut self.bytes_down),
+        );
         if self.for_write && state.consistency == crate::config::Consistency::ReadYourWrites {
             self.ryw_round = Some(state.round_after_now());
         }
@@ -397,6 +427,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     async fn report_fatal(&mut self, e: &SessionError) {
+        use crate::metrics::kind;
+        match e {
+            SessionError::BackendIo(_)
+            | SessionError::BackendClosed
+            | SessionError::BackendProtocol(_) => self.cluster.metrics.error(kind::BACKEND_LOST),
+            SessionError::ClientProtocol(_) => self.cluster.metrics.error(kind::CLIENT_PROTOCOL),
+            _ => {}
+        }
         let (code, msg) = match e {
             SessionError::ClientIo(_) => return,
             SessionError::ClientProtocol(m) => ("08P01", format!("protocol violation: {m}")),
@@ -502,6 +540,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     _ => match self.want_for(&h) {
                         Ok(want) => return Ok(Step::NeedBackend(want)),
                         Err(e) => {
+                            self.cluster.metrics.error(match e {
+                                crate::cluster::SelectError::NoReplica => {
+                                    crate::metrics::kind::NO_REPLICA
+                                }
+                                crate::cluster::SelectError::NoPrimary => {
+                                    crate::metrics::kind::NO_PRIMARY
+                                }
+                            });
                             self.reject(&h, "57P03", &e.to_string());
                             self.cin.advance(h.wire_len);
                             continue;
@@ -511,6 +557,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             let before = self.bout.len();
             self.forward_client_message(h)?;
+            self.bytes_up += self.bout.len().saturating_sub(before) as u64;
             if self.replay_ok {
                 self.keep_for_replay(before);
             }
@@ -730,6 +777,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Handle buffered backend bytes: pass them to the client, track protocol state.
     fn process_backend(&mut self) -> Result<(), SessionError> {
+        let before = self.cout.len();
+        let r = self.process_backend_inner();
+        self.bytes_down += self.cout.len().saturating_sub(before) as u64;
+        r
+    }
+
+    fn process_backend_inner(&mut self) -> Result<(), SessionError> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.bin.len());

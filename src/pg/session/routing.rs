@@ -5,6 +5,7 @@
 use super::{Pend, Session, SessionError};
 use crate::cluster::{SelectError, Want};
 use crate::config::PoolMode;
+use crate::metrics::kind;
 use crate::pg::codec::{self, Header};
 use crate::pool;
 use crate::router::classify::{Class, Route, TxEffect};
@@ -39,7 +40,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             _ => None,
         };
         let sql = sql.and_then(|s| std::str::from_utf8(s).ok());
-        let read = self.is_read(sql);
+        let (read, reason) = self.is_read(sql);
+        self.route_reason = reason;
         let state = self.cluster.state.clone();
         if !read {
             state.primary()?;
@@ -51,7 +53,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 state.select(want, None)?;
                 Ok(want)
             }
-            None => Ok(Want::Primary),
+            None => {
+                self.route_reason = "read_your_writes";
+                Ok(Want::Primary)
+            }
         }
     }
 
@@ -138,11 +143,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// True if `sql` may run on a replica.
-    fn is_read(&self, sql: Option<&str>) -> bool {
-        if self.mode != PoolMode::Transaction || self.pinned || !self.cluster.state.split {
-            return false;
+    fn is_read(&self, sql: Option<&str>) -> (bool, &'static str) {
+        if self.mode != PoolMode::Transaction {
+            return (false, "session_mode");
         }
-        let Some(sql) = sql else { return false };
+        if self.pinned {
+            return (false, "pinned");
+        }
+        if !self.cluster.state.split {
+            return (false, "split_off");
+        }
+        let Some(sql) = sql else {
+            return (false, "protocol");
+        };
         // classify() applies a leading hint comment itself; the session setting applies the
         // same rule: a replica hint never sends a write, lock or BEGIN to a replica.
         let mut class: Class = self.worker.shared.classifier.classify(sql);
@@ -151,11 +164,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 class = class.with_hint(h);
             }
         }
-        match class.tx {
+        let read = match class.tx {
             TxEffect::Begin { read_only } => read_only,
             TxEffect::None => class.route == Route::Replica,
             _ => false,
-        }
+        };
+        (read, class.reason.as_str())
     }
 
     /// Read-your-writes: `Some(floor)` if a replica may serve this client now (floor = the
@@ -180,7 +194,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         loop {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
-            match self.cluster.pools[idx].checkout().await {
+            let waiting = self.cluster.metrics.client_waiting();
+            let started = std::time::Instant::now();
+            let got = self.cluster.pools[idx].checkout().await;
+            drop(waiting);
+            self.cluster.metrics.checkout_wait(started.elapsed());
+            match got {
                 Ok(conn) => {
                     self.install(conn, idx, matches!(want, Want::Primary))
                         .await?;
@@ -188,13 +207,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     return Ok(());
                 }
                 Err(pool::CheckoutError::Connect(e)) => {
+                    self.cluster.metrics.error(kind::CONNECT);
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
                         return Err(pool::CheckoutError::Connect(e).into());
                     }
                     exclude = Some(idx);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.cluster.metrics.error(kind::CHECKOUT_TIMEOUT);
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -220,6 +243,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.for_write || self.responded || !self.replay_ok || self.replay.is_empty() {
             return Err(e);
         }
+        self.cluster.metrics.error(kind::REPLICA_RETRY);
         let replay = std::mem::take(&mut self.replay);
         if let Some(mut dead) = self.detach() {
             dead.clean = false;
