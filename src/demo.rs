@@ -21,6 +21,9 @@ pub fn run(port: u16, wait: fn() -> anyhow::Result<()>) -> anyhow::Result<()> {
 listen = "127.0.0.1:{port}"
 pool_mode = "transaction"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[user]]
 name = "app"
 password = "app"
