@@ -79,7 +79,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         else {
             return false;
         };
-        if crate::router::lexer::statements(sql).count() != 1 || hints::leading_hint(sql).is_some()
+        // Cheap test first: this runs for every Query that starts a transaction or runs
+        // outside one.
+        if !starts_with_any(sql, &["begin", "start"]) {
+            return false;
+        }
+        let mut stmts = crate::router::lexer::statements(sql);
+        let first = stmts.next();
+        if !first.is_some_and(|w| w.is(0, "BEGIN") || w.is(0, "START"))
+            || stmts.next().is_some()
+            || hints::leading_hint(sql).is_some()
         {
             return false;
         }
@@ -272,6 +281,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(sql) = std::str::from_utf8(sql) else {
             return Ok(false);
         };
+        // Every Query passes here: rule most out by their first letters.
+        if !starts_with_any(sql, &["set", "reset", "show"]) {
+            return Ok(false);
+        }
         let mut out = BytesMut::new();
         if let Some(route) = hints::route_setting(sql) {
             self.route_override = route;
@@ -332,6 +345,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         self.pending.push_back(Pend::Local(out.to_vec().into()));
     }
+}
+
+/// True if `sql`, after leading whitespace, starts with one of `words` (ASCII, any case).
+/// A statement with a leading comment is not matched (it then takes the general path).
+fn starts_with_any(sql: &str, words: &[&str]) -> bool {
+    let t = sql.trim_start().as_bytes();
+    words
+        .iter()
+        .any(|w| t.len() >= w.len() && t[..w.len()].eq_ignore_ascii_case(w.as_bytes()))
 }
 
 fn is_show_backends(sql: &str) -> bool {
