@@ -185,7 +185,7 @@ async fn writes_follow_a_promoted_replica_without_restart() {
     c.stop_node(0, true).unwrap();
     c.promote(1).unwrap();
     let new_primary = c.replica_ports()[0];
-    // Five probe intervals.
+    // Must succeed within five probe intervals (5 x 200 ms) of the promotion.
     let start = Instant::now();
     let mut done = None;
     let mut last_error = String::new();
@@ -221,15 +221,13 @@ async fn writes_follow_a_promoted_replica_without_restart() {
         p.backends("promo")
     );
     let took = start.elapsed();
+    eprintln!("writes reached the promoted replica after {took:?}");
     assert_eq!(
         done,
         Some(new_primary),
         "writes did not reach the promoted replica"
     );
-    assert!(
-        took <= Duration::from_millis(5 * 200 + 1500),
-        "took {took:?}"
-    );
+    assert!(took <= Duration::from_millis(5 * 200), "took {took:?}");
     let _ = wait_until(Duration::from_millis(1), || true).await;
 }
 
