@@ -30,17 +30,6 @@ async fn count_reads(client: &tokio_postgres::Client, n: usize) -> HashMap<u16, 
     seen
 }
 
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_paused_replay_leaves_the_read_set_and_returns() {
     let _g = SERIAL.lock().await;
@@ -228,7 +217,6 @@ async fn writes_follow_a_promoted_replica_without_restart() {
         "writes did not reach the promoted replica"
     );
     assert!(took <= Duration::from_millis(5 * 200), "took {took:?}");
-    let _ = wait_until(Duration::from_millis(1), || true).await;
 }
 
 async fn ryw_misses(p: &Proxy, db: &str, first_id: usize, iterations: usize) -> usize {
