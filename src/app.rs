@@ -231,7 +231,8 @@ impl Worker {
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
         let states = shared.clusters.load_full();
-        let clusters = crate::reload::build_pools(&shared, &cfg, &states, None, workers, generation);
+        let clusters =
+            crate::reload::build_pools(&shared, &cfg, &states, None, workers, generation);
         let pool_mode = cfg
             .postgres
             .as_ref()
@@ -359,29 +360,32 @@ fn start_admin(
     token: Option<String>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let shared = shared.clone();
-    Ok(std::thread::Builder::new().name("switchyard-admin".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        rt.block_on(async {
-            let listener = tokio::net::TcpListener::from_std(l).expect("listener registers");
-            let ready_shared = shared.clone();
-            let state = crate::admin::AdminState {
-                metrics: shared.metrics.clone(),
-                topology: shared.clone(),
-                ready: Arc::new(move || ready_shared.ready()),
-                reload: Arc::new({
-                    let shared = shared.clone();
-                    move || crate::reload::reload(&shared)
-                }),
-                token,
-            };
-            if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
-    })?)
+    Ok(std::thread::Builder::new()
+        .name("switchyard-admin".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::from_std(l).expect("listener registers");
+                let ready_shared = shared.clone();
+                let state = crate::admin::AdminState {
+                    metrics: shared.metrics.clone(),
+                    topology: shared.clone(),
+                    ready: Arc::new(move || ready_shared.ready()),
+                    reload: Arc::new({
+                        let shared = shared.clone();
+                        move || crate::reload::reload(&shared)
+                    }),
+                    token,
+                };
+                if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await
+                {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        })?)
 }
 
 /// One thread runs the health checks of every cluster until shutdown. Each config

@@ -271,9 +271,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("general.workers");
     }
     let (a, b) = (pg(old), pg(new));
-    let field = |f: fn(&crate::config::PostgresListener) -> String| {
-        a.as_ref().map(f) != b.as_ref().map(f)
-    };
+    let field =
+        |f: fn(&crate::config::PostgresListener) -> String| a.as_ref().map(f) != b.as_ref().map(f);
     if field(|p| p.listen.clone()) {
         out.push("postgres.listen");
     }

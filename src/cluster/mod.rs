@@ -107,7 +107,8 @@ impl BackendState {
         self.up.store(old.up.load(Relaxed), Relaxed);
         self.role.store(old.role.load(Relaxed), Relaxed);
         self.timeline.store(old.timeline.load(Relaxed), Relaxed);
-        self.in_read_set.store(old.in_read_set.load(Relaxed), Relaxed);
+        self.in_read_set
+            .store(old.in_read_set.load(Relaxed), Relaxed);
         self.lag_bytes.store(old.lag_bytes.load(Relaxed), Relaxed);
         self.lag_micros.store(old.lag_micros.load(Relaxed), Relaxed);
         self.lsn.store(old.lsn.load(Relaxed), Relaxed);
@@ -202,7 +203,8 @@ impl ClusterState {
         self.rounds_started
             .store(old.rounds_started.load(Relaxed), Relaxed);
         self.round_done.store(old.round_done.load(Relaxed), Relaxed);
-        self.primary_lsn.store(old.primary_lsn.load(Relaxed), Relaxed);
+        self.primary_lsn
+            .store(old.primary_lsn.load(Relaxed), Relaxed);
     }
 
     /// The backend to send writes to: the up primary with the newest timeline (a promoted

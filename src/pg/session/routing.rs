@@ -83,7 +83,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         {
             return false;
         }
-        if self.worker.shared.classifier.load().classify(sql).tx != (TxEffect::Begin { read_only: false })
+        if self.worker.shared.classifier.load().classify(sql).tx
+            != (TxEffect::Begin { read_only: false })
         {
             return false;
         }
@@ -192,6 +193,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
         self.refresh_cluster()?;
         let mut exclude = None;
+        let mut reloaded = 0;
         loop {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
@@ -214,6 +216,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         return Err(pool::CheckoutError::Connect(e).into());
                     }
                     exclude = Some(idx);
+                }
+                // A reload closed this pool (raced with it, or waited in it): move to the
+                // new pools and try again there.
+                Err(pool::CheckoutError::Closed(_)) if reloaded < 3 => {
+                    reloaded += 1;
+                    self.refresh_cluster()?;
+                    exclude = None;
                 }
                 Err(e) => {
                     self.cluster.metrics.error(kind::CHECKOUT_TIMEOUT);
