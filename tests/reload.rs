@@ -317,3 +317,42 @@ async fn invalid_configs_by_sighup_and_admin_change_nothing() {
     assert_eq!(reloads(admin, "ok").await, 1);
     assert_eq!(reloads(admin, "error").await, 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_removed_database_get_3d000_and_others_continue() {
+    let db = "t_reload_gone";
+    let c = cluster();
+    create_db_on(c, db);
+    let a = c.replica_ports()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let text = reload_config(db, "127.0.0.1:0", "127.0.0.1:0", &[(a, 1)], 4, "10s");
+    write_file(&path, &text);
+    let server = switchyard::app::Server::start_file(&path).expect("proxy starts");
+    let admin = server.admin_addr.unwrap();
+    let port = server.pg_addr.unwrap().port();
+    let conn_str =
+        |db: &str| format!("host=127.0.0.1 port={port} user=app password=secret dbname={db}");
+    let old = connect(&conn_str(db)).await;
+    old.simple_query("SELECT 1").await.unwrap();
+
+    // The same servers, now served under another database name only.
+    let renamed = text.replace(
+        &format!("database = \"{db}\""),
+        &format!("database = \"{db}_new\"\nbackend_database = \"{db}\""),
+    );
+    write_file(&path, &renamed);
+    let (status, body) = http(admin, "POST", "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    let err = old.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("3D000"),
+        "{err}"
+    );
+    let fresh = connect(&conn_str(&format!("{db}_new"))).await;
+    assert_eq!(read_ports(&fresh, 10).await, HashSet::from([a]));
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .unwrap();
+}
