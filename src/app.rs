@@ -8,53 +8,97 @@ use crate::pg::cancel::CancelRegistry;
 use crate::pg::prepared::StmtRegistry;
 use crate::pool::BackendPool;
 use crate::router::classify::{Classifier, Dialect};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
 
-/// State shared by every worker thread.
+/// Live topology per cluster, by the database name clients use.
+pub type ClusterMap = HashMap<String, Arc<ClusterState>>;
+/// One worker's pools per cluster, by the database name clients use.
+pub type PoolMap = HashMap<String, Arc<ClusterPools>>;
+
+/// State shared by every worker thread. Config, topology and classifier are snapshots that
+/// a reload ([`crate::reload`]) swaps whole.
 pub struct Shared {
-    pub config: Arc<Config>,
+    config: ArcSwap<Config>,
+    /// The file the config came from; a reload reads it again.
+    pub config_path: Option<std::path::PathBuf>,
     /// Live topology per cluster, by the database name clients use.
-    pub clusters: HashMap<String, Arc<ClusterState>>,
+    pub clusters: ArcSwap<ClusterMap>,
     /// Statement classifier (shared cache).
-    pub classifier: Classifier,
+    pub classifier: ArcSwap<Classifier>,
+    /// Bumped by every successful reload, after the workers' pools were swapped.
+    pub generation: AtomicU64,
+    /// Worker threads (how pool sizes are split) and the workers themselves.
+    pub worker_count: usize,
+    pub workers: Mutex<Vec<Weak<Worker>>>,
+    /// Each generation's health checks go to the health thread through this.
+    pub(crate) health_tx: tokio::sync::mpsc::UnboundedSender<crate::reload::HealthGeneration>,
+    pub(crate) health_rx:
+        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::reload::HealthGeneration>>>,
+    /// Serialises reloads.
+    pub(crate) reload_lock: Mutex<()>,
     pub cancel: Arc<CancelRegistry>,
     /// Client connections open now, over all workers.
     pub clients: AtomicUsize,
     /// Cancelled when the process starts draining.
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
-    /// Every worker's pools per cluster (by database name), for metrics and /status.
-    pub pools: std::sync::Mutex<HashMap<String, Vec<Arc<ClusterPools>>>>,
     /// Listeners bound and workers started.
     pub listening: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
-        let mut clusters = HashMap::new();
-        for c in &config.clusters {
-            let state = ClusterState::new(c).map_err(anyhow::Error::msg)?;
-            clusters.insert(c.database.clone(), Arc::new(state));
-        }
-        let classifier = Classifier::new(
-            Dialect::Postgres,
-            &config.routing.write_functions,
-            config.routing.cache_entries,
-        );
+        Self::with_path(config, None)
+    }
+
+    /// Like [`Shared::new`], remembering the file a reload reads again.
+    pub fn with_path(
+        config: Arc<Config>,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Arc<Shared>> {
+        let clusters = crate::reload::build_states(&config, None).map_err(anyhow::Error::msg)?;
+        let classifier = new_classifier(&config);
+        let (health_tx, health_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Shared {
-            config,
-            clusters,
-            classifier,
+            worker_count: worker_count(&config),
+            config: ArcSwap::new(config),
+            config_path,
+            clusters: ArcSwap::from_pointee(clusters),
+            classifier: ArcSwap::from_pointee(classifier),
+            generation: AtomicU64::new(0),
+            workers: Default::default(),
+            health_tx,
+            health_rx: Mutex::new(Some(health_rx)),
+            reload_lock: Mutex::new(()),
             cancel: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             metrics: Arc::new(Metrics::new()),
-            pools: Default::default(),
             listening: Default::default(),
         }))
+    }
+
+    /// The config snapshot in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub(crate) fn store_config(&self, config: Arc<Config>) {
+        self.config.store(config);
+    }
+
+    /// Every live worker.
+    pub fn live_workers(&self) -> Vec<Arc<Worker>> {
+        self.workers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Ready to serve: listening, not draining, and every cluster has a primary that is up.
@@ -67,38 +111,79 @@ impl Shared {
     /// Credentials and database for connections to `cluster`'s servers (address of the
     /// primary; callers replace it).
     pub fn backend_target(&self, c: &crate::config::Cluster) -> BackendTarget {
-        BackendTarget {
-            addr: parse_addr(&c.primary).expect("validated"),
-            user: c.user.clone(),
-            password: c.password.clone(),
-            database: c.backend_database().to_owned(),
-            connect_timeout: self.config.pool.connect_timeout,
-            application_name: "switchyard",
-        }
+        backend_target(&self.config(), c)
     }
 }
 
-/// One cluster's pools on one worker, aligned with `state.backends`.
+/// Credentials and database for connections to `c`'s servers under `cfg` (address of the
+/// primary; callers replace it).
+pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget {
+    BackendTarget {
+        addr: parse_addr(&c.primary).expect("validated"),
+        user: c.user.clone(),
+        password: c.password.clone(),
+        database: c.backend_database().to_owned(),
+        connect_timeout: cfg.pool.connect_timeout,
+        application_name: "switchyard",
+    }
+}
+
+pub(crate) fn new_classifier(config: &Config) -> Classifier {
+    Classifier::new(
+        Dialect::Postgres,
+        &config.routing.write_functions,
+        config.routing.cache_entries,
+    )
+}
+
+/// Worker threads for `config` (0 = one per core).
+fn worker_count(config: &Config) -> usize {
+    match config.general.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+}
+
+/// One cluster's pools on one worker, aligned with `state.backends`. Built for one config
+/// generation; pools that did not change are shared with the next generation's.
 pub struct ClusterPools {
     pub state: Arc<ClusterState>,
-    pub pools: Vec<BackendPool>,
+    pub pools: Vec<Arc<BackendPool>>,
     pub metrics: ClusterMetrics,
+    /// The database name clients use.
+    pub database: String,
+    /// The config generation this was built for.
+    pub generation: u64,
 }
 
 impl TopologySource for Shared {
     fn snapshot(&self) -> Vec<ClusterSnapshot> {
-        let pools = self.pools.lock().unwrap();
+        let maps: Vec<_> = self
+            .live_workers()
+            .iter()
+            .map(|w| w.clusters.load_full())
+            .collect();
+        let clusters = self.clusters.load();
         let mut out = Vec::new();
-        for c in &self.config.clusters {
-            let state = &self.clusters[&c.database];
-            let workers = pools.get(&c.database).map(Vec::as_slice).unwrap_or(&[]);
+        for c in &self.config().clusters {
+            let Some(state) = clusters.get(&c.database) else {
+                continue;
+            };
+            // Only pools built for this topology line up with its backends.
+            let workers: Vec<&Arc<ClusterPools>> = maps
+                .iter()
+                .filter_map(|m| m.get(&c.database))
+                .filter(|p| Arc::ptr_eq(&p.state, state))
+                .collect();
             let backends = state
                 .backends
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
                     let (mut size, mut open, mut idle) = (0, 0, 0);
-                    for w in workers {
+                    for w in &workers {
                         let (o, id) = w.pools[i].status();
                         size += w.pools[i].size() as u64;
                         open += o as u64;
@@ -131,8 +216,8 @@ impl TopologySource for Shared {
 /// What one worker thread owns.
 pub struct Worker {
     pub shared: Arc<Shared>,
-    /// Clusters by the database name clients use.
-    pub clusters: HashMap<String, Arc<ClusterPools>>,
+    /// Clusters by the database name clients use; swapped by a reload.
+    pub clusters: ArcSwap<PoolMap>,
     pub statements: StmtRegistry,
     pub pool_mode: PoolMode,
     /// TLS for clients that ask for it, when configured.
@@ -142,39 +227,12 @@ pub struct Worker {
 impl Worker {
     /// Build a worker's pools from the config; `workers` splits each pool size.
     pub fn new(shared: Arc<Shared>, workers: usize) -> Worker {
-        let cfg = shared.config.clone();
-        let mut clusters = HashMap::new();
-        for c in &cfg.clusters {
-            let total = c.pool_size.unwrap_or(cfg.pool.size);
-            let size = total.div_ceil(workers.max(1)).max(1);
-            let state = shared.clusters[&c.database].clone();
-            let base = shared.backend_target(c);
-            let pools = state
-                .backends
-                .iter()
-                .map(|b| {
-                    let target = BackendTarget {
-                        addr: b.addr,
-                        ..base.clone()
-                    };
-                    BackendPool::new(target, size, cfg.pool.checkout_timeout)
-                })
-                .collect();
-            let metrics = shared.metrics.cluster_handles(&state.name);
-            let cp = Arc::new(ClusterPools {
-                state,
-                pools,
-                metrics,
-            });
-            shared
-                .pools
-                .lock()
-                .unwrap()
-                .entry(c.database.clone())
-                .or_default()
-                .push(cp.clone());
-            clusters.insert(c.database.clone(), cp);
-        }
+        // Generation first: if a reload lands meanwhile, `refresh_worker` catches up.
+        let generation = shared.generation.load(Ordering::Acquire);
+        let cfg = shared.config();
+        let states = shared.clusters.load_full();
+        let clusters =
+            crate::reload::build_pools(&shared, &cfg, &states, None, workers, generation);
         let pool_mode = cfg
             .postgres
             .as_ref()
@@ -189,7 +247,7 @@ impl Worker {
             });
         Worker {
             shared,
-            clusters,
+            clusters: ArcSwap::from_pointee(clusters),
             statements: StmtRegistry::default(),
             pool_mode,
             tls,
@@ -211,15 +269,20 @@ pub struct Server {
 impl Server {
     /// Bind listeners and start the workers.
     pub fn start(config: Config) -> anyhow::Result<Server> {
+        Self::start_with(config, None)
+    }
+
+    /// Load `path` and start; reloads (SIGHUP, `POST /reload`) read `path` again.
+    pub fn start_file(path: &std::path::Path) -> anyhow::Result<Server> {
+        let config = Config::load(path)?;
+        Self::start_with(config, Some(path.to_path_buf()))
+    }
+
+    fn start_with(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Server> {
         config.validate()?;
         let config = Arc::new(config);
-        let workers = match config.general.workers {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n,
-        };
-        let shared = Shared::new(config.clone())?;
+        let shared = Shared::with_path(config.clone(), path)?;
+        let workers = shared.worker_count;
         let (pg_addr, mut listeners): (_, Vec<Option<std::net::TcpListener>>) =
             match &config.postgres {
                 Some(pg) => {
@@ -275,6 +338,11 @@ impl Server {
         })
     }
 
+    /// Read the config file again and apply it (see [`crate::reload::reload`]).
+    pub fn reload(&self) -> Result<String, String> {
+        crate::reload::reload(&self.shared)
+    }
+
     /// Stop accepting, let running transactions finish (up to `drain_timeout`), then close
     /// everything and wait for the workers to end.
     pub fn shutdown(self) {
@@ -292,31 +360,45 @@ fn start_admin(
     token: Option<String>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let shared = shared.clone();
-    Ok(std::thread::Builder::new().name("switchyard-admin".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        rt.block_on(async {
-            let listener = tokio::net::TcpListener::from_std(l).expect("listener registers");
-            let ready_shared = shared.clone();
-            let state = crate::admin::AdminState {
-                metrics: shared.metrics.clone(),
-                topology: shared.clone(),
-                ready: Arc::new(move || ready_shared.ready()),
-                reload: Arc::new(|| Err("live reload is not implemented yet: the running config was not changed".to_string())),
-                token,
-            };
-            if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
-    })?)
+    Ok(std::thread::Builder::new()
+        .name("switchyard-admin".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::from_std(l).expect("listener registers");
+                let ready_shared = shared.clone();
+                let state = crate::admin::AdminState {
+                    metrics: shared.metrics.clone(),
+                    topology: shared.clone(),
+                    ready: Arc::new(move || ready_shared.ready()),
+                    reload: Arc::new({
+                        let shared = shared.clone();
+                        move || crate::reload::reload(&shared)
+                    }),
+                    token,
+                };
+                if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await
+                {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        })?)
 }
 
-/// One thread runs the health checks of every cluster until shutdown.
+/// One thread runs the health checks of every cluster until shutdown. Each config
+/// generation's checks get a child token; a reload cancels the previous generation's.
 fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let shared = shared.clone();
+    let mut rx = shared
+        .health_rx
+        .lock()
+        .unwrap()
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("health checks already started"))?;
+    crate::reload::send_health(&shared, &shared.config(), &shared.clusters.load_full());
     Ok(std::thread::Builder::new()
         .name("switchyard-health".into())
         .spawn(move || {
@@ -324,23 +406,7 @@ fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::Join
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            rt.block_on(async {
-                let mut tasks = Vec::new();
-                for c in &shared.config.clusters {
-                    let state = shared.clusters[&c.database].clone();
-                    let target = shared.backend_target(c);
-                    let health = shared.config.health.clone();
-                    tasks.push(tokio::spawn(crate::cluster::health::run(
-                        state,
-                        target,
-                        health,
-                        shared.shutdown.clone(),
-                    )));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            });
+            rt.block_on(crate::reload::run_health(shared, &mut rx));
         })?)
 }
 
@@ -351,6 +417,9 @@ async fn run_worker(
     conn_ids: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let worker = Arc::new(Worker::new(shared.clone(), workers));
+    shared.workers.lock().unwrap().push(Arc::downgrade(&worker));
+    // A reload that ran while this worker was being built: catch up.
+    crate::reload::refresh_worker(&worker);
     let tracker = tokio_util::task::TaskTracker::new();
     if let Some(l) = listener {
         let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
@@ -380,7 +449,7 @@ async fn run_worker(
         shared.shutdown.cancelled().await;
     }
     tracker.close();
-    let drain = shared.config.general.drain_timeout;
+    let drain = shared.config().general.drain_timeout;
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!(
             remaining = tracker.len(),

@@ -24,5 +24,6 @@ pub mod metrics;
 pub mod net;
 pub mod pg;
 pub mod pool;
+pub mod reload;
 pub mod router;
 pub mod testkit;

@@ -74,13 +74,15 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Run { config } => {
-            let cfg =
-                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
-            let server = Server::start(cfg)?;
+            let server = Server::start_file(&config)
+                .with_context(|| format!("loading {}", config.display()))?;
             if let Some(a) = server.pg_addr {
                 tracing::info!(listen = %a, "postgres listener ready");
             }
-            wait_for_signal()?;
+            // SIGHUP reloads (the outcome is logged by the reload itself).
+            wait_for_stop(|| {
+                let _ = server.reload();
+            })?;
             tracing::info!("shutting down: draining clients");
             server.shutdown();
             Ok(())
@@ -91,14 +93,27 @@ fn main() -> anyhow::Result<()> {
 
 /// Block until SIGINT or SIGTERM.
 fn wait_for_signal() -> anyhow::Result<()> {
+    wait_for_stop(|| tracing::info!("SIGHUP ignored (nothing to reload)"))
+}
+
+/// Block until SIGINT or SIGTERM, calling `on_hup` for every SIGHUP meanwhile.
+fn wait_for_stop(on_hup: impl Fn()) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return r,
+                _ = term.recv() => return Ok(()),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    on_hup();
+                }
+            }
         }
     })?;
     Ok(())

@@ -102,6 +102,20 @@ impl BackendState {
         self.outstanding.fetch_sub(1, Relaxed);
     }
 
+    /// Take over the health view of `old` (the same server in the previous config).
+    pub fn inherit(&self, old: &BackendState) {
+        self.up.store(old.up.load(Relaxed), Relaxed);
+        self.role.store(old.role.load(Relaxed), Relaxed);
+        self.timeline.store(old.timeline.load(Relaxed), Relaxed);
+        self.in_read_set
+            .store(old.in_read_set.load(Relaxed), Relaxed);
+        self.lag_bytes.store(old.lag_bytes.load(Relaxed), Relaxed);
+        self.lag_micros.store(old.lag_micros.load(Relaxed), Relaxed);
+        self.lsn.store(old.lsn.load(Relaxed), Relaxed);
+        self.transitions
+            .store(old.transitions.load(Relaxed), Relaxed);
+    }
+
     /// A connection to this backend failed on the statement path: down at once.
     pub fn mark_failed(&self, why: &str) {
         if self.up.swap(false, Relaxed) {
@@ -176,6 +190,21 @@ impl ClusterState {
             primary_lsn: AtomicU64::new(0),
             tie: AtomicUsize::new(0),
         })
+    }
+
+    /// After a reload: keep the health view of backends whose address stays, and the
+    /// health-round counters read-your-writes waits on.
+    pub fn inherit(&self, old: &ClusterState) {
+        for b in &self.backends {
+            if let Some(o) = old.backends.iter().find(|o| o.addr == b.addr) {
+                b.inherit(o);
+            }
+        }
+        self.rounds_started
+            .store(old.rounds_started.load(Relaxed), Relaxed);
+        self.round_done.store(old.round_done.load(Relaxed), Relaxed);
+        self.primary_lsn
+            .store(old.primary_lsn.load(Relaxed), Relaxed);
     }
 
     /// The backend to send writes to: the up primary with the newest timeline (a promoted

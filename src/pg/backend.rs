@@ -35,7 +35,7 @@ pub enum ConnectError {
 }
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendTarget {
     pub addr: SocketAddr,
     pub user: String,

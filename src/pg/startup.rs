@@ -47,7 +47,8 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
     let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(&shared.clients);
     let _ = stream.set_nodelay(true);
-    let general = &shared.config.general;
+    let config = shared.config();
+    let general = &config.general;
     let over_limit = open > general.max_client_connections;
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + general.client_login_timeout;
@@ -270,7 +271,7 @@ async fn login(
             return Err(refuse("08P01", "unexpected encryption request"))
         }
     };
-    let max = shared.config.general.max_client_connections;
+    let max = shared.config().general.max_client_connections;
     if over_limit {
         return Err(refuse(
             "53300",
@@ -291,7 +292,7 @@ async fn login(
             "switchyard does not proxy replication connections",
         ));
     }
-    let cfg = &shared.config;
+    let cfg = shared.config();
     let Some(u) = cfg.user(user) else {
         return Err(refuse(
             "28000",
@@ -300,7 +301,7 @@ async fn login(
     };
     let mut out = BytesMut::with_capacity(512);
     authenticate(stream, buf, &mut out, user, u).await?;
-    let Some(cluster) = worker.clusters.get(database).cloned() else {
+    let Some(cluster) = worker.clusters.load().get(database).cloned() else {
         return Err(refuse(
             "3D000",
             format!("database \"{database}\" does not exist (no switchyard cluster serves it)"),

@@ -80,6 +80,20 @@ impl BackendPool {
         }
     }
 
+    /// Whether this pool is what `target`, `size` and `checkout_timeout` would build (a
+    /// reload then keeps it).
+    pub fn same(&self, target: &BackendTarget, size: usize, checkout_timeout: Duration) -> bool {
+        self.pool.manager().target == *target
+            && self.size == size
+            && self.checkout_timeout == checkout_timeout
+            && !self.pool.is_closed()
+    }
+
+    /// No more checkouts; idle connections close now, connections in use when returned.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     /// Most connections this pool opens.
     pub fn size(&self) -> usize {
         self.size

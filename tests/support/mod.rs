@@ -44,7 +44,8 @@ impl Proxy {
 impl Proxy {
     /// The proxy's view of a cluster's backends, for assertions and failure messages.
     pub fn backends(&self, db: &str) -> String {
-        let st = &self.server.as_ref().unwrap().shared.clusters[db];
+        let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();
+        let st = &clusters[db];
         st.backends
             .iter()
             .map(|b| {

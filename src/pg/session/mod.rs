@@ -67,6 +67,8 @@ pub enum SessionError {
     Settings(String),
     #[error(transparent)]
     Select(#[from] crate::cluster::SelectError),
+    #[error("database \"{0}\" is no longer served (removed by a config reload)")]
+    ClusterRemoved(String),
 }
 
 /// What a message sent to the backend will be answered with, in order.
@@ -175,7 +177,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         leftover: BytesMut,
     ) -> Self {
         let mode = worker.pool_mode;
-        let max_message = worker.shared.config.general.max_message_bytes;
+        let max_message = worker.shared.config().general.max_message_bytes;
         let connected = cluster.metrics.client_connected();
         Session {
             worker,
@@ -281,6 +283,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Check out a backend only if one is free right now.
     async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
+        self.refresh_cluster()?;
         let Ok(idx) = self.cluster.state.select(want, None) else {
             return Ok(false);
         };
@@ -442,6 +445,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 ("53300", format!("switchyard: {e}"))
             }
             SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
+            SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
             _ => (
                 "08006",
                 format!("switchyard: lost the backend connection: {e}"),
@@ -472,7 +476,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             conn.clean = false;
         } else if self.mode == PoolMode::Session || self.pinned {
-            let reset = &self.worker.shared.config.pool.reset_query;
+            let reset = self.worker.shared.config().pool.reset_query.clone();
+            let reset = &reset;
             conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
             conn.applied.clear();
             conn.prepared.clear();

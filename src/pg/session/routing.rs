@@ -92,7 +92,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         {
             return false;
         }
-        if self.worker.shared.classifier.classify(sql).tx != (TxEffect::Begin { read_only: false })
+        if self.worker.shared.classifier.load().classify(sql).tx
+            != (TxEffect::Begin { read_only: false })
         {
             return false;
         }
@@ -114,7 +115,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 .and_then(|s| std::str::from_utf8(s).ok()),
             _ => None,
         };
-        let class = sql.map(|s| self.worker.shared.classifier.classify(s));
+        let class = sql.map(|s| self.worker.shared.classifier.load().classify(s));
         match class.map(|c| c.tx) {
             Some(TxEffect::SetTransactionReadOnly)
                 if self.route_override != Some(Hint::Primary) =>
@@ -167,7 +168,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         };
         // classify() applies a leading hint comment itself; the session setting applies the
         // same rule: a replica hint never sends a write, lock or BEGIN to a replica.
-        let mut class: Class = self.worker.shared.classifier.classify(sql);
+        let mut class: Class = self.worker.shared.classifier.load().classify(sql);
         if let Some(h) = self.route_override {
             if hints::leading_hint(sql).is_none() {
                 class = class.with_hint(h);
@@ -199,7 +200,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Check out a connection for `want`. A backend that cannot be reached is marked down and,
     /// for reads, another eligible one (or the fallback) is tried.
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
+        self.refresh_cluster()?;
         let mut exclude = None;
+        let mut reloaded = 0;
         loop {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
@@ -223,11 +226,41 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     exclude = Some(idx);
                 }
+                // A reload closed this pool (raced with it, or waited in it): move to the
+                // new pools and try again there.
+                Err(pool::CheckoutError::Closed(_)) if reloaded < 3 => {
+                    reloaded += 1;
+                    self.refresh_cluster()?;
+                    exclude = None;
+                }
                 Err(e) => {
                     self.cluster.metrics.error(kind::CHECKOUT_TIMEOUT);
                     return Err(e.into());
                 }
             }
+        }
+    }
+
+    /// After a reload, move to this worker's current pools for the client's database. Only
+    /// called with no backend held, so a transaction never changes generation midway; the
+    /// old pools drain as their last connections come back. A database the new config no
+    /// longer serves ends the session.
+    pub(super) fn refresh_cluster(&mut self) -> Result<(), SessionError> {
+        let now = self
+            .worker
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if self.cluster.generation == now || self.backend.is_some() {
+            return Ok(());
+        }
+        let map = self.worker.clusters.load();
+        match map.get(&self.cluster.database) {
+            Some(c) => {
+                self.cluster = c.clone();
+                Ok(())
+            }
+            None => Err(SessionError::ClusterRemoved(self.cluster.database.clone())),
         }
     }
 
@@ -261,7 +294,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let want = Want::Replica {
             min_lsn: self.ryw_floor,
         };
-        let next = state.select(want, Some(idx)).map_err(|_| e)?;
+        // A reload may have replaced the pools meanwhile: skip the failed server by address.
+        let failed = state.backends[idx].addr;
+        self.refresh_cluster()?;
+        let state = self.cluster.state.clone();
+        let skip = state.backends.iter().position(|b| b.addr == failed);
+        let next = state.select(want, skip).map_err(|_| e)?;
         let conn = self.cluster.pools[next].checkout().await?;
         self.install(conn, next, false).await?;
         tracing::info!(from = %state.backends[idx].addr, to = %state.backends[next].addr, "read retried on another backend");

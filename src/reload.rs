@@ -1,0 +1,331 @@
+//! Live config reload, all-or-nothing (DESIGN invariant 5).
+//!
+//! A reload (SIGHUP or `POST /reload`) reads the config file again and validates all of it.
+//! If anything is wrong nothing changes: the error, naming the key, is logged, returned, and
+//! counted in `switchyard_config_reload_total{result="error"}`. If it is valid, a new
+//! generation is built and swapped in:
+//!
+//! - topology: new [`ClusterState`]s; a backend whose address stays keeps its health view
+//!   (up, role, lag, read-set membership) so routing is continuous;
+//! - health checks: the previous generation's tasks are cancelled, new ones start;
+//! - pools: every worker gets a new map; a backend pool whose address, credentials,
+//!   database, size and timeouts are unchanged is shared with the new map, others are new;
+//! - sessions move to the new map at their next checkout (between transactions), so
+//!   existing clients keep their connections. Pools no longer used are closed: idle
+//!   connections go at once, connections in use finish their transaction and are closed
+//!   when returned (the drain);
+//! - config snapshot (users, limits, timeouts) and the classifier (routing options).
+//!
+//! Keys read only at start (listen addresses, workers, pool mode, TLS files, the admin
+//! listener and token) are reported as needing a restart.
+
+use crate::app::{backend_target, ClusterPools, PoolMap, Shared, Worker};
+use crate::cluster::ClusterState;
+use crate::config::{Config, Health};
+use crate::pg::backend::BackendTarget;
+use crate::pool::BackendPool;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::app::ClusterMap;
+
+/// One generation's health checks, sent to the health thread.
+pub struct HealthGeneration {
+    checks: Vec<(Arc<ClusterState>, BackendTarget)>,
+    health: Health,
+}
+
+/// Topology for `cfg`; backends that were in `old` (same database and address) keep their
+/// health view.
+pub fn build_states(cfg: &Config, old: Option<&ClusterMap>) -> Result<ClusterMap, String> {
+    let mut out = HashMap::new();
+    for c in &cfg.clusters {
+        let state = ClusterState::new(c)?;
+        if let Some(prev) = old.and_then(|o| o.get(&c.database)) {
+            state.inherit(prev);
+        }
+        out.insert(c.database.clone(), Arc::new(state));
+    }
+    Ok(out)
+}
+
+/// One worker's pools for `cfg` and `states`, reusing unchanged pools from `old`.
+pub fn build_pools(
+    shared: &Shared,
+    cfg: &Config,
+    states: &ClusterMap,
+    old: Option<&PoolMap>,
+    workers: usize,
+    generation: u64,
+) -> PoolMap {
+    let mut out = HashMap::new();
+    for c in &cfg.clusters {
+        let total = c.pool_size.unwrap_or(cfg.pool.size);
+        let size = total.div_ceil(workers.max(1)).max(1);
+        let state = states[&c.database].clone();
+        let base = backend_target(cfg, c);
+        let prev = old.and_then(|o| o.get(&c.database));
+        let pools = state
+            .backends
+            .iter()
+            .map(|b| {
+                let target = BackendTarget {
+                    addr: b.addr,
+                    ..base.clone()
+                };
+                let reuse = prev.and_then(|p| {
+                    p.pools
+                        .iter()
+                        .find(|p| p.same(&target, size, cfg.pool.checkout_timeout))
+                });
+                match reuse {
+                    Some(p) => p.clone(),
+                    None => Arc::new(BackendPool::new(target, size, cfg.pool.checkout_timeout)),
+                }
+            })
+            .collect();
+        let cp = ClusterPools {
+            metrics: shared.metrics.cluster_handles(&state.name),
+            state,
+            pools,
+            database: c.database.clone(),
+            generation,
+        };
+        out.insert(c.database.clone(), Arc::new(cp));
+    }
+    out
+}
+
+/// Hand `states`' health checks to the health thread (it cancels the previous ones).
+pub fn send_health(shared: &Shared, cfg: &Config, states: &ClusterMap) {
+    let checks = cfg
+        .clusters
+        .iter()
+        .map(|c| (states[&c.database].clone(), backend_target(cfg, c)))
+        .collect();
+    let _ = shared.health_tx.send(HealthGeneration {
+        checks,
+        health: cfg.health.clone(),
+    });
+}
+
+/// The health thread: run each generation's checks until the next one or shutdown.
+pub async fn run_health(
+    shared: Arc<Shared>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<HealthGeneration>,
+) {
+    let mut current: Option<CancellationToken> = None;
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let next = tokio::select! {
+            g = rx.recv() => g,
+            _ = shared.shutdown.cancelled() => None,
+        };
+        let Some(generation) = next else { break };
+        if let Some(t) = current.take() {
+            t.cancel();
+        }
+        let token = shared.shutdown.child_token();
+        for (state, target) in generation.checks {
+            tracker.spawn(crate::cluster::health::run(
+                state,
+                target,
+                generation.health.clone(),
+                token.clone(),
+            ));
+        }
+        current = Some(token);
+    }
+    if let Some(t) = current {
+        t.cancel();
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Rebuild `worker`'s pools if a reload happened since they were built.
+pub fn refresh_worker(worker: &Worker) {
+    let shared = &worker.shared;
+    let _guard = shared.reload_lock.lock().unwrap();
+    let generation = shared.generation.load(Ordering::Acquire);
+    let old = worker.clusters.load_full();
+    if old.values().all(|c| c.generation == generation) && !old.is_empty() {
+        return;
+    }
+    let cfg = shared.config();
+    let states = shared.clusters.load_full();
+    let new = build_pools(
+        shared,
+        &cfg,
+        &states,
+        Some(&old),
+        shared.worker_count,
+        generation,
+    );
+    worker.clusters.store(Arc::new(new));
+    close_unused(&[old], &[worker.clusters.load_full()]);
+}
+
+/// Read the config file again and apply it. Ok: a summary (and what needs a restart);
+/// Err: why nothing changed.
+pub fn reload(shared: &Shared) -> Result<String, String> {
+    let _guard = shared.reload_lock.lock().unwrap();
+    let result = apply(shared);
+    shared.metrics.reload(result.is_ok());
+    match &result {
+        Ok(msg) => tracing::info!(summary = %msg, "config reloaded"),
+        Err(e) => tracing::error!(error = %e, "config reload failed; nothing changed"),
+    }
+    result
+}
+
+fn apply(shared: &Shared) -> Result<String, String> {
+    let path = shared
+        .config_path
+        .as_deref()
+        .ok_or("no config file to reload (the proxy was started without one)")?;
+    let cfg = Arc::new(Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let old_cfg = shared.config();
+    let old_states = shared.clusters.load_full();
+    let states = Arc::new(build_states(&cfg, Some(&old_states))?);
+    let generation = shared.generation.load(Ordering::Acquire) + 1;
+    // Everything is built before anything is swapped: from here on nothing can fail.
+    let workers = shared.live_workers();
+    let maps: Vec<(Arc<PoolMap>, Arc<PoolMap>)> = workers
+        .iter()
+        .map(|w| {
+            let old = w.clusters.load_full();
+            let new = build_pools(
+                shared,
+                &cfg,
+                &states,
+                Some(&old),
+                shared.worker_count,
+                generation,
+            );
+            (old, Arc::new(new))
+        })
+        .collect();
+    if routing_changed(&old_cfg, &cfg) {
+        shared
+            .classifier
+            .store(Arc::new(crate::app::new_classifier(&cfg)));
+    }
+    shared.store_config(cfg.clone());
+    shared.clusters.store(states.clone());
+    for (w, (_, new)) in workers.iter().zip(&maps) {
+        w.clusters.store(new.clone());
+    }
+    shared.generation.store(generation, Ordering::Release);
+    let (olds, news): (Vec<_>, Vec<_>) = maps.into_iter().unzip();
+    close_unused(&olds, &news);
+    send_health(shared, &cfg, &states);
+    Ok(summary(&old_cfg, &cfg))
+}
+
+/// Close every pool in `olds` that no map in `news` uses: idle connections close now,
+/// connections in use are closed when their transaction ends.
+fn close_unused(olds: &[Arc<PoolMap>], news: &[Arc<PoolMap>]) {
+    let kept: Vec<*const BackendPool> = news
+        .iter()
+        .flat_map(|m| m.values())
+        .flat_map(|c| c.pools.iter().map(Arc::as_ptr))
+        .collect();
+    for p in olds.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools) {
+        if !kept.contains(&Arc::as_ptr(p)) {
+            p.close();
+        }
+    }
+}
+
+fn routing_changed(a: &Config, b: &Config) -> bool {
+    a.routing.write_functions != b.routing.write_functions
+        || a.routing.cache_entries != b.routing.cache_entries
+}
+
+/// "reloaded: N clusters, M backends; restart needed for: ..." (the second part only when
+/// a key read only at start changed).
+pub fn summary(old: &Config, new: &Config) -> String {
+    let backends: usize = new.clusters.iter().map(|c| 1 + c.replicas.len()).sum();
+    let mut msg = format!(
+        "reloaded: {} clusters, {} backends",
+        new.clusters.len(),
+        backends
+    );
+    let restart = restart_needed(old, new);
+    if !restart.is_empty() {
+        msg.push_str("; restart needed for: ");
+        msg.push_str(&restart.join(", "));
+    }
+    msg
+}
+
+/// Keys that changed but only take effect after a restart.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let pg = |c: &Config| c.postgres.clone();
+    let admin = |c: &Config| c.admin.clone();
+    let mut out = Vec::new();
+    if old.general.workers != new.general.workers {
+        out.push("general.workers");
+    }
+    let (a, b) = (pg(old), pg(new));
+    let field =
+        |f: fn(&crate::config::PostgresListener) -> String| a.as_ref().map(f) != b.as_ref().map(f);
+    if field(|p| p.listen.clone()) {
+        out.push("postgres.listen");
+    }
+    if field(|p| format!("{:?}", p.pool_mode)) {
+        out.push("postgres.pool_mode");
+    }
+    if field(|p| format!("{:?}", p.tls_cert)) {
+        out.push("postgres.tls_cert");
+    }
+    if field(|p| format!("{:?}", p.tls_key)) {
+        out.push("postgres.tls_key");
+    }
+    let (a, b) = (admin(old), admin(new));
+    if a.as_ref().map(|x| &x.listen) != b.as_ref().map(|x| &x.listen) {
+        out.push("admin.listen");
+    }
+    if a.as_ref().map(|x| &x.token) != b.as_ref().map(|x| &x.token) {
+        out.push("admin.token");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str, replicas: &str) -> Config {
+        Config::from_toml(&format!(
+            "{extra}\n[[cluster]]\nname = \"c\"\ndatabase = \"d\"\nprimary = \"127.0.0.1:1\"\nuser = \"u\"\nreplicas = [{replicas}]\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn summary_names_restart_only_keys() {
+        let a = cfg("[general]\nworkers = 1", "\"127.0.0.1:2\"");
+        let b = cfg("[general]\nworkers = 2", "\"127.0.0.1:2\", \"127.0.0.1:3\"");
+        assert_eq!(
+            summary(&a, &b),
+            "reloaded: 1 clusters, 3 backends; restart needed for: general.workers"
+        );
+        assert_eq!(summary(&a, &a), "reloaded: 1 clusters, 2 backends");
+    }
+
+    #[test]
+    fn kept_backends_keep_their_health_view() {
+        let a = cfg("", "\"127.0.0.1:2\", \"127.0.0.1:3\"");
+        let old = build_states(&a, None).unwrap();
+        old["d"].backends[2].mark_failed("test");
+        let b = cfg("", "\"127.0.0.1:3\", \"127.0.0.1:4\"");
+        let new = build_states(&b, Some(&old)).unwrap();
+        let st = &new["d"];
+        assert!(!st.backends[1].is_up(), "127.0.0.1:3 stays down");
+        assert!(st.backends[2].is_up(), "new backends start up");
+    }
+}
