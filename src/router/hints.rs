@@ -17,7 +17,7 @@
 //!   space); anything else after the value (`# x`, `--x`, `/*! .. */`, a second statement)
 //!   makes it not a route setting, so no statement is ever swallowed with it.
 
-use super::classify::{skip_block_comment, Kind, Lex, Tokens};
+use super::tokens::{skip_block_comment, Kind, Lex, Tokens};
 
 /// A client's routing hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

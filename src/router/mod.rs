@@ -4,3 +4,4 @@ pub mod classify;
 pub mod hints;
 pub mod lexer;
 pub mod session_state;
+pub mod tokens;
