@@ -48,6 +48,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Listeners bound and workers started.
     pub listening: std::sync::atomic::AtomicBool,
+    /// Set on SIGTERM/SIGINT: readiness is false from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -79,6 +81,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             metrics: Arc::new(Metrics::new()),
             listening: Default::default(),
+            draining: Default::default(),
         }))
     }
 
@@ -104,6 +107,7 @@ impl Shared {
     /// Ready to serve: listening, not draining, and every cluster has a primary that is up.
     pub fn ready(&self) -> bool {
         self.listening.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
             && !self.shutdown.is_cancelled()
             && crate::admin::all_primaries_up(&self.snapshot())
     }
@@ -346,6 +350,14 @@ impl Server {
     /// Stop accepting, let running transactions finish (up to `drain_timeout`), then close
     /// everything and wait for the workers to end.
     pub fn shutdown(self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let grace = self.shared.config().general.shutdown_grace;
+        if !grace.is_zero() {
+            tracing::info!(grace = ?grace, "not ready; still accepting during shutdown_grace");
+            std::thread::sleep(grace);
+        }
         self.shared.shutdown.cancel();
         for t in self.threads {
             let _ = t.join();

@@ -56,6 +56,10 @@ pub struct General {
     /// connections are closed. Default "30s".
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
+    /// On SIGTERM/SIGINT readiness goes false at once; new clients are still accepted for
+    /// this long (so load balancers notice) before the listeners close. Default "0s".
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for General {
@@ -66,6 +70,7 @@ impl Default for General {
             client_login_timeout: Duration::from_secs(10),
             max_message_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::ZERO,
         }
     }
 }

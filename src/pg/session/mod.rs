@@ -341,6 +341,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
     ) -> Result<(), SessionError> {
         loop {
+            // Draining: a client between transactions starts no new one.
+            if self.backend.is_none()
+                && self.deferred_begin.is_none()
+                && self.worker.shared.shutdown.is_cancelled()
+            {
+                return self.close_for_shutdown().await;
+            }
             loop {
                 match self.process_client()? {
                     Step::Done => break,
@@ -358,12 +365,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             self.emit_synthetics();
             self.maybe_release();
-            if self.backend.is_none() && self.worker.shared.shutdown.is_cancelled() {
+            if self.backend.is_none()
+                && self.deferred_begin.is_none()
+                && self.worker.shared.shutdown.is_cancelled()
+            {
                 return self.close_for_shutdown().await;
             }
             let event = {
                 let backend = self.backend.as_deref_mut().map(|b| &mut b.stream);
-                let watch_shutdown = backend.is_none();
+                let watch_shutdown = backend.is_none() && self.deferred_begin.is_none();
                 let mut io = Pump {
                     client: &mut self.client,
                     backend,
