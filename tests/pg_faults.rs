@@ -123,12 +123,18 @@ async fn a_stopped_replica_costs_at_most_one_error_per_client() {
         let cs = p.conn_str("stopdb");
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let client = connect(&cs).await;
+            let mut client = connect(&cs).await;
             let (mut ok, mut errors) = (0, 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match client.simple_query("SELECT inet_server_port()").await {
                     Ok(_) => ok += 1,
-                    Err(_) => errors += 1,
+                    Err(_) => {
+                        // The proxy closes a session whose backend died mid-statement: like
+                        // a real application, reconnect.
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        client = connect(&cs).await;
+                    }
                 }
             }
             (ok, errors)
