@@ -5,8 +5,9 @@ use crate::app::Server;
 use crate::config::Config;
 use crate::testkit::pg::PgCluster;
 
-/// Start everything, print the URIs, wait for `wait` (Ctrl-C), stop everything.
-pub fn run(port: u16, wait: fn() -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// Start everything, print the URIs and the config file's path, serve until `wait` returns
+/// (Ctrl-C; it calls its argument on SIGHUP, which reloads that file), stop everything.
+pub fn run(port: u16, wait: impl FnOnce(&dyn Fn()) -> anyhow::Result<()>) -> anyhow::Result<()> {
     eprintln!("starting PostgreSQL primary and two replicas...");
     let cluster = PgCluster::start(2)?;
     cluster.psql(0, "CREATE DATABASE app")?;
@@ -38,8 +39,14 @@ user = "postgres"
         primary = cluster.primary_port(),
         replicas = replicas.join(", "),
     );
-    let config = Config::from_toml(&text)?;
-    let server = Server::start(config)?;
+    Config::from_toml(&text)?;
+    // The generated config lives in a file so a newcomer can edit it and reload it.
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-demo-")
+        .tempdir()?;
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, &text)?;
+    let server = Server::start_file(&path)?;
     let addr = server.pg_addr.expect("demo config has a postgres listener");
     println!("proxy postgres://app:app@127.0.0.1:{}/app", addr.port());
     println!(
@@ -49,11 +56,22 @@ user = "postgres"
     for p in cluster.replica_ports() {
         println!("replica postgres://postgres@127.0.0.1:{p}/app");
     }
+    if let Some(a) = server.admin_addr {
+        println!("admin http://{a}");
+    }
+    println!("config {}", path.display());
     eprintln!(
         "try: psql postgres://app:app@127.0.0.1:{}/app   (Ctrl-C stops everything)",
         addr.port()
     );
-    wait()?;
+    eprintln!(
+        "edit the config, then: kill -HUP {} (or POST /reload on the admin URL)",
+        std::process::id()
+    );
+    wait(&|| match server.reload() {
+        Ok(m) => eprintln!("reload: {m}"),
+        Err(e) => eprintln!("reload failed, nothing changed: {e}"),
+    })?;
     eprintln!("stopping...");
     server.shutdown();
     drop(cluster);

@@ -87,13 +87,8 @@ fn main() -> anyhow::Result<()> {
             server.shutdown();
             Ok(())
         }
-        Command::Demo { port } => switchyard::demo::run(port, wait_for_signal),
+        Command::Demo { port } => switchyard::demo::run(port, |on_hup| wait_for_stop(on_hup)),
     }
-}
-
-/// Block until SIGINT or SIGTERM.
-fn wait_for_signal() -> anyhow::Result<()> {
-    wait_for_stop(|| tracing::info!("SIGHUP ignored (nothing to reload)"))
 }
 
 /// Block until SIGINT or SIGTERM, calling `on_hup` for every SIGHUP meanwhile.
