@@ -1,0 +1,181 @@
+//! The backend-to-client direction of a session: scanning server messages, streaming large
+//! ones through, tracking protocol state (ReadyForQuery, ParameterStatus, the answers the
+//! pending queue expects), and answering what the proxy answers itself.
+
+use super::{Pend, Session, SessionError, HIGH_WATER, MAX_BACKEND_MESSAGE};
+use crate::config::PoolMode;
+use crate::pg::backend::set_param;
+use crate::pg::codec::{self, Header};
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// Answer synthetic entries that reached the head of the queue.
+    pub(super) fn emit_synthetics(&mut self) {
+        loop {
+            match self.pending.front() {
+                Some(Pend::Synthetic(tag)) => codec::put_empty(&mut self.cout, *tag),
+                Some(Pend::Local(bytes)) => self.cout.extend_from_slice(bytes),
+                _ => return,
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// Handle buffered backend bytes: pass them to the client, track protocol state.
+    pub(super) fn process_backend(&mut self) -> Result<(), SessionError> {
+        let before = self.cout.len();
+        let r = self.process_backend_inner();
+        self.bytes_down += self.cout.len().saturating_sub(before) as u64;
+        r
+    }
+
+    fn process_backend_inner(&mut self) -> Result<(), SessionError> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.bin.len());
+                self.cout.extend_from_slice(&self.bin[..n]);
+                self.bin.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(());
+                }
+            }
+            let h = match codec::header(&self.bin, MAX_BACKEND_MESSAGE) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(SessionError::BackendProtocol(e.to_string())),
+            };
+            // DataRow and CopyData can be large: stream them through.
+            if matches!(h.tag, b'D' | b'd') {
+                self.responded = true;
+                let n = h.wire_len.min(self.bin.len());
+                self.cout.extend_from_slice(&self.bin[..n]);
+                self.bin.advance(n);
+                self.skip = h.wire_len - n;
+                continue;
+            }
+            if self.bin.len() < h.wire_len {
+                return Ok(());
+            }
+            self.emit_synthetics();
+            if !self.responded && !self.for_write && h.tag == b'E' && self.is_shutdown_error(h) {
+                // The replica is going away (admin shutdown, crash): nothing reached the
+                // client yet, so let the caller retry elsewhere.
+                return Err(SessionError::BackendClosed);
+            }
+            self.responded = true;
+            let forward = self.on_backend_message(h)?;
+            if forward {
+                self.cout.extend_from_slice(&self.bin[..h.wire_len]);
+            }
+            self.bin.advance(h.wire_len);
+            self.emit_synthetics();
+            if self.cout.len() >= HIGH_WATER {
+                return Ok(());
+            }
+        }
+    }
+
+    fn is_shutdown_error(&self, h: Header) -> bool {
+        codec::error_field(&self.bin[5..h.wire_len], b'C').is_some_and(|c| c.starts_with("57P"))
+    }
+
+    /// Update state for one whole backend message; returns whether the client gets it.
+    fn on_backend_message(&mut self, h: Header) -> Result<bool, SessionError> {
+        let body = &self.bin[5..h.wire_len];
+        let unexpected =
+            |what: &str| Err(SessionError::BackendProtocol(format!("unexpected {what}")));
+        match h.tag {
+            _ if matches!(self.pending.front(), Some(Pend::Swallow)) => {
+                if h.tag == b'Z' {
+                    self.pending.pop_front();
+                    self.tx_status = *body.first().unwrap_or(&b'E');
+                } else if h.tag == b'E' {
+                    let msg = codec::error_field(body, b'M').unwrap_or("");
+                    tracing::warn!(error = msg, "deferred BEGIN failed on the backend");
+                }
+                return Ok(false);
+            }
+            b'Z' => {
+                if !matches!(self.pending.pop_front(), Some(Pend::Ready)) {
+                    return unexpected("ReadyForQuery");
+                }
+                self.tx_status = *body.first().unwrap_or(&b'E');
+            }
+            b'S' => {
+                if let (Some((k, v)), Some(conn)) =
+                    (codec::parameter_status(body), self.backend.as_mut())
+                {
+                    let changed = conn.server_params.iter().any(|(n, old)| n == k && old != v);
+                    set_param(&mut conn.server_params, k, v);
+                    // The client changed a reported setting some way the scanner did not see
+                    // (set_config(), a function): keep it on this connection.
+                    if changed && self.mode == PoolMode::Transaction {
+                        self.pinned = true;
+                    }
+                }
+            }
+            b'1' => match self.pending.pop_front() {
+                Some(Pend::Parse { injected, def, .. }) => {
+                    if let Some(def) = def {
+                        def.validated
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(!injected);
+                }
+                _ => return unexpected("ParseComplete"),
+            },
+            b'2' => self.expect_head(|p| matches!(p, Pend::Bind), "BindComplete")?,
+            b'3' => self.expect_head(|p| matches!(p, Pend::Close), "CloseComplete")?,
+            b'n' => self.expect_head(|p| matches!(p, Pend::Describe), "NoData")?,
+            b'T' => {
+                if matches!(self.pending.front(), Some(Pend::Describe)) {
+                    self.pending.pop_front();
+                }
+            }
+            b'C' | b'I' | b's' => {
+                if matches!(self.pending.front(), Some(Pend::Execute)) {
+                    self.pending.pop_front();
+                }
+            }
+            b'E' => self.on_error(),
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn expect_head(&mut self, ok: impl Fn(&Pend) -> bool, what: &str) -> Result<(), SessionError> {
+        match self.pending.front() {
+            Some(p) if ok(p) => {
+                self.pending.pop_front();
+                Ok(())
+            }
+            _ => Err(SessionError::BackendProtocol(format!("unexpected {what}"))),
+        }
+    }
+
+    /// After an error in the extended protocol the server skips to the next Sync: drop the
+    /// answers it will not send, and forget statements whose Parse it skipped or failed.
+    fn on_error(&mut self) {
+        if matches!(self.pending.front(), Some(Pend::Ready) | None) {
+            return;
+        }
+        while let Some(p) = self.pending.front() {
+            if matches!(p, Pend::Ready) {
+                break;
+            }
+            if let Some(Pend::Parse {
+                def, client_name, ..
+            }) = self.pending.pop_front()
+            {
+                if let (Some(def), Some(conn)) = (def, self.backend.as_mut()) {
+                    conn.prepared.remove(&def.id);
+                }
+                if let Some(name) = client_name {
+                    self.stmts.remove(&name);
+                }
+            }
+        }
+    }
+}
