@@ -223,54 +223,9 @@ impl BackendConn {
     /// absorbing the results. ParameterStatus changes are recorded. Used for resets and for
     /// applying a client's settings; any error makes the connection unusable.
     pub async fn run_internal(&mut self, sql: &str, timeout: Duration) -> Result<(), String> {
-        let work = async {
-            let mut out = BytesMut::with_capacity(sql.len() + 8);
-            codec::put_query(&mut out, sql);
-            self.stream
-                .write_all(&out)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut buf = BytesMut::with_capacity(1024);
-            let mut error = None;
-            loop {
-                let (tag, body) = read_message(&mut self.stream, &mut buf)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match tag {
-                    b'E' => {
-                        error = Some(
-                            codec::error_field(&body, b'M')
-                                .unwrap_or("error")
-                                .to_owned(),
-                        )
-                    }
-                    b'S' => {
-                        if let Some((k, v)) = codec::parameter_status(&body) {
-                            set_param(&mut self.server_params, k, v);
-                        }
-                    }
-                    b'Z' => {
-                        if !buf.is_empty() {
-                            return Err("unexpected data after ReadyForQuery".into());
-                        }
-                        return match (error, body.first()) {
-                            (None, Some(b'I')) => Ok(()),
-                            (Some(e), _) => Err(e),
-                            _ => Err("not idle after internal statement".into()),
-                        };
-                    }
-                    _ => {}
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        }
+        self.simple_query(sql, timeout).await.map(drop)
     }
-}
 
-impl BackendConn {
     /// Run one query (simple protocol) and return the text values of its first row.
     /// For the health checker; errors are strings for logging.
     pub async fn query_row(
@@ -278,6 +233,19 @@ impl BackendConn {
         sql: &str,
         timeout: Duration,
     ) -> Result<Vec<Option<String>>, String> {
+        self.simple_query(sql, timeout)
+            .await?
+            .ok_or_else(|| "query returned no row".into())
+    }
+
+    /// Send `sql` as one Query and read up to ReadyForQuery within `timeout`: the first
+    /// row's text values, if any. A server error, or a connection left anything but idle,
+    /// is an error; ParameterStatus changes are recorded.
+    async fn simple_query(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<Option<Vec<Option<String>>>, String> {
         let work = async {
             let mut out = BytesMut::with_capacity(sql.len() + 8);
             codec::put_query(&mut out, sql);
@@ -303,12 +271,20 @@ impl BackendConn {
                                 .to_owned(),
                         )
                     }
-                    b'Z' => {
-                        return match (error, row) {
-                            (Some(e), _) => Err(e),
-                            (None, Some(r)) => Ok(r),
-                            (None, None) => Err("query returned no row".into()),
+                    b'S' => {
+                        if let Some((k, v)) = codec::parameter_status(&body) {
+                            set_param(&mut self.server_params, k, v);
                         }
+                    }
+                    b'Z' => {
+                        if !buf.is_empty() {
+                            return Err("unexpected data after ReadyForQuery".into());
+                        }
+                        return match (error, body.first()) {
+                            (Some(e), _) => Err(e),
+                            (None, Some(b'I')) => Ok(row),
+                            _ => Err("not idle after internal statement".into()),
+                        };
                     }
                     _ => {}
                 }

@@ -653,20 +653,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.replay_ok = false;
                     let name: Box<[u8]> = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
-                    let conn = self.backend.as_mut().expect("held");
-                    if conn.prepared.insert(def.id) {
-                        codec::put_parse(
-                            &mut self.bout,
-                            def.backend_name().as_bytes(),
-                            &def.query,
-                            &def.param_types,
-                        );
-                        self.pending.push_back(Pend::Parse {
-                            def: Some(def),
-                            client_name: Some(name),
-                            injected: false,
-                        });
-                    } else {
+                    if !self.prepare_on_backend(&def, Some(name)) {
                         self.pending.push_back(Pend::Synthetic(b'1'));
                     }
                 }
@@ -748,20 +735,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Inject a Parse if the held connection lacks the statement.
     fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
+        self.prepare_on_backend(def, None);
+    }
+
+    /// Queue a Parse of `def` under its proxy name unless the held connection has it.
+    /// `client_name` is the client's own Parse being answered (its ParseComplete is
+    /// forwarded); without one the Parse is injected and its answer swallowed.
+    fn prepare_on_backend(&mut self, def: &Arc<StmtDef>, client_name: Option<Box<[u8]>>) -> bool {
         let conn = self.backend.as_mut().expect("held");
-        if conn.prepared.insert(def.id) {
-            codec::put_parse(
-                &mut self.bout,
-                def.backend_name().as_bytes(),
-                &def.query,
-                &def.param_types,
-            );
-            self.pending.push_back(Pend::Parse {
-                def: Some(def.clone()),
-                client_name: None,
-                injected: true,
-            });
+        if !conn.prepared.insert(def.id) {
+            return false;
         }
+        codec::put_parse(
+            &mut self.bout,
+            def.backend_name().as_bytes(),
+            &def.query,
+            &def.param_types,
+        );
+        let injected = client_name.is_none();
+        self.pending.push_back(Pend::Parse {
+            def: Some(def.clone()),
+            client_name,
+            injected,
+        });
+        true
     }
 
     fn note_session_effect(&mut self, sql: &[u8]) {
