@@ -2,6 +2,8 @@
 //! leading words of each, skipping whitespace, `--` and nested `/* */` comments, and never
 //! looking inside quoted strings, quoted identifiers or dollar-quoted bodies. No allocation.
 
+use super::tokens::{skip_block_comment, skip_quoted};
+
 /// Up to this many leading words are kept per statement.
 pub const WORDS: usize = 4;
 
@@ -67,7 +69,9 @@ impl<'a> Iterator for Statements<'a> {
                             i += 1;
                         }
                     }
-                    b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+                    b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                        i = skip_block_comment(bytes, i, true)
+                    }
                     b'\'' => {
                         words_done = true;
                         let escapes = i > 0
@@ -108,45 +112,6 @@ impl<'a> Iterator for Statements<'a> {
             }
         }
     }
-}
-
-fn skip_block_comment(bytes: &[u8], mut i: usize) -> usize {
-    let mut depth = 0usize;
-    while i < bytes.len() {
-        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
-            depth += 1;
-            i += 2;
-        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    i
-}
-
-fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8, backslash_escapes: bool) -> usize {
-    i += 1;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if backslash_escapes && b == b'\\' {
-            i += 2;
-            continue;
-        }
-        if b == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    i
 }
 
 /// `$tag$ ... $tag$` (tag may be empty). A `$` that does not open a tag (e.g. `$1`) is one byte.
