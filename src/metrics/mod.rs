@@ -13,19 +13,25 @@
 //! Histograms are our own lock-free type ([`Histo`]): prometheus-client's histogram takes a
 //! write lock per observation, which worker threads would contend on.
 
-use prometheus_client::encoding::{
-    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
-};
+mod histogram;
+mod snapshot;
+
+pub use histogram::Histo;
+use histogram::{checkout_histo, statement_histo};
+pub use snapshot::*;
+
+type HistoFamily<S> = Family<S, Histo, fn() -> Histo>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use std::borrow::Borrow;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -194,171 +200,6 @@ struct BackendRoleLabels {
     cluster: Lv,
     backend: Lv,
     role: Lv,
-}
-
-// ---------------------------------------------------------------------------------------
-// Lock-free histogram
-
-/// A histogram of durations with fixed bucket bounds, recorded with two relaxed atomic adds
-/// and no lock. Clones share the same cells.
-#[derive(Clone, Debug)]
-pub struct Histo {
-    inner: Arc<HistoInner>,
-}
-
-#[derive(Debug)]
-struct HistoInner {
-    /// Upper bounds in seconds, ascending (the `le` labels).
-    bounds: &'static [f64],
-    /// The same bounds in nanoseconds, for the comparison on the recording path.
-    bounds_ns: Box<[u64]>,
-    /// Observations per bucket (not cumulative); the last cell is `+Inf`.
-    counts: Box<[AtomicU64]>,
-    sum_ns: AtomicU64,
-}
-
-impl Histo {
-    pub fn new(bounds: &'static [f64]) -> Histo {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
-        Histo {
-            inner: Arc::new(HistoInner {
-                bounds,
-                bounds_ns: bounds.iter().map(|b| (b * 1e9).round() as u64).collect(),
-                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-                sum_ns: AtomicU64::new(0),
-            }),
-        }
-    }
-
-    /// Record one observation of `ns` nanoseconds.
-    #[inline]
-    pub fn observe_ns(&self, ns: u64) {
-        let i = self.inner.bounds_ns.partition_point(|&b| b < ns);
-        self.inner.counts[i].fetch_add(1, Relaxed);
-        self.inner.sum_ns.fetch_add(ns, Relaxed);
-    }
-
-    #[inline]
-    pub fn observe(&self, d: Duration) {
-        self.observe_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    }
-
-    /// Record one observation in seconds (negative and NaN count as zero).
-    #[inline]
-    pub fn observe_secs(&self, secs: f64) {
-        let ns = if secs > 0.0 { secs * 1e9 } else { 0.0 };
-        // `as` saturates at u64::MAX.
-        self.observe_ns(ns as u64);
-    }
-
-    /// (observations, sum in seconds)
-    pub fn count_sum(&self) -> (u64, f64) {
-        let count = self.inner.counts.iter().map(|c| c.load(Relaxed)).sum();
-        (count, self.inner.sum_ns.load(Relaxed) as f64 / 1e9)
-    }
-}
-
-impl TypedMetric for Histo {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for Histo {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let inner = &self.inner;
-        let mut buckets = Vec::with_capacity(inner.counts.len());
-        let mut count = 0u64;
-        for (i, c) in inner.counts.iter().enumerate() {
-            let n = c.load(Relaxed);
-            count += n;
-            // prometheus-client writes `le="+Inf"` for f64::MAX.
-            buckets.push((inner.bounds.get(i).copied().unwrap_or(f64::MAX), n));
-        }
-        let sum = inner.sum_ns.load(Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
-fn checkout_histo() -> Histo {
-    Histo::new(CHECKOUT_WAIT_BUCKETS)
-}
-fn statement_histo() -> Histo {
-    Histo::new(STATEMENT_BUCKETS)
-}
-
-type HistoFamily<S> = Family<S, Histo, fn() -> Histo>;
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-// ---------------------------------------------------------------------------------------
-// Topology snapshots (filled by the owner of the live cluster state)
-
-/// The live topology, read at scrape time and for `/status`.
-pub trait TopologySource {
-    fn snapshot(&self) -> Vec<ClusterSnapshot>;
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ClusterSnapshot {
-    /// The cluster's name: the same string sessions use for the `cluster` label.
-    pub name: String,
-    pub backends: Vec<BackendSnapshot>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct BackendSnapshot {
-    /// `host:port`, the `backend` label.
-    pub addr: String,
-    /// "primary", "replica" or "unknown".
-    pub role: &'static str,
-    pub up: bool,
-    /// A replica within the lag limits (eligible for reads).
-    pub in_read_set: bool,
-    pub lag_seconds: f64,
-    pub lag_bytes: u64,
-    /// Statements running on this backend now.
-    pub in_flight: u64,
-    /// Health and read-set transitions since start.
-    pub transitions: u64,
-    /// Pool capacity for this backend, summed over workers.
-    pub pool_size: u64,
-    /// Connections open (in use + idle), summed over workers.
-    pub pool_open: u64,
-    /// Idle connections, summed over workers.
-    pub pool_idle: u64,
-}
-
-impl BackendSnapshot {
-    /// Connections checked out by clients now.
-    pub fn pool_active(&self) -> u64 {
-        self.pool_open.saturating_sub(self.pool_idle)
-    }
-}
-
-impl ClusterSnapshot {
-    /// Sum of the backends' pool sizes.
-    pub fn pool_capacity(&self) -> u64 {
-        self.backends.iter().map(|b| b.pool_size).sum()
-    }
-    /// Backend connections checked out now.
-    pub fn pool_active(&self) -> u64 {
-        self.backends.iter().map(|b| b.pool_active()).sum()
-    }
-}
-
-/// The saturation formula (docs/metrics.md):
-/// `(waiting clients + active backend connections) / total pool capacity`, where capacity
-/// is the sum of every backend's pool size (up or not). 0 when the capacity is 0 and
-/// nothing is in use. Above 1 means clients are queueing for connections.
-pub fn saturation(cluster: &ClusterSnapshot, waiting_clients: u64) -> f64 {
-    let used = (waiting_clients + cluster.pool_active()) as f64;
-    match cluster.pool_capacity() {
-        0 if used == 0.0 => 0.0,
-        0 => used,
-        cap => used / cap as f64,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1051,21 +892,6 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
             .map(|l| l[prefix.len()..].trim())
-    }
-
-    #[test]
-    fn histogram_buckets_are_le() {
-        let h = Histo::new(CHECKOUT_WAIT_BUCKETS);
-        h.observe(Duration::from_micros(50)); // exactly on the first bound
-        h.observe(Duration::from_micros(51));
-        h.observe(Duration::from_secs(11)); // +Inf
-        h.observe_secs(-1.0);
-        assert_eq!(h.inner.counts[0].load(Relaxed), 2);
-        assert_eq!(h.inner.counts[1].load(Relaxed), 1);
-        assert_eq!(h.inner.counts[CHECKOUT_WAIT_BUCKETS.len()].load(Relaxed), 1);
-        let (n, sum) = h.count_sum();
-        assert_eq!(n, 4);
-        assert!((sum - 11.000101).abs() < 1e-9);
     }
 
     #[test]
