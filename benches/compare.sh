@@ -29,6 +29,7 @@
 #   SKIP_BUILD [0]        1: do not run cargo build --release (use the existing binary)
 #   SKIP_DEPS [0]         1: do not run scripts/install-deps.sh
 #   KEEP_TMP [0]          1: keep the temporary directory (logs, configs) for inspection
+#   HOLD                  seconds: start everything, print the ports, wait that long, stop (profiling)
 set -euo pipefail
 export LC_ALL=C
 
@@ -302,6 +303,14 @@ port_of() {
 [[ " $CONTENDERS " == *" pgbouncer "* ]] && { log "starting pgbouncer on port $PGB_PORT"; start_pgbouncer; }
 [[ " $CONTENDERS " == *" switchyard "* ]] && { log "starting switchyard on port $SY_PORT"; start_switchyard; }
 wait_sql postgres "$PG_PORT" bench
+
+if [ -n "${HOLD:-}" ]; then
+    # For profiling: keep the servers up for HOLD seconds and print where they listen.
+    log "holding for ${HOLD}s: direct=$PG_PORT pgbouncer=$PGB_PORT switchyard=$SY_PORT (pid ${SY_PID:-none})"
+    sleep "$HOLD" &
+    wait $! || true
+    exit 0
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Runs

@@ -310,7 +310,8 @@ impl Server {
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                        .enable_io()
+                        .enable_time()
                         .build()
                         .expect("tokio runtime");
                     rt.block_on(run_worker(shared, workers, listener, conn_ids));
@@ -376,7 +377,8 @@ fn start_admin(
         .name("switchyard-admin".into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()
                 .expect("tokio runtime");
             rt.block_on(async {
@@ -415,7 +417,8 @@ fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::Join
         .name("switchyard-health".into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()
                 .expect("tokio runtime");
             rt.block_on(crate::reload::run_health(shared, &mut rx));

@@ -92,24 +92,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Block until SIGINT or SIGTERM, calling `on_hup` for every SIGHUP meanwhile.
+///
+/// A dedicated signal thread (signal-hook's self-pipe) rather than tokio's signal driver: with
+/// tokio's `signal` feature compiled in, every runtime, including the workers', would check
+/// for signals and orphaned child processes each time it parks.
 fn wait_for_stop(on_hup: impl Fn()) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => return r,
-                _ = term.recv() => return Ok(()),
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the config");
-                    on_hup();
-                }
-            }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            tracing::info!("SIGHUP: reloading the config");
+            on_hup();
+        } else {
+            return Ok(());
         }
-    })?;
+    }
     Ok(())
 }

@@ -150,6 +150,8 @@ pub struct ClusterState {
     pub name: String,
     /// Index 0 is the configured primary, then the configured replicas in order.
     pub backends: Vec<BackendState>,
+    /// Reads may go to replicas: `read_write_split` and at least one replica configured.
+    /// Without replicas nothing is classified (there is nowhere else to send a read).
     pub split: bool,
     pub max_lag: Duration,
     pub max_lag_bytes: u64,
@@ -180,7 +182,7 @@ impl ClusterState {
         Ok(ClusterState {
             name: c.name.clone(),
             backends,
-            split: c.read_write_split,
+            split: c.read_write_split && !c.replicas.is_empty(),
             max_lag: c.max_lag,
             max_lag_bytes: c.max_lag_bytes,
             fallback: c.fallback,

@@ -239,6 +239,7 @@ pub struct Cluster {
     #[serde(default)]
     pub pool_size: Option<usize>,
     /// Send reads to replicas (true) or everything to the primary (false). Default true.
+    /// Without replicas nothing is classified and everything goes to the primary.
     #[serde(default = "default_true")]
     pub read_write_split: bool,
     /// A replica whose replay is more than this far behind (time) leaves the read set; it

@@ -758,6 +758,28 @@ impl ClusterMetrics {
             .inc();
     }
 
+    /// Count a routing decision through `cache`, which keeps the counter of the last pair
+    /// counted: a session that keeps routing the same way pays one atomic add, no lookup.
+    /// Clear the cache when the session moves to another cluster's handles.
+    #[inline]
+    pub fn routed_cached(
+        &self,
+        cache: &mut RoutedCache,
+        route: &'static str,
+        reason: &'static str,
+    ) {
+        match &cache.0 {
+            Some((r, why, c)) if *r == route && *why == reason => {
+                c.inc();
+            }
+            _ => {
+                let c = self.routed_counter(route, reason);
+                c.inc();
+                cache.0 = Some((route, reason, c));
+            }
+        }
+    }
+
     /// The counter of one (route, reason) pair, to keep and `.inc()` directly.
     pub fn routed_counter(&self, route: &'static str, reason: &'static str) -> Counter {
         self.routed
@@ -827,6 +849,16 @@ impl ClusterMetrics {
     /// the wait is cancelled).
     pub fn client_waiting(&self) -> GaugeGuard {
         GaugeGuard::new(&self.clients_waiting)
+    }
+}
+
+/// The routing counter a session used last (see [`ClusterMetrics::routed_cached`]).
+#[derive(Debug, Default)]
+pub struct RoutedCache(Option<(&'static str, &'static str, Counter)>);
+
+impl RoutedCache {
+    pub fn clear(&mut self) {
+        self.0 = None;
     }
 }
 

@@ -103,25 +103,44 @@ impl BackendPool {
         self.pool.manager().target.addr
     }
 
-    /// Check out a connection. The common case (an idle connection is there) arms no timer.
+    /// Check out a connection, waiting up to `checkout_timeout` for one to come back.
     pub async fn checkout(&self) -> Result<Pooled, CheckoutError> {
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
+        match self.checkout_now().await? {
+            Some(conn) => Ok(conn),
+            None => self.checkout_waiting().await,
+        }
+    }
+
+    /// Check out an idle connection, or open one if the pool has room; `Ok(None)` when every
+    /// connection is in use. Arms no timer and never waits for another client.
+    pub async fn checkout_now(&self) -> Result<Option<Pooled>, CheckoutError> {
+        match self.pool.timeout_get(&self.timeouts(Duration::ZERO)).await {
+            Ok(conn) => Ok(Some(conn)),
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Wait up to `checkout_timeout` for a connection (after [`BackendPool::checkout_now`]
+    /// found none).
+    pub async fn checkout_waiting(&self) -> Result<Pooled, CheckoutError> {
+        tracing::trace!(status = ?self.pool.status(), "checkout waits");
+        self.pool
+            .timeout_get(&self.timeouts(self.checkout_timeout))
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    fn timeouts(&self, wait: Duration) -> Timeouts {
+        Timeouts {
+            wait: Some(wait),
             create: Some(self.pool.manager().target.connect_timeout),
             recycle: None,
-        };
-        let got = match self.pool.timeout_get(&now).await {
-            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
-                tracing::trace!(status = ?self.pool.status(), "checkout waits");
-                let waiting = Timeouts {
-                    wait: Some(self.checkout_timeout),
-                    ..now
-                };
-                self.pool.timeout_get(&waiting).await
-            }
-            other => other,
-        };
-        let conn = got.map_err(|e| match e {
+        }
+    }
+
+    fn error(&self, e: PoolError<ConnectError>) -> CheckoutError {
+        match e {
             PoolError::Backend(e) => CheckoutError::Connect(e),
             PoolError::Timeout(managed::TimeoutType::Create) => {
                 CheckoutError::Connect(ConnectError::Timeout {
@@ -135,19 +154,7 @@ impl BackendPool {
                 size: self.size,
             },
             _ => CheckoutError::Closed(self.addr()),
-        })?;
-        Ok(conn)
-    }
-
-    /// Check out a connection only if one is idle or can be opened now (never waits for
-    /// another client to give one back).
-    pub async fn try_checkout(&self) -> Option<Pooled> {
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            create: Some(self.pool.manager().target.connect_timeout),
-            recycle: None,
-        };
-        self.pool.timeout_get(&now).await.ok()
+        }
     }
 
     /// (connections open, idle connections)

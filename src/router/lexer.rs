@@ -45,72 +45,113 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
 
+/// The leading words of the first statement of `sql`, reading no further than needed: for a
+/// string known to hold one statement (no `;` byte) this equals `statements(sql).next()`
+/// without scanning to the end.
+pub fn first_leading(sql: &str) -> Leading<'_> {
+    scan_statement(sql, 0, true).0
+}
+
+/// The first word of `sql` after whitespace and comments, if the text starts with one.
+pub fn first_word(sql: &str) -> Option<&str> {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b if b.is_ascii_whitespace() => i += 1,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i, true),
+            b if is_word_byte(b) => {
+                let start = i;
+                while i < bytes.len() && (is_word_byte(bytes[i]) || bytes[i] == b'$') {
+                    i += 1;
+                }
+                // Word bytes are ASCII or whole UTF-8 sequences.
+                return Some(&sql[start..i]);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Scan one statement from `pos`: its leading words and where the next one starts. With
+/// `words_only`, stop as soon as no more leading words can follow (the returned position is
+/// then meaningless).
+fn scan_statement(text: &str, pos: usize, words_only: bool) -> (Leading<'_>, usize) {
+    let bytes = text.as_bytes();
+    let mut lead = Leading::default();
+    let mut words_done = false;
+    let mut i = pos;
+    while i < bytes.len() {
+        if words_only && (words_done || lead.len == WORDS) {
+            break;
+        }
+        let b = bytes[i];
+        match b {
+            b';' => {
+                i += 1;
+                break;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i, true),
+            b'\'' => {
+                words_done = true;
+                let escapes = i > 0
+                    && matches!(bytes[i - 1], b'e' | b'E')
+                    && (i < 2 || !is_word_byte(bytes[i - 2]));
+                i = skip_quoted(bytes, i, b'\'', escapes);
+            }
+            b'"' => {
+                words_done = true;
+                i = skip_quoted(bytes, i, b'"', false);
+            }
+            b'$' => {
+                words_done = true;
+                i = skip_dollar(bytes, i);
+            }
+            _ if b.is_ascii_whitespace() => i += 1,
+            _ if is_word_byte(b) => {
+                let start = i;
+                while i < bytes.len() && (is_word_byte(bytes[i]) || bytes[i] == b'$') {
+                    i += 1;
+                }
+                if !words_done && lead.len < WORDS {
+                    // Safe slicing: word bytes are ASCII or whole UTF-8 sequences
+                    // (every byte >= 0x80 is a word byte).
+                    lead.words[lead.len] = &text[start..i];
+                    lead.len += 1;
+                }
+            }
+            _ => {
+                words_done = true;
+                i += 1;
+            }
+        }
+    }
+    (lead, i)
+}
+
 impl<'a> Iterator for Statements<'a> {
     type Item = Leading<'a>;
 
     fn next(&mut self) -> Option<Leading<'a>> {
-        let bytes = self.text.as_bytes();
-        loop {
-            if self.pos >= bytes.len() {
-                return None;
-            }
-            let mut lead = Leading::default();
-            let mut words_done = false;
-            let mut i = self.pos;
-            while i < bytes.len() {
-                let b = bytes[i];
-                match b {
-                    b';' => {
-                        i += 1;
-                        break;
-                    }
-                    b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                        while i < bytes.len() && bytes[i] != b'\n' {
-                            i += 1;
-                        }
-                    }
-                    b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                        i = skip_block_comment(bytes, i, true)
-                    }
-                    b'\'' => {
-                        words_done = true;
-                        let escapes = i > 0
-                            && matches!(bytes[i - 1], b'e' | b'E')
-                            && (i < 2 || !is_word_byte(bytes[i - 2]));
-                        i = skip_quoted(bytes, i, b'\'', escapes);
-                    }
-                    b'"' => {
-                        words_done = true;
-                        i = skip_quoted(bytes, i, b'"', false);
-                    }
-                    b'$' => {
-                        words_done = true;
-                        i = skip_dollar(bytes, i);
-                    }
-                    _ if b.is_ascii_whitespace() => i += 1,
-                    _ if is_word_byte(b) => {
-                        let start = i;
-                        while i < bytes.len() && (is_word_byte(bytes[i]) || bytes[i] == b'$') {
-                            i += 1;
-                        }
-                        if !words_done && lead.len < WORDS {
-                            // Safe slicing: word bytes are ASCII or whole UTF-8 sequences
-                            // (every byte >= 0x80 is a word byte).
-                            lead.words[lead.len] = &self.text[start..i];
-                            lead.len += 1;
-                        }
-                    }
-                    _ => {
-                        words_done = true;
-                        i += 1;
-                    }
-                }
-            }
-            self.pos = i;
+        while self.pos < self.text.len() {
+            let (lead, end) = scan_statement(self.text, self.pos, false);
+            self.pos = end;
             if !lead.is_empty() {
                 return Some(lead);
             }
         }
+        None
     }
 }
 
@@ -151,6 +192,27 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn first_leading_matches_the_full_scan_of_one_statement() {
+        for sql in [
+            "select 1",
+            "  /* a /* b */ */ SET search_path = x",
+            "-- c\nCREATE LOCAL TEMP TABLE t (a int)",
+            "DEALLOCATE PREPARE ALL",
+            "select 'it''s' as x, $$ body $$",
+            "E'\\'' select",
+            "\"q\" a b c d e",
+            "(select 1)",
+            "",
+            "   ",
+            "/* only a comment */",
+            "a b c d e f g h",
+        ] {
+            let full = statements(sql).next().unwrap_or_default();
+            assert_eq!(first_leading(sql), full, "{sql:?}");
+        }
     }
 
     #[test]

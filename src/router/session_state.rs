@@ -5,7 +5,7 @@
 //! it). Pinning is chosen over replaying because it is always correct; replay of SET is
 //! cheaper and may come later. See README "Session state in transaction mode".
 
-use super::lexer::{statements, Leading};
+use super::lexer::{first_leading, first_word, statements, Leading};
 
 /// What a SQL string does to session state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +18,18 @@ pub struct Effect {
 
 /// Scan every statement of `sql`.
 pub fn effect(sql: &str) -> Effect {
+    // Every Query and Parse passes here. Without a `;` byte (other than a final one, as
+    // pgbench and many drivers send) there is one statement, and only its leading words
+    // matter: no need to scan the rest.
+    let b = sql.as_bytes().trim_ascii_end();
+    if !b.strip_suffix(b";").unwrap_or(b).contains(&b';') {
+        // Most statements are ruled out by their first word alone.
+        let w = first_word(sql).unwrap_or("");
+        if !EFFECT_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
+            return Effect::default();
+        }
+        return statement_effect(&first_leading(sql));
+    }
     let mut e = Effect::default();
     for s in statements(sql) {
         let one = statement_effect(&s);
@@ -26,6 +38,19 @@ pub fn effect(sql: &str) -> Effect {
     }
     e
 }
+
+/// Every first word `statement_effect` can give an effect to.
+const EFFECT_WORDS: [&str; 9] = [
+    "SET",
+    "CREATE",
+    "RESET",
+    "PREPARE",
+    "LISTEN",
+    "LOAD",
+    "DECLARE",
+    "DISCARD",
+    "DEALLOCATE",
+];
 
 fn statement_effect(s: &Leading<'_>) -> Effect {
     let pins = if s.is(0, "SET") {
@@ -36,17 +61,7 @@ fn statement_effect(s: &Leading<'_>) -> Effect {
             || ((s.is(1, "LOCAL") || s.is(1, "GLOBAL"))
                 && (s.is(2, "TEMP") || s.is(2, "TEMPORARY")))
     } else {
-        [
-            "RESET",
-            "PREPARE",
-            "LISTEN",
-            "LOAD",
-            "DECLARE",
-            "DISCARD",
-            "DEALLOCATE",
-        ]
-        .iter()
-        .any(|kw| s.is(0, kw))
+        EFFECT_WORDS[2..].iter().any(|kw| s.is(0, kw))
     };
     let drops_prepared = (s.is(0, "DISCARD") && s.is(1, "ALL"))
         || (s.is(0, "DEALLOCATE") && (s.is(1, "ALL") || (s.is(1, "PREPARE") && s.is(2, "ALL"))));
@@ -65,6 +80,9 @@ mod tests {
         for sql in [
             "SET search_path = x",
             "set session timezone = 'UTC'",
+            "SET search_path = x;  \n",
+            "select 1 ; ; LISTEN chan;",
+            "select ';'; SET a = 1",
             "select 1; LISTEN chan",
             "PREPARE p AS SELECT 1",
             "create temp table t (a int)",
@@ -85,8 +103,42 @@ mod tests {
             "SELECT 'SET x = 1'",
             "BEGIN; UPDATE t SET a = 1; COMMIT",
             "create table settings (a int)",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "select 1 -- ; SET x = 1",
         ] {
             assert!(!effect(sql).pins, "{sql}");
+        }
+    }
+
+    /// The fast paths in `effect` agree with scanning every statement.
+    #[test]
+    fn fast_paths_agree_with_the_full_scan() {
+        let full = |sql: &str| {
+            let mut e = Effect::default();
+            for s in statements(sql) {
+                let one = statement_effect(&s);
+                e.pins |= one.pins;
+                e.drops_prepared |= one.drops_prepared;
+            }
+            e
+        };
+        for sql in [
+            "SET x = 1",
+            "  -- c\n set local x = 1;",
+            "/* a */ DISCARD ALL ;",
+            "deallocate prepare all",
+            "SELECT 1;",
+            "select $$;$$",
+            "(SET x = 1)",
+            "create temporary table t ()",
+            "CREATE TABLE t ()",
+            "LISTEN c;   ",
+            "\"set\" x",
+            "",
+            ";",
+            "settings",
+        ] {
+            assert_eq!(effect(sql), full(sql), "{sql:?}");
         }
     }
 

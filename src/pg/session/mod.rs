@@ -163,6 +163,7 @@ pub struct Session<C> {
     held_since: std::time::Instant,
     bytes_up: u64,
     bytes_down: u64,
+    routed_cache: crate::metrics::RoutedCache,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -213,6 +214,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             held_since: std::time::Instant::now(),
             bytes_up: 0,
             bytes_down: 0,
+            routed_cache: Default::default(),
             _connected: connected,
         }
     }
@@ -253,9 +255,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             } else {
                 crate::metrics::ROUTE_PRIMARY
             };
-        self.cluster
-            .metrics
-            .routed(self.held_route, self.route_reason);
+        self.cluster.metrics.routed_cached(
+            &mut self.routed_cache,
+            self.held_route,
+            self.route_reason,
+        );
         self.held_since = std::time::Instant::now();
         self.replay.clear();
         self.replay_ok = !for_write;
@@ -287,7 +291,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(idx) = self.cluster.state.select(want, None) else {
             return Ok(false);
         };
-        match self.cluster.pools[idx].try_checkout().await {
+        match self.cluster.pools[idx].checkout_now().await.ok().flatten() {
             Some(conn) => {
                 self.install(conn, idx, matches!(want, Want::Primary))
                     .await?;

@@ -73,10 +73,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         {
             return false;
         }
-        let Some(sql) = codec::query_msg(&self.cin[5..h.wire_len])
-            .ok()
-            .and_then(|s| std::str::from_utf8(s).ok())
-        else {
+        let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
             return false;
         };
         // Cheap test first: this runs for every Query that starts a transaction or runs
@@ -84,6 +81,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if !starts_with_any(sql, &["begin", "start"]) {
             return false;
         }
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return false;
+        };
         let mut stmts = crate::router::lexer::statements(sql);
         let first = stmts.next();
         if !first.is_some_and(|w| w.is(0, "BEGIN") || w.is(0, "START"))
@@ -206,10 +206,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         loop {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
-            let waiting = self.cluster.metrics.client_waiting();
+            // The common case, an idle connection, neither waits nor counts as waiting.
+            let pool = &self.cluster.pools[idx];
             let started = std::time::Instant::now();
-            let got = self.cluster.pools[idx].checkout().await;
-            drop(waiting);
+            let got = match pool.checkout_now().await {
+                Ok(Some(conn)) => Ok(conn),
+                Ok(None) => {
+                    let _waiting = self.cluster.metrics.client_waiting();
+                    pool.checkout_waiting().await
+                }
+                Err(e) => Err(e),
+            };
             self.cluster.metrics.checkout_wait(started.elapsed());
             match got {
                 Ok(conn) => {
@@ -258,6 +265,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         match map.get(&self.cluster.database) {
             Some(c) => {
                 self.cluster = c.clone();
+                self.routed_cache.clear();
                 Ok(())
             }
             None => Err(SessionError::ClusterRemoved(self.cluster.database.clone())),
@@ -316,13 +324,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
             return Ok(false);
         };
-        let Ok(sql) = std::str::from_utf8(sql) else {
-            return Ok(false);
-        };
         // Every Query passes here: rule most out by their first letters.
         if !starts_with_any(sql, &["set", "reset", "show"]) {
             return Ok(false);
         }
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return Ok(false);
+        };
         let mut out = BytesMut::new();
         if let Some(route) = hints::route_setting(sql) {
             self.route_override = route;
@@ -387,8 +395,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
 /// True if `sql`, after leading whitespace, starts with one of `words` (ASCII, any case).
 /// A statement with a leading comment is not matched (it then takes the general path).
-fn starts_with_any(sql: &str, words: &[&str]) -> bool {
-    let t = sql.trim_start().as_bytes();
+fn starts_with_any(sql: &[u8], words: &[&str]) -> bool {
+    let t = sql.trim_ascii_start();
     words
         .iter()
         .any(|w| t.len() >= w.len() && t[..w.len()].eq_ignore_ascii_case(w.as_bytes()))
