@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What read/write splitting costs: pgbench -S through Switchyard with routing off, with
-# routing on but no replica (every statement classified, then the fallback sends it to the
-# primary: the pure cost of classification and selection), and with routing on and two
-# streaming replicas (reads spread over them). One run, contenders alternating per round.
+# What read/write splitting costs: pgbench -S through Switchyard with routing off
+# (read_write_split = false, the two replicas configured), with routing on where the one
+# "replica" is the primary itself (every statement classified and a replica sought; the health
+# checker sees a primary there, so the fallback sends the read to the primary: the pure cost
+# of classification and selection on the same server), and with routing on and two streaming
+# replicas (reads spread over them). One run, contenders alternating per round.
 #
 #   benches/routing.sh            # env: DURATION [10], ROUNDS [3], CLIENTS ["1 16"],
 #                                 #      MODES ["simple prepared"], SCALE [10]
@@ -26,6 +28,7 @@ pids+=($!)
 for _ in $(seq 100); do grep -q '^replica.*replica' <(tr '\n' ' ' <"$WORK/demo.out") 2>/dev/null && break; sleep 0.2; done
 grep -c '^replica' "$WORK/demo.out" | grep -q 2 || { cat "$WORK/demo.err" >&2; exit 1; }
 PRIMARY=$(awk '/^primary/ {print $2}' "$WORK/demo.out" | sed 's|.*:\([0-9]*\)/.*|\1|')
+REPLICAS=$(awk '/^replica/ {print $2}' "$WORK/demo.out" | sed 's|.*:\([0-9]*\)/.*|"127.0.0.1:\1"|' | paste -sd, -)
 log "demo topology up: primary on $PRIMARY, routed proxy on $ON_PORT"
 
 proxy() { # NAME PORT CLUSTER_EXTRA REPLICAS
@@ -47,8 +50,8 @@ CFG
     pids+=($!)
 }
 OFF_PORT=$(free_port); NOREP_PORT=$(free_port)
-proxy off "$OFF_PORT" "read_write_split = false" ""
-proxy norep "$NOREP_PORT" "" ""
+proxy off "$OFF_PORT" "read_write_split = false" "$REPLICAS"
+proxy self "$NOREP_PORT" "" "\"127.0.0.1:$PRIMARY\""
 sleep 1
 pgbench -i -q -s "$SCALE" "postgres://postgres@127.0.0.1:$PRIMARY/app" >/dev/null 2>&1
 sleep 3 # let the replicas replay the load
@@ -65,8 +68,8 @@ run() { # NAME PORT MODE CLIENTS
     RESULTS["$1 $3 $4"]+="${tps} "
     log "$1 $3 c=$4: $tps TPS (failed ${failed:-?})"
 }
-names=(off norep on)
-declare -A PORT=([off]=$OFF_PORT [norep]=$NOREP_PORT [on]=$ON_PORT)
+names=(off self on)
+declare -A PORT=([off]=$OFF_PORT [self]=$NOREP_PORT [on]=$ON_PORT)
 for mode in $MODES; do for c in $CLIENTS; do for r in $(seq "$ROUNDS"); do
     for k in 0 1 2; do n=${names[$(( (k + r) % 3 ))]}; run "$n" "${PORT[$n]}" "$mode" "$c"; done
 done; done; done
@@ -75,10 +78,10 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR
 echo
 echo "pgbench -S, scale $SCALE, ${DURATION}s x $ROUNDS rounds, median TPS ($(date -u +%FT%TZ), $(nproc) cores)"
 echo
-echo "| mode | clients | routing off | routing on, no replica | routing on, 2 replicas | no-replica/off | 2-replicas/off |"
+echo "| mode | clients | routing off | routing on, primary as replica | routing on, 2 replicas | on-self/off | on-2-replicas/off |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for mode in $MODES; do for c in $CLIENTS; do
-    off=$(median <<<"${RESULTS[off $mode $c]}"); norep=$(median <<<"${RESULTS[norep $mode $c]}"); on=$(median <<<"${RESULTS[on $mode $c]}")
+    off=$(median <<<"${RESULTS[off $mode $c]}"); norep=$(median <<<"${RESULTS[self $mode $c]}"); on=$(median <<<"${RESULTS[on $mode $c]}")
     printf '| %s | %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n' "$mode" "$c" "$off" "$norep" "$on" \
         "$(awk -v a="$norep" -v b="$off" 'BEGIN{print a/b}')" "$(awk -v a="$on" -v b="$off" 'BEGIN{print a/b}')"
 done; done
