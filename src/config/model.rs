@@ -350,7 +350,8 @@ pub struct Routing {
     /// Functions that write (beyond the built-in list: nextval, setval, pg_advisory_*, ...);
     /// a SELECT calling one goes to the primary. Default: none.
     pub write_functions: Vec<String>,
-    /// Distinct statement texts whose classification is cached. Default 10000.
+    /// Distinct statement texts whose classification is cached (statements the slow path
+    /// parsed, and long SELECTs seen at least twice; 0 disables the cache). Default 10000.
     pub cache_entries: usize,
 }
 

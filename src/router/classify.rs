@@ -3,7 +3,8 @@
 //!
 //! # How it works
 //!
-//! 1. A hand-written token scanner (`Tokens`) walks the text once, per dialect: it skips
+//! 1. A hand-written token scanner (`Tokens`, in [`super::tokens`]: one byte-class table
+//!    lookup per byte, no UTF-8 decoding) walks the text once, per dialect: it skips
 //!    whitespace and comments (`--`, nested `/* */` for PostgreSQL; `#`, `-- `, flat `/* */`
 //!    for MySQL, where `/*! ... */` and `/*M! ... */` are *code*, as the server runs them), and
 //!    never looks inside strings (`'..'`, `E'..'`, dollar quotes; MySQL `".."` and backslash
@@ -14,24 +15,27 @@
 //! 2. The **fast path** decides from the first words of each statement (INSERT -> primary,
 //!    SHOW -> replica, BEGIN READ ONLY -> replica, ...). For a read-shaped statement (SELECT,
 //!    WITH, VALUES, TABLE, or any of them in parentheses) it scans the rest of the statement
-//!    once for what makes a read a write: a locking clause, `INTO`, a call of a write function
-//!    (built-in list plus `write_functions` from the config, schema-qualified or not, quoted or
-//!    not), MySQL user-variable assignment (`:=`) and `SQL_CALC_FOUND_ROWS`, MariaDB
-//!    `NEXT VALUE FOR`. None of this allocates.
+//!    once for what makes a read a write (`read_scan`): a locking clause, `INTO`, a call of a
+//!    write function (built-in list plus `write_functions` from the config, schema-qualified
+//!    or not, quoted or not), MySQL user-variable assignment (`:=`) and
+//!    `SQL_CALC_FOUND_ROWS`, MariaDB `NEXT VALUE FOR`. None of this allocates.
 //! 3. Only a read-shaped statement that also contains `INSERT`, `UPDATE`, `DELETE` or `MERGE`
 //!    as a word (outside a locking clause, not after a `.`, not a call such as MySQL's
 //!    `INSERT(str, ..)`) goes to the **slow path**: `sqlparser` decides whether that is a
 //!    data-modifying CTE (`WITH d AS (DELETE .. RETURNING *) SELECT ..` -> primary,
 //!    [`Reason::WritingCte`]), a DML main statement (`WITH x AS (..) INSERT ..` ->
 //!    [`Reason::Write`]) or just a column called `update` (a read). A parse failure routes to
-//!    the primary ([`Reason::ParseError`]). Slow-path verdicts are kept in a bounded cache keyed
-//!    by the statement text (lookups borrow the text; only an insertion allocates). A string
-//!    that starts with WITH or `(` is also cached by its whole text and looked up before it is
-//!    scanned (a lookup costs less than the scan of a long statement).
-//!    Statements longer than [`MAX_PARSE_BYTES`] or [`MAX_PARSE_TOKENS`] are not parsed (bounded
+//!    the primary ([`Reason::ParseError`]). Statements longer than [`MAX_PARSE_BYTES`] or [`MAX_PARSE_TOKENS`] are not parsed (bounded
 //!    time and stack; sqlparser's AST is dropped recursively): they get the conservative verdict
 //!    (primary, `Write` or `WritingCte`).
-//! 4. A leading hint (`/* switchyard:primary */`, see [`super::hints`]) overrides the result:
+//! 4. **Cache** (`cache`: sharded, bounded, keyed by the whole text, never by a hash alone).
+//!    Slow-path verdicts are kept by their statement text from the first parse. A string of
+//!    [`CACHE_MIN_BYTES`] or more that starts like a read is looked up whole before it is
+//!    scanned (for a long statement a lookup costs far less than the scan), and kept from its
+//!    second sighting, so statements with inline literals, which never repeat, are never
+//!    copied. Shorter strings, and those whose first word decides (INSERT ..), skip the cache.
+//!    Lookups borrow the text; only an insertion allocates.
+//! 5. A leading hint (`/* switchyard:primary */`, see [`super::hints`]) overrides the result:
 //!    `primary` always; `replica` only for statements that are reads anyway or that the
 //!    classifier could not understand ([`Reason::Unknown`], [`Reason::ParseError`]). A replica
 //!    hint never sends a known write, lock, session or transaction statement to a replica.
@@ -68,13 +72,12 @@
 //!   statement); its transaction effect is that of the first statement. COMMIT and ROLLBACK
 //!   route to the primary, so `BEGIN READ ONLY; SELECT ..; COMMIT` in one string does too.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use sqlparser::ast::{Query, SetExpr, Statement};
 use sqlparser::parser::Parser;
 
+use super::cache::VerdictCache;
 use super::hints::{self, Hint};
+use super::read_scan::{self, Flags, WriteFunctions};
 use super::tokens::{Cursor, Kind, Lex, Tok, Tokens};
 
 /// Which SQL dialect the text is in (how comments, strings and identifiers are written).
@@ -209,6 +212,12 @@ impl Class {
 const READ: Class = Class::replica(Reason::Read);
 const UNKNOWN: Class = Class::primary(Reason::Unknown);
 
+/// A string at least this long that starts like a read (SELECT, WITH, VALUES, TABLE, `(`) is
+/// looked up in the cache by its whole text before it is scanned, and kept on its second
+/// sighting. Shorter strings are scanned every time: that costs about as much as a lookup,
+/// and it keeps never-repeating statements with inline literals (pgbench's
+/// `SELECT .. WHERE aid = 42`) off the cache's locks.
+pub const CACHE_MIN_BYTES: usize = 128;
 /// Read-shaped statements longer than this are not given to sqlparser (time and stack bound);
 /// they get the conservative verdict instead. This also bounds a cache key.
 pub const MAX_PARSE_BYTES: usize = 16 * 1024;
@@ -222,67 +231,13 @@ const PARSE_RECURSION_LIMIT: usize = 32;
 /// EXPLAIN ANALYZE / COPY (query) / MariaDB ANALYZE nesting deeper than this is `Unknown`.
 const MAX_NESTING: u32 = 4;
 
-/// Built-in functions that write, take locks or read the primary's session state.
-/// Lowercase; compared ignoring ASCII case.
-const WRITE_FUNCTIONS: &[&str] = &[
-    // PostgreSQL (nextval/setval/lastval also MariaDB sequences)
-    "nextval",
-    "setval",
-    "currval",
-    "lastval",
-    "pg_notify",
-    "set_config",
-    "pg_cancel_backend",
-    "pg_terminate_backend",
-    "pg_reload_conf",
-    "pg_switch_wal",
-    "pg_drop_replication_slot",
-    "pg_replication_slot_advance",
-    "pg_logical_emit_message",
-    "txid_current",
-    "pg_current_xact_id",
-    "lowrite",
-    // MySQL / MariaDB
-    "get_lock",
-    "release_lock",
-    "release_all_locks",
-    "is_used_lock",
-    "is_free_lock",
-    "last_insert_id",
-    "found_rows",
-    "row_count",
-    "master_pos_wait",
-    "source_pos_wait",
-    "master_gtid_wait",
-];
-
-/// Prefixes of built-in write functions: pg_advisory_lock*, pg_advisory_xact_lock*,
-/// pg_advisory_unlock*, pg_try_advisory_*, pg_create_*, lo_*, pg_logical_slot_get_*.
-const WRITE_FUNCTION_PREFIXES: &[&str] = &[
-    "pg_advisory_",
-    "pg_try_advisory_",
-    "pg_create_",
-    "lo_",
-    "pg_logical_slot_get_",
-];
-
-fn builtin_write_function(name: &[u8]) -> bool {
-    WRITE_FUNCTIONS
-        .iter()
-        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
-        || WRITE_FUNCTION_PREFIXES
-            .iter()
-            .any(|p| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
-}
-
 /// Classifies statements; cheap to share between threads (`Send + Sync`).
 pub struct Classifier {
     dialect: Dialect,
-    lex: Lex,
-    /// Lowercased, without schema qualification.
-    write_functions: Box<[Box<str>]>,
+    lex: &'static Lex,
+    write_functions: WriteFunctions,
     cache_entries: usize,
-    cache: Mutex<HashMap<Box<str>, Class>>,
+    cache: VerdictCache<Class>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -298,29 +253,18 @@ impl std::fmt::Debug for Classifier {
 impl Classifier {
     /// `write_functions`: extra function names whose calls make a read a write (from the
     /// config). Matching ignores ASCII case and schema: `audit.log_event` and `log_event` both
-    /// match any call of `log_event`. `cache_entries`: how many slow-path verdicts to keep
-    /// (0 disables the cache).
+    /// match any call of `log_event`. `cache_entries`: how many verdicts to keep (slow-path
+    /// statements, and long read-shaped strings seen twice; 0 disables the cache).
     pub fn new(dialect: Dialect, write_functions: &[String], cache_entries: usize) -> Self {
-        let write_functions = write_functions
-            .iter()
-            .map(|f| {
-                let f = f.trim();
-                let last = f.rsplit('.').next().unwrap_or(f);
-                last.trim_matches(|c| c == '"' || c == '`')
-                    .to_ascii_lowercase()
-                    .into_boxed_str()
-            })
-            .filter(|f| !f.is_empty())
-            .collect();
         Classifier {
             dialect,
             lex: match dialect {
-                Dialect::Postgres => Lex::POSTGRES,
-                Dialect::MySql => Lex::MYSQL,
+                Dialect::Postgres => &Lex::POSTGRES,
+                Dialect::MySql => &Lex::MYSQL,
             },
-            write_functions,
+            write_functions: WriteFunctions::new(write_functions),
             cache_entries,
-            cache: Mutex::new(HashMap::new()),
+            cache: VerdictCache::new(cache_entries),
         }
     }
 
@@ -334,41 +278,59 @@ impl Classifier {
     ///
     /// A leading hint comment is already applied (see [`Class::with_hint`]).
     pub fn classify(&self, sql: &str) -> Class {
-        let base = self.classify_text(sql);
-        match hints::leading_hint(sql) {
-            None => base,
-            Some(h) => base.with_hint(h),
-        }
-    }
-
-    /// Number of entries in the cache (slow-path statements, strings starting with WITH/`(`).
-    pub fn cached(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    fn classify_text(&self, sql: &str) -> Class {
-        // A string that starts with WITH or `(` is cached whole: looking it up costs less than
-        // scanning it, and it often needs the slow path anyway.
-        let whole = self.cache_entries > 0
-            && sql.len() <= MAX_PARSE_BYTES
-            && Tokens::new(sql, self.lex).next_tok().is_some_and(|t| {
-                t.kind == Kind::Open
-                    || (t.kind == Kind::Word && t.text(sql).eq_ignore_ascii_case("WITH"))
-            });
-        if whole {
-            if let Some(c) = self.cache_get(sql) {
+        let mut toks = Tokens::new(sql, self.lex);
+        // The first token decides whether the whole string goes through the cache and whether
+        // a hint comment can precede it; the statement loop then starts at it, without
+        // reading the comments before it again.
+        let first = toks.next_tok();
+        let key = first
+            .filter(|&t| self.whole_string_cached(sql, t))
+            .map(|_| self.cache.hash(sql));
+        if let Some(hash) = key {
+            if let Some(c) = self.cache.get(hash, sql) {
                 return c;
             }
         }
-        let c = self.classify_statements(sql);
-        if whole {
-            self.cache_put(sql, c);
+        if let Some(t) = first {
+            toks.pos = t.start;
+        }
+        let mut c = self.classify_statements(toks);
+        // A hint is a comment before the first token (`#` counts in either dialect, so a
+        // PostgreSQL string may start with one as a token).
+        if first.is_none_or(|t| t.start > 0 || t.kind == Kind::Punct) {
+            if let Some(h) = hints::leading_hint(sql) {
+                c = c.with_hint(h);
+            }
+        }
+        if let Some(hash) = key {
+            self.cache.insert_if_seen(hash, sql, c);
         }
         c
     }
 
-    fn classify_statements(&self, sql: &str) -> Class {
-        let mut toks = Tokens::new(sql, self.lex);
+    /// Number of entries in the cache (slow-path statements, long read-shaped strings).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether `sql`, whose first token is `first`, is looked up whole ([`CACHE_MIN_BYTES`]).
+    fn whole_string_cached(&self, sql: &str, first: Tok) -> bool {
+        self.cache.is_enabled()
+            && (CACHE_MIN_BYTES..=MAX_PARSE_BYTES).contains(&sql.len())
+            && match first.kind {
+                Kind::Open => true,
+                Kind::Word => {
+                    let w = first.text(sql);
+                    ["SELECT", "WITH", "VALUES", "TABLE"]
+                        .iter()
+                        .any(|k| w.eq_ignore_ascii_case(k))
+                }
+                _ => false,
+            }
+    }
+
+    fn classify_statements(&self, mut toks: Tokens<'_>) -> Class {
+        let sql = toks.text;
         let mut acc: Option<Class> = None;
         loop {
             toks.stmt_done = false;
@@ -406,6 +368,9 @@ impl Classifier {
             _ => return UNKNOWN,
         }
         let w = first.text(text);
+        if w.len() == 6 && w.eq_ignore_ascii_case("SELECT") {
+            return self.read_shaped(cur, first); // the commonest statement, before the table
+        }
         let my = self.dialect == Dialect::MySql;
         let mut buf = [0u8; 16];
         match upper(w, &mut buf) {
@@ -527,7 +492,7 @@ impl Classifier {
 
     /// SELECT / WITH / VALUES / TABLE: scan the rest; parse only if a DML word appears.
     fn read_shaped(&self, cur: &mut Cursor<'_, '_>, first: Tok) -> Class {
-        let f = self.scan(cur);
+        let f = read_scan::scan(cur, &self.write_functions, self.dialect == Dialect::MySql);
         if !(f.dml_top || f.dml_nested) {
             return f.verdict();
         }
@@ -540,41 +505,14 @@ impl Classifier {
         if text.len() > MAX_PARSE_BYTES || f.tokens > MAX_PARSE_TOKENS {
             return conservative;
         }
-        if let Some(c) = self.cache_get(text) {
+        // Parsing allocates anyway: keep its verdict from the first sighting.
+        let hash = self.cache.hash(text);
+        if let Some(c) = self.cache.get(hash, text) {
             return c;
         }
         let c = self.parse(text, &f);
-        self.cache_put(text, c);
+        self.cache.insert(hash, text, c);
         c
-    }
-
-    /// A cached classification of `text` (as a whole). Does not allocate.
-    fn cache_get(&self, text: &str) -> Option<Class> {
-        if self.cache_entries == 0 {
-            return None;
-        }
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(text).copied()
-    }
-
-    fn cache_put(&self, text: &str, c: Class) {
-        if self.cache_entries == 0 || text.len() > MAX_PARSE_BYTES {
-            return;
-        }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= self.cache_entries && !cache.contains_key(text) {
-            // Drop about an eighth, in hash order (effectively random): amortized O(1).
-            let mut drop = cache.len() / 8 + 1;
-            cache.retain(|_, _| {
-                if drop > 0 {
-                    drop -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        cache.insert(text.into(), c);
     }
 
     /// The slow path: sqlparser decides what the DML words are.
@@ -605,101 +543,6 @@ impl Classifier {
             | Statement::Merge(_) => Class::primary(Reason::Write),
             _ => UNKNOWN,
         }
-    }
-
-    /// The whole-statement scan of a read-shaped statement.
-    fn scan(&self, cur: &mut Cursor<'_, '_>) -> Flags {
-        let text = cur.toks.text;
-        let bytes = text.as_bytes();
-        let my = self.dialect == Dialect::MySql;
-        let mut f = Flags::default();
-        let mut depth = 0u32;
-        // The previous token, and what it was if it was an interesting word.
-        let mut prev_kind = Kind::Punct;
-        let mut prev_name: &[u8] = b"";
-        let mut prev_kw = Kw::Other;
-        // A DML word whose next token decides (a `(` makes it a function call).
-        let mut pending_dml: Option<u32> = None;
-        // Consecutive `@` (MySQL system variables).
-        let mut ats = 0u8;
-        while let Some(t) = cur.next() {
-            f.tokens += 1;
-            if let Some(d) = pending_dml.take() {
-                if !matches!(t.kind, Kind::Open | Kind::Dot) {
-                    if d == 0 {
-                        f.dml_top = true;
-                    } else {
-                        f.dml_nested = true;
-                    }
-                }
-            }
-            let mut kw = Kw::Other;
-            match t.kind {
-                Kind::Word => {
-                    // Bytes, not &str: no char-boundary checks (token ends are ASCII).
-                    let w = &bytes[t.start..t.end];
-                    if prev_kind != Kind::Dot {
-                        kw = keyword(w);
-                        match kw {
-                            Kw::Update | Kw::Share | Kw::No | Kw::Key if prev_kw == Kw::For => {
-                                f.locking = true
-                            }
-                            Kw::In if my && prev_kw == Kw::Lock => f.locking = true,
-                            Kw::Value if matches!(prev_kw, Kw::Next | Kw::Previous) => {
-                                f.write_fn = true
-                            }
-                            Kw::Into => f.into = true,
-                            Kw::SqlCalcFoundRows if my => f.session = true,
-                            Kw::WarningCount | Kw::ErrorCount if my && ats >= 1 => f.session = true,
-                            Kw::Identity | Kw::LastInsertId if my && ats >= 1 => f.write_fn = true,
-                            _ => {}
-                        }
-                        let locking_update =
-                            kw == Kw::Update && matches!(prev_kw, Kw::For | Kw::Key);
-                        if matches!(kw, Kw::Insert | Kw::Update | Kw::Delete | Kw::Merge)
-                            && !locking_update
-                        {
-                            pending_dml = Some(depth);
-                        }
-                    }
-                    prev_name = w;
-                }
-                Kind::QIdent => prev_name = t.inner(text).as_bytes(),
-                Kind::Open => {
-                    if matches!(prev_kind, Kind::Word | Kind::QIdent) && self.is_write_fn(prev_name)
-                    {
-                        f.write_fn = true;
-                    }
-                    depth += 1;
-                }
-                Kind::Close => depth = depth.saturating_sub(1),
-                Kind::Assign => f.session = true,
-                _ => {}
-            }
-            ats = if t.kind == Kind::At {
-                ats.saturating_add(1)
-            } else {
-                0
-            };
-            prev_kind = t.kind;
-            prev_kw = kw;
-        }
-        if let Some(d) = pending_dml {
-            if d == 0 {
-                f.dml_top = true;
-            } else {
-                f.dml_nested = true;
-            }
-        }
-        f
-    }
-
-    fn is_write_fn(&self, name: &[u8]) -> bool {
-        builtin_write_function(name)
-            || self
-                .write_functions
-                .iter()
-                .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
     }
 
     /// EXPLAIN (PostgreSQL and MySQL), MySQL DESCRIBE/DESC.
@@ -994,86 +837,6 @@ fn set_expr_dml(e: &SetExpr, depth: u32) -> Option<bool> {
             }
         }
         SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => None,
-    }
-}
-
-/// What the scan of a read-shaped statement found.
-#[derive(Debug, Default)]
-struct Flags {
-    dml_top: bool,
-    dml_nested: bool,
-    locking: bool,
-    into: bool,
-    write_fn: bool,
-    session: bool,
-    tokens: usize,
-}
-
-impl Flags {
-    /// The verdict when no DML is involved.
-    fn verdict(&self) -> Class {
-        if self.locking {
-            Class::primary(Reason::Locking)
-        } else if self.into {
-            Class::primary(Reason::SelectInto)
-        } else if self.write_fn {
-            Class::primary(Reason::WriteFunction)
-        } else if self.session {
-            Class::primary(Reason::Session)
-        } else {
-            READ
-        }
-    }
-}
-
-/// Words the read-shaped scan reacts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kw {
-    Other,
-    For,
-    Update,
-    Share,
-    No,
-    Key,
-    Lock,
-    In,
-    Into,
-    Insert,
-    Delete,
-    Merge,
-    Next,
-    Previous,
-    Value,
-    SqlCalcFoundRows,
-    WarningCount,
-    ErrorCount,
-    Identity,
-    LastInsertId,
-}
-
-fn keyword(w: &[u8]) -> Kw {
-    let eq = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
-    match w.len() {
-        2 if eq("NO") => Kw::No,
-        2 if eq("IN") => Kw::In,
-        3 if eq("FOR") => Kw::For,
-        3 if eq("KEY") => Kw::Key,
-        4 if eq("INTO") => Kw::Into,
-        4 if eq("LOCK") => Kw::Lock,
-        4 if eq("NEXT") => Kw::Next,
-        5 if eq("SHARE") => Kw::Share,
-        5 if eq("MERGE") => Kw::Merge,
-        5 if eq("VALUE") => Kw::Value,
-        6 if eq("UPDATE") => Kw::Update,
-        6 if eq("INSERT") => Kw::Insert,
-        6 if eq("DELETE") => Kw::Delete,
-        8 if eq("PREVIOUS") => Kw::Previous,
-        8 if eq("IDENTITY") => Kw::Identity,
-        11 if eq("ERROR_COUNT") => Kw::ErrorCount,
-        13 if eq("WARNING_COUNT") => Kw::WarningCount,
-        14 if eq("LAST_INSERT_ID") => Kw::LastInsertId,
-        19 if eq("SQL_CALC_FOUND_ROWS") => Kw::SqlCalcFoundRows,
-        _ => Kw::Other,
     }
 }
 
@@ -1565,23 +1328,24 @@ mod tests {
     fn cache_is_consistent_and_bounded() {
         let c = Classifier::new(Dialect::Postgres, &[], 8);
         let sql = "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x";
+        // A parsed statement is kept from its first sighting (parsing allocates anyway).
         let first = c.classify(sql);
         assert_eq!(c.cached(), 1);
         assert_eq!(c.classify(sql), first);
         assert_eq!(c.cached(), 1);
         // The slow path's key is the statement text without surrounding comments or other
-        // statements; a string that starts with WITH is also kept whole.
+        // statements.
         let commented = format!("/* a */ {sql} /* trace=1 */");
         assert_eq!(c.classify(&commented), first);
-        assert_eq!(c.cached(), 2);
         assert_eq!(c.classify(&commented), first);
         assert_eq!(c.classify(&format!("SELECT 1; {sql}")), first);
-        assert_eq!(c.cached(), 2);
-        // Read-only CTEs are cached whole too; their verdict does not change.
+        assert_eq!(c.cached(), 1);
+        // A short string the scanner decides alone is never kept, however often it comes.
         let read = "WITH x AS (SELECT 1) SELECT * FROM x";
         assert_eq!(c.classify(read), READ);
         assert_eq!(c.classify(read), READ);
-        assert_eq!(c.cached(), 3);
+        assert_eq!(c.classify(read), READ);
+        assert_eq!(c.cached(), 1);
         for i in 0..1000 {
             let q = format!("WITH x{i} AS (DELETE FROM t RETURNING *) SELECT * FROM x{i}");
             assert_eq!(c.classify(&q), first);
@@ -1608,6 +1372,139 @@ mod tests {
         assert_eq!(fast.cached(), 0);
     }
 
+    /// A SELECT of `CACHE_MIN_BYTES` or more.
+    fn long_select() -> String {
+        let cols: Vec<String> = (0..30).map(|i| format!("col_{i}")).collect();
+        let sql = format!("SELECT {} FROM t WHERE id = 1", cols.join(", "));
+        assert!(sql.len() >= CACHE_MIN_BYTES);
+        sql
+    }
+
+    #[test]
+    fn long_read_shaped_strings_are_cached_whole_from_their_second_sighting() {
+        let c = Classifier::new(Dialect::Postgres, &["my_audit".to_string()], 64);
+        let plain = Classifier::new(Dialect::Postgres, &["my_audit".to_string()], 0);
+        let long = long_select();
+        assert_eq!(c.classify(&long), READ);
+        assert_eq!(c.cached(), 0);
+        assert_eq!(c.classify(&long), READ);
+        assert_eq!(c.cached(), 1);
+        assert_eq!(c.classify(&long), READ);
+        assert_eq!(c.cached(), 1);
+        // An entry holds the final answer (hint included) of exactly that text.
+        let pad = "x".repeat(CACHE_MIN_BYTES);
+        for sql in [
+            format!("/* switchyard:primary */ {long}"),
+            format!("/* switchyard:replica */ {long}"),
+            format!("-- switchyard:replica\n{long} FOR UPDATE"),
+            format!("{long} FOR UPDATE"),
+            format!("{long} FOR UPDATX"),
+            format!("({long}) UNION (SELECT my_audit(1))"),
+            format!("{long}; DELETE FROM t"),
+            format!("{long}; SELECT 2"),
+            format!("WITH w AS (DELETE FROM t RETURNING *) {long}"),
+            format!("with w as (select 1) {long}"),
+            format!("VALUES (nextval('s'), '{pad}')"),
+            format!("TABLE t /* {pad} */"),
+        ] {
+            let want = plain.classify(&sql);
+            for _ in 0..3 {
+                assert_eq!(c.classify(&sql), want, "{sql}");
+            }
+        }
+        // Writes and other statements decide on their first words: never looked up.
+        let before = c.cached();
+        let insert = format!("INSERT INTO t VALUES ('{pad}')");
+        let set = format!("SET application_name = '{pad}'");
+        for _ in 0..3 {
+            assert_eq!(c.classify(&insert), Class::primary(Write));
+            assert_eq!(c.classify(&set), Class::primary(Session));
+        }
+        assert_eq!(c.cached(), before);
+        // Long statements that never repeat (inline literals) are never kept.
+        let fresh = Classifier::new(Dialect::Postgres, &[], 64);
+        for i in 0..500 {
+            assert_eq!(fresh.classify(&format!("{long} AND k = {i}")), READ);
+        }
+        assert_eq!(fresh.cached(), 0);
+    }
+
+    #[test]
+    fn cached_answers_agree_across_threads() {
+        let c = std::sync::Arc::new(Classifier::new(Dialect::Postgres, &[], 32));
+        let long = long_select();
+        let texts: Vec<(String, Class)> = (0..16)
+            .map(|i| {
+                let (sql, class) = if i % 2 == 0 {
+                    (format!("{long} AND k = {i}"), READ)
+                } else {
+                    (
+                        format!("{long} AND k = {i} FOR UPDATE"),
+                        Class::primary(Locking),
+                    )
+                };
+                (sql, class)
+            })
+            .collect();
+        let texts = std::sync::Arc::new(texts);
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let (c, texts) = (c.clone(), texts.clone());
+                std::thread::spawn(move || {
+                    for j in 0..2000 {
+                        let (sql, want) = &texts[(j * 5 + n) % texts.len()];
+                        assert_eq!(c.classify(sql), *want, "{sql}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!((1..=32).contains(&c.cached()), "{}", c.cached());
+    }
+
+    #[test]
+    fn write_function_filter_lets_every_name_through() {
+        let configured = [
+            "_audit".to_string(),
+            "9lives".to_string(),
+            "ünïcode_fn".to_string(),
+            "a_function_name_longer_than_31_bytes_for_sure".to_string(),
+            "x".to_string(),
+        ];
+        let c = Classifier::new(Dialect::Postgres, &configured, 0);
+        let my = Classifier::new(Dialect::MySql, &configured, 0);
+        use read_scan::{WRITE_FUNCTIONS, WRITE_FUNCTION_PREFIXES};
+        let names = WRITE_FUNCTIONS
+            .iter()
+            .map(|f| f.to_string())
+            .chain(WRITE_FUNCTION_PREFIXES.iter().map(|p| format!("{p}x")))
+            .chain(
+                WRITE_FUNCTION_PREFIXES
+                    .iter()
+                    .map(|p| format!("{p}{}", "y".repeat(40))),
+            )
+            .chain(configured.iter().cloned());
+        for name in names {
+            for sql in [
+                format!("SELECT {name}(1)"),
+                format!("SELECT s.{}(1)", name.to_ascii_uppercase()),
+                format!("SELECT \"{name}\"(1)"),
+            ] {
+                assert_eq!(c.classify(&sql), Class::primary(WriteFunction), "{sql}");
+            }
+            let sql = format!("SELECT `{name}` (1)");
+            assert_eq!(my.classify(&sql), Class::primary(WriteFunction), "{sql}");
+        }
+        for sql in [
+            "SELECT count(1), now(), lo_(1), pg_create_(1), y(1), \"\"(1)",
+            "SELECT nextvalx(1), xnextval(1), \"nextval \"(1)",
+        ] {
+            assert_eq!(c.classify(sql), READ, "{sql}");
+        }
+    }
+
     #[test]
     fn oversized_statements_are_not_parsed() {
         let c = Classifier::new(Dialect::Postgres, &[], 8);
@@ -1621,7 +1518,12 @@ mod tests {
             "1+".repeat(20_000)
         );
         assert_eq!(c.classify(&big_top), Class::primary(Write));
-        // Neither was parsed; only the first is short enough to be kept whole.
+        // Neither was parsed. Only the first is short enough to be kept whole, from its
+        // second sighting.
+        assert_eq!(c.cached(), 0);
+        assert_eq!(c.classify(&big), Class::primary(WritingCte));
+        assert_eq!(c.cached(), 1);
+        assert_eq!(c.classify(&big_top), Class::primary(Write));
         assert_eq!(c.cached(), 1);
         assert_eq!(c.classify(&big), Class::primary(WritingCte));
         // Deep expressions within the limit parse and drop on a small stack.
@@ -1787,7 +1689,7 @@ mod tests {
             "select $$;$$;;;commit",
         ] {
             let mut ours = Vec::new();
-            let mut toks = Tokens::new(sql, Lex::POSTGRES);
+            let mut toks = Tokens::new(sql, &Lex::POSTGRES);
             loop {
                 toks.stmt_done = false;
                 let mut cur = Cursor::new(&mut toks, false);

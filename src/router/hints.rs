@@ -84,7 +84,7 @@ fn hint_text(body: &[u8]) -> Option<Hint> {
 /// `RESET switchyard.route`): `Some(Some(hint))`, or `Some(None)` for auto; `None` if the
 /// statement is not that. Never allocates.
 pub fn route_setting(sql: &str) -> Option<Option<Hint>> {
-    let mut t = Tokens::new(sql, Lex::EITHER);
+    let mut t = Tokens::new(sql, &Lex::EITHER);
     let word = |t: &mut Tokens<'_>| -> Option<&str> {
         let tok = t.next_tok()?;
         (tok.kind == Kind::Word).then(|| tok.text(sql))
