@@ -25,9 +25,9 @@
 //!    data-modifying CTE (`WITH d AS (DELETE .. RETURNING *) SELECT ..` -> primary,
 //!    [`Reason::WritingCte`]), a DML main statement (`WITH x AS (..) INSERT ..` ->
 //!    [`Reason::Write`]) or just a column called `update` (a read). A parse failure routes to
-//!    the primary ([`Reason::ParseError`]). Statements longer than [`MAX_PARSE_BYTES`] or [`MAX_PARSE_TOKENS`] are not parsed (bounded
-//!    time and stack; sqlparser's AST is dropped recursively): they get the conservative verdict
-//!    (primary, `Write` or `WritingCte`).
+//!    the primary ([`Reason::ParseError`]). Statements longer than [`MAX_PARSE_BYTES`] or
+//!    [`MAX_PARSE_TOKENS`] are not parsed (bounded time and stack; sqlparser's AST is dropped
+//!    recursively): they get the conservative verdict (primary, `Write` or `WritingCte`).
 //! 4. **Cache** (`cache`: sharded, bounded, keyed by the whole text, never by a hash alone).
 //!    Slow-path verdicts are kept by their statement text from the first parse. A string of
 //!    [`CACHE_MIN_BYTES`] or more that starts like a read is looked up whole before it is

@@ -245,8 +245,7 @@ impl<'a> Tokens<'a> {
             }
             let one = |kind| (kind, start, start + 1);
             break match class & !CONT {
-                SPACE => unreachable!(),
-                WORD => unreachable!(),
+                SPACE | WORD => unreachable!("handled above"),
                 LETTER_E => {
                     let end = word_end(b, start + 1);
                     if end == start + 1 && !lex.mysql_strings && b.get(end) == Some(&b'\'') {
