@@ -309,11 +309,7 @@ impl Server {
             let t = std::thread::Builder::new()
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .enable_time()
-                        .build()
-                        .expect("tokio runtime");
+                    let rt = thread_runtime();
                     rt.block_on(run_worker(shared, workers, listener, conn_ids));
                 })?;
             threads.push(t);
@@ -376,11 +372,7 @@ fn start_admin(
     Ok(std::thread::Builder::new()
         .name("switchyard-admin".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .enable_time()
-                .build()
-                .expect("tokio runtime");
+            let rt = thread_runtime();
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::from_std(l).expect("listener registers");
                 let ready_shared = shared.clone();
@@ -416,13 +408,19 @@ fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::Join
     Ok(std::thread::Builder::new()
         .name("switchyard-health".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .enable_time()
-                .build()
-                .expect("tokio runtime");
+            let rt = thread_runtime();
             rt.block_on(crate::reload::run_health(shared, &mut rx));
         })?)
+}
+
+/// The runtime of one proxy thread (worker, admin, health): IO and timers only, no signal
+/// or process driver (those would run on every park).
+fn thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .expect("tokio runtime")
 }
 
 async fn run_worker(
