@@ -226,11 +226,24 @@ pub struct Worker {
     pub pool_mode: PoolMode,
     /// TLS for clients that ask for it, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Client connections this worker serves now; accepts are balanced on it.
+    pub load: AtomicUsize,
+    /// Where other workers hand over connections they accepted (see [`pick_worker`]).
+    handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
 }
 
+/// A client connection accepted by one worker and served by another: the socket (already
+/// non-blocking, detached from the accepting thread's reactor), the peer and the connection id.
+type Handoff = (std::net::TcpStream, std::net::SocketAddr, u64);
+
 impl Worker {
-    /// Build a worker's pools from the config; `workers` splits each pool size.
-    pub fn new(shared: Arc<Shared>, workers: usize) -> Worker {
+    /// Build a worker's pools from the config; `workers` splits each pool size. Connections
+    /// other workers hand over arrive on `handoff`'s receiver.
+    fn new(
+        shared: Arc<Shared>,
+        workers: usize,
+        handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
+    ) -> Worker {
         // Generation first: if a reload lands meanwhile, `refresh_worker` catches up.
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
@@ -255,6 +268,8 @@ impl Worker {
             statements: StmtRegistry::default(),
             pool_mode,
             tls,
+            load: AtomicUsize::new(0),
+            handoff,
         }
     }
 }
@@ -429,7 +444,8 @@ async fn run_worker(
     listener: Option<std::net::TcpListener>,
     conn_ids: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let worker = Arc::new(Worker::new(shared.clone(), workers));
+    let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+    let worker = Arc::new(Worker::new(shared.clone(), workers, handoff));
     shared.workers.lock().unwrap().push(Arc::downgrade(&worker));
     // A reload that ran while this worker was being built: catch up.
     crate::reload::refresh_worker(&worker);
@@ -437,26 +453,37 @@ async fn run_worker(
     if let Some(l) = listener {
         let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
         loop {
-            let accepted = tokio::select! {
-                r = l.accept() => r,
+            let (stream, peer, id) = tokio::select! {
+                r = l.accept() => match r {
+                    Ok((stream, peer)) => {
+                        let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match hand_over(&shared, &worker, stream, peer, id) {
+                            Some(stream) => {
+                                worker.load.fetch_add(1, Ordering::Relaxed);
+                                (stream, peer, id)
+                            }
+                            None => continue,
+                        }
+                    }
+                    Err(e) => {
+                        // Out of descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                // Counted in this worker's load by the worker that handed it over.
+                Some((s, peer, id)) = handed.recv() => match tokio::net::TcpStream::from_std(s) {
+                    Ok(stream) => (stream, peer, id),
+                    Err(e) => {
+                        worker.load.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "handed-over connection did not register");
+                        continue;
+                    }
+                },
                 _ = shared.shutdown.cancelled() => break,
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracker.spawn(crate::pg::startup::handle_client(
-                        worker.clone(),
-                        stream,
-                        peer,
-                        id,
-                    ));
-                }
-                Err(e) => {
-                    // Out of descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+            tracker.spawn(serve_client(worker.clone(), stream, peer, id));
         }
     } else {
         shared.shutdown.cancelled().await;
@@ -469,4 +496,77 @@ async fn run_worker(
             "drain timeout reached; closing remaining clients"
         );
     }
+}
+
+/// Serve one client on this worker, which counted it in its load; uncount it at the end.
+async fn serve_client(
+    worker: Arc<Worker>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    id: u64,
+) {
+    let load = Arc::clone(&worker);
+    let _counted = on_drop(move || {
+        load.load.fetch_sub(1, Ordering::Relaxed);
+    });
+    crate::pg::startup::handle_client(worker, stream, peer, id).await;
+}
+
+/// Runs a closure when dropped (also when the future holding it is dropped).
+fn on_drop<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the
+/// addresses, which leaves one worker with noticeably more clients than another (16 clients
+/// on 2 workers often land 10 and 6, and each worker has only its share of the pool). A
+/// worker that accepts a connection while another worker serves fewer clients hands it over
+/// once; from then on the client and its backend connections live on that worker. The
+/// receiving worker's load counts the connection from the moment it is sent, so a burst of
+/// accepts spreads out. Returns the stream when this worker should serve it itself.
+fn hand_over(
+    shared: &Shared,
+    me: &Arc<Worker>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    id: u64,
+) -> Option<tokio::net::TcpStream> {
+    let Some(target) = pick_worker(me, &shared.live_workers()) else {
+        return Some(stream);
+    };
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not detach an accepted connection");
+            return None;
+        }
+    };
+    target.load.fetch_add(1, Ordering::Relaxed);
+    match target.handoff.send((std_stream, peer, id)) {
+        Ok(()) => None,
+        // The other worker is stopping: serve it here after all.
+        Err(tokio::sync::mpsc::error::SendError((s, _, _))) => {
+            target.load.fetch_sub(1, Ordering::Relaxed);
+            tokio::net::TcpStream::from_std(s).ok()
+        }
+    }
+}
+
+/// The worker serving the fewest clients if it serves fewer than `me` (ties stay with `me`).
+fn pick_worker(me: &Arc<Worker>, all: &[Arc<Worker>]) -> Option<Arc<Worker>> {
+    let mine = me.load.load(Ordering::Relaxed);
+    all.iter()
+        .filter(|w| !Arc::ptr_eq(w, me))
+        .map(|w| (w.load.load(Ordering::Relaxed), w))
+        .filter(|(load, _)| *load < mine)
+        .min_by_key(|(load, _)| *load)
+        .map(|(_, w)| w.clone())
 }

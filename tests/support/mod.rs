@@ -42,6 +42,16 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Client connections each worker thread serves now.
+    pub fn worker_loads(&self) -> Vec<usize> {
+        let shared = &self.server.as_ref().unwrap().shared;
+        shared
+            .live_workers()
+            .iter()
+            .map(|w| w.load.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     /// The proxy's view of a cluster's backends, for assertions and failure messages.
     pub fn backends(&self, db: &str) -> String {
         let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();
