@@ -74,6 +74,91 @@ async fn a_replica_with_paused_replay_leaves_the_read_set_and_returns() {
     );
 }
 
+/// Resumes stopped processes when dropped, so a failing assertion leaves no server stopped.
+struct Stopped(Vec<i32>);
+
+impl Stopped {
+    fn stop(pids: &[i32]) -> Stopped {
+        for &p in pids {
+            // SAFETY: sending a signal has no memory-safety preconditions.
+            unsafe { libc::kill(p, libc::SIGSTOP) };
+        }
+        Stopped(pids.to_vec())
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            // SAFETY: as above.
+            unsafe { libc::kill(p, libc::SIGCONT) };
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_is_not_marked_down_by_slow_probes() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "slowdb");
+    // A probe every 500 ms with 300 ms to answer; two misses in a row mark a backend down.
+    let cfg = routing_config(&c, "slowdb", "").replace(
+        "interval = \"200ms\"\ntimeout = \"1s\"",
+        "interval = \"500ms\"\ntimeout = \"300ms\"",
+    );
+    assert!(cfg.contains("300ms"));
+    let p = start_proxy(&cfg);
+    let health_pid = || {
+        c.psql(
+            1,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'switchyard-health'",
+        )
+        .unwrap()
+        .trim()
+        .parse::<i32>()
+        .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let probe_pid = loop {
+        if let Some(pid) = health_pid() {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no health connection on the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = p.backend_transitions("slowdb");
+    let pm_file = std::fs::read_to_string(c.data_dir(1).join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pm_file.lines().next().unwrap().trim().parse().unwrap();
+    // A saturated server: the probe's backend answers 700 ms late, and a new connection
+    // would wait 1.3 s for the postmaster. A checker that gave up the slow connection and
+    // reconnected would miss two probes in a row and mark the replica down; one that waits
+    // for the late answer sees a miss and then a (late) answer.
+    {
+        let _postmaster = Stopped::stop(&[postmaster]);
+        {
+            let _probe = Stopped::stop(&[probe_pid]);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        p.backend_transitions("slowdb"),
+        before,
+        "a backend changed state: {}",
+        p.backends("slowdb")
+    );
+    assert_eq!(
+        health_pid(),
+        Some(probe_pid),
+        "the checker reconnected instead of waiting"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_replica_lagging_reads_fall_back_or_fail_clearly() {
     let _g = SERIAL.lock().await;

@@ -2,7 +2,10 @@
 //! `interval` over a persistent connection (one query gives role, positions and replay age),
 //! then updates the shared [`ClusterState`]: up/down with rise/fall counts, role and
 //! timeline (so a promoted replica is found without a restart), lag in bytes and time, and
-//! read-set membership with hysteresis. Every transition is logged and counted.
+//! read-set membership with hysteresis. Every transition is logged and counted. A probe that
+//! misses its timeout counts as a failure but keeps running on its own task, so a slow server
+//! is not also asked for a new connection; its late answer proves liveness only (positions
+//! from it are not used for lag or read-your-writes).
 
 use super::{BackendState, ClusterState, Role};
 use crate::config::Health;
@@ -45,9 +48,43 @@ fn parse_probe(row: &[Option<String>]) -> Option<Probe> {
 #[derive(Default)]
 struct Tracker {
     conn: Option<BackendConn>,
+    /// A probe (connect and query) that did not answer within `timeout` and still runs:
+    /// the next round waits for it instead of opening a new connection, so a server that is
+    /// only slow (a saturated machine) is not made slower by reconnects.
+    running: Option<Running>,
     ok: u32,
     failed: u32,
     believed_up: bool,
+}
+
+/// A probe running on its own task; it gives the connection back when it ends.
+struct Running {
+    task: tokio::task::JoinHandle<(Option<BackendConn>, Result<Probe, String>)>,
+    since: std::time::Instant,
+}
+
+impl Drop for Running {
+    /// A checker that stops (reload, shutdown) takes its probes with it.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What one round learned of one backend.
+#[derive(Debug)]
+enum Seen {
+    /// A probe sent in this round answered: health, role, positions and lag are current.
+    Fresh(Probe),
+    /// A probe from an earlier round answered late: the server is alive, but its positions
+    /// are too old for lag or read-your-writes decisions.
+    Late,
+    Failed(String),
+}
+
+/// How long a probe may keep running across rounds before its connection is given up
+/// (a server that stopped answering without closing the connection).
+fn abandon_after(timeout: Duration) -> Duration {
+    (timeout * 10).max(Duration::from_secs(10))
 }
 
 /// Probe `cluster` until `shutdown`. `target` gives credentials and database; its address is
@@ -77,27 +114,66 @@ pub async fn run(
     }
 }
 
-async fn probe(t: &mut Tracker, target: BackendTarget, timeout: Duration) -> Result<Probe, String> {
-    if t.conn.is_none() {
-        let target = BackendTarget {
-            connect_timeout: timeout,
-            application_name: "switchyard-health",
-            ..target
-        };
-        t.conn = Some(
-            BackendConn::connect(&target)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    let conn = t.conn.as_mut().expect("just set");
-    let row = conn.query_row(PROBE_SQL, timeout).await;
-    match row {
-        Ok(r) => parse_probe(&r).ok_or_else(|| "unexpected probe result".to_string()),
-        Err(e) => {
-            t.conn = None;
-            Err(e)
+async fn probe(t: &mut Tracker, target: BackendTarget, timeout: Duration) -> Seen {
+    let (mut running, fresh) = match t.running.take() {
+        Some(r) => (r, false),
+        None => {
+            let conn = t.conn.take();
+            let give_up = abandon_after(timeout);
+            let task = tokio::spawn(run_probe(conn, target, give_up));
+            let since = std::time::Instant::now();
+            (Running { task, since }, true)
         }
+    };
+    match tokio::time::timeout(timeout, &mut running.task).await {
+        Ok(Ok((conn, result))) => {
+            t.conn = conn;
+            match (result, fresh) {
+                (Ok(p), true) => Seen::Fresh(p),
+                (Ok(_), false) => Seen::Late,
+                (Err(e), _) => Seen::Failed(e),
+            }
+        }
+        Ok(Err(e)) => Seen::Failed(format!("probe task ended: {e}")),
+        Err(_) => {
+            let waited = running.since.elapsed();
+            if waited >= abandon_after(timeout) {
+                drop(running); // aborts the task, closing its connection
+                Seen::Failed(format!("no answer for {waited:?}; connection given up"))
+            } else {
+                t.running = Some(running);
+                Seen::Failed(format!("no answer within {timeout:?}"))
+            }
+        }
+    }
+}
+
+/// Connect if needed, run the probe query, give the connection back if it is still usable.
+async fn run_probe(
+    conn: Option<BackendConn>,
+    target: BackendTarget,
+    give_up: Duration,
+) -> (Option<BackendConn>, Result<Probe, String>) {
+    let mut conn = match conn {
+        Some(c) => c,
+        None => {
+            let target = BackendTarget {
+                connect_timeout: give_up,
+                application_name: "switchyard-health",
+                ..target
+            };
+            match BackendConn::connect(&target).await {
+                Ok(c) => c,
+                Err(e) => return (None, Err(e.to_string())),
+            }
+        }
+    };
+    match conn.query_row(PROBE_SQL, give_up).await {
+        Ok(r) => match parse_probe(&r) {
+            Some(p) => (Some(conn), Ok(p)),
+            None => (None, Err("unexpected probe result".to_string())),
+        },
+        Err(e) => (None, Err(e)),
     }
 }
 
@@ -122,13 +198,18 @@ async fn round(
         update_health(cluster, b, t, p, health);
     }
     let primary = cluster.primary().ok();
-    let primary_lsn = primary.and_then(|i| probes[i].as_ref().ok()).map(|p| p.lsn);
+    // Only a probe sent in this round may move read-your-writes forward: its position was
+    // read after every commit that happened before the round started.
+    let primary_lsn = primary.and_then(|i| match &probes[i] {
+        Seen::Fresh(p) => Some(p.lsn),
+        _ => None,
+    });
     if let Some(lsn) = primary_lsn {
         cluster.primary_lsn.store(lsn, Relaxed);
         cluster.round_done.store(round_id, Relaxed);
     }
     for (b, p) in cluster.backends.iter().zip(&probes) {
-        if let (Ok(p), Some(primary_lsn)) = (p, primary_lsn) {
+        if let (Seen::Fresh(p), Some(primary_lsn)) = (p, primary_lsn) {
             if p.in_recovery {
                 update_lag(cluster, b, p, primary_lsn);
             }
@@ -136,13 +217,7 @@ async fn round(
     }
 }
 
-fn update_health(
-    cluster: &ClusterState,
-    b: &BackendState,
-    t: &mut Tracker,
-    p: &Result<Probe, String>,
-    h: &Health,
-) {
+fn update_health(cluster: &ClusterState, b: &BackendState, t: &mut Tracker, p: &Seen, h: &Health) {
     // A connection error on the statement path marks a backend down between rounds: start
     // counting rises from zero then.
     if t.believed_up && !b.is_up() {
@@ -150,34 +225,20 @@ fn update_health(
         t.ok = 0;
     }
     match p {
-        Ok(p) => {
+        Seen::Fresh(_) | Seen::Late => {
             t.failed = 0;
             t.ok = t.ok.saturating_add(1);
-            let role = if p.in_recovery {
-                Role::Replica
-            } else {
-                Role::Primary
-            };
-            let old = b.role();
-            if old != role {
-                b.role.store(role as u8, Relaxed);
-                b.transitions.fetch_add(1, Relaxed);
-                tracing::warn!(cluster = %cluster.name, backend = %b.addr, from = old.as_str(), to = role.as_str(), "backend role changed");
-            }
-            b.timeline.store(p.timeline, Relaxed);
-            if role == Role::Primary {
-                b.lsn.store(p.lsn, Relaxed);
-                b.lag_bytes.store(0, Relaxed);
-                b.lag_micros.store(0, Relaxed);
+            if let Seen::Fresh(p) = p {
+                update_role(cluster, b, p);
             }
             if !b.is_up() && t.ok >= h.rise {
                 b.up.store(true, Relaxed);
                 t.believed_up = true;
                 b.transitions.fetch_add(1, Relaxed);
-                tracing::info!(cluster = %cluster.name, backend = %b.addr, role = role.as_str(), "backend up");
+                tracing::info!(cluster = %cluster.name, backend = %b.addr, role = b.role().as_str(), "backend up");
             }
         }
-        Err(e) => {
+        Seen::Failed(e) => {
             t.ok = 0;
             t.failed = t.failed.saturating_add(1);
             if b.is_up() && t.failed >= h.fall {
@@ -187,6 +248,27 @@ fn update_health(
                 tracing::warn!(cluster = %cluster.name, backend = %b.addr, error = %e, "backend down (health check)");
             }
         }
+    }
+}
+
+/// Role, timeline and (for a primary) position from a current probe.
+fn update_role(cluster: &ClusterState, b: &BackendState, p: &Probe) {
+    let role = if p.in_recovery {
+        Role::Replica
+    } else {
+        Role::Primary
+    };
+    let old = b.role();
+    if old != role {
+        b.role.store(role as u8, Relaxed);
+        b.transitions.fetch_add(1, Relaxed);
+        tracing::warn!(cluster = %cluster.name, backend = %b.addr, from = old.as_str(), to = role.as_str(), "backend role changed");
+    }
+    b.timeline.store(p.timeline, Relaxed);
+    if role == Role::Primary {
+        b.lsn.store(p.lsn, Relaxed);
+        b.lag_bytes.store(0, Relaxed);
+        b.lag_micros.store(0, Relaxed);
     }
 }
 

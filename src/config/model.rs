@@ -322,7 +322,10 @@ pub struct Health {
     /// Time between probes of each backend (role, replay position, lag). Default "1s".
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// A probe not answered within this counts as failed. Default "1s".
+    /// A probe not answered within this counts as failed. Default "1s". The probe is not
+    /// abandoned: the next round waits for its answer on the same connection, and a late
+    /// answer counts as alive (a saturated server is slow, not down). A probe with no answer
+    /// for max(10 x timeout, 10s) closes its connection and a new one is opened.
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Consecutive good probes that bring a down backend back. Default 2.

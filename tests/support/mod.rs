@@ -52,6 +52,16 @@ impl Proxy {
             .collect()
     }
 
+    /// How often each backend of `db` changed state (up/down, role, read set) so far.
+    pub fn backend_transitions(&self, db: &str) -> Vec<u64> {
+        let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();
+        clusters[db]
+            .backends
+            .iter()
+            .map(|b| b.transitions.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     /// The proxy's view of a cluster's backends, for assertions and failure messages.
     pub fn backends(&self, db: &str) -> String {
         let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();
