@@ -160,6 +160,49 @@ async fn a_slow_replica_is_not_marked_down_by_slow_probes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_client_takes_a_returned_connection_while_a_new_one_is_slow() {
+    let _g = SERIAL.lock().await;
+    let c = PgCluster::start_with(PgClusterOptions {
+        replicas: 0,
+        ..Default::default()
+    })
+    .expect("start PostgreSQL");
+    c.psql(0, "CREATE DATABASE slowconn").unwrap();
+    let cfg = format!(
+        "{}\n[pool]\nsize = 2\nconnect_timeout = \"1s\"\ncheckout_timeout = \"4s\"\n",
+        routing_config(&c, "slowconn", "").replace("[general]\n", "[general]\nworkers = 1\n")
+    );
+    let p = start_proxy(&cfg);
+    let a = connect(&p.conn_str("slowconn")).await;
+    let b = connect(&p.conn_str("slowconn")).await;
+    // Both logins used the pool's one connection in turn; A now holds it in a transaction.
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let pm_file = std::fs::read_to_string(c.data_dir(0).join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pm_file.lines().next().unwrap().trim().parse().unwrap();
+    // The server accepts no new connection for 2 s (longer than connect_timeout), while the
+    // open one keeps working. B needs a connection: the pool has room for a second one, but
+    // opening it hangs. When A commits, B must get A's connection at once.
+    let stopped = Stopped::stop(&[postmaster]);
+    let started = Instant::now();
+    let b_query = tokio::spawn(async move {
+        let r = b.simple_query("SELECT 2").await.map(|_| ());
+        (r, started.elapsed(), b)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.batch_execute("COMMIT").await.unwrap();
+    let (r, took, _b) = b_query.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    drop(stopped);
+    r.expect("the waiting client was served");
+    assert!(
+        took < Duration::from_millis(900),
+        "the waiting client waited for its own connect ({took:?})"
+    );
+    // The server is back: both clients keep working.
+    a.simple_query("SELECT 3").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_replica_lagging_reads_fall_back_or_fail_clearly() {
     let _g = SERIAL.lock().await;
     let c = topology(&[]);

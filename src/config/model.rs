@@ -134,7 +134,10 @@ pub struct PoolSettings {
     /// (SQLSTATE 53300) naming this limit. Default "5s".
     #[serde(with = "duration")]
     pub checkout_timeout: Duration,
-    /// Time to connect and authenticate to a backend server. Default "5s".
+    /// Time to connect and authenticate to a backend server. Default "5s". New connections
+    /// are opened in the background while clients wait: a waiting client takes whichever
+    /// comes first, the new connection or one another client gives back; a connect that
+    /// fails or times out fails the clients waiting at that moment.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Statement run on a backend connection before another client gets it after a

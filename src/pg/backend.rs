@@ -14,13 +14,13 @@ use tokio::net::TcpStream;
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;
 
 /// Why a backend connection could not be made.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot connect to {addr}: {source}")]
     Io {
         addr: SocketAddr,
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     #[error("connecting to {addr} took longer than {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
@@ -89,7 +89,10 @@ impl BackendConn {
 
     async fn connect_inner(t: &BackendTarget) -> Result<BackendConn, ConnectError> {
         let addr = t.addr;
-        let io = |source| ConnectError::Io { addr, source };
+        let io = |source| ConnectError::Io {
+            addr,
+            source: std::sync::Arc::new(source),
+        };
         let proto = |what: &str| ConnectError::Protocol {
             addr,
             what: what.to_owned(),
@@ -355,7 +358,10 @@ async fn read_message(
         let n = stream
             .read_buf(buf)
             .await
-            .map_err(|source| ConnectError::Io { addr, source })?;
+            .map_err(|source| ConnectError::Io {
+                addr,
+                source: std::sync::Arc::new(source),
+            })?;
         if n == 0 {
             return Err(ConnectError::Protocol {
                 addr,

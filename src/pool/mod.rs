@@ -4,14 +4,52 @@
 //! The pool only takes back connections marked `clean` (idle, outside a transaction, nothing
 //! in flight, no leftover session state); [`release`] closes anything else at once so a
 //! dirty connection never waits in the pool holding locks.
+//!
+//! A checkout takes an idle connection or waits for one. New connections are opened by
+//! background tasks and join the pool when ready, so a client is served by whichever comes
+//! first: the new connection or one another client gives back. (A server under load can take
+//! seconds to accept a new connection while the open ones keep serving; a client that had to
+//! wait for its own connect would fail at `connect_timeout` for nothing.)
 
 use crate::pg::backend::{BackendConn, BackendTarget, ConnectError};
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Creates and vets server connections for one backend.
 pub struct PgManager {
     pub target: BackendTarget,
+    signal: Arc<Signal>,
+}
+
+/// What a pool's waiting clients are woken by: a connection given back, a background connect
+/// that ended, the pool closing.
+#[derive(Default)]
+struct Signal {
+    changed: tokio::sync::Notify,
+    /// Clients waiting for a connection now.
+    waiting: AtomicUsize,
+    /// Background connects running now.
+    connecting: AtomicUsize,
+    /// Failed background connects so far, and the last one's error.
+    failures: AtomicU64,
+    last_failure: Mutex<Option<ConnectError>>,
+}
+
+impl Signal {
+    /// A connection came back (or was closed, making room): wake one waiting client.
+    fn returned(&self) {
+        if self.waiting.load(Relaxed) > 0 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn failed(&self, e: ConnectError) {
+        *self.last_failure.lock().unwrap() = Some(e);
+        self.failures.fetch_add(1, Relaxed);
+        self.changed.notify_waiters();
+    }
 }
 
 impl managed::Manager for PgManager {
@@ -66,7 +104,8 @@ pub struct BackendPool {
 impl BackendPool {
     pub fn new(target: BackendTarget, size: usize, checkout_timeout: Duration) -> BackendPool {
         let create = target.connect_timeout;
-        let pool = managed::Pool::builder(PgManager { target })
+        let signal = Arc::new(Signal::default());
+        let pool = managed::Pool::builder(PgManager { target, signal })
             .max_size(size)
             .runtime(deadpool::Runtime::Tokio1)
             .create_timeout(Some(create))
@@ -92,6 +131,21 @@ impl BackendPool {
     /// No more checkouts; idle connections close now, connections in use when returned.
     pub fn close(&self) {
         self.pool.close();
+        self.signal().changed.notify_waiters();
+    }
+
+    /// Connections in the pool now. deadpool's `available - waiting` is its size minus its
+    /// users, and users are the connections checked out plus the callers inside
+    /// `timeout_get`: the background connects while they run (this worker's pool has no
+    /// other callers there when this is asked).
+    fn idle(&self) -> usize {
+        let s = self.pool.status();
+        let connecting = self.signal().connecting.load(Relaxed);
+        (s.available + connecting).saturating_sub(s.waiting)
+    }
+
+    fn signal(&self) -> &Arc<Signal> {
+        &self.pool.manager().signal
     }
 
     /// Most connections this pool opens.
@@ -111,9 +165,19 @@ impl BackendPool {
         }
     }
 
-    /// Check out an idle connection, or open one if the pool has room; `Ok(None)` when every
-    /// connection is in use. Arms no timer and never waits for another client.
+    /// Check out an idle connection; `Ok(None)` when none is idle (then
+    /// [`BackendPool::checkout_waiting`] opens one in the background if there is room). Arms no
+    /// timer and never waits.
     pub async fn checkout_now(&self) -> Result<Option<Pooled>, CheckoutError> {
+        if self.idle() == 0 {
+            return if self.pool.is_closed() {
+                Err(CheckoutError::Closed(self.addr()))
+            } else {
+                Ok(None)
+            };
+        }
+        // An idle connection that fails its recycle check is dropped and the next one tried;
+        // with none left deadpool would connect here, which is rare enough to allow.
         match self.pool.timeout_get(&self.timeouts(Duration::ZERO)).await {
             Ok(conn) => Ok(Some(conn)),
             Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Ok(None),
@@ -122,13 +186,73 @@ impl BackendPool {
     }
 
     /// Wait up to `checkout_timeout` for a connection (after [`BackendPool::checkout_now`]
-    /// found none).
+    /// found none): one given back by another client or one opened in the background,
+    /// whichever comes first. A background connect that fails while this waits fails it too.
     pub async fn checkout_waiting(&self) -> Result<Pooled, CheckoutError> {
         tracing::trace!(status = ?self.pool.status(), "checkout waits");
-        self.pool
-            .timeout_get(&self.timeouts(self.checkout_timeout))
-            .await
-            .map_err(|e| self.error(e))
+        let signal = self.signal().clone();
+        let deadline = tokio::time::Instant::now() + self.checkout_timeout;
+        let failures = signal.failures.load(Relaxed);
+        signal.waiting.fetch_add(1, Relaxed);
+        let _waiting = WaitingGuard(&signal);
+        loop {
+            let notified = signal.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(conn) = self.checkout_now().await? {
+                return Ok(conn);
+            }
+            if signal.failures.load(Relaxed) != failures {
+                if let Some(e) = signal.last_failure.lock().unwrap().clone() {
+                    return Err(CheckoutError::Connect(e));
+                }
+            }
+            self.grow();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(CheckoutError::Timeout {
+                    addr: self.addr(),
+                    timeout: self.checkout_timeout,
+                    size: self.size,
+                });
+            }
+        }
+    }
+
+    /// Open one more connection in the background if the pool has room and fewer connects
+    /// run than clients wait. It joins the pool when ready (waking a waiting client); a
+    /// failure wakes every waiting client with the error.
+    fn grow(&self) {
+        let signal = self.signal();
+        let status = self.pool.status();
+        let connecting = signal.connecting.load(Relaxed);
+        if status.size + connecting >= status.max_size || connecting >= signal.waiting.load(Relaxed)
+        {
+            return;
+        }
+        signal.connecting.fetch_add(1, Relaxed);
+        let pool = self.pool.clone();
+        let timeouts = self.timeouts(Duration::ZERO);
+        tokio::spawn(async move {
+            let got = pool.timeout_get(&timeouts).await;
+            let signal = pool.manager().signal.clone();
+            signal.connecting.fetch_sub(1, Relaxed);
+            match got {
+                // Into the pool, waking a waiting client.
+                Ok(conn) => release(conn),
+                // Every permit taken meanwhile, or the pool closed: nothing to open.
+                Err(PoolError::Timeout(managed::TimeoutType::Wait)) | Err(PoolError::Closed) => {
+                    signal.changed.notify_waiters()
+                }
+                Err(PoolError::Backend(e)) => signal.failed(e),
+                Err(PoolError::Timeout(managed::TimeoutType::Create)) => {
+                    signal.failed(ConnectError::Timeout {
+                        addr: pool.manager().target.addr,
+                        timeout: pool.manager().target.connect_timeout,
+                    })
+                }
+                Err(_) => signal.changed.notify_waiters(),
+            }
+        });
     }
 
     fn timeouts(&self, wait: Duration) -> Timeouts {
@@ -164,10 +288,26 @@ impl BackendPool {
     }
 }
 
+/// Counts a client out of a pool's waiters when its wait ends (also when cancelled).
+struct WaitingGuard<'a>(&'a Signal);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Give a connection back: to the pool if clean, otherwise closed now (the server then rolls
-/// back whatever transaction it had open).
+/// back whatever transaction it had open). Either way a waiting client is woken: it can take
+/// the connection, or open one in the freed place.
 pub fn release(conn: Pooled) {
+    let pool = Object::pool(&conn);
     if !conn.clean {
         drop(Object::take(conn));
+    } else {
+        drop(conn);
+    }
+    if let Some(pool) = pool {
+        pool.manager().signal.returned();
     }
 }
