@@ -286,7 +286,10 @@ primary = "127.0.0.1:$PG_PORT"
 user = "bench"
 EOF
     "$SWITCHYARD" check --config "$TMP/switchyard.toml" >&2 || die "switchyard check rejected the config"
-    "$SWITCHYARD" run --config "$TMP/switchyard.toml" >"$TMP/switchyard.log" 2>&1 &
+    # In its own session, as a service manager would run it and as PgBouncer (-d) and
+    # PostgreSQL (pg_ctl) run here: with the kernel's autogroup scheduling (on by default),
+    # a process left in this script's session shares one CPU share with pgbench.
+    setsid "$SWITCHYARD" run --config "$TMP/switchyard.toml" >"$TMP/switchyard.log" 2>&1 </dev/null &
     SY_PID=$!
     wait_sql switchyard "$SY_PORT" bench
     kill -0 "$SY_PID" 2>/dev/null || { cat "$TMP/switchyard.log" >&2; die "switchyard exited"; }

@@ -23,7 +23,9 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ON_PORT=$(free_port)
-"$BIN" demo --port "$ON_PORT" >"$WORK/demo.out" 2>"$WORK/demo.err" &
+# Each proxy in its own session (own autogroup), as a service manager would run it; in this
+# script's session it would share one CPU share with pgbench.
+setsid "$BIN" demo --port "$ON_PORT" >"$WORK/demo.out" 2>"$WORK/demo.err" </dev/null &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^replica.*replica' <(tr '\n' ' ' <"$WORK/demo.out") 2>/dev/null && break; sleep 0.2; done
 grep -c '^replica' "$WORK/demo.out" | grep -q 2 || { cat "$WORK/demo.err" >&2; exit 1; }
@@ -46,7 +48,7 @@ replicas = [$4]
 user = "postgres"
 $3
 CFG
-    "$BIN" run --config "$WORK/$1.toml" 2>"$WORK/$1.log" &
+    setsid "$BIN" run --config "$WORK/$1.toml" 2>"$WORK/$1.log" </dev/null &
     pids+=($!)
 }
 OFF_PORT=$(free_port); NOREP_PORT=$(free_port)
