@@ -36,5 +36,9 @@ fuzz_target!(|data: &[u8]| {
             "word {w:?} starts with a non-word byte"
         );
     }
-    let _ = session_state::effect(text);
+    let e = session_state::effect(text);
+    // The byte-level fast path may only skip statements the full scan finds harmless.
+    if session_state::surely_no_effect(data) {
+        assert_eq!(e, session_state::Effect::default(), "fast path missed an effect");
+    }
 });

@@ -53,14 +53,20 @@ impl Signal {
 }
 
 impl managed::Manager for PgManager {
-    type Type = BackendConn;
+    type Type = Box<BackendConn>;
     type Error = ConnectError;
 
-    async fn create(&self) -> Result<BackendConn, ConnectError> {
-        BackendConn::connect(&self.target).await
+    // Boxed: a checked-out connection moves through several futures on every checkout and
+    // return, and a pointer is cheaper to move than the connection's state.
+    async fn create(&self) -> Result<Box<BackendConn>, ConnectError> {
+        BackendConn::connect(&self.target).await.map(Box::new)
     }
 
-    async fn recycle(&self, conn: &mut BackendConn, _: &Metrics) -> RecycleResult<ConnectError> {
+    async fn recycle(
+        &self,
+        conn: &mut Box<BackendConn>,
+        _: &Metrics,
+    ) -> RecycleResult<ConnectError> {
         if !conn.clean {
             return Err(RecycleError::message("connection was not returned clean"));
         }

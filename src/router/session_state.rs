@@ -39,6 +39,38 @@ pub fn effect(sql: &str) -> Effect {
     e
 }
 
+/// The common case decided on bytes, before any UTF-8 check or token scan: `true` when `sql`
+/// is one statement (no `;` but a final one) whose first word is a plain ASCII word that no
+/// statement with an effect starts with. `false` means: ask [`effect`].
+pub fn surely_no_effect(sql: &[u8]) -> bool {
+    let b = sql.trim_ascii_end();
+    let b = b.strip_suffix(b";").unwrap_or(b);
+    if b.contains(&b';') {
+        return false;
+    }
+    let Some(start) = b.iter().position(|c| !c.is_ascii_whitespace()) else {
+        return false;
+    };
+    let rest = &b[start..];
+    let len = rest
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    // A comment, a parenthesis or a quote first, or a word that goes on with a digit, `_`,
+    // `$` or a non-ASCII letter: the full path.
+    if len == 0
+        || rest
+            .get(len)
+            .is_some_and(|&c| c == b'_' || c == b'$' || c.is_ascii_digit() || !c.is_ascii())
+    {
+        return false;
+    }
+    let w = &rest[..len];
+    !EFFECT_WORDS
+        .iter()
+        .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
+}
+
 /// Every first word `statement_effect` can give an effect to.
 const EFFECT_WORDS: [&str; 9] = [
     "SET",
@@ -74,6 +106,53 @@ fn statement_effect(s: &Leading<'_>) -> Effect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_fast_path_never_misses_an_effect() {
+        let cases = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "select 1",
+            "  \n\tSELECT 1 ;  ",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "SET search_path = x",
+            "set session timezone = 'UTC'",
+            "SET search_path = x;  \n",
+            "SETx = 1",
+            "set_config",
+            "LISTEN chan",
+            "listen chan;",
+            "PREPARE p AS SELECT 1",
+            "create temp table t (a int)",
+            "CREATE TABLE t (a int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "RESET ALL",
+            "DISCARD ALL",
+            "DEALLOCATE ALL",
+            "LOAD 'x'",
+            "/* hi */ LOAD 'auto_explain'",
+            "-- c\nSET a = 1",
+            "(SELECT 1)",
+            "\u{b}SET a = 1",
+            "SÉT a = 1",
+            "select 1; set a = 1",
+            "select ';'",
+            "",
+            "   ",
+            ";",
+            "BEGIN",
+            "COMMIT;",
+        ];
+        for sql in cases {
+            if surely_no_effect(sql.as_bytes()) {
+                assert_eq!(effect(sql), Effect::default(), "{sql:?}");
+            }
+        }
+        assert!(surely_no_effect(cases[0].as_bytes()));
+        assert!(surely_no_effect(b"  \n\tSELECT 1 ;  "));
+        assert!(!surely_no_effect(b"SET a = 1"));
+        assert!(!surely_no_effect(b"/* x */ SELECT 1"));
+    }
 
     #[test]
     fn session_statements_pin() {

@@ -766,6 +766,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     fn note_session_effect(&mut self, sql: &[u8]) {
+        if session_state::surely_no_effect(sql) {
+            return;
+        }
         let Ok(text) = std::str::from_utf8(sql) else {
             self.pinned = true;
             return;

@@ -206,18 +206,25 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         loop {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
-            // The common case, an idle connection, neither waits nor counts as waiting.
+            // The common case, an idle connection, neither waits nor counts as waiting, and
+            // is observed as a zero wait without reading the clock.
             let pool = &self.cluster.pools[idx];
-            let started = std::time::Instant::now();
             let got = match pool.checkout_now().await {
-                Ok(Some(conn)) => Ok(conn),
+                Ok(Some(conn)) => {
+                    self.cluster
+                        .metrics
+                        .checkout_wait(std::time::Duration::ZERO);
+                    Ok(conn)
+                }
                 Ok(None) => {
+                    let started = std::time::Instant::now();
                     let _waiting = self.cluster.metrics.client_waiting();
-                    pool.checkout_waiting().await
+                    let got = pool.checkout_waiting().await;
+                    self.cluster.metrics.checkout_wait(started.elapsed());
+                    got
                 }
                 Err(e) => Err(e),
             };
-            self.cluster.metrics.checkout_wait(started.elapsed());
             match got {
                 Ok(conn) => {
                     self.install(conn, idx, matches!(want, Want::Primary))
