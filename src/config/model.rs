@@ -137,7 +137,8 @@ pub struct PoolSettings {
     /// Time to connect and authenticate to a backend server. Default "5s". New connections
     /// are opened in the background while clients wait: a waiting client takes whichever
     /// comes first, the new connection or one another client gives back; a connect that
-    /// fails or times out fails the clients waiting at that moment.
+    /// fails or times out fails the clients waiting at that moment if the pool has no open
+    /// connection left; otherwise they wait for one to come back, up to checkout_timeout.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Statement run on a backend connection before another client gets it after a

@@ -38,10 +38,15 @@ struct Signal {
 }
 
 impl Signal {
-    /// A connection came back (or was closed, making room): wake one waiting client.
-    fn returned(&self) {
+    /// A connection came back (or was closed, making room): wake one waiting client, or all
+    /// of them when the pool has no connection left (a failed connect then fails them).
+    fn returned(&self, pool: &managed::Pool<PgManager>) {
         if self.waiting.load(Relaxed) > 0 {
-            self.changed.notify_one();
+            if pool.status().size == 0 {
+                self.changed.notify_waiters();
+            } else {
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -193,7 +198,8 @@ impl BackendPool {
 
     /// Wait up to `checkout_timeout` for a connection (after [`BackendPool::checkout_now`]
     /// found none): one given back by another client or one opened in the background,
-    /// whichever comes first. A background connect that fails while this waits fails it too.
+    /// whichever comes first. A background connect that fails while this waits fails it too
+    /// when the pool has no open connection left.
     pub async fn checkout_waiting(&self) -> Result<Pooled, CheckoutError> {
         tracing::trace!(status = ?self.pool.status(), "checkout waits");
         let signal = self.signal().clone();
@@ -201,6 +207,7 @@ impl BackendPool {
         let failures = signal.failures.load(Relaxed);
         signal.waiting.fetch_add(1, Relaxed);
         let _waiting = WaitingGuard(&signal);
+        let mut connect_failed = false;
         loop {
             let notified = signal.changed.notified();
             tokio::pin!(notified);
@@ -208,12 +215,22 @@ impl BackendPool {
             if let Some(conn) = self.checkout_now().await? {
                 return Ok(conn);
             }
+            // A failed connect fails this client only if no open connection can come back to
+            // it (a starved server may time out a connect while it serves the open ones);
+            // otherwise it waits on, up to checkout_timeout, and another connect is tried.
             if signal.failures.load(Relaxed) != failures {
-                if let Some(e) = signal.last_failure.lock().unwrap().clone() {
-                    return Err(CheckoutError::Connect(e));
+                if self.pool.status().size == 0 {
+                    if let Some(e) = signal.last_failure.lock().unwrap().clone() {
+                        return Err(CheckoutError::Connect(e));
+                    }
                 }
+                // No new connect for this client after one failed: it waits for a
+                // connection to come back (or the pool to empty), not in a connect loop.
+                connect_failed = true;
             }
-            self.grow();
+            if !connect_failed {
+                self.grow();
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(CheckoutError::Timeout {
                     addr: self.addr(),
@@ -314,6 +331,6 @@ pub fn release(conn: Pooled) {
         drop(conn);
     }
     if let Some(pool) = pool {
-        pool.manager().signal.returned();
+        pool.manager().signal.returned(&pool);
     }
 }
