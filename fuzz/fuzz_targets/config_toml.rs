@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
-use switchyard::config::Config;
+use switchyard::config::{Config, ReplicaSpec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -42,7 +42,9 @@ fn sanitize(cfg: &mut Config) -> bool {
     for c in &mut cfg.clusters {
         changed |= fix(&mut c.primary);
         for r in &mut c.replicas {
-            changed |= fix(r);
+            changed |= match r {
+                ReplicaSpec::Addr(a) | ReplicaSpec::Weighted { addr: a, .. } => fix(a),
+            };
         }
     }
     changed
