@@ -21,8 +21,8 @@
 //!    `SQL_CALC_FOUND_ROWS`, MariaDB `NEXT VALUE FOR`. None of this allocates.
 //! 3. Only a read-shaped statement that also contains `INSERT`, `UPDATE`, `DELETE` or `MERGE`
 //!    as a word (outside a locking clause, not after a `.`, not a call such as MySQL's
-//!    `INSERT(str, ..)`) goes to the **slow path**: `sqlparser` decides whether that is a
-//!    data-modifying CTE (`WITH d AS (DELETE .. RETURNING *) SELECT ..` -> primary,
+//!    `INSERT(str, ..)`) goes to the **slow path** (`slow_path.rs`): `sqlparser` decides
+//!    whether that is a data-modifying CTE (`WITH d AS (DELETE .. RETURNING *) SELECT ..` -> primary,
 //!    [`Reason::WritingCte`]), a DML main statement (`WITH x AS (..) INSERT ..` ->
 //!    [`Reason::Write`]) or just a column called `update` (a read). A parse failure routes to
 //!    the primary ([`Reason::ParseError`]). Statements longer than [`MAX_PARSE_BYTES`] or
@@ -72,145 +72,13 @@
 //!   statement); its transaction effect is that of the first statement. COMMIT and ROLLBACK
 //!   route to the primary, so `BEGIN READ ONLY; SELECT ..; COMMIT` in one string does too.
 
-use sqlparser::ast::{Query, SetExpr, Statement};
-use sqlparser::parser::Parser;
-
 use super::cache::VerdictCache;
-use super::hints::{self, Hint};
-use super::read_scan::{self, Flags, WriteFunctions};
+use super::hints;
+use super::read_scan::{self, WriteFunctions};
+use super::slow_path;
 use super::tokens::{Cursor, Kind, Lex, Tok, Tokens};
-
-/// Which SQL dialect the text is in (how comments, strings and identifiers are written).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dialect {
-    Postgres,
-    MySql,
-}
-
-/// Where a statement may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
-    Primary,
-    Replica,
-}
-
-/// Why a route was chosen (used as a metrics label: keep names short snake_case via `as_str()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// A plain read.
-    Read,
-    /// DML: INSERT, UPDATE, DELETE, MERGE, REPLACE, COPY FROM, LOAD DATA, NOTIFY.
-    Write,
-    /// CREATE, ALTER, DROP, TRUNCATE, GRANT, REVOKE, COMMENT, RENAME, ...
-    Ddl,
-    /// A locking read (FOR UPDATE/SHARE, LOCK IN SHARE MODE) or LOCK/UNLOCK TABLE(S).
-    Locking,
-    /// A call of a function that writes or depends on the primary's session state.
-    WriteFunction,
-    /// SELECT ... INTO (a new table, variables, a file).
-    SelectInto,
-    /// A WITH whose CTE modifies data.
-    WritingCte,
-    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION, XA, ...
-    TransactionControl,
-    /// Session state: SET, RESET, PREPARE, EXECUTE, LISTEN, DECLARE, USE, ... (the session
-    /// decides whether it pins the client or replays the state).
-    Session,
-    /// A routing hint decided, or the statement is a `switchyard.route` setting.
-    Hint,
-    /// Not recognised.
-    Unknown,
-    /// The slow path could not parse the statement.
-    ParseError,
-    /// No statement at all (empty, only comments or semicolons).
-    Empty,
-    /// Maintenance or procedural code: VACUUM, ANALYZE, REFRESH, CALL, DO, CHECKPOINT, ...
-    Utility,
-}
-
-impl Reason {
-    /// Short snake_case name for metrics labels and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Read => "read",
-            Reason::Write => "write",
-            Reason::Ddl => "ddl",
-            Reason::Locking => "locking",
-            Reason::WriteFunction => "write_function",
-            Reason::SelectInto => "select_into",
-            Reason::WritingCte => "writing_cte",
-            Reason::TransactionControl => "transaction_control",
-            Reason::Session => "session",
-            Reason::Hint => "hint",
-            Reason::Unknown => "unknown",
-            Reason::ParseError => "parse_error",
-            Reason::Empty => "empty",
-            Reason::Utility => "utility",
-        }
-    }
-}
-
-/// What a statement does to transaction state (for the session to track).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TxEffect {
-    None,
-    /// BEGIN / START TRANSACTION (MySQL also XA START).
-    Begin {
-        read_only: bool,
-    },
-    /// COMMIT/ROLLBACK/END/ABORT (not ROLLBACK TO SAVEPOINT, not ... AND CHAIN),
-    /// PREPARE TRANSACTION, XA COMMIT/ROLLBACK.
-    End,
-    /// `SET TRANSACTION READ ONLY` (PostgreSQL: this transaction; MySQL: the next one).
-    SetTransactionReadOnly,
-    /// SAVEPOINT, RELEASE (SAVEPOINT), ROLLBACK TO (SAVEPOINT).
-    Savepoint,
-}
-
-/// The classification of a SQL string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Class {
-    pub route: Route,
-    pub reason: Reason,
-    pub tx: TxEffect,
-}
-
-impl Class {
-    /// This classification overridden by a hint (a leading comment, or a session's
-    /// `SET switchyard.route`), keeping invariant 1: `Primary` always wins; `Replica` only
-    /// for a statement that may run on a replica anyway or that the classifier did not
-    /// understand (`Unknown`, `ParseError`) and that does not touch transaction state. A
-    /// known write, lock, write function, session or transaction statement stays where it is.
-    /// The reason becomes [`Reason::Hint`] when the hint is honoured.
-    pub fn with_hint(self, hint: Hint) -> Class {
-        match hint {
-            Hint::Primary => Class::new(Route::Primary, Reason::Hint, self.tx),
-            Hint::Replica => {
-                let overridable = self.route == Route::Replica
-                    || (matches!(self.reason, Reason::Unknown | Reason::ParseError)
-                        && self.tx == TxEffect::None);
-                if overridable {
-                    Class::new(Route::Replica, Reason::Hint, self.tx)
-                } else {
-                    self
-                }
-            }
-        }
-    }
-
-    const fn new(route: Route, reason: Reason, tx: TxEffect) -> Class {
-        Class { route, reason, tx }
-    }
-    const fn primary(reason: Reason) -> Class {
-        Class::new(Route::Primary, reason, TxEffect::None)
-    }
-    const fn replica(reason: Reason) -> Class {
-        Class::new(Route::Replica, reason, TxEffect::None)
-    }
-}
-
-const READ: Class = Class::replica(Reason::Read);
-const UNKNOWN: Class = Class::primary(Reason::Unknown);
+pub use super::verdict::{Class, Dialect, Reason, Route, TxEffect};
+use super::verdict::{READ, UNKNOWN};
 
 /// A string at least this long that starts like a read (SELECT, WITH, VALUES, TABLE, `(`) is
 /// looked up in the cache by its whole text before it is scanned, and kept on its second
@@ -224,10 +92,6 @@ pub const MAX_PARSE_BYTES: usize = 16 * 1024;
 /// Same, in tokens: sqlparser builds operator chains iteratively but drops them recursively,
 /// so the depth of its AST (and the stack used to drop it) grows with the token count.
 pub const MAX_PARSE_TOKENS: usize = 2048;
-/// sqlparser's nesting limit (its default is 50). Deeper statements are parse errors (primary).
-/// Lower than the default because a stack overflow would abort the whole proxy: in a debug
-/// build one level of nesting can take tens of KiB of stack.
-const PARSE_RECURSION_LIMIT: usize = 32;
 /// EXPLAIN ANALYZE / COPY (query) / MariaDB ANALYZE nesting deeper than this is `Unknown`.
 const MAX_NESTING: u32 = 4;
 
@@ -510,39 +374,9 @@ impl Classifier {
         if let Some(c) = self.cache.get(hash, text) {
             return c;
         }
-        let c = self.parse(text, &f);
+        let c = slow_path::parse(self.dialect, text, &f);
         self.cache.insert(hash, text, c);
         c
-    }
-
-    /// The slow path: sqlparser decides what the DML words are.
-    fn parse(&self, text: &str, f: &Flags) -> Class {
-        let parse = |d: &dyn sqlparser::dialect::Dialect| {
-            Parser::new(d)
-                .with_recursion_limit(PARSE_RECURSION_LIMIT)
-                .try_with_sql(text)
-                .and_then(|mut p| p.parse_statements())
-        };
-        let parsed = match self.dialect {
-            Dialect::Postgres => parse(&sqlparser::dialect::PostgreSqlDialect {}),
-            Dialect::MySql => parse(&sqlparser::dialect::MySqlDialect {}),
-        };
-        let stmts = match parsed {
-            Ok(s) if s.len() == 1 => s,
-            _ => return Class::primary(Reason::ParseError),
-        };
-        match &stmts[0] {
-            Statement::Query(q) => match query_dml(q, true, 0) {
-                Dml::Top => Class::primary(Reason::Write),
-                Dml::Nested => Class::primary(Reason::WritingCte),
-                Dml::None => f.verdict(),
-            },
-            Statement::Insert(_)
-            | Statement::Update(_)
-            | Statement::Delete(_)
-            | Statement::Merge(_) => Class::primary(Reason::Write),
-            _ => UNKNOWN,
-        }
     }
 
     /// EXPLAIN (PostgreSQL and MySQL), MySQL DESCRIBE/DESC.
@@ -783,61 +617,6 @@ fn end(cur: &mut Cursor<'_, '_>) -> Class {
         prev_and = is_and || prev_no;
     }
     tx_control(TxEffect::End)
-}
-
-/// Where a data-modifying statement sits in a parsed query.
-enum Dml {
-    None,
-    /// The main statement (`WITH x AS (..) INSERT ..`).
-    Top,
-    /// In a CTE or a nested parenthesized query.
-    Nested,
-}
-
-fn query_dml(q: &Query, top: bool, depth: u32) -> Dml {
-    if depth > 64 {
-        return Dml::Nested; // deeper than the parser allows anyway; be conservative
-    }
-    let mut nested = false;
-    if let Some(with) = &q.with {
-        for cte in &with.cte_tables {
-            if !matches!(query_dml(&cte.query, false, depth + 1), Dml::None) {
-                nested = true;
-            }
-        }
-    }
-    match set_expr_dml(&q.body, depth + 1) {
-        Some(true) if top => Dml::Top,
-        Some(_) => Dml::Nested,
-        None if nested => Dml::Nested,
-        None => Dml::None,
-    }
-}
-
-/// `Some(true)`: the body itself is DML; `Some(false)`: DML below it.
-fn set_expr_dml(e: &SetExpr, depth: u32) -> Option<bool> {
-    if depth > 64 {
-        return Some(false);
-    }
-    match e {
-        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
-            Some(true)
-        }
-        SetExpr::Query(q) => match query_dml(q, false, depth + 1) {
-            Dml::None => None,
-            _ => Some(false),
-        },
-        SetExpr::SetOperation { left, right, .. } => {
-            match (
-                set_expr_dml(left, depth + 1),
-                set_expr_dml(right, depth + 1),
-            ) {
-                (None, None) => None,
-                _ => Some(false),
-            }
-        }
-        SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => None,
-    }
 }
 
 /// `w` in ASCII upper case in `buf`, or `b""` if it is longer than `buf`.

@@ -11,4 +11,6 @@ pub mod hints;
 pub mod lexer;
 mod read_scan;
 pub mod session_state;
+mod slow_path;
 pub mod tokens;
+mod verdict;
