@@ -505,24 +505,9 @@ async fn serve_client(
     peer: std::net::SocketAddr,
     id: u64,
 ) {
-    let load = Arc::clone(&worker);
-    let _counted = on_drop(move || {
-        load.load.fetch_sub(1, Ordering::Relaxed);
-    });
+    let counted = Arc::clone(&worker);
+    let _slot = crate::Decrement(&counted.load);
     crate::pg::startup::handle_client(worker, stream, peer, id).await;
-}
-
-/// Runs a closure when dropped (also when the future holding it is dropped).
-fn on_drop<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 /// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the

@@ -27,3 +27,13 @@ pub mod pool;
 pub mod reload;
 pub mod router;
 pub mod testkit;
+
+/// Decrements a counter when dropped, also when the future holding it is dropped: holds one
+/// place in a count (clients open, a worker's load, a pool's waiters) while it lives.
+pub(crate) struct Decrement<'a>(pub(crate) &'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

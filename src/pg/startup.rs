@@ -32,20 +32,11 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     }
 }
 
-/// Decrements the client count when the connection ends.
-struct ClientSlot<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for ClientSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Serve one accepted client connection to the end.
 pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
     let shared = worker.shared.clone();
     let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
-    let _slot = ClientSlot(&shared.clients);
+    let _slot = crate::Decrement(&shared.clients);
     let _ = stream.set_nodelay(true);
     let config = shared.config();
     let general = &config.general;

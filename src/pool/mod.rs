@@ -206,7 +206,7 @@ impl BackendPool {
         let deadline = tokio::time::Instant::now() + self.checkout_timeout;
         let failures = signal.failures.load(Relaxed);
         signal.waiting.fetch_add(1, Relaxed);
-        let _waiting = WaitingGuard(&signal);
+        let _waiting = crate::Decrement(&signal.waiting);
         let mut connect_failed = false;
         loop {
             let notified = signal.changed.notified();
@@ -262,18 +262,11 @@ impl BackendPool {
             match got {
                 // Into the pool, waking a waiting client.
                 Ok(conn) => release(conn),
-                // Every permit taken meanwhile, or the pool closed: nothing to open.
-                Err(PoolError::Timeout(managed::TimeoutType::Wait)) | Err(PoolError::Closed) => {
-                    signal.changed.notify_waiters()
-                }
-                Err(PoolError::Backend(e)) => signal.failed(e),
-                Err(PoolError::Timeout(managed::TimeoutType::Create)) => {
-                    signal.failed(ConnectError::Timeout {
-                        addr: pool.manager().target.addr,
-                        timeout: pool.manager().target.connect_timeout,
-                    })
-                }
-                Err(_) => signal.changed.notify_waiters(),
+                Err(e) => match connect_error(e, &pool.manager().target) {
+                    Ok(e) => signal.failed(e),
+                    // Every permit taken meanwhile, or the pool closed: nothing to open.
+                    Err(_) => signal.changed.notify_waiters(),
+                },
             }
         });
     }
@@ -287,20 +280,14 @@ impl BackendPool {
     }
 
     fn error(&self, e: PoolError<ConnectError>) -> CheckoutError {
-        match e {
-            PoolError::Backend(e) => CheckoutError::Connect(e),
-            PoolError::Timeout(managed::TimeoutType::Create) => {
-                CheckoutError::Connect(ConnectError::Timeout {
-                    addr: self.addr(),
-                    timeout: self.pool.manager().target.connect_timeout,
-                })
-            }
-            PoolError::Timeout(_) => CheckoutError::Timeout {
+        match connect_error(e, &self.pool.manager().target) {
+            Ok(e) => CheckoutError::Connect(e),
+            Err(PoolError::Timeout(_)) => CheckoutError::Timeout {
                 addr: self.addr(),
                 timeout: self.checkout_timeout,
                 size: self.size,
             },
-            _ => CheckoutError::Closed(self.addr()),
+            Err(_) => CheckoutError::Closed(self.addr()),
         }
     }
 
@@ -311,12 +298,19 @@ impl BackendPool {
     }
 }
 
-/// Counts a client out of a pool's waiters when its wait ends (also when cancelled).
-struct WaitingGuard<'a>(&'a Signal);
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Relaxed);
+/// A failed connect in `e` (the server's error, or the connect timeout), or `e` itself when
+/// it is about the pool (no permit within the wait, closed).
+fn connect_error(
+    e: PoolError<ConnectError>,
+    target: &BackendTarget,
+) -> Result<ConnectError, PoolError<ConnectError>> {
+    match e {
+        PoolError::Backend(e) => Ok(e),
+        PoolError::Timeout(managed::TimeoutType::Create) => Ok(ConnectError::Timeout {
+            addr: target.addr,
+            timeout: target.connect_timeout,
+        }),
+        e => Err(e),
     }
 }
 
