@@ -74,6 +74,9 @@ pub mod kind {
     pub const CLIENT_LIMIT: &str = "client_limit";
     /// A read failed on a replica before any byte reached the client and was retried.
     pub const REPLICA_RETRY: &str = "replica_retry";
+    /// A multiplexed read's shared connection failed before its answer arrived; the read ran
+    /// again on a connection of its own.
+    pub const MULTIPLEX_FALLBACK: &str = "multiplex_fallback";
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 //! A CancelRequest with a matching key is forwarded to that server and nowhere else.
 
 use super::codec::put_cancel_request;
+use super::mux::Lane;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::io::AsyncWriteExt;
 
 /// Where a client's current statement runs: server address and the server's key.
@@ -17,21 +18,54 @@ pub struct CancelTarget {
     pub secret: i32,
 }
 
-/// One client's slot; set while it holds a backend connection.
-#[derive(Debug, Default)]
-pub struct CancelSlot(Mutex<Option<CancelTarget>>);
+/// Where a cancel for a client goes now.
+#[derive(Clone)]
+pub enum CancelRoute {
+    /// The server connection the client holds.
+    Server(CancelTarget),
+    /// A statement queued on a multiplexed lane (see [`super::mux`]).
+    Lane(Weak<Lane>, u64),
+}
+
+impl CancelRoute {
+    /// Carry out a cancel (best effort, bounded in time).
+    pub async fn cancel(self, timeout: std::time::Duration) {
+        let target = match self {
+            CancelRoute::Server(t) => Some(t),
+            CancelRoute::Lane(lane, id) => lane.upgrade().and_then(|l| l.cancel(id)),
+        };
+        if let Some(t) = target {
+            let _ = send_cancel(t, timeout).await;
+        }
+    }
+
+    /// The server connection, for a client holding one.
+    pub fn server(&self) -> Option<CancelTarget> {
+        match self {
+            CancelRoute::Server(t) => Some(*t),
+            CancelRoute::Lane(..) => None,
+        }
+    }
+}
+
+/// One client's slot; set while it holds a backend connection or has a statement on a lane.
+#[derive(Default)]
+pub struct CancelSlot(Mutex<Option<CancelRoute>>);
 
 impl CancelSlot {
     pub fn set(&self, t: Option<CancelTarget>) {
-        *self.0.lock().unwrap() = t;
+        *self.0.lock().unwrap() = t.map(CancelRoute::Server);
     }
-    pub fn get(&self) -> Option<CancelTarget> {
-        *self.0.lock().unwrap()
+    pub fn set_route(&self, r: Option<CancelRoute>) {
+        *self.0.lock().unwrap() = r;
+    }
+    pub fn get(&self) -> Option<CancelRoute> {
+        self.0.lock().unwrap().clone()
     }
 }
 
 /// Process-wide map from proxy-issued pid to (secret, slot).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CancelRegistry {
     map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
 }
@@ -71,8 +105,8 @@ impl CancelRegistry {
         }
     }
 
-    /// The backend running the statement of the client with this key, if the key matches.
-    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
+    /// Where the statement of the client with this key runs, if the key matches.
+    pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelRoute> {
         let map = self.map.lock().unwrap();
         let (s, slot) = map.get(&pid)?;
         // Compare without an early exit so timing does not reveal the secret.
@@ -123,11 +157,12 @@ mod tests {
             secret: 7,
         };
         a.slot.set(Some(t));
-        assert_eq!(reg.lookup(a.pid, a.secret), Some(t));
-        assert_eq!(reg.lookup(a.pid, a.secret.wrapping_add(1)), None);
-        assert_eq!(reg.lookup(b.pid, b.secret), None);
+        let server = |r: Option<CancelRoute>| r.and_then(|r| r.server());
+        assert_eq!(server(reg.lookup(a.pid, a.secret)), Some(t));
+        assert!(reg.lookup(a.pid, a.secret.wrapping_add(1)).is_none());
+        assert!(reg.lookup(b.pid, b.secret).is_none());
         let pid = a.pid;
         drop(a);
-        assert_eq!(reg.lookup(pid, 0), None);
+        assert!(reg.lookup(pid, 0).is_none());
     }
 }

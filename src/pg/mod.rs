@@ -3,6 +3,7 @@ pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod codec;
+pub mod mux;
 pub mod prepared;
 pub mod session;
 pub mod startup;

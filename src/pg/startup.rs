@@ -252,8 +252,8 @@ async fn login(
     let shared = &worker.shared;
     let params = match first {
         Startup::Cancel { pid, secret } => {
-            if let Some(t) = shared.cancel.lookup(pid, secret) {
-                let _ = super::cancel::send_cancel(t, Duration::from_secs(5)).await;
+            if let Some(route) = shared.cancel.lookup(pid, secret) {
+                route.cancel(Duration::from_secs(5)).await;
             }
             return Ok(None);
         }

@@ -108,6 +108,8 @@ pub enum CheckoutError {
 /// The pool of one worker for one backend server.
 pub struct BackendPool {
     pool: managed::Pool<PgManager>,
+    /// Multiplexed reads on this pool's connections (used only when configured).
+    pub mux: Arc<crate::pg::mux::Mux>,
     size: usize,
     checkout_timeout: Duration,
 }
@@ -125,6 +127,7 @@ impl BackendPool {
             .expect("a runtime is set, so building cannot fail");
         BackendPool {
             pool,
+            mux: Arc::default(),
             size,
             checkout_timeout,
         }

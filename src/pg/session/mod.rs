@@ -13,6 +13,7 @@
 //! status idle, nothing sent to it is unanswered, and the client left no session state on it.
 
 mod backend_msgs;
+mod muxed;
 mod pump;
 mod routing;
 mod settings;
@@ -28,7 +29,7 @@ use crate::router::hints::Hint;
 use crate::router::session_state;
 use bytes::{Buf, BytesMut};
 use pump::Pump;
-use settings::settings_sql;
+pub(crate) use settings::settings_sql;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
@@ -98,6 +99,8 @@ enum Pend {
 enum Step {
     Done,
     NeedBackend(Want),
+    /// A plain read that may share a multiplexed connection (see `muxed`).
+    Mux(Want),
     /// A Parse arrived with no backend held: use one if free now, else answer it locally.
     ParseWithoutBackend(Want),
     Terminate,
@@ -117,6 +120,8 @@ pub struct Session<C> {
     client: C,
     mode: PoolMode,
     max_message: usize,
+    /// `[pool] multiplex_depth` when the client connected (0: off).
+    mux_depth: usize,
     /// Client settings to apply on every backend connection (sorted by name).
     wanted: Arc<Vec<(String, String)>>,
     key: CancelKey,
@@ -178,7 +183,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         leftover: BytesMut,
     ) -> Self {
         let mode = worker.pool_mode;
-        let max_message = worker.shared.config().general.max_message_bytes;
+        let cfg = worker.shared.config();
+        let max_message = cfg.general.max_message_bytes;
+        let mux_depth = cfg.pool.multiplex_depth;
         let connected = cluster.metrics.client_connected();
         Session {
             worker,
@@ -186,6 +193,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             client,
             mode,
             max_message,
+            mux_depth,
             wanted,
             key,
             backend: None,
@@ -360,6 +368,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         return Ok(());
                     }
                     Step::NeedBackend(want) => self.acquire_for(want).await?,
+                    Step::Mux(want) => {
+                        if !self.run_muxed(want).await? {
+                            self.acquire_for(want).await?;
+                        }
+                    }
                     Step::ParseWithoutBackend(want) => {
                         if !self.acquire_if_free(want).await? {
                             self.defer_parse = true;
@@ -557,6 +570,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         continue;
                     }
                     _ => match self.want_for(&h) {
+                        Ok(want) if self.muxable(&h) => return Ok(Step::Mux(want)),
                         Ok(want) => return Ok(Step::NeedBackend(want)),
                         Err(e) => {
                             self.cluster.metrics.error(match e {

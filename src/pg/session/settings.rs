@@ -1,7 +1,7 @@
 //! Bringing a backend connection's settings in line with a client's startup parameters.
 
 /// SQL that moves a connection from `have` settings to `want` (both sorted by name).
-pub(super) fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
+pub(crate) fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
     let mut sql = String::new();
     for (k, v) in want {
         if !have.iter().any(|(hk, hv)| hk == k && hv == v) {

@@ -1,0 +1,628 @@
+//! Multiplexed reads (opt-in: `[pool] multiplex_depth` > 0). A plain `SELECT` that a client
+//! sends as a simple Query outside a transaction does not need a server connection of its
+//! own: it is queued on a *lane*, a server connection that a few such statements from
+//! different clients share, pipelined. A lane writes every statement queued since its last
+//! write with one write and splits the answers at ReadyForQuery, in order. The server then
+//! reads several statements per wakeup and the proxy makes one write and one read on the
+//! server side for several statements, which is where a 1:1 pooler spends most of its time.
+//!
+//! Which statements: the session decides (see `Session::muxable`): one statement whose first
+//! word is SELECT, classified as a plain read (no locking clause, no function that writes or
+//! touches session state, no INTO), with nothing else pending and no transaction open.
+//!
+//! Batches: what a lane writes at once is one *batch*. A batch of one statement is the
+//! client's own Query message. A batch of several is sent in the extended protocol, each
+//! statement as Parse/Bind/Describe/Execute of the unnamed statement with text results, and
+//! one Sync at the end: PostgreSQL then answers the whole batch with one ReadyForQuery, so it
+//! reads the batch once and writes its answers once (it writes at every ReadyForQuery). The
+//! answers are turned back into what a Query gets (RowDescription, DataRow..., CommandComplete,
+//! ReadyForQuery: the same bytes) and passed on only at the batch's ReadyForQuery, when
+//! its implicit transaction has ended. Within a batch the statements share that implicit
+//! transaction. Under READ COMMITTED (the default) each still takes its own snapshot;
+//! `now()` is the batch's start. If any statement of a batch fails, the batch's transaction
+//! is rolled back and every statement of it runs again as a batch of its own (a statement
+//! the client cancelled is answered as cancelled instead). So a client sees exactly the answer
+//! its statement gets when run alone, and a SELECT with a side effect the classifier cannot
+//! see (a user function that writes) is never answered from a rolled-back batch.
+//!
+//! Head-of-line blocking, bounded: a lane takes a new statement only while it has fewer than
+//! `depth` outstanding and its oldest one has run for less than [`HOL_LIMIT`]; otherwise a
+//! new lane opens (a connection from the same pool) or the statement takes the ordinary
+//! path. A long statement can therefore delay only the few queued behind it before the
+//! limit, never the ones after.
+//!
+//! Cancel: a client's cancel of a queued statement that the lane has not written yet answers
+//! it at once; of a written one, reaches the server only once that statement is the one the
+//! server is running (the lane's head). If it arrives just after that statement finished, it
+//! can hit the next statement on the lane instead. That statement did not commit anything (it
+//! is a read that failed with SQLSTATE 57014), so the lane runs it again instead of passing
+//! the error on (once per statement, within [`STRAY_WINDOW`] of a cancel it sent).
+//!
+//! Failure: if the lane's connection fails or the server breaks the rules for a lane (leaves
+//! a transaction open, starts COPY, reports a changed setting), every statement on it gets
+//! [`Reply::Failed`] and the session runs it again on a connection of its own; it is a read,
+//! so running it twice is harmless. An answer larger than [`MAX_ANSWER`] fails the same way
+//! (answers are passed on whole, so the ordinary path streams the big ones).
+
+use super::backend::set_param;
+use super::cancel::CancelTarget;
+use super::codec;
+use crate::pool::{self, BackendPool, Pooled};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWrite;
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// A lane takes no new statement once its oldest outstanding one has run this long.
+pub const HOL_LIMIT: Duration = Duration::from_millis(10);
+/// After a lane sent a cancel, a statement other than the cancelled one that fails with
+/// SQLSTATE 57014 within this time is run again.
+pub const STRAY_WINDOW: Duration = Duration::from_secs(2);
+/// A lane idle this long gives its connection back to the pool.
+pub const IDLE: Duration = Duration::from_millis(250);
+/// Largest answer passed on through a lane; a larger one fails the lane (see module docs).
+pub const MAX_ANSWER: usize = 4 << 20;
+/// Largest message accepted from a server on a lane.
+const MAX_BACKEND_MESSAGE: usize = (1 << 30) + 64;
+
+/// What a queued statement gets.
+#[derive(Debug)]
+pub enum Reply {
+    /// Everything the server answered, up to and including ReadyForQuery.
+    Answer(BytesMut),
+    /// The lane failed before the whole answer arrived; the statement may or may not have
+    /// run (it is a read: the session runs it again elsewhere).
+    Failed,
+}
+
+/// A queued statement, as its session sees it.
+pub struct Ticket {
+    pub lane: Weak<Lane>,
+    pub id: u64,
+    pub reply: oneshot::Receiver<Reply>,
+}
+
+/// The lanes of one worker to one backend.
+#[derive(Default)]
+pub struct Mux {
+    lanes: Mutex<Vec<Arc<Lane>>>,
+}
+
+/// One server connection shared by multiplexed statements.
+pub struct Lane {
+    st: Mutex<LaneState>,
+    wake: Notify,
+    /// The client settings applied on the connection (sessions with other settings do not
+    /// use this lane).
+    applied: Vec<(String, String)>,
+    target: CancelTarget,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Queued, not written yet.
+    unsent: VecDeque<Req>,
+    /// Written, not answered in full yet; answers arrive in this order.
+    inflight: VecDeque<Req>,
+    /// Answered, waiting for the end of their batch (its ReadyForQuery), with their answers.
+    done: Vec<(Req, BytesMut)>,
+    /// A statement of the oldest batch failed.
+    failed: bool,
+    next_batch: u64,
+    /// When the head of `inflight` became the statement the server works on.
+    head_since: Option<Instant>,
+    /// Takes no more statements (ending).
+    closed: bool,
+    /// A cancel sent at this time may still hit a statement it was not meant for.
+    stray_until: Option<Instant>,
+    next_id: u64,
+}
+
+struct Req {
+    id: u64,
+    /// The client's Query message.
+    msg: Bytes,
+    /// The batch it was written in.
+    batch: u64,
+    /// Runs as a batch of its own (it is being run again after its batch failed).
+    solo: bool,
+    reply: oneshot::Sender<Reply>,
+    /// The client asked to cancel it.
+    cancel: bool,
+    /// Already run again once after a stray cancel.
+    retried: bool,
+}
+
+impl LaneState {
+    fn depth(&self) -> usize {
+        self.unsent.len() + self.inflight.len() + self.done.len()
+    }
+
+    fn push(&mut self, msg: Bytes) -> (u64, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.unsent.push_back(Req {
+            id,
+            msg,
+            batch: 0,
+            solo: false,
+            reply: tx,
+            cancel: false,
+            retried: false,
+        });
+        (id, rx)
+    }
+}
+
+impl Mux {
+    /// Queue `msg` (one whole Query message) on a lane for clients with `settings`: an open
+    /// lane with room, else a new one on an idle connection of `pool`. `None` when neither
+    /// is available now (the session then takes the ordinary path).
+    pub async fn submit(
+        self: &Arc<Self>,
+        pool: &BackendPool,
+        settings: &[(String, String)],
+        msg: Bytes,
+        depth: usize,
+        shutdown: &CancellationToken,
+    ) -> Option<Ticket> {
+        if let Some(t) = self.queue_on_open_lane(settings, &msg, depth) {
+            return Some(t);
+        }
+        let mut conn = pool.checkout_now().await.ok().flatten()?;
+        if conn.applied != settings {
+            let sql = crate::pg::session::settings_sql(&conn.applied, settings);
+            if conn
+                .run_internal(&sql, Duration::from_secs(10))
+                .await
+                .is_err()
+            {
+                conn.clean = false;
+                pool::release(conn);
+                return None;
+            }
+            conn.applied = settings.to_vec();
+        }
+        conn.clean = false;
+        let lane = Arc::new(Lane {
+            st: Mutex::new(LaneState::default()),
+            wake: Notify::new(),
+            applied: settings.to_vec(),
+            target: CancelTarget {
+                addr: conn.addr,
+                pid: conn.pid,
+                secret: conn.secret,
+            },
+        });
+        let (id, reply) = lane.st.lock().unwrap().push(msg);
+        self.lanes.lock().unwrap().push(lane.clone());
+        tokio::spawn(drive(self.clone(), lane.clone(), conn, shutdown.clone()));
+        Some(Ticket {
+            lane: Arc::downgrade(&lane),
+            id,
+            reply,
+        })
+    }
+
+    /// The open lane with the most outstanding statements among those that take one now:
+    /// packing statements onto few lanes makes batches large (the point of multiplexing),
+    /// and a lane's server process only ever works on one batch.
+    fn queue_on_open_lane(
+        &self,
+        settings: &[(String, String)],
+        msg: &Bytes,
+        depth: usize,
+    ) -> Option<Ticket> {
+        let lanes = self.lanes.lock().unwrap();
+        let mut now = None;
+        let mut best: Option<(&Arc<Lane>, usize)> = None;
+        for lane in lanes.iter() {
+            if lane.applied != settings {
+                continue;
+            }
+            let st = lane.st.lock().unwrap();
+            let d = st.depth();
+            if st.closed || d >= depth || best.is_some_and(|(_, b)| b >= d) {
+                continue;
+            }
+            if let Some(since) = st.head_since {
+                let now = *now.get_or_insert_with(Instant::now);
+                if now.saturating_duration_since(since) >= HOL_LIMIT {
+                    continue;
+                }
+            }
+            best = Some((lane, d));
+        }
+        let (lane, _) = best?;
+        let (id, reply) = lane.st.lock().unwrap().push(msg.clone());
+        lane.wake.notify_one();
+        Some(Ticket {
+            lane: Arc::downgrade(lane),
+            id,
+            reply,
+        })
+    }
+
+    /// Open lanes (for tests and status).
+    pub fn lanes(&self) -> usize {
+        self.lanes.lock().unwrap().len()
+    }
+
+    fn remove(&self, lane: &Arc<Lane>) {
+        self.lanes.lock().unwrap().retain(|l| !Arc::ptr_eq(l, lane));
+    }
+}
+
+impl Lane {
+    /// A client cancels statement `id`. Not written yet: answered now as cancelled. Written
+    /// and at the head: the server to send the cancel to (returned). Written behind others:
+    /// marked, and the lane sends the cancel when it reaches the head.
+    pub fn cancel(&self, id: u64) -> Option<CancelTarget> {
+        let mut st = self.st.lock().unwrap();
+        if let Some(pos) = st.unsent.iter().position(|r| r.id == id) {
+            let req = st.unsent.remove(pos).expect("position is in range");
+            drop(st);
+            let mut out = BytesMut::new();
+            codec::put_error(
+                &mut out,
+                "ERROR",
+                "57014",
+                "canceling statement due to user request",
+            );
+            codec::put_ready(&mut out, b'I');
+            let _ = req.reply.send(Reply::Answer(out));
+            return None;
+        }
+        let pos = st.inflight.iter().position(|r| r.id == id)?;
+        st.inflight[pos].cancel = true;
+        if pos == 0 {
+            st.stray_until = Some(Instant::now() + STRAY_WINDOW);
+            Some(self.target)
+        } else {
+            None
+        }
+    }
+}
+
+/// A lane's task: pipeline its statements until it has been idle for [`IDLE`], shutdown
+/// begins, or the connection fails; then fail what is left and give the connection back
+/// (clean only after an orderly end).
+async fn drive(mux: Arc<Mux>, lane: Arc<Lane>, mut conn: Pooled, shutdown: CancellationToken) {
+    let result = pump(&lane, &mut conn, &shutdown).await;
+    if let Err(e) = &result {
+        tracing::debug!(backend = %conn.addr, error = %e, "multiplexed connection closed");
+    }
+    let left: Vec<Req> = {
+        let mut st = lane.st.lock().unwrap();
+        st.closed = true;
+        let mut left: Vec<Req> = st.done.drain(..).map(|(r, _)| r).collect();
+        left.extend(st.inflight.drain(..));
+        left.extend(st.unsent.drain(..));
+        left
+    };
+    mux.remove(&lane);
+    for req in left {
+        let _ = req.reply.send(Reply::Failed);
+    }
+    conn.clean = result.is_ok();
+    pool::release(conn);
+}
+
+enum Io {
+    Read,
+    New,
+}
+
+/// Sync, ending a batch of several statements.
+const SYNC: &[u8] = b"S\0\0\0\x04";
+/// ReadyForQuery, idle: the end of every answer passed on.
+const READY_IDLE: &[u8] = b"Z\0\0\0\x05I";
+
+/// One statement of a batch of several: Parse of the unnamed statement (no parameter types),
+/// Bind of the unnamed portal (no parameters, text results), Describe and Execute it.
+fn put_batched(out: &mut BytesMut, sql: &[u8]) {
+    use bytes::BufMut;
+    out.put_u8(b'P');
+    out.put_i32((4 + 1 + sql.len() + 1 + 2) as i32);
+    out.put_u8(0);
+    out.put_slice(sql);
+    out.put_u8(0);
+    out.put_i16(0);
+    out.put_slice(b"B\0\0\0\x0c\0\0\0\0\0\0\0\0");
+    out.put_slice(b"D\0\0\0\x06P\0");
+    out.put_slice(b"E\0\0\0\x09\0\0\0\0\0");
+}
+
+/// Move what is queued into batches in `out`: the statements running alone one by one, the
+/// others together (one of them alone goes as its own Query).
+fn write_batches(st: &mut LaneState, out: &mut BytesMut) {
+    let shared = st.unsent.iter().filter(|r| !r.solo).count();
+    let shared_batch = st.next_batch;
+    st.next_batch += 1;
+    if shared > 1 {
+        for req in st.unsent.iter_mut().filter(|r| !r.solo) {
+            let m = &req.msg;
+            put_batched(out, &m[5..m.len() - 1]);
+            req.batch = shared_batch;
+        }
+        out.extend_from_slice(SYNC);
+    }
+    while let Some(mut req) = st.unsent.pop_front() {
+        if req.solo || shared == 1 {
+            req.batch = st.next_batch;
+            st.next_batch += 1;
+            out.extend_from_slice(&req.msg);
+        }
+        st.inflight.push_back(req);
+    }
+    // Answers come batch by batch: keep `inflight` in that order.
+    st.inflight.make_contiguous().sort_by_key(|r| r.batch);
+}
+
+async fn pump(
+    lane: &Lane,
+    conn: &mut crate::pg::backend::BackendConn,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let mut bout = BytesMut::with_capacity(4096);
+    let mut bin = BytesMut::with_capacity(16 * 1024);
+    // The answer to the head statement so far.
+    let mut answer = BytesMut::with_capacity(1024);
+    // One timer for the lane's life, re-armed only when it fires: arming a timer per idle
+    // moment would cost a wakeup of the event loop (a system call) per statement.
+    let mut last_active = Instant::now();
+    let mut idle_timer = pin!(tokio::time::sleep(IDLE));
+    loop {
+        let idle = {
+            let mut st = lane.st.lock().unwrap();
+            let busy = !st.inflight.is_empty() || !st.done.is_empty();
+            // One batch at a time: what arrives while the server works on one waits for its
+            // end and goes out as the next, so batches grow with load instead of every
+            // statement going out alone as soon as it arrives.
+            if !busy && !st.unsent.is_empty() {
+                last_active = Instant::now();
+                st.head_since = Some(last_active);
+                write_batches(&mut st, &mut bout);
+            }
+            st.inflight.is_empty() && st.done.is_empty()
+        };
+        if idle {
+            // Only an idle lane waits on a timer.
+            let ended = tokio::select! {
+                _ = lane.wake.notified() => false,
+                _ = idle_timer.as_mut() => {
+                    let due = last_active + IDLE;
+                    if Instant::now() < due {
+                        idle_timer.as_mut().reset(due.into());
+                        false
+                    } else {
+                        true
+                    }
+                }
+                _ = shutdown.cancelled() => true,
+            };
+            if ended {
+                let mut st = lane.st.lock().unwrap();
+                if st.unsent.is_empty() {
+                    st.closed = true;
+                    return if bin.is_empty() {
+                        Ok(())
+                    } else {
+                        Err("server sent data while idle".into())
+                    };
+                }
+            }
+            continue;
+        }
+        let io = {
+            let mut notified = pin!(lane.wake.notified());
+            let stream = &mut conn.stream;
+            poll_fn(|cx| {
+                while !bout.is_empty() {
+                    match std::pin::Pin::new(&mut *stream).poll_write(cx, &bout) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Err("server closed".to_string())),
+                        Poll::Ready(Ok(n)) => bout.advance(n),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                        Poll::Pending => break,
+                    }
+                }
+                bin.reserve(16 * 1024);
+                match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *stream), cx, &mut bin)
+                {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err("server closed".to_string())),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Io::Read)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Pending => {}
+                }
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Io::New));
+                }
+                Poll::Pending
+            })
+            .await?
+        };
+        if let Io::Read = io {
+            take_answers(lane, conn, &mut bin, &mut answer)?;
+        }
+    }
+}
+
+/// Handle every complete message in `bin`.
+fn take_answers(
+    lane: &Lane,
+    conn: &mut crate::pg::backend::BackendConn,
+    bin: &mut BytesMut,
+    answer: &mut BytesMut,
+) -> Result<(), String> {
+    while let Some(h) = codec::header(bin, MAX_BACKEND_MESSAGE).map_err(|e| e.to_string())? {
+        if bin.len() < h.wire_len {
+            break;
+        }
+        let msg = &bin[..h.wire_len];
+        match h.tag {
+            // ParseComplete, BindComplete, NoData: the extended protocol's own; a Query gets
+            // none of them.
+            b'1' | b'2' | b'n' => {}
+            // CommandComplete, EmptyQueryResponse, ErrorResponse: the head statement is done.
+            b'C' | b'I' | b'E' => {
+                answer.extend_from_slice(msg);
+                statement_done(lane, answer, h.tag == b'E')?;
+            }
+            b'Z' => {
+                if msg.get(5) != Some(&b'I') {
+                    return Err("a multiplexed statement left a transaction open".into());
+                }
+                batch_done(lane)?;
+            }
+            b'S' => {
+                // A setting changed on a shared connection: end the lane (its statements
+                // run again on connections of their own, where the change shows).
+                if let Some((k, v)) = codec::parameter_status(&msg[5..]) {
+                    set_param(&mut conn.server_params, k, v);
+                }
+                return Err("a statement changed a server setting".into());
+            }
+            b'G' | b'H' | b'W' | b'd' | b'c' | b'A' | b's' => {
+                return Err(format!(
+                    "unexpected message {:?} on a multiplexed connection",
+                    h.tag as char
+                ))
+            }
+            _ => {
+                answer.extend_from_slice(msg);
+                if answer.len() > MAX_ANSWER {
+                    return Err("answer too large to multiplex".into());
+                }
+            }
+        }
+        bin.advance(h.wire_len);
+    }
+    Ok(())
+}
+
+/// The head statement's answer is complete: it waits for the end of its batch; the next
+/// statement is now the one the server works on.
+fn statement_done(lane: &Lane, answer: &mut BytesMut, error: bool) -> Result<(), String> {
+    let mut st = lane.st.lock().unwrap();
+    let Some(req) = st.inflight.pop_front() else {
+        return Err("server answered a statement nobody sent".into());
+    };
+    if error {
+        st.failed = true;
+    }
+    st.done.push((req, std::mem::take(answer)));
+    new_head(lane, &mut st);
+    Ok(())
+}
+
+/// The oldest batch ended (its ReadyForQuery): pass its answers on, or run its statements
+/// again one by one if any of them failed.
+fn batch_done(lane: &Lane) -> Result<(), String> {
+    let mut st = lane.st.lock().unwrap();
+    let batch = match (st.done.first(), st.inflight.front()) {
+        (Some((r, _)), _) | (None, Some(r)) => r.batch,
+        (None, None) => return Err("server ended a batch nobody sent".into()),
+    };
+    let failed = std::mem::take(&mut st.failed);
+    let mut members: Vec<(Req, Option<BytesMut>)> =
+        st.done.drain(..).map(|(r, a)| (r, Some(a))).collect();
+    // After an error the server skips the rest of the batch: those got no answer.
+    while st.inflight.front().is_some_and(|r| r.batch == batch) {
+        let req = st.inflight.pop_front().expect("front exists");
+        members.push((req, None));
+    }
+    if members.iter().any(|(_, a)| a.is_none()) {
+        // The head was a skipped statement: the server works on the next batch now.
+        new_head(lane, &mut st);
+    }
+    let now = Instant::now();
+    let alone = members.len() == 1;
+    let mut again = false;
+    for (mut req, answer) in members {
+        match answer {
+            Some(mut a) if !failed || alone => {
+                // Alone and failed with 57014 without being cancelled by its client: a
+                // cancel the lane sent for another statement hit it; it runs again.
+                let stray = failed
+                    && !req.cancel
+                    && !req.retried
+                    && st.stray_until.is_some_and(|t| now < t)
+                    && is_cancel_error(&a);
+                if stray {
+                    req.retried = true;
+                    st.stray_until = None;
+                    st.unsent.push_back(req);
+                    again = true;
+                } else {
+                    a.extend_from_slice(READY_IDLE);
+                    let _ = req.reply.send(Reply::Answer(a));
+                }
+            }
+            _ if req.cancel => {
+                let mut out = BytesMut::new();
+                codec::put_error(
+                    &mut out,
+                    "ERROR",
+                    "57014",
+                    "canceling statement due to user request",
+                );
+                out.extend_from_slice(READY_IDLE);
+                let _ = req.reply.send(Reply::Answer(out));
+            }
+            _ => {
+                req.solo = true;
+                st.unsent.push_back(req);
+                again = true;
+            }
+        }
+    }
+    if st.inflight.is_empty() && st.done.is_empty() {
+        st.head_since = None;
+    }
+    if again {
+        lane.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Note that the head of `inflight` (if any) is now running, and send the cancel its client
+/// asked for while it waited.
+fn new_head(lane: &Lane, st: &mut LaneState) {
+    let Some(head) = st.inflight.front() else {
+        st.head_since = None;
+        return;
+    };
+    let cancel = head.cancel;
+    let now = Instant::now();
+    st.head_since = Some(now);
+    if cancel {
+        st.stray_until = Some(now + STRAY_WINDOW);
+        tokio::spawn(super::cancel::send_cancel(
+            lane.target,
+            Duration::from_secs(5),
+        ));
+    }
+}
+
+/// The answer holds an ErrorResponse with SQLSTATE 57014 (query_canceled).
+fn is_cancel_error(answer: &[u8]) -> bool {
+    let mut rest = answer;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize + 1;
+        if len < 5 || len > rest.len() {
+            return false;
+        }
+        if rest[0] == b'E' && codec::error_field(&rest[5..len], b'C') == Some("57014") {
+            return true;
+        }
+        rest = &rest[len..];
+    }
+    false
+}

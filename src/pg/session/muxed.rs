@@ -1,0 +1,136 @@
+//! The session's side of multiplexed reads (`[pool] multiplex_depth`; the lanes themselves
+//! are in `crate::pg::mux`): which statements may share a connection, and running one.
+
+use super::{Session, SessionError};
+use crate::cluster::{Role, Want};
+use crate::config::PoolMode;
+use crate::metrics::{kind, ROUTE_PRIMARY, ROUTE_REPLICA};
+use crate::pg::cancel::CancelRoute;
+use crate::pg::codec::{self, Header};
+use crate::pg::mux::Reply;
+use crate::router::classify::{Reason, TxEffect};
+use crate::router::session_state;
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// True if the Query at the head of the input may run on a multiplexed connection: the
+    /// feature is on, the client holds nothing and is in no transaction, nothing of its own
+    /// is waiting to be answered, and the Query is one plain `SELECT` (a read with no lock, no
+    /// function that writes or changes session state, no INTO).
+    pub(super) fn muxable(&self, h: &Header) -> bool {
+        if self.mux_depth == 0
+            || h.tag != b'Q'
+            || self.mode != PoolMode::Transaction
+            || self.pinned
+            || self.tx_status != b'I'
+            || !self.pending.is_empty()
+            || self.deferred_begin.is_some()
+        {
+            return false;
+        }
+        let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
+            return false;
+        };
+        if !first_word_is_select(sql) || !session_state::surely_no_effect(sql) {
+            return false;
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return false;
+        };
+        let class = self.worker.shared.classifier.load().classify(text);
+        class.reason == Reason::Read && class.tx == TxEffect::None
+    }
+
+    /// Run the Query at the head of the input on a multiplexed connection to the backend
+    /// `want` selects. Returns false (having consumed nothing) when no lane takes it now or
+    /// its lane failed: the caller then runs it on a connection of its own.
+    pub(super) async fn run_muxed(&mut self, want: Want) -> Result<bool, SessionError> {
+        self.refresh_cluster()?;
+        let state = self.cluster.state.clone();
+        let Ok(idx) = state.select(want, None) else {
+            return Ok(false);
+        };
+        let Ok(Some(h)) = codec::header(&self.cin, self.max_message) else {
+            return Ok(false);
+        };
+        let msg = Bytes::copy_from_slice(&self.cin[..h.wire_len]);
+        let pool = self.cluster.pools[idx].clone();
+        let started = std::time::Instant::now();
+        let Some(ticket) = pool
+            .mux
+            .submit(
+                &pool,
+                &self.wanted,
+                msg,
+                self.mux_depth,
+                &self.worker.shared.shutdown,
+            )
+            .await
+        else {
+            return Ok(false);
+        };
+        let backend = &state.backends[idx];
+        backend.begin();
+        let _outstanding = EndOnDrop(backend);
+        self.key
+            .slot
+            .set_route(Some(CancelRoute::Lane(ticket.lane, ticket.id)));
+        let reply = ticket.reply.await;
+        self.key.slot.set_route(None);
+        let m = &self.cluster.metrics;
+        match reply {
+            Ok(Reply::Answer(answer)) => {
+                let route = if backend.role() == Role::Replica {
+                    ROUTE_REPLICA
+                } else {
+                    ROUTE_PRIMARY
+                };
+                m.routed_cached(&mut self.routed_cache, route, self.route_reason);
+                m.statement(route, started.elapsed());
+                m.bytes(h.wire_len as u64, answer.len() as u64);
+                self.cout.extend_from_slice(&answer);
+                self.cin.advance(h.wire_len);
+                Ok(true)
+            }
+            Ok(Reply::Failed) | Err(_) => {
+                m.error(kind::MULTIPLEX_FALLBACK);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Ends one outstanding statement on a backend when dropped (also if the session is).
+struct EndOnDrop<'a>(&'a crate::cluster::BackendState);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The first word of `sql`, after leading whitespace, is SELECT (any case).
+fn first_word_is_select(sql: &[u8]) -> bool {
+    let t = sql.trim_ascii_start();
+    t.len() > 6
+        && t[..6].eq_ignore_ascii_case(b"select")
+        && !(t[6].is_ascii_alphanumeric() || t[6] == b'_' || t[6] == b'$')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_word_is_select;
+
+    #[test]
+    fn select_first() {
+        assert!(first_word_is_select(b"  SELECT 1"));
+        assert!(first_word_is_select(b"select\n1"));
+        assert!(!first_word_is_select(b"selectx 1"));
+        assert!(!first_word_is_select(b"select"));
+        assert!(!first_word_is_select(b"/* c */ select 1"));
+        assert!(!first_word_is_select(
+            b"with x as (select 1) select * from x"
+        ));
+    }
+}
