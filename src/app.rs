@@ -187,7 +187,9 @@ impl TopologySource for Shared {
                 .enumerate()
                 .map(|(i, b)| {
                     let (mut size, mut open, mut idle) = (0, 0, 0);
+                    let mut multiplex = crate::metrics::MuxStats::default();
                     for w in &workers {
+                        multiplex += w.pools[i].mux.stats();
                         let (o, id) = w.pools[i].status();
                         size += w.pools[i].size() as u64;
                         open += o as u64;
@@ -205,6 +207,7 @@ impl TopologySource for Shared {
                         pool_size: size,
                         pool_open: open,
                         pool_idle: idle,
+                        multiplex,
                     }
                 })
                 .collect();

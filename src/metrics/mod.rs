@@ -264,6 +264,10 @@ pub struct Metrics {
     lag_bytes: Family<BackendLabels, Gauge>,
     in_flight: Family<BackendLabels, Gauge>,
     transitions: Family<BackendLabels, Counter>,
+    multiplexed: Family<BackendLabels, Counter>,
+    multiplex_batches: Family<BackendLabels, Counter>,
+    multiplex_reruns: Family<BackendLabels, Counter>,
+    multiplex_lanes: Family<BackendLabels, Gauge>,
     saturation: Family<ClusterLabels, FloatGauge>,
 }
 
@@ -340,6 +344,10 @@ impl Metrics {
             lag_bytes: Family::default(),
             in_flight: Family::default(),
             transitions: Family::default(),
+            multiplexed: Family::default(),
+            multiplex_batches: Family::default(),
+            multiplex_reruns: Family::default(),
+            multiplex_lanes: Family::default(),
             saturation: Family::default(),
         };
         m.last_reload_success.set(started);
@@ -425,6 +433,26 @@ impl Metrics {
             "replication_lag_bytes",
             "Replication lag in WAL bytes (primary position minus replayed position)",
             m.lag_bytes.clone(),
+        );
+        r.register(
+            "backend_multiplexed_statements",
+            "Statements answered through multiplexed connections ([pool] multiplex_depth)",
+            m.multiplexed.clone(),
+        );
+        r.register(
+            "backend_multiplex_batches",
+            "Batches written on multiplexed connections (statements / batches = mean batch size)",
+            m.multiplex_batches.clone(),
+        );
+        r.register(
+            "backend_multiplex_reruns",
+            "Multiplexed statements run again alone after their batch failed or a stray cancel hit them",
+            m.multiplex_reruns.clone(),
+        );
+        r.register(
+            "backend_multiplex_lanes",
+            "Multiplexed connections open now",
+            m.multiplex_lanes.clone(),
         );
         r.register(
             "backend_in_flight",
@@ -637,6 +665,10 @@ impl Metrics {
         self.backend_up.clear();
         self.lag_seconds.clear();
         self.transitions.clear();
+        self.multiplexed.clear();
+        self.multiplex_batches.clear();
+        self.multiplex_reruns.clear();
+        self.multiplex_lanes.clear();
         self.saturation.clear();
         for c in snapshot {
             let cluster: Arc<str> = Arc::from(c.name.as_str());
@@ -674,6 +706,11 @@ impl Metrics {
                 self.lag_bytes.get_or_create(&bl).set(int(b.lag_bytes));
                 self.in_flight.get_or_create(&bl).set(int(b.in_flight));
                 self.transitions.get_or_create(&bl).inc_by(b.transitions);
+                let m = &b.multiplex;
+                self.multiplexed.get_or_create(&bl).inc_by(m.statements);
+                self.multiplex_batches.get_or_create(&bl).inc_by(m.batches);
+                self.multiplex_reruns.get_or_create(&bl).inc_by(m.reruns);
+                self.multiplex_lanes.get_or_create(&bl).set(int(m.lanes));
             }
             let (_, waiting) = self.clients(&c.name);
             self.saturation

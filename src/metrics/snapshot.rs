@@ -36,6 +36,30 @@ pub struct BackendSnapshot {
     pub pool_open: u64,
     /// Idle connections, summed over workers.
     pub pool_idle: u64,
+    /// Multiplexed reads on this backend, summed over workers.
+    pub multiplex: MuxStats,
+}
+
+/// What multiplexing did on one backend (see `crate::pg::mux`).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MuxStats {
+    /// Statements answered through lanes.
+    pub statements: u64,
+    /// Batches written.
+    pub batches: u64,
+    /// Statements run again alone (their batch failed, or a stray cancel hit them).
+    pub reruns: u64,
+    /// Lanes open now.
+    pub lanes: u64,
+}
+
+impl std::ops::AddAssign for MuxStats {
+    fn add_assign(&mut self, o: MuxStats) {
+        self.statements += o.statements;
+        self.batches += o.batches;
+        self.reruns += o.reruns;
+        self.lanes += o.lanes;
+    }
 }
 
 impl BackendSnapshot {

@@ -47,11 +47,13 @@
 use super::backend::set_param;
 use super::cancel::CancelTarget;
 use super::codec;
+use crate::metrics::MuxStats;
 use crate::pool::{self, BackendPool, Pooled};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -92,6 +94,15 @@ pub struct Ticket {
 #[derive(Default)]
 pub struct Mux {
     lanes: Mutex<Vec<Arc<Lane>>>,
+    counts: Arc<Counts>,
+}
+
+/// Running totals for metrics.
+#[derive(Default)]
+struct Counts {
+    statements: AtomicU64,
+    batches: AtomicU64,
+    reruns: AtomicU64,
 }
 
 /// One server connection shared by multiplexed statements.
@@ -102,6 +113,7 @@ pub struct Lane {
     /// use this lane).
     applied: Vec<(String, String)>,
     target: CancelTarget,
+    counts: Arc<Counts>,
 }
 
 #[derive(Default)]
@@ -195,6 +207,7 @@ impl Mux {
             st: Mutex::new(LaneState::default()),
             wake: Notify::new(),
             applied: settings.to_vec(),
+            counts: self.counts.clone(),
             target: CancelTarget {
                 addr: conn.addr,
                 pid: conn.pid,
@@ -250,9 +263,14 @@ impl Mux {
         })
     }
 
-    /// Open lanes (for tests and status).
-    pub fn lanes(&self) -> usize {
-        self.lanes.lock().unwrap().len()
+    /// What this worker's lanes to one backend did so far.
+    pub fn stats(&self) -> MuxStats {
+        MuxStats {
+            statements: self.counts.statements.load(Relaxed),
+            batches: self.counts.batches.load(Relaxed),
+            reruns: self.counts.reruns.load(Relaxed),
+            lanes: self.lanes.lock().unwrap().len() as u64,
+        }
     }
 
     fn remove(&self, lane: &Arc<Lane>) {
@@ -342,7 +360,8 @@ fn put_batched(out: &mut BytesMut, sql: &[u8]) {
 
 /// Move what is queued into batches in `out`: the statements running alone one by one, the
 /// others together (one of them alone goes as its own Query).
-fn write_batches(st: &mut LaneState, out: &mut BytesMut) {
+fn write_batches(st: &mut LaneState, out: &mut BytesMut) -> u64 {
+    let first = st.next_batch;
     let shared = st.unsent.iter().filter(|r| !r.solo).count();
     let shared_batch = st.next_batch;
     st.next_batch += 1;
@@ -364,6 +383,7 @@ fn write_batches(st: &mut LaneState, out: &mut BytesMut) {
     }
     // Answers come batch by batch: keep `inflight` in that order.
     st.inflight.make_contiguous().sort_by_key(|r| r.batch);
+    st.next_batch - first - u64::from(shared <= 1)
 }
 
 async fn pump(
@@ -389,7 +409,8 @@ async fn pump(
             if !busy && !st.unsent.is_empty() {
                 last_active = Instant::now();
                 st.head_since = Some(last_active);
-                write_batches(&mut st, &mut bout);
+                let n = write_batches(&mut st, &mut bout);
+                lane.counts.batches.fetch_add(n, Relaxed);
             }
             st.inflight.is_empty() && st.done.is_empty()
         };
@@ -559,9 +580,11 @@ fn batch_done(lane: &Lane) -> Result<(), String> {
                     req.retried = true;
                     st.stray_until = None;
                     st.unsent.push_back(req);
+                    lane.counts.reruns.fetch_add(1, Relaxed);
                     again = true;
                 } else {
                     a.extend_from_slice(READY_IDLE);
+                    lane.counts.statements.fetch_add(1, Relaxed);
                     let _ = req.reply.send(Reply::Answer(a));
                 }
             }
@@ -579,6 +602,7 @@ fn batch_done(lane: &Lane) -> Result<(), String> {
             _ => {
                 req.solo = true;
                 st.unsent.push_back(req);
+                lane.counts.reruns.fetch_add(1, Relaxed);
                 again = true;
             }
         }

@@ -62,6 +62,20 @@ impl Proxy {
             .collect()
     }
 
+    /// What multiplexing did for database `db`, summed over workers and backends.
+    pub fn mux_stats(&self, db: &str) -> switchyard::metrics::MuxStats {
+        let shared = &self.server.as_ref().unwrap().shared;
+        let mut total = switchyard::metrics::MuxStats::default();
+        for w in shared.live_workers() {
+            if let Some(c) = w.clusters.load().get(db) {
+                for p in &c.pools {
+                    total += p.mux.stats();
+                }
+            }
+        }
+        total
+    }
+
     /// The proxy's view of a cluster's backends, for assertions and failure messages.
     pub fn backends(&self, db: &str) -> String {
         let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();

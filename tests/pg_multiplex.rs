@@ -1,0 +1,348 @@
+//! Multiplexed reads (`[pool] multiplex_depth`): plain SELECTs of different clients share
+//! server connections in batches. Every test runs one worker, so that concurrent clients
+//! share lanes, and checks answers against what the statement gives alone.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+fn mux_proxy(db: &str) -> Proxy {
+    start_proxy(&config_text(
+        db,
+        "workers = 1",
+        "size = 8\nmultiplex_depth = 8",
+        "",
+    ))
+}
+
+/// Rows of a simple query as text.
+async fn rows(c: &Client, sql: &str) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+    let msgs = c.simple_query(sql).await?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+fn kv_db(db: &str) {
+    create_db(db);
+    cluster()
+        .psql_db(
+            0,
+            db,
+            "CREATE TABLE kv (k int PRIMARY KEY, v text); \
+             INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 1000) g",
+        )
+        .unwrap();
+}
+
+async fn clients(p: &Proxy, db: &str, n: usize) -> Vec<Arc<Client>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Arc::new(connect(&p.conn_str(db)).await));
+    }
+    out
+}
+
+/// Many clients, reads that succeed, fail and return many rows, all at once: every client
+/// gets exactly its own answer, and the statements really went out in shared batches.
+#[tokio::test]
+async fn concurrent_reads_are_batched_and_each_client_gets_its_own_answer() {
+    kv_db("t_mux_answers");
+    let p = mux_proxy("t_mux_answers");
+    let cs = clients(&p, "t_mux_answers", 12).await;
+    let mut tasks = Vec::new();
+    for (n, c) in cs.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..150usize {
+                let k = 1 + (n * 150 + i) % 1000;
+                match i % 10 {
+                    3 => {
+                        let e = rows(&c, "SELECT 1/0").await.expect_err("division by zero");
+                        assert_eq!(
+                            e.code(),
+                            Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO),
+                            "{e}"
+                        );
+                    }
+                    7 => {
+                        let r = rows(&c, &format!("SELECT k FROM kv WHERE k <= {k} ORDER BY k"))
+                            .await
+                            .unwrap();
+                        assert_eq!(r.len(), k);
+                        assert_eq!(r[k - 1][0], k.to_string());
+                    }
+                    _ => {
+                        let r = rows(&c, &format!("SELECT k, v FROM kv WHERE k = {k}"))
+                            .await
+                            .unwrap();
+                        assert_eq!(r, vec![vec![k.to_string(), format!("v{k}")]]);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = p.mux_stats("t_mux_answers");
+    // A statement that finds no lane with room and no idle connection for a new one takes
+    // a connection of its own (a few, while the pool grows); the rest were multiplexed.
+    assert!(s.statements >= 12 * 150 * 9 / 10, "{s:?}");
+    assert!(
+        s.batches < s.statements,
+        "no statement shared a batch: {s:?}"
+    );
+}
+
+/// A failing statement in a shared batch rolls the batch back: the others run again alone
+/// and get their normal answers, the failing one its error.
+#[tokio::test]
+async fn a_failed_batch_runs_its_statements_again_alone() {
+    kv_db("t_mux_rerun");
+    let p = mux_proxy("t_mux_rerun");
+    let cs = clients(&p, "t_mux_rerun", 5).await;
+    // Statements queued while the lane works on a 200 ms statement go out as one batch.
+    // Arrival is timing-dependent, so try a few times until a batch did fail.
+    for attempt in 0..10 {
+        let before = p.mux_stats("t_mux_rerun");
+        let head = cs[0].clone();
+        let slow = tokio::spawn(async move { rows(&head, "SELECT pg_sleep(0.2), 'head'").await });
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let mut tasks = Vec::new();
+        for (i, c) in cs[1..].iter().enumerate() {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                if i == 1 {
+                    let e = rows(&c, "SELECT k / 0 FROM kv WHERE k = 1")
+                        .await
+                        .unwrap_err();
+                    assert_eq!(
+                        e.code(),
+                        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+                    );
+                } else {
+                    let r = rows(&c, &format!("SELECT v FROM kv WHERE k = {}", i + 1))
+                        .await
+                        .unwrap();
+                    assert_eq!(r, vec![vec![format!("v{}", i + 1)]]);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(slow.await.unwrap().unwrap()[0][1], "head");
+        let after = p.mux_stats("t_mux_rerun");
+        if after.reruns > before.reruns {
+            return;
+        }
+        eprintln!("attempt {attempt}: no shared batch failed ({after:?}); again");
+    }
+    panic!("in 10 attempts no batch with the failing statement formed");
+}
+
+/// A slow statement holds up only what queued behind it in its first 10 ms: later reads
+/// go to another connection and finish while it still runs.
+#[tokio::test]
+async fn a_slow_read_does_not_hold_up_later_reads() {
+    kv_db("t_mux_hol");
+    let p = mux_proxy("t_mux_hol");
+    let cs = clients(&p, "t_mux_hol", 2).await;
+    let slow_client = cs[0].clone();
+    let slow = tokio::spawn(async move { rows(&slow_client, "SELECT pg_sleep(3)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for k in 1..=20 {
+        let r = rows(&cs[1], &format!("SELECT v FROM kv WHERE k = {k}"))
+            .await
+            .unwrap();
+        assert_eq!(r, vec![vec![format!("v{k}")]]);
+    }
+    assert!(
+        !slow.is_finished(),
+        "the later reads waited for the slow one"
+    );
+    slow.await.unwrap().unwrap();
+    let s = p.mux_stats("t_mux_hol");
+    assert!(s.statements >= 2, "{s:?}");
+}
+
+/// Cancels, some arriving just as their statement ends: only the cancelled client ever sees
+/// "canceling statement"; a cancel that hits a neighbour on the lane is absorbed (that
+/// statement runs again).
+#[tokio::test]
+async fn a_cancel_reaches_only_the_cancelled_statement() {
+    kv_db("t_mux_cancel");
+    let p = mux_proxy("t_mux_cancel");
+    let cs = clients(&p, "t_mux_cancel", 5).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut neighbours = Vec::new();
+    for c in cs[1..].iter() {
+        let c = c.clone();
+        let stop = stop.clone();
+        neighbours.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = rows(&c, "SELECT pg_sleep(0.002), 'ok'").await;
+                let r = r.unwrap_or_else(|e| panic!("a neighbour's statement failed: {e}"));
+                assert_eq!(r[0][1], "ok");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let victim = cs[0].clone();
+    let token = victim.cancel_token();
+    let (mut cancelled, mut finished) = (0, 0);
+    for i in 0..120u64 {
+        let v = victim.clone();
+        let q = tokio::spawn(async move { rows(&v, "SELECT pg_sleep(0.01)").await });
+        // Cancel at different moments: before, around and after the statement's end.
+        tokio::time::sleep(Duration::from_micros((i * 137) % 14_000)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), q)
+            .await
+            .expect("statement hung after a cancel")
+            .unwrap()
+        {
+            Ok(_) => finished += 1,
+            Err(e) => {
+                assert_eq!(
+                    e.code(),
+                    Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+                    "{e}"
+                );
+                cancelled += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for n in neighbours {
+        assert!(n.await.unwrap() > 0);
+    }
+    assert!(cancelled > 0, "no cancel took effect ({finished} finished)");
+    // And a long statement is stopped within a second or so.
+    let v = victim.clone();
+    let q = tokio::spawn(async move { rows(&v, "SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), q)
+        .await
+        .expect("pg_sleep(30) was not cancelled")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+}
+
+/// Clients with different settings never share a connection; reads inside a transaction
+/// are not multiplexed (they see the transaction's own writes).
+#[tokio::test]
+async fn settings_and_transactions_are_respected() {
+    kv_db("t_mux_state");
+    let p = mux_proxy("t_mux_state");
+    let mut tasks = Vec::new();
+    for name in ["alpha", "beta", "gamma"] {
+        let cs = format!("{} application_name={name}", p.conn_str("t_mux_state"));
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&cs).await;
+            for _ in 0..100 {
+                let r = rows(&c, "SELECT current_setting('application_name')")
+                    .await
+                    .unwrap();
+                assert_eq!(r[0][0], name);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = p.mux_stats("t_mux_state");
+    assert!(s.statements >= 250, "{s:?}");
+
+    let c = connect(&p.conn_str("t_mux_state")).await;
+    c.batch_execute("BEGIN; INSERT INTO kv VALUES (5000, 'mine')")
+        .await
+        .unwrap();
+    let r = rows(&c, "SELECT v FROM kv WHERE k = 5000").await.unwrap();
+    assert_eq!(r, vec![vec!["mine".to_string()]]);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let r = rows(&c, "SELECT v FROM kv WHERE k = 5000").await.unwrap();
+    assert!(r.is_empty());
+}
+
+/// The lane's server connection is terminated under a running statement: every statement
+/// on it runs again on a connection of its own and the clients see normal answers.
+#[tokio::test]
+async fn a_lost_lane_connection_reruns_its_statements() {
+    kv_db("t_mux_lost");
+    let p = mux_proxy("t_mux_lost");
+    let cs = clients(&p, "t_mux_lost", 3).await;
+    let a = cs[0].clone();
+    let slow = tokio::spawn(async move { rows(&a, "SELECT pg_sleep(1), 'survived'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = cluster()
+        .psql_db(
+            0,
+            "postgres",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = 't_mux_lost' AND query LIKE '%pg_sleep(1)%' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    assert_eq!(killed.trim(), "1");
+    let r = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("rerun hung")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r[0][1], "survived");
+    for c in &cs {
+        assert_eq!(
+            rows(c, "SELECT v FROM kv WHERE k = 7").await.unwrap()[0][0],
+            "v7"
+        );
+    }
+}
+
+/// pgbench through multiplexing: -S in simple mode is multiplexed; the default TPC-B-like
+/// script (transactions with writes) and the extended protocol are not, and all complete.
+#[test]
+fn pgbench_with_multiplexing_has_no_failures() {
+    create_db("t_mux_pgbench");
+    let p = start_proxy(&config_text(
+        "t_mux_pgbench",
+        "",
+        "size = 10\nmultiplex_depth = 8",
+        "",
+    ));
+    let url = p.url("app", "secret", "t_mux_pgbench");
+    let mut c = std::process::Command::new("pgbench");
+    c.args(["-i", "-s", "1", "-q"]).arg(&url);
+    let (ok, out, err) = run(&mut c);
+    assert!(ok, "pgbench -i failed: {out}{err}");
+    for args in [
+        &["-S", "-M", "simple", "-c", "16", "-j", "2", "-t", "300"][..],
+        &["-M", "simple", "-c", "16", "-j", "2", "-t", "50"][..],
+        &["-S", "-M", "extended", "-c", "16", "-j", "2", "-t", "100"][..],
+    ] {
+        let (failed, done, out) = pgbench(&url, args);
+        assert_eq!(failed, 0, "{args:?}: {out}");
+        let want: u64 = args[args.len() - 1].parse::<u64>().unwrap() * 16;
+        assert_eq!(done, want, "{args:?}: {out}");
+    }
+    let s = p.mux_stats("t_mux_pgbench");
+    assert!(s.statements >= 16 * 300, "{s:?}");
+    assert!(s.batches < s.statements, "{s:?}");
+}
