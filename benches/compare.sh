@@ -17,7 +17,10 @@
 #   CLIENTS ["1 16"]      client counts (-c); -j is min(clients, JOBS)
 #   JOBS [2]              most pgbench threads
 #   MODES ["simple prepared"]  pgbench -M values
-#   CONTENDERS ["direct pgbouncer switchyard"]
+#   CONTENDERS ["direct pgbouncer switchyard switchyard_mux"]
+#                         switchyard: the default config (one server connection per transaction);
+#                         switchyard_mux: the same with [pool] multiplex_depth = MUX_DEPTH
+#   MUX_DEPTH [8]         multiplex_depth of the switchyard_mux contender
 #   POOL_SIZE [20]        pool size of PgBouncer (default_pool_size) and switchyard ([pool] size)
 #   WORKERS [0]           switchyard [general] workers (0: one per core)
 #   WARMUP [3]            seconds of unrecorded pgbench -S per contender before measuring (0: none)
@@ -42,7 +45,8 @@ ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-"1 16"}
 JOBS=${JOBS:-2}
 MODES=${MODES:-"simple prepared"}
-CONTENDERS=${CONTENDERS:-"direct pgbouncer switchyard"}
+CONTENDERS=${CONTENDERS:-"direct pgbouncer switchyard switchyard_mux"}
+MUX_DEPTH=${MUX_DEPTH:-8}
 POOL_SIZE=${POOL_SIZE:-20}
 WORKERS=${WORKERS:-0}
 WARMUP=${WARMUP:-3}
@@ -55,12 +59,13 @@ KEEP_TMP=${KEEP_TMP:-0}
 
 # The exact command line, with every setting that shapes the numbers.
 CMDLINE="SCALE=$SCALE DURATION=$DURATION ROUNDS=$ROUNDS CLIENTS='$CLIENTS' MODES='$MODES' \
-POOL_SIZE=$POOL_SIZE WORKERS=$WORKERS WARMUP=$WARMUP JOBS=$JOBS benches/compare.sh${*:+ $*}"
+POOL_SIZE=$POOL_SIZE WORKERS=$WORKERS WARMUP=$WARMUP JOBS=$JOBS MUX_DEPTH=$MUX_DEPTH \
+CONTENDERS='$CONTENDERS' benches/compare.sh${*:+ $*}"
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for v in SCALE DURATION ROUNDS JOBS POOL_SIZE WORKERS WARMUP; do
+for v in SCALE DURATION ROUNDS JOBS POOL_SIZE WORKERS WARMUP MUX_DEPTH; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$JOBS" -ge 1 ] && [ "$POOL_SIZE" -ge 1 ] \
@@ -70,7 +75,7 @@ for m in $MODES; do
     case $m in simple | extended | prepared) ;; *) die "bad mode '$m'" ;; esac
 done
 for c in $CONTENDERS; do
-    case $c in direct | pgbouncer | switchyard) ;; *) die "bad contender '$c'" ;; esac
+    case $c in direct | pgbouncer | switchyard | switchyard_mux) ;; *) die "bad contender '$c'" ;; esac
 done
 case $PGBOUNCER_PREPARED in run | skip) ;; *) die "PGBOUNCER_PREPARED must be run or skip" ;; esac
 
@@ -125,6 +130,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 TMP=""
 SY_PID=""
+SYM_PID=""
 BENCH_PID=""
 PGB_STARTED=0
 PG_STARTED=0
@@ -136,13 +142,15 @@ cleanup() {
         kill -TERM "$BENCH_PID" 2>/dev/null # timeout passes it on to pgbench
         wait "$BENCH_PID" 2>/dev/null
     fi
-    if [ -n "$SY_PID" ] && kill -0 "$SY_PID" 2>/dev/null; then
-        log "stopping switchyard (pid $SY_PID)"
-        kill -TERM "$SY_PID" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$SY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$SY_PID" 2>/dev/null && { log "switchyard did not exit in 10 s; SIGKILL"; kill -KILL "$SY_PID"; }
-        wait "$SY_PID" 2>/dev/null
-    fi
+    local pid
+    for pid in $SY_PID $SYM_PID; do
+        kill -0 "$pid" 2>/dev/null || continue
+        log "stopping switchyard (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && { log "switchyard did not exit in 10 s; SIGKILL"; kill -KILL "$pid"; }
+        wait "$pid" 2>/dev/null
+    done
     if [ "$PGB_STARTED" = 1 ] && [ -f "$TMP/pgbouncer.pid" ]; then
         local p
         p=$(cat "$TMP/pgbouncer.pid" 2>/dev/null)
@@ -185,8 +193,12 @@ free_port() {
 PG_PORT=$(free_port)
 PGB_PORT=$(free_port)
 SY_PORT=$(free_port)
+SYM_PORT=$(free_port)
 while [ "$PGB_PORT" = "$PG_PORT" ]; do PGB_PORT=$(free_port); done
 while [ "$SY_PORT" = "$PG_PORT" ] || [ "$SY_PORT" = "$PGB_PORT" ]; do SY_PORT=$(free_port); done
+while [ "$SYM_PORT" = "$PG_PORT" ] || [ "$SYM_PORT" = "$PGB_PORT" ] || [ "$SYM_PORT" = "$SY_PORT" ]; do
+    SYM_PORT=$(free_port)
+done
 
 # Wait until `psql ... -c 'select 1'` works on a port (for the proxies: proves the whole path).
 wait_sql() {
@@ -263,17 +275,20 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # switchyard
 # ---------------------------------------------------------------------------------------------
+# start_switchyard NAME PORT MULTIPLEX_DEPTH: sets LAST_PID
 start_switchyard() {
-    cat >"$TMP/switchyard.toml" <<EOF
+    local name=$1 port=$2 depth=$3
+    cat >"$TMP/$name.toml" <<EOF
 [general]
 workers = $WORKERS
 
 [postgres]
-listen = "127.0.0.1:$SY_PORT"
+listen = "127.0.0.1:$port"
 pool_mode = "transaction"
 
 [pool]
 size = $POOL_SIZE
+multiplex_depth = $depth
 
 [[user]]
 name = "bench"
@@ -285,14 +300,14 @@ database = "bench"
 primary = "127.0.0.1:$PG_PORT"
 user = "bench"
 EOF
-    "$SWITCHYARD" check --config "$TMP/switchyard.toml" >&2 || die "switchyard check rejected the config"
+    "$SWITCHYARD" check --config "$TMP/$name.toml" >&2 || die "switchyard check rejected the config"
     # In its own session, as a service manager would run it and as PgBouncer (-d) and
     # PostgreSQL (pg_ctl) run here: with the kernel's autogroup scheduling (on by default),
     # a process left in this script's session shares one CPU share with pgbench.
-    setsid "$SWITCHYARD" run --config "$TMP/switchyard.toml" >"$TMP/switchyard.log" 2>&1 </dev/null &
-    SY_PID=$!
-    wait_sql switchyard "$SY_PORT" bench
-    kill -0 "$SY_PID" 2>/dev/null || { cat "$TMP/switchyard.log" >&2; die "switchyard exited"; }
+    setsid "$SWITCHYARD" run --config "$TMP/$name.toml" >"$TMP/$name.log" 2>&1 </dev/null &
+    LAST_PID=$!
+    wait_sql "$name" "$port" bench
+    kill -0 "$LAST_PID" 2>/dev/null || { cat "$TMP/$name.log" >&2; die "$name exited"; }
 }
 
 port_of() {
@@ -300,16 +315,26 @@ port_of() {
         direct) echo "$PG_PORT" ;;
         pgbouncer) echo "$PGB_PORT" ;;
         switchyard) echo "$SY_PORT" ;;
+        switchyard_mux) echo "$SYM_PORT" ;;
     esac
 }
 
 [[ " $CONTENDERS " == *" pgbouncer "* ]] && { log "starting pgbouncer on port $PGB_PORT"; start_pgbouncer; }
-[[ " $CONTENDERS " == *" switchyard "* ]] && { log "starting switchyard on port $SY_PORT"; start_switchyard; }
+if [[ " $CONTENDERS " == *" switchyard "* ]]; then
+    log "starting switchyard on port $SY_PORT"
+    start_switchyard switchyard "$SY_PORT" 0
+    SY_PID=$LAST_PID
+fi
+if [[ " $CONTENDERS " == *" switchyard_mux "* ]]; then
+    log "starting switchyard_mux (multiplex_depth = $MUX_DEPTH) on port $SYM_PORT"
+    start_switchyard switchyard_mux "$SYM_PORT" "$MUX_DEPTH"
+    SYM_PID=$LAST_PID
+fi
 wait_sql postgres "$PG_PORT" bench
 
 if [ -n "${HOLD:-}" ]; then
     # For profiling: keep the servers up for HOLD seconds and print where they listen.
-    log "holding for ${HOLD}s: direct=$PG_PORT pgbouncer=$PGB_PORT switchyard=$SY_PORT (pid ${SY_PID:-none})"
+    log "holding for ${HOLD}s: direct=$PG_PORT pgbouncer=$PGB_PORT switchyard=$SY_PORT (pid ${SY_PID:-none}) switchyard_mux=$SYM_PORT (pid ${SYM_PID:-none})"
     sleep "$HOLD" &
     wait $! || true
     exit 0
@@ -449,13 +474,17 @@ TABLE=$TMP/table.md
     printf '| mode | clients |'
     for w in "${CONT[@]}"; do printf ' %s TPS | %s lat ms |' "$w" "$w"; done
     has pgbouncer && has direct && printf ' pgbouncer/direct |'
-    has switchyard && has direct && printf ' switchyard/direct |'
-    has switchyard && has pgbouncer && printf ' switchyard/pgbouncer | target | met |'
+    for sy in switchyard switchyard_mux; do
+        has $sy && has direct && printf ' %s/direct |' $sy
+        has $sy && has pgbouncer && printf ' %s/pgbouncer | target | met |' $sy
+    done
     printf '\n|---|---:|'
     for w in "${CONT[@]}"; do printf -- '---:|---:|'; done
     has pgbouncer && has direct && printf -- '---:|'
-    has switchyard && has direct && printf -- '---:|'
-    has switchyard && has pgbouncer && printf -- '---:|---:|---|'
+    for sy in switchyard switchyard_mux; do
+        has $sy && has direct && printf -- '---:|'
+        has $sy && has pgbouncer && printf -- '---:|---:|---|'
+    done
     printf '\n'
     for mode in $MODES; do
         for clients in $CLIENTS; do
@@ -476,14 +505,15 @@ TABLE=$TMP/table.md
                 fi
             done
             has pgbouncer && has direct && printf ' %s |' "$(ratio "${T[pgbouncer]}" "${T[direct]}")"
-            has switchyard && has direct && printf ' %s |' "$(ratio "${T[switchyard]}" "${T[direct]}")"
-            if has switchyard && has pgbouncer; then
-                r=$(ratio "${T[switchyard]}" "${T[pgbouncer]}")
+            for sy in switchyard switchyard_mux; do
+            has $sy && has direct && printf ' %s |' "$(ratio "${T[$sy]}" "${T[direct]}")"
+            if has $sy && has pgbouncer; then
+                r=$(ratio "${T[$sy]}" "${T[pgbouncer]}")
                 case $clients in 1) tgt=1.00 ;; 16) tgt=1.20 ;; *) tgt=- ;; esac
                 if [ "$tgt" = - ]; then
                     met=-
-                elif [ "${OK[switchyard]}" != 1 ]; then
-                    met="no (switchyard failed)"
+                elif [ "${OK[$sy]}" != 1 ]; then
+                    met="no ($sy failed)"
                 elif [ "$r" = n/a ]; then
                     met="n/a (no pgbouncer result)"
                 elif awk -v r="$r" -v t="$tgt" 'BEGIN { exit !(r >= t) }'; then
@@ -493,6 +523,7 @@ TABLE=$TMP/table.md
                 fi
                 printf ' %s | %s | %s |' "$r" "$([ "$tgt" = - ] && echo - || echo "≥ $tgt")" "$met"
             fi
+            done
             printf '\n'
             unset T L OK
         done
@@ -541,6 +572,7 @@ problems() { # LOGFILE
     fi
 }
 SY_PROBLEMS=$(has switchyard && problems "$TMP/switchyard.log" || echo "not run")
+SYM_PROBLEMS=$(has switchyard_mux && problems "$TMP/switchyard_mux.log" || echo "not run")
 PGB_PROBLEMS=$(has pgbouncer && problems "$TMP/pgbouncer.log" || echo "not run")
 
 REPORT=$TMP/report.md
@@ -553,10 +585,10 @@ REPORT=$TMP/report.md
     echo "- PostgreSQL: $PG_VERSION (fsync=off, full_page_writes=off, shared_buffers=128MB, max_connections=200)"
     echo "- pgbench: $PGBENCH_VERSION; \`pgbench -n -S -M MODE -c CLIENTS -j min(CLIENTS,$JOBS) -T $DURATION\`, scale $SCALE, TCP to 127.0.0.1"
     echo "- PgBouncer: $PGB_VERSION, pool_mode=transaction, default_pool_size=$POOL_SIZE"
-    echo "- switchyard: $SY_VERSION, git $GIT_REV$GIT_DIRTY, release build (binary from $SY_BUILT$([ "$SKIP_BUILD" = 1 ] && echo ', SKIP_BUILD=1')), pool_mode=transaction, [pool] size=$POOL_SIZE, workers=$WORKERS (0 = one per core)"
+    echo "- switchyard: $SY_VERSION, git $GIT_REV$GIT_DIRTY, release build (binary from $SY_BUILT$([ "$SKIP_BUILD" = 1 ] && echo ', SKIP_BUILD=1')), pool_mode=transaction, [pool] size=$POOL_SIZE, workers=$WORKERS (0 = one per core); switchyard_mux: the same with multiplex_depth=$MUX_DEPTH"
     echo
     echo "Median over $ROUNDS rounds of ${DURATION}s each; contenders alternate inside every round."
-    echo "Target (switchyard/pgbouncer TPS): at least 1.00 at 1 client, at least 1.20 at 16 clients."
+    echo "Target (switchyard/pgbouncer TPS, for each switchyard contender): at least 1.00 at 1 client, at least 1.20 at 16 clients."
     echo "A cell marked FAIL had, in that many rounds, a non-zero pgbench exit, aborted clients, failed"
     echo "transactions or any \"pgbench: error\" line (an ERROR from the server or proxy); its ratios are n/a."
     echo "Raw pgbench output: latest-raw.txt next to this file."
@@ -570,6 +602,7 @@ REPORT=$TMP/report.md
     echo "Proxy logs during the run:"
     echo
     echo "- switchyard: $SY_PROBLEMS"
+    echo "- switchyard_mux: $SYM_PROBLEMS"
     echo "- pgbouncer: $PGB_PROBLEMS"
 } >"$REPORT"
 
@@ -578,7 +611,7 @@ cp "$REPORT" "$RESULTS_DIR/latest.md"
 {
     echo "# raw pgbench output of the run in latest.md ($START_TS)"
     cat "$RAW"
-    for f in switchyard.log pgbouncer.log; do
+    for f in switchyard.log switchyard_mux.log pgbouncer.log; do
         [ -f "$TMP/$f" ] || continue
         printf '\n===== %s (ERROR/WARN lines, at most 50)\n' "$f"
         grep -E 'ERROR|WARN|error|panick' "$TMP/$f" | head -n 50 || true
