@@ -129,4 +129,15 @@ user = "u"
 '
 put_text config_toml empty ''
 
+# ---- pg_mux_answers: a batch of three then one statement alone (see fuzz_answers) ----
+rd=$(msg T "$(be16 1)$(cs '?column?')$(be32 0)$(be16 0)$(be32 23)$(be16 4)$(be32 4294967295)$(be16 0)")
+row=$(msg D "$(be16 1)$(be32 1)31")
+cc=$(msg C "$(cs 'SELECT 1')")
+ok="$(msg 1 "")$(msg 2 "")$rd$row$cc"
+zi=$(msg Z "$(hex_of I)")
+divzero=$(msg E "$(hex_of S)$(cs ERROR)$(hex_of C)$(cs 22012)$(hex_of M)$(cs 'division by zero')00")
+put pg_mux_answers all-ok "$ok$ok$ok$zi$rd$row$cc$zi"
+put pg_mux_answers batch-fails "$ok$(msg 1 "")$(msg 2 "")$divzero$zi$rd$row$cc$zi"
+put pg_mux_answers commit-notice "$ok$ok$ok$(msg N "$(hex_of S)$(cs WARNING)$(hex_of C)$(cs 01000)00")$zi"
+
 printf "seed corpus: %s files, %s bytes\n" "$(ls corpus/*/seed-* | wc -l)" "$(cat corpus/*/seed-* | wc -c)"

@@ -453,6 +453,14 @@ impl Config {
             crate::admin::check_bind(addr, a.token.as_deref())
                 .map_err(|e| ConfigError::invalid("admin.token", e))?;
         }
+        if self.pool.multiplex_depth > 64 {
+            // Each statement on a lane may hold an answer of up to 4 MiB until its batch
+            // ends; the bound keeps a lane's memory bounded too.
+            return Err(ConfigError::invalid(
+                "pool.multiplex_depth",
+                "must be at most 64 (0 turns multiplexing off)",
+            ));
+        }
         if self.pool.size == 0 {
             return Err(ConfigError::invalid("pool.size", "must be at least 1"));
         }
@@ -601,6 +609,15 @@ mod tests {
     fn bad_replica_address_names_the_key() {
         let e = Config::from_toml(&GOOD.replace("127.0.0.1:5433", "nonsense")).unwrap_err();
         assert!(e.to_string().starts_with("cluster[0].replicas[0]"), "{e}");
+    }
+
+    #[test]
+    fn multiplex_depth_is_bounded() {
+        let base = "[postgres]\nlisten = \"127.0.0.1:6432\"\n[[cluster]]\nname = \"m\"\ndatabase = \"m\"\nprimary = \"127.0.0.1:5432\"\nuser = \"u\"\n";
+        let ok = Config::from_toml(&format!("[pool]\nmultiplex_depth = 64\n{base}")).unwrap();
+        assert_eq!(ok.pool.multiplex_depth, 64);
+        let e = Config::from_toml(&format!("[pool]\nmultiplex_depth = 65\n{base}")).unwrap_err();
+        assert!(e.to_string().contains("pool.multiplex_depth"), "{e}");
     }
 
     #[test]
