@@ -158,9 +158,34 @@ async fn a_failed_batch_runs_its_statements_again_alone() {
 async fn a_slow_read_does_not_hold_up_later_reads() {
     kv_db("t_mux_hol");
     let p = mux_proxy("t_mux_hol");
-    let cs = clients(&p, "t_mux_hol", 2).await;
+    let cs = clients(&p, "t_mux_hol", 3).await;
     let slow_client = cs[0].clone();
+    let direct = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        cluster().primary_port()
+    ))
+    .await;
     let slow = tokio::spawn(async move { rows(&slow_client, "SELECT pg_sleep(3)").await });
+    // Once the server runs it, the next statement queues for the lane's next batch (if it
+    // comes within 10 ms; otherwise it goes elsewhere at once, and the test holds too).
+    loop {
+        let n: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query = 'SELECT pg_sleep(3)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(!slow.is_finished());
+    }
+    let queued_client = cs[2].clone();
+    let queued =
+        tokio::spawn(async move { rows(&queued_client, "SELECT v FROM kv WHERE k = 99").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     for k in 1..=20 {
         let r = rows(&cs[1], &format!("SELECT v FROM kv WHERE k = {k}"))
@@ -168,10 +193,10 @@ async fn a_slow_read_does_not_hold_up_later_reads() {
             .unwrap();
         assert_eq!(r, vec![vec![format!("v{k}")]]);
     }
-    assert!(
-        !slow.is_finished(),
-        "the later reads waited for the slow one"
-    );
+    // The later reads found the lane stuck and moved the queued one to its own connection.
+    let r = queued.await.unwrap().unwrap();
+    assert_eq!(r, vec![vec!["v99".to_string()]]);
+    assert!(!slow.is_finished(), "the reads waited for the slow one");
     slow.await.unwrap().unwrap();
     let s = p.mux_stats("t_mux_hol");
     assert!(s.statements >= 2, "{s:?}");
@@ -194,7 +219,7 @@ async fn a_cancel_reaches_only_the_cancelled_statement() {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = rows(&c, "SELECT pg_sleep(0.002), 'ok'").await;
-                let r = r.unwrap_or_else(|e| panic!("a neighbour's statement failed: {e}"));
+                let r = r.unwrap_or_else(|e| panic!("a neighbour's statement failed: {e:?}"));
                 assert_eq!(r[0][1], "ok");
                 n += 1;
             }

@@ -144,13 +144,13 @@ pub struct PoolSettings {
     /// Statement run on a backend connection before another client gets it after a
     /// session-mode (or pinned) client leaves. Default "DISCARD ALL".
     pub reset_query: String,
-    /// Multiplexed reads: 0 (default) = off. With N > 0, a plain `SELECT` sent as a simple
-    /// query outside a transaction (transaction mode only) shares a server connection with
-    /// up to N-1 such statements of other clients, pipelined on it, instead of taking a
-    /// connection of its own. This saves server wakeups and system calls per statement. The
-    /// price: a slow statement can delay the few queued behind it on the same connection for
-    /// up to 10 ms (after that the connection takes no more; see src/pg/mux.rs). Applies to
-    /// clients that connect after the setting is loaded.
+    /// Multiplexed reads: 0 (default) = off, at most 64. With N > 0, a plain `SELECT` sent
+    /// as a simple query outside a transaction (transaction mode only) shares a server
+    /// connection with up to N-1 such statements of other clients, sent in batches, instead
+    /// of taking a connection of its own. This saves the server a wakeup, a read and a write
+    /// per statement. The price: a slow statement holds up the other statements of its batch
+    /// (README, "Multiplexed reads"; src/pg/mux.rs). Applies to clients that connect after
+    /// the setting is loaded.
     pub multiplex_depth: usize,
 }
 

@@ -62,6 +62,8 @@ pub struct BackendConn {
     /// True only when the connection is idle outside a transaction with nothing in flight and
     /// no client session state; the pool refuses to take it back otherwise.
     pub clean: bool,
+    /// A client's cancel was sent to this connection: never reused (see `CancelSlot`).
+    pub cancelled: bool,
     pub created: Instant,
 }
 
@@ -121,6 +123,7 @@ impl BackendConn {
             applied: Vec::new(),
             prepared: HashSet::new(),
             clean: false,
+            cancelled: false,
             created: Instant::now(),
         };
         loop {

@@ -49,18 +49,36 @@ impl CancelRoute {
 }
 
 /// One client's slot; set while it holds a backend connection or has a statement on a lane.
+/// It also records whether a cancel was sent to the held connection: such a connection is
+/// not given to another client, because the cancel may reach the server only after the
+/// statement it was meant for has ended, and would then stop the next client's statement.
 #[derive(Default)]
-pub struct CancelSlot(Mutex<Option<CancelRoute>>);
+pub struct CancelSlot(Mutex<(Option<CancelRoute>, bool)>);
 
 impl CancelSlot {
+    /// The client now holds this connection (a cancel was sent to none of it yet).
     pub fn set(&self, t: Option<CancelTarget>) {
-        *self.0.lock().unwrap() = t.map(CancelRoute::Server);
+        *self.0.lock().unwrap() = (t.map(CancelRoute::Server), false);
     }
     pub fn set_route(&self, r: Option<CancelRoute>) {
-        *self.0.lock().unwrap() = r;
+        *self.0.lock().unwrap() = (r, false);
+    }
+    /// The client lets go of its connection: true if a cancel was sent to it meanwhile.
+    pub fn clear(&self) -> bool {
+        std::mem::take(&mut *self.0.lock().unwrap()).1
     }
     pub fn get(&self) -> Option<CancelRoute> {
-        self.0.lock().unwrap().clone()
+        self.0.lock().unwrap().0.clone()
+    }
+    /// Where a cancel goes now, noting that one is sent (in the same critical section as
+    /// [`CancelSlot::clear`], so a connection is either still held when the cancel is
+    /// noted, and then not reused, or the cancel finds nothing to send to).
+    pub fn for_cancel(&self) -> Option<CancelRoute> {
+        let mut slot = self.0.lock().unwrap();
+        if matches!(slot.0, Some(CancelRoute::Server(_))) {
+            slot.1 = true;
+        }
+        slot.0.clone()
     }
 }
 
@@ -112,7 +130,7 @@ impl CancelRegistry {
         // Compare without an early exit so timing does not reveal the secret.
         let same = (*s ^ secret) == 0;
         if same {
-            slot.get()
+            slot.for_cancel()
         } else {
             None
         }

@@ -72,7 +72,7 @@ impl managed::Manager for PgManager {
         conn: &mut Box<BackendConn>,
         _: &Metrics,
     ) -> RecycleResult<ConnectError> {
-        if !conn.clean {
+        if !conn.clean || conn.cancelled {
             return Err(RecycleError::message("connection was not returned clean"));
         }
         // An idle connection has nothing to say. If the server wrote anyway (a FATAL before
@@ -322,7 +322,7 @@ fn connect_error(
 /// the connection, or open one in the freed place.
 pub fn release(conn: Pooled) {
     let pool = Object::pool(&conn);
-    if !conn.clean {
+    if !conn.clean || conn.cancelled {
         drop(Object::take(conn));
     } else {
         drop(conn);

@@ -277,8 +277,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Let go of the held connection (the caller returns it to the pool or closes it).
     fn detach(&mut self) -> Option<Pooled> {
-        let conn = self.backend.take()?;
-        self.key.slot.set(None);
+        let mut conn = self.backend.take()?;
+        if self.key.slot.clear() {
+            // A cancel was sent to it: it may arrive late and stop another client's
+            // statement, so the connection is closed instead of pooled.
+            conn.cancelled = true;
+        }
         let state = &self.cluster.state;
         state.backends[self.backend_idx].end();
         let m = &self.cluster.metrics;
