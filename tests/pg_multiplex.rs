@@ -96,9 +96,9 @@ async fn concurrent_reads_are_batched_and_each_client_gets_its_own_answer() {
         t.await.unwrap();
     }
     let s = p.mux_stats("t_mux_answers");
-    // A statement that finds no lane with room and no idle connection for a new one takes
-    // a connection of its own (a few, while the pool grows); the rest were multiplexed.
-    assert!(s.statements >= 12 * 150 * 9 / 10, "{s:?}");
+    // A statement that meets no concurrency, or finds no lane with room and no idle
+    // connection for a new one, takes a connection of its own; most were multiplexed.
+    assert!(s.statements >= 12 * 150 / 2, "{s:?}");
     assert!(
         s.batches < s.statements,
         "no statement shared a batch: {s:?}"
@@ -111,6 +111,7 @@ async fn concurrent_reads_are_batched_and_each_client_gets_its_own_answer() {
 async fn a_failed_batch_runs_its_statements_again_alone() {
     kv_db("t_mux_rerun");
     let p = mux_proxy("t_mux_rerun");
+    let _holder = hold_contention(&p, "t_mux_rerun").await;
     let cs = clients(&p, "t_mux_rerun", 5).await;
     // Statements queued while the lane works on a 200 ms statement go out as one batch.
     // Arrival is timing-dependent, so try a few times until a batch did fail.
@@ -152,19 +153,65 @@ async fn a_failed_batch_runs_its_statements_again_alone() {
     panic!("in 10 attempts no batch with the failing statement formed");
 }
 
-/// A slow statement holds up only what queued behind it in its first 10 ms: later reads
-/// go to another connection and finish while it still runs.
+/// Background reads on one client, so that statements meet concurrency (without it a
+/// statement takes the ordinary path: there is nothing to batch it with). Returns the count
+/// of statements done so far and the task (which ends when `stop` is set).
+fn background_reads(
+    c: Arc<Client>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let d = done.clone();
+    let task = tokio::spawn(async move {
+        while !stop.load(Relaxed) {
+            let r = rows(&c, "SELECT pg_sleep(0.001), 'bg'").await;
+            let r = r.unwrap_or_else(|e| panic!("a background read failed: {e:?}"));
+            assert_eq!(r[0][1], "bg");
+            d.fetch_add(1, Relaxed);
+        }
+    });
+    (done, task)
+}
+
+/// Wait until `n` reaches `at_least`, or give up when `unless` has finished.
+async fn wait_count(
+    n: &std::sync::atomic::AtomicU64,
+    at_least: u64,
+    unless: &tokio::task::JoinHandle<impl Sized>,
+) {
+    while n.load(std::sync::atomic::Ordering::Relaxed) < at_least && !unless.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client inside a transaction: it holds a server connection, so every other statement on
+/// that backend meets concurrency and is multiplexed (without any, a statement takes the
+/// ordinary path: there is nothing to batch it with).
+async fn hold_contention(p: &Proxy, db: &str) -> Client {
+    let c = connect(&p.conn_str(db)).await;
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    c
+}
+
+/// A slow statement holds up only its own batch: a statement waiting for its lane's next
+/// batch moves to the ordinary path once another statement finds the lane stuck, and later
+/// reads go elsewhere, all finishing while it still runs.
 #[tokio::test]
 async fn a_slow_read_does_not_hold_up_later_reads() {
     kv_db("t_mux_hol");
     let p = mux_proxy("t_mux_hol");
+    let _holder = hold_contention(&p, "t_mux_hol").await;
     let cs = clients(&p, "t_mux_hol", 3).await;
-    let slow_client = cs[0].clone();
     let direct = connect(&format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres",
         cluster().primary_port()
     ))
     .await;
+    let slow_client = cs[0].clone();
     let slow = tokio::spawn(async move { rows(&slow_client, "SELECT pg_sleep(3)").await });
     // Once the server runs it, the next statement queues for the lane's next batch (if it
     // comes within 10 ms; otherwise it goes elsewhere at once, and the test holds too).
@@ -251,12 +298,8 @@ async fn a_cancel_reaches_only_the_cancelled_statement() {
             }
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for n in neighbours {
-        assert!(n.await.unwrap() > 0);
-    }
     assert!(cancelled > 0, "no cancel took effect ({finished} finished)");
-    // And a long statement is stopped within a second or so.
+    // A long statement, sent while the neighbours keep the lanes busy, is stopped at once.
     let v = victim.clone();
     let q = tokio::spawn(async move { rows(&v, "SELECT pg_sleep(30)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -270,6 +313,10 @@ async fn a_cancel_reaches_only_the_cancelled_statement() {
         e.code(),
         Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for n in neighbours {
+        assert!(n.await.unwrap() > 0);
+    }
 }
 
 /// Clients with different settings never share a connection; reads inside a transaction
@@ -295,7 +342,7 @@ async fn settings_and_transactions_are_respected() {
         t.await.unwrap();
     }
     let s = p.mux_stats("t_mux_state");
-    assert!(s.statements >= 250, "{s:?}");
+    assert!(s.statements >= 100, "{s:?}");
 
     let c = connect(&p.conn_str("t_mux_state")).await;
     c.batch_execute("BEGIN; INSERT INTO kv VALUES (5000, 'mine')")
@@ -314,31 +361,55 @@ async fn settings_and_transactions_are_respected() {
 async fn a_lost_lane_connection_reruns_its_statements() {
     kv_db("t_mux_lost");
     let p = mux_proxy("t_mux_lost");
-    let cs = clients(&p, "t_mux_lost", 3).await;
-    let a = cs[0].clone();
-    let slow = tokio::spawn(async move { rows(&a, "SELECT pg_sleep(1), 'survived'").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed = cluster()
-        .psql_db(
-            0,
-            "postgres",
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = 't_mux_lost' AND query LIKE '%pg_sleep(1)%' AND pid <> pg_backend_pid()",
-        )
-        .unwrap();
-    assert_eq!(killed.trim(), "1");
-    let r = tokio::time::timeout(Duration::from_secs(10), slow)
-        .await
-        .expect("rerun hung")
-        .unwrap()
-        .unwrap();
-    assert_eq!(r[0][1], "survived");
-    for c in &cs {
-        assert_eq!(
-            rows(c, "SELECT v FROM kv WHERE k = 7").await.unwrap()[0][0],
-            "v7"
-        );
+    let cs = clients(&p, "t_mux_lost", 2).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, bg) = background_reads(cs[1].clone(), stop.clone());
+    let never = tokio::spawn(std::future::pending::<()>());
+    wait_count(&done, 20, &never).await;
+    never.abort();
+    // The statement meets concurrency (the background reads) and so goes to a lane, unless
+    // it arrives in a gap between them; then it runs on a connection of its own, where a
+    // terminated backend is an error for the client. Try until it went to a lane.
+    for attempt in 0..10 {
+        let a = connect(&p.conn_str("t_mux_lost")).await;
+        let slow = tokio::spawn(async move { rows(&a, "SELECT pg_sleep(1), 'survived'").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let killed = cluster()
+            .psql_db(
+                0,
+                "postgres",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = 't_mux_lost' AND query LIKE '%pg_sleep(1)%' \
+                 AND state = 'active' AND pid <> pg_backend_pid()",
+            )
+            .unwrap();
+        assert_eq!(killed.trim(), "1");
+        let r = tokio::time::timeout(Duration::from_secs(10), slow)
+            .await
+            .expect("rerun hung")
+            .unwrap();
+        match r {
+            Ok(r) => {
+                assert_eq!(r[0][1], "survived");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                bg.await.unwrap();
+                for c in &cs {
+                    let r = rows(c, "SELECT v FROM kv WHERE k = 7").await.unwrap();
+                    assert_eq!(r[0][0], "v7");
+                }
+                return;
+            }
+            Err(e) => {
+                assert_eq!(
+                    e.code(),
+                    Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
+                    "{e}"
+                );
+                eprintln!("attempt {attempt}: the statement ran on its own connection; again");
+            }
+        }
     }
+    panic!("in 10 attempts the statement never went to a lane");
 }
 
 /// pgbench through multiplexing: -S in simple mode is multiplexed; the default TPC-B-like
@@ -368,6 +439,6 @@ fn pgbench_with_multiplexing_has_no_failures() {
         assert_eq!(done, want, "{args:?}: {out}");
     }
     let s = p.mux_stats("t_mux_pgbench");
-    assert!(s.statements >= 16 * 300, "{s:?}");
+    assert!(s.statements >= 16 * 300 / 2, "{s:?}");
     assert!(s.batches < s.statements, "{s:?}");
 }

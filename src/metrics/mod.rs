@@ -446,7 +446,7 @@ impl Metrics {
         );
         r.register(
             "backend_multiplex_reruns",
-            "Multiplexed statements run again alone after their batch failed or a stray cancel hit them",
+            "Multiplexed statements run again alone after their batch failed",
             m.multiplex_reruns.clone(),
         );
         r.register(

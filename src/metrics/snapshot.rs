@@ -47,7 +47,7 @@ pub struct MuxStats {
     pub statements: u64,
     /// Batches written.
     pub batches: u64,
-    /// Statements run again alone (their batch failed, or a stray cancel hit them).
+    /// Statements run again alone (their batch failed).
     pub reruns: u64,
     /// Lanes open now.
     pub lanes: u64,

@@ -30,12 +30,15 @@ pub enum CancelRoute {
 impl CancelRoute {
     /// Carry out a cancel (best effort, bounded in time).
     pub async fn cancel(self, timeout: std::time::Duration) {
-        let target = match self {
-            CancelRoute::Server(t) => Some(t),
-            CancelRoute::Lane(lane, id) => lane.upgrade().and_then(|l| l.cancel(id)),
-        };
-        if let Some(t) = target {
-            let _ = send_cancel(t, timeout).await;
+        match self {
+            CancelRoute::Server(t) => {
+                let _ = send_cancel(t, timeout).await;
+            }
+            CancelRoute::Lane(lane, id) => {
+                if let Some(l) = lane.upgrade() {
+                    l.cancel(id);
+                }
+            }
         }
     }
 

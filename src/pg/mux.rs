@@ -1,10 +1,13 @@
 //! Multiplexed reads (opt-in: `[pool] multiplex_depth` > 0). A plain `SELECT` that a client
 //! sends as a simple Query outside a transaction does not need a server connection of its
 //! own: it is queued on a *lane*, a server connection that a few such statements from
-//! different clients share, pipelined. A lane writes every statement queued since its last
-//! write with one write and splits the answers at ReadyForQuery, in order. The server then
-//! reads several statements per wakeup and the proxy makes one write and one read on the
-//! server side for several statements, which is where a 1:1 pooler spends most of its time.
+//! different clients share. While the server works on one batch of a lane's statements, the
+//! statements that arrive meanwhile gather and go out together as the next batch, with one
+//! write. The server then reads several statements per wakeup and writes their answers at
+//! once, and the proxy makes one write and one read on the server side for several
+//! statements: that is where a 1:1 pooler and the server spend most of their time.
+//! Multiplexing engages only under concurrency: a statement that meets no other statement
+//! running on its backend (and no busy lane) takes the ordinary path.
 //!
 //! Which statements: the session decides (see `Session::muxable`): one statement whose first
 //! word is SELECT, classified as a plain read (no locking clause, no function that writes or
@@ -20,8 +23,8 @@
 //! its implicit transaction has ended. Within a batch the statements share that implicit
 //! transaction. Under READ COMMITTED (the default) each still takes its own snapshot;
 //! `now()` is the batch's start. If any statement of a batch fails, the batch's transaction
-//! is rolled back and every statement of it runs again as a batch of its own (a statement
-//! the client cancelled is answered as cancelled instead). So a client sees exactly the answer
+//! is rolled back and every statement of it runs again as a batch of its own. So a client
+//! sees exactly the answer
 //! its statement gets when run alone, and a SELECT with a side effect the classifier cannot
 //! see (a user function that writes) is never answered from a rolled-back batch.
 //!
@@ -32,14 +35,13 @@
 //! batch (answers are passed on at the end of a batch). Statements queued for the next batch
 //! are moved to the ordinary path by the next statement that finds the lane stuck.
 //!
-//! Cancel: a client's cancel of a queued statement that the lane has not written yet answers
-//! it at once; of a written one, reaches the server only once that statement is the one the
-//! server is running (the lane's head). If it arrives just after that statement finished, it
-//! can hit the next statement on the lane instead. That statement did not commit anything (it
-//! is a read that failed with SQLSTATE 57014), so the lane runs it again instead of passing
-//! the error on (within [`STRAY_WINDOW`] of a cancel it sent, a few times at most). A lane
-//! that sent a cancel lately closes its connection rather than give it back to the pool, and
-//! so does a session that held a connection a cancel was sent to (see `CancelSlot`).
+//! Cancel: a client's cancel of a statement the lane has not written yet answers it at once.
+//! A written one cannot be cancelled on the shared connection: a CancelRequest stops whatever
+//! the server runs when it arrives, which may already be the next client's statement. So the
+//! lane is given up instead: the cancelled statement is answered as cancelled, every other
+//! statement on the lane runs again on the ordinary path (they are reads), the connection is
+//! closed, and only then is the CancelRequest sent to its server, to stop the work there
+//! (no other statement can run on that connection any more).
 //!
 //! Failure: if the lane's connection fails or the server breaks the rules for a lane (leaves
 //! a transaction open, starts COPY, reports a changed setting), every statement on it gets
@@ -65,12 +67,6 @@ use tokio_util::sync::CancellationToken;
 
 /// A lane takes no new statement once its oldest outstanding one has run this long.
 pub const HOL_LIMIT: Duration = Duration::from_millis(10);
-/// After a lane sent a cancel, a statement other than the cancelled one that fails with
-/// SQLSTATE 57014 within this time is run again.
-pub const STRAY_WINDOW: Duration = Duration::from_secs(2);
-/// Most times one statement is run again after stray cancels (a safety net: the count of
-/// cancels on their way already bounds it).
-const MAX_STRAY_RERUNS: u8 = 16;
 /// A lane idle this long gives its connection back to the pool.
 pub const IDLE: Duration = Duration::from_millis(250);
 /// Largest answer passed on through a lane; a larger one fails the lane (see module docs).
@@ -136,11 +132,8 @@ struct LaneState {
     head_since: Option<Instant>,
     /// Takes no more statements (ending).
     closed: bool,
-    /// Cancels the lane sent whose effect is not known yet (each stops at most one
-    /// statement: the one it was meant for, one after it, or none if it arrives while the
-    /// server is idle), and until when one of them may still arrive.
-    strays: u32,
-    stray_until: Option<Instant>,
+    /// A client cancelled a written statement: the lane ends (see the module docs).
+    abandon: bool,
     next_id: u64,
 }
 
@@ -155,35 +148,9 @@ struct Req {
     reply: oneshot::Sender<Reply>,
     /// The client asked to cancel it.
     cancel: bool,
-    /// Times run again after a stray cancel.
-    stray_reruns: u8,
 }
 
 impl LaneState {
-    fn cancel_sent(&mut self, now: Instant) {
-        self.strays += 1;
-        self.stray_until = Some(now + STRAY_WINDOW);
-    }
-
-    /// A cancel the lane sent may still stop a statement it was not meant for (as far as the
-    /// count tells: each cancel stops at most one statement, or none).
-    fn stray_pending(&mut self, now: Instant) -> bool {
-        if self.stray_until.is_some_and(|t| now >= t) {
-            self.strays = 0;
-            self.stray_until = None;
-        }
-        self.strays > 0
-    }
-
-    /// A statement failed with 57014: true if that may be a stray cancel (its client did
-    /// not ask, and the lane sent a cancel lately; it is then run again). Any such failure
-    /// within the window counts, not only as many as cancels were sent: counting them was
-    /// tried and a loaded test still saw a neighbour fail, so the window alone decides.
-    fn cancel_hit(&mut self, req: &Req, now: Instant) -> bool {
-        self.strays = self.strays.saturating_sub(1);
-        self.stray_until.is_some_and(|t| now < t) && !req.cancel
-    }
-
     /// All statements of the oldest batch are answered; its ReadyForQuery is due.
     fn committing(&self) -> bool {
         self.done.first().is_some_and(|(d, _)| {
@@ -208,26 +175,30 @@ impl LaneState {
             solo: false,
             reply: tx,
             cancel: false,
-            stray_reruns: 0,
         });
         (id, rx)
     }
 }
 
 impl Mux {
-    /// Queue `msg` (one whole Query message) on a lane for clients with `settings`: an open
-    /// lane with room, else a new one on an idle connection of `pool`. `None` when neither
-    /// is available now (the session then takes the ordinary path).
+    /// Queue `msg` (one whole Query message) on a lane for clients with `settings`: a busy
+    /// lane with room; else, if `contended` (other statements run on this backend now), an
+    /// idle lane or a new one on an idle connection of `pool`. `None` otherwise: without
+    /// concurrency there is nothing to batch, and the ordinary path is a little cheaper.
     pub async fn submit(
         self: &Arc<Self>,
         pool: &BackendPool,
         settings: &[(String, String)],
         msg: Bytes,
         depth: usize,
+        contended: bool,
         shutdown: &CancellationToken,
     ) -> Option<Ticket> {
-        if let Some(t) = self.queue_on_open_lane(settings, &msg, depth) {
+        if let Some(t) = self.queue_on_open_lane(settings, &msg, depth, contended) {
             return Some(t);
+        }
+        if !contended {
+            return None;
         }
         let mut conn = pool.checkout_now().await.ok().flatten()?;
         if conn.applied != settings {
@@ -273,6 +244,7 @@ impl Mux {
         settings: &[(String, String)],
         msg: &Bytes,
         depth: usize,
+        contended: bool,
     ) -> Option<Ticket> {
         let lanes = self.lanes.lock().unwrap();
         let mut now = None;
@@ -296,7 +268,7 @@ impl Mux {
                 }
             }
             let d = st.depth();
-            if d >= depth || best.is_some_and(|(_, b)| b >= d) {
+            if d >= depth || (d == 0 && !contended) || best.is_some_and(|(_, b)| b >= d) {
                 continue;
             }
             best = Some((lane, d));
@@ -317,6 +289,15 @@ impl Mux {
         ticket
     }
 
+    /// Lanes with statements outstanding now.
+    pub fn lanes_busy(&self) -> usize {
+        let lanes = self.lanes.lock().unwrap();
+        lanes
+            .iter()
+            .filter(|l| l.st.lock().unwrap().depth() > 0)
+            .count()
+    }
+
     /// What this worker's lanes to one backend did so far.
     pub fn stats(&self) -> MuxStats {
         MuxStats {
@@ -333,34 +314,42 @@ impl Mux {
 }
 
 impl Lane {
-    /// A client cancels statement `id`. Not written yet: answered now as cancelled. Written
-    /// and at the head: the server to send the cancel to (returned). Written behind others:
-    /// marked, and the lane sends the cancel when it reaches the head.
-    pub fn cancel(&self, id: u64) -> Option<CancelTarget> {
+    /// A client cancels statement `id`. Not written yet: answered now as cancelled. Written:
+    /// the lane is given up (see the module docs); its task answers the statement as
+    /// cancelled and sends the CancelRequest once the connection is closed.
+    pub fn cancel(&self, id: u64) {
         let mut st = self.st.lock().unwrap();
         if let Some(pos) = st.unsent.iter().position(|r| r.id == id) {
             let req = st.unsent.remove(pos).expect("position is in range");
             drop(st);
-            let mut out = BytesMut::new();
-            codec::put_error(
-                &mut out,
-                "ERROR",
-                "57014",
-                "canceling statement due to user request",
-            );
-            codec::put_ready(&mut out, b'I');
-            let _ = req.reply.send(Reply::Answer(out));
-            return None;
+            let _ = req.reply.send(Reply::Answer(cancelled_answer()));
+            return;
         }
-        let pos = st.inflight.iter().position(|r| r.id == id)?;
-        st.inflight[pos].cancel = true;
-        if pos == 0 {
-            st.cancel_sent(Instant::now());
-            Some(self.target)
-        } else {
-            None
+        let st = &mut *st;
+        let written = st
+            .inflight
+            .iter_mut()
+            .chain(st.done.iter_mut().map(|(r, _)| r))
+            .find(|r| r.id == id);
+        if let Some(req) = written {
+            req.cancel = true;
+            st.abandon = true;
+            self.wake.notify_one();
         }
     }
+}
+
+/// What PostgreSQL answers a Query that was cancelled.
+fn cancelled_answer() -> BytesMut {
+    let mut out = BytesMut::new();
+    codec::put_error(
+        &mut out,
+        "ERROR",
+        "57014",
+        "canceling statement due to user request",
+    );
+    out.extend_from_slice(READY_IDLE);
+    out
 }
 
 /// A lane's task: pipeline its statements until it has been idle for [`IDLE`], shutdown
@@ -380,13 +369,24 @@ async fn drive(mux: Arc<Mux>, lane: Arc<Lane>, mut conn: Pooled, shutdown: Cance
         left
     };
     mux.remove(&lane);
+    let mut cancel = false;
     for req in left {
-        let _ = req.reply.send(Reply::Failed);
+        if req.cancel {
+            cancel = true;
+            let _ = req.reply.send(Reply::Answer(cancelled_answer()));
+        } else {
+            let _ = req.reply.send(Reply::Failed);
+        }
     }
-    // A cancel the lane sent lately could still arrive and stop another client's statement.
-    let stray = lane.st.lock().unwrap().stray_pending(Instant::now());
-    conn.clean = result.is_ok() && !stray;
+    conn.clean = result.is_ok();
+    // Closed first, so that the cancel can stop nothing but abandoned work.
     pool::release(conn);
+    if cancel {
+        tokio::spawn(super::cancel::send_cancel(
+            lane.target,
+            Duration::from_secs(5),
+        ));
+    }
 }
 
 enum Io {
@@ -458,6 +458,10 @@ async fn pump(
     loop {
         let idle = {
             let mut st = lane.st.lock().unwrap();
+            if st.abandon {
+                st.closed = true;
+                return Err("a client cancelled a statement on it".into());
+            }
             let busy = !st.inflight.is_empty() || !st.done.is_empty();
             // One batch at a time: what arrives while the server works on one waits for its
             // end and goes out as the next, so batches grow with load instead of every
@@ -602,7 +606,7 @@ fn statement_done(lane: &Lane, answer: &mut BytesMut, error: bool) -> Result<(),
         st.failed = true;
     }
     st.done.push((req, std::mem::take(answer)));
-    new_head(lane, &mut st);
+    new_head(&mut st);
     Ok(())
 }
 
@@ -624,51 +628,19 @@ fn batch_done(lane: &Lane) -> Result<(), String> {
     }
     if members.iter().any(|(_, a)| a.is_none()) {
         // The head was a skipped statement: the server works on the next batch now.
-        new_head(lane, &mut st);
+        new_head(&mut st);
     }
-    let now = Instant::now();
     let alone = members.len() == 1;
     let mut again = false;
     for (mut req, answer) in members {
         match answer {
+            // A batch that went through, or a statement alone: its answer is the client's.
             Some(mut a) if !failed || alone => {
-                // Alone and failed with 57014 without being cancelled by its client, while
-                // a cancel the lane sent for another statement is on its way: that cancel
-                // hit it; it runs again. (A statement_timeout also gives 57014; with no
-                // cancel on its way it is passed on.)
-                let stray = failed
-                    && is_cancel_error(&a)
-                    && st.cancel_hit(&req, now)
-                    && req.stray_reruns < MAX_STRAY_RERUNS;
-                if stray {
-                    req.stray_reruns += 1;
-                    st.unsent.push_back(req);
-                    lane.counts.reruns.fetch_add(1, Relaxed);
-                    again = true;
-                } else {
-                    a.extend_from_slice(READY_IDLE);
-                    lane.counts.statements.fetch_add(1, Relaxed);
-                    let _ = req.reply.send(Reply::Answer(a));
-                }
+                a.extend_from_slice(READY_IDLE);
+                lane.counts.statements.fetch_add(1, Relaxed);
+                let _ = req.reply.send(Reply::Answer(a));
             }
-            Some(a) if is_cancel_error(&a) && st.cancel_hit(&req, now) && !req.cancel => {
-                // A stray cancel failed its batch: it runs again alone with the others.
-                req.solo = true;
-                st.unsent.push_back(req);
-                lane.counts.reruns.fetch_add(1, Relaxed);
-                again = true;
-            }
-            _ if req.cancel => {
-                let mut out = BytesMut::new();
-                codec::put_error(
-                    &mut out,
-                    "ERROR",
-                    "57014",
-                    "canceling statement due to user request",
-                );
-                out.extend_from_slice(READY_IDLE);
-                let _ = req.reply.send(Reply::Answer(out));
-            }
+            // A failed batch: each of its statements runs again alone.
             _ => {
                 req.solo = true;
                 st.unsent.push_back(req);
@@ -686,39 +658,9 @@ fn batch_done(lane: &Lane) -> Result<(), String> {
     Ok(())
 }
 
-/// Note that the head of `inflight` (if any) is now running, and send the cancel its client
-/// asked for while it waited.
-fn new_head(lane: &Lane, st: &mut LaneState) {
-    let Some(head) = st.inflight.front() else {
-        st.head_since = None;
-        return;
-    };
-    let cancel = head.cancel;
-    let now = Instant::now();
-    st.head_since = Some(now);
-    if cancel {
-        st.cancel_sent(now);
-        tokio::spawn(super::cancel::send_cancel(
-            lane.target,
-            Duration::from_secs(5),
-        ));
-    }
-}
-
-/// The answer holds an ErrorResponse with SQLSTATE 57014 (query_canceled).
-fn is_cancel_error(answer: &[u8]) -> bool {
-    let mut rest = answer;
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize + 1;
-        if len < 5 || len > rest.len() {
-            return false;
-        }
-        if rest[0] == b'E' && codec::error_field(&rest[5..len], b'C') == Some("57014") {
-            return true;
-        }
-        rest = &rest[len..];
-    }
-    false
+/// Note that the head of `inflight` (if any) is now what the server runs.
+fn new_head(st: &mut LaneState) {
+    st.head_since = st.inflight.front().map(|_| Instant::now());
 }
 
 /// Feed `data` to a lane as a server's answers to four outstanding statements (one batch of

@@ -43,7 +43,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Run the Query at the head of the input on a multiplexed connection to the backend
-    /// `want` selects. Returns false (having consumed nothing) when no lane takes it now or
+    /// `want` selects. Returns false (having consumed nothing) when no lane takes it now (no
+    /// other statement runs on that backend and no lane is busy: nothing to batch with), or
     /// its lane failed: the caller then runs it on a connection of its own.
     pub(super) async fn run_muxed(&mut self, want: Want) -> Result<bool, SessionError> {
         self.refresh_cluster()?;
@@ -54,8 +55,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(Some(h)) = codec::header(&self.cin, self.max_message) else {
             return Ok(false);
         };
-        let msg = Bytes::copy_from_slice(&self.cin[..h.wire_len]);
+        let backend = &state.backends[idx];
+        let contended = backend.outstanding() > 0;
         let pool = self.cluster.pools[idx].clone();
+        if !contended && pool.mux.lanes_busy() == 0 {
+            return Ok(false);
+        }
+        let msg = Bytes::copy_from_slice(&self.cin[..h.wire_len]);
         let started = std::time::Instant::now();
         let Some(ticket) = pool
             .mux
@@ -64,13 +70,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 &self.wanted,
                 msg,
                 self.mux_depth,
+                contended,
                 &self.worker.shared.shutdown,
             )
             .await
         else {
             return Ok(false);
         };
-        let backend = &state.backends[idx];
         backend.begin();
         let _outstanding = EndOnDrop(backend);
         self.key
