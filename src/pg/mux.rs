@@ -289,15 +289,6 @@ impl Mux {
         ticket
     }
 
-    /// Lanes with statements outstanding now.
-    pub fn lanes_busy(&self) -> usize {
-        let lanes = self.lanes.lock().unwrap();
-        lanes
-            .iter()
-            .filter(|l| l.st.lock().unwrap().depth() > 0)
-            .count()
-    }
-
     /// What this worker's lanes to one backend did so far.
     pub fn stats(&self) -> MuxStats {
         MuxStats {

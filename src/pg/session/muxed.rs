@@ -29,6 +29,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         {
             return false;
         }
+        // Nothing runs on any backend of the cluster (a multiplexed statement counts while
+        // it waits): nothing to batch with. Checked first, as it is the cheapest test.
+        if self
+            .cluster
+            .state
+            .backends
+            .iter()
+            .all(|b| b.outstanding() == 0)
+        {
+            return false;
+        }
         let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
             return false;
         };
@@ -58,9 +69,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let backend = &state.backends[idx];
         let contended = backend.outstanding() > 0;
         let pool = self.cluster.pools[idx].clone();
-        if !contended && pool.mux.lanes_busy() == 0 {
-            return Ok(false);
-        }
         let msg = Bytes::copy_from_slice(&self.cin[..h.wire_len]);
         let started = std::time::Instant::now();
         let Some(ticket) = pool
