@@ -228,6 +228,60 @@ async fn cancel_stops_a_running_statement_quickly() {
     assert_eq!(one, 1);
 }
 
+/// A connection a cancel was sent to is closed, not pooled: a cancel that reached the server
+/// late would otherwise stop the next client's statement on it.
+#[tokio::test]
+async fn a_connection_that_got_a_cancel_is_not_reused() {
+    create_db("t_cancel_reuse");
+    let p = start_proxy(&config_text(
+        "t_cancel_reuse",
+        "workers = 1",
+        "size = 1",
+        "",
+    ));
+    let c = connect(&p.conn_str("t_cancel_reuse")).await;
+    let direct = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        cluster().primary_port()
+    ))
+    .await;
+    let token = c.cancel_token();
+    let c = std::sync::Arc::new(c);
+    let c2 = c.clone();
+    let sleeper = tokio::spawn(async move { c2.simple_query("SELECT pg_sleep(30)").await });
+    let pid = loop {
+        let rows = direct
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(r) = rows.first() {
+            break r.get::<_, i32>(0);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("cancel took too long")
+        .unwrap()
+        .expect_err("pg_sleep should have been cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+    // The pool holds one connection: the next statement gets a new one.
+    let now: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(now, pid, "the cancelled connection was reused");
+}
+
 #[tokio::test]
 async fn error_mid_transaction_then_rollback() {
     create_db("t_txerr");

@@ -7,7 +7,7 @@
 //! once, and the proxy makes one write and one read on the server side for several
 //! statements: that is where a 1:1 pooler and the server spend most of their time.
 //! Multiplexing engages only under concurrency: a statement that meets no other statement
-//! running on its backend (and no busy lane) takes the ordinary path.
+//! running in its cluster takes the ordinary path.
 //!
 //! Which statements: the session decides (see `Session::muxable`): one statement whose first
 //! word is SELECT, classified as a plain read (no locking clause, no function that writes or
