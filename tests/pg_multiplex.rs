@@ -325,6 +325,7 @@ async fn a_cancel_reaches_only_the_cancelled_statement() {
 async fn settings_and_transactions_are_respected() {
     kv_db("t_mux_state");
     let p = mux_proxy("t_mux_state");
+    let holder = hold_contention(&p, "t_mux_state").await;
     let mut tasks = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
         let cs = format!("{} application_name={name}", p.conn_str("t_mux_state"));
@@ -342,7 +343,8 @@ async fn settings_and_transactions_are_respected() {
         t.await.unwrap();
     }
     let s = p.mux_stats("t_mux_state");
-    assert!(s.statements >= 100, "{s:?}");
+    assert!(s.statements >= 150, "{s:?}");
+    drop(holder);
 
     let c = connect(&p.conn_str("t_mux_state")).await;
     c.batch_execute("BEGIN; INSERT INTO kv VALUES (5000, 'mine')")
