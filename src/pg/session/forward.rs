@@ -1,0 +1,212 @@
+//! The client's messages on their way to a server: each is translated into the bytes the
+//! backend gets and the answers it is owed (`Pend`), client statement names are mapped to
+//! proxy-prepared ones (a Parse injected where the held connection lacks the statement),
+//! and statements with a session effect pin the client.
+
+use super::{Pend, Session, SessionError};
+use crate::config::PoolMode;
+use crate::pg::codec::{self, Header};
+use crate::pg::prepared::StmtDef;
+use crate::router::session_state;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// Answer a named Parse without a server when that is safe: the statement was accepted
+    /// by a server before, or no server is free right now (`defer_parse`; the Parse then
+    /// goes to the server in front of the first Bind or Describe, and an error in it is
+    /// reported there). Returns false when a server should be asked.
+    pub(super) fn parse_locally(&mut self, h: &Header) -> Result<bool, SessionError> {
+        let p = codec::parse_msg(&self.cin[5..h.wire_len])
+            .map_err(|e| SessionError::ClientProtocol(e.to_string()))?;
+        if p.name.is_empty() {
+            return Ok(false);
+        }
+        let def = self.worker.statements.intern(p.query, p.param_types);
+        if !def.validated.load(std::sync::atomic::Ordering::Relaxed)
+            && !std::mem::take(&mut self.defer_parse)
+        {
+            return Ok(false);
+        }
+        let effect_sql = p.query.to_vec();
+        self.stmts.insert(p.name.into(), def);
+        self.note_session_effect(&effect_sql);
+        self.pending.push_back(Pend::Synthetic(b'1'));
+        Ok(true)
+    }
+
+    /// A Parse of a named statement (the unnamed one always goes to a server with its Bind).
+    pub(super) fn names_a_statement(&self, h: &Header) -> bool {
+        codec::parse_msg(&self.cin[5..h.wire_len]).is_ok_and(|p| !p.name.is_empty())
+    }
+
+    pub(super) fn closes_client_statement(&self, h: &Header) -> bool {
+        self.mode == PoolMode::Transaction
+            && matches!(codec::target_msg(&self.cin[5..h.wire_len]),
+                Ok((b'S', name)) if !name.is_empty() && self.stmts.contains_key(name))
+    }
+
+    /// Translate one client message into bytes for the backend and expected answers.
+    pub(super) fn forward_client_message(&mut self, h: Header) -> Result<(), SessionError> {
+        // Detach the input buffer so the message can be borrowed while state changes.
+        let cin = std::mem::take(&mut self.cin);
+        let result = self.forward_one(h, &cin[..h.wire_len]);
+        self.cin = cin;
+        result
+    }
+
+    fn forward_one(&mut self, h: Header, msg: &[u8]) -> Result<(), SessionError> {
+        let body = &msg[5..];
+        let bad = |e: codec::ProtocolError| SessionError::ClientProtocol(e.to_string());
+        let tx = self.mode == PoolMode::Transaction;
+        match h.tag {
+            b'Q' => {
+                let sql = codec::query_msg(body).map_err(bad)?;
+                if tx {
+                    self.note_session_effect(sql);
+                }
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Ready);
+            }
+            b'P' => {
+                let p = codec::parse_msg(body).map_err(bad)?;
+                if tx {
+                    self.note_session_effect(p.query);
+                }
+                if !tx || p.name.is_empty() {
+                    self.bout.extend_from_slice(msg);
+                    self.pending.push_back(Pend::Parse {
+                        def: None,
+                        client_name: None,
+                        injected: false,
+                    });
+                } else {
+                    let def = self.worker.statements.intern(p.query, p.param_types);
+                    self.replay_ok = false;
+                    let name: Box<[u8]> = p.name.into();
+                    self.stmts.insert(name.clone(), def.clone());
+                    if !self.prepare_on_backend(&def, Some(name)) {
+                        self.pending.push_back(Pend::Synthetic(b'1'));
+                    }
+                }
+            }
+            b'B' => {
+                let b = codec::bind_msg(body).map_err(bad)?;
+                match self.client_statement(b.statement) {
+                    Some(def) => {
+                        self.ensure_prepared(&def);
+                        codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
+                    }
+                    None => self.bout.extend_from_slice(msg),
+                }
+                self.pending.push_back(Pend::Bind);
+            }
+            b'D' | b'C' => {
+                let (kind, name) = codec::target_msg(body).map_err(bad)?;
+                let def = if kind == b'S' {
+                    self.client_statement(name)
+                } else {
+                    None
+                };
+                match def {
+                    Some(_) if h.tag == b'C' => {
+                        let name: Box<[u8]> = name.into();
+                        self.stmts.remove(&name);
+                        self.pending.push_back(Pend::Synthetic(b'3'));
+                        return Ok(());
+                    }
+                    Some(def) => {
+                        self.ensure_prepared(&def);
+                        codec::put_target(
+                            &mut self.bout,
+                            b'D',
+                            b'S',
+                            def.backend_name().as_bytes(),
+                        );
+                    }
+                    None => self.bout.extend_from_slice(msg),
+                }
+                self.pending.push_back(if h.tag == b'D' {
+                    Pend::Describe
+                } else {
+                    Pend::Close
+                });
+            }
+            b'E' => {
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Execute);
+            }
+            b'S' | b'F' => {
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Ready);
+            }
+            b'H' | b'd' | b'c' | b'f' => self.bout.extend_from_slice(msg),
+            b'X' => {}
+            other => {
+                return Err(SessionError::ClientProtocol(format!(
+                    "unexpected message type {:?}",
+                    other as char
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// A client statement name known to the proxy (transaction mode, non-empty names).
+    fn client_statement(&mut self, name: &[u8]) -> Option<Arc<StmtDef>> {
+        if self.mode != PoolMode::Transaction || name.is_empty() {
+            return None;
+        }
+        let def = self.stmts.get(name).cloned();
+        if def.is_some() {
+            // Replaying on another connection would need this statement there too.
+            self.replay_ok = false;
+        }
+        def
+    }
+
+    /// Inject a Parse if the held connection lacks the statement.
+    fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
+        self.prepare_on_backend(def, None);
+    }
+
+    /// Queue a Parse of `def` under its proxy name unless the held connection has it.
+    /// `client_name` is the client's own Parse being answered (its ParseComplete is
+    /// forwarded); without one the Parse is injected and its answer swallowed.
+    fn prepare_on_backend(&mut self, def: &Arc<StmtDef>, client_name: Option<Box<[u8]>>) -> bool {
+        let conn = self.backend.as_mut().expect("held");
+        if !conn.prepared.insert(def.id) {
+            return false;
+        }
+        codec::put_parse(
+            &mut self.bout,
+            def.backend_name().as_bytes(),
+            &def.query,
+            &def.param_types,
+        );
+        let injected = client_name.is_none();
+        self.pending.push_back(Pend::Parse {
+            def: Some(def.clone()),
+            client_name,
+            injected,
+        });
+        true
+    }
+
+    fn note_session_effect(&mut self, sql: &[u8]) {
+        if session_state::surely_no_effect(sql) {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            self.pinned = true;
+            return;
+        };
+        let e = session_state::effect(text);
+        self.pinned |= e.pins;
+        if e.drops_prepared {
+            if let Some(conn) = self.backend.as_mut() {
+                conn.prepared.clear();
+            }
+        }
+    }
+}
