@@ -101,6 +101,19 @@ impl BackendState {
     pub fn end(&self) {
         self.outstanding.fetch_sub(1, Relaxed);
     }
+    /// One statement outstanding while the guard lives.
+    pub(crate) fn running(&self) -> crate::Decrement<'_> {
+        self.begin();
+        crate::Decrement(&self.outstanding)
+    }
+    /// The `route` metrics label of statements run here.
+    pub fn route_label(&self) -> &'static str {
+        if self.role() == Role::Replica {
+            crate::metrics::ROUTE_REPLICA
+        } else {
+            crate::metrics::ROUTE_PRIMARY
+        }
+    }
 
     /// Take over the health view of `old` (the same server in the previous config).
     pub fn inherit(&self, old: &BackendState) {

@@ -70,9 +70,6 @@ impl CancelSlot {
     pub fn clear(&self) -> bool {
         std::mem::take(&mut *self.0.lock().unwrap()).1
     }
-    pub fn get(&self) -> Option<CancelRoute> {
-        self.0.lock().unwrap().0.clone()
-    }
     /// Where a cancel goes now, noting that one is sent (in the same critical section as
     /// [`CancelSlot::clear`], so a connection is either still held when the cancel is
     /// noted, and then not reused, or the cancel finds nothing to send to).

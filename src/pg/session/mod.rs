@@ -257,12 +257,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.backend_idx = idx;
         self.for_write = for_write;
         self.cluster.state.backends[idx].begin();
-        self.held_route =
-            if self.cluster.state.backends[idx].role() == crate::cluster::Role::Replica {
-                crate::metrics::ROUTE_REPLICA
-            } else {
-                crate::metrics::ROUTE_PRIMARY
-            };
+        self.held_route = self.cluster.state.backends[idx].route_label();
         self.cluster.metrics.routed_cached(
             &mut self.routed_cache,
             self.held_route,

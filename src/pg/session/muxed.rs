@@ -1,10 +1,11 @@
 //! The session's side of multiplexed reads (`[pool] multiplex_depth`; the lanes themselves
 //! are in `crate::pg::mux`): which statements may share a connection, and running one.
 
+use super::routing::starts_with_any;
 use super::{Session, SessionError};
-use crate::cluster::{Role, Want};
+use crate::cluster::Want;
 use crate::config::PoolMode;
-use crate::metrics::{kind, ROUTE_PRIMARY, ROUTE_REPLICA};
+use crate::metrics::kind;
 use crate::pg::cancel::CancelRoute;
 use crate::pg::codec::{self, Header};
 use crate::pg::mux::Reply;
@@ -43,7 +44,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
             return false;
         };
-        if !first_word_is_select(sql) || !session_state::surely_no_effect(sql) {
+        // A longer word starting with "select" is no read to the classifier below.
+        if !starts_with_any(sql, &["select"]) || !session_state::surely_no_effect(sql) {
             return false;
         }
         let Ok(text) = std::str::from_utf8(sql) else {
@@ -85,8 +87,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         else {
             return Ok(false);
         };
-        backend.begin();
-        let _outstanding = EndOnDrop(backend);
+        let _outstanding = backend.running();
         self.key
             .slot
             .set_route(Some(CancelRoute::Lane(ticket.lane, ticket.id)));
@@ -95,11 +96,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let m = &self.cluster.metrics;
         match reply {
             Ok(Reply::Answer(answer)) => {
-                let route = if backend.role() == Role::Replica {
-                    ROUTE_REPLICA
-                } else {
-                    ROUTE_PRIMARY
-                };
+                let route = backend.route_label();
                 m.routed_cached(&mut self.routed_cache, route, self.route_reason);
                 m.statement(route, started.elapsed());
                 m.bytes(h.wire_len as u64, answer.len() as u64);
@@ -112,39 +109,5 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 Ok(false)
             }
         }
-    }
-}
-
-/// Ends one outstanding statement on a backend when dropped (also if the session is).
-struct EndOnDrop<'a>(&'a crate::cluster::BackendState);
-
-impl Drop for EndOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
-/// The first word of `sql`, after leading whitespace, is SELECT (any case).
-fn first_word_is_select(sql: &[u8]) -> bool {
-    let t = sql.trim_ascii_start();
-    t.len() > 6
-        && t[..6].eq_ignore_ascii_case(b"select")
-        && !(t[6].is_ascii_alphanumeric() || t[6] == b'_' || t[6] == b'$')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::first_word_is_select;
-
-    #[test]
-    fn select_first() {
-        assert!(first_word_is_select(b"  SELECT 1"));
-        assert!(first_word_is_select(b"select\n1"));
-        assert!(!first_word_is_select(b"selectx 1"));
-        assert!(!first_word_is_select(b"select"));
-        assert!(!first_word_is_select(b"/* c */ select 1"));
-        assert!(!first_word_is_select(
-            b"with x as (select 1) select * from x"
-        ));
     }
 }

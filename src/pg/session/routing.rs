@@ -402,7 +402,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
 /// True if `sql`, after leading whitespace, starts with one of `words` (ASCII, any case).
 /// A statement with a leading comment is not matched (it then takes the general path).
-fn starts_with_any(sql: &[u8], words: &[&str]) -> bool {
+pub(super) fn starts_with_any(sql: &[u8], words: &[&str]) -> bool {
     let t = sql.trim_ascii_start();
     words
         .iter()
