@@ -29,6 +29,9 @@ pub struct Shared {
     pub clusters: ArcSwap<ClusterMap>,
     /// Statement classifier (shared cache).
     pub classifier: ArcSwap<Classifier>,
+    /// SCRAM verifiers of the config's users, derived once per config (PBKDF2 is slow by
+    /// design: not something to run per login on a worker every session shares).
+    pub verifiers: ArcSwap<Verifiers>,
     /// Bumped by every successful reload, after the workers' pools were swapped.
     pub generation: AtomicU64,
     /// Worker threads (how pool sizes are split) and the workers themselves.
@@ -52,6 +55,42 @@ pub struct Shared {
     pub draining: std::sync::atomic::AtomicBool,
 }
 
+/// SCRAM verifiers by user name, for users authenticated with scram-sha-256.
+#[derive(Default)]
+pub struct Verifiers(HashMap<String, (Option<String>, Arc<crate::pg::auth::ScramVerifier>)>);
+
+impl Verifiers {
+    /// Verifiers for `config`'s users; one derived from a plaintext password is kept from
+    /// `old` when the password did not change.
+    pub fn build(config: &Config, old: Option<&Verifiers>) -> Verifiers {
+        use crate::config::AuthMethod;
+        use crate::pg::auth::ScramVerifier;
+        let mut map = HashMap::new();
+        for u in &config.users {
+            if u.effective_auth() != Some(AuthMethod::ScramSha256) {
+                continue;
+            }
+            let entry = match (&u.scram_verifier, &u.password) {
+                (Some(v), _) => match ScramVerifier::parse(v) {
+                    Ok(v) => (None, Arc::new(v)),
+                    Err(_) => continue,
+                },
+                (None, Some(p)) => match old.and_then(|o| o.0.get(&u.name)) {
+                    Some((Some(was), v)) if was == p => (Some(p.clone()), v.clone()),
+                    _ => (Some(p.clone()), Arc::new(ScramVerifier::from_password(p))),
+                },
+                (None, None) => continue,
+            };
+            map.insert(u.name.clone(), entry);
+        }
+        Verifiers(map)
+    }
+
+    pub fn get(&self, user: &str) -> Option<Arc<crate::pg::auth::ScramVerifier>> {
+        self.0.get(user).map(|(_, v)| v.clone())
+    }
+}
+
 impl Shared {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
         Self::with_path(config, None)
@@ -64,6 +103,7 @@ impl Shared {
     ) -> anyhow::Result<Arc<Shared>> {
         let clusters = crate::reload::build_states(&config, None).map_err(anyhow::Error::msg)?;
         let classifier = new_classifier(&config);
+        let verifiers = Verifiers::build(&config, None);
         let (health_tx, health_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Shared {
             worker_count: worker_count(&config),
@@ -71,6 +111,7 @@ impl Shared {
             config_path,
             clusters: ArcSwap::from_pointee(clusters),
             classifier: ArcSwap::from_pointee(classifier),
+            verifiers: ArcSwap::from_pointee(verifiers),
             generation: AtomicU64::new(0),
             workers: Default::default(),
             health_tx,
@@ -91,6 +132,8 @@ impl Shared {
     }
 
     pub(crate) fn store_config(&self, config: Arc<Config>) {
+        let verifiers = Verifiers::build(&config, Some(&self.verifiers.load()));
+        self.verifiers.store(Arc::new(verifiers));
         self.config.store(config);
     }
 
@@ -160,6 +203,34 @@ pub struct ClusterPools {
     pub database: String,
     /// The config generation this was built for.
     pub generation: u64,
+    /// What the servers report at login (ParameterStatus) to a client with given startup
+    /// settings, learned from the first such client: later logins in transaction mode need no
+    /// server connection (and work while the primary is down).
+    pub login_params: LoginParams,
+}
+
+/// Name-value pairs: a client's startup settings, or the ParameterStatus values it gets.
+pub type Settings = Arc<Vec<(String, String)>>;
+
+/// Login ParameterStatus values by the client's startup settings; bounded.
+#[derive(Default)]
+pub struct LoginParams(std::sync::Mutex<HashMap<Settings, Settings>>);
+
+impl LoginParams {
+    /// Distinct startup-setting sets remembered (the map is emptied when it is full).
+    const MAX: usize = 256;
+
+    pub fn get(&self, wanted: &Settings) -> Option<Settings> {
+        self.0.lock().unwrap().get(wanted).cloned()
+    }
+
+    pub fn put(&self, wanted: Settings, params: Vec<(String, String)>) {
+        let mut map = self.0.lock().unwrap();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(wanted, Arc::new(params));
+    }
 }
 
 impl TopologySource for Shared {

@@ -92,6 +92,7 @@ pub fn build_pools(
             pools,
             database: c.database.clone(),
             generation,
+            login_params: Default::default(),
         };
         out.insert(c.database.clone(), Arc::new(cp));
     }

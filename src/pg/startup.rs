@@ -76,13 +76,16 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
             let (pid, secret) = (key.pid, key.secret);
             let mut session = Session::new(worker.clone(), l.cluster, stream, l.wanted, key, buf);
             let mut out = l.out;
-            if let Err(e) = session.acquire().await {
-                tracing::info!(conn = conn_id, %peer, error = %e, "no backend for new client");
-                session.refuse_login(&e).await;
-                return;
-            }
+            let params = match session.login().await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(conn = conn_id, %peer, error = %e, "no backend for new client");
+                    session.refuse_login(&e).await;
+                    return;
+                }
+            };
             codec::put_auth(&mut out, 0, &[]);
-            for (k, v) in session.login_parameters() {
+            for (k, v) in params {
                 codec::put_parameter_status(&mut out, &k, &v);
             }
             codec::put_backend_key(&mut out, pid, secret);
@@ -291,7 +294,8 @@ async fn login(
         ));
     };
     let mut out = BytesMut::with_capacity(512);
-    authenticate(stream, buf, &mut out, user, u).await?;
+    let verifier = shared.verifiers.load().get(user);
+    authenticate(stream, buf, &mut out, user, u, verifier).await?;
     let Some(cluster) = worker.clusters.load().get(database).cloned() else {
         return Err(refuse(
             "3D000",
@@ -314,6 +318,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut BytesMut,
     name: &str,
     user: &crate::config::User,
+    verifier: Option<Arc<ScramVerifier>>,
 ) -> Result<(), Refusal> {
     let failed = || {
         refuse(
@@ -346,12 +351,9 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         Some(AuthMethod::ScramSha256) => {
-            let verifier = match (&user.scram_verifier, &user.password) {
-                (Some(v), _) => ScramVerifier::parse(v).map_err(|_| failed())?,
-                (None, Some(p)) => ScramVerifier::from_password(p),
-                (None, None) => return Err(failed()),
-            };
-            let mut server = ScramServer::new(verifier);
+            // Derived when the config was loaded (see `app::Verifiers`).
+            let verifier = verifier.ok_or_else(failed)?;
+            let mut server = ScramServer::new((*verifier).clone());
             out.clear();
             codec::put_auth_sasl(out);
             s.write_all(out).await.map_err(io)?;

@@ -6,6 +6,7 @@ use super::{Pend, Session, SessionError, HIGH_WATER, MAX_BACKEND_MESSAGE};
 use crate::config::PoolMode;
 use crate::pg::backend::set_param;
 use crate::pg::codec::{self, Header};
+use crate::router::session_state::State;
 use bytes::Buf;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -31,10 +32,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     fn process_backend_inner(&mut self) -> Result<(), SessionError> {
+        self.bin_blocked = false;
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.bin.len());
-                self.cout.extend_from_slice(&self.bin[..n]);
+                if !self.skip_drops {
+                    self.cout.extend_from_slice(&self.bin[..n]);
+                }
                 self.bin.advance(n);
                 self.skip -= n;
                 if self.skip > 0 {
@@ -46,11 +50,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(SessionError::BackendProtocol(e.to_string())),
             };
-            // DataRow and CopyData can be large: stream them through.
+            // DataRow and CopyData can be large: stream them through (or past, when they
+            // answer a statement of the proxy's own).
             if matches!(h.tag, b'D' | b'd') {
                 self.responded = true;
+                self.skip_drops = matches!(self.pending.front(), Some(Pend::Swallow));
                 let n = h.wire_len.min(self.bin.len());
-                self.cout.extend_from_slice(&self.bin[..n]);
+                if !self.skip_drops {
+                    self.cout.extend_from_slice(&self.bin[..n]);
+                }
                 self.bin.advance(n);
                 self.skip = h.wire_len - n;
                 continue;
@@ -72,6 +80,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.bin.advance(h.wire_len);
             self.emit_synthetics();
             if self.cout.len() >= HIGH_WATER {
+                // The pump comes back here once the client has taken some of it.
+                self.bin_blocked = !self.bin.is_empty();
                 return Ok(());
             }
         }
@@ -88,33 +98,51 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             |what: &str| Err(SessionError::BackendProtocol(format!("unexpected {what}")));
         match h.tag {
             _ if matches!(self.pending.front(), Some(Pend::Swallow)) => {
-                if h.tag == b'Z' {
-                    self.pending.pop_front();
-                    self.tx_status = *body.first().unwrap_or(&b'E');
-                } else if h.tag == b'E' {
-                    let msg = codec::error_field(body, b'M').unwrap_or("");
-                    tracing::warn!(error = msg, "deferred BEGIN failed on the backend");
+                match h.tag {
+                    b'Z' => {
+                        self.pending.pop_front();
+                        self.tx_status = *body.first().unwrap_or(&b'E');
+                        self.error_seen = false;
+                    }
+                    b'E' => {
+                        let msg = codec::error_field(body, b'M').unwrap_or("");
+                        tracing::warn!(
+                            error = msg,
+                            "a statement of the proxy's failed on the backend"
+                        );
+                    }
+                    // Settings the proxy applied again: the client is told, as it was told
+                    // of the reset.
+                    b'S' => {
+                        self.note_parameter(h, false);
+                        return Ok(true);
+                    }
+                    _ => {}
                 }
                 return Ok(false);
             }
             b'Z' => {
-                if !matches!(self.pending.pop_front(), Some(Pend::Ready)) {
+                let Some(Pend::Ready { clears, .. }) = self.pending.pop_front() else {
                     return unexpected("ReadyForQuery");
-                }
+                };
                 self.tx_status = *body.first().unwrap_or(&b'E');
-            }
-            b'S' => {
-                if let (Some((k, v)), Some(conn)) =
-                    (codec::parameter_status(body), self.backend.as_mut())
-                {
-                    let changed = conn.server_params.iter().any(|(n, old)| n == k && old != v);
-                    set_param(&mut conn.server_params, k, v);
-                    // The client changed a reported setting some way the scanner did not see
-                    // (set_config(), a function): keep it on this connection.
-                    if changed && self.mode == PoolMode::Transaction {
-                        self.pinned = true;
+                self.copy_in_mark = None;
+                // State a Query cleared is gone once it committed without error.
+                if !clears.is_empty() && !self.error_seen && self.tx_status == b'I' {
+                    let was = self.pins;
+                    self.pins = self.pins.minus(clears);
+                    if !was.is_empty() && self.pins.is_empty() {
+                        tracing::debug!("client unpinned: its session state was cleared");
                     }
                 }
+                self.error_seen = false;
+            }
+            b'S' => {
+                let expected = self.pending.iter().find_map(|p| match p {
+                    Pend::Ready { resets, .. } => Some(*resets),
+                    _ => None,
+                });
+                self.note_parameter(h, expected != Some(true));
             }
             b'1' => match self.pending.pop_front() {
                 Some(Pend::Parse { injected, def, .. }) => {
@@ -135,14 +163,61 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
             }
             b'C' | b'I' | b's' => {
-                if matches!(self.pending.front(), Some(Pend::Execute)) {
+                if matches!(self.pending.front(), Some(Pend::Execute { .. })) {
                     self.pending.pop_front();
                 }
+                if h.tag == b'C' {
+                    self.copy_in_mark = None;
+                }
             }
-            b'E' => self.on_error(),
+            // CopyInResponse (CopyBoth for replication): the server reads copy data now.
+            b'G' | b'W' => self.on_copy_in(),
+            b'E' => {
+                self.error_seen = true;
+                self.copy_in_mark = None;
+                self.on_error();
+            }
             _ => {}
         }
         Ok(true)
+    }
+
+    /// ParameterStatus: keep the connection's view current. A reported setting that changed
+    /// when no reset was expected was changed by the client some way the statement scan did
+    /// not see (a function): pin it.
+    fn note_parameter(&mut self, h: Header, unexpected_change_pins: bool) {
+        let body = &self.bin[5..h.wire_len];
+        if let (Some((k, v)), Some(conn)) = (codec::parameter_status(body), self.backend.as_mut()) {
+            let changed = conn.server_params.iter().any(|(n, old)| n == k && old != v);
+            set_param(&mut conn.server_params, k, v);
+            if changed && unexpected_change_pins && self.mode == PoolMode::Transaction {
+                if self.pins.is_empty() {
+                    tracing::debug!(setting = k, "client pinned: a reported setting changed");
+                }
+                self.pins |= State::SETTINGS;
+            }
+        }
+    }
+
+    /// The server started COPY FROM STDIN for the statement at the head of the queue. Until
+    /// the client's CopyDone or CopyFail it ignores Sync (libpq and others send one right
+    /// after the Execute): those Syncs get no ReadyForQuery, so they leave the queue.
+    fn on_copy_in(&mut self) {
+        let mark = match self.pending.front() {
+            Some(Pend::Execute { copy_mark } | Pend::Ready { copy_mark, .. }) => *copy_mark,
+            _ => return,
+        };
+        self.copy_in_mark = Some(mark);
+        let mut i = 1;
+        while i < self.pending.len() {
+            match &self.pending[i] {
+                Pend::Ready { copy_mark, .. } if *copy_mark == mark => {
+                    self.pending.remove(i);
+                }
+                Pend::Ready { .. } => break,
+                _ => i += 1,
+            }
+        }
     }
 
     fn expect_head(&mut self, ok: impl Fn(&Pend) -> bool, what: &str) -> Result<(), SessionError> {
@@ -158,11 +233,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// After an error in the extended protocol the server skips to the next Sync: drop the
     /// answers it will not send, and forget statements whose Parse it skipped or failed.
     fn on_error(&mut self) {
-        if matches!(self.pending.front(), Some(Pend::Ready) | None) {
+        if matches!(self.pending.front(), Some(Pend::Ready { .. }) | None) {
             return;
         }
         while let Some(p) = self.pending.front() {
-            if matches!(p, Pend::Ready) {
+            if matches!(p, Pend::Ready { .. }) {
                 break;
             }
             if let Some(Pend::Parse {

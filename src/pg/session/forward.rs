@@ -7,7 +7,7 @@ use super::{Pend, Session, SessionError};
 use crate::config::PoolMode;
 use crate::pg::codec::{self, Header};
 use crate::pg::prepared::StmtDef;
-use crate::router::session_state;
+use crate::router::session_state::{self, Effect, State};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,7 +30,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         let effect_sql = p.query.to_vec();
         self.stmts.insert(p.name.into(), def);
-        self.note_session_effect(&effect_sql);
+        let e = self.note_session_effect(&effect_sql);
+        self.reapply_at_sync |= e.resets_settings;
         self.pending.push_back(Pend::Synthetic(b'1'));
         Ok(true)
     }
@@ -62,16 +63,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         match h.tag {
             b'Q' => {
                 let sql = codec::query_msg(body).map_err(bad)?;
-                if tx {
-                    self.note_session_effect(sql);
-                }
+                let e = if tx {
+                    self.note_session_effect(sql)
+                } else {
+                    Effect::default()
+                };
                 self.bout.extend_from_slice(msg);
-                self.pending.push_back(Pend::Ready);
+                self.pending.push_back(Pend::Ready {
+                    copy_mark: self.copy_ends,
+                    clears: e.clears,
+                    resets: e.resets_settings,
+                });
+                if e.resets_settings {
+                    self.reapply_settings();
+                }
             }
             b'P' => {
+                self.batch_open = true;
                 let p = codec::parse_msg(body).map_err(bad)?;
                 if tx {
-                    self.note_session_effect(p.query);
+                    let e = self.note_session_effect(p.query);
+                    self.reapply_at_sync |= e.resets_settings;
                 }
                 if !tx || p.name.is_empty() {
                     self.bout.extend_from_slice(msg);
@@ -91,6 +103,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
             }
             b'B' => {
+                self.batch_open = true;
                 let b = codec::bind_msg(body).map_err(bad)?;
                 match self.client_statement(b.statement) {
                     Some(def) => {
@@ -102,6 +115,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.pending.push_back(Pend::Bind);
             }
             b'D' | b'C' => {
+                self.batch_open = true;
                 let (kind, name) = codec::target_msg(body).map_err(bad)?;
                 let def = if kind == b'S' {
                     self.client_statement(name)
@@ -133,15 +147,42 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 });
             }
             b'E' => {
+                self.batch_open = true;
                 self.bout.extend_from_slice(msg);
-                self.pending.push_back(Pend::Execute);
+                self.pending.push_back(Pend::Execute {
+                    copy_mark: self.copy_ends,
+                });
             }
-            b'S' | b'F' => {
+            b'S' => {
                 self.bout.extend_from_slice(msg);
-                self.pending.push_back(Pend::Ready);
+                if self.copy_in_mark == Some(self.copy_ends) {
+                    // Sent during COPY FROM STDIN: the server ignores it.
+                    return Ok(());
+                }
+                self.batch_open = false;
+                let resets = std::mem::take(&mut self.reapply_at_sync);
+                self.pending.push_back(Pend::Ready {
+                    copy_mark: self.copy_ends,
+                    clears: State::NONE,
+                    resets,
+                });
+                if resets {
+                    self.reapply_settings();
+                }
             }
-            b'H' | b'd' | b'c' | b'f' => self.bout.extend_from_slice(msg),
-            b'X' => {}
+            b'F' => {
+                self.bout.extend_from_slice(msg);
+                self.pending.push_back(Pend::Ready {
+                    copy_mark: self.copy_ends,
+                    clears: State::NONE,
+                    resets: false,
+                });
+            }
+            b'c' | b'f' => {
+                self.copy_ends = self.copy_ends.wrapping_add(1);
+                self.bout.extend_from_slice(msg);
+            }
+            b'H' | b'd' => self.bout.extend_from_slice(msg),
             other => {
                 return Err(SessionError::ClientProtocol(format!(
                     "unexpected message type {:?}",
@@ -150,6 +191,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
         }
         Ok(())
+    }
+
+    /// After a statement that resets settings: send the client's settings again (as a
+    /// direct connection would return to its startup values), its answers swallowed.
+    fn reapply_settings(&mut self) {
+        if self.wanted.is_empty() {
+            return;
+        }
+        let sql = super::settings_sql(&[], &self.wanted);
+        codec::put_query(&mut self.bout, &sql);
+        self.pending.push_back(Pend::Swallow);
     }
 
     /// A client statement name known to the proxy (transaction mode, non-empty names).
@@ -193,20 +245,28 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         true
     }
 
-    fn note_session_effect(&mut self, sql: &[u8]) {
+    /// Pin the client on the state `sql` may leave behind; drop the connection's proxy
+    /// statements if it discards them. Returns the effect for the caller's bookkeeping.
+    fn note_session_effect(&mut self, sql: &[u8]) -> Effect {
         if session_state::surely_no_effect(sql) {
-            return;
+            return Effect::default();
         }
         let Ok(text) = std::str::from_utf8(sql) else {
-            self.pinned = true;
-            return;
+            self.pins |= State::OTHER;
+            return Effect::default();
         };
         let e = session_state::effect(text);
-        self.pinned |= e.pins;
+        if !e.adds.is_empty() {
+            if self.pins.is_empty() {
+                tracing::debug!(state = ?e.adds.names(), "client pinned to its connection");
+            }
+            self.pins |= e.adds;
+        }
         if e.drops_prepared {
             if let Some(conn) = self.backend.as_mut() {
                 conn.prepared.clear();
             }
         }
+        e
     }
 }

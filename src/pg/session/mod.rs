@@ -27,6 +27,7 @@ use crate::pg::codec;
 use crate::pg::prepared::StmtDef;
 use crate::pool::{self, Pooled};
 use crate::router::hints::Hint;
+use crate::router::session_state::State;
 use bytes::{Buf, BytesMut};
 use pump::Pump;
 pub(crate) use settings::settings_sql;
@@ -83,16 +84,26 @@ enum Pend {
     },
     Bind,
     Describe,
-    Execute,
+    /// `copy_mark`: the session's count of copy ends when it was sent (see `copy_in_mark`).
+    Execute {
+        copy_mark: u32,
+    },
     Close,
-    /// Sync, Query or FunctionCall: answered up to ReadyForQuery.
-    Ready,
+    /// Sync, Query or FunctionCall: answered up to ReadyForQuery. `clears`: session state a
+    /// Query removes if it completes without error outside a transaction; `resets`: it resets
+    /// settings (the server's reports of changed settings are expected).
+    Ready {
+        copy_mark: u32,
+        clears: State,
+        resets: bool,
+    },
     /// Answered by the proxy itself when it reaches the head of the queue.
     Synthetic(u8),
     /// Whole messages the proxy answers itself (rare: SHOW/SET switchyard.*, errors).
     Local(Box<[u8]>),
-    /// A statement the proxy sent for itself (a deferred BEGIN): its answers up to and
-    /// including ReadyForQuery are not forwarded.
+    /// A statement the proxy sent for itself (a deferred BEGIN, the client's settings again
+    /// after a RESET): its answers up to and including ReadyForQuery are not forwarded, except
+    /// ParameterStatus (the client learns the settings it has again).
     Swallow,
 }
 
@@ -133,10 +144,32 @@ pub struct Session<C> {
     bin: BytesMut,
     cout: BytesMut,
     pending: VecDeque<Pend>,
-    /// Body bytes of a streamed backend message still to pass through.
+    /// Body bytes of a streamed backend message still to pass through (or to drop, with
+    /// `skip_drops`: a row of a statement the proxy sent for itself).
     skip: usize,
+    skip_drops: bool,
     tx_status: u8,
-    pinned: bool,
+    /// Session state this client left on its backend connection (transaction mode): while
+    /// not empty the client is pinned to that connection.
+    pins: State,
+    /// An extended-protocol batch was forwarded without its Sync yet: the server may be inside
+    /// the batch's implicit transaction (or skipping to Sync after an error), so the
+    /// connection is not released.
+    batch_open: bool,
+    /// A statement that resets settings (`RESET`, `DISCARD ALL`) is in the open batch: apply
+    /// the client's settings again after its Sync.
+    reapply_at_sync: bool,
+    /// CopyDone/CopyFail messages forwarded so far. A Sync sent after a statement that
+    /// started COPY FROM STDIN and before the copy's end is ignored by the server.
+    copy_ends: u32,
+    /// The server is in COPY FROM STDIN started by the statement sent at this `copy_ends`.
+    copy_in_mark: Option<u32>,
+    /// The server sent an ErrorResponse since the last ReadyForQuery.
+    error_seen: bool,
+    /// Client input is waiting because the backend's queue was full / backend input because
+    /// the client's was: the pump must come back when there is room (no read will wake it).
+    cin_blocked: bool,
+    bin_blocked: bool,
     /// Client statement name -> definition (transaction mode only).
     stmts: HashMap<Box<[u8]>, Arc<StmtDef>>,
     /// The next Parse is answered by the proxy and sent to a server when first used.
@@ -203,8 +236,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             cout: BytesMut::with_capacity(16384),
             pending: VecDeque::new(),
             skip: 0,
+            skip_drops: false,
             tx_status: b'I',
-            pinned: false,
+            pins: State::NONE,
+            batch_open: false,
+            reapply_at_sync: false,
+            copy_ends: 0,
+            copy_in_mark: None,
+            error_seen: false,
+            cin_blocked: false,
+            bin_blocked: false,
             stmts: HashMap::new(),
             defer_parse: false,
             backend_idx: 0,
@@ -227,9 +268,36 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// Check out a primary connection (used at login) and apply the client's settings.
-    pub async fn acquire(&mut self) -> Result<(), SessionError> {
-        self.acquire_for(Want::Primary).await
+    /// What the client is told at login (ParameterStatus). Session mode checks out the
+    /// client's connection now. Transaction mode answers from what an earlier client with the
+    /// same startup settings was told; the first such client borrows a connection from any
+    /// backend that is up (a replica will do: logins work while the primary is down).
+    pub async fn login(&mut self) -> Result<Vec<(String, String)>, SessionError> {
+        if self.mode == PoolMode::Transaction {
+            if let Some(p) = self.cluster.login_params.get(&self.wanted) {
+                return Ok((*p).clone());
+            }
+            self.route_reason = "login";
+            let any = Want::Replica { min_lsn: None };
+            if self.cluster.state.select(any, None).is_ok() {
+                self.acquire_for(any).await?;
+            } else {
+                self.acquire_for(Want::Primary).await?;
+            }
+        } else {
+            self.acquire_for(Want::Primary).await?;
+        }
+        let params = self
+            .backend
+            .as_ref()
+            .map(|b| b.server_params.clone())
+            .unwrap_or_default();
+        if self.mode == PoolMode::Transaction {
+            self.cluster
+                .login_params
+                .put(self.wanted.clone(), params.clone());
+        }
+        Ok(params)
     }
 
     async fn install(
@@ -267,6 +335,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.replay.clear();
         self.replay_ok = !for_write;
         self.responded = false;
+        // Every path that gives the client a connection passes here: a BEGIN the proxy
+        // answered goes out before anything else of the transaction.
+        self.send_deferred_begin();
         Ok(())
     }
 
@@ -308,23 +379,25 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// The parameters the client is told about at login (needs a held backend).
-    pub fn login_parameters(&self) -> Vec<(String, String)> {
-        self.backend
-            .as_ref()
-            .map(|b| b.server_params.clone())
-            .unwrap_or_default()
+    /// The client left session state on its connection (transaction mode).
+    fn pinned(&self) -> bool {
+        !self.pins.is_empty()
+    }
+
+    /// Everything sent to the backend is answered (nothing queued, nothing in flight).
+    fn drained(&self) -> bool {
+        self.pending.is_empty() && self.bout.is_empty() && self.skip == 0
+    }
+
+    /// The held connection is idle between batches outside a transaction: nothing in flight,
+    /// no extended batch without its Sync, no COPY.
+    fn idle_between_batches(&self) -> bool {
+        self.drained() && self.tx_status == b'I' && !self.batch_open && self.copy_in_mark.is_none()
     }
 
     /// Release the held backend if the protocol state allows (transaction mode).
     pub fn maybe_release(&mut self) {
-        if self.mode == PoolMode::Transaction
-            && !self.pinned
-            && self.pending.is_empty()
-            && self.bout.is_empty()
-            && self.tx_status == b'I'
-            && self.skip == 0
-        {
+        if self.mode == PoolMode::Transaction && !self.pinned() && self.idle_between_batches() {
             if let Some(mut conn) = self.detach() {
                 conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
                 pool::release(conn);
@@ -363,7 +436,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 match self.process_client()? {
                     Step::Done => break,
                     Step::Terminate => {
+                        // The client waits for the socket to close: close it now; the
+                        // backend's cleanup (`finish`) comes after, off the client's path.
                         self.flush_client().await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), self.client.shutdown())
+                                .await;
                         return Ok(());
                     }
                     Step::NeedBackend(want) => self.acquire_for(want).await?,
@@ -397,6 +475,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     bout: &mut self.bout,
                     bin: &mut self.bin,
                     cout: &mut self.cout,
+                    cin_blocked: self.cin_blocked,
+                    bin_blocked: self.bin_blocked,
                     shutdown: watch_shutdown.then_some(shutdown.as_mut()),
                 };
                 poll_fn(|cx| io.poll(cx)).await
@@ -486,11 +566,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Some(mut conn) = self.detach() else {
             return;
         };
-        let idle = self.pending.is_empty()
-            && self.bout.is_empty()
-            && self.skip == 0
-            && self.tx_status == b'I';
-        if !idle {
+        if !self.idle_between_batches() {
             if !self.pending.is_empty() {
                 // A statement is still running: stop it, then drop the connection.
                 let t = CancelTarget {
@@ -501,7 +577,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 tokio::spawn(crate::pg::cancel::send_cancel(t, Duration::from_secs(5)));
             }
             conn.clean = false;
-        } else if self.mode == PoolMode::Session || self.pinned {
+        } else if self.mode == PoolMode::Session || self.pinned() {
             let reset = self.worker.shared.config().pool.reset_query.clone();
             let reset = &reset;
             conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
@@ -515,8 +591,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Handle every complete client message buffered.
     fn process_client(&mut self) -> Result<Step, SessionError> {
+        self.cin_blocked = false;
         loop {
             if self.bout.len() >= HIGH_WATER {
+                // The pump comes back here once the backend has taken some of it.
+                self.cin_blocked = !self.cin.is_empty();
                 return Ok(Step::Done);
             }
             let h = match codec::header(&self.cin, self.max_message) {
@@ -534,15 +613,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.cin.advance(h.wire_len);
                 continue;
             }
+            if h.tag == b'X' {
+                return Ok(Step::Terminate);
+            }
             if h.tag == b'Q' && self.answer_locally(&h)? {
                 self.cin.advance(h.wire_len);
                 continue;
+            }
+            if self.backend.is_some() && self.next_batch_leaves_replica() {
+                // A batch that is not all reads must not follow reads onto a replica: wait
+                // until the replica has answered, then let go of it and route the batch.
+                if !self.drained() {
+                    return Ok(Step::Done);
+                }
+                if self.tx_status == b'I' && !self.pinned() && self.idle_between_batches() {
+                    self.maybe_release();
+                    continue;
+                }
+                // Inside a transaction (BEGIN READ ONLY) or pinned: it stays where it is.
             }
             if self.backend.is_none() {
                 // Without a backend only proxy-answered entries can be pending.
                 self.emit_synthetics();
                 match h.tag {
-                    b'X' => return Ok(Step::Terminate),
                     // Stray copy data after a failed COPY: PostgreSQL drops it too.
                     b'd' | b'c' | b'f' | b'H' => {
                         self.cin.advance(h.wire_len);
@@ -560,17 +653,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     b'P' if self.mode == PoolMode::Transaction && self.names_a_statement(&h) => {
                         if !self.parse_locally(&h)? {
-                            return match self.want_for(&h) {
-                                Ok(want) => Ok(Step::ParseWithoutBackend(want)),
+                            return match self.want_for_batch(&h) {
+                                Ok(Some(want)) => Ok(Step::ParseWithoutBackend(want)),
+                                Ok(None) => Ok(Step::Done),
                                 Err(_) => Ok(Step::ParseWithoutBackend(Want::Primary)),
                             };
                         }
                         self.cin.advance(h.wire_len);
                         continue;
                     }
-                    _ => match self.want_for(&h) {
-                        Ok(want) if self.muxable(&h) => return Ok(Step::Mux(want)),
-                        Ok(want) => return Ok(Step::NeedBackend(want)),
+                    _ => match self.want_for_batch(&h) {
+                        // The batch goes on in the next read: decide when it is whole.
+                        Ok(None) => return Ok(Step::Done),
+                        Ok(Some(want)) if self.muxable(&h) => return Ok(Step::Mux(want)),
+                        Ok(Some(want)) => return Ok(Step::NeedBackend(want)),
                         Err(e) => {
                             self.cluster.metrics.error(match e {
                                 crate::cluster::SelectError::NoReplica => {

@@ -23,7 +23,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.mux_depth == 0
             || h.tag != b'Q'
             || self.mode != PoolMode::Transaction
-            || self.pinned
+            || self.pinned()
             || self.tx_status != b'I'
             || !self.pending.is_empty()
             || self.deferred_begin.is_some()

@@ -1,5 +1,7 @@
 //! Driving both sockets of a session from one poll: writes first, then reads where the
-//! other side's queue has room. Returns on the first read that produced bytes.
+//! other side's queue has room. Returns on the first read that produced bytes, or when a
+//! write made room for input the session had to leave unprocessed (no read would come to
+//! wake it: the peer may have sent everything and be waiting).
 
 use super::{Event, SessionError, HIGH_WATER};
 use bytes::{Buf, BytesMut};
@@ -18,6 +20,10 @@ pub(super) struct Pump<'a, C> {
     pub(super) bout: &'a mut BytesMut,
     pub(super) bin: &'a mut BytesMut,
     pub(super) cout: &'a mut BytesMut,
+    /// The session left whole client messages in `cin` because `bout` was full.
+    pub(super) cin_blocked: bool,
+    /// The session left backend messages in `bin` because `cout` was full.
+    pub(super) bin_blocked: bool,
     pub(super) shutdown: Option<Pin<&'a mut WaitForCancellationFutureOwned>>,
 }
 
@@ -43,6 +49,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
                 Poll::Pending => break,
             }
         }
+        if self.bin_blocked && self.cout.len() < HIGH_WATER {
+            return Poll::Ready(Ok(Event::Backend));
+        }
         if let Some(backend) = self.backend.as_mut() {
             while !self.bout.is_empty() {
                 match Pin::new(&mut **backend).poll_write(cx, self.bout) {
@@ -62,7 +71,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
                 }
             }
         }
-        if self.bout.len() < HIGH_WATER {
+        if self.cin_blocked && self.bout.len() < HIGH_WATER {
+            return Poll::Ready(Ok(Event::Client));
+        }
+        // Input the session holds back (a batch waiting for its connection to be answered)
+        // is bounded too, once it holds more than one message could need.
+        if self.bout.len() < HIGH_WATER
+            && (self.cin.len() < HIGH_WATER || !has_whole_message(self.cin))
+        {
             self.cin.reserve(8 * 1024);
             match tokio_util::io::poll_read_buf(Pin::new(&mut *self.client), cx, self.cin) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
@@ -77,5 +93,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
             }
         }
         Poll::Pending
+    }
+}
+
+/// True if `buf` starts with a whole message (type byte, length, body).
+fn has_whole_message(buf: &[u8]) -> bool {
+    buf.len() >= 5 && {
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        buf.len() > len
     }
 }

@@ -2,7 +2,7 @@
 //! session's route setting, read-your-writes, replica failure and retry, and the statements
 //! the proxy answers itself (`SET switchyard.route`, `SHOW switchyard.backends`).
 
-use super::{Pend, Session, SessionError};
+use super::{Pend, Session, SessionError, HIGH_WATER};
 use crate::cluster::{SelectError, Want};
 use crate::config::PoolMode;
 use crate::metrics::kind;
@@ -17,46 +17,130 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const MAX_REPLAY: usize = 1 << 20;
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
-    /// Decide what kind of backend the message at the head of the input needs. Called only
-    /// when no backend is held, i.e. at the start of a transaction or a statement outside one.
-    pub(super) fn want_for(&mut self, h: &Header) -> Result<Want, SelectError> {
+    /// Decide what kind of backend the batch at the head of the input needs: a replica only
+    /// if every statement in it is a read. A batch is one Query, or the extended-protocol
+    /// messages up to and including a Sync. Called only when no backend is held, i.e. at the
+    /// start of a transaction or of a batch outside one. `Ok(None)`: the batch is not whole
+    /// yet (no Sync so far) and the server would not answer it before its Sync or a Flush
+    /// anyway, so the decision waits for more input.
+    pub(super) fn want_for_batch(&mut self, h: &Header) -> Result<Option<Want>, SelectError> {
         if self.deferred_begin.is_some() {
-            return self.want_after_begin(h);
+            return self.want_after_begin(h).map(Some);
         }
-        let body = &self.cin[5..h.wire_len];
-        let sql = match h.tag {
-            b'Q' => codec::query_msg(body).ok(),
-            b'P' => codec::parse_msg(body).ok().map(|p| p.query),
-            b'B' => match codec::bind_msg(body) {
-                Ok(b) if !b.statement.is_empty() => {
-                    self.stmts.get(b.statement).map(|d| &d.query[..])
-                }
-                _ => None,
+        let (read, reason) = match self.route_fixed() {
+            Some(reason) => (false, reason),
+            None => match self.scan_batch() {
+                Batch::Incomplete if self.cin.len() < HIGH_WATER => return Ok(None),
+                Batch::Incomplete => (false, "batch"),
+                Batch::NotRead(reason) => (false, reason),
+                Batch::Read(reason) => (true, reason),
             },
-            b'D' => match codec::target_msg(body) {
-                Ok((b'S', name)) if !name.is_empty() => self.stmts.get(name).map(|d| &d.query[..]),
-                _ => None,
-            },
-            _ => None,
         };
-        let sql = sql.and_then(|s| std::str::from_utf8(s).ok());
-        let (read, reason) = self.is_read(sql);
         self.route_reason = reason;
         let state = self.cluster.state.clone();
         if !read {
             state.primary()?;
-            return Ok(Want::Primary);
+            return Ok(Some(Want::Primary));
         }
         match self.ryw_min_lsn() {
             Some(min_lsn) => {
                 let want = Want::Replica { min_lsn };
                 state.select(want, None)?;
-                Ok(want)
+                Ok(Some(want))
             }
             None => {
                 self.route_reason = "read_your_writes";
-                Ok(Want::Primary)
+                Ok(Some(Want::Primary))
             }
+        }
+    }
+
+    /// True when the client holds a connection chosen for reads, between batches and outside
+    /// a transaction, and the next batch is not all reads (or not whole yet): it must not go
+    /// to that connection.
+    pub(super) fn next_batch_leaves_replica(&self) -> bool {
+        if self.for_write
+            || self.mode != PoolMode::Transaction
+            || self.batch_open
+            || self.copy_in_mark.is_some()
+            || (self.pending.is_empty() && self.tx_status != b'I')
+        {
+            return false;
+        }
+        !matches!(self.scan_batch(), Batch::Read(_))
+    }
+
+    /// Why every statement of this client goes to the primary now, if it does.
+    fn route_fixed(&self) -> Option<&'static str> {
+        if self.mode != PoolMode::Transaction {
+            Some("session_mode")
+        } else if self.pinned() {
+            Some("pinned")
+        } else if !self.cluster.state.split {
+            Some("split_off")
+        } else {
+            None
+        }
+    }
+
+    /// Classify the batch at the head of the input (see [`Self::want_for_batch`]).
+    fn scan_batch(&self) -> Batch {
+        let mut off = 0;
+        let mut extended = false;
+        let mut unnamed = false;
+        let mut reason = "read";
+        while let Ok(Some(h)) = codec::header(&self.cin[off..], self.max_message) {
+            if self.cin.len() - off < h.wire_len {
+                break;
+            }
+            let body = &self.cin[off + 5..off + h.wire_len];
+            off += h.wire_len;
+            let sql = match h.tag {
+                b'Q' if !extended => match codec::query_msg(body) {
+                    Ok(sql) => Some(sql),
+                    Err(_) => return Batch::NotRead("protocol"),
+                },
+                b'P' => match codec::parse_msg(body) {
+                    Ok(p) => {
+                        unnamed |= p.name.is_empty();
+                        Some(p.query)
+                    }
+                    Err(_) => return Batch::NotRead("protocol"),
+                },
+                b'B' => match codec::bind_msg(body) {
+                    // The unnamed statement: read if parsed in this batch (checked there).
+                    Ok(b) if b.statement.is_empty() && unnamed => None,
+                    Ok(b) => match self.stmts.get(b.statement) {
+                        Some(def) => Some(&def.query[..]),
+                        None => return Batch::NotRead("protocol"),
+                    },
+                    Err(_) => return Batch::NotRead("protocol"),
+                },
+                b'D' | b'E' | b'C' => None,
+                b'S' => return Batch::Read(reason),
+                // Flush, FunctionCall, copy messages, a Query inside an extended batch.
+                _ => return Batch::NotRead("protocol"),
+            };
+            if h.tag != b'Q' {
+                extended = true;
+            }
+            if let Some(sql) = sql {
+                let sql = std::str::from_utf8(sql).ok();
+                let (read, why) = self.is_read(sql);
+                if !read {
+                    return Batch::NotRead(why);
+                }
+                reason = why;
+            }
+            if h.tag == b'Q' {
+                return Batch::Read(reason);
+            }
+        }
+        if extended {
+            Batch::Incomplete
+        } else {
+            // Nothing whole at the head: nothing to route yet (the caller saw a message).
+            Batch::NotRead("protocol")
         }
     }
 
@@ -67,7 +151,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// (transaction start time) moves to that statement.
     pub(super) fn defer_begin(&mut self, h: &Header) -> bool {
         if self.mode != PoolMode::Transaction
-            || self.pinned
+            || self.pinned()
             || !self.cluster.state.split
             || self.deferred_begin.is_some()
         {
@@ -135,7 +219,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// Send the deferred BEGIN ahead of everything else on the new connection.
+    /// Send the deferred BEGIN ahead of everything else on the new connection. Called by
+    /// `install`, which every path that gives the client a connection goes through.
     pub(super) fn send_deferred_begin(&mut self) {
         if let Some(begin) = self.deferred_begin.take() {
             let mut bytes = BytesMut::with_capacity(begin.len() + self.bout.len());
@@ -152,17 +237,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// True if `sql` may run on a replica.
+    /// True if `sql` may run on a replica (the caller checked [`Self::route_fixed`]).
     fn is_read(&self, sql: Option<&str>) -> (bool, &'static str) {
-        if self.mode != PoolMode::Transaction {
-            return (false, "session_mode");
-        }
-        if self.pinned {
-            return (false, "pinned");
-        }
-        if !self.cluster.state.split {
-            return (false, "split_off");
-        }
         let Some(sql) = sql else {
             return (false, "protocol");
         };
@@ -227,10 +303,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             };
             match got {
                 Ok(conn) => {
-                    self.install(conn, idx, matches!(want, Want::Primary))
-                        .await?;
-                    self.send_deferred_begin();
-                    return Ok(());
+                    return self.install(conn, idx, matches!(want, Want::Primary)).await;
                 }
                 Err(pool::CheckoutError::Connect(e)) => {
                     self.cluster.metrics.error(kind::CONNECT);
@@ -296,6 +369,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     pub(super) async fn retry_elsewhere(&mut self, e: SessionError) -> Result<(), SessionError> {
         let idx = self.backend_idx;
         let state = self.cluster.state.clone();
+        let failed = state.backends[idx].addr;
         state.backends[idx].mark_failed(&e.to_string());
         if self.for_write || self.responded || !self.replay_ok || self.replay.is_empty() {
             return Err(e);
@@ -309,15 +383,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let want = Want::Replica {
             min_lsn: self.ryw_floor,
         };
-        // A reload may have replaced the pools meanwhile: skip the failed server by address.
-        let failed = state.backends[idx].addr;
+        // A reload may have replaced the pools meanwhile (with fewer backends, so `idx` means
+        // nothing there): skip the failed server by address.
         self.refresh_cluster()?;
         let state = self.cluster.state.clone();
         let skip = state.backends.iter().position(|b| b.addr == failed);
         let next = state.select(want, skip).map_err(|_| e)?;
         let conn = self.cluster.pools[next].checkout().await?;
         self.install(conn, next, false).await?;
-        tracing::info!(from = %state.backends[idx].addr, to = %state.backends[next].addr, "read retried on another backend");
+        tracing::info!(from = %failed, to = %state.backends[next].addr, "read retried on another backend");
         self.bout.clear();
         self.bout.extend_from_slice(&replay);
         self.bin.clear();
@@ -398,6 +472,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         self.pending.push_back(Pend::Local(out.to_vec().into()));
     }
+}
+
+/// What the batch at the head of a client's input is, for routing.
+pub(super) enum Batch {
+    /// Whole, and every statement in it may run on a replica.
+    Read(&'static str),
+    /// Something in it must run on the primary (why).
+    NotRead(&'static str),
+    /// Extended-protocol messages without their Sync yet.
+    Incomplete,
 }
 
 /// True if `sql`, after leading whitespace, starts with one of `words` (ASCII, any case).
