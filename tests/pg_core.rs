@@ -12,6 +12,11 @@ use support::*;
 /// A proxy in transaction mode on the shared primary + 2 replicas, with a trust user, one
 /// worker and `pool` lines (e.g. `size = 1` to make every client share one connection).
 fn core_proxy(db: &str, pool: &str) -> Proxy {
+    core_proxy_with(db, pool, "")
+}
+
+/// [`core_proxy`] with extra `[postgres]` lines (e.g. `pool_mode = "session"`).
+fn core_proxy_with(db: &str, pool: &str, postgres: &str) -> Proxy {
     let c = cluster();
     let replicas: Vec<String> = c
         .replica_ports()
@@ -26,6 +31,7 @@ drain_timeout = "2s"
 
 [postgres]
 listen = "127.0.0.1:0"
+{postgres}
 
 [health]
 interval = "200ms"
@@ -419,19 +425,41 @@ async fn a_large_result_arrives_whole() {
 async fn reset_returns_to_the_startup_value() {
     let db = "core_reset";
     setup(db, "SELECT 1").await;
-    let p = core_proxy(db, "");
-    let params = [("application_name", "start_app"), ("DateStyle", "SQL, DMY")];
-    let mut c = Raw::connect(p.port, "app", db, &params).await;
-    let mut d = Raw::connect(cluster().primary_port(), "postgres", db, &params).await;
-    for sql in [
-        "SET application_name = 'changed'",
-        "RESET application_name",
-        "SET datestyle = 'ISO'",
-        "RESET ALL",
-    ] {
-        assert_eq!(c.simple(sql).await.1, None, "{sql}");
-        assert_eq!(d.simple(sql).await.1, None, "{sql}");
-        let q = "/* switchyard:primary */ SELECT current_setting('application_name') || ' ' || current_setting('DateStyle')";
-        assert_eq!(c.value(q).await, d.value(q).await, "after {sql}");
+    for mode in ["transaction", "session"] {
+        let p = core_proxy_with(db, "size = 2", &format!("pool_mode = \"{mode}\""));
+        // Twice: the second client may get the first one's connection back.
+        for round in 0..2 {
+            let params = [("application_name", "start_app"), ("DateStyle", "SQL, DMY")];
+            let mut c = Raw::connect(p.port, "app", db, &params).await;
+            let mut d = Raw::connect(cluster().primary_port(), "postgres", db, &params).await;
+            for sql in [
+                "SET application_name = 'changed'",
+                "RESET application_name",
+                "SET datestyle = 'ISO'",
+                "RESET datestyle",
+                "SET datestyle = 'ISO'",
+                "RESET ALL",
+            ] {
+                assert_eq!(c.simple(sql).await.1, None, "{sql}");
+                assert_eq!(d.simple(sql).await.1, None, "{sql}");
+                let q = "/* switchyard:primary */ SELECT current_setting('application_name') || ' ' || current_setting('DateStyle')";
+                assert_eq!(
+                    c.value(q).await,
+                    d.value(q).await,
+                    "{mode} {round}: after {sql}"
+                );
+            }
+        }
+        // A client with other settings in session mode gets its own.
+        let mut c = Raw::connect(p.port, "app", db, &[("DateStyle", "German")]).await;
+        c.simple("SET datestyle = 'ISO'").await;
+        c.simple("RESET datestyle").await;
+        assert_eq!(
+            c.value("SELECT current_setting('DateStyle')")
+                .await
+                .as_deref(),
+            Some("German, DMY"),
+            "{mode}"
+        );
     }
 }

@@ -57,6 +57,8 @@ pub struct BackendConn {
     pub server_params: Vec<(String, String)>,
     /// Client-requested settings applied on top of the server defaults (sorted by name).
     pub applied: Vec<(String, String)>,
+    /// Client settings sent in the startup packet (session mode: `RESET` returns to them).
+    pub startup: Vec<(String, String)>,
     /// Proxy-named prepared statements that exist on this connection.
     pub prepared: HashSet<u64>,
     /// True only when the connection is idle outside a transaction with nothing in flight and
@@ -80,7 +82,16 @@ impl std::fmt::Debug for BackendConn {
 impl BackendConn {
     /// Connect and authenticate within the target's connect timeout.
     pub async fn connect(t: &BackendTarget) -> Result<BackendConn, ConnectError> {
-        match tokio::time::timeout(t.connect_timeout, Self::connect_inner(t)).await {
+        Self::connect_with(t, &[]).await
+    }
+
+    /// Like [`BackendConn::connect`], with a client's settings in the startup packet (they
+    /// become the connection's defaults, which `RESET` returns to).
+    pub async fn connect_with(
+        t: &BackendTarget,
+        settings: &[(String, String)],
+    ) -> Result<BackendConn, ConnectError> {
+        match tokio::time::timeout(t.connect_timeout, Self::connect_inner(t, settings)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError::Timeout {
                 addr: t.addr,
@@ -89,7 +100,10 @@ impl BackendConn {
         }
     }
 
-    async fn connect_inner(t: &BackendTarget) -> Result<BackendConn, ConnectError> {
+    async fn connect_inner(
+        t: &BackendTarget,
+        settings: &[(String, String)],
+    ) -> Result<BackendConn, ConnectError> {
         let addr = t.addr;
         let io = |source| ConnectError::Io {
             addr,
@@ -102,15 +116,19 @@ impl BackendConn {
         let mut stream = TcpStream::connect(addr).await.map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
         let mut out = BytesMut::with_capacity(256);
-        put_startup(
-            &mut out,
-            &[
-                ("user", &t.user),
-                ("database", &t.database),
-                ("application_name", t.application_name),
-                ("client_encoding", "UTF8"),
-            ],
-        );
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &t.user),
+            ("database", &t.database),
+            ("application_name", t.application_name),
+            ("client_encoding", "UTF8"),
+        ];
+        for (k, v) in settings {
+            match params.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                Some(p) => p.1 = v,
+                None => params.push((k, v)),
+            }
+        }
+        put_startup(&mut out, &params);
         stream.write_all(&out).await.map_err(io)?;
         let mut buf = BytesMut::with_capacity(4096);
         let mut scram: Option<ScramSha256> = None;
@@ -121,6 +139,7 @@ impl BackendConn {
             secret: 0,
             server_params: Vec::new(),
             applied: Vec::new(),
+            startup: settings.to_vec(),
             prepared: HashSet::new(),
             clean: false,
             cancelled: false,

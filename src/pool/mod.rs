@@ -167,6 +167,11 @@ impl BackendPool {
         self.size
     }
 
+    /// Where and as whom this pool connects.
+    pub fn target(&self) -> &BackendTarget {
+        &self.pool.manager().target
+    }
+
     pub fn addr(&self) -> std::net::SocketAddr {
         self.pool.manager().target.addr
     }

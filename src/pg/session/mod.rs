@@ -307,6 +307,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         for_write: bool,
     ) -> Result<(), SessionError> {
         conn.clean = false;
+        if self.mode == PoolMode::Session && conn.startup != *self.wanted {
+            // Session mode: the client's settings go in the startup packet, so that RESET
+            // returns to them as on a direct connection. A pooled connection opened for other
+            // settings is replaced (in its pool place) by one opened for these.
+            let target = self.cluster.pools[idx].target().clone();
+            match crate::pg::backend::BackendConn::connect_with(&target, &self.wanted).await {
+                Ok(fresh) => {
+                    **conn = fresh;
+                    conn.applied = (*self.wanted).clone();
+                }
+                Err(e) => {
+                    pool::release(conn);
+                    return Err(SessionError::Settings(e.to_string()));
+                }
+            }
+        }
         if conn.applied != *self.wanted {
             let sql = settings_sql(&conn.applied, &self.wanted);
             if let Err(e) = conn.run_internal(&sql, INTERNAL_TIMEOUT).await {
@@ -581,7 +597,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             let reset = self.worker.shared.config().pool.reset_query.clone();
             let reset = &reset;
             conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
-            conn.applied.clear();
+            // The reset returns settings to the connection's startup values.
+            conn.applied = conn.startup.clone();
             conn.prepared.clear();
         } else {
             conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;

@@ -1,0 +1,371 @@
+//! Transaction atomicity and session isolation as a property: many concurrent clients, each
+//! doing a random mix of transactions (simple and extended BEGIN, named and unnamed
+//! statements, pipelines, COMMIT, ROLLBACK, errors, disconnects mid-transaction) through the
+//! proxy in transaction mode with a small pool, keep a ledger of what each was told was
+//! committed. At the end the database must hold exactly the committed rows, and during the
+//! run no client may see another client's uncommitted row or setting.
+//!
+//! The run is seeded (`SWITCHYARD_PROP_SEED`, printed on failure) and bounded in clients,
+//! transactions and time.
+
+mod support;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::*;
+use tokio_postgres::{Client, NoTls};
+
+const CLIENTS: usize = 12;
+const TRANSACTIONS: usize = 30;
+
+fn proxy_for(db: &str) -> Proxy {
+    let c = cluster();
+    let replicas: Vec<String> = c
+        .replica_ports()
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    start_proxy(&format!(
+        r#"
+[general]
+workers = 2
+drain_timeout = "2s"
+
+[postgres]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "200ms"
+timeout = "1s"
+
+[pool]
+size = 4
+checkout_timeout = "20s"
+
+[[user]]
+name = "app"
+password = "secret"
+
+[[cluster]]
+name = "{db}"
+database = "{db}"
+primary = "127.0.0.1:{primary}"
+replicas = [{replicas}]
+user = "postgres"
+"#,
+        primary = c.primary_port(),
+        replicas = replicas.join(", "),
+    ))
+}
+
+async fn connect_as(port: u16, db: &str, me: usize) -> Client {
+    let conn = format!(
+        "host=127.0.0.1 port={port} user=app password=secret dbname={db} application_name=c{me}"
+    );
+    let (client, conn) = tokio_postgres::connect(&conn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("client {me} connect: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// How a transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    Commit,
+    Rollback,
+    /// A statement fails; the client rolls back.
+    Error,
+    /// The client goes away with the transaction open.
+    Disconnect,
+    /// No BEGIN: one autocommitted statement.
+    Autocommit,
+}
+
+/// What one client saw that it must not have.
+type Violation = String;
+
+/// One client's run: returns the rows it was told were committed, and violations seen.
+async fn client_run(
+    port: u16,
+    db: &'static str,
+    me: usize,
+    seed: u64,
+) -> (BTreeSet<(i32, i32)>, Vec<Violation>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut committed = BTreeSet::new();
+    let mut bad = Vec::new();
+    let mut client = connect_as(port, db, me).await;
+    // Some clients keep a session setting (this pins them): others must never see it.
+    let mut tagged = rng.gen_bool(0.25);
+    if tagged {
+        client
+            .simple_query(&format!("SELECT set_config('prop.tag', 'c{me}', false)"))
+            .await
+            .unwrap();
+    }
+    let mut insert = client
+        .prepare("INSERT INTO ledger (client, seq, doomed) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    let me_i = me as i32;
+    let mut seq = 0i32;
+    for _ in 0..TRANSACTIONS {
+        let end = match rng.gen_range(0..100) {
+            0..=34 => End::Commit,
+            35..=54 => End::Rollback,
+            55..=64 => End::Error,
+            65..=71 => End::Disconnect,
+            _ => End::Autocommit,
+        };
+        let doomed = !matches!(end, End::Commit | End::Autocommit);
+        let mut mine = Vec::new();
+        if end == End::Autocommit {
+            seq += 1;
+            let r = if rng.gen_bool(0.5) {
+                client
+                    .simple_query(&format!(
+                        "INSERT INTO ledger (client, seq, doomed) VALUES ({me}, {seq}, false)"
+                    ))
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .execute(&insert, &[&me_i, &seq, &false])
+                    .await
+                    .map(|_| ())
+            };
+            r.unwrap_or_else(|e| panic!("client {me}: autocommit insert: {e}"));
+            committed.insert((me_i, seq));
+            check(&client, me, tagged, &mut bad).await;
+            continue;
+        }
+        let begin = match rng.gen_range(0..4) {
+            0 => "BEGIN",
+            1 => "START TRANSACTION",
+            2 => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            _ => "begin",
+        };
+        if rng.gen_bool(0.3) {
+            // Extended protocol BEGIN (a named statement in tokio-postgres).
+            client.execute(begin, &[]).await.unwrap();
+        } else {
+            client.batch_execute(begin).await.unwrap();
+        }
+        for _ in 0..rng.gen_range(1..=4) {
+            match rng.gen_range(0..5) {
+                0 => {
+                    seq += 1;
+                    client
+                        .simple_query(&format!(
+                            "INSERT INTO ledger (client, seq, doomed) VALUES ({me}, {seq}, {doomed})"
+                        ))
+                        .await
+                        .unwrap();
+                    mine.push(seq);
+                }
+                1 => {
+                    seq += 1;
+                    client
+                        .execute(&insert, &[&me_i, &seq, &doomed])
+                        .await
+                        .unwrap();
+                    mine.push(seq);
+                }
+                2 => {
+                    // A statement text prepared on the spot (a new named statement).
+                    seq += 1;
+                    let sql = format!(
+                        "INSERT INTO ledger (client, seq, doomed) VALUES ($1, $2, $3) /* {} */",
+                        rng.gen::<u32>()
+                    );
+                    client.execute(&sql, &[&me_i, &seq, &doomed]).await.unwrap();
+                    mine.push(seq);
+                }
+                3 => {
+                    // A pipeline: two inserts and a read in flight at once.
+                    let (a, b) = (seq + 1, seq + 2);
+                    seq += 2;
+                    let (p1, p2, p3): (
+                        [&(dyn tokio_postgres::types::ToSql + Sync); 3],
+                        [&(dyn tokio_postgres::types::ToSql + Sync); 3],
+                        [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+                    ) = ([&me_i, &a, &doomed], [&me_i, &b, &doomed], [&me_i]);
+                    let f1 = client.execute(&insert, &p1);
+                    let f2 = client.execute(&insert, &p2);
+                    let f3 = client.query_one("SELECT count(*) FROM ledger WHERE client = $1", &p3);
+                    let (r1, r2, r3) = futures_util::join!(f1, f2, f3);
+                    r1.unwrap();
+                    r2.unwrap();
+                    r3.unwrap();
+                    mine.extend([a, b]);
+                }
+                _ => {
+                    // Inside the transaction the client sees its own rows.
+                    let n: i64 = client
+                        .query_one(
+                            "SELECT count(*) FROM ledger WHERE client = $1 AND seq = ANY($2)",
+                            &[&me_i, &mine],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if n != mine.len() as i64 {
+                        bad.push(format!(
+                            "client {me} sees {n} of its {} rows in its transaction",
+                            mine.len()
+                        ));
+                    }
+                }
+            }
+        }
+        match end {
+            End::Commit => {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .unwrap_or_else(|e| panic!("client {me}: COMMIT: {e}"));
+                committed.extend(mine.iter().map(|s| (me_i, *s)));
+            }
+            End::Rollback => client.batch_execute("ROLLBACK").await.unwrap(),
+            End::Error => {
+                let e = client.simple_query("SELECT 1/0").await.unwrap_err();
+                assert_eq!(e.code().map(|c| c.code()), Some("22012"), "client {me}");
+                let e = client.simple_query("SELECT 1").await.unwrap_err();
+                assert_eq!(e.code().map(|c| c.code()), Some("25P02"), "client {me}");
+                client.batch_execute("ROLLBACK").await.unwrap();
+            }
+            End::Disconnect => {
+                drop(client);
+                client = connect_as(port, db, me).await;
+                insert = client
+                    .prepare("INSERT INTO ledger (client, seq, doomed) VALUES ($1, $2, $3)")
+                    .await
+                    .unwrap();
+                tagged = false;
+            }
+            End::Autocommit => unreachable!(),
+        }
+        check(&client, me, tagged, &mut bad).await;
+    }
+    (committed, bad)
+}
+
+/// Between transactions: no other client's uncommitted (doomed) row is visible, and the
+/// client's settings are its own.
+async fn check(client: &Client, me: usize, tagged: bool, bad: &mut Vec<Violation>) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM ledger WHERE doomed), \
+                    current_setting('application_name'), \
+                    current_setting('prop.tag', true)",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("client {me}: check: {e}"));
+    let doomed: i64 = row.get(0);
+    let app: String = row.get(1);
+    let tag: Option<String> = row.get(2);
+    if doomed != 0 {
+        bad.push(format!(
+            "client {me} sees {doomed} rows of transactions that never committed"
+        ));
+    }
+    if app != format!("c{me}") {
+        bad.push(format!("client {me} has application_name {app:?}"));
+    }
+    let tag = tag.unwrap_or_default();
+    let expected = if tagged {
+        format!("c{me}")
+    } else {
+        String::new()
+    };
+    if tag != expected {
+        bad.push(format!(
+            "client {me} sees prop.tag {tag:?}, expected {expected:?}"
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
+    const DB: &str = "prop_ledger";
+    create_db_on(cluster(), DB);
+    cluster()
+        .psql_db(
+            0,
+            DB,
+            "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq))",
+        )
+        .unwrap();
+    cluster()
+        .wait_replay_caught_up(Duration::from_secs(30))
+        .unwrap();
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let p = proxy_for(DB);
+    let port = p.port;
+    let runs: Vec<_> = (0..CLIENTS)
+        .map(|me| tokio::spawn(client_run(port, DB, me, seed)))
+        .collect();
+    let mut committed = BTreeSet::new();
+    let mut bad = Vec::new();
+    for r in runs {
+        let (c, b) = tokio::time::timeout(Duration::from_secs(240), r)
+            .await
+            .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
+            .unwrap_or_else(|e| panic!("a client failed (seed {seed}): {e}"));
+        committed.extend(c);
+        bad.extend(b);
+    }
+    assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
+    // The truth, read directly from the primary.
+    let d = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={DB}",
+        cluster().primary_port()
+    ))
+    .await;
+    let rows = d
+        .query("SELECT client, seq, doomed FROM ledger", &[])
+        .await
+        .unwrap();
+    let doomed: Vec<(i32, i32)> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(2))
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        doomed.is_empty(),
+        "seed {seed}: rows of transactions that did not commit: {doomed:?}"
+    );
+    let on_server: BTreeSet<(i32, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let lost: Vec<_> = committed.difference(&on_server).collect();
+    let extra: Vec<_> = on_server.difference(&committed).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
+    );
+    assert!(
+        committed.len() > CLIENTS * 5,
+        "too little was committed to mean anything"
+    );
+    drop(p);
+    // Nothing the proxy held stays open on the server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let open: i64 = d
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+            &[&DB],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "seed {seed}: transactions left open on the server");
+}
