@@ -86,6 +86,8 @@ enum End {
     Autocommit,
 }
 
+type Param = dyn tokio_postgres::types::ToSql + Sync;
+
 /// What one client saw that it must not have.
 type Violation = String;
 
@@ -190,11 +192,9 @@ async fn client_run(
                     // A pipeline: two inserts and a read in flight at once.
                     let (a, b) = (seq + 1, seq + 2);
                     seq += 2;
-                    let (p1, p2, p3): (
-                        [&(dyn tokio_postgres::types::ToSql + Sync); 3],
-                        [&(dyn tokio_postgres::types::ToSql + Sync); 3],
-                        [&(dyn tokio_postgres::types::ToSql + Sync); 1],
-                    ) = ([&me_i, &a, &doomed], [&me_i, &b, &doomed], [&me_i]);
+                    let p1: [&Param; 3] = [&me_i, &a, &doomed];
+                    let p2: [&Param; 3] = [&me_i, &b, &doomed];
+                    let p3: [&Param; 1] = [&me_i];
                     let f1 = client.execute(&insert, &p1);
                     let f2 = client.execute(&insert, &p2);
                     let f3 = client.query_one("SELECT count(*) FROM ledger WHERE client = $1", &p3);
