@@ -159,10 +159,10 @@ fn excerpt(out: &Path, mode: &str, test: &str) -> String {
     let lines = changed_lines(out, mode, test);
     let mut s: String = lines
         .iter()
-        .take(6)
+        .take(4)
         .map(|l| format!("\n        {l}"))
         .collect();
-    if lines.len() > 6 {
+    if lines.len() > 4 {
         s.push_str(&format!("\n        ... ({} changed lines)", lines.len()));
     }
     s
@@ -197,29 +197,38 @@ fn check_mode(out: &Path, expected: &Expected, mode: &str, r: &ModeResult) -> Ve
         ));
     }
     for test in r.list("failed_tests") {
+        let leaks: Vec<String> = changed_lines(out, mode, &test)
+            .into_iter()
+            .filter(|l| l.starts_with('+'))
+            .filter(|l| expected.leak_signatures.iter().any(|s| l.contains(s)))
+            .take(3)
+            .collect();
+        let leak_note = if leaks.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; its diff shows another client's state:\n        {}",
+                leaks.join("\n        ")
+            )
+        };
         if let Some(reason) = exp.bugs.get(&test) {
             problems.push(format!(
                 "{mode}: {test} fails (known proxy bug: {reason}){}",
                 excerpt(out, mode, &test)
             ));
         } else if !exp.allow.contains_key(&test) {
-            problems.push(format!(
-                "{mode}: {test} fails and is not allowed (new failure){}",
+            let what = if leaks.is_empty() {
                 excerpt(out, mode, &test)
+            } else {
+                leak_note
+            };
+            problems.push(format!(
+                "{mode}: {test} fails and is not allowed (new failure){what}"
             ));
-        } else {
-            let leaks: Vec<String> = changed_lines(out, mode, &test)
-                .into_iter()
-                .filter(|l| l.starts_with('+'))
-                .filter(|l| expected.leak_signatures.iter().any(|s| l.contains(s)))
-                .take(3)
-                .collect();
-            if !leaks.is_empty() {
-                problems.push(format!(
-                    "{mode}: {test} is allowed to fail, but its diff shows another client's state:\n        {}",
-                    leaks.join("\n        ")
-                ));
-            }
+        } else if !leaks.is_empty() {
+            problems.push(format!(
+                "{mode}: {test} is allowed to fail, but not like this{leak_note}"
+            ));
         }
     }
     problems

@@ -437,7 +437,7 @@ EOF
 
     # Test lines look like "test name ... ok  12 ms" or "     name ... FAILED  12 ms".
     local results="$dir/pg_regress.log"
-    local passed failed ignored failed_tests started finished unfinished=""
+    local passed failed ignored failed_tests unfinished=""
     passed=$(grep -cE '^(test | +)[^ ]+ +\.\.\. ok ' "$results" || true)
     failed_tests=$(grep -E '^(test | +)[^ ]+ +\.\.\. FAILED' "$results" | awk '{print ($1 == "test") ? $2 : $1}' | tr '\n' ' ' | sed 's/ $//')
     failed=$(grep -cE '^(test | +)[^ ]+ +\.\.\. FAILED' "$results" || true)
@@ -447,11 +447,21 @@ EOF
     local status=ok
     if [ "$hung" = 1 ]; then
         status=hung
-        # Tests that were started (in a "parallel group" line or a "test x ..." line) but never
-        # reported a result.
-        started=$(sed -nE 's/^parallel group \([0-9]+ tests\): +//p; s/^test ([^ ]+) +\.\.\..*/\1/p' "$results" | tr ' ' '\n')
-        finished=$(grep -E '^(test | +)[^ ]+ +\.\.\. ' "$results" | awk '{print ($1 == "test") ? $2 : $1}')
-        unfinished=$(comm -23 <(echo "$started" | grep -v '^$' | sort -u) <(echo "$finished" | sort -u) | tr '\n' ' ' | sed 's/ $//')
+        # The tests of the schedule line in progress (the k-th "test:" line, k = the number of
+        # group or single-test headers printed) that did not end.
+        local k group finished
+        k=$(grep -cE '^(parallel group \(|test )' "$results" || true)
+        group=$(grep -E '^test:' "$tmp/input/parallel_schedule" | sed -n "${k}p" | sed 's/^test: *//')
+        # A parallel group's header line names its tests as they end; results follow the group.
+        finished=$({
+            grep -E '^(test | +)[^ ]+ +\.\.\. +(ok|FAILED|failed)' "$results" |
+                awk '{print ($1 == "test") ? $2 : $1}'
+            grep -E '^(parallel group \(|test )' "$results" | tail -n1 |
+                sed -nE 's/(Session terminated|Terminated).*//; s/^parallel group \([^)]*\): *//p' | tr ' ' '\n'
+        } | sort -u)
+        for t in $group; do
+            grep -qx "$t" <<<"$finished" || unfinished+="${unfinished:+ }$t"
+        done
     elif [ -z "$total" ]; then
         status=error
     fi
@@ -491,7 +501,9 @@ done
         if [ "$(get proxy_alive_at_end)" = no ]; then echo "  the proxy had exited before the end of the run"; fi
         for t in $(get failed_tests); do
             echo "  $t:"
-            grep -E '^[-+]' "$out/$m/diffs/$t.diff" 2>/dev/null | grep -vE '^(\+\+\+|---) ' | head -n 4 | sed 's/^/      /'
+            # The start of its first hunk (context included), lines cut at 110 characters.
+            awk '/^@@/{n++} n == 1' "$out/$m/diffs/$t.diff" 2>/dev/null | sed -n '2,9p' | cut -c1-110 |
+                sed 's/^/      /' || true
         done
         if [ -f "$out/$m/regression.diffs" ]; then echo "  diffs: $out/$m/regression.diffs"; fi
     done
