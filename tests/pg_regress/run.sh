@@ -223,10 +223,11 @@ kill_regress() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
+    set +e # stop everything, even if one step fails
     kill_regress
     stop_proxy
     stop_postgres
-    [ -n "${watchdog_pid:-}" ] && kill "$watchdog_pid" 2>/dev/null
+    if [ -n "${watchdog_pid:-}" ]; then kill "$watchdog_pid" 2>/dev/null; fi
     rm -rf "$tmp"
     exit "$rc"
 }
