@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
-# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3.
+# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, and for
+# tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file).
 # Idempotent: does nothing (and touches no package list) when everything is present.
 # The tests run their own servers on free ports; they never use a packaged service.
 set -euo pipefail
@@ -85,3 +86,67 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     log "installing python package prometheus_client"
     python3 -m pip install --quiet prometheus_client >&2 || python3 -m pip install --quiet --break-system-packages prometheus_client >&2
 fi
+
+# PostgreSQL's own regression suite (tests/pg_regress.rs, tests/pg_regress/run.sh) needs the
+# source of the installed server package (through a deb-src entry), postgresql-server-dev-N of
+# exactly that version (PGXS and pg_regress) and a C toolchain; run.sh --prepare then builds
+# the test modules once into a cache. A problem here is reported, not fatal: the rest of the
+# suite does not need it, and the pg_regress test fails with the reason.
+regress_sh="$(cd "$(dirname "$0")/.." && pwd)/tests/pg_regress/run.sh"
+pg_regress_deps() {
+    local major server_pkg server_ver dev_pkg dev_ver
+    major=$("$pg_bin/postgres" --version 2>/dev/null | sed -E 's/.* ([0-9]+)\.[0-9]+.*/\1/')
+    server_pkg="postgresql-$major"
+    server_ver=$(dpkg-query -W -f='${Version}' "$server_pkg" 2>/dev/null || true)
+    if [ -z "$server_ver" ]; then
+        log "pg_regress: $server_pkg is not an installed Debian package; set PG_REGRESS_SRC to a PostgreSQL $major source tree to run tests/pg_regress.rs"
+        return 0
+    fi
+    if bash "$regress_sh" --is-prepared 2>/dev/null &&
+        [ "$(dpkg-query -W -f='${Version}' "postgresql-server-dev-$major" 2>/dev/null)" = "$server_ver" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+        log "pg_regress: needs postgresql-server-dev-$major=$server_ver, gcc, make, bzip2 and a deb-src entry; not root (no sudo): install them by hand"
+        return 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # A deb-src twin of the distribution's own deb822 sources (debian.sources / ubuntu.sources)
+    # or of the official "deb" lines of sources.list, unless the source is already known.
+    if ! apt-cache showsrc "$server_pkg" 2>/dev/null | grep -qx "Version: $server_ver"; then
+        local src_list=/etc/apt/sources.list.d/switchyard-deb-src.sources
+        local f
+        for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/ubuntu.sources; do
+            [ -f "$f" ] || continue
+            if ! grep -qE '^Types:.*deb-src' "$f"; then
+                sed -E 's/^Types:.*/Types: deb-src/' "$f" | "${SUDO[@]}" tee "$src_list" >/dev/null
+            fi
+        done
+        if [ ! -f "$src_list" ] && [ -f /etc/apt/sources.list ]; then
+            grep -E '^deb https?://' /etc/apt/sources.list | sed 's/^deb /deb-src /' |
+                "${SUDO[@]}" tee /etc/apt/sources.list.d/switchyard-deb-src.list >/dev/null
+        fi
+        log "pg_regress: added a deb-src entry; apt-get update"
+        "${SUDO[@]}" apt-get update -q >&2 || true
+    fi
+    dev_pkg="postgresql-server-dev-$major"
+    dev_ver=$(dpkg-query -W -f='${Version}' "$dev_pkg" 2>/dev/null || true)
+    local pkgs=()
+    [ "$dev_ver" = "$server_ver" ] || pkgs+=("$dev_pkg=$server_ver")
+    have gcc || pkgs+=(gcc)
+    have make || pkgs+=(make)
+    have bzip2 || pkgs+=(bzip2)
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        log "pg_regress: installing ${pkgs[*]}"
+        if ! "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2; then
+            "${SUDO[@]}" apt-get update -q >&2 || true
+            "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 || {
+                log "pg_regress: could not install ${pkgs[*]} (is $server_ver still in the archive?)"
+                return 1
+            }
+        fi
+    fi
+    # Fetches the source of exactly $server_ver and builds regress.so, autoinc.so, refint.so.
+    bash "$regress_sh" --prepare >&2
+}
+pg_regress_deps || log "pg_regress: not ready; tests/pg_regress.rs will fail (SWITCHYARD_SKIP_PG_REGRESS=1 skips it)"
