@@ -265,7 +265,14 @@ async fn terminate_closes_a_pinned_client_at_once() {
 #[tokio::test]
 async fn set_config_and_other_session_state_never_reach_another_client() {
     let db = "core_leaks";
-    setup(db, "CREATE SCHEMA leak; CREATE TABLE leak.t (a int)").await;
+    setup(
+        db,
+        "CREATE SCHEMA leak; CREATE TABLE leak.t (a int); \
+         CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM set_config('search_path', 'leak', false); \
+            PERFORM set_config('work_mem', '3456kB', false); RETURN 1; END $$",
+    )
+    .await;
     let p = core_proxy(db, "size = 1");
     let leaks = [
         "SELECT set_config('statement_timeout', '1234', false)",
@@ -278,6 +285,10 @@ async fn set_config_and_other_session_state_never_reach_another_client() {
         "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
         "PREPARE p_leak AS SELECT 1",
         "LISTEN leak_chan",
+        // A function of the user's whose effect the proxy cannot see: the connection is
+        // reset before anyone else gets it.
+        "SELECT leak_fn()",
+        "SELECT public.leak_fn() FROM generate_series(1, 2)",
     ];
     let check = "/* switchyard:primary */ SELECT \
          (SELECT count(*) FROM pg_settings WHERE source = 'session' \
@@ -438,6 +449,9 @@ async fn reset_returns_to_the_startup_value() {
                 "SET datestyle = 'ISO'",
                 "RESET datestyle",
                 "SET datestyle = 'ISO'",
+                // Resetting one setting leaves the client's others alone.
+                "SET application_name = 'again'",
+                "RESET application_name",
                 "RESET ALL",
             ] {
                 assert_eq!(c.simple(sql).await.1, None, "{sql}");

@@ -66,6 +66,9 @@ pub struct BackendConn {
     pub clean: bool,
     /// A client's cancel was sent to this connection: never reused (see `CancelSlot`).
     pub cancelled: bool,
+    /// Something ran whose effect on session state is unknown (a function outside
+    /// `pg_catalog`): the connection is reset before another client gets it.
+    pub state_unknown: bool,
     pub created: Instant,
 }
 
@@ -143,6 +146,7 @@ impl BackendConn {
             prepared: HashSet::new(),
             clean: false,
             cancelled: false,
+            state_unknown: false,
             created: Instant::now(),
         };
         loop {

@@ -19,6 +19,9 @@ pub struct StmtDef {
     /// ParseComplete without a server (see `Session`), which keeps a client that prepares
     /// synchronously while others hold every connection from deadlocking the pool.
     pub validated: std::sync::atomic::AtomicBool,
+    /// It calls a function outside `pg_catalog` (see `router::session_state`): a connection
+    /// that runs it is reset before reuse.
+    pub unknown_calls: bool,
 }
 
 impl StmtDef {
@@ -98,6 +101,8 @@ impl StmtRegistry {
             query: key.0.clone(),
             param_types: key.1.clone(),
             validated: Default::default(),
+            unknown_calls: std::str::from_utf8(query)
+                .map_or(true, |q| crate::router::session_state::effect(q).unknown),
         });
         g.by_content.insert(key, def.clone());
         def

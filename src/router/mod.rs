@@ -9,6 +9,7 @@ mod cache;
 pub mod classify;
 pub mod hints;
 pub mod lexer;
+mod pg_functions;
 mod read_scan;
 pub mod session_state;
 mod slow_path;

@@ -33,6 +33,7 @@
 //! here; a function of the user's own that changes settings is not detected by text (the
 //! reported settings the server announces are, see the session).
 
+use super::pg_functions::is_catalog_function;
 use super::tokens::{Kind, Lex, Tok, Tokens};
 
 /// Kinds of session state, as a bit set.
@@ -98,8 +99,14 @@ pub struct Effect {
     /// Settings return to the connection's defaults (`RESET`, `DISCARD ALL`): the client's
     /// startup parameters must be applied again.
     pub resets_settings: bool,
+    /// All settings return to the connection's defaults (`RESET ALL`, `DISCARD ALL`); without
+    /// it only the ones [`reset_names`] lists do.
+    pub resets_all: bool,
     /// Every prepared statement of the connection is gone (`DISCARD ALL`, `DEALLOCATE ALL`).
     pub drops_prepared: bool,
+    /// It calls a function that is not in `pg_catalog` (the user's own, an extension's): what
+    /// it does to session state is unknown, so the connection is reset before reuse.
+    pub unknown: bool,
 }
 
 impl Effect {
@@ -111,7 +118,9 @@ impl Effect {
         self.adds |= o.adds;
         self.clears |= o.clears;
         self.resets_settings |= o.resets_settings;
+        self.resets_all |= o.resets_all;
         self.drops_prepared |= o.drops_prepared;
+        self.unknown |= o.unknown;
     }
 }
 
@@ -135,6 +144,117 @@ const EFFECT_WORDS: [&str; 13] = [
 /// Text that must appear (in any case) for a call or clause with an effect to be there.
 const NEEDLES: [&[u8]; 5] = [b"set_config", b"setseed", b"advisory_", b"dblink", b"temp"];
 
+/// Statements that define things: names before `(` there are not calls.
+const DDL_WORDS: [&str; 6] = ["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"];
+
+/// Words that take a parenthesis without being a function call: keywords of the grammar,
+/// type names with modifiers, and constructs that look like calls but are not in `pg_proc`.
+const PAREN_WORDS: [&str; 75] = [
+    "ALL",
+    "AND",
+    "ANY",
+    "ARRAY",
+    "AS",
+    "BETWEEN",
+    "BIT",
+    "BY",
+    "CASE",
+    "CAST",
+    "CHAR",
+    "CHARACTER",
+    "CHECK",
+    "COALESCE",
+    "CONFLICT",
+    "CUBE",
+    "DEC",
+    "DECIMAL",
+    "DEFAULT",
+    "DISTINCT",
+    "DO",
+    "ELSE",
+    "EXCEPT",
+    "EXCLUDE",
+    "EXISTS",
+    "EXTRACT",
+    "FILTER",
+    "FLOAT",
+    "FOR",
+    "FROM",
+    "GREATEST",
+    "GROUPING",
+    "HAVING",
+    "ILIKE",
+    "IN",
+    "INCLUDE",
+    "INHERITS",
+    "INTERSECT",
+    "INTERVAL",
+    "IS",
+    "JOIN",
+    "KEY",
+    "LATERAL",
+    "LEAST",
+    "LIKE",
+    "LIMIT",
+    "NOT",
+    "NULLIF",
+    "NUMERIC",
+    "OFFSET",
+    "ON",
+    "OR",
+    "OVER",
+    "OVERLAY",
+    "POSITION",
+    "RETURNING",
+    "ROLLUP",
+    "ROW",
+    "SELECT",
+    "SET",
+    "SETS",
+    "SIMILAR",
+    "SOME",
+    "SUBSTRING",
+    "THEN",
+    "TIME",
+    "TIMESTAMP",
+    "TRIM",
+    "UNION",
+    "USING",
+    "VALUES",
+    "VARCHAR",
+    "VARYING",
+    "WHEN",
+    "WHERE",
+];
+
+/// Words after which a name followed by `(` is a relation, alias or statement name with a
+/// column or parameter list, not a call.
+const NAME_BEFORE_PAREN: [&str; 10] = [
+    "INTO",
+    "TABLE",
+    "AS",
+    "WITH",
+    "RECURSIVE",
+    "ON",
+    "REFERENCES",
+    "COPY",
+    "PREPARE",
+    "EXECUTE",
+];
+
+/// True if `name (` is surely not a function call (see [`PAREN_WORDS`], [`NAME_BEFORE_PAREN`]).
+fn not_a_call(name: &str, before: Option<(Kind, &str)>) -> bool {
+    if PAREN_WORDS.iter().any(|w| name.eq_ignore_ascii_case(w)) {
+        return true;
+    }
+    match before {
+        // `f(..) AS t(a, b)` is covered by AS; `unnest(x) t(a)` by the `)` before the alias.
+        Some((Kind::Close, _)) => true,
+        Some((Kind::Word, w)) => NAME_BEFORE_PAREN.iter().any(|k| w.eq_ignore_ascii_case(k)),
+        _ => false,
+    }
+}
+
 /// Functions whose call leaves (or clears) state.
 fn call_effect(name: &str) -> Effect {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -155,8 +275,8 @@ fn call_effect(name: &str) -> Effect {
 
 /// The common case decided on bytes, before any UTF-8 check or token scan: `true` when `sql`
 /// is one statement (no `;` but a final one) whose first word is a plain ASCII word that no
-/// statement with an effect starts with, and which contains none of the names of calls and
-/// clauses with an effect. `false` means: ask [`effect`].
+/// statement with an effect starts with, and which contains no parenthesis (no call) and none
+/// of the names of clauses with an effect. `false` means: ask [`effect`].
 pub fn surely_no_effect(sql: &[u8]) -> bool {
     let b = sql.trim_ascii_end();
     let b = b.strip_suffix(b";").unwrap_or(b);
@@ -181,6 +301,9 @@ pub fn surely_no_effect(sql: &[u8]) -> bool {
         return false;
     }
     let w = &rest[..len];
+    if rest.contains(&b'(') {
+        return false;
+    }
     if EFFECT_WORDS
         .iter()
         .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
@@ -215,6 +338,50 @@ pub fn effect(sql: &str) -> Effect {
         return Effect::default();
     }
     scan(sql, false)
+}
+
+/// The settings that `RESET name` statements in `sql` reset (lower case; `TIME ZONE` is
+/// `timezone`). `RESET ALL` is not listed: see [`Effect::resets_all`].
+pub fn reset_names(sql: &str) -> Vec<String> {
+    let mut toks = Tokens::new(sql, &Lex::POSTGRES);
+    let mut out = Vec::new();
+    let mut stmt: Vec<Tok> = Vec::new();
+    let mut flush = |stmt: &mut Vec<Tok>| {
+        let first = stmt.first().map(|t| t.text(sql));
+        if first.is_some_and(|w| w.eq_ignore_ascii_case("RESET")) && stmt.len() > 1 {
+            let name: String = stmt[1..]
+                .iter()
+                .map(|t| {
+                    if t.kind == Kind::QIdent {
+                        t.inner(sql)
+                    } else {
+                        t.text(sql)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(" . ", ".")
+                .to_ascii_lowercase();
+            let name = match name.as_str() {
+                "time zone" => "timezone".to_string(),
+                "all" => String::new(),
+                _ => name,
+            };
+            if !name.is_empty() {
+                out.push(name);
+            }
+        }
+        stmt.clear();
+    };
+    while let Some(t) = toks.next_tok() {
+        if t.kind == Kind::Semi {
+            flush(&mut stmt);
+        } else {
+            stmt.push(t);
+        }
+    }
+    flush(&mut stmt);
+    out
 }
 
 /// Words that end one PL/pgSQL statement and start the next (besides `;`).
@@ -259,6 +426,7 @@ struct Stmt<'a> {
     tokens: usize,
     prev: Option<(Kind, &'a str)>,
     prev2: Option<(Kind, &'a str)>,
+    prev3: Option<(Kind, &'a str)>,
     depth: u32,
     /// Inside the arguments of a `set_config(` call: its depth, commas seen at that depth,
     /// and the third argument's tokens (count, and whether the one token is `true`).
@@ -324,6 +492,9 @@ impl<'a> Stmt<'a> {
                     } else {
                         self.calls.merge(call_effect(name));
                     }
+                    if k == Kind::QIdent || !not_a_call(name, self.prev2) {
+                        self.calls.unknown |= !self.known_function(name);
+                    }
                 }
             }
             Kind::Close => self.depth = self.depth.saturating_sub(1),
@@ -345,8 +516,22 @@ impl<'a> Stmt<'a> {
             }
             _ => {}
         }
+        self.prev3 = self.prev2;
         self.prev2 = self.prev;
         self.prev = Some((t.kind, text));
+    }
+
+    /// Whether a call of `name` (the token before `(`) is of a `pg_catalog` function: an
+    /// unqualified name in the catalog, or one qualified with `pg_catalog`.
+    fn known_function(&self, name: &str) -> bool {
+        match self.prev2 {
+            Some((Kind::Dot, _)) => {
+                matches!(self.prev3, Some((Kind::Word | Kind::QIdent, s))
+                    if s.trim_matches('"').eq_ignore_ascii_case("pg_catalog"))
+                    && is_catalog_function(name)
+            }
+            _ => is_catalog_function(name),
+        }
     }
 
     fn finish(mut self) -> Effect {
@@ -355,10 +540,23 @@ impl<'a> Stmt<'a> {
             self.calls.adds |= State::SETTINGS;
         }
         let mut e = self.calls;
+        // Definitions name functions and columns without calling anything.
+        if DDL_WORDS
+            .iter()
+            .any(|w| self.lead[0].eq_ignore_ascii_case(w))
+            && self.nlead > 0
+        {
+            e.unknown = false;
+        }
         let w = |i: usize| if i < self.nlead { self.lead[i] } else { "" };
         let is = |i: usize, kw: &str| w(i).eq_ignore_ascii_case(kw);
-        let first = w(0).to_ascii_uppercase();
-        match first.as_str() {
+        let first = w(0);
+        let first = EFFECT_WORDS
+            .iter()
+            .find(|k| first.eq_ignore_ascii_case(k))
+            .copied()
+            .unwrap_or("");
+        match first {
             "SET" => {
                 if is(1, "LOCAL") || is(1, "TRANSACTION") || is(1, "CONSTRAINTS") {
                 } else if is(1, "ROLE")
@@ -373,12 +571,14 @@ impl<'a> Stmt<'a> {
                 e.resets_settings = true;
                 if is(1, "ALL") {
                     e.clears |= State::SETTINGS;
+                    e.resets_all = true;
                 }
             }
             "DISCARD" => {
                 if is(1, "ALL") {
                     e.clears = State::ALL;
                     e.resets_settings = true;
+                    e.resets_all = true;
                     e.drops_prepared = true;
                 } else if is(1, "TEMP") || is(1, "TEMPORARY") {
                     e.clears |= State::TEMP;
@@ -593,6 +793,40 @@ mod tests {
     }
 
     #[test]
+    fn calls_of_functions_outside_the_catalog_are_unknown() {
+        for sql in [
+            "SELECT my_func(1)",
+            "select public.now()",
+            "SELECT \"MyFunc\"()",
+            "UPDATE t SET a = app.f(a)",
+            "INSERT INTO t VALUES (myschema.next_id())",
+            "DO $$ BEGIN PERFORM my_setup(); END $$",
+            "WITH x AS (SELECT f()) SELECT * FROM x",
+        ] {
+            assert!(effect(sql).unknown, "{sql}");
+            assert!(effect(sql).adds.is_empty(), "{sql}");
+        }
+        for sql in [
+            "SELECT count(*), now(), coalesce(a, 1), lower(b) FROM t WHERE a IN (1, 2)",
+            "SELECT pg_catalog.lower('A')",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+            "INSERT INTO t (a, b) VALUES (1, 2) ON CONFLICT (a) DO UPDATE SET (a, b) = (1, 2)",
+            "SELECT x::numeric(10, 2), y::varchar(20), z::character varying(3) FROM t",
+            "SELECT * FROM unnest(ARRAY[1,2]) AS u(x), generate_series(1, 3) g(i)",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r",
+            "SELECT sum(a) OVER (PARTITION BY b), count(*) FILTER (WHERE c) FROM t",
+            "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'select 1'",
+            "CREATE TABLE t (a numeric(10, 2) CHECK (a > 0), PRIMARY KEY (a))",
+            "CREATE INDEX i ON t USING btree (a)",
+            "COPY t (a, b) FROM STDIN",
+            "PREPARE p (int) AS SELECT 1",
+            "SELECT EXISTS (SELECT 1), ROW(1, 2), CAST(1 AS int), EXTRACT(year FROM now())",
+        ] {
+            assert!(!effect(sql).unknown, "{sql}");
+        }
+    }
+
+    #[test]
     fn asyncpg_reset_clears_without_pinning() {
         // asyncpg's reset on release (its UNLISTEN is inside a DO block).
         let sql = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nDO $$\nBEGIN\n    PERFORM * FROM pg_listening_channels() LIMIT 1;\n    IF FOUND THEN\n        UNLISTEN *;\n    END IF;\nEND;\n$$;\nRESET ALL;";
@@ -606,6 +840,18 @@ mod tests {
                 .union(State::SETTINGS)
         );
         assert!(e.resets_settings);
+    }
+
+    #[test]
+    fn reset_names_are_found() {
+        assert_eq!(reset_names("RESET datestyle"), vec!["datestyle"]);
+        assert_eq!(
+            reset_names("reset \"DateStyle\"; RESET TIME ZONE; reset myext . x; RESET ALL"),
+            vec!["datestyle", "timezone", "myext.x"]
+        );
+        assert!(reset_names("SELECT 1").is_empty());
+        assert!(effect("RESET ALL").resets_all);
+        assert!(!effect("RESET work_mem").resets_all);
     }
 
     #[test]

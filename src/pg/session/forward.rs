@@ -31,7 +31,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let effect_sql = p.query.to_vec();
         self.stmts.insert(p.name.into(), def);
         let e = self.note_session_effect(&effect_sql);
-        self.reapply_at_sync |= e.resets_settings;
+        self.reapply_later(&effect_sql, &e);
         self.pending.push_back(Pend::Synthetic(b'1'));
         Ok(true)
     }
@@ -75,7 +75,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     resets: e.resets_settings,
                 });
                 if e.resets_settings {
-                    self.reapply_settings();
+                    let again = self.settings_reset_by(sql, &e);
+                    self.reapply_settings(&again);
                 }
             }
             b'P' => {
@@ -83,7 +84,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let p = codec::parse_msg(body).map_err(bad)?;
                 if tx {
                     let e = self.note_session_effect(p.query);
-                    self.reapply_at_sync |= e.resets_settings;
+                    self.reapply_later(p.query, &e);
                 }
                 if !tx || p.name.is_empty() {
                     self.bout.extend_from_slice(msg);
@@ -107,6 +108,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let b = codec::bind_msg(body).map_err(bad)?;
                 match self.client_statement(b.statement) {
                     Some(def) => {
+                        if def.unknown_calls {
+                            self.mark_state_unknown();
+                        }
                         self.ensure_prepared(&def);
                         codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
                     }
@@ -164,10 +168,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: State::NONE,
-                    resets,
+                    resets: resets.is_some(),
                 });
-                if resets {
-                    self.reapply_settings();
+                if let Some(again) = resets {
+                    self.reapply_settings(&again);
                 }
             }
             b'F' => {
@@ -193,13 +197,42 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Ok(())
     }
 
-    /// After a statement that resets settings: send the client's settings again (as a
-    /// direct connection would return to its startup values), its answers swallowed.
-    fn reapply_settings(&mut self) {
-        if self.wanted.is_empty() {
+    /// The client's startup settings that the statement `sql` (with effect `e`) resets.
+    fn settings_reset_by(&self, sql: &[u8], e: &Effect) -> Vec<(String, String)> {
+        if e.resets_all {
+            return (*self.wanted).clone();
+        }
+        let names = std::str::from_utf8(sql)
+            .map(session_state::reset_names)
+            .unwrap_or_default();
+        self.wanted
+            .iter()
+            .filter(|(k, _)| names.iter().any(|n| n == k))
+            .cloned()
+            .collect()
+    }
+
+    /// A Parse of a statement that resets settings: apply them again after the batch's Sync.
+    fn reapply_later(&mut self, sql: &[u8], e: &Effect) {
+        if !e.resets_settings {
             return;
         }
-        let sql = super::settings_sql(&[], &self.wanted);
+        let again = self.settings_reset_by(sql, e);
+        let pending = self.reapply_at_sync.get_or_insert_with(Vec::new);
+        for kv in again {
+            if !pending.contains(&kv) {
+                pending.push(kv);
+            }
+        }
+    }
+
+    /// After a statement that resets settings: send the client's startup values of those
+    /// settings again (a direct connection returns to them), its answers swallowed.
+    fn reapply_settings(&mut self, settings: &[(String, String)]) {
+        if settings.is_empty() {
+            return;
+        }
+        let sql = super::settings_sql(&[], settings);
         codec::put_query(&mut self.bout, &sql);
         self.pending.push_back(Pend::Swallow);
     }
@@ -245,6 +278,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         true
     }
 
+    /// The held connection ran something whose effect on session state is unknown.
+    fn mark_state_unknown(&mut self) {
+        if let Some(conn) = self.backend.as_mut() {
+            conn.state_unknown = true;
+        }
+    }
+
     /// Pin the client on the state `sql` may leave behind; drop the connection's proxy
     /// statements if it discards them. Returns the effect for the caller's bookkeeping.
     fn note_session_effect(&mut self, sql: &[u8]) -> Effect {
@@ -256,6 +296,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return Effect::default();
         };
         let e = session_state::effect(text);
+        if e.unknown {
+            self.mark_state_unknown();
+        }
         if !e.adds.is_empty() {
             if self.pins.is_empty() {
                 tracing::debug!(state = ?e.adds.names(), "client pinned to its connection");

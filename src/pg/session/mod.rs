@@ -157,8 +157,8 @@ pub struct Session<C> {
     /// connection is not released.
     batch_open: bool,
     /// A statement that resets settings (`RESET`, `DISCARD ALL`) is in the open batch: apply
-    /// the client's settings again after its Sync.
-    reapply_at_sync: bool,
+    /// these startup settings of the client's again after its Sync.
+    reapply_at_sync: Option<Vec<(String, String)>>,
     /// CopyDone/CopyFail messages forwarded so far. A Sync sent after a statement that
     /// started COPY FROM STDIN and before the copy's end is ignored by the server.
     copy_ends: u32,
@@ -240,7 +240,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             tx_status: b'I',
             pins: State::NONE,
             batch_open: false,
-            reapply_at_sync: false,
+            reapply_at_sync: None,
             copy_ends: 0,
             copy_in_mark: None,
             error_seen: false,
@@ -414,11 +414,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Release the held backend if the protocol state allows (transaction mode).
     pub fn maybe_release(&mut self) {
         if self.mode == PoolMode::Transaction && !self.pinned() && self.idle_between_batches() {
-            if let Some(mut conn) = self.detach() {
-                conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
-                pool::release(conn);
+            if let Some(conn) = self.detach() {
+                self.give_back(conn);
             }
         }
+    }
+
+    /// Return an idle connection with no client state known on it to its pool; one whose
+    /// state is unknown is reset first, off the client's path.
+    fn give_back(&self, mut conn: Pooled) {
+        if conn.state_unknown {
+            let reset = self.worker.shared.config().pool.reset_query.clone();
+            tokio::spawn(async move {
+                reset_and_release(conn, &reset).await;
+            });
+            return;
+        }
+        conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
+        pool::release(conn);
     }
 
     /// Serve the client until it leaves, then put the backend connection back or close it.
@@ -595,13 +608,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             conn.clean = false;
         } else if self.mode == PoolMode::Session || self.pinned() {
             let reset = self.worker.shared.config().pool.reset_query.clone();
-            let reset = &reset;
-            conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
-            // The reset returns settings to the connection's startup values.
-            conn.applied = conn.startup.clone();
-            conn.prepared.clear();
+            return reset_and_release(conn, &reset).await;
         } else {
-            conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
+            return self.give_back(conn);
         }
         pool::release(conn);
     }
@@ -709,6 +718,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.cin.advance(h.wire_len);
         }
     }
+}
+
+/// Run the reset query on an idle connection, then give it back: to the pool if the reset
+/// worked, closed otherwise.
+async fn reset_and_release(mut conn: Pooled, reset: &str) {
+    conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
+    // The reset returns settings to the connection's startup values and drops its
+    // prepared statements.
+    conn.applied = conn.startup.clone();
+    conn.prepared.clear();
+    conn.state_unknown = false;
+    pool::release(conn);
 }
 
 impl<C> Drop for Session<C> {
