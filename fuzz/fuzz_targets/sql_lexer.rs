@@ -37,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let e = session_state::effect(text);
+    for name in session_state::reset_names(text) {
+        assert!(!name.is_empty());
+    }
     // The byte-level fast path may only skip statements the full scan finds harmless.
     if session_state::surely_no_effect(data) {
         assert_eq!(e, session_state::Effect::default(), "fast path missed an effect");

@@ -521,7 +521,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             match event {
                 Event::Client => {}
                 Event::Backend => {
-                    self.process_backend()?;
+                    match self.process_backend() {
+                        Ok(()) => {}
+                        // A replica going away before it answered anything (57P01): retry.
+                        Err(e @ SessionError::BackendClosed) => self.retry_elsewhere(e).await?,
+                        Err(e) => return Err(e),
+                    }
                     self.emit_synthetics();
                 }
                 Event::ClientEof => return Ok(()),
