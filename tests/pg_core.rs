@@ -477,3 +477,36 @@ async fn reset_returns_to_the_startup_value() {
         );
     }
 }
+
+/// A transaction-mode login learns what to report from any backend, a replica included; the
+/// client must still be told it may write (libpq's target_session_attrs=read-write reads
+/// in_hot_standby and default_transaction_read_only at login).
+#[tokio::test]
+async fn a_login_answered_from_a_replica_still_reports_a_writable_session() {
+    let db = "core_login_rw";
+    setup(db, "SELECT 1").await;
+    let p = core_proxy(db, "");
+    // Let the health checker see the replicas up, so the first login may use one.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..4 {
+        let url = format!(
+            "host=127.0.0.1 port={} user=app dbname={db} target_session_attrs=read-write",
+            p.port
+        );
+        let (ok, out, err) = psql(&url, &["-Atc", "SELECT 1"]);
+        assert!(ok, "{out}{err}");
+        let mut c = Raw::connect(p.port, "app", db, &[]).await;
+        let get = |k: &str| {
+            c.params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("in_hot_standby").as_deref(), Some("off"));
+        assert_eq!(get("default_transaction_read_only").as_deref(), Some("off"));
+        assert_eq!(
+            c.simple("CREATE TABLE IF NOT EXISTS w (a int)").await.1,
+            None
+        );
+    }
+}

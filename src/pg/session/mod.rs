@@ -287,11 +287,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         } else {
             self.acquire_for(Want::Primary).await?;
         }
-        let params = self
+        let mut params = self
             .backend
             .as_ref()
             .map(|b| b.server_params.clone())
             .unwrap_or_default();
+        // Learned on a replica, perhaps: but the client is connected to the cluster, which
+        // takes writes (libpq's target_session_attrs and pgjdbc's targetServerType read these).
+        if !self.for_write {
+            for (k, v) in params.iter_mut() {
+                if k == "in_hot_standby" || k == "default_transaction_read_only" {
+                    *v = "off".into();
+                }
+            }
+        }
         if self.mode == PoolMode::Transaction {
             self.cluster
                 .login_params
