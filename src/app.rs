@@ -629,3 +629,45 @@ fn pick_worker(me: &Arc<Worker>, all: &[Arc<Worker>]) -> Option<Arc<Worker>> {
         .min_by_key(|(load, _)| *load)
         .map(|(_, w)| w.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(password: &str) -> Config {
+        Config::from_toml(&format!(
+            r#"
+[postgres]
+listen = "127.0.0.1:0"
+
+[[user]]
+name = "app"
+password = "{password}"
+
+[[user]]
+name = "other"
+auth = "trust"
+
+[[cluster]]
+name = "c"
+database = "c"
+primary = "127.0.0.1:5432"
+user = "postgres"
+"#
+        ))
+        .unwrap()
+    }
+
+    /// PBKDF2 runs when a config is loaded, not per login: a reload with the same password
+    /// keeps the verifier (and its salt); a changed password gets a new one.
+    #[test]
+    fn scram_verifiers_are_derived_once_per_password() {
+        let first = Verifiers::build(&config("secret"), None);
+        let v1 = first.get("app").expect("scram user");
+        assert!(first.get("other").is_none(), "trust users need none");
+        let again = Verifiers::build(&config("secret"), Some(&first));
+        assert!(Arc::ptr_eq(&v1, &again.get("app").unwrap()));
+        let changed = Verifiers::build(&config("new-secret"), Some(&again));
+        assert!(!Arc::ptr_eq(&v1, &changed.get("app").unwrap()));
+    }
+}
