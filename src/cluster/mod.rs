@@ -3,13 +3,15 @@
 //! ([`health`]) and by sessions on connection errors; read by sessions to pick a backend.
 //! Protocol-neutral: nothing here knows PostgreSQL or MySQL.
 //!
-//! All fields are atomics so a lookup on the statement path takes no lock.
+//! Fields read on the statement path are atomics, so a lookup there takes no lock.
 
 pub mod health;
+pub mod lag;
 
 use crate::config::{Cluster, Consistency, Fallback};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A backend's role as last detected.
@@ -174,6 +176,8 @@ pub struct ClusterState {
     rounds_started: AtomicU64,
     round_done: AtomicU64,
     primary_lsn: AtomicU64,
+    /// The primary's recent positions, for replica lag (written by the health checker only).
+    pub(crate) lag_history: Mutex<lag::LagHistory>,
     /// Spreads ties between equally loaded replicas.
     tie: AtomicUsize,
 }
@@ -203,12 +207,13 @@ impl ClusterState {
             rounds_started: AtomicU64::new(0),
             round_done: AtomicU64::new(0),
             primary_lsn: AtomicU64::new(0),
+            lag_history: Mutex::new(lag::LagHistory::default()),
             tie: AtomicUsize::new(0),
         })
     }
 
-    /// After a reload: keep the health view of backends whose address stays, and the
-    /// health-round counters read-your-writes waits on.
+    /// After a reload: keep the health view of backends whose address stays, the
+    /// health-round counters read-your-writes waits on, and the primary's position history.
     pub fn inherit(&self, old: &ClusterState) {
         for b in &self.backends {
             if let Some(o) = old.backends.iter().find(|o| o.addr == b.addr) {
@@ -220,6 +225,8 @@ impl ClusterState {
         self.round_done.store(old.round_done.load(Relaxed), Relaxed);
         self.primary_lsn
             .store(old.primary_lsn.load(Relaxed), Relaxed);
+        let history = old.lag_history.lock().unwrap_or_else(|p| p.into_inner());
+        *self.lag_history.lock().unwrap_or_else(|p| p.into_inner()) = history.clone();
     }
 
     /// The backend to send writes to: the up primary with the newest timeline (a promoted
