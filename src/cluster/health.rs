@@ -1,15 +1,23 @@
 //! Active health checks and lag monitoring. One task per cluster probes every backend each
 //! `interval` over a persistent connection (one query gives role, position and timeline),
 //! then updates the shared [`ClusterState`]: up/down with rise/fall counts, role and
-//! timeline (so a promoted replica is found without a restart), lag in bytes and time, and
-//! read-set membership with hysteresis. Every transition is logged and counted. A probe that
-//! misses its timeout counts as a failure but keeps running on its own task, so a slow server
-//! is not also asked for a new connection; its late answer proves liveness only (positions
-//! from it are not used for lag or read-your-writes).
+//! timeline, who takes writes ([`ClusterState::elect_primary`]: a promoted replica is found
+//! without a restart, a demoted primary that still runs is fenced), lag in bytes and time,
+//! and read-set membership with hysteresis. Every transition is logged and counted. A probe
+//! that misses its timeout counts as a failure but keeps running on its own task, so a slow
+//! server is not also asked for a new connection; its late answer proves liveness only
+//! (positions from it are not used for lag or read-your-writes).
 //!
 //! Lag is measured against the primary's own recent positions, not the age of the last
 //! replayed commit: see [`super::lag`] for the definition and what happens while the primary
 //! is not seen.
+//!
+//! Timelines: on a writable backend, that of its current WAL position (the first 8 hex digits
+//! of `pg_walfile_name(pg_current_wal_lsn())`), which changes the moment a replica is
+//! promoted; `pg_control_checkpoint()` keeps the old timeline until the first checkpoint after
+//! the promotion. On a replica, the timeline its WAL receiver streams
+//! (`pg_stat_wal_receiver.received_tli`), or the last checkpoint's when none streams (or the
+//! user may not see it).
 
 use super::lag::{self, LagHistory};
 use super::{BackendState, ClusterState, Role};
@@ -22,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One query for both roles. Positions are bytes since 0/0. `pg_is_in_recovery()` is read
 /// once (a subquery with a volatile target list is not flattened), so a promotion during the
-/// probe cannot mix the two branches.
+/// probe cannot mix the two branches; `pg_walfile_name` would fail in recovery.
 ///
 /// A replica's position is what it has replayed, except while its startup process waits for
 /// WAL: then it has replayed every complete record it received, and its position is the
@@ -39,7 +47,8 @@ const PROBE_SQL: &str = "SELECT r, \
      WHEN recv IS NOT NULL AND (SELECT wait_event FROM pg_stat_activity WHERE backend_type = 'startup' LIMIT 1) \
      IN ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval') THEN GREATEST(pg_last_wal_replay_lsn(), recv) \
      ELSE pg_last_wal_replay_lsn() END, '0/0')::int8, 0), \
-     (SELECT timeline_id FROM pg_control_checkpoint())::int8 \
+     CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))::int8 \
+     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END \
      FROM (SELECT pg_is_in_recovery() AS r, pg_last_wal_receive_lsn() AS recv) s";
 
 /// What one probe saw.
@@ -73,6 +82,16 @@ struct Tracker {
     failed: u32,
     believed_up: bool,
 }
+
+/// What the checker remembers across rounds about the cluster as a whole.
+#[derive(Default)]
+struct ClusterWatch {
+    /// More than one reachable backend is writable: since when, and when it was last logged.
+    split: Option<(Instant, Instant)>,
+}
+
+/// How often a split brain that persists is logged again.
+const SPLIT_RELOG: Duration = Duration::from_secs(30);
 
 /// A probe running on its own task; it gives the connection back when it ends.
 struct Running {
@@ -120,6 +139,7 @@ pub async fn run(
             ..Default::default()
         })
         .collect();
+    let mut watch = ClusterWatch::default();
     let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -127,7 +147,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        round(&cluster, &target, &health, &mut trackers).await;
+        round(&cluster, &target, &health, &mut trackers, &mut watch).await;
     }
 }
 
@@ -200,6 +220,7 @@ async fn round(
     target: &BackendTarget,
     health: &Health,
     trackers: &mut [Tracker],
+    watch: &mut ClusterWatch,
 ) {
     let round_id = cluster.rounds_started.fetch_add(1, Relaxed) + 1;
     // Positions are read after this instant: the primary was at most at the position it
@@ -217,7 +238,8 @@ async fn round(
     for ((t, b), p) in trackers.iter_mut().zip(&cluster.backends).zip(&probes) {
         update_health(cluster, b, t, p, health);
     }
-    let primary = cluster.primary().ok();
+    let primary = cluster.elect_primary();
+    watch_split_brain(cluster, watch, primary);
     // Only a probe sent in this round may move read-your-writes forward: its position was
     // read after every commit that happened before the round started.
     let seen = primary.and_then(|i| match &probes[i] {
@@ -234,19 +256,47 @@ async fn round(
         let b = &cluster.backends[i];
         history.record(
             b.addr,
-            b.timeline.load(Relaxed),
+            b.timeline(),
             p.lsn,
             now,
             lag::retention(cluster.max_lag),
         );
     }
-    let primary_timeline = primary.map_or(0, |i| cluster.backends[i].timeline.load(Relaxed));
+    let primary_timeline = primary.map_or(0, |i| cluster.backends[i].timeline());
     for (b, p) in cluster.backends.iter().zip(&probes) {
         if let Seen::Fresh(p) = p {
             if p.in_recovery {
                 update_lag(cluster, b, p, &history, primary_timeline, now);
             }
         }
+    }
+}
+
+/// Log (loudly) and count a split brain: more than one reachable backend writable at once.
+fn watch_split_brain(cluster: &ClusterState, watch: &mut ClusterWatch, primary: Option<usize>) {
+    let writable: Vec<String> = cluster
+        .backends
+        .iter()
+        .filter(|b| b.role() == Role::Primary && b.reachable.load(Relaxed))
+        .map(|b| format!("{} (timeline {})", b.addr, b.timeline()))
+        .collect();
+    let writes_to = primary.map_or("none".to_string(), |i| cluster.backends[i].addr.to_string());
+    let now = Instant::now();
+    match (writable.len() > 1, watch.split) {
+        (true, None) => {
+            cluster.split_brains.fetch_add(1, Relaxed);
+            tracing::error!(cluster = %cluster.name, writable = %writable.join(", "), writes_to = %writes_to, "split brain: more than one backend accepts writes");
+            watch.split = Some((now, now));
+        }
+        (true, Some((since, logged))) if now.duration_since(logged) >= SPLIT_RELOG => {
+            tracing::error!(cluster = %cluster.name, writable = %writable.join(", "), writes_to = %writes_to, for_secs = now.duration_since(since).as_secs(), "split brain persists: more than one backend accepts writes");
+            watch.split = Some((since, now));
+        }
+        (false, Some((since, _))) => {
+            tracing::warn!(cluster = %cluster.name, writes_to = %writes_to, after_secs = now.duration_since(since).as_secs(), "split brain over: one writable backend left");
+            watch.split = None;
+        }
+        _ => {}
     }
 }
 
@@ -261,6 +311,7 @@ fn update_health(cluster: &ClusterState, b: &BackendState, t: &mut Tracker, p: &
         Seen::Fresh(_) | Seen::Late => {
             t.failed = 0;
             t.ok = t.ok.saturating_add(1);
+            b.reachable.store(true, Relaxed);
             if let Seen::Fresh(p) = p {
                 update_role(cluster, b, p);
             }
@@ -274,6 +325,9 @@ fn update_health(cluster: &ClusterState, b: &BackendState, t: &mut Tracker, p: &
         Seen::Failed(e) => {
             t.ok = 0;
             t.failed = t.failed.saturating_add(1);
+            if t.failed >= h.fall {
+                b.reachable.store(false, Relaxed);
+            }
             if b.is_up() && t.failed >= h.fall {
                 b.up.store(false, Relaxed);
                 t.believed_up = false;
@@ -297,8 +351,12 @@ fn update_role(cluster: &ClusterState, b: &BackendState, p: &Probe) {
         b.transitions.fetch_add(1, Relaxed);
         tracing::warn!(cluster = %cluster.name, backend = %b.addr, from = old.as_str(), to = role.as_str(), "backend role changed");
     }
-    b.timeline.store(p.timeline, Relaxed);
+    // An unknown timeline (0) does not erase a known one.
+    if p.timeline != 0 {
+        b.timeline.store(p.timeline, Relaxed);
+    }
     if role == Role::Primary {
+        cluster.saw_writable_timeline(p.timeline);
         b.lsn.store(p.lsn, Relaxed);
         b.lag_bytes.store(0, Relaxed);
         b.lag_micros.store(0, Relaxed);

@@ -688,6 +688,14 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Timeline of `node`'s last checkpoint (`pg_control_checkpoint()`), which a promoted
+    /// replica keeps until its first checkpoint after the promotion.
+    pub fn checkpoint_timeline(&self, node: usize) -> Result<u32> {
+        let tl = self.psql(node, "SELECT timeline_id FROM pg_control_checkpoint()")?;
+        tl.parse()
+            .with_context(|| format!("node {node}: checkpoint timeline {tl:?}"))
+    }
+
     /// Waits until every replica has replayed the primary's WAL up to the primary's position
     /// at the time of the call.
     pub fn wait_replay_caught_up(&self, timeout: Duration) -> Result<()> {
