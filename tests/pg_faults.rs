@@ -537,6 +537,16 @@ async fn split_brain(db: &str, checkpoint: bool) {
         "after a terminated connection writes went elsewhere: {after:?}; {}",
         p.backends(db)
     );
+    // The old primary is fenced, and the split brain was counted.
+    let state = p.cluster_state(db);
+    assert!(state.backends[0].is_fenced(), "{}", p.backends(db));
+    assert!(!state.backends[1].is_fenced(), "{}", p.backends(db));
+    assert!(
+        state
+            .split_brains
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     // Both nodes still accept writes directly: it really was a split brain.
     assert_eq!(c.psql(0, "SELECT pg_is_in_recovery()").unwrap(), "f");
     assert_eq!(c.psql(1, "SELECT pg_is_in_recovery()").unwrap(), "f");
