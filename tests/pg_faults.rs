@@ -433,7 +433,7 @@ async fn split_brain(db: &str, checkpoint: bool) {
     // old timeline during the test unless a CHECKPOINT is asked for.
     let c = topology(&["checkpoint_timeout = '1h'", "max_wal_size = '4GB'"]);
     create_db_on(&c, db);
-    let p = start_proxy(&routing_config(&c, db, ""));
+    let p = start_proxy(&routing_config(&c, db, "max_lag = \"2s\""));
     tokio::time::sleep(Duration::from_millis(600)).await;
     let [old, new] = [c.primary_port(), c.replica_ports()[0]];
     let client = connect(&p.conn_str(db)).await;
@@ -547,6 +547,22 @@ async fn split_brain(db: &str, checkpoint: bool) {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
     );
+    // Replica 2 still follows the old primary, on the old timeline: it has none of the new
+    // primary's writes and leaves the read set once that is longer than max_lag; reads then
+    // fall back to the new primary (never to the fenced old one).
+    let deadline = promoted_at + Duration::from_secs(10);
+    while state.backends[2].in_read_set() {
+        assert!(Instant::now() < deadline, "{}", p.backends(db));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&client, "SELECT inet_server_port()").await,
+            new,
+            "{}",
+            p.backends(db)
+        );
+    }
     // Both nodes still accept writes directly: it really was a split brain.
     assert_eq!(c.psql(0, "SELECT pg_is_in_recovery()").unwrap(), "f");
     assert_eq!(c.psql(1, "SELECT pg_is_in_recovery()").unwrap(), "f");
