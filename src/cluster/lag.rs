@@ -38,7 +38,11 @@
 //! The history starts over when another backend becomes the primary, when the primary's
 //! timeline changes, or when its position goes backwards (a restored server): positions of
 //! different histories are not comparable. Replicas behind the new primary then show a lag
-//! that grows from zero.
+//! that grows from zero (for a replica on the old timeline that is exact: it lacks every
+//! write since the promotion). The same holds after the proxy starts: a replica far behind
+//! the primary's first recorded position counts as behind by the time since recording began,
+//! so it stays in the read set for up to `max_lag` (a `max_lag_bytes` limit catches it at the
+//! first round).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -308,11 +308,6 @@ impl ClusterState {
         self.max_timeline.fetch_max(timeline, Relaxed);
     }
 
-    /// Newest timeline seen on a writable backend (0: none yet).
-    pub fn newest_timeline(&self) -> u64 {
-        self.max_timeline.load(Relaxed)
-    }
-
     /// Choose the backend that takes writes from the roles and timelines the probes saw (see
     /// the module doc), mark demoted primaries fenced, and log every change. Called by the
     /// health checker after each round; nothing on the statement path changes the choice.
