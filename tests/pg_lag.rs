@@ -99,8 +99,9 @@ async fn a_replica_cut_from_the_primary_leaves_the_read_set_and_returns() {
         if !row.in_read_set {
             break row;
         }
+        // max_lag plus 15 probe intervals: room for a loaded machine.
         assert!(
-            cut_at.elapsed() < Duration::from_secs(2) + Duration::from_millis(2000),
+            cut_at.elapsed() < Duration::from_secs(2) + Duration::from_secs(3),
             "the cut replica is still in the read set {:?} after the cut: {row:?}; {}",
             cut_at.elapsed(),
             p.backends("cutdb")
@@ -186,8 +187,8 @@ async fn an_idle_primary_or_a_long_transaction_is_not_lag() {
     let _g = SERIAL.lock().await;
     let c = topology();
     create_db_on(&c, "idledb");
-    let max_lag = 2.0;
-    let p = start_proxy(&routing_config(&c, "idledb", "max_lag = \"2s\""));
+    let max_lag = 3.0;
+    let p = start_proxy(&routing_config(&c, "idledb", "max_lag = \"3s\""));
     let replicas = c.replica_ports();
     let client = connect(&p.conn_str("idledb")).await;
     client
@@ -204,7 +205,7 @@ async fn an_idle_primary_or_a_long_transaction_is_not_lag() {
         &client,
         &replicas,
         max_lag,
-        Duration::from_secs(4),
+        Duration::from_secs(6),
         "idle primary",
     )
     .await;
@@ -243,7 +244,7 @@ async fn an_idle_primary_or_a_long_transaction_is_not_lag() {
         &client,
         &replicas,
         max_lag,
-        Duration::from_secs(5),
+        Duration::from_secs(6),
         "long transaction",
     )
     .await;
@@ -257,7 +258,7 @@ async fn an_idle_primary_or_a_long_transaction_is_not_lag() {
         &client,
         &replicas,
         max_lag,
-        Duration::from_secs(3),
+        Duration::from_secs(4),
         "idle open transaction",
     )
     .await;
