@@ -112,7 +112,8 @@ async fn a_replica_cut_from_the_primary_leaves_the_read_set_and_returns() {
         "cut replica left the read set after {:?}: {left:?}",
         cut_at.elapsed()
     );
-    assert!(left.lag_seconds > 2.0, "{left:?}");
+    // Over max_lag (SHOW rounds to milliseconds: just over 2 s may read 2.000).
+    assert!(left.lag_seconds >= 2.0, "{left:?}");
     assert!(left.lag_bytes > 0, "{left:?}");
     // Reads go to the other replica, and see the new table.
     let seen = count_reads(&client, "SELECT inet_server_port() FROM h6 LIMIT 1", 100).await;
