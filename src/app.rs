@@ -275,6 +275,7 @@ impl TopologySource for Shared {
                         lag_bytes: b.lag_bytes(),
                         in_flight: b.outstanding() as u64,
                         transitions: b.transitions.load(std::sync::atomic::Ordering::Relaxed),
+                        fenced: b.is_fenced(),
                         pool_size: size,
                         pool_open: open,
                         pool_idle: idle,
@@ -285,6 +286,9 @@ impl TopologySource for Shared {
             out.push(ClusterSnapshot {
                 name: state.name.clone(),
                 backends,
+                split_brains: state
+                    .split_brains
+                    .load(std::sync::atomic::Ordering::Relaxed),
             });
         }
         out

@@ -50,6 +50,7 @@ fn cluster() -> ClusterSnapshot {
                 ..Default::default()
             },
         ],
+        ..Default::default()
     }
 }
 

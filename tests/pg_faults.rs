@@ -406,3 +406,179 @@ async fn read_your_writes_never_misses_where_eventual_does() {
         "eventual consistency never missed: the test cannot tell the modes apart"
     );
 }
+
+/// The port that ran `sql` (which must return `inet_server_port()`), or the error.
+async fn write_port(client: &tokio_postgres::Client, sql: &str) -> Result<u16, String> {
+    let rows = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .ok_or_else(|| "no row".to_string())
+}
+
+/// Split brain: replica 1 is promoted while the old primary keeps running, writable. Writes
+/// through the proxy must reach the promoted replica within a few health intervals and never
+/// go back; then the proxy's connections on it are terminated (as by an administrator), and
+/// writes must still go to it, not back to the old primary. With `checkpoint`, the promoted
+/// replica runs a CHECKPOINT first (its control file then shows the new timeline); without,
+/// it keeps the old timeline there during the whole test.
+async fn split_brain(db: &str, checkpoint: bool) {
+    // A long checkpoint_timeout paces the checkpoint that follows the promotion over a long
+    // time (about 100 ms per dirty buffer), so the promoted replica's control file keeps the
+    // old timeline during the test unless a CHECKPOINT is asked for.
+    let c = topology(&["checkpoint_timeout = '1h'", "max_wal_size = '4GB'"]);
+    create_db_on(&c, db);
+    let p = start_proxy(&routing_config(&c, db, "max_lag = \"2s\""));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let [old, new] = [c.primary_port(), c.replica_ports()[0]];
+    let client = connect(&p.conn_str(db)).await;
+    // About 16 MB: dirty buffers on the replica for the post-promotion checkpoint to write.
+    client
+        .batch_execute(
+            "CREATE TABLE t (id serial, pad text); \
+             INSERT INTO t (pad) SELECT repeat('s', 1000) FROM generate_series(1, 12000)",
+        )
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    let insert = "INSERT INTO t (pad) VALUES ('b') RETURNING inet_server_port()";
+    assert_eq!(write_port(&client, insert).await, Ok(old));
+    c.promote(1).unwrap();
+    if checkpoint {
+        c.psql(1, "CHECKPOINT").unwrap();
+        assert_eq!(c.checkpoint_timeline(1).unwrap(), 2);
+    }
+    let promoted_at = Instant::now();
+    let mut ports = Vec::new();
+    let mut first_new = None;
+    while promoted_at.elapsed() < Duration::from_secs(5) {
+        let port = write_port(&client, insert).await.unwrap();
+        ports.push(port);
+        if port == new && first_new.is_none() {
+            first_new = Some(promoted_at.elapsed());
+        }
+        // Once moved, keep writing for a while: no write may go back.
+        if first_new.is_some_and(|t| promoted_at.elapsed() > t + Duration::from_millis(1500)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !checkpoint {
+        assert_eq!(
+            c.checkpoint_timeline(1).unwrap(),
+            1,
+            "the promoted replica finished a checkpoint: the test cannot tell the timeline sources apart"
+        );
+    }
+    let first_new = first_new.unwrap_or_else(|| {
+        panic!(
+            "writes never reached the promoted replica: {}",
+            p.backends(db)
+        )
+    });
+    eprintln!("writes reached the promoted replica after {first_new:?}");
+    let moved = ports.iter().position(|&port| port == new).unwrap();
+    assert!(
+        ports[moved..].iter().all(|&port| port == new),
+        "a write went back to the old primary: {ports:?}"
+    );
+    // A statement running on the new primary through the proxy has its server connection
+    // terminated (as by an administrator): a connection error on the statement path.
+    let victim = connect(&p.conn_str(db)).await;
+    let sleeping = tokio::spawn(async move {
+        victim
+            .simple_query("/* switchyard:primary */ SELECT pg_sleep(30)")
+            .await
+            .map(|_| ())
+    });
+    let find = "FROM pg_stat_activity WHERE query LIKE '%SELECT pg_sleep(30)' \
+                AND state = 'active' AND pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.psql(1, &format!("SELECT count(*) {find}")).unwrap() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the statement never ran on the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.psql(1, &format!("SELECT pg_terminate_backend(pid) {find}"))
+        .unwrap();
+    let killed = tokio::time::timeout(Duration::from_secs(10), sleeping)
+        .await
+        .expect("the terminated statement ended")
+        .unwrap();
+    assert!(killed.is_err(), "the terminated statement succeeded");
+    let mut client = client;
+    let mut after = Vec::new();
+    let mut errors = 0;
+    let since = Instant::now();
+    // Longer than `rise` (2) probe intervals: the time a backend marked down by a connection
+    // error stays down.
+    while since.elapsed() < Duration::from_secs(2) {
+        match write_port(&client, insert).await {
+            Ok(port) => after.push(port),
+            Err(e) => {
+                // The session whose connection was terminated ends: reconnect, as an
+                // application would.
+                errors += 1;
+                assert!(errors <= 5, "writes keep failing: {e}");
+                client = connect(&p.conn_str(db)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !after.is_empty() && after.iter().all(|&port| port == new),
+        "after a terminated connection writes went elsewhere: {after:?}; {}",
+        p.backends(db)
+    );
+    // The old primary is fenced, and the split brain was counted.
+    let state = p.cluster_state(db);
+    assert!(state.backends[0].is_fenced(), "{}", p.backends(db));
+    assert!(!state.backends[1].is_fenced(), "{}", p.backends(db));
+    assert!(
+        state
+            .split_brains
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    // Replica 2 still follows the old primary, on the old timeline: it has none of the new
+    // primary's writes and leaves the read set once that is longer than max_lag; reads then
+    // fall back to the new primary (never to the fenced old one).
+    let deadline = promoted_at + Duration::from_secs(10);
+    while state.backends[2].in_read_set() {
+        assert!(Instant::now() < deadline, "{}", p.backends(db));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&client, "SELECT inet_server_port()").await,
+            new,
+            "{}",
+            p.backends(db)
+        );
+    }
+    // Both nodes still accept writes directly: it really was a split brain.
+    assert_eq!(c.psql(0, "SELECT pg_is_in_recovery()").unwrap(), "f");
+    assert_eq!(c.psql(1, "SELECT pg_is_in_recovery()").unwrap(), "f");
+    if !checkpoint {
+        assert_eq!(c.checkpoint_timeline(1).unwrap(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_writes_follow_the_newer_timeline_before_any_checkpoint() {
+    let _g = SERIAL.lock().await;
+    split_brain("splitdb", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_a_terminated_connection_does_not_move_writes_back() {
+    let _g = SERIAL.lock().await;
+    split_brain("splitdb2", true).await;
+}

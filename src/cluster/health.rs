@@ -1,35 +1,63 @@
 //! Active health checks and lag monitoring. One task per cluster probes every backend each
-//! `interval` over a persistent connection (one query gives role, positions and replay age),
+//! `interval` over a persistent connection (one query gives role, position and timeline),
 //! then updates the shared [`ClusterState`]: up/down with rise/fall counts, role and
-//! timeline (so a promoted replica is found without a restart), lag in bytes and time, and
-//! read-set membership with hysteresis. Every transition is logged and counted. A probe that
-//! misses its timeout counts as a failure but keeps running on its own task, so a slow server
-//! is not also asked for a new connection; its late answer proves liveness only (positions
-//! from it are not used for lag or read-your-writes).
+//! timeline, who takes writes ([`ClusterState::elect_primary`]: a promoted replica is found
+//! without a restart, a demoted primary that still runs is fenced), lag in bytes and time,
+//! and read-set membership with hysteresis. Every transition is logged and counted. A probe
+//! that misses its timeout counts as a failure but keeps running on its own task, so a slow
+//! server is not also asked for a new connection; its late answer proves liveness only
+//! (positions from it are not used for lag or read-your-writes).
+//!
+//! Lag is measured against the primary's own recent positions, not the age of the last
+//! replayed commit: see [`super::lag`] for the definition and what happens while the primary
+//! is not seen.
+//!
+//! Timelines: on a writable backend, that of its current WAL position (the first 8 hex digits
+//! of `pg_walfile_name(pg_current_wal_lsn())`), which changes the moment a replica is
+//! promoted; `pg_control_checkpoint()` keeps the old timeline until the first checkpoint after
+//! the promotion. On a replica, the timeline its WAL receiver streams
+//! (`pg_stat_wal_receiver.received_tli`), or the last checkpoint's when none streams (or the
+//! user may not see it).
 
+use super::lag::{self, LagHistory};
 use super::{BackendState, ClusterState, Role};
 use crate::config::Health;
 use crate::pg::backend::{BackendConn, BackendTarget};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// One query for both roles. Positions are bytes since 0/0.
-const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
-     COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, '0/0')::int8, 0), \
-     COALESCE(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::int8, -1), \
-     COALESCE(EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, 0), \
-     (SELECT timeline_id FROM pg_control_checkpoint())";
+/// One query for both roles. Positions are bytes since 0/0. `pg_is_in_recovery()` is read
+/// once (a subquery with a volatile target list is not flattened), so a promotion during the
+/// probe cannot mix the two branches; `pg_walfile_name` would fail in recovery.
+///
+/// A replica's position is what it has replayed, except while its startup process waits for
+/// WAL: then it has replayed every complete record it received, and its position is the
+/// received one (read before the wait state, so nothing received later is counted). This
+/// matters when the primary's written WAL ends inside a record, as it does after a write in
+/// a transaction that stays open: the replica replays up to that record's start and waits,
+/// 8 to a few hundred bytes short of the primary's position, until the primary writes the
+/// rest (up to 15 s later, or at the next commit). Seeing the startup process's wait state
+/// takes `pg_read_all_stats` (or `pg_monitor`, or a superuser) for the health-check user;
+/// without it the replayed position is used, and such a replica may count as lagging until
+/// the primary completes the record.
+const PROBE_SQL: &str = "SELECT r, \
+     COALESCE(pg_wal_lsn_diff(CASE WHEN NOT r THEN pg_current_wal_lsn() \
+     WHEN recv IS NOT NULL AND (SELECT wait_event FROM pg_stat_activity WHERE backend_type = 'startup' LIMIT 1) \
+     IN ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval') THEN GREATEST(pg_last_wal_replay_lsn(), recv) \
+     ELSE pg_last_wal_replay_lsn() END, '0/0')::int8, 0), \
+     CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))::int8 \
+     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END \
+     FROM (SELECT pg_is_in_recovery() AS r, pg_last_wal_receive_lsn() AS recv) s";
 
 /// What one probe saw.
 #[derive(Debug, Clone, Copy)]
 struct Probe {
     in_recovery: bool,
-    /// Replay position (replica) or current position (primary).
+    /// Replayed position (replica; see [`PROBE_SQL`]) or current position (primary).
     lsn: u64,
-    receive_lsn: i64,
-    replay_age: f64,
+    /// 0 when unknown.
     timeline: u64,
 }
 
@@ -38,9 +66,7 @@ fn parse_probe(row: &[Option<String>]) -> Option<Probe> {
     Some(Probe {
         in_recovery: get(0)? == "t",
         lsn: get(1)?.parse::<i64>().ok()?.max(0) as u64,
-        receive_lsn: get(2)?.parse().ok()?,
-        replay_age: get(3)?.parse().ok()?,
-        timeline: get(4).and_then(|t| t.parse().ok()).unwrap_or(0),
+        timeline: get(2).and_then(|t| t.parse().ok()).unwrap_or(0),
     })
 }
 
@@ -56,6 +82,16 @@ struct Tracker {
     failed: u32,
     believed_up: bool,
 }
+
+/// What the checker remembers across rounds about the cluster as a whole.
+#[derive(Default)]
+struct ClusterWatch {
+    /// More than one reachable backend is writable: since when, and when it was last logged.
+    split: Option<(Instant, Instant)>,
+}
+
+/// How often a split brain that persists is logged again.
+const SPLIT_RELOG: Duration = Duration::from_secs(30);
 
 /// A probe running on its own task; it gives the connection back when it ends.
 struct Running {
@@ -103,6 +139,7 @@ pub async fn run(
             ..Default::default()
         })
         .collect();
+    let mut watch = ClusterWatch::default();
     let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -110,7 +147,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        round(&cluster, &target, &health, &mut trackers).await;
+        round(&cluster, &target, &health, &mut trackers, &mut watch).await;
     }
 }
 
@@ -183,8 +220,12 @@ async fn round(
     target: &BackendTarget,
     health: &Health,
     trackers: &mut [Tracker],
+    watch: &mut ClusterWatch,
 ) {
     let round_id = cluster.rounds_started.fetch_add(1, Relaxed) + 1;
+    // Positions are read after this instant: the primary was at most at the position it
+    // reports at this time, which makes the lag estimates err on the large side.
+    let now = Instant::now();
     let probes =
         futures_util::future::join_all(trackers.iter_mut().zip(&cluster.backends).map(|(t, b)| {
             let target = BackendTarget {
@@ -197,23 +238,65 @@ async fn round(
     for ((t, b), p) in trackers.iter_mut().zip(&cluster.backends).zip(&probes) {
         update_health(cluster, b, t, p, health);
     }
-    let primary = cluster.primary().ok();
+    let primary = cluster.elect_primary();
+    watch_split_brain(cluster, watch, primary);
     // Only a probe sent in this round may move read-your-writes forward: its position was
     // read after every commit that happened before the round started.
-    let primary_lsn = primary.and_then(|i| match &probes[i] {
-        Seen::Fresh(p) => Some(p.lsn),
+    let seen = primary.and_then(|i| match &probes[i] {
+        Seen::Fresh(p) if !p.in_recovery => Some((i, p)),
         _ => None,
     });
-    if let Some(lsn) = primary_lsn {
-        cluster.primary_lsn.store(lsn, Relaxed);
+    let mut history = cluster
+        .lag_history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((i, p)) = seen {
+        cluster.primary_lsn.store(p.lsn, Relaxed);
         cluster.round_done.store(round_id, Relaxed);
+        let b = &cluster.backends[i];
+        history.record(
+            b.addr,
+            b.timeline(),
+            p.lsn,
+            now,
+            lag::retention(cluster.max_lag),
+        );
     }
+    let primary_timeline = primary.map_or(0, |i| cluster.backends[i].timeline());
     for (b, p) in cluster.backends.iter().zip(&probes) {
-        if let (Seen::Fresh(p), Some(primary_lsn)) = (p, primary_lsn) {
+        if let Seen::Fresh(p) = p {
             if p.in_recovery {
-                update_lag(cluster, b, p, primary_lsn);
+                update_lag(cluster, b, p, &history, primary_timeline, now);
             }
         }
+    }
+}
+
+/// Log (loudly) and count a split brain: more than one reachable backend writable at once.
+fn watch_split_brain(cluster: &ClusterState, watch: &mut ClusterWatch, primary: Option<usize>) {
+    let writable: Vec<String> = cluster
+        .backends
+        .iter()
+        .filter(|b| b.role() == Role::Primary && b.reachable.load(Relaxed))
+        .map(|b| format!("{} (timeline {})", b.addr, b.timeline()))
+        .collect();
+    let writes_to = primary.map_or("none".to_string(), |i| cluster.backends[i].addr.to_string());
+    let now = Instant::now();
+    match (writable.len() > 1, watch.split) {
+        (true, None) => {
+            cluster.split_brains.fetch_add(1, Relaxed);
+            tracing::error!(cluster = %cluster.name, writable = %writable.join(", "), writes_to = %writes_to, "split brain: more than one backend accepts writes");
+            watch.split = Some((now, now));
+        }
+        (true, Some((since, logged))) if now.duration_since(logged) >= SPLIT_RELOG => {
+            tracing::error!(cluster = %cluster.name, writable = %writable.join(", "), writes_to = %writes_to, for_secs = now.duration_since(since).as_secs(), "split brain persists: more than one backend accepts writes");
+            watch.split = Some((since, now));
+        }
+        (false, Some((since, _))) => {
+            tracing::warn!(cluster = %cluster.name, writes_to = %writes_to, after_secs = now.duration_since(since).as_secs(), "split brain over: one writable backend left");
+            watch.split = None;
+        }
+        _ => {}
     }
 }
 
@@ -228,6 +311,7 @@ fn update_health(cluster: &ClusterState, b: &BackendState, t: &mut Tracker, p: &
         Seen::Fresh(_) | Seen::Late => {
             t.failed = 0;
             t.ok = t.ok.saturating_add(1);
+            b.reachable.store(true, Relaxed);
             if let Seen::Fresh(p) = p {
                 update_role(cluster, b, p);
             }
@@ -241,6 +325,9 @@ fn update_health(cluster: &ClusterState, b: &BackendState, t: &mut Tracker, p: &
         Seen::Failed(e) => {
             t.ok = 0;
             t.failed = t.failed.saturating_add(1);
+            if t.failed >= h.fall {
+                b.reachable.store(false, Relaxed);
+            }
             if b.is_up() && t.failed >= h.fall {
                 b.up.store(false, Relaxed);
                 t.believed_up = false;
@@ -264,25 +351,38 @@ fn update_role(cluster: &ClusterState, b: &BackendState, p: &Probe) {
         b.transitions.fetch_add(1, Relaxed);
         tracing::warn!(cluster = %cluster.name, backend = %b.addr, from = old.as_str(), to = role.as_str(), "backend role changed");
     }
-    b.timeline.store(p.timeline, Relaxed);
+    // An unknown timeline (0) does not erase a known one.
+    if p.timeline != 0 {
+        b.timeline.store(p.timeline, Relaxed);
+    }
     if role == Role::Primary {
+        cluster.saw_writable_timeline(p.timeline);
         b.lsn.store(p.lsn, Relaxed);
         b.lag_bytes.store(0, Relaxed);
         b.lag_micros.store(0, Relaxed);
     }
 }
 
-fn update_lag(cluster: &ClusterState, b: &BackendState, p: &Probe, primary_lsn: u64) {
-    let bytes = primary_lsn.saturating_sub(p.lsn);
-    // Replay caught up with what was received: an idle primary is not lag.
-    let secs = if p.receive_lsn >= 0 && p.receive_lsn as u64 == p.lsn {
-        0.0
-    } else {
-        p.replay_age.max(0.0)
-    };
+/// Lag of a replica from a current probe, against the primary's history (see [`super::lag`]),
+/// and read-set membership: it leaves over a limit and returns under half of every limit.
+fn update_lag(
+    cluster: &ClusterState,
+    b: &BackendState,
+    p: &Probe,
+    history: &LagHistory,
+    primary_timeline: u64,
+    now: Instant,
+) {
     b.lsn.store(p.lsn, Relaxed);
+    let older_timeline = p.timeline != 0 && primary_timeline != 0 && p.timeline < primary_timeline;
+    // No primary position seen yet: nothing to measure against; membership stays.
+    let Some(lag) = history.lag(p.lsn, older_timeline, now) else {
+        return;
+    };
+    let (secs, bytes) = (lag.time.as_secs_f64(), lag.bytes);
     b.lag_bytes.store(bytes, Relaxed);
-    b.lag_micros.store((secs * 1e6) as u64, Relaxed);
+    b.lag_micros
+        .store(lag.time.as_micros().min(u64::MAX as u128) as u64, Relaxed);
     let max = cluster.max_lag.as_secs_f64();
     let max_bytes = cluster.max_lag_bytes;
     let over = secs > max || (max_bytes > 0 && bytes > max_bytes);
@@ -290,7 +390,7 @@ fn update_lag(cluster: &ClusterState, b: &BackendState, p: &Probe, primary_lsn: 
     if b.in_read_set() && over {
         b.in_read_set.store(false, Relaxed);
         b.transitions.fetch_add(1, Relaxed);
-        tracing::warn!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, "replica left the read set (lagging)");
+        tracing::warn!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, older_timeline, "replica left the read set (lagging)");
     } else if !b.in_read_set() && well_under {
         b.in_read_set.store(true, Relaxed);
         b.transitions.fetch_add(1, Relaxed);
@@ -304,13 +404,15 @@ mod tests {
 
     #[test]
     fn probe_rows_parse() {
-        let row: Vec<Option<String>> = ["t", "1000", "1200", "3.5", "1"]
+        let row: Vec<Option<String>> = ["t", "1000", "3"]
             .iter()
             .map(|s| Some(s.to_string()))
             .collect();
         let p = parse_probe(&row).unwrap();
         assert!(p.in_recovery);
-        assert_eq!((p.lsn, p.receive_lsn, p.timeline), (1000, 1200, 1));
-        assert!(parse_probe(&row[..2]).is_none());
+        assert_eq!((p.lsn, p.timeline), (1000, 3));
+        assert!(parse_probe(&row[..1]).is_none());
+        let unknown = parse_probe(&[Some("f".into()), Some("5".into()), None]).unwrap();
+        assert_eq!((unknown.in_recovery, unknown.timeline), (false, 0));
     }
 }

@@ -3,13 +3,26 @@
 //! ([`health`]) and by sessions on connection errors; read by sessions to pick a backend.
 //! Protocol-neutral: nothing here knows PostgreSQL or MySQL.
 //!
-//! All fields are atomics so a lookup on the statement path takes no lock.
+//! Fields read on the statement path are atomics, so a lookup there takes no lock.
+//!
+//! **Who takes writes** is decided by the health checker's probes only
+//! ([`ClusterState::elect_primary`]), never by a failed statement-path connection: among the
+//! backends the probes last saw writable (not in recovery), the one on the newest timeline;
+//! then one the probes can reach; then the current primary (no change without a reason);
+//! then the lowest index. Timelines only move forward: once a writable backend has been seen
+//! on timeline N, a backend seen writable on an older timeline is *fenced* (a demoted primary
+//! still running after a replica was promoted: split brain) and gets no writes again, until
+//! the proxy restarts or a reload changes the list of backends. A connection error on the
+//! statement path marks a backend down for reads ([`BackendState::mark_failed`]) but does not
+//! move the primary role.
 
 pub mod health;
+pub mod lag;
 
 use crate::config::{Cluster, Consistency, Fallback};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A backend's role as last detected.
@@ -43,9 +56,17 @@ pub struct BackendState {
     pub addr: SocketAddr,
     pub weight: u32,
     up: AtomicBool,
+    /// The health probes reach it: false after `fall` failed probes in a row, true again at
+    /// the next answer. Unlike `up`, statement-path errors do not change it.
+    reachable: AtomicBool,
     role: AtomicU8,
-    /// Timeline of a primary, to tell a promoted replica from a restarted old primary.
+    /// Timeline: of the current WAL position on a writable backend, of the WAL received (or
+    /// the last checkpoint) on a replica; 0 while unknown. Tells a promoted replica from an
+    /// old primary that still runs.
     timeline: AtomicU64,
+    /// Writable on an older timeline than another backend was seen writable on: never
+    /// chosen for writes.
+    fenced: AtomicBool,
     /// Replica within the lag limits (with hysteresis).
     in_read_set: AtomicBool,
     lag_bytes: AtomicU64,
@@ -64,8 +85,10 @@ impl BackendState {
             addr,
             weight: weight.max(1),
             up: AtomicBool::new(true),
+            reachable: AtomicBool::new(true),
             role: AtomicU8::new(role as u8),
             timeline: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
             in_read_set: AtomicBool::new(true),
             lag_bytes: AtomicU64::new(0),
             lag_micros: AtomicU64::new(0),
@@ -82,6 +105,14 @@ impl BackendState {
     }
     pub fn in_read_set(&self) -> bool {
         self.in_read_set.load(Relaxed)
+    }
+    /// Timeline last seen (0: unknown).
+    pub fn timeline(&self) -> u64 {
+        self.timeline.load(Relaxed)
+    }
+    /// A demoted primary still writable (see the module doc): no writes go to it.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Relaxed)
     }
     pub fn lag_bytes(&self) -> u64 {
         self.lag_bytes.load(Relaxed)
@@ -118,8 +149,10 @@ impl BackendState {
     /// Take over the health view of `old` (the same server in the previous config).
     pub fn inherit(&self, old: &BackendState) {
         self.up.store(old.up.load(Relaxed), Relaxed);
+        self.reachable.store(old.reachable.load(Relaxed), Relaxed);
         self.role.store(old.role.load(Relaxed), Relaxed);
         self.timeline.store(old.timeline.load(Relaxed), Relaxed);
+        self.fenced.store(old.fenced.load(Relaxed), Relaxed);
         self.in_read_set
             .store(old.in_read_set.load(Relaxed), Relaxed);
         self.lag_bytes.store(old.lag_bytes.load(Relaxed), Relaxed);
@@ -129,7 +162,10 @@ impl BackendState {
             .store(old.transitions.load(Relaxed), Relaxed);
     }
 
-    /// A connection to this backend failed on the statement path: down at once.
+    /// A connection to this backend failed on the statement path: down at once for reads
+    /// (until `rise` probes succeed). Which backend takes writes does not change: that is the
+    /// probes' decision alone (one terminated connection must not hand the primary role to
+    /// another server).
     pub fn mark_failed(&self, why: &str) {
         if self.up.swap(false, Relaxed) {
             self.transitions.fetch_add(1, Relaxed);
@@ -174,6 +210,14 @@ pub struct ClusterState {
     rounds_started: AtomicU64,
     round_done: AtomicU64,
     primary_lsn: AtomicU64,
+    /// The backend that takes writes (`usize::MAX`: none), chosen by [`Self::elect_primary`].
+    primary_idx: AtomicUsize,
+    /// Newest timeline the probes saw on a writable backend; older writable ones are fenced.
+    max_timeline: AtomicU64,
+    /// Times more than one reachable backend was seen writable at once (split brain).
+    pub split_brains: AtomicU64,
+    /// The primary's recent positions, for replica lag (written by the health checker only).
+    pub(crate) lag_history: Mutex<lag::LagHistory>,
     /// Spreads ties between equally loaded replicas.
     tie: AtomicUsize,
 }
@@ -203,12 +247,18 @@ impl ClusterState {
             rounds_started: AtomicU64::new(0),
             round_done: AtomicU64::new(0),
             primary_lsn: AtomicU64::new(0),
+            primary_idx: AtomicUsize::new(0),
+            max_timeline: AtomicU64::new(0),
+            split_brains: AtomicU64::new(0),
+            lag_history: Mutex::new(lag::LagHistory::default()),
             tie: AtomicUsize::new(0),
         })
     }
 
-    /// After a reload: keep the health view of backends whose address stays, and the
-    /// health-round counters read-your-writes waits on.
+    /// After a reload: keep the health view of backends whose address stays, the
+    /// health-round counters read-your-writes waits on, the primary's position history and
+    /// the current primary. The newest timeline seen (the fence of demoted primaries) is kept
+    /// only if the list of backends did not change.
     pub fn inherit(&self, old: &ClusterState) {
         for b in &self.backends {
             if let Some(o) = old.backends.iter().find(|o| o.addr == b.addr) {
@@ -220,25 +270,90 @@ impl ClusterState {
         self.round_done.store(old.round_done.load(Relaxed), Relaxed);
         self.primary_lsn
             .store(old.primary_lsn.load(Relaxed), Relaxed);
+        let same = self.backends.len() == old.backends.len()
+            && self
+                .backends
+                .iter()
+                .zip(&old.backends)
+                .all(|(a, b)| a.addr == b.addr);
+        if same {
+            self.max_timeline
+                .store(old.max_timeline.load(Relaxed), Relaxed);
+        }
+        self.split_brains
+            .store(old.split_brains.load(Relaxed), Relaxed);
+        let history = old.lag_history.lock().unwrap_or_else(|p| p.into_inner());
+        *self.lag_history.lock().unwrap_or_else(|p| p.into_inner()) = history.clone();
+        drop(history);
+        let old_primary = old
+            .backends
+            .get(old.primary_idx.load(Relaxed))
+            .map(|b| b.addr);
+        let current = old_primary.and_then(|a| self.backends.iter().position(|b| b.addr == a));
+        self.primary_idx
+            .store(current.unwrap_or(usize::MAX), Relaxed);
+        self.elect_primary();
     }
 
-    /// The backend to send writes to: the up primary with the newest timeline (a promoted
-    /// replica beats a restarted old primary); if none is known up, the configured primary.
+    /// The backend to send writes to, as last chosen by [`Self::elect_primary`].
     pub fn primary(&self) -> Result<usize, SelectError> {
-        let mut best: Option<(u64, usize)> = None;
+        match self.primary_idx.load(Relaxed) {
+            i if i < self.backends.len() => Ok(i),
+            _ => Err(SelectError::NoPrimary),
+        }
+    }
+
+    /// A probe saw `timeline` on a writable backend: older writable ones are fenced from now.
+    pub(crate) fn saw_writable_timeline(&self, timeline: u64) {
+        self.max_timeline.fetch_max(timeline, Relaxed);
+    }
+
+    /// Choose the backend that takes writes from the roles and timelines the probes saw (see
+    /// the module doc), mark demoted primaries fenced, and log every change. Called by the
+    /// health checker after each round; nothing on the statement path changes the choice.
+    pub fn elect_primary(&self) -> Option<usize> {
+        let newest = self.max_timeline.load(Relaxed);
+        let current = self.primary_idx.load(Relaxed);
+        let mut best: Option<((u64, bool, bool), usize)> = None;
         for (i, b) in self.backends.iter().enumerate() {
-            if b.is_up() && b.role() == Role::Primary {
-                let tl = b.timeline.load(Relaxed);
-                if best.is_none_or(|(t, _)| tl > t) {
-                    best = Some((tl, i));
+            let writable = b.role() == Role::Primary;
+            let tl = b.timeline();
+            // Timeline 0: not known yet (before the first probe); such a backend is not
+            // fenced, but any backend with a known timeline beats it.
+            let fenced = writable && tl != 0 && tl < newest;
+            if b.fenced.swap(fenced, Relaxed) != fenced {
+                b.transitions.fetch_add(1, Relaxed);
+                if fenced {
+                    tracing::error!(cluster = %self.name, backend = %b.addr, timeline = tl, newest_timeline = newest, "backend fenced: writable on an older timeline than another backend (demoted primary still running?); no writes will go to it");
+                } else {
+                    tracing::warn!(cluster = %self.name, backend = %b.addr, role = b.role().as_str(), timeline = tl, "backend no longer fenced");
+                }
+            }
+            if writable && !fenced {
+                let key = (tl, b.reachable.load(Relaxed), i == current);
+                if best.is_none_or(|(k, _)| key > k) {
+                    best = Some((key, i));
                 }
             }
         }
-        match best {
-            Some((_, i)) => Ok(i),
-            None if self.backends[0].role() != Role::Replica => Ok(0),
-            None => Err(SelectError::NoPrimary),
+        let chosen = best
+            .map(|(_, i)| i)
+            .or_else(|| (self.backends[0].role() == Role::Unknown).then_some(0));
+        let new = chosen.unwrap_or(usize::MAX);
+        if current != new {
+            self.primary_idx.store(new, Relaxed);
+            let addr = |i: usize| self.backends.get(i).map(|b| b.addr.to_string());
+            let (from, to) = (addr(current), addr(new));
+            match to {
+                Some(to) => {
+                    tracing::warn!(cluster = %self.name, from = from.as_deref().unwrap_or("none"), to = %to, timeline = self.backends[new].timeline(), "writes now go to another backend")
+                }
+                None => {
+                    tracing::error!(cluster = %self.name, from = from.as_deref().unwrap_or("none"), "no backend is writable: writes fail until one is")
+                }
+            }
         }
+        chosen
     }
 
     /// Pick a backend for `want`: weighted least-outstanding among eligible replicas, ties
@@ -376,15 +491,87 @@ mod tests {
         );
     }
 
+    /// What a probe round would record: role and timeline of backend `i`.
+    fn seen(s: &ClusterState, i: usize, role: Role, timeline: u64) {
+        s.backends[i].role.store(role as u8, Relaxed);
+        s.backends[i].timeline.store(timeline, Relaxed);
+        if role == Role::Primary {
+            s.saw_writable_timeline(timeline);
+        }
+    }
+
     #[test]
     fn promoted_replica_becomes_primary() {
         let s = state(&[("127.0.0.1:2", 1)]);
         assert_eq!(s.primary().unwrap(), 0);
         s.backends[0].mark_failed("gone");
-        s.backends[1].role.store(Role::Primary as u8, Relaxed);
-        s.backends[1].timeline.store(2, Relaxed);
+        s.backends[0].reachable.store(false, Relaxed);
+        seen(&s, 1, Role::Primary, 2);
+        s.elect_primary();
         assert_eq!(s.primary().unwrap(), 1);
         assert_eq!(s.select(Want::Replica { min_lsn: None }, None).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_demoted_primary_that_still_runs_never_takes_writes_again() {
+        let s = state(&[("127.0.0.1:2", 1), ("127.0.0.1:3", 1)]);
+        seen(&s, 0, Role::Primary, 1);
+        seen(&s, 1, Role::Replica, 1);
+        seen(&s, 2, Role::Replica, 1);
+        assert_eq!(s.elect_primary(), Some(0));
+        // Split brain: 1 is promoted, 0 keeps running and writable on timeline 1.
+        seen(&s, 1, Role::Primary, 2);
+        assert_eq!(s.elect_primary(), Some(1));
+        assert!(s.backends[0].is_fenced() && !s.backends[1].is_fenced());
+        // A terminated connection marks the new primary down: writes stay with it.
+        s.backends[1].mark_failed("terminated");
+        assert_eq!(s.elect_primary(), Some(1));
+        assert_eq!(s.primary(), Ok(1));
+        // Even unreachable, it is not replaced by the fenced one.
+        s.backends[1].reachable.store(false, Relaxed);
+        assert_eq!(s.elect_primary(), Some(1));
+        // Fallback reads never go to the fenced primary either.
+        s.backends[2].mark_failed("gone");
+        assert_eq!(s.select(Want::Replica { min_lsn: None }, None), Ok(1));
+        // Rebuilt as a replica of the new primary, it serves reads and is no longer fenced.
+        seen(&s, 0, Role::Replica, 2);
+        s.elect_primary();
+        assert!(!s.backends[0].is_fenced());
+        assert_eq!(s.select(Want::Replica { min_lsn: None }, None), Ok(0));
+    }
+
+    #[test]
+    fn equal_timelines_prefer_reachable_then_current() {
+        let s = state(&[("127.0.0.1:2", 1), ("127.0.0.1:3", 1)]);
+        seen(&s, 0, Role::Replica, 1);
+        seen(&s, 2, Role::Primary, 2);
+        assert_eq!(s.elect_primary(), Some(2));
+        // Another replica of the same old primary promoted too: same timeline; the current
+        // primary keeps the role.
+        seen(&s, 1, Role::Primary, 2);
+        assert_eq!(s.elect_primary(), Some(2));
+        // Unless the probes cannot reach it.
+        s.backends[2].reachable.store(false, Relaxed);
+        assert_eq!(s.elect_primary(), Some(1));
+        s.backends[2].reachable.store(true, Relaxed);
+        assert_eq!(s.elect_primary(), Some(1));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_fence_unless_the_backends_change() {
+        let s = state(&[("127.0.0.1:2", 1)]);
+        seen(&s, 0, Role::Primary, 1);
+        seen(&s, 1, Role::Primary, 2);
+        assert_eq!(s.elect_primary(), Some(1));
+        let same = state(&[("127.0.0.1:2", 1)]);
+        same.inherit(&s);
+        assert_eq!(same.primary(), Ok(1));
+        assert!(same.backends[0].is_fenced());
+        // Backend 1 removed: the fence goes with it.
+        let other = state(&[("127.0.0.1:3", 1)]);
+        other.inherit(&s);
+        assert_eq!(other.primary(), Ok(0));
+        assert!(!other.backends[0].is_fenced());
     }
 
     #[test]

@@ -264,6 +264,8 @@ pub struct Metrics {
     lag_bytes: Family<BackendLabels, Gauge>,
     in_flight: Family<BackendLabels, Gauge>,
     transitions: Family<BackendLabels, Counter>,
+    fenced: Family<BackendLabels, Gauge>,
+    split_brains: Family<ClusterLabels, Counter>,
     multiplexed: Family<BackendLabels, Counter>,
     multiplex_batches: Family<BackendLabels, Counter>,
     multiplex_reruns: Family<BackendLabels, Counter>,
@@ -344,6 +346,8 @@ impl Metrics {
             lag_bytes: Family::default(),
             in_flight: Family::default(),
             transitions: Family::default(),
+            fenced: Family::default(),
+            split_brains: Family::default(),
             multiplexed: Family::default(),
             multiplex_batches: Family::default(),
             multiplex_reruns: Family::default(),
@@ -463,6 +467,16 @@ impl Metrics {
             "backend_transitions",
             "Health transitions (up/down, entering/leaving the read set) since start",
             m.transitions.clone(),
+        );
+        r.register(
+            "backend_fenced",
+            "1 if the backend accepts writes on an older timeline than another backend (a demoted primary still running); no writes go to it",
+            m.fenced.clone(),
+        );
+        r.register(
+            "split_brain",
+            "Times more than one backend was seen accepting writes at once",
+            m.split_brains.clone(),
         );
         r.register(
             "saturation",
@@ -665,6 +679,8 @@ impl Metrics {
         self.backend_up.clear();
         self.lag_seconds.clear();
         self.transitions.clear();
+        self.fenced.clear();
+        self.split_brains.clear();
         self.multiplexed.clear();
         self.multiplex_batches.clear();
         self.multiplex_reruns.clear();
@@ -706,12 +722,18 @@ impl Metrics {
                 self.lag_bytes.get_or_create(&bl).set(int(b.lag_bytes));
                 self.in_flight.get_or_create(&bl).set(int(b.in_flight));
                 self.transitions.get_or_create(&bl).inc_by(b.transitions);
+                self.fenced.get_or_create(&bl).set(i64::from(b.fenced));
                 let m = &b.multiplex;
                 self.multiplexed.get_or_create(&bl).inc_by(m.statements);
                 self.multiplex_batches.get_or_create(&bl).inc_by(m.batches);
                 self.multiplex_reruns.get_or_create(&bl).inc_by(m.reruns);
                 self.multiplex_lanes.get_or_create(&bl).set(int(m.lanes));
             }
+            self.split_brains
+                .get_or_create(&ClusterLabels {
+                    cluster: Lv::Shared(cluster.clone()),
+                })
+                .inc_by(c.split_brains);
             let (_, waiting) = self.clients(&c.name);
             self.saturation
                 .get_or_create(&ClusterLabels {
@@ -790,6 +812,7 @@ mod tests {
                     pool_open: 6,
                     pool_idle: 2,
                     transitions: 3,
+                    fenced: true,
                     ..Default::default()
                 },
                 BackendSnapshot {
@@ -804,6 +827,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            split_brains: 2,
         }])
     }
 
@@ -869,6 +893,11 @@ mod tests {
             s(r#"switchyard_backend_transitions_total{cluster="main",backend="127.0.0.1:5432"}"#),
             "3"
         );
+        assert_eq!(
+            s(r#"switchyard_backend_fenced{cluster="main",backend="127.0.0.1:5432"}"#),
+            "1"
+        );
+        assert_eq!(s(r#"switchyard_split_brain_total{cluster="main"}"#), "2");
         assert_eq!(s(r#"switchyard_config_reload_total{result="error"}"#), "1");
         assert_eq!(s("switchyard_config_last_reload_successful"), "0");
         assert!(text.contains("# TYPE switchyard_statements_routed_total counter\n"));

@@ -13,6 +13,8 @@ pub struct ClusterSnapshot {
     /// The cluster's name: the same string sessions use for the `cluster` label.
     pub name: String,
     pub backends: Vec<BackendSnapshot>,
+    /// Times more than one backend was seen accepting writes at once (split brain).
+    pub split_brains: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -30,6 +32,8 @@ pub struct BackendSnapshot {
     pub in_flight: u64,
     /// Health and read-set transitions since start.
     pub transitions: u64,
+    /// Writable on an older timeline than another backend: no writes go to it.
+    pub fenced: bool,
     /// Pool capacity for this backend, summed over workers.
     pub pool_size: u64,
     /// Connections open (in use + idle), summed over workers.

@@ -651,6 +651,51 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Cuts replica `node` from its upstream: its WAL receiver stops and does not come back
+    /// (`primary_conninfo` emptied with `ALTER SYSTEM`, then a reload; PostgreSQL 13+), while
+    /// the server keeps serving reads of what it already replayed. Returns the old
+    /// `primary_conninfo`, for [`PgCluster::reconnect_replica`].
+    pub fn disconnect_replica(&self, node: usize) -> Result<String> {
+        let conninfo = self.psql(node, "SHOW primary_conninfo")?;
+        self.psql(node, "ALTER SYSTEM SET primary_conninfo = ''")?;
+        self.psql(node, "SELECT pg_reload_conf()")?;
+        let gone = || {
+            self.psql(node, "SELECT count(*) FROM pg_stat_wal_receiver")
+                .is_ok_and(|n| n == "0")
+        };
+        if !poll(WAIT, 20, gone) {
+            bail!("replica {node}: WAL receiver still running after {WAIT:?}");
+        }
+        Ok(conninfo)
+    }
+
+    /// Gives replica `node` its `conninfo` back (see [`PgCluster::disconnect_replica`]) and
+    /// waits until it streams again.
+    pub fn reconnect_replica(&self, node: usize, conninfo: &str) -> Result<()> {
+        let quoted = conninfo.replace('\'', "''");
+        self.psql(
+            node,
+            &format!("ALTER SYSTEM SET primary_conninfo = '{quoted}'"),
+        )?;
+        self.psql(node, "SELECT pg_reload_conf()")?;
+        let streaming = || {
+            self.psql(node, "SELECT status FROM pg_stat_wal_receiver")
+                .is_ok_and(|s| s == "streaming")
+        };
+        if !poll(WAIT, 20, streaming) {
+            bail!("replica {node} not streaming after {WAIT:?}");
+        }
+        Ok(())
+    }
+
+    /// Timeline of `node`'s last checkpoint (`pg_control_checkpoint()`), which a promoted
+    /// replica keeps until its first checkpoint after the promotion.
+    pub fn checkpoint_timeline(&self, node: usize) -> Result<u32> {
+        let tl = self.psql(node, "SELECT timeline_id FROM pg_control_checkpoint()")?;
+        tl.parse()
+            .with_context(|| format!("node {node}: checkpoint timeline {tl:?}"))
+    }
+
     /// Waits until every replica has replayed the primary's WAL up to the primary's position
     /// at the time of the call.
     pub fn wait_replay_caught_up(&self, timeout: Duration) -> Result<()> {

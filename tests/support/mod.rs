@@ -78,6 +78,12 @@ impl Proxy {
         total
     }
 
+    /// The live topology of database `db` (roles, fencing, counters).
+    pub fn cluster_state(&self, db: &str) -> std::sync::Arc<switchyard::cluster::ClusterState> {
+        let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();
+        clusters[db].clone()
+    }
+
     /// The proxy's view of a cluster's backends, for assertions and failure messages.
     pub fn backends(&self, db: &str) -> String {
         let clusters = self.server.as_ref().unwrap().shared.clusters.load_full();
