@@ -71,6 +71,8 @@ pub enum SessionError {
     Select(#[from] crate::cluster::SelectError),
     #[error("database \"{0}\" is no longer served (removed by a config reload)")]
     ClusterRemoved(String),
+    #[error("the server {0} this session used is no longer the primary (a newer primary was promoted); reconnect")]
+    Fenced(std::net::SocketAddr),
 }
 
 /// What a message sent to the backend will be answered with, in order.
@@ -595,6 +597,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
             SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
+            SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
             _ => (
                 "08006",
                 format!("switchyard: lost the backend connection: {e}"),
@@ -655,6 +658,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             if h.tag == b'X' {
                 return Ok(Step::Terminate);
+            }
+            if self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced() {
+                // The server this client holds (session mode, pinned, in a transaction) was
+                // demoted by a newer primary: nothing more goes to it.
+                return Err(SessionError::Fenced(
+                    self.cluster.state.backends[self.backend_idx].addr,
+                ));
             }
             if h.tag == b'Q' && self.answer_locally(&h)? {
                 self.cin.advance(h.wire_len);

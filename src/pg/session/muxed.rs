@@ -45,12 +45,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return false;
         };
         // A longer word starting with "select" is no read to the classifier below.
-        if !starts_with_any(sql, &["select"]) || !session_state::surely_no_effect(sql) {
+        if !starts_with_any(sql, &["select"]) {
             return false;
         }
         let Ok(text) = std::str::from_utf8(sql) else {
             return false;
         };
+        // Nothing that leaves, clears or may change session state (a function outside
+        // pg_catalog) shares a connection.
+        if !session_state::surely_no_effect(sql) && !session_state::effect(text).is_none() {
+            return false;
+        }
         let class = self.worker.shared.classifier.load().classify(text);
         class.reason == Reason::Read && class.tx == TxEffect::None
     }
