@@ -2,6 +2,8 @@
 //! proxy per test, each on free loopback ports.
 #![allow(dead_code)]
 
+pub mod drivers;
+
 use std::sync::OnceLock;
 use switchyard::app::Server;
 use switchyard::config::Config;
