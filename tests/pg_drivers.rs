@@ -514,7 +514,9 @@ fn asyncpg_copy_records_to_table_on_fresh_connections_commits_every_row() {
     let _g = serial();
     let db = "drv_apg_copy";
     fresh_db(db, "CREATE TABLE copied (k int, j int, s text)");
-    let p = split_proxy(db, 2);
+    // As many connections per backend as concurrent copiers: a checkout timeout can only come
+    // from a connection that a finished (or abandoned) copy did not give back.
+    let p = split_proxy(db, 4);
     let via = run_scenario(
         Lang::Python,
         "copy_stress",
@@ -662,16 +664,38 @@ fn mixed_random_clients_all_close_within_their_timeouts() {
     let _g = serial();
     let db = "drv_mixed_close";
     fresh_db(db, &format!("CREATE SCHEMA leak_schema; {T_ROWS}"));
-    let p = split_proxy(db, 4);
+    // More connections per backend than clients: pinning alone cannot exhaust the pool.
+    let p = split_proxy(db, 10);
+    let args = ["20", "9", "7"];
+    let direct = run_scenario(
+        Lang::Python,
+        "mixed_close",
+        &args,
+        &Target::direct(db),
+        Duration::from_secs(150),
+    );
+    direct.expect_completed();
+    assert_eq!(
+        direct.value("closes timed out"),
+        Some("0"),
+        "{}",
+        direct.describe()
+    );
     let via = run_scenario(
         Lang::Python,
         "mixed_close",
-        &["20", "9", "7"],
+        &args,
         &Target::proxy(&p, db),
         Duration::from_secs(150),
     );
     via.expect_completed();
     assert_eq!(via.value("clients failed"), Some("0"), "{}", via.describe());
+    assert_eq!(
+        via.value("statements failed without an SQL error"),
+        Some("0"),
+        "{}",
+        via.describe()
+    );
     assert_eq!(
         via.value("closes timed out"),
         Some("0"),

@@ -518,30 +518,51 @@ def scenario_pipeline():
     out(f"direct rows 100..104: {direct_scalar('SELECT count(*) FROM t WHERE id >= 100')}")
 
     # Server-side prepared statements: prepare=True, and prepare_threshold=0 (everything).
-    with deadline("psycopg prepared statements", 60):
+    # Each part reports its error (if any) and the next part goes on with a new connection.
+    def prepared_read_autocommit():
         with pg3(prepare_threshold=0) as c:
-            for i in range(3):
+            for _ in range(3):
                 v = c.execute("SELECT v FROM t WHERE id = %s", (1,), prepare=True).fetchone()[0]
             out(f"prepared read autocommit: {v}")
-            for i in range(3):
+
+    def prepared_write_autocommit():
+        with pg3(prepare_threshold=0) as c:
+            for _ in range(3):
                 c.execute("UPDATE t SET v = v + 1 WHERE id = %s", (2,), prepare=True)
-            out(f"prepared write autocommit: {c.execute('SELECT v FROM t WHERE id = 2').fetchone()[0]}")
+            v = c.execute("SELECT v FROM t WHERE id = 2").fetchone()[0]
+            out(f"prepared write autocommit: {v}")
+
+    def prepared_in_rolled_back_tx():
         with pg3(autocommit=False, prepare_threshold=0) as c:
-            for i in range(3):
-                c.execute("UPDATE t SET v = v + 1 WHERE id = %s", (2,), prepare=True)
-            mine = c.execute("SELECT v FROM t WHERE id = %s", (2,), prepare=True).fetchone()[0]
+            for _ in range(3):
+                c.execute("UPDATE t SET v = v + 1 WHERE id = %s", (5,), prepare=True)
+            mine = c.execute("SELECT v FROM t WHERE id = %s", (5,), prepare=True).fetchone()[0]
             out(f"prepared in transaction sees own writes: {mine}")
             c.rollback()
-        out(f"direct after rolled back prepared writes: {direct_scalar('SELECT v FROM t WHERE id = 2')}")
+
+    def prepared_in_committed_tx():
         with pg3(autocommit=False, prepare_threshold=0) as c:
-            for i in range(2):
+            for _ in range(2):
                 c.execute("UPDATE t SET v = v + 1 WHERE id = %s", (3,), prepare=True)
             c.commit()
-        out(f"direct after committed prepared writes: {direct_scalar('SELECT v FROM t WHERE id = 3')}")
+
+    def execute_autocommit():
         with pg3() as c:
             c.execute("UPDATE t SET v = v + 100 WHERE id = 4")
             out(f"conn.execute autocommit: {c.execute('SELECT v FROM t WHERE id = 4').fetchone()[0]}")
-        out(f"direct id 4: {direct_scalar('SELECT v FROM t WHERE id = 4')}")
+
+    for part in (prepared_read_autocommit, prepared_write_autocommit,
+                 prepared_in_rolled_back_tx, prepared_in_committed_tx, execute_autocommit):
+        with deadline(part.__name__, 30):
+            try:
+                part()
+                out(f"{part.__name__}: ok")
+            except psycopg.Error as e:
+                out(f"{part.__name__}: {state_of(e)} {str(e).splitlines()[0]}")
+    out(f"direct id 2: {direct_scalar('SELECT v FROM t WHERE id = 2')}")
+    out(f"direct id 3: {direct_scalar('SELECT v FROM t WHERE id = 3')}")
+    out(f"direct id 4: {direct_scalar('SELECT v FROM t WHERE id = 4')}")
+    out(f"direct id 5: {direct_scalar('SELECT v FROM t WHERE id = 5')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,6 +602,7 @@ async def copy_stress(total, conc, seed, max_rows):
                     except Exception as e:  # noqa: BLE001
                         results["close failed"] += 1
                         log(f"close after copy {i}: {e!r}")
+                        c.terminate()
 
     await asyncio.gather(*[one(i, n) for i, n in enumerate(sizes)])
     for k, n in sorted(results.items()):
@@ -671,7 +693,7 @@ async def mixed_close(seconds, clients, seed):
         "SELECT 1", "SELECT v FROM t WHERE id = 1", "UPDATE t SET v = v + 1 WHERE id = 2",
         "SET application_name = 'mixed'", "SET search_path = leak_schema, public",
         "SELECT set_config('work_mem', '2MB', false)", "CREATE TEMP TABLE IF NOT EXISTS tm (x int)",
-        "LISTEN mixed", "SELECT pg_advisory_lock(99)", "SELECT pg_advisory_unlock_all()",
+        "LISTEN mixed", "SELECT pg_try_advisory_lock(99)", "SELECT pg_advisory_unlock_all()",
         "BEGIN", "COMMIT", "ROLLBACK", "SELECT pg_sleep(0.005)", "DISCARD ALL",
         "PREPARE p_mixed AS SELECT 1", "DEALLOCATE ALL",
     ]
@@ -683,10 +705,15 @@ async def mixed_close(seconds, clients, seed):
         while time.monotonic() < stop:
             c = await apg()
             for _ in range(r.randint(1, 8)):
+                op = r.choice(ops)
                 try:
-                    await asyncio.wait_for(c.execute(r.choice(ops)), CALL)
+                    await asyncio.wait_for(c.execute(op), CALL)
                 except asyncpg.PostgresError:
                     pass
+                except Exception as e:  # noqa: BLE001 - not an SQL error: the client broke
+                    closed["asyncpg statement failed (not an SQL error)"] += 1
+                    log(f"asyncpg {op!r}: {e!r}")
+                    break
             try:
                 await asyncio.wait_for(c.close(timeout=5), 8)
                 closed["asyncpg closed"] += 1
@@ -699,10 +726,18 @@ async def mixed_close(seconds, clients, seed):
         while time.monotonic() < stop:
             c = await apg3()
             for _ in range(r.randint(1, 8)):
+                op = r.choice(ops)
                 try:
-                    await asyncio.wait_for(c.execute(r.choice(ops)), CALL)
-                except psycopg.Error:
-                    pass
+                    await asyncio.wait_for(c.execute(op), CALL)
+                except (psycopg.errors.DatabaseError, psycopg.errors.ProgrammingError) as e:
+                    if isinstance(e, psycopg.OperationalError):
+                        closed["psycopg statement failed (not an SQL error)"] += 1
+                        log(f"psycopg {op!r}: {e!r}")
+                        break
+                except Exception as e:  # noqa: BLE001 - not an SQL error: the client broke
+                    closed["psycopg statement failed (not an SQL error)"] += 1
+                    log(f"psycopg {op!r}: {e!r}")
+                    break
             try:
                 await asyncio.wait_for(c.close(), 8)
                 closed["psycopg closed"] += 1
@@ -717,6 +752,8 @@ async def mixed_close(seconds, clients, seed):
     out(f"clients failed: {len(errors)}")
     out(f"closes timed out: {closed['asyncpg close timed out'] + closed['psycopg close timed out']}")
     out(f"closes ok: {'yes' if closed['asyncpg closed'] and closed['psycopg closed'] else 'no'}")
+    out(f"statements failed without an SQL error: "
+        f"{closed['asyncpg statement failed (not an SQL error)'] + closed['psycopg statement failed (not an SQL error)']}")
 
 
 def scenario_mixed_close(seconds="20", clients="9", seed="7"):
