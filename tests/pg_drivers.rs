@@ -21,6 +21,17 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Runs an async test body on a runtime of its own (after `serial()` was taken: the guard is
+/// never held across an await).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
@@ -33,7 +44,8 @@ fn split_proxy(db: &str, size: usize) -> Proxy {
     p
 }
 
-const T_ROWS: &str = "DROP TABLE IF EXISTS t; CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); \
+const T_ROWS: &str =
+    "DROP TABLE IF EXISTS t; CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); \
      INSERT INTO t SELECT g, 0 FROM generate_series(1, 10) g";
 
 fn reset_t(db: &str) -> impl Fn() + '_ {
@@ -87,8 +99,18 @@ fn node_named_queries_in_transactions_commit_exactly_what_the_client_committed()
     // What the driver and the primary saw must be what a direct connection sees: the row is
     // unchanged during and after a rolled-back transaction, changed once after COMMIT.
     assert_eq!(via.value("direct during tx"), Some("0"), "{}", via.stdout);
-    assert_eq!(via.value("direct after ROLLBACK"), Some("0"), "{}", via.stdout);
-    assert_eq!(via.value("direct after COMMIT"), Some("1"), "{}", via.stdout);
+    assert_eq!(
+        via.value("direct after ROLLBACK"),
+        Some("0"),
+        "{}",
+        via.stdout
+    );
+    assert_eq!(
+        via.value("direct after COMMIT"),
+        Some("1"),
+        "{}",
+        via.stdout
+    );
     assert_eq!(
         via.lines(),
         direct.lines(),
@@ -119,21 +141,23 @@ const LEAK_SETUP: &str = "CREATE SCHEMA leak_schema; \
 /// transaction, with a primary hint and plainly. Their findings must equal direct ones.
 fn session_state_does_not_leak(driver: &str, db: &str) {
     fresh_db(db, LEAK_SETUP);
-    let p = split_proxy(db, 2);
     let mut failures = Vec::new();
     for kind in LEAK_KINDS {
         for keep in ["keep", "close"] {
-            let (via, direct) = run_both(
-                Lang::Python,
-                "leak",
-                &[driver, kind, keep, "30"],
-                &Target::proxy(&p, db),
-                Duration::from_secs(240),
-                &|| {},
-            );
+            let args = [driver, kind, keep, "30"];
+            let limit = Duration::from_secs(240);
+            // Direct first; then a proxy of its own per case, so that a leak (a session
+            // advisory lock on a pooled connection, say) cannot spill into the next case.
+            let direct = run_scenario(Lang::Python, "leak", &args, &Target::direct(db), limit);
             direct.expect_completed();
+            let p = split_proxy(db, 2);
+            let via = run_scenario(Lang::Python, "leak", &args, &Target::proxy(&p, db), limit);
+            drop(p);
             if !via.completed() {
-                failures.push(format!("{kind}/{keep}: did not complete\n{}", via.describe()));
+                failures.push(format!(
+                    "{kind}/{keep}: did not complete\n{}",
+                    via.describe()
+                ));
             } else if via.lines() != direct.lines() {
                 failures.push(format!(
                     "{kind}/{keep}: other clients saw A's state\n{}",
@@ -456,16 +480,10 @@ impl Raw {
         body.push(0);
         let mut start = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         start.extend(body);
-        let mut r = Raw {
-            s,
-            buf: Vec::new(),
-        };
+        let mut r = Raw { s, buf: Vec::new() };
         r.send(&start).await;
         let got = r.until(b'Z').await;
-        assert!(
-            got.iter().all(|(t, _)| *t != b'E'),
-            "login failed: {got:?}"
-        );
+        assert!(got.iter().all(|(t, _)| *t != b'E'), "login failed: {got:?}");
         r
     }
 
@@ -527,35 +545,37 @@ fn count(db: &str, sql: &str) -> i64 {
 
 /// Defect targeted: several messages in one read are routed by the first; `SELECT 1` followed
 /// by an INSERT in the same write goes to a replica and the INSERT fails with 25006.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_queries_in_one_write_with_a_write_second_reach_the_primary() {
+#[test]
+fn two_queries_in_one_write_with_a_write_second_reach_the_primary() {
     let _g = serial();
-    let db = "drv_two_queries";
-    fresh_db(db, "CREATE TABLE r (who text)");
-    let p = split_proxy(db, 2);
-    let mut c = Raw::connect(p.port, "app_trust", db).await;
-    let mut both = query("SELECT 1");
-    both.extend(query("INSERT INTO r VALUES ('two')"));
-    c.send(&both).await;
-    let first = c.until(b'Z').await;
-    let second = c.until(b'Z').await;
-    assert_eq!(sqlstate(&first), None, "SELECT 1 failed: {first:?}");
-    assert_eq!(
-        sqlstate(&second),
-        None,
-        "the INSERT sent in the same write as SELECT 1 failed: {:?}",
-        String::from_utf8_lossy(&second.iter().find(|m| m.0 == b'E').unwrap().1)
-    );
-    assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'two'"), 1);
+    block_on(async {
+        let db = "drv_two_queries";
+        fresh_db(db, "CREATE TABLE r (who text)");
+        let p = split_proxy(db, 2);
+        let mut c = Raw::connect(p.port, "app_trust", db).await;
+        let mut both = query("SELECT 1");
+        both.extend(query("INSERT INTO r VALUES ('two')"));
+        c.send(&both).await;
+        let first = c.until(b'Z').await;
+        let second = c.until(b'Z').await;
+        assert_eq!(sqlstate(&first), None, "SELECT 1 failed: {first:?}");
+        assert_eq!(
+            sqlstate(&second),
+            None,
+            "the INSERT sent in the same write as SELECT 1 failed: {:?}",
+            String::from_utf8_lossy(&second.iter().find(|m| m.0 == b'E').unwrap().1)
+        );
+        assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'two'"), 1);
 
-    // The same as a pipeline of the extended protocol: read then write up to one Sync.
-    let mut batch = pbe("SELECT 2");
-    batch.extend(pbe("INSERT INTO r VALUES ('ext')"));
-    batch.extend(msg(b'S', &[]));
-    c.send(&batch).await;
-    let got = c.until(b'Z').await;
-    assert_eq!(sqlstate(&got), None, "extended read+write batch: {got:?}");
-    assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'ext'"), 1);
+        // The same as a pipeline of the extended protocol: read then write up to one Sync.
+        let mut batch = pbe("SELECT 2");
+        batch.extend(pbe("INSERT INTO r VALUES ('ext')"));
+        batch.extend(msg(b'S', &[]));
+        c.send(&batch).await;
+        let got = c.until(b'Z').await;
+        assert_eq!(sqlstate(&got), None, "extended read+write batch: {got:?}");
+        assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'ext'"), 1);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,33 +646,35 @@ fn psycopg_copy_from_stdin_and_to_stdout_behave_as_on_the_primary() {
 
 /// tokio-postgres' copy_in: the statement goes out in the extended protocol with a Sync, then
 /// CopyData..., CopyDone (libpq-like), bounded by a timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokio_postgres_copy_in_commits_all_rows() {
+#[test]
+fn tokio_postgres_copy_in_commits_all_rows() {
     use futures_util::SinkExt;
     let _g = serial();
-    let db = "drv_tpg_copy";
-    fresh_db(db, "CREATE TABLE c (id int, s text)");
-    let p = split_proxy(db, 2);
-    let client = connect(&p.conn_str(db)).await;
-    let work = async {
-        for round in 0..5 {
-            let sink = client.copy_in("COPY c FROM STDIN").await?;
-            let mut sink = std::pin::pin!(sink);
-            let mut data = String::new();
-            for i in 0..20_000 {
-                data.push_str(&format!("{i}\tround {round}\n"));
+    block_on(async {
+        let db = "drv_tpg_copy";
+        fresh_db(db, "CREATE TABLE c (id int, s text)");
+        let p = split_proxy(db, 2);
+        let client = connect(&p.conn_str(db)).await;
+        let work = async {
+            for round in 0..5 {
+                let sink = client.copy_in("COPY c FROM STDIN").await?;
+                let mut sink = std::pin::pin!(sink);
+                let mut data = String::new();
+                for i in 0..20_000 {
+                    data.push_str(&format!("{i}\tround {round}\n"));
+                }
+                sink.send(bytes::Bytes::from(data)).await?;
+                let n = sink.finish().await?;
+                assert_eq!(n, 20_000);
             }
-            sink.send(bytes::Bytes::from(data)).await?;
-            let n = sink.finish().await?;
-            assert_eq!(n, 20_000);
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    };
-    tokio::time::timeout(Duration::from_secs(60), work)
-        .await
-        .expect("tokio-postgres copy_in hung")
-        .expect("copy_in failed");
-    assert_eq!(count(db, "SELECT count(*) FROM c"), 100_000);
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(60), work)
+            .await
+            .expect("tokio-postgres copy_in hung")
+            .expect("copy_in failed");
+        assert_eq!(count(db, "SELECT count(*) FROM c"), 100_000);
+    });
 }
 
 #[test]
@@ -773,7 +795,9 @@ fn pgjdbc_prepared_statements_batches_and_read_only_connections() {
     let reset = || {
         primary_sql(
             db,
-            &format!("{T_ROWS}; DROP TABLE IF EXISTS b; CREATE TABLE b (id int PRIMARY KEY, s text)"),
+            &format!(
+                "{T_ROWS}; DROP TABLE IF EXISTS b; CREATE TABLE b (id int PRIMARY KEY, s text)"
+            ),
         );
         cluster()
             .wait_replay_caught_up(Duration::from_secs(30))
@@ -789,7 +813,12 @@ fn pgjdbc_prepared_statements_batches_and_read_only_connections() {
     );
     direct.expect_completed();
     via.expect_completed();
-    assert_eq!(via.value("direct after rollback"), Some("0"), "{}", via.stdout);
+    assert_eq!(
+        via.value("direct after rollback"),
+        Some("0"),
+        "{}",
+        via.stdout
+    );
     assert_eq!(
         via.lines(),
         direct.lines(),
@@ -811,76 +840,78 @@ fn single_connection_proxy(db: &str) -> Proxy {
 /// Defect targeted: the proxy gives the backend connection back after the answers to
 /// Parse/Bind/Execute + Flush, before Sync, while the server is still inside the batch's
 /// implicit transaction; the next client's statements then run in (and commit) it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_flushed_without_sync_keeps_its_connection_until_sync() {
+#[test]
+fn a_batch_flushed_without_sync_keeps_its_connection_until_sync() {
     let _g = serial();
-    let db = "drv_flush";
-    fresh_db(db, "CREATE TABLE r (who text)");
-    let p = single_connection_proxy(db);
+    block_on(async {
+        let db = "drv_flush";
+        fresh_db(db, "CREATE TABLE r (who text)");
+        let p = single_connection_proxy(db);
 
-    // 1. A's INSERT + Flush, then B's autocommit INSERT, then A's failing statement + Sync:
-    //    A's implicit transaction rolls back, B's insert persists.
-    let mut a = Raw::connect(p.port, "app_trust", db).await;
-    let mut first = pbe("INSERT INTO r VALUES ('a1')");
-    first.extend(msg(b'H', &[]));
-    a.send(&first).await;
-    let got = a.until(b'C').await;
-    assert_eq!(sqlstate(&got), None, "{got:?}");
-    let b_conn = p.conn_str(db);
-    let b = tokio::spawn(async move {
-        let started = Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(20), async {
-            let b = connect(&b_conn).await;
-            b.batch_execute("INSERT INTO r VALUES ('b1')").await
-        })
-        .await;
-        (r, started.elapsed())
+        // 1. A's INSERT + Flush, then B's autocommit INSERT, then A's failing statement + Sync:
+        //    A's implicit transaction rolls back, B's insert persists.
+        let mut a = Raw::connect(p.port, "app_trust", db).await;
+        let mut first = pbe("INSERT INTO r VALUES ('a1')");
+        first.extend(msg(b'H', &[]));
+        a.send(&first).await;
+        let got = a.until(b'C').await;
+        assert_eq!(sqlstate(&got), None, "{got:?}");
+        let b_conn = p.conn_str(db);
+        let b = tokio::spawn(async move {
+            let started = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(20), async {
+                let b = connect(&b_conn).await;
+                b.batch_execute("INSERT INTO r VALUES ('b1')").await
+            })
+            .await;
+            (r, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut rest = pbe("SELECT 1 / 0");
+        rest.extend(msg(b'S', &[]));
+        a.send(&rest).await;
+        let got = a.until(b'Z').await;
+        assert_eq!(sqlstate(&got).as_deref(), Some("22012"), "{got:?}");
+        let (r, took) = b.await.unwrap();
+        let r = r.unwrap_or_else(|_| panic!("B hung for 20 s"));
+        assert!(r.is_ok(), "B failed after {took:?}: {r:?}");
+        assert_eq!(
+            count(db, "SELECT count(*) FROM r WHERE who = 'a1'"),
+            0,
+            "A's INSERT committed although its batch failed before Sync (B's statement ran in \
+             A's implicit transaction)"
+        );
+        assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'b1'"), 1);
+
+        // 2. An error in the middle of A's batch before Sync: the server skips everything up to
+        //    Sync on that connection, so B must not get it in the meantime.
+        let mut batch = pbe("INSERT INTO r VALUES ('a2')");
+        batch.extend(pbe("SELECT 1 / 0"));
+        batch.extend(msg(b'H', &[]));
+        a.send(&batch).await;
+        let got = a.until(b'E').await;
+        assert_eq!(sqlstate(&got).as_deref(), Some("22012"), "{got:?}");
+        let b_conn = p.conn_str(db);
+        let b = tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                let b = connect(&b_conn).await;
+                b.batch_execute("INSERT INTO r VALUES ('b2')").await
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        a.send(&msg(b'S', &[])).await;
+        let got = a.until(b'Z').await;
+        assert!(got.iter().all(|(t, _)| *t != b'E'), "{got:?}");
+        let r = b.await.unwrap();
+        let r = r.unwrap_or_else(|_| panic!("B hung for 20 s after A's mid-batch error"));
+        assert!(r.is_ok(), "B failed: {r:?}");
+        assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'a2'"), 0);
+        assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'b2'"), 1);
+
+        // A still works afterwards.
+        a.send(&query("SELECT 1")).await;
+        let got = a.until(b'Z').await;
+        assert_eq!(sqlstate(&got), None, "{got:?}");
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut rest = pbe("SELECT 1 / 0");
-    rest.extend(msg(b'S', &[]));
-    a.send(&rest).await;
-    let got = a.until(b'Z').await;
-    assert_eq!(sqlstate(&got).as_deref(), Some("22012"), "{got:?}");
-    let (r, took) = b.await.unwrap();
-    let r = r.unwrap_or_else(|_| panic!("B hung for 20 s"));
-    assert!(r.is_ok(), "B failed after {took:?}: {r:?}");
-    assert_eq!(
-        count(db, "SELECT count(*) FROM r WHERE who = 'a1'"),
-        0,
-        "A's INSERT committed although its batch failed before Sync (B's statement ran in \
-         A's implicit transaction)"
-    );
-    assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'b1'"), 1);
-
-    // 2. An error in the middle of A's batch before Sync: the server skips everything up to
-    //    Sync on that connection, so B must not get it in the meantime.
-    let mut batch = pbe("INSERT INTO r VALUES ('a2')");
-    batch.extend(pbe("SELECT 1 / 0"));
-    batch.extend(msg(b'H', &[]));
-    a.send(&batch).await;
-    let got = a.until(b'E').await;
-    assert_eq!(sqlstate(&got).as_deref(), Some("22012"), "{got:?}");
-    let b_conn = p.conn_str(db);
-    let b = tokio::spawn(async move {
-        tokio::time::timeout(Duration::from_secs(20), async {
-            let b = connect(&b_conn).await;
-            b.batch_execute("INSERT INTO r VALUES ('b2')").await
-        })
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    a.send(&msg(b'S', &[])).await;
-    let got = a.until(b'Z').await;
-    assert!(got.iter().all(|(t, _)| *t != b'E'), "{got:?}");
-    let r = b.await.unwrap();
-    let r = r.unwrap_or_else(|_| panic!("B hung for 20 s after A's mid-batch error"));
-    assert!(r.is_ok(), "B failed: {r:?}");
-    assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'a2'"), 0);
-    assert_eq!(count(db, "SELECT count(*) FROM r WHERE who = 'b2'"), 1);
-
-    // A still works afterwards.
-    a.send(&query("SELECT 1")).await;
-    let got = a.until(b'Z').await;
-    assert_eq!(sqlstate(&got), None, "{got:?}");
 }

@@ -206,9 +206,7 @@ pub fn run_scenario(
 /// Spawns `cmd` (in its own process group) and waits at most `limit`, then kills the group.
 pub fn run_bounded(mut cmd: Command, what: String, limit: Duration) -> Outcome {
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let pid = child.id() as i32;
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
