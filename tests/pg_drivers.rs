@@ -644,6 +644,47 @@ fn psycopg_copy_from_stdin_and_to_stdout_behave_as_on_the_primary() {
     );
 }
 
+/// COPY FROM STDIN in the extended protocol the way libpq-style drivers send it: Parse, Bind,
+/// Execute, Sync, then CopyData..., CopyDone, Sync. The server ignores the first Sync (it
+/// arrives in copy-in mode) and answers CommandComplete and one ReadyForQuery after the second.
+/// Defect targeted: COPY FROM STDIN hangs through the proxy (the server sits in ClientRead).
+#[test]
+fn raw_extended_protocol_copy_in_completes_and_the_session_goes_on() {
+    let _g = serial();
+    block_on(async {
+        let db = "drv_raw_copy";
+        fresh_db(db, "CREATE TABLE c (id int, s text)");
+        let p = split_proxy(db, 2);
+        let mut c = Raw::connect(p.port, "app_trust", db).await;
+        let mut start = pbe("COPY c FROM STDIN");
+        start.extend(msg(b'S', &[]));
+        c.send(&start).await;
+        let got = c.until(b'G').await;
+        let tags: Vec<char> = got.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, ['1', '2', 'G'], "{got:?}");
+        let mut data = String::new();
+        for i in 0..1000 {
+            data.push_str(&format!("{i}\trow {i}\n"));
+        }
+        let mut rest = msg(b'd', data.as_bytes());
+        rest.extend(msg(b'c', &[]));
+        rest.extend(msg(b'S', &[]));
+        c.send(&rest).await;
+        let got = c.try_until(b'Z', RAW_WAIT).await.unwrap_or_else(|got| {
+            panic!("no ReadyForQuery within {RAW_WAIT:?} after CopyDone + Sync; got {got:?}")
+        });
+        let tags: Vec<char> = got.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, ['C', 'Z'], "{got:?}");
+        assert!(got[0].1.starts_with(b"COPY 1000"), "{got:?}");
+        // Exactly one ReadyForQuery: the next statement's answer is its own.
+        c.send(&query("SELECT count(*) FROM c")).await;
+        let got = c.until(b'Z').await;
+        let tags: Vec<char> = got.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, ['T', 'D', 'C', 'Z'], "{got:?}");
+        assert_eq!(count(db, "SELECT count(*) FROM c"), 1000);
+    });
+}
+
 /// tokio-postgres' copy_in: the statement goes out in the extended protocol with a Sync, then
 /// CopyData..., CopyDone (libpq-like), bounded by a timeout.
 #[test]

@@ -537,6 +537,21 @@ def scenario_pipeline():
                 out(f"executemany pipeline: {state_of(e)} {str(e).splitlines()[0]}")
     out(f"direct rows 100..104: {direct_scalar('SELECT count(*) FROM t WHERE id >= 100')}")
 
+    # Connections that served the pipelines above must come back clean: fresh clients (which
+    # may get them) run prepared and plain statements without protocol errors.
+    with deadline("fresh clients after the pipelines", 60):
+        errs = collections.Counter()
+        for i in range(20):
+            try:
+                with pg3(prepare_threshold=0) as c:
+                    c.execute("SELECT %s::int", (i,), prepare=True).fetchone()
+                    c.execute("SELECT v FROM t WHERE id = 1").fetchone()
+            except psycopg.Error as e:
+                errs[f"{state_of(e)} {str(e).splitlines()[0]}"] += 1
+        out(f"fresh clients after pipelines: {sum(errs.values())} errors")
+        for k, n in sorted(errs.items()):
+            out(f"  error x{n}: {k}")
+
     # Server-side prepared statements: prepare=True, and prepare_threshold=0 (everything).
     # Each part reports its error (if any) and the next part goes on with a new connection.
     def prepared_read_autocommit():
