@@ -129,7 +129,7 @@ CHECK_SQL = (
     " to_regclass('t_leak') IS NULL AND to_regclass('v_leak') IS NULL"
 )
 SLEEP_SQL = "SELECT pg_sleep(0.01)"
-COPY_QUERY = "SELECT g, md5(g::text) FROM generate_series(1, 30000) g"
+COPY_QUERY = "SELECT g, md5(g::text) FROM generate_series(1, 10000) g"
 COPY_SQL = f"COPY ({COPY_QUERY}) TO STDOUT"
 PRIMARY_HINT = "/* switchyard:primary */ "
 
@@ -142,40 +142,30 @@ def fmt_check(mode, row, sleep, copy):
 
 
 def pg3_checks(c):
-    """The three ways a fresh psycopg client looks for someone else's state."""
+    """The three ways a fresh psycopg client looks for someone else's state: in a transaction
+    (primary), with a primary hint, and plainly in autocommit (maybe a replica). A failure
+    anywhere in a mode (a leaked statement_timeout fails even BEGIN) is that mode's result."""
     lines = []
-    # In a transaction (primary), with a primary hint, and plain autocommit (maybe a replica).
     for mode in ("tx", "hint", "plain"):
         prefix = PRIMARY_HINT if mode == "hint" else ""
-        if mode == "tx":
-            c.autocommit = False
+        c.autocommit = mode != "tx"
         try:
             row = c.execute(prefix + CHECK_SQL).fetchone()
-        except psycopg.Error as e:
-            row = (f"ERR:{state_of(e)}",) * 6
-            if not c.autocommit:
-                c.rollback()
-        try:
             c.execute(prefix + SLEEP_SQL)
-            sleep = "ok"
-        except psycopg.Error as e:
-            sleep = state_of(e)
-            if not c.autocommit:
-                c.rollback()
-        n = 0
-        try:
+            n = 0
             with c.cursor().copy(prefix + COPY_SQL) as cp:
                 for _ in cp.rows():
                     n += 1
-            copy = str(n)
+            if mode == "tx":
+                c.commit()
+            lines.append(fmt_check(mode, row, "ok", n))
         except psycopg.Error as e:
-            copy = state_of(e)
-            if not c.autocommit:
+            lines.append(f"mode={mode} failed: {state_of(e)}")
+            try:
                 c.rollback()
-        if mode == "tx":
-            c.commit()
-            c.autocommit = True
-        lines.append(fmt_check(mode, row, sleep, copy))
+            except psycopg.Error:
+                pass
+    c.autocommit = True
     return lines
 
 
@@ -184,41 +174,23 @@ async def apg_checks(c):
     for mode in ("tx", "hint", "plain"):
         prefix = PRIMARY_HINT if mode == "hint" else ""
         tx = c.transaction() if mode == "tx" else None
-        if tx:
-            await tx.start()
-        failed = False
         try:
+            if tx:
+                await tx.start()
             row = tuple(await c.fetchrow(prefix + CHECK_SQL))
-        except asyncpg.PostgresError as e:
-            row = (f"ERR:{state_of(e)}",) * 6
-            failed = True
-        if tx and failed:
-            await tx.rollback()
-            tx = c.transaction()
-            await tx.start()
-            failed = False
-        try:
             await c.execute(prefix + SLEEP_SQL)
-            sleep = "ok"
-        except asyncpg.PostgresError as e:
-            sleep = state_of(e)
-            if tx:
-                await tx.rollback()
-                tx = c.transaction()
-                await tx.start()
-        buf = io.BytesIO()
-        try:
+            buf = io.BytesIO()
             await c.copy_from_query(prefix + COPY_QUERY, output=buf, timeout=CALL)
-            copy = str(buf.getvalue().count(b"\n"))
-        except asyncpg.PostgresError as e:
-            copy = state_of(e)
             if tx:
-                await tx.rollback()
-                tx = c.transaction()
-                await tx.start()
-        if tx:
-            await tx.commit()
-        lines.append(fmt_check(mode, row, sleep, copy))
+                await tx.commit()
+            lines.append(fmt_check(mode, row, "ok", buf.getvalue().count(b"\n")))
+        except asyncpg.PostgresError as e:
+            lines.append(f"mode={mode} failed: {state_of(e)}")
+            if c.is_in_transaction():
+                try:
+                    await c.execute("ROLLBACK")
+                except asyncpg.PostgresError:
+                    pass
     return lines
 
 
@@ -256,15 +228,15 @@ async def leak_apg(kind, keep, others):
     except asyncpg.PostgresError as e:
         out(f"A: {kind} {state_of(e)}")
     if not keep:
-        await asyncio.wait_for(a.close(timeout=5), 10)
+        await apg_close_or_terminate(a)
     lines = []
     for _ in range(others):
         c = await apg()
         lines += await asyncio.wait_for(apg_checks(c), 60)
-        await asyncio.wait_for(c.close(timeout=5), 10)
+        await apg_close_or_terminate(c)
     summarize(lines)
     if keep:
-        await asyncio.wait_for(a.close(timeout=5), 10)
+        await apg_close_or_terminate(a)
 
 
 def scenario_leak(driver, kind, keep, others="30"):
