@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
-# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3.
+# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, plus the real
+# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, node-postgres, pgjdbc and a JDK).
 # Idempotent: does nothing (and touches no package list) when everything is present.
 # The tests run their own servers on free ports; they never use a packaged service.
 set -euo pipefail
