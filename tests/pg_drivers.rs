@@ -496,9 +496,13 @@ impl Raw {
 
     /// Messages up to and including the first with tag `last` (bounded by RAW_WAIT).
     async fn until(&mut self, last: u8) -> Vec<(u8, Vec<u8>)> {
-        self.try_until(last, RAW_WAIT)
-            .await
-            .unwrap_or_else(|got| panic!("no {:?} within {RAW_WAIT:?}; got {got:?}", last as char))
+        self.try_until(last, RAW_WAIT).await.unwrap_or_else(|got| {
+            panic!(
+                "no {:?} within {RAW_WAIT:?}; got {}",
+                last as char,
+                show(&got)
+            )
+        })
     }
 
     async fn try_until(
@@ -529,6 +533,15 @@ impl Raw {
             }
         }
     }
+}
+
+/// Messages as (tag, text) for failure messages.
+fn show(msgs: &[(u8, Vec<u8>)]) -> String {
+    let v: Vec<String> = msgs
+        .iter()
+        .map(|(t, b)| format!("{}:{:?}", *t as char, String::from_utf8_lossy(b)))
+        .collect();
+    format!("[{}]", v.join(", "))
 }
 
 /// SQLSTATE of the first ErrorResponse among `msgs`.
@@ -700,6 +713,35 @@ fn raw_extended_protocol_copy_in_completes_and_the_session_goes_on() {
         let tags: Vec<char> = got.iter().map(|(t, _)| *t as char).collect();
         assert_eq!(tags, ['T', 'D', 'C', 'Z'], "{got:?}");
         assert_eq!(count(db, "SELECT count(*) FROM c"), 1000);
+
+        // The same through a named statement prepared in a round trip of its own first
+        // (Parse "s0", Describe, Sync), the way tokio-postgres' copy_in does it.
+        let mut prep = msg(
+            b'P',
+            &[cstr("s0"), cstr("COPY c FROM STDIN"), vec![0, 0]].concat(),
+        );
+        prep.extend(msg(b'D', &[b"S".to_vec(), cstr("s0")].concat()));
+        prep.extend(msg(b'S', &[]));
+        c.send(&prep).await;
+        let got = c.until(b'Z').await;
+        assert_eq!(sqlstate(&got), None, "{got:?}");
+        let mut start = msg(b'B', &[cstr(""), cstr("s0"), vec![0; 6]].concat());
+        start.extend(msg(b'E', &[cstr(""), vec![0; 4]].concat()));
+        start.extend(msg(b'S', &[]));
+        c.send(&start).await;
+        let got = c.until(b'G').await;
+        let tags: Vec<char> = got.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, ['2', 'G'], "{got:?}");
+        let mut rest = msg(b'd', data.as_bytes());
+        rest.extend(msg(b'c', &[]));
+        rest.extend(msg(b'S', &[]));
+        c.send(&rest).await;
+        let got = c.try_until(b'Z', RAW_WAIT).await.unwrap_or_else(|got| {
+            panic!("named COPY: no ReadyForQuery after CopyDone + Sync; got {got:?}")
+        });
+        let tags: Vec<char> = got.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, ['C', 'Z'], "named COPY: {got:?}");
+        assert_eq!(count(db, "SELECT count(*) FROM c"), 2000);
     });
 }
 

@@ -135,7 +135,7 @@ public class Scenarios {
             c.setReadOnly(true);
             out("read-only autocommit query: " + scalar(c, "SELECT count(*) FROM t"));
             c.setAutoCommit(false);
-            out("read-only transaction query: " + scalar(c, "SELECT count(*) FROM b"));
+            out("read-only transaction query: " + scalar(c, "SELECT count(*) FROM t"));
             try (Statement s = c.createStatement()) {
                 s.executeUpdate("UPDATE t SET v = v + 1 WHERE id = 3");
                 out("write in read-only transaction: no error");

@@ -432,8 +432,8 @@ async def pool_stress(cycles, tasks):
     for k, n in sorted(errors.items()):
         out(f"error x{n}: {k}")
     out(f"errors: {sum(errors.values())}")
-    out(f"counter: {await pool.fetchval('SELECT n FROM counter WHERE id = 1')}")
-    out(f"ledger: {await pool.fetchval('SELECT count(*) FROM ledger')}")
+    out(f"counter: {await pool.fetchval(PRIMARY_HINT + 'SELECT n FROM counter WHERE id = 1')}")
+    out(f"ledger: {await pool.fetchval(PRIMARY_HINT + 'SELECT count(*) FROM ledger')}")
 
     # One pooled connection changes its application_name; the pool keeps working, and the
     # setting does not follow the connection to other acquirers after its release.
@@ -471,42 +471,48 @@ def scenario_pool_stress(cycles="500", tasks="40"):
 # it fails with 25006 "cannot execute UPDATE in a read-only transaction".
 
 
+def guarded(label, fn, secs=30):
+    """Runs fn; a driver error anywhere in it (also in a `with` block's exit) is its result."""
+    with deadline(label, secs):
+        try:
+            fn()
+        except psycopg.Error as e:
+            out(f"{label}: {state_of(e)} {str(e).splitlines()[0]}")
+
+
 def scenario_pipeline():
-    with deadline("psycopg pipeline (autocommit)", 30):
+    def autocommit_pipeline():
         with pg3() as c:
-            try:
-                with c.pipeline():
-                    c1 = c.execute("SELECT 1")
-                    c.execute("UPDATE t SET v = v + 1 WHERE id = 1")
-                    c3 = c.execute("SELECT v FROM t WHERE id = 1")
-                out(f"autocommit pipeline: {c1.fetchone()[0]} {c3.fetchone()[0]}")
-            except psycopg.Error as e:
-                out(f"autocommit pipeline: {state_of(e)} {str(e).splitlines()[0]}")
+            with c.pipeline():
+                c1 = c.execute("SELECT 1")
+                c.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+                c3 = c.execute("SELECT v FROM t WHERE id = 1")
+            out(f"autocommit pipeline: {c1.fetchone()[0]} {c3.fetchone()[0]}")
+
+    guarded("autocommit pipeline", autocommit_pipeline)
     out(f"direct after autocommit pipeline: {direct_scalar('SELECT v FROM t WHERE id = 1')}")
 
-    with deadline("psycopg pipeline (transaction)", 30):
+    def transaction_pipeline():
         with pg3(autocommit=False) as c:
-            try:
-                with c.pipeline():
-                    c1 = c.execute("SELECT count(*) FROM t")
-                    c.execute("UPDATE t SET v = v + 10 WHERE id = 1")
-                    c3 = c.execute("SELECT v FROM t WHERE id = 1")
-                out(f"transaction pipeline: {c1.fetchone()[0]} {c3.fetchone()[0]}")
-                c.rollback()
-            except psycopg.Error as e:
-                out(f"transaction pipeline: {state_of(e)} {str(e).splitlines()[0]}")
+            with c.pipeline():
+                c1 = c.execute("SELECT count(*) FROM t")
+                c.execute("UPDATE t SET v = v + 10 WHERE id = 1")
+                c3 = c.execute("SELECT v FROM t WHERE id = 1")
+            out(f"transaction pipeline: {c1.fetchone()[0]} {c3.fetchone()[0]}")
+            c.rollback()
+
+    guarded("transaction pipeline", transaction_pipeline)
     out(f"direct after rolled back pipeline: {direct_scalar('SELECT v FROM t WHERE id = 1')}")
 
-    with deadline("psycopg pipeline of reads then insert (executemany)", 30):
+    def executemany_pipeline():
         with pg3() as c:
-            try:
-                with c.pipeline():
-                    c.execute("SELECT 2")
-                    c.cursor().executemany("INSERT INTO t (id, v) VALUES (%s, %s)",
-                                           [(100 + i, i) for i in range(5)])
-                out("executemany pipeline: ok")
-            except psycopg.Error as e:
-                out(f"executemany pipeline: {state_of(e)} {str(e).splitlines()[0]}")
+            with c.pipeline():
+                c.execute("SELECT 2")
+                c.cursor().executemany("INSERT INTO t (id, v) VALUES (%s, %s)",
+                                       [(100 + i, i) for i in range(5)])
+            out("executemany pipeline: ok")
+
+    guarded("executemany pipeline", executemany_pipeline)
     out(f"direct rows 100..104: {direct_scalar('SELECT count(*) FROM t WHERE id >= 100')}")
 
     # Connections that served the pipelines above must come back clean: fresh clients (which
@@ -536,7 +542,7 @@ def scenario_pipeline():
         with pg3(prepare_threshold=0) as c:
             for _ in range(3):
                 c.execute("UPDATE t SET v = v + 1 WHERE id = %s", (2,), prepare=True)
-            v = c.execute("SELECT v FROM t WHERE id = 2").fetchone()[0]
+            v = c.execute(PRIMARY_HINT + "SELECT v FROM t WHERE id = 2").fetchone()[0]
             out(f"prepared write autocommit: {v}")
 
     def prepared_in_rolled_back_tx():
@@ -556,7 +562,10 @@ def scenario_pipeline():
     def execute_autocommit():
         with pg3() as c:
             c.execute("UPDATE t SET v = v + 100 WHERE id = 4")
-            out(f"conn.execute autocommit: {c.execute('SELECT v FROM t WHERE id = 4').fetchone()[0]}")
+            # Hinted: an unhinted read may go to a replica that has not replayed the UPDATE yet
+            # (the default consistency is eventual).
+            v = c.execute(PRIMARY_HINT + "SELECT v FROM t WHERE id = 4").fetchone()[0]
+            out(f"conn.execute autocommit: {v}")
 
     for part in (prepared_read_autocommit, prepared_write_autocommit,
                  prepared_in_rolled_back_tx, prepared_in_committed_tx, execute_autocommit):
@@ -641,7 +650,9 @@ def scenario_copy_psycopg(rows="20000"):
     with deadline("psycopg COPY TO STDOUT", 30):
         with pg3() as c:
             n, total = 0, 0
-            with c.cursor().copy("COPY (SELECT id, s FROM t2 ORDER BY id) TO STDOUT") as cp:
+            # Hinted: right after the COPY in, a replica may not have replayed it yet.
+            sql = PRIMARY_HINT + "COPY (SELECT id, s FROM t2 ORDER BY id) TO STDOUT"
+            with c.cursor().copy(sql) as cp:
                 for row in cp.rows():
                     n += 1
                     total += int(row[0])
