@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
-# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, and for
+# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, the real
+# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, node-postgres, pgjdbc and a JDK), and for
 # tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file).
 # Idempotent: does nothing (and touches no package list) when everything is present.
 # The tests run their own servers on free ports; they never use a packaged service.
@@ -87,6 +88,47 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet prometheus_client >&2 || python3 -m pip install --quiet --break-system-packages prometheus_client >&2
 fi
 
+# Real-driver tests (tests/pg_drivers.rs): psycopg 3 and asyncpg from PyPI, node-postgres from
+# npm into tests/drivers/node, pgjdbc and a JDK from Debian. A driver that cannot be installed
+# fails this script: the driver tests never skip silently.
+pip_install() {
+    python3 -m pip install --quiet "$@" >&2 || python3 -m pip install --quiet --break-system-packages "$@" >&2
+}
+if ! python3 -c 'import psycopg; psycopg.pq.version()' >/dev/null 2>&1; then
+    log "installing python package psycopg[binary]"
+    pip_install 'psycopg[binary]>=3.1'
+fi
+if ! python3 -c 'import asyncpg' >/dev/null 2>&1; then
+    log "installing python package asyncpg"
+    pip_install asyncpg
+fi
+python3 -c 'import psycopg, asyncpg' || { log "psycopg/asyncpg still not importable"; exit 1; }
+
+apt_missing=()
+if ! have javac || ! have java; then apt_missing+=(default-jdk-headless); fi
+if [ ! -f /usr/share/java/postgresql.jar ]; then apt_missing+=(libpostgresql-jdbc-java); fi
+if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
+if [ ${#apt_missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+        log "missing ${apt_missing[*]} and not root (no sudo): install them by hand"
+        exit 1
+    fi
+    log "installing: ${apt_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q >&2
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2
+fi
+for t in java javac node npm; do
+    have "$t" || { log "$t not found after installing"; exit 1; }
+done
+[ -f /usr/share/java/postgresql.jar ] || { log "/usr/share/java/postgresql.jar missing"; exit 1; }
+
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
+if [ ! -d "$node_dir/node_modules/pg" ]; then
+    log "installing node-postgres into $node_dir"
+    (cd "$node_dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2
+fi
+[ -d "$node_dir/node_modules/pg" ] || { log "node-postgres (pg) not installed in $node_dir"; exit 1; }
 # PostgreSQL's own regression suite (tests/pg_regress.rs, tests/pg_regress/run.sh) needs the
 # source of the installed server package (through a deb-src entry), postgresql-server-dev-N of
 # exactly that version (PGXS and pg_regress) and a C toolchain; run.sh --prepare then builds

@@ -2,6 +2,7 @@
 //! proxy per test, each on free loopback ports.
 #![allow(dead_code)]
 
+pub mod drivers;
 pub mod raw;
 
 use std::sync::OnceLock;

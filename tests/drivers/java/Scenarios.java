@@ -1,0 +1,207 @@
+// pgjdbc scenarios run by tests/pg_drivers.rs (compiled there with javac against
+// /usr/share/java/postgresql.jar).
+//
+// Usage: java -cp DIR:postgresql.jar Scenarios SCENARIO [ARGS...]; the server under test comes
+// from SY_HOST, SY_PORT, SY_USER, SY_PASSWORD, SY_DB, the PostgreSQL primary (to read back what
+// was really committed) from SY_DIRECT_PORT, SY_DIRECT_USER, SY_DIRECT_DB. Prints observable
+// results on stdout, one fact a line, then END, and exits 0. Every connection has connect and
+// socket timeouts (a call that hangs fails), and a watchdog ends the whole run.
+
+import java.sql.BatchUpdateException;
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.util.Properties;
+
+public class Scenarios {
+    static Connection connect(boolean direct) throws SQLException {
+        String host = System.getenv().getOrDefault("SY_HOST", "127.0.0.1");
+        String port = System.getenv(direct ? "SY_DIRECT_PORT" : "SY_PORT");
+        String db = System.getenv(direct ? "SY_DIRECT_DB" : "SY_DB");
+        Properties p = new Properties();
+        p.setProperty("user", System.getenv(direct ? "SY_DIRECT_USER" : "SY_USER"));
+        String pw = System.getenv("SY_PASSWORD");
+        if (!direct && pw != null && !pw.isEmpty()) {
+            p.setProperty("password", pw);
+        }
+        p.setProperty("connectTimeout", "10");
+        p.setProperty("socketTimeout", "30");
+        p.setProperty("loginTimeout", "15");
+        return DriverManager.getConnection("jdbc:postgresql://" + host + ":" + port + "/" + db, p);
+    }
+
+    static void out(String s) {
+        System.out.println(s);
+        System.out.flush();
+    }
+
+    static long scalar(Connection c, String sql) throws SQLException {
+        try (Statement s = c.createStatement(); ResultSet r = s.executeQuery(sql)) {
+            r.next();
+            return r.getLong(1);
+        }
+    }
+
+    // h. Defects targeted: named server-side statements (pgjdbc switches to them after
+    // prepareThreshold=5 executions) inside a transaction must run after its BEGIN, on the
+    // backend that began it, so rollback undoes them; batches (many Bind/Execute before one
+    // Sync) with writes must reach the primary as a whole; a read-only connection still works.
+    static void jdbc() throws Exception {
+        try (Connection direct = connect(true); Connection c = connect(false)) {
+            String v1 = "SELECT v FROM t WHERE id = 1";
+            out("start id1: " + scalar(direct, v1));
+
+            c.setAutoCommit(false);
+            try (PreparedStatement ps = c.prepareStatement("UPDATE t SET v = v + 1 WHERE id = ?")) {
+                for (int i = 0; i < 8; i++) {
+                    ps.setInt(1, 1);
+                    ps.executeUpdate();
+                }
+            }
+            try (PreparedStatement ps = c.prepareStatement("SELECT v FROM t WHERE id = ?")) {
+                long seen = -1;
+                for (int i = 0; i < 7; i++) {
+                    ps.setInt(1, 1);
+                    try (ResultSet r = ps.executeQuery()) {
+                        r.next();
+                        seen = r.getLong(1);
+                    }
+                }
+                out("own uncommitted value seen by prepared select: " + seen);
+            }
+            out("direct during transaction: " + scalar(direct, v1));
+            c.rollback();
+            out("direct after rollback: " + scalar(direct, v1));
+
+            try (PreparedStatement ps = c.prepareStatement("UPDATE t SET v = v + 1 WHERE id = ?")) {
+                for (int i = 0; i < 8; i++) {
+                    ps.setInt(1, 1);
+                    ps.executeUpdate();
+                }
+            }
+            c.commit();
+            out("direct after commit of 8 updates: " + scalar(direct, v1));
+
+            // Batches: inserts in one round trip, inside a transaction and in autocommit.
+            try (PreparedStatement ps = c.prepareStatement("INSERT INTO b (id, s) VALUES (?, ?)")) {
+                for (int i = 0; i < 200; i++) {
+                    ps.setInt(1, i);
+                    ps.setString(2, "x" + i);
+                    ps.addBatch();
+                }
+                int[] counts = ps.executeBatch();
+                out("batch in transaction: " + counts.length + " statements");
+            }
+            c.commit();
+            out("direct count after committed batch: " + scalar(direct, "SELECT count(*) FROM b"));
+            try (PreparedStatement ps = c.prepareStatement("INSERT INTO b (id, s) VALUES (?, ?)")) {
+                for (int i = 1000; i < 1050; i++) {
+                    ps.setInt(1, i);
+                    ps.setString(2, "y" + i);
+                    ps.addBatch();
+                }
+                ps.executeBatch();
+            }
+            c.rollback();
+            out("direct count after rolled back batch: " + scalar(direct, "SELECT count(*) FROM b"));
+
+            c.setAutoCommit(true);
+            try (Statement s = c.createStatement()) {
+                s.addBatch("SELECT 1");
+                s.addBatch("INSERT INTO b (id, s) VALUES (5000, 'plain')");
+                s.addBatch("UPDATE t SET v = v + 100 WHERE id = 2");
+                try {
+                    s.executeBatch();
+                    out("autocommit statement batch (read first): ok");
+                } catch (BatchUpdateException e) {
+                    out("autocommit statement batch (read first): " + e.getSQLState());
+                }
+            }
+            try (PreparedStatement ps = c.prepareStatement("INSERT INTO b (id, s) VALUES (?, ?)")) {
+                for (int i = 2000; i < 2100; i++) {
+                    ps.setInt(1, i);
+                    ps.setString(2, "z");
+                    ps.addBatch();
+                }
+                ps.executeBatch();
+            }
+            out("direct count after autocommit batches: " + scalar(direct, "SELECT count(*) FROM b"));
+            out("direct id2: " + scalar(direct, "SELECT v FROM t WHERE id = 2"));
+
+            // Read-only connections.
+            c.setReadOnly(true);
+            out("read-only autocommit query: " + scalar(c, "SELECT count(*) FROM t"));
+            c.setAutoCommit(false);
+            out("read-only transaction query: " + scalar(c, "SELECT count(*) FROM t"));
+            try (Statement s = c.createStatement()) {
+                s.executeUpdate("UPDATE t SET v = v + 1 WHERE id = 3");
+                out("write in read-only transaction: no error");
+            } catch (SQLException e) {
+                out("write in read-only transaction: " + e.getSQLState());
+            }
+            c.rollback();
+            c.setReadOnly(false);
+            try (PreparedStatement ps = c.prepareStatement("UPDATE t SET v = v + 1 WHERE id = ?")) {
+                for (int i = 0; i < 6; i++) {
+                    ps.setInt(1, 3);
+                    ps.executeUpdate();
+                }
+            }
+            c.commit();
+            out("direct id3 after read-write transaction: " + scalar(direct, "SELECT v FROM t WHERE id = 3"));
+        }
+    }
+
+    // c. A pgjdbc session that leaves named server-side statements (S_1...) behind.
+    static void dirty(String kind) throws Exception {
+        try (Connection c = connect(false)) {
+            if (kind.equals("prepared_threshold")) {
+                try (PreparedStatement ps = c.prepareStatement("SELECT ?::int + 3")) {
+                    for (int i = 0; i < 7; i++) {
+                        ps.setInt(1, i);
+                        try (ResultSet r = ps.executeQuery()) {
+                            r.next();
+                        }
+                    }
+                }
+            } else if (kind.equals("read_only")) {
+                c.setReadOnly(true);
+                c.setAutoCommit(false);
+                scalar(c, "SELECT 1");
+                c.commit();
+            } else {
+                throw new IllegalArgumentException("unknown kind " + kind);
+            }
+            out("dirty " + kind + ": ok");
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        Thread watchdog = new Thread(() -> {
+            try {
+                Thread.sleep(90_000);
+                System.err.println("scenario passed its 90 s deadline");
+                Runtime.getRuntime().halt(3);
+            } catch (InterruptedException e) {
+                // finished in time
+            }
+        });
+        watchdog.setDaemon(true);
+        watchdog.start();
+        switch (args[0]) {
+            case "jdbc":
+                jdbc();
+                break;
+            case "dirty":
+                dirty(args[1]);
+                break;
+            default:
+                throw new IllegalArgumentException("unknown scenario " + args[0]);
+        }
+        out("END");
+        watchdog.interrupt();
+    }
+}
