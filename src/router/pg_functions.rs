@@ -2667,7 +2667,12 @@ pub(crate) fn is_catalog_function(name: &str) -> bool {
     let Ok(lower) = std::str::from_utf8(lower) else {
         return false;
     };
-    PG_CATALOG_FUNCTIONS.binary_search(&lower).is_ok()
+    is_catalog_function_lower(lower)
+}
+
+/// [`is_catalog_function`] for a name already in lower case.
+pub(crate) fn is_catalog_function_lower(name: &str) -> bool {
+    PG_CATALOG_FUNCTIONS.binary_search(&name).is_ok()
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@
 //! here; a function of the user's own that changes settings is not detected by text (the
 //! reported settings the server announces are, see the session).
 
-use super::pg_functions::is_catalog_function;
+use super::pg_functions::{is_catalog_function, is_catalog_function_lower};
 use super::tokens::{Kind, Lex, Tok, Tokens};
 
 /// Kinds of session state, as a bit set.
@@ -141,116 +141,127 @@ const EFFECT_WORDS: [&str; 13] = [
     "CALL",
 ];
 
-/// Text that must appear (in any case) for a call or clause with an effect to be there.
-const NEEDLES: [&[u8]; 5] = [b"set_config", b"setseed", b"advisory_", b"dblink", b"temp"];
-
 /// Statements that define things: names before `(` there are not calls.
 const DDL_WORDS: [&str; 6] = ["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"];
 
-/// Words that take a parenthesis without being a function call: keywords of the grammar,
-/// type names with modifiers, and constructs that look like calls but are not in `pg_proc`.
-const PAREN_WORDS: [&str; 75] = [
-    "ALL",
-    "AND",
-    "ANY",
-    "ARRAY",
-    "AS",
-    "BETWEEN",
-    "BIT",
-    "BY",
-    "CASE",
-    "CAST",
-    "CHAR",
-    "CHARACTER",
-    "CHECK",
-    "COALESCE",
-    "CONFLICT",
-    "CUBE",
-    "DEC",
-    "DECIMAL",
-    "DEFAULT",
-    "DISTINCT",
-    "DO",
-    "ELSE",
-    "EXCEPT",
-    "EXCLUDE",
-    "EXISTS",
-    "EXTRACT",
-    "FILTER",
-    "FLOAT",
-    "FOR",
-    "FROM",
-    "GREATEST",
-    "GROUPING",
-    "HAVING",
-    "ILIKE",
-    "IN",
-    "INCLUDE",
-    "INHERITS",
-    "INTERSECT",
-    "INTERVAL",
-    "IS",
-    "JOIN",
-    "KEY",
-    "LATERAL",
-    "LEAST",
-    "LIKE",
-    "LIMIT",
-    "NOT",
-    "NULLIF",
-    "NUMERIC",
-    "OFFSET",
-    "ON",
-    "OR",
-    "OVER",
-    "OVERLAY",
-    "POSITION",
-    "RETURNING",
-    "ROLLUP",
-    "ROW",
-    "SELECT",
-    "SET",
-    "SETS",
-    "SIMILAR",
-    "SOME",
-    "SUBSTRING",
-    "THEN",
-    "TIME",
-    "TIMESTAMP",
-    "TRIM",
-    "UNION",
-    "USING",
-    "VALUES",
-    "VARCHAR",
-    "VARYING",
-    "WHEN",
-    "WHERE",
-];
+/// Words (lower case) that take a parenthesis without being a function call: keywords of
+/// the grammar, type names with modifiers, and constructs that look like calls but are not
+/// in `pg_proc`.
+fn is_paren_word(w: &[u8]) -> bool {
+    // By length first: one comparison picks the few candidates.
+    match w.len() {
+        2 => matches!(w, b"as" | b"by" | b"do" | b"in" | b"is" | b"on" | b"or"),
+        3 => matches!(
+            w,
+            b"all" | b"and" | b"any" | b"bit" | b"dec" | b"for" | b"key" | b"not" | b"row" | b"set"
+        ),
+        4 => matches!(
+            w,
+            b"case"
+                | b"cast"
+                | b"char"
+                | b"cube"
+                | b"else"
+                | b"from"
+                | b"join"
+                | b"like"
+                | b"over"
+                | b"sets"
+                | b"some"
+                | b"then"
+                | b"time"
+                | b"trim"
+                | b"when"
+        ),
+        5 => matches!(
+            w,
+            b"array"
+                | b"check"
+                | b"float"
+                | b"ilike"
+                | b"least"
+                | b"limit"
+                | b"union"
+                | b"using"
+                | b"where"
+        ),
+        6 => matches!(
+            w,
+            b"except"
+                | b"exists"
+                | b"filter"
+                | b"having"
+                | b"nullif"
+                | b"offset"
+                | b"rollup"
+                | b"select"
+                | b"values"
+        ),
+        7 => matches!(
+            w,
+            b"between"
+                | b"decimal"
+                | b"default"
+                | b"exclude"
+                | b"extract"
+                | b"include"
+                | b"lateral"
+                | b"numeric"
+                | b"overlay"
+                | b"similar"
+                | b"varchar"
+                | b"varying"
+        ),
+        8 => matches!(
+            w,
+            b"coalesce"
+                | b"conflict"
+                | b"distinct"
+                | b"greatest"
+                | b"grouping"
+                | b"inherits"
+                | b"interval"
+                | b"position"
+        ),
+        9 => matches!(
+            w,
+            b"character" | b"intersect" | b"returning" | b"substring" | b"timestamp"
+        ),
+        _ => false,
+    }
+}
 
-/// Words after which a name followed by `(` is a relation, alias or statement name with a
-/// column or parameter list, not a call.
-const NAME_BEFORE_PAREN: [&str; 10] = [
-    "INTO",
-    "TABLE",
-    "AS",
-    "WITH",
-    "RECURSIVE",
-    "ON",
-    "REFERENCES",
-    "COPY",
-    "PREPARE",
-    "EXECUTE",
-];
+/// Words (lower case) after which a name followed by `(` is a relation, alias or statement
+/// name with a column or parameter list, not a call.
+fn is_name_before_paren(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"into"
+            | b"table"
+            | b"as"
+            | b"with"
+            | b"recursive"
+            | b"on"
+            | b"references"
+            | b"copy"
+            | b"prepare"
+            | b"execute"
+    )
+}
 
-/// True if `name (` is surely not a function call (see [`PAREN_WORDS`], [`NAME_BEFORE_PAREN`]).
+/// True if `name (` is surely not a function call (see [`is_paren_word`], [`is_name_before_paren`]).
 fn not_a_call(name: &str, before: Option<(Kind, &str)>) -> bool {
-    if PAREN_WORDS.iter().any(|w| name.eq_ignore_ascii_case(w)) {
+    let mut buf = [0u8; 32];
+    if lower(name.as_bytes(), &mut buf).is_some_and(is_paren_word) {
         return true;
     }
     match before {
         // `f(..) AS t(a, b)` is covered by AS; `unnest(x) t(a)` by the `)` before the alias.
         Some((Kind::Close, _)) => true,
-        Some((Kind::Word, w)) => NAME_BEFORE_PAREN.iter().any(|k| w.eq_ignore_ascii_case(k)),
+        Some((Kind::Word, w)) => {
+            let mut buf = [0u8; 32];
+            lower(w.as_bytes(), &mut buf).is_some_and(is_name_before_paren)
+        }
         _ => false,
     }
 }
@@ -274,9 +285,11 @@ fn call_effect(name: &str) -> Effect {
 }
 
 /// The common case decided on bytes, before any UTF-8 check or token scan: `true` when `sql`
-/// is one statement (no `;` but a final one) whose first word is a plain ASCII word that no
-/// statement with an effect starts with, and which contains no parenthesis (no call) and none
-/// of the names of clauses with an effect. `false` means: ask [`effect`].
+/// is one statement (no `;` but a final one, no comment) whose first word is a plain ASCII
+/// word that no statement with an effect starts with, in which every `(` surely opens no
+/// call with an effect or an unknown one (see [`harmless_paren`]), and which, if it is a
+/// read, has no `temp` (`INTO TEMP`). `false` means: ask [`effect`]. Never `true` where the
+/// full scan finds an effect (a unit test and the `sql_lexer` fuzz target check that).
 pub fn surely_no_effect(sql: &[u8]) -> bool {
     let b = sql.trim_ascii_end();
     let b = b.strip_suffix(b";").unwrap_or(b);
@@ -300,36 +313,158 @@ pub fn surely_no_effect(sql: &[u8]) -> bool {
     {
         return false;
     }
-    let w = &rest[..len];
-    if rest.contains(&b'(') {
+    let mut buf = [0u8; 32];
+    let Some(w) = lower(&rest[..len], &mut buf) else {
+        return false;
+    };
+    if is_effect_word(w) {
         return false;
     }
-    if EFFECT_WORDS
-        .iter()
-        .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
-    {
+    if matches!(w, b"select" | b"with" | b"values" | b"table") && has_temp(rest) {
         return false;
     }
-    !contains_needle(rest)
+    // Every name before a parenthesis needs a look: calls are where the effects hide. After
+    // a comment's start the bytes before a `(` may not be the token before it: the full scan.
+    if !rest.contains(&b'(') {
+        return true;
+    }
+    let mut i = 0;
+    while let Some(p) = memchr::memchr3(b'(', b'-', b'/', &rest[i..]) {
+        let at = i + p;
+        let surely = match rest[at] {
+            b'(' => harmless_paren(rest, at),
+            b'-' => rest.get(at + 1) != Some(&b'-'),
+            _ => rest.get(at + 1) != Some(&b'*'),
+        };
+        if !surely {
+            return false;
+        }
+        i = at + 1;
+    }
+    true
 }
 
-/// True if `b` contains one of [`NEEDLES`], ignoring ASCII case.
-fn contains_needle(b: &[u8]) -> bool {
-    for i in 0..b.len() {
-        // `| 0x20` lowercases ASCII letters; no other byte maps onto these four letters.
-        let c = b[i] | 0x20;
-        if !matches!(c, b's' | b'a' | b'd' | b't') {
-            continue;
+/// True if `b` contains `temp` in any case.
+fn has_temp(b: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = memchr::memchr2(b't', b'T', &b[i..]) {
+        let at = i + p;
+        if b.len() - at >= 4 && b[at + 1..at + 4].eq_ignore_ascii_case(b"emp") {
+            return true;
         }
-        let rest = &b[i..];
-        if NEEDLES
-            .iter()
-            .any(|n| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
-        {
+        i = at + 1;
+    }
+    false
+}
+
+/// `w` in ASCII lower case in `buf`, if it fits.
+fn lower<'b>(w: &[u8], buf: &'b mut [u8; 32]) -> Option<&'b [u8]> {
+    let out = buf.get_mut(..w.len())?;
+    // A plain loop: short words, and no call to memcpy.
+    for (o, c) in out.iter_mut().zip(w) {
+        *o = c.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+/// A first word (lower case) of a statement that can have an effect: [`EFFECT_WORDS`].
+fn is_effect_word(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"set"
+            | b"reset"
+            | b"create"
+            | b"prepare"
+            | b"listen"
+            | b"unlisten"
+            | b"load"
+            | b"declare"
+            | b"close"
+            | b"discard"
+            | b"deallocate"
+            | b"do"
+            | b"call"
+    )
+}
+
+/// Bytes after which a `(` opens an expression (never `-` or `/`: they may end a comment;
+/// never `.` or a quote: they may end a qualified or quoted name).
+fn operator(c: u8) -> bool {
+    matches!(
+        c,
+        b'(' | b','
+            | b'='
+            | b'<'
+            | b'>'
+            | b'+'
+            | b'*'
+            | b'|'
+            | b'&'
+            | b'!'
+            | b'~'
+            | b'^'
+            | b'%'
+            | b'['
+            | b':'
+    )
+}
+
+/// Whether the `(` at `at` in a comment-free statement surely opens no call with an effect
+/// or of an unknown function, judged from the bytes before it: an expression's parenthesis
+/// (after an operator, a comma or a parenthesis), a keyword or type that takes one
+/// ([`is_paren_word`]), a name after a word that introduces a relation or alias
+/// ([`is_name_before_paren`]) or after a `)`, a `pg_catalog` function without an effect. Anything else
+/// (a quoted or qualified name, a `$`, a non-ASCII byte) is left to the full scan.
+fn harmless_paren(b: &[u8], at: usize) -> bool {
+    let word_byte = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$';
+    let skip_space = |mut i: usize| {
+        while i > 0 && b[i - 1].is_ascii_whitespace() {
+            i -= 1;
+        }
+        i
+    };
+    let end = skip_space(at);
+    let Some(&c) = end.checked_sub(1).and_then(|i| b.get(i)) else {
+        return true;
+    };
+    if !word_byte(c) {
+        return operator(c);
+    }
+    let mut start = end;
+    while start > 0 && word_byte(b[start - 1]) {
+        start -= 1;
+    }
+    let mut buf = [0u8; 32];
+    let Some(name) = lower(&b[start..end], &mut buf) else {
+        return false;
+    };
+    if name.contains(&b'$')
+        || (start > 0 && !b[start - 1].is_ascii_whitespace() && !operator(b[start - 1]))
+    {
+        // Qualified (`schema.f`), quoted or glued to something else: the full scan decides.
+        return false;
+    }
+    if is_paren_word(name) {
+        return true;
+    }
+    let before = skip_space(start);
+    if let Some(&c) = before.checked_sub(1).and_then(|i| b.get(i)) {
+        if c == b')' {
+            return true;
+        }
+        let mut w0 = before;
+        while w0 > 0 && word_byte(b[w0 - 1]) {
+            w0 -= 1;
+        }
+        let mut pbuf = [0u8; 32];
+        if lower(&b[w0..before], &mut pbuf).is_some_and(is_name_before_paren) {
             return true;
         }
     }
-    false
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
+    is_catalog_function_lower(name) && call_effect(name).is_none() && name != "set_config"
 }
 
 /// Scan every statement of `sql`.
@@ -337,6 +472,11 @@ pub fn effect(sql: &str) -> Effect {
     if surely_no_effect(sql.as_bytes()) {
         return Effect::default();
     }
+    effect_scanned(sql)
+}
+
+/// [`effect`] without the byte-level fast path (for a caller that already tried it).
+pub fn effect_scanned(sql: &str) -> Effect {
     scan(sql, false)
 }
 
@@ -667,6 +807,26 @@ mod tests {
                 assert!(full.is_none(), "{sql:?}: {full:?}");
             }
         }
+        for (sql, surely) in [
+            ("SELECT lower(name), count(*) FROM t WHERE a IN (1,2) AND b=abs(c)", true),
+            ("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, CURRENT_TIMESTAMP)", true),
+            ("SELECT x::numeric(10, 2) FROM unnest(a) u(x)", true),
+            ("UPDATE t SET temp = temp + 1 WHERE id = 3", true),
+            ("SELECT my_func(1)", false),
+            ("SELECT f/* c */(1)", false),
+            ("SELECT f --c\n(1)", false),
+            ("SELECT \"f\"(1)", false),
+            ("SELECT pg_catalog.lower(x)", false),
+            ("SELECT set_config('a', 'b', false)", false),
+            ("select pg_advisory_lock(1)", false),
+            ("SELECT a FROM t WHERE b = 'temp'", false),
+            ("SELECT x FROM t WHERE y=my_func(2)", false),
+        ] {
+            assert_eq!(surely_no_effect(sql.as_bytes()), surely, "{sql}");
+            if surely {
+                assert!(scan(sql, false).is_none(), "{sql}");
+            }
+        }
         assert!(surely_no_effect(cases[0].as_bytes()));
         assert!(surely_no_effect(b"  \n\tSELECT 1 ;  "));
         assert!(!surely_no_effect(b"SET a = 1"));
@@ -824,6 +984,14 @@ mod tests {
         ] {
             assert!(!effect(sql).unknown, "{sql}");
         }
+    }
+
+    #[test]
+    fn the_effect_word_match_is_the_list() {
+        for w in EFFECT_WORDS {
+            assert!(is_effect_word(w.to_ascii_lowercase().as_bytes()), "{w}");
+        }
+        assert!(!is_effect_word(b"select"));
     }
 
     #[test]

@@ -295,7 +295,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.pins |= State::OTHER;
             return Effect::default();
         };
-        let e = session_state::effect(text);
+        let e = session_state::effect_scanned(text);
         if e.unknown {
             self.mark_state_unknown();
         }

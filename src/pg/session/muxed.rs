@@ -53,7 +53,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         };
         // Nothing that leaves, clears or may change session state (a function outside
         // pg_catalog) shares a connection.
-        if !session_state::surely_no_effect(sql) && !session_state::effect(text).is_none() {
+        if !session_state::surely_no_effect(sql) && !session_state::effect_scanned(text).is_none() {
             return false;
         }
         let class = self.worker.shared.classifier.load().classify(text);
