@@ -586,11 +586,17 @@ impl MariaCluster {
             chown(&n.dir)?;
         }
         let first = &self.nodes[0];
-        let mut c = Command::new(&self.tools.install_db);
+        // As root, run it as `mysql` through runuser rather than with `--user=mysql`: with
+        // `--user` the script also chowns and chmods the PAM plugin's helper under
+        // /usr/lib/mysql/plugin, outside our directory.
+        let mut c = if self.as_mysql {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "mysql", "--"]).arg(&self.tools.install_db);
+            c
+        } else {
+            Command::new(&self.tools.install_db)
+        };
         c.arg("--no-defaults");
-        if self.as_mysql {
-            c.arg("--user=mysql");
-        }
         c.arg(format!("--datadir={}", first.data.display()));
         c.args([
             "--auth-root-authentication-method=normal",
