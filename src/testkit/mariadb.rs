@@ -598,6 +598,10 @@ impl MariaCluster {
         };
         c.arg("--no-defaults");
         c.arg(format!("--datadir={}", first.data.display()));
+        // Its bootstrap server's temporary tables go to our directory, not /tmp (where one
+        // run failed with "Could not remove temporary table: '/tmp/#sql-temptable-28ac-1-3',
+        // error: 2" while other processes worked in /tmp).
+        c.arg(format!("--tmpdir={}", first.dir.display()));
         c.args([
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
