@@ -598,9 +598,10 @@ impl MariaCluster {
         };
         c.arg("--no-defaults");
         c.arg(format!("--datadir={}", first.data.display()));
-        // Its bootstrap server's temporary tables go to our directory, not /tmp (where one
-        // run failed with "Could not remove temporary table: '/tmp/#sql-temptable-28ac-1-3',
-        // error: 2" while other processes worked in /tmp).
+        // Never /tmp: a starting MariaDB server deletes every `#sql*` file in its tmpdir, so
+        // two bootstraps sharing /tmp delete each other's temporary tables ("Could not remove
+        // temporary table: '/tmp/#sql-temptable-28ac-1-3', error: 2", then "ERROR: 1051
+        // Unknown table 'mysql.tmp_user_sys'" and the install fails).
         c.arg(format!("--tmpdir={}", first.dir.display()));
         c.args([
             "--auth-root-authentication-method=normal",
@@ -631,6 +632,7 @@ impl MariaCluster {
             ("--socket", &n.socket),
             ("--pid-file", &n.dir.join("mariadbd.pid")),
             ("--log-error", &n.log),
+            // Its own tmpdir, for the same reason as in `install`.
             ("--tmpdir", &n.dir),
         ];
         for (flag, p) in path_args {
