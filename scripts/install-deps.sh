@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
-# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, the real
+# Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, MariaDB server
+# and client (src/testkit/mariadb.rs), the real
 # drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, node-postgres, pgjdbc and a JDK), and for
 # tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file).
 # Idempotent: does nothing (and touches no package list) when everything is present.
@@ -81,6 +82,29 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin postgres
 fi
 log "PostgreSQL binaries: $pg_bin ($("$pg_bin/postgres" --version 2>/dev/null || echo unknown))"
+
+# MariaDB (src/testkit/mariadb.rs): mariadbd, mariadb-install-db, mariadb and mariadb-admin from
+# Debian (10.11 on Debian 12). The package may start a service on 3306 and initialises
+# /var/lib/mysql; the tests never use either: they run their own servers on free ports.
+if ! have mariadbd || ! have mariadb-install-db || ! have mariadb || ! have mariadb-admin; then
+    if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+        log "missing mariadb-server/mariadb-client and not root (no sudo): install them by hand"
+        exit 1
+    fi
+    log "installing: mariadb-server mariadb-client"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q >&2
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends mariadb-server mariadb-client >&2
+    "${SUDO[@]}" service mariadb stop >/dev/null 2>&1 || true
+    for t in mariadbd mariadb-install-db mariadb mariadb-admin; do
+        have "$t" || { log "$t not found after installing mariadb-server"; exit 1; }
+    done
+fi
+if [ "$(id -u)" -eq 0 ] && ! id mysql >/dev/null 2>&1; then
+    # As root the test harness runs mariadbd with --user=mysql.
+    useradd --system --no-create-home --shell /usr/sbin/nologin mysql
+fi
+log "MariaDB: $(mariadbd --version 2>/dev/null || /usr/sbin/mariadbd --version 2>/dev/null || echo unknown)"
 
 # The metrics test parses /metrics with the reference Prometheus parser.
 if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then

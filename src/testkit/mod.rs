@@ -2,5 +2,8 @@
 //!
 //! - [`pg`]: a real PostgreSQL primary plus streaming replicas on free loopback ports
 //!   ([`pg::PgCluster`]), with roles for SCRAM, md5 and cleartext password authentication.
+//! - [`mariadb`]: a real MariaDB primary plus GTID replicas on free loopback ports
+//!   ([`mariadb::MariaCluster`]), with an application user and a proxy backend user.
 
+pub mod mariadb;
 pub mod pg;
