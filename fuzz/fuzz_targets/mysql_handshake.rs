@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
             .fold(0, |acc, (_, f)| acc | f)
     });
     let all41 = CLIENT_PROTOCOL_41 | CLIENT_TRANSACTIONS | CLIENT_SESSION_TRACK;
-    for caps in [selected, all41, all41 | CLIENT_DEPRECATE_EOF | MARIADB_CLIENT_PROGRESS] {
+    for caps in [
+        selected,
+        all41,
+        all41 | CLIENT_DEPRECATE_EOF | MARIADB_CLIENT_PROGRESS,
+    ] {
         ok_err(data, caps);
     }
     // The selector byte is also part of the payload: parse with and without it.
@@ -66,7 +70,10 @@ fn handshake(p: &[u8]) {
     if !has_mariadb_extension(h.capabilities) {
         assert_eq!(h.capabilities >> 32, 0);
     }
-    assert_eq!(h.auth_plugin.is_some(), h.capabilities & CLIENT_PLUGIN_AUTH != 0);
+    assert_eq!(
+        h.auth_plugin.is_some(),
+        h.capabilities & CLIENT_PLUGIN_AUTH != 0
+    );
     let again = built(|b| put_handshake(b, &h));
     assert_eq!(parse_handshake(&again), Ok(h));
     assert_eq!(classify(&again, Phase::Handshake, 0), Kind::Handshake);

@@ -302,6 +302,11 @@ pub fn parse_set_option(payload: &[u8]) -> Result<u16, ProtocolError> {
     Ok(v)
 }
 
+pub fn put_set_option(out: &mut BytesMut, option: u16) {
+    out.put_u8(Command::SetOption.byte());
+    out.put_u16_le(option);
+}
+
 // ---------------------------------------------------------------- COM_CHANGE_USER
 
 /// COM_CHANGE_USER. Everything after the database is optional at the end of the packet.
@@ -600,6 +605,8 @@ mod tests {
             parse_set_option(&[0x1B, 1, 0]).unwrap(),
             MYSQL_OPTION_MULTI_STATEMENTS_OFF
         );
+        let p = built(|b| put_set_option(b, MYSQL_OPTION_MULTI_STATEMENTS_ON));
+        assert_eq!(parse_set_option(&p), Ok(MYSQL_OPTION_MULTI_STATEMENTS_ON));
         assert!(parse_set_option(&[0x1B, 1]).is_err());
         assert!(parse_set_option(&[0x1B, 1, 0, 0]).is_err());
     }

@@ -161,7 +161,9 @@ impl Frame {
             let end = HEADER_LEN.saturating_add(self.payload_len);
             return Cow::Borrowed(buf.get(HEADER_LEN..end).unwrap_or_default());
         }
-        let mut joined = Vec::with_capacity(self.payload_len);
+        // Capacity from the buffer too: a hand-made `Frame` cannot make this allocate more
+        // than the bytes it will copy.
+        let mut joined = Vec::with_capacity(self.payload_len.min(buf.len()));
         for c in self.chunks(buf) {
             joined.extend_from_slice(c);
         }
@@ -327,6 +329,9 @@ mod tests {
         assert_eq!(frame(&out[..out.len() - 4], MIB16).unwrap(), None);
         // The limit counts the whole logical packet.
         assert!(frame(&out, MAX_PACKET_PAYLOAD - 1).is_err());
+        // A frame applied to a buffer that does not hold it yields what is there, no panic.
+        assert_eq!(f.payload(&out[..100]).len(), 96);
+        assert_eq!(f.chunks(&[]).count(), 0);
     }
 
     #[test]

@@ -626,6 +626,14 @@ pub fn parse_column_count(payload: &[u8], caps: u64) -> Result<(u64, Option<u8>)
     Ok((n, follows))
 }
 
+/// Appends a column-count packet (the inverse of [`parse_column_count`]).
+pub fn put_column_count(out: &mut BytesMut, columns: u64, metadata_follows: Option<u8>) {
+    put_lenenc_int(out, columns);
+    if let Some(m) = metadata_follows {
+        out.put_u8(m);
+    }
+}
+
 // ---------------------------------------------------------------- classification
 
 /// Where in an exchange a server packet arrives; decides what its first byte means.
@@ -1056,6 +1064,10 @@ mod tests {
         assert_eq!(parse_column_count(&[0xFC, 0, 1], ALL41), Ok((256, None)));
         let caps = ALL41 | CLIENT_OPTIONAL_RESULTSET_METADATA;
         assert_eq!(parse_column_count(&[3, 1], caps), Ok((3, Some(1))));
+        for (n, m) in [(1, None), (251, Some(0)), (4096, Some(1))] {
+            let p = built(|b| put_column_count(b, n, m));
+            assert_eq!(parse_column_count(&p, caps), Ok((n, m)));
+        }
         assert!(parse_column_count(&[3, 1], ALL41).is_err());
         assert!(parse_column_count(&[0], ALL41).is_err());
         assert!(parse_column_count(&[0xFB], ALL41).is_err());
