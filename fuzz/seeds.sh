@@ -140,4 +140,38 @@ put pg_mux_answers all-ok "$ok$ok$ok$zi$rd$row$cc$zi"
 put pg_mux_answers batch-fails "$ok$(msg 1 "")$(msg 2 "")$divzero$zi$rd$row$cc$zi"
 put pg_mux_answers commit-notice "$ok$ok$ok$(msg N "$(hex_of S)$(cs WARNING)$(hex_of C)$(cs 01000)00")$zi"
 
+# ---- mysql_packet (framed) and mysql_handshake (selector byte + one payload) ----
+le16() { printf '%02x%02x' $(( $1 & 255 )) $(( ($1 >> 8) & 255 )); }
+le32() { printf '%s%s' "$(le16 $(( $1 & 65535 )))" "$(le16 $(( ($1 >> 16) & 65535 )))"; }
+# mpkt SEQ PAYLOADHEX -> 3-byte little-endian length, sequence id, payload
+mpkt() { local n=$(( ${#2} / 2 )); printf '%02x%02x%02x%02x%s' $(( n & 255 )) $(( (n >> 8) & 255 )) $(( n >> 16 )) "$1" "$2"; }
+lenstr() { printf '%02x%s' $(( ${#1} / 2 )) "$1"; }   # short length-encoded string of HEX
+# MySQL documentation examples: HandshakeV10 (5.5.2-m2) and HandshakeResponse41 (user pam).
+my_hs="0a$(cs 5.5.2-m2)0b00000064764840492d434a00fff7080200000000000000000000000000002a34647c635a776b345e5d3a00"
+my_resp="8da60f00000000010800000000000000000000000000000000000000000000007061$(printf '6d00')14ab09eef6bcb1323e61143865c0991d957d75d447$(hex_of test)00$(cs mysql_native_password)"
+# MariaDB 10.11 handshake: CLIENT_MYSQL clear, extended capabilities 0x1d in the reserved bytes.
+maria_hs="0a$(cs 5.5.5-10.11.6-MariaDB)2a000000$(hex_of abcdefgh)00fef7$(printf '2d')0200ffb915$(printf '000000000000')1d000000$(hex_of ijklmnopqrst)00$(cs mysql_native_password)"
+ok_track="000001$(le16 16386)0000$(lenstr "")$(lenstr "0103$(lenstr "$(hex_of app)")0502$(lenstr "$(hex_of 1)")050a$(lenstr "$(hex_of ________)")")"
+ok_track="00$(printf '0001')$(le16 16386)0000$(lenstr "")$(lenstr "0104$(lenstr "$(hex_of app)")020201310509$(lenstr "$(hex_of T_______)")")"
+err="ff1504$(hex_of '#28000')$(hex_of "Access denied for user 'app'")"
+eof="fe00000200"
+attrs="$(lenstr "$(hex_of _client_name)")$(lenstr "$(hex_of libmysql)")$(lenstr "$(hex_of _os)")$(lenstr "$(hex_of Linux)")"
+resp8="$(le32 $(( 0x3aa20d | (1 << 21) | (1 << 20) | (1 << 8) )))$(le32 16777216)ff$(printf '%046d' 0)$(cs app)$(lenstr "$(printf '07%.0s' {1..32})")$(cs shop)$(cs caching_sha2_password)$(lenstr "$attrs")"
+put mysql_packet connect "$(mpkt 0 "$my_hs")$(mpkt 1 "$my_resp")$(mpkt 2 "fe$(cs mysql_native_password)$(hex_of 01234567890123456789)00")$(mpkt 3 "$(printf '07%.0s' {1..20})")$(mpkt 4 "$ok_track")"
+put mysql_packet mariadb-connect "$(mpkt 0 "$maria_hs")$(mpkt 1 "$resp8")$(mpkt 2 0103)$(mpkt 3 000000020000)"
+put mysql_packet query-result "$(mpkt 0 "03$(hex_of 'select 1')")$(mpkt 1 01)$(mpkt 2 "$(lenstr "$(hex_of def)")000000$(lenstr "$(hex_of 1)")$(lenstr "$(hex_of 1)")0c3f000100000008810000000000")$(mpkt 3 "$eof")$(mpkt 4 "$(lenstr 31)")$(mpkt 5 fb)$(mpkt 6 "$eof")"
+put mysql_packet query-attrs "$(mpkt 0 "03020100$(printf '01')fe00$(lenstr "$(hex_of trace)")0800$(lenstr 6e)$(lenstr "$(hex_of abc)")0700000000000000$(hex_of 'select 2')")"
+put mysql_packet prepared "$(mpkt 0 "16$(hex_of 'select ?')")$(mpkt 1 "000700000001000100000000")$(mpkt 0 "170700000000010000000001fe00$(lenstr 41)")$(mpkt 0 "18070000000000$(hex_of chunk)")$(mpkt 0 1c0700000064000000)$(mpkt 0 1a07000000)$(mpkt 0 1907000000)"
+put mysql_packet commands "$(mpkt 0 "02$(hex_of shop)")$(mpkt 0 0e)$(mpkt 0 1f)$(mpkt 0 1b0100)$(mpkt 0 "11$(cs other)14$(printf '09%.0s' {1..20})$(cs db2)2d00$(cs mysql_native_password)$(lenstr "$attrs")")$(mpkt 0 01)"
+put mysql_packet err-progress "$(mpkt 1 "$err")$(mpkt 1 "ffffff010103$(printf 'c80000')$(lenstr "$(hex_of 'copy to tmp table')")")$(mpkt 2 "fb$(hex_of /tmp/x.csv)")"
+put mysql_packet continuation "$(printf 'ffffff00')"
+put mysql_handshake mysql-handshake "ff$my_hs"
+put mysql_handshake mariadb-handshake "00$maria_hs"
+put mysql_handshake response41 "63$my_resp"
+put mysql_handshake response-mysql8 "ff$resp8"
+put mysql_handshake ssl-request "01$(le32 $(( 0x0aaa0d )))$(le32 16777216)2d$(printf '%046d' 0)"
+put mysql_handshake auth-switch "00fe$(cs caching_sha2_password)$(hex_of 01234567890123456789)00"
+put mysql_handshake ok-tracked "03$ok_track"
+put mysql_handshake err "01$err"
+
 printf "seed corpus: %s files, %s bytes\n" "$(ls corpus/*/seed-* | wc -l)" "$(cat corpus/*/seed-* | wc -c)"

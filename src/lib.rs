@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod mysql;
 pub mod net;
 pub mod pg;
 pub mod pool;
