@@ -91,6 +91,39 @@ impl Verifiers {
     }
 }
 
+/// What validating the config as text cannot see, checked where the values are used: the TLS
+/// certificate and key load, a non-loopback admin listener has a token, SCRAM verifiers
+/// parse. Run before a config is used (start, `check`, reload), so a reload stays
+/// all-or-nothing.
+pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    if let Some(pg) = &cfg.postgres {
+        if let (Some(cert), Some(key)) = (&pg.tls_cert, &pg.tls_key) {
+            crate::net::tls::acceptor(cert, key)
+                .map_err(|e| ConfigError::invalid("postgres.tls_cert", e))?;
+        }
+    }
+    if let Some(a) = &cfg.admin {
+        let addr = parse_addr(&a.listen).map_err(|e| ConfigError::invalid("admin.listen", e))?;
+        crate::admin::check_bind(addr, a.token.as_deref())
+            .map_err(|e| ConfigError::invalid("admin.token", e))?;
+    }
+    for (i, u) in cfg.users.iter().enumerate() {
+        if let Some(v) = &u.scram_verifier {
+            crate::pg::auth::ScramVerifier::parse(v)
+                .map_err(|e| ConfigError::invalid(format!("user[{i}].scram_verifier"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Load `path` and run every check (as text, then [`check_config`]).
+pub fn load_config(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+    let cfg = Config::load(path)?;
+    check_config(&cfg)?;
+    Ok(cfg)
+}
+
 impl Shared {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<Shared>> {
         Self::with_path(config, None)
@@ -371,12 +404,13 @@ impl Server {
 
     /// Load `path` and start; reloads (SIGHUP, `POST /reload`) read `path` again.
     pub fn start_file(path: &std::path::Path) -> anyhow::Result<Server> {
-        let config = Config::load(path)?;
+        let config = load_config(path)?;
         Self::start_with(config, Some(path.to_path_buf()))
     }
 
     fn start_with(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<Server> {
         config.validate()?;
+        check_config(&config)?;
         let config = Arc::new(config);
         let shared = Shared::with_path(config.clone(), path)?;
         let workers = shared.worker_count;
@@ -639,7 +673,11 @@ mod tests {
     use super::*;
 
     fn config(password: &str) -> Config {
-        Config::from_toml(&format!(
+        Config::from_toml(&toml_of(password)).unwrap()
+    }
+
+    fn toml_of(password: &str) -> String {
+        format!(
             r#"
 [postgres]
 listen = "127.0.0.1:0"
@@ -658,8 +696,24 @@ database = "c"
 primary = "127.0.0.1:5432"
 user = "postgres"
 "#
+        )
+    }
+
+    /// What text validation cannot see is refused before the config is used, naming the key.
+    #[test]
+    fn runtime_checks_name_the_key_at_fault() {
+        assert!(check_config(&config("secret")).is_ok());
+        let mut c = config("secret");
+        c.users[0].scram_verifier = Some("SCRAM-SHA-256$nonsense".into());
+        let e = check_config(&c).unwrap_err().to_string();
+        assert!(e.contains("user[0].scram_verifier"), "{e}");
+        let c = Config::from_toml(&format!(
+            "[admin]\nlisten = \"0.0.0.0:0\"\n{}",
+            toml_of("secret")
         ))
-        .unwrap()
+        .unwrap();
+        let e = check_config(&c).unwrap_err().to_string();
+        assert!(e.contains("admin.token"), "{e}");
     }
 
     /// PBKDF2 runs when a config is loaded, not per login: a reload with the same password

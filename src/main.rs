@@ -4,7 +4,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use switchyard::app::Server;
-use switchyard::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match switchyard::app::load_config(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 Ok(())

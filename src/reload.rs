@@ -187,7 +187,8 @@ fn apply(shared: &Shared) -> Result<String, String> {
         .config_path
         .as_deref()
         .ok_or("no config file to reload (the proxy was started without one)")?;
-    let cfg = Arc::new(Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let cfg =
+        Arc::new(crate::app::load_config(path).map_err(|e| format!("{}: {e}", path.display()))?);
     let old_cfg = shared.config();
     let old_states = shared.clusters.load_full();
     let states = Arc::new(build_states(&cfg, Some(&old_states))?);
