@@ -4,9 +4,9 @@ use crate::cluster::ClusterState;
 use crate::config::{parse_addr, Config, PoolMode};
 use crate::metrics::{BackendSnapshot, ClusterMetrics, ClusterSnapshot, Metrics, TopologySource};
 use crate::pg::backend::BackendTarget;
+use crate::pg::backend::PgPool;
 use crate::pg::cancel::CancelRegistry;
 use crate::pg::prepared::StmtRegistry;
-use crate::pool::BackendPool;
 use crate::router::classify::{Classifier, Dialect};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -230,7 +230,7 @@ fn worker_count(config: &Config) -> usize {
 /// generation; pools that did not change are shared with the next generation's.
 pub struct ClusterPools {
     pub state: Arc<ClusterState>,
-    pub pools: Vec<Arc<BackendPool>>,
+    pub pools: Vec<Arc<PgPool>>,
     pub metrics: ClusterMetrics,
     /// The database name clients use.
     pub database: String,
@@ -293,7 +293,7 @@ impl TopologySource for Shared {
                     let (mut size, mut open, mut idle) = (0, 0, 0);
                     let mut multiplex = crate::metrics::MuxStats::default();
                     for w in &workers {
-                        multiplex += w.pools[i].mux.stats();
+                        multiplex += w.pools[i].ext.stats();
                         let (o, id) = w.pools[i].status();
                         size += w.pools[i].size() as u64;
                         open += o as u64;

@@ -23,7 +23,7 @@ use crate::app::{backend_target, ClusterPools, PoolMap, Shared, Worker};
 use crate::cluster::ClusterState;
 use crate::config::{Config, Health};
 use crate::pg::backend::BackendTarget;
-use crate::pool::BackendPool;
+use crate::pg::backend::PgPool;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ pub fn build_pools(
                 });
                 match reuse {
                     Some(p) => p.clone(),
-                    None => Arc::new(BackendPool::new(target, size, cfg.pool.checkout_timeout)),
+                    None => Arc::new(PgPool::new(target, size, cfg.pool.checkout_timeout)),
                 }
             })
             .collect();
@@ -230,7 +230,7 @@ fn apply(shared: &Shared) -> Result<String, String> {
 /// Close every pool in `olds` that no map in `news` uses: idle connections close now,
 /// connections in use are closed when their transaction ends.
 fn close_unused(olds: &[Arc<PoolMap>], news: &[Arc<PoolMap>]) {
-    let kept: Vec<*const BackendPool> = news
+    let kept: Vec<*const PgPool> = news
         .iter()
         .flat_map(|m| m.values())
         .flat_map(|c| c.pools.iter().map(Arc::as_ptr))

@@ -396,3 +396,50 @@ async fn read_message(
         }
     }
 }
+
+impl crate::pool::Connector for BackendTarget {
+    type Conn = BackendConn;
+    type Error = ConnectError;
+    /// Multiplexed reads on the pool's connections (used only when configured).
+    type Ext = std::sync::Arc<super::mux::Mux>;
+
+    async fn connect(&self) -> Result<BackendConn, ConnectError> {
+        BackendConn::connect(self).await
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    fn timed_out(&self) -> ConnectError {
+        ConnectError::Timeout {
+            addr: self.addr,
+            timeout: self.connect_timeout,
+        }
+    }
+}
+
+impl crate::pool::Reusable for BackendConn {
+    fn reusable(&self) -> bool {
+        self.clean && !self.cancelled
+    }
+
+    /// An idle connection has nothing to say. If the server wrote anyway or closed it, the
+    /// socket is readable. This uses the readiness the event loop already recorded, so it
+    /// costs no system call.
+    fn stale(&self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_ready()
+    }
+}
+
+/// A pool of connections to one PostgreSQL server.
+pub type PgPool = crate::pool::BackendPool<BackendTarget>;
+/// A checked-out PostgreSQL server connection.
+pub type Pooled = crate::pool::Pooled<BackendTarget>;
+/// Why no PostgreSQL server connection could be checked out.
+pub type CheckoutError = crate::pool::CheckoutError<ConnectError>;

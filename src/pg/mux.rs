@@ -52,7 +52,8 @@
 use super::cancel::CancelTarget;
 use super::codec;
 use crate::metrics::MuxStats;
-use crate::pool::{self, BackendPool, Pooled};
+use crate::pg::backend::{PgPool, Pooled};
+use crate::pool;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -187,7 +188,7 @@ impl Mux {
     /// concurrency there is nothing to batch, and the ordinary path is a little cheaper.
     pub async fn submit(
         self: &Arc<Self>,
-        pool: &BackendPool,
+        pool: &PgPool,
         settings: &[(String, String)],
         msg: Bytes,
         depth: usize,

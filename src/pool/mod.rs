@@ -11,22 +11,50 @@
 //! seconds to accept a new connection while the open ones keep serving; a client that had to
 //! wait for its own connect would fail at `connect_timeout` for nothing.)
 
-use crate::pg::backend::{BackendConn, BackendTarget, ConnectError};
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What a pool needs of one protocol's server connections: where they go and how to open one.
+/// Implemented by each protocol (PostgreSQL: `pg::backend::BackendTarget`); the pool itself
+/// knows no protocol.
+pub trait Connector: PartialEq + Send + Sync + 'static {
+    /// A logged-in server connection.
+    type Conn: Reusable;
+    /// Why a connection could not be opened.
+    type Error: std::error::Error + Clone + Send + Sync + 'static;
+    /// State a protocol keeps with each pool (PostgreSQL: its multiplexing lanes).
+    type Ext: Default + Send + Sync + 'static;
+    /// Connect and log in, within [`Connector::connect_timeout`].
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    fn addr(&self) -> SocketAddr;
+    fn connect_timeout(&self) -> Duration;
+    /// The error for a connect that took longer than [`Connector::connect_timeout`].
+    fn timed_out(&self) -> Self::Error;
+}
+
+/// What the pool asks of a connection given back.
+pub trait Reusable: Send + 'static {
+    /// Idle and clean (no transaction, nothing in flight, no client state): it may serve
+    /// another client.
+    fn reusable(&self) -> bool;
+    /// The server wrote or closed while the connection sat idle (a FATAL before a shutdown,
+    /// a crash): it must not be handed out.
+    fn stale(&self) -> bool;
+}
+
 /// Creates and vets server connections for one backend.
-pub struct PgManager {
-    pub target: BackendTarget,
-    signal: Arc<Signal>,
+pub struct Manager<C: Connector> {
+    pub target: C,
+    signal: Arc<Signal<C::Error>>,
 }
 
 /// What a pool's waiting clients are woken by: a connection given back, a background connect
 /// that ended, the pool closing.
-#[derive(Default)]
-struct Signal {
+struct Signal<E> {
     changed: tokio::sync::Notify,
     /// Clients waiting for a connection now.
     waiting: AtomicUsize,
@@ -34,13 +62,25 @@ struct Signal {
     connecting: AtomicUsize,
     /// Failed background connects so far, and the last one's error.
     failures: AtomicU64,
-    last_failure: Mutex<Option<ConnectError>>,
+    last_failure: Mutex<Option<E>>,
 }
 
-impl Signal {
+impl<E> Default for Signal<E> {
+    fn default() -> Self {
+        Signal {
+            changed: Default::default(),
+            waiting: Default::default(),
+            connecting: Default::default(),
+            failures: Default::default(),
+            last_failure: Mutex::new(None),
+        }
+    }
+}
+
+impl<E> Signal<E> {
     /// A connection came back (or was closed, making room): wake one waiting client, or all
     /// of them when the pool has no connection left (a failed connect then fails them).
-    fn returned(&self, pool: &managed::Pool<PgManager>) {
+    fn returned<M: managed::Manager>(&self, pool: &managed::Pool<M>) {
         if self.waiting.load(Relaxed) > 0 {
             if pool.status().size == 0 {
                 self.changed.notify_waiters();
@@ -50,36 +90,28 @@ impl Signal {
         }
     }
 
-    fn failed(&self, e: ConnectError) {
+    fn failed(&self, e: E) {
         *self.last_failure.lock().unwrap() = Some(e);
         self.failures.fetch_add(1, Relaxed);
         self.changed.notify_waiters();
     }
 }
 
-impl managed::Manager for PgManager {
-    type Type = Box<BackendConn>;
-    type Error = ConnectError;
+impl<C: Connector> managed::Manager for Manager<C> {
+    type Type = Box<C::Conn>;
+    type Error = C::Error;
 
     // Boxed: a checked-out connection moves through several futures on every checkout and
     // return, and a pointer is cheaper to move than the connection's state.
-    async fn create(&self) -> Result<Box<BackendConn>, ConnectError> {
-        BackendConn::connect(&self.target).await.map(Box::new)
+    async fn create(&self) -> Result<Box<C::Conn>, C::Error> {
+        self.target.connect().await.map(Box::new)
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut Box<BackendConn>,
-        _: &Metrics,
-    ) -> RecycleResult<ConnectError> {
-        if !conn.clean || conn.cancelled {
+    async fn recycle(&self, conn: &mut Box<C::Conn>, _: &Metrics) -> RecycleResult<C::Error> {
+        if !conn.reusable() {
             return Err(RecycleError::message("connection was not returned clean"));
         }
-        // An idle connection has nothing to say. If the server wrote anyway (a FATAL before
-        // a shutdown or crash) or closed it, the socket is readable: drop it. This uses the
-        // readiness the event loop already recorded, so it costs no system call.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if conn.stream.poll_read_ready(&mut cx).is_ready() {
+        if conn.stale() {
             return Err(RecycleError::message(
                 "server sent data or closed while idle",
             ));
@@ -88,11 +120,12 @@ impl managed::Manager for PgManager {
     }
 }
 
-pub type Pooled = Object<PgManager>;
+/// A checked-out connection; it goes back to its pool when dropped (see [`release`]).
+pub type Pooled<C> = Object<Manager<C>>;
 
 /// Why no connection could be checked out.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckoutError {
+pub enum CheckoutError<E: std::error::Error + 'static> {
     #[error("no connection to {addr} became free within checkout_timeout ({timeout:?}; pool size {size} per worker)")]
     Timeout {
         addr: std::net::SocketAddr,
@@ -100,25 +133,25 @@ pub enum CheckoutError {
         size: usize,
     },
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Connect(E),
     #[error("pool for {0} is closed")]
     Closed(std::net::SocketAddr),
 }
 
 /// The pool of one worker for one backend server.
-pub struct BackendPool {
-    pool: managed::Pool<PgManager>,
-    /// Multiplexed reads on this pool's connections (used only when configured).
-    pub mux: Arc<crate::pg::mux::Mux>,
+pub struct BackendPool<C: Connector> {
+    pool: managed::Pool<Manager<C>>,
+    /// The protocol's own state for this pool (see [`Connector::Ext`]).
+    pub ext: C::Ext,
     size: usize,
     checkout_timeout: Duration,
 }
 
-impl BackendPool {
-    pub fn new(target: BackendTarget, size: usize, checkout_timeout: Duration) -> BackendPool {
-        let create = target.connect_timeout;
+impl<C: Connector> BackendPool<C> {
+    pub fn new(target: C, size: usize, checkout_timeout: Duration) -> BackendPool<C> {
+        let create = target.connect_timeout();
         let signal = Arc::new(Signal::default());
-        let pool = managed::Pool::builder(PgManager { target, signal })
+        let pool = managed::Pool::builder(Manager { target, signal })
             .max_size(size)
             .runtime(deadpool::Runtime::Tokio1)
             .create_timeout(Some(create))
@@ -127,7 +160,7 @@ impl BackendPool {
             .expect("a runtime is set, so building cannot fail");
         BackendPool {
             pool,
-            mux: Arc::default(),
+            ext: C::Ext::default(),
             size,
             checkout_timeout,
         }
@@ -135,7 +168,7 @@ impl BackendPool {
 
     /// Whether this pool is what `target`, `size` and `checkout_timeout` would build (a
     /// reload then keeps it).
-    pub fn same(&self, target: &BackendTarget, size: usize, checkout_timeout: Duration) -> bool {
+    pub fn same(&self, target: &C, size: usize, checkout_timeout: Duration) -> bool {
         self.pool.manager().target == *target
             && self.size == size
             && self.checkout_timeout == checkout_timeout
@@ -158,7 +191,7 @@ impl BackendPool {
         (s.available + connecting).saturating_sub(s.waiting)
     }
 
-    fn signal(&self) -> &Arc<Signal> {
+    fn signal(&self) -> &Arc<Signal<C::Error>> {
         &self.pool.manager().signal
     }
 
@@ -168,16 +201,16 @@ impl BackendPool {
     }
 
     /// Where and as whom this pool connects.
-    pub fn target(&self) -> &BackendTarget {
+    pub fn target(&self) -> &C {
         &self.pool.manager().target
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.pool.manager().target.addr
+        self.pool.manager().target.addr()
     }
 
     /// Check out a connection, waiting up to `checkout_timeout` for one to come back.
-    pub async fn checkout(&self) -> Result<Pooled, CheckoutError> {
+    pub async fn checkout(&self) -> Result<Pooled<C>, CheckoutError<C::Error>> {
         match self.checkout_now().await? {
             Some(conn) => Ok(conn),
             None => self.checkout_waiting().await,
@@ -187,7 +220,7 @@ impl BackendPool {
     /// Check out an idle connection; `Ok(None)` when none is idle (then
     /// [`BackendPool::checkout_waiting`] opens one in the background if there is room). Arms no
     /// timer and never waits.
-    pub async fn checkout_now(&self) -> Result<Option<Pooled>, CheckoutError> {
+    pub async fn checkout_now(&self) -> Result<Option<Pooled<C>>, CheckoutError<C::Error>> {
         if self.idle() == 0 {
             return if self.pool.is_closed() {
                 Err(CheckoutError::Closed(self.addr()))
@@ -208,7 +241,7 @@ impl BackendPool {
     /// found none): one given back by another client or one opened in the background,
     /// whichever comes first. A background connect that fails while this waits fails it too
     /// when the pool has no open connection left.
-    pub async fn checkout_waiting(&self) -> Result<Pooled, CheckoutError> {
+    pub async fn checkout_waiting(&self) -> Result<Pooled<C>, CheckoutError<C::Error>> {
         tracing::trace!(status = ?self.pool.status(), "checkout waits");
         let signal = self.signal().clone();
         let deadline = tokio::time::Instant::now() + self.checkout_timeout;
@@ -282,12 +315,12 @@ impl BackendPool {
     fn timeouts(&self, wait: Duration) -> Timeouts {
         Timeouts {
             wait: Some(wait),
-            create: Some(self.pool.manager().target.connect_timeout),
+            create: Some(self.pool.manager().target.connect_timeout()),
             recycle: None,
         }
     }
 
-    fn error(&self, e: PoolError<ConnectError>) -> CheckoutError {
+    fn error(&self, e: PoolError<C::Error>) -> CheckoutError<C::Error> {
         match connect_error(e, &self.pool.manager().target) {
             Ok(e) => CheckoutError::Connect(e),
             Err(PoolError::Timeout(_)) => CheckoutError::Timeout {
@@ -308,16 +341,13 @@ impl BackendPool {
 
 /// A failed connect in `e` (the server's error, or the connect timeout), or `e` itself when
 /// it is about the pool (no permit within the wait, closed).
-fn connect_error(
-    e: PoolError<ConnectError>,
-    target: &BackendTarget,
-) -> Result<ConnectError, PoolError<ConnectError>> {
+fn connect_error<C: Connector>(
+    e: PoolError<C::Error>,
+    target: &C,
+) -> Result<C::Error, PoolError<C::Error>> {
     match e {
         PoolError::Backend(e) => Ok(e),
-        PoolError::Timeout(managed::TimeoutType::Create) => Ok(ConnectError::Timeout {
-            addr: target.addr,
-            timeout: target.connect_timeout,
-        }),
+        PoolError::Timeout(managed::TimeoutType::Create) => Ok(target.timed_out()),
         e => Err(e),
     }
 }
@@ -325,9 +355,9 @@ fn connect_error(
 /// Give a connection back: to the pool if clean, otherwise closed now (the server then rolls
 /// back whatever transaction it had open). Either way a waiting client is woken: it can take
 /// the connection, or open one in the freed place.
-pub fn release(conn: Pooled) {
+pub fn release<C: Connector>(conn: Pooled<C>) {
     let pool = Object::pool(&conn);
-    if !conn.clean || conn.cancelled {
+    if !conn.reusable() {
         drop(Object::take(conn));
     } else {
         drop(conn);

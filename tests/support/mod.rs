@@ -72,7 +72,7 @@ impl Proxy {
         for w in shared.live_workers() {
             if let Some(c) = w.clusters.load().get(db) {
                 for p in &c.pools {
-                    total += p.mux.stats();
+                    total += p.ext.stats();
                 }
             }
         }

@@ -22,10 +22,11 @@ mod settings;
 use crate::app::{ClusterPools, Worker};
 use crate::cluster::Want;
 use crate::config::PoolMode;
+use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::cancel::{CancelKey, CancelTarget};
 use crate::pg::codec;
 use crate::pg::prepared::StmtDef;
-use crate::pool::{self, Pooled};
+use crate::pool;
 use crate::router::hints::Hint;
 use crate::router::session_state::State;
 use bytes::{Buf, BytesMut};
@@ -64,7 +65,7 @@ pub enum SessionError {
     #[error("backend closed the connection")]
     BackendClosed,
     #[error(transparent)]
-    Checkout(#[from] pool::CheckoutError),
+    Checkout(#[from] CheckoutError),
     #[error("applying client settings on the backend failed: {0}")]
     Settings(String),
     #[error(transparent)]
@@ -592,7 +593,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let (code, msg) = match e {
             SessionError::ClientIo(_) => return,
             SessionError::ClientProtocol(m) => ("08P01", format!("protocol violation: {m}")),
-            SessionError::Checkout(pool::CheckoutError::Timeout { .. }) => {
+            SessionError::Checkout(CheckoutError::Timeout { .. }) => {
                 ("53300", format!("switchyard: {e}"))
             }
             SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),

@@ -79,7 +79,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let msg = Bytes::copy_from_slice(&self.cin[..h.wire_len]);
         let started = std::time::Instant::now();
         let Some(ticket) = pool
-            .mux
+            .ext
             .submit(
                 &pool,
                 &self.wanted,

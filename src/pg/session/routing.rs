@@ -6,6 +6,7 @@ use super::{Pend, Session, SessionError, HIGH_WATER};
 use crate::cluster::{SelectError, Want};
 use crate::config::PoolMode;
 use crate::metrics::kind;
+use crate::pg::backend::CheckoutError;
 use crate::pg::codec::{self, Header};
 use crate::pool;
 use crate::router::classify::{Class, Route, TxEffect};
@@ -305,17 +306,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 Ok(conn) => {
                     return self.install(conn, idx, matches!(want, Want::Primary)).await;
                 }
-                Err(pool::CheckoutError::Connect(e)) => {
+                Err(CheckoutError::Connect(e)) => {
                     self.cluster.metrics.error(kind::CONNECT);
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
-                        return Err(pool::CheckoutError::Connect(e).into());
+                        return Err(CheckoutError::Connect(e).into());
                     }
                     exclude = Some(idx);
                 }
                 // A reload closed this pool (raced with it, or waited in it): move to the
                 // new pools and try again there.
-                Err(pool::CheckoutError::Closed(_)) if reloaded < 3 => {
+                Err(CheckoutError::Closed(_)) if reloaded < 3 => {
                     reloaded += 1;
                     self.refresh_cluster()?;
                     exclude = None;
