@@ -132,7 +132,7 @@ pub async fn run_health(
         for (state, target) in generation.checks {
             tracker.spawn(crate::cluster::health::run(
                 state,
-                target,
+                crate::pg::probe::PgProber { target },
                 generation.health.clone(),
                 token.clone(),
             ));

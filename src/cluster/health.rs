@@ -12,75 +12,72 @@
 //! replayed commit: see [`super::lag`] for the definition and what happens while the primary
 //! is not seen.
 //!
-//! Timelines: on a writable backend, that of its current WAL position (the first 8 hex digits
-//! of `pg_walfile_name(pg_current_wal_lsn())`), which changes the moment a replica is
-//! promoted; `pg_control_checkpoint()` keeps the old timeline until the first checkpoint after
-//! the promotion. On a replica, the timeline its WAL receiver streams
-//! (`pg_stat_wal_receiver.received_tli`), or the last checkpoint's when none streams (or the
-//! user may not see it).
+//! The checker knows no protocol: a [`Prober`] (PostgreSQL: `pg::probe`) opens a connection
+//! to a server and answers one [`Probe`] per round: whether the server takes writes, its
+//! position (an opaque, monotonic number: bytes of WAL for PostgreSQL) and its timeline (an
+//! epoch that grows when a replica is promoted).
 
 use super::lag::{self, LagHistory};
 use super::{BackendState, ClusterState, Role};
 use crate::config::Health;
-use crate::pg::backend::{BackendConn, BackendTarget};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// One query for both roles. Positions are bytes since 0/0. `pg_is_in_recovery()` is read
-/// once (a subquery with a volatile target list is not flattened), so a promotion during the
-/// probe cannot mix the two branches; `pg_walfile_name` would fail in recovery.
-///
-/// A replica's position is what it has replayed, except while its startup process waits for
-/// WAL: then it has replayed every complete record it received, and its position is the
-/// received one (read before the wait state, so nothing received later is counted). This
-/// matters when the primary's written WAL ends inside a record, as it does after a write in
-/// a transaction that stays open: the replica replays up to that record's start and waits,
-/// 8 to a few hundred bytes short of the primary's position, until the primary writes the
-/// rest (up to 15 s later, or at the next commit). Seeing the startup process's wait state
-/// takes `pg_read_all_stats` (or `pg_monitor`, or a superuser) for the health-check user;
-/// without it the replayed position is used, and such a replica may count as lagging until
-/// the primary completes the record.
-const PROBE_SQL: &str = "SELECT r, \
-     COALESCE(pg_wal_lsn_diff(CASE WHEN NOT r THEN pg_current_wal_lsn() \
-     WHEN recv IS NOT NULL AND (SELECT wait_event FROM pg_stat_activity WHERE backend_type = 'startup' LIMIT 1) \
-     IN ('RecoveryWalStream', 'RecoveryRetrieveRetryInterval') THEN GREATEST(pg_last_wal_replay_lsn(), recv) \
-     ELSE pg_last_wal_replay_lsn() END, '0/0')::int8, 0), \
-     CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))::int8 \
-     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END \
-     FROM (SELECT pg_is_in_recovery() AS r, pg_last_wal_receive_lsn() AS recv) s";
+/// How one protocol looks at its servers.
+pub trait Prober: Clone + Send + Sync + 'static {
+    /// An open, logged-in probe connection.
+    type Conn: Send + 'static;
+    /// Connect and log in to `addr` within `give_up`.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        give_up: Duration,
+    ) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+    /// One probe on an open connection (dropped after an error).
+    fn probe(
+        &self,
+        conn: &mut Self::Conn,
+        give_up: Duration,
+    ) -> impl Future<Output = Result<Probe, String>> + Send;
+}
 
 /// What one probe saw.
 #[derive(Debug, Clone, Copy)]
-struct Probe {
-    in_recovery: bool,
-    /// Replayed position (replica; see [`PROBE_SQL`]) or current position (primary).
-    lsn: u64,
+pub struct Probe {
+    /// The server replays another's changes (a replica) rather than taking writes.
+    pub in_recovery: bool,
+    /// Replayed position (replica) or current position (primary).
+    pub lsn: u64,
     /// 0 when unknown.
-    timeline: u64,
-}
-
-fn parse_probe(row: &[Option<String>]) -> Option<Probe> {
-    let get = |i: usize| row.get(i).and_then(|v| v.as_deref());
-    Some(Probe {
-        in_recovery: get(0)? == "t",
-        lsn: get(1)?.parse::<i64>().ok()?.max(0) as u64,
-        timeline: get(2).and_then(|t| t.parse().ok()).unwrap_or(0),
-    })
+    pub timeline: u64,
 }
 
 /// Probe state kept by the checker for one backend.
-#[derive(Default)]
-struct Tracker {
-    conn: Option<BackendConn>,
+struct Tracker<C> {
+    conn: Option<C>,
     /// A probe (connect and query) that did not answer within `timeout` and still runs:
     /// the next round waits for it instead of opening a new connection, so a server that is
     /// only slow (a saturated machine) is not made slower by reconnects.
-    running: Option<Running>,
+    running: Option<Running<C>>,
     ok: u32,
     failed: u32,
     believed_up: bool,
+}
+
+impl<C> Default for Tracker<C> {
+    fn default() -> Self {
+        Tracker {
+            conn: None,
+            running: None,
+            ok: 0,
+            failed: 0,
+            believed_up: false,
+        }
+    }
 }
 
 /// What the checker remembers across rounds about the cluster as a whole.
@@ -94,12 +91,12 @@ struct ClusterWatch {
 const SPLIT_RELOG: Duration = Duration::from_secs(30);
 
 /// A probe running on its own task; it gives the connection back when it ends.
-struct Running {
-    task: tokio::task::JoinHandle<(Option<BackendConn>, Result<Probe, String>)>,
+struct Running<C> {
+    task: tokio::task::JoinHandle<(Option<C>, Result<Probe, String>)>,
     since: std::time::Instant,
 }
 
-impl Drop for Running {
+impl<C> Drop for Running<C> {
     /// A checker that stops (reload, shutdown) takes its probes with it.
     fn drop(&mut self) {
         self.task.abort();
@@ -123,15 +120,14 @@ fn abandon_after(timeout: Duration) -> Duration {
     (timeout * 10).max(Duration::from_secs(10))
 }
 
-/// Probe `cluster` until `shutdown`. `target` gives credentials and database; its address is
-/// replaced per backend.
-pub async fn run(
+/// Probe `cluster` with `prober` until `shutdown`.
+pub async fn run<P: Prober>(
     cluster: Arc<ClusterState>,
-    target: BackendTarget,
+    prober: P,
     health: Health,
     shutdown: CancellationToken,
 ) {
-    let mut trackers: Vec<Tracker> = cluster
+    let mut trackers: Vec<Tracker<P::Conn>> = cluster
         .backends
         .iter()
         .map(|_| Tracker {
@@ -147,17 +143,22 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        round(&cluster, &target, &health, &mut trackers, &mut watch).await;
+        round(&cluster, &prober, &health, &mut trackers, &mut watch).await;
     }
 }
 
-async fn probe(t: &mut Tracker, target: BackendTarget, timeout: Duration) -> Seen {
+async fn probe<P: Prober>(
+    t: &mut Tracker<P::Conn>,
+    prober: P,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Seen {
     let (mut running, fresh) = match t.running.take() {
         Some(r) => (r, false),
         None => {
             let conn = t.conn.take();
             let give_up = abandon_after(timeout);
-            let task = tokio::spawn(run_probe(conn, target, give_up));
+            let task = tokio::spawn(run_probe(prober, conn, addr, give_up));
             let since = std::time::Instant::now();
             (Running { task, since }, true)
         }
@@ -185,56 +186,45 @@ async fn probe(t: &mut Tracker, target: BackendTarget, timeout: Duration) -> See
     }
 }
 
-/// Connect if needed, run the probe query, give the connection back if it is still usable.
-async fn run_probe(
-    conn: Option<BackendConn>,
-    target: BackendTarget,
+/// Connect if needed, run the probe, give the connection back if it is still usable.
+async fn run_probe<P: Prober>(
+    prober: P,
+    conn: Option<P::Conn>,
+    addr: SocketAddr,
     give_up: Duration,
-) -> (Option<BackendConn>, Result<Probe, String>) {
+) -> (Option<P::Conn>, Result<Probe, String>) {
     let mut conn = match conn {
         Some(c) => c,
-        None => {
-            let target = BackendTarget {
-                connect_timeout: give_up,
-                application_name: "switchyard-health",
-                ..target
-            };
-            match BackendConn::connect(&target).await {
-                Ok(c) => c,
-                Err(e) => return (None, Err(e.to_string())),
-            }
-        }
-    };
-    match conn.query_row(PROBE_SQL, give_up).await {
-        Ok(r) => match parse_probe(&r) {
-            Some(p) => (Some(conn), Ok(p)),
-            None => (None, Err("unexpected probe result".to_string())),
+        None => match prober.connect(addr, give_up).await {
+            Ok(c) => c,
+            Err(e) => return (None, Err(e)),
         },
+    };
+    match prober.probe(&mut conn, give_up).await {
+        Ok(p) => (Some(conn), Ok(p)),
         Err(e) => (None, Err(e)),
     }
 }
 
 /// One round: probe all backends at once, then update the shared state.
-async fn round(
+async fn round<P: Prober>(
     cluster: &ClusterState,
-    target: &BackendTarget,
+    prober: &P,
     health: &Health,
-    trackers: &mut [Tracker],
+    trackers: &mut [Tracker<P::Conn>],
     watch: &mut ClusterWatch,
 ) {
     let round_id = cluster.rounds_started.fetch_add(1, Relaxed) + 1;
     // Positions are read after this instant: the primary was at most at the position it
     // reports at this time, which makes the lag estimates err on the large side.
     let now = Instant::now();
-    let probes =
-        futures_util::future::join_all(trackers.iter_mut().zip(&cluster.backends).map(|(t, b)| {
-            let target = BackendTarget {
-                addr: b.addr,
-                ..target.clone()
-            };
-            probe(t, target, health.timeout)
-        }))
-        .await;
+    let probes = futures_util::future::join_all(
+        trackers
+            .iter_mut()
+            .zip(&cluster.backends)
+            .map(|(t, b)| probe(t, prober.clone(), b.addr, health.timeout)),
+    )
+    .await;
     for ((t, b), p) in trackers.iter_mut().zip(&cluster.backends).zip(&probes) {
         update_health(cluster, b, t, p, health);
     }
@@ -300,7 +290,13 @@ fn watch_split_brain(cluster: &ClusterState, watch: &mut ClusterWatch, primary: 
     }
 }
 
-fn update_health(cluster: &ClusterState, b: &BackendState, t: &mut Tracker, p: &Seen, h: &Health) {
+fn update_health<C>(
+    cluster: &ClusterState,
+    b: &BackendState,
+    t: &mut Tracker<C>,
+    p: &Seen,
+    h: &Health,
+) {
     // A connection error on the statement path marks a backend down between rounds: start
     // counting rises from zero then.
     if t.believed_up && !b.is_up() {
@@ -395,24 +391,5 @@ fn update_lag(
         b.in_read_set.store(true, Relaxed);
         b.transitions.fetch_add(1, Relaxed);
         tracing::info!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, "replica back in the read set");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_rows_parse() {
-        let row: Vec<Option<String>> = ["t", "1000", "3"]
-            .iter()
-            .map(|s| Some(s.to_string()))
-            .collect();
-        let p = parse_probe(&row).unwrap();
-        assert!(p.in_recovery);
-        assert_eq!((p.lsn, p.timeline), (1000, 3));
-        assert!(parse_probe(&row[..1]).is_none());
-        let unknown = parse_probe(&[Some("f".into()), Some("5".into()), None]).unwrap();
-        assert_eq!((unknown.in_recovery, unknown.timeline), (false, 0));
     }
 }

@@ -5,5 +5,6 @@ pub mod cancel;
 pub mod codec;
 pub mod mux;
 pub mod prepared;
+pub mod probe;
 pub mod session;
 pub mod startup;
