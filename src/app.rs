@@ -1,93 +1,32 @@
 //! Wiring: the shared state every worker sees, the per-worker pools, and process lifecycle.
 
-use crate::cluster::ClusterState;
-use crate::config::{parse_addr, Config, PoolMode};
-use crate::metrics::{BackendSnapshot, ClusterMetrics, ClusterSnapshot, Metrics, TopologySource};
-use crate::pg::backend::BackendTarget;
-use crate::pg::backend::PgPool;
-use crate::pg::cancel::CancelRegistry;
-use crate::pg::prepared::StmtRegistry;
-use crate::router::classify::{Classifier, Dialect};
-use arc_swap::ArcSwap;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::config::{parse_addr, Config};
+use crate::engine::Engine;
+use crate::metrics::{BackendSnapshot, ClusterSnapshot, TopologySource};
+use crate::pg::worker::PgShared;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use tokio_util::sync::CancellationToken;
 
-/// Live topology per cluster, by the database name clients use.
-pub type ClusterMap = HashMap<String, Arc<ClusterState>>;
-/// One worker's pools per cluster, by the database name clients use.
-pub type PoolMap = HashMap<String, Arc<ClusterPools>>;
+pub use crate::engine::ClusterMap;
+pub use crate::pg::worker::{ClusterPools, PoolMap};
 
-/// State shared by every worker thread. Config, topology and classifier are snapshots that
-/// a reload ([`crate::reload`]) swaps whole.
+/// The process: the protocol-neutral engine (config, topology, classifier, shutdown,
+/// metrics; reachable through `Deref`), each front end's shared state, the workers, and the
+/// health thread's channel.
 pub struct Shared {
-    config: ArcSwap<Config>,
-    /// The file the config came from; a reload reads it again.
-    pub config_path: Option<std::path::PathBuf>,
-    /// Live topology per cluster, by the database name clients use.
-    pub clusters: ArcSwap<ClusterMap>,
-    /// Statement classifier (shared cache).
-    pub classifier: ArcSwap<Classifier>,
-    /// SCRAM verifiers of the config's users, derived once per config (PBKDF2 is slow by
-    /// design: not something to run per login on a worker every session shares).
-    pub verifiers: ArcSwap<Verifiers>,
-    /// Bumped by every successful reload, after the workers' pools were swapped.
-    pub generation: AtomicU64,
-    /// Worker threads (how pool sizes are split) and the workers themselves.
-    pub worker_count: usize,
+    pub engine: Arc<Engine>,
+    pub pg: Arc<PgShared>,
     pub workers: Mutex<Vec<Weak<Worker>>>,
     /// Each generation's health checks go to the health thread through this.
     pub(crate) health_tx: tokio::sync::mpsc::UnboundedSender<crate::reload::HealthGeneration>,
     pub(crate) health_rx:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::reload::HealthGeneration>>>,
-    /// Serialises reloads.
-    pub(crate) reload_lock: Mutex<()>,
-    pub cancel: Arc<CancelRegistry>,
-    /// Client connections open now, over all workers.
-    pub clients: AtomicUsize,
-    /// Cancelled when the process starts draining.
-    pub shutdown: CancellationToken,
-    pub metrics: Arc<Metrics>,
-    /// Listeners bound and workers started.
-    pub listening: std::sync::atomic::AtomicBool,
-    /// Set on SIGTERM/SIGINT: readiness is false from then on.
-    pub draining: std::sync::atomic::AtomicBool,
 }
 
-/// SCRAM verifiers by user name, for users authenticated with scram-sha-256.
-#[derive(Default)]
-pub struct Verifiers(HashMap<String, (Option<String>, Arc<crate::pg::auth::ScramVerifier>)>);
-
-impl Verifiers {
-    /// Verifiers for `config`'s users; one derived from a plaintext password is kept from
-    /// `old` when the password did not change.
-    pub fn build(config: &Config, old: Option<&Verifiers>) -> Verifiers {
-        use crate::config::AuthMethod;
-        use crate::pg::auth::ScramVerifier;
-        let mut map = HashMap::new();
-        for u in &config.users {
-            if u.effective_auth() != Some(AuthMethod::ScramSha256) {
-                continue;
-            }
-            let entry = match (&u.scram_verifier, &u.password) {
-                (Some(v), _) => match ScramVerifier::parse(v) {
-                    Ok(v) => (None, Arc::new(v)),
-                    Err(_) => continue,
-                },
-                (None, Some(p)) => match old.and_then(|o| o.0.get(&u.name)) {
-                    Some((Some(was), v)) if was == p => (Some(p.clone()), v.clone()),
-                    _ => (Some(p.clone()), Arc::new(ScramVerifier::from_password(p))),
-                },
-                (None, None) => continue,
-            };
-            map.insert(u.name.clone(), entry);
-        }
-        Verifiers(map)
-    }
-
-    pub fn get(&self, user: &str) -> Option<Arc<crate::pg::auth::ScramVerifier>> {
-        self.0.get(user).map(|(_, v)| v.clone())
+impl std::ops::Deref for Shared {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
     }
 }
 
@@ -135,39 +74,27 @@ impl Shared {
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Arc<Shared>> {
         let clusters = crate::reload::build_states(&config, None).map_err(anyhow::Error::msg)?;
-        let classifier = new_classifier(&config);
-        let verifiers = Verifiers::build(&config, None);
+        let pg = Arc::new(PgShared::new(&config));
+        let engine = Arc::new(Engine::new(
+            config.clone(),
+            config_path,
+            clusters,
+            worker_count(&config),
+        ));
         let (health_tx, health_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Shared {
-            worker_count: worker_count(&config),
-            config: ArcSwap::new(config),
-            config_path,
-            clusters: ArcSwap::from_pointee(clusters),
-            classifier: ArcSwap::from_pointee(classifier),
-            verifiers: ArcSwap::from_pointee(verifiers),
-            generation: AtomicU64::new(0),
+            engine,
+            pg,
             workers: Default::default(),
             health_tx,
             health_rx: Mutex::new(Some(health_rx)),
-            reload_lock: Mutex::new(()),
-            cancel: Arc::new(CancelRegistry::default()),
-            clients: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
-            metrics: Arc::new(Metrics::new()),
-            listening: Default::default(),
-            draining: Default::default(),
         }))
     }
 
-    /// The config snapshot in force now.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
-    }
-
+    /// A new config is in force everywhere (engine and front ends).
     pub(crate) fn store_config(&self, config: Arc<Config>) {
-        let verifiers = Verifiers::build(&config, Some(&self.verifiers.load()));
-        self.verifiers.store(Arc::new(verifiers));
-        self.config.store(config);
+        self.pg.store_config(&config);
+        self.engine.store_config(config);
     }
 
     /// Every live worker.
@@ -187,33 +114,6 @@ impl Shared {
             && !self.shutdown.is_cancelled()
             && crate::admin::all_primaries_up(&self.snapshot())
     }
-
-    /// Credentials and database for connections to `cluster`'s servers (address of the
-    /// primary; callers replace it).
-    pub fn backend_target(&self, c: &crate::config::Cluster) -> BackendTarget {
-        backend_target(&self.config(), c)
-    }
-}
-
-/// Credentials and database for connections to `c`'s servers under `cfg` (address of the
-/// primary; callers replace it).
-pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget {
-    BackendTarget {
-        addr: parse_addr(&c.primary).expect("validated"),
-        user: c.user.clone(),
-        password: c.password.clone(),
-        database: c.backend_database().to_owned(),
-        connect_timeout: cfg.pool.connect_timeout,
-        application_name: "switchyard",
-    }
-}
-
-pub(crate) fn new_classifier(config: &Config) -> Classifier {
-    Classifier::new(
-        Dialect::Postgres,
-        &config.routing.write_functions,
-        config.routing.cache_entries,
-    )
 }
 
 /// Worker threads for `config` (0 = one per core).
@@ -226,52 +126,12 @@ fn worker_count(config: &Config) -> usize {
     }
 }
 
-/// One cluster's pools on one worker, aligned with `state.backends`. Built for one config
-/// generation; pools that did not change are shared with the next generation's.
-pub struct ClusterPools {
-    pub state: Arc<ClusterState>,
-    pub pools: Vec<Arc<PgPool>>,
-    pub metrics: ClusterMetrics,
-    /// The database name clients use.
-    pub database: String,
-    /// The config generation this was built for.
-    pub generation: u64,
-    /// What the servers report at login (ParameterStatus) to a client with given startup
-    /// settings, learned from the first such client: later logins in transaction mode need no
-    /// server connection (and work while the primary is down).
-    pub login_params: LoginParams,
-}
-
-/// Name-value pairs: a client's startup settings, or the ParameterStatus values it gets.
-pub type Settings = Arc<Vec<(String, String)>>;
-
-/// Login ParameterStatus values by the client's startup settings; bounded.
-#[derive(Default)]
-pub struct LoginParams(std::sync::Mutex<HashMap<Settings, Settings>>);
-
-impl LoginParams {
-    /// Distinct startup-setting sets remembered (the map is emptied when it is full).
-    const MAX: usize = 256;
-
-    pub fn get(&self, wanted: &Settings) -> Option<Settings> {
-        self.0.lock().unwrap().get(wanted).cloned()
-    }
-
-    pub fn put(&self, wanted: Settings, params: Vec<(String, String)>) {
-        let mut map = self.0.lock().unwrap();
-        if map.len() >= Self::MAX {
-            map.clear();
-        }
-        map.insert(wanted, Arc::new(params));
-    }
-}
-
 impl TopologySource for Shared {
     fn snapshot(&self) -> Vec<ClusterSnapshot> {
         let maps: Vec<_> = self
             .live_workers()
             .iter()
-            .map(|w| w.clusters.load_full())
+            .map(|w| w.pg.clusters.load_full())
             .collect();
         let clusters = self.clusters.load();
         let mut out = Vec::new();
@@ -330,13 +190,8 @@ impl TopologySource for Shared {
 
 /// What one worker thread owns.
 pub struct Worker {
-    pub shared: Arc<Shared>,
-    /// Clusters by the database name clients use; swapped by a reload.
-    pub clusters: ArcSwap<PoolMap>,
-    pub statements: StmtRegistry,
-    pub pool_mode: PoolMode,
-    /// TLS for clients that ask for it, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// This worker's PostgreSQL front end (its pools, statements, TLS).
+    pub pg: Arc<crate::pg::worker::Worker>,
     /// Client connections this worker serves now; accepts are balanced on it.
     pub load: AtomicUsize,
     /// Where other workers hand over connections they accepted (see [`pick_worker`]).
@@ -346,44 +201,6 @@ pub struct Worker {
 /// A client connection accepted by one worker and served by another: the socket (already
 /// non-blocking, detached from the accepting thread's reactor), the peer and the connection id.
 type Handoff = (std::net::TcpStream, std::net::SocketAddr, u64);
-
-impl Worker {
-    /// Build a worker's pools from the config; `workers` splits each pool size. Connections
-    /// other workers hand over arrive on `handoff`'s receiver.
-    fn new(
-        shared: Arc<Shared>,
-        workers: usize,
-        handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
-    ) -> Worker {
-        // Generation first: if a reload lands meanwhile, `refresh_worker` catches up.
-        let generation = shared.generation.load(Ordering::Acquire);
-        let cfg = shared.config();
-        let states = shared.clusters.load_full();
-        let clusters =
-            crate::reload::build_pools(&shared, &cfg, &states, None, workers, generation);
-        let pool_mode = cfg
-            .postgres
-            .as_ref()
-            .map(|p| p.pool_mode)
-            .unwrap_or_default();
-        let tls = cfg
-            .postgres
-            .as_ref()
-            .and_then(|p| match (&p.tls_cert, &p.tls_key) {
-                (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
-                _ => None,
-            });
-        Worker {
-            shared,
-            clusters: ArcSwap::from_pointee(clusters),
-            statements: StmtRegistry::default(),
-            pool_mode,
-            tls,
-            load: AtomicUsize::new(0),
-            handoff,
-        }
-    }
-}
 
 /// A running proxy: worker threads with their listeners. Dropping it does not stop it; call
 /// [`Server::shutdown`].
@@ -557,10 +374,18 @@ async fn run_worker(
     conn_ids: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
-    let worker = Arc::new(Worker::new(shared.clone(), workers, handoff));
+    let worker = Arc::new(Worker {
+        pg: Arc::new(crate::pg::worker::Worker::new(
+            shared.engine.clone(),
+            shared.pg.clone(),
+            workers,
+        )),
+        load: AtomicUsize::new(0),
+        handoff,
+    });
     shared.workers.lock().unwrap().push(Arc::downgrade(&worker));
     // A reload that ran while this worker was being built: catch up.
-    crate::reload::refresh_worker(&worker);
+    worker.pg.refresh();
     let tracker = tokio_util::task::TaskTracker::new();
     if let Some(l) = listener {
         let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
@@ -619,7 +444,7 @@ async fn serve_client(
 ) {
     let counted = Arc::clone(&worker);
     let _slot = crate::Decrement(&counted.load);
-    crate::pg::startup::handle_client(worker, stream, peer, id).await;
+    crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id).await;
 }
 
 /// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the
@@ -671,6 +496,7 @@ fn pick_worker(me: &Arc<Worker>, all: &[Arc<Worker>]) -> Option<Arc<Worker>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pg::worker::Verifiers;
 
     fn config(password: &str) -> Config {
         Config::from_toml(&toml_of(password)).unwrap()

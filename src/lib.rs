@@ -20,6 +20,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod metrics;
 pub mod mysql;
 pub mod net;

@@ -19,11 +19,11 @@
 //! Keys read only at start (listen addresses, workers, pool mode, TLS files, the admin
 //! listener and token) are reported as needing a restart.
 
-use crate::app::{backend_target, ClusterPools, PoolMap, Shared, Worker};
+use crate::app::{PoolMap, Shared};
 use crate::cluster::ClusterState;
 use crate::config::{Config, Health};
 use crate::pg::backend::BackendTarget;
-use crate::pg::backend::PgPool;
+use crate::pg::worker::backend_target;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,54 +49,6 @@ pub fn build_states(cfg: &Config, old: Option<&ClusterMap>) -> Result<ClusterMap
         out.insert(c.database.clone(), Arc::new(state));
     }
     Ok(out)
-}
-
-/// One worker's pools for `cfg` and `states`, reusing unchanged pools from `old`.
-pub fn build_pools(
-    shared: &Shared,
-    cfg: &Config,
-    states: &ClusterMap,
-    old: Option<&PoolMap>,
-    workers: usize,
-    generation: u64,
-) -> PoolMap {
-    let mut out = HashMap::new();
-    for c in &cfg.clusters {
-        let total = c.pool_size.unwrap_or(cfg.pool.size);
-        let size = total.div_ceil(workers.max(1)).max(1);
-        let state = states[&c.database].clone();
-        let base = backend_target(cfg, c);
-        let prev = old.and_then(|o| o.get(&c.database));
-        let pools = state
-            .backends
-            .iter()
-            .map(|b| {
-                let target = BackendTarget {
-                    addr: b.addr,
-                    ..base.clone()
-                };
-                let reuse = prev.and_then(|p| {
-                    p.pools
-                        .iter()
-                        .find(|p| p.same(&target, size, cfg.pool.checkout_timeout))
-                });
-                match reuse {
-                    Some(p) => p.clone(),
-                    None => Arc::new(PgPool::new(target, size, cfg.pool.checkout_timeout)),
-                }
-            })
-            .collect();
-        let cp = ClusterPools {
-            metrics: shared.metrics.cluster_handles(&state.name),
-            state,
-            pools,
-            database: c.database.clone(),
-            generation,
-            login_params: Default::default(),
-        };
-        out.insert(c.database.clone(), Arc::new(cp));
-    }
-    out
 }
 
 /// Hand `states`' health checks to the health thread (it cancels the previous ones).
@@ -146,29 +98,6 @@ pub async fn run_health(
     tracker.wait().await;
 }
 
-/// Rebuild `worker`'s pools if a reload happened since they were built.
-pub fn refresh_worker(worker: &Worker) {
-    let shared = &worker.shared;
-    let _guard = shared.reload_lock.lock().unwrap();
-    let generation = shared.generation.load(Ordering::Acquire);
-    let old = worker.clusters.load_full();
-    if old.values().all(|c| c.generation == generation) && !old.is_empty() {
-        return;
-    }
-    let cfg = shared.config();
-    let states = shared.clusters.load_full();
-    let new = build_pools(
-        shared,
-        &cfg,
-        &states,
-        Some(&old),
-        shared.worker_count,
-        generation,
-    );
-    worker.clusters.store(Arc::new(new));
-    close_unused(&[old], &[worker.clusters.load_full()]);
-}
-
 /// Read the config file again and apply it. Ok: a summary (and what needs a restart);
 /// Err: why nothing changed.
 pub fn reload(shared: &Shared) -> Result<String, String> {
@@ -198,8 +127,8 @@ fn apply(shared: &Shared) -> Result<String, String> {
     let maps: Vec<(Arc<PoolMap>, Arc<PoolMap>)> = workers
         .iter()
         .map(|w| {
-            let old = w.clusters.load_full();
-            let new = build_pools(
+            let old = w.pg.clusters.load_full();
+            let new = crate::pg::worker::build_pools(
                 shared,
                 &cfg,
                 &states,
@@ -213,33 +142,18 @@ fn apply(shared: &Shared) -> Result<String, String> {
     if routing_changed(&old_cfg, &cfg) {
         shared
             .classifier
-            .store(Arc::new(crate::app::new_classifier(&cfg)));
+            .store(Arc::new(crate::engine::new_classifier(&cfg)));
     }
     shared.store_config(cfg.clone());
     shared.clusters.store(states.clone());
     for (w, (_, new)) in workers.iter().zip(&maps) {
-        w.clusters.store(new.clone());
+        w.pg.clusters.store(new.clone());
     }
     shared.generation.store(generation, Ordering::Release);
     let (olds, news): (Vec<_>, Vec<_>) = maps.into_iter().unzip();
-    close_unused(&olds, &news);
+    crate::pg::worker::close_unused(&olds, &news);
     send_health(shared, &cfg, &states);
     Ok(summary(&old_cfg, &cfg))
-}
-
-/// Close every pool in `olds` that no map in `news` uses: idle connections close now,
-/// connections in use are closed when their transaction ends.
-fn close_unused(olds: &[Arc<PoolMap>], news: &[Arc<PoolMap>]) {
-    let kept: Vec<*const PgPool> = news
-        .iter()
-        .flat_map(|m| m.values())
-        .flat_map(|c| c.pools.iter().map(Arc::as_ptr))
-        .collect();
-    for p in olds.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools) {
-        if !kept.contains(&Arc::as_ptr(p)) {
-            p.close();
-        }
-    }
 }
 
 fn routing_changed(a: &Config, b: &Config) -> bool {

@@ -8,3 +8,4 @@ pub mod prepared;
 pub mod probe;
 pub mod session;
 pub mod startup;
+pub mod worker;

@@ -4,9 +4,9 @@
 use super::auth::{self, ScramServer, ScramVerifier};
 use super::codec::{self, Startup};
 use super::session::Session;
-use crate::app::Worker;
 use crate::config::AuthMethod;
 use crate::net::tls::ClientStream;
+use crate::pg::worker::Worker;
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -72,7 +72,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
     .await;
     let refusal = match login {
         Ok(Ok(Some(l))) => {
-            let key = shared.cancel.issue();
+            let key = worker.pg.cancel.issue();
             let (pid, secret) = (key.pid, key.secret);
             let mut session = Session::new(worker.clone(), l.cluster, stream, l.wanted, key, buf);
             let mut out = l.out;
@@ -239,7 +239,7 @@ async fn read_message<S: AsyncRead + Unpin>(
 
 /// Who logged in and what they asked for.
 struct LoggedIn {
-    cluster: Arc<crate::app::ClusterPools>,
+    cluster: Arc<crate::pg::worker::ClusterPools>,
     wanted: Arc<Vec<(String, String)>>,
     /// Messages already due to the client (the SCRAM final message).
     out: BytesMut,
@@ -255,7 +255,7 @@ async fn login(
     let shared = &worker.shared;
     let params = match first {
         Startup::Cancel { pid, secret } => {
-            if let Some(route) = shared.cancel.lookup(pid, secret) {
+            if let Some(route) = worker.pg.cancel.lookup(pid, secret) {
                 route.cancel(Duration::from_secs(5)).await;
             }
             return Ok(None);
@@ -294,7 +294,7 @@ async fn login(
         ));
     };
     let mut out = BytesMut::with_capacity(512);
-    let verifier = shared.verifiers.load().get(user);
+    let verifier = worker.pg.verifiers.load().get(user);
     authenticate(stream, buf, &mut out, user, u, verifier).await?;
     let Some(cluster) = worker.clusters.load().get(database).cloned() else {
         return Err(refuse(

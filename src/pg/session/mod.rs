@@ -19,13 +19,13 @@ mod pump;
 mod routing;
 mod settings;
 
-use crate::app::{ClusterPools, Worker};
 use crate::cluster::Want;
 use crate::config::PoolMode;
 use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::cancel::{CancelKey, CancelTarget};
 use crate::pg::codec;
 use crate::pg::prepared::StmtDef;
+use crate::pg::worker::{ClusterPools, Worker};
 use crate::pool;
 use crate::router::hints::Hint;
 use crate::router::session_state::State;

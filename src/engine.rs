@@ -1,0 +1,87 @@
+//! The protocol-neutral state every front end shares: the config snapshot, the live topology,
+//! the statement classifier, shutdown, metrics and client counts. Front ends (`pg/`, and
+//! `mysql/` next) read it; `app.rs` builds it and `reload.rs` swaps its snapshots whole.
+//! Nothing here knows a wire protocol.
+
+use crate::cluster::ClusterState;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::classify::{Classifier, Dialect};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Live topology per cluster, by the database name clients use.
+pub type ClusterMap = HashMap<String, Arc<ClusterState>>;
+
+/// State shared by every worker thread and front end. Config, topology and classifier are
+/// snapshots that a reload ([`crate::reload`]) swaps whole.
+pub struct Engine {
+    config: ArcSwap<Config>,
+    /// The file the config came from; a reload reads it again.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Live topology per cluster, by the database name clients use.
+    pub clusters: ArcSwap<ClusterMap>,
+    /// Statement classifier (shared cache).
+    pub classifier: ArcSwap<Classifier>,
+    /// Bumped by every successful reload, after the workers' pools were swapped.
+    pub generation: AtomicU64,
+    /// Worker threads (how pool sizes are split).
+    pub worker_count: usize,
+    /// Serialises reloads.
+    pub(crate) reload_lock: Mutex<()>,
+    /// Client connections open now, over all workers and protocols.
+    pub clients: AtomicUsize,
+    /// Cancelled when the process starts draining.
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    /// Listeners bound and workers started.
+    pub listening: AtomicBool,
+    /// Set on SIGTERM/SIGINT: readiness is false from then on.
+    pub draining: AtomicBool,
+}
+
+impl Engine {
+    pub fn new(
+        config: Arc<Config>,
+        config_path: Option<std::path::PathBuf>,
+        clusters: ClusterMap,
+        worker_count: usize,
+    ) -> Engine {
+        let classifier = new_classifier(&config);
+        Engine {
+            config: ArcSwap::new(config),
+            config_path,
+            clusters: ArcSwap::from_pointee(clusters),
+            classifier: ArcSwap::from_pointee(classifier),
+            generation: AtomicU64::new(0),
+            worker_count,
+            reload_lock: Mutex::new(()),
+            clients: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            metrics: Arc::new(Metrics::new()),
+            listening: Default::default(),
+            draining: Default::default(),
+        }
+    }
+
+    /// The config snapshot in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub(crate) fn store_config(&self, config: Arc<Config>) {
+        self.config.store(config);
+    }
+}
+
+/// The statement classifier `config` asks for.
+pub(crate) fn new_classifier(config: &Config) -> Classifier {
+    Classifier::new(
+        Dialect::Postgres,
+        &config.routing.write_functions,
+        config.routing.cache_entries,
+    )
+}

@@ -1,0 +1,260 @@
+//! The PostgreSQL front end's state: what every PostgreSQL session of the process shares
+//! (cancel keys, SCRAM verifiers) and what each worker thread keeps (its pools per cluster,
+//! its prepared-statement registry, TLS). Built by `app.rs` from the engine's config;
+//! rebuilt by a reload.
+
+use super::backend::{BackendTarget, PgPool};
+use super::cancel::CancelRegistry;
+use super::prepared::StmtRegistry;
+use crate::cluster::ClusterState;
+use crate::config::{parse_addr, Config, PoolMode};
+use crate::engine::{ClusterMap, Engine};
+use crate::metrics::ClusterMetrics;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// One worker's pools per cluster, by the database name clients use.
+pub type PoolMap = HashMap<String, Arc<ClusterPools>>;
+
+/// What every PostgreSQL session of the process shares.
+pub struct PgShared {
+    pub cancel: Arc<CancelRegistry>,
+    /// SCRAM verifiers of the config's users, derived once per config (PBKDF2 is slow by
+    /// design: not something to run per login on a worker every session shares).
+    pub verifiers: ArcSwap<Verifiers>,
+}
+
+impl PgShared {
+    pub fn new(config: &Config) -> PgShared {
+        PgShared {
+            cancel: Arc::new(CancelRegistry::default()),
+            verifiers: ArcSwap::from_pointee(Verifiers::build(config, None)),
+        }
+    }
+
+    /// A new config is in force: derive what changed.
+    pub fn store_config(&self, config: &Config) {
+        let verifiers = Verifiers::build(config, Some(&self.verifiers.load()));
+        self.verifiers.store(Arc::new(verifiers));
+    }
+}
+
+/// The PostgreSQL front end of one worker thread.
+pub struct Worker {
+    pub shared: Arc<Engine>,
+    pub pg: Arc<PgShared>,
+    /// Clusters by the database name clients use; swapped by a reload.
+    pub clusters: ArcSwap<PoolMap>,
+    pub statements: StmtRegistry,
+    pub pool_mode: PoolMode,
+    /// TLS for clients that ask for it, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Worker {
+    /// Build a worker's pools from the config; `workers` splits each pool size.
+    pub fn new(shared: Arc<Engine>, pg: Arc<PgShared>, workers: usize) -> Worker {
+        // Generation first: if a reload lands meanwhile, `refresh` catches up.
+        let generation = shared.generation.load(Ordering::Acquire);
+        let cfg = shared.config();
+        let states = shared.clusters.load_full();
+        let clusters = build_pools(&shared, &cfg, &states, None, workers, generation);
+        let pool_mode = cfg
+            .postgres
+            .as_ref()
+            .map(|p| p.pool_mode)
+            .unwrap_or_default();
+        let tls = cfg
+            .postgres
+            .as_ref()
+            .and_then(|p| match (&p.tls_cert, &p.tls_key) {
+                (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
+                _ => None,
+            });
+        Worker {
+            shared,
+            pg,
+            clusters: ArcSwap::from_pointee(clusters),
+            statements: StmtRegistry::default(),
+            pool_mode,
+            tls,
+        }
+    }
+
+    /// Rebuild this worker's pools if a reload happened since they were built.
+    pub fn refresh(&self) {
+        let shared = &self.shared;
+        let _guard = shared.reload_lock.lock().unwrap();
+        let generation = shared.generation.load(Ordering::Acquire);
+        let old = self.clusters.load_full();
+        if old.values().all(|c| c.generation == generation) && !old.is_empty() {
+            return;
+        }
+        let cfg = shared.config();
+        let states = shared.clusters.load_full();
+        let new = build_pools(
+            shared,
+            &cfg,
+            &states,
+            Some(&old),
+            shared.worker_count,
+            generation,
+        );
+        self.clusters.store(Arc::new(new));
+        close_unused(&[old], &[self.clusters.load_full()]);
+    }
+}
+
+/// SCRAM verifiers by user name, for users authenticated with scram-sha-256.
+#[derive(Default)]
+pub struct Verifiers(HashMap<String, (Option<String>, Arc<super::auth::ScramVerifier>)>);
+
+impl Verifiers {
+    /// Verifiers for `config`'s users; one derived from a plaintext password is kept from
+    /// `old` when the password did not change.
+    pub fn build(config: &Config, old: Option<&Verifiers>) -> Verifiers {
+        use super::auth::ScramVerifier;
+        use crate::config::AuthMethod;
+        let mut map = HashMap::new();
+        for u in &config.users {
+            if u.effective_auth() != Some(AuthMethod::ScramSha256) {
+                continue;
+            }
+            let entry = match (&u.scram_verifier, &u.password) {
+                (Some(v), _) => match ScramVerifier::parse(v) {
+                    Ok(v) => (None, Arc::new(v)),
+                    Err(_) => continue,
+                },
+                (None, Some(p)) => match old.and_then(|o| o.0.get(&u.name)) {
+                    Some((Some(was), v)) if was == p => (Some(p.clone()), v.clone()),
+                    _ => (Some(p.clone()), Arc::new(ScramVerifier::from_password(p))),
+                },
+                (None, None) => continue,
+            };
+            map.insert(u.name.clone(), entry);
+        }
+        Verifiers(map)
+    }
+
+    pub fn get(&self, user: &str) -> Option<Arc<super::auth::ScramVerifier>> {
+        self.0.get(user).map(|(_, v)| v.clone())
+    }
+}
+
+/// Credentials and database for connections to `c`'s servers under `cfg` (address of the
+/// primary; callers replace it).
+pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget {
+    BackendTarget {
+        addr: parse_addr(&c.primary).expect("validated"),
+        user: c.user.clone(),
+        password: c.password.clone(),
+        database: c.backend_database().to_owned(),
+        connect_timeout: cfg.pool.connect_timeout,
+        application_name: "switchyard",
+    }
+}
+
+/// One cluster's pools on one worker, aligned with `state.backends`. Built for one config
+/// generation; pools that did not change are shared with the next generation's.
+pub struct ClusterPools {
+    pub state: Arc<ClusterState>,
+    pub pools: Vec<Arc<PgPool>>,
+    pub metrics: ClusterMetrics,
+    /// The database name clients use.
+    pub database: String,
+    /// The config generation this was built for.
+    pub generation: u64,
+    /// What the servers report at login (ParameterStatus) to a client with given startup
+    /// settings, learned from the first such client: later logins in transaction mode need no
+    /// server connection (and work while the primary is down).
+    pub login_params: LoginParams,
+}
+
+/// Name-value pairs: a client's startup settings, or the ParameterStatus values it gets.
+pub type Settings = Arc<Vec<(String, String)>>;
+
+/// Login ParameterStatus values by the client's startup settings; bounded.
+#[derive(Default)]
+pub struct LoginParams(std::sync::Mutex<HashMap<Settings, Settings>>);
+
+impl LoginParams {
+    /// Distinct startup-setting sets remembered (the map is emptied when it is full).
+    const MAX: usize = 256;
+
+    pub fn get(&self, wanted: &Settings) -> Option<Settings> {
+        self.0.lock().unwrap().get(wanted).cloned()
+    }
+
+    pub fn put(&self, wanted: Settings, params: Vec<(String, String)>) {
+        let mut map = self.0.lock().unwrap();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(wanted, Arc::new(params));
+    }
+}
+
+/// One worker's pools for `cfg` and `states`, reusing unchanged pools from `old`.
+pub fn build_pools(
+    shared: &Engine,
+    cfg: &Config,
+    states: &ClusterMap,
+    old: Option<&PoolMap>,
+    workers: usize,
+    generation: u64,
+) -> PoolMap {
+    let mut out = HashMap::new();
+    for c in &cfg.clusters {
+        let total = c.pool_size.unwrap_or(cfg.pool.size);
+        let size = total.div_ceil(workers.max(1)).max(1);
+        let state = states[&c.database].clone();
+        let base = backend_target(cfg, c);
+        let prev = old.and_then(|o| o.get(&c.database));
+        let pools = state
+            .backends
+            .iter()
+            .map(|b| {
+                let target = BackendTarget {
+                    addr: b.addr,
+                    ..base.clone()
+                };
+                let reuse = prev.and_then(|p| {
+                    p.pools
+                        .iter()
+                        .find(|p| p.same(&target, size, cfg.pool.checkout_timeout))
+                });
+                match reuse {
+                    Some(p) => p.clone(),
+                    None => Arc::new(PgPool::new(target, size, cfg.pool.checkout_timeout)),
+                }
+            })
+            .collect();
+        let cp = ClusterPools {
+            metrics: shared.metrics.cluster_handles(&state.name),
+            state,
+            pools,
+            database: c.database.clone(),
+            generation,
+            login_params: Default::default(),
+        };
+        out.insert(c.database.clone(), Arc::new(cp));
+    }
+    out
+}
+
+/// Close every pool in `olds` that no map in `news` uses: idle connections close now,
+/// connections in use are closed when their transaction ends.
+pub fn close_unused(olds: &[Arc<PoolMap>], news: &[Arc<PoolMap>]) {
+    let kept: Vec<*const PgPool> = news
+        .iter()
+        .flat_map(|m| m.values())
+        .flat_map(|c| c.pools.iter().map(Arc::as_ptr))
+        .collect();
+    for p in olds.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools) {
+        if !kept.contains(&Arc::as_ptr(p)) {
+            p.close();
+        }
+    }
+}
