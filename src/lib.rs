@@ -6,10 +6,19 @@
 //! - [`pg`]: PostgreSQL protocol — pure codec, authentication, startup, the per-client session
 //!   state machine, backend connections, cancel keys, prepared-statement mapping.
 //! - [`router`]: SQL scanning and the rules built on it (which statements pin a session).
-//! - [`pool`]: per-worker, per-backend connection pools that only take back clean connections.
-//! - [`app`]: worker threads, shared state, shutdown and drain.
-//! - [`config`]: the config model, validation, durations.
-//! - [`testkit`] and [`demo`]: real PostgreSQL servers for tests and `switchyard demo`.
+//! - [`pool`]: per-worker, per-backend connection pools that only take back clean connections
+//!   (any protocol: `pool::Connector`).
+//! - [`cluster`]: topology, health checks over any protocol's `cluster::health::Prober`, lag,
+//!   replica selection.
+//! - [`engine`]: the protocol-neutral state front ends read (config, topology, classifier,
+//!   shutdown, metrics).
+//! - [`mysql`]: MySQL/MariaDB protocol (so far its pure codec and auth scrambles).
+//! - [`app`]: wiring: worker threads, the engine and each front end's state, shutdown, drain.
+//! - [`config`]: the config model, validation, durations (a leaf).
+//! - [`testkit`] and [`demo`]: real PostgreSQL and MariaDB servers for tests and `switchyard demo`.
+//!
+//! Import rules: `pool`, `cluster`, `router`, `config`, `admin`, `metrics` and `engine` import
+//! nothing from `pg` or `mysql`; `pg` and `mysql` import nothing from each other or from `app`.
 //!
 //! Invariants: a backend connection returns to a pool only idle and clean; untrusted bytes
 //! never panic; codecs do no I/O; no global mutable state; every network wait is bounded or
