@@ -54,8 +54,7 @@ pub fn build_states(cfg: &Config, old: Option<&ClusterMap>) -> Result<ClusterMap
 /// Hand `states`' health checks to the health thread (it cancels the previous ones).
 pub fn send_health(shared: &Shared, cfg: &Config, states: &ClusterMap) {
     let checks = cfg
-        .clusters
-        .iter()
+        .clusters_of(crate::config::Protocol::Postgres)
         .map(|c| (states[&c.database].clone(), backend_target(cfg, c)))
         .collect();
     let _ = shared.health_tx.send(HealthGeneration {
