@@ -13,3 +13,5 @@
 //! or allocated; framing hands out byte ranges so a proxy forwards packets verbatim.
 pub mod auth;
 pub mod codec;
+pub mod io;
+pub mod startup;
