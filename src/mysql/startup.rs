@@ -257,7 +257,7 @@ fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8]) -> Check 
         .as_deref()
         .and_then(|h| NativePasswordHash::parse(h).ok());
     let native = |response: &[u8]| match (plain, &stored) {
-        (Some(p), _) if p.is_empty() => response.is_empty(),
+        (Some([]), _) => response.is_empty(),
         (Some(p), _) => auth::verify_native_password(p, scramble, response),
         (None, Some(h)) => h.verify(scramble, response),
         (None, None) => false,
