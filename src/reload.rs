@@ -142,6 +142,12 @@ fn apply(shared: &Shared) -> Result<String, String> {
         shared
             .classifier
             .store(Arc::new(crate::engine::new_classifier(&cfg)));
+        shared
+            .classifier_mysql
+            .store(Arc::new(crate::engine::new_classifier_for(
+                &cfg,
+                crate::router::classify::Dialect::MySql,
+            )));
     }
     shared.store_config(cfg.clone());
     shared.clusters.store(states.clone());

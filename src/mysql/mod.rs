@@ -14,4 +14,6 @@
 pub mod auth;
 pub mod codec;
 pub mod io;
+pub mod session;
 pub mod startup;
+pub mod worker;

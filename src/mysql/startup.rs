@@ -313,6 +313,93 @@ pub fn pick_cluster(cfg: &Config, database: Option<&str>) -> Option<(String, Opt
     Some((default, schema))
 }
 
+/// Serve one accepted MySQL client on this worker: limits, login within
+/// `client_login_timeout`, then its session.
+pub async fn handle_client(
+    w: std::sync::Arc<super::worker::Worker>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    conn_id: u64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let engine = w.shared.clone();
+    let open = engine.clients.fetch_add(1, Relaxed) + 1;
+    let _slot_count = crate::Decrement(&engine.clients);
+    let _ = stream.set_nodelay(true);
+    let cfg = engine.config();
+    let mut stream = stream;
+    let (id, slot, _registered) = w.my.register();
+    if open > cfg.general.max_client_connections {
+        let err = err_payload(
+            1040,
+            b"08004",
+            &format!(
+                "Too many connections (switchyard max_client_connections = {})",
+                cfg.general.max_client_connections
+            ),
+        );
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            write_packet(&mut stream, 0, &err),
+        )
+        .await;
+        return;
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    let max = cfg.general.max_message_bytes;
+    let login = tokio::time::timeout(
+        cfg.general.client_login_timeout,
+        login(&mut stream, &mut buf, &cfg, id, max),
+    )
+    .await;
+    let l = match login {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::info!(conn = conn_id, %peer, error = %e, "mysql login refused");
+            if matches!(e, LoginError::Refused(ref r) if r.code == 1045) {
+                engine.metrics.error("", crate::metrics::kind::AUTH_FAILED);
+            }
+            return;
+        }
+        Err(_) => {
+            let err = err_payload(
+                1043,
+                b"08S01",
+                "Bad handshake: login did not finish within client_login_timeout",
+            );
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                write_packet(&mut stream, 0, &err),
+            )
+            .await;
+            return;
+        }
+    };
+    let Some(cluster) = w.clusters.load().get(&l.cluster).cloned() else {
+        let err = err_payload(1049, b"42000", &format!("Unknown database '{}'", l.cluster));
+        let _ = write_packet(&mut stream, l.next_seq, &err).await;
+        return;
+    };
+    let ok = super::io::ok_payload(l.caps, SERVER_STATUS_AUTOCOMMIT);
+    if write_packet(&mut stream, l.next_seq, &ok).await.is_err() {
+        return;
+    }
+    tracing::debug!(conn = conn_id, %peer, user = %l.user, cluster = %l.cluster, "mysql client logged in");
+    let session = super::session::Session::new(
+        w.clone(),
+        cluster,
+        stream,
+        l.caps,
+        l.charset,
+        l.schema,
+        slot,
+        buf,
+    );
+    if let Err(e) = session.run().await {
+        tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
+    }
+}
+
 /// 20 random bytes for a scramble, avoiding NUL and '$' (some clients stop at NUL).
 fn nonce() -> [u8; 20] {
     use rand::Rng;
