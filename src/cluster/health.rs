@@ -54,6 +54,12 @@ pub struct Probe {
     pub lsn: u64,
     /// 0 when unknown.
     pub timeline: u64,
+    /// A replica whose replication is stopped (MariaDB: a replication thread not running, or
+    /// read-only with no replication at all): its lag is unbounded whatever its position, so
+    /// it leaves the read set at once and comes back only when this is false again and its
+    /// measured lag is under half of every limit. PostgreSQL's probe always says false (a
+    /// replica cut from its primary ages through the position history instead).
+    pub stalled: bool,
 }
 
 /// Probe state kept by the checker for one backend.
@@ -360,7 +366,8 @@ fn update_role(cluster: &ClusterState, b: &BackendState, p: &Probe) {
 }
 
 /// Lag of a replica from a current probe, against the primary's history (see [`super::lag`]),
-/// and read-set membership: it leaves over a limit and returns under half of every limit.
+/// and read-set membership: it leaves over a limit (or at once when its replication is
+/// stalled: unbounded lag) and returns under half of every limit.
 fn update_lag(
     cluster: &ClusterState,
     b: &BackendState,
@@ -371,25 +378,76 @@ fn update_lag(
 ) {
     b.lsn.store(p.lsn, Relaxed);
     let older_timeline = p.timeline != 0 && primary_timeline != 0 && p.timeline < primary_timeline;
-    // No primary position seen yet: nothing to measure against; membership stays.
-    let Some(lag) = history.lag(p.lsn, older_timeline, now) else {
-        return;
-    };
-    let (secs, bytes) = (lag.time.as_secs_f64(), lag.bytes);
-    b.lag_bytes.store(bytes, Relaxed);
-    b.lag_micros
-        .store(lag.time.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    let lag = history.lag(p.lsn, older_timeline, now);
+    if let Some(lag) = lag {
+        b.lag_bytes.store(lag.bytes, Relaxed);
+        b.lag_micros
+            .store(lag.time.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+    let (secs, bytes) = lag.map_or((0.0, 0), |l| (l.time.as_secs_f64(), l.bytes));
     let max = cluster.max_lag.as_secs_f64();
     let max_bytes = cluster.max_lag_bytes;
-    let over = secs > max || (max_bytes > 0 && bytes > max_bytes);
-    let well_under = secs * 2.0 <= max && (max_bytes == 0 || bytes * 2 <= max_bytes);
+    let (over, well_under) = match lag {
+        // Replication stopped: unbounded lag, whatever the positions say.
+        _ if p.stalled => (true, false),
+        // No primary position seen yet: nothing to measure against; membership stays.
+        None => return,
+        Some(_) => (
+            secs > max || (max_bytes > 0 && bytes > max_bytes),
+            secs * 2.0 <= max && (max_bytes == 0 || bytes * 2 <= max_bytes),
+        ),
+    };
     if b.in_read_set() && over {
         b.in_read_set.store(false, Relaxed);
         b.transitions.fetch_add(1, Relaxed);
-        tracing::warn!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, older_timeline, "replica left the read set (lagging)");
+        if p.stalled {
+            tracing::warn!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, "replica left the read set (replication stopped)");
+        } else {
+            tracing::warn!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, older_timeline, "replica left the read set (lagging)");
+        }
     } else if !b.in_read_set() && well_under {
         b.in_read_set.store(true, Relaxed);
         b.transitions.fetch_add(1, Relaxed);
         tracing::info!(cluster = %cluster.name, backend = %b.addr, lag_secs = secs, lag_bytes = bytes, "replica back in the read set");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ClusterState {
+        let text = "[[cluster]]\nname = \"c\"\ndatabase = \"d\"\nprimary = \"127.0.0.1:1\"\n\
+                    user = \"u\"\nreplicas = [\"127.0.0.1:2\"]\nmax_lag = \"10s\"\n";
+        let cfg = crate::config::Config::from_toml(text).unwrap();
+        ClusterState::new(&cfg.clusters[0]).unwrap()
+    }
+
+    #[test]
+    fn a_stalled_replica_leaves_the_read_set_whatever_its_positions() {
+        let s = state();
+        let (primary, b) = (&s.backends[0], &s.backends[1]);
+        let t0 = Instant::now();
+        let probe = |stalled| Probe {
+            in_recovery: true,
+            lsn: 100,
+            timeline: 0,
+            stalled,
+        };
+        let mut h = LagHistory::default();
+        // No primary position yet: a running replica keeps its membership, a stalled one
+        // leaves.
+        update_lag(&s, b, &probe(false), &h, 0, t0);
+        assert!(b.in_read_set());
+        update_lag(&s, b, &probe(true), &h, 0, t0);
+        assert!(!b.in_read_set());
+        // An idle primary at the replica's position: zero lag, still out while stalled.
+        h.record(primary.addr, 0, 100, t0, Duration::from_secs(20));
+        update_lag(&s, b, &probe(true), &h, 0, t0);
+        assert!(!b.in_read_set());
+        assert_eq!((b.lag(), b.lag_bytes()), (Duration::ZERO, 0));
+        // Replication runs again and the replica has the primary's position: back.
+        update_lag(&s, b, &probe(false), &h, 0, t0);
+        assert!(b.in_read_set());
     }
 }

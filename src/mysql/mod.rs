@@ -12,8 +12,10 @@
 //! lengths are checked against the buffer and the caller's bound before anything is buffered
 //! or allocated; framing hands out byte ranges so a proxy forwards packets verbatim.
 pub mod auth;
+pub mod backend;
 pub mod codec;
 pub mod io;
+pub mod probe;
 pub mod session;
 pub mod startup;
 pub mod worker;

@@ -177,7 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(p) => p,
                 Err(PacketError::Closed) => return Ok(()),
                 Err(PacketError::Protocol(e)) => {
-                    let err = err_payload(1153, b"08S01", &format!("Got a packet bigger than 'max_allowed_packet' or malformed: {e}"));
+                    let err = err_payload(
+                        1153,
+                        b"08S01",
+                        &format!("Got a packet bigger than 'max_allowed_packet' or malformed: {e}"),
+                    );
                     let _ = self.send(0, &err).await;
                     return Err(SessionError::Client(PacketError::Protocol(e)));
                 }
@@ -205,6 +209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             warnings: 0,
                             status: self.status,
                         },
+                        self.caps,
                     );
                     self.send(seq, &eof).await?;
                 }
@@ -447,7 +452,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// After a reload, move to this worker's current pools for the client's cluster.
     fn refresh_cluster(&mut self) -> Result<(), String> {
-        let now = self.w.shared.generation.load(std::sync::atomic::Ordering::Acquire);
+        let now = self
+            .w
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
         if self.cluster.generation == now || self.backend.is_some() {
             return Ok(());
         }
@@ -536,7 +545,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 },
                 (At::Columns(n), _) => {
                     self.pass(wire);
-                    at = if n <= 1 { At::ColumnsEof } else { At::Columns(n - 1) };
+                    at = if n <= 1 {
+                        At::ColumnsEof
+                    } else {
+                        At::Columns(n - 1)
+                    };
                     false
                 }
                 (At::ColumnsEof, _) => {
@@ -587,10 +600,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             let conn = self.backend.as_mut().expect("a connection is held");
             self.bin.reserve(16 * 1024);
-            let n = tokio::time::timeout(Duration::from_secs(3600), conn.stream.read_buf(&mut self.bin))
-                .await
-                .map_err(|_| SessionError::Backend("no answer within an hour".into()))?
-                .map_err(|e| SessionError::Backend(e.to_string()))?;
+            let n = tokio::time::timeout(
+                Duration::from_secs(3600),
+                conn.stream.read_buf(&mut self.bin),
+            )
+            .await
+            .map_err(|_| SessionError::Backend("no answer within an hour".into()))?
+            .map_err(|e| SessionError::Backend(e.to_string()))?;
             if n == 0 {
                 return Err(SessionError::Backend("server closed the connection".into()));
             }
@@ -613,7 +629,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// An EOF packet: note its status; true if more results follow.
     fn on_eof(&mut self, wire: usize) -> bool {
         let payload = &self.bin[4..wire];
-        let status = codec::parse_eof(payload).map(|e| e.status).ok();
+        let caps = self
+            .backend
+            .as_ref()
+            .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
+        let status = codec::parse_eof(payload, caps).map(|e| e.status).ok();
         if let Some(status) = status {
             self.note_status(status);
         }
@@ -763,7 +783,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             conn.killed = true;
         }
         self.cluster.state.backends[self.backend_idx].end();
-        conn.clean = !conn.broken && !conn.state_unknown && conn.status & SERVER_STATUS_IN_TRANS == 0;
+        conn.clean =
+            !conn.broken && !conn.state_unknown && conn.status & SERVER_STATUS_IN_TRANS == 0;
         Some(conn)
     }
 
@@ -829,7 +850,8 @@ pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
         return Some("GET_LOCK");
     }
     // User variables: assigned now, read later (the server does not report them by name).
-    if upper.contains(":=") || (w(0) == "SET" && upper.contains('@') && !upper.contains("@@"))
+    if upper.contains(":=")
+        || (w(0) == "SET" && upper.contains('@') && !upper.contains("@@"))
         || upper.contains("INTO @")
     {
         return Some("user variable");

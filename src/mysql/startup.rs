@@ -157,7 +157,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .map(|d| String::from_utf8_lossy(d).into_owned());
     let charset = resp.caps.charset;
     let plugin = resp.auth_plugin.unwrap_or(MYSQL_NATIVE_PASSWORD).to_vec();
-    let response = auth::scramble_from_auth_data(resp.auth_response).to_vec();
+    let response = resp.auth_response.to_vec();
     let user = cfg.user(&user_name).cloned();
     let denied = || {
         refuse(

@@ -70,6 +70,8 @@ fn parse_probe(row: &[Option<String>]) -> Option<Probe> {
         in_recovery: get(0)? == "t",
         lsn: get(1)?.parse::<i64>().ok()?.max(0) as u64,
         timeline: get(2).and_then(|t| t.parse().ok()).unwrap_or(0),
+        // A cut replica ages through the position history (`cluster::lag`).
+        stalled: false,
     })
 }
 
