@@ -1162,13 +1162,13 @@ mod tests {
             CLIENT_MULTI_RESULTS,
             CLIENT_PS_MULTI_RESULTS,
             CLIENT_SESSION_TRACK,
-            CLIENT_DEPRECATE_EOF,
             CLIENT_CONNECT_WITH_DB,
             CLIENT_MYSQL,
         ] {
             assert!(caps & flag != 0, "{flag:#x} missing");
         }
         for flag in [
+            CLIENT_DEPRECATE_EOF,
             CLIENT_LOCAL_FILES,
             CLIENT_FOUND_ROWS,
             CLIENT_SSL,
@@ -1371,7 +1371,7 @@ mod tests {
 
     // ------------------------------------------------------------ answers
 
-    const CAPS: u64 = BACKEND_CAPABILITIES;
+    const CAPS: u64 = BACKEND_CAPABILITIES | CLIENT_DEPRECATE_EOF;
 
     fn column_def(name: &str) -> Vec<u8> {
         payload(|b| {
