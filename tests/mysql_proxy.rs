@@ -217,3 +217,57 @@ fn session_variables_follow_the_client_without_pinning() {
     assert!(ok, "{err}");
     assert_ne!(out.trim(), "+03:00");
 }
+
+/// Run a Python program (with the port and database as arguments): (ok, stdout, stderr).
+fn python(program: &str, port: u16, db: &str) -> (bool, String, String) {
+    let out = Command::new("python3")
+        .args(["-c", program, &port.to_string(), db])
+        .output()
+        .expect("run python3");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// mysql-connector-python logs in with caching_sha2_password (its default: the proxy's fast
+/// path) and uses server-side prepared statements (the binary protocol), which must work
+/// across pooled connections: each execute may land on another connection.
+#[test]
+fn mysql_connector_python_prepared_statements_and_caching_sha2_login() {
+    let db = "my_prepared";
+    setup(
+        db,
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20), d double)",
+    );
+    let p = proxy(db, "size = 2");
+    let program = r#"
+import sys, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, auth_plugin="caching_sha2_password", ssl_disabled=True, connection_timeout=10)
+a, b = conn(), conn()
+ca, cb = a.cursor(prepared=True), b.cursor(prepared=True)
+for i in range(20):
+    (ca if i % 2 else cb).execute("INSERT INTO t (id, v, d) VALUES (?, ?, ?)", (i, "v%d" % i, i / 4))
+    (a if i % 2 else b).commit()
+ca.execute("SELECT v, d FROM t WHERE id = ?", (7,))
+print(ca.fetchall())
+cb.execute("SELECT count(*) FROM t WHERE id >= ? AND v LIKE ?", (5, "v%"))
+print(cb.fetchall())
+ca.execute("SELECT v FROM t WHERE id = ?", (3,))
+print(ca.fetchall())
+a.close(); b.close()
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "[('v7', 1.75)]\n[(15,)]\n[('v3',)]\n", "{err}");
+    assert_eq!(
+        cluster()
+            .query_db(0, Some(db), "SELECT count(*) FROM t")
+            .unwrap(),
+        vec![vec!["20".to_string()]]
+    );
+}

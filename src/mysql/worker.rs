@@ -83,10 +83,39 @@ impl Drop for SlotGuard {
     }
 }
 
+/// Proxy ids of distinct prepared statement texts, per worker: a backend connection records
+/// which of them it has prepared (`MyConn::prepared`: proxy id -> the server's id).
+#[derive(Default)]
+pub struct StmtIds {
+    ids: Mutex<HashMap<Arc<str>, u64>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl StmtIds {
+    /// Most distinct texts remembered before the map starts over.
+    const LIMIT: usize = 50_000;
+
+    /// The proxy id of `sql`. Ids never repeat (also after the map starts over), so a
+    /// connection that prepared an old id never mistakes a new text for it.
+    pub fn intern(&self, sql: &str) -> u64 {
+        let mut map = self.ids.lock().unwrap();
+        if let Some(id) = map.get(sql) {
+            return *id;
+        }
+        if map.len() >= Self::LIMIT {
+            map.clear();
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        map.insert(sql.into(), id);
+        id
+    }
+}
+
 /// The MySQL front end of one worker thread.
 pub struct Worker {
     pub shared: Arc<Engine>,
     pub my: Arc<MyShared>,
+    pub stmts: StmtIds,
     /// MySQL clusters by `database`; swapped by a reload.
     pub clusters: ArcSwap<MyPoolMap>,
     pub pool_mode: PoolMode,
@@ -103,6 +132,7 @@ impl Worker {
         Worker {
             shared,
             my,
+            stmts: StmtIds::default(),
             clusters: ArcSwap::from_pointee(clusters),
             pool_mode,
         }

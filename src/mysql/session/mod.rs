@@ -11,18 +11,22 @@
 //! variables, temporary tables, GET_LOCK, LOCK TABLES, SQL PREPARE, any change the server
 //! reports that is not on the list) pins the client to its connection.
 //!
-//! Not yet: the binary protocol (COM_STMT_*), COM_CHANGE_USER and TLS; they are refused with
-//! an ERR naming them.
+//! The binary protocol (COM_STMT_*) works under transaction pooling (`prepared.rs`). Not
+//! yet: COM_CHANGE_USER and TLS; a COM_CHANGE_USER is refused with an ERR naming it.
 
-use super::backend::{MyConn, MyPooled};
-use super::codec::{self, flags::*, Command};
-use super::io::{err_payload, ok_payload, read_packet, PacketError};
-use super::worker::{MyClusterPools, Running, Slot, Worker};
+mod prepared;
+
 use crate::cluster::{SelectError, Want};
 use crate::config::PoolMode;
+use crate::mysql::backend::{MyConn, MyPooled};
+use crate::mysql::codec::{self, flags::*, Command};
+use crate::mysql::io::{err_payload, ok_payload, read_packet, PacketError};
+use crate::mysql::worker::{MyClusterPools, Running, Slot, Worker};
 use crate::router::classify::{Reason, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::{Buf, BytesMut};
+use prepared::ClientStmt;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +35,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Time allowed for the proxy's own statements on a backend (applying a client's state,
 /// resets).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most server statements kept on one backend connection; past it the connection is closed
+/// when given back rather than grow without bound.
+const MAX_PREPARED_PER_CONN: usize = 5_000;
 /// Flush what is queued for the client once it passes this size.
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -107,6 +114,11 @@ pub struct Session<S> {
     /// Status flags of the client's session as last reported.
     status: u16,
     route_override: Option<Hint>,
+    /// Statements the client prepared, by its ids.
+    stmts: HashMap<u32, ClientStmt>,
+    next_stmt: u32,
+    /// COM_STMT_SEND_LONG_DATA went to the held connection: it stays until the execute.
+    long_data: bool,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -144,6 +156,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             pinned: None,
             status: SERVER_STATUS_AUTOCOMMIT,
             route_override: None,
+            stmts: HashMap::new(),
+            next_stmt: 0,
+            long_data: false,
             _connected: connected,
         }
     }
@@ -221,18 +236,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     )
                     .await?
                 }
-                c @ (Command::StmtPrepare
-                | Command::StmtExecute
-                | Command::StmtSendLongData
-                | Command::StmtClose
-                | Command::StmtReset
-                | Command::StmtFetch
-                | Command::ChangeUser) => {
-                    // COM_STMT_CLOSE and SEND_LONG_DATA have no answer.
-                    if !c.has_no_response() {
-                        let msg = format!("switchyard does not proxy {c:?} yet");
-                        self.send(seq, &err_payload(1295, b"HY000", &msg)).await?;
-                    }
+                Command::StmtPrepare => self.com_stmt_prepare(&packet.payload).await?,
+                Command::StmtExecute => self.com_stmt_execute(&packet.payload).await?,
+                Command::StmtSendLongData => self.com_stmt_send_long_data(&packet.payload).await?,
+                Command::StmtClose => self.com_stmt_close(&packet.payload).await?,
+                Command::StmtReset => self.com_stmt_reset(&packet.payload).await?,
+                Command::StmtFetch => self.com_stmt_fetch(&packet.payload).await?,
+                Command::ChangeUser => {
+                    let msg = "switchyard does not proxy COM_CHANGE_USER yet: reconnect as the other user";
+                    self.send(seq, &err_payload(1295, b"HY000", msg)).await?;
                 }
                 _ => {
                     self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
@@ -497,7 +509,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Stream one command's answer from the backend to the client, tracking status flags and
     /// session changes.
     async fn relay(&mut self, answer: Answer) -> Result<(), SessionError> {
-        let mut at = At::First;
+        let mut at = if answer == Answer::Fetch {
+            At::Rows
+        } else {
+            At::First
+        };
         let mut continued = false;
         loop {
             let (header_len, payload_len, first) = self.next_backend_packet().await?;
@@ -766,6 +782,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn maybe_release(&mut self) {
         if self.w.pool_mode != PoolMode::Transaction
             || self.pinned.is_some()
+            || self.long_data
             || self.status & SERVER_STATUS_IN_TRANS != 0
             || self.slot.terminate.load(Relaxed)
         {
@@ -783,8 +800,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             conn.killed = true;
         }
         self.cluster.state.backends[self.backend_idx].end();
-        conn.clean =
-            !conn.broken && !conn.state_unknown && conn.status & SERVER_STATUS_IN_TRANS == 0;
+        conn.clean = !conn.broken
+            && !conn.state_unknown
+            && conn.status & SERVER_STATUS_IN_TRANS == 0
+            && conn.prepared.len() <= MAX_PREPARED_PER_CONN;
         Some(conn)
     }
 
@@ -815,6 +834,8 @@ enum Answer {
     FieldList,
     /// COM_STATISTICS: one packet.
     Single,
+    /// COM_STMT_FETCH: rows up to an EOF, or ERR.
+    Fetch,
 }
 
 /// Where in an answer the next packet is.

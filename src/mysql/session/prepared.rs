@@ -1,0 +1,382 @@
+//! The binary protocol (COM_STMT_*) under transaction pooling. A client's statement ids are
+//! its own (numbered by the proxy from 1); each distinct text has a proxy id per worker, and
+//! each backend connection remembers which proxy ids it has prepared under which server id
+//! (`MyConn::prepared`). A statement is prepared again on whichever connection runs it. Every
+//! COM_STMT_EXECUTE goes out with the parameter types (the client's last ones), since the
+//! server statement may have been executed by another client with other types meanwhile.
+//!
+//! Cursors (COM_STMT_EXECUTE with a cursor type) and long data (COM_STMT_SEND_LONG_DATA) keep
+//! state on the connection: a cursor pins the client; long data holds the connection until
+//! the statement's next execute.
+
+use super::{Answer, Session, SessionError, INTERNAL_TIMEOUT};
+use crate::mysql::codec::{self, Command};
+use crate::mysql::io::{err_payload, ok_payload};
+use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Most statements a client may have prepared at once.
+const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
+/// A statement a client prepared.
+#[derive(Debug, Clone)]
+pub(super) struct ClientStmt {
+    proxy_id: u64,
+    sql: Arc<str>,
+    params: u16,
+    /// The parameter types (2 bytes each) of the client's last execute that sent them.
+    types: Option<Vec<u8>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(super) async fn com_stmt_prepare(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let sql: Arc<str> = String::from_utf8_lossy(&payload[1..]).into();
+        if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
+            let err = err_payload(
+                1461,
+                b"42000",
+                "Can't create more than max_prepared_stmt_count statements (switchyard)",
+            );
+            return self.send(1, &err).await;
+        }
+        self.note_pins(&sql);
+        if !self.hold_for(&sql).await? {
+            return Ok(());
+        }
+        let proxy_id = self.w.stmts.intern(&sql);
+        match self.prepare_on_backend(payload).await? {
+            Prepared::Ok {
+                server_id,
+                params,
+                mut packets,
+            } => {
+                let conn = self.backend.as_mut().expect("held");
+                conn.prepared.insert(proxy_id, server_id);
+                self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
+                let client_id = self.next_stmt;
+                self.stmts.insert(
+                    client_id,
+                    ClientStmt {
+                        proxy_id,
+                        sql,
+                        params,
+                        types: None,
+                    },
+                );
+                // The client sees its own id in COM_STMT_PREPARE_OK.
+                if let Some((_, first)) = packets.first_mut() {
+                    if first.len() >= 5 {
+                        first[1..5].copy_from_slice(&client_id.to_le_bytes());
+                    }
+                }
+                for (seq, p) in packets {
+                    codec::write_packet(&mut self.cout, seq, &p);
+                }
+                self.flush().await
+            }
+            Prepared::Err(packet) => {
+                self.cout.extend_from_slice(&packet);
+                self.flush().await
+            }
+        }
+    }
+
+    pub(super) async fn com_stmt_execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(mut stmt) = self.client_stmt(payload) else {
+            return self.unknown_statement(payload).await;
+        };
+        let exec = match codec::parse_stmt_execute(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                let err = err_payload(1210, b"HY000", &format!("malformed COM_STMT_EXECUTE: {e}"));
+                return self.send(1, &err).await;
+            }
+        };
+        // Cursors stay on the connection (COM_STMT_FETCH reads them later).
+        if exec.flags & 0x07 != 0 && self.pinned.is_none() {
+            self.pinned = Some("cursor");
+        }
+        let rebuilt = match with_types(payload, stmt.params, &mut stmt.types) {
+            Ok(p) => p,
+            Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
+        };
+        let client_id = codec::stmt_id(payload).unwrap_or(0);
+        self.stmts.insert(client_id, stmt.clone());
+        if !self.hold_for(&stmt.sql).await? {
+            return Ok(());
+        }
+        let Some(server_id) = self.ensure_prepared(&stmt).await? else {
+            return Ok(());
+        };
+        let mut out = rebuilt;
+        let _ = codec::set_stmt_id(&mut out, server_id);
+        self.long_data = false;
+        self.forward(&out, Answer::Query).await
+    }
+
+    pub(super) async fn com_stmt_send_long_data(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<(), SessionError> {
+        // No answer, also not on error.
+        let Some(stmt) = self.client_stmt(payload) else {
+            return Ok(());
+        };
+        if !self.hold_for(&stmt.sql).await? {
+            return Ok(());
+        }
+        let Some(server_id) = self.ensure_prepared(&stmt).await? else {
+            return Ok(());
+        };
+        let mut out = payload.to_vec();
+        let _ = codec::set_stmt_id(&mut out, server_id);
+        self.long_data = true;
+        self.write_backend(&out).await
+    }
+
+    pub(super) async fn com_stmt_close(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        // No answer. The server statement stays on its connections for the next client that
+        // prepares the same text.
+        if let Some(id) = codec::stmt_id(payload) {
+            self.stmts.remove(&id);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn com_stmt_reset(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(stmt) = self.client_stmt(payload) else {
+            return self.unknown_statement(payload).await;
+        };
+        let server_id = self
+            .backend
+            .as_ref()
+            .and_then(|c| c.prepared.get(&stmt.proxy_id).copied());
+        self.long_data = false;
+        match server_id {
+            Some(id) => {
+                let mut out = payload.to_vec();
+                let _ = codec::set_stmt_id(&mut out, id);
+                self.forward(&out, Answer::Query).await
+            }
+            // Nothing of it is on any connection the client holds: nothing to reset.
+            None => self.send(1, &ok_payload(self.caps, self.status)).await,
+        }
+    }
+
+    pub(super) async fn com_stmt_fetch(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let Some(stmt) = self.client_stmt(payload) else {
+            return self.unknown_statement(payload).await;
+        };
+        let server_id = self
+            .backend
+            .as_ref()
+            .and_then(|c| c.prepared.get(&stmt.proxy_id).copied());
+        let Some(id) = server_id else {
+            let err = err_payload(1421, b"HY000", "The statement has no open cursor");
+            return self.send(1, &err).await;
+        };
+        let mut out = payload.to_vec();
+        let _ = codec::set_stmt_id(&mut out, id);
+        self.forward(&out, Answer::Fetch).await
+    }
+
+    fn client_stmt(&self, payload: &[u8]) -> Option<ClientStmt> {
+        let id = codec::stmt_id(payload)?;
+        self.stmts.get(&id).cloned()
+    }
+
+    async fn unknown_statement(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let id = codec::stmt_id(payload).unwrap_or(0);
+        let msg = format!("Unknown prepared statement handler ({id}) given to mysqld_stmt_execute");
+        self.send(1, &err_payload(1243, b"HY000", &msg)).await
+    }
+
+    /// Hold a connection where `sql` may run. False when none could be had (the client has
+    /// been told why).
+    async fn hold_for(&mut self, sql: &str) -> Result<bool, SessionError> {
+        if self.backend.is_some() {
+            return Ok(true);
+        }
+        let want = match self.want_for(sql) {
+            Ok(w) => w,
+            Err(e) => {
+                let err = err_payload(1290, b"HY000", &format!("switchyard: {e}"));
+                self.send(1, &err).await?;
+                return Ok(false);
+            }
+        };
+        if let Err(e) = self.acquire(want).await {
+            let err = err_payload(1040, b"08004", &format!("switchyard: {e}"));
+            self.send(1, &err).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The held connection's server id for `stmt`, preparing it there first if needed. None
+    /// when the server refused (the client got the ERR as its command's answer).
+    async fn ensure_prepared(&mut self, stmt: &ClientStmt) -> Result<Option<u32>, SessionError> {
+        if let Some(id) = self
+            .backend
+            .as_ref()
+            .and_then(|c| c.prepared.get(&stmt.proxy_id).copied())
+        {
+            return Ok(Some(id));
+        }
+        let mut p = vec![Command::StmtPrepare.byte()];
+        p.extend_from_slice(stmt.sql.as_bytes());
+        match self.prepare_on_backend(&p).await? {
+            Prepared::Ok { server_id, .. } => {
+                let conn = self.backend.as_mut().expect("held");
+                conn.prepared.insert(stmt.proxy_id, server_id);
+                Ok(Some(server_id))
+            }
+            Prepared::Err(packet) => {
+                self.cout.extend_from_slice(&packet);
+                self.flush().await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Send COM_STMT_PREPARE on the held connection and read its whole answer.
+    async fn prepare_on_backend(&mut self, payload: &[u8]) -> Result<Prepared, SessionError> {
+        self.write_backend(payload).await?;
+        let (seq, first) = self.read_backend_payload().await?;
+        if first.first() == Some(&codec::ERR_HEADER) {
+            let mut p = BytesMut::new();
+            codec::write_packet(&mut p, seq, &first);
+            return Ok(Prepared::Err(p.to_vec()));
+        }
+        let ok = codec::parse_stmt_prepare_ok(&first)
+            .map_err(|e| SessionError::Backend(format!("COM_STMT_PREPARE answer: {e}")))?;
+        let mut packets = vec![(seq, first)];
+        // Parameter and column definitions, each group ended by an EOF (the servers run
+        // without CLIENT_DEPRECATE_EOF).
+        let groups = [ok.params, ok.columns];
+        for n in groups {
+            if n == 0 {
+                continue;
+            }
+            for _ in 0..=n {
+                packets.push(self.read_backend_payload().await?);
+            }
+        }
+        Ok(Prepared::Ok {
+            server_id: ok.statement_id,
+            params: ok.params,
+            packets,
+        })
+    }
+
+    async fn write_backend(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let conn = self.backend.as_mut().expect("a connection is held");
+        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        codec::write_packet(&mut out, 0, payload);
+        let r = tokio::time::timeout(INTERNAL_TIMEOUT * 6, conn.stream.write_all(&out)).await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            _ => {
+                conn.broken = true;
+                conn.clean = false;
+                Err(SessionError::Backend("writing to the server failed".into()))
+            }
+        }
+    }
+
+    /// One whole packet from the held connection: (sequence id, payload).
+    async fn read_backend_payload(&mut self) -> Result<(u8, Vec<u8>), SessionError> {
+        loop {
+            if self.bin.len() >= 4 {
+                let len = u32::from_le_bytes([self.bin[0], self.bin[1], self.bin[2], 0]) as usize;
+                if self.bin.len() >= 4 + len {
+                    let seq = self.bin[3];
+                    let p = self.bin[4..4 + len].to_vec();
+                    self.bin.advance(4 + len);
+                    return Ok((seq, p));
+                }
+            }
+            let conn = self.backend.as_mut().expect("a connection is held");
+            self.bin.reserve(8192);
+            let n = tokio::time::timeout(INTERNAL_TIMEOUT * 6, conn.stream.read_buf(&mut self.bin))
+                .await
+                .map_err(|_| SessionError::Backend("no answer to COM_STMT_PREPARE".into()))?
+                .map_err(|e| SessionError::Backend(e.to_string()))?;
+            if n == 0 {
+                return Err(SessionError::Backend("server closed the connection".into()));
+            }
+        }
+    }
+}
+
+/// The answer to a COM_STMT_PREPARE.
+enum Prepared {
+    /// COM_STMT_PREPARE_OK and the definitions after it: (sequence id, payload) each.
+    Ok {
+        server_id: u32,
+        params: u16,
+        packets: Vec<(u8, Vec<u8>)>,
+    },
+    /// The server's ERR, framed.
+    Err(Vec<u8>),
+}
+
+/// A COM_STMT_EXECUTE payload that carries parameter types: the client's own if it sent them
+/// (remembered in `types`), else the ones it sent last.
+fn with_types(
+    payload: &[u8],
+    params: u16,
+    types: &mut Option<Vec<u8>>,
+) -> Result<Vec<u8>, &'static str> {
+    if params == 0 {
+        return Ok(payload.to_vec());
+    }
+    let n = usize::from(params);
+    // command (1), id (4), flags (1), iteration count (4), null bitmap.
+    let bitmap_end = 10 + n.div_ceil(8);
+    let bound_at = bitmap_end;
+    let Some(&bound) = payload.get(bound_at) else {
+        return Err("COM_STMT_EXECUTE is too short for its parameters");
+    };
+    if bound == 1 {
+        let t = payload
+            .get(bound_at + 1..bound_at + 1 + 2 * n)
+            .ok_or("COM_STMT_EXECUTE is too short for its parameter types")?;
+        *types = Some(t.to_vec());
+        return Ok(payload.to_vec());
+    }
+    let t = types
+        .as_ref()
+        .ok_or("COM_STMT_EXECUTE without parameter types before any with them")?;
+    let mut out = Vec::with_capacity(payload.len() + t.len());
+    out.extend_from_slice(&payload[..bound_at]);
+    out.push(1);
+    out.extend_from_slice(t);
+    out.extend_from_slice(&payload[bound_at + 1..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executes_carry_the_last_types() {
+        // id 5, no flags, iteration 1, 2 params: bitmap (1 byte), bound = 1, types, values.
+        let mut first = vec![0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 254, 0];
+        first.extend_from_slice(&[7, 0, 0, 0, 1, b'x']);
+        let mut types = None;
+        assert_eq!(with_types(&first, 2, &mut types).unwrap(), first);
+        assert_eq!(types.as_deref(), Some(&[3, 0, 254, 0][..]));
+        let mut second = vec![0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
+        second.extend_from_slice(&[8, 0, 0, 0, 1, b'y']);
+        let rebuilt = with_types(&second, 2, &mut types).unwrap();
+        let mut want = vec![0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 254, 0];
+        want.extend_from_slice(&[8, 0, 0, 0, 1, b'y']);
+        assert_eq!(rebuilt, want);
+        let mut none = None;
+        assert!(with_types(&second, 2, &mut none).is_err());
+        assert!(with_types(&[0x17, 5], 2, &mut none).is_err());
+    }
+}
