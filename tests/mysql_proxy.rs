@@ -271,3 +271,128 @@ a.close(); b.close()
         vec![vec!["20".to_string()]]
     );
 }
+
+/// Pooling stays pooling: clients of a driver that sets NAMES, sql_mode and time zone when it
+/// connects (PyMySQL with init_command, as SQLAlchemy setups do) are served by a small pool
+/// without timeouts, and each sees its own settings in every transaction.
+#[test]
+fn many_clients_with_connect_time_sets_share_a_small_pool() {
+    let db = "my_pooling";
+    setup(
+        db,
+        "CREATE TABLE t (id int PRIMARY KEY AUTO_INCREMENT, who int)",
+    );
+    let p = proxy(db, "size = 4");
+    let program = r#"
+import sys, threading, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+modes = ["ANSI_QUOTES", "STRICT_TRANS_TABLES", "NO_ZERO_DATE", "IGNORE_SPACE"]
+zones = ["+01:00", "+02:00", "-05:00", "+09:30"]
+errors, done = [], []
+def client(i):
+    try:
+        c = pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db,
+            charset="utf8mb4", connect_timeout=10, read_timeout=20,
+            init_command="SET sql_mode='%s', time_zone='%s'" % (modes[i % 4], zones[i % 4]))
+        for k in range(3):
+            cur = c.cursor()
+            cur.execute("INSERT INTO t (who) VALUES (%s)", (i,))
+            cur.execute("SELECT @@sql_mode, @@time_zone, @@character_set_client")
+            got = cur.fetchone()
+            c.commit()
+            if got != (modes[i % 4], zones[i % 4], "utf8mb4"):
+                errors.append("client %d saw %r" % (i, got))
+        c.close()
+        done.append(i)
+    except Exception as e:
+        errors.append("client %d: %r" % (i, e))
+threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
+for t in threads: t.start()
+for t in threads: t.join(60)
+print(len(done), len(errors))
+for e in errors[:5]: print(e)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.lines().next(), Some("200 0"), "{out}{err}");
+    assert_eq!(
+        cluster()
+            .query_db(0, Some(db), "SELECT count(*) FROM t")
+            .unwrap(),
+        vec![vec!["600".to_string()]]
+    );
+}
+
+/// After a client leaves, the next client on that backend connection sees default session
+/// variables, no temporary tables, no user locks, no user variables.
+#[test]
+fn nothing_a_client_leaves_reaches_the_next_one() {
+    let db = "my_leaks";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    // One connection per backend and no replicas in play: every client gets the same one.
+    let p = proxy(db, "size = 1");
+    let baseline = cli(
+        p.port,
+        db,
+        "SELECT @@sql_mode, @@time_zone, @@autocommit, @@wait_timeout",
+    )
+    .1;
+    for leak in [
+        "SET sql_mode = 'ANSI'; SET time_zone = '+07:00'; SET autocommit = 0; SET wait_timeout = 77",
+        "SET @secret = 42",
+        "CREATE TEMPORARY TABLE tmp_leak (a int)",
+        "SELECT GET_LOCK('leak_lock', 0)",
+        "PREPARE s FROM 'SELECT 1'",
+        "BEGIN; INSERT INTO t VALUES (1)",
+        "LOCK TABLES t WRITE",
+    ] {
+        let (ok, _, err) = cli(p.port, db, leak);
+        assert!(ok, "{leak}: {err}");
+        let (ok, out, err) = cli(
+            p.port,
+            db,
+            "/* switchyard:primary */ SELECT @@sql_mode, @@time_zone, @@autocommit, @@wait_timeout; \
+             SELECT @secret IS NULL, IS_USED_LOCK('leak_lock') IS NULL, \
+             (SELECT count(*) FROM t) = 0",
+        );
+        assert!(ok, "{leak}: {err}");
+        let mut lines = out.lines();
+        assert_eq!(lines.next().map(|l| format!("{l}\n")), Some(baseline.clone()), "{leak}");
+        assert_eq!(lines.next(), Some("1\t1\t1"), "{leak}");
+        let (ok, _, err) = cli(p.port, db, "SELECT * FROM tmp_leak");
+        assert!(!ok && err.contains("1146"), "{leak}: temporary table visible: {err}");
+    }
+}
+
+/// KILL QUERY with the proxy-issued id of another client stops its statement quickly.
+#[test]
+fn kill_query_through_the_proxy_stops_a_running_statement() {
+    let db = "my_kill";
+    setup(db, "SELECT 1");
+    let p = proxy(db, "");
+    let program = r#"
+import sys, time, threading, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db, read_timeout=40)
+victim, killer = conn(), conn()
+cur = victim.cursor(); cur.execute("SELECT CONNECTION_ID()")
+vid = victim.thread_id()
+result = {}
+def run():
+    t0 = time.time()
+    try:
+        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
+    except Exception as e:
+        result["error"] = repr(e)
+    result["secs"] = time.time() - t0
+th = threading.Thread(target=run); th.start()
+time.sleep(1.0)
+killer.cursor().execute("KILL QUERY %d" % vid)
+th.join(40)
+print(result.get("secs", 99) < 5, result)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("True"), "{out}{err}");
+}
