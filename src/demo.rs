@@ -1,16 +1,25 @@
-//! `switchyard demo`: a real primary with two streaming replicas, the proxy in front, and the
-//! URIs a person or a script needs, one per line.
+//! `switchyard demo`: a real PostgreSQL primary with two streaming replicas, a MariaDB
+//! primary with one GTID replica, the proxy in front of both, and the URIs a person or a
+//! script needs, one per line.
 
 use crate::app::Server;
 use crate::config::Config;
+use crate::testkit::mariadb::MariaCluster;
 use crate::testkit::pg::PgCluster;
 
 /// Start everything, print the URIs and the config file's path, serve until `wait` returns
 /// (Ctrl-C; it calls its argument on SIGHUP, which reloads that file), stop everything.
-pub fn run(port: u16, wait: impl FnOnce(&dyn Fn()) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn run(
+    port: u16,
+    mysql_port: u16,
+    wait: impl FnOnce(&dyn Fn()) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     eprintln!("starting PostgreSQL primary and two replicas...");
     let cluster = PgCluster::start(2)?;
     cluster.psql(0, "CREATE DATABASE app")?;
+    eprintln!("starting MariaDB primary and one replica...");
+    let maria = MariaCluster::start(1)?;
+    maria.create_database("shop")?;
     let replicas: Vec<String> = cluster
         .replica_ports()
         .iter()
@@ -21,6 +30,9 @@ pub fn run(port: u16, wait: impl FnOnce(&dyn Fn()) -> anyhow::Result<()>) -> any
 [postgres]
 listen = "127.0.0.1:{port}"
 pool_mode = "transaction"
+
+[mysql]
+listen = "127.0.0.1:{mysql_port}"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -35,9 +47,20 @@ database = "app"
 primary = "127.0.0.1:{primary}"
 replicas = [{replicas}]
 user = "postgres"
+
+[[cluster]]
+name = "shop"
+protocol = "mysql"
+database = "shop"
+primary = "127.0.0.1:{maria_primary}"
+replicas = ["127.0.0.1:{maria_replica}"]
+user = "switchyard"
+password = "switchyard_pw"
 "#,
         primary = cluster.primary_port(),
         replicas = replicas.join(", "),
+        maria_primary = maria.primary_port(),
+        maria_replica = maria.replica_ports()[0],
     );
     Config::from_toml(&text)?;
     // The generated config lives in a file so a newcomer can edit it and reload it.
@@ -56,6 +79,15 @@ user = "postgres"
     for p in cluster.replica_ports() {
         println!("replica postgres://postgres@127.0.0.1:{p}/app");
     }
+    let my = server.my_addr.expect("demo config has a mysql listener");
+    println!("proxy mysql://app:app@127.0.0.1:{}/shop", my.port());
+    println!(
+        "primary mysql://app:app_pw@127.0.0.1:{}/shop",
+        maria.primary_port()
+    );
+    for p in maria.replica_ports() {
+        println!("replica mysql://app:app_pw@127.0.0.1:{p}/shop");
+    }
     if let Some(a) = server.admin_addr {
         println!("admin http://{a}");
     }
@@ -63,6 +95,10 @@ user = "postgres"
     eprintln!(
         "try: psql postgres://app:app@127.0.0.1:{}/app   (Ctrl-C stops everything)",
         addr.port()
+    );
+    eprintln!(
+        "     mariadb -h127.0.0.1 -P{} -uapp -papp shop",
+        my.port()
     );
     eprintln!(
         "edit the config, then: kill -HUP {} (or POST /reload on the admin URL)",
@@ -75,5 +111,6 @@ user = "postgres"
     eprintln!("stopping...");
     server.shutdown();
     drop(cluster);
+    drop(maria);
     Ok(())
 }

@@ -37,12 +37,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Start a local PostgreSQL primary with two streaming replicas and the proxy in front;
-    /// prints connection URIs; Ctrl-C stops everything.
+    /// Start a local PostgreSQL primary with two streaming replicas and a MariaDB primary with
+    /// one replica, the proxy in front of both; prints connection URIs; Ctrl-C stops everything.
     Demo {
-        /// Port for the proxy (0 picks a free one).
+        /// Port for the proxy's PostgreSQL listener (0 picks a free one).
         #[arg(long, default_value_t = 6432)]
         port: u16,
+        /// Port for the proxy's MySQL listener (0 picks a free one).
+        #[arg(long, default_value_t = 3307)]
+        mysql_port: u16,
     },
 }
 
@@ -86,7 +89,9 @@ fn main() -> anyhow::Result<()> {
             server.shutdown();
             Ok(())
         }
-        Command::Demo { port } => switchyard::demo::run(port, |on_hup| wait_for_stop(on_hup)),
+        Command::Demo { port, mysql_port } => {
+            switchyard::demo::run(port, mysql_port, |on_hup| wait_for_stop(on_hup))
+        }
     }
 }
 
