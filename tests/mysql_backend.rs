@@ -559,7 +559,7 @@ async fn prober_roles_positions_stalls_and_promotion() {
     let primary = probe_of(&p, &mut conns[0]).await;
     eprintln!("one probe: {:?}", t0.elapsed());
     assert!(!primary.in_recovery && !primary.stalled, "{primary:?}");
-    assert_eq!(primary.timeline, 1, "never replicated: promotion point 1");
+    assert_eq!(primary.timeline, 1, "only its own GTIDs: takeover point 1");
     assert_eq!(primary.lsn, seq(&c.gtid_binlog_pos(0).unwrap()));
     for (n, conn) in conns.iter_mut().enumerate().skip(1) {
         let r = probe_of(&p, conn).await;
@@ -660,7 +660,7 @@ async fn prober_roles_positions_stalls_and_promotion() {
     assert_eq!(
         promoted.timeline,
         before.lsn + 1,
-        "promotion point: what it replayed + 1"
+        "takeover point: the old primary's last position + 1"
     );
     assert!(promoted.timeline > before.timeline);
     c.query_db(1, Some("sy"), "INSERT INTO t (v) VALUES (300)")
@@ -678,9 +678,23 @@ async fn prober_roles_positions_stalls_and_promotion() {
     .await;
     // Node 2 still follows the old primary: it lacks the new primary's write and, once the
     // new primary has moved on, ages until it leaves the read set (max_lag 30 s: not waited
-    // for here); its position is behind.
+    // for here); its position is behind. (Were the old primary to take as many writes from
+    // elsewhere, node 2's number would match the new primary's: see `mysql::probe`.)
     let r = probe_of(&p, &mut conns[2]).await;
     assert!(r.in_recovery && r.lsn < before.lsn + 1, "{r:?}");
+    // The old primary takes a write of its own (split brain) and is prepared to replicate
+    // while still writable (`gtid_slave_pos` set to its binlog position): its takeover point
+    // stays 1, below the promoted node's, so it cannot take the writes back.
+    c.query_db(0, Some("sy"), "INSERT INTO t (v) VALUES (400)")
+        .unwrap();
+    c.exec(0, "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
+        .unwrap();
+    let old = probe_of(&p, &mut conns[0]).await;
+    assert!(!old.in_recovery && old.timeline == 1, "{old:?}");
+    assert!(old.lsn >= promoted.timeline, "{old:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.primary(), Ok(1));
+    assert!(s.backends[0].is_fenced());
     shutdown.cancel();
     let _ = tokio::time::timeout(T, checker).await;
 }
