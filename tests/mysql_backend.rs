@@ -78,6 +78,22 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (up to `WAIT`) until the server no longer lists thread `id`: its socket is closed.
+async fn wait_thread_gone(t: &MyTarget, id: u32) {
+    let mut watcher = MyConn::connect(t).await.unwrap();
+    let sql = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
+    let t0 = Instant::now();
+    while value(&mut watcher, &sql).await.as_deref() != Some("0") {
+        assert!(
+            t0.elapsed() < WAIT,
+            "thread {id} still listed after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the event loop record the closed socket's readiness.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 #[tokio::test]
 async fn logins_and_refusals() {
     let c = shared();
@@ -467,7 +483,7 @@ async fn pool_checkout_release_and_stale_connections() {
     switchyard::pool::release(b);
     // Killed by the server while idle in the pool: stale, replaced at the next checkout.
     t.kill(id, false, T).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_thread_gone(&t, id).await;
     let mut b = pool.checkout().await.unwrap();
     assert_ne!(b.connection_id, id);
     assert_eq!(value(&mut b, "SELECT 2").await.as_deref(), Some("2"));
@@ -523,7 +539,7 @@ async fn kill_query_and_connection() {
     );
     // KILL of the connection ends it; a thread that is gone is not an error.
     t.kill(id, false, T).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_thread_gone(&t, id).await;
     assert!(victim.stale());
     assert!(victim.query("SELECT 1", T).await.is_err());
     t.kill(id, false, T).await.unwrap();

@@ -2,8 +2,8 @@
 //! own statements, reset, and the state the proxy tracks per connection (thread id for KILL,
 //! capabilities, status flags, schema, cleanliness, the front end's bookkeeping).
 //!
-//! The protocol work is done by two I/O-free state machines, [`Login`] (connection phase) and
-//! [`Response`] (the answer to one command), fed with whole packets; [`MyConn`] only moves
+//! The protocol work is done by two I/O-free state machines, `Login` (connection phase) and
+//! `Response` (the answer to one command), fed with whole packets; [`MyConn`] only moves
 //! bytes between them and the socket, under a deadline. Every server byte goes through the
 //! checked parsers of [`super::codec`]: malformed input gives an error, never a panic, and
 //! sizes are bounded before anything is buffered.
@@ -231,7 +231,9 @@ pub struct MyConn {
     /// `SERVER_STATUS_AUTOCOMMIT`, ...). A front end that forwards answers itself keeps it
     /// current.
     pub status: u16,
-    /// The current default schema as last reported (login, `USE`, session tracking).
+    /// The current default schema as last reported (login, session tracking in OKs, which
+    /// reports every `USE` / COM_INIT_DB). A front end that forwards answers itself keeps it
+    /// current: [`MyConn::reset`] relies on it to return to the target's database.
     pub schema: Option<String>,
     /// Idle, outside a transaction, nothing in flight, no client session state: the pool
     /// takes it back only then.
@@ -474,8 +476,9 @@ impl MyConn {
 
 impl MyTarget {
     /// `KILL QUERY id` (or `KILL id` for the whole connection when `query_only` is false)
-    /// over a new connection, within `timeout` in all. A thread that is already gone is not
-    /// an error. The caller marks the target [`MyConn::killed`].
+    /// over a new connection, within `timeout` in all. It logs in as the target's user, who
+    /// owns the connections it opened and so needs no extra privilege to kill them. A thread
+    /// that is already gone is not an error. The caller marks the target [`MyConn::killed`].
     pub async fn kill(
         &self,
         connection_id: u32,
