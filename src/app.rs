@@ -16,6 +16,7 @@ pub use crate::pg::worker::{ClusterPools, PoolMap};
 pub struct Shared {
     pub engine: Arc<Engine>,
     pub pg: Arc<PgShared>,
+    pub my: Arc<crate::mysql::worker::MyShared>,
     pub workers: Mutex<Vec<Weak<Worker>>>,
     /// Each generation's health checks go to the health thread through this.
     pub(crate) health_tx: tokio::sync::mpsc::UnboundedSender<crate::reload::HealthGeneration>,
@@ -85,6 +86,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             engine,
             pg,
+            my: Default::default(),
             workers: Default::default(),
             health_tx,
             health_rx: Mutex::new(Some(health_rx)),
@@ -192,6 +194,8 @@ impl TopologySource for Shared {
 pub struct Worker {
     /// This worker's PostgreSQL front end (its pools, statements, TLS).
     pub pg: Arc<crate::pg::worker::Worker>,
+    /// This worker's MySQL front end (its pools).
+    pub my: Arc<crate::mysql::worker::Worker>,
     /// Client connections this worker serves now; accepts are balanced on it.
     pub load: AtomicUsize,
     /// Where other workers hand over connections they accepted (see [`pick_worker`]).
@@ -199,14 +203,24 @@ pub struct Worker {
 }
 
 /// A client connection accepted by one worker and served by another: the socket (already
-/// non-blocking, detached from the accepting thread's reactor), the peer and the connection id.
-type Handoff = (std::net::TcpStream, std::net::SocketAddr, u64);
+/// non-blocking, detached from the accepting thread's reactor), the peer, the connection id
+/// and the protocol of the listener that accepted it.
+type Handoff = (std::net::TcpStream, std::net::SocketAddr, u64, Front);
+
+/// Which front end serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Postgres,
+    Mysql,
+}
 
 /// A running proxy: worker threads with their listeners. Dropping it does not stop it; call
 /// [`Server::shutdown`].
 pub struct Server {
     /// Where the PostgreSQL listener is bound (port resolved if 0 was asked).
     pub pg_addr: Option<std::net::SocketAddr>,
+    /// Where the MySQL listener is bound.
+    pub my_addr: Option<std::net::SocketAddr>,
     /// Where the admin API is bound, if configured.
     pub admin_addr: Option<std::net::SocketAddr>,
     pub shared: Arc<Shared>,
@@ -244,17 +258,37 @@ impl Server {
                 }
                 None => (None, (0..workers).map(|_| None).collect()),
             };
+        let (my_addr, mut my_listeners): (_, Vec<Option<std::net::TcpListener>>) =
+            match &config.mysql {
+                Some(my) => {
+                    let addr = parse_addr(&my.listen).map_err(anyhow::Error::msg)?;
+                    let ls = crate::net::bind_reuseport(addr, workers)
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (mysql): {e}"))?;
+                    (
+                        Some(ls[0].local_addr()?),
+                        ls.into_iter().map(Some).collect(),
+                    )
+                }
+                None => (None, (0..workers).map(|_| None).collect()),
+            };
         let conn_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut threads = Vec::new();
-        for (i, listener) in listeners.iter_mut().enumerate() {
-            let listener = listener.take();
+        for (i, (listener, my_listener)) in listeners
+            .iter_mut()
+            .zip(my_listeners.iter_mut())
+            .enumerate()
+        {
+            let listeners = Listeners {
+                pg: listener.take(),
+                my: my_listener.take(),
+            };
             let shared = shared.clone();
             let conn_ids = conn_ids.clone();
             let t = std::thread::Builder::new()
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
                     let rt = thread_runtime();
-                    rt.block_on(run_worker(shared, workers, listener, conn_ids));
+                    rt.block_on(run_worker(shared, workers, listeners, conn_ids));
                 })?;
             threads.push(t);
         }
@@ -278,6 +312,7 @@ impl Server {
         Ok(Server {
             admin_addr,
             pg_addr,
+            my_addr,
             shared,
             threads,
         })
@@ -367,10 +402,26 @@ fn thread_runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// One worker's listening sockets (SO_REUSEPORT: every worker has its own).
+struct Listeners {
+    pg: Option<std::net::TcpListener>,
+    my: Option<std::net::TcpListener>,
+}
+
+/// Accept on an optional listener; pending forever without one.
+async fn accept(
+    l: &Option<tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run_worker(
     shared: Arc<Shared>,
     workers: usize,
-    listener: Option<std::net::TcpListener>,
+    listeners: Listeners,
     conn_ids: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
@@ -380,38 +431,36 @@ async fn run_worker(
             shared.pg.clone(),
             workers,
         )),
+        my: Arc::new(crate::mysql::worker::Worker::new(
+            shared.engine.clone(),
+            shared.my.clone(),
+            workers,
+        )),
         load: AtomicUsize::new(0),
         handoff,
     });
     shared.workers.lock().unwrap().push(Arc::downgrade(&worker));
     // A reload that ran while this worker was being built: catch up.
     worker.pg.refresh();
+    worker.my.refresh();
     let tracker = tokio_util::task::TaskTracker::new();
-    if let Some(l) = listener {
-        let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
+    let register = |l: Option<std::net::TcpListener>| {
+        l.map(|l| {
+            tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime")
+        })
+    };
+    let (pg, my) = (register(listeners.pg), register(listeners.my));
+    if pg.is_some() || my.is_some() {
         loop {
-            let (stream, peer, id) = tokio::select! {
-                r = l.accept() => match r {
-                    Ok((stream, peer)) => {
-                        let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        match hand_over(&shared, &worker, stream, peer, id) {
-                            Some(stream) => {
-                                worker.load.fetch_add(1, Ordering::Relaxed);
-                                (stream, peer, id)
-                            }
-                            None => continue,
-                        }
-                    }
-                    Err(e) => {
-                        // Out of descriptors and similar: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let (accepted, front) = tokio::select! {
+                r = accept(&pg) => (r, Front::Postgres),
+                r = accept(&my) => (r, Front::Mysql),
+                // Counted in this worker's load by the worker that handed it over.
+                Some((s, peer, id, front)) = handed.recv() => match tokio::net::TcpStream::from_std(s) {
+                    Ok(stream) => {
+                        tracker.spawn(serve_client(worker.clone(), stream, peer, id, front));
                         continue;
                     }
-                },
-                // Counted in this worker's load by the worker that handed it over.
-                Some((s, peer, id)) = handed.recv() => match tokio::net::TcpStream::from_std(s) {
-                    Ok(stream) => (stream, peer, id),
                     Err(e) => {
                         worker.load.fetch_sub(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "handed-over connection did not register");
@@ -420,7 +469,20 @@ async fn run_worker(
                 },
                 _ = shared.shutdown.cancelled() => break,
             };
-            tracker.spawn(serve_client(worker.clone(), stream, peer, id));
+            match accepted {
+                Ok((stream, peer)) => {
+                    let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(stream) = hand_over(&shared, &worker, stream, peer, id, front) {
+                        worker.load.fetch_add(1, Ordering::Relaxed);
+                        tracker.spawn(serve_client(worker.clone(), stream, peer, id, front));
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
         }
     } else {
         shared.shutdown.cancelled().await;
@@ -441,10 +503,18 @@ async fn serve_client(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     id: u64,
+    front: Front,
 ) {
     let counted = Arc::clone(&worker);
     let _slot = crate::Decrement(&counted.load);
-    crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id).await;
+    match front {
+        Front::Postgres => {
+            crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id).await
+        }
+        Front::Mysql => {
+            crate::mysql::startup::handle_client(worker.my.clone(), stream, peer, id).await
+        }
+    }
 }
 
 /// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the
@@ -460,6 +530,7 @@ fn hand_over(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     id: u64,
+    front: Front,
 ) -> Option<tokio::net::TcpStream> {
     let Some(target) = pick_worker(me, &shared.live_workers()) else {
         return Some(stream);
@@ -472,10 +543,10 @@ fn hand_over(
         }
     };
     target.load.fetch_add(1, Ordering::Relaxed);
-    match target.handoff.send((std_stream, peer, id)) {
+    match target.handoff.send((std_stream, peer, id, front)) {
         Ok(()) => None,
         // The other worker is stopping: serve it here after all.
-        Err(tokio::sync::mpsc::error::SendError((s, _, _))) => {
+        Err(tokio::sync::mpsc::error::SendError((s, _, _, _))) => {
             target.load.fetch_sub(1, Ordering::Relaxed);
             tokio::net::TcpStream::from_std(s).ok()
         }

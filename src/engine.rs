@@ -24,8 +24,10 @@ pub struct Engine {
     pub config_path: Option<std::path::PathBuf>,
     /// Live topology per cluster, by the database name clients use.
     pub clusters: ArcSwap<ClusterMap>,
-    /// Statement classifier (shared cache).
+    /// Statement classifier for PostgreSQL's dialect (shared cache).
     pub classifier: ArcSwap<Classifier>,
+    /// The same for MySQL's dialect.
+    pub classifier_mysql: ArcSwap<Classifier>,
     /// Bumped by every successful reload, after the workers' pools were swapped.
     pub generation: AtomicU64,
     /// Worker threads (how pool sizes are split).
@@ -51,11 +53,13 @@ impl Engine {
         worker_count: usize,
     ) -> Engine {
         let classifier = new_classifier(&config);
+        let classifier_mysql = new_classifier_for(&config, Dialect::MySql);
         Engine {
             config: ArcSwap::new(config),
             config_path,
             clusters: ArcSwap::from_pointee(clusters),
             classifier: ArcSwap::from_pointee(classifier),
+            classifier_mysql: ArcSwap::from_pointee(classifier_mysql),
             generation: AtomicU64::new(0),
             worker_count,
             reload_lock: Mutex::new(()),
@@ -77,10 +81,15 @@ impl Engine {
     }
 }
 
-/// The statement classifier `config` asks for.
+/// The PostgreSQL statement classifier `config` asks for.
 pub(crate) fn new_classifier(config: &Config) -> Classifier {
+    new_classifier_for(config, Dialect::Postgres)
+}
+
+/// The statement classifier `config` asks for, in `dialect`.
+pub(crate) fn new_classifier_for(config: &Config, dialect: Dialect) -> Classifier {
     Classifier::new(
-        Dialect::Postgres,
+        dialect,
         &config.routing.write_functions,
         config.routing.cache_entries,
     )

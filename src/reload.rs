@@ -22,7 +22,6 @@
 use crate::app::{PoolMap, Shared};
 use crate::cluster::ClusterState;
 use crate::config::{Config, Health};
-use crate::pg::backend::BackendTarget;
 use crate::pg::worker::backend_target;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -33,8 +32,14 @@ pub use crate::app::ClusterMap;
 
 /// One generation's health checks, sent to the health thread.
 pub struct HealthGeneration {
-    checks: Vec<(Arc<ClusterState>, BackendTarget)>,
+    checks: Vec<(Arc<ClusterState>, Probe)>,
     health: Health,
+}
+
+/// How one cluster's servers are probed.
+pub enum Probe {
+    Postgres(crate::pg::probe::PgProber),
+    Mysql(crate::mysql::probe::MyProber),
 }
 
 /// Topology for `cfg`; backends that were in `old` (same database and address) keep their
@@ -56,7 +61,17 @@ pub fn send_health(shared: &Shared, cfg: &Config, states: &ClusterMap) {
     let checks = cfg
         .clusters
         .iter()
-        .map(|c| (states[&c.database].clone(), backend_target(cfg, c)))
+        .map(|c| {
+            let probe = match c.protocol {
+                crate::config::Protocol::Postgres => Probe::Postgres(crate::pg::probe::PgProber {
+                    target: backend_target(cfg, c),
+                }),
+                crate::config::Protocol::Mysql => Probe::Mysql(crate::mysql::probe::MyProber {
+                    target: crate::mysql::worker::backend_target(cfg, c),
+                }),
+            };
+            (states[&c.database].clone(), probe)
+        })
         .collect();
     let _ = shared.health_tx.send(HealthGeneration {
         checks,
@@ -81,13 +96,16 @@ pub async fn run_health(
             t.cancel();
         }
         let token = shared.shutdown.child_token();
-        for (state, target) in generation.checks {
-            tracker.spawn(crate::cluster::health::run(
-                state,
-                crate::pg::probe::PgProber { target },
-                generation.health.clone(),
-                token.clone(),
-            ));
+        for (state, probe) in generation.checks {
+            let health = generation.health.clone();
+            match probe {
+                Probe::Postgres(p) => {
+                    tracker.spawn(crate::cluster::health::run(state, p, health, token.clone()))
+                }
+                Probe::Mysql(p) => {
+                    tracker.spawn(crate::cluster::health::run(state, p, health, token.clone()))
+                }
+            };
         }
         current = Some(token);
     }
@@ -139,19 +157,45 @@ fn apply(shared: &Shared) -> Result<String, String> {
             (old, Arc::new(new))
         })
         .collect();
+    let my_maps: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            let old = w.my.clusters.load_full();
+            let new = crate::mysql::worker::build_pools(
+                shared,
+                &cfg,
+                &states,
+                Some(&old),
+                shared.worker_count,
+                generation,
+            );
+            (old, Arc::new(new))
+        })
+        .collect();
     if routing_changed(&old_cfg, &cfg) {
         shared
             .classifier
             .store(Arc::new(crate::engine::new_classifier(&cfg)));
+        shared
+            .classifier_mysql
+            .store(Arc::new(crate::engine::new_classifier_for(
+                &cfg,
+                crate::router::classify::Dialect::MySql,
+            )));
     }
     shared.store_config(cfg.clone());
     shared.clusters.store(states.clone());
     for (w, (_, new)) in workers.iter().zip(&maps) {
         w.pg.clusters.store(new.clone());
     }
+    for (w, (_, new)) in workers.iter().zip(&my_maps) {
+        w.my.clusters.store(new.clone());
+    }
     shared.generation.store(generation, Ordering::Release);
     let (olds, news): (Vec<_>, Vec<_>) = maps.into_iter().unzip();
     crate::pg::worker::close_unused(&olds, &news);
+    let (olds, news): (Vec<_>, Vec<_>) = my_maps.into_iter().unzip();
+    crate::mysql::worker::close_unused(&olds, &news);
     send_health(shared, &cfg, &states);
     Ok(summary(&old_cfg, &cfg))
 }

@@ -16,6 +16,9 @@ pub struct Config {
     /// The PostgreSQL listener. Absent: no PostgreSQL listener.
     #[serde(default)]
     pub postgres: Option<PostgresListener>,
+    /// The MySQL listener (MySQL and MariaDB clients). Absent: no MySQL listener.
+    #[serde(default)]
+    pub mysql: Option<MysqlListener>,
     /// Backend pool settings shared by every cluster (a cluster may override `size`).
     #[serde(default)]
     pub pool: PoolSettings,
@@ -104,6 +107,31 @@ pub struct PostgresListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+}
+
+/// The MySQL front end.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlListener {
+    /// Address to listen on, e.g. "127.0.0.1:3307". Changing it needs a restart.
+    pub listen: String,
+    /// Pool mode for MySQL clients. Default "transaction".
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// The cluster (its `database`) a client gets when the schema it connects with names no
+    /// MySQL cluster, or when it connects without one. Default: the only MySQL cluster if
+    /// there is exactly one; otherwise such a client is refused.
+    #[serde(default)]
+    pub default_cluster: Option<String>,
+    /// Server version announced to clients in the handshake (drivers read it to pick
+    /// features). Default "10.11.0-MariaDB-switchyard" (MariaDB's "5.5.5-" prefix is added
+    /// on the wire).
+    #[serde(default = "default_mysql_version")]
+    pub server_version: String,
+}
+
+fn default_mysql_version() -> String {
+    "10.11.0-MariaDB-switchyard".into()
 }
 
 /// The admin HTTP listener.
@@ -198,6 +226,11 @@ pub struct User {
     /// MD5 hash as stored by PostgreSQL: "md5" followed by md5(password || user) in hex.
     #[serde(default)]
     pub md5_hash: Option<String>,
+    /// MySQL `mysql_native_password` hash as stored in `mysql.user`: "*" followed by
+    /// SHA1(SHA1(password)) in upper-case hex. Lets the user log in through the MySQL
+    /// listener without a plaintext password (a plaintext `password` serves both protocols).
+    #[serde(default)]
+    pub mysql_native_hash: Option<String>,
 }
 
 impl User {
@@ -220,6 +253,7 @@ impl User {
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Postgres,
+    Mysql,
 }
 
 /// A primary and its replicas.
@@ -431,6 +465,23 @@ impl Config {
                 ));
             }
         }
+        if let Some(my) = &self.mysql {
+            parse_addr(&my.listen).map_err(|e| ConfigError::invalid("mysql.listen", e))?;
+            if let Some(d) = &my.default_cluster {
+                if !self.clusters_of(Protocol::Mysql).any(|c| &c.database == d) {
+                    return Err(ConfigError::invalid(
+                        "mysql.default_cluster",
+                        format!("no cluster with protocol = \"mysql\" has database {d:?}"),
+                    ));
+                }
+            }
+            if my.server_version.is_empty() || my.server_version.contains('\0') {
+                return Err(ConfigError::invalid(
+                    "mysql.server_version",
+                    "must be non-empty text",
+                ));
+            }
+        }
         if self.health.interval.is_zero() || self.health.timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "health.interval",
@@ -482,6 +533,8 @@ impl Config {
                 ));
             }
             match u.effective_auth() {
+                // A user known to the MySQL listener only.
+                None if u.mysql_native_hash.is_some() => {}
                 None => {
                     return Err(ConfigError::invalid(
                         key("auth"),
@@ -554,6 +607,11 @@ impl Config {
         self.clusters.iter().find(|c| c.database == db)
     }
 
+    /// The clusters a front end of `protocol` serves.
+    pub fn clusters_of(&self, protocol: Protocol) -> impl Iterator<Item = &Cluster> {
+        self.clusters.iter().filter(move |c| c.protocol == protocol)
+    }
+
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
     }
@@ -589,6 +647,41 @@ mod tests {
         assert_eq!(c.pool.size, 20);
         assert_eq!(c.users[0].effective_auth(), Some(AuthMethod::ScramSha256));
         assert_eq!(c.clusters[0].backend_database(), "app");
+    }
+
+    #[test]
+    fn mysql_listener_and_clusters() {
+        let my = r#"
+            [mysql]
+            listen = "127.0.0.1:3307"
+            default_cluster = "shop"
+
+            [[user]]
+            name = "web"
+            mysql_native_hash = "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
+
+            [[cluster]]
+            name = "shop"
+            protocol = "mysql"
+            database = "shop"
+            primary = "127.0.0.1:3306"
+            user = "switchyard"
+        "#;
+        let c = Config::from_toml(&format!(
+            "{GOOD}
+{my}"
+        ))
+        .unwrap();
+        assert_eq!(c.mysql.as_ref().unwrap().pool_mode, PoolMode::Transaction);
+        assert_eq!(c.clusters_of(Protocol::Mysql).count(), 1);
+        assert_eq!(c.clusters_of(Protocol::Postgres).count(), 1);
+        let e = Config::from_toml(&format!(
+            "{GOOD}
+{}",
+            my.replace("default_cluster = \"shop\"", "default_cluster = \"app\"")
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("mysql.default_cluster"), "{e}");
     }
 
     #[test]

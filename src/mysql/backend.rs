@@ -52,7 +52,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Capabilities a backend connection asks for (each only if the server offers it; see the
-/// module doc). `CLIENT_CONNECT_WITH_DB` is added when the target names a database.
+/// module doc). `CLIENT_CONNECT_WITH_DB` is added when the target names a database. Not
+/// `CLIENT_DEPRECATE_EOF`: the front end forwards result sets verbatim to clients it does
+/// not offer that flag to, so the servers must end them with classic EOF packets too.
 pub const BACKEND_CAPABILITIES: u64 = CLIENT_LONG_PASSWORD
     | CLIENT_LONG_FLAG
     | CLIENT_PROTOCOL_41
@@ -63,8 +65,12 @@ pub const BACKEND_CAPABILITIES: u64 = CLIENT_LONG_PASSWORD
     | CLIENT_MULTI_STATEMENTS
     | CLIENT_MULTI_RESULTS
     | CLIENT_PS_MULTI_RESULTS
-    | CLIENT_SESSION_TRACK
-    | CLIENT_DEPRECATE_EOF;
+    | CLIENT_SESSION_TRACK;
+
+/// Run after login and after COM_RESET_CONNECTION: the server reports every session variable
+/// a client changes, and any other change of session state, with the OK that follows it.
+pub const SESSION_TRACKING_SQL: &str =
+    "SET SESSION session_track_system_variables = '*', session_track_state_change = ON";
 
 /// Character set of backend connections: utf8mb4_general_ci (MariaDB's utf8mb4 default).
 pub const BACKEND_CHARSET: u8 = codec::CHARSET_UTF8MB4_GENERAL_CI;
@@ -323,7 +329,7 @@ impl MyConn {
                 what: "unexpected data after the login OK".into(),
             });
         }
-        Ok(MyConn {
+        let mut conn = MyConn {
             stream,
             addr,
             connection_id: done.connection_id,
@@ -340,7 +346,25 @@ impl MyConn {
             applied: Vec::new(),
             default_schema: t.database.clone(),
             created: Instant::now(),
-        })
+        };
+        conn.track_session(t.connect_timeout)
+            .await
+            .map_err(|e| MyConnectError::Protocol {
+                addr,
+                what: format!("turning session tracking on: {e}"),
+            })?;
+        Ok(conn)
+    }
+
+    /// Turn on the session tracking the front end relies on (see [`SESSION_TRACKING_SQL`]).
+    async fn track_session(&mut self, timeout: Duration) -> Result<(), MyQueryError> {
+        if self.capabilities & CLIENT_SESSION_TRACK == 0 {
+            return Ok(());
+        }
+        let clean = self.clean;
+        self.query(SESSION_TRACKING_SQL, timeout).await?;
+        self.clean = clean;
+        Ok(())
     }
 
     /// Inside a transaction, as of the last status seen.
@@ -383,20 +407,21 @@ impl MyConn {
         self.prepared.clear();
         self.applied.clear();
         self.state_unknown = false;
-        let mut clean = true;
-        if self.schema != self.default_schema {
-            match self.default_schema.clone() {
-                Some(db) => {
-                    let mut p = BytesMut::with_capacity(db.len() + 1);
-                    codec::put_init_db(&mut p, db.as_bytes());
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    self.command(&p, left).await?;
-                    self.schema = Some(db);
-                }
-                None => clean = false,
-            }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.track_session(left).await?;
+        // Without a default schema the schema stays (COM_RESET_CONNECTION keeps it); a client
+        // gets its own applied when it takes the connection.
+        if let (true, Some(db)) = (
+            self.schema != self.default_schema,
+            self.default_schema.clone(),
+        ) {
+            let mut p = BytesMut::with_capacity(db.len() + 1);
+            codec::put_init_db(&mut p, db.as_bytes());
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.command(&p, left).await?;
+            self.schema = Some(db);
         }
-        self.clean = clean && !self.in_transaction();
+        self.clean = !self.in_transaction();
         Ok(())
     }
 
@@ -1140,13 +1165,13 @@ mod tests {
             CLIENT_MULTI_RESULTS,
             CLIENT_PS_MULTI_RESULTS,
             CLIENT_SESSION_TRACK,
-            CLIENT_DEPRECATE_EOF,
             CLIENT_CONNECT_WITH_DB,
             CLIENT_MYSQL,
         ] {
             assert!(caps & flag != 0, "{flag:#x} missing");
         }
         for flag in [
+            CLIENT_DEPRECATE_EOF,
             CLIENT_LOCAL_FILES,
             CLIENT_FOUND_ROWS,
             CLIENT_SSL,
@@ -1349,7 +1374,7 @@ mod tests {
 
     // ------------------------------------------------------------ answers
 
-    const CAPS: u64 = BACKEND_CAPABILITIES;
+    const CAPS: u64 = BACKEND_CAPABILITIES | CLIENT_DEPRECATE_EOF;
 
     fn column_def(name: &str) -> Vec<u8> {
         payload(|b| {

@@ -14,4 +14,8 @@
 pub mod auth;
 pub mod backend;
 pub mod codec;
+pub mod io;
 pub mod probe;
+pub mod session;
+pub mod startup;
+pub mod worker;

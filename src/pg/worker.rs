@@ -206,7 +206,7 @@ pub fn build_pools(
     generation: u64,
 ) -> PoolMap {
     let mut out = HashMap::new();
-    for c in &cfg.clusters {
+    for c in cfg.clusters_of(crate::config::Protocol::Postgres) {
         let total = c.pool_size.unwrap_or(cfg.pool.size);
         let size = total.div_ceil(workers.max(1)).max(1);
         let state = states[&c.database].clone();

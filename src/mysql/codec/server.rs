@@ -328,6 +328,11 @@ fn next_change<'a>(r: &mut Reader<'a>) -> Result<SessionChange<'a>, ProtocolErro
             value: d.lenenc_bytes()?,
         },
         SESSION_TRACK_SCHEMA => SessionChange::Schema(d.lenenc_bytes()?),
+        // MySQL sends the flag as a length-encoded string ("\x011"), MariaDB 10.11 as the one
+        // byte itself ("1").
+        SESSION_TRACK_STATE_CHANGE if data.len() == 1 => {
+            return Ok(SessionChange::StateChange(data));
+        }
         SESSION_TRACK_STATE_CHANGE => SessionChange::StateChange(d.lenenc_bytes()?),
         SESSION_TRACK_GTIDS => SessionChange::Gtids {
             spec: d.u8()?,
@@ -1108,5 +1113,32 @@ mod tests {
         assert_eq!(classify(b"\xff\x10\x04x", Phase::Handshake, 0), Kind::Err);
         assert_eq!(classify(&[0, 0, 0, 2, 0, 0, 0], Phase::Auth, 0), Kind::Ok);
         assert_eq!(classify(&[], Phase::Auth, 0), Kind::Data);
+    }
+}
+
+#[cfg(test)]
+mod mariadb_session_state {
+    use super::*;
+
+    /// Bytes MariaDB 10.11 sent after
+    /// `SET SESSION session_track_system_variables = '*', session_track_state_change = ON`:
+    /// two variables in entries of their own, and the state-change flag as one bare byte.
+    #[test]
+    fn mariadb_state_change_is_one_bare_byte() {
+        let mut state = vec![0x00, 0x1e, 0x1a];
+        state.extend_from_slice(b"session_track_state_change");
+        state.extend_from_slice(&[0x02, b'O', b'N', 0x00, 0x21, 0x1e]);
+        state.extend_from_slice(b"session_track_system_variables");
+        state.extend_from_slice(&[0x01, b'*', 0x02, 0x01, b'1']);
+        let changes: Vec<_> = session_changes(&state).collect::<Result<_, _>>().unwrap();
+        assert_eq!(changes.len(), 3);
+        assert_eq!(
+            changes[0],
+            SessionChange::SystemVariable {
+                name: b"session_track_state_change",
+                value: b"ON"
+            }
+        );
+        assert_eq!(changes[2], SessionChange::StateChange(b"1"));
     }
 }

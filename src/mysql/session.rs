@@ -1,0 +1,973 @@
+//! A logged-in MySQL client: one command at a time, each forwarded to a backend connection
+//! checked out of the cluster's pools and its answer streamed back packet by packet
+//! (verbatim: result sets are never decoded row by row).
+//!
+//! Transaction pooling: a connection goes back to its pool after a command whose answer left
+//! the server outside a transaction (`SERVER_STATUS_IN_TRANS` clear) with nothing in flight,
+//! unless the client is pinned. Session state is handled as drivers use it (README, "MySQL
+//! session state"): the character set, schema and the common session variables are tracked
+//! per client (the server reports changes through session tracking) and applied on whichever
+//! connection the client gets, without pinning; state that cannot be applied again (user
+//! variables, temporary tables, GET_LOCK, LOCK TABLES, SQL PREPARE, any change the server
+//! reports that is not on the list) pins the client to its connection.
+//!
+//! Not yet: the binary protocol (COM_STMT_*), COM_CHANGE_USER and TLS; they are refused with
+//! an ERR naming them.
+
+use super::backend::{MyConn, MyPooled};
+use super::codec::{self, flags::*, Command};
+use super::io::{err_payload, ok_payload, read_packet, PacketError};
+use super::worker::{MyClusterPools, Running, Slot, Worker};
+use crate::cluster::{SelectError, Want};
+use crate::config::PoolMode;
+use crate::router::classify::{Reason, Route, TxEffect};
+use crate::router::hints::{self, Hint};
+use bytes::{Buf, BytesMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Time allowed for the proxy's own statements on a backend (applying a client's state,
+/// resets).
+const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Flush what is queued for the client once it passes this size.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Session variables applied on whichever connection a client gets (reported by the
+/// server's session tracking, `SET` by any means). Any other variable a client changes pins it.
+pub const REPLAYED: &[&str] = &[
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+    "sql_mode",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "transaction_read_only",
+    "tx_read_only",
+    "wait_timeout",
+    "interactive_timeout",
+    "net_read_timeout",
+    "net_write_timeout",
+    "sql_select_limit",
+    "max_statement_time",
+    "max_execution_time",
+    "group_concat_max_len",
+    "foreign_key_checks",
+    "unique_checks",
+    "sql_auto_is_null",
+    "sql_safe_updates",
+    "lc_time_names",
+    "div_precision_increment",
+    "sql_quote_show_create",
+    "default_storage_engine",
+    "names",
+];
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client: {0}")]
+    Client(PacketError),
+    #[error("client socket: {0}")]
+    ClientIo(#[source] std::io::Error),
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("no backend connection: {0}")]
+    Checkout(String),
+}
+
+/// A client after login.
+pub struct Session<S> {
+    w: Arc<Worker>,
+    cluster: Arc<MyClusterPools>,
+    client: S,
+    /// Capabilities agreed with the client.
+    caps: u64,
+    max_packet: usize,
+    cin: BytesMut,
+    cout: BytesMut,
+    backend: Option<MyPooled>,
+    /// Bytes from the backend not yet handled.
+    bin: BytesMut,
+    backend_idx: usize,
+    slot: Arc<Slot>,
+    // What the client's session is, wherever it runs.
+    /// Session variables (sorted by name), starting with the handshake's character set.
+    vars: Vec<(String, String)>,
+    schema: Option<String>,
+    /// The schema the client logged in with (COM_RESET_CONNECTION returns to it).
+    login_schema: Option<String>,
+    login_vars: Vec<(String, String)>,
+    /// Why the client is pinned to its connection, if it is.
+    pinned: Option<&'static str>,
+    /// Status flags of the client's session as last reported.
+    status: u16,
+    route_override: Option<Hint>,
+    _connected: crate::metrics::GaugeGuard,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: Arc<Worker>,
+        cluster: Arc<MyClusterPools>,
+        client: S,
+        caps: u64,
+        charset: u8,
+        schema: Option<String>,
+        slot: Arc<Slot>,
+        leftover: BytesMut,
+    ) -> Self {
+        let max_packet = w.shared.config().general.max_message_bytes;
+        let connected = cluster.metrics.client_connected();
+        let vars = charset_vars(charset);
+        Session {
+            w,
+            cluster,
+            client,
+            caps,
+            max_packet,
+            cin: leftover,
+            cout: BytesMut::with_capacity(16 * 1024),
+            backend: None,
+            bin: BytesMut::with_capacity(16 * 1024),
+            backend_idx: 0,
+            slot,
+            login_vars: vars.clone(),
+            vars,
+            login_schema: schema.clone(),
+            schema,
+            pinned: None,
+            status: SERVER_STATUS_AUTOCOMMIT,
+            route_override: None,
+            _connected: connected,
+        }
+    }
+
+    /// Serve the client until it quits or goes away, then give back or close its connection.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let r = self.serve().await;
+        self.finish().await;
+        r
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        let shutdown = self.w.shared.shutdown.clone();
+        loop {
+            if self.slot.terminate.load(Relaxed) {
+                return Ok(());
+            }
+            let packet = if self.backend.is_none() {
+                tokio::select! {
+                    p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
+                    _ = shutdown.cancelled() => {
+                        let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
+                        let _ = self.send(0, &err).await;
+                        return Ok(());
+                    }
+                }
+            } else {
+                read_packet(&mut self.client, &mut self.cin, self.max_packet).await
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(PacketError::Closed) => return Ok(()),
+                Err(PacketError::Protocol(e)) => {
+                    let err = err_payload(
+                        1153,
+                        b"08S01",
+                        &format!("Got a packet bigger than 'max_allowed_packet' or malformed: {e}"),
+                    );
+                    let _ = self.send(0, &err).await;
+                    return Err(SessionError::Client(PacketError::Protocol(e)));
+                }
+                Err(e) => return Err(SessionError::Client(e)),
+            };
+            let seq = packet.next_seq;
+            let Some(&first) = packet.payload.first() else {
+                self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
+                    .await?;
+                continue;
+            };
+            match Command::from_byte(first) {
+                Command::Quit => return Ok(()),
+                Command::Ping => self.send(seq, &ok_payload(self.caps, self.status)).await?,
+                Command::Query => self.com_query(&packet.payload).await?,
+                Command::InitDb | Command::FieldList | Command::Statistics => {
+                    self.forward_command(first, &packet.payload).await?
+                }
+                Command::SetOption => {
+                    // The servers always allow multi-statements; the reply is an EOF.
+                    let mut eof = BytesMut::new();
+                    codec::put_eof(
+                        &mut eof,
+                        &codec::EofPacket {
+                            warnings: 0,
+                            status: self.status,
+                        },
+                        self.caps,
+                    );
+                    self.send(seq, &eof).await?;
+                }
+                Command::ResetConnection => self.com_reset(seq).await?,
+                Command::BinlogDump | Command::BinlogDumpGtid | Command::RegisterSlave => {
+                    self.send(
+                        seq,
+                        &err_payload(1047, b"08S01", "switchyard does not proxy replication"),
+                    )
+                    .await?
+                }
+                c @ (Command::StmtPrepare
+                | Command::StmtExecute
+                | Command::StmtSendLongData
+                | Command::StmtClose
+                | Command::StmtReset
+                | Command::StmtFetch
+                | Command::ChangeUser) => {
+                    // COM_STMT_CLOSE and SEND_LONG_DATA have no answer.
+                    if !c.has_no_response() {
+                        let msg = format!("switchyard does not proxy {c:?} yet");
+                        self.send(seq, &err_payload(1295, b"HY000", &msg)).await?;
+                    }
+                }
+                _ => {
+                    self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
+                        .await?
+                }
+            }
+            self.maybe_release();
+        }
+    }
+
+    /// Frame `payload` at `seq` and write it, with anything queued.
+    async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
+        codec::write_packet(&mut self.cout, seq, payload);
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), SessionError> {
+        if self.cout.is_empty() {
+            return Ok(());
+        }
+        let r = tokio::time::timeout(Duration::from_secs(60), async {
+            self.client.write_all(&self.cout).await?;
+            self.client.flush().await
+        })
+        .await;
+        self.cout.clear();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::ClientIo(e)),
+            Err(_) => Err(SessionError::ClientIo(std::io::ErrorKind::TimedOut.into())),
+        }
+    }
+
+    async fn com_query(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let sql = match codec::parse_query(payload, self.caps) {
+            Ok(q) => q.sql.to_vec(),
+            Err(e) => {
+                let err = err_payload(1064, b"42000", &format!("malformed COM_QUERY: {e}"));
+                return self.send(1, &err).await;
+            }
+        };
+        let text = String::from_utf8_lossy(&sql).into_owned();
+        if let Some(route) = hints::route_setting(&text) {
+            self.route_override = route;
+            return self.send(1, &ok_payload(self.caps, self.status)).await;
+        }
+        if let Some((query_only, id)) = parse_kill(&text) {
+            return self.kill(query_only, id).await;
+        }
+        self.note_pins(&text);
+        if self.backend.is_none() {
+            let want = match self.want_for(&text) {
+                Ok(w) => w,
+                Err(e) => {
+                    let err = err_payload(1290, b"HY000", &format!("switchyard: {e}"));
+                    return self.send(1, &err).await;
+                }
+            };
+            if let Err(e) = self.acquire(want).await {
+                let err = err_payload(1040, b"08004", &format!("switchyard: {e}"));
+                return self.send(1, &err).await;
+            }
+        }
+        self.forward(payload, Answer::Query).await
+    }
+
+    /// COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS: run on the held connection, or on one
+    /// taken for this command (a replica will do: none of them writes).
+    async fn forward_command(&mut self, cmd: u8, payload: &[u8]) -> Result<(), SessionError> {
+        if self.backend.is_none() {
+            let want = if self.pinned.is_some() {
+                Want::Primary
+            } else {
+                Want::Replica { min_lsn: None }
+            };
+            if let Err(e) = self.acquire(want).await {
+                let err = err_payload(1040, b"08004", &format!("switchyard: {e}"));
+                return self.send(1, &err).await;
+            }
+        }
+        let answer = match Command::from_byte(cmd) {
+            Command::FieldList => Answer::FieldList,
+            Command::Statistics => Answer::Single,
+            _ => Answer::Query,
+        };
+        // A new schema (COM_INIT_DB) comes back in the OK's session tracking.
+        self.forward(payload, answer).await
+    }
+
+    /// COM_RESET_CONNECTION: the client's session returns to how it logged in; nothing it set
+    /// is kept (and it is no longer pinned).
+    async fn com_reset(&mut self, seq: u8) -> Result<(), SessionError> {
+        if let Some(conn) = self.backend.as_mut() {
+            if conn.reset(INTERNAL_TIMEOUT).await.is_ok() {
+                conn.applied.clear();
+            } else {
+                conn.clean = false;
+            }
+        }
+        self.vars = self.login_vars.clone();
+        self.schema = self.login_schema.clone();
+        self.pinned = None;
+        self.status = SERVER_STATUS_AUTOCOMMIT;
+        self.send(seq, &ok_payload(self.caps, self.status)).await
+    }
+
+    /// Where the statement `sql` may run when the client holds no connection.
+    fn want_for(&mut self, sql: &str) -> Result<Want, SelectError> {
+        let state = self.cluster.state.clone();
+        let mut class = self.w.shared.classifier_mysql.load().classify(sql);
+        if let Some(h) = self.route_override {
+            if hints::leading_hint(sql).is_none() {
+                class = class.with_hint(h);
+            }
+        }
+        let autocommit = self.status & SERVER_STATUS_AUTOCOMMIT != 0;
+        let read = self.w.pool_mode == PoolMode::Transaction
+            && self.pinned.is_none()
+            && autocommit
+            && state.split
+            && match class.tx {
+                TxEffect::Begin { read_only } => read_only,
+                TxEffect::None => class.route == Route::Replica,
+                _ => false,
+            };
+        if read {
+            let want = Want::Replica { min_lsn: None };
+            state.select(want, None)?;
+            return Ok(want);
+        }
+        state.primary()?;
+        Ok(Want::Primary)
+    }
+
+    /// Statements whose session state cannot be applied again elsewhere pin the client (what
+    /// the server's session tracking reports is handled with the answer).
+    fn note_pins(&mut self, sql: &str) {
+        if self.w.pool_mode != PoolMode::Transaction || self.pinned.is_some() {
+            return;
+        }
+        let class = self.w.shared.classifier_mysql.load().classify(sql);
+        if let Some(why) = pin_reason(sql, class.reason) {
+            tracing::debug!(reason = why, "mysql client pinned to its connection");
+            self.pinned = Some(why);
+        }
+    }
+
+    /// Check out a connection and bring it to the client's session state.
+    async fn acquire(&mut self, want: Want) -> Result<(), String> {
+        self.refresh_cluster()?;
+        let state = self.cluster.state.clone();
+        let mut exclude = None;
+        loop {
+            let idx = state.select(want, exclude).map_err(|e| e.to_string())?;
+            let pool = self.cluster.pools[idx].clone();
+            match pool.checkout().await {
+                Ok(conn) => return self.install(conn, idx).await,
+                Err(crate::pool::CheckoutError::Connect(e)) => {
+                    state.backends[idx].mark_failed(&e.to_string());
+                    if matches!(want, Want::Primary) || exclude.is_some() {
+                        return Err(e.to_string());
+                    }
+                    exclude = Some(idx);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), String> {
+        conn.clean = false;
+        let sql = self.state_sql(&conn);
+        if !sql.is_empty() {
+            if let Err(e) = conn.query(&sql, INTERNAL_TIMEOUT).await {
+                crate::pool::release(conn);
+                return Err(format!("applying the session's state failed: {e}"));
+            }
+        }
+        conn.applied = self.vars.clone();
+        conn.schema = self.schema.clone();
+        *self.slot.running.lock().unwrap() = Some(Running {
+            addr: conn.addr,
+            thread: conn.connection_id,
+        });
+        self.cluster.state.backends[idx].begin();
+        self.backend_idx = idx;
+        self.backend = Some(conn);
+        self.bin.clear();
+        Ok(())
+    }
+
+    /// The statements that bring `conn` to the client's character set, schema and session
+    /// variables ("" when it is there already).
+    fn state_sql(&self, conn: &MyConn) -> String {
+        let mut parts = Vec::new();
+        if conn.schema != self.schema {
+            if let Some(s) = &self.schema {
+                parts.push(format!("USE `{}`", s.replace('`', "``")));
+            }
+        }
+        let mut sets = Vec::new();
+        for (k, v) in &self.vars {
+            if !conn.applied.iter().any(|(ak, av)| ak == k && av == v) {
+                sets.push(format!("{k} = {}", sql_value(v)));
+            }
+        }
+        for (k, _) in &conn.applied {
+            if !self.vars.iter().any(|(vk, _)| vk == k) {
+                sets.push(format!("{k} = DEFAULT"));
+            }
+        }
+        if !sets.is_empty() {
+            parts.push(format!("SET SESSION {}", sets.join(", ")));
+        }
+        parts.join("; ")
+    }
+
+    /// After a reload, move to this worker's current pools for the client's cluster.
+    fn refresh_cluster(&mut self) -> Result<(), String> {
+        let now = self
+            .w
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if self.cluster.generation == now || self.backend.is_some() {
+            return Ok(());
+        }
+        match self.w.clusters.load().get(&self.cluster.database) {
+            Some(c) => {
+                self.cluster = c.clone();
+                Ok(())
+            }
+            None => Err(format!(
+                "database {:?} is no longer served (removed by a config reload)",
+                self.cluster.database
+            )),
+        }
+    }
+
+    /// Send `payload` (a command) to the held connection and stream the answer back.
+    async fn forward(&mut self, payload: &[u8], answer: Answer) -> Result<(), SessionError> {
+        let conn = self.backend.as_mut().expect("a connection is held");
+        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        codec::write_packet(&mut out, 0, payload);
+        if let Err(e) = conn.stream.write_all(&out).await {
+            conn.clean = false;
+            conn.broken = true;
+            return Err(SessionError::Backend(e.to_string()));
+        }
+        match self.relay(answer).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(c) = self.backend.as_mut() {
+                    c.broken = true;
+                    c.clean = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stream one command's answer from the backend to the client, tracking status flags and
+    /// session changes.
+    async fn relay(&mut self, answer: Answer) -> Result<(), SessionError> {
+        let mut at = At::First;
+        let mut continued = false;
+        loop {
+            let (header_len, payload_len, first) = self.next_backend_packet().await?;
+            let wire = header_len + payload_len;
+            // The rest of a packet of 16 MiB or more: passed on, never read as a new packet.
+            let continues = payload_len == codec::MAX_PACKET_PAYLOAD;
+            if std::mem::replace(&mut continued, continues) {
+                self.pass(wire);
+                continue;
+            }
+            let ended = match (at, answer) {
+                (_, Answer::Single) => true,
+                (At::First, _) | (At::Next, _) => match first {
+                    Some(codec::OK_HEADER) if answer != Answer::FieldList => {
+                        let more = self.on_ok(wire)?;
+                        at = At::Next;
+                        !more
+                    }
+                    Some(codec::ERR_HEADER) => {
+                        self.pass(wire);
+                        true
+                    }
+                    Some(codec::EOF_HEADER) if answer == Answer::FieldList && payload_len < 9 => {
+                        self.on_eof(wire);
+                        true
+                    }
+                    Some(codec::LOCAL_INFILE_HEADER) if answer == Answer::Query => {
+                        // The servers are never told the client may send files; if one asks
+                        // anyway, it gets an empty file.
+                        self.pass_back_local_infile(wire).await?;
+                        at = At::Next;
+                        false
+                    }
+                    _ if answer == Answer::FieldList => {
+                        self.pass(wire);
+                        false
+                    }
+                    _ => {
+                        // A result set: a column count.
+                        let n = self.column_count(header_len, payload_len);
+                        self.pass(wire);
+                        at = At::Columns(n);
+                        false
+                    }
+                },
+                (At::Columns(n), _) => {
+                    self.pass(wire);
+                    at = if n <= 1 {
+                        At::ColumnsEof
+                    } else {
+                        At::Columns(n - 1)
+                    };
+                    false
+                }
+                (At::ColumnsEof, _) => {
+                    // The EOF after the column definitions (the servers run without
+                    // CLIENT_DEPRECATE_EOF).
+                    self.pass(wire);
+                    at = At::Rows;
+                    false
+                }
+                (At::Rows, _) => match first {
+                    Some(codec::EOF_HEADER) if payload_len < 9 => {
+                        let more = self.on_eof(wire);
+                        at = At::Next;
+                        !more
+                    }
+                    Some(codec::ERR_HEADER) => {
+                        self.pass(wire);
+                        true
+                    }
+                    _ => {
+                        self.pass(wire);
+                        false
+                    }
+                },
+            };
+            if ended {
+                return self.flush().await;
+            }
+            if self.cout.len() >= FLUSH_AT {
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// Make sure a whole packet (or, for large rows, at least its header) is buffered:
+    /// (header length, payload length, first payload byte).
+    async fn next_backend_packet(&mut self) -> Result<(usize, usize, Option<u8>), SessionError> {
+        loop {
+            if self.bin.len() >= 4 {
+                let len = u32::from_le_bytes([self.bin[0], self.bin[1], self.bin[2], 0]) as usize;
+                if self.bin.len() >= 4 + len.min(1) {
+                    // Whole packets only: rows are forwarded as they are, and a packet up to
+                    // 16 MiB is bounded.
+                    if self.bin.len() >= 4 + len {
+                        return Ok((4, len, self.bin.get(4).copied()));
+                    }
+                }
+            }
+            let conn = self.backend.as_mut().expect("a connection is held");
+            self.bin.reserve(16 * 1024);
+            let n = tokio::time::timeout(
+                Duration::from_secs(3600),
+                conn.stream.read_buf(&mut self.bin),
+            )
+            .await
+            .map_err(|_| SessionError::Backend("no answer within an hour".into()))?
+            .map_err(|e| SessionError::Backend(e.to_string()))?;
+            if n == 0 {
+                return Err(SessionError::Backend("server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Queue the packet at the head of the backend buffer for the client, as it is.
+    fn pass(&mut self, wire: usize) {
+        self.cout.extend_from_slice(&self.bin[..wire]);
+        self.bin.advance(wire);
+    }
+
+    fn column_count(&self, header: usize, len: usize) -> u64 {
+        match codec::read_lenenc(&self.bin[header..header + len]) {
+            Ok((codec::LenEnc::Int(n), _)) => n,
+            _ => 0,
+        }
+    }
+
+    /// An EOF packet: note its status; true if more results follow.
+    fn on_eof(&mut self, wire: usize) -> bool {
+        let payload = &self.bin[4..wire];
+        let caps = self
+            .backend
+            .as_ref()
+            .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
+        let status = codec::parse_eof(payload, caps).map(|e| e.status).ok();
+        if let Some(status) = status {
+            self.note_status(status);
+        }
+        self.pass(wire);
+        status.is_some_and(|s| s & SERVER_MORE_RESULTS_EXISTS != 0)
+    }
+
+    /// An OK packet: note its status and session changes; pass it on (without the session
+    /// state for a client that did not ask for it). True if more results follow.
+    fn on_ok(&mut self, wire: usize) -> Result<bool, SessionError> {
+        let backend_caps = self.backend.as_ref().map_or(0, |c| c.capabilities);
+        let payload = self.bin[4..wire].to_vec();
+        let seq = self.bin[3];
+        let Ok(ok) = codec::parse_ok(&payload, backend_caps) else {
+            self.pass(wire);
+            return Ok(false);
+        };
+        self.note_status(ok.status);
+        if let Some(state) = ok.session_state {
+            self.note_session_changes(state);
+        }
+        let more = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
+        if ok.session_state.is_some() && self.caps & CLIENT_SESSION_TRACK == 0 {
+            let mut p = BytesMut::new();
+            codec::put_ok(&mut p, &ok, self.caps);
+            codec::write_packet(&mut self.cout, seq, &p);
+            self.bin.advance(wire);
+        } else {
+            self.pass(wire);
+        }
+        Ok(more)
+    }
+
+    fn note_status(&mut self, status: u16) {
+        self.status = status;
+        if let Some(c) = self.backend.as_mut() {
+            c.status = status;
+        }
+    }
+
+    /// Session changes the server reported with an OK: replayed variables and the schema are
+    /// kept for the client; anything else pins it.
+    fn note_session_changes(&mut self, state: &[u8]) {
+        let mut explained = false;
+        let mut changed = false;
+        for change in codec::session_changes(state) {
+            let Ok(change) = change else { break };
+            match change {
+                codec::SessionChange::SystemVariable { name, value } => {
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    let value = String::from_utf8_lossy(value).into_owned();
+                    if REPLAYED.contains(&name.as_str()) {
+                        set_var(&mut self.vars, name.clone(), value.clone());
+                        if let Some(c) = self.backend.as_mut() {
+                            set_var(&mut c.applied, name, value);
+                        }
+                        explained = true;
+                    } else if self.w.pool_mode == PoolMode::Transaction && self.pinned.is_none() {
+                        tracing::debug!(variable = %name, "mysql client pinned: a session variable not applied elsewhere changed");
+                        self.pinned = Some("session variable");
+                    }
+                }
+                codec::SessionChange::Schema(s) => {
+                    let s = String::from_utf8_lossy(s).into_owned();
+                    self.schema = Some(s.clone());
+                    if let Some(c) = self.backend.as_mut() {
+                        c.schema = Some(s);
+                    }
+                    explained = true;
+                }
+                codec::SessionChange::StateChange(_) => changed = true,
+                _ => {}
+            }
+        }
+        if changed
+            && !explained
+            && self.w.pool_mode == PoolMode::Transaction
+            && self.pinned.is_none()
+        {
+            tracing::debug!("mysql client pinned: the server reported a session state change");
+            self.pinned = Some("session state");
+        }
+    }
+
+    /// A LOCAL INFILE request: answer the server with an empty file and pass on what it says.
+    async fn pass_back_local_infile(&mut self, wire: usize) -> Result<(), SessionError> {
+        let seq = self.bin[3];
+        self.bin.advance(wire);
+        let conn = self.backend.as_mut().expect("held");
+        let mut out = BytesMut::new();
+        codec::write_packet(&mut out, seq.wrapping_add(1), &[]);
+        conn.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| SessionError::Backend(e.to_string()))
+    }
+
+    /// `KILL [QUERY|CONNECTION] id` with a proxy-issued id: sent to the server connection
+    /// that client holds now. Never reaches another client's statement: only the client's
+    /// own connection is named, and that connection is closed afterwards, not pooled.
+    async fn kill(&mut self, query_only: bool, id: u32) -> Result<(), SessionError> {
+        let Some(slot) = self.w.my.lookup(id) else {
+            let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
+            return self.send(1, &err).await;
+        };
+        let running = *slot.running.lock().unwrap();
+        if !query_only {
+            slot.terminate.store(true, Relaxed);
+        }
+        if let Some(r) = running {
+            slot.killed.store(true, Relaxed);
+            let target = self
+                .cluster
+                .pools
+                .iter()
+                .find(|p| p.addr() == r.addr)
+                .map(|p| p.target().clone());
+            if let Some(t) = target {
+                tokio::spawn(async move {
+                    if let Err(e) = t.kill(r.thread, true, Duration::from_secs(5)).await {
+                        tracing::warn!(error = %e, "KILL QUERY on the backend failed");
+                    }
+                });
+            }
+        }
+        self.send(1, &ok_payload(self.caps, self.status)).await
+    }
+
+    /// Give the connection back when the client's session allows (transaction mode).
+    fn maybe_release(&mut self) {
+        if self.w.pool_mode != PoolMode::Transaction
+            || self.pinned.is_some()
+            || self.status & SERVER_STATUS_IN_TRANS != 0
+            || self.slot.terminate.load(Relaxed)
+        {
+            return;
+        }
+        if let Some(conn) = self.detach() {
+            crate::pool::release(conn);
+        }
+    }
+
+    fn detach(&mut self) -> Option<MyPooled> {
+        let mut conn = self.backend.take()?;
+        *self.slot.running.lock().unwrap() = None;
+        if self.slot.killed.swap(false, Relaxed) {
+            conn.killed = true;
+        }
+        self.cluster.state.backends[self.backend_idx].end();
+        conn.clean =
+            !conn.broken && !conn.state_unknown && conn.status & SERVER_STATUS_IN_TRANS == 0;
+        Some(conn)
+    }
+
+    /// The client is gone: a connection inside a transaction or pinned is reset (or
+    /// closed), never handed on as it is.
+    async fn finish(&mut self) {
+        let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
+        let pinned = self.pinned.is_some() || self.w.pool_mode == PoolMode::Session;
+        let Some(mut conn) = self.detach() else {
+            return;
+        };
+        if in_tx || conn.broken || conn.killed {
+            conn.clean = false;
+        } else if pinned {
+            conn.clean = conn.reset(INTERNAL_TIMEOUT).await.is_ok();
+            conn.applied.clear();
+        }
+        crate::pool::release(conn);
+    }
+}
+
+/// What a command's answer looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// OK, ERR, or result sets (possibly several).
+    Query,
+    /// COM_FIELD_LIST: column definitions up to an EOF, or ERR.
+    FieldList,
+    /// COM_STATISTICS: one packet.
+    Single,
+}
+
+/// Where in an answer the next packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    First,
+    /// After a result that said more follow.
+    Next,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+}
+
+/// Why `sql` (classified as `reason`) pins a client, if it does: state the proxy cannot
+/// apply on another connection.
+pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    let words: Vec<&str> = upper.split_whitespace().take(4).collect();
+    let w = |i: usize| words.get(i).copied().unwrap_or("");
+    if w(0) == "CREATE" && (w(1) == "TEMPORARY" || w(2) == "TEMPORARY") {
+        return Some("temporary table");
+    }
+    if w(0) == "LOCK" && (w(1) == "TABLES" || w(1) == "TABLE") {
+        return Some("LOCK TABLES");
+    }
+    if w(0) == "PREPARE" {
+        return Some("SQL PREPARE");
+    }
+    if w(0) == "HANDLER" {
+        return Some("HANDLER");
+    }
+    if upper.contains("GET_LOCK") {
+        return Some("GET_LOCK");
+    }
+    // User variables: assigned now, read later (the server does not report them by name).
+    if upper.contains(":=")
+        || (w(0) == "SET" && upper.contains('@') && !upper.contains("@@"))
+        || upper.contains("INTO @")
+    {
+        return Some("user variable");
+    }
+    if w(0) == "SET" && (w(1) == "TRANSACTION") {
+        return Some("SET TRANSACTION (next transaction)");
+    }
+    let _ = reason;
+    None
+}
+
+/// `KILL [QUERY | CONNECTION] n`: (query only, n).
+fn parse_kill(sql: &str) -> Option<(bool, u32)> {
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("KILL") {
+        return None;
+    }
+    let mut w = words.next()?;
+    let mut query_only = false;
+    if w.eq_ignore_ascii_case("QUERY") {
+        query_only = true;
+        w = words.next()?;
+    } else if w.eq_ignore_ascii_case("CONNECTION") {
+        w = words.next()?;
+    }
+    let id = w.trim_end_matches(';').parse().ok()?;
+    words.next().is_none().then_some((query_only, id))
+}
+
+fn set_var(vars: &mut Vec<(String, String)>, name: String, value: String) {
+    match vars.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+        Ok(i) => vars[i].1 = value,
+        Err(i) => vars.insert(i, (name, value)),
+    }
+}
+
+/// A variable's value as SQL: numbers as they are, anything else quoted.
+fn sql_value(v: &str) -> String {
+    let numeric = !v.is_empty()
+        && v.trim_start_matches('-')
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.');
+    if numeric {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+    }
+}
+
+/// The session variables a character set id from the handshake sets.
+fn charset_vars(id: u8) -> Vec<(String, String)> {
+    let (cs, coll) = match id {
+        8 => ("latin1", "latin1_swedish_ci"),
+        11 => ("ascii", "ascii_general_ci"),
+        33 => ("utf8mb3", "utf8mb3_general_ci"),
+        46 => ("utf8mb4", "utf8mb4_bin"),
+        63 => ("binary", "binary"),
+        83 => ("utf8mb3", "utf8mb3_bin"),
+        192 => ("utf8mb3", "utf8mb3_unicode_ci"),
+        224 => ("utf8mb4", "utf8mb4_unicode_ci"),
+        _ => ("utf8mb4", "utf8mb4_general_ci"),
+    };
+    let mut v = vec![
+        ("character_set_client".to_string(), cs.to_string()),
+        ("character_set_connection".to_string(), cs.to_string()),
+        ("character_set_results".to_string(), cs.to_string()),
+        ("collation_connection".to_string(), coll.to_string()),
+    ];
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_statements_parse() {
+        assert_eq!(parse_kill("KILL 42"), Some((false, 42)));
+        assert_eq!(parse_kill("kill query 7;"), Some((true, 7)));
+        assert_eq!(parse_kill("KILL CONNECTION 9"), Some((false, 9)));
+        assert_eq!(parse_kill("KILL 42 43"), None);
+        assert_eq!(parse_kill("SELECT 1"), None);
+    }
+
+    #[test]
+    fn what_pins() {
+        for sql in [
+            "CREATE TEMPORARY TABLE t (a int)",
+            "SET @a = 1",
+            "SELECT @a := 1",
+            "SELECT 1 INTO @x",
+            "SELECT GET_LOCK('l', 1)",
+            "LOCK TABLES t WRITE",
+            "PREPARE s FROM 'SELECT 1'",
+        ] {
+            assert!(pin_reason(sql, Reason::Unknown).is_some(), "{sql}");
+        }
+        for sql in [
+            "SET NAMES utf8mb4",
+            "SET sql_mode = 'ANSI'",
+            "SET SESSION time_zone = '+00:00'",
+            "SELECT @@version",
+            "UPDATE t SET a = 1",
+            "USE shop",
+        ] {
+            assert!(pin_reason(sql, Reason::Unknown).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn values_are_quoted_unless_numeric() {
+        assert_eq!(sql_value("100"), "100");
+        assert_eq!(sql_value("-1.5"), "-1.5");
+        assert_eq!(sql_value("+00:00"), "'+00:00'");
+        assert_eq!(sql_value("it's"), "'it''s'");
+        assert_eq!(sql_value("ON"), "'ON'");
+    }
+}

@@ -1,0 +1,497 @@
+//! A MySQL client from accept to logged in: the proxy's Initial Handshake, the client's
+//! response, authentication, and the choice of cluster.
+//!
+//! Authentication: the handshake offers `mysql_native_password` with a fresh 20-byte
+//! scramble. A client that answers for `caching_sha2_password` (MySQL 8 connectors by
+//! default) is checked on the fast path when the user has a plaintext password (the proxy
+//! knows what the server would have cached) and told so with AuthMoreData 0x03; otherwise it
+//! is switched to `mysql_native_password`. Any other plugin is switched too. A wrong password
+//! gets ER_ACCESS_DENIED_ERROR (1045) naming the user. TLS is not offered yet (CLIENT_SSL is
+//! not in the handshake); clients that require it are refused by their own driver.
+//!
+//! Which cluster: the schema in the handshake response names a cluster with `protocol =
+//! "mysql"` by its `database`; otherwise `[mysql] default_cluster` (or the only MySQL
+//! cluster), with the client's schema, if any, kept as its current schema there. No match:
+//! ER_BAD_DB_ERROR (1049).
+
+use super::auth::{self, NativePasswordHash};
+use super::codec::{self, flags::*};
+use super::io::{err_payload, read_packet, write_packet, Packet, PacketError};
+use crate::config::{AuthMethod, Config, Protocol, User};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Capabilities the proxy offers clients. Not offered: CLIENT_SSL (no TLS yet),
+/// CLIENT_DEPRECATE_EOF (result sets are forwarded as the servers send them, which the proxy
+/// asks for with classic EOF packets), CLIENT_FOUND_ROWS (affected-row counts follow the
+/// servers' setting), CLIENT_LOCAL_FILES (LOCAL INFILE is refused), compression, query
+/// attributes.
+pub const OFFERED_CAPS: u64 = CLIENT_LONG_PASSWORD
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_INTERACTIVE
+    | CLIENT_IGNORE_SIGPIPE
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_STATEMENTS
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_SESSION_TRACK;
+
+/// A refusal: an ERR packet's code, SQLSTATE and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub state: [u8; 5],
+    pub message: String,
+}
+
+fn refuse(code: u16, state: &[u8; 5], message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        state: *state,
+        message: message.into(),
+    }
+}
+
+/// A client that logged in.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    /// Capabilities both sides have.
+    pub caps: u64,
+    /// Collation id from the handshake response (sets the client's character set).
+    pub charset: u8,
+    /// The cluster's `database` (key of the cluster maps).
+    pub cluster: String,
+    /// The schema to use on the servers, if any.
+    pub schema: Option<String>,
+    /// Sequence id of the next packet to the client (the final OK has not been sent yet).
+    pub next_seq: u8,
+}
+
+/// Why a login ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("{0}")]
+    Packet(#[from] PacketError),
+    #[error("refused: {}", .0.message)]
+    Refused(Refusal),
+}
+
+impl From<std::io::Error> for LoginError {
+    fn from(e: std::io::Error) -> Self {
+        LoginError::Packet(PacketError::Io(e))
+    }
+}
+
+/// Run the connection phase on `s`: handshake, response, authentication, cluster. On a
+/// refusal the ERR packet has been sent (the caller closes).
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    cfg: &Config,
+    connection_id: u32,
+    max_packet: usize,
+) -> Result<Login, LoginError> {
+    let scramble: [u8; 20] = nonce();
+    let version = cfg
+        .mysql
+        .as_ref()
+        .map(|m| m.server_version.clone())
+        .unwrap_or_default();
+    // MariaDB's replication-era prefix: MariaDB connectors look for "MariaDB" after it.
+    let announced = if version.contains("MariaDB") && !version.starts_with("5.5.5-") {
+        format!("5.5.5-{version}")
+    } else {
+        version
+    };
+    let mut out = BytesMut::new();
+    codec::put_handshake(
+        &mut out,
+        &codec::Handshake {
+            server_version: announced.as_bytes(),
+            connection_id,
+            auth_data_1: &scramble[..8],
+            capabilities: OFFERED_CAPS,
+            charset: CHARSET_UTF8MB4_GENERAL_CI,
+            status: SERVER_STATUS_AUTOCOMMIT,
+            auth_data_len: 21,
+            auth_data_2: &scramble[8..],
+            auth_plugin: Some(MYSQL_NATIVE_PASSWORD),
+        },
+    );
+    write_packet(s, 0, &out).await?;
+    let first = read_packet(s, buf, max_packet).await?;
+    let hello = match codec::parse_client_hello(&first.payload) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(send_refusal(
+                s,
+                first.next_seq,
+                refuse(1043, b"08S01", format!("Bad handshake: {e}")),
+            )
+            .await)
+        }
+    };
+    let resp = match hello {
+        codec::ClientHello::Response(r) => r,
+        codec::ClientHello::SslRequest(_) => {
+            return Err(send_refusal(
+                s,
+                first.next_seq,
+                refuse(1043, b"08S01", "switchyard: TLS is not offered"),
+            )
+            .await)
+        }
+    };
+    let caps = resp.caps.capabilities & OFFERED_CAPS;
+    let user_name = String::from_utf8_lossy(resp.user).into_owned();
+    let database = resp
+        .database
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let charset = resp.caps.charset;
+    let plugin = resp.auth_plugin.unwrap_or(MYSQL_NATIVE_PASSWORD).to_vec();
+    let response = resp.auth_response.to_vec();
+    let user = cfg.user(&user_name).cloned();
+    let denied = || {
+        refuse(
+            1045,
+            b"28000",
+            format!(
+                "Access denied for user '{user_name}' (using password: {})",
+                if response.is_empty() { "NO" } else { "YES" }
+            ),
+        )
+    };
+    let Some(user) = user else {
+        return Err(send_refusal(s, first.next_seq, denied()).await);
+    };
+    let mut seq = first.next_seq;
+    let ok = match check(&user, &plugin, &scramble, &response) {
+        Check::Passed => true,
+        Check::Failed => false,
+        Check::FastAuthPassed => {
+            // caching_sha2_password fast path: "the scramble matched the cached hash".
+            let mut more = BytesMut::new();
+            codec::put_auth_more_data(&mut more, &[CACHING_SHA2_FAST_AUTH_SUCCESS]);
+            seq = write_packet(s, seq, &more).await?;
+            true
+        }
+        Check::SwitchToNative => {
+            let mut sw = BytesMut::new();
+            let mut data = scramble.to_vec();
+            data.push(0);
+            codec::put_auth_switch(
+                &mut sw,
+                &codec::AuthSwitch {
+                    plugin: MYSQL_NATIVE_PASSWORD,
+                    data: &data,
+                },
+            );
+            write_packet(s, seq, &sw).await?;
+            let Packet {
+                next_seq, payload, ..
+            } = read_packet(s, buf, max_packet).await?;
+            seq = next_seq;
+            matches!(
+                check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload),
+                Check::Passed
+            )
+        }
+    };
+    if !ok {
+        return Err(send_refusal(s, seq, denied()).await);
+    }
+    let Some((cluster, schema)) = pick_cluster(cfg, database.as_deref()) else {
+        let db = database.unwrap_or_default();
+        return Err(send_refusal(
+            s,
+            seq,
+            refuse(
+                1049,
+                b"42000",
+                format!("Unknown database '{db}' (no switchyard MySQL cluster serves it)"),
+            ),
+        )
+        .await);
+    };
+    Ok(Login {
+        user: user_name,
+        caps,
+        charset,
+        cluster,
+        schema,
+        next_seq: seq,
+    })
+}
+
+async fn send_refusal<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, r: Refusal) -> LoginError {
+    let _ = write_packet(s, seq, &err_payload(r.code, &r.state, &r.message)).await;
+    LoginError::Refused(r)
+}
+
+/// The outcome of checking one auth response.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    Passed,
+    Failed,
+    /// caching_sha2_password's fast path matched.
+    FastAuthPassed,
+    /// Ask the client for a mysql_native_password response instead.
+    SwitchToNative,
+}
+
+fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8]) -> Check {
+    if user.auth == Some(AuthMethod::Trust) {
+        return Check::Passed;
+    }
+    let plain = user.password.as_deref().map(str::as_bytes);
+    let stored = user
+        .mysql_native_hash
+        .as_deref()
+        .and_then(|h| NativePasswordHash::parse(h).ok());
+    let native = |response: &[u8]| match (plain, &stored) {
+        (Some([]), _) => response.is_empty(),
+        (Some(p), _) => auth::verify_native_password(p, scramble, response),
+        (None, Some(h)) => h.verify(scramble, response),
+        (None, None) => false,
+    };
+    if plugin == MYSQL_NATIVE_PASSWORD {
+        return if native(response) {
+            Check::Passed
+        } else {
+            Check::Failed
+        };
+    }
+    if plugin == CACHING_SHA2_PASSWORD {
+        if let Some(p) = plain {
+            let good = if p.is_empty() {
+                response.is_empty()
+            } else {
+                auth::verify_caching_sha2(p, scramble, response)
+            };
+            return if good {
+                Check::FastAuthPassed
+            } else {
+                Check::Failed
+            };
+        }
+    }
+    if plain.is_some() || stored.is_some() {
+        Check::SwitchToNative
+    } else {
+        Check::Failed
+    }
+}
+
+/// The cluster (its `database`) and server schema for a client that connected with
+/// `database`.
+pub fn pick_cluster(cfg: &Config, database: Option<&str>) -> Option<(String, Option<String>)> {
+    let mut mysql = cfg.clusters_of(Protocol::Mysql);
+    if let Some(db) = database {
+        if let Some(c) = cfg.clusters_of(Protocol::Mysql).find(|c| c.database == db) {
+            return Some((c.database.clone(), Some(c.backend_database().to_owned())));
+        }
+    }
+    let default = match cfg.mysql.as_ref().and_then(|m| m.default_cluster.clone()) {
+        Some(d) => d,
+        None => {
+            let only = mysql.next()?;
+            if mysql.next().is_some() {
+                return None;
+            }
+            only.database.clone()
+        }
+    };
+    let schema = database.map(str::to_owned);
+    Some((default, schema))
+}
+
+/// Serve one accepted MySQL client on this worker: limits, login within
+/// `client_login_timeout`, then its session.
+pub async fn handle_client(
+    w: std::sync::Arc<super::worker::Worker>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    conn_id: u64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let engine = w.shared.clone();
+    let open = engine.clients.fetch_add(1, Relaxed) + 1;
+    let _slot_count = crate::Decrement(&engine.clients);
+    let _ = stream.set_nodelay(true);
+    let cfg = engine.config();
+    let mut stream = stream;
+    let (id, slot, _registered) = w.my.register();
+    if open > cfg.general.max_client_connections {
+        let err = err_payload(
+            1040,
+            b"08004",
+            &format!(
+                "Too many connections (switchyard max_client_connections = {})",
+                cfg.general.max_client_connections
+            ),
+        );
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            write_packet(&mut stream, 0, &err),
+        )
+        .await;
+        return;
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    let max = cfg.general.max_message_bytes;
+    let login = tokio::time::timeout(
+        cfg.general.client_login_timeout,
+        login(&mut stream, &mut buf, &cfg, id, max),
+    )
+    .await;
+    let l = match login {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::info!(conn = conn_id, %peer, error = %e, "mysql login refused");
+            if matches!(e, LoginError::Refused(ref r) if r.code == 1045) {
+                engine.metrics.error("", crate::metrics::kind::AUTH_FAILED);
+            }
+            return;
+        }
+        Err(_) => {
+            let err = err_payload(
+                1043,
+                b"08S01",
+                "Bad handshake: login did not finish within client_login_timeout",
+            );
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                write_packet(&mut stream, 0, &err),
+            )
+            .await;
+            return;
+        }
+    };
+    let Some(cluster) = w.clusters.load().get(&l.cluster).cloned() else {
+        let err = err_payload(1049, b"42000", &format!("Unknown database '{}'", l.cluster));
+        let _ = write_packet(&mut stream, l.next_seq, &err).await;
+        return;
+    };
+    let ok = super::io::ok_payload(l.caps, SERVER_STATUS_AUTOCOMMIT);
+    if write_packet(&mut stream, l.next_seq, &ok).await.is_err() {
+        return;
+    }
+    tracing::debug!(conn = conn_id, %peer, user = %l.user, cluster = %l.cluster, "mysql client logged in");
+    let session = super::session::Session::new(
+        w.clone(),
+        cluster,
+        stream,
+        l.caps,
+        l.charset,
+        l.schema,
+        slot,
+        buf,
+    );
+    if let Err(e) = session.run().await {
+        tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
+    }
+}
+
+/// 20 random bytes for a scramble, avoiding NUL and '$' (some clients stop at NUL).
+fn nonce() -> [u8; 20] {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut out = [0u8; 20];
+    for b in &mut out {
+        *b = rng.gen_range(1..=127u8);
+        if *b == b'$' {
+            *b = b'%';
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(toml: &str) -> User {
+        let cfg = Config::from_toml(&format!(
+            "[mysql]\nlisten = \"127.0.0.1:0\"\n[[user]]\nname = \"u\"\n{toml}\n"
+        ))
+        .unwrap();
+        cfg.users[0].clone()
+    }
+
+    #[test]
+    fn native_and_caching_sha2_responses_are_checked() {
+        let s = [7u8; 20];
+        let plain = user("password = \"pw\"");
+        let r = auth::native_password_scramble(b"pw", &s);
+        assert_eq!(check(&plain, MYSQL_NATIVE_PASSWORD, &s, &r), Check::Passed);
+        assert_eq!(
+            check(&plain, MYSQL_NATIVE_PASSWORD, &s, &[1; 20]),
+            Check::Failed
+        );
+        let r = auth::caching_sha2_scramble(b"pw", &s);
+        assert_eq!(
+            check(&plain, CACHING_SHA2_PASSWORD, &s, &r),
+            Check::FastAuthPassed
+        );
+        let hashed = user(&format!(
+            "mysql_native_hash = \"{}\"",
+            NativePasswordHash::from_password(b"pw").to_text()
+        ));
+        assert_eq!(
+            check(&hashed, CACHING_SHA2_PASSWORD, &s, &r),
+            Check::SwitchToNative
+        );
+        let r = auth::native_password_scramble(b"pw", &s);
+        assert_eq!(check(&hashed, MYSQL_NATIVE_PASSWORD, &s, &r), Check::Passed);
+        assert_eq!(
+            check(&plain, b"sha256_password", &s, &r),
+            Check::SwitchToNative
+        );
+    }
+
+    #[test]
+    fn clusters_are_picked_by_schema_then_default() {
+        let cfg = Config::from_toml(
+            r#"
+            [mysql]
+            listen = "127.0.0.1:0"
+            default_cluster = "shop"
+            [[cluster]]
+            name = "shop"
+            protocol = "mysql"
+            database = "shop"
+            backend_database = "shop_prod"
+            primary = "127.0.0.1:3306"
+            user = "s"
+            [[cluster]]
+            name = "crm"
+            protocol = "mysql"
+            database = "crm"
+            primary = "127.0.0.1:3307"
+            user = "s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            pick_cluster(&cfg, Some("crm")),
+            Some(("crm".into(), Some("crm".into())))
+        );
+        assert_eq!(
+            pick_cluster(&cfg, Some("shop")),
+            Some(("shop".into(), Some("shop_prod".into())))
+        );
+        assert_eq!(
+            pick_cluster(&cfg, Some("other")),
+            Some(("shop".into(), Some("other".into())))
+        );
+        assert_eq!(pick_cluster(&cfg, None), Some(("shop".into(), None)));
+    }
+}

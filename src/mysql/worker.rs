@@ -1,0 +1,217 @@
+//! The MySQL front end's state: what every MySQL session of the process shares (the
+//! registry of proxy-issued connection ids, for KILL) and what each worker thread keeps (its
+//! pools per MySQL cluster). Built by `app.rs` from the engine's config; rebuilt by a reload.
+
+use super::backend::{MyPool, MyTarget};
+use crate::cluster::ClusterState;
+use crate::config::{parse_addr, Config, PoolMode, Protocol};
+use crate::engine::{ClusterMap, Engine};
+use crate::metrics::ClusterMetrics;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One worker's pools per MySQL cluster, by the cluster's `database`.
+pub type MyPoolMap = HashMap<String, Arc<MyClusterPools>>;
+
+/// Where a client's statement runs now: the server and that server's connection id, so a
+/// `KILL` naming the client's proxy-issued id can be sent there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub thread: u32,
+}
+
+/// One client's entry in the registry.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// The backend connection the client holds, if any.
+    pub running: Mutex<Option<Running>>,
+    /// A KILL was sent for the held connection: it must not go back to a pool.
+    pub killed: std::sync::atomic::AtomicBool,
+    /// KILL (not KILL QUERY) of the client's own id: its session ends.
+    pub terminate: std::sync::atomic::AtomicBool,
+}
+
+/// What every MySQL session of the process shares.
+#[derive(Default)]
+pub struct MyShared {
+    next_id: AtomicU32,
+    /// Proxy-issued connection ids of the clients connected now.
+    clients: Mutex<HashMap<u32, Arc<Slot>>>,
+}
+
+impl MyShared {
+    /// A new client's connection id and its registry slot (removed when the guard drops).
+    pub fn register(self: &Arc<Self>) -> (u32, Arc<Slot>, SlotGuard) {
+        let mut map = self.clients.lock().unwrap();
+        let id = loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 && !map.contains_key(&id) {
+                break id;
+            }
+        };
+        let slot = Arc::new(Slot::default());
+        map.insert(id, slot.clone());
+        (
+            id,
+            slot,
+            SlotGuard {
+                shared: self.clone(),
+                id,
+            },
+        )
+    }
+
+    /// The slot of a connected client.
+    pub fn lookup(&self, id: u32) -> Option<Arc<Slot>> {
+        self.clients.lock().unwrap().get(&id).cloned()
+    }
+}
+
+/// Removes a client's registry slot when its session ends.
+pub struct SlotGuard {
+    shared: Arc<MyShared>,
+    id: u32,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.shared.clients.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// The MySQL front end of one worker thread.
+pub struct Worker {
+    pub shared: Arc<Engine>,
+    pub my: Arc<MyShared>,
+    /// MySQL clusters by `database`; swapped by a reload.
+    pub clusters: ArcSwap<MyPoolMap>,
+    pub pool_mode: PoolMode,
+}
+
+impl Worker {
+    /// Build a worker's pools from the config; `workers` splits each pool size.
+    pub fn new(shared: Arc<Engine>, my: Arc<MyShared>, workers: usize) -> Worker {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let cfg = shared.config();
+        let states = shared.clusters.load_full();
+        let clusters = build_pools(&shared, &cfg, &states, None, workers, generation);
+        let pool_mode = cfg.mysql.as_ref().map(|m| m.pool_mode).unwrap_or_default();
+        Worker {
+            shared,
+            my,
+            clusters: ArcSwap::from_pointee(clusters),
+            pool_mode,
+        }
+    }
+
+    /// Rebuild this worker's pools if a reload happened since they were built.
+    pub fn refresh(&self) {
+        let shared = &self.shared;
+        let _guard = shared.reload_lock.lock().unwrap();
+        let generation = shared.generation.load(Ordering::Acquire);
+        let old = self.clusters.load_full();
+        if old.values().all(|c| c.generation == generation) {
+            return;
+        }
+        let cfg = shared.config();
+        let states = shared.clusters.load_full();
+        let new = build_pools(
+            shared,
+            &cfg,
+            &states,
+            Some(&old),
+            shared.worker_count,
+            generation,
+        );
+        self.clusters.store(Arc::new(new));
+        close_unused(&[old], &[self.clusters.load_full()]);
+    }
+}
+
+/// One MySQL cluster's pools on one worker, aligned with `state.backends`.
+pub struct MyClusterPools {
+    pub state: Arc<ClusterState>,
+    pub pools: Vec<Arc<MyPool>>,
+    pub metrics: ClusterMetrics,
+    /// The cluster's `database` (its key).
+    pub database: String,
+    /// The config generation this was built for.
+    pub generation: u64,
+}
+
+/// Where and as whom the proxy connects to `c`'s servers (address of the primary; callers
+/// replace it). No default schema: each client's is applied on the connection it gets.
+pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> MyTarget {
+    MyTarget {
+        addr: parse_addr(&c.primary).expect("validated"),
+        user: c.user.clone(),
+        password: c.password.clone(),
+        database: None,
+        connect_timeout: cfg.pool.connect_timeout,
+    }
+}
+
+/// One worker's MySQL pools for `cfg` and `states`, reusing unchanged pools from `old`.
+pub fn build_pools(
+    shared: &Engine,
+    cfg: &Config,
+    states: &ClusterMap,
+    old: Option<&MyPoolMap>,
+    workers: usize,
+    generation: u64,
+) -> MyPoolMap {
+    let mut out = HashMap::new();
+    for c in cfg.clusters_of(Protocol::Mysql) {
+        let total = c.pool_size.unwrap_or(cfg.pool.size);
+        let size = total.div_ceil(workers.max(1)).max(1);
+        let state = states[&c.database].clone();
+        let base = backend_target(cfg, c);
+        let prev = old.and_then(|o| o.get(&c.database));
+        let pools = state
+            .backends
+            .iter()
+            .map(|b| {
+                let target = MyTarget {
+                    addr: b.addr,
+                    ..base.clone()
+                };
+                let reuse = prev.and_then(|p| {
+                    p.pools
+                        .iter()
+                        .find(|p| p.same(&target, size, cfg.pool.checkout_timeout))
+                });
+                match reuse {
+                    Some(p) => p.clone(),
+                    None => Arc::new(MyPool::new(target, size, cfg.pool.checkout_timeout)),
+                }
+            })
+            .collect();
+        let cp = MyClusterPools {
+            metrics: shared.metrics.cluster_handles(&state.name),
+            state,
+            pools,
+            database: c.database.clone(),
+            generation,
+        };
+        out.insert(c.database.clone(), Arc::new(cp));
+    }
+    out
+}
+
+/// Close every pool in `olds` that no map in `news` uses.
+pub fn close_unused(olds: &[Arc<MyPoolMap>], news: &[Arc<MyPoolMap>]) {
+    let kept: Vec<*const MyPool> = news
+        .iter()
+        .flat_map(|m| m.values())
+        .flat_map(|c| c.pools.iter().map(Arc::as_ptr))
+        .collect();
+    for p in olds.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools) {
+        if !kept.contains(&Arc::as_ptr(p)) {
+            p.close();
+        }
+    }
+}
