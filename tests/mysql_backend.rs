@@ -111,7 +111,6 @@ async fn logins_and_refusals() {
     assert!(!conn.server_version.starts_with("5.5.5-"));
     for flag in [
         codec::CLIENT_PROTOCOL_41,
-        codec::CLIENT_DEPRECATE_EOF,
         codec::CLIENT_SESSION_TRACK,
         codec::CLIENT_MULTI_STATEMENTS,
         codec::CLIENT_MULTI_RESULTS,
@@ -120,6 +119,9 @@ async fn logins_and_refusals() {
     ] {
         assert!(conn.capabilities & flag != 0, "{flag:#x} not negotiated");
     }
+    // Classic EOF packets (the front end forwards result sets to clients without
+    // DEPRECATE_EOF), no LOCAL INFILE.
+    assert!(conn.capabilities & codec::CLIENT_DEPRECATE_EOF == 0);
     assert!(conn.capabilities & codec::CLIENT_LOCAL_FILES == 0);
     assert!(conn.clean && !conn.killed && !conn.broken && conn.reusable());
     assert!(conn.autocommit() && !conn.in_transaction());
@@ -441,17 +443,16 @@ async fn reset_connection_clears_session_state() {
         Some("1")
     );
 
-    // Without a default schema a USE cannot be undone: the connection stays not clean.
+    // Without a default schema the schema a client chose stays (MariaDB keeps it).
     let mut bare = MyConn::connect(&proxy_target(c, 0, None)).await.unwrap();
-    bare.reset(T).await.unwrap();
-    assert!(bare.clean);
     bare.query("USE sy", T).await.unwrap();
     bare.reset(T).await.unwrap();
-    assert!(!bare.clean);
-    eprintln!(
-        "after reset, MariaDB keeps the schema chosen with USE: {:?}",
-        value(&mut bare, "SELECT DATABASE()").await
+    assert!(bare.clean);
+    assert_eq!(
+        value(&mut bare, "SELECT DATABASE()").await.as_deref(),
+        Some("sy")
     );
+    assert_eq!(bare.schema.as_deref(), Some("sy"));
 }
 
 #[tokio::test]

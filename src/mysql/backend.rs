@@ -395,11 +395,12 @@ impl MyConn {
     /// COM_RESET_CONNECTION (MySQL 5.7.3+, MariaDB 10.2.4+) within `timeout`: rolls back a
     /// transaction, drops temporary tables and prepared statements, releases user locks
     /// (GET_LOCK) and table locks, and returns session variables, user variables and the
-    /// character set to their defaults. MariaDB keeps the current schema, so when the client
-    /// changed it, a COM_INIT_DB returns it to the target's database. On success the
-    /// connection is clean, with the front end's bookkeeping (`prepared`, `applied`,
-    /// `state_unknown`) cleared; a connection that cannot return to the target's schema (it
-    /// had none, and the client chose one) stays not clean.
+    /// character set to their defaults; session tracking is turned on again
+    /// ([`SESSION_TRACKING_SQL`]). MariaDB keeps the current schema, so when the client
+    /// changed it, a COM_INIT_DB returns it to the target's database (a target without one
+    /// keeps the schema the client chose: the next client gets its own applied). On success
+    /// the connection is clean, with the front end's bookkeeping (`prepared`, `applied`,
+    /// `state_unknown`) cleared.
     pub async fn reset(&mut self, timeout: Duration) -> Result<(), MyQueryError> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.command(&[codec::Command::ResetConnection.byte()], timeout)
