@@ -15,7 +15,8 @@
 //! The checker knows no protocol: a [`Prober`] (PostgreSQL: `pg::probe`) opens a connection
 //! to a server and answers one [`Probe`] per round: whether the server takes writes, its
 //! position (an opaque, monotonic number: bytes of WAL for PostgreSQL) and its timeline (an
-//! epoch that grows when a replica is promoted).
+//! epoch that grows when a replica is promoted), and for a replica whether its replication is
+//! stalled (stopped: unbounded lag, out of the read set whatever the positions say).
 
 use super::lag::{self, LagHistory};
 use super::{BackendState, ClusterState, Role};

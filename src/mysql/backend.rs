@@ -2,8 +2,8 @@
 //! own statements, reset, and the state the proxy tracks per connection (thread id for KILL,
 //! capabilities, status flags, schema, cleanliness, the front end's bookkeeping).
 //!
-//! The protocol work is done by two I/O-free state machines, [`Login`] (connection phase) and
-//! [`Response`] (the answer to one command), fed with whole packets; [`MyConn`] only moves
+//! The protocol work is done by two I/O-free state machines, `Login` (connection phase) and
+//! `Response` (the answer to one command), fed with whole packets; [`MyConn`] only moves
 //! bytes between them and the socket, under a deadline. Every server byte goes through the
 //! checked parsers of [`super::codec`]: malformed input gives an error, never a panic, and
 //! sizes are bounded before anything is buffered.
@@ -237,7 +237,9 @@ pub struct MyConn {
     /// `SERVER_STATUS_AUTOCOMMIT`, ...). A front end that forwards answers itself keeps it
     /// current.
     pub status: u16,
-    /// The current default schema as last reported (login, `USE`, session tracking).
+    /// The current default schema as last reported (login, session tracking in OKs, which
+    /// reports every `USE` / COM_INIT_DB). A front end that forwards answers itself keeps it
+    /// current: [`MyConn::reset`] relies on it to return to the target's database.
     pub schema: Option<String>,
     /// Idle, outside a transaction, nothing in flight, no client session state: the pool
     /// takes it back only then.
@@ -393,11 +395,12 @@ impl MyConn {
     /// COM_RESET_CONNECTION (MySQL 5.7.3+, MariaDB 10.2.4+) within `timeout`: rolls back a
     /// transaction, drops temporary tables and prepared statements, releases user locks
     /// (GET_LOCK) and table locks, and returns session variables, user variables and the
-    /// character set to their defaults. MariaDB keeps the current schema, so when the client
-    /// changed it, a COM_INIT_DB returns it to the target's database. On success the
-    /// connection is clean, with the front end's bookkeeping (`prepared`, `applied`,
-    /// `state_unknown`) cleared; a connection that cannot return to the target's schema (it
-    /// had none, and the client chose one) stays not clean.
+    /// character set to their defaults; session tracking is turned on again
+    /// ([`SESSION_TRACKING_SQL`]). MariaDB keeps the current schema, so when the client
+    /// changed it, a COM_INIT_DB returns it to the target's database (a target without one
+    /// keeps the schema the client chose: the next client gets its own applied). On success
+    /// the connection is clean, with the front end's bookkeeping (`prepared`, `applied`,
+    /// `state_unknown`) cleared.
     pub async fn reset(&mut self, timeout: Duration) -> Result<(), MyQueryError> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.command(&[codec::Command::ResetConnection.byte()], timeout)
@@ -499,8 +502,9 @@ impl MyConn {
 
 impl MyTarget {
     /// `KILL QUERY id` (or `KILL id` for the whole connection when `query_only` is false)
-    /// over a new connection, within `timeout` in all. A thread that is already gone is not
-    /// an error. The caller marks the target [`MyConn::killed`].
+    /// over a new connection, within `timeout` in all. It logs in as the target's user, who
+    /// owns the connections it opened and so needs no extra privilege to kill them. A thread
+    /// that is already gone is not an error. The caller marks the target [`MyConn::killed`].
     pub async fn kill(
         &self,
         connection_id: u32,

@@ -1,10 +1,11 @@
 //! The MariaDB side of health checks (`cluster::health`): one multi-statement query gives a
-//! server's role, position, promotion point (used as the timeline) and whether its
+//! server's role, position, takeover point (used as the timeline) and whether its
 //! replication is stalled. MariaDB only: MySQL's GTIDs (`uuid:1-N` sets, no
 //! `@@gtid_binlog_pos`) are not read here.
 //!
 //! ```sql
-//! SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos; SHOW ALL SLAVES STATUS
+//! SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_binlog_state, @@server_id;
+//! SHOW ALL SLAVES STATUS
 //! ```
 //!
 //! `SHOW ALL SLAVES STATUS` lists every replication connection (multi-source included) and
@@ -39,23 +40,40 @@
 //! its sum is below the primary's exactly while it lacks something, and reaching the
 //! primary's sum means holding everything the primary had then (read-your-writes is exact).
 //! A replica that applies domains independently (parallel replication across domains) may be
-//! ahead in one domain and behind in another: the sum can then overstate it by the first
-//! domain's lead (and understates nothing). Transactions written locally on a replica (by a
-//! user with `READ_ONLY ADMIN`) count as progress too.
+//! ahead in one domain and behind in another: its sum can then reach a position of the
+//! primary while it still lacks a transaction of that position in another domain (a
+//! read-your-writes read may be served from it too early); a replica that has everything is
+//! never counted as behind. Transactions written locally on a replica (by a
+//! user with `READ_ONLY ADMIN`) count as progress too. Numbers of different histories are
+//! not comparable: after a promotion, a replica still following an old primary that keeps
+//! taking writes from elsewhere can reach the new primary's number with other transactions
+//! (replicas report no timeline that could tell them apart, see below); writes through the
+//! proxy go to the new primary only, so in practice such a replica stops moving and ages.
 //!
-//! **Timeline.** MariaDB has no timeline; the timeline reported for a writable server is its
-//! *promotion point*: 1 + the sum of the sequence numbers in its `@@gtid_slave_pos`, i.e. how
-//! far it had replicated when it last stopped being a replica (1 for a server that never
-//! was one). `STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0` keeps `@@gtid_slave_pos`,
-//! so a promoted replica reports a higher timeline than the primary it replicated from, and
-//! an old primary that keeps running writable is fenced as for PostgreSQL. A later
-//! promotion happens further along the same sequence numbers, so promotion points grow from
-//! one promotion to the next; a server that replicates again and is promoted back gets a
-//! point at least as high as the one of the server it replicated from. Replicas report 0
-//! (unknown): their lag is measured by position alone. What breaks it: resetting
-//! `@@gtid_slave_pos` by hand, or making an old primary writable again without it ever
-//! having replicated from the newer one (it keeps its old, lower point and stays fenced until
-//! a restart or a reload that changes the backend list) — neither is a loss-free switchover.
+//! **Timeline.** MariaDB has no timeline. The timeline reported for a writable server is its
+//! *takeover point*: 1 + the sum over domains of the highest sequence number in its
+//! `@@gtid_binlog_state` that another server (another `server_id`) wrote, i.e. how far its
+//! binary log had come from elsewhere before its own writing took over (1 for a server whose
+//! binary log holds only its own transactions, such as a primary that never replicated).
+//! Replicas log what they apply (`log_slave_updates`), so a promoted replica has the old
+//! primary's last position + 1 at once, before it writes anything, and an old primary that
+//! keeps running writable is on an older timeline and fenced, as for PostgreSQL. Only
+//! replication and `RESET MASTER` / `SET GLOBAL gtid_binlog_state` change
+//! `@@gtid_binlog_state`: not `STOP SLAVE`, `RESET SLAVE ALL`, `read_only`, nor the
+//! `SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos` that prepares an old primary to replicate
+//! (so the point of a writable server does not move, and an old primary being turned into a
+//! replica cannot take the writes back). A later promotion happens further along the
+//! sequence numbers, and a server that replicates from the newer primary and is promoted
+//! back gets a higher point again. Replicas report 0 (unknown): their lag is measured by
+//! position alone.
+//!
+//! It degrades to no fencing (equal points: reachability decides, and the current primary
+//! is kept on a tie) without `log_slave_updates`, or when servers share a `server_id`. What
+//! breaks it: `RESET MASTER` or `SET GLOBAL gtid_binlog_state` on a running primary (its point
+//! drops and it is fenced once another server was seen writable on a higher one), and making
+//! an old primary writable again without it replicating from the newer one first (it keeps
+//! its lower point and stays fenced) — neither is a loss-free switchover; a restart or a
+//! reload that changes the backend list lifts a fence.
 
 use super::backend::{MyConn, MyQueryError, MyTarget, QueryResult};
 use crate::cluster::health::{Probe, Prober};
@@ -64,8 +82,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// One round trip: the variables, then every replication connection.
-pub const PROBE_SQL: &str =
-    "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos; SHOW ALL SLAVES STATUS";
+pub const PROBE_SQL: &str = "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, \
+     @@gtid_binlog_state, @@server_id; SHOW ALL SLAVES STATUS";
 
 /// `ER_SPECIFIC_ACCESS_DENIED_ERROR`: a privilege is missing.
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
@@ -123,15 +141,20 @@ pub fn parse_probe(r: &QueryResult) -> Result<Probe, String> {
         .sets
         .first()
         .and_then(|s| s.rows.first())
-        .filter(|row| row.len() == 3)
+        .filter(|row| row.len() == 5)
         .ok_or("probe: no variables row")?;
+    let text = |i: usize| vars[i].as_deref().unwrap_or("");
     let read_only = match vars[0].as_deref() {
         Some("0") | Some("OFF") => false,
         Some(_) => true,
         None => return Err("probe: @@read_only is NULL".into()),
     };
-    let binlog = parse_gtid_pos(vars[1].as_deref().unwrap_or(""))?;
-    let slave = parse_gtid_pos(vars[2].as_deref().unwrap_or(""))?;
+    let binlog = parse_gtids(text(1))?;
+    let slave = parse_gtids(text(2))?;
+    let state = parse_gtids(text(3))?;
+    let server_id: u32 = text(4)
+        .parse()
+        .map_err(|_| format!("probe: bad @@server_id {:?}", text(4)))?;
     let status = r.sets.get(1).ok_or("probe: no replication status")?;
     let column = |names: &[&str]| {
         names
@@ -155,28 +178,42 @@ pub fn parse_probe(r: &QueryResult) -> Result<Probe, String> {
     let replicating = threads.iter().any(|t| t.sql || t.io);
     let in_recovery = read_only || replicating;
     let stalled = in_recovery && (threads.is_empty() || threads.iter().any(|t| !t.sql || !t.io));
-    let mut have = binlog.clone();
-    for (d, seq) in &slave {
-        let e = have.entry(*d).or_insert(0);
-        *e = (*e).max(*seq);
-    }
-    let sum = |m: &BTreeMap<u32, u64>| m.values().fold(0u64, |a, &s| a.saturating_add(s));
+    let lsn = sum_of_highest(binlog.iter().chain(&slave));
+    let timeline = if in_recovery {
+        0
+    } else {
+        sum_of_highest(state.iter().filter(|g| g.server != server_id)).saturating_add(1)
+    };
     Ok(Probe {
         in_recovery,
-        lsn: sum(&have),
-        timeline: if in_recovery {
-            0
-        } else {
-            sum(&slave).saturating_add(1)
-        },
+        lsn,
+        timeline,
         stalled,
     })
 }
 
-/// A GTID position (`0-1-5,1-2-7`: domain-server-sequence per domain) as domain -> highest
-/// sequence number. Empty text is the empty position.
-pub fn parse_gtid_pos(text: &str) -> Result<BTreeMap<u32, u64>, String> {
-    let mut out = BTreeMap::new();
+/// One GTID: replication domain, originating server, sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gtid {
+    pub domain: u32,
+    pub server: u32,
+    pub seq: u64,
+}
+
+/// The sum over domains of the highest sequence number among `gtids`.
+fn sum_of_highest<'a>(gtids: impl Iterator<Item = &'a Gtid>) -> u64 {
+    let mut highest = BTreeMap::<u32, u64>::new();
+    for g in gtids {
+        let e = highest.entry(g.domain).or_insert(0);
+        *e = (*e).max(g.seq);
+    }
+    highest.values().fold(0u64, |a, &s| a.saturating_add(s))
+}
+
+/// A GTID list (`0-1-5,1-2-7`: domain-server-sequence, as in `@@gtid_binlog_pos`,
+/// `@@gtid_slave_pos` and `@@gtid_binlog_state`). Empty text is the empty list.
+pub fn parse_gtids(text: &str) -> Result<Vec<Gtid>, String> {
+    let mut out = Vec::new();
     for gtid in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
         let bad = || format!("malformed GTID {gtid:?}");
         let mut parts = gtid.split('-');
@@ -185,11 +222,11 @@ pub fn parse_gtid_pos(text: &str) -> Result<BTreeMap<u32, u64>, String> {
         else {
             return Err(bad());
         };
-        let domain: u32 = d.parse().map_err(|_| bad())?;
-        let _server: u32 = s.parse().map_err(|_| bad())?;
-        let seq: u64 = n.parse().map_err(|_| bad())?;
-        let e = out.entry(domain).or_insert(0);
-        *e = (*e).max(seq);
+        out.push(Gtid {
+            domain: d.parse().map_err(|_| bad())?,
+            server: s.parse().map_err(|_| bad())?,
+            seq: n.parse().map_err(|_| bad())?,
+        });
     }
     Ok(out)
 }
@@ -199,15 +236,19 @@ mod tests {
     use super::*;
     use crate::mysql::backend::ResultSet;
 
-    fn result(vars: [&str; 3], status: &[(&str, &str)]) -> QueryResult {
+    /// The probe's answer: read_only, binlog pos, slave pos, binlog state, server id, and
+    /// (IO, SQL) thread states of each replication connection.
+    fn result(vars: [&str; 5], status: &[(&str, &str)]) -> QueryResult {
         let v = |s: &str| (s != "NULL").then(|| s.to_string());
         let mut set = ResultSet {
-            columns: vec![
-                "Connection_name".into(),
-                "Slave_IO_Running".into(),
-                "Slave_SQL_Running".into(),
-                "Seconds_Behind_Master".into(),
-            ],
+            columns: [
+                "Connection_name",
+                "Slave_IO_Running",
+                "Slave_SQL_Running",
+                "Seconds_Behind_Master",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Default::default()
         };
         for (io, sql) in status {
@@ -216,11 +257,7 @@ mod tests {
         QueryResult {
             sets: vec![
                 ResultSet {
-                    columns: vec![
-                        "@@read_only".into(),
-                        "@@gtid_binlog_pos".into(),
-                        "@@gtid_slave_pos".into(),
-                    ],
+                    columns: vec!["@@read_only".into(); 5],
                     rows: vec![vars.iter().map(|s| v(s)).collect()],
                     ..Default::default()
                 },
@@ -231,10 +268,19 @@ mod tests {
     }
 
     #[test]
-    fn gtid_positions_parse() {
-        assert!(parse_gtid_pos("").unwrap().is_empty());
-        let p = parse_gtid_pos("0-1-5,\n1-2-7, 0-3-4").unwrap();
-        assert_eq!(p.into_iter().collect::<Vec<_>>(), vec![(0, 5), (1, 7)]);
+    fn gtid_lists_parse() {
+        assert!(parse_gtids("").unwrap().is_empty());
+        let g = parse_gtids("0-1-5,\n1-2-7, 0-3-4").unwrap();
+        assert_eq!(g.len(), 3);
+        assert_eq!(
+            g[1],
+            Gtid {
+                domain: 1,
+                server: 2,
+                seq: 7
+            }
+        );
+        assert_eq!(sum_of_highest(g.iter()), 5 + 7);
         for bad in [
             "0-1",
             "0-1-2-3",
@@ -243,26 +289,31 @@ mod tests {
             "-1-2",
             "0-1-99999999999999999999",
         ] {
-            assert!(parse_gtid_pos(bad).is_err(), "{bad}");
+            assert!(parse_gtids(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn roles_positions_and_stalls() {
-        // A primary that never replicated.
-        let p = parse_probe(&result(["0", "0-1-10", ""], &[])).unwrap();
+        // A primary that never replicated: only its own GTIDs in its binary log.
+        let p = parse_probe(&result(["0", "0-1-10", "", "0-1-10", "1"], &[])).unwrap();
         assert_eq!(
             (p.in_recovery, p.lsn, p.timeline, p.stalled),
             (false, 10, 1, false)
         );
         // A running replica: its applied position; no timeline.
-        let p = parse_probe(&result(["1", "0-1-8", "0-1-8"], &[("Yes", "Yes")])).unwrap();
+        let running = [("Yes", "Yes")];
+        let p = parse_probe(&result(["1", "0-1-8", "0-1-8", "0-1-8", "2"], &running)).unwrap();
         assert_eq!(
             (p.in_recovery, p.lsn, p.timeline, p.stalled),
             (true, 8, 0, false)
         );
         // Primary unreachable: connecting is not a stall.
-        let p = parse_probe(&result(["1", "", "0-1-8"], &[("Connecting", "Yes")])).unwrap();
+        let p = parse_probe(&result(
+            ["1", "", "0-1-8", "", "2"],
+            &[("Connecting", "Yes")],
+        ))
+        .unwrap();
         assert_eq!((p.in_recovery, p.lsn, p.stalled), (true, 8, false));
         // SQL thread stopped, IO thread stopped, read-only without replication: stalled.
         for (ro, threads) in [
@@ -272,19 +323,26 @@ mod tests {
             ("1", &[("Yes", "Yes"), ("Yes", "No")][..]),
             ("0", &[("Yes", "No")][..]),
         ] {
-            let p = parse_probe(&result([ro, "", "0-1-8"], threads)).unwrap();
+            let p = parse_probe(&result([ro, "", "0-1-8", "", "2"], threads)).unwrap();
             assert!(p.in_recovery && p.stalled, "{ro} {threads:?}");
         }
         // Writable with replication configured but stopped: a primary.
-        let p = parse_probe(&result(["OFF", "0-1-3", ""], &[("No", "No")])).unwrap();
+        let p = parse_probe(&result(["OFF", "0-1-3", "", "0-1-3", "1"], &[("No", "No")])).unwrap();
         assert!(!p.in_recovery && !p.stalled);
-        // A promoted replica: writable, its promotion point above the old primary's 1.
-        let p = parse_probe(&result(["0", "0-2-12", "0-1-9"], &[])).unwrap();
+        // A promoted replica (server 2): its takeover point is the old primary's last
+        // position + 1, before and after its own writes.
+        let p = parse_probe(&result(["0", "0-1-9", "0-1-9", "0-1-9", "2"], &[])).unwrap();
+        assert_eq!((p.in_recovery, p.lsn, p.timeline), (false, 9, 10));
+        let p = parse_probe(&result(["0", "0-2-12", "0-1-9", "0-1-9,0-2-12", "2"], &[])).unwrap();
         assert_eq!((p.in_recovery, p.lsn, p.timeline), (false, 12, 10));
-        // Several domains: per domain the larger of the two, summed.
+        // The old primary, still writable, even with gtid_slave_pos set to prepare it to
+        // replicate: its point stays 1.
+        let p = parse_probe(&result(["0", "0-1-11", "0-1-11", "0-1-11", "1"], &[])).unwrap();
+        assert_eq!((p.lsn, p.timeline), (11, 1));
+        // Several domains: per domain the larger of the two positions, summed.
         let p = parse_probe(&result(
-            ["1", "0-1-5,1-1-3", "0-1-6,2-4-1"],
-            &[("Yes", "Yes")],
+            ["1", "0-1-5,1-1-3", "0-1-6,2-4-1", "", "3"],
+            &running,
         ))
         .unwrap();
         assert_eq!(p.lsn, 6 + 3 + 1);
@@ -293,13 +351,18 @@ mod tests {
     #[test]
     fn malformed_answers_are_errors() {
         assert!(parse_probe(&QueryResult::default()).is_err());
-        let mut r = result(["0", "", ""], &[]);
+        let ok = ["0", "", "", "", "1"];
+        let mut r = result(ok, &[]);
         r.sets.pop();
         assert!(parse_probe(&r).is_err());
-        let mut r = result(["0", "", ""], &[]);
+        let mut r = result(ok, &[]);
         r.sets[1].columns = vec!["x".into()];
         assert!(parse_probe(&r).is_err());
-        assert!(parse_probe(&result(["NULL", "", ""], &[])).is_err());
-        assert!(parse_probe(&result(["0", "zz", ""], &[])).is_err());
+        assert!(parse_probe(&result(["NULL", "", "", "", "1"], &[])).is_err());
+        assert!(parse_probe(&result(["0", "zz", "", "", "1"], &[])).is_err());
+        assert!(parse_probe(&result(["0", "", "", "", "x"], &[])).is_err());
+        let mut r = result(ok, &[]);
+        r.sets[0].rows[0].pop();
+        assert!(parse_probe(&r).is_err());
     }
 }
