@@ -96,10 +96,7 @@ password = "switchyard_pw"
         "try: psql postgres://app:app@127.0.0.1:{}/app   (Ctrl-C stops everything)",
         addr.port()
     );
-    eprintln!(
-        "     mariadb -h127.0.0.1 -P{} -uapp -papp shop",
-        my.port()
-    );
+    eprintln!("     mariadb -h127.0.0.1 -P{} -uapp -papp shop", my.port());
     eprintln!(
         "edit the config, then: kill -HUP {} (or POST /reload on the admin URL)",
         std::process::id()

@@ -89,6 +89,8 @@ fn cli(port: u16, db: &str, sql: &str) -> (bool, String, String) {
             "-uapp",
             "-papp_pw",
             "--skip-ssl",
+            // Keep comments: routing hints are comments.
+            "--comments",
             "-N",
             "-B",
             db,
@@ -119,7 +121,9 @@ fn the_mariadb_cli_runs_ddl_dml_and_selects_through_the_proxy() {
     let (ok, out, err) = cli(
         p.port,
         db,
-        "INSERT INTO t VALUES (1, 'one'), (2, 'two'); SELECT id, v FROM t ORDER BY id; SELECT 1, NULL, 'x'",
+        // The CLI sends each statement alone: the read after the write is hinted to the
+        // primary (replicas may not have it yet under eventual consistency).
+        "INSERT INTO t VALUES (1, 'one'), (2, 'two'); /* switchyard:primary */ SELECT id, v FROM t ORDER BY id; SELECT 1, NULL, 'x'",
     );
     assert!(ok, "{out}{err}");
     assert_eq!(out, "1\tone\n2\ttwo\n1\tNULL\tx\n");
@@ -179,9 +183,11 @@ fn reads_go_to_replicas_and_writes_to_the_primary() {
             "replica {r} got too few reads: {seen:?}"
         );
     }
-    // Writes, transactions, locking reads, GET_LOCK and LAST_INSERT_ID() on the primary.
+    // Writes reach the primary (a replica would refuse them: read_only, error 1290).
+    let (ok, _, err) = cli(p.port, db, "INSERT INTO t VALUES (1)");
+    assert!(ok, "{err}");
+    // Transactions, locking reads, GET_LOCK and LAST_INSERT_ID() on the primary.
     for sql in [
-        "INSERT INTO t VALUES (1); SELECT @@server_id",
         "BEGIN; SELECT @@server_id; COMMIT",
         "SELECT @@server_id FROM t FOR UPDATE",
         "SELECT @@server_id, GET_LOCK('x', 0)",
@@ -395,4 +401,96 @@ print(result.get("secs", 99) < 5, result)
     let (ok, out, err) = python(program, p.port, db);
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("True"), "{out}{err}");
+}
+
+/// read_your_writes with delayed replicas: after a client's write commits, its reads see it
+/// (they go to the primary until a replica replayed past the write); with eventual
+/// consistency the same loop misses.
+#[test]
+fn read_your_writes_never_misses_where_eventual_does() {
+    let c = MariaCluster::start(2).expect("start MariaDB");
+    c.create_database("my_ryw").unwrap();
+    c.query_db(0, Some("my_ryw"), "CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    for n in c.replicas() {
+        c.set_master_delay(n, 1).unwrap();
+    }
+    let program = r#"
+import sys, pymysql
+port, db, start = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+c = pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db,
+    autocommit=True, read_timeout=20)
+misses = 0
+for i in range(start, start + 60):
+    cur = c.cursor()
+    cur.execute("INSERT INTO t VALUES (%s)", (i,))
+    cur.execute("SELECT count(*) FROM t WHERE id = %s", (i,))
+    if cur.fetchone()[0] != 1:
+        misses += 1
+print(misses)
+"#;
+    let run = |consistency: &str, start: u32| {
+        let replicas: Vec<String> = c
+            .replica_ports()
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let text = format!(
+            r#"
+[general]
+workers = 1
+[mysql]
+listen = "127.0.0.1:0"
+[health]
+interval = "100ms"
+timeout = "2s"
+[[user]]
+name = "app"
+password = "app_pw"
+[[cluster]]
+name = "my_ryw"
+protocol = "mysql"
+database = "my_ryw"
+primary = "127.0.0.1:{}"
+replicas = [{}]
+user = "switchyard"
+password = "switchyard_pw"
+max_lag = "30s"
+consistency = "{consistency}"
+"#,
+            c.primary_port(),
+            replicas.join(", ")
+        );
+        let server = Server::start(Config::from_toml(&text).unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let port = server.my_addr.unwrap().port();
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                program,
+                &port.to_string(),
+                "my_ryw",
+                &start.to_string(),
+            ])
+            .output()
+            .unwrap();
+        server.shutdown();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.trim().parse::<u32>().unwrap()
+    };
+    assert_eq!(
+        run("read_your_writes", 0),
+        0,
+        "read_your_writes missed a write"
+    );
+    assert!(
+        run("eventual", 1000) > 0,
+        "eventual never missed: the test shows nothing"
+    );
 }

@@ -590,3 +590,40 @@ mod tests {
         );
     }
 }
+
+/// One client's read-your-writes floor: after a write of its commits, its reads may go only
+/// to replicas that replayed past the primary's position the health checker saw after the
+/// write. The position is learned from the checker's next round (no extra round trip).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadYourWrites {
+    /// The health round whose primary position the client must wait for.
+    round: Option<u64>,
+    /// The highest position any of its writes requires.
+    floor: Option<u64>,
+}
+
+impl ReadYourWrites {
+    /// The client let go of a connection it wrote on.
+    pub fn wrote(&mut self, state: &ClusterState) {
+        if state.consistency == Consistency::ReadYourWrites {
+            self.round = Some(state.round_after_now());
+        }
+    }
+
+    /// `Some(floor)` when a replica may serve the client's read now (floor: the position it
+    /// must have replayed, if any); `None` when the read must go to the primary (the
+    /// position after the client's last write is not known yet).
+    pub fn min_position(&mut self, state: &ClusterState) -> Option<Option<u64>> {
+        if let Some(round) = self.round {
+            let lsn = state.primary_lsn_since(round)?;
+            self.floor = Some(self.floor.map_or(lsn, |f| f.max(lsn)));
+            self.round = None;
+        }
+        Some(self.floor)
+    }
+
+    /// The floor known so far (for a retry elsewhere).
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
+    }
+}

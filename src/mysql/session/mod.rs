@@ -74,6 +74,10 @@ pub const REPLAYED: &[&str] = &[
     "names",
 ];
 
+/// Session variables the server reports but no client sets: they describe what happened
+/// (MariaDB's `last_gtid` after every write) and are neither applied nor a reason to pin.
+const INFORMATIONAL: &[&str] = &["last_gtid"];
+
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -119,6 +123,10 @@ pub struct Session<S> {
     next_stmt: u32,
     /// COM_STMT_SEND_LONG_DATA went to the held connection: it stays until the execute.
     long_data: bool,
+    /// The held connection was chosen for writes (the primary).
+    for_write: bool,
+    /// Read-your-writes floor (see `cluster::ReadYourWrites`).
+    ryw: crate::cluster::ReadYourWrites,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -159,6 +167,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stmts: HashMap::new(),
             next_stmt: 0,
             long_data: false,
+            for_write: true,
+            ryw: Default::default(),
             _connected: connected,
         }
     }
@@ -371,9 +381,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => false,
             };
         if read {
-            let want = Want::Replica { min_lsn: None };
-            state.select(want, None)?;
-            return Ok(want);
+            // Read-your-writes: a replica only once the position after the client's last
+            // write is known, and only one that replayed past it.
+            if let Some(min_lsn) = self.ryw.min_position(&state) {
+                let want = Want::Replica { min_lsn };
+                state.select(want, None)?;
+                return Ok(want);
+            }
         }
         state.primary()?;
         Ok(Want::Primary)
@@ -395,6 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a connection and bring it to the client's session state.
     async fn acquire(&mut self, want: Want) -> Result<(), String> {
         self.refresh_cluster()?;
+        self.for_write = matches!(want, Want::Primary);
         let state = self.cluster.state.clone();
         let mut exclude = None;
         loop {
@@ -701,6 +716,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 codec::SessionChange::SystemVariable { name, value } => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     let value = String::from_utf8_lossy(value).into_owned();
+                    if INFORMATIONAL.contains(&name.as_str()) {
+                        continue;
+                    }
                     if REPLAYED.contains(&name.as_str()) {
                         set_var(&mut self.vars, name.clone(), value.clone());
                         if let Some(c) = self.backend.as_mut() {
@@ -800,6 +818,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             conn.killed = true;
         }
         self.cluster.state.backends[self.backend_idx].end();
+        if self.for_write {
+            self.ryw.wrote(&self.cluster.state);
+        }
         conn.clean = !conn.broken
             && !conn.state_unknown
             && conn.status & SERVER_STATUS_IN_TRANS == 0

@@ -183,10 +183,8 @@ pub struct Session<C> {
     for_write: bool,
     /// `SET switchyard.route`: None = automatic.
     route_override: Option<Hint>,
-    /// Read-your-writes: the health round whose primary position this client must wait
-    /// for, and the position once known.
-    ryw_round: Option<u64>,
-    ryw_floor: Option<u64>,
+    /// Read-your-writes floor (see `cluster::ReadYourWrites`).
+    ryw: crate::cluster::ReadYourWrites,
     /// Bytes sent to a replica not yet answered, for one retry elsewhere if it fails
     /// before answering; `replay_ok` is false when they cannot be replayed.
     replay: BytesMut,
@@ -254,8 +252,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             backend_idx: 0,
             for_write: true,
             route_override: None,
-            ryw_round: None,
-            ryw_floor: None,
+            ryw: Default::default(),
             replay: BytesMut::new(),
             replay_ok: false,
             responded: false,
@@ -385,8 +382,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             std::mem::take(&mut self.bytes_up),
             std::mem::take(&mut self.bytes_down),
         );
-        if self.for_write && state.consistency == crate::config::Consistency::ReadYourWrites {
-            self.ryw_round = Some(state.round_after_now());
+        if self.for_write {
+            self.ryw.wrote(state);
         }
         Some(conn)
     }

@@ -262,16 +262,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Read-your-writes: `Some(floor)` if a replica may serve this client now (floor = the
     /// position it must have replayed), `None` if the read must go to the primary.
     fn ryw_min_lsn(&mut self) -> Option<Option<u64>> {
-        if let Some(round) = self.ryw_round {
-            match self.cluster.state.primary_lsn_since(round) {
-                Some(lsn) => {
-                    self.ryw_floor = Some(self.ryw_floor.map_or(lsn, |f| f.max(lsn)));
-                    self.ryw_round = None;
-                }
-                None => return None,
-            }
-        }
-        Some(self.ryw_floor)
+        let state = self.cluster.state.clone();
+        self.ryw.min_position(&state)
     }
 
     /// Check out a connection for `want`. A backend that cannot be reached is marked down and,
@@ -382,7 +374,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             pool::release(dead);
         }
         let want = Want::Replica {
-            min_lsn: self.ryw_floor,
+            min_lsn: self.ryw.floor(),
         };
         // A reload may have replaced the pools meanwhile (with fewer backends, so `idx` means
         // nothing there): skip the failed server by address.
