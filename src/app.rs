@@ -130,37 +130,44 @@ fn worker_count(config: &Config) -> usize {
 
 impl TopologySource for Shared {
     fn snapshot(&self) -> Vec<ClusterSnapshot> {
-        let maps: Vec<_> = self
-            .live_workers()
-            .iter()
-            .map(|w| w.pg.clusters.load_full())
-            .collect();
+        let workers_all = self.live_workers();
         let clusters = self.clusters.load();
         let mut out = Vec::new();
         for c in &self.config().clusters {
             let Some(state) = clusters.get(&c.database) else {
                 continue;
             };
-            // Only pools built for this topology line up with its backends.
-            let workers: Vec<&Arc<ClusterPools>> = maps
-                .iter()
-                .filter_map(|m| m.get(&c.database))
-                .filter(|p| Arc::ptr_eq(&p.state, state))
-                .collect();
+            // Each protocol's pools, where built for this topology (they line up with its
+            // backends): per backend, (size, open, idle, multiplexing).
+            let stats = |i: usize| -> (u64, u64, u64, crate::metrics::MuxStats) {
+                let mut acc = (0u64, 0u64, 0u64, crate::metrics::MuxStats::default());
+                for w in &workers_all {
+                    if let Some(p) = w.pg.clusters.load().get(&c.database) {
+                        if Arc::ptr_eq(&p.state, state) {
+                            acc.3 += p.pools[i].ext.stats();
+                            let (o, id) = p.pools[i].status();
+                            acc.0 += p.pools[i].size() as u64;
+                            acc.1 += o as u64;
+                            acc.2 += id as u64;
+                        }
+                    }
+                    if let Some(p) = w.my.clusters.load().get(&c.database) {
+                        if Arc::ptr_eq(&p.state, state) {
+                            let (o, id) = p.pools[i].status();
+                            acc.0 += p.pools[i].size() as u64;
+                            acc.1 += o as u64;
+                            acc.2 += id as u64;
+                        }
+                    }
+                }
+                acc
+            };
             let backends = state
                 .backends
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    let (mut size, mut open, mut idle) = (0, 0, 0);
-                    let mut multiplex = crate::metrics::MuxStats::default();
-                    for w in &workers {
-                        multiplex += w.pools[i].ext.stats();
-                        let (o, id) = w.pools[i].status();
-                        size += w.pools[i].size() as u64;
-                        open += o as u64;
-                        idle += id as u64;
-                    }
+                    let (size, open, idle, multiplex) = stats(i);
                     BackendSnapshot {
                         addr: b.addr.to_string(),
                         role: b.role().as_str(),
@@ -180,6 +187,10 @@ impl TopologySource for Shared {
                 .collect();
             out.push(ClusterSnapshot {
                 name: state.name.clone(),
+                protocol: match c.protocol {
+                    crate::config::Protocol::Postgres => "postgres",
+                    crate::config::Protocol::Mysql => "mysql",
+                },
                 backends,
                 split_brains: state
                     .split_brains

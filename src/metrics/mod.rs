@@ -152,6 +152,12 @@ struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterInfoLabels {
+    cluster: Lv,
+    protocol: Lv,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterStateLabels {
     cluster: Lv,
     state: Lv,
@@ -266,6 +272,7 @@ pub struct Metrics {
     transitions: Family<BackendLabels, Counter>,
     fenced: Family<BackendLabels, Gauge>,
     split_brains: Family<ClusterLabels, Counter>,
+    cluster_info: Family<ClusterInfoLabels, Gauge>,
     multiplexed: Family<BackendLabels, Counter>,
     multiplex_batches: Family<BackendLabels, Counter>,
     multiplex_reruns: Family<BackendLabels, Counter>,
@@ -348,6 +355,7 @@ impl Metrics {
             transitions: Family::default(),
             fenced: Family::default(),
             split_brains: Family::default(),
+            cluster_info: Family::default(),
             multiplexed: Family::default(),
             multiplex_batches: Family::default(),
             multiplex_reruns: Family::default(),
@@ -472,6 +480,11 @@ impl Metrics {
             "backend_fenced",
             "1 if the backend accepts writes on an older timeline than another backend (a demoted primary still running); no writes go to it",
             m.fenced.clone(),
+        );
+        r.register(
+            "cluster_info",
+            "1 per cluster, labelled with the wire protocol its servers and clients speak (join on cluster)",
+            m.cluster_info.clone(),
         );
         r.register(
             "split_brain",
@@ -681,6 +694,7 @@ impl Metrics {
         self.transitions.clear();
         self.fenced.clear();
         self.split_brains.clear();
+        self.cluster_info.clear();
         self.multiplexed.clear();
         self.multiplex_batches.clear();
         self.multiplex_reruns.clear();
@@ -734,6 +748,12 @@ impl Metrics {
                     cluster: Lv::Shared(cluster.clone()),
                 })
                 .inc_by(c.split_brains);
+            self.cluster_info
+                .get_or_create(&ClusterInfoLabels {
+                    cluster: Lv::Shared(cluster.clone()),
+                    protocol: Lv::Static(c.protocol),
+                })
+                .set(1);
             let (_, waiting) = self.clients(&c.name);
             self.saturation
                 .get_or_create(&ClusterLabels {
@@ -802,6 +822,7 @@ mod tests {
 
     fn topo() -> Topo {
         Topo(vec![ClusterSnapshot {
+            protocol: "postgres",
             name: "main".into(),
             backends: vec![
                 BackendSnapshot {

@@ -12,6 +12,8 @@ pub trait TopologySource {
 pub struct ClusterSnapshot {
     /// The cluster's name: the same string sessions use for the `cluster` label.
     pub name: String,
+    /// "postgres" or "mysql".
+    pub protocol: &'static str,
     pub backends: Vec<BackendSnapshot>,
     /// Times more than one backend was seen accepting writes at once (split brain).
     pub split_brains: u64,
