@@ -6,7 +6,7 @@
 mod support;
 
 use std::time::Duration;
-use support::raw::{msg, split, Raw};
+use support::raw::{msg, split, summary, Raw};
 use support::*;
 
 /// A proxy in transaction mode on the shared primary + 2 replicas, with a trust user, one
@@ -508,5 +508,59 @@ async fn a_login_answered_from_a_replica_still_reports_a_writable_session() {
             c.simple("CREATE TABLE IF NOT EXISTS w (a int)").await.1,
             None
         );
+    }
+}
+
+/// The unnamed statement in one batch, its Describe and Bind in later ones: what libpq's
+/// `PQprepare(conn, "", ..)` then `PQdescribePrepared(conn, "")` send (psql's `\gdesc`).
+/// The batch ends in between, so another connection may serve the next one.
+async fn unnamed_across_batches(c: &mut Raw, query_between: bool) -> (String, String) {
+    let mut b = msg::parse("", "SELECT $1::int + 1 AS n");
+    b.extend(msg::sync());
+    c.send(&b).await;
+    let got = c.until_ready(1).await;
+    assert!(got.iter().all(|m| m.tag != b'E'), "{}", summary(&got));
+    if query_between {
+        let (_, err) = c.simple("SELECT 2").await;
+        assert_eq!(err, None);
+    }
+    let mut b = msg::describe_statement("");
+    b.extend(msg::sync());
+    b.extend(msg::bind("", "", &["41"]));
+    b.extend(msg::execute(""));
+    b.extend(msg::sync());
+    c.send(&b).await;
+    let got = c.until_ready(2).await;
+    let (rows, err) = split(&got);
+    (summary(&got), err.unwrap_or_else(|| format!("{rows:?}")))
+}
+
+/// Defect: the unnamed statement of one batch was looked for on whatever connection served
+/// the next (psql's `\gdesc` failed in PostgreSQL's regression suite: "unnamed prepared
+/// statement does not exist"). A Query in between ends it, through the proxy as directly.
+#[tokio::test]
+async fn the_unnamed_statement_outlives_its_batch_as_on_the_server() {
+    let db = "core_unnamed_batches";
+    setup(db, "SELECT 1").await;
+    let p = core_proxy(db, "size = 2");
+    for query_between in [false, true] {
+        let mut d = direct(db).await;
+        let want = unnamed_across_batches(&mut d, query_between).await;
+        for round in 0..6 {
+            let mut a = Raw::connect(p.port, "app", db, &[]).await;
+            // Another client holds a connection meanwhile (in turns, the one A used).
+            let mut other = Raw::connect(p.port, "app", db, &[]).await;
+            if round % 2 == 1 {
+                let (_, err) = other.simple("BEGIN; SELECT 1").await;
+                assert_eq!(err, None);
+            }
+            let got = unnamed_across_batches(&mut a, query_between).await;
+            assert_eq!(
+                got.1, want.1,
+                "round {round}, query between: {query_between}: {}",
+                got.0
+            );
+            drop(other);
+        }
     }
 }

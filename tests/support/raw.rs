@@ -98,6 +98,12 @@ pub mod msg {
         framed(b'D', &b)
     }
 
+    pub fn describe_statement(stmt: &str) -> Vec<u8> {
+        let mut b = vec![b'S'];
+        cstr(&mut b, stmt);
+        framed(b'D', &b)
+    }
+
     pub fn execute(portal: &str) -> Vec<u8> {
         let mut b = Vec::new();
         cstr(&mut b, portal);

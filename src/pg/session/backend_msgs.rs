@@ -241,9 +241,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 break;
             }
             if let Some(Pend::Parse {
-                def, client_name, ..
+                def,
+                client_name,
+                unnamed,
+                ..
             }) = self.pending.pop_front()
             {
+                if unnamed {
+                    // Failed, or skipped (the server may still have an older one: then a
+                    // later Bind of it works only on this connection, as it may here).
+                    self.unnamed_parse.clear();
+                    self.unnamed_here = false;
+                }
                 if let (Some(def), Some(conn)) = (def, self.backend.as_mut()) {
                     conn.prepared.remove(&def.id);
                 }

@@ -69,6 +69,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     Effect::default()
                 };
                 self.bout.extend_from_slice(msg);
+                self.unnamed_here = false;
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: e.clears,
@@ -92,7 +93,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         def: None,
                         client_name: None,
                         injected: false,
+                        unnamed: tx,
                     });
+                    if tx {
+                        self.unnamed_parse.clear();
+                        self.unnamed_parse.extend_from_slice(msg);
+                        self.unnamed_here = true;
+                    }
                 } else {
                     let def = self.worker.statements.intern(p.query, p.param_types);
                     self.replay_ok = false;
@@ -114,7 +121,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.ensure_prepared(&def);
                         codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
                     }
-                    None => self.bout.extend_from_slice(msg),
+                    None => {
+                        if b.statement.is_empty() {
+                            self.ensure_unnamed();
+                        }
+                        self.bout.extend_from_slice(msg)
+                    }
                 }
                 self.pending.push_back(Pend::Bind);
             }
@@ -126,6 +138,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 } else {
                     None
                 };
+                if tx && kind == b'S' && name.is_empty() && h.tag == b'C' {
+                    self.unnamed_parse.clear();
+                }
                 match def {
                     Some(_) if h.tag == b'C' => {
                         let name: Box<[u8]> = name.into();
@@ -142,7 +157,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                             def.backend_name().as_bytes(),
                         );
                     }
-                    None => self.bout.extend_from_slice(msg),
+                    None => {
+                        if h.tag == b'D' && kind == b'S' && name.is_empty() {
+                            self.ensure_unnamed();
+                        }
+                        self.bout.extend_from_slice(msg)
+                    }
                 }
                 self.pending.push_back(if h.tag == b'D' {
                     Pend::Describe
@@ -234,6 +254,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         let sql = super::settings_sql(&[], settings);
         codec::put_query(&mut self.bout, &sql);
+        self.unnamed_here = false;
         self.pending.push_back(Pend::Swallow);
     }
 
@@ -248,6 +269,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.replay_ok = false;
         }
         def
+    }
+
+    /// Transaction mode: the client's unnamed statement, parsed in an earlier batch, goes
+    /// to the held connection again unless it is there (its ParseComplete swallowed).
+    fn ensure_unnamed(&mut self) {
+        if self.mode != PoolMode::Transaction || self.unnamed_here || self.unnamed_parse.is_empty()
+        {
+            return;
+        }
+        self.bout.extend_from_slice(&self.unnamed_parse);
+        self.unnamed_here = true;
+        self.pending.push_back(Pend::Parse {
+            def: None,
+            client_name: None,
+            injected: true,
+            unnamed: true,
+        });
     }
 
     /// Inject a Parse if the held connection lacks the statement.
@@ -274,6 +312,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             def: Some(def.clone()),
             client_name,
             injected,
+            unnamed: false,
         });
         true
     }

@@ -84,6 +84,8 @@ enum Pend {
         def: Option<Arc<StmtDef>>,
         client_name: Option<Box<[u8]>>,
         injected: bool,
+        /// Of the unnamed statement (transaction mode; see `Session::unnamed_parse`).
+        unnamed: bool,
     },
     Bind,
     Describe,
@@ -190,6 +192,12 @@ pub struct Session<C> {
     replay: BytesMut,
     replay_ok: bool,
     responded: bool,
+    /// Transaction mode: the client's last Parse of the unnamed statement (the whole
+    /// message; empty when it has none), and whether the held connection has it. A Bind or
+    /// Describe of the unnamed statement in a later batch, on another connection, gets the
+    /// Parse again in front of it (psql's `\gdesc`, libpq's `PQprepare` with an empty name).
+    unnamed_parse: Vec<u8>,
+    unnamed_here: bool,
     /// After an error the proxy raised in an extended-protocol batch: drop messages up to
     /// Sync, then answer ReadyForQuery.
     discard_until_sync: bool,
@@ -256,6 +264,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             replay: BytesMut::new(),
             replay_ok: false,
             responded: false,
+            unnamed_parse: Vec::new(),
+            unnamed_here: false,
             discard_until_sync: false,
             deferred_begin: None,
             route_reason: "login",
@@ -360,6 +370,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.replay.clear();
         self.replay_ok = !for_write;
         self.responded = false;
+        self.unnamed_here = false;
         // Every path that gives the client a connection passes here: a BEGIN the proxy
         // answered goes out before anything else of the transaction.
         self.send_deferred_begin();
@@ -663,6 +674,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Err(SessionError::Fenced(
                     self.cluster.state.backends[self.backend_idx].addr,
                 ));
+            }
+            if h.tag == b'Q' && self.mode == PoolMode::Transaction {
+                // A simple Query ends the unnamed statement, answered here or by a server.
+                self.unnamed_parse.clear();
             }
             if h.tag == b'Q' && self.answer_locally(&h)? {
                 self.cin.advance(h.wire_len);
