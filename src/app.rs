@@ -43,6 +43,12 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
                 .map_err(|e| ConfigError::invalid("postgres.tls_cert", e))?;
         }
     }
+    if let Some(my) = &cfg.mysql {
+        if let (Some(cert), Some(key)) = (&my.tls_cert, &my.tls_key) {
+            crate::net::tls::acceptor(cert, key)
+                .map_err(|e| ConfigError::invalid("mysql.tls_cert", e))?;
+        }
+    }
     if let Some(a) = &cfg.admin {
         let addr = parse_addr(&a.listen).map_err(|e| ConfigError::invalid("admin.listen", e))?;
         crate::admin::check_bind(addr, a.token.as_deref())

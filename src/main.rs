@@ -9,7 +9,7 @@ use switchyard::app::Server;
 #[command(
     name = "switchyard",
     version,
-    about = "PostgreSQL proxy: pooling, routing, failover"
+    about = "PostgreSQL and MySQL proxy: pooling, routing, failover"
 )]
 struct Cli {
     /// Log format: human-readable text or JSON lines for log shippers.

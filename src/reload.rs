@@ -245,6 +245,20 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if field(|p| format!("{:?}", p.tls_key)) {
         out.push("postgres.tls_key");
     }
+    let (a, b) = (old.mysql.as_ref(), new.mysql.as_ref());
+    let field = |f: fn(&crate::config::MysqlListener) -> String| a.map(f) != b.map(f);
+    if field(|m| m.listen.clone()) {
+        out.push("mysql.listen");
+    }
+    if field(|m| format!("{:?}", m.pool_mode)) {
+        out.push("mysql.pool_mode");
+    }
+    if field(|m| format!("{:?}", m.tls_cert)) {
+        out.push("mysql.tls_cert");
+    }
+    if field(|m| format!("{:?}", m.tls_key)) {
+        out.push("mysql.tls_key");
+    }
     let (a, b) = (admin(old), admin(new));
     if a.as_ref().map(|x| &x.listen) != b.as_ref().map(|x| &x.listen) {
         out.push("admin.listen");
@@ -275,6 +289,25 @@ mod tests {
             "reloaded: 1 clusters, 3 backends; restart needed for: general.workers"
         );
         assert_eq!(summary(&a, &a), "reloaded: 1 clusters, 2 backends");
+        let my = |extra: &str| {
+            cfg(
+                &format!("[mysql]\nlisten = \"127.0.0.1:3307\"\n{extra}"),
+                "",
+            )
+        };
+        assert_eq!(
+            restart_needed(&my(""), &my("pool_mode = \"session\"")),
+            vec!["mysql.pool_mode"]
+        );
+        assert_eq!(
+            restart_needed(&cfg("", ""), &my("")),
+            vec![
+                "mysql.listen",
+                "mysql.pool_mode",
+                "mysql.tls_cert",
+                "mysql.tls_key"
+            ]
+        );
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! `@@server_id`, transaction pooling, session variables that follow the client without
 //! pinning, state that pins, KILL.
 
+mod support;
+
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
+use support::run;
 use switchyard::app::Server;
 use switchyard::config::Config;
 use switchyard::testkit::mariadb::MariaCluster;
@@ -29,6 +32,11 @@ impl Drop for Proxy {
 }
 
 fn proxy(db: &str, pool: &str) -> Proxy {
+    proxy_with(db, pool, "", "")
+}
+
+/// A proxy with extra lines in `[mysql]` and extra `[[user]]` tables.
+fn proxy_with(db: &str, pool: &str, mysql: &str, users: &str) -> Proxy {
     let c = cluster();
     let replicas: Vec<String> = c
         .replica_ports()
@@ -43,6 +51,7 @@ drain_timeout = "2s"
 
 [mysql]
 listen = "127.0.0.1:0"
+{mysql}
 
 [health]
 interval = "200ms"
@@ -55,6 +64,7 @@ checkout_timeout = "5s"
 [[user]]
 name = "app"
 password = "app_pw"
+{users}
 
 [[cluster]]
 name = "{db}"
@@ -81,29 +91,21 @@ password = "switchyard_pw"
 
 /// Run `sql` with the mariadb CLI through the proxy: (ok, stdout, stderr).
 fn cli(port: u16, db: &str, sql: &str) -> (bool, String, String) {
-    let out = Command::new("mariadb")
-        .args([
-            "--protocol=TCP",
-            "-h127.0.0.1",
-            &format!("-P{port}"),
-            "-uapp",
-            "-papp_pw",
-            "--skip-ssl",
-            // Keep comments: routing hints are comments.
-            "--comments",
-            "-N",
-            "-B",
-            db,
-            "-e",
-            sql,
-        ])
-        .output()
-        .expect("run mariadb");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(Command::new("mariadb").args([
+        "--protocol=TCP",
+        "-h127.0.0.1",
+        &format!("-P{port}"),
+        "-uapp",
+        "-papp_pw",
+        "--skip-ssl",
+        // Keep comments: routing hints are comments.
+        "--comments",
+        "-N",
+        "-B",
+        db,
+        "-e",
+        sql,
+    ]))
 }
 
 fn setup(db: &str, sql: &str) {
@@ -135,22 +137,18 @@ fn the_mariadb_cli_runs_ddl_dml_and_selects_through_the_proxy() {
         vec![vec!["2".to_string()]]
     );
     // A wrong password is refused naming the user.
-    let out = Command::new("mariadb")
-        .args([
-            "--protocol=TCP",
-            "-h127.0.0.1",
-            &format!("-P{}", p.port),
-            "-uapp",
-            "-pwrong",
-            "--skip-ssl",
-            db,
-            "-e",
-            "SELECT 1",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, _, err) = run(Command::new("mariadb").args([
+        "--protocol=TCP",
+        "-h127.0.0.1",
+        &format!("-P{}", p.port),
+        "-uapp",
+        "-pwrong",
+        "--skip-ssl",
+        db,
+        "-e",
+        "SELECT 1",
+    ]));
+    assert!(!ok);
     assert!(err.contains("1045") && err.contains("'app'"), "{err}");
 }
 
@@ -226,15 +224,7 @@ fn session_variables_follow_the_client_without_pinning() {
 
 /// Run a Python program (with the port and database as arguments): (ok, stdout, stderr).
 fn python(program: &str, port: u16, db: &str) -> (bool, String, String) {
-    let out = Command::new("python3")
-        .args(["-c", program, &port.to_string(), db])
-        .output()
-        .expect("run python3");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(Command::new("python3").args(["-c", program, &port.to_string(), db]))
 }
 
 /// mysql-connector-python logs in with caching_sha2_password (its default: the proxy's fast
@@ -430,7 +420,7 @@ for i in range(start, start + 60):
         misses += 1
 print(misses)
 "#;
-    let run = |consistency: &str, start: u32| {
+    let misses = |consistency: &str, start: u32| {
         let replicas: Vec<String> = c
             .replica_ports()
             .iter()
@@ -465,32 +455,95 @@ consistency = "{consistency}"
         let server = Server::start(Config::from_toml(&text).unwrap()).unwrap();
         std::thread::sleep(Duration::from_millis(800));
         let port = server.my_addr.unwrap().port();
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                program,
-                &port.to_string(),
-                "my_ryw",
-                &start.to_string(),
-            ])
-            .output()
-            .unwrap();
+        let (ok, text, err) = run(Command::new("python3").args([
+            "-c",
+            program,
+            &port.to_string(),
+            "my_ryw",
+            &start.to_string(),
+        ]));
         server.shutdown();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(ok, "{text}{err}");
         text.trim().parse::<u32>().unwrap()
     };
     assert_eq!(
-        run("read_your_writes", 0),
+        misses("read_your_writes", 0),
         0,
         "read_your_writes missed a write"
     );
     assert!(
-        run("eventual", 1000) > 0,
+        misses("eventual", 1000) > 0,
         "eventual never missed: the test shows nothing"
+    );
+}
+
+/// TLS for MySQL clients: the CLI, PyMySQL and mysql-connector-python upgrade with an
+/// SSLRequest and verify the proxy's certificate; over TLS a caching_sha2_password client of a
+/// user with only a stored mysql_native_password hash gets full authentication (password
+/// checked against the hash), a wrong one gets 1045; without TLS the same client is switched
+/// to mysql_native_password and still logs in.
+#[test]
+fn tls_clients_log_in_with_full_caching_sha2_authentication() {
+    let db = "my_tls";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let hashed = switchyard::mysql::auth::NativePasswordHash::from_password(b"h_pw").to_text();
+    let p = proxy_with(
+        db,
+        "",
+        &format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\""),
+        &format!("\n[[user]]\nname = \"hashed\"\nmysql_native_hash = \"{hashed}\""),
+    );
+    // The CLI reports the cipher its library negotiated.
+    let (ok, text, err) = run(Command::new("mariadb").args([
+        "--protocol=TCP",
+        "-h127.0.0.1",
+        &format!("-P{}", p.port),
+        "-uapp",
+        "-papp_pw",
+        "--ssl",
+        &format!("--ssl-ca={cert}"),
+        db,
+        "-e",
+        "status; SELECT 40 + 2",
+    ]));
+    assert!(ok, "{text}{err}");
+    assert!(text.contains("Cipher in use is"), "{text}");
+    assert!(text.contains("42"), "{text}");
+
+    let program = format!(
+        r#"
+import sys, pymysql, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+c = pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db,
+    ssl_ca="{cert}", ssl_verify_cert=True, connect_timeout=10)
+cur = c.cursor(); cur.execute("SELECT 1")
+print("pymysql", type(c._sock).__name__, cur.fetchall()); c.close()
+def connector(tls, password):
+    kw = dict(ssl_ca="{cert}", ssl_verify_cert=True) if tls else dict(ssl_disabled=True)
+    return mysql.connector.connect(host="127.0.0.1", port=port, user="hashed", password=password,
+        database=db, auth_plugin="caching_sha2_password", use_pure=True, connection_timeout=10, **kw)
+for tls in (True, False):
+    c = connector(tls, "h_pw")
+    cur = c.cursor(); cur.execute("SELECT 2")
+    print("connector", tls, type(c._socket.sock).__name__, cur.fetchall()); c.close()
+    try:
+        connector(tls, "wrong")
+        print("wrong password accepted")
+    except mysql.connector.Error as e:
+        print("refused", e.errno)
+"#
+    );
+    let (ok, out, err) = python(&program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out,
+        "pymysql SSLSocket ((1,),)\n\
+         connector True SSLSocket [(2,)]\n\
+         refused 1045\n\
+         connector False socket [(2,)]\n\
+         refused 1045\n",
+        "{err}"
     );
 }

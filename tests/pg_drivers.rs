@@ -810,7 +810,7 @@ fn pgbench_initializes_scale_2_through_the_proxy() {
         .stderr(std::process::Stdio::piped());
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
-    let o = run_bounded(cmd, "pgbench -i -s 2".into(), Duration::from_secs(90));
+    let o = run_bounded(&mut cmd, "pgbench -i -s 2".into(), Duration::from_secs(90));
     assert!(o.exit == Some(0) && !o.timed_out, "{}", o.describe());
     assert_eq!(count(db, "SELECT count(*) FROM pgbench_accounts"), 200_000);
 }

@@ -128,6 +128,14 @@ pub struct MysqlListener {
     /// on the wire).
     #[serde(default = "default_mysql_version")]
     pub server_version: String,
+    /// PEM certificate chain for TLS to clients. With `tls_key`, the handshake offers
+    /// CLIENT_SSL and an SSLRequest upgrades the connection; without, TLS is not offered.
+    /// Default: none.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// PEM private key matching `tls_cert`. Default: none.
+    #[serde(default)]
+    pub tls_key: Option<String>,
 }
 
 fn default_mysql_version() -> String {
@@ -467,6 +475,12 @@ impl Config {
         }
         if let Some(my) = &self.mysql {
             parse_addr(&my.listen).map_err(|e| ConfigError::invalid("mysql.listen", e))?;
+            if my.tls_cert.is_some() != my.tls_key.is_some() {
+                return Err(ConfigError::invalid(
+                    "mysql.tls_cert",
+                    "tls_cert and tls_key must be given together",
+                ));
+            }
             if let Some(d) = &my.default_cluster {
                 if !self.clusters_of(Protocol::Mysql).any(|c| &c.database == d) {
                     return Err(ConfigError::invalid(

@@ -131,6 +131,11 @@ impl NativePasswordHash {
         let stage1 = xor(response, sha1(&[scramble, &self.0]));
         ct_eq(&sha1(&[&stage1]), &self.0)
     }
+
+    /// Check a password sent in clear (full authentication over TLS) against this hash.
+    pub fn verify_clear(&self, password: &[u8]) -> bool {
+        ct_eq(&Self::from_password(password).0, &self.0)
+    }
 }
 
 // ---------------------------------------------------------------- caching_sha2_password

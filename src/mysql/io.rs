@@ -51,6 +51,34 @@ pub async fn read_packet<S: AsyncRead + Unpin>(
     }
 }
 
+/// [`read_packet`] without reading past the packet when `buf` is empty: the client's first
+/// packet may be an SSLRequest, and the TLS handshake that follows it at once is not ours to
+/// buffer.
+pub async fn read_packet_exact<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, PacketError> {
+    if buf.is_empty() {
+        let mut head = [0u8; 4];
+        match s.read_exact(&mut head).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(PacketError::Closed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        buf.extend_from_slice(&head);
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        if len <= max && len < 0xff_ffff {
+            let at = buf.len();
+            buf.resize(at + len, 0);
+            s.read_exact(&mut buf[at..]).await?;
+        }
+    }
+    read_packet(s, buf, max).await
+}
+
 /// Frame `payload` as packet(s) from sequence id `seq` and write them; returns the next id.
 pub async fn write_packet<S: AsyncWrite + Unpin>(
     s: &mut S,

@@ -6,8 +6,12 @@
 //! default) is checked on the fast path when the user has a plaintext password (the proxy
 //! knows what the server would have cached) and told so with AuthMoreData 0x03; otherwise it
 //! is switched to `mysql_native_password`. Any other plugin is switched too. A wrong password
-//! gets ER_ACCESS_DENIED_ERROR (1045) naming the user. TLS is not offered yet (CLIENT_SSL is
-//! not in the handshake); clients that require it are refused by their own driver.
+//! gets ER_ACCESS_DENIED_ERROR (1045) naming the user. With `[mysql] tls_cert`, the handshake
+//! offers CLIENT_SSL and a client's SSLRequest upgrades the connection before its response;
+//! over TLS, a caching_sha2_password client of a user with only a stored
+//! `mysql_native_hash` gets full authentication (it sends the password, checked against the
+//! hash). Without TLS that client is switched to mysql_native_password: the RSA public-key
+//! exchange is not implemented.
 //!
 //! Which cluster: the schema in the handshake response names a cluster with `protocol =
 //! "mysql"` by its `database`; otherwise `[mysql] default_cluster` (or the only MySQL
@@ -16,12 +20,13 @@
 
 use super::auth::{self, NativePasswordHash};
 use super::codec::{self, flags::*};
-use super::io::{err_payload, read_packet, write_packet, Packet, PacketError};
+use super::io::{err_payload, read_packet, read_packet_exact, write_packet, Packet, PacketError};
 use crate::config::{AuthMethod, Config, Protocol, User};
+use crate::net::tls::ClientStream;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
-/// Capabilities the proxy offers clients. Not offered: CLIENT_SSL (no TLS yet),
+/// Capabilities the proxy offers clients, plus CLIENT_SSL when TLS is configured. Not offered:
 /// CLIENT_DEPRECATE_EOF (result sets are forwarded as the servers send them, which the proxy
 /// asks for with classic EOF packets), CLIENT_FOUND_ROWS (affected-row counts follow the
 /// servers' setting), CLIENT_LOCAL_FILES (LOCAL INFILE is refused), compression, query
@@ -89,10 +94,12 @@ impl From<std::io::Error> for LoginError {
     }
 }
 
-/// Run the connection phase on `s`: handshake, response, authentication, cluster. On a
-/// refusal the ERR packet has been sent (the caller closes).
-pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
+/// Run the connection phase on `s`: handshake, TLS upgrade when the client asks and `tls`
+/// is configured, response, authentication, cluster. On a refusal the ERR packet has been
+/// sent (the caller closes).
+pub async fn login(
+    s: &mut ClientStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
     buf: &mut BytesMut,
     cfg: &Config,
     connection_id: u32,
@@ -110,6 +117,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         version
     };
+    let offered = OFFERED_CAPS | if tls.is_some() { CLIENT_SSL } else { 0 };
     let mut out = BytesMut::new();
     codec::put_handshake(
         &mut out,
@@ -117,7 +125,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             server_version: announced.as_bytes(),
             connection_id,
             auth_data_1: &scramble[..8],
-            capabilities: OFFERED_CAPS,
+            capabilities: offered,
             charset: CHARSET_UTF8MB4_GENERAL_CI,
             status: SERVER_STATUS_AUTOCOMMIT,
             auth_data_len: 21,
@@ -126,7 +134,28 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         },
     );
     write_packet(s, 0, &out).await?;
-    let first = read_packet(s, buf, max_packet).await?;
+    let mut first = read_packet_exact(s, buf, max_packet).await?;
+    if let Ok(codec::ClientHello::SslRequest(_)) = codec::parse_client_hello(&first.payload) {
+        let Some(acceptor) = tls else {
+            return Err(send_refusal(
+                s,
+                first.next_seq,
+                refuse(1043, b"08S01", "switchyard: TLS is not offered"),
+            )
+            .await);
+        };
+        if !buf.is_empty() {
+            // Only the SSLRequest was read: anything more came with it in one packet read.
+            return Err(send_refusal(
+                s,
+                first.next_seq,
+                refuse(1043, b"08S01", "Bad handshake: data after SSLRequest"),
+            )
+            .await);
+        }
+        s.upgrade(acceptor).await?;
+        first = read_packet(s, buf, max_packet).await?;
+    }
     let hello = match codec::parse_client_hello(&first.payload) {
         Ok(h) => h,
         Err(e) => {
@@ -144,12 +173,12 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(send_refusal(
                 s,
                 first.next_seq,
-                refuse(1043, b"08S01", "switchyard: TLS is not offered"),
+                refuse(1043, b"08S01", "Bad handshake: a second SSLRequest"),
             )
             .await)
         }
     };
-    let caps = resp.caps.capabilities & OFFERED_CAPS;
+    let caps = resp.caps.capabilities & offered;
     let user_name = String::from_utf8_lossy(resp.user).into_owned();
     let database = resp
         .database
@@ -173,7 +202,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(send_refusal(s, first.next_seq, denied()).await);
     };
     let mut seq = first.next_seq;
-    let ok = match check(&user, &plugin, &scramble, &response) {
+    let ok = match check(&user, &plugin, &scramble, &response, s.is_tls()) {
         Check::Passed => true,
         Check::Failed => false,
         Check::FastAuthPassed => {
@@ -200,9 +229,29 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             } = read_packet(s, buf, max_packet).await?;
             seq = next_seq;
             matches!(
-                check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload),
+                check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload, false),
                 Check::Passed
             )
+        }
+        Check::FullAuth => {
+            // caching_sha2_password full authentication over TLS: the client sends its
+            // password in clear, checked against the stored mysql_native_password hash.
+            let mut more = BytesMut::new();
+            codec::put_auth_more_data(&mut more, &[CACHING_SHA2_PERFORM_FULL_AUTH]);
+            write_packet(s, seq, &more).await?;
+            let Packet {
+                next_seq, payload, ..
+            } = read_packet(s, buf, max_packet).await?;
+            seq = next_seq;
+            let password = auth::clear_password(&payload);
+            match user
+                .mysql_native_hash
+                .as_deref()
+                .map(NativePasswordHash::parse)
+            {
+                Some(Ok(h)) => h.verify_clear(password),
+                _ => false,
+            }
         }
     };
     if !ok {
@@ -245,9 +294,12 @@ enum Check {
     FastAuthPassed,
     /// Ask the client for a mysql_native_password response instead.
     SwitchToNative,
+    /// caching_sha2_password without the plaintext password, over TLS: ask for the password
+    /// (AuthMoreData 0x04) and check it against the stored hash.
+    FullAuth,
 }
 
-fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8]) -> Check {
+fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], tls: bool) -> Check {
     if user.auth == Some(AuthMethod::Trust) {
         return Check::Passed;
     }
@@ -281,6 +333,9 @@ fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8]) -> Check 
             } else {
                 Check::Failed
             };
+        }
+        if tls && stored.is_some() {
+            return Check::FullAuth;
         }
     }
     if plain.is_some() || stored.is_some() {
@@ -327,7 +382,7 @@ pub async fn handle_client(
     let _slot_count = crate::Decrement(&engine.clients);
     let _ = stream.set_nodelay(true);
     let cfg = engine.config();
-    let mut stream = stream;
+    let mut stream = ClientStream::Plain(stream);
     let (id, slot, _registered) = w.my.register();
     if open > cfg.general.max_client_connections {
         let err = err_payload(
@@ -349,7 +404,7 @@ pub async fn handle_client(
     let max = cfg.general.max_message_bytes;
     let login = tokio::time::timeout(
         cfg.general.client_login_timeout,
-        login(&mut stream, &mut buf, &cfg, id, max),
+        login(&mut stream, w.tls.as_ref(), &mut buf, &cfg, id, max),
     )
     .await;
     let l = match login {
@@ -431,14 +486,17 @@ mod tests {
         let s = [7u8; 20];
         let plain = user("password = \"pw\"");
         let r = auth::native_password_scramble(b"pw", &s);
-        assert_eq!(check(&plain, MYSQL_NATIVE_PASSWORD, &s, &r), Check::Passed);
         assert_eq!(
-            check(&plain, MYSQL_NATIVE_PASSWORD, &s, &[1; 20]),
+            check(&plain, MYSQL_NATIVE_PASSWORD, &s, &r, false),
+            Check::Passed
+        );
+        assert_eq!(
+            check(&plain, MYSQL_NATIVE_PASSWORD, &s, &[1; 20], false),
             Check::Failed
         );
         let r = auth::caching_sha2_scramble(b"pw", &s);
         assert_eq!(
-            check(&plain, CACHING_SHA2_PASSWORD, &s, &r),
+            check(&plain, CACHING_SHA2_PASSWORD, &s, &r, false),
             Check::FastAuthPassed
         );
         let hashed = user(&format!(
@@ -446,13 +504,20 @@ mod tests {
             NativePasswordHash::from_password(b"pw").to_text()
         ));
         assert_eq!(
-            check(&hashed, CACHING_SHA2_PASSWORD, &s, &r),
+            check(&hashed, CACHING_SHA2_PASSWORD, &s, &r, false),
             Check::SwitchToNative
         );
-        let r = auth::native_password_scramble(b"pw", &s);
-        assert_eq!(check(&hashed, MYSQL_NATIVE_PASSWORD, &s, &r), Check::Passed);
         assert_eq!(
-            check(&plain, b"sha256_password", &s, &r),
+            check(&hashed, CACHING_SHA2_PASSWORD, &s, &r, true),
+            Check::FullAuth
+        );
+        let r = auth::native_password_scramble(b"pw", &s);
+        assert_eq!(
+            check(&hashed, MYSQL_NATIVE_PASSWORD, &s, &r, false),
+            Check::Passed
+        );
+        assert_eq!(
+            check(&plain, b"sha256_password", &s, &r, false),
             Check::SwitchToNative
         );
     }

@@ -119,6 +119,8 @@ pub struct Worker {
     /// MySQL clusters by `database`; swapped by a reload.
     pub clusters: ArcSwap<MyPoolMap>,
     pub pool_mode: PoolMode,
+    /// TLS for clients that send an SSLRequest, when `[mysql] tls_cert` is set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Worker {
@@ -129,12 +131,20 @@ impl Worker {
         let states = shared.clusters.load_full();
         let clusters = build_pools(&shared, &cfg, &states, None, workers, generation);
         let pool_mode = cfg.mysql.as_ref().map(|m| m.pool_mode).unwrap_or_default();
+        let tls = cfg
+            .mysql
+            .as_ref()
+            .and_then(|m| match (&m.tls_cert, &m.tls_key) {
+                (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
+                _ => None,
+            });
         Worker {
             shared,
             my,
             stmts: StmtIds::default(),
             clusters: ArcSwap::from_pointee(clusters),
             pool_mode,
+            tls,
         }
     }
 

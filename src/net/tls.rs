@@ -35,6 +35,33 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<tokio_rustls::TlsAcce
 pub enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Between giving up the plain stream and getting the TLS one (or after a failed
+    /// handshake): every operation fails.
+    Upgrading,
+}
+
+impl ClientStream {
+    /// Run the TLS handshake on a plain stream (MySQL's SSLRequest: the upgrade happens in the
+    /// middle of the connection phase). On failure the stream is gone.
+    pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
+        let ClientStream::Plain(tcp) = std::mem::replace(self, ClientStream::Upgrading) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS already negotiated",
+            ));
+        };
+        *self = ClientStream::Tls(Box::new(acceptor.accept(tcp).await?));
+        Ok(())
+    }
+
+    /// Whether TLS protects this stream.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+}
+
+fn upgrading() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "TLS handshake did not finish")
 }
 
 impl AsyncRead for ClientStream {
@@ -46,6 +73,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 }
@@ -59,6 +87,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 
@@ -66,6 +95,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 
@@ -73,6 +103,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Upgrading => Poll::Ready(Ok(())),
         }
     }
 }

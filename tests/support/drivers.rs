@@ -200,11 +200,11 @@ pub fn run_scenario(
         },
         target.port
     );
-    run_bounded(cmd, what, limit)
+    run_bounded(&mut cmd, what, limit)
 }
 
 /// Spawns `cmd` (in its own process group) and waits at most `limit`, then kills the group.
-pub fn run_bounded(mut cmd: Command, what: String, limit: Duration) -> Outcome {
+pub fn run_bounded(cmd: &mut Command, what: String, limit: Duration) -> Outcome {
     let start = Instant::now();
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let pid = child.id() as i32;

@@ -180,14 +180,23 @@ pub async fn connect(conn_str: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Run a command, returning (success, stdout, stderr).
+/// Run a command (no input, in its own process group) for at most three minutes, returning
+/// (success, stdout, stderr); one still running then is killed and the test fails.
 pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
-    let out = cmd.output().expect("spawn command");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let what = format!("{cmd:?}");
+    let o = drivers::run_bounded(cmd, what, std::time::Duration::from_secs(180));
+    assert!(
+        !o.timed_out,
+        "{} did not finish in {:?}:\n{}{}",
+        o.what, o.took, o.stdout, o.stderr
+    );
+    (o.exit == Some(0), o.stdout, o.stderr)
 }
 
 /// psql against a URL with -X -v ON_ERROR_STOP=1, extra args appended.

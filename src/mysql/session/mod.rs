@@ -540,7 +540,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 continue;
             }
             let ended = match (at, answer) {
-                (_, Answer::Single) => true,
+                (_, Answer::Single) => {
+                    self.pass(wire);
+                    true
+                }
                 (At::First, _) | (At::Next, _) => match first {
                     Some(codec::OK_HEADER) if answer != Answer::FieldList => {
                         let more = self.on_ok(wire)?;
