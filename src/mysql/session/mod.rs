@@ -203,6 +203,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) => return Err(SessionError::Client(e)),
             };
             let seq = packet.next_seq;
+            if packet.seq != 0 {
+                // Every command starts a new exchange at 0. MariaDB answers anything else
+                // with ER_NET_PACKETS_OUT_OF_ORDER and closes; so does the proxy (the answer
+                // is numbered as the client's packet asks, so it can read it).
+                let r = crate::mysql::startup::out_of_order();
+                let _ = self
+                    .send(seq, &err_payload(r.code, &r.state, &r.message))
+                    .await;
+                return Err(SessionError::Client(PacketError::Protocol(
+                    codec::ProtocolError::Sequence {
+                        got: packet.seq,
+                        expected: 0,
+                    },
+                )));
+            }
             let Some(&first) = packet.payload.first() else {
                 self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
                     .await?;
