@@ -74,6 +74,14 @@ pub const REPLAYED: &[&str] = &[
     "names",
 ];
 
+/// Read-only session variables the server changes by itself and reports through session
+/// tracking: MariaDB's `last_gtid` after every transaction that wrote (with the binary log
+/// on, as on any primary with replicas). They are not state the client set, so they neither
+/// pin the client nor follow it: like `LAST_INSERT_ID()`, `SELECT @@last_gtid` in a later
+/// transaction may run on another connection. (Pinning on them pinned every client that
+/// wrote anything: no more pooling, and all its reads on the primary.)
+pub const SERVER_SET: &[&str] = &["last_gtid"];
+
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -716,7 +724,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 codec::SessionChange::SystemVariable { name, value } => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     let value = String::from_utf8_lossy(value).into_owned();
-                    if REPLAYED.contains(&name.as_str()) {
+                    if SERVER_SET.contains(&name.as_str()) {
+                        // Set by the server itself, not by the client: nothing to apply
+                        // elsewhere, no reason to pin.
+                        explained = true;
+                    } else if REPLAYED.contains(&name.as_str()) {
                         set_var(&mut self.vars, name.clone(), value.clone());
                         if let Some(c) = self.backend.as_mut() {
                             set_var(&mut c.applied, name, value);
