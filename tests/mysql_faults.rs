@@ -627,11 +627,10 @@ fn kill_query_stops_a_running_statement_and_never_a_neighbours() {
         "CREATE TABLE n (id int PRIMARY KEY, v int); \
          INSERT INTO n VALUES (1, 0), (2, 0), (3, 0), (4, 0)",
     );
-    // Primary only, two workers: the victim's connections are reused by the neighbours all
-    // the time (the pools hand out the connection returned last). The pools are as large as
-    // the clients, so that nobody waits for a connection (see the report on checkout
-    // fairness: a waiting client can be overtaken by busy ones for seconds).
-    let p = Proxy::start(&config(c, db, &[], "", "workers = 2", "size = 8"), db);
+    // Primary only, two workers, two connections each for three clients each: the victim's
+    // connections are reused by the neighbours all the time (the pools hand out the
+    // connection returned last), and clients wait for one now and then.
+    let p = Proxy::start(&config(c, db, &[], "", "workers = 2", "size = 4"), db);
 
     let program = r#"
 victim, killer = conn(), conn()
@@ -666,7 +665,7 @@ print(json.dumps(res))
     );
 
     // 100 KILL QUERY at varied moments against one client (running, between statements,
-    // inside a transaction) while four neighbours run short
+    // inside a transaction, while it waits for a connection) while four neighbours run short
     // statements all the time: none of theirs is ever interrupted.
     let program = r#"
 random.seed(7)
