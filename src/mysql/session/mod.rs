@@ -782,12 +782,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
             return self.send(1, &err).await;
         };
-        let running = *slot.running.lock().unwrap();
+        let running = {
+            // `killed` is set under the lock `detach` takes to let go of the connection: the
+            // session either still holds it and will close it, or has already let go and no
+            // KILL is sent (one sent for a connection back in the pool would stop whoever
+            // takes it next).
+            let running = slot.running.lock().unwrap();
+            if running.is_some() {
+                slot.killed.store(true, Relaxed);
+            }
+            *running
+        };
         if !query_only {
             slot.terminate.store(true, Relaxed);
         }
         if let Some(r) = running {
-            slot.killed.store(true, Relaxed);
             let target = self
                 .cluster
                 .pools
@@ -822,9 +831,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     fn detach(&mut self) -> Option<MyPooled> {
         let mut conn = self.backend.take()?;
-        *self.slot.running.lock().unwrap() = None;
-        if self.slot.killed.swap(false, Relaxed) {
-            conn.killed = true;
+        {
+            // Under the lock `kill` sets `killed` with (see there).
+            let mut running = self.slot.running.lock().unwrap();
+            *running = None;
+            if self.slot.killed.swap(false, Relaxed) {
+                conn.killed = true;
+            }
         }
         self.cluster.state.backends[self.backend_idx].end();
         conn.clean = !conn.broken
