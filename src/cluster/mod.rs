@@ -375,30 +375,26 @@ impl ClusterState {
                 && min_lsn.is_none_or(|m| b.lsn() >= m)
         };
         let score = |b: &BackendState| ((b.outstanding() as u64) << 16) / b.weight as u64;
+        // One pass, each count read once (other workers move them meanwhile): weighted
+        // reservoir choice among those at the lowest score seen so far.
+        let seed = spread(self.tie.fetch_add(1, Relaxed) as u64);
         let mut min = u64::MAX;
         let mut tie_weight = 0u64;
-        for (i, b) in self.backends.iter().enumerate() {
-            if eligible(i, b) {
-                let s = score(b);
-                if s < min {
-                    min = s;
-                    tie_weight = 0;
-                }
-                if s == min {
-                    tie_weight += b.weight as u64;
-                }
-            }
-        }
         let mut best = None;
-        if tie_weight > 0 {
-            let mut pick = spread(self.tie.fetch_add(1, Relaxed) as u64) % tie_weight;
-            for (i, b) in self.backends.iter().enumerate() {
-                if eligible(i, b) && score(b) == min {
-                    if pick < b.weight as u64 {
-                        best = Some(((), i));
-                        break;
-                    }
-                    pick -= b.weight as u64;
+        for (i, b) in self.backends.iter().enumerate() {
+            if !eligible(i, b) {
+                continue;
+            }
+            let s = score(b);
+            let w = b.weight as u64;
+            if s < min {
+                min = s;
+                tie_weight = w;
+                best = Some(((), i));
+            } else if s == min {
+                tie_weight += w;
+                if spread(seed.wrapping_add(i as u64)) % tie_weight < w {
+                    best = Some(((), i));
                 }
             }
         }

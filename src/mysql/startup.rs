@@ -135,6 +135,11 @@ pub async fn login(
     );
     write_packet(s, 0, &out).await?;
     let mut first = read_packet_exact(s, buf, max_packet).await?;
+    // The response follows the handshake (sequence id 0); MariaDB refuses anything else the
+    // same way, and a client that numbers its packets wrongly would misread every answer.
+    if first.seq != 1 {
+        return Err(send_refusal(s, 2, out_of_order()).await);
+    }
     if let Ok(codec::ClientHello::SslRequest(_)) = codec::parse_client_hello(&first.payload) {
         let Some(acceptor) = tls else {
             return Err(send_refusal(
@@ -155,6 +160,9 @@ pub async fn login(
         }
         s.upgrade(acceptor).await?;
         first = read_packet(s, buf, max_packet).await?;
+        if first.seq != 2 {
+            return Err(send_refusal(s, 3, out_of_order()).await);
+        }
     }
     let hello = match codec::parse_client_hello(&first.payload) {
         Ok(h) => h,
@@ -223,10 +231,15 @@ pub async fn login(
                     data: &data,
                 },
             );
-            write_packet(s, seq, &sw).await?;
+            let expected = write_packet(s, seq, &sw).await?;
             let Packet {
-                next_seq, payload, ..
+                seq: got,
+                next_seq,
+                payload,
             } = read_packet(s, buf, max_packet).await?;
+            if got != expected {
+                return Err(send_refusal(s, expected.wrapping_add(1), out_of_order()).await);
+            }
             seq = next_seq;
             matches!(
                 check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload, false),
@@ -278,6 +291,11 @@ pub async fn login(
         schema,
         next_seq: seq,
     })
+}
+
+/// ER_NET_PACKETS_OUT_OF_ORDER, as MariaDB sends it for a packet with the wrong sequence id.
+pub fn out_of_order() -> Refusal {
+    refuse(1156, b"08S01", "Got packets out of order")
 }
 
 async fn send_refusal<S: AsyncWrite + Unpin>(s: &mut S, seq: u8, r: Refusal) -> LoginError {

@@ -213,6 +213,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) => return Err(SessionError::Client(e)),
             };
             let seq = packet.next_seq;
+            if packet.seq != 0 {
+                // Every command starts a new exchange at 0. MariaDB answers anything else
+                // with ER_NET_PACKETS_OUT_OF_ORDER and closes; so does the proxy (the answer
+                // is numbered as the client's packet asks, so it can read it).
+                let r = crate::mysql::startup::out_of_order();
+                let _ = self
+                    .send(seq, &err_payload(r.code, &r.state, &r.message))
+                    .await;
+                return Err(SessionError::Client(PacketError::Protocol(
+                    codec::ProtocolError::Sequence {
+                        got: packet.seq,
+                        expected: 0,
+                    },
+                )));
+            }
             let Some(&first) = packet.payload.first() else {
                 self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
                     .await?;
@@ -720,6 +735,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     let value = String::from_utf8_lossy(value).into_owned();
                     if INFORMATIONAL.contains(&name.as_str()) {
+                        // Set by the server itself: the state change it flags is explained.
+                        explained = true;
                         continue;
                     }
                     if REPLAYED.contains(&name.as_str()) {
@@ -776,12 +793,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
             return self.send(1, &err).await;
         };
-        let running = *slot.running.lock().unwrap();
+        let running = {
+            // `killed` is set under the lock `detach` takes to let go of the connection: the
+            // session either still holds it and will close it, or has already let go and no
+            // KILL is sent (one sent for a connection back in the pool would stop whoever
+            // takes it next).
+            let running = slot.running.lock().unwrap();
+            if running.is_some() {
+                slot.killed.store(true, Relaxed);
+            }
+            *running
+        };
         if !query_only {
             slot.terminate.store(true, Relaxed);
         }
         if let Some(r) = running {
-            slot.killed.store(true, Relaxed);
             let target = self
                 .cluster
                 .pools
@@ -816,9 +842,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     fn detach(&mut self) -> Option<MyPooled> {
         let mut conn = self.backend.take()?;
-        *self.slot.running.lock().unwrap() = None;
-        if self.slot.killed.swap(false, Relaxed) {
-            conn.killed = true;
+        {
+            // Under the lock `kill` sets `killed` with (see there).
+            let mut running = self.slot.running.lock().unwrap();
+            *running = None;
+            if self.slot.killed.swap(false, Relaxed) {
+                conn.killed = true;
+            }
         }
         self.cluster.state.backends[self.backend_idx].end();
         if self.for_write {
