@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
 # Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, MariaDB server
 # and client (src/testkit/mariadb.rs), the real
-# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, node-postgres, pgjdbc and a JDK), and for
+# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, node-postgres, pgjdbc and a JDK) and of
+# the MySQL tests (PyMySQL, mysql-connector-python, mysql2, MariaDB Connector/J), and for
 # tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file).
 # Idempotent: does nothing (and touches no package list) when everything is present.
 # The tests run their own servers on free ports; they never use a packaged service.
@@ -127,10 +128,22 @@ if ! python3 -c 'import asyncpg' >/dev/null 2>&1; then
     pip_install asyncpg
 fi
 python3 -c 'import psycopg, asyncpg' || { log "psycopg/asyncpg still not importable"; exit 1; }
+# MySQL drivers (tests/mysql_proxy.rs, tests/mysql_drivers.rs, tests/mysql_faults.rs): PyMySQL
+# and mysql-connector-python from PyPI, MariaDB Connector/J from Debian, mysql2 from npm.
+if ! python3 -c 'import pymysql' >/dev/null 2>&1; then
+    log "installing python package PyMySQL"
+    pip_install PyMySQL
+fi
+if ! python3 -c 'import mysql.connector' >/dev/null 2>&1; then
+    log "installing python package mysql-connector-python"
+    pip_install mysql-connector-python
+fi
+python3 -c 'import pymysql, mysql.connector' || { log "PyMySQL/mysql-connector-python still not importable"; exit 1; }
 
 apt_missing=()
 if ! have javac || ! have java; then apt_missing+=(default-jdk-headless); fi
 if [ ! -f /usr/share/java/postgresql.jar ]; then apt_missing+=(libpostgresql-jdbc-java); fi
+if [ ! -f /usr/share/java/mariadb-java-client.jar ]; then apt_missing+=(libmariadb-java); fi
 if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
@@ -146,13 +159,15 @@ for t in java javac node npm; do
     have "$t" || { log "$t not found after installing"; exit 1; }
 done
 [ -f /usr/share/java/postgresql.jar ] || { log "/usr/share/java/postgresql.jar missing"; exit 1; }
+[ -f /usr/share/java/mariadb-java-client.jar ] || { log "/usr/share/java/mariadb-java-client.jar missing"; exit 1; }
 
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
-if [ ! -d "$node_dir/node_modules/pg" ]; then
-    log "installing node-postgres into $node_dir"
+if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ]; then
+    log "installing node-postgres and mysql2 into $node_dir"
     (cd "$node_dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2
 fi
 [ -d "$node_dir/node_modules/pg" ] || { log "node-postgres (pg) not installed in $node_dir"; exit 1; }
+[ -d "$node_dir/node_modules/mysql2" ] || { log "mysql2 not installed in $node_dir"; exit 1; }
 # PostgreSQL's own regression suite (tests/pg_regress.rs, tests/pg_regress/run.sh) needs the
 # source of the installed server package (through a deb-src entry), postgresql-server-dev-N of
 # exactly that version (PGXS and pg_regress) and a C toolchain; run.sh --prepare then builds

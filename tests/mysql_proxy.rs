@@ -547,3 +547,96 @@ for tls in (True, False):
         "{err}"
     );
 }
+
+/// COM_CHANGE_USER as drivers send it (mysql-connector-python's `cmd_change_user`, node
+/// mysql2's `changeUser`): the client authenticates as the other user and starts a new
+/// session: its transaction rolls back, its settings and temporary table are gone, it is not
+/// pinned. A wrong password gets 1045 and an unknown database 1049; both close the connection.
+#[test]
+fn change_user_starts_a_new_session_as_the_other_user() {
+    let db = "my_change_user";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let hashed = switchyard::mysql::auth::NativePasswordHash::from_password(b"o_pw").to_text();
+    let p = proxy_with(
+        db,
+        "size = 2",
+        "",
+        &format!("\n[[user]]\nname = \"other\"\nmysql_native_hash = \"{hashed}\""),
+    );
+    let program = r#"
+import sys, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+def connect():
+    return mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, use_pure=True, connection_timeout=10, autocommit=True)
+c = connect()
+cur = c.cursor()
+cur.execute("SET time_zone = '+05:00'")
+cur.execute("CREATE TEMPORARY TABLE tmp (x int)")
+cur.execute("START TRANSACTION")
+cur.execute("INSERT INTO t VALUES (1)")
+c.cmd_change_user(username="other", password="o_pw", database=db)
+cur = c.cursor()
+cur.execute("SELECT @@time_zone"); print("tz", cur.fetchall())
+try:
+    cur.execute("SELECT * FROM tmp"); print("tmp", cur.fetchall())
+except mysql.connector.Error as e:
+    print("tmp error", e.errno)
+cur.execute("SELECT count(*) FROM t"); print("rows", cur.fetchall())
+cur.execute("INSERT INTO t VALUES (2)")
+cur.execute("SELECT id FROM t"); print("after", cur.fetchall())
+for user, pw, database in (("other", "wrong", db), ("nobody", "x", db), ("other", "o_pw", "no_such_db")):
+    c = connect()
+    try:
+        c.cmd_change_user(username=user, password=pw, database=database)
+        print("accepted", user)
+    except mysql.connector.Error as e:
+        print("refused", e.errno)
+    try:
+        c.cmd_query("SELECT 1"); print("still open")
+    except Exception as e:
+        print("closed")
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out,
+        "tz [('SYSTEM',)]\n\
+         tmp error 1146\n\
+         rows [(0,)]\n\
+         after [(2,)]\n\
+         refused 1045\n\
+         closed\n\
+         refused 1045\n\
+         closed\n\
+         refused 1049\n\
+         closed\n",
+        "{err}"
+    );
+
+    let node = format!(
+        r#"
+const mysql = require('mysql2/promise');
+(async () => {{
+  const c = await mysql.createConnection({{host: '127.0.0.1', port: {port}, user: 'app',
+    password: 'app_pw', database: '{db}', connectTimeout: 10000}});
+  await c.query("SET time_zone = '+04:00'");
+  await c.changeUser({{user: 'other', password: 'o_pw', database: '{db}'}});
+  const [rows] = await c.query('SELECT @@time_zone AS tz');
+  const [p] = await c.execute('SELECT id FROM t WHERE id = ?', [2]);
+  console.log(rows[0].tz, p.length);
+  await c.end();
+}})().catch(e => {{ console.log('error', e.message); process.exit(1); }});
+"#,
+        port = p.port
+    );
+    let (ok, out, err) = run(Command::new("node").args(["-e", &node]).env(
+        "NODE_PATH",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/drivers/node/node_modules"
+        ),
+    ));
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "SYSTEM 1\n");
+}

@@ -28,10 +28,11 @@ use tokio::io::AsyncWrite;
 
 /// Capabilities the proxy offers clients, plus CLIENT_SSL when TLS is configured. Not offered:
 /// CLIENT_DEPRECATE_EOF (result sets are forwarded as the servers send them, which the proxy
-/// asks for with classic EOF packets), CLIENT_FOUND_ROWS (affected-row counts follow the
-/// servers' setting), CLIENT_LOCAL_FILES (LOCAL INFILE is refused), compression, query
-/// attributes.
+/// asks for with classic EOF packets), CLIENT_LOCAL_FILES (LOCAL INFILE is refused),
+/// compression, query attributes. CLIENT_FOUND_ROWS is honoured for UPDATE (the matched
+/// count of the OK's info string replaces the changed count).
 pub const OFFERED_CAPS: u64 = CLIENT_LONG_PASSWORD
+    | CLIENT_FOUND_ROWS
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_PROTOCOL_41
@@ -222,15 +223,7 @@ pub async fn login(
         }
         Check::SwitchToNative => {
             let mut sw = BytesMut::new();
-            let mut data = scramble.to_vec();
-            data.push(0);
-            codec::put_auth_switch(
-                &mut sw,
-                &codec::AuthSwitch {
-                    plugin: MYSQL_NATIVE_PASSWORD,
-                    data: &data,
-                },
-            );
+            put_switch_to_native(&mut sw, &scramble);
             let expected = write_packet(s, seq, &sw).await?;
             let Packet {
                 seq: got,
@@ -363,6 +356,28 @@ fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], tls: bool
     }
 }
 
+/// COM_CHANGE_USER's check, after the proxy switched the client to `mysql_native_password`
+/// with `scramble`: does `response` prove `user`'s password?
+pub fn change_user_passes(user: &User, scramble: &[u8], response: &[u8]) -> bool {
+    matches!(
+        check(user, MYSQL_NATIVE_PASSWORD, scramble, response, false),
+        Check::Passed
+    )
+}
+
+/// The AuthSwitchRequest to `mysql_native_password` with `scramble` (NUL-terminated).
+pub fn put_switch_to_native(out: &mut BytesMut, scramble: &[u8]) {
+    let mut data = scramble.to_vec();
+    data.push(0);
+    codec::put_auth_switch(
+        out,
+        &codec::AuthSwitch {
+            plugin: MYSQL_NATIVE_PASSWORD,
+            data: &data,
+        },
+    );
+}
+
 /// The cluster (its `database`) and server schema for a client that connected with
 /// `database`.
 pub fn pick_cluster(cfg: &Config, database: Option<&str>) -> Option<(String, Option<String>)> {
@@ -474,7 +489,7 @@ pub async fn handle_client(
 }
 
 /// 20 random bytes for a scramble, avoiding NUL and '$' (some clients stop at NUL).
-fn nonce() -> [u8; 20] {
+pub fn nonce() -> [u8; 20] {
     use rand::Rng;
     let mut rng = rand::thread_rng();
     let mut out = [0u8; 20];

@@ -14,11 +14,12 @@
 //! The binary protocol (COM_STMT_*) works under transaction pooling (`prepared.rs`). Not
 //! yet: COM_CHANGE_USER and TLS; a COM_CHANGE_USER is refused with an ERR naming it.
 
+mod own;
 mod prepared;
 
 use crate::cluster::{SelectError, Want};
 use crate::config::PoolMode;
-use crate::mysql::backend::{MyConn, MyPooled};
+use crate::mysql::backend::{MyConn, MyPooled, MyQueryError};
 use crate::mysql::codec::{self, flags::*, Command};
 use crate::mysql::io::{err_payload, ok_payload, read_packet, PacketError};
 use crate::mysql::worker::{MyClusterPools, Running, Slot, Worker};
@@ -89,7 +90,45 @@ pub enum SessionError {
     Backend(String),
     #[error("no backend connection: {0}")]
     Checkout(String),
+    /// The client was refused (the ERR has been sent) and is disconnected.
+    #[error("refused: {0}")]
+    Refused(String),
 }
+
+/// Why no connection could be given to the client.
+enum AcquireError {
+    /// The server refused the client's state (e.g. its schema does not exist).
+    Server {
+        code: u16,
+        sqlstate: String,
+        message: String,
+    },
+    Other(String),
+}
+
+impl AcquireError {
+    /// The ERR for the client: the server's own, or 1040 naming the cause.
+    fn err_payload(&self) -> Vec<u8> {
+        match self {
+            AcquireError::Server {
+                code,
+                sqlstate,
+                message,
+            } => {
+                let mut state = *b"HY000";
+                if sqlstate.len() == 5 {
+                    state.copy_from_slice(sqlstate.as_bytes());
+                }
+                err_payload(*code, &state, message)
+            }
+            AcquireError::Other(e) => err_payload(1040, b"08004", &format!("switchyard: {e}")),
+        }
+    }
+}
+
+/// Bytes a client may send ahead while its statement runs before the proxy stops reading
+/// (and so stops noticing whether it is still there) until the answer is through.
+const CLIENT_READ_AHEAD: usize = 1 << 20;
 
 /// A client after login.
 pub struct Session<S> {
@@ -127,6 +166,8 @@ pub struct Session<S> {
     for_write: bool,
     /// Read-your-writes floor (see `cluster::ReadYourWrites`).
     ryw: crate::cluster::ReadYourWrites,
+    /// What the client may ask about its own last statement (see `own`).
+    own: own::OwnResults,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -169,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             long_data: false,
             for_write: true,
             ryw: Default::default(),
+            own: Default::default(),
             _connected: connected,
         }
     }
@@ -267,14 +309,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Command::StmtClose => self.com_stmt_close(&packet.payload).await?,
                 Command::StmtReset => self.com_stmt_reset(&packet.payload).await?,
                 Command::StmtFetch => self.com_stmt_fetch(&packet.payload).await?,
-                Command::ChangeUser => {
-                    let msg = "switchyard does not proxy COM_CHANGE_USER yet: reconnect as the other user";
-                    self.send(seq, &err_payload(1295, b"HY000", msg)).await?;
-                }
+                Command::ChangeUser => self.com_change_user(&packet.payload).await?,
                 _ => {
                     self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
                         .await?
                 }
+            }
+            if self.may_release() {
+                self.capture_own_results().await;
             }
             self.maybe_release();
         }
@@ -321,6 +363,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.note_pins(&text);
         if self.backend.is_none() {
+            if let Some(q) = own::own_query(&text) {
+                return self.answer_own(&q).await;
+            }
+        }
+        self.own.calc_found_rows = own::calcs_found_rows(&text);
+        if self.backend.is_none() {
             let want = match self.want_for(&text) {
                 Ok(w) => w,
                 Err(e) => {
@@ -328,9 +376,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return self.send(1, &err).await;
                 }
             };
-            if let Err(e) = self.acquire(want).await {
-                let err = err_payload(1040, b"08004", &format!("switchyard: {e}"));
-                return self.send(1, &err).await;
+            if !self.acquire_or_tell(want).await? {
+                return Ok(());
+            }
+            if own::mentions_last_insert_id(&text) {
+                // The connection's LAST_INSERT_ID() is another session's: set the client's.
+                let sql = format!("SELECT LAST_INSERT_ID({})", self.own.last_insert_id);
+                let conn = self.backend.as_mut().expect("just acquired");
+                if let Err(e) = conn.query(&sql, INTERNAL_TIMEOUT).await {
+                    return Err(SessionError::Backend(e.to_string()));
+                }
             }
         }
         self.forward(payload, Answer::Query).await
@@ -340,14 +395,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// taken for this command (a replica will do: none of them writes).
     async fn forward_command(&mut self, cmd: u8, payload: &[u8]) -> Result<(), SessionError> {
         if self.backend.is_none() {
-            let want = if self.pinned.is_some() {
-                Want::Primary
-            } else {
+            // A connection taken here may be kept (session mode, pinned): only one that is
+            // given back after the command may be a replica's.
+            let want = if self.pinned.is_none() && self.w.pool_mode == PoolMode::Transaction {
                 Want::Replica { min_lsn: None }
+            } else {
+                Want::Primary
             };
-            if let Err(e) = self.acquire(want).await {
-                let err = err_payload(1040, b"08004", &format!("switchyard: {e}"));
-                return self.send(1, &err).await;
+            if !self.acquire_or_tell(want).await? {
+                return Ok(());
             }
         }
         let answer = match Command::from_byte(cmd) {
@@ -371,9 +427,122 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.vars = self.login_vars.clone();
         self.schema = self.login_schema.clone();
+        self.own = Default::default();
         self.pinned = None;
         self.status = SERVER_STATUS_AUTOCOMMIT;
         self.send(seq, &ok_payload(self.caps, self.status)).await
+    }
+
+    /// COM_CHANGE_USER: the client authenticates again (always switched to
+    /// `mysql_native_password` with a new scramble: the handshake's is long gone) and starts a
+    /// new session as that user, in the cluster and schema it names, with its character set:
+    /// its connection is given back as at the end of a session (a transaction in progress
+    /// rolls back), its statements and settings are gone, it is no longer pinned. A wrong
+    /// password, an unknown user or database gets an ERR and the connection is closed.
+    async fn com_change_user(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let cu = match codec::parse_change_user(payload, self.caps) {
+            Ok(cu) => cu,
+            Err(e) => {
+                let err = err_payload(1043, b"08S01", &format!("Bad handshake: {e}"));
+                let _ = self.send(1, &err).await;
+                return Err(SessionError::Client(PacketError::Protocol(e)));
+            }
+        };
+        let name = String::from_utf8_lossy(cu.user).into_owned();
+        let database =
+            (!cu.database.is_empty()).then(|| String::from_utf8_lossy(cu.database).into_owned());
+        let charset = cu.charset.and_then(|c| u8::try_from(c).ok());
+        let refuse = |code: u16, state: &[u8; 5], msg: String| (code, *state, msg);
+        let denied = |sent: bool| {
+            refuse(
+                1045,
+                b"28000",
+                format!(
+                    "Access denied for user '{name}' (using password: {})",
+                    if sent { "YES" } else { "NO" }
+                ),
+            )
+        };
+        if self.caps & CLIENT_PLUGIN_AUTH == 0 {
+            let (code, state, msg) = denied(!cu.auth_response.is_empty());
+            let _ = self.send(1, &err_payload(code, &state, &msg)).await;
+            return Err(SessionError::Refused(msg));
+        }
+        let scramble = super::startup::nonce();
+        let mut sw = BytesMut::new();
+        super::startup::put_switch_to_native(&mut sw, &scramble);
+        self.send(1, &sw).await?;
+        let resp = match read_packet(&mut self.client, &mut self.cin, self.max_packet).await {
+            Ok(p) => p,
+            Err(e) => return Err(SessionError::Client(e)),
+        };
+        if resp.seq != 2 {
+            let r = super::startup::out_of_order();
+            let _ = self
+                .send(3, &err_payload(r.code, &r.state, &r.message))
+                .await;
+            return Err(SessionError::Refused(r.message));
+        }
+        let cfg = self.w.shared.config();
+        let passed = cfg
+            .user(&name)
+            .is_some_and(|u| super::startup::change_user_passes(u, &scramble, &resp.payload));
+        let picked = super::startup::pick_cluster(&cfg, database.as_deref());
+        let next = self
+            .w
+            .clusters
+            .load()
+            .get(picked.as_ref().map_or("", |(c, _)| c.as_str()))
+            .cloned();
+        let (cluster, schema) = match (passed, picked, next) {
+            (true, Some((_, schema)), Some(cluster)) => (cluster, schema),
+            (passed, _, _) => {
+                let (code, state, msg) = if passed {
+                    refuse(
+                        1049,
+                        b"42000",
+                        format!(
+                            "Unknown database '{}' (no switchyard MySQL cluster serves it)",
+                            database.unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    denied(!resp.payload.is_empty())
+                };
+                let _ = self
+                    .send(resp.next_seq, &err_payload(code, &state, &msg))
+                    .await;
+                return Err(SessionError::Refused(msg));
+            }
+        };
+        // The old session ends here, as if the client had left.
+        self.finish().await;
+        self.cluster = cluster;
+        self._connected = self.cluster.metrics.client_connected();
+        let vars = match charset {
+            Some(c) => charset_vars(c),
+            None => self.login_vars.clone(),
+        };
+        self.login_vars = vars.clone();
+        self.vars = vars;
+        self.login_schema = schema.clone();
+        self.schema = schema;
+        self.pinned = None;
+        self.status = SERVER_STATUS_AUTOCOMMIT;
+        self.route_override = None;
+        self.stmts.clear();
+        self.long_data = false;
+        self.own = Default::default();
+        if self.schema.is_some() {
+            // The schema must exist, as a direct server checks at once (1049 otherwise).
+            if let Err(e) = self.acquire(Want::Primary).await {
+                let _ = self.send(resp.next_seq, &e.err_payload()).await;
+                return Err(SessionError::Refused("change user: schema refused".into()));
+            }
+        }
+        tracing::debug!(user = %name, cluster = %self.cluster.database, "mysql client changed user");
+        self.send(resp.next_seq, &ok_payload(self.caps, self.status))
+            .await
     }
 
     /// Where the statement `sql` may run when the client holds no connection.
@@ -421,36 +590,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// [`Self::acquire`], or tell the client why not (false): the server's own error when
+    /// applying the client's state failed (an unknown schema: 1049, as directly), else 1040.
+    async fn acquire_or_tell(&mut self, want: Want) -> Result<bool, SessionError> {
+        match self.acquire(want).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.send(1, &e.err_payload()).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Check out a connection and bring it to the client's session state.
-    async fn acquire(&mut self, want: Want) -> Result<(), String> {
-        self.refresh_cluster()?;
+    async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
+        self.refresh_cluster().map_err(AcquireError::Other)?;
         self.for_write = matches!(want, Want::Primary);
         let state = self.cluster.state.clone();
         let mut exclude = None;
         loop {
-            let idx = state.select(want, exclude).map_err(|e| e.to_string())?;
+            let idx = state
+                .select(want, exclude)
+                .map_err(|e| AcquireError::Other(e.to_string()))?;
             let pool = self.cluster.pools[idx].clone();
             match pool.checkout().await {
                 Ok(conn) => return self.install(conn, idx).await,
                 Err(crate::pool::CheckoutError::Connect(e)) => {
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
-                        return Err(e.to_string());
+                        return Err(AcquireError::Other(e.to_string()));
                     }
                     exclude = Some(idx);
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(AcquireError::Other(e.to_string())),
             }
         }
     }
 
-    async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), String> {
+    async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), AcquireError> {
         conn.clean = false;
         let sql = self.state_sql(&conn);
         if !sql.is_empty() {
             if let Err(e) = conn.query(&sql, INTERNAL_TIMEOUT).await {
                 crate::pool::release(conn);
-                return Err(format!("applying the session's state failed: {e}"));
+                return Err(match e {
+                    MyQueryError::Server {
+                        code,
+                        sqlstate,
+                        message,
+                    } => AcquireError::Server {
+                        code,
+                        sqlstate,
+                        message,
+                    },
+                    e => AcquireError::Other(format!("applying the session's state failed: {e}")),
+                });
             }
         }
         conn.applied = self.vars.clone();
@@ -545,6 +739,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             At::First
         };
         let mut continued = false;
+        let mut rows = 0u64;
         loop {
             let (header_len, payload_len, first) = self.next_backend_packet().await?;
             let wire = header_len + payload_len;
@@ -610,6 +805,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 (At::Rows, _) => match first {
                     Some(codec::EOF_HEADER) if payload_len < 9 => {
+                        let caps = self
+                            .backend
+                            .as_ref()
+                            .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
+                        let warnings =
+                            codec::parse_eof(&self.bin[4..wire], caps).map_or(0, |e| e.warnings);
+                        self.own.result_set(std::mem::take(&mut rows), warnings);
                         let more = self.on_eof(wire);
                         at = At::Next;
                         !more
@@ -619,6 +821,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         true
                     }
                     _ => {
+                        rows += 1;
                         self.pass(wire);
                         false
                     }
@@ -649,13 +852,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             let conn = self.backend.as_mut().expect("a connection is held");
             self.bin.reserve(16 * 1024);
-            let n = tokio::time::timeout(
-                Duration::from_secs(3600),
-                conn.stream.read_buf(&mut self.bin),
-            )
-            .await
-            .map_err(|_| SessionError::Backend("no answer within an hour".into()))?
-            .map_err(|e| SessionError::Backend(e.to_string()))?;
+            // The client is watched meanwhile: what it sends early (pipelining drivers) waits
+            // in `cin`; a client that goes away has its statement and transaction stopped.
+            let client_room = self.cin.len() < CLIENT_READ_AHEAD;
+            let n = tokio::select! {
+                r = tokio::time::timeout(
+                    Duration::from_secs(3600),
+                    conn.stream.read_buf(&mut self.bin),
+                ) => r
+                    .map_err(|_| SessionError::Backend("no answer within an hour".into()))?
+                    .map_err(|e| SessionError::Backend(e.to_string()))?,
+                r = self.client.read_buf(&mut self.cin), if client_room => {
+                    match r {
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) => {
+                            self.kill_held_connection();
+                            return Err(SessionError::Client(PacketError::Closed));
+                        }
+                        Err(e) => {
+                            self.kill_held_connection();
+                            return Err(SessionError::ClientIo(e));
+                        }
+                    }
+                }
+            };
             if n == 0 {
                 return Err(SessionError::Backend("server closed the connection".into()));
             }
@@ -696,16 +916,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let backend_caps = self.backend.as_ref().map_or(0, |c| c.capabilities);
         let payload = self.bin[4..wire].to_vec();
         let seq = self.bin[3];
-        let Ok(ok) = codec::parse_ok(&payload, backend_caps) else {
+        let Ok(mut ok) = codec::parse_ok(&payload, backend_caps) else {
             self.pass(wire);
             return Ok(false);
         };
+        // A client that asked for CLIENT_FOUND_ROWS counts matched rows, not changed ones
+        // (SQLAlchemy's optimistic version checks rely on it); the servers' connections are
+        // shared, so they run without it and the count comes from the UPDATE's info string.
+        let mut rewrite = ok.session_state.is_some() && self.caps & CLIENT_SESSION_TRACK == 0;
+        if self.caps & CLIENT_FOUND_ROWS != 0 {
+            if let Some(matched) = rows_matched(ok.info) {
+                if matched != ok.affected_rows {
+                    ok.affected_rows = matched;
+                    rewrite = true;
+                }
+            }
+        }
         self.note_status(ok.status);
+        self.own
+            .ok(ok.affected_rows, ok.last_insert_id, ok.warnings);
         if let Some(state) = ok.session_state {
             self.note_session_changes(state);
         }
         let more = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
-        if ok.session_state.is_some() && self.caps & CLIENT_SESSION_TRACK == 0 {
+        if rewrite {
             let mut p = BytesMut::new();
             codec::put_ok(&mut p, &ok, self.caps);
             codec::write_packet(&mut self.cout, seq, &p);
@@ -825,14 +1059,89 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.send(1, &ok_payload(self.caps, self.status)).await
     }
 
+    /// The client left while its statement ran: the server connection is killed (the
+    /// statement stops, its transaction rolls back, its locks go; a closed socket alone is
+    /// not noticed by a statement waiting for a lock) and never reused.
+    fn kill_held_connection(&mut self) {
+        let Some(conn) = self.backend.as_mut() else {
+            return;
+        };
+        conn.killed = true;
+        conn.broken = true;
+        conn.clean = false;
+        let (addr, thread) = (conn.addr, conn.connection_id);
+        let target = self
+            .cluster
+            .pools
+            .iter()
+            .find(|p| p.addr() == addr)
+            .map(|p| p.target().clone());
+        if let Some(t) = target {
+            tokio::spawn(async move {
+                if let Err(e) = t.kill(thread, false, Duration::from_secs(5)).await {
+                    tracing::warn!(error = %e, "KILL of a gone client's connection failed");
+                }
+            });
+        }
+    }
+
+    /// Whether the session allows giving the held connection back (transaction mode).
+    fn may_release(&self) -> bool {
+        self.backend.is_some()
+            && self.w.pool_mode == PoolMode::Transaction
+            && self.pinned.is_none()
+            && !self.long_data
+            && self.status & SERVER_STATUS_IN_TRANS == 0
+            && !self.slot.terminate.load(Relaxed)
+    }
+
+    /// Before the connection goes: what only it knows about the client's last statement
+    /// (its warnings, what SQL_CALC_FOUND_ROWS counted). SHOW WARNINGS first: a SELECT clears
+    /// them.
+    async fn capture_own_results(&mut self) {
+        let (warnings, calc) = (self.own.warnings_pending, self.own.calc_found_rows);
+        if !warnings && !calc {
+            return;
+        }
+        self.own.warnings_pending = false;
+        self.own.calc_found_rows = false;
+        let Some(conn) = self.backend.as_mut() else {
+            return;
+        };
+        if warnings {
+            if let Ok(r) = conn.query("SHOW WARNINGS", INTERNAL_TIMEOUT).await {
+                self.own.warning_rows = r
+                    .rows()
+                    .iter()
+                    .map(|row| {
+                        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                        (col(0), col(1), col(2))
+                    })
+                    .collect();
+            }
+        }
+        if calc {
+            if let Ok(r) = conn.query("SELECT FOUND_ROWS()", INTERNAL_TIMEOUT).await {
+                if let Some(n) = r.value().and_then(|v| v.parse().ok()) {
+                    self.own.found_rows = n;
+                }
+            }
+        }
+    }
+
+    /// Answer a query about the client's own last statement (no connection held).
+    async fn answer_own(&mut self, q: &own::OwnQuery) -> Result<(), SessionError> {
+        let packets = self.own.answer(q, self.status);
+        let mut seq = 1u8;
+        for p in packets {
+            seq = codec::write_packet(&mut self.cout, seq, &p);
+        }
+        self.flush().await
+    }
+
     /// Give the connection back when the client's session allows (transaction mode).
     fn maybe_release(&mut self) {
-        if self.w.pool_mode != PoolMode::Transaction
-            || self.pinned.is_some()
-            || self.long_data
-            || self.status & SERVER_STATUS_IN_TRANS != 0
-            || self.slot.terminate.load(Relaxed)
-        {
+        if !self.may_release() {
             return;
         }
         if let Some(conn) = self.detach() {
@@ -901,6 +1210,13 @@ enum At {
     Columns(u64),
     ColumnsEof,
     Rows,
+}
+
+/// "Rows matched: 3  Changed: 0  Warnings: 0" (an UPDATE's OK info): the matched count.
+fn rows_matched(info: &[u8]) -> Option<u64> {
+    let rest = info.strip_prefix(b"Rows matched: ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 /// Why `sql` (classified as `reason`) pins a client, if it does: state the proxy cannot
@@ -1002,6 +1318,19 @@ fn charset_vars(id: u8) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matched_rows_come_from_the_info_string() {
+        assert_eq!(
+            rows_matched(b"Rows matched: 3  Changed: 0  Warnings: 0"),
+            Some(3)
+        );
+        assert_eq!(
+            rows_matched(b"Records: 3  Duplicates: 0  Warnings: 0"),
+            None
+        );
+        assert_eq!(rows_matched(b""), None);
+    }
 
     #[test]
     fn kill_statements_parse() {

@@ -206,12 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(false);
             }
         };
-        if let Err(e) = self.acquire(want).await {
-            let err = err_payload(1040, b"08004", &format!("switchyard: {e}"));
-            self.send(1, &err).await?;
-            return Ok(false);
-        }
-        Ok(true)
+        self.acquire_or_tell(want).await
     }
 
     /// The held connection's server id for `stmt`, preparing it there first if needed. None

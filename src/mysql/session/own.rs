@@ -1,0 +1,332 @@
+//! What a client asks about its own last statement: `LAST_INSERT_ID()`, `ROW_COUNT()`,
+//! `FOUND_ROWS()`, `@@warning_count` and `SHOW WARNINGS`. A server answers them from the
+//! session that ran the statement; with transaction pooling the next statement may run on
+//! another connection (or on one another client used since), where the answer is someone
+//! else's. So the session keeps these results itself: from each statement's final OK or EOF,
+//! plus, before a connection is given back, `SHOW WARNINGS` when the statement left warnings
+//! and `SELECT FOUND_ROWS()` after `SQL_CALC_FOUND_ROWS` (extra round trips only then). The
+//! bare forms of these queries are answered from them when the client holds no connection;
+//! any other statement that calls `LAST_INSERT_ID()` gets the client's value set on its
+//! connection first (`SELECT LAST_INSERT_ID(n)`), so `INSERT ... VALUES (LAST_INSERT_ID())`
+//! works too.
+
+use crate::mysql::codec::{self, flags::*};
+use bytes::{BufMut, BytesMut};
+
+/// The client's own last-statement results.
+#[derive(Debug, Default)]
+pub struct OwnResults {
+    /// `LAST_INSERT_ID()`: the last id an INSERT of this client generated (kept across
+    /// statements that generate none).
+    pub last_insert_id: u64,
+    /// `ROW_COUNT()`: rows changed by the last statement; -1 after a result set.
+    pub row_count: i64,
+    /// `FOUND_ROWS()`: rows of the last result set, or what `SQL_CALC_FOUND_ROWS` counted.
+    pub found_rows: u64,
+    /// `@@warning_count` of the last statement.
+    pub warnings: u16,
+    /// `SHOW WARNINGS` of the last statement: (level, code, message).
+    pub warning_rows: Vec<(String, String, String)>,
+    /// The last statement used `SQL_CALC_FOUND_ROWS`: its count is fetched before release.
+    pub calc_found_rows: bool,
+    /// The last statement's warnings are still to be fetched (before release).
+    pub warnings_pending: bool,
+}
+
+impl OwnResults {
+    /// A statement ended with an OK packet.
+    pub fn ok(&mut self, affected_rows: u64, last_insert_id: u64, warnings: u16) {
+        self.row_count = affected_rows as i64;
+        if last_insert_id != 0 {
+            self.last_insert_id = last_insert_id;
+        }
+        self.set_warnings(warnings);
+    }
+
+    /// A result set of `rows` rows ended (EOF).
+    pub fn result_set(&mut self, rows: u64, warnings: u16) {
+        self.row_count = -1;
+        self.found_rows = rows;
+        self.set_warnings(warnings);
+    }
+
+    fn set_warnings(&mut self, warnings: u16) {
+        self.warnings = warnings;
+        self.warnings_pending = warnings > 0;
+        self.warning_rows.clear();
+    }
+}
+
+/// A query about the client's own last statement, in the bare form answered locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnQuery {
+    /// `SELECT <expr>` with the expression as typed (the column name).
+    LastInsertId(String),
+    RowCount(String),
+    FoundRows(String),
+    WarningCount(String),
+    ShowWarnings,
+}
+
+/// `sql` as one of the bare forms (case-insensitive, surrounding blanks and one trailing `;`
+/// allowed), if it is one.
+pub fn own_query(sql: &str) -> Option<OwnQuery> {
+    let s = sql.trim();
+    let s = s.strip_suffix(';').unwrap_or(s).trim_end();
+    if s.eq_ignore_ascii_case("SHOW WARNINGS") {
+        return Some(OwnQuery::ShowWarnings);
+    }
+    let (head, expr) = s.split_at_checked(6)?;
+    if !head.eq_ignore_ascii_case("SELECT") || !expr.starts_with(|c: char| c.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let expr = expr.trim();
+    // An alias, with or without AS, names the column.
+    let lower = expr.to_ascii_lowercase();
+    let (head, alias) = match lower.rfind(" as ") {
+        Some(i) => (&expr[..i], Some(&expr[i + 4..])),
+        None => match expr.rfind(|c: char| c.is_ascii_whitespace()) {
+            Some(i) if known(&expr[..i]).is_some() => (&expr[..i], Some(&expr[i + 1..])),
+            _ => (expr, None),
+        },
+    };
+    let name = match alias {
+        Some(a) => unquote(a.trim())?,
+        None => head.trim().to_owned(),
+    };
+    Some(match known(head)? {
+        0 => OwnQuery::LastInsertId(name),
+        1 => OwnQuery::RowCount(name),
+        2 => OwnQuery::FoundRows(name),
+        _ => OwnQuery::WarningCount(name),
+    })
+}
+
+/// Which of the bare expressions `expr` is (blanks and case ignored).
+fn known(expr: &str) -> Option<usize> {
+    let compact: String = expr
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    [
+        "last_insert_id()",
+        "row_count()",
+        "found_rows()",
+        "@@warning_count",
+        "@@session.warning_count",
+    ]
+    .iter()
+    .position(|k| *k == compact)
+    .map(|i| i.min(3))
+}
+
+/// A column alias: a plain identifier, or one in backquotes or quotes.
+fn unquote(a: &str) -> Option<String> {
+    for q in ['`', '"', '\''] {
+        if let Some(inner) = a.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return (!inner.contains(q)).then(|| inner.to_owned());
+        }
+    }
+    (!a.is_empty()
+        && a.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$'))
+    .then(|| a.to_owned())
+}
+
+/// Whether `sql` calls `LAST_INSERT_ID` anywhere (the value must be the client's there).
+pub fn mentions_last_insert_id(sql: &str) -> bool {
+    contains_ignore_case(sql, "last_insert_id")
+}
+
+/// Whether `sql` uses `SQL_CALC_FOUND_ROWS`.
+pub fn calcs_found_rows(sql: &str) -> bool {
+    contains_ignore_case(sql, "sql_calc_found_rows")
+}
+
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+const TYPE_LONGLONG: u8 = 0x08;
+const TYPE_VAR_STRING: u8 = 0xfd;
+const TYPE_LONG: u8 = 0x03;
+const NOT_NULL: u16 = 0x0001;
+const UNSIGNED: u16 = 0x0020;
+const BINARY: u16 = 0x0080;
+const CHARSET_BINARY: u16 = 63;
+const CHARSET_UTF8MB4: u16 = 45;
+
+/// One column of a result set the proxy builds.
+struct Column<'a> {
+    name: &'a str,
+    kind: u8,
+    flags: u16,
+    length: u32,
+}
+
+/// The packets (payloads) of a text result set: column count, definitions, EOF, rows, EOF
+/// (the proxy never offers CLIENT_DEPRECATE_EOF). `status` goes in both EOFs.
+fn result_set(columns: &[Column<'_>], rows: &[Vec<String>], status: u16) -> Vec<BytesMut> {
+    let mut out = Vec::with_capacity(columns.len() + rows.len() + 3);
+    let mut p = BytesMut::new();
+    codec::put_column_count(&mut p, columns.len() as u64, None);
+    out.push(p);
+    for c in columns {
+        let mut p = BytesMut::new();
+        for s in ["def", "", "", ""] {
+            codec::put_lenenc_bytes(&mut p, s.as_bytes());
+        }
+        codec::put_lenenc_bytes(&mut p, c.name.as_bytes());
+        codec::put_lenenc_bytes(&mut p, b"");
+        codec::put_lenenc_int(&mut p, 0x0c);
+        let numeric = c.kind != TYPE_VAR_STRING;
+        p.put_u16_le(if numeric {
+            CHARSET_BINARY
+        } else {
+            CHARSET_UTF8MB4
+        });
+        p.put_u32_le(c.length);
+        p.put_u8(c.kind);
+        p.put_u16_le(c.flags | if numeric { BINARY } else { 0 });
+        p.put_u8(0);
+        p.put_u16_le(0);
+        out.push(p);
+    }
+    let eof = |status| {
+        let mut p = BytesMut::new();
+        codec::put_eof(
+            &mut p,
+            &codec::EofPacket {
+                warnings: 0,
+                status,
+            },
+            CLIENT_PROTOCOL_41,
+        );
+        p
+    };
+    out.push(eof(status));
+    for row in rows {
+        let mut p = BytesMut::new();
+        for v in row {
+            codec::put_lenenc_bytes(&mut p, v.as_bytes());
+        }
+        out.push(p);
+    }
+    out.push(eof(status));
+    out
+}
+
+impl OwnResults {
+    /// The answer to `q` as result-set packets, and what the query itself leaves behind (a
+    /// SELECT clears the warnings and makes ROW_COUNT() -1, as on the server).
+    pub fn answer(&mut self, q: &OwnQuery, status: u16) -> Vec<BytesMut> {
+        let one = |name: &str, kind: u8, flags: u16, value: String| {
+            result_set(
+                &[Column {
+                    name,
+                    kind,
+                    flags: flags | NOT_NULL,
+                    length: 21,
+                }],
+                &[vec![value]],
+                status,
+            )
+        };
+        let packets = match q {
+            OwnQuery::LastInsertId(n) => {
+                one(n, TYPE_LONGLONG, UNSIGNED, self.last_insert_id.to_string())
+            }
+            OwnQuery::RowCount(n) => one(n, TYPE_LONGLONG, 0, self.row_count.to_string()),
+            OwnQuery::FoundRows(n) => one(n, TYPE_LONGLONG, 0, self.found_rows.to_string()),
+            OwnQuery::WarningCount(n) => one(n, TYPE_LONGLONG, UNSIGNED, self.warnings.to_string()),
+            OwnQuery::ShowWarnings => {
+                let rows: Vec<Vec<String>> = self
+                    .warning_rows
+                    .iter()
+                    .map(|(l, c, m)| vec![l.clone(), c.clone(), m.clone()])
+                    .collect();
+                let cols = [
+                    Column {
+                        name: "Level",
+                        kind: TYPE_VAR_STRING,
+                        flags: NOT_NULL,
+                        length: 28,
+                    },
+                    Column {
+                        name: "Code",
+                        kind: TYPE_LONG,
+                        flags: NOT_NULL | UNSIGNED,
+                        length: 4,
+                    },
+                    Column {
+                        name: "Message",
+                        kind: TYPE_VAR_STRING,
+                        flags: NOT_NULL,
+                        length: 2048,
+                    },
+                ];
+                return result_set(&cols, &rows, status);
+            }
+        };
+        self.result_set(1, 0);
+        packets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_forms_only() {
+        assert_eq!(
+            own_query("select last_insert_id()"),
+            Some(OwnQuery::LastInsertId("last_insert_id()".into()))
+        );
+        assert_eq!(
+            own_query("  SELECT  ROW_COUNT( ) ; "),
+            Some(OwnQuery::RowCount("ROW_COUNT( )".into()))
+        );
+        assert_eq!(
+            own_query("SELECT @@session.warning_count"),
+            Some(OwnQuery::WarningCount("@@session.warning_count".into()))
+        );
+        assert_eq!(own_query("show warnings"), Some(OwnQuery::ShowWarnings));
+        assert_eq!(own_query("SELECT LAST_INSERT_ID() + 1"), None);
+        assert_eq!(own_query("SELECT FOUND_ROWS() FROM t"), None);
+        assert_eq!(own_query("SELECTROW_COUNT()"), None);
+        assert_eq!(own_query("SHOW WARNINGS LIMIT 1"), None);
+        assert_eq!(
+            own_query("SELECT ROW_COUNT() AS v"),
+            Some(OwnQuery::RowCount("v".into()))
+        );
+        assert_eq!(
+            own_query("select @@warning_count `n`"),
+            Some(OwnQuery::WarningCount("n".into()))
+        );
+        assert_eq!(own_query("SELECT FOUND_ROWS() AS a b"), None);
+        assert_eq!(own_query("SELECT FOUND_ROWS() + 1 AS v"), None);
+        assert!(mentions_last_insert_id(
+            "INSERT INTO c VALUES (Last_Insert_Id(), 1)"
+        ));
+        assert!(calcs_found_rows("select sql_calc_found_rows * from t"));
+    }
+
+    #[test]
+    fn results_follow_the_last_statement() {
+        let mut o = OwnResults::default();
+        o.ok(1, 7, 0);
+        o.ok(3, 0, 2);
+        assert_eq!((o.last_insert_id, o.row_count, o.warnings), (7, 3, 2));
+        assert!(o.warnings_pending);
+        let packets = o.answer(&OwnQuery::LastInsertId("LAST_INSERT_ID()".into()), 2);
+        // count, one definition, EOF, one row, EOF
+        assert_eq!(packets.len(), 5);
+        assert_eq!(&packets[3][..], b"\x017");
+        assert_eq!((o.row_count, o.warnings), (-1, 0));
+    }
+}
