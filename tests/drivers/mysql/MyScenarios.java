@@ -500,7 +500,7 @@ public class MyScenarios {
         String vars = "sql_mode='" + SETTINGS[k][0] + "',time_zone='" + SETTINGS[k][1] + "'";
         String extra = "pool=true&poolName=" + name + "&maxPoolSize=" + size + "&minPoolSize=0"
                 + "&useServerPrepStmts=true&sessionVariables="
-                + java.net.URLEncoder.encode(vars, StandardCharsets.UTF_8);
+                + vars;
         return new MariaDbPoolDataSource(url(PORT, extra));
     }
 
@@ -811,7 +811,7 @@ public class MyScenarios {
     static void dirty() throws Exception {
         String how = args[1];
         String txArg = args[2];
-        String vars = java.net.URLEncoder.encode("sql_mode='ANSI',time_zone='+05:45',max_statement_time=7", StandardCharsets.UTF_8);
+        String vars = "sql_mode='ANSI',time_zone='+05:45',max_statement_time=7";
         Connection c = connect("useServerPrepStmts=true&sessionVariables=" + vars);
         try (Statement s = c.createStatement()) {
             c.setTransactionIsolation(Connection.TRANSACTION_SERIALIZABLE);
