@@ -925,6 +925,119 @@ fn mysql_async_pool_prepared_statements_and_transactions_match_the_ledger() {
     }
 }
 
+/// One of 200 clients: connects with its own connect-time SETs (character set, sql_mode,
+/// time zone, autocommit, as drivers do), then runs `rounds` short transactions, each reading
+/// its settings back and inserting one row. Returns what it saw that was not its own.
+async fn own_settings_client(port: u16, db: &str, k: u32, rounds: u32) -> Result<u32, String> {
+    use mysql_async::prelude::*;
+    let charsets = ["utf8mb4", "latin1", "utf8mb3", "ascii"];
+    let modes = [
+        "ANSI_QUOTES",
+        "STRICT_TRANS_TABLES",
+        "NO_ZERO_DATE",
+        "PIPES_AS_CONCAT",
+    ];
+    let (cs, mode) = (charsets[k as usize % 4], modes[(k as usize / 4) % 4]);
+    let tz = format!("+{:02}:{:02}", k % 13, (k % 4) * 15);
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(APP_USER))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some(db))
+        .prefer_socket(false)
+        .init(vec![
+            format!("SET NAMES {cs}"),
+            format!("SET SESSION sql_mode = '{mode}'"),
+            format!("SET time_zone = '{tz}'"),
+            "SET autocommit = 1".to_string(),
+        ]);
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| format!("client {k}: connect: {e}"))?;
+    let mut wrong = 0;
+    for r in 0..rounds {
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .map_err(|e| format!("client {k}: begin: {e}"))?;
+        let (m, z, c): (String, String, String) = tx
+            .query_first("SELECT @@sql_mode, @@time_zone, @@character_set_client")
+            .await
+            .map_err(|e| format!("client {k}: select: {e}"))?
+            .ok_or("no row")?;
+        if m != mode || z != tz || c != cs {
+            wrong += 1;
+        }
+        tx.query_drop(format!(
+            "INSERT INTO seen (client, round) VALUES ({k}, {r})"
+        ))
+        .await
+        .map_err(|e| format!("client {k}: insert: {e}"))?;
+        tx.commit()
+            .await
+            .map_err(|e| format!("client {k}: commit: {e}"))?;
+    }
+    conn.disconnect().await.map_err(|e| e.to_string())?;
+    Ok(wrong)
+}
+
+/// Pooling stays pooling: 200 clients that set NAMES, sql_mode, time_zone and autocommit
+/// when they connect, all connected at once and each running short transactions, are served
+/// by a pool of 10 server connections per backend without a checkout timeout (connect-time
+/// SETs pin nobody), and every transaction sees its own client's settings.
+#[test]
+fn two_hundred_clients_with_connect_time_sets_share_a_pool_of_10() {
+    let _g = serial();
+    let db = "drv_200";
+    fresh_db(
+        db,
+        "CREATE TABLE seen (client int, round int, PRIMARY KEY (client, round))",
+    );
+    let p = start_proxy(db, 10, true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = p.port;
+    let results: Vec<Result<u32, String>> = rt.block_on(async {
+        let tasks: Vec<_> = (0..200u32)
+            .map(|k| tokio::spawn(async move { own_settings_client(port, "drv_200", k, 5).await }))
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(
+                tokio::time::timeout(Duration::from_secs(180), t)
+                    .await
+                    .map_err(|_| "a client did not finish in 180 s".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .and_then(|r| r),
+            );
+        }
+        out
+    });
+    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        errors.is_empty(),
+        "{} clients failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    let wrong: u32 = results.iter().map(|r| *r.as_ref().unwrap()).sum();
+    assert_eq!(wrong, 0, "transactions saw another client's settings");
+    assert_eq!(primary_value(db, "SELECT count(*) FROM seen"), "1000");
+    // The proxy never had more than its 10 connections to the primary (plus its probe).
+    let on_primary = primary_value(
+        db,
+        "SELECT count(*) FROM information_schema.processlist WHERE user = 'switchyard'",
+    );
+    assert!(
+        on_primary.parse::<u32>().unwrap() <= 11,
+        "{on_primary} server connections"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // the mariadb CLI
 

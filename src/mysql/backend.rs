@@ -252,6 +252,9 @@ pub struct MyConn {
     pub broken: bool,
     /// Something ran whose effect on session state is unknown: reset before reuse.
     pub state_unknown: bool,
+    /// Whether the server takes several statements in one COM_QUERY on this connection (on
+    /// at login; COM_SET_OPTION switches it); `None` when unknown (after a reset).
+    pub multi_statements: Option<bool>,
     /// Front end bookkeeping: proxy statement id -> this connection's statement id.
     pub prepared: HashMap<u64, u32>,
     /// Front end bookkeeping: session variables applied on this connection (name, value).
@@ -342,6 +345,7 @@ impl MyConn {
             killed: false,
             broken: false,
             state_unknown: false,
+            multi_statements: Some(true),
             prepared: HashMap::new(),
             applied: Vec::new(),
             default_schema: t.database.clone(),
@@ -408,6 +412,7 @@ impl MyConn {
         self.prepared.clear();
         self.applied.clear();
         self.state_unknown = false;
+        self.multi_statements = None;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.track_session(left).await?;
         // Without a default schema the schema stays (COM_RESET_CONNECTION keeps it); a client
@@ -423,6 +428,24 @@ impl MyConn {
             self.schema = Some(db);
         }
         self.clean = !self.in_transaction();
+        Ok(())
+    }
+
+    /// Make the server take several statements per COM_QUERY (`on`) or only one, as the
+    /// client of the moment negotiated: COM_SET_OPTION, sent only when the connection is not
+    /// in that mode already.
+    pub async fn ensure_multi_statements(
+        &mut self,
+        on: bool,
+        timeout: Duration,
+    ) -> Result<(), MyQueryError> {
+        if self.multi_statements == Some(on) {
+            return Ok(());
+        }
+        let mut p = BytesMut::with_capacity(3);
+        codec::put_set_option(&mut p, if on { 0 } else { 1 });
+        self.command(&p, timeout).await?;
+        self.multi_statements = Some(on);
         Ok(())
     }
 
@@ -917,6 +940,11 @@ impl Response {
                 }
                 self.at = At::Columns(n);
                 Ok(Fed::More)
+            }
+            (At::First, Kind::Eof) => {
+                // COM_SET_OPTION's answer.
+                let eof = codec::parse_eof(payload, caps).map_err(|e| e.to_string())?;
+                self.end_statement(eof.status, eof.warnings, None)
             }
             (At::First, Kind::LocalInfile) => {
                 Err("LOCAL INFILE request, which this connection did not enable".into())

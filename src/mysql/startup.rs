@@ -30,9 +30,11 @@ use tokio::io::AsyncWrite;
 /// CLIENT_DEPRECATE_EOF (result sets are forwarded as the servers send them, which the proxy
 /// asks for with classic EOF packets), CLIENT_LOCAL_FILES (LOCAL INFILE is refused),
 /// compression, query attributes. CLIENT_FOUND_ROWS is honoured for UPDATE (the matched
-/// count of the OK's info string replaces the changed count).
+/// count of the OK's info string replaces the changed count); CLIENT_IGNORE_SPACE adds
+/// IGNORE_SPACE to the client's sql_mode (see the session).
 pub const OFFERED_CAPS: u64 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
+    | CLIENT_IGNORE_SPACE
     | CLIENT_LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_PROTOCOL_41

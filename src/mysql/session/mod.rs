@@ -168,6 +168,10 @@ pub struct Session<S> {
     ryw: crate::cluster::ReadYourWrites,
     /// What the client may ask about its own last statement (see `own`).
     own: own::OwnResults,
+    /// CLIENT_MULTI_STATEMENTS as the client negotiated it or set it since (COM_SET_OPTION).
+    multi_statements: bool,
+    /// The client asked for CLIENT_IGNORE_SPACE and its sql_mode does not have it yet.
+    ignore_space_pending: bool,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -211,6 +215,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             for_write: true,
             ryw: Default::default(),
             own: Default::default(),
+            multi_statements: caps & CLIENT_MULTI_STATEMENTS != 0,
+            ignore_space_pending: caps & CLIENT_IGNORE_SPACE != 0,
             _connected: connected,
         }
     }
@@ -283,7 +289,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.forward_command(first, &packet.payload).await?
                 }
                 Command::SetOption => {
-                    // The servers always allow multi-statements; the reply is an EOF.
+                    // Applied to the server connection with the client's next query (see
+                    // `com_query`). The reply is an EOF.
+                    match packet.payload.get(1..3) {
+                        Some([0, 0]) => self.multi_statements = true,
+                        Some([1, 0]) => self.multi_statements = false,
+                        _ => {
+                            let err = err_payload(1047, b"08S01", "Unknown COM_SET_OPTION");
+                            self.send(seq, &err).await?;
+                            continue;
+                        }
+                    }
                     let mut eof = BytesMut::new();
                     codec::put_eof(
                         &mut eof,
@@ -387,6 +403,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Err(SessionError::Backend(e.to_string()));
                 }
             }
+        }
+        // The servers' connections take several statements per query unless the client of
+        // the moment did not ask to: a server then refuses a multi-statement text itself.
+        let multi = self.multi_statements;
+        let conn = self.backend.as_mut().expect("a connection is held");
+        if let Err(e) = conn.ensure_multi_statements(multi, INTERNAL_TIMEOUT).await {
+            conn.clean = false;
+            return Err(SessionError::Backend(e.to_string()));
         }
         self.forward(payload, Answer::Query).await
     }
@@ -631,7 +655,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         conn.clean = false;
         let sql = self.state_sql(&conn);
         if !sql.is_empty() {
-            if let Err(e) = conn.query(&sql, INTERNAL_TIMEOUT).await {
+            let multi = if sql.contains("; ") {
+                conn.ensure_multi_statements(true, INTERNAL_TIMEOUT).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = match multi {
+                Ok(()) => conn.query(&sql, INTERNAL_TIMEOUT).await,
+                Err(e) => Err(e),
+            } {
                 crate::pool::release(conn);
                 return Err(match e {
                     MyQueryError::Server {
@@ -649,6 +681,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         conn.applied = self.vars.clone();
         conn.schema = self.schema.clone();
+        if std::mem::take(&mut self.ignore_space_pending) {
+            // CLIENT_IGNORE_SPACE: a server adds IGNORE_SPACE to the session's sql_mode at
+            // login. Done on the first connection the client gets, the result kept as the
+            // client's (and login) sql_mode from then on.
+            let sql = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',IGNORE_SPACE')";
+            match conn.query(sql, INTERNAL_TIMEOUT).await {
+                Ok(r) => {
+                    if let Some((_, mode)) = r.variables.iter().find(|(k, _)| k == "sql_mode") {
+                        for vars in [&mut self.vars, &mut self.login_vars, &mut conn.applied] {
+                            set_var(vars, "sql_mode".into(), mode.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    crate::pool::release(conn);
+                    return Err(AcquireError::Other(format!("CLIENT_IGNORE_SPACE: {e}")));
+                }
+            }
+        }
         *self.slot.running.lock().unwrap() = Some(Running {
             addr: conn.addr,
             thread: conn.connection_id,

@@ -37,6 +37,10 @@ function options(port, extra = {}) {
     connectTimeout: 10000,
     supportBigNumbers: true,
     bigNumberStrings: true,
+    // JSON columns as the server's text: Switchyard does not offer MariaDB's extended
+    // column metadata (its servers' connections are shared by clients with and without it),
+    // so mysql2 cannot tell a JSON column from text through it (README, known differences).
+    jsonStrings: true,
     ...extra,
   };
 }
@@ -182,7 +186,8 @@ async function types() {
   let [rows, fields] = await qa(c, 'SELECT @@session.sql_mode, @@autocommit, @@character_set_client, @@collation_connection, @@time_zone');
   printResult('session', rows, fields);
   try {
-    [rows, fields] = await q(c, 'SELECT count (*) AS n FROM vals');
+    // On the primary: the rows were just written (a replica may not have them yet).
+    [rows, fields] = await q(c, '/* switchyard:primary */ SELECT count (*) AS n FROM vals');
     printResult('function name and a space', rows, fields);
   } catch (e) {
     out('function name and a space: error', errCode(e));

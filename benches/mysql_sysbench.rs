@@ -1,0 +1,257 @@
+//! sysbench through Switchyard's MySQL front end, against the same MariaDB directly and
+//! through HAProxy in TCP mode, alternating in one run (results in benches/README.md).
+//!
+//! ```sh
+//! cargo bench --bench mysql_sysbench                       # defaults below
+//! DURATION=20 ROUNDS=3 THREADS=8 cargo bench --bench mysql_sysbench
+//! ```
+//!
+//! Servers: a MariaDB primary and `REPLICAS` (default 1) GTID replicas from the test kit
+//! (temporary directories, free loopback ports), buffer pool 256 MiB. Data: `sysbench
+//! oltp_read_only prepare` with `TABLES` x `TABLE_SIZE` (4 x 10,000) on the primary, directly.
+//! Contenders:
+//! - `direct`: the primary.
+//! - `haproxy`: HAProxy in TCP mode in front of the primary (`mode tcp`, one server).
+//! - `switchyard`: for oltp_read_only a cluster with the primary only (every statement on
+//!   it: this measures the proxy itself, prepared-statement id mapping included); for
+//!   oltp_read_write the cluster with its replicas, transaction pooling, reads split.
+//!
+//! oltp_read_write runs with `--skip_trx=on` for every contender: sysbench otherwise wraps
+//! each event in BEGIN/COMMIT, which keeps every statement of it on the primary. Each run is
+//! `THREADS` threads for `DURATION` seconds, server-side prepared statements (sysbench's
+//! default); the order of contenders rotates each round; the median TPS per contender is
+//! reported with its ratio to direct.
+//!
+//! Needs `sysbench` and `haproxy` (Debian packages of the same names); refuses to run without
+//! them rather than report half a table.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use switchyard::app::Server;
+use switchyard::config::Config;
+use switchyard::testkit::mariadb::{MariaCluster, MariaClusterOptions, APP_PASSWORD, APP_USER};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sysbench(
+    test: &str,
+    port: u16,
+    threads: u64,
+    duration: u64,
+    extra: &[&str],
+    cmd: &str,
+) -> String {
+    let out = Command::new("sysbench")
+        .arg(test)
+        .args([
+            "--db-driver=mysql",
+            "--mysql-host=127.0.0.1",
+            &format!("--mysql-port={port}"),
+            &format!("--mysql-user={APP_USER}"),
+            &format!("--mysql-password={APP_PASSWORD}"),
+            "--mysql-db=sbtest",
+            &format!("--tables={}", env_or("TABLES", 4)),
+            &format!("--table-size={}", env_or("TABLE_SIZE", 10_000)),
+            &format!("--threads={threads}"),
+            &format!("--time={duration}"),
+            "--report-interval=0",
+            "--mysql-ssl=off",
+        ])
+        .args(extra)
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sysbench (apt-get install sysbench)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sysbench {test} {cmd} on port {port} failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// "transactions:  12345  (411.50 per sec.)" -> 411.50
+fn tps(report: &str) -> f64 {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no TPS in sysbench output:\n{report}"))
+}
+
+fn start_haproxy(dir: &std::path::Path, port: u16, primary: u16) -> Child {
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 1h\n  timeout server 1h\n\nfrontend db\n  bind 127.0.0.1:{port}\n  \
+             default_backend primary\n\nbackend primary\n  server p 127.0.0.1:{primary}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy (apt-get install haproxy)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn start_switchyard(c: &MariaCluster, with_replicas: bool, pool: u64) -> Server {
+    let replicas = if with_replicas {
+        let r: Vec<String> = c
+            .replica_ports()
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        format!("replicas = [{}]", r.join(", "))
+    } else {
+        String::new()
+    };
+    let text = format!(
+        r#"
+[general]
+workers = {workers}
+
+[mysql]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "500ms"
+
+[pool]
+size = {pool}
+
+[[user]]
+name = "{APP_USER}"
+password = "{APP_PASSWORD}"
+
+[[cluster]]
+name = "sbtest"
+protocol = "mysql"
+database = "sbtest"
+primary = "127.0.0.1:{primary}"
+{replicas}
+user = "switchyard"
+password = "switchyard_pw"
+max_lag = "30s"
+"#,
+        workers = env_or("WORKERS", 1),
+        primary = c.primary_port(),
+    );
+    let server = Server::start(Config::from_toml(&text).expect("bench config")).expect("proxy");
+    // Let the health checker see the replicas.
+    std::thread::sleep(Duration::from_secs(2));
+    server
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is taken from the command line.
+    for tool in ["sysbench", "haproxy"] {
+        let found = Command::new(tool)
+            .arg(if tool == "haproxy" { "-v" } else { "--version" })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(found, "{tool} is not installed (apt-get install {tool})");
+    }
+    let (threads, duration, rounds) = (
+        env_or("THREADS", 8),
+        env_or("DURATION", 15),
+        env_or("ROUNDS", 3),
+    );
+    let replicas = env_or("REPLICAS", 1) as usize;
+    let c = MariaCluster::start_with(MariaClusterOptions {
+        replicas,
+        buffer_pool_mb: 256,
+        ..Default::default()
+    })
+    .expect("start MariaDB");
+    c.create_database("sbtest").unwrap();
+    sysbench("oltp_read_only", c.primary_port(), 4, 0, &[], "prepare");
+    c.wait_caught_up(Duration::from_secs(120)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hp = free_port();
+    let mut haproxy = start_haproxy(dir.path(), hp, c.primary_port());
+    let pool = env_or("POOL", threads);
+    let pinned = start_switchyard(&c, false, pool);
+    let split = start_switchyard(&c, true, pool);
+    let pinned_port = pinned.my_addr.unwrap().port();
+    let split_port = split.my_addr.unwrap().port();
+
+    let workloads: [(&str, &[&str], u16); 2] = [
+        ("oltp_read_only", &[], pinned_port),
+        ("oltp_read_write", &["--skip_trx=on"], split_port),
+    ];
+    let mut results: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        for (test, extra, sy_port) in workloads {
+            let mut contenders = vec![
+                ("direct", c.primary_port()),
+                ("haproxy", hp),
+                ("switchyard", sy_port),
+            ];
+            contenders.rotate_left(round as usize % 3);
+            for (name, port) in contenders {
+                let t = tps(&sysbench(test, port, threads, duration, extra, "run"));
+                eprintln!("round {round} {test:16} {name:11} {t:9.1} TPS");
+                results.entry((test, name)).or_default().push(t);
+            }
+        }
+    }
+    println!(
+        "\nsysbench {threads} threads, {duration} s x {rounds} rounds, {} tables x {} rows, \
+         {replicas} replica(s), switchyard pool {pool}, workers {}",
+        env_or("TABLES", 4),
+        env_or("TABLE_SIZE", 10_000),
+        env_or("WORKERS", 1)
+    );
+    println!(
+        "{:18} {:11} {:>10} {:>8}",
+        "test", "contender", "TPS", "x direct"
+    );
+    for (test, _, _) in workloads {
+        let direct = median(&mut results[&(test, "direct")].clone());
+        for name in ["direct", "haproxy", "switchyard"] {
+            let m = median(&mut results[&(test, name)].clone());
+            println!("{test:18} {name:11} {m:10.1} {:8.2}", m / direct);
+        }
+    }
+    pinned.shutdown();
+    split.shutdown();
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+}
