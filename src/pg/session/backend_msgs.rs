@@ -155,7 +155,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 _ => return unexpected("ParseComplete"),
             },
             b'2' => self.expect_head(|p| matches!(p, Pend::Bind), "BindComplete")?,
-            b'3' => self.expect_head(|p| matches!(p, Pend::Close), "CloseComplete")?,
+            b'3' => match self.pending.pop_front() {
+                Some(Pend::Close { injected }) => return Ok(!injected),
+                _ => return unexpected("CloseComplete"),
+            },
             b'n' => self.expect_head(|p| matches!(p, Pend::Describe), "NoData")?,
             b'T' => {
                 if matches!(self.pending.front(), Some(Pend::Describe)) {

@@ -167,7 +167,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.pending.push_back(if h.tag == b'D' {
                     Pend::Describe
                 } else {
-                    Pend::Close
+                    Pend::Close { injected: false }
                 });
             }
             b'E' => {
@@ -272,10 +272,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Transaction mode: the client's unnamed statement, parsed in an earlier batch, goes
-    /// to the held connection again unless it is there (its ParseComplete swallowed).
+    /// to the held connection again unless it is there (its ParseComplete swallowed). A
+    /// client without one gets the server's own error, not whatever unnamed statement the
+    /// connection was left with by an earlier batch, its own or another client's: the
+    /// proxy closes that first (its CloseComplete swallowed).
     fn ensure_unnamed(&mut self) {
-        if self.mode != PoolMode::Transaction || self.unnamed_here || self.unnamed_parse.is_empty()
-        {
+        if self.mode != PoolMode::Transaction || self.unnamed_here {
+            return;
+        }
+        if self.unnamed_parse.is_empty() {
+            codec::put_target(&mut self.bout, b'C', b'S', b"");
+            self.pending.push_back(Pend::Close { injected: true });
             return;
         }
         self.bout.extend_from_slice(&self.unnamed_parse);

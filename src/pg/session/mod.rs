@@ -93,7 +93,10 @@ enum Pend {
     Execute {
         copy_mark: u32,
     },
-    Close,
+    /// `injected`: sent by the proxy (its CloseComplete is not forwarded).
+    Close {
+        injected: bool,
+    },
     /// Sync, Query or FunctionCall: answered up to ReadyForQuery. `clears`: session state a
     /// Query removes if it completes without error outside a transaction; `resets`: it resets
     /// settings (the server's reports of changed settings are expected).
@@ -678,6 +681,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             if h.tag == b'Q' && self.mode == PoolMode::Transaction {
                 // A simple Query ends the unnamed statement, answered here or by a server.
                 self.unnamed_parse.clear();
+                self.unnamed_here = false;
             }
             if h.tag == b'Q' && self.answer_locally(&h)? {
                 self.cin.advance(h.wire_len);
