@@ -504,6 +504,9 @@ async fn run_worker(
     } else {
         shared.shutdown.cancelled().await;
     }
+    // Stop listening now: a client that connects while the others drain is refused at once
+    // instead of waiting in the accept queue until the drain ends.
+    drop((pg, my));
     tracker.close();
     let drain = shared.config().general.drain_timeout;
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {

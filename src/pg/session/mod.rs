@@ -559,6 +559,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
+        tracing::debug!(tx = %(self.tx_status as char), held = self.backend.is_some(), "closing a client for shutdown");
         codec::put_error(
             &mut self.cout,
             "FATAL",
