@@ -906,13 +906,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // The client is watched meanwhile: what it sends early (pipelining drivers) waits
             // in `cin`; a client that goes away has its statement and transaction stopped.
             let client_room = self.cin.len() < CLIENT_READ_AHEAD;
+            // No timer here: a statement may run as long as it does directly, and arming one
+            // per answer cost a wakeup of the runtime's driver per statement.
             let n = tokio::select! {
-                r = tokio::time::timeout(
-                    Duration::from_secs(3600),
-                    conn.stream.read_buf(&mut self.bin),
-                ) => r
-                    .map_err(|_| SessionError::Backend("no answer within an hour".into()))?
-                    .map_err(|e| SessionError::Backend(e.to_string()))?,
+                r = conn.stream.read_buf(&mut self.bin) => {
+                    r.map_err(|e| SessionError::Backend(e.to_string()))?
+                }
                 r = self.client.read_buf(&mut self.cin), if client_room => {
                     match r {
                         Ok(n) if n > 0 => continue,
