@@ -46,7 +46,7 @@ pub struct BackendSnapshot {
     pub multiplex: MuxStats,
 }
 
-/// What multiplexing did on one backend (see `crate::pg::mux`).
+/// What multiplexing did on one backend (PostgreSQL's multiplexed reads; README, "Multiplexed reads").
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct MuxStats {
     /// Statements answered through lanes.

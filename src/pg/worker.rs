@@ -207,30 +207,20 @@ pub fn build_pools(
 ) -> PoolMap {
     let mut out = HashMap::new();
     for c in cfg.clusters_of(crate::config::Protocol::Postgres) {
-        let total = c.pool_size.unwrap_or(cfg.pool.size);
-        let size = total.div_ceil(workers.max(1)).max(1);
+        let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
         let state = states[&c.database].clone();
         let base = backend_target(cfg, c);
         let prev = old.and_then(|o| o.get(&c.database));
-        let pools = state
-            .backends
-            .iter()
-            .map(|b| {
-                let target = BackendTarget {
-                    addr: b.addr,
-                    ..base.clone()
-                };
-                let reuse = prev.and_then(|p| {
-                    p.pools
-                        .iter()
-                        .find(|p| p.same(&target, size, cfg.pool.checkout_timeout))
-                });
-                match reuse {
-                    Some(p) => p.clone(),
-                    None => Arc::new(PgPool::new(target, size, cfg.pool.checkout_timeout)),
-                }
-            })
-            .collect();
+        let targets = state.backends.iter().map(|b| BackendTarget {
+            addr: b.addr,
+            ..base.clone()
+        });
+        let pools = crate::pool::cluster_pools(
+            targets,
+            prev.map(|p| p.pools.as_slice()),
+            size,
+            cfg.pool.checkout_timeout,
+        );
         let cp = ClusterPools {
             metrics: shared.metrics.cluster_handles(&state.name),
             state,
@@ -247,14 +237,8 @@ pub fn build_pools(
 /// Close every pool in `olds` that no map in `news` uses: idle connections close now,
 /// connections in use are closed when their transaction ends.
 pub fn close_unused(olds: &[Arc<PoolMap>], news: &[Arc<PoolMap>]) {
-    let kept: Vec<*const PgPool> = news
-        .iter()
-        .flat_map(|m| m.values())
-        .flat_map(|c| c.pools.iter().map(Arc::as_ptr))
-        .collect();
-    for p in olds.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools) {
-        if !kept.contains(&Arc::as_ptr(p)) {
-            p.close();
-        }
+    fn pools(maps: &[Arc<PoolMap>]) -> impl Iterator<Item = &Arc<PgPool>> {
+        maps.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools)
     }
+    crate::pool::close_unused(pools(olds), pools(news));
 }

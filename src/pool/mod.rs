@@ -147,6 +147,47 @@ pub struct BackendPool<C: Connector> {
     checkout_timeout: Duration,
 }
 
+/// One worker's share of a pool of `total` connections per backend (at least one).
+pub fn worker_share(total: usize, workers: usize) -> usize {
+    total.div_ceil(workers.max(1)).max(1)
+}
+
+/// One worker's pools for one cluster, one per target in `targets`, each kept from `prev`
+/// when a reload left its target, size and checkout timeout as they were.
+pub fn cluster_pools<C: Connector>(
+    targets: impl Iterator<Item = C>,
+    prev: Option<&[Arc<BackendPool<C>>]>,
+    size: usize,
+    checkout_timeout: Duration,
+) -> Vec<Arc<BackendPool<C>>> {
+    targets
+        .map(|target| {
+            let reuse = prev
+                .into_iter()
+                .flatten()
+                .find(|p| p.same(&target, size, checkout_timeout));
+            match reuse {
+                Some(p) => p.clone(),
+                None => Arc::new(BackendPool::new(target, size, checkout_timeout)),
+            }
+        })
+        .collect()
+}
+
+/// Close every pool of `olds` that is not among `news` (after a reload swapped them): idle
+/// connections close now, connections in use when their transaction ends.
+pub fn close_unused<'a, C: Connector + 'a>(
+    olds: impl Iterator<Item = &'a Arc<BackendPool<C>>>,
+    news: impl Iterator<Item = &'a Arc<BackendPool<C>>>,
+) {
+    let kept: Vec<*const BackendPool<C>> = news.map(Arc::as_ptr).collect();
+    for p in olds {
+        if !kept.contains(&Arc::as_ptr(p)) {
+            p.close();
+        }
+    }
+}
+
 impl<C: Connector> BackendPool<C> {
     pub fn new(target: C, size: usize, checkout_timeout: Duration) -> BackendPool<C> {
         let create = target.connect_timeout();

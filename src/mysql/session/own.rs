@@ -71,10 +71,18 @@ pub enum OwnQuery {
 /// `sql` as one of the bare forms (case-insensitive, surrounding blanks and one trailing `;`
 /// allowed), if it is one.
 pub fn own_query(sql: &str) -> Option<OwnQuery> {
+    // The bare forms are short; anything longer is answered by a server, without a copy.
+    if sql.len() > 96 {
+        return None;
+    }
     let s = sql.trim();
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
     if s.eq_ignore_ascii_case("SHOW WARNINGS") {
         return Some(OwnQuery::ShowWarnings);
+    }
+    // Every other bare form calls a function or reads an @@ variable.
+    if !s.contains('(') && !s.contains("@@") {
+        return None;
     }
     let (head, expr) = s.split_at_checked(6)?;
     if !head.eq_ignore_ascii_case("SELECT") || !expr.starts_with(|c: char| c.is_ascii_whitespace())
