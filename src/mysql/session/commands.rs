@@ -1,0 +1,203 @@
+//! Commands that change the client's session as a whole: COM_RESET_CONNECTION,
+//! COM_CHANGE_USER, and KILL (of another client's statement, or of the server connection of
+//! a client that went away).
+
+use super::*;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// COM_RESET_CONNECTION: the client's session returns to how it logged in; nothing it set
+    /// is kept (and it is no longer pinned).
+    pub(super) async fn com_reset(&mut self, seq: u8) -> Result<(), SessionError> {
+        if let Some(conn) = self.backend.as_mut() {
+            if conn.reset(INTERNAL_TIMEOUT).await.is_ok() {
+                conn.applied.clear();
+            } else {
+                conn.clean = false;
+            }
+        }
+        self.vars = self.login_vars.clone();
+        self.schema = self.login_schema.clone();
+        self.own = Default::default();
+        self.pinned = None;
+        self.status = SERVER_STATUS_AUTOCOMMIT;
+        self.send(seq, &ok_payload(self.caps, self.status)).await
+    }
+
+    /// COM_CHANGE_USER: the client authenticates again (always switched to
+    /// `mysql_native_password` with a new scramble: the handshake's is long gone) and starts a
+    /// new session as that user, in the cluster and schema it names, with its character set:
+    /// its connection is given back as at the end of a session (a transaction in progress
+    /// rolls back), its statements and settings are gone, it is no longer pinned. A wrong
+    /// password, an unknown user or database gets an ERR and the connection is closed.
+    pub(super) async fn com_change_user(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        let cu = match codec::parse_change_user(payload, self.caps) {
+            Ok(cu) => cu,
+            Err(e) => {
+                let err = err_payload(1043, b"08S01", &format!("Bad handshake: {e}"));
+                let _ = self.send(1, &err).await;
+                return Err(SessionError::Client(PacketError::Protocol(e)));
+            }
+        };
+        let name = String::from_utf8_lossy(cu.user).into_owned();
+        let database =
+            (!cu.database.is_empty()).then(|| String::from_utf8_lossy(cu.database).into_owned());
+        let charset = cu.charset.and_then(|c| u8::try_from(c).ok());
+        let refuse = |code: u16, state: &[u8; 5], msg: String| (code, *state, msg);
+        let denied = |sent: bool| {
+            refuse(
+                1045,
+                b"28000",
+                format!(
+                    "Access denied for user '{name}' (using password: {})",
+                    if sent { "YES" } else { "NO" }
+                ),
+            )
+        };
+        if self.caps & CLIENT_PLUGIN_AUTH == 0 {
+            let (code, state, msg) = denied(!cu.auth_response.is_empty());
+            let _ = self.send(1, &err_payload(code, &state, &msg)).await;
+            return Err(SessionError::Refused(msg));
+        }
+        let scramble = crate::mysql::startup::nonce();
+        let mut sw = BytesMut::new();
+        crate::mysql::startup::put_switch_to_native(&mut sw, &scramble);
+        self.send(1, &sw).await?;
+        let resp = match read_packet(&mut self.client, &mut self.cin, self.max_packet).await {
+            Ok(p) => p,
+            Err(e) => return Err(SessionError::Client(e)),
+        };
+        if resp.seq != 2 {
+            let r = crate::mysql::startup::out_of_order();
+            let _ = self
+                .send(3, &err_payload(r.code, &r.state, &r.message))
+                .await;
+            return Err(SessionError::Refused(r.message));
+        }
+        let cfg = self.w.shared.config();
+        let passed = cfg.user(&name).is_some_and(|u| {
+            crate::mysql::startup::change_user_passes(u, &scramble, &resp.payload)
+        });
+        let picked = crate::mysql::startup::pick_cluster(&cfg, database.as_deref());
+        let next = self
+            .w
+            .clusters
+            .load()
+            .get(picked.as_ref().map_or("", |(c, _)| c.as_str()))
+            .cloned();
+        let (cluster, schema) = match (passed, picked, next) {
+            (true, Some((_, schema)), Some(cluster)) => (cluster, schema),
+            (passed, _, _) => {
+                let (code, state, msg) = if passed {
+                    refuse(
+                        1049,
+                        b"42000",
+                        format!(
+                            "Unknown database '{}' (no switchyard MySQL cluster serves it)",
+                            database.unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    denied(!resp.payload.is_empty())
+                };
+                let _ = self
+                    .send(resp.next_seq, &err_payload(code, &state, &msg))
+                    .await;
+                return Err(SessionError::Refused(msg));
+            }
+        };
+        // The old session ends here, as if the client had left.
+        self.finish().await;
+        self.cluster = cluster;
+        self._connected = self.cluster.metrics.client_connected();
+        let vars = match charset {
+            Some(c) => charset_vars(c),
+            None => self.login_vars.clone(),
+        };
+        self.login_vars = vars.clone();
+        self.vars = vars;
+        self.login_schema = schema.clone();
+        self.schema = schema;
+        self.pinned = None;
+        self.status = SERVER_STATUS_AUTOCOMMIT;
+        self.route_override = None;
+        self.stmts.clear();
+        self.long_data = false;
+        self.own = Default::default();
+        if self.schema.is_some() {
+            // The schema must exist, as a direct server checks at once (1049 otherwise).
+            if let Err(e) = self.acquire(Want::Primary).await {
+                let _ = self.send(resp.next_seq, &e.err_payload()).await;
+                return Err(SessionError::Refused("change user: schema refused".into()));
+            }
+        }
+        tracing::debug!(user = %name, cluster = %self.cluster.database, "mysql client changed user");
+        self.send(resp.next_seq, &ok_payload(self.caps, self.status))
+            .await
+    }
+
+    /// `KILL [QUERY|CONNECTION] id` with a proxy-issued id: sent to the server connection
+    /// that client holds now. Never reaches another client's statement: only the client's
+    /// own connection is named, and that connection is closed afterwards, not pooled.
+    pub(super) async fn kill(&mut self, query_only: bool, id: u32) -> Result<(), SessionError> {
+        let Some(slot) = self.w.my.lookup(id) else {
+            let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
+            return self.send(1, &err).await;
+        };
+        let running = {
+            // `killed` is set under the lock `detach` takes to let go of the connection: the
+            // session either still holds it and will close it, or has already let go and no
+            // KILL is sent (one sent for a connection back in the pool would stop whoever
+            // takes it next).
+            let running = slot.running.lock().unwrap();
+            if running.is_some() {
+                slot.killed.store(true, Relaxed);
+            }
+            *running
+        };
+        if !query_only {
+            slot.terminate.store(true, Relaxed);
+        }
+        if let Some(r) = running {
+            let target = self
+                .cluster
+                .pools
+                .iter()
+                .find(|p| p.addr() == r.addr)
+                .map(|p| p.target().clone());
+            if let Some(t) = target {
+                tokio::spawn(async move {
+                    if let Err(e) = t.kill(r.thread, true, Duration::from_secs(5)).await {
+                        tracing::warn!(error = %e, "KILL QUERY on the backend failed");
+                    }
+                });
+            }
+        }
+        self.send(1, &ok_payload(self.caps, self.status)).await
+    }
+
+    /// The client left while its statement ran: the server connection is killed (the
+    /// statement stops, its transaction rolls back, its locks go; a closed socket alone is
+    /// not noticed by a statement waiting for a lock) and never reused.
+    pub(super) fn kill_held_connection(&mut self) {
+        let Some(conn) = self.backend.as_mut() else {
+            return;
+        };
+        conn.killed = true;
+        conn.broken = true;
+        conn.clean = false;
+        let (addr, thread) = (conn.addr, conn.connection_id);
+        let target = self
+            .cluster
+            .pools
+            .iter()
+            .find(|p| p.addr() == addr)
+            .map(|p| p.target().clone());
+        if let Some(t) = target {
+            tokio::spawn(async move {
+                if let Err(e) = t.kill(thread, false, Duration::from_secs(5)).await {
+                    tracing::warn!(error = %e, "KILL of a gone client's connection failed");
+                }
+            });
+        }
+    }
+}

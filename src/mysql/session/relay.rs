@@ -1,0 +1,372 @@
+//! A command's answer on its way from the server to the client: streamed packet by packet,
+//! never decoded row by row, with the status flags, session changes and own-statement
+//! results it carries noted on the way, and the client watched meanwhile.
+
+use super::*;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Send `payload` (a command) to the held connection and stream the answer back.
+    pub(super) async fn forward(
+        &mut self,
+        payload: &[u8],
+        answer: Answer,
+    ) -> Result<(), SessionError> {
+        let conn = self.backend.as_mut().expect("a connection is held");
+        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        codec::write_packet(&mut out, 0, payload);
+        if let Err(e) = conn.stream.write_all(&out).await {
+            conn.clean = false;
+            conn.broken = true;
+            return Err(SessionError::Backend(e.to_string()));
+        }
+        match self.relay(answer).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(c) = self.backend.as_mut() {
+                    c.broken = true;
+                    c.clean = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stream one command's answer from the backend to the client, tracking status flags and
+    /// session changes.
+    pub(super) async fn relay(&mut self, answer: Answer) -> Result<(), SessionError> {
+        let mut at = if answer == Answer::Fetch {
+            At::Rows
+        } else {
+            At::First
+        };
+        let mut continued = false;
+        let mut rows = 0u64;
+        loop {
+            let (header_len, payload_len, first) = self.next_backend_packet().await?;
+            let wire = header_len + payload_len;
+            // The rest of a packet of 16 MiB or more: passed on, never read as a new packet.
+            let continues = payload_len == codec::MAX_PACKET_PAYLOAD;
+            if std::mem::replace(&mut continued, continues) {
+                self.pass(wire);
+                continue;
+            }
+            let ended = match (at, answer) {
+                (_, Answer::Single) => {
+                    self.pass(wire);
+                    true
+                }
+                (At::First, _) | (At::Next, _) => match first {
+                    Some(codec::OK_HEADER) if answer != Answer::FieldList => {
+                        let more = self.on_ok(wire)?;
+                        at = At::Next;
+                        !more
+                    }
+                    Some(codec::ERR_HEADER) => {
+                        self.pass(wire);
+                        true
+                    }
+                    Some(codec::EOF_HEADER) if answer == Answer::FieldList && payload_len < 9 => {
+                        self.on_eof(wire);
+                        true
+                    }
+                    Some(codec::LOCAL_INFILE_HEADER) if answer == Answer::Query => {
+                        // The servers are never told the client may send files; if one asks
+                        // anyway, it gets an empty file.
+                        self.pass_back_local_infile(wire).await?;
+                        at = At::Next;
+                        false
+                    }
+                    _ if answer == Answer::FieldList => {
+                        self.pass(wire);
+                        false
+                    }
+                    _ => {
+                        // A result set: a column count.
+                        let n = self.column_count(header_len, payload_len);
+                        self.pass(wire);
+                        at = At::Columns(n);
+                        false
+                    }
+                },
+                (At::Columns(n), _) => {
+                    self.pass(wire);
+                    at = if n <= 1 {
+                        At::ColumnsEof
+                    } else {
+                        At::Columns(n - 1)
+                    };
+                    false
+                }
+                (At::ColumnsEof, _) => {
+                    // The EOF after the column definitions (the servers run without
+                    // CLIENT_DEPRECATE_EOF).
+                    self.pass(wire);
+                    at = At::Rows;
+                    false
+                }
+                (At::Rows, _) => match first {
+                    Some(codec::EOF_HEADER) if payload_len < 9 => {
+                        let caps = self
+                            .backend
+                            .as_ref()
+                            .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
+                        let warnings =
+                            codec::parse_eof(&self.bin[4..wire], caps).map_or(0, |e| e.warnings);
+                        self.own.result_set(std::mem::take(&mut rows), warnings);
+                        let more = self.on_eof(wire);
+                        at = At::Next;
+                        !more
+                    }
+                    Some(codec::ERR_HEADER) => {
+                        self.pass(wire);
+                        true
+                    }
+                    _ => {
+                        rows += 1;
+                        self.pass(wire);
+                        false
+                    }
+                },
+            };
+            if ended {
+                return self.flush().await;
+            }
+            if self.cout.len() >= FLUSH_AT {
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// Make sure a whole packet (or, for large rows, at least its header) is buffered:
+    /// (header length, payload length, first payload byte).
+    pub(super) async fn next_backend_packet(
+        &mut self,
+    ) -> Result<(usize, usize, Option<u8>), SessionError> {
+        loop {
+            if self.bin.len() >= 4 {
+                let len = u32::from_le_bytes([self.bin[0], self.bin[1], self.bin[2], 0]) as usize;
+                if self.bin.len() >= 4 + len.min(1) {
+                    // Whole packets only: rows are forwarded as they are, and a packet up to
+                    // 16 MiB is bounded.
+                    if self.bin.len() >= 4 + len {
+                        return Ok((4, len, self.bin.get(4).copied()));
+                    }
+                }
+            }
+            let conn = self.backend.as_mut().expect("a connection is held");
+            self.bin.reserve(16 * 1024);
+            // The client is watched meanwhile: what it sends early (pipelining drivers) waits
+            // in `cin`; a client that goes away has its statement and transaction stopped.
+            let client_room = self.cin.len() < CLIENT_READ_AHEAD;
+            // No timer here: a statement may run as long as it does directly, and arming one
+            // per answer cost a wakeup of the runtime's driver per statement.
+            let n = tokio::select! {
+                r = conn.stream.read_buf(&mut self.bin) => {
+                    r.map_err(|e| SessionError::Backend(e.to_string()))?
+                }
+                r = self.client.read_buf(&mut self.cin), if client_room => {
+                    match r {
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) => {
+                            self.kill_held_connection();
+                            return Err(SessionError::Client(PacketError::Closed));
+                        }
+                        Err(e) => {
+                            self.kill_held_connection();
+                            return Err(SessionError::ClientIo(e));
+                        }
+                    }
+                }
+            };
+            if n == 0 {
+                return Err(SessionError::Backend("server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Queue the packet at the head of the backend buffer for the client, as it is.
+    pub(super) fn pass(&mut self, wire: usize) {
+        self.cout.extend_from_slice(&self.bin[..wire]);
+        self.bin.advance(wire);
+    }
+
+    pub(super) fn column_count(&self, header: usize, len: usize) -> u64 {
+        match codec::read_lenenc(&self.bin[header..header + len]) {
+            Ok((codec::LenEnc::Int(n), _)) => n,
+            _ => 0,
+        }
+    }
+
+    /// An EOF packet: note its status; true if more results follow.
+    pub(super) fn on_eof(&mut self, wire: usize) -> bool {
+        let payload = &self.bin[4..wire];
+        let caps = self
+            .backend
+            .as_ref()
+            .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
+        let status = codec::parse_eof(payload, caps).map(|e| e.status).ok();
+        if let Some(status) = status {
+            self.note_status(status);
+        }
+        self.pass(wire);
+        status.is_some_and(|s| s & SERVER_MORE_RESULTS_EXISTS != 0)
+    }
+
+    /// An OK packet: note its status and session changes; pass it on (without the session
+    /// state for a client that did not ask for it). True if more results follow.
+    pub(super) fn on_ok(&mut self, wire: usize) -> Result<bool, SessionError> {
+        let backend_caps = self.backend.as_ref().map_or(0, |c| c.capabilities);
+        let payload = self.bin[4..wire].to_vec();
+        let seq = self.bin[3];
+        let Ok(mut ok) = codec::parse_ok(&payload, backend_caps) else {
+            self.pass(wire);
+            return Ok(false);
+        };
+        // A client that asked for CLIENT_FOUND_ROWS counts matched rows, not changed ones
+        // (SQLAlchemy's optimistic version checks rely on it); the servers' connections are
+        // shared, so they run without it and the count comes from the UPDATE's info string.
+        let mut rewrite = ok.session_state.is_some() && self.caps & CLIENT_SESSION_TRACK == 0;
+        if self.caps & CLIENT_FOUND_ROWS != 0 {
+            if let Some(matched) = rows_matched(ok.info) {
+                if matched != ok.affected_rows {
+                    ok.affected_rows = matched;
+                    rewrite = true;
+                }
+            }
+        }
+        self.note_status(ok.status);
+        self.own
+            .ok(ok.affected_rows, ok.last_insert_id, ok.warnings);
+        if let Some(state) = ok.session_state {
+            self.note_session_changes(state);
+        }
+        let more = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
+        if rewrite {
+            let mut p = BytesMut::new();
+            codec::put_ok(&mut p, &ok, self.caps);
+            codec::write_packet(&mut self.cout, seq, &p);
+            self.bin.advance(wire);
+        } else {
+            self.pass(wire);
+        }
+        Ok(more)
+    }
+
+    pub(super) fn note_status(&mut self, status: u16) {
+        self.status = status;
+        if let Some(c) = self.backend.as_mut() {
+            c.status = status;
+        }
+    }
+
+    /// Session changes the server reported with an OK: replayed variables and the schema are
+    /// kept for the client; anything else pins it.
+    pub(super) fn note_session_changes(&mut self, state: &[u8]) {
+        let mut explained = false;
+        let mut changed = false;
+        for change in codec::session_changes(state) {
+            let Ok(change) = change else { break };
+            match change {
+                codec::SessionChange::SystemVariable { name, value } => {
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    let value = String::from_utf8_lossy(value).into_owned();
+                    if INFORMATIONAL.contains(&name.as_str()) {
+                        // Set by the server itself: the state change it flags is explained.
+                        explained = true;
+                        continue;
+                    }
+                    if REPLAYED.contains(&name.as_str()) {
+                        set_var(&mut self.vars, name.clone(), value.clone());
+                        if let Some(c) = self.backend.as_mut() {
+                            set_var(&mut c.applied, name, value);
+                        }
+                        explained = true;
+                    } else if self.w.pool_mode == PoolMode::Transaction && self.pinned.is_none() {
+                        tracing::debug!(variable = %name, "mysql client pinned: a session variable not applied elsewhere changed");
+                        self.pinned = Some("session variable");
+                    }
+                }
+                codec::SessionChange::Schema(s) => {
+                    let s = String::from_utf8_lossy(s).into_owned();
+                    self.schema = Some(s.clone());
+                    if let Some(c) = self.backend.as_mut() {
+                        c.schema = Some(s);
+                    }
+                    explained = true;
+                }
+                codec::SessionChange::StateChange(_) => changed = true,
+                _ => {}
+            }
+        }
+        if changed
+            && !explained
+            && self.w.pool_mode == PoolMode::Transaction
+            && self.pinned.is_none()
+        {
+            tracing::debug!("mysql client pinned: the server reported a session state change");
+            self.pinned = Some("session state");
+        }
+    }
+
+    /// A LOCAL INFILE request: answer the server with an empty file and pass on what it says.
+    pub(super) async fn pass_back_local_infile(&mut self, wire: usize) -> Result<(), SessionError> {
+        let seq = self.bin[3];
+        self.bin.advance(wire);
+        let conn = self.backend.as_mut().expect("held");
+        let mut out = BytesMut::new();
+        codec::write_packet(&mut out, seq.wrapping_add(1), &[]);
+        conn.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| SessionError::Backend(e.to_string()))
+    }
+}
+
+/// What a command's answer looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// OK, ERR, or result sets (possibly several).
+    Query,
+    /// COM_FIELD_LIST: column definitions up to an EOF, or ERR.
+    FieldList,
+    /// COM_STATISTICS: one packet.
+    Single,
+    /// COM_STMT_FETCH: rows up to an EOF, or ERR.
+    Fetch,
+}
+
+/// Where in an answer the next packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    First,
+    /// After a result that said more follow.
+    Next,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+}
+
+/// "Rows matched: 3  Changed: 0  Warnings: 0" (an UPDATE's OK info): the matched count.
+fn rows_matched(info: &[u8]) -> Option<u64> {
+    let rest = info.strip_prefix(b"Rows matched: ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matched_rows_come_from_the_info_string() {
+        assert_eq!(
+            rows_matched(b"Rows matched: 3  Changed: 0  Warnings: 0"),
+            Some(3)
+        );
+        assert_eq!(
+            rows_matched(b"Records: 3  Duplicates: 0  Warnings: 0"),
+            None
+        );
+        assert_eq!(rows_matched(b""), None);
+    }
+}
