@@ -17,6 +17,8 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     pub pg: Arc<PgShared>,
     pub my: Arc<crate::mysql::worker::MyShared>,
+    /// The HTTP edge, when the config has one at start.
+    pub edge: Option<Arc<crate::edge::Edge>>,
     pub workers: Mutex<Vec<Weak<Worker>>>,
     /// Each generation's health checks go to the health thread through this.
     pub(crate) health_tx: tokio::sync::mpsc::UnboundedSender<crate::reload::HealthGeneration>,
@@ -47,6 +49,14 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
         if let (Some(cert), Some(key)) = (&my.tls_cert, &my.tls_key) {
             crate::net::tls::acceptor(cert, key)
                 .map_err(|e| ConfigError::invalid("mysql.tls_cert", e))?;
+        }
+    }
+    if let Some(e) = &cfg.edge {
+        for (i, l) in e.listeners.iter().enumerate() {
+            if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
+                crate::net::tls::acceptor(cert, key)
+                    .map_err(|e| ConfigError::invalid(format!("edge.listener[{i}].tls_cert"), e))?;
+            }
         }
     }
     if let Some(a) = &cfg.admin {
@@ -89,9 +99,17 @@ impl Shared {
             worker_count(&config),
         ));
         let (health_tx, health_rx) = tokio::sync::mpsc::unbounded_channel();
+        let edge = match &config.edge {
+            Some(e) => Some(Arc::new(
+                crate::edge::Edge::new(e, engine.metrics.clone(), engine.worker_count)
+                    .map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
         Ok(Arc::new(Shared {
             engine,
             pg,
+            edge,
             my: Default::default(),
             workers: Default::default(),
             health_tx,
@@ -240,6 +258,8 @@ pub struct Server {
     pub my_addr: Option<std::net::SocketAddr>,
     /// Where the admin API is bound, if configured.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// Where each edge listener is bound, in config order.
+    pub edge_addrs: Vec<std::net::SocketAddr>,
     pub shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -288,6 +308,16 @@ impl Server {
                 }
                 None => (None, (0..workers).map(|_| None).collect()),
             };
+        // Per edge listener: its name and one socket per worker.
+        let mut edge_addrs = Vec::new();
+        let mut edge_sockets: Vec<(Arc<str>, Vec<std::net::TcpListener>)> = Vec::new();
+        for l in config.edge.iter().flat_map(|e| &e.listeners) {
+            let addr = parse_addr(&l.listen).map_err(anyhow::Error::msg)?;
+            let ls = crate::net::bind_reuseport(addr, workers)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (edge): {e}"))?;
+            edge_addrs.push(ls[0].local_addr()?);
+            edge_sockets.push((Arc::from(l.name()), ls));
+        }
         let conn_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut threads = Vec::new();
         for (i, (listener, my_listener)) in listeners
@@ -298,6 +328,11 @@ impl Server {
             let listeners = Listeners {
                 pg: listener.take(),
                 my: my_listener.take(),
+                edge: edge_sockets
+                    .iter_mut()
+                    .filter_map(|(name, ls)| ls.pop().map(|l| (name.clone(), l)))
+                    .collect(),
+                index: i,
             };
             let shared = shared.clone();
             let conn_ids = conn_ids.clone();
@@ -310,6 +345,16 @@ impl Server {
             threads.push(t);
         }
         threads.push(start_health_checks(&shared)?);
+        if let Some(edge) = &shared.edge {
+            let (edge, stop) = (edge.clone(), shared.shutdown.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("switchyard-edge".into())
+                    .spawn(move || {
+                        thread_runtime().block_on(crate::edge::health::run(edge, stop));
+                    })?,
+            );
+        }
         let admin_addr = match &config.admin {
             Some(a) => {
                 let addr = parse_addr(&a.listen).map_err(anyhow::Error::msg)?;
@@ -328,6 +373,7 @@ impl Server {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Server {
             admin_addr,
+            edge_addrs,
             pg_addr,
             my_addr,
             shared,
@@ -423,6 +469,10 @@ fn thread_runtime() -> tokio::runtime::Runtime {
 struct Listeners {
     pg: Option<std::net::TcpListener>,
     my: Option<std::net::TcpListener>,
+    /// Edge listeners by name.
+    edge: Vec<(Arc<str>, std::net::TcpListener)>,
+    /// This worker's number.
+    index: usize,
 }
 
 /// Accept on an optional listener; pending forever without one.
@@ -467,6 +517,19 @@ async fn run_worker(
         })
     };
     let (pg, my) = (register(listeners.pg), register(listeners.my));
+    if let Some(edge) = &shared.edge {
+        for (name, l) in listeners.edge {
+            let l = tokio::net::TcpListener::from_std(l).expect("listener registers");
+            tracker.spawn(crate::edge::listener::serve(
+                edge.clone(),
+                name,
+                l,
+                listeners.index,
+                shared.shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
     if pg.is_some() || my.is_some() {
         loop {
             let (accepted, front) = tokio::select! {

@@ -29,6 +29,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod engine;
 pub mod metrics;
 pub mod mysql;

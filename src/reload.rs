@@ -172,6 +172,11 @@ fn apply(shared: &Shared) -> Result<String, String> {
             (old, Arc::new(new))
         })
         .collect();
+    // The edge's next generation (certificates load here, so a bad one fails the reload).
+    let edge = match (&shared.edge, &cfg.edge) {
+        (Some(e), Some(c)) => Some((e, e.prepare(c)?)),
+        _ => None,
+    };
     if routing_changed(&old_cfg, &cfg) {
         shared
             .classifier
@@ -190,6 +195,9 @@ fn apply(shared: &Shared) -> Result<String, String> {
     }
     for (w, (_, new)) in workers.iter().zip(&my_maps) {
         w.my.clusters.store(new.clone());
+    }
+    if let Some((e, state)) = edge {
+        e.commit(state);
     }
     shared.generation.store(generation, Ordering::Release);
     let (olds, news): (Vec<_>, Vec<_>) = maps.into_iter().unzip();
@@ -214,6 +222,13 @@ pub fn summary(old: &Config, new: &Config) -> String {
         new.clusters.len(),
         backends
     );
+    if let Some(e) = &new.edge {
+        msg.push_str(&format!(
+            ", {} edge routes, {} upstream groups",
+            e.routes.len(),
+            e.upstreams.len()
+        ));
+    }
     let restart = restart_needed(old, new);
     if !restart.is_empty() {
         msg.push_str("; restart needed for: ");
@@ -244,6 +259,17 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if field(|p| format!("{:?}", p.tls_key)) {
         out.push("postgres.tls_key");
+    }
+    let listens = |c: &Config| {
+        c.edge.as_ref().map(|e| {
+            e.listeners
+                .iter()
+                .map(|l| (l.name().to_string(), l.listen.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    if listens(old) != listens(new) {
+        out.push("edge.listener");
     }
     let (a, b) = (old.mysql.as_ref(), new.mysql.as_ref());
     let field = |f: fn(&crate::config::MysqlListener) -> String| a.map(f) != b.map(f);

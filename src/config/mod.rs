@@ -3,8 +3,10 @@
 //! swaps whole snapshots.
 
 pub mod duration;
+mod edge;
 mod model;
 
+pub use edge::*;
 pub use model::*;
 
 use std::path::Path;

@@ -25,6 +25,9 @@ pub struct Config {
     /// The admin HTTP API (/metrics, /healthz, /readyz, /status, /reload). Absent: none.
     #[serde(default)]
     pub admin: Option<AdminSettings>,
+    /// The HTTP edge: reverse proxy and load balancer for HTTP services. Absent: none.
+    #[serde(default)]
+    pub edge: Option<super::edge::Edge>,
     /// Health checks and lag monitoring of backends.
     #[serde(default)]
     pub health: Health,
@@ -510,6 +513,9 @@ impl Config {
         }
         if let Some(a) = &self.admin {
             parse_addr(&a.listen).map_err(|e| ConfigError::invalid("admin.listen", e))?;
+        }
+        if let Some(e) = &self.edge {
+            e.validate()?;
         }
         if self.pool.multiplex_depth > 64 {
             // Each statement on a lane may hold an answer of up to 4 MiB until its batch

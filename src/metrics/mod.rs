@@ -17,7 +17,9 @@ mod histogram;
 mod snapshot;
 
 mod cluster;
+mod edge;
 pub use cluster::{ClusterMetrics, GaugeGuard, RoutedCache};
+pub use edge::{EdgeMetrics, RouteMetrics, ServerMetrics, UpstreamMetrics};
 pub use histogram::Histo;
 use histogram::{checkout_histo, statement_histo};
 pub use snapshot::*;
@@ -278,6 +280,9 @@ pub struct Metrics {
     multiplex_reruns: Family<BackendLabels, Counter>,
     multiplex_lanes: Family<BackendLabels, Gauge>,
     saturation: Family<ClusterLabels, FloatGauge>,
+
+    /// The HTTP edge's metrics.
+    pub edge: EdgeMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -361,6 +366,7 @@ impl Metrics {
             multiplex_reruns: Family::default(),
             multiplex_lanes: Family::default(),
             saturation: Family::default(),
+            edge: EdgeMetrics::register(&mut r),
         };
         m.last_reload_success.set(started);
         m.last_reload_ok.set(1);

@@ -12,6 +12,16 @@ use tokio_rustls::server::TlsStream;
 
 /// Build a TLS acceptor from PEM files; the error names the file at fault.
 pub fn acceptor(cert_path: &str, key_path: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+    acceptor_with_alpn(cert_path, key_path, &[])
+}
+
+/// Like [`acceptor`], offering the given ALPN protocols (most preferred first), e.g.
+/// `[b"h2", b"http/1.1"]` for an HTTP listener.
+pub fn acceptor_with_alpn(
+    cert_path: &str,
+    key_path: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("cannot read certificates from {cert_path}: {e}"))?
         .collect::<Result<_, _>>()
@@ -22,12 +32,13 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<tokio_rustls::TlsAcce
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| format!("cannot read private key from {key_path}: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -1,0 +1,188 @@
+//! Header rewriting on the way through: hop-by-hop headers removed (RFC 9110 7.6.1),
+//! X-Forwarded-For/Proto/Host and Via added, a request id kept or made.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use std::net::IpAddr;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Headers that only concern one connection.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+];
+
+/// Remove hop-by-hop headers, including those the Connection header names. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket handshake).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(keep_upgrade && n == UPGRADE) {
+            headers.remove(&n);
+        }
+    }
+    for h in HOP_BY_HOP {
+        if keep_upgrade && (h == "connection" || h == "upgrade") {
+            continue;
+        }
+        headers.remove(h);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket and others).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Add the forwarding headers to a request going upstream.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    host: Option<&HeaderValue>,
+    via: &'static str,
+) {
+    let ip = client.to_canonical().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(h) = host {
+        headers.insert(&X_FORWARDED_HOST, h.clone());
+    }
+    append_via(headers, via);
+}
+
+/// Append this hop to Via.
+pub fn append_via(headers: &mut HeaderMap, via: &'static str) {
+    let value = match headers.get(http::header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {via}")).ok(),
+        None => Some(HeaderValue::from_static(via)),
+    };
+    if let Some(v) = value {
+        headers.insert(http::header::VIA, v);
+    }
+}
+
+/// "1.1 switchyard" or "2.0 switchyard" for the version the client spoke.
+pub fn via_for(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "2.0 switchyard",
+        http::Version::HTTP_10 => "1.0 switchyard",
+        _ => "1.1 switchyard",
+    }
+}
+
+/// The request id: the client's, if it sent a sane one (1-128 visible ASCII characters),
+/// else a new random one. Set on the request going upstream.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    let v = HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a header value");
+    headers.insert(&X_REQUEST_ID, v.clone());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_two_headers() {
+        let mut h = map(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "x"),
+        ]);
+        assert!(wants_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_request_ids_are_kept_or_made() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("via", "1.1 cdn")]);
+        add_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            true,
+            Some(&HeaderValue::from_static("shop")),
+            "1.1 switchyard",
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop");
+        assert_eq!(h["via"], "1.1 cdn, 1.1 switchyard");
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&mut h), "abc-123");
+        let mut h = map(&[("x-request-id", "bad id with spaces")]);
+        let id = request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        assert_eq!(h["x-request-id"], id);
+    }
+}

@@ -1,0 +1,215 @@
+//! Accepting and serving client connections of one edge listener on one worker: the
+//! connection limit, TLS (ALPN h2/http1.1), hyper's HTTP/1.1 and HTTP/2 server with the
+//! header timeout and header size limit, the idle timeout, and the polite close on drain
+//! (HTTP/1.1: `Connection: close` after the request in progress; HTTP/2: GOAWAY).
+
+use super::proxy::{handle, ConnCtx};
+use super::Edge;
+use crate::config::EdgeListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Accept on `listener` until `shutdown`; each connection runs on `tracker` (the worker
+/// waits for it when draining).
+pub async fn serve(
+    edge: Arc<Edge>,
+    name: Arc<str>,
+    listener: tokio::net::TcpListener,
+    worker: usize,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let count = edge.conn_counter(&name);
+    let gauge = edge.metrics.edge.listener(&name);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = %name, "edge accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let state = edge.state();
+        let Some(cfg) = state.cfg.listeners.iter().find(|l| l.name() == &*name) else {
+            continue;
+        };
+        if count.fetch_add(1, Relaxed) >= cfg.max_connections {
+            count.fetch_sub(1, Relaxed);
+            tracing::debug!(listener = %name, "edge connection limit reached; closing");
+            continue;
+        }
+        gauge.inc();
+        let slot = Slot {
+            count: count.clone(),
+            gauge: gauge.clone(),
+        };
+        let ctx = Arc::new(ConnCtx {
+            edge: edge.clone(),
+            listener: name.clone(),
+            peer,
+            tls: state.tls.contains_key(&*name),
+            worker,
+            in_flight: Default::default(),
+        });
+        let tls = state.tls.get(&*name).cloned();
+        let cfg = cfg.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            let activity = Arc::new(AtomicU64::new(now_ms()));
+            let io = Tracked {
+                inner: stream,
+                last: activity.clone(),
+            };
+            match tls {
+                None => run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(cfg.header_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(s)) => run(TokioIo::new(s), ctx, &cfg, activity, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "edge TLS handshake failed"),
+                        Err(_) => tracing::debug!("edge TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Serve HTTP on one connection until it ends, it is idle too long, or the drain closes it.
+async fn run<I>(
+    io: TokioIo<I>,
+    ctx: Arc<ConnCtx>,
+    cfg: &EdgeListener,
+    activity: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
+    let in_flight = ctx.in_flight.clone();
+    let svc = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
+    let conn = b.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let idle = cfg.idle_timeout;
+    let tick = (idle / 4).max(Duration::from_millis(100));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "edge connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep(tick), if !closing => {
+                let quiet = now_ms().saturating_sub(activity.load(Relaxed));
+                if in_flight.load(Relaxed) == 0 && quiet >= idle.as_millis() as u64 {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Gives back a listener's connection slot.
+struct Slot {
+    count: Arc<AtomicUsize>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Relaxed);
+        self.gauge.dec();
+    }
+}
+
+/// Milliseconds since the first call (a process-wide monotonic clock for activity stamps).
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A stream that stamps the time of its last read or write (for the idle timeout).
+struct Tracked<S> {
+    inner: S,
+    last: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,251 @@
+//! The HTTP edge: a reverse proxy and load balancer for the application tier, beside the
+//! database front ends. It shares config, reload, metrics, admin and shutdown with them and
+//! imports nothing from `pg/` or `mysql/`.
+//!
+//! Layout, in the order a request passes through:
+//! - [`listener`]: accept (per worker, SO_REUSEPORT), connection limit, TLS with ALPN,
+//!   HTTP/1.1 and HTTP/2 (hyper), header and idle timeouts, polite drain.
+//! - [`route`]: host and longest path prefix to a route and its upstream group.
+//! - [`ratelimit`]: per-client-IP token buckets of a route (429).
+//! - [`cache`]: the shared response cache with request coalescing.
+//! - [`proxy`]: one request: headers ([`headers`]), server choice, retries, timeouts,
+//!   upgrades, metrics and the access log.
+//! - [`upstream`]: groups, their servers, balancing, passive ejection, pooled clients.
+//! - [`health`]: active checks and DNS re-resolution, on their own thread.
+//!
+//! Routing state is one immutable generation ([`EdgeState`]) swapped whole by a reload;
+//! a request holds the generation it started with. Server health survives a reload for
+//! servers that stay.
+
+pub mod cache;
+mod clock;
+pub mod headers;
+pub mod health;
+pub mod listener;
+pub mod proxy;
+pub mod ratelimit;
+pub mod route;
+pub mod upstream;
+
+use crate::config::{AccessLog, Edge as EdgeCfg};
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use upstream::Group;
+
+/// One generation of routing state.
+pub struct EdgeState {
+    pub cfg: EdgeCfg,
+    pub routes: route::RouteTable,
+    pub groups: HashMap<String, Arc<Group>>,
+    /// TLS acceptors by listener name (certificates read at start and at every reload).
+    pub tls: HashMap<String, tokio_rustls::TlsAcceptor>,
+    pub cache: Arc<cache::Cache>,
+}
+
+/// The edge, shared by every worker.
+pub struct Edge {
+    state: ArcSwap<EdgeState>,
+    /// Tells the health thread about each new generation.
+    generations: tokio::sync::watch::Sender<Arc<EdgeState>>,
+    pub metrics: Arc<Metrics>,
+    pub workers: usize,
+    /// Open connections per listener name, over all workers (for `max_connections`).
+    conns: HashMap<String, Arc<AtomicUsize>>,
+    access: AccessWriter,
+}
+
+impl Edge {
+    /// Build the first generation (certificates are read here).
+    pub fn new(cfg: &EdgeCfg, metrics: Arc<Metrics>, workers: usize) -> Result<Edge, String> {
+        let state = Arc::new(build_state(cfg, None, &metrics, workers)?);
+        let conns = cfg
+            .listeners
+            .iter()
+            .map(|l| (l.name().to_string(), Arc::new(AtomicUsize::new(0))))
+            .collect();
+        Ok(Edge {
+            state: ArcSwap::new(state.clone()),
+            generations: tokio::sync::watch::channel(state).0,
+            access: AccessWriter::new(cfg.access_log_file.as_deref())?,
+            metrics,
+            workers,
+            conns,
+        })
+    }
+
+    /// The generation in force now.
+    pub fn state(&self) -> Arc<EdgeState> {
+        self.state.load_full()
+    }
+
+    /// Build the next generation from `cfg` without applying it (may fail: a certificate
+    /// that does not load). Servers that stay keep their health.
+    pub fn prepare(&self, cfg: &EdgeCfg) -> Result<Arc<EdgeState>, String> {
+        let old = self.state.load_full();
+        Ok(Arc::new(build_state(
+            cfg,
+            Some(&old),
+            &self.metrics,
+            self.workers,
+        )?))
+    }
+
+    /// Put a prepared generation in force (cannot fail).
+    pub fn commit(&self, state: Arc<EdgeState>) {
+        if let Err(e) = self.access.reopen(state.cfg.access_log_file.as_deref()) {
+            tracing::warn!(error = %e, "access log file stays as it was");
+        }
+        self.metrics.edge.clear_servers();
+        for g in state.groups.values() {
+            g.refresh_gauges();
+        }
+        self.state.store(state.clone());
+        let _ = self.generations.send(state);
+    }
+
+    /// Open-connection counter of a listener.
+    pub fn conn_counter(&self, listener: &str) -> Arc<AtomicUsize> {
+        self.conns.get(listener).cloned().unwrap_or_default()
+    }
+
+    /// Subscribe to new generations (the health thread).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<EdgeState>> {
+        self.generations.subscribe()
+    }
+
+    /// Write one access log line (the format decides `line`'s shape).
+    pub(crate) fn access_log(&self, line: &str) {
+        self.access.write(line);
+    }
+}
+
+/// Build a generation: groups (keeping the state of servers that stay), routes, TLS
+/// acceptors, and the cache (kept when its size settings did not change).
+fn build_state(
+    cfg: &EdgeCfg,
+    old: Option<&EdgeState>,
+    metrics: &Arc<Metrics>,
+    workers: usize,
+) -> Result<EdgeState, String> {
+    let mut tls = HashMap::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
+            let a = crate::net::tls::acceptor_with_alpn(cert, key, &[b"h2", b"http/1.1"])
+                .map_err(|e| format!("edge.listener[{i}].tls_cert: {e}"))?;
+            tls.insert(l.name().to_string(), a);
+        }
+    }
+    let groups: HashMap<String, Arc<Group>> = cfg
+        .upstreams
+        .iter()
+        .map(|u| {
+            let prev = old.and_then(|o| o.groups.get(&u.name)).map(|g| g.as_ref());
+            (
+                u.name.clone(),
+                Arc::new(Group::new(u, prev, metrics, workers)),
+            )
+        })
+        .collect();
+    let routes = cfg
+        .routes
+        .iter()
+        .map(|r| {
+            let group = groups
+                .get(&r.upstream)
+                .cloned()
+                .ok_or_else(|| format!("edge route to unknown upstream {:?}", r.upstream))?;
+            // A limiter survives a reload that keeps the route and its limit, so a reload
+            // does not hand every client a fresh burst.
+            let limiter = r.rate_limit.map(|rl| {
+                old.and_then(|o| {
+                    o.routes
+                        .routes()
+                        .iter()
+                        .find(|p| {
+                            p.cfg.rate_limit == r.rate_limit && p.name == route::route_name(r)
+                        })
+                        .and_then(|p| p.limiter.clone())
+                })
+                .unwrap_or_else(|| {
+                    Arc::new(ratelimit::RateLimiter::new(
+                        rl.rate,
+                        rl.burst.unwrap_or(rl.rate.ceil().max(1.0) as u32),
+                    ))
+                })
+            });
+            let m = metrics.edge.route(&route::route_name(r));
+            Ok(Arc::new(route::Route::new(r, group, limiter, m)))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let cache = match old {
+        Some(o)
+            if o.cfg.cache.max_bytes == cfg.cache.max_bytes
+                && o.cfg.cache.max_object_bytes == cfg.cache.max_object_bytes =>
+        {
+            o.cache.clone()
+        }
+        _ => Arc::new(cache::Cache::new(
+            cfg.cache.max_bytes,
+            cfg.cache.max_object_bytes,
+        )),
+    };
+    Ok(EdgeState {
+        cfg: cfg.clone(),
+        routes: route::RouteTable::new(routes),
+        groups,
+        tls,
+        cache,
+    })
+}
+
+/// Where access log lines go: a file opened for appending, or standard output.
+struct AccessWriter {
+    file: Mutex<Option<(String, std::fs::File)>>,
+}
+
+impl AccessWriter {
+    fn new(path: Option<&str>) -> Result<AccessWriter, String> {
+        let w = AccessWriter {
+            file: Mutex::new(None),
+        };
+        w.reopen(path)?;
+        Ok(w)
+    }
+
+    fn reopen(&self, path: Option<&str>) -> Result<(), String> {
+        let mut cur = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        match path {
+            None => *cur = None,
+            Some(p) if cur.as_ref().is_some_and(|(open, _)| open == p) => {}
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("cannot open access log {p}: {e}"))?;
+                *cur = Some((p.to_string(), f));
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, line: &str) {
+        use std::io::Write;
+        let mut cur = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let r = match cur.as_mut() {
+            Some((_, f)) => f.write_all(line.as_bytes()),
+            None => std::io::stdout().lock().write_all(line.as_bytes()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "access log write failed");
+        }
+    }
+}
+
+/// Whether the access log is on.
+pub fn logging(state: &EdgeState) -> AccessLog {
+    state.cfg.access_log
+}

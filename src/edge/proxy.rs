@@ -1,0 +1,449 @@
+//! One request through the edge: route, rate limit, cache, server choice with retries,
+//! timeouts, upgrades, response headers, metrics and the access log.
+
+use super::cache::Lookup;
+use super::headers::{self, X_CACHE, X_REQUEST_ID};
+use super::route::Route;
+use super::upstream::{NoServer, Server, UpBody};
+use super::{Edge, EdgeState};
+use crate::config::AccessLog;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Body, Incoming};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the edge sends back: the upstream's streamed body, or one it made or buffered.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// What a connection's requests share.
+pub struct ConnCtx {
+    pub edge: Arc<Edge>,
+    /// The listener's name.
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The worker serving the connection (which pooled client to use).
+    pub worker: usize,
+    /// Requests of this connection in progress (the idle timeout only closes connections
+    /// with none).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Serve one request. Never fails: every problem is an HTTP answer.
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    use std::sync::atomic::Ordering::Relaxed;
+    ctx.in_flight.fetch_add(1, Relaxed);
+    let _done = crate::Decrement(&ctx.in_flight);
+    let started = Instant::now();
+    let state = ctx.edge.state();
+    let mut log = LogLine::new(&req, &ctx);
+    let resp = serve(&ctx, &state, req, &mut log).await;
+    let mut resp = resp;
+    resp.headers_mut()
+        .insert(&X_REQUEST_ID, log.request_id.clone());
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(r) = &log.route {
+        r.metrics.answered(resp.status().as_u16(), secs);
+    }
+    log.status = resp.status().as_u16();
+    log.secs = secs;
+    match state.cfg.access_log {
+        AccessLog::Off => {}
+        AccessLog::Text => ctx.edge.access_log(&log.text()),
+        AccessLog::Json => ctx.edge.access_log(&log.json()),
+    }
+    Ok(resp)
+}
+
+async fn serve(
+    ctx: &ConnCtx,
+    state: &EdgeState,
+    mut req: Request<Incoming>,
+    log: &mut LogLine,
+) -> Response<RespBody> {
+    log.request_id = headers::request_id(req.headers_mut());
+    let host = super::route::request_host_of(req.headers(), req.uri());
+    let Some(route) = state.routes.find(&ctx.listener, &host, req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "no route for this host and path");
+    };
+    log.route = Some(route.clone());
+    if let Some(l) = &route.limiter {
+        if let Err(wait) = l.check(ctx.peer.ip()) {
+            route.metrics.rate_limited.inc();
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+    }
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let mut fill = None;
+    let method = req.method().clone();
+    let cache_key = format!(
+        "{host}{}",
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    if route.cfg.cache && !upgrade && (method == Method::GET || method == Method::HEAD) {
+        let wait = state.cfg.cache.lock_timeout;
+        match state
+            .cache
+            .lookup(&method, &cache_key, req.headers(), wait)
+            .await
+        {
+            Lookup::Hit(stored) => {
+                ctx.edge.metrics.edge.cache_lookup("hit");
+                log.cache = "HIT";
+                let (parts, body) = stored.respond(req.method(), req.headers()).into_parts();
+                return Response::from_parts(parts, Either::Right(Full::new(body)));
+            }
+            Lookup::Bypass => ctx.edge.metrics.edge.cache_lookup("bypass"),
+            Lookup::Miss(f) => {
+                ctx.edge.metrics.edge.cache_lookup("miss");
+                log.cache = "MISS";
+                fill = Some(f);
+            }
+        }
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let version = req.version();
+    let (resp, server) = match forward(ctx, route, req, upgrade, &host).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            log.upstream = e.server;
+            return e.response;
+        }
+    };
+    log.upstream = Some(server.addr);
+    if route.cfg.cache && !is_safe(&method) && !resp.status().is_server_error() {
+        // A write through the edge makes its stored responses stale (RFC 9111 4.4).
+        state.cache.purge(&cache_key);
+    }
+    let mut resp = resp;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(on_client) = client_upgrade {
+            let on_upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(on_client, on_upstream));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    // The client's version, not the upstream's (an HTTP/1.0 upstream must not make a
+    // keep-alive HTTP/1.1 client connection close).
+    parts.version = version;
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        headers::append_via(&mut parts.headers, headers::via_for(version));
+        return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+    }
+    headers::remove_hop_by_hop(&mut parts.headers, false);
+    headers::append_via(&mut parts.headers, headers::via_for(version));
+    if let Some(fill) = fill {
+        parts
+            .headers
+            .insert(&X_CACHE, HeaderValue::from_static("MISS"));
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= state.cfg.cache.max_object_bytes as u64);
+        if small && fill.cacheable(parts.status, &parts.headers) {
+            // Buffer it whole: it is stored, then sent.
+            match tokio::time::timeout(route.cfg.response_timeout, body.collect()).await {
+                Ok(Ok(collected)) => {
+                    let bytes = collected.to_bytes();
+                    fill.store(parts.status, &parts.headers, bytes.clone());
+                    let s = state.cache.stats();
+                    ctx.edge.metrics.edge.cache_size(s.bytes, s.entries);
+                    return Response::from_parts(parts, Either::Right(Full::new(bytes)));
+                }
+                _ => return error(StatusCode::BAD_GATEWAY, "upstream response body failed"),
+            }
+        }
+    }
+    Response::from_parts(parts, Either::Left(body))
+}
+
+/// A failed forward: the answer for the client and the server that failed, if any.
+struct Failed {
+    response: Response<RespBody>,
+    server: Option<SocketAddr>,
+}
+
+fn failed(status: StatusCode, msg: &str, server: Option<&Server>) -> Failed {
+    Failed {
+        response: error(status, msg),
+        server: server.map(|s| s.addr),
+    }
+}
+
+/// Send the request to a server of the route's group; an idempotent request without a body
+/// that fails to connect or gets 502/503 goes to another server, within the retry budget.
+async fn forward(
+    ctx: &ConnCtx,
+    route: &Route,
+    req: Request<Incoming>,
+    upgrade: bool,
+    host: &str,
+) -> Result<(Response<Incoming>, Arc<Server>), Failed> {
+    let group = &route.group;
+    let (mut parts, body) = req.into_parts();
+    let retryable = idempotent(&parts.method) && body.is_end_stream() && !upgrade;
+    let path = route
+        .upstream_path(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        )
+        .into_owned();
+    let via = headers::via_for(parts.version);
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    let host_value = parts
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| HeaderValue::from_str(host).ok());
+    headers::add_forwarded(
+        &mut parts.headers,
+        ctx.peer.ip(),
+        ctx.tls,
+        host_value.as_ref(),
+        via,
+    );
+    if let Some(h) = &host_value {
+        // HTTP/2 clients name the host in the authority only; HTTP/1.1 upstreams need it.
+        parts.headers.insert(http::header::HOST, h.clone());
+    }
+    group.request_started();
+    let attempts = 1 + if retryable { route.cfg.retries } else { 0 };
+    let mut body = Some(body);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut last: Option<Failed> = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            if !group.may_retry() {
+                break;
+            }
+            group.metrics.retries.inc();
+        }
+        let server = match group.pick(&tried) {
+            Ok(s) => s,
+            Err(NoServer::AllDown) if last.is_none() => {
+                group.metrics.no_upstream.inc();
+                let msg = format!("no server of upstream {:?} is up", group.name);
+                return Err(failed(StatusCode::SERVICE_UNAVAILABLE, &msg, None));
+            }
+            Err(_) => break,
+        };
+        tried.push(server.addr);
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(server.authority.clone())
+            .path_and_query(path.as_str())
+            .build();
+        let Ok(uri) = uri else {
+            return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None));
+        };
+        let mut up = Request::new(match (retryable, body.take()) {
+            (false, Some(b)) => Either::Left(b),
+            _ => Either::Right(Empty::new()),
+        } as UpBody);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = parts.headers.clone();
+        *up.version_mut() = Version::HTTP_11;
+        server
+            .outstanding
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = tokio::time::timeout(
+            route.cfg.response_timeout,
+            group.client(ctx.worker).request(up),
+        )
+        .await;
+        server
+            .outstanding
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match sent {
+            Err(_) => {
+                server.metrics.errors.inc();
+                group.failure(&server);
+                return Err(failed(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not answer in time",
+                    Some(&server),
+                ));
+            }
+            Ok(Err(e)) => {
+                server.metrics.errors.inc();
+                group.failure(&server);
+                tracing::debug!(upstream = %group.name, server = %server.addr, error = %e, "upstream request failed");
+                last = Some(failed(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream connection failed",
+                    Some(&server),
+                ));
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                server.metrics.answered(status.as_u16());
+                if status.is_server_error() {
+                    group.failure(&server);
+                } else {
+                    group.success(&server);
+                }
+                let again = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                );
+                if !(again && retryable && attempt + 1 < attempts) {
+                    return Ok((resp, server));
+                }
+                last = Some(Failed {
+                    response: error(status, "upstream answered with an error"),
+                    server: Some(server.addr),
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| failed(StatusCode::BAD_GATEWAY, "no upstream answered", None)))
+}
+
+fn is_safe(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Copy bytes both ways between an upgraded client connection and the upstream's.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut u = hyper_util::rt::TokioIo::new(u);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// An answer the edge makes itself.
+pub fn error(status: StatusCode, msg: &str) -> Response<RespBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!(
+        "switchyard: {msg}\n"
+    )))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// What the access log says about a request.
+struct LogLine {
+    method: Method,
+    path: String,
+    version: Version,
+    host: String,
+    client: SocketAddr,
+    listener: Arc<str>,
+    request_id: HeaderValue,
+    route: Option<Arc<Route>>,
+    upstream: Option<SocketAddr>,
+    cache: &'static str,
+    status: u16,
+    secs: f64,
+}
+
+impl LogLine {
+    fn new(req: &Request<Incoming>, ctx: &ConnCtx) -> LogLine {
+        LogLine {
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            version: req.version(),
+            host: super::route::request_host_of(req.headers(), req.uri()),
+            client: ctx.peer,
+            listener: ctx.listener.clone(),
+            request_id: HeaderValue::from_static("-"),
+            route: None,
+            upstream: None,
+            cache: "-",
+            status: 0,
+            secs: 0.0,
+        }
+    }
+
+    fn version(&self) -> &'static str {
+        match self.version {
+            Version::HTTP_2 => "HTTP/2.0",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_09 => "HTTP/0.9",
+            _ => "HTTP/1.1",
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} {} {} \"{} {} {}\" {} {:.3}ms upstream={} route={} cache={} listener={} request_id={}\n",
+            super::clock::rfc3339_now(),
+            self.client.ip(),
+            self.host,
+            self.method,
+            self.path.escape_debug(),
+            self.version(),
+            self.status,
+            self.secs * 1000.0,
+            self.upstream.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-"),
+            self.cache,
+            self.listener,
+            self.request_id.to_str().unwrap_or("-"),
+        )
+    }
+
+    fn json(&self) -> String {
+        let mut s = serde_json::json!({
+            "time": super::clock::rfc3339_now(),
+            "client": self.client.ip().to_string(),
+            "host": self.host,
+            "method": self.method.as_str(),
+            "path": self.path,
+            "protocol": self.version(),
+            "status": self.status,
+            "duration_ms": (self.secs * 1e6).round() / 1e3,
+            "upstream": self.upstream.map(|a| a.to_string()),
+            "route": self.route.as_ref().map(|r| r.name.clone()),
+            "cache": self.cache,
+            "listener": &*self.listener,
+            "request_id": self.request_id.to_str().unwrap_or("-"),
+        })
+        .to_string();
+        s.push('\n');
+        s
+    }
+}

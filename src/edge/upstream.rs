@@ -1,0 +1,481 @@
+//! Upstream groups: their servers, which of them may get traffic (active checks, passive
+//! ejection), how the next one is chosen (round robin, smooth weighted round robin, power of
+//! two choices), the retry budget, and the pooled HTTP client each worker uses to reach them.
+
+use crate::config::{Balance, Upstream};
+use crate::metrics::{ServerMetrics, UpstreamMetrics};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The body type sent upstream: the client's own body, or nothing (retried requests).
+pub type UpBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>;
+
+/// The pooled client of one worker for one group.
+pub type UpClient = Client<HttpConnector, UpBody>;
+
+/// One server of a group (one resolved address).
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    /// "ip:port", the authority requests are sent to.
+    pub authority: http::uri::Authority,
+    pub weight: u32,
+    /// Active checks say it is up (always true without checks).
+    up: AtomicBool,
+    /// Consecutive failed requests (passive checks).
+    fails: AtomicU32,
+    /// Until when (ms since the group's epoch) it is ejected; 0: not ejected.
+    ejected_until: AtomicU64,
+    /// Requests sent and not yet answered.
+    pub outstanding: AtomicUsize,
+    /// Consecutive active check results (the health task only).
+    pub(crate) streak_ok: AtomicU32,
+    pub(crate) streak_fail: AtomicU32,
+    pub metrics: ServerMetrics,
+}
+
+impl Server {
+    fn new(addr: SocketAddr, weight: u32, up: bool, metrics: ServerMetrics) -> Server {
+        let authority = addr
+            .to_string()
+            .parse()
+            .expect("a socket address is an authority");
+        metrics.up.set(i64::from(up));
+        Server {
+            addr,
+            authority,
+            weight,
+            up: AtomicBool::new(up),
+            fails: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            outstanding: AtomicUsize::new(0),
+            streak_ok: AtomicU32::new(0),
+            streak_fail: AtomicU32::new(0),
+            metrics,
+        }
+    }
+
+    /// Active checks' verdict.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    fn ejected(&self, now_ms: u64) -> bool {
+        let until = self.ejected_until.load(Relaxed);
+        until != 0 && now_ms < until
+    }
+}
+
+/// An upstream group.
+pub struct Group {
+    pub name: String,
+    pub cfg: Upstream,
+    servers: ArcSwap<Vec<Arc<Server>>>,
+    epoch: Instant,
+    next: AtomicUsize,
+    /// Smooth weighted round robin's current weights, by server index.
+    smooth: Mutex<Vec<i64>>,
+    budget: RetryBudget,
+    pub metrics: UpstreamMetrics,
+    edge_metrics: Arc<crate::metrics::Metrics>,
+    /// One pooled client per worker (index = worker number), made on first use so its
+    /// connections live on that worker's runtime.
+    clients: Box<[OnceLock<UpClient>]>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("name", &self.name).finish()
+    }
+}
+
+/// Why no server could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// Every server is down or ejected.
+    AllDown,
+    /// Every eligible server was already tried for this request.
+    Exhausted,
+}
+
+impl Group {
+    /// Build a group from its config; servers whose address (and weight) the previous
+    /// generation had keep their state (health, ejection, counters).
+    pub fn new(
+        cfg: &Upstream,
+        old: Option<&Group>,
+        metrics: &Arc<crate::metrics::Metrics>,
+        workers: usize,
+    ) -> Group {
+        let group = Group {
+            name: cfg.name.clone(),
+            cfg: cfg.clone(),
+            servers: ArcSwap::from_pointee(Vec::new()),
+            epoch: old.map(|o| o.epoch).unwrap_or_else(Instant::now),
+            next: AtomicUsize::new(0),
+            smooth: Mutex::new(Vec::new()),
+            budget: RetryBudget::new(cfg.retry_budget),
+            metrics: metrics.edge.upstream(&cfg.name),
+            edge_metrics: metrics.clone(),
+            clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
+        };
+        let resolved: Vec<(SocketAddr, u32)> = cfg
+            .servers
+            .iter()
+            .flat_map(|s| resolve(s.addr()).into_iter().map(move |a| (a, s.weight())))
+            .collect();
+        let prev = old.map(|o| o.servers.load_full());
+        group.set_servers(&resolved, prev.as_deref().map(|v| v.as_slice()));
+        group
+    }
+
+    /// Replace the server list (start, reload, DNS change), keeping the state of servers
+    /// that stay.
+    pub fn set_servers(&self, resolved: &[(SocketAddr, u32)], prev: Option<&[Arc<Server>]>) {
+        let list: Vec<Arc<Server>> = resolved
+            .iter()
+            .map(|&(addr, weight)| {
+                match prev.and_then(|p| p.iter().find(|s| s.addr == addr && s.weight == weight)) {
+                    Some(s) => {
+                        s.metrics.up.set(i64::from(s.is_up()));
+                        s.clone()
+                    }
+                    // A new server is up until its checks say otherwise, as HAProxy does;
+                    // without checks only passive ejection takes it out.
+                    None => Arc::new(Server::new(
+                        addr,
+                        weight,
+                        true,
+                        self.edge_metrics.edge.server(&self.name, &addr.to_string()),
+                    )),
+                }
+            })
+            .collect();
+        *self.smooth.lock().unwrap() = vec![0; list.len()];
+        self.servers.store(Arc::new(list));
+    }
+
+    /// The servers now.
+    pub fn servers(&self) -> Arc<Vec<Arc<Server>>> {
+        self.servers.load_full()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether `s` may get traffic now.
+    pub fn eligible(&self, s: &Server) -> bool {
+        s.is_up() && !s.ejected(self.now_ms())
+    }
+
+    /// Choose a server for a request, skipping those in `tried` (addresses).
+    pub fn pick(&self, tried: &[SocketAddr]) -> Result<Arc<Server>, NoServer> {
+        let servers = self.servers.load();
+        let now = self.now_ms();
+        let ok = |s: &Server| s.is_up() && !s.ejected(now) && !tried.contains(&s.addr);
+        if !servers.iter().any(|s| ok(s)) {
+            return Err(if servers.iter().any(|s| s.is_up() && !s.ejected(now)) {
+                NoServer::Exhausted
+            } else {
+                NoServer::AllDown
+            });
+        }
+        let n = servers.len();
+        let chosen = match self.cfg.balance {
+            Balance::RoundRobin => {
+                let start = self.next.fetch_add(1, Relaxed);
+                (0..n)
+                    .map(|i| &servers[(start + i) % n])
+                    .find(|s| ok(s))
+                    .cloned()
+            }
+            Balance::WeightedRoundRobin => {
+                // Smooth weighted round robin: every eligible server gains its weight, the
+                // one with the most goes and loses the total. Interleaves 3:1 as a,a,b,a.
+                let mut cur = self.smooth.lock().unwrap();
+                if cur.len() != n {
+                    *cur = vec![0; n];
+                }
+                let mut total = 0i64;
+                let mut best: Option<usize> = None;
+                for (i, s) in servers.iter().enumerate() {
+                    if !ok(s) {
+                        continue;
+                    }
+                    cur[i] += i64::from(s.weight);
+                    total += i64::from(s.weight);
+                    if best.is_none_or(|b| cur[i] > cur[b]) {
+                        best = Some(i);
+                    }
+                }
+                best.map(|b| {
+                    cur[b] -= total;
+                    servers[b].clone()
+                })
+            }
+            Balance::LeastRequest => {
+                let eligible: Vec<&Arc<Server>> = servers.iter().filter(|s| ok(s)).collect();
+                let a = eligible[rand::random::<usize>() % eligible.len()];
+                let b = eligible[rand::random::<usize>() % eligible.len()];
+                // Compare outstanding/weight without dividing: a.out * b.w vs b.out * a.w.
+                let load = |x: &Server, other: &Server| {
+                    x.outstanding.load(Relaxed) as u64 * u64::from(other.weight)
+                };
+                Some(if load(b, a) < load(a, b) { b } else { a }.clone())
+            }
+        };
+        chosen.ok_or(NoServer::Exhausted)
+    }
+
+    /// A request to `s` got an answer that is not a failure.
+    pub fn success(&self, s: &Server) {
+        if s.fails.load(Relaxed) != 0 {
+            s.fails.store(0, Relaxed);
+        }
+    }
+
+    /// A request to `s` failed (no answer, or a 5xx): after `eject_after` in a row the
+    /// server is ejected for `eject_for`.
+    pub fn failure(&self, s: &Server) {
+        let n = s.fails.fetch_add(1, Relaxed) + 1;
+        if self.cfg.eject_after != 0 && n >= self.cfg.eject_after {
+            s.fails.store(0, Relaxed);
+            let until = self.now_ms() + self.cfg.eject_for.as_millis() as u64;
+            s.ejected_until.store(until.max(1), Relaxed);
+            s.metrics.ejections.inc();
+            s.metrics.up.set(0);
+            tracing::warn!(upstream = %self.name, server = %s.addr, after = n,
+                cooldown = ?self.cfg.eject_for, "upstream server ejected");
+        }
+    }
+
+    /// Active checks moved `s` up or down.
+    pub fn set_up(&self, s: &Server, up: bool) {
+        if s.up.swap(up, Relaxed) != up {
+            tracing::info!(upstream = %self.name, server = %s.addr, up, "upstream server health changed");
+        }
+        s.metrics.up.set(i64::from(up && !s.ejected(self.now_ms())));
+    }
+
+    /// Refresh the up gauges (an ejection that ran out shows as up again).
+    pub fn refresh_gauges(&self) {
+        let now = self.now_ms();
+        for s in self.servers.load().iter() {
+            s.metrics.up.set(i64::from(s.is_up() && !s.ejected(now)));
+        }
+    }
+
+    /// Count a first attempt; whether a retry may be spent now.
+    pub fn request_started(&self) {
+        self.budget.deposit();
+    }
+
+    pub fn may_retry(&self) -> bool {
+        self.budget.withdraw()
+    }
+
+    /// This worker's pooled client for the group.
+    pub fn client(&self, worker: usize) -> &UpClient {
+        self.clients[worker % self.clients.len()].get_or_init(|| {
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(self.cfg.connect_timeout));
+            http.set_nodelay(true);
+            http.enforce_http(true);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(self.cfg.idle_timeout)
+                .pool_max_idle_per_host(self.cfg.max_idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(http)
+        })
+    }
+}
+
+/// Resolve "host:port" to its addresses (an IP literal resolves to itself). A name that
+/// does not resolve gives none: the group then has fewer servers until it does.
+pub fn resolve(text: &str) -> Vec<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return vec![a];
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(it) => {
+            let mut v: Vec<SocketAddr> = it.collect();
+            v.sort();
+            v.dedup();
+            v
+        }
+        Err(e) => {
+            tracing::warn!(server = text, error = %e, "upstream name does not resolve");
+            Vec::new()
+        }
+    }
+}
+
+/// Whether any server of the config is a DNS name (so the group is resolved again).
+pub fn has_names(cfg: &Upstream) -> bool {
+    cfg.servers
+        .iter()
+        .any(|s| s.addr().parse::<SocketAddr>().is_err())
+}
+
+/// Retries may add `ratio` of the requests of the last 10 s, plus 3 per second: a group that
+/// fails everything sees at most (1 + ratio) times its load, not (1 + retries) times.
+struct RetryBudget {
+    ratio: f64,
+    state: Mutex<BudgetWindow>,
+}
+
+struct BudgetWindow {
+    start: Instant,
+    requests: u64,
+    retries: u64,
+}
+
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+impl RetryBudget {
+    fn new(ratio: f64) -> RetryBudget {
+        RetryBudget {
+            ratio,
+            state: Mutex::new(BudgetWindow {
+                start: Instant::now(),
+                requests: 0,
+                retries: 0,
+            }),
+        }
+    }
+
+    fn roll(w: &mut BudgetWindow) {
+        if w.start.elapsed() >= BUDGET_WINDOW {
+            *w = BudgetWindow {
+                start: Instant::now(),
+                requests: 0,
+                retries: 0,
+            };
+        }
+    }
+
+    fn deposit(&self) {
+        let mut w = self.state.lock().unwrap();
+        Self::roll(&mut w);
+        w.requests += 1;
+    }
+
+    fn withdraw(&self) -> bool {
+        let mut w = self.state.lock().unwrap();
+        Self::roll(&mut w);
+        let floor = 3 * BUDGET_WINDOW.as_secs();
+        let allowed = (w.requests as f64 * self.ratio) as u64 + floor;
+        if w.retries < allowed {
+            w.retries += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServerSpec, Upstream};
+
+    fn group(balance: &str, servers: &[(&str, u32)]) -> Group {
+        let list = servers
+            .iter()
+            .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cfg: Upstream = toml::from_str(&format!(
+            "name = \"g\"\nbalance = \"{balance}\"\nservers = [{list}]"
+        ))
+        .unwrap();
+        assert!(matches!(cfg.servers[0], ServerSpec::Weighted { .. }));
+        Group::new(&cfg, None, &Arc::new(crate::metrics::Metrics::new()), 1)
+    }
+
+    fn counts(g: &Group, n: usize) -> Vec<usize> {
+        let servers = g.servers();
+        let mut c = vec![0; servers.len()];
+        for _ in 0..n {
+            let s = g.pick(&[]).unwrap();
+            c[servers.iter().position(|x| x.addr == s.addr).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_takes_turns_and_ignores_weights() {
+        let g = group(
+            "round_robin",
+            &[("127.0.0.1:1", 1), ("127.0.0.1:2", 5), ("127.0.0.1:3", 1)],
+        );
+        assert_eq!(counts(&g, 300), vec![100, 100, 100]);
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_interleaves_by_weight() {
+        let g = group(
+            "weighted_round_robin",
+            &[("127.0.0.1:1", 3), ("127.0.0.1:2", 1)],
+        );
+        let order: Vec<u16> = (0..8).map(|_| g.pick(&[]).unwrap().addr.port()).collect();
+        assert_eq!(order, vec![1, 1, 2, 1, 1, 1, 2, 1]);
+        assert_eq!(counts(&g, 400), vec![300, 100]);
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_server() {
+        let g = group("least_request", &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]);
+        g.servers()[0].outstanding.store(50, Relaxed);
+        let c = counts(&g, 1000);
+        // Only a draw of the busy server twice picks it (1 in 4).
+        assert!(c[1] > 700, "{c:?}");
+    }
+
+    #[test]
+    fn ejection_after_consecutive_failures_skips_the_server() {
+        let mut g = group("round_robin", &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]);
+        g.cfg.eject_after = 3;
+        let bad = g.servers()[0].clone();
+        g.failure(&bad);
+        g.failure(&bad);
+        g.success(&bad);
+        g.failure(&bad);
+        g.failure(&bad);
+        assert!(g.eligible(&bad), "a success in between resets the count");
+        g.failure(&bad);
+        assert!(!g.eligible(&bad));
+        assert_eq!(counts(&g, 10), vec![0, 10]);
+        g.set_up(&g.servers()[1], false);
+        assert_eq!(g.pick(&[]).unwrap_err(), NoServer::AllDown);
+    }
+
+    #[test]
+    fn tried_servers_are_skipped_then_exhausted() {
+        let g = group("round_robin", &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]);
+        let a = g.pick(&[]).unwrap();
+        let b = g.pick(&[a.addr]).unwrap();
+        assert_ne!(a.addr, b.addr);
+        assert_eq!(g.pick(&[a.addr, b.addr]).unwrap_err(), NoServer::Exhausted);
+    }
+
+    #[test]
+    fn retry_budget_caps_retries() {
+        let b = RetryBudget::new(0.2);
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let granted = (0..1000).filter(|_| b.withdraw()).count();
+        assert_eq!(granted, 20 + 30);
+    }
+}
