@@ -259,6 +259,12 @@ impl Group {
 
     /// Active checks moved `s` up or down.
     pub fn set_up(&self, s: &Server, up: bool) {
+        if up && !s.is_up() {
+            // Back after `rise` passed checks: it was seen to recover, so a passive
+            // ejection from its outage ends too.
+            s.ejected_until.store(0, Relaxed);
+            s.fails.store(0, Relaxed);
+        }
         if s.up.swap(up, Relaxed) != up {
             tracing::info!(upstream = %self.name, server = %s.addr, up, "upstream server health changed");
         }

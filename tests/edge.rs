@@ -1,0 +1,788 @@
+//! The HTTP edge against real HTTP upstream servers (src/testkit/http.rs), through real
+//! clients: hyper's client, curl (HTTP/2 over TLS), raw sockets for the abusive ones.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::io::{Read, Write};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use switchyard::app::Server;
+use switchyard::config::Config;
+use switchyard::testkit::http::HttpUpstream;
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An answer as a test sees it.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+async fn get_with(
+    c: &Client<HttpConnector, Empty<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.request(b.body(Empty::new()).unwrap()),
+    )
+    .await
+    .expect("answer within 20 s")
+    .expect("request succeeds");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn get(url: &str) -> Resp {
+    let c = client();
+    rt().block_on(get_with(&c, "GET", url, &[]))
+}
+
+/// `n` sequential GETs on one keep-alive connection.
+fn get_n(url: &str, n: usize) -> Vec<Resp> {
+    let c = client();
+    rt().block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(get_with(&c, "GET", url, &[]).await);
+        }
+        out
+    })
+}
+
+fn start(text: &str) -> Server {
+    let cfg = Config::from_toml(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    Server::start(cfg).expect("proxy starts")
+}
+
+fn base(s: &Server) -> String {
+    format!("http://{}", s.edge_addrs[0])
+}
+
+fn servers(ups: &[&HttpUpstream]) -> String {
+    ups.iter()
+        .map(|u| format!("\"{}\"", u.addr()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One listener, one route to one group; `route` and `upstream` add keys to those tables.
+fn simple(ups: &[&HttpUpstream], route: &str, upstream: &str) -> String {
+    format!(
+        r#"
+[general]
+workers = 2
+
+[[edge.listener]]
+listen = "127.0.0.1:0"
+
+[[edge.route]]
+path = "/"
+upstream = "web"
+{route}
+
+[[edge.upstream]]
+name = "web"
+servers = [{servers}]
+{upstream}
+"#,
+        servers = servers(ups)
+    )
+}
+
+#[test]
+fn round_robin_splits_evenly_and_weights_split_in_proportion() {
+    let ups: Vec<HttpUpstream> = (0..3)
+        .map(|i| HttpUpstream::start(&format!("u{i}")).unwrap())
+        .collect();
+    let refs: Vec<&HttpUpstream> = ups.iter().collect();
+    let s = start(&simple(&refs, "", ""));
+    let answers = get_n(&format!("{}/rr", base(&s)), 300);
+    assert!(answers.iter().all(|r| r.status == 200));
+    let counts: Vec<u64> = ups.iter().map(|u| u.requests_for("/rr")).collect();
+    assert_eq!(counts, vec![100, 100, 100]);
+    s.shutdown();
+
+    let weighted = format!(
+        r#"
+[general]
+workers = 2
+[[edge.listener]]
+listen = "127.0.0.1:0"
+[[edge.route]]
+path = "/"
+upstream = "web"
+[[edge.upstream]]
+name = "web"
+balance = "weighted_round_robin"
+servers = [{{ addr = "{}", weight = 3 }}, {{ addr = "{}", weight = 1 }}]
+"#,
+        ups[0].addr(),
+        ups[1].addr()
+    );
+    let s = start(&weighted);
+    // Two clients at once, so both workers pick.
+    let url = format!("{}/w", base(&s));
+    let (a, b) = std::thread::scope(|sc| {
+        let h1 = sc.spawn(|| get_n(&url, 200));
+        let h2 = sc.spawn(|| get_n(&url, 200));
+        (h1.join().unwrap(), h2.join().unwrap())
+    });
+    assert!(a.iter().chain(&b).all(|r| r.status == 200));
+    let (w3, w1) = (ups[0].requests_for("/w"), ups[1].requests_for("/w"));
+    assert_eq!(w3 + w1, 400);
+    let share = w3 as f64 / 400.0;
+    assert!((share - 0.75).abs() <= 0.05, "3:1 split was {w3}:{w1}");
+    s.shutdown();
+}
+
+#[test]
+fn a_stopped_upstream_costs_no_failed_request_and_comes_back_after_rise() {
+    let a = HttpUpstream::start("a").unwrap();
+    let b = HttpUpstream::start("b").unwrap();
+    let port = b.port();
+    let s = start(&simple(
+        &[&a, &b],
+        "",
+        "[edge.upstream.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2",
+    ));
+    let url = format!("{}/h", base(&s));
+    assert!(get_n(&url, 20).iter().all(|r| r.status == 200));
+    assert!(b.requests_for("/h") > 0);
+    b.stop();
+    // Even before the checks notice, idempotent requests are retried on the other server.
+    let during = get_n(&url, 50);
+    assert!(during.iter().all(|r| r.status == 200), "{during:?}");
+    // After the fall count: every request goes to `a`.
+    std::thread::sleep(Duration::from_millis(200 * 2 + 600));
+    let before = a.requests_for("/h");
+    let after = get_n(&url, 100);
+    assert!(after.iter().all(|r| r.status == 200));
+    assert_eq!(a.requests_for("/h") - before, 100);
+    let b = HttpUpstream::start_on("b", port).unwrap();
+    std::thread::sleep(Duration::from_millis(200 * 2 + 800));
+    let back = get_n(&url, 40);
+    assert!(back.iter().all(|r| r.status == 200));
+    assert!(
+        b.requests_for("/h") >= 15,
+        "restarted upstream got {} of 40",
+        b.requests_for("/h")
+    );
+    s.shutdown();
+}
+
+#[test]
+fn an_upstream_answering_503_is_retried_for_gets_but_not_for_posts() {
+    let good = HttpUpstream::start("good").unwrap();
+    let bad = HttpUpstream::start("bad").unwrap();
+    bad.force_status(Some(503));
+    // eject_after = 0: the bad server stays in rotation, so every other request meets it.
+    let s = start(&simple(
+        &[&good, &bad],
+        "",
+        "eject_after = 0\nretry_budget = 1.0",
+    ));
+    let answers = get_n(&format!("{}/r", base(&s)), 40);
+    assert!(answers.iter().all(|r| r.status == 200), "{answers:?}");
+    assert!(answers.iter().all(|r| r.body.starts_with("good")));
+    assert!(bad.requests_for("/r") >= 15, "the bad server was tried");
+    // A POST is not idempotent: the client sees the 503 when it meets the bad server.
+    let c = client();
+    let posts: Vec<u16> = rt().block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(
+                get_with(&c, "POST", &format!("{}/p", base(&s)), &[])
+                    .await
+                    .status,
+            );
+        }
+        v
+    });
+    assert!(posts.contains(&503) && posts.contains(&200), "{posts:?}");
+    s.shutdown();
+}
+
+#[test]
+fn when_every_server_is_down_the_answer_is_503_naming_the_group() {
+    let a = HttpUpstream::start("a").unwrap();
+    a.set_healthy(false);
+    let s = start(&simple(
+        &[&a],
+        "",
+        "[edge.upstream.health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\nfall = 1",
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let r = get(&format!("{}/x", base(&s)));
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body.contains("no server of upstream \"web\" is up"),
+        "{}",
+        r.body
+    );
+    a.set_healthy(true);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(get(&format!("{}/x", base(&s))).status, 200);
+    s.shutdown();
+}
+
+#[test]
+fn cache_serves_fresh_responses_once_keeps_variants_apart_and_coalesces_misses() {
+    let u = HttpUpstream::start("c").unwrap();
+    let s = start(&simple(&[&u], "cache = true", ""));
+    let b = base(&s);
+    let hits = get_n(&format!("{b}/fresh?cc=max-age%3D60"), 100);
+    assert!(hits
+        .iter()
+        .all(|r| r.status == 200 && r.body == hits[0].body));
+    assert_eq!(u.requests_for("/fresh"), 1);
+    assert_eq!(hits[0].headers["x-cache"], "MISS");
+    assert_eq!(hits[99].headers["x-cache"], "HIT");
+    assert!(hits[99].headers.contains_key("age"));
+
+    let stored = get_n(&format!("{b}/nostore?cc=no-store"), 100);
+    assert!(stored.iter().all(|r| r.status == 200));
+    assert_eq!(u.requests_for("/nostore"), 100);
+
+    let c = client();
+    let url = format!("{b}/vary?cc=max-age%3D60&vary=Accept-Encoding");
+    let bodies: Vec<(String, String)> = rt().block_on(async {
+        let mut v = Vec::new();
+        for enc in ["gzip", "identity", "gzip", "identity", "gzip"] {
+            let r = get_with(&c, "GET", &url, &[("accept-encoding", enc)]).await;
+            v.push((enc.to_string(), r.body));
+        }
+        v
+    });
+    assert_eq!(
+        u.requests_for("/vary"),
+        2,
+        "one upstream request per variant"
+    );
+    for (enc, body) in &bodies {
+        assert!(body.contains(enc.as_str()), "{enc} got {body}");
+    }
+
+    // 50 concurrent misses of a slow resource: one upstream request.
+    let url = format!("{b}/slow?cc=max-age%3D60&delay_ms=300");
+    let all: Vec<Resp> = rt().block_on(async {
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { get_with(&client(), "GET", &url, &[]).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert!(all.iter().all(|r| r.status == 200 && r.body == all[0].body));
+    assert_eq!(u.requests_for("/slow"), 1);
+    s.shutdown();
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after_on_its_route_only() {
+    let u = HttpUpstream::start("r").unwrap();
+    let text = format!(
+        r#"
+[general]
+workers = 2
+[[edge.listener]]
+listen = "127.0.0.1:0"
+[[edge.route]]
+path = "/limited"
+upstream = "web"
+rate_limit = {{ rate = 10, burst = 10 }}
+[[edge.route]]
+path = "/"
+upstream = "web"
+[[edge.upstream]]
+name = "web"
+servers = ["{}"]
+"#,
+        u.addr()
+    );
+    let s = start(&text);
+    let b = base(&s);
+    let answers = get_n(&format!("{b}/limited"), 11);
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(&statuses[..10], &[200; 10]);
+    assert_eq!(statuses[10], 429);
+    let retry: u64 = answers[10].headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry));
+    assert!(get_n(&format!("{b}/other"), 30)
+        .iter()
+        .all(|r| r.status == 200));
+    s.shutdown();
+}
+
+#[test]
+fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
+    let u = HttpUpstream::start("e").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let c = client();
+    let r = rt().block_on(get_with(
+        &c,
+        "GET",
+        &format!("{}/echo?q=1", base(&s)),
+        &[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-request-id", "req-42"),
+            ("host", "shop.example"),
+        ],
+    ));
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["host"], "shop.example");
+    assert_eq!(h["via"], "1.1 switchyard");
+    assert_eq!(h["x-request-id"], "req-42");
+    assert!(
+        h.get("x-secret").is_none() && h.get("keep-alive").is_none(),
+        "{h}"
+    );
+    assert_eq!(v["path"], "/echo?q=1");
+    assert_eq!(r.headers["x-request-id"], "req-42");
+    assert_eq!(r.headers["via"], "1.1 switchyard");
+    // Without an id of its own the request gets one, sent both ways.
+    let r = get(&format!("{}/echo", base(&s)));
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v["headers"]["x-request-id"].as_str().unwrap(),
+        r.headers["x-request-id"].to_str().unwrap()
+    );
+    s.shutdown();
+}
+
+#[test]
+fn slow_headers_are_cut_at_the_header_timeout_and_oversized_ones_get_431() {
+    let u = HttpUpstream::start("s").unwrap();
+    let text = simple(&[&u], "", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nheader_timeout = \"2s\"\nmax_header_bytes = 8192",
+    );
+    let s = start(&text);
+    let addr = s.edge_addrs[0];
+    // Slowloris: one byte a second.
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let t0 = Instant::now();
+    let mut closed = false;
+    for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1234567890".iter() {
+        if c.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match c.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {
+                closed = true; // an error answer, then the close
+                break;
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(950));
+        if t0.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    assert!(
+        closed,
+        "a one-byte-a-second client still connected after {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let big = "a".repeat(20_000);
+    let _ = c.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    s.shutdown();
+}
+
+/// A WebSocket client frame (masked, FIN).
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn websocket_upgrades_pass_through_and_echo() {
+    let u = HttpUpstream::start("ws").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let mut c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="));
+    for msg in [&b"hello through the edge"[..], &vec![7u8; 70_000][..]] {
+        c.write_all(&ws_frame(if msg.len() < 100 { 1 } else { 2 }, msg))
+            .unwrap();
+        let mut h = [0u8; 2];
+        c.read_exact(&mut h).unwrap();
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                c.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                c.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        c.read_exact(&mut payload).unwrap();
+        assert_eq!(payload, msg);
+    }
+    s.shutdown();
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written to `dir`.
+fn cert_files(dir: &std::path::Path) -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// Two upstreams behind a TLS listener: "/" and "/a/" (stripped) to `a`, "/b/" (stripped) to
+/// `b`; access log as JSON into `log`.
+fn tls_config(a: &HttpUpstream, b: &HttpUpstream, cert: &str, key: &str, log: &str) -> String {
+    format!(
+        r#"
+[general]
+workers = 2
+[edge]
+access_log = "json"
+access_log_file = "{log}"
+[[edge.listener]]
+name = "https"
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+[[edge.route]]
+path = "/"
+upstream = "a"
+[[edge.route]]
+path = "/a/"
+strip_prefix = true
+upstream = "a"
+[[edge.route]]
+path = "/b/"
+strip_prefix = true
+upstream = "b"
+[[edge.upstream]]
+name = "a"
+servers = ["{}"]
+[[edge.upstream]]
+name = "b"
+servers = ["{}"]
+"#,
+        a.addr(),
+        b.addr()
+    )
+}
+
+#[test]
+fn tls_listener_speaks_http2_by_alpn_to_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_files(dir.path());
+    let a = HttpUpstream::start("a").unwrap();
+    let b = HttpUpstream::start("b").unwrap();
+    let log = dir.path().join("access.log");
+    let s = start(&tls_config(&a, &b, &cert, &key, &log.display().to_string()));
+    let url = format!("https://127.0.0.1:{}/b/echo", s.edge_addrs[0].port());
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--http2", "-w", "\n%{http_version}", &url])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{text}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["upstream"], "b");
+    assert_eq!(v["path"], "/echo");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(v["headers"]["via"], "2.0 switchyard");
+    // HTTP/1.1 over the same listener.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1");
+    s.shutdown();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines[0]["protocol"], "HTTP/2.0");
+    assert_eq!(lines[0]["route"], "*/b/");
+    assert_eq!(lines[1]["protocol"], "HTTP/1.1");
+}
+
+#[test]
+fn headless_chromium_loads_a_page_over_tls_with_a_websocket_and_two_routes() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is installed (scripts/install-deps.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_files(dir.path());
+    let a = HttpUpstream::start("a").unwrap();
+    let b = HttpUpstream::start("b").unwrap();
+    let log = dir.path().join("access.log");
+    let s = start(&tls_config(&a, &b, &cert, &key, &log.display().to_string()));
+    let url = format!("https://127.0.0.1:{}/page", s.edge_addrs[0].port());
+    let profile = dir.path().join("profile");
+    let mut child = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--ignore-certificate-errors",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut dom = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut dom)
+        .unwrap();
+    assert!(status.is_some(), "chromium did not finish in 60 s");
+    assert!(
+        dom.contains("ws=ping-through-edge a=200 b=200"),
+        "page result not found in DOM:\n{dom}"
+    );
+    s.shutdown();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let page: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["path"] == "/page")
+        .collect();
+    assert!(!page.is_empty(), "{log}");
+    assert_eq!(page[0]["protocol"], "HTTP/2.0", "{log}");
+    assert!(
+        log.contains("\"/ws\""),
+        "the WebSocket went through the edge: {log}"
+    );
+    assert!(
+        log.contains("\"/b/echo\"") && log.contains("\"/a/echo\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn metrics_count_requests_per_route_and_server_health() {
+    let u = HttpUpstream::start("m").unwrap();
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        simple(&[&u], "cache = true", "")
+    );
+    let s = start(&text);
+    get_n(&format!("{}/m?cc=max-age%3D60", base(&s)), 3);
+    get_n(&format!("{}/m?status=500", base(&s)), 1);
+    let m = get(&format!("http://{}/metrics", s.admin_addr.unwrap())).body;
+    let has = |needle: &str| {
+        assert!(
+            m.lines().any(|l| l.starts_with(needle)),
+            "no line starting with {needle} in\n{}",
+            m.lines()
+                .filter(|l| l.contains("edge"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    has("switchyard_edge_requests_total{route=\"*/\",class=\"2xx\"} 3");
+    has("switchyard_edge_requests_total{route=\"*/\",class=\"5xx\"} 1");
+    has(&format!(
+        "switchyard_edge_upstream_up{{upstream=\"web\",server=\"{}\"}} 1",
+        u.addr()
+    ));
+    has("switchyard_edge_cache_lookups_total{result=\"hit\"} 2");
+    has("switchyard_edge_request_duration_seconds_count{route=\"*/\"} 4");
+    has("switchyard_edge_connections{listener=\"127.0.0.1:0\"}");
+    s.shutdown();
+}
+
+#[test]
+fn reload_moves_a_route_without_dropping_open_connections() {
+    let a = HttpUpstream::start("a").unwrap();
+    let b = HttpUpstream::start("b").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sy.toml");
+    let text = |to: &HttpUpstream| simple(&[to], "", "");
+    std::fs::write(&path, text(&a)).unwrap();
+    let s = Server::start_file(&path).unwrap();
+    let url = format!("{}/re", base(&s));
+    let c = client();
+    rt().block_on(async {
+        // A slow request is in flight on one connection while the reload happens.
+        let slow = {
+            let url = format!("{url}?delay_ms=800");
+            let c = c.clone();
+            tokio::spawn(async move { get_with(&c, "GET", &url, &[]).await })
+        };
+        let first = get_with(&c, "GET", &url, &[]).await;
+        assert!(first.body.starts_with("a "), "{}", first.body);
+        std::fs::write(&path, text(&b)).unwrap();
+        let msg = s.reload().expect("reload succeeds");
+        assert!(msg.contains("1 edge routes"), "{msg}");
+        let after = get_with(&c, "GET", &url, &[]).await;
+        assert!(after.body.starts_with("b "), "{}", after.body);
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.status, 200);
+        assert!(slow.body.starts_with("a "));
+    });
+    // A reload with a broken certificate changes nothing.
+    std::fs::write(
+        &path,
+        text(&a).replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"",
+        ),
+    )
+    .unwrap();
+    assert!(s.reload().is_err());
+    assert!(get(&url).body.starts_with("b "));
+    s.shutdown();
+}
+
+#[test]
+fn sigterm_style_shutdown_finishes_requests_in_flight_then_refuses() {
+    let u = HttpUpstream::start("d").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let addr = s.edge_addrs[0];
+    let url = format!("http://{addr}/slow?delay_ms=700");
+    let inflight = std::thread::spawn(move || get(&url));
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    s.shutdown();
+    let r = inflight.join().unwrap();
+    assert_eq!(r.status, 200, "the request in flight finished");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed"
+    );
+}
