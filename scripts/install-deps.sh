@@ -4,7 +4,8 @@
 # and client (src/testkit/mariadb.rs), the real
 # drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, node-postgres, pgjdbc and a JDK) and of
 # the MySQL tests (PyMySQL, mysql-connector-python, mysql2, MariaDB Connector/J), and for
-# tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file).
+# tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file), and curl and
+# Chromium for the HTTP edge's tests.
 # Idempotent: does nothing (and touches no package list) when everything is present.
 # The tests run their own servers on free ports; they never use a packaged service.
 set -euo pipefail
@@ -145,6 +146,10 @@ if ! have javac || ! have java; then apt_missing+=(default-jdk-headless); fi
 if [ ! -f /usr/share/java/postgresql.jar ]; then apt_missing+=(libpostgresql-jdbc-java); fi
 if [ ! -f /usr/share/java/mariadb-java-client.jar ]; then apt_missing+=(libmariadb-java); fi
 if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
+# The HTTP edge's tests (tests/edge.rs): curl for HTTP/2 over TLS, headless Chromium for the
+# browser test (a page over TLS with a WebSocket and two routes through the edge).
+if ! have curl; then apt_missing+=(curl); fi
+if ! have chromium; then apt_missing+=(chromium); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
         log "missing ${apt_missing[*]} and not root (no sudo): install them by hand"
@@ -155,7 +160,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     "${SUDO[@]}" apt-get update -q >&2
     "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2
 fi
-for t in java javac node npm; do
+for t in java javac node npm curl chromium; do
     have "$t" || { log "$t not found after installing"; exit 1; }
 done
 [ -f /usr/share/java/postgresql.jar ] || { log "/usr/share/java/postgresql.jar missing"; exit 1; }

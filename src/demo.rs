@@ -1,6 +1,7 @@
 //! `switchyard demo`: a real PostgreSQL primary with two streaming replicas, a MariaDB
-//! primary with one GTID replica, the proxy in front of both, and the URIs a person or a
-//! script needs, one per line.
+//! primary with one GTID replica, two small HTTP upstream services, the proxy in front of
+//! all of them (the HTTP edge for the services), and the URIs a person or a script needs, one
+//! per line.
 
 use crate::app::Server;
 use crate::config::Config;
@@ -12,6 +13,7 @@ use crate::testkit::pg::PgCluster;
 pub fn run(
     port: u16,
     mysql_port: u16,
+    http_port: u16,
     wait: impl FnOnce(&dyn Fn()) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     eprintln!("starting PostgreSQL primary and two replicas...");
@@ -20,6 +22,11 @@ pub fn run(
     eprintln!("starting MariaDB primary and one replica...");
     let maria = MariaCluster::start(1)?;
     maria.create_database("shop")?;
+    eprintln!("starting two HTTP upstream services...");
+    let web = [
+        crate::testkit::http::HttpUpstream::start("web-1")?,
+        crate::testkit::http::HttpUpstream::start("web-2")?,
+    ];
     let replicas: Vec<String> = cluster
         .replica_ports()
         .iter()
@@ -36,6 +43,33 @@ listen = "127.0.0.1:{mysql_port}"
 
 [admin]
 listen = "127.0.0.1:0"
+
+# The HTTP edge in front of the two sample services: round robin with health checks;
+# responses under /static are cached (try /static/x?cc=max-age%3D60), /api is rate limited.
+[[edge.listener]]
+listen = "127.0.0.1:{http_port}"
+
+[[edge.route]]
+path = "/"
+upstream = "web"
+
+[[edge.route]]
+path = "/static"
+upstream = "web"
+cache = true
+
+[[edge.route]]
+path = "/api"
+upstream = "web"
+rate_limit = {{ rate = 50, burst = 100 }}
+
+[[edge.upstream]]
+name = "web"
+servers = ["{web1}", "{web2}"]
+
+[edge.upstream.health]
+path = "/healthz"
+interval = "1s"
 
 [[user]]
 name = "app"
@@ -61,6 +95,8 @@ password = "switchyard_pw"
         replicas = replicas.join(", "),
         maria_primary = maria.primary_port(),
         maria_replica = maria.replica_ports()[0],
+        web1 = web[0].addr(),
+        web2 = web[1].addr(),
     );
     Config::from_toml(&text)?;
     // The generated config lives in a file so a newcomer can edit it and reload it.
@@ -88,6 +124,11 @@ password = "switchyard_pw"
     for p in maria.replica_ports() {
         println!("replica mysql://app:app_pw@127.0.0.1:{p}/shop");
     }
+    let edge = server.edge_addrs[0];
+    println!("http://127.0.0.1:{}/", edge.port());
+    for u in &web {
+        println!("upstream http://{}/", u.addr());
+    }
     if let Some(a) = server.admin_addr {
         println!("admin http://{a}");
     }
@@ -97,6 +138,7 @@ password = "switchyard_pw"
         addr.port()
     );
     eprintln!("     mariadb -h127.0.0.1 -P{} -uapp -papp shop", my.port());
+    eprintln!("     curl http://127.0.0.1:{}/echo", edge.port());
     eprintln!(
         "edit the config, then: kill -HUP {} (or POST /reload on the admin URL)",
         std::process::id()
@@ -109,5 +151,6 @@ password = "switchyard_pw"
     server.shutdown();
     drop(cluster);
     drop(maria);
+    drop(web);
     Ok(())
 }

@@ -46,6 +46,9 @@ enum Command {
         /// Port for the proxy's MySQL listener (0 picks a free one).
         #[arg(long, default_value_t = 3307)]
         mysql_port: u16,
+        /// Port for the HTTP edge in front of the sample services (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
     },
 }
 
@@ -89,9 +92,11 @@ fn main() -> anyhow::Result<()> {
             server.shutdown();
             Ok(())
         }
-        Command::Demo { port, mysql_port } => {
-            switchyard::demo::run(port, mysql_port, |on_hup| wait_for_stop(on_hup))
-        }
+        Command::Demo {
+            port,
+            mysql_port,
+            http_port,
+        } => switchyard::demo::run(port, mysql_port, http_port, |on_hup| wait_for_stop(on_hup)),
     }
 }
 
