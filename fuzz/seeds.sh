@@ -174,4 +174,19 @@ put mysql_handshake auth-switch "00fe$(cs caching_sha2_password)$(hex_of 0123456
 put mysql_handshake ok-tracked "03$ok_track"
 put mysql_handshake err "01$err"
 
+# ---- edge_headers: selector byte, request headers, "--", response headers ----
+put edge_headers cache-vary "00$(hex_of 'cache-control: max-age=60
+accept-encoding: gzip
+--
+cache-control: s-maxage=10, max-age=5
+vary: accept-encoding
+age: 3
+connection: keep-alive, x-a
+x-a: 1')"
+put edge_headers expires-head "01$(hex_of 'if-none-match: "v1"
+--
+expires: Thu, 01 Dec 1994 16:00:00 GMT
+date: Thu, 01 Dec 1994 15:00:00 GMT
+etag: "v1"')"
+
 printf "seed corpus: %s files, %s bytes\n" "$(ls corpus/*/seed-* | wc -l)" "$(cat corpus/*/seed-* | wc -c)"

@@ -43,7 +43,7 @@ pub async fn handle(
     let _done = crate::Decrement(&ctx.in_flight);
     let started = Instant::now();
     let state = ctx.edge.state();
-    let mut log = LogLine::new(&req, &ctx);
+    let mut log = LogLine::new(&req, &ctx, state.cfg.access_log != AccessLog::Off);
     let resp = serve(&ctx, &state, req, &mut log).await;
     let mut resp = resp;
     resp.headers_mut()
@@ -87,13 +87,17 @@ async fn serve(
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let mut fill = None;
     let method = req.method().clone();
-    let cache_key = format!(
-        "{host}{}",
-        req.uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
+    let cache_key = if route.cfg.cache {
+        format!(
+            "{host}{}",
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        )
+    } else {
+        String::new()
+    };
     if route.cfg.cache && !upgrade && (method == Method::GET || method == Method::HEAD) {
         let wait = state.cfg.cache.lock_timeout;
         match state
@@ -377,16 +381,20 @@ struct LogLine {
 }
 
 impl LogLine {
-    fn new(req: &Request<Incoming>, ctx: &ConnCtx) -> LogLine {
+    /// `on`: the access log is written (otherwise the texts are not copied).
+    fn new(req: &Request<Incoming>, ctx: &ConnCtx, on: bool) -> LogLine {
         LogLine {
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_default(),
+            path: match req.uri().path_and_query() {
+                Some(p) if on => p.as_str().to_string(),
+                _ => String::new(),
+            },
             version: req.version(),
-            host: super::route::request_host_of(req.headers(), req.uri()),
+            host: if on {
+                super::route::request_host_of(req.headers(), req.uri())
+            } else {
+                String::new()
+            },
             client: ctx.peer,
             listener: ctx.listener.clone(),
             request_id: HeaderValue::from_static("-"),

@@ -333,17 +333,16 @@ pub fn has_names(cfg: &Upstream) -> bool {
         .any(|s| s.addr().parse::<SocketAddr>().is_err())
 }
 
-/// Retries may add `ratio` of the requests of the last 10 s, plus 3 per second: a group that
-/// fails everything sees at most (1 + ratio) times its load, not (1 + retries) times.
+/// Retries may add `ratio` of the requests of the current 10 s window, plus 3 per second: a
+/// group that fails everything sees at most (1 + ratio) times its load, not (1 + retries)
+/// times. Atomics only: every request deposits, from every worker.
 struct RetryBudget {
     ratio: f64,
-    state: Mutex<BudgetWindow>,
-}
-
-struct BudgetWindow {
-    start: Instant,
-    requests: u64,
-    retries: u64,
+    created: Instant,
+    /// The window's number (seconds since `created` / 10).
+    window: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
 }
 
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -352,41 +351,41 @@ impl RetryBudget {
     fn new(ratio: f64) -> RetryBudget {
         RetryBudget {
             ratio,
-            state: Mutex::new(BudgetWindow {
-                start: Instant::now(),
-                requests: 0,
-                retries: 0,
-            }),
+            created: Instant::now(),
+            window: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
-    fn roll(w: &mut BudgetWindow) {
-        if w.start.elapsed() >= BUDGET_WINDOW {
-            *w = BudgetWindow {
-                start: Instant::now(),
-                requests: 0,
-                retries: 0,
-            };
+    /// Start a new window when the clock moved past the current one (one thread wins the
+    /// swap and resets the counts; a count lost in that instant does not matter).
+    fn roll(&self) {
+        let now = self.created.elapsed().as_secs() / BUDGET_WINDOW.as_secs();
+        let cur = self.window.load(Relaxed);
+        if now != cur
+            && self
+                .window
+                .compare_exchange(cur, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.requests.store(0, Relaxed);
+            self.retries.store(0, Relaxed);
         }
     }
 
     fn deposit(&self) {
-        let mut w = self.state.lock().unwrap();
-        Self::roll(&mut w);
-        w.requests += 1;
+        self.roll();
+        self.requests.fetch_add(1, Relaxed);
     }
 
     fn withdraw(&self) -> bool {
-        let mut w = self.state.lock().unwrap();
-        Self::roll(&mut w);
+        self.roll();
         let floor = 3 * BUDGET_WINDOW.as_secs();
-        let allowed = (w.requests as f64 * self.ratio) as u64 + floor;
-        if w.retries < allowed {
-            w.retries += 1;
-            true
-        } else {
-            false
-        }
+        let allowed = (self.requests.load(Relaxed) as f64 * self.ratio) as u64 + floor;
+        self.retries
+            .fetch_update(Relaxed, Relaxed, |r| (r < allowed).then_some(r + 1))
+            .is_ok()
     }
 }
 
