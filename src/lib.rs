@@ -1,5 +1,5 @@
-//! Switchyard: a database proxy for the PostgreSQL wire protocol (MySQL and an HTTP edge are
-//! planned on the same core).
+//! Switchyard: a database proxy for the PostgreSQL and MySQL wire protocols, with an HTTP edge
+//! (reverse proxy and load balancer) in the same process.
 //!
 //! Layout (the path of one statement):
 //! - [`net`]: listeners (one SO_REUSEPORT socket per worker), TLS.
@@ -12,13 +12,18 @@
 //!   replica selection.
 //! - [`engine`]: the protocol-neutral state front ends read (config, topology, classifier,
 //!   shutdown, metrics).
-//! - [`mysql`]: MySQL/MariaDB protocol (so far its pure codec and auth scrambles).
+//! - [`mysql`]: MySQL/MariaDB protocol — pure codec, auth scrambles, login, sessions with
+//!   transaction pooling, server connections, the health probe.
+//! - [`edge`]: the HTTP edge — listeners (TLS, HTTP/1.1, HTTP/2), routes, upstream groups
+//!   with balancing and health, retries, rate limits, the response cache, WebSocket tunnels.
 //! - [`app`]: wiring: worker threads, the engine and each front end's state, shutdown, drain.
 //! - [`config`]: the config model, validation, durations (a leaf).
-//! - [`testkit`] and [`demo`]: real PostgreSQL and MariaDB servers for tests and `switchyard demo`.
+//! - [`testkit`] and [`demo`]: real PostgreSQL and MariaDB servers and small HTTP services for
+//!   tests and `switchyard demo`.
 //!
 //! Import rules: `pool`, `cluster`, `router`, `config`, `admin`, `metrics` and `engine` import
-//! nothing from `pg` or `mysql`; `pg` and `mysql` import nothing from each other or from `app`.
+//! nothing from `pg`, `mysql` or `edge`; `pg`, `mysql` and `edge` import nothing from each
+//! other or from `app`.
 //!
 //! Invariants: a backend connection returns to a pool only idle and clean; untrusted bytes
 //! never panic; codecs do no I/O; no global mutable state; every network wait is bounded or
