@@ -203,14 +203,19 @@ def drop_socket(conn):
 
 
 def wait_visible(conn, sql, want, secs=10):
-    """Polls `sql` (autocommit reads may go to a replica) until it returns `want`."""
+    """Polls `sql` (autocommit reads may go to a replica) until it returns `want` ten times in
+    a row: one match proves only the replica that answered it, and the next read may go to
+    another."""
     end = time.time() + secs
     got = None
+    streak = 0
     while time.time() < end:
         got = one(conn, sql)[0]
-        if got == want:
+        streak = streak + 1 if got == want else 0
+        if streak >= 10:
             return True
-        time.sleep(0.05)
+        if streak == 0:
+            time.sleep(0.05)
     log(f"{sql}: {got!r}, waited for {want!r}")
     return False
 
