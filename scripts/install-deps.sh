@@ -167,12 +167,15 @@ done
 [ -f /usr/share/java/mariadb-java-client.jar ] || { log "/usr/share/java/mariadb-java-client.jar missing"; exit 1; }
 
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
-if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ]; then
-    log "installing node-postgres and mysql2 into $node_dir"
+if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ] ||
+    [ ! -d "$node_dir/node_modules/playwright-core" ]; then
+    log "installing node-postgres, mysql2 and playwright-core into $node_dir"
     (cd "$node_dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2
 fi
 [ -d "$node_dir/node_modules/pg" ] || { log "node-postgres (pg) not installed in $node_dir"; exit 1; }
 [ -d "$node_dir/node_modules/mysql2" ] || { log "mysql2 not installed in $node_dir"; exit 1; }
+# playwright-core drives Debian's Chromium in tests/edge.rs (it downloads no browser).
+[ -d "$node_dir/node_modules/playwright-core" ] || { log "playwright-core not installed in $node_dir"; exit 1; }
 # PostgreSQL's own regression suite (tests/pg_regress.rs, tests/pg_regress/run.sh) needs the
 # source of the installed server package (through a deb-src entry), postgresql-server-dev-N of
 # exactly that version (PGXS and pg_regress) and a C toolchain; run.sh --prepare then builds
