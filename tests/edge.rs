@@ -833,3 +833,67 @@ fn sigterm_style_shutdown_finishes_requests_in_flight_then_refuses() {
         "listener closed"
     );
 }
+
+#[test]
+fn dns_named_servers_resolve_and_connection_limits_and_idle_timeouts_hold() {
+    let u = HttpUpstream::start("n").unwrap();
+    let text = format!(
+        r#"
+[general]
+workers = 1
+[[edge.listener]]
+listen = "127.0.0.1:0"
+max_connections = 2
+idle_timeout = "1s"
+[[edge.route]]
+path = "/"
+upstream = "web"
+[[edge.upstream]]
+name = "web"
+servers = ["localhost:{}"]
+resolve_interval = "200ms"
+"#,
+        u.port()
+    );
+    let s = start(&text);
+    let addr = s.edge_addrs[0];
+    let request = |c: &mut std::net::TcpStream| -> String {
+        c.write_all(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut a = std::net::TcpStream::connect(addr).unwrap();
+    let mut b = std::net::TcpStream::connect(addr).unwrap();
+    for c in [&mut a, &mut b] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(request(c).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(u.requests_for("/k"), 2, "the name resolved to the upstream");
+    // A third connection while two are open is closed at once, unanswered.
+    let mut third = std::net::TcpStream::connect(addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = third.write_all(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0) | Err(_)),
+        "a connection over max_connections was served"
+    );
+    // Idle for more than idle_timeout: closed by the edge.
+    let t0 = Instant::now();
+    let mut byte = [0u8; 1];
+    let r = a.read(&mut byte);
+    assert!(matches!(r, Ok(0)), "{r:?}");
+    let idle = t0.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+        "closed after {idle:?}"
+    );
+    // A slot is free again.
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(get(&format!("http://{addr}/again")).status, 200);
+    s.shutdown();
+}
