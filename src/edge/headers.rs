@@ -61,18 +61,21 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Add the forwarding headers to a request going upstream.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     tls: bool,
     host: Option<&HeaderValue>,
     via: &'static str,
 ) {
-    let ip = client.to_canonical().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let joined = format!("{prev}, {}", client.to_str().unwrap_or(""));
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(&X_FORWARDED_FOR, v);
+            }
+        }
+        _ => {
+            headers.insert(&X_FORWARDED_FOR, client.clone());
+        }
     }
     headers.insert(
         &X_FORWARDED_PROTO,
@@ -95,6 +98,11 @@ pub fn append_via(headers: &mut HeaderMap, via: &'static str) {
     }
 }
 
+/// A client address as forwarding headers write it (IPv4-mapped IPv6 as IPv4).
+pub fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_canonical().to_string()).expect("an address is a header value")
+}
+
 /// "1.1 switchyard" or "2.0 switchyard" for the version the client spoke.
 pub fn via_for(version: http::Version) -> &'static str {
     match version {
@@ -114,7 +122,11 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
         }
     }
     let id: u128 = rand::random();
-    let v = HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a header value");
+    let mut hex = [0u8; 32];
+    for (i, b) in hex.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    let v = HeaderValue::from_bytes(&hex).expect("hex is a header value");
     headers.insert(&X_REQUEST_ID, v.clone());
     v
 }
@@ -169,7 +181,7 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("via", "1.1 cdn")]);
         add_forwarded(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &client_ip_value("127.0.0.1".parse().unwrap()),
             true,
             Some(&HeaderValue::from_static("shop")),
             "1.1 switchyard",

@@ -61,6 +61,7 @@ pub async fn serve(
             tls: state.tls.contains_key(&*name),
             worker,
             in_flight: Default::default(),
+            client_ip: super::headers::client_ip_value(peer.ip()),
         });
         let tls = state.tls.get(&*name).cloned();
         let cfg = cfg.clone();

@@ -31,6 +31,8 @@ pub struct ConnCtx {
     /// Requests of this connection in progress (the idle timeout only closes connections
     /// with none).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The client's address as X-Forwarded-For text, made once per connection.
+    pub client_ip: HeaderValue,
 }
 
 /// Serve one request. Never fails: every problem is an HTTP answer.
@@ -69,7 +71,7 @@ async fn serve(
     log: &mut LogLine,
 ) -> Response<RespBody> {
     log.request_id = headers::request_id(req.headers_mut());
-    let host = super::route::request_host_of(req.headers(), req.uri());
+    let host = super::route::request_host_of(req.headers(), req.uri()).into_owned();
     let Some(route) = state.routes.find(&ctx.listener, &host, req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "no route for this host and path");
     };
@@ -200,15 +202,19 @@ async fn forward(
     let group = &route.group;
     let (mut parts, body) = req.into_parts();
     let retryable = idempotent(&parts.method) && body.is_end_stream() && !upgrade;
-    let path = route
-        .upstream_path(
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        )
-        .into_owned();
+    // The original path is reused as is (no copy) unless the route strips a prefix.
+    let original = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let path = match route.upstream_path(original.as_str()) {
+        std::borrow::Cow::Borrowed(p) if p.len() == original.as_str().len() => original,
+        p => match p.parse() {
+            Ok(p) => p,
+            Err(_) => return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None)),
+        },
+    };
     let via = headers::via_for(parts.version);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     let host_value = parts
@@ -218,7 +224,7 @@ async fn forward(
         .or_else(|| HeaderValue::from_str(host).ok());
     headers::add_forwarded(
         &mut parts.headers,
-        ctx.peer.ip(),
+        &ctx.client_ip,
         ctx.tls,
         host_value.as_ref(),
         via,
@@ -230,7 +236,7 @@ async fn forward(
     group.request_started();
     let attempts = 1 + if retryable { route.cfg.retries } else { 0 };
     let mut body = Some(body);
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut tried: Vec<SocketAddr> = Vec::with_capacity(attempts as usize);
     let mut last: Option<Failed> = None;
     for attempt in 0..attempts {
         if attempt > 0 {
@@ -252,7 +258,7 @@ async fn forward(
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(server.authority.clone())
-            .path_and_query(path.as_str())
+            .path_and_query(path.clone())
             .build();
         let Ok(uri) = uri else {
             return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None));
@@ -391,7 +397,7 @@ impl LogLine {
             },
             version: req.version(),
             host: if on {
-                super::route::request_host_of(req.headers(), req.uri())
+                super::route::request_host_of(req.headers(), req.uri()).into_owned()
             } else {
                 String::new()
             },

@@ -111,13 +111,21 @@ impl RouteTable {
 
 /// The host a request names (Host header, else the HTTP/2 authority), lower case and
 /// without a port.
-pub fn request_host_of(headers: &http::HeaderMap, uri: &http::Uri) -> String {
+pub fn request_host_of<'a>(
+    headers: &'a http::HeaderMap,
+    uri: &'a http::Uri,
+) -> std::borrow::Cow<'a, str> {
     let raw = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    strip_port(raw).to_ascii_lowercase()
+    let host = strip_port(raw);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 fn strip_port(host: &str) -> &str {
