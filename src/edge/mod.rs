@@ -19,6 +19,7 @@
 
 pub mod cache;
 mod clock;
+pub mod conn;
 pub mod headers;
 pub mod health;
 pub mod listener;

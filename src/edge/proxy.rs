@@ -16,8 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// An upstream's body: from a pooled connection (`conn.rs`), or from hyper's client (the
+/// answer to an upgrade request).
+pub type UpstreamBody = Either<super::conn::PooledBody, Incoming>;
+
 /// What the edge sends back: the upstream's streamed body, or one it made or buffered.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// What a connection's requests share.
 pub struct ConnCtx {
@@ -198,7 +202,7 @@ async fn forward(
     req: Request<Incoming>,
     upgrade: bool,
     host: &str,
-) -> Result<(Response<Incoming>, Arc<Server>), Failed> {
+) -> Result<(Response<UpstreamBody>, Arc<Server>), Failed> {
     let group = &route.group;
     let (mut parts, body) = req.into_parts();
     let retryable = idempotent(&parts.method) && body.is_end_stream() && !upgrade;
@@ -274,10 +278,17 @@ async fn forward(
         server
             .outstanding
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = tokio::time::timeout(
-            route.cfg.response_timeout,
-            group.client(ctx.worker).request(up),
-        )
+        let sent = tokio::time::timeout(route.cfg.response_timeout, async {
+            if upgrade {
+                // hyper's client keeps the connection for the tunnel after the 101.
+                let r = group.client(ctx.worker).request(up).await;
+                r.map(|r| r.map(Either::Right)).map_err(|e| e.to_string())
+            } else {
+                let pool = group.pool(ctx.worker);
+                let r = pool.send(server.addr, up, group.limits.clone()).await;
+                r.map(|r| r.map(Either::Left)).map_err(|e| e.to_string())
+            }
+        })
         .await;
         server
             .outstanding

@@ -86,8 +86,12 @@ pub struct Group {
     pub metrics: UpstreamMetrics,
     edge_metrics: Arc<crate::metrics::Metrics>,
     /// One pooled client per worker (index = worker number), made on first use so its
-    /// connections live on that worker's runtime.
+    /// connections live on that worker's runtime. Used for upgrades (WebSocket), whose
+    /// connections outlive the request.
     clients: Box<[OnceLock<UpClient>]>,
+    /// Idle connections per worker, driven by the requests that use them (`conn.rs`).
+    pools: Box<[Arc<super::conn::WorkerPool>]>,
+    pub limits: Arc<super::conn::Limits>,
 }
 
 impl std::fmt::Debug for Group {
@@ -125,6 +129,12 @@ impl Group {
             metrics: metrics.edge.upstream(&cfg.name),
             edge_metrics: metrics.clone(),
             clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
+            pools: (0..workers.max(1)).map(|_| Default::default()).collect(),
+            limits: Arc::new(super::conn::Limits {
+                connect_timeout: cfg.connect_timeout,
+                idle_timeout: cfg.idle_timeout,
+                max_idle: cfg.max_idle,
+            }),
         };
         let resolved: Vec<(SocketAddr, u32)> = cfg
             .servers
@@ -288,7 +298,12 @@ impl Group {
         self.budget.withdraw()
     }
 
-    /// This worker's pooled client for the group.
+    /// This worker's idle connections of the group.
+    pub fn pool(&self, worker: usize) -> &Arc<super::conn::WorkerPool> {
+        &self.pools[worker % self.pools.len()]
+    }
+
+    /// This worker's pooled client for the group (upgrades).
     pub fn client(&self, worker: usize) -> &UpClient {
         self.clients[worker % self.clients.len()].get_or_init(|| {
             let mut http = HttpConnector::new();

@@ -1,0 +1,215 @@
+//! Pooled HTTP/1.1 connections to upstream servers, driven by the task of the request that
+//! uses them. hyper's pooled client runs every connection as a task of its own and talks to
+//! it through channels: three task wakeups per request on top of the socket events. Here the
+//! request's task polls the connection itself (while waiting for the response head, then
+//! inside the response body the client's connection streams out), so a request costs its
+//! socket events only. An idle pooled connection is polled by nobody; one the server closed
+//! is noticed when it is taken (a poll sees the end) and dropped.
+
+use super::upstream::UpBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+type Conn = Connection<TokioIo<tokio::net::TcpStream>, UpBody>;
+
+/// One upstream connection: the request side and the connection future hyper drives I/O in.
+pub struct UpConn {
+    send: SendRequest<UpBody>,
+    conn: Conn,
+}
+
+/// Idle connections of one worker, per server.
+#[derive(Default)]
+pub struct WorkerPool {
+    idle: Mutex<Vec<(SocketAddr, UpConn, Instant)>>,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened (refused, unreachable, timed out).
+    Connect(std::io::Error),
+    /// The connection failed while the request was sent or its answer awaited.
+    Broken(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Broken(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Settings a send needs from the group.
+pub struct Limits {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+impl WorkerPool {
+    /// A usable idle connection to `addr`, if one is left (the closed and the stale are
+    /// dropped on the way).
+    fn take(&self, addr: SocketAddr, limits: &Limits) -> Option<UpConn> {
+        loop {
+            let mut c = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let i = idle.iter().rposition(|(a, _, _)| *a == addr)?;
+                let (_, c, since) = idle.swap_remove(i);
+                if since.elapsed() >= limits.idle_timeout {
+                    continue;
+                }
+                c
+            };
+            if c.usable() {
+                return Some(c);
+            }
+        }
+    }
+
+    fn put(&self, addr: SocketAddr, c: UpConn, limits: &Limits) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, _, since)| since.elapsed() < limits.idle_timeout);
+        if idle.iter().filter(|(a, _, _)| *a == addr).count() < limits.max_idle {
+            idle.push((addr, c, Instant::now()));
+        }
+    }
+
+    /// Send `req` to `addr` on a pooled or new connection; the response's body gives the
+    /// connection back to this pool when it ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        req: http::Request<UpBody>,
+        limits: Arc<Limits>,
+    ) -> Result<http::Response<PooledBody>, SendError> {
+        let mut c = match self.take(addr, &limits) {
+            Some(c) => c,
+            None => connect(addr, limits.connect_timeout).await?,
+        };
+        let mut answer = std::pin::pin!(c.send.send_request(req));
+        // Drive the connection until the answer's head is in.
+        let resp = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                return Poll::Ready(r.map_err(|e| SendError::Broken(e.to_string())));
+            }
+            match Pin::new(&mut c.conn).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                // The connection ended: the answer future has its error now.
+                Poll::Ready(_) => match answer.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.map_err(|e| SendError::Broken(e.to_string()))),
+                    Poll::Pending => {
+                        Poll::Ready(Err(SendError::Broken("upstream connection closed".into())))
+                    }
+                },
+            }
+        })
+        .await?;
+        let (parts, body) = resp.into_parts();
+        let done = body.is_end_stream();
+        let mut pooled = PooledBody {
+            body,
+            conn: Some(c),
+            home: (self.clone(), addr, limits),
+        };
+        if done {
+            pooled.give_back();
+        }
+        Ok(http::Response::from_parts(parts, pooled))
+    }
+}
+
+impl UpConn {
+    /// Whether the connection can take a request: its connection future has not ended (a
+    /// closed socket ends it) and the request side is ready.
+    fn usable(&mut self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        if Pin::new(&mut self.conn).poll(&mut cx).is_ready() {
+            return false;
+        }
+        matches!(self.send.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpConn, SendError> {
+    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => {
+            return Err(SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            )))
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| SendError::Broken(e.to_string()))?;
+    Ok(UpConn { send, conn })
+}
+
+/// A response body from upstream that drives its connection while it is read, and gives the
+/// connection back to its pool once the body ended (dropped early: the connection closes).
+pub struct PooledBody {
+    body: Incoming,
+    conn: Option<UpConn>,
+    home: (Arc<WorkerPool>, SocketAddr, Arc<Limits>),
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            // Let the connection see the end of the response before it is reused.
+            let waker = std::task::Waker::noop();
+            let _ = Pin::new(&mut c.conn).poll(&mut Context::from_waker(waker));
+            let (pool, addr, limits) = &self.home;
+            pool.put(*addr, c, limits);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(c) = &mut this.conn {
+            if Pin::new(&mut c.conn).poll(cx).is_ready() {
+                // Ended (closed, or failed): the body has what arrived, or its error.
+                this.conn = None;
+            }
+        }
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        // A reader may stop at the last frame once `is_end_stream` says so, without asking
+        // for the end: give the connection back at either.
+        match &r {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
