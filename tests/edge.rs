@@ -131,6 +131,9 @@ fn round_robin_splits_evenly_and_weights_split_in_proportion() {
     assert!(answers.iter().all(|r| r.status == 200));
     let counts: Vec<u64> = ups.iter().map(|u| u.requests_for("/rr")).collect();
     assert_eq!(counts, vec![100, 100, 100]);
+    // Upstream connections are pooled: one client, one at a time, one connection each.
+    let conns: Vec<u64> = ups.iter().map(|u| u.connections()).collect();
+    assert_eq!(conns, vec![1, 1, 1], "upstream connections were not reused");
     s.shutdown();
 
     let weighted = format!(

@@ -177,6 +177,11 @@ impl HttpUpstream {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted so far (health checks included).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     /// Health-check requests (/healthz) served so far.
     pub fn health_requests(&self) -> u64 {
         self.shared.health_requests.load(Ordering::SeqCst)
@@ -228,6 +233,7 @@ struct Shared {
     name_header: Option<HeaderValue>,
     requests: AtomicU64,
     health_requests: AtomicU64,
+    connections: AtomicU64,
     per_path: Mutex<HashMap<String, u64>>,
     forced: Mutex<Option<u16>>,
     healthy: AtomicBool,
@@ -240,6 +246,7 @@ impl Shared {
             name_header: HeaderValue::from_str(name).ok(),
             requests: AtomicU64::new(0),
             health_requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             per_path: Mutex::new(HashMap::new()),
             forced: Mutex::new(None),
             healthy: AtomicBool::new(true),
@@ -331,6 +338,7 @@ async fn accept_loop(
             _ = &mut stop_rx => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(serve_connection(stream, Arc::clone(&shared)));
                 }
                 // E.g. EMFILE: keep serving rather than die; the pause avoids a busy loop.
