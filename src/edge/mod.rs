@@ -10,7 +10,8 @@
 //! - [`cache`]: the shared response cache with request coalescing.
 //! - [`proxy`]: one request: headers ([`headers`]), server choice, retries, timeouts,
 //!   upgrades, metrics and the access log.
-//! - [`upstream`]: groups, their servers, balancing, passive ejection, pooled clients.
+//! - [`upstream`]: groups, their servers, balancing, passive ejection, the retry budget.
+//! - [`conn`]: per-worker pools of upstream connections, driven by the request that uses them.
 //! - [`health`]: active checks and DNS re-resolution, on their own thread.
 //!
 //! Routing state is one immutable generation ([`EdgeState`]) swapped whole by a reload;
