@@ -900,3 +900,55 @@ resolve_interval = "200ms"
     assert_eq!(get(&format!("http://{addr}/again")).status, 200);
     s.shutdown();
 }
+
+#[test]
+fn a_reload_serves_the_new_certificate_to_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one_dir, two_dir) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::create_dir_all(&one_dir).unwrap();
+    std::fs::create_dir_all(&two_dir).unwrap();
+    let (cert1, key1) = cert_files(&one_dir);
+    let (cert2, key2) = cert_files(&two_dir);
+    // The listener reads the files at "live.pem"/"live.key"; a reload reads them again.
+    let (live_cert, live_key) = (dir.path().join("live.pem"), dir.path().join("live.key"));
+    std::fs::copy(&cert1, &live_cert).unwrap();
+    std::fs::copy(&key1, &live_key).unwrap();
+    let u = HttpUpstream::start("t").unwrap();
+    let text = simple(&[&u], "", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            live_cert.display(),
+            live_key.display()
+        ),
+    );
+    let path = dir.path().join("sy.toml");
+    std::fs::write(&path, text).unwrap();
+    let s = Server::start_file(&path).unwrap();
+    let url = format!("https://localhost:{}/", s.edge_addrs[0].port());
+    // curl trusts exactly one of the two certificates at a time.
+    let trusted_by = |ca: &str| {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                ca,
+                &url,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap()
+    };
+    assert_eq!(trusted_by(&cert1), "200");
+    assert_ne!(trusted_by(&cert2), "200");
+    std::fs::copy(&cert2, &live_cert).unwrap();
+    std::fs::copy(&key2, &live_key).unwrap();
+    s.reload().expect("reload with the new certificate");
+    assert_eq!(trusted_by(&cert2), "200");
+    assert_ne!(trusted_by(&cert1), "200");
+    s.shutdown();
+}
