@@ -131,9 +131,14 @@ fn round_robin_splits_evenly_and_weights_split_in_proportion() {
     assert!(answers.iter().all(|r| r.status == 200));
     let counts: Vec<u64> = ups.iter().map(|u| u.requests_for("/rr")).collect();
     assert_eq!(counts, vec![100, 100, 100]);
-    // Upstream connections are pooled: one client, one at a time, one connection each.
+    // Upstream connections are pooled: one request at a time needs one connection per
+    // upstream and worker (the client may open a second connection, which can land on the
+    // other worker), not one per request.
     let conns: Vec<u64> = ups.iter().map(|u| u.connections()).collect();
-    assert_eq!(conns, vec![1, 1, 1], "upstream connections were not reused");
+    assert!(
+        conns.iter().all(|&c| (1..=2).contains(&c)),
+        "upstream connections were not reused: {conns:?}"
+    );
     s.shutdown();
 
     let weighted = format!(

@@ -10,40 +10,54 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Headers that only concern one connection.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "trailer",
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that only concern one connection (besides Connection and Upgrade, handled apart).
+/// Names, not strings: removing by string parses the name on every call.
+static HOP_BY_HOP: [&HeaderName; 5] = [
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &http::header::TE,
+    &http::header::TRANSFER_ENCODING,
+    &http::header::TRAILER,
 ];
 
 /// Remove hop-by-hop headers, including those the Connection header names. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket handshake).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if !(keep_upgrade && n == UPGRADE) {
-            headers.remove(&n);
+    if let Some(first) = headers.get(CONNECTION) {
+        // Most requests have none, or one plain token: no list to build then.
+        let single =
+            headers.get_all(CONNECTION).iter().count() == 1 && !first.as_bytes().contains(&b',');
+        let named: Vec<HeaderName> = if single {
+            HeaderName::from_bytes(first.as_bytes().trim_ascii())
+                .ok()
+                .into_iter()
+                .collect()
+        } else {
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect()
+        };
+        for n in named {
+            if !(keep_upgrade && n == UPGRADE) {
+                headers.remove(&n);
+            }
         }
+        headers.remove(CONNECTION);
     }
     for h in HOP_BY_HOP {
-        if keep_upgrade && (h == "connection" || h == "upgrade") {
-            continue;
-        }
         headers.remove(h);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::EdgeListener;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -69,7 +69,7 @@ pub async fn serve(
         tracker.spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
-            let activity = Arc::new(AtomicU64::new(now_ms()));
+            let activity = Arc::new(AtomicU64::new(0));
             let io = Tracked {
                 inner: stream,
                 last: activity.clone(),
@@ -114,6 +114,8 @@ async fn run<I>(
     let idle = cfg.idle_timeout;
     let tick = (idle / 4).max(Duration::from_millis(100));
     let mut closing = false;
+    // The I/O count seen at the last tick, and since when it has not moved.
+    let (mut seen, mut quiet_since) = (activity.load(Relaxed), Instant::now());
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -127,8 +129,10 @@ async fn run<I>(
                 closing = true;
             }
             _ = tokio::time::sleep(tick), if !closing => {
-                let quiet = now_ms().saturating_sub(activity.load(Relaxed));
-                if in_flight.load(Relaxed) == 0 && quiet >= idle.as_millis() as u64 {
+                let now = activity.load(Relaxed);
+                if now != seen {
+                    (seen, quiet_since) = (now, Instant::now());
+                } else if in_flight.load(Relaxed) == 0 && quiet_since.elapsed() >= idle {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
@@ -150,13 +154,8 @@ impl Drop for Slot {
     }
 }
 
-/// Milliseconds since the first call (a process-wide monotonic clock for activity stamps).
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// A stream that stamps the time of its last read or write (for the idle timeout).
+/// A stream that counts its reads and writes (for the idle timeout: the connection's
+/// watchdog compares the count between its ticks; no clock is read per operation).
 struct Tracked<S> {
     inner: S,
     last: Arc<AtomicU64>,
@@ -171,7 +170,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.last.store(now_ms(), Relaxed);
+            self.last.fetch_add(1, Relaxed);
         }
         r
     }
@@ -185,7 +184,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Relaxed);
+            self.last.fetch_add(1, Relaxed);
         }
         r
     }
@@ -197,7 +196,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Relaxed);
+            self.last.fetch_add(1, Relaxed);
         }
         r
     }
