@@ -648,6 +648,10 @@ fn tls_listener_speaks_http2_by_alpn_to_curl() {
     assert_eq!(v["path"], "/echo");
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
     assert_eq!(v["headers"]["via"], "2.0 switchyard");
+    // The HTTP/2 authority, port included, is the Host the upstream sees.
+    let authority = format!("127.0.0.1:{}", s.edge_addrs[0].port());
+    assert_eq!(v["headers"]["host"], authority.as_str());
+    assert_eq!(v["headers"]["x-forwarded-host"], authority.as_str());
     // HTTP/1.1 over the same listener.
     let out = std::process::Command::new("curl")
         .args([

@@ -225,7 +225,11 @@ async fn forward(
         .headers
         .get(http::header::HOST)
         .cloned()
-        .or_else(|| HeaderValue::from_str(host).ok());
+        // An HTTP/2 request names its host in the authority, port included: sent as is.
+        .or_else(|| {
+            let authority = parts.uri.authority().map(|a| a.as_str()).unwrap_or(host);
+            HeaderValue::from_str(authority).ok()
+        });
     headers::add_forwarded(
         &mut parts.headers,
         &ctx.client_ip,
