@@ -29,7 +29,7 @@ pub mod ratelimit;
 pub mod route;
 pub mod upstream;
 
-use crate::config::{AccessLog, Edge as EdgeCfg};
+use crate::config::Edge as EdgeCfg;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -245,9 +245,4 @@ impl AccessWriter {
             tracing::debug!(error = %e, "access log write failed");
         }
     }
-}
-
-/// Whether the access log is on.
-pub fn logging(state: &EdgeState) -> AccessLog {
-    state.cfg.access_log
 }

@@ -50,8 +50,7 @@ pub async fn handle(
     let started = Instant::now();
     let state = ctx.edge.state();
     let mut log = LogLine::new(&req, &ctx, state.cfg.access_log != AccessLog::Off);
-    let resp = serve(&ctx, &state, req, &mut log).await;
-    let mut resp = resp;
+    let mut resp = serve(&ctx, &state, req, &mut log).await;
     resp.headers_mut()
         .insert(&X_REQUEST_ID, log.request_id.clone());
     let secs = started.elapsed().as_secs_f64();
@@ -127,7 +126,7 @@ async fn serve(
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let version = req.version();
-    let (resp, server) = match forward(ctx, route, req, upgrade, &host).await {
+    let (mut resp, server) = match forward(ctx, route, req, upgrade, &host).await {
         Ok(ok) => ok,
         Err(e) => {
             log.upstream = e.server;
@@ -139,7 +138,6 @@ async fn serve(
         // A write through the edge makes its stored responses stale (RFC 9111 4.4).
         state.cache.purge(&cache_key);
     }
-    let mut resp = resp;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = client_upgrade {
             let on_upstream = hyper::upgrade::on(&mut resp);
