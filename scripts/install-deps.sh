@@ -150,6 +150,8 @@ if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 # browser test (a page over TLS with a WebSocket and two routes through the edge).
 if ! have curl; then apt_missing+=(curl); fi
 if ! have chromium; then apt_missing+=(chromium); fi
+# openssl: the MySQL RSA key exchange test writes a key with it and decrypts with it.
+if ! have openssl; then apt_missing+=(openssl); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
         log "missing ${apt_missing[*]} and not root (no sudo): install them by hand"

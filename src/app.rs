@@ -110,7 +110,7 @@ impl Shared {
             engine,
             pg,
             edge,
-            my: Default::default(),
+            my: Arc::new(crate::mysql::worker::MyShared::new(&config).map_err(anyhow::Error::msg)?),
             workers: Default::default(),
             health_tx,
             health_rx: Mutex::new(Some(health_rx)),

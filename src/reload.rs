@@ -285,6 +285,12 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if field(|m| format!("{:?}", m.tls_key)) {
         out.push("mysql.tls_key");
     }
+    if field(|m| format!("{:?}", m.rsa_key_exchange)) {
+        out.push("mysql.rsa_key_exchange");
+    }
+    if field(|m| format!("{:?}", m.rsa_private_key)) {
+        out.push("mysql.rsa_private_key");
+    }
     let (a, b) = (admin(old), admin(new));
     if a.as_ref().map(|x| &x.listen) != b.as_ref().map(|x| &x.listen) {
         out.push("admin.listen");
@@ -331,7 +337,9 @@ mod tests {
                 "mysql.listen",
                 "mysql.pool_mode",
                 "mysql.tls_cert",
-                "mysql.tls_key"
+                "mysql.tls_key",
+                "mysql.rsa_key_exchange",
+                "mysql.rsa_private_key"
             ]
         );
     }

@@ -548,6 +548,130 @@ for tls in (True, False):
     );
 }
 
+/// caching_sha2_password full authentication without TLS by the RSA key exchange (`[mysql]
+/// rsa_key_exchange = true`), for a user with only a stored mysql_native_password hash: the
+/// mariadb CLI with `--default-auth=caching_sha2_password` (Connector/C, OpenSSL) asks for the
+/// proxy's public key and sends its password encrypted; the right password logs in, a wrong
+/// one gets 1045 (the same CLI with a plaintext-password user takes the fast path);
+/// mysql-connector-python's pure-Python plugin, which answers with the
+/// password in clear, is refused with 1045. The key comes from a file `openssl genpkey` wrote;
+/// OpenSSL also decrypts what the proxy encrypts as a client of a MySQL 8 backend.
+#[test]
+fn caching_sha2_full_authentication_by_rsa_key_exchange_without_tls() {
+    let db = "my_rsa";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("rsa.pem");
+    let (ok, out, err) = run(Command::new("openssl").args([
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}{err}");
+    let hashed = switchyard::mysql::auth::NativePasswordHash::from_password(b"r_pw").to_text();
+    let p = proxy_with(
+        db,
+        "",
+        &format!(
+            "rsa_key_exchange = true\nrsa_private_key = \"{}\"",
+            key.display()
+        ),
+        &format!("\n[[user]]\nname = \"hashed\"\nmysql_native_hash = \"{hashed}\""),
+    );
+    let cli = |user: &str, password: &str| {
+        run(Command::new("mariadb").args([
+            "--protocol=TCP",
+            "-h127.0.0.1",
+            &format!("-P{}", p.port),
+            &format!("-u{user}"),
+            &format!("-p{password}"),
+            "--skip-ssl",
+            "--default-auth=caching_sha2_password",
+            db,
+            "-N",
+            "-e",
+            "SELECT 40 + 2",
+        ]))
+    };
+    // Connector/C answers the handshake with an empty caching_sha2_password response and
+    // waits to be switched to it; a user with a plaintext password then takes the fast path.
+    for (user, password) in [("hashed", "r_pw"), ("app", "app_pw")] {
+        let (ok, out, err) = cli(user, password);
+        assert!(ok, "{user}: {out}{err}");
+        assert_eq!(out.trim(), "42", "{err}");
+        let (ok, out, err) = cli(user, "wrong");
+        assert!(!ok, "{out}");
+        assert!(err.contains("1045"), "{err}");
+        assert!(
+            err.contains(&format!("Access denied for user '{user}'")),
+            "{err}"
+        );
+    }
+
+    let program = r#"
+import sys, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+try:
+    mysql.connector.connect(host="127.0.0.1", port=port, user="hashed", password="r_pw",
+        database=db, auth_plugin="caching_sha2_password", use_pure=True, ssl_disabled=True,
+        connection_timeout=10)
+    print("accepted")
+except mysql.connector.Error as e:
+    print("refused", e.errno)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "refused 1045\n", "{err}");
+
+    // The other direction, as the proxy logs in to a MySQL 8 backend whose cache is cold:
+    // the password it encrypts with a server's public key is what OpenSSL (which MySQL
+    // servers decrypt with) reads back.
+    let public = dir.path().join("rsa.pub");
+    let (ok, out, err) = run(Command::new("openssl").args([
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}{err}");
+    let scramble: Vec<u8> = (1..=20).collect();
+    let sealed = switchyard::mysql::auth::rsa_encrypt_password(
+        &std::fs::read(&public).unwrap(),
+        &scramble,
+        b"backend secret",
+    )
+    .unwrap();
+    let sealed_path = dir.path().join("sealed.bin");
+    std::fs::write(&sealed_path, sealed).unwrap();
+    let opened = Command::new("openssl")
+        .args([
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            key.to_str().unwrap(),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-in",
+            sealed_path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(opened.status.success(), "{opened:?}");
+    let clear: Vec<u8> = opened
+        .stdout
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ scramble[i % scramble.len()])
+        .collect();
+    assert_eq!(clear, b"backend secret\0");
+}
+
 /// COM_CHANGE_USER as drivers send it (mysql-connector-python's `cmd_change_user`, node
 /// mysql2's `changeUser`): the client authenticates as the other user and starts a new
 /// session: its transaction rolls back, its settings and temporary table are gone, it is not

@@ -11,6 +11,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use switchyard::mysql::auth;
 use switchyard::mysql::codec::*;
 
 /// Flags a capability set is assembled from, one per bit of the selector byte.
@@ -124,7 +125,25 @@ fn auth(p: &[u8]) {
         let again = built(|b| put_auth_more_data(b, d));
         assert_eq!(parse_auth_more_data(&again), Ok(d));
         assert_eq!(classify(&again, Phase::Auth, 0), Kind::AuthMoreData);
+        // caching_sha2_password's key exchange: the data as a server's public key (the
+        // proxy as a backend client), and as a client's encrypted password (the proxy as a
+        // server): errors, never a panic; what decrypts came from a ciphertext of key size.
+        let _ = auth::rsa_encrypt_password(d, b"01234567890123456789", b"pw");
+        let keys = rsa_keys();
+        let mut sized = d.to_vec();
+        sized.resize(keys.size(), 0);
+        for c in [d, &sized[..]] {
+            if keys.decrypt_password(b"01234567890123456789", c).is_some() {
+                assert_eq!(c.len(), keys.size());
+            }
+        }
     }
+}
+
+/// One key for the whole run (generating one takes far longer than an iteration).
+fn rsa_keys() -> &'static auth::RsaKeys {
+    static KEYS: std::sync::OnceLock<auth::RsaKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| auth::RsaKeys::generate().unwrap())
 }
 
 fn ok_err(p: &[u8], caps: u64) {

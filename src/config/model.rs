@@ -139,6 +139,19 @@ pub struct MysqlListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// `caching_sha2_password` full authentication without TLS by the RSA key exchange, as
+    /// a MySQL 8 server does it: a client of a user with only a `mysql_native_hash` is asked
+    /// for its password, fetches the proxy's public key and sends the password encrypted.
+    /// Off (the default), such a client is switched to `mysql_native_password` instead,
+    /// which every connector supports and which never sends the password; some connectors
+    /// (mysql-connector-python's pure-Python one) answer a full-auth request on a plain
+    /// connection with the password in clear, which the proxy then refuses. Needs a restart.
+    #[serde(default)]
+    pub rsa_key_exchange: bool,
+    /// PEM RSA private key (PKCS#8 or PKCS#1) for `rsa_key_exchange`. Default: a 2048-bit key
+    /// generated when the proxy starts (clients that pin the server's public key need a file).
+    #[serde(default)]
+    pub rsa_private_key: Option<String>,
 }
 
 fn default_mysql_version() -> String {
@@ -482,6 +495,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "mysql.tls_cert",
                     "tls_cert and tls_key must be given together",
+                ));
+            }
+            if my.rsa_private_key.is_some() && !my.rsa_key_exchange {
+                return Err(ConfigError::invalid(
+                    "mysql.rsa_private_key",
+                    "is only used with rsa_key_exchange = true",
                 ));
             }
             if let Some(d) = &my.default_cluster {

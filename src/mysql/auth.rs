@@ -9,7 +9,10 @@
 //!   `SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) || scramble)`; a server that has
 //!   `SHA256(SHA256(pw))` cached recovers `SHA256(pw)` and compares its hash. Without the cache
 //!   entry the server asks for the full password (AuthMoreData 0x04), which the client sends
-//!   in clear over TLS or RSA-encrypted: that exchange is not here.
+//!   in clear over TLS, or without TLS RSA-encrypted: the client asks for the server's public
+//!   key (0x02), the server sends it as PEM, and the client sends
+//!   `RSA-OAEP-SHA1(public key, (pw || NUL) XOR scramble)`, the scramble repeated as needed
+//!   ([`RsaKeys`]).
 //!
 //! The scramble is the server's 20-byte nonce without the trailing NUL that the handshake
 //! and AuthSwitchRequest carry (see [`scramble_from_auth_data`]). Comparisons of secrets are
@@ -42,6 +45,7 @@ fn xor<const N: usize>(a: [u8; N], b: [u8; N]) -> [u8; N] {
 }
 
 fn sha1(parts: &[&[u8]]) -> [u8; 20] {
+    use sha1::Digest as _;
     let mut h = Sha1::new();
     for p in parts {
         h.update(p);
@@ -189,6 +193,151 @@ pub fn clear_password(data: &[u8]) -> &[u8] {
     scramble_from_auth_data(data)
 }
 
+// ---------------------------------------------------------------- RSA key exchange
+
+/// Bits of a generated key (what MySQL servers generate for caching_sha2_password).
+pub const RSA_GENERATED_BITS: usize = 2048;
+
+/// The proxy's RSA key pair for `caching_sha2_password` full authentication without TLS.
+/// Decryption is by RustCrypto's `rsa` 0.10 (constant-time big integers, blinded).
+pub struct RsaKeys {
+    private: rsa::PrivateKey,
+    public_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for RsaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RsaKeys({} bits)", self.bits())
+    }
+}
+
+impl RsaKeys {
+    /// A fresh key of [`RSA_GENERATED_BITS`] from the operating system's random source.
+    pub fn generate() -> Result<RsaKeys, String> {
+        let mut rng = SysRandom;
+        let private = rsa::PrivateKey::new(&mut rng, RSA_GENERATED_BITS)
+            .map_err(|e| format!("generating an RSA key: {e}"))?;
+        Self::from_private(private)
+    }
+
+    /// A key from PEM text: PKCS#8 (`BEGIN PRIVATE KEY`, what `openssl genpkey` writes) or
+    /// PKCS#1 (`BEGIN RSA PRIVATE KEY`, MySQL's `private_key.pem`).
+    pub fn from_pem(text: &str) -> Result<RsaKeys, String> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        use rsa::pkcs8::DecodePrivateKey;
+        let private = if text.contains("BEGIN RSA PRIVATE KEY") {
+            rsa::PrivateKey::from_pkcs1_pem(text).map_err(|e| format!("PKCS#1 RSA key: {e}"))?
+        } else {
+            rsa::PrivateKey::from_pkcs8_pem(text).map_err(|e| format!("PKCS#8 RSA key: {e}"))?
+        };
+        Self::from_private(private)
+    }
+
+    fn from_private(private: rsa::PrivateKey) -> Result<RsaKeys, String> {
+        use rsa::pkcs8::{EncodePublicKey, LineEnding};
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| format!("encoding the RSA public key: {e}"))?
+            .into_bytes();
+        Ok(RsaKeys {
+            private,
+            public_pem,
+        })
+    }
+
+    /// Modulus size in bits.
+    pub fn bits(&self) -> usize {
+        self.size() * 8
+    }
+
+    /// Modulus size in bytes: the length of every ciphertext.
+    pub fn size(&self) -> usize {
+        use rsa::traits::PublicKeyParts;
+        self.private.size()
+    }
+
+    /// The public key as clients want it: PEM SubjectPublicKeyInfo (`BEGIN PUBLIC KEY`).
+    pub fn public_pem(&self) -> &[u8] {
+        &self.public_pem
+    }
+
+    /// The password in a client's RSA-encrypted full-auth response, or `None` when it does
+    /// not decrypt (wrong length, wrong key, bad padding).
+    pub fn decrypt_password(&self, scramble: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
+        if ciphertext.len() != self.size() || scramble.is_empty() {
+            return None;
+        }
+        let mut plain = self.private.oaep_decrypt::<sha1::Sha1>(ciphertext).ok()?;
+        for (i, b) in plain.iter_mut().enumerate() {
+            *b ^= scramble[i % scramble.len()];
+        }
+        if plain.last() == Some(&0) {
+            plain.pop();
+        }
+        Some(plain)
+    }
+
+    /// What a client sends for `password` with this key (see [`rsa_encrypt_password`]).
+    pub fn encrypt_password(&self, scramble: &[u8], password: &[u8]) -> Vec<u8> {
+        rsa_encrypt_password(self.public_pem(), scramble, password)
+            .expect("a password shorter than the key encrypts")
+    }
+}
+
+/// The client side of the key exchange: `password` (NUL-terminated) XOR `scramble` (repeated),
+/// RSA-OAEP-SHA1-encrypted with the server's public key in PEM (SubjectPublicKeyInfo, `BEGIN
+/// PUBLIC KEY`, as MySQL sends it, or PKCS#1 `BEGIN RSA PUBLIC KEY`).
+pub fn rsa_encrypt_password(
+    public_pem: &[u8],
+    scramble: &[u8],
+    password: &[u8],
+) -> Result<Vec<u8>, String> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::pkcs8::DecodePublicKey;
+    let text = std::str::from_utf8(public_pem).map_err(|_| "public key is not PEM text")?;
+    // A server's key packet may carry a trailing NUL.
+    let text = text.trim_end_matches('\0');
+    let key = if text.contains("BEGIN RSA PUBLIC KEY") {
+        rsa::PublicKey::from_pkcs1_pem(text).map_err(|e| format!("RSA public key: {e}"))?
+    } else {
+        rsa::PublicKey::from_public_key_pem(text).map_err(|e| format!("RSA public key: {e}"))?
+    };
+    if scramble.is_empty() {
+        return Err("no scramble".into());
+    }
+    let mut plain = password.to_vec();
+    plain.push(0);
+    for (i, b) in plain.iter_mut().enumerate() {
+        *b ^= scramble[i % scramble.len()];
+    }
+    key.oaep_encrypt::<sha1::Sha1>(&plain)
+        .map_err(|e| format!("RSA encryption of the password: {e}"))
+}
+
+/// The operating system's random source for key generation (`getrandom`, as `rand`'s
+/// `OsRng` uses; the `rsa` crate takes its own `rand_core` version's traits).
+struct SysRandom;
+
+impl rsa::rand_core::TryRng for SysRandom {
+    type Error = rand::Error;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, dst)
+    }
+}
+
+impl rsa::rand_core::TryCryptoRng for SysRandom {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +443,41 @@ mod tests {
         assert_eq!(scramble_from_auth_data(&data), &scramble()[..]);
         assert_eq!(scramble_from_auth_data(&scramble()), &scramble()[..]);
         assert_eq!(clear_password(b"pw\0"), b"pw");
+    }
+
+    #[test]
+    fn rsa_exchange_round_trips_and_refuses_what_does_not_decrypt() {
+        let keys = RsaKeys::generate().unwrap();
+        assert_eq!(keys.bits(), RSA_GENERATED_BITS);
+        let pem = std::str::from_utf8(keys.public_pem()).unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+        let s = scramble();
+        let c = keys.encrypt_password(&s, b"a longer password than the scramble is");
+        assert_eq!(c.len(), keys.size());
+        assert_eq!(
+            keys.decrypt_password(&s, &c).as_deref(),
+            Some(&b"a longer password than the scramble is"[..])
+        );
+        // Another scramble gives another password; garbage and short input give none.
+        assert_ne!(
+            keys.decrypt_password(&[9; 20], &c).as_deref(),
+            Some(&b"a longer password than the scramble is"[..])
+        );
+        assert_eq!(keys.decrypt_password(&s, &vec![7; keys.size()]), None);
+        assert_eq!(keys.decrypt_password(&s, b"pw\0"), None);
+        // The same key read back from PEM in both formats decrypts the same way.
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        let pkcs8 = keys.private.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let pkcs1 = keys.private.to_pkcs1_pem(LineEnding::LF).unwrap();
+        for text in [pkcs8.as_str(), pkcs1.as_str()] {
+            let again = RsaKeys::from_pem(text).unwrap();
+            assert_eq!(again.public_pem(), keys.public_pem());
+            assert_eq!(
+                again.decrypt_password(&s, &c).as_deref(),
+                Some(&b"a longer password than the scramble is"[..])
+            );
+        }
+        assert!(RsaKeys::from_pem("not a key").is_err());
     }
 }

@@ -19,8 +19,9 @@
 //! off.
 //!
 //! **Authentication.** The plugin the server names is answered: `mysql_native_password`, and
-//! the `caching_sha2_password` fast path (MySQL 8; the full exchange after "perform full
-//! authentication" needs TLS or RSA and is refused with a clear error). An AuthSwitchRequest
+//! `caching_sha2_password` (MySQL 8): the fast path, and after "perform full authentication"
+//! the RSA key exchange (the proxy asks for the server's public key and sends the password
+//! encrypted with it; backend connections have no TLS). An AuthSwitchRequest
 //! to one of these is followed once. A handshake naming another plugin (MariaDB's
 //! `client_ed25519`, `auth_gssapi_client`, ...) is answered with `mysql_native_password`, which
 //! the server accepts or switches from; a switch to a plugin not listed here, or to
@@ -670,6 +671,10 @@ pub(crate) struct Login {
     /// Plugin whose data was sent last.
     plugin: Vec<u8>,
     switched: bool,
+    /// The scramble the last plugin data answered (for the RSA key exchange).
+    scramble: Vec<u8>,
+    /// caching_sha2_password full authentication: the server's public key was asked for.
+    key_requested: bool,
 }
 
 impl std::fmt::Debug for Login {
@@ -767,6 +772,8 @@ impl Login {
             },
             plugin: plugin.to_vec(),
             switched: false,
+            scramble: scramble.to_vec(),
+            key_requested: false,
         };
         Ok((login, out))
     }
@@ -810,6 +817,7 @@ impl Login {
                     ))
                 })?;
                 self.plugin = s.plugin.to_vec();
+                self.scramble = scramble.to_vec();
                 Ok(LoginStep::Send(self.send(&data)))
             }
             Kind::AuthMoreData => {
@@ -817,13 +825,25 @@ impl Login {
                 if self.plugin != codec::CACHING_SHA2_PASSWORD {
                     return Err(protocol("unexpected AuthMoreData"));
                 }
+                if self.key_requested {
+                    // The server's public key: send the password encrypted with it.
+                    self.key_requested = false;
+                    let sealed = auth::rsa_encrypt_password(data, &self.scramble, &self.password)
+                        .map_err(|e| {
+                        protocol(format!("caching_sha2_password key exchange: {e}"))
+                    })?;
+                    return Ok(LoginStep::Send(self.send(&sealed)));
+                }
                 match data {
                     [codec::CACHING_SHA2_FAST_AUTH_SUCCESS] => Ok(LoginStep::Wait),
-                    [codec::CACHING_SHA2_PERFORM_FULL_AUTH] => Err(protocol(
-                        "caching_sha2_password asks for full authentication, which needs TLS or \
-                         RSA (not supported for backend logins): log in once with a MySQL client \
-                         to fill the server's cache, or use mysql_native_password",
-                    )),
+                    // Full authentication (the server has no cached hash): backend
+                    // connections have no TLS, so ask for the server's RSA public key.
+                    [codec::CACHING_SHA2_PERFORM_FULL_AUTH] => {
+                        self.key_requested = true;
+                        Ok(LoginStep::Send(
+                            self.send(&[codec::CACHING_SHA2_REQUEST_PUBLIC_KEY]),
+                        ))
+                    }
                     _ => Err(protocol("unexpected caching_sha2_password data")),
                 }
             }
@@ -1307,12 +1327,39 @@ mod tests {
                 .unwrap(),
             LoginStep::Done(_)
         ));
-        // Full authentication needs TLS or RSA: a clear error.
+        // Full authentication: the public key is asked for and the password sent encrypted
+        // with it, for the server to decrypt with its private key.
         let (mut login, _) =
             Login::start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
         let full = payload(|b| put_auth_more_data(b, &[CACHING_SHA2_PERFORM_FULL_AUTH]));
-        match login.on_packet(2, &full) {
-            Err(LoginError::Protocol(m)) => assert!(m.contains("full authentication"), "{m}"),
+        let LoginStep::Send(out) = login.on_packet(2, &full).unwrap() else {
+            panic!("no key request")
+        };
+        assert_eq!(sent(&out), (3, vec![CACHING_SHA2_REQUEST_PUBLIC_KEY]));
+        let keys = auth::RsaKeys::generate().unwrap();
+        let key = payload(|b| put_auth_more_data(b, keys.public_pem()));
+        let LoginStep::Send(out) = login.on_packet(4, &key).unwrap() else {
+            panic!("no encrypted password")
+        };
+        let (seq, sealed) = sent(&out);
+        assert_eq!(seq, 5);
+        assert_eq!(
+            keys.decrypt_password(SCRAMBLE, &sealed).as_deref(),
+            Some(PASSWORD)
+        );
+        assert!(matches!(
+            login
+                .on_packet(6, &ok(SERVER_STATUS_AUTOCOMMIT, caps))
+                .unwrap(),
+            LoginStep::Done(_)
+        ));
+        // A key packet that is not a key: a clear error.
+        let (mut login, _) =
+            Login::start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
+        login.on_packet(2, &full).unwrap();
+        let junk = payload(|b| put_auth_more_data(b, b"not a key"));
+        match login.on_packet(4, &junk) {
+            Err(LoginError::Protocol(m)) => assert!(m.contains("key exchange"), "{m}"),
             r => panic!("{r:?}"),
         }
         // A switch to a plugin not spoken here, or to the clear-text one.

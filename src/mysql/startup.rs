@@ -10,8 +10,9 @@
 //! offers CLIENT_SSL and a client's SSLRequest upgrades the connection before its response;
 //! over TLS, a caching_sha2_password client of a user with only a stored
 //! `mysql_native_hash` gets full authentication (it sends the password, checked against the
-//! hash). Without TLS that client is switched to mysql_native_password: the RSA public-key
-//! exchange is not implemented.
+//! hash). Without TLS that client is switched to mysql_native_password, or, with `[mysql]
+//! rsa_key_exchange = true`, gets full authentication with the RSA public-key exchange (it
+//! may ask for the proxy's public key with 0x02 and sends the password encrypted with it).
 //!
 //! Which cluster: the schema in the handshake response names a cluster with `protocol =
 //! "mysql"` by its `database`; otherwise `[mysql] default_cluster` (or the only MySQL
@@ -103,6 +104,7 @@ impl From<std::io::Error> for LoginError {
 pub async fn login(
     s: &mut ClientStream,
     tls: Option<&tokio_rustls::TlsAcceptor>,
+    rsa: Option<&auth::RsaKeys>,
     buf: &mut BytesMut,
     cfg: &Config,
     connection_id: u32,
@@ -197,23 +199,43 @@ pub async fn login(
         .map(|d| String::from_utf8_lossy(d).into_owned());
     let charset = resp.caps.charset;
     let plugin = resp.auth_plugin.unwrap_or(MYSQL_NATIVE_PASSWORD).to_vec();
-    let response = resp.auth_response.to_vec();
+    let mut response = resp.auth_response.to_vec();
     let user = cfg.user(&user_name).cloned();
-    let denied = || {
+    let denied = |using_password: bool| {
         refuse(
             1045,
             b"28000",
             format!(
                 "Access denied for user '{user_name}' (using password: {})",
-                if response.is_empty() { "NO" } else { "YES" }
+                if using_password { "YES" } else { "NO" }
             ),
         )
     };
     let Some(user) = user else {
-        return Err(send_refusal(s, first.next_seq, denied()).await);
+        return Err(send_refusal(s, first.next_seq, denied(!response.is_empty())).await);
     };
     let mut seq = first.next_seq;
-    let ok = match check(&user, &plugin, &scramble, &response, s.is_tls()) {
+    let full_auth = s.is_tls() || rsa.is_some();
+    if plugin == CACHING_SHA2_PASSWORD && response.is_empty() && switch_to_sha2(&user, full_auth) {
+        // Connector/C, asked for a plugin other than the handshake's, answers with nothing
+        // and waits for an AuthSwitchRequest to it (the handshake's scramble was meant for
+        // mysql_native_password): switch to caching_sha2_password with the same scramble.
+        let mut sw = BytesMut::new();
+        put_switch(&mut sw, CACHING_SHA2_PASSWORD, &scramble);
+        let expected = write_packet(s, seq, &sw).await?;
+        let Packet {
+            seq: got,
+            next_seq,
+            payload,
+        } = read_packet(s, buf, max_packet).await?;
+        if got != expected {
+            return Err(send_refusal(s, expected.wrapping_add(1), out_of_order()).await);
+        }
+        seq = next_seq;
+        response = payload.to_vec();
+    }
+    let denied = || denied(!response.is_empty());
+    let ok = match check(&user, &plugin, &scramble, &response, full_auth) {
         Check::Passed => true,
         Check::Failed => false,
         Check::FastAuthPassed => {
@@ -242,22 +264,49 @@ pub async fn login(
             )
         }
         Check::FullAuth => {
-            // caching_sha2_password full authentication over TLS: the client sends its
-            // password in clear, checked against the stored mysql_native_password hash.
+            // caching_sha2_password full authentication: the client sends its password, in
+            // clear over TLS or RSA-encrypted without, checked against the stored
+            // mysql_native_password hash.
             let mut more = BytesMut::new();
             codec::put_auth_more_data(&mut more, &[CACHING_SHA2_PERFORM_FULL_AUTH]);
             write_packet(s, seq, &more).await?;
             let Packet {
-                next_seq, payload, ..
+                next_seq,
+                mut payload,
+                ..
             } = read_packet(s, buf, max_packet).await?;
             seq = next_seq;
-            let password = auth::clear_password(&payload);
-            match user
-                .mysql_native_hash
-                .as_deref()
-                .map(NativePasswordHash::parse)
-            {
-                Some(Ok(h)) => h.verify_clear(password),
+            let password = match rsa.filter(|_| !s.is_tls()) {
+                None => Some(auth::clear_password(&payload).to_vec()),
+                Some(keys) => {
+                    if payload[..] == [CACHING_SHA2_REQUEST_PUBLIC_KEY] {
+                        more.clear();
+                        codec::put_auth_more_data(&mut more, keys.public_pem());
+                        write_packet(s, seq, &more).await?;
+                        let p = read_packet(s, buf, max_packet).await?;
+                        seq = p.next_seq;
+                        payload = p.payload;
+                    }
+                    // Anything that does not decrypt (a password sent in clear on this
+                    // plain connection among it) is refused like a wrong password.
+                    let password = keys.decrypt_password(&scramble, &payload);
+                    if password.is_none() {
+                        tracing::info!(
+                            user = %user_name,
+                            "caching_sha2_password full authentication without TLS: the \
+                             response is not encrypted with the proxy's RSA key"
+                        );
+                    }
+                    password
+                }
+            };
+            match (
+                password,
+                user.mysql_native_hash
+                    .as_deref()
+                    .map(NativePasswordHash::parse),
+            ) {
+                (Some(pw), Some(Ok(h))) => h.verify_clear(&pw),
                 _ => false,
             }
         }
@@ -307,12 +356,14 @@ enum Check {
     FastAuthPassed,
     /// Ask the client for a mysql_native_password response instead.
     SwitchToNative,
-    /// caching_sha2_password without the plaintext password, over TLS: ask for the password
-    /// (AuthMoreData 0x04) and check it against the stored hash.
+    /// caching_sha2_password without the plaintext password, over TLS or with the RSA key
+    /// exchange: ask for the password (AuthMoreData 0x04) and check it against the stored
+    /// hash.
     FullAuth,
 }
 
-fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], tls: bool) -> Check {
+/// `full_auth`: the password can be asked for safely (TLS, or the RSA key exchange is on).
+fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], full_auth: bool) -> Check {
     if user.auth == Some(AuthMethod::Trust) {
         return Check::Passed;
     }
@@ -347,7 +398,7 @@ fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], tls: bool
                 Check::Failed
             };
         }
-        if tls && stored.is_some() {
+        if full_auth && stored.is_some() {
             return Check::FullAuth;
         }
     }
@@ -369,15 +420,35 @@ pub fn change_user_passes(user: &User, scramble: &[u8], response: &[u8]) -> bool
 
 /// The AuthSwitchRequest to `mysql_native_password` with `scramble` (NUL-terminated).
 pub fn put_switch_to_native(out: &mut BytesMut, scramble: &[u8]) {
+    put_switch(out, MYSQL_NATIVE_PASSWORD, scramble)
+}
+
+/// An AuthSwitchRequest to `plugin` with `scramble` (NUL-terminated).
+fn put_switch(out: &mut BytesMut, plugin: &[u8], scramble: &[u8]) {
     let mut data = scramble.to_vec();
     data.push(0);
     codec::put_auth_switch(
         out,
         &codec::AuthSwitch {
-            plugin: MYSQL_NATIVE_PASSWORD,
+            plugin,
             data: &data,
         },
     );
+}
+
+/// A caching_sha2_password client that sent an empty response is switched to that plugin
+/// when the proxy can check a caching_sha2_password answer for `user`: the user has a
+/// non-empty plaintext password (fast path), or a stored hash and `full_auth` (TLS or the RSA
+/// key exchange). Otherwise the empty response is checked as it is (an empty password), or
+/// the client is switched to mysql_native_password.
+fn switch_to_sha2(user: &User, full_auth: bool) -> bool {
+    if user.auth == Some(AuthMethod::Trust) {
+        return false;
+    }
+    match user.password.as_deref() {
+        Some(p) => !p.is_empty(),
+        None => full_auth && user.mysql_native_hash.is_some(),
+    }
 }
 
 /// The cluster (its `database`) and server schema for a client that connected with
@@ -439,7 +510,15 @@ pub async fn handle_client(
     let max = cfg.general.max_message_bytes;
     let login = tokio::time::timeout(
         cfg.general.client_login_timeout,
-        login(&mut stream, w.tls.as_ref(), &mut buf, &cfg, id, max),
+        login(
+            &mut stream,
+            w.tls.as_ref(),
+            w.my.rsa.as_deref(),
+            &mut buf,
+            &cfg,
+            id,
+            max,
+        ),
     )
     .await;
     let l = match login {

@@ -41,9 +41,32 @@ pub struct MyShared {
     next_id: AtomicU32,
     /// Proxy-issued connection ids of the clients connected now.
     clients: Mutex<HashMap<u32, Arc<Slot>>>,
+    /// The RSA key for caching_sha2_password's key exchange, with `[mysql] rsa_key_exchange`.
+    pub rsa: Option<Arc<crate::mysql::auth::RsaKeys>>,
 }
 
 impl MyShared {
+    /// The shared state for `cfg`: reads `[mysql] rsa_private_key`, or generates a key, when
+    /// the RSA key exchange is on.
+    pub fn new(cfg: &crate::config::Config) -> Result<MyShared, String> {
+        let rsa = match cfg.mysql.as_ref().filter(|m| m.rsa_key_exchange) {
+            None => None,
+            Some(m) => Some(Arc::new(match &m.rsa_private_key {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("mysql.rsa_private_key {path}: {e}"))?;
+                    crate::mysql::auth::RsaKeys::from_pem(&text)
+                        .map_err(|e| format!("mysql.rsa_private_key {path}: {e}"))?
+                }
+                None => crate::mysql::auth::RsaKeys::generate()?,
+            })),
+        };
+        Ok(MyShared {
+            rsa,
+            ..Default::default()
+        })
+    }
+
     /// A new client's connection id and its registry slot (removed when the guard drops).
     pub fn register(self: &Arc<Self>) -> (u32, Arc<Slot>, SlotGuard) {
         let mut map = self.clients.lock().unwrap();
