@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench edge_wrk                                 # defaults below
 //! WORKERS=2 DURATION=10 ROUNDS=2 cargo bench --bench edge_wrk
+//! PROTOS=h1 BODIES=1k.bin cargo bench --bench edge_wrk         # one scenario
 //! ```
 //!
 //! The upstream is nginx (1 worker) serving two static files, `1k.bin` (1 KiB) and `64k.bin`
@@ -41,6 +42,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::app::Server;
 use switchyard::config::Config;
+
+/// `PROTOS=h1` or `BODIES=1k.bin` (comma-separated) runs only those scenarios; unset: all.
+fn selected(var: &str, item: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.split(',').any(|x| x.trim() == item))
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -450,6 +456,9 @@ servers = ["127.0.0.1:{up}"]
                 let mut order = contenders.to_vec();
                 let n = order.len();
                 order.rotate_left(round as usize % n);
+                if !selected("PROTOS", proto) || !selected("BODIES", file) {
+                    continue;
+                }
                 for (name, port) in order {
                     if round == 0 {
                         load(proto, port, file, 2); // warm-up, not recorded
@@ -500,7 +509,10 @@ servers = ["127.0.0.1:{up}"]
     for (proto, contenders) in suites {
         for (file, _) in bodies {
             for &(name, _) in contenders {
-                let errors: u64 = results[&(proto, file, name)].iter().map(|r| r.errors).sum();
+                let Some(runs) = results.get(&(proto, file, name)) else {
+                    continue;
+                };
+                let errors: u64 = runs.iter().map(|r| r.errors).sum();
                 println!(
                     "| {proto} | {file} | {name} | {:.0} | {} | {} | {:.0} | {errors} |",
                     med(proto, file, name, |r| r.rps),
@@ -515,6 +527,9 @@ servers = ["127.0.0.1:{up}"]
     println!("|---|---|---|---|---|");
     for (proto, _) in suites {
         for (file, _) in bodies {
+            if !results.contains_key(&(proto, file, "switchyard")) {
+                continue;
+            }
             let rps = |name| med(proto, file, name, |r| r.rps);
             let p99 = |name| med(proto, file, name, |r| r.p99_ms);
             println!(

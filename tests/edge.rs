@@ -120,6 +120,48 @@ servers = [{servers}]
     )
 }
 
+/// The upstream pool: a connection idle longer than the group's `idle_timeout` is not used
+/// again (a new one is opened), and no more than `max_idle` are kept per server and worker.
+#[test]
+fn upstream_connections_expire_after_idle_timeout_and_max_idle_caps_the_pool() {
+    let up = HttpUpstream::start("pool").unwrap();
+    let mut text = simple(&[&up], "", "idle_timeout = \"400ms\"\nmax_idle = 2");
+    text = text.replace("workers = 2", "workers = 1");
+    let s = start(&text);
+    let url = format!("{}/p", base(&s));
+    assert!(get_n(&url, 5).iter().all(|r| r.status == 200));
+    assert_eq!(
+        up.connections(),
+        1,
+        "sequential requests share one connection"
+    );
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(get(&url).status, 200);
+    assert_eq!(
+        up.connections(),
+        2,
+        "a connection idle past idle_timeout was reused"
+    );
+    // Six at once need six connections; two stay idle afterwards, so six more at once open
+    // four new ones.
+    let burst = || {
+        rt().block_on(async {
+            let c = client();
+            let url = format!("{url}?delay_ms=300");
+            let all = (0..6).map(|_| get_with(&c, "GET", &url, &[]));
+            futures_util::future::join_all(all).await
+        })
+    };
+    assert!(burst().iter().all(|r| r.status == 200));
+    assert_eq!(up.connections(), 2 + 5);
+    assert!(burst().iter().all(|r| r.status == 200));
+    assert_eq!(
+        up.connections(),
+        7 + 4,
+        "max_idle = 2 kept more or fewer than two"
+    );
+}
+
 #[test]
 fn round_robin_splits_evenly_and_weights_split_in_proportion() {
     let ups: Vec<HttpUpstream> = (0..3)

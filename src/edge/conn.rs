@@ -10,6 +10,7 @@ use super::upstream::UpBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,10 +26,11 @@ pub struct UpConn {
     conn: Conn,
 }
 
-/// Idle connections of one worker, per server.
+/// Idle connections of one worker, per server: oldest first, each with the time it went
+/// idle. Taken newest first (the warmest socket); the stale are at the front.
 #[derive(Default)]
 pub struct WorkerPool {
-    idle: Mutex<Vec<(SocketAddr, UpConn, Instant)>>,
+    idle: Mutex<Vec<(SocketAddr, VecDeque<(UpConn, Instant)>)>>,
 }
 
 /// Why a request got no response.
@@ -60,15 +62,13 @@ impl WorkerPool {
     /// A usable idle connection to `addr`, if one is left (the closed and the stale are
     /// dropped on the way).
     fn take(&self, addr: SocketAddr, limits: &Limits) -> Option<UpConn> {
+        let now = Instant::now();
         loop {
             let mut c = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let i = idle.iter().rposition(|(a, _, _)| *a == addr)?;
-                let (_, c, since) = idle.swap_remove(i);
-                if since.elapsed() >= limits.idle_timeout {
-                    continue;
-                }
-                c
+                let (_, q) = idle.iter_mut().find(|(a, _)| *a == addr)?;
+                drop_stale(q, now, limits.idle_timeout);
+                q.pop_back()?.0
             };
             if c.usable() {
                 return Some(c);
@@ -77,10 +77,24 @@ impl WorkerPool {
     }
 
     fn put(&self, addr: SocketAddr, c: UpConn, limits: &Limits) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|(_, _, since)| since.elapsed() < limits.idle_timeout);
-        if idle.iter().filter(|(a, _, _)| *a == addr).count() < limits.max_idle {
-            idle.push((addr, c, Instant::now()));
+        // Servers that left the group (reload, DNS) keep nothing for long: every put also
+        // drops the stale of the others, and their emptied lists.
+        idle.retain_mut(|(a, q)| {
+            drop_stale(q, now, limits.idle_timeout);
+            *a == addr || !q.is_empty()
+        });
+        let i = match idle.iter().position(|(a, _)| *a == addr) {
+            Some(i) => i,
+            None => {
+                idle.push((addr, VecDeque::new()));
+                idle.len() - 1
+            }
+        };
+        let q = &mut idle[i].1;
+        if q.len() < limits.max_idle {
+            q.push_back((c, now));
         }
     }
 
@@ -125,6 +139,16 @@ impl WorkerPool {
             pooled.give_back();
         }
         Ok(http::Response::from_parts(parts, pooled))
+    }
+}
+
+/// Drop the connections of `q` idle for `timeout` or longer (they are at its front).
+fn drop_stale(q: &mut VecDeque<(UpConn, Instant)>, now: Instant, timeout: Duration) {
+    while q
+        .front()
+        .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= timeout)
+    {
+        q.pop_front();
     }
 }
 
