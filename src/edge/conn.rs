@@ -30,8 +30,11 @@ pub struct UpConn {
 /// idle. Taken newest first (the warmest socket); the stale are at the front.
 #[derive(Default)]
 pub struct WorkerPool {
-    idle: Mutex<Vec<(SocketAddr, VecDeque<(UpConn, Instant)>)>>,
+    idle: Mutex<Vec<(SocketAddr, IdleList)>>,
 }
+
+/// One server's idle connections, oldest first, each with the time it went idle.
+type IdleList = VecDeque<(UpConn, Instant)>;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -143,7 +146,7 @@ impl WorkerPool {
 }
 
 /// Drop the connections of `q` idle for `timeout` or longer (they are at its front).
-fn drop_stale(q: &mut VecDeque<(UpConn, Instant)>, now: Instant, timeout: Duration) {
+fn drop_stale(q: &mut IdleList, now: Instant, timeout: Duration) {
     while q
         .front()
         .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= timeout)
