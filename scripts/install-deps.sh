@@ -152,6 +152,10 @@ if ! have curl; then apt_missing+=(curl); fi
 if ! have chromium; then apt_missing+=(chromium); fi
 # openssl: the MySQL RSA key exchange test writes a key with it and decrypts with it.
 if ! have openssl; then apt_missing+=(openssl); fi
+# libnss-wrapper: the edge's DNS re-resolution test answers name lookups from its own hosts file.
+if [ ! -e /usr/lib/x86_64-linux-gnu/libnss_wrapper.so ] && ! ls /usr/lib/*/libnss_wrapper.so >/dev/null 2>&1; then
+    apt_missing+=(libnss-wrapper)
+fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
         log "missing ${apt_missing[*]} and not root (no sudo): install them by hand"

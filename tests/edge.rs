@@ -888,6 +888,100 @@ fn sigterm_style_shutdown_finishes_requests_in_flight_then_refuses() {
     );
 }
 
+/// A group's DNS names are resolved again every `resolve_interval`: the name moves from one
+/// upstream's address to another's and the traffic follows, without a reload. The proxy runs
+/// as its own process with nss_wrapper (Debian's libnss-wrapper) preloaded, which answers
+/// name lookups from a hosts file the test rewrites.
+#[test]
+fn dns_names_are_resolved_again_on_the_interval() {
+    let wrapper = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
+    assert!(
+        std::path::Path::new(wrapper).exists(),
+        "{wrapper} missing (apt-get install libnss-wrapper; scripts/install-deps.sh does)"
+    );
+    let a = HttpUpstream::start_at("a", "127.0.0.2:0".parse().unwrap()).unwrap();
+    let port = a.port();
+    let b = HttpUpstream::start_at("b", format!("127.0.0.3:{port}").parse().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.2 app.switchyard.test\n").unwrap();
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[general]
+workers = 1
+
+[[edge.listener]]
+listen = "{listen}"
+
+[[edge.route]]
+path = "/"
+upstream = "web"
+
+[[edge.upstream]]
+name = "web"
+servers = ["app.switchyard.test:{port}"]
+resolve_interval = "200ms"
+"#
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("LD_PRELOAD", wrapper)
+            .env("NSS_WRAPPER_HOSTS", &hosts)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{listen}/dns");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(get_n(&url, 10).iter().all(|r| r.status == 200));
+    assert_eq!((a.requests_for("/dns"), b.requests_for("/dns")), (10, 0));
+    // Move the name; within a few intervals every request goes to the new address.
+    // A new file in its place: nss_wrapper reads a hosts file again when its inode or
+    // modification second changes.
+    let next = dir.path().join("hosts.next");
+    std::fs::write(&next, "127.0.0.3 app.switchyard.test\n").unwrap();
+    std::fs::rename(&next, &hosts).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = b.requests_for("/dns");
+        assert_eq!(get(&url).status, 200);
+        if b.requests_for("/dns") > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the name was not resolved again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at_a = a.requests_for("/dns");
+    assert!(get_n(&url, 10).iter().all(|r| r.status == 200));
+    assert_eq!(
+        a.requests_for("/dns"),
+        at_a,
+        "the old address still got traffic"
+    );
+}
+
 #[test]
 fn dns_named_servers_resolve_and_connection_limits_and_idle_timeouts_hold() {
     let u = HttpUpstream::start("n").unwrap();

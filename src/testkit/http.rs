@@ -99,6 +99,12 @@ impl HttpUpstream {
     /// Retries binding for up to 5 s while the port is still held; the socket uses
     /// SO_REUSEADDR so connections of a previous instance in TIME_WAIT do not block it.
     pub fn start_on(name: &str, port: u16) -> io::Result<HttpUpstream> {
+        Self::start_at(name, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    /// Start on a given address: another loopback address than 127.0.0.1 (the whole of
+    /// 127.0.0.0/8 is local on Linux), port 0 for a free one.
+    pub fn start_at(name: &str, at: SocketAddr) -> io::Result<HttpUpstream> {
         let shared = Arc::new(Shared::new(name));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<SocketAddr>>(1);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -116,7 +122,7 @@ impl HttpUpstream {
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
                 rt.block_on(async move {
-                    let bound = bind_with_retry(port)
+                    let bound = bind_with_retry(at)
                         .await
                         .and_then(|l| Ok((l.local_addr()?, l)));
                     match bound {
@@ -303,14 +309,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn bind_with_retry(port: u16) -> io::Result<TcpListener> {
+async fn bind_with_retry(at: SocketAddr) -> io::Result<TcpListener> {
     let deadline = Instant::now() + BIND_RETRY_FOR;
     loop {
-        match bind(port) {
+        match bind(at) {
             Ok(l) => return Ok(l),
             Err(e)
                 if e.kind() == io::ErrorKind::AddrInUse
-                    && port != 0
+                    && at.port() != 0
                     && Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -320,10 +326,10 @@ async fn bind_with_retry(port: u16) -> io::Result<TcpListener> {
     }
 }
 
-fn bind(port: u16) -> io::Result<TcpListener> {
+fn bind(at: SocketAddr) -> io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    socket.bind(at)?;
     socket.listen(1024)
 }
 
