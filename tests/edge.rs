@@ -894,11 +894,11 @@ fn sigterm_style_shutdown_finishes_requests_in_flight_then_refuses() {
 /// name lookups from a hosts file the test rewrites.
 #[test]
 fn dns_names_are_resolved_again_on_the_interval() {
-    let wrapper = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
-    assert!(
-        std::path::Path::new(wrapper).exists(),
-        "{wrapper} missing (apt-get install libnss-wrapper; scripts/install-deps.sh does)"
-    );
+    let wrapper = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("libnss_wrapper.so")))
+        .find(|p| p.exists())
+        .expect("libnss_wrapper.so missing (apt-get install libnss-wrapper; install-deps does)");
     let a = HttpUpstream::start_at("a", "127.0.0.2:0".parse().unwrap()).unwrap();
     let port = a.port();
     let b = HttpUpstream::start_at("b", format!("127.0.0.3:{port}").parse().unwrap()).unwrap();
@@ -942,7 +942,7 @@ resolve_interval = "200ms"
     let _proxy = Kill(
         std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--config", config.to_str().unwrap()])
-            .env("LD_PRELOAD", wrapper)
+            .env("LD_PRELOAD", &wrapper)
             .env("NSS_WRAPPER_HOSTS", &hosts)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
