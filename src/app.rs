@@ -427,6 +427,10 @@ fn start_admin(
                         move || crate::reload::reload(&shared)
                     }),
                     token,
+                    edge_status: shared
+                        .edge
+                        .clone()
+                        .map(|edge| Arc::new(move || edge.status()) as Arc<crate::admin::StatusFn>),
                 };
                 if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await
                 {

@@ -92,6 +92,7 @@ impl Harness {
                 })
             },
             token: token.map(str::to_owned),
+            edge_status: None,
         };
         let listener = TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -321,6 +322,7 @@ async fn non_loopback_without_token_refuses_to_start() {
         ready: Arc::new(|| true),
         reload: Arc::new(|| Ok(String::new())),
         token: None,
+        edge_status: None,
     };
     let r = tokio::time::timeout(
         Duration::from_secs(5),

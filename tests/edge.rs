@@ -290,14 +290,28 @@ fn an_upstream_answering_503_is_retried_for_gets_but_not_for_posts() {
     s.shutdown();
 }
 
+/// The edge section of the admin API's `/status` for the only server of group "web".
+fn status_of_server(s: &Server) -> serde_json::Value {
+    let body = get(&format!("http://{}/status", s.admin_addr.unwrap())).body;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let edge = &v["edge"];
+    assert_eq!(edge["routes"][0]["upstream"], "web", "{edge}");
+    assert_eq!(edge["upstreams"][0]["name"], "web", "{edge}");
+    edge["upstreams"][0]["servers"][0].clone()
+}
+
+/// Also: the admin API's `/status` shows the server down (not eligible) and back up.
 #[test]
 fn when_every_server_is_down_the_answer_is_503_naming_the_group() {
     let a = HttpUpstream::start("a").unwrap();
     a.set_healthy(false);
-    let s = start(&simple(
-        &[&a],
-        "",
-        "[edge.upstream.health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\nfall = 1",
+    let s = start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        simple(
+            &[&a],
+            "",
+            "[edge.upstream.health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\nfall = 1",
+        )
     ));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut r = get(&format!("{}/x", base(&s)));
@@ -311,12 +325,25 @@ fn when_every_server_is_down_the_answer_is_503_naming_the_group() {
         "{}",
         r.body
     );
+    let down = status_of_server(&s);
+    assert_eq!(down["addr"], a.addr().to_string(), "{down}");
+    assert_eq!(
+        (&down["up"], &down["eligible"]),
+        (&false.into(), &false.into()),
+        "{down}"
+    );
     a.set_healthy(true);
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&format!("{}/x", base(&s))).status != 200 {
         assert!(Instant::now() < deadline, "the server never came back");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let up = status_of_server(&s);
+    assert_eq!(
+        (&up["up"], &up["eligible"], &up["outstanding"]),
+        (&true.into(), &true.into(), &0.into()),
+        "{up}"
+    );
     s.shutdown();
 }
 

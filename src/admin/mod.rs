@@ -8,7 +8,8 @@
 //! - `GET /healthz`: 200 `ok` while the process runs.
 //! - `GET /readyz`: 200 `ready` or 503 `not ready`, from the `ready` callback (listeners
 //!   bound, every cluster has a reachable primary, not draining).
-//! - `GET /status`: JSON: clusters, backends, roles, lag, pools, clients.
+//! - `GET /status`: JSON: clusters, backends, roles, lag, pools, clients; with an HTTP edge,
+//!   its listeners, routes and upstream servers' health (`edge`).
 //! - `POST /reload`: runs the `reload` callback; 200 with its message or 400 with the error.
 //! - `GET /metrics`: Prometheus text format (OpenMetrics if the scraper asks for it).
 //!
@@ -52,6 +53,10 @@ pub type ReadyFn = dyn Fn() -> bool + Send + Sync;
 /// reload's job to call [`Metrics::reload`] (reloads also come from signals).
 pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
 
+/// A section `/status` adds beside the clusters (the HTTP edge's listeners, routes and
+/// upstreams), made by whoever owns it; the admin API knows nothing of its contents.
+pub type StatusFn = dyn Fn() -> serde_json::Value + Send + Sync;
+
 /// What the admin API serves.
 #[derive(Clone)]
 pub struct AdminState {
@@ -59,6 +64,8 @@ pub struct AdminState {
     pub topology: Arc<dyn TopologySource + Send + Sync>,
     pub ready: Arc<ReadyFn>,
     pub reload: Arc<ReloadFn>,
+    /// The `edge` section of `/status`, when an HTTP edge runs.
+    pub edge_status: Option<Arc<StatusFn>>,
     /// Bearer token; required when bound to a non-loopback address.
     pub token: Option<String>,
 }
@@ -264,6 +271,8 @@ struct StatusBody<'a> {
     ready: bool,
     started: f64,
     clusters: Vec<ClusterStatus<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -313,6 +322,7 @@ async fn status(State(state): State<Shared>) -> Response {
         ready: (state.ready)(),
         started: state.metrics.started(),
         clusters,
+        edge: state.edge_status.as_ref().map(|f| f()),
     };
     Json(body).into_response()
 }

@@ -113,6 +113,73 @@ impl Edge {
         self.conns.get(listener).cloned().unwrap_or_default()
     }
 
+    /// What `/status` of the admin API shows of the edge: listeners with their open
+    /// connections, routes, and each upstream group's servers with their health (up by the
+    /// active checks, ejected by the passive ones, eligible for traffic) and requests in
+    /// flight.
+    pub fn status(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let state = self.state();
+        let listeners: Vec<_> = state
+            .cfg
+            .listeners
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "name": l.name(),
+                    "listen": l.listen,
+                    "tls": l.tls_cert.is_some(),
+                    "connections": self.conn_counter(l.name()).load(Relaxed),
+                })
+            })
+            .collect();
+        let routes: Vec<_> = state
+            .routes
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name,
+                    "upstream": r.group.name,
+                    "strip_prefix": r.cfg.strip_prefix,
+                    "cache": r.cfg.cache,
+                    "rate_limited": r.limiter.is_some(),
+                })
+            })
+            .collect();
+        let mut names: Vec<&String> = state.groups.keys().collect();
+        names.sort();
+        let upstreams: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let g = &state.groups[name];
+                let servers: Vec<_> = g
+                    .servers()
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "addr": s.addr.to_string(),
+                            "weight": s.weight,
+                            "up": s.is_up(),
+                            "ejected": g.is_ejected(s),
+                            "eligible": g.eligible(s),
+                            "outstanding": s.outstanding.load(Relaxed),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": name,
+                    "balance": g.cfg.balance,
+                    "servers": servers,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "listeners": listeners,
+            "routes": routes,
+            "upstreams": upstreams,
+        })
+    }
+
     /// Subscribe to new generations (the health thread).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<EdgeState>> {
         self.generations.subscribe()

@@ -93,6 +93,11 @@ impl RouteTable {
         RouteTable { routes }
     }
 
+    /// The routes, in the order they are tried.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }

@@ -181,6 +181,11 @@ impl Group {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether passive checks have `s` ejected now.
+    pub fn is_ejected(&self, s: &Server) -> bool {
+        s.ejected(self.now_ms())
+    }
+
     /// Whether `s` may get traffic now.
     pub fn eligible(&self, s: &Server) -> bool {
         s.is_up() && !s.ejected(self.now_ms())
