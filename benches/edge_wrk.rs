@@ -5,6 +5,7 @@
 //! cargo bench --bench edge_wrk                                 # defaults below
 //! WORKERS=2 DURATION=10 ROUNDS=2 cargo bench --bench edge_wrk
 //! PROTOS=h1 BODIES=1k.bin cargo bench --bench edge_wrk         # one scenario
+//! SHOW_LATENCY=1 ...                                           # wrk's p50/p75/p90/p99 too
 //! ```
 //!
 //! The upstream is nginx (1 worker) serving two static files, `1k.bin` (1 KiB) and `64k.bin`
@@ -259,6 +260,13 @@ fn wrk(url: &str, threads: u64, conns: u64, secs: u64) -> (f64, f64, u64) {
     }
     if errors > 0 {
         eprintln!("wrk {url}: {errors} errors\n{out}");
+    }
+    if std::env::var_os("SHOW_LATENCY").is_some() {
+        let dist: Vec<String> = ["50%", "75%", "90%", "99%"]
+            .iter()
+            .filter_map(|k| Some(format!("p{} {}", &k[..2], after(k)?)))
+            .collect();
+        eprintln!("wrk {url}: {}", dist.join(", "));
     }
     (rps, p99_ms, errors)
 }
