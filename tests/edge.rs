@@ -404,6 +404,59 @@ fn cache_serves_fresh_responses_once_keeps_variants_apart_and_coalesces_misses()
     s.shutdown();
 }
 
+/// Cacheable responses without a Content-Length (chunked) are kept while they stream to the
+/// first client and stored at their end; one larger than `max_object_bytes` streams whole
+/// and is not stored; concurrent misses of a streamed one still make one upstream request.
+#[test]
+fn cache_stores_streamed_responses_and_passes_oversized_ones_whole() {
+    let u = HttpUpstream::start("chunks").unwrap();
+    let text = format!(
+        "{}\n[edge.cache]\nmax_object_bytes = 65536\n",
+        simple(&[&u], "cache = true", "")
+    );
+    let s = start(&text);
+    let b = base(&s);
+    let all = get_n(
+        &format!("{b}/chunk?cc=max-age%3D60&chunked=1&size=5000"),
+        20,
+    );
+    assert!(all.iter().all(|r| r.status == 200 && r.body == all[0].body));
+    assert_eq!(all[0].body.len(), 5000);
+    assert!(
+        all[0].headers.get("content-length").is_none(),
+        "{:?}",
+        all[0].headers
+    );
+    assert_eq!(all[0].headers["x-cache"], "MISS");
+    assert_eq!(all[19].headers["x-cache"], "HIT");
+    assert_eq!(all[19].headers["content-length"], "5000");
+    assert_eq!(u.requests_for("/chunk"), 1);
+
+    let big = get_n(&format!("{b}/big?cc=max-age%3D60&chunked=1&size=200000"), 3);
+    assert!(big
+        .iter()
+        .all(|r| r.status == 200 && r.body.len() == 200_000));
+    assert_eq!(u.requests_for("/big"), 3, "an oversized body was stored");
+
+    let url = format!("{b}/slowchunk?cc=max-age%3D60&chunked=1&delay_ms=300");
+    let all: Vec<Resp> = rt().block_on(async {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { get_with(&client(), "GET", &url, &[]).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert!(all.iter().all(|r| r.status == 200 && r.body == all[0].body));
+    assert_eq!(u.requests_for("/slowchunk"), 1);
+    s.shutdown();
+}
+
 #[test]
 fn rate_limit_answers_429_with_retry_after_on_its_route_only() {
     let u = HttpUpstream::start("r").unwrap();

@@ -20,8 +20,97 @@ use std::time::Instant;
 /// answer to an upgrade request).
 pub type UpstreamBody = Either<super::conn::PooledBody, Incoming>;
 
-/// What the edge sends back: the upstream's streamed body, or one it made or buffered.
-pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
+/// What the edge sends back: the upstream's streamed body (kept for the cache on the way
+/// when it has no length up front), or one the edge made or buffered.
+pub type RespBody = Either<Streamed, Full<Bytes>>;
+
+/// An upstream body streamed to the client. With `keep`, a copy of what passes is kept and,
+/// at the end, stored in the cache: how a cacheable response without a Content-Length
+/// (chunked, or ended by close) is cached without delaying the client. Past
+/// `max_object_bytes` the copy is dropped and the fill released (waiters go upstream).
+pub struct Streamed {
+    inner: UpstreamBody,
+    keep: Option<Box<Keep>>,
+}
+
+struct Keep {
+    fill: super::cache::Fill,
+    status: StatusCode,
+    headers: http::HeaderMap,
+    parts: Vec<Bytes>,
+    size: usize,
+    limit: usize,
+    /// Called with the cache's size after a store (the metrics gauges).
+    stored: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Streamed {
+    fn plain(inner: UpstreamBody) -> Streamed {
+        Streamed { inner, keep: None }
+    }
+
+    /// Store what was kept (the body ended).
+    fn finish(&mut self) {
+        if let Some(k) = self.keep.take() {
+            let Keep {
+                fill,
+                status,
+                headers,
+                parts,
+                stored,
+                ..
+            } = *k;
+            let body = match parts.len() {
+                1 => parts.into_iter().next().unwrap_or_default(),
+                _ => Bytes::from(parts.concat()),
+            };
+            fill.store(status, &headers, body);
+            stored();
+        }
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = <UpstreamBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(k), Some(data)) = (&mut this.keep, frame.data_ref()) {
+                    k.size += data.len();
+                    if k.size > k.limit {
+                        this.keep = None;
+                    } else {
+                        k.parts.push(data.clone());
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            // A failed body is not stored (dropping the fill releases waiters).
+            Poll::Ready(Some(Err(_))) => this.keep = None,
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What a connection's requests share.
 pub struct ConnCtx {
@@ -175,8 +264,29 @@ async fn serve(
                 _ => return error(StatusCode::BAD_GATEWAY, "upstream response body failed"),
             }
         }
+        if body.size_hint().exact().is_none() && fill.cacheable(parts.status, &parts.headers) {
+            // No length up front: streamed, and kept on the way for the cache.
+            let (cache, metrics) = (state.cache.clone(), ctx.edge.metrics.clone());
+            let keep = Keep {
+                fill,
+                status: parts.status,
+                headers: parts.headers.clone(),
+                parts: Vec::new(),
+                size: 0,
+                limit: state.cfg.cache.max_object_bytes,
+                stored: Box::new(move || {
+                    let s = cache.stats();
+                    metrics.edge.cache_size(s.bytes, s.entries);
+                }),
+            };
+            let body = Streamed {
+                inner: body,
+                keep: Some(Box::new(keep)),
+            };
+            return Response::from_parts(parts, Either::Left(body));
+        }
     }
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, Either::Left(Streamed::plain(body)))
 }
 
 /// A failed forward: the answer for the client and the server that failed, if any.

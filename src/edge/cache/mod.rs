@@ -643,7 +643,8 @@ impl Fill {
 
     /// Decide from the response head whether it may be stored (status, Cache-Control, Vary,
     /// Set-Cookie, explicit freshness, `Content-Length` within `max_object_bytes`); callers use
-    /// it to decide whether to buffer the body.
+    /// it to decide whether to buffer the body (or, without a length, keep a copy of it as it
+    /// streams).
     pub fn cacheable(&self, status: StatusCode, resp_headers: &HeaderMap) -> bool {
         let too_big = resp_headers
             .get(header::CONTENT_LENGTH)
