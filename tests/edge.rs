@@ -259,7 +259,7 @@ fn a_stopped_upstream_costs_no_failed_request_and_comes_back_after_rise() {
 }
 
 #[test]
-fn an_upstream_answering_503_is_retried_for_gets_but_not_for_posts() {
+fn an_upstream_answering_503_is_retried_for_gets_and_puts_but_not_for_posts() {
     let good = HttpUpstream::start("good").unwrap();
     let bad = HttpUpstream::start("bad").unwrap();
     bad.force_status(Some(503));
@@ -287,6 +287,34 @@ fn an_upstream_answering_503_is_retried_for_gets_but_not_for_posts() {
         v
     });
     assert!(posts.contains(&503) && posts.contains(&200), "{posts:?}");
+    // A PUT is idempotent: its (small) body is held so the retry can send it again.
+    let puts: Vec<(u16, String)> = rt().block_on(async {
+        let c: Client<HttpConnector, http_body_util::Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let mut v = Vec::new();
+        for i in 0..6 {
+            let req = http::Request::put(format!("{}/echo", base(&s)))
+                .body(http_body_util::Full::new(Bytes::from(format!(
+                    "payload {i}"
+                ))))
+                .unwrap();
+            let r = c.request(req).await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            v.push((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        v
+    });
+    for (i, (status, body)) in puts.iter().enumerate() {
+        assert_eq!(*status, 200, "{body}");
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(doc["upstream"], "good", "{doc}");
+        assert_eq!(doc["body"], format!("payload {i}"), "{doc}");
+    }
+    assert!(
+        bad.requests_for("/echo") >= 1,
+        "the bad server was never met by a PUT"
+    );
     s.shutdown();
 }
 

@@ -119,8 +119,9 @@ pub struct Route {
     /// Default "30s".
     #[serde(default = "default_response_timeout", with = "duration")]
     pub response_timeout: Duration,
-    /// How many other upstreams an idempotent request without a body may be tried on after a
-    /// connect failure or a 502/503. Default 1. 0: no retries.
+    /// How many other upstreams an idempotent request (without a body, or with one of at most
+    /// 64 KiB, held for the retry) may be tried on after a connect failure or a 502/503.
+    /// Default 1. 0: no retries (and no request body is held).
     #[serde(default = "default_retries")]
     pub retries: u32,
 }

@@ -9,7 +9,7 @@ use super::{Edge, EdgeState};
 use crate::config::AccessLog;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Empty, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -302,8 +302,9 @@ fn failed(status: StatusCode, msg: &str, server: Option<&Server>) -> Failed {
     }
 }
 
-/// Send the request to a server of the route's group; an idempotent request without a body
-/// that fails to connect or gets 502/503 goes to another server, within the retry budget.
+/// Send the request to a server of the route's group; an idempotent request (with no body,
+/// or one of known length up to [`RETRY_BODY_BYTES`], read first) that fails to connect or
+/// gets 502/503 goes to another server, within the retry budget.
 async fn forward(
     ctx: &ConnCtx,
     route: &Route,
@@ -313,7 +314,32 @@ async fn forward(
 ) -> Result<(Response<UpstreamBody>, Arc<Server>), Failed> {
     let group = &route.group;
     let (mut parts, body) = req.into_parts();
-    let retryable = idempotent(&parts.method) && body.is_end_stream() && !upgrade;
+    // An idempotent request's body of known length up to RETRY_BODY_BYTES is read first, so
+    // that a retry can send it again; a longer or chunked one streams and is not retried.
+    let mut held = None;
+    let mut body = Some(body);
+    let wants_retry = idempotent(&parts.method) && !upgrade && route.cfg.retries > 0;
+    let small = body.as_ref().is_some_and(|b| {
+        !b.is_end_stream() && b.size_hint().exact().is_some_and(|n| n <= RETRY_BODY_BYTES)
+    });
+    if let Some(b) = body.take_if(|_| wants_retry && small) {
+        match tokio::time::timeout(route.cfg.response_timeout, b.collect()).await {
+            Ok(Ok(b)) => held = Some(b.to_bytes()),
+            Ok(Err(_)) => {
+                return Err(failed(StatusCode::BAD_REQUEST, "request body failed", None));
+            }
+            Err(_) => {
+                return Err(failed(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body did not arrive in time",
+                    None,
+                ));
+            }
+        }
+    }
+    let retryable = idempotent(&parts.method)
+        && !upgrade
+        && (held.is_some() || body.as_ref().is_some_and(|b| b.is_end_stream()));
     // The original path is reused as is (no copy) unless the route strips a prefix.
     let original = parts
         .uri
@@ -351,7 +377,6 @@ async fn forward(
     }
     group.request_started();
     let attempts = 1 + if retryable { route.cfg.retries } else { 0 };
-    let mut body = Some(body);
     let mut tried: Vec<SocketAddr> = Vec::with_capacity(attempts as usize);
     let mut last: Option<Failed> = None;
     for attempt in 0..attempts {
@@ -379,9 +404,10 @@ async fn forward(
         let Ok(uri) = uri else {
             return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None));
         };
-        let mut up = Request::new(match (retryable, body.take()) {
-            (false, Some(b)) => Either::Left(b),
-            _ => Either::Right(Empty::new()),
+        let mut up = Request::new(match (&held, retryable, body.take()) {
+            (Some(b), _, _) => Either::Right(Full::new(b.clone())),
+            (None, false, Some(b)) => Either::Left(b),
+            _ => Either::Right(Full::new(Bytes::new())),
         } as UpBody);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
@@ -449,6 +475,10 @@ async fn forward(
     }
     Err(last.unwrap_or_else(|| failed(StatusCode::BAD_GATEWAY, "no upstream answered", None)))
 }
+
+/// Largest request body held in memory so that an idempotent request (PUT, DELETE, ...) can
+/// be retried with it.
+const RETRY_BODY_BYTES: u64 = 64 * 1024;
 
 fn is_safe(m: &Method) -> bool {
     matches!(

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering:
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The body type sent upstream: the client's own body, or nothing (retried requests).
-pub type UpBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<Bytes>>;
+/// The body type sent upstream: the client's own body streamed, or one held whole (empty, or
+/// a small body buffered so the request can be sent again on a retry).
+pub type UpBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<Bytes>>;
 
 /// The pooled client of one worker for one group.
 pub type UpClient = Client<HttpConnector, UpBody>;
