@@ -80,6 +80,23 @@ fn get_n(url: &str, n: usize) -> Vec<Resp> {
     })
 }
 
+/// `n` GETs at once, each on its own client (its own connection).
+fn concurrent_gets(url: &str, n: usize) -> Vec<Resp> {
+    rt().block_on(async {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let url = url.to_owned();
+                tokio::spawn(async move { get_with(&client(), "GET", &url, &[]).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
 fn start(text: &str) -> Server {
     let cfg = Config::from_toml(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     Server::start(cfg).expect("proxy starts")
@@ -413,20 +430,7 @@ fn cache_serves_fresh_responses_once_keeps_variants_apart_and_coalesces_misses()
     }
 
     // 50 concurrent misses of a slow resource: one upstream request.
-    let url = format!("{b}/slow?cc=max-age%3D60&delay_ms=300");
-    let all: Vec<Resp> = rt().block_on(async {
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let url = url.clone();
-                tokio::spawn(async move { get_with(&client(), "GET", &url, &[]).await })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
+    let all = concurrent_gets(&format!("{b}/slow?cc=max-age%3D60&delay_ms=300"), 50);
     assert!(all.iter().all(|r| r.status == 200 && r.body == all[0].body));
     assert_eq!(u.requests_for("/slow"), 1);
     s.shutdown();
@@ -466,20 +470,10 @@ fn cache_stores_streamed_responses_and_passes_oversized_ones_whole() {
         .all(|r| r.status == 200 && r.body.len() == 200_000));
     assert_eq!(u.requests_for("/big"), 3, "an oversized body was stored");
 
-    let url = format!("{b}/slowchunk?cc=max-age%3D60&chunked=1&delay_ms=300");
-    let all: Vec<Resp> = rt().block_on(async {
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let url = url.clone();
-                tokio::spawn(async move { get_with(&client(), "GET", &url, &[]).await })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
+    let all = concurrent_gets(
+        &format!("{b}/slowchunk?cc=max-age%3D60&chunked=1&delay_ms=300"),
+        20,
+    );
     assert!(all.iter().all(|r| r.status == 200 && r.body == all[0].body));
     assert_eq!(u.requests_for("/slowchunk"), 1);
     s.shutdown();

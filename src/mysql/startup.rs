@@ -220,19 +220,10 @@ pub async fn login(
         // Connector/C, asked for a plugin other than the handshake's, answers with nothing
         // and waits for an AuthSwitchRequest to it (the handshake's scramble was meant for
         // mysql_native_password): switch to caching_sha2_password with the same scramble.
-        let mut sw = BytesMut::new();
-        put_switch(&mut sw, CACHING_SHA2_PASSWORD, &scramble);
-        let expected = write_packet(s, seq, &sw).await?;
-        let Packet {
-            seq: got,
-            next_seq,
-            payload,
-        } = read_packet(s, buf, max_packet).await?;
-        if got != expected {
-            return Err(send_refusal(s, expected.wrapping_add(1), out_of_order()).await);
-        }
-        seq = next_seq;
-        response = payload.to_vec();
+        let (next, payload) =
+            switch_plugin(s, buf, max_packet, seq, CACHING_SHA2_PASSWORD, &scramble).await?;
+        seq = next;
+        response = payload;
     }
     let denied = || denied(!response.is_empty());
     let ok = match check(&user, &plugin, &scramble, &response, full_auth) {
@@ -246,18 +237,9 @@ pub async fn login(
             true
         }
         Check::SwitchToNative => {
-            let mut sw = BytesMut::new();
-            put_switch_to_native(&mut sw, &scramble);
-            let expected = write_packet(s, seq, &sw).await?;
-            let Packet {
-                seq: got,
-                next_seq,
-                payload,
-            } = read_packet(s, buf, max_packet).await?;
-            if got != expected {
-                return Err(send_refusal(s, expected.wrapping_add(1), out_of_order()).await);
-            }
-            seq = next_seq;
+            let (next, payload) =
+                switch_plugin(s, buf, max_packet, seq, MYSQL_NATIVE_PASSWORD, &scramble).await?;
+            seq = next;
             matches!(
                 check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload, false),
                 Check::Passed
@@ -335,6 +317,31 @@ pub async fn login(
         schema,
         next_seq: seq,
     })
+}
+
+/// Send an AuthSwitchRequest to `plugin` with `scramble` (sequence id `seq`) and read the
+/// client's answer: the sequence id of the next packet to it, and the answer. An answer out
+/// of sequence is refused.
+async fn switch_plugin(
+    s: &mut ClientStream,
+    buf: &mut BytesMut,
+    max_packet: usize,
+    seq: u8,
+    plugin: &[u8],
+    scramble: &[u8],
+) -> Result<(u8, Vec<u8>), LoginError> {
+    let mut sw = BytesMut::new();
+    put_switch(&mut sw, plugin, scramble);
+    let expected = write_packet(s, seq, &sw).await?;
+    let Packet {
+        seq: got,
+        next_seq,
+        payload,
+    } = read_packet(s, buf, max_packet).await?;
+    if got != expected {
+        return Err(send_refusal(s, expected.wrapping_add(1), out_of_order()).await);
+    }
+    Ok((next_seq, payload))
 }
 
 /// ER_NET_PACKETS_OUT_OF_ORDER, as MariaDB sends it for a packet with the wrong sequence id.
