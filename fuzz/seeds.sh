@@ -189,4 +189,9 @@ expires: Thu, 01 Dec 1994 16:00:00 GMT
 date: Thu, 01 Dec 1994 15:00:00 GMT
 etag: "v1"')"
 
+# ---- edge_h1: selector byte (bit 0: HEAD; the split point), then a response head or body ----
+put edge_h1 chunked-head "00$(printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nVia: 1.0 a\r\nConnection: x-b\r\nX-B: 1\r\n\r\n' | od -An -tx1 | tr -d ' \n')"
+put edge_h1 length-head "01$(printf 'HTTP/1.0 304 Not Modified\r\nConnection: keep-alive\r\nContent-Length: 10\r\n\r\n' | od -An -tx1 | tr -d ' \n')"
+put edge_h1 chunked-body "05$(printf '4;x=y\r\nabcd\r\n0\r\nTrailer: 1\r\n\r\nHTTP/1.1' | od -An -tx1 | tr -d ' \n')"
+
 printf "seed corpus: %s files, %s bytes\n" "$(ls corpus/*/seed-* | wc -l)" "$(cat corpus/*/seed-* | wc -c)"

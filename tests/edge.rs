@@ -554,6 +554,141 @@ servers = ["{}"]
     s.shutdown();
 }
 
+/// Read one HTTP/1.1 response from `c` (buffered in `pending`): status, headers (lower-case
+/// names), body (chunked decoded; none for HEAD, 204 and 304).
+fn read_response(
+    c: &mut std::net::TcpStream,
+    pending: &mut Vec<u8>,
+    head_only: bool,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let fill = |c: &mut std::net::TcpStream, pending: &mut Vec<u8>| {
+        let mut b = [0u8; 16384];
+        let n = c.read(&mut b).expect("read");
+        assert!(
+            n > 0,
+            "connection closed early; have {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&b[..n]);
+    };
+    let (len, status, headers) = loop {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut slots);
+        if let httparse::Status::Complete(n) = r.parse(pending).unwrap() {
+            let h: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .map(|h| {
+                    let v = String::from_utf8_lossy(h.value).into_owned();
+                    (h.name.to_ascii_lowercase(), v)
+                })
+                .collect();
+            break (n, r.code.unwrap(), h);
+        }
+        fill(c, pending);
+    };
+    pending.drain(..len);
+    let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if head_only || status == 204 || status == 304 {
+        return (status, headers, body);
+    }
+    if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let line_end = loop {
+                if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                fill(c, pending);
+            };
+            let line = String::from_utf8_lossy(&pending[..line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+            pending.drain(..line_end + 2);
+            while pending.len() < size + 2 {
+                fill(c, pending);
+            }
+            body.extend_from_slice(&pending[..size]);
+            pending.drain(..size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while pending.len() < n {
+            fill(c, pending);
+        }
+        body = pending.drain(..n).collect();
+    }
+    (status, headers, body)
+}
+
+/// Plain HTTP/1.1 takes the edge's own fast path while requests are simple: pipelined GET
+/// (a chunked answer) and HEAD in one write, the forwarding headers, then on the same
+/// connection a POST with a body, which hands the connection to hyper, which serves it and
+/// the rest (the `Connection: close` of the last request is honoured).
+#[test]
+fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper() {
+    let u = HttpUpstream::start("f").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let mut c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut pending = Vec::new();
+    c.write_all(
+        b"GET /a?chunked=1&size=3000 HTTP/1.1\r\nHost: shop.example\r\n\r\n\
+          HEAD /b?size=77 HTTP/1.1\r\nHost: shop.example\r\n\r\n\
+          GET /echo HTTP/1.1\r\nHost: shop.example:8080\r\nConnection: keep-alive, X-Secret\r\n\
+          X-Secret: 1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
+    )
+    .unwrap();
+    let (status, headers, body) = read_response(&mut c, &mut pending, false);
+    let get = |h: &Vec<(String, String)>, k: &str| {
+        h.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(status, 200);
+    assert_eq!(get(&headers, "transfer-encoding"), "chunked");
+    assert_eq!(body.len(), 3000);
+    assert_eq!(get(&headers, "via"), "1.1 switchyard");
+    assert_eq!(get(&headers, "x-request-id").len(), 32);
+    let (status, headers, body) = read_response(&mut c, &mut pending, true);
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(get(&headers, "content-length"), "77");
+    let (status, _, body) = read_response(&mut c, &mut pending, false);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-host"], "shop.example:8080");
+    assert_eq!(h["via"], "1.1 switchyard");
+    assert!(h.get("x-secret").is_none(), "{h}");
+    assert_eq!(
+        u.connections(),
+        1,
+        "the three requests shared one upstream connection"
+    );
+
+    // A body: hyper takes the connection over, with the bytes already read.
+    c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    let (status, _, body) = read_response(&mut c, &mut pending, false);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["method"].as_str(), v["body"].as_str()),
+        (Some("POST"), Some("hello"))
+    );
+    c.write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, headers, _) = read_response(&mut c, &mut pending, false);
+    assert_eq!(status, 200);
+    assert_eq!(get(&headers, "connection"), "close");
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "still open: {rest:?}");
+    s.shutdown();
+}
+
 #[test]
 fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
     let u = HttpUpstream::start("e").unwrap();

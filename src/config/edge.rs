@@ -73,6 +73,16 @@ pub struct EdgeListener {
     /// 8192).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Plain (not TLS) connections start on the edge's own HTTP/1.1 code, which proxies
+    /// GET and HEAD requests without a body to routes without cache or rate limit; the first
+    /// other request (or an HTTP/2 preface) hands the connection to hyper. false: every
+    /// connection is served by hyper. Default true.
+    #[serde(default = "default_true")]
+    pub h1_fast_path: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_connections() -> usize {

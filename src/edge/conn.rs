@@ -27,14 +27,72 @@ pub struct UpConn {
 }
 
 /// Idle connections of one worker, per server: oldest first, each with the time it went
-/// idle. Taken newest first (the warmest socket); the stale are at the front.
-#[derive(Default)]
-pub struct WorkerPool {
-    idle: Mutex<Vec<(SocketAddr, IdleList)>>,
+/// idle. Taken newest first (the warmest socket); the stale are at the front. Holds hyper
+/// connections here and the fast path's raw ones (`fast.rs`).
+pub struct IdlePool<C> {
+    idle: Mutex<Vec<(SocketAddr, IdleList<C>)>>,
+}
+
+impl<C> Default for IdlePool<C> {
+    fn default() -> Self {
+        IdlePool {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// One server's idle connections, oldest first, each with the time it went idle.
-type IdleList = VecDeque<(UpConn, Instant)>;
+type IdleList<C> = VecDeque<(C, Instant)>;
+
+impl<C> IdlePool<C> {
+    /// An idle connection to `addr` that `usable` accepts, if one is left (the stale and the
+    /// refused are dropped on the way).
+    pub fn take(
+        &self,
+        addr: SocketAddr,
+        idle_timeout: Duration,
+        mut usable: impl FnMut(&mut C) -> bool,
+    ) -> Option<C> {
+        let now = Instant::now();
+        loop {
+            let mut c = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let (_, q) = idle.iter_mut().find(|(a, _)| *a == addr)?;
+                drop_stale(q, now, idle_timeout);
+                q.pop_back()?.0
+            };
+            if usable(&mut c) {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Keep `c` for reuse, unless `max_idle` connections to `addr` are kept already.
+    pub fn put(&self, addr: SocketAddr, c: C, limits: &Limits) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Servers that left the group (reload, DNS) keep nothing for long: every put also
+        // drops the stale of the others, and their emptied lists.
+        idle.retain_mut(|(a, q)| {
+            drop_stale(q, now, limits.idle_timeout);
+            *a == addr || !q.is_empty()
+        });
+        let i = match idle.iter().position(|(a, _)| *a == addr) {
+            Some(i) => i,
+            None => {
+                idle.push((addr, VecDeque::new()));
+                idle.len() - 1
+            }
+        };
+        let q = &mut idle[i].1;
+        if q.len() < limits.max_idle {
+            q.push_back((c, now));
+        }
+    }
+}
+
+/// The hyper connections of one worker.
+pub type WorkerPool = IdlePool<UpConn>;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -62,45 +120,6 @@ pub struct Limits {
 }
 
 impl WorkerPool {
-    /// A usable idle connection to `addr`, if one is left (the closed and the stale are
-    /// dropped on the way).
-    fn take(&self, addr: SocketAddr, limits: &Limits) -> Option<UpConn> {
-        let now = Instant::now();
-        loop {
-            let mut c = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let (_, q) = idle.iter_mut().find(|(a, _)| *a == addr)?;
-                drop_stale(q, now, limits.idle_timeout);
-                q.pop_back()?.0
-            };
-            if c.usable() {
-                return Some(c);
-            }
-        }
-    }
-
-    fn put(&self, addr: SocketAddr, c: UpConn, limits: &Limits) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Servers that left the group (reload, DNS) keep nothing for long: every put also
-        // drops the stale of the others, and their emptied lists.
-        idle.retain_mut(|(a, q)| {
-            drop_stale(q, now, limits.idle_timeout);
-            *a == addr || !q.is_empty()
-        });
-        let i = match idle.iter().position(|(a, _)| *a == addr) {
-            Some(i) => i,
-            None => {
-                idle.push((addr, VecDeque::new()));
-                idle.len() - 1
-            }
-        };
-        let q = &mut idle[i].1;
-        if q.len() < limits.max_idle {
-            q.push_back((c, now));
-        }
-    }
-
     /// Send `req` to `addr` on a pooled or new connection; the response's body gives the
     /// connection back to this pool when it ends.
     pub async fn send(
@@ -109,7 +128,7 @@ impl WorkerPool {
         req: http::Request<UpBody>,
         limits: Arc<Limits>,
     ) -> Result<http::Response<PooledBody>, SendError> {
-        let mut c = match self.take(addr, &limits) {
+        let mut c = match self.take(addr, limits.idle_timeout, UpConn::usable) {
             Some(c) => c,
             None => connect(addr, limits.connect_timeout).await?,
         };
@@ -146,7 +165,7 @@ impl WorkerPool {
 }
 
 /// Drop the connections of `q` idle for `timeout` or longer (they are at its front).
-fn drop_stale(q: &mut IdleList, now: Instant, timeout: Duration) {
+fn drop_stale<C>(q: &mut IdleList<C>, now: Instant, timeout: Duration) {
     while q
         .front()
         .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= timeout)

@@ -70,8 +70,20 @@ pub async fn serve(
             let _slot = slot;
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(AtomicU64::new(0));
+            let (stream, read) = match (&tls, cfg.h1_fast_path) {
+                (None, true) => {
+                    match super::fast::serve(ctx.clone(), &cfg, stream, &shutdown).await {
+                        super::fast::Outcome::Done => return,
+                        super::fast::Outcome::Handoff(s, read) => (s, read.freeze()),
+                    }
+                }
+                _ => (stream, bytes::Bytes::new()),
+            };
             let io = Tracked {
-                inner: stream,
+                inner: Rewind {
+                    read,
+                    inner: stream,
+                },
                 last: activity.clone(),
             };
             match tls {
@@ -151,6 +163,58 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Relaxed);
         self.gauge.dec();
+    }
+}
+
+/// A stream whose first reads return bytes read from it before (by the fast path).
+struct Rewind<S> {
+    read: bytes::Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            let head = self.read.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -5,6 +5,8 @@
 //! Layout, in the order a request passes through:
 //! - [`listener`]: accept (per worker, SO_REUSEPORT), connection limit, TLS with ALPN,
 //!   HTTP/1.1 and HTTP/2 (hyper), header and idle timeouts, polite drain.
+//! - [`fast`]: the HTTP/1.1 fast path plain connections start on: simple GET/HEAD requests
+//!   proxied by our own code; anything else hands the connection to hyper.
 //! - [`route`]: host and longest path prefix to a route and its upstream group.
 //! - [`ratelimit`]: per-client-IP token buckets of a route (429).
 //! - [`cache`]: the shared response cache with request coalescing.
@@ -21,6 +23,7 @@
 pub mod cache;
 mod clock;
 pub mod conn;
+pub mod fast;
 pub mod headers;
 pub mod health;
 pub mod listener;

@@ -143,17 +143,22 @@ pub async fn handle(
     resp.headers_mut()
         .insert(&X_REQUEST_ID, log.request_id.clone());
     let secs = started.elapsed().as_secs_f64();
+    account(&ctx, &state, &mut log, resp.status().as_u16(), secs);
+    Ok(resp)
+}
+
+/// A request's answer is known: the route's metrics and the access log line.
+pub(super) fn account(ctx: &ConnCtx, state: &EdgeState, log: &mut LogLine, status: u16, secs: f64) {
     if let Some(r) = &log.route {
-        r.metrics.answered(resp.status().as_u16(), secs);
+        r.metrics.answered(status, secs);
     }
-    log.status = resp.status().as_u16();
+    log.status = status;
     log.secs = secs;
     match state.cfg.access_log {
         AccessLog::Off => {}
         AccessLog::Text => ctx.edge.access_log(&log.text()),
         AccessLog::Json => ctx.edge.access_log(&log.json()),
     }
-    Ok(resp)
 }
 
 async fn serve(
@@ -524,22 +529,46 @@ pub fn error(status: StatusCode, msg: &str) -> Response<RespBody> {
 }
 
 /// What the access log says about a request.
-struct LogLine {
+pub(super) struct LogLine {
     method: Method,
     path: String,
     version: Version,
     host: String,
     client: SocketAddr,
     listener: Arc<str>,
-    request_id: HeaderValue,
-    route: Option<Arc<Route>>,
-    upstream: Option<SocketAddr>,
+    pub(super) request_id: HeaderValue,
+    pub(super) route: Option<Arc<Route>>,
+    pub(super) upstream: Option<SocketAddr>,
     cache: &'static str,
     status: u16,
     secs: f64,
 }
 
 impl LogLine {
+    /// For an HTTP/1.1 request of the fast path (`fast.rs`), from its parsed head.
+    pub(super) fn fast(
+        method: &Method,
+        target: &str,
+        host: &str,
+        ctx: &ConnCtx,
+        on: bool,
+    ) -> LogLine {
+        LogLine {
+            method: method.clone(),
+            path: if on { target.to_owned() } else { String::new() },
+            version: Version::HTTP_11,
+            host: if on { host.to_owned() } else { String::new() },
+            client: ctx.peer,
+            listener: ctx.listener.clone(),
+            request_id: HeaderValue::from_static("-"),
+            route: None,
+            upstream: None,
+            cache: "-",
+            status: 0,
+            secs: 0.0,
+        }
+    }
+
     /// `on`: the access log is written (otherwise the texts are not copied).
     fn new(req: &Request<Incoming>, ctx: &ConnCtx, on: bool) -> LogLine {
         LogLine {

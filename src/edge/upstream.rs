@@ -92,6 +92,8 @@ pub struct Group {
     clients: Box<[OnceLock<UpClient>]>,
     /// Idle connections per worker, driven by the requests that use them (`conn.rs`).
     pools: Box<[Arc<super::conn::WorkerPool>]>,
+    /// Idle connections of the HTTP/1.1 fast path (`fast.rs`) per worker.
+    raw: Box<[super::fast::RawPool]>,
     pub limits: Arc<super::conn::Limits>,
 }
 
@@ -131,6 +133,7 @@ impl Group {
             edge_metrics: metrics.clone(),
             clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
             pools: (0..workers.max(1)).map(|_| Default::default()).collect(),
+            raw: (0..workers.max(1)).map(|_| Default::default()).collect(),
             limits: Arc::new(super::conn::Limits {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.idle_timeout,
@@ -307,6 +310,11 @@ impl Group {
     /// This worker's idle connections of the group.
     pub fn pool(&self, worker: usize) -> &Arc<super::conn::WorkerPool> {
         &self.pools[worker % self.pools.len()]
+    }
+
+    /// The fast path's idle connections of `worker`.
+    pub fn raw_pool(&self, worker: usize) -> &super::fast::RawPool {
+        &self.raw[worker % self.raw.len()]
     }
 
     /// This worker's pooled client for the group (upgrades).
