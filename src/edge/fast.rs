@@ -19,7 +19,7 @@
 use super::headers;
 use super::proxy::{ConnCtx, LogLine};
 use super::route::Route;
-use super::upstream::{NoServer, Server};
+use super::upstream::Server;
 use super::EdgeState;
 use crate::config::EdgeListener;
 use bytes::{Buf, BufMut, BytesMut};
@@ -258,21 +258,13 @@ async fn exchange(
     let mut last: Option<(u16, String, Option<SocketAddr>)> = None;
     let mut answer = None;
     for attempt in 0..attempts {
-        if attempt > 0 {
-            if !group.may_retry() {
-                break;
-            }
-            group.metrics.retries.inc();
-        }
-        let server = match group.pick(&tried) {
-            Ok(s) => s,
-            Err(NoServer::AllDown) if last.is_none() => {
-                group.metrics.no_upstream.inc();
-                let msg = format!("no server of upstream {:?} is up", group.name);
+        let server = match group.next_attempt(attempt, &tried, last.is_none()) {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(msg) => {
                 last = Some((503, msg, None));
                 break;
             }
-            Err(_) => break,
         };
         tried.push(server.addr);
         server

@@ -4,7 +4,7 @@
 use super::cache::Lookup;
 use super::headers::{self, X_CACHE, X_REQUEST_ID};
 use super::route::Route;
-use super::upstream::{NoServer, Server, UpBody};
+use super::upstream::{Server, UpBody};
 use super::{Edge, EdgeState};
 use crate::config::AccessLog;
 use bytes::Bytes;
@@ -385,20 +385,10 @@ async fn forward(
     let mut tried: Vec<SocketAddr> = Vec::with_capacity(attempts as usize);
     let mut last: Option<Failed> = None;
     for attempt in 0..attempts {
-        if attempt > 0 {
-            if !group.may_retry() {
-                break;
-            }
-            group.metrics.retries.inc();
-        }
-        let server = match group.pick(&tried) {
-            Ok(s) => s,
-            Err(NoServer::AllDown) if last.is_none() => {
-                group.metrics.no_upstream.inc();
-                let msg = format!("no server of upstream {:?} is up", group.name);
-                return Err(failed(StatusCode::SERVICE_UNAVAILABLE, &msg, None));
-            }
-            Err(_) => break,
+        let server = match group.next_attempt(attempt, &tried, last.is_none()) {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(msg) => return Err(failed(StatusCode::SERVICE_UNAVAILABLE, &msg, None)),
         };
         tried.push(server.addr);
         let uri = http::Uri::builder()
@@ -553,36 +543,30 @@ impl LogLine {
         ctx: &ConnCtx,
         on: bool,
     ) -> LogLine {
-        LogLine {
-            method: method.clone(),
-            path: if on { target.to_owned() } else { String::new() },
-            version: Version::HTTP_11,
-            host: if on { host.to_owned() } else { String::new() },
-            client: ctx.peer,
-            listener: ctx.listener.clone(),
-            request_id: HeaderValue::from_static("-"),
-            route: None,
-            upstream: None,
-            cache: "-",
-            status: 0,
-            secs: 0.0,
-        }
+        let text = |t: &str| if on { t.to_owned() } else { String::new() };
+        LogLine::of(method, Version::HTTP_11, text(target), text(host), ctx)
     }
 
     /// `on`: the access log is written (otherwise the texts are not copied).
     fn new(req: &Request<Incoming>, ctx: &ConnCtx, on: bool) -> LogLine {
+        let path = match req.uri().path_and_query() {
+            Some(p) if on => p.as_str().to_string(),
+            _ => String::new(),
+        };
+        let host = if on {
+            super::route::request_host_of(req.headers(), req.uri()).into_owned()
+        } else {
+            String::new()
+        };
+        LogLine::of(req.method(), req.version(), path, host, ctx)
+    }
+
+    fn of(method: &Method, version: Version, path: String, host: String, ctx: &ConnCtx) -> LogLine {
         LogLine {
-            method: req.method().clone(),
-            path: match req.uri().path_and_query() {
-                Some(p) if on => p.as_str().to_string(),
-                _ => String::new(),
-            },
-            version: req.version(),
-            host: if on {
-                super::route::request_host_of(req.headers(), req.uri()).into_owned()
-            } else {
-                String::new()
-            },
+            method: method.clone(),
+            path,
+            version,
+            host,
             client: ctx.peer,
             listener: ctx.listener.clone(),
             request_id: HeaderValue::from_static("-"),

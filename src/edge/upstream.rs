@@ -312,6 +312,32 @@ impl Group {
         &self.pools[worker % self.pools.len()]
     }
 
+    /// The server for attempt number `attempt` (from 0) of a request that already tried
+    /// `tried`: `Ok(None)` when no further attempt may be made (the retry budget is spent,
+    /// or every eligible server was tried); `Err` with the answer's text when no server is
+    /// up and `nothing_failed` yet (counted as such). A retry is counted here.
+    pub fn next_attempt(
+        &self,
+        attempt: u32,
+        tried: &[SocketAddr],
+        nothing_failed: bool,
+    ) -> Result<Option<Arc<Server>>, String> {
+        if attempt > 0 {
+            if !self.may_retry() {
+                return Ok(None);
+            }
+            self.metrics.retries.inc();
+        }
+        match self.pick(tried) {
+            Ok(s) => Ok(Some(s)),
+            Err(NoServer::AllDown) if nothing_failed => {
+                self.metrics.no_upstream.inc();
+                Err(format!("no server of upstream {:?} is up", self.name))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
     /// The fast path's idle connections of `worker`.
     pub fn raw_pool(&self, worker: usize) -> &super::fast::RawPool {
         &self.raw[worker % self.raw.len()]
