@@ -40,8 +40,12 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// Body bytes at hand from this many on are written to the client from the read buffer
 /// itself (fewer are copied behind the head, to leave in one write).
 const DIRECT_WRITE: usize = 16 * 1024;
+/// Read buffer of a new upstream connection.
+const IDLE_BUFFER: usize = 16 * 1024;
+/// An idle connection's buffer above this is replaced by a new one of `IDLE_BUFFER`.
+const MAX_IDLE_BUFFER: usize = 128 * 1024;
 /// Room made in an upstream connection's buffer before each body read.
-const READ_CHUNK: usize = 128 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 /// Largest response head read from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -344,6 +348,10 @@ async fn exchange(
     up.conn.buf.advance(up.head_len);
     let (client_ok, body_done) = copy_body(&mut up, client, out).await;
     if body_done && up.reusable && up.conn.buf.is_empty() {
+        if up.conn.buf.capacity() > MAX_IDLE_BUFFER {
+            // An unusually large read grew it: an idle connection keeps a small one.
+            up.conn.buf = BytesMut::with_capacity(IDLE_BUFFER);
+        }
         pool.put(server.addr, up.conn, &group.limits);
     }
     client_ok && body_done && !close
@@ -430,7 +438,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RawConn, String>
     let _ = stream.set_nodelay(true);
     Ok(RawConn {
         stream,
-        buf: BytesMut::with_capacity(16 * 1024),
+        buf: BytesMut::with_capacity(IDLE_BUFFER),
     })
 }
 
