@@ -1,4 +1,4 @@
-//! The HTTP/1.1 fast path's own readers of upstream bytes (`edge/fast.rs`): the response
+//! The HTTP/1.1 fast path's own readers of upstream bytes (`edge/fast/wire.rs`): the response
 //! head parser that picks the body framing, the rewriter of the head for the client, and the
 //! chunked-body scanner that finds where a body ends. Request heads are httparse's, and any
 //! it refuses go to hyper.

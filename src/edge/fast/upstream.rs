@@ -1,0 +1,233 @@
+//! The fast path's upstream side: raw HTTP/1.1 connections and their per-worker pool, one
+//! request's exchange up to the response head, and the copy of the body to the client.
+
+use super::wire::{parse_response, ChunkScanner, Framing, Head};
+use crate::edge::conn::Limits;
+use crate::edge::upstream::Server;
+use bytes::{Buf, BufMut, BytesMut};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Body bytes at hand from this many on are written to the client from the read buffer
+/// itself (fewer are copied behind the head, to leave in one write).
+const DIRECT_WRITE: usize = 16 * 1024;
+/// Read buffer of a new upstream connection.
+const IDLE_BUFFER: usize = 16 * 1024;
+/// An idle connection's buffer above this is replaced by a new one of `IDLE_BUFFER`.
+const MAX_IDLE_BUFFER: usize = 128 * 1024;
+/// Room made in an upstream connection's buffer before each body read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Largest response head read from an upstream.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// One upstream connection of the fast path, with what was read from it and not used yet.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Idle fast-path connections of one worker.
+pub type RawPool = crate::edge::conn::IdlePool<RawConn>;
+
+impl RawConn {
+    /// An idle connection has nothing to read: data or the end means it is unusable.
+    fn usable(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            && self.buf.is_empty()
+    }
+}
+
+/// An upstream's answer: its head is `conn.buf[..head_len]`.
+pub(super) struct UpResp {
+    conn: RawConn,
+    head_len: usize,
+    pub(super) status: u16,
+    pub(super) framing: Framing,
+    /// The connection may take another request once the body is read.
+    reusable: bool,
+}
+
+/// Send `head` to `server` on a pooled or new connection and read the response head. A
+/// pooled connection that fails before any answer byte (the server closed it meanwhile) is
+/// replaced by a new one once.
+pub(super) async fn send(
+    pool: &RawPool,
+    server: &Server,
+    limits: &Limits,
+    head: &[u8],
+    head_only: bool,
+) -> Result<UpResp, String> {
+    let mut pooled = pool.take(server.addr, limits.idle_timeout, RawConn::usable);
+    loop {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => connect(server.addr, limits.connect_timeout).await?,
+        };
+        match round_trip(&mut conn, head, head_only).await {
+            Ok(Some((head_len, status, framing, reusable))) => {
+                return Ok(UpResp {
+                    conn,
+                    head_len,
+                    status,
+                    framing,
+                    reusable,
+                })
+            }
+            Ok(None) if reused => continue,
+            Ok(None) => return Err("upstream closed the connection before answering".into()),
+            Err(e) if reused && e.kind() != std::io::ErrorKind::InvalidData => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RawConn, String> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect: timed out".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(RawConn {
+        stream,
+        buf: BytesMut::with_capacity(IDLE_BUFFER),
+    })
+}
+
+/// Write the request and read the response head (1xx interim answers skipped). `None`: the
+/// connection ended before any byte of an answer.
+async fn round_trip(
+    conn: &mut RawConn,
+    head: &[u8],
+    head_only: bool,
+) -> std::io::Result<Option<(usize, u16, Framing, bool)>> {
+    conn.stream.write_all(head).await?;
+    loop {
+        match parse_response(&conn.buf, head_only) {
+            Ok(Some(Head::Interim(n))) => {
+                conn.buf.advance(n);
+                continue;
+            }
+            Ok(Some(Head::Final {
+                len,
+                status,
+                framing,
+                reusable,
+            })) => return Ok(Some((len, status, framing, reusable))),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        if conn.buf.len() > MAX_RESPONSE_HEAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "response head too large",
+            ));
+        }
+        if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+            if conn.buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "upstream closed inside the response head",
+            ));
+        }
+    }
+}
+
+impl UpResp {
+    /// The response head as the upstream sent it.
+    pub(super) fn head(&self) -> &[u8] {
+        &self.conn.buf[..self.head_len]
+    }
+
+    /// Send the client `out` (its response head) and the body; a connection whose body was
+    /// read to its end, with nothing after it, goes back to `pool`. Returns whether the
+    /// client took everything, and whether the body was read to its end.
+    pub(super) async fn relay(
+        mut self,
+        client: &mut TcpStream,
+        out: BytesMut,
+        pool: &RawPool,
+        addr: SocketAddr,
+        limits: &Limits,
+    ) -> (bool, bool) {
+        self.conn.buf.advance(self.head_len);
+        let (client_ok, body_done) = copy_body(&mut self, client, out).await;
+        if body_done && self.reusable && self.conn.buf.is_empty() {
+            if self.conn.buf.capacity() > MAX_IDLE_BUFFER {
+                // An unusually large read grew it: an idle connection keeps a small one.
+                self.conn.buf = BytesMut::with_capacity(IDLE_BUFFER);
+            }
+            pool.put(addr, self.conn, limits);
+        }
+        (client_ok, body_done)
+    }
+}
+
+/// Copy the response body (after the head already in `out`) to the client, as it arrives:
+/// what is at hand goes out before the next read from the upstream (a small answer leaves
+/// in one write with its head). Returns whether the client took everything, and whether
+/// the body was read to its end.
+async fn copy_body(up: &mut UpResp, client: &mut TcpStream, mut out: BytesMut) -> (bool, bool) {
+    let mut chunks = ChunkScanner::default();
+    let mut left = match up.framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut done = matches!(up.framing, Framing::None);
+    loop {
+        if !done && !up.conn.buf.is_empty() {
+            let take = match up.framing {
+                Framing::Length(_) => (left.min(up.conn.buf.len() as u64)) as usize,
+                Framing::Chunked => match chunks.scan(&up.conn.buf) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        // A malformed chunked body: what arrived goes out, then both close.
+                        let _ = client.write_all(&out).await;
+                        return (false, false);
+                    }
+                },
+                _ => up.conn.buf.len(),
+            };
+            if out.is_empty() && take >= DIRECT_WRITE {
+                // Large pieces go out from the read buffer itself.
+                if client.write_all(&up.conn.buf[..take]).await.is_err() {
+                    return (false, false);
+                }
+            } else {
+                out.put_slice(&up.conn.buf[..take]);
+            }
+            up.conn.buf.advance(take);
+            match up.framing {
+                Framing::Length(_) => {
+                    left -= take as u64;
+                    done = left == 0;
+                }
+                Framing::Chunked => done = chunks.done(),
+                _ => {}
+            }
+        }
+        if !out.is_empty() && (done || up.conn.buf.is_empty()) {
+            if client.write_all(&out).await.is_err() {
+                return (false, done && up.conn.buf.is_empty());
+            }
+            out.clear();
+        }
+        if done {
+            return (true, up.conn.buf.is_empty());
+        }
+        if up.conn.buf.is_empty() {
+            up.conn.buf.reserve(READ_CHUNK);
+            match up.conn.stream.read_buf(&mut up.conn.buf).await {
+                // The end of a close-delimited body; any other body was cut short.
+                Ok(0) | Err(_) => return (matches!(up.framing, Framing::UntilClose), false),
+                Ok(_) => {}
+            }
+        }
+    }
+}

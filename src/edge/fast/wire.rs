@@ -1,0 +1,423 @@
+//! Byte-level pieces of the fast path: the upstream response head (status, framing, reuse),
+//! the client's response head rewritten from it, and the chunked-body scanner.
+
+use bytes::{BufMut, BytesMut};
+use http::HeaderValue;
+
+/// Headers a request or response may have on this path (more: the request goes to hyper; a
+/// response with more is a 502).
+pub(super) const MAX_HEADERS: usize = 96;
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A 1xx answer (not 101) of this many bytes, to skip.
+    Interim(usize),
+    Final {
+        len: usize,
+        status: u16,
+        framing: Framing,
+        reusable: bool,
+    },
+}
+
+/// Parse a response head at the start of `buf` (`None`: incomplete).
+pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Option<Head>, &'static str> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = resp.code.ok_or("no status")?;
+    if resp.headers.len() > MAX_HEADERS - 4 {
+        // Room for what the rewrite adds (Via, X-Request-Id, Connection).
+        return Err("too many response headers");
+    }
+    if status == 101 {
+        return Err("101 Switching Protocols to a request that asked for no upgrade");
+    }
+    if (100..200).contains(&status) {
+        return Ok(Some(Head::Interim(len)));
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = resp.version != Some(1);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("bad Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length");
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    close = false;
+                }
+            }
+        }
+    }
+    let framing = if head_only || status == 204 || status == 304 {
+        Framing::None
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(0)) => Framing::None,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    Ok(Some(Head::Final {
+        len,
+        status,
+        framing,
+        reusable: !close && framing != Framing::UntilClose,
+    }))
+}
+
+pub(super) fn status_line(out: &mut BytesMut, status: u16, reason: Option<&str>) {
+    out.put_slice(b"HTTP/1.1 ");
+    // Three digits always ("012" parses as 12).
+    out.put_slice(format!("{status:03}").as_bytes());
+    out.put_u8(b' ');
+    let canonical = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    out.put_slice(reason.or(canonical).unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// The client's response head from the upstream's: hop-by-hop headers (and those Connection
+/// names) removed but for a chunked Transfer-Encoding passed through as it is, Via appended,
+/// the request id set, `Connection: close` when the connection ends after it.
+pub fn response_head(
+    up: &[u8],
+    request_id: &HeaderValue,
+    close: bool,
+    out: &mut BytesMut,
+) -> Result<(), &'static str> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    if !matches!(resp.parse(up), Ok(httparse::Status::Complete(_))) {
+        return Err("response head");
+    }
+    let mut named: Vec<&[u8]> = Vec::new();
+    let mut coded = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            named.extend(h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii));
+        }
+        coded |= h.name.eq_ignore_ascii_case("transfer-encoding");
+    }
+    status_line(out, resp.code.unwrap_or(502), resp.reason);
+    let mut via = false;
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        let hop = [
+            &b"connection"[..],
+            b"keep-alive",
+            b"proxy-connection",
+            b"te",
+            b"trailer",
+            b"upgrade",
+            b"x-request-id",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            // With a Transfer-Encoding the length is the coding's (RFC 9112 6.3): a
+            // Content-Length beside it must not reach the client.
+            || (coded && name.eq_ignore_ascii_case(b"content-length"));
+        if hop {
+            continue;
+        }
+        out.put_slice(name);
+        out.put_slice(b": ");
+        out.put_slice(h.value);
+        if name.eq_ignore_ascii_case(b"via") && !via {
+            out.put_slice(b", 1.1 switchyard");
+            via = true;
+        }
+        out.put_slice(b"\r\n");
+    }
+    if !via {
+        out.put_slice(b"via: 1.1 switchyard\r\n");
+    }
+    out.put_slice(b"x-request-id: ");
+    out.put_slice(request_id.as_bytes());
+    out.put_slice(b"\r\n");
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    Ok(())
+}
+
+/// Finds where a chunked body ends (RFC 9112 7.1), fed the bytes as they come; the bytes
+/// themselves go through unchanged.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChunkScanner {
+    state: ChunkState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// In a chunk-size line: the size so far, whether a digit was seen, in an extension.
+    #[default]
+    SizeStart,
+    Size {
+        size: u64,
+        ext: bool,
+    },
+    SizeLf {
+        size: u64,
+    },
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkScanner {
+    /// Whether the last chunk and the trailer section have been seen.
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consume bytes of `data` up to the end of the body; how many belong to it (all of
+    /// `data` unless the body ends inside it).
+    pub fn scan(&mut self, data: &[u8]) -> Result<usize, &'static str> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            self.state = match self.state {
+                Done => return Ok(i),
+                SizeStart => match hex(b) {
+                    Some(d) => Size {
+                        size: u64::from(d),
+                        ext: false,
+                    },
+                    None => return Err("chunk size expected"),
+                },
+                Size { size, ext } => match (b, ext) {
+                    (b'\r', _) => SizeLf { size },
+                    (b'\n', _) => self.after_size(size),
+                    (_, true) => Size { size, ext },
+                    (b';' | b' ' | b'\t', false) => Size { size, ext: true },
+                    (_, false) => match hex(b) {
+                        Some(d) if size >> 60 == 0 => Size {
+                            size: size << 4 | u64::from(d),
+                            ext,
+                        },
+                        Some(_) => return Err("chunk size too large"),
+                        None => return Err("bad chunk size"),
+                    },
+                },
+                SizeLf { size } if b == b'\n' => self.after_size(size),
+                SizeLf { .. } => return Err("LF expected after chunk size"),
+                Data(n) => {
+                    let take = (n.min((data.len() - i) as u64)) as usize;
+                    i += take;
+                    self.state = if take as u64 == n {
+                        DataCr
+                    } else {
+                        Data(n - take as u64)
+                    };
+                    continue;
+                }
+                DataCr if b == b'\r' => DataLf,
+                DataCr if b == b'\n' => SizeStart,
+                DataCr => return Err("CRLF expected after chunk data"),
+                DataLf if b == b'\n' => SizeStart,
+                DataLf => return Err("LF expected after chunk data"),
+                TrailerStart if b == b'\r' => EndLf,
+                TrailerStart if b == b'\n' => Done,
+                TrailerStart => TrailerLine,
+                TrailerLine if b == b'\r' => TrailerLf,
+                TrailerLine if b == b'\n' => TrailerStart,
+                TrailerLine => TrailerLine,
+                TrailerLf if b == b'\n' => TrailerStart,
+                TrailerLf => return Err("LF expected in trailer"),
+                EndLf if b == b'\n' => Done,
+                EndLf => return Err("LF expected at the end of the body"),
+            };
+            i += 1;
+        }
+        Ok(if self.state == Done { i } else { data.len() })
+    }
+
+    fn after_size(&self, size: u64) -> ChunkState {
+        if size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data(size)
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `body` chunked into pieces of the given sizes, with a trailer when asked.
+    fn chunked(body: &[u8], sizes: &[usize], trailer: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        for &n in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = n.clamp(1, rest.len());
+            out.extend_from_slice(format!("{n:x};ext=1\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailer {
+            out.extend_from_slice(b"X-Sum: 1\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    #[test]
+    fn chunk_scanner_finds_the_end_however_the_bytes_arrive() {
+        let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        for (sizes, trailer) in [
+            (&[1usize][..], false),
+            (&[7, 300, 4096], true),
+            (&[5000], false),
+        ] {
+            let enc = chunked(&body, sizes, trailer);
+            let mut next = enc.clone();
+            next.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            for step in [1, 3, 64, next.len()] {
+                let mut s = ChunkScanner::default();
+                let mut used = 0;
+                for piece in next.chunks(step) {
+                    if s.done() {
+                        break;
+                    }
+                    used += s.scan(piece).unwrap();
+                }
+                assert!(s.done(), "step {step}");
+                assert_eq!(used, enc.len(), "step {step}");
+            }
+        }
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\r\nabcdeXX",
+            b"0\r\nX: y\rZ",
+            b"fffffffffffffffff\r\n",
+        ] {
+            assert!(ChunkScanner::default().scan(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads_choose_the_framing() {
+        let f = |head: &str, head_only: bool| match parse_response(head.as_bytes(), head_only) {
+            Ok(Some(Head::Final {
+                framing, reusable, ..
+            })) => (framing, reusable),
+            r => panic!("{head}: {r:?}"),
+        };
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            (Framing::None, true)
+        );
+        assert_eq!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n", false),
+            (Framing::UntilClose, false)
+        );
+        assert!(!f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).1);
+        assert_eq!(
+            f(
+                "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            (Framing::None, false)
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n", false),
+            Ok(Some(Head::Interim(37)))
+        );
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", false),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn response_head_drops_hop_by_hop_and_adds_via_and_the_request_id() {
+        let up = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+                   Keep-Alive: timeout=5\r\nVia: 1.0 lb\r\nTransfer-Encoding: chunked\r\n\
+                   X-Request-Id: theirs\r\nContent-Type: text/plain\r\n\r\n";
+        let mut out = BytesMut::new();
+        let smuggle = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        response_head(smuggle, &HeaderValue::from_static("id"), false, &mut out).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out).contains("Content-Length"),
+            "{out:?}"
+        );
+        out.clear();
+        response_head(up, &HeaderValue::from_static("ours"), true, &mut out).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "HTTP/1.1 200 OK\r\nVia: 1.0 lb, 1.1 switchyard\r\nTransfer-Encoding: chunked\r\n\
+             Content-Type: text/plain\r\nx-request-id: ours\r\nconnection: close\r\n\r\n"
+        );
+    }
+}
