@@ -428,8 +428,7 @@ async fn forward(
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match sent {
             Err(_) => {
-                server.metrics.errors.inc();
-                group.failure(&server);
+                group.unanswered(&server);
                 return Err(failed(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream did not answer in time",
@@ -437,8 +436,7 @@ async fn forward(
                 ));
             }
             Ok(Err(e)) => {
-                server.metrics.errors.inc();
-                group.failure(&server);
+                group.unanswered(&server);
                 tracing::debug!(upstream = %group.name, server = %server.addr, error = %e, "upstream request failed");
                 last = Some(failed(
                     StatusCode::BAD_GATEWAY,
@@ -448,12 +446,7 @@ async fn forward(
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
-                server.metrics.answered(status.as_u16());
-                if status.is_server_error() {
-                    group.failure(&server);
-                } else {
-                    group.success(&server);
-                }
+                group.answered(&server, status.as_u16());
                 let again = matches!(
                     status,
                     StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE

@@ -254,8 +254,25 @@ impl Group {
         chosen.ok_or(NoServer::Exhausted)
     }
 
+    /// `s` answered a request with `status`: counted, and a 5xx is a failure for passive
+    /// health.
+    pub fn answered(&self, s: &Server, status: u16) {
+        s.metrics.answered(status);
+        if status >= 500 {
+            self.failure(s);
+        } else {
+            self.success(s);
+        }
+    }
+
+    /// A request to `s` got no answer (connect failure, broken connection, timeout).
+    pub fn unanswered(&self, s: &Server) {
+        s.metrics.errors.inc();
+        self.failure(s);
+    }
+
     /// A request to `s` got an answer that is not a failure.
-    pub fn success(&self, s: &Server) {
+    fn success(&self, s: &Server) {
         if s.fails.load(Relaxed) != 0 {
             s.fails.store(0, Relaxed);
         }
@@ -263,7 +280,7 @@ impl Group {
 
     /// A request to `s` failed (no answer, or a 5xx): after `eject_after` in a row the
     /// server is ejected for `eject_for`.
-    pub fn failure(&self, s: &Server) {
+    fn failure(&self, s: &Server) {
         let n = s.fails.fetch_add(1, Relaxed) + 1;
         if self.cfg.eject_after != 0 && n >= self.cfg.eject_after {
             s.fails.store(0, Relaxed);

@@ -283,26 +283,19 @@ async fn exchange(
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match sent {
             Err(_) => {
-                server.metrics.errors.inc();
-                group.failure(&server);
+                group.unanswered(&server);
                 let msg = "upstream did not answer in time".to_string();
                 last = Some((504, msg, Some(server.addr)));
                 break;
             }
             Ok(Err(e)) => {
-                server.metrics.errors.inc();
-                group.failure(&server);
+                group.unanswered(&server);
                 tracing::debug!(upstream = %group.name, server = %server.addr, error = %e, "upstream request failed");
                 let msg = "upstream connection failed".to_string();
                 last = Some((502, msg, Some(server.addr)));
             }
             Ok(Ok(up)) => {
-                server.metrics.answered(up.status);
-                if up.status >= 500 {
-                    group.failure(&server);
-                } else {
-                    group.success(&server);
-                }
+                group.answered(&server, up.status);
                 if matches!(up.status, 502 | 503) && attempt + 1 < attempts {
                     let msg = "upstream answered with an error".to_string();
                     last = Some((up.status, msg, Some(server.addr)));

@@ -98,7 +98,12 @@ pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Option<Head>, &'sta
 pub(super) fn status_line(out: &mut BytesMut, status: u16, reason: Option<&str>) {
     out.put_slice(b"HTTP/1.1 ");
     // Three digits always ("012" parses as 12).
-    out.put_slice(format!("{status:03}").as_bytes());
+    let status = status.min(999);
+    out.put_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
     out.put_u8(b' ');
     let canonical = http::StatusCode::from_u16(status)
         .ok()
