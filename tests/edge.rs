@@ -792,6 +792,54 @@ fn slow_headers_are_cut_at_the_header_timeout_and_oversized_ones_get_431() {
     s.shutdown();
 }
 
+/// A client that asks for a large body and stops reading it is closed once nothing has moved
+/// for the idle timeout, on the fast path (GET) and on hyper's (POST), and its upstream
+/// connection is not kept: the edge does not wait on a stalled client forever.
+#[test]
+fn a_client_that_stops_reading_a_response_is_closed_at_the_idle_timeout() {
+    let u = HttpUpstream::start("s").unwrap();
+    let text = simple(&[&u], "", "").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nidle_timeout = \"1s\"",
+    );
+    let s = start(&text);
+    let addr = s.edge_addrs[0];
+    const SIZE: usize = 16 << 20;
+    for request in [
+        format!("GET /?size={SIZE} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("POST /?size={SIZE} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"),
+    ] {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        // Read nothing while the socket buffers fill and the idle timeout passes.
+        std::thread::sleep(Duration::from_secs(4));
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+            if got > SIZE {
+                break false;
+            }
+        };
+        let method = &request[..4];
+        assert!(
+            ended,
+            "{method}: the connection did not end ({got} bytes read)"
+        );
+        assert!(
+            got < SIZE,
+            "{method}: a stalled client got the whole body ({got} bytes): it was waited for"
+        );
+    }
+    s.shutdown();
+}
+
 /// A WebSocket client frame (masked, FIN).
 fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];

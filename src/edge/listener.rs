@@ -140,13 +140,18 @@ async fn run<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tokio::time::sleep(tick), if !closing => {
+            _ = tokio::time::sleep(tick) => {
                 let now = activity.load(Relaxed);
                 if now != seen {
                     (seen, quiet_since) = (now, Instant::now());
                 } else if in_flight.load(Relaxed) == 0 && quiet_since.elapsed() >= idle {
+                    if closing {
+                        // A polite close waits for the answer being written; nothing has
+                        // moved for another idle period (a client that stopped reading): drop.
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    (closing, quiet_since) = (true, Instant::now());
                 }
             }
         }

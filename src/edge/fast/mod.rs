@@ -38,11 +38,11 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use upstream::send;
+use upstream::{send, write_within};
 use wire::{status_line, MAX_HEADERS};
 
 /// The HTTP/2 prior-knowledge preface's first line.
@@ -106,7 +106,7 @@ pub async fn serve(
             }
         };
         buf.advance(prepared.head_len);
-        let keep = exchange(&ctx, &state, &mut client, &head, prepared).await;
+        let keep = exchange(&ctx, &state, &mut client, &head, prepared, cfg.idle_timeout).await;
         if !keep || shutdown.is_cancelled() {
             let _ = client.shutdown().await;
             return Outcome::Done;
@@ -236,13 +236,15 @@ fn prepare(
 }
 
 /// Send the prepared request (`head`) upstream with retries, and its answer to the client.
-/// Whether the client connection can take another request.
+/// Whether the client connection can take another request. Nothing moving for `idle` while
+/// the answer is copied ends the connection.
 async fn exchange(
     ctx: &ConnCtx,
     state: &EdgeState,
     client: &mut TcpStream,
     head: &[u8],
     p: Box<Prepared>,
+    idle: Duration,
 ) -> bool {
     let Prepared {
         route,
@@ -325,7 +327,7 @@ async fn exchange(
         if !head_only {
             out.put_slice(body.as_bytes());
         }
-        return client.write_all(&out).await.is_ok() && !close;
+        return write_within(client, &out, idle).await.is_ok() && !close;
     };
     log.upstream = Some(server.addr);
     super::proxy::account(ctx, state, &mut log, up.status, secs);
@@ -338,7 +340,7 @@ async fn exchange(
         return false;
     }
     let (client_ok, body_done) = up
-        .relay(client, out, pool, server.addr, &group.limits)
+        .relay(client, out, pool, server.addr, &group.limits, idle)
         .await;
     client_ok && body_done && !close
 }

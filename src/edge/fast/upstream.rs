@@ -148,6 +148,7 @@ impl UpResp {
     /// Send the client `out` (its response head) and the body; a connection whose body was
     /// read to its end, with nothing after it, goes back to `pool`. Returns whether the
     /// client took everything, and whether the body was read to its end.
+    /// Nothing moving for `idle` (a client not reading, an upstream not sending) ends both.
     pub(super) async fn relay(
         mut self,
         client: &mut TcpStream,
@@ -155,9 +156,10 @@ impl UpResp {
         pool: &RawPool,
         addr: SocketAddr,
         limits: &Limits,
+        idle: Duration,
     ) -> (bool, bool) {
         self.conn.buf.advance(self.head_len);
-        let (client_ok, body_done) = copy_body(&mut self, client, out).await;
+        let (client_ok, body_done) = copy_body(&mut self, client, out, idle).await;
         if body_done && self.reusable && self.conn.buf.is_empty() {
             if self.conn.buf.capacity() > MAX_IDLE_BUFFER {
                 // An unusually large read grew it: an idle connection keeps a small one.
@@ -172,8 +174,13 @@ impl UpResp {
 /// Copy the response body (after the head already in `out`) to the client, as it arrives:
 /// what is at hand goes out before the next read from the upstream (a small answer leaves
 /// in one write with its head). Returns whether the client took everything, and whether
-/// the body was read to its end.
-async fn copy_body(up: &mut UpResp, client: &mut TcpStream, mut out: BytesMut) -> (bool, bool) {
+/// the body was read to its end. A write or read that makes no progress for `idle` fails.
+async fn copy_body(
+    up: &mut UpResp,
+    client: &mut TcpStream,
+    mut out: BytesMut,
+    idle: Duration,
+) -> (bool, bool) {
     let mut chunks = ChunkScanner::default();
     let mut left = match up.framing {
         Framing::Length(n) => n,
@@ -188,7 +195,7 @@ async fn copy_body(up: &mut UpResp, client: &mut TcpStream, mut out: BytesMut) -
                     Ok(n) => n,
                     Err(_) => {
                         // A malformed chunked body: what arrived goes out, then both close.
-                        let _ = client.write_all(&out).await;
+                        let _ = write_within(client, &out, idle).await;
                         return (false, false);
                     }
                 },
@@ -196,7 +203,10 @@ async fn copy_body(up: &mut UpResp, client: &mut TcpStream, mut out: BytesMut) -
             };
             if out.is_empty() && take >= DIRECT_WRITE {
                 // Large pieces go out from the read buffer itself.
-                if client.write_all(&up.conn.buf[..take]).await.is_err() {
+                if write_within(client, &up.conn.buf[..take], idle)
+                    .await
+                    .is_err()
+                {
                     return (false, false);
                 }
             } else {
@@ -213,7 +223,7 @@ async fn copy_body(up: &mut UpResp, client: &mut TcpStream, mut out: BytesMut) -
             }
         }
         if !out.is_empty() && (done || up.conn.buf.is_empty()) {
-            if client.write_all(&out).await.is_err() {
+            if write_within(client, &out, idle).await.is_err() {
                 return (false, done && up.conn.buf.is_empty());
             }
             out.clear();
@@ -223,11 +233,30 @@ async fn copy_body(up: &mut UpResp, client: &mut TcpStream, mut out: BytesMut) -
         }
         if up.conn.buf.is_empty() {
             up.conn.buf.reserve(READ_CHUNK);
-            match up.conn.stream.read_buf(&mut up.conn.buf).await {
+            match tokio::time::timeout(idle, up.conn.stream.read_buf(&mut up.conn.buf)).await {
                 // The end of a close-delimited body; any other body was cut short.
-                Ok(0) | Err(_) => return (matches!(up.framing, Framing::UntilClose), false),
-                Ok(_) => {}
+                Ok(Ok(0)) => return (matches!(up.framing, Framing::UntilClose), false),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return (false, false),
             }
         }
     }
+}
+
+/// Write all of `data`, failing when one write makes no progress for `idle` (a client that
+/// stopped reading). A write the socket takes at once arms no timer.
+pub(super) async fn write_within(
+    client: &mut TcpStream,
+    mut data: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match tokio::time::timeout(idle, client.write(data)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
 }
