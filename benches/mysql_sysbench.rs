@@ -97,14 +97,15 @@ fn tps(report: &str) -> f64 {
         .unwrap_or_else(|| panic!("no TPS in sysbench output:\n{report}"))
 }
 
-fn start_haproxy(dir: &std::path::Path, port: u16, primary: u16) -> Child {
-    let cfg = dir.join("haproxy.cfg");
+/// HAProxy in TCP mode on `port` in front of `server` (`127.0.0.1:PORT` or a socket path).
+fn start_haproxy(dir: &std::path::Path, port: u16, server: &str) -> Child {
+    let cfg = dir.join(format!("haproxy-{port}.cfg"));
     std::fs::write(
         &cfg,
         format!(
             "global\n  maxconn 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
              timeout client 1h\n  timeout server 1h\n\nfrontend db\n  bind 127.0.0.1:{port}\n  \
-             default_backend primary\n\nbackend primary\n  server p 127.0.0.1:{primary}\n"
+             default_backend primary\n\nbackend primary\n  server p {server}\n"
         ),
     )
     .unwrap();
@@ -206,7 +207,14 @@ fn main() {
     c.wait_caught_up(Duration::from_secs(120)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hp = free_port();
-    let mut haproxy = start_haproxy(dir.path(), hp, c.primary_port());
+    let mut haproxy = start_haproxy(dir.path(), hp, &format!("127.0.0.1:{}", c.primary_port()));
+    // UNIX=1: also HAProxy reaching the primary over its Unix socket.
+    let unix = env_or("UNIX", 0) == 1;
+    let hp_unix = free_port();
+    let mut haproxy_unix = unix.then(|| {
+        let sock = c.socket_path(c.primary()).display().to_string();
+        start_haproxy(dir.path(), hp_unix, &sock)
+    });
     let pool = env_or("POOL", threads);
     let pinned = start_switchyard(&c, false, pool);
     let split = start_switchyard(&c, true, pool);
@@ -231,7 +239,11 @@ fn main() {
                 ("haproxy", hp),
                 ("switchyard", sy_port),
             ];
-            contenders.rotate_left(round as usize % 3);
+            if unix {
+                contenders.push(("haproxy-unix", hp_unix));
+            }
+            let n = contenders.len();
+            contenders.rotate_left(round as usize % n);
             for (name, port) in contenders {
                 let t = tps(&sysbench(test, port, threads, duration, extra, "run"));
                 eprintln!("round {round} {test:16} {name:11} {t:9.1} TPS");
@@ -252,13 +264,18 @@ fn main() {
     );
     for (test, _, _) in workloads {
         let direct = median(&mut results[&(test, "direct")].clone());
-        for name in ["direct", "haproxy", "switchyard"] {
-            let m = median(&mut results[&(test, name)].clone());
+        for name in ["direct", "haproxy", "haproxy-unix", "switchyard"] {
+            let Some(r) = results.get(&(test, name)) else {
+                continue;
+            };
+            let m = median(&mut r.clone());
             println!("{test:18} {name:11} {m:10.1} {:8.2}", m / direct);
         }
     }
     pinned.shutdown();
     split.shutdown();
-    let _ = haproxy.kill();
-    let _ = haproxy.wait();
+    for h in std::iter::once(&mut haproxy).chain(haproxy_unix.as_mut()) {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
 }
