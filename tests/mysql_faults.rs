@@ -1108,6 +1108,97 @@ fn mysql_pool_gauges_report_the_mysql_pools() {
     assert!(value("switchyard_backend_connections_open", 1) >= 1.0);
 }
 
+/// A metric of `lines` with all of `labels`, summed (0 when none).
+fn metric_sum(lines: &[&str], name: &str, labels: &[&str]) -> f64 {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The MySQL front end feeds the same statement metrics as PostgreSQL's: each statement
+/// routed (route and reason), its duration, bytes both ways, checkout waits, and clients
+/// waiting for a connection (which `switchyard_saturation` is built from, so an autoscaler
+/// sees a MySQL cluster queue).
+#[test]
+fn mysql_statements_feed_routing_duration_bytes_and_wait_metrics() {
+    let _g = serial();
+    let c = shared();
+    let db = "stmt_metrics";
+    setup(c, db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let text = config(c, db, &[1], "", "workers = 1", "size = 1")
+        + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let p = Proxy::start(&text, db);
+    let admin = p.server().admin_addr.unwrap();
+    std::thread::sleep(INTERVAL * 4);
+    let reads = "SELECT @@server_id;\n".repeat(25);
+    let (ok, out, err) = cli(p.port, db, &format!("{reads}INSERT INTO t VALUES (1)"));
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 25, "{out}");
+    let (_, body) = http(admin, "GET", "/metrics");
+    let lines = cluster_metrics(&body, db);
+    let all = lines.join("\n");
+    let routed = "switchyard_statements_routed_total";
+    let replica = "route=\"replica\"";
+    let primary = "route=\"primary\"";
+    assert_eq!(
+        metric_sum(&lines, routed, &[replica, "reason=\"read\""]),
+        25.0,
+        "{all}"
+    );
+    assert_eq!(
+        metric_sum(&lines, routed, &[primary, "reason=\"write\""]),
+        1.0,
+        "{all}"
+    );
+    let durations = "switchyard_statement_duration_seconds_count";
+    assert_eq!(metric_sum(&lines, durations, &[replica]), 25.0, "{all}");
+    assert!(metric_sum(&lines, durations, &[primary]) >= 1.0, "{all}");
+    for dir in ["client_to_backend", "backend_to_client"] {
+        let bytes = metric_sum(&lines, "switchyard_bytes_total", &[dir]);
+        assert!(bytes > 25.0 * 20.0, "{dir}: {bytes}\n{all}");
+    }
+    let waits = metric_sum(&lines, "switchyard_checkout_wait_seconds_count", &[]);
+    assert!(waits >= 26.0, "{all}");
+
+    // One client holds the primary's only connection in a transaction; another's write
+    // waits for it, and is seen waiting.
+    let port = p.port;
+    let holder = std::thread::spawn(move || {
+        cli(
+            port,
+            "stmt_metrics",
+            "BEGIN; INSERT INTO t VALUES (2); SELECT SLEEP(3); COMMIT",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let waiter = std::thread::spawn(move || cli(port, "stmt_metrics", "INSERT INTO t VALUES (3)"));
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, body) = http(admin, "GET", "/metrics");
+    let during = cluster_metrics(&body, db);
+    let waiting = metric_sum(
+        &during,
+        "switchyard_client_connections",
+        &["state=\"waiting\""],
+    );
+    let saturation = metric_sum(&during, "switchyard_saturation", &[]);
+    for t in [holder, waiter] {
+        let (ok, _, err) = t.join().unwrap();
+        assert!(ok, "{err}");
+    }
+    assert_eq!(waiting, 1.0, "{}", during.join("\n"));
+    assert!(saturation > 0.0, "{}", during.join("\n"));
+    let (_, body) = http(admin, "GET", "/metrics");
+    let after = cluster_metrics(&body, db);
+    let waiting = metric_sum(
+        &after,
+        "switchyard_client_connections",
+        &["state=\"waiting\""],
+    );
+    assert_eq!(waiting, 0.0, "{}", after.join("\n"));
+}
+
 // ---- 6. read-your-writes ----
 
 /// `n` iterations of an insert then a select of that row, each its own autocommit statement

@@ -123,8 +123,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.stmts.clear();
         self.long_data = false;
         self.own = Default::default();
+        self.routed_cache = Default::default();
         if self.schema.is_some() {
             // The schema must exist, as a direct server checks at once (1049 otherwise).
+            self.route_reason = "command";
             if let Err(e) = self.acquire(Want::Primary).await {
                 let _ = self.send(resp.next_seq, &e.err_payload()).await;
                 return Err(SessionError::Refused("change user: schema refused".into()));

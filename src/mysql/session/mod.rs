@@ -178,6 +178,16 @@ pub struct Session<S> {
     multi_statements: bool,
     /// The client asked for CLIENT_IGNORE_SPACE and its sql_mode does not have it yet.
     ignore_space_pending: bool,
+    // Metrics of the statement (transaction) on the held connection, as for PostgreSQL.
+    /// Why the next connection is taken where it is (`statements_routed_total`'s reason).
+    route_reason: &'static str,
+    routed_cache: crate::metrics::RoutedCache,
+    /// The held connection's `route` label and since when it is held.
+    held_route: &'static str,
+    held_since: std::time::Instant,
+    /// Bytes to the server and to the client while the connection is held.
+    bytes_up: u64,
+    bytes_down: u64,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -223,6 +233,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             own: Default::default(),
             multi_statements: caps & CLIENT_MULTI_STATEMENTS != 0,
             ignore_space_pending: caps & CLIENT_IGNORE_SPACE != 0,
+            route_reason: "command",
+            routed_cache: Default::default(),
+            held_route: crate::metrics::ROUTE_PRIMARY,
+            held_since: std::time::Instant::now(),
+            bytes_up: 0,
+            bytes_down: 0,
             _connected: connected,
         }
     }
@@ -432,6 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             } else {
                 Want::Primary
             };
+            self.route_reason = "command";
             if !self.acquire_or_tell(want).await? {
                 return Ok(());
             }
@@ -455,10 +472,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let autocommit = self.status & SERVER_STATUS_AUTOCOMMIT != 0;
-        let read = self.w.pool_mode == PoolMode::Transaction
-            && self.pinned.is_none()
-            && autocommit
-            && state.split
+        let fixed = if self.w.pool_mode != PoolMode::Transaction {
+            Some("session_mode")
+        } else if self.pinned.is_some() {
+            Some("pinned")
+        } else if !autocommit {
+            Some("autocommit_off")
+        } else if !state.split {
+            Some("split_off")
+        } else {
+            None
+        };
+        self.route_reason = fixed.unwrap_or(class.reason.as_str());
+        let read = fixed.is_none()
             && match class.tx {
                 TxEffect::Begin { read_only } => read_only,
                 TxEffect::None => class.route == Route::Replica,
@@ -472,6 +498,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 state.select(want, None)?;
                 return Ok(want);
             }
+            self.route_reason = "read_your_writes";
         }
         state.primary()?;
         Ok(Want::Primary)
@@ -513,7 +540,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .select(want, exclude)
                 .map_err(|e| AcquireError::Other(e.to_string()))?;
             let pool = self.cluster.pools[idx].clone();
-            match pool.checkout().await {
+            // An idle connection neither waits nor counts as waiting (observed as a zero
+            // wait without reading the clock); a wait counts in `clients{state="waiting"}`
+            // (saturation) while it lasts.
+            let metrics = &self.cluster.metrics;
+            let got = match pool.checkout_now().await {
+                Ok(Some(conn)) => {
+                    metrics.checkout_wait(Duration::ZERO);
+                    Ok(conn)
+                }
+                Ok(None) => {
+                    let started = std::time::Instant::now();
+                    let _waiting = metrics.client_waiting();
+                    let got = pool.checkout_waiting().await;
+                    metrics.checkout_wait(started.elapsed());
+                    got
+                }
+                Err(e) => Err(e),
+            };
+            match got {
                 Ok(conn) => return self.install(conn, idx).await,
                 Err(crate::pool::CheckoutError::Connect(e)) => {
                     state.backends[idx].mark_failed(&e.to_string());
@@ -581,6 +626,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             thread: conn.connection_id,
         });
         self.cluster.state.backends[idx].begin();
+        self.held_route = self.cluster.state.backends[idx].route_label();
+        self.cluster.metrics.routed_cached(
+            &mut self.routed_cache,
+            self.held_route,
+            self.route_reason,
+        );
+        self.held_since = std::time::Instant::now();
         self.backend_idx = idx;
         self.backend = Some(conn);
         self.bin.clear();
@@ -710,6 +762,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         self.cluster.state.backends[self.backend_idx].end();
+        let m = &self.cluster.metrics;
+        m.statement(self.held_route, self.held_since.elapsed());
+        m.bytes(
+            std::mem::take(&mut self.bytes_up),
+            std::mem::take(&mut self.bytes_down),
+        );
         if self.for_write {
             self.ryw.wrote(&self.cluster.state);
         }

@@ -269,6 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let conn = self.backend.as_mut().expect("a connection is held");
         let mut out = BytesMut::with_capacity(payload.len() + 4);
         codec::write_packet(&mut out, 0, payload);
+        self.bytes_up += out.len() as u64;
         let r = tokio::time::timeout(INTERNAL_TIMEOUT * 6, conn.stream.write_all(&out)).await;
         match r {
             Ok(Ok(())) => Ok(()),

@@ -14,6 +14,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let conn = self.backend.as_mut().expect("a connection is held");
         let mut out = BytesMut::with_capacity(payload.len() + 4);
         codec::write_packet(&mut out, 0, payload);
+        self.bytes_up += out.len() as u64;
         if let Err(e) = conn.stream.write_all(&out).await {
             conn.clean = false;
             conn.broken = true;
@@ -188,6 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) fn pass(&mut self, wire: usize) {
         self.cout.extend_from_slice(&self.bin[..wire]);
         self.bin.advance(wire);
+        self.bytes_down += wire as u64;
     }
 
     pub(super) fn column_count(&self, header: usize, len: usize) -> u64 {
