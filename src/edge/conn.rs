@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-type Conn = Connection<TokioIo<tokio::net::TcpStream>, UpBody>;
+type Conn = Connection<TokioIo<QuickAck>, UpBody>;
 
 /// One upstream connection: the request side and the connection future hyper drives I/O in.
 pub struct UpConn {
@@ -199,6 +199,10 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpConn, SendErro
         }
     };
     let _ = tcp.set_nodelay(true);
+    let tcp = QuickAck {
+        tcp,
+        reads_since_write: 0,
+    };
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| SendError::Broken(e.to_string()))?;
@@ -257,5 +261,69 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// An upstream socket that acknowledges a response at once when it spans more than one
+/// read. Otherwise an upstream that holds back its last partial segment until the previous
+/// ones are acknowledged (Nagle, nginx's `tcp_nopush`) waits out this end's delayed ACK
+/// (40 ms on Linux) on a fraction of large answers (the fast path does the same, see
+/// `fast/upstream.rs`, which needs it only for answers that take several reads). Linux
+/// leaves quick-ack mode by itself when the connection turns interactive again (the next
+/// request), so it is set again per answer: one `setsockopt` per answer on hyper's path.
+pub struct QuickAck {
+    tcp: tokio::net::TcpStream,
+    reads_since_write: u8,
+}
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.reads_since_write = self.reads_since_write.saturating_add(1);
+            if self.reads_since_write == 1 {
+                // Set at the first read of each answer: hyper may take a large answer in
+                // one read after the stall, so waiting for a second read is too late.
+                let _ = socket2::SockRef::from(&self.tcp).set_quickack(true);
+            }
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.reads_since_write = 0;
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.reads_since_write = 0;
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

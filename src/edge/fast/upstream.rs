@@ -187,6 +187,7 @@ async fn copy_body(
         _ => 0,
     };
     let mut done = matches!(up.framing, Framing::None);
+    let mut quick_ack = false;
     loop {
         if !done && !up.conn.buf.is_empty() {
             let take = match up.framing {
@@ -232,6 +233,16 @@ async fn copy_body(
             return (true, up.conn.buf.is_empty());
         }
         if up.conn.buf.is_empty() {
+            if !quick_ack {
+                // The body spans several reads: acknowledge what arrives at once, so an
+                // upstream holding back its last partial segment until the previous ones are
+                // acknowledged (Nagle, or nginx's `tcp_nopush`) does not wait out this end's
+                // delayed ACK (40 ms on Linux), which made the p99 of 64 KiB answers ~40 ms.
+                // Linux leaves quick-ack mode by itself once the connection turns
+                // interactive again (the next request): set once per answer.
+                let _ = socket2::SockRef::from(&up.conn.stream).set_quickack(true);
+                quick_ack = true;
+            }
             up.conn.buf.reserve(READ_CHUNK);
             match tokio::time::timeout(idle, up.conn.stream.read_buf(&mut up.conn.buf)).await {
                 // The end of a close-delimited body; any other body was cut short.
