@@ -840,6 +840,40 @@ fn a_client_that_stops_reading_a_response_is_closed_at_the_idle_timeout() {
     s.shutdown();
 }
 
+/// Least-outstanding balancing counts requests in flight per server; a client that goes away
+/// while its request waits for the upstream must not stay counted (on either path).
+#[test]
+fn a_client_that_leaves_mid_request_stops_counting_as_outstanding() {
+    let u = HttpUpstream::start("s").unwrap();
+    let s = start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        simple(&[&u], "", "balance = \"least_request\"")
+    ));
+    let addr = s.edge_addrs[0];
+    for request in [
+        "GET /?delay_ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /?delay_ms=1500 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    ] {
+        let method = &request[..4];
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while status_of_server(&s)["outstanding"] != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{method}: never counted outstanding"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(c);
+        // Past the upstream's delay, whatever the edge did with the abandoned request.
+        std::thread::sleep(Duration::from_millis(2500));
+        let server = status_of_server(&s);
+        assert_eq!(server["outstanding"], 0, "{method}: {server}");
+    }
+    s.shutdown();
+}
+
 /// A WebSocket client frame (masked, FIN).
 fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];

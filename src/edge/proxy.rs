@@ -4,7 +4,7 @@
 use super::cache::Lookup;
 use super::headers::{self, X_CACHE, X_REQUEST_ID};
 use super::route::Route;
-use super::upstream::{Server, UpBody};
+use super::upstream::{Attempt, Server, UpBody};
 use super::{Edge, EdgeState};
 use crate::config::AccessLog;
 use bytes::Bytes;
@@ -408,10 +408,7 @@ async fn forward(
         *up.uri_mut() = uri;
         *up.headers_mut() = parts.headers.clone();
         *up.version_mut() = Version::HTTP_11;
-        server
-            .outstanding
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = tokio::time::timeout(route.cfg.response_timeout, async {
+        let send = async {
             if upgrade {
                 // hyper's client keeps the connection for the tunnel after the 101.
                 let r = group.client(ctx.worker).request(up).await;
@@ -421,43 +418,22 @@ async fn forward(
                 let r = pool.send(server.addr, up, group.limits.clone()).await;
                 r.map(|r| r.map(Either::Left)).map_err(|e| e.to_string())
             }
-        })
-        .await;
-        server
-            .outstanding
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        match sent {
-            Err(_) => {
-                group.unanswered(&server);
-                return Err(failed(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream did not answer in time",
-                    Some(&server),
-                ));
-            }
-            Ok(Err(e)) => {
-                group.unanswered(&server);
-                tracing::debug!(upstream = %group.name, server = %server.addr, error = %e, "upstream request failed");
-                last = Some(failed(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream connection failed",
-                    Some(&server),
-                ));
-            }
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                group.answered(&server, status.as_u16());
-                let again = matches!(
-                    status,
-                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-                );
-                if !(again && retryable && attempt + 1 < attempts) {
-                    return Ok((resp, server));
+        };
+        let last_attempt = attempt + 1 == attempts;
+        let status_of = |r: &Response<_>| r.status().as_u16();
+        let timeout = route.cfg.response_timeout;
+        match group
+            .attempt(&server, timeout, last_attempt, status_of, send)
+            .await
+        {
+            Attempt::Answered(resp) => return Ok((resp, server)),
+            Attempt::Failed(f) => {
+                let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let failure = failed(status, f.msg, Some(&server));
+                if !f.retry {
+                    return Err(failure);
                 }
-                last = Some(Failed {
-                    response: error(status, "upstream answered with an error"),
-                    server: Some(server.addr),
-                });
+                last = Some(failure);
             }
         }
     }

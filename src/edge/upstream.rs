@@ -74,6 +74,21 @@ impl Server {
     }
 }
 
+/// How one attempt at a server ended ([`Group::attempt`]).
+pub enum Attempt<T> {
+    /// The answer to give the client.
+    Answered(T),
+    /// No usable answer; a 502/503 answer is dropped, its status kept.
+    Failed(Failure),
+}
+
+/// Why an attempt gave the client no answer, and whether another server may be tried.
+pub struct Failure {
+    pub status: u16,
+    pub msg: &'static str,
+    pub retry: bool,
+}
+
 /// An upstream group.
 pub struct Group {
     pub name: String,
@@ -269,6 +284,56 @@ impl Group {
     pub fn unanswered(&self, s: &Server) {
         s.metrics.errors.inc();
         self.failure(s);
+    }
+
+    /// One attempt at `server`, the same for both HTTP paths: `send` runs within `timeout`
+    /// while the request counts as outstanding on the server (for least-request balancing;
+    /// uncounted however the attempt ends, a client that went away included), and the outcome
+    /// is recorded for metrics and passive health. No answer in time is final (504); a failed
+    /// connection (502) may be retried, and so may a 502 or 503 answer unless `last` is set.
+    pub async fn attempt<T, E: std::fmt::Display>(
+        &self,
+        server: &Server,
+        timeout: Duration,
+        last: bool,
+        status_of: impl FnOnce(&T) -> u16,
+        send: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Attempt<T> {
+        server.outstanding.fetch_add(1, Relaxed);
+        let counted = crate::Decrement(&server.outstanding);
+        let sent = tokio::time::timeout(timeout, send).await;
+        drop(counted);
+        match sent {
+            Err(_) => {
+                self.unanswered(server);
+                Attempt::Failed(Failure {
+                    status: 504,
+                    msg: "upstream did not answer in time",
+                    retry: false,
+                })
+            }
+            Ok(Err(e)) => {
+                self.unanswered(server);
+                tracing::debug!(upstream = %self.name, server = %server.addr, error = %e, "upstream request failed");
+                Attempt::Failed(Failure {
+                    status: 502,
+                    msg: "upstream connection failed",
+                    retry: true,
+                })
+            }
+            Ok(Ok(answer)) => {
+                let status = status_of(&answer);
+                self.answered(server, status);
+                if matches!(status, 502 | 503) && !last {
+                    return Attempt::Failed(Failure {
+                        status,
+                        msg: "upstream answered with an error",
+                        retry: true,
+                    });
+                }
+                Attempt::Answered(answer)
+            }
+        }
     }
 
     /// A request to `s` got an answer that is not a failure.

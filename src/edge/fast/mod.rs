@@ -31,6 +31,7 @@ pub use wire::{parse_response, response_head, ChunkScanner, Framing, Head};
 use super::headers;
 use super::proxy::{ConnCtx, LogLine};
 use super::route::Route;
+use super::upstream::Attempt;
 use super::EdgeState;
 use crate::config::EdgeListener;
 use bytes::{Buf, BufMut, BytesMut};
@@ -272,39 +273,23 @@ async fn exchange(
             }
         };
         tried.push(server.addr);
-        server
-            .outstanding
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = tokio::time::timeout(
-            route.cfg.response_timeout,
-            send(pool, &server, &group.limits, head, head_only),
-        )
-        .await;
-        server
-            .outstanding
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        match sent {
-            Err(_) => {
-                group.unanswered(&server);
-                let msg = "upstream did not answer in time".to_string();
-                last = Some((504, msg, Some(server.addr)));
-                break;
-            }
-            Ok(Err(e)) => {
-                group.unanswered(&server);
-                tracing::debug!(upstream = %group.name, server = %server.addr, error = %e, "upstream request failed");
-                let msg = "upstream connection failed".to_string();
-                last = Some((502, msg, Some(server.addr)));
-            }
-            Ok(Ok(up)) => {
-                group.answered(&server, up.status);
-                if matches!(up.status, 502 | 503) && attempt + 1 < attempts {
-                    let msg = "upstream answered with an error".to_string();
-                    last = Some((up.status, msg, Some(server.addr)));
-                    continue;
-                }
+        let send = send(pool, &server, &group.limits, head, head_only);
+        let last_attempt = attempt + 1 == attempts;
+        let timeout = route.cfg.response_timeout;
+        let status_of = |up: &upstream::UpResp| up.status;
+        match group
+            .attempt(&server, timeout, last_attempt, status_of, send)
+            .await
+        {
+            Attempt::Answered(up) => {
                 answer = Some((up, server));
                 break;
+            }
+            Attempt::Failed(f) => {
+                last = Some((f.status, f.msg.to_string(), Some(server.addr)));
+                if !f.retry {
+                    break;
+                }
             }
         }
     }
