@@ -11,6 +11,7 @@
 //! seconds to accept a new connection while the open ones keep serving; a client that had to
 //! wait for its own connect would fail at `connect_timeout` for nothing.)
 
+use crate::metrics::ClusterMetrics;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -256,6 +257,25 @@ impl<C: Connector> BackendPool<C> {
             Some(conn) => Ok(conn),
             None => self.checkout_waiting().await,
         }
+    }
+
+    /// [`BackendPool::checkout`] as a client session does it, observed in the cluster's
+    /// metrics: the wait goes to `checkout_wait` and, while it lasts, the client counts in
+    /// `clients{state="waiting"}` (saturation). The common case, an idle connection, neither
+    /// waits nor counts as waiting, and is observed as a zero wait without reading the clock.
+    pub async fn checkout_metered(
+        &self,
+        metrics: &ClusterMetrics,
+    ) -> Result<Pooled<C>, CheckoutError<C::Error>> {
+        if let Some(conn) = self.checkout_now().await? {
+            metrics.checkout_wait(Duration::ZERO);
+            return Ok(conn);
+        }
+        let started = std::time::Instant::now();
+        let _waiting = metrics.client_waiting();
+        let got = self.checkout_waiting().await;
+        metrics.checkout_wait(started.elapsed());
+        got
     }
 
     /// Check out an idle connection; `Ok(None)` when none is idle (then

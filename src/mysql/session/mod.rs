@@ -539,25 +539,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let idx = state
                 .select(want, exclude)
                 .map_err(|e| AcquireError::Other(e.to_string()))?;
-            let pool = self.cluster.pools[idx].clone();
-            // An idle connection neither waits nor counts as waiting (observed as a zero
-            // wait without reading the clock); a wait counts in `clients{state="waiting"}`
-            // (saturation) while it lasts.
-            let metrics = &self.cluster.metrics;
-            let got = match pool.checkout_now().await {
-                Ok(Some(conn)) => {
-                    metrics.checkout_wait(Duration::ZERO);
-                    Ok(conn)
-                }
-                Ok(None) => {
-                    let started = std::time::Instant::now();
-                    let _waiting = metrics.client_waiting();
-                    let got = pool.checkout_waiting().await;
-                    metrics.checkout_wait(started.elapsed());
-                    got
-                }
-                Err(e) => Err(e),
-            };
+            let got = self.cluster.pools[idx]
+                .checkout_metered(&self.cluster.metrics)
+                .await;
             match got {
                 Ok(conn) => return self.install(conn, idx).await,
                 Err(crate::pool::CheckoutError::Connect(e)) => {

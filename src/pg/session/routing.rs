@@ -275,25 +275,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         loop {
             let state = self.cluster.state.clone();
             let idx = state.select(want, exclude).map_err(SessionError::Select)?;
-            // The common case, an idle connection, neither waits nor counts as waiting, and
-            // is observed as a zero wait without reading the clock.
-            let pool = &self.cluster.pools[idx];
-            let got = match pool.checkout_now().await {
-                Ok(Some(conn)) => {
-                    self.cluster
-                        .metrics
-                        .checkout_wait(std::time::Duration::ZERO);
-                    Ok(conn)
-                }
-                Ok(None) => {
-                    let started = std::time::Instant::now();
-                    let _waiting = self.cluster.metrics.client_waiting();
-                    let got = pool.checkout_waiting().await;
-                    self.cluster.metrics.checkout_wait(started.elapsed());
-                    got
-                }
-                Err(e) => Err(e),
-            };
+            let got = self.cluster.pools[idx]
+                .checkout_metered(&self.cluster.metrics)
+                .await;
             match got {
                 Ok(conn) => {
                     return self.install(conn, idx, matches!(want, Want::Primary)).await;
