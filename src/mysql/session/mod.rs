@@ -11,15 +11,21 @@
 //! variables, temporary tables, GET_LOCK, LOCK TABLES, SQL PREPARE, any change the server
 //! reports that is not on the list) pins the client to its connection.
 //!
-//! Beside this file: answers on their way back (`relay.rs`), commands that change the session
-//! as a whole (`commands.rs`: COM_RESET_CONNECTION, COM_CHANGE_USER, KILL), the binary
-//! protocol under transaction pooling (`prepared.rs`) and the client's own last-statement
-//! results (`own.rs`).
+//! Beside this file: checking out, holding and giving back the backend connection
+//! (`lease.rs`), the replay and pinning rules (`state.rs`), answers on their way back
+//! (`relay.rs`), commands that change the session as a whole (`commands.rs`:
+//! COM_RESET_CONNECTION, COM_CHANGE_USER, KILL), the binary protocol under transaction
+//! pooling (`prepared.rs`) and the client's own last-statement results (`own.rs`).
 
 mod commands;
+mod lease;
 mod own;
 mod prepared;
 mod relay;
+mod state;
+
+use state::{charset_vars, parse_kill, set_var, INFORMATIONAL};
+pub use state::{pin_reason, REPLAYED};
 
 use relay::Answer;
 
@@ -29,7 +35,7 @@ use crate::mysql::backend::{MyConn, MyPooled, MyQueryError};
 use crate::mysql::codec::{self, flags::*, Command};
 use crate::mysql::io::{err_payload, ok_payload, read_packet, PacketError};
 use crate::mysql::worker::{MyClusterPools, Running, Slot, Worker};
-use crate::router::classify::{Reason, Route, TxEffect};
+use crate::router::classify::{Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::{Buf, BytesMut};
 use prepared::ClientStmt;
@@ -48,43 +54,6 @@ const MAX_PREPARED_PER_CONN: usize = 5_000;
 /// Flush what is queued for the client once it passes this size.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Session variables applied on whichever connection a client gets (reported by the
-/// server's session tracking, `SET` by any means). Any other variable a client changes pins it.
-pub const REPLAYED: &[&str] = &[
-    "autocommit",
-    "character_set_client",
-    "character_set_connection",
-    "character_set_results",
-    "collation_connection",
-    "sql_mode",
-    "time_zone",
-    "transaction_isolation",
-    "tx_isolation",
-    "transaction_read_only",
-    "tx_read_only",
-    "wait_timeout",
-    "interactive_timeout",
-    "net_read_timeout",
-    "net_write_timeout",
-    "sql_select_limit",
-    "max_statement_time",
-    "max_execution_time",
-    "group_concat_max_len",
-    "foreign_key_checks",
-    "unique_checks",
-    "sql_auto_is_null",
-    "sql_safe_updates",
-    "lc_time_names",
-    "div_precision_increment",
-    "sql_quote_show_create",
-    "default_storage_engine",
-    "names",
-];
-
-/// Session variables the server reports but no client sets: they describe what happened
-/// (MariaDB's `last_gtid` after every write) and are neither applied nor a reason to pin.
-const INFORMATIONAL: &[&str] = &["last_gtid"];
-
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -99,37 +68,6 @@ pub enum SessionError {
     /// The client was refused (the ERR has been sent) and is disconnected.
     #[error("refused: {0}")]
     Refused(String),
-}
-
-/// Why no connection could be given to the client.
-enum AcquireError {
-    /// The server refused the client's state (e.g. its schema does not exist).
-    Server {
-        code: u16,
-        sqlstate: String,
-        message: String,
-    },
-    Other(String),
-}
-
-impl AcquireError {
-    /// The ERR for the client: the server's own, or 1040 naming the cause.
-    fn err_payload(&self) -> Vec<u8> {
-        match self {
-            AcquireError::Server {
-                code,
-                sqlstate,
-                message,
-            } => {
-                let mut state = *b"HY000";
-                if sqlstate.len() == 5 {
-                    state.copy_from_slice(sqlstate.as_bytes());
-                }
-                err_payload(*code, &state, message)
-            }
-            AcquireError::Other(e) => err_payload(1040, b"08004", &format!("switchyard: {e}")),
-        }
-    }
 }
 
 /// Bytes a client may send ahead while its statement runs before the proxy stops reading
@@ -517,170 +455,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// [`Self::acquire`], or tell the client why not (false): the server's own error when
-    /// applying the client's state failed (an unknown schema: 1049, as directly), else 1040.
-    async fn acquire_or_tell(&mut self, want: Want) -> Result<bool, SessionError> {
-        match self.acquire(want).await {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                self.send(1, &e.err_payload()).await?;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Check out a connection and bring it to the client's session state.
-    async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
-        self.refresh_cluster().map_err(AcquireError::Other)?;
-        self.for_write = matches!(want, Want::Primary);
-        let state = self.cluster.state.clone();
-        let mut exclude = None;
-        loop {
-            let idx = state
-                .select(want, exclude)
-                .map_err(|e| AcquireError::Other(e.to_string()))?;
-            let got = self.cluster.pools[idx]
-                .checkout_metered(&self.cluster.metrics)
-                .await;
-            match got {
-                Ok(conn) => return self.install(conn, idx).await,
-                Err(crate::pool::CheckoutError::Connect(e)) => {
-                    state.backends[idx].mark_failed(&e.to_string());
-                    if matches!(want, Want::Primary) || exclude.is_some() {
-                        return Err(AcquireError::Other(e.to_string()));
-                    }
-                    exclude = Some(idx);
-                }
-                Err(e) => return Err(AcquireError::Other(e.to_string())),
-            }
-        }
-    }
-
-    async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), AcquireError> {
-        conn.clean = false;
-        let sql = self.state_sql(&conn);
-        if !sql.is_empty() {
-            let multi = if sql.contains("; ") {
-                conn.ensure_multi_statements(true, INTERNAL_TIMEOUT).await
-            } else {
-                Ok(())
-            };
-            if let Err(e) = match multi {
-                Ok(()) => conn.query(&sql, INTERNAL_TIMEOUT).await,
-                Err(e) => Err(e),
-            } {
-                crate::pool::release(conn);
-                return Err(match e {
-                    MyQueryError::Server {
-                        code,
-                        sqlstate,
-                        message,
-                    } => AcquireError::Server {
-                        code,
-                        sqlstate,
-                        message,
-                    },
-                    e => AcquireError::Other(format!("applying the session's state failed: {e}")),
-                });
-            }
-        }
-        conn.applied = self.vars.clone();
-        conn.schema = self.schema.clone();
-        if std::mem::take(&mut self.ignore_space_pending) {
-            // CLIENT_IGNORE_SPACE: a server adds IGNORE_SPACE to the session's sql_mode at
-            // login. Done on the first connection the client gets, the result kept as the
-            // client's (and login) sql_mode from then on.
-            let sql = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',IGNORE_SPACE')";
-            match conn.query(sql, INTERNAL_TIMEOUT).await {
-                Ok(r) => {
-                    if let Some((_, mode)) = r.variables.iter().find(|(k, _)| k == "sql_mode") {
-                        for vars in [&mut self.vars, &mut self.login_vars, &mut conn.applied] {
-                            set_var(vars, "sql_mode".into(), mode.clone());
-                        }
-                    }
-                }
-                Err(e) => {
-                    crate::pool::release(conn);
-                    return Err(AcquireError::Other(format!("CLIENT_IGNORE_SPACE: {e}")));
-                }
-            }
-        }
-        *self.slot.running.lock().unwrap() = Some(Running {
-            addr: conn.addr,
-            thread: conn.connection_id,
-        });
-        self.cluster.state.backends[idx].begin();
-        self.held_route = self.cluster.state.backends[idx].route_label();
-        self.cluster.metrics.routed_cached(
-            &mut self.routed_cache,
-            self.held_route,
-            self.route_reason,
-        );
-        self.held_since = std::time::Instant::now();
-        self.backend_idx = idx;
-        self.backend = Some(conn);
-        self.bin.clear();
-        Ok(())
-    }
-
-    /// The statements that bring `conn` to the client's character set, schema and session
-    /// variables ("" when it is there already).
-    fn state_sql(&self, conn: &MyConn) -> String {
-        let mut parts = Vec::new();
-        if conn.schema != self.schema {
-            if let Some(s) = &self.schema {
-                parts.push(format!("USE `{}`", s.replace('`', "``")));
-            }
-        }
-        let mut sets = Vec::new();
-        for (k, v) in &self.vars {
-            if !conn.applied.iter().any(|(ak, av)| ak == k && av == v) {
-                sets.push(format!("{k} = {}", sql_value(v)));
-            }
-        }
-        for (k, _) in &conn.applied {
-            if !self.vars.iter().any(|(vk, _)| vk == k) {
-                sets.push(format!("{k} = DEFAULT"));
-            }
-        }
-        if !sets.is_empty() {
-            parts.push(format!("SET SESSION {}", sets.join(", ")));
-        }
-        parts.join("; ")
-    }
-
-    /// After a reload, move to this worker's current pools for the client's cluster.
-    fn refresh_cluster(&mut self) -> Result<(), String> {
-        let now = self
-            .w
-            .shared
-            .generation
-            .load(std::sync::atomic::Ordering::Acquire);
-        if self.cluster.generation == now || self.backend.is_some() {
-            return Ok(());
-        }
-        match self.w.clusters.load().get(&self.cluster.database) {
-            Some(c) => {
-                self.cluster = c.clone();
-                Ok(())
-            }
-            None => Err(format!(
-                "database {:?} is no longer served (removed by a config reload)",
-                self.cluster.database
-            )),
-        }
-    }
-
-    /// Whether the session allows giving the held connection back (transaction mode).
-    fn may_release(&self) -> bool {
-        self.backend.is_some()
-            && self.w.pool_mode == PoolMode::Transaction
-            && self.pinned.is_none()
-            && !self.long_data
-            && self.status & SERVER_STATUS_IN_TRANS == 0
-            && !self.slot.terminate.load(Relaxed)
-    }
-
     /// Before the connection goes: what only it knows about the client's last statement
     /// (its warnings, what SQL_CALC_FOUND_ROWS counted). SHOW WARNINGS first: a SELECT clears
     /// them.
@@ -723,203 +497,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             seq = codec::write_packet(&mut self.cout, seq, &p);
         }
         self.flush().await
-    }
-
-    /// Give the connection back when the client's session allows (transaction mode).
-    fn maybe_release(&mut self) {
-        if !self.may_release() {
-            return;
-        }
-        if let Some(conn) = self.detach() {
-            crate::pool::release(conn);
-        }
-    }
-
-    fn detach(&mut self) -> Option<MyPooled> {
-        let mut conn = self.backend.take()?;
-        {
-            // Under the lock `kill` sets `killed` with (see there).
-            let mut running = self.slot.running.lock().unwrap();
-            *running = None;
-            if self.slot.killed.swap(false, Relaxed) {
-                conn.killed = true;
-            }
-        }
-        self.cluster.state.backends[self.backend_idx].end();
-        let m = &self.cluster.metrics;
-        m.statement(self.held_route, self.held_since.elapsed());
-        m.bytes(
-            std::mem::take(&mut self.bytes_up),
-            std::mem::take(&mut self.bytes_down),
-        );
-        if self.for_write {
-            self.ryw.wrote(&self.cluster.state);
-        }
-        conn.clean = !conn.broken
-            && !conn.state_unknown
-            && conn.status & SERVER_STATUS_IN_TRANS == 0
-            && conn.prepared.len() <= MAX_PREPARED_PER_CONN;
-        Some(conn)
-    }
-
-    /// The client is gone: a connection inside a transaction or pinned is reset (or
-    /// closed), never handed on as it is.
-    async fn finish(&mut self) {
-        let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
-        let pinned = self.pinned.is_some() || self.w.pool_mode == PoolMode::Session;
-        let Some(mut conn) = self.detach() else {
-            return;
-        };
-        if in_tx || conn.broken || conn.killed {
-            conn.clean = false;
-        } else if pinned {
-            conn.clean = conn.reset(INTERNAL_TIMEOUT).await.is_ok();
-            conn.applied.clear();
-        }
-        crate::pool::release(conn);
-    }
-}
-
-/// Why `sql` (classified as `reason`) pins a client, if it does: state the proxy cannot
-/// apply on another connection.
-pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
-    let upper = sql.trim_start().to_ascii_uppercase();
-    let words: Vec<&str> = upper.split_whitespace().take(4).collect();
-    let w = |i: usize| words.get(i).copied().unwrap_or("");
-    if w(0) == "CREATE" && (w(1) == "TEMPORARY" || w(2) == "TEMPORARY") {
-        return Some("temporary table");
-    }
-    if w(0) == "LOCK" && (w(1) == "TABLES" || w(1) == "TABLE") {
-        return Some("LOCK TABLES");
-    }
-    if w(0) == "PREPARE" {
-        return Some("SQL PREPARE");
-    }
-    if w(0) == "HANDLER" {
-        return Some("HANDLER");
-    }
-    if upper.contains("GET_LOCK") {
-        return Some("GET_LOCK");
-    }
-    // User variables: assigned now, read later (the server does not report them by name).
-    if upper.contains(":=")
-        || (w(0) == "SET" && upper.contains('@') && !upper.contains("@@"))
-        || upper.contains("INTO @")
-    {
-        return Some("user variable");
-    }
-    if w(0) == "SET" && (w(1) == "TRANSACTION") {
-        return Some("SET TRANSACTION (next transaction)");
-    }
-    let _ = reason;
-    None
-}
-
-/// `KILL [QUERY | CONNECTION] n`: (query only, n).
-fn parse_kill(sql: &str) -> Option<(bool, u32)> {
-    let mut words = sql.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("KILL") {
-        return None;
-    }
-    let mut w = words.next()?;
-    let mut query_only = false;
-    if w.eq_ignore_ascii_case("QUERY") {
-        query_only = true;
-        w = words.next()?;
-    } else if w.eq_ignore_ascii_case("CONNECTION") {
-        w = words.next()?;
-    }
-    let id = w.trim_end_matches(';').parse().ok()?;
-    words.next().is_none().then_some((query_only, id))
-}
-
-fn set_var(vars: &mut Vec<(String, String)>, name: String, value: String) {
-    match vars.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
-        Ok(i) => vars[i].1 = value,
-        Err(i) => vars.insert(i, (name, value)),
-    }
-}
-
-/// A variable's value as SQL: numbers as they are, anything else quoted.
-fn sql_value(v: &str) -> String {
-    let numeric = !v.is_empty()
-        && v.trim_start_matches('-')
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.');
-    if numeric {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
-    }
-}
-
-/// The session variables a character set id from the handshake sets.
-fn charset_vars(id: u8) -> Vec<(String, String)> {
-    let (cs, coll) = match id {
-        8 => ("latin1", "latin1_swedish_ci"),
-        11 => ("ascii", "ascii_general_ci"),
-        33 => ("utf8mb3", "utf8mb3_general_ci"),
-        46 => ("utf8mb4", "utf8mb4_bin"),
-        63 => ("binary", "binary"),
-        83 => ("utf8mb3", "utf8mb3_bin"),
-        192 => ("utf8mb3", "utf8mb3_unicode_ci"),
-        224 => ("utf8mb4", "utf8mb4_unicode_ci"),
-        _ => ("utf8mb4", "utf8mb4_general_ci"),
-    };
-    let mut v = vec![
-        ("character_set_client".to_string(), cs.to_string()),
-        ("character_set_connection".to_string(), cs.to_string()),
-        ("character_set_results".to_string(), cs.to_string()),
-        ("collation_connection".to_string(), coll.to_string()),
-    ];
-    v.sort();
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kill_statements_parse() {
-        assert_eq!(parse_kill("KILL 42"), Some((false, 42)));
-        assert_eq!(parse_kill("kill query 7;"), Some((true, 7)));
-        assert_eq!(parse_kill("KILL CONNECTION 9"), Some((false, 9)));
-        assert_eq!(parse_kill("KILL 42 43"), None);
-        assert_eq!(parse_kill("SELECT 1"), None);
-    }
-
-    #[test]
-    fn what_pins() {
-        for sql in [
-            "CREATE TEMPORARY TABLE t (a int)",
-            "SET @a = 1",
-            "SELECT @a := 1",
-            "SELECT 1 INTO @x",
-            "SELECT GET_LOCK('l', 1)",
-            "LOCK TABLES t WRITE",
-            "PREPARE s FROM 'SELECT 1'",
-        ] {
-            assert!(pin_reason(sql, Reason::Unknown).is_some(), "{sql}");
-        }
-        for sql in [
-            "SET NAMES utf8mb4",
-            "SET sql_mode = 'ANSI'",
-            "SET SESSION time_zone = '+00:00'",
-            "SELECT @@version",
-            "UPDATE t SET a = 1",
-            "USE shop",
-        ] {
-            assert!(pin_reason(sql, Reason::Unknown).is_none(), "{sql}");
-        }
-    }
-
-    #[test]
-    fn values_are_quoted_unless_numeric() {
-        assert_eq!(sql_value("100"), "100");
-        assert_eq!(sql_value("-1.5"), "-1.5");
-        assert_eq!(sql_value("+00:00"), "'+00:00'");
-        assert_eq!(sql_value("it's"), "'it''s'");
-        assert_eq!(sql_value("ON"), "'ON'");
     }
 }

@@ -1,0 +1,257 @@
+//! Holding a backend connection: checking one out for a statement (the session's state
+//! applied on it), giving it back when the session allows, and what happens to it when the
+//! client leaves.
+
+use super::state::sql_value;
+use super::*;
+
+/// Why no connection could be given to the client.
+pub(super) enum AcquireError {
+    /// The server refused the client's state (e.g. its schema does not exist).
+    Server {
+        code: u16,
+        sqlstate: String,
+        message: String,
+    },
+    Other(String),
+}
+
+impl AcquireError {
+    /// The ERR for the client: the server's own, or 1040 naming the cause.
+    pub(super) fn err_payload(&self) -> Vec<u8> {
+        match self {
+            AcquireError::Server {
+                code,
+                sqlstate,
+                message,
+            } => {
+                let mut state = *b"HY000";
+                if sqlstate.len() == 5 {
+                    state.copy_from_slice(sqlstate.as_bytes());
+                }
+                err_payload(*code, &state, message)
+            }
+            AcquireError::Other(e) => err_payload(1040, b"08004", &format!("switchyard: {e}")),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// [`Self::acquire`], or tell the client why not (false): the server's own error when
+    /// applying the client's state failed (an unknown schema: 1049, as directly), else 1040.
+    pub(super) async fn acquire_or_tell(&mut self, want: Want) -> Result<bool, SessionError> {
+        match self.acquire(want).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.send(1, &e.err_payload()).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Check out a connection and bring it to the client's session state.
+    pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
+        self.refresh_cluster().map_err(AcquireError::Other)?;
+        self.for_write = matches!(want, Want::Primary);
+        let state = self.cluster.state.clone();
+        let mut exclude = None;
+        loop {
+            let idx = state
+                .select(want, exclude)
+                .map_err(|e| AcquireError::Other(e.to_string()))?;
+            let got = self.cluster.pools[idx]
+                .checkout_metered(&self.cluster.metrics)
+                .await;
+            match got {
+                Ok(conn) => return self.install(conn, idx).await,
+                Err(crate::pool::CheckoutError::Connect(e)) => {
+                    state.backends[idx].mark_failed(&e.to_string());
+                    if matches!(want, Want::Primary) || exclude.is_some() {
+                        return Err(AcquireError::Other(e.to_string()));
+                    }
+                    exclude = Some(idx);
+                }
+                Err(e) => return Err(AcquireError::Other(e.to_string())),
+            }
+        }
+    }
+
+    async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), AcquireError> {
+        conn.clean = false;
+        let sql = self.state_sql(&conn);
+        if !sql.is_empty() {
+            let multi = if sql.contains("; ") {
+                conn.ensure_multi_statements(true, INTERNAL_TIMEOUT).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = match multi {
+                Ok(()) => conn.query(&sql, INTERNAL_TIMEOUT).await,
+                Err(e) => Err(e),
+            } {
+                crate::pool::release(conn);
+                return Err(match e {
+                    MyQueryError::Server {
+                        code,
+                        sqlstate,
+                        message,
+                    } => AcquireError::Server {
+                        code,
+                        sqlstate,
+                        message,
+                    },
+                    e => AcquireError::Other(format!("applying the session's state failed: {e}")),
+                });
+            }
+        }
+        conn.applied = self.vars.clone();
+        conn.schema = self.schema.clone();
+        if std::mem::take(&mut self.ignore_space_pending) {
+            // CLIENT_IGNORE_SPACE: a server adds IGNORE_SPACE to the session's sql_mode at
+            // login. Done on the first connection the client gets, the result kept as the
+            // client's (and login) sql_mode from then on.
+            let sql = "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',IGNORE_SPACE')";
+            match conn.query(sql, INTERNAL_TIMEOUT).await {
+                Ok(r) => {
+                    if let Some((_, mode)) = r.variables.iter().find(|(k, _)| k == "sql_mode") {
+                        for vars in [&mut self.vars, &mut self.login_vars, &mut conn.applied] {
+                            set_var(vars, "sql_mode".into(), mode.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    crate::pool::release(conn);
+                    return Err(AcquireError::Other(format!("CLIENT_IGNORE_SPACE: {e}")));
+                }
+            }
+        }
+        *self.slot.running.lock().unwrap() = Some(Running {
+            addr: conn.addr,
+            thread: conn.connection_id,
+        });
+        self.cluster.state.backends[idx].begin();
+        self.held_route = self.cluster.state.backends[idx].route_label();
+        self.cluster.metrics.routed_cached(
+            &mut self.routed_cache,
+            self.held_route,
+            self.route_reason,
+        );
+        self.held_since = std::time::Instant::now();
+        self.backend_idx = idx;
+        self.backend = Some(conn);
+        self.bin.clear();
+        Ok(())
+    }
+
+    /// The statements that bring `conn` to the client's character set, schema and session
+    /// variables ("" when it is there already).
+    fn state_sql(&self, conn: &MyConn) -> String {
+        let mut parts = Vec::new();
+        if conn.schema != self.schema {
+            if let Some(s) = &self.schema {
+                parts.push(format!("USE `{}`", s.replace('`', "``")));
+            }
+        }
+        let mut sets = Vec::new();
+        for (k, v) in &self.vars {
+            if !conn.applied.iter().any(|(ak, av)| ak == k && av == v) {
+                sets.push(format!("{k} = {}", sql_value(v)));
+            }
+        }
+        for (k, _) in &conn.applied {
+            if !self.vars.iter().any(|(vk, _)| vk == k) {
+                sets.push(format!("{k} = DEFAULT"));
+            }
+        }
+        if !sets.is_empty() {
+            parts.push(format!("SET SESSION {}", sets.join(", ")));
+        }
+        parts.join("; ")
+    }
+
+    /// After a reload, move to this worker's current pools for the client's cluster.
+    fn refresh_cluster(&mut self) -> Result<(), String> {
+        let now = self
+            .w
+            .shared
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if self.cluster.generation == now || self.backend.is_some() {
+            return Ok(());
+        }
+        match self.w.clusters.load().get(&self.cluster.database) {
+            Some(c) => {
+                self.cluster = c.clone();
+                Ok(())
+            }
+            None => Err(format!(
+                "database {:?} is no longer served (removed by a config reload)",
+                self.cluster.database
+            )),
+        }
+    }
+
+    /// Whether the session allows giving the held connection back (transaction mode).
+    pub(super) fn may_release(&self) -> bool {
+        self.backend.is_some()
+            && self.w.pool_mode == PoolMode::Transaction
+            && self.pinned.is_none()
+            && !self.long_data
+            && self.status & SERVER_STATUS_IN_TRANS == 0
+            && !self.slot.terminate.load(Relaxed)
+    }
+
+    /// Give the connection back when the client's session allows (transaction mode).
+    pub(super) fn maybe_release(&mut self) {
+        if !self.may_release() {
+            return;
+        }
+        if let Some(conn) = self.detach() {
+            crate::pool::release(conn);
+        }
+    }
+
+    fn detach(&mut self) -> Option<MyPooled> {
+        let mut conn = self.backend.take()?;
+        {
+            // Under the lock `kill` sets `killed` with (see there).
+            let mut running = self.slot.running.lock().unwrap();
+            *running = None;
+            if self.slot.killed.swap(false, Relaxed) {
+                conn.killed = true;
+            }
+        }
+        self.cluster.state.backends[self.backend_idx].end();
+        let m = &self.cluster.metrics;
+        m.statement(self.held_route, self.held_since.elapsed());
+        m.bytes(
+            std::mem::take(&mut self.bytes_up),
+            std::mem::take(&mut self.bytes_down),
+        );
+        if self.for_write {
+            self.ryw.wrote(&self.cluster.state);
+        }
+        conn.clean = !conn.broken
+            && !conn.state_unknown
+            && conn.status & SERVER_STATUS_IN_TRANS == 0
+            && conn.prepared.len() <= MAX_PREPARED_PER_CONN;
+        Some(conn)
+    }
+
+    /// The client is gone: a connection inside a transaction or pinned is reset (or
+    /// closed), never handed on as it is.
+    pub(super) async fn finish(&mut self) {
+        let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
+        let pinned = self.pinned.is_some() || self.w.pool_mode == PoolMode::Session;
+        let Some(mut conn) = self.detach() else {
+            return;
+        };
+        if in_tx || conn.broken || conn.killed {
+            conn.clean = false;
+        } else if pinned {
+            conn.clean = conn.reset(INTERNAL_TIMEOUT).await.is_ok();
+            conn.applied.clear();
+        }
+        crate::pool::release(conn);
+    }
+}

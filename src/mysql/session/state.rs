@@ -1,0 +1,186 @@
+//! The rules for a client's session state under transaction pooling: which variables are
+//! applied on whichever connection the client gets, which statements pin it to its
+//! connection, and the SQL text for applying them.
+
+use crate::router::classify::Reason;
+
+/// Session variables applied on whichever connection a client gets (reported by the
+/// server's session tracking, `SET` by any means). Any other variable a client changes pins it.
+pub const REPLAYED: &[&str] = &[
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+    "sql_mode",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "transaction_read_only",
+    "tx_read_only",
+    "wait_timeout",
+    "interactive_timeout",
+    "net_read_timeout",
+    "net_write_timeout",
+    "sql_select_limit",
+    "max_statement_time",
+    "max_execution_time",
+    "group_concat_max_len",
+    "foreign_key_checks",
+    "unique_checks",
+    "sql_auto_is_null",
+    "sql_safe_updates",
+    "lc_time_names",
+    "div_precision_increment",
+    "sql_quote_show_create",
+    "default_storage_engine",
+    "names",
+];
+
+/// Session variables the server reports but no client sets: they describe what happened
+/// (MariaDB's `last_gtid` after every write) and are neither applied nor a reason to pin.
+pub(super) const INFORMATIONAL: &[&str] = &["last_gtid"];
+
+/// Why `sql` (classified as `reason`) pins a client, if it does: state the proxy cannot
+/// apply on another connection.
+pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    let words: Vec<&str> = upper.split_whitespace().take(4).collect();
+    let w = |i: usize| words.get(i).copied().unwrap_or("");
+    if w(0) == "CREATE" && (w(1) == "TEMPORARY" || w(2) == "TEMPORARY") {
+        return Some("temporary table");
+    }
+    if w(0) == "LOCK" && (w(1) == "TABLES" || w(1) == "TABLE") {
+        return Some("LOCK TABLES");
+    }
+    if w(0) == "PREPARE" {
+        return Some("SQL PREPARE");
+    }
+    if w(0) == "HANDLER" {
+        return Some("HANDLER");
+    }
+    if upper.contains("GET_LOCK") {
+        return Some("GET_LOCK");
+    }
+    // User variables: assigned now, read later (the server does not report them by name).
+    if upper.contains(":=")
+        || (w(0) == "SET" && upper.contains('@') && !upper.contains("@@"))
+        || upper.contains("INTO @")
+    {
+        return Some("user variable");
+    }
+    if w(0) == "SET" && (w(1) == "TRANSACTION") {
+        return Some("SET TRANSACTION (next transaction)");
+    }
+    let _ = reason;
+    None
+}
+
+/// `KILL [QUERY | CONNECTION] n`: (query only, n).
+pub(super) fn parse_kill(sql: &str) -> Option<(bool, u32)> {
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("KILL") {
+        return None;
+    }
+    let mut w = words.next()?;
+    let mut query_only = false;
+    if w.eq_ignore_ascii_case("QUERY") {
+        query_only = true;
+        w = words.next()?;
+    } else if w.eq_ignore_ascii_case("CONNECTION") {
+        w = words.next()?;
+    }
+    let id = w.trim_end_matches(';').parse().ok()?;
+    words.next().is_none().then_some((query_only, id))
+}
+
+pub(super) fn set_var(vars: &mut Vec<(String, String)>, name: String, value: String) {
+    match vars.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+        Ok(i) => vars[i].1 = value,
+        Err(i) => vars.insert(i, (name, value)),
+    }
+}
+
+/// A variable's value as SQL: numbers as they are, anything else quoted.
+pub(super) fn sql_value(v: &str) -> String {
+    let numeric = !v.is_empty()
+        && v.trim_start_matches('-')
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.');
+    if numeric {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+    }
+}
+
+/// The session variables a character set id from the handshake sets.
+pub(super) fn charset_vars(id: u8) -> Vec<(String, String)> {
+    let (cs, coll) = match id {
+        8 => ("latin1", "latin1_swedish_ci"),
+        11 => ("ascii", "ascii_general_ci"),
+        33 => ("utf8mb3", "utf8mb3_general_ci"),
+        46 => ("utf8mb4", "utf8mb4_bin"),
+        63 => ("binary", "binary"),
+        83 => ("utf8mb3", "utf8mb3_bin"),
+        192 => ("utf8mb3", "utf8mb3_unicode_ci"),
+        224 => ("utf8mb4", "utf8mb4_unicode_ci"),
+        _ => ("utf8mb4", "utf8mb4_general_ci"),
+    };
+    let mut v = vec![
+        ("character_set_client".to_string(), cs.to_string()),
+        ("character_set_connection".to_string(), cs.to_string()),
+        ("character_set_results".to_string(), cs.to_string()),
+        ("collation_connection".to_string(), coll.to_string()),
+    ];
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_statements_parse() {
+        assert_eq!(parse_kill("KILL 42"), Some((false, 42)));
+        assert_eq!(parse_kill("kill query 7;"), Some((true, 7)));
+        assert_eq!(parse_kill("KILL CONNECTION 9"), Some((false, 9)));
+        assert_eq!(parse_kill("KILL 42 43"), None);
+        assert_eq!(parse_kill("SELECT 1"), None);
+    }
+
+    #[test]
+    fn what_pins() {
+        for sql in [
+            "CREATE TEMPORARY TABLE t (a int)",
+            "SET @a = 1",
+            "SELECT @a := 1",
+            "SELECT 1 INTO @x",
+            "SELECT GET_LOCK('l', 1)",
+            "LOCK TABLES t WRITE",
+            "PREPARE s FROM 'SELECT 1'",
+        ] {
+            assert!(pin_reason(sql, Reason::Unknown).is_some(), "{sql}");
+        }
+        for sql in [
+            "SET NAMES utf8mb4",
+            "SET sql_mode = 'ANSI'",
+            "SET SESSION time_zone = '+00:00'",
+            "SELECT @@version",
+            "UPDATE t SET a = 1",
+            "USE shop",
+        ] {
+            assert!(pin_reason(sql, Reason::Unknown).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn values_are_quoted_unless_numeric() {
+        assert_eq!(sql_value("100"), "100");
+        assert_eq!(sql_value("-1.5"), "-1.5");
+        assert_eq!(sql_value("+00:00"), "'+00:00'");
+        assert_eq!(sql_value("it's"), "'it''s'");
+        assert_eq!(sql_value("ON"), "'ON'");
+    }
+}
