@@ -174,6 +174,17 @@ put mysql_handshake auth-switch "00fe$(cs caching_sha2_password)$(hex_of 0123456
 put mysql_handshake ok-tracked "03$ok_track"
 put mysql_handshake err "01$err"
 
+# ---- mysql_backend: selector byte, then packets of a length byte (<= 127) and a payload ----
+bpk() { printf '%02x%s' $(( ${#1} / 2 )) "$1"; }
+okp="0000000200""0000"
+coldef="$(lenstr "$(hex_of def)")000000$(lenstr "$(hex_of 1)")$(lenstr "$(hex_of 1)")0c3f000100000008810000000000"
+put mysql_backend login-ok "00$(bpk "$maria_hs")$(bpk "$okp")"
+put mysql_backend login-switch "00$(bpk "$maria_hs")$(bpk "fe$(cs mysql_native_password)$(hex_of 01234567890123456789)00")$(bpk "$okp")"
+put mysql_backend login-sha2-full "00$(bpk "$my_hs")$(bpk "fe$(cs caching_sha2_password)$(hex_of 01234567890123456789)00")$(bpk 0104)$(bpk "01$(hex_of '-----BEGIN PUBLIC KEY-----')")"
+put mysql_backend login-refused "00$(bpk "$maria_hs")$(bpk "$err")"
+put mysql_backend answer-rows "00$(bpk 01)$(bpk "$coldef")$(bpk "$eof")$(bpk "$(lenstr 31)")$(bpk fb)$(bpk "$eof")"
+put mysql_backend answer-multi "03$(bpk "00000008400000")$(bpk "$ok_track")"
+
 # ---- edge_headers: selector byte, request headers, "--", response headers ----
 put edge_headers cache-vary "00$(hex_of 'cache-control: max-age=60
 accept-encoding: gzip
