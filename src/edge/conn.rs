@@ -264,13 +264,16 @@ impl Body for PooledBody {
     }
 }
 
-/// An upstream socket that acknowledges a response at once when it spans more than one
-/// read. Otherwise an upstream that holds back its last partial segment until the previous
-/// ones are acknowledged (Nagle, nginx's `tcp_nopush`) waits out this end's delayed ACK
-/// (40 ms on Linux) on a fraction of large answers (the fast path does the same, see
-/// `fast/upstream.rs`, which needs it only for answers that take several reads). Linux
-/// leaves quick-ack mode by itself when the connection turns interactive again (the next
-/// request), so it is set again per answer: one `setsockopt` per answer on hyper's path.
+/// An upstream socket that acknowledges a response at once when it is large or spans more
+/// than one read. Otherwise an upstream that holds back its last partial segment until the
+/// previous ones are acknowledged (Nagle, nginx's `tcp_nopush`) waits out this end's delayed
+/// ACK (40 ms on Linux) on a fraction of large answers (the fast path does the same, see
+/// `fast/upstream.rs`). Linux leaves quick-ack mode by itself when the connection turns
+/// interactive again (the next request), so it is set again per such answer: one
+/// `setsockopt` each; small answers that come in one read pay none.
+/// A first read this large sets quick-ack at once (see [`QuickAck`]).
+const QUICKACK_FIRST_READ: usize = 4096;
+
 pub struct QuickAck {
     tcp: tokio::net::TcpStream,
     reads_since_write: u8,
@@ -284,11 +287,16 @@ impl tokio::io::AsyncRead for QuickAck {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let got = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && got > 0 {
             self.reads_since_write = self.reads_since_write.saturating_add(1);
-            if self.reads_since_write == 1 {
-                // Set at the first read of each answer: hyper may take a large answer in
-                // one read after the stall, so waiting for a second read is too late.
+            // A large first read (hyper may take a large answer whole after the stall, so
+            // a second read can come too late), or a second read: set once per answer. A
+            // small answer that comes in one read costs no system call.
+            let first_large = self.reads_since_write == 1 && got >= QUICKACK_FIRST_READ;
+            let second = self.reads_since_write == 2;
+            if first_large || second {
+                self.reads_since_write = 2;
                 let _ = socket2::SockRef::from(&self.tcp).set_quickack(true);
             }
         }
