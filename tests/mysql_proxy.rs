@@ -336,6 +336,7 @@ fn nothing_a_client_leaves_reaches_the_next_one() {
     for leak in [
         "SET sql_mode = 'ANSI'; SET time_zone = '+07:00'; SET autocommit = 0; SET wait_timeout = 77",
         "SET @secret = 42",
+        "SET @@session.wait_timeout = 77, @secret = 42",
         "CREATE TEMPORARY TABLE tmp_leak (a int)",
         "SELECT GET_LOCK('leak_lock', 0)",
         "PREPARE s FROM 'SELECT 1'",

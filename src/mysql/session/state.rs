@@ -64,7 +64,7 @@ pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
     }
     // User variables: assigned now, read later (the server does not report them by name).
     if upper.contains(":=")
-        || (w(0) == "SET" && upper.contains('@') && !upper.contains("@@"))
+        || (w(0) == "SET" && names_user_variable(&upper))
         || upper.contains("INTO @")
     {
         return Some("user variable");
@@ -74,6 +74,15 @@ pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
     }
     let _ = reason;
     None
+}
+
+/// Whether `sql` names a user variable (`@name`, not a system variable's `@@name`); a SET
+/// may assign both at once (`SET @@session.time_zone = '+01:00', @a = 1`).
+fn names_user_variable(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'@' && (i == 0 || b[i - 1] != b'@') && b.get(i + 1).is_some_and(|&n| n != b'@')
+    })
 }
 
 /// `KILL [QUERY | CONNECTION] n`: (query only, n).
@@ -155,6 +164,8 @@ mod tests {
         for sql in [
             "CREATE TEMPORARY TABLE t (a int)",
             "SET @a = 1",
+            "SET @@session.time_zone = '+01:00', @a = 1",
+            "SET @@sql_mode = 'ANSI', @`a b` = 2",
             "SELECT @a := 1",
             "SELECT 1 INTO @x",
             "SELECT GET_LOCK('l', 1)",
@@ -168,6 +179,7 @@ mod tests {
             "SET sql_mode = 'ANSI'",
             "SET SESSION time_zone = '+00:00'",
             "SELECT @@version",
+            "SET @@session.time_zone = '+01:00', @@sql_mode = 'ANSI'",
             "UPDATE t SET a = 1",
             "USE shop",
         ] {
