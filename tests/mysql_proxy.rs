@@ -337,7 +337,12 @@ fn nothing_a_client_leaves_reaches_the_next_one() {
         "SET sql_mode = 'ANSI'; SET time_zone = '+07:00'; SET autocommit = 0; SET wait_timeout = 77",
         "SET @secret = 42",
         "SET @@session.wait_timeout = 77, @secret = 42",
+        "SELECT 1; SET @secret = 42",
+        "SELECT 1; LOCK TABLES t WRITE",
+        "SELECT 1; PREPARE s FROM 'SELECT 1'",
         "CREATE TEMPORARY TABLE tmp_leak (a int)",
+        "CREATE OR REPLACE TEMPORARY TABLE tmp_leak (a int)",
+        "create /* c */ temporary table if not exists tmp_leak (a int)",
         "SELECT GET_LOCK('leak_lock', 0)",
         "PREPARE s FROM 'SELECT 1'",
         "BEGIN; INSERT INTO t VALUES (1)",
@@ -359,6 +364,52 @@ fn nothing_a_client_leaves_reaches_the_next_one() {
         let (ok, _, err) = cli(p.port, db, "SELECT * FROM tmp_leak");
         assert!(!ok && err.contains("1146"), "{leak}: temporary table visible: {err}");
     }
+}
+
+/// The same through multi-statements (one COM_QUERY, which the mariadb CLI never sends): a
+/// statement that pins is not always the first one.
+#[test]
+fn nothing_a_multi_statement_leaves_reaches_the_next_client() {
+    let db = "my_leaks_multi";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let p = proxy(db, "size = 1");
+    let program = r#"
+import sys, pymysql
+from pymysql.constants import CLIENT
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS, read_timeout=20)
+bad = []
+for leak in ["SELECT 1; SET @secret = 42",
+             "SELECT 1; SELECT 2 INTO @secret",
+             "DO 1; CREATE TEMPORARY TABLE tmp_leak (a int)",
+             "SELECT 1; SELECT GET_LOCK('leak_lock', 0)",
+             "SELECT 1; PREPARE s FROM 'SELECT 1'",
+             "DO 1; LOCK TABLES t WRITE",
+             "DO 1; SET SESSION wait_timeout = 77"]:
+    c = conn(); cur = c.cursor(); cur.execute(leak)
+    while cur.nextset():
+        pass
+    c.close()
+    c = conn(); cur = c.cursor()
+    cur.execute("/* switchyard:primary */ SELECT @secret IS NULL, IS_USED_LOCK('leak_lock') IS NULL, "
+                "@@wait_timeout <> 77")
+    row = cur.fetchone()
+    for probe in ["SELECT * FROM tmp_leak", "EXECUTE s"]:
+        try:
+            cur.execute(probe)
+            row = row + (0,)
+        except pymysql.err.MySQLError:
+            row = row + (1,)
+    if row != (1, 1, 1, 1, 1):
+        bad.append((leak, row))
+    c.close()
+print(bad)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "[]", "{err}");
 }
 
 /// KILL QUERY with the proxy-issued id of another client stops its statement quickly.
