@@ -35,7 +35,7 @@ use crate::mysql::backend::{MyConn, MyPooled, MyQueryError};
 use crate::mysql::codec::{self, flags::*, Command};
 use crate::mysql::io::{err_payload, ok_payload, read_packet, PacketError};
 use crate::mysql::worker::{MyClusterPools, Running, Slot, Worker};
-use crate::router::classify::{Route, TxEffect};
+use crate::router::classify::{Reason, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::{Buf, BytesMut};
 use prepared::ClientStmt;
@@ -70,6 +70,20 @@ pub enum SessionError {
     Refused(String),
 }
 
+/// What the command whose answer is in flight is, for explaining the session changes the
+/// server reports with it (its "state changed" flag covers user variables, temporary tables
+/// and locks too, which no variable report names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Only SET / USE / transaction statements, or COM_INIT_DB: reported replayed variables and the schema
+    /// explain a state change.
+    SetOrUse,
+    /// CALL, DO: a routine may do anything besides what it reports; any state change pins.
+    Routine,
+    /// Anything else: only the server's own informational variables explain a state change.
+    Other,
+}
+
 /// Bytes a client may send ahead while its statement runs before the proxy stops reading
 /// (and so stops noticing whether it is still there) until the answer is through.
 const CLIENT_READ_AHEAD: usize = 1 << 20;
@@ -98,6 +112,9 @@ pub struct Session<S> {
     login_vars: Vec<(String, String)>,
     /// Why the client is pinned to its connection, if it is.
     pinned: Option<&'static str>,
+    /// What kind of command the answer in flight belongs to: which session changes the
+    /// server reports it can explain (`relay.rs`).
+    origin: Origin,
     /// Status flags of the client's session as last reported.
     status: u16,
     route_override: Option<Hint>,
@@ -161,6 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             login_schema: schema.clone(),
             schema,
             pinned: None,
+            origin: Origin::Other,
             status: SERVER_STATUS_AUTOCOMMIT,
             route_override: None,
             stmts: HashMap::new(),
@@ -240,6 +258,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
                     .await?;
                 continue;
+            };
+            self.origin = match Command::from_byte(first) {
+                Command::InitDb => Origin::SetOrUse,
+                _ => Origin::Other,
             };
             match Command::from_byte(first) {
                 Command::Quit => return Ok(()),
@@ -449,6 +471,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         }
         let class = self.w.shared.classifier_mysql.load().classify(sql);
+        self.origin = match class.reason {
+            Reason::Session | Reason::TransactionControl => Origin::SetOrUse,
+            Reason::Utility => Origin::Routine,
+            _ => Origin::Other,
+        };
         if let Some(why) = pin_reason(sql, class.reason) {
             tracing::debug!(reason = why, "mysql client pinned to its connection");
             self.pinned = Some(why);

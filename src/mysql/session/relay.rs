@@ -262,7 +262,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Session changes the server reported with an OK: replayed variables and the schema are
-    /// kept for the client; anything else pins it.
+    /// kept for the client; anything else pins it. A "state changed" flag is explained by
+    /// them only for SET / USE (see [`Origin`]): a routine that changes `time_zone` may also
+    /// leave a user variable or a temporary table behind, which the server does not name.
     pub(super) fn note_session_changes(&mut self, state: &[u8]) {
         let mut explained = false;
         let mut changed = false;
@@ -273,8 +275,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     let value = String::from_utf8_lossy(value).into_owned();
                     if INFORMATIONAL.contains(&name.as_str()) {
-                        // Set by the server itself: the state change it flags is explained.
-                        explained = true;
+                        // Set by the server itself: the state change it flags is explained
+                        // (not for a routine, which may have done more).
+                        explained |= self.origin != Origin::Routine;
                         continue;
                     }
                     if REPLAYED.contains(&name.as_str()) {
@@ -282,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         if let Some(c) = self.backend.as_mut() {
                             set_var(&mut c.applied, name, value);
                         }
-                        explained = true;
+                        explained |= self.origin == Origin::SetOrUse;
                     } else if self.w.pool_mode == PoolMode::Transaction && self.pinned.is_none() {
                         tracing::debug!(variable = %name, "mysql client pinned: a session variable not applied elsewhere changed");
                         self.pinned = Some("session variable");
@@ -294,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if let Some(c) = self.backend.as_mut() {
                         c.schema = Some(s);
                     }
-                    explained = true;
+                    explained |= self.origin == Origin::SetOrUse;
                 }
                 codec::SessionChange::StateChange(_) => changed = true,
                 _ => {}
