@@ -874,6 +874,54 @@ fn a_client_that_leaves_mid_request_stops_counting_as_outstanding() {
     s.shutdown();
 }
 
+/// Requests whose target or framing is ambiguous: two Host headers are refused (400) as RFC
+/// 9112 asks and nginx does, instead of being passed to an upstream that may read the other;
+/// Content-Length beside Transfer-Encoding is read by the chunks alone, reaches the upstream
+/// without the length, and the connection is closed after the answer (RFC 9112 6.1). An
+/// HTTP/1.0 request without Host reaches the upstream with one.
+#[test]
+fn ambiguous_requests_are_refused_and_a_missing_host_is_supplied() {
+    let u = HttpUpstream::start("s").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let addr = s.edge_addrs[0];
+    let exchange = |request: &str| {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let ended = c.read_to_end(&mut out).is_ok();
+        (ended, String::from_utf8_lossy(&out).into_owned())
+    };
+    let echo_of = |answer: &str| -> serde_json::Value {
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    };
+    let before = u.requests();
+    let (_, answer) =
+        exchange("GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        u.requests(),
+        before,
+        "a request with two hosts reached the upstream"
+    );
+    // No Connection: close: the edge must close by itself.
+    let (ended, answer) = exchange(
+        "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+         Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    );
+    assert!(ended, "the connection stayed open: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let echo = echo_of(&answer);
+    assert_eq!(echo["body"], "hi", "{echo}");
+    assert!(echo["headers"]["content-length"].is_null(), "{echo}");
+    let (_, answer) = exchange("GET /echo HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let echo = echo_of(&answer);
+    assert_eq!(echo["headers"]["host"], u.addr().to_string(), "{echo}");
+    s.shutdown();
+}
+
 /// A WebSocket client frame (masked, FIN).
 fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];

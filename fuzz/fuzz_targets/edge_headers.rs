@@ -78,6 +78,8 @@ fuzz_target!(|data: &[u8]| {
     for name in ["keep-alive", "te", "transfer-encoding", "proxy-connection", "trailer"] {
         assert!(!h.contains_key(name), "{name} survived");
     }
+    let hosts = req.get_all(http::header::HOST).iter().count();
+    assert_eq!(headers::ambiguous(&req).is_some(), hosts > 1);
     let mut h = req.clone();
     let id = headers::request_id(&mut h);
     assert!(!id.is_empty());

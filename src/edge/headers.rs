@@ -61,7 +61,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether a request asks for a protocol upgrade (WebSocket and others).
+/// Why a request's target is ambiguous, if it is: more than one Host (RFC 9112 3.2, which
+/// asks for a 400). Refused rather than passed to an upstream that may read the other one.
+/// (Content-Length beside Transfer-Encoding is hyper's: it drops the length, reads the
+/// chunks and closes the connection after the answer, as RFC 9112 6.1 allows.)
+pub fn ambiguous(headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Some("more than one Host header");
+    }
+    None
+}
+
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
         && headers

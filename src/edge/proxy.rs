@@ -168,6 +168,15 @@ async fn serve(
     log: &mut LogLine,
 ) -> Response<RespBody> {
     log.request_id = headers::request_id(req.headers_mut());
+    if let Some(why) = headers::ambiguous(req.headers()) {
+        let mut r = error(StatusCode::BAD_REQUEST, why);
+        if req.version() < Version::HTTP_2 {
+            // What follows on the connection cannot be framed with certainty.
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return r;
+    }
     let host = super::route::request_host_of(req.headers(), req.uri()).into_owned();
     let Some(route) = state.routes.find(&ctx.listener, &host, req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "no route for this host and path");
@@ -368,7 +377,9 @@ async fn forward(
         .or_else(|| {
             let authority = parts.uri.authority().map(|a| a.as_str()).unwrap_or(host);
             HeaderValue::from_str(authority).ok()
-        });
+        })
+        // HTTP/1.0 without Host: the server's own name is sent (HTTP/1.1 requires one).
+        .filter(|h| !h.is_empty());
     headers::add_forwarded(
         &mut parts.headers,
         &ctx.client_ip,
@@ -407,6 +418,11 @@ async fn forward(
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.headers_mut() = parts.headers.clone();
+        if host_value.is_none() {
+            if let Ok(h) = HeaderValue::from_str(server.authority.as_str()) {
+                up.headers_mut().insert(http::header::HOST, h);
+            }
+        }
         *up.version_mut() = Version::HTTP_11;
         let send = async {
             if upgrade {
