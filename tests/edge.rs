@@ -878,7 +878,8 @@ fn a_client_that_leaves_mid_request_stops_counting_as_outstanding() {
 /// 9112 asks and nginx does, instead of being passed to an upstream that may read the other;
 /// Content-Length beside Transfer-Encoding is read by the chunks alone, reaches the upstream
 /// without the length, and the connection is closed after the answer (RFC 9112 6.1). An
-/// HTTP/1.0 request without Host reaches the upstream with one.
+/// HTTP/1.1 request without Host is refused (400), an HTTP/1.0 one reaches the upstream with
+/// the server's name as its Host. CONNECT is refused (405): the edge is no forward proxy.
 #[test]
 fn ambiguous_requests_are_refused_and_a_missing_host_is_supplied() {
     let u = HttpUpstream::start("s").unwrap();
@@ -915,6 +916,14 @@ fn ambiguous_requests_are_refused_and_a_missing_host_is_supplied() {
     let echo = echo_of(&answer);
     assert_eq!(echo["body"], "hi", "{echo}");
     assert!(echo["headers"]["content-length"].is_null(), "{echo}");
+    // A reverse proxy is no forward proxy: CONNECT is not passed on (nor is it a tunnel).
+    let before = u.requests();
+    let (_, answer) =
+        exchange("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert_eq!(u.requests(), before, "CONNECT reached the upstream");
+    let (_, answer) = exchange("GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let (_, answer) = exchange("GET /echo HTTP/1.0\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     let echo = echo_of(&answer);

@@ -79,7 +79,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!h.contains_key(name), "{name} survived");
     }
     let hosts = req.get_all(http::header::HOST).iter().count();
-    assert_eq!(headers::ambiguous(&req).is_some(), hosts > 1);
+    let v10 = http::Version::HTTP_10;
+    assert_eq!(headers::ambiguous(v10, &req).is_some(), hosts > 1);
+    let v11 = http::Version::HTTP_11;
+    assert_eq!(headers::ambiguous(v11, &req).is_some(), hosts != 1);
     let mut h = req.clone();
     let id = headers::request_id(&mut h);
     assert!(!id.is_empty());

@@ -61,16 +61,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Why a request's target is ambiguous, if it is: more than one Host (RFC 9112 3.2, which
-/// asks for a 400). Refused rather than passed to an upstream that may read the other one.
-/// (Content-Length beside Transfer-Encoding is hyper's: it drops the length, reads the
-/// chunks and closes the connection after the answer, as RFC 9112 6.1 allows.)
-pub fn ambiguous(headers: &HeaderMap) -> Option<&'static str> {
+/// Why a request's target is ambiguous, if it is: more than one Host, or none in HTTP/1.1
+/// (RFC 9112 3.2 asks for a 400 for both). Refused rather than passed to an upstream that
+/// may read another Host. (Content-Length beside Transfer-Encoding is hyper's: it drops the
+/// length, reads the chunks and closes the connection after the answer, as RFC 9112 6.1
+/// allows.)
+pub fn ambiguous(version: http::Version, headers: &HeaderMap) -> Option<&'static str> {
     let mut hosts = headers.get_all(http::header::HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
-        return Some("more than one Host header");
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (None, _) if version == http::Version::HTTP_11 => Some("HTTP/1.1 request without Host"),
+        _ => None,
     }
-    None
 }
 
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {

@@ -168,7 +168,16 @@ async fn serve(
     log: &mut LogLine,
 ) -> Response<RespBody> {
     log.request_id = headers::request_id(req.headers_mut());
-    if let Some(why) = headers::ambiguous(req.headers()) {
+    if req.method() == Method::CONNECT {
+        // A reverse proxy, not a forward one: no tunnels to wherever the client names.
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
+        r.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+        return r;
+    }
+    if let Some(why) = headers::ambiguous(req.version(), req.headers()) {
         let mut r = error(StatusCode::BAD_REQUEST, why);
         if req.version() < Version::HTTP_2 {
             // What follows on the connection cannot be framed with certainty.
