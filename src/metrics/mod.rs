@@ -18,23 +18,24 @@ mod snapshot;
 
 mod cluster;
 mod edge;
+mod encode;
+mod labels;
 pub use cluster::{ClusterMetrics, GaugeGuard, RoutedCache};
 pub use edge::{EdgeMetrics, RouteMetrics, ServerMetrics, UpstreamMetrics};
+pub use encode::Format;
 pub use histogram::Histo;
 use histogram::{checkout_histo, statement_histo};
+pub use labels::Lv;
+use labels::*;
 pub use snapshot::*;
 
 type HistoFamily<S> = Family<S, Histo, fn() -> Histo>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::borrow::Borrow;
-use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -82,167 +83,7 @@ pub mod kind {
 }
 
 // ---------------------------------------------------------------------------------------
-// Label values and label sets
-
-/// A label value: a static string from the code, or a shared one (cluster and backend
-/// names) that clones without allocating. Equality and hashing look at the text only.
-/// Encoded with Prometheus escaping of `\`, `"` and newlines.
-#[derive(Clone, Debug)]
-pub enum Lv {
-    Static(&'static str),
-    Shared(Arc<str>),
-}
-
-impl Lv {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Lv::Static(s) => s,
-            Lv::Shared(s) => s,
-        }
-    }
-}
-
-impl From<&str> for Lv {
-    fn from(s: &str) -> Lv {
-        Lv::Shared(Arc::from(s))
-    }
-}
-
-impl PartialEq for Lv {
-    fn eq(&self, other: &Lv) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-impl Eq for Lv {}
-impl Hash for Lv {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
-    }
-}
-impl Borrow<str> for Lv {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl EncodeLabelValue for Lv {
-    fn encode(&self, enc: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.as_str();
-        if !s.contains(['\\', '"', '\n']) {
-            return enc.write_str(s);
-        }
-        for c in s.chars() {
-            match c {
-                '\\' => enc.write_str("\\\\")?,
-                '"' => enc.write_str("\\\"")?,
-                '\n' => enc.write_str("\\n")?,
-                c => enc.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
-    version: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterLabels {
-    cluster: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterInfoLabels {
-    cluster: Lv,
-    protocol: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterStateLabels {
-    cluster: Lv,
-    state: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    cluster: Lv,
-    route: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RoutedLabels {
-    cluster: Lv,
-    route: Lv,
-    reason: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    cluster: Lv,
-    kind: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BytesLabels {
-    cluster: Lv,
-    direction: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabels {
-    cluster: Lv,
-    backend: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendStateLabels {
-    cluster: Lv,
-    backend: Lv,
-    state: Lv,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendRoleLabels {
-    cluster: Lv,
-    backend: Lv,
-    role: Lv,
-}
-
-// ---------------------------------------------------------------------------------------
 // The registry
-
-/// Text format of a scrape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Prometheus text exposition 0.0.4 (`text/plain; version=0.0.4`).
-    Prometheus,
-    /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0`).
-    OpenMetrics,
-}
-
-impl Format {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        }
-    }
-
-    /// OpenMetrics if the scraper's `Accept` header asks for it, else Prometheus text.
-    pub fn from_accept(accept: Option<&str>) -> Format {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Prometheus,
-        }
-    }
-}
 
 /// All metrics of the process. Build one with [`Metrics::new`], share it as `Arc<Metrics>`.
 pub struct Metrics {
@@ -660,158 +501,6 @@ impl Metrics {
         };
         (get(STATE_ACTIVE), get(STATE_WAITING))
     }
-
-    /// Encode every metric in the Prometheus text format (0.0.4), after copying the
-    /// topology gauges from `topology`.
-    pub fn encode(&self, topology: &dyn TopologySource) -> String {
-        self.encode_as(topology, Format::Prometheus)
-    }
-
-    pub fn encode_as(&self, topology: &dyn TopologySource, format: Format) -> String {
-        self.encode_snapshot(&topology.snapshot(), format)
-    }
-
-    /// Encode with an already taken snapshot.
-    pub fn encode_snapshot(&self, snapshot: &[ClusterSnapshot], format: Format) -> String {
-        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        self.set_topology(snapshot);
-        let mut out = String::with_capacity(16 * 1024);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        match format {
-            Format::OpenMetrics => out,
-            Format::Prometheus => openmetrics_to_prometheus(&out),
-        }
-    }
-
-    fn set_topology(&self, snapshot: &[ClusterSnapshot]) {
-        for f in [
-            &self.backend_open,
-            &self.pool_capacity,
-            &self.in_read_set,
-            &self.lag_bytes,
-            &self.in_flight,
-        ] {
-            f.clear();
-        }
-        self.backend_conns.clear();
-        self.backend_up.clear();
-        self.lag_seconds.clear();
-        self.transitions.clear();
-        self.fenced.clear();
-        self.split_brains.clear();
-        self.cluster_info.clear();
-        self.multiplexed.clear();
-        self.multiplex_batches.clear();
-        self.multiplex_reruns.clear();
-        self.multiplex_lanes.clear();
-        self.saturation.clear();
-        for c in snapshot {
-            let cluster: Arc<str> = Arc::from(c.name.as_str());
-            for b in &c.backends {
-                let backend: Arc<str> = Arc::from(b.addr.as_str());
-                let bl = BackendLabels {
-                    cluster: Lv::Shared(cluster.clone()),
-                    backend: Lv::Shared(backend.clone()),
-                };
-                let state = |s: Lv| BackendStateLabels {
-                    cluster: Lv::Shared(cluster.clone()),
-                    backend: Lv::Shared(backend.clone()),
-                    state: s,
-                };
-                let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-                self.backend_conns
-                    .get_or_create(&state(STATE_ACTIVE))
-                    .set(int(b.pool_active()));
-                self.backend_conns
-                    .get_or_create(&state(STATE_IDLE))
-                    .set(int(b.pool_idle));
-                self.backend_open.get_or_create(&bl).set(int(b.pool_open));
-                self.pool_capacity.get_or_create(&bl).set(int(b.pool_size));
-                self.backend_up
-                    .get_or_create(&BackendRoleLabels {
-                        cluster: Lv::Shared(cluster.clone()),
-                        backend: Lv::Shared(backend.clone()),
-                        role: Lv::Static(b.role),
-                    })
-                    .set(i64::from(b.up));
-                self.in_read_set
-                    .get_or_create(&bl)
-                    .set(i64::from(b.in_read_set));
-                self.lag_seconds.get_or_create(&bl).set(b.lag_seconds);
-                self.lag_bytes.get_or_create(&bl).set(int(b.lag_bytes));
-                self.in_flight.get_or_create(&bl).set(int(b.in_flight));
-                self.transitions.get_or_create(&bl).inc_by(b.transitions);
-                self.fenced.get_or_create(&bl).set(i64::from(b.fenced));
-                let m = &b.multiplex;
-                self.multiplexed.get_or_create(&bl).inc_by(m.statements);
-                self.multiplex_batches.get_or_create(&bl).inc_by(m.batches);
-                self.multiplex_reruns.get_or_create(&bl).inc_by(m.reruns);
-                self.multiplex_lanes.get_or_create(&bl).set(int(m.lanes));
-            }
-            self.split_brains
-                .get_or_create(&ClusterLabels {
-                    cluster: Lv::Shared(cluster.clone()),
-                })
-                .inc_by(c.split_brains);
-            self.cluster_info
-                .get_or_create(&ClusterInfoLabels {
-                    cluster: Lv::Shared(cluster.clone()),
-                    protocol: Lv::Static(c.protocol),
-                })
-                .set(1);
-            let (_, waiting) = self.clients(&c.name);
-            self.saturation
-                .get_or_create(&ClusterLabels {
-                    cluster: Lv::Shared(cluster),
-                })
-                .set(saturation(c, waiting));
-        }
-    }
-}
-
-/// Turn prometheus-client's OpenMetrics text into the Prometheus 0.0.4 text format:
-/// counters are named with their `_total` suffix in `# HELP`/`# TYPE`, and the `# UNIT`
-/// and `# EOF` lines go.
-fn openmetrics_to_prometheus(om: &str) -> String {
-    let mut out = String::with_capacity(om.len());
-    let mut help: Option<&str> = None;
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some(h) = help.take() {
-                out.push_str(h);
-                out.push('\n');
-            }
-            help = Some(rest);
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, typ) = rest.split_once(' ').unwrap_or((rest, ""));
-            let suffix = if typ == "counter" && !name.ends_with("_total") {
-                "_total"
-            } else {
-                ""
-            };
-            if let Some(h) = help.take() {
-                let text = h.split_once(' ').map(|(_, t)| t).unwrap_or("");
-                let _ = writeln!(out, "# HELP {name}{suffix} {text}");
-            }
-            let _ = writeln!(out, "# TYPE {name}{suffix} {typ}");
-            continue;
-        }
-        if let Some(h) = help.take() {
-            let _ = writeln!(out, "# HELP {h}");
-        }
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if let Some(h) = help {
-        let _ = writeln!(out, "# HELP {h}");
-    }
-    out
 }
 
 #[cfg(test)]
