@@ -451,6 +451,63 @@ print(result.get("secs", 99) < 5, result)
     assert!(out.starts_with("True"), "{out}{err}");
 }
 
+/// CONNECTION_ID() is the id the proxy gave the client in the handshake, in every form and
+/// inside a transaction: that is the id KILL takes, so a client that learns it this way (the
+/// usual way) and hands it to a watchdog stops its own statement, never another client's.
+#[test]
+fn connection_id_is_the_proxy_id_that_kill_takes() {
+    let db = "my_connid";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY, c bigint)");
+    let p = proxy(db, "");
+    let program = r#"
+import sys, time, threading, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, autocommit=True, read_timeout=40)
+clients = [conn() for _ in range(6)]
+bad = []
+for c in clients:
+    cur = c.cursor()
+    seen = []
+    cur.execute("SELECT CONNECTION_ID()"); seen.append(cur.fetchone()[0])
+    cur.execute("select connection_id() AS me"); seen.append(cur.fetchone()[0])
+    cur.execute("SELECT CONNECTION_ID() + 0, 'connection_id()' FROM DUAL"); row = cur.fetchone()
+    seen.append(row[0])
+    if row[1] != "connection_id()":
+        bad.append(("string literal rewritten", row))
+    cur.execute("BEGIN"); cur.execute("SELECT CONNECTION_ID()"); seen.append(cur.fetchone()[0])
+    cur.execute("INSERT INTO t VALUES (%s, CONNECTION_ID())", (c.thread_id(),))
+    cur.execute("COMMIT")
+    cur.execute("SELECT c FROM t WHERE id = %s", (c.thread_id(),)); seen.append(cur.fetchone()[0])
+    if set(seen) != {c.thread_id()}:
+        bad.append((c.thread_id(), seen))
+# A watchdog kills the statement of the client whose CONNECTION_ID() it was given.
+victim, bystander, watchdog = clients[0], clients[1], clients[2]
+vcur = victim.cursor(); vcur.execute("SELECT CONNECTION_ID()"); vid = vcur.fetchone()[0]
+result = {}
+def run(name, c):
+    t0 = time.time()
+    try:
+        k = c.cursor(); k.execute("SELECT SLEEP(3)"); result[name] = ("done", k.fetchall(), time.time() - t0)
+    except Exception as e:
+        result[name] = ("error", repr(e), time.time() - t0)
+threads = [threading.Thread(target=run, args=(n, c)) for n, c in [("victim", victim), ("bystander", bystander)]]
+for th in threads: th.start()
+time.sleep(0.5)
+watchdog.cursor().execute("KILL QUERY %d" % vid)
+for th in threads: th.join(40)
+if not (result["victim"][2] < 2.5):
+    bad.append(("victim not stopped", result["victim"]))
+if result["bystander"][0] != "done" or result["bystander"][1] != ((0,),):
+    bad.append(("bystander", result["bystander"]))
+print(bad)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "[]", "{err}");
+}
+
 /// read_your_writes with delayed replicas: after a client's write commits, its reads see it
 /// (they go to the primary until a replica replayed past the write); with eventual
 /// consistency the same loop misses.

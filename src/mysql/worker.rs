@@ -27,6 +27,8 @@ pub struct Running {
 /// One client's entry in the registry.
 #[derive(Debug, Default)]
 pub struct Slot {
+    /// The client's connection id (what the handshake, `CONNECTION_ID()` and KILL use).
+    pub id: u32,
     /// The backend connection the client holds, if any.
     pub running: Mutex<Option<Running>>,
     /// A KILL was sent for the held connection: it must not go back to a pool.
@@ -76,7 +78,10 @@ impl MyShared {
                 break id;
             }
         };
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            id,
+            ..Slot::default()
+        });
         map.insert(id, slot.clone());
         (
             id,

@@ -161,6 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let max_packet = w.shared.config().general.max_message_bytes;
         let connected = cluster.metrics.client_connected();
         let vars = charset_vars(charset);
+        let id = slot.id;
         Session {
             w,
             cluster,
@@ -186,7 +187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             long_data: false,
             for_write: true,
             ryw: Default::default(),
-            own: Default::default(),
+            own: own::OwnResults {
+                connection_id: id,
+                ..Default::default()
+            },
             multi_statements: caps & CLIENT_MULTI_STATEMENTS != 0,
             ignore_space_pending: caps & CLIENT_IGNORE_SPACE != 0,
             route_reason: "command",
@@ -360,11 +364,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.kill(query_only, id).await;
         }
         self.note_pins(&text);
-        if self.backend.is_none() {
-            if let Some(q) = own::own_query(&text) {
+        if let Some(q) = own::own_query(&text) {
+            // CONNECTION_ID() is the client's whatever it holds; the others are the held
+            // connection's to answer while there is one.
+            if self.backend.is_none() || matches!(q, own::OwnQuery::ConnectionId(_)) {
                 return self.answer_own(&q).await;
             }
         }
+        // CONNECTION_ID() elsewhere in a statement: the client's id, not the thread's (which
+        // KILL would take for another client's). Not with query attributes in the payload.
+        let rewritten = own::with_connection_id(&text, self.slot.id)
+            .filter(|_| payload.len() == 1 + sql.len())
+            .map(|new| {
+                let mut p = Vec::with_capacity(1 + new.len());
+                p.push(payload[0]);
+                p.extend_from_slice(new.as_bytes());
+                p
+            });
+        let payload = rewritten.as_deref().unwrap_or(payload);
         self.own.calc_found_rows = own::calcs_found_rows(&text);
         if self.backend.is_none() {
             let want = match self.want_for(&text) {

@@ -31,6 +31,9 @@ pub struct OwnResults {
     pub calc_found_rows: bool,
     /// The last statement's warnings are still to be fetched (before release).
     pub warnings_pending: bool,
+    /// `CONNECTION_ID()`: the id the proxy gave the client (a server connection's thread id
+    /// is another client's id, or none, to KILL).
+    pub connection_id: u32,
 }
 
 impl OwnResults {
@@ -65,6 +68,7 @@ pub enum OwnQuery {
     RowCount(String),
     FoundRows(String),
     WarningCount(String),
+    ConnectionId(String),
     ShowWarnings,
 }
 
@@ -107,7 +111,8 @@ pub fn own_query(sql: &str) -> Option<OwnQuery> {
         0 => OwnQuery::LastInsertId(name),
         1 => OwnQuery::RowCount(name),
         2 => OwnQuery::FoundRows(name),
-        _ => OwnQuery::WarningCount(name),
+        3 | 4 => OwnQuery::WarningCount(name),
+        _ => OwnQuery::ConnectionId(name),
     })
 }
 
@@ -124,10 +129,10 @@ fn known(expr: &str) -> Option<usize> {
         "found_rows()",
         "@@warning_count",
         "@@session.warning_count",
+        "connection_id()",
     ]
     .iter()
     .position(|k| *k == compact)
-    .map(|i| i.min(3))
 }
 
 /// A column alias: a plain identifier, or one in backquotes or quotes.
@@ -141,6 +146,72 @@ fn unquote(a: &str) -> Option<String> {
         && a.chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '$'))
     .then(|| a.to_owned())
+}
+
+/// `sql` with every call of `CONNECTION_ID()` replaced by `id` (the client's own), if it has
+/// any: outside string literals, quoted identifiers and comments, not as part of a longer
+/// name. (A call inside a MariaDB executable comment `/*! .. */` is left to the server.)
+pub fn with_connection_id(sql: &str, id: u32) -> Option<String> {
+    const NAME: &[u8] = b"connection_id";
+    if !contains_ignore_case(sql, "connection_id") {
+        return None;
+    }
+    let b = sql.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let mut out = String::with_capacity(sql.len());
+    let (mut i, mut copied, mut replaced) = (0, 0, false);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'#' => i = sql[i..].find('\n').map_or(b.len(), |n| i + n),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = sql[i..].find('\n').map_or(b.len(), |n| i + n)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map_or(b.len(), |n| i + 2 + n + 2)
+            }
+            c if (i == 0 || (!word(b[i - 1]) && b[i - 1] != b'.'))
+                && c.eq_ignore_ascii_case(&b'c')
+                && b.len() >= i + NAME.len()
+                && b[i..i + NAME.len()].eq_ignore_ascii_case(NAME) =>
+            {
+                let mut j = i + NAME.len();
+                let blanks = |j: &mut usize| {
+                    while *j < b.len() && b[*j].is_ascii_whitespace() {
+                        *j += 1;
+                    }
+                };
+                blanks(&mut j);
+                if b.get(j) == Some(&b'(') {
+                    j += 1;
+                    blanks(&mut j);
+                    if b.get(j) == Some(&b')') {
+                        out.push_str(&sql[copied..i]);
+                        out.push_str(&id.to_string());
+                        copied = j + 1;
+                        replaced = true;
+                        i = j + 1;
+                        continue;
+                    }
+                }
+                i += NAME.len();
+            }
+            _ => i += 1,
+        }
+    }
+    if !replaced {
+        return None;
+    }
+    out.push_str(&sql[copied.min(sql.len())..]);
+    Some(out)
 }
 
 /// Whether `sql` calls `LAST_INSERT_ID` anywhere (the value must be the client's there).
@@ -251,6 +322,9 @@ impl OwnResults {
             OwnQuery::RowCount(n) => one(n, TYPE_LONGLONG, 0, self.row_count.to_string()),
             OwnQuery::FoundRows(n) => one(n, TYPE_LONGLONG, 0, self.found_rows.to_string()),
             OwnQuery::WarningCount(n) => one(n, TYPE_LONGLONG, UNSIGNED, self.warnings.to_string()),
+            OwnQuery::ConnectionId(n) => {
+                one(n, TYPE_LONGLONG, UNSIGNED, self.connection_id.to_string())
+            }
             OwnQuery::ShowWarnings => {
                 let rows: Vec<Vec<String>> = self
                     .warning_rows
@@ -288,6 +362,72 @@ impl OwnResults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_id_rewrite_never_panics_and_only_replaces_calls() {
+        let pieces = [
+            "'",
+            "\"",
+            "`",
+            "\\",
+            "#",
+            "--",
+            "- ",
+            "/*",
+            "*/",
+            "\n",
+            " ",
+            "(",
+            ")",
+            "é",
+            "x",
+            "connection_id",
+            "CONNECTION_ID()",
+            ".",
+            "_",
+        ];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            let mut sql = String::new();
+            for _ in 0..(seed % 12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                sql.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            if let Some(out) = with_connection_id(&sql, 7) {
+                // Each replacement drops at least "connection_id()" for "7".
+                assert!(out.len() < sql.len(), "{sql:?} -> {out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn connection_id_calls_are_replaced_outside_literals_and_comments() {
+        let r = |s: &str| with_connection_id(s, 42);
+        assert_eq!(r("SELECT CONNECTION_ID()").as_deref(), Some("SELECT 42"));
+        assert_eq!(
+            r("insert into t values (connection_id ( ), 'connection_id()')").as_deref(),
+            Some("insert into t values (42, 'connection_id()')")
+        );
+        assert_eq!(r("SELECT 'it''s connection_id()'"), None);
+        assert_eq!(r("SELECT \"a\\\" connection_id()\""), None);
+        assert_eq!(r("SELECT `connection_id()` FROM t"), None);
+        assert_eq!(r("SELECT 1 -- connection_id()"), None);
+        assert_eq!(r("SELECT 1 # connection_id()"), None);
+        assert_eq!(r("SELECT /* connection_id() */ 1"), None);
+        assert_eq!(r("SELECT my_connection_id(), t.connection_id()"), None);
+        assert_eq!(r("SELECT connection_id"), None);
+        assert_eq!(
+            r("SELECT CONNECTION_ID()=CONNECTION_ID(),'é'").as_deref(),
+            Some("SELECT 42=42,'é'")
+        );
+        assert_eq!(r("SELECT 'é\\"), None);
+        assert!(matches!(
+            own_query("select connection_id() AS me"),
+            Some(OwnQuery::ConnectionId(n)) if n == "me"
+        ));
+    }
 
     #[test]
     fn bare_forms_only() {
