@@ -501,6 +501,17 @@ if not (result["victim"][2] < 2.5):
     bad.append(("victim not stopped", result["victim"]))
 if result["bystander"][0] != "done" or result["bystander"][1] != ((0,),):
     bad.append(("bystander", result["bystander"]))
+# A client that kills itself: as directly, KILL QUERY interrupts the KILL (1317) and the
+# session goes on; KILL ends it (1927) and the next statement finds the connection gone.
+me = clients[3]
+seen = []
+for q in ["KILL QUERY %d" % me.thread_id(), "SELECT 1", "KILL %d" % me.thread_id(), "SELECT 1"]:
+    try:
+        cur = me.cursor(); cur.execute(q); seen.append(cur.fetchall())
+    except pymysql.err.MySQLError as e:
+        seen.append(e.args[0])
+if seen[:3] != [1317, ((1,),), 1927] or seen[3] not in (2006, 2013, 0):
+    bad.append(("kill self", seen))
 print(bad)
 "#;
     let (ok, out, err) = python(program, p.port, db);

@@ -141,6 +141,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// that client holds now. Never reaches another client's statement: only the client's
     /// own connection is named, and that connection is closed afterwards, not pooled.
     pub(super) async fn kill(&mut self, query_only: bool, id: u32) -> Result<(), SessionError> {
+        if id == self.slot.id {
+            // As a server does: the statement interrupted is the KILL itself; a KILL of the
+            // connection ends it.
+            if query_only {
+                let err = err_payload(1317, b"70100", "Query execution was interrupted");
+                return self.send(1, &err).await;
+            }
+            self.slot.terminate.store(true, Relaxed);
+            return self
+                .send(1, &err_payload(1927, b"70100", "Connection was killed"))
+                .await;
+        }
         let Some(slot) = self.w.my.lookup(id) else {
             let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
             return self.send(1, &err).await;
