@@ -53,6 +53,14 @@ pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
     if w(0) == "LOCK" && (w(1) == "TABLES" || w(1) == "TABLE") {
         return Some("LOCK TABLES");
     }
+    if (w(0) == "FLUSH" && upper.contains("READ LOCK"))
+        || (w(0) == "BACKUP" && w(1) == "STAGE")
+        || (w(0) == "LOCK" && w(1) == "INSTANCE")
+    {
+        // A global read lock held by the connection: it must stay with its client until
+        // UNLOCK TABLES / BACKUP STAGE END (or the reset when the client leaves).
+        return Some("global read lock");
+    }
     if w(0) == "PREPARE" {
         return Some("SQL PREPARE");
     }
@@ -171,6 +179,10 @@ mod tests {
             "SELECT GET_LOCK('l', 1)",
             "LOCK TABLES t WRITE",
             "PREPARE s FROM 'SELECT 1'",
+            "FLUSH TABLES WITH READ LOCK",
+            "flush tables t1, t2 with read lock",
+            "BACKUP STAGE START",
+            "LOCK INSTANCE FOR BACKUP",
         ] {
             assert!(pin_reason(sql, Reason::Unknown).is_some(), "{sql}");
         }
