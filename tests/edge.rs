@@ -933,22 +933,7 @@ fn ambiguous_requests_are_refused_and_a_missing_host_is_supplied() {
 
 /// A WebSocket client frame (masked, FIN).
 fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let mask = [0x11u8, 0x22, 0x33, 0x44];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    switchyard::testkit::http::ws_client_frame(true, opcode, payload)
 }
 
 #[test]

@@ -137,6 +137,21 @@ impl BackendState {
         self.begin();
         crate::Decrement(&self.outstanding)
     }
+    /// A session starts holding a connection here for a statement routed for `reason`: it
+    /// counts as outstanding (until [`BackendState::end`]) and as routed in `metrics`. The
+    /// `route` label and the start, for the statement's duration when the hold ends. Both
+    /// protocols' sessions go through this.
+    pub fn hold(
+        &self,
+        metrics: &crate::metrics::ClusterMetrics,
+        cache: &mut crate::metrics::RoutedCache,
+        reason: &'static str,
+    ) -> (&'static str, std::time::Instant) {
+        self.begin();
+        let route = self.route_label();
+        metrics.routed_cached(cache, route, reason);
+        (route, std::time::Instant::now())
+    }
     /// The `route` metrics label of statements run here.
     pub fn route_label(&self) -> &'static str {
         if self.role() == Role::Replica {

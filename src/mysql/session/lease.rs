@@ -129,14 +129,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             addr: conn.addr,
             thread: conn.connection_id,
         });
-        self.cluster.state.backends[idx].begin();
-        self.held_route = self.cluster.state.backends[idx].route_label();
-        self.cluster.metrics.routed_cached(
+        (self.held_route, self.held_since) = self.cluster.state.backends[idx].hold(
+            &self.cluster.metrics,
             &mut self.routed_cache,
-            self.held_route,
             self.route_reason,
         );
-        self.held_since = std::time::Instant::now();
         self.backend_idx = idx;
         self.backend = Some(conn);
         self.bin.clear();

@@ -362,14 +362,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.backend = Some(conn);
         self.backend_idx = idx;
         self.for_write = for_write;
-        self.cluster.state.backends[idx].begin();
-        self.held_route = self.cluster.state.backends[idx].route_label();
-        self.cluster.metrics.routed_cached(
+        (self.held_route, self.held_since) = self.cluster.state.backends[idx].hold(
+            &self.cluster.metrics,
             &mut self.routed_cache,
-            self.held_route,
             self.route_reason,
         );
-        self.held_since = std::time::Instant::now();
         self.replay.clear();
         self.replay_ok = !for_write;
         self.responded = false;

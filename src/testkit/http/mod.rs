@@ -23,6 +23,7 @@
 
 mod websocket;
 
+pub use websocket::client_frame as ws_client_frame;
 use websocket::ws_handshake;
 #[cfg(test)]
 use websocket::{accept_key, ws_session};

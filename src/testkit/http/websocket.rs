@@ -231,30 +231,32 @@ async fn close_and_linger<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A client's frame (masked, as RFC 6455 requires of clients), for tests of WebSocket
+/// endpoints and of proxies in front of them.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 65535 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{assert_eof, get, h1, read_head, send, ws_connect, KEY};
     use super::*;
     use http_body_util::Full;
-
-    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= 65535 => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
-    }
 
     async fn read_frame(s: &mut TcpStream) -> (bool, u8, Vec<u8>) {
         let b0 = s.read_u8().await.unwrap();
