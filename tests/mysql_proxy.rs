@@ -416,6 +416,33 @@ print(bad)
     let (ok, out, err) = python(program, p.port, db);
     assert!(ok, "{out}{err}");
     assert_eq!(out.trim(), "[]", "{err}");
+    // The same routine, writing (so the server reports its own last_gtid with the state
+    // change) and called through the binary protocol (COM_STMT_EXECUTE).
+    let program = r#"
+import sys, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, autocommit=True)
+c = conn()
+c.cursor().execute("CREATE PROCEDURE leak_w(IN i INT) BEGIN INSERT INTO t VALUES (i); "
+    "SET @secret = 42; END")
+c.close()
+bad = []
+for i in range(3):
+    c = conn(); cur = c.cursor(prepared=True); cur.execute("CALL leak_w(?)", (1000 + i,))
+    c.close()
+    c = conn(); cur = c.cursor()
+    cur.execute("/* switchyard:primary */ SELECT @secret IS NULL")
+    row = cur.fetchone()
+    if row != (1,):
+        bad.append((i, row))
+    c.close()
+print(bad)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "[]", "{err}");
 }
 
 /// KILL QUERY with the proxy-issued id of another client stops its statement quickly.

@@ -84,6 +84,16 @@ enum Origin {
     Other,
 }
 
+impl Origin {
+    fn of(reason: Reason) -> Origin {
+        match reason {
+            Reason::Session | Reason::TransactionControl => Origin::SetOrUse,
+            Reason::Utility => Origin::Routine,
+            _ => Origin::Other,
+        }
+    }
+}
+
 /// Bytes a client may send ahead while its statement runs before the proxy stops reading
 /// (and so stops noticing whether it is still there) until the answer is through.
 const CLIENT_READ_AHEAD: usize = 1 << 20;
@@ -488,11 +498,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         }
         let class = self.w.shared.classifier_mysql.load().classify(sql);
-        self.origin = match class.reason {
-            Reason::Session | Reason::TransactionControl => Origin::SetOrUse,
-            Reason::Utility => Origin::Routine,
-            _ => Origin::Other,
-        };
+        self.origin = Origin::of(class.reason);
         if let Some(why) = pin_reason(sql, class.reason) {
             tracing::debug!(reason = why, "mysql client pinned to its connection");
             self.pinned = Some(why);

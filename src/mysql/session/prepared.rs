@@ -9,7 +9,7 @@
 //! state on the connection: a cursor pins the client; long data holds the connection until
 //! the statement's next execute.
 
-use super::{Answer, Session, SessionError, INTERNAL_TIMEOUT};
+use super::{Answer, Origin, Session, SessionError, INTERNAL_TIMEOUT};
 use crate::mysql::codec::{self, Command};
 use crate::mysql::io::{err_payload, ok_payload};
 use bytes::{Buf, BytesMut};
@@ -27,6 +27,8 @@ pub(super) struct ClientStmt {
     params: u16,
     /// The parameter types (2 bytes each) of the client's last execute that sent them.
     types: Option<Vec<u8>>,
+    /// What kind of statement it is, for the session changes its executes report.
+    origin: Origin,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -41,6 +43,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.send(1, &err).await;
         }
         self.note_pins(&sql);
+        let origin = Origin::of(self.w.shared.classifier_mysql.load().classify(&sql).reason);
         if !self.hold_for(&sql).await? {
             return Ok(());
         }
@@ -62,6 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         sql,
                         params,
                         types: None,
+                        origin,
                     },
                 );
                 // The client sees its own id in COM_STMT_PREPARE_OK.
@@ -102,6 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
         };
         let client_id = codec::stmt_id(payload).unwrap_or(0);
+        self.origin = stmt.origin;
         self.stmts.insert(client_id, stmt.clone());
         if !self.hold_for(&stmt.sql).await? {
             return Ok(());
