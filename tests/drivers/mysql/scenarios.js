@@ -569,10 +569,12 @@ async function prepared() {
     await x(conn, 'UPDATE ps SET s = ? WHERE id = ?', [`later${k}`, k]);
     await conn.commit();
   }
-  let [rows] = await x(conn, 'SELECT s FROM ps WHERE id <= ? ORDER BY id', [4]);
+  // An autocommit read: on the primary, as a replica may not have the last commit yet.
+  const sel = '/* switchyard:primary */ SELECT s FROM ps WHERE id <= ? ORDER BY id';
+  let [rows] = await x(conn, sel, [4]);
   out('later transactions', JSON.stringify(rows.map((r) => r.s)));
-  conn.unprepare('SELECT s FROM ps WHERE id <= ? ORDER BY id');
-  [rows] = await x(conn, 'SELECT s FROM ps WHERE id <= ? ORDER BY id', [0]);
+  conn.unprepare(sel);
+  [rows] = await x(conn, sel, [0]);
   out('prepared again', JSON.stringify(rows.map((r) => r.s)));
   // Statement objects kept by the application: prepare once, execute in several transactions.
   const stmt = await bounded(conn.prepare('SELECT count(*) AS n FROM ps WHERE id >= ?'), 'prepare');
