@@ -152,6 +152,19 @@ impl BackendState {
         metrics.routed_cached(cache, route, reason);
         (route, std::time::Instant::now())
     }
+    /// The end of a [`BackendState::hold`]: no longer outstanding; the hold's duration
+    /// (labelled `route`, begun `since`) and the bytes it moved go to `metrics`.
+    pub fn let_go(
+        &self,
+        metrics: &crate::metrics::ClusterMetrics,
+        route: &'static str,
+        since: std::time::Instant,
+        (up, down): (u64, u64),
+    ) {
+        self.end();
+        metrics.statement(route, since.elapsed());
+        metrics.bytes(up, down);
+    }
     /// The `route` metrics label of statements run here.
     pub fn route_label(&self) -> &'static str {
         if self.role() == Role::Replica {

@@ -218,12 +218,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 conn.killed = true;
             }
         }
-        self.cluster.state.backends[self.backend_idx].end();
-        let m = &self.cluster.metrics;
-        m.statement(self.held_route, self.held_since.elapsed());
-        m.bytes(
-            std::mem::take(&mut self.bytes_up),
-            std::mem::take(&mut self.bytes_down),
+        self.cluster.state.backends[self.backend_idx].let_go(
+            &self.cluster.metrics,
+            self.held_route,
+            self.held_since,
+            (
+                std::mem::take(&mut self.bytes_up),
+                std::mem::take(&mut self.bytes_down),
+            ),
         );
         if self.for_write {
             self.ryw.wrote(&self.cluster.state);

@@ -386,12 +386,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             conn.cancelled = true;
         }
         let state = &self.cluster.state;
-        state.backends[self.backend_idx].end();
-        let m = &self.cluster.metrics;
-        m.statement(self.held_route, self.held_since.elapsed());
-        m.bytes(
-            std::mem::take(&mut self.bytes_up),
-            std::mem::take(&mut self.bytes_down),
+        state.backends[self.backend_idx].let_go(
+            &self.cluster.metrics,
+            self.held_route,
+            self.held_since,
+            (
+                std::mem::take(&mut self.bytes_up),
+                std::mem::take(&mut self.bytes_down),
+            ),
         );
         if self.for_write {
             self.ryw.wrote(state);
