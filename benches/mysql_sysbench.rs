@@ -23,6 +23,9 @@
 //! default); the order of contenders rotates each round; the median TPS per contender is
 //! reported with its ratio to direct.
 //!
+//! `UNIX=1` adds HAProxy over the primary's Unix socket; `BOTH=1` runs oltp_read_write through
+//! the Switchyard without replicas as well (`sy-primary`).
+//!
 //! Needs `sysbench` and `haproxy` (Debian packages of the same names); refuses to run without
 //! them rather than report half a table.
 
@@ -215,6 +218,9 @@ fn main() {
         let sock = c.socket_path(c.primary()).display().to_string();
         start_haproxy(dir.path(), hp_unix, &sock)
     });
+    // BOTH=1: oltp_read_write also through the Switchyard without replicas (what the split
+    // itself costs on this machine).
+    let both = env_or("BOTH", 0) == 1;
     let pool = env_or("POOL", threads);
     let pinned = start_switchyard(&c, false, pool);
     let split = start_switchyard(&c, true, pool);
@@ -242,6 +248,9 @@ fn main() {
             if unix {
                 contenders.push(("haproxy-unix", hp_unix));
             }
+            if both && sy_port == split_port {
+                contenders.push(("sy-primary", pinned_port));
+            }
             let n = contenders.len();
             contenders.rotate_left(round as usize % n);
             for (name, port) in contenders {
@@ -264,7 +273,13 @@ fn main() {
     );
     for (test, _, _) in workloads {
         let direct = median(&mut results[&(test, "direct")].clone());
-        for name in ["direct", "haproxy", "haproxy-unix", "switchyard"] {
+        for name in [
+            "direct",
+            "haproxy",
+            "haproxy-unix",
+            "switchyard",
+            "sy-primary",
+        ] {
             let Some(r) = results.get(&(test, name)) else {
                 continue;
             };

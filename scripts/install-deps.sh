@@ -172,6 +172,20 @@ done
 [ -f /usr/share/java/postgresql.jar ] || { log "/usr/share/java/postgresql.jar missing"; exit 1; }
 [ -f /usr/share/java/mariadb-java-client.jar ] || { log "/usr/share/java/mariadb-java-client.jar missing"; exit 1; }
 
+# MariaDB Connector/Python (server-side cursors, COM_STMT_FETCH): built by pip against MariaDB
+# Connector/C, whose headers and mariadb_config come with libmariadb-dev.
+if ! python3 -c 'import mariadb' >/dev/null 2>&1; then
+    if ! have mariadb_config; then
+        log "installing: libmariadb-dev"
+        export DEBIAN_FRONTEND=noninteractive
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends libmariadb-dev >&2 \
+            || { "${SUDO[@]}" apt-get update -q >&2 && "${SUDO[@]}" apt-get install -y -q --no-install-recommends libmariadb-dev >&2; }
+    fi
+    log "installing python package mariadb"
+    pip_install mariadb
+fi
+python3 -c 'import mariadb' || { log "MariaDB Connector/Python (mariadb) still not importable"; exit 1; }
+
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
 if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ] ||
     [ ! -d "$node_dir/node_modules/playwright-core" ]; then

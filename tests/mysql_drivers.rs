@@ -3,7 +3,9 @@
 //! drives it: autocommit off, CLIENT_FOUND_ROWS, ROLLBACK on return to its pool),
 //! mysql-connector-python (prepared cursors, caching_sha2_password, its pool's
 //! COM_RESET_CONNECTION), MariaDB Connector/J (JDBC: autocommit off, PreparedStatement reuse,
-//! executeBatch, setReadOnly) and node mysql2 (its pool, `execute` = prepared statements).
+//! executeBatch, setReadOnly), node mysql2 (its pool, `execute` = prepared statements) and
+//! MariaDB Connector/Python (server-side cursors read with COM_STMT_FETCH, unbuffered
+//! results, its resetting pool).
 //!
 //! Each scenario (a: values and result sets, b: transactions and vanished clients, c: pooling
 //! with connect-time settings, d: prepared statements across pooled connections, e: what a
@@ -208,6 +210,8 @@ enum Driver {
     ConnectorJ,
     /// node mysql2.
     Mysql2,
+    /// MariaDB Connector/Python (`mariadb`, on Connector/C).
+    MariadbPy,
 }
 
 fn drivers_dir() -> PathBuf {
@@ -262,6 +266,11 @@ fn run_program(
             } else {
                 "connector"
             });
+            c
+        }
+        Driver::MariadbPy => {
+            let mut c = Command::new("python3");
+            c.arg("-u").arg(dir.join("mariadb_scenarios.py"));
             c
         }
         Driver::Mysql2 => {
@@ -379,6 +388,21 @@ fn open_transactions_left() -> Vec<Vec<String>> {
 
 // ---------------------------------------------------------------------------------------------
 // the scenarios, for any driver
+
+/// Runs `scenario` through a proxy (pool 4, replicas) and directly on a fresh database; the
+/// outputs must be equal.
+fn same_as_direct(driver: Driver, scenario: &str, limit: Duration) {
+    let _g = serial();
+    let db = &format!("mydrv_{scenario}_{driver:?}").to_lowercase();
+    fresh_db(db, "");
+    let p = start_proxy(db, 4, true);
+    let via = run_scenario(driver, scenario, &[], &Target::proxy(&p, db), limit);
+    let direct = run_scenario(driver, scenario, &[], &Target::direct(db), limit);
+    drop(p);
+    direct.expect_completed();
+    via.expect_completed();
+    assert_same(driver, scenario, &via, &direct);
+}
 
 /// a. Values of every common type (NULLs, unicode, decimals, dates, BLOBs), column metadata,
 /// affected-row counts, errors, multi-statements and CALL results, parameters of every type;
@@ -802,6 +826,27 @@ fn connector_j_autocommit_reads_use_replicas_and_writes_the_primary() {
 #[test]
 fn connector_j_last_insert_id_row_count_and_warnings_answer_the_clients_own_statement() {
     own_statement_results_stay_with_the_client(Driver::ConnectorJ);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB Connector/Python: what only it does among these drivers (tests/drivers/mysql/
+// mariadb_scenarios.py).
+
+#[test]
+fn mariadb_connector_python_server_side_cursors_fetch_as_directly() {
+    // COM_STMT_EXECUTE with a cursor flag, then COM_STMT_FETCH a few rows at a time, with
+    // other statements and a second cursor between the fetches.
+    same_as_direct(Driver::MariadbPy, "cursors", Duration::from_secs(90));
+}
+
+#[test]
+fn mariadb_connector_python_unbuffered_results_read_slowly_as_directly() {
+    same_as_direct(Driver::MariadbPy, "unbuffered", Duration::from_secs(90));
+}
+
+#[test]
+fn mariadb_connector_python_pool_resets_leave_nothing_for_the_next_user() {
+    same_as_direct(Driver::MariadbPy, "pool", Duration::from_secs(90));
 }
 
 // ---------------------------------------------------------------------------------------------

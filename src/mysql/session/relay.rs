@@ -100,10 +100,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 (At::ColumnsEof, _) => {
                     // The EOF after the column definitions (the servers run without
-                    // CLIENT_DEPRECATE_EOF).
-                    self.pass(wire);
-                    at = At::Rows;
-                    false
+                    // CLIENT_DEPRECATE_EOF). An execute that opened a cursor ends here: its
+                    // rows come with COM_STMT_FETCH.
+                    let caps = self
+                        .backend
+                        .as_ref()
+                        .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
+                    let cursor = codec::parse_eof(&self.bin[4..wire], caps)
+                        .is_ok_and(|e| e.status & SERVER_STATUS_CURSOR_EXISTS != 0);
+                    if cursor {
+                        self.on_eof(wire);
+                        true
+                    } else {
+                        self.pass(wire);
+                        at = At::Rows;
+                        false
+                    }
                 }
                 (At::Rows, _) => match first {
                     Some(codec::EOF_HEADER) if payload_len < 9 => {
