@@ -845,6 +845,13 @@ fn mariadb_connector_python_unbuffered_results_read_slowly_as_directly() {
 }
 
 #[test]
+fn mariadb_connector_python_change_user_and_its_refusals_as_directly() {
+    // Connector/C answers COM_CHANGE_USER from the handshake's scramble, also after an
+    // AuthSwitchRequest; a refusal leaves the connection open on MariaDB.
+    same_as_direct(Driver::MariadbPy, "change_user", Duration::from_secs(90));
+}
+
+#[test]
 fn mariadb_connector_python_pool_resets_leave_nothing_for_the_next_user() {
     same_as_direct(Driver::MariadbPy, "pool", Duration::from_secs(90));
 }

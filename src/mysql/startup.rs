@@ -81,6 +81,9 @@ pub struct Login {
     pub schema: Option<String>,
     /// Sequence id of the next packet to the client (the final OK has not been sent yet).
     pub next_seq: u8,
+    /// The handshake's scramble: a server checks COM_CHANGE_USER against it too, and
+    /// Connector/C computes its answer from it even after an AuthSwitchRequest.
+    pub scramble: [u8; 20],
 }
 
 /// Why a login ended early.
@@ -316,6 +319,7 @@ pub async fn login(
         cluster,
         schema,
         next_seq: seq,
+        scramble,
     })
 }
 
@@ -561,16 +565,7 @@ pub async fn handle_client(
         return;
     }
     tracing::debug!(conn = conn_id, %peer, user = %l.user, cluster = %l.cluster, "mysql client logged in");
-    let session = super::session::Session::new(
-        w.clone(),
-        cluster,
-        stream,
-        l.caps,
-        l.charset,
-        l.schema,
-        slot,
-        buf,
-    );
+    let session = super::session::Session::new(w.clone(), cluster, stream, l, slot, buf);
     if let Err(e) = session.run().await {
         tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
     }

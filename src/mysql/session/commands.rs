@@ -6,7 +6,7 @@ use super::*;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// COM_RESET_CONNECTION: the client's session returns to how it logged in; nothing it set
-    /// is kept (and it is no longer pinned).
+    /// or prepared is kept (and it is no longer pinned).
     pub(super) async fn com_reset(&mut self, seq: u8) -> Result<(), SessionError> {
         if let Some(conn) = self.backend.as_mut() {
             if conn.reset(INTERNAL_TIMEOUT).await.is_ok() {
@@ -15,20 +15,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 conn.clean = false;
             }
         }
-        self.vars = self.login_vars.clone();
-        self.schema = self.login_schema.clone();
-        self.own = Default::default();
-        self.pinned = None;
-        self.status = SERVER_STATUS_AUTOCOMMIT;
+        self.restart();
         self.send(seq, &ok_payload(self.caps, self.status)).await
     }
 
-    /// COM_CHANGE_USER: the client authenticates again (always switched to
-    /// `mysql_native_password` with a new scramble: the handshake's is long gone) and starts a
-    /// new session as that user, in the cluster and schema it names, with its character set:
+    /// The client's session starts again as after its login: its settings, schema, prepared
+    /// statements (a server deallocates them too) and own results are gone, and it is no
+    /// longer pinned.
+    fn restart(&mut self) {
+        self.vars = self.login_vars.clone();
+        self.schema = self.login_schema.clone();
+        self.pinned = None;
+        self.status = SERVER_STATUS_AUTOCOMMIT;
+        self.route_override = None;
+        self.stmts.clear();
+        self.long_data = false;
+        self.own.forget();
+        self.routed_cache = Default::default();
+    }
+
+    /// COM_CHANGE_USER: the client authenticates again (a mysql_native_password answer is
+    /// checked against the handshake's scramble, anything else is switched to that plugin
+    /// with the same scramble, as a server does) and starts a new session as that user, in
+    /// the cluster and schema it names, with its character set:
     /// its connection is given back as at the end of a session (a transaction in progress
     /// rolls back), its statements and settings are gone, it is no longer pinned. A wrong
-    /// password, an unknown user or database gets an ERR and the connection is closed.
+    /// password, an unknown user or database gets an ERR, and the connection goes on as the
+    /// user it was, its session started again (as on MariaDB).
     pub(super) async fn com_change_user(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let cu = match codec::parse_change_user(payload, self.caps) {
             Ok(cu) => cu,
@@ -53,30 +66,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 ),
             )
         };
-        if self.caps & CLIENT_PLUGIN_AUTH == 0 {
-            let (code, state, msg) = denied(!cu.auth_response.is_empty());
-            let _ = self.send(1, &err_payload(code, &state, &msg)).await;
-            return Err(SessionError::Refused(msg));
-        }
-        let scramble = crate::mysql::startup::nonce();
-        let mut sw = BytesMut::new();
-        crate::mysql::startup::put_switch_to_native(&mut sw, &scramble);
-        self.send(1, &sw).await?;
-        let resp = match read_packet(&mut self.client, &mut self.cin, self.max_packet).await {
-            Ok(p) => p,
-            Err(e) => return Err(SessionError::Client(e)),
-        };
-        if resp.seq != 2 {
-            let r = crate::mysql::startup::out_of_order();
-            let _ = self
-                .send(3, &err_payload(r.code, &r.state, &r.message))
-                .await;
-            return Err(SessionError::Refused(r.message));
-        }
         let cfg = self.w.shared.config();
-        let passed = cfg.user(&name).is_some_and(|u| {
-            crate::mysql::startup::change_user_passes(u, &scramble, &resp.payload)
-        });
+        // As a server does: an answer for mysql_native_password is checked against the
+        // handshake's scramble at once (MariaDB Connector/C sends one and, switched, would
+        // answer from that scramble again); any other answer is switched to
+        // mysql_native_password with the same scramble.
+        let native = cu.auth_plugin.is_none_or(|p| p == MYSQL_NATIVE_PASSWORD);
+        let at_once = native
+            && cfg.user(&name).is_some_and(|u| {
+                crate::mysql::startup::change_user_passes(u, &self.scramble, cu.auth_response)
+            });
+        let (passed, next_seq, sent) = if at_once {
+            (true, 1, true)
+        } else if self.caps & CLIENT_PLUGIN_AUTH == 0 {
+            // No switch possible: the answer was checked above.
+            (false, 1, !cu.auth_response.is_empty())
+        } else {
+            let mut sw = BytesMut::new();
+            crate::mysql::startup::put_switch_to_native(&mut sw, &self.scramble);
+            self.send(1, &sw).await?;
+            let resp = match read_packet(&mut self.client, &mut self.cin, self.max_packet).await {
+                Ok(p) => p,
+                Err(e) => return Err(SessionError::Client(e)),
+            };
+            if resp.seq != 2 {
+                let r = crate::mysql::startup::out_of_order();
+                let _ = self
+                    .send(3, &err_payload(r.code, &r.state, &r.message))
+                    .await;
+                return Err(SessionError::Refused(r.message));
+            }
+            let passed = cfg.user(&name).is_some_and(|u| {
+                crate::mysql::startup::change_user_passes(u, &self.scramble, &resp.payload)
+            });
+            (passed, resp.next_seq, !resp.payload.is_empty())
+        };
         let picked = crate::mysql::startup::pick_cluster(&cfg, database.as_deref());
         let next = self
             .w
@@ -97,43 +121,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         ),
                     )
                 } else {
-                    denied(!resp.payload.is_empty())
+                    denied(sent)
                 };
-                let _ = self
-                    .send(resp.next_seq, &err_payload(code, &state, &msg))
-                    .await;
-                return Err(SessionError::Refused(msg));
+                // As MariaDB does: the old session ends all the same, and the connection
+                // goes on as the user it was, as after its login.
+                tracing::debug!(user = %name, code, "mysql client's change of user refused");
+                self.finish().await;
+                self.restart();
+                return self.send(next_seq, &err_payload(code, &state, &msg)).await;
             }
         };
         // The old session ends here, as if the client had left.
         self.finish().await;
-        self.cluster = cluster;
+        let before = (
+            std::mem::replace(&mut self.cluster, cluster),
+            self.login_vars.clone(),
+            std::mem::replace(&mut self.login_schema, schema),
+        );
         self._connected = self.cluster.metrics.client_connected();
-        let vars = match charset {
-            Some(c) => charset_vars(c),
-            None => self.login_vars.clone(),
-        };
-        self.login_vars = vars.clone();
-        self.vars = vars;
-        self.login_schema = schema.clone();
-        self.schema = schema;
-        self.pinned = None;
-        self.status = SERVER_STATUS_AUTOCOMMIT;
-        self.route_override = None;
-        self.stmts.clear();
-        self.long_data = false;
-        self.own = Default::default();
-        self.routed_cache = Default::default();
+        if let Some(c) = charset {
+            self.login_vars = charset_vars(c);
+        }
+        self.restart();
         if self.schema.is_some() {
-            // The schema must exist, as a direct server checks at once (1049 otherwise).
+            // The schema must exist, as a direct server checks at once (1049 otherwise);
+            // refused, the connection goes on as the user it was, as for a wrong password.
             self.route_reason = "command";
             if let Err(e) = self.acquire(Want::Primary).await {
-                let _ = self.send(resp.next_seq, &e.err_payload()).await;
-                return Err(SessionError::Refused("change user: schema refused".into()));
+                (self.cluster, self.login_vars, self.login_schema) = before;
+                self._connected = self.cluster.metrics.client_connected();
+                self.restart();
+                return self.send(next_seq, &e.err_payload()).await;
             }
         }
         tracing::debug!(user = %name, cluster = %self.cluster.database, "mysql client changed user");
-        self.send(resp.next_seq, &ok_payload(self.caps, self.status))
+        self.send(next_seq, &ok_payload(self.caps, self.status))
             .await
     }
 

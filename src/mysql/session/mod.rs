@@ -105,6 +105,8 @@ pub struct Session<S> {
     client: S,
     /// Capabilities agreed with the client.
     caps: u64,
+    /// The handshake's scramble (COM_CHANGE_USER is checked against it).
+    scramble: [u8; 20],
     max_packet: usize,
     cin: BytesMut,
     cout: BytesMut,
@@ -157,17 +159,21 @@ pub struct Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         w: Arc<Worker>,
         cluster: Arc<MyClusterPools>,
         client: S,
-        caps: u64,
-        charset: u8,
-        schema: Option<String>,
+        login: crate::mysql::startup::Login,
         slot: Arc<Slot>,
         leftover: BytesMut,
     ) -> Self {
+        let crate::mysql::startup::Login {
+            caps,
+            charset,
+            schema,
+            scramble,
+            ..
+        } = login;
         let max_packet = w.shared.config().general.max_message_bytes;
         let connected = cluster.metrics.client_connected();
         let vars = charset_vars(charset);
@@ -177,6 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             cluster,
             client,
             caps,
+            scramble,
             max_packet,
             cin: leftover,
             cout: BytesMut::with_capacity(16 * 1024),

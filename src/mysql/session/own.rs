@@ -37,6 +37,15 @@ pub struct OwnResults {
 }
 
 impl OwnResults {
+    /// The session starts again (COM_RESET_CONNECTION, COM_CHANGE_USER): what its statements
+    /// left is gone; its connection id stays.
+    pub fn forget(&mut self) {
+        *self = OwnResults {
+            connection_id: self.connection_id,
+            ..Default::default()
+        };
+    }
+
     /// A statement ended with an OK packet.
     pub fn ok(&mut self, affected_rows: u64, last_insert_id: u64, warnings: u16) {
         self.row_count = affected_rows as i64;

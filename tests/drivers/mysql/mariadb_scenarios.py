@@ -12,7 +12,8 @@ What this driver does that the others in tests/drivers/mysql do not:
 - unbuffered result sets read a row at a time while the program does other work;
 - `executemany` (array binding where the server offers it, one execute per row otherwise);
 - its own ConnectionPool, which resets each connection (COM_RESET_CONNECTION) when it is
-  given back.
+  given back;
+- COM_CHANGE_USER answered from the handshake's scramble.
 
 Prints one fact a line, then END; exits 0. Every call has read/write timeouts and every step a
 faulthandler deadline that dumps the stacks and exits 1.
@@ -145,7 +146,16 @@ def scenario_cursors():
             out("prepared", p.fetchall())
         p.close()
     with deadline("reset, then ping"):
+        t = c.cursor()
+        t.execute("SELECT CONNECTION_ID()")
+        before = t.fetchall()[0][0]
+        t.close()
         c.reset()
+        t = c.cursor()
+        t.execute("SELECT CONNECTION_ID()")
+        after = t.fetchall()[0][0]
+        out("connection id kept by reset", before == after, after != 0)
+        t.close()
         c.ping()
         t = c.cursor()
         t.execute("SELECT COUNT(*), SUM(id) FROM curs")
@@ -206,6 +216,52 @@ def scenario_pool():
             t.close()
             c.close()  # back to the pool, reset
         pool.close()
+
+
+def scenario_change_user():
+    """COM_CHANGE_USER as Connector/C sends it (an answer for mysql_native_password computed
+    from the handshake's scramble): a new session, with nothing of the old one; then a wrong
+    password and an unknown database, refused."""
+    with deadline("change user"):
+        c = connect(autocommit=False)
+        t = c.cursor()
+        t.execute("SET @before = 'old session'")
+        t.execute("SELECT CONNECTION_ID()")
+        first_id = t.fetchall()[0][0]
+        t.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()")
+        t.fetchall()
+        t.close()
+        c.change_user(USER, PASSWORD, DB)
+        t = c.cursor()
+        t.execute("SELECT @before, DATABASE(), @@autocommit, @@in_transaction")
+        out("after change_user", t.fetchall())
+        t.execute("SELECT CONNECTION_ID()")
+        out("same connection id", t.fetchall()[0][0] == first_id)
+        t.close()
+        p = c.cursor(prepared=True)
+        p.execute("SELECT ? + 1", (41,))
+        out("prepared after", p.fetchall())
+        p.close()
+        try:
+            c.change_user(USER, PASSWORD + "-wrong", DB)
+            out("wrong password", "accepted")
+        except mariadb.Error as e:
+            out("wrong password", code_of(e))
+        # MariaDB keeps the connection, as the user it was, its session started again.
+        t = c.cursor()
+        t.execute("SELECT @before, DATABASE(), @@in_transaction")
+        out("after refusal", t.fetchall())
+        t.close()
+        try:
+            c.change_user(USER, PASSWORD, "no_such_db")
+            out("unknown database", "accepted")
+        except mariadb.Error as e:
+            out("unknown database", code_of(e))
+        t = c.cursor()
+        t.execute("SELECT DATABASE()")
+        out("after unknown database", t.fetchall())
+        t.close()
+        c.close()
 
 
 def main():
