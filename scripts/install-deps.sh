@@ -146,6 +146,8 @@ if ! have javac || ! have java; then apt_missing+=(default-jdk-headless); fi
 if [ ! -f /usr/share/java/postgresql.jar ]; then apt_missing+=(libpostgresql-jdbc-java); fi
 if [ ! -f /usr/share/java/mariadb-java-client.jar ]; then apt_missing+=(libmariadb-java); fi
 if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
+# PHP's mysqlnd (PDO, mysqli): tests/drivers/mysql/scenarios.php.
+if ! have php || ! php -m 2>/dev/null | grep -qx pdo_mysql; then apt_missing+=(php-cli php-mysql); fi
 # The HTTP edge's tests (tests/edge.rs): curl for HTTP/2 over TLS, headless Chromium for the
 # browser test (a page over TLS with a WebSocket and two routes through the edge).
 if ! have curl; then apt_missing+=(curl); fi
@@ -166,7 +168,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     "${SUDO[@]}" apt-get update -q >&2
     "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2
 fi
-for t in java javac node npm curl chromium; do
+for t in java javac node npm curl chromium php; do
     have "$t" || { log "$t not found after installing"; exit 1; }
 done
 [ -f /usr/share/java/postgresql.jar ] || { log "/usr/share/java/postgresql.jar missing"; exit 1; }

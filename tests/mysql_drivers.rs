@@ -5,7 +5,8 @@
 //! COM_RESET_CONNECTION), MariaDB Connector/J (JDBC: autocommit off, PreparedStatement reuse,
 //! executeBatch, setReadOnly), node mysql2 (its pool, `execute` = prepared statements) and
 //! MariaDB Connector/Python (server-side cursors read with COM_STMT_FETCH, unbuffered
-//! results, its resetting pool).
+//! results, its resetting pool, COM_CHANGE_USER) and PHP's mysqlnd (PDO as Laravel sets it
+//! up, mysqli).
 //!
 //! Each scenario (a: values and result sets, b: transactions and vanished clients, c: pooling
 //! with connect-time settings, d: prepared statements across pooled connections, e: what a
@@ -212,6 +213,8 @@ enum Driver {
     Mysql2,
     /// MariaDB Connector/Python (`mariadb`, on Connector/C).
     MariadbPy,
+    /// PHP's mysqlnd (PDO and mysqli).
+    Php,
 }
 
 fn drivers_dir() -> PathBuf {
@@ -271,6 +274,11 @@ fn run_program(
         Driver::MariadbPy => {
             let mut c = Command::new("python3");
             c.arg("-u").arg(dir.join("mariadb_scenarios.py"));
+            c
+        }
+        Driver::Php => {
+            let mut c = Command::new("php");
+            c.arg(dir.join("scenarios.php"));
             c
         }
         Driver::Mysql2 => {
@@ -854,6 +862,14 @@ fn mariadb_connector_python_change_user_and_its_refusals_as_directly() {
 #[test]
 fn mariadb_connector_python_pool_resets_leave_nothing_for_the_next_user() {
     same_as_direct(Driver::MariadbPy, "pool", Duration::from_secs(90));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PHP's mysqlnd (tests/drivers/mysql/scenarios.php).
+
+#[test]
+fn php_pdo_and_mysqli_as_applications_use_them_match_direct() {
+    same_as_direct(Driver::Php, "app", Duration::from_secs(90));
 }
 
 // ---------------------------------------------------------------------------------------------

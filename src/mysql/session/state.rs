@@ -71,8 +71,10 @@ pub fn pin_reason(sql: &str, reason: Reason) -> Option<&'static str> {
         return Some("GET_LOCK");
     }
     // User variables: assigned now, read later (the server does not report them by name).
+    // A CALL's OUT or INOUT parameter may be a user variable (`CALL p(?, @out)`): the
+    // server assigns it without reporting a state change.
     if upper.contains(":=")
-        || (w(0) == "SET" && names_user_variable(&upper))
+        || ((w(0) == "SET" || w(0) == "CALL") && names_user_variable(&upper))
         || upper.contains("INTO @")
     {
         return Some("user variable");
@@ -176,6 +178,8 @@ mod tests {
             "SET @@sql_mode = 'ANSI', @`a b` = 2",
             "SELECT @a := 1",
             "SELECT 1 INTO @x",
+            "CALL p(?, @out)",
+            "call p(1, @`o`)",
             "SELECT GET_LOCK('l', 1)",
             "LOCK TABLES t WRITE",
             "PREPARE s FROM 'SELECT 1'",
@@ -194,6 +198,7 @@ mod tests {
             "SET @@session.time_zone = '+01:00', @@sql_mode = 'ANSI'",
             "UPDATE t SET a = 1",
             "USE shop",
+            "CALL p(1, 2)",
         ] {
             assert!(pin_reason(sql, Reason::Unknown).is_none(), "{sql}");
         }

@@ -1,0 +1,107 @@
+<?php
+// PHP's mysqlnd (PDO and mysqli: WordPress, Laravel, Symfony), run by tests/mysql_drivers.rs
+// through the proxy and directly against the MariaDB primary; the outputs must be equal.
+//
+// Usage: php scenarios.php SCENARIO   (server under test: SY_HOST, SY_PORT, SY_USER,
+// SY_PASSWORD, SY_DB)
+//
+// `app`: PDO as Laravel configures it (native prepares, ERRMODE_EXCEPTION): typed values and
+// column metadata, transactions, errors; PDO with emulated prepares and multi-statements,
+// an unbuffered query given up early, a prepared CALL with an OUT parameter bound to a user
+// variable read afterwards; mysqli: a read-only cursor fetched a row at a time
+// (COM_STMT_FETCH), thread_id against CONNECTION_ID(), change_user (accepted and refused),
+// use_result, multi_query, the UPDATE info string.
+//
+// Prints one fact a line, then END. Connections have timeouts; the harness kills the process
+// after its deadline.
+
+mysqli_report(MYSQLI_REPORT_OFF);
+$PORT = getenv("SY_PORT");
+$PW = getenv("SY_PASSWORD");
+$DB = getenv("SY_DB");
+$USER = getenv("SY_USER");
+$HOST = getenv("SY_HOST") ?: "127.0.0.1";
+
+function show($label, $v)
+{
+    echo $label, " ", json_encode($v), "\n";
+}
+
+function scenario_app($HOST, $PORT, $USER, $PW, $DB)
+{
+    // PDO as Laravel uses it: emulated prepares off? Laravel: ATTR_EMULATE_PREPARES false
+    $pdo = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB;charset=utf8mb4", $USER, $PW, [
+      PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_EMULATE_PREPARES => false, PDO::ATTR_TIMEOUT => 5]);
+    $pdo->exec("DROP TABLE IF EXISTS php_t");
+    $pdo->exec("CREATE TABLE php_t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(50), n DECIMAL(10,2), d DATETIME(3), b BLOB, j JSON)");
+    $st = $pdo->prepare("INSERT INTO php_t (v, n, d, b, j) VALUES (?, ?, ?, ?, ?)");
+    for ($i = 0; $i < 3; $i++) { $st->execute(["v$i", "$i.25", "2026-01-0" . ($i+1) . " 10:00:00.123", "\x00\x01bin$i", json_encode(["k" => $i])]); }
+    show("lastInsertId", $pdo->lastInsertId());
+    $q = $pdo->prepare("SELECT id, v, n, d, b, j FROM php_t /* switchyard:primary */ WHERE id >= ? ORDER BY id");
+    $q->execute([1]);
+    $rows = $q->fetchAll(PDO::FETCH_NUM);
+    show("rows", array_map(fn($r) => array_map(fn($x) => is_string($x) ? bin2hex($x) : $x, $r), $rows));
+    for ($c = 0; $c < $q->columnCount(); $c++) { $m = $q->getColumnMeta($c); show("meta$c", [$m['native_type'] ?? null, $m['name'], $m['len'], $m['precision']]); }
+    // transactions
+    $pdo->beginTransaction();
+    $pdo->exec("UPDATE php_t SET v = 'tx' WHERE id = 1");
+    show("inTx", $pdo->inTransaction());
+    $pdo->rollBack();
+    show("after rollback", $pdo->query("SELECT v FROM php_t /* switchyard:primary */ WHERE id = 1")->fetchColumn());
+    $pdo->beginTransaction();
+    $pdo->exec("UPDATE php_t SET v = 'committed' WHERE id = 2");
+    $pdo->commit();
+    show("after commit", $pdo->query("SELECT v FROM php_t /* switchyard:primary */ WHERE id = 2")->fetchColumn());
+    // errors
+    try { $pdo->query("SELECT nope FROM php_t"); } catch (PDOException $e) { show("err", [$e->getCode(), $e->errorInfo[1]]); }
+    // emulated prepares + multi statement
+    $pdo2 = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_EMULATE_PREPARES => true, PDO::MYSQL_ATTR_MULTI_STATEMENTS => true]);
+    $s = $pdo2->query("SELECT 1 AS a; SELECT 2 AS b, 3 AS c");
+    do { show("multi", $s->fetchAll(PDO::FETCH_ASSOC)); } while ($s->nextRowset());
+    // unbuffered query
+    $pdo2->setAttribute(PDO::MYSQL_ATTR_USE_BUFFERED_QUERY, false);
+    $u = $pdo2->query("SELECT id FROM php_t /* switchyard:primary */ ORDER BY id");
+    show("unbuffered first", $u->fetch(PDO::FETCH_NUM));
+    $u->closeCursor();
+    show("after unbuffered", $pdo2->query("SELECT COUNT(*) FROM php_t /* switchyard:primary */")->fetchColumn());
+    // stored procedure with OUT param via user var
+    $pdo->exec("DROP PROCEDURE IF EXISTS php_p");
+    $pdo->exec("CREATE PROCEDURE php_p(IN a INT, OUT b INT) BEGIN SET b = a + 1; SELECT a * 10 AS ten; END");
+    $c = $pdo->prepare("CALL php_p(?, @out)");
+    $c->execute([4]);
+    do { show("call rows", $c->fetchAll(PDO::FETCH_NUM)); } while ($c->nextRowset());
+    show("out", $pdo->query("SELECT @out")->fetchColumn());
+    // mysqli: prepared with bind_result, store_result, cursor
+    $m = new mysqli($HOST, $USER, $PW, $DB, (int)$PORT);
+    $m->options(MYSQLI_OPT_READ_TIMEOUT, 10);
+    $st = $m->prepare("SELECT id, v FROM php_t /* switchyard:primary */ WHERE id > ? ORDER BY id");
+    $st->attr_set(MYSQLI_STMT_ATTR_CURSOR_TYPE, MYSQLI_CURSOR_TYPE_READ_ONLY);
+    $st->attr_set(MYSQLI_STMT_ATTR_PREFETCH_ROWS, 1);
+    $min = 0; $st->bind_param("i", $min);
+    $ok = $st->execute(); show("cursor exec", [$ok, $st->errno]);
+    $st->bind_result($id, $v); $got = [];
+    while ($st->fetch()) { $got[] = [$id, $v]; }
+    show("cursor rows", $got);
+    $st->close();
+    show("mysqli thread", $m->thread_id > 0);
+    show("mysqli ping", $m->ping());
+    $r = $m->query("SELECT CONNECTION_ID() = " . $m->thread_id); show("thread_id agrees", $r->fetch_row());
+    $m->change_user($USER, $PW, $DB); 
+    $r = $m->query("SELECT DATABASE()"); show("after change_user", $r->fetch_row());
+    show("change_user bad", [$m->change_user($USER, "nope", $DB), $m->errno]);
+    $r = $m->query("SELECT 1"); show("after bad change_user", $r ? $r->fetch_row() : $m->errno);
+    $m->real_query("SELECT SLEEP(0)"); $res = $m->use_result(); show("use_result", $res->fetch_row()); $res->free();
+    show("multi_query", $m->multi_query("SELECT 1; SELECT 2"));
+    do { if ($res = $m->store_result()) { show("mq", $res->fetch_all()); $res->free(); } } while ($m->more_results() && $m->next_result());
+    show("info", [$m->query("UPDATE php_t SET v = v"), $m->affected_rows, $m->info]);
+    $m->close();
+}
+
+$scenario = $argv[1] ?? "";
+$fn = "scenario_$scenario";
+if (!function_exists($fn)) {
+    fwrite(STDERR, "unknown scenario $scenario\n");
+    exit(2);
+}
+$fn($HOST, $PORT, $USER, $PW, $DB);
+echo "END\n";
