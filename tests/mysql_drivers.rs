@@ -872,6 +872,13 @@ fn php_pdo_and_mysqli_as_applications_use_them_match_direct() {
     same_as_direct(Driver::Php, "app", Duration::from_secs(90));
 }
 
+#[test]
+fn php_values_over_the_servers_max_allowed_packet_get_its_error_as_directly() {
+    // The server answers 1153 and closes before reading the whole packet; the proxy's
+    // write fails, and the server's ERR must still reach the client.
+    same_as_direct(Driver::Php, "big", Duration::from_secs(90));
+}
+
 // ---------------------------------------------------------------------------------------------
 // mysql_async (Rust): its Pool with per-connection init statements, server-side prepared
 // statements from its statement cache, transactions through its API.

@@ -18,6 +18,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Err(e) = conn.stream.write_all(&out).await {
             conn.clean = false;
             conn.broken = true;
+            self.pass_back_refusal().await;
             return Err(SessionError::Backend(e.to_string()));
         }
         match self.relay(answer).await {
@@ -147,6 +148,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.cout.len() >= FLUSH_AT {
                 self.flush().await?;
             }
+        }
+    }
+
+    /// After a write to the server failed: a server that refuses a command before reading
+    /// all of it (a packet over its `max_allowed_packet`: 1153) answers ERR and closes, and
+    /// that ERR, still readable after the reset, is the client's answer. Waits a second at
+    /// most.
+    async fn pass_back_refusal(&mut self) {
+        let Some(conn) = self.backend.as_mut() else {
+            return;
+        };
+        let read_err = async {
+            loop {
+                if self.bin.len() >= 4 {
+                    let len = u32::from_le_bytes([self.bin[0], self.bin[1], self.bin[2], 0]);
+                    let wire = 4 + len as usize;
+                    if self.bin.len() >= wire {
+                        return (self.bin.get(4) == Some(&codec::ERR_HEADER)).then_some(wire);
+                    }
+                }
+                self.bin.reserve(1024);
+                match conn.stream.read_buf(&mut self.bin).await {
+                    Ok(n) if n > 0 => {}
+                    _ => return None,
+                }
+            }
+        };
+        if let Ok(Some(wire)) = tokio::time::timeout(Duration::from_secs(1), read_err).await {
+            self.pass(wire);
+            let _ = self.flush().await;
         }
     }
 

@@ -176,7 +176,7 @@ def scenario_unbuffered():
         cur.close()
     with deadline("read slowly"):
         u = c.cursor(buffered=False)
-        u.execute("SELECT id, pad FROM big ORDER BY id")
+        u.execute("/* switchyard:primary */ SELECT id, pad FROM big ORDER BY id")
         n, total = 0, 0
         for row in u:
             n += 1
@@ -187,11 +187,12 @@ def scenario_unbuffered():
         u.close()
     with deadline("prepared unbuffered, given up early"):
         u = c.cursor(prepared=True, buffered=False)
-        u.execute("SELECT id FROM big WHERE id > ? ORDER BY id", (100,))
+        u.execute("/* switchyard:primary */ SELECT id FROM big WHERE id > ? ORDER BY id",
+                  (100,))
         out("first", u.fetchone())
         u.close()
         t = c.cursor()
-        t.execute("SELECT COUNT(*) FROM big")
+        t.execute("/* switchyard:primary */ SELECT COUNT(*) FROM big")
         out("after", t.fetchall())
         t.close()
         c.close()

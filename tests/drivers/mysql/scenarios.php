@@ -11,6 +11,7 @@
 // variable read afterwards; mysqli: a read-only cursor fetched a row at a time
 // (COM_STMT_FETCH), thread_id against CONNECTION_ID(), change_user (accepted and refused),
 // use_result, multi_query, the UPDATE info string.
+// `big`: a value over the server's max_allowed_packet gets the server's own error.
 //
 // Prints one fact a line, then END. Connections have timeouts; the harness kills the process
 // after its deadline.
@@ -37,7 +38,7 @@ function scenario_app($HOST, $PORT, $USER, $PW, $DB)
     $st = $pdo->prepare("INSERT INTO php_t (v, n, d, b, j) VALUES (?, ?, ?, ?, ?)");
     for ($i = 0; $i < 3; $i++) { $st->execute(["v$i", "$i.25", "2026-01-0" . ($i+1) . " 10:00:00.123", "\x00\x01bin$i", json_encode(["k" => $i])]); }
     show("lastInsertId", $pdo->lastInsertId());
-    $q = $pdo->prepare("SELECT id, v, n, d, b, j FROM php_t /* switchyard:primary */ WHERE id >= ? ORDER BY id");
+    $q = $pdo->prepare("/* switchyard:primary */ SELECT id, v, n, d, b, j FROM php_t WHERE id >= ? ORDER BY id");
     $q->execute([1]);
     $rows = $q->fetchAll(PDO::FETCH_NUM);
     show("rows", array_map(fn($r) => array_map(fn($x) => is_string($x) ? bin2hex($x) : $x, $r), $rows));
@@ -47,11 +48,11 @@ function scenario_app($HOST, $PORT, $USER, $PW, $DB)
     $pdo->exec("UPDATE php_t SET v = 'tx' WHERE id = 1");
     show("inTx", $pdo->inTransaction());
     $pdo->rollBack();
-    show("after rollback", $pdo->query("SELECT v FROM php_t /* switchyard:primary */ WHERE id = 1")->fetchColumn());
+    show("after rollback", $pdo->query("/* switchyard:primary */ SELECT v FROM php_t WHERE id = 1")->fetchColumn());
     $pdo->beginTransaction();
     $pdo->exec("UPDATE php_t SET v = 'committed' WHERE id = 2");
     $pdo->commit();
-    show("after commit", $pdo->query("SELECT v FROM php_t /* switchyard:primary */ WHERE id = 2")->fetchColumn());
+    show("after commit", $pdo->query("/* switchyard:primary */ SELECT v FROM php_t WHERE id = 2")->fetchColumn());
     // errors
     try { $pdo->query("SELECT nope FROM php_t"); } catch (PDOException $e) { show("err", [$e->getCode(), $e->errorInfo[1]]); }
     // emulated prepares + multi statement
@@ -60,10 +61,10 @@ function scenario_app($HOST, $PORT, $USER, $PW, $DB)
     do { show("multi", $s->fetchAll(PDO::FETCH_ASSOC)); } while ($s->nextRowset());
     // unbuffered query
     $pdo2->setAttribute(PDO::MYSQL_ATTR_USE_BUFFERED_QUERY, false);
-    $u = $pdo2->query("SELECT id FROM php_t /* switchyard:primary */ ORDER BY id");
+    $u = $pdo2->query("/* switchyard:primary */ SELECT id FROM php_t ORDER BY id");
     show("unbuffered first", $u->fetch(PDO::FETCH_NUM));
     $u->closeCursor();
-    show("after unbuffered", $pdo2->query("SELECT COUNT(*) FROM php_t /* switchyard:primary */")->fetchColumn());
+    show("after unbuffered", $pdo2->query("/* switchyard:primary */ SELECT COUNT(*) FROM php_t")->fetchColumn());
     // stored procedure with OUT param via user var
     $pdo->exec("DROP PROCEDURE IF EXISTS php_p");
     $pdo->exec("CREATE PROCEDURE php_p(IN a INT, OUT b INT) BEGIN SET b = a + 1; SELECT a * 10 AS ten; END");
@@ -74,7 +75,7 @@ function scenario_app($HOST, $PORT, $USER, $PW, $DB)
     // mysqli: prepared with bind_result, store_result, cursor
     $m = new mysqli($HOST, $USER, $PW, $DB, (int)$PORT);
     $m->options(MYSQLI_OPT_READ_TIMEOUT, 10);
-    $st = $m->prepare("SELECT id, v FROM php_t /* switchyard:primary */ WHERE id > ? ORDER BY id");
+    $st = $m->prepare("/* switchyard:primary */ SELECT id, v FROM php_t WHERE id > ? ORDER BY id");
     $st->attr_set(MYSQLI_STMT_ATTR_CURSOR_TYPE, MYSQLI_CURSOR_TYPE_READ_ONLY);
     $st->attr_set(MYSQLI_STMT_ATTR_PREFETCH_ROWS, 1);
     $min = 0; $st->bind_param("i", $min);
@@ -95,6 +96,33 @@ function scenario_app($HOST, $PORT, $USER, $PW, $DB)
     do { if ($res = $m->store_result()) { show("mq", $res->fetch_all()); $res->free(); } } while ($m->more_results() && $m->next_result());
     show("info", [$m->query("UPDATE php_t SET v = v"), $m->affected_rows, $m->info]);
     $m->close();
+}
+
+// A value larger than the server's max_allowed_packet (16 MiB here): the server's 1153, as a
+// prepared statement's parameter and in a query's text; a new connection goes on.
+function scenario_big($HOST, $PORT, $USER, $PW, $DB)
+{
+    $opts = [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_TIMEOUT => 10];
+    $pdo = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+    $pdo->exec("DROP TABLE IF EXISTS bigp");
+    $pdo->exec("CREATE TABLE bigp (id INT PRIMARY KEY, b LONGBLOB)");
+    $big = str_repeat("abcdefgh", 3 * 1024 * 1024);
+    foreach ([false, true] as $emulate) {
+        $opts[PDO::ATTR_EMULATE_PREPARES] = $emulate;
+        $pdo = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+        try {
+            $st = $pdo->prepare("INSERT INTO bigp VALUES (1, ?)");
+            $st->execute([$big]);
+            show("24 MiB, emulated " . json_encode($emulate), $st->rowCount());
+        } catch (PDOException $e) {
+            show("24 MiB, emulated " . json_encode($emulate), $e->errorInfo[1]);
+        }
+    }
+    $pdo = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+    $st = $pdo->prepare("INSERT INTO bigp VALUES (2, ?)");
+    $st->execute([str_repeat("x", 8 << 20)]);
+    $len = $pdo->query("/* switchyard:primary */ SELECT LENGTH(b) FROM bigp WHERE id = 2");
+    show("8 MiB", $len->fetchColumn());
 }
 
 $scenario = $argv[1] ?? "";
