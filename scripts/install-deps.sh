@@ -190,8 +190,8 @@ python3 -c 'import mariadb' || { log "MariaDB Connector/Python (mariadb) still n
 
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
 if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ] ||
-    [ ! -d "$node_dir/node_modules/playwright-core" ]; then
-    log "installing node-postgres, mysql2 and playwright-core into $node_dir"
+    [ ! -d "$node_dir/node_modules/mariadb" ] || [ ! -d "$node_dir/node_modules/playwright-core" ]; then
+    log "installing node-postgres, mysql2, mariadb and playwright-core into $node_dir"
     (cd "$node_dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2
 fi
 [ -d "$node_dir/node_modules/pg" ] || { log "node-postgres (pg) not installed in $node_dir"; exit 1; }

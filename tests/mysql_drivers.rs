@@ -5,8 +5,9 @@
 //! COM_RESET_CONNECTION), MariaDB Connector/J (JDBC: autocommit off, PreparedStatement reuse,
 //! executeBatch, setReadOnly), node mysql2 (its pool, `execute` = prepared statements) and
 //! MariaDB Connector/Python (server-side cursors read with COM_STMT_FETCH, unbuffered
-//! results, its resetting pool, COM_CHANGE_USER) and PHP's mysqlnd (PDO as Laravel sets it
-//! up, mysqli).
+//! results, its resetting pool, COM_CHANGE_USER), MariaDB Connector/Node.js (pipelined
+//! commands, prepare-and-execute in one write) and PHP's mysqlnd (PDO as Laravel sets it up,
+//! mysqli).
 //!
 //! Each scenario (a: values and result sets, b: transactions and vanished clients, c: pooling
 //! with connect-time settings, d: prepared statements across pooled connections, e: what a
@@ -215,6 +216,8 @@ enum Driver {
     MariadbPy,
     /// PHP's mysqlnd (PDO and mysqli).
     Php,
+    /// MariaDB Connector/Node.js (npm `mariadb`), which pipelines.
+    MariadbNode,
 }
 
 fn drivers_dir() -> PathBuf {
@@ -279,6 +282,12 @@ fn run_program(
         Driver::Php => {
             let mut c = Command::new("php");
             c.arg(dir.join("scenarios.php"));
+            c
+        }
+        Driver::MariadbNode => {
+            let mut c = Command::new("node");
+            c.arg(dir.join("mariadb_scenarios.js"))
+                .env("NODE_PATH", drivers_dir().join("node/node_modules"));
             c
         }
         Driver::Mysql2 => {
@@ -862,6 +871,21 @@ fn mariadb_connector_python_change_user_and_its_refusals_as_directly() {
 #[test]
 fn mariadb_connector_python_pool_resets_leave_nothing_for_the_next_user() {
     same_as_direct(Driver::MariadbPy, "pool", Duration::from_secs(90));
+}
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB Connector/Node.js: pipelined commands (tests/drivers/mysql/mariadb_scenarios.js).
+
+#[test]
+fn mariadb_connector_node_pipelined_queries_and_executes_match_direct() {
+    // `execute` sends COM_STMT_PREPARE and COM_STMT_EXECUTE back to back, the execute naming
+    // statement 0xFFFFFFFF, "the one just prepared".
+    same_as_direct(Driver::MariadbNode, "pipeline", Duration::from_secs(90));
+}
+
+#[test]
+fn mariadb_connector_node_pool_resets_leave_nothing_for_the_next_user() {
+    same_as_direct(Driver::MariadbNode, "pool", Duration::from_secs(90));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.status = SERVER_STATUS_AUTOCOMMIT;
         self.route_override = None;
         self.stmts.clear();
+        self.last_prepared = None;
         self.long_data = false;
         self.own.forget();
         self.routed_cache = Default::default();

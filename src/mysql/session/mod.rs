@@ -133,6 +133,10 @@ pub struct Session<S> {
     /// Statements the client prepared, by its ids.
     stmts: HashMap<u32, ClientStmt>,
     next_stmt: u32,
+    /// The client id of the last statement prepared, if that prepare succeeded: what
+    /// MariaDB's id 0xFFFFFFFF names (a COM_STMT_EXECUTE sent right behind its
+    /// COM_STMT_PREPARE, before the id is known, as MariaDB's connectors pipeline them).
+    last_prepared: Option<u32>,
     /// COM_STMT_SEND_LONG_DATA went to the held connection: it stays until the execute.
     long_data: bool,
     /// The held connection was chosen for writes (the primary).
@@ -201,6 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             route_override: None,
             stmts: HashMap::new(),
             next_stmt: 0,
+            last_prepared: None,
             long_data: false,
             for_write: true,
             ryw: Default::default(),

@@ -58,6 +58,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 conn.prepared.insert(proxy_id, server_id);
                 self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                 let client_id = self.next_stmt;
+                self.last_prepared = Some(client_id);
                 self.stmts.insert(
                     client_id,
                     ClientStmt {
@@ -80,6 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.flush().await
             }
             Prepared::Err(packet) => {
+                self.last_prepared = None;
                 self.cout.extend_from_slice(&packet);
                 self.flush().await
             }
@@ -105,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(p) => p,
             Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
         };
-        let client_id = codec::stmt_id(payload).unwrap_or(0);
+        let client_id = self.client_id(payload).unwrap_or(0);
         self.origin = stmt.origin;
         self.stmts.insert(client_id, stmt.clone());
         if !self.hold_for(&stmt.sql).await? {
@@ -143,8 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn com_stmt_close(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         // No answer. The server statement stays on its connections for the next client that
         // prepares the same text.
-        if let Some(id) = codec::stmt_id(payload) {
+        if let Some(id) = self.client_id(payload) {
             self.stmts.remove(&id);
+            if self.last_prepared == Some(id) {
+                self.last_prepared = None;
+            }
         }
         Ok(())
     }
@@ -186,8 +191,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.forward(&out, Answer::Fetch).await
     }
 
+    /// The client's statement id in `payload`, MariaDB's "last prepared" id resolved.
+    fn client_id(&self, payload: &[u8]) -> Option<u32> {
+        match codec::stmt_id(payload)? {
+            codec::MARIADB_LAST_PREPARED_STMT_ID => self.last_prepared,
+            id => Some(id),
+        }
+    }
+
     fn client_stmt(&self, payload: &[u8]) -> Option<ClientStmt> {
-        let id = codec::stmt_id(payload)?;
+        let id = self.client_id(payload)?;
         self.stmts.get(&id).cloned()
     }
 
