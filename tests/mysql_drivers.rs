@@ -897,6 +897,13 @@ fn php_pdo_and_mysqli_as_applications_use_them_match_direct() {
 }
 
 #[test]
+fn php_connections_keep_their_names_collation_mode_and_zone_as_directly() {
+    // MariaDB's session tracking reports SET NAMES .. COLLATE as the three character_set_*
+    // variables only, not collation_connection.
+    same_as_direct(Driver::Php, "settings", Duration::from_secs(90));
+}
+
+#[test]
 fn php_values_over_the_servers_max_allowed_packet_get_its_error_as_directly() {
     // The server answers 1153 and closes before reading the whole packet; the proxy's
     // write fails, and the server's ERR must still reach the client.

@@ -123,18 +123,21 @@ impl StmtIds {
     /// Most distinct texts remembered before the map starts over.
     const LIMIT: usize = 50_000;
 
-    /// The proxy id of `sql`. Ids never repeat (also after the map starts over), so a
-    /// connection that prepared an old id never mistakes a new text for it.
-    pub fn intern(&self, sql: &str) -> u64 {
+    /// The proxy id of `sql` prepared in `context` (what else the server fixes at prepare
+    /// time: schema, sql_mode, character set and collation). Ids never repeat (also after the
+    /// map starts over), so a connection that prepared an old id never mistakes a new text
+    /// for it.
+    pub fn intern(&self, context: &str, sql: &str) -> u64 {
+        let key = format!("{context}\0{sql}");
         let mut map = self.ids.lock().unwrap();
-        if let Some(id) = map.get(sql) {
+        if let Some(id) = map.get(key.as_str()) {
             return *id;
         }
         if map.len() >= Self::LIMIT {
             map.clear();
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        map.insert(sql.into(), id);
+        map.insert(key.into(), id);
         id
     }
 }

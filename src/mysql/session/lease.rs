@@ -2,7 +2,6 @@
 //! applied on it), giving it back when the session allows, and what happens to it when the
 //! client leaves.
 
-use super::state::sql_value;
 use super::*;
 
 /// Why no connection could be given to the client.
@@ -143,27 +142,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The statements that bring `conn` to the client's character set, schema and session
     /// variables ("" when it is there already).
     fn state_sql(&self, conn: &MyConn) -> String {
-        let mut parts = Vec::new();
-        if conn.schema != self.schema {
-            if let Some(s) = &self.schema {
-                parts.push(format!("USE `{}`", s.replace('`', "``")));
-            }
-        }
-        let mut sets = Vec::new();
-        for (k, v) in &self.vars {
-            if !conn.applied.iter().any(|(ak, av)| ak == k && av == v) {
-                sets.push(format!("{k} = {}", sql_value(v)));
-            }
-        }
-        for (k, _) in &conn.applied {
-            if !self.vars.iter().any(|(vk, _)| vk == k) {
-                sets.push(format!("{k} = DEFAULT"));
-            }
-        }
-        if !sets.is_empty() {
-            parts.push(format!("SET SESSION {}", sets.join(", ")));
-        }
-        parts.join("; ")
+        state::state_sql(
+            &self.vars,
+            &conn.applied,
+            self.schema.as_deref(),
+            conn.schema.as_deref(),
+        )
     }
 
     /// After a reload, move to this worker's current pools for the client's cluster.

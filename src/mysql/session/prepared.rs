@@ -22,7 +22,9 @@ const MAX_CLIENT_STATEMENTS: usize = 10_000;
 /// A statement a client prepared.
 #[derive(Debug, Clone)]
 pub(super) struct ClientStmt {
+    /// The text's id under `context` (see [`Session::parse_context`]).
     proxy_id: u64,
+    context: Arc<str>,
     sql: Arc<str>,
     params: u16,
     /// The parameter types (2 bytes each) of the client's last execute that sent them.
@@ -47,7 +49,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !self.hold_for(&sql).await? {
             return Ok(());
         }
-        let proxy_id = self.w.stmts.intern(&sql);
+        let context = self.parse_context();
+        let proxy_id = self.w.stmts.intern(&context, &sql);
         match self.prepare_on_backend(payload).await? {
             Prepared::Ok {
                 server_id,
@@ -63,6 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     client_id,
                     ClientStmt {
                         proxy_id,
+                        context,
                         sql,
                         params,
                         types: None,
@@ -108,6 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
         };
         let client_id = self.client_id(payload).unwrap_or(0);
+        self.in_current_context(&mut stmt);
         self.origin = stmt.origin;
         self.stmts.insert(client_id, stmt.clone());
         if !self.hold_for(&stmt.sql).await? {
@@ -127,9 +132,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
     ) -> Result<(), SessionError> {
         // No answer, also not on error.
-        let Some(stmt) = self.client_stmt(payload) else {
+        let Some(mut stmt) = self.client_stmt(payload) else {
             return Ok(());
         };
+        self.in_current_context(&mut stmt);
+        if let Some(id) = self.client_id(payload) {
+            self.stmts.insert(id, stmt.clone());
+        }
         if !self.hold_for(&stmt.sql).await? {
             return Ok(());
         }
@@ -189,6 +198,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut out = payload.to_vec();
         let _ = codec::set_stmt_id(&mut out, id);
         self.forward(&out, Answer::Fetch).await
+    }
+
+    /// What a server fixes when it prepares a statement, beyond its text: the default schema
+    /// (which its table names resolve in), `sql_mode` (how it parses: ANSI_QUOTES,
+    /// PIPES_AS_CONCAT, NO_BACKSLASH_ESCAPES, ...) and the character set and collation of its
+    /// literals. A statement a connection prepared for one client is reused for another only
+    /// when both agree on all of it.
+    pub(super) fn parse_context(&self) -> Arc<str> {
+        let var = |name: &str| {
+            self.vars
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        format!(
+            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
+            self.schema.as_deref().unwrap_or(""),
+            var("sql_mode"),
+            var("character_set_client"),
+            var("character_set_connection"),
+            var("collation_connection"),
+        )
+        .into()
+    }
+
+    /// Re-keys `stmt` when the client's parse context changed since it was prepared: it is
+    /// prepared again, in the context now applied, on the connections it runs on.
+    fn in_current_context(&mut self, stmt: &mut ClientStmt) {
+        let context = self.parse_context();
+        if context != stmt.context {
+            stmt.proxy_id = self.w.stmts.intern(&context, &stmt.sql);
+            stmt.context = context;
+        }
     }
 
     /// The client's statement id in `payload`, MariaDB's "last prepared" id resolved.

@@ -311,6 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) fn note_session_changes(&mut self, state: &[u8]) {
         let mut explained = false;
         let mut changed = false;
+        let (mut charset_connection, mut collation) = (false, false);
         for change in codec::session_changes(state) {
             let Ok(change) = change else { break };
             match change {
@@ -323,6 +324,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         explained |= self.origin != Origin::Routine;
                         continue;
                     }
+                    charset_connection |= name == "character_set_connection";
+                    collation |= name == "collation_connection";
                     if REPLAYED.contains(&name.as_str()) {
                         set_var(&mut self.vars, name.clone(), value.clone());
                         if let Some(c) = self.backend.as_mut() {
@@ -344,6 +347,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 codec::SessionChange::StateChange(_) => changed = true,
                 _ => {}
+            }
+        }
+        if charset_connection && !collation {
+            // SET NAMES (or SET CHARACTER SET) changed the connection's collation too, which
+            // MariaDB does not report: the one the statement named, or else the character
+            // set's default, which setting character_set_connection alone gives.
+            let vars = [
+                Some(&mut self.vars),
+                self.backend.as_mut().map(|c| &mut c.applied),
+            ];
+            let named = self.names_collation.take();
+            for v in vars.into_iter().flatten() {
+                match &named {
+                    Some(c) => set_var(v, "collation_connection".into(), c.clone()),
+                    None => unset_var(v, "collation_connection"),
+                }
             }
         }
         if changed

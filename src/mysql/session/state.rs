@@ -120,6 +120,102 @@ pub(super) fn set_var(vars: &mut Vec<(String, String)>, name: String, value: Str
     }
 }
 
+pub(super) fn unset_var(vars: &mut Vec<(String, String)>, name: &str) {
+    vars.retain(|(k, _)| k != name);
+}
+
+/// The collation of `SET NAMES charset COLLATE collation` in `sql` (quotes taken off,
+/// lowercased), if `sql` is a SET that has one.
+pub fn names_collation(sql: &str) -> Option<String> {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    if !upper.starts_with("SET") {
+        return None;
+    }
+    let words: Vec<&str> = upper
+        .split(|c: char| c.is_ascii_whitespace() || c == ',' || c == ';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let names = words.iter().position(|w| *w == "NAMES")?;
+    let collate = names + words[names..].iter().position(|w| *w == "COLLATE")?;
+    let name = words
+        .get(collate + 1)?
+        .trim_matches(|c| c == '\'' || c == '"' || c == '`');
+    (!name.is_empty()).then(|| name.to_ascii_lowercase())
+}
+
+/// The character set variables: applied together, by [`state_sql`].
+const CHARSET_VARS: [&str; 4] = [
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
+
+/// The statements that bring a connection whose variables are `applied` and whose schema is
+/// `conn_schema` to a client's `vars` and `schema` ("" when it is there already).
+///
+/// The character set goes first, with `SET NAMES cs COLLATE collation`: that also gives
+/// character_set_client the collation, which a prepared statement's string parameters take
+/// (`SET character_set_client` alone gives the character set's default collation, and
+/// `? = 'A'` then mixes two collations). The other character set variables follow as the
+/// client has them, collation_connection last (setting character_set_connection resets it);
+/// a collation the client left unknown (SET NAMES without COLLATE) is the character set's
+/// default.
+pub(super) fn state_sql(
+    vars: &[(String, String)],
+    applied: &[(String, String)],
+    schema: Option<&str>,
+    conn_schema: Option<&str>,
+) -> String {
+    fn get<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        list.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    let mut parts = Vec::new();
+    if conn_schema != schema {
+        if let Some(s) = schema {
+            parts.push(format!("USE `{}`", s.replace('`', "``")));
+        }
+    }
+    let mut sets = Vec::new();
+    if CHARSET_VARS.iter().any(|k| get(vars, k) != get(applied, k)) {
+        match (
+            get(vars, "character_set_client"),
+            get(vars, "collation_connection"),
+        ) {
+            (Some(cs), Some(c)) if c.starts_with(&format!("{cs}_")) => parts.push(format!(
+                "SET NAMES {} COLLATE {}",
+                sql_value(cs),
+                sql_value(c)
+            )),
+            (Some(cs), _) => parts.push(format!("SET NAMES {}", sql_value(cs))),
+            (None, _) => sets.push("character_set_client = DEFAULT".to_string()),
+        }
+        for k in &CHARSET_VARS[1..] {
+            match get(vars, k) {
+                Some(v) => sets.push(format!("{k} = {}", sql_value(v))),
+                None if *k == "collation_connection" => {}
+                None => sets.push(format!("{k} = DEFAULT")),
+            }
+        }
+    }
+    for (k, v) in vars {
+        if !CHARSET_VARS.contains(&k.as_str()) && get(applied, k) != Some(v.as_str()) {
+            sets.push(format!("{k} = {}", sql_value(v)));
+        }
+    }
+    for (k, _) in applied {
+        if !CHARSET_VARS.contains(&k.as_str()) && get(vars, k).is_none() {
+            sets.push(format!("{k} = DEFAULT"));
+        }
+    }
+    if !sets.is_empty() {
+        parts.push(format!("SET SESSION {}", sets.join(", ")));
+    }
+    parts.join("; ")
+}
+
 /// A variable's value as SQL: numbers as they are, anything else quoted.
 pub(super) fn sql_value(v: &str) -> String {
     let numeric = !v.is_empty()
@@ -159,6 +255,70 @@ pub(super) fn charset_vars(id: u8) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_character_set_is_replayed_with_set_names_and_its_collation() {
+        let v = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            let mut v: Vec<_> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        let login = charset_vars(45);
+        let mut laravel = login.clone();
+        set_var(
+            &mut laravel,
+            "collation_connection".into(),
+            "utf8mb4_unicode_ci".into(),
+        );
+        set_var(&mut laravel, "time_zone".into(), "+00:00".into());
+        assert_eq!(
+            state_sql(&laravel, &login, Some("app"), Some("app")),
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'; SET SESSION \
+             character_set_connection = 'utf8mb4', character_set_results = 'utf8mb4', \
+             collation_connection = 'utf8mb4_unicode_ci', time_zone = '+00:00'"
+        );
+        assert_eq!(state_sql(&laravel, &laravel, None, None), "");
+        // SET NAMES latin1 (no COLLATE): the collation is latin1's default.
+        let names = v(&[
+            ("character_set_client", "latin1"),
+            ("character_set_connection", "latin1"),
+            ("character_set_results", "latin1"),
+        ]);
+        assert_eq!(
+            state_sql(&names, &laravel, None, None),
+            "SET NAMES 'latin1'; SET SESSION character_set_connection = 'latin1', \
+             character_set_results = 'latin1', time_zone = DEFAULT"
+        );
+        assert_eq!(
+            state_sql(&login, &names, Some("a`b"), None),
+            "USE `a``b`; SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'; SET SESSION \
+             character_set_connection = 'utf8mb4', character_set_results = 'utf8mb4', collation_connection = 'utf8mb4_general_ci'"
+        );
+    }
+
+    #[test]
+    fn set_names_collation_is_read_from_the_statement() {
+        let c = |s: &str| names_collation(s);
+        assert_eq!(
+            c("set names 'utf8mb4' collate 'utf8mb4_unicode_ci'").as_deref(),
+            Some("utf8mb4_unicode_ci")
+        );
+        assert_eq!(
+            c("SET NAMES latin1 COLLATE latin1_bin, time_zone = '+00:00'").as_deref(),
+            Some("latin1_bin")
+        );
+        assert_eq!(
+            c("SET NAMES utf8mb4 COLLATE `utf8mb4_BIN`;").as_deref(),
+            Some("utf8mb4_bin")
+        );
+        assert_eq!(c("SET NAMES utf8mb4"), None);
+        assert_eq!(c("SELECT 'names' COLLATE latin1_bin"), None);
+        assert_eq!(c("SET NAMES utf8mb4 COLLATE"), None);
+        assert_eq!(c("SET NAMES utf8mb4 COLLATE ''"), None);
+    }
 
     #[test]
     fn kill_statements_parse() {

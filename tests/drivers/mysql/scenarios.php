@@ -11,6 +11,7 @@
 // variable read afterwards; mysqli: a read-only cursor fetched a row at a time
 // (COM_STMT_FETCH), thread_id against CONNECTION_ID(), change_user (accepted and refused),
 // use_result, multi_query, the UPDATE info string.
+// `settings`: connect-time settings (Laravel's among them) kept per connection.
 // `big`: a value over the server's max_allowed_packet gets the server's own error.
 //
 // Prints one fact a line, then END. Connections have timeouts; the harness kills the process
@@ -123,6 +124,57 @@ function scenario_big($HOST, $PORT, $USER, $PW, $DB)
     $st->execute([str_repeat("x", 8 << 20)]);
     $len = $pdo->query("/* switchyard:primary */ SELECT LENGTH(b) FROM bigp WHERE id = 2");
     show("8 MiB", $len->fetchColumn());
+}
+
+// Two connections with Laravel's connect-time statements (SET NAMES with COLLATE, sql_mode,
+// time_zone) and another set, used in turns: each sees its own collation (which decides
+// whether 'a' = 'A'), character set, mode and zone every time; the same text prepared under
+// two sql_modes keeps its two meanings. Then Laravel's nested transactions (savepoints).
+function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
+{
+    $opts = [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_EMULATE_PREPARES => false];
+    $a = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+    $b = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+    $c = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+    $a->exec("set names 'utf8mb4' collate 'utf8mb4_unicode_ci'");
+    $a->exec("set session sql_mode='ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,"
+        . "NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'");
+    $a->exec('set time_zone="+00:00"');
+    $b->exec("SET NAMES latin1 COLLATE latin1_bin");
+    $b->exec("set session sql_mode='ANSI'");
+    $b->exec("set time_zone='+05:30'");
+    $c->exec("SET NAMES latin1");
+    for ($i = 0; $i < 4; $i++) {
+        foreach (['a' => $a, 'b' => $b, 'c' => $c] as $n => $conn) {
+            $r = $conn->query("SELECT @@collation_connection, @@character_set_client, "
+                . "@@character_set_results, @@sql_mode, @@time_zone, 'a' = 'A'")->fetch(PDO::FETCH_NUM);
+            show("$n $i", $r);
+            $s = $conn->prepare("SELECT ? = 'A'");
+            $s->execute(['a']);
+            show("$n $i prepared", $s->fetch(PDO::FETCH_NUM));
+        }
+    }
+    // The same text prepared under two sql_modes means two things ('a' || 'b' concatenates
+    // with PIPES_AS_CONCAT, is a logical OR without): each connection's statement keeps its
+    // own meaning, whichever server connection runs it.
+    $p = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, $opts);
+    $p->exec("SET SESSION sql_mode = 'PIPES_AS_CONCAT'");
+    foreach ([$p, $c, $p, $c] as $k => $conn) {
+        $s = $conn->prepare("SELECT 'a' || ? AS v");
+        for ($i = 0; $i < 6; $i++) {
+            $s->execute(['b']);
+            show("pipes $k $i", $s->fetch(PDO::FETCH_NUM));
+        }
+    }
+    $a->exec("DROP TABLE IF EXISTS sp");
+    $a->exec("CREATE TABLE sp (x int)");
+    $a->beginTransaction();
+    $a->exec("INSERT INTO sp VALUES (1)");
+    $a->exec("SAVEPOINT trans2");
+    $a->exec("INSERT INTO sp VALUES (2)");
+    $a->exec("ROLLBACK TO SAVEPOINT trans2");
+    $a->commit();
+    show("savepoints", $a->query("/* switchyard:primary */ SELECT x FROM sp")->fetchAll(PDO::FETCH_COLUMN));
 }
 
 $scenario = $argv[1] ?? "";
