@@ -194,6 +194,9 @@ pub(super) fn state_sql(
         }
         for k in &CHARSET_VARS[1..] {
             match get(vars, k) {
+                // `SET character_set_results = NULL` (MySQL Connector/J's: results as
+                // stored) is reported as an empty value.
+                Some("") if *k == "character_set_results" => sets.push(format!("{k} = NULL")),
                 Some(v) => sets.push(format!("{k} = {}", sql_value(v))),
                 None if *k == "collation_connection" => {}
                 None => sets.push(format!("{k} = DEFAULT")),
@@ -281,6 +284,14 @@ mod tests {
              collation_connection = 'utf8mb4_unicode_ci', time_zone = '+00:00'"
         );
         assert_eq!(state_sql(&laravel, &laravel, None, None), "");
+        let mut raw = login.clone();
+        set_var(&mut raw, "character_set_results".into(), String::new());
+        assert_eq!(
+            state_sql(&raw, &login, None, None),
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'; SET SESSION \
+             character_set_connection = 'utf8mb4', character_set_results = NULL, \
+             collation_connection = 'utf8mb4_general_ci'"
+        );
         // SET NAMES latin1 (no COLLATE): the collation is latin1's default.
         let names = v(&[
             ("character_set_client", "latin1"),

@@ -144,10 +144,15 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
     $b->exec("set session sql_mode='ANSI'");
     $b->exec("set time_zone='+05:30'");
     $c->exec("SET NAMES latin1");
+    // MySQL Connector/J's connect statement: results in the column's own character set.
+    $d = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB;charset=utf8mb4", $USER, $PW, $opts);
+    $d->exec("SET character_set_results = NULL");
     for ($i = 0; $i < 4; $i++) {
-        foreach (['a' => $a, 'b' => $b, 'c' => $c] as $n => $conn) {
+        foreach (['a' => $a, 'b' => $b, 'c' => $c, 'd' => $d] as $n => $conn) {
             $r = $conn->query("SELECT @@collation_connection, @@character_set_client, "
-                . "@@character_set_results, @@sql_mode, @@time_zone, 'a' = 'A'")->fetch(PDO::FETCH_NUM);
+                . "@@character_set_results, @@sql_mode, @@time_zone, 'a' = 'A', "
+                . "CONVERT(_utf8mb4 0xC3A9 USING latin1)")->fetch(PDO::FETCH_NUM);
+            $r[6] = bin2hex($r[6]);
             show("$n $i", $r);
             $s = $conn->prepare("SELECT ? = 'A'");
             $s->execute(['a']);
