@@ -904,6 +904,12 @@ fn php_connections_keep_their_names_collation_mode_and_zone_as_directly() {
 }
 
 #[test]
+fn php_mysqli_kill_stops_the_other_connection_as_directly() {
+    // mysqli::kill sends COM_PROCESS_KILL, not a KILL statement.
+    same_as_direct(Driver::Php, "kill", Duration::from_secs(90));
+}
+
+#[test]
 fn php_values_over_the_servers_max_allowed_packet_get_its_error_as_directly() {
     // The server answers 1153 and closes before reading the whole packet; the proxy's
     // write fails, and the server's ERR must still reach the client.

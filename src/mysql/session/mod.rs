@@ -338,6 +338,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Command::StmtReset => self.com_stmt_reset(&packet.payload).await?,
                 Command::StmtFetch => self.com_stmt_fetch(&packet.payload).await?,
                 Command::ChangeUser => self.com_change_user(&packet.payload).await?,
+                Command::ProcessKill => {
+                    // COM_PROCESS_KILL (mysqli::kill): `KILL CONNECTION id` as a command.
+                    match packet.payload.get(1..5) {
+                        Some(id) => {
+                            let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                            self.kill(false, id).await?
+                        }
+                        None => {
+                            let err = err_payload(1047, b"08S01", "malformed COM_PROCESS_KILL");
+                            self.send(seq, &err).await?
+                        }
+                    }
+                }
                 _ => {
                     self.send(seq, &err_payload(1047, b"08S01", "Unknown command"))
                         .await?

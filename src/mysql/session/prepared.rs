@@ -206,31 +206,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// literals. A statement a connection prepared for one client is reused for another only
     /// when both agree on all of it.
     pub(super) fn parse_context(&self) -> Arc<str> {
+        self.context_parts()
+            .collect::<Vec<_>>()
+            .join("\u{1}")
+            .into()
+    }
+
+    /// The parts of [`Self::parse_context`].
+    fn context_parts(&self) -> impl Iterator<Item = &str> {
         let var = |name: &str| {
             self.vars
                 .iter()
                 .find(|(k, _)| k == name)
                 .map_or("", |(_, v)| v.as_str())
         };
-        format!(
-            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
+        [
             self.schema.as_deref().unwrap_or(""),
             var("sql_mode"),
             var("character_set_client"),
             var("character_set_connection"),
             var("collation_connection"),
-        )
-        .into()
+        ]
+        .into_iter()
     }
 
     /// Re-keys `stmt` when the client's parse context changed since it was prepared: it is
     /// prepared again, in the context now applied, on the connections it runs on.
     fn in_current_context(&mut self, stmt: &mut ClientStmt) {
-        let context = self.parse_context();
-        if context != stmt.context {
-            stmt.proxy_id = self.w.stmts.intern(&context, &stmt.sql);
-            stmt.context = context;
+        // Compared part by part: no allocation for an execute in the same context.
+        if stmt.context.split('\u{1}').eq(self.context_parts()) {
+            return;
         }
+        let context = self.parse_context();
+        stmt.proxy_id = self.w.stmts.intern(&context, &stmt.sql);
+        stmt.context = context;
     }
 
     /// The client's statement id in `payload`, MariaDB's "last prepared" id resolved.

@@ -64,6 +64,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         !more
                     }
                     Some(codec::ERR_HEADER) => {
+                        if self.killed_by_another(wire) {
+                            return Ok(());
+                        }
                         self.pass(wire);
                         true
                     }
@@ -132,6 +135,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         !more
                     }
                     Some(codec::ERR_HEADER) => {
+                        if self.killed_by_another(wire) {
+                            return Ok(());
+                        }
                         self.pass(wire);
                         true
                     }
@@ -149,6 +155,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.flush().await?;
             }
         }
+    }
+
+    /// Whether the ERR at the head of the backend buffer ends a statement stopped by another
+    /// client's `KILL CONNECTION` (COM_PROCESS_KILL): then, as from a server, the client gets
+    /// no answer, only the end of its connection (the session ends at its next command);
+    /// the ERR is dropped.
+    fn killed_by_another(&mut self, wire: usize) -> bool {
+        if !self.slot.terminate.load(Relaxed) {
+            return false;
+        }
+        self.bin.advance(wire);
+        if let Some(c) = self.backend.as_mut() {
+            c.broken = true;
+            c.clean = false;
+        }
+        true
     }
 
     /// After a write to the server failed: a server that refuses a command before reading

@@ -172,24 +172,28 @@ pub(super) fn state_sql(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    if conn_schema == schema && vars == applied {
+        // The common case: the connection already has the client's state.
+        return String::new();
+    }
     let mut parts = Vec::new();
     if conn_schema != schema {
         if let Some(s) = schema {
             parts.push(format!("USE `{}`", s.replace('`', "``")));
         }
     }
+    // One SET statement: NAMES first, then the variables (SESSION applies to each).
+    let mut names = None;
     let mut sets = Vec::new();
     if CHARSET_VARS.iter().any(|k| get(vars, k) != get(applied, k)) {
         match (
             get(vars, "character_set_client"),
             get(vars, "collation_connection"),
         ) {
-            (Some(cs), Some(c)) if c.starts_with(&format!("{cs}_")) => parts.push(format!(
-                "SET NAMES {} COLLATE {}",
-                sql_value(cs),
-                sql_value(c)
-            )),
-            (Some(cs), _) => parts.push(format!("SET NAMES {}", sql_value(cs))),
+            (Some(cs), Some(c)) if c.starts_with(&format!("{cs}_")) => {
+                names = Some(format!("NAMES {} COLLATE {}", sql_value(cs), sql_value(c)))
+            }
+            (Some(cs), _) => names = Some(format!("NAMES {}", sql_value(cs))),
             (None, _) => sets.push("character_set_client = DEFAULT".to_string()),
         }
         for k in &CHARSET_VARS[1..] {
@@ -213,8 +217,11 @@ pub(super) fn state_sql(
             sets.push(format!("{k} = DEFAULT"));
         }
     }
-    if !sets.is_empty() {
-        parts.push(format!("SET SESSION {}", sets.join(", ")));
+    match (names, sets.is_empty()) {
+        (Some(n), true) => parts.push(format!("SET {n}")),
+        (Some(n), false) => parts.push(format!("SET {n}, SESSION {}", sets.join(", "))),
+        (None, false) => parts.push(format!("SET SESSION {}", sets.join(", "))),
+        (None, true) => {}
     }
     parts.join("; ")
 }
@@ -279,7 +286,7 @@ mod tests {
         set_var(&mut laravel, "time_zone".into(), "+00:00".into());
         assert_eq!(
             state_sql(&laravel, &login, Some("app"), Some("app")),
-            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'; SET SESSION \
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci', SESSION \
              character_set_connection = 'utf8mb4', character_set_results = 'utf8mb4', \
              collation_connection = 'utf8mb4_unicode_ci', time_zone = '+00:00'"
         );
@@ -288,7 +295,7 @@ mod tests {
         set_var(&mut raw, "character_set_results".into(), String::new());
         assert_eq!(
             state_sql(&raw, &login, None, None),
-            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'; SET SESSION \
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci', SESSION \
              character_set_connection = 'utf8mb4', character_set_results = NULL, \
              collation_connection = 'utf8mb4_general_ci'"
         );
@@ -300,12 +307,12 @@ mod tests {
         ]);
         assert_eq!(
             state_sql(&names, &laravel, None, None),
-            "SET NAMES 'latin1'; SET SESSION character_set_connection = 'latin1', \
+            "SET NAMES 'latin1', SESSION character_set_connection = 'latin1', \
              character_set_results = 'latin1', time_zone = DEFAULT"
         );
         assert_eq!(
             state_sql(&login, &names, Some("a`b"), None),
-            "USE `a``b`; SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'; SET SESSION \
+            "USE `a``b`; SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci', SESSION \
              character_set_connection = 'utf8mb4', character_set_results = 'utf8mb4', collation_connection = 'utf8mb4_general_ci'"
         );
     }

@@ -12,6 +12,7 @@
 // (COM_STMT_FETCH), thread_id against CONNECTION_ID(), change_user (accepted and refused),
 // use_result, multi_query, the UPDATE info string.
 // `settings`: connect-time settings (Laravel's among them) kept per connection.
+// `kill`: mysqli::kill (COM_PROCESS_KILL).
 // `big`: a value over the server's max_allowed_packet gets the server's own error.
 //
 // Prints one fact a line, then END. Connections have timeouts; the harness kills the process
@@ -180,6 +181,27 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
     $a->exec("ROLLBACK TO SAVEPOINT trans2");
     $a->commit();
     show("savepoints", $a->query("/* switchyard:primary */ SELECT x FROM sp")->fetchAll(PDO::FETCH_COLUMN));
+}
+
+// mysqli::kill (COM_PROCESS_KILL) of another connection running a query sent with
+// MYSQLI_ASYNC: the victim's query stops at once and its connection is gone; the killer goes on.
+function scenario_kill($HOST, $PORT, $USER, $PW, $DB)
+{
+    $a = new mysqli($HOST, $USER, $PW, $DB, (int)$PORT);
+    $b = new mysqli($HOST, $USER, $PW, $DB, (int)$PORT);
+    $a->query("SELECT SLEEP(5)", MYSQLI_ASYNC);
+    usleep(300000);
+    $t = microtime(true);
+    show("kill", [$b->kill($a->thread_id), $b->errno]);
+    $links = $errors = $rejects = [$a];
+    mysqli_poll($links, $errors, $rejects, 10);
+    $r = $a->reap_async_query();
+    show("victim", [$r ? $r->fetch_row() : $a->errno, microtime(true) - $t < 2.5]);
+    $r = $a->query("SELECT 1");
+    show("victim next", $r ? $r->fetch_row() : $a->errno);
+    $r = $b->query("SELECT 1");
+    show("killer next", $r ? $r->fetch_row() : $b->errno);
+    show("unknown id", [$b->kill(987654), $b->errno]);
 }
 
 $scenario = $argv[1] ?? "";
