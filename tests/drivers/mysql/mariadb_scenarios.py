@@ -61,6 +61,15 @@ def connect(autocommit=True):
     return c
 
 
+def fetch_all(c, sql, args=()):
+    """All rows of `sql` on connection `c` (text protocol)."""
+    t = c.cursor()
+    t.execute(sql, args)
+    r = t.fetchall()
+    t.close()
+    return r
+
+
 def code_of(e):
     n = getattr(e, "errno", None)
     return n if n else type(e).__name__
@@ -87,10 +96,7 @@ def scenario_cursors():
         out("between", o.fetchall())
         o.close()
         rows += k.fetchmany(10)
-        t = c.cursor()
-        t.execute("SELECT v FROM curs WHERE id = 3")
-        out("text between", t.fetchall())
-        t.close()
+        out("text between", fetch_all(c, "SELECT v FROM curs WHERE id = 3"))
         rows += k.fetchall()
         out("cursor rows", len(rows), rows[0], rows[-1])
         k.close()
@@ -157,10 +163,7 @@ def scenario_cursors():
         out("connection id kept by reset", before == after, after != 0)
         t.close()
         c.ping()
-        t = c.cursor()
-        t.execute("SELECT COUNT(*), SUM(id) FROM curs")
-        out("after reset", t.fetchall())
-        t.close()
+        out("after reset", fetch_all(c, "SELECT COUNT(*), SUM(id) FROM curs"))
         c.close()
 
 
@@ -191,10 +194,7 @@ def scenario_unbuffered():
                   (100,))
         out("first", u.fetchone())
         u.close()
-        t = c.cursor()
-        t.execute("/* switchyard:primary */ SELECT COUNT(*) FROM big")
-        out("after", t.fetchall())
-        t.close()
+        out("after", fetch_all(c, "/* switchyard:primary */ SELECT COUNT(*) FROM big"))
         c.close()
 
 
@@ -249,19 +249,13 @@ def scenario_change_user():
         except mariadb.Error as e:
             out("wrong password", code_of(e))
         # MariaDB keeps the connection, as the user it was, its session started again.
-        t = c.cursor()
-        t.execute("SELECT @before, DATABASE(), @@in_transaction")
-        out("after refusal", t.fetchall())
-        t.close()
+        out("after refusal", fetch_all(c, "SELECT @before, DATABASE(), @@in_transaction"))
         try:
             c.change_user(USER, PASSWORD, "no_such_db")
             out("unknown database", "accepted")
         except mariadb.Error as e:
             out("unknown database", code_of(e))
-        t = c.cursor()
-        t.execute("SELECT DATABASE()")
-        out("after unknown database", t.fetchall())
-        t.close()
+        out("after unknown database", fetch_all(c, "SELECT DATABASE()"))
         c.close()
 
 
