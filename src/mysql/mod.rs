@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod backend;
 pub mod codec;
+pub mod collations;
 pub mod io;
 pub mod probe;
 pub mod session;

@@ -239,19 +239,12 @@ pub(super) fn sql_value(v: &str) -> String {
     }
 }
 
-/// The session variables a character set id from the handshake sets.
+/// The session variables a character set id from the handshake sets: its collation's
+/// (`crate::mysql::collations`), or the servers' default (utf8mb4_general_ci) for an id
+/// MariaDB does not have or takes from no client.
 pub(super) fn charset_vars(id: u8) -> Vec<(String, String)> {
-    let (cs, coll) = match id {
-        8 => ("latin1", "latin1_swedish_ci"),
-        11 => ("ascii", "ascii_general_ci"),
-        33 => ("utf8mb3", "utf8mb3_general_ci"),
-        46 => ("utf8mb4", "utf8mb4_bin"),
-        63 => ("binary", "binary"),
-        83 => ("utf8mb3", "utf8mb3_bin"),
-        192 => ("utf8mb3", "utf8mb3_unicode_ci"),
-        224 => ("utf8mb4", "utf8mb4_unicode_ci"),
-        _ => ("utf8mb4", "utf8mb4_general_ci"),
-    };
+    let (cs, coll) =
+        crate::mysql::collations::by_id(id).unwrap_or(("utf8mb4", "utf8mb4_general_ci"));
     let mut v = vec![
         ("character_set_client".to_string(), cs.to_string()),
         ("character_set_connection".to_string(), cs.to_string()),

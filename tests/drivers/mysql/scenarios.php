@@ -148,8 +148,14 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
     // MySQL Connector/J's connect statement: results in the column's own character set.
     $d = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB;charset=utf8mb4", $USER, $PW, $opts);
     $d->exec("SET character_set_results = NULL");
+    // A character set from the handshake only (mysqlnd names the DSN's, or mysqli's option,
+    // in it): cp1251 for a Cyrillic application, latin2 for a Central European one.
+    $e = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB;charset=cp1251", $USER, $PW, $opts);
+    $f = new mysqli();
+    $f->options(MYSQLI_SET_CHARSET_NAME, "latin2");
+    $f->real_connect($HOST, $USER, $PW, $DB, (int)$PORT);
     for ($i = 0; $i < 4; $i++) {
-        foreach (['a' => $a, 'b' => $b, 'c' => $c, 'd' => $d] as $n => $conn) {
+        foreach (['a' => $a, 'b' => $b, 'c' => $c, 'd' => $d, 'e' => $e] as $n => $conn) {
             $r = $conn->query("SELECT @@collation_connection, @@character_set_client, "
                 . "@@character_set_results, @@sql_mode, @@time_zone, 'a' = 'A', "
                 . "CONVERT(_utf8mb4 0xC3A9 USING latin1)")->fetch(PDO::FETCH_NUM);
@@ -159,6 +165,8 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
             $s->execute(['a']);
             show("$n $i prepared", $s->fetch(PDO::FETCH_NUM));
         }
+        $r = $f->query("SELECT @@collation_connection, @@character_set_client, HEX('\xe9')");
+        show("f $i", $r->fetch_row());
     }
     // The same text prepared under two sql_modes means two things ('a' || 'b' concatenates
     // with PIPES_AS_CONCAT, is a logical OR without): each connection's statement keeps its
