@@ -413,12 +413,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // CONNECTION_ID() elsewhere in a statement: the client's id, not the thread's (which
         // KILL would take for another client's). Not with query attributes in the payload.
-        let rewritten = own::with_connection_id(&text, self.slot.id)
+        let rewritten = own::with_connection_id_bytes(&sql, self.slot.id)
             .filter(|_| payload.len() == 1 + sql.len())
             .map(|new| {
                 let mut p = Vec::with_capacity(1 + new.len());
                 p.push(payload[0]);
-                p.extend_from_slice(new.as_bytes());
+                p.extend_from_slice(&new);
                 p
             });
         let payload = rewritten.as_deref().unwrap_or(payload);

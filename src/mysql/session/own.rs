@@ -160,6 +160,22 @@ fn unquote(a: &str) -> Option<String> {
 /// `sql` with every call of `CONNECTION_ID()` replaced by `id` (the client's own), if it has
 /// any: outside string literals, quoted identifiers and comments, not as part of a longer
 /// name. (A call inside a MariaDB executable comment `/*! .. */` is left to the server.)
+/// [`with_connection_id`] on the statement's bytes as the client sent them, in any character
+/// set: each byte is read as one character (what the rewrite looks at, keywords, quotes and
+/// comments, is ASCII in the character sets clients use), so bytes that are not UTF-8 (a
+/// latin1 or cp1251 client's) come back unchanged.
+pub fn with_connection_id_bytes(sql: &[u8], id: u32) -> Option<Vec<u8>> {
+    if !sql
+        .windows(13)
+        .any(|w| w.eq_ignore_ascii_case(b"connection_id"))
+    {
+        return None;
+    }
+    let chars: String = sql.iter().map(|&b| char::from(b)).collect();
+    let out = with_connection_id(&chars, id)?;
+    Some(out.chars().map(|c| c as u8).collect())
+}
+
 pub fn with_connection_id(sql: &str, id: u32) -> Option<String> {
     const NAME: &[u8] = b"connection_id";
     if !contains_ignore_case(sql, "connection_id") {
@@ -409,6 +425,15 @@ mod tests {
                 assert!(out.len() < sql.len(), "{sql:?} -> {out:?}");
             }
         }
+    }
+
+    #[test]
+    fn connection_id_rewrite_keeps_bytes_of_other_character_sets() {
+        // latin1 'é' (0xE9) and cp1251 'Я' (0xDF) around the call, not UTF-8.
+        let sql = b"SELECT '\xe9\xdf', CONNECTION_ID(), '\xe9'";
+        let out = with_connection_id_bytes(sql, 42).unwrap();
+        assert_eq!(out, b"SELECT '\xe9\xdf', 42, '\xe9'".to_vec());
+        assert_eq!(with_connection_id_bytes(b"SELECT '\xe9'", 42), None);
     }
 
     #[test]

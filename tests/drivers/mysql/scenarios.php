@@ -167,6 +167,9 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
         }
         $r = $f->query("SELECT @@collation_connection, @@character_set_client, HEX('\xe9')");
         show("f $i", $r->fetch_row());
+        // A statement the proxy rewrites (CONNECTION_ID() becomes its id) keeps its bytes.
+        $r = $f->query("SELECT CONNECTION_ID() > 0, HEX('\xe9')");
+        show("f $i rewritten", $r->fetch_row());
     }
     // The same text prepared under two sql_modes means two things ('a' || 'b' concatenates
     // with PIPES_AS_CONCAT, is a logical OR without): each connection's statement keeps its
