@@ -115,7 +115,8 @@ impl Drop for SlotGuard {
 /// which of them it has prepared (`MyConn::prepared`: proxy id -> the server's id).
 #[derive(Default)]
 pub struct StmtIds {
-    ids: Mutex<HashMap<Arc<str>, u64>>,
+    /// By parse context and text (the client's bytes).
+    ids: Mutex<HashMap<Box<[u8]>, u64>>,
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -127,10 +128,13 @@ impl StmtIds {
     /// time: schema, sql_mode, character set and collation). Ids never repeat (also after the
     /// map starts over), so a connection that prepared an old id never mistakes a new text
     /// for it.
-    pub fn intern(&self, context: &str, sql: &str) -> u64 {
-        let key = format!("{context}\0{sql}");
+    pub fn intern(&self, context: &str, sql: &[u8]) -> u64 {
+        let mut key = Vec::with_capacity(context.len() + 1 + sql.len());
+        key.extend_from_slice(context.as_bytes());
+        key.push(0);
+        key.extend_from_slice(sql);
         let mut map = self.ids.lock().unwrap();
-        if let Some(id) = map.get(key.as_str()) {
+        if let Some(id) = map.get(key.as_slice()) {
             return *id;
         }
         if map.len() >= Self::LIMIT {

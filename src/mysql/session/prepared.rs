@@ -25,7 +25,9 @@ pub(super) struct ClientStmt {
     /// The text's id under `context` (see [`Session::parse_context`]).
     proxy_id: u64,
     context: Arc<str>,
-    sql: Arc<str>,
+    /// The statement's text as the client sent it (in its character set, not always UTF-8:
+    /// prepared again elsewhere byte for byte).
+    sql: Arc<[u8]>,
     params: u16,
     /// The parameter types (2 bytes each) of the client's last execute that sent them.
     types: Option<Vec<u8>>,
@@ -35,7 +37,8 @@ pub(super) struct ClientStmt {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn com_stmt_prepare(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let sql: Arc<str> = String::from_utf8_lossy(&payload[1..]).into();
+        let raw: Arc<[u8]> = payload[1..].into();
+        let sql = String::from_utf8_lossy(&raw);
         if self.stmts.len() >= MAX_CLIENT_STATEMENTS {
             let err = err_payload(
                 1461,
@@ -50,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(());
         }
         let context = self.parse_context();
-        let proxy_id = self.w.stmts.intern(&context, &sql);
+        let proxy_id = self.w.stmts.intern(&context, &raw);
         match self.prepare_on_backend(payload).await? {
             Prepared::Ok {
                 server_id,
@@ -67,7 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     ClientStmt {
                         proxy_id,
                         context,
-                        sql,
+                        sql: raw.clone(),
                         params,
                         types: None,
                         origin,
@@ -115,7 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.in_current_context(&mut stmt);
         self.origin = stmt.origin;
         self.stmts.insert(client_id, stmt.clone());
-        if !self.hold_for(&stmt.sql).await? {
+        if !self.hold_for(&String::from_utf8_lossy(&stmt.sql)).await? {
             return Ok(());
         }
         let Some(server_id) = self.ensure_prepared(&stmt).await? else {
@@ -139,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(id) = self.client_id(payload) {
             self.stmts.insert(id, stmt.clone());
         }
-        if !self.hold_for(&stmt.sql).await? {
+        if !self.hold_for(&String::from_utf8_lossy(&stmt.sql)).await? {
             return Ok(());
         }
         let Some(server_id) = self.ensure_prepared(&stmt).await? else {
@@ -289,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(Some(id));
         }
         let mut p = vec![Command::StmtPrepare.byte()];
-        p.extend_from_slice(stmt.sql.as_bytes());
+        p.extend_from_slice(&stmt.sql);
         match self.prepare_on_backend(&p).await? {
             Prepared::Ok { server_id, .. } => {
                 let conn = self.backend.as_mut().expect("held");

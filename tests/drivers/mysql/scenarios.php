@@ -171,6 +171,15 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
         $r = $f->query("SELECT CONNECTION_ID() > 0, HEX('\xe9')");
         show("f $i rewritten", $r->fetch_row());
     }
+    // Prepared statements whose text is not UTF-8 (cp1251 'Я' and 'Ю'): each keeps its own
+    // bytes on whichever server connection prepares it again.
+    foreach (["\xdf", "\xde", "\xdf", "\xde"] as $k => $ch) {
+        $s = $e->prepare("SELECT HEX('$ch'), ? AS n");
+        for ($i = 0; $i < 4; $i++) {
+            $s->execute([$i]);
+            show("cp1251 $k $i", $s->fetch(PDO::FETCH_NUM));
+        }
+    }
     // The same text prepared under two sql_modes means two things ('a' || 'b' concatenates
     // with PIPES_AS_CONCAT, is a logical OR without): each connection's statement keeps its
     // own meaning, whichever server connection runs it.
