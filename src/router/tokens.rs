@@ -492,8 +492,44 @@ pub(crate) fn skip_dollar_body(b: &[u8], i: usize, tag_end: usize) -> usize {
     b.len()
 }
 
+/// The statements of a MySQL text (split at top-level `;`, never inside strings, quoted
+/// identifiers or comments), each without its `;`; empty ones skipped.
+pub fn mysql_statements(sql: &str) -> Vec<&str> {
+    let mut toks = Tokens::new(sql, &Lex::MYSQL);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while let Some(t) = toks.next_tok() {
+        if t.kind == Kind::Semi {
+            if !sql[start..t.start].trim().is_empty() {
+                out.push(&sql[start..t.start]);
+            }
+            start = t.end;
+        }
+    }
+    if !sql[start..].trim().is_empty() {
+        out.push(&sql[start..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mysql_statements_split_at_top_level_semicolons() {
+        assert_eq!(
+            mysql_statements(
+                "SET NAMES latin1; SELECT ';', `a;b`, 'it\\';s' /* ; */;; SELECT 2 -- ;\n"
+            ),
+            vec![
+                "SET NAMES latin1",
+                " SELECT ';', `a;b`, 'it\\';s' /* ; */",
+                " SELECT 2 -- ;\n"
+            ]
+        );
+        assert_eq!(mysql_statements("SELECT 1"), vec!["SELECT 1"]);
+        assert!(mysql_statements(" ; ").is_empty());
+    }
+
     use super::*;
 
     fn kinds<'a>(sql: &'a str, lex: &'static Lex) -> Vec<(Kind, &'a str)> {

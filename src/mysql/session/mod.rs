@@ -24,7 +24,7 @@ mod prepared;
 mod relay;
 mod state;
 
-use state::{charset_vars, names_collation, parse_kill, set_var, unset_var, INFORMATIONAL};
+use state::{charset_vars, names_collations, parse_kill, set_var, unset_var, INFORMATIONAL};
 pub use state::{pin_reason, REPLAYED};
 
 use relay::Answer;
@@ -137,9 +137,10 @@ pub struct Session<S> {
     /// MariaDB's id 0xFFFFFFFF names (a COM_STMT_EXECUTE sent right behind its
     /// COM_STMT_PREPARE, before the id is known, as MariaDB's connectors pipeline them).
     last_prepared: Option<u32>,
-    /// The collation a `SET NAMES .. COLLATE ..` in the statement running names: MariaDB's
-    /// session tracking reports the character_set_* variables of it, not collation_connection.
-    names_collation: Option<String>,
+    /// The collations the character set statements of the query running name, in order (see
+    /// [`state::names_collations`]): MariaDB's session tracking reports the character_set_*
+    /// variables of `SET NAMES .. COLLATE ..`, not collation_connection.
+    names_collations: std::collections::VecDeque<Option<String>>,
     /// COM_STMT_SEND_LONG_DATA went to the held connection: it stays until the execute.
     long_data: bool,
     /// The held connection was chosen for writes (the primary).
@@ -209,7 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stmts: HashMap::new(),
             next_stmt: 0,
             last_prepared: None,
-            names_collation: None,
+            names_collations: Default::default(),
             long_data: false,
             for_write: true,
             ryw: Default::default(),
@@ -293,6 +294,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Command::InitDb => Origin::SetOrUse,
                 _ => Origin::Other,
             };
+            // Set by COM_QUERY for its own text; nothing else names a collation.
+            self.names_collations.clear();
             match Command::from_byte(first) {
                 Command::Quit => return Ok(()),
                 Command::Ping => self.send(seq, &ok_payload(self.caps, self.status)).await?,
@@ -403,7 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.kill(query_only, id).await;
         }
         self.note_pins(&text);
-        self.names_collation = names_collation(&text);
+        self.names_collations = names_collations(&text);
         if let Some(q) = own::own_query(&text) {
             // CONNECTION_ID() is the client's whatever it holds; the others are the held
             // connection's to answer while there is one.

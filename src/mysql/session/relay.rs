@@ -379,7 +379,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(&mut self.vars),
                 self.backend.as_mut().map(|c| &mut c.applied),
             ];
-            let named = self.names_collation.take();
+            let named = self.names_collations.pop_front().flatten();
             for v in vars.into_iter().flatten() {
                 match &named {
                     Some(c) => set_var(v, "collation_connection".into(), c.clone()),

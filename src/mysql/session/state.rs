@@ -6,6 +6,8 @@ use crate::router::classify::Reason;
 
 /// Session variables applied on whichever connection a client gets (reported by the
 /// server's session tracking, `SET` by any means). Any other variable a client changes pins it.
+use std::collections::VecDeque;
+
 pub const REPLAYED: &[&str] = &[
     "autocommit",
     "character_set_client",
@@ -124,17 +126,44 @@ pub(super) fn unset_var(vars: &mut Vec<(String, String)>, name: &str) {
     vars.retain(|(k, _)| k != name);
 }
 
-/// The collation of `SET NAMES charset COLLATE collation` in `sql` (quotes taken off,
-/// lowercased), if `sql` is a SET that has one.
-pub fn names_collation(sql: &str) -> Option<String> {
-    let upper = sql.trim_start().to_ascii_uppercase();
-    if !upper.starts_with("SET") {
-        return None;
+/// For each statement of `sql` that sets the connection's character set (`SET NAMES`,
+/// `SET CHARACTER SET` / `CHARSET`, `SET character_set_connection`), in order: the collation
+/// it names (`SET NAMES cs COLLATE collation`, quotes taken off, lowercased), if any. Each
+/// report of a new character_set_connection without collation_connection takes the next.
+/// Allocates nothing for a text that mentions none of them.
+pub fn names_collations(sql: &str) -> VecDeque<Option<String>> {
+    let mentions = |w: &str| {
+        sql.as_bytes()
+            .windows(w.len())
+            .any(|b| b.eq_ignore_ascii_case(w.as_bytes()))
+    };
+    if !mentions("NAMES") && !mentions("CHARSET") && !mentions("CHARACTER") {
+        return VecDeque::new();
     }
-    let words: Vec<&str> = upper
-        .split(|c: char| c.is_ascii_whitespace() || c == ',' || c == ';')
-        .filter(|w| !w.is_empty())
-        .collect();
+    crate::router::tokens::mysql_statements(sql)
+        .into_iter()
+        .filter_map(|stmt| {
+            let upper = stmt.trim_start().to_ascii_uppercase();
+            let words: Vec<&str> = upper
+                .split(|c: char| c.is_ascii_whitespace() || c == ',' || c == '=')
+                .filter(|w| !w.is_empty())
+                .collect();
+            if words.first() != Some(&"SET") {
+                return None;
+            }
+            let sets_charset = words.iter().any(|w| {
+                matches!(*w, "NAMES" | "CHARSET" | "CHARACTER")
+                    || w.trim_start_matches("@@SESSION.")
+                        .trim_start_matches("SESSION.")
+                        == "CHARACTER_SET_CONNECTION"
+            });
+            sets_charset.then(|| names_collation(&words))
+        })
+        .collect()
+}
+
+/// The collation after `NAMES .. COLLATE` in a SET statement's words.
+fn names_collation(words: &[&str]) -> Option<String> {
     let names = words.iter().position(|w| *w == "NAMES")?;
     let collate = names + words[names..].iter().position(|w| *w == "COLLATE")?;
     let name = words
@@ -312,23 +341,35 @@ mod tests {
 
     #[test]
     fn set_names_collation_is_read_from_the_statement() {
-        let c = |s: &str| names_collation(s);
+        let c = |s: &str| Vec::from(names_collations(s));
+        let some = |s: &str| Some(s.to_string());
         assert_eq!(
-            c("set names 'utf8mb4' collate 'utf8mb4_unicode_ci'").as_deref(),
-            Some("utf8mb4_unicode_ci")
+            c("set names 'utf8mb4' collate 'utf8mb4_unicode_ci'"),
+            vec![some("utf8mb4_unicode_ci")]
         );
         assert_eq!(
-            c("SET NAMES latin1 COLLATE latin1_bin, time_zone = '+00:00'").as_deref(),
-            Some("latin1_bin")
+            c("SET NAMES latin1 COLLATE latin1_bin, time_zone = '+00:00'"),
+            vec![some("latin1_bin")]
         );
         assert_eq!(
-            c("SET NAMES utf8mb4 COLLATE `utf8mb4_BIN`;").as_deref(),
-            Some("utf8mb4_bin")
+            c("SET NAMES utf8mb4 COLLATE `utf8mb4_BIN`;"),
+            vec![some("utf8mb4_bin")]
         );
-        assert_eq!(c("SET NAMES utf8mb4"), None);
-        assert_eq!(c("SELECT 'names' COLLATE latin1_bin"), None);
-        assert_eq!(c("SET NAMES utf8mb4 COLLATE"), None);
-        assert_eq!(c("SET NAMES utf8mb4 COLLATE ''"), None);
+        assert_eq!(c("SET NAMES utf8mb4"), vec![None]);
+        assert_eq!(c("SET CHARACTER SET cp1251"), vec![None]);
+        assert_eq!(
+            c("SET @@session.character_set_connection = latin1"),
+            vec![None]
+        );
+        assert!(c("SELECT 'names' COLLATE latin1_bin").is_empty());
+        assert!(c("SET sql_mode = 'ANSI'").is_empty());
+        assert_eq!(c("SET NAMES utf8mb4 COLLATE"), vec![None]);
+        assert_eq!(c("SET NAMES utf8mb4 COLLATE ''"), vec![None]);
+        // One per statement that sets the character set, in order.
+        assert_eq!(
+            c("SET NAMES latin1; SELECT 'names; collate x'; SET NAMES utf8mb4 COLLATE utf8mb4_bin"),
+            vec![None, some("utf8mb4_bin")]
+        );
     }
 
     #[test]

@@ -151,11 +151,22 @@ function scenario_settings($HOST, $PORT, $USER, $PW, $DB)
     // A character set from the handshake only (mysqlnd names the DSN's, or mysqli's option,
     // in it): cp1251 for a Cyrillic application, latin2 for a Central European one.
     $e = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB;charset=cp1251", $USER, $PW, $opts);
+    // Several SET NAMES in one multi-statement text: the last one stands.
+    $g = new PDO("mysql:host=$HOST;port=$PORT;dbname=$DB", $USER, $PW, [
+        PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
+        PDO::ATTR_EMULATE_PREPARES => true,
+        PDO::MYSQL_ATTR_MULTI_STATEMENTS => true,
+    ]);
+    $st = $g->query("SET NAMES latin1; SELECT 'names; collate x'; "
+        . "SET NAMES utf8mb4 COLLATE utf8mb4_bin");
+    while ($st->nextRowset()) {
+    }
+    $st->closeCursor();
     $f = new mysqli();
     $f->options(MYSQLI_SET_CHARSET_NAME, "latin2");
     $f->real_connect($HOST, $USER, $PW, $DB, (int)$PORT);
     for ($i = 0; $i < 4; $i++) {
-        foreach (['a' => $a, 'b' => $b, 'c' => $c, 'd' => $d, 'e' => $e] as $n => $conn) {
+        foreach (['a' => $a, 'b' => $b, 'c' => $c, 'd' => $d, 'e' => $e, 'g' => $g] as $n => $conn) {
             $r = $conn->query("SELECT @@collation_connection, @@character_set_client, "
                 . "@@character_set_results, @@sql_mode, @@time_zone, 'a' = 'A', "
                 . "CONVERT(_utf8mb4 0xC3A9 USING latin1)")->fetch(PDO::FETCH_NUM);
