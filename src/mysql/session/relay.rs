@@ -274,6 +274,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let status = codec::parse_eof(payload, caps).map(|e| e.status).ok();
         if let Some(status) = status {
             self.note_status(status);
+            if status & SERVER_SESSION_STATE_CHANGED != 0
+                && self.caps & CLIENT_SESSION_TRACK == 0
+                && wire >= 9
+            {
+                // A client that did not ask for session tracking is not told of changes
+                // (the servers' connections track them for the proxy): EOF status at 7..9.
+                let clear = (status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes();
+                self.bin[7..9].copy_from_slice(&clear);
+            }
         }
         self.pass(wire);
         status.is_some_and(|s| s & SERVER_MORE_RESULTS_EXISTS != 0)
@@ -289,10 +298,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.pass(wire);
             return Ok(false);
         };
+        // A client that did not ask for session tracking gets neither the changes nor the
+        // flag that says there are some.
+        let untracked = self.caps & CLIENT_SESSION_TRACK == 0;
+        let mut rewrite = untracked
+            && (ok.session_state.is_some() || ok.status & SERVER_SESSION_STATE_CHANGED != 0);
         // A client that asked for CLIENT_FOUND_ROWS counts matched rows, not changed ones
         // (SQLAlchemy's optimistic version checks rely on it); the servers' connections are
         // shared, so they run without it and the count comes from the UPDATE's info string.
-        let mut rewrite = ok.session_state.is_some() && self.caps & CLIENT_SESSION_TRACK == 0;
         if self.caps & CLIENT_FOUND_ROWS != 0 {
             if let Some(matched) = rows_matched(ok.info) {
                 if matched != ok.affected_rows {
@@ -309,6 +322,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let more = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
         if rewrite {
+            if untracked {
+                ok.status &= !SERVER_SESSION_STATE_CHANGED;
+            }
             let mut p = BytesMut::new();
             codec::put_ok(&mut p, &ok, self.caps);
             codec::write_packet(&mut self.cout, seq, &p);
@@ -320,6 +336,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) fn note_status(&mut self, status: u16) {
+        // "State changed" belongs to the one statement it came with, not to the session (the
+        // proxy's own answers use the session's status).
+        let status = status & !SERVER_SESSION_STATE_CHANGED;
         self.status = status;
         if let Some(c) = self.backend.as_mut() {
             c.status = status;

@@ -416,6 +416,13 @@ def scenario_types():
                 pc.close()
         else:
             out("rows never became visible")
+    if DRIVER == "pymysql":
+        with deadline("status flags without session tracking"):
+            # PyMySQL does not ask for CLIENT_SESSION_TRACK: no "state changed" flag either.
+            cur = conn.cursor()
+            for q in ("SET @x = 1", "SELECT 1", "SET time_zone = '+01:00'", "DO 1"):
+                cur.execute(q)
+                out("server_status after", q, hex(conn.server_status))
     conn.close()
 
 
