@@ -157,18 +157,12 @@ fn unquote(a: &str) -> Option<String> {
     .then(|| a.to_owned())
 }
 
-/// `sql` with every call of `CONNECTION_ID()` replaced by `id` (the client's own), if it has
-/// any: outside string literals, quoted identifiers and comments, not as part of a longer
-/// name. (A call inside a MariaDB executable comment `/*! .. */` is left to the server.)
 /// [`with_connection_id`] on the statement's bytes as the client sent them, in any character
 /// set: each byte is read as one character (what the rewrite looks at, keywords, quotes and
 /// comments, is ASCII in the character sets clients use), so bytes that are not UTF-8 (a
 /// latin1 or cp1251 client's) come back unchanged.
 pub fn with_connection_id_bytes(sql: &[u8], id: u32) -> Option<Vec<u8>> {
-    if !sql
-        .windows(13)
-        .any(|w| w.eq_ignore_ascii_case(b"connection_id"))
-    {
+    if !contains_ignore_case(sql, b"connection_id") {
         return None;
     }
     let chars: String = sql.iter().map(|&b| char::from(b)).collect();
@@ -176,9 +170,12 @@ pub fn with_connection_id_bytes(sql: &[u8], id: u32) -> Option<Vec<u8>> {
     Some(out.chars().map(|c| c as u8).collect())
 }
 
+/// `sql` with every call of `CONNECTION_ID()` replaced by `id` (the client's own), if it has
+/// any: outside string literals, quoted identifiers and comments, not as part of a longer
+/// name. (A call inside a MariaDB executable comment `/*! .. */` is left to the server.)
 pub fn with_connection_id(sql: &str, id: u32) -> Option<String> {
     const NAME: &[u8] = b"connection_id";
-    if !contains_ignore_case(sql, "connection_id") {
+    if !contains_ignore_case(sql.as_bytes(), NAME) {
         return None;
     }
     let b = sql.as_bytes();
@@ -241,18 +238,18 @@ pub fn with_connection_id(sql: &str, id: u32) -> Option<String> {
 
 /// Whether `sql` calls `LAST_INSERT_ID` anywhere (the value must be the client's there).
 pub fn mentions_last_insert_id(sql: &str) -> bool {
-    contains_ignore_case(sql, "last_insert_id")
+    contains_ignore_case(sql.as_bytes(), b"last_insert_id")
 }
 
 /// Whether `sql` uses `SQL_CALC_FOUND_ROWS`.
 pub fn calcs_found_rows(sql: &str) -> bool {
-    contains_ignore_case(sql, "sql_calc_found_rows")
+    contains_ignore_case(sql.as_bytes(), b"sql_calc_found_rows")
 }
 
-fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
+pub(super) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 const TYPE_LONGLONG: u8 = 0x08;

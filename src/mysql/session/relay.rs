@@ -106,12 +106,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     // The EOF after the column definitions (the servers run without
                     // CLIENT_DEPRECATE_EOF). An execute that opened a cursor ends here: its
                     // rows come with COM_STMT_FETCH.
-                    let caps = self
-                        .backend
-                        .as_ref()
-                        .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
-                    let cursor = codec::parse_eof(&self.bin[4..wire], caps)
-                        .is_ok_and(|e| e.status & SERVER_STATUS_CURSOR_EXISTS != 0);
+                    let cursor = self
+                        .eof_at_head(wire)
+                        .is_some_and(|e| e.status & SERVER_STATUS_CURSOR_EXISTS != 0);
                     if cursor {
                         self.on_eof(wire);
                         true
@@ -123,12 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 (At::Rows, _) => match first {
                     Some(codec::EOF_HEADER) if payload_len < 9 => {
-                        let caps = self
-                            .backend
-                            .as_ref()
-                            .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
-                        let warnings =
-                            codec::parse_eof(&self.bin[4..wire], caps).map_or(0, |e| e.warnings);
+                        let warnings = self.eof_at_head(wire).map_or(0, |e| e.warnings);
                         self.own.result_set(std::mem::take(&mut rows), warnings);
                         let more = self.on_eof(wire);
                         at = At::Next;
@@ -264,14 +256,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// An EOF packet: note its status; true if more results follow.
-    pub(super) fn on_eof(&mut self, wire: usize) -> bool {
-        let payload = &self.bin[4..wire];
+    /// The EOF packet of `wire` bytes at the head of the backend buffer, parsed.
+    fn eof_at_head(&self, wire: usize) -> Option<codec::EofPacket> {
         let caps = self
             .backend
             .as_ref()
             .map_or(CLIENT_PROTOCOL_41, |c| c.capabilities);
-        let status = codec::parse_eof(payload, caps).map(|e| e.status).ok();
+        codec::parse_eof(&self.bin[4..wire], caps).ok()
+    }
+
+    /// An EOF packet: note its status; true if more results follow.
+    pub(super) fn on_eof(&mut self, wire: usize) -> bool {
+        let status = self.eof_at_head(wire).map(|e| e.status);
         if let Some(status) = status {
             self.note_status(status);
             if status & SERVER_SESSION_STATE_CHANGED != 0

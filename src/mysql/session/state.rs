@@ -132,12 +132,9 @@ pub(super) fn unset_var(vars: &mut Vec<(String, String)>, name: &str) {
 /// report of a new character_set_connection without collation_connection takes the next.
 /// Allocates nothing for a text that mentions none of them.
 pub fn names_collations(sql: &str) -> VecDeque<Option<String>> {
-    let mentions = |w: &str| {
-        sql.as_bytes()
-            .windows(w.len())
-            .any(|b| b.eq_ignore_ascii_case(w.as_bytes()))
-    };
-    if !mentions("NAMES") && !mentions("CHARSET") && !mentions("CHARACTER") {
+    // NAMES, or CHAR for CHARSET, CHARACTER SET and character_set_connection.
+    let mentions = |w: &[u8]| super::own::contains_ignore_case(sql.as_bytes(), w);
+    if !mentions(b"NAMES") && !mentions(b"CHAR") {
         return VecDeque::new();
     }
     crate::router::tokens::mysql_statements(sql)
