@@ -37,13 +37,19 @@ fn proxy(db: &str, pool: &str) -> Proxy {
 
 /// A proxy with extra lines in `[mysql]` and extra `[[user]]` tables.
 fn proxy_with(db: &str, pool: &str, mysql: &str, users: &str) -> Proxy {
+    let cfg = Config::from_toml(&config_text(db, pool, mysql, users)).expect("valid config");
+    started(Server::start(cfg).expect("proxy starts"))
+}
+
+/// The config of [`proxy_with`].
+fn config_text(db: &str, pool: &str, mysql: &str, users: &str) -> String {
     let c = cluster();
     let replicas: Vec<String> = c
         .replica_ports()
         .iter()
         .map(|p| format!("\"127.0.0.1:{p}\""))
         .collect();
-    let text = format!(
+    format!(
         r#"
 [general]
 workers = 1
@@ -77,9 +83,10 @@ password = "switchyard_pw"
 "#,
         primary = c.primary_port(),
         replicas = replicas.join(", ")
-    );
-    let cfg = Config::from_toml(&text).expect("valid config");
-    let server = Server::start(cfg).expect("proxy starts");
+    )
+}
+
+fn started(server: Server) -> Proxy {
     let port = server.my_addr.expect("mysql listener").port();
     // Let the health checker see the replicas.
     std::thread::sleep(Duration::from_millis(800));
@@ -113,6 +120,71 @@ fn setup(db: &str, sql: &str) {
     c.create_database(db).unwrap();
     c.query_db(0, Some(db), sql).unwrap();
     c.wait_caught_up(Duration::from_secs(30)).unwrap();
+}
+
+/// The server ids that answered 20 executes of `stmt` (`SELECT @@server_id, sy_tag(?)`).
+async fn answered_by(conn: &mut mysql_async::Conn, stmt: &mysql_async::Statement) -> Vec<String> {
+    use mysql_async::prelude::*;
+    let mut seen = Vec::new();
+    for i in 0..20i64 {
+        let (id, v): (u32, i64) = conn.exec_first(stmt, (i,)).await.unwrap().unwrap();
+        assert_eq!(v, i + 1);
+        seen.push(id.to_string());
+    }
+    seen
+}
+
+/// An execute routes by its statement's classification, kept from the prepare, but only
+/// while the classifier that made it is in force: once a reload names the statement's
+/// function a write (`[routing] write_functions`), the same prepared statement runs on the
+/// primary.
+#[test]
+fn a_reload_that_reclassifies_a_prepared_statement_moves_its_executes() {
+    use mysql_async::prelude::*;
+    let db = "my_reclassify";
+    setup(
+        db,
+        "CREATE FUNCTION sy_tag(x INT) RETURNS INT DETERMINISTIC RETURN x + 1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let text = config_text(db, "", "", "");
+    std::fs::write(&path, &text).unwrap();
+    let p = started(Server::start_file(&path).expect("proxy starts"));
+    let primary = cluster().value(0, "SELECT @@server_id").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (before, after) = rt.block_on(async {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(p.port)
+            .user(Some("app"))
+            .pass(Some("app_pw"))
+            .db_name(Some(db))
+            .prefer_socket(false);
+        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+        let stmt = conn.prep("SELECT @@server_id, sy_tag(?)").await.unwrap();
+        let before = answered_by(&mut conn, &stmt).await;
+        std::fs::write(
+            &path,
+            format!("{text}\n[routing]\nwrite_functions = [\"sy_tag\"]\n"),
+        )
+        .unwrap();
+        p.server.as_ref().unwrap().reload().expect("reload");
+        let after = answered_by(&mut conn, &stmt).await;
+        conn.disconnect().await.unwrap();
+        (before, after)
+    });
+    assert!(
+        before.iter().all(|id| *id != primary),
+        "a read went to the primary ({primary}) before the reload: {before:?}"
+    );
+    assert!(
+        after.iter().all(|id| *id == primary),
+        "after the reload the statement still ran on replicas: {after:?}"
+    );
 }
 
 #[test]

@@ -28,3 +28,21 @@ pub fn bind_reuseport(
     }
     Ok(out)
 }
+
+/// `io` with a deadline `limit` from now, the clock read and a timer armed only when it does
+/// not finish at its first poll: a write the socket takes whole at once (nearly every one)
+/// costs no clock read. Past the deadline: `TimedOut`.
+pub async fn within<T>(
+    limit: std::time::Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    use std::task::Poll;
+    let mut io = std::pin::pin!(io);
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
+        return r;
+    }
+    match tokio::time::timeout(limit, io).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}

@@ -35,7 +35,7 @@ use crate::mysql::backend::{MyConn, MyPooled, MyQueryError};
 use crate::mysql::codec::{self, flags::*, Command};
 use crate::mysql::io::{err_payload, ok_payload, read_packet, PacketError};
 use crate::mysql::worker::{MyClusterPools, Running, Slot, Worker};
-use crate::router::classify::{Reason, Route, TxEffect};
+use crate::router::classify::{Class, Reason, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::{Buf, BytesMut};
 use prepared::ClientStmt;
@@ -376,17 +376,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.cout.is_empty() {
             return Ok(());
         }
-        let r = tokio::time::timeout(Duration::from_secs(60), async {
+        let write = async {
             self.client.write_all(&self.cout).await?;
             self.client.flush().await
-        })
-        .await;
+        };
+        let r = crate::net::within(Duration::from_secs(60), write).await;
         self.cout.clear();
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::ClientIo(e)),
-            Err(_) => Err(SessionError::ClientIo(std::io::ErrorKind::TimedOut.into())),
-        }
+        r.map_err(SessionError::ClientIo)
     }
 
     async fn com_query(&mut self, payload: &[u8]) -> Result<(), SessionError> {
@@ -484,10 +480,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Where the statement `sql` may run when the client holds no connection.
     fn want_for(&mut self, sql: &str) -> Result<Want, SelectError> {
+        let class = self.w.shared.classifier_mysql.load().classify(sql);
+        self.want_for_class(class, hints::leading_hint(sql).is_some())
+    }
+
+    /// [`Self::want_for`] of a statement classified as `class`, `hinted` when it carries a
+    /// leading hint of its own (which the session's route setting does not override).
+    fn want_for_class(&mut self, mut class: Class, hinted: bool) -> Result<Want, SelectError> {
         let state = self.cluster.state.clone();
-        let mut class = self.w.shared.classifier_mysql.load().classify(sql);
         if let Some(h) = self.route_override {
-            if hints::leading_hint(sql).is_none() {
+            if !hinted {
                 class = class.with_hint(h);
             }
         }

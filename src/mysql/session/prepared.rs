@@ -12,6 +12,8 @@
 use super::{Answer, Origin, Session, SessionError, INTERNAL_TIMEOUT};
 use crate::mysql::codec::{self, Command};
 use crate::mysql::io::{err_payload, ok_payload};
+use crate::router::classify::{Class, Classifier};
+use crate::router::hints;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -33,6 +35,21 @@ pub(super) struct ClientStmt {
     types: Option<Vec<u8>>,
     /// What kind of statement it is, for the session changes its executes report.
     origin: Origin,
+    /// How `classifier` (the one in force when it was classified) routes it, and whether it
+    /// carries a leading hint of its own: an execute routes without reading the text again,
+    /// unless a reload replaced the classifier.
+    class: Class,
+    hinted: bool,
+    classifier: Arc<Classifier>,
+}
+
+/// What an execute needs of its statement once it is stored back.
+struct Exec {
+    origin: Origin,
+    proxy_id: u64,
+    sql: Arc<[u8]>,
+    class: Class,
+    hinted: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -48,8 +65,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.send(1, &err).await;
         }
         self.note_pins(&sql);
-        let origin = Origin::of(self.w.shared.classifier_mysql.load().classify(&sql).reason);
-        if !self.hold_for(&sql).await? {
+        let classifier = self.w.shared.classifier_mysql.load_full();
+        let class = classifier.classify(&sql);
+        let hinted = hints::leading_hint(&sql).is_some();
+        let origin = Origin::of(class.reason);
+        if !self.hold_for(class, hinted).await? {
             return Ok(());
         }
         let context = self.parse_context();
@@ -74,6 +94,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         params,
                         types: None,
                         origin,
+                        class,
+                        hinted,
+                        classifier,
                     },
                 );
                 // The client sees its own id in COM_STMT_PREPARE_OK.
@@ -96,7 +119,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     pub(super) async fn com_stmt_execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(mut stmt) = self.client_stmt(payload) else {
+        let Some(client_id) = self
+            .client_id(payload)
+            .filter(|id| self.stmts.contains_key(id))
+        else {
             return self.unknown_statement(payload).await;
         };
         let exec = match codec::parse_stmt_execute(payload) {
@@ -110,18 +136,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if exec.flags & 0x07 != 0 && self.pinned.is_none() {
             self.pinned = Some("cursor");
         }
-        let rebuilt = match with_types(payload, stmt.params, &mut stmt.types) {
+        let mut rebuilt = Ok(Vec::new());
+        let Some(stmt) = self.update_stmt(client_id, |stmt| {
+            rebuilt = with_types(payload, stmt.params, &mut stmt.types);
+        }) else {
+            return self.unknown_statement(payload).await;
+        };
+        let rebuilt = match rebuilt {
             Ok(p) => p,
             Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
         };
-        let client_id = self.client_id(payload).unwrap_or(0);
-        self.in_current_context(&mut stmt);
         self.origin = stmt.origin;
-        self.stmts.insert(client_id, stmt.clone());
-        if !self.hold_for(&String::from_utf8_lossy(&stmt.sql)).await? {
+        if !self.hold_for(stmt.class, stmt.hinted).await? {
             return Ok(());
         }
-        let Some(server_id) = self.ensure_prepared(&stmt).await? else {
+        let Some(server_id) = self.ensure_prepared(stmt.proxy_id, &stmt.sql).await? else {
             return Ok(());
         };
         let mut out = rebuilt;
@@ -135,17 +164,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
     ) -> Result<(), SessionError> {
         // No answer, also not on error.
-        let Some(mut stmt) = self.client_stmt(payload) else {
+        let Some(stmt) = self
+            .client_id(payload)
+            .and_then(|id| self.update_stmt(id, |_| ()))
+        else {
             return Ok(());
         };
-        self.in_current_context(&mut stmt);
-        if let Some(id) = self.client_id(payload) {
-            self.stmts.insert(id, stmt.clone());
-        }
-        if !self.hold_for(&String::from_utf8_lossy(&stmt.sql)).await? {
+        if !self.hold_for(stmt.class, stmt.hinted).await? {
             return Ok(());
         }
-        let Some(server_id) = self.ensure_prepared(&stmt).await? else {
+        let Some(server_id) = self.ensure_prepared(stmt.proxy_id, &stmt.sql).await? else {
             return Ok(());
         };
         let mut out = payload.to_vec();
@@ -245,6 +273,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         stmt.context = context;
     }
 
+    /// For a command that runs the client's statement `id`: the statement, after `f`
+    /// updated it, brought to the current parse context and classified by the classifier in
+    /// force, and stored back (the map keeps it whatever happens to the command). None when
+    /// the client has no such statement.
+    fn update_stmt(&mut self, id: u32, f: impl FnOnce(&mut ClientStmt)) -> Option<Exec> {
+        let mut stmt = self.stmts.remove(&id)?;
+        f(&mut stmt);
+        self.in_current_context(&mut stmt);
+        let classifier = self.w.shared.classifier_mysql.load();
+        if !Arc::ptr_eq(&classifier, &stmt.classifier) {
+            let sql = String::from_utf8_lossy(&stmt.sql);
+            stmt.class = classifier.classify(&sql);
+            stmt.hinted = hints::leading_hint(&sql).is_some();
+            stmt.classifier = arc_swap::Guard::into_inner(classifier);
+        }
+        let exec = Exec {
+            origin: stmt.origin,
+            proxy_id: stmt.proxy_id,
+            sql: stmt.sql.clone(),
+            class: stmt.class,
+            hinted: stmt.hinted,
+        };
+        self.stmts.insert(id, stmt);
+        Some(exec)
+    }
+
     /// The client's statement id in `payload`, MariaDB's "last prepared" id resolved.
     fn client_id(&self, payload: &[u8]) -> Option<u32> {
         match codec::stmt_id(payload)? {
@@ -264,13 +318,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.send(1, &err_payload(1243, b"HY000", &msg)).await
     }
 
-    /// Hold a connection where `sql` may run. False when none could be had (the client has
-    /// been told why).
-    async fn hold_for(&mut self, sql: &str) -> Result<bool, SessionError> {
+    /// Hold a connection where a statement classified as `class` may run (`hinted`: it has
+    /// a leading hint of its own). False when none could be had (the client has been told
+    /// why).
+    async fn hold_for(&mut self, class: Class, hinted: bool) -> Result<bool, SessionError> {
         if self.backend.is_some() {
             return Ok(true);
         }
-        let want = match self.want_for(sql) {
+        let want = match self.want_for_class(class, hinted) {
             Ok(w) => w,
             Err(e) => {
                 let err = err_payload(1290, b"HY000", &format!("switchyard: {e}"));
@@ -283,20 +338,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The held connection's server id for `stmt`, preparing it there first if needed. None
     /// when the server refused (the client got the ERR as its command's answer).
-    async fn ensure_prepared(&mut self, stmt: &ClientStmt) -> Result<Option<u32>, SessionError> {
+    async fn ensure_prepared(
+        &mut self,
+        proxy_id: u64,
+        sql: &[u8],
+    ) -> Result<Option<u32>, SessionError> {
         if let Some(id) = self
             .backend
             .as_ref()
-            .and_then(|c| c.prepared.get(&stmt.proxy_id).copied())
+            .and_then(|c| c.prepared.get(&proxy_id).copied())
         {
             return Ok(Some(id));
         }
         let mut p = vec![Command::StmtPrepare.byte()];
-        p.extend_from_slice(&stmt.sql);
+        p.extend_from_slice(sql);
         match self.prepare_on_backend(&p).await? {
             Prepared::Ok { server_id, .. } => {
                 let conn = self.backend.as_mut().expect("held");
-                conn.prepared.insert(stmt.proxy_id, server_id);
+                conn.prepared.insert(proxy_id, server_id);
                 Ok(Some(server_id))
             }
             Prepared::Err(packet) => {
