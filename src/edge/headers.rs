@@ -143,19 +143,28 @@ pub fn via_for(version: http::Version) -> &'static str {
 /// else a new random one. Set on the request going upstream.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic()) {
+        if valid_request_id(v.as_bytes()) {
             return v.clone();
         }
     }
+    let v = new_request_id();
+    headers.insert(&X_REQUEST_ID, v.clone());
+    v
+}
+
+/// Whether a client's X-Request-Id is passed on (1 to 128 visible characters).
+pub fn valid_request_id(b: &[u8]) -> bool {
+    (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// A new request id: 32 random hex digits.
+pub fn new_request_id() -> HeaderValue {
     let id: u128 = rand::random();
     let mut hex = [0u8; 32];
     for (i, b) in hex.iter_mut().enumerate() {
         *b = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
     }
-    let v = HeaderValue::from_bytes(&hex).expect("hex is a header value");
-    headers.insert(&X_REQUEST_ID, v.clone());
-    v
+    HeaderValue::from_bytes(&hex).expect("hex is a header value")
 }
 
 #[cfg(test)]

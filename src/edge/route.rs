@@ -125,6 +125,11 @@ pub fn request_host_of<'a>(
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
+    host_of(raw)
+}
+
+/// The host of a Host header's text, lower case and without a port.
+pub fn host_of(raw: &str) -> std::borrow::Cow<'_, str> {
     let host = strip_port(raw);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         host.to_ascii_lowercase().into()

@@ -10,8 +10,9 @@
 //! (`listener.rs`) for the rest of its life; so does anything httparse refuses (hyper then
 //! answers 400 or 431 as it does for every connection).
 //!
-//! Everything else matches the hyper path (`proxy.rs`): the same header rewriting
-//! (`headers.rs` on a `HeaderMap` of the request), server choice, retries within the budget,
+//! Everything else matches the hyper path (`proxy.rs`): the same header rewriting (done on
+//! the bytes of the head, with `headers.rs`'s rules; `tests/edge.rs` compares the two
+//! paths' upstream requests), server choice, retries within the budget,
 //! passive health, timeouts (header read from the first byte, connect, response head, idle
 //! between requests), metrics, access log and drain (`Connection: close` on the answer in
 //! progress, then the close).
@@ -35,11 +36,11 @@ use super::upstream::Attempt;
 use super::EdgeState;
 use crate::config::EdgeListener;
 use bytes::{Buf, BufMut, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderValue, Method};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -66,25 +67,42 @@ pub async fn serve(
 ) -> Outcome {
     let mut buf = BytesMut::with_capacity(4096);
     let mut head = BytesMut::with_capacity(1024);
+    // Between requests the connection may stay idle for idle_timeout after its last answer.
+    // One timer per connection, not one per request: it is moved on only when it fires early
+    // (the connection answered since it was set), to the last answer plus idle_timeout.
+    let mut idle_since = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep_until(idle_since + cfg.idle_timeout);
+    tokio::pin!(idle_timer);
     loop {
-        if buf.is_empty() {
+        while buf.is_empty() {
             // Between requests: the idle timeout, or the drain, ends the connection.
             tokio::select! {
-                r = tokio::time::timeout(cfg.idle_timeout, client.read_buf(&mut buf)) => {
-                    if !matches!(r, Ok(Ok(n)) if n > 0) {
+                r = client.read_buf(&mut buf) => {
+                    if !matches!(r, Ok(n) if n > 0) {
                         return Outcome::Done;
                     }
+                }
+                _ = idle_timer.as_mut() => {
+                    let due = idle_since + cfg.idle_timeout;
+                    if due <= idle_timer.deadline() {
+                        return Outcome::Done;
+                    }
+                    idle_timer.as_mut().reset(due);
                 }
                 _ = shutdown.cancelled() => return Outcome::Done,
             }
         }
-        // The rest of the head within header_timeout of its first byte (slowloris).
-        let deadline = tokio::time::Instant::now() + cfg.header_timeout;
+        // The rest of the head within header_timeout of its first byte (slowloris): the
+        // clock is read only when the head did not come whole.
+        let mut deadline = None;
+        let mut head_deadline =
+            || *deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.header_timeout);
         let state = ctx.edge.state();
         let prepared = loop {
             if H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                 if buf.len() < H2_PREFACE.len() {
-                    match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
+                    match tokio::time::timeout_at(head_deadline(), client.read_buf(&mut buf)).await
+                    {
                         Ok(Ok(n)) if n > 0 => continue,
                         _ => return Outcome::Done,
                     }
@@ -99,7 +117,8 @@ pub async fn serve(
                     return Outcome::Handoff(client, buf);
                 }
                 Parsed::Partial => {
-                    match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
+                    match tokio::time::timeout_at(head_deadline(), client.read_buf(&mut buf)).await
+                    {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return Outcome::Done,
                     }
@@ -107,7 +126,9 @@ pub async fn serve(
             }
         };
         buf.advance(prepared.head_len);
-        let keep = exchange(&ctx, &state, &mut client, &head, prepared, cfg.idle_timeout).await;
+        let (keep, answered) =
+            exchange(&ctx, &state, &mut client, &head, prepared, cfg.idle_timeout).await;
+        idle_since = answered;
         if !keep || shutdown.is_cancelled() {
             let _ = client.shutdown().await;
             return Outcome::Done;
@@ -159,40 +180,79 @@ fn prepare(
     if !target.starts_with('/') {
         return Parsed::Handoff;
     }
-    let mut map = HeaderMap::with_capacity(req.headers.len() + 6);
+    // The head is written out as it came, less the hop-by-hop headers and those the edge
+    // sets, then the edge's own: the rewrite of `headers.rs` (which the hyper path does on a
+    // `HeaderMap`) without building one. A head this cannot mirror simply (a Connection
+    // header that is not text, or names many headers) goes to hyper.
     let mut close = draining;
-    let mut hosts = 0;
+    // The headers Connection names (hop-by-hop for this hop: they go too).
+    let mut named: [&[u8]; MAX_CONNECTION_TOKENS] = [b""; MAX_CONNECTION_TOKENS];
+    let mut n_named = 0;
+    let mut host = None;
+    let mut request_id = None;
+    let mut forwarded_for: Option<&[u8]> = None;
+    let mut via: Option<&[u8]> = None;
     for h in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Parsed::Handoff;
-        };
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT
+        let name = h.name.as_bytes();
+        if !h
+            .value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
         {
             return Parsed::Handoff;
         }
-        if name == HOST {
-            hosts += 1;
+        if [CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE, EXPECT]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        {
+            return Parsed::Handoff;
         }
-        if name == CONNECTION {
+        if name.eq_ignore_ascii_case(b"host") {
+            if host.replace(h.value).is_some() {
+                return Parsed::Handoff;
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if visible(h.value).is_none() {
+                return Parsed::Handoff;
+            }
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                // Other tokens name hop-by-hop headers, which the rewrite drops.
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
                     return Parsed::Handoff;
                 }
+                if token.is_empty() {
+                    continue;
+                }
+                if n_named == named.len() {
+                    return Parsed::Handoff;
+                }
+                named[n_named] = token;
+                n_named += 1;
             }
+        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+            request_id.get_or_insert(h.value);
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for.get_or_insert(h.value);
+        } else if name.eq_ignore_ascii_case(b"via") {
+            via.get_or_insert(h.value);
         }
-        map.append(name, value);
     }
-    if hosts != 1 {
+    let Some(host_value) = host else {
         return Parsed::Handoff;
+    };
+    let named = &named[..n_named];
+    let is_named = |name: &[u8]| named.iter().any(|t| t.eq_ignore_ascii_case(name));
+    // As on hyper's path, the headers Connection names are gone before the forwarding
+    // headers are joined to what the client sent.
+    if is_named(b"x-forwarded-for") {
+        forwarded_for = None;
     }
-    let origin = http::Uri::default();
-    let host = super::route::request_host_of(&map, &origin).into_owned();
+    if is_named(b"via") {
+        via = None;
+    }
+    let drop_request_id = is_named(b"x-request-id");
+    let host = super::route::host_of(visible(host_value).unwrap_or(""));
     let path = target.split('?').next().unwrap_or(target);
     let Some(route) = state.routes.find(&ctx.listener, &host, path) else {
         return Parsed::Handoff;
@@ -202,30 +262,57 @@ fn prepare(
     }
     let log_on = state.cfg.access_log != crate::config::AccessLog::Off;
     let mut log = LogLine::fast(&method, target, &host, ctx, log_on);
-    let request_id = headers::request_id(&mut map);
+    // A valid X-Request-Id is passed on as it is (every such header); otherwise the edge's
+    // replaces them.
+    let (request_id, own_id) = match request_id.filter(|v| headers::valid_request_id(v)) {
+        Some(v) => (HeaderValue::from_bytes(v).expect("checked above"), false),
+        None => (headers::new_request_id(), true),
+    };
     log.request_id = request_id.clone();
     log.route = Some(route.clone());
-    let host_value = map.get(HOST).cloned();
-    headers::remove_hop_by_hop(&mut map, false);
-    headers::add_forwarded(
-        &mut map,
-        &ctx.client_ip,
-        ctx.tls,
-        host_value.as_ref(),
-        headers::via_for(http::Version::HTTP_11),
-    );
     out.clear();
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(route.upstream_path(target).as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in map.iter() {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let dropped = HOP_BY_HOP_OR_SET
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            || ((own_id || drop_request_id) && name.eq_ignore_ascii_case(b"x-request-id"))
+            || is_named(name);
+        if !dropped {
+            put_header(out, name, h.value);
+        }
     }
+    if own_id && !drop_request_id {
+        put_header(out, b"x-request-id", request_id.as_bytes());
+    }
+    // X-Forwarded-For: the client appended to the first value there was (when it is text).
+    out.put_slice(b"x-forwarded-for: ");
+    if let Some(prev) = forwarded_for
+        .and_then(visible)
+        .filter(|p| !p.trim().is_empty())
+    {
+        out.put_slice(prev.as_bytes());
+        out.put_slice(b", ");
+    }
+    out.put_slice(ctx.client_ip.as_bytes());
     out.put_slice(b"\r\n");
+    put_header(
+        out,
+        b"x-forwarded-proto",
+        if ctx.tls { b"https" } else { b"http" },
+    );
+    put_header(out, b"x-forwarded-host", host_value);
+    out.put_slice(b"via: ");
+    if let Some(prev) = via.and_then(visible) {
+        out.put_slice(prev.as_bytes());
+        out.put_slice(b", ");
+    }
+    out.put_slice(headers::via_for(http::Version::HTTP_11).as_bytes());
+    out.put_slice(b"\r\n\r\n");
     Parsed::Ready(Box::new(Prepared {
         head_len,
         route: route.clone(),
@@ -236,9 +323,42 @@ fn prepare(
     }))
 }
 
+/// Most headers one request's Connection headers may name on the fast path.
+const MAX_CONNECTION_TOKENS: usize = 8;
+
+/// Request headers not passed on: hop-by-hop (RFC 9110 7.6.1; Upgrade, Transfer-Encoding and
+/// Connection tokens other than close and keep-alive never reach here), and those the edge
+/// sets itself.
+const HOP_BY_HOP_OR_SET: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+];
+
+/// The header's value as text when it is visible ASCII (as `HeaderValue::to_str` takes it).
+fn visible(v: &[u8]) -> Option<&str> {
+    v.iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(v).ok())
+        .flatten()
+}
+
+fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
 /// Send the prepared request (`head`) upstream with retries, and its answer to the client.
-/// Whether the client connection can take another request. Nothing moving for `idle` while
-/// the answer is copied ends the connection.
+/// Whether the client connection can take another request, and when the answer was done.
+/// Nothing moving for `idle` while the answer is copied ends the connection.
 async fn exchange(
     ctx: &ConnCtx,
     state: &EdgeState,
@@ -246,7 +366,7 @@ async fn exchange(
     head: &[u8],
     p: Box<Prepared>,
     idle: Duration,
-) -> bool {
+) -> (bool, tokio::time::Instant) {
     let Prepared {
         route,
         head_only,
@@ -255,7 +375,7 @@ async fn exchange(
         mut log,
         ..
     } = *p;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let group = &route.group;
     group.request_started();
     let pool = group.raw_pool(ctx.worker);
@@ -293,7 +413,8 @@ async fn exchange(
             }
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    let answered = tokio::time::Instant::now();
+    let secs = (answered - started).as_secs_f64();
     let Some((up, server)) = answer else {
         let (status, msg, server) = last.unwrap_or((502, "no upstream answered".to_string(), None));
         log.upstream = server;
@@ -312,7 +433,11 @@ async fn exchange(
         if !head_only {
             out.put_slice(body.as_bytes());
         }
-        return write_within(client, &out, idle).await.is_ok() && !close;
+        return match write_within(client, &out, idle).await {
+            Ok(false) => (!close, answered),
+            Ok(true) => (!close, tokio::time::Instant::now()),
+            Err(_) => (false, answered),
+        };
     };
     log.upstream = Some(server.addr);
     super::proxy::account(ctx, state, &mut log, up.status, secs);
@@ -322,10 +447,17 @@ async fn exchange(
     let mut out = BytesMut::with_capacity(1024);
     if response_head(up.head(), &request_id, close, &mut out).is_err() {
         // Checked once already by `send`: cannot happen; answer as a broken upstream.
-        return false;
+        return (false, answered);
     }
-    let (client_ok, body_done) = up
+    let (client_ok, body_done, waited) = up
         .relay(client, out, pool, server.addr, &group.limits, idle)
         .await;
-    client_ok && body_done && !close
+    // The connection is idle from the end of the answer: the head's arrival, unless copying
+    // the answer had to wait.
+    let done = if waited {
+        tokio::time::Instant::now()
+    } else {
+        answered
+    };
+    (client_ok && body_done && !close, done)
 }

@@ -147,7 +147,8 @@ impl UpResp {
 
     /// Send the client `out` (its response head) and the body; a connection whose body was
     /// read to its end, with nothing after it, goes back to `pool`. Returns whether the
-    /// client took everything, and whether the body was read to its end.
+    /// client took everything, whether the body was read to its end, and whether the copy
+    /// waited (for the upstream or the client) rather than finishing at once.
     /// Nothing moving for `idle` (a client not reading, an upstream not sending) ends both.
     pub(super) async fn relay(
         mut self,
@@ -157,9 +158,9 @@ impl UpResp {
         addr: SocketAddr,
         limits: &Limits,
         idle: Duration,
-    ) -> (bool, bool) {
+    ) -> (bool, bool, bool) {
         self.conn.buf.advance(self.head_len);
-        let (client_ok, body_done) = copy_body(&mut self, client, out, idle).await;
+        let (client_ok, body_done, waited) = copy_body(&mut self, client, out, idle).await;
         if body_done && self.reusable && self.conn.buf.is_empty() {
             if self.conn.buf.capacity() > MAX_IDLE_BUFFER {
                 // An unusually large read grew it: an idle connection keeps a small one.
@@ -167,20 +168,21 @@ impl UpResp {
             }
             pool.put(addr, self.conn, limits);
         }
-        (client_ok, body_done)
+        (client_ok, body_done, waited)
     }
 }
 
 /// Copy the response body (after the head already in `out`) to the client, as it arrives:
 /// what is at hand goes out before the next read from the upstream (a small answer leaves
-/// in one write with its head). Returns whether the client took everything, and whether
-/// the body was read to its end. A write or read that makes no progress for `idle` fails.
+/// in one write with its head). Returns whether the client took everything, whether the
+/// body was read to its end, and whether it waited. A write or read that makes no progress
+/// for `idle` fails.
 async fn copy_body(
     up: &mut UpResp,
     client: &mut TcpStream,
     mut out: BytesMut,
     idle: Duration,
-) -> (bool, bool) {
+) -> (bool, bool, bool) {
     let mut chunks = ChunkScanner::default();
     let mut left = match up.framing {
         Framing::Length(n) => n,
@@ -188,6 +190,7 @@ async fn copy_body(
     };
     let mut done = matches!(up.framing, Framing::None);
     let mut quick_ack = false;
+    let mut waited = false;
     loop {
         if !done && !up.conn.buf.is_empty() {
             let take = match up.framing {
@@ -197,18 +200,16 @@ async fn copy_body(
                     Err(_) => {
                         // A malformed chunked body: what arrived goes out, then both close.
                         let _ = write_within(client, &out, idle).await;
-                        return (false, false);
+                        return (false, false, true);
                     }
                 },
                 _ => up.conn.buf.len(),
             };
             if out.is_empty() && take >= DIRECT_WRITE {
                 // Large pieces go out from the read buffer itself.
-                if write_within(client, &up.conn.buf[..take], idle)
-                    .await
-                    .is_err()
-                {
-                    return (false, false);
+                match write_within(client, &up.conn.buf[..take], idle).await {
+                    Ok(w) => waited |= w,
+                    Err(_) => return (false, false, true),
                 }
             } else {
                 out.put_slice(&up.conn.buf[..take]);
@@ -224,13 +225,14 @@ async fn copy_body(
             }
         }
         if !out.is_empty() && (done || up.conn.buf.is_empty()) {
-            if write_within(client, &out, idle).await.is_err() {
-                return (false, done && up.conn.buf.is_empty());
+            match write_within(client, &out, idle).await {
+                Ok(w) => waited |= w,
+                Err(_) => return (false, done && up.conn.buf.is_empty(), true),
             }
             out.clear();
         }
         if done {
-            return (true, up.conn.buf.is_empty());
+            return (true, up.conn.buf.is_empty(), waited);
         }
         if up.conn.buf.is_empty() {
             if !quick_ack {
@@ -242,25 +244,33 @@ async fn copy_body(
                 // interactive again (the next request): set once per answer.
                 let _ = socket2::SockRef::from(&up.conn.stream).set_quickack(true);
                 quick_ack = true;
+                waited = true;
             }
             up.conn.buf.reserve(READ_CHUNK);
             match tokio::time::timeout(idle, up.conn.stream.read_buf(&mut up.conn.buf)).await {
                 // The end of a close-delimited body; any other body was cut short.
-                Ok(Ok(0)) => return (matches!(up.framing, Framing::UntilClose), false),
+                Ok(Ok(0)) => return (matches!(up.framing, Framing::UntilClose), false, true),
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => return (false, false),
+                Ok(Err(_)) | Err(_) => return (false, false, true),
             }
         }
     }
 }
 
 /// Write all of `data`, failing when one write makes no progress for `idle` (a client that
-/// stopped reading). A write the socket takes at once arms no timer.
+/// stopped reading). A write the socket takes whole at once neither reads the clock nor arms
+/// a timer; `Ok(true)` when the write had to wait.
 pub(super) async fn write_within(
     client: &mut TcpStream,
     mut data: &[u8],
     idle: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
+    match client.try_write(data) {
+        Ok(n) if n == data.len() => return Ok(false),
+        Ok(n) => data = &data[n..],
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
     while !data.is_empty() {
         match tokio::time::timeout(idle, client.write(data)).await {
             Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -269,5 +279,5 @@ pub(super) async fn write_within(
             Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
-    Ok(())
+    Ok(true)
 }
