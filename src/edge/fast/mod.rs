@@ -67,6 +67,8 @@ pub async fn serve(
 ) -> Outcome {
     let mut buf = BytesMut::with_capacity(4096);
     let mut head = BytesMut::with_capacity(1024);
+    // The answer to the client (head and what of the body is at hand), reused.
+    let mut out = BytesMut::with_capacity(OUT_BUFFER);
     // Between requests the connection may stay idle for idle_timeout after its last answer.
     // One timer per connection, not one per request: it is moved on only when it fires early
     // (the connection answered since it was set), to the last answer plus idle_timeout.
@@ -126,8 +128,20 @@ pub async fn serve(
             }
         };
         buf.advance(prepared.head_len);
-        let (keep, answered) =
-            exchange(&ctx, &state, &mut client, &head, prepared, cfg.idle_timeout).await;
+        let (keep, answered) = exchange(
+            &ctx,
+            &state,
+            &mut client,
+            &head,
+            &mut out,
+            prepared,
+            cfg.idle_timeout,
+        )
+        .await;
+        if out.capacity() > MAX_KEPT_BUFFER {
+            // A large answer grew it: between requests the connection keeps a small one.
+            out = BytesMut::with_capacity(OUT_BUFFER);
+        }
         idle_since = answered;
         if !keep || shutdown.is_cancelled() {
             let _ = client.shutdown().await;
@@ -323,6 +337,11 @@ fn prepare(
     }))
 }
 
+/// The client connection's answer buffer: a response head and a small body fit.
+const OUT_BUFFER: usize = 4096;
+/// Above this the answer buffer is not kept for the next request.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
+
 /// Most headers one request's Connection headers may name on the fast path.
 const MAX_CONNECTION_TOKENS: usize = 8;
 
@@ -364,6 +383,7 @@ async fn exchange(
     state: &EdgeState,
     client: &mut TcpStream,
     head: &[u8],
+    out: &mut BytesMut,
     p: Box<Prepared>,
     idle: Duration,
 ) -> (bool, tokio::time::Instant) {
@@ -420,8 +440,8 @@ async fn exchange(
         log.upstream = server;
         super::proxy::account(ctx, state, &mut log, status, secs);
         let body = format!("switchyard: {msg}\n");
-        let mut out = BytesMut::with_capacity(256 + body.len());
-        status_line(&mut out, status, None);
+        out.clear();
+        status_line(out, status, None);
         out.put_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
         out.put_slice(body.len().to_string().as_bytes());
         out.put_slice(b"\r\nx-request-id: ");
@@ -433,7 +453,7 @@ async fn exchange(
         if !head_only {
             out.put_slice(body.as_bytes());
         }
-        return match write_within(client, &out, idle).await {
+        return match write_within(client, out, idle).await {
             Ok(false) => (!close, answered),
             Ok(true) => (!close, tokio::time::Instant::now()),
             Err(_) => (false, answered),
@@ -444,8 +464,8 @@ async fn exchange(
     if matches!(up.framing, Framing::UntilClose) {
         close = true;
     }
-    let mut out = BytesMut::with_capacity(1024);
-    if response_head(up.head(), &request_id, close, &mut out).is_err() {
+    out.clear();
+    if response_head(up.head(), &request_id, close, out).is_err() {
         // Checked once already by `send`: cannot happen; answer as a broken upstream.
         return (false, answered);
     }

@@ -153,7 +153,7 @@ impl UpResp {
     pub(super) async fn relay(
         mut self,
         client: &mut TcpStream,
-        out: BytesMut,
+        out: &mut BytesMut,
         pool: &RawPool,
         addr: SocketAddr,
         limits: &Limits,
@@ -180,7 +180,7 @@ impl UpResp {
 async fn copy_body(
     up: &mut UpResp,
     client: &mut TcpStream,
-    mut out: BytesMut,
+    out: &mut BytesMut,
     idle: Duration,
 ) -> (bool, bool, bool) {
     let mut chunks = ChunkScanner::default();
@@ -199,7 +199,7 @@ async fn copy_body(
                     Ok(n) => n,
                     Err(_) => {
                         // A malformed chunked body: what arrived goes out, then both close.
-                        let _ = write_within(client, &out, idle).await;
+                        let _ = write_within(client, out, idle).await;
                         return (false, false, true);
                     }
                 },
@@ -225,7 +225,7 @@ async fn copy_body(
             }
         }
         if !out.is_empty() && (done || up.conn.buf.is_empty()) {
-            match write_within(client, &out, idle).await {
+            match write_within(client, out, idle).await {
                 Ok(w) => waited |= w,
                 Err(_) => return (false, done && up.conn.buf.is_empty(), true),
             }
