@@ -753,6 +753,61 @@ fn the_fast_path_rewrites_request_heads_exactly_as_the_hyper_path_does() {
     slow.shutdown();
 }
 
+/// The response timeout is per request and the idle timeout runs from the last answer, on
+/// both HTTP/1.1 paths (the fast path keeps one timer per connection for both): on one
+/// keep-alive connection, answers that each take most of the response timeout all arrive
+/// (together longer than it); a slower one gets 504 at the timeout and the connection serves
+/// on; a pause shorter than the idle timeout keeps the connection, a longer one ends it.
+#[test]
+fn response_and_idle_timeouts_hold_per_request_on_a_keep_alive_connection() {
+    let u = HttpUpstream::start("slow").unwrap();
+    for fast in [true, false] {
+        let text = simple(&[&u], "response_timeout = \"1s\"\nretries = 0", "").replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\nidle_timeout = \"2s\"\nh1_fast_path = {fast}"),
+        );
+        let s = start(&text);
+        let mut c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut pending = Vec::new();
+        let mut get = |c: &mut std::net::TcpStream, path: &str| {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.write_all(req.as_bytes()).unwrap();
+            let t0 = Instant::now();
+            let (status, _, _) = read_response(c, &mut pending, false);
+            (status, t0.elapsed())
+        };
+        for i in 0..3 {
+            let (status, took) = get(&mut c, "/a?delay_ms=600");
+            assert_eq!(
+                status, 200,
+                "fast path {fast}: answer {i} of 600 ms took {took:?}"
+            );
+        }
+        let (status, took) = get(&mut c, "/a?delay_ms=2500");
+        assert_eq!(status, 504, "fast path {fast}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(1800),
+            "fast path {fast}: 504 after {took:?}, response_timeout 1s"
+        );
+        assert_eq!(get(&mut c, "/a?delay_ms=100").0, 200, "fast path {fast}");
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(
+            get(&mut c, "/a").0,
+            200,
+            "fast path {fast}: closed before idle_timeout"
+        );
+        std::thread::sleep(Duration::from_millis(2800));
+        let mut rest = Vec::new();
+        let n = c.read_to_end(&mut rest);
+        assert!(
+            matches!(n, Ok(0)) && rest.is_empty(),
+            "fast path {fast}: still open after idle_timeout: {n:?} {rest:?}"
+        );
+        s.shutdown();
+    }
+}
+
 #[test]
 fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
     let u = HttpUpstream::start("e").unwrap();

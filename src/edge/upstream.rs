@@ -299,9 +299,28 @@ impl Group {
         status_of: impl FnOnce(&T) -> u16,
         send: impl std::future::Future<Output = Result<T, E>>,
     ) -> Attempt<T> {
+        let expired = tokio::time::sleep(timeout);
+        self.attempt_until(server, expired, last, status_of, send)
+            .await
+    }
+
+    /// [`Group::attempt`] with the response timeout as a future that ends when it expires
+    /// (the fast path's is the connection's one timer).
+    pub async fn attempt_until<T, E: std::fmt::Display>(
+        &self,
+        server: &Server,
+        expired: impl std::future::Future<Output = ()>,
+        last: bool,
+        status_of: impl FnOnce(&T) -> u16,
+        send: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Attempt<T> {
         server.outstanding.fetch_add(1, Relaxed);
         let counted = crate::Decrement(&server.outstanding);
-        let sent = tokio::time::timeout(timeout, send).await;
+        let sent = tokio::select! {
+            biased;
+            r = send => Ok(r),
+            _ = expired => Err(()),
+        };
         drop(counted);
         match sent {
             Err(_) => {

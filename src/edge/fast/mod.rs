@@ -39,10 +39,12 @@ use bytes::{Buf, BufMut, BytesMut};
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderValue, Method};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use upstream::{send, write_within};
 use wire::{status_line, MAX_HEADERS};
@@ -69,9 +71,11 @@ pub async fn serve(
     let mut head = BytesMut::with_capacity(1024);
     // The answer to the client (head and what of the body is at hand), reused.
     let mut out = BytesMut::with_capacity(OUT_BUFFER);
-    // Between requests the connection may stay idle for idle_timeout after its last answer.
-    // One timer per connection, not one per request: it is moved on only when it fires early
-    // (the connection answered since it was set), to the last answer plus idle_timeout.
+    // Between requests the connection may stay idle for idle_timeout after its last answer;
+    // an upstream has the route's response_timeout to answer. One timer per connection for
+    // both, not one per request: it is never set later than the deadline that runs, and is
+    // moved on only when it fires early (the connection answered since it was set) or when a
+    // response deadline is earlier than it.
     let mut idle_since = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep_until(idle_since + cfg.idle_timeout);
     tokio::pin!(idle_timer);
@@ -136,6 +140,7 @@ pub async fn serve(
             &mut out,
             prepared,
             cfg.idle_timeout,
+            idle_timer.as_mut(),
         )
         .await;
         if out.capacity() > MAX_KEPT_BUFFER {
@@ -375,6 +380,18 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// Ends at `due` on the connection's `timer`, which is never set later than a deadline that
+/// is running (it may be earlier: then it is moved on to `due` when it fires).
+async fn expires(mut timer: Pin<&mut Sleep>, due: tokio::time::Instant) {
+    loop {
+        timer.as_mut().await;
+        if timer.deadline() >= due {
+            return;
+        }
+        timer.as_mut().reset(due);
+    }
+}
+
 /// Send the prepared request (`head`) upstream with retries, and its answer to the client.
 /// Whether the client connection can take another request, and when the answer was done.
 /// Nothing moving for `idle` while the answer is copied ends the connection.
@@ -386,6 +403,7 @@ async fn exchange(
     out: &mut BytesMut,
     p: Box<Prepared>,
     idle: Duration,
+    mut timer: Pin<&mut Sleep>,
 ) -> (bool, tokio::time::Instant) {
     let Prepared {
         route,
@@ -397,6 +415,7 @@ async fn exchange(
     } = *p;
     let started = tokio::time::Instant::now();
     let group = &route.group;
+    let timeout = route.cfg.response_timeout;
     group.request_started();
     let pool = group.raw_pool(ctx.worker);
     let attempts = 1 + route.cfg.retries;
@@ -415,10 +434,19 @@ async fn exchange(
         tried.push(server.addr);
         let send = send(pool, &server, &group.limits, head, head_only);
         let last_attempt = attempt + 1 == attempts;
-        let timeout = route.cfg.response_timeout;
         let status_of = |up: &upstream::UpResp| up.status;
+        // The response timeout runs from this attempt's start, on the connection's timer.
+        let due = if attempt == 0 {
+            started
+        } else {
+            tokio::time::Instant::now()
+        } + timeout;
+        if timer.deadline() > due {
+            timer.as_mut().reset(due);
+        }
+        let expired = expires(timer.as_mut(), due);
         match group
-            .attempt(&server, timeout, last_attempt, status_of, send)
+            .attempt_until(&server, expired, last_attempt, status_of, send)
             .await
         {
             Attempt::Answered(up) => {
