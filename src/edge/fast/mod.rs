@@ -137,10 +137,12 @@ pub async fn serve(
             &state,
             &mut client,
             &head,
-            &mut out,
+            Own {
+                out: &mut out,
+                timer: idle_timer.as_mut(),
+            },
             prepared,
             cfg.idle_timeout,
-            idle_timer.as_mut(),
         )
         .await;
         if out.capacity() > MAX_KEPT_BUFFER {
@@ -380,6 +382,13 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
+/// What a client connection keeps from one request to the next: its answer buffer and its
+/// one timer (see [`serve`]).
+struct Own<'a> {
+    out: &'a mut BytesMut,
+    timer: Pin<&'a mut Sleep>,
+}
+
 /// Ends at `due` on the connection's `timer`, which is never set later than a deadline that
 /// is running (it may be earlier: then it is moved on to `due` when it fires).
 async fn expires(mut timer: Pin<&mut Sleep>, due: tokio::time::Instant) {
@@ -400,11 +409,11 @@ async fn exchange(
     state: &EdgeState,
     client: &mut TcpStream,
     head: &[u8],
-    out: &mut BytesMut,
+    own: Own<'_>,
     p: Box<Prepared>,
     idle: Duration,
-    mut timer: Pin<&mut Sleep>,
 ) -> (bool, tokio::time::Instant) {
+    let Own { out, mut timer } = own;
     let Prepared {
         route,
         head_only,
