@@ -20,3 +20,32 @@ pub mod probe;
 pub mod session;
 pub mod startup;
 pub mod worker;
+
+/// A map keyed by statement ids the proxy hands out itself (to clients, and per text): no
+/// client chooses what goes in, so it needs no collision-resistant hash (SipHash was a tenth
+/// of the proxy's own instructions per execute); a multiplicative one spreads sequential ids.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The hash of [`IdMap`]: one multiply per integer key.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

@@ -49,7 +49,6 @@ use super::codec::{
     CLIENT_PS_MULTI_RESULTS, CLIENT_SECURE_CONNECTION, CLIENT_SESSION_TRACK, CLIENT_TRANSACTIONS,
 };
 use bytes::{Buf, BytesMut};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -261,7 +260,7 @@ pub struct MyConn {
     /// at login; COM_SET_OPTION switches it); `None` when unknown (after a reset).
     pub multi_statements: Option<bool>,
     /// Front end bookkeeping: proxy statement id -> this connection's statement id.
-    pub prepared: HashMap<u64, u32>,
+    pub prepared: crate::mysql::IdMap<u64, u32>,
     /// Front end bookkeeping: session variables applied on this connection (name, value).
     pub applied: Vec<(String, String)>,
     /// The target's database: what [`MyConn::reset`] returns the schema to.
@@ -351,7 +350,7 @@ impl MyConn {
             broken: false,
             state_unknown: false,
             multi_statements: Some(true),
-            prepared: HashMap::new(),
+            prepared: Default::default(),
             applied: Vec::new(),
             default_schema: t.database.clone(),
             created: Instant::now(),

@@ -39,7 +39,6 @@ use crate::router::classify::{Class, Reason, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::{Buf, BytesMut};
 use prepared::ClientStmt;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +130,7 @@ pub struct Session<S> {
     status: u16,
     route_override: Option<Hint>,
     /// Statements the client prepared, by its ids.
-    stmts: HashMap<u32, ClientStmt>,
+    stmts: crate::mysql::IdMap<u32, ClientStmt>,
     next_stmt: u32,
     /// The client id of the last statement prepared, if that prepare succeeded: what
     /// MariaDB's id 0xFFFFFFFF names (a COM_STMT_EXECUTE sent right behind its
@@ -207,7 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             origin: Origin::Other,
             status: SERVER_STATUS_AUTOCOMMIT,
             route_override: None,
-            stmts: HashMap::new(),
+            stmts: Default::default(),
             next_stmt: 0,
             last_prepared: None,
             names_collations: Default::default(),

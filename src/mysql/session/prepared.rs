@@ -265,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// prepared again, in the context now applied, on the connections it runs on.
     fn in_current_context(&mut self, stmt: &mut ClientStmt) {
         // Compared part by part: no allocation for an execute in the same context.
-        if stmt.context.split('\u{1}').eq(self.context_parts()) {
+        if same_context(&stmt.context, self.context_parts()) {
             return;
         }
         let context = self.parse_context();
@@ -449,6 +449,24 @@ enum Prepared {
     Err(Vec<u8>),
 }
 
+/// Whether `context` is `parts` joined by U+0001 (as [`Session::parse_context`] makes it).
+fn same_context<'a>(context: &str, parts: impl Iterator<Item = &'a str>) -> bool {
+    let mut rest = context.as_bytes();
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            match rest.split_first() {
+                Some((1, r)) => rest = r,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(part.as_bytes()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// A COM_STMT_EXECUTE payload that carries parameter types: the client's own if it sent them
 /// (remembered in `types`), else the ones it sent last.
 fn with_types(
@@ -487,6 +505,28 @@ fn with_types(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contexts_compare_part_by_part() {
+        let parts = [
+            "shop",
+            "STRICT_TRANS_TABLES",
+            "utf8mb4",
+            "",
+            "utf8mb4_general_ci",
+        ];
+        let joined = parts.join("\u{1}");
+        assert!(same_context(&joined, parts.into_iter()));
+        assert!(same_context("", [""].into_iter()));
+        for other in [
+            "shop\u{1}STRICT_TRANS_TABLES\u{1}utf8mb4\u{1}\u{1}utf8mb4_general_c",
+            "shop\u{1}STRICT_TRANS_TABLES\u{1}utf8mb4\u{1}\u{1}utf8mb4_general_ci\u{1}",
+            "shop\u{1}STRICT_TRANS_TABLES\u{1}utf8mb4\u{1}x\u{1}utf8mb4_general_ci",
+            "shopSTRICT_TRANS_TABLES\u{1}utf8mb4\u{1}\u{1}utf8mb4_general_ci",
+        ] {
+            assert!(!same_context(other, parts.into_iter()), "{other:?}");
+        }
+    }
 
     #[test]
     fn executes_carry_the_last_types() {

@@ -134,8 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         true
                     }
                     _ => {
-                        rows += 1;
-                        self.pass(wire);
+                        rows += self.pass_rows(wire);
                         false
                     }
                 },
@@ -247,6 +246,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.cout.extend_from_slice(&self.bin[..wire]);
         self.bin.advance(wire);
         self.bytes_down += wire as u64;
+    }
+
+    /// Queue the row packet of `wire` bytes at the head of the backend buffer and every whole
+    /// row packet buffered after it, in one copy; how many. Stops before the end of the rows
+    /// (an EOF or ERR), a packet not whole yet, and a packet of 16 MiB or more (the main
+    /// loop takes those).
+    fn pass_rows(&mut self, wire: usize) -> u64 {
+        let mut end = wire;
+        let mut n = 1;
+        while let Some(&[a, b, c, _, first]) = self.bin.get(end..end + 5) {
+            let len = u32::from_le_bytes([a, b, c, 0]) as usize;
+            let ends_rows = (first == codec::EOF_HEADER && len < 9) || first == codec::ERR_HEADER;
+            if len == 0
+                || len >= codec::MAX_PACKET_PAYLOAD
+                || ends_rows
+                || self.bin.len() < end + 4 + len
+            {
+                break;
+            }
+            end += 4 + len;
+            n += 1;
+        }
+        self.pass(end);
+        n
     }
 
     pub(super) fn column_count(&self, header: usize, len: usize) -> u64 {
