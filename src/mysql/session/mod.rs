@@ -112,6 +112,8 @@ pub struct Session<S> {
     backend: Option<MyPooled>,
     /// Bytes from the backend not yet handled.
     bin: BytesMut,
+    /// A command on its way to the server (kept between commands).
+    bout: BytesMut,
     backend_idx: usize,
     slot: Arc<Slot>,
     // What the client's session is, wherever it runs.
@@ -196,6 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             cout: BytesMut::with_capacity(16 * 1024),
             backend: None,
             bin: BytesMut::with_capacity(16 * 1024),
+            bout: BytesMut::with_capacity(1024),
             backend_idx: 0,
             slot,
             login_vars: vars.clone(),

@@ -15,6 +15,7 @@ use crate::mysql::io::{err_payload, ok_payload};
 use crate::router::classify::{Class, Classifier};
 use crate::router::hints;
 use bytes::{Buf, BytesMut};
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -136,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if exec.flags & 0x07 != 0 && self.pinned.is_none() {
             self.pinned = Some("cursor");
         }
-        let mut rebuilt = Ok(Vec::new());
+        let mut rebuilt = Ok(Cow::Borrowed(&[][..]));
         let Some(stmt) = self.update_stmt(client_id, |stmt| {
             rebuilt = with_types(payload, stmt.params, &mut stmt.types);
         }) else {
@@ -153,10 +154,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(server_id) = self.ensure_prepared(stmt.proxy_id, &stmt.sql).await? else {
             return Ok(());
         };
-        let mut out = rebuilt;
-        let _ = codec::set_stmt_id(&mut out, server_id);
         self.long_data = false;
-        self.forward(&out, Answer::Query).await
+        self.forward_as(&rebuilt, Some(server_id), Answer::Query)
+            .await
     }
 
     pub(super) async fn com_stmt_send_long_data(
@@ -204,11 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .and_then(|c| c.prepared.get(&stmt.proxy_id).copied());
         self.long_data = false;
         match server_id {
-            Some(id) => {
-                let mut out = payload.to_vec();
-                let _ = codec::set_stmt_id(&mut out, id);
-                self.forward(&out, Answer::Query).await
-            }
+            Some(id) => self.forward_as(payload, Some(id), Answer::Query).await,
             // Nothing of it is on any connection the client holds: nothing to reset.
             None => self.send(1, &ok_payload(self.caps, self.status)).await,
         }
@@ -226,9 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let err = err_payload(1421, b"HY000", "The statement has no open cursor");
             return self.send(1, &err).await;
         };
-        let mut out = payload.to_vec();
-        let _ = codec::set_stmt_id(&mut out, id);
-        self.forward(&out, Answer::Fetch).await
+        self.forward_as(payload, Some(id), Answer::Fetch).await
     }
 
     /// What a server fixes when it prepares a statement, beyond its text: the default schema
@@ -469,13 +463,13 @@ fn same_context<'a>(context: &str, parts: impl Iterator<Item = &'a str>) -> bool
 
 /// A COM_STMT_EXECUTE payload that carries parameter types: the client's own if it sent them
 /// (remembered in `types`), else the ones it sent last.
-fn with_types(
-    payload: &[u8],
+fn with_types<'p>(
+    payload: &'p [u8],
     params: u16,
     types: &mut Option<Vec<u8>>,
-) -> Result<Vec<u8>, &'static str> {
+) -> Result<Cow<'p, [u8]>, &'static str> {
     if params == 0 {
-        return Ok(payload.to_vec());
+        return Ok(Cow::Borrowed(payload));
     }
     let n = usize::from(params);
     // command (1), id (4), flags (1), iteration count (4), null bitmap.
@@ -488,8 +482,10 @@ fn with_types(
         let t = payload
             .get(bound_at + 1..bound_at + 1 + 2 * n)
             .ok_or("COM_STMT_EXECUTE is too short for its parameter types")?;
-        *types = Some(t.to_vec());
-        return Ok(payload.to_vec());
+        if types.as_deref() != Some(t) {
+            *types = Some(t.to_vec());
+        }
+        return Ok(Cow::Borrowed(payload));
     }
     let t = types
         .as_ref()
@@ -499,7 +495,7 @@ fn with_types(
     out.push(1);
     out.extend_from_slice(t);
     out.extend_from_slice(&payload[bound_at + 1..]);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]

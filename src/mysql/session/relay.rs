@@ -11,11 +11,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
         answer: Answer,
     ) -> Result<(), SessionError> {
+        self.forward_as(payload, None, answer).await
+    }
+
+    /// [`Self::forward`] of a COM_STMT_* command, with the server's statement id `stmt` in
+    /// place of the client's when given.
+    pub(super) async fn forward_as(
+        &mut self,
+        payload: &[u8],
+        stmt: Option<u32>,
+        answer: Answer,
+    ) -> Result<(), SessionError> {
         let conn = self.backend.as_mut().expect("a connection is held");
-        let mut out = BytesMut::with_capacity(payload.len() + 4);
+        let mut out = std::mem::take(&mut self.bout);
+        out.clear();
         codec::write_packet(&mut out, 0, payload);
+        if let Some(id) = stmt {
+            // The packet header is 4 bytes; a command of 16 MiB or more carries the id in
+            // its first piece all the same.
+            let _ = codec::set_stmt_id(&mut out[4..], id);
+        }
         self.bytes_up += out.len() as u64;
-        if let Err(e) = conn.stream.write_all(&out).await {
+        let written = conn.stream.write_all(&out).await;
+        if out.capacity() <= 64 * 1024 {
+            self.bout = out;
+        }
+        if let Err(e) = written {
             conn.clean = false;
             conn.broken = true;
             self.pass_back_refusal().await;
