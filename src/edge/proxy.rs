@@ -446,9 +446,11 @@ async fn forward(
         };
         let last_attempt = attempt + 1 == attempts;
         let status_of = |r: &Response<_>| r.status().as_u16();
-        let timeout = route.cfg.response_timeout;
+        let expired = tokio::time::sleep(route.cfg.response_timeout);
+        // Boxed: hyper's request future is large, and moving it into the attempt copied it.
+        let send = Box::pin(send);
         match group
-            .attempt(&server, timeout, last_attempt, status_of, send)
+            .attempt_until(&server, expired, last_attempt, status_of, send)
             .await
         {
             Attempt::Answered(resp) => return Ok((resp, server)),

@@ -286,26 +286,13 @@ impl Group {
         self.failure(s);
     }
 
-    /// One attempt at `server`, the same for both HTTP paths: `send` runs within `timeout`
-    /// while the request counts as outstanding on the server (for least-request balancing;
-    /// uncounted however the attempt ends, a client that went away included), and the outcome
-    /// is recorded for metrics and passive health. No answer in time is final (504); a failed
-    /// connection (502) may be retried, and so may a 502 or 503 answer unless `last` is set.
-    pub async fn attempt<T, E: std::fmt::Display>(
-        &self,
-        server: &Server,
-        timeout: Duration,
-        last: bool,
-        status_of: impl FnOnce(&T) -> u16,
-        send: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Attempt<T> {
-        let expired = tokio::time::sleep(timeout);
-        self.attempt_until(server, expired, last, status_of, send)
-            .await
-    }
-
-    /// [`Group::attempt`] with the response timeout as a future that ends when it expires
-    /// (the fast path's is the connection's one timer).
+    /// One attempt at `server`, the same for both HTTP paths: `send` runs until `expired`
+    /// ends (the route's response timeout: a sleep on hyper's path, the connection's timer
+    /// on the fast path) while the request counts as outstanding on the server (for
+    /// least-request balancing; uncounted however the attempt ends, a client that went away
+    /// included), and the outcome is recorded for metrics and passive health. No answer in
+    /// time is final (504); a failed connection (502) may be retried, and so may a 502 or 503
+    /// answer unless `last` is set.
     pub async fn attempt_until<T, E: std::fmt::Display>(
         &self,
         server: &Server,
