@@ -403,7 +403,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some((query_only, id)) = parse_kill(&text) {
             return self.kill(query_only, id).await;
         }
-        self.note_pins(&text);
+        let class = self.w.shared.classifier_mysql.load().classify(&text);
+        self.note_pins(&text, class);
         self.names_collations = names_collations(&text);
         if let Some(q) = own::own_query(&text) {
             // CONNECTION_ID() is the client's whatever it holds; the others are the held
@@ -425,7 +426,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let payload = rewritten.as_deref().unwrap_or(payload);
         self.own.calc_found_rows = own::calcs_found_rows(&text);
         if self.backend.is_none() {
-            let want = match self.want_for(&text) {
+            let want = match self.want_for_class(class, hints::leading_hint(&text).is_some()) {
                 Ok(w) => w,
                 Err(e) => {
                     let err = err_payload(1290, b"HY000", &format!("switchyard: {e}"));
@@ -480,14 +481,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.forward(payload, answer).await
     }
 
-    /// Where the statement `sql` may run when the client holds no connection.
-    fn want_for(&mut self, sql: &str) -> Result<Want, SelectError> {
-        let class = self.w.shared.classifier_mysql.load().classify(sql);
-        self.want_for_class(class, hints::leading_hint(sql).is_some())
-    }
-
-    /// [`Self::want_for`] of a statement classified as `class`, `hinted` when it carries a
-    /// leading hint of its own (which the session's route setting does not override).
+    /// Where a statement classified as `class` may run when the client holds no
+    /// connection; `hinted` when it carries a leading hint of its own (which the session's
+    /// route setting does not override).
     fn want_for_class(&mut self, mut class: Class, hinted: bool) -> Result<Want, SelectError> {
         let state = self.cluster.state.clone();
         if let Some(h) = self.route_override {
@@ -530,11 +526,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Statements whose session state cannot be applied again elsewhere pin the client (what
     /// the server's session tracking reports is handled with the answer).
-    fn note_pins(&mut self, sql: &str) {
+    fn note_pins(&mut self, sql: &str, class: Class) {
         if self.w.pool_mode != PoolMode::Transaction || self.pinned.is_some() {
             return;
         }
-        let class = self.w.shared.classifier_mysql.load().classify(sql);
         self.origin = Origin::of(class.reason);
         if let Some(why) = pin_reason(sql, class.reason) {
             tracing::debug!(reason = why, "mysql client pinned to its connection");

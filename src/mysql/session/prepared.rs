@@ -34,8 +34,6 @@ pub(super) struct ClientStmt {
     params: u16,
     /// The parameter types (2 bytes each) of the client's last execute that sent them.
     types: Option<Vec<u8>>,
-    /// What kind of statement it is, for the session changes its executes report.
-    origin: Origin,
     /// How `classifier` (the one in force when it was classified) routes it, and whether it
     /// carries a leading hint of its own: an execute routes without reading the text again,
     /// unless a reload replaced the classifier.
@@ -46,7 +44,6 @@ pub(super) struct ClientStmt {
 
 /// What an execute needs of its statement once it is stored back.
 struct Exec {
-    origin: Origin,
     proxy_id: u64,
     sql: Arc<[u8]>,
     class: Class,
@@ -65,11 +62,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             );
             return self.send(1, &err).await;
         }
-        self.note_pins(&sql);
         let classifier = self.w.shared.classifier_mysql.load_full();
         let class = classifier.classify(&sql);
         let hinted = hints::leading_hint(&sql).is_some();
-        let origin = Origin::of(class.reason);
+        self.note_pins(&sql, class);
         if !self.hold_for(class, hinted).await? {
             return Ok(());
         }
@@ -94,7 +90,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         sql: raw.clone(),
                         params,
                         types: None,
-                        origin,
                         class,
                         hinted,
                         classifier,
@@ -147,7 +142,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(p) => p,
             Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
         };
-        self.origin = stmt.origin;
+        // What kind of statement it is, for the session changes its executes report.
+        self.origin = Origin::of(stmt.class.reason);
         if !self.hold_for(stmt.class, stmt.hinted).await? {
             return Ok(());
         }
@@ -283,7 +279,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stmt.classifier = arc_swap::Guard::into_inner(classifier);
         }
         let exec = Exec {
-            origin: stmt.origin,
             proxy_id: stmt.proxy_id,
             sql: stmt.sql.clone(),
             class: stmt.class,
