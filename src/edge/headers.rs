@@ -15,7 +15,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Headers that only concern one connection (besides Connection and Upgrade, handled apart).
 /// Names, not strings: removing by string parses the name on every call.
-static HOP_BY_HOP: [&HeaderName; 5] = [
+pub(super) static HOP_BY_HOP: [&HeaderName; 5] = [
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
     &http::header::TE,

@@ -298,9 +298,15 @@ fn prepare(
     out.put_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        let dropped = HOP_BY_HOP_OR_SET
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        // Hop-by-hop (RFC 9110 7.6.1; Upgrade and Transfer-Encoding never reach here), or
+        // set by the edge.
+        let dropped = name.eq_ignore_ascii_case(b"connection")
+            || headers::HOP_BY_HOP
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+            || SET_BY_EDGE
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || ((own_id || drop_request_id) && name.eq_ignore_ascii_case(b"x-request-id"))
             || is_named(name);
         if !dropped {
@@ -352,15 +358,8 @@ const MAX_KEPT_BUFFER: usize = 64 * 1024;
 /// Most headers one request's Connection headers may name on the fast path.
 const MAX_CONNECTION_TOKENS: usize = 8;
 
-/// Request headers not passed on: hop-by-hop (RFC 9110 7.6.1; Upgrade, Transfer-Encoding and
-/// Connection tokens other than close and keep-alive never reach here), and those the edge
-/// sets itself.
-const HOP_BY_HOP_OR_SET: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
+/// Request headers the edge sets itself (besides X-Request-Id), replacing the client's.
+const SET_BY_EDGE: [&str; 4] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
