@@ -23,6 +23,11 @@
 //! default); the order of contenders rotates each round; the median TPS per contender is
 //! reported with its ratio to direct.
 //!
+//! Each line also gives the proxy's own CPU (user + system, from `/proc`) per query: HAProxy's
+//! process, or this one for Switchyard (the harness idles while sysbench runs). `HOLD=N` keeps
+//! the servers and proxies up for N seconds before the runs and prints their ports and pids,
+//! for a profiler.
+//!
 //! `UNIX=1` adds HAProxy over the primary's Unix socket; `BOTH=1` runs oltp_read_write through
 //! the Switchyard without replicas as well (`sy-primary`).
 //!
@@ -98,6 +103,36 @@ fn tps(report: &str) -> f64 {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no TPS in sysbench output:\n{report}"))
+}
+
+/// "queries:  12345  (411.50 per sec.)" -> 12345
+fn queries(report: &str) -> f64 {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with("queries:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no query count in sysbench output:\n{report}"))
+}
+
+/// User and system CPU seconds process `pid` has used so far (0 = this process, which runs
+/// the Switchyard contenders; sysbench is a child and is not counted until it is waited).
+fn cpu_seconds(pid: u32) -> f64 {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_string()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the stat line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
 }
 
 /// HAProxy in TCP mode on `port` in front of `server` (`127.0.0.1:PORT` or a socket path).
@@ -227,6 +262,18 @@ fn main() {
     let pinned_port = pinned.my_addr.unwrap().port();
     let split_port = split.my_addr.unwrap().port();
 
+    // HOLD=N: keep everything up for N seconds for a profiler, print where it is, run nothing.
+    let hold = env_or("HOLD", 0);
+    if hold > 0 {
+        println!(
+            "direct {} haproxy {hp} (pid {}) switchyard primary-only {pinned_port} \
+             split {split_port} (pid {}); holding {hold} s",
+            c.primary_port(),
+            haproxy.id(),
+            std::process::id()
+        );
+        std::thread::sleep(Duration::from_secs(hold));
+    }
     let workloads: [(&str, &[&str], u16); 2] = [
         ("oltp_read_only", &[], pinned_port),
         (
@@ -238,6 +285,7 @@ fn main() {
         ),
     ];
     let mut results: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut cpu: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         for (test, extra, sy_port) in workloads {
             let mut contenders = vec![
@@ -254,9 +302,23 @@ fn main() {
             let n = contenders.len();
             contenders.rotate_left(round as usize % n);
             for (name, port) in contenders {
-                let t = tps(&sysbench(test, port, threads, duration, extra, "run"));
-                eprintln!("round {round} {test:16} {name:11} {t:9.1} TPS");
+                // The proxy's own CPU per query: HAProxy's process, or this one for Switchyard.
+                let pid = match name {
+                    "direct" => None,
+                    "haproxy" => Some(haproxy.id()),
+                    "haproxy-unix" => haproxy_unix.as_ref().map(Child::id),
+                    _ => Some(0),
+                };
+                let before = pid.map(cpu_seconds);
+                let report = sysbench(test, port, threads, duration, extra, "run");
+                let t = tps(&report);
+                let us = match (pid, before) {
+                    (Some(p), Some(b)) => (cpu_seconds(p) - b) * 1e6 / queries(&report),
+                    _ => 0.0,
+                };
+                eprintln!("round {round} {test:16} {name:11} {t:9.1} TPS {us:6.2} us CPU/query");
                 results.entry((test, name)).or_default().push(t);
+                cpu.entry((test, name)).or_default().push(us);
             }
         }
     }
@@ -268,8 +330,8 @@ fn main() {
         env_or("WORKERS", 1)
     );
     println!(
-        "{:18} {:11} {:>10} {:>8}",
-        "test", "contender", "TPS", "x direct"
+        "{:18} {:11} {:>10} {:>8} {:>16}",
+        "test", "contender", "TPS", "x direct", "proxy us/query"
     );
     for (test, _, _) in workloads {
         let direct = median(&mut results[&(test, "direct")].clone());
@@ -284,7 +346,8 @@ fn main() {
                 continue;
             };
             let m = median(&mut r.clone());
-            println!("{test:18} {name:11} {m:10.1} {:8.2}", m / direct);
+            let us = median(&mut cpu[&(test, name)].clone());
+            println!("{test:18} {name:11} {m:10.1} {:8.2} {us:16.2}", m / direct);
         }
     }
     pinned.shutdown();
