@@ -27,7 +27,7 @@ mod upstream;
 mod wire;
 
 pub use upstream::{RawConn, RawPool};
-pub use wire::{parse_response, response_head, ChunkScanner, Framing, Head};
+pub use wire::{parse_and_rewrite, parse_response, response_head, ChunkScanner, Framing, Head};
 
 use super::headers;
 use super::proxy::{ConnCtx, LogLine};
@@ -47,7 +47,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use upstream::{send, write_within};
-use wire::{status_line, MAX_HEADERS};
+use wire::{put_line, status_line, Lines, MAX_HEADERS};
 
 /// The HTTP/2 prior-knowledge preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -296,7 +296,8 @@ fn prepare(
     out.put_u8(b' ');
     out.put_slice(route.upstream_path(target).as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
+    let mut lines = Lines::new(buf, head_len);
+    for (i, h) in req.headers.iter().enumerate() {
         let name = h.name.as_bytes();
         // Hop-by-hop (RFC 9110 7.6.1; Upgrade and Transfer-Encoding never reach here), or
         // set by the edge.
@@ -310,11 +311,12 @@ fn prepare(
             || ((own_id || drop_request_id) && name.eq_ignore_ascii_case(b"x-request-id"))
             || is_named(name);
         if !dropped {
-            put_header(out, name, h.value);
+            lines.keep(out, req.headers, i);
         }
     }
+    lines.flush(out);
     if own_id && !drop_request_id {
-        put_header(out, b"x-request-id", request_id.as_bytes());
+        put_line(out, b"x-request-id", &[request_id.as_bytes()]);
     }
     // X-Forwarded-For: the client appended to the first value there was (when it is text).
     out.put_slice(b"x-forwarded-for: ");
@@ -327,12 +329,12 @@ fn prepare(
     }
     out.put_slice(ctx.client_ip.as_bytes());
     out.put_slice(b"\r\n");
-    put_header(
+    put_line(
         out,
         b"x-forwarded-proto",
-        if ctx.tls { b"https" } else { b"http" },
+        &[if ctx.tls { b"https" } else { b"http" }],
     );
-    put_header(out, b"x-forwarded-host", host_value);
+    put_line(out, b"x-forwarded-host", &[host_value]);
     out.put_slice(b"via: ");
     if let Some(prev) = via.and_then(visible) {
         out.put_slice(prev.as_bytes());
@@ -372,13 +374,6 @@ fn visible(v: &[u8]) -> Option<&str> {
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
         .then(|| std::str::from_utf8(v).ok())
         .flatten()
-}
-
-fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 /// What a client connection keeps from one request to the next: its answer buffer and its
@@ -440,7 +435,14 @@ async fn exchange(
             }
         };
         tried.push(server.addr);
-        let send = send(pool, &server, &group.limits, head, head_only);
+        let send = send(
+            pool,
+            &server,
+            &group.limits,
+            head,
+            head_only,
+            (&request_id, &mut *out),
+        );
         let last_attempt = attempt + 1 == attempts;
         let status_of = |up: &upstream::UpResp| up.status;
         // The response timeout runs from this attempt's start, on the connection's timer.
@@ -500,11 +502,8 @@ async fn exchange(
     if matches!(up.framing, Framing::UntilClose) {
         close = true;
     }
-    out.clear();
-    if response_head(up.head(), &request_id, close, out).is_err() {
-        // Checked once already by `send`: cannot happen; answer as a broken upstream.
-        return (false, answered);
-    }
+    // `send` wrote the client's head from this answer's; it ends here.
+    wire::finish_head(out, close);
     let (client_ok, body_done, waited) = up
         .relay(client, out, pool, server.addr, &group.limits, idle)
         .await;

@@ -1,10 +1,11 @@
 //! The fast path's upstream side: raw HTTP/1.1 connections and their per-worker pool, one
 //! request's exchange up to the response head, and the copy of the body to the client.
 
-use super::wire::{parse_response, ChunkScanner, Framing, Head};
+use super::wire::{parse_and_rewrite, ChunkScanner, Framing, Head};
 use crate::edge::conn::Limits;
 use crate::edge::upstream::Server;
 use bytes::{Buf, BufMut, BytesMut};
+use http::HeaderValue;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,7 +51,8 @@ pub(super) struct UpResp {
     reusable: bool,
 }
 
-/// Send `head` to `server` on a pooled or new connection and read the response head. A
+/// Send `head` to `server` on a pooled or new connection and read the response head, which
+/// is rewritten for the client into `out` (all but its end: see `wire::finish_head`). A
 /// pooled connection that fails before any answer byte (the server closed it meanwhile) is
 /// replaced by a new one once.
 pub(super) async fn send(
@@ -59,6 +61,7 @@ pub(super) async fn send(
     limits: &Limits,
     head: &[u8],
     head_only: bool,
+    (request_id, out): (&HeaderValue, &mut BytesMut),
 ) -> Result<UpResp, String> {
     let mut pooled = pool.take(server.addr, limits.idle_timeout, RawConn::usable);
     loop {
@@ -67,7 +70,7 @@ pub(super) async fn send(
             Some(c) => c,
             None => connect(server.addr, limits.connect_timeout).await?,
         };
-        match round_trip(&mut conn, head, head_only).await {
+        match round_trip(&mut conn, head, head_only, request_id, out).await {
             Ok(Some((head_len, status, framing, reusable))) => {
                 return Ok(UpResp {
                     conn,
@@ -104,10 +107,12 @@ async fn round_trip(
     conn: &mut RawConn,
     head: &[u8],
     head_only: bool,
+    request_id: &HeaderValue,
+    out: &mut BytesMut,
 ) -> std::io::Result<Option<(usize, u16, Framing, bool)>> {
     conn.stream.write_all(head).await?;
     loop {
-        match parse_response(&conn.buf, head_only) {
+        match parse_and_rewrite(&conn.buf, head_only, Some((request_id, &mut *out))) {
             Ok(Some(Head::Interim(n))) => {
                 conn.buf.advance(n);
                 continue;
@@ -140,11 +145,6 @@ async fn round_trip(
 }
 
 impl UpResp {
-    /// The response head as the upstream sent it.
-    pub(super) fn head(&self) -> &[u8] {
-        &self.conn.buf[..self.head_len]
-    }
-
     /// Send the client `out` (its response head) and the body; a connection whose body was
     /// read to its end, with nothing after it, goes back to `pool`. Returns whether the
     /// client took everything, whether the body was read to its end, and whether the copy

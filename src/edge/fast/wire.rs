@@ -32,6 +32,23 @@ pub enum Head {
 
 /// Parse a response head at the start of `buf` (`None`: incomplete).
 pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Option<Head>, &'static str> {
+    parse_and_rewrite(buf, head_only, None)
+}
+
+/// Connection tokens kept without allocating; a response naming more uses a `Vec`.
+const NAMED_INLINE: usize = 8;
+
+/// [`parse_response`], and for a final head with `rewrite` = (request id, out): the client's
+/// response head from it in `out` (cleared first), all but its end, which
+/// [`finish_head`] writes. One parse serves both: the head is read once per answer.
+///
+/// The client's head: hop-by-hop headers (and those Connection names) removed but for a
+/// chunked Transfer-Encoding passed through as it is, Via appended, the request id set.
+pub fn parse_and_rewrite(
+    buf: &[u8],
+    head_only: bool,
+    rewrite: Option<(&HeaderValue, &mut BytesMut)>,
+) -> Result<Option<Head>, &'static str> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
     let len = match resp.parse(buf) {
@@ -53,6 +70,9 @@ pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Option<Head>, &'sta
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut close = resp.version != Some(1);
+    let mut named: [&[u8]; NAMED_INLINE] = [b""; NAMED_INLINE];
+    let mut named_len = 0;
+    let mut named_more: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value)
@@ -73,6 +93,13 @@ pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Option<Head>, &'sta
                 } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
                     close = false;
                 }
+                // Every token names a header to drop (RFC 9110 7.6.1).
+                if named_len < NAMED_INLINE {
+                    named[named_len] = t;
+                    named_len += 1;
+                } else {
+                    named_more.push(t);
+                }
             }
         }
     }
@@ -87,12 +114,139 @@ pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Option<Head>, &'sta
             (None, None) => Framing::UntilClose,
         }
     };
+    if let Some((request_id, out)) = rewrite {
+        out.clear();
+        status_line(out, status, resp.reason);
+        let named = &named[..named_len];
+        let mut via = false;
+        let mut lines = Lines::new(buf, len);
+        for (i, h) in resp.headers.iter().enumerate() {
+            let name = h.name.as_bytes();
+            let hop = is_hop_by_hop_response(name)
+                || named.iter().chain(&named_more).any(|n| name.eq_ignore_ascii_case(n))
+                // With a Transfer-Encoding the length is the coding's (RFC 9112 6.3): a
+                // Content-Length beside it must not reach the client.
+                || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"));
+            if hop {
+                continue;
+            }
+            if !via && name.eq_ignore_ascii_case(b"via") {
+                lines.flush(out);
+                put_line(out, name, &[h.value, b", 1.1 switchyard"]);
+                via = true;
+            } else {
+                lines.keep(out, resp.headers, i);
+            }
+        }
+        lines.flush(out);
+        if !via {
+            out.put_slice(b"via: 1.1 switchyard\r\n");
+        }
+        out.put_slice(b"x-request-id: ");
+        out.put_slice(request_id.as_bytes());
+        out.put_slice(b"\r\n");
+    }
     Ok(Some(Head::Final {
         len,
         status,
         framing,
         reusable: !close && framing != Framing::UntilClose,
     }))
+}
+
+/// Copies a parsed head's header lines to `out`: lines kept one after another leave in one
+/// copy of the bytes as they came. A line that does not end in CRLF is written as
+/// `name: value` CRLF instead (a bare LF is not passed on).
+pub(super) struct Lines<'a> {
+    buf: &'a [u8],
+    head_len: usize,
+    /// The run of kept lines not yet copied: `buf[run.0..run.1]`.
+    run: (usize, usize),
+}
+
+impl<'a> Lines<'a> {
+    pub(super) fn new(buf: &'a [u8], head_len: usize) -> Self {
+        Lines {
+            buf,
+            head_len,
+            run: (0, 0),
+        }
+    }
+
+    /// Where header `i` of `headers` starts and ends in `buf` (its CRLF included), when it
+    /// ends in CRLF.
+    fn line(&self, headers: &[httparse::Header<'_>], i: usize) -> Option<(usize, usize)> {
+        let base = self.buf.as_ptr() as usize;
+        let start = (headers[i].name.as_ptr() as usize).checked_sub(base)?;
+        let end = match headers.get(i + 1) {
+            Some(next) => (next.name.as_ptr() as usize).checked_sub(base)?,
+            None => self.head_len.checked_sub(2)?,
+        };
+        let ends = |at: usize| at >= 2 && self.buf.get(at - 2..at) == Some(&b"\r\n"[..]);
+        (start < end && ends(end) && (i + 1 < headers.len() || ends(self.head_len)))
+            .then_some((start, end))
+    }
+
+    /// Write header `i` as it came (joined to the run before it when adjacent).
+    pub(super) fn keep(&mut self, out: &mut BytesMut, headers: &[httparse::Header<'_>], i: usize) {
+        match self.line(headers, i) {
+            Some((start, end)) if self.run.1 == start && self.run.0 < self.run.1 => {
+                self.run.1 = end;
+            }
+            Some(range) => {
+                self.flush(out);
+                self.run = range;
+            }
+            None => {
+                self.flush(out);
+                let h = &headers[i];
+                put_line(out, h.name.as_bytes(), &[h.value]);
+            }
+        }
+    }
+
+    /// Copy the pending run; call before writing anything else to `out`.
+    pub(super) fn flush(&mut self, out: &mut BytesMut) {
+        if self.run.0 < self.run.1 {
+            out.extend_from_slice(&self.buf[self.run.0..self.run.1]);
+        }
+        self.run = (0, 0);
+    }
+}
+
+/// `name: ` the parts of the value, CRLF, with one reservation.
+pub(super) fn put_line(out: &mut BytesMut, name: &[u8], value: &[&[u8]]) {
+    let len = name.len() + 4 + value.iter().map(|v| v.len()).sum::<usize>();
+    out.reserve(len);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for v in value {
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Response headers that never reach the client from the upstream: hop-by-hop ones (RFC
+/// 9110 7.6.1) and the request id, which the edge sets.
+fn is_hop_by_hop_response(name: &[u8]) -> bool {
+    // Length first: most names are none of these and differ in length from all of them.
+    match name.len() {
+        2 => name.eq_ignore_ascii_case(b"te"),
+        7 => name.eq_ignore_ascii_case(b"trailer") || name.eq_ignore_ascii_case(b"upgrade"),
+        10 => name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive"),
+        12 => name.eq_ignore_ascii_case(b"x-request-id"),
+        16 => name.eq_ignore_ascii_case(b"proxy-connection"),
+        _ => false,
+    }
+}
+
+/// The end of a head [`parse_and_rewrite`] wrote: `Connection: close` when the connection
+/// ends after this answer, and the blank line.
+pub fn finish_head(out: &mut BytesMut, close: bool) {
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
 }
 
 pub(super) fn status_line(out: &mut BytesMut, status: u16, reason: Option<&str>) {
@@ -112,70 +266,21 @@ pub(super) fn status_line(out: &mut BytesMut, status: u16, reason: Option<&str>)
     out.put_slice(b"\r\n");
 }
 
-/// The client's response head from the upstream's: hop-by-hop headers (and those Connection
-/// names) removed but for a chunked Transfer-Encoding passed through as it is, Via appended,
-/// the request id set, `Connection: close` when the connection ends after it.
+/// The client's whole response head from the upstream's (see [`parse_and_rewrite`]), with
+/// `Connection: close` when the connection ends after it.
 pub fn response_head(
     up: &[u8],
     request_id: &HeaderValue,
     close: bool,
     out: &mut BytesMut,
 ) -> Result<(), &'static str> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    if !matches!(resp.parse(up), Ok(httparse::Status::Complete(_))) {
-        return Err("response head");
-    }
-    let mut named: Vec<&[u8]> = Vec::new();
-    let mut coded = false;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            named.extend(h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii));
+    match parse_and_rewrite(up, false, Some((request_id, out)))? {
+        Some(Head::Final { .. }) => {
+            finish_head(out, close);
+            Ok(())
         }
-        coded |= h.name.eq_ignore_ascii_case("transfer-encoding");
+        _ => Err("response head"),
     }
-    status_line(out, resp.code.unwrap_or(502), resp.reason);
-    let mut via = false;
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        let hop = [
-            &b"connection"[..],
-            b"keep-alive",
-            b"proxy-connection",
-            b"te",
-            b"trailer",
-            b"upgrade",
-            b"x-request-id",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
-            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
-            // With a Transfer-Encoding the length is the coding's (RFC 9112 6.3): a
-            // Content-Length beside it must not reach the client.
-            || (coded && name.eq_ignore_ascii_case(b"content-length"));
-        if hop {
-            continue;
-        }
-        out.put_slice(name);
-        out.put_slice(b": ");
-        out.put_slice(h.value);
-        if name.eq_ignore_ascii_case(b"via") && !via {
-            out.put_slice(b", 1.1 switchyard");
-            via = true;
-        }
-        out.put_slice(b"\r\n");
-    }
-    if !via {
-        out.put_slice(b"via: 1.1 switchyard\r\n");
-    }
-    out.put_slice(b"x-request-id: ");
-    out.put_slice(request_id.as_bytes());
-    out.put_slice(b"\r\n");
-    if close {
-        out.put_slice(b"connection: close\r\n");
-    }
-    out.put_slice(b"\r\n");
-    Ok(())
 }
 
 /// Finds where a chunked body ends (RFC 9112 7.1), fed the bytes as they come; the bytes
@@ -403,6 +508,36 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", false),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn kept_lines_go_out_as_they_came_and_bare_line_feeds_become_crlf() {
+        let id = HeaderValue::from_static("i");
+        let head = |up: &[u8]| {
+            let mut out = BytesMut::new();
+            response_head(up, &id, false, &mut out).unwrap();
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        // Spacing kept as sent; a dropped line splits the run; Via is rewritten in place.
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nA:1\r\nB:  2 \r\nKeep-Alive: x\r\nVia: p\r\nC: 3\r\n\r\n"),
+            "HTTP/1.1 200 OK\r\nA:1\r\nB:  2 \r\nVia: p, 1.1 switchyard\r\nC: 3\r\n\
+             x-request-id: i\r\n\r\n"
+        );
+        for up in [
+            &b"HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\nA: 1\nB: 2\n\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\nB: 2\n\r\n",
+        ] {
+            let out = head(up);
+            assert_eq!(
+                out,
+                "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nvia: 1.1 switchyard\r\n\
+                 x-request-id: i\r\n\r\n",
+                "{up:?}"
+            );
+        }
     }
 
     #[test]
