@@ -77,7 +77,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), AcquireError> {
         conn.clean = false;
-        let sql = self.state_sql(&conn);
+        // Usually the connection has the client's state already: nothing to send or copy.
+        let same = conn.schema == self.schema && conn.applied == self.vars;
+        let sql = if same {
+            String::new()
+        } else {
+            self.state_sql(&conn)
+        };
         if !sql.is_empty() {
             let multi = if sql.contains("; ") {
                 conn.ensure_multi_statements(true, INTERNAL_TIMEOUT).await
@@ -103,8 +109,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 });
             }
         }
-        conn.applied = self.vars.clone();
-        conn.schema = self.schema.clone();
+        if !same {
+            conn.applied.clone_from(&self.vars);
+            conn.schema.clone_from(&self.schema);
+        }
         if std::mem::take(&mut self.ignore_space_pending) {
             // CLIENT_IGNORE_SPACE: a server adds IGNORE_SPACE to the session's sql_mode at
             // login. Done on the first connection the client gets, the result kept as the
