@@ -339,6 +339,7 @@ impl Server {
             let t = std::thread::Builder::new()
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
+                    crate::metrics::sharded::set_thread_shard(i);
                     let rt = thread_runtime();
                     rt.block_on(run_worker(shared, workers, listeners, conn_ids));
                 })?;

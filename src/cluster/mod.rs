@@ -73,8 +73,10 @@ pub struct BackendState {
     lag_micros: AtomicU64,
     /// Last replayed WAL position (replicas), or current position (primary).
     lsn: AtomicU64,
-    /// Statements running on this backend now, over all workers.
-    outstanding: AtomicUsize,
+    /// Statements running on this backend now, over all workers (each adds to its own
+    /// shard: a shared atomic here would move between cores on every statement, and with it
+    /// the line the fields above are read from).
+    outstanding: crate::metrics::sharded::ShardedU64,
     /// Counters for introspection.
     pub transitions: AtomicU64,
 }
@@ -93,7 +95,7 @@ impl BackendState {
             lag_bytes: AtomicU64::new(0),
             lag_micros: AtomicU64::new(0),
             lsn: AtomicU64::new(0),
-            outstanding: AtomicUsize::new(0),
+            outstanding: Default::default(),
             transitions: AtomicU64::new(0),
         }
     }
@@ -124,18 +126,23 @@ impl BackendState {
         self.lsn.load(Relaxed)
     }
     pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Relaxed)
+        // A sum of shards read while others add: never below zero for long, but clamp.
+        let n = self.outstanding.sum();
+        if n > i64::MAX as u64 {
+            0
+        } else {
+            n as usize
+        }
     }
     pub fn begin(&self) {
-        self.outstanding.fetch_add(1, Relaxed);
+        self.outstanding.add(1);
     }
     pub fn end(&self) {
-        self.outstanding.fetch_sub(1, Relaxed);
+        self.outstanding.sub(1);
     }
     /// One statement outstanding while the guard lives.
-    pub(crate) fn running(&self) -> crate::Decrement<'_> {
-        self.begin();
-        crate::Decrement(&self.outstanding)
+    pub(crate) fn running(&self) -> crate::metrics::sharded::Held<'_> {
+        self.outstanding.hold()
     }
     /// A session starts holding a connection here for a statement routed for `reason`: it
     /// counts as outstanding (until [`BackendState::end`]) and as routed in `metrics`. The

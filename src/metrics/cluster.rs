@@ -1,9 +1,9 @@
 //! Per-cluster metric handles a session records into without label lookups.
 
+use super::sharded::Counter;
 use super::{
     ErrorLabels, Histo, HistoFamily, Lv, RouteLabels, RoutedLabels, ROUTE_PRIMARY, ROUTE_REPLICA,
 };
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;

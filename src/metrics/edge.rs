@@ -2,9 +2,9 @@
 //! resolved once when the edge builds its routing state (start, reload), so a request
 //! records with atomic adds and no label hashing.
 
+use super::sharded::Counter;
 use super::{Histo, HistoFamily, Lv};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;

@@ -1,6 +1,9 @@
 //! A lock-free histogram that prometheus-client can encode: observations are two atomic adds
-//! (bucket and sum), so worker threads never contend on a lock.
+//! (bucket and sum) into the recording worker's own shard, so worker threads neither
+//! contend on a lock nor share a cache line.
 
+use super::sharded::shard;
+use super::sharded::SHARDS;
 use super::{CHECKOUT_WAIT_BUCKETS, STATEMENT_BUCKETS};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -21,20 +24,27 @@ struct HistoInner {
     bounds: &'static [f64],
     /// The same bounds in nanoseconds, for the comparison on the recording path.
     bounds_ns: Box<[u64]>,
-    /// Observations per bucket (not cumulative); the last cell is `+Inf`.
-    counts: Box<[AtomicU64]>,
-    sum_ns: AtomicU64,
+    /// `SHARDS` runs of `stride` cells: per bucket observations (not cumulative, the last
+    /// bucket is `+Inf`), then the sum in nanoseconds, then padding, so that no two shards'
+    /// cells share a cache line.
+    cells: Box<[AtomicU64]>,
+    stride: usize,
 }
+
+/// Cells of padding between shards: one 128-byte line.
+const PAD: usize = 16;
 
 impl Histo {
     pub fn new(bounds: &'static [f64]) -> Histo {
         debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+        // Buckets, `+Inf` and the sum, then a line of padding.
+        let stride = bounds.len() + 2 + PAD;
         Histo {
             inner: Arc::new(HistoInner {
                 bounds,
                 bounds_ns: bounds.iter().map(|b| (b * 1e9).round() as u64).collect(),
-                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-                sum_ns: AtomicU64::new(0),
+                cells: (0..stride * SHARDS).map(|_| AtomicU64::new(0)).collect(),
+                stride,
             }),
         }
     }
@@ -42,9 +52,11 @@ impl Histo {
     /// Record one observation of `ns` nanoseconds.
     #[inline]
     pub fn observe_ns(&self, ns: u64) {
-        let i = self.inner.bounds_ns.partition_point(|&b| b < ns);
-        self.inner.counts[i].fetch_add(1, Relaxed);
-        self.inner.sum_ns.fetch_add(ns, Relaxed);
+        let inner = &*self.inner;
+        let i = inner.bounds_ns.partition_point(|&b| b < ns);
+        let base = shard() * inner.stride;
+        inner.cells[base + i].fetch_add(1, Relaxed);
+        inner.cells[base + inner.bounds.len() + 1].fetch_add(ns, Relaxed);
     }
 
     #[inline]
@@ -60,10 +72,19 @@ impl Histo {
         self.observe_ns(ns as u64);
     }
 
+    /// Observations in bucket `i` (not cumulative; `bounds.len()` is `+Inf`), all shards.
+    fn bucket(&self, i: usize) -> u64 {
+        let inner = &*self.inner;
+        (0..SHARDS).fold(0u64, |a, s| {
+            a.wrapping_add(inner.cells[s * inner.stride + i].load(Relaxed))
+        })
+    }
+
     /// (observations, sum in seconds)
     pub fn count_sum(&self) -> (u64, f64) {
-        let count = self.inner.counts.iter().map(|c| c.load(Relaxed)).sum();
-        (count, self.inner.sum_ns.load(Relaxed) as f64 / 1e9)
+        let n = self.inner.bounds.len();
+        let count = (0..=n).map(|i| self.bucket(i)).sum();
+        (count, self.bucket(n + 1) as f64 / 1e9)
     }
 }
 
@@ -73,16 +94,16 @@ impl TypedMetric for Histo {
 
 impl EncodeMetric for Histo {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let inner = &self.inner;
-        let mut buckets = Vec::with_capacity(inner.counts.len());
+        let bounds = self.inner.bounds;
+        let mut buckets = Vec::with_capacity(bounds.len() + 1);
         let mut count = 0u64;
-        for (i, c) in inner.counts.iter().enumerate() {
-            let n = c.load(Relaxed);
+        for i in 0..=bounds.len() {
+            let n = self.bucket(i);
             count += n;
             // prometheus-client writes `le="+Inf"` for f64::MAX.
-            buckets.push((inner.bounds.get(i).copied().unwrap_or(f64::MAX), n));
+            buckets.push((bounds.get(i).copied().unwrap_or(f64::MAX), n));
         }
-        let sum = inner.sum_ns.load(Relaxed) as f64 / 1e9;
+        let sum = self.bucket(bounds.len() + 1) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -109,11 +130,39 @@ mod tests {
         h.observe(Duration::from_micros(51));
         h.observe(Duration::from_secs(11)); // +Inf
         h.observe_secs(-1.0);
-        assert_eq!(h.inner.counts[0].load(Relaxed), 2);
-        assert_eq!(h.inner.counts[1].load(Relaxed), 1);
-        assert_eq!(h.inner.counts[CHECKOUT_WAIT_BUCKETS.len()].load(Relaxed), 1);
+        assert_eq!(h.bucket(0), 2);
+        assert_eq!(h.bucket(1), 1);
+        assert_eq!(h.bucket(CHECKOUT_WAIT_BUCKETS.len()), 1);
         let (n, sum) = h.count_sum();
         assert_eq!(n, 4);
         assert!((sum - 11.000101).abs() < 1e-9);
+    }
+
+    #[test]
+    fn observations_from_every_worker_shard_are_counted_once() {
+        let h = Histo::new(STATEMENT_BUCKETS);
+        std::thread::scope(|scope| {
+            for i in 0..(SHARDS + 2) {
+                let h = h.clone();
+                scope.spawn(move || {
+                    super::super::sharded::set_thread_shard(i);
+                    for _ in 0..100 {
+                        h.observe(Duration::from_micros(1));
+                        h.observe(Duration::from_secs(100));
+                    }
+                });
+            }
+        });
+        let n = (SHARDS as u64 + 2) * 100;
+        assert_eq!(h.bucket(0), n);
+        assert_eq!(h.bucket(STATEMENT_BUCKETS.len()), n);
+        let (count, sum) = h.count_sum();
+        assert_eq!(count, 2 * n);
+        assert!((sum - n as f64 * 100.000001).abs() < 1e-3, "{sum}");
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("h", "h", h.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains(&format!("h_count {}", 2 * n)), "{text}");
     }
 }

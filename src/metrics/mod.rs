@@ -14,6 +14,7 @@
 //! write lock per observation, which worker threads would contend on.
 
 mod histogram;
+pub mod sharded;
 mod snapshot;
 
 mod cluster;
@@ -32,10 +33,10 @@ pub use snapshot::*;
 type HistoFamily<S> = Family<S, Histo, fn() -> Histo>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sharded::Counter;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
