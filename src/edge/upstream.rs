@@ -35,7 +35,9 @@ pub struct Server {
     /// Until when (ms since the group's epoch) it is ejected; 0: not ejected.
     ejected_until: AtomicU64,
     /// Requests sent and not yet answered.
-    pub outstanding: AtomicUsize,
+    /// Requests in flight to it, over all workers (each adds to its own shard: the fields
+    /// beside it are read for every request).
+    pub outstanding: crate::metrics::sharded::ShardedU64,
     /// Consecutive active check results (the health task only).
     pub(crate) streak_ok: AtomicU32,
     pub(crate) streak_fail: AtomicU32,
@@ -56,7 +58,7 @@ impl Server {
             up: AtomicBool::new(up),
             fails: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
-            outstanding: AtomicUsize::new(0),
+            outstanding: Default::default(),
             streak_ok: AtomicU32::new(0),
             streak_fail: AtomicU32::new(0),
             metrics,
@@ -260,9 +262,8 @@ impl Group {
                 let a = eligible[rand::random::<usize>() % eligible.len()];
                 let b = eligible[rand::random::<usize>() % eligible.len()];
                 // Compare outstanding/weight without dividing: a.out * b.w vs b.out * a.w.
-                let load = |x: &Server, other: &Server| {
-                    x.outstanding.load(Relaxed) as u64 * u64::from(other.weight)
-                };
+                let load =
+                    |x: &Server, other: &Server| x.outstanding.sum() * u64::from(other.weight);
                 Some(if load(b, a) < load(a, b) { b } else { a }.clone())
             }
         };
@@ -301,8 +302,7 @@ impl Group {
         status_of: impl FnOnce(&T) -> u16,
         send: impl std::future::Future<Output = Result<T, E>>,
     ) -> Attempt<T> {
-        server.outstanding.fetch_add(1, Relaxed);
-        let counted = crate::Decrement(&server.outstanding);
+        let counted = server.outstanding.hold();
         let sent = tokio::select! {
             biased;
             r = send => Ok(r),
@@ -584,7 +584,7 @@ mod tests {
     #[test]
     fn least_request_prefers_the_idle_server() {
         let g = group("least_request", &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]);
-        g.servers()[0].outstanding.store(50, Relaxed);
+        g.servers()[0].outstanding.add(50);
         let c = counts(&g, 1000);
         // Only a draw of the busy server twice picks it (1 in 4).
         assert!(c[1] > 700, "{c:?}");
