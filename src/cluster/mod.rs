@@ -126,13 +126,7 @@ impl BackendState {
         self.lsn.load(Relaxed)
     }
     pub fn outstanding(&self) -> usize {
-        // A sum of shards read while others add: never below zero for long, but clamp.
-        let n = self.outstanding.sum();
-        if n > i64::MAX as u64 {
-            0
-        } else {
-            n as usize
-        }
+        self.outstanding.level() as usize
     }
     pub fn begin(&self) {
         self.outstanding.add(1);

@@ -165,7 +165,7 @@ impl Edge {
                             "up": s.is_up(),
                             "ejected": g.is_ejected(s),
                             "eligible": g.eligible(s),
-                            "outstanding": s.outstanding.sum(),
+                            "outstanding": s.outstanding.level(),
                         })
                     })
                     .collect();

@@ -34,7 +34,6 @@ pub struct Server {
     fails: AtomicU32,
     /// Until when (ms since the group's epoch) it is ejected; 0: not ejected.
     ejected_until: AtomicU64,
-    /// Requests sent and not yet answered.
     /// Requests in flight to it, over all workers (each adds to its own shard: the fields
     /// beside it are read for every request).
     pub outstanding: crate::metrics::sharded::ShardedU64,
@@ -263,7 +262,7 @@ impl Group {
                 let b = eligible[rand::random::<usize>() % eligible.len()];
                 // Compare outstanding/weight without dividing: a.out * b.w vs b.out * a.w.
                 let load =
-                    |x: &Server, other: &Server| x.outstanding.sum() * u64::from(other.weight);
+                    |x: &Server, other: &Server| x.outstanding.level() * u64::from(other.weight);
                 Some(if load(b, a) < load(a, b) { b } else { a }.clone())
             }
         };

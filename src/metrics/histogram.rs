@@ -2,8 +2,7 @@
 //! (bucket and sum) into the recording worker's own shard, so worker threads neither
 //! contend on a lock nor share a cache line.
 
-use super::sharded::shard;
-use super::sharded::SHARDS;
+use super::sharded::{shard, SHARDS};
 use super::{CHECKOUT_WAIT_BUCKETS, STATEMENT_BUCKETS};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};

@@ -55,6 +55,17 @@ impl ShardedU64 {
             .fold(0u64, |a, c| a.wrapping_add(c.0.load(Relaxed)))
     }
 
+    /// [`Self::sum`] of a count that goes up and down (things in flight): the shards are
+    /// read one by one while others change, so a sum that wrapped below zero reads as 0.
+    pub fn level(&self) -> u64 {
+        let n = self.sum();
+        if n > i64::MAX as u64 {
+            0
+        } else {
+            n
+        }
+    }
+
     /// One more until the guard drops (also when the future holding it is dropped).
     pub fn hold(&self) -> Held<'_> {
         self.add(1);

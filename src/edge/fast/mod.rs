@@ -27,7 +27,7 @@ mod upstream;
 mod wire;
 
 pub use upstream::{RawConn, RawPool};
-pub use wire::{parse_and_rewrite, parse_response, response_head, ChunkScanner, Framing, Head};
+pub use wire::{parse_response, response_head, ChunkScanner, Framing, Head};
 
 use super::headers;
 use super::proxy::{ConnCtx, LogLine};

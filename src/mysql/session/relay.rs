@@ -276,17 +276,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn pass_rows(&mut self, wire: usize) -> u64 {
         let mut end = wire;
         let mut n = 1;
-        while let Some(&[a, b, c, _, first]) = self.bin.get(end..end + 5) {
-            let len = u32::from_le_bytes([a, b, c, 0]) as usize;
-            let ends_rows = (first == codec::EOF_HEADER && len < 9) || first == codec::ERR_HEADER;
-            if len == 0
-                || len >= codec::MAX_PACKET_PAYLOAD
-                || ends_rows
-                || self.bin.len() < end + 4 + len
-            {
+        while let Ok(Some(h)) = codec::header(&self.bin[end..], codec::MAX_PACKET_PAYLOAD) {
+            let first = match self.bin.get(end + codec::HEADER_LEN) {
+                Some(&b) if h.payload_len > 0 => b,
+                _ => break,
+            };
+            let ends_rows =
+                (first == codec::EOF_HEADER && h.payload_len < 9) || first == codec::ERR_HEADER;
+            if h.continues() || ends_rows || self.bin.len() < end + h.wire_len() {
                 break;
             }
-            end += 4 + len;
+            end += h.wire_len();
             n += 1;
         }
         self.pass(end);
