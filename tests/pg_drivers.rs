@@ -617,46 +617,56 @@ fn asyncpg_copy_records_to_table_on_fresh_connections_commits_every_row() {
     let _g = serial();
     let db = "drv_apg_copy";
     fresh_db(db, "CREATE TABLE copied (k int, j int, s text)");
-    let args = ["100", "4", "11", "100000"];
-    let limit = Duration::from_secs(240);
-    // Straight to the primary, the same copies all finish well within their timeouts.
-    let direct = run_scenario(
-        Lang::Python,
-        "copy_stress",
-        &args,
-        &Target::direct(db),
-        limit,
-    );
-    direct.expect_completed();
-    assert_eq!(
-        direct.value("copies ok"),
-        Some("100"),
-        "{}",
-        direct.describe()
-    );
-    primary_sql(db, "TRUNCATE copied");
-    // As many connections per backend as concurrent copiers: a checkout timeout can only come
-    // from a connection that a finished (or abandoned) copy did not give back.
-    let p = split_proxy(db, 4);
-    let via = run_scenario(
-        Lang::Python,
-        "copy_stress",
-        &args,
-        &Target::proxy(&p, db),
-        limit,
-    );
-    via.expect_completed();
-    let reported: i64 = via
-        .value("rows copied (reported ok)")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let stored = count(db, "SELECT count(*) FROM copied");
-    assert_eq!(
-        stored, reported,
-        "rows in the table differ from the copies reported successful"
-    );
-    assert_eq!(via.value("copies ok"), Some("100"), "{}", via.describe());
+    // 200 copies four at a time (10 to 100,000 rows each), then 200 more one at a time (10 to
+    // 20,000 rows): the hang of issue 10 showed both ways. Sizes are log-uniform, seeded.
+    for args in [["200", "4", "11", "100000"], ["200", "1", "12", "20000"]] {
+        let how = format!("{} copies, {} at a time", args[0], args[1]);
+        let limit = Duration::from_secs(240);
+        // Straight to the primary, the same copies all finish well within their timeouts.
+        let direct = run_scenario(
+            Lang::Python,
+            "copy_stress",
+            &args,
+            &Target::direct(db),
+            limit,
+        );
+        direct.expect_completed();
+        assert_eq!(
+            direct.value("copies ok"),
+            Some(args[0]),
+            "direct, {how}: {}",
+            direct.describe()
+        );
+        primary_sql(db, "TRUNCATE copied");
+        // As many connections per backend as concurrent copiers: a checkout timeout can only
+        // come from a connection that a finished (or abandoned) copy did not give back.
+        let p = split_proxy(db, 4);
+        let via = run_scenario(
+            Lang::Python,
+            "copy_stress",
+            &args,
+            &Target::proxy(&p, db),
+            limit,
+        );
+        via.expect_completed();
+        let reported: i64 = via
+            .value("rows copied (reported ok)")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let stored = count(db, "SELECT count(*) FROM copied");
+        assert_eq!(
+            stored, reported,
+            "{how}: rows in the table differ from the copies reported successful"
+        );
+        assert_eq!(
+            via.value("copies ok"),
+            Some(args[0]),
+            "{how}: {}",
+            via.describe()
+        );
+        primary_sql(db, "TRUNCATE copied");
+    }
 }
 
 #[test]
