@@ -6,6 +6,7 @@
 //! WORKERS=2 DURATION=10 ROUNDS=2 cargo bench --bench edge_wrk
 //! PROTOS=h1 BODIES=1k.bin cargo bench --bench edge_wrk         # one scenario
 //! SHOW_LATENCY=1 ...                                           # wrk's p50/p75/p90/p99 too
+//! SCHED=batch ...                      # the edge's workers under worker_scheduling = "batch"
 //! ```
 //!
 //! The upstream is nginx (1 worker) serving two static files, `1k.bin` (1 KiB) and `64k.bin`
@@ -359,6 +360,7 @@ fn main() {
     let (secs, rounds) = (env_or("DURATION", 10), env_or("ROUNDS", 2));
     let (conns, threads) = (env_or("CONNECTIONS", 64), env_or("THREADS", 2));
     let streams = env_or("STREAMS", 10);
+    let sched = std::env::var("SCHED").unwrap_or_else(|_| "normal".into());
 
     let tmp = tempfile::tempdir().unwrap();
     let www = tmp.path().join("www");
@@ -396,6 +398,7 @@ fn main() {
         r#"
 [general]
 workers = {workers}
+worker_scheduling = "{sched}"
 
 [[edge.listener]]
 name = "plain"
@@ -508,7 +511,7 @@ servers = ["127.0.0.1:{up}"]
     println!(
         "\nHTTP/1.1: wrk -t{threads} -c{conns} -d{secs}s --latency; HTTP/2: h2load -t{threads} \
          -c{conns} -m{streams} -D{secs} --warm-up-time=1 (TLS, h2 by ALPN); median of {rounds} \
-         round(s); switchyard workers {workers}; {cores} cores\n"
+         round(s); switchyard workers {workers} ({sched} scheduling); {cores} cores\n"
     );
     println!(
         "| proto | body | contender | req/s | p99 ms | proxy CPU % | upstream CPU % | errors |"

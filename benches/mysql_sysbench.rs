@@ -28,7 +28,8 @@
 //! the servers and proxies up for N seconds before the runs and prints their ports and pids,
 //! for a profiler.
 //!
-//! `UNIX=1` adds HAProxy over the primary's Unix socket; `BOTH=1` runs oltp_read_write through
+//! `SCHED=batch` runs Switchyard's workers with `[general] worker_scheduling = "batch"`
+//! (default "normal"). `UNIX=1` adds HAProxy over the primary's Unix socket; `BOTH=1` runs oltp_read_write through
 //! the Switchyard without replicas as well (`sy-primary`).
 //!
 //! Needs `sysbench` and `haproxy` (Debian packages of the same names); refuses to run without
@@ -179,6 +180,7 @@ fn start_switchyard(c: &MariaCluster, with_replicas: bool, pool: u64) -> Server 
         r#"
 [general]
 workers = {workers}
+worker_scheduling = "{sched}"
 
 [mysql]
 listen = "127.0.0.1:0"
@@ -204,12 +206,18 @@ password = "switchyard_pw"
 max_lag = "30s"
 "#,
         workers = env_or("WORKERS", 1),
+        sched = sched(),
         primary = c.primary_port(),
     );
     let server = Server::start(Config::from_toml(&text).expect("bench config")).expect("proxy");
     // Let the health checker see the replicas.
     std::thread::sleep(Duration::from_secs(2));
     server
+}
+
+/// `SCHED`: the workers' `worker_scheduling`, "normal" unless set.
+fn sched() -> String {
+    std::env::var("SCHED").unwrap_or_else(|_| "normal".into())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -324,10 +332,11 @@ fn main() {
     }
     println!(
         "\nsysbench {threads} threads, {duration} s x {rounds} rounds, {} tables x {} rows, \
-         {replicas} replica(s), switchyard pool {pool}, workers {}",
+         {replicas} replica(s), switchyard pool {pool}, workers {} ({} scheduling)",
         env_or("TABLES", 4),
         env_or("TABLE_SIZE", 10_000),
-        env_or("WORKERS", 1)
+        env_or("WORKERS", 1),
+        sched()
     );
     println!(
         "{:18} {:11} {:>10} {:>8} {:>16}",

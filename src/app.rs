@@ -1,6 +1,6 @@
 //! Wiring: the shared state every worker sees, the per-worker pools, and process lifecycle.
 
-use crate::config::{parse_addr, Config};
+use crate::config::{parse_addr, Config, WorkerScheduling};
 use crate::engine::Engine;
 use crate::metrics::{BackendSnapshot, ClusterSnapshot, TopologySource};
 use crate::pg::worker::PgShared;
@@ -336,10 +336,18 @@ impl Server {
             };
             let shared = shared.clone();
             let conn_ids = conn_ids.clone();
+            let scheduling = config.general.worker_scheduling;
             let t = std::thread::Builder::new()
                 .name(format!("switchyard-w{i}"))
                 .spawn(move || {
                     crate::metrics::sharded::set_thread_shard(i);
+                    if let Err(e) = set_scheduling(scheduling) {
+                        tracing::warn!(
+                            worker = i,
+                            error = %e,
+                            "could not set worker_scheduling; the worker runs with the default policy"
+                        );
+                    }
                     let rt = thread_runtime();
                     rt.block_on(run_worker(shared, workers, listeners, conn_ids));
                 })?;
@@ -458,6 +466,30 @@ fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::Join
             let rt = thread_runtime();
             rt.block_on(crate::reload::run_health(shared, &mut rx));
         })?)
+}
+
+/// Puts the calling thread under `policy` (Linux: `sched_setscheduler` on this thread;
+/// SCHED_BATCH needs no privilege). Elsewhere only "normal" is possible.
+fn set_scheduling(policy: WorkerScheduling) -> std::io::Result<()> {
+    match policy {
+        WorkerScheduling::Normal => Ok(()),
+        #[cfg(target_os = "linux")]
+        WorkerScheduling::Batch => {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: `param` is a valid sched_param for the call; pid 0 is this thread.
+            let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        WorkerScheduling::Batch => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "SCHED_BATCH is Linux only",
+        )),
+    }
 }
 
 /// The runtime of one proxy thread (worker, admin, health): IO and timers only, no signal
@@ -656,6 +688,7 @@ fn pick_worker(me: &Arc<Worker>, all: &[Arc<Worker>]) -> Option<Arc<Worker>> {
 mod tests {
     use super::*;
     use crate::pg::worker::Verifiers;
+    use std::time::Duration;
 
     fn config(password: &str) -> Config {
         Config::from_toml(&toml_of(password)).unwrap()
@@ -682,6 +715,39 @@ primary = "127.0.0.1:5432"
 user = "postgres"
 "#
         )
+    }
+
+    /// `worker_scheduling = "batch"` puts every worker thread under SCHED_BATCH (Linux policy
+    /// 3, field 41 of /proc/<pid>/task/<tid>/stat). Only this test asks for it, so any worker
+    /// thread of this process under that policy is one of this server's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn batch_scheduling_reaches_every_worker_thread() {
+        let batch_workers = || {
+            let mut n = 0;
+            for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                let policy = after_name.split_whitespace().nth(38);
+                if comm.starts_with("switchyard-w") && policy == Some("3") {
+                    n += 1;
+                }
+            }
+            n
+        };
+        assert_eq!(batch_workers(), 0);
+        let text = format!(
+            "[general]\nworkers = 3\nworker_scheduling = \"batch\"\n{}",
+            toml_of("secret")
+        );
+        let server = Server::start(Config::from_toml(&text).unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while batch_workers() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(batch_workers(), 3);
+        server.shutdown();
     }
 
     /// What text validation cannot see is refused before the config is used, naming the key.

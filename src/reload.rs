@@ -245,6 +245,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.general.workers != new.general.workers {
         out.push("general.workers");
     }
+    if old.general.worker_scheduling != new.general.worker_scheduling {
+        out.push("general.worker_scheduling");
+    }
     let (a, b) = (pg(old), pg(new));
     let field =
         |f: fn(&crate::config::PostgresListener) -> String| a.as_ref().map(f) != b.as_ref().map(f);
@@ -321,6 +324,13 @@ mod tests {
             "reloaded: 1 clusters, 3 backends; restart needed for: general.workers"
         );
         assert_eq!(summary(&a, &a), "reloaded: 1 clusters, 2 backends");
+        assert_eq!(
+            restart_needed(
+                &a,
+                &cfg("[general]\nworkers = 1\nworker_scheduling = \"batch\"", "")
+            ),
+            vec!["general.worker_scheduling"]
+        );
         let my = |extra: &str| {
             cfg(
                 &format!("[mysql]\nlisten = \"127.0.0.1:3307\"\n{extra}"),
