@@ -199,7 +199,7 @@ impl TopologySource for Shared {
                         in_read_set: b.in_read_set(),
                         lag_seconds: b.lag().as_secs_f64(),
                         lag_bytes: b.lag_bytes(),
-                        in_flight: b.outstanding() as u64,
+                        in_flight: b.outstanding(),
                         transitions: b.transitions.load(std::sync::atomic::Ordering::Relaxed),
                         fenced: b.is_fenced(),
                         pool_size: size,

@@ -125,8 +125,8 @@ impl BackendState {
     pub fn lsn(&self) -> u64 {
         self.lsn.load(Relaxed)
     }
-    pub fn outstanding(&self) -> usize {
-        self.outstanding.level() as usize
+    pub fn outstanding(&self) -> u64 {
+        self.outstanding.level()
     }
     pub fn begin(&self) {
         self.outstanding.add(1);
@@ -403,7 +403,7 @@ impl ClusterState {
                 && b.in_read_set()
                 && min_lsn.is_none_or(|m| b.lsn() >= m)
         };
-        let score = |b: &BackendState| ((b.outstanding() as u64) << 16) / b.weight as u64;
+        let score = |b: &BackendState| (b.outstanding() << 16) / b.weight as u64;
         // One pass, each count read once (other workers move them meanwhile): weighted
         // reservoir choice among those at the lowest score seen so far.
         let seed = spread(self.tie.fetch_add(1, Relaxed) as u64);

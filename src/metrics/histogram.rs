@@ -2,7 +2,7 @@
 //! (bucket and sum) into the recording worker's own shard, so worker threads neither
 //! contend on a lock nor share a cache line.
 
-use super::sharded::{shard, SHARDS};
+use super::sharded::{shard, wrapping_sum, SHARDS};
 use super::{CHECKOUT_WAIT_BUCKETS, STATEMENT_BUCKETS};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -74,9 +74,7 @@ impl Histo {
     /// Observations in bucket `i` (not cumulative; `bounds.len()` is `+Inf`), all shards.
     fn bucket(&self, i: usize) -> u64 {
         let inner = &*self.inner;
-        (0..SHARDS).fold(0u64, |a, s| {
-            a.wrapping_add(inner.cells[s * inner.stride + i].load(Relaxed))
-        })
+        wrapping_sum((0..SHARDS).map(|s| &inner.cells[s * inner.stride + i]))
     }
 
     /// (observations, sum in seconds)

@@ -29,6 +29,11 @@ pub(super) fn shard() -> usize {
     SHARD.with(Cell::get)
 }
 
+/// The shards of one sum added up; they wrap, as their additions do.
+pub(super) fn wrapping_sum<'a>(shards: impl Iterator<Item = &'a AtomicU64>) -> u64 {
+    shards.fold(0u64, |a, c| a.wrapping_add(c.load(Relaxed)))
+}
+
 /// One cache line (two on CPUs that fetch lines in pairs) to itself.
 #[repr(align(128))]
 #[derive(Debug, Default)]
@@ -50,9 +55,7 @@ impl ShardedU64 {
     }
 
     pub fn sum(&self) -> u64 {
-        self.0
-            .iter()
-            .fold(0u64, |a, c| a.wrapping_add(c.0.load(Relaxed)))
+        wrapping_sum(self.0.iter().map(|p| &p.0))
     }
 
     /// [`Self::sum`] of a count that goes up and down (things in flight): the shards are
