@@ -993,3 +993,44 @@ const mysql = require('mysql2/promise');
     assert!(ok, "{out}{err}");
     assert_eq!(out, "SYSTEM 1\n");
 }
+
+/// In transaction mode a client whose statements go to the same server gets the connection
+/// it gave back last while no other client needs it (not merely the one given back last by
+/// anyone): two clients that forced the pool to two connections then alternate, and each keeps
+/// seeing its own server thread.
+#[test]
+fn an_idle_client_gets_its_own_connection_back() {
+    use mysql_async::prelude::*;
+    let db = "my_parking";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let p = proxy(db, "size = 4");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(p.port)
+            .user(Some("app"))
+            .pass(Some("app_pw"))
+            .db_name(Some(db))
+            .prefer_socket(false);
+        let mut a = mysql_async::Conn::new(opts.clone()).await.unwrap();
+        let mut b = mysql_async::Conn::new(opts).await.unwrap();
+        let thread = "/* switchyard:primary */ SELECT @@pseudo_thread_id";
+        // A holds a connection in a transaction while B takes another.
+        a.query_drop("BEGIN").await.unwrap();
+        let a_thread: u64 = a.query_first(thread).await.unwrap().unwrap();
+        let b_thread: u64 = b.query_first(thread).await.unwrap().unwrap();
+        assert_ne!(a_thread, b_thread);
+        a.query_drop("COMMIT").await.unwrap();
+        for round in 0..10 {
+            let got_a: u64 = a.query_first(thread).await.unwrap().unwrap();
+            let got_b: u64 = b.query_first(thread).await.unwrap().unwrap();
+            assert_eq!((got_a, got_b), (a_thread, b_thread), "round {round}");
+        }
+        a.disconnect().await.unwrap();
+        b.disconnect().await.unwrap();
+    });
+}

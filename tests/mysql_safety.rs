@@ -790,3 +790,46 @@ fn hostile_bytes_after_login_are_refused_and_leave_nothing_behind() {
     still_serves(&p);
     p.assert_nothing_leaked("garbage after login");
 }
+
+/// A client keeps the clean connection it gave back for its next statement only while no
+/// other client needs it: eight clients that each ran a statement and sit idle, on pools of
+/// two connections per worker, all get a connection for their next statements (taken from
+/// an idle client's spot, or they would wait out `checkout_timeout`), each sees its own
+/// session variables on it, parked connections count as idle in the pool gauges, and
+/// nothing is left behind when they leave.
+#[test]
+fn connections_kept_by_idle_clients_go_to_clients_that_need_one() {
+    let db = "sf_parking";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY, who int)");
+    let p = proxy(db, "");
+    let zones = [
+        "+01:00", "+02:00", "+03:00", "+04:00", "-01:00", "-02:00", "-03:00", "-04:00",
+    ];
+    let mut clients: Vec<TcpStream> = zones.iter().map(|_| login(p.port, db).unwrap()).collect();
+    for (c, zone) in clients.iter_mut().zip(zones) {
+        query(c, &format!("SET time_zone = '{zone}'")).unwrap();
+        query(c, "/* switchyard:primary */ SELECT 1").unwrap();
+    }
+    // Every client idle: the pools' connections are idle, whether parked or in the pool.
+    for (i, &(open, idle)) in p.pool_counts().iter().enumerate() {
+        assert_eq!(open, idle, "backend {i}: {open} open, {idle} idle");
+    }
+    for round in 0..5 {
+        for (n, (c, zone)) in clients.iter_mut().zip(zones).enumerate() {
+            let id = round * 100 + n;
+            query(c, &format!("INSERT INTO t VALUES ({id}, {n})")).unwrap();
+            let rows = query(
+                c,
+                &format!("/* switchyard:primary */ SELECT @@time_zone, who FROM t WHERE id = {id}"),
+            )
+            .unwrap();
+            assert_eq!(
+                rows,
+                vec![vec![Some(zone.to_string()), Some(n.to_string())]],
+                "client {n}, round {round}"
+            );
+        }
+    }
+    drop(clients);
+    p.assert_nothing_leaked("parked connections");
+}

@@ -146,6 +146,58 @@ pub struct BackendPool<C: Connector> {
     pub ext: C::Ext,
     size: usize,
     checkout_timeout: Duration,
+    /// Clients' parking spots that may hold one of this pool's connections (see [`Parking`]).
+    spots: Mutex<Vec<std::sync::Weak<Spot<C>>>>,
+    /// Connections parked in them now.
+    parked: AtomicUsize,
+}
+
+/// Where a client keeps the clean connection it gave back while nobody else needs it, so
+/// that its next transaction, if it goes to the same server, takes it again without a
+/// checkout (and finds it hot in the cache, with the client's session state already on it).
+/// A parked connection counts as idle: a checkout that finds no idle connection in the pool
+/// takes one from a spot before it waits or opens a new one. The pool lists each spot while it
+/// may hold a connection.
+struct Spot<C: Connector> {
+    conn: Mutex<Option<Pooled<C>>>,
+    /// On its pool's list of spots.
+    listed: std::sync::atomic::AtomicBool,
+}
+
+/// A client's parking spot at one pool (see [`BackendPool::park`]).
+pub struct Parking<C: Connector> {
+    pool: Arc<BackendPool<C>>,
+    spot: Arc<Spot<C>>,
+}
+
+impl<C: Connector> Parking<C> {
+    /// The parked connection, if it is still there, clean, and of `pool`; otherwise the
+    /// connection (if any) goes back to its pool and the answer is `None`.
+    pub fn take_for(&self, pool: &Arc<BackendPool<C>>) -> Option<Pooled<C>> {
+        let conn = self.spot.conn.lock().unwrap().take()?;
+        self.pool.parked.fetch_sub(1, Relaxed);
+        if Arc::ptr_eq(&self.pool, pool) && conn.reusable() && !conn.stale() {
+            Some(conn)
+        } else {
+            release(conn);
+            None
+        }
+    }
+
+    /// Give the parked connection (if any) back to its pool (the client leaves).
+    pub fn give_back(&self) {
+        let taken = self.spot.conn.lock().unwrap().take();
+        if let Some(conn) = taken {
+            self.pool.parked.fetch_sub(1, Relaxed);
+            release(conn);
+        }
+    }
+}
+
+impl<C: Connector> Drop for Parking<C> {
+    fn drop(&mut self) {
+        self.give_back();
+    }
 }
 
 /// One worker's share of a pool of `total` connections per backend (at least one).
@@ -205,6 +257,80 @@ impl<C: Connector> BackendPool<C> {
             ext: C::Ext::default(),
             size,
             checkout_timeout,
+            spots: Mutex::new(Vec::new()),
+            parked: AtomicUsize::new(0),
+        }
+    }
+
+    /// Give `conn` back, or park it in the client's `parking` spot for its next transaction
+    /// when it is clean and no other client waits for one of this pool's connections (see
+    /// [`Parking`]). A spot of another pool gives its connection back and is replaced.
+    pub fn park(self: &Arc<Self>, conn: Pooled<C>, parking: &mut Option<Parking<C>>) {
+        if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
+            return release(conn);
+        }
+        let spot = match parking {
+            Some(p) if Arc::ptr_eq(&p.pool, self) => &p.spot,
+            _ => {
+                let spot = Arc::new(Spot {
+                    conn: Mutex::new(None),
+                    listed: false.into(),
+                });
+                &parking
+                    .insert(Parking {
+                        pool: self.clone(),
+                        spot,
+                    })
+                    .spot
+            }
+        };
+        let before = spot.conn.lock().unwrap().replace(conn);
+        self.parked.fetch_add(1, Relaxed);
+        if let Some(before) = before {
+            self.parked.fetch_sub(1, Relaxed);
+            release(before);
+        }
+        if !spot.listed.swap(true, Relaxed) {
+            let mut spots = self.spots.lock().unwrap();
+            // Spots of clients gone or moved to another pool drop off the list here.
+            if spots.len() >= 2 * self.size + 16 {
+                spots.retain(|s| s.strong_count() > 0);
+            }
+            spots.push(Arc::downgrade(spot));
+        }
+    }
+
+    /// A connection parked by a client, taken from its spot (the client checks out
+    /// normally next time), if one is there and fit for use.
+    fn take_parked(&self) -> Option<Pooled<C>> {
+        if self.parked.load(Relaxed) == 0 {
+            return None;
+        }
+        loop {
+            let spot = self.spots.lock().unwrap().pop()?;
+            let Some(spot) = spot.upgrade() else { continue };
+            spot.listed.store(false, Relaxed);
+            let Some(conn) = spot.conn.lock().unwrap().take() else {
+                continue;
+            };
+            self.parked.fetch_sub(1, Relaxed);
+            if conn.reusable() && !conn.stale() {
+                return Some(conn);
+            }
+            release(conn);
+        }
+    }
+
+    /// Give back every parked connection (the pool closes).
+    fn unpark_all(&self) {
+        let spots = std::mem::take(&mut *self.spots.lock().unwrap());
+        for spot in spots.iter().filter_map(std::sync::Weak::upgrade) {
+            spot.listed.store(false, Relaxed);
+            let taken = spot.conn.lock().unwrap().take();
+            if let Some(conn) = taken {
+                self.parked.fetch_sub(1, Relaxed);
+                release(conn);
+            }
         }
     }
 
@@ -220,6 +346,7 @@ impl<C: Connector> BackendPool<C> {
     /// No more checkouts; idle connections close now, connections in use when returned.
     pub fn close(&self) {
         self.pool.close();
+        self.unpark_all();
         self.signal().changed.notify_waiters();
     }
 
@@ -286,7 +413,7 @@ impl<C: Connector> BackendPool<C> {
             return if self.pool.is_closed() {
                 Err(CheckoutError::Closed(self.addr()))
             } else {
-                Ok(None)
+                Ok(self.take_parked())
             };
         }
         // An idle connection that fails its recycle check is dropped and the next one tried;
@@ -393,10 +520,10 @@ impl<C: Connector> BackendPool<C> {
         }
     }
 
-    /// (connections open, idle connections)
+    /// (connections open, idle connections); parked connections count as idle.
     pub fn status(&self) -> (usize, usize) {
         let s = self.pool.status();
-        (s.size, s.available)
+        (s.size, s.available + self.parked.load(Relaxed))
     }
 }
 

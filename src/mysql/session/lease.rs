@@ -58,6 +58,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let idx = state
                 .select(want, exclude)
                 .map_err(|e| AcquireError::Other(e.to_string()))?;
+            let parked = (self.parking.as_ref()).and_then(|p| p.take_for(&self.cluster.pools[idx]));
+            if let Some(conn) = parked {
+                self.cluster.metrics.checkout_wait(Duration::ZERO);
+                return self.install(conn, idx).await;
+            }
             let got = self.cluster.pools[idx]
                 .checkout_metered(&self.cluster.metrics)
                 .await;
@@ -190,13 +195,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && !self.slot.terminate.load(Relaxed)
     }
 
-    /// Give the connection back when the client's session allows (transaction mode).
+    /// Give the connection back when the client's session allows (transaction mode): parked
+    /// for the client's next statement while no other client waits for one.
     pub(super) fn maybe_release(&mut self) {
         if !self.may_release() {
             return;
         }
         if let Some(conn) = self.detach() {
-            crate::pool::release(conn);
+            self.cluster.pools[self.backend_idx].park(conn, &mut self.parking);
         }
     }
 
@@ -232,6 +238,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The client is gone: a connection inside a transaction or pinned is reset (or
     /// closed), never handed on as it is.
     pub(super) async fn finish(&mut self) {
+        if let Some(p) = self.parking.take() {
+            p.give_back();
+        }
         let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
         let pinned = self.pinned.is_some() || self.w.pool_mode == PoolMode::Session;
         let Some(mut conn) = self.detach() else {
