@@ -551,4 +551,41 @@ servers = ["127.0.0.1:{up}"]
             );
         }
     }
+    // The machine's pace drifts between rounds by more than the contenders differ, so each
+    // round is also compared with itself: the two proxies' runs of one round are minutes apart
+    // at most.
+    println!(
+        "\n| proto | body | switchyard/nginx req/s by round | median | p99 by round | median | \
+         rounds with more req/s | rounds with a p99 no higher |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (proto, _) in suites {
+        for (file, _) in bodies {
+            let (Some(s), Some(n)) = (
+                results.get(&(proto, file, "switchyard")),
+                results.get(&(proto, file, "nginx")),
+            ) else {
+                continue;
+            };
+            let rps: Vec<f64> = s.iter().zip(n).map(|(s, n)| s.rps / n.rps).collect();
+            let p99: Vec<f64> = s.iter().zip(n).map(|(s, n)| s.p99_ms / n.p99_ms).collect();
+            let list = |v: &[f64]| v.iter().map(|r| show(*r, 2)).collect::<Vec<_>>().join(" ");
+            let won = |v: &[f64]| v.iter().filter(|r| **r >= 1.0).count();
+            let low = |v: &[f64]| v.iter().filter(|r| **r <= 1.0).count();
+            println!(
+                "| {proto} | {file} | {} | {:.2} | {} | {} | {}/{} | {} |",
+                list(&rps),
+                median(rps.clone()),
+                list(&p99),
+                show(median(p99.clone()), 2),
+                won(&rps),
+                rps.len(),
+                if p99.iter().any(|r| r.is_nan()) {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", low(&p99), p99.len())
+                },
+            );
+        }
+    }
 }

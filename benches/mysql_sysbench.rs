@@ -359,6 +359,33 @@ fn main() {
             println!("{test:18} {name:11} {m:10.1} {:8.2} {us:16.2}", m / direct);
         }
     }
+    // The machine's pace drifts between rounds by more than the contenders differ: each
+    // round's Switchyard runs against the direct and HAProxy runs of the same round.
+    println!(
+        "\nby round: {:18} {:11} {:>24} {:>24}",
+        "test", "contender", "x direct (median)", "x haproxy (median)"
+    );
+    for (test, _, _) in workloads {
+        for name in ["switchyard", "sy-primary"] {
+            let Some(r) = results.get(&(test, name)) else {
+                continue;
+            };
+            let by = |other: &str| {
+                let mut v: Vec<f64> = r
+                    .iter()
+                    .zip(&results[&(test, other)])
+                    .map(|(a, b)| a / b)
+                    .collect();
+                let list: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+                format!("{} ({:.2})", list.join(" "), median(&mut v))
+            };
+            println!(
+                "by round: {test:18} {name:11} {:>24} {:>24}",
+                by("direct"),
+                by("haproxy")
+            );
+        }
+    }
     pinned.shutdown();
     split.shutdown();
     for h in std::iter::once(&mut haproxy).chain(haproxy_unix.as_mut()) {
