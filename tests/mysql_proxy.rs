@@ -122,6 +122,17 @@ fn setup(db: &str, sql: &str) {
     c.wait_caught_up(Duration::from_secs(30)).unwrap();
 }
 
+/// mysql_async's options for the app user through the proxy on `port`.
+fn async_opts(port: u16, db: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("app_pw"))
+        .db_name(Some(db))
+        .prefer_socket(false)
+}
+
 /// The server ids that answered 20 executes of `stmt` (`SELECT @@server_id, sy_tag(?)`).
 async fn answered_by(conn: &mut mysql_async::Conn, stmt: &mysql_async::Statement) -> Vec<String> {
     use mysql_async::prelude::*;
@@ -157,13 +168,7 @@ fn a_reload_that_reclassifies_a_prepared_statement_moves_its_executes() {
         .build()
         .unwrap();
     let (before, after) = rt.block_on(async {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(p.port)
-            .user(Some("app"))
-            .pass(Some("app_pw"))
-            .db_name(Some(db))
-            .prefer_socket(false);
+        let opts = async_opts(p.port, db);
         let mut conn = mysql_async::Conn::new(opts).await.unwrap();
         let stmt = conn.prep("SELECT @@server_id, sy_tag(?)").await.unwrap();
         let before = answered_by(&mut conn, &stmt).await;
@@ -1009,13 +1014,7 @@ fn an_idle_client_gets_its_own_connection_back() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(p.port)
-            .user(Some("app"))
-            .pass(Some("app_pw"))
-            .db_name(Some(db))
-            .prefer_socket(false);
+        let opts = async_opts(p.port, db);
         let mut a = mysql_async::Conn::new(opts.clone()).await.unwrap();
         let mut b = mysql_async::Conn::new(opts).await.unwrap();
         let thread = "/* switchyard:primary */ SELECT @@pseudo_thread_id";
