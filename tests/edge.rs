@@ -1584,3 +1584,93 @@ fn a_reload_serves_the_new_certificate_to_new_connections() {
     assert_ne!(trusted_by(&cert1), "200");
     s.shutdown();
 }
+
+/// Counts the bytes read from a stream.
+struct Counting {
+    inner: tokio::net::TcpStream,
+    read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Counting {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Counting {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Over HTTP/2 the X-Request-Id of each response (new every time) is not put in the
+/// connection's HPACK table: if it were, the table would fill after some fifty responses and
+/// push out the headers every response repeats, which would then go out whole again. So on
+/// one connection every response's headers cost about the same number of bytes.
+#[test]
+fn http2_responses_keep_their_repeated_headers_indexed() {
+    let u = HttpUpstream::start("e").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let addr = s.edge_addrs[0];
+    let sizes = rt().block_on(async move {
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let io = Counting {
+            inner: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            read: read.clone(),
+        };
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut sizes = Vec::new();
+        for i in 0..160 {
+            let before = read.load(std::sync::atomic::Ordering::Relaxed);
+            let req = http::Request::get(format!("http://{addr}/echo?n={i}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let after = read.load(std::sync::atomic::Ordering::Relaxed);
+            // Frame headers and the header block: what is not body.
+            sizes.push(after - before - body.len());
+        }
+        sizes
+    });
+    // After the first responses (settings, the table filling with the repeated headers), a
+    // response's headers may grow by a new Date (once a second), never by the whole set.
+    let steady = &sizes[5..];
+    let (min, max) = (steady.iter().min().unwrap(), steady.iter().max().unwrap());
+    assert!(
+        max - min < 40,
+        "bytes besides the body per response: {sizes:?}"
+    );
+    s.shutdown();
+}

@@ -120,7 +120,9 @@ async fn run<I>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
     let in_flight = ctx.in_flight.clone();
-    let svc = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
+    // Boxed: hyper moves each request's future into a task of its own (HTTP/2) and the
+    // proxy's state machine is large; a pointer moves for free.
+    let svc = hyper::service::service_fn(move |req| Box::pin(handle(ctx.clone(), req)));
     let conn = b.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let idle = cfg.idle_timeout;

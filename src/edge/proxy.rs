@@ -140,8 +140,12 @@ pub async fn handle(
     let state = ctx.edge.state();
     let mut log = LogLine::new(&req, &ctx, state.cfg.access_log != AccessLog::Off);
     let mut resp = serve(&ctx, &state, req, &mut log).await;
-    resp.headers_mut()
-        .insert(&X_REQUEST_ID, log.request_id.clone());
+    // New with every request: over HTTP/2 it is sent as a literal never indexed, or each one
+    // would go into the connection's HPACK table and, once the table is full, push out the
+    // headers that repeat (which then go out whole again).
+    let mut id = log.request_id.clone();
+    id.set_sensitive(true);
+    resp.headers_mut().insert(&X_REQUEST_ID, id);
     let secs = started.elapsed().as_secs_f64();
     account(&ctx, &state, &mut log, resp.status().as_u16(), secs);
     Ok(resp)
