@@ -45,6 +45,10 @@ use std::time::{Duration, Instant};
 use switchyard::app::Server;
 use switchyard::config::Config;
 
+// The allocator the `switchyard` binary runs with (src/main.rs), for the proxy in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `PROTOS=h1` or `BODIES=1k.bin` (comma-separated) runs only those scenarios; unset: all.
 fn selected(var: &str, item: &str) -> bool {
     std::env::var(var).map_or(true, |v| v.split(',').any(|x| x.trim() == item))

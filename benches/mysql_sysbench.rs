@@ -42,6 +42,10 @@ use switchyard::app::Server;
 use switchyard::config::Config;
 use switchyard::testkit::mariadb::{MariaCluster, MariaClusterOptions, APP_PASSWORD, APP_USER};
 
+// The allocator the `switchyard` binary runs with (src/main.rs), for the proxy in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -5,6 +5,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use switchyard::app::Server;
 
+/// mimalloc rather than glibc's allocator: the HTTP/2 path allocates per frame and per header,
+/// and under load glibc's free lists (`unlink_chunk`, `malloc_consolidate`) took about a tenth
+/// of the edge's samples (benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
