@@ -292,9 +292,18 @@ impl<C: Connector> BackendPool<C> {
         }
         if !spot.listed.swap(true, Relaxed) {
             let mut spots = self.spots.lock().unwrap();
-            // Spots of clients gone or moved to another pool drop off the list here.
+            // Spots that hold nothing now (their clients took their connections back, left,
+            // or moved to another pool) drop off the list here; one that parks again is
+            // listed again. So the list stays about as long as the pool is large.
             if spots.len() >= 2 * self.size + 16 {
-                spots.retain(|s| s.strong_count() > 0);
+                spots.retain(|s| match s.upgrade() {
+                    Some(s) if s.conn.lock().unwrap().is_some() => true,
+                    Some(s) => {
+                        s.listed.store(false, Relaxed);
+                        false
+                    }
+                    None => false,
+                });
             }
             spots.push(Arc::downgrade(spot));
         }
@@ -552,5 +561,98 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
     }
     if let Some(pool) = pool {
         pool.manager().signal.returned(&pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, thiserror::Error)]
+    #[error("no connect in this test")]
+    struct NoConnect;
+
+    #[derive(PartialEq)]
+    struct Fake;
+
+    struct FakeConn(u32);
+
+    impl Reusable for FakeConn {
+        fn reusable(&self) -> bool {
+            true
+        }
+        fn stale(&self) -> bool {
+            false
+        }
+    }
+
+    static OPENED: AtomicUsize = AtomicUsize::new(0);
+
+    impl Connector for Fake {
+        type Conn = FakeConn;
+        type Error = NoConnect;
+        type Ext = ();
+        async fn connect(&self) -> Result<FakeConn, NoConnect> {
+            Ok(FakeConn(OPENED.fetch_add(1, Relaxed) as u32))
+        }
+        fn addr(&self) -> SocketAddr {
+            "127.0.0.1:1".parse().unwrap()
+        }
+        fn connect_timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn timed_out(&self) -> NoConnect {
+            NoConnect
+        }
+    }
+
+    /// A parked connection goes back to its client, or to any client that finds the pool
+    /// empty; and the list of spots stays short however many clients park.
+    #[tokio::test]
+    async fn parked_connections_serve_their_client_or_anyone_in_need() {
+        let pool = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
+        let mut a = None;
+        let conn = pool.checkout().await.unwrap();
+        let id = conn.0;
+        pool.park(conn, &mut a);
+        assert_eq!(pool.status(), (1, 1), "a parked connection counts as idle");
+        // Its client takes it back.
+        let again = a.as_ref().unwrap().take_for(&pool).unwrap();
+        assert_eq!(again.0, id);
+        pool.park(again, &mut a);
+        // Another client, finding the pool empty, takes it from the spot.
+        let taken = pool
+            .checkout_now()
+            .await
+            .unwrap()
+            .expect("the parked connection");
+        assert_eq!(taken.0, id);
+        assert!(a.as_ref().unwrap().take_for(&pool).is_none());
+        pool.park(taken, &mut a);
+        // Many clients that stay connected, each parking a connection, taking it back and
+        // giving it to the pool (as when its next statement goes to another server): their
+        // empty spots do not pile up on the list.
+        let mut clients: Vec<Option<Parking<Fake>>> = (0..200).map(|_| None).collect();
+        for round in 0..3 {
+            for c in clients.iter_mut() {
+                let conn = match c.as_ref().and_then(|p| p.take_for(&pool)) {
+                    Some(conn) => conn,
+                    None => pool.checkout().await.unwrap(),
+                };
+                pool.park(conn, c);
+                release(c.as_ref().unwrap().take_for(&pool).unwrap());
+                assert!(
+                    pool.spots.lock().unwrap().len() <= 2 * pool.size + 17,
+                    "round {round}: {} spots listed",
+                    pool.spots.lock().unwrap().len()
+                );
+            }
+        }
+        drop(clients);
+        drop(a);
+        assert_eq!(pool.parked.load(Relaxed), 0);
+        let (open, idle) = pool.status();
+        assert_eq!(open, idle, "every connection back in the pool");
+        assert!(open <= 2);
     }
 }
