@@ -1585,48 +1585,6 @@ fn a_reload_serves_the_new_certificate_to_new_connections() {
     s.shutdown();
 }
 
-/// Counts the bytes read from a stream.
-struct Counting {
-    inner: tokio::net::TcpStream,
-    read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl tokio::io::AsyncRead for Counting {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        r
-    }
-}
-
-impl tokio::io::AsyncWrite for Counting {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// Over HTTP/2 the X-Request-Id of each response (new every time) is not put in the
 /// connection's HPACK table: if it were, the table would fill after some fifty responses and
 /// push out the headers every response repeats, which would then go out whole again. So on
@@ -1638,10 +1596,13 @@ fn http2_responses_keep_their_repeated_headers_indexed() {
     let addr = s.edge_addrs[0];
     let sizes = rt().block_on(async move {
         let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let io = Counting {
-            inner: tokio::net::TcpStream::connect(addr).await.unwrap(),
-            read: read.clone(),
-        };
+        let counter = read.clone();
+        let io = tokio_util::io::InspectReader::new(
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            move |b: &[u8]| {
+                counter.fetch_add(b.len(), std::sync::atomic::Ordering::Relaxed);
+            },
+        );
         let (mut send, conn) = hyper::client::conn::http2::handshake(
             TokioExecutor::new(),
             hyper_util::rt::TokioIo::new(io),

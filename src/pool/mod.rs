@@ -121,6 +121,12 @@ impl<C: Connector> managed::Manager for Manager<C> {
     }
 }
 
+/// What the pool's recycle check asks of an idle connection, for one that waited elsewhere
+/// (a parked one): clean, and nothing arrived from the server meanwhile.
+fn fit<C: Connector>(conn: &Pooled<C>) -> bool {
+    conn.reusable() && !conn.stale()
+}
+
 /// A checked-out connection; it goes back to its pool when dropped (see [`release`]).
 pub type Pooled<C> = Object<Manager<C>>;
 
@@ -164,6 +170,15 @@ struct Spot<C: Connector> {
     listed: std::sync::atomic::AtomicBool,
 }
 
+impl<C: Connector> Spot<C> {
+    /// The connection parked here, if any, taken out (and no longer counted in `pool`).
+    fn take(&self, pool: &BackendPool<C>) -> Option<Pooled<C>> {
+        let conn = self.conn.lock().unwrap().take()?;
+        pool.parked.fetch_sub(1, Relaxed);
+        Some(conn)
+    }
+}
+
 /// A client's parking spot at one pool (see [`BackendPool::park`]).
 pub struct Parking<C: Connector> {
     pool: Arc<BackendPool<C>>,
@@ -174,9 +189,8 @@ impl<C: Connector> Parking<C> {
     /// The parked connection, if it is still there, clean, and of `pool`; otherwise the
     /// connection (if any) goes back to its pool and the answer is `None`.
     pub fn take_for(&self, pool: &Arc<BackendPool<C>>) -> Option<Pooled<C>> {
-        let conn = self.spot.conn.lock().unwrap().take()?;
-        self.pool.parked.fetch_sub(1, Relaxed);
-        if Arc::ptr_eq(&self.pool, pool) && conn.reusable() && !conn.stale() {
+        let conn = self.spot.take(&self.pool)?;
+        if Arc::ptr_eq(&self.pool, pool) && fit(&conn) {
             Some(conn)
         } else {
             release(conn);
@@ -185,10 +199,8 @@ impl<C: Connector> Parking<C> {
     }
 
     /// Give the parked connection (if any) back to its pool (the client leaves).
-    pub fn give_back(&self) {
-        let taken = self.spot.conn.lock().unwrap().take();
-        if let Some(conn) = taken {
-            self.pool.parked.fetch_sub(1, Relaxed);
+    fn give_back(&self) {
+        if let Some(conn) = self.spot.take(&self.pool) {
             release(conn);
         }
     }
@@ -284,11 +296,13 @@ impl<C: Connector> BackendPool<C> {
                     .spot
             }
         };
-        let before = spot.conn.lock().unwrap().replace(conn);
-        self.parked.fetch_add(1, Relaxed);
-        if let Some(before) = before {
-            self.parked.fetch_sub(1, Relaxed);
-            release(before);
+        // A spot holds one connection: one left there (a checkout that failed before taking
+        // it back) goes back to the pool.
+        match spot.conn.lock().unwrap().replace(conn) {
+            Some(before) => release(before),
+            None => {
+                self.parked.fetch_add(1, Relaxed);
+            }
         }
         if !spot.listed.swap(true, Relaxed) {
             let mut spots = self.spots.lock().unwrap();
@@ -319,14 +333,11 @@ impl<C: Connector> BackendPool<C> {
             let spot = self.spots.lock().unwrap().pop()?;
             let Some(spot) = spot.upgrade() else { continue };
             spot.listed.store(false, Relaxed);
-            let Some(conn) = spot.conn.lock().unwrap().take() else {
-                continue;
-            };
-            self.parked.fetch_sub(1, Relaxed);
-            if conn.reusable() && !conn.stale() {
-                return Some(conn);
+            match spot.take(self) {
+                Some(conn) if fit(&conn) => return Some(conn),
+                Some(conn) => release(conn),
+                None => {}
             }
-            release(conn);
         }
     }
 
@@ -335,9 +346,7 @@ impl<C: Connector> BackendPool<C> {
         let spots = std::mem::take(&mut *self.spots.lock().unwrap());
         for spot in spots.iter().filter_map(std::sync::Weak::upgrade) {
             spot.listed.store(false, Relaxed);
-            let taken = spot.conn.lock().unwrap().take();
-            if let Some(conn) = taken {
-                self.parked.fetch_sub(1, Relaxed);
+            if let Some(conn) = spot.take(self) {
                 release(conn);
             }
         }

@@ -238,9 +238,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The client is gone: a connection inside a transaction or pinned is reset (or
     /// closed), never handed on as it is.
     pub(super) async fn finish(&mut self) {
-        if let Some(p) = self.parking.take() {
-            p.give_back();
-        }
+        // A parked connection goes back to its pool (`Parking`'s drop).
+        self.parking = None;
         let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
         let pinned = self.pinned.is_some() || self.w.pool_mode == PoolMode::Session;
         let Some(mut conn) = self.detach() else {
