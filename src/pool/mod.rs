@@ -423,6 +423,20 @@ impl<C: Connector> BackendPool<C> {
         got
     }
 
+    /// [`BackendPool::checkout_metered`] for a client with a parking spot: the connection it
+    /// parked here, if it is still there, before any other (a zero wait).
+    pub async fn checkout_parked_first(
+        self: &Arc<Self>,
+        parking: Option<&Parking<C>>,
+        metrics: &ClusterMetrics,
+    ) -> Result<Pooled<C>, CheckoutError<C::Error>> {
+        if let Some(conn) = parking.and_then(|p| p.take_for(self)) {
+            metrics.checkout_wait(Duration::ZERO);
+            return Ok(conn);
+        }
+        self.checkout_metered(metrics).await
+    }
+
     /// Check out an idle connection; `Ok(None)` when none is idle (then
     /// [`BackendPool::checkout_waiting`] opens one in the background if there is room). Arms no
     /// timer and never waits.

@@ -58,13 +58,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let idx = state
                 .select(want, exclude)
                 .map_err(|e| AcquireError::Other(e.to_string()))?;
-            let parked = (self.parking.as_ref()).and_then(|p| p.take_for(&self.cluster.pools[idx]));
-            if let Some(conn) = parked {
-                self.cluster.metrics.checkout_wait(Duration::ZERO);
-                return self.install(conn, idx).await;
-            }
             let got = self.cluster.pools[idx]
-                .checkout_metered(&self.cluster.metrics)
+                .checkout_parked_first(self.parking.as_ref(), &self.cluster.metrics)
                 .await;
             match got {
                 Ok(conn) => return self.install(conn, idx).await,
