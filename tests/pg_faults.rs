@@ -582,3 +582,67 @@ async fn split_brain_a_terminated_connection_does_not_move_writes_back() {
     let _g = SERIAL.lock().await;
     split_brain("splitdb2", true).await;
 }
+
+/// A client pipelines two autocommit statements across a promotion: the first runs on the
+/// old primary, the second is sent after the proxy fenced it. The held connection is idle
+/// between them and carries no session state, so the second statement goes to the new
+/// primary; the session is not ended (it would be if it held a transaction or state there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_sent_after_fencing_follows_the_new_primary() {
+    let _g = SERIAL.lock().await;
+    let db = "fencedb";
+    let c = topology(&[]);
+    create_db_on(&c, db);
+    let p = start_proxy(&routing_config(&c, db, "max_lag = \"2s\""));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let [old, new] = [c.primary_port(), c.replica_ports()[0]];
+    let client = connect(&p.conn_str(db)).await;
+    client
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    let state = p.cluster_state(db);
+    let slow = write_port(
+        &client,
+        "/* switchyard:primary */ SELECT inet_server_port() FROM pg_sleep(3)",
+    );
+    let after = async {
+        // The slow statement is running on the old primary when the replica is promoted.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c
+            .psql(
+                0,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)'",
+            )
+            .unwrap()
+            != "1"
+        {
+            assert!(Instant::now() < deadline, "the slow statement never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.promote(1).unwrap();
+        c.psql(1, "CHECKPOINT").unwrap();
+        while !state.backends[0].is_fenced() {
+            assert!(Instant::now() < deadline, "{}", p.backends(db));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        write_port(
+            &client,
+            "INSERT INTO t VALUES (1) RETURNING inet_server_port()",
+        )
+        .await
+    };
+    let (slow, after) = tokio::join!(slow, after);
+    assert_eq!(slow, Ok(old), "the slow statement ran where it started");
+    assert_eq!(after, Ok(new), "{}", p.backends(db));
+    // The session goes on.
+    assert_eq!(
+        write_port(
+            &client,
+            "INSERT INTO t VALUES (2) RETURNING inet_server_port()"
+        )
+        .await,
+        Ok(new)
+    );
+}

@@ -672,6 +672,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(Step::Terminate);
             }
             if self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced() {
+                if self.mode == PoolMode::Transaction && !self.pinned() && self.tx_status == b'I' {
+                    // Held only between autocommit statements: let the answers to what was
+                    // sent come back, then let go of it and route this message afresh.
+                    if !self.drained() {
+                        return Ok(Step::Done);
+                    }
+                    if self.idle_between_batches() {
+                        self.maybe_release();
+                        continue;
+                    }
+                }
                 // The server this client holds (session mode, pinned, in a transaction) was
                 // demoted by a newer primary: nothing more goes to it.
                 return Err(SessionError::Fenced(
