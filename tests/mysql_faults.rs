@@ -2,8 +2,8 @@
 //! replicas started by the test harness): a replica whose SQL thread stops (and both of
 //! them: fallback to the primary or a clear error), a client killed inside a transaction,
 //! KILL QUERY through the proxy (and a storm of them next to busy neighbours), replicas
-//! added and removed by a live reload while clients read, and read-your-writes against
-//! delayed replicas.
+//! added and removed by a live reload while clients read, read-your-writes against
+//! delayed replicas, and a promotion while the old primary keeps running.
 //!
 //! Tests that stop replication have a topology of their own; the others share one (two
 //! replicas). All of them run one at a time (`SERIAL`): they stop threads, time kills and
@@ -1271,6 +1271,133 @@ fn read_your_writes_never_misses_where_eventual_does() {
     let (missed, seen) = ryw_misses(&ryw, 0, 1000);
     eprintln!("read_your_writes: {missed} misses in 1000; reads by server {seen:?}");
     assert_eq!(missed, 0, "read_your_writes missed its own writes");
+}
+
+// ---- 7. promotion while the old primary keeps running ----
+
+/// A replica is promoted while the old primary stays writable (split brain), with clients
+/// connected through PyMySQL the whole time:
+/// - an autocommit writer's next insert goes to the new primary, on the same connection;
+/// - a client inside a transaction on the old primary gets an error on its next statement
+///   and its connection is closed: nothing more reaches the fenced server, and its open
+///   transaction is rolled back there (not committed);
+/// - a new client writes to the new primary.
+#[test]
+fn writes_follow_a_promoted_replica_and_a_transaction_on_the_old_primary_ends() {
+    let _g = serial();
+    let c = topology();
+    let db = "promo";
+    setup(
+        &c,
+        db,
+        "CREATE TABLE t (v int PRIMARY KEY, sid int NOT NULL)",
+    );
+    let p = Proxy::start(&config(&c, db, &[1, 2], "", "", ""), db);
+    p.wait_for("the primary known", Duration::from_secs(10), |p| {
+        p.state().primary() == Ok(0)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, promoted) = (dir.path().join("ready"), dir.path().join("promoted"));
+    let program = r#"
+ready, promoted = sys.argv[3], sys.argv[4]
+def wait_file(path):
+    t0 = time.time()
+    while not os.path.exists(path):
+        if time.time() - t0 > 40: raise SystemExit("no " + path)
+        time.sleep(0.02)
+import os
+ins = "INSERT INTO t (v, sid) VALUES (%s, @@server_id)"
+out = {"errors": {}}
+w, tx = conn(), conn()
+w.cursor().execute(ins, (1,))
+cur = tx.cursor(); cur.execute("BEGIN"); cur.execute(ins, (2,))
+open(ready, "w").close()
+wait_file(promoted)
+w.cursor().execute(ins, (3,))
+try:
+    cur.execute(ins, (4,)); cur.execute("COMMIT")
+    out["tx"] = "committed"
+except pymysql.err.MySQLError as e:
+    out["tx"] = err_of(e)
+try:
+    tx.cursor().execute("SELECT 1")
+    out["tx_after"] = "answered"
+except pymysql.err.MySQLError as e:
+    out["tx_after"] = err_of(e)
+conn().cursor().execute(ins, (5,))
+print(json.dumps(out))
+"#;
+    let promote = {
+        let (ready, promoted) = (ready.clone(), promoted.clone());
+        let state = p.state();
+        let c = &c;
+        move || {
+            let t0 = Instant::now();
+            while !ready.exists() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(40),
+                    "the clients never got ready"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            c.wait_node_caught_up(1, Duration::from_secs(30)).unwrap();
+            c.promote(1).unwrap();
+            while !(state.primary() == Ok(1) && state.backends[0].is_fenced()) {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(40),
+                    "the proxy never fenced the old primary"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            write_file(&promoted, "");
+        }
+    };
+    let v = std::thread::scope(|s| {
+        let t = s.spawn(promote);
+        let ready_s = ready.display().to_string();
+        let promoted_s = promoted.display().to_string();
+        let v = py(
+            program,
+            &p,
+            &[&ready_s, &promoted_s],
+            Duration::from_secs(90),
+        );
+        t.join().unwrap();
+        v
+    });
+    eprintln!("{v}");
+    let (old, new) = (server_id(&c, 0), server_id(&c, 1));
+    let rows = |node: usize| {
+        c.value(
+            node,
+            &format!("SELECT GROUP_CONCAT(v, ':', sid ORDER BY v) FROM `{db}`.t"),
+        )
+        .unwrap()
+    };
+    // Inserts 3 and 5 ran on the new primary; 1 is on both (replicated before promotion).
+    assert_eq!(rows(1), format!("1:{old},3:{new},5:{new}"), "{v}");
+    // The transaction's statement after the promotion failed, and so did the connection.
+    assert!(
+        v["tx"].is_array(),
+        "the transaction went on on the fenced server: {v}"
+    );
+    assert!(v["tx_after"].is_array(), "{v}");
+    // Nothing of it was committed on the old primary, and no transaction stays open there.
+    let t0 = Instant::now();
+    loop {
+        let open = c
+            .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
+            .unwrap();
+        if open == "0" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "a transaction stays open on the old primary"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rows(0), format!("1:{old}"), "{v}");
 }
 
 // ---- replica choice under concurrency (no servers) ----

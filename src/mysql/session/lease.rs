@@ -180,6 +180,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Whether the client holds a connection to a server fenced since (a demoted primary).
+    pub(super) fn held_server_fenced(&self) -> bool {
+        self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced()
+    }
+
     /// Whether the session allows giving the held connection back (transaction mode).
     pub(super) fn may_release(&self) -> bool {
         self.backend.is_some()

@@ -300,6 +300,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Command::InitDb => Origin::SetOrUse,
                 _ => Origin::Other,
             };
+            let command = Command::from_byte(first);
+            if command != Command::Quit && self.held_server_fenced() {
+                // The server this client holds (in a transaction, pinned, session mode) was
+                // demoted by a newer primary: nothing more goes to it, and what the client
+                // began there is rolled back with the connection.
+                let addr = self.cluster.state.backends[self.backend_idx].addr;
+                let msg = format!(
+                    "switchyard: the server {addr} this session used is no longer the primary \
+                     (a newer primary was promoted); reconnect"
+                );
+                if !command.has_no_response() {
+                    let _ = self.send(seq, &err_payload(1927, b"70100", &msg)).await;
+                }
+                if let Some(conn) = self.backend.as_mut() {
+                    conn.broken = true;
+                }
+                return Err(SessionError::Refused(msg));
+            }
             // Set by COM_QUERY for its own text; nothing else names a collation.
             self.names_collations.clear();
             match Command::from_byte(first) {
