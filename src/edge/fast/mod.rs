@@ -36,7 +36,6 @@ use super::upstream::Attempt;
 use super::EdgeState;
 use crate::config::EdgeListener;
 use bytes::{Buf, BufMut, BytesMut};
-use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderValue, Method};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -183,9 +182,9 @@ fn prepare(
     out: &mut BytesMut,
     draining: bool,
 ) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let head_len = match req.parse(buf) {
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Handoff,
@@ -213,8 +212,9 @@ fn prepare(
     let mut request_id = None;
     let mut forwarded_for: Option<&[u8]> = None;
     let mut via: Option<&[u8]> = None;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
+    // Each header's kind, found once by its name (for the second pass below too).
+    let mut kinds = [ReqHeader::Other; MAX_HEADERS];
+    for (h, kind) in req.headers.iter().zip(kinds.iter_mut()) {
         if !h
             .value
             .iter()
@@ -222,41 +222,45 @@ fn prepare(
         {
             return Parsed::Handoff;
         }
-        if [CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE, EXPECT]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-        {
-            return Parsed::Handoff;
-        }
-        if name.eq_ignore_ascii_case(b"host") {
-            if host.replace(h.value).is_some() {
-                return Parsed::Handoff;
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if visible(h.value).is_none() {
-                return Parsed::Handoff;
-            }
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
+        *kind = ReqHeader::of(h.name.as_bytes());
+        match *kind {
+            ReqHeader::Handoff => return Parsed::Handoff,
+            ReqHeader::Host => {
+                if host.replace(h.value).is_some() {
                     return Parsed::Handoff;
                 }
-                if token.is_empty() {
-                    continue;
-                }
-                if n_named == named.len() {
+            }
+            ReqHeader::Connection => {
+                if visible(h.value).is_none() {
                     return Parsed::Handoff;
                 }
-                named[n_named] = token;
-                n_named += 1;
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return Parsed::Handoff;
+                    }
+                    // Keep-Alive is dropped anyway (see `wire::parse_and_rewrite`).
+                    if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+                        continue;
+                    }
+                    if n_named == named.len() {
+                        return Parsed::Handoff;
+                    }
+                    named[n_named] = token;
+                    n_named += 1;
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"x-request-id") {
-            request_id.get_or_insert(h.value);
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            forwarded_for.get_or_insert(h.value);
-        } else if name.eq_ignore_ascii_case(b"via") {
-            via.get_or_insert(h.value);
+            ReqHeader::RequestId => {
+                request_id.get_or_insert(h.value);
+            }
+            ReqHeader::ForwardedFor => {
+                forwarded_for.get_or_insert(h.value);
+            }
+            ReqHeader::Via => {
+                via.get_or_insert(h.value);
+            }
+            ReqHeader::Dropped | ReqHeader::Other => {}
         }
     }
     let Some(host_value) = host else {
@@ -297,19 +301,17 @@ fn prepare(
     out.put_slice(route.upstream_path(target).as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     let mut lines = Lines::new(buf, head_len);
-    for (i, h) in req.headers.iter().enumerate() {
-        let name = h.name.as_bytes();
+    for (i, (h, kind)) in req.headers.iter().zip(kinds).enumerate() {
         // Hop-by-hop (RFC 9110 7.6.1; Upgrade and Transfer-Encoding never reach here), or
         // set by the edge.
-        let dropped = name.eq_ignore_ascii_case(b"connection")
-            || headers::HOP_BY_HOP
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-            || SET_BY_EDGE
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-            || ((own_id || drop_request_id) && name.eq_ignore_ascii_case(b"x-request-id"))
-            || is_named(name);
+        let dropped = match kind {
+            ReqHeader::Connection
+            | ReqHeader::Dropped
+            | ReqHeader::ForwardedFor
+            | ReqHeader::Via => true,
+            ReqHeader::RequestId => own_id || drop_request_id,
+            _ => false,
+        } || (!named.is_empty() && is_named(h.name.as_bytes()));
         if !dropped {
             lines.keep(out, req.headers, i);
         }
@@ -360,13 +362,47 @@ const MAX_KEPT_BUFFER: usize = 64 * 1024;
 /// Most headers one request's Connection headers may name on the fast path.
 const MAX_CONNECTION_TOKENS: usize = 8;
 
-/// Request headers the edge sets itself (besides X-Request-Id), replacing the client's.
-const SET_BY_EDGE: [&str; 4] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "via",
-];
+/// What the fast path does with a request header, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqHeader {
+    /// Passed on as it is.
+    Other,
+    /// A request with it goes to hyper: a body (Content-Length, Transfer-Encoding), an
+    /// Upgrade, an Expect.
+    Handoff,
+    Host,
+    Connection,
+    RequestId,
+    /// Set by the edge with the client's value first.
+    ForwardedFor,
+    Via,
+    /// Hop-by-hop (RFC 9110 7.6.1), or replaced by the edge's own (X-Forwarded-Proto/Host).
+    Dropped,
+}
+
+impl ReqHeader {
+    /// By length first: most names are none of these and differ from all of them in length.
+    fn of(name: &[u8]) -> ReqHeader {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            2 if is(b"te") => ReqHeader::Dropped,
+            3 if is(b"via") => ReqHeader::Via,
+            4 if is(b"host") => ReqHeader::Host,
+            6 if is(b"expect") => ReqHeader::Handoff,
+            7 if is(b"upgrade") => ReqHeader::Handoff,
+            7 if is(b"trailer") => ReqHeader::Dropped,
+            10 if is(b"connection") => ReqHeader::Connection,
+            10 if is(b"keep-alive") => ReqHeader::Dropped,
+            12 if is(b"x-request-id") => ReqHeader::RequestId,
+            14 if is(b"content-length") => ReqHeader::Handoff,
+            15 if is(b"x-forwarded-for") => ReqHeader::ForwardedFor,
+            16 if is(b"proxy-connection") || is(b"x-forwarded-host") => ReqHeader::Dropped,
+            17 if is(b"transfer-encoding") => ReqHeader::Handoff,
+            17 if is(b"x-forwarded-proto") => ReqHeader::Dropped,
+            _ => ReqHeader::Other,
+        }
+    }
+}
 
 /// The header's value as text when it is visible ASCII (as `HeaderValue::to_str` takes it).
 fn visible(v: &[u8]) -> Option<&str> {
@@ -515,4 +551,49 @@ async fn exchange(
         answered
     };
     (client_ok && body_done && !close, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReqHeader;
+
+    /// The fast path drops the same request headers as hyper's path (`headers.rs`), in any
+    /// case, and hands a request with a body, an Upgrade or an Expect to hyper.
+    #[test]
+    fn request_header_kinds_agree_with_the_hop_by_hop_list() {
+        for name in super::headers::HOP_BY_HOP {
+            let kind = ReqHeader::of(name.as_str().as_bytes());
+            assert!(
+                matches!(kind, ReqHeader::Dropped | ReqHeader::Handoff),
+                "{name}: {kind:?}"
+            );
+        }
+        let cases: [(&str, ReqHeader); 12] = [
+            ("Host", ReqHeader::Host),
+            ("CONNECTION", ReqHeader::Connection),
+            ("X-Request-Id", ReqHeader::RequestId),
+            ("X-Forwarded-For", ReqHeader::ForwardedFor),
+            ("Via", ReqHeader::Via),
+            ("X-Forwarded-Proto", ReqHeader::Dropped),
+            ("x-forwarded-host", ReqHeader::Dropped),
+            ("Content-Length", ReqHeader::Handoff),
+            ("Transfer-Encoding", ReqHeader::Handoff),
+            ("Upgrade", ReqHeader::Handoff),
+            ("Expect", ReqHeader::Handoff),
+            ("Accept", ReqHeader::Other),
+        ];
+        for (name, kind) in cases {
+            assert_eq!(ReqHeader::of(name.as_bytes()), kind, "{name}");
+        }
+        // Same length as a listed name, but another name.
+        for name in [
+            "hosts",
+            "vie",
+            "connectiom",
+            "x-request-ie",
+            "content-lengtx",
+        ] {
+            assert_eq!(ReqHeader::of(name.as_bytes()), ReqHeader::Other, "{name}");
+        }
+    }
 }

@@ -112,7 +112,13 @@ async fn round_trip(
 ) -> std::io::Result<Option<(usize, u16, Framing, bool)>> {
     conn.stream.write_all(head).await?;
     loop {
-        match parse_and_rewrite(&conn.buf, head_only, Some((request_id, &mut *out))) {
+        // Nothing is buffered before the first read (a pooled connection ended clean).
+        let parsed = if conn.buf.is_empty() {
+            Ok(None)
+        } else {
+            parse_and_rewrite(&conn.buf, head_only, Some((request_id, &mut *out)))
+        };
+        match parsed {
             Ok(Some(Head::Interim(n))) => {
                 conn.buf.advance(n);
                 continue;

@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
+use std::mem::MaybeUninit;
 
 /// Headers a request or response may have on this path (more: the request goes to hyper; a
 /// response with more is a 502).
@@ -49,9 +50,12 @@ pub fn parse_and_rewrite(
     head_only: bool,
     rewrite: Option<(&HeaderValue, &mut BytesMut)>,
 ) -> Result<Option<Head>, &'static str> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
+    // Uninitialised slots: filling 96 empty headers first cost more than parsing a head.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err("malformed response head"),
@@ -73,34 +77,44 @@ pub fn parse_and_rewrite(
     let mut named: [&[u8]; NAMED_INLINE] = [b""; NAMED_INLINE];
     let mut named_len = 0;
     let mut named_more: Vec<&[u8]> = Vec::new();
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or("bad Content-Length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting Content-Length");
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
-                    close = false;
+    // Each header's kind, found once by its name (for the rewrite below too).
+    let mut kinds = [RespHeader::Other; MAX_HEADERS];
+    for (h, kind) in resp.headers.iter().zip(kinds.iter_mut()) {
+        *kind = RespHeader::of(h.name.as_bytes());
+        match *kind {
+            RespHeader::ContentLength => {
+                let n = digits(h.value.trim_ascii()).ok_or("bad Content-Length")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length");
                 }
-                // Every token names a header to drop (RFC 9110 7.6.1).
-                if named_len < NAMED_INLINE {
-                    named[named_len] = t;
-                    named_len += 1;
-                } else {
-                    named_more.push(t);
+                length = Some(n);
+            }
+            RespHeader::TransferEncoding => {
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            RespHeader::Connection => {
+                for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                        close = false;
+                    }
+                    // Every token names a header to drop (RFC 9110 7.6.1); Keep-Alive is
+                    // dropped anyway, and leaving it out spares the check below for the
+                    // usual `Connection: keep-alive`.
+                    if t.eq_ignore_ascii_case(b"keep-alive") {
+                        continue;
+                    }
+                    if named_len < NAMED_INLINE {
+                        named[named_len] = t;
+                        named_len += 1;
+                    } else {
+                        named_more.push(t);
+                    }
                 }
             }
+            RespHeader::Via | RespHeader::HopByHop | RespHeader::Other => {}
         }
     }
     let framing = if head_only || status == 204 || status == 304 {
@@ -120,17 +134,23 @@ pub fn parse_and_rewrite(
         let named = &named[..named_len];
         let mut via = false;
         let mut lines = Lines::new(buf, len);
-        for (i, h) in resp.headers.iter().enumerate() {
+        for (i, (h, kind)) in resp.headers.iter().zip(kinds).enumerate() {
             let name = h.name.as_bytes();
-            let hop = is_hop_by_hop_response(name)
-                || named.iter().chain(&named_more).any(|n| name.eq_ignore_ascii_case(n))
+            let hop = match kind {
+                RespHeader::Connection | RespHeader::HopByHop => true,
                 // With a Transfer-Encoding the length is the coding's (RFC 9112 6.3): a
                 // Content-Length beside it must not reach the client.
-                || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"));
+                RespHeader::ContentLength => chunked.is_some(),
+                RespHeader::TransferEncoding | RespHeader::Via | RespHeader::Other => false,
+            } || (named_len > 0
+                && named
+                    .iter()
+                    .chain(&named_more)
+                    .any(|n| name.eq_ignore_ascii_case(n)));
             if hop {
                 continue;
             }
-            if !via && name.eq_ignore_ascii_case(b"via") {
+            if !via && kind == RespHeader::Via {
                 lines.flush(out);
                 put_line(out, name, &[h.value, b", 1.1 switchyard"]);
                 via = true;
@@ -226,18 +246,49 @@ pub(super) fn put_line(out: &mut BytesMut, name: &[u8], value: &[&[u8]]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Response headers that never reach the client from the upstream: hop-by-hop ones (RFC
-/// 9110 7.6.1) and the request id, which the edge sets.
-fn is_hop_by_hop_response(name: &[u8]) -> bool {
-    // Length first: most names are none of these and differ in length from all of them.
-    match name.len() {
-        2 => name.eq_ignore_ascii_case(b"te"),
-        7 => name.eq_ignore_ascii_case(b"trailer") || name.eq_ignore_ascii_case(b"upgrade"),
-        10 => name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive"),
-        12 => name.eq_ignore_ascii_case(b"x-request-id"),
-        16 => name.eq_ignore_ascii_case(b"proxy-connection"),
-        _ => false,
+/// What the rewrite does with a response header, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RespHeader {
+    Other,
+    ContentLength,
+    /// Read for the framing, and passed through: the body goes on in its coding.
+    TransferEncoding,
+    Connection,
+    Via,
+    /// Never reaches the client from the upstream: hop-by-hop (RFC 9110 7.6.1) or the
+    /// request id, which the edge sets.
+    HopByHop,
+}
+
+impl RespHeader {
+    /// By length first: most names are none of these and differ from all of them in length.
+    fn of(name: &[u8]) -> RespHeader {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            2 if is(b"te") => RespHeader::HopByHop,
+            3 if is(b"via") => RespHeader::Via,
+            7 if is(b"trailer") || is(b"upgrade") => RespHeader::HopByHop,
+            10 if is(b"connection") => RespHeader::Connection,
+            10 if is(b"keep-alive") => RespHeader::HopByHop,
+            12 if is(b"x-request-id") => RespHeader::HopByHop,
+            14 if is(b"content-length") => RespHeader::ContentLength,
+            16 if is(b"proxy-connection") => RespHeader::HopByHop,
+            17 if is(b"transfer-encoding") => RespHeader::TransferEncoding,
+            _ => RespHeader::Other,
+        }
     }
+}
+
+/// A decimal number of one or more digits (a Content-Length), if it fits a u64.
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 /// The end of a head [`parse_and_rewrite`] wrote: `Connection: close` when the connection
@@ -559,5 +610,56 @@ mod tests {
             "HTTP/1.1 200 OK\r\nVia: 1.0 lb, 1.1 switchyard\r\nTransfer-Encoding: chunked\r\n\
              Content-Type: text/plain\r\nx-request-id: ours\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(digits(b"0"), Some(0));
+        assert_eq!(digits(b"1024"), Some(1024));
+        assert_eq!(digits(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b"1 2",
+            b"0x10",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(digits(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let head = |cl: &str| format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n");
+        assert_eq!(
+            parse_response(head(" 7 ").as_bytes(), false),
+            Ok(Some(Head::Final {
+                len: head(" 7 ").len(),
+                status: 200,
+                framing: Framing::Length(7),
+                reusable: true
+            }))
+        );
+        assert_eq!(
+            parse_response(head("+7").as_bytes(), false),
+            Err("bad Content-Length")
+        );
+    }
+
+    #[test]
+    fn response_header_kinds_by_name_in_any_case() {
+        for (name, kind) in [
+            ("TE", RespHeader::HopByHop),
+            ("Trailer", RespHeader::HopByHop),
+            ("UPGRADE", RespHeader::HopByHop),
+            ("Keep-Alive", RespHeader::HopByHop),
+            ("X-Request-ID", RespHeader::HopByHop),
+            ("Proxy-Connection", RespHeader::HopByHop),
+            ("Connection", RespHeader::Connection),
+            ("Content-Length", RespHeader::ContentLength),
+            ("Transfer-Encoding", RespHeader::TransferEncoding),
+            ("VIA", RespHeader::Via),
+            ("ETag", RespHeader::Other),
+            ("connectiox", RespHeader::Other),
+        ] {
+            assert_eq!(RespHeader::of(name.as_bytes()), kind, "{name}");
+        }
     }
 }
