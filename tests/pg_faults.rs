@@ -593,7 +593,12 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
     let db = "fencedb";
     let c = topology(&[]);
     create_db_on(&c, db);
-    let p = start_proxy(&routing_config(&c, db, "max_lag = \"2s\""));
+    // A trust user as well, for the raw client below.
+    let config = routing_config(&c, db, "max_lag = \"2s\"").replace(
+        "[[cluster]]",
+        "[[user]]\nname = \"raw\"\nauth = \"trust\"\n\n[[cluster]]",
+    );
+    let p = start_proxy(&config);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let [old, new] = [c.primary_port(), c.replica_ports()[0]];
     let client = connect(&p.conn_str(db)).await;
@@ -603,6 +608,12 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
         .unwrap();
     c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
     let state = p.cluster_state(db);
+    // Another client has an extended batch open on the old primary (no Sync yet) when it is
+    // fenced: its Sync must end the session at once (the batch began there), not wait for
+    // answers that only the Sync would bring.
+    let mut raw = raw::Raw::connect(p.port, "raw", db, &[]).await;
+    raw.send(&raw::msg::extended("INSERT INTO t VALUES (10)", &[]))
+        .await;
     let slow = write_port(
         &client,
         "/* switchyard:primary */ SELECT inet_server_port() FROM pg_sleep(3)",
@@ -636,6 +647,20 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
     let (slow, after) = tokio::join!(slow, after);
     assert_eq!(slow, Ok(old), "the slow statement ran where it started");
     assert_eq!(after, Ok(new), "{}", p.backends(db));
+    raw.send(&raw::msg::sync()).await;
+    let answer = raw.until_ready(1).await;
+    let fatal = answer
+        .iter()
+        .find(|m| m.tag == b'E')
+        .and_then(|m| m.field(b'C'));
+    assert_eq!(fatal.as_deref(), Some("08006"), "{}", raw::summary(&answer));
+    for node in [0, 1] {
+        assert_eq!(
+            c.psql_db(node, db, "SELECT count(*) FROM t WHERE id = 10")
+                .unwrap(),
+            "0"
+        );
+    }
     // The session goes on.
     assert_eq!(
         write_port(

@@ -672,14 +672,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(Step::Terminate);
             }
             if self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced() {
-                if self.mode == PoolMode::Transaction && !self.pinned() && self.tx_status == b'I' {
-                    // Held only between autocommit statements: let the answers to what was
-                    // sent come back, then let go of it and route this message afresh.
+                // Held only between autocommit statements: let the answers to what was sent
+                // come back, then let go of it and route this message afresh. Not inside an
+                // extended batch (its answers may wait for a Sync still in `cin`), a COPY or
+                // a transaction; the answers that came may have begun one (checked again).
+                if self.mode == PoolMode::Transaction
+                    && !self.pinned()
+                    && self.tx_status == b'I'
+                    && !self.batch_open
+                    && self.copy_in_mark.is_none()
+                {
                     if !self.drained() {
                         return Ok(Step::Done);
                     }
-                    if self.idle_between_batches() {
-                        self.maybe_release();
+                    self.maybe_release();
+                    if self.backend.is_none() {
                         continue;
                     }
                 }
