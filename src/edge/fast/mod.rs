@@ -27,6 +27,7 @@ mod upstream;
 mod wire;
 
 pub use upstream::{RawConn, RawPool};
+use wire::Known;
 pub use wire::{parse_response, response_head, ChunkScanner, Framing, Head};
 
 use super::headers;
@@ -381,25 +382,23 @@ enum ReqHeader {
 }
 
 impl ReqHeader {
-    /// By length first: most names are none of these and differ from all of them in length.
     fn of(name: &[u8]) -> ReqHeader {
-        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
-        match name.len() {
-            2 if is(b"te") => ReqHeader::Dropped,
-            3 if is(b"via") => ReqHeader::Via,
-            4 if is(b"host") => ReqHeader::Host,
-            6 if is(b"expect") => ReqHeader::Handoff,
-            7 if is(b"upgrade") => ReqHeader::Handoff,
-            7 if is(b"trailer") => ReqHeader::Dropped,
-            10 if is(b"connection") => ReqHeader::Connection,
-            10 if is(b"keep-alive") => ReqHeader::Dropped,
-            12 if is(b"x-request-id") => ReqHeader::RequestId,
-            14 if is(b"content-length") => ReqHeader::Handoff,
-            15 if is(b"x-forwarded-for") => ReqHeader::ForwardedFor,
-            16 if is(b"proxy-connection") || is(b"x-forwarded-host") => ReqHeader::Dropped,
-            17 if is(b"transfer-encoding") => ReqHeader::Handoff,
-            17 if is(b"x-forwarded-proto") => ReqHeader::Dropped,
-            _ => ReqHeader::Other,
+        match Known::of(name) {
+            Known::Expect | Known::Upgrade | Known::ContentLength | Known::TransferEncoding => {
+                ReqHeader::Handoff
+            }
+            Known::Host => ReqHeader::Host,
+            Known::Connection => ReqHeader::Connection,
+            Known::RequestId => ReqHeader::RequestId,
+            Known::ForwardedFor => ReqHeader::ForwardedFor,
+            Known::Via => ReqHeader::Via,
+            Known::Te
+            | Known::Trailer
+            | Known::KeepAlive
+            | Known::ProxyConnection
+            | Known::ForwardedHost
+            | Known::ForwardedProto => ReqHeader::Dropped,
+            Known::Other => ReqHeader::Other,
         }
     }
 }

@@ -261,20 +261,73 @@ enum RespHeader {
 }
 
 impl RespHeader {
-    /// By length first: most names are none of these and differ from all of them in length.
     fn of(name: &[u8]) -> RespHeader {
+        match Known::of(name) {
+            Known::Te
+            | Known::Trailer
+            | Known::Upgrade
+            | Known::KeepAlive
+            | Known::RequestId
+            | Known::ProxyConnection => RespHeader::HopByHop,
+            Known::Via => RespHeader::Via,
+            Known::Connection => RespHeader::Connection,
+            Known::ContentLength => RespHeader::ContentLength,
+            Known::TransferEncoding => RespHeader::TransferEncoding,
+            // Request headers, or none the rewrite treats apart.
+            Known::Host
+            | Known::Expect
+            | Known::ForwardedFor
+            | Known::ForwardedHost
+            | Known::ForwardedProto
+            | Known::Other => RespHeader::Other,
+        }
+    }
+}
+
+/// The header names either side of the fast path treats apart, one table for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Known {
+    Te,
+    Via,
+    Host,
+    Expect,
+    Upgrade,
+    Trailer,
+    Connection,
+    KeepAlive,
+    RequestId,
+    ContentLength,
+    ForwardedFor,
+    ProxyConnection,
+    ForwardedHost,
+    TransferEncoding,
+    ForwardedProto,
+    Other,
+}
+
+impl Known {
+    /// In any case. By length first: most names are none of these and differ from all of
+    /// them in length.
+    #[inline(always)]
+    pub(super) fn of(name: &[u8]) -> Known {
         let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
         match name.len() {
-            2 if is(b"te") => RespHeader::HopByHop,
-            3 if is(b"via") => RespHeader::Via,
-            7 if is(b"trailer") || is(b"upgrade") => RespHeader::HopByHop,
-            10 if is(b"connection") => RespHeader::Connection,
-            10 if is(b"keep-alive") => RespHeader::HopByHop,
-            12 if is(b"x-request-id") => RespHeader::HopByHop,
-            14 if is(b"content-length") => RespHeader::ContentLength,
-            16 if is(b"proxy-connection") => RespHeader::HopByHop,
-            17 if is(b"transfer-encoding") => RespHeader::TransferEncoding,
-            _ => RespHeader::Other,
+            2 if is(b"te") => Known::Te,
+            3 if is(b"via") => Known::Via,
+            4 if is(b"host") => Known::Host,
+            6 if is(b"expect") => Known::Expect,
+            7 if is(b"upgrade") => Known::Upgrade,
+            7 if is(b"trailer") => Known::Trailer,
+            10 if is(b"connection") => Known::Connection,
+            10 if is(b"keep-alive") => Known::KeepAlive,
+            12 if is(b"x-request-id") => Known::RequestId,
+            14 if is(b"content-length") => Known::ContentLength,
+            15 if is(b"x-forwarded-for") => Known::ForwardedFor,
+            16 if is(b"proxy-connection") => Known::ProxyConnection,
+            16 if is(b"x-forwarded-host") => Known::ForwardedHost,
+            17 if is(b"transfer-encoding") => Known::TransferEncoding,
+            17 if is(b"x-forwarded-proto") => Known::ForwardedProto,
+            _ => Known::Other,
         }
     }
 }
