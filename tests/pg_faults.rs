@@ -614,22 +614,30 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
     let mut raw = raw::Raw::connect(p.port, "raw", db, &[]).await;
     raw.send(&raw::msg::extended("INSERT INTO t VALUES (10)", &[]))
         .await;
+    // And a client inside a transaction there: the answer to its statement running across
+    // the fencing still reaches it; its next statement ends the session (rolled back).
+    let txc = connect(&p.conn_str(db)).await;
+    txc.batch_execute("BEGIN; INSERT INTO t VALUES (20)")
+        .await
+        .unwrap();
     let slow = write_port(
         &client,
         "/* switchyard:primary */ SELECT inet_server_port() FROM pg_sleep(3)",
     );
-    let after = async {
-        // The slow statement is running on the old primary when the replica is promoted.
+    let tx_slow = write_port(&txc, "SELECT inet_server_port() FROM pg_sleep(3.1)");
+    let fenced = async {
+        // Both slow statements are running on the old primary when the replica is promoted.
         let deadline = Instant::now() + Duration::from_secs(10);
         while c
             .psql(
                 0,
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)'",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM pg_sleep(3%' \
+                 AND pid <> pg_backend_pid()",
             )
             .unwrap()
-            != "1"
+            != "2"
         {
-            assert!(Instant::now() < deadline, "the slow statement never ran");
+            assert!(Instant::now() < deadline, "the slow statements never ran");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         c.promote(1).unwrap();
@@ -638,15 +646,19 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
             assert!(Instant::now() < deadline, "{}", p.backends(db));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        write_port(
+        let after = write_port(
             &client,
             "INSERT INTO t VALUES (1) RETURNING inet_server_port()",
-        )
-        .await
+        );
+        let tx_after = write_port(&txc, "SELECT inet_server_port()");
+        tokio::join!(after, tx_after)
     };
-    let (slow, after) = tokio::join!(slow, after);
+    let (slow, tx_slow, (after, tx_after)) = tokio::join!(slow, tx_slow, fenced);
     assert_eq!(slow, Ok(old), "the slow statement ran where it started");
     assert_eq!(after, Ok(new), "{}", p.backends(db));
+    assert_eq!(tx_slow, Ok(old), "the answer to what ran there comes first");
+    let tx_after = tx_after.expect_err("a statement of a transaction on the fenced server");
+    assert!(tx_after.contains("E08006"), "{tx_after}");
     raw.send(&raw::msg::sync()).await;
     let answer = raw.until_ready(1).await;
     let fatal = answer
@@ -656,7 +668,7 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
     assert_eq!(fatal.as_deref(), Some("08006"), "{}", raw::summary(&answer));
     for node in [0, 1] {
         assert_eq!(
-            c.psql_db(node, db, "SELECT count(*) FROM t WHERE id = 10")
+            c.psql_db(node, db, "SELECT count(*) FROM t WHERE id IN (10, 20)")
                 .unwrap(),
             "0"
         );

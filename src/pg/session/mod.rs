@@ -672,19 +672,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(Step::Terminate);
             }
             if self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced() {
-                // Held only between autocommit statements: let the answers to what was sent
-                // come back, then let go of it and route this message afresh. Not inside an
-                // extended batch (its answers may wait for a Sync still in `cin`), a COPY or
-                // a transaction; the answers that came may have begun one (checked again).
-                if self.mode == PoolMode::Transaction
+                // The answers to what was sent there come first (what ran, ran), unless an
+                // extended batch or a COPY is open: its answers may wait for a Sync or the
+                // end of the data still in `cin`.
+                let nothing_open = !self.batch_open && self.copy_in_mark.is_none();
+                if nothing_open && !self.drained() {
+                    return Ok(Step::Done);
+                }
+                // Held only between autocommit statements (the answers may have begun a
+                // transaction): let go of it and route this message afresh.
+                if nothing_open
+                    && self.mode == PoolMode::Transaction
                     && !self.pinned()
                     && self.tx_status == b'I'
-                    && !self.batch_open
-                    && self.copy_in_mark.is_none()
                 {
-                    if !self.drained() {
-                        return Ok(Step::Done);
-                    }
                     self.maybe_release();
                     if self.backend.is_none() {
                         continue;
