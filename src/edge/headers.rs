@@ -26,38 +26,61 @@ pub(super) static HOP_BY_HOP: [&HeaderName; 5] = [
 /// Remove hop-by-hop headers, including those the Connection header names. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket handshake).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names first: most messages carry few of these, and a removal of an
+    // absent name costs a hash and a probe each.
+    let (mut listed, mut connection, mut upgrade) = (0u8, false, false);
+    for name in headers.keys() {
+        if name == CONNECTION {
+            connection = true;
+        } else if name == UPGRADE {
+            upgrade = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            listed |= 1 << i;
+        }
+    }
+    if connection {
+        remove_connection_named(headers, keep_upgrade);
+    }
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if listed & (1 << i) != 0 {
+            headers.remove(*h);
+        }
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if upgrade {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Remove Connection and the headers it names (all but Upgrade with `keep_upgrade`).
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(first) = headers.get(CONNECTION) {
         // Most requests have none, or one plain token: no list to build then.
         let single =
             headers.get_all(CONNECTION).iter().count() == 1 && !first.as_bytes().contains(&b',');
-        let named: Vec<HeaderName> = if single {
-            HeaderName::from_bytes(first.as_bytes().trim_ascii())
-                .ok()
-                .into_iter()
-                .collect()
+        let remove = |headers: &mut HeaderMap, n: HeaderName| {
+            if !(keep_upgrade && n == UPGRADE) {
+                headers.remove(&n);
+            }
+        };
+        if single {
+            if let Ok(n) = HeaderName::from_bytes(first.as_bytes().trim_ascii()) {
+                remove(headers, n);
+            }
         } else {
-            headers
+            let named: Vec<HeaderName> = headers
                 .get_all(CONNECTION)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect()
-        };
-        for n in named {
-            if !(keep_upgrade && n == UPGRADE) {
-                headers.remove(&n);
+                .collect();
+            for n in named {
+                remove(headers, n);
             }
         }
         headers.remove(CONNECTION);
-    }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
-    }
-    if keep_upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 
@@ -196,6 +219,24 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn one_named_header_and_every_listed_one_go_without_a_connection_list() {
+        let mut h = map(&[
+            ("connection", " X-Secret "),
+            ("x-secret", "1"),
+            ("trailer", "x-t"),
+            ("upgrade", "h2c"),
+            ("via", "1.0 a"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["via"]);
+        // Nothing to remove: nothing changes.
+        let mut h = map(&[("accept", "*/*"), ("host", "a")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -296,11 +296,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .await?;
                 continue;
             };
-            self.origin = match Command::from_byte(first) {
+            let command = Command::from_byte(first);
+            self.origin = match command {
                 Command::InitDb => Origin::SetOrUse,
                 _ => Origin::Other,
             };
-            let command = Command::from_byte(first);
             if command != Command::Quit && self.held_server_fenced() {
                 // The server this client holds (in a transaction, pinned, session mode) was
                 // demoted by a newer primary: nothing more goes to it, and what the client
@@ -320,7 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             // Set by COM_QUERY for its own text; nothing else names a collation.
             self.names_collations.clear();
-            match Command::from_byte(first) {
+            match command {
                 Command::Quit => return Ok(()),
                 Command::Ping => self.send(seq, &ok_payload(self.caps, self.status)).await?,
                 Command::Query => self.com_query(&packet.payload).await?,
