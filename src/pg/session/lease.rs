@@ -1,0 +1,203 @@
+//! The session's server connection: checkout (and the parameters a login is told), the
+//! moment it is let go, and what happens to it then (back to the pool, reset first, or
+//! closed).
+
+use super::*;
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// What the client is told at login (ParameterStatus). Session mode checks out the
+    /// client's connection now. Transaction mode answers from what an earlier client with the
+    /// same startup settings was told; the first such client borrows a connection from any
+    /// backend that is up (a replica will do: logins work while the primary is down).
+    pub async fn login(&mut self) -> Result<Vec<(String, String)>, SessionError> {
+        if self.mode == PoolMode::Transaction {
+            if let Some(p) = self.cluster.login_params.get(&self.wanted) {
+                return Ok((*p).clone());
+            }
+            self.route_reason = "login";
+            let any = Want::Replica { min_lsn: None };
+            if self.cluster.state.select(any, None).is_ok() {
+                self.acquire_for(any).await?;
+            } else {
+                self.acquire_for(Want::Primary).await?;
+            }
+        } else {
+            self.acquire_for(Want::Primary).await?;
+        }
+        let mut params = self
+            .backend
+            .as_ref()
+            .map(|b| b.server_params.clone())
+            .unwrap_or_default();
+        // Learned on a replica, perhaps: but the client is connected to the cluster, which
+        // takes writes (libpq's target_session_attrs and pgjdbc's targetServerType read these).
+        if !self.for_write {
+            for (k, v) in params.iter_mut() {
+                if k == "in_hot_standby" || k == "default_transaction_read_only" {
+                    *v = "off".into();
+                }
+            }
+        }
+        if self.mode == PoolMode::Transaction {
+            self.cluster
+                .login_params
+                .put(self.wanted.clone(), params.clone());
+        }
+        Ok(params)
+    }
+
+    pub(super) async fn install(
+        &mut self,
+        mut conn: Pooled,
+        idx: usize,
+        for_write: bool,
+    ) -> Result<(), SessionError> {
+        conn.clean = false;
+        if self.mode == PoolMode::Session && conn.startup != *self.wanted {
+            // Session mode: the client's settings go in the startup packet, so that RESET
+            // returns to them as on a direct connection. A pooled connection opened for other
+            // settings is replaced (in its pool place) by one opened for these.
+            let target = self.cluster.pools[idx].target().clone();
+            match crate::pg::backend::BackendConn::connect_with(&target, &self.wanted).await {
+                Ok(fresh) => {
+                    **conn = fresh;
+                    conn.applied = (*self.wanted).clone();
+                }
+                Err(e) => {
+                    pool::release(conn);
+                    return Err(SessionError::Settings(e.to_string()));
+                }
+            }
+        }
+        if conn.applied != *self.wanted {
+            let sql = settings_sql(&conn.applied, &self.wanted);
+            if let Err(e) = conn.run_internal(&sql, INTERNAL_TIMEOUT).await {
+                pool::release(conn);
+                return Err(SessionError::Settings(e));
+            }
+            conn.applied = (*self.wanted).clone();
+        }
+        self.key.slot.set(Some(CancelTarget {
+            addr: conn.addr,
+            pid: conn.pid,
+            secret: conn.secret,
+        }));
+        self.tx_status = b'I';
+        self.backend = Some(conn);
+        self.backend_idx = idx;
+        self.for_write = for_write;
+        (self.held_route, self.held_since) = self.cluster.state.backends[idx].hold(
+            &self.cluster.metrics,
+            &mut self.routed_cache,
+            self.route_reason,
+        );
+        self.replay.clear();
+        self.replay_ok = !for_write;
+        self.responded = false;
+        self.unnamed_here = false;
+        // Every path that gives the client a connection passes here: a BEGIN the proxy
+        // answered goes out before anything else of the transaction.
+        self.send_deferred_begin();
+        Ok(())
+    }
+
+    /// Let go of the held connection (the caller returns it to the pool or closes it).
+    pub(super) fn detach(&mut self) -> Option<Pooled> {
+        let mut conn = self.backend.take()?;
+        if self.key.slot.clear() {
+            // A cancel was sent to it: it may arrive late and stop another client's
+            // statement, so the connection is closed instead of pooled.
+            conn.cancelled = true;
+        }
+        let state = &self.cluster.state;
+        state.backends[self.backend_idx].let_go(
+            &self.cluster.metrics,
+            self.held_route,
+            self.held_since,
+            (
+                std::mem::take(&mut self.bytes_up),
+                std::mem::take(&mut self.bytes_down),
+            ),
+        );
+        if self.for_write {
+            self.ryw.wrote(state);
+        }
+        Some(conn)
+    }
+
+    /// Check out a backend only if one is free right now.
+    pub(super) async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
+        self.refresh_cluster()?;
+        let Ok(idx) = self.cluster.state.select(want, None) else {
+            return Ok(false);
+        };
+        match self.cluster.pools[idx].checkout_now().await.ok().flatten() {
+            Some(conn) => {
+                self.install(conn, idx, matches!(want, Want::Primary))
+                    .await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Release the held backend if the protocol state allows (transaction mode).
+    pub fn maybe_release(&mut self) {
+        if self.mode == PoolMode::Transaction && !self.pinned() && self.idle_between_batches() {
+            if let Some(conn) = self.detach() {
+                self.give_back(conn);
+            }
+        }
+    }
+
+    /// Return an idle connection with no client state known on it to its pool; one whose
+    /// state is unknown is reset first, off the client's path.
+    pub(super) fn give_back(&self, mut conn: Pooled) {
+        if conn.state_unknown {
+            let reset = self.worker.shared.config().pool.reset_query.clone();
+            tokio::spawn(async move {
+                reset_and_release(conn, &reset).await;
+            });
+            return;
+        }
+        conn.clean = conn.prepared.len() <= MAX_PREPARED_PER_BACKEND;
+        pool::release(conn);
+    }
+
+    /// Return or close the backend when the client is gone.
+    pub(super) async fn finish(&mut self) {
+        let Some(mut conn) = self.detach() else {
+            return;
+        };
+        if !self.idle_between_batches() {
+            if !self.pending.is_empty() {
+                // A statement is still running: stop it, then drop the connection.
+                let t = CancelTarget {
+                    addr: conn.addr,
+                    pid: conn.pid,
+                    secret: conn.secret,
+                };
+                tokio::spawn(crate::pg::cancel::send_cancel(t, Duration::from_secs(5)));
+            }
+            conn.clean = false;
+        } else if self.mode == PoolMode::Session || self.pinned() {
+            let reset = self.worker.shared.config().pool.reset_query.clone();
+            return reset_and_release(conn, &reset).await;
+        } else {
+            return self.give_back(conn);
+        }
+        pool::release(conn);
+    }
+}
+
+/// Run the reset query on an idle connection, then give it back: to the pool if the reset
+/// worked, closed otherwise.
+pub(super) async fn reset_and_release(mut conn: Pooled, reset: &str) {
+    conn.clean = conn.run_internal(reset, INTERNAL_TIMEOUT).await.is_ok();
+    // The reset returns settings to the connection's startup values and drops its
+    // prepared statements.
+    conn.applied = conn.startup.clone();
+    conn.prepared.clear();
+    conn.state_unknown = false;
+    pool::release(conn);
+}
