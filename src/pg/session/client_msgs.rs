@@ -40,16 +40,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     return Ok(Step::Done);
                 }
                 // Held only between autocommit statements (the answers may have begun a
-                // transaction): let go of it and route this message afresh.
-                if nothing_open
-                    && self.mode == PoolMode::Transaction
-                    && !self.pinned()
-                    && self.tx_status == b'I'
-                {
-                    self.maybe_release();
-                    if self.backend.is_none() {
-                        continue;
-                    }
+                // transaction; `maybe_release` checks): let go of it and route this message
+                // afresh.
+                self.maybe_release();
+                if self.backend.is_none() {
+                    continue;
                 }
                 // The server this client holds (session mode, pinned, in a transaction) was
                 // demoted by a newer primary: nothing more goes to it.
