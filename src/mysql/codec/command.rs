@@ -355,7 +355,9 @@ pub fn parse_change_user(payload: &[u8], caps: u64) -> Result<ChangeUser<'_>, Pr
         }
         cu.connect_attrs = Some(attrs);
     }
-    r.finish()?;
+    // Whatever follows is not read, as MariaDB does not read it: mysql_common (mysql_async,
+    // the `mysql` crate) always ends the packet with a connect-attributes section, empty
+    // when CLIENT_CONNECT_ATTRS was not agreed.
     Ok(cu)
 }
 
@@ -646,6 +648,24 @@ mod tests {
         assert_eq!(parse_change_user(&p, 0).unwrap(), cu0);
         assert!(parse_change_user(&p[..p.len() - 1], 0).is_err());
         assert!(parse_change_user(&[COM_CHANGE_USER, b'u', 0, 30, 1], caps).is_err());
+        // mysql_common (mysql_async) always ends the packet with a connect-attributes
+        // section, an empty one when CLIENT_CONNECT_ATTRS was not agreed: not read, as
+        // MariaDB does not read it.
+        let no_attrs = caps & !CLIENT_CONNECT_ATTRS;
+        let empty = [0u8];
+        let sent = ChangeUser {
+            connect_attrs: Some(&empty[..0]),
+            ..cu
+        };
+        let p = built(|b| put_change_user(b, &sent, caps));
+        assert_eq!(p.last(), Some(&0));
+        assert_eq!(
+            parse_change_user(&p, no_attrs).unwrap(),
+            ChangeUser {
+                connect_attrs: None,
+                ..cu
+            }
+        );
     }
 
     #[test]

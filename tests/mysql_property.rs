@@ -1,0 +1,506 @@
+//! Transaction atomicity and session isolation as a property, for the MySQL front end: many
+//! concurrent mysql_async clients, each doing a random mix of transactions through the proxy
+//! in transaction mode with a pool smaller than the number of clients, keep a ledger of what
+//! each was told was committed. At the end the primary must hold exactly the committed rows,
+//! and during the run no client may see another client's uncommitted row, time zone or user
+//! variable.
+//!
+//! The mix: transactions begun by `BEGIN`, `START TRANSACTION [READ WRITE]`, `SET autocommit =
+//! 0` or inside a multi-statement; inserts as text, as a prepared statement the driver caches,
+//! as a statement prepared on the spot (sometimes closed again), and as multi-statements with
+//! several result sets; reads of the client's own uncommitted rows; COMMIT, ROLLBACK, a
+//! duplicate-key error inside the transaction (which leaves it open, as on the server) then
+//! ROLLBACK, COM_QUIT, COM_RESET_CONNECTION or COM_CHANGE_USER with the transaction open,
+//! whole transactions in one COM_QUERY, and autocommitted inserts. A quarter of the clients set
+//! a user variable (which pins them); clients leave between transactions and come back.
+//!
+//! The run is seeded (`SWITCHYARD_PROP_SEED`, printed on failure) and bounded in clients,
+//! transactions and time.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use switchyard::app::Server;
+use switchyard::config::Config;
+use switchyard::testkit::mariadb::{MariaCluster, APP_PASSWORD, APP_USER};
+
+const CLIENTS: usize = 12;
+const TRANSACTIONS: usize = 30;
+const DB: &str = "prop_ledger";
+
+fn cluster() -> &'static MariaCluster {
+    static C: OnceLock<MariaCluster> = OnceLock::new();
+    C.get_or_init(|| MariaCluster::start(1).expect("start MariaDB primary + 1 replica"))
+}
+
+/// Two workers, three connections per backend and worker for twelve clients: most
+/// statements run on a connection another client used just before.
+fn start_proxy() -> Server {
+    let c = cluster();
+    let text = format!(
+        r#"
+[general]
+workers = 2
+drain_timeout = "2s"
+
+[mysql]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "200ms"
+timeout = "2s"
+
+[pool]
+size = 3
+checkout_timeout = "20s"
+
+[[user]]
+name = "{APP_USER}"
+password = "{APP_PASSWORD}"
+
+[[cluster]]
+name = "{DB}"
+protocol = "mysql"
+database = "{DB}"
+primary = "127.0.0.1:{primary}"
+replicas = ["127.0.0.1:{replica}"]
+user = "switchyard"
+password = "switchyard_pw"
+"#,
+        primary = c.primary_port(),
+        replica = c.replica_ports()[0],
+    );
+    let server = Server::start(Config::from_toml(&text).expect("valid config")).expect("proxy");
+    // Until the primary is up and the replica is in the read set.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clusters = server.shared.clusters.load_full();
+        let st = &clusters[DB];
+        let primary_up = st
+            .backends
+            .iter()
+            .any(|b| b.addr.port() == c.primary_port() && b.is_up());
+        let reader = st
+            .backends
+            .iter()
+            .any(|b| b.addr.port() != c.primary_port() && b.in_read_set());
+        if primary_up && reader {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "proxy never saw its backends");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Client `me`'s own time zone (set at connect, replayed by the proxy without pinning).
+fn zone(me: usize) -> String {
+    format!("+{:02}:{:02}", me % 13, (me % 4) * 15)
+}
+
+async fn connect_as(port: u16, me: usize) -> Conn {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(APP_USER))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some(DB))
+        .prefer_socket(false)
+        // `setup` runs again after COM_RESET_CONNECTION and COM_CHANGE_USER (`init` does not).
+        .setup(vec![format!("SET time_zone = '{}'", zone(me))]);
+    Conn::new(opts)
+        .await
+        .unwrap_or_else(|e| panic!("client {me} connect: {e}"))
+}
+
+/// How a transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    Commit,
+    Rollback,
+    /// A duplicate key inside the transaction (it stays open); the client rolls back.
+    Error,
+    /// COM_QUIT with the transaction open.
+    Disconnect,
+    /// COM_RESET_CONNECTION with the transaction open (the server rolls it back).
+    Reset,
+    /// COM_CHANGE_USER (the same user) with the transaction open.
+    ChangeUser,
+    /// No transaction: one autocommitted insert.
+    Autocommit,
+    /// `BEGIN; INSERT ...; INSERT ...; COMMIT` (or ROLLBACK) in one COM_QUERY.
+    Whole,
+}
+
+const INSERT: &str = "INSERT INTO ledger (client, seq, doomed) VALUES (?, ?, ?)";
+
+fn insert_text(me: usize, seq: i32, doomed: bool) -> String {
+    format!("INSERT INTO ledger (client, seq, doomed) VALUES ({me}, {seq}, {doomed})")
+}
+
+/// Rows of client `me` with a seq in `seqs`, as this session sees them.
+async fn own_rows(conn: &mut Conn, me: usize, seqs: &[i32]) -> i64 {
+    if seqs.is_empty() {
+        return 0;
+    }
+    let list: Vec<String> = seqs.iter().map(|s| s.to_string()).collect();
+    conn.query_first(format!(
+        "SELECT count(*) FROM ledger WHERE client = {me} AND seq IN ({})",
+        list.join(",")
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("client {me}: own rows: {e}"))
+    .unwrap()
+}
+
+/// One client's run: the rows it was told were committed, and what it saw that it must not.
+async fn client_run(port: u16, me: usize, seed: u64) -> (BTreeSet<(i32, i32)>, Vec<String>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut committed = BTreeSet::new();
+    let mut bad = Vec::new();
+    let mut conn = connect_as(port, me).await;
+    let mut tagged = rng.gen_bool(0.25);
+    if tagged {
+        conn.query_drop(format!("SET @tag = 'c{me}'"))
+            .await
+            .unwrap();
+    }
+    let me_i = me as i32;
+    let mut seq = 0i32;
+    for t in 0..TRANSACTIONS {
+        if t > 0 && rng.gen_range(0..8) == 0 {
+            // Leave between transactions and come back, tagged or not: a session that was
+            // pinned hands its connection on, and the next client must not see its state.
+            conn.disconnect().await.unwrap();
+            conn = connect_as(port, me).await;
+            tagged = rng.gen_bool(0.25);
+            if tagged {
+                conn.query_drop(format!("SET @tag = 'c{me}'"))
+                    .await
+                    .unwrap();
+            }
+            check(&mut conn, me, tagged, &mut bad).await;
+        }
+        let end = match rng.gen_range(0..100) {
+            0..=29 => End::Commit,
+            30..=44 => End::Rollback,
+            45..=54 => End::Error,
+            55..=59 => End::Disconnect,
+            60..=62 => End::Reset,
+            63..=64 => End::ChangeUser,
+            65..=89 => End::Autocommit,
+            _ => End::Whole,
+        };
+        let doomed = !matches!(end, End::Commit | End::Autocommit);
+        let ctx = format!("client {me} transaction {t} ({end:?})");
+        match end {
+            End::Autocommit => {
+                seq += 1;
+                let r = if rng.gen_bool(0.5) {
+                    conn.query_drop(insert_text(me, seq, false)).await
+                } else {
+                    conn.exec_drop(INSERT, (me_i, seq, false)).await
+                };
+                r.unwrap_or_else(|e| panic!("{ctx}: insert: {e}"));
+                committed.insert((me_i, seq));
+                check(&mut conn, me, tagged, &mut bad).await;
+                continue;
+            }
+            End::Whole => {
+                let (a, b) = (seq + 1, seq + 2);
+                seq += 2;
+                let commit = rng.gen_bool(0.5);
+                let sql = format!(
+                    "BEGIN; {}; {}; {}",
+                    insert_text(me, a, !commit),
+                    insert_text(me, b, !commit),
+                    if commit { "COMMIT" } else { "ROLLBACK" }
+                );
+                conn.query_drop(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                if commit {
+                    committed.extend([(me_i, a), (me_i, b)]);
+                }
+                check(&mut conn, me, tagged, &mut bad).await;
+                continue;
+            }
+            _ => {}
+        }
+        let mut mine: Vec<i32> = Vec::new();
+        let implicit = rng.gen_range(0..6) == 0;
+        if implicit {
+            // autocommit off: the first statement opens the transaction.
+            conn.query_drop("SET autocommit = 0").await.unwrap();
+        } else {
+            match rng.gen_range(0..4) {
+                0 => conn.query_drop("BEGIN").await.unwrap(),
+                1 => conn.query_drop("START TRANSACTION").await.unwrap(),
+                2 => conn
+                    .query_drop("start transaction read write")
+                    .await
+                    .unwrap(),
+                _ => {
+                    // BEGIN and the first insert in one COM_QUERY.
+                    seq += 1;
+                    conn.query_drop(format!("BEGIN; {}", insert_text(me, seq, doomed)))
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: BEGIN; INSERT: {e}"));
+                    mine.push(seq);
+                }
+            }
+        }
+        for _ in 0..rng.gen_range(1..=4) {
+            match rng.gen_range(0..5) {
+                0 => {
+                    seq += 1;
+                    conn.query_drop(insert_text(me, seq, doomed))
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: text insert: {e}"));
+                    mine.push(seq);
+                }
+                1 => {
+                    // The driver prepares this once per connection and executes it again.
+                    seq += 1;
+                    conn.exec_drop(INSERT, (me_i, seq, doomed))
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: prepared insert: {e}"));
+                    mine.push(seq);
+                }
+                2 => {
+                    // A statement prepared on the spot, sometimes closed again.
+                    seq += 1;
+                    let sql = format!("{INSERT} /* {} */", rng.gen::<u32>());
+                    let stmt = conn
+                        .prep(sql)
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: prepare: {e}"));
+                    conn.exec_drop(&stmt, (me_i, seq, doomed))
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: execute: {e}"));
+                    if rng.gen_bool(0.5) {
+                        conn.close(stmt).await.unwrap();
+                    }
+                    mine.push(seq);
+                }
+                3 => {
+                    // Two inserts and a count, three results from one COM_QUERY.
+                    let (a, b) = (seq + 1, seq + 2);
+                    seq += 2;
+                    let sql = format!(
+                        "{}; {}; SELECT count(*) FROM ledger WHERE client = {me}",
+                        insert_text(me, a, doomed),
+                        insert_text(me, b, doomed)
+                    );
+                    let mut result = conn
+                        .query_iter(sql)
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: multi-statement: {e}"));
+                    let mut sets = 0;
+                    while !result.is_empty() {
+                        let _: Vec<mysql_async::Row> = result.collect().await.unwrap();
+                        sets += 1;
+                    }
+                    drop(result);
+                    if sets != 3 {
+                        bad.push(format!("{ctx}: {sets} results of a three-statement query"));
+                    }
+                    mine.extend([a, b]);
+                }
+                _ => {
+                    let n = own_rows(&mut conn, me, &mine).await;
+                    if n != mine.len() as i64 {
+                        bad.push(format!(
+                            "{ctx}: sees {n} of its {} rows inside its transaction",
+                            mine.len()
+                        ));
+                    }
+                }
+            }
+        }
+        match end {
+            End::Commit => {
+                conn.query_drop("COMMIT")
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: COMMIT: {e}"));
+                committed.extend(mine.iter().map(|s| (me_i, *s)));
+            }
+            End::Rollback => conn.query_drop("ROLLBACK").await.unwrap(),
+            End::Error => {
+                // A key this transaction inserted: the statement fails, the transaction
+                // stays open with its rows, as on the server.
+                if mine.is_empty() {
+                    seq += 1;
+                    conn.exec_drop(INSERT, (me_i, seq, true)).await.unwrap();
+                    mine.push(seq);
+                }
+                let first = mine[0];
+                let e = conn
+                    .exec_drop(INSERT, (me_i, first, true))
+                    .await
+                    .expect_err("a duplicate key");
+                match e {
+                    mysql_async::Error::Server(ref s) if s.code == 1062 => {}
+                    other => panic!("{ctx}: expected 1062, got {other}"),
+                }
+                let n = own_rows(&mut conn, me, &mine).await;
+                if n != mine.len() as i64 {
+                    bad.push(format!(
+                        "{ctx}: after an error sees {n} of its {} rows",
+                        mine.len()
+                    ));
+                }
+                conn.query_drop("ROLLBACK").await.unwrap();
+            }
+            End::Disconnect => {
+                conn.disconnect()
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: quit: {e}"));
+                conn = connect_as(port, me).await;
+                tagged = false;
+            }
+            End::Reset => {
+                conn.reset()
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: reset: {e}"));
+                tagged = false;
+            }
+            End::ChangeUser => {
+                conn.change_user(Default::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{ctx}: change user: {e}"));
+                tagged = false;
+            }
+            End::Autocommit | End::Whole => unreachable!(),
+        }
+        if implicit && matches!(end, End::Commit | End::Rollback | End::Error) {
+            conn.query_drop("SET autocommit = 1").await.unwrap();
+        }
+        check(&mut conn, me, tagged, &mut bad).await;
+    }
+    conn.disconnect().await.unwrap();
+    (committed, bad)
+}
+
+/// Between transactions: no other client's uncommitted (doomed) row is visible, and the time
+/// zone and user variable are the client's own.
+/// Asked twice: routed as the proxy likes (a replica, unless the client is pinned), and on the
+/// primary, where transactions and pinned sessions leave their connections.
+async fn check(conn: &mut Conn, me: usize, tagged: bool, bad: &mut Vec<String>) {
+    for hint in ["", "/* switchyard:primary */ "] {
+        check_one(conn, hint, me, tagged, bad).await;
+    }
+}
+
+async fn check_one(conn: &mut Conn, hint: &str, me: usize, tagged: bool, bad: &mut Vec<String>) {
+    let (doomed, tz, tag): (i64, String, Option<String>) = conn
+        .query_first(format!(
+            "{hint}SELECT (SELECT count(*) FROM ledger WHERE doomed), @@time_zone, @tag"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("client {me}: check: {e}"))
+        .unwrap();
+    if doomed != 0 {
+        bad.push(format!(
+            "client {me} sees {doomed} rows of transactions that never committed ({hint})"
+        ));
+    }
+    if tz != zone(me) {
+        bad.push(format!(
+            "client {me} has time zone {tz}, set {} ({hint})",
+            zone(me)
+        ));
+    }
+    let want = tagged.then(|| format!("c{me}"));
+    if tag != want {
+        bad.push(format!(
+            "client {me} sees @tag {tag:?}, expected {want:?} ({hint})"
+        ));
+    }
+}
+
+#[test]
+fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
+    let c = cluster();
+    c.create_database(DB).unwrap();
+    c.query_db(
+        0,
+        Some(DB),
+        "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq)) \
+         ENGINE=InnoDB",
+    )
+    .unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let proxy = start_proxy();
+    let port = proxy.my_addr.unwrap().port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (committed, bad) = rt.block_on(async {
+        let runs: Vec<_> = (0..CLIENTS)
+            .map(|me| tokio::spawn(client_run(port, me, seed)))
+            .collect();
+        let mut committed = BTreeSet::new();
+        let mut bad = Vec::new();
+        for r in runs {
+            let (c, b) = tokio::time::timeout(Duration::from_secs(240), r)
+                .await
+                .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
+                .unwrap_or_else(|e| panic!("a client failed (seed {seed}): {e}"));
+            committed.extend(c);
+            bad.extend(b);
+        }
+        (committed, bad)
+    });
+    eprintln!("{} rows committed", committed.len());
+    assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
+    // Nothing the proxy holds is inside a transaction once every client has gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = c
+            .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
+            .unwrap();
+        if open == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {open} transactions open on the primary after every client left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The truth, read directly from the primary.
+    let rows = c
+        .query_db(0, Some(DB), "SELECT client, seq, doomed FROM ledger")
+        .unwrap();
+    let doomed: Vec<&Vec<String>> = rows.iter().filter(|r| r[2] != "0").collect();
+    assert!(
+        doomed.is_empty(),
+        "seed {seed}: rows of transactions that did not commit: {doomed:?}"
+    );
+    let on_server: BTreeSet<(i32, i32)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    let lost: Vec<_> = committed.difference(&on_server).collect();
+    let extra: Vec<_> = on_server.difference(&committed).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
+    );
+    assert!(
+        committed.len() > CLIENTS * 10,
+        "too little was committed to mean anything"
+    );
+    proxy.shutdown();
+}
