@@ -14,6 +14,9 @@
 //! whole transactions in one COM_QUERY, and autocommitted inserts. A quarter of the clients set
 //! a user variable (which pins them); clients leave between transactions and come back.
 //!
+//! Meanwhile the config is reloaded every 100 ms: the pool size changes, the replica leaves
+//! the cluster and comes back, and a config that does not parse is refused.
+//!
 //! The run is seeded (`SWITCHYARD_PROP_SEED`, printed on failure) and bounded in clients,
 //! transactions and time.
 
@@ -22,6 +25,7 @@ use mysql_async::{Conn, OptsBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use switchyard::app::Server;
@@ -37,11 +41,17 @@ fn cluster() -> &'static MariaCluster {
     C.get_or_init(|| MariaCluster::start(1).expect("start MariaDB primary + 1 replica"))
 }
 
-/// Two workers, three connections per backend and worker for twelve clients: most
-/// statements run on a connection another client used just before.
-fn start_proxy() -> Server {
+/// The proxy's config: two workers, `size` connections per backend and worker for twelve
+/// clients (most statements run on a connection another client used just before), the
+/// replica in the read set or not.
+fn config_text(size: usize, replica: bool) -> String {
     let c = cluster();
-    let text = format!(
+    let replicas = if replica {
+        format!("replicas = [\"127.0.0.1:{}\"]", c.replica_ports()[0])
+    } else {
+        String::new()
+    };
+    format!(
         r#"
 [general]
 workers = 2
@@ -55,7 +65,7 @@ interval = "200ms"
 timeout = "2s"
 
 [pool]
-size = 3
+size = {size}
 checkout_timeout = "20s"
 
 [[user]]
@@ -67,15 +77,20 @@ name = "{DB}"
 protocol = "mysql"
 database = "{DB}"
 primary = "127.0.0.1:{primary}"
-replicas = ["127.0.0.1:{replica}"]
+{replicas}
 user = "switchyard"
 password = "switchyard_pw"
 "#,
         primary = c.primary_port(),
-        replica = c.replica_ports()[0],
-    );
-    let server = Server::start(Config::from_toml(&text).expect("valid config")).expect("proxy");
-    // Until the primary is up and the replica is in the read set.
+    )
+}
+
+/// The proxy, started from `path` (so that it can be reloaded), once the primary is up and
+/// the replica is in the read set.
+fn start_proxy(path: &std::path::Path) -> Server {
+    let c = cluster();
+    std::fs::write(path, config_text(3, true)).unwrap();
+    let server = Server::start_file(path).expect("proxy");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let clusters = server.shared.clusters.load_full();
@@ -93,6 +108,39 @@ password = "switchyard_pw"
         }
         assert!(Instant::now() < deadline, "proxy never saw its backends");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// While the clients run: reloads every 100 ms that change the pool size, remove the replica
+/// and add it back, and now and then a config that does not parse (which must change
+/// nothing). Returns how many reloads succeeded and failed.
+fn reload_until(server: &Server, path: &std::path::Path, done: &AtomicBool) -> (u32, u32) {
+    let (mut ok, mut failed) = (0, 0);
+    let mut step = 0usize;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        step += 1;
+        let text = match step % 5 {
+            0 => config_text(3, true),
+            1 => config_text(2, true),
+            2 => config_text(2, false),
+            3 => "[general]\nworkers = \"two\"\n".to_string(),
+            _ => config_text(4, false),
+        };
+        std::fs::write(path, text).unwrap();
+        match server.reload() {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    (ok, failed)
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -439,30 +487,47 @@ fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("SWITCHYARD_PROP_SEED={seed}");
-    let proxy = start_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let proxy = start_proxy(&path);
     let port = proxy.my_addr.unwrap().port();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (committed, bad) = rt.block_on(async {
-        let runs: Vec<_> = (0..CLIENTS)
-            .map(|me| tokio::spawn(client_run(port, me, seed)))
-            .collect();
-        let mut committed = BTreeSet::new();
-        let mut bad = Vec::new();
-        for r in runs {
-            let (c, b) = tokio::time::timeout(Duration::from_secs(240), r)
-                .await
-                .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
-                .unwrap_or_else(|e| panic!("a client failed (seed {seed}): {e}"));
-            committed.extend(c);
-            bad.extend(b);
-        }
-        (committed, bad)
+    let done = AtomicBool::new(false);
+    let ((committed, bad), (reloaded, refused)) = std::thread::scope(|s| {
+        let reloader = s.spawn(|| reload_until(&proxy, &path, &done));
+        // Stops the reloader however the run ends (the scope waits for it, even in a panic).
+        let _stop = StopOnDrop(&done);
+        let run = rt.block_on(async {
+            let runs: Vec<_> = (0..CLIENTS)
+                .map(|me| tokio::spawn(client_run(port, me, seed)))
+                .collect();
+            let mut committed = BTreeSet::new();
+            let mut bad = Vec::new();
+            for r in runs {
+                let (c, b) = tokio::time::timeout(Duration::from_secs(240), r)
+                    .await
+                    .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
+                    .unwrap_or_else(|e| panic!("a client failed (seed {seed}): {e}"));
+                committed.extend(c);
+                bad.extend(b);
+            }
+            (committed, bad)
+        });
+        drop(_stop);
+        (run, reloader.join().unwrap())
     });
-    eprintln!("{} rows committed", committed.len());
+    eprintln!(
+        "{} rows committed; {reloaded} reloads applied, {refused} refused",
+        committed.len()
+    );
+    assert!(
+        reloaded >= 4 && refused >= 1,
+        "too few reloads during the run to mean anything"
+    );
     assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
     // Nothing the proxy holds is inside a transaction once every client has gone.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -52,9 +52,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
         self.refresh_cluster().map_err(AcquireError::Other)?;
         self.for_write = matches!(want, Want::Primary);
-        let state = self.cluster.state.clone();
         let mut exclude = None;
+        let mut reloaded = 0;
         loop {
+            let state = self.cluster.state.clone();
             let idx = state
                 .select(want, exclude)
                 .map_err(|e| AcquireError::Other(e.to_string()))?;
@@ -69,6 +70,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         return Err(AcquireError::Other(e.to_string()));
                     }
                     exclude = Some(idx);
+                }
+                // A reload closed this pool (raced with it, or waited in it): move to the
+                // new pools and try again there.
+                Err(crate::pool::CheckoutError::Closed(_)) if reloaded < 3 => {
+                    reloaded += 1;
+                    self.refresh_cluster().map_err(AcquireError::Other)?;
+                    exclude = None;
                 }
                 Err(e) => return Err(AcquireError::Other(e.to_string())),
             }
@@ -171,6 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match self.w.clusters.load().get(&self.cluster.database) {
             Some(c) => {
                 self.cluster = c.clone();
+                self.routed_cache = Default::default();
                 Ok(())
             }
             None => Err(format!(
