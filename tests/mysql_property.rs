@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use switchyard::app::Server;
-use switchyard::config::Config;
 use switchyard::testkit::mariadb::{MariaCluster, APP_PASSWORD, APP_USER};
 
 const CLIENTS: usize = 12;
