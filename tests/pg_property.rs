@@ -5,6 +5,9 @@
 //! committed. At the end the database must hold exactly the committed rows, and during the
 //! run no client may see another client's uncommitted row or setting.
 //!
+//! Meanwhile the config is reloaded every 100 ms: the pool size changes, the replicas leave
+//! the cluster and come back, and a config that does not parse is refused.
+//!
 //! The run is seeded (`SWITCHYARD_PROP_SEED`, printed on failure) and bounded in clients,
 //! transactions and time.
 
@@ -13,6 +16,8 @@ mod support;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio_postgres::{Client, NoTls};
@@ -20,14 +25,19 @@ use tokio_postgres::{Client, NoTls};
 const CLIENTS: usize = 12;
 const TRANSACTIONS: usize = 30;
 
-fn proxy_for(db: &str) -> Proxy {
+/// The proxy's config: two workers, `size` connections per backend and worker, the replicas
+/// in the cluster or not.
+fn config_for(db: &str, size: usize, with_replicas: bool) -> String {
     let c = cluster();
-    let replicas: Vec<String> = c
-        .replica_ports()
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect();
-    start_proxy(&format!(
+    let replicas: Vec<String> = if with_replicas {
+        c.replica_ports()
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    format!(
         r#"
 [general]
 workers = 2
@@ -41,7 +51,7 @@ interval = "200ms"
 timeout = "1s"
 
 [pool]
-size = 4
+size = {size}
 checkout_timeout = "20s"
 
 [[user]]
@@ -57,7 +67,37 @@ user = "postgres"
 "#,
         primary = c.primary_port(),
         replicas = replicas.join(", "),
-    ))
+    )
+}
+
+/// While the clients run: reloads every 100 ms that change the pool size, remove the replicas
+/// and add them back, and now and then a config that does not parse (which must change
+/// nothing). Returns how many reloads were applied and refused.
+fn reload_until(
+    shared: &switchyard::app::Shared,
+    path: &std::path::Path,
+    db: &str,
+    done: &AtomicBool,
+) -> (u32, u32) {
+    let (mut ok, mut failed) = (0, 0);
+    let mut step = 0usize;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        step += 1;
+        let text = match step % 5 {
+            0 => config_for(db, 4, true),
+            1 => config_for(db, 3, true),
+            2 => config_for(db, 3, false),
+            3 => "[general]\nworkers = \"two\"\n".to_string(),
+            _ => config_for(db, 5, false),
+        };
+        std::fs::write(path, text).unwrap();
+        match switchyard::reload::reload(shared) {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    (ok, failed)
 }
 
 async fn connect_as(port: u16, db: &str, me: usize) -> Client {
@@ -71,6 +111,15 @@ async fn connect_as(port: u16, db: &str, me: usize) -> Client {
         let _ = conn.await;
     });
     client
+}
+
+/// Stops the reloader however the test ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// How a transaction ends.
@@ -310,8 +359,18 @@ async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() 
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("SWITCHYARD_PROP_SEED={seed}");
-    let p = proxy_for(DB);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config_for(DB, 4, true)).unwrap();
+    let p = start_proxy_file(&path);
     let port = p.port;
+    // The config is reloaded every 100 ms while the clients run.
+    let done = Arc::new(AtomicBool::new(false));
+    let reloader = {
+        let (shared, done) = (p.shared(), done.clone());
+        std::thread::spawn(move || reload_until(&shared, &path, DB, &done))
+    };
+    let _stop = StopOnDrop(done);
     let runs: Vec<_> = (0..CLIENTS)
         .map(|me| tokio::spawn(client_run(port, DB, me, seed)))
         .collect();
@@ -325,7 +384,17 @@ async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() 
         committed.extend(c);
         bad.extend(b);
     }
+    drop(_stop);
+    let (reloaded, refused) = reloader.join().unwrap();
+    eprintln!(
+        "{} rows committed; {reloaded} reloads applied, {refused} refused",
+        committed.len()
+    );
     assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
+    assert!(
+        reloaded >= 4 && refused >= 1,
+        "too few reloads during the run to mean anything"
+    );
     // The truth, read directly from the primary.
     let d = connect(&format!(
         "host=127.0.0.1 port={} user=postgres dbname={DB}",

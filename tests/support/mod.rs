@@ -165,6 +165,23 @@ pub fn start_proxy(text: &str) -> Proxy {
     }
 }
 
+/// A proxy started from the config file `path` (so that it can be reloaded).
+pub fn start_proxy_file(path: &std::path::Path) -> Proxy {
+    let server = Server::start_file(path).expect("proxy starts");
+    let port = server.pg_addr.unwrap().port();
+    Proxy {
+        server: Some(server),
+        port,
+    }
+}
+
+impl Proxy {
+    /// The proxy's shared state (for a reload from another thread).
+    pub fn shared(&self) -> std::sync::Arc<switchyard::app::Shared> {
+        self.server.as_ref().unwrap().shared.clone()
+    }
+}
+
 /// Proxy with defaults for database `db` (transaction mode).
 pub fn proxy(db: &str) -> Proxy {
     start_proxy(&config_text(db, "", "", ""))
