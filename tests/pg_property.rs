@@ -26,8 +26,8 @@ const CLIENTS: usize = 12;
 const TRANSACTIONS: usize = 30;
 
 /// The proxy's config: two workers, `size` connections per backend and worker, the replicas
-/// in the cluster or not.
-fn config_for(db: &str, size: usize, with_replicas: bool) -> String {
+/// in the cluster or not, reads multiplexed `mux` deep (0: off).
+fn config_for(db: &str, size: usize, with_replicas: bool, mux: usize) -> String {
     let c = cluster();
     let replicas: Vec<String> = if with_replicas {
         c.replica_ports()
@@ -53,6 +53,7 @@ timeout = "1s"
 [pool]
 size = {size}
 checkout_timeout = "20s"
+multiplex_depth = {mux}
 
 [[user]]
 name = "app"
@@ -72,32 +73,42 @@ user = "postgres"
 
 /// While the clients run: reloads every 100 ms that change the pool size, remove the replicas
 /// and add them back, and now and then a config that does not parse (which must change
-/// nothing). Returns how many reloads were applied and refused.
+/// nothing). Returns how many reloads were applied and refused, and how many statements the
+/// replaced pools had multiplexed (a lower bound: pools kept by a reload count again).
 fn reload_until(
     shared: &switchyard::app::Shared,
     path: &std::path::Path,
     db: &str,
+    mux: usize,
     done: &AtomicBool,
-) -> (u32, u32) {
-    let (mut ok, mut failed) = (0, 0);
+) -> (u32, u32, u64) {
+    let (mut ok, mut failed, mut multiplexed) = (0, 0, 0);
     let mut step = 0usize;
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         step += 1;
         let text = match step % 5 {
-            0 => config_for(db, 4, true),
-            1 => config_for(db, 3, true),
-            2 => config_for(db, 3, false),
+            0 => config_for(db, 4, true, mux),
+            1 => config_for(db, 3, true, mux),
+            2 => config_for(db, 3, false, mux),
             3 => "[general]\nworkers = \"two\"\n".to_string(),
-            _ => config_for(db, 5, false),
+            _ => config_for(db, 5, false, mux),
         };
         std::fs::write(path, text).unwrap();
+        // What the pools about to be replaced multiplexed.
+        for w in shared.live_workers() {
+            if let Some(c) = w.pg.clusters.load().get(db) {
+                for p in &c.pools {
+                    multiplexed += p.ext.stats().statements;
+                }
+            }
+        }
         match switchyard::reload::reload(shared) {
             Ok(_) => ok += 1,
             Err(_) => failed += 1,
         }
     }
-    (ok, failed)
+    (ok, failed, multiplexed)
 }
 
 async fn connect_as(port: u16, db: &str, me: usize) -> Client {
@@ -307,6 +318,20 @@ async fn client_run(
 /// Between transactions: no other client's uncommitted (doomed) row is visible, and the
 /// client's settings are its own.
 async fn check(client: &Client, me: usize, tagged: bool, bad: &mut Vec<Violation>) {
+    // A plain read as a simple Query (what multiplexing may batch with other clients').
+    let rows = client
+        .simple_query("SELECT count(*) FROM ledger WHERE doomed")
+        .await
+        .unwrap_or_else(|e| panic!("client {me}: simple check: {e}"));
+    let seen = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    if seen.as_deref() != Some("0") {
+        bad.push(format!(
+            "client {me} reads {seen:?} rows of transactions that never committed (simple Query)"
+        ));
+    }
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM ledger WHERE doomed), \
@@ -342,12 +367,21 @@ async fn check(client: &Client, me: usize, tagged: bool, bad: &mut Vec<Violation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
-    const DB: &str = "prop_ledger";
-    create_db_on(cluster(), DB);
+    property("prop_ledger", 0).await;
+}
+
+/// The same with reads multiplexed on shared server connections (`multiplex_depth = 8`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_holds_with_reads_multiplexed() {
+    property("prop_ledger_mux", 8).await;
+}
+
+async fn property(db: &'static str, mux: usize) {
+    create_db_on(cluster(), db);
     cluster()
         .psql_db(
             0,
-            DB,
+            db,
             "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq))",
         )
         .unwrap();
@@ -361,18 +395,18 @@ async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() 
     eprintln!("SWITCHYARD_PROP_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config_for(DB, 4, true)).unwrap();
+    std::fs::write(&path, config_for(db, 4, true, mux)).unwrap();
     let p = start_proxy_file(&path);
     let port = p.port;
     // The config is reloaded every 100 ms while the clients run.
     let done = Arc::new(AtomicBool::new(false));
     let reloader = {
         let (shared, done) = (p.shared(), done.clone());
-        std::thread::spawn(move || reload_until(&shared, &path, DB, &done))
+        std::thread::spawn(move || reload_until(&shared, &path, db, mux, &done))
     };
     let _stop = StopOnDrop(done);
     let runs: Vec<_> = (0..CLIENTS)
-        .map(|me| tokio::spawn(client_run(port, DB, me, seed)))
+        .map(|me| tokio::spawn(client_run(port, db, me, seed)))
         .collect();
     let mut committed = BTreeSet::new();
     let mut bad = Vec::new();
@@ -385,11 +419,15 @@ async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() 
         bad.extend(b);
     }
     drop(_stop);
-    let (reloaded, refused) = reloader.join().unwrap();
+    let (reloaded, refused, multiplexed) = reloader.join().unwrap();
     eprintln!(
-        "{} rows committed; {reloaded} reloads applied, {refused} refused",
+        "{} rows committed; {reloaded} reloads applied, {refused} refused; \
+         {multiplexed} statements multiplexed",
         committed.len()
     );
+    if mux > 0 {
+        assert!(multiplexed > 0, "nothing was multiplexed");
+    }
     assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
     assert!(
         reloaded >= 4 && refused >= 1,
@@ -397,7 +435,7 @@ async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() 
     );
     // The truth, read directly from the primary.
     let d = connect(&format!(
-        "host=127.0.0.1 port={} user=postgres dbname={DB}",
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
         cluster().primary_port()
     ))
     .await;
@@ -431,7 +469,7 @@ async fn concurrent_random_transactions_commit_exactly_what_clients_were_told() 
     let open: i64 = d
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'",
-            &[&DB],
+            &[&db],
         )
         .await
         .unwrap()
