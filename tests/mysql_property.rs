@@ -12,7 +12,10 @@
 //! duplicate-key error inside the transaction (which leaves it open, as on the server) then
 //! ROLLBACK, COM_QUIT, COM_RESET_CONNECTION or COM_CHANGE_USER with the transaction open,
 //! whole transactions in one COM_QUERY, and autocommitted inserts. A quarter of the clients set
-//! a user variable (which pins them); clients leave between transactions and come back.
+//! a user variable (which pins them); clients leave between transactions and come back. Half
+//! the clients take a connection from their own mysql_async pool for each transaction and
+//! give it back after (the pool resets it with COM_RESET_CONNECTION), some with the
+//! transaction still open.
 //!
 //! Meanwhile the config is reloaded every 100 ms: the pool size changes, the replica leaves
 //! the cluster and comes back, and a config that does not parse is refused.
@@ -21,7 +24,7 @@
 //! transactions and time.
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -32,7 +35,7 @@ use switchyard::app::Server;
 use switchyard::testkit::mariadb::{MariaCluster, APP_PASSWORD, APP_USER};
 
 const CLIENTS: usize = 12;
-const TRANSACTIONS: usize = 30;
+const TRANSACTIONS: usize = 60;
 const DB: &str = "prop_ledger";
 
 fn cluster() -> &'static MariaCluster {
@@ -148,8 +151,8 @@ fn zone(me: usize) -> String {
     format!("+{:02}:{:02}", me % 13, (me % 4) * 15)
 }
 
-async fn connect_as(port: u16, me: usize) -> Conn {
-    let opts = OptsBuilder::default()
+fn opts_for(port: u16, me: usize) -> OptsBuilder {
+    OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(port)
         .user(Some(APP_USER))
@@ -157,10 +160,21 @@ async fn connect_as(port: u16, me: usize) -> Conn {
         .db_name(Some(DB))
         .prefer_socket(false)
         // `setup` runs again after COM_RESET_CONNECTION and COM_CHANGE_USER (`init` does not).
-        .setup(vec![format!("SET time_zone = '{}'", zone(me))]);
-    Conn::new(opts)
+        .setup(vec![format!("SET time_zone = '{}'", zone(me))])
+}
+
+async fn connect_as(port: u16, me: usize) -> Conn {
+    Conn::new(opts_for(port, me))
         .await
         .unwrap_or_else(|e| panic!("client {me} connect: {e}"))
+}
+
+/// A connection from the client's own mysql_async pool (at most two), which resets each one
+/// it gets back (COM_RESET_CONNECTION, then the setup statements again), as its default is.
+async fn from_pool(pool: &Pool, me: usize) -> Conn {
+    pool.get_conn()
+        .await
+        .unwrap_or_else(|e| panic!("client {me}: pool: {e}"))
 }
 
 /// How a transaction ends.
@@ -208,8 +222,16 @@ async fn client_run(port: u16, me: usize, seed: u64) -> (BTreeSet<(i32, i32)>, V
     let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut committed = BTreeSet::new();
     let mut bad = Vec::new();
-    let mut conn = connect_as(port, me).await;
-    let mut tagged = rng.gen_bool(0.25);
+    // Odd clients use a mysql_async pool: a connection per transaction, given back to it.
+    let pool = (me % 2 == 1).then(|| {
+        let limits = PoolConstraints::new(0, 2).unwrap();
+        Pool::new(opts_for(port, me).pool_opts(PoolOpts::default().with_constraints(limits)))
+    });
+    let mut conn = match &pool {
+        Some(p) => from_pool(p, me).await,
+        None => connect_as(port, me).await,
+    };
+    let mut tagged = pool.is_none() && rng.gen_bool(0.25);
     if tagged {
         conn.query_drop(format!("SET @tag = 'c{me}'"))
             .await
@@ -218,7 +240,10 @@ async fn client_run(port: u16, me: usize, seed: u64) -> (BTreeSet<(i32, i32)>, V
     let me_i = me as i32;
     let mut seq = 0i32;
     for t in 0..TRANSACTIONS {
-        if t > 0 && rng.gen_range(0..8) == 0 {
+        if let Some(p) = &pool {
+            // The last connection goes back to the pool, which resets it.
+            conn = from_pool(p, me).await;
+        } else if t > 0 && rng.gen_range(0..8) == 0 {
             // Leave between transactions and come back, tagged or not: a session that was
             // pinned hands its connection on, and the next client must not see its state.
             conn.disconnect().await.unwrap();
@@ -402,13 +427,18 @@ async fn client_run(port: u16, me: usize, seed: u64) -> (BTreeSet<(i32, i32)>, V
                 }
                 conn.query_drop("ROLLBACK").await.unwrap();
             }
-            End::Disconnect => {
-                conn.disconnect()
-                    .await
-                    .unwrap_or_else(|e| panic!("{ctx}: quit: {e}"));
-                conn = connect_as(port, me).await;
-                tagged = false;
-            }
+            End::Disconnect => match &pool {
+                // Given back to the pool with the transaction open (the driver does not know
+                // of a BEGIN sent as text): its reset must roll it back.
+                Some(p) => conn = from_pool(p, me).await,
+                None => {
+                    conn.disconnect()
+                        .await
+                        .unwrap_or_else(|e| panic!("{ctx}: quit: {e}"));
+                    conn = connect_as(port, me).await;
+                    tagged = false;
+                }
+            },
             End::Reset => {
                 conn.reset()
                     .await
@@ -428,7 +458,13 @@ async fn client_run(port: u16, me: usize, seed: u64) -> (BTreeSet<(i32, i32)>, V
         }
         check(&mut conn, me, tagged, &mut bad).await;
     }
-    conn.disconnect().await.unwrap();
+    match pool {
+        Some(p) => {
+            drop(conn);
+            p.disconnect().await.unwrap();
+        }
+        None => conn.disconnect().await.unwrap(),
+    }
     (committed, bad)
 }
 
