@@ -415,11 +415,19 @@ async fn forward(
             Err(msg) => return Err(failed(StatusCode::SERVICE_UNAVAILABLE, &msg, None)),
         };
         tried.push(server.addr);
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(server.authority.clone())
-            .path_and_query(path.clone())
-            .build();
+        // Origin-form on a pooled connection: a server given the absolute form must take the
+        // host from it and ignore Host (RFC 9112, 3.2.2), which would hide the client's Host
+        // from name-based virtual hosts. hyper's pooled client (upgrades) needs the absolute
+        // form to know where to connect, and sends the origin form itself.
+        let uri = if upgrade {
+            http::Uri::builder()
+                .scheme("http")
+                .authority(server.authority.clone())
+                .path_and_query(path.clone())
+                .build()
+        } else {
+            http::Uri::builder().path_and_query(path.clone()).build()
+        };
         let Ok(uri) = uri else {
             return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None));
         };
@@ -431,6 +439,16 @@ async fn forward(
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.headers_mut() = parts.headers.clone();
+        if up.body().size_hint().exact().is_none() {
+            // A body of unknown length goes out chunked. hyper's client would send a GET,
+            // HEAD or CONNECT with such a body as having none (it assumes they never have
+            // one) unless the header says chunked, and the client's body bytes would then be
+            // left unread on its connection.
+            up.headers_mut().insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         if host_value.is_none() {
             if let Ok(h) = HeaderValue::from_str(server.authority.as_str()) {
                 up.headers_mut().insert(http::header::HOST, h);

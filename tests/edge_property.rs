@@ -1,0 +1,416 @@
+//! The HTTP edge as a transparent HTTP/1.1 proxy, as a property: concurrent raw clients send
+//! the same random request sequences to a real upstream directly, through the edge (its own
+//! HTTP/1.1 fast path) and through the edge with the fast path off (hyper's server), and every
+//! answer must match the direct one: status, body, and for `/echo` what the upstream saw
+//! (method, path, body and the headers, apart from those a proxy adds or must remove).
+//!
+//! The sequences mix methods (GET, HEAD, POST, PUT, DELETE, OPTIONS), bodies by
+//! Content-Length or chunked (with chunk extensions and trailers), headers in any case and
+//! repeated, `Expect: 100-continue`, answers with a length, chunked or empty (204), requests
+//! pipelined in one write or trickled in pieces, and `Connection: close` (both sides close;
+//! the client connects again).
+//!
+//! The run is seeded (`SWITCHYARD_PROP_SEED`, printed on failure) and bounded in clients,
+//! requests and time.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use switchyard::app::Server;
+use switchyard::config::Config;
+use switchyard::testkit::http::HttpUpstream;
+
+const CLIENTS: usize = 8;
+const ROUNDS: usize = 40;
+
+fn edge(up: &HttpUpstream, fast_path: bool) -> Server {
+    let text = format!(
+        r#"
+[general]
+workers = 2
+
+[[edge.listener]]
+listen = "127.0.0.1:0"
+h1_fast_path = {fast_path}
+
+[[edge.route]]
+path = "/"
+upstream = "web"
+
+[[edge.upstream]]
+name = "web"
+servers = ["{addr}"]
+"#,
+        addr = up.addr()
+    );
+    Server::start(Config::from_toml(&text).unwrap()).expect("edge starts")
+}
+
+/// One request as bytes, and what reading its answer needs to know.
+struct Req {
+    bytes: Vec<u8>,
+    head: bool,
+    close: bool,
+    describe: String,
+}
+
+fn token(rng: &mut StdRng, len: usize) -> String {
+    (0..len)
+        .map(|_| {
+            let c = rng.gen_range(0..36u8);
+            (if c < 10 { b'0' + c } else { b'a' + c - 10 }) as char
+        })
+        .collect()
+}
+
+/// Printable ASCII (the echo shows the body as text).
+fn body_text(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    (0..len).map(|_| rng.gen_range(0x20u8..0x7f)).collect()
+}
+
+fn random_request(rng: &mut StdRng, last: bool) -> Req {
+    let method = [
+        "GET", "GET", "GET", "HEAD", "POST", "POST", "PUT", "DELETE", "OPTIONS",
+    ][rng.gen_range(0..9)];
+    let path = match rng.gen_range(0..8) {
+        0..=2 => format!("/echo?q={}", token(rng, 4)),
+        3 => format!("/blob?size={}", rng.gen_range(0..70_000)),
+        4 => format!("/blob?size={}&chunked=1", rng.gen_range(0..20_000)),
+        5 => "/x?status=204".to_string(),
+        6 => "/x?status=404".to_string(),
+        _ => format!("/{}/{}", token(rng, 3), token(rng, 5)),
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: example.test\r\n");
+    for _ in 0..rng.gen_range(0..4) {
+        // Names in any case; some repeated.
+        let name: String = format!("X-Prop-{}", rng.gen_range(0..3))
+            .chars()
+            .map(|c| {
+                if rng.gen_bool(0.5) {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        let len = rng.gen_range(0..20);
+        head.push_str(&format!("{name}: {}\r\n", token(rng, len)));
+    }
+    if rng.gen_bool(0.2) {
+        head.push_str("Accept: */*\r\nUser-Agent: prop/1\r\n");
+    }
+    let body_len = match method {
+        "POST" | "PUT" => Some(rng.gen_range(0..6000)),
+        _ if rng.gen_range(0..10) == 0 => Some(rng.gen_range(0..100)),
+        _ => None,
+    };
+    let body: Option<Vec<u8>> = body_len.map(|n| body_text(rng, n));
+    let close = last && rng.gen_range(0..4) == 0;
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    let mut bytes = Vec::new();
+    let mut describe = format!("{method} {path}");
+    match body {
+        None => {
+            head.push_str("\r\n");
+            bytes.extend_from_slice(head.as_bytes());
+        }
+        Some(b) if rng.gen_bool(0.5) => {
+            describe.push_str(&format!(" body {} by length", b.len()));
+            if b.len() > 1000 && rng.gen_range(0..4) == 0 {
+                head.push_str("Expect: 100-continue\r\n");
+                describe.push_str(" expect");
+            }
+            head.push_str(&format!("Content-Length: {}\r\n\r\n", b.len()));
+            bytes.extend_from_slice(head.as_bytes());
+            bytes.extend_from_slice(&b);
+        }
+        Some(b) => {
+            describe.push_str(&format!(" body {} chunked", b.len()));
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            bytes.extend_from_slice(head.as_bytes());
+            let mut rest = &b[..];
+            while !rest.is_empty() {
+                let n = rng.gen_range(1..=rest.len().min(3000));
+                let ext = if rng.gen_range(0..5) == 0 { ";x=1" } else { "" };
+                bytes.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
+                bytes.extend_from_slice(&rest[..n]);
+                bytes.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            bytes.extend_from_slice(b"0\r\n");
+            if rng.gen_range(0..4) == 0 {
+                bytes.extend_from_slice(b"X-Trailer: t\r\n");
+                describe.push_str(" trailer");
+            }
+            bytes.extend_from_slice(b"\r\n");
+        }
+    }
+    Req {
+        bytes,
+        head: method == "HEAD",
+        close,
+        describe,
+    }
+}
+
+/// An answer, as compared across the three targets.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+/// Status, lower-case headers, body.
+type Raw = (u16, Vec<(String, String)>, Vec<u8>);
+
+struct Conn {
+    s: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn {
+            s,
+            pending: Vec::new(),
+        }
+    }
+
+    /// More bytes; false at the end of the stream.
+    fn fill(&mut self) -> Result<bool, String> {
+        let mut b = [0u8; 16384];
+        match self.s.read(&mut b) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.pending.extend_from_slice(&b[..n]);
+                Ok(true)
+            }
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
+    fn fill_or_fail(&mut self, what: &str) -> Result<(), String> {
+        if self.fill()? {
+            Ok(())
+        } else {
+            Err(format!("closed in the middle of {what}"))
+        }
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(i) = self.pending.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.pending[..i]).into_owned();
+                self.pending.drain(..i + 2);
+                return Ok(line);
+            }
+            self.fill_or_fail("a line")?;
+        }
+    }
+
+    /// One final answer (1xx interim answers skipped): status, lower-case headers, body.
+    fn answer(&mut self, head_only: bool) -> Result<Raw, String> {
+        loop {
+            let (len, status, headers) = loop {
+                let mut slots = [httparse::EMPTY_HEADER; 64];
+                let mut r = httparse::Response::new(&mut slots);
+                match r.parse(&self.pending) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let h: Vec<(String, String)> = r
+                            .headers
+                            .iter()
+                            .map(|h| {
+                                let v = String::from_utf8_lossy(h.value).into_owned();
+                                (h.name.to_ascii_lowercase(), v)
+                            })
+                            .collect();
+                        break (n, r.code.unwrap(), h);
+                    }
+                    Ok(httparse::Status::Partial) => self.fill_or_fail("a response head")?,
+                    Err(e) => return Err(format!("bad response head: {e}")),
+                }
+            };
+            self.pending.drain(..len);
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let mut body = Vec::new();
+            if head_only || status == 204 || status == 304 {
+                return Ok((status, headers, body));
+            }
+            if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                loop {
+                    let line = self.line()?;
+                    let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+                        .map_err(|e| format!("chunk size {line:?}: {e}"))?;
+                    if size == 0 {
+                        // Trailers up to the empty line.
+                        while !self.line()?.is_empty() {}
+                        break;
+                    }
+                    while self.pending.len() < size + 2 {
+                        self.fill_or_fail("a chunk")?;
+                    }
+                    body.extend_from_slice(&self.pending[..size]);
+                    self.pending.drain(..size + 2);
+                }
+            } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                while self.pending.len() < n {
+                    self.fill_or_fail("a body")?;
+                }
+                body = self.pending.drain(..n).collect();
+            } else {
+                while self.fill()? {}
+                body = std::mem::take(&mut self.pending);
+            }
+            return Ok((status, headers, body));
+        }
+    }
+}
+
+/// What is compared of an answer: for `/echo`, the request the upstream saw without what a
+/// proxy adds (forwarding headers, Via, the request id) or must not pass on (hop-by-hop
+/// headers), and without how the body was framed (a proxy may re-frame it).
+fn comparable(status: u16, headers: &[(String, String)], body: &[u8]) -> Result<Answer, String> {
+    if !headers.iter().any(|(n, _)| n == "x-upstream") {
+        return Err(format!(
+            "status {status} not from the upstream: {headers:?}"
+        ));
+    }
+    let text = String::from_utf8_lossy(body).into_owned();
+    let is_echo = headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.starts_with("application/json"));
+    if !is_echo || body.is_empty() {
+        return Ok(Answer { status, body: text });
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("echo is not JSON: {e}: {text}"))?;
+    let o = v.as_object_mut().unwrap();
+    o.remove("hit");
+    let h = o["headers"].as_object_mut().unwrap();
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "via",
+        "x-request-id",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "expect",
+    ] {
+        h.remove(name);
+    }
+    Ok(Answer {
+        status,
+        body: v.to_string(),
+    })
+}
+
+/// Send `reqs` on `c` (all in one write, or in pieces with pauses) and read every answer.
+fn exchange(c: &mut Conn, reqs: &[Req], pieces: Option<usize>) -> Result<Vec<Answer>, String> {
+    let all: Vec<u8> = reqs.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+    match pieces {
+        None => c.s.write_all(&all).map_err(|e| format!("write: {e}"))?,
+        Some(n) => {
+            for piece in all.chunks(all.len().div_ceil(n).max(1)) {
+                c.s.write_all(piece).map_err(|e| format!("write: {e}"))?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for r in reqs {
+        let (status, headers, body) = c.answer(r.head)?;
+        out.push(comparable(status, &headers, &body)?);
+        if r.close {
+            // The answer to `Connection: close` ends the connection.
+            if c.fill()? {
+                return Err("data after the answer to Connection: close".into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn client_run(me: usize, seed: u64, targets: [SocketAddr; 3]) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let names = ["direct", "edge (fast path)", "edge (hyper)"];
+    let mut conns: Vec<Conn> = targets.iter().map(|a| Conn::open(*a)).collect();
+    let mut bad = Vec::new();
+    for round in 0..ROUNDS {
+        let n = rng.gen_range(1..=3);
+        let reqs: Vec<Req> = (0..n)
+            .map(|i| random_request(&mut rng, i == n - 1))
+            .collect();
+        let pieces = (rng.gen_range(0..5) == 0).then(|| rng.gen_range(2..6));
+        let what: Vec<&str> = reqs.iter().map(|r| r.describe.as_str()).collect();
+        let answers: Vec<Result<Vec<Answer>, String>> = conns
+            .iter_mut()
+            .map(|c| exchange(c, &reqs, pieces))
+            .collect();
+        let direct = match &answers[0] {
+            Ok(a) => a,
+            Err(e) => panic!("client {me} round {round}: direct: {e} ({what:?})"),
+        };
+        for (i, got) in answers.iter().enumerate().skip(1) {
+            match got {
+                Err(e) => bad.push(format!(
+                    "client {me} round {round} {}: {e} for {what:?}",
+                    names[i]
+                )),
+                Ok(a) if a != direct => bad.push(format!(
+                    "client {me} round {round} {}: {what:?}\n  got  {a:?}\n  want {direct:?}",
+                    names[i]
+                )),
+                Ok(_) => {}
+            }
+        }
+        if !bad.is_empty() {
+            return bad;
+        }
+        if reqs.last().is_some_and(|r| r.close) {
+            conns = targets.iter().map(|a| Conn::open(*a)).collect();
+        }
+    }
+    bad
+}
+
+#[test]
+fn random_http1_exchanges_through_the_edge_match_the_upstream_directly() {
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let up = HttpUpstream::start("prop").unwrap();
+    let fast = edge(&up, true);
+    let slow = edge(&up, false);
+    let targets = [up.addr(), fast.edge_addrs[0], slow.edge_addrs[0]];
+    let runs: Vec<_> = (0..CLIENTS)
+        .map(|me| std::thread::spawn(move || client_run(me, seed, targets)))
+        .collect();
+    let mut bad = Vec::new();
+    for r in runs {
+        bad.extend(
+            r.join()
+                .unwrap_or_else(|_| panic!("a client panicked (seed {seed})")),
+        );
+    }
+    assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
+    fast.shutdown();
+    slow.shutdown();
+}
