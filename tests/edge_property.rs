@@ -414,3 +414,206 @@ fn random_http1_exchanges_through_the_edge_match_the_upstream_directly() {
     fast.shutdown();
     slow.shutdown();
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 (prior knowledge) through the edge against HTTP/1.1 directly
+
+type H2Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// A request as the property sends it over HTTP/2 and, for the comparison, over HTTP/1.1.
+struct H2Req {
+    method: http::Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    /// Cookie pairs: one `cookie` field each over HTTP/2 (as browsers send them), one
+    /// `Cookie: a=1; b=2` over HTTP/1.1 (RFC 9113, 8.2.3).
+    cookies: Vec<String>,
+    body: Vec<u8>,
+    /// Streamed in pieces with no length over HTTP/2.
+    streamed: bool,
+}
+
+fn random_h2_request(rng: &mut StdRng) -> H2Req {
+    let method = ["GET", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"][rng.gen_range(0..7)];
+    let path = match rng.gen_range(0..5) {
+        0..=2 => format!("/echo?q={}", token(rng, 4)),
+        3 => format!("/blob?size={}", rng.gen_range(0..70_000)),
+        _ => format!("/blob?size={}&chunked=1", rng.gen_range(0..20_000)),
+    };
+    let headers = (0..rng.gen_range(0..4))
+        .map(|_| {
+            let len = rng.gen_range(0..20);
+            (format!("x-prop-{}", rng.gen_range(0..3)), token(rng, len))
+        })
+        .collect();
+    let cookies = (0..rng.gen_range(0..4))
+        .map(|i| format!("c{i}={}", token(rng, 6)))
+        .collect();
+    let body_len = match method {
+        "POST" | "PUT" => rng.gen_range(0..40_000),
+        _ if rng.gen_range(0..8) == 0 => rng.gen_range(1..200),
+        _ => 0,
+    };
+    H2Req {
+        method: method.parse().unwrap(),
+        path,
+        headers,
+        cookies,
+        body: body_text(rng, body_len),
+        streamed: rng.gen_bool(0.5),
+    }
+}
+
+fn h2_body(r: &H2Req) -> H2Body {
+    use http_body_util::BodyExt;
+    if !r.streamed {
+        return http_body_util::Full::new(bytes::Bytes::from(r.body.clone())).boxed();
+    }
+    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = r
+        .body
+        .chunks(7000)
+        .map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(c))))
+        .collect();
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+fn h2_request(r: &H2Req) -> http::Request<H2Body> {
+    let mut b = http::Request::builder()
+        .method(r.method.clone())
+        .uri(format!("http://example.test{}", r.path));
+    for (k, v) in &r.headers {
+        b = b.header(k, v);
+    }
+    for c in &r.cookies {
+        b = b.header("cookie", c);
+    }
+    b.body(h2_body(r)).unwrap()
+}
+
+fn h1_request(r: &H2Req) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = http::Request::builder()
+        .method(r.method.clone())
+        .uri(&r.path)
+        .header("host", "example.test");
+    for (k, v) in &r.headers {
+        b = b.header(k, v);
+    }
+    if !r.cookies.is_empty() {
+        b = b.header("cookie", r.cookies.join("; "));
+    }
+    b.body(http_body_util::Full::new(bytes::Bytes::from(
+        r.body.clone(),
+    )))
+    .unwrap()
+}
+
+async fn h2_answer<B>(resp: http::Response<B>) -> Result<Answer, String>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
+    use http_body_util::BodyExt;
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    comparable(status, &headers, &body)
+}
+
+/// One client: one HTTP/2 connection to the edge with up to four requests in flight at once,
+/// each also sent over HTTP/1.1 to the upstream directly.
+async fn h2_client_run(me: usize, seed: u64, edge: SocketAddr, up: SocketAddr) -> Vec<String> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let tcp = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 handshake with the edge");
+    tokio::spawn(conn);
+    let tcp = tokio::net::TcpStream::connect(up).await.unwrap();
+    let (mut direct, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut bad = Vec::new();
+    for round in 0..ROUNDS / 2 {
+        let reqs: Vec<H2Req> = (0..rng.gen_range(1..=4))
+            .map(|_| random_h2_request(&mut rng))
+            .collect();
+        let via_edge = futures_util::future::join_all(reqs.iter().map(|r| {
+            let mut send = send.clone();
+            let req = h2_request(r);
+            async move {
+                let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+                h2_answer(resp).await
+            }
+        }))
+        .await;
+        for (r, got) in reqs.iter().zip(via_edge) {
+            let what = format!(
+                "{} {} body {}{} cookies {}",
+                r.method,
+                r.path,
+                r.body.len(),
+                if r.streamed { " streamed" } else { "" },
+                r.cookies.len()
+            );
+            direct.ready().await.unwrap();
+            let want = h2_answer(direct.send_request(h1_request(r)).await.unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("client {me} round {round}: direct: {e} ({what})"));
+            match got {
+                Err(e) => bad.push(format!("h2 client {me} round {round}: {e} for {what}")),
+                Ok(a) if a != want => bad.push(format!(
+                    "h2 client {me} round {round}: {what}\n  got  {a:?}\n  want {want:?}"
+                )),
+                Ok(_) => {}
+            }
+        }
+        if !bad.is_empty() {
+            break;
+        }
+    }
+    bad
+}
+
+#[test]
+fn random_http2_requests_through_the_edge_match_http1_directly() {
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let up = HttpUpstream::start("prop2").unwrap();
+    let edge = edge(&up, true);
+    let (at, to) = (edge.edge_addrs[0], up.addr());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bad: Vec<String> = rt.block_on(async {
+        let runs: Vec<_> = (0..CLIENTS)
+            .map(|me| tokio::spawn(h2_client_run(me, seed, at, to)))
+            .collect();
+        let mut bad = Vec::new();
+        for r in runs {
+            let r = tokio::time::timeout(Duration::from_secs(120), r)
+                .await
+                .unwrap_or_else(|_| panic!("an HTTP/2 client did not finish (seed {seed})"));
+            bad.extend(r.unwrap_or_else(|_| panic!("a client panicked (seed {seed})")));
+        }
+        bad
+    });
+    assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
+    edge.shutdown();
+}

@@ -84,6 +84,28 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// HTTP/2 and HTTP/3 clients may send the cookies as separate `cookie` fields (browsers do,
+/// for header compression); before they go to an HTTP/1.1 server they are joined into one,
+/// with "; " between them (RFC 9113, 8.2.3): an HTTP/1.1 request has at most one Cookie
+/// header (RFC 6265, 5.4), and servers commonly read only the first.
+pub fn join_cookies(version: http::Version, headers: &mut HeaderMap) {
+    if version < http::Version::HTTP_2 {
+        return;
+    }
+    let mut all = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// Why a request's target is ambiguous, if it is: more than one Host, or none in HTTP/1.1
 /// (RFC 9112 3.2 asks for a 400 for both). Refused rather than passed to an upstream that
 /// may read another Host. (Content-Length beside Transfer-Encoding is hyper's: it drops the
@@ -193,6 +215,24 @@ pub fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http2_cookie_fields_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        for c in ["a=1", "b=2", "c=3"] {
+            h.append(http::header::COOKIE, HeaderValue::from_static(c));
+        }
+        let mut h1 = h.clone();
+        join_cookies(http::Version::HTTP_11, &mut h1);
+        assert_eq!(h1.get_all(http::header::COOKIE).iter().count(), 3);
+        join_cookies(http::Version::HTTP_2, &mut h);
+        let all: Vec<_> = h.get_all(http::header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.insert(http::header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(http::Version::HTTP_2, &mut one);
+        assert_eq!(one[http::header::COOKIE], "a=1");
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

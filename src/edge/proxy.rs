@@ -172,6 +172,8 @@ async fn serve(
     log: &mut LogLine,
 ) -> Response<RespBody> {
     log.request_id = headers::request_id(req.headers_mut());
+    // Before the cache sees the request (a `Vary: Cookie` key) and before it goes upstream.
+    headers::join_cookies(req.version(), req.headers_mut());
     if req.method() == Method::CONNECT {
         // A reverse proxy, not a forward one: no tunnels to wherever the client names.
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
