@@ -617,3 +617,162 @@ fn random_http2_requests_through_the_edge_match_http1_directly() {
     assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
     edge.shutdown();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The response cache under concurrent random GETs
+
+/// The resources of the cache property: (path and query, cacheable).
+fn cache_resources() -> Vec<(String, bool)> {
+    let mut v = Vec::new();
+    for k in 0..4 {
+        v.push((format!("/r{k}?cc=max-age%3D60&vary=X-V"), true));
+    }
+    v.push((
+        "/s0?cc=max-age%3D60&vary=X-V&size=3000&chunked=1".into(),
+        true,
+    ));
+    v.push(("/u0?cc=max-age%3D60".into(), true));
+    v.push(("/n0?cc=no-store&vary=X-V".into(), false));
+    v.push(("/p0?cc=private%2C%20max-age%3D60&vary=X-V".into(), false));
+    v
+}
+
+/// One GET of the cache property, as the client saw it.
+struct Seen {
+    resource: usize,
+    variant: Option<&'static str>,
+    body: String,
+    x_cache: String,
+}
+
+fn cache_client_run(me: usize, seed: u64, edge: SocketAddr) -> Result<Vec<Seen>, String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let resources = cache_resources();
+    let mut c = Conn::open(edge);
+    let mut out = Vec::new();
+    for _ in 0..60 {
+        let resource = rng.gen_range(0..resources.len());
+        let variant = [None, Some("a"), Some("b"), Some("B")][rng.gen_range(0..4)];
+        let mut req = format!(
+            "GET {} HTTP/1.1\r\nHost: example.test\r\n",
+            resources[resource].0
+        );
+        if let Some(v) = variant {
+            req.push_str(&format!("X-V: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        c.s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let (status, headers, body) = c.answer(false)?;
+        if status != 200 {
+            return Err(format!("{} got {status}", resources[resource].0));
+        }
+        let x_cache = headers
+            .iter()
+            .find(|(n, _)| n == "x-cache")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        out.push(Seen {
+            resource,
+            variant,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            x_cache,
+        });
+    }
+    Ok(out)
+}
+
+#[test]
+fn concurrent_random_gets_through_the_cache_see_their_own_variant_and_one_fetch_each() {
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let up = HttpUpstream::start("prop").unwrap();
+    let text = format!(
+        r#"
+[general]
+workers = 2
+
+[[edge.listener]]
+listen = "127.0.0.1:0"
+
+[[edge.route]]
+path = "/"
+upstream = "web"
+cache = true
+
+[[edge.upstream]]
+name = "web"
+servers = ["{addr}"]
+"#,
+        addr = up.addr()
+    );
+    let edge = Server::start(Config::from_toml(&text).unwrap()).expect("edge starts");
+    let at = edge.edge_addrs[0];
+    let runs: Vec<_> = (0..CLIENTS)
+        .map(|me| std::thread::spawn(move || cache_client_run(me, seed, at)))
+        .collect();
+    let mut seen = Vec::new();
+    for (me, r) in runs.into_iter().enumerate() {
+        match r.join().unwrap() {
+            Ok(s) => seen.extend(s),
+            Err(e) => panic!("seed {seed}: client {me}: {e}"),
+        }
+    }
+    let resources = cache_resources();
+    let mut bad = Vec::new();
+    for (i, (path, cacheable)) in resources.iter().enumerate() {
+        let name = path.split('?').next().unwrap();
+        let of: Vec<&Seen> = seen.iter().filter(|s| s.resource == i).collect();
+        let varies = path.contains("vary=");
+        let mut variants = std::collections::BTreeMap::<Option<&str>, Vec<&Seen>>::new();
+        for s in &of {
+            // The upstream's line for the varied header names the request's own value.
+            if varies {
+                let line = format!("x-v: {}\n", s.variant.unwrap_or(""));
+                if !s.body.contains(&line) {
+                    bad.push(format!(
+                        "{path} with X-V {:?} got another variant: {:?}",
+                        s.variant,
+                        s.body.lines().take(2).collect::<Vec<_>>()
+                    ));
+                }
+            }
+            if s.x_cache != "HIT" && s.x_cache != "MISS" {
+                bad.push(format!("{path}: X-Cache {:?}", s.x_cache));
+            }
+            variants
+                .entry(if varies { s.variant } else { None })
+                .or_default()
+                .push(s);
+        }
+        let fetched = up.requests_for(name) as usize;
+        if *cacheable {
+            // One upstream request per variant, and every answer of a variant is that one.
+            if fetched != variants.len() {
+                bad.push(format!(
+                    "{path}: {fetched} upstream requests for {} variants",
+                    variants.len()
+                ));
+            }
+            for (v, list) in &variants {
+                if list.iter().any(|s| s.body != list[0].body) {
+                    bad.push(format!("{path} variant {v:?}: answers differ"));
+                }
+            }
+        } else {
+            if fetched != of.len() {
+                bad.push(format!(
+                    "{path}: {fetched} upstream requests for {} GETs",
+                    of.len()
+                ));
+            }
+            if of.iter().any(|s| s.x_cache == "HIT") {
+                bad.push(format!("{path}: answered from the cache"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
+    edge.shutdown();
+}
