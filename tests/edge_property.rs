@@ -776,3 +776,172 @@ servers = ["{addr}"]
     assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
     edge.shutdown();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upstream answers of every framing
+
+/// What the scripted upstream sends for `path`, and whether it closes the connection after.
+fn scripted(path: &str) -> (&'static [u8], bool) {
+    match path {
+        "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Upstream: raw\r\n\r\n", false),
+        "/not-modified" => (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"x\"\r\nX-Upstream: raw\r\n\r\n",
+            false,
+        ),
+        "/no-content" => (b"HTTP/1.1 204 No Content\r\nX-Upstream: raw\r\n\r\n", false),
+        "/until-close" => (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Upstream: raw\r\n\r\nhello until close",
+            true,
+        ),
+        "/early-hints" => (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Upstream: raw\r\n\r\nok",
+            false,
+        ),
+        "/continue" => (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Upstream: raw\r\n\r\nyes",
+            false,
+        ),
+        "/trailers" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Upstream: raw\r\n\r\n\
+              5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+        ),
+        "/cookies" => (
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; Path=/\r\n\
+              content-LENGTH: 2\r\nX-Upstream: raw\r\n\r\nhi",
+            false,
+        ),
+        "/http10" => (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\nX-Upstream: raw\r\n\r\nold!",
+            true,
+        ),
+        "/short" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nX-Upstream: raw\r\n\r\nonly some",
+            true,
+        ),
+        _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Upstream: raw\r\n\r\nplain", false),
+    }
+}
+
+/// A raw HTTP/1.1 upstream answering each request with its path's script (requests have no
+/// bodies here). Runs until the listener's thread is dropped with the process.
+fn scripted_upstream() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let (len, path) = loop {
+                        let mut slots = [httparse::EMPTY_HEADER; 64];
+                        let mut r = httparse::Request::new(&mut slots);
+                        match r.parse(&buf) {
+                            Ok(httparse::Status::Complete(n)) => {
+                                break (n, r.path.unwrap_or("/").to_owned())
+                            }
+                            Ok(httparse::Status::Partial) => {}
+                            Err(_) => return,
+                        }
+                        let mut b = [0u8; 4096];
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    };
+                    buf.drain(..len);
+                    let (answer, close) = scripted(&path);
+                    if s.write_all(answer).is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn upstream_answers_of_every_framing_reach_the_client_and_the_connection_goes_on() {
+    let up = scripted_upstream();
+    for fast_path in [true, false] {
+        let text = format!(
+            r#"
+[general]
+workers = 1
+
+[[edge.listener]]
+listen = "127.0.0.1:0"
+h1_fast_path = {fast_path}
+
+[[edge.route]]
+path = "/"
+upstream = "raw"
+response_timeout = "5s"
+
+[[edge.upstream]]
+name = "raw"
+servers = ["{up}"]
+eject_after = 0
+"#
+        );
+        let edge = Server::start(Config::from_toml(&text).unwrap()).expect("edge starts");
+        let at = edge.edge_addrs[0];
+        let cases: [(&str, &str, u16, &str); 10] = [
+            ("HEAD", "/head", 200, ""),
+            ("GET", "/not-modified", 304, ""),
+            ("GET", "/no-content", 204, ""),
+            ("GET", "/until-close", 200, "hello until close"),
+            ("GET", "/early-hints", 200, "ok"),
+            ("GET", "/continue", 200, "yes"),
+            ("GET", "/trailers", 200, "hello world"),
+            ("GET", "/cookies", 200, "hi"),
+            ("GET", "/http10", 200, "old!"),
+            ("GET", "/plain", 200, "plain"),
+        ];
+        let path_name = if fast_path { "fast path" } else { "hyper" };
+        let mut c = Conn::open(at);
+        for (method, path, status, body) in cases {
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: example.test\r\n\r\n");
+            c.s.write_all(req.as_bytes()).unwrap();
+            let (got, headers, got_body) = c
+                .answer(method == "HEAD")
+                .unwrap_or_else(|e| panic!("{path_name}: {method} {path}: {e}"));
+            assert_eq!(
+                (got, String::from_utf8_lossy(&got_body).as_ref()),
+                (status, body),
+                "{path_name}: {method} {path}"
+            );
+            if path == "/cookies" {
+                let cookies: Vec<&str> = headers
+                    .iter()
+                    .filter(|(n, _)| n == "set-cookie")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"], "{path_name}");
+            }
+            // The same connection serves the next request (or the edge closed it cleanly
+            // after an answer it could only end by closing).
+            c.s.write_all(b"GET /plain HTTP/1.1\r\nHost: example.test\r\n\r\n")
+                .unwrap();
+            match c.answer(false) {
+                Ok((200, _, b)) if b == b"plain" => {}
+                Err(e) if e.contains("closed") && path == "/until-close" => c = Conn::open(at),
+                other => panic!("{path_name}: after {method} {path}: {other:?}"),
+            }
+        }
+        // An answer cut short by the upstream: the client must not get it as complete.
+        c.s.write_all(b"GET /short HTTP/1.1\r\nHost: example.test\r\n\r\n")
+            .unwrap();
+        match c.answer(false) {
+            Ok((200, _, b)) if b.len() == 50 => {
+                panic!("{path_name}: a cut answer arrived as complete")
+            }
+            Ok((502, _, _)) | Err(_) => {}
+            other => panic!("{path_name}: cut answer: {other:?}"),
+        }
+        edge.shutdown();
+    }
+}
