@@ -945,3 +945,118 @@ eject_after = 0
         edge.shutdown();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile framing: the edge and the upstream never disagree on where a request ends
+
+/// Request sequences that try to make the edge and the upstream see different requests
+/// (request smuggling): each carries a `/smuggled` request that the upstream must only ever
+/// see as a request the client got an answer to.
+const HOSTILE: &[&str] = &[
+    // Both framings: chunked wins (the Content-Length is dropped), the edge closes after.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // Two different lengths.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 45\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 45\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // Lengths a lax parser reads differently.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5 \r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // Transfer codings that are not (only, or last) chunked.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \tchunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // Header syntax a lax parser accepts.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nFoo: bar\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // Chunk sizes a lax parser reads differently.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // HTTP/1.0 with a chunked body (no transfer codings in 1.0).
+    "POST /echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // A GET with a body the next request hides in.
+    "GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    // Bare CR and NUL in a header value.
+    "POST /echo HTTP/1.1\r\nHost: x\r\nX-A: a\rTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\nContent-Length: 5\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+];
+
+/// Every answer on `c` until the edge closes it or stays silent for a while: (status, whether
+/// the upstream made it, body).
+fn all_answers(c: &mut Conn) -> Vec<(u16, bool, Vec<u8>)> {
+    let _ = c.s.set_read_timeout(Some(Duration::from_millis(700)));
+    let mut out = Vec::new();
+    while let Ok((status, headers, body)) = c.answer(false) {
+        let upstream = headers.iter().any(|(n, _)| n == "x-upstream");
+        out.push((status, upstream, body));
+    }
+    out
+}
+
+#[test]
+fn hostile_framing_never_lets_a_request_reach_the_upstream_unanswered() {
+    let up = HttpUpstream::start("prop").unwrap();
+    for fast_path in [true, false] {
+        let edge = edge(&up, fast_path);
+        let at = edge.edge_addrs[0];
+        let path_name = if fast_path { "fast path" } else { "hyper" };
+        let mut bad = Vec::new();
+        for (i, raw) in HOSTILE.iter().enumerate() {
+            let before = (up.requests(), up.requests_for("/smuggled"));
+            let mut c = Conn::open(at);
+            c.s.write_all(raw.as_bytes()).unwrap();
+            let answers = all_answers(&mut c);
+            // Let anything the edge forwarded arrive before counting.
+            std::thread::sleep(Duration::from_millis(100));
+            let after = (up.requests(), up.requests_for("/smuggled"));
+            let from_upstream = answers.iter().filter(|(_, u, _)| *u).count() as u64;
+            let smuggled_answered = answers
+                .iter()
+                .any(|(_, u, b)| *u && String::from_utf8_lossy(b).contains("/smuggled"));
+            let summary: Vec<(u16, bool)> = answers.iter().map(|(s, u, _)| (*s, *u)).collect();
+            // Every request the upstream saw was answered: by it, or by the edge when the
+            // request's body failed on the way (400).
+            let by_edge_for_body =
+                answers.iter().filter(|(s, u, _)| !*u && *s == 400).count() as u64;
+            if after.0 - before.0 > from_upstream + by_edge_for_body {
+                bad.push(format!(
+                    "{path_name} case {i}: the upstream got {} requests, the client {from_upstream} answers from it {summary:?}",
+                    after.0 - before.0
+                ));
+            }
+            if answers.iter().any(|(s, u, _)| !*u && *s >= 500) {
+                bad.push(format!(
+                    "{path_name} case {i}: a server error for the client's own bad request {summary:?}"
+                ));
+            }
+            if after.1 > before.1 && !smuggled_answered {
+                bad.push(format!(
+                    "{path_name} case {i}: /smuggled reached the upstream unanswered {summary:?}"
+                ));
+            }
+            if answers.is_empty() {
+                bad.push(format!("{path_name} case {i}: no answer at all"));
+            }
+        }
+        // Broken request bodies are the client's fault: however many, the server is not
+        // ejected for them (five failures in a row would eject it).
+        for _ in 0..8 {
+            let mut c = Conn::open(at);
+            c.s.write_all(HOSTILE[16].as_bytes()).unwrap();
+            all_answers(&mut c);
+        }
+        let mut c = Conn::open(at);
+        c.s.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        match c.answer(false) {
+            Ok((200, h, _)) if h.iter().any(|(n, _)| n == "x-upstream") => {}
+            other => bad.push(format!("{path_name}: after broken bodies: {other:?}")),
+        }
+        edge.shutdown();
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+}

@@ -101,13 +101,32 @@ pub enum SendError {
     Connect(std::io::Error),
     /// The connection failed while the request was sent or its answer awaited.
     Broken(String),
+    /// The request itself failed on the way: its body from the client broke off or was
+    /// malformed (not the server's fault).
+    Request(String),
+}
+
+impl SendError {
+    fn of(e: hyper::Error) -> SendError {
+        if e.is_user() {
+            SendError::Request(e.to_string())
+        } else {
+            SendError::Broken(e.to_string())
+        }
+    }
+}
+
+impl super::upstream::SendFailed for SendError {
+    fn request_failed(&self) -> bool {
+        matches!(self, SendError::Request(_))
+    }
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Broken(e) => write!(f, "{e}"),
+            SendError::Broken(e) | SendError::Request(e) => write!(f, "{e}"),
         }
     }
 }
@@ -136,13 +155,13 @@ impl WorkerPool {
         // Drive the connection until the answer's head is in.
         let resp = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(|e| SendError::Broken(e.to_string())));
+                return Poll::Ready(r.map_err(SendError::of));
             }
             match Pin::new(&mut c.conn).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 // The connection ended: the answer future has its error now.
                 Poll::Ready(_) => match answer.as_mut().poll(cx) {
-                    Poll::Ready(r) => Poll::Ready(r.map_err(|e| SendError::Broken(e.to_string()))),
+                    Poll::Ready(r) => Poll::Ready(r.map_err(SendError::of)),
                     Poll::Pending => {
                         Poll::Ready(Err(SendError::Broken("upstream connection closed".into())))
                     }

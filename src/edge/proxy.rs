@@ -461,11 +461,12 @@ async fn forward(
             if upgrade {
                 // hyper's client keeps the connection for the tunnel after the 101.
                 let r = group.client(ctx.worker).request(up).await;
-                r.map(|r| r.map(Either::Right)).map_err(|e| e.to_string())
+                r.map(|r| r.map(Either::Right))
+                    .map_err(|e| super::conn::SendError::Broken(e.to_string()))
             } else {
                 let pool = group.pool(ctx.worker);
                 let r = pool.send(server.addr, up, group.limits.clone()).await;
-                r.map(|r| r.map(Either::Left)).map_err(|e| e.to_string())
+                r.map(|r| r.map(Either::Left))
             }
         };
         let last_attempt = attempt + 1 == attempts;

@@ -75,6 +75,15 @@ impl Server {
     }
 }
 
+/// Why an attempt's send failed: the server, or (`request_failed`) the request itself.
+pub trait SendFailed: std::fmt::Display {
+    fn request_failed(&self) -> bool {
+        false
+    }
+}
+
+impl SendFailed for String {}
+
 /// How one attempt at a server ended ([`Group::attempt`]).
 pub enum Attempt<T> {
     /// The answer to give the client.
@@ -293,7 +302,7 @@ impl Group {
     /// included), and the outcome is recorded for metrics and passive health. No answer in
     /// time is final (504); a failed connection (502) may be retried, and so may a 502 or 503
     /// answer unless `last` is set.
-    pub async fn attempt_until<T, E: std::fmt::Display>(
+    pub async fn attempt_until<T, E: SendFailed>(
         &self,
         server: &Server,
         expired: impl std::future::Future<Output = ()>,
@@ -314,6 +323,16 @@ impl Group {
                 Attempt::Failed(Failure {
                     status: 504,
                     msg: "upstream did not answer in time",
+                    retry: false,
+                })
+            }
+            Ok(Err(e)) if e.request_failed() => {
+                // The client's request broke off or was malformed on the way: no fault of
+                // the server's (or a client could get healthy servers ejected), not retried.
+                tracing::debug!(upstream = %self.name, server = %server.addr, error = %e, "request failed on its way upstream");
+                Attempt::Failed(Failure {
+                    status: 400,
+                    msg: "the request body failed",
                     retry: false,
                 })
             }
