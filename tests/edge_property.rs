@@ -4,7 +4,8 @@
 //! answer must match the direct one: status, body, and for `/echo` what the upstream saw
 //! (method, path, body and the headers, apart from those a proxy adds or must remove).
 //!
-//! The sequences mix methods (GET, HEAD, POST, PUT, DELETE, OPTIONS), bodies by
+//! Meanwhile both edges are reloaded every 100 ms, switching their group between two equal
+//! upstreams. The sequences mix methods (GET, HEAD, POST, PUT, DELETE, OPTIONS), bodies by
 //! Content-Length or chunked (with chunk extensions and trailers), headers in any case and
 //! repeated, `Expect: 100-continue`, answers with a length, chunked or empty (204), requests
 //! pipelined in one write or trickled in pieces, and `Connection: close` (both sides close;
@@ -25,8 +26,9 @@ use switchyard::testkit::http::HttpUpstream;
 const CLIENTS: usize = 8;
 const ROUNDS: usize = 40;
 
-fn edge(up: &HttpUpstream, fast_path: bool) -> Server {
-    let text = format!(
+fn edge_text(servers: &[SocketAddr], fast_path: bool, retries: u32) -> String {
+    let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
         r#"
 [general]
 workers = 2
@@ -38,14 +40,48 @@ h1_fast_path = {fast_path}
 [[edge.route]]
 path = "/"
 upstream = "web"
+retries = {retries}
 
 [[edge.upstream]]
 name = "web"
-servers = ["{addr}"]
+servers = [{servers}]
 "#,
-        addr = up.addr()
-    );
+        servers = servers.join(", ")
+    )
+}
+
+fn edge(up: &HttpUpstream, fast_path: bool) -> Server {
+    let text = edge_text(&[up.addr()], fast_path, 1);
     Server::start(Config::from_toml(&text).unwrap()).expect("edge starts")
+}
+
+/// While the clients run: both edges reloaded every 100 ms, their group switching between
+/// two equal upstreams (one, the other, both; retries 0-2), and now and then a config that
+/// does not parse (refused, nothing changes). Returns the reloads applied.
+fn reload_edges_until(
+    edges: &[(&Server, &std::path::Path, bool)],
+    ups: [SocketAddr; 2],
+    done: &std::sync::atomic::AtomicBool,
+) -> u32 {
+    let mut applied = 0;
+    let mut step = 0usize;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        step += 1;
+        for (server, path, fast_path) in edges {
+            let text = match step % 4 {
+                0 => edge_text(&ups[..1], *fast_path, 1),
+                1 => edge_text(&ups[1..], *fast_path, 0),
+                2 => edge_text(&ups, *fast_path, 2),
+                _ => "[[edge.route]]\npath = 7\n".to_string(),
+            };
+            std::fs::write(path, text).unwrap();
+            if server.reload().is_ok() {
+                applied += 1;
+            }
+        }
+    }
+    applied
 }
 
 /// One request as bytes, and what reading its answer needs to know.
@@ -396,20 +432,45 @@ fn random_http1_exchanges_through_the_edge_match_the_upstream_directly() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    // Two upstreams of the same name answer alike: the edges are switched between them.
     let up = HttpUpstream::start("prop").unwrap();
-    let fast = edge(&up, true);
-    let slow = edge(&up, false);
+    let up2 = HttpUpstream::start("prop").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (fast_file, slow_file) = (dir.path().join("fast.toml"), dir.path().join("slow.toml"));
+    std::fs::write(&fast_file, edge_text(&[up.addr()], true, 1)).unwrap();
+    std::fs::write(&slow_file, edge_text(&[up.addr()], false, 1)).unwrap();
+    let fast = Server::start_file(&fast_file).expect("edge starts");
+    let slow = Server::start_file(&slow_file).expect("edge starts");
     let targets = [up.addr(), fast.edge_addrs[0], slow.edge_addrs[0]];
-    let runs: Vec<_> = (0..CLIENTS)
-        .map(|me| std::thread::spawn(move || client_run(me, seed, targets)))
-        .collect();
-    let mut bad = Vec::new();
-    for r in runs {
-        bad.extend(
-            r.join()
-                .unwrap_or_else(|_| panic!("a client panicked (seed {seed})")),
-        );
-    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (bad, reloads) = std::thread::scope(|s| {
+        let edges = [
+            (&fast, fast_file.as_path(), true),
+            (&slow, slow_file.as_path(), false),
+        ];
+        let done = &done;
+        let reloader = s.spawn(move || reload_edges_until(&edges, [up.addr(), up2.addr()], done));
+        let runs: Vec<_> = (0..CLIENTS)
+            .map(|me| s.spawn(move || client_run(me, seed, targets)))
+            .collect();
+        let mut bad = Vec::new();
+        let mut panicked = false;
+        for r in runs {
+            match r.join() {
+                Ok(b) => bad.extend(b),
+                Err(_) => panicked = true,
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reloads = reloader.join().unwrap();
+        assert!(!panicked, "a client panicked (seed {seed})");
+        (bad, reloads)
+    });
+    eprintln!("{reloads} reloads applied");
+    assert!(
+        reloads >= 4,
+        "too few reloads during the run to mean anything"
+    );
     assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
     fast.shutdown();
     slow.shutdown();
