@@ -476,3 +476,215 @@ async fn property(db: &'static str, mux: usize) {
         .get(0);
     assert_eq!(open, 0, "seed {seed}: transactions left open on the server");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cancel requests at random moments
+
+/// Clients 0..VICTIMS get CancelRequests at random moments; the others never may be stopped.
+const VICTIMS: usize = 4;
+const CANCEL_CLIENTS: usize = 8;
+const CANCEL_ROUNDS: usize = 40;
+
+/// What a statement's failure was: a cancel (57014) or anything else (which fails the test).
+fn cancelled(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+}
+
+/// One client of the cancel property: returns the rows it was told were committed, its
+/// violations, and how many of its statements were cancelled.
+async fn cancel_client(
+    port: u16,
+    db: &'static str,
+    me: usize,
+    seed: u64,
+    tokens: Arc<std::sync::Mutex<Vec<Option<tokio_postgres::CancelToken>>>>,
+) -> (BTreeSet<(i32, i32)>, Vec<Violation>, u32) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let client = connect_as(port, db, me).await;
+    if me < VICTIMS {
+        tokens.lock().unwrap()[me] = Some(client.cancel_token());
+    }
+    let insert = client
+        .prepare("INSERT INTO ledger (client, seq, doomed) VALUES ($1, $2, false)")
+        .await
+        .unwrap();
+    let me_i = me as i32;
+    let (mut committed, mut bad, mut stopped) = (BTreeSet::new(), Vec::new(), 0u32);
+    let mut seq = 0i32;
+    // A statement's failure: a cancel is allowed for a victim only; anything else never.
+    let mut failed = |what: &str, e: tokio_postgres::Error, bad: &mut Vec<Violation>| {
+        if !cancelled(&e) {
+            panic!("client {me}: {what}: {e}");
+        }
+        stopped += 1;
+        if me >= VICTIMS {
+            bad.push(format!(
+                "client {me} (never cancelled) had {what} cancelled"
+            ));
+        }
+    };
+    for _ in 0..CANCEL_ROUNDS {
+        match rng.gen_range(0..6) {
+            0 => {
+                seq += 1;
+                let sql =
+                    format!("INSERT INTO ledger (client, seq, doomed) VALUES ({me}, {seq}, false)");
+                match client.simple_query(&sql).await {
+                    Ok(_) => {
+                        committed.insert((me_i, seq));
+                    }
+                    Err(e) => failed("an insert", e, &mut bad),
+                }
+            }
+            1 => {
+                seq += 1;
+                match client.execute(&insert, &[&me_i, &seq]).await {
+                    Ok(_) => {
+                        committed.insert((me_i, seq));
+                    }
+                    Err(e) => failed("a prepared insert", e, &mut bad),
+                }
+            }
+            2 => {
+                // A plain read, which multiplexing batches with other clients' reads.
+                if let Err(e) = client
+                    .simple_query("SELECT count(*) FROM ledger WHERE NOT doomed")
+                    .await
+                {
+                    failed("a read", e, &mut bad);
+                }
+            }
+            3 => {
+                if let Err(e) = client.simple_query("SELECT pg_sleep(0.03)").await {
+                    failed("a sleep", e, &mut bad);
+                }
+            }
+            _ => {
+                // A transaction: a cancel anywhere in it means nothing of it commits.
+                let (a, b) = (seq + 1, seq + 2);
+                seq += 2;
+                let body = async {
+                    client.batch_execute("BEGIN").await?;
+                    client.execute(&insert, &[&me_i, &a]).await?;
+                    client.simple_query("SELECT pg_sleep(0.01)").await?;
+                    client.execute(&insert, &[&me_i, &b]).await?;
+                    client.batch_execute("COMMIT").await
+                };
+                match body.await {
+                    Ok(()) => {
+                        committed.extend([(me_i, a), (me_i, b)]);
+                    }
+                    Err(e) => {
+                        failed("a transaction's statement", e, &mut bad);
+                        client
+                            .batch_execute("ROLLBACK")
+                            .await
+                            .unwrap_or_else(|e| panic!("client {me}: ROLLBACK: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    (committed, bad, stopped)
+}
+
+async fn cancel_property(db: &'static str, mux: usize) {
+    create_db_on(cluster(), db);
+    cluster()
+        .psql_db(
+            0,
+            db,
+            "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq))",
+        )
+        .unwrap();
+    cluster()
+        .wait_replay_caught_up(Duration::from_secs(30))
+        .unwrap();
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config_for(db, 3, true, mux)).unwrap();
+    let p = start_proxy_file(&path);
+    let port = p.port;
+    let tokens: Arc<std::sync::Mutex<Vec<Option<tokio_postgres::CancelToken>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; VICTIMS]));
+    let done = Arc::new(AtomicBool::new(false));
+    // Cancels to a random victim every 2-20 ms, whatever it is doing (or not).
+    let canceller = {
+        let (tokens, done) = (tokens.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut sent = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(2..20))).await;
+                let victim = rng.gen_range(0..VICTIMS);
+                let token = tokens.lock().unwrap()[victim].clone();
+                if let Some(t) = token {
+                    let _ = t.cancel_query(NoTls).await;
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let runs: Vec<_> = (0..CANCEL_CLIENTS)
+        .map(|me| tokio::spawn(cancel_client(port, db, me, seed, tokens.clone())))
+        .collect();
+    let (mut committed, mut bad, mut stopped) = (BTreeSet::new(), Vec::new(), 0);
+    for r in runs {
+        let (c, b, s) = tokio::time::timeout(Duration::from_secs(240), r)
+            .await
+            .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
+            .unwrap_or_else(|e| panic!("a client failed (seed {seed}): {e}"));
+        committed.extend(c);
+        bad.extend(b);
+        stopped += s;
+    }
+    done.store(true, Ordering::Relaxed);
+    let sent = canceller.await.unwrap();
+    eprintln!(
+        "{sent} cancels sent, {stopped} statements cancelled, {} rows committed",
+        committed.len()
+    );
+    assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
+    assert!(
+        stopped > 0,
+        "no statement was ever cancelled: the test means nothing"
+    );
+    let d = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        cluster().primary_port()
+    ))
+    .await;
+    let rows = d
+        .query("SELECT client, seq FROM ledger", &[])
+        .await
+        .unwrap();
+    let on_server: BTreeSet<(i32, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let lost: Vec<_> = committed.difference(&on_server).collect();
+    let extra: Vec<_> = on_server.difference(&committed).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
+    );
+    drop(p);
+}
+
+/// CancelRequests at random moments reach only the client they were meant for: the others'
+/// statements are never cancelled, and every client's ledger matches the primary (a cancelled
+/// statement or transaction committed nothing, an answered one everything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_cancels_stop_only_their_own_clients_statements() {
+    cancel_property("prop_cancel", 0).await;
+}
+
+/// The same with reads multiplexed: a cancel of a statement on a lane must not stop the
+/// other statements of its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_cancels_stop_only_their_own_clients_statements_with_reads_multiplexed() {
+    cancel_property("prop_cancel_mux", 8).await;
+}
