@@ -47,6 +47,10 @@ fn cluster() -> &'static MariaCluster {
 /// clients (most statements run on a connection another client used just before), the
 /// replica in the read set or not.
 fn config_text(size: usize, replica: bool) -> String {
+    config_text_for(DB, size, replica)
+}
+
+fn config_text_for(db: &str, size: usize, replica: bool) -> String {
     let c = cluster();
     let replicas = if replica {
         format!("replicas = [\"127.0.0.1:{}\"]", c.replica_ports()[0])
@@ -75,9 +79,9 @@ name = "{APP_USER}"
 password = "{APP_PASSWORD}"
 
 [[cluster]]
-name = "{DB}"
+name = "{db}"
 protocol = "mysql"
-database = "{DB}"
+database = "{db}"
 primary = "127.0.0.1:{primary}"
 {replicas}
 user = "switchyard"
@@ -90,13 +94,17 @@ password = "switchyard_pw"
 /// The proxy, started from `path` (so that it can be reloaded), once the primary is up and
 /// the replica is in the read set.
 fn start_proxy(path: &std::path::Path) -> Server {
+    start_proxy_for(path, DB)
+}
+
+fn start_proxy_for(path: &std::path::Path, db: &str) -> Server {
     let c = cluster();
-    std::fs::write(path, config_text(3, true)).unwrap();
+    std::fs::write(path, config_text_for(db, 3, true)).unwrap();
     let server = Server::start_file(path).expect("proxy");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let clusters = server.shared.clusters.load_full();
-        let st = &clusters[DB];
+        let st = &clusters[db];
         let primary_up = st
             .backends
             .iter()
@@ -152,15 +160,25 @@ fn zone(me: usize) -> String {
 }
 
 fn opts_for(port: u16, me: usize) -> OptsBuilder {
+    opts_for_db(port, me, DB)
+}
+
+fn opts_for_db(port: u16, me: usize, db: &str) -> OptsBuilder {
     OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(port)
         .user(Some(APP_USER))
         .pass(Some(APP_PASSWORD))
-        .db_name(Some(DB))
+        .db_name(Some(db))
         .prefer_socket(false)
         // `setup` runs again after COM_RESET_CONNECTION and COM_CHANGE_USER (`init` does not).
         .setup(vec![format!("SET time_zone = '{}'", zone(me))])
+}
+
+async fn connect_as_db(port: u16, me: usize, db: &str) -> Conn {
+    Conn::new(opts_for_db(port, me, db))
+        .await
+        .unwrap_or_else(|e| panic!("client {me} connect: {e}"))
 }
 
 async fn connect_as(port: u16, me: usize) -> Conn {
@@ -601,6 +619,219 @@ fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
     assert!(
         committed.len() > CLIENTS * 10,
         "too little was committed to mean anything"
+    );
+    proxy.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// KILL QUERY at random moments
+
+const VICTIMS: usize = 4;
+const KILL_CLIENTS: usize = 8;
+const KILL_ROUNDS: usize = 40;
+
+/// One client of the kill property: the rows it was told were committed, its violations, and
+/// how many of its statements were stopped.
+async fn kill_client_in(
+    port: u16,
+    me: usize,
+    seed: u64,
+    ids: std::sync::Arc<std::sync::Mutex<Vec<Option<u32>>>>,
+    db: &'static str,
+) -> (BTreeSet<(i32, i32)>, Vec<String>, u32) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut conn = connect_as_db(port, me, db).await;
+    if me < VICTIMS {
+        ids.lock().unwrap()[me] = Some(conn.id());
+    }
+    let me_i = me as i32;
+    let (mut committed, mut bad, mut stopped) = (BTreeSet::new(), Vec::new(), 0u32);
+    let mut seq = 0i32;
+    // A statement stopped by a KILL QUERY: allowed for a victim only. Any other error fails.
+    let mut interrupted = |what: &str, bad: &mut Vec<String>| {
+        stopped += 1;
+        if me >= VICTIMS {
+            bad.push(format!("client {me} (never killed) had {what} interrupted"));
+        }
+    };
+    let is_kill =
+        |e: &mysql_async::Error| matches!(e, mysql_async::Error::Server(s) if s.code == 1317);
+    for _ in 0..KILL_ROUNDS {
+        match rng.gen_range(0..5) {
+            0 | 1 => {
+                seq += 1;
+                let r = if rng.gen_bool(0.5) {
+                    conn.query_drop(insert_text(me, seq, false)).await
+                } else {
+                    conn.exec_drop(INSERT, (me_i, seq, false)).await
+                };
+                match r {
+                    Ok(()) => {
+                        committed.insert((me_i, seq));
+                    }
+                    Err(e) if is_kill(&e) => interrupted("an insert", &mut bad),
+                    Err(e) => panic!("client {me}: insert: {e}"),
+                }
+            }
+            2 => {
+                // SLEEP answers 1 instead of failing when its statement is killed.
+                match conn.query_first::<i64, _>("SELECT SLEEP(0.03)").await {
+                    Ok(Some(0)) => {}
+                    Ok(_) => interrupted("a sleep", &mut bad),
+                    Err(e) if is_kill(&e) => interrupted("a sleep", &mut bad),
+                    Err(e) => panic!("client {me}: sleep: {e}"),
+                }
+            }
+            3 => match conn
+                .query_first::<i64, _>("SELECT count(*) FROM ledger WHERE NOT doomed")
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_kill(&e) => interrupted("a read", &mut bad),
+                Err(e) => panic!("client {me}: read: {e}"),
+            },
+            _ => {
+                // A transaction: a kill anywhere in it and the client rolls all of it back.
+                let (a, b) = (seq + 1, seq + 2);
+                seq += 2;
+                let mut failed = None;
+                for (i, step) in ["BEGIN", "a", "SELECT SLEEP(0.01)", "b", "COMMIT"]
+                    .iter()
+                    .enumerate()
+                {
+                    let r = match *step {
+                        "a" => conn.exec_drop(INSERT, (me_i, a, false)).await,
+                        "b" => conn.exec_drop(INSERT, (me_i, b, false)).await,
+                        sql => conn.query_drop(sql).await,
+                    };
+                    if let Err(e) = r {
+                        if !is_kill(&e) {
+                            panic!("client {me}: transaction step {i}: {e}");
+                        }
+                        failed = Some(i);
+                        break;
+                    }
+                }
+                match failed {
+                    None => {
+                        committed.extend([(me_i, a), (me_i, b)]);
+                    }
+                    Some(_) => {
+                        interrupted("a transaction's statement", &mut bad);
+                        conn.query_drop("ROLLBACK")
+                            .await
+                            .unwrap_or_else(|e| panic!("client {me}: ROLLBACK: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    conn.disconnect().await.unwrap();
+    (committed, bad, stopped)
+}
+
+/// KILL QUERY from another connection at random moments (every 2-20 ms, to one of four victim
+/// clients, by the id the proxy gave them) stops only that client's statements: the other
+/// clients' statements are never interrupted, and every ledger matches the primary.
+#[test]
+fn random_kills_stop_only_their_own_clients_statements() {
+    const KDB: &str = "prop_kill";
+    let c = cluster();
+    c.create_database(KDB).unwrap();
+    c.query_db(
+        0,
+        Some(KDB),
+        "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq)) \
+         ENGINE=InnoDB",
+    )
+    .unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let proxy = start_proxy_for(&path, KDB);
+    let port = proxy.my_addr.unwrap().port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (committed, bad, stopped, sent) = rt.block_on(async {
+        let ids = std::sync::Arc::new(std::sync::Mutex::new(vec![None; VICTIMS]));
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let killer = {
+            let (ids, done) = (ids.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut k = connect_as_db(port, 99, KDB).await;
+                let mut sent = 0u32;
+                while !done.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(2..20))).await;
+                    let victim = rng.gen_range(0..VICTIMS);
+                    let id = ids.lock().unwrap()[victim];
+                    if let Some(id) = id {
+                        // An id whose client runs nothing now is an error; that is fine.
+                        let _ = k.query_drop(format!("KILL QUERY {id}")).await;
+                        sent += 1;
+                    }
+                }
+                let _ = k.disconnect().await;
+                sent
+            })
+        };
+        let runs: Vec<_> = (0..KILL_CLIENTS)
+            .map(|me| tokio::spawn(kill_client_in(port, me, seed, ids.clone(), KDB)))
+            .collect();
+        let (mut committed, mut bad, mut stopped) = (BTreeSet::new(), Vec::new(), 0);
+        for r in runs {
+            let (c, b, s) = tokio::time::timeout(Duration::from_secs(240), r)
+                .await
+                .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
+                .unwrap_or_else(|e| panic!("a client failed (seed {seed}): {e}"));
+            committed.extend(c);
+            bad.extend(b);
+            stopped += s;
+        }
+        done.store(true, Ordering::Relaxed);
+        (committed, bad, stopped, killer.await.unwrap())
+    });
+    eprintln!(
+        "{sent} kills sent, {stopped} statements stopped, {} rows committed",
+        committed.len()
+    );
+    assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
+    assert!(
+        stopped > 0,
+        "no statement was ever killed: the test means nothing"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: transactions left open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rows = c
+        .query_db(0, Some(KDB), "SELECT client, seq FROM ledger")
+        .unwrap();
+    let on_server: BTreeSet<(i32, i32)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    let lost: Vec<_> = committed.difference(&on_server).collect();
+    let extra: Vec<_> = on_server.difference(&committed).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
     );
     proxy.shutdown();
 }
