@@ -115,7 +115,8 @@ pub fn put_ssl_request(out: &mut BytesMut, caps: &ClientCaps) {
 /// Parses a HandshakeResponse41. The auth response is read by the first matching rule:
 /// `CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA` (length-encoded), `CLIENT_SECURE_CONNECTION`
 /// (1-byte length), else NUL-terminated. Fields after the database may be missing at the end
-/// of the packet, as several clients send them; the packet must not have bytes left over.
+/// of the packet, as several clients send them. Bytes after the fields the capabilities
+/// define are not read, as MariaDB does not read them (see `parse_change_user`).
 pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse<'_>, ProtocolError> {
     let mut r = Reader::new(payload, "handshake response");
     let caps = parse_caps(&mut r)?;
@@ -152,7 +153,6 @@ pub fn parse_handshake_response(payload: &[u8]) -> Result<HandshakeResponse<'_>,
     if flags & CLIENT_ZSTD_COMPRESSION_ALGORITHM != 0 && !r.is_empty() {
         resp.zstd_level = Some(r.u8()?);
     }
-    r.finish()?;
     Ok(resp)
 }
 
@@ -336,9 +336,9 @@ mod tests {
                 .unwrap();
             assert_eq!(attrs[0], (&b"_client_name"[..], &b"libmariadb"[..]));
             assert_eq!(attrs[2], (&b"program_name"[..], &b""[..]));
-            // Trailing garbage is refused.
+            // Bytes past the defined fields are not read (MariaDB does not read them).
             p.extend_from_slice(b"x");
-            assert!(parse_handshake_response(&p).is_err());
+            assert_eq!(parse_handshake_response(&p).unwrap(), resp);
         }
     }
 
