@@ -6,7 +6,7 @@
 //! Input: lines "name: value"; a line "--" separates request headers from response headers;
 //! the first byte picks the method and the status. Properties: no panic; a lookup that
 //! found a stored response answers with a well-formed response; after the hop-by-hop filter
-//! no hop-by-hop header is left.
+//! no hop-by-hop header is left; HTTP/2 cookie fields join into one header with every field.
 #![no_main]
 
 use bytes::Bytes;
@@ -50,9 +50,16 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let method = if sel & 1 == 0 { Method::GET } else { Method::HEAD };
+    let method = if sel & 1 == 0 {
+        Method::GET
+    } else {
+        Method::HEAD
+    };
     let status = StatusCode::from_u16(STATUSES[usize::from(sel >> 1) % 8]).unwrap();
-    let split = rest.windows(3).position(|w| w == b"\n--").unwrap_or(rest.len());
+    let split = rest
+        .windows(3)
+        .position(|w| w == b"\n--")
+        .unwrap_or(rest.len());
     let req = parse(&rest[..split]);
     let resp = parse(rest.get(split + 3..).unwrap_or_default());
 
@@ -75,7 +82,13 @@ fuzz_target!(|data: &[u8]| {
     let mut h = resp.clone();
     let upgrade = headers::wants_upgrade(&h);
     headers::remove_hop_by_hop(&mut h, upgrade);
-    for name in ["keep-alive", "te", "transfer-encoding", "proxy-connection", "trailer"] {
+    for name in [
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "proxy-connection",
+        "trailer",
+    ] {
         assert!(!h.contains_key(name), "{name} survived");
     }
     let hosts = req.get_all(http::header::HOST).iter().count();
@@ -86,6 +99,28 @@ fuzz_target!(|data: &[u8]| {
     let mut h = req.clone();
     let id = headers::request_id(&mut h);
     assert!(!id.is_empty());
+    // HTTP/2 cookie fields joined for HTTP/1.1: at most one Cookie header afterwards, holding
+    // every field's bytes (a value that cannot be a header value leaves them as they were).
+    let mut h = req.clone();
+    let fields: Vec<Vec<u8>> = h
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    headers::join_cookies(http::Version::HTTP_2, &mut h);
+    let after: Vec<&[u8]> = h
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if after.len() == 1 {
+        assert_eq!(after[0], fields.join(&b"; "[..]).as_slice());
+    } else {
+        assert_eq!(
+            after,
+            fields.iter().map(|v| v.as_slice()).collect::<Vec<_>>()
+        );
+    }
     let uri: http::Uri = "/x".parse().unwrap();
     let host = switchyard::edge::route::request_host_of(&req, &uri);
     assert!(!host.bytes().any(|b| b.is_ascii_uppercase()));
