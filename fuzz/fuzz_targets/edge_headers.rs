@@ -50,16 +50,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let method = if sel & 1 == 0 {
-        Method::GET
-    } else {
-        Method::HEAD
-    };
+    let method = if sel & 1 == 0 { Method::GET } else { Method::HEAD };
     let status = StatusCode::from_u16(STATUSES[usize::from(sel >> 1) % 8]).unwrap();
-    let split = rest
-        .windows(3)
-        .position(|w| w == b"\n--")
-        .unwrap_or(rest.len());
+    let split = rest.windows(3).position(|w| w == b"\n--").unwrap_or(rest.len());
     let req = parse(&rest[..split]);
     let resp = parse(rest.get(split + 3..).unwrap_or_default());
 
@@ -82,13 +75,7 @@ fuzz_target!(|data: &[u8]| {
     let mut h = resp.clone();
     let upgrade = headers::wants_upgrade(&h);
     headers::remove_hop_by_hop(&mut h, upgrade);
-    for name in [
-        "keep-alive",
-        "te",
-        "transfer-encoding",
-        "proxy-connection",
-        "trailer",
-    ] {
+    for name in ["keep-alive", "te", "transfer-encoding", "proxy-connection", "trailer"] {
         assert!(!h.contains_key(name), "{name} survived");
     }
     let hosts = req.get_all(http::header::HOST).iter().count();
@@ -102,24 +89,14 @@ fuzz_target!(|data: &[u8]| {
     // HTTP/2 cookie fields joined for HTTP/1.1: at most one Cookie header afterwards, holding
     // every field's bytes (a value that cannot be a header value leaves them as they were).
     let mut h = req.clone();
-    let fields: Vec<Vec<u8>> = h
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| v.as_bytes().to_vec())
-        .collect();
+    let fields: Vec<Vec<u8>> =
+        h.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes().to_vec()).collect();
     headers::join_cookies(http::Version::HTTP_2, &mut h);
-    let after: Vec<&[u8]> = h
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
+    let after: Vec<&[u8]> = h.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
     if after.len() == 1 {
         assert_eq!(after[0], fields.join(&b"; "[..]).as_slice());
     } else {
-        assert_eq!(
-            after,
-            fields.iter().map(|v| v.as_slice()).collect::<Vec<_>>()
-        );
+        assert_eq!(after, fields.iter().map(|v| v.as_slice()).collect::<Vec<_>>());
     }
     let uri: http::Uri = "/x".parse().unwrap();
     let host = switchyard::edge::route::request_host_of(&req, &uri);
