@@ -310,3 +310,184 @@ async fn metrics_count_exactly_the_reads_routed_to_replicas() {
     );
     server.shutdown();
 }
+
+/// Writes in every disguise, each written at random (comments before it, keyword case,
+/// whitespace, a trailing semicolon) and sent at random as a simple Query or through the
+/// extended protocol, in autocommit through a proxy whose reads go to hot standbys: none may
+/// reach a replica. A standby refuses every write ("read-only transaction" or "during
+/// recovery"), so one that got there shows as that error. Reads in disguise must still work.
+#[tokio::test]
+async fn writes_in_any_disguise_never_reach_a_replica() {
+    use rand::{Rng, SeedableRng};
+    let p = routed_proxy("t_disguise", "[routing]\nwrite_functions = [\"f_ins\"]\n");
+    let c = cluster();
+    let client = connect(&p.conn_str("t_disguise")).await;
+    client
+        .batch_execute(
+            "CREATE TABLE w (id serial primary key, port int); CREATE SEQUENCE s; \
+             CREATE TABLE scratch (i int); \
+             CREATE MATERIALIZED VIEW mv AS SELECT count(*) FROM w; \
+             CREATE FUNCTION f_ins() RETURNS int LANGUAGE sql AS \
+               'INSERT INTO w (port) VALUES (7) RETURNING id'; \
+             CREATE PROCEDURE p_ins() LANGUAGE sql AS 'INSERT INTO w (port) VALUES (8)';",
+        )
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    let writes = [
+        "INSERT INTO w (port) VALUES (1)",
+        "insert into w (port) select 2 returning id",
+        "INSERT INTO w (id, port) VALUES (1, 1) ON CONFLICT DO NOTHING",
+        "WITH x AS (INSERT INTO w (port) VALUES (2) RETURNING id) SELECT count(*) FROM x",
+        "WITH x AS (UPDATE w SET port = port WHERE id < 0 RETURNING 1) SELECT 1",
+        "WITH RECURSIVE r(n) AS (SELECT 1) , d AS (DELETE FROM w WHERE id < 0 RETURNING 1) SELECT * FROM r",
+        "SELECT nextval('s')",
+        "SELECT setval('s', 100)",
+        "SELECT * FROM w, LATERAL (SELECT nextval('s')) n LIMIT 1",
+        "SELECT * FROM w WHERE id < 0 FOR UPDATE",
+        "SELECT * FROM w WHERE id < 0 FOR NO KEY UPDATE",
+        "SELECT * FROM w WHERE id < 0 FOR SHARE",
+        "SELECT * FROM w WHERE id < 0 FOR KEY SHARE SKIP LOCKED",
+        "SELECT txid_current()",
+        "SELECT pg_current_xact_id()",
+        "EXPLAIN ANALYZE INSERT INTO w (port) VALUES (3)",
+        "DO $$ BEGIN INSERT INTO w (port) VALUES (4); END $$",
+        "CALL p_ins()",
+        "SELECT f_ins()",
+        "SELECT * FROM f_ins()",
+        "NOTIFY ch, 'x'",
+        "SELECT pg_notify('ch', 'x')",
+        "ANALYZE w",
+        "VACUUM scratch",
+        "TRUNCATE scratch",
+        "MERGE INTO w USING (SELECT 1 AS id) s ON w.id = s.id \
+         WHEN MATCHED THEN UPDATE SET port = w.port",
+        "REFRESH MATERIALIZED VIEW mv",
+        "COMMENT ON TABLE scratch IS 'x'",
+        "CREATE TABLE IF NOT EXISTS scratch2 (i int)",
+        "DROP TABLE IF EXISTS scratch3",
+        "UPDATE w SET port = port WHERE id < 0",
+        "DELETE FROM w WHERE id < 0",
+        "(SELECT 1) UNION ALL (SELECT nextval('s'))",
+        "SELECT lo_unlink(lo_create(0))",
+    ];
+    let reads = [
+        "SELECT count(*) FROM w",
+        "WITH x AS (SELECT id FROM w) SELECT count(*) FROM x",
+        "SELECT 'INSERT INTO w VALUES (1)'",
+        "SELECT 1 /* UPDATE w SET port = 1 */",
+        "VALUES (1), (2)",
+        "TABLE mv",
+    ];
+    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let disguise = |sql: &str, rng: &mut rand::rngs::StdRng| -> String {
+        let mut out = String::new();
+        match rng.gen_range(0..5) {
+            0 => out.push_str("/* hello */ "),
+            1 => out.push_str("-- note\n"),
+            2 => out.push_str("\n\t  "),
+            3 => out.push_str("/* a /* nested */ comment */\n"),
+            _ => {}
+        }
+        // Keyword case: the whole text upper or lower, outside quoted parts.
+        let text = match rng.gen_range(0..3) {
+            0 => sql.to_string(),
+            n => {
+                let mut quoted = false;
+                sql.chars()
+                    .map(|ch| {
+                        if ch == '\'' {
+                            quoted = !quoted;
+                        }
+                        match (quoted, n) {
+                            (true, _) => ch,
+                            (false, 1) => ch.to_ascii_uppercase(),
+                            _ => ch.to_ascii_lowercase(),
+                        }
+                    })
+                    .collect()
+            }
+        };
+        out.push_str(&text);
+        if rng.gen_bool(0.3) {
+            out.push(';');
+        }
+        out
+    };
+    let mut bad = Vec::new();
+    for round in 0..400 {
+        let write = rng.gen_bool(0.8);
+        let base = if write {
+            writes[rng.gen_range(0..writes.len())]
+        } else {
+            reads[rng.gen_range(0..reads.len())]
+        };
+        let sql = disguise(base, &mut rng);
+        // VACUUM cannot run in the extended protocol's implicit transaction block.
+        let simple = rng.gen_bool(0.5) || base.starts_with("VACUUM");
+        let r = if simple {
+            client.simple_query(&sql).await.map(|_| ())
+        } else {
+            client.execute(sql.as_str(), &[]).await.map(|_| ())
+        };
+        if std::env::var("SWITCHYARD_PROP_TRACE").is_ok() {
+            eprintln!(
+                "round {round} simple={simple} {sql:?} -> {:?}",
+                r.as_ref().err().map(|e| e.to_string())
+            );
+        }
+        if let Err(e) = r {
+            let msg = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
+            if msg.contains("read-only transaction") || msg.contains("during recovery") {
+                bad.push(format!(
+                    "round {round} ({}): {sql:?} reached a replica: {msg}",
+                    if simple { "simple" } else { "extended" }
+                ));
+            } else {
+                panic!("seed {seed}: round {round}: {sql:?} failed on its own: {msg}");
+            }
+        }
+    }
+    assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
+}
+
+/// A driver closes a prepared statement with Close + Sync between batches (tokio-postgres
+/// does when a `Statement` is dropped); with no server connection held the proxy answers
+/// both itself. That Sync must end the batch as a server's would: it did not, and the next
+/// simple-Query read took a replica connection that then stayed for every later simple Query,
+/// writes included (they failed there as "read-only transaction").
+#[tokio::test]
+async fn a_statement_closed_between_batches_does_not_keep_writes_on_a_replica() {
+    let p = routed_proxy("t_close_sync", "");
+    let c = cluster();
+    let client = connect(&p.conn_str("t_close_sync")).await;
+    client
+        .batch_execute("CREATE TABLE w (id serial primary key, port int)")
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    let (primary, replicas) = (c.primary_port(), c.replica_ports());
+    for _ in 0..5 {
+        // Prepared, executed, dropped: Parse/Describe/Sync, Bind/Execute/Sync, Close/Sync.
+        client.execute("SELECT 1", &[]).await.unwrap();
+        let read = served_by(&client, "SELECT inet_server_port()").await;
+        assert!(replicas.contains(&read), "the read went to {read}");
+        let write = served_by(
+            &client,
+            "INSERT INTO w (port) SELECT inet_server_port() RETURNING port",
+        )
+        .await;
+        assert_eq!(
+            write, primary,
+            "a write after a closed statement went to {write}"
+        );
+    }
+}

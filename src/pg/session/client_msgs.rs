@@ -83,6 +83,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         continue;
                     }
                     b'S' if self.pending.is_empty() => {
+                        // The batch ends here as at a Sync a server answers (its Close was
+                        // answered here). Left open, the next batches would follow whatever
+                        // connection they got, a replica's included, writes and all.
+                        self.batch_open = false;
                         self.cin.advance(h.wire_len);
                         codec::put_ready(&mut self.cout, self.tx_status);
                         continue;
