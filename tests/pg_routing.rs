@@ -4,6 +4,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
+use support::raw;
 use support::*;
 
 fn routed_proxy(db: &str, extra: &str) -> Proxy {
@@ -489,5 +490,54 @@ async fn a_statement_closed_between_batches_does_not_keep_writes_on_a_replica() 
             write, primary,
             "a write after a closed statement went to {write}"
         );
+    }
+}
+
+/// The same with a Close the client sends without a Sync, then simple Queries (the protocol
+/// lets a Query follow): the read may use a replica, the write after it may not.
+#[tokio::test]
+async fn a_close_without_sync_then_queries_does_not_keep_writes_on_a_replica() {
+    let c = cluster();
+    create_db_on(c, "t_close_nosync");
+    let config = routing_config(c, "t_close_nosync", "").replace(
+        "[[cluster]]",
+        "[[user]]\nname = \"raw\"\nauth = \"trust\"\n\n[[cluster]]",
+    );
+    let p = start_proxy(&config);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = connect(&p.conn_str("t_close_nosync")).await;
+    client
+        .batch_execute("CREATE TABLE w (id serial primary key, port int)")
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    let (primary, replicas) = (c.primary_port(), c.replica_ports());
+    let port_of = |msgs: &[raw::Msg]| -> u16 {
+        let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+        row.row()[0].as_deref().unwrap().parse().unwrap()
+    };
+    let mut r = raw::Raw::connect(p.port, "raw", "t_close_nosync", &[]).await;
+    for round in 0..5 {
+        let name = format!("s{round}");
+        let mut batch = raw::msg::parse(&name, "SELECT 1");
+        batch.extend(raw::msg::sync());
+        r.send(&batch).await;
+        r.until_ready(1).await;
+        let mut batch = raw::msg::close_statement(&name);
+        batch.extend(raw::msg::query("SELECT inet_server_port()"));
+        r.send(&batch).await;
+        let read = port_of(&r.until_ready(1).await);
+        assert!(replicas.contains(&read), "the read went to {read}");
+        r.send(&raw::msg::query(
+            "INSERT INTO w (port) SELECT inet_server_port() RETURNING port",
+        ))
+        .await;
+        let answer = r.until_ready(1).await;
+        assert!(
+            answer.iter().all(|m| m.tag != b'E'),
+            "round {round}: the write failed: {:?}",
+            answer.iter().find(|m| m.tag == b'E').map(|m| m.field(b'M'))
+        );
+        assert_eq!(port_of(&answer), primary, "round {round}");
     }
 }

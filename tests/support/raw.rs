@@ -111,6 +111,12 @@ pub mod msg {
         framed(b'E', &b)
     }
 
+    pub fn close_statement(stmt: &str) -> Vec<u8> {
+        let mut b = vec![b'S'];
+        cstr(&mut b, stmt);
+        framed(b'C', &b)
+    }
+
     pub fn sync() -> Vec<u8> {
         framed(b'S', &[])
     }

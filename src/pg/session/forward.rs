@@ -70,6 +70,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 };
                 self.bout.extend_from_slice(msg);
                 self.unnamed_here = false;
+                // Whatever extended messages came before without a Sync, the server answers
+                // this with ReadyForQuery and is idle after it: the batch ends here.
+                self.batch_open = false;
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: e.clears,
