@@ -427,11 +427,7 @@ fn client_run(me: usize, seed: u64, targets: [SocketAddr; 3]) -> Vec<String> {
 
 #[test]
 fn random_http1_exchanges_through_the_edge_match_the_upstream_directly() {
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     // Two upstreams of the same name answer alike: the edges are switched between them.
     let up = HttpUpstream::start("prop").unwrap();
     let up2 = HttpUpstream::start("prop").unwrap();
@@ -649,11 +645,7 @@ async fn h2_client_run(me: usize, seed: u64, edge: SocketAddr, up: SocketAddr) -
 
 #[test]
 fn random_http2_requests_through_the_edge_match_http1_directly() {
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let up = HttpUpstream::start("prop2").unwrap();
     let edge = edge(&up, true);
     let (at, to) = (edge.edge_addrs[0], up.addr());
@@ -749,11 +741,7 @@ fn cache_client_run(me: usize, seed: u64, edge: SocketAddr) -> Result<Vec<Seen>,
 
 #[test]
 fn concurrent_random_gets_through_the_cache_see_their_own_variant_and_one_fetch_each() {
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let up = HttpUpstream::start("prop").unwrap();
     let text = format!(
         r#"
@@ -1128,4 +1116,16 @@ fn hostile_framing_never_lets_a_request_reach_the_upstream_unanswered() {
         edge.shutdown();
         assert!(bad.is_empty(), "{}", bad.join("\n"));
     }
+}
+
+/// The run's seed: `SWITCHYARD_PROP_SEED` if set, else a random one; printed either way, so a
+/// failing run can be repeated.
+fn prop_seed() -> u64 {
+    use rand::Rng;
+    let seed = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    seed
 }

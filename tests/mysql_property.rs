@@ -535,11 +535,7 @@ fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
     )
     .unwrap();
     c.wait_caught_up(Duration::from_secs(30)).unwrap();
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
     let proxy = start_proxy(&path);
@@ -582,40 +578,7 @@ fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
         "too few reloads during the run to mean anything"
     );
     assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
-    // Nothing the proxy holds is inside a transaction once every client has gone.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let open = c
-            .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
-            .unwrap();
-        if open == "0" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: {open} transactions open on the primary after every client left"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The truth, read directly from the primary.
-    let rows = c
-        .query_db(0, Some(DB), "SELECT client, seq, doomed FROM ledger")
-        .unwrap();
-    let doomed: Vec<&Vec<String>> = rows.iter().filter(|r| r[2] != "0").collect();
-    assert!(
-        doomed.is_empty(),
-        "seed {seed}: rows of transactions that did not commit: {doomed:?}"
-    );
-    let on_server: BTreeSet<(i32, i32)> = rows
-        .iter()
-        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
-        .collect();
-    let lost: Vec<_> = committed.difference(&on_server).collect();
-    let extra: Vec<_> = on_server.difference(&committed).collect();
-    assert!(
-        lost.is_empty() && extra.is_empty(),
-        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
-    );
+    assert_ledger(DB, &committed, seed);
     assert!(
         committed.len() > CLIENTS * 10,
         "too little was committed to mean anything"
@@ -746,11 +709,7 @@ fn random_kills_stop_only_their_own_clients_statements() {
     )
     .unwrap();
     c.wait_caught_up(Duration::from_secs(30)).unwrap();
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
     let proxy = start_proxy_for(&path, KDB);
@@ -808,31 +767,7 @@ fn random_kills_stop_only_their_own_clients_statements() {
         stopped > 0,
         "no statement was ever killed: the test means nothing"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c
-        .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
-        .unwrap()
-        != "0"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: transactions left open"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let rows = c
-        .query_db(0, Some(KDB), "SELECT client, seq FROM ledger")
-        .unwrap();
-    let on_server: BTreeSet<(i32, i32)> = rows
-        .iter()
-        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
-        .collect();
-    let lost: Vec<_> = committed.difference(&on_server).collect();
-    let extra: Vec<_> = on_server.difference(&committed).collect();
-    assert!(
-        lost.is_empty() && extra.is_empty(),
-        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
-    );
+    assert_ledger(KDB, &committed, seed);
     proxy.shutdown();
 }
 
@@ -892,11 +827,7 @@ fn writes_in_any_disguise_never_reach_the_replica() {
     )
     .unwrap();
     c.wait_caught_up(Duration::from_secs(30)).unwrap();
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy_for(&dir.path().join("switchyard.toml"), WDB);
     let port = proxy.my_addr.unwrap().port();
@@ -1007,4 +938,56 @@ fn writes_in_any_disguise_never_reach_the_replica() {
     });
     assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
     proxy.shutdown();
+}
+
+/// The run's seed: `SWITCHYARD_PROP_SEED` if set, else a random one; printed either way, so a
+/// failing run can be repeated.
+fn prop_seed() -> u64 {
+    use rand::Rng;
+    let seed = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    seed
+}
+
+/// Once every client has gone: no transaction is left open on the primary, no row of a
+/// transaction that did not commit (`doomed`) is there, and its ledger holds exactly the
+/// `committed` rows.
+fn assert_ledger(db: &str, committed: &BTreeSet<(i32, i32)>, seed: u64) {
+    let c = cluster();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = c
+            .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
+            .unwrap();
+        if open == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {open} transactions open on the primary after every client left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The truth, read directly from the primary.
+    let rows = c
+        .query_db(0, Some(db), "SELECT client, seq, doomed FROM ledger")
+        .unwrap();
+    let doomed: Vec<&Vec<String>> = rows.iter().filter(|r| r[2] != "0").collect();
+    assert!(
+        doomed.is_empty(),
+        "seed {seed}: rows of transactions that did not commit: {doomed:?}"
+    );
+    let on_server: BTreeSet<(i32, i32)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    let lost: Vec<_> = committed.difference(&on_server).collect();
+    let extra: Vec<_> = on_server.difference(committed).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
+    );
 }

@@ -388,11 +388,7 @@ async fn property(db: &'static str, mux: usize) {
     cluster()
         .wait_replay_caught_up(Duration::from_secs(30))
         .unwrap();
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
     std::fs::write(&path, config_for(db, 4, true, mux)).unwrap();
@@ -600,11 +596,7 @@ async fn cancel_property(db: &'static str, mux: usize) {
     cluster()
         .wait_replay_caught_up(Duration::from_secs(30))
         .unwrap();
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
     std::fs::write(&path, config_for(db, 3, true, mux)).unwrap();

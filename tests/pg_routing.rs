@@ -380,11 +380,7 @@ async fn writes_in_any_disguise_never_reach_a_replica() {
         "VALUES (1), (2)",
         "TABLE mv",
     ];
-    let seed: u64 = std::env::var("SWITCHYARD_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    let seed = prop_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let disguise = |sql: &str, rng: &mut rand::rngs::StdRng| -> String {
         let mut out = String::new();

@@ -310,3 +310,15 @@ pub async fn served_by(client: &tokio_postgres::Client, sql: &str) -> u16 {
     }
     panic!("no row from {sql}");
 }
+
+/// The run's seed: `SWITCHYARD_PROP_SEED` if set, else a random one; printed either way, so a
+/// failing run can be repeated.
+pub fn prop_seed() -> u64 {
+    use rand::Rng;
+    let seed = std::env::var("SWITCHYARD_PROP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("SWITCHYARD_PROP_SEED={seed}");
+    seed
+}
