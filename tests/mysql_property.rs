@@ -525,16 +525,7 @@ async fn check_one(conn: &mut Conn, hint: &str, me: usize, tagged: bool, bad: &m
 
 #[test]
 fn concurrent_random_transactions_commit_exactly_what_clients_were_told() {
-    let c = cluster();
-    c.create_database(DB).unwrap();
-    c.query_db(
-        0,
-        Some(DB),
-        "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq)) \
-         ENGINE=InnoDB",
-    )
-    .unwrap();
-    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    ledger_db(DB);
     let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
@@ -699,16 +690,7 @@ async fn kill_client_in(
 #[test]
 fn random_kills_stop_only_their_own_clients_statements() {
     const KDB: &str = "prop_kill";
-    let c = cluster();
-    c.create_database(KDB).unwrap();
-    c.query_db(
-        0,
-        Some(KDB),
-        "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq)) \
-         ENGINE=InnoDB",
-    )
-    .unwrap();
-    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    ledger_db(KDB);
     let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
@@ -990,4 +972,18 @@ fn assert_ledger(db: &str, committed: &BTreeSet<(i32, i32)>, seed: u64) {
         lost.is_empty() && extra.is_empty(),
         "seed {seed}: committed but missing {lost:?}; on the server but never committed {extra:?}"
     );
+}
+
+/// A fresh database `db` with the ledger table, replicated.
+fn ledger_db(db: &str) {
+    let c = cluster();
+    c.create_database(db).unwrap();
+    c.query_db(
+        0,
+        Some(db),
+        "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq)) \
+         ENGINE=InnoDB",
+    )
+    .unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
 }

@@ -377,17 +377,7 @@ async fn the_same_holds_with_reads_multiplexed() {
 }
 
 async fn property(db: &'static str, mux: usize) {
-    create_db_on(cluster(), db);
-    cluster()
-        .psql_db(
-            0,
-            db,
-            "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq))",
-        )
-        .unwrap();
-    cluster()
-        .wait_replay_caught_up(Duration::from_secs(30))
-        .unwrap();
+    ledger_db(db);
     let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
@@ -585,17 +575,7 @@ async fn cancel_client(
 }
 
 async fn cancel_property(db: &'static str, mux: usize) {
-    create_db_on(cluster(), db);
-    cluster()
-        .psql_db(
-            0,
-            db,
-            "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq))",
-        )
-        .unwrap();
-    cluster()
-        .wait_replay_caught_up(Duration::from_secs(30))
-        .unwrap();
+    ledger_db(db);
     let seed = prop_seed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
@@ -679,4 +659,19 @@ async fn random_cancels_stop_only_their_own_clients_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_cancels_stop_only_their_own_clients_statements_with_reads_multiplexed() {
     cancel_property("prop_cancel_mux", 8).await;
+}
+
+/// A fresh database `db` with the ledger table, replayed on the replicas.
+fn ledger_db(db: &str) {
+    create_db_on(cluster(), db);
+    cluster()
+        .psql_db(
+            0,
+            db,
+            "CREATE TABLE ledger (client int, seq int, doomed bool, PRIMARY KEY (client, seq))",
+        )
+        .unwrap();
+    cluster()
+        .wait_replay_caught_up(Duration::from_secs(30))
+        .unwrap();
 }
