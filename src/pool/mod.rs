@@ -10,6 +10,11 @@
 //! first: the new connection or one another client gives back. (A server under load can take
 //! seconds to accept a new connection while the open ones keep serving; a client that had to
 //! wait for its own connect would fail at `connect_timeout` for nothing.)
+//!
+//! Waiting clients are served first come first: a connection given back goes straight to the
+//! client that has waited longest, never to one that asks later (PgBouncer serves its queue
+//! the same way). With many clients on a small pool the longest wait is then about the queue
+//! ahead of a client, not luck.
 
 use crate::metrics::ClusterMetrics;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
@@ -51,7 +56,13 @@ pub trait Reusable: Send + 'static {
 pub struct Manager<C: Connector> {
     pub target: C,
     signal: Arc<Signal<C::Error>>,
+    /// Clients waiting for a connection, first come first: a connection given back goes
+    /// straight to the first of them still waiting (see [`release`]), so a client that asks
+    /// later, or the one that gave it back, cannot take it first.
+    queue: Mutex<std::collections::VecDeque<Handoff<C>>>,
 }
+
+type Handoff<C> = tokio::sync::oneshot::Sender<Pooled<C>>;
 
 /// What a pool's waiting clients are woken by: a connection given back, a background connect
 /// that ended, the pool closing.
@@ -257,13 +268,17 @@ impl<C: Connector> BackendPool<C> {
     pub fn new(target: C, size: usize, checkout_timeout: Duration) -> BackendPool<C> {
         let create = target.connect_timeout();
         let signal = Arc::new(Signal::default());
-        let pool = managed::Pool::builder(Manager { target, signal })
-            .max_size(size)
-            .runtime(deadpool::Runtime::Tokio1)
-            .create_timeout(Some(create))
-            .queue_mode(managed::QueueMode::Lifo)
-            .build()
-            .expect("a runtime is set, so building cannot fail");
+        let pool = managed::Pool::builder(Manager {
+            target,
+            signal,
+            queue: Default::default(),
+        })
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .create_timeout(Some(create))
+        .queue_mode(managed::QueueMode::Lifo)
+        .build()
+        .expect("a runtime is set, so building cannot fail");
         BackendPool {
             pool,
             ext: C::Ext::default(),
@@ -459,8 +474,9 @@ impl<C: Connector> BackendPool<C> {
 
     /// Wait up to `checkout_timeout` for a connection (after [`BackendPool::checkout_now`]
     /// found none): one given back by another client or one opened in the background,
-    /// whichever comes first. A background connect that fails while this waits fails it too
-    /// when the pool has no open connection left.
+    /// whichever comes first. Waiting clients are served first come first (see [`release`]).
+    /// A background connect that fails while this waits fails it too when the pool has no
+    /// open connection left.
     pub async fn checkout_waiting(&self) -> Result<Pooled<C>, CheckoutError<C::Error>> {
         tracing::trace!(status = ?self.pool.status(), "checkout waits");
         let signal = self.signal().clone();
@@ -468,11 +484,13 @@ impl<C: Connector> BackendPool<C> {
         let failures = signal.failures.load(Relaxed);
         signal.waiting.fetch_add(1, Relaxed);
         let _waiting = crate::Decrement(&signal.waiting);
+        let mut place = Place(self.queue_up());
         let mut connect_failed = false;
         loop {
             let notified = signal.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // One that went idle while this queued up (given back when nobody was queued).
             if let Some(conn) = self.checkout_now().await? {
                 return Ok(conn);
             }
@@ -492,14 +510,41 @@ impl<C: Connector> BackendPool<C> {
             if !connect_failed {
                 self.grow();
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(CheckoutError::Timeout {
-                    addr: self.addr(),
-                    timeout: self.checkout_timeout,
-                    size: self.size,
-                });
+            tokio::select! {
+                biased;
+                handed = &mut place.0 => match handed {
+                    Ok(conn) => return Ok(conn),
+                    // The pool is gone.
+                    Err(_) => return Err(CheckoutError::Closed(self.addr())),
+                },
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    // One handed over just now is taken, not lost.
+                    place.0.close();
+                    return match place.0.try_recv() {
+                        Ok(conn) => Ok(conn),
+                        Err(_) => Err(CheckoutError::Timeout {
+                            addr: self.addr(),
+                            timeout: self.checkout_timeout,
+                            size: self.size,
+                        }),
+                    };
+                }
             }
         }
+    }
+
+    /// A place at the end of the queue of waiting clients.
+    fn queue_up(&self) -> tokio::sync::oneshot::Receiver<Pooled<C>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut queue = self.pool.manager().queue.lock().unwrap();
+        // Places of clients that stopped waiting (served otherwise, timed out, gone) are
+        // skipped when a connection comes back; here they are cleared when they pile up.
+        if queue.len() >= 2 * self.size + 16 {
+            queue.retain(|tx| !tx.is_closed());
+        }
+        queue.push_back(tx);
+        rx
     }
 
     /// Open one more connection in the background if the pool has room and fewer connects
@@ -579,11 +624,38 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
     let pool = Object::pool(&conn);
     if !conn.reusable() {
         drop(Object::take(conn));
+    } else if let Some(pool) = pool.as_ref().filter(|p| !p.is_closed()) {
+        // Straight to the client that has waited longest, if one waits.
+        let mut conn = conn;
+        loop {
+            let Some(next) = pool.manager().queue.lock().unwrap().pop_front() else {
+                break;
+            };
+            match next.send(conn) {
+                Ok(()) => return,
+                // That client stopped waiting.
+                Err(back) => conn = back,
+            }
+        }
+        drop(conn);
     } else {
         drop(conn);
     }
     if let Some(pool) = pool {
         pool.manager().signal.returned(&pool);
+    }
+}
+
+/// A waiting client's place in its pool's queue. A connection handed to it after it stopped
+/// waiting (it was served otherwise, or failed) is given back, to the next one.
+struct Place<C: Connector>(tokio::sync::oneshot::Receiver<Pooled<C>>);
+
+impl<C: Connector> Drop for Place<C> {
+    fn drop(&mut self) {
+        self.0.close();
+        if let Ok(conn) = self.0.try_recv() {
+            release(conn);
+        }
     }
 }
 
@@ -677,5 +749,64 @@ mod tests {
         let (open, idle) = pool.status();
         assert_eq!(open, idle, "every connection back in the pool");
         assert!(open <= 2);
+    }
+
+    /// Waiting clients are served in the order they came, and a connection given back goes to
+    /// the first of them: not to a client that asks after them (the one that gave it back,
+    /// asking again at once, included). Otherwise, with many clients on a small pool, one
+    /// that keeps losing the race waits until checkout_timeout while the rest are served.
+    #[tokio::test]
+    async fn a_connection_given_back_goes_to_the_client_that_waited_longest() {
+        let pool = Arc::new(BackendPool::new(Fake, 1, Duration::from_secs(5)));
+        let held = pool.checkout().await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for who in 1..=3 {
+            let (pool, order) = (pool.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let conn = pool.checkout().await.unwrap();
+                order.lock().unwrap().push(who);
+                tokio::task::yield_now().await;
+                release(conn);
+            }));
+            // Each waits before the next asks.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(pool.signal().waiting.load(Relaxed), 3);
+        // Given back, and asked for again at once by the same client.
+        release(held);
+        let again = pool.checkout().await.unwrap();
+        order.lock().unwrap().push(0);
+        release(again);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![1, 2, 3, 0]);
+    }
+
+    /// A closed pool (a reload replaced it) hands nothing on: its waiting clients are told it
+    /// closed, and the connection given back closes; a client that stopped waiting takes
+    /// nothing with it.
+    #[tokio::test]
+    async fn a_closed_pool_hands_no_connection_to_its_waiting_clients() {
+        let pool = Arc::new(BackendPool::new(Fake, 1, Duration::from_millis(50)));
+        let held = pool.checkout().await.unwrap();
+        // One that gives up: its place in the queue is skipped later.
+        let gone = pool.checkout().await;
+        assert!(matches!(gone, Err(CheckoutError::Timeout { .. })));
+        let p = pool.clone();
+        let waiter = tokio::spawn(async move { p.checkout().await.map(|c| c.0) });
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        pool.close();
+        release(held);
+        assert!(matches!(
+            waiter.await.unwrap(),
+            Err(CheckoutError::Closed(_))
+        ));
+        assert_eq!(pool.status(), (0, 0), "the connection closed");
     }
 }
