@@ -391,6 +391,35 @@ pub fn error_field(body: &[u8], code: u8) -> Option<&str> {
     None
 }
 
+/// An ErrorResponse rebuilt from `body` with each text field passed through `edit` (which
+/// returns the new text, or None to keep it); None when nothing changed or the body is not
+/// well formed.
+pub fn edit_error(body: &[u8], edit: impl Fn(u8, &str) -> Option<String>) -> Option<BytesMut> {
+    let mut out = BytesMut::with_capacity(body.len() + 32);
+    let at = begin(&mut out, b'E');
+    let mut changed = false;
+    let mut rest = body;
+    loop {
+        let (&field, r) = rest.split_first()?;
+        if field == 0 {
+            break;
+        }
+        let (value, r) = cstr(r)?;
+        out.put_u8(field);
+        match edit(field, value) {
+            Some(new) => {
+                changed = true;
+                put_cstr(&mut out, new.as_bytes());
+            }
+            None => put_cstr(&mut out, value.as_bytes()),
+        }
+        rest = r;
+    }
+    out.put_u8(0);
+    finish(&mut out, at);
+    changed.then_some(out)
+}
+
 /// ParameterStatus body: name and value.
 pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     let (name, r) = cstr(body)?;

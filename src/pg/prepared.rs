@@ -31,6 +31,32 @@ impl StmtDef {
     }
 }
 
+/// `text` (a server's error message) with each quoted proxy statement name (`"sy_<id>"`)
+/// replaced by the client's `name`, or None when it has none.
+pub fn with_client_name(text: &str, name: &[u8]) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    let mut found = false;
+    while let Some(at) = rest.find("\"sy_") {
+        let digits = rest[at + 4..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let end = at + 4 + digits;
+        if digits == 0 || !rest[end..].starts_with('"') {
+            out.push_str(&rest[..at + 4]);
+            rest = &rest[at + 4..];
+            continue;
+        }
+        found = true;
+        out.push_str(&rest[..at + 1]);
+        out.push_str(&String::from_utf8_lossy(name));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    found.then_some(out)
+}
+
 /// `sy_<id>` without allocating.
 pub struct BackendName {
     buf: [u8; 24],
@@ -130,5 +156,23 @@ mod tests {
             BackendName::new(u64::MAX).as_bytes(),
             format!("sy_{}", u64::MAX).as_bytes()
         );
+    }
+
+    #[test]
+    fn proxy_names_in_errors_become_the_clients() {
+        assert_eq!(
+            with_client_name(
+                "bind message supplies 1 parameters, but prepared statement \"sy_12\" requires 0",
+                b"s1"
+            )
+            .as_deref(),
+            Some("bind message supplies 1 parameters, but prepared statement \"s1\" requires 0")
+        );
+        assert_eq!(
+            with_client_name("relation \"sy_t\" does not exist", b"x"),
+            None
+        );
+        assert_eq!(with_client_name("\"sy_3 x\" and \"sy_", b"x"), None);
+        assert_eq!(with_client_name("no names here", b"x"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! ones through, tracking protocol state (ReadyForQuery, ParameterStatus, the answers the
 //! pending queue expects), and answering what the proxy answers itself.
 
-use super::{Pend, Session, SessionError, HIGH_WATER, MAX_BACKEND_MESSAGE};
+use super::{Pend, Session, SessionError, Undo, HIGH_WATER, MAX_BACKEND_MESSAGE};
 use crate::config::PoolMode;
 use crate::pg::backend::set_param;
 use crate::pg::codec::{self, Header};
@@ -15,8 +15,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     pub(super) fn emit_synthetics(&mut self) {
         loop {
             match self.pending.front() {
-                Some(Pend::Synthetic(tag)) => codec::put_empty(&mut self.cout, *tag),
-                Some(Pend::Local(bytes)) => self.cout.extend_from_slice(bytes),
+                Some(Pend::Synthetic(tag, _)) => codec::put_empty(&mut self.cout, *tag),
+                Some(Pend::Local(bytes)) => {
+                    self.cout.extend_from_slice(bytes);
+                    // A ReadyForQuery at its end reports the transaction status as it is now,
+                    // after what was answered before it (a pipelined BEGIN, say), not as it
+                    // was when the answer was queued.
+                    let n = self.cout.len();
+                    if bytes.len() >= 6
+                        && bytes[bytes.len() - 6..bytes.len() - 1] == [b'Z', 0, 0, 0, 5]
+                    {
+                        self.cout[n - 1] = self.tx_status;
+                    }
+                }
                 _ => return,
             }
             self.pending.pop_front();
@@ -144,6 +155,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 });
                 self.note_parameter(h, expected != Some(true));
             }
+            b'1' if matches!(self.pending.front(), Some(Pend::Reparse(_))) => {
+                // Only if the proxy statement was gone from the connection after all (a
+                // client's SQL DEALLOCATE of it): it now holds the client's text, so the
+                // connection must not serve anyone as it is.
+                self.pending.pop_front();
+                if let Some(conn) = self.backend.as_mut() {
+                    conn.prepared.clear();
+                    conn.state_unknown = true;
+                }
+                return Ok(true);
+            }
             b'1' => match self.pending.pop_front() {
                 Some(Pend::Parse { injected, def, .. }) => {
                     if let Some(def) = def {
@@ -154,14 +176,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 _ => return unexpected("ParseComplete"),
             },
-            b'2' => self.expect_head(|p| matches!(p, Pend::Bind), "BindComplete")?,
+            b'2' => self.expect_head(|p| matches!(p, Pend::Bind(_)), "BindComplete")?,
             b'3' => match self.pending.pop_front() {
                 Some(Pend::Close { injected }) => return Ok(!injected),
                 _ => return unexpected("CloseComplete"),
             },
-            b'n' => self.expect_head(|p| matches!(p, Pend::Describe), "NoData")?,
+            b'n' => self.expect_head(|p| matches!(p, Pend::Describe(_)), "NoData")?,
             b'T' => {
-                if matches!(self.pending.front(), Some(Pend::Describe)) {
+                if matches!(self.pending.front(), Some(Pend::Describe(_))) {
                     self.pending.pop_front();
                 }
             }
@@ -171,6 +193,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 if h.tag == b'C' {
                     self.copy_in_mark = None;
+                    if body.starts_with(b"DEALLOCATE ALL") || body.starts_with(b"DISCARD ALL") {
+                        self.forget_prepared();
+                    }
                 }
             }
             // CopyInResponse (CopyBoth for replication): the server reads copy data now.
@@ -178,11 +203,39 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             b'E' => {
                 self.error_seen = true;
                 self.copy_in_mark = None;
+                let replaced = match self.pending.front() {
+                    // The server names the statement by the proxy's name: the client knows
+                    // it by its own.
+                    Some(
+                        Pend::Bind(Some(name)) | Pend::Describe(Some(name)) | Pend::Reparse(name),
+                    ) => codec::edit_error(body, |field, text| match field {
+                        b'M' | b'D' => crate::pg::prepared::with_client_name(text, name),
+                        _ => None,
+                    })
+                    .map(|b| b.to_vec()),
+                    _ => None,
+                };
                 self.on_error();
+                if let Some(error) = replaced {
+                    self.cout.extend_from_slice(&error);
+                    return Ok(false);
+                }
             }
             _ => {}
         }
         Ok(true)
+    }
+
+    /// The client's DEALLOCATE ALL or DISCARD ALL ran: its named statements are gone, as
+    /// they would be on a server of its own (it may prepare the same names again), and so
+    /// are the connection's proxy statements.
+    fn forget_prepared(&mut self) {
+        if self.mode == PoolMode::Transaction {
+            self.stmts.clear();
+        }
+        if let Some(conn) = self.backend.as_mut() {
+            conn.prepared.clear();
+        }
     }
 
     /// ParameterStatus: keep the connection's view current. A reported setting that changed
@@ -239,16 +292,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if matches!(self.pending.front(), Some(Pend::Ready { .. }) | None) {
             return;
         }
+        // Parses and local Closes of client statements that failed or were skipped, undone
+        // last first (a name parsed and closed in one batch ends as it was before).
+        let mut undo = Vec::new();
         while let Some(p) = self.pending.front() {
             if matches!(p, Pend::Ready { .. }) {
                 break;
             }
-            if let Some(Pend::Parse {
+            let skipped = self.pending.pop_front();
+            if let Some(Pend::Synthetic(_, Some(u))) = skipped {
+                undo.push(u);
+            } else if let Some(Pend::Parse {
                 def,
                 client_name,
                 unnamed,
                 ..
-            }) = self.pending.pop_front()
+            }) = skipped
             {
                 if unnamed {
                     // Failed, or skipped (the server may still have an older one: then a
@@ -260,7 +319,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     conn.prepared.remove(&def.id);
                 }
                 if let Some(name) = client_name {
+                    undo.push(Undo::Parsed(name));
+                }
+            }
+        }
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Parsed(name) => {
                     self.stmts.remove(&name);
+                }
+                Undo::Closed(name, def) => {
+                    self.stmts.insert(name, def);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! proxy-prepared ones (a Parse injected where the held connection lacks the statement),
 //! and statements with a session effect pin the client.
 
-use super::{Pend, Session, SessionError};
+use super::{Pend, Session, SessionError, Undo};
 use crate::config::PoolMode;
 use crate::pg::codec::{self, Header};
 use crate::pg::prepared::StmtDef;
@@ -22,6 +22,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if p.name.is_empty() {
             return Ok(false);
         }
+        if self.stmts.contains_key(p.name) {
+            // Nothing of this batch reached a server (none is held): refuse it here.
+            let error = duplicate_statement(p.name);
+            self.pending.push_back(Pend::Local(error));
+            self.discard_until_sync = true;
+            return Ok(true);
+        }
         let def = self.worker.statements.intern(p.query, p.param_types);
         if !def.validated.load(std::sync::atomic::Ordering::Relaxed)
             && !std::mem::take(&mut self.defer_parse)
@@ -29,10 +36,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return Ok(false);
         }
         let effect_sql = p.query.to_vec();
-        self.stmts.insert(p.name.into(), def);
+        let name: Box<[u8]> = p.name.into();
+        self.stmts.insert(name.clone(), def);
         let e = self.note_session_effect(&effect_sql);
         self.reapply_later(&effect_sql, &e);
-        self.pending.push_back(Pend::Synthetic(b'1'));
+        self.pending
+            .push_back(Pend::Synthetic(b'1', Some(Undo::Parsed(name))));
         Ok(true)
     }
 
@@ -68,6 +77,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 } else {
                     Effect::default()
                 };
+                // (One statement alone: in a string of several, DISCARD ALL fails, being in
+                // a transaction block; the statements then go when its CommandComplete says.)
+                if e.drops_prepared && tx && self.tx_status != b'E' && one_statement(sql) {
+                    // What follows in the pipeline runs after it: a Bind of a name it dropped
+                    // fails there as it would on a server of the client's own.
+                    self.stmts.clear();
+                }
                 self.bout.extend_from_slice(msg);
                 self.unnamed_here = false;
                 // Whatever extended messages came before without a Sync, the server answers
@@ -89,6 +105,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if tx {
                     let e = self.note_session_effect(p.query);
                     self.reapply_later(p.query, &e);
+                    if e.drops_prepared && p.name.is_empty() && self.tx_status != b'E' {
+                        // Run by the Execute that follows (see the Query above).
+                        self.stmts.clear();
+                    }
                 }
                 if !tx || p.name.is_empty() {
                     self.bout.extend_from_slice(msg);
@@ -103,35 +123,49 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.unnamed_parse.extend_from_slice(msg);
                         self.unnamed_here = true;
                     }
+                } else if let Some(existing) = self.stmts.get(p.name).cloned() {
+                    // The server refuses it (and skips the rest of the batch, undoing what the
+                    // batch did so far): let it, under the name it knows.
+                    self.ensure_prepared(&existing);
+                    codec::put_parse(
+                        &mut self.bout,
+                        existing.backend_name().as_bytes(),
+                        p.query,
+                        p.param_types,
+                    );
+                    self.pending.push_back(Pend::Reparse(p.name.into()));
                 } else {
                     let def = self.worker.statements.intern(p.query, p.param_types);
                     self.replay_ok = false;
                     let name: Box<[u8]> = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
-                    if !self.prepare_on_backend(&def, Some(name)) {
-                        self.pending.push_back(Pend::Synthetic(b'1'));
+                    if !self.prepare_on_backend(&def, Some(name.clone())) {
+                        self.pending
+                            .push_back(Pend::Synthetic(b'1', Some(Undo::Parsed(name))));
                     }
                 }
             }
             b'B' => {
                 self.batch_open = true;
                 let b = codec::bind_msg(body).map_err(bad)?;
-                match self.client_statement(b.statement) {
+                let named = match self.client_statement(b.statement) {
                     Some(def) => {
                         if def.unknown_calls {
                             self.mark_state_unknown();
                         }
                         self.ensure_prepared(&def);
                         codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
+                        Some(b.statement.into())
                     }
                     None => {
                         if b.statement.is_empty() {
                             self.ensure_unnamed();
                         }
-                        self.bout.extend_from_slice(msg)
+                        self.bout.extend_from_slice(msg);
+                        None
                     }
-                }
-                self.pending.push_back(Pend::Bind);
+                };
+                self.pending.push_back(Pend::Bind(named));
             }
             b'D' | b'C' => {
                 self.batch_open = true;
@@ -144,11 +178,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if tx && kind == b'S' && name.is_empty() && h.tag == b'C' {
                     self.unnamed_parse.clear();
                 }
-                match def {
+                let named = match def {
                     Some(_) if h.tag == b'C' => {
                         let name: Box<[u8]> = name.into();
-                        self.stmts.remove(&name);
-                        self.pending.push_back(Pend::Synthetic(b'3'));
+                        let def = self.stmts.remove(&name).expect("looked up above");
+                        self.pending
+                            .push_back(Pend::Synthetic(b'3', Some(Undo::Closed(name, def))));
                         return Ok(());
                     }
                     Some(def) => {
@@ -159,16 +194,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                             b'S',
                             def.backend_name().as_bytes(),
                         );
+                        Some(name.into())
                     }
                     None => {
                         if h.tag == b'D' && kind == b'S' && name.is_empty() {
                             self.ensure_unnamed();
                         }
-                        self.bout.extend_from_slice(msg)
+                        self.bout.extend_from_slice(msg);
+                        None
                     }
-                }
+                };
                 self.pending.push_back(if h.tag == b'D' {
-                    Pend::Describe
+                    Pend::Describe(named)
                 } else {
                     Pend::Close { injected: false }
                 });
@@ -361,4 +398,26 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         e
     }
+}
+
+/// The server's refusal of a Parse naming a statement the session has already.
+fn duplicate_statement(name: &[u8]) -> Box<[u8]> {
+    let mut out = bytes::BytesMut::new();
+    codec::put_error(
+        &mut out,
+        "ERROR",
+        "42P05",
+        &format!(
+            "prepared statement \"{}\" already exists",
+            String::from_utf8_lossy(name)
+        ),
+    );
+    out.to_vec().into()
+}
+
+/// `sql` has no `;` but a trailing one (a single statement, unless a literal holds one).
+fn one_statement(sql: &[u8]) -> bool {
+    let t = sql.trim_ascii_end();
+    let t = t.strip_suffix(b";").unwrap_or(t);
+    !t.contains(&b';')
 }

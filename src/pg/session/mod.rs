@@ -89,8 +89,10 @@ enum Pend {
         /// Of the unnamed statement (transaction mode; see `Session::unnamed_parse`).
         unnamed: bool,
     },
-    Bind,
-    Describe,
+    /// The client's name of the statement it binds or describes, when the server knows it by
+    /// the proxy's (an error naming it is given the client's).
+    Bind(Option<Box<[u8]>>),
+    Describe(Option<Box<[u8]>>),
     /// `copy_mark`: the session's count of copy ends when it was sent (see `copy_in_mark`).
     Execute {
         copy_mark: u32,
@@ -107,14 +109,28 @@ enum Pend {
         clears: State,
         resets: bool,
     },
-    /// Answered by the proxy itself when it reaches the head of the queue.
-    Synthetic(u8),
+    /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
+    /// client statement it created or closed, taken back if the server skips past it (an
+    /// error earlier in the batch), as the server would never have seen it.
+    Synthetic(u8, Option<Undo>),
     /// Whole messages the proxy answers itself (rare: SHOW/SET switchyard.*, errors).
     Local(Box<[u8]>),
+    /// A client's Parse of a name it has already, sent as a Parse of that statement's proxy
+    /// name (which the connection has): the server refuses it in the order it checks a
+    /// Parse (aborted transaction, syntax, then the name), and an error naming the proxy
+    /// statement is given the client's name.
+    Reparse(Box<[u8]>),
     /// A statement the proxy sent for itself (a deferred BEGIN, the client's settings again
     /// after a RESET): its answers up to and including ReadyForQuery are not forwarded, except
     /// ParameterStatus (the client learns the settings it has again).
     Swallow,
+}
+
+/// A locally answered Parse or Close of a client statement, to take back.
+#[derive(Debug)]
+enum Undo {
+    Parsed(Box<[u8]>),
+    Closed(Box<[u8]>, Arc<StmtDef>),
 }
 
 enum Step {
