@@ -138,6 +138,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 };
                 self.tx_status = *body.first().unwrap_or(&b'E');
                 self.copy_in_mark = None;
+                if self.pending.is_empty() {
+                    // Any that failed (no CommandComplete) are over.
+                    self.dropped_ahead = 0;
+                }
                 // State a Query cleared is gone once it committed without error.
                 if !clears.is_empty() && !self.error_seen && self.tx_status == b'I' {
                     let was = self.pins;
@@ -194,7 +198,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if h.tag == b'C' {
                     self.copy_in_mark = None;
                     if body.starts_with(b"DEALLOCATE ALL") || body.starts_with(b"DISCARD ALL") {
-                        self.forget_prepared();
+                        if self.dropped_ahead > 0 {
+                            // Dropped when it was sent; names made since stay.
+                            self.dropped_ahead -= 1;
+                        } else {
+                            self.forget_prepared();
+                        }
                     }
                 }
             }
@@ -322,6 +331,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     undo.push(Undo::Parsed(name));
                 }
             }
+        }
+        if self.pending.is_empty() {
+            // The batch's Sync has not come from the client yet.
+            self.server_skips = true;
         }
         for u in undo.into_iter().rev() {
             match u {

@@ -31,6 +31,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             if h.tag == b'X' {
                 return Ok(Step::Terminate);
             }
+            if self.server_skips && self.backend.is_some() {
+                if h.tag == b'S' {
+                    self.server_skips = false;
+                } else {
+                    // Its server skips it too (an error earlier in the batch).
+                    self.cin.advance(h.wire_len);
+                    continue;
+                }
+            }
             if self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced() {
                 // The answers to what was sent there come first (what ran, ran), unless an
                 // extended batch or a COPY is open: its answers may wait for a Sync or the
@@ -57,6 +66,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.unnamed_parse.clear();
                 self.unnamed_here = false;
             }
+            if h.tag == b'Q'
+                && (self.names_unsure(true) || self.status_unsure())
+                && self.deallocates_by_name(&h)
+            {
+                // Whether the client has the statement it names depends on answers still to
+                // come (see `waits_for_names`).
+                return Ok(Step::Done);
+            }
             if h.tag == b'Q' && self.answer_locally(&h)? {
                 self.cin.advance(h.wire_len);
                 continue;
@@ -69,6 +86,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 if self.tx_status == b'I' && !self.pinned() && self.idle_between_batches() {
                     self.maybe_release();
+                    continue;
+                }
+                if self.tx_status == b'I'
+                    && self.idle_between_batches()
+                    && self.cluster.state.backends[self.backend_idx].role()
+                        == crate::cluster::Role::Replica
+                    && matches!(self.scan_batch(), routing::Batch::NotRead(why) if [
+                        "write", "ddl", "locking", "write_function", "select_into", "writing_cte",
+                    ].contains(&why))
+                {
+                    // Pinned to a replica (session state made in a read-only transaction
+                    // there): a write must not go to it, and the state cannot move. (What
+                    // a replica runs, cursors and settings included, still goes there.)
+                    self.reject(
+                        &h,
+                        "25006",
+                        "this session keeps state (a setting, lock, cursor or prepared \
+                         statement) on a replica, where it was made in a read-only transaction; \
+                         writes cannot run there: DISCARD ALL, or a new connection, ends it",
+                    );
+                    self.cin.advance(h.wire_len);
                     continue;
                 }
                 // Inside a transaction (BEGIN READ ONLY) or pinned: it stays where it is.
@@ -127,6 +165,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         }
                     },
                 }
+            }
+            if self.waits_for_names(&h) {
+                // Whether the client has the statement this names when the server gets to it
+                // depends on the answers to an earlier part of the pipeline (an error there
+                // skips the Parse or Close that made or ended it): wait for them.
+                return Ok(Step::Done);
             }
             let before = self.bout.len();
             self.forward_client_message(h)?;

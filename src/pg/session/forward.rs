@@ -50,6 +50,49 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         codec::parse_msg(&self.cin[5..h.wire_len]).is_ok_and(|p| !p.name.is_empty())
     }
 
+    /// Transaction mode: `h` names a client statement (Parse, Bind, Describe or Close of
+    /// one), and a Parse or Close of a client statement waits for its answer in an earlier
+    /// part of the pipeline (before a Sync or Query still unanswered).
+    pub(super) fn waits_for_names(&self, h: &Header) -> bool {
+        if self.mode != PoolMode::Transaction || !matches!(h.tag, b'P' | b'B' | b'D' | b'C') {
+            return false;
+        }
+        if !self.names_unsure(false) {
+            return false;
+        }
+        let body = &self.cin[5..h.wire_len];
+        match h.tag {
+            b'P' => codec::parse_msg(body).is_ok_and(|p| !p.name.is_empty()),
+            b'B' => codec::bind_msg(body).is_ok_and(|b| !b.statement.is_empty()),
+            _ => matches!(codec::target_msg(body), Ok((b'S', name)) if !name.is_empty()),
+        }
+    }
+
+    /// A Parse or Close of a client statement awaits its answer: before an unanswered Sync or
+    /// Query, or anywhere (`anywhere`, for a message that itself ends a batch).
+    pub(super) fn names_unsure(&self, anywhere: bool) -> bool {
+        let mut changed = false;
+        self.pending.iter().any(|p| {
+            match p {
+                Pend::Synthetic(_, Some(_))
+                | Pend::Reparse(_)
+                | Pend::Parse {
+                    client_name: Some(_),
+                    ..
+                } => changed = true,
+                Pend::Ready { .. } if changed => return true,
+                _ => {}
+            }
+            false
+        }) || (anywhere && changed)
+    }
+
+    /// The transaction status may change with answers still to come (a Sync or Query is
+    /// unanswered).
+    pub(super) fn status_unsure(&self) -> bool {
+        self.pending.iter().any(|p| matches!(p, Pend::Ready { .. }))
+    }
+
     pub(super) fn closes_client_statement(&self, h: &Header) -> bool {
         self.mode == PoolMode::Transaction
             && matches!(codec::target_msg(&self.cin[5..h.wire_len]),
@@ -79,10 +122,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 };
                 // (One statement alone: in a string of several, DISCARD ALL fails, being in
                 // a transaction block; the statements then go when its CommandComplete says.)
-                if e.drops_prepared && tx && self.tx_status != b'E' && one_statement(sql) {
-                    // What follows in the pipeline runs after it: a Bind of a name it dropped
-                    // fails there as it would on a server of the client's own.
-                    self.stmts.clear();
+                if one_statement(sql) && self.surely_drops(&e) {
+                    self.drop_prepared_now();
                 }
                 self.bout.extend_from_slice(msg);
                 self.unnamed_here = false;
@@ -105,9 +146,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if tx {
                     let e = self.note_session_effect(p.query);
                     self.reapply_later(p.query, &e);
-                    if e.drops_prepared && p.name.is_empty() && self.tx_status != b'E' {
-                        // Run by the Execute that follows (see the Query above).
-                        self.stmts.clear();
+                    // Run by the Execute that follows; DISCARD ALL only as the first of its
+                    // batch (after another, the server refuses it "within a pipeline").
+                    let first = !self
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Pend::Execute { .. }));
+                    if p.name.is_empty() && self.surely_drops(&e) && (first || !e.resets_all) {
+                        self.drop_prepared_now();
                     }
                 }
                 if !tx || p.name.is_empty() {
@@ -139,7 +185,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.replay_ok = false;
                     let name: Box<[u8]> = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
-                    if !self.prepare_on_backend(&def, Some(name.clone())) {
+                    if self.pending.is_empty()
+                        && self.tx_status == b'E'
+                        && !super::routing::starts_with_any(
+                            p.query,
+                            &["commit", "rollback", "end", "abort", "prepare transaction"],
+                        )
+                    {
+                        // The transaction failed and nothing awaits an answer: the server
+                        // refuses the Parse and skips to the Sync (which still goes to it).
+                        self.stmts.remove(&name);
+                        self.pending.push_back(Pend::Local(aborted_error()));
+                        self.server_skips = true;
+                    } else if !self.prepare_on_backend(&def, Some(name.clone())) {
                         self.pending
                             .push_back(Pend::Synthetic(b'1', Some(Undo::Parsed(name))));
                     }
@@ -371,8 +429,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// Pin the client on the state `sql` may leave behind; drop the connection's proxy
-    /// statements if it discards them. Returns the effect for the caller's bookkeeping.
+    /// Pin the client on the state `sql` may leave behind. Returns the effect for the
+    /// caller's bookkeeping.
     fn note_session_effect(&mut self, sql: &[u8]) -> Effect {
         if session_state::surely_no_effect(sql) {
             return Effect::default();
@@ -385,18 +443,43 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if e.unknown {
             self.mark_state_unknown();
         }
-        if !e.adds.is_empty() {
+        // In a failed transaction (surely: nothing awaits an answer) the statement fails and
+        // leaves nothing.
+        let fails = self.tx_status == b'E' && self.pending.is_empty();
+        if !e.adds.is_empty() && !fails {
             if self.pins.is_empty() {
                 tracing::debug!(state = ?e.adds.names(), "client pinned to its connection");
             }
             self.pins |= e.adds;
         }
-        if e.drops_prepared {
-            if let Some(conn) = self.backend.as_mut() {
-                conn.prepared.clear();
-            }
-        }
         e
+    }
+
+    /// `e` drops every prepared statement (DEALLOCATE ALL, DISCARD ALL) and surely runs if
+    /// sent now: the transaction status is current (no earlier answer awaited) and allows it
+    /// (DISCARD ALL only outside a transaction block, neither in a failed one).
+    fn surely_drops(&self, e: &Effect) -> bool {
+        e.drops_prepared
+            && self.mode == PoolMode::Transaction
+            && !self.pending.iter().any(|p| matches!(p, Pend::Ready { .. }))
+            && match self.tx_status {
+                b'I' => true,
+                b'T' => !e.resets_all,
+                _ => false,
+            }
+    }
+
+    /// A DEALLOCATE ALL or DISCARD ALL that will run (alone, outside a failed transaction):
+    /// what follows in the pipeline runs after it, so the client's statements and the
+    /// connection's proxy statements are gone now (a Bind of a dropped name fails as on a
+    /// server of the client's own; the proxy prepares its statements again). Otherwise they
+    /// go when its CommandComplete comes (`forget_prepared`).
+    fn drop_prepared_now(&mut self) {
+        self.stmts.clear();
+        if let Some(conn) = self.backend.as_mut() {
+            conn.prepared.clear();
+        }
+        self.dropped_ahead += 1;
     }
 }
 
@@ -420,4 +503,16 @@ fn one_statement(sql: &[u8]) -> bool {
     let t = sql.trim_ascii_end();
     let t = t.strip_suffix(b";").unwrap_or(t);
     !t.contains(&b';')
+}
+
+/// What a server answers a statement in a failed transaction.
+fn aborted_error() -> Box<[u8]> {
+    let mut out = bytes::BytesMut::new();
+    codec::put_error(
+        &mut out,
+        "ERROR",
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    );
+    out.to_vec().into()
 }

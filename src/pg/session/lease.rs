@@ -104,6 +104,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Let go of the held connection (the caller returns it to the pool or closes it).
     pub(super) fn detach(&mut self) -> Option<Pooled> {
         let mut conn = self.backend.take()?;
+        self.server_skips = false;
         if self.key.slot.clear() {
             // A cancel was sent to it: it may arrive late and stop another client's
             // statement, so the connection is closed instead of pooled.

@@ -222,6 +222,12 @@ pub struct Session<C> {
     /// After an error the proxy raised in an extended-protocol batch: drop messages up to
     /// Sync, then answer ReadyForQuery.
     discard_until_sync: bool,
+    /// The server failed a message of an extended batch whose Sync the proxy has not sent
+    /// yet: it skips what follows up to that Sync, so the proxy drops it (the Sync goes).
+    server_skips: bool,
+    /// DEALLOCATE ALL / DISCARD ALL whose statements were dropped when they were sent (see
+    /// `drop_prepared_now`) and whose CommandComplete has not come.
+    dropped_ahead: u32,
     /// A BEGIN the proxy answered without a backend, sent in front of the transaction's
     /// first statement once it is known where that goes (see `routing::defer_begin`).
     deferred_begin: Option<Box<[u8]>>,
@@ -288,6 +294,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             unnamed_parse: Vec::new(),
             unnamed_here: false,
             discard_until_sync: false,
+            server_skips: false,
+            dropped_ahead: 0,
             deferred_begin: None,
             route_reason: "login",
             held_route: crate::metrics::ROUTE_PRIMARY,

@@ -85,7 +85,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Classify the batch at the head of the input (see [`Self::want_for_batch`]).
-    fn scan_batch(&self) -> Batch {
+    pub(super) fn scan_batch(&self) -> Batch {
         let mut off = 0;
         let mut extended = false;
         let mut unnamed = false;
@@ -171,6 +171,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         };
         let mut stmts = crate::router::lexer::statements(sql);
         let first = stmts.next();
+        let start = first.as_ref().is_some_and(|w| w.is(0, "START"));
         if !first.is_some_and(|w| w.is(0, "BEGIN") || w.is(0, "START"))
             || stmts.next().is_some()
             || hints::leading_hint(sql).is_some()
@@ -185,7 +186,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.deferred_begin = Some(self.cin[..h.wire_len].into());
         self.tx_status = b'T';
         let mut out = BytesMut::new();
-        codec::put_command_complete(&mut out, "BEGIN");
+        // The server's tag for what the client sent.
+        codec::put_command_complete(&mut out, if start { "START TRANSACTION" } else { "BEGIN" });
         codec::put_ready(&mut out, b'T');
         self.pending.push_back(Pend::Local(out.to_vec().into()));
         true
@@ -418,6 +420,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         let name = deallocate_target(sql)?;
         self.stmts.contains_key(name.as_bytes()).then_some(name)
+    }
+
+    /// The Query `h` is a `DEALLOCATE name` of a statement the client may have.
+    pub(super) fn deallocates_by_name(&self, h: &Header) -> bool {
+        codec::query_msg(&self.cin[5..h.wire_len])
+            .ok()
+            .and_then(|sql| std::str::from_utf8(sql).ok())
+            .and_then(deallocate_target)
+            .is_some()
     }
 
     fn put_backends_table(&self, out: &mut BytesMut) {
