@@ -46,6 +46,28 @@ fn body(body: &[u8]) {
             assert!(within(body, v.as_bytes()));
         }
     }
+    // An error rewritten for the client (a proxy statement name replaced by the client's):
+    // well framed, each field as edited, the others as they were.
+    if codec::edit_error(body, |_, _| None).is_some() {
+        panic!("nothing edited, yet a new message");
+    }
+    if let Some(out) = codec::edit_error(body, |field, text| {
+        (field == b'M').then(|| {
+            switchyard::pg::prepared::with_client_name(text, b"c")
+                .unwrap_or_else(|| text.to_uppercase())
+        })
+    }) {
+        let h = header(&out, 1 << 30).unwrap().unwrap();
+        assert_eq!((h.tag, h.wire_len), (b'E', out.len()));
+        let edited = &out[5..];
+        for code in FIELDS {
+            if code != b'M' && code != 0 {
+                assert_eq!(codec::error_field(edited, code), codec::error_field(body, code));
+            }
+        }
+        let m = codec::error_field(edited, b'M').expect("the edited field");
+        assert!(!m.contains("\"sy_0\""));
+    }
     if let Some((name, value)) = codec::parameter_status(body) {
         assert_eq!(name.len() + value.len() + 2, body.len());
         assert!(within(body, name.as_bytes()) && within(body, value.as_bytes()));

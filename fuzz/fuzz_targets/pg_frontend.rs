@@ -114,5 +114,11 @@ fn reframe(out: &[u8], tag: u8) -> &[u8] {
 fn effect(sql: &[u8]) {
     if let Ok(text) = std::str::from_utf8(sql) {
         let _ = session_state::effect(text);
+        // A Query the proxy may answer itself (SQL DEALLOCATE of a protocol statement).
+        if let Some(name) = switchyard::pg::prepared::deallocate_target(text) {
+            assert!(!name.is_empty());
+            assert!(!text.contains(';') || text.trim_end().ends_with(';') || text.contains('"'));
+            assert!(!name.eq_ignore_ascii_case("all") || text.contains('"'));
+        }
     }
 }

@@ -57,6 +57,38 @@ pub fn with_client_name(text: &str, name: &[u8]) -> Option<String> {
     found.then_some(out)
 }
 
+/// The statement name of `DEALLOCATE [PREPARE] name` (nothing else but a `;`), as the server
+/// reads it: folded to lower case unless quoted. `ALL` is not a name.
+pub fn deallocate_target(sql: &str) -> Option<String> {
+    let t = sql.trim();
+    let t = t.strip_suffix(';').unwrap_or(t).trim_end();
+    let rest = t
+        .get(..10)?
+        .eq_ignore_ascii_case("deallocate")
+        .then(|| &t[10..])?;
+    if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+        return None;
+    }
+    let mut rest = rest.trim_start();
+    if rest.len() > 8
+        && rest[..7].eq_ignore_ascii_case("prepare")
+        && rest[7..].starts_with(|c: char| c.is_ascii_whitespace())
+    {
+        rest = rest[7..].trim_start();
+    }
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let inner = quoted.strip_suffix('"')?;
+        let name = inner.replace("\"\"", "\"");
+        // A lone quote inside is not one name.
+        return (!inner.replace("\"\"", "").contains('"') && !name.is_empty()).then_some(name);
+    }
+    let ok = rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    (ok && !rest.eq_ignore_ascii_case("all")).then(|| rest.to_ascii_lowercase())
+}
+
 /// `sy_<id>` without allocating.
 pub struct BackendName {
     buf: [u8; 24],
@@ -174,5 +206,34 @@ mod tests {
         );
         assert_eq!(with_client_name("\"sy_3 x\" and \"sy_", b"x"), None);
         assert_eq!(with_client_name("no names here", b"x"), None);
+    }
+    #[test]
+    fn deallocate_targets_are_read_as_the_server_reads_them() {
+        assert_eq!(
+            deallocate_target("DEALLOCATE _pg3_0").as_deref(),
+            Some("_pg3_0")
+        );
+        assert_eq!(
+            deallocate_target(" deallocate prepare S1 ;").as_deref(),
+            Some("s1")
+        );
+        assert_eq!(
+            deallocate_target("DEALLOCATE \"S 1\"").as_deref(),
+            Some("S 1")
+        );
+        assert_eq!(
+            deallocate_target("DEALLOCATE \"a\"\"b\"").as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(
+            deallocate_target("DEALLOCATE prepare").as_deref(),
+            Some("prepare")
+        );
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE PREPARE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocate_target("DEALLOCATE \"a\"b\""), None);
+        assert_eq!(deallocate_target("DEALLOCATEa"), None);
+        assert_eq!(deallocate_target("DEALLOCATE"), None);
     }
 }

@@ -8,6 +8,7 @@ use crate::config::PoolMode;
 use crate::metrics::kind;
 use crate::pg::backend::CheckoutError;
 use crate::pg::codec::{self, Header};
+use crate::pg::prepared;
 use crate::pool;
 use crate::router::classify::{Class, Route, TxEffect};
 use crate::router::hints::{self, Hint};
@@ -418,7 +419,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.mode != PoolMode::Transaction || self.tx_status == b'E' || self.stmts.is_empty() {
             return None;
         }
-        let name = deallocate_target(sql)?;
+        let name = prepared::deallocate_target(sql)?;
         self.stmts.contains_key(name.as_bytes()).then_some(name)
     }
 
@@ -427,7 +428,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         codec::query_msg(&self.cin[5..h.wire_len])
             .ok()
             .and_then(|sql| std::str::from_utf8(sql).ok())
-            .and_then(deallocate_target)
+            .and_then(prepared::deallocate_target)
             .is_some()
     }
 
@@ -498,38 +499,6 @@ pub(super) fn starts_with_any(sql: &[u8], words: &[&str]) -> bool {
         .any(|w| t.len() >= w.len() && t[..w.len()].eq_ignore_ascii_case(w.as_bytes()))
 }
 
-/// The statement name of `DEALLOCATE [PREPARE] name` (nothing else but a `;`), as the server
-/// reads it: folded to lower case unless quoted. `ALL` is not a name.
-fn deallocate_target(sql: &str) -> Option<String> {
-    let t = sql.trim();
-    let t = t.strip_suffix(';').unwrap_or(t).trim_end();
-    let rest = t
-        .get(..10)?
-        .eq_ignore_ascii_case("deallocate")
-        .then(|| &t[10..])?;
-    if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
-        return None;
-    }
-    let mut rest = rest.trim_start();
-    if rest.len() > 8
-        && rest[..7].eq_ignore_ascii_case("prepare")
-        && rest[7..].starts_with(|c: char| c.is_ascii_whitespace())
-    {
-        rest = rest[7..].trim_start();
-    }
-    if let Some(quoted) = rest.strip_prefix('"') {
-        let inner = quoted.strip_suffix('"')?;
-        let name = inner.replace("\"\"", "\"");
-        // A lone quote inside is not one name.
-        return (!inner.replace("\"\"", "").contains('"') && !name.is_empty()).then_some(name);
-    }
-    let ok = rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    (ok && !rest.eq_ignore_ascii_case("all")).then(|| rest.to_ascii_lowercase())
-}
-
 fn is_show_backends(sql: &str) -> bool {
     let mut words = sql
         .split(|c: char| c.is_whitespace() || c == ';')
@@ -543,36 +512,6 @@ fn is_show_backends(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deallocate_targets_are_read_as_the_server_reads_them() {
-        assert_eq!(
-            deallocate_target("DEALLOCATE _pg3_0").as_deref(),
-            Some("_pg3_0")
-        );
-        assert_eq!(
-            deallocate_target(" deallocate prepare S1 ;").as_deref(),
-            Some("s1")
-        );
-        assert_eq!(
-            deallocate_target("DEALLOCATE \"S 1\"").as_deref(),
-            Some("S 1")
-        );
-        assert_eq!(
-            deallocate_target("DEALLOCATE \"a\"\"b\"").as_deref(),
-            Some("a\"b")
-        );
-        assert_eq!(
-            deallocate_target("DEALLOCATE prepare").as_deref(),
-            Some("prepare")
-        );
-        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
-        assert_eq!(deallocate_target("DEALLOCATE PREPARE ALL"), None);
-        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
-        assert_eq!(deallocate_target("DEALLOCATE \"a\"b\""), None);
-        assert_eq!(deallocate_target("DEALLOCATEa"), None);
-        assert_eq!(deallocate_target("DEALLOCATE"), None);
-    }
 
     #[test]
     fn show_backends_is_recognised() {
