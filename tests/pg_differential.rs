@@ -409,6 +409,25 @@ max_lag = "30s"
     )
 }
 
+/// Two databases set up alike, one reached directly and one through a fresh proxy (returned).
+fn databases_and_proxy(direct_db: &str, proxied_db: &str) -> Proxy {
+    setup(direct_db);
+    setup(proxied_db);
+    cluster()
+        .wait_replay_caught_up(std::time::Duration::from_secs(30))
+        .unwrap();
+    start_proxy(&config(proxied_db))
+}
+
+/// [`databases_and_proxy`] for `<name>_direct` and `<name>_proxied`, and a session on each.
+async fn pair(name: &str) -> (Proxy, Raw, Raw) {
+    let (direct_db, proxied_db) = (format!("{name}_direct"), format!("{name}_proxied"));
+    let p = databases_and_proxy(&direct_db, &proxied_db);
+    let direct = Raw::connect(cluster().primary_port(), "postgres", &direct_db, &[]).await;
+    let proxied = Raw::connect(p.port, "app_trust", &proxied_db, &[]).await;
+    (p, direct, proxied)
+}
+
 async fn table(raw: &mut Raw) -> Vec<Vec<Option<String>>> {
     let (rows, err) = raw
         .simple("SELECT k, v FROM t ORDER BY k; SELECT last_value FROM sq")
@@ -437,15 +456,7 @@ async fn same_answers(direct: &mut Raw, proxied: &mut Raw, rounds: &[(Vec<u8>, u
 /// says the transaction is open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_names_behave_as_on_the_server() {
-    let (direct_db, proxied_db) = ("names_direct", "names_proxied");
-    setup(direct_db);
-    setup(proxied_db);
-    cluster()
-        .wait_replay_caught_up(std::time::Duration::from_secs(30))
-        .unwrap();
-    let p = start_proxy(&config(proxied_db));
-    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
-    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let (_p, mut direct, mut proxied) = pair("names").await;
     let cat = |parts: &[Vec<u8>]| parts.concat();
     let sel = "SELECT v FROM t WHERE k = $1";
     let rounds = vec![
@@ -518,6 +529,12 @@ async fn statement_names_behave_as_on_the_server() {
             1,
             "B s1 after DEALLOCATE",
         ),
+        // A Parse the proxy answers itself, then a Query naming it, no Sync between.
+        (
+            cat(&[msg::parse("s3", sel), msg::query("DEALLOCATE s3")]),
+            1,
+            "P s3; DEALLOCATE s3",
+        ),
         (msg::query("DISCARD ALL"), 1, "DISCARD ALL"),
         (
             cat(&[msg::parse("s1", sel), msg::sync()]),
@@ -534,15 +551,7 @@ async fn statement_names_behave_as_on_the_server() {
 /// protocol violation, closing the client's connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_fails_before_its_rest_arrives_is_skipped_as_the_server_does() {
-    let (direct_db, proxied_db) = ("split_direct", "split_proxied");
-    setup(direct_db);
-    setup(proxied_db);
-    cluster()
-        .wait_replay_caught_up(std::time::Duration::from_secs(30))
-        .unwrap();
-    let p = start_proxy(&config(proxied_db));
-    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
-    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let (_p, mut direct, mut proxied) = pair("split").await;
     let mut answers = Vec::new();
     for raw in [&mut direct, &mut proxied] {
         let mut got = Vec::new();
@@ -646,12 +655,7 @@ async fn pinned_to_a_replica_writes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_pipelines_through_the_proxy_answer_as_the_server_does() {
     let (direct_db, proxied_db) = ("diff_direct", "diff_proxied");
-    setup(direct_db);
-    setup(proxied_db);
-    cluster()
-        .wait_replay_caught_up(std::time::Duration::from_secs(30))
-        .unwrap();
-    let p = start_proxy(&config(proxied_db));
+    let p = databases_and_proxy(direct_db, proxied_db);
     let primary = cluster().primary_port();
     let seed = prop_seed();
     let mut rng = StdRng::seed_from_u64(seed);

@@ -67,6 +67,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.unnamed_here = false;
             }
             if h.tag == b'Q'
+                && self.awaits_server()
                 && (self.names_unsure(true) || self.status_unsure())
                 && self.deallocates_by_name(&h)
             {

@@ -87,6 +87,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }) || (anywhere && changed)
     }
 
+    /// Something sent to the server awaits its answer (so a message held back until then
+    /// is looked at again when it comes; what only the proxy answers is no reason to wait).
+    pub(super) fn awaits_server(&self) -> bool {
+        self.backend.is_some()
+            && self
+                .pending
+                .iter()
+                .any(|p| !matches!(p, Pend::Synthetic(..) | Pend::Local(_)))
+    }
+
     /// The transaction status may change with answers still to come (a Sync or Query is
     /// unanswered).
     pub(super) fn status_unsure(&self) -> bool {
