@@ -12,9 +12,8 @@
 //! wait for its own connect would fail at `connect_timeout` for nothing.)
 //!
 //! Waiting clients are served first come first: a connection given back goes straight to the
-//! client that has waited longest, never to one that asks later (PgBouncer serves its queue
-//! the same way). With many clients on a small pool the longest wait is then about the queue
-//! ahead of a client, not luck.
+//! client that has waited longest, never to one that asks later. With many clients on a
+//! small pool the longest wait is then about the queue ahead of a client, not luck.
 
 use crate::metrics::ClusterMetrics;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
