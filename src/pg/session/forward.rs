@@ -3,7 +3,7 @@
 //! proxy-prepared ones (a Parse injected where the held connection lacks the statement),
 //! and statements with a session effect pin the client.
 
-use super::{Pend, Session, SessionError, Undo};
+use super::{ClientName, Pend, Session, SessionError, Undo};
 use crate::config::PoolMode;
 use crate::pg::codec::{self, Header};
 use crate::pg::prepared::StmtDef;
@@ -36,7 +36,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return Ok(false);
         }
         let effect_sql = p.query.to_vec();
-        let name: Box<[u8]> = p.name.into();
+        let name: ClientName = p.name.into();
         self.stmts.insert(name.clone(), def);
         let e = self.note_session_effect(&effect_sql);
         self.reapply_later(&effect_sql, &e);
@@ -193,7 +193,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 } else {
                     let def = self.worker.statements.intern(p.query, p.param_types);
                     self.replay_ok = false;
-                    let name: Box<[u8]> = p.name.into();
+                    let name: ClientName = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
                     if self.pending.is_empty()
                         && self.tx_status == b'E'
@@ -217,13 +217,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.batch_open = true;
                 let b = codec::bind_msg(body).map_err(bad)?;
                 let named = match self.client_statement(b.statement) {
-                    Some(def) => {
+                    Some((name, def)) => {
                         if def.unknown_calls {
                             self.mark_state_unknown();
                         }
                         self.ensure_prepared(&def);
                         codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
-                        Some(b.statement.into())
+                        Some(name)
                     }
                     None => {
                         if b.statement.is_empty() {
@@ -247,14 +247,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.unnamed_parse.clear();
                 }
                 let named = match def {
-                    Some(_) if h.tag == b'C' => {
-                        let name: Box<[u8]> = name.into();
-                        let def = self.stmts.remove(&name).expect("looked up above");
+                    Some((name, def)) if h.tag == b'C' => {
+                        self.stmts.remove(&name);
                         self.pending
                             .push_back(Pend::Synthetic(b'3', Some(Undo::Closed(name, def))));
                         return Ok(());
                     }
-                    Some(def) => {
+                    Some((name, def)) => {
                         self.ensure_prepared(&def);
                         codec::put_target(
                             &mut self.bout,
@@ -262,7 +261,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                             b'S',
                             def.backend_name().as_bytes(),
                         );
-                        Some(name.into())
+                        Some(name)
                     }
                     None => {
                         if h.tag == b'D' && kind == b'S' && name.is_empty() {
@@ -366,17 +365,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.pending.push_back(Pend::Swallow);
     }
 
-    /// A client statement name known to the proxy (transaction mode, non-empty names).
-    fn client_statement(&mut self, name: &[u8]) -> Option<Arc<StmtDef>> {
+    /// A client statement name known to the proxy (transaction mode, non-empty names), with
+    /// its statement.
+    fn client_statement(&mut self, name: &[u8]) -> Option<(ClientName, Arc<StmtDef>)> {
         if self.mode != PoolMode::Transaction || name.is_empty() {
             return None;
         }
-        let def = self.stmts.get(name).cloned();
-        if def.is_some() {
-            // Replaying on another connection would need this statement there too.
-            self.replay_ok = false;
-        }
-        def
+        let (name, def) = self.stmts.get_key_value(name)?;
+        // Replaying on another connection would need this statement there too.
+        self.replay_ok = false;
+        Some((name.clone(), def.clone()))
     }
 
     /// Transaction mode: the client's unnamed statement, parsed in an earlier batch, goes
@@ -411,7 +409,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Queue a Parse of `def` under its proxy name unless the held connection has it.
     /// `client_name` is the client's own Parse being answered (its ParseComplete is
     /// forwarded); without one the Parse is injected and its answer swallowed.
-    fn prepare_on_backend(&mut self, def: &Arc<StmtDef>, client_name: Option<Box<[u8]>>) -> bool {
+    fn prepare_on_backend(&mut self, def: &Arc<StmtDef>, client_name: Option<ClientName>) -> bool {
         let conn = self.backend.as_mut().expect("held");
         if !conn.prepared.insert(def.id) {
             return false;
@@ -493,21 +491,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 }
 
-/// The server's refusal of a Parse naming a statement the session has already.
-fn duplicate_statement(name: &[u8]) -> Box<[u8]> {
-    let mut out = bytes::BytesMut::new();
-    codec::put_error(
-        &mut out,
-        "ERROR",
-        "42P05",
-        &format!(
-            "prepared statement \"{}\" already exists",
-            String::from_utf8_lossy(name)
-        ),
-    );
-    out.to_vec().into()
-}
-
 /// `sql` has no `;` but a trailing one (a single statement, unless a literal holds one).
 fn one_statement(sql: &[u8]) -> bool {
     let t = sql.trim_ascii_end();
@@ -515,14 +498,26 @@ fn one_statement(sql: &[u8]) -> bool {
     !t.contains(&b';')
 }
 
+/// An ErrorResponse as a server words it (no proxy prefix), for the client.
+fn server_error(code: &str, message: &str) -> Box<[u8]> {
+    let mut out = bytes::BytesMut::new();
+    codec::put_error(&mut out, "ERROR", code, message);
+    out.to_vec().into()
+}
+
+/// The server's refusal of a Parse naming a statement the session has already.
+fn duplicate_statement(name: &[u8]) -> Box<[u8]> {
+    let name = String::from_utf8_lossy(name);
+    server_error(
+        "42P05",
+        &format!("prepared statement \"{name}\" already exists"),
+    )
+}
+
 /// What a server answers a statement in a failed transaction.
 fn aborted_error() -> Box<[u8]> {
-    let mut out = bytes::BytesMut::new();
-    codec::put_error(
-        &mut out,
-        "ERROR",
+    server_error(
         "25P02",
         "current transaction is aborted, commands ignored until end of transaction block",
-    );
-    out.to_vec().into()
+    )
 }

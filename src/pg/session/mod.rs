@@ -84,15 +84,15 @@ enum Pend {
     /// Parse under a proxy name (`id`) or the client's own name (`id` None).
     Parse {
         def: Option<Arc<StmtDef>>,
-        client_name: Option<Box<[u8]>>,
+        client_name: Option<ClientName>,
         injected: bool,
         /// Of the unnamed statement (transaction mode; see `Session::unnamed_parse`).
         unnamed: bool,
     },
     /// The client's name of the statement it binds or describes, when the server knows it by
     /// the proxy's (an error naming it is given the client's).
-    Bind(Option<Box<[u8]>>),
-    Describe(Option<Box<[u8]>>),
+    Bind(Option<ClientName>),
+    Describe(Option<ClientName>),
     /// `copy_mark`: the session's count of copy ends when it was sent (see `copy_in_mark`).
     Execute {
         copy_mark: u32,
@@ -119,18 +119,22 @@ enum Pend {
     /// name (which the connection has): the server refuses it in the order it checks a
     /// Parse (aborted transaction, syntax, then the name), and an error naming the proxy
     /// statement is given the client's name.
-    Reparse(Box<[u8]>),
+    Reparse(ClientName),
     /// A statement the proxy sent for itself (a deferred BEGIN, the client's settings again
     /// after a RESET): its answers up to and including ReadyForQuery are not forwarded, except
     /// ParameterStatus (the client learns the settings it has again).
     Swallow,
 }
 
+/// A client's name of a prepared statement, shared (not copied) by the pending answers that
+/// name it.
+type ClientName = Arc<[u8]>;
+
 /// A locally answered Parse or Close of a client statement, to take back.
 #[derive(Debug)]
 enum Undo {
-    Parsed(Box<[u8]>),
-    Closed(Box<[u8]>, Arc<StmtDef>),
+    Parsed(ClientName),
+    Closed(ClientName, Arc<StmtDef>),
 }
 
 enum Step {
@@ -197,7 +201,7 @@ pub struct Session<C> {
     cin_blocked: bool,
     bin_blocked: bool,
     /// Client statement name -> definition (transaction mode only).
-    stmts: HashMap<Box<[u8]>, Arc<StmtDef>>,
+    stmts: HashMap<ClientName, Arc<StmtDef>>,
     /// The next Parse is answered by the proxy and sent to a server when first used.
     defer_parse: bool,
     /// Index (in the cluster's backends) of the held connection's server.
