@@ -338,7 +338,7 @@ async fn writes_in_any_disguise_never_reach_a_replica() {
     let writes = [
         "INSERT INTO w (port) VALUES (1)",
         "insert into w (port) select 2 returning id",
-        "INSERT INTO w (id, port) VALUES (1, 1) ON CONFLICT DO NOTHING",
+        "INSERT INTO w (id, port) VALUES (-1, 1) ON CONFLICT DO NOTHING",
         "WITH x AS (INSERT INTO w (port) VALUES (2) RETURNING id) SELECT count(*) FROM x",
         "WITH x AS (UPDATE w SET port = port WHERE id < 0 RETURNING 1) SELECT 1",
         "WITH RECURSIVE r(n) AS (SELECT 1) , d AS (DELETE FROM w WHERE id < 0 RETURNING 1) SELECT * FROM r",
