@@ -560,7 +560,7 @@ pub async fn handle_client(
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
         return;
     };
-    let ok = super::io::ok_payload(l.caps, SERVER_STATUS_AUTOCOMMIT);
+    let ok = login_ok(l.caps, l.schema.as_deref());
     if write_packet(&mut stream, l.next_seq, &ok).await.is_err() {
         return;
     }
@@ -569,6 +569,31 @@ pub async fn handle_client(
     if let Err(e) = session.run().await {
         tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
     }
+}
+
+/// The OK that ends a login. A client with CLIENT_SESSION_TRACK that named a schema is told
+/// of it, as the server tells it (its schema tracker is on by default).
+pub fn login_ok(caps: u64, schema: Option<&str>) -> Vec<u8> {
+    let Some(schema) = schema.filter(|_| caps & CLIENT_SESSION_TRACK != 0) else {
+        return super::io::ok_payload(caps, SERVER_STATUS_AUTOCOMMIT);
+    };
+    let mut entry = BytesMut::new();
+    codec::put_lenenc_bytes(&mut entry, schema.as_bytes());
+    let mut state = BytesMut::new();
+    state.extend_from_slice(&[codec::SESSION_TRACK_SCHEMA]);
+    codec::put_lenenc_bytes(&mut state, &entry);
+    let mut out = BytesMut::new();
+    codec::put_ok(
+        &mut out,
+        &codec::OkPacket {
+            header: codec::OK_HEADER,
+            status: SERVER_STATUS_AUTOCOMMIT | SERVER_SESSION_STATE_CHANGED,
+            session_state: Some(&state),
+            ..Default::default()
+        },
+        caps,
+    );
+    out.to_vec()
 }
 
 /// 20 random bytes for a scramble, avoiding NUL and '$' (some clients stop at NUL).

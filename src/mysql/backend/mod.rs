@@ -263,6 +263,9 @@ pub struct MyConn {
     pub prepared: crate::mysql::IdMap<u64, u32>,
     /// Front end bookkeeping: session variables applied on this connection (name, value).
     pub applied: Vec<(String, String)>,
+    /// Front end bookkeeping: this connection's `LAST_INSERT_ID()` as its OKs reported it
+    /// (0 after login and reset), `None` when unknown.
+    pub last_insert_id: Option<u64>,
     /// The target's database: what [`MyConn::reset`] returns the schema to.
     default_schema: Option<String>,
     pub created: Instant,
@@ -352,6 +355,7 @@ impl MyConn {
             multi_statements: Some(true),
             prepared: Default::default(),
             applied: Vec::new(),
+            last_insert_id: Some(0),
             default_schema: t.database.clone(),
             created: Instant::now(),
         };
@@ -415,6 +419,7 @@ impl MyConn {
             .await?;
         self.prepared.clear();
         self.applied.clear();
+        self.last_insert_id = Some(0);
         self.state_unknown = false;
         self.multi_statements = None;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

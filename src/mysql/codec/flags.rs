@@ -104,3 +104,11 @@ pub const CLIENT_ED25519: &[u8] = b"client_ed25519";
 pub const CACHING_SHA2_REQUEST_PUBLIC_KEY: u8 = 2;
 pub const CACHING_SHA2_FAST_AUTH_SUCCESS: u8 = 3;
 pub const CACHING_SHA2_PERFORM_FULL_AUTH: u8 = 4;
+
+/// The status flags that describe the session rather than one statement's answer: a server
+/// reports them again with every command until they change.
+pub const SESSION_STATUS_FLAGS: u16 = SERVER_STATUS_IN_TRANS
+    | SERVER_STATUS_AUTOCOMMIT
+    | SERVER_STATUS_NO_BACKSLASH_ESCAPES
+    | SERVER_STATUS_IN_TRANS_READONLY
+    | SERVER_STATUS_ANSI_QUOTES;

@@ -152,6 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.backend_idx = idx;
         self.backend = Some(conn);
         self.bin.clear();
+        // What the connection's server says of "the last statement" is another client's
+        // (or the proxy's) until this client's first command runs there.
+        self.own.server_stale = true;
         Ok(())
     }
 

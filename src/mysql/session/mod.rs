@@ -133,6 +133,8 @@ pub struct Session<S> {
     origin: Origin,
     /// Status flags of the client's session as last reported.
     status: u16,
+    /// What the client's own session tracking would report (with CLIENT_SESSION_TRACK).
+    track: state::ClientTracking,
     route_override: Option<Hint>,
     /// Statements the client prepared, by its ids.
     stmts: crate::mysql::IdMap<u32, ClientStmt>,
@@ -145,6 +147,12 @@ pub struct Session<S> {
     /// [`state::names_collations`]): MariaDB's session tracking reports the character_set_*
     /// variables of `SET NAMES .. COLLATE ..`, not collation_connection.
     names_collations: std::collections::VecDeque<Option<String>>,
+    /// The status flags may be out of date (an ERR with autocommit off): asked of the
+    /// server after the command.
+    status_stale: bool,
+    /// The statement ids (server's, client's) of the command in flight: the server's errors
+    /// are passed on naming the client's.
+    err_ids: Option<(u32, u32)>,
     /// COM_STMT_SEND_LONG_DATA went to the held connection: it stays until the execute.
     long_data: bool,
     /// The held connection was chosen for writes (the primary).
@@ -212,11 +220,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             pinned: None,
             origin: Origin::Other,
             status: SERVER_STATUS_AUTOCOMMIT,
+            track: Default::default(),
             route_override: None,
             stmts: Default::default(),
             next_stmt: 0,
             last_prepared: None,
             names_collations: Default::default(),
+            status_stale: false,
+            err_ids: None,
             long_data: false,
             for_write: true,
             ryw: Default::default(),
@@ -391,7 +402,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Frame `payload` at `seq` and write it, with anything queued.
+    /// Sends the proxy's own one-packet answer to a command; an OK or ERR is the client's
+    /// last statement result, as if the server had sent it.
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
+        self.note_own_answer(payload);
         codec::write_packet(&mut self.cout, seq, payload);
         self.flush().await
     }
@@ -431,8 +445,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(q) = own::own_query(&text) {
             // CONNECTION_ID() is the client's whatever it holds; the others are the held
             // connection's to answer while there is one.
-            if self.backend.is_none() || matches!(q, own::OwnQuery::ConnectionId(_)) {
-                return self.answer_own(&q).await;
+            if self.backend.is_none() || self.own.answers_while_held(&q) {
+                return self.answer_own(&q, false).await;
             }
         }
         // CONNECTION_ID() elsewhere in a statement: the client's id, not the thread's (which
@@ -458,24 +472,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if !self.acquire_or_tell(want).await? {
                 return Ok(());
             }
-            if own::mentions_last_insert_id(&text) {
-                // The connection's LAST_INSERT_ID() is another session's: set the client's.
-                let sql = format!("SELECT LAST_INSERT_ID({})", self.own.last_insert_id);
-                let conn = self.backend.as_mut().expect("just acquired");
-                if let Err(e) = conn.query(&sql, INTERNAL_TIMEOUT).await {
-                    return Err(SessionError::Backend(e.to_string()));
-                }
-            }
+        } else if self.refuse_write_on_replica(class).await? {
+            return Ok(());
+        }
+        if own::mentions_last_insert_id(&text) {
+            self.sync_last_insert_id().await?;
         }
         // The servers' connections take several statements per query unless the client of
         // the moment did not ask to: a server then refuses a multi-statement text itself.
+        // Only a text with a `;` can be several statements (a COM_SET_OPTION is a command
+        // of the proxy's own on the connection, best avoided).
         let multi = self.multi_statements;
         let conn = self.backend.as_mut().expect("a connection is held");
-        if let Err(e) = conn.ensure_multi_statements(multi, INTERNAL_TIMEOUT).await {
-            conn.clean = false;
-            return Err(SessionError::Backend(e.to_string()));
+        if sql.contains(&b';') && conn.multi_statements != Some(multi) {
+            if let Err(e) = conn.ensure_multi_statements(multi, INTERNAL_TIMEOUT).await {
+                conn.clean = false;
+                return Err(SessionError::Backend(e.to_string()));
+            }
         }
         self.forward(payload, Answer::Query).await
+    }
+
+    /// A write while the client is pinned to a replica's connection (session state made
+    /// there in a read-only transaction: a user variable, a temporary table, a lock, a
+    /// cursor): it must not run there, and the state cannot move, so the client is told so
+    /// (1290, as the replica itself would refuse it, with the reason) and the write is never
+    /// sent. Inside the read-only transaction the replica answers as the primary would.
+    async fn refuse_write_on_replica(&mut self, class: Class) -> Result<bool, SessionError> {
+        let writes = matches!(
+            class.reason,
+            Reason::Write
+                | Reason::Ddl
+                | Reason::Locking
+                | Reason::WriteFunction
+                | Reason::SelectInto
+                | Reason::WritingCte
+        );
+        if !writes
+            || self.backend.is_none()
+            || self.for_write
+            || self.status & SERVER_STATUS_IN_TRANS != 0
+        {
+            return Ok(false);
+        }
+        let err = err_payload(
+            1290,
+            b"HY000",
+            "switchyard: this session keeps state (a user variable, temporary table, lock or \
+             cursor) on a replica, where it was made in a read-only transaction; writes cannot \
+             run there: COM_RESET_CONNECTION, or a new connection, ends it",
+        );
+        self.send(1, &err).await?;
+        Ok(true)
+    }
+
+    /// Before a statement that reads `LAST_INSERT_ID()` on the held connection: the
+    /// connection's value may be another client's (the one that used it before, or none):
+    /// set the client's own first, unless it is there already.
+    async fn sync_last_insert_id(&mut self) -> Result<(), SessionError> {
+        let want = self.own.last_insert_id;
+        let conn = self.backend.as_ref().expect("a connection is held");
+        if conn.last_insert_id == Some(want) {
+            return Ok(());
+        }
+        self.capture_own_results().await;
+        let conn = self.backend.as_mut().expect("a connection is held");
+        // DO: no result, so FOUND_ROWS() and the warnings stay (ROW_COUNT() becomes 0).
+        let sql = format!("DO LAST_INSERT_ID({want})");
+        if let Err(e) = conn.query(&sql, INTERNAL_TIMEOUT).await {
+            return Err(SessionError::Backend(e.to_string()));
+        }
+        conn.last_insert_id = Some(want);
+        self.own.server_stale = true;
+        Ok(())
     }
 
     /// COM_INIT_DB, COM_FIELD_LIST, COM_STATISTICS: run on the held connection, or on one
@@ -497,7 +566,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let answer = match Command::from_byte(cmd) {
             Command::FieldList => Answer::FieldList,
             Command::Statistics => Answer::Single,
-            _ => Answer::Query,
+            _ => Answer::Command,
         };
         // A new schema (COM_INIT_DB) comes back in the OK's session tracking.
         self.forward(payload, answer).await
@@ -572,6 +641,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(conn) = self.backend.as_mut() else {
             return;
         };
+        // SELECT FOUND_ROWS() is a result of its own on the server.
+        self.own.server_stale = true;
         if warnings {
             if let Ok(r) = conn.query("SHOW WARNINGS", INTERNAL_TIMEOUT).await {
                 self.own.warning_rows = r
@@ -594,8 +665,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Answer a query about the client's own last statement (no connection held).
-    async fn answer_own(&mut self, q: &own::OwnQuery) -> Result<(), SessionError> {
-        let packets = self.own.answer(q, self.status);
+    async fn answer_own(&mut self, q: &own::OwnQuery, binary: bool) -> Result<(), SessionError> {
+        let packets = self.own.answer(q, self.status, binary);
         let mut seq = 1u8;
         for p in packets {
             seq = codec::write_packet(&mut self.cout, seq, &p);

@@ -31,6 +31,11 @@ pub struct OwnResults {
     pub calc_found_rows: bool,
     /// The last statement's warnings are still to be fetched (before release).
     pub warnings_pending: bool,
+    /// The server holding the client's connection no longer knows the client's last
+    /// statement as the client does: the proxy answered the client itself since (COM_PING,
+    /// an ERR, COM_SET_OPTION's EOF), or ran a command of its own on the connection. These
+    /// questions are then answered here until the client's next command reaches the server.
+    pub server_stale: bool,
     /// `CONNECTION_ID()`: the id the proxy gave the client (a server connection's thread id
     /// is another client's id, or none, to KILL).
     pub connection_id: u32,
@@ -55,6 +60,25 @@ impl OwnResults {
         self.set_warnings(warnings);
     }
 
+    /// A command that is not a statement (COM_PING, COM_INIT_DB, COM_STMT_RESET) answered
+    /// OK: `ROW_COUNT()` is 0; the warnings and `FOUND_ROWS()` stay the last statement's.
+    pub fn command_ok(&mut self) {
+        self.row_count = 0;
+    }
+
+    /// A statement ended with an ERR packet: the server counts the error as the statement's
+    /// one condition (`@@warning_count` 1, `SHOW WARNINGS` lists it) and `ROW_COUNT()` is -1.
+    pub fn error(&mut self, code: u16, message: &[u8]) {
+        self.row_count = -1;
+        self.warnings = 1;
+        self.warnings_pending = false;
+        self.warning_rows = vec![(
+            "Error".to_string(),
+            code.to_string(),
+            String::from_utf8_lossy(message).into_owned(),
+        )];
+    }
+
     /// A result set of `rows` rows ended (EOF).
     pub fn result_set(&mut self, rows: u64, warnings: u16) {
         self.row_count = -1;
@@ -66,6 +90,13 @@ impl OwnResults {
         self.warnings = warnings;
         self.warnings_pending = warnings > 0;
         self.warning_rows.clear();
+    }
+}
+
+impl OwnResults {
+    /// Whether `q` is answered here although the client holds a connection.
+    pub fn answers_while_held(&self, q: &OwnQuery) -> bool {
+        self.server_stale || matches!(q, OwnQuery::ConnectionId(_))
     }
 }
 
@@ -269,9 +300,15 @@ struct Column<'a> {
     length: u32,
 }
 
-/// The packets (payloads) of a text result set: column count, definitions, EOF, rows, EOF
-/// (the proxy never offers CLIENT_DEPRECATE_EOF). `status` goes in both EOFs.
-fn result_set(columns: &[Column<'_>], rows: &[Vec<String>], status: u16) -> Vec<BytesMut> {
+/// The packets (payloads) of a result set: column count, definitions, EOF, rows, EOF (the
+/// proxy never offers CLIENT_DEPRECATE_EOF). `status` goes in both EOFs. Rows in the text
+/// protocol, or in the binary one (the answer to a COM_STMT_EXECUTE).
+fn result_set(
+    columns: &[Column<'_>],
+    rows: &[Vec<String>],
+    status: u16,
+    binary: bool,
+) -> Vec<BytesMut> {
     let mut out = Vec::with_capacity(columns.len() + rows.len() + 3);
     let mut p = BytesMut::new();
     codec::put_column_count(&mut p, columns.len() as u64, None);
@@ -293,7 +330,8 @@ fn result_set(columns: &[Column<'_>], rows: &[Vec<String>], status: u16) -> Vec<
         p.put_u32_le(c.length);
         p.put_u8(c.kind);
         p.put_u16_le(c.flags | if numeric { BINARY } else { 0 });
-        p.put_u8(0);
+        // Decimals: none for integers; 39 ("not fixed") for strings, as the server says.
+        p.put_u8(if numeric { 0 } else { 39 });
         p.put_u16_le(0);
         out.push(p);
     }
@@ -312,8 +350,23 @@ fn result_set(columns: &[Column<'_>], rows: &[Vec<String>], status: u16) -> Vec<
     out.push(eof(status));
     for row in rows {
         let mut p = BytesMut::new();
-        for v in row {
-            codec::put_lenenc_bytes(&mut p, v.as_bytes());
+        if binary {
+            // Header, then a NULL bitmap offset by two bits (no value is NULL here).
+            p.put_u8(0);
+            p.put_bytes(0, (columns.len() + 7 + 2) / 8);
+        }
+        for (c, v) in columns.iter().zip(row) {
+            match (binary, c.kind) {
+                (true, TYPE_LONGLONG) => {
+                    // The value as typed: unsigned or signed, the same 8 bytes either way.
+                    let n = v
+                        .parse::<u64>()
+                        .unwrap_or_else(|_| v.parse::<i64>().unwrap_or(0) as u64);
+                    p.put_u64_le(n);
+                }
+                (true, TYPE_LONG) => p.put_u32_le(v.parse().unwrap_or(0)),
+                _ => codec::put_lenenc_bytes(&mut p, v.as_bytes()),
+            }
         }
         out.push(p);
     }
@@ -324,28 +377,32 @@ fn result_set(columns: &[Column<'_>], rows: &[Vec<String>], status: u16) -> Vec<
 impl OwnResults {
     /// The answer to `q` as result-set packets, and what the query itself leaves behind (a
     /// SELECT clears the warnings and makes ROW_COUNT() -1, as on the server).
-    pub fn answer(&mut self, q: &OwnQuery, status: u16) -> Vec<BytesMut> {
+    pub fn answer(&mut self, q: &OwnQuery, status: u16, binary: bool) -> Vec<BytesMut> {
         let one = |name: &str, kind: u8, flags: u16, value: String| {
             result_set(
                 &[Column {
                     name,
                     kind,
-                    flags: flags | NOT_NULL,
+                    flags,
                     length: 21,
                 }],
                 &[vec![value]],
                 status,
+                binary,
             )
         };
         let packets = match q {
             OwnQuery::LastInsertId(n) => {
-                one(n, TYPE_LONGLONG, UNSIGNED, self.last_insert_id.to_string())
+                let flags = UNSIGNED | NOT_NULL;
+                one(n, TYPE_LONGLONG, flags, self.last_insert_id.to_string())
             }
-            OwnQuery::RowCount(n) => one(n, TYPE_LONGLONG, 0, self.row_count.to_string()),
-            OwnQuery::FoundRows(n) => one(n, TYPE_LONGLONG, 0, self.found_rows.to_string()),
+            OwnQuery::RowCount(n) => one(n, TYPE_LONGLONG, NOT_NULL, self.row_count.to_string()),
+            OwnQuery::FoundRows(n) => one(n, TYPE_LONGLONG, NOT_NULL, self.found_rows.to_string()),
+            // A system variable: nullable, as the server describes it.
             OwnQuery::WarningCount(n) => one(n, TYPE_LONGLONG, UNSIGNED, self.warnings.to_string()),
             OwnQuery::ConnectionId(n) => {
-                one(n, TYPE_LONGLONG, UNSIGNED, self.connection_id.to_string())
+                let flags = UNSIGNED | NOT_NULL;
+                one(n, TYPE_LONGLONG, flags, self.connection_id.to_string())
             }
             OwnQuery::ShowWarnings => {
                 let rows: Vec<Vec<String>> = self
@@ -373,7 +430,7 @@ impl OwnResults {
                         length: 2048,
                     },
                 ];
-                return result_set(&cols, &rows, status);
+                return result_set(&cols, &rows, status, binary);
             }
         };
         self.result_set(1, 0);
@@ -496,13 +553,41 @@ mod tests {
     }
 
     #[test]
+    fn an_execute_is_answered_with_binary_rows_and_the_servers_column_flags() {
+        let mut o = OwnResults::default();
+        o.ok(3, 0, 0);
+        let text = o.answer(&OwnQuery::RowCount("ROW_COUNT()".into()), 2, false);
+        o.ok(3, 0, 0);
+        let binary = o.answer(&OwnQuery::RowCount("ROW_COUNT()".into()), 2, true);
+        assert_eq!(text.len(), 5);
+        assert_eq!(binary.len(), 5);
+        // Definitions and EOFs are the same; the row: header, NULL bitmap, 8 bytes.
+        assert_eq!(text[..3], binary[..3]);
+        assert_eq!(&text[3][..], b"\x013");
+        assert_eq!(&binary[3][..], &[0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
+        o.error(1146, b"Table 'x.t' doesn't exist");
+        let row = o.answer(&OwnQuery::RowCount("ROW_COUNT()".into()), 2, true);
+        assert_eq!(&row[3][2..], &(-1i64).to_le_bytes());
+        // ROW_COUNT() is NOT NULL, @@warning_count is not (flags after the type byte).
+        let flags = |p: &BytesMut| u16::from_le_bytes([p[p.len() - 5], p[p.len() - 4]]);
+        let wc = o.answer(&OwnQuery::WarningCount("@@warning_count".into()), 2, false);
+        assert_eq!(flags(&row[1]) & NOT_NULL, NOT_NULL);
+        assert_eq!(flags(&wc[1]) & NOT_NULL, 0);
+        // An error is the statement's one condition.
+        o.error(1146, b"Table 'x.t' doesn't exist");
+        assert_eq!(o.warnings, 1);
+        assert_eq!(o.warning_rows[0].0, "Error");
+        assert_eq!(o.row_count, -1);
+    }
+
+    #[test]
     fn results_follow_the_last_statement() {
         let mut o = OwnResults::default();
         o.ok(1, 7, 0);
         o.ok(3, 0, 2);
         assert_eq!((o.last_insert_id, o.row_count, o.warnings), (7, 3, 2));
         assert!(o.warnings_pending);
-        let packets = o.answer(&OwnQuery::LastInsertId("LAST_INSERT_ID()".into()), 2);
+        let packets = o.answer(&OwnQuery::LastInsertId("LAST_INSERT_ID()".into()), 2, false);
         // count, one definition, EOF, one row, EOF
         assert_eq!(packets.len(), 5);
         assert_eq!(&packets[3][..], b"\x017");

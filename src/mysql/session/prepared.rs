@@ -9,7 +9,7 @@
 //! state on the connection: a cursor pins the client; long data holds the connection until
 //! the statement's next execute.
 
-use super::{Answer, Origin, Session, SessionError, INTERNAL_TIMEOUT};
+use super::{own, Answer, Origin, Session, SessionError, INTERNAL_TIMEOUT};
 use crate::mysql::codec::{self, Command};
 use crate::mysql::io::{err_payload, ok_payload};
 use crate::router::classify::{Class, Classifier};
@@ -40,6 +40,11 @@ pub(super) struct ClientStmt {
     class: Class,
     hinted: bool,
     classifier: Arc<Classifier>,
+    /// The statement is a bare question about the client's last statement (see `own`):
+    /// answered by the proxy when the client holds no connection.
+    own: Option<own::OwnQuery>,
+    /// The statement reads `LAST_INSERT_ID()`: the client's value is set first.
+    reads_last_insert_id: bool,
 }
 
 /// What an execute needs of its statement once it is stored back.
@@ -48,6 +53,8 @@ struct Exec {
     sql: Arc<[u8]>,
     class: Class,
     hinted: bool,
+    own: Option<own::OwnQuery>,
+    reads_last_insert_id: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -93,6 +100,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         class,
                         hinted,
                         classifier,
+                        own: own::own_query(&sql),
+                        reads_last_insert_id: own::mentions_last_insert_id(&sql),
                     },
                 );
                 // The client sees its own id in COM_STMT_PREPARE_OK.
@@ -108,6 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Prepared::Err(packet) => {
                 self.last_prepared = None;
+                self.note_err_packet(&packet);
                 self.cout.extend_from_slice(&packet);
                 self.flush().await
             }
@@ -142,14 +152,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(p) => p,
             Err(msg) => return self.send(1, &err_payload(1210, b"HY000", msg)).await,
         };
+        if let Some(q) = &stmt.own {
+            let local = self.backend.is_none() || self.own.answers_while_held(q);
+            if local && exec.flags & 0x07 == 0 {
+                return self.answer_own(q, true).await;
+            }
+        }
         // What kind of statement it is, for the session changes its executes report.
         self.origin = Origin::of(stmt.class.reason);
+        if self.refuse_write_on_replica(stmt.class).await? {
+            return Ok(());
+        }
         if !self.hold_for(stmt.class, stmt.hinted).await? {
             return Ok(());
         }
         let Some(server_id) = self.ensure_prepared(stmt.proxy_id, &stmt.sql).await? else {
             return Ok(());
         };
+        if stmt.reads_last_insert_id {
+            self.sync_last_insert_id().await?;
+        }
         self.long_data = false;
         self.forward_as(&rebuilt, Some(server_id), Answer::Query)
             .await
@@ -200,7 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .and_then(|c| c.prepared.get(&stmt.proxy_id).copied());
         self.long_data = false;
         match server_id {
-            Some(id) => self.forward_as(payload, Some(id), Answer::Query).await,
+            Some(id) => self.forward_as(payload, Some(id), Answer::Command).await,
             // Nothing of it is on any connection the client holds: nothing to reset.
             None => self.send(1, &ok_payload(self.caps, self.status)).await,
         }
@@ -215,7 +237,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .as_ref()
             .and_then(|c| c.prepared.get(&stmt.proxy_id).copied());
         let Some(id) = server_id else {
-            let err = err_payload(1421, b"HY000", "The statement has no open cursor");
+            let client_id = codec::stmt_id(payload).unwrap_or(0);
+            let msg = format!("The statement ({client_id}) has no open cursor");
+            let err = err_payload(1421, b"HY000", &msg);
             return self.send(1, &err).await;
         };
         self.forward_as(payload, Some(id), Answer::Fetch).await
@@ -283,13 +307,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             sql: stmt.sql.clone(),
             class: stmt.class,
             hinted: stmt.hinted,
+            own: stmt.own.clone(),
+            reads_last_insert_id: stmt.reads_last_insert_id,
         };
         self.stmts.insert(id, stmt);
         Some(exec)
     }
 
     /// The client's statement id in `payload`, MariaDB's "last prepared" id resolved.
-    fn client_id(&self, payload: &[u8]) -> Option<u32> {
+    pub(super) fn client_id(&self, payload: &[u8]) -> Option<u32> {
         match codec::stmt_id(payload)? {
             codec::MARIADB_LAST_PREPARED_STMT_ID => self.last_prepared,
             id => Some(id),
@@ -303,7 +329,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn unknown_statement(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let id = codec::stmt_id(payload).unwrap_or(0);
-        let msg = format!("Unknown prepared statement handler ({id}) given to mysqld_stmt_execute");
+        // The server names the function of the command that named the statement.
+        let function = match payload.first() {
+            Some(&b) if b == Command::StmtFetch.byte() => "mysqld_stmt_fetch",
+            Some(&b) if b == Command::StmtReset.byte() => "mysqld_stmt_reset",
+            _ => "mysqld_stmt_execute",
+        };
+        let msg = format!("Unknown prepared statement handler ({id}) given to {function}");
         self.send(1, &err_payload(1243, b"HY000", &msg)).await
     }
 
@@ -348,6 +380,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(Some(server_id))
             }
             Prepared::Err(packet) => {
+                self.note_err_packet(&packet);
                 self.cout.extend_from_slice(&packet);
                 self.flush().await?;
                 Ok(None)
@@ -383,6 +416,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             params: ok.params,
             packets,
         })
+    }
+
+    /// A server's ERR (framed) answered a prepare: the client's last statement result.
+    fn note_err_packet(&mut self, packet: &[u8]) {
+        if let Some(e) = packet.get(4..).and_then(|p| codec::parse_err(p).ok()) {
+            self.own.error(e.code, e.message);
+        }
+    }
+
+    /// The held connection's status flags, asked with a COM_PING (after an ERR, which
+    /// carries none, when the transaction state may have changed).
+    pub(super) async fn refresh_status(&mut self) -> Result<(), SessionError> {
+        self.status_stale = false;
+        self.capture_own_results().await;
+        self.write_backend(&[Command::Ping.byte()]).await?;
+        let (_, p) = self.read_backend_payload().await?;
+        let caps = self.backend.as_ref().map_or(0, |c| c.capabilities);
+        let ok = codec::parse_ok(&p, caps)
+            .map_err(|e| SessionError::Backend(format!("COM_PING answer: {e}")))?;
+        self.note_status(ok.status);
+        // The ping made the server's ROW_COUNT() 0.
+        self.own.server_stale = true;
+        Ok(())
     }
 
     async fn write_backend(&mut self, payload: &[u8]) -> Result<(), SessionError> {
@@ -456,6 +512,10 @@ fn same_context<'a>(context: &str, parts: impl Iterator<Item = &'a str>) -> bool
     rest.is_empty()
 }
 
+/// What a server says of a COM_STMT_EXECUTE it cannot read (too short, or without
+/// parameter types and none bound before): ER_WRONG_ARGUMENTS, 1210.
+const WRONG_EXECUTE: &str = "Incorrect arguments to mysqld_stmt_execute";
+
 /// A COM_STMT_EXECUTE payload that carries parameter types: the client's own if it sent them
 /// (remembered in `types`), else the ones it sent last.
 fn with_types<'p>(
@@ -471,20 +531,21 @@ fn with_types<'p>(
     let bitmap_end = 10 + n.div_ceil(8);
     let bound_at = bitmap_end;
     let Some(&bound) = payload.get(bound_at) else {
-        return Err("COM_STMT_EXECUTE is too short for its parameters");
+        return Err(WRONG_EXECUTE);
     };
     if bound == 1 {
         let t = payload
             .get(bound_at + 1..bound_at + 1 + 2 * n)
-            .ok_or("COM_STMT_EXECUTE is too short for its parameter types")?;
+            .ok_or(WRONG_EXECUTE)?;
         if types.as_deref() != Some(t) {
             *types = Some(t.to_vec());
         }
         return Ok(Cow::Borrowed(payload));
     }
-    let t = types
-        .as_ref()
-        .ok_or("COM_STMT_EXECUTE without parameter types before any with them")?;
+    let Some(t) = types.as_ref() else {
+        // None sent yet: as it is, for the server to judge (all NULL values need none).
+        return Ok(Cow::Borrowed(payload));
+    };
     let mut out = Vec::with_capacity(payload.len() + t.len());
     out.extend_from_slice(&payload[..bound_at]);
     out.push(1);
@@ -533,8 +594,10 @@ mod tests {
         let mut want = vec![0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 254, 0];
         want.extend_from_slice(&[8, 0, 0, 0, 1, b'y']);
         assert_eq!(rebuilt, want);
+        // No types known: passed on as it is, for the server to judge (all-NULL values
+        // need none; otherwise it answers 1210 itself).
         let mut none = None;
-        assert!(with_types(&second, 2, &mut none).is_err());
+        assert_eq!(with_types(&second, 2, &mut none).unwrap(), &second[..]);
         assert!(with_types(&[0x17, 5], 2, &mut none).is_err());
     }
 }

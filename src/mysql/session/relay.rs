@@ -22,6 +22,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         stmt: Option<u32>,
         answer: Answer,
     ) -> Result<(), SessionError> {
+        // The server's errors name its statement id; the client knows its own.
+        self.err_ids = stmt.and_then(|id| self.client_id(payload).map(|client| (id, client)));
+        self.own.server_stale = false;
         let conn = self.backend.as_mut().expect("a connection is held");
         let mut out = std::mem::take(&mut self.bout);
         out.clear();
@@ -42,7 +45,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.pass_back_refusal().await;
             return Err(SessionError::Backend(e.to_string()));
         }
-        match self.relay(answer).await {
+        let relayed = match self.relay(answer).await {
+            Ok(()) if self.status_stale => self.refresh_status().await,
+            r => r,
+        };
+        match relayed {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let Some(c) = self.backend.as_mut() {
@@ -80,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 (At::First, _) | (At::Next, _) => match first {
                     Some(codec::OK_HEADER) if answer != Answer::FieldList => {
-                        let more = self.on_ok(wire)?;
+                        let more = self.on_ok(wire, answer != Answer::Command)?;
                         at = At::Next;
                         !more
                     }
@@ -88,10 +95,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         if self.killed_by_another(wire) {
                             return Ok(());
                         }
-                        self.pass(wire);
+                        self.on_err(wire);
                         true
                     }
                     Some(codec::EOF_HEADER) if answer == Answer::FieldList && payload_len < 9 => {
+                        // Column definitions are a result of sorts: ROW_COUNT() is -1 after.
+                        self.own.row_count = -1;
                         self.on_eof(wire);
                         true
                     }
@@ -151,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         if self.killed_by_another(wire) {
                             return Ok(());
                         }
-                        self.pass(wire);
+                        self.on_err(wire);
                         true
                     }
                     _ => {
@@ -315,11 +324,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(status) = status {
             self.note_status(status);
             if status & SERVER_SESSION_STATE_CHANGED != 0
-                && self.caps & CLIENT_SESSION_TRACK == 0
+                && (self.caps & CLIENT_SESSION_TRACK == 0 || !self.track.tracks_state_change())
                 && wire >= 9
             {
-                // A client that did not ask for session tracking is not told of changes
-                // (the servers' connections track them for the proxy): EOF status at 7..9.
+                // A client is told of changes only as far as it tracks them (the servers'
+                // connections track them all for the proxy; an EOF carries no details, so
+                // its flag is the state-change tracker's): EOF status at 7..9.
                 let clear = (status & !SERVER_SESSION_STATE_CHANGED).to_le_bytes();
                 self.bin[7..9].copy_from_slice(&clear);
             }
@@ -330,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// An OK packet: note its status and session changes; pass it on (without the session
     /// state for a client that did not ask for it). True if more results follow.
-    pub(super) fn on_ok(&mut self, wire: usize) -> Result<bool, SessionError> {
+    pub(super) fn on_ok(&mut self, wire: usize, statement: bool) -> Result<bool, SessionError> {
         let backend_caps = self.backend.as_ref().map_or(0, |c| c.capabilities);
         let payload = self.bin[4..wire].to_vec();
         let seq = self.bin[3];
@@ -343,6 +353,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let untracked = self.caps & CLIENT_SESSION_TRACK == 0;
         let mut rewrite = untracked
             && (ok.session_state.is_some() || ok.status & SERVER_SESSION_STATE_CHANGED != 0);
+        // A client that did: the changes its own tracking settings report, no more.
+        let mut filtered = None;
+        if let (false, Some(state)) = (untracked, ok.session_state) {
+            let own = self.track.filter(state);
+            if own.len() != state.len() {
+                rewrite = true;
+                filtered = Some(own);
+            }
+        }
         // A client that asked for CLIENT_FOUND_ROWS counts matched rows, not changed ones
         // (SQLAlchemy's optimistic version checks rely on it); the servers' connections are
         // shared, so they run without it and the count comes from the UPDATE's info string.
@@ -355,15 +374,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         self.note_status(ok.status);
-        self.own
-            .ok(ok.affected_rows, ok.last_insert_id, ok.warnings);
+        if statement {
+            self.own
+                .ok(ok.affected_rows, ok.last_insert_id, ok.warnings);
+        } else {
+            self.own.command_ok();
+        }
+        if ok.last_insert_id != 0 {
+            if let Some(c) = self.backend.as_mut() {
+                c.last_insert_id = Some(ok.last_insert_id);
+            }
+        }
         if let Some(state) = ok.session_state {
             self.note_session_changes(state);
         }
         let more = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
         if rewrite {
-            if untracked {
+            if let Some(own) = &filtered {
+                ok.session_state = Some(own);
+            }
+            if untracked || ok.session_state.is_some_and(<[u8]>::is_empty) {
                 ok.status &= !SERVER_SESSION_STATE_CHANGED;
+                ok.session_state = None;
             }
             let mut p = BytesMut::new();
             codec::put_ok(&mut p, &ok, self.caps);
@@ -375,10 +407,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(more)
     }
 
+    /// An ERR packet from the server: the client's last statement result; passed on, with
+    /// the server's statement id in its message replaced by the client's.
+    fn on_err(&mut self, wire: usize) {
+        let payload = &self.bin[4..wire];
+        let Ok(e) = codec::parse_err(payload) else {
+            self.pass(wire);
+            return;
+        };
+        self.own.error(e.code, e.message);
+        // An ERR carries no status. With autocommit off, a statement that failed may still
+        // have opened a transaction (and kept its locks); a deadlock or lock wait timeout
+        // may have rolled one back. The server is asked before anything relies on it.
+        let autocommit_off = self.status & SERVER_STATUS_AUTOCOMMIT == 0;
+        let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
+        if (autocommit_off && !in_tx) || (in_tx && matches!(e.code, 1205 | 1213)) {
+            self.status_stale = true;
+        }
+        let renamed = self.err_ids.take().and_then(|(server, client)| {
+            let from = format!("({server})");
+            let message = String::from_utf8_lossy(e.message);
+            (server != client && message.contains(&from)).then(|| {
+                let message = message.replacen(&from, &format!("({client})"), 1);
+                err_payload(e.code, &e.sql_state.unwrap_or(*b"HY000"), &message)
+            })
+        });
+        match renamed {
+            Some(p) => {
+                let seq = self.bin[3];
+                codec::write_packet(&mut self.cout, seq, &p);
+                self.bin.advance(wire);
+                self.bytes_down += wire as u64;
+            }
+            None => self.pass(wire),
+        }
+    }
+
+    /// An OK or ERR the proxy answers with itself: what the client's next `ROW_COUNT()`,
+    /// `@@warning_count` or `SHOW WARNINGS` reports.
+    pub(super) fn note_own_answer(&mut self, payload: &[u8]) {
+        self.own.server_stale = true;
+        match payload.first() {
+            Some(&codec::OK_HEADER) => self.own.command_ok(),
+            // COM_SET_OPTION's EOF: the server's ROW_COUNT() is -1 after it.
+            Some(&codec::EOF_HEADER) => self.own.row_count = -1,
+            Some(&codec::ERR_HEADER) => {
+                if let Ok(e) = codec::parse_err(payload) {
+                    self.own.error(e.code, e.message);
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn note_status(&mut self, status: u16) {
-        // "State changed" belongs to the one statement it came with, not to the session (the
-        // proxy's own answers use the session's status).
-        let status = status & !SERVER_SESSION_STATE_CHANGED;
+        // Only the flags of the session are kept for the proxy's own answers. The rest
+        // ("state changed", "no index used", "last row sent", "more results", ...) belong to
+        // the one statement they came with: the server clears them for the next command.
+        let status = status & SESSION_STATUS_FLAGS;
         self.status = status;
         if let Some(c) = self.backend.as_mut() {
             c.status = status;
@@ -399,6 +485,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 codec::SessionChange::SystemVariable { name, value } => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     let value = String::from_utf8_lossy(value).into_owned();
+                    if name.starts_with("session_track_") {
+                        self.track.note(&name, &value);
+                    }
                     if INFORMATIONAL.contains(&name.as_str()) {
                         // Set by the server itself: the state change it flags is explained
                         // (not for a routine, which may have done more).
@@ -475,6 +564,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 pub(super) enum Answer {
     /// OK, ERR, or result sets (possibly several).
     Query,
+    /// OK or ERR of a command that is not a statement (COM_INIT_DB, COM_STMT_RESET): it
+    /// leaves the last statement's warnings and counts as they were, but for ROW_COUNT().
+    Command,
     /// COM_FIELD_LIST: column definitions up to an EOF, or ERR.
     FieldList,
     /// COM_STATISTICS: one packet.

@@ -115,6 +115,114 @@ pub(super) fn parse_kill(sql: &str) -> Option<(bool, u32)> {
     words.next().is_none().then_some((query_only, id))
 }
 
+/// The system variables a server's session tracking reports by default
+/// (`session_track_system_variables` of MariaDB 10.11 and MySQL 8).
+const DEFAULT_TRACKED: &[&str] = &[
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "time_zone",
+];
+
+/// What a client that asked for CLIENT_SESSION_TRACK is told of, as the server would tell it
+/// with the client's own `session_track_*` settings. The servers' connections track every
+/// variable and every state change for the proxy; the client's answers carry only its share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTracking {
+    /// The variables tracked (lowercase), or None for `*`.
+    variables: Option<Vec<String>>,
+    schema: bool,
+    state_change: bool,
+}
+
+impl Default for ClientTracking {
+    fn default() -> Self {
+        ClientTracking {
+            variables: Some(DEFAULT_TRACKED.iter().map(|v| v.to_string()).collect()),
+            schema: true,
+            state_change: false,
+        }
+    }
+}
+
+impl ClientTracking {
+    /// Takes in a change of one of the client's `session_track_*` variables (reported by the
+    /// server under its new value).
+    pub fn note(&mut self, name: &str, value: &str) {
+        let on = |v: &str| v.eq_ignore_ascii_case("ON") || v == "1";
+        match name {
+            "session_track_system_variables" => {
+                self.variables = if value.split(',').any(|v| v.trim() == "*") {
+                    None
+                } else {
+                    Some(
+                        value
+                            .split(',')
+                            .map(|v| v.trim().to_ascii_lowercase())
+                            .filter(|v| !v.is_empty())
+                            .collect(),
+                    )
+                }
+            }
+            "session_track_schema" => self.schema = on(value),
+            "session_track_state_change" => self.state_change = on(value),
+            _ => {}
+        }
+    }
+
+    /// Whether a state change flag with no session state information (an EOF packet's) is
+    /// the client's to see.
+    pub fn tracks_state_change(&self) -> bool {
+        self.state_change
+    }
+
+    /// The entries of a server's session state information (an OK packet's) that this
+    /// client is told of, in order. Anything unreadable is passed on as it is.
+    pub fn filter(&self, state: &[u8]) -> Vec<u8> {
+        use crate::mysql::codec::{self, wire};
+        let mut out = Vec::with_capacity(state.len());
+        let mut at = 0;
+        while at < state.len() {
+            let kind = state[at];
+            let Ok((len, n)) = wire::read_lenenc(&state[at + 1..]) else {
+                out.extend_from_slice(&state[at..]);
+                break;
+            };
+            let wire::LenEnc::Int(len) = len else {
+                out.extend_from_slice(&state[at..]);
+                break;
+            };
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            let end = (at + 1 + n).saturating_add(len);
+            if end > state.len() {
+                out.extend_from_slice(&state[at..]);
+                break;
+            }
+            let keep = match kind {
+                codec::SESSION_TRACK_SYSTEM_VARIABLES => match &self.variables {
+                    None => true,
+                    Some(names) => wire::read_lenenc_bytes(&state[at + 1 + n..end])
+                        .ok()
+                        .and_then(|(name, _)| name)
+                        .is_none_or(|name| {
+                            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                            names.contains(&name)
+                        }),
+                },
+                codec::SESSION_TRACK_SCHEMA => self.schema,
+                codec::SESSION_TRACK_STATE_CHANGE => self.state_change,
+                _ => true,
+            };
+            if keep {
+                out.extend_from_slice(&state[at..end]);
+            }
+            at = end;
+        }
+        out
+    }
+}
+
 pub(super) fn set_var(vars: &mut Vec<(String, String)>, name: String, value: String) {
     match vars.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
         Ok(i) => vars[i].1 = value,
@@ -284,6 +392,80 @@ pub(super) fn charset_vars(id: u8) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session state information: (type, data) entries, each length-prefixed.
+    fn state(entries: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, data) in entries {
+            out.push(*kind);
+            out.push(data.len() as u8);
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn var(name: &str, value: &str) -> (u8, Vec<u8>) {
+        let mut d = vec![name.len() as u8];
+        d.extend_from_slice(name.as_bytes());
+        d.push(value.len() as u8);
+        d.extend_from_slice(value.as_bytes());
+        (0, d)
+    }
+
+    fn schema(name: &str) -> (u8, Vec<u8>) {
+        let mut d = vec![name.len() as u8];
+        d.extend_from_slice(name.as_bytes());
+        (1, d)
+    }
+
+    #[test]
+    fn a_tracking_client_is_told_what_its_own_settings_track() {
+        let changed = (2, b"\x011".to_vec());
+        let all = state(&[
+            var("time_zone", "+03:00"),
+            changed.clone(),
+            var("sql_mode", "ANSI_QUOTES"),
+            schema("shop"),
+            var("character_set_client", "latin1"),
+        ]);
+        let mut t = ClientTracking::default();
+        // By default: the five variables servers track, the schema, no state change flag.
+        assert_eq!(
+            t.filter(&all),
+            state(&[
+                var("time_zone", "+03:00"),
+                schema("shop"),
+                var("character_set_client", "latin1"),
+            ])
+        );
+        assert!(!t.tracks_state_change());
+        t.note("session_track_system_variables", "*");
+        t.note("session_track_state_change", "ON");
+        assert_eq!(t.filter(&all), all);
+        assert!(t.tracks_state_change());
+        t.note("session_track_system_variables", "sql_mode, Time_Zone");
+        t.note("session_track_schema", "OFF");
+        assert_eq!(
+            t.filter(&all),
+            state(&[
+                var("time_zone", "+03:00"),
+                changed,
+                var("sql_mode", "ANSI_QUOTES")
+            ])
+        );
+        t.note("session_track_system_variables", "");
+        t.note("session_track_state_change", "0");
+        assert_eq!(t.filter(&all), Vec::<u8>::new());
+        // What does not read as entries is passed on as it is, never dropped or cut.
+        for cut in 0..all.len() {
+            let f = ClientTracking::default().filter(&all[..cut]);
+            assert!(f.len() <= cut);
+        }
+        assert_eq!(
+            ClientTracking::default().filter(&[0, 0xFF, 1, 2]),
+            vec![0, 0xFF, 1, 2]
+        );
+    }
 
     #[test]
     fn the_character_set_is_replayed_with_set_names_and_its_collation() {
