@@ -1193,3 +1193,134 @@ fn a_failed_statement_with_autocommit_off_keeps_its_transaction() {
         assert_eq!(show(&run(&mut d, sql)), show(&run(&mut p, sql)), "{sql}");
     }
 }
+
+fn plain_caps() -> u64 {
+    codec::CLIENT_LONG_PASSWORD
+        | codec::CLIENT_LONG_FLAG
+        | codec::CLIENT_PROTOCOL_41
+        | codec::CLIENT_TRANSACTIONS
+        | codec::CLIENT_SECURE_CONNECTION
+        | codec::CLIENT_MULTI_RESULTS
+        | codec::CLIENT_PLUGIN_AUTH
+}
+
+/// The ERR of an answer: (code, message).
+fn err_in(answer: &[Packet]) -> Option<(u16, String)> {
+    let p = &answer.first()?.1;
+    (p.first() == Some(&0xFF)).then(|| {
+        let code = u16::from_le_bytes([p[1], p[2]]);
+        (code, String::from_utf8_lossy(&p[9..]).into_owned())
+    })
+}
+
+/// State made on a replica in a read-only transaction (a user variable) pins the client to
+/// that replica's connection. A write after the transaction must not be sent there: the
+/// proxy refuses it, says why, and the client's reset ends the pin.
+#[test]
+fn pinned_to_a_replica_writes_are_refused() {
+    let _serial = serial();
+    let (_, proxied) = servers();
+    proxied
+        .query_db(
+            0,
+            Some(DB),
+            "CREATE TABLE IF NOT EXISTS r (k INT PRIMARY KEY); INSERT IGNORE INTO r VALUES (1)",
+        )
+        .unwrap();
+    proxied.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_proxy(dir.path(), 2);
+    let port = server.my_addr.expect("a MySQL listener").port();
+    let mut c = connect(port, plain_caps());
+    let replica_id = proxied.value(1, "SELECT @@server_id").unwrap();
+    for sql in ["START TRANSACTION READ ONLY", "SET @u = 1"] {
+        assert_eq!(err_in(&run(&mut c, sql)), None, "{sql}");
+    }
+    let on = run(&mut c, "SELECT @@server_id");
+    assert_eq!(
+        show(&on)[3],
+        format!("4:\\x0{}{replica_id}", replica_id.len()),
+        "the read-only transaction runs on the replica"
+    );
+    assert_eq!(err_in(&run(&mut c, "COMMIT")), None);
+    let refused = err_in(&run(&mut c, "DELETE FROM r WHERE k = 1")).expect("an ERR");
+    assert_eq!(refused.0, 1290);
+    assert!(
+        refused
+            .1
+            .starts_with("switchyard: this session keeps state"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        proxied
+            .value(0, &format!("SELECT count(*) FROM {DB}.r"))
+            .unwrap(),
+        "1",
+        "the write did not run"
+    );
+    // Reads still go where the state is.
+    assert_eq!(show(&run(&mut c, "SELECT @u"))[3], "4:\\x011");
+    // COM_RESET_CONNECTION ends the session's state, and the pin.
+    c.s.write_all(&frame(0, &[0x1F])).unwrap();
+    let mut out = Vec::new();
+    c.answer(Shape::One, &mut out).unwrap();
+    assert_eq!(out[0].1[0], 0, "reset: {:?}", show(&out));
+    assert_eq!(err_in(&run(&mut c, "DELETE FROM r WHERE k = 1")), None);
+    assert_eq!(
+        proxied
+            .value(0, &format!("SELECT count(*) FROM {DB}.r"))
+            .unwrap(),
+        "0"
+    );
+}
+
+/// `LAST_INSERT_ID()` is the client's own wherever its statement runs: prepared, in a
+/// multi-statement, on a connection another client inserted on last.
+#[test]
+fn last_insert_id_is_the_clients_own_in_every_form() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // One connection per backend: every client's statements run on the same connection.
+    let server = start_proxy(dir.path(), 1);
+    let port = server.my_addr.expect("a MySQL listener").port();
+    let caps = plain_caps() | codec::CLIENT_MULTI_STATEMENTS;
+    let mut a = connect(port, caps);
+    let mut b = connect(port, caps);
+    assert_eq!(err_in(&run(&mut a, "INSERT INTO a (v) VALUES (1)")), None);
+    let value = |answer: &[Packet]| show(answer)[3].clone();
+    // b inserted nothing: 0, in each form.
+    assert_eq!(value(&run(&mut b, "SELECT LAST_INSERT_ID()")), "4:\\x010");
+    let multi = run(&mut b, "SELECT LAST_INSERT_ID() + 0; SELECT 1");
+    assert_eq!(value(&multi), "4:\\x010");
+    b.s.write_all(&frame(
+        0,
+        &payload(
+            &Cmd::Prepare(0, "SELECT LAST_INSERT_ID() + 0"),
+            &Side::default(),
+        ),
+    ))
+    .unwrap();
+    let mut prepared = Vec::new();
+    b.answer(Shape::Prepare, &mut prepared).unwrap();
+    let mut side = Side::default();
+    normalize(&mut prepared, &Cmd::Prepare(0, ""), &mut side, false);
+    let exec = Cmd::Execute {
+        slot: 0,
+        values: vec![],
+        types: true,
+        cursor: false,
+        long: vec![],
+    };
+    b.s.write_all(&frame(0, &payload(&exec, &side))).unwrap();
+    let mut out = Vec::new();
+    b.answer(Shape::Results, &mut out).unwrap();
+    assert_eq!(
+        out[3].1,
+        vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        "{:?}",
+        show(&out)
+    );
+    // And a's is still a's.
+    let mine = value(&run(&mut a, "SELECT LAST_INSERT_ID() + 0"));
+    assert_ne!(mine, "4:\\x010");
+}

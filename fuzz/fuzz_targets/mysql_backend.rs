@@ -7,6 +7,9 @@
 //! that many payload bytes (the last one takes what is left). Login packets carry the sequence
 //! id the login expects unless the length byte's top bit says otherwise.
 //!
+//! The whole input is also the session state information of an OK packet, filtered for a
+//! client that tracks some of it.
+//!
 //! Properties: no panic; every packet `Login` asks to send is one whole packet whose sequence
 //! id follows the server's; once the login or the answer is over, feeding more is refused
 //! (never a second ending).
@@ -16,6 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use switchyard::mysql::backend::{Credentials, Fed, Login, LoginStep, Response};
 use switchyard::mysql::backend::BACKEND_CAPABILITIES;
 use switchyard::mysql::codec::{frame, CLIENT_DEPRECATE_EOF, CLIENT_SESSION_TRACK};
+use switchyard::mysql::session::ClientTracking;
 
 const CREDS: [Credentials<'static>; 2] = [
     Credentials {
@@ -111,4 +115,16 @@ fuzz_target!(|data: &[u8]| {
         caps &= !CLIENT_SESSION_TRACK;
     }
     answer(caps, &packets);
+    tracking(rest);
 });
+
+/// The session state a tracking client is told of (`ClientTracking::filter`) on the raw
+/// input: never longer than what the server said, and all of it when the client tracks
+/// everything.
+fn tracking(state: &[u8]) {
+    let mut t = ClientTracking::default();
+    assert!(t.filter(state).len() <= state.len());
+    t.note("session_track_system_variables", "*");
+    t.note("session_track_state_change", "ON");
+    assert_eq!(t.filter(state), state);
+}

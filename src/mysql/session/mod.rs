@@ -25,7 +25,7 @@ mod relay;
 mod state;
 
 use state::{charset_vars, names_collations, parse_kill, set_var, unset_var, INFORMATIONAL};
-pub use state::{pin_reason, REPLAYED};
+pub use state::{pin_reason, ClientTracking, REPLAYED};
 
 use relay::Answer;
 
