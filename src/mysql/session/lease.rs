@@ -154,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.bin.clear();
         // What the connection's server says of "the last statement" is another client's
         // (or the proxy's) until this client's first command runs there.
-        self.own.server_stale = true;
+        self.own.stale = own::STALE_ALL;
         Ok(())
     }
 

@@ -543,7 +543,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(SessionError::Backend(e.to_string()));
         }
         conn.last_insert_id = Some(want);
-        self.own.server_stale = true;
+        self.own.stale |= own::STALE_ROW_COUNT;
         Ok(())
     }
 
@@ -641,8 +641,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(conn) = self.backend.as_mut() else {
             return;
         };
-        // SELECT FOUND_ROWS() is a result of its own on the server.
-        self.own.server_stale = true;
+        // SHOW WARNINGS and SELECT FOUND_ROWS() are results of their own on the server.
+        self.own.stale |= own::STALE_ROW_COUNT | own::STALE_FOUND_ROWS;
         if warnings {
             if let Ok(r) = conn.query("SHOW WARNINGS", INTERNAL_TIMEOUT).await {
                 self.own.warning_rows = r

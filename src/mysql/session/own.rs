@@ -31,15 +31,25 @@ pub struct OwnResults {
     pub calc_found_rows: bool,
     /// The last statement's warnings are still to be fetched (before release).
     pub warnings_pending: bool,
-    /// The server holding the client's connection no longer knows the client's last
-    /// statement as the client does: the proxy answered the client itself since (COM_PING,
-    /// an ERR, COM_SET_OPTION's EOF), or ran a command of its own on the connection. These
-    /// questions are then answered here until the client's next command reaches the server.
-    pub server_stale: bool,
+    /// What the server holding the client's connection no longer knows as the client does
+    /// (`STALE_*`): the connection was just taken (its server's "last statement" is another
+    /// client's), the proxy answered the client itself since (COM_PING, an ERR,
+    /// COM_SET_OPTION's EOF, one of these questions), or ran a command of its own there.
+    /// Those questions are answered here until a statement of the client's sets the value
+    /// on the server again.
+    pub stale: u8,
     /// `CONNECTION_ID()`: the id the proxy gave the client (a server connection's thread id
     /// is another client's id, or none, to KILL).
     pub connection_id: u32,
 }
+
+/// `ROW_COUNT()` (set by every statement).
+pub const STALE_ROW_COUNT: u8 = 1;
+/// `FOUND_ROWS()` (set by a statement that returns rows).
+pub const STALE_FOUND_ROWS: u8 = 2;
+/// `@@warning_count` and `SHOW WARNINGS` (set by a statement with conditions).
+pub const STALE_WARNINGS: u8 = 4;
+pub const STALE_ALL: u8 = STALE_ROW_COUNT | STALE_FOUND_ROWS | STALE_WARNINGS;
 
 impl OwnResults {
     /// The session starts again (COM_RESET_CONNECTION, COM_CHANGE_USER): what its statements
@@ -54,6 +64,7 @@ impl OwnResults {
     /// A statement ended with an OK packet.
     pub fn ok(&mut self, affected_rows: u64, last_insert_id: u64, warnings: u16) {
         self.row_count = affected_rows as i64;
+        self.stale &= !STALE_ROW_COUNT;
         if last_insert_id != 0 {
             self.last_insert_id = last_insert_id;
         }
@@ -64,12 +75,14 @@ impl OwnResults {
     /// OK: `ROW_COUNT()` is 0; the warnings and `FOUND_ROWS()` stay the last statement's.
     pub fn command_ok(&mut self) {
         self.row_count = 0;
+        self.stale &= !STALE_ROW_COUNT;
     }
 
     /// A statement ended with an ERR packet: the server counts the error as the statement's
     /// one condition (`@@warning_count` 1, `SHOW WARNINGS` lists it) and `ROW_COUNT()` is -1.
     pub fn error(&mut self, code: u16, message: &[u8]) {
         self.row_count = -1;
+        self.stale &= !(STALE_ROW_COUNT | STALE_WARNINGS);
         self.warnings = 1;
         self.warnings_pending = false;
         self.warning_rows = vec![(
@@ -83,10 +96,14 @@ impl OwnResults {
     pub fn result_set(&mut self, rows: u64, warnings: u16) {
         self.row_count = -1;
         self.found_rows = rows;
+        self.stale &= !(STALE_ROW_COUNT | STALE_FOUND_ROWS);
         self.set_warnings(warnings);
     }
 
     fn set_warnings(&mut self, warnings: u16) {
+        if warnings > 0 {
+            self.stale &= !STALE_WARNINGS;
+        }
         self.warnings = warnings;
         self.warnings_pending = warnings > 0;
         self.warning_rows.clear();
@@ -96,7 +113,15 @@ impl OwnResults {
 impl OwnResults {
     /// Whether `q` is answered here although the client holds a connection.
     pub fn answers_while_held(&self, q: &OwnQuery) -> bool {
-        self.server_stale || matches!(q, OwnQuery::ConnectionId(_))
+        let bit = match q {
+            OwnQuery::ConnectionId(_) => return true,
+            // The connection's own value is set to the client's before a statement reads it.
+            OwnQuery::LastInsertId(_) => return false,
+            OwnQuery::RowCount(_) => STALE_ROW_COUNT,
+            OwnQuery::FoundRows(_) => STALE_FOUND_ROWS,
+            OwnQuery::WarningCount(_) | OwnQuery::ShowWarnings => STALE_WARNINGS,
+        };
+        self.stale & bit != 0
     }
 }
 
@@ -434,6 +459,8 @@ impl OwnResults {
             }
         };
         self.result_set(1, 0);
+        // Answered here: the server did not see it.
+        self.stale = STALE_ALL;
         packets
     }
 }

@@ -437,7 +437,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map_err(|e| SessionError::Backend(format!("COM_PING answer: {e}")))?;
         self.note_status(ok.status);
         // The ping made the server's ROW_COUNT() 0.
-        self.own.server_stale = true;
+        self.own.stale |= own::STALE_ROW_COUNT;
         Ok(())
     }
 

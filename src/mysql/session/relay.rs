@@ -24,7 +24,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(), SessionError> {
         // The server's errors name its statement id; the client knows its own.
         self.err_ids = stmt.and_then(|id| self.client_id(payload).map(|client| (id, client)));
-        self.own.server_stale = false;
         let conn = self.backend.as_mut().expect("a connection is held");
         let mut out = std::mem::take(&mut self.bout);
         out.clear();
@@ -446,14 +445,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// An OK or ERR the proxy answers with itself: what the client's next `ROW_COUNT()`,
     /// `@@warning_count` or `SHOW WARNINGS` reports.
     pub(super) fn note_own_answer(&mut self, payload: &[u8]) {
-        self.own.server_stale = true;
+        // The server did not see it: what the answer changes is not the server's to say.
         match payload.first() {
-            Some(&codec::OK_HEADER) => self.own.command_ok(),
+            Some(&codec::OK_HEADER) => {
+                self.own.command_ok();
+                self.own.stale |= own::STALE_ROW_COUNT;
+            }
             // COM_SET_OPTION's EOF: the server's ROW_COUNT() is -1 after it.
-            Some(&codec::EOF_HEADER) => self.own.row_count = -1,
+            Some(&codec::EOF_HEADER) => {
+                self.own.row_count = -1;
+                self.own.stale |= own::STALE_ROW_COUNT;
+            }
             Some(&codec::ERR_HEADER) => {
                 if let Ok(e) = codec::parse_err(payload) {
                     self.own.error(e.code, e.message);
+                    self.own.stale |= own::STALE_ROW_COUNT | own::STALE_WARNINGS;
                 }
             }
             _ => {}
