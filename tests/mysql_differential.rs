@@ -1082,6 +1082,8 @@ fn raw_commands_are_answered_as_the_server_answers_them() {
     let mut rng = StdRng::seed_from_u64(seed);
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut open: Vec<(usize, Session, usize)> = Vec::new();
+    let mut watch = Watch::new(proxied);
+    let mut last = None;
     let mut started = 0;
     while (started < SESSIONS || !open.is_empty()) && Instant::now() < deadline {
         if open.len() < OPEN && started < SESSIONS {
@@ -1096,6 +1098,13 @@ fn raw_commands_are_answered_as_the_server_answers_them() {
             continue;
         }
         let at = rng.gen_range(0..open.len());
+        if last != Some(open[at].0) {
+            // Another session's writes are on the replica before this one reads: the proxy
+            // keeps a client's reads after its own writes (read_your_writes), not after
+            // everyone's, where the direct server shows everyone's at once.
+            watch.caught_up();
+            last = Some(open[at].0);
+        }
         let (n, sess, left) = &mut open[at];
         let cmds = random_cmds(&mut rng, &mut sess.model, (*n as i64 % 50) * 10);
         round(sess, &cmds, seed, *n);
@@ -1118,6 +1127,45 @@ fn raw_commands_are_answered_as_the_server_answers_them() {
             write_log(seed)
         );
     }
+}
+
+/// The proxied primary and its replica, to wait until the replica has everything.
+struct Watch {
+    primary: Conn,
+    replica: Conn,
+}
+
+impl Watch {
+    fn new(c: &MariaCluster) -> Watch {
+        Watch {
+            primary: connect(c.primary_port(), plain_caps()),
+            replica: connect(c.replica_ports()[0], plain_caps()),
+        }
+    }
+
+    fn caught_up(&mut self) {
+        let deadline = Instant::now() + T;
+        loop {
+            let want = text_value(&run(&mut self.primary, "SELECT @@gtid_binlog_pos"));
+            let have = text_value(&run(&mut self.replica, "SELECT @@gtid_slave_pos"));
+            if switchyard::testkit::mariadb::gtid_covers(&have, &want).unwrap_or(false) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica never caught up: {have} < {want}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The first column of the only row of a text result set.
+fn text_value(answer: &[Packet]) -> String {
+    let row = &answer[answer.len() - 2].1;
+    let mut at = 0;
+    let n = lenenc(row, &mut at) as usize;
+    String::from_utf8_lossy(&row[at..at + n]).into_owned()
 }
 
 /// One statement through the raw client: its answer.

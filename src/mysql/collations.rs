@@ -238,9 +238,60 @@ pub fn by_id(id: u8) -> Option<(&'static str, &'static str)> {
     client_charset.then_some((charset, collation))
 }
 
+/// How a server describes text columns of a result for a client whose
+/// `character_set_results` is `charset`: the id of the character set's default collation and
+/// its most bytes per character (a column's length is its characters times that). An empty
+/// or unknown name (`character_set_results = NULL`: no conversion) gets utf8mb3's, the
+/// servers' system character set.
+pub fn results_charset(charset: &str) -> (u8, u32) {
+    let charset = charset.to_ascii_lowercase();
+    let charset = if charset == "utf8" {
+        "utf8mb3"
+    } else {
+        &charset
+    };
+    let default = match charset {
+        "latin1" => Some(8),
+        "binary" => Some(63),
+        _ => {
+            let general = format!("{charset}_general_ci");
+            COLLATIONS
+                .iter()
+                .find(|(_, cs, name)| *cs == charset && *name == general)
+                .or_else(|| {
+                    COLLATIONS.iter().find(|(_, cs, name)| {
+                        *cs == charset && !name.ends_with("_bin") && !name.contains("nopad")
+                    })
+                })
+                .map(|&(id, _, _)| id)
+        }
+    };
+    let widest = match charset {
+        "utf8mb4" | "utf16" | "utf16le" | "utf32" | "gb18030" => 4,
+        "utf8mb3" | "ujis" | "eucjpms" => 3,
+        "ucs2" | "big5" | "sjis" | "gbk" | "gb2312" | "euckr" | "cp932" => 2,
+        _ => 1,
+    };
+    match default {
+        Some(id) => (id, widest),
+        None => (33, 3),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_are_described_in_the_clients_character_set() {
+        assert_eq!(results_charset("utf8mb4"), (45, 4));
+        assert_eq!(results_charset("latin1"), (8, 1));
+        assert_eq!(results_charset("UTF8"), (33, 3));
+        assert_eq!(results_charset("cp1251"), (51, 1));
+        assert_eq!(results_charset("binary"), (63, 1));
+        assert_eq!(results_charset("sjis"), (13, 2));
+        assert_eq!(results_charset(""), (33, 3));
+    }
 
     #[test]
     fn ids_are_sorted_and_known_ones_resolve() {

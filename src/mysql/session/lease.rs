@@ -197,13 +197,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.backend.is_some() && self.cluster.state.backends[self.backend_idx].is_fenced()
     }
 
-    /// Whether the session allows giving the held connection back (transaction mode).
+    /// Whether the session allows giving the held connection back (transaction mode): not
+    /// inside a transaction, and not with autocommit off, where a server keeps a transaction
+    /// going without saying so (`SAVEPOINT` right after `SET autocommit = 0` leaves
+    /// `SERVER_STATUS_IN_TRANS` clear, and the savepoint on the connection).
     pub(super) fn may_release(&self) -> bool {
         self.backend.is_some()
             && self.w.pool_mode == PoolMode::Transaction
             && self.pinned.is_none()
             && !self.long_data
             && self.status & SERVER_STATUS_IN_TRANS == 0
+            && self.status & SERVER_STATUS_AUTOCOMMIT != 0
             && !self.slot.terminate.load(Relaxed)
     }
 

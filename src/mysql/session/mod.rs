@@ -666,7 +666,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Answer a query about the client's own last statement (no connection held).
     async fn answer_own(&mut self, q: &own::OwnQuery, binary: bool) -> Result<(), SessionError> {
-        let packets = self.own.answer(q, self.status, binary);
+        let results = self
+            .vars
+            .iter()
+            .find(|(k, _)| k == "character_set_results")
+            .map_or("utf8mb4", |(_, v)| v.as_str());
+        let (id, widest) = crate::mysql::collations::results_charset(results);
+        let text = own::TextCharset { id, widest };
+        let packets = self.own.answer(q, self.status, binary, text);
         let mut seq = 1u8;
         for p in packets {
             seq = codec::write_packet(&mut self.cout, seq, &p);

@@ -317,12 +317,29 @@ const BINARY: u16 = 0x0080;
 const CHARSET_BINARY: u16 = 63;
 const CHARSET_UTF8MB4: u16 = 45;
 
-/// One column of a result set the proxy builds.
+/// One column of a result set the proxy builds. A text column's `length` is in characters.
 struct Column<'a> {
     name: &'a str,
     kind: u8,
     flags: u16,
     length: u32,
+}
+
+/// How text columns are described to the client: its results' character set (the default
+/// collation's id) and that character set's most bytes per character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextCharset {
+    pub id: u8,
+    pub widest: u32,
+}
+
+impl Default for TextCharset {
+    fn default() -> Self {
+        TextCharset {
+            id: CHARSET_UTF8MB4 as u8,
+            widest: 4,
+        }
+    }
 }
 
 /// The packets (payloads) of a result set: column count, definitions, EOF, rows, EOF (the
@@ -333,6 +350,7 @@ fn result_set(
     rows: &[Vec<String>],
     status: u16,
     binary: bool,
+    text: TextCharset,
 ) -> Vec<BytesMut> {
     let mut out = Vec::with_capacity(columns.len() + rows.len() + 3);
     let mut p = BytesMut::new();
@@ -347,12 +365,13 @@ fn result_set(
         codec::put_lenenc_bytes(&mut p, b"");
         codec::put_lenenc_int(&mut p, 0x0c);
         let numeric = c.kind != TYPE_VAR_STRING;
-        p.put_u16_le(if numeric {
-            CHARSET_BINARY
+        if numeric {
+            p.put_u16_le(CHARSET_BINARY);
+            p.put_u32_le(c.length);
         } else {
-            CHARSET_UTF8MB4
-        });
-        p.put_u32_le(c.length);
+            p.put_u16_le(u16::from(text.id));
+            p.put_u32_le(c.length * text.widest);
+        }
         p.put_u8(c.kind);
         p.put_u16_le(c.flags | if numeric { BINARY } else { 0 });
         // Decimals: none for integers; 39 ("not fixed") for strings, as the server says.
@@ -402,7 +421,13 @@ fn result_set(
 impl OwnResults {
     /// The answer to `q` as result-set packets, and what the query itself leaves behind (a
     /// SELECT clears the warnings and makes ROW_COUNT() -1, as on the server).
-    pub fn answer(&mut self, q: &OwnQuery, status: u16, binary: bool) -> Vec<BytesMut> {
+    pub fn answer(
+        &mut self,
+        q: &OwnQuery,
+        status: u16,
+        binary: bool,
+        text: TextCharset,
+    ) -> Vec<BytesMut> {
         let one = |name: &str, kind: u8, flags: u16, value: String| {
             result_set(
                 &[Column {
@@ -414,6 +439,7 @@ impl OwnResults {
                 &[vec![value]],
                 status,
                 binary,
+                text,
             )
         };
         let packets = match q {
@@ -440,7 +466,7 @@ impl OwnResults {
                         name: "Level",
                         kind: TYPE_VAR_STRING,
                         flags: NOT_NULL,
-                        length: 28,
+                        length: 7,
                     },
                     Column {
                         name: "Code",
@@ -452,15 +478,22 @@ impl OwnResults {
                         name: "Message",
                         kind: TYPE_VAR_STRING,
                         flags: NOT_NULL,
-                        length: 2048,
+                        length: 512,
                     },
                 ];
-                return result_set(&cols, &rows, status, binary);
+                // A result of the server's: ROW_COUNT() -1, FOUND_ROWS() its rows; the
+                // warnings stay (SHOW WARNINGS does not clear them).
+                self.row_count = -1;
+                self.found_rows = rows.len() as u64;
+                self.stale |= STALE_ROW_COUNT | STALE_FOUND_ROWS;
+                return result_set(&cols, &rows, status, binary, text);
             }
         };
-        self.result_set(1, 0);
-        // Answered here: the server did not see it.
-        self.stale = STALE_ALL;
+        // A SELECT without tables: ROW_COUNT() -1, FOUND_ROWS() 1, the warnings as they were
+        // (a server clears them for statements that use tables). The server did not see it.
+        self.row_count = -1;
+        self.found_rows = 1;
+        self.stale |= STALE_ROW_COUNT | STALE_FOUND_ROWS;
         packets
     }
 }
@@ -583,9 +616,19 @@ mod tests {
     fn an_execute_is_answered_with_binary_rows_and_the_servers_column_flags() {
         let mut o = OwnResults::default();
         o.ok(3, 0, 0);
-        let text = o.answer(&OwnQuery::RowCount("ROW_COUNT()".into()), 2, false);
+        let text = o.answer(
+            &OwnQuery::RowCount("ROW_COUNT()".into()),
+            2,
+            false,
+            TextCharset::default(),
+        );
         o.ok(3, 0, 0);
-        let binary = o.answer(&OwnQuery::RowCount("ROW_COUNT()".into()), 2, true);
+        let binary = o.answer(
+            &OwnQuery::RowCount("ROW_COUNT()".into()),
+            2,
+            true,
+            TextCharset::default(),
+        );
         assert_eq!(text.len(), 5);
         assert_eq!(binary.len(), 5);
         // Definitions and EOFs are the same; the row: header, NULL bitmap, 8 bytes.
@@ -593,11 +636,21 @@ mod tests {
         assert_eq!(&text[3][..], b"\x013");
         assert_eq!(&binary[3][..], &[0, 0, 3, 0, 0, 0, 0, 0, 0, 0]);
         o.error(1146, b"Table 'x.t' doesn't exist");
-        let row = o.answer(&OwnQuery::RowCount("ROW_COUNT()".into()), 2, true);
+        let row = o.answer(
+            &OwnQuery::RowCount("ROW_COUNT()".into()),
+            2,
+            true,
+            TextCharset::default(),
+        );
         assert_eq!(&row[3][2..], &(-1i64).to_le_bytes());
         // ROW_COUNT() is NOT NULL, @@warning_count is not (flags after the type byte).
         let flags = |p: &BytesMut| u16::from_le_bytes([p[p.len() - 5], p[p.len() - 4]]);
-        let wc = o.answer(&OwnQuery::WarningCount("@@warning_count".into()), 2, false);
+        let wc = o.answer(
+            &OwnQuery::WarningCount("@@warning_count".into()),
+            2,
+            false,
+            TextCharset::default(),
+        );
         assert_eq!(flags(&row[1]) & NOT_NULL, NOT_NULL);
         assert_eq!(flags(&wc[1]) & NOT_NULL, 0);
         // An error is the statement's one condition.
@@ -614,10 +667,16 @@ mod tests {
         o.ok(3, 0, 2);
         assert_eq!((o.last_insert_id, o.row_count, o.warnings), (7, 3, 2));
         assert!(o.warnings_pending);
-        let packets = o.answer(&OwnQuery::LastInsertId("LAST_INSERT_ID()".into()), 2, false);
+        let packets = o.answer(
+            &OwnQuery::LastInsertId("LAST_INSERT_ID()".into()),
+            2,
+            false,
+            TextCharset::default(),
+        );
         // count, one definition, EOF, one row, EOF
         assert_eq!(packets.len(), 5);
         assert_eq!(&packets[3][..], b"\x017");
-        assert_eq!((o.row_count, o.warnings), (-1, 0));
+        // A SELECT without tables: the warnings stay the last statement's, as on a server.
+        assert_eq!((o.row_count, o.found_rows, o.warnings), (-1, 1, 2));
     }
 }

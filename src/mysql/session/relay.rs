@@ -139,6 +139,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .eof_at_head(wire)
                         .is_some_and(|e| e.status & SERVER_STATUS_CURSOR_EXISTS != 0);
                     if cursor {
+                        // No rows yet: as far as the server says, a result of none.
+                        let warnings = self.eof_at_head(wire).map_or(0, |e| e.warnings);
+                        self.own.result_set(0, warnings);
                         self.on_eof(wire);
                         true
                     } else {
