@@ -31,7 +31,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.stmts.clear();
         self.last_prepared = None;
         self.long_data = false;
+        self.long_data_fresh.clear();
         self.own.forget();
+        self.implicit_tx = false;
         self.routed_cache = Default::default();
     }
 

@@ -198,16 +198,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Whether the session allows giving the held connection back (transaction mode): not
-    /// inside a transaction, and not with autocommit off, where a server keeps a transaction
-    /// going without saying so (`SAVEPOINT` right after `SET autocommit = 0` leaves
-    /// `SERVER_STATUS_IN_TRANS` clear, and the savepoint on the connection).
+    /// inside a transaction, including one the server keeps without saying so (see
+    /// `implicit_tx`).
     pub(super) fn may_release(&self) -> bool {
         self.backend.is_some()
             && self.w.pool_mode == PoolMode::Transaction
             && self.pinned.is_none()
             && !self.long_data
+            && !self.implicit_tx
             && self.status & SERVER_STATUS_IN_TRANS == 0
-            && self.status & SERVER_STATUS_AUTOCOMMIT != 0
             && !self.slot.terminate.load(Relaxed)
     }
 

@@ -147,6 +147,11 @@ pub struct Session<S> {
     /// [`state::names_collations`]): MariaDB's session tracking reports the character_set_*
     /// variables of `SET NAMES .. COLLATE ..`, not collation_connection.
     names_collations: std::collections::VecDeque<Option<String>>,
+    /// With autocommit off, a `SAVEPOINT` before any statement of the transaction opens it
+    /// on the server, which leaves `SERVER_STATUS_IN_TRANS` clear: the connection stays with
+    /// the client until the transaction ends (COMMIT, ROLLBACK, autocommit on) or the server
+    /// says it is in one.
+    implicit_tx: bool,
     /// The status flags may be out of date (an ERR with autocommit off): asked of the
     /// server after the command.
     status_stale: bool,
@@ -155,6 +160,8 @@ pub struct Session<S> {
     err_ids: Option<(u32, u32)>,
     /// COM_STMT_SEND_LONG_DATA went to the held connection: it stays until the execute.
     long_data: bool,
+    /// The statements (proxy ids) prepared afresh for the long data of their next execute.
+    long_data_fresh: Vec<u64>,
     /// The held connection was chosen for writes (the primary).
     for_write: bool,
     /// Read-your-writes floor (see `cluster::ReadYourWrites`).
@@ -226,9 +233,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             next_stmt: 0,
             last_prepared: None,
             names_collations: Default::default(),
+            implicit_tx: false,
             status_stale: false,
             err_ids: None,
             long_data: false,
+            long_data_fresh: Vec::new(),
             for_write: true,
             ryw: Default::default(),
             own: own::OwnResults {
@@ -490,7 +499,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Err(SessionError::Backend(e.to_string()));
             }
         }
-        self.forward(payload, Answer::Query).await
+        self.forward(payload, Answer::Query).await?;
+        self.after_statement(&sql);
+        Ok(())
+    }
+
+    /// After the client's statement `sql` ran on the held connection: whether it opened a
+    /// transaction the server does not flag (see `implicit_tx`), and whether only the server
+    /// knows `FOUND_ROWS()` now (SELECT ... INTO counts its rows without a result set; the
+    /// client is pinned for the variable it set).
+    pub(super) fn after_statement(&mut self, sql: &[u8]) {
+        self.note_implicit_tx(sql);
+        if own::contains_ignore_case(sql, b"INTO") && own::contains_ignore_case(sql, b"SELECT") {
+            self.own.stale &= !own::STALE_FOUND_ROWS;
+        }
+    }
+
+    /// After a statement of `sql` ran (see `implicit_tx`).
+    fn note_implicit_tx(&mut self, sql: &[u8]) {
+        let words = |w: &[u8]| own::contains_ignore_case(sql, w);
+        let autocommit = self.status & SERVER_STATUS_AUTOCOMMIT != 0;
+        let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
+        if autocommit || in_tx {
+            self.implicit_tx = false;
+        } else if words(b"SAVEPOINT") {
+            self.implicit_tx = true;
+        } else if words(b"COMMIT") || words(b"ROLLBACK") {
+            self.implicit_tx = false;
+        }
     }
 
     /// A write while the client is pinned to a replica's connection (session state made

@@ -173,8 +173,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.sync_last_insert_id().await?;
         }
         self.long_data = false;
+        self.long_data_fresh.clear();
         self.forward_as(&rebuilt, Some(server_id), Answer::Query)
-            .await
+            .await?;
+        self.after_statement(&stmt.sql);
+        Ok(())
     }
 
     pub(super) async fn com_stmt_send_long_data(
@@ -190,6 +193,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         if !self.hold_for(stmt.class, stmt.hinted).await? {
             return Ok(());
+        }
+        if !self.long_data_fresh.contains(&stmt.proxy_id) {
+            // The first piece for this statement's next execute. A server statement that
+            // ran before (for this client or another: they are shared) is closed and
+            // prepared anew: MariaDB 10.11 stores bytes of its own memory, not the data, in
+            // a parameter sent as long data after an execute bound it as a number
+            // (COM_STMT_RESET does not help).
+            let conn = self.backend.as_mut().expect("held");
+            if let Some(old) = conn.prepared.remove(&stmt.proxy_id) {
+                let mut close = vec![Command::StmtClose.byte()];
+                close.extend_from_slice(&old.to_le_bytes());
+                self.write_backend(&close).await?;
+            }
+            self.long_data_fresh.push(stmt.proxy_id);
         }
         let Some(server_id) = self.ensure_prepared(stmt.proxy_id, &stmt.sql).await? else {
             return Ok(());
@@ -221,6 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .as_ref()
             .and_then(|c| c.prepared.get(&stmt.proxy_id).copied());
         self.long_data = false;
+        self.long_data_fresh.clear();
         match server_id {
             Some(id) => self.forward_as(payload, Some(id), Answer::Command).await,
             // Nothing of it is on any connection the client holds: nothing to reset.
