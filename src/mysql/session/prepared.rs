@@ -85,7 +85,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 mut packets,
             } => {
                 let conn = self.backend.as_mut().expect("held");
-                conn.prepared.insert(proxy_id, server_id);
+                let old = conn.prepared.insert(proxy_id, server_id);
+                if let Some(old) = old.filter(|_| self.pinned != Some("cursor")) {
+                    // The text's statement prepared before on this connection (by this
+                    // client or another) is replaced: closed, or every prepare of a
+                    // statement already there (Go's database/sql prepares and closes per
+                    // query) would leave one more on the server, up to its
+                    // max_prepared_stmt_count, past which it refuses every prepare. (With a
+                    // cursor open the connection is the client's until it is reset.)
+                    let mut close = vec![Command::StmtClose.byte()];
+                    close.extend_from_slice(&old.to_le_bytes());
+                    self.write_backend(&close).await?;
+                }
                 self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                 let client_id = self.next_stmt;
                 self.last_prepared = Some(client_id);
