@@ -34,6 +34,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.long_data_fresh.clear();
         self.own.forget();
         self.implicit_tx = false;
+        self.status_stale = false;
+        // The session's own session_track_* settings are back to the server's defaults.
+        self.track = Default::default();
         self.routed_cache = Default::default();
     }
 
