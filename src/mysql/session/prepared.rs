@@ -572,8 +572,16 @@ fn with_types<'p>(
         return Ok(Cow::Borrowed(payload));
     }
     let Some(t) = types.as_ref() else {
-        // None sent yet: as it is, for the server to judge (all NULL values need none).
-        return Ok(Cow::Borrowed(payload));
+        // None sent yet for this statement: a server takes values that are all NULL (they
+        // need no type) and refuses anything else. (Not left to the server: the statement
+        // there may be shared with a client whose execute bound types.)
+        let bitmap = &payload[10..bitmap_end];
+        let all_null = (0..n).all(|i| bitmap[i / 8] & (1 << (i % 8)) != 0);
+        return if all_null {
+            Ok(Cow::Borrowed(payload))
+        } else {
+            Err(WRONG_EXECUTE)
+        };
     };
     let mut out = Vec::with_capacity(payload.len() + t.len());
     out.extend_from_slice(&payload[..bound_at]);
@@ -623,10 +631,12 @@ mod tests {
         let mut want = vec![0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 254, 0];
         want.extend_from_slice(&[8, 0, 0, 0, 1, b'y']);
         assert_eq!(rebuilt, want);
-        // No types known: passed on as it is, for the server to judge (all-NULL values
-        // need none; otherwise it answers 1210 itself).
+        // No types known: refused as a server refuses it, unless every value is NULL.
         let mut none = None;
-        assert_eq!(with_types(&second, 2, &mut none).unwrap(), &second[..]);
+        assert_eq!(with_types(&second, 2, &mut none), Err(WRONG_EXECUTE));
+        let mut nulls = second.clone();
+        nulls[10] = 0b11;
+        assert_eq!(with_types(&nulls, 2, &mut none).unwrap(), &nulls[..]);
         assert!(with_types(&[0x17, 5], 2, &mut none).is_err());
     }
 }

@@ -367,11 +367,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // A client that asked for CLIENT_FOUND_ROWS counts matched rows, not changed ones
         // (SQLAlchemy's optimistic version checks rely on it); the servers' connections are
         // shared, so they run without it and the count comes from the UPDATE's info string.
+        let mut matched_rows = false;
         if self.caps & CLIENT_FOUND_ROWS != 0 {
             if let Some(matched) = rows_matched(ok.info) {
                 if matched != ok.affected_rows {
                     ok.affected_rows = matched;
                     rewrite = true;
+                    matched_rows = true;
                 }
             }
         }
@@ -379,6 +381,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if statement {
             self.own
                 .ok(ok.affected_rows, ok.last_insert_id, ok.warnings);
+            if matched_rows {
+                // The server's ROW_COUNT() is the changed rows; this client's, matched.
+                self.own.stale |= own::STALE_ROW_COUNT;
+            }
         } else {
             self.own.command_ok();
         }
