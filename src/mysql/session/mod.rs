@@ -484,7 +484,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else if self.refuse_write_on_replica(class).await? {
             return Ok(());
         }
-        if own::mentions_last_insert_id(&text) {
+        // The text is read only when the connection's value is not the client's already.
+        let synced =
+            self.backend.as_ref().and_then(|c| c.last_insert_id) == Some(self.own.last_insert_id);
+        if !synced && own::mentions_last_insert_id(&text) {
             self.sync_last_insert_id().await?;
         }
         // The servers' connections take several statements per query unless the client of

@@ -93,9 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     // query) would leave one more on the server, up to its
                     // max_prepared_stmt_count, past which it refuses every prepare. (With a
                     // cursor open the connection is the client's until it is reset.)
-                    let mut close = vec![Command::StmtClose.byte()];
-                    close.extend_from_slice(&old.to_le_bytes());
-                    self.write_backend(&close).await?;
+                    self.close_on_backend(old).await?;
                 }
                 self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
                 let client_id = self.next_stmt;
@@ -213,9 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // (COM_STMT_RESET does not help).
             let conn = self.backend.as_mut().expect("held");
             if let Some(old) = conn.prepared.remove(&stmt.proxy_id) {
-                let mut close = vec![Command::StmtClose.byte()];
-                close.extend_from_slice(&old.to_le_bytes());
-                self.write_backend(&close).await?;
+                self.close_on_backend(old).await?;
             }
             self.long_data_fresh.push(stmt.proxy_id);
         }
@@ -468,6 +464,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // The ping made the server's ROW_COUNT() 0.
         self.own.stale |= own::STALE_ROW_COUNT;
         Ok(())
+    }
+
+    /// COM_STMT_CLOSE of server statement `id` on the held connection (no answer).
+    async fn close_on_backend(&mut self, id: u32) -> Result<(), SessionError> {
+        let mut close = [0u8; 5];
+        close[0] = Command::StmtClose.byte();
+        close[1..].copy_from_slice(&id.to_le_bytes());
+        self.write_backend(&close).await
     }
 
     async fn write_backend(&mut self, payload: &[u8]) -> Result<(), SessionError> {
