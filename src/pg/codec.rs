@@ -175,6 +175,15 @@ pub struct BindMsg<'a> {
     pub rest: &'a [u8],
 }
 
+/// A Bind's parameter format count and parameter count, from what follows its statement
+/// name (`BindMsg::rest`).
+pub fn bind_counts(rest: &[u8]) -> Option<(u16, u16)> {
+    let formats = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+    let at = 2 + 2 * formats as usize;
+    let params = u16::from_be_bytes(rest.get(at..at + 2)?.try_into().ok()?);
+    Some((formats, params))
+}
+
 pub fn bind_msg(body: &[u8]) -> Result<BindMsg<'_>, ProtocolError> {
     let (portal, r) = cbytes(body).ok_or(malformed("Bind"))?;
     let (statement, rest) = cbytes(r).ok_or(malformed("Bind"))?;

@@ -15,13 +15,30 @@ pub struct StmtDef {
     pub query: Box<[u8]>,
     /// Int16 count and Int32 OIDs, as in the Parse message.
     pub param_types: Box<[u8]>,
-    /// Set once some server accepted this Parse; such a statement can be answered
+    /// Set once some server accepted this Parse from a session without temporary tables
+    /// (whose statements may name them); such a statement can be answered
     /// ParseComplete without a server (see `Session`), which keeps a client that prepares
     /// synchronously while others hold every connection from deadlocking the pool.
     pub validated: std::sync::atomic::AtomicBool,
     /// It calls a function outside `pg_catalog` (see `router::session_state`): a connection
     /// that runs it is reset before reuse.
     pub unknown_calls: bool,
+    /// What a server said of it when the proxy first prepared it (a Describe sent with that
+    /// Parse, its answer kept from the client). A session in a failed transaction whose
+    /// connection lacks the statement answers a Bind or Describe of it from this as the
+    /// server would (the Parse that would bring it there is refused in that state).
+    pub shape: std::sync::OnceLock<Shape>,
+}
+
+/// A statement's parameters and whether it returns rows, as a server described it.
+#[derive(Debug)]
+pub struct Shape {
+    /// The server's whole ParameterDescription message.
+    pub param_desc: Box<[u8]>,
+    /// Its parameter count.
+    pub params: u16,
+    /// The server gave a RowDescription (not NoData).
+    pub rows: bool,
 }
 
 impl StmtDef {
@@ -159,6 +176,7 @@ impl StmtRegistry {
             query: key.0.clone(),
             param_types: key.1.clone(),
             validated: Default::default(),
+            shape: Default::default(),
             unknown_calls: std::str::from_utf8(query)
                 .map_or(true, |q| crate::router::session_state::effect(q).unknown),
         });

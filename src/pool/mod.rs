@@ -392,6 +392,16 @@ impl<C: Connector> BackendPool<C> {
         (s.available + connecting).saturating_sub(s.waiting)
     }
 
+    /// Nobody waits and the pool may open another connection (its size and the connects
+    /// under way are below its maximum).
+    pub fn has_room(&self) -> bool {
+        let s = self.pool.status();
+        let connecting = self.signal().connecting.load(Relaxed);
+        s.waiting == 0
+            && self.signal().waiting.load(Relaxed) == 0
+            && s.size + connecting < s.max_size
+    }
+
     fn signal(&self) -> &Arc<Signal<C::Error>> {
         &self.pool.manager().signal
     }

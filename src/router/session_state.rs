@@ -114,9 +114,11 @@ impl Effect {
         *self == Effect::default()
     }
 
+    /// `o` is the statement after: what it leaves is not cleared by one before it
+    /// (`DEALLOCATE ALL; PREPARE q ...` leaves a prepared statement).
     fn merge(&mut self, o: Effect) {
         self.adds |= o.adds;
-        self.clears |= o.clears;
+        self.clears = self.clears.minus(o.adds).union(o.clears);
         self.resets_settings |= o.resets_settings;
         self.resets_all |= o.resets_all;
         self.drops_prepared |= o.drops_prepared;
@@ -950,6 +952,19 @@ mod tests {
         assert_eq!(effect("unlisten chan").clears, State::NONE);
         assert_eq!(effect("RESET work_mem").clears, State::NONE);
         assert!(effect("RESET work_mem").resets_settings);
+    }
+
+    #[test]
+    fn state_made_after_a_clear_in_one_string_stays() {
+        let e = effect("DEALLOCATE ALL; PREPARE q AS SELECT 1");
+        assert_eq!(e.adds, State::PREPARED);
+        assert!(!e.clears.contains(State::PREPARED), "{e:?}");
+        let e = effect("RESET ALL; SELECT pg_advisory_lock(1); CLOSE ALL");
+        assert_eq!(e.adds, State::ADVISORY);
+        assert_eq!(e.clears, State::SETTINGS.union(State::CURSOR));
+        // Made, then cleared: cleared.
+        let e = effect("PREPARE q AS SELECT 1; DEALLOCATE ALL");
+        assert!(e.clears.contains(State::PREPARED));
     }
 
     #[test]

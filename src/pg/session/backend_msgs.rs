@@ -132,6 +132,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 return Ok(false);
             }
+            b't' | b'T' | b'n' if matches!(self.pending.front(), Some(Pend::Learn { .. })) => {
+                self.learn_shape(h);
+                return Ok(false);
+            }
             b'Z' => {
                 let Some(Pend::Ready { clears, .. }) = self.pending.pop_front() else {
                     return unexpected("ReadyForQuery");
@@ -172,7 +176,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             b'1' => match self.pending.pop_front() {
                 Some(Pend::Parse { injected, def, .. }) => {
-                    if let Some(def) = def {
+                    // A statement that may name this session's temporary tables proves
+                    // nothing for other sessions.
+                    if let Some(def) = def.filter(|_| !self.pins.contains(State::TEMP)) {
                         def.validated
                             .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -233,6 +239,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             _ => {}
         }
         Ok(true)
+    }
+
+    /// An answer to the proxy's own Describe of a statement it prepared (`Pend::Learn`).
+    fn learn_shape(&mut self, h: Header) {
+        let Some(Pend::Learn { def, param_desc }) = self.pending.front_mut() else {
+            return;
+        };
+        let message = &self.bin[..h.wire_len];
+        if h.tag == b't' {
+            *param_desc = Some(message.into());
+            return;
+        }
+        if let Some(param_desc) = param_desc.take() {
+            let params = param_desc
+                .get(5..7)
+                .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]));
+            let _ = def.shape.set(crate::pg::prepared::Shape {
+                param_desc,
+                params,
+                rows: h.tag == b'T',
+            });
+        }
+        self.pending.pop_front();
     }
 
     /// The client's DEALLOCATE ALL or DISCARD ALL ran: its named statements are gone, as

@@ -167,7 +167,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     },
                 }
             }
-            if self.waits_for_names(&h) {
+            if self.waits_for_names(&h) || self.waits_for_status(&h) {
                 // Whether the client has the statement this names when the server gets to it
                 // depends on the answers to an earlier part of the pipeline (an error there
                 // skips the Parse or Close that made or ended it): wait for them.

@@ -23,7 +23,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return Ok(false);
         }
         if self.stmts.contains_key(p.name) {
-            // Nothing of this batch reached a server (none is held): refuse it here.
+            // A server checks the statement before the name (a syntax error or a missing
+            // table is reported first): let one refuse it, unless none is free now. Nothing
+            // of this batch reached a server (none is held), so here it is refused as a
+            // duplicate.
+            if !std::mem::take(&mut self.defer_parse) {
+                return Ok(false);
+            }
             let error = duplicate_statement(p.name);
             self.pending.push_back(Pend::Local(error));
             self.discard_until_sync = true;
@@ -68,14 +74,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// A Parse or Close of a client statement awaits its answer: before an unanswered Sync or
-    /// Query, or anywhere (`anywhere`, for a message that itself ends a batch).
+    /// A Parse or Close of a client statement, or a Parse the proxy put in front of a Bind or
+    /// Describe, awaits its answer: before an unanswered Sync or Query, or anywhere
+    /// (`anywhere`, for a message that itself ends a batch). An error before such a Parse
+    /// skips it, and the connection does not have the statement after all: a later batch's
+    /// Bind must not be sent on the belief that it does.
     pub(super) fn names_unsure(&self, anywhere: bool) -> bool {
         let mut changed = false;
         self.pending.iter().any(|p| {
             match p {
                 Pend::Synthetic(_, Some(_))
                 | Pend::Reparse(_)
+                | Pend::Parse { def: Some(_), .. }
                 | Pend::Parse {
                     client_name: Some(_),
                     ..
@@ -197,10 +207,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.stmts.insert(name.clone(), def.clone());
                     if self.pending.is_empty()
                         && self.tx_status == b'E'
-                        && !super::routing::starts_with_any(
-                            p.query,
-                            &["commit", "rollback", "end", "abort", "prepare transaction"],
-                        )
+                        && !super::routing::starts_with_any(p.query, TRANSACTION_EXITS)
                     {
                         // The transaction failed and nothing awaits an answer: the server
                         // refuses the Parse and skips to the Sync (which still goes to it).
@@ -218,6 +225,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let b = codec::bind_msg(body).map_err(bad)?;
                 let named = match self.client_statement(b.statement) {
                     Some((name, def)) => {
+                        if let Some((answer, skips)) =
+                            self.failed_tx_answer(&name, &def, Some(b.rest))
+                        {
+                            self.pending.push_back(Pend::Local(answer));
+                            self.server_skips = skips;
+                            return Ok(());
+                        }
                         if def.unknown_calls {
                             self.mark_state_unknown();
                         }
@@ -254,6 +268,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         return Ok(());
                     }
                     Some((name, def)) => {
+                        if let Some((answer, skips)) = self.failed_tx_answer(&name, &def, None) {
+                            self.pending.push_back(Pend::Local(answer));
+                            self.server_skips = skips;
+                            return Ok(());
+                        }
                         self.ensure_prepared(&def);
                         codec::put_target(
                             &mut self.bout,
@@ -427,7 +446,104 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             injected,
             unnamed: false,
         });
+        if def.shape.get().is_none() {
+            codec::put_target(&mut self.bout, b'D', b'S', def.backend_name().as_bytes());
+            self.pending.push_back(Pend::Learn {
+                def: def.clone(),
+                param_desc: None,
+            });
+        }
         true
+    }
+
+    /// A Bind (`bind_rest`: what follows its statement name) or Describe of client statement
+    /// `name` in a failed transaction, on a connection that does not have the statement: the
+    /// Parse that would bring it there would be refused, so the answer is the server's own,
+    /// made from the statement's `shape`: a Bind's parameter counts are checked first, then
+    /// it is refused unless it ends the transaction; a Describe of a statement that returns
+    /// no rows is answered. None: the server answers (the statement is there, the
+    /// transaction is not surely failed where this runs, or the shape is unknown). The bool
+    /// says the server skips the rest of the batch.
+    fn failed_tx_answer(
+        &self,
+        name: &[u8],
+        def: &StmtDef,
+        bind_rest: Option<&[u8]>,
+    ) -> Option<(Box<[u8]>, bool)> {
+        // An Execute or Sync still unanswered may end the failed transaction.
+        if self.tx_status != b'E'
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
+        {
+            return None;
+        }
+        if self.backend.as_ref()?.prepared.contains(&def.id) {
+            return None;
+        }
+        let shape = def.shape.get()?;
+        let ends = super::routing::starts_with_any(&def.query, TRANSACTION_EXITS);
+        let Some(rest) = bind_rest else {
+            return Some(if shape.rows {
+                (aborted_error(), true)
+            } else {
+                let mut answer = shape.param_desc.to_vec();
+                answer.extend_from_slice(&[b'n', 0, 0, 0, 4]);
+                (answer.into(), false)
+            });
+        };
+        let (formats, params) = codec::bind_counts(rest)?;
+        let error = if formats > 1 && formats != params {
+            server_error(
+                "08P01",
+                &format!("bind message has {formats} parameter formats but {params} parameters"),
+            )
+        } else if params != shape.params {
+            server_error(
+                "08P01",
+                &format!(
+                    "bind message supplies {params} parameters, but prepared statement \"{}\" \
+                     requires {}",
+                    String::from_utf8_lossy(name),
+                    shape.params
+                ),
+            )
+        } else if ends && params == 0 {
+            return None;
+        } else {
+            aborted_error()
+        };
+        Some((error, true))
+    }
+
+    /// Transaction mode: `h` is a Bind or Describe of a client statement the held connection
+    /// lacks, whose answer in a failed transaction the proxy would give itself
+    /// (`failed_tx_answer`), while a Sync or Query is unanswered: whether the transaction has
+    /// failed is known only when its answer comes, so wait for it.
+    pub(super) fn waits_for_status(&self, h: &Header) -> bool {
+        if self.mode != PoolMode::Transaction
+            || !matches!(h.tag, b'B' | b'D')
+            || !self.status_unsure()
+        {
+            return false;
+        }
+        let body = &self.cin[5..h.wire_len];
+        let name = match h.tag {
+            b'B' => codec::bind_msg(body).ok().map(|b| b.statement),
+            _ => match codec::target_msg(body) {
+                Ok((b'S', name)) => Some(name),
+                _ => None,
+            },
+        };
+        let (Some(def), Some(conn)) = (
+            name.filter(|n| !n.is_empty())
+                .and_then(|n| self.stmts.get(n)),
+            self.backend.as_ref(),
+        ) else {
+            return false;
+        };
+        def.shape.get().is_some() && !conn.prepared.contains(&def.id)
     }
 
     /// The held connection ran something whose effect on session state is unknown.
@@ -459,6 +575,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 tracing::debug!(state = ?e.adds.names(), "client pinned to its connection");
             }
             self.pins |= e.adds;
+            // A Query still unanswered that clears such state runs before this: it must not
+            // unpin the client when its answer comes.
+            for p in self.pending.iter_mut() {
+                if let Pend::Ready { clears, .. } = p {
+                    *clears = clears.minus(e.adds);
+                }
+            }
         }
         e
     }
@@ -513,6 +636,9 @@ fn duplicate_statement(name: &[u8]) -> Box<[u8]> {
         &format!("prepared statement \"{name}\" already exists"),
     )
 }
+
+/// The statements a server runs in a failed transaction (by their first word).
+const TRANSACTION_EXITS: &[&str] = &["commit", "rollback", "end", "abort", "prepare transaction"];
 
 /// What a server answers a statement in a failed transaction.
 fn aborted_error() -> Box<[u8]> {

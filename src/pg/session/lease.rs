@@ -126,16 +126,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Some(conn)
     }
 
-    /// Check out a backend only if one is free right now.
+    /// Check out a backend only if one is idle, or the pool has room to open one.
     pub(super) async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
         self.refresh_cluster()?;
         let Ok(idx) = self.cluster.state.select(want, None) else {
             return Ok(false);
         };
-        match self.cluster.pools[idx].checkout_now().await.ok().flatten() {
+        let pool = &self.cluster.pools[idx];
+        match pool.checkout_now().await.ok().flatten() {
             Some(conn) => {
                 self.install(conn, idx, matches!(want, Want::Primary))
                     .await?;
+                Ok(true)
+            }
+            // None idle but room for one (a pool not yet grown): open it, as for any
+            // statement; only a pool that is full makes the Parse wait for nobody.
+            None if pool.has_room() => {
+                self.acquire_for(want).await?;
                 Ok(true)
             }
             None => Ok(false),

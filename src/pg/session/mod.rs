@@ -120,6 +120,13 @@ enum Pend {
     /// Parse (aborted transaction, syntax, then the name), and an error naming the proxy
     /// statement is given the client's name.
     Reparse(ClientName),
+    /// A Describe the proxy sent after its Parse of a statement it had never prepared: the
+    /// ParameterDescription (kept here until the rest comes) and RowDescription or NoData
+    /// become the statement's `shape`, and the client gets none of them.
+    Learn {
+        def: Arc<StmtDef>,
+        param_desc: Option<Box<[u8]>>,
+    },
     /// A statement the proxy sent for itself (a deferred BEGIN, the client's settings again
     /// after a RESET): its answers up to and including ReadyForQuery are not forwarded, except
     /// ParameterStatus (the client learns the settings it has again).
