@@ -69,7 +69,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             if h.tag == b'Q'
                 && self.awaits_server()
                 && (self.names_unsure(true) || self.status_unsure())
-                && self.deallocates_by_name(&h)
+                && (self.deallocates_by_name(&h)
+                    || (self.mode == PoolMode::Transaction && self.drops_all_prepared(&h)))
             {
                 // Whether the client has the statement it names depends on answers still to
                 // come (see `waits_for_names`).

@@ -568,8 +568,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.mark_state_unknown();
         }
         // In a failed transaction (surely: nothing awaits an answer) the statement fails and
-        // leaves nothing.
-        let fails = self.tx_status == b'E' && self.pending.is_empty();
+        // leaves nothing, unless it starts with one that ends the transaction (`ROLLBACK;
+        // LISTEN ch` listens); a leading comment may hide one.
+        let fails = self.tx_status == b'E'
+            && self.pending.is_empty()
+            && sql
+                .trim_ascii_start()
+                .first()
+                .is_some_and(u8::is_ascii_alphabetic)
+            && !super::routing::starts_with_any(sql, TRANSACTION_EXITS);
         if !e.adds.is_empty() && !fails {
             if self.pins.is_empty() {
                 tracing::debug!(state = ?e.adds.names(), "client pinned to its connection");
@@ -615,7 +622,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 }
 
 /// `sql` has no `;` but a trailing one (a single statement, unless a literal holds one).
-fn one_statement(sql: &[u8]) -> bool {
+pub(super) fn one_statement(sql: &[u8]) -> bool {
     let t = sql.trim_ascii_end();
     let t = t.strip_suffix(b";").unwrap_or(t);
     !t.contains(&b';')

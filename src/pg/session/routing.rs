@@ -424,6 +424,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// The Query `h` is a `DEALLOCATE name` of a statement the client may have.
+    /// `h` is a Query of one statement that drops every prepared statement (DEALLOCATE ALL,
+    /// DISCARD ALL): the client's names end where it runs, which `surely_drops` can tell
+    /// only with the transaction status current.
+    pub(super) fn drops_all_prepared(&self, h: &Header) -> bool {
+        codec::query_msg(&self.cin[5..h.wire_len]).is_ok_and(|sql| {
+            super::forward::one_statement(sql)
+                && !crate::router::session_state::surely_no_effect(sql)
+                && std::str::from_utf8(sql)
+                    .is_ok_and(|s| crate::router::session_state::effect_scanned(s).drops_prepared)
+        })
+    }
+
     pub(super) fn deallocates_by_name(&self, h: &Header) -> bool {
         codec::query_msg(&self.cin[5..h.wire_len])
             .ok()
