@@ -644,8 +644,8 @@ async fn pinned_to_a_replica_writes_are_refused() {
 }
 
 /// Random sessions (see the module). It found the differences the tests above pin down (all
-/// fixed). The generator leaves out the differences that remain, each documented in the
-/// README's list of known differences:
+/// fixed). The generator leaves out the differences that remain (the README lists them
+/// under "Known differences from a direct connection (PostgreSQL, transaction mode)"):
 /// - a Parse answered by the proxy takes no snapshot, so a START TRANSACTION ISOLATION LEVEL
 ///   after it in the same batch is allowed;
 /// - a DISCARD ALL or DEALLOCATE ALL inside a string of statements or run from a named
@@ -655,10 +655,10 @@ async fn pinned_to_a_replica_writes_are_refused() {
 ///   writes are then refused by the proxy (see `pinned_to_a_replica_writes_are_refused`),
 ///   where a server of its own would run them (the generator sends no BEGIN READ ONLY).
 ///
-/// One it cannot leave out, seen in none of the 100 runs since (4,000 sessions of them): a statement whose Parse the proxy
-/// answered while every connection was taken, used first in a failed transaction with the
-/// wrong number of parameters, is refused for the transaction (25P02), not for the count
-/// (08P01): no server has described it to the proxy yet.
+/// One it cannot leave out, not seen in the 94 runs since (about 13,800 sessions): a
+/// statement whose Parse the proxy answered while every connection was taken, used first in
+/// a failed transaction with the wrong number of parameters, is refused for the transaction
+/// (25P02), not for the count (08P01): no server has described it to the proxy yet.
 ///
 /// A failure names its seed and writes every session's rounds to
 /// `/tmp/pg_differential-SEED.log`; `SWITCHYARD_PROP_SEED=SEED` runs the same sessions again.
