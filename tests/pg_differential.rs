@@ -83,7 +83,27 @@ const STATEMENTS: &[Stmt] = &[
     s("SET LOCAL statement_timeout = '1s'", 0),
     s("RESET statement_timeout", 0),
     s("SELECT pg_listening_channels()", 0),
+    s("COPY (SELECT k, v FROM t ORDER BY k) TO STDOUT", 0),
 ];
+
+/// COPY t FROM STDIN's data, sent right after the statement (as a driver streaming a COPY
+/// does): one row (a key that may be taken), then CopyDone, or now and then CopyFail.
+fn copy_in(rng: &mut StdRng, r: &mut Round) {
+    let k = rng.gen_range(1..10);
+    let v = rng.gen_range(0..100);
+    r.bytes
+        .extend(msg::copy_data(format!("{k}\t{v}\n").as_bytes()));
+    if rng.gen_bool(0.2) {
+        let mut b = vec![b'f'];
+        b.extend_from_slice(&(4u32 + 5).to_be_bytes());
+        b.extend_from_slice(b"stop\0");
+        r.bytes.extend(b);
+        r.said.push(format!("copy {k} {v}, CopyFail"));
+    } else {
+        r.bytes.extend(msg::copy_done());
+        r.said.push(format!("copy {k} {v}, CopyDone"));
+    }
+}
 
 /// A parameter for `stmt`: keys 1-6, values 0-99, an occasional zero divisor, names.
 fn param(rng: &mut StdRng, stmt: &Stmt, i: usize) -> String {
@@ -127,6 +147,25 @@ struct Round {
 struct Model {
     named: [Option<usize>; 2],
     portal_open: bool,
+    /// Sessions running side by side use a table, sequence and lock of their own: this
+    /// suffix is appended to their names (empty for the one-at-a-time sessions).
+    lane: String,
+}
+
+impl Model {
+    /// `sql` with the table, sequence and advisory lock of this lane.
+    fn sql(&self, sql: &str) -> String {
+        if self.lane.is_empty() {
+            return sql.to_string();
+        }
+        let l = &self.lane;
+        format!(" {sql} ")
+            .replace(" t ", &format!(" t{l} "))
+            .replace("'sq'", &format!("'sq{l}'"))
+            .replace("(7)", &format!("(7{l})"))
+            .trim()
+            .to_string()
+    }
 }
 
 fn execute_max(portal: &str, rows: i32) -> Vec<u8> {
@@ -189,7 +228,7 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
             let st = &STATEMENTS[i];
             let ps = params_for(rng, st);
             let refs: Vec<&str> = ps.iter().map(String::as_str).collect();
-            r.bytes.extend(msg::parse("", st.sql));
+            r.bytes.extend(msg::parse("", &m.sql(st.sql)));
             r.bytes.extend(msg::bind("", "", &refs));
             if rng.gen_bool(0.5) {
                 r.bytes.extend(msg::describe_portal(""));
@@ -207,7 +246,8 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
             while STATEMENTS[i].sql.ends_with(" ALL") {
                 i = pick(rng);
             }
-            r.bytes.extend(msg::parse(names[n], STATEMENTS[i].sql));
+            r.bytes
+                .extend(msg::parse(names[n], &m.sql(STATEMENTS[i].sql)));
             m.named[n] = Some(i);
             r.said.push(format!("P {} {}", names[n], STATEMENTS[i].sql));
         }
@@ -247,7 +287,13 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
             }
         }
         _ => {
-            if rng.gen_bool(0.3) {
+            if rng.gen_bool(0.15) {
+                r.bytes.extend(msg::parse("", &m.sql("COPY t FROM STDIN")));
+                r.bytes.extend(msg::bind("", "", &[]));
+                r.bytes.extend(msg::execute(""));
+                r.said.push("PBE COPY t FROM STDIN".into());
+                copy_in(rng, r);
+            } else if rng.gen_bool(0.3) {
                 r.bytes.extend(msg::flush());
                 r.said.push("H".into());
             } else {
@@ -262,7 +308,14 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
 
 /// A simple Query of one to three statements, or a SQL DEALLOCATE of a protocol-level
 /// statement on its own (as psycopg sends it with an older libpq).
-fn simple_step(rng: &mut StdRng, r: &mut Round) {
+fn simple_step(rng: &mut StdRng, m: &Model, r: &mut Round) {
+    if rng.gen_bool(0.1) {
+        r.bytes.extend(msg::query(&m.sql("COPY t FROM STDIN")));
+        r.ready += 1;
+        r.said.push("Q COPY t FROM STDIN".into());
+        copy_in(rng, r);
+        return;
+    }
     if rng.gen_bool(0.15) {
         let sql = match rng.gen_range(0..4) {
             0 => "DISCARD ALL".to_string(),
@@ -278,7 +331,7 @@ fn simple_step(rng: &mut StdRng, r: &mut Round) {
     let parts: Vec<String> = (0..n)
         .map(|_| {
             let st = &STATEMENTS[pick(rng)];
-            literal(st, &params_for(rng, st))
+            m.sql(&literal(st, &params_for(rng, st)))
         })
         .collect();
     let sql = parts.join("; ");
@@ -297,7 +350,7 @@ fn round(rng: &mut StdRng, m: &mut Model) -> Round {
     // follows a Sync: after an error the server skips everything up to the next Sync).
     for segment in 0..rng.gen_range(1..4) {
         if rng.gen_bool(0.3) {
-            simple_step(rng, &mut r);
+            simple_step(rng, m, &mut r);
         } else {
             for _ in 0..rng.gen_range(1..5) {
                 extended_step(rng, m, &mut r, segment == 0);
@@ -436,9 +489,11 @@ async fn pair(name: &str) -> (Proxy, Raw, Raw) {
     (p, direct, proxied)
 }
 
-async fn table(raw: &mut Raw) -> Vec<Vec<Option<String>>> {
+async fn table(raw: &mut Raw, lane: &str) -> Vec<Vec<Option<String>>> {
     let (rows, err) = raw
-        .simple("SELECT k, v FROM t ORDER BY k; SELECT last_value FROM sq")
+        .simple(&format!(
+            "SELECT k, v FROM t{lane} ORDER BY k; SELECT last_value FROM sq{lane}"
+        ))
         .await;
     assert!(err.is_none(), "{err:?}");
     rows
@@ -666,77 +721,188 @@ async fn pinned_to_a_replica_writes_are_refused() {
 async fn random_pipelines_through_the_proxy_answer_as_the_server_does() {
     let (direct_db, proxied_db) = ("diff_direct", "diff_proxied");
     let p = databases_and_proxy(direct_db, proxied_db);
-    let primary = cluster().primary_port();
     let seed = prop_seed();
-    let mut rng = StdRng::seed_from_u64(seed);
     let started = std::time::Instant::now();
-    let mut compared = 0usize;
-    let mut everything: Vec<String> = Vec::new();
-    for session in 0..SESSIONS {
-        // Read-your-writes is each client's own: a new session may read from a replica that
-        // has not replayed an earlier session's writes yet (a direct session never would).
-        tokio::task::block_in_place(|| {
-            cluster()
-                .wait_replay_caught_up(std::time::Duration::from_secs(30))
-                .unwrap()
-        });
-        let mut direct = Raw::connect(primary, "postgres", direct_db, &[]).await;
-        let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
-        let mut m = Model {
-            named: [None, None],
-            portal_open: false,
-        };
-        let mut history: Vec<String> = Vec::new();
-        for n in 0..rng.gen_range(1..ROUNDS) {
-            let r = round(&mut rng, &mut m);
-            direct.send(&r.bytes).await;
-            let want = normal(&direct.until_ready(r.ready).await);
-            proxied.send(&r.bytes).await;
-            let got = normal(&proxied.until_ready(r.ready).await);
-            history.push(format!("round {n}: {}", r.said.join(" | ")));
-            everything.push(format!(
-                "session {session} round {n}: {}",
-                r.said.join(" | ")
-            ));
-            if got != want {
-                // Whatever an earlier session left on a connection may be the cause.
-                let log = format!("/tmp/pg_differential-{seed}.log");
-                let _ = std::fs::write(&log, everything.join("\n"));
-                let first = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(got.len().min(want.len()));
-                panic!(
-                    "seed {seed}, session {session}: answers differ at message {first} (every \
-                     session's rounds are in {log})\nsent:\n  {}\ndirect:\n  {}\nproxied:\n  {}",
-                    history.join("\n  "),
-                    want.join("\n  "),
-                    got.join("\n  ")
-                );
-            }
-            compared += want.len();
-        }
-        // Leave politely or not at all, whatever is open.
-        if rng.gen_bool(0.7) {
-            direct.send(&msg::terminate()).await;
-            proxied.send(&msg::terminate()).await;
-            everything.push(format!("session {session}: Terminate"));
-        } else {
-            everything.push(format!("session {session}: dropped"));
-        }
-        drop(direct);
-        drop(proxied);
-    }
-    // Both databases hold the same rows (through a fresh session each; the proxied one reads
-    // from the primary).
-    let mut direct = Raw::connect(primary, "postgres", direct_db, &[]).await;
-    let mut proxied = Raw::connect(primary, "postgres", proxied_db, &[]).await;
-    let (a, b) = (table(&mut direct).await, table(&mut proxied).await);
-    assert_eq!(a, b, "seed {seed}: the databases differ");
+    let lane = Lane {
+        name: String::new(),
+        seed,
+        port: p.port,
+        direct_db,
+        proxied_db,
+        sessions: SESSIONS,
+    };
+    let (compared, rows) = lane.run().await;
     eprintln!(
-        "{SESSIONS} sessions, {compared} messages compared, {} rows at the end, {:?}",
-        a.len(),
+        "{SESSIONS} sessions, {compared} messages compared, {rows} rows at the end, {:?}",
+        started.elapsed()
+    );
+}
+
+/// Sessions one after another, each compared round by round with a direct session.
+struct Lane {
+    /// Suffix of the table, sequence and lock it uses (see [`Model::sql`]).
+    name: String,
+    seed: u64,
+    port: u16,
+    direct_db: &'static str,
+    proxied_db: &'static str,
+    sessions: usize,
+}
+
+impl Lane {
+    /// Run them; the messages compared and the rows the table ends with (the same in both
+    /// databases).
+    async fn run(self) -> (usize, usize) {
+        let Lane {
+            name,
+            seed,
+            port,
+            direct_db,
+            proxied_db,
+            sessions,
+        } = self;
+        let primary = cluster().primary_port();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut compared = 0usize;
+        let mut everything: Vec<String> = Vec::new();
+        let log = format!("/tmp/pg_differential-{seed}{name}.log");
+        for session in 0..sessions {
+            // Read-your-writes is each client's own: a new session may read from a replica
+            // that has not replayed an earlier session's writes yet (a direct session never
+            // would).
+            tokio::task::block_in_place(|| {
+                cluster()
+                    .wait_replay_caught_up(std::time::Duration::from_secs(30))
+                    .unwrap()
+            });
+            let mut direct = Raw::connect(primary, "postgres", direct_db, &[]).await;
+            let mut proxied = Raw::connect(port, "app_trust", proxied_db, &[]).await;
+            let mut m = Model {
+                named: [None, None],
+                portal_open: false,
+                lane: name.clone(),
+            };
+            let mut history: Vec<String> = Vec::new();
+            for n in 0..rng.gen_range(1..ROUNDS) {
+                let r = round(&mut rng, &mut m);
+                direct.send(&r.bytes).await;
+                let want = normal(&direct.until_ready(r.ready).await);
+                proxied.send(&r.bytes).await;
+                let got = normal(&proxied.until_ready(r.ready).await);
+                history.push(format!("round {n}: {}", r.said.join(" | ")));
+                everything.push(format!(
+                    "session {session} round {n}: {}",
+                    r.said.join(" | ")
+                ));
+                if got != want {
+                    // Whatever an earlier session left on a connection may be the cause.
+                    let _ = std::fs::write(&log, everything.join("\n"));
+                    let first = got
+                        .iter()
+                        .zip(&want)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(got.len().min(want.len()));
+                    panic!(
+                        "seed {seed}, lane '{name}', session {session}: answers differ at \
+                         message {first} (every session's rounds are in {log})\nsent:\n  {}\n\
+                         direct:\n  {}\nproxied:\n  {}",
+                        history.join("\n  "),
+                        want.join("\n  "),
+                        got.join("\n  ")
+                    );
+                }
+                compared += want.len();
+            }
+            // Leave politely or not at all, whatever is open.
+            if rng.gen_bool(0.7) {
+                direct.send(&msg::terminate()).await;
+                proxied.send(&msg::terminate()).await;
+                everything.push(format!("session {session}: Terminate"));
+            } else {
+                everything.push(format!("session {session}: dropped"));
+            }
+            drop(direct);
+            drop(proxied);
+            if !name.is_empty() {
+                // Another lane's failure may come from what this one did.
+                let _ = std::fs::write(&log, everything.join("\n"));
+            }
+        }
+        // Both databases hold the same rows (through a fresh session each; the proxied one
+        // reads from the primary).
+        let mut direct = Raw::connect(primary, "postgres", direct_db, &[]).await;
+        let mut proxied = Raw::connect(primary, "postgres", proxied_db, &[]).await;
+        let (a, b) = (
+            table(&mut direct, &name).await,
+            table(&mut proxied, &name).await,
+        );
+        assert_eq!(a, b, "seed {seed}, lane '{name}': the databases differ");
+        (compared, a.len())
+    }
+}
+
+/// Sessions side by side: three lanes of random sessions at once through one proxy (one
+/// worker, a pool of two per backend, so they wait for each other's connections and get
+/// connections the others used; plain reads multiplexed, `multiplex_depth = 4`), each lane with a table, sequence and advisory lock of its own
+/// so that what one lane is told does not depend on the others; each compared with direct
+/// sessions as above. What one client leaves on a connection, or takes from one, shows up as
+/// a difference in another lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sessions_side_by_side_answer_as_the_server_does() {
+    const LANES: usize = 3;
+    let (direct_db, proxied_db) = ("side_direct", "side_proxied");
+    for db in [direct_db, proxied_db] {
+        setup(db);
+        for lane in 0..LANES {
+            cluster()
+                .psql_db(
+                    0,
+                    db,
+                    &format!(
+                        "CREATE TABLE t{lane} (k int PRIMARY KEY, v int); \
+                         INSERT INTO t{lane} SELECT g, g * 10 FROM generate_series(1, 4) g; \
+                         CREATE SEQUENCE sq{lane}"
+                    ),
+                )
+                .unwrap();
+        }
+    }
+    cluster()
+        .wait_replay_caught_up(std::time::Duration::from_secs(30))
+        .unwrap();
+    // Plain reads of different clients may share a connection (multiplexed lanes).
+    let p = start_proxy(&config(proxied_db).replace(
+        "[pool]\nsize = 2\n",
+        "[pool]\nsize = 2\nmultiplex_depth = 4\n",
+    ));
+    let seed = prop_seed();
+    let started = std::time::Instant::now();
+    let lanes: Vec<_> = (0..LANES)
+        .map(|lane| {
+            tokio::spawn(
+                Lane {
+                    name: lane.to_string(),
+                    seed: seed.wrapping_add(lane as u64),
+                    port: p.port,
+                    direct_db,
+                    proxied_db,
+                    sessions: SESSIONS / LANES,
+                }
+                .run(),
+            )
+        })
+        .collect();
+    let mut compared = 0;
+    for lane in lanes {
+        match lane.await {
+            Ok((n, _)) => compared += n,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!(
+        "{LANES} lanes of {} sessions, {compared} messages compared, {:?}",
+        SESSIONS / LANES,
         started.elapsed()
     );
 }

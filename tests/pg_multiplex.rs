@@ -444,3 +444,23 @@ fn pgbench_with_multiplexing_has_no_failures() {
     assert!(s.statements >= 16 * 300 / 2, "{s:?}");
     assert!(s.batches < s.statements, "{s:?}");
 }
+
+/// A Query string of several reads is no single statement: it takes the ordinary path and
+/// every statement of it is answered (found by `tests/pg_differential.rs`'s side-by-side
+/// sessions: it went into a lane and only the first statement was answered).
+#[tokio::test]
+async fn a_string_of_several_reads_gets_every_answer() {
+    kv_db("t_mux_string");
+    let p = mux_proxy("t_mux_string");
+    let _holder = hold_contention(&p, "t_mux_string").await;
+    let c = connect(&p.conn_str("t_mux_string")).await;
+    for _ in 0..5 {
+        let r = rows(
+            &c,
+            "SELECT k FROM kv WHERE k = 1; SELECT k FROM kv WHERE k = 2; SELECT 'three'",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r, vec![vec!["1"], vec!["2"], vec!["three"]]);
+    }
+}

@@ -44,8 +44,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(sql) = codec::query_msg(&self.cin[5..h.wire_len]) else {
             return false;
         };
-        // A longer word starting with "select" is no read to the classifier below.
-        if !starts_with_any(sql, &["select"]) {
+        // A longer word starting with "select" is no read to the classifier below. One
+        // statement only: a lane runs each as one extended-protocol statement.
+        if !starts_with_any(sql, &["select"]) || !super::forward::one_statement(sql) {
             return false;
         }
         let Ok(text) = std::str::from_utf8(sql) else {
