@@ -158,6 +158,12 @@ struct RegistryInner {
 }
 
 impl StmtRegistry {
+    /// The statement of this content, if the registry has it.
+    pub fn find(&self, query: &[u8], param_types: &[u8]) -> Option<Arc<StmtDef>> {
+        let key: StmtKey = (query.into(), param_types.into());
+        self.inner.lock().unwrap().by_content.get(&key).cloned()
+    }
+
     pub fn intern(&self, query: &[u8], param_types: &[u8]) -> Arc<StmtDef> {
         let mut g = self.inner.lock().unwrap();
         // Look up without allocating a key: HashMap needs an owned tuple, so probe by scanning

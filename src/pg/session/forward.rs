@@ -205,11 +205,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.replay_ok = false;
                     let name: ClientName = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
-                    if self.pending.is_empty()
-                        && self.tx_status == b'E'
+                    if self.surely_failed()
                         && !super::routing::starts_with_any(p.query, TRANSACTION_EXITS)
                     {
-                        // The transaction failed and nothing awaits an answer: the server
+                        // The transaction failed and nothing can end it before this: the server
                         // refuses the Parse and skips to the Sync (which still goes to it).
                         self.stmts.remove(&name);
                         self.pending.push_back(Pend::Local(aborted_error()));
@@ -470,13 +469,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         def: &StmtDef,
         bind_rest: Option<&[u8]>,
     ) -> Option<(Box<[u8]>, bool)> {
-        // An Execute or Sync still unanswered may end the failed transaction.
-        if self.tx_status != b'E'
-            || self
-                .pending
-                .iter()
-                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
-        {
+        if !self.surely_failed() {
             return None;
         }
         if self.backend.as_ref()?.prepared.contains(&def.id) {
@@ -517,18 +510,44 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Some((error, true))
     }
 
+    /// The transaction has failed and stays so up to what comes next: nothing unanswered can
+    /// end it (an Execute or a Sync or Query could; a Parse, Bind, Describe or Close cannot).
+    fn surely_failed(&self) -> bool {
+        self.tx_status == b'E'
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
+    }
+
     /// Transaction mode: `h` is a Bind or Describe of a client statement the held connection
     /// lacks, whose answer in a failed transaction the proxy would give itself
-    /// (`failed_tx_answer`), while a Sync or Query is unanswered: whether the transaction has
-    /// failed is known only when its answer comes, so wait for it.
+    /// (`failed_tx_answer`), or a Parse of a new name for a statement the connection has
+    /// (answered by the proxy, refused by a server in a failed transaction), while a Sync or
+    /// Query is unanswered: whether the transaction has failed is known only when its answer
+    /// comes, so wait for it.
     pub(super) fn waits_for_status(&self, h: &Header) -> bool {
         if self.mode != PoolMode::Transaction
-            || !matches!(h.tag, b'B' | b'D')
+            || !matches!(h.tag, b'B' | b'D' | b'P')
             || !self.status_unsure()
         {
             return false;
         }
         let body = &self.cin[5..h.wire_len];
+        if h.tag == b'P' {
+            // A new name for a statement the connection has is answered here; in a failed
+            // transaction the server refuses it.
+            let (Ok(p), Some(conn)) = (codec::parse_msg(body), self.backend.as_ref()) else {
+                return false;
+            };
+            return !p.name.is_empty()
+                && !self.stmts.contains_key(p.name)
+                && self
+                    .worker
+                    .statements
+                    .find(p.query, p.param_types)
+                    .is_some_and(|def| conn.prepared.contains(&def.id));
+        }
         let name = match h.tag {
             b'B' => codec::bind_msg(body).ok().map(|b| b.statement),
             _ => match codec::target_msg(body) {

@@ -82,7 +82,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             pid: conn.pid,
             secret: conn.secret,
         }));
-        self.tx_status = b'I';
+        // An idle connection, unless a BEGIN the proxy answered goes first (below): the
+        // client's transaction is open from here, as it was told.
+        if self.deferred_begin.is_none() {
+            self.tx_status = b'I';
+        }
         self.backend = Some(conn);
         self.backend_idx = idx;
         self.for_write = for_write;
