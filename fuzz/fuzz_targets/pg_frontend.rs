@@ -79,6 +79,10 @@ fn decode(tag: u8, body: &[u8]) {
                     body.len()
                 );
                 assert!(!b.portal.contains(&0) && !b.statement.contains(&0));
+                // The counts the proxy checks in a failed transaction: read within the body.
+                if let Some((formats, _params)) = codec::bind_counts(b.rest) {
+                    assert!(2 + 2 * formats as usize + 2 <= b.rest.len());
+                }
                 let mut out = BytesMut::new();
                 codec::put_bind(&mut out, &b, b"sy_1");
                 let again = codec::bind_msg(reframe(&out, b'B')).expect("re-encoded Bind");
