@@ -224,11 +224,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let b = codec::bind_msg(body).map_err(bad)?;
                 let named = match self.client_statement(b.statement) {
                     Some((name, def)) => {
-                        if let Some((answer, skips)) =
-                            self.failed_tx_answer(&name, &def, Some(b.rest))
-                        {
-                            self.pending.push_back(Pend::Local(answer));
-                            self.server_skips = skips;
+                        if self.answered_in_failed_tx(&name, &def, Some(b.rest)) {
                             return Ok(());
                         }
                         if def.unknown_calls {
@@ -267,9 +263,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         return Ok(());
                     }
                     Some((name, def)) => {
-                        if let Some((answer, skips)) = self.failed_tx_answer(&name, &def, None) {
-                            self.pending.push_back(Pend::Local(answer));
-                            self.server_skips = skips;
+                        if self.answered_in_failed_tx(&name, &def, None) {
                             return Ok(());
                         }
                         self.ensure_prepared(&def);
@@ -508,6 +502,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             aborted_error()
         };
         Some((error, true))
+    }
+
+    /// Queue [`Self::failed_tx_answer`]'s answer, if it has one (the server then skips what
+    /// it would have skipped).
+    fn answered_in_failed_tx(&mut self, name: &[u8], def: &StmtDef, rest: Option<&[u8]>) -> bool {
+        let Some((answer, skips)) = self.failed_tx_answer(name, def, rest) else {
+            return false;
+        };
+        self.pending.push_back(Pend::Local(answer));
+        self.server_skips = skips;
+        true
     }
 
     /// The transaction has failed and stays so up to what comes next: nothing unanswered can
