@@ -1033,3 +1033,66 @@ fn an_idle_client_gets_its_own_connection_back() {
         b.disconnect().await.unwrap();
     });
 }
+
+/// With reads on the replicas and writes on the primary, an idle client keeps its connection
+/// at the primary while it reads elsewhere: alternating the two, it finds its own thread on
+/// the primary each time, although the pool has other idle connections there.
+#[test]
+fn a_client_alternating_reads_and_writes_keeps_its_connection_at_the_primary() {
+    use mysql_async::prelude::*;
+    let db = "my_parking_split";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let p = proxy(db, "size = 6");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = async_opts(p.port, db);
+        let write = "/* switchyard:primary */ SELECT @@server_id, @@pseudo_thread_id";
+        // Three connections at the primary, held at once, then idle in the pool.
+        let mut warm = Vec::new();
+        for _ in 0..3 {
+            let mut c = mysql_async::Conn::new(opts.clone()).await.unwrap();
+            c.query_drop("BEGIN").await.unwrap();
+            warm.push(c);
+        }
+        for mut c in warm {
+            c.query_drop("COMMIT").await.unwrap();
+            c.disconnect().await.unwrap();
+        }
+        let mut clients = [
+            mysql_async::Conn::new(opts.clone()).await.unwrap(),
+            mysql_async::Conn::new(opts).await.unwrap(),
+        ];
+        let (primary, _): (u32, u64) = clients[0].query_first(write).await.unwrap().unwrap();
+        let read = "SELECT @@server_id, @@pseudo_thread_id";
+        let mut threads: [Option<u64>; 2] = [None, None];
+        let mut read_elsewhere = 0;
+        // A reads, B reads, A writes, B writes.
+        let order = [(0, read), (1, read), (0, write), (1, write)];
+        for round in 0..12 {
+            for (who, sql) in order {
+                let (server, thread): (u32, u64) =
+                    clients[who].query_first(sql).await.unwrap().unwrap();
+                if sql == read {
+                    read_elsewhere += usize::from(server != primary);
+                    continue;
+                }
+                assert_eq!(server, primary);
+                let first = *threads[who].get_or_insert(thread);
+                assert_eq!(
+                    thread, first,
+                    "round {round}: client {who} got another thread at the primary"
+                );
+            }
+        }
+        assert!(
+            read_elsewhere >= 20,
+            "reads went to the replicas: {read_elsewhere}"
+        );
+        for c in clients {
+            c.disconnect().await.unwrap();
+        }
+    });
+}

@@ -189,6 +189,29 @@ impl<C: Connector> Spot<C> {
     }
 }
 
+/// A client's parking spots, one at each pool it parked a connection at (see
+/// [`BackendPool::park`]): a client whose reads go to a replica and writes to the primary
+/// keeps one connection at each while nobody else needs them.
+pub struct Parkings<C: Connector>(Vec<Parking<C>>);
+
+impl<C: Connector> Default for Parkings<C> {
+    fn default() -> Self {
+        Parkings(Vec::new())
+    }
+}
+
+impl<C: Connector> Parkings<C> {
+    /// The spot at `pool`, if the client has one.
+    fn at(&self, pool: &Arc<BackendPool<C>>) -> Option<&Parking<C>> {
+        self.0.iter().find(|p| Arc::ptr_eq(&p.pool, pool))
+    }
+
+    /// Every parked connection goes back to its pool (the client leaves).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// A client's parking spot at one pool (see [`BackendPool::park`]).
 pub struct Parking<C: Connector> {
     pool: Arc<BackendPool<C>>,
@@ -288,28 +311,29 @@ impl<C: Connector> BackendPool<C> {
         }
     }
 
-    /// Give `conn` back, or park it in the client's `parking` spot for its next transaction
-    /// when it is clean and no other client waits for one of this pool's connections (see
-    /// [`Parking`]). A spot of another pool gives its connection back and is replaced.
-    pub fn park(self: &Arc<Self>, conn: Pooled<C>, parking: &mut Option<Parking<C>>) {
+    /// Give `conn` back, or park it in the client's spot at this pool for its next
+    /// transaction when it is clean and no other client waits for one of this pool's
+    /// connections (see [`Parking`]). Spots at pools a reload closed are given up.
+    pub fn park(self: &Arc<Self>, conn: Pooled<C>, parkings: &mut Parkings<C>) {
         if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
             return release(conn);
         }
-        let spot = match parking {
-            Some(p) if Arc::ptr_eq(&p.pool, self) => &p.spot,
-            _ => {
+        parkings.0.retain(|p| !p.pool.pool.is_closed());
+        let at = match parkings.0.iter().position(|p| Arc::ptr_eq(&p.pool, self)) {
+            Some(i) => i,
+            None => {
                 let spot = Arc::new(Spot {
                     conn: Mutex::new(None),
                     listed: false.into(),
                 });
-                &parking
-                    .insert(Parking {
-                        pool: self.clone(),
-                        spot,
-                    })
-                    .spot
+                parkings.0.push(Parking {
+                    pool: self.clone(),
+                    spot,
+                });
+                parkings.0.len() - 1
             }
         };
+        let spot = &parkings.0[at].spot;
         // A spot holds one connection: one left there (a checkout that failed before taking
         // it back) goes back to the pool.
         match spot.conn.lock().unwrap().replace(conn) {
@@ -451,10 +475,10 @@ impl<C: Connector> BackendPool<C> {
     /// parked here, if it is still there, before any other (a zero wait).
     pub async fn checkout_parked_first(
         self: &Arc<Self>,
-        parking: Option<&Parking<C>>,
+        parkings: &Parkings<C>,
         metrics: &ClusterMetrics,
     ) -> Result<Pooled<C>, CheckoutError<C::Error>> {
-        if let Some(conn) = parking.and_then(|p| p.take_for(self)) {
+        if let Some(conn) = parkings.at(self).and_then(|p| p.take_for(self)) {
             metrics.checkout_wait(Duration::ZERO);
             return Ok(conn);
         }
@@ -715,13 +739,13 @@ mod tests {
     #[tokio::test]
     async fn parked_connections_serve_their_client_or_anyone_in_need() {
         let pool = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
-        let mut a = None;
+        let mut a = Parkings::default();
         let conn = pool.checkout().await.unwrap();
         let id = conn.0;
         pool.park(conn, &mut a);
         assert_eq!(pool.status(), (1, 1), "a parked connection counts as idle");
         // Its client takes it back.
-        let again = a.as_ref().unwrap().take_for(&pool).unwrap();
+        let again = a.at(&pool).unwrap().take_for(&pool).unwrap();
         assert_eq!(again.0, id);
         pool.park(again, &mut a);
         // Another client, finding the pool empty, takes it from the spot.
@@ -731,20 +755,20 @@ mod tests {
             .unwrap()
             .expect("the parked connection");
         assert_eq!(taken.0, id);
-        assert!(a.as_ref().unwrap().take_for(&pool).is_none());
+        assert!(a.at(&pool).unwrap().take_for(&pool).is_none());
         pool.park(taken, &mut a);
         // Many clients that stay connected, each parking a connection, taking it back and
         // giving it to the pool (as when its next statement goes to another server): their
         // empty spots do not pile up on the list.
-        let mut clients: Vec<Option<Parking<Fake>>> = (0..200).map(|_| None).collect();
+        let mut clients: Vec<Parkings<Fake>> = (0..200).map(|_| Parkings::default()).collect();
         for round in 0..3 {
             for c in clients.iter_mut() {
-                let conn = match c.as_ref().and_then(|p| p.take_for(&pool)) {
+                let conn = match c.at(&pool).and_then(|p| p.take_for(&pool)) {
                     Some(conn) => conn,
                     None => pool.checkout().await.unwrap(),
                 };
                 pool.park(conn, c);
-                release(c.as_ref().unwrap().take_for(&pool).unwrap());
+                release(c.at(&pool).unwrap().take_for(&pool).unwrap());
                 assert!(
                     pool.spots.lock().unwrap().len() <= 2 * pool.size + 17,
                     "round {round}: {} spots listed",
@@ -758,6 +782,43 @@ mod tests {
         let (open, idle) = pool.status();
         assert_eq!(open, idle, "every connection back in the pool");
         assert!(open <= 2);
+    }
+
+    /// A client whose transactions go to two servers (reads to a replica, writes to the
+    /// primary) keeps a connection parked at each: taking one back leaves the other parked.
+    #[tokio::test]
+    async fn a_client_keeps_a_connection_parked_at_each_server() {
+        let primary = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
+        let replica = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
+        let metrics = crate::metrics::Metrics::new().cluster_handles("c");
+        let mut a = Parkings::default();
+        let (p, r) = (
+            primary.checkout().await.unwrap(),
+            replica.checkout().await.unwrap(),
+        );
+        let (p_id, r_id) = (p.0, r.0);
+        primary.park(p, &mut a);
+        replica.park(r, &mut a);
+        for _ in 0..3 {
+            let r = replica.checkout_parked_first(&a, &metrics).await.unwrap();
+            assert_eq!(r.0, r_id);
+            replica.park(r, &mut a);
+            let p = primary.checkout_parked_first(&a, &metrics).await.unwrap();
+            assert_eq!(p.0, p_id, "the primary's connection stayed parked");
+            primary.park(p, &mut a);
+        }
+        assert_eq!(
+            (primary.parked.load(Relaxed), replica.parked.load(Relaxed)),
+            (1, 1)
+        );
+        // A pool a reload closed: its spot is given up at the next park elsewhere.
+        primary.close();
+        let r = replica.checkout_parked_first(&a, &metrics).await.unwrap();
+        replica.park(r, &mut a);
+        assert_eq!(a.0.len(), 1);
+        a.clear();
+        assert_eq!(replica.parked.load(Relaxed), 0);
+        assert_eq!(replica.status(), (1, 1));
     }
 
     /// Waiting clients are served in the order they came, and a connection given back goes to

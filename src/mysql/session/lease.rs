@@ -60,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .select(want, exclude)
                 .map_err(|e| AcquireError::Other(e.to_string()))?;
             let got = self.cluster.pools[idx]
-                .checkout_parked_first(self.parking.as_ref(), &self.cluster.metrics)
+                .checkout_parked_first(&self.parking, &self.cluster.metrics)
                 .await;
             match got {
                 Ok(conn) => return self.install(conn, idx).await,
@@ -254,7 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// closed), never handed on as it is.
     pub(super) async fn finish(&mut self) {
         // A parked connection goes back to its pool (`Parking`'s drop).
-        self.parking = None;
+        self.parking.clear();
         let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;
         let pinned = self.pinned.is_some() || self.w.pool_mode == PoolMode::Session;
         let Some(mut conn) = self.detach() else {

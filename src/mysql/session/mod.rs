@@ -110,9 +110,9 @@ pub struct Session<S> {
     cin: BytesMut,
     cout: BytesMut,
     backend: Option<MyPooled>,
-    /// The clean connection the client gave back last, kept for its next statement while no
-    /// other client needs it (see `pool::Parking`).
-    parking: Option<crate::pool::Parking<crate::mysql::backend::MyTarget>>,
+    /// The clean connections the client gave back last, one per server, kept for its next
+    /// statements there while no other client needs them (see `pool::Parkings`).
+    parking: crate::pool::Parkings<crate::mysql::backend::MyTarget>,
     /// Bytes from the backend not yet handled.
     bin: BytesMut,
     /// A command on its way to the server (kept between commands).
@@ -215,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             cin: leftover,
             cout: BytesMut::with_capacity(16 * 1024),
             backend: None,
-            parking: None,
+            parking: Default::default(),
             bin: BytesMut::with_capacity(16 * 1024),
             bout: BytesMut::with_capacity(1024),
             backend_idx: 0,
