@@ -343,13 +343,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// An OK packet: note its status and session changes; pass it on (without the session
     /// state for a client that did not ask for it). True if more results follow.
     pub(super) fn on_ok(&mut self, wire: usize, statement: bool) -> Result<bool, SessionError> {
+        // The packet is read where it is: the buffer is set aside meanwhile (no copy).
+        let bin = std::mem::take(&mut self.bin);
+        let more = self.on_ok_in(&bin[..wire], statement);
+        self.bin = bin;
+        match more {
+            Some((more, true)) => {
+                self.bin.advance(wire);
+                Ok(more)
+            }
+            Some((more, false)) => {
+                self.pass(wire);
+                Ok(more)
+            }
+            None => {
+                self.pass(wire);
+                Ok(false)
+            }
+        }
+    }
+
+    /// [`Self::on_ok`] of the OK packet `packet` (header included): whether more results
+    /// follow, and whether the client's version of it was queued here (rewritten; else it
+    /// is passed on as it is); None when it does not read as an OK packet.
+    fn on_ok_in(&mut self, packet: &[u8], statement: bool) -> Option<(bool, bool)> {
         let backend_caps = self.backend.as_ref().map_or(0, |c| c.capabilities);
-        let payload = self.bin[4..wire].to_vec();
-        let seq = self.bin[3];
-        let Ok(mut ok) = codec::parse_ok(&payload, backend_caps) else {
-            self.pass(wire);
-            return Ok(false);
-        };
+        let seq = packet[3];
+        let mut ok = codec::parse_ok(&packet[4..], backend_caps).ok()?;
         // A client that did not ask for session tracking gets neither the changes nor the
         // flag that says there are some.
         let untracked = self.caps & CLIENT_SESSION_TRACK == 0;
@@ -397,22 +417,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.note_session_changes(state);
         }
         let more = ok.status & SERVER_MORE_RESULTS_EXISTS != 0;
-        if rewrite {
-            if let Some(own) = &filtered {
-                ok.session_state = Some(own);
-            }
-            if untracked || ok.session_state.is_some_and(<[u8]>::is_empty) {
-                ok.status &= !SERVER_SESSION_STATE_CHANGED;
-                ok.session_state = None;
-            }
-            let mut p = BytesMut::new();
-            codec::put_ok(&mut p, &ok, self.caps);
-            codec::write_packet(&mut self.cout, seq, &p);
-            self.bin.advance(wire);
-        } else {
-            self.pass(wire);
+        if !rewrite {
+            return Some((more, false));
         }
-        Ok(more)
+        if let Some(own) = &filtered {
+            ok.session_state = Some(own);
+        }
+        if untracked || ok.session_state.is_some_and(<[u8]>::is_empty) {
+            ok.status &= !SERVER_SESSION_STATE_CHANGED;
+            ok.session_state = None;
+        }
+        let mut p = BytesMut::new();
+        codec::put_ok(&mut p, &ok, self.caps);
+        codec::write_packet(&mut self.cout, seq, &p);
+        self.bytes_down += packet.len() as u64;
+        Some((more, true))
     }
 
     /// An ERR packet from the server: the client's last statement result; passed on, with

@@ -206,8 +206,9 @@ impl ClientTracking {
                         .ok()
                         .and_then(|(name, _)| name)
                         .is_none_or(|name| {
-                            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-                            names.contains(&name)
+                            names
+                                .iter()
+                                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
                         }),
                 },
                 codec::SESSION_TRACK_SCHEMA => self.schema,
