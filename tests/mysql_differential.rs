@@ -16,6 +16,9 @@
 //! share backend connections and reads go to the replica: anything one session leaves on a
 //! connection (a variable, a statement, a temporary table, an open transaction, a warning)
 //! shows up as a difference in another. At the end both servers must hold the same rows.
+//! A second form runs three lanes of such sessions side by side through one proxy, each lane
+//! on tables and a user lock of its own, so that clients of different lanes take each other's
+//! parked connections while they run.
 //!
 //! Seeded (`SWITCHYARD_PROP_SEED`, printed); bounded in sessions, commands and time.
 
@@ -523,10 +526,40 @@ impl Cmd {
     }
 }
 
-/// One side's view of the statement slots: the id its server (or the proxy) issued.
+/// One side's view of the statement slots: the id its server (or the proxy) issued; and the
+/// lane its session runs in (tables and lock names of its own), if any.
 #[derive(Default)]
 struct Side {
     ids: Vec<Option<u32>>,
+    lane: Option<usize>,
+}
+
+/// `text` for a session in `lane`: the tables `t` and `a` and the user lock `dl` get the
+/// lane's number (`t1`, `a1`, `dl1`), so that lanes running side by side do not see each
+/// other's rows or locks. Whole words only, in quoted text too (`PREPARE q FROM '...'`).
+fn in_lane(text: &str, lane: Option<usize>) -> String {
+    let Some(lane) = lane else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(word);
+        if matches!(word.as_str(), "t" | "a" | "dl") {
+            out.push_str(&lane.to_string());
+        }
+        word.clear();
+    };
+    for ch in text.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' || ch == '@' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// An id never issued, for slots whose prepare failed.
@@ -573,11 +606,11 @@ fn payload(cmd: &Cmd, side: &Side) -> Vec<u8> {
     match cmd {
         Cmd::Query(sql) => {
             p.push(0x03);
-            p.extend_from_slice(sql.as_bytes());
+            p.extend_from_slice(in_lane(sql, side.lane).as_bytes());
         }
         Cmd::Prepare(_, sql) => {
             p.push(0x16);
-            p.extend_from_slice(sql.as_bytes());
+            p.extend_from_slice(in_lane(sql, side.lane).as_bytes());
         }
         Cmd::Execute {
             slot,
@@ -629,7 +662,7 @@ fn payload(cmd: &Cmd, side: &Side) -> Vec<u8> {
         }
         Cmd::FieldList(table) => {
             p.push(0x04);
-            p.extend_from_slice(table.as_bytes());
+            p.extend_from_slice(in_lane(table, side.lane).as_bytes());
             p.push(0);
         }
         Cmd::ResetConnection => p.push(0x1F),
@@ -1137,21 +1170,98 @@ fn differential(pool_mode: &str, sessions: usize) {
     let dir = tempfile::tempdir().unwrap();
     let server = start_proxy_in(dir.path(), 3, pool_mode);
     let port = server.my_addr.expect("a MySQL listener").port();
-    let mut rng = StdRng::seed_from_u64(seed);
+    run_sessions(None, seed, port, sessions, OPEN);
+    // Give the proxy a moment to hand back the last connections, then compare the data.
+    std::thread::sleep(Duration::from_millis(300));
+    compare_tables(direct, proxied, None, seed);
+}
+
+/// Three lanes of random sessions side by side through one proxy (two open at a time in
+/// each, a pool of six per server), each lane on tables and a user lock of its own: what a
+/// session of one lane leaves on a connection shows up in another lane's answers, and the
+/// connections parked by clients of one lane are taken by clients of the others.
+#[test]
+fn sessions_in_lanes_side_by_side_answer_as_the_server_does() {
+    const LANES: usize = 3;
+    const LANE_OPEN: usize = 2;
+    let _serial = serial();
+    let seed = seed();
+    eprintln!("mysql_differential (lanes) seed {seed} (SWITCHYARD_PROP_SEED to repeat)");
+    let (direct, proxied) = servers();
+    for c in [direct, proxied] {
+        for lane in 0..LANES {
+            c.query_db(0, Some(DB), &in_lane(LANE_SETUP, Some(lane)))
+                .unwrap();
+        }
+        c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_proxy(dir.path(), LANES * LANE_OPEN);
+    let port = server.my_addr.expect("a MySQL listener").port();
+    std::thread::scope(|s| {
+        let lanes: Vec<_> = (0..LANES)
+            .map(|lane| {
+                s.spawn(move || run_sessions(Some(lane), seed, port, SESSIONS / LANES, LANE_OPEN))
+            })
+            .collect();
+        for l in lanes {
+            if let Err(e) = l.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for lane in 0..LANES {
+        compare_tables(direct, proxied, Some(lane), seed);
+    }
+}
+
+/// The tables of a lane, made anew (see [`in_lane`]).
+const LANE_SETUP: &str = "DROP TABLE IF EXISTS t, a; \
+                          CREATE TABLE t (k INT PRIMARY KEY, v INT NOT NULL); \
+                          CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v INT, b BLOB); \
+                          INSERT INTO t VALUES (1, 10), (2, 20), (3, 30), (4, 40), (5, 50), (6, 60)";
+
+/// At the end, both servers hold the same rows (in a lane's tables, for a lane).
+fn compare_tables(direct: &MariaCluster, proxied: &MariaCluster, lane: Option<usize>, seed: u64) {
+    for sql in [
+        "SELECT k, v FROM t ORDER BY k",
+        "SELECT id, v, b FROM a ORDER BY id",
+    ] {
+        let sql = in_lane(sql, lane);
+        assert_eq!(
+            table(direct, &sql),
+            table(proxied, &sql),
+            "seed {seed}: the servers differ at the end: {sql} (all sessions: {})",
+            write_log(seed)
+        );
+    }
+}
+
+/// `sessions` random sessions, `open` at a time, interleaved at random, each sent to the
+/// direct server and through the proxy on `port` and compared answer by answer.
+fn run_sessions(lane: Option<usize>, seed: u64, port: u16, sessions: usize, open_at_once: usize) {
+    let (_, proxied) = servers();
+    // Each lane its own stream of the one seed.
+    let mut rng = StdRng::seed_from_u64(lane.map_or(seed, |l| seed.wrapping_add(l as u64 + 1)));
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut open: Vec<(usize, Session, usize)> = Vec::new();
     let mut watch = Watch::new(proxied);
     let mut last = None;
     let mut started = 0;
+    // Session numbers (in the log and the panic message) say the lane: 1000 per lane.
+    let first = lane.map_or(0, |l| 1000 * (l + 1));
     while (started < sessions || !open.is_empty()) && Instant::now() < deadline {
-        if open.len() < OPEN && started < sessions {
-            let sess = open_session(&mut rng, port);
+        if open.len() < open_at_once && started < sessions {
+            let mut sess = open_session(&mut rng, port);
+            sess.d.lane = lane;
+            sess.p.lane = lane;
             assert_eq!(
                 show(std::slice::from_ref(&sess.direct.login)),
                 show(std::slice::from_ref(&sess.proxy.login)),
                 "the logins' OK packets differ"
             );
-            open.push((started, sess, rng.gen_range(1..COMMANDS)));
+            open.push((first + started, sess, rng.gen_range(1..COMMANDS)));
             started += 1;
             continue;
         }
@@ -1176,20 +1286,6 @@ fn differential(pool_mode: &str, sessions: usize) {
                 let _ = c.s.read(&mut [0u8; 1]);
             }
         }
-    }
-    drop(open);
-    // Give the proxy a moment to hand back the last connections, then compare the data.
-    std::thread::sleep(Duration::from_millis(300));
-    for sql in [
-        "SELECT k, v FROM t ORDER BY k",
-        "SELECT id, v, b FROM a ORDER BY id",
-    ] {
-        assert_eq!(
-            table(direct, sql),
-            table(proxied, sql),
-            "seed {seed}: the servers differ at the end: {sql} (all sessions: {})",
-            write_log(seed)
-        );
     }
 }
 
