@@ -140,18 +140,26 @@ fn scan_statement(text: &str, pos: usize, words_only: bool) -> (Leading<'_>, usi
     (lead, i)
 }
 
+impl<'a> Statements<'a> {
+    /// The next statement's leading words and its text (up to and with its `;`).
+    pub fn next_with_text(&mut self) -> Option<(Leading<'a>, &'a str)> {
+        while self.pos < self.text.len() {
+            let start = self.pos;
+            let (lead, end) = scan_statement(self.text, start, false);
+            self.pos = end;
+            if !lead.is_empty() {
+                return Some((lead, &self.text[start..end]));
+            }
+        }
+        None
+    }
+}
+
 impl<'a> Iterator for Statements<'a> {
     type Item = Leading<'a>;
 
     fn next(&mut self) -> Option<Leading<'a>> {
-        while self.pos < self.text.len() {
-            let (lead, end) = scan_statement(self.text, self.pos, false);
-            self.pos = end;
-            if !lead.is_empty() {
-                return Some(lead);
-            }
-        }
-        None
+        self.next_with_text().map(|(lead, _)| lead)
     }
 }
 

@@ -513,10 +513,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// client is pinned for the variable it set).
     pub(super) fn after_statement(&mut self, sql: &[u8]) {
         self.note_implicit_tx(sql);
-        if self.own.stale & own::STALE_FOUND_ROWS != 0
-            && own::contains_ignore_case(sql, b"INTO")
-            && own::contains_ignore_case(sql, b"SELECT")
-        {
+        if self.own.stale & own::STALE_FOUND_ROWS != 0 && own::selects_into(sql) {
             self.own.stale &= !own::STALE_FOUND_ROWS;
         }
     }

@@ -303,6 +303,18 @@ pub fn calcs_found_rows(sql: &str) -> bool {
 }
 
 /// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
+/// Whether a statement of `sql` is a `SELECT ... INTO` (it sets `FOUND_ROWS()` without a
+/// result set). Another statement's `INTO` (`INSERT INTO`) beside a `SELECT` is not one.
+pub(super) fn selects_into(sql: &[u8]) -> bool {
+    if !contains_ignore_case(sql, b"INTO") {
+        return false;
+    }
+    let sql = String::from_utf8_lossy(sql);
+    let mut statements = crate::router::lexer::statements(&sql);
+    std::iter::from_fn(|| statements.next_with_text())
+        .any(|(lead, text)| lead.is(0, "SELECT") && contains_ignore_case(text.as_bytes(), b"INTO"))
+}
+
 pub(super) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;
@@ -510,6 +522,25 @@ impl OwnResults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_into_is_a_select_statement_with_into() {
+        for (sql, want) in [
+            ("SELECT v INTO @u FROM t WHERE k = 1", true),
+            ("select v from t where k = 1 into @u", true),
+            ("/* c */ SELECT 1 INTO @x; SELECT 2", true),
+            ("INSERT INTO t VALUES (1); SELECT 2", false),
+            (
+                "DROP TEMPORARY TABLE tt; SELECT LAST_INSERT_ID(); INSERT INTO tt VALUES (1)",
+                false,
+            ),
+            ("INSERT INTO t SELECT * FROM u", false),
+            ("SELECT 1", false),
+            ("UPDATE t SET v = 1; SELECT v INTO @u FROM t", true),
+        ] {
+            assert_eq!(selects_into(sql.as_bytes()), want, "{sql}");
+        }
+    }
 
     #[test]
     fn contains_ignore_case_finds_words_anywhere_in_any_case() {
