@@ -266,13 +266,20 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
             r.bytes.extend(msg::execute(""));
             r.said.push(format!("BE {} {ps:?}", names[n]));
         }
-        // A named portal read one row at a time.
+        // A named portal read one row at a time. Not a data-modifying statement: a Parse
+        // the proxy injects later in the batch makes its effects visible to the batch's
+        // later statements while its portal is suspended (a documented difference).
         7 => {
             let n = rng.gen_range(0..2);
             let st = &STATEMENTS[m.named[n].unwrap_or(1)];
             let ps = params_for(rng, st);
             let refs: Vec<&str> = ps.iter().map(String::as_str).collect();
             r.bytes.extend(msg::bind("p1", names[n], &refs));
+            if st.sql.contains("DELETE") {
+                r.bytes.extend(msg::execute("p1"));
+                r.said.push(format!("B p1 {} {ps:?}; E p1", names[n]));
+                return;
+            }
             r.bytes.extend(execute_max("p1", 1));
             m.portal_open = true;
             r.said.push(format!("B p1 {} {ps:?}; E p1 max 1", names[n]));
