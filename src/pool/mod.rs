@@ -206,6 +206,25 @@ impl<C: Connector> Parkings<C> {
         self.0.iter().find(|p| Arc::ptr_eq(&p.pool, pool))
     }
 
+    /// The spot at `pool`, made if the client has none there; spots at pools a reload
+    /// closed are given up first.
+    fn spot_at(&mut self, pool: &Arc<BackendPool<C>>) -> &Arc<Spot<C>> {
+        self.0.retain(|p| !p.pool.pool.is_closed());
+        match self.0.iter().position(|p| Arc::ptr_eq(&p.pool, pool)) {
+            Some(i) => &self.0[i].spot,
+            None => {
+                self.0.push(Parking {
+                    pool: pool.clone(),
+                    spot: Arc::new(Spot {
+                        conn: Mutex::new(None),
+                        listed: false.into(),
+                    }),
+                });
+                &self.0[self.0.len() - 1].spot
+            }
+        }
+    }
+
     /// Every parked connection goes back to its pool (the client leaves).
     pub fn clear(&mut self) {
         self.0.clear();
@@ -318,22 +337,7 @@ impl<C: Connector> BackendPool<C> {
         if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
             return release(conn);
         }
-        parkings.0.retain(|p| !p.pool.pool.is_closed());
-        let at = match parkings.0.iter().position(|p| Arc::ptr_eq(&p.pool, self)) {
-            Some(i) => i,
-            None => {
-                let spot = Arc::new(Spot {
-                    conn: Mutex::new(None),
-                    listed: false.into(),
-                });
-                parkings.0.push(Parking {
-                    pool: self.clone(),
-                    spot,
-                });
-                parkings.0.len() - 1
-            }
-        };
-        let spot = &parkings.0[at].spot;
+        let spot = parkings.spot_at(self);
         // A spot holds one connection: one left there (a checkout that failed before taking
         // it back) goes back to the pool.
         match spot.conn.lock().unwrap().replace(conn) {

@@ -302,7 +302,6 @@ pub fn calcs_found_rows(sql: &str) -> bool {
     contains_ignore_case(sql.as_bytes(), b"sql_calc_found_rows")
 }
 
-/// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
 /// Whether a statement of `sql` is a `SELECT ... INTO` (it sets `FOUND_ROWS()` without a
 /// result set). Another statement's `INTO` (`INSERT INTO`) beside a `SELECT` is not one.
 pub(super) fn selects_into(sql: &[u8]) -> bool {
@@ -315,6 +314,7 @@ pub(super) fn selects_into(sql: &[u8]) -> bool {
         .any(|(lead, text)| lead.is(0, "SELECT") && contains_ignore_case(text.as_bytes(), b"INTO"))
 }
 
+/// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
 pub(super) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;

@@ -345,22 +345,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) fn on_ok(&mut self, wire: usize, statement: bool) -> Result<bool, SessionError> {
         // The packet is read where it is: the buffer is set aside meanwhile (no copy).
         let bin = std::mem::take(&mut self.bin);
-        let more = self.on_ok_in(&bin[..wire], statement);
+        let answer = self.on_ok_in(&bin[..wire], statement);
         self.bin = bin;
-        match more {
-            Some((more, true)) => {
-                self.bin.advance(wire);
-                Ok(more)
-            }
-            Some((more, false)) => {
-                self.pass(wire);
-                Ok(more)
-            }
-            None => {
-                self.pass(wire);
-                Ok(false)
-            }
+        // Not an OK packet after all: passed on as it is.
+        let (more, queued) = answer.unwrap_or((false, false));
+        if queued {
+            self.bin.advance(wire);
+        } else {
+            self.pass(wire);
         }
+        Ok(more)
     }
 
     /// [`Self::on_ok`] of the OK packet `packet` (header included): whether more results
@@ -427,9 +421,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ok.status &= !SERVER_SESSION_STATE_CHANGED;
             ok.session_state = None;
         }
-        let mut p = BytesMut::new();
-        codec::put_ok(&mut p, &ok, self.caps);
-        codec::write_packet(&mut self.cout, seq, &p);
+        // Framed in place: an OK packet is far below a packet's largest payload.
+        let at = self.cout.len();
+        self.cout.extend_from_slice(&[0, 0, 0, seq]);
+        codec::put_ok(&mut self.cout, &ok, self.caps);
+        let len = (self.cout.len() - at - codec::HEADER_LEN) as u32;
+        self.cout[at..at + 3].copy_from_slice(&len.to_le_bytes()[..3]);
         self.bytes_down += packet.len() as u64;
         Some((more, true))
     }
