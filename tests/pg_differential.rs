@@ -807,6 +807,14 @@ impl Lane {
                 let want = normal(&direct.until_ready(r.ready).await);
                 proxied.send(&r.bytes).await;
                 let got = normal(&proxied.until_ready(r.ready).await);
+                if std::env::var("TRACE_SESSION").ok() == Some(session.to_string()) {
+                    eprintln!(
+                        "ROUND {n}: {}\n direct: {}\n proxied: {}",
+                        r.said.join(" | "),
+                        want.join(" ; "),
+                        got.join(" ; ")
+                    );
+                }
                 history.push(format!("round {n}: {}", r.said.join(" | ")));
                 everything.push(format!(
                     "session {session} round {n}: {}",
@@ -1039,6 +1047,34 @@ async fn a_failed_transaction_answers_for_statements_its_connection_lacks() {
             ]),
             1,
             "P s2 again, of a missing table",
+        ),
+        // A Parse of a name the client has, in a failed transaction on a connection that
+        // lacks the statement (seed 11966369948814075528): a server refuses a statement that
+        // does not end the transaction (25P02) before it looks at the name, and reports the
+        // name of one that does (42P05).
+        (msg::query("BEGIN; SELECT 1/0"), 1, "a failed transaction"),
+        (
+            cat(&[msg::parse("s2", "ROLLBACK"), msg::sync()]),
+            1,
+            "P s2 ROLLBACK",
+        ),
+        (
+            cat(&[msg::parse("s1", "SELECT 2"), msg::sync()]),
+            1,
+            "P s1 SELECT 2",
+        ),
+        (msg::query("ROLLBACK"), 1, "ROLLBACK"),
+        (
+            cat(&[
+                msg::query("BEGIN; SELECT 1/0"),
+                msg::parse("s1", "COMMIT"),
+                msg::sync(),
+                msg::parse("s2", "SELECT 3"),
+                msg::sync(),
+                msg::query("ROLLBACK"),
+            ]),
+            4,
+            "failed, P s1 COMMIT, P s2 SELECT 3, ROLLBACK",
         ),
     ];
     same_answers(&mut direct, &mut proxied, &rounds).await;

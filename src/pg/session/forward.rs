@@ -190,6 +190,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.unnamed_here = true;
                     }
                 } else if let Some(existing) = self.stmts.get(p.name).cloned() {
+                    if let Some(answer) = self.failed_tx_reparse_answer(p.name, p.query, &existing)
+                    {
+                        self.pending.push_back(Pend::Local(answer));
+                        self.server_skips = true;
+                        return Ok(());
+                    }
                     // The server refuses it (and skips the rest of the batch, undoing what the
                     // batch did so far): let it, under the name it knows.
                     self.ensure_prepared(&existing);
@@ -504,6 +510,35 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Some((error, true))
     }
 
+    /// A Parse of `name`, which the client has, in a transaction that has surely failed on a
+    /// connection that lacks the statement: the Parse the proxy would put in front to give
+    /// the server the name is refused there, so the proxy answers as a server does. It
+    /// refuses a statement that does not end the transaction before it looks at the name
+    /// (25P02), and reports the name taken for one that does (42P05).
+    fn failed_tx_reparse_answer(
+        &self,
+        name: &[u8],
+        query: &[u8],
+        def: &StmtDef,
+    ) -> Option<Box<[u8]>> {
+        if !self.surely_failed() || self.backend.as_ref()?.prepared.contains(&def.id) {
+            return None;
+        }
+        Some(
+            if super::routing::starts_with_any(query, TRANSACTION_EXITS) {
+                server_error(
+                    "42P05",
+                    &format!(
+                        "prepared statement \"{}\" already exists",
+                        String::from_utf8_lossy(name)
+                    ),
+                )
+            } else {
+                aborted_error()
+            },
+        )
+    }
+
     /// Queue [`Self::failed_tx_answer`]'s answer, if it has one (the server then skips what
     /// it would have skipped).
     fn answered_in_failed_tx(&mut self, name: &[u8], def: &StmtDef, rest: Option<&[u8]>) -> bool {
@@ -545,13 +580,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             let (Ok(p), Some(conn)) = (codec::parse_msg(body), self.backend.as_ref()) else {
                 return false;
             };
-            return !p.name.is_empty()
-                && !self.stmts.contains_key(p.name)
-                && self
-                    .worker
-                    .statements
-                    .find(p.query, p.param_types)
-                    .is_some_and(|def| conn.prepared.contains(&def.id));
+            if p.name.is_empty() {
+                return false;
+            }
+            // A name the client has, for a statement the connection lacks: the Parse put in
+            // front of it to give the server the name is refused in a failed transaction.
+            if let Some(def) = self.stmts.get(p.name) {
+                return !conn.prepared.contains(&def.id);
+            }
+            return self
+                .worker
+                .statements
+                .find(p.query, p.param_types)
+                .is_some_and(|def| conn.prepared.contains(&def.id));
         }
         let name = match h.tag {
             b'B' => codec::bind_msg(body).ok().map(|b| b.statement),
