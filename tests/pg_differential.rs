@@ -734,7 +734,8 @@ async fn pinned_to_a_replica_writes_are_refused() {
 /// (25P02), not for the count (08P01): no server has described it to the proxy yet.
 ///
 /// A failure names its seed and writes every session's rounds to
-/// `/tmp/pg_differential-SEED.log`; `SWITCHYARD_PROP_SEED=SEED` runs the same sessions again.
+/// `/tmp/pg_differential-SEED.log`; `SWITCHYARD_PROP_SEED=SEED` runs the same sessions again,
+/// and `TRACE_SESSION=N` prints session N's answers round by round, direct and proxied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_pipelines_through_the_proxy_answer_as_the_server_does() {
     let (direct_db, proxied_db) = ("diff_direct", "diff_proxied");
@@ -1092,7 +1093,7 @@ async fn a_failed_transaction_answers_for_statements_its_connection_lacks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_made_after_a_clear_in_the_same_write_is_not_left_to_others() {
     let (p, _direct, _proxied) = pair("cleared").await;
-    let sessions: [&[(Vec<u8>, usize)]; 4] = [
+    let sessions: [&[(Vec<u8>, usize)]; 8] = [
         &[(msg::query("DEALLOCATE ALL; PREPARE q AS SELECT 1"), 1)],
         &[(
             [
@@ -1114,6 +1115,53 @@ async fn state_made_after_a_clear_in_the_same_write_is_not_left_to_others() {
             (msg::query("BEGIN"), 1),
             (msg::query("SELECT 1/0"), 1),
             (msg::query("ROLLBACK; LISTEN ch"), 1),
+        ],
+        // A setting made by a statement prepared earlier (nothing in the write's text says
+        // so), reported at the ReadyForQuery of a Query that resets another setting.
+        &[
+            (
+                [
+                    msg::parse("s1", "SELECT set_config('application_name', $1, false)"),
+                    msg::sync(),
+                ]
+                .concat(),
+                1,
+            ),
+            (msg::query("RESET ALL"), 1),
+            (
+                [
+                    msg::bind("", "s1", &["left2"]),
+                    msg::execute(""),
+                    msg::query("RESET statement_timeout"),
+                ]
+                .concat(),
+                1,
+            ),
+        ],
+        // A clear that a later ROLLBACK of the same string undoes (seed 1533926166986188492,
+        // side by side: `RESET ALL; ROLLBACK; ...` unpinned a client whose application_name
+        // stayed set, and the next client on its connection saw it).
+        &[
+            (
+                msg::query("SELECT set_config('application_name', 'left3', false)"),
+                1,
+            ),
+            (msg::query("RESET ALL; ROLLBACK"), 1),
+        ],
+        &[
+            (msg::query("LISTEN ch"), 1),
+            (msg::query("BEGIN; UNLISTEN *; ROLLBACK"), 1),
+        ],
+        &[
+            (
+                msg::query("SELECT set_config('application_name', 'left4', false)"),
+                1,
+            ),
+            (msg::query("BEGIN"), 1),
+            (
+                msg::query("SAVEPOINT a; RESET ALL; ROLLBACK TO a; COMMIT"),
+                1,
+            ),
         ],
     ];
     for (i, writes) in sessions.iter().enumerate() {

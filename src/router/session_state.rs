@@ -537,13 +537,13 @@ fn scan(sql: &str, plpgsql: bool) -> Effect {
     let mut st = Stmt::default();
     while let Some(t) = toks.next_tok() {
         if t.kind == Kind::Semi {
-            total.merge(std::mem::take(&mut st).finish());
+            total.then(std::mem::take(&mut st));
             continue;
         }
         if plpgsql && t.kind == Kind::Word {
             let w = t.text(sql);
             if PLPGSQL_BREAKS.iter().any(|k| w.eq_ignore_ascii_case(k)) {
-                total.merge(std::mem::take(&mut st).finish());
+                total.then(std::mem::take(&mut st));
                 continue;
             }
             if w.eq_ignore_ascii_case("EXECUTE") {
@@ -552,8 +552,24 @@ fn scan(sql: &str, plpgsql: bool) -> Effect {
         }
         st.token(sql, t);
     }
-    total.merge(st.finish());
+    total.then(st);
     total
+}
+
+impl Effect {
+    /// The statement `st` follows: its effect is merged. A `ROLLBACK` (`ROLLBACK TO`,
+    /// `ABORT`) may undo what the string cleared before it (`RESET ALL; ROLLBACK` ends the
+    /// string's implicit transaction with the reset undone; `UNLISTEN *` and `DISCARD TEMP`
+    /// are transactional too): nothing cleared before it counts.
+    fn then(&mut self, st: Stmt) {
+        if st.nlead > 0
+            && (st.lead[0].eq_ignore_ascii_case("ROLLBACK")
+                || st.lead[0].eq_ignore_ascii_case("ABORT"))
+        {
+            self.clears = State::NONE;
+        }
+        self.merge(st.finish());
+    }
 }
 
 /// The scan of one statement.
@@ -952,6 +968,15 @@ mod tests {
         assert_eq!(effect("unlisten chan").clears, State::NONE);
         assert_eq!(effect("RESET work_mem").clears, State::NONE);
         assert!(effect("RESET work_mem").resets_settings);
+        // A rollback after a clear may undo it; a clear after one stands.
+        for sql in [
+            "RESET ALL; ROLLBACK",
+            "BEGIN; UNLISTEN *; ABORT",
+            "SAVEPOINT a; DISCARD TEMP; rollback to a; COMMIT",
+        ] {
+            assert_eq!(effect(sql).clears, State::NONE, "{sql}");
+        }
+        assert_eq!(effect("ROLLBACK; RESET ALL").clears, State::SETTINGS);
     }
 
     #[test]
