@@ -1358,3 +1358,42 @@ async fn a_discard_all_after_a_deferred_begin_keeps_the_names() {
     ];
     same_answers(&mut direct, &mut proxied, &rounds).await;
 }
+
+/// A reset that a ROLLBACK in the same string undoes leaves the client's own values: the
+/// proxy re-applies the client's startup parameters after a reset, and must not after one
+/// that did not happen. A reset before a COMMIT, or before a savepoint rolled back to, stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_undone_by_a_rollback_leaves_the_clients_values() {
+    let (direct_db, proxied_db) = ("undone_direct", "undone_proxied");
+    let p = databases_and_proxy(direct_db, proxied_db);
+    let startup = [("application_name", "mine")];
+    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &startup).await;
+    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &startup).await;
+    let show = || msg::query("BEGIN; SELECT current_setting('application_name'); COMMIT");
+    let rounds = vec![
+        (msg::query("SET application_name = 'changed'"), 1, "SET"),
+        (msg::query("RESET ALL; ROLLBACK"), 1, "RESET ALL; ROLLBACK"),
+        (show(), 1, "show"),
+        (
+            msg::query("RESET ALL; COMMIT; BEGIN; ROLLBACK"),
+            1,
+            "reset, committed",
+        ),
+        (show(), 1, "show"),
+        (msg::query("SET application_name = 'changed'"), 1, "SET"),
+        (
+            msg::query("BEGIN; RESET ALL; SAVEPOINT a; ROLLBACK TO a; COMMIT"),
+            1,
+            "reset before a savepoint",
+        ),
+        (show(), 1, "show"),
+        (msg::query("SET application_name = 'again'"), 1, "SET"),
+        (
+            msg::query("ABORT; RESET application_name; ROLLBACK; RESET work_mem"),
+            1,
+            "reset undone, another after",
+        ),
+        (show(), 1, "show"),
+    ];
+    same_answers(&mut direct, &mut proxied, &rounds).await;
+}

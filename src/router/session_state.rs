@@ -64,6 +64,9 @@ impl State {
     pub const fn union(self, o: State) -> State {
         State(self.0 | o.0)
     }
+    pub const fn intersect(self, o: State) -> State {
+        State(self.0 & o.0)
+    }
     pub const fn minus(self, o: State) -> State {
         State(self.0 & !o.0)
     }
@@ -487,8 +490,21 @@ pub fn effect_scanned(sql: &str) -> Effect {
 pub fn reset_names(sql: &str) -> Vec<String> {
     let mut toks = Tokens::new(sql, &Lex::POSTGRES);
     let mut out = Vec::new();
+    // Names reset up to the last commit of the string: a rollback undoes the rest.
+    let mut settled = 0;
     let mut stmt: Vec<Tok> = Vec::new();
     let mut flush = |stmt: &mut Vec<Tok>| {
+        let lead: Vec<&str> = stmt
+            .iter()
+            .take(4)
+            .take_while(|t| t.kind == Kind::Word)
+            .map(|t| t.text(sql))
+            .collect();
+        match tx_end(&lead) {
+            TxEnd::Commit => settled = out.len(),
+            TxEnd::Rollback => out.truncate(settled),
+            TxEnd::RollbackTo | TxEnd::None => {}
+        }
         let first = stmt.first().map(|t| t.text(sql));
         if first.is_some_and(|w| w.eq_ignore_ascii_case("RESET")) && stmt.len() > 1 {
             let name: String = stmt[1..]
@@ -533,7 +549,7 @@ const PLPGSQL_BREAKS: [&str; 6] = ["BEGIN", "THEN", "ELSE", "LOOP", "EXCEPTION",
 /// statement, and `EXECUTE` (dynamic SQL, which cannot be read) counts as unknown state.
 fn scan(sql: &str, plpgsql: bool) -> Effect {
     let mut toks = Tokens::new(sql, &Lex::POSTGRES);
-    let mut total = Effect::default();
+    let mut total = Scanned::default();
     let mut st = Stmt::default();
     while let Some(t) = toks.next_tok() {
         if t.kind == Kind::Semi {
@@ -547,28 +563,74 @@ fn scan(sql: &str, plpgsql: bool) -> Effect {
                 continue;
             }
             if w.eq_ignore_ascii_case("EXECUTE") {
-                total.adds |= State::OTHER;
+                total.total.adds |= State::OTHER;
             }
         }
         st.token(sql, t);
     }
     total.then(st);
-    total
+    total.total
 }
 
-impl Effect {
-    /// The statement `st` follows: its effect is merged. A `ROLLBACK` (`ROLLBACK TO`,
-    /// `ABORT`) may undo what the string cleared before it (`RESET ALL; ROLLBACK` ends the
-    /// string's implicit transaction with the reset undone; `UNLISTEN *` and `DISCARD TEMP`
-    /// are transactional too): nothing cleared before it counts.
-    fn then(&mut self, st: Stmt) {
-        if st.nlead > 0
-            && (st.lead[0].eq_ignore_ascii_case("ROLLBACK")
-                || st.lead[0].eq_ignore_ascii_case("ABORT"))
-        {
-            self.clears = State::NONE;
+/// How a statement ends the transaction it runs in, if it does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TxEnd {
+    None,
+    /// `COMMIT`, `END`: what came before stands.
+    Commit,
+    /// `ROLLBACK`, `ABORT`: what came since the last commit is undone (a multi-statement
+    /// string outside a transaction is one implicit transaction: `RESET ALL; ROLLBACK` ends
+    /// it with the reset undone).
+    Rollback,
+    /// `ROLLBACK TO` a savepoint (`ROLLBACK PREPARED` too, to be safe): some of it is undone.
+    RollbackTo,
+}
+
+/// [`TxEnd`] of a statement by its leading words.
+fn tx_end(lead: &[&str]) -> TxEnd {
+    let is = |i: usize, w: &str| lead.get(i).is_some_and(|l| l.eq_ignore_ascii_case(w));
+    if is(0, "COMMIT") && !is(1, "PREPARED") || is(0, "END") {
+        TxEnd::Commit
+    } else if is(0, "ROLLBACK") || is(0, "ABORT") {
+        if is(1, "PREPARED") || lead.iter().any(|w| w.eq_ignore_ascii_case("TO")) {
+            TxEnd::RollbackTo
+        } else {
+            TxEnd::Rollback
         }
-        self.merge(st.finish());
+    } else {
+        TxEnd::None
+    }
+}
+
+/// The effect of a string so far, and what of it a later rollback cannot undo.
+#[derive(Default)]
+struct Scanned {
+    total: Effect,
+    /// Clears and resets up to the last commit in the string.
+    settled: (State, bool, bool),
+}
+
+impl Scanned {
+    /// The statement `st` follows. A rollback undoes the clears and resets since the last
+    /// commit of the string (`UNLISTEN *`, `DISCARD TEMP` and `RESET` are transactional); a
+    /// rollback to a savepoint may undo any clear, and no reset is taken back for it (the
+    /// startup parameters are applied again, as after a reset that stands).
+    fn then(&mut self, st: Stmt) {
+        let end = tx_end(&st.lead[..st.nlead]);
+        let t = &mut self.total;
+        let (clears, resets_settings, resets_all) = self.settled;
+        match end {
+            TxEnd::Rollback => {
+                t.clears = t.clears.intersect(clears);
+                (t.resets_settings, t.resets_all) = (resets_settings, resets_all);
+            }
+            TxEnd::RollbackTo => t.clears = t.clears.intersect(clears),
+            TxEnd::Commit | TxEnd::None => {}
+        }
+        t.merge(st.finish());
+        if end == TxEnd::Commit {
+            self.settled = (t.clears, t.resets_settings, t.resets_all);
+        }
     }
 }
 
@@ -977,6 +1039,22 @@ mod tests {
             assert_eq!(effect(sql).clears, State::NONE, "{sql}");
         }
         assert_eq!(effect("ROLLBACK; RESET ALL").clears, State::SETTINGS);
+        // A reset undone is no reset; one committed before the rollback stands, and so does
+        // one before a savepoint rolled back to (its clear is not counted, to be safe).
+        assert!(!effect("RESET ALL; ROLLBACK").resets_settings);
+        let committed = effect("RESET ALL; COMMIT; BEGIN; ROLLBACK");
+        assert_eq!(committed.clears, State::SETTINGS);
+        assert!(committed.resets_settings && committed.resets_all);
+        let to = effect("BEGIN; RESET ALL; SAVEPOINT a; ROLLBACK TO a; COMMIT");
+        assert_eq!(to.clears, State::NONE);
+        assert!(to.resets_settings && to.resets_all);
+        let sql = "ABORT; RESET application_name; ROLLBACK; RESET work_mem";
+        assert_eq!(reset_names(sql), ["work_mem"]);
+        assert!(effect(sql).resets_settings && !effect(sql).resets_all);
+        assert_eq!(
+            reset_names("RESET a; END; RESET b; ROLLBACK TO s; RESET c; ROLLBACK"),
+            ["a"]
+        );
     }
 
     #[test]
