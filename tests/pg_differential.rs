@@ -735,7 +735,10 @@ async fn pinned_to_a_replica_writes_are_refused() {
 ///
 /// A failure names its seed and writes every session's rounds to
 /// `/tmp/pg_differential-SEED.log`; `SWITCHYARD_PROP_SEED=SEED` runs the same sessions again,
-/// and `TRACE_SESSION=N` prints session N's answers round by round, direct and proxied.
+/// `TRACE_SESSION=N` prints session N's answers round by round, direct and proxied
+/// (`TRACE_SESSION=all`: every round with the direct answer, before the proxied one is
+/// read, for a proxy that does not answer), and `SWITCHYARD_TEST_LOG=switchyard=debug` the
+/// proxy's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_pipelines_through_the_proxy_answer_as_the_server_does() {
     let (direct_db, proxied_db) = ("diff_direct", "diff_proxied");
@@ -806,6 +809,13 @@ impl Lane {
                 let r = round(&mut rng, &mut m);
                 direct.send(&r.bytes).await;
                 let want = normal(&direct.until_ready(r.ready).await);
+                if std::env::var("TRACE_SESSION").is_ok_and(|s| s == "all") {
+                    eprintln!(
+                        "SESSION {session} ROUND {n}: {}\n direct: {}",
+                        r.said.join(" | "),
+                        want.join(" ; ")
+                    );
+                }
                 proxied.send(&r.bytes).await;
                 let got = normal(&proxied.until_ready(r.ready).await);
                 if std::env::var("TRACE_SESSION").ok() == Some(session.to_string()) {
@@ -1394,6 +1404,67 @@ async fn a_reset_undone_by_a_rollback_leaves_the_clients_values() {
             "reset undone, another after",
         ),
         (show(), 1, "show"),
+    ];
+    same_answers(&mut direct, &mut proxied, &rounds).await;
+}
+
+/// Found by the random sessions (seed 4093619825988155098, the "no ReadyForQuery within
+/// 20s" seen once before): a Parse of a name the client has, refused on a replica, then in
+/// the same write SQL `DEALLOCATE` of that name (answered by the proxy) and a batch with a
+/// write. The batch waited for the replica connection to be let go, which happened once the
+/// proxy's own answer went out; nothing looked at the batch again, and the session waited
+/// for client input that was already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deallocate_after_a_refused_parse_lets_the_batch_after_it_run() {
+    let (p, mut direct, mut proxied) = pair("dealloc").await;
+    // Another session first uses both statements, so that the proxy knows them (a Parse of
+    // a known statement is answered without a server).
+    let mut other = Raw::connect(p.port, "app_trust", "dealloc_proxied", &[]).await;
+    for _ in 0..2 {
+        other
+            .send(
+                &[
+                    msg::parse("a", "INSERT INTO t VALUES ($1, $2)"),
+                    msg::bind("", "a", &["100", "1"]),
+                    msg::execute(""),
+                    msg::parse("b", "SELECT v FROM t WHERE k = $1"),
+                    msg::bind("", "b", &["100"]),
+                    msg::execute(""),
+                    msg::sync(),
+                    msg::query("DELETE FROM t WHERE k = 100"),
+                ]
+                .concat(),
+            )
+            .await;
+        other.until_ready(2).await;
+    }
+    other.send(&msg::terminate()).await;
+    drop(other);
+    let rounds = vec![
+        (
+            [
+                msg::parse("s1", "INSERT INTO t VALUES ($1, $2)"),
+                msg::sync(),
+            ]
+            .concat(),
+            1,
+            "P s1",
+        ),
+        (
+            [
+                msg::parse("s1", "SELECT v FROM t WHERE k = $1"),
+                msg::sync(),
+                msg::query("DEALLOCATE s1"),
+                msg::extended("SELECT k, v FROM t ORDER BY k", &[]),
+                msg::extended("INSERT INTO t VALUES ($1, $2)", &["1", "88"]),
+                msg::extended("LISTEN ch", &[]),
+                msg::extended("BEGIN", &[]),
+                msg::sync(),
+            ]
+            .concat(),
+            3,
+            "P s1 again, DEALLOCATE s1, a batch",
+        ),
     ];
     same_answers(&mut direct, &mut proxied, &rounds).await;
 }

@@ -156,6 +156,13 @@ user = "postgres"
 }
 
 pub fn start_proxy(text: &str) -> Proxy {
+    if let Ok(filter) = std::env::var("SWITCHYARD_TEST_LOG") {
+        // The proxy's own log on stderr, for a failing test (`SWITCHYARD_TEST_LOG=debug`).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cfg = Config::from_toml(text).expect("test config is valid");
     let server = Server::start(cfg).expect("proxy starts");
     let port = server.pg_addr.unwrap().port();

@@ -386,8 +386,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                 }
             }
+            let before = (self.pending.len(), self.backend.is_some());
             self.emit_synthetics();
             self.maybe_release();
+            if !self.cin.is_empty() && before != (self.pending.len(), self.backend.is_some()) {
+                // Input waited for these (answers the proxy gives, the connection let go):
+                // look at it again before waiting for more.
+                continue;
+            }
             if self.backend.is_none()
                 && self.deferred_begin.is_none()
                 && self.worker.shared.shutdown.is_cancelled()
