@@ -245,8 +245,12 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
             // Side by side the pool may be full: the proxy then answers a Parse it has not
             // seen accepted without a server, and reports its error at the first Bind
             // (documented); of the mix only a statement over a temporary table can fail so.
+            // Not a START TRANSACTION with an isolation level either: a Parse the proxy puts
+            // in front of a Bind or Describe earlier in the batch takes a snapshot, and the
+            // server then refuses it (documented; seed 8535807193950421274, side by side).
             let mut i = pick(rng);
             while STATEMENTS[i].sql.ends_with(" ALL")
+                || STATEMENTS[i].sql.contains("ISOLATION")
                 || (!m.lane.is_empty() && STATEMENTS[i].sql.contains("FROM tt"))
             {
                 i = pick(rng);
