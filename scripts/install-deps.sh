@@ -190,11 +190,13 @@ python3 -c 'import mariadb' || { log "MariaDB Connector/Python (mariadb) still n
 
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
 if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ] ||
-    [ ! -d "$node_dir/node_modules/mariadb" ] || [ ! -d "$node_dir/node_modules/playwright-core" ]; then
-    log "installing node-postgres, mysql2, mariadb and playwright-core into $node_dir"
+    [ ! -d "$node_dir/node_modules/mariadb" ] || [ ! -d "$node_dir/node_modules/playwright-core" ] ||
+    [ ! -d "$node_dir/node_modules/postgres" ]; then
+    log "installing node-postgres, postgres.js, mysql2, mariadb and playwright-core into $node_dir"
     (cd "$node_dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2
 fi
 [ -d "$node_dir/node_modules/pg" ] || { log "node-postgres (pg) not installed in $node_dir"; exit 1; }
+[ -d "$node_dir/node_modules/postgres" ] || { log "postgres.js (postgres) not installed in $node_dir"; exit 1; }
 [ -d "$node_dir/node_modules/mysql2" ] || { log "mysql2 not installed in $node_dir"; exit 1; }
 # playwright-core drives Debian's Chromium in tests/edge.rs (it downloads no browser).
 [ -d "$node_dir/node_modules/playwright-core" ] || { log "playwright-core not installed in $node_dir"; exit 1; }

@@ -1477,3 +1477,70 @@ async fn a_deallocate_after_a_refused_parse_lets_the_batch_after_it_run() {
     ];
     same_answers(&mut direct, &mut proxied, &rounds).await;
 }
+
+/// Found with postgres.js (`pg_drivers::postgres_js_habits_...`): after a table changed shape,
+/// a server refuses a statement prepared before (0A000, "cached plan must not change result
+/// type"), and drivers prepare the text again, under a new name or the same after a Close.
+/// The proxy shares one server statement per text, so the new Parse led to the same stale
+/// statement and failed again, for good. Now the text gets a new statement; one prepared
+/// before the change still fails as on a server. One primary connection, no replicas, so
+/// that every batch meets the statement where it went stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_a_schema_change_made_stale_can_be_prepared_again() {
+    let (direct_db, proxied_db) = ("stale_direct", "stale_proxied");
+    setup(direct_db);
+    setup(proxied_db);
+    let p = start_proxy(
+        &config(proxied_db)
+            .replace("size = 2", "size = 1")
+            .replace("replicas = [", "# replicas = ["),
+    );
+    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
+    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let cat = |parts: &[Vec<u8>]| parts.concat();
+    let sel = "SELECT * FROM alt";
+    let run = |stmt: &str| {
+        cat(&[
+            msg::bind("", stmt, &[]),
+            msg::describe_portal(""),
+            msg::execute(""),
+            msg::sync(),
+        ])
+    };
+    let rounds = vec![
+        (
+            msg::query("CREATE TABLE alt (a int); INSERT INTO alt VALUES (1)"),
+            1,
+            "create",
+        ),
+        (cat(&[msg::parse("s1", sel), run("s1")]), 1, "P s1, run"),
+        (
+            msg::query("ALTER TABLE alt ADD COLUMN b int DEFAULT 5"),
+            1,
+            "alter",
+        ),
+        (run("s1"), 1, "run s1: stale"),
+        (cat(&[msg::parse("s2", sel), run("s2")]), 1, "P s2, run"),
+        (
+            cat(&[msg::close_statement("s1"), msg::parse("s1", sel), run("s1")]),
+            1,
+            "C s1, P s1, run",
+        ),
+        (run("s1"), 1, "run s1"),
+        (
+            msg::query("ALTER TABLE alt DROP COLUMN b; BEGIN"),
+            1,
+            "drop the column, BEGIN",
+        ),
+        (run("s2"), 1, "run s2 in the transaction: stale"),
+        (msg::query("ROLLBACK"), 1, "ROLLBACK"),
+        (cat(&[msg::parse("s3", sel), run("s3")]), 1, "P s3, run"),
+        (
+            cat(&[msg::describe_statement("s2"), msg::sync()]),
+            1,
+            "describe s2: stale",
+        ),
+        (cat(&[msg::parse("s4", sel), run("s4")]), 1, "P s4, run"),
+    ];
+    same_answers(&mut direct, &mut proxied, &rounds).await;
+}

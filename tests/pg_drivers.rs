@@ -1,6 +1,6 @@
 //! Real drivers used the way applications use them (node-postgres named queries, psycopg 3
 //! pipelines and server-side prepares, asyncpg pools with their reset query and COPY, pgjdbc
-//! prepared statements and batches), plus a raw protocol client for what drivers do only
+//! prepared statements and batches, postgres.js with its pipelining and statement cache), plus a raw protocol client for what drivers do only
 //! sometimes (Flush without Sync, two Queries in one write).
 //!
 //! Each scenario program (tests/drivers/) runs through the proxy and, where a comparison makes
@@ -1042,4 +1042,108 @@ fn a_batch_flushed_without_sync_keeps_its_connection_until_sync() {
         let got = a.until(b'Z').await;
         assert_eq!(sqlstate(&got), None, "{got:?}");
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// postgres.js: prepared statements on (its default), pipelining, Flush before Bind
+
+/// Proxy with the replicas and read-your-writes, so that a client reads what it wrote as it
+/// would directly; one worker, `size` connections per backend.
+fn ryw_split_proxy(db: &str, size: usize) -> Proxy {
+    let config = drivers_config(db, 1, size, true) + "consistency = \"read_your_writes\"\n";
+    let p = start_proxy(&config);
+    wait_replicas_ready(&p, db);
+    p
+}
+
+/// postgres.js used as its documentation shows (sql.begin with savepoints, queries issued
+/// together and so pipelined, cursors, forEach, COPY streams, simple strings, describe,
+/// LISTEN/NOTIFY, a reserved connection, session settings and a temp table) must answer
+/// through the proxy exactly as it does directly, and commit the same rows. Its query with
+/// parameters starts as Parse + Describe + Flush, so the proxy holds a connection for a batch
+/// that has no Sync yet, between the driver's writes.
+#[test]
+fn postgres_js_habits_through_the_proxy_answer_as_the_primary_does() {
+    let _g = serial();
+    let db = "drv_pgjs";
+    fresh_db(db, "");
+    let p = ryw_split_proxy(db, 4);
+    let reset = || {
+        primary_sql(
+            db,
+            &format!("DROP SCHEMA IF EXISTS pgjs_s CASCADE; {T_ROWS}"),
+        );
+        cluster()
+            .wait_replay_caught_up(Duration::from_secs(30))
+            .unwrap();
+    };
+    let (via, direct) = run_both(
+        Lang::Node,
+        "pgjs_habits",
+        &[],
+        &Target::proxy(&p, db),
+        Duration::from_secs(90),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "postgres.js through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
+const LEDGER: &str = "DROP TABLE IF EXISTS acct, ledger; \
+     CREATE TABLE acct (id int PRIMARY KEY, bal int NOT NULL); \
+     INSERT INTO acct SELECT g, 1000 FROM generate_series(1, 10) g; \
+     CREATE TABLE ledger (worker int, seq int, amount int, PRIMARY KEY (worker, seq))";
+
+/// 24 workers share a postgres.js pool of 6 connections over a proxy pool of 3 primary
+/// connections: random transfers (a quarter rolled back), inserts (some refused as
+/// duplicates), savepoints rolled back inside committed transactions, reads of an invariant
+/// sum (on the replicas) and writes pipelined with reads. Each worker keeps a ledger of what it
+/// was told; the primary must end holding exactly that, the sum must never be seen broken,
+/// and the output must equal a direct run's (what commits is drawn from a seed, not timing).
+#[test]
+fn postgres_js_pool_of_24_workers_commits_exactly_what_each_was_told() {
+    let _g = serial();
+    let db = "drv_pgjs_ledger";
+    fresh_db(db, "");
+    let p = ryw_split_proxy(db, 3);
+    let reset = || {
+        primary_sql(db, LEDGER);
+        cluster()
+            .wait_replay_caught_up(Duration::from_secs(30))
+            .unwrap();
+    };
+    let args = ["24", "25", "6", "11"];
+    let (via, direct) = run_both(
+        Lang::Node,
+        "pgjs_ledger",
+        &args,
+        &Target::proxy(&p, db),
+        Duration::from_secs(90),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    for o in [&via, &direct] {
+        assert_eq!(o.value("unexpected"), Some("[]"), "{}", o.describe());
+        assert_eq!(o.value("sum violations"), Some("0"), "{}", o.describe());
+        assert_eq!(o.value("balances wrong"), Some("[]"), "{}", o.describe());
+        assert_eq!(
+            o.value("rows extra"),
+            Some("[] missing: []"),
+            "{}",
+            o.describe()
+        );
+    }
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "postgres.js through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
 }

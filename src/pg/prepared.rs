@@ -191,6 +191,19 @@ impl StmtRegistry {
     }
 }
 
+impl StmtRegistry {
+    /// The server found `def`'s statement stale (its result type changed): the next Parse
+    /// of its content gets a new statement, under a new name. Clients that hold `def` keep it,
+    /// as they would keep a stale statement on a server of their own.
+    pub fn retire(&self, def: &Arc<StmtDef>) {
+        let mut g = self.inner.lock().unwrap();
+        let key: StmtKey = (def.query.clone(), def.param_types.clone());
+        if g.by_content.get(&key).is_some_and(|d| Arc::ptr_eq(d, def)) {
+            g.by_content.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +225,19 @@ mod tests {
             BackendName::new(u64::MAX).as_bytes(),
             format!("sy_{}", u64::MAX).as_bytes()
         );
+    }
+
+    #[test]
+    fn a_retired_statement_is_not_found_again_but_its_holders_keep_it() {
+        let r = StmtRegistry::default();
+        let old = r.intern(b"select * from t", &[0, 0]);
+        r.retire(&old);
+        let new = r.intern(b"select * from t", &[0, 0]);
+        assert_ne!(old.id, new.id);
+        assert_eq!(&*old.query, b"select * from t");
+        // Retiring the old one again (another session saw it stale) leaves the new one.
+        r.retire(&old);
+        assert_eq!(r.intern(b"select * from t", &[0, 0]).id, new.id);
     }
 
     #[test]

@@ -218,11 +218,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             b'E' => {
                 self.error_seen = true;
                 self.copy_in_mark = None;
+                if let Some(Pend::Bind(Some((_, def))) | Pend::Describe(Some((_, def)))) =
+                    self.pending.front()
+                {
+                    if is_stale_plan_error(body) {
+                        // The statement's result type changed since the server prepared it (a
+                        // table altered): that server statement stays stale on every
+                        // connection that has it, as a client's own would. A client that
+                        // prepares the text again (drivers do, on this error) must get a
+                        // fresh one, as it would from a server of its own, so the text no
+                        // longer leads to this statement.
+                        tracing::debug!(id = def.id, "a proxy statement went stale");
+                        self.worker.statements.retire(def);
+                    }
+                }
                 let replaced = match self.pending.front() {
                     // The server names the statement by the proxy's name: the client knows
                     // it by its own.
                     Some(
-                        Pend::Bind(Some(name)) | Pend::Describe(Some(name)) | Pend::Reparse(name),
+                        Pend::Bind(Some((name, _)))
+                        | Pend::Describe(Some((name, _)))
+                        | Pend::Reparse(name),
                     ) => codec::edit_error(body, |field, text| match field {
                         b'M' | b'D' => crate::pg::prepared::with_client_name(text, name),
                         _ => None,
@@ -376,4 +392,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
         }
     }
+}
+
+/// Whether an ErrorResponse body says a prepared statement's cached plan may not be used
+/// because its result type changed (0A000 from RevalidateCachedQuery; the routine is not
+/// translated, the message may be).
+fn is_stale_plan_error(body: &[u8]) -> bool {
+    codec::error_field(body, b'C') == Some("0A000")
+        && (codec::error_field(body, b'R') == Some("RevalidateCachedQuery")
+            || codec::error_field(body, b'M') == Some("cached plan must not change result type"))
 }

@@ -238,7 +238,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         }
                         self.ensure_prepared(&def);
                         codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
-                        Some(name)
+                        Some((name, def))
                     }
                     None => {
                         if b.statement.is_empty() {
@@ -279,7 +279,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                             b'S',
                             def.backend_name().as_bytes(),
                         );
-                        Some(name)
+                        Some((name, def))
                     }
                     None => {
                         if h.tag == b'D' && kind == b'S' && name.is_empty() {

@@ -89,10 +89,11 @@ enum Pend {
         /// Of the unnamed statement (transaction mode; see `Session::unnamed_parse`).
         unnamed: bool,
     },
-    /// The client's name of the statement it binds or describes, when the server knows it by
-    /// the proxy's (an error naming it is given the client's).
-    Bind(Option<ClientName>),
-    Describe(Option<ClientName>),
+    /// The client's name of the statement it binds or describes and the proxy statement it
+    /// stands for, when the server knows it by the proxy's name (an error naming it is given
+    /// the client's; a statement the server finds stale is retired, see `on_backend_message`).
+    Bind(Option<Named>),
+    Describe(Option<Named>),
     /// `copy_mark`: the session's count of copy ends when it was sent (see `copy_in_mark`).
     Execute {
         copy_mark: u32,
@@ -136,6 +137,9 @@ enum Pend {
 /// A client's name of a prepared statement, shared (not copied) by the pending answers that
 /// name it.
 type ClientName = Arc<[u8]>;
+
+/// A client statement's name and the proxy statement it is prepared as.
+type Named = (ClientName, Arc<StmtDef>);
 
 /// A locally answered Parse or Close of a client statement, to take back.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-// node-postgres scenarios run by tests/pg_drivers.rs.
+// node-postgres and postgres.js scenarios run by tests/pg_drivers.rs.
 //
 // Usage: node scenarios.js SCENARIO [ARGS...]; the server under test comes from SY_HOST,
 // SY_PORT, SY_USER, SY_PASSWORD, SY_DB, and the PostgreSQL primary (to read back what was
@@ -145,7 +145,318 @@ async function dirty(kind) {
   await closeBounded(c);
 }
 
-const scenarios = { named_tx: namedTx, dirty };
+// d. postgres.js (the `postgres` package), used as its documentation shows: prepared
+// statements on (its default), queries pipelined on one connection, sql.begin with
+// savepoints, cursors, forEach, COPY streams, simple multi-statement strings, describe,
+// LISTEN/NOTIFY on its own listener connection, a reserved connection. Its habits differ
+// from node-postgres: a query with parameters is first sent as Parse + Describe + Flush (no
+// Sync), and the Bind + Execute + Sync follow once the parameter types are back; a query
+// without parameters goes out as Parse + Describe + Bind + Execute + Sync in one write, and
+// several of them share a write when issued together.
+function pgjs(direct, extra) {
+  const postgres = require('postgres');
+  const c = config(direct);
+  return postgres({
+    host: c.host,
+    port: c.port,
+    user: c.user,
+    password: c.password,
+    database: c.database,
+    connect_timeout: 10,
+    idle_timeout: 0,
+    max_lifetime: 0,
+    onnotice: () => {},
+    ...extra,
+  });
+}
+
+// Every await of a postgres.js query is bounded, so a hang is a failure with a name.
+function bounded(what, p, ms = CALL_MS) {
+  let timer;
+  return Promise.race([
+    p,
+    new Promise((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const show = (r) => JSON.stringify({ command: r.command, count: r.count, rows: Array.from(r) });
+const errCode = (e) => (e && e.code ? e.code : `no code: ${e && e.message}`);
+
+async function pgjsHabits() {
+  const sql = pgjs(false, { max: 1 });
+  const direct = pgjs(true, { max: 1 });
+  const committed = async (label) =>
+    out(`${label}: ${show(await bounded(label, direct`SELECT id, v FROM t ORDER BY id`))}`);
+
+  // Typed parameters, the same statement three times (prepared once, then reused).
+  for (let i = 0; i < 3; i++) {
+    const r = await bounded('typed', sql`SELECT ${i}::int + 1 AS n, ${'a' + i}::text AS s,
+      ${'{1,2,' + i + '}'}::int[] AS arr, ${sql.json({ k: i })}::jsonb AS j`);
+    out(`typed ${i}: ${show(r)}`);
+  }
+
+  // A statement prepared before its table changed shape: the server refuses the cached plan
+  // (0A000, routine RevalidateCachedQuery) and postgres.js prepares it again under a new name.
+  await bounded('alter setup', sql.unsafe('DROP TABLE IF EXISTS pgjs_alter; CREATE TABLE pgjs_alter (a int); INSERT INTO pgjs_alter VALUES (1)').simple());
+  out(`before alter: ${show(await bounded('before alter', sql`SELECT * FROM pgjs_alter`))}`);
+  out(`before alter, bound: ${show(await bounded('before alter', sql`SELECT * FROM pgjs_alter WHERE a = ${1}`))}`);
+  await bounded('alter', sql`ALTER TABLE pgjs_alter ADD COLUMN b int DEFAULT 5`);
+  for (let i = 0; i < 2; i++) {
+    out(`after alter ${i}: ${await bounded('after alter', sql`SELECT * FROM pgjs_alter`.then(show, errCode))}`);
+    out(`after alter, bound ${i}: ${await bounded('after alter', sql`SELECT * FROM pgjs_alter WHERE a = ${1}`.then(show, errCode))}`);
+  }
+
+  // Queries issued together share the connection's pipeline: reads, a write, reads after it.
+  const piped = await bounded('pipeline', Promise.all([
+    sql`SELECT v FROM t WHERE id = 1`,
+    sql`UPDATE t SET v = v + 1 WHERE id = 1 RETURNING v`,
+    sql`SELECT v FROM t WHERE id = 1`,
+    sql`INSERT INTO t VALUES (100, 7) RETURNING id, v`,
+    sql`SELECT count(*)::int AS n FROM t`,
+    sql`SELECT v FROM t WHERE id = ${1}`,
+  ]));
+  piped.forEach((r, i) => out(`pipeline ${i}: ${show(r)}`));
+  await committed('after pipeline');
+
+  // A failing query among pipelined ones fails alone.
+  const settled = await bounded('pipeline errors', Promise.allSettled([
+    sql`SELECT 1 AS one`,
+    sql`SELECT 10 / ${0}::int AS boom`,
+    sql`INSERT INTO t VALUES (1, 0)`,
+    sql`SELECT 2 AS two`,
+  ]));
+  settled.forEach((s, i) =>
+    out(`pipeline errors ${i}: ${s.status === 'fulfilled' ? show(s.value) : errCode(s.reason)}`));
+
+  // sql.begin: statements, a savepoint rolled back by a thrown error, a local setting.
+  const inTx = await bounded('begin', sql.begin(async (tx) => {
+    const a = await tx`UPDATE t SET v = v + 10 WHERE id = 2 RETURNING v`;
+    await tx`SELECT set_config('application_name', 'pgjs_local', true)`;
+    const undone = await tx.savepoint(async (sp) => {
+      await sp`UPDATE t SET v = 99 WHERE id = 2`;
+      throw new Error('undo the savepoint');
+    }).catch((e) => e.message);
+    const b = await tx`SELECT v, current_setting('application_name') AS app FROM t WHERE id = 2`;
+    return [show(a), undone, show(b)];
+  }));
+  out(`begin: ${JSON.stringify(inTx)}`);
+  const app = await bounded('app after tx', sql`SELECT current_setting('application_name') AS app`);
+  out(`app after tx: ${show(app)}`);
+  await committed('after begin');
+
+  // A transaction whose statements are pipelined, ended by a unique violation: all undone.
+  const failed = await bounded('begin failing', sql.begin((tx) => [
+    tx`UPDATE t SET v = v + 1000 WHERE id = 3`,
+    tx`INSERT INTO t VALUES (101, 1)`,
+    tx`INSERT INTO t VALUES (2, 2)`,
+  ]).then(() => 'committed', (e) => errCode(e)));
+  out(`begin failing: ${failed}`);
+  await committed('after failed begin');
+
+  // Repeatable read, and a savepoint that commits.
+  const rr = await bounded('begin rr', sql.begin('isolation level repeatable read', async (tx) => {
+    const lvl = await tx`SELECT current_setting('transaction_isolation') AS lvl`;
+    await tx.savepoint((sp) => sp`UPDATE t SET v = v + 5 WHERE id = 4`);
+    return show(lvl);
+  }));
+  out(`begin rr: ${rr}`);
+
+  // A cursor outside a transaction (Execute with a row limit, then more Executes) and one inside.
+  const batches = [];
+  await bounded('cursor', sql`SELECT g FROM generate_series(1, 25) g`.cursor(10, (rows) => {
+    batches.push(rows.map((r) => r.g));
+  }));
+  out(`cursor: ${JSON.stringify(batches)}`);
+  const inner = await bounded('cursor in tx', sql.begin(async (tx) => {
+    const seen = [];
+    for await (const rows of tx`SELECT id FROM t WHERE id <= ${5} ORDER BY id`.cursor(2)) {
+      seen.push(rows.map((r) => r.id));
+    }
+    await tx`UPDATE t SET v = v + 1 WHERE id = 5`;
+    return seen;
+  }));
+  out(`cursor in tx: ${JSON.stringify(inner)}`);
+
+  // forEach streams rows one by one.
+  let sum = 0;
+  let n = 0;
+  await bounded('forEach', sql`SELECT g FROM generate_series(1, 5000) g`.forEach((r) => {
+    sum += r.g;
+    n += 1;
+  }));
+  out(`forEach: ${n} rows, sum ${sum}`);
+
+  // COPY in through a writable stream, out through a readable one.
+  const { pipeline } = require('stream/promises');
+  const { Readable } = require('stream');
+  const lines = [];
+  for (let i = 200; i < 1200; i++) lines.push(`${i}\t${i % 7}\n`);
+  const w = await bounded('copy in', sql`COPY t (id, v) FROM STDIN`.writable());
+  await bounded('copy in data', pipeline(Readable.from(lines), w));
+  const rd = await bounded('copy out', sql`COPY (SELECT id, v FROM t WHERE id >= 200 ORDER BY id) TO STDOUT`.readable());
+  let copied = '';
+  for await (const chunk of rd) copied += chunk.toString();
+  out(`copy out: ${copied.length} bytes, ${copied.split('\n').length - 1} lines, ` +
+    `hash ${crypto.createHash('sha256').update(copied).digest('hex').slice(0, 16)}`);
+
+  // A simple multi-statement string, describe, values, a large result.
+  const multi = await bounded('simple', sql.unsafe('SELECT 1 AS a; UPDATE t SET v = v WHERE id = 1; SELECT 2 AS b').simple());
+  out(`simple: ${JSON.stringify(multi.map((r) => show(r)))}`);
+  const d = await bounded('describe', sql`SELECT id, v FROM t WHERE id = ${1} AND v > ${0}`.describe());
+  out(`describe: ${JSON.stringify({ types: d.types, columns: d.columns.map((c) => [c.name, c.type]) })}`);
+  const vals = await bounded('values', sql`SELECT id, v FROM t WHERE id < ${4} ORDER BY id`.values());
+  out(`values: ${JSON.stringify(Array.from(vals))}`);
+
+  // Session state on the one connection: a setting, a search_path, a temp table.
+  await bounded('set', sql`SELECT set_config('application_name', 'pgjs_session', false)`);
+  await bounded('set path', sql.unsafe('CREATE SCHEMA IF NOT EXISTS pgjs_s; SET search_path TO pgjs_s, public').simple());
+  await bounded('temp', sql`CREATE TEMP TABLE pgjs_tmp AS SELECT 42 AS x`);
+  const state = await bounded('state', sql`SELECT current_setting('application_name') AS app,
+    current_setting('search_path') AS path, (SELECT x FROM pgjs_tmp) AS x`);
+  out(`session state: ${show(state)}`);
+
+  // LISTEN on the listener connection, NOTIFY from the pool.
+  const got = [];
+  const listening = await bounded('listen', sql.listen('pgjs_chan', (p) => got.push(p)));
+  await bounded('notify', sql.notify('pgjs_chan', 'hello'));
+  await bounded('notify 2', sql`SELECT pg_notify('pgjs_chan', ${'again'})`);
+  for (let i = 0; i < 100 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  out(`notifications: ${JSON.stringify(got)}`);
+  await bounded('unlisten', listening.unlisten());
+
+  // A reserved connection of a second pool, with a session setting of its own.
+  const pool = pgjs(false, { max: 3 });
+  const r = await bounded('reserve', pool.reserve());
+  await bounded('reserved set', r`SELECT set_config('work_mem', '3MB', false)`);
+  const rw = await bounded('reserved get', r`SELECT current_setting('work_mem') AS wm`);
+  out(`reserved: ${show(rw)}`);
+  r.release();
+  const concurrent = await bounded('pool', Promise.all(
+    Array.from({ length: 30 }, (_, i) => pool`SELECT ${i}::int * 2 AS x, v FROM t WHERE id = ${1 + (i % 5)}`),
+  ));
+  out(`pool: ${JSON.stringify(concurrent.map((c) => Array.from(c)))}`);
+
+  await committed('final');
+  await bounded('end', Promise.all([sql.end({ timeout: 5 }), direct.end({ timeout: 5 }), pool.end({ timeout: 5 })]));
+}
+
+// e. A pool of postgres.js connections shared by many concurrent workers doing random
+// transfers (committed or rolled back), inserts (some refused as duplicates), savepoints and
+// reads; every worker keeps a ledger of what it was told, and the database must end as
+// exactly that. The operations are drawn from a seed, so what is committed does not depend
+// on timing: the output is the same through the proxy and directly.
+async function pgjsLedger(workersArg, opsArg, maxArg, seedArg) {
+  const workers = +(workersArg || 24);
+  const ops = +(opsArg || 25);
+  const sql = pgjs(false, { max: +(maxArg || 6) });
+  const direct = pgjs(true, { max: 1 });
+  const ACCOUNTS = 10;
+  const balances = Array(ACCOUNTS + 1).fill(1000);
+  const rows = new Set();
+  const tally = { transfer: 0, rolled_back: 0, insert: 0, duplicate: 0, savepoint: 0, read: 0, piped: 0 };
+  let sumViolations = 0;
+  const unexpected = [];
+
+  const rng = (seed) => () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+
+  async function worker(w) {
+    const rand = rng(+(seedArg || 7) * 1000 + w);
+    for (let seq = 0; seq < ops; seq++) {
+      const r = rand();
+      const amount = 1 + Math.floor(rand() * 50);
+      let a = 1 + Math.floor(rand() * ACCOUNTS);
+      let b = 1 + Math.floor(rand() * ACCOUNTS);
+      if (a === b) b = (b % ACCOUNTS) + 1;
+      const undo = rand() < 0.25;
+      try {
+        if (r < 0.35) {
+          // Lock in id order, so that transfers never deadlock.
+          const [lo, hi] = a < b ? [a, b] : [b, a];
+          const delta = a < b ? -amount : amount;
+          const res = await bounded('transfer', sql.begin(async (tx) => {
+            await tx`UPDATE acct SET bal = bal + ${delta} WHERE id = ${lo}`;
+            await tx`UPDATE acct SET bal = bal - ${delta} WHERE id = ${hi}`;
+            await tx`INSERT INTO ledger VALUES (${w}, ${seq}, ${amount})`;
+            if (undo) throw new Error('rollback');
+            return 'ok';
+          }).catch((e) => (e.message === 'rollback' ? 'rolled back' : Promise.reject(e))));
+          if (res === 'ok') {
+            balances[lo] += delta;
+            balances[hi] -= delta;
+            rows.add(`${w}/${seq}/${amount}`);
+            tally.transfer++;
+          } else {
+            tally.rolled_back++;
+          }
+        } else if (r < 0.55) {
+          if (undo && seq > 0) {
+            // A duplicate key: refused, nothing changes.
+            const code = await bounded('duplicate', sql`INSERT INTO ledger VALUES (${w}, ${-1}, 0), (${w}, ${-1}, 0)`.then(() => 'inserted', errCode));
+            if (code !== '23505') unexpected.push(`duplicate gave ${code}`);
+            tally.duplicate++;
+          } else {
+            await bounded('insert', sql`INSERT INTO ledger VALUES (${w}, ${seq}, ${amount})`);
+            rows.add(`${w}/${seq}/${amount}`);
+            tally.insert++;
+          }
+        } else if (r < 0.7) {
+          await bounded('savepoint', sql.begin(async (tx) => {
+            await tx`INSERT INTO ledger VALUES (${w}, ${seq}, ${amount})`;
+            await tx.savepoint(async (sp) => {
+              await sp`INSERT INTO ledger VALUES (${w}, ${seq + 100000}, ${amount})`;
+              await sp`UPDATE acct SET bal = bal + 1 WHERE id = ${a}`;
+              throw new Error('undo');
+            }).catch((e) => (e.message === 'undo' ? null : Promise.reject(e)));
+          }));
+          rows.add(`${w}/${seq}/${amount}`);
+          tally.savepoint++;
+        } else if (r < 0.9) {
+          const [s] = await bounded('read', sql`SELECT sum(bal)::int AS s FROM acct`);
+          if (s.s !== ACCOUNTS * 1000) sumViolations++;
+          tally.read++;
+        } else {
+          // Issued together: a write and reads, sharing a connection's pipeline.
+          const [ins, s, mine] = await bounded('piped', Promise.all([
+            sql`INSERT INTO ledger VALUES (${w}, ${seq}, ${amount}) RETURNING amount`,
+            sql`SELECT sum(bal)::int AS s FROM acct`,
+            sql`SELECT count(*)::int AS n FROM ledger WHERE worker = ${w}`,
+          ]));
+          if (ins[0].amount !== amount) unexpected.push(`RETURNING gave ${ins[0].amount}`);
+          if (s[0].s !== ACCOUNTS * 1000) sumViolations++;
+          if (!(mine[0].n >= 0)) unexpected.push('count');
+          rows.add(`${w}/${seq}/${amount}`);
+          tally.piped++;
+        }
+      } catch (e) {
+        unexpected.push(`worker ${w} op ${seq}: ${errCode(e)} ${e.message}`);
+      }
+    }
+  }
+
+  await Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
+  const dbBal = await bounded('balances', direct`SELECT id, bal FROM acct ORDER BY id`);
+  const dbRows = await bounded('rows', direct`SELECT worker, seq, amount FROM ledger`);
+  const wrongBal = dbBal.filter((r) => balances[r.id] !== r.bal).map((r) => `${r.id}: ${r.bal} != ${balances[r.id]}`);
+  const dbSet = new Set(dbRows.map((r) => `${r.worker}/${r.seq}/${r.amount}`));
+  const extra = [...dbSet].filter((x) => !rows.has(x));
+  const missing = [...rows].filter((x) => !dbSet.has(x));
+  out(`tally: ${JSON.stringify(tally)}`);
+  out(`unexpected: ${JSON.stringify(unexpected.slice(0, 10))}`);
+  out(`sum violations: ${sumViolations}`);
+  out(`balances wrong: ${JSON.stringify(wrongBal)}`);
+  out(`rows extra: ${JSON.stringify(extra.slice(0, 10))} missing: ${JSON.stringify(missing.slice(0, 10))}`);
+  out(`rows: ${dbSet.size}`);
+  await bounded('end', Promise.all([sql.end({ timeout: 5 }), direct.end({ timeout: 5 })]));
+}
+
+const scenarios = { named_tx: namedTx, dirty, pgjs_habits: pgjsHabits, pgjs_ledger: pgjsLedger };
 
 async function main() {
   const [name, ...args] = process.argv.slice(2);
