@@ -253,9 +253,13 @@ fn extended_step(rng: &mut StdRng, m: &mut Model, r: &mut Round, first: bool) {
             // Not a START TRANSACTION with an isolation level either: a Parse the proxy puts
             // in front of a Bind or Describe earlier in the batch takes a snapshot, and the
             // server then refuses it (documented; seed 8535807193950421274, side by side).
+            // Not `EXECUTE q` either: whether it returns rows depends on the session's own
+            // `q`, and in a failed transaction the proxy describes it by what a server said
+            // of it in another session (documented; seed 3342894661941285853).
             let mut i = pick(rng);
             while STATEMENTS[i].sql.ends_with(" ALL")
                 || STATEMENTS[i].sql.contains("ISOLATION")
+                || STATEMENTS[i].sql.starts_with("EXECUTE")
                 || (!m.lane.is_empty() && STATEMENTS[i].sql.contains("FROM tt"))
             {
                 i = pick(rng);
