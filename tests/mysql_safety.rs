@@ -811,7 +811,15 @@ fn connections_kept_by_idle_clients_go_to_clients_that_need_one() {
         query(c, "/* switchyard:primary */ SELECT 1").unwrap();
     }
     // Every client idle: the pools' connections are idle, whether parked or in the pool.
-    for (i, &(open, idle)) in p.pool_counts().iter().enumerate() {
+    // A session gives its connection back just after the client has its answer, so the
+    // gauges settle a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut counts = p.pool_counts();
+    while counts.iter().any(|&(open, idle)| open != idle) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        counts = p.pool_counts();
+    }
+    for (i, &(open, idle)) in counts.iter().enumerate() {
         assert_eq!(open, idle, "backend {i}: {open} open, {idle} idle");
     }
     for round in 0..5 {
