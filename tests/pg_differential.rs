@@ -1548,3 +1548,89 @@ async fn a_statement_a_schema_change_made_stale_can_be_prepared_again() {
     ];
     same_answers(&mut direct, &mut proxied, &rounds).await;
 }
+
+/// A statement prepared before its table changed shape, bound or described on a server
+/// connection the proxy has to prepare it on anew (the one it was prepared on is gone), is
+/// refused as stale (0A000), as on a server of its own, and stays so until prepared again:
+/// the client was told the old columns and must never get rows of the new ones. A statement
+/// whose columns did not change runs there as before. The proxied session's server
+/// connection is ended (`pg_terminate_backend`) between the change and the runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_statement_prepared_anew_on_another_connection_is_refused() {
+    let (direct_db, proxied_db) = ("stale2_direct", "stale2_proxied");
+    setup(direct_db);
+    setup(proxied_db);
+    let p = start_proxy(
+        &config(proxied_db)
+            .replace("size = 2", "size = 1")
+            .replace("replicas = [", "# replicas = ["),
+    );
+    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
+    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let cat = |parts: &[Vec<u8>]| parts.concat();
+    let run = |stmt: &str| cat(&[msg::bind("", stmt, &[]), msg::execute(""), msg::sync()]);
+    let (all, one) = ("SELECT * FROM alt2", "SELECT a FROM alt2 WHERE a = $1");
+    let before = vec![
+        (
+            msg::query("CREATE TABLE alt2 (a int); INSERT INTO alt2 VALUES (1)"),
+            1,
+            "create",
+        ),
+        (
+            cat(&[
+                msg::parse("s1", all),
+                msg::describe_statement("s1"),
+                msg::parse("k", one),
+                msg::describe_statement("k"),
+                run("s1"),
+            ]),
+            1,
+            "P s1, P k, run s1",
+        ),
+        (
+            msg::query("ALTER TABLE alt2 ADD COLUMN b int DEFAULT 5"),
+            1,
+            "alter",
+        ),
+    ];
+    same_answers(&mut direct, &mut proxied, &before).await;
+    // The proxied session's connection ends; its next batch gets a new one.
+    let mut admin = Raw::connect(cluster().primary_port(), "postgres", "postgres", &[]).await;
+    let (_, err) = admin
+        .simple(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{proxied_db}' AND backend_type = 'client backend'"
+        ))
+        .await;
+    assert!(err.is_none(), "{err:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let bind_k = cat(&[msg::bind("", "k", &["1"]), msg::execute(""), msg::sync()]);
+    let after = vec![
+        (run("s1"), 1, "run s1: stale"),
+        (bind_k.clone(), 1, "run k: its columns did not change"),
+        (run("s1"), 1, "run s1 again: still stale"),
+        (
+            cat(&[msg::describe_statement("s1"), msg::sync()]),
+            1,
+            "describe s1: stale",
+        ),
+        (
+            cat(&[msg::query("BEGIN"), run("s1"), bind_k.clone()]),
+            3,
+            "run s1 in a transaction: it fails",
+        ),
+        (msg::query("ROLLBACK"), 1, "ROLLBACK"),
+        (
+            cat(&[
+                msg::close_statement("s1"),
+                msg::parse("s1", all),
+                msg::describe_statement("s1"),
+                run("s1"),
+            ]),
+            1,
+            "C s1, P s1, run: the new columns",
+        ),
+        (bind_k, 1, "run k"),
+    ];
+    same_answers(&mut direct, &mut proxied, &after).await;
+}

@@ -1147,3 +1147,42 @@ fn postgres_js_pool_of_24_workers_commits_exactly_what_each_was_told() {
         diff(&via, &direct)
     );
 }
+
+// h. a table changes shape under prepared statements
+
+/// Defect targeted: asyncpg keeps every query prepared. After ALTER TABLE, a statement
+/// prepared before, bound on a server connection the proxy prepares it on anew (the one it was
+/// prepared on ended), returned rows of the new columns to a client told the old ones; a
+/// server refuses its own stale statement (0A000) and asyncpg prepares it again, or, inside a
+/// transaction, reports it. Six connections over a proxy pool of two primary connections,
+/// which are ended after each change; the output must equal a direct run's.
+#[test]
+fn asyncpg_statements_prepared_before_alter_table_answer_as_on_the_primary() {
+    let _g = serial();
+    let db = "drv_apg_stale";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP TABLE IF EXISTS stale_t; CREATE TABLE stale_t (id int PRIMARY KEY, v int); \
+             INSERT INTO stale_t VALUES (1, 10), (2, 20)",
+        );
+    };
+    let (via, direct) = run_both(
+        Lang::Python,
+        "stale_after_alter",
+        &["6"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(120),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "asyncpg through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}

@@ -68,6 +68,11 @@ fn body(body: &[u8]) {
         let m = codec::error_field(edited, b'M').expect("the edited field");
         assert!(!m.contains("\"sy_0\""));
     }
+    // A RowDescription's result type: at most the body's size, and only of whole columns.
+    if let Some(t) = codec::row_type(body) {
+        assert!(t.len() <= body.len());
+        assert_eq!(&t[..2], &body[..2]);
+    }
     if let Some((name, value)) = codec::parameter_status(body) {
         assert_eq!(name.len() + value.len() + 2, body.len());
         assert!(within(body, name.as_bytes()) && within(body, value.as_bytes()));

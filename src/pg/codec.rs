@@ -429,6 +429,28 @@ pub fn edit_error(body: &[u8], edit: impl Fn(u8, &str) -> Option<String>) -> Opt
     changed.then_some(out)
 }
 
+/// What a RowDescription body says of a statement's result type as a server compares it
+/// when it revalidates a prepared statement: each column's name, type OID and type modifier
+/// (not the table and column it came from, nor the format), in a form fit for comparing.
+/// None when the body is not well formed.
+pub fn row_type(body: &[u8]) -> Option<Box<[u8]>> {
+    let (n, mut rest) = body.split_first_chunk::<2>()?;
+    let n = u16::from_be_bytes(*n);
+    let mut out = Vec::with_capacity(rest.len());
+    out.extend_from_slice(&n.to_be_bytes());
+    for _ in 0..n {
+        let (name, r) = cbytes(rest)?;
+        // Table OID (4), column number (2), type OID (4), size (2), modifier (4), format (2).
+        let fixed = r.get(..18)?;
+        out.extend_from_slice(name);
+        out.push(0);
+        out.extend_from_slice(&fixed[6..10]);
+        out.extend_from_slice(&fixed[12..16]);
+        rest = &r[18..];
+    }
+    rest.is_empty().then(|| out.into())
+}
+
 /// ParameterStatus body: name and value.
 pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     let (name, r) = cstr(body)?;
@@ -495,6 +517,33 @@ mod tests {
             (again.portal, again.statement, again.rest),
             (&b"portal"[..], &b"sy_1"[..], bind.rest)
         );
+    }
+
+    #[test]
+    fn row_type_keeps_names_types_and_modifiers_only() {
+        let desc = |table: u32, ty: u32| {
+            let mut out = BytesMut::new();
+            put_row_description(&mut out, &["a", "bb"]);
+            // Give the second column another table and type.
+            let at = out.len() - 18;
+            out[at..at + 4].copy_from_slice(&table.to_be_bytes());
+            out[at + 6..at + 10].copy_from_slice(&ty.to_be_bytes());
+            out
+        };
+        let a = row_type(&desc(1, 25)[5..]).unwrap();
+        assert_eq!(
+            row_type(&desc(2, 25)[5..]).unwrap(),
+            a,
+            "another table, same type"
+        );
+        assert_ne!(row_type(&desc(1, 23)[5..]).unwrap(), a, "another type");
+        let mut one = BytesMut::new();
+        put_row_description(&mut one, &["a"]);
+        assert_ne!(row_type(&one[5..]).unwrap(), a, "a column fewer");
+        let whole = desc(1, 25);
+        assert!(row_type(&whole[5..whole.len() - 1]).is_none(), "cut short");
+        assert!(row_type(&[0, 0, 1]).is_none(), "bytes after the columns");
+        assert_eq!(&*row_type(&[0, 0]).unwrap(), &[0, 0]);
     }
 
     #[test]

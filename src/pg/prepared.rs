@@ -8,6 +8,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The statement name a Bind or Describe of a stale statement goes to the server under: no
+/// connection has it (proxy statements are `sy_<id>`), so the server refuses the message
+/// (26000) where it would refuse a stale statement of its own, with what that does to the
+/// rest of the batch and the transaction, and the proxy gives the client the server's words
+/// for a stale statement instead.
+pub const STALE_NAME: &str = "sy_stale";
+
+/// A server's message when a prepared statement's result type changed (SQLSTATE 0A000).
+pub const STALE_MESSAGE: &str = "cached plan must not change result type";
+
 /// One distinct statement as the proxy prepares it.
 #[derive(Debug)]
 pub struct StmtDef {
@@ -28,6 +38,12 @@ pub struct StmtDef {
     /// connection lacks the statement answers a Bind or Describe of it from this as the
     /// server would (the Parse that would bring it there is refused in that state).
     pub shape: std::sync::OnceLock<Shape>,
+    /// A server, preparing it on another connection, gave it another result type than
+    /// `shape` (a table it reads changed since): it is stale, as on a server of its own a
+    /// statement prepared before such a change is, and a client that binds or describes it
+    /// is refused (0A000) until it prepares the text again (then a new statement: it is
+    /// retired from the registry too).
+    pub stale: std::sync::atomic::AtomicBool,
 }
 
 /// A statement's parameters and whether it returns rows, as a server described it.
@@ -39,12 +55,18 @@ pub struct Shape {
     pub params: u16,
     /// The server gave a RowDescription (not NoData).
     pub rows: bool,
+    /// Its result type (`codec::row_type` of the RowDescription), when it returns rows.
+    pub row_type: Option<Box<[u8]>>,
 }
 
 impl StmtDef {
     /// The name this statement has on backend connections (NUL-free ASCII).
     pub fn backend_name(&self) -> BackendName {
         BackendName::new(self.id)
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -183,6 +205,7 @@ impl StmtRegistry {
             param_types: key.1.clone(),
             validated: Default::default(),
             shape: Default::default(),
+            stale: Default::default(),
             unknown_calls: std::str::from_utf8(query)
                 .map_or(true, |q| crate::router::session_state::effect(q).unknown),
         });

@@ -6,8 +6,10 @@ use super::{Pend, Session, SessionError, Undo, HIGH_WATER, MAX_BACKEND_MESSAGE};
 use crate::config::PoolMode;
 use crate::pg::backend::set_param;
 use crate::pg::codec::{self, Header};
+use crate::pg::prepared::{STALE_MESSAGE, STALE_NAME};
 use crate::router::session_state::State;
 use bytes::Buf;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -233,6 +235,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                 }
                 let replaced = match self.pending.front() {
+                    // A stale statement, bound or described under a name no server has (see
+                    // `prepared::STALE_NAME`): refused as a server refuses its own stale statement.
+                    // A server describing one sends its parameters before it finds it stale.
+                    Some(p @ (Pend::Bind(Some((_, def))) | Pend::Describe(Some((_, def)))))
+                        if def.is_stale()
+                            && codec::error_field(body, b'C') == Some("26000")
+                            && codec::error_field(body, b'M')
+                                .is_some_and(|m| m.contains(STALE_NAME)) =>
+                    {
+                        let mut out = bytes::BytesMut::new();
+                        if let (Pend::Describe(_), Some(shape)) = (p, def.shape.get()) {
+                            out.extend_from_slice(&shape.param_desc);
+                        }
+                        put_stale_error(&mut out);
+                        Some(out.to_vec())
+                    }
                     // The server names the statement by the proxy's name: the client knows
                     // it by its own.
                     Some(
@@ -259,7 +277,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// An answer to the proxy's own Describe of a statement it prepared (`Pend::Learn`).
     fn learn_shape(&mut self, h: Header) {
-        let Some(Pend::Learn { def, param_desc }) = self.pending.front_mut() else {
+        let Some(Pend::Learn {
+            def,
+            param_desc,
+            repoint,
+            ..
+        }) = self.pending.front_mut()
+        else {
             return;
         };
         let message = &self.bin[..h.wire_len];
@@ -267,14 +291,42 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             *param_desc = Some(message.into());
             return;
         }
-        if let Some(param_desc) = param_desc.take() {
+        let rows = h.tag == b'T';
+        let row_type = if rows {
+            codec::row_type(&message[5..])
+        } else {
+            None
+        };
+        if let Some(known) = def.shape.get() {
+            // A server compares the result type (names, types, modifiers) when it plans a
+            // statement again; so does the proxy when it prepares one anew.
+            let changed = known.rows != rows
+                || (known.row_type.is_some() && row_type.is_some() && known.row_type != row_type);
+            if changed {
+                let (def, repoint) = (def.clone(), repoint.take());
+                if !def.is_stale() {
+                    tracing::debug!(id = def.id, "a proxy statement's result type changed");
+                    def.stale.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.worker.statements.retire(&def);
+                }
+                // A client that has not been told a result type gets the text's statement as
+                // it is now, as from a Parse of its own on a server.
+                if let Some(name) = repoint {
+                    if self.stmts.get(&name).is_some_and(|d| Arc::ptr_eq(d, &def)) {
+                        let fresh = self.worker.statements.intern(&def.query, &def.param_types);
+                        self.stmts.insert(name, fresh);
+                    }
+                }
+            }
+        } else if let Some(param_desc) = param_desc.take() {
             let params = param_desc
                 .get(5..7)
                 .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]));
             let _ = def.shape.set(crate::pg::prepared::Shape {
                 param_desc,
                 params,
-                rows: h.tag == b'T',
+                rows,
+                row_type,
             });
         }
         self.pending.pop_front();
@@ -394,11 +446,33 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 }
 
+/// The ErrorResponse of a server that finds a prepared statement stale, field for field
+/// (the file and line as PostgreSQL 15 gives them): drivers tell it from other 0A000 errors
+/// by its routine (asyncpg's InvalidCachedStatementError, pgjdbc's re-prepare).
+fn put_stale_error(out: &mut bytes::BytesMut) {
+    let mut body = Vec::with_capacity(128);
+    for (field, value) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', "0A000"),
+        (b'M', STALE_MESSAGE),
+        (b'F', "plancache.c"),
+        (b'L', "722"),
+        (b'R', "RevalidateCachedQuery"),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    codec::put_message(out, b'E', &body);
+}
+
 /// Whether an ErrorResponse body says a prepared statement's cached plan may not be used
 /// because its result type changed (0A000 from RevalidateCachedQuery; the routine is not
 /// translated, the message may be).
 fn is_stale_plan_error(body: &[u8]) -> bool {
     codec::error_field(body, b'C') == Some("0A000")
         && (codec::error_field(body, b'R') == Some("RevalidateCachedQuery")
-            || codec::error_field(body, b'M') == Some("cached plan must not change result type"))
+            || codec::error_field(body, b'M') == Some(STALE_MESSAGE))
 }

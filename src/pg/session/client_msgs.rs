@@ -168,10 +168,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     },
                 }
             }
+            if self.shape_check_pending() {
+                // The message waits for the check of a statement's result type.
+                return Ok(Step::Done);
+            }
             if self.waits_for_names(&h) || self.waits_for_status(&h) {
                 // Whether the client has the statement this names when the server gets to it
                 // depends on the answers to an earlier part of the pipeline (an error there
                 // skips the Parse or Close that made or ended it): wait for them.
+                return Ok(Step::Done);
+            }
+            if let Some(named) = self.needs_shape_check(&h) {
+                self.check_shape(named);
                 return Ok(Step::Done);
             }
             let before = self.bout.len();

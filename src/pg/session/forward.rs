@@ -3,10 +3,10 @@
 //! proxy-prepared ones (a Parse injected where the held connection lacks the statement),
 //! and statements with a session effect pin the client.
 
-use super::{ClientName, Pend, Session, SessionError, Undo};
+use super::{ClientName, Named, Pend, Session, SessionError, Undo};
 use crate::config::PoolMode;
 use crate::pg::codec::{self, Header};
-use crate::pg::prepared::StmtDef;
+use crate::pg::prepared::{StmtDef, STALE_NAME};
 use crate::router::session_state::{self, Effect, State};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -44,6 +44,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let effect_sql = p.query.to_vec();
         let name: ClientName = p.name.into();
         self.stmts.insert(name.clone(), def);
+        self.untold.insert(name.clone());
         let e = self.note_session_effect(&effect_sql);
         self.reapply_later(&effect_sql, &e);
         self.pending
@@ -211,6 +212,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.replay_ok = false;
                     let name: ClientName = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
+                    self.untold.remove(&name);
                     if self.surely_failed()
                         && !super::routing::starts_with_any(p.query, TRANSACTION_EXITS)
                     {
@@ -230,14 +232,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let b = codec::bind_msg(body).map_err(bad)?;
                 let named = match self.client_statement(b.statement) {
                     Some((name, def)) => {
+                        self.untold.remove(&name);
                         if self.answered_in_failed_tx(&name, &def, Some(b.rest)) {
                             return Ok(());
                         }
                         if def.unknown_calls {
                             self.mark_state_unknown();
                         }
-                        self.ensure_prepared(&def);
-                        codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
+                        if self.refuse_stale(&def) {
+                            codec::put_bind(&mut self.bout, &b, STALE_NAME.as_bytes());
+                        } else {
+                            self.ensure_prepared(&def);
+                            codec::put_bind(&mut self.bout, &b, def.backend_name().as_bytes());
+                        }
                         Some((name, def))
                     }
                     None => {
@@ -261,6 +268,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if tx && kind == b'S' && name.is_empty() && h.tag == b'C' {
                     self.unnamed_parse.clear();
                 }
+                if let Some((name, _)) = &def {
+                    self.untold.remove(name);
+                }
                 let named = match def {
                     Some((name, def)) if h.tag == b'C' => {
                         self.stmts.remove(&name);
@@ -272,13 +282,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         if self.answered_in_failed_tx(&name, &def, None) {
                             return Ok(());
                         }
-                        self.ensure_prepared(&def);
-                        codec::put_target(
-                            &mut self.bout,
-                            b'D',
-                            b'S',
-                            def.backend_name().as_bytes(),
-                        );
+                        if self.refuse_stale(&def) {
+                            codec::put_target(&mut self.bout, b'D', b'S', STALE_NAME.as_bytes());
+                        } else {
+                            self.ensure_prepared(&def);
+                            codec::put_target(
+                                &mut self.bout,
+                                b'D',
+                                b'S',
+                                def.backend_name().as_bytes(),
+                            );
+                        }
                         Some((name, def))
                     }
                     None => {
@@ -419,6 +433,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         });
     }
 
+    /// A Bind or Describe of `def` is sent under `STALE_NAME`, to be refused as stale: the
+    /// statement is stale, and the transaction has not failed (then a server refuses it for
+    /// that first, as it does here: the statement is bound or answered as before).
+    fn refuse_stale(&self, def: &StmtDef) -> bool {
+        def.is_stale() && !self.surely_failed()
+    }
+
     /// Inject a Parse if the held connection lacks the statement.
     fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
         self.prepare_on_backend(def, None);
@@ -441,18 +462,77 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let injected = client_name.is_none();
         self.pending.push_back(Pend::Parse {
             def: Some(def.clone()),
-            client_name,
+            client_name: client_name.clone(),
             injected,
             unnamed: false,
         });
-        if def.shape.get().is_none() {
+        // Described with it: to learn its shape, or, for one that returns rows, to check its
+        // result type (a table it reads may have changed since the proxy learnt it).
+        let describe = match def.shape.get() {
+            None => true,
+            Some(shape) => shape.rows && !def.is_stale(),
+        };
+        if describe {
             codec::put_target(&mut self.bout, b'D', b'S', def.backend_name().as_bytes());
             self.pending.push_back(Pend::Learn {
                 def: def.clone(),
                 param_desc: None,
+                hold: false,
+                repoint: client_name,
             });
         }
         true
+    }
+
+    /// A Bind or Describe (`h`, next in `cin`) of a client statement that returns rows, on a
+    /// held connection that lacks it: its statement, to be prepared there and its result type
+    /// checked before the message goes on (see [`Self::check_shape`]).
+    pub(super) fn needs_shape_check(&self, h: &Header) -> Option<Named> {
+        if self.mode != PoolMode::Transaction || !matches!(h.tag, b'B' | b'D') {
+            return None;
+        }
+        let body = &self.cin[5..h.wire_len];
+        let name = match h.tag {
+            b'B' => codec::bind_msg(body).ok()?.statement,
+            _ => match codec::target_msg(body).ok()? {
+                (b'S', name) => name,
+                _ => return None,
+            },
+        };
+        if name.is_empty() {
+            return None;
+        }
+        let (name, def) = self.stmts.get_key_value(name)?;
+        let conn = self.backend.as_ref()?;
+        let check = !conn.prepared.contains(&def.id)
+            && !def.is_stale()
+            && def.shape.get().is_some_and(|s| s.rows)
+            && !self.surely_failed();
+        check.then(|| (name.clone(), def.clone()))
+    }
+
+    /// Prepare `def` on the held connection and check its result type, with a Flush so the
+    /// server answers now: the client's Bind or Describe of it waits for the answer
+    /// (`Pend::Learn`'s `hold`). A server plans a prepared statement again after a table it
+    /// reads changed and refuses it if its result type changed (0A000); here the statement is
+    /// prepared anew, so the proxy compares, and a Bind that went on would return rows of
+    /// columns the client was never told of.
+    pub(super) fn check_shape(&mut self, (name, def): Named) {
+        self.batch_open = true;
+        self.prepare_on_backend(&def, None);
+        let untold = self.untold.contains(&name);
+        if let Some(Pend::Learn { hold, repoint, .. }) = self.pending.back_mut() {
+            *hold = true;
+            *repoint = untold.then_some(name);
+        }
+        self.bout.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+    }
+
+    /// A check of a statement's result type is awaited (see [`Self::check_shape`]).
+    pub(super) fn shape_check_pending(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pend::Learn { hold: true, .. }))
     }
 
     /// A Bind (`bind_rest`: what follows its statement name) or Describe of client statement

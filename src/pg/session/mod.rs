@@ -121,12 +121,20 @@ enum Pend {
     /// Parse (aborted transaction, syntax, then the name), and an error naming the proxy
     /// statement is given the client's name.
     Reparse(ClientName),
-    /// A Describe the proxy sent after its Parse of a statement it had never prepared: the
-    /// ParameterDescription (kept here until the rest comes) and RowDescription or NoData
-    /// become the statement's `shape`, and the client gets none of them.
+    /// A Describe the proxy sent after its Parse of a statement: for one it had never
+    /// prepared, the ParameterDescription (kept here until the rest comes) and RowDescription
+    /// or NoData become the statement's `shape`; for one that has a shape, the result type is
+    /// checked against it (another one makes the statement stale, see `StmtDef::stale`). The
+    /// client gets none of them. `hold`: the client's next message waits for this answer (a
+    /// Bind or Describe of the statement, which must not reach the server if it is stale).
+    /// `repoint`: a client statement that knows no result type yet (its Parse just went to
+    /// the server, or was answered by the proxy and nothing followed): if the statement is
+    /// stale, this name goes to a new statement of the same text instead of being refused.
     Learn {
         def: Arc<StmtDef>,
         param_desc: Option<Box<[u8]>>,
+        hold: bool,
+        repoint: Option<ClientName>,
     },
     /// A statement the proxy sent for itself (a deferred BEGIN, the client's settings again
     /// after a RESET): its answers up to and including ReadyForQuery are not forwarded, except
@@ -213,6 +221,9 @@ pub struct Session<C> {
     bin_blocked: bool,
     /// Client statement name -> definition (transaction mode only).
     stmts: HashMap<ClientName, Arc<StmtDef>>,
+    /// Client statements the proxy answered the Parse of and the client has not bound or
+    /// described since: it knows nothing of their result type yet.
+    untold: std::collections::HashSet<ClientName>,
     /// The next Parse is answered by the proxy and sent to a server when first used.
     defer_parse: bool,
     /// Index (in the cluster's backends) of the held connection's server.
@@ -298,6 +309,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             cin_blocked: false,
             bin_blocked: false,
             stmts: HashMap::new(),
+            untold: Default::default(),
             defer_parse: false,
             backend_idx: 0,
             for_write: true,

@@ -779,6 +779,65 @@ def scenario_mixed_close(seconds="20", clients="9", seed="7"):
         asyncio.run(mixed_close(float(seconds), int(clients), int(seed)))
 
 
+# ---------------------------------------------------------------------------------------------
+# h. a table changes shape under statements asyncpg keeps prepared
+#
+# Defect targeted: a statement prepared before ALTER TABLE, bound on a server connection the
+# proxy prepares it on anew, returns rows of the new columns where the client was told the old
+# ones (a server refuses its own stale statement with 0A000, and asyncpg prepares again).
+
+STALE_ALL = "SELECT * FROM stale_t WHERE id = $1"
+STALE_TWO = "SELECT id, v FROM stale_t WHERE id = $1"
+# The proxy's own server connections (a direct run has none): ended, as a restart or a
+# recycled connection ends them, so the statements must be prepared on new ones.
+END_PROXY_CONNECTIONS = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name = 'switchyard'"
+)
+
+
+async def stale_fetch(c, label, sql, in_tx=False):
+    try:
+        if in_tx:
+            async with c.transaction():
+                rows = await asyncio.wait_for(c.fetch(sql, 1), CALL)
+        else:
+            rows = await asyncio.wait_for(c.fetch(sql, 1), CALL)
+        out(f"{label}: {[sorted(dict(r).items()) for r in rows]}")
+    except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+        out(f"{label}: {type(e).__name__} {state_of(e)}")
+
+
+async def stale_after_alter(n):
+    conns = [await apg() for _ in range(n)]
+    try:
+        for i, c in enumerate(conns):
+            await stale_fetch(c, f"conn {i} before, all", STALE_ALL)
+            await stale_fetch(c, f"conn {i} before, two", STALE_TWO)
+        for step, (alter, in_tx) in enumerate([
+            ("ALTER TABLE stale_t ADD COLUMN w int DEFAULT 7", False),
+            ("ALTER TABLE stale_t ALTER COLUMN v TYPE bigint", False),
+            ("ALTER TABLE stale_t ADD COLUMN x text DEFAULT 'x'", True),
+        ]):
+            await asyncio.wait_for(conns[0].execute(alter), CALL)
+            log(f"step {step}: ended {direct_scalar(END_PROXY_CONNECTIONS)} proxy connections")
+            await asyncio.sleep(0.3)
+            for i, c in enumerate(conns):
+                await stale_fetch(c, f"step {step} conn {i}, all", STALE_ALL, in_tx)
+                await stale_fetch(c, f"step {step} conn {i}, two", STALE_TWO, in_tx)
+            # Once more: asyncpg prepared again where it could.
+            for i, c in enumerate(conns):
+                await stale_fetch(c, f"step {step} conn {i} again, all", STALE_ALL)
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def scenario_stale_after_alter(n="6"):
+    with deadline("asyncpg statements after ALTER TABLE", 120):
+        asyncio.run(stale_after_alter(int(n)))
+
+
 def main():
     name, args = sys.argv[1], sys.argv[2:]
     log(f"psycopg {psycopg.__version__} (libpq {pq.version()}), asyncpg {asyncpg.__version__}")
