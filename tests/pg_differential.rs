@@ -1634,3 +1634,117 @@ async fn a_stale_statement_prepared_anew_on_another_connection_is_refused() {
     ];
     same_answers(&mut direct, &mut proxied, &after).await;
 }
+
+/// Plain `SET`s outside a transaction (pgjdbc sends `SET extra_float_digits = 3` when it
+/// connects, Rails four of them) pinned the client to its server connection for good, so a
+/// pool of Java clients was a pool of pinned connections and the next client waited out
+/// `checkout_timeout`. Now the proxy carries such a setting to every connection the client
+/// gets, as it does its startup parameters: the client answers as on a server of its own
+/// (a rolled-back `SET`, `SET LOCAL` and `RESET` included), another client sharing the one
+/// server connection still gets it in between, and sees none of the first client's settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_sets_follow_the_client_without_pinning_it() {
+    let (direct_db, proxied_db) = ("sets_direct", "sets_proxied");
+    setup(direct_db);
+    setup(proxied_db);
+    let p = start_proxy(
+        &config(proxied_db)
+            .replace("size = 2", "size = 1")
+            .replace("checkout_timeout = \"10s\"", "checkout_timeout = \"1s\"")
+            .replace("replicas = [", "# replicas = ["),
+    );
+    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
+    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let mut other = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let show = "SELECT current_setting('work_mem'), current_setting('extra_float_digits'), \
+                current_setting('TimeZone'), current_setting('search_path'), \
+                current_setting('statement_timeout')";
+    let (zone, _) = other.simple("SELECT current_setting('TimeZone')").await;
+    let zone = zone[0][0].clone();
+    // (text, what it is, whether the client holds no connection after it: the other client
+    // can have the one there is).
+    let q = msg::query;
+    let x = |sql: &str| [msg::extended(sql, &[]), msg::sync()].concat();
+    let rounds: Vec<(Vec<u8>, &str, bool)> = vec![
+        (q("SET extra_float_digits = 3"), "pgjdbc's", true),
+        (q("SET client_min_messages TO 'warning'"), "Rails'", true),
+        (
+            q("SET SESSION timezone TO 'Asia/Tokyo'"),
+            "a time zone",
+            true,
+        ),
+        (q("SET work_mem = '3MB'"), "work_mem", true),
+        (q("SET search_path = public, pg_catalog"), "a list", true),
+        (q(show), "all of them", true),
+        (
+            q("SET LOCAL statement_timeout = '7s'"),
+            "SET LOCAL outside a transaction",
+            true,
+        ),
+        (q("RESET work_mem"), "RESET", true),
+        (q("SET TIME ZONE 'UTC'"), "SET TIME ZONE", true),
+        (q(show), "after RESET", true),
+        (q("SET statement_timeout = 8000"), "another", true),
+        (q("DISCARD ALL"), "DISCARD ALL", true),
+        (q(show), "after DISCARD ALL", true),
+        (q("SET work_mem = '2MB'"), "again", true),
+        // The same in the extended protocol (pgjdbc's way).
+        (x("SET extra_float_digits = 2"), "extended", true),
+        (x("SET work_mem = '7MB'"), "extended again", true),
+        (q(show), "after the extended ones", true),
+        (
+            x("SET work_mem = 'lots'"),
+            "an extended SET that fails",
+            true,
+        ),
+        (q(show), "after it", true),
+        // Not carried: the client stays on its connection (pinned), as before.
+        (
+            q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),
+            "rolled back",
+            false,
+        ),
+        (q(show), "work_mem as before", false),
+        (q("BEGIN"), "BEGIN", false),
+        (q("SET work_mem = '6MB'"), "SET in a transaction", false),
+        (q("COMMIT"), "COMMIT", false),
+        (q(show), "the committed SET", false),
+        (
+            q("SELECT set_config('work_mem', '9MB', false)"),
+            "set_config()",
+            false,
+        ),
+        (q("SET work_mem = '1MB'"), "a plain SET after", false),
+        (q(show), "pinned still", false),
+        (q("RESET ALL"), "RESET ALL", true),
+        (q(show), "after RESET ALL", true),
+    ];
+    for (i, (bytes, said, free)) in rounds.iter().enumerate() {
+        direct.send(bytes).await;
+        let want = normal(&direct.until_ready(1).await);
+        proxied.send(bytes).await;
+        let got = normal(&proxied.until_ready(1).await);
+        assert_eq!(got, want, "round {i} ({said}): proxied, then direct");
+        if !free {
+            continue;
+        }
+        // The other client gets the one server connection in between, with none of this
+        // client's settings.
+        let (rows, err) = other.simple(show).await;
+        assert!(
+            err.is_none(),
+            "round {i} ({said}): the other client: {err:?}"
+        );
+        assert_eq!(
+            rows,
+            vec![vec![
+                Some("4MB".to_string()),
+                Some("1".to_string()),
+                zone.clone(),
+                Some("\"$user\", public".to_string()),
+                Some("0".to_string()),
+            ]],
+            "round {i} ({said}): the other client sees the first one's settings"
+        );
+    }
+}

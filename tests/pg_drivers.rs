@@ -1186,3 +1186,39 @@ fn asyncpg_statements_prepared_before_alter_table_answer_as_on_the_primary() {
         diff(&via, &direct)
     );
 }
+
+/// The same with pgjdbc, whose statements become named server statements after five runs:
+/// four connections over a proxy pool of two, the proxy's connections ended after each change;
+/// the output must equal a direct run's. pgjdbc runs `SET extra_float_digits = 3` when it
+/// connects, which pinned each connection to a server connection: the third could not even
+/// log in (checkout_timeout); the proxy now carries such a setting instead.
+#[test]
+fn pgjdbc_statements_prepared_before_alter_table_answer_as_on_the_primary() {
+    let _g = serial();
+    let db = "drv_jdbc_stale";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP TABLE IF EXISTS stale_t; CREATE TABLE stale_t (id int PRIMARY KEY, v int); \
+             INSERT INTO stale_t VALUES (1, 10), (2, 20)",
+        );
+    };
+    let (via, direct) = run_both(
+        Lang::Java,
+        "stale",
+        &["4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(120),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "pgjdbc through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}

@@ -139,10 +139,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(false);
             }
             b'Z' => {
-                let Some(Pend::Ready { clears, .. }) = self.pending.pop_front() else {
+                let Some(Pend::Ready { clears, sets, .. }) = self.pending.pop_front() else {
                     return unexpected("ReadyForQuery");
                 };
                 self.tx_status = *body.first().unwrap_or(&b'E');
+                if let Some(kv) = sets {
+                    self.carry_set(*kv);
+                }
                 self.copy_in_mark = None;
                 if self.pending.is_empty() {
                     // Any that failed (no CommandComplete) are over.
@@ -156,11 +159,26 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         tracing::debug!("client unpinned: its session state was cleared");
                     }
                 }
+                if !self.pins.contains(State::SETTINGS) {
+                    self.sets_unknown = false;
+                }
                 self.error_seen = false;
             }
             b'S' => {
-                let expected = self.pending.iter().find_map(|p| match p {
-                    Pend::Ready { resets, .. } => Some(*resets),
+                let reported = codec::parameter_status(body);
+                let expected = self.pending.iter_mut().find_map(|p| match p {
+                    Pend::Ready { resets, sets, .. } => {
+                        // A carried SET of a reported setting: the value the server reports
+                        // is the one to carry (`SET datestyle = 'ISO'` keeps the day order).
+                        let carried = match (sets.as_mut(), reported) {
+                            (Some(kv), Some((k, v))) if k.eq_ignore_ascii_case(&kv.0) => {
+                                kv.1 = v.to_string();
+                                true
+                            }
+                            _ => false,
+                        };
+                        Some(*resets || carried)
+                    }
                     _ => None,
                 });
                 self.note_parameter(h, expected != Some(true));
@@ -332,6 +350,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.pending.pop_front();
     }
 
+    /// A plain `SET` the client sent outside a transaction was answered: if it ran, its
+    /// setting is the client's own from now on (applied on each connection it gets, the held
+    /// one has it), and a client pinned only by settings the proxy carries is unpinned.
+    fn carry_set(&mut self, (name, value): (String, String)) {
+        // (One that failed changed nothing.)
+        if !self.error_seen && self.tx_status == b'I' {
+            self.recorded
+                .retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+            self.recorded.push((name.clone(), value.clone()));
+            self.wanted =
+                std::sync::Arc::new(super::settings::merged(&self.startup, &self.recorded));
+            if let Some(conn) = self.backend.as_mut() {
+                conn.applied = super::settings::merged(&conn.applied, &[(name, value)]);
+            }
+        }
+        if self.pins == State::SETTINGS && !self.sets_unknown {
+            tracing::debug!("client unpinned: the proxy carries its settings");
+            self.pins = State::NONE;
+        }
+    }
+
     /// The client's DEALLOCATE ALL or DISCARD ALL ran: its named statements are gone, as
     /// they would be on a server of its own (it may prepare the same names again), and so
     /// are the connection's proxy statements.
@@ -357,6 +396,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     tracing::debug!(setting = k, "client pinned: a reported setting changed");
                 }
                 self.pins |= State::SETTINGS;
+                self.sets_unknown = true;
             }
         }
     }

@@ -131,16 +131,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     fn forward_one(&mut self, h: Header, msg: &[u8]) -> Result<(), SessionError> {
         let body = &msg[5..];
+        if self.set_batch.is_some() {
+            self.follow_set_batch(h.tag, body);
+        }
         let bad = |e: codec::ProtocolError| SessionError::ClientProtocol(e.to_string());
         let tx = self.mode == PoolMode::Transaction;
         match h.tag {
             b'Q' => {
                 let sql = codec::query_msg(body).map_err(bad)?;
+                let sets = if tx { self.carried_set(sql) } else { None };
+                self.plain_set_now = sets.is_some();
                 let e = if tx {
                     self.note_session_effect(sql)
                 } else {
                     Effect::default()
                 };
+                self.plain_set_now = false;
                 // (One statement alone: in a string of several, DISCARD ALL fails, being in
                 // a transaction block; the statements then go when its CommandComplete says.)
                 if one_statement(sql) && self.surely_drops(&e) {
@@ -155,17 +161,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     copy_mark: self.copy_ends,
                     clears: e.clears,
                     resets: e.resets_settings,
+                    sets: sets.map(Box::new),
                 });
                 if e.resets_settings {
+                    self.forget_carried(sql, &e);
                     let again = self.settings_reset_by(sql, &e);
                     self.reapply_settings(&again);
                 }
             }
             b'P' => {
-                self.batch_open = true;
                 let p = codec::parse_msg(body).map_err(bad)?;
+                // A plain SET as the unnamed statement opening a batch (pgjdbc's way): carried
+                // if the batch is just its Bind, Execute and Sync (see `set_batch`).
+                let sets = if tx && p.name.is_empty() {
+                    self.carried_set(p.query)
+                } else {
+                    None
+                };
+                self.batch_open = true;
                 if tx {
+                    self.plain_set_now = sets.is_some();
                     let e = self.note_session_effect(p.query);
+                    self.plain_set_now = false;
+                    self.set_batch = sets.map(|kv| (kv, false));
                     self.reapply_later(p.query, &e);
                     // Run by the Execute that follows; DISCARD ALL only as the first of its
                     // batch (after another, the server refuses it "within a pipeline").
@@ -324,10 +342,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 self.batch_open = false;
                 let resets = std::mem::take(&mut self.reapply_at_sync);
+                let sets = match self.set_batch.take() {
+                    Some((kv, true)) => Some(Box::new(kv)),
+                    Some((_, false)) => {
+                        self.sets_unknown = true;
+                        None
+                    }
+                    None => None,
+                };
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: State::NONE,
                     resets: resets.is_some(),
+                    sets,
                 });
                 if let Some(again) = resets {
                     self.reapply_settings(&again);
@@ -339,6 +366,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     copy_mark: self.copy_ends,
                     clears: State::NONE,
                     resets: false,
+                    sets: None,
                 });
             }
             b'c' | b'f' => {
@@ -359,16 +387,84 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// The client's startup settings that the statement `sql` (with effect `e`) resets.
     fn settings_reset_by(&self, sql: &[u8], e: &Effect) -> Vec<(String, String)> {
         if e.resets_all {
-            return (*self.wanted).clone();
+            return (*self.startup).clone();
         }
         let names = std::str::from_utf8(sql)
             .map(session_state::reset_names)
             .unwrap_or_default();
-        self.wanted
+        self.startup
             .iter()
-            .filter(|(k, _)| names.iter().any(|n| n == k))
+            .filter(|(k, _)| names.iter().any(|n| n.eq_ignore_ascii_case(k)))
             .cloned()
             .collect()
+    }
+
+    /// `sql` (a simple Query) is a plain `SET` the proxy carries to the client's other
+    /// connections: transaction mode, and surely outside a transaction, so that it commits
+    /// as soon as it succeeds (see `Pend::Ready`).
+    fn carried_set(&self, sql: &[u8]) -> Option<(String, String)> {
+        let idle = self.tx_status == b'I'
+            && self.deferred_begin.is_none()
+            && !self.batch_open
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }));
+        if !idle {
+            return None;
+        }
+        super::settings::plain_set(std::str::from_utf8(sql).ok()?)
+    }
+
+    /// The batch that opened with a carried `SET` (`set_batch`) goes on with a message
+    /// `tag`: its Bind, Describes, one Execute, Flushes and the Sync keep it so; anything
+    /// else makes it a batch whose settings the proxy does not carry (the client stays
+    /// pinned).
+    fn follow_set_batch(&mut self, tag: u8, body: &[u8]) {
+        let Some((_, executed)) = self.set_batch.as_mut() else {
+            return;
+        };
+        let keeps = match tag {
+            b'B' => !*executed && codec::bind_msg(body).is_ok_and(|b| b.statement.is_empty()),
+            b'E' => !std::mem::replace(executed, true),
+            b'D' | b'H' | b'S' => true,
+            _ => false,
+        };
+        if !keeps {
+            self.set_batch = None;
+            self.sets_unknown = true;
+        }
+    }
+
+    /// A statement that resets settings (`e`) was sent: the client's carried `SET`s of those
+    /// settings end (a direct connection returns to the startup values, which the proxy
+    /// applies again). The held connection is reset before another client gets it, in case
+    /// the statement does not run after all.
+    fn forget_carried(&mut self, sql: &[u8], e: &Effect) {
+        if self.recorded.is_empty() {
+            return;
+        }
+        let names = if e.resets_all {
+            None
+        } else {
+            Some(
+                std::str::from_utf8(sql)
+                    .map(session_state::reset_names)
+                    .unwrap_or_default(),
+            )
+        };
+        let before = self.recorded.len();
+        self.recorded.retain(|(k, _)| {
+            names
+                .as_ref()
+                .is_some_and(|names| !names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+        });
+        if self.recorded.len() != before {
+            self.wanted = Arc::new(super::settings::merged(&self.startup, &self.recorded));
+            if let Some(conn) = self.backend.as_mut() {
+                conn.state_unknown = true;
+            }
+        }
     }
 
     /// A Parse of a statement that resets settings: apply them again after the batch's Sync.
@@ -376,6 +472,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if !e.resets_settings {
             return;
         }
+        self.forget_carried(sql, e);
         let again = self.settings_reset_by(sql, e);
         let pending = self.reapply_at_sync.get_or_insert_with(Vec::new);
         for kv in again {
@@ -722,6 +819,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 .first()
                 .is_some_and(u8::is_ascii_alphabetic)
             && !super::routing::starts_with_any(sql, TRANSACTION_EXITS);
+        if e.adds.contains(State::SETTINGS)
+            && !fails
+            && !(self.plain_set_now && e.adds == State::SETTINGS)
+        {
+            self.sets_unknown = true;
+        }
         if !e.adds.is_empty() && !fails {
             if self.pins.is_empty() {
                 tracing::debug!(state = ?e.adds.names(), "client pinned to its connection");

@@ -71,7 +71,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         if conn.applied != *self.wanted {
             let sql = settings_sql(&conn.applied, &self.wanted);
-            if let Err(e) = conn.run_internal(&sql, INTERNAL_TIMEOUT).await {
+            if sql.is_empty() {
+                // The same settings in another order.
+            } else if let Err(e) = conn.run_internal(&sql, INTERNAL_TIMEOUT).await {
                 pool::release(conn);
                 return Err(SessionError::Settings(e));
             }

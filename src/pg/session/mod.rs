@@ -109,6 +109,10 @@ enum Pend {
         copy_mark: u32,
         clears: State,
         resets: bool,
+        /// A Query that is a plain `SET` (see `settings::plain_set`) sent outside a
+        /// transaction: if it completes without error, the setting becomes one of the
+        /// client's own, applied on every connection it gets, and pins nothing.
+        sets: Option<Box<(String, String)>>,
     },
     /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
     /// client statement it created or closed, taken back if the server skips past it (an
@@ -182,8 +186,21 @@ pub struct Session<C> {
     max_message: usize,
     /// `[pool] multiplex_depth` when the client connected (0: off).
     mux_depth: usize,
-    /// Client settings to apply on every backend connection (sorted by name).
+    /// Client settings to apply on every backend connection (sorted by name): its startup
+    /// parameters, and in transaction mode the plain `SET`s it ran since (`recorded`).
     wanted: Arc<Vec<(String, String)>>,
+    /// The client's startup parameters (what `RESET` returns to).
+    startup: Arc<Vec<(String, String)>>,
+    /// Settings of plain `SET`s the client ran outside a transaction (transaction mode).
+    recorded: Vec<(String, String)>,
+    /// The client changed settings some way the proxy does not carry over (`set_config()`,
+    /// a function, `SET LOCAL` aside): a settings pin then stays until they are reset.
+    sets_unknown: bool,
+    /// The Query being forwarded is a plain `SET` the proxy carries (see `Pend::Ready`).
+    plain_set_now: bool,
+    /// The open batch began with a Parse of a plain `SET` as the unnamed statement: the
+    /// setting, and whether its Execute was sent (see `follow_set_batch`).
+    set_batch: Option<((String, String), bool)>,
     key: CancelKey,
     backend: Option<Pooled>,
     /// Bytes from the client not yet handled / bytes for the backend not yet written.
@@ -289,7 +306,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             mode,
             max_message,
             mux_depth,
+            startup: wanted.clone(),
             wanted,
+            recorded: Vec::new(),
+            sets_unknown: false,
+            plain_set_now: false,
+            set_batch: None,
             key,
             backend: None,
             cin: leftover,

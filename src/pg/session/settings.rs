@@ -4,7 +4,10 @@
 pub(crate) fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
     let mut sql = String::new();
     for (k, v) in want {
-        if !have.iter().any(|(hk, hv)| hk == k && hv == v) {
+        if !have
+            .iter()
+            .any(|(hk, hv)| hk.eq_ignore_ascii_case(k) && hv == v)
+        {
             // set_config() parses the value as a startup option would (lists included).
             sql.push_str(&format!(
                 "SELECT pg_catalog.set_config('{}', '{}', false);",
@@ -14,11 +17,189 @@ pub(crate) fn settings_sql(have: &[(String, String)], want: &[(String, String)])
         }
     }
     for (k, _) in have {
-        if !want.iter().any(|(wk, _)| wk == k) {
+        if !want.iter().any(|(wk, _)| wk.eq_ignore_ascii_case(k)) {
             sql.push_str(&format!("RESET {};", quote_ident(k)));
         }
     }
     sql
+}
+
+/// `base` with `over`'s settings put in (names compare without case), sorted by name.
+pub(crate) fn merged(
+    base: &[(String, String)],
+    over: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !over.iter().any(|(o, _)| o.eq_ignore_ascii_case(k)))
+        .chain(over.iter())
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+/// Settings whose values are lists of names: a quoted string given to one is quoted again as a
+/// name by `SET`, which `set_config` would not do; only bare names are carried for them.
+const NAME_LISTS: &[&str] = &[
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+];
+
+/// A `SET` of one setting that the proxy can carry to the client's other connections itself
+/// (transaction mode) instead of keeping the client on this one: `SET [SESSION] name {= | TO}
+/// value[, value ...]` or `SET [SESSION] TIME ZONE value`, alone in the text, where each value
+/// is a number, a bare word or a string without backslashes. Returns the setting's name (in
+/// lower case) and the value as `set_config` takes it. None for anything else (`LOCAL`,
+/// `ROLE`, `SESSION AUTHORIZATION`, `TRANSACTION`, `DEFAULT`, quoted names, comments, ...):
+/// that pins the client as before.
+pub(crate) fn plain_set(sql: &str) -> Option<(String, String)> {
+    let s = sql.trim();
+    let s = s.strip_suffix(';').unwrap_or(s).trim_end();
+    if s.contains("--") || s.contains("/*") || s.contains(';') || s.contains('\\') {
+        return None;
+    }
+    let toks = set_tokens(s)?;
+    let word = |i: usize| match toks.get(i) {
+        Some(SetTok::Word(w)) => Some(w.to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut i = 0;
+    if word(i)? != "set" {
+        return None;
+    }
+    i += 1;
+    if word(i).as_deref() == Some("session") {
+        i += 1;
+    }
+    let name = match word(i)?.as_str() {
+        "local" | "role" | "session" | "transaction" | "constraints" | "authorization"
+        | "characteristics" => return None,
+        "time" if word(i + 1).as_deref() == Some("zone") => {
+            i += 2;
+            "timezone".to_string()
+        }
+        name => {
+            i += 1;
+            match (toks.get(i), word(i).as_deref()) {
+                (Some(SetTok::Eq), _) | (_, Some("to")) => i += 1,
+                _ => return None,
+            }
+            name.to_string()
+        }
+    };
+    if name == "role"
+        || name == "session_authorization"
+        || name.starts_with("transaction")
+        || name.starts_with("default_transaction")
+    {
+        return None;
+    }
+    let values: Vec<&SetTok> = toks[i..].iter().step_by(2).collect();
+    let separated = toks[i..]
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .all(|t| *t == SetTok::Comma);
+    if values.is_empty() || !separated || toks[i..].len() % 2 == 0 {
+        return None;
+    }
+    let value = match values[..] {
+        [SetTok::Str(v)] => {
+            let bare = v
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if NAME_LISTS.contains(&name.as_str()) && (!bare || v.is_empty()) {
+                return None;
+            }
+            v.clone()
+        }
+        [SetTok::Word(v)]
+            if v.eq_ignore_ascii_case("default") || v.eq_ignore_ascii_case("local") =>
+        {
+            return None
+        }
+        // `SET TIME ZONE -7` counts hours the SQL way, `set_config` the POSIX way.
+        [SetTok::Word(v)]
+            if name == "timezone" && !v.starts_with(|c: char| c.is_ascii_alphabetic()) =>
+        {
+            return None
+        }
+        _ => {
+            let mut parts = Vec::with_capacity(values.len());
+            for v in values {
+                match v {
+                    SetTok::Word(w) if !w.eq_ignore_ascii_case("default") => parts.push(w.as_str()),
+                    _ => return None,
+                }
+            }
+            parts.join(", ")
+        }
+    };
+    Some((name, value))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum SetTok {
+    /// A bare word or number (letters, digits, `_`, `.`, `$`, a leading sign).
+    Word(String),
+    /// A single-quoted string, its quotes taken off.
+    Str(String),
+    Eq,
+    Comma,
+}
+
+fn set_tokens(s: &str) -> Option<Vec<SetTok>> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'=' {
+            out.push(SetTok::Eq);
+            i += 1;
+        } else if c == b',' {
+            out.push(SetTok::Comma);
+            i += 1;
+        } else if c == b'\'' {
+            let mut v = Vec::new();
+            i += 1;
+            loop {
+                match b.get(i) {
+                    Some(b'\'') if b.get(i + 1) == Some(&b'\'') => {
+                        v.push(b'\'');
+                        i += 2;
+                    }
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&x) => {
+                        v.push(x);
+                        i += 1;
+                    }
+                    None => return None,
+                }
+            }
+            out.push(SetTok::Str(String::from_utf8(v).ok()?));
+        } else if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'$' | b'-' | b'+') {
+            let start = i;
+            i += 1;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'.' | b'$'))
+            {
+                i += 1;
+            }
+            out.push(SetTok::Word(s[start..i].to_string()));
+        } else {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 fn quote_ident(name: &str) -> String {
@@ -34,6 +215,75 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plain_sets_are_recognised_and_the_rest_are_not() {
+        let yes = |sql: &str, name: &str, value: &str| {
+            assert_eq!(
+                plain_set(sql),
+                Some((name.to_string(), value.to_string())),
+                "{sql}"
+            );
+        };
+        // What drivers send when they connect: pgjdbc, Rails, others.
+        yes("SET extra_float_digits = 3", "extra_float_digits", "3");
+        yes(
+            "SET client_min_messages TO 'warning'",
+            "client_min_messages",
+            "warning",
+        );
+        yes(
+            "SET standard_conforming_strings = on",
+            "standard_conforming_strings",
+            "on",
+        );
+        yes("SET intervalstyle = iso_8601", "intervalstyle", "iso_8601");
+        yes("SET SESSION timezone TO 'UTC';", "timezone", "UTC");
+        yes("set time zone 'Europe/Paris'", "timezone", "Europe/Paris");
+        yes("SET application_name = 'it''s'", "application_name", "it's");
+        yes(
+            "SET search_path = app, public",
+            "search_path",
+            "app, public",
+        );
+        yes("SET search_path TO 'app'", "search_path", "app");
+        yes("SET statement_timeout = '5s'", "statement_timeout", "5s");
+        yes("SET work_mem = 64MB", "work_mem", "64MB");
+        yes("SET myapp.tenant = '42'", "myapp.tenant", "42");
+        yes("SET DateStyle = 'ISO, MDY'", "datestyle", "ISO, MDY");
+        yes("SET lock_timeout = -1", "lock_timeout", "-1");
+        for no in [
+            "SET LOCAL work_mem = '1MB'",
+            "SET ROLE admin",
+            "SET role = admin",
+            "SET SESSION AUTHORIZATION bob",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET transaction_read_only = on",
+            "SET default_transaction_read_only = on",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "SET work_mem TO DEFAULT",
+            "SET TIME ZONE LOCAL",
+            "SET TIME ZONE -7",
+            "SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE",
+            "SET search_path = 'My Schema'",
+            "SET search_path = \"Sch\", public",
+            "SET \"work_mem\" = '1MB'",
+            "SET application_name = E'a\\nb'",
+            "SET work_mem = '1MB'; SET x.y = 1",
+            "SET work_mem = '1MB' -- note",
+            "SET /* c */ work_mem = '1MB'",
+            "SET work_mem '1MB'",
+            "SET work_mem =",
+            "SET work_mem = 'unterminated",
+            "SET a = 1 2",
+            "SET a = 1,",
+            "SELECT set_config('work_mem', '1MB', false)",
+            "RESET work_mem",
+        ] {
+            assert_eq!(plain_set(no), None, "{no}");
+        }
+    }
+
+    #[test]
     fn settings_sql_sets_changes_and_resets_leftovers() {
         let have = vec![
             ("application_name".to_string(), "a".to_string()),
@@ -45,5 +295,13 @@ mod tests {
             "SELECT pg_catalog.set_config('application_name', 'b''c', false);RESET \"search_path\";"
         );
         assert_eq!(settings_sql(&want, &want), "");
+        // Names compare without case: a setting is not reset after it was set.
+        let have = vec![("TimeZone".to_string(), "UTC".to_string())];
+        let want = vec![("timezone".to_string(), "UTC".to_string())];
+        assert_eq!(settings_sql(&have, &want), "");
+        assert_eq!(
+            merged(&have, &[("timezone".into(), "Asia/Tokyo".into())]),
+            vec![("timezone".to_string(), "Asia/Tokyo".to_string())]
+        );
     }
 }

@@ -179,6 +179,80 @@ public class Scenarios {
         }
     }
 
+    // i. Defect targeted: a statement prepared before ALTER TABLE, bound on a server connection
+    // the proxy prepares it on anew (the one it was prepared on ended), returned rows of the new
+    // columns where pgjdbc was told the old ones; a server refuses its own stale statement
+    // (0A000) and pgjdbc prepares it again, or reports it inside a transaction.
+    static String rows(PreparedStatement ps) {
+        try (ResultSet r = ps.executeQuery()) {
+            java.sql.ResultSetMetaData m = r.getMetaData();
+            StringBuilder b = new StringBuilder();
+            while (r.next()) {
+                for (int i = 1; i <= m.getColumnCount(); i++) {
+                    b.append(m.getColumnName(i)).append('=').append(r.getString(i)).append(' ');
+                }
+            }
+            return b.toString().trim();
+        } catch (SQLException e) {
+            return "error " + e.getSQLState();
+        }
+    }
+
+    static void stale(int n) throws Exception {
+        Connection[] cs = new Connection[n];
+        PreparedStatement[] all = new PreparedStatement[n];
+        PreparedStatement[] two = new PreparedStatement[n];
+        try (Connection direct = connect(true)) {
+            for (int i = 0; i < n; i++) {
+                cs[i] = connect(false);
+                all[i] = cs[i].prepareStatement("SELECT * FROM stale_t WHERE id = ?");
+                two[i] = cs[i].prepareStatement("SELECT id, v FROM stale_t WHERE id = ?");
+                all[i].setInt(1, 1);
+                two[i].setInt(1, 1);
+                // Past prepareThreshold (5): named server statements from here on.
+                for (int k = 0; k < 6; k++) {
+                    rows(all[i]);
+                    rows(two[i]);
+                }
+                out("conn " + i + " before: " + rows(all[i]) + " | " + rows(two[i]));
+            }
+            String[] alters = {
+                "ALTER TABLE stale_t ADD COLUMN w int DEFAULT 7",
+                "ALTER TABLE stale_t ALTER COLUMN v TYPE bigint",
+                "ALTER TABLE stale_t ADD COLUMN x text DEFAULT 'x'",
+            };
+            for (int step = 0; step < alters.length; step++) {
+                boolean inTx = step == 2;
+                try (Statement s = cs[0].createStatement()) {
+                    s.execute(alters[step]);
+                }
+                // The proxy's own server connections end (a direct run has none).
+                scalar(direct, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        + " WHERE datname = current_database() AND application_name = 'switchyard'");
+                Thread.sleep(300);
+                for (int i = 0; i < n; i++) {
+                    cs[i].setAutoCommit(!inTx);
+                    String a = rows(all[i]);
+                    String b = rows(two[i]);
+                    if (inTx) {
+                        cs[i].rollback();
+                        cs[i].setAutoCommit(true);
+                    }
+                    out("step " + step + " conn " + i + ": " + a + " | " + b);
+                }
+                for (int i = 0; i < n; i++) {
+                    out("step " + step + " conn " + i + " again: " + rows(all[i]) + " | " + rows(two[i]));
+                }
+            }
+        } finally {
+            for (Connection c : cs) {
+                if (c != null) {
+                    c.close();
+                }
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         Thread watchdog = new Thread(() -> {
             try {
@@ -197,6 +271,9 @@ public class Scenarios {
                 break;
             case "dirty":
                 dirty(args[1]);
+                break;
+            case "stale":
+                stale(Integer.parseInt(args[1]));
                 break;
             default:
                 throw new IllegalArgumentException("unknown scenario " + args[0]);
