@@ -1482,6 +1482,28 @@ async fn a_deallocate_after_a_refused_parse_lets_the_batch_after_it_run() {
     same_answers(&mut direct, &mut proxied, &rounds).await;
 }
 
+/// [`pair`] through a proxy with one primary connection and no replicas (and
+/// `checkout_timeout` when given), so that every batch of the session meets what earlier
+/// ones left on it.
+async fn one_connection_pair(name: &str, checkout_timeout: &str) -> (Proxy, Raw, Raw) {
+    let (direct_db, proxied_db) = (format!("{name}_direct"), format!("{name}_proxied"));
+    setup(&direct_db);
+    setup(&proxied_db);
+    let mut config = config(&proxied_db)
+        .replace("size = 2", "size = 1")
+        .replace("replicas = [", "# replicas = [");
+    if !checkout_timeout.is_empty() {
+        config = config.replace(
+            "checkout_timeout = \"10s\"",
+            &format!("checkout_timeout = \"{checkout_timeout}\""),
+        );
+    }
+    let p = start_proxy(&config);
+    let direct = Raw::connect(cluster().primary_port(), "postgres", &direct_db, &[]).await;
+    let proxied = Raw::connect(p.port, "app_trust", &proxied_db, &[]).await;
+    (p, direct, proxied)
+}
+
 /// Found with postgres.js (`pg_drivers::postgres_js_habits_...`): after a table changed shape,
 /// a server refuses a statement prepared before (0A000, "cached plan must not change result
 /// type"), and drivers prepare the text again, under a new name or the same after a Close.
@@ -1491,16 +1513,7 @@ async fn a_deallocate_after_a_refused_parse_lets_the_batch_after_it_run() {
 /// that every batch meets the statement where it went stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_a_schema_change_made_stale_can_be_prepared_again() {
-    let (direct_db, proxied_db) = ("stale_direct", "stale_proxied");
-    setup(direct_db);
-    setup(proxied_db);
-    let p = start_proxy(
-        &config(proxied_db)
-            .replace("size = 2", "size = 1")
-            .replace("replicas = [", "# replicas = ["),
-    );
-    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
-    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let (_p, mut direct, mut proxied) = one_connection_pair("stale", "").await;
     let cat = |parts: &[Vec<u8>]| parts.concat();
     let sel = "SELECT * FROM alt";
     let run = |stmt: &str| {
@@ -1557,16 +1570,8 @@ async fn a_statement_a_schema_change_made_stale_can_be_prepared_again() {
 /// connection is ended (`pg_terminate_backend`) between the change and the runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_statement_prepared_anew_on_another_connection_is_refused() {
-    let (direct_db, proxied_db) = ("stale2_direct", "stale2_proxied");
-    setup(direct_db);
-    setup(proxied_db);
-    let p = start_proxy(
-        &config(proxied_db)
-            .replace("size = 2", "size = 1")
-            .replace("replicas = [", "# replicas = ["),
-    );
-    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
-    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let proxied_db = "stale2_proxied";
+    let (_p, mut direct, mut proxied) = one_connection_pair("stale2", "").await;
     let cat = |parts: &[Vec<u8>]| parts.concat();
     let run = |stmt: &str| cat(&[msg::bind("", stmt, &[]), msg::execute(""), msg::sync()]);
     let (all, one) = ("SELECT * FROM alt2", "SELECT a FROM alt2 WHERE a = $1");
@@ -1644,18 +1649,8 @@ async fn a_stale_statement_prepared_anew_on_another_connection_is_refused() {
 /// server connection still gets it in between, and sees none of the first client's settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_sets_follow_the_client_without_pinning_it() {
-    let (direct_db, proxied_db) = ("sets_direct", "sets_proxied");
-    setup(direct_db);
-    setup(proxied_db);
-    let p = start_proxy(
-        &config(proxied_db)
-            .replace("size = 2", "size = 1")
-            .replace("checkout_timeout = \"10s\"", "checkout_timeout = \"1s\"")
-            .replace("replicas = [", "# replicas = ["),
-    );
-    let mut direct = Raw::connect(cluster().primary_port(), "postgres", direct_db, &[]).await;
-    let mut proxied = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
-    let mut other = Raw::connect(p.port, "app_trust", proxied_db, &[]).await;
+    let (p, mut direct, mut proxied) = one_connection_pair("sets", "1s").await;
+    let mut other = Raw::connect(p.port, "app_trust", "sets_proxied", &[]).await;
     let show = "SELECT current_setting('work_mem'), current_setting('extra_float_digits'), \
                 current_setting('TimeZone'), current_setting('search_path'), \
                 current_setting('statement_timeout')";

@@ -1158,8 +1158,18 @@ fn postgres_js_pool_of_24_workers_commits_exactly_what_each_was_told() {
 /// which are ended after each change; the output must equal a direct run's.
 #[test]
 fn asyncpg_statements_prepared_before_alter_table_answer_as_on_the_primary() {
+    stale_statements_answer_as_on_the_primary(
+        Lang::Python,
+        "stale_after_alter",
+        "6",
+        "drv_apg_stale",
+    );
+}
+
+/// Run `scenario` (`conns` connections) over a proxy pool of two primary connections and
+/// directly, with a fresh `stale_t` each time; the outputs must be the same.
+fn stale_statements_answer_as_on_the_primary(lang: Lang, scenario: &str, conns: &str, db: &str) {
     let _g = serial();
-    let db = "drv_apg_stale";
     fresh_db(db, "");
     let p = start_proxy(&drivers_config(db, 1, 2, false));
     let reset = || {
@@ -1170,9 +1180,9 @@ fn asyncpg_statements_prepared_before_alter_table_answer_as_on_the_primary() {
         );
     };
     let (via, direct) = run_both(
-        Lang::Python,
-        "stale_after_alter",
-        &["6"],
+        lang,
+        scenario,
+        &[conns],
         &Target::proxy(&p, db),
         Duration::from_secs(120),
         &reset,
@@ -1182,7 +1192,7 @@ fn asyncpg_statements_prepared_before_alter_table_answer_as_on_the_primary() {
     assert_eq!(
         via.lines(),
         direct.lines(),
-        "asyncpg through the proxy differs from direct:\n{}",
+        "{scenario} through the proxy differs from direct:\n{}",
         diff(&via, &direct)
     );
 }
@@ -1194,31 +1204,5 @@ fn asyncpg_statements_prepared_before_alter_table_answer_as_on_the_primary() {
 /// log in (checkout_timeout); the proxy now carries such a setting instead.
 #[test]
 fn pgjdbc_statements_prepared_before_alter_table_answer_as_on_the_primary() {
-    let _g = serial();
-    let db = "drv_jdbc_stale";
-    fresh_db(db, "");
-    let p = start_proxy(&drivers_config(db, 1, 2, false));
-    let reset = || {
-        primary_sql(
-            db,
-            "DROP TABLE IF EXISTS stale_t; CREATE TABLE stale_t (id int PRIMARY KEY, v int); \
-             INSERT INTO stale_t VALUES (1, 10), (2, 20)",
-        );
-    };
-    let (via, direct) = run_both(
-        Lang::Java,
-        "stale",
-        &["4"],
-        &Target::proxy(&p, db),
-        Duration::from_secs(120),
-        &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "pgjdbc through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
-    );
+    stale_statements_answer_as_on_the_primary(Lang::Java, "stale", "4", "drv_jdbc_stale");
 }

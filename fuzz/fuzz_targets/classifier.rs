@@ -1,5 +1,6 @@
 //! The statement classifier (`router::classify`) for both dialects, plus the hint parsers
-//! (`router::hints::leading_hint`, `route_setting`), on arbitrary UTF-8.
+//! (`router::hints::leading_hint`, `route_setting`) and the PostgreSQL session's reader of
+//! plain `SET`s it carries (`pg::session::plain_set`), on arbitrary UTF-8.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // A SET the proxy carries: a lower-case name that is not one it must leave alone, and a
+    // value set_config() can take (no NUL).
+    if let Some((name, value)) = switchyard::pg::session::plain_set(text) {
+        assert!(!name.is_empty() && name == name.to_ascii_lowercase(), "{name}");
+        assert!(!["role", "session_authorization"].contains(&name.as_str()));
+        assert!(!name.starts_with("transaction") && !value.contains('\0'));
+        assert!(text.trim_start()[..3].eq_ignore_ascii_case("set"));
+    }
     let hint = leading_hint(text);
     let setting = route_setting(text);
     for (cached, uncached) in classifiers() {

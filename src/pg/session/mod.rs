@@ -33,6 +33,7 @@ use crate::router::hints::Hint;
 use crate::router::session_state::State;
 use bytes::{Buf, BytesMut};
 use pump::Pump;
+pub use settings::plain_set;
 pub(crate) use settings::settings_sql;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;

@@ -55,7 +55,7 @@ const NAME_LISTS: &[&str] = &[
 /// lower case) and the value as `set_config` takes it. None for anything else (`LOCAL`,
 /// `ROLE`, `SESSION AUTHORIZATION`, `TRANSACTION`, `DEFAULT`, quoted names, comments, ...):
 /// that pins the client as before.
-pub(crate) fn plain_set(sql: &str) -> Option<(String, String)> {
+pub fn plain_set(sql: &str) -> Option<(String, String)> {
     let s = sql.trim();
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
     if s.contains("--") || s.contains("/*") || s.contains(';') || s.contains('\\') {
