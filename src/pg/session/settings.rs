@@ -58,7 +58,13 @@ const NAME_LISTS: &[&str] = &[
 pub fn plain_set(sql: &str) -> Option<(String, String)> {
     let s = sql.trim();
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
-    if s.contains("--") || s.contains("/*") || s.contains(';') || s.contains('\\') {
+    if s.contains("--")
+        || s.contains("/*")
+        || s.contains(';')
+        || s.contains('\\')
+        || s.chars()
+            .any(|c| c.is_control() && !c.is_ascii_whitespace())
+    {
         return None;
     }
     let toks = set_tokens(s)?;
@@ -81,6 +87,7 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
             i += 2;
             "timezone".to_string()
         }
+        name if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') => return None,
         name => {
             i += 1;
             match (toks.get(i), word(i).as_deref()) {
@@ -276,6 +283,9 @@ mod tests {
             "SET work_mem = 'unterminated",
             "SET a = 1 2",
             "SET a = 1,",
+            "SET-OA = 1",
+            "SET a = 'x\0y'",
+            "SET a = 'x\u{7}y'",
             "SELECT set_config('work_mem', '1MB', false)",
             "RESET work_mem",
         ] {
