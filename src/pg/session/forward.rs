@@ -3,12 +3,11 @@
 //! proxy-prepared ones (a Parse injected where the held connection lacks the statement),
 //! and statements with a session effect pin the client.
 
-use super::{ClientName, Named, Pend, Session, SessionError, Undo};
+use super::{ClientName, Pend, Session, SessionError, Undo};
 use crate::config::PoolMode;
 use crate::pg::codec::{self, Header};
-use crate::pg::prepared::{StmtDef, STALE_NAME};
+use crate::pg::prepared::STALE_NAME;
 use crate::router::session_state::{self, Effect, State};
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -384,352 +383,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Ok(())
     }
 
-    /// The client's startup settings that the statement `sql` (with effect `e`) resets.
-    fn settings_reset_by(&self, sql: &[u8], e: &Effect) -> Vec<(String, String)> {
-        if e.resets_all {
-            return (*self.startup).clone();
-        }
-        let names = std::str::from_utf8(sql)
-            .map(session_state::reset_names)
-            .unwrap_or_default();
-        self.startup
-            .iter()
-            .filter(|(k, _)| names.iter().any(|n| n.eq_ignore_ascii_case(k)))
-            .cloned()
-            .collect()
-    }
-
-    /// `sql` (a simple Query) is a plain `SET` the proxy carries to the client's other
-    /// connections: transaction mode, and surely outside a transaction, so that it commits
-    /// as soon as it succeeds (see `Pend::Ready`).
-    fn carried_set(&self, sql: &[u8]) -> Option<(String, String)> {
-        let idle = self.tx_status == b'I'
-            && self.deferred_begin.is_none()
-            && !self.batch_open
-            && !self
-                .pending
-                .iter()
-                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }));
-        if !idle {
-            return None;
-        }
-        super::settings::plain_set(std::str::from_utf8(sql).ok()?)
-    }
-
-    /// The batch that opened with a carried `SET` (`set_batch`) goes on with a message
-    /// `tag`: its Bind, Describes, one Execute, Flushes and the Sync keep it so; anything
-    /// else makes it a batch whose settings the proxy does not carry (the client stays
-    /// pinned).
-    fn follow_set_batch(&mut self, tag: u8, body: &[u8]) {
-        let Some((_, executed)) = self.set_batch.as_mut() else {
-            return;
-        };
-        let keeps = match tag {
-            b'B' => !*executed && codec::bind_msg(body).is_ok_and(|b| b.statement.is_empty()),
-            b'E' => !std::mem::replace(executed, true),
-            b'D' | b'H' | b'S' => true,
-            _ => false,
-        };
-        if !keeps {
-            self.set_batch = None;
-            self.sets_unknown = true;
-        }
-    }
-
-    /// A statement that resets settings (`e`) was sent: the client's carried `SET`s of those
-    /// settings end (a direct connection returns to the startup values, which the proxy
-    /// applies again). The held connection is reset before another client gets it, in case
-    /// the statement does not run after all.
-    fn forget_carried(&mut self, sql: &[u8], e: &Effect) {
-        if self.recorded.is_empty() {
-            return;
-        }
-        let names = if e.resets_all {
-            None
-        } else {
-            Some(
-                std::str::from_utf8(sql)
-                    .map(session_state::reset_names)
-                    .unwrap_or_default(),
-            )
-        };
-        let before = self.recorded.len();
-        self.recorded.retain(|(k, _)| {
-            names
-                .as_ref()
-                .is_some_and(|names| !names.iter().any(|n| n.eq_ignore_ascii_case(k)))
-        });
-        if self.recorded.len() != before {
-            self.wanted = Arc::new(super::settings::merged(&self.startup, &self.recorded));
-            if let Some(conn) = self.backend.as_mut() {
-                conn.state_unknown = true;
-            }
-        }
-    }
-
-    /// A Parse of a statement that resets settings: apply them again after the batch's Sync.
-    fn reapply_later(&mut self, sql: &[u8], e: &Effect) {
-        if !e.resets_settings {
-            return;
-        }
-        self.forget_carried(sql, e);
-        let again = self.settings_reset_by(sql, e);
-        let pending = self.reapply_at_sync.get_or_insert_with(Vec::new);
-        for kv in again {
-            if !pending.contains(&kv) {
-                pending.push(kv);
-            }
-        }
-    }
-
-    /// After a statement that resets settings: send the client's startup values of those
-    /// settings again (a direct connection returns to them), its answers swallowed.
-    fn reapply_settings(&mut self, settings: &[(String, String)]) {
-        if settings.is_empty() {
-            return;
-        }
-        let sql = super::settings_sql(&[], settings);
-        codec::put_query(&mut self.bout, &sql);
-        self.unnamed_here = false;
-        self.pending.push_back(Pend::Swallow);
-    }
-
-    /// A client statement name known to the proxy (transaction mode, non-empty names), with
-    /// its statement.
-    fn client_statement(&mut self, name: &[u8]) -> Option<(ClientName, Arc<StmtDef>)> {
-        if self.mode != PoolMode::Transaction || name.is_empty() {
-            return None;
-        }
-        let (name, def) = self.stmts.get_key_value(name)?;
-        // Replaying on another connection would need this statement there too.
-        self.replay_ok = false;
-        Some((name.clone(), def.clone()))
-    }
-
-    /// Transaction mode: the client's unnamed statement, parsed in an earlier batch, goes
-    /// to the held connection again unless it is there (its ParseComplete swallowed). A
-    /// client without one gets the server's own error, not whatever unnamed statement the
-    /// connection was left with by an earlier batch, its own or another client's: the
-    /// proxy closes that first (its CloseComplete swallowed).
-    fn ensure_unnamed(&mut self) {
-        if self.mode != PoolMode::Transaction || self.unnamed_here {
-            return;
-        }
-        if self.unnamed_parse.is_empty() {
-            codec::put_target(&mut self.bout, b'C', b'S', b"");
-            self.pending.push_back(Pend::Close { injected: true });
-            return;
-        }
-        self.bout.extend_from_slice(&self.unnamed_parse);
-        self.unnamed_here = true;
-        self.pending.push_back(Pend::Parse {
-            def: None,
-            client_name: None,
-            injected: true,
-            unnamed: true,
-        });
-    }
-
-    /// A Bind or Describe of `def` is sent under `STALE_NAME`, to be refused as stale: the
-    /// statement is stale, and the transaction has not failed (then a server refuses it for
-    /// that first, as it does here: the statement is bound or answered as before).
-    fn refuse_stale(&self, def: &StmtDef) -> bool {
-        def.is_stale() && !self.surely_failed()
-    }
-
-    /// Inject a Parse if the held connection lacks the statement.
-    fn ensure_prepared(&mut self, def: &Arc<StmtDef>) {
-        self.prepare_on_backend(def, None);
-    }
-
-    /// Queue a Parse of `def` under its proxy name unless the held connection has it.
-    /// `client_name` is the client's own Parse being answered (its ParseComplete is
-    /// forwarded); without one the Parse is injected and its answer swallowed.
-    fn prepare_on_backend(&mut self, def: &Arc<StmtDef>, client_name: Option<ClientName>) -> bool {
-        let conn = self.backend.as_mut().expect("held");
-        if !conn.prepared.insert(def.id) {
-            return false;
-        }
-        codec::put_parse(
-            &mut self.bout,
-            def.backend_name().as_bytes(),
-            &def.query,
-            &def.param_types,
-        );
-        let injected = client_name.is_none();
-        self.pending.push_back(Pend::Parse {
-            def: Some(def.clone()),
-            client_name: client_name.clone(),
-            injected,
-            unnamed: false,
-        });
-        // Described with it: to learn its shape, or, for one that returns rows, to check its
-        // result type (a table it reads may have changed since the proxy learnt it).
-        let describe = match def.shape.get() {
-            None => true,
-            Some(shape) => shape.rows && !def.is_stale(),
-        };
-        if describe {
-            codec::put_target(&mut self.bout, b'D', b'S', def.backend_name().as_bytes());
-            self.pending.push_back(Pend::Learn {
-                def: def.clone(),
-                param_desc: None,
-                hold: false,
-                repoint: client_name,
-            });
-        }
-        true
-    }
-
-    /// A Bind or Describe (`h`, next in `cin`) of a client statement that returns rows, on a
-    /// held connection that lacks it: its statement, to be prepared there and its result type
-    /// checked before the message goes on (see [`Self::check_shape`]).
-    pub(super) fn needs_shape_check(&self, h: &Header) -> Option<Named> {
-        if self.mode != PoolMode::Transaction || !matches!(h.tag, b'B' | b'D') {
-            return None;
-        }
-        let body = &self.cin[5..h.wire_len];
-        let name = match h.tag {
-            b'B' => codec::bind_msg(body).ok()?.statement,
-            _ => match codec::target_msg(body).ok()? {
-                (b'S', name) => name,
-                _ => return None,
-            },
-        };
-        if name.is_empty() {
-            return None;
-        }
-        let (name, def) = self.stmts.get_key_value(name)?;
-        let conn = self.backend.as_ref()?;
-        let check = !conn.prepared.contains(&def.id)
-            && !def.is_stale()
-            && def.shape.get().is_some_and(|s| s.rows)
-            && !self.surely_failed();
-        check.then(|| (name.clone(), def.clone()))
-    }
-
-    /// Prepare `def` on the held connection and check its result type, with a Flush so the
-    /// server answers now: the client's Bind or Describe of it waits for the answer
-    /// (`Pend::Learn`'s `hold`). A server plans a prepared statement again after a table it
-    /// reads changed and refuses it if its result type changed (0A000); here the statement is
-    /// prepared anew, so the proxy compares, and a Bind that went on would return rows of
-    /// columns the client was never told of.
-    pub(super) fn check_shape(&mut self, (name, def): Named) {
-        self.batch_open = true;
-        self.prepare_on_backend(&def, None);
-        let untold = self.untold.contains(&name);
-        if let Some(Pend::Learn { hold, repoint, .. }) = self.pending.back_mut() {
-            *hold = true;
-            *repoint = untold.then_some(name);
-        }
-        self.bout.extend_from_slice(&[b'H', 0, 0, 0, 4]);
-    }
-
-    /// A check of a statement's result type is awaited (see [`Self::check_shape`]).
-    pub(super) fn shape_check_pending(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|p| matches!(p, Pend::Learn { hold: true, .. }))
-    }
-
-    /// A Bind (`bind_rest`: what follows its statement name) or Describe of client statement
-    /// `name` in a failed transaction, on a connection that does not have the statement: the
-    /// Parse that would bring it there would be refused, so the answer is the server's own,
-    /// made from the statement's `shape`: a Bind's parameter counts are checked first, then
-    /// it is refused unless it ends the transaction; a Describe of a statement that returns
-    /// no rows is answered. None: the server answers (the statement is there, the
-    /// transaction is not surely failed where this runs, or the shape is unknown). The bool
-    /// says the server skips the rest of the batch.
-    fn failed_tx_answer(
-        &self,
-        name: &[u8],
-        def: &StmtDef,
-        bind_rest: Option<&[u8]>,
-    ) -> Option<(Box<[u8]>, bool)> {
-        if !self.surely_failed() {
-            return None;
-        }
-        if self.backend.as_ref()?.prepared.contains(&def.id) {
-            return None;
-        }
-        let shape = def.shape.get()?;
-        let ends = super::routing::starts_with_any(&def.query, TRANSACTION_EXITS);
-        let Some(rest) = bind_rest else {
-            return Some(if shape.rows {
-                (aborted_error(), true)
-            } else {
-                let mut answer = shape.param_desc.to_vec();
-                answer.extend_from_slice(&[b'n', 0, 0, 0, 4]);
-                (answer.into(), false)
-            });
-        };
-        let (formats, params) = codec::bind_counts(rest)?;
-        let error = if formats > 1 && formats != params {
-            server_error(
-                "08P01",
-                &format!("bind message has {formats} parameter formats but {params} parameters"),
-            )
-        } else if params != shape.params {
-            server_error(
-                "08P01",
-                &format!(
-                    "bind message supplies {params} parameters, but prepared statement \"{}\" \
-                     requires {}",
-                    String::from_utf8_lossy(name),
-                    shape.params
-                ),
-            )
-        } else if ends && params == 0 {
-            return None;
-        } else {
-            aborted_error()
-        };
-        Some((error, true))
-    }
-
-    /// A Parse of `name`, which the client has, in a transaction that has surely failed on a
-    /// connection that lacks the statement: the Parse the proxy would put in front to give
-    /// the server the name is refused there, so the proxy answers as a server does. It
-    /// refuses a statement that does not end the transaction before it looks at the name
-    /// (25P02), and reports the name taken for one that does (42P05).
-    fn failed_tx_reparse_answer(
-        &self,
-        name: &[u8],
-        query: &[u8],
-        def: &StmtDef,
-    ) -> Option<Box<[u8]>> {
-        if !self.surely_failed() || self.backend.as_ref()?.prepared.contains(&def.id) {
-            return None;
-        }
-        Some(
-            if super::routing::starts_with_any(query, TRANSACTION_EXITS) {
-                server_error(
-                    "42P05",
-                    &format!(
-                        "prepared statement \"{}\" already exists",
-                        String::from_utf8_lossy(name)
-                    ),
-                )
-            } else {
-                aborted_error()
-            },
-        )
-    }
-
-    /// Queue [`Self::failed_tx_answer`]'s answer, if it has one (the server then skips what
-    /// it would have skipped).
-    fn answered_in_failed_tx(&mut self, name: &[u8], def: &StmtDef, rest: Option<&[u8]>) -> bool {
-        let Some((answer, skips)) = self.failed_tx_answer(name, def, rest) else {
-            return false;
-        };
-        self.pending.push_back(Pend::Local(answer));
-        self.server_skips = skips;
-        true
-    }
-
     /// The transaction has failed and stays so up to what comes next: nothing unanswered can
     /// end it (an Execute or a Sync or Query could; a Parse, Bind, Describe or Close cannot).
-    fn surely_failed(&self) -> bool {
+    pub(super) fn surely_failed(&self) -> bool {
         self.tx_status == b'E'
             && !self
                 .pending
@@ -789,7 +445,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// The held connection ran something whose effect on session state is unknown.
-    fn mark_state_unknown(&mut self) {
+    pub(super) fn mark_state_unknown(&mut self) {
         if let Some(conn) = self.backend.as_mut() {
             conn.state_unknown = true;
         }
@@ -797,7 +453,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Pin the client on the state `sql` may leave behind. Returns the effect for the
     /// caller's bookkeeping.
-    fn note_session_effect(&mut self, sql: &[u8]) -> Effect {
+    pub(super) fn note_session_effect(&mut self, sql: &[u8]) -> Effect {
         if session_state::surely_no_effect(sql) {
             return Effect::default();
         }
@@ -877,7 +533,7 @@ pub(super) fn one_statement(sql: &[u8]) -> bool {
 }
 
 /// An ErrorResponse as a server words it (no proxy prefix), for the client.
-fn server_error(code: &str, message: &str) -> Box<[u8]> {
+pub(super) fn server_error(code: &str, message: &str) -> Box<[u8]> {
     let mut out = bytes::BytesMut::new();
     codec::put_error(&mut out, "ERROR", code, message);
     out.to_vec().into()
@@ -893,10 +549,11 @@ fn duplicate_statement(name: &[u8]) -> Box<[u8]> {
 }
 
 /// The statements a server runs in a failed transaction (by their first word).
-const TRANSACTION_EXITS: &[&str] = &["commit", "rollback", "end", "abort", "prepare transaction"];
+pub(super) const TRANSACTION_EXITS: &[&str] =
+    &["commit", "rollback", "end", "abort", "prepare transaction"];
 
 /// What a server answers a statement in a failed transaction.
-fn aborted_error() -> Box<[u8]> {
+pub(super) fn aborted_error() -> Box<[u8]> {
     server_error(
         "25P02",
         "current transaction is aborted, commands ignored until end of transaction block",

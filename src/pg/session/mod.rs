@@ -13,6 +13,7 @@
 //! status idle, nothing sent to it is unanswered, and the client left no session state on it.
 
 mod backend_msgs;
+mod carried;
 mod client_msgs;
 mod forward;
 mod lease;
@@ -20,6 +21,7 @@ mod muxed;
 mod pump;
 mod routing;
 mod settings;
+mod statements;
 
 use crate::cluster::Want;
 use crate::config::PoolMode;

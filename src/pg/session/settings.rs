@@ -57,6 +57,12 @@ const NAME_LISTS: &[&str] = &[
 /// that pins the client as before.
 pub fn plain_set(sql: &str) -> Option<(String, String)> {
     let s = sql.trim();
+    // Every Query and unnamed Parse of a client in transaction mode comes here: most are
+    // not SETs, and leave at once.
+    let b = s.as_bytes();
+    if b.len() < 4 || !b[..3].eq_ignore_ascii_case(b"set") || !b[3].is_ascii_whitespace() {
+        return None;
+    }
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
     if s.contains("--")
         || s.contains("/*")

@@ -1,0 +1,121 @@
+//! Settings that follow the client from connection to connection: plain `SET`s the proxy
+//! carries instead of pinning (recorded when their answer comes, see `backend_msgs.rs`), and
+//! the client's startup values applied again after a `RESET`.
+
+use super::{Pend, Session};
+use crate::pg::codec;
+use crate::router::session_state::{self, Effect};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// The client's startup settings that the statement `sql` (with effect `e`) resets.
+    pub(super) fn settings_reset_by(&self, sql: &[u8], e: &Effect) -> Vec<(String, String)> {
+        if e.resets_all {
+            return (*self.startup).clone();
+        }
+        let names = std::str::from_utf8(sql)
+            .map(session_state::reset_names)
+            .unwrap_or_default();
+        self.startup
+            .iter()
+            .filter(|(k, _)| names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+            .cloned()
+            .collect()
+    }
+
+    /// `sql` (a simple Query) is a plain `SET` the proxy carries to the client's other
+    /// connections: transaction mode, and surely outside a transaction, so that it commits
+    /// as soon as it succeeds (see `Pend::Ready`).
+    pub(super) fn carried_set(&self, sql: &[u8]) -> Option<(String, String)> {
+        let idle = self.tx_status == b'I'
+            && self.deferred_begin.is_none()
+            && !self.batch_open
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }));
+        if !idle {
+            return None;
+        }
+        super::settings::plain_set(std::str::from_utf8(sql).ok()?)
+    }
+
+    /// The batch that opened with a carried `SET` (`set_batch`) goes on with a message
+    /// `tag`: its Bind, Describes, one Execute, Flushes and the Sync keep it so; anything
+    /// else makes it a batch whose settings the proxy does not carry (the client stays
+    /// pinned).
+    pub(super) fn follow_set_batch(&mut self, tag: u8, body: &[u8]) {
+        let Some((_, executed)) = self.set_batch.as_mut() else {
+            return;
+        };
+        let keeps = match tag {
+            b'B' => !*executed && codec::bind_msg(body).is_ok_and(|b| b.statement.is_empty()),
+            b'E' => !std::mem::replace(executed, true),
+            b'D' | b'H' | b'S' => true,
+            _ => false,
+        };
+        if !keeps {
+            self.set_batch = None;
+            self.sets_unknown = true;
+        }
+    }
+
+    /// A statement that resets settings (`e`) was sent: the client's carried `SET`s of those
+    /// settings end (a direct connection returns to the startup values, which the proxy
+    /// applies again). The held connection is reset before another client gets it, in case
+    /// the statement does not run after all.
+    pub(super) fn forget_carried(&mut self, sql: &[u8], e: &Effect) {
+        if self.recorded.is_empty() {
+            return;
+        }
+        let names = if e.resets_all {
+            None
+        } else {
+            Some(
+                std::str::from_utf8(sql)
+                    .map(session_state::reset_names)
+                    .unwrap_or_default(),
+            )
+        };
+        let before = self.recorded.len();
+        self.recorded.retain(|(k, _)| {
+            names
+                .as_ref()
+                .is_some_and(|names| !names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+        });
+        if self.recorded.len() != before {
+            self.wanted = Arc::new(super::settings::merged(&self.startup, &self.recorded));
+            if let Some(conn) = self.backend.as_mut() {
+                conn.state_unknown = true;
+            }
+        }
+    }
+
+    /// A Parse of a statement that resets settings: apply them again after the batch's Sync.
+    pub(super) fn reapply_later(&mut self, sql: &[u8], e: &Effect) {
+        if !e.resets_settings {
+            return;
+        }
+        self.forget_carried(sql, e);
+        let again = self.settings_reset_by(sql, e);
+        let pending = self.reapply_at_sync.get_or_insert_with(Vec::new);
+        for kv in again {
+            if !pending.contains(&kv) {
+                pending.push(kv);
+            }
+        }
+    }
+
+    /// After a statement that resets settings: send the client's startup values of those
+    /// settings again (a direct connection returns to them), its answers swallowed.
+    pub(super) fn reapply_settings(&mut self, settings: &[(String, String)]) {
+        if settings.is_empty() {
+            return;
+        }
+        let sql = super::settings_sql(&[], settings);
+        codec::put_query(&mut self.bout, &sql);
+        self.unnamed_here = false;
+        self.pending.push_back(Pend::Swallow);
+    }
+}
