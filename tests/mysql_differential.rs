@@ -58,6 +58,25 @@ fn servers() -> &'static (MariaCluster, MariaCluster) {
             c.exec(0, "SET GLOBAL innodb_lock_wait_timeout = 1")
                 .unwrap();
             c.create_database(DB).unwrap();
+        }
+        // Gap locks reach as far as the next index record, and a deleted row stays a record
+        // until InnoDB's purge removes it, whenever that runs on each server. So a statement
+        // could wait for a gap lock on one server (ER_LOCK_WAIT_TIMEOUT) and not on the other
+        // (seen once in CI). A read view held open on each primary from before the tables
+        // exist keeps purge from removing any of their rows on either side: the gaps are the
+        // same on both, whatever purge's timing.
+        static SNAPSHOTS: OnceLock<Vec<Conn>> = OnceLock::new();
+        SNAPSHOTS.get_or_init(|| {
+            [&direct, &proxied]
+                .map(|c| {
+                    let mut hold = connect(c.primary_port(), plain_caps());
+                    let ok = run(&mut hold, "START TRANSACTION WITH CONSISTENT SNAPSHOT");
+                    assert_eq!(err_in(&ok), None, "a read view to hold purge back");
+                    hold
+                })
+                .into()
+        });
+        for c in [&direct, &proxied] {
             c.query_db(0, Some(DB), SETUP).unwrap();
             c.wait_caught_up(Duration::from_secs(30)).unwrap();
         }

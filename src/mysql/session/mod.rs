@@ -155,6 +155,10 @@ pub struct Session<S> {
     /// The status flags may be out of date (an ERR with autocommit off): asked of the
     /// server after the command.
     status_stale: bool,
+    /// The last answer relayed: how many statements of its command completed (an OK, or a
+    /// result set's EOF), and the error that ended it, if one did. A text of several
+    /// statements stops at its first error: the ones after it did not run.
+    answered: (usize, Option<u16>),
     /// The statement ids (server's, client's) of the command in flight: the server's errors
     /// are passed on naming the client's.
     err_ids: Option<(u32, u32)>,
@@ -235,6 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             names_collations: Default::default(),
             implicit_tx: false,
             status_stale: false,
+            answered: (0, None),
             err_ids: None,
             long_data: false,
             long_data_fresh: Vec::new(),
@@ -513,7 +518,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// client is pinned for the variable it set).
     pub(super) fn after_statement(&mut self, sql: &[u8]) {
         self.note_implicit_tx(sql);
-        if self.own.stale & own::STALE_FOUND_ROWS != 0 && own::selects_into(sql) {
+        let (ran, failed) = self.answered;
+        if self.own.stale & own::STALE_FOUND_ROWS != 0 && own::selects_into(sql, ran, failed) {
             self.own.stale &= !own::STALE_FOUND_ROWS;
         }
     }

@@ -302,17 +302,28 @@ pub fn calcs_found_rows(sql: &str) -> bool {
     contains_ignore_case(sql.as_bytes(), b"sql_calc_found_rows")
 }
 
-/// Whether a statement of `sql` is a `SELECT ... INTO` (it sets `FOUND_ROWS()` without a
-/// result set). Another statement's `INTO` (`INSERT INTO`) beside a `SELECT` is not one.
-pub(super) fn selects_into(sql: &[u8]) -> bool {
+/// Whether a statement of `sql` that ran is a `SELECT ... INTO` (it sets `FOUND_ROWS()`
+/// without a result set). Another statement's `INTO` (`INSERT INTO`) beside a `SELECT` is not
+/// one. `ran` statements completed, and `failed` is the error that stopped the next, if one
+/// did: a `SELECT ... INTO` that found more than one row (1172) has counted them, one refused
+/// before it ran has not, and the statements after it never ran. (A `CALL` answers with a
+/// result per `SELECT` it runs, which counts them too high after it.)
+pub(super) fn selects_into(sql: &[u8], ran: usize, failed: Option<u16>) -> bool {
     if !contains_ignore_case(sql, b"INTO") {
         return false;
     }
     let sql = String::from_utf8_lossy(sql);
     let mut statements = crate::router::lexer::statements(&sql);
     std::iter::from_fn(|| statements.next_with_text())
-        .any(|(lead, text)| lead.is(0, "SELECT") && contains_ignore_case(text.as_bytes(), b"INTO"))
+        .enumerate()
+        .take_while(|(i, _)| *i < ran || (*i == ran && failed == Some(ER_TOO_MANY_ROWS)))
+        .any(|(_, (lead, text))| {
+            lead.is(0, "SELECT") && contains_ignore_case(text.as_bytes(), b"INTO")
+        })
 }
+
+/// "Result consisted of more than one row": a `SELECT ... INTO` that counted its rows.
+const ER_TOO_MANY_ROWS: u16 = 1172;
 
 /// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
 pub(super) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -538,8 +549,22 @@ mod tests {
             ("SELECT 1", false),
             ("UPDATE t SET v = 1; SELECT v INTO @u FROM t", true),
         ] {
-            assert_eq!(selects_into(sql.as_bytes()), want, "{sql}");
+            assert_eq!(selects_into(sql.as_bytes(), 9, None), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_select_into_that_did_not_run_counts_nothing() {
+        let sql = b"INSERT INTO tt VALUES (43); DROP TEMPORARY TABLE tt; SELECT v INTO @u FROM t";
+        // All ran; the INSERT failed (the rest never ran); the DROP failed.
+        assert!(selects_into(sql, 3, None));
+        assert!(!selects_into(sql, 0, Some(1146)));
+        assert!(!selects_into(sql, 1, Some(1051)));
+        // The SELECT ... INTO itself failed: with too many rows it counted them, refused
+        // outright it did not.
+        assert!(selects_into(sql, 2, Some(1172)));
+        assert!(!selects_into(sql, 2, Some(1054)));
+        assert!(selects_into(b"SELECT 1 INTO @a; SELECT 2", 1, Some(1054)));
     }
 
     #[test]

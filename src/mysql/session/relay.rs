@@ -70,6 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let mut continued = false;
         let mut rows = 0u64;
+        self.answered = (0, None);
         loop {
             let (header_len, payload_len, first) = self.next_backend_packet().await?;
             let wire = header_len + payload_len;
@@ -87,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (At::First, _) | (At::Next, _) => match first {
                     Some(codec::OK_HEADER) if answer != Answer::FieldList => {
                         let more = self.on_ok(wire, answer != Answer::Command)?;
+                        self.answered.0 += 1;
                         at = At::Next;
                         !more
                     }
@@ -142,6 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         // No rows yet: as far as the server says, a result of none.
                         let warnings = self.eof_at_head(wire).map_or(0, |e| e.warnings);
                         self.own.result_set(0, warnings);
+                        self.answered.0 += 1;
                         self.on_eof(wire);
                         true
                     } else {
@@ -154,6 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Some(codec::EOF_HEADER) if payload_len < 9 => {
                         let warnings = self.eof_at_head(wire).map_or(0, |e| e.warnings);
                         self.own.result_set(std::mem::take(&mut rows), warnings);
+                        self.answered.0 += 1;
                         let more = self.on_eof(wire);
                         at = At::Next;
                         !more
@@ -440,6 +444,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         };
         self.own.error(e.code, e.message);
+        self.answered.1 = Some(e.code);
         // An ERR carries no status. With autocommit off, a statement that failed may still
         // have opened a transaction (and kept its locks); a deadlock or lock wait timeout
         // may have rolled one back. The server is asked before anything relies on it.
