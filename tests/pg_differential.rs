@@ -1693,6 +1693,17 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
             true,
         ),
         (q(show), "after it", true),
+        (
+            q("SELECT set_config('TimeZone', 'America/New_York', false)"),
+            "Django's set_config()",
+            true,
+        ),
+        (
+            x("SELECT pg_catalog.set_config('work_mem', '12MB', false)"),
+            "set_config() extended",
+            true,
+        ),
+        (q(show), "after set_config()", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),
@@ -1705,8 +1716,8 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("COMMIT"), "COMMIT", false),
         (q(show), "the committed SET", false),
         (
-            q("SELECT set_config('work_mem', '9MB', false)"),
-            "set_config()",
+            q("SELECT set_config('work_mem', '9MB', false), 1"),
+            "set_config() beside another column",
             false,
         ),
         (q("SET work_mem = '1MB'"), "a plain SET after", false),

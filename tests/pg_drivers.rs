@@ -1197,6 +1197,85 @@ fn stale_statements_answer_as_on_the_primary(lang: Lang, scenario: &str, conns: 
     );
 }
 
+/// Django with persistent connections (`CONN_MAX_AGE=None`), six threads over a proxy pool of
+/// two, in transaction mode: Django runs `SELECT set_config('TimeZone', 'UTC', false)` on each
+/// new connection (the server reports 'Etc/UTC'), which pinned every Django connection to a
+/// server connection: the third thread could not connect. Each thread's transactions and
+/// reads, the time zone each sees, and a plain client's time zone between rounds must be as
+/// directly against the primary.
+#[test]
+fn django_connections_share_a_small_pool_with_their_time_zone() {
+    connect_time_settings_share_a_small_pool(
+        Lang::Python,
+        "django",
+        "drv_django",
+        "CREATE TABLE dj_t (id serial PRIMARY KEY, who int, at timestamptz)",
+        "TimeZone UTC",
+    );
+}
+
+/// The same with Sequelize (v6, on node-postgres): each of its connections sends `SET
+/// client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE;` as one
+/// Query, which pinned it.
+#[test]
+fn sequelize_connections_share_a_small_pool_with_their_time_zone() {
+    connect_time_settings_share_a_small_pool(
+        Lang::Node,
+        "sequelize",
+        "drv_sequelize",
+        "CREATE TABLE sq_item (id serial PRIMARY KEY, who int, at timestamptz)",
+        "<+00>-00",
+    );
+}
+
+/// Run `scenario` (six clients of a framework that sets the time zone when it connects, four
+/// rounds) over a proxy pool of two and directly, on a fresh `table`; the outputs must be the
+/// same, and show the framework's zone (`zone`) beside the server's own for a plain client.
+fn connect_time_settings_share_a_small_pool(
+    lang: Lang,
+    scenario: &str,
+    db: &str,
+    table: &str,
+    zone: &str,
+) {
+    let _g = serial();
+    // The name Debian's initdb writes, whatever this machine's zone.
+    fresh_db(
+        db,
+        &format!("ALTER DATABASE {db} SET timezone TO 'Etc/UTC'"),
+    );
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        let name = table.split_whitespace().nth(2).expect("CREATE TABLE name");
+        primary_sql(db, &format!("DROP TABLE IF EXISTS {name}; {table}"));
+    };
+    let (via, direct) = run_both(
+        lang,
+        scenario,
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct.lines().iter().any(|l| l.contains(zone))
+            && direct
+                .lines()
+                .iter()
+                .any(|l| l.contains("TimeZone Etc/UTC")),
+        "{scenario} set no time zone, or the plain client saw no other: {:?}",
+        direct.lines()
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "{scenario} through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// The same with pgjdbc, whose statements become named server statements after five runs:
 /// four connections over a proxy pool of two, the proxy's connections ended after each change;
 /// the output must equal a direct run's. pgjdbc runs `SET extra_float_digits = 3` when it

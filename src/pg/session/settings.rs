@@ -60,7 +60,13 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
     // Every Query and unnamed Parse of a client in transaction mode comes here: most are
     // not SETs, and leave at once.
     let b = s.as_bytes();
-    if b.len() < 4 || !b[..3].eq_ignore_ascii_case(b"set") || !b[3].is_ascii_whitespace() {
+    let leads = |word: &[u8]| {
+        b.len() > word.len()
+            && b[..word.len()].eq_ignore_ascii_case(word)
+            && b[word.len()].is_ascii_whitespace()
+    };
+    let set = leads(b"set");
+    if !set && !leads(b"select") {
         return None;
     }
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
@@ -74,6 +80,9 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
         return None;
     }
     let toks = set_tokens(s)?;
+    if !set {
+        return set_config_call(&toks);
+    }
     let word = |i: usize| match toks.get(i) {
         Some(SetTok::Word(w)) => Some(w.to_ascii_lowercase()),
         _ => None,
@@ -103,11 +112,7 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
             name.to_string()
         }
     };
-    if name == "role"
-        || name == "session_authorization"
-        || name.starts_with("transaction")
-        || name.starts_with("default_transaction")
-    {
+    if never_carried(&name) {
         return None;
     }
     let values: Vec<&SetTok> = toks[i..].iter().step_by(2).collect();
@@ -154,6 +159,42 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
     Some((name, value))
 }
 
+/// Settings that are not plain: who the session is, and what its transactions are.
+fn never_carried(name: &str) -> bool {
+    name == "role"
+        || name == "session_authorization"
+        || name.starts_with("transaction")
+        || name.starts_with("default_transaction")
+}
+
+/// `SELECT [pg_catalog.]set_config('name', 'value', false)` (Django's way to set the time
+/// zone): the setting and value as a plain `SET` gives them. The value goes to `set_config`
+/// again on the client's other connections, so it is taken as it is (lists included).
+fn set_config_call(toks: &[SetTok]) -> Option<(String, String)> {
+    let [SetTok::Word(select), SetTok::Word(function), SetTok::Open, SetTok::Str(name), SetTok::Comma, SetTok::Str(value), SetTok::Comma, SetTok::Word(local), SetTok::Close] =
+        toks
+    else {
+        return None;
+    };
+    let function = function.to_ascii_lowercase();
+    let valid_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !select.eq_ignore_ascii_case("select")
+        || !(function == "set_config" || function == "pg_catalog.set_config")
+        || !local.eq_ignore_ascii_case("false")
+        || !valid_name
+    {
+        return None;
+    }
+    let name = name.to_ascii_lowercase();
+    if never_carried(&name) {
+        return None;
+    }
+    Some((name, value.clone()))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum SetTok {
     /// A bare word or number (letters, digits, `_`, `.`, `$`, a leading sign).
@@ -162,6 +203,8 @@ enum SetTok {
     Str(String),
     Eq,
     Comma,
+    Open,
+    Close,
 }
 
 fn set_tokens(s: &str) -> Option<Vec<SetTok>> {
@@ -177,6 +220,13 @@ fn set_tokens(s: &str) -> Option<Vec<SetTok>> {
             i += 1;
         } else if c == b',' {
             out.push(SetTok::Comma);
+            i += 1;
+        } else if c == b'(' || c == b')' {
+            out.push(if c == b'(' {
+                SetTok::Open
+            } else {
+                SetTok::Close
+            });
             i += 1;
         } else if c == b'\'' {
             let mut v = Vec::new();
@@ -292,11 +342,50 @@ mod tests {
             "SET-OA = 1",
             "SET a = 'x\0y'",
             "SET a = 'x\u{7}y'",
-            "SELECT set_config('work_mem', '1MB', false)",
+            "SELECT set_config('work_mem', '1MB', true)",
+            "SELECT set_config('work_mem', $1, false)",
+            "SELECT set_config('role', 'bob', false)",
+            "SELECT set_config('transaction_isolation', 'serializable', false)",
+            "SELECT set_config('Work Mem', '1MB', false)",
+            "SELECT set_config('work_mem', '1MB', false), 1",
+            "SELECT set_config('work_mem', '1MB', false) FROM t",
+            "SELECT set_config('work_mem', E'1MB', false)",
+            "SELECT set_config('work_mem', '1MB', false); SELECT 1",
+            "SELECT x.set_config('work_mem', '1MB', false)",
+            "SELECT set_config(('work_mem'), '1MB', false)",
+            "SELECTset_config('work_mem', '1MB', false)",
+            "SELECT 1",
             "RESET work_mem",
         ] {
             assert_eq!(plain_set(no), None, "{no}");
         }
+    }
+
+    #[test]
+    fn set_config_calls_of_a_literal_setting_are_plain_sets() {
+        let yes = |sql: &str, name: &str, value: &str| {
+            assert_eq!(
+                plain_set(sql),
+                Some((name.to_string(), value.to_string())),
+                "{sql}"
+            );
+        };
+        // Django, when the server's TimeZone is not the one it wants.
+        yes(
+            "SELECT set_config('TimeZone', 'UTC', false)",
+            "timezone",
+            "UTC",
+        );
+        yes(
+            "select pg_catalog.set_config('search_path', 'a, \"B\"', FALSE);",
+            "search_path",
+            "a, \"B\"",
+        );
+        yes(
+            "SELECT set_config ( 'app.user_id' , '42' , false )",
+            "app.user_id",
+            "42",
+        );
     }
 
     #[test]

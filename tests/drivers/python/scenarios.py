@@ -838,6 +838,83 @@ def scenario_stale_after_alter(n="6"):
         asyncio.run(stale_after_alter(int(n)))
 
 
+# ---------------------------------------------------------------------------------------------
+# Django: its persistent connections (CONN_MAX_AGE=None), one per thread, in transaction mode.
+#
+# Defect targeted: Django runs `SELECT set_config('TimeZone', 'UTC', false)` on every new
+# connection whose server reports another TimeZone name (Debian's initdb writes 'Etc/UTC'),
+# which pinned each Django connection to a server connection for good: N threads needed N
+# server connections, and past the pool's size the next could not even connect.
+
+
+def scenario_django(threads="6", rounds="4"):
+    import threading
+
+    import django
+    from django.conf import settings
+
+    threads, rounds = int(threads), int(rounds)
+    settings.configure(
+        DATABASES={"default": {
+            "ENGINE": "django.db.backends.postgresql", "HOST": HOST, "PORT": PORT,
+            "USER": USER, "PASSWORD": PASSWORD or "", "NAME": DB, "CONN_MAX_AGE": None,
+            "OPTIONS": {"connect_timeout": 10},
+        }},
+        TIME_ZONE="UTC", USE_TZ=True, INSTALLED_APPS=[],
+    )
+    django.setup()
+    log(f"Django {django.get_version()}")
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    # Every thread's connection is open at once (and the plain client's beside them).
+    step = threading.Barrier(threads + 1, timeout=60)
+    said = collections.defaultdict(list)
+
+    def worker(i):
+        lines = said[i]
+        try:
+            connection.ensure_connection()
+            for r in range(rounds):
+                step.wait()
+                with transaction.atomic(), connection.cursor() as c:
+                    c.execute("INSERT INTO dj_t (who, at) VALUES (%s, %s) RETURNING id IS NOT NULL",
+                              [i, timezone.now()])
+                    lines.append(f"insert {c.fetchone()}")
+                    c.execute("SELECT current_setting('TimeZone')")
+                    lines.append(f"in transaction: TimeZone {c.fetchone()[0]}")
+                with connection.cursor() as c:
+                    c.execute("SELECT count(*), min(at) IS NOT NULL FROM dj_t WHERE who = %s", [i])
+                    lines.append(f"round {r}: {c.fetchone()}")
+                    c.execute("SELECT at FROM dj_t WHERE who = %s ORDER BY id LIMIT 1", [i])
+                    at = c.fetchone()[0]
+                    lines.append(f"round {r}: aware {timezone.is_aware(at)} offset {at.utcoffset()}")
+        except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+            lines.append(f"error {type(e).__name__} {state_of(e)}")
+            step.abort()
+        finally:
+            connection.close()
+
+    with deadline("Django threads", 120):
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        try:
+            # Between rounds, a client that is not Django keeps the server's own TimeZone.
+            with pg3() as plain:
+                for r in range(rounds):
+                    step.wait()
+                    tz = plain.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+                    out(f"plain client, round {r}: TimeZone {tz}")
+        except threading.BrokenBarrierError:
+            out("plain client: a Django thread failed")
+        for t in ts:
+            t.join()
+    for i in range(threads):
+        for line in said[i]:
+            out(f"thread {i}: {line}")
+
+
 def main():
     name, args = sys.argv[1], sys.argv[2:]
     log(f"psycopg {psycopg.__version__} (libpq {pq.version()}), asyncpg {asyncpg.__version__}")
