@@ -1704,6 +1704,20 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
             true,
         ),
         (q(show), "after set_config()", true),
+        (
+            q("SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE;"),
+            "Sequelize's string of SETs",
+            true,
+        ),
+        (q(show), "after the string", true),
+        (q("SET TIME ZONE -7"), "hours the SQL way", true),
+        (q(show), "after them", true),
+        (
+            q("SET work_mem = '13MB'; SET nosuch_setting = 1"),
+            "a string with a SET that fails",
+            true,
+        ),
+        (q(show), "after the failed string", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),

@@ -1,6 +1,6 @@
 //! The statement classifier (`router::classify`) for both dialects, plus the hint parsers
 //! (`router::hints::leading_hint`, `route_setting`) and the PostgreSQL session's reader of
-//! plain `SET`s it carries (`pg::session::plain_set`), on arbitrary UTF-8.
+//! plain `SET`s it carries (`pg::session::plain_sets`), on arbitrary UTF-8.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,11 +24,21 @@ fuzz_target!(|data: &[u8]| {
     };
     // A SET the proxy carries: a lower-case name that is not one it must leave alone, and a
     // value set_config() can take (no NUL).
-    if let Some((name, value)) = switchyard::pg::session::plain_set(text) {
-        assert!(!name.is_empty() && name == name.to_ascii_lowercase(), "{name}");
-        assert!(!["role", "session_authorization"].contains(&name.as_str()));
-        assert!(!name.starts_with("transaction") && !value.contains('\0'));
-        assert!(text.trim_start()[..3].eq_ignore_ascii_case("set"));
+    // A string of them: each one such a SET, and the text starts as one does.
+    if let Some(sets) = switchyard::pg::session::plain_sets(text) {
+        assert!(!sets.is_empty());
+        for (name, value) in &sets {
+            assert!(!name.is_empty() && *name == name.to_ascii_lowercase(), "{name}");
+            assert!(!["role", "session_authorization"].contains(&name.as_str()));
+            assert!(!name.starts_with("transaction") && !value.contains('\0'));
+        }
+        let lead = text
+            .trim_start_matches(|c: char| c == ';' || c.is_whitespace())
+            .as_bytes();
+        assert!(lead[..3].eq_ignore_ascii_case(b"set") || lead[..6].eq_ignore_ascii_case(b"select"));
+        if !text.contains(';') {
+            assert_eq!(switchyard::pg::session::plain_set(text), sets.first().cloned());
+        }
     }
     let hint = leading_hint(text);
     let setting = route_setting(text);

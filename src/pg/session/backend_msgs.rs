@@ -143,8 +143,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     return unexpected("ReadyForQuery");
                 };
                 self.tx_status = *body.first().unwrap_or(&b'E');
-                if let Some(kv) = sets {
-                    self.carry_set(*kv);
+                if let Some(sets) = sets {
+                    self.carry_sets(sets.into_vec());
                 }
                 self.copy_in_mark = None;
                 if self.pending.is_empty() {
@@ -168,12 +168,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let reported = codec::parameter_status(body);
                 let expected = self.pending.iter_mut().find_map(|p| match p {
                     Pend::Ready { resets, sets, .. } => {
-                        // A carried SET of a reported setting: the value the server reports
-                        // is the one to carry (`SET datestyle = 'ISO'` keeps the day order).
-                        let carried = match (sets.as_mut(), reported) {
-                            (Some(kv), Some((k, v))) if k.eq_ignore_ascii_case(&kv.0) => {
-                                kv.1 = v.to_string();
-                                true
+                        // A report of a setting a carried SET changes (see `carry_sets`).
+                        let carried = match (sets.as_ref(), reported) {
+                            (Some(sets), Some((k, _))) => {
+                                sets.iter().any(|(name, _)| k.eq_ignore_ascii_case(name))
                             }
                             _ => false,
                         };
@@ -353,17 +351,38 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// A plain `SET` the client sent outside a transaction was answered: if it ran, its
     /// setting is the client's own from now on (applied on each connection it gets, the held
     /// one has it), and a client pinned only by settings the proxy carries is unpinned.
-    fn carry_set(&mut self, (name, value): (String, String)) {
-        // (One that failed changed nothing.)
+    fn carry_sets(&mut self, sets: Vec<(String, String)>) {
+        // (Ones that failed changed nothing: the server runs a string of them as one
+        // transaction.)
         if !self.error_seen && self.tx_status == b'I' {
-            self.recorded
-                .retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
-            self.recorded.push((name.clone(), value.clone()));
+            for (name, value) in sets {
+                // A reported setting carries the value the server reports (`SET datestyle =
+                // 'ISO'` keeps the day order, `SET TIME ZONE -7` is a POSIX zone for
+                // set_config), also when it did not change. One whose value only the
+                // report gives (empty), and none came: the client stays pinned.
+                let reported = self.backend.as_ref().and_then(|c| {
+                    c.server_params
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                        .map(|(_, v)| v.clone())
+                });
+                let value = match reported {
+                    Some(v) => v,
+                    None if value.is_empty() => {
+                        self.sets_unknown = true;
+                        continue;
+                    }
+                    None => value,
+                };
+                self.recorded
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+                self.recorded.push((name.clone(), value.clone()));
+                if let Some(conn) = self.backend.as_mut() {
+                    conn.applied = super::settings::merged(&conn.applied, &[(name, value)]);
+                }
+            }
             self.wanted =
                 std::sync::Arc::new(super::settings::merged(&self.startup, &self.recorded));
-            if let Some(conn) = self.backend.as_mut() {
-                conn.applied = super::settings::merged(&conn.applied, &[(name, value)]);
-            }
         }
         if self.pins == State::SETTINGS && !self.sets_unknown {
             tracing::debug!("client unpinned: the proxy carries its settings");

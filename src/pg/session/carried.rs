@@ -24,10 +24,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             .collect()
     }
 
-    /// `sql` (a simple Query) is a plain `SET` the proxy carries to the client's other
-    /// connections: transaction mode, and surely outside a transaction, so that it commits
-    /// as soon as it succeeds (see `Pend::Ready`).
-    pub(super) fn carried_set(&self, sql: &[u8]) -> Option<(String, String)> {
+    /// `sql` (a simple Query) is made of plain `SET`s the proxy carries to the client's other
+    /// connections: transaction mode, and surely outside a transaction, so that they commit
+    /// as soon as they succeed (see `Pend::Ready`).
+    pub(super) fn carried_set(&self, sql: &[u8]) -> Option<Vec<(String, String)>> {
         let idle = self.tx_status == b'I'
             && self.deferred_begin.is_none()
             && !self.batch_open
@@ -38,7 +38,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if !idle {
             return None;
         }
-        super::settings::plain_set(std::str::from_utf8(sql).ok()?)
+        super::settings::plain_sets(std::str::from_utf8(sql).ok()?)
     }
 
     /// The batch that opened with a carried `SET` (`set_batch`) goes on with a message

@@ -160,7 +160,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     copy_mark: self.copy_ends,
                     clears: e.clears,
                     resets: e.resets_settings,
-                    sets: sets.map(Box::new),
+                    sets: sets.map(Vec::into_boxed_slice),
                 });
                 if e.resets_settings {
                     self.forget_carried(sql, &e);
@@ -172,10 +172,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let p = codec::parse_msg(body).map_err(bad)?;
                 // A plain SET as the unnamed statement opening a batch (pgjdbc's way): carried
                 // if the batch is just its Bind, Execute and Sync (see `set_batch`).
-                let sets = if tx && p.name.is_empty() {
-                    self.carried_set(p.query)
-                } else {
-                    None
+                // (One statement: the server refuses several in a Parse.)
+                let sets = match tx && p.name.is_empty() {
+                    true => self
+                        .carried_set(p.query)
+                        .and_then(|mut kv| (kv.len() == 1).then(|| kv.pop()).flatten()),
+                    false => None,
                 };
                 self.batch_open = true;
                 if tx {
@@ -342,7 +344,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.batch_open = false;
                 let resets = std::mem::take(&mut self.reapply_at_sync);
                 let sets = match self.set_batch.take() {
-                    Some((kv, true)) => Some(Box::new(kv)),
+                    Some((kv, true)) => Some(Box::new([kv]) as Box<[_]>),
                     Some((_, false)) => {
                         self.sets_unknown = true;
                         None

@@ -35,8 +35,8 @@ use crate::router::hints::Hint;
 use crate::router::session_state::State;
 use bytes::{Buf, BytesMut};
 use pump::Pump;
-pub use settings::plain_set;
 pub(crate) use settings::settings_sql;
+pub use settings::{plain_set, plain_sets};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
@@ -112,10 +112,10 @@ enum Pend {
         copy_mark: u32,
         clears: State,
         resets: bool,
-        /// A Query that is a plain `SET` (see `settings::plain_set`) sent outside a
-        /// transaction: if it completes without error, the setting becomes one of the
-        /// client's own, applied on every connection it gets, and pins nothing.
-        sets: Option<Box<(String, String)>>,
+        /// A Query of plain `SET`s (see `settings::plain_sets`) sent outside a transaction:
+        /// if it completes without error, the settings become the client's own, applied on
+        /// every connection it gets, and pin nothing.
+        sets: Option<Box<[(String, String)]>>,
     },
     /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
     /// client statement it created or closed, taken back if the server skips past it (an

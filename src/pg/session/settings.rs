@@ -72,7 +72,6 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
     if s.contains("--")
         || s.contains("/*")
-        || s.contains(';')
         || s.contains('\\')
         || s.chars()
             .any(|c| c.is_control() && !c.is_ascii_whitespace())
@@ -115,6 +114,18 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
     if never_carried(&name) {
         return None;
     }
+    // `SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE` (Sequelize's): carried with the value
+    // the server reports, as `-7` below.
+    if let [SetTok::Word(interval), SetTok::Str(_), rest @ ..] = &toks[i..] {
+        let qualifier =
+            |t: &SetTok| matches!(t, SetTok::Word(w) if w.chars().all(|c| c.is_ascii_alphabetic()));
+        if name == "timezone"
+            && interval.eq_ignore_ascii_case("interval")
+            && rest.iter().all(qualifier)
+        {
+            return Some((name, String::new()));
+        }
+    }
     let values: Vec<&SetTok> = toks[i..].iter().step_by(2).collect();
     let separated = toks[i..]
         .iter()
@@ -139,11 +150,12 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
         {
             return None
         }
-        // `SET TIME ZONE -7` counts hours the SQL way, `set_config` the POSIX way.
+        // `SET TIME ZONE -7` counts hours the SQL way, `set_config` the POSIX way: the value
+        // carried is the one the server reports (see `REPORTED`).
         [SetTok::Word(v)]
             if name == "timezone" && !v.starts_with(|c: char| c.is_ascii_alphabetic()) =>
         {
-            return None
+            String::new()
         }
         _ => {
             let mut parts = Vec::with_capacity(values.len());
@@ -157,6 +169,32 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
         }
     };
     Some((name, value))
+}
+
+/// A simple Query of one or more plain `SET`s (see [`plain_set`]) and nothing else, such as
+/// Sequelize's `SET client_min_messages TO warning;SET TIME ZONE ...;`: the server runs them in
+/// one implicit transaction, so either all of them take effect or none.
+pub fn plain_sets(sql: &str) -> Option<Vec<(String, String)>> {
+    if !sql.contains(';') {
+        return plain_set(sql).map(|kv| vec![kv]);
+    }
+    let mut sets = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (at, c) in sql.char_indices().chain([(sql.len(), ';')]) {
+        match c {
+            '\'' => quoted = !quoted,
+            ';' if !quoted => {
+                let one = &sql[start..at];
+                if !one.trim().is_empty() {
+                    sets.push(plain_set(one)?);
+                }
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    (!sets.is_empty() && !quoted).then_some(sets)
 }
 
 /// Settings that are not plain: who the session is, and what its transactions are.
@@ -249,7 +287,8 @@ fn set_tokens(s: &str) -> Option<Vec<SetTok>> {
                 }
             }
             out.push(SetTok::Str(String::from_utf8(v).ok()?));
-        } else if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'$' | b'-' | b'+') {
+        } else if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'+') {
+            // (Not `$`: `$$x$$` is a string, `$1` a parameter.)
             let start = i;
             i += 1;
             while i < b.len()
@@ -325,8 +364,10 @@ mod tests {
             "SET CONSTRAINTS ALL DEFERRED",
             "SET work_mem TO DEFAULT",
             "SET TIME ZONE LOCAL",
-            "SET TIME ZONE -7",
-            "SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE",
+            "SET TIME ZONE INTERVAL 7",
+            "SET timezone = INTERVAL '+00:00' HOUR TO MINUTE, 1",
+            "SET work_mem = $$1MB$$",
+            "SET work_mem = $1",
             "SET search_path = 'My Schema'",
             "SET search_path = \"Sch\", public",
             "SET \"work_mem\" = '1MB'",
@@ -358,6 +399,44 @@ mod tests {
             "RESET work_mem",
         ] {
             assert_eq!(plain_set(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn strings_of_plain_sets_and_time_zones_the_server_reports() {
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        // Sequelize (v6), when it connects; the time zone's value comes from the server's
+        // report (an empty one here).
+        assert_eq!(
+            plain_sets("SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE;"),
+            Some(vec![kv("client_min_messages", "warning"), kv("timezone", "")])
+        );
+        assert_eq!(
+            plain_sets("SET standard_conforming_strings=on; SET TIME ZONE 'Asia/Kolkata'"),
+            Some(vec![
+                kv("standard_conforming_strings", "on"),
+                kv("timezone", "Asia/Kolkata")
+            ])
+        );
+        assert_eq!(
+            plain_sets("SET TIME ZONE -7"),
+            Some(vec![kv("timezone", "")])
+        );
+        assert_eq!(
+            plain_sets("SET application_name = 'a;b'; SET work_mem = '2MB';;"),
+            Some(vec![kv("application_name", "a;b"), kv("work_mem", "2MB")])
+        );
+        for no in [
+            "SET a = 1; SELECT 1",
+            "SELECT 1; SET a = 1",
+            "BEGIN; SET a = 1; COMMIT",
+            "SET a = 1; SET LOCAL b = 2",
+            "SET a = 'x; SET b = 2",
+            "SET a = 1 -- ; SET b = 2",
+            ";",
+            "",
+        ] {
+            assert_eq!(plain_sets(no), None, "{no}");
         }
     }
 

@@ -1,4 +1,4 @@
-// node-postgres and postgres.js scenarios run by tests/pg_drivers.rs.
+// node-postgres, postgres.js and Sequelize scenarios run by tests/pg_drivers.rs.
 //
 // Usage: node scenarios.js SCENARIO [ARGS...]; the server under test comes from SY_HOST,
 // SY_PORT, SY_USER, SY_PASSWORD, SY_DB, and the PostgreSQL primary (to read back what was
@@ -456,7 +456,89 @@ async function pgjsLedger(workersArg, opsArg, maxArg, seedArg) {
   await bounded('end', Promise.all([sql.end({ timeout: 5 }), direct.end({ timeout: 5 })]));
 }
 
-const scenarios = { named_tx: namedTx, dirty, pgjs_habits: pgjsHabits, pgjs_ledger: pgjsLedger };
+// e. Sequelize's pool in transaction mode.
+//
+// Defect targeted: every Sequelize (v6) connection runs `SET client_min_messages TO
+// warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE;` (one Query) when it connects; a
+// string of SETs, and a time zone given as an interval, pinned the client: a pool of N
+// Sequelize connections needed N server connections, and past the proxy's pool the next
+// could not connect.
+async function sequelizeScenario(workersArg = '6', roundsArg = '4') {
+  const { Sequelize, DataTypes, QueryTypes } = require('sequelize');
+  const workers = +workersArg;
+  const rounds = +roundsArg;
+  const c = config(false);
+  const sq = new Sequelize(c.database, c.user, c.password || null, {
+    host: c.host,
+    port: c.port,
+    dialect: 'postgres',
+    logging: false,
+    pool: { max: workers, min: 0, acquire: CALL_MS, idle: 60000 },
+    dialectOptions: { connectionTimeoutMillis: 10000, query_timeout: CALL_MS },
+  });
+  const Item = sq.define('sq_item', { who: DataTypes.INTEGER, at: DataTypes.DATE }, {
+    tableName: 'sq_item',
+    timestamps: false,
+  });
+  const plain = await connect(false);
+  const said = Array.from({ length: workers }, () => []);
+  // Every worker's round starts together, so the pool opens all its connections.
+  let waiting = [];
+  let failed = 0;
+  const release = () => {
+    if (waiting.length >= workers + 1 - failed) {
+      waiting.forEach((r) => r());
+      waiting = [];
+    }
+  };
+  const barrier = () => new Promise((resolve) => {
+    waiting.push(resolve);
+    release();
+  });
+  const at = new Date(Date.UTC(2024, 0, 2, 3, 4, 5));
+  const worker = async (w) => {
+    try {
+      for (let r = 0; r < rounds; r++) {
+        await barrier();
+        await sq.transaction(async (t) => {
+          const item = await Item.create({ who: w, at }, { transaction: t });
+          said[w].push(`round ${r}: created ${item.id > 0}`);
+          const [tz] = await sq.query("SELECT current_setting('TimeZone') AS tz, now()::text ~ '[+]00$' AS utc",
+            { type: QueryTypes.SELECT, transaction: t });
+          said[w].push(`round ${r}: in transaction ${JSON.stringify(tz)}`);
+        });
+        const rows = await Item.findAll({ where: { who: w }, order: [['id', 'ASC']] });
+        said[w].push(`round ${r}: ${rows.length} rows, at ${rows.map((x) => x.at.toISOString()).join(' ')}`);
+        const [text] = await sq.query('SELECT at::text AS at FROM sq_item WHERE who = :w LIMIT 1',
+          { type: QueryTypes.SELECT, replacements: { w } });
+        said[w].push(`round ${r}: as text ${text.at}`);
+      }
+    } catch (e) {
+      said[w].push(`error ${e.name} ${e.parent ? errCode(e.parent) : e.message}`);
+      failed += 1;
+      release();
+    }
+  };
+  const all = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
+  // Between rounds a client that is not Sequelize keeps the server's own time zone.
+  for (let r = 0; r < rounds; r++) {
+    await barrier();
+    const tz = (await plain.query("SELECT current_setting('TimeZone') AS tz")).rows[0].tz;
+    out(`plain client, round ${r}: TimeZone ${tz}`);
+  }
+  await all;
+  said.forEach((lines, w) => lines.forEach((l) => out(`worker ${w}: ${l}`)));
+  await sq.close();
+  await closeBounded(plain);
+}
+
+const scenarios = {
+  named_tx: namedTx,
+  dirty,
+  pgjs_habits: pgjsHabits,
+  pgjs_ledger: pgjsLedger,
+  sequelize: sequelizeScenario,
+};
 
 async function main() {
   const [name, ...args] = process.argv.slice(2);

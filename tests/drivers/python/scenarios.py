@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Real-driver scenarios (psycopg 3 and asyncpg) run by tests/pg_drivers.rs.
+"""Real-driver scenarios (psycopg 3, asyncpg, and Django on psycopg) run by tests/pg_drivers.rs.
 
 Usage: scenarios.py SCENARIO [ARGS...]
 
