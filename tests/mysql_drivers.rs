@@ -711,6 +711,50 @@ fn pymysql_pools_of_8_over_a_proxy_pool_of_2_keep_their_settings_without_timeout
     pool_keeps_settings(Driver::PyMysql, 16, 20, 8);
 }
 
+/// Django (5.2, on PyMySQL) with persistent connections: six threads over a proxy pool of two,
+/// in transaction mode. Each new Django connection sets its isolation level (`SET SESSION
+/// TRANSACTION ISOLATION LEVEL READ COMMITTED`) and reads the server's variables; none of it
+/// may keep a server connection, and each thread must see its own isolation level in every
+/// transaction while a plain client beside it sees the server's. Compared with a direct run.
+#[test]
+fn django_connections_share_a_small_pool_with_their_isolation_level() {
+    let _g = serial();
+    let db = "mydrv_django";
+    fresh_db(db, "");
+    let table = || {
+        cluster()
+            .query_db(
+                0,
+                Some(db),
+                "DROP TABLE IF EXISTS dj_t; CREATE TABLE dj_t (id INT AUTO_INCREMENT PRIMARY KEY, \
+                 who INT, n INT NOT NULL DEFAULT 0, at DATETIME(6))",
+            )
+            .expect("dj_t");
+    };
+    table();
+    let p = start_proxy(db, 2, false);
+    let limit = Duration::from_secs(150);
+    let args = ["6", "4"];
+    let via = run_scenario(
+        Driver::PyMysql,
+        "django",
+        &args,
+        &Target::proxy(&p, db),
+        limit,
+    );
+    drop(p);
+    table();
+    let direct = run_scenario(Driver::PyMysql, "django", &args, &Target::direct(db), limit);
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct.stdout.contains("READ-COMMITTED") && direct.stdout.contains("REPEATABLE-READ"),
+        "Django set no isolation level, or the plain client saw no other:\n{}",
+        direct.stdout
+    );
+    assert_same(Driver::PyMysql, "django", &via, &direct);
+}
+
 #[test]
 fn pymysql_repeated_and_sql_prepared_statements_survive_pooling() {
     prepared_statements_survive_pooling(Driver::PyMysql, 6, 30);

@@ -982,6 +982,86 @@ def scenario_routing():
     c.close()
 
 
+# ---------------------------------------------------------------------------------------------
+# Django on PyMySQL (pymysql.install_as_MySQLdb()): persistent connections, one per thread.
+# Django's MySQL backend runs `SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED` on
+# every new connection, asks `SELECT VERSION(), @@sql_mode, ...` once, and uses
+# CLIENT_FOUND_ROWS; in transaction mode none of it may keep a server connection.
+
+
+def scenario_django():
+    threads, rounds = (int(a) for a in (ARGS or ["6", "4"]))
+    import pymysql as pm
+
+    pm.install_as_MySQLdb()
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DATABASES={"default": {
+            "ENGINE": "django.db.backends.mysql", "HOST": HOST, "PORT": PORT, "USER": USER,
+            "PASSWORD": PASSWORD, "NAME": DB, "CONN_MAX_AGE": None,
+            "OPTIONS": {"connect_timeout": 10, "read_timeout": CALL, "write_timeout": CALL},
+        }},
+        TIME_ZONE="UTC", USE_TZ=True, INSTALLED_APPS=[],
+    )
+    django.setup()
+    log(f"Django {django.get_version()}")
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    step = threading.Barrier(threads + 1, timeout=60)
+    said = {i: [] for i in range(threads)}
+    at = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+
+    def worker(i):
+        lines = said[i]
+        try:
+            connection.ensure_connection()
+            for r in range(rounds):
+                step.wait()
+                with transaction.atomic(), connection.cursor() as c:
+                    n = c.execute("INSERT INTO dj_t (who, at) VALUES (%s, %s)", [i, at])
+                    lines.append(f"round {r}: inserted {n}, id {c.lastrowid > 0}")
+                    c.execute("UPDATE dj_t SET n = n + 1 WHERE who = %s", [i])
+                    lines.append(f"round {r}: updated {c.rowcount}")
+                    c.execute("SELECT @@tx_isolation, @@in_transaction")
+                    lines.append(f"round {r}: in transaction {c.fetchone()}")
+                with connection.cursor() as c:
+                    c.execute("SELECT count(*), sum(n), min(at) FROM dj_t WHERE who = %s", [i])
+                    count, total, first = c.fetchone()
+                    lines.append(f"round {r}: {count} rows, n {total}, aware {timezone.is_aware(first)} {first.isoformat()}")
+                    c.execute("SELECT @@tx_isolation, @@autocommit")
+                    lines.append(f"round {r}: outside {c.fetchone()}")
+        except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+            lines.append(f"error {type(e).__name__} {code_of(e)}")
+            step.abort()
+        finally:
+            connection.close()
+
+    with deadline("Django threads", 120):
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        try:
+            plain = connect(autocommit=True)
+            try:
+                for r in range(rounds):
+                    step.wait()
+                    with plain.cursor() as c:
+                        c.execute("SELECT @@tx_isolation")
+                        out(f"plain client, round {r}: {c.fetchone()[0]}")
+            finally:
+                plain.close()
+        except threading.BrokenBarrierError:
+            out("plain client: a Django thread failed")
+        for t in ts:
+            t.join()
+    for i in range(threads):
+        for line in said[i]:
+            out(f"thread {i}: {line}")
+
+
 def main():
     faulthandler.enable()
     fn = globals().get("scenario_" + SCENARIO)
