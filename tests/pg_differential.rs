@@ -76,6 +76,14 @@ const STATEMENTS: &[Stmt] = &[
     s("DEALLOCATE q", 0),
     s("SET statement_timeout = '5s'", 0),
     s("SHOW statement_timeout", 0),
+    // Settings the proxy carries from connection to connection in transaction mode (as a
+    // simple Query; Sequelize's time zone), and what shows them.
+    s("SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE", 0),
+    s("SET work_mem = '3MB'", 0),
+    s(
+        "SELECT current_setting('TimeZone'), current_setting('work_mem')",
+        0,
+    ),
     s("RESET ALL", 0),
     s("SELECT pg_advisory_lock(7)", 0),
     s("SELECT pg_advisory_unlock(7)", 0),
@@ -1718,6 +1726,24 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
             true,
         ),
         (q(show), "after the failed string", true),
+        // A reset of a carried setting that is undone: the setting stays, as directly (the
+        // client stays on the connection that knows).
+        (
+            [
+                msg::extended("RESET work_mem", &[]),
+                msg::extended("SELECT 1 / 0", &[]),
+                msg::sync(),
+            ]
+            .concat(),
+            "a RESET in a batch that fails",
+            false,
+        ),
+        (q(show), "work_mem kept", false),
+        (q("RESET ALL"), "RESET ALL", true),
+        (q("SET work_mem = '14MB'"), "carried again", true),
+        (q("BEGIN; RESET work_mem; ROLLBACK"), "a RESET rolled back", false),
+        (q(show), "work_mem kept again", false),
+        (q("RESET ALL"), "RESET ALL again", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),

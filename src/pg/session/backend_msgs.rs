@@ -139,10 +139,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(false);
             }
             b'Z' => {
-                let Some(Pend::Ready { clears, sets, .. }) = self.pending.pop_front() else {
+                let Some(Pend::Ready {
+                    clears,
+                    sets,
+                    forgets,
+                    ..
+                }) = self.pending.pop_front()
+                else {
                     return unexpected("ReadyForQuery");
                 };
                 self.tx_status = *body.first().unwrap_or(&b'E');
+                if let Some(names) = forgets {
+                    self.settled_reset(&names);
+                }
                 if let Some(sets) = sets {
                     self.carry_sets(sets.into_vec());
                 }

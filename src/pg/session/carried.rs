@@ -4,7 +4,7 @@
 
 use super::{Pend, Session};
 use crate::pg::codec;
-use crate::router::session_state::{self, Effect};
+use crate::router::session_state::{self, Effect, State};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -61,34 +61,65 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    /// A statement that resets settings (`e`) was sent: the client's carried `SET`s of those
-    /// settings end (a direct connection returns to the startup values, which the proxy
-    /// applies again). The held connection is reset before another client gets it, in case
-    /// the statement does not run after all.
-    pub(super) fn forget_carried(&mut self, sql: &[u8], e: &Effect) {
+    /// The client's carried `SET`s that a statement resetting settings (`e`) ends, once it
+    /// commits (a direct connection returns to the startup values, which the proxy applies
+    /// again): see `settled_reset`.
+    pub(super) fn carried_reset_by(&self, sql: &[u8], e: &Effect) -> Vec<String> {
         if self.recorded.is_empty() {
-            return;
+            return Vec::new();
         }
-        let names = if e.resets_all {
-            None
-        } else {
-            Some(
-                std::str::from_utf8(sql)
-                    .map(session_state::reset_names)
-                    .unwrap_or_default(),
-            )
-        };
-        let before = self.recorded.len();
-        self.recorded.retain(|(k, _)| {
-            names
-                .as_ref()
-                .is_some_and(|names| !names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+        let names = (!e.resets_all).then(|| {
+            std::str::from_utf8(sql)
+                .map(session_state::reset_names)
+                .unwrap_or_default()
         });
-        if self.recorded.len() != before {
+        self.recorded
+            .iter()
+            .filter(|(k, _)| {
+                names
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(k)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Carried settings `names` reset by a Query or batch that may also roll the reset back
+    /// (it says ROLLBACK or ABORT somewhere): whether the reset holds only the server knows,
+    /// so the client stays on its connection.
+    pub(super) fn reset_may_not_hold(&mut self, names: Vec<String>) -> Option<Box<[String]>> {
+        if names.is_empty() {
+            return None;
+        }
+        if !self.rollback_in_batch {
+            return Some(names.into_boxed_slice());
+        }
+        self.pin_for_reset();
+        None
+    }
+
+    fn pin_for_reset(&mut self) {
+        if self.pins.is_empty() {
+            tracing::debug!("client pinned: a reset of its carried settings may not hold");
+        }
+        self.pins |= State::SETTINGS;
+        self.sets_unknown = true;
+    }
+
+    /// The Query or batch with a statement that resets the carried settings `names` is
+    /// answered. Committed (no error, no transaction open): they end, and the held
+    /// connection is reset before another client gets it. Otherwise the reset may have been
+    /// rolled back, or may be yet: the connection holds the truth, so the client stays on it.
+    pub(super) fn settled_reset(&mut self, names: &[String]) {
+        if !self.error_seen && self.tx_status == b'I' {
+            self.recorded
+                .retain(|(k, _)| !names.iter().any(|n| n.eq_ignore_ascii_case(k)));
             self.wanted = Arc::new(super::settings::merged(&self.startup, &self.recorded));
             if let Some(conn) = self.backend.as_mut() {
                 conn.state_unknown = true;
             }
+        } else {
+            self.pin_for_reset();
         }
     }
 
@@ -97,7 +128,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if !e.resets_settings {
             return;
         }
-        self.forget_carried(sql, e);
+        for name in self.carried_reset_by(sql, e) {
+            if !self.forget_at_sync.contains(&name) {
+                self.forget_at_sync.push(name);
+            }
+        }
         let again = self.settings_reset_by(sql, e);
         let pending = self.reapply_at_sync.get_or_insert_with(Vec::new);
         for kv in again {
@@ -118,4 +153,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.unnamed_here = false;
         self.pending.push_back(Pend::Swallow);
     }
+}
+
+/// Whether `sql` says ROLLBACK or ABORT anywhere (in any case): a reset in it may be undone.
+pub(super) fn may_roll_back(sql: &[u8]) -> bool {
+    let has = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    has(b"rollback") || has(b"abort")
 }

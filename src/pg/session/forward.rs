@@ -156,14 +156,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // Whatever extended messages came before without a Sync, the server answers
                 // this with ReadyForQuery and is idle after it: the batch ends here.
                 self.batch_open = false;
+                let forgets = match e.resets_settings {
+                    true => {
+                        let names = self.carried_reset_by(sql, &e);
+                        self.rollback_in_batch = super::carried::may_roll_back(sql);
+                        let names = self.reset_may_not_hold(names);
+                        self.rollback_in_batch = false;
+                        names
+                    }
+                    false => None,
+                };
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: e.clears,
                     resets: e.resets_settings,
                     sets: sets.map(Vec::into_boxed_slice),
+                    forgets,
                 });
                 if e.resets_settings {
-                    self.forget_carried(sql, &e);
                     let again = self.settings_reset_by(sql, &e);
                     self.reapply_settings(&again);
                 }
@@ -180,6 +190,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     false => None,
                 };
                 self.batch_open = true;
+                if tx && super::carried::may_roll_back(p.query) {
+                    self.rollback_in_batch = true;
+                }
                 if tx {
                     self.plain_set_now = sets.is_some();
                     let e = self.note_session_effect(p.query);
@@ -343,6 +356,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 self.batch_open = false;
                 let resets = std::mem::take(&mut self.reapply_at_sync);
+                let forgets = std::mem::take(&mut self.forget_at_sync);
+                let forgets = self.reset_may_not_hold(forgets);
+                self.rollback_in_batch = false;
                 let sets = match self.set_batch.take() {
                     Some((kv, true)) => Some(Box::new([kv]) as Box<[_]>),
                     Some((_, false)) => {
@@ -356,6 +372,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     clears: State::NONE,
                     resets: resets.is_some(),
                     sets,
+                    forgets,
                 });
                 if let Some(again) = resets {
                     self.reapply_settings(&again);
@@ -368,6 +385,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     clears: State::NONE,
                     resets: false,
                     sets: None,
+                    forgets: None,
                 });
             }
             b'c' | b'f' => {

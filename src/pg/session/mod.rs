@@ -116,6 +116,8 @@ enum Pend {
         /// if it completes without error, the settings become the client's own, applied on
         /// every connection it gets, and pin nothing.
         sets: Option<Box<[(String, String)]>>,
+        /// Carried settings a statement of it resets (see `Session::settled_reset`).
+        forgets: Option<Box<[String]>>,
     },
     /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
     /// client statement it created or closed, taken back if the server skips past it (an
@@ -228,6 +230,11 @@ pub struct Session<C> {
     /// A statement that resets settings (`RESET`, `DISCARD ALL`) is in the open batch: apply
     /// these startup settings of the client's again after its Sync.
     reapply_at_sync: Option<Vec<(String, String)>>,
+    /// Carried settings a statement in the open batch resets (see `Pend::Ready::forgets`).
+    forget_at_sync: Vec<String>,
+    /// A Parse in the open batch, or the Query being forwarded, says ROLLBACK or ABORT (see
+    /// `Session::reset_may_not_hold`).
+    rollback_in_batch: bool,
     /// CopyDone/CopyFail messages forwarded so far. A Sync sent after a statement that
     /// started COPY FROM STDIN and before the copy's end is ignored by the server.
     copy_ends: u32,
@@ -328,6 +335,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             pins: State::NONE,
             batch_open: false,
             reapply_at_sync: None,
+            forget_at_sync: Vec::new(),
+            rollback_in_batch: false,
             copy_ends: 0,
             copy_in_mark: None,
             error_seen: false,
