@@ -163,3 +163,28 @@ pub(super) fn may_roll_back(sql: &[u8]) -> bool {
     };
     has(b"rollback") || has(b"abort")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::may_roll_back;
+
+    #[test]
+    fn a_text_that_may_roll_back_says_so_in_any_case() {
+        for yes in [
+            "BEGIN; RESET work_mem; ROLLBACK",
+            "reset all; abort",
+            "ROLLBACK TO SAVEPOINT a",
+            "RESET ALL; RollBack",
+        ] {
+            assert!(may_roll_back(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "RESET ALL",
+            "DISCARD ALL",
+            "BEGIN; RESET work_mem; COMMIT",
+            "",
+        ] {
+            assert!(!may_roll_back(no.as_bytes()), "{no}");
+        }
+    }
+}
