@@ -187,9 +187,56 @@ fn skip_dollar(bytes: &[u8], i: usize) -> usize {
     bytes.len()
 }
 
+/// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
+pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    // Candidates by their first byte (memchr), then the rest compared.
+    memchr::memchr2_iter(lower, upper, hay)
+        .take_while(|&i| i <= last_start)
+        .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contains_ignore_case_finds_words_anywhere_in_any_case() {
+        // Against the plain definition, on every split of a few texts.
+        let plain = |hay: &[u8], needle: &[u8]| {
+            needle.is_empty()
+                || hay
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(needle))
+        };
+        let texts: [&[u8]; 6] = [
+            b"SELECT v INTO @u FROM t",
+            b"insert into t select 1",
+            b"Into",
+            b"IN",
+            b"",
+            b"iIiINTOinto\xff",
+        ];
+        for hay in texts {
+            for needle in [&b"INTO"[..], b"SELECT", b"i", b"", b"into\xff", b"IINTO"] {
+                for cut in 0..=hay.len() {
+                    assert_eq!(
+                        contains_ignore_case(&hay[..cut], needle),
+                        plain(&hay[..cut], needle),
+                        "{:?} in {:?}",
+                        String::from_utf8_lossy(needle),
+                        String::from_utf8_lossy(&hay[..cut])
+                    );
+                }
+            }
+        }
+    }
 
     fn firsts(sql: &str) -> Vec<Vec<String>> {
         statements(sql)

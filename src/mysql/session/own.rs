@@ -12,6 +12,8 @@
 
 use crate::mysql::codec::{self, flags::*};
 use bytes::{BufMut, BytesMut};
+// (Shared with the PostgreSQL side: the router's scanner.)
+pub(super) use crate::router::lexer::contains_ignore_case;
 
 /// The client's own last-statement results.
 #[derive(Debug, Default)]
@@ -325,21 +327,6 @@ pub(super) fn selects_into(sql: &[u8], ran: usize, failed: Option<u16>) -> bool 
 /// "Result consisted of more than one row": a `SELECT ... INTO` that counted its rows.
 const ER_TOO_MANY_ROWS: u16 = 1172;
 
-/// Whether `hay` contains `needle`, ignoring ASCII case. No allocation.
-pub(super) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
-        return false;
-    };
-    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
-    // Candidates by their first byte (memchr), then the rest compared.
-    memchr::memchr2_iter(lower, upper, hay)
-        .take_while(|&i| i <= last_start)
-        .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
-}
-
 const TYPE_LONGLONG: u8 = 0x08;
 const TYPE_VAR_STRING: u8 = 0xfd;
 const TYPE_LONG: u8 = 0x03;
@@ -565,38 +552,6 @@ mod tests {
         assert!(selects_into(sql, 2, Some(1172)));
         assert!(!selects_into(sql, 2, Some(1054)));
         assert!(selects_into(b"SELECT 1 INTO @a; SELECT 2", 1, Some(1054)));
-    }
-
-    #[test]
-    fn contains_ignore_case_finds_words_anywhere_in_any_case() {
-        // Against the plain definition, on every split of a few texts.
-        let plain = |hay: &[u8], needle: &[u8]| {
-            needle.is_empty()
-                || hay
-                    .windows(needle.len())
-                    .any(|w| w.eq_ignore_ascii_case(needle))
-        };
-        let texts: [&[u8]; 6] = [
-            b"SELECT v INTO @u FROM t",
-            b"insert into t select 1",
-            b"Into",
-            b"IN",
-            b"",
-            b"iIiINTOinto\xff",
-        ];
-        for hay in texts {
-            for needle in [&b"INTO"[..], b"SELECT", b"i", b"", b"into\xff", b"IINTO"] {
-                for cut in 0..=hay.len() {
-                    assert_eq!(
-                        contains_ignore_case(&hay[..cut], needle),
-                        plain(&hay[..cut], needle),
-                        "{:?} in {:?}",
-                        String::from_utf8_lossy(needle),
-                        String::from_utf8_lossy(&hay[..cut])
-                    );
-                }
-            }
-        }
     }
 
     #[test]

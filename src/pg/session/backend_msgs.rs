@@ -175,7 +175,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             b'S' => {
                 let reported = codec::parameter_status(body);
-                let expected = self.pending.iter_mut().find_map(|p| match p {
+                let expected = self.pending.iter().find_map(|p| match p {
                     Pend::Ready { resets, sets, .. } => {
                         // A report of a setting a carried SET changes (see `carry_sets`).
                         let carried = match (sets.as_ref(), reported) {

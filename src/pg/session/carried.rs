@@ -4,6 +4,7 @@
 
 use super::{Pend, Session};
 use crate::pg::codec;
+use crate::router::lexer::contains_ignore_case;
 use crate::router::session_state::{self, Effect, State};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -84,14 +85,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             .collect()
     }
 
-    /// Carried settings `names` reset by a Query or batch that may also roll the reset back
-    /// (it says ROLLBACK or ABORT somewhere): whether the reset holds only the server knows,
-    /// so the client stays on its connection.
-    pub(super) fn reset_may_not_hold(&mut self, names: Vec<String>) -> Option<Box<[String]>> {
+    /// Carried settings `names` reset by a Query or batch, to settle at its ReadyForQuery
+    /// (see `settled_reset`). One that may also roll the reset back (`may_roll_back`: it
+    /// says ROLLBACK or ABORT somewhere): whether the reset holds only the server knows, so
+    /// the client stays on its connection now.
+    pub(super) fn reset_to_settle(
+        &mut self,
+        names: Vec<String>,
+        may_roll_back: bool,
+    ) -> Option<Box<[String]>> {
         if names.is_empty() {
             return None;
         }
-        if !self.rollback_in_batch {
+        if !may_roll_back {
             return Some(names.into_boxed_slice());
         }
         self.pin_for_reset();
@@ -157,11 +163,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
 /// Whether `sql` says ROLLBACK or ABORT anywhere (in any case): a reset in it may be undone.
 pub(super) fn may_roll_back(sql: &[u8]) -> bool {
-    let has = |word: &[u8]| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    };
-    has(b"rollback") || has(b"abort")
+    contains_ignore_case(sql, b"rollback") || contains_ignore_case(sql, b"abort")
 }
 
 #[cfg(test)]

@@ -156,15 +156,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // Whatever extended messages came before without a Sync, the server answers
                 // this with ReadyForQuery and is idle after it: the batch ends here.
                 self.batch_open = false;
-                let forgets = match e.resets_settings {
-                    true => {
-                        let names = self.carried_reset_by(sql, &e);
-                        self.rollback_in_batch = super::carried::may_roll_back(sql);
-                        let names = self.reset_may_not_hold(names);
-                        self.rollback_in_batch = false;
-                        names
-                    }
-                    false => None,
+                let forgets = if e.resets_settings {
+                    let names = self.carried_reset_by(sql, &e);
+                    self.reset_to_settle(names, super::carried::may_roll_back(sql))
+                } else {
+                    None
                 };
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
@@ -183,14 +179,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // A plain SET as the unnamed statement opening a batch (pgjdbc's way): carried
                 // if the batch is just its Bind, Execute and Sync (see `set_batch`).
                 // (One statement: the server refuses several in a Parse.)
-                let sets = match tx && p.name.is_empty() {
-                    true => self
-                        .carried_set(p.query)
-                        .and_then(|mut kv| (kv.len() == 1).then(|| kv.pop()).flatten()),
-                    false => None,
+                let sets = if tx && p.name.is_empty() {
+                    self.carried_set(p.query)
+                        .filter(|kv| kv.len() == 1)
+                        .and_then(|mut kv| kv.pop())
+                } else {
+                    None
                 };
                 self.batch_open = true;
-                if tx && super::carried::may_roll_back(p.query) {
+                // (Only a client with carried settings can have a reset of them to settle.)
+                if tx && !self.recorded.is_empty() && super::carried::may_roll_back(p.query) {
                     self.rollback_in_batch = true;
                 }
                 if tx {
@@ -357,8 +355,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.batch_open = false;
                 let resets = std::mem::take(&mut self.reapply_at_sync);
                 let forgets = std::mem::take(&mut self.forget_at_sync);
-                let forgets = self.reset_may_not_hold(forgets);
-                self.rollback_in_batch = false;
+                let rolls_back = std::mem::take(&mut self.rollback_in_batch);
+                let forgets = self.reset_to_settle(forgets, rolls_back);
                 let sets = match self.set_batch.take() {
                     Some((kv, true)) => Some(Box::new([kv]) as Box<[_]>),
                     Some((_, false)) => {

@@ -232,8 +232,8 @@ pub struct Session<C> {
     reapply_at_sync: Option<Vec<(String, String)>>,
     /// Carried settings a statement in the open batch resets (see `Pend::Ready::forgets`).
     forget_at_sync: Vec<String>,
-    /// A Parse in the open batch, or the Query being forwarded, says ROLLBACK or ABORT (see
-    /// `Session::reset_may_not_hold`).
+    /// A Parse in the open batch says ROLLBACK or ABORT (see `Session::reset_to_settle`;
+    /// looked for only while the client has carried settings).
     rollback_in_batch: bool,
     /// CopyDone/CopyFail messages forwarded so far. A Sync sent after a statement that
     /// started COPY FROM STDIN and before the copy's end is ignored by the server.

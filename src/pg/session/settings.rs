@@ -57,18 +57,11 @@ const NAME_LISTS: &[&str] = &[
 /// that pins the client as before.
 pub fn plain_set(sql: &str) -> Option<(String, String)> {
     let s = sql.trim();
-    // Every Query and unnamed Parse of a client in transaction mode comes here: most are
-    // not SETs, and leave at once.
-    let b = s.as_bytes();
-    let leads = |word: &[u8]| {
-        b.len() > word.len()
-            && b[..word.len()].eq_ignore_ascii_case(word)
-            && b[word.len()].is_ascii_whitespace()
+    let set = match lead(s) {
+        Lead::Set => true,
+        Lead::SetConfig => false,
+        Lead::Other => return None,
     };
-    let set = leads(b"set");
-    if !set && !leads(b"select") {
-        return None;
-    }
     let s = s.strip_suffix(';').unwrap_or(s).trim_end();
     if s.contains("--")
         || s.contains("/*")
@@ -175,6 +168,9 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
 /// Sequelize's `SET client_min_messages TO warning;SET TIME ZONE ...;`: the server runs them in
 /// one implicit transaction, so either all of them take effect or none.
 pub fn plain_sets(sql: &str) -> Option<Vec<(String, String)>> {
+    if lead(sql.trim_start_matches(|c: char| c == ';' || c.is_whitespace())) == Lead::Other {
+        return None;
+    }
     if !sql.contains(';') {
         return plain_set(sql).map(|kv| vec![kv]);
     }
@@ -195,6 +191,37 @@ pub fn plain_sets(sql: &str) -> Option<Vec<(String, String)>> {
         }
     }
     (!sets.is_empty() && !quoted).then_some(sets)
+}
+
+#[derive(PartialEq)]
+enum Lead {
+    Set,
+    SetConfig,
+    Other,
+}
+
+/// How `s` (trimmed at the start) begins: `SET` and a blank, `SELECT` and a blank and a
+/// `set_config` call, or anything else. Every Query and unnamed Parse of a client in
+/// transaction mode comes here: most are neither, and leave at once.
+fn lead(s: &str) -> Lead {
+    let b = s.as_bytes();
+    let word = |b: &[u8], word: &[u8]| {
+        b.len() > word.len()
+            && b[..word.len()].eq_ignore_ascii_case(word)
+            && b[word.len()].is_ascii_whitespace()
+    };
+    let starts =
+        |b: &[u8], with: &[u8]| b.len() >= with.len() && b[..with.len()].eq_ignore_ascii_case(with);
+    if word(b, b"set") {
+        return Lead::Set;
+    }
+    if word(b, b"select") {
+        let call = b[6..].trim_ascii_start();
+        if starts(call, b"set_config") || starts(call, b"pg_catalog.set_config") {
+            return Lead::SetConfig;
+        }
+    }
+    Lead::Other
 }
 
 /// Settings that are not plain: who the session is, and what its transactions are.
