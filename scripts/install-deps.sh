@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
 # Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, MariaDB server
 # and client (src/testkit/mariadb.rs), the real
-# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, node-postgres, Sequelize, pgjdbc and a JDK) and of
+# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, node-postgres, Sequelize, pgjdbc with HikariCP and Spring JDBC, a JDK) and of
 # the MySQL tests (PyMySQL, mysql-connector-python, mysql2, MariaDB Connector/J), and for
 # tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file), and curl and
 # Chromium for the HTTP edge's tests.
@@ -148,6 +148,12 @@ python3 -c 'import pymysql, mysql.connector' || { log "PyMySQL/mysql-connector-p
 apt_missing=()
 if ! have javac || ! have java; then apt_missing+=(default-jdk-headless); fi
 if [ ! -f /usr/share/java/postgresql.jar ]; then apt_missing+=(libpostgresql-jdbc-java); fi
+# Spring's JDBC transactions over HikariCP, as Debian packages them (pgjdbc's Spring scenario).
+if [ ! -f /usr/share/java/HikariCP.jar ]; then apt_missing+=(libhikaricp-java); fi
+if [ ! -f /usr/share/java/slf4j-nop.jar ]; then apt_missing+=(libslf4j-java); fi
+if [ ! -f /usr/share/java/spring3-jdbc.jar ] || [ ! -f /usr/share/java/spring3-transaction.jar ]; then
+    apt_missing+=(libspring-jdbc-java libspring-transaction-java)
+fi
 if [ ! -f /usr/share/java/mariadb-java-client.jar ]; then apt_missing+=(libmariadb-java); fi
 if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 # PHP's mysqlnd (PDO, mysqli): tests/drivers/mysql/scenarios.php.
@@ -175,7 +181,9 @@ fi
 for t in java javac node npm curl chromium php; do
     have "$t" || { log "$t not found after installing"; exit 1; }
 done
-[ -f /usr/share/java/postgresql.jar ] || { log "/usr/share/java/postgresql.jar missing"; exit 1; }
+for j in postgresql HikariCP slf4j-api slf4j-nop spring3-jdbc spring3-transaction spring3-core spring3-beans commons-logging; do
+    [ -f "/usr/share/java/$j.jar" ] || { log "/usr/share/java/$j.jar missing"; exit 1; }
+done
 [ -f /usr/share/java/mariadb-java-client.jar ] || { log "/usr/share/java/mariadb-java-client.jar missing"; exit 1; }
 
 # MariaDB Connector/Python (server-side cursors, COM_STMT_FETCH): built by pip against MariaDB

@@ -81,7 +81,12 @@ const STATEMENTS: &[Stmt] = &[
     s("SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE", 0),
     s("SET work_mem = '3MB'", 0),
     s(
-        "SELECT current_setting('TimeZone'), current_setting('work_mem')",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        0,
+    ),
+    s(
+        "SELECT current_setting('TimeZone'), current_setting('work_mem'), \
+         current_setting('default_transaction_isolation')",
         0,
     ),
     s("RESET ALL", 0),
@@ -1661,7 +1666,9 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
     let mut other = Raw::connect(p.port, "app_trust", "sets_proxied", &[]).await;
     let show = "SELECT current_setting('work_mem'), current_setting('extra_float_digits'), \
                 current_setting('TimeZone'), current_setting('search_path'), \
-                current_setting('statement_timeout')";
+                current_setting('statement_timeout'), \
+                current_setting('default_transaction_isolation'), \
+                current_setting('default_transaction_read_only')";
     let (zone, _) = other.simple("SELECT current_setting('TimeZone')").await;
     let zone = zone[0][0].clone();
     // (text, what it is, whether the client holds no connection after it: the other client
@@ -1744,6 +1751,38 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("BEGIN; RESET work_mem; ROLLBACK"), "a RESET rolled back", false),
         (q(show), "work_mem kept again", false),
         (q("RESET ALL"), "RESET ALL again", true),
+        // pgjdbc's setTransactionIsolation and setReadOnly (readOnlyMode=always).
+        (
+            x("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+            "SET SESSION CHARACTERISTICS",
+            true,
+        ),
+        (
+            q("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+            "read only by default",
+            true,
+        ),
+        (q(show), "after SET SESSION CHARACTERISTICS", true),
+        (
+            q("BEGIN; SELECT current_setting('transaction_isolation'), \
+               current_setting('transaction_read_only'); COMMIT"),
+            "a transaction with them",
+            true,
+        ),
+        (
+            q("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"),
+            "read write",
+            true,
+        ),
+        (
+            q("SET default_transaction_isolation = 'serializable'"),
+            "default_transaction_isolation",
+            true,
+        ),
+        (q(show), "after them all", true),
+        (q("RESET default_transaction_isolation"), "RESET of one", true),
+        (q(show), "after the RESET", true),
+        (q("RESET ALL"), "RESET ALL a third time", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),
@@ -1763,6 +1802,13 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("SET work_mem = '1MB'"), "a plain SET after", false),
         (q(show), "pinned still", false),
         (q("RESET ALL"), "RESET ALL", true),
+        (
+            q("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY"),
+            "several modes at once",
+            false,
+        ),
+        (q(show), "pinned by them", false),
+        (q("RESET ALL"), "RESET ALL once more", true),
         (q(show), "after RESET ALL", true),
     ];
     for (i, (bytes, said, free)) in rounds.iter().enumerate() {
@@ -1789,6 +1835,8 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
                 zone.clone(),
                 Some("\"$user\", public".to_string()),
                 Some("0".to_string()),
+                Some("read committed".to_string()),
+                Some("off".to_string()),
             ]],
             "round {i} ({said}): the other client sees the first one's settings"
         );

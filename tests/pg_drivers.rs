@@ -1228,6 +1228,61 @@ fn sequelize_connections_share_a_small_pool_with_their_time_zone() {
     );
 }
 
+/// Spring's transactions over HikariCP (Debian's Spring 4.3 and HikariCP 2.7 on pgjdbc), with
+/// reads split to the replicas: a TransactionTemplate with an isolation level makes pgjdbc
+/// send `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL ...` before the
+/// transaction and again after it, and a Hikari pool with `transactionIsolation` sends it once
+/// per connection. Six threads (every connection of both pools open at once) over a proxy pool
+/// of one connection per server; each thread's isolation levels in and out of its
+/// transactions (read-only ones too), the rows committed, and a plain client's default between
+/// rounds must be as directly on the primary. Before: each such statement pinned the client
+/// (the plain client could not log in); carried, the serializable clients' reads and read-only
+/// transactions went to a replica, which refuses serializable transactions.
+#[test]
+fn spring_transactions_with_isolation_levels_share_a_small_pool() {
+    let _g = serial();
+    let db = "drv_spring";
+    fresh_db(db, "");
+    let p = split_proxy(db, 1);
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP TABLE IF EXISTS sp_t; CREATE TABLE sp_t (id serial PRIMARY KEY, who int)",
+        );
+        cluster()
+            .wait_replay_caught_up(Duration::from_secs(30))
+            .unwrap();
+    };
+    let (via, direct) = run_both(
+        Lang::Java,
+        "spring",
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct
+            .lines()
+            .iter()
+            .any(|l| l.contains("in transaction 3 serializable / serializable"))
+            && direct
+                .lines()
+                .iter()
+                .any(|l| l.contains("committed: 0:4 1:4 2:4 3:4 4:4 5:4")),
+        "no serializable transaction directly: {:?}",
+        direct.lines()
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "Spring through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// Run `scenario` (six clients of a framework that sets the time zone when it connects, four
 /// rounds) over a proxy pool of two and directly, on a fresh `table`; the outputs must be the
 /// same, and show the framework's zone (`zone`) beside the server's own for a plain client.

@@ -129,6 +129,86 @@ async fn reads_go_to_both_replicas_and_writes_to_the_primary() {
     client.batch_execute("ROLLBACK").await.unwrap();
 }
 
+/// A hot standby refuses serializable transactions ("cannot use serializable mode in a hot
+/// standby"), read-only ones included, which the primary serves (`pg_dump
+/// --serializable-deferrable` begins `SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY,
+/// DEFERRABLE`): each form goes to the primary, as does every read of a client whose
+/// transactions are serializable by default; other read-only transactions still use a replica.
+/// All of these failed on a replica before.
+#[tokio::test]
+async fn serializable_transactions_are_served_by_the_primary() {
+    let p = routed_proxy("t_serial", "");
+    let c = cluster();
+    let (primary, replicas) = (c.primary_port(), c.replica_ports());
+    let client = connect(&p.conn_str("t_serial")).await;
+    let in_tx = |begin: &'static str, then: &'static str| {
+        let client = &client;
+        async move {
+            client.batch_execute(begin).await.unwrap();
+            if !then.is_empty() {
+                client.batch_execute(then).await.unwrap();
+            }
+            let port = served_by(client, "SELECT inet_server_port()").await;
+            let level: String = client
+                .query_one("SELECT current_setting('transaction_isolation')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            client.batch_execute("COMMIT").await.unwrap();
+            (port, level)
+        }
+    };
+    for (begin, then) in [
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", ""),
+        (
+            "START TRANSACTION READ ONLY ISOLATION LEVEL SERIALIZABLE DEFERRABLE",
+            "",
+        ),
+        (
+            "BEGIN",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+        ),
+        (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION READ ONLY",
+        ),
+    ] {
+        for _ in 0..5 {
+            let got = in_tx(begin, then).await;
+            assert_eq!(
+                got,
+                (primary, "serializable".to_string()),
+                "{begin}; {then}"
+            );
+        }
+    }
+    let got = in_tx("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "").await;
+    assert!(replicas.contains(&got.0), "{got:?}");
+    // Serializable by default (pgjdbc's setTransactionIsolation, carried to every connection
+    // the client gets): reads and read-only transactions on the primary.
+    for set in [
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET default_transaction_isolation = 'serializable'",
+    ] {
+        client.batch_execute(set).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                served_by(&client, "SELECT inet_server_port()").await,
+                primary,
+                "{set}"
+            );
+            let got = in_tx("BEGIN READ ONLY", "").await;
+            assert_eq!(got, (primary, "serializable".to_string()), "{set}");
+        }
+        client.batch_execute("RESET ALL").await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(served_by(&client, "SELECT inet_server_port()").await);
+        }
+        assert!(seen.iter().all(|p| replicas.contains(p)), "{seen:?}");
+    }
+}
+
 #[tokio::test]
 async fn hints_and_the_session_route_setting_override_classification() {
     let p = routed_proxy("t_hints", "");

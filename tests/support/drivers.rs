@@ -116,6 +116,33 @@ fn drivers_dir() -> PathBuf {
 /// pgjdbc as packaged by Debian (`libpostgresql-jdbc-java`).
 pub const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
+/// The Java scenarios' class path: pgjdbc, and HikariCP and Spring's JDBC transactions as
+/// Debian packages them (`libhikaricp-java`, `libspring-jdbc-java`,
+/// `libspring-transaction-java`).
+fn java_class_path() -> String {
+    [
+        PGJDBC_JAR,
+        "HikariCP.jar",
+        "slf4j-api.jar",
+        "slf4j-nop.jar",
+        "spring3-jdbc.jar",
+        "spring3-transaction.jar",
+        "spring3-core.jar",
+        "spring3-beans.jar",
+        "commons-logging.jar",
+    ]
+    .iter()
+    .map(|j| {
+        if j.starts_with('/') {
+            j.to_string()
+        } else {
+            format!("/usr/share/java/{j}")
+        }
+    })
+    .collect::<Vec<_>>()
+    .join(":")
+}
+
 /// Compiles `tests/drivers/java/*.java` once per test binary; returns the class directory.
 fn java_classes() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -129,7 +156,7 @@ fn java_classes() -> &'static Path {
             .filter(|p| p.extension().is_some_and(|e| e == "java"))
             .collect();
         let o = Command::new("javac")
-            .args(["-encoding", "UTF-8", "-cp", PGJDBC_JAR, "-d"])
+            .args(["-encoding", "UTF-8", "-cp", &java_class_path(), "-d"])
             .arg(&out)
             .args(&src)
             .output()
@@ -169,7 +196,7 @@ pub fn run_scenario(
             let classes = java_classes();
             let mut c = Command::new("java");
             c.arg("-cp")
-                .arg(format!("{}:{PGJDBC_JAR}", classes.display()))
+                .arg(format!("{}:{}", classes.display(), java_class_path()))
                 .arg("Scenarios");
             c
         }

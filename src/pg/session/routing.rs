@@ -80,9 +80,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             Some("pinned")
         } else if !self.cluster.state.split {
             Some("split_off")
+        } else if self.serializable_default() {
+            Some("serializable")
         } else {
             None
         }
+    }
+
+    /// The client's transactions are serializable unless it says otherwise (its carried
+    /// `default_transaction_isolation`, or its startup value): a hot standby refuses them
+    /// ("cannot use serializable mode in a hot standby"), so its reads stay on the primary.
+    fn serializable_default(&self) -> bool {
+        self.wanted.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("default_transaction_isolation")
+                && v.trim().eq_ignore_ascii_case("serializable")
+        })
     }
 
     /// Classify the batch at the head of the input (see [`Self::want_for_batch`]).
@@ -204,9 +216,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             _ => None,
         };
         let class = sql.map(|s| self.worker.shared.classifier.load().classify(s));
+        let serializable = sql.is_some_and(|s| serializable(s.as_bytes()))
+            || self.deferred_begin.as_deref().is_some_and(serializable);
         match class.map(|c| c.tx) {
             Some(TxEffect::SetTransactionReadOnly)
-                if self.route_override != Some(Hint::Primary) =>
+                if self.route_override != Some(Hint::Primary) && !serializable =>
             {
                 let Some(min_lsn) = self.ryw_min_lsn() else {
                     self.cluster.state.primary()?;
@@ -255,6 +269,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
         }
         let read = match class.tx {
+            TxEffect::Begin { read_only } if read_only && serializable(sql.as_bytes()) => {
+                return (false, "serializable");
+            }
             TxEffect::Begin { read_only } => read_only,
             TxEffect::None => class.route == Route::Replica,
             _ => false,
@@ -504,6 +521,14 @@ pub(super) enum Batch {
 
 /// True if `sql`, after leading whitespace, starts with one of `words` (ASCII, any case).
 /// A statement with a leading comment is not matched (it then takes the general path).
+/// The text asks for a serializable transaction, which a hot standby refuses (`BEGIN
+/// ISOLATION LEVEL SERIALIZABLE, READ ONLY`, `SET TRANSACTION ISOLATION LEVEL SERIALIZABLE,
+/// READ ONLY`, as `pg_dump --serializable-deferrable` begins): it goes to the primary. (The
+/// word anywhere, a comment too, counts: the primary serves any transaction.)
+fn serializable(sql: &[u8]) -> bool {
+    crate::router::lexer::contains_ignore_case(sql, b"serializable")
+}
+
 pub(super) fn starts_with_any(sql: &[u8], words: &[&str]) -> bool {
     let t = sql.trim_ascii_start();
     words

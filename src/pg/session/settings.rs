@@ -84,10 +84,12 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
         return None;
     }
     i += 1;
-    if word(i).as_deref() == Some("session") {
+    let session = word(i).as_deref() == Some("session");
+    if session {
         i += 1;
     }
     let name = match word(i)?.as_str() {
+        "characteristics" if session => return characteristics(&toks[i + 1..]),
         "local" | "role" | "session" | "transaction" | "constraints" | "authorization"
         | "characteristics" => return None,
         "time" if word(i + 1).as_deref() == Some("zone") => {
@@ -224,12 +226,42 @@ fn lead(s: &str) -> Lead {
     Lead::Other
 }
 
-/// Settings that are not plain: who the session is, and what its transactions are.
+/// Settings that are not plain: who the session is, and what its open transaction is (the
+/// defaults for its transactions, `default_transaction_*`, are plain).
 fn never_carried(name: &str) -> bool {
-    name == "role"
-        || name == "session_authorization"
-        || name.starts_with("transaction")
-        || name.starts_with("default_transaction")
+    name == "role" || name == "session_authorization" || name.starts_with("transaction")
+}
+
+/// `SET SESSION CHARACTERISTICS AS TRANSACTION` and one mode (what pgjdbc's
+/// `setTransactionIsolation` sends): the `default_transaction_*` setting it changes, and the
+/// value as `set_config` takes it. Several modes in one statement: None (pins).
+fn characteristics(toks: &[SetTok]) -> Option<(String, String)> {
+    let mut words = Vec::with_capacity(toks.len());
+    for t in toks {
+        match t {
+            SetTok::Word(w) => words.push(w.to_ascii_lowercase()),
+            _ => return None,
+        }
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (name, value) = match words[..] {
+        ["as", "transaction", "isolation", "level", ref level @ ..] => {
+            let value = match level {
+                ["serializable"] => "serializable",
+                ["repeatable", "read"] => "repeatable read",
+                ["read", "committed"] => "read committed",
+                ["read", "uncommitted"] => "read uncommitted",
+                _ => return None,
+            };
+            ("default_transaction_isolation", value)
+        }
+        ["as", "transaction", "read", "only"] => ("default_transaction_read_only", "on"),
+        ["as", "transaction", "read", "write"] => ("default_transaction_read_only", "off"),
+        ["as", "transaction", "deferrable"] => ("default_transaction_deferrable", "on"),
+        ["as", "transaction", "not", "deferrable"] => ("default_transaction_deferrable", "off"),
+        _ => return None,
+    };
+    Some((name.to_string(), value.to_string()))
 }
 
 /// `SELECT [pg_catalog.]set_config('name', 'value', false)` (Django's way to set the time
@@ -379,15 +411,55 @@ mod tests {
         yes("SET myapp.tenant = '42'", "myapp.tenant", "42");
         yes("SET DateStyle = 'ISO, MDY'", "datestyle", "ISO, MDY");
         yes("SET lock_timeout = -1", "lock_timeout", "-1");
+        // pgjdbc's setTransactionIsolation and setReadOnly (readOnlyMode=always).
+        yes(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "default_transaction_isolation",
+            "serializable",
+        );
+        yes(
+            "set session characteristics as transaction isolation level repeatable read",
+            "default_transaction_isolation",
+            "repeatable read",
+        );
+        yes(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "default_transaction_isolation",
+            "read committed",
+        );
+        yes(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "default_transaction_read_only",
+            "on",
+        );
+        yes(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION NOT DEFERRABLE",
+            "default_transaction_deferrable",
+            "off",
+        );
+        yes(
+            "SET default_transaction_read_only = on",
+            "default_transaction_read_only",
+            "on",
+        );
+        yes(
+            "SET default_transaction_isolation TO 'repeatable read'",
+            "default_transaction_isolation",
+            "repeatable read",
+        );
         for no in [
             "SET LOCAL work_mem = '1MB'",
             "SET ROLE admin",
             "SET role = admin",
             "SET SESSION AUTHORIZATION bob",
-            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, DEFERRABLE",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL 'serializable'",
+            "SET SESSION CHARACTERISTICS TRANSACTION READ ONLY",
+            "SET CHARACTERISTICS AS TRANSACTION READ ONLY",
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "SET transaction_read_only = on",
-            "SET default_transaction_read_only = on",
+            "SET transaction_isolation = serializable",
             "SET CONSTRAINTS ALL DEFERRED",
             "SET work_mem TO DEFAULT",
             "SET TIME ZONE LOCAL",

@@ -14,7 +14,18 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Properties;
+import java.util.concurrent.BrokenBarrierException;
+import java.util.concurrent.CyclicBarrier;
+import java.util.concurrent.TimeUnit;
+
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
+import org.springframework.jdbc.core.JdbcTemplate;
+import org.springframework.jdbc.datasource.DataSourceTransactionManager;
+import org.springframework.transaction.support.TransactionTemplate;
 
 public class Scenarios {
     static Connection connect(boolean direct) throws SQLException {
@@ -253,6 +264,116 @@ public class Scenarios {
         }
     }
 
+    static HikariDataSource hikari(int size, String isolation) {
+        HikariConfig hc = new HikariConfig();
+        hc.setJdbcUrl("jdbc:postgresql://" + System.getenv().getOrDefault("SY_HOST", "127.0.0.1") + ":"
+                + System.getenv("SY_PORT") + "/" + System.getenv("SY_DB"));
+        hc.setUsername(System.getenv("SY_USER"));
+        String pw = System.getenv("SY_PASSWORD");
+        if (pw != null && !pw.isEmpty()) {
+            hc.setPassword(pw);
+        }
+        hc.setMaximumPoolSize(size);
+        hc.setMinimumIdle(size);
+        hc.setConnectionTimeout(20_000);
+        hc.addDataSourceProperty("socketTimeout", "30");
+        if (isolation != null) {
+            hc.setTransactionIsolation(isolation);
+        }
+        return new HikariDataSource(hc);
+    }
+
+    // i. Spring's transactions over HikariCP, as a Spring application runs them: a
+    // TransactionTemplate with an isolation level makes DataSourceTransactionManager call
+    // setTransactionIsolation before the transaction and again after it, which pgjdbc sends as
+    // SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL ...; a Hikari pool with
+    // transactionIsolation set sends it once per connection. A read-only TransactionTemplate
+    // (@Transactional(readOnly = true)) begins with BEGIN READ ONLY. Threads of both kinds, with
+    // every connection of both pools open at once, over a small proxy pool: each must see its
+    // own isolation levels in and out of its transactions, and a plain connection beside them
+    // the server's default between rounds.
+    static void spring(int threads, int rounds) throws Exception {
+        int half = (threads + 1) / 2;
+        String[] levels = {"SERIALIZABLE", "REPEATABLE_READ", "READ_COMMITTED"};
+        try (Connection plain = connect(false);
+                HikariDataSource perTx = hikari(half, null);
+                HikariDataSource serializable = hikari(threads - half, "TRANSACTION_SERIALIZABLE")) {
+            CyclicBarrier step = new CyclicBarrier(threads + 1);
+            List<List<String>> said = new ArrayList<>();
+            List<Thread> ts = new ArrayList<>();
+            for (int t = 0; t < threads; t++) {
+                List<String> lines = new ArrayList<>();
+                said.add(lines);
+                int i = t;
+                HikariDataSource ds = i < half ? perTx : serializable;
+                Thread th = new Thread(() -> {
+                    JdbcTemplate jt = new JdbcTemplate(ds);
+                    DataSourceTransactionManager tm = new DataSourceTransactionManager(ds);
+                    TransactionTemplate tt = new TransactionTemplate(tm);
+                    // @Transactional(readOnly = true): pgjdbc begins it with BEGIN READ ONLY.
+                    TransactionTemplate ro = new TransactionTemplate(tm);
+                    ro.setReadOnly(true);
+                    String show = "SELECT current_setting('transaction_isolation') || ' / '"
+                            + " || current_setting('default_transaction_isolation')";
+                    try {
+                        for (int r = 0; r < rounds; r++) {
+                            step.await(60, TimeUnit.SECONDS);
+                            String level = levels[(i + r) % levels.length];
+                            if (i < half) {
+                                tt.setIsolationLevelName("ISOLATION_" + level);
+                                ro.setIsolationLevelName("ISOLATION_" + level);
+                            }
+                            // What the reads see is the same on any server (so a replica may
+                            // serve them); the rows are counted on the primary at the end.
+                            lines.add("round " + r + ": read-only " + ro.execute(status -> jt.queryForObject(
+                                    "SELECT current_setting('transaction_isolation') || ' '"
+                                    + " || current_setting('transaction_read_only')", String.class)));
+                            lines.add("round " + r + ": outside " + jt.queryForObject(show, String.class));
+                            String in = tt.execute(status -> jt.queryForObject(
+                                    "INSERT INTO sp_t (who) VALUES (?) RETURNING who", Long.class, i)
+                                    + " " + jt.queryForObject(show, String.class));
+                            lines.add("round " + r + (i < half ? " " + level : "") + ": in transaction " + in);
+                        }
+                    } catch (Exception e) {
+                        lines.add("error " + e.getClass().getSimpleName() + " " + e.getMessage());
+                        step.reset();
+                    }
+                });
+                ts.add(th);
+                th.start();
+            }
+            try {
+                for (int r = 0; r < rounds; r++) {
+                    step.await(60, TimeUnit.SECONDS);
+                    out("plain connection, round " + r + ": " + scalarText(plain,
+                            "SELECT current_setting('default_transaction_isolation')"));
+                }
+            } catch (BrokenBarrierException | java.util.concurrent.TimeoutException e) {
+                out("plain connection: a Spring thread failed");
+            }
+            for (Thread th : ts) {
+                th.join(90_000);
+            }
+            for (int t = 0; t < threads; t++) {
+                for (String line : said.get(t)) {
+                    out("thread " + t + ": " + line);
+                }
+            }
+        }
+        try (Connection direct = connect(true)) {
+            out("committed: " + scalarText(direct,
+                    "SELECT string_agg(who || ':' || n, ' ' ORDER BY who)"
+                    + " FROM (SELECT who, count(*) n FROM sp_t GROUP BY who) c"));
+        }
+    }
+
+    static String scalarText(Connection c, String sql) throws SQLException {
+        try (Statement s = c.createStatement(); ResultSet r = s.executeQuery(sql)) {
+            r.next();
+            return r.getString(1);
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         Thread watchdog = new Thread(() -> {
             try {
@@ -274,6 +395,9 @@ public class Scenarios {
                 break;
             case "stale":
                 stale(Integer.parseInt(args[1]));
+                break;
+            case "spring":
+                spring(Integer.parseInt(args[1]), Integer.parseInt(args[2]));
                 break;
             default:
                 throw new IllegalArgumentException("unknown scenario " + args[0]);
