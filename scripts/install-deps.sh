@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
 # Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, MariaDB server
 # and client (src/testkit/mariadb.rs), the real
-# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, node-postgres, Sequelize, pgjdbc with HikariCP and Spring JDBC, a JDK) and of
+# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, node-postgres, Sequelize, knex, pgjdbc with HikariCP and Spring JDBC, a JDK) and of
 # the MySQL tests (PyMySQL, mysql-connector-python, mysql2, MariaDB Connector/J), and for
 # tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file), and curl and
 # Chromium for the HTTP edge's tests.
@@ -203,13 +203,15 @@ python3 -c 'import mariadb' || { log "MariaDB Connector/Python (mariadb) still n
 node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers/node"
 if [ ! -d "$node_dir/node_modules/pg" ] || [ ! -d "$node_dir/node_modules/mysql2" ] ||
     [ ! -d "$node_dir/node_modules/mariadb" ] || [ ! -d "$node_dir/node_modules/playwright-core" ] ||
-    [ ! -d "$node_dir/node_modules/postgres" ] || [ ! -d "$node_dir/node_modules/sequelize" ]; then
-    log "installing node-postgres, postgres.js, Sequelize, mysql2, mariadb and playwright-core into $node_dir"
+    [ ! -d "$node_dir/node_modules/postgres" ] || [ ! -d "$node_dir/node_modules/sequelize" ] ||
+    [ ! -d "$node_dir/node_modules/knex" ]; then
+    log "installing node-postgres, postgres.js, Sequelize, knex, mysql2, mariadb and playwright-core into $node_dir"
     (cd "$node_dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2
 fi
 [ -d "$node_dir/node_modules/pg" ] || { log "node-postgres (pg) not installed in $node_dir"; exit 1; }
 [ -d "$node_dir/node_modules/postgres" ] || { log "postgres.js (postgres) not installed in $node_dir"; exit 1; }
 [ -d "$node_dir/node_modules/sequelize" ] || { log "Sequelize not installed in $node_dir"; exit 1; }
+[ -d "$node_dir/node_modules/knex" ] || { log "knex not installed in $node_dir"; exit 1; }
 [ -d "$node_dir/node_modules/mysql2" ] || { log "mysql2 not installed in $node_dir"; exit 1; }
 # playwright-core drives Debian's Chromium in tests/edge.rs (it downloads no browser).
 [ -d "$node_dir/node_modules/playwright-core" ] || { log "playwright-core not installed in $node_dir"; exit 1; }

@@ -1783,6 +1783,26 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("RESET default_transaction_isolation"), "RESET of one", true),
         (q(show), "after the RESET", true),
         (q("RESET ALL"), "RESET ALL a third time", true),
+        // Names as the server keeps them: knex's quoted search_path, a keyword, folded words.
+        (
+            q("set search_path to \"Knex_App\",\"public\""),
+            "knex's search_path",
+            true,
+        ),
+        (q(show), "after knex's", true),
+        (
+            q("SET search_path = 'user', Public, \"a\"\"b\""),
+            "a keyword and a quote in a name",
+            true,
+        ),
+        (q(show), "after the keyword", true),
+        (q("SET myapp.tenant = Acme"), "a bare word folded", true),
+        (
+            q("SELECT current_setting('myapp.tenant')"),
+            "the folded word",
+            true,
+        ),
+        (q("RESET ALL"), "RESET ALL a fourth time", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),

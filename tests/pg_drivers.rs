@@ -1228,6 +1228,54 @@ fn sequelize_connections_share_a_small_pool_with_their_time_zone() {
     );
 }
 
+/// knex (v3, on node-postgres) with a `searchPath`: each connection it opens sends `set
+/// search_path to "knex_app","public"`, which pinned it (a quoted name): six knex connections
+/// over a proxy pool of two, and the plain client beside them could not get one. Each
+/// worker's rows and search_path in and out of its transactions, and the plain client's
+/// search_path between rounds, must be as directly on the primary.
+#[test]
+fn knex_connections_with_a_search_path_share_a_small_pool() {
+    let _g = serial();
+    let db = "drv_knex";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP SCHEMA IF EXISTS knex_app CASCADE; CREATE SCHEMA knex_app; \
+             CREATE TABLE knex_app.kx_item (id serial PRIMARY KEY, who int)",
+        );
+    };
+    let (via, direct) = run_both(
+        Lang::Node,
+        "knex",
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct
+            .lines()
+            .iter()
+            .any(|l| l.contains("round 3: in transaction knex_app, public"))
+            && direct
+                .lines()
+                .iter()
+                .any(|l| l.contains("search_path \"$user\", public")),
+        "knex set no search_path, or the plain client saw it: {:?}",
+        direct.lines()
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "knex through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// Spring's transactions over HikariCP (Debian's Spring 4.3 and HikariCP 2.7 on pgjdbc), with
 /// reads split to the replicas: a TransactionTemplate with an isolation level makes pgjdbc
 /// send `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL ...` before the

@@ -130,16 +130,17 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
     if values.is_empty() || !separated || toks[i..].len() % 2 == 0 {
         return None;
     }
-    let value = match values[..] {
-        [SetTok::Str(v)] => {
-            let bare = v
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if NAME_LISTS.contains(&name.as_str()) && (!bare || v.is_empty()) {
-                return None;
-            }
-            v.clone()
+    if NAME_LISTS.contains(&name.as_str()) {
+        // Each name as the server keeps it: SET quotes it again where it needs quotes (knex
+        // sends `set search_path to "app","public"`).
+        let mut names = Vec::with_capacity(values.len());
+        for v in values {
+            names.push(quote_ident_as_server(&list_name(v)?));
         }
+        return Some((name, names.join(", ")));
+    }
+    let value = match values[..] {
+        [SetTok::Str(v)] => v.clone(),
         [SetTok::Word(v)]
             if v.eq_ignore_ascii_case("default") || v.eq_ignore_ascii_case("local") =>
         {
@@ -156,7 +157,10 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
             let mut parts = Vec::with_capacity(values.len());
             for v in values {
                 match v {
-                    SetTok::Word(w) if !w.eq_ignore_ascii_case("default") => parts.push(w.as_str()),
+                    SetTok::Word(w) if !w.eq_ignore_ascii_case("default") => {
+                        parts.push(identifier_folded(w))
+                    }
+                    SetTok::Ident(w) if valid_ident(w) => parts.push(w.clone()),
                     _ => return None,
                 }
             }
@@ -164,6 +168,210 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
         }
     };
     Some((name, value))
+}
+
+/// A bare word as the server's scanner leaves it: a name folded to lower case, a number as
+/// written.
+fn identifier_folded(w: &str) -> String {
+    if w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        w.to_ascii_lowercase()
+    } else {
+        w.to_string()
+    }
+}
+
+/// A quoted name the server takes without a notice: not empty, not cut at 63 bytes.
+fn valid_ident(w: &str) -> bool {
+    !w.is_empty() && w.len() < 64
+}
+
+/// One name of a `search_path`-like list as SET takes it: a bare name (folded), a quoted name
+/// or a string. None for anything else (a number, `DEFAULT`, an empty or overlong name).
+fn list_name(t: &SetTok) -> Option<String> {
+    let name = match t {
+        SetTok::Word(w)
+            if w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && !w.contains('.')
+                && !w.eq_ignore_ascii_case("default") =>
+        {
+            w.to_ascii_lowercase()
+        }
+        SetTok::Ident(w) | SetTok::Str(w) => w.clone(),
+        _ => return None,
+    };
+    valid_ident(&name).then_some(name)
+}
+
+/// Keywords the server's `quote_identifier` quotes (PostgreSQL 15's reserved, column-name and
+/// type-or-function-name keywords; unreserved ones stay bare).
+const QUOTED_KEYWORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
+];
+
+/// A name as the server writes it back (its `quote_identifier`): bare if it is lower-case
+/// letters, digits and `_` (not first a digit) and no keyword that needs quotes, else in
+/// double quotes with inner ones doubled.
+fn quote_ident_as_server(name: &str) -> String {
+    let bare = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !QUOTED_KEYWORDS.contains(&name);
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
 }
 
 /// A simple Query of one or more plain `SET`s (see [`plain_set`]) and nothing else, such as
@@ -177,12 +385,14 @@ pub fn plain_sets(sql: &str) -> Option<Vec<(String, String)>> {
         return plain_set(sql).map(|kv| vec![kv]);
     }
     let mut sets = Vec::new();
-    let mut quoted = false;
+    // The quote a string or name is open with.
+    let mut quoted: Option<char> = None;
     let mut start = 0;
     for (at, c) in sql.char_indices().chain([(sql.len(), ';')]) {
-        match c {
-            '\'' => quoted = !quoted,
-            ';' if !quoted => {
+        match (c, quoted) {
+            ('\'' | '"', None) => quoted = Some(c),
+            (c, Some(q)) if c == q => quoted = None,
+            (';', None) => {
                 let one = &sql[start..at];
                 if !one.trim().is_empty() {
                     sets.push(plain_set(one)?);
@@ -192,7 +402,7 @@ pub fn plain_sets(sql: &str) -> Option<Vec<(String, String)>> {
             _ => {}
         }
     }
-    (!sets.is_empty() && !quoted).then_some(sets)
+    (!sets.is_empty() && quoted.is_none()).then_some(sets)
 }
 
 #[derive(PartialEq)]
@@ -298,6 +508,8 @@ enum SetTok {
     Word(String),
     /// A single-quoted string, its quotes taken off.
     Str(String),
+    /// A double-quoted name, its quotes taken off.
+    Ident(String),
     Eq,
     Comma,
     Open,
@@ -325,16 +537,16 @@ fn set_tokens(s: &str) -> Option<Vec<SetTok>> {
                 SetTok::Close
             });
             i += 1;
-        } else if c == b'\'' {
+        } else if c == b'\'' || c == b'"' {
             let mut v = Vec::new();
             i += 1;
             loop {
                 match b.get(i) {
-                    Some(b'\'') if b.get(i + 1) == Some(&b'\'') => {
-                        v.push(b'\'');
+                    Some(&q) if q == c && b.get(i + 1) == Some(&c) => {
+                        v.push(c);
                         i += 2;
                     }
-                    Some(b'\'') => {
+                    Some(&q) if q == c => {
                         i += 1;
                         break;
                     }
@@ -345,7 +557,12 @@ fn set_tokens(s: &str) -> Option<Vec<SetTok>> {
                     None => return None,
                 }
             }
-            out.push(SetTok::Str(String::from_utf8(v).ok()?));
+            let v = String::from_utf8(v).ok()?;
+            out.push(if c == b'"' {
+                SetTok::Ident(v)
+            } else {
+                SetTok::Str(v)
+            });
         } else if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'+') {
             // (Not `$`: `$$x$$` is a string, `$1` a parameter.)
             let start = i;
@@ -406,6 +623,36 @@ mod tests {
             "app, public",
         );
         yes("SET search_path TO 'app'", "search_path", "app");
+        // Names in a search_path as the server writes them back (SHOW search_path).
+        yes(
+            "SET search_path = 'My Schema'",
+            "search_path",
+            "\"My Schema\"",
+        );
+        yes(
+            "SET search_path = \"Sch\", public",
+            "search_path",
+            "\"Sch\", public",
+        );
+        yes(
+            "set search_path to \"app\",\"public\"",
+            "search_path",
+            "app, public",
+        );
+        yes(
+            "SET search_path = App, \"user\", 'select', \"a\"\"b\", '$user', _x1",
+            "search_path",
+            "app, \"user\", \"select\", \"a\"\"b\", \"$user\", _x1",
+        );
+        yes("SET search_path = 'a,b'", "search_path", "\"a,b\"");
+        // Bare words are folded as the server's scanner folds names.
+        yes("SET myapp.x = Foo", "myapp.x", "foo");
+        yes(
+            "SET application_name = \"MyApp\"",
+            "application_name",
+            "MyApp",
+        );
+        yes("SET x.y = 1E3", "x.y", "1E3");
         yes("SET statement_timeout = '5s'", "statement_timeout", "5s");
         yes("SET work_mem = 64MB", "work_mem", "64MB");
         yes("SET myapp.tenant = '42'", "myapp.tenant", "42");
@@ -467,8 +714,11 @@ mod tests {
             "SET timezone = INTERVAL '+00:00' HOUR TO MINUTE, 1",
             "SET work_mem = $$1MB$$",
             "SET work_mem = $1",
-            "SET search_path = 'My Schema'",
-            "SET search_path = \"Sch\", public",
+            "SET search_path = ''",
+            "SET search_path = \"\"",
+            "SET search_path = 1a",
+            "SET search_path = a.b",
+            "SET search_path = DEFAULT, public",
             "SET \"work_mem\" = '1MB'",
             "SET application_name = E'a\\nb'",
             "SET work_mem = '1MB'; SET x.y = 1",

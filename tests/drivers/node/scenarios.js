@@ -1,4 +1,4 @@
-// node-postgres, postgres.js and Sequelize scenarios run by tests/pg_drivers.rs.
+// node-postgres, postgres.js, Sequelize and knex scenarios run by tests/pg_drivers.rs.
 //
 // Usage: node scenarios.js SCENARIO [ARGS...]; the server under test comes from SY_HOST,
 // SY_PORT, SY_USER, SY_PASSWORD, SY_DB, and the PostgreSQL primary (to read back what was
@@ -532,12 +532,76 @@ async function sequelizeScenario(workersArg = '6', roundsArg = '4') {
   await closeBounded(plain);
 }
 
+// f. knex's pool with a searchPath, in transaction mode.
+//
+// Defect targeted: knex sends `set search_path to "knex_app","public"` on every connection it
+// opens when `searchPath` is configured; a quoted name pinned the client, so a pool of N knex
+// connections needed N server connections.
+async function knexScenario(workersArg = '6', roundsArg = '4') {
+  const knex = require('knex')({
+    client: 'pg',
+    connection: { ...config(false), connectionTimeoutMillis: 10000, query_timeout: CALL_MS },
+    searchPath: ['knex_app', 'public'],
+    pool: { min: 0, max: +workersArg },
+    acquireConnectionTimeout: CALL_MS,
+  });
+  const workers = +workersArg;
+  const rounds = +roundsArg;
+  const plain = await connect(false);
+  const said = Array.from({ length: workers }, () => []);
+  let waiting = [];
+  let failed = 0;
+  const release = () => {
+    if (waiting.length >= workers + 1 - failed) {
+      waiting.forEach((r) => r());
+      waiting = [];
+    }
+  };
+  const barrier = () => new Promise((resolve) => {
+    waiting.push(resolve);
+    release();
+  });
+  const worker = async (w) => {
+    try {
+      for (let r = 0; r < rounds; r++) {
+        await barrier();
+        await knex.transaction(async (trx) => {
+          const [row] = await trx('kx_item').insert({ who: w }).returning('who');
+          said[w].push(`round ${r}: inserted ${row.who}`);
+          const { rows } = await trx.raw("SELECT current_setting('search_path') AS p");
+          said[w].push(`round ${r}: in transaction ${rows[0].p}`);
+        });
+        const [n] = await knex('kx_item').where({ who: w }).count({ n: '*' });
+        said[w].push(`round ${r}: ${n.n} rows`);
+        const { rows } = await knex.raw('SHOW search_path');
+        said[w].push(`round ${r}: outside ${rows[0].search_path}`);
+      }
+    } catch (e) {
+      said[w].push(`error ${e.name} ${errCode(e) || e.message}`);
+      failed += 1;
+      release();
+    }
+  };
+  const all = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
+  // Between rounds a client that is not knex keeps the server's own search_path.
+  for (let r = 0; r < rounds; r++) {
+    await barrier();
+    const p = (await plain.query("SELECT current_setting('search_path') AS p")).rows[0].p;
+    out(`plain client, round ${r}: search_path ${p}`);
+  }
+  await all;
+  said.forEach((lines, w) => lines.forEach((l) => out(`worker ${w}: ${l}`)));
+  await knex.destroy();
+  await closeBounded(plain);
+}
+
 const scenarios = {
   named_tx: namedTx,
   dirty,
   pgjs_habits: pgjsHabits,
   pgjs_ledger: pgjsLedger,
   sequelize: sequelizeScenario,
+  knex: knexScenario,
 };
 
 async function main() {
