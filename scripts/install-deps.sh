@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian 12 / Ubuntu machine that already has
 # Rust: PostgreSQL server binaries (15 preferred), psql, pgbouncer and python3, MariaDB server
 # and client (src/testkit/mariadb.rs), the real
-# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, node-postgres, Sequelize, knex, pgjdbc with HikariCP and Spring JDBC, a JDK) and of
+# drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, SQLAlchemy, node-postgres, Sequelize, knex, pgjdbc with HikariCP and Spring JDBC, a JDK) and of
 # the MySQL tests (PyMySQL, mysql-connector-python, mysql2, MariaDB Connector/J), and for
 # tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file), and curl and
 # Chromium for the HTTP edge's tests.
@@ -114,7 +114,7 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet prometheus_client >&2 || python3 -m pip install --quiet --break-system-packages prometheus_client >&2
 fi
 
-# Real-driver tests (tests/pg_drivers.rs): psycopg 3, asyncpg and Django from PyPI, node-postgres from
+# Real-driver tests (tests/pg_drivers.rs): psycopg 3, asyncpg, Django and SQLAlchemy from PyPI, node-postgres from
 # npm into tests/drivers/node, pgjdbc and a JDK from Debian. A driver that cannot be installed
 # fails this script: the driver tests never skip silently.
 pip_install() {
@@ -132,7 +132,11 @@ if ! python3 -c 'import django' >/dev/null 2>&1; then
     log "installing python package Django"
     pip_install 'Django>=4.2'
 fi
-python3 -c 'import psycopg, asyncpg, django' || { log "psycopg/asyncpg/Django still not importable"; exit 1; }
+if ! python3 -c 'import sqlalchemy; assert sqlalchemy.__version__ >= "2"' >/dev/null 2>&1; then
+    log "installing python package SQLAlchemy"
+    pip_install 'SQLAlchemy>=2.0,<3'
+fi
+python3 -c 'import psycopg, asyncpg, django, sqlalchemy' || { log "psycopg/asyncpg/Django/SQLAlchemy still not importable"; exit 1; }
 # MySQL drivers (tests/mysql_proxy.rs, tests/mysql_drivers.rs, tests/mysql_faults.rs): PyMySQL
 # and mysql-connector-python from PyPI, MariaDB Connector/J from Debian, mysql2 from npm.
 if ! python3 -c 'import pymysql' >/dev/null 2>&1; then

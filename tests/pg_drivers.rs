@@ -1228,6 +1228,57 @@ fn sequelize_connections_share_a_small_pool_with_their_time_zone() {
     );
 }
 
+/// SQLAlchemy 2 (Core and ORM) on psycopg 3 and on asyncpg, with reads split to the
+/// replicas: QueuePools with pre-ping, an engine-wide REPEATABLE READ, and read-only
+/// serializable (deferrable) connections through execution options, as applications
+/// configure them. Every thread's and task's isolation levels, and the rows committed, must
+/// be as directly on the primary. Before, the read-only serializable transactions went to a
+/// replica, which refuses them (0A000).
+#[test]
+fn sqlalchemy_engines_with_isolation_levels_answer_as_on_the_primary() {
+    let _g = serial();
+    let db = "drv_sqlalchemy";
+    fresh_db(db, "");
+    let p = split_proxy(db, 2);
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP TABLE IF EXISTS sa_item; CREATE TABLE sa_item (id serial PRIMARY KEY, who int)",
+        );
+        cluster()
+            .wait_replay_caught_up(Duration::from_secs(30))
+            .unwrap();
+    };
+    let (via, direct) = run_both(
+        Lang::Python,
+        "sqlalchemy",
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct
+            .lines()
+            .iter()
+            .any(|l| l.contains("read-only serializable serializable on on"))
+            && direct
+                .lines()
+                .iter()
+                .any(|l| l.starts_with("committed: 0:4 ")),
+        "SQLAlchemy's transactions were not as configured: {:?}",
+        direct.lines()
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "SQLAlchemy through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// knex (v3, on node-postgres) with a `searchPath`: each connection it opens sends `set
 /// search_path to "knex_app","public"`, which pinned it (a quoted name): six knex connections
 /// over a proxy pool of two, and the plain client beside them could not get one. Each

@@ -915,6 +915,123 @@ def scenario_django(threads="6", rounds="4"):
             out(f"thread {i}: {line}")
 
 
+def scenario_sqlalchemy(threads="6", rounds="4"):
+    """SQLAlchemy 2 (Core and ORM) on psycopg 3 and on asyncpg, as applications configure it: a
+    QueuePool with pre-ping, an engine-wide isolation level, and per-connection execution
+    options for read-only serializable work (`postgresql_readonly`, `postgresql_deferrable`,
+    which begin `BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE`). Reads show only
+    settings, so a replica may serve them; rows are counted on the primary at the end.
+
+    Defect targeted: a serializable read-only transaction went to a replica, which refuses
+    serializable transactions (0A000)."""
+    import threading
+
+    import sqlalchemy
+    from sqlalchemy import Integer, create_engine, func, select, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+    threads, rounds = int(threads), int(rounds)
+    log(f"SQLAlchemy {sqlalchemy.__version__}")
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = "sa_item"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        who: Mapped[int] = mapped_column(Integer)
+
+    url = sqlalchemy.engine.URL.create(
+        "postgresql+psycopg", username=USER, password=PASSWORD, host=HOST, port=PORT, database=DB)
+    engine = create_engine(url, pool_size=threads, max_overflow=0, pool_pre_ping=True,
+                           pool_timeout=CALL, isolation_level="REPEATABLE READ",
+                           connect_args={"connect_timeout": 10})
+    show = text("SELECT current_setting('transaction_isolation') || ' '"
+                " || current_setting('transaction_read_only') || ' '"
+                " || current_setting('transaction_deferrable')")
+    step = threading.Barrier(threads + 1, timeout=60)
+    said = collections.defaultdict(list)
+
+    def worker(i):
+        lines = said[i]
+        try:
+            for r in range(rounds):
+                step.wait()
+                with Session(engine) as s, s.begin():
+                    s.add(Item(who=i))
+                    s.flush()
+                    lines.append(f"round {r}: ORM transaction {s.execute(show).scalar_one()}, "
+                                 f"rows {s.scalar(select(func.count()).where(Item.who == i))}")
+                with engine.connect().execution_options(
+                        isolation_level="SERIALIZABLE", postgresql_readonly=True,
+                        postgresql_deferrable=True) as c:
+                    lines.append(f"round {r}: read-only serializable {c.execute(show).scalar_one()}")
+                    c.rollback()
+                # (Not transaction_read_only: a standby's transactions are all read-only.)
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                    level = c.execute(text("SELECT current_setting('transaction_isolation')"))
+                    lines.append(f"round {r}: autocommit {level.scalar_one()}")
+        except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+            lines.append(f"error {type(e).__name__} {state_of(getattr(e, 'orig', e))}")
+            step.abort()
+
+    with deadline("SQLAlchemy on psycopg", 120):
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        try:
+            with pg3() as plain:
+                for r in range(rounds):
+                    step.wait()
+                    level = plain.execute("SELECT current_setting('transaction_isolation')").fetchone()[0]
+                    out(f"plain client, round {r}: {level}")
+        except threading.BrokenBarrierError:
+            out("plain client: a SQLAlchemy thread failed")
+        for t in ts:
+            t.join()
+    engine.dispose()
+    for i in range(threads):
+        for line in said[i]:
+            out(f"psycopg thread {i}: {line}")
+
+    async def on_asyncpg():
+        aurl = url.set(drivername="postgresql+asyncpg")
+        aengine = create_async_engine(aurl, pool_size=threads, max_overflow=0, pool_pre_ping=True,
+                                      pool_timeout=CALL, connect_args={"timeout": 10})
+
+        async def task(i):
+            lines = []
+            try:
+                for r in range(rounds):
+                    async with aengine.begin() as c:
+                        await c.execute(text("INSERT INTO sa_item (who) VALUES (:w)"), {"w": 100 + i})
+                        lines.append(f"round {r}: transaction {(await c.execute(show)).scalar_one()}")
+                    async with aengine.connect() as c:
+                        c = await c.execution_options(isolation_level="SERIALIZABLE",
+                                                      postgresql_readonly=True)
+                        lines.append(f"round {r}: read-only serializable "
+                                     f"{(await c.execute(show)).scalar_one()}")
+                        await c.rollback()
+            except Exception as e:  # noqa: BLE001
+                lines.append(f"error {type(e).__name__} {state_of(getattr(e, 'orig', e))}")
+            return lines
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(task(i) for i in range(threads))), 90)
+        finally:
+            await aengine.dispose()
+
+    with deadline("SQLAlchemy on asyncpg", 120):
+        for i, lines in enumerate(asyncio.run(on_asyncpg())):
+            for line in lines:
+                out(f"asyncpg task {i}: {line}")
+    with pg3(direct=True) as d:
+        rows = d.execute("SELECT who, count(*) FROM sa_item GROUP BY who ORDER BY who").fetchall()
+        out("committed: " + " ".join(f"{w}:{n}" for w, n in rows))
+
+
 def main():
     name, args = sys.argv[1], sys.argv[2:]
     log(f"psycopg {psycopg.__version__} (libpq {pq.version()}), asyncpg {asyncpg.__version__}")
