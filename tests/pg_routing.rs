@@ -207,6 +207,18 @@ async fn serializable_transactions_are_served_by_the_primary() {
         }
         assert!(seen.iter().all(|p| replicas.contains(p)), "{seen:?}");
     }
+    // The same default as a startup parameter.
+    let startup = connect(&format!(
+        "{} options='-c default_transaction_isolation=serializable'",
+        p.conn_str("t_serial")
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            served_by(&startup, "SELECT inet_server_port()").await,
+            primary
+        );
+    }
 }
 
 #[tokio::test]
