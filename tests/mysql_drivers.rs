@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use support::drivers::{run_bounded, Outcome};
+use support::drivers::{java_class_path_with, run_bounded, Outcome};
 use switchyard::app::Server;
 use switchyard::config::Config;
 use switchyard::testkit::mariadb::{MariaCluster, APP_PASSWORD, APP_USER};
@@ -240,13 +240,19 @@ fn java_classes() -> &'static Path {
             .filter(|p| p.extension().is_some_and(|e| e == "java"))
             .collect();
         let mut cmd = Command::new("javac");
-        cmd.args(["-encoding", "UTF-8", "-cp", CONNECTOR_J_JAR, "-d"])
-            .arg(&out)
-            .args(&src)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        cmd.args([
+            "-encoding",
+            "UTF-8",
+            "-cp",
+            &java_class_path_with(CONNECTOR_J_JAR),
+            "-d",
+        ])
+        .arg(&out)
+        .args(&src)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
         let o = run_bounded(&mut cmd, "javac".into(), Duration::from_secs(120));
         assert!(o.exit == Some(0), "javac failed:\n{}", o.describe());
         out
@@ -300,7 +306,11 @@ fn run_program(
             let classes = java_classes();
             let mut c = Command::new("java");
             c.args(["-Xss1m", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-cp"])
-                .arg(format!("{}:{CONNECTOR_J_JAR}", classes.display()))
+                .arg(format!(
+                    "{}:{}",
+                    classes.display(),
+                    java_class_path_with(CONNECTOR_J_JAR)
+                ))
                 .arg("MyScenarios");
             c
         }
@@ -753,6 +763,49 @@ fn django_connections_share_a_small_pool_with_their_isolation_level() {
         direct.stdout
     );
     assert_same(Driver::PyMysql, "django", &via, &direct);
+}
+
+/// Spring's transactions over HikariCP on MariaDB Connector/J (Debian's Spring 4.3, HikariCP
+/// 2.7, Connector/J 2.7), reads split to the replicas: isolation levels set before each
+/// transaction and put back after it, read-only transactions, a pool with its own isolation
+/// level, every connection of both pools open at once over a proxy pool of two per server.
+/// Each thread's isolation level and access mode in and out of its transactions, a plain
+/// client's between rounds, and the rows committed must be as directly.
+#[test]
+fn connector_j_spring_transactions_with_isolation_levels_share_a_small_pool() {
+    let _g = serial();
+    let db = "mydrv_spring";
+    fresh_db(db, "");
+    let p = start_proxy(db, 2, true);
+    let limit = Duration::from_secs(150);
+    let args = ["6", "4"];
+    let via = run_scenario(
+        Driver::ConnectorJ,
+        "spring",
+        &args,
+        &Target::proxy(&p, db),
+        limit,
+    );
+    drop(p);
+    let direct = run_scenario(
+        Driver::ConnectorJ,
+        "spring",
+        &args,
+        &Target::direct(db),
+        limit,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct.stdout.contains("in transaction SERIALIZABLE")
+            && direct
+                .stdout
+                .contains("READ_COMMITTED: in transaction READ-COMMITTED")
+            && direct.stdout.contains("committed: 0:4 1:4 2:4 3:4 4:4 5:4"),
+        "Spring's transactions were not as configured:\n{}",
+        direct.stdout
+    );
+    assert_same(Driver::ConnectorJ, "spring", &via, &direct);
 }
 
 #[test]

@@ -116,12 +116,10 @@ fn drivers_dir() -> PathBuf {
 /// pgjdbc as packaged by Debian (`libpostgresql-jdbc-java`).
 pub const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
-/// The Java scenarios' class path: pgjdbc, and HikariCP and Spring's JDBC transactions as
-/// Debian packages them (`libhikaricp-java`, `libspring-jdbc-java`,
-/// `libspring-transaction-java`).
-fn java_class_path() -> String {
+/// A Java class path of `driver_jar` with HikariCP and Spring's JDBC transactions as Debian
+/// packages them (`libhikaricp-java`, `libspring-jdbc-java`, `libspring-transaction-java`).
+pub fn java_class_path_with(driver_jar: &str) -> String {
     [
-        PGJDBC_JAR,
         "HikariCP.jar",
         "slf4j-api.jar",
         "slf4j-nop.jar",
@@ -132,15 +130,14 @@ fn java_class_path() -> String {
         "commons-logging.jar",
     ]
     .iter()
-    .map(|j| {
-        if j.starts_with('/') {
-            j.to_string()
-        } else {
-            format!("/usr/share/java/{j}")
-        }
+    .fold(driver_jar.to_string(), |cp, j| {
+        format!("{cp}:/usr/share/java/{j}")
     })
-    .collect::<Vec<_>>()
-    .join(":")
+}
+
+/// The PostgreSQL Java scenarios' class path.
+fn java_class_path() -> String {
+    java_class_path_with(PGJDBC_JAR)
 }
 
 /// Compiles `tests/drivers/java/*.java` once per test binary; returns the class directory.

@@ -38,7 +38,16 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.BrokenBarrierException;
+import java.util.concurrent.CyclicBarrier;
+import java.util.concurrent.TimeoutException;
+
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
 import org.mariadb.jdbc.MariaDbPoolDataSource;
+import org.springframework.jdbc.core.JdbcTemplate;
+import org.springframework.jdbc.datasource.DataSourceTransactionManager;
+import org.springframework.transaction.support.TransactionTemplate;
 
 public class MyScenarios {
     static final String HOST = System.getenv().getOrDefault("SY_HOST", "127.0.0.1");
@@ -919,6 +928,107 @@ public class MyScenarios {
         }
     }
 
+    static HikariDataSource hikari(int size, String isolation) {
+        HikariConfig hc = new HikariConfig();
+        hc.setJdbcUrl(url(PORT, ""));
+        hc.setMaximumPoolSize(size);
+        hc.setMinimumIdle(size);
+        hc.setConnectionTimeout(20_000);
+        if (isolation != null) {
+            hc.setTransactionIsolation(isolation);
+        }
+        return new HikariDataSource(hc);
+    }
+
+    // k. Spring's transactions over HikariCP on Connector/J, as a Spring application runs them:
+    // a TransactionTemplate with an isolation level makes DataSourceTransactionManager call
+    // setTransactionIsolation before the transaction and again after it (SET SESSION
+    // TRANSACTION ISOLATION LEVEL ...), a read-only one setReadOnly (SET SESSION TRANSACTION
+    // READ ONLY) and back; setAutoCommit(false) and back around each; a Hikari pool with
+    // transactionIsolation sets it once per connection and puts it back when a borrower
+    // changed it. Every connection of both pools open at once, over a small proxy pool: each
+    // thread must see its own isolation level and access mode in and out of its transactions,
+    // a plain connection the server's between rounds, and the rows committed must be all.
+    static void spring() throws Exception {
+        int threads = Integer.parseInt(args[1]);
+        int rounds = Integer.parseInt(args[2]);
+        int half = (threads + 1) / 2;
+        String[] levels = {"SERIALIZABLE", "REPEATABLE_READ", "READ_COMMITTED"};
+        try (Connection plain = connect("");
+                Statement s = plain.createStatement()) {
+            s.execute("DROP TABLE IF EXISTS sp_t");
+            s.execute("CREATE TABLE sp_t (id INT AUTO_INCREMENT PRIMARY KEY, who INT)");
+        }
+        try (Connection plain = connect("");
+                HikariDataSource perTx = hikari(half, null);
+                HikariDataSource serializable = hikari(threads - half, "TRANSACTION_SERIALIZABLE")) {
+            CyclicBarrier step = new CyclicBarrier(threads + 1);
+            List<List<String>> said = new ArrayList<>();
+            List<Thread> ts = new ArrayList<>();
+            String show = "SELECT CONCAT(@@tx_isolation, ' ', @@tx_read_only)";
+            for (int t = 0; t < threads; t++) {
+                List<String> lines = new ArrayList<>();
+                said.add(lines);
+                int i = t;
+                HikariDataSource ds = i < half ? perTx : serializable;
+                Thread th = new Thread(() -> {
+                    JdbcTemplate jt = new JdbcTemplate(ds);
+                    DataSourceTransactionManager tm = new DataSourceTransactionManager(ds);
+                    TransactionTemplate tt = new TransactionTemplate(tm);
+                    TransactionTemplate ro = new TransactionTemplate(tm);
+                    ro.setReadOnly(true);
+                    try {
+                        for (int r = 0; r < rounds; r++) {
+                            step.await(60, TimeUnit.SECONDS);
+                            String level = levels[(i + r) % levels.length];
+                            if (i < half) {
+                                tt.setIsolationLevelName("ISOLATION_" + level);
+                                ro.setIsolationLevelName("ISOLATION_" + level);
+                            }
+                            lines.add("round " + r + ": read-only " + ro.execute(st -> jt.queryForObject(show, String.class)));
+                            lines.add("round " + r + ": outside " + jt.queryForObject(show, String.class));
+                            String in = tt.execute(st -> {
+                                jt.update("INSERT INTO sp_t (who) VALUES (?)", i);
+                                return jt.queryForObject(show, String.class);
+                            });
+                            lines.add("round " + r + (i < half ? " " + level : "") + ": in transaction " + in);
+                        }
+                    } catch (Exception e) {
+                        lines.add("error " + e.getClass().getSimpleName() + " " + e.getMessage());
+                        step.reset();
+                    }
+                });
+                ts.add(th);
+                th.start();
+            }
+            try (Statement s = plain.createStatement()) {
+                for (int r = 0; r < rounds; r++) {
+                    step.await(60, TimeUnit.SECONDS);
+                    try (ResultSet rs = s.executeQuery(show)) {
+                        rs.next();
+                        out("plain connection, round " + r + ": " + rs.getString(1));
+                    }
+                }
+            } catch (BrokenBarrierException | TimeoutException e) {
+                out("plain connection: a Spring thread failed");
+            }
+            for (Thread th : ts) {
+                th.join(90_000);
+            }
+            for (int t = 0; t < threads; t++) {
+                for (String line : said.get(t)) {
+                    out("thread " + t + ": " + line);
+                }
+            }
+        }
+        try (Connection d = direct(); Statement s = d.createStatement();
+                ResultSet rs = s.executeQuery("SELECT GROUP_CONCAT(CONCAT(who, ':', n) ORDER BY who"
+                        + " SEPARATOR ' ') FROM (SELECT who, count(*) n FROM sp_t GROUP BY who) c")) {
+            rs.next();
+            out("committed: " + rs.getString(1));
+        }
+    }
+
     public static void main(String[] a) throws Exception {
         args = a;
         Thread watchdog = new Thread(() -> {
@@ -956,6 +1066,9 @@ public class MyScenarios {
                 break;
             case "routing":
                 routing();
+                break;
+            case "spring":
+                spring();
                 break;
             default:
                 throw new IllegalArgumentException("unknown scenario " + a[0]);
