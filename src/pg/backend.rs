@@ -60,7 +60,7 @@ pub struct BackendConn {
     /// Client settings sent in the startup packet (session mode: `RESET` returns to them).
     pub startup: Vec<(String, String)>,
     /// Proxy-named prepared statements that exist on this connection.
-    pub prepared: HashSet<u64>,
+    pub prepared: HashSet<u64, foldhash::fast::RandomState>,
     /// True only when the connection is idle outside a transaction with nothing in flight and
     /// no client session state; the pool refuses to take it back otherwise.
     pub clean: bool,
@@ -143,7 +143,7 @@ impl BackendConn {
             server_params: Vec::new(),
             applied: Vec::new(),
             startup: settings.to_vec(),
-            prepared: HashSet::new(),
+            prepared: HashSet::default(),
             clean: false,
             cancelled: false,
             state_unknown: false,

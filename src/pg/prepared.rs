@@ -6,6 +6,11 @@
 //! has; a Bind on a connection without the statement gets a Parse injected in front of it.
 
 use std::collections::HashMap;
+
+/// Hash of the maps a statement's path looks up by client-chosen names and texts (once or more
+/// per Bind): foldhash, randomly seeded, its quality variant (std's SipHash cost about 300
+/// instructions per pgbench transaction; callgrind, benches/README.md).
+pub type NameHash = foldhash::quality::RandomState;
 use std::sync::{Arc, Mutex};
 
 /// The statement name a Bind or Describe of a stale statement goes to the server under: no
@@ -175,7 +180,7 @@ type StmtKey = (Box<[u8]>, Box<[u8]>);
 
 #[derive(Debug, Default)]
 struct RegistryInner {
-    by_content: HashMap<StmtKey, Arc<StmtDef>>,
+    by_content: HashMap<StmtKey, Arc<StmtDef>, NameHash>,
     next_id: u64,
 }
 

@@ -37,6 +37,7 @@ use bytes::{Buf, BytesMut};
 use pump::Pump;
 pub(crate) use settings::settings_sql;
 pub use settings::{plain_set, plain_sets};
+use crate::pg::prepared::NameHash;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
@@ -247,10 +248,10 @@ pub struct Session<C> {
     cin_blocked: bool,
     bin_blocked: bool,
     /// Client statement name -> definition (transaction mode only).
-    stmts: HashMap<ClientName, Arc<StmtDef>>,
+    stmts: HashMap<ClientName, Arc<StmtDef>, NameHash>,
     /// Client statements the proxy answered the Parse of and the client has not bound or
     /// described since: it knows nothing of their result type yet.
-    untold: std::collections::HashSet<ClientName>,
+    untold: std::collections::HashSet<ClientName, NameHash>,
     /// The next Parse is answered by the proxy and sent to a server when first used.
     defer_parse: bool,
     /// Index (in the cluster's backends) of the held connection's server.
@@ -342,7 +343,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             error_seen: false,
             cin_blocked: false,
             bin_blocked: false,
-            stmts: HashMap::new(),
+            stmts: HashMap::default(),
             untold: Default::default(),
             defer_parse: false,
             backend_idx: 0,
