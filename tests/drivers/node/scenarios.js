@@ -456,6 +456,45 @@ async function pgjsLedger(workersArg, opsArg, maxArg, seedArg) {
   await bounded('end', Promise.all([sql.end({ timeout: 5 }), direct.end({ timeout: 5 })]));
 }
 
+// Runs `body(w, r, said)` for `workers` workers and `rounds` rounds, every worker's round
+// starting together (so a pool opens all its connections), and `between(r)` for a plain client
+// at the start of each round; a worker that throws stops there (`describe(e)` is its last
+// line). Prints each worker's lines after the plain client's.
+async function inRounds(workers, rounds, body, between, describe) {
+  const said = Array.from({ length: workers }, () => []);
+  let waiting = [];
+  let failed = 0;
+  const release = () => {
+    if (waiting.length >= workers + 1 - failed) {
+      waiting.forEach((r) => r());
+      waiting = [];
+    }
+  };
+  const barrier = () => new Promise((resolve) => {
+    waiting.push(resolve);
+    release();
+  });
+  const worker = async (w) => {
+    try {
+      for (let r = 0; r < rounds; r++) {
+        await barrier();
+        await body(w, r, said[w]);
+      }
+    } catch (e) {
+      said[w].push(describe(e));
+      failed += 1;
+      release();
+    }
+  };
+  const all = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
+  for (let r = 0; r < rounds; r++) {
+    await barrier();
+    await between(r);
+  }
+  await all;
+  said.forEach((lines, w) => lines.forEach((l) => out(`worker ${w}: ${l}`)));
+}
+
 // e. Sequelize's pool in transaction mode.
 //
 // Defect targeted: every Sequelize (v6) connection runs `SET client_min_messages TO
@@ -481,53 +520,25 @@ async function sequelizeScenario(workersArg = '6', roundsArg = '4') {
     timestamps: false,
   });
   const plain = await connect(false);
-  const said = Array.from({ length: workers }, () => []);
-  // Every worker's round starts together, so the pool opens all its connections.
-  let waiting = [];
-  let failed = 0;
-  const release = () => {
-    if (waiting.length >= workers + 1 - failed) {
-      waiting.forEach((r) => r());
-      waiting = [];
-    }
-  };
-  const barrier = () => new Promise((resolve) => {
-    waiting.push(resolve);
-    release();
-  });
   const at = new Date(Date.UTC(2024, 0, 2, 3, 4, 5));
-  const worker = async (w) => {
-    try {
-      for (let r = 0; r < rounds; r++) {
-        await barrier();
-        await sq.transaction(async (t) => {
-          const item = await Item.create({ who: w, at }, { transaction: t });
-          said[w].push(`round ${r}: created ${item.id > 0}`);
-          const [tz] = await sq.query("SELECT current_setting('TimeZone') AS tz, now()::text ~ '[+]00$' AS utc",
-            { type: QueryTypes.SELECT, transaction: t });
-          said[w].push(`round ${r}: in transaction ${JSON.stringify(tz)}`);
-        });
-        const rows = await Item.findAll({ where: { who: w }, order: [['id', 'ASC']] });
-        said[w].push(`round ${r}: ${rows.length} rows, at ${rows.map((x) => x.at.toISOString()).join(' ')}`);
-        const [text] = await sq.query('SELECT at::text AS at FROM sq_item WHERE who = :w LIMIT 1',
-          { type: QueryTypes.SELECT, replacements: { w } });
-        said[w].push(`round ${r}: as text ${text.at}`);
-      }
-    } catch (e) {
-      said[w].push(`error ${e.name} ${e.parent ? errCode(e.parent) : e.message}`);
-      failed += 1;
-      release();
-    }
-  };
-  const all = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
-  // Between rounds a client that is not Sequelize keeps the server's own time zone.
-  for (let r = 0; r < rounds; r++) {
-    await barrier();
+  await inRounds(workers, rounds, async (w, r, said) => {
+    await sq.transaction(async (t) => {
+      const item = await Item.create({ who: w, at }, { transaction: t });
+      said.push(`round ${r}: created ${item.id > 0}`);
+      const [tz] = await sq.query("SELECT current_setting('TimeZone') AS tz, now()::text ~ '[+]00$' AS utc",
+        { type: QueryTypes.SELECT, transaction: t });
+      said.push(`round ${r}: in transaction ${JSON.stringify(tz)}`);
+    });
+    const rows = await Item.findAll({ where: { who: w }, order: [['id', 'ASC']] });
+    said.push(`round ${r}: ${rows.length} rows, at ${rows.map((x) => x.at.toISOString()).join(' ')}`);
+    const [text] = await sq.query('SELECT at::text AS at FROM sq_item WHERE who = :w LIMIT 1',
+      { type: QueryTypes.SELECT, replacements: { w } });
+    said.push(`round ${r}: as text ${text.at}`);
+  }, async (r) => {
+    // Between rounds a client that is not Sequelize keeps the server's own time zone.
     const tz = (await plain.query("SELECT current_setting('TimeZone') AS tz")).rows[0].tz;
     out(`plain client, round ${r}: TimeZone ${tz}`);
-  }
-  await all;
-  said.forEach((lines, w) => lines.forEach((l) => out(`worker ${w}: ${l}`)));
+  }, (e) => `error ${e.name} ${e.parent ? errCode(e.parent) : e.message}`);
   await sq.close();
   await closeBounded(plain);
 }
@@ -548,49 +559,22 @@ async function knexScenario(workersArg = '6', roundsArg = '4') {
   const workers = +workersArg;
   const rounds = +roundsArg;
   const plain = await connect(false);
-  const said = Array.from({ length: workers }, () => []);
-  let waiting = [];
-  let failed = 0;
-  const release = () => {
-    if (waiting.length >= workers + 1 - failed) {
-      waiting.forEach((r) => r());
-      waiting = [];
-    }
-  };
-  const barrier = () => new Promise((resolve) => {
-    waiting.push(resolve);
-    release();
-  });
-  const worker = async (w) => {
-    try {
-      for (let r = 0; r < rounds; r++) {
-        await barrier();
-        await knex.transaction(async (trx) => {
-          const [row] = await trx('kx_item').insert({ who: w }).returning('who');
-          said[w].push(`round ${r}: inserted ${row.who}`);
-          const { rows } = await trx.raw("SELECT current_setting('search_path') AS p");
-          said[w].push(`round ${r}: in transaction ${rows[0].p}`);
-        });
-        const [n] = await knex('kx_item').where({ who: w }).count({ n: '*' });
-        said[w].push(`round ${r}: ${n.n} rows`);
-        const { rows } = await knex.raw('SHOW search_path');
-        said[w].push(`round ${r}: outside ${rows[0].search_path}`);
-      }
-    } catch (e) {
-      said[w].push(`error ${e.name} ${errCode(e) || e.message}`);
-      failed += 1;
-      release();
-    }
-  };
-  const all = Promise.all(Array.from({ length: workers }, (_, w) => worker(w)));
-  // Between rounds a client that is not knex keeps the server's own search_path.
-  for (let r = 0; r < rounds; r++) {
-    await barrier();
+  await inRounds(workers, rounds, async (w, r, said) => {
+    await knex.transaction(async (trx) => {
+      const [row] = await trx('kx_item').insert({ who: w }).returning('who');
+      said.push(`round ${r}: inserted ${row.who}`);
+      const { rows } = await trx.raw("SELECT current_setting('search_path') AS p");
+      said.push(`round ${r}: in transaction ${rows[0].p}`);
+    });
+    const [n] = await knex('kx_item').where({ who: w }).count({ n: '*' });
+    said.push(`round ${r}: ${n.n} rows`);
+    const { rows } = await knex.raw('SHOW search_path');
+    said.push(`round ${r}: outside ${rows[0].search_path}`);
+  }, async (r) => {
+    // Between rounds a client that is not knex keeps the server's own search_path.
     const p = (await plain.query("SELECT current_setting('search_path') AS p")).rows[0].p;
     out(`plain client, round ${r}: search_path ${p}`);
-  }
-  await all;
-  said.forEach((lines, w) => lines.forEach((l) => out(`worker ${w}: ${l}`)));
+  }, (e) => `error ${e.name} ${errCode(e) || e.message}`);
   await knex.destroy();
   await closeBounded(plain);
 }
