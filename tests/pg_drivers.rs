@@ -1382,6 +1382,21 @@ fn spring_transactions_with_isolation_levels_share_a_small_pool() {
     );
 }
 
+/// psycopg 3 connections as the library makes them (not autocommit), each setting its time
+/// zone and statement_timeout when it connects, inside the transaction psycopg opens, then
+/// committing (one thread rolls back instead): a SET in a transaction block pinned the client,
+/// so the third connection over a proxy pool of two could not get one.
+#[test]
+fn psycopg_default_connections_set_up_in_a_transaction_share_a_small_pool() {
+    connect_time_settings_share_a_small_pool(
+        Lang::Python,
+        "psycopg_defaults",
+        "drv_psycopg_defaults",
+        "CREATE TABLE pd_t (id serial PRIMARY KEY, who int, at timestamptz)",
+        "'America/Lima', '6s'",
+    );
+}
+
 /// Run `scenario` (six clients of a framework that sets the time zone when it connects, four
 /// rounds) over a proxy pool of two and directly, on a fresh `table`; the outputs must be the
 /// same, and show the framework's zone (`zone`) beside the server's own for a plain client.

@@ -143,6 +143,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     clears,
                     sets,
                     forgets,
+                    in_tx,
                     ..
                 }) = self.pending.pop_front()
                 else {
@@ -152,9 +153,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if let Some(names) = forgets {
                     self.settled_reset(&names);
                 }
-                if let Some(sets) = sets {
-                    self.carry_sets(sets.into_vec());
+                match sets {
+                    // They ran in the block (a failed one rolls back, keeping nothing).
+                    Some(sets) if in_tx && !self.error_seen && self.tx_status == b'T' => {
+                        let t = self.tx_sets.get_or_insert_with(Default::default);
+                        t.sets.extend(sets.into_vec());
+                    }
+                    Some(_) if in_tx => {}
+                    Some(sets) => self.carry_sets(sets.into_vec()),
+                    None => {}
                 }
+                self.settle_tx_sets();
                 self.copy_in_mark = None;
                 if self.pending.is_empty() {
                     // Any that failed (no CommandComplete) are over.
@@ -184,6 +193,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                             }
                             _ => false,
                         };
+                        // One a transaction's SET changed, reported again as its block ends.
+                        let carried = carried
+                            || match (self.tx_sets.as_ref(), reported) {
+                                (Some(t), Some((k, _))) => {
+                                    t.sets.iter().any(|(name, _)| k.eq_ignore_ascii_case(name))
+                                }
+                                _ => false,
+                            };
                         Some(*resets || carried)
                     }
                     _ => None,
@@ -237,6 +254,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         } else {
                             self.forget_prepared();
                         }
+                    }
+                    if self.tx_sets.is_some() {
+                        let end = super::carried::TxEnd::of(&self.bin[5..h.wire_len]);
+                        self.note_tx_end(end);
                     }
                 }
             }
@@ -360,7 +381,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// A plain `SET` the client sent outside a transaction was answered: if it ran, its
     /// setting is the client's own from now on (applied on each connection it gets, the held
     /// one has it), and a client pinned only by settings the proxy carries is unpinned.
-    fn carry_sets(&mut self, sets: Vec<(String, String)>) {
+    pub(super) fn carry_sets(&mut self, sets: Vec<(String, String)>) {
         // (Ones that failed changed nothing: the server runs a string of them as one
         // transaction.)
         if !self.error_seen && self.tx_status == b'I' {

@@ -42,6 +42,69 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         super::settings::plain_sets(std::str::from_utf8(sql).ok()?)
     }
 
+    /// `sql` (a simple Query) is made of plain `SET`s sent inside a transaction block that
+    /// has not failed, with nothing else in flight: they are carried if the block commits
+    /// (see `settle_tx_sets`).
+    pub(super) fn carried_set_in_tx(&self, sql: &[u8]) -> Option<Vec<(String, String)>> {
+        let in_block = self.tx_status == b'T'
+            && !self.batch_open
+            && !self.tx_sets.as_ref().is_some_and(|t| t.unsure)
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }));
+        if !in_block {
+            return None;
+        }
+        super::settings::plain_sets(std::str::from_utf8(sql).ok()?)
+    }
+
+    /// A CommandComplete while SETs of the open block wait for its end.
+    pub(super) fn note_tx_end(&mut self, end: TxEnd) {
+        let Some(t) = self.tx_sets.as_mut() else {
+            return;
+        };
+        match end {
+            TxEnd::Commit => t.committed = true,
+            TxEnd::Unsure => t.unsure = true,
+            TxEnd::Other => {}
+        }
+    }
+
+    /// ReadyForQuery while SETs of a transaction block wait (`tx_sets`): the block is over
+    /// (idle) or not. Committed: they are the client's own from now on, as any carried SET.
+    /// Rolled back (a ROLLBACK, a failed block): they are gone on the server too, nothing to
+    /// carry. Anything else (a savepoint, PREPARE TRANSACTION, COMMIT AND CHAIN): the client
+    /// stays on its connection, which knows.
+    pub(super) fn settle_tx_sets(&mut self) {
+        let Some(t) = self.tx_sets.as_ref() else {
+            return;
+        };
+        if t.unsure || self.sets_unknown || (t.committed && self.tx_status != b'I') {
+            self.tx_sets = None;
+            if self.pins.is_empty() {
+                tracing::debug!("client pinned: settings of a transaction it did not follow");
+            }
+            self.pins |= State::SETTINGS;
+            self.sets_unknown = true;
+            return;
+        }
+        if self.tx_status != b'I' {
+            return;
+        }
+        let t = self.tx_sets.take().unwrap_or_default();
+        if t.committed {
+            // (The block committed before anything else in this Query failed: recorded all
+            // the same.)
+            let error = std::mem::replace(&mut self.error_seen, false);
+            self.carry_sets(t.sets);
+            self.error_seen = error;
+        } else if self.pins == State::SETTINGS && !self.sets_unknown {
+            tracing::debug!("client unpinned: its transaction's SETs were rolled back");
+            self.pins = State::NONE;
+        }
+    }
+
     /// The batch that opened with a carried `SET` (`set_batch`) goes on with a message
     /// `tag`: its Bind, Describes, one Execute, Flushes and the Sync keep it so; anything
     /// else makes it a batch whose settings the proxy does not carry (the client stays
@@ -164,6 +227,25 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 /// Whether `sql` says ROLLBACK or ABORT anywhere (in any case): a reset in it may be undone.
 pub(super) fn may_roll_back(sql: &[u8]) -> bool {
     contains_ignore_case(sql, b"rollback") || contains_ignore_case(sql, b"abort")
+}
+
+/// What a CommandComplete says about the end of a transaction block with carried SETs.
+pub(super) enum TxEnd {
+    Commit,
+    /// A savepoint (its ROLLBACK TO is tagged as a ROLLBACK) or PREPARE TRANSACTION.
+    Unsure,
+    Other,
+}
+
+impl TxEnd {
+    /// From the CommandComplete body (its tag and NUL).
+    pub(super) fn of(body: &[u8]) -> TxEnd {
+        match body.strip_suffix(b"\0").unwrap_or(body) {
+            b"COMMIT" => TxEnd::Commit,
+            b"SAVEPOINT" | b"RELEASE" | b"PREPARE TRANSACTION" => TxEnd::Unsure,
+            _ => TxEnd::Other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -138,7 +138,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         match h.tag {
             b'Q' => {
                 let sql = codec::query_msg(body).map_err(bad)?;
-                let sets = if tx { self.carried_set(sql) } else { None };
+                let (sets, in_tx) = if tx {
+                    match self.carried_set(sql) {
+                        Some(sets) => (Some(sets), false),
+                        None => (self.carried_set_in_tx(sql), true),
+                    }
+                } else {
+                    (None, false)
+                };
                 self.plain_set_now = sets.is_some();
                 let e = if tx {
                     self.note_session_effect(sql)
@@ -168,6 +175,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     resets: e.resets_settings,
                     sets: sets.map(Vec::into_boxed_slice),
                     forgets,
+                    in_tx,
                 });
                 if e.resets_settings {
                     let again = self.settings_reset_by(sql, &e);
@@ -371,6 +379,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     resets: resets.is_some(),
                     sets,
                     forgets,
+                    in_tx: false,
                 });
                 if let Some(again) = resets {
                     self.reapply_settings(&again);
@@ -384,6 +393,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     resets: false,
                     sets: None,
                     forgets: None,
+                    in_tx: false,
                 });
             }
             b'c' | b'f' => {

@@ -28,6 +28,7 @@ use crate::config::PoolMode;
 use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::cancel::{CancelKey, CancelTarget};
 use crate::pg::codec;
+use crate::pg::prepared::NameHash;
 use crate::pg::prepared::StmtDef;
 use crate::pg::worker::{ClusterPools, Worker};
 use crate::pool;
@@ -37,7 +38,6 @@ use bytes::{Buf, BytesMut};
 use pump::Pump;
 pub(crate) use settings::settings_sql;
 pub use settings::{plain_set, plain_sets};
-use crate::pg::prepared::NameHash;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
@@ -56,6 +56,17 @@ const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most proxy-prepared statements kept on one backend connection; past it the connection is
 /// closed on release rather than grow without bound.
 const MAX_PREPARED_PER_BACKEND: usize = 5_000;
+
+/// Plain `SET`s of an open transaction block, and how the block ended so far.
+#[derive(Debug, Default)]
+pub(crate) struct TxSets {
+    sets: Vec<(String, String)>,
+    /// A CommandComplete said COMMIT.
+    committed: bool,
+    /// Something the proxy does not follow: a savepoint (ROLLBACK TO has the tag of a
+    /// ROLLBACK), PREPARE TRANSACTION, a COMMIT that leaves a block open (AND CHAIN).
+    unsure: bool,
+}
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +130,8 @@ enum Pend {
         sets: Option<Box<[(String, String)]>>,
         /// Carried settings a statement of it resets (see `Session::settled_reset`).
         forgets: Option<Box<[String]>>,
+        /// `sets` ran inside a transaction block: they wait for its end (`tx_sets`).
+        in_tx: bool,
     },
     /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
     /// client statement it created or closed, taken back if the server skips past it (an
@@ -204,6 +217,10 @@ pub struct Session<C> {
     sets_unknown: bool,
     /// The Query being forwarded is a plain `SET` the proxy carries (see `Pend::Ready`).
     plain_set_now: bool,
+    /// Plain `SET`s that ran in the open transaction block (each a Query of its own, as
+    /// psycopg sends a connection's first SET when not in autocommit): carried if the block
+    /// commits, dropped if it rolls back (see `Session::settle_tx_sets`).
+    tx_sets: Option<TxSets>,
     /// The open batch began with a Parse of a plain `SET` as the unnamed statement: the
     /// setting, and whether its Execute was sent (see `follow_set_batch`).
     set_batch: Option<((String, String), bool)>,
@@ -322,6 +339,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             recorded: Vec::new(),
             sets_unknown: false,
             plain_set_now: false,
+            tx_sets: None,
             set_batch: None,
             key,
             backend: None,

@@ -915,6 +915,62 @@ def scenario_django(threads="6", rounds="4"):
             out(f"thread {i}: {line}")
 
 
+def scenario_psycopg_defaults(threads="6", rounds="4"):
+    """psycopg 3 connections as the library makes them by default (not autocommit), each
+    setting its session up when it connects: the SETs run inside the transaction psycopg opens
+    for them, committed by the application (one thread's are rolled back instead). Every
+    connection is open at once, over a small proxy pool.
+
+    Defect targeted: a SET inside a transaction block pinned the client to a server
+    connection, so such connections could not share a pool."""
+    import threading
+
+    threads, rounds = int(threads), int(rounds)
+    step = threading.Barrier(threads + 1, timeout=60)
+    said = collections.defaultdict(list)
+    show = "SELECT current_setting('TimeZone'), current_setting('statement_timeout')"
+
+    def worker(i):
+        lines = said[i]
+        try:
+            with pg3(autocommit=False) as c:
+                c.execute("SET TIME ZONE 'America/Lima'")
+                c.execute(f"SET statement_timeout = '{i + 5}s'")
+                if i == 0:
+                    c.rollback()
+                else:
+                    c.commit()
+                for r in range(rounds):
+                    step.wait()
+                    c.execute("INSERT INTO pd_t (who, at) VALUES (%s, now())", [i])
+                    lines.append(f"round {r}: in transaction {c.execute(show).fetchone()}")
+                    c.commit()
+                    n = c.execute("SELECT count(*) FROM pd_t WHERE who = %s", [i]).fetchone()[0]
+                    lines.append(f"round {r}: {n} rows, then {c.execute(show).fetchone()}")
+                    c.commit()
+        except Exception as e:  # noqa: BLE001 - the outcome is what is compared
+            lines.append(f"error {type(e).__name__} {state_of(e)}")
+            step.abort()
+
+    with deadline("psycopg threads", 120):
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        try:
+            with pg3() as plain:
+                for r in range(rounds):
+                    step.wait()
+                    tz = plain.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+                    out(f"plain client, round {r}: TimeZone {tz}")
+        except threading.BrokenBarrierError:
+            out("plain client: a psycopg thread failed")
+        for t in ts:
+            t.join()
+    for i in range(threads):
+        for line in said[i]:
+            out(f"thread {i}: {line}")
+
+
 def scenario_sqlalchemy(threads="6", rounds="4"):
     """SQLAlchemy 2 (Core and ORM) on psycopg 3 and on asyncpg, as applications configure it: a
     QueuePool with pre-ping, an engine-wide isolation level, and per-connection execution
