@@ -1827,6 +1827,12 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("COMMIT"), "COMMIT after ROLLBACK TO", false),
         (q(show), "pinned by the savepoint", false),
         (q("RESET ALL"), "RESET ALL a fifth time", true),
+        (q("BEGIN"), "BEGIN with a RESET", false),
+        (q("SET work_mem = '10MB'"), "SET before a RESET", false),
+        (q("RESET work_mem"), "RESET in the block", false),
+        (q("COMMIT"), "COMMIT after the RESET", false),
+        (q(show), "pinned by the RESET", false),
+        (q("RESET ALL"), "RESET ALL a sixth time", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),

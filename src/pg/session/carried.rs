@@ -197,6 +197,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if !e.resets_settings {
             return;
         }
+        // A RESET in a block with SETs waiting for its end may undo them.
+        if let Some(t) = self.tx_sets.as_mut() {
+            t.unsure = true;
+        }
         for name in self.carried_reset_by(sql, e) {
             if !self.forget_at_sync.contains(&name) {
                 self.forget_at_sync.push(name);

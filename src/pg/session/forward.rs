@@ -153,6 +153,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     Effect::default()
                 };
                 self.plain_set_now = false;
+                if in_tx && sets.is_some() {
+                    self.tx_sets.get_or_insert_with(Default::default);
+                }
+                // A RESET in the block may undo its SETs: the proxy does not follow that.
+                if e.resets_settings {
+                    if let Some(t) = self.tx_sets.as_mut() {
+                        t.unsure = true;
+                    }
+                }
                 // (One statement alone: in a string of several, DISCARD ALL fails, being in
                 // a transaction block; the statements then go when its CommandComplete says.)
                 if one_statement(sql) && self.surely_drops(&e) {

@@ -64,7 +64,8 @@ pub(crate) struct TxSets {
     /// A CommandComplete said COMMIT.
     committed: bool,
     /// Something the proxy does not follow: a savepoint (ROLLBACK TO has the tag of a
-    /// ROLLBACK), PREPARE TRANSACTION, a COMMIT that leaves a block open (AND CHAIN).
+    /// ROLLBACK), PREPARE TRANSACTION, a COMMIT that leaves a block open (AND CHAIN), a RESET
+    /// in the block.
     unsure: bool,
 }
 
