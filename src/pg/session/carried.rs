@@ -26,37 +26,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// `sql` (a simple Query) is made of plain `SET`s the proxy carries to the client's other
-    /// connections: transaction mode, and surely outside a transaction, so that they commit
-    /// as soon as they succeed (see `Pend::Ready`).
-    pub(super) fn carried_set(&self, sql: &[u8]) -> Option<Vec<(String, String)>> {
-        let idle = self.tx_status == b'I'
-            && self.deferred_begin.is_none()
-            && !self.batch_open
-            && !self
+    /// connections (transaction mode, nothing else in flight). Outside a transaction they
+    /// are the client's own as soon as they succeed (see `Pend::Ready`); inside a block that
+    /// has not failed (`true`), they wait for its end (see `settle_tx_sets`).
+    pub(super) fn carried_sets(&self, sql: &[u8]) -> Option<(Vec<(String, String)>, bool)> {
+        if self.batch_open
+            || self
                 .pending
                 .iter()
-                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }));
-        if !idle {
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
+        {
             return None;
         }
-        super::settings::plain_sets(std::str::from_utf8(sql).ok()?)
-    }
-
-    /// `sql` (a simple Query) is made of plain `SET`s sent inside a transaction block that
-    /// has not failed, with nothing else in flight: they are carried if the block commits
-    /// (see `settle_tx_sets`).
-    pub(super) fn carried_set_in_tx(&self, sql: &[u8]) -> Option<Vec<(String, String)>> {
-        let in_block = self.tx_status == b'T'
-            && !self.batch_open
-            && !self.tx_sets.as_ref().is_some_and(|t| t.unsure)
-            && !self
-                .pending
-                .iter()
-                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }));
-        if !in_block {
-            return None;
-        }
-        super::settings::plain_sets(std::str::from_utf8(sql).ok()?)
+        let in_tx = match self.tx_status {
+            b'I' if self.deferred_begin.is_none() => false,
+            b'T' if !self.tx_sets.as_ref().is_some_and(|t| t.unsure) => true,
+            _ => return None,
+        };
+        Some((
+            super::settings::plain_sets(std::str::from_utf8(sql).ok()?)?,
+            in_tx,
+        ))
     }
 
     /// A CommandComplete while SETs of the open block wait for its end.

@@ -138,13 +138,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         match h.tag {
             b'Q' => {
                 let sql = codec::query_msg(body).map_err(bad)?;
-                let (sets, in_tx) = if tx {
-                    match self.carried_set(sql) {
-                        Some(sets) => (Some(sets), false),
-                        None => (self.carried_set_in_tx(sql), true),
-                    }
-                } else {
-                    (None, false)
+                let (sets, in_tx) = match self.carried_sets(sql).filter(|_| tx) {
+                    Some((sets, in_tx)) => (Some(sets), in_tx),
+                    None => (None, false),
                 };
                 self.plain_set_now = sets.is_some();
                 let e = if tx {
@@ -197,9 +193,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // if the batch is just its Bind, Execute and Sync (see `set_batch`).
                 // (One statement: the server refuses several in a Parse.)
                 let sets = if tx && p.name.is_empty() {
-                    self.carried_set(p.query)
-                        .filter(|kv| kv.len() == 1)
-                        .and_then(|mut kv| kv.pop())
+                    // (Outside a transaction only.)
+                    self.carried_sets(p.query)
+                        .filter(|(kv, in_tx)| !in_tx && kv.len() == 1)
+                        .and_then(|(mut kv, _)| kv.pop())
                 } else {
                     None
                 };
