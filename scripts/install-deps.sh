@@ -162,6 +162,8 @@ if [ ! -f /usr/share/java/mariadb-java-client.jar ]; then apt_missing+=(libmaria
 if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 # PHP's mysqlnd (PDO, mysqli): tests/drivers/mysql/scenarios.php.
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_mysql; then apt_missing+=(php-cli php-mysql); fi
+# PHP's pdo_pgsql (Laravel's and Doctrine's driver): tests/drivers/php/scenarios.php.
+if ! have php || ! php -m 2>/dev/null | grep -qx pdo_pgsql; then apt_missing+=(php-cli php-pgsql); fi
 # The HTTP edge's tests (tests/edge.rs): curl for HTTP/2 over TLS, headless Chromium for the
 # browser test (a page over TLS with a WebSocket and two routes through the edge).
 if ! have curl; then apt_missing+=(curl); fi

@@ -1803,6 +1803,69 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
             true,
         ),
         (q("RESET ALL"), "RESET ALL a fourth time", true),
+        // A named statement that is a plain SET, prepared in a batch of its own and executed
+        // in another (libpq's PQprepare and PQexecPrepared: PHP's pdo_pgsql, as Laravel sets
+        // up its connections): carried when its Execute is the batch; pinned elsewhere.
+        (
+            [msg::parse("pdo_stmt_1", "set work_mem to '15MB'"), msg::sync()].concat(),
+            "a named SET prepared",
+            true,
+        ),
+        (q(show), "after the Parse alone", true),
+        (
+            [
+                msg::bind("", "pdo_stmt_1", &[]),
+                msg::describe_portal(""),
+                msg::execute(""),
+                msg::sync(),
+            ]
+            .concat(),
+            "the named SET executed",
+            true,
+        ),
+        (q(show), "after the named SET", true),
+        (q("DEALLOCATE pdo_stmt_1"), "DEALLOCATE of it", true),
+        (q("SET NAMES 'LATIN1'"), "SET NAMES", true),
+        (
+            q("SELECT current_setting('client_encoding')"),
+            "the encoding",
+            true,
+        ),
+        (q("RESET ALL"), "RESET ALL after SET NAMES", true),
+        (
+            q("SELECT current_setting('client_encoding')"),
+            "the encoding after RESET ALL",
+            true,
+        ),
+        (
+            [msg::parse("pdo_stmt_2", "set time zone 'Asia/Kolkata'"), msg::sync()].concat(),
+            "another named SET prepared",
+            true,
+        ),
+        (q("BEGIN"), "BEGIN before a named SET", false),
+        (
+            [msg::bind("", "pdo_stmt_2", &[]), msg::execute(""), msg::sync()].concat(),
+            "a named SET in a transaction",
+            false,
+        ),
+        (q("COMMIT"), "its COMMIT", false),
+        (q(show), "pinned by the named SET in a transaction", false),
+        (q("RESET ALL"), "RESET ALL a fifth time", true),
+        (
+            [
+                msg::bind("", "pdo_stmt_2", &[]),
+                msg::execute(""),
+                msg::parse("", "SELECT 1"),
+                msg::bind("", "", &[]),
+                msg::execute(""),
+                msg::sync(),
+            ]
+            .concat(),
+            "a named SET with another statement in its batch",
+            false,
+        ),
+        (q(show), "pinned by the named SET in a batch", false),
+        (q("RESET ALL"), "RESET ALL a sixth time", true),
         // SETs in a transaction block, each a Query of its own (psycopg's first statement
         // when not in autocommit): carried once the block commits, gone if it rolls back.
         (q("BEGIN"), "BEGIN before SETs", false),
@@ -1826,13 +1889,13 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("ROLLBACK TO s"), "ROLLBACK TO", false),
         (q("COMMIT"), "COMMIT after ROLLBACK TO", false),
         (q(show), "pinned by the savepoint", false),
-        (q("RESET ALL"), "RESET ALL a fifth time", true),
+        (q("RESET ALL"), "RESET ALL a seventh time", true),
         (q("BEGIN"), "BEGIN with a RESET", false),
         (q("SET work_mem = '10MB'"), "SET before a RESET", false),
         (q("RESET work_mem"), "RESET in the block", false),
         (q("COMMIT"), "COMMIT after the RESET", false),
         (q(show), "pinned by the RESET", false),
-        (q("RESET ALL"), "RESET ALL a sixth time", true),
+        (q("RESET ALL"), "RESET ALL an eighth time", true),
         // Not carried: the client stays on its connection (pinned), as before.
         (
             q("BEGIN; SET work_mem = '5MB'; ROLLBACK"),

@@ -1327,6 +1327,58 @@ fn knex_connections_with_a_search_path_share_a_small_pool() {
     );
 }
 
+/// PHP's pdo_pgsql as Laravel uses it (Laravel's PDO options, native prepares): six
+/// connections, each set up as Laravel's PostgresConnector does (`set names`, `set time zone`
+/// and `set search_path to "lv_app"`, each a named statement `pdo_stmt_N` prepared and then
+/// executed in a batch of its own, freed with a SQL `DEALLOCATE`), used in turn from one
+/// process as php-fpm workers use theirs, over a proxy pool of two: reads with parameters,
+/// transactions with `insert ... returning` and `lastInsertId`, rollbacks, a failed
+/// transaction; a plain connection after each round sees the defaults. Everything each sees
+/// must be as directly on the primary. Before: the named SETs pinned every connection (the
+/// third got checkout_timeout).
+#[test]
+fn php_pdo_laravel_connections_share_a_small_pool() {
+    let _g = serial();
+    let db = "drv_laravel";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP SCHEMA IF EXISTS lv_app CASCADE; CREATE SCHEMA lv_app; \
+             CREATE TABLE lv_app.lv_item (id serial PRIMARY KEY, who int, note text, \
+             created_at timestamptz)",
+        );
+    };
+    let (via, direct) = run_both(
+        Lang::Php,
+        "laravel",
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    let lines = direct.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("r3 w1 session [\"Asia\\/Tokyo\",\"lv_app\""))
+            && lines
+                .iter()
+                .any(|l| l.contains("duplicate [\"23505\",true]"))
+            && lines.iter().any(|l| l.ends_with("\"rolled back\"")),
+        "the scenario did not run as meant directly: {lines:?}"
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "Laravel's PDO through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// Spring's transactions over HikariCP (Debian's Spring 4.3 and HikariCP 2.7 on pgjdbc), with
 /// reads split to the replicas: a TransactionTemplate with an isolation level makes pgjdbc
 /// send `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL ...` before the

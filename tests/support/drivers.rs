@@ -52,6 +52,8 @@ pub enum Lang {
     Python,
     Node,
     Java,
+    /// PHP's pdo_pgsql (`tests/drivers/php/scenarios.php`).
+    Php,
 }
 
 /// What a scenario run produced.
@@ -195,6 +197,11 @@ pub fn run_scenario(
             c.arg("-cp")
                 .arg(format!("{}:{}", classes.display(), java_class_path()))
                 .arg("Scenarios");
+            c
+        }
+        Lang::Php => {
+            let mut c = Command::new("php");
+            c.arg(dir.join("php/scenarios.php"));
             c
         }
     };

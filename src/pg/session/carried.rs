@@ -100,18 +100,54 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// else makes it a batch whose settings the proxy does not carry (the client stays
     /// pinned).
     pub(super) fn follow_set_batch(&mut self, tag: u8, body: &[u8]) {
-        let Some((_, executed)) = self.set_batch.as_mut() else {
+        let Some(batch) = self.set_batch.as_mut() else {
             return;
         };
         let keeps = match tag {
-            b'B' => !*executed && codec::bind_msg(body).is_ok_and(|b| b.statement.is_empty()),
-            b'E' => !std::mem::replace(executed, true),
+            b'B' => {
+                !std::mem::replace(&mut batch.bound, true)
+                    && codec::bind_msg(body)
+                        .is_ok_and(|b| b.statement.is_empty() && b.portal.is_empty())
+            }
+            b'E' => {
+                batch.bound
+                    && body.first() == Some(&0)
+                    && !std::mem::replace(&mut batch.executed, true)
+            }
             b'D' | b'H' | b'S' => true,
             _ => false,
         };
         if !keeps {
             self.set_batch = None;
             self.sets_unknown = true;
+        }
+    }
+
+    /// A Bind of the client's named statement `query`, a plain `SET` (see `one_plain_set`),
+    /// to `portal`, in a batch that had other messages before it (`batch_was_open`) or not.
+    /// Opening a batch outside a transaction with nothing in flight, it is carried if the
+    /// batch is only its Describe, Execute and Sync (libpq's `PQexecPrepared`: PHP's
+    /// pdo_pgsql runs Laravel's connection SETs so); anywhere else it pins, as any SET the
+    /// proxy does not carry.
+    pub(super) fn bind_named_set(&mut self, query: &[u8], portal: &[u8], batch_was_open: bool) {
+        let carried = if batch_was_open || !portal.is_empty() {
+            None
+        } else {
+            self.batch_open = false;
+            let sets = self.carried_sets(query);
+            self.batch_open = true;
+            sets.filter(|(kv, in_tx)| !in_tx && kv.len() == 1)
+                .and_then(|(mut kv, _)| kv.pop())
+        };
+        self.plain_set_now = carried.is_some();
+        self.note_session_effect(query);
+        self.plain_set_now = false;
+        if let Some(kv) = carried {
+            self.set_batch = Some(super::SetBatch {
+                kv,
+                bound: true,
+                executed: false,
+            });
         }
     }
 
@@ -240,6 +276,15 @@ impl TxEnd {
             _ => TxEnd::Other,
         }
     }
+}
+
+/// `sql` is one plain `SET` the proxy can carry (see `settings::plain_sets`).
+pub(super) fn one_plain_set(sql: &[u8]) -> bool {
+    super::routing::starts_with_any(sql, &["set"])
+        && std::str::from_utf8(sql)
+            .ok()
+            .and_then(super::settings::plain_sets)
+            .is_some_and(|kv| kv.len() == 1)
 }
 
 #[cfg(test)]

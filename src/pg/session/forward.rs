@@ -44,7 +44,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let name: ClientName = p.name.into();
         self.stmts.insert(name.clone(), def);
         self.untold.insert(name.clone());
-        let e = self.note_session_effect(&effect_sql);
+        // (A plain SET runs with its Execute: see `bind_named_set`.)
+        let e = if super::carried::one_plain_set(&effect_sql) {
+            Effect::default()
+        } else {
+            self.note_session_effect(&effect_sql)
+        };
         self.reapply_later(&effect_sql, &e);
         self.pending
             .push_back(Pend::Synthetic(b'1', Some(Undo::Parsed(name))));
@@ -206,10 +211,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.rollback_in_batch = true;
                 }
                 if tx {
-                    self.plain_set_now = sets.is_some();
-                    let e = self.note_session_effect(p.query);
-                    self.plain_set_now = false;
-                    self.set_batch = sets.map(|kv| (kv, false));
+                    let e = if !p.name.is_empty() && super::carried::one_plain_set(p.query) {
+                        // A named statement's SET runs with its Execute: carried or pinned
+                        // at its Bind (see `bind_named_set`).
+                        Effect::default()
+                    } else {
+                        self.plain_set_now = sets.is_some();
+                        let e = self.note_session_effect(p.query);
+                        self.plain_set_now = false;
+                        e
+                    };
+                    self.set_batch = sets.map(|kv| super::SetBatch {
+                        kv,
+                        bound: false,
+                        executed: false,
+                    });
                     self.reapply_later(p.query, &e);
                     // Run by the Execute that follows; DISCARD ALL only as the first of its
                     // batch (after another, the server refuses it "within a pipeline").
@@ -272,13 +288,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
             }
             b'B' => {
-                self.batch_open = true;
+                let batch_was_open = std::mem::replace(&mut self.batch_open, true);
                 let b = codec::bind_msg(body).map_err(bad)?;
                 let named = match self.client_statement(b.statement) {
                     Some((name, def)) => {
                         self.untold.remove(&name);
                         if self.answered_in_failed_tx(&name, &def, Some(b.rest)) {
                             return Ok(());
+                        }
+                        if tx && super::carried::one_plain_set(&def.query) {
+                            self.bind_named_set(&def.query, b.portal, batch_was_open);
                         }
                         if def.unknown_calls {
                             self.mark_state_unknown();
@@ -372,8 +391,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let rolls_back = std::mem::take(&mut self.rollback_in_batch);
                 let forgets = self.reset_to_settle(forgets, rolls_back);
                 let sets = match self.set_batch.take() {
-                    Some((kv, true)) => Some(Box::new([kv]) as Box<[_]>),
-                    Some((_, false)) => {
+                    Some(super::SetBatch {
+                        kv, executed: true, ..
+                    }) => Some(Box::new([kv]) as Box<[_]>),
+                    Some(_) => {
                         self.sets_unknown = true;
                         None
                     }

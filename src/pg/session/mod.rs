@@ -57,6 +57,18 @@ const INTERNAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// closed on release rather than grow without bound.
 const MAX_PREPARED_PER_BACKEND: usize = 5_000;
 
+/// A batch of one plain `SET` the proxy carries if the batch is nothing else (pgjdbc sends
+/// Parse/Bind/Execute/Sync of the unnamed statement; libpq's `PQexecPrepared` of a named one,
+/// as PHP's pdo_pgsql sends Laravel's connection SETs, Bind/Describe/Execute/Sync).
+#[derive(Debug)]
+struct SetBatch {
+    /// The setting and its value as written.
+    kv: (String, String),
+    /// The statement is bound (to the unnamed portal) / its Execute was sent.
+    bound: bool,
+    executed: bool,
+}
+
 /// Plain `SET`s of an open transaction block, and how the block ended so far.
 #[derive(Debug, Default)]
 pub(crate) struct TxSets {
@@ -222,9 +234,9 @@ pub struct Session<C> {
     /// psycopg sends a connection's first SET when not in autocommit): carried if the block
     /// commits, dropped if it rolls back (see `Session::settle_tx_sets`).
     tx_sets: Option<TxSets>,
-    /// The open batch began with a Parse of a plain `SET` as the unnamed statement: the
-    /// setting, and whether its Execute was sent (see `follow_set_batch`).
-    set_batch: Option<((String, String), bool)>,
+    /// The open batch began with a plain `SET`: a Parse of it as the unnamed statement, or
+    /// a Bind of a named statement that is one (see `follow_set_batch`).
+    set_batch: Option<SetBatch>,
     key: CancelKey,
     backend: Option<Pooled>,
     /// Bytes from the client not yet handled / bytes for the backend not yet written.

@@ -96,6 +96,12 @@ pub fn plain_set(sql: &str) -> Option<(String, String)> {
             i += 2;
             "timezone".to_string()
         }
+        // `SET NAMES 'utf8'` (Laravel's and Doctrine's connect statement) is `SET
+        // client_encoding`.
+        "names" if matches!(toks.get(i + 1), Some(SetTok::Str(_))) => {
+            i += 1;
+            "client_encoding".to_string()
+        }
         name if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') => return None,
         name => {
             i += 1;
@@ -616,6 +622,8 @@ mod tests {
         yes("SET intervalstyle = iso_8601", "intervalstyle", "iso_8601");
         yes("SET SESSION timezone TO 'UTC';", "timezone", "UTC");
         yes("set time zone 'Europe/Paris'", "timezone", "Europe/Paris");
+        yes("set names 'utf8'", "client_encoding", "utf8");
+        yes("SET SESSION NAMES 'LATIN1';", "client_encoding", "LATIN1");
         yes("SET application_name = 'it''s'", "application_name", "it's");
         yes(
             "SET search_path = app, public",
@@ -709,6 +717,9 @@ mod tests {
             "SET transaction_isolation = serializable",
             "SET CONSTRAINTS ALL DEFERRED",
             "SET work_mem TO DEFAULT",
+            "SET NAMES DEFAULT",
+            "SET NAMES",
+            "SET NAMES 'utf8', 'latin1'",
             "SET TIME ZONE LOCAL",
             "SET TIME ZONE INTERVAL 7",
             "SET timezone = INTERVAL '+00:00' HOUR TO MINUTE, 1",
