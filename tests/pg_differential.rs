@@ -1890,6 +1890,54 @@ async fn plain_sets_follow_the_client_without_pinning_it() {
         (q("COMMIT"), "COMMIT after ROLLBACK TO", false),
         (q(show), "pinned by the savepoint", false),
         (q("RESET ALL"), "RESET ALL a seventh time", true),
+        // pgjdbc with autocommit off: its BEGIN and a SET in one batch (Hikari's setSchema);
+        // carried when the block commits, gone when it rolls back.
+        (
+            [
+                msg::extended("BEGIN", &[]),
+                msg::parse("", "SET SESSION search_path TO 'pg_catalog'"),
+                msg::bind("", "", &[]),
+                msg::describe_portal(""),
+                msg::execute(""),
+                msg::sync(),
+            ]
+            .concat(),
+            "pgjdbc's BEGIN and SET",
+            false,
+        ),
+        (x(show), "in the block", false),
+        (x("COMMIT"), "the block with the SET commits", true),
+        (q(show), "after the committed extended SET", true),
+        (
+            [
+                msg::extended("BEGIN", &[]),
+                msg::extended("SET work_mem = '16MB'", &[]),
+                msg::sync(),
+            ]
+            .concat(),
+            "BEGIN and SET again",
+            false,
+        ),
+        (q("ROLLBACK"), "rolled back", true),
+        (q(show), "after the rolled back extended SET", true),
+        (q("BEGIN"), "BEGIN, then an extended SET", false),
+        (x("SET statement_timeout = 17000"), "an extended SET in the block", false),
+        (x("SET TIME ZONE 'Pacific/Auckland'"), "another", false),
+        (q("COMMIT"), "the block commits again", true),
+        (q(show), "after them", true),
+        (
+            [
+                msg::extended("BEGIN", &[]),
+                msg::extended("SET work_mem = '18MB'", &[]),
+                msg::extended("COMMIT", &[]),
+                msg::sync(),
+            ]
+            .concat(),
+            "BEGIN, SET and COMMIT in one batch",
+            false,
+        ),
+        (q(show), "pinned by it", false),
+        (q("RESET ALL"), "RESET ALL after the extended blocks", true),
         (q("BEGIN"), "BEGIN with a RESET", false),
         (q("SET work_mem = '10MB'"), "SET before a RESET", false),
         (q("RESET work_mem"), "RESET in the block", false),

@@ -1327,6 +1327,55 @@ fn knex_connections_with_a_search_path_share_a_small_pool() {
     );
 }
 
+/// A HikariCP pool with autoCommit off and a schema, as Hibernate applications configure one:
+/// Hikari's setSchema on each new connection is pgjdbc's `SET SESSION search_path TO
+/// 'hk_app'` behind a BEGIN of its own, in one batch, which lasts if the application's first
+/// transaction commits. Six threads (every connection open at once) over a proxy pool of two;
+/// each thread's schema in every transaction, the rows committed and a plain client's
+/// search_path between rounds must be as directly on the primary. Before: the SET in the
+/// transaction pinned every connection (the third got checkout_timeout).
+#[test]
+fn hikari_pools_with_a_schema_and_autocommit_off_share_a_small_pool() {
+    let _g = serial();
+    let db = "drv_hikari_schema";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP SCHEMA IF EXISTS hk_app CASCADE; CREATE SCHEMA hk_app; \
+             CREATE TABLE hk_app.hk_item (id serial PRIMARY KEY, who int, round int)",
+        );
+    };
+    let (via, direct) = run_both(
+        Lang::Java,
+        "hikari_schema",
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    let lines = direct.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("thread 5: round 3: 5 in hk_app / hk_app"))
+            && lines.iter().any(|l| l.ends_with("rolled back"))
+            && lines
+                .iter()
+                .any(|l| l == &"plain connection, round 3: \"$user\", public"),
+        "the scenario did not run as meant directly: {lines:?}"
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "Hikari's pool through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// PHP's pdo_pgsql as Laravel uses it (Laravel's PDO options, native prepares): six
 /// connections, each set up as Laravel's PostgresConnector does (`set names`, `set time zone`
 /// and `set search_path to "lv_app"`, each a named statement `pdo_stmt_N` prepared and then

@@ -30,12 +30,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// are the client's own as soon as they succeed (see `Pend::Ready`); inside a block that
     /// has not failed (`true`), they wait for its end (see `settle_tx_sets`).
     pub(super) fn carried_sets(&self, sql: &[u8]) -> Option<(Vec<(String, String)>, bool)> {
-        if self.batch_open
-            || self
-                .pending
-                .iter()
-                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
-        {
+        if !self.carried_sets_allowed() {
             return None;
         }
         let in_tx = match self.tx_status {
@@ -47,6 +42,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             super::settings::plain_sets(std::str::from_utf8(sql).ok()?)?,
             in_tx,
         ))
+    }
+
+    /// No batch is open and no statement is in flight: the transaction status is current.
+    fn carried_sets_allowed(&self) -> bool {
+        !self.batch_open
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
     }
 
     /// A CommandComplete while SETs of the open block wait for its end.
@@ -136,19 +140,71 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.batch_open = false;
             let sets = self.carried_sets(query);
             self.batch_open = true;
-            sets.filter(|(kv, in_tx)| !in_tx && kv.len() == 1)
-                .and_then(|(mut kv, _)| kv.pop())
+            sets.filter(|(kv, _)| kv.len() == 1)
+                .and_then(|(mut kv, in_tx)| Some((kv.pop()?, in_tx)))
         };
         self.plain_set_now = carried.is_some();
         self.note_session_effect(query);
         self.plain_set_now = false;
-        if let Some(kv) = carried {
+        if let Some((kv, in_tx)) = carried {
             self.set_batch = Some(super::SetBatch {
                 kv,
                 bound: true,
                 executed: false,
+                in_tx,
             });
         }
+    }
+
+    /// A Parse of the unnamed statement `query`: if it is one plain `SET` the proxy can
+    /// carry, the setting and whether it waits for the end of a transaction block. Carried
+    /// when it opens its batch (outside a block with nothing in flight, or inside one that
+    /// has not failed), or follows the lone BEGIN its batch opened with (`begin_batch`).
+    pub(super) fn extended_set(&mut self, query: &[u8]) -> Option<((String, String), bool)> {
+        if std::mem::replace(&mut self.begin_batch, 0) == 3 {
+            let mut kv = std::str::from_utf8(query)
+                .ok()
+                .and_then(super::settings::plain_sets)
+                .filter(|kv| kv.len() == 1)?;
+            return Some((kv.pop()?, true));
+        }
+        self.carried_sets(query)
+            .filter(|(kv, _)| kv.len() == 1)
+            .and_then(|(mut kv, in_tx)| Some((kv.pop()?, in_tx)))
+    }
+
+    /// A Parse of the unnamed statement `query` opens a batch with a lone BEGIN outside a
+    /// transaction, nothing in flight (pgjdbc's with autocommit off, before its first
+    /// statement).
+    pub(super) fn opens_begin_batch(&self, query: &[u8]) -> bool {
+        super::routing::starts_with_any(query, &["begin", "start"])
+            && self.tx_status == b'I'
+            && self.deferred_begin.is_none()
+            && self.carried_sets_allowed()
+            && std::str::from_utf8(query).is_ok_and(|q| {
+                matches!(
+                    self.worker.shared.classifier.load().classify(q).tx,
+                    crate::router::classify::TxEffect::Begin { .. }
+                )
+            })
+    }
+
+    /// The batch that opened with a lone BEGIN (`begin_batch`) goes on with a message `tag`:
+    /// its Bind and Execute (unnamed statement and portal), Describes and Flushes keep it so,
+    /// and the Parse after its Execute is looked at by `extended_set`; anything else ends it.
+    pub(super) fn follow_begin_batch(&mut self, tag: u8, body: &[u8]) {
+        self.begin_batch = match (self.begin_batch, tag) {
+            (1, b'B')
+                if codec::bind_msg(body)
+                    .is_ok_and(|b| b.statement.is_empty() && b.portal.is_empty()) =>
+            {
+                2
+            }
+            (2, b'E') if body.first() == Some(&0) => 3,
+            (n, b'D' | b'H') if n < 3 => n,
+            (3, b'P') => 3,
+            _ => 0,
+        };
     }
 
     /// The client's carried `SET`s that a statement resetting settings (`e`) ends, once it

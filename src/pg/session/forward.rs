@@ -138,6 +138,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.set_batch.is_some() {
             self.follow_set_batch(h.tag, body);
         }
+        if self.begin_batch != 0 {
+            self.follow_begin_batch(h.tag, body);
+        }
         let bad = |e: codec::ProtocolError| SessionError::ClientProtocol(e.to_string());
         let tx = self.mode == PoolMode::Transaction;
         match h.tag {
@@ -197,14 +200,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // A plain SET as the unnamed statement opening a batch (pgjdbc's way): carried
                 // if the batch is just its Bind, Execute and Sync (see `set_batch`).
                 // (One statement: the server refuses several in a Parse.)
+                // In a transaction block (pgjdbc with autocommit off sends its BEGIN in
+                // front of it), it waits for the block's end (see `tx_sets`).
                 let sets = if tx && p.name.is_empty() {
-                    // (Outside a transaction only.)
-                    self.carried_sets(p.query)
-                        .filter(|(kv, in_tx)| !in_tx && kv.len() == 1)
-                        .and_then(|(mut kv, _)| kv.pop())
+                    self.extended_set(p.query)
                 } else {
                     None
                 };
+                if tx && p.name.is_empty() && self.opens_begin_batch(p.query) {
+                    self.begin_batch = 1;
+                }
                 self.batch_open = true;
                 // (Only a client with carried settings can have a reset of them to settle.)
                 if tx && !self.recorded.is_empty() && super::carried::may_roll_back(p.query) {
@@ -221,10 +226,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.plain_set_now = false;
                         e
                     };
-                    self.set_batch = sets.map(|kv| super::SetBatch {
+                    self.set_batch = sets.map(|(kv, in_tx)| super::SetBatch {
                         kv,
                         bound: false,
                         executed: false,
+                        in_tx,
                     });
                     self.reapply_later(p.query, &e);
                     // Run by the Execute that follows; DISCARD ALL only as the first of its
@@ -390,23 +396,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let forgets = std::mem::take(&mut self.forget_at_sync);
                 let rolls_back = std::mem::take(&mut self.rollback_in_batch);
                 let forgets = self.reset_to_settle(forgets, rolls_back);
-                let sets = match self.set_batch.take() {
+                let (sets, in_tx) = match self.set_batch.take() {
                     Some(super::SetBatch {
-                        kv, executed: true, ..
-                    }) => Some(Box::new([kv]) as Box<[_]>),
+                        kv,
+                        executed: true,
+                        in_tx,
+                        ..
+                    }) => (Some(Box::new([kv]) as Box<[_]>), in_tx),
                     Some(_) => {
                         self.sets_unknown = true;
-                        None
+                        (None, false)
                     }
-                    None => None,
+                    None => (None, false),
                 };
+                if in_tx {
+                    self.tx_sets.get_or_insert_with(Default::default);
+                }
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: State::NONE,
                     resets: resets.is_some(),
                     sets,
                     forgets,
-                    in_tx: false,
+                    in_tx,
                 });
                 if let Some(again) = resets {
                     self.reapply_settings(&again);

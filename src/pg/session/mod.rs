@@ -67,6 +67,10 @@ struct SetBatch {
     /// The statement is bound (to the unnamed portal) / its Execute was sent.
     bound: bool,
     executed: bool,
+    /// It runs inside a transaction block (one open before the batch, or the BEGIN the
+    /// batch opened with, as pgjdbc sends one with autocommit off): carried if the block
+    /// commits (see `Session::tx_sets`).
+    in_tx: bool,
 }
 
 /// Plain `SET`s of an open transaction block, and how the block ended so far.
@@ -237,6 +241,9 @@ pub struct Session<C> {
     /// The open batch began with a plain `SET`: a Parse of it as the unnamed statement, or
     /// a Bind of a named statement that is one (see `follow_set_batch`).
     set_batch: Option<SetBatch>,
+    /// How far the open batch is a lone BEGIN opened outside a transaction with nothing in
+    /// flight: 1 parsed (unnamed), 2 bound, 3 executed, 0 not (see `follow_begin_batch`).
+    begin_batch: u8,
     key: CancelKey,
     backend: Option<Pooled>,
     /// Bytes from the client not yet handled / bytes for the backend not yet written.
@@ -354,6 +361,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             plain_set_now: false,
             tx_sets: None,
             set_batch: None,
+            begin_batch: 0,
             key,
             backend: None,
             cin: leftover,

@@ -367,6 +367,96 @@ public class Scenarios {
         }
     }
 
+    // ii. A HikariCP pool with autoCommit off and a schema (as a Hibernate application
+    // configures one): Hikari calls setSchema on each new connection, which pgjdbc sends as SET
+    // SESSION search_path TO '...' after a BEGIN of its own (autocommit is off), so the SET
+    // lasts only if the application's first transaction on that connection commits. Each
+    // thread's first transaction on each connection commits; later ones commit or roll back.
+    // Every connection open at once, over a small proxy pool: each thread must see the schema
+    // in every transaction, and a plain connection beside them the server's search_path.
+    static void hikariSchema(int threads, int rounds) throws Exception {
+        HikariConfig hc = new HikariConfig();
+        hc.setJdbcUrl("jdbc:postgresql://" + System.getenv().getOrDefault("SY_HOST", "127.0.0.1") + ":"
+                + System.getenv("SY_PORT") + "/" + System.getenv("SY_DB"));
+        hc.setUsername(System.getenv("SY_USER"));
+        String pw = System.getenv("SY_PASSWORD");
+        if (pw != null && !pw.isEmpty()) {
+            hc.setPassword(pw);
+        }
+        hc.setMaximumPoolSize(threads);
+        hc.setMinimumIdle(threads);
+        hc.setConnectionTimeout(20_000);
+        hc.setAutoCommit(false);
+        hc.setSchema("hk_app");
+        hc.addDataSourceProperty("socketTimeout", "30");
+        try (Connection plain = connect(false); HikariDataSource ds = new HikariDataSource(hc)) {
+            CyclicBarrier step = new CyclicBarrier(threads + 1);
+            List<List<String>> said = new ArrayList<>();
+            List<Thread> ts = new ArrayList<>();
+            for (int t = 0; t < threads; t++) {
+                List<String> lines = new ArrayList<>();
+                said.add(lines);
+                int i = t;
+                Thread th = new Thread(() -> {
+                    try {
+                        for (int r = 0; r < rounds; r++) {
+                            step.await(60, TimeUnit.SECONDS);
+                            try (Connection c = ds.getConnection()) {
+                                long n;
+                                try (java.sql.PreparedStatement ps = c.prepareStatement(
+                                        "INSERT INTO hk_item (who, round) VALUES (?, ?) RETURNING who")) {
+                                    ps.setInt(1, i);
+                                    ps.setInt(2, r);
+                                    try (ResultSet rs = ps.executeQuery()) {
+                                        rs.next();
+                                        n = rs.getLong(1);
+                                    }
+                                }
+                                String schema = scalarText(c, "SELECT current_schema() || ' / '"
+                                        + " || current_setting('search_path')");
+                                boolean keep = r < 2 || (i + r) % 3 != 0;
+                                if (keep) {
+                                    c.commit();
+                                } else {
+                                    c.rollback();
+                                }
+                                lines.add("round " + r + ": " + n + " in " + schema
+                                        + (keep ? " committed" : " rolled back"));
+                            }
+                        }
+                    } catch (Exception e) {
+                        lines.add("error " + e.getClass().getSimpleName() + " " + e.getMessage());
+                        step.reset();
+                    }
+                });
+                ts.add(th);
+                th.start();
+            }
+            try {
+                for (int r = 0; r < rounds; r++) {
+                    step.await(60, TimeUnit.SECONDS);
+                    out("plain connection, round " + r + ": "
+                            + scalarText(plain, "SELECT current_setting('search_path')"));
+                }
+            } catch (BrokenBarrierException | java.util.concurrent.TimeoutException e) {
+                out("plain connection: a Hikari thread failed");
+            }
+            for (Thread th : ts) {
+                th.join(90_000);
+            }
+            for (int t = 0; t < threads; t++) {
+                for (String line : said.get(t)) {
+                    out("thread " + t + ": " + line);
+                }
+            }
+        }
+        try (Connection direct = connect(true)) {
+            out("committed: " + scalarText(direct,
+                    "SELECT string_agg(who || ':' || n, ' ' ORDER BY who)"
+                    + " FROM (SELECT who, count(*) n FROM hk_app.hk_item GROUP BY who) c"));
+        }
+    }
+
     static String scalarText(Connection c, String sql) throws SQLException {
         try (Statement s = c.createStatement(); ResultSet r = s.executeQuery(sql)) {
             r.next();
@@ -398,6 +488,9 @@ public class Scenarios {
                 break;
             case "spring":
                 spring(Integer.parseInt(args[1]), Integer.parseInt(args[2]));
+                break;
+            case "hikari_schema":
+                hikariSchema(Integer.parseInt(args[1]), Integer.parseInt(args[2]));
                 break;
             default:
                 throw new IllegalArgumentException("unknown scenario " + args[0]);
