@@ -164,6 +164,10 @@ if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_mysql; then apt_missing+=(php-cli php-mysql); fi
 # PHP's pdo_pgsql (Laravel's and Doctrine's driver): tests/drivers/php/scenarios.php.
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_pgsql; then apt_missing+=(php-cli php-pgsql); fi
+# Active Record (Rails' ORM) on ruby-pg: tests/drivers/ruby/scenarios.rb.
+if ! have ruby || ! ruby -e 'require "active_record"; require "pg"' >/dev/null 2>&1; then
+    apt_missing+=(ruby ruby-activerecord ruby-pg)
+fi
 # The HTTP edge's tests (tests/edge.rs): curl for HTTP/2 over TLS, headless Chromium for the
 # browser test (a page over TLS with a WebSocket and two routes through the edge).
 if ! have curl; then apt_missing+=(curl); fi
@@ -184,7 +188,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     "${SUDO[@]}" apt-get update -q >&2
     "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2
 fi
-for t in java javac node npm curl chromium php; do
+for t in java javac node npm curl chromium php ruby; do
     have "$t" || { log "$t not found after installing"; exit 1; }
 done
 for j in postgresql HikariCP slf4j-api slf4j-nop spring3-jdbc spring3-transaction spring3-core spring3-beans commons-logging; do

@@ -1376,6 +1376,55 @@ fn hikari_pools_with_a_schema_and_autocommit_off_share_a_small_pool() {
     );
 }
 
+/// Active Record (Rails 6.1's ORM on ruby-pg) as a Rails application uses it: a pool of six
+/// connections, each set up by the PostgreSQL adapter (client encoding, client_min_messages,
+/// `search_path TO ar_app,public`, standard_conforming_strings, the time zone and configured
+/// `variables`, each a plain statement), used by six threads at once over a proxy pool of two:
+/// models created and found through Active Record's named prepared statements, transactions
+/// committed and rolled back, a unique violation. What each thread sees and a plain client's
+/// settings between rounds must be as directly on the primary.
+#[test]
+fn active_record_pools_share_a_small_pool() {
+    let _g = serial();
+    let db = "drv_rails";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP SCHEMA IF EXISTS ar_app CASCADE; CREATE SCHEMA ar_app; \
+             CREATE TABLE ar_app.ar_item (id serial PRIMARY KEY, who int, note text)",
+        );
+    };
+    let (via, direct) = run_both(
+        Lang::Ruby,
+        "rails",
+        &["6", "4"],
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    let lines = direct.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &"thread 5: round 3: session ar_app, public | UTC | 15s | 4s | warning")
+            && lines
+                .iter()
+                .any(|l| l.contains("duplicate PG::UniqueViolation"))
+            && !lines.iter().any(|l| l.contains("error")),
+        "the scenario did not run as meant directly: {lines:?}"
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "Active Record through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// PHP's pdo_pgsql as Laravel uses it (Laravel's PDO options, native prepares): six
 /// connections, each set up as Laravel's PostgresConnector does (`set names`, `set time zone`
 /// and `set search_path to "lv_app"`, each a named statement `pdo_stmt_N` prepared and then

@@ -54,6 +54,8 @@ pub enum Lang {
     Java,
     /// PHP's pdo_pgsql (`tests/drivers/php/scenarios.php`).
     Php,
+    /// Active Record on ruby-pg (`tests/drivers/ruby/scenarios.rb`).
+    Ruby,
 }
 
 /// What a scenario run produced.
@@ -202,6 +204,11 @@ pub fn run_scenario(
         Lang::Php => {
             let mut c = Command::new("php");
             c.arg(dir.join("php/scenarios.php"));
+            c
+        }
+        Lang::Ruby => {
+            let mut c = Command::new("ruby");
+            c.arg(dir.join("ruby/scenarios.rb"));
             c
         }
     };
