@@ -164,9 +164,10 @@ if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_mysql; then apt_missing+=(php-cli php-mysql); fi
 # PHP's pdo_pgsql (Laravel's and Doctrine's driver): tests/drivers/php/scenarios.php.
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_pgsql; then apt_missing+=(php-cli php-pgsql); fi
-# Active Record (Rails' ORM) on ruby-pg: tests/drivers/ruby/scenarios.rb.
-if ! have ruby || ! ruby -e 'require "active_record"; require "pg"' >/dev/null 2>&1; then
-    apt_missing+=(ruby ruby-activerecord ruby-pg)
+# Active Record (Rails' ORM) on ruby-pg and on mysql2: tests/drivers/ruby/scenarios.rb,
+# tests/drivers/mysql/scenarios.rb.
+if ! have ruby || ! ruby -e 'require "active_record"; require "pg"; require "mysql2"' >/dev/null 2>&1; then
+    apt_missing+=(ruby ruby-activerecord ruby-pg ruby-mysql2)
 fi
 # The HTTP edge's tests (tests/edge.rs): curl for HTTP/2 over TLS, headless Chromium for the
 # browser test (a page over TLS with a WebSocket and two routes through the edge).

@@ -218,6 +218,8 @@ enum Driver {
     Php,
     /// MariaDB Connector/Node.js (npm `mariadb`), which pipelines.
     MariadbNode,
+    /// Active Record on the mysql2 gem (Ruby).
+    Ruby,
 }
 
 fn drivers_dir() -> PathBuf {
@@ -288,6 +290,11 @@ fn run_program(
         Driver::Php => {
             let mut c = Command::new("php");
             c.arg(dir.join("scenarios.php"));
+            c
+        }
+        Driver::Ruby => {
+            let mut c = Command::new("ruby");
+            c.arg(dir.join("scenarios.rb"));
             c
         }
         Driver::MariadbNode => {
@@ -763,6 +770,48 @@ fn django_connections_share_a_small_pool_with_their_isolation_level() {
         direct.stdout
     );
     assert_same(Driver::PyMysql, "django", &via, &direct);
+}
+
+/// Active Record (Rails 6.1's ORM on the mysql2 gem) as a Rails application uses it: a pool
+/// of six connections, each set up by the mysql2 adapter with one SET of its names and
+/// collation, sql_mode, sql_auto_is_null, wait_timeout and the configured time zone and
+/// group_concat_max_len, used by six threads at once over a proxy pool of two: models created
+/// and found, transactions committed and rolled back, a unique violation. What each thread
+/// sees and a plain client's settings between rounds must be as directly on the primary.
+#[test]
+fn active_record_connections_share_a_small_pool_with_their_settings() {
+    let _g = serial();
+    let db = "mydrv_rails";
+    fresh_db(db, "");
+    let table = || {
+        cluster()
+            .query_db(
+                0,
+                Some(db),
+                "DROP TABLE IF EXISTS ar_item; CREATE TABLE ar_item (id INT AUTO_INCREMENT \
+                 PRIMARY KEY, who INT, note VARCHAR(200))",
+            )
+            .expect("ar_item");
+    };
+    table();
+    let p = start_proxy(db, 2, false);
+    let limit = Duration::from_secs(150);
+    let args = ["6", "4"];
+    let via = run_scenario(Driver::Ruby, "rails", &args, &Target::proxy(&p, db), limit);
+    drop(p);
+    table();
+    let direct = run_scenario(Driver::Ruby, "rails", &args, &Target::direct(db), limit);
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        direct.stdout.contains("utf8mb4_unicode_ci")
+            && direct.stdout.contains("+02:00 | 4096")
+            && direct.stdout.contains("duplicate Mysql2::Error")
+            && !direct.stdout.contains("error"),
+        "the scenario did not run as meant directly:\n{}",
+        direct.stdout
+    );
+    assert_same(Driver::Ruby, "rails", &via, &direct);
 }
 
 /// Spring's transactions over HikariCP on MariaDB Connector/J (Debian's Spring 4.3, HikariCP
