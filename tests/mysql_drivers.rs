@@ -294,7 +294,7 @@ fn run_program(
         }
         Driver::Ruby => {
             let mut c = Command::new("ruby");
-            c.arg(dir.join("scenarios.rb"));
+            c.arg(drivers_dir().join("ruby/scenarios.rb"));
             c
         }
         Driver::MariadbNode => {
@@ -797,10 +797,22 @@ fn active_record_connections_share_a_small_pool_with_their_settings() {
     let p = start_proxy(db, 2, false);
     let limit = Duration::from_secs(150);
     let args = ["6", "4"];
-    let via = run_scenario(Driver::Ruby, "rails", &args, &Target::proxy(&p, db), limit);
+    let via = run_scenario(
+        Driver::Ruby,
+        "rails_mysql",
+        &args,
+        &Target::proxy(&p, db),
+        limit,
+    );
     drop(p);
     table();
-    let direct = run_scenario(Driver::Ruby, "rails", &args, &Target::direct(db), limit);
+    let direct = run_scenario(
+        Driver::Ruby,
+        "rails_mysql",
+        &args,
+        &Target::direct(db),
+        limit,
+    );
     direct.expect_completed();
     via.expect_completed();
     assert!(
@@ -811,7 +823,7 @@ fn active_record_connections_share_a_small_pool_with_their_settings() {
         "the scenario did not run as meant directly:\n{}",
         direct.stdout
     );
-    assert_same(Driver::Ruby, "rails", &via, &direct);
+    assert_same(Driver::Ruby, "rails_mysql", &via, &direct);
 }
 
 /// Spring's transactions over HikariCP on MariaDB Connector/J (Debian's Spring 4.3, HikariCP

@@ -75,6 +75,36 @@ fn diff(proxy: &Outcome, direct: &Outcome) -> String {
     s
 }
 
+/// What a scenario's direct run must show to have done what it is there for.
+type Meant<'a> = dyn Fn(&[&str]) -> bool + 'a;
+
+/// Runs scenario `name` of `lang` with `args` through `proxy` and directly on the primary
+/// (`reset` before each run, `limit` for each); both must complete, `meant` must hold of the
+/// direct run's lines (the scenario did what it is there for; `what` says what went wrong when
+/// it does not), and the two outputs must be equal line for line.
+fn same_as_direct(
+    (lang, name, args): (Lang, &str, &[&str]),
+    proxy: &Target,
+    limit: Duration,
+    reset: &dyn Fn(),
+    (what, meant): (&str, &Meant<'_>),
+) {
+    let (via, direct) = run_both(lang, name, args, proxy, limit, reset);
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(
+        meant(&direct.lines()),
+        "{lang:?} {name} directly: {what}: {:?}",
+        direct.lines()
+    );
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "{lang:?} {name} through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // a. node-postgres named queries inside transactions
 
@@ -684,21 +714,12 @@ fn psycopg_copy_from_stdin_and_to_stdout_behave_as_on_the_primary() {
             .wait_replay_caught_up(Duration::from_secs(30))
             .unwrap();
     };
-    let (via, direct) = run_both(
-        Lang::Python,
-        "copy_psycopg",
-        &["20000"],
+    same_as_direct(
+        (Lang::Python, "copy_psycopg", &["20000"]),
         &Target::proxy(&p, db),
         Duration::from_secs(120),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "psycopg COPY through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        ("completing", &|_| true),
     );
 }
 
@@ -1077,21 +1098,12 @@ fn postgres_js_habits_through_the_proxy_answer_as_the_primary_does() {
             .wait_replay_caught_up(Duration::from_secs(30))
             .unwrap();
     };
-    let (via, direct) = run_both(
-        Lang::Node,
-        "pgjs_habits",
-        &[],
+    same_as_direct(
+        (Lang::Node, "pgjs_habits", &[]),
         &Target::proxy(&p, db),
         Duration::from_secs(90),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "postgres.js through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        ("completing", &|_| true),
     );
 }
 
@@ -1179,21 +1191,12 @@ fn stale_statements_answer_as_on_the_primary(lang: Lang, scenario: &str, conns: 
              INSERT INTO stale_t VALUES (1, 10), (2, 20)",
         );
     };
-    let (via, direct) = run_both(
-        lang,
-        scenario,
-        &[conns],
+    same_as_direct(
+        (lang, scenario, &[conns]),
         &Target::proxy(&p, db),
         Duration::from_secs(120),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "{scenario} through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        ("completing", &|_| true),
     );
 }
 
@@ -1249,33 +1252,20 @@ fn sqlalchemy_engines_with_isolation_levels_answer_as_on_the_primary() {
             .wait_replay_caught_up(Duration::from_secs(30))
             .unwrap();
     };
-    let (via, direct) = run_both(
-        Lang::Python,
-        "sqlalchemy",
-        &["6", "4"],
+    same_as_direct(
+        (Lang::Python, "sqlalchemy", &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct
-            .lines()
-            .iter()
-            .any(|l| l.contains("read-only serializable serializable on on"))
-            && direct
-                .lines()
-                .iter()
-                .any(|l| l.starts_with("committed: 0:4 ")),
-        "SQLAlchemy's transactions were not as configured: {:?}",
-        direct.lines()
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "SQLAlchemy through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        (
+            "SQLAlchemy's transactions were not as configured",
+            &|lines: &[&str]| {
+                lines
+                    .iter()
+                    .any(|l| l.contains("read-only serializable serializable on on"))
+                    && lines.iter().any(|l| l.starts_with("committed: 0:4 "))
+            },
+        ),
     );
 }
 
@@ -1297,33 +1287,22 @@ fn knex_connections_with_a_search_path_share_a_small_pool() {
              CREATE TABLE knex_app.kx_item (id serial PRIMARY KEY, who int)",
         );
     };
-    let (via, direct) = run_both(
-        Lang::Node,
-        "knex",
-        &["6", "4"],
+    same_as_direct(
+        (Lang::Node, "knex", &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct
-            .lines()
-            .iter()
-            .any(|l| l.contains("round 3: in transaction knex_app, public"))
-            && direct
-                .lines()
-                .iter()
-                .any(|l| l.contains("search_path \"$user\", public")),
-        "knex set no search_path, or the plain client saw it: {:?}",
-        direct.lines()
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "knex through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        (
+            "knex set no search_path, or the plain client saw it",
+            &|lines: &[&str]| {
+                lines
+                    .iter()
+                    .any(|l| l.contains("round 3: in transaction knex_app, public"))
+                    && lines
+                        .iter()
+                        .any(|l| l.contains("search_path \"$user\", public"))
+            },
+        ),
     );
 }
 
@@ -1347,32 +1326,20 @@ fn hikari_pools_with_a_schema_and_autocommit_off_share_a_small_pool() {
              CREATE TABLE hk_app.hk_item (id serial PRIMARY KEY, who int, round int)",
         );
     };
-    let (via, direct) = run_both(
-        Lang::Java,
-        "hikari_schema",
-        &["6", "4"],
+    same_as_direct(
+        (Lang::Java, "hikari_schema", &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    let lines = direct.lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("thread 5: round 3: 5 in hk_app / hk_app"))
-            && lines.iter().any(|l| l.ends_with("rolled back"))
-            && lines
+        ("the scenario did not run as meant", &|lines: &[&str]| {
+            lines
                 .iter()
-                .any(|l| l == &"plain connection, round 3: \"$user\", public"),
-        "the scenario did not run as meant directly: {lines:?}"
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "Hikari's pool through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+                .any(|l| l.starts_with("thread 5: round 3.1: 5 in hk_app / hk_app"))
+                && lines.iter().any(|l| l.ends_with("rolled back"))
+                && lines
+                    .iter()
+                    .any(|l| l == &"plain connection, round 3: \"$user\", public")
+        }),
     );
 }
 
@@ -1396,32 +1363,19 @@ fn active_record_pools_share_a_small_pool() {
              CREATE TABLE ar_app.ar_item (id serial PRIMARY KEY, who int, note text)",
         );
     };
-    let (via, direct) = run_both(
-        Lang::Ruby,
-        "rails",
-        &["6", "4"],
+    same_as_direct(
+        (Lang::Ruby, "rails", &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    let lines = direct.lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == &"thread 5: round 3: session ar_app, public | UTC | 15s | 4s | warning")
-            && lines
+        ("the scenario did not run as meant", &|lines: &[&str]| {
+            lines.iter().any(|l| {
+                l == &"thread 5: round 3: session ar_app, public | UTC | 15s | 4s | warning"
+            }) && lines
                 .iter()
                 .any(|l| l.contains("duplicate PG::UniqueViolation"))
-            && !lines.iter().any(|l| l.contains("error")),
-        "the scenario did not run as meant directly: {lines:?}"
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "Active Record through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+                && !lines.iter().any(|l| l.contains("error"))
+        }),
     );
 }
 
@@ -1448,32 +1402,20 @@ fn php_pdo_laravel_connections_share_a_small_pool() {
              created_at timestamptz)",
         );
     };
-    let (via, direct) = run_both(
-        Lang::Php,
-        "laravel",
-        &["6", "4"],
+    same_as_direct(
+        (Lang::Php, "laravel", &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    let lines = direct.lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("r3 w1 session [\"Asia\\/Tokyo\",\"lv_app\""))
-            && lines
+        ("the scenario did not run as meant", &|lines: &[&str]| {
+            lines
                 .iter()
-                .any(|l| l.contains("duplicate [\"23505\",true]"))
-            && lines.iter().any(|l| l.ends_with("\"rolled back\"")),
-        "the scenario did not run as meant directly: {lines:?}"
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "Laravel's PDO through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+                .any(|l| l.starts_with("r3 w1 session [\"Asia\\/Tokyo\",\"lv_app\""))
+                && lines
+                    .iter()
+                    .any(|l| l.contains("duplicate [\"23505\",true]"))
+                && lines.iter().any(|l| l.ends_with("\"rolled back\""))
+        }),
     );
 }
 
@@ -1502,33 +1444,22 @@ fn spring_transactions_with_isolation_levels_share_a_small_pool() {
             .wait_replay_caught_up(Duration::from_secs(30))
             .unwrap();
     };
-    let (via, direct) = run_both(
-        Lang::Java,
-        "spring",
-        &["6", "4"],
+    same_as_direct(
+        (Lang::Java, "spring", &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct
-            .lines()
-            .iter()
-            .any(|l| l.contains("in transaction 3 serializable / serializable"))
-            && direct
-                .lines()
-                .iter()
-                .any(|l| l.contains("committed: 0:4 1:4 2:4 3:4 4:4 5:4")),
-        "no serializable transaction directly: {:?}",
-        direct.lines()
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "Spring through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        (
+            "no serializable transaction directly",
+            &|lines: &[&str]| {
+                lines
+                    .iter()
+                    .any(|l| l.contains("in transaction 3 serializable / serializable"))
+                    && lines
+                        .iter()
+                        .any(|l| l.contains("committed: 0:4 1:4 2:4 3:4 4:4 5:4"))
+            },
+        ),
     );
 }
 
@@ -1568,30 +1499,18 @@ fn connect_time_settings_share_a_small_pool(
         let name = table.split_whitespace().nth(2).expect("CREATE TABLE name");
         primary_sql(db, &format!("DROP TABLE IF EXISTS {name}; {table}"));
     };
-    let (via, direct) = run_both(
-        lang,
-        scenario,
-        &["6", "4"],
+    same_as_direct(
+        (lang, scenario, &["6", "4"]),
         &Target::proxy(&p, db),
         Duration::from_secs(150),
         &reset,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct.lines().iter().any(|l| l.contains(zone))
-            && direct
-                .lines()
-                .iter()
-                .any(|l| l.contains("TimeZone Etc/UTC")),
-        "{scenario} set no time zone, or the plain client saw no other: {:?}",
-        direct.lines()
-    );
-    assert_eq!(
-        via.lines(),
-        direct.lines(),
-        "{scenario} through the proxy differs from direct:\n{}",
-        diff(&via, &direct)
+        (
+            "no time zone was set, or the plain client saw no other",
+            &|lines: &[&str]| {
+                lines.iter().any(|l| l.contains(zone))
+                    && lines.iter().any(|l| l.contains("TimeZone Etc/UTC"))
+            },
+        ),
     );
 }
 

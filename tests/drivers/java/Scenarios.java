@@ -371,7 +371,8 @@ public class Scenarios {
     // configures one): Hikari calls setSchema on each new connection, which pgjdbc sends as SET
     // SESSION search_path TO '...' after a BEGIN of its own (autocommit is off), so the SET
     // lasts only if the application's first transaction on that connection commits. Each
-    // thread's first transaction on each connection commits; later ones commit or roll back.
+    // checkout's first transaction commits (so every connection's first one does, whichever
+    // thread Hikari gives it to); a second one commits or rolls back.
     // Every connection open at once, over a small proxy pool: each thread must see the schema
     // in every transaction, and a plain connection beside them the server's search_path.
     static void hikariSchema(int threads, int rounds) throws Exception {
@@ -402,26 +403,30 @@ public class Scenarios {
                         for (int r = 0; r < rounds; r++) {
                             step.await(60, TimeUnit.SECONDS);
                             try (Connection c = ds.getConnection()) {
-                                long n;
-                                try (java.sql.PreparedStatement ps = c.prepareStatement(
-                                        "INSERT INTO hk_item (who, round) VALUES (?, ?) RETURNING who")) {
-                                    ps.setInt(1, i);
-                                    ps.setInt(2, r);
-                                    try (ResultSet rs = ps.executeQuery()) {
-                                        rs.next();
-                                        n = rs.getLong(1);
+                                // The connection's first transaction commits (its schema
+                                // with it); a second one commits or rolls back.
+                                for (int k = 0; k < 2; k++) {
+                                    long n;
+                                    try (java.sql.PreparedStatement ps = c.prepareStatement(
+                                            "INSERT INTO hk_item (who, round) VALUES (?, ?) RETURNING who")) {
+                                        ps.setInt(1, i);
+                                        ps.setInt(2, r);
+                                        try (ResultSet rs = ps.executeQuery()) {
+                                            rs.next();
+                                            n = rs.getLong(1);
+                                        }
                                     }
+                                    String schema = scalarText(c, "SELECT current_schema() || ' / '"
+                                            + " || current_setting('search_path')");
+                                    boolean keep = k == 0 || (i + r) % 3 != 0;
+                                    if (keep) {
+                                        c.commit();
+                                    } else {
+                                        c.rollback();
+                                    }
+                                    lines.add("round " + r + "." + k + ": " + n + " in " + schema
+                                            + (keep ? " committed" : " rolled back"));
                                 }
-                                String schema = scalarText(c, "SELECT current_schema() || ' / '"
-                                        + " || current_setting('search_path')");
-                                boolean keep = r < 2 || (i + r) % 3 != 0;
-                                if (keep) {
-                                    c.commit();
-                                } else {
-                                    c.rollback();
-                                }
-                                lines.add("round " + r + ": " + n + " in " + schema
-                                        + (keep ? " committed" : " rolled back"));
                             }
                         }
                     } catch (Exception e) {
