@@ -564,3 +564,107 @@ async fn the_unnamed_statement_outlives_its_batch_as_on_the_server() {
         }
     }
 }
+
+/// `lastval()` and `currval()` read the sequence state of the server session, which
+/// transaction pooling shares between clients: after an INSERT in autocommit (PHP's
+/// `PDO::lastInsertId()`, plain libpq code), the next statement may run on a connection
+/// another client used since, and directly nothing like that happens. The proxy must never
+/// answer another client's value: four clients over a pool of two, inserting in turn and
+/// then asking (extended and simple protocol, `lastval()` and `currval('seq')`), get their own
+/// id or SQLSTATE 55000 from the proxy; inside the transaction that inserted (Doctrine's
+/// `INSERT` then `SELECT CURRVAL`), or in the same string after the INSERT, the answer is
+/// always the right one; and a client alone gets its own connection back and its own value.
+/// Before: 40 of 80 interleaved answers were another client's id.
+#[tokio::test]
+async fn lastval_and_currval_never_answer_another_clients_value() {
+    let db = "t_lastval";
+    setup(db, "CREATE TABLE lv (id serial PRIMARY KEY, who int)").await;
+    let p = core_proxy(db, "size = 2");
+    let mut cs = Vec::new();
+    for _ in 0..4 {
+        cs.push(
+            connect(&format!(
+                "host=127.0.0.1 port={} user=app dbname={db}",
+                p.port
+            ))
+            .await,
+        );
+    }
+    let insert = "INSERT INTO lv (who) VALUES ($1) RETURNING id";
+    let (mut right, mut refused) = (0, 0);
+    let mut check =
+        |i: usize, what: &str, got: Result<i64, tokio_postgres::Error>, want: i64| match got {
+            Ok(v) => {
+                assert_eq!(v, want, "client {i}, {what}: another client's value");
+                right += 1;
+            }
+            Err(e) => {
+                let db = e.as_db_error().unwrap_or_else(|| panic!("{what}: {e}"));
+                assert_eq!(db.code().code(), "55000", "{what}: {db:?}");
+                assert!(db.message().contains("switchyard"), "{what}: {db:?}");
+                refused += 1;
+            }
+        };
+    for round in 0..10 {
+        let mut ids = Vec::new();
+        for (i, c) in cs.iter().enumerate() {
+            let id: i32 = c.query_one(insert, &[&(i as i32)]).await.unwrap().get(0);
+            ids.push(i64::from(id));
+        }
+        for (i, c) in cs.iter().enumerate() {
+            let sql = if round % 2 == 0 {
+                "SELECT lastval()"
+            } else {
+                "SELECT currval('lv_id_seq')"
+            };
+            let got = c.query_one(sql, &[]).await.map(|r| r.get::<_, i64>(0));
+            check(i, sql, got, ids[i]);
+            let got = c.simple_query(sql).await.map(|m| {
+                m.iter()
+                    .find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                        _ => None,
+                    })
+                    .expect("a row")
+            });
+            check(i, "simple", got, ids[i]);
+        }
+        // In the transaction that inserted, and after the INSERT in one string: right.
+        for (i, c) in cs.iter_mut().enumerate() {
+            let tx = c.transaction().await.unwrap();
+            let id: i32 = tx.query_one(insert, &[&(i as i32)]).await.unwrap().get(0);
+            let cur: i64 = tx
+                .query_one("SELECT currval('lv_id_seq')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            tx.commit().await.unwrap();
+            assert_eq!(cur, i64::from(id), "client {i}: currval in its transaction");
+            let m = c
+                .simple_query(&format!(
+                    "INSERT INTO lv (who) VALUES ({}); SELECT who FROM lv WHERE id = lastval()",
+                    100 + i
+                ))
+                .await
+                .unwrap();
+            let who = m.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            });
+            assert_eq!(who, Some((100 + i).to_string()), "client {i}: one string");
+        }
+    }
+    eprintln!("interleaved lastval/currval: {right} right, {refused} refused");
+    assert!(right > 0 && refused > 0, "right {right}, refused {refused}");
+    // A client alone: its connection comes back to it, and so does its value.
+    let c = &cs[0];
+    for _ in 0..10 {
+        let id: i32 = c.query_one(insert, &[&0i32]).await.unwrap().get(0);
+        let got: i64 = c
+            .query_one("SELECT lastval()", &[])
+            .await
+            .expect("a client alone gets its own value")
+            .get(0);
+        assert_eq!(got, i64::from(id));
+    }
+}

@@ -70,6 +70,9 @@ pub struct BackendConn {
     /// `pg_catalog`): the connection is reset before another client gets it.
     pub state_unknown: bool,
     pub created: Instant,
+    /// The session whose sequence state (`currval()`, `lastval()`) this connection has, as
+    /// far as the proxy knows; 0 for none (see `Session::seq_guard`).
+    pub seq_owner: u64,
 }
 
 impl std::fmt::Debug for BackendConn {
@@ -148,6 +151,7 @@ impl BackendConn {
             cancelled: false,
             state_unknown: false,
             created: Instant::now(),
+            seq_owner: 0,
         };
         loop {
             let (tag, body) = read_message(&mut conn.stream, &mut buf).await?;

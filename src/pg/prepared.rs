@@ -38,6 +38,9 @@ pub struct StmtDef {
     /// It calls a function outside `pg_catalog` (see `router::session_state`): a connection
     /// that runs it is reset before reuse.
     pub unknown_calls: bool,
+    /// How it uses the session's sequence state (`currval()`, `lastval()`; see
+    /// `session::sequences`), read once.
+    pub seq_use: crate::pg::session::SeqUse,
     /// What a server said of it when the proxy first prepared it (a Describe sent with that
     /// Parse, its answer kept from the client). A session in a failed transaction whose
     /// connection lacks the statement answers a Bind or Describe of it from this as the
@@ -213,6 +216,7 @@ impl StmtRegistry {
             stale: Default::default(),
             unknown_calls: std::str::from_utf8(query)
                 .map_or(true, |q| crate::router::session_state::effect(q).unknown),
+            seq_use: crate::pg::session::seq_use(query),
         });
         g.by_content.insert(key, def.clone());
         def

@@ -45,7 +45,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// No batch is open and no statement is in flight: the transaction status is current.
-    fn carried_sets_allowed(&self) -> bool {
+    pub(super) fn carried_sets_allowed(&self) -> bool {
         !self.batch_open
             && !self
                 .pending

@@ -182,6 +182,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.check_shape(named);
                 return Ok(Step::Done);
             }
+            if self.seq_guard && self.reads_foreign_sequence_state(&h) {
+                self.reject(&h, "55000", sequences::REFUSED);
+                self.cin.advance(h.wire_len);
+                continue;
+            }
             let before = self.bout.len();
             self.forward_client_message(h)?;
             self.bytes_up += self.bout.len().saturating_sub(before) as u64;

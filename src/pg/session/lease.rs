@@ -89,6 +89,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.deferred_begin.is_none() {
             self.tx_status = b'I';
         }
+        self.seq_guard = self.mode == PoolMode::Transaction
+            && !(self.seq_home == Some((conn.addr, conn.pid)) && conn.seq_owner == self.uid);
         self.backend = Some(conn);
         self.backend_idx = idx;
         self.for_write = for_write;
@@ -111,6 +113,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     pub(super) fn detach(&mut self) -> Option<Pooled> {
         let mut conn = self.backend.take()?;
         self.server_skips = false;
+        // The client's sequence state is here if it changed it here or found it here (the
+        // guard is off); otherwise another client ran statements on it, which makes it
+        // nobody's (unless nothing of the client's reached the server).
+        if self.seq_guard {
+            if self.bytes_up > 0 {
+                conn.seq_owner = 0;
+            }
+        } else {
+            conn.seq_owner = self.uid;
+            self.seq_home = Some((conn.addr, conn.pid));
+        }
         if self.key.slot.clear() {
             // A cancel was sent to it: it may arrive late and stop another client's
             // statement, so the connection is closed instead of pooled.

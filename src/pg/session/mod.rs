@@ -20,6 +20,7 @@ mod lease;
 mod muxed;
 mod pump;
 mod routing;
+mod sequences;
 mod settings;
 mod statements;
 
@@ -36,6 +37,7 @@ use crate::router::hints::Hint;
 use crate::router::session_state::State;
 use bytes::{Buf, BytesMut};
 use pump::Pump;
+pub use sequences::{seq_use, SeqUse};
 pub(crate) use settings::settings_sql;
 pub use settings::{plain_set, plain_sets};
 use std::collections::{HashMap, VecDeque};
@@ -245,6 +247,15 @@ pub struct Session<C> {
     /// flight: 1 parsed (unnamed), 2 bound, 3 executed, 0 not (see `follow_begin_batch`).
     begin_batch: u8,
     key: CancelKey,
+    /// This session, among every session of the process (see `seq_guard`).
+    uid: u64,
+    /// The server connection with the client's sequence state: where it last changed it
+    /// (address, backend pid).
+    seq_home: Option<(std::net::SocketAddr, i32)>,
+    /// Transaction mode: the held connection's sequence state (`currval()`, `lastval()`) is
+    /// not the client's (not its home, or another client held it since) until the client
+    /// changes it here (see `sequences`).
+    seq_guard: bool,
     backend: Option<Pooled>,
     /// Bytes from the client not yet handled / bytes for the backend not yet written.
     cin: BytesMut,
@@ -363,6 +374,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             set_batch: None,
             begin_batch: 0,
             key,
+            uid: sequences::next_uid(),
+            seq_home: None,
+            seq_guard: false,
             backend: None,
             cin: leftover,
             bout: BytesMut::with_capacity(8192),
