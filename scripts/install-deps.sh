@@ -164,6 +164,8 @@ if ! have node || ! have npm; then apt_missing+=(nodejs npm); fi
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_mysql; then apt_missing+=(php-cli php-mysql); fi
 # PHP's pdo_pgsql (Laravel's and Doctrine's driver): tests/drivers/php/scenarios.php.
 if ! have php || ! php -m 2>/dev/null | grep -qx pdo_pgsql; then apt_missing+=(php-cli php-pgsql); fi
+# Perl's DBI on DBD::Pg: tests/drivers/perl/scenarios.pl.
+if ! perl -MDBD::Pg -e 1 >/dev/null 2>&1; then apt_missing+=(libdbd-pg-perl); fi
 # Active Record (Rails' ORM) on ruby-pg and on mysql2: tests/drivers/ruby/scenarios.rb.
 if ! have ruby || ! ruby -e 'require "active_record"; require "pg"; require "mysql2"' >/dev/null 2>&1; then
     apt_missing+=(ruby ruby-activerecord ruby-pg ruby-mysql2)

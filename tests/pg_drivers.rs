@@ -1379,6 +1379,42 @@ fn active_record_pools_share_a_small_pool() {
     );
 }
 
+/// Perl's DBI on DBD::Pg with AutoCommit off, as Perl applications (Mojolicious, Catalyst,
+/// DBIx::Class) use it: six handles, each setting its time zone and search_path in its first
+/// transaction (DBD::Pg begins one before the first statement after each commit or rollback),
+/// statements prepared on the server once they run again and deallocated when their handle
+/// goes, inserts committed or rolled back, used in turn from one process over a proxy pool of
+/// two. What each handle sees and a plain connection's settings must be as directly.
+#[test]
+fn perl_dbi_handles_with_autocommit_off_share_a_small_pool() {
+    let _g = serial();
+    let db = "drv_dbi";
+    fresh_db(db, "");
+    let p = start_proxy(&drivers_config(db, 1, 2, false));
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP SCHEMA IF EXISTS dbi_app CASCADE; CREATE SCHEMA dbi_app; \
+             CREATE TABLE dbi_app.dbi_item (id serial PRIMARY KEY, who int, note text)",
+        );
+    };
+    same_as_direct(
+        (Lang::Perl, "dbi", &["6", "4"]),
+        &Target::proxy(&p, db),
+        Duration::from_secs(150),
+        &reset,
+        ("the scenario did not run as meant", &|lines: &[&str]| {
+            lines
+                .iter()
+                .any(|l| l == &"r3 c5 Asia/Tokyo dbi_app, public 5")
+                && lines.iter().any(|l| l.ends_with("rolled back"))
+                && lines
+                    .iter()
+                    .any(|l| l.starts_with("r3 plain \"$user\", public"))
+        }),
+    );
+}
+
 /// PHP's pdo_pgsql as Laravel uses it (Laravel's PDO options, native prepares): six
 /// connections, each set up as Laravel's PostgresConnector does (`set names`, `set time zone`
 /// and `set search_path to "lv_app"`, each a named statement `pdo_stmt_N` prepared and then

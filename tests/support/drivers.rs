@@ -56,6 +56,8 @@ pub enum Lang {
     Php,
     /// Active Record on ruby-pg (`tests/drivers/ruby/scenarios.rb`).
     Ruby,
+    /// Perl's DBI on DBD::Pg (`tests/drivers/perl/scenarios.pl`).
+    Perl,
 }
 
 /// What a scenario run produced.
@@ -209,6 +211,11 @@ pub fn run_scenario(
         Lang::Ruby => {
             let mut c = Command::new("ruby");
             c.arg(dir.join("ruby/scenarios.rb"));
+            c
+        }
+        Lang::Perl => {
+            let mut c = Command::new("perl");
+            c.arg(dir.join("perl/scenarios.pl"));
             c
         }
     };
