@@ -41,6 +41,8 @@ pub struct StmtDef {
     /// How it uses the session's sequence state (`currval()`, `lastval()`; see
     /// `session::sequences`), read once.
     pub seq_use: crate::pg::session::SeqUse,
+    /// It is one plain `SET` the proxy may carry (see `session::carried`), read once.
+    pub plain_set: bool,
     /// What a server said of it when the proxy first prepared it (a Describe sent with that
     /// Parse, its answer kept from the client). A session in a failed transaction whose
     /// connection lacks the statement answers a Bind or Describe of it from this as the
@@ -217,6 +219,7 @@ impl StmtRegistry {
             unknown_calls: std::str::from_utf8(query)
                 .map_or(true, |q| crate::router::session_state::effect(q).unknown),
             seq_use: crate::pg::session::seq_use(query),
+            plain_set: crate::pg::session::one_plain_set(query),
         });
         g.by_content.insert(key, def.clone());
         def

@@ -30,7 +30,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// are the client's own as soon as they succeed (see `Pend::Ready`); inside a block that
     /// has not failed (`true`), they wait for its end (see `settle_tx_sets`).
     pub(super) fn carried_sets(&self, sql: &[u8]) -> Option<(Vec<(String, String)>, bool)> {
-        if !self.carried_sets_allowed() {
+        self.carried_sets_at(sql, self.batch_open)
+    }
+
+    /// [`Self::carried_sets`] as if a batch were open (`batch_open`) or not.
+    fn carried_sets_at(
+        &self,
+        sql: &[u8],
+        batch_open: bool,
+    ) -> Option<(Vec<(String, String)>, bool)> {
+        if batch_open || self.in_flight() {
             return None;
         }
         let in_tx = match self.tx_status {
@@ -44,13 +53,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         ))
     }
 
+    /// One carried `SET` (see [`Self::carried_sets`]): the setting and whether it waits for
+    /// the end of a transaction block.
+    fn carried_one(&self, sql: &[u8], batch_open: bool) -> Option<((String, String), bool)> {
+        let (mut kv, in_tx) = self.carried_sets_at(sql, batch_open)?;
+        (kv.len() == 1).then(|| (kv.pop().expect("one"), in_tx))
+    }
+
     /// No batch is open and no statement is in flight: the transaction status is current.
     pub(super) fn carried_sets_allowed(&self) -> bool {
-        !self.batch_open
-            && !self
-                .pending
-                .iter()
-                .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
+        !self.batch_open && !self.in_flight()
+    }
+
+    /// A statement or a Sync sent to the server is unanswered.
+    fn in_flight(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pend::Execute { .. } | Pend::Ready { .. }))
     }
 
     /// A CommandComplete while SETs of the open block wait for its end.
@@ -134,14 +153,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// pdo_pgsql runs Laravel's connection SETs so); anywhere else it pins, as any SET the
     /// proxy does not carry.
     pub(super) fn bind_named_set(&mut self, query: &[u8], portal: &[u8], batch_was_open: bool) {
-        let carried = if batch_was_open || !portal.is_empty() {
-            None
+        let carried = if portal.is_empty() {
+            self.carried_one(query, batch_was_open)
         } else {
-            self.batch_open = false;
-            let sets = self.carried_sets(query);
-            self.batch_open = true;
-            sets.filter(|(kv, _)| kv.len() == 1)
-                .and_then(|(mut kv, in_tx)| Some((kv.pop()?, in_tx)))
+            None
         };
         self.plain_set_now = carried.is_some();
         self.note_session_effect(query);
@@ -162,15 +177,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// has not failed), or follows the lone BEGIN its batch opened with (`begin_batch`).
     pub(super) fn extended_set(&mut self, query: &[u8]) -> Option<((String, String), bool)> {
         if std::mem::replace(&mut self.begin_batch, 0) == 3 {
-            let mut kv = std::str::from_utf8(query)
-                .ok()
-                .and_then(super::settings::plain_sets)
-                .filter(|kv| kv.len() == 1)?;
-            return Some((kv.pop()?, true));
+            let kv = std::str::from_utf8(query).ok().and_then(plain_set_alone)?;
+            return Some((kv, true));
         }
-        self.carried_sets(query)
-            .filter(|(kv, _)| kv.len() == 1)
-            .and_then(|(mut kv, in_tx)| Some((kv.pop()?, in_tx)))
+        self.carried_one(query, self.batch_open)
     }
 
     /// A Parse of the unnamed statement `query` opens a batch with a lone BEGIN outside a
@@ -335,12 +345,18 @@ impl TxEnd {
 }
 
 /// `sql` is one plain `SET` the proxy can carry (see `settings::plain_sets`).
-pub(super) fn one_plain_set(sql: &[u8]) -> bool {
+pub fn one_plain_set(sql: &[u8]) -> bool {
     super::routing::starts_with_any(sql, &["set"])
         && std::str::from_utf8(sql)
             .ok()
-            .and_then(super::settings::plain_sets)
-            .is_some_and(|kv| kv.len() == 1)
+            .and_then(plain_set_alone)
+            .is_some()
+}
+
+/// The setting of `sql` when it is one plain `SET` alone.
+fn plain_set_alone(sql: &str) -> Option<(String, String)> {
+    let mut kv = super::settings::plain_sets(sql)?;
+    (kv.len() == 1).then(|| kv.pop().expect("one"))
 }
 
 #[cfg(test)]

@@ -42,10 +42,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         let effect_sql = p.query.to_vec();
         let name: ClientName = p.name.into();
+        let plain_set = def.plain_set;
         self.stmts.insert(name.clone(), def);
         self.untold.insert(name.clone());
         // (A plain SET runs with its Execute: see `bind_named_set`.)
-        let e = if super::carried::one_plain_set(&effect_sql) {
+        let e = if plain_set {
             Effect::default()
         } else {
             self.note_session_effect(&effect_sql)
@@ -302,7 +303,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         if self.answered_in_failed_tx(&name, &def, Some(b.rest)) {
                             return Ok(());
                         }
-                        if tx && super::carried::one_plain_set(&def.query) {
+                        if tx && def.plain_set {
                             self.bind_named_set(&def.query, b.portal, batch_was_open);
                         }
                         if def.unknown_calls {

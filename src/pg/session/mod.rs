@@ -36,6 +36,7 @@ use crate::pool;
 use crate::router::hints::Hint;
 use crate::router::session_state::State;
 use bytes::{Buf, BytesMut};
+pub use carried::one_plain_set;
 use pump::Pump;
 pub use sequences::{seq_use, SeqUse};
 pub(crate) use settings::settings_sql;
