@@ -402,6 +402,28 @@ fn assert_same(driver: Driver, scenario: &str, via: &Outcome, direct: &Outcome) 
     );
 }
 
+/// Runs scenario `name` of `driver` with `args` through `p` (dropped after) and directly on
+/// the primary, `reset` before each run, each within `limit`; both must complete, `meant` must
+/// hold of the direct run's output (`what` says what went wrong when it does not), and the
+/// outputs must be equal.
+fn compared_with_direct(
+    (driver, name, args): (Driver, &str, &[&str]),
+    (p, db): (Proxy, &str),
+    limit: Duration,
+    reset: &dyn Fn(),
+    (what, meant): (&str, &dyn Fn(&str) -> bool),
+) {
+    reset();
+    let via = run_scenario(driver, name, args, &Target::proxy(&p, db), limit);
+    drop(p);
+    reset();
+    let direct = run_scenario(driver, name, args, &Target::direct(db), limit);
+    direct.expect_completed();
+    via.expect_completed();
+    assert!(meant(&direct.stdout), "{what}:\n{}", direct.stdout);
+    assert_same(driver, name, &via, &direct);
+}
+
 /// Waits (bounded) until the primary has no open InnoDB transaction; returns the ones left.
 fn open_transactions_left() -> Vec<Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -429,13 +451,13 @@ fn same_as_direct(driver: Driver, scenario: &str, limit: Duration) {
     let _g = serial();
     let db = &format!("mydrv_{scenario}_{driver:?}").to_lowercase();
     fresh_db(db, "");
-    let p = start_proxy(db, 4, true);
-    let via = run_scenario(driver, scenario, &[], &Target::proxy(&p, db), limit);
-    let direct = run_scenario(driver, scenario, &[], &Target::direct(db), limit);
-    drop(p);
-    direct.expect_completed();
-    via.expect_completed();
-    assert_same(driver, scenario, &via, &direct);
+    compared_with_direct(
+        (driver, scenario, &[]),
+        (start_proxy(db, 4, true), db),
+        limit,
+        &|| {},
+        ("", &|_| true),
+    );
 }
 
 /// a. Values of every common type (NULLs, unicode, decimals, dates, BLOBs), column metadata,
@@ -748,28 +770,16 @@ fn django_connections_share_a_small_pool_with_their_isolation_level() {
             )
             .expect("dj_t");
     };
-    table();
-    let p = start_proxy(db, 2, false);
-    let limit = Duration::from_secs(150);
-    let args = ["6", "4"];
-    let via = run_scenario(
-        Driver::PyMysql,
-        "django",
-        &args,
-        &Target::proxy(&p, db),
-        limit,
+    compared_with_direct(
+        (Driver::PyMysql, "django", &["6", "4"]),
+        (start_proxy(db, 2, false), db),
+        Duration::from_secs(150),
+        &table,
+        (
+            "Django set no isolation level, or the plain client saw no other",
+            &|out: &str| out.contains("READ-COMMITTED") && out.contains("REPEATABLE-READ"),
+        ),
     );
-    drop(p);
-    table();
-    let direct = run_scenario(Driver::PyMysql, "django", &args, &Target::direct(db), limit);
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct.stdout.contains("READ-COMMITTED") && direct.stdout.contains("REPEATABLE-READ"),
-        "Django set no isolation level, or the plain client saw no other:\n{}",
-        direct.stdout
-    );
-    assert_same(Driver::PyMysql, "django", &via, &direct);
 }
 
 /// Active Record (Rails 6.1's ORM on the mysql2 gem) as a Rails application uses it: a pool
@@ -793,37 +803,18 @@ fn active_record_connections_share_a_small_pool_with_their_settings() {
             )
             .expect("ar_item");
     };
-    table();
-    let p = start_proxy(db, 2, false);
-    let limit = Duration::from_secs(150);
-    let args = ["6", "4"];
-    let via = run_scenario(
-        Driver::Ruby,
-        "rails_mysql",
-        &args,
-        &Target::proxy(&p, db),
-        limit,
+    compared_with_direct(
+        (Driver::Ruby, "rails_mysql", &["6", "4"]),
+        (start_proxy(db, 2, false), db),
+        Duration::from_secs(150),
+        &table,
+        ("the scenario did not run as meant", &|out: &str| {
+            out.contains("utf8mb4_unicode_ci")
+                && out.contains("+02:00 | 4096")
+                && out.contains("duplicate Mysql2::Error")
+                && !out.contains("error")
+        }),
     );
-    drop(p);
-    table();
-    let direct = run_scenario(
-        Driver::Ruby,
-        "rails_mysql",
-        &args,
-        &Target::direct(db),
-        limit,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct.stdout.contains("utf8mb4_unicode_ci")
-            && direct.stdout.contains("+02:00 | 4096")
-            && direct.stdout.contains("duplicate Mysql2::Error")
-            && !direct.stdout.contains("error"),
-        "the scenario did not run as meant directly:\n{}",
-        direct.stdout
-    );
-    assert_same(Driver::Ruby, "rails_mysql", &via, &direct);
 }
 
 /// Spring's transactions over HikariCP on MariaDB Connector/J (Debian's Spring 4.3, HikariCP
@@ -837,36 +828,20 @@ fn connector_j_spring_transactions_with_isolation_levels_share_a_small_pool() {
     let _g = serial();
     let db = "mydrv_spring";
     fresh_db(db, "");
-    let p = start_proxy(db, 2, true);
-    let limit = Duration::from_secs(150);
-    let args = ["6", "4"];
-    let via = run_scenario(
-        Driver::ConnectorJ,
-        "spring",
-        &args,
-        &Target::proxy(&p, db),
-        limit,
+    compared_with_direct(
+        (Driver::ConnectorJ, "spring", &["6", "4"]),
+        (start_proxy(db, 2, true), db),
+        Duration::from_secs(150),
+        &|| {},
+        (
+            "Spring's transactions were not as configured",
+            &|out: &str| {
+                out.contains("in transaction SERIALIZABLE")
+                    && out.contains("READ_COMMITTED: in transaction READ-COMMITTED")
+                    && out.contains("committed: 0:4 1:4 2:4 3:4 4:4 5:4")
+            },
+        ),
     );
-    drop(p);
-    let direct = run_scenario(
-        Driver::ConnectorJ,
-        "spring",
-        &args,
-        &Target::direct(db),
-        limit,
-    );
-    direct.expect_completed();
-    via.expect_completed();
-    assert!(
-        direct.stdout.contains("in transaction SERIALIZABLE")
-            && direct
-                .stdout
-                .contains("READ_COMMITTED: in transaction READ-COMMITTED")
-            && direct.stdout.contains("committed: 0:4 1:4 2:4 3:4 4:4 5:4"),
-        "Spring's transactions were not as configured:\n{}",
-        direct.stdout
-    );
-    assert_same(Driver::ConnectorJ, "spring", &via, &direct);
 }
 
 #[test]
