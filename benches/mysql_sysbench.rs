@@ -29,7 +29,9 @@
 //! for a profiler.
 //!
 //! `SCHED=batch` runs Switchyard's workers with `[general] worker_scheduling = "batch"`
-//! (default "normal"). `UNIX=1` adds HAProxy over the primary's Unix socket; `BOTH=1` runs oltp_read_write through
+//! (default "normal"). `UNIX=1` adds HAProxy over the primary's Unix socket and Switchyard
+//! over the servers' Unix sockets (`sy-unix`: the primary only for oltp_read_only, the split
+//! for oltp_read_write); the clients still reach every proxy over TCP. `BOTH=1` runs oltp_read_write through
 //! the Switchyard without replicas as well (`sy-primary`).
 //!
 //! Needs `sysbench` and `haproxy` (Debian packages of the same names); refuses to run without
@@ -169,12 +171,21 @@ fn start_haproxy(dir: &std::path::Path, port: u16, server: &str) -> Child {
     child
 }
 
-fn start_switchyard(c: &MariaCluster, with_replicas: bool, pool: u64) -> Server {
+/// Switchyard in front of `c`'s primary (and its replicas with `with_replicas`), reaching the
+/// servers over TCP, or over their Unix sockets with `unix`.
+fn start_switchyard(c: &MariaCluster, with_replicas: bool, unix: bool, pool: u64) -> Server {
+    let addr = |n: usize| {
+        if unix {
+            c.socket_path(n).display().to_string()
+        } else {
+            format!("127.0.0.1:{}", c.port(n))
+        }
+    };
     let replicas = if with_replicas {
         let r: Vec<String> = c
-            .replica_ports()
+            .replicas()
             .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .map(|&n| format!("\"{}\"", addr(n)))
             .collect();
         format!("replicas = [{}]", r.join(", "))
     } else {
@@ -203,7 +214,7 @@ password = "{APP_PASSWORD}"
 name = "sbtest"
 protocol = "mysql"
 database = "sbtest"
-primary = "127.0.0.1:{primary}"
+primary = "{primary}"
 {replicas}
 user = "switchyard"
 password = "switchyard_pw"
@@ -211,7 +222,7 @@ max_lag = "30s"
 "#,
         workers = env_or("WORKERS", 1),
         sched = sched(),
-        primary = c.primary_port(),
+        primary = addr(c.primary()),
     );
     let server = Server::start(Config::from_toml(&text).expect("bench config")).expect("proxy");
     // Let the health checker see the replicas.
@@ -269,10 +280,22 @@ fn main() {
     // itself costs on this machine).
     let both = env_or("BOTH", 0) == 1;
     let pool = env_or("POOL", threads);
-    let pinned = start_switchyard(&c, false, pool);
-    let split = start_switchyard(&c, true, pool);
+    let pinned = start_switchyard(&c, false, false, pool);
+    let split = start_switchyard(&c, true, false, pool);
     let pinned_port = pinned.my_addr.unwrap().port();
     let split_port = split.my_addr.unwrap().port();
+    // UNIX=1: also the two Switchyards reaching the servers over their Unix sockets.
+    let unix_sy = unix.then(|| {
+        (
+            start_switchyard(&c, false, true, pool),
+            start_switchyard(&c, true, true, pool),
+        )
+    });
+    let unix_port = |split: bool| {
+        unix_sy
+            .as_ref()
+            .map(|(p, s)| if split { s } else { p }.my_addr.unwrap().port())
+    };
 
     // HOLD=N: keep everything up for N seconds for a profiler, print where it is, run nothing.
     let hold = env_or("HOLD", 0);
@@ -284,6 +307,9 @@ fn main() {
             haproxy.id(),
             std::process::id()
         );
+        if let (Some(p), Some(s)) = (unix_port(false), unix_port(true)) {
+            println!("haproxy-unix {hp_unix} sy-unix primary-only {p} split {s}");
+        }
         std::thread::sleep(Duration::from_secs(hold));
     }
     let workloads: [(&str, &[&str], u16); 2] = [
@@ -307,6 +333,9 @@ fn main() {
             ];
             if unix {
                 contenders.push(("haproxy-unix", hp_unix));
+                if let Some(port) = unix_port(sy_port == split_port) {
+                    contenders.push(("sy-unix", port));
+                }
             }
             if both && sy_port == split_port {
                 contenders.push(("sy-primary", pinned_port));

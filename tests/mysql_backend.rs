@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use switchyard::cluster::health::{self, Prober};
 use switchyard::cluster::{ClusterState, Role};
+use switchyard::config::BackendAddr;
 use switchyard::mysql::backend::*;
 use switchyard::mysql::codec;
 use switchyard::mysql::probe::MyProber;
@@ -36,8 +37,8 @@ fn shared() -> &'static MariaCluster {
     })
 }
 
-fn addr(c: &MariaCluster, node: usize) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], c.port(node)))
+fn addr(c: &MariaCluster, node: usize) -> BackendAddr {
+    SocketAddr::from(([127, 0, 0, 1], c.port(node))).into()
 }
 
 fn target(c: &MariaCluster, node: usize, user: &str, password: &str, db: Option<&str>) -> MyTarget {
@@ -182,13 +183,13 @@ async fn logins_and_refusals() {
     let closed_addr = closed.local_addr().unwrap();
     drop(closed);
     let mut t = proxy_target(c, 0, None);
-    t.addr = closed_addr;
+    t.addr = closed_addr.into();
     assert!(matches!(
         MyConn::connect(&t).await,
         Err(MyConnectError::Io { .. })
     ));
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    t.addr = silent.local_addr().unwrap();
+    t.addr = silent.local_addr().unwrap().into();
     t.connect_timeout = Duration::from_millis(300);
     let t0 = Instant::now();
     assert!(matches!(

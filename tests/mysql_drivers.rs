@@ -127,11 +127,11 @@ password = "switchyard_pw"
         let primary_up = st
             .backends
             .iter()
-            .any(|b| b.addr.port() == c.primary_port() && b.is_up());
+            .any(|b| b.addr.port() == Some(c.primary_port()) && b.is_up());
         let readers = st
             .backends
             .iter()
-            .filter(|b| b.addr.port() != c.primary_port() && b.in_read_set())
+            .filter(|b| b.addr.port() != Some(c.primary_port()) && b.in_read_set())
             .count();
         if primary_up && readers >= want {
             return p;

@@ -108,11 +108,11 @@ fn start_proxy_for(path: &std::path::Path, db: &str) -> Server {
         let primary_up = st
             .backends
             .iter()
-            .any(|b| b.addr.port() == c.primary_port() && b.is_up());
+            .any(|b| b.addr.port() == Some(c.primary_port()) && b.is_up());
         let reader = st
             .backends
             .iter()
-            .any(|b| b.addr.port() != c.primary_port() && b.in_read_set());
+            .any(|b| b.addr.port() != Some(c.primary_port()) && b.in_read_set());
         if primary_up && reader {
             return server;
         }

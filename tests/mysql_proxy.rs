@@ -1165,3 +1165,88 @@ fn mariadb_dump_and_restore_through_the_proxy_round_trip() {
         "the tables restored through the proxy differ from the original"
     );
 }
+
+/// The servers named by their Unix-domain sockets instead of host:port: the health checker
+/// finds them, autocommit reads spread over the replicas, writes and locking reads reach the
+/// primary, and KILL QUERY reaches the replica running the statement.
+#[test]
+fn servers_named_by_their_unix_sockets_split_reads_take_writes_and_kill() {
+    let db = "my_unix";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let c = cluster();
+    let socket = |n: usize| c.socket_path(n).display().to_string();
+    let tcp = config_text(db, "", "", "");
+    let replicas: Vec<String> = c
+        .replicas()
+        .iter()
+        .map(|&n| format!("\"{}\"", socket(n)))
+        .collect();
+    let replicas_line = tcp
+        .lines()
+        .find(|l| l.starts_with("replicas = "))
+        .unwrap()
+        .to_owned();
+    let text = tcp
+        .replace(
+            &format!("primary = \"127.0.0.1:{}\"", c.primary_port()),
+            &format!("primary = \"{}\"", socket(0)),
+        )
+        .replace(
+            &replicas_line,
+            &format!("replicas = [{}]", replicas.join(", ")),
+        );
+    assert!(
+        text.contains(&format!("primary = \"{}\"", socket(0))),
+        "{text}"
+    );
+    let p = started(Server::start(Config::from_toml(&text).unwrap()).expect("proxy starts"));
+
+    let primary_id = c.value(0, "SELECT @@server_id").unwrap();
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..20 {
+        let (ok, out, err) = cli(p.port, db, "SELECT @@server_id");
+        assert!(ok, "{err}");
+        *seen.entry(out.trim().to_string()).or_insert(0) += 1;
+    }
+    assert!(
+        !seen.contains_key(&primary_id),
+        "reads reached the primary: {seen:?}"
+    );
+    for &n in &c.replicas() {
+        let id = c.value(n, "SELECT @@server_id").unwrap();
+        assert!(
+            seen.get(&id).copied().unwrap_or(0) >= 3,
+            "replica {id}: {seen:?}"
+        );
+    }
+    let (ok, _, err) = cli(p.port, db, "INSERT INTO t VALUES (1)");
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(p.port, db, "SELECT @@server_id FROM t FOR UPDATE");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), primary_id);
+
+    let program = r#"
+import sys, time, threading, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db, read_timeout=40)
+victim, killer = conn(), conn()
+vid = victim.thread_id()
+result = {}
+def run():
+    t0 = time.time()
+    try:
+        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
+    except Exception as e:
+        result["error"] = repr(e)
+    result["secs"] = time.time() - t0
+th = threading.Thread(target=run); th.start()
+time.sleep(1.0)
+killer.cursor().execute("KILL QUERY %d" % vid)
+th.join(40)
+print(result.get("secs", 99) < 5, result)
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("True"), "{out}{err}");
+}

@@ -640,3 +640,109 @@ async fn a_close_without_sync_then_queries_does_not_keep_writes_on_a_replica() {
         assert_eq!(port_of(&answer), primary, "round {round}");
     }
 }
+
+/// The servers named by their Unix-domain sockets (`<dir>/.s.PGSQL.<port>`) instead of
+/// host:port: the health checker finds them, reads spread over the replicas, writes reach the
+/// primary, and a cancel reaches the replica running the statement over its socket.
+#[tokio::test]
+async fn servers_named_by_their_unix_sockets_split_reads_take_writes_and_cancel() {
+    let c = cluster();
+    let db = "t_unix";
+    create_db_on(c, db);
+    let socket = |node: usize| {
+        c.data_dir(node)
+            .join(format!(".s.PGSQL.{}", c.port(node)))
+            .display()
+            .to_string()
+    };
+    let tcp = routing_config(c, db, "");
+    let primary_line = format!("primary = \"127.0.0.1:{}\"", c.primary_port());
+    let replicas: Vec<String> = (1..c.node_count())
+        .map(|n| format!("\"{}\"", socket(n)))
+        .collect();
+    let replicas_line = tcp
+        .lines()
+        .find(|l| l.starts_with("replicas = "))
+        .unwrap()
+        .to_owned();
+    let text = tcp
+        .replace(&primary_line, &format!("primary = \"{}\"", socket(0)))
+        .replace(
+            &replicas_line,
+            &format!("replicas = [{}]", replicas.join(", ")),
+        );
+    assert!(text.contains(".s.PGSQL."), "{text}");
+    let p = start_proxy(&text);
+    std::thread::sleep(Duration::from_millis(600));
+
+    let client = connect(&p.conn_str(db)).await;
+    client
+        .batch_execute("CREATE TABLE w (id serial primary key, port int)")
+        .await
+        .unwrap();
+    let port_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> u16 {
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+                _ => None,
+            })
+            .expect("a row")
+    };
+    // Over a Unix socket inet_server_port() is NULL; the server's own port setting tells.
+    let written = port_of(
+        client
+            .simple_query("INSERT INTO w (port) VALUES (0) RETURNING current_setting('port')")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(written, c.primary_port(), "the write ran elsewhere");
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    for _ in 0..200 {
+        let port = port_of(
+            client
+                .simple_query("SELECT current_setting('port')")
+                .await
+                .unwrap(),
+        );
+        *seen.entry(port).or_default() += 1;
+    }
+    assert_eq!(
+        seen.get(&c.primary_port()),
+        None,
+        "a read reached the primary: {seen:?}"
+    );
+    for r in c.replica_ports() {
+        assert!(
+            seen.get(&r).copied().unwrap_or(0) >= 40,
+            "replica {r} took too few: {seen:?}"
+        );
+    }
+
+    // A cancel goes to the server running the statement, over its socket.
+    let sleeper_client = connect(&p.conn_str(db)).await;
+    let token = sleeper_client.cancel_token();
+    let start = std::time::Instant::now();
+    let sleeper =
+        tokio::spawn(async move { sleeper_client.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("the cancel did not stop the statement")
+        .unwrap();
+    let err = r.expect_err("pg_sleep should have been cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // The backends the proxy reports are named by their socket paths.
+    let backends = p.backends(db);
+    assert!(backends.contains(&socket(0)), "{backends}");
+}

@@ -20,9 +20,9 @@
 
 use super::lag::{self, LagHistory};
 use super::{BackendState, ClusterState, Role};
+use crate::config::BackendAddr;
 use crate::config::Health;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ pub trait Prober: Clone + Send + Sync + 'static {
     /// Connect and log in to `addr` within `give_up`.
     fn connect(
         &self,
-        addr: SocketAddr,
+        addr: BackendAddr,
         give_up: Duration,
     ) -> impl Future<Output = Result<Self::Conn, String>> + Send;
     /// One probe on an open connection (dropped after an error).
@@ -157,7 +157,7 @@ pub async fn run<P: Prober>(
 async fn probe<P: Prober>(
     t: &mut Tracker<P::Conn>,
     prober: P,
-    addr: SocketAddr,
+    addr: BackendAddr,
     timeout: Duration,
 ) -> Seen {
     let (mut running, fresh) = match t.running.take() {
@@ -197,7 +197,7 @@ async fn probe<P: Prober>(
 async fn run_probe<P: Prober>(
     prober: P,
     conn: Option<P::Conn>,
-    addr: SocketAddr,
+    addr: BackendAddr,
     give_up: Duration,
 ) -> (Option<P::Conn>, Result<Probe, String>) {
     let mut conn = match conn {

@@ -44,8 +44,8 @@
 //! so it stays in the read set for up to `max_lag` (a `max_lag_bytes` limit catches it at the
 //! first round).
 
+use crate::config::BackendAddr;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Most positions kept. Beyond it, every other entry of the older half is dropped: an estimate
@@ -70,7 +70,7 @@ struct Sample {
 #[derive(Debug, Clone, Default)]
 pub struct LagHistory {
     /// Whose positions these are: address and timeline.
-    primary: Option<(SocketAddr, u64)>,
+    primary: Option<(BackendAddr, u64)>,
     samples: VecDeque<Sample>,
 }
 
@@ -86,7 +86,7 @@ impl LagHistory {
     /// dropped (but the newest of those stays, as the lower bound for replicas behind it).
     pub fn record(
         &mut self,
-        addr: SocketAddr,
+        addr: BackendAddr,
         timeline: u64,
         lsn: u64,
         at: Instant,
@@ -173,7 +173,7 @@ mod tests {
 
     const KEEP: Duration = Duration::from_secs(20);
 
-    fn addr() -> SocketAddr {
+    fn addr() -> BackendAddr {
         "127.0.0.1:5432".parse().unwrap()
     }
 

@@ -19,8 +19,8 @@
 pub mod health;
 pub mod lag;
 
+use crate::config::BackendAddr;
 use crate::config::{Cluster, Consistency, Fallback};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -53,7 +53,7 @@ impl Role {
 /// One server of a cluster.
 #[derive(Debug)]
 pub struct BackendState {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub weight: u32,
     up: AtomicBool,
     /// The health probes reach it: false after `fall` failed probes in a row, true again at
@@ -82,7 +82,7 @@ pub struct BackendState {
 }
 
 impl BackendState {
-    fn new(addr: SocketAddr, weight: u32, role: Role) -> Self {
+    fn new(addr: BackendAddr, weight: u32, role: Role) -> Self {
         BackendState {
             addr,
             weight: weight.max(1),
@@ -254,13 +254,13 @@ pub struct ClusterState {
 impl ClusterState {
     pub fn new(c: &Cluster) -> Result<ClusterState, String> {
         let mut backends = vec![BackendState::new(
-            crate::config::parse_addr(&c.primary)?,
+            crate::config::parse_backend_addr(&c.primary)?,
             1,
             Role::Primary,
         )];
         for r in &c.replicas {
             backends.push(BackendState::new(
-                crate::config::parse_addr(r.addr())?,
+                crate::config::parse_backend_addr(r.addr())?,
                 r.weight(),
                 Role::Replica,
             ));

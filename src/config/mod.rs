@@ -2,10 +2,12 @@
 //! the path of the offending key, and loading. A loaded [`Config`] is immutable; live reload
 //! swaps whole snapshots.
 
+mod addr;
 pub mod duration;
 mod edge;
 mod model;
 
+pub use addr::*;
 pub use edge::*;
 pub use model::*;
 

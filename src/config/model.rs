@@ -312,10 +312,12 @@ pub struct Cluster {
     /// Database name on the servers. Default: same as `database`.
     #[serde(default)]
     pub backend_database: Option<String>,
-    /// Primary server, "host:port".
+    /// Primary server, "host:port", or the absolute path of its Unix-domain socket on this
+    /// host (MariaDB's `socket`; PostgreSQL's `<unix_socket_directories>/.s.PGSQL.<port>`).
     pub primary: String,
-    /// Replica servers: "host:port", or `{ addr = "host:port", weight = 2 }` to weight
-    /// read selection (default weight 1). Default: none.
+    /// Replica servers: "host:port" or a socket path as for `primary`, or
+    /// `{ addr = "host:port", weight = 2 }` to weight read selection (default weight 1).
+    /// Default: none.
     #[serde(default)]
     pub replicas: Vec<ReplicaSpec>,
     /// User the proxy logs in to the servers as.
@@ -642,7 +644,8 @@ impl Config {
                     format!("database {:?} is served by two clusters", c.database),
                 ));
             }
-            parse_addr(&c.primary).map_err(|e| ConfigError::invalid(key("primary"), e))?;
+            super::parse_backend_addr(&c.primary)
+                .map_err(|e| ConfigError::invalid(key("primary"), e))?;
             for (j, r) in c.replicas.iter().enumerate() {
                 if r.weight() == 0 {
                     return Err(ConfigError::invalid(
@@ -650,7 +653,7 @@ impl Config {
                         "must be at least 1",
                     ));
                 }
-                parse_addr(r.addr())
+                super::parse_backend_addr(r.addr())
                     .map_err(|e| ConfigError::invalid(format!("cluster[{i}].replicas[{j}]"), e))?;
             }
             if c.pool_size == Some(0) {

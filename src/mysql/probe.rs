@@ -77,8 +77,8 @@
 
 use super::backend::{MyConn, MyQueryError, MyTarget, QueryResult};
 use crate::cluster::health::{Probe, Prober};
+use crate::config::BackendAddr;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// One round trip: the variables, then every replication connection.
@@ -99,7 +99,7 @@ pub struct MyProber {
 impl Prober for MyProber {
     type Conn = MyConn;
 
-    async fn connect(&self, addr: SocketAddr, give_up: Duration) -> Result<MyConn, String> {
+    async fn connect(&self, addr: BackendAddr, give_up: Duration) -> Result<MyConn, String> {
         let target = MyTarget {
             addr,
             connect_timeout: give_up,

@@ -4,12 +4,12 @@
 
 use super::backend::{MyPool, MyTarget};
 use crate::cluster::ClusterState;
-use crate::config::{parse_addr, Config, PoolMode, Protocol};
+use crate::config::BackendAddr;
+use crate::config::{Config, PoolMode, Protocol};
 use crate::engine::{ClusterMap, Engine};
 use crate::metrics::ClusterMetrics;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +20,7 @@ pub type MyPoolMap = HashMap<String, Arc<MyClusterPools>>;
 /// `KILL` naming the client's proxy-issued id can be sent there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Running {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub thread: u32,
 }
 
@@ -222,7 +222,7 @@ pub struct MyClusterPools {
 /// replace it). No default schema: each client's is applied on the connection it gets.
 pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> MyTarget {
     MyTarget {
-        addr: parse_addr(&c.primary).expect("validated"),
+        addr: crate::config::parse_backend_addr(&c.primary).expect("validated"),
         user: c.user.clone(),
         password: c.password.clone(),
         database: None,

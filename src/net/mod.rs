@@ -1,6 +1,7 @@
 //! Listening sockets: one SO_REUSEPORT socket per worker on the same address, so the kernel
 //! spreads new connections over workers and no accept crosses threads.
 
+pub mod backend;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -2,13 +2,13 @@
 //! proxy tracks per connection (server parameters, proxy-prepared statements, cleanliness).
 
 use super::codec::{self, put_message, put_startup};
+use crate::config::BackendAddr;
+use crate::net::backend::BackendStream;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest message accepted from a server during startup.
 const MAX_STARTUP_MESSAGE: usize = 1 << 20;
@@ -18,26 +18,29 @@ const MAX_STARTUP_MESSAGE: usize = 1 << 20;
 pub enum ConnectError {
     #[error("cannot connect to {addr}: {source}")]
     Io {
-        addr: SocketAddr,
+        addr: BackendAddr,
         #[source]
         source: std::sync::Arc<std::io::Error>,
     },
     #[error("connecting to {addr} took longer than {timeout:?}")]
-    Timeout { addr: SocketAddr, timeout: Duration },
+    Timeout {
+        addr: BackendAddr,
+        timeout: Duration,
+    },
     #[error("server {addr} refused the login: {code} {message}")]
     Refused {
-        addr: SocketAddr,
+        addr: BackendAddr,
         code: String,
         message: String,
     },
     #[error("server {addr} broke the startup protocol: {what}")]
-    Protocol { addr: SocketAddr, what: String },
+    Protocol { addr: BackendAddr, what: String },
 }
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendTarget {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub user: String,
     pub password: Option<String>,
     pub database: String,
@@ -48,8 +51,8 @@ pub struct BackendTarget {
 
 /// One authenticated server connection, idle and ready for a query when handed out.
 pub struct BackendConn {
-    pub stream: TcpStream,
-    pub addr: SocketAddr,
+    pub stream: BackendStream,
+    pub addr: BackendAddr,
     /// The server's BackendKeyData, used to forward cancels.
     pub pid: i32,
     pub secret: i32,
@@ -119,8 +122,7 @@ impl BackendConn {
             addr,
             what: what.to_owned(),
         };
-        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        let mut stream = BackendStream::connect(addr).await.map_err(io)?;
         let mut out = BytesMut::with_capacity(256);
         let mut params: Vec<(&str, &str)> = vec![
             ("user", &t.user),
@@ -154,7 +156,7 @@ impl BackendConn {
             seq_owner: 0,
         };
         loop {
-            let (tag, body) = read_message(&mut conn.stream, &mut buf).await?;
+            let (tag, body) = read_message(&mut conn.stream, addr, &mut buf).await?;
             match tag {
                 b'R' => {
                     if body.len() < 4 {
@@ -290,7 +292,7 @@ impl BackendConn {
             let mut row = None;
             let mut error = None;
             loop {
-                let (tag, body) = read_message(&mut self.stream, &mut buf)
+                let (tag, body) = read_message(&mut self.stream, self.addr, &mut buf)
                     .await
                     .map_err(|e| e.to_string())?;
                 match tag {
@@ -363,12 +365,10 @@ fn sasl_mechanisms(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Read one whole tagged message (startup/internal use only; the session forwards instead).
 async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut BackendStream,
+    addr: BackendAddr,
     buf: &mut BytesMut,
 ) -> Result<(u8, Vec<u8>), ConnectError> {
-    let addr = stream
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
         match codec::header(buf, MAX_STARTUP_MESSAGE) {
             Err(e) => {
@@ -411,7 +411,7 @@ impl crate::pool::Connector for BackendTarget {
         BackendConn::connect(self).await
     }
 
-    fn addr(&self) -> SocketAddr {
+    fn addr(&self) -> BackendAddr {
         self.addr
     }
 

@@ -4,16 +4,16 @@
 
 use super::codec::put_cancel_request;
 use super::mux::Lane;
+use crate::config::BackendAddr;
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::io::AsyncWriteExt;
 
 /// Where a client's current statement runs: server address and the server's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelTarget {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub pid: i32,
     pub secret: i32,
 }
@@ -143,7 +143,7 @@ pub async fn send_cancel(
     timeout: std::time::Duration,
 ) -> std::io::Result<()> {
     let work = async {
-        let mut s = tokio::net::TcpStream::connect(target.addr).await?;
+        let mut s = crate::net::backend::BackendStream::connect(target.addr).await?;
         let mut b = BytesMut::with_capacity(16);
         put_cancel_request(&mut b, target.pid, target.secret);
         s.write_all(&b).await?;

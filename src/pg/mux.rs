@@ -665,7 +665,7 @@ pub fn fuzz_answers(data: &[u8]) {
         wake: Notify::new(),
         applied: Vec::new(),
         target: CancelTarget {
-            addr: ([127, 0, 0, 1], 1).into(),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             pid: 1,
             secret: 1,
         },

@@ -10,7 +10,7 @@
 
 use super::backend::{BackendConn, BackendTarget};
 use crate::cluster::health::{Probe, Prober};
-use std::net::SocketAddr;
+use crate::config::BackendAddr;
 use std::time::Duration;
 
 /// One query for both roles. Positions are bytes since 0/0. `pg_is_in_recovery()` is read
@@ -46,7 +46,7 @@ pub struct PgProber {
 impl Prober for PgProber {
     type Conn = BackendConn;
 
-    async fn connect(&self, addr: SocketAddr, give_up: Duration) -> Result<BackendConn, String> {
+    async fn connect(&self, addr: BackendAddr, give_up: Duration) -> Result<BackendConn, String> {
         let target = BackendTarget {
             addr,
             connect_timeout: give_up,

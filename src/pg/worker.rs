@@ -7,7 +7,7 @@ use super::backend::{BackendTarget, PgPool};
 use super::cancel::CancelRegistry;
 use super::prepared::StmtRegistry;
 use crate::cluster::ClusterState;
-use crate::config::{parse_addr, Config, PoolMode};
+use crate::config::{Config, PoolMode};
 use crate::engine::{ClusterMap, Engine};
 use crate::metrics::ClusterMetrics;
 use arc_swap::ArcSwap;
@@ -147,7 +147,7 @@ impl Verifiers {
 /// primary; callers replace it).
 pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget {
     BackendTarget {
-        addr: parse_addr(&c.primary).expect("validated"),
+        addr: crate::config::parse_backend_addr(&c.primary).expect("validated"),
         user: c.user.clone(),
         password: c.password.clone(),
         database: c.backend_database().to_owned(),

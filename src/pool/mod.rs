@@ -15,10 +15,10 @@
 //! client that has waited longest, never to one that asks later. With many clients on a
 //! small pool the longest wait is then about the queue ahead of a client, not luck.
 
+use crate::config::BackendAddr;
 use crate::metrics::ClusterMetrics;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub trait Connector: PartialEq + Send + Sync + 'static {
     type Ext: Default + Send + Sync + 'static;
     /// Connect and log in, within [`Connector::connect_timeout`].
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
-    fn addr(&self) -> SocketAddr;
+    fn addr(&self) -> BackendAddr;
     fn connect_timeout(&self) -> Duration;
     /// The error for a connect that took longer than [`Connector::connect_timeout`].
     fn timed_out(&self) -> Self::Error;
@@ -145,14 +145,14 @@ pub type Pooled<C> = Object<Manager<C>>;
 pub enum CheckoutError<E: std::error::Error + 'static> {
     #[error("no connection to {addr} became free within checkout_timeout ({timeout:?}; pool size {size} per worker)")]
     Timeout {
-        addr: std::net::SocketAddr,
+        addr: BackendAddr,
         timeout: Duration,
         size: usize,
     },
     #[error(transparent)]
     Connect(E),
     #[error("pool for {0} is closed")]
-    Closed(std::net::SocketAddr),
+    Closed(BackendAddr),
 }
 
 /// The pool of one worker for one backend server.
@@ -444,7 +444,7 @@ impl<C: Connector> BackendPool<C> {
         &self.pool.manager().target
     }
 
-    pub fn addr(&self) -> std::net::SocketAddr {
+    pub fn addr(&self) -> BackendAddr {
         self.pool.manager().target.addr()
     }
 
@@ -727,7 +727,7 @@ mod tests {
         async fn connect(&self) -> Result<FakeConn, NoConnect> {
             Ok(FakeConn(OPENED.fetch_add(1, Relaxed) as u32))
         }
-        fn addr(&self) -> SocketAddr {
+        fn addr(&self) -> BackendAddr {
             "127.0.0.1:1".parse().unwrap()
         }
         fn connect_timeout(&self) -> Duration {

@@ -1,6 +1,7 @@
 //! The connection phase as a client, packet by packet (no I/O).
 
 use super::{MyConnectError, BACKEND_CAPABILITIES, BACKEND_CHARSET, MAX_PACKET_ANNOUNCED};
+use crate::config::BackendAddr;
 use crate::mysql::auth;
 use crate::mysql::codec::{self, Kind, Phase, ProtocolError};
 use crate::mysql::codec::{
@@ -8,7 +9,6 @@ use crate::mysql::codec::{
     CLIENT_SECURE_CONNECTION,
 };
 use bytes::BytesMut;
-use std::net::SocketAddr;
 
 /// Who logs in.
 #[derive(Clone, Copy)]
@@ -26,7 +26,7 @@ pub enum LoginError {
 }
 
 impl LoginError {
-    pub(super) fn into_connect_error(self, addr: SocketAddr) -> MyConnectError {
+    pub(super) fn into_connect_error(self, addr: BackendAddr) -> MyConnectError {
         match self {
             LoginError::Refused { code, message } => MyConnectError::Refused {
                 addr,

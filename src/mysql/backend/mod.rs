@@ -48,12 +48,12 @@ use super::codec::{
     CLIENT_PLUGIN_AUTH, CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA, CLIENT_PROTOCOL_41,
     CLIENT_PS_MULTI_RESULTS, CLIENT_SECURE_CONNECTION, CLIENT_SESSION_TRACK, CLIENT_TRANSACTIONS,
 };
+use crate::config::BackendAddr;
+use crate::net::backend::BackendStream;
 use bytes::{Buf, BytesMut};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Capabilities a backend connection asks for (each only if the server offers it; see the
 /// module doc). `CLIENT_CONNECT_WITH_DB` is added when the target names a database. Not
@@ -101,22 +101,25 @@ pub const ER_NO_SUCH_THREAD: u16 = 1094;
 pub enum MyConnectError {
     #[error("cannot connect to {addr}: {source}")]
     Io {
-        addr: SocketAddr,
+        addr: BackendAddr,
         #[source]
         source: Arc<std::io::Error>,
     },
     #[error("connecting to {addr} took longer than {timeout:?}")]
-    Timeout { addr: SocketAddr, timeout: Duration },
+    Timeout {
+        addr: BackendAddr,
+        timeout: Duration,
+    },
     /// The server answered with ERR (bad password: 1045, unknown database: 1049, too many
     /// connections: 1040, host blocked: 1129, ...).
     #[error("server {addr} refused the login: {code} {message}")]
     Refused {
-        addr: SocketAddr,
+        addr: BackendAddr,
         code: u16,
         message: String,
     },
     #[error("server {addr} broke the connection protocol: {what}")]
-    Protocol { addr: SocketAddr, what: String },
+    Protocol { addr: BackendAddr, what: String },
 }
 
 /// Why a proxy statement failed (see the module doc for what each leaves the connection in).
@@ -144,7 +147,7 @@ impl From<MyQueryError> for String {
 /// Where and as whom to connect.
 #[derive(Clone, PartialEq)]
 pub struct MyTarget {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub user: String,
     pub password: Option<String>,
     /// Default schema of the connection (`CLIENT_CONNECT_WITH_DB`); none when `None`.
@@ -227,8 +230,8 @@ impl QueryResult {
 
 /// One logged-in server connection, idle and ready for a command when handed out.
 pub struct MyConn {
-    pub stream: TcpStream,
-    pub addr: SocketAddr,
+    pub stream: BackendStream,
+    pub addr: BackendAddr,
     /// The server's id of this connection (`CONNECTION_ID()`), for `KILL [QUERY] id`.
     pub connection_id: u32,
     /// Server version without MariaDB's `5.5.5-` prefix (`10.11.6-MariaDB-0+deb12u1`).
@@ -302,8 +305,7 @@ impl MyConn {
             addr,
             source: Arc::new(source),
         };
-        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        let mut stream = BackendStream::connect(addr).await.map_err(io)?;
         let mut buf = BytesMut::with_capacity(1024);
         let fail = |e: LoginError| e.into_connect_error(addr);
         let read_fail = |e: ReadError| match e {
@@ -590,7 +592,7 @@ enum ReadError {
 /// Read one logical packet (continuations joined): its first sequence id and payload.
 /// Bytes after it stay in `buf`.
 async fn read_packet(
-    stream: &mut TcpStream,
+    stream: &mut BackendStream,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<(u8, Vec<u8>), ReadError> {
@@ -618,7 +620,7 @@ impl crate::pool::Connector for MyTarget {
         MyConn::connect(self).await
     }
 
-    fn addr(&self) -> SocketAddr {
+    fn addr(&self) -> BackendAddr {
         self.addr
     }
 

@@ -110,7 +110,7 @@ pub enum SessionError {
     #[error("database \"{0}\" is no longer served (removed by a config reload)")]
     ClusterRemoved(String),
     #[error("the server {0} this session used is no longer the primary (a newer primary was promoted); reconnect")]
-    Fenced(std::net::SocketAddr),
+    Fenced(crate::config::BackendAddr),
 }
 
 /// What a message sent to the backend will be answered with, in order.
@@ -252,7 +252,7 @@ pub struct Session<C> {
     uid: u64,
     /// The server connection with the client's sequence state: where it last changed it
     /// (address, backend pid).
-    seq_home: Option<(std::net::SocketAddr, i32)>,
+    seq_home: Option<(crate::config::BackendAddr, i32)>,
     /// Transaction mode: the held connection's sequence state (`currval()`, `lastval()`) is
     /// not the client's (not its home, or another client held it since) until the client
     /// changes it here (see `sequences`).

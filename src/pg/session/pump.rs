@@ -15,7 +15,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 /// Both sockets of a session, driven from one poll.
 pub(super) struct Pump<'a, C> {
     pub(super) client: &'a mut C,
-    pub(super) backend: Option<&'a mut tokio::net::TcpStream>,
+    pub(super) backend: Option<&'a mut crate::net::backend::BackendStream>,
     pub(super) cin: &'a mut BytesMut,
     pub(super) bout: &'a mut BytesMut,
     pub(super) bin: &'a mut BytesMut,
