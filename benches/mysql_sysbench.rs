@@ -383,6 +383,7 @@ fn main() {
             "haproxy-unix",
             "switchyard",
             "sy-primary",
+            "sy-unix",
         ] {
             let Some(r) = results.get(&(test, name)) else {
                 continue;
@@ -399,7 +400,7 @@ fn main() {
         "test", "contender", "x direct (median)", "x haproxy (median)"
     );
     for (test, _, _) in workloads {
-        for name in ["switchyard", "sy-primary"] {
+        for name in ["switchyard", "sy-primary", "sy-unix"] {
             let Some(r) = results.get(&(test, name)) else {
                 continue;
             };
@@ -421,6 +422,10 @@ fn main() {
     }
     pinned.shutdown();
     split.shutdown();
+    if let Some((p, s)) = unix_sy {
+        p.shutdown();
+        s.shutdown();
+    }
     for h in std::iter::once(&mut haproxy).chain(haproxy_unix.as_mut()) {
         let _ = h.kill();
         let _ = h.wait();
