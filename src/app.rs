@@ -3,6 +3,7 @@
 use crate::config::{parse_addr, Config, WorkerScheduling};
 use crate::engine::Engine;
 use crate::metrics::{BackendSnapshot, ClusterSnapshot, TopologySource};
+use crate::net::tls::ClientStream;
 use crate::pg::worker::PgShared;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -240,7 +241,7 @@ pub struct Worker {
 /// A client connection accepted by one worker and served by another: the socket (already
 /// non-blocking, detached from the accepting thread's reactor), the peer, the connection id
 /// and the protocol of the listener that accepted it.
-type Handoff = (std::net::TcpStream, std::net::SocketAddr, u64, Front);
+type Handoff = (crate::net::Accepted, crate::net::Peer, u64, Front);
 
 /// Which front end serves a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +257,10 @@ pub struct Server {
     pub pg_addr: Option<std::net::SocketAddr>,
     /// Where the MySQL listener is bound.
     pub my_addr: Option<std::net::SocketAddr>,
+    /// The Unix-domain sockets the PostgreSQL and MySQL front ends listen on, if configured
+    /// (removed at shutdown).
+    pub pg_socket: Option<std::path::PathBuf>,
+    pub my_socket: Option<std::path::PathBuf>,
     /// Where the admin API is bound, if configured.
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Where each edge listener is bound, in config order.
@@ -308,6 +313,32 @@ impl Server {
                 }
                 None => (None, (0..workers).map(|_| None).collect()),
             };
+        // Unix-domain sockets: one listening socket, accepted on by every worker.
+        let pg_socket = match (&config.postgres, pg_addr) {
+            (Some(pg), Some(addr)) => pg
+                .unix_socket_dir
+                .as_deref()
+                .map(|dir| crate::config::pg_socket_path(dir, addr.port())),
+            _ => None,
+        };
+        let my_socket = config
+            .mysql
+            .as_ref()
+            .and_then(|m| m.socket.as_deref())
+            .map(std::path::PathBuf::from);
+        let bind_unix = |path: &Option<std::path::PathBuf>| -> anyhow::Result<_> {
+            path.as_deref()
+                .map(|p| {
+                    crate::net::bind_unix(p)
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", p.display()))
+                })
+                .transpose()
+        };
+        let pg_unix = bind_unix(&pg_socket)?;
+        let my_unix = bind_unix(&my_socket)?;
+        let clone_unix = |l: &Option<std::os::unix::net::UnixListener>| -> anyhow::Result<_> {
+            Ok(l.as_ref().map(|l| l.try_clone()).transpose()?)
+        };
         // Per edge listener: its name and one socket per worker.
         let mut edge_addrs = Vec::new();
         let mut edge_sockets: Vec<(Arc<str>, Vec<std::net::TcpListener>)> = Vec::new();
@@ -328,6 +359,8 @@ impl Server {
             let listeners = Listeners {
                 pg: listener.take(),
                 my: my_listener.take(),
+                pg_unix: clone_unix(&pg_unix)?,
+                my_unix: clone_unix(&my_unix)?,
                 edge: edge_sockets
                     .iter_mut()
                     .filter_map(|(name, ls)| ls.pop().map(|l| (name.clone(), l)))
@@ -385,6 +418,8 @@ impl Server {
             edge_addrs,
             pg_addr,
             my_addr,
+            pg_socket,
+            my_socket,
             shared,
             threads,
         })
@@ -409,6 +444,9 @@ impl Server {
         self.shared.shutdown.cancel();
         for t in self.threads {
             let _ = t.join();
+        }
+        for path in self.pg_socket.iter().chain(&self.my_socket) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -506,6 +544,9 @@ fn thread_runtime() -> tokio::runtime::Runtime {
 struct Listeners {
     pg: Option<std::net::TcpListener>,
     my: Option<std::net::TcpListener>,
+    /// The front ends' Unix-domain sockets (every worker accepts on the same one).
+    pg_unix: Option<std::os::unix::net::UnixListener>,
+    my_unix: Option<std::os::unix::net::UnixListener>,
     /// Edge listeners by name.
     edge: Vec<(Arc<str>, std::net::TcpListener)>,
     /// This worker's number.
@@ -515,9 +556,26 @@ struct Listeners {
 /// Accept on an optional listener; pending forever without one.
 async fn accept(
     l: &Option<tokio::net::TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+) -> std::io::Result<(ClientStream, crate::net::Peer)> {
     match l {
-        Some(l) => l.accept().await,
+        Some(l) => {
+            let (s, peer) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((ClientStream::Plain(s), crate::net::Peer::Tcp(peer)))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Accept on an optional Unix-domain listener; pending forever without one.
+async fn accept_unix(
+    l: &Option<tokio::net::UnixListener>,
+) -> std::io::Result<(ClientStream, crate::net::Peer)> {
+    match l {
+        Some(l) => {
+            let (s, _) = l.accept().await?;
+            Ok((ClientStream::Unix(s), crate::net::Peer::Local))
+        }
         None => std::future::pending().await,
     }
 }
@@ -554,6 +612,13 @@ async fn run_worker(
         })
     };
     let (pg, my) = (register(listeners.pg), register(listeners.my));
+    let register_unix = |l: Option<std::os::unix::net::UnixListener>| {
+        l.map(|l| tokio::net::UnixListener::from_std(l).expect("listener registers"))
+    };
+    let (pg_unix, my_unix) = (
+        register_unix(listeners.pg_unix),
+        register_unix(listeners.my_unix),
+    );
     if let Some(edge) = &shared.edge {
         for (name, l) in listeners.edge {
             let l = tokio::net::TcpListener::from_std(l).expect("listener registers");
@@ -572,8 +637,10 @@ async fn run_worker(
             let (accepted, front) = tokio::select! {
                 r = accept(&pg) => (r, Front::Postgres),
                 r = accept(&my) => (r, Front::Mysql),
+                r = accept_unix(&pg_unix) => (r, Front::Postgres),
+                r = accept_unix(&my_unix) => (r, Front::Mysql),
                 // Counted in this worker's load by the worker that handed it over.
-                Some((s, peer, id, front)) = handed.recv() => match tokio::net::TcpStream::from_std(s) {
+                Some((s, peer, id, front)) = handed.recv() => match s.register() {
                     Ok(stream) => {
                         tracker.spawn(serve_client(worker.clone(), stream, peer, id, front));
                         continue;
@@ -606,7 +673,7 @@ async fn run_worker(
     }
     // Stop listening now: a client that connects while the others drain is refused at once
     // instead of waiting in the accept queue until the drain ends.
-    drop((pg, my));
+    drop((pg, my, pg_unix, my_unix));
     tracker.close();
     let drain = shared.config().general.drain_timeout;
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
@@ -620,8 +687,8 @@ async fn run_worker(
 /// Serve one client on this worker, which counted it in its load; uncount it at the end.
 async fn serve_client(
     worker: Arc<Worker>,
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
+    stream: ClientStream,
+    peer: crate::net::Peer,
     id: u64,
     front: Front,
 ) {
@@ -647,15 +714,20 @@ async fn serve_client(
 fn hand_over(
     shared: &Shared,
     me: &Arc<Worker>,
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
+    stream: ClientStream,
+    peer: crate::net::Peer,
     id: u64,
     front: Front,
-) -> Option<tokio::net::TcpStream> {
+) -> Option<ClientStream> {
     let Some(target) = pick_worker(me, &shared.live_workers()) else {
         return Some(stream);
     };
-    let std_stream = match stream.into_std() {
+    let detached = match stream {
+        ClientStream::Plain(s) => s.into_std().map(crate::net::Accepted::Tcp),
+        ClientStream::Unix(s) => s.into_std().map(crate::net::Accepted::Unix),
+        other => return Some(other),
+    };
+    let std_stream = match detached {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "could not detach an accepted connection");
@@ -668,7 +740,7 @@ fn hand_over(
         // The other worker is stopping: serve it here after all.
         Err(tokio::sync::mpsc::error::SendError((s, _, _, _))) => {
             target.load.fetch_sub(1, Ordering::Relaxed);
-            tokio::net::TcpStream::from_std(s).ok()
+            s.register().ok()
         }
     }
 }

@@ -263,6 +263,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if field(|p| format!("{:?}", p.tls_key)) {
         out.push("postgres.tls_key");
     }
+    if field(|p| format!("{:?}", p.unix_socket_dir)) {
+        out.push("postgres.unix_socket_dir");
+    }
     let listens = |c: &Config| {
         c.edge.as_ref().map(|e| {
             e.listeners
@@ -287,6 +290,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if field(|m| format!("{:?}", m.tls_key)) {
         out.push("mysql.tls_key");
+    }
+    if field(|m| format!("{:?}", m.socket)) {
+        out.push("mysql.socket");
     }
     if field(|m| format!("{:?}", m.rsa_key_exchange)) {
         out.push("mysql.rsa_key_exchange");
@@ -342,12 +348,17 @@ mod tests {
             vec!["mysql.pool_mode"]
         );
         assert_eq!(
+            restart_needed(&my(""), &my("socket = \"/tmp/s.sock\"")),
+            vec!["mysql.socket"]
+        );
+        assert_eq!(
             restart_needed(&cfg("", ""), &my("")),
             vec![
                 "mysql.listen",
                 "mysql.pool_mode",
                 "mysql.tls_cert",
                 "mysql.tls_key",
+                "mysql.socket",
                 "mysql.rsa_key_exchange",
                 "mysql.rsa_private_key"
             ]

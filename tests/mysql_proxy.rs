@@ -1250,3 +1250,62 @@ print(result.get("secs", 99) < 5, result)
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("True"), "{out}{err}");
 }
+
+/// With `[mysql] socket`, clients reach the proxy as they reach a local MariaDB: the mariadb
+/// CLI with `--socket`, PyMySQL with `unix_socket`, the same logins, prepared statements and
+/// KILL QUERY; the file goes at shutdown.
+#[test]
+fn clients_reach_the_proxy_over_its_unix_socket() {
+    let db = "my_unixsock";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("switchyard.sock");
+    let s = sock.display().to_string();
+    let p = proxy_with(db, "", &format!("socket = \"{s}\""), "");
+    let cli_sock = |password: &str, sql: &str| {
+        run(Command::new("mariadb").args([
+            &format!("--socket={s}"),
+            "-uapp",
+            &format!("-p{password}"),
+            "-N",
+            "-B",
+            db,
+            "-e",
+            sql,
+        ]))
+    };
+    let (ok, out, err) = cli_sock("app_pw", "INSERT INTO t VALUES (1); SELECT count(*) FROM t");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1");
+    let (ok, _, err) = cli_sock("wrong", "SELECT 1");
+    assert!(!ok, "a wrong password logged in");
+    assert!(err.contains("1045") && err.contains("'app'"), "{err}");
+
+    let program = r#"
+import sys, time, threading, pymysql
+sock, db = sys.argv[1], sys.argv[2]
+def conn():
+    return pymysql.connect(unix_socket=sock, user="app", password="app_pw", database=db, read_timeout=40)
+victim, killer = conn(), conn()
+c = victim.cursor(); c.execute("SELECT id + %s FROM t WHERE id = %s", (41, 1)); assert c.fetchall() == ((42,),)
+vid = victim.thread_id()
+result = {}
+def run():
+    t0 = time.time()
+    try:
+        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
+    except Exception as e:
+        result["error"] = repr(e)
+    result["secs"] = time.time() - t0
+th = threading.Thread(target=run); th.start()
+time.sleep(1.0)
+killer.cursor().execute("KILL QUERY %d" % vid)
+th.join(40)
+print(result.get("secs", 99) < 5, result)
+"#;
+    let (ok, out, err) = run(Command::new("python3").args(["-c", program, &s, db]));
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("True"), "{out}{err}");
+    drop(p);
+    assert!(!sock.exists(), "the socket file outlived the proxy");
+}

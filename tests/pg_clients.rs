@@ -440,3 +440,122 @@ fn pg_dump_and_pg_restore_through_the_proxy_round_trip() {
         "the directory dump restored through the proxy differs from the original"
     );
 }
+
+/// With `unix_socket_dir`, clients reach the proxy as they reach a local PostgreSQL: psql
+/// with `-h <dir>`, libpq-style `host=<dir>` (tokio-postgres), with the same logins and a
+/// cancel over the socket; a stale socket file is replaced, a live one is not taken over, and
+/// the file goes at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reach_the_proxy_over_its_unix_socket() {
+    create_db("t_unixsock");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // A socket file left by a process that is gone, at the port the proxy will take.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let stale = dir.path().join(format!(".s.PGSQL.{port}"));
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let text = config_text(
+        "t_unixsock",
+        "workers = 2",
+        "",
+        &format!("unix_socket_dir = \"{d}\""),
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let p = start_proxy(&text);
+    assert_eq!(p.port, port);
+
+    // psql as a local client (no host:port at all).
+    let (ok, out, err) = run(std::process::Command::new("psql")
+        .env("PGPASSWORD", "secret")
+        .args([
+            "-h",
+            &d,
+            "-p",
+            &port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "t_unixsock",
+        ])
+        .args(["-At", "-c", "SELECT 41 + 1"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "42");
+    let (ok, _, err) = run(std::process::Command::new("psql")
+        .env("PGPASSWORD", "wrong")
+        .args([
+            "-h",
+            &d,
+            "-p",
+            &port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "t_unixsock",
+        ])
+        .args(["-c", "SELECT 1"]));
+    assert!(!ok, "a wrong password logged in");
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    // tokio-postgres with a socket directory as its host, and a cancel through it.
+    let conn = format!("host={d} port={port} user=app password=secret dbname=t_unixsock");
+    let c = connect(&conn).await;
+    let v: i32 = c
+        .query_one("SELECT $1::int + 1", &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 2);
+    let token = c.cancel_token();
+    let start = Instant::now();
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("the cancel did not stop the statement")
+        .unwrap();
+    let err = r.expect_err("pg_sleep should have been cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A second proxy may not take over the socket while the first answers on it.
+    let second =
+        switchyard::app::Server::start(switchyard::config::Config::from_toml(&text).unwrap());
+    let e = second
+        .err()
+        .expect("a second proxy took over the socket")
+        .to_string();
+    assert!(e.contains("another server listens"), "{e}");
+    let (ok, out, err) = run(std::process::Command::new("psql")
+        .env("PGPASSWORD", "secret")
+        .args([
+            "-h",
+            &d,
+            "-p",
+            &port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "t_unixsock",
+        ])
+        .args(["-At", "-c", "SELECT 7"]));
+    assert!(ok && out.trim() == "7", "{out}{err}");
+
+    drop(p);
+    assert!(!stale.exists(), "the socket file outlived the proxy");
+}

@@ -128,6 +128,31 @@ pub struct PostgresListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// Also listen on a Unix-domain socket in this directory, named as PostgreSQL names its
+    /// own: `<dir>/.s.PGSQL.<port of listen>`, so `psql -h <dir> -p <port>` and libpq's
+    /// `host=<dir>` reach the proxy. Mode 0777 (logins are still checked). Default: none.
+    /// Needs a restart.
+    #[serde(default)]
+    pub unix_socket_dir: Option<String>,
+}
+
+/// PostgreSQL's name for the socket of a server listening on `port` in `dir`.
+pub fn pg_socket_path(dir: &str, port: u16) -> std::path::PathBuf {
+    std::path::Path::new(dir).join(format!(".s.PGSQL.{port}"))
+}
+
+/// A Unix socket path fits `sun_path` (108 bytes with the terminating NUL) and is absolute.
+fn check_socket_path(path: &std::path::Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if path.as_os_str().len() > 107 {
+        return Err(format!(
+            "{} is longer than a Unix socket path may be (107 bytes)",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The MySQL front end.
@@ -136,6 +161,10 @@ pub struct PostgresListener {
 pub struct MysqlListener {
     /// Address to listen on, e.g. "127.0.0.1:3307". Changing it needs a restart.
     pub listen: String,
+    /// Also listen on a Unix-domain socket at this path (what clients give as `--socket`,
+    /// `unix_socket`), mode 0777 (logins are still checked). Default: none. Needs a restart.
+    #[serde(default)]
+    pub socket: Option<String>,
     /// Pool mode for MySQL clients. Default "transaction".
     #[serde(default)]
     pub pool_mode: PoolMode,
@@ -501,7 +530,14 @@ impl Config {
             ));
         }
         if let Some(pg) = &self.postgres {
-            parse_addr(&pg.listen).map_err(|e| ConfigError::invalid("postgres.listen", e))?;
+            let addr =
+                parse_addr(&pg.listen).map_err(|e| ConfigError::invalid("postgres.listen", e))?;
+            if let Some(dir) = &pg.unix_socket_dir {
+                // The port of a `listen` on port 0 is known only once bound: five digits.
+                let port = if addr.port() == 0 { 65535 } else { addr.port() };
+                check_socket_path(&pg_socket_path(dir, port))
+                    .map_err(|e| ConfigError::invalid("postgres.unix_socket_dir", e))?;
+            }
             if pg.tls_cert.is_some() != pg.tls_key.is_some() {
                 return Err(ConfigError::invalid(
                     "postgres.tls_cert",
@@ -511,6 +547,10 @@ impl Config {
         }
         if let Some(my) = &self.mysql {
             parse_addr(&my.listen).map_err(|e| ConfigError::invalid("mysql.listen", e))?;
+            if let Some(path) = &my.socket {
+                check_socket_path(std::path::Path::new(path))
+                    .map_err(|e| ConfigError::invalid("mysql.socket", e))?;
+            }
             if my.tls_cert.is_some() != my.tls_key.is_some() {
                 return Err(ConfigError::invalid(
                     "mysql.tls_cert",

@@ -489,17 +489,21 @@ pub fn pick_cluster(cfg: &Config, database: Option<&str>) -> Option<(String, Opt
 /// `client_login_timeout`, then its session.
 pub async fn handle_client(
     w: std::sync::Arc<super::worker::Worker>,
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
+    stream: ClientStream,
+    peer: crate::net::Peer,
     conn_id: u64,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let engine = w.shared.clone();
     let open = engine.clients.fetch_add(1, Relaxed) + 1;
     let _slot_count = crate::Decrement(&engine.clients);
-    let _ = stream.set_nodelay(true);
     let cfg = engine.config();
-    let mut stream = ClientStream::Plain(stream);
+    let mut stream = stream;
+    // TLS is not offered on a Unix socket.
+    let tls = w
+        .tls
+        .as_ref()
+        .filter(|_| matches!(stream, ClientStream::Plain(_)));
     let (id, slot, _registered) = w.my.register();
     if open > cfg.general.max_client_connections {
         let err = err_payload(
@@ -523,7 +527,7 @@ pub async fn handle_client(
         cfg.general.client_login_timeout,
         login(
             &mut stream,
-            w.tls.as_ref(),
+            tls,
             w.my.rsa.as_deref(),
             &mut buf,
             &cfg,

@@ -47,3 +47,69 @@ pub async fn within<T>(
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
+
+/// Listen on a Unix-domain socket at `path`, mode 0777 (who may log in is decided by the
+/// login, as for TCP). A socket file left by a process that is gone is replaced; one that
+/// answers is another server's, and binding fails.
+pub fn bind_unix(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another server listens on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Who a client is, for the logs: its TCP address, or a client of a Unix socket (PostgreSQL
+/// logs those as `[local]`).
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Local,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Local => f.write_str("[local]"),
+        }
+    }
+}
+
+/// An accepted client connection, not yet registered with a runtime (so that it can be
+/// handed to another worker).
+#[derive(Debug)]
+pub enum Accepted {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Accepted {
+    /// Register with the current runtime: the stream a front end serves (TCP_NODELAY set on
+    /// TCP).
+    pub fn register(self) -> std::io::Result<tls::ClientStream> {
+        Ok(match self {
+            Accepted::Tcp(s) => {
+                let s = tokio::net::TcpStream::from_std(s)?;
+                let _ = s.set_nodelay(true);
+                tls::ClientStream::Plain(s)
+            }
+            Accepted::Unix(s) => tls::ClientStream::Unix(tokio::net::UnixStream::from_std(s)?),
+        })
+    }
+}

@@ -42,9 +42,11 @@ pub fn acceptor_with_alpn(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A client connection, with or without TLS.
+/// A client connection, with or without TLS, or on a Unix-domain socket.
 pub enum ClientStream {
     Plain(TcpStream),
+    /// A client of the Unix-domain socket (never TLS: the bytes do not leave the host).
+    Unix(tokio::net::UnixStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Between giving up the plain stream and getting the TLS one (or after a failed
     /// handshake): every operation fails.
@@ -55,11 +57,21 @@ impl ClientStream {
     /// Run the TLS handshake on a plain stream (MySQL's SSLRequest: the upgrade happens in the
     /// middle of the connection phase). On failure the stream is gone.
     pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
-        let ClientStream::Plain(tcp) = std::mem::replace(self, ClientStream::Upgrading) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "TLS already negotiated",
-            ));
+        let tcp = match std::mem::replace(self, ClientStream::Upgrading) {
+            ClientStream::Plain(tcp) => tcp,
+            ClientStream::Unix(s) => {
+                *self = ClientStream::Unix(s);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no TLS on a Unix socket",
+                ));
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS already negotiated",
+                ))
+            }
         };
         *self = ClientStream::Tls(Box::new(acceptor.accept(tcp).await?));
         Ok(())
@@ -83,6 +95,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
@@ -97,6 +110,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
@@ -105,6 +119,7 @@ impl AsyncWrite for ClientStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
@@ -113,6 +128,7 @@ impl AsyncWrite for ClientStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             ClientStream::Upgrading => Poll::Ready(Ok(())),
         }

@@ -6,14 +6,13 @@ use super::codec::{self, Startup};
 use super::session::Session;
 use crate::config::AuthMethod;
 use crate::net::tls::ClientStream;
+use crate::net::Peer;
 use crate::pg::worker::Worker;
 use bytes::{Buf, BytesMut};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest message accepted from a client before it has logged in.
 const MAX_LOGIN_MESSAGE: usize = 16 * 1024;
@@ -33,11 +32,10 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
 }
 
 /// Serve one accepted client connection to the end.
-pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer, conn_id: u64) {
     let shared = worker.shared.clone();
     let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = crate::Decrement(&shared.clients);
-    let _ = stream.set_nodelay(true);
     let config = shared.config();
     let general = &config.general;
     let over_limit = open > general.max_client_connections;
@@ -47,7 +45,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: TcpStream, peer: SocketA
     let negotiated =
         tokio::time::timeout_at(deadline, negotiate(&worker, &mut tcp, &mut buf)).await;
     let (mut stream, first) = match negotiated {
-        Ok(Ok(Some(Negotiated::Plain(p)))) => (ClientStream::Plain(tcp), p),
+        Ok(Ok(Some(Negotiated::Plain(p)))) => (tcp, p),
         Ok(Ok(Some(Negotiated::StartTls))) => {
             match tokio::time::timeout_at(deadline, start_tls(&worker, tcp, &mut buf)).await {
                 Ok(Some((s, Ok(p)))) => (s, p),
@@ -119,7 +117,7 @@ async fn refuse_client<S: AsyncWrite + Unpin>(
     stream: &mut S,
     r: Refusal,
     conn_id: u64,
-    peer: SocketAddr,
+    peer: Peer,
 ) {
     tracing::info!(conn = conn_id, %peer, code = r.code, reason = %r.message, "login refused");
     let mut out = BytesMut::new();
@@ -142,13 +140,15 @@ enum Negotiated {
 /// SSL and GSS negotiation on the plain connection.
 async fn negotiate(
     worker: &Worker,
-    tcp: &mut TcpStream,
+    tcp: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<Option<Negotiated>, Refusal> {
+    // No TLS on a Unix socket, as PostgreSQL has none there.
+    let tls = worker.tls.is_some() && matches!(tcp, ClientStream::Plain(_));
     loop {
         match read_startup(tcp, buf).await? {
             None => return Ok(None),
-            Some(Startup::Ssl) if worker.tls.is_some() => {
+            Some(Startup::Ssl) if tls => {
                 if !buf.is_empty() {
                     // Bytes sent before the handshake could come from a third party.
                     return Err(refuse("08P01", "data received before the TLS handshake"));
@@ -171,10 +171,13 @@ async fn negotiate(
 /// TLS handshake, then the first startup packet inside TLS.
 async fn start_tls(
     worker: &Worker,
-    tcp: TcpStream,
+    plain: ClientStream,
     buf: &mut BytesMut,
 ) -> Option<(ClientStream, Result<Startup, Refusal>)> {
     let acceptor = worker.tls.clone()?;
+    let ClientStream::Plain(tcp) = plain else {
+        return None;
+    };
     let tls = acceptor.accept(tcp).await.ok()?;
     let mut stream = ClientStream::Tls(Box::new(tls));
     let first = match read_startup(&mut stream, buf).await {
