@@ -474,6 +474,17 @@ fn start_admin(
                         move || crate::reload::reload(&shared)
                     }),
                     token,
+                    pauses: Arc::new({
+                        let shared = shared.clone();
+                        move || {
+                            shared
+                                .clusters
+                                .load()
+                                .values()
+                                .map(|s| (s.name.clone(), s.pause.clone()))
+                                .collect()
+                        }
+                    }),
                     edge_status: shared
                         .edge
                         .clone()

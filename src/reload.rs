@@ -47,9 +47,10 @@ pub enum Probe {
 pub fn build_states(cfg: &Config, old: Option<&ClusterMap>) -> Result<ClusterMap, String> {
     let mut out = HashMap::new();
     for c in &cfg.clusters {
-        let state = ClusterState::new(c)?;
+        let mut state = ClusterState::new(c)?;
         if let Some(prev) = old.and_then(|o| o.get(&c.database)) {
             state.inherit(prev);
+            state.pause = prev.pause.clone();
         }
         out.insert(c.database.clone(), Arc::new(state));
     }

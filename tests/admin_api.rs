@@ -59,6 +59,8 @@ struct Harness {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     reload_ok: Arc<AtomicBool>,
+    /// The pause switch of cluster "main".
+    pause: Arc<switchyard::cluster::pause::Pause>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -70,6 +72,7 @@ impl Harness {
         let ready = Arc::new(AtomicBool::new(true));
         let reload_ok = Arc::new(AtomicBool::new(true));
         let topology = Arc::new(FakeTopology(Mutex::new(vec![cluster()])));
+        let pause = Arc::new(switchyard::cluster::pause::Pause::default());
         let state = AdminState {
             metrics: metrics.clone(),
             topology,
@@ -93,6 +96,10 @@ impl Harness {
             },
             token: token.map(str::to_owned),
             edge_status: None,
+            pauses: {
+                let pause = pause.clone();
+                Arc::new(move || vec![("main".to_string(), pause.clone())])
+            },
         };
         let listener = TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -103,6 +110,7 @@ impl Harness {
             metrics,
             ready,
             reload_ok,
+            pause,
             shutdown,
             server,
         }
@@ -267,6 +275,53 @@ async fn health_ready_status_reload() {
     h.stop().await;
 }
 
+/// `POST /pause` waits for the clients holding a connection (202 with the count after
+/// `wait`, 200 once none is left), `/status` shows it, `POST /resume` lifts it; an unknown
+/// cluster is 404 and a bad `wait` 400.
+#[tokio::test]
+async fn pause_waits_for_held_connections_and_resume_lifts_it() {
+    let h = Harness::start("127.0.0.1:0", None).await;
+    let hold = h.pause.hold();
+    let r = http(h.addr, "POST", "/pause?cluster=main&wait=0.2", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["held"], 1);
+    assert_eq!(v["drained"], false);
+    assert!(h.pause.is_paused());
+    let status: serde_json::Value = serde_json::from_str(&h.get("/status").await.body).unwrap();
+    assert_eq!(status["clusters"][0]["paused"], true);
+    assert_eq!(status["clusters"][0]["held"], 1);
+
+    // Drained while the request waits.
+    let addr = h.addr;
+    let waiting = tokio::spawn(async move { http(addr, "POST", "/pause?wait=5", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(hold);
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["drained"], true);
+    assert_eq!(v["paused"][0], "main");
+
+    assert_eq!(
+        http(h.addr, "POST", "/pause?cluster=nope", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        http(h.addr, "POST", "/pause?wait=soon", &[]).await.status,
+        400
+    );
+    assert_eq!(h.get("/pause").await.status, 405);
+    let r = http(h.addr, "POST", "/resume", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!h.pause.is_paused());
+    let status: serde_json::Value = serde_json::from_str(&h.get("/status").await.body).unwrap();
+    assert_eq!(status["clusters"][0]["paused"], false);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn token_required_when_set() {
     // Bound to every address (so a token is mandatory), queried on loopback.
@@ -323,6 +378,7 @@ async fn non_loopback_without_token_refuses_to_start() {
         reload: Arc::new(|| Ok(String::new())),
         token: None,
         edge_status: None,
+        pauses: Arc::new(Vec::new),
     };
     let r = tokio::time::timeout(
         Duration::from_secs(5),

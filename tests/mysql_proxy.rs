@@ -1309,3 +1309,110 @@ print(result.get("secs", 99) < 5, result)
     drop(p);
     assert!(!sock.exists(), "the socket file outlived the proxy");
 }
+
+/// POST to the admin API at `addr` (HTTP/1.1, Connection: close): (status, body).
+fn admin_post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+/// PAUSE/RESUME for a MySQL cluster: the transaction running at the pause finishes, a new
+/// client's statement waits and runs after the resume, one that waits past `pause_timeout`
+/// gets an error (1040) and the connection goes on.
+#[test]
+fn pause_lets_running_transactions_finish_and_holds_new_ones_until_resume() {
+    use mysql_async::prelude::*;
+    let db = "my_pause";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let text = config_text(db, "pause_timeout = \"2s\"", "", "")
+        .replace("[pool]\n", "[admin]\nlisten = \"127.0.0.1:0\"\n\n[pool]\n");
+    let server = Server::start(Config::from_toml(&text).unwrap()).expect("proxy starts");
+    let admin = server.admin_addr.unwrap();
+    let p = started(server);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let post =
+            |path: &'static str| tokio::task::spawn_blocking(move || admin_post(admin, path));
+        let mut a = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        a.query_drop("START TRANSACTION").await.unwrap();
+        a.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+
+        let (code, body) = post("/pause?cluster=my_pause&wait=0.5").await.unwrap();
+        assert_eq!(code, 202, "{body}");
+        assert!(body.contains("\"held\":1"), "{body}");
+
+        // (mysql_async's connect runs a query of its own: that is what waits first.)
+        let port = p.port;
+        let waiting = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut b = mysql_async::Conn::new(async_opts(port, db)).await.unwrap();
+            let v: Option<i64> = b.query_first("SELECT 41 + 1").await.unwrap();
+            (v, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a statement ran on a paused cluster"
+        );
+
+        a.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+        a.query_drop("COMMIT").await.unwrap();
+        let (code, body) = post("/pause?cluster=my_pause&wait=5").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            !waiting.is_finished(),
+            "a statement ran on a paused cluster"
+        );
+
+        let (code, _) = post("/resume").await.unwrap();
+        assert_eq!(code, 200);
+        let (v, waited) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the held statement did not run after the resume")
+            .unwrap();
+        assert_eq!(v, Some(42));
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+
+        // Past pause_timeout: an error, and the connection still serves after the resume.
+        let mut c = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        post("/pause?wait=0").await.unwrap();
+        let started = std::time::Instant::now();
+        let err = c.query_drop("SELECT count(*) FROM t").await.unwrap_err();
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        match err {
+            mysql_async::Error::Server(e) => {
+                assert_eq!(e.code, 1040, "{e:?}");
+                assert!(e.message.contains("paused"), "{e:?}");
+            }
+            e => panic!("{e:?}"),
+        }
+        post("/resume").await.unwrap();
+        let n: Option<i64> = c.query_first("SELECT count(*) FROM t").await.unwrap();
+        assert_eq!(n, Some(2));
+    });
+}

@@ -298,12 +298,17 @@ fn routing_off_sends_everything_to_the_primary() {
 
 /// GET a path from the admin API (HTTP/1.1, Connection: close): (status, body).
 fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    admin_request(addr, "GET", path)
+}
+
+/// One request to the admin API (HTTP/1.1, Connection: close): (status, body).
+fn admin_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
@@ -745,4 +750,98 @@ async fn servers_named_by_their_unix_sockets_split_reads_take_writes_and_cancel(
     // The backends the proxy reports are named by their socket paths.
     let backends = p.backends(db);
     assert!(backends.contains(&socket(0)), "{backends}");
+}
+
+/// PAUSE/RESUME as an operator uses it for maintenance: a transaction running when the cluster
+/// is paused finishes (and the pause reports when none is left), new statements wait instead
+/// of failing and run after the resume; one that waits longer than `pause_timeout` gets
+/// SQLSTATE 57P03.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_lets_running_transactions_finish_and_holds_new_ones_until_resume() {
+    let c = cluster();
+    create_db_on(c, "t_pause");
+    // One worker: a client's login then takes the server parameters the first one learned
+    // (on a second worker its first login would need a server connection, and wait too).
+    let text = format!(
+        "{}\n[pool]\npause_timeout = \"2s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        routing_config(c, "t_pause", "")
+    )
+    .replace("[general]\n", "[general]\nworkers = 1\n");
+    let p = start_proxy(&text);
+    let admin = p.admin_addr();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let post = |path: &'static str| {
+        tokio::task::spawn_blocking(move || admin_request(admin, "POST", path))
+    };
+    let a = connect(&p.conn_str("t_pause")).await;
+    a.batch_execute("CREATE TABLE t (id int primary key)")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+
+    // Paused with A's transaction open: not drained after the wait.
+    let (code, body) = post("/pause?cluster=t_pause&wait=0.5").await.unwrap();
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("\"held\":1"), "{body}");
+
+    // B's statement waits (a new client logs in; its statement is held).
+    let b = connect(&p.conn_str("t_pause")).await;
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = b.simple_query("SELECT 1").await.map(|_| ());
+        (r, started.elapsed(), b)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a statement ran on a paused cluster"
+    );
+
+    // A finishes its transaction while paused; then the pause reports it drained.
+    a.batch_execute("INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    let (code, body) = post("/pause?cluster=t_pause&wait=5").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"drained\":true"), "{body}");
+    let (_, status) = tokio::task::spawn_blocking(move || admin_get(admin, "/status"))
+        .await
+        .unwrap();
+    assert!(status.contains("\"paused\":true"), "{status}");
+    assert!(
+        !waiting.is_finished(),
+        "a statement ran on a paused cluster"
+    );
+
+    let (code, body) = post("/resume?cluster=t_pause").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (r, waited, _b) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the held statement did not run after the resume")
+        .unwrap();
+    r.unwrap();
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+
+    // Longer than pause_timeout: 57P03.
+    let (code, _) = post("/pause?wait=0").await.unwrap();
+    assert!(code == 200 || code == 202);
+    let d = connect(&p.conn_str("t_pause")).await;
+    let started = std::time::Instant::now();
+    let err = d.simple_query("SELECT count(*) FROM t").await.unwrap_err();
+    assert!(d.is_closed() || d.simple_query("SELECT 1").await.is_err());
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    post("/resume").await.unwrap();
+    let rows = a.query_one("SELECT count(*) FROM t", &[]).await.unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 2);
 }

@@ -11,6 +11,8 @@
 //! - `GET /status`: JSON: clusters, backends, roles, lag, pools, clients; with an HTTP edge,
 //!   its listeners, routes and upstream servers' health (`edge`).
 //! - `POST /reload`: runs the `reload` callback; 200 with its message or 400 with the error.
+//! - `POST /pause`, `POST /resume`: a cluster's new transactions wait / go on (see
+//!   `cluster::pause`).
 //! - `GET /metrics`: Prometheus text format (OpenMetrics if the scraper asks for it).
 //!
 //! The server is our own accept loop over hyper so that every connection is bounded: a
@@ -57,6 +59,9 @@ pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
 /// upstreams), made by whoever owns it; the admin API knows nothing of its contents.
 pub type StatusFn = dyn Fn() -> serde_json::Value + Send + Sync;
 
+/// Each cluster's name and its pause switch (`POST /pause`, `POST /resume`).
+pub type PausesFn = dyn Fn() -> Vec<(String, Arc<crate::cluster::pause::Pause>)> + Send + Sync;
+
 /// What the admin API serves.
 #[derive(Clone)]
 pub struct AdminState {
@@ -66,6 +71,8 @@ pub struct AdminState {
     pub reload: Arc<ReloadFn>,
     /// The `edge` section of `/status`, when an HTTP edge runs.
     pub edge_status: Option<Arc<StatusFn>>,
+    /// The clusters that can be paused.
+    pub pauses: Arc<PausesFn>,
     /// Bearer token; required when bound to a non-loopback address.
     pub token: Option<String>,
 }
@@ -119,6 +126,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/reload", post(reload))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -278,6 +287,10 @@ struct StatusBody<'a> {
 #[derive(Serialize)]
 struct ClusterStatus<'a> {
     name: &'a str,
+    /// Paused by `POST /pause` (new transactions wait), and the clients holding a server
+    /// connection now.
+    paused: bool,
+    held: usize,
     clients_active: u64,
     clients_waiting: u64,
     pool_capacity: u64,
@@ -295,12 +308,16 @@ struct BackendStatus<'a> {
 
 async fn status(State(state): State<Shared>) -> Response {
     let snapshot = state.topology.snapshot();
+    let pauses = (state.pauses)();
     let clusters = snapshot
         .iter()
         .map(|c| {
             let (active, waiting) = state.metrics.clients(&c.name);
+            let pause = pauses.iter().find(|(n, _)| *n == c.name).map(|(_, p)| p);
             ClusterStatus {
                 name: &c.name,
+                paused: pause.is_some_and(|p| p.is_paused()),
+                held: pause.map_or(0, |p| p.held()),
                 clients_active: active,
                 clients_waiting: waiting,
                 pool_capacity: c.pool_capacity(),
@@ -337,6 +354,98 @@ async fn reload(State(state): State<Shared>) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response()
         }
     }
+}
+
+/// The clusters a pause or resume names (`?cluster=NAME`, all without it); 404 for an
+/// unknown name.
+#[allow(clippy::result_large_err)]
+fn picked_clusters(
+    state: &AdminState,
+    query: Option<&str>,
+) -> Result<Vec<(String, Arc<crate::cluster::pause::Pause>)>, Response> {
+    let mut all = (state.pauses)();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    match query_param(query, "cluster") {
+        None => Ok(all),
+        Some(name) => {
+            let one: Vec<_> = all.into_iter().filter(|(n, _)| *n == name).collect();
+            if one.is_empty() {
+                Err((
+                    StatusCode::NOT_FOUND,
+                    format!("no cluster named {name:?}\n"),
+                )
+                    .into_response())
+            } else {
+                Ok(one)
+            }
+        }
+    }
+}
+
+/// The value of `key` in a query string (no percent-decoding: names and numbers only).
+fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// Longest `?wait=` a pause takes (under the request timeout).
+const MAX_PAUSE_WAIT: Duration = Duration::from_secs(25);
+
+/// `POST /pause[?cluster=NAME][&wait=SECONDS]`: new transactions of the cluster(s) wait
+/// (up to `pool.pause_timeout` each) until `POST /resume`; running ones finish. Answers when
+/// no client holds a server connection any more (200, `"drained": true`) or after `wait`
+/// seconds (default 10, at most 25) with the count still held (202; still paused).
+async fn pause(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let picked = match picked_clusters(&state, uri.query()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let wait = match query_param(uri.query(), "wait").map(str::parse::<f64>) {
+        None => Duration::from_secs(10),
+        Some(Ok(s)) if s >= 0.0 && s.is_finite() => Duration::from_secs_f64(s).min(MAX_PAUSE_WAIT),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "wait must be a number of seconds\n",
+            )
+                .into_response()
+        }
+    };
+    let names: Vec<&str> = picked.iter().map(|(n, _)| n.as_str()).collect();
+    for (_, p) in &picked {
+        p.pause();
+    }
+    tracing::warn!(clusters = ?names, "paused: new transactions wait until POST /resume");
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut held = 0;
+    for (_, p) in &picked {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        held += p.until_drained(left).await;
+    }
+    let code = if held == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = serde_json::json!({ "paused": names, "held": held, "drained": held == 0 });
+    (code, Json(body)).into_response()
+}
+
+/// `POST /resume[?cluster=NAME]`: the waiting transactions go on.
+async fn resume(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let picked = match picked_clusters(&state, uri.query()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    for (_, p) in &picked {
+        p.resume();
+    }
+    let names: Vec<&str> = picked.iter().map(|(n, _)| n.as_str()).collect();
+    tracing::warn!(clusters = ?names, "resumed");
+    Json(serde_json::json!({ "resumed": names })).into_response()
 }
 
 fn with_newline(mut s: String) -> String {

@@ -18,6 +18,7 @@
 
 pub mod health;
 pub mod lag;
+pub mod pause;
 
 use crate::config::BackendAddr;
 use crate::config::{Cluster, Consistency, Fallback};
@@ -249,6 +250,8 @@ pub struct ClusterState {
     pub(crate) lag_history: Mutex<lag::LagHistory>,
     /// Spreads ties between equally loaded replicas.
     tie: AtomicUsize,
+    /// PAUSE/RESUME (shared with the cluster's later generations, see [`pause`]).
+    pub pause: std::sync::Arc<pause::Pause>,
 }
 
 impl ClusterState {
@@ -281,6 +284,7 @@ impl ClusterState {
             split_brains: AtomicU64::new(0),
             lag_history: Mutex::new(lag::LagHistory::default()),
             tie: AtomicUsize::new(0),
+            pause: Default::default(),
         })
     }
 

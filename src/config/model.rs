@@ -251,6 +251,11 @@ pub struct PoolSettings {
     /// (README, "Multiplexed reads"; src/pg/mux.rs). Applies to clients that connect after
     /// the setting is loaded.
     pub multiplex_depth: usize,
+    /// While a cluster is paused (admin API `POST /pause`), how long a client's next
+    /// transaction waits for `POST /resume` before it gets an error (SQLSTATE 57P03; MySQL
+    /// 1040). Default "60s".
+    #[serde(with = "duration")]
+    pub pause_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -261,6 +266,7 @@ impl Default for PoolSettings {
             connect_timeout: Duration::from_secs(5),
             reset_query: "DISCARD ALL".into(),
             multiplex_depth: 0,
+            pause_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -183,6 +183,15 @@ pub fn start_proxy_file(path: &std::path::Path) -> Proxy {
 }
 
 impl Proxy {
+    /// Where the admin API listens (the config must have an `[admin]` section).
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.server
+            .as_ref()
+            .unwrap()
+            .admin_addr
+            .expect("[admin] configured")
+    }
+
     /// The proxy's shared state (for a reload from another thread).
     pub fn shared(&self) -> std::sync::Arc<switchyard::app::Shared> {
         self.server.as_ref().unwrap().shared.clone()
@@ -197,7 +206,7 @@ pub fn proxy(db: &str) -> Proxy {
 pub async fn connect(conn_str: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("connect {conn_str}: {e}"));
+        .unwrap_or_else(|e| panic!("connect {conn_str}: {e:?}"));
     tokio::spawn(async move {
         let _ = conn.await;
     });

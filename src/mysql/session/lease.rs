@@ -51,6 +51,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a connection and bring it to the client's session state.
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
         self.refresh_cluster().map_err(AcquireError::Other)?;
+        let pause = self.cluster.state.pause.clone();
+        if pause.is_paused() {
+            let limit = self.w.shared.config().pool.pause_timeout;
+            if !pause.until_resumed(limit).await {
+                return Err(AcquireError::Other(crate::cluster::pause::still_paused(
+                    &self.cluster.state.name,
+                    limit,
+                )));
+            }
+            // A reload may have come while it waited.
+            self.refresh_cluster().map_err(AcquireError::Other)?;
+        }
         self.for_write = matches!(want, Want::Primary);
         let mut exclude = None;
         let mut reloaded = 0;
@@ -151,6 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         self.backend_idx = idx;
         self.backend = Some(conn);
+        self.pause_hold = Some(self.cluster.state.pause.hold());
         self.bin.clear();
         // What the connection's server says of "the last statement" is another client's
         // (or the proxy's) until this client's first command runs there.
@@ -223,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     fn detach(&mut self) -> Option<MyPooled> {
         let mut conn = self.backend.take()?;
+        self.pause_hold = None;
         {
             // Under the lock `kill` sets `killed` with (see there).
             let mut running = self.slot.running.lock().unwrap();

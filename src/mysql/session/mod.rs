@@ -183,6 +183,8 @@ pub struct Session<S> {
     /// The held connection's `route` label and since when it is held.
     held_route: &'static str,
     held_since: std::time::Instant,
+    /// Counts the held connection for PAUSE (see `cluster::pause`).
+    pause_hold: Option<crate::cluster::pause::Hold>,
     /// Bytes to the server and to the client while the connection is held.
     bytes_up: u64,
     bytes_down: u64,
@@ -255,6 +257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             routed_cache: Default::default(),
             held_route: crate::metrics::ROUTE_PRIMARY,
             held_since: std::time::Instant::now(),
+            pause_hold: None,
             bytes_up: 0,
             bytes_down: 0,
             _connected: connected,

@@ -99,6 +99,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             &mut self.routed_cache,
             self.route_reason,
         );
+        self.pause_hold = Some(self.cluster.state.pause.hold());
         self.replay.clear();
         self.replay_ok = !for_write;
         self.responded = false;
@@ -112,6 +113,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Let go of the held connection (the caller returns it to the pool or closes it).
     pub(super) fn detach(&mut self) -> Option<Pooled> {
         let mut conn = self.backend.take()?;
+        self.pause_hold = None;
         self.server_skips = false;
         // The client's sequence state is here if it changed it here or found it here (the
         // guard is off); otherwise another client ran statements on it, which makes it
@@ -148,6 +150,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Check out a backend only if one is idle, or the pool has room to open one.
     pub(super) async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
         self.refresh_cluster()?;
+        if self.cluster.state.pause.is_paused() {
+            return Ok(false);
+        }
         let Ok(idx) = self.cluster.state.select(want, None) else {
             return Ok(false);
         };

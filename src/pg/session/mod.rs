@@ -111,6 +111,8 @@ pub enum SessionError {
     ClusterRemoved(String),
     #[error("the server {0} this session used is no longer the primary (a newer primary was promoted); reconnect")]
     Fenced(crate::config::BackendAddr),
+    #[error("{0}")]
+    Paused(String),
 }
 
 /// What a message sent to the backend will be answered with, in order.
@@ -338,6 +340,8 @@ pub struct Session<C> {
     route_reason: &'static str,
     held_route: &'static str,
     held_since: std::time::Instant,
+    /// Counts the held connection for PAUSE (see `cluster::pause`).
+    pause_hold: Option<crate::cluster::pause::Hold>,
     bytes_up: u64,
     bytes_down: u64,
     routed_cache: crate::metrics::RoutedCache,
@@ -416,6 +420,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             route_reason: "login",
             held_route: crate::metrics::ROUTE_PRIMARY,
             held_since: std::time::Instant::now(),
+            pause_hold: None,
             bytes_up: 0,
             bytes_down: 0,
             routed_cache: Default::default(),
@@ -480,7 +485,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     Step::NeedBackend(want) => self.acquire_for(want).await?,
                     Step::Mux(want) => {
-                        if !self.run_muxed(want).await? {
+                        // A paused cluster: the read waits in acquire_for like any other.
+                        if self.cluster.state.pause.is_paused() || !self.run_muxed(want).await? {
                             self.acquire_for(want).await?;
                         }
                     }
@@ -599,6 +605,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
             SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
             SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
+            SessionError::Paused(_) => ("57P03", format!("switchyard: {e}")),
             _ => (
                 "08006",
                 format!("switchyard: lost the backend connection: {e}"),
