@@ -683,3 +683,132 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
         Ok(new)
     );
 }
+
+/// One request to the admin API (HTTP/1.1, Connection: close): (status, body).
+fn admin_post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+/// A planned switchover behind PAUSE: writers keep writing (autocommit and two-statement
+/// transactions) while the operator pauses the cluster, stops the primary, promotes a
+/// replica, waits for the proxy to see it, and resumes. No writer sees an error, every write
+/// a writer was told committed is on the new primary, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_behind_pause_costs_clients_no_error_and_no_write() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "switchover");
+    let text = format!(
+        "{}\n[pool]\npause_timeout = \"30s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        routing_config(&c, "switchover", "")
+    );
+    let p = start_proxy(&text);
+    let admin = p.admin_addr();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let setup = connect(&p.conn_str("switchover")).await;
+    setup
+        .batch_execute("CREATE TABLE ledger (writer int, n int, PRIMARY KEY (writer, n))")
+        .await
+        .unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6i32 {
+        let (conn, stop) = (p.conn_str("switchover"), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let client = connect(&conn).await;
+            let (mut told, mut errors) = (Vec::new(), Vec::new());
+            let mut n = 0i32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = if n % 3 == 2 {
+                    client
+                        .batch_execute(&format!(
+                            "BEGIN; INSERT INTO ledger VALUES ({w}, {n}); \
+                             INSERT INTO ledger VALUES ({w}, {}); COMMIT",
+                            n + 1
+                        ))
+                        .await
+                        .map(|_| vec![n, n + 1])
+                } else {
+                    client
+                        .execute("INSERT INTO ledger VALUES ($1, $2)", &[&w, &n])
+                        .await
+                        .map(|_| vec![n])
+                };
+                match r {
+                    Ok(ns) => told.extend(ns.into_iter().map(|n| (w, n))),
+                    Err(e) => errors.push(format!("writer {w} row {n}: {e:?}")),
+                }
+                n += 2;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (told, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (code, body) = tokio::task::spawn_blocking(move || admin_post(admin, "/pause?wait=10"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "not drained: {body}");
+    let paused_at = Instant::now();
+    c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
+    c.stop_node(0, false).unwrap();
+    c.promote(1).unwrap();
+    let state = p.cluster_state("switchover");
+    while state.primary().ok() != Some(1) {
+        assert!(
+            paused_at.elapsed() < Duration::from_secs(20),
+            "the proxy did not take the promoted replica as primary: {}",
+            p.backends("switchover")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body) = tokio::task::spawn_blocking(move || admin_post(admin, "/resume"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    eprintln!("paused for {:?}", paused_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut told = Vec::new();
+    for w in writers {
+        let (t, errors) = w.await.unwrap();
+        assert!(errors.is_empty(), "writers saw errors: {errors:?}");
+        told.extend(t);
+    }
+    told.sort();
+    let new_primary = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=switchover",
+        c.replica_ports()[0]
+    );
+    let direct = connect(&new_primary).await;
+    let mut on_server: Vec<(i32, i32)> = direct
+        .query("SELECT writer, n FROM ledger", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    on_server.sort();
+    assert!(told.len() > 100, "too few writes to tell: {}", told.len());
+    assert_eq!(
+        on_server, told,
+        "the new primary differs from what writers were told"
+    );
+}
