@@ -1455,3 +1455,141 @@ fallback = "error"
     churn.join().unwrap();
     assert_eq!(fell_back, 0, "{fell_back} of {n} reads found no replica");
 }
+
+// ---- planned switchover behind PAUSE ----
+
+/// One POST to the admin API (HTTP/1.1, Connection: close): (status, body).
+fn admin_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+/// A planned MariaDB switchover behind PAUSE: writers keep writing (autocommit and
+/// two-statement transactions) while the operator pauses the cluster, makes the old primary
+/// read-only, promotes a caught-up replica, points the others at it and resumes. No writer
+/// sees an error, and the new primary holds exactly the rows the writers were told committed.
+#[test]
+fn a_switchover_behind_pause_costs_clients_no_error_and_no_write() {
+    use mysql_async::prelude::*;
+    let _g = serial();
+    let c = topology();
+    let db = "switchover";
+    setup(
+        &c,
+        db,
+        "CREATE TABLE ledger (w int, n int, PRIMARY KEY (w, n))",
+    );
+    let text = config(
+        &c,
+        db,
+        &[1, 2],
+        "",
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "pause_timeout = \"30s\"",
+    );
+    let p = Proxy::start(&text, db);
+    let admin = p.server().admin_addr.unwrap();
+    p.wait_for("the primary known", Duration::from_secs(10), |p| {
+        p.state().primary() == Ok(0)
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..6i32)
+        .map(|w| {
+            let stop = stop.clone();
+            let opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(p.port)
+                .user(Some("app"))
+                .pass(Some("app_pw"))
+                .db_name(Some(db))
+                .prefer_socket(false);
+            rt.spawn(async move {
+                let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+                let (mut told, mut errors) = (Vec::new(), Vec::new());
+                let mut n = 0i32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = if n % 3 == 2 {
+                        async {
+                            conn.query_drop("START TRANSACTION").await?;
+                            conn.exec_drop("INSERT INTO ledger VALUES (?, ?)", (w, n))
+                                .await?;
+                            conn.exec_drop("INSERT INTO ledger VALUES (?, ?)", (w, n + 1))
+                                .await?;
+                            conn.query_drop("COMMIT").await?;
+                            Ok::<_, mysql_async::Error>(vec![n, n + 1])
+                        }
+                        .await
+                    } else {
+                        conn.exec_drop("INSERT INTO ledger VALUES (?, ?)", (w, n))
+                            .await
+                            .map(|_| vec![n])
+                    };
+                    match r {
+                        Ok(ns) => told.extend(ns.into_iter().map(|n| (w, n))),
+                        Err(e) => errors.push(format!("writer {w} row {n}: {e:?}")),
+                    }
+                    n += 2;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (told, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let (code, body) = admin_post(admin, "/pause?wait=10");
+    assert_eq!(code, 200, "not drained: {body}");
+    let paused_at = Instant::now();
+    c.exec(0, "SET GLOBAL read_only=1").unwrap();
+    c.wait_node_caught_up(1, Duration::from_secs(30)).unwrap();
+    c.promote(1).unwrap();
+    c.replicate_from(0, 1).unwrap();
+    c.replicate_from(2, 1).unwrap();
+    p.wait_for(
+        "the promoted replica taken as primary",
+        Duration::from_secs(20),
+        |p| p.state().primary() == Ok(1),
+    );
+    let (code, body) = admin_post(admin, "/resume");
+    assert_eq!(code, 200, "{body}");
+    eprintln!("paused for {:?}", paused_at.elapsed());
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut told = Vec::new();
+    for w in writers {
+        let (t, errors) = rt.block_on(w).unwrap();
+        assert!(errors.is_empty(), "writers saw errors: {errors:?}");
+        told.extend(t);
+    }
+    told.sort();
+    let rows = c
+        .query_db(1, Some(db), "SELECT w, n FROM ledger ORDER BY w, n")
+        .unwrap();
+    let on_server: Vec<(i32, i32)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    assert!(told.len() > 100, "too few writes to tell: {}", told.len());
+    assert_eq!(
+        on_server, told,
+        "the new primary differs from what writers were told"
+    );
+}
