@@ -617,6 +617,7 @@ async fn run_worker(
     worker.pg.refresh();
     worker.my.refresh();
     let tracker = tokio_util::task::TaskTracker::new();
+    tracker.spawn(sweep_pools(worker.clone(), shared.shutdown.clone()));
     let register = |l: Option<std::net::TcpListener>| {
         l.map(|l| {
             tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime")
@@ -692,6 +693,32 @@ async fn run_worker(
             remaining = tracker.len(),
             "drain timeout reached; closing remaining clients"
         );
+    }
+}
+
+/// Close this worker's idle server connections past `[pool] server_lifetime` or
+/// `server_idle_timeout`, once a second, until shutdown.
+async fn sweep_pools(worker: Arc<Worker>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let mut closed = 0;
+        for c in worker.pg.clusters.load().values() {
+            closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+        }
+        for c in worker.my.clusters.load().values() {
+            closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+        }
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                "closed idle server connections (lifetime or idle timeout)"
+            );
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use switchyard::config::BackendAddr;
 use switchyard::mysql::backend::*;
 use switchyard::mysql::codec;
 use switchyard::mysql::probe::MyProber;
-use switchyard::pool::Reusable;
+use switchyard::pool::{PoolLimits, Reusable};
 use switchyard::testkit::mariadb::{self, MariaCluster};
 
 /// Bound on every proxy statement and login in these tests.
@@ -460,7 +460,7 @@ async fn reset_connection_clears_session_state() {
 async fn pool_checkout_release_and_stale_connections() {
     let c = shared();
     let t = proxy_target(c, 0, Some("sy"));
-    let pool = MyPool::new(t.clone(), 2, Duration::from_secs(5));
+    let pool = MyPool::new(t.clone(), PoolLimits::new(2, Duration::from_secs(5)));
     let mut a = pool.checkout().await.unwrap();
     let id = a.connection_id;
     assert_eq!(value(&mut a, "SELECT 1").await.as_deref(), Some("1"));
@@ -492,7 +492,7 @@ async fn pool_checkout_release_and_stale_connections() {
     // Two at once, then the limit.
     let c2 = pool.checkout().await.unwrap();
     let t0 = Instant::now();
-    let small = MyPool::new(t.clone(), 1, Duration::from_millis(200));
+    let small = MyPool::new(t.clone(), PoolLimits::new(1, Duration::from_millis(200)));
     let held = small.checkout().await.unwrap();
     assert!(matches!(
         small.checkout().await,
@@ -503,8 +503,7 @@ async fn pool_checkout_release_and_stale_connections() {
     // A pool whose server refuses the login reports the refusal.
     let bad = MyPool::new(
         target(c, 0, "switchyard", "wrong", None),
-        1,
-        Duration::from_secs(5),
+        PoolLimits::new(1, Duration::from_secs(5)),
     );
     match bad.checkout().await {
         Err(MyCheckoutError::Connect(MyConnectError::Refused { code, .. })) => {

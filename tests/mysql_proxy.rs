@@ -1416,3 +1416,108 @@ fn pause_lets_running_transactions_finish_and_holds_new_ones_until_resume() {
         assert_eq!(n, Some(2));
     });
 }
+
+/// The proxy's connections on every server now (`information_schema.processlist`), the
+/// health checker's included.
+fn proxy_connections(c: &MariaCluster) -> usize {
+    (0..=c.replicas().len())
+        .map(|n| {
+            c.value(
+                n,
+                "SELECT count(*) FROM information_schema.processlist WHERE user = 'switchyard'",
+            )
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+        })
+        .sum()
+}
+
+/// `server_idle_timeout` for MySQL: after a burst the pools shrink back (pooled and parked
+/// connections alike), and clients go on on new connections. `server_lifetime`: a connection
+/// past it is not handed out again (its client's next statement runs on another server
+/// thread).
+#[test]
+fn idle_server_connections_close_and_old_ones_are_replaced() {
+    use mysql_async::prelude::*;
+    let db = "my_idle";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let c = cluster();
+    let p = proxy(db, "server_idle_timeout = \"1s\"\nserver_lifetime = \"2s\"");
+    let baseline = proxy_connections(c);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..6 {
+            conns.push(
+                mysql_async::Conn::new(async_opts(p.port, db))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let work = conns.iter_mut().enumerate().map(|(i, conn)| async move {
+            conn.query_drop("SELECT SLEEP(0.3)").await.unwrap();
+            conn.exec_drop("INSERT INTO t VALUES (?)", (i,))
+                .await
+                .unwrap();
+        });
+        futures_util::future::join_all(work).await;
+        let opened = proxy_connections(c);
+        assert!(
+            opened >= baseline + 4,
+            "burst: {opened}, baseline {baseline}"
+        );
+        let quiet = std::time::Instant::now();
+        while proxy_connections(c) > baseline {
+            assert!(
+                quiet.elapsed() < Duration::from_secs(10),
+                "idle server connections stay open: {} (baseline {baseline})",
+                proxy_connections(c)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            quiet.elapsed() >= Duration::from_millis(700),
+            "{:?}",
+            quiet.elapsed()
+        );
+        let n: Option<i64> = conns[0]
+            .query_first("SELECT count(*) FROM t")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(6));
+
+        // Lifetime: a busy client (never idle a second) still moves to a new server thread
+        // once its connection is two seconds old.
+        let started = std::time::Instant::now();
+        let first = server_thread(&mut conns[1]).await;
+        let mut moved = false;
+        while started.elapsed() < Duration::from_secs(5) {
+            if server_thread(&mut conns[1]).await != first {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(moved, "the connection outlived server_lifetime");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
+
+/// The server thread that runs `conn`'s next statement on the primary (the proxy answers
+/// CONNECTION_ID() with the client's own id; `@@pseudo_thread_id` is the server's).
+async fn server_thread(conn: &mut mysql_async::Conn) -> u64 {
+    use mysql_async::prelude::*;
+    conn.query_first("/* switchyard:primary */ SELECT @@pseudo_thread_id")
+        .await
+        .unwrap()
+        .unwrap()
+}

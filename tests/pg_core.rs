@@ -668,3 +668,100 @@ async fn lastval_and_currval_never_answer_another_clients_value() {
         assert_eq!(got, i64::from(id));
     }
 }
+
+/// The proxy's server connections to `db` on every node now (pg_stat_activity).
+fn server_connections(db: &str) -> usize {
+    let c = cluster();
+    (0..c.node_count())
+        .map(|n| {
+            c.psql(
+                n,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+                     AND application_name = 'switchyard'"
+                ),
+            )
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+        })
+        .sum()
+}
+
+/// `server_idle_timeout`: after a burst the pools shrink back to nothing (the servers see
+/// the connections go), and the next client is served on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_server_connections_close_after_the_idle_timeout() {
+    setup("t_idle", "CREATE TABLE t (x int)").await;
+    let p = core_proxy("t_idle", "server_idle_timeout = \"1s\"");
+    let clients = {
+        let url = p.conn_str("t_idle");
+        futures_util::future::join_all((0..6).map(|_| connect(&url))).await
+    };
+    futures_util::future::join_all(clients.iter().enumerate().map(|(i, c)| async move {
+        c.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+        c.execute("INSERT INTO t VALUES ($1)", &[&(i as i32)])
+            .await
+            .unwrap();
+    }))
+    .await;
+    let opened = server_connections("t_idle");
+    assert!(
+        opened >= 4,
+        "the burst opened only {opened} server connections"
+    );
+    let quiet = std::time::Instant::now();
+    while server_connections("t_idle") > 0 {
+        assert!(
+            quiet.elapsed() < Duration::from_secs(10),
+            "idle server connections stay open: {}",
+            server_connections("t_idle")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(700),
+        "closed too soon: {:?}",
+        quiet.elapsed()
+    );
+    let n: i64 = clients[0]
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 6);
+}
+
+/// `server_lifetime`: a server connection past it is closed, not handed out again; the
+/// client goes on on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_past_their_lifetime_are_replaced() {
+    setup("t_lifetime", "CREATE TABLE t (x int)").await;
+    let p = core_proxy(
+        "t_lifetime",
+        "server_lifetime = \"1s\"\nserver_idle_timeout = \"0s\"",
+    );
+    let c = connect(&p.conn_str("t_lifetime")).await;
+    async fn pid(c: &tokio_postgres::Client) -> i32 {
+        c.query_one("INSERT INTO t VALUES (1) RETURNING pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+    let first = pid(&c).await;
+    assert_eq!(pid(&c).await, first, "a young connection is reused");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let later = pid(&c).await;
+    assert_ne!(
+        later, first,
+        "a connection past its lifetime was handed out again"
+    );
+    let alive = cluster()
+        .psql(
+            0,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"),
+        )
+        .unwrap();
+    assert_eq!(alive.trim(), "0", "the old connection is still open");
+}

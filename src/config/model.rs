@@ -256,6 +256,16 @@ pub struct PoolSettings {
     /// 1040). Default "60s".
     #[serde(with = "duration")]
     pub pause_timeout: Duration,
+    /// A server connection this old is closed when it is next given back, instead of going
+    /// back to the pool (PgBouncer's server_lifetime): long-lived server processes' memory,
+    /// and connections made before a failover or a change of grants, do not live forever.
+    /// "0s": never. Default "1h".
+    #[serde(with = "duration")]
+    pub server_lifetime: Duration,
+    /// An idle server connection given back this long ago is closed, so pools shrink after a
+    /// burst (PgBouncer's server_idle_timeout). "0s": never. Default "10m".
+    #[serde(with = "duration")]
+    pub server_idle_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -267,6 +277,8 @@ impl Default for PoolSettings {
             reset_query: "DISCARD ALL".into(),
             multiplex_depth: 0,
             pause_timeout: Duration::from_secs(60),
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -252,8 +252,7 @@ pub fn build_pools(
         let pools = crate::pool::cluster_pools(
             targets,
             prev.map(|p| p.pools.as_slice()),
-            size,
-            cfg.pool.checkout_timeout,
+            crate::pool::PoolLimits::of(&cfg.pool, size),
         );
         let cp = MyClusterPools {
             metrics: shared.metrics.cluster_handles(&state.name),

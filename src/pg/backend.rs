@@ -73,6 +73,8 @@ pub struct BackendConn {
     /// `pg_catalog`): the connection is reset before another client gets it.
     pub state_unknown: bool,
     pub created: Instant,
+    /// When it was last given back to its pool (the pool's idle timeout counts from there).
+    pub idle_since: Instant,
     /// The session whose sequence state (`currval()`, `lastval()`) this connection has, as
     /// far as the proxy knows; 0 for none (see `Session::seq_guard`).
     pub seq_owner: u64,
@@ -153,6 +155,7 @@ impl BackendConn {
             cancelled: false,
             state_unknown: false,
             created: Instant::now(),
+            idle_since: Instant::now(),
             seq_owner: 0,
         };
         loop {
@@ -430,6 +433,14 @@ impl crate::pool::Connector for BackendTarget {
 impl crate::pool::Reusable for BackendConn {
     fn reusable(&self) -> bool {
         self.clean && !self.cancelled
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+
+    fn set_idle_since(&mut self, at: Instant) {
+        self.idle_since = at;
     }
 
     /// An idle connection has nothing to say. If the server wrote anyway or closed it, the

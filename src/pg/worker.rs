@@ -218,8 +218,7 @@ pub fn build_pools(
         let pools = crate::pool::cluster_pools(
             targets,
             prev.map(|p| p.pools.as_slice()),
-            size,
-            cfg.pool.checkout_timeout,
+            crate::pool::PoolLimits::of(&cfg.pool, size),
         );
         let cp = ClusterPools {
             metrics: shared.metrics.cluster_handles(&state.name),

@@ -21,7 +21,7 @@ use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleR
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a pool needs of one protocol's server connections: where they go and how to open one.
 /// Implemented by each protocol (PostgreSQL: `pg::backend::BackendTarget`); the pool itself
@@ -49,11 +49,63 @@ pub trait Reusable: Send + 'static {
     /// The server wrote or closed while the connection sat idle (a FATAL before a shutdown,
     /// a crash): it must not be handed out.
     fn stale(&self) -> bool;
+    /// When the connection was last given back (the idle timeout counts from there).
+    fn idle_since(&self) -> Instant;
+    fn set_idle_since(&mut self, at: Instant);
+}
+
+/// How a pool is built: its size per worker, how long a checkout waits, and when it closes
+/// connections it would otherwise keep. A reload that changes any of them builds new pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    pub size: usize,
+    pub checkout_timeout: Duration,
+    /// A connection this old is closed when given back instead of pooled (zero: never).
+    pub lifetime: Duration,
+    /// An idle connection given back this long ago is closed by [`BackendPool::sweep`]
+    /// (zero: never).
+    pub idle_timeout: Duration,
+}
+
+impl PoolLimits {
+    /// `size` connections per worker, checkouts waiting up to `checkout_timeout`, kept
+    /// however old or idle.
+    pub fn new(size: usize, checkout_timeout: Duration) -> PoolLimits {
+        PoolLimits {
+            size,
+            checkout_timeout,
+            lifetime: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+        }
+    }
+
+    /// The limits `[pool]` sets, for pools of `size` connections per worker.
+    pub fn of(settings: &crate::config::PoolSettings, size: usize) -> PoolLimits {
+        PoolLimits {
+            size,
+            checkout_timeout: settings.checkout_timeout,
+            lifetime: settings.server_lifetime,
+            idle_timeout: settings.server_idle_timeout,
+        }
+    }
+
+    /// `conn` (with deadpool's `metrics` of it) is past the lifetime or the idle timeout.
+    fn expired<T: Reusable>(&self, conn: &T, metrics: &Metrics, now: Instant) -> bool {
+        (!self.lifetime.is_zero() && metrics.age() >= self.lifetime)
+            || (!self.idle_timeout.is_zero()
+                && now.saturating_duration_since(conn.idle_since()) >= self.idle_timeout)
+    }
+
+    /// Past the lifetime: closed when given back.
+    fn too_old(&self, metrics: &Metrics) -> bool {
+        !self.lifetime.is_zero() && metrics.age() >= self.lifetime
+    }
 }
 
 /// Creates and vets server connections for one backend.
 pub struct Manager<C: Connector> {
     pub target: C,
+    limits: PoolLimits,
     signal: Arc<Signal<C::Error>>,
     /// Clients waiting for a connection, first come first: a connection given back goes
     /// straight to the first of them still waiting (see [`release`]), so a client that asks
@@ -118,9 +170,14 @@ impl<C: Connector> managed::Manager for Manager<C> {
         self.target.connect().await.map(Box::new)
     }
 
-    async fn recycle(&self, conn: &mut Box<C::Conn>, _: &Metrics) -> RecycleResult<C::Error> {
+    async fn recycle(&self, conn: &mut Box<C::Conn>, m: &Metrics) -> RecycleResult<C::Error> {
         if !conn.reusable() {
             return Err(RecycleError::message("connection was not returned clean"));
+        }
+        if self.limits.expired(conn.as_ref(), m, Instant::now()) {
+            return Err(RecycleError::message(
+                "past server_lifetime or server_idle_timeout",
+            ));
         }
         if conn.stale() {
             return Err(RecycleError::message(
@@ -133,8 +190,28 @@ impl<C: Connector> managed::Manager for Manager<C> {
 
 /// What the pool's recycle check asks of an idle connection, for one that waited elsewhere
 /// (a parked one): clean, and nothing arrived from the server meanwhile.
-fn fit<C: Connector>(conn: &Pooled<C>) -> bool {
-    conn.reusable() && !conn.stale()
+fn fit<C: Connector>(conn: &Pooled<C>, limits: PoolLimits) -> bool {
+    conn.reusable()
+        && !conn.stale()
+        && !limits.expired(
+            conn.as_ref().as_ref(),
+            Object::metrics(conn),
+            Instant::now(),
+        )
+}
+
+/// A parked connection not taken: closed if past its pool's `limits`, else given back.
+fn unfit<C: Connector>(conn: Pooled<C>, limits: PoolLimits) {
+    let now = Instant::now();
+    if limits.expired(conn.as_ref().as_ref(), Object::metrics(&conn), now) {
+        let pool = Object::pool(&conn);
+        drop(Object::take(conn));
+        if let Some(pool) = pool {
+            pool.manager().signal.returned(&pool);
+        }
+    } else {
+        release(conn);
+    }
 }
 
 /// A checked-out connection; it goes back to its pool when dropped (see [`release`]).
@@ -242,10 +319,10 @@ impl<C: Connector> Parking<C> {
     /// connection (if any) goes back to its pool and the answer is `None`.
     pub fn take_for(&self, pool: &Arc<BackendPool<C>>) -> Option<Pooled<C>> {
         let conn = self.spot.take(&self.pool)?;
-        if Arc::ptr_eq(&self.pool, pool) && fit(&conn) {
+        if Arc::ptr_eq(&self.pool, pool) && fit(&conn, pool.pool.manager().limits) {
             Some(conn)
         } else {
-            release(conn);
+            unfit(conn, self.pool.pool.manager().limits);
             None
         }
     }
@@ -270,22 +347,18 @@ pub fn worker_share(total: usize, workers: usize) -> usize {
 }
 
 /// One worker's pools for one cluster, one per target in `targets`, each kept from `prev`
-/// when a reload left its target, size and checkout timeout as they were.
+/// when a reload left its target and limits as they were.
 pub fn cluster_pools<C: Connector>(
     targets: impl Iterator<Item = C>,
     prev: Option<&[Arc<BackendPool<C>>]>,
-    size: usize,
-    checkout_timeout: Duration,
+    limits: PoolLimits,
 ) -> Vec<Arc<BackendPool<C>>> {
     targets
         .map(|target| {
-            let reuse = prev
-                .into_iter()
-                .flatten()
-                .find(|p| p.same(&target, size, checkout_timeout));
+            let reuse = prev.into_iter().flatten().find(|p| p.same(&target, limits));
             match reuse {
                 Some(p) => p.clone(),
-                None => Arc::new(BackendPool::new(target, size, checkout_timeout)),
+                None => Arc::new(BackendPool::new(target, limits)),
             }
         })
         .collect()
@@ -306,11 +379,17 @@ pub fn close_unused<'a, C: Connector + 'a>(
 }
 
 impl<C: Connector> BackendPool<C> {
-    pub fn new(target: C, size: usize, checkout_timeout: Duration) -> BackendPool<C> {
+    pub fn new(target: C, limits: PoolLimits) -> BackendPool<C> {
+        let PoolLimits {
+            size,
+            checkout_timeout,
+            ..
+        } = limits;
         let create = target.connect_timeout();
         let signal = Arc::new(Signal::default());
         let pool = managed::Pool::builder(Manager {
             target,
+            limits,
             signal,
             queue: Default::default(),
         })
@@ -333,9 +412,17 @@ impl<C: Connector> BackendPool<C> {
     /// Give `conn` back, or park it in the client's spot at this pool for its next
     /// transaction when it is clean and no other client waits for one of this pool's
     /// connections (see [`Parking`]). Spots at pools a reload closed are given up.
-    pub fn park(self: &Arc<Self>, conn: Pooled<C>, parkings: &mut Parkings<C>) {
-        if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
+    pub fn park(self: &Arc<Self>, mut conn: Pooled<C>, parkings: &mut Parkings<C>) {
+        let limits = self.pool.manager().limits;
+        if !conn.reusable()
+            || self.signal().waiting.load(Relaxed) > 0
+            || self.pool.is_closed()
+            || limits.too_old(Object::metrics(&conn))
+        {
             return release(conn);
+        }
+        if !limits.idle_timeout.is_zero() {
+            conn.set_idle_since(Instant::now());
         }
         let spot = parkings.spot_at(self);
         // A spot holds one connection: one left there (a checkout that failed before taking
@@ -376,8 +463,8 @@ impl<C: Connector> BackendPool<C> {
             let Some(spot) = spot.upgrade() else { continue };
             spot.listed.store(false, Relaxed);
             match spot.take(self) {
-                Some(conn) if fit(&conn) => return Some(conn),
-                Some(conn) => release(conn),
+                Some(conn) if fit(&conn, self.pool.manager().limits) => return Some(conn),
+                Some(conn) => unfit(conn, self.pool.manager().limits),
                 None => {}
             }
         }
@@ -394,13 +481,53 @@ impl<C: Connector> BackendPool<C> {
         }
     }
 
-    /// Whether this pool is what `target`, `size` and `checkout_timeout` would build (a
-    /// reload then keeps it).
-    pub fn same(&self, target: &C, size: usize, checkout_timeout: Duration) -> bool {
+    /// Whether this pool is what `target` and `limits` would build (a reload then keeps it).
+    pub fn same(&self, target: &C, limits: PoolLimits) -> bool {
         self.pool.manager().target == *target
-            && self.size == size
-            && self.checkout_timeout == checkout_timeout
+            && self.pool.manager().limits == limits
             && !self.pool.is_closed()
+    }
+
+    /// Close the idle connections past the lifetime or the idle timeout, in the pool and
+    /// parked by clients (see [`PoolLimits`]); how many. Run now and then by each worker.
+    pub fn sweep(&self) -> usize {
+        let limits = self.pool.manager().limits;
+        if limits.lifetime.is_zero() && limits.idle_timeout.is_zero() {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut closed = self
+            .pool
+            .retain(|conn, metrics| !limits.expired(conn.as_ref(), &metrics, now))
+            .removed
+            .len();
+        if self.parked.load(Relaxed) > 0 {
+            let spots: Vec<_> = self
+                .spots
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect();
+            for spot in spots {
+                let mut slot = spot.conn.lock().unwrap();
+                let old = slot
+                    .as_ref()
+                    .is_some_and(|c| limits.expired(c.as_ref().as_ref(), Object::metrics(c), now));
+                if old {
+                    if let Some(conn) = slot.take() {
+                        self.parked.fetch_sub(1, Relaxed);
+                        drop(slot);
+                        drop(Object::take(conn));
+                        closed += 1;
+                    }
+                }
+            }
+        }
+        if closed > 0 {
+            self.signal().returned(&self.pool);
+        }
+        closed
     }
 
     /// No more checkouts; idle connections close now, connections in use when returned.
@@ -659,11 +786,15 @@ fn connect_error<C: Connector>(
 /// the connection, or open one in the freed place.
 pub fn release<C: Connector>(conn: Pooled<C>) {
     let pool = Object::pool(&conn);
-    if !conn.reusable() {
+    let limits = pool.as_ref().map(|p| p.manager().limits);
+    if !conn.reusable() || limits.is_some_and(|l| l.too_old(Object::metrics(&conn))) {
         drop(Object::take(conn));
     } else if let Some(pool) = pool.as_ref().filter(|p| !p.is_closed()) {
         // Straight to the client that has waited longest, if one waits.
         let mut conn = conn;
+        if !pool.manager().limits.idle_timeout.is_zero() {
+            conn.set_idle_since(Instant::now());
+        }
         loop {
             let Some(next) = pool.manager().queue.lock().unwrap().pop_front() else {
                 break;
@@ -707,7 +838,7 @@ mod tests {
     #[derive(PartialEq)]
     struct Fake;
 
-    struct FakeConn(u32);
+    struct FakeConn(u32, Instant);
 
     impl Reusable for FakeConn {
         fn reusable(&self) -> bool {
@@ -716,6 +847,16 @@ mod tests {
         fn stale(&self) -> bool {
             false
         }
+        fn idle_since(&self) -> Instant {
+            self.1
+        }
+        fn set_idle_since(&mut self, at: Instant) {
+            self.1 = at;
+        }
+    }
+
+    fn limits(size: usize, checkout_timeout: Duration) -> PoolLimits {
+        PoolLimits::new(size, checkout_timeout)
     }
 
     static OPENED: AtomicUsize = AtomicUsize::new(0);
@@ -725,7 +866,10 @@ mod tests {
         type Error = NoConnect;
         type Ext = ();
         async fn connect(&self) -> Result<FakeConn, NoConnect> {
-            Ok(FakeConn(OPENED.fetch_add(1, Relaxed) as u32))
+            Ok(FakeConn(
+                OPENED.fetch_add(1, Relaxed) as u32,
+                Instant::now(),
+            ))
         }
         fn addr(&self) -> BackendAddr {
             "127.0.0.1:1".parse().unwrap()
@@ -738,11 +882,65 @@ mod tests {
         }
     }
 
+    /// Idle connections past the idle timeout close at the next sweep, in the pool and
+    /// parked; one past its lifetime closes when given back; the pool opens new ones after.
+    #[tokio::test]
+    async fn idle_and_old_connections_close() {
+        let idle = PoolLimits {
+            idle_timeout: Duration::from_millis(100),
+            ..limits(3, Duration::from_millis(200))
+        };
+        let pool = Arc::new(BackendPool::new(Fake, idle));
+        let (a, b, c) = (
+            pool.checkout().await.unwrap(),
+            pool.checkout().await.unwrap(),
+            pool.checkout().await.unwrap(),
+        );
+        let mut parking = Parkings::default();
+        release(a);
+        pool.park(b, &mut parking);
+        assert_eq!(pool.sweep(), 0, "nothing is idle long enough yet");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        release(c);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // a (pooled) and b (parked) waited 120 ms, c 60 ms.
+        assert_eq!(pool.sweep(), 2);
+        assert_eq!(pool.status(), (1, 1));
+        assert!(parking.at(&pool).unwrap().take_for(&pool).is_none());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(pool.sweep(), 1);
+        assert_eq!(pool.status(), (0, 0));
+        let fresh = pool.checkout().await.unwrap();
+        drop(fresh);
+
+        let old = PoolLimits {
+            lifetime: Duration::from_millis(50),
+            ..limits(2, Duration::from_millis(200))
+        };
+        let pool = Arc::new(BackendPool::new(Fake, old));
+        let conn = pool.checkout().await.unwrap();
+        let first = conn.0;
+        release(conn);
+        let conn = pool.checkout().await.unwrap();
+        assert_eq!(conn.0, first, "young: pooled and handed out again");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        release(conn);
+        assert_eq!(pool.status(), (0, 0), "old: closed when given back");
+        let conn = pool.checkout().await.unwrap();
+        assert_ne!(conn.0, first);
+        release(conn);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(pool.sweep(), 1, "an old idle one closes at the sweep");
+    }
+
     /// A parked connection goes back to its client, or to any client that finds the pool
     /// empty; and the list of spots stays short however many clients park.
     #[tokio::test]
     async fn parked_connections_serve_their_client_or_anyone_in_need() {
-        let pool = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
+        let pool = Arc::new(BackendPool::new(
+            Fake,
+            limits(2, Duration::from_millis(200)),
+        ));
         let mut a = Parkings::default();
         let conn = pool.checkout().await.unwrap();
         let id = conn.0;
@@ -792,8 +990,14 @@ mod tests {
     /// primary) keeps a connection parked at each: taking one back leaves the other parked.
     #[tokio::test]
     async fn a_client_keeps_a_connection_parked_at_each_server() {
-        let primary = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
-        let replica = Arc::new(BackendPool::new(Fake, 2, Duration::from_millis(200)));
+        let primary = Arc::new(BackendPool::new(
+            Fake,
+            limits(2, Duration::from_millis(200)),
+        ));
+        let replica = Arc::new(BackendPool::new(
+            Fake,
+            limits(2, Duration::from_millis(200)),
+        ));
         let metrics = crate::metrics::Metrics::new().cluster_handles("c");
         let mut a = Parkings::default();
         let (p, r) = (
@@ -831,7 +1035,7 @@ mod tests {
     /// that keeps losing the race waits until checkout_timeout while the rest are served.
     #[tokio::test]
     async fn a_connection_given_back_goes_to_the_client_that_waited_longest() {
-        let pool = Arc::new(BackendPool::new(Fake, 1, Duration::from_secs(5)));
+        let pool = Arc::new(BackendPool::new(Fake, limits(1, Duration::from_secs(5))));
         let held = pool.checkout().await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
@@ -865,7 +1069,7 @@ mod tests {
     /// nothing with it.
     #[tokio::test]
     async fn a_closed_pool_hands_no_connection_to_its_waiting_clients() {
-        let pool = Arc::new(BackendPool::new(Fake, 1, Duration::from_millis(50)));
+        let pool = Arc::new(BackendPool::new(Fake, limits(1, Duration::from_millis(50))));
         let held = pool.checkout().await.unwrap();
         // One that gives up: its place in the queue is skipped later.
         let gone = pool.checkout().await;

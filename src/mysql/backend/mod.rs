@@ -272,6 +272,8 @@ pub struct MyConn {
     /// The target's database: what [`MyConn::reset`] returns the schema to.
     default_schema: Option<String>,
     pub created: Instant,
+    /// When it was last given back to its pool (the pool's idle timeout counts from there).
+    pub idle_since: Instant,
 }
 
 impl std::fmt::Debug for MyConn {
@@ -360,6 +362,7 @@ impl MyConn {
             last_insert_id: Some(0),
             default_schema: t.database.clone(),
             created: Instant::now(),
+            idle_since: Instant::now(),
         };
         conn.track_session(t.connect_timeout)
             .await
@@ -639,6 +642,14 @@ impl crate::pool::Connector for MyTarget {
 impl crate::pool::Reusable for MyConn {
     fn reusable(&self) -> bool {
         self.clean && !self.killed && !self.broken
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+
+    fn set_idle_since(&mut self, at: Instant) {
+        self.idle_since = at;
     }
 
     /// An idle connection has nothing to say. If the server wrote anyway (the ERR of a KILL,
