@@ -694,6 +694,13 @@ async fn run_worker(
             "drain timeout reached; closing remaining clients"
         );
     }
+    // The idle server connections end with a goodbye, not a dropped socket.
+    for c in worker.pg.clusters.load().values() {
+        c.pools.iter().for_each(|p| p.close());
+    }
+    for c in worker.my.clusters.load().values() {
+        c.pools.iter().for_each(|p| p.close());
+    }
 }
 
 /// Close this worker's idle server connections past `[pool] server_lifetime` or

@@ -1485,6 +1485,15 @@ fn idle_server_connections_close_and_old_ones_are_replaced() {
             "{:?}",
             quiet.elapsed()
         );
+        // Closed with COM_QUIT: the servers log no aborted connection of the proxy's.
+        for n in 0..=c.replicas().len() {
+            let log = std::fs::read_to_string(c.log_path(n)).unwrap_or_default();
+            let aborted: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("Aborted connection") && l.contains("'switchyard'"))
+                .collect();
+            assert!(aborted.is_empty(), "node {n}: {aborted:?}");
+        }
         let n: Option<i64> = conns[0]
             .query_first("SELECT count(*) FROM t")
             .await

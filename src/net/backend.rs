@@ -37,6 +37,14 @@ impl BackendStream {
         }
     }
 
+    /// Write what the socket takes now without waiting (a goodbye before closing).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BackendStream::Tcp(s) => s.try_write(buf),
+            BackendStream::Unix(s) => s.try_write(buf),
+        }
+    }
+
     /// The local TCP address, if it is a TCP socket.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {

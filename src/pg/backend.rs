@@ -443,6 +443,10 @@ impl crate::pool::Reusable for BackendConn {
         self.idle_since = at;
     }
 
+    fn say_goodbye(&mut self) {
+        let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
+    }
+
     /// An idle connection has nothing to say. If the server wrote anyway or closed it, the
     /// socket is readable. This uses the readiness the event loop already recorded, so it
     /// costs no system call.

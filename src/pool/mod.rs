@@ -52,6 +52,10 @@ pub trait Reusable: Send + 'static {
     /// When the connection was last given back (the idle timeout counts from there).
     fn idle_since(&self) -> Instant;
     fn set_idle_since(&mut self, at: Instant);
+    /// Tell the server the idle connection is being closed (PostgreSQL's Terminate,
+    /// MySQL's COM_QUIT), best effort and without waiting, so that it logs a normal end
+    /// rather than an aborted connection.
+    fn say_goodbye(&mut self) {}
 }
 
 /// How a pool is built: its size per worker, how long a checkout waits, and when it closes
@@ -203,9 +207,9 @@ fn fit<C: Connector>(conn: &Pooled<C>, limits: PoolLimits) -> bool {
 /// A parked connection not taken: closed if past its pool's `limits`, else given back.
 fn unfit<C: Connector>(conn: Pooled<C>, limits: PoolLimits) {
     let now = Instant::now();
-    if limits.expired(conn.as_ref().as_ref(), Object::metrics(&conn), now) {
+    if conn.reusable() && limits.expired(conn.as_ref().as_ref(), Object::metrics(&conn), now) {
         let pool = Object::pool(&conn);
-        drop(Object::take(conn));
+        Object::take(conn).say_goodbye();
         if let Some(pool) = pool {
             pool.manager().signal.returned(&pool);
         }
@@ -476,7 +480,11 @@ impl<C: Connector> BackendPool<C> {
         for spot in spots.iter().filter_map(std::sync::Weak::upgrade) {
             spot.listed.store(false, Relaxed);
             if let Some(conn) = spot.take(self) {
-                release(conn);
+                if conn.reusable() {
+                    Object::take(conn).say_goodbye();
+                } else {
+                    release(conn);
+                }
             }
         }
     }
@@ -496,11 +504,14 @@ impl<C: Connector> BackendPool<C> {
             return 0;
         }
         let now = Instant::now();
-        let mut closed = self
+        let removed = self
             .pool
             .retain(|conn, metrics| !limits.expired(conn.as_ref(), &metrics, now))
-            .removed
-            .len();
+            .removed;
+        let mut closed = removed.len();
+        for mut conn in removed {
+            conn.say_goodbye();
+        }
         if self.parked.load(Relaxed) > 0 {
             let spots: Vec<_> = self
                 .spots
@@ -518,7 +529,7 @@ impl<C: Connector> BackendPool<C> {
                     if let Some(conn) = slot.take() {
                         self.parked.fetch_sub(1, Relaxed);
                         drop(slot);
-                        drop(Object::take(conn));
+                        Object::take(conn).say_goodbye();
                         closed += 1;
                     }
                 }
@@ -532,6 +543,9 @@ impl<C: Connector> BackendPool<C> {
 
     /// No more checkouts; idle connections close now, connections in use when returned.
     pub fn close(&self) {
+        for mut conn in self.pool.retain(|_, _| false).removed {
+            conn.say_goodbye();
+        }
         self.pool.close();
         self.unpark_all();
         self.signal().changed.notify_waiters();
@@ -787,8 +801,10 @@ fn connect_error<C: Connector>(
 pub fn release<C: Connector>(conn: Pooled<C>) {
     let pool = Object::pool(&conn);
     let limits = pool.as_ref().map(|p| p.manager().limits);
-    if !conn.reusable() || limits.is_some_and(|l| l.too_old(Object::metrics(&conn))) {
+    if !conn.reusable() {
         drop(Object::take(conn));
+    } else if limits.is_some_and(|l| l.too_old(Object::metrics(&conn))) {
+        Object::take(conn).say_goodbye();
     } else if let Some(pool) = pool.as_ref().filter(|p| !p.is_closed()) {
         // Straight to the client that has waited longest, if one waits.
         let mut conn = conn;

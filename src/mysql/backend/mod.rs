@@ -652,6 +652,11 @@ impl crate::pool::Reusable for MyConn {
         self.idle_since = at;
     }
 
+    fn say_goodbye(&mut self) {
+        // COM_QUIT: one-byte payload 0x01, sequence 0.
+        let _ = self.stream.try_write(&[1, 0, 0, 0, 0x01]);
+    }
+
     /// An idle connection has nothing to say. If the server wrote anyway (the ERR of a KILL,
     /// a `wait_timeout` disconnect) or closed it, the socket is readable. This uses the
     /// readiness the event loop already recorded, so it costs no system call.
