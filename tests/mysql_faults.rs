@@ -9,6 +9,8 @@
 //! replicas). All of them run one at a time (`SERIAL`): they stop threads, time kills and
 //! count where reads went. Clients are the `mariadb` CLI and PyMySQL; every wait is bounded.
 
+mod support;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1458,24 +1460,6 @@ fallback = "error"
 
 // ---- planned switchover behind PAUSE ----
 
-/// One POST to the admin API (HTTP/1.1, Connection: close): (status, body).
-fn admin_post(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_string(),
-    )
-}
-
 /// A planned MariaDB switchover behind PAUSE: writers keep writing (autocommit and
 /// two-statement transactions) while the operator pauses the cluster, makes the old primary
 /// read-only, promotes a caught-up replica, points the others at it and resumes. No writer
@@ -1554,7 +1538,7 @@ fn a_switchover_behind_pause_costs_clients_no_error_and_no_write() {
         .collect();
     std::thread::sleep(Duration::from_secs(1));
 
-    let (code, body) = admin_post(admin, "/pause?wait=10");
+    let (code, body) = support::admin_request(admin, "POST", "/pause?wait=10");
     assert_eq!(code, 200, "not drained: {body}");
     let paused_at = Instant::now();
     c.exec(0, "SET GLOBAL read_only=1").unwrap();
@@ -1567,7 +1551,7 @@ fn a_switchover_behind_pause_costs_clients_no_error_and_no_write() {
         Duration::from_secs(20),
         |p| p.state().primary() == Ok(1),
     );
-    let (code, body) = admin_post(admin, "/resume");
+    let (code, body) = support::admin_request(admin, "POST", "/resume");
     assert_eq!(code, 200, "{body}");
     eprintln!("paused for {:?}", paused_at.elapsed());
     std::thread::sleep(Duration::from_secs(1));

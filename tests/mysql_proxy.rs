@@ -304,6 +304,40 @@ fn python(program: &str, port: u16, db: &str) -> (bool, String, String) {
     run(Command::new("python3").args(["-c", program, &port.to_string(), db]))
 }
 
+/// How [`kill_query_program`] connects through the proxy's TCP port (`arg`).
+const TCP_CONNECT: &str = r#"pymysql.connect(host="127.0.0.1", port=int(arg), user="app", password="app_pw", database=db, read_timeout=40)"#;
+
+/// A Python program (arguments: where to connect, the schema): two PyMySQL connections made
+/// by the expression `connect` (of `arg` and `db`); `setup` runs with the first (`victim`),
+/// which then runs `SELECT SLEEP(30)`; a second in, the other sends `KILL QUERY` for it.
+/// Prints `True` if the sleep ended within 5 s, then what it got.
+fn kill_query_program(connect: &str, setup: &str) -> String {
+    format!(
+        r#"
+import sys, time, threading, pymysql
+arg, db = sys.argv[1], sys.argv[2]
+def conn():
+    return {connect}
+victim, killer = conn(), conn()
+{setup}
+vid = victim.thread_id()
+result = {{}}
+def run():
+    t0 = time.time()
+    try:
+        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
+    except Exception as e:
+        result["error"] = repr(e)
+    result["secs"] = time.time() - t0
+th = threading.Thread(target=run); th.start()
+time.sleep(1.0)
+killer.cursor().execute("KILL QUERY %d" % vid)
+th.join(40)
+print(result.get("secs", 99) < 5, result)
+"#
+    )
+}
+
 /// mysql-connector-python logs in with caching_sha2_password (its default: the proxy's fast
 /// path) and uses server-side prepared statements (the binary protocol), which must work
 /// across pooled connections: each execute may land on another connection.
@@ -528,29 +562,11 @@ fn kill_query_through_the_proxy_stops_a_running_statement() {
     let db = "my_kill";
     setup(db, "SELECT 1");
     let p = proxy(db, "");
-    let program = r#"
-import sys, time, threading, pymysql
-port, db = int(sys.argv[1]), sys.argv[2]
-def conn():
-    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db, read_timeout=40)
-victim, killer = conn(), conn()
-cur = victim.cursor(); cur.execute("SELECT CONNECTION_ID()")
-vid = victim.thread_id()
-result = {}
-def run():
-    t0 = time.time()
-    try:
-        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
-    except Exception as e:
-        result["error"] = repr(e)
-    result["secs"] = time.time() - t0
-th = threading.Thread(target=run); th.start()
-time.sleep(1.0)
-killer.cursor().execute("KILL QUERY %d" % vid)
-th.join(40)
-print(result.get("secs", 99) < 5, result)
-"#;
-    let (ok, out, err) = python(program, p.port, db);
+    let program = kill_query_program(
+        TCP_CONNECT,
+        r#"cur = victim.cursor(); cur.execute("SELECT CONNECTION_ID()")"#,
+    );
+    let (ok, out, err) = python(&program, p.port, db);
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("True"), "{out}{err}");
 }
@@ -1225,28 +1241,8 @@ fn servers_named_by_their_unix_sockets_split_reads_take_writes_and_kill() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), primary_id);
 
-    let program = r#"
-import sys, time, threading, pymysql
-port, db = int(sys.argv[1]), sys.argv[2]
-def conn():
-    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db, read_timeout=40)
-victim, killer = conn(), conn()
-vid = victim.thread_id()
-result = {}
-def run():
-    t0 = time.time()
-    try:
-        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
-    except Exception as e:
-        result["error"] = repr(e)
-    result["secs"] = time.time() - t0
-th = threading.Thread(target=run); th.start()
-time.sleep(1.0)
-killer.cursor().execute("KILL QUERY %d" % vid)
-th.join(40)
-print(result.get("secs", 99) < 5, result)
-"#;
-    let (ok, out, err) = python(program, p.port, db);
+    let program = kill_query_program(TCP_CONNECT, "");
+    let (ok, out, err) = python(&program, p.port, db);
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("True"), "{out}{err}");
 }
@@ -1281,52 +1277,15 @@ fn clients_reach_the_proxy_over_its_unix_socket() {
     assert!(!ok, "a wrong password logged in");
     assert!(err.contains("1045") && err.contains("'app'"), "{err}");
 
-    let program = r#"
-import sys, time, threading, pymysql
-sock, db = sys.argv[1], sys.argv[2]
-def conn():
-    return pymysql.connect(unix_socket=sock, user="app", password="app_pw", database=db, read_timeout=40)
-victim, killer = conn(), conn()
-c = victim.cursor(); c.execute("SELECT id + %s FROM t WHERE id = %s", (41, 1)); assert c.fetchall() == ((42,),)
-vid = victim.thread_id()
-result = {}
-def run():
-    t0 = time.time()
-    try:
-        c = victim.cursor(); c.execute("SELECT SLEEP(30)"); result["rows"] = c.fetchall()
-    except Exception as e:
-        result["error"] = repr(e)
-    result["secs"] = time.time() - t0
-th = threading.Thread(target=run); th.start()
-time.sleep(1.0)
-killer.cursor().execute("KILL QUERY %d" % vid)
-th.join(40)
-print(result.get("secs", 99) < 5, result)
-"#;
-    let (ok, out, err) = run(Command::new("python3").args(["-c", program, &s, db]));
+    let program = kill_query_program(
+        r#"pymysql.connect(unix_socket=arg, user="app", password="app_pw", database=db, read_timeout=40)"#,
+        r#"c = victim.cursor(); c.execute("SELECT id + %s FROM t WHERE id = %s", (41, 1)); assert c.fetchall() == ((42,),)"#,
+    );
+    let (ok, out, err) = run(Command::new("python3").args(["-c", &program, &s, db]));
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("True"), "{out}{err}");
     drop(p);
     assert!(!sock.exists(), "the socket file outlived the proxy");
-}
-
-/// POST to the admin API at `addr` (HTTP/1.1, Connection: close): (status, body).
-fn admin_post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_string(),
-    )
 }
 
 /// PAUSE/RESUME for a MySQL cluster: the transaction running at the pause finishes, a new
@@ -1348,8 +1307,9 @@ fn pause_lets_running_transactions_finish_and_holds_new_ones_until_resume() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let post =
-            |path: &'static str| tokio::task::spawn_blocking(move || admin_post(admin, path));
+        let post = |path: &'static str| {
+            tokio::task::spawn_blocking(move || support::admin_request(admin, "POST", path))
+        };
         let mut a = mysql_async::Conn::new(async_opts(p.port, db))
             .await
             .unwrap();

@@ -684,25 +684,6 @@ async fn a_statement_sent_after_fencing_follows_the_new_primary() {
     );
 }
 
-/// One request to the admin API (HTTP/1.1, Connection: close): (status, body).
-fn admin_post(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_string(),
-    )
-}
-
 /// A planned switchover behind PAUSE: writers keep writing (autocommit and two-statement
 /// transactions) while the operator pauses the cluster, stops the primary, promotes a
 /// replica, waits for the proxy to see it, and resumes. No writer sees an error, every write
@@ -761,9 +742,10 @@ async fn a_switchover_behind_pause_costs_clients_no_error_and_no_write() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let (code, body) = tokio::task::spawn_blocking(move || admin_post(admin, "/pause?wait=10"))
-        .await
-        .unwrap();
+    let (code, body) =
+        tokio::task::spawn_blocking(move || admin_request(admin, "POST", "/pause?wait=10"))
+            .await
+            .unwrap();
     assert_eq!(code, 200, "not drained: {body}");
     let paused_at = Instant::now();
     c.wait_replay_caught_up(Duration::from_secs(10)).unwrap();
@@ -778,7 +760,7 @@ async fn a_switchover_behind_pause_costs_clients_no_error_and_no_write() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (code, body) = tokio::task::spawn_blocking(move || admin_post(admin, "/resume"))
+    let (code, body) = tokio::task::spawn_blocking(move || admin_request(admin, "POST", "/resume"))
         .await
         .unwrap();
     assert_eq!(code, 200, "{body}");

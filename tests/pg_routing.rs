@@ -301,23 +301,6 @@ fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     admin_request(addr, "GET", path)
 }
 
-/// One request to the admin API (HTTP/1.1, Connection: close): (status, body).
-fn admin_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
 /// Sum of the samples of `name` whose labels include all of `labels`, parsed by the
 /// reference Python Prometheus parser.
 fn prometheus_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -725,28 +708,7 @@ async fn servers_named_by_their_unix_sockets_split_reads_take_writes_and_cancel(
     }
 
     // A cancel goes to the server running the statement, over its socket.
-    let sleeper_client = connect(&p.conn_str(db)).await;
-    let token = sleeper_client.cancel_token();
-    let start = std::time::Instant::now();
-    let sleeper =
-        tokio::spawn(async move { sleeper_client.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), sleeper)
-        .await
-        .expect("the cancel did not stop the statement")
-        .unwrap();
-    let err = r.expect_err("pg_sleep should have been cancelled");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
-        "{err}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    cancel_stops_a_sleep(connect(&p.conn_str(db)).await, Duration::from_secs(3)).await;
     // The backends the proxy reports are named by their socket paths.
     let backends = p.backends(db);
     assert!(backends.contains(&socket(0)), "{backends}");

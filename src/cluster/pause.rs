@@ -63,6 +63,16 @@ impl Pause {
         self.wait_for(limit, || !self.is_paused()).await
     }
 
+    /// A client's wait before it takes a connection of `cluster`: at once when not paused,
+    /// else until resumed, at most `limit`; past it, what the client is told.
+    pub async fn admit(&self, cluster: &str, limit: Duration) -> Result<(), String> {
+        if !self.is_paused() || self.until_resumed(limit).await {
+            Ok(())
+        } else {
+            Err(still_paused(cluster, limit))
+        }
+    }
+
     /// Wait until no client holds a connection, at most `limit`; the count left.
     pub async fn until_drained(&self, limit: Duration) -> usize {
         self.wait_for(limit, || self.held() == 0).await;
@@ -87,7 +97,7 @@ impl Pause {
 }
 
 /// What a client is told when the cluster stayed paused for all of `limit`.
-pub fn still_paused(cluster: &str, limit: Duration) -> String {
+fn still_paused(cluster: &str, limit: Duration) -> String {
     format!(
         "cluster {cluster} is paused for maintenance and was not resumed within \
          pause_timeout ({limit:?})"

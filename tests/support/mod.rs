@@ -338,3 +338,45 @@ pub fn prop_seed() -> u64 {
     eprintln!("SWITCHYARD_PROP_SEED={seed}");
     seed
 }
+
+/// One request to an admin API at `addr` (HTTP/1.1, `Connection: close`): (status, body).
+pub fn admin_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+/// `SELECT pg_sleep(30)` on `client`, cancelled 300 ms in through its cancel token: it must
+/// end with 57014 within `limit`.
+pub async fn cancel_stops_a_sleep(client: tokio_postgres::Client, limit: std::time::Duration) {
+    use std::time::{Duration, Instant};
+    let token = client.cancel_token();
+    let start = Instant::now();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("the cancel did not stop the statement")
+        .unwrap();
+    let err = r.expect_err("pg_sleep should have been cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
+}

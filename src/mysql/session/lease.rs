@@ -51,15 +51,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a connection and bring it to the client's session state.
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
         self.refresh_cluster().map_err(AcquireError::Other)?;
-        let pause = self.cluster.state.pause.clone();
-        if pause.is_paused() {
+        let state = self.cluster.state.clone();
+        if state.pause.is_paused() {
             let limit = self.w.shared.config().pool.pause_timeout;
-            if !pause.until_resumed(limit).await {
-                return Err(AcquireError::Other(crate::cluster::pause::still_paused(
-                    &self.cluster.state.name,
-                    limit,
-                )));
-            }
+            let admitted = state.pause.admit(&state.name, limit).await;
+            admitted.map_err(AcquireError::Other)?;
             // A reload may have come while it waited.
             self.refresh_cluster().map_err(AcquireError::Other)?;
         }

@@ -290,15 +290,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// for reads, another eligible one (or the fallback) is tried.
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
         self.refresh_cluster()?;
-        let pause = self.cluster.state.pause.clone();
-        if pause.is_paused() {
+        let state = self.cluster.state.clone();
+        if state.pause.is_paused() {
             let limit = self.worker.shared.config().pool.pause_timeout;
-            if !pause.until_resumed(limit).await {
-                return Err(SessionError::Paused(crate::cluster::pause::still_paused(
-                    &self.cluster.state.name,
-                    limit,
-                )));
-            }
+            let admitted = state.pause.admit(&state.name, limit).await;
+            admitted.map_err(SessionError::Paused)?;
             // A reload may have come while it waited.
             self.refresh_cluster()?;
         }
