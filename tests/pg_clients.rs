@@ -453,34 +453,25 @@ async fn clients_reach_the_proxy_over_its_unix_socket() {
     assert_eq!(p.port, port);
 
     // psql as a local client (no host:port at all).
-    let (ok, out, err) = run(std::process::Command::new("psql")
-        .env("PGPASSWORD", "secret")
-        .args([
-            "-h",
-            &d,
-            "-p",
-            &port.to_string(),
-            "-U",
-            "app",
-            "-d",
-            "t_unixsock",
-        ])
-        .args(["-At", "-c", "SELECT 41 + 1"]));
+    let psql_local = |password: &str, sql: &str| {
+        run(std::process::Command::new("psql")
+            .env("PGPASSWORD", password)
+            .args([
+                "-h",
+                &d,
+                "-p",
+                &port.to_string(),
+                "-U",
+                "app",
+                "-d",
+                "t_unixsock",
+            ])
+            .args(["-At", "-c", sql]))
+    };
+    let (ok, out, err) = psql_local("secret", "SELECT 41 + 1");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "42");
-    let (ok, _, err) = run(std::process::Command::new("psql")
-        .env("PGPASSWORD", "wrong")
-        .args([
-            "-h",
-            &d,
-            "-p",
-            &port.to_string(),
-            "-U",
-            "app",
-            "-d",
-            "t_unixsock",
-        ])
-        .args(["-c", "SELECT 1"]));
+    let (ok, _, err) = psql_local("wrong", "SELECT 1");
     assert!(!ok, "a wrong password logged in");
     assert!(err.contains("password authentication failed"), "{err}");
 
@@ -503,19 +494,7 @@ async fn clients_reach_the_proxy_over_its_unix_socket() {
         .expect("a second proxy took over the socket")
         .to_string();
     assert!(e.contains("another server listens"), "{e}");
-    let (ok, out, err) = run(std::process::Command::new("psql")
-        .env("PGPASSWORD", "secret")
-        .args([
-            "-h",
-            &d,
-            "-p",
-            &port.to_string(),
-            "-U",
-            "app",
-            "-d",
-            "t_unixsock",
-        ])
-        .args(["-At", "-c", "SELECT 7"]));
+    let (ok, out, err) = psql_local("secret", "SELECT 7");
     assert!(ok && out.trim() == "7", "{out}{err}");
 
     drop(p);
