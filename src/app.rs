@@ -513,6 +513,7 @@ fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::Join
         .name("switchyard-health".into())
         .spawn(move || {
             let rt = thread_runtime();
+            rt.spawn(sweep_pools(shared.clone()));
             rt.block_on(crate::reload::run_health(shared, &mut rx));
         })?)
 }
@@ -617,7 +618,6 @@ async fn run_worker(
     worker.pg.refresh();
     worker.my.refresh();
     let tracker = tokio_util::task::TaskTracker::new();
-    tracker.spawn(sweep_pools(worker.clone(), shared.shutdown.clone()));
     let register = |l: Option<std::net::TcpListener>| {
         l.map(|l| {
             tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime")
@@ -703,22 +703,27 @@ async fn run_worker(
     }
 }
 
-/// Close this worker's idle server connections past `[pool] server_lifetime` or
-/// `server_idle_timeout`, once a second, until shutdown.
-async fn sweep_pools(worker: Arc<Worker>, shutdown: tokio_util::sync::CancellationToken) {
+/// Every worker's idle server connections past `[pool] server_lifetime` or
+/// `server_idle_timeout` are closed, once a second, until shutdown; each tick also advances
+/// the pools' coarse clock. Runs on the health thread, so the workers' runtimes keep no timer
+/// for it.
+async fn sweep_pools(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
+            _ = shared.shutdown.cancelled() => return,
         }
+        crate::pool::tick();
         let mut closed = 0;
-        for c in worker.pg.clusters.load().values() {
-            closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
-        }
-        for c in worker.my.clusters.load().values() {
-            closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+        for worker in shared.live_workers() {
+            for c in worker.pg.clusters.load().values() {
+                closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+            }
+            for c in worker.my.clusters.load().values() {
+                closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+            }
         }
         if closed > 0 {
             tracing::debug!(

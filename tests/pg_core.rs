@@ -694,7 +694,8 @@ fn server_connections(db: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_server_connections_close_after_the_idle_timeout() {
     setup("t_idle", "CREATE TABLE t (x int)").await;
-    let p = core_proxy("t_idle", "server_idle_timeout = \"1s\"");
+    // (Limits are measured on a clock the sweeper advances once a second: a second or more.)
+    let p = core_proxy("t_idle", "server_idle_timeout = \"2s\"");
     let clients = {
         let url = p.conn_str("t_idle");
         futures_util::future::join_all((0..6).map(|_| connect(&url))).await
@@ -740,7 +741,7 @@ async fn server_connections_past_their_lifetime_are_replaced() {
     setup("t_lifetime", "CREATE TABLE t (x int)").await;
     let p = core_proxy(
         "t_lifetime",
-        "server_lifetime = \"1s\"\nserver_idle_timeout = \"0s\"",
+        "server_lifetime = \"3s\"\nserver_idle_timeout = \"0s\"",
     );
     let c = connect(&p.conn_str("t_lifetime")).await;
     async fn pid(c: &tokio_postgres::Client) -> i32 {
@@ -751,7 +752,8 @@ async fn server_connections_past_their_lifetime_are_replaced() {
     }
     let first = pid(&c).await;
     assert_eq!(pid(&c).await, first, "a young connection is reused");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // Past the lifetime, measured on the sweeper's clock (a second coarse).
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let later = pid(&c).await;
     assert_ne!(
         later, first,

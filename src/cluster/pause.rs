@@ -26,7 +26,8 @@ pub struct Hold(Arc<Pause>);
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        if self.0.held.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // Only a pause waits for the count to reach zero (set before it starts waiting).
+        if self.0.held.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.is_paused() {
             self.0.changed.notify_waiters();
         }
     }

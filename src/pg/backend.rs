@@ -73,8 +73,8 @@ pub struct BackendConn {
     /// `pg_catalog`): the connection is reset before another client gets it.
     pub state_unknown: bool,
     pub created: Instant,
-    /// When it was last given back to its pool (the pool's idle timeout counts from there).
-    pub idle_since: Instant,
+    /// When its pool opened it and last took it back (its lifetime and idle limits).
+    pub stamps: crate::pool::Stamps,
     /// The session whose sequence state (`currval()`, `lastval()`) this connection has, as
     /// far as the proxy knows; 0 for none (see `Session::seq_guard`).
     pub seq_owner: u64,
@@ -155,7 +155,7 @@ impl BackendConn {
             cancelled: false,
             state_unknown: false,
             created: Instant::now(),
-            idle_since: Instant::now(),
+            stamps: Default::default(),
             seq_owner: 0,
         };
         loop {
@@ -435,12 +435,12 @@ impl crate::pool::Reusable for BackendConn {
         self.clean && !self.cancelled
     }
 
-    fn idle_since(&self) -> Instant {
-        self.idle_since
+    fn stamps(&self) -> crate::pool::Stamps {
+        self.stamps
     }
 
-    fn set_idle_since(&mut self, at: Instant) {
-        self.idle_since = at;
+    fn stamps_mut(&mut self) -> &mut crate::pool::Stamps {
+        &mut self.stamps
     }
 
     fn say_goodbye(&mut self) {

@@ -49,13 +49,42 @@ pub trait Reusable: Send + 'static {
     /// The server wrote or closed while the connection sat idle (a FATAL before a shutdown,
     /// a crash): it must not be handed out.
     fn stale(&self) -> bool;
-    /// When the connection was last given back (the idle timeout counts from there).
-    fn idle_since(&self) -> Instant;
-    fn set_idle_since(&mut self, at: Instant);
+    /// When the connection was opened and last given back (see [`Stamps`]).
+    fn stamps(&self) -> Stamps;
+    fn stamps_mut(&mut self) -> &mut Stamps;
     /// Tell the server the idle connection is being closed (PostgreSQL's Terminate,
     /// MySQL's COM_QUIT), best effort and without waiting, so that it logs a normal end
     /// rather than an aborted connection.
     fn say_goodbye(&mut self) {}
+}
+
+/// When a server connection was opened and last given back, in [`coarse_ms`]: what the
+/// pool's lifetime and idle limits are measured in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stamps {
+    pub opened: u64,
+    pub idle_since: u64,
+}
+
+static COARSE_MS: AtomicU64 = AtomicU64::new(0);
+
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process started, as of the last [`tick`] (the sweeper's, once a
+/// second): connections are stamped with it when given back, so the statement path reads no
+/// clock for the pool's limits (they are minutes long; a second is close enough).
+pub fn coarse_ms() -> u64 {
+    COARSE_MS.load(Relaxed)
+}
+
+/// Advance [`coarse_ms`] to now; now.
+pub fn tick() -> u64 {
+    let ms = process_start().elapsed().as_millis() as u64;
+    COARSE_MS.fetch_max(ms, Relaxed);
+    ms
 }
 
 /// How a pool is built: its size per worker, how long a checkout waits, and when it closes
@@ -93,16 +122,23 @@ impl PoolLimits {
         }
     }
 
-    /// `conn` (with deadpool's `metrics` of it) is past the lifetime or the idle timeout.
-    fn expired<T: Reusable>(&self, conn: &T, metrics: &Metrics, now: Instant) -> bool {
-        (!self.lifetime.is_zero() && metrics.age() >= self.lifetime)
-            || (!self.idle_timeout.is_zero()
-                && now.saturating_duration_since(conn.idle_since()) >= self.idle_timeout)
+    /// Neither limit is set: no clock is read for them.
+    fn off(&self) -> bool {
+        self.lifetime.is_zero() && self.idle_timeout.is_zero()
     }
 
-    /// Past the lifetime: closed when given back.
-    fn too_old(&self, metrics: &Metrics) -> bool {
-        !self.lifetime.is_zero() && metrics.age() >= self.lifetime
+    /// `conn` is past the lifetime or the idle timeout at `now` ([`coarse_ms`]).
+    fn expired<T: Reusable>(&self, conn: &T, now: u64) -> bool {
+        let stamps = conn.stamps();
+        self.too_old(stamps, now)
+            || (!self.idle_timeout.is_zero()
+                && now.saturating_sub(stamps.idle_since) >= self.idle_timeout.as_millis() as u64)
+    }
+
+    /// Past the lifetime at `now`: closed when given back.
+    fn too_old(&self, stamps: Stamps, now: u64) -> bool {
+        !self.lifetime.is_zero()
+            && now.saturating_sub(stamps.opened) >= self.lifetime.as_millis() as u64
     }
 }
 
@@ -171,17 +207,18 @@ impl<C: Connector> managed::Manager for Manager<C> {
     // Boxed: a checked-out connection moves through several futures on every checkout and
     // return, and a pointer is cheaper to move than the connection's state.
     async fn create(&self) -> Result<Box<C::Conn>, C::Error> {
-        self.target.connect().await.map(Box::new)
+        let mut conn = self.target.connect().await?;
+        let now = coarse_ms();
+        *conn.stamps_mut() = Stamps {
+            opened: now,
+            idle_since: now,
+        };
+        Ok(Box::new(conn))
     }
 
-    async fn recycle(&self, conn: &mut Box<C::Conn>, m: &Metrics) -> RecycleResult<C::Error> {
+    async fn recycle(&self, conn: &mut Box<C::Conn>, _: &Metrics) -> RecycleResult<C::Error> {
         if !conn.reusable() {
             return Err(RecycleError::message("connection was not returned clean"));
-        }
-        if self.limits.expired(conn.as_ref(), m, Instant::now()) {
-            return Err(RecycleError::message(
-                "past server_lifetime or server_idle_timeout",
-            ));
         }
         if conn.stale() {
             return Err(RecycleError::message(
@@ -194,20 +231,13 @@ impl<C: Connector> managed::Manager for Manager<C> {
 
 /// What the pool's recycle check asks of an idle connection, for one that waited elsewhere
 /// (a parked one): clean, and nothing arrived from the server meanwhile.
-fn fit<C: Connector>(conn: &Pooled<C>, limits: PoolLimits) -> bool {
-    conn.reusable()
-        && !conn.stale()
-        && !limits.expired(
-            conn.as_ref().as_ref(),
-            Object::metrics(conn),
-            Instant::now(),
-        )
+fn fit<C: Connector>(conn: &Pooled<C>) -> bool {
+    conn.reusable() && !conn.stale()
 }
 
 /// A parked connection not taken: closed if past its pool's `limits`, else given back.
 fn unfit<C: Connector>(conn: Pooled<C>, limits: PoolLimits) {
-    let now = Instant::now();
-    if conn.reusable() && limits.expired(conn.as_ref().as_ref(), Object::metrics(&conn), now) {
+    if conn.reusable() && limits.expired(conn.as_ref().as_ref(), coarse_ms()) {
         let pool = Object::pool(&conn);
         Object::take(conn).say_goodbye();
         if let Some(pool) = pool {
@@ -323,7 +353,7 @@ impl<C: Connector> Parking<C> {
     /// connection (if any) goes back to its pool and the answer is `None`.
     pub fn take_for(&self, pool: &Arc<BackendPool<C>>) -> Option<Pooled<C>> {
         let conn = self.spot.take(&self.pool)?;
-        if Arc::ptr_eq(&self.pool, pool) && fit(&conn, pool.pool.manager().limits) {
+        if Arc::ptr_eq(&self.pool, pool) && fit(&conn) {
             Some(conn)
         } else {
             unfit(conn, self.pool.pool.manager().limits);
@@ -417,16 +447,17 @@ impl<C: Connector> BackendPool<C> {
     /// transaction when it is clean and no other client waits for one of this pool's
     /// connections (see [`Parking`]). Spots at pools a reload closed are given up.
     pub fn park(self: &Arc<Self>, mut conn: Pooled<C>, parkings: &mut Parkings<C>) {
-        let limits = self.pool.manager().limits;
-        if !conn.reusable()
-            || self.signal().waiting.load(Relaxed) > 0
-            || self.pool.is_closed()
-            || limits.too_old(Object::metrics(&conn))
-        {
+        if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
             return release(conn);
         }
-        if !limits.idle_timeout.is_zero() {
-            conn.set_idle_since(Instant::now());
+        // One clock read for both limits, none when neither is set.
+        let limits = self.pool.manager().limits;
+        if !limits.off() {
+            let now = coarse_ms();
+            if limits.too_old(conn.stamps(), now) {
+                return release(conn);
+            }
+            conn.stamps_mut().idle_since = now;
         }
         let spot = parkings.spot_at(self);
         // A spot holds one connection: one left there (a checkout that failed before taking
@@ -467,7 +498,7 @@ impl<C: Connector> BackendPool<C> {
             let Some(spot) = spot.upgrade() else { continue };
             spot.listed.store(false, Relaxed);
             match spot.take(self) {
-                Some(conn) if fit(&conn, self.pool.manager().limits) => return Some(conn),
+                Some(conn) if fit(&conn) => return Some(conn),
                 Some(conn) => unfit(conn, self.pool.manager().limits),
                 None => {}
             }
@@ -503,10 +534,10 @@ impl<C: Connector> BackendPool<C> {
         if limits.lifetime.is_zero() && limits.idle_timeout.is_zero() {
             return 0;
         }
-        let now = Instant::now();
+        let now = tick();
         let removed = self
             .pool
-            .retain(|conn, metrics| !limits.expired(conn.as_ref(), &metrics, now))
+            .retain(|conn, _| !limits.expired(conn.as_ref(), now))
             .removed;
         let mut closed = removed.len();
         for mut conn in removed {
@@ -524,7 +555,7 @@ impl<C: Connector> BackendPool<C> {
                 let mut slot = spot.conn.lock().unwrap();
                 let old = slot
                     .as_ref()
-                    .is_some_and(|c| limits.expired(c.as_ref().as_ref(), Object::metrics(c), now));
+                    .is_some_and(|c| limits.expired(c.as_ref().as_ref(), now));
                 if old {
                     if let Some(conn) = slot.take() {
                         self.parked.fetch_sub(1, Relaxed);
@@ -800,16 +831,23 @@ fn connect_error<C: Connector>(
 /// the connection, or open one in the freed place.
 pub fn release<C: Connector>(conn: Pooled<C>) {
     let pool = Object::pool(&conn);
-    let limits = pool.as_ref().map(|p| p.manager().limits);
+    let limits = pool
+        .as_ref()
+        .map(|p| p.manager().limits)
+        .filter(|l| !l.off());
+    let now = limits.map(|_| coarse_ms());
     if !conn.reusable() {
         drop(Object::take(conn));
-    } else if limits.is_some_and(|l| l.too_old(Object::metrics(&conn))) {
+    } else if limits
+        .zip(now)
+        .is_some_and(|(l, now)| l.too_old(conn.stamps(), now))
+    {
         Object::take(conn).say_goodbye();
     } else if let Some(pool) = pool.as_ref().filter(|p| !p.is_closed()) {
         // Straight to the client that has waited longest, if one waits.
         let mut conn = conn;
-        if !pool.manager().limits.idle_timeout.is_zero() {
-            conn.set_idle_since(Instant::now());
+        if let Some(now) = now {
+            conn.stamps_mut().idle_since = now;
         }
         loop {
             let Some(next) = pool.manager().queue.lock().unwrap().pop_front() else {
@@ -854,7 +892,7 @@ mod tests {
     #[derive(PartialEq)]
     struct Fake;
 
-    struct FakeConn(u32, Instant);
+    struct FakeConn(u32, Stamps);
 
     impl Reusable for FakeConn {
         fn reusable(&self) -> bool {
@@ -863,11 +901,11 @@ mod tests {
         fn stale(&self) -> bool {
             false
         }
-        fn idle_since(&self) -> Instant {
+        fn stamps(&self) -> Stamps {
             self.1
         }
-        fn set_idle_since(&mut self, at: Instant) {
-            self.1 = at;
+        fn stamps_mut(&mut self) -> &mut Stamps {
+            &mut self.1
         }
     }
 
@@ -884,7 +922,7 @@ mod tests {
         async fn connect(&self) -> Result<FakeConn, NoConnect> {
             Ok(FakeConn(
                 OPENED.fetch_add(1, Relaxed) as u32,
-                Instant::now(),
+                Stamps::default(),
             ))
         }
         fn addr(&self) -> BackendAddr {
@@ -902,21 +940,26 @@ mod tests {
     /// parked; one past its lifetime closes when given back; the pool opens new ones after.
     #[tokio::test]
     async fn idle_and_old_connections_close() {
+        // Connections are stamped with the coarse clock, which the sweeper advances; here
+        // each step advances it first.
         let idle = PoolLimits {
             idle_timeout: Duration::from_millis(100),
             ..limits(3, Duration::from_millis(200))
         };
         let pool = Arc::new(BackendPool::new(Fake, idle));
+        tick();
         let (a, b, c) = (
             pool.checkout().await.unwrap(),
             pool.checkout().await.unwrap(),
             pool.checkout().await.unwrap(),
         );
         let mut parking = Parkings::default();
+        tick();
         release(a);
         pool.park(b, &mut parking);
         assert_eq!(pool.sweep(), 0, "nothing is idle long enough yet");
         tokio::time::sleep(Duration::from_millis(60)).await;
+        tick();
         release(c);
         tokio::time::sleep(Duration::from_millis(60)).await;
         // a (pooled) and b (parked) waited 120 ms, c 60 ms.
@@ -934,12 +977,14 @@ mod tests {
             ..limits(2, Duration::from_millis(200))
         };
         let pool = Arc::new(BackendPool::new(Fake, old));
+        tick();
         let conn = pool.checkout().await.unwrap();
         let first = conn.0;
         release(conn);
         let conn = pool.checkout().await.unwrap();
         assert_eq!(conn.0, first, "young: pooled and handed out again");
         tokio::time::sleep(Duration::from_millis(60)).await;
+        tick();
         release(conn);
         assert_eq!(pool.status(), (0, 0), "old: closed when given back");
         let conn = pool.checkout().await.unwrap();

@@ -272,8 +272,8 @@ pub struct MyConn {
     /// The target's database: what [`MyConn::reset`] returns the schema to.
     default_schema: Option<String>,
     pub created: Instant,
-    /// When it was last given back to its pool (the pool's idle timeout counts from there).
-    pub idle_since: Instant,
+    /// When its pool opened it and last took it back (its lifetime and idle limits).
+    pub stamps: crate::pool::Stamps,
 }
 
 impl std::fmt::Debug for MyConn {
@@ -362,7 +362,7 @@ impl MyConn {
             last_insert_id: Some(0),
             default_schema: t.database.clone(),
             created: Instant::now(),
-            idle_since: Instant::now(),
+            stamps: Default::default(),
         };
         conn.track_session(t.connect_timeout)
             .await
@@ -644,12 +644,12 @@ impl crate::pool::Reusable for MyConn {
         self.clean && !self.killed && !self.broken
     }
 
-    fn idle_since(&self) -> Instant {
-        self.idle_since
+    fn stamps(&self) -> crate::pool::Stamps {
+        self.stamps
     }
 
-    fn set_idle_since(&mut self, at: Instant) {
-        self.idle_since = at;
+    fn stamps_mut(&mut self) -> &mut crate::pool::Stamps {
+        &mut self.stamps
     }
 
     fn say_goodbye(&mut self) {
