@@ -1,0 +1,274 @@
+//! A worker thread's loop: its listeners (TCP and Unix sockets of both front ends), the
+//! accepted connections balanced over the workers (handed once to the least loaded), and the
+//! sweep of idle server connections (on the health thread).
+
+use super::{Shared, Worker};
+use crate::net::tls::ClientStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A client connection accepted by one worker and served by another: the socket (already
+/// non-blocking, detached from the accepting thread's reactor), the peer, the connection id
+/// and the protocol of the listener that accepted it.
+pub(super) type Handoff = (crate::net::Accepted, crate::net::Peer, u64, Front);
+
+/// Which front end serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Front {
+    Postgres,
+    Mysql,
+}
+
+/// One worker's listening sockets (SO_REUSEPORT: every worker has its own).
+pub(super) struct Listeners {
+    pub(super) pg: Option<std::net::TcpListener>,
+    pub(super) my: Option<std::net::TcpListener>,
+    /// The front ends' Unix-domain sockets (every worker accepts on the same one).
+    pub(super) pg_unix: Option<std::os::unix::net::UnixListener>,
+    pub(super) my_unix: Option<std::os::unix::net::UnixListener>,
+    /// Edge listeners by name.
+    pub(super) edge: Vec<(Arc<str>, std::net::TcpListener)>,
+    /// This worker's number.
+    pub(super) index: usize,
+}
+
+/// Accept on an optional listener; pending forever without one.
+async fn accept(
+    l: &Option<tokio::net::TcpListener>,
+) -> std::io::Result<(ClientStream, crate::net::Peer)> {
+    match l {
+        Some(l) => {
+            let (s, peer) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((ClientStream::Plain(s), crate::net::Peer::Tcp(peer)))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Accept on an optional Unix-domain listener; pending forever without one.
+async fn accept_unix(
+    l: &Option<tokio::net::UnixListener>,
+) -> std::io::Result<(ClientStream, crate::net::Peer)> {
+    match l {
+        Some(l) => {
+            let (s, _) = l.accept().await?;
+            Ok((ClientStream::Unix(s), crate::net::Peer::Local))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn run_worker(
+    shared: Arc<Shared>,
+    workers: usize,
+    listeners: Listeners,
+    conn_ids: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+    let worker = Arc::new(Worker {
+        pg: Arc::new(crate::pg::worker::Worker::new(
+            shared.engine.clone(),
+            shared.pg.clone(),
+            workers,
+        )),
+        my: Arc::new(crate::mysql::worker::Worker::new(
+            shared.engine.clone(),
+            shared.my.clone(),
+            workers,
+        )),
+        load: AtomicUsize::new(0),
+        handoff,
+    });
+    shared.workers.lock().unwrap().push(Arc::downgrade(&worker));
+    // A reload that ran while this worker was being built: catch up.
+    worker.pg.refresh();
+    worker.my.refresh();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let register = |l: Option<std::net::TcpListener>| {
+        l.map(|l| {
+            tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime")
+        })
+    };
+    let (pg, my) = (register(listeners.pg), register(listeners.my));
+    let register_unix = |l: Option<std::os::unix::net::UnixListener>| {
+        l.map(|l| tokio::net::UnixListener::from_std(l).expect("listener registers"))
+    };
+    let (pg_unix, my_unix) = (
+        register_unix(listeners.pg_unix),
+        register_unix(listeners.my_unix),
+    );
+    if let Some(edge) = &shared.edge {
+        for (name, l) in listeners.edge {
+            let l = tokio::net::TcpListener::from_std(l).expect("listener registers");
+            tracker.spawn(crate::edge::listener::serve(
+                edge.clone(),
+                name,
+                l,
+                listeners.index,
+                shared.shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
+    if pg.is_some() || my.is_some() {
+        loop {
+            let (accepted, front) = tokio::select! {
+                r = accept(&pg) => (r, Front::Postgres),
+                r = accept(&my) => (r, Front::Mysql),
+                r = accept_unix(&pg_unix) => (r, Front::Postgres),
+                r = accept_unix(&my_unix) => (r, Front::Mysql),
+                // Counted in this worker's load by the worker that handed it over.
+                Some((s, peer, id, front)) = handed.recv() => match s.register() {
+                    Ok(stream) => {
+                        tracker.spawn(serve_client(worker.clone(), stream, peer, id, front));
+                        continue;
+                    }
+                    Err(e) => {
+                        worker.load.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "handed-over connection did not register");
+                        continue;
+                    }
+                },
+                _ = shared.shutdown.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(stream) = hand_over(&shared, &worker, stream, peer, id, front) {
+                        worker.load.fetch_add(1, Ordering::Relaxed);
+                        tracker.spawn(serve_client(worker.clone(), stream, peer, id, front));
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    } else {
+        shared.shutdown.cancelled().await;
+    }
+    // Stop listening now: a client that connects while the others drain is refused at once
+    // instead of waiting in the accept queue until the drain ends.
+    drop((pg, my, pg_unix, my_unix));
+    tracker.close();
+    let drain = shared.config().general.drain_timeout;
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "drain timeout reached; closing remaining clients"
+        );
+    }
+    // The idle server connections end with a goodbye, not a dropped socket.
+    for c in worker.pg.clusters.load().values() {
+        c.pools.iter().for_each(|p| p.close());
+    }
+    for c in worker.my.clusters.load().values() {
+        c.pools.iter().for_each(|p| p.close());
+    }
+}
+
+/// Every worker's idle server connections past `[pool] server_lifetime` or
+/// `server_idle_timeout` are closed, once a second, until shutdown; each tick also advances
+/// the pools' coarse clock. Runs on the health thread, so the workers' runtimes keep no timer
+/// for it.
+pub(super) async fn sweep_pools(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        crate::pool::tick();
+        let mut closed = 0;
+        for worker in shared.live_workers() {
+            for c in worker.pg.clusters.load().values() {
+                closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+            }
+            for c in worker.my.clusters.load().values() {
+                closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
+            }
+        }
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                "closed idle server connections (lifetime or idle timeout)"
+            );
+        }
+    }
+}
+
+/// Serve one client on this worker, which counted it in its load; uncount it at the end.
+async fn serve_client(
+    worker: Arc<Worker>,
+    stream: ClientStream,
+    peer: crate::net::Peer,
+    id: u64,
+    front: Front,
+) {
+    let counted = Arc::clone(&worker);
+    let _slot = crate::Decrement(&counted.load);
+    match front {
+        Front::Postgres => {
+            crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id).await
+        }
+        Front::Mysql => {
+            crate::mysql::startup::handle_client(worker.my.clone(), stream, peer, id).await
+        }
+    }
+}
+
+/// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the
+/// addresses, which leaves one worker with noticeably more clients than another (16 clients
+/// on 2 workers often land 10 and 6, and each worker has only its share of the pool). A
+/// worker that accepts a connection while another worker serves fewer clients hands it over
+/// once; from then on the client and its backend connections live on that worker. The
+/// receiving worker's load counts the connection from the moment it is sent, so a burst of
+/// accepts spreads out. Returns the stream when this worker should serve it itself.
+fn hand_over(
+    shared: &Shared,
+    me: &Arc<Worker>,
+    stream: ClientStream,
+    peer: crate::net::Peer,
+    id: u64,
+    front: Front,
+) -> Option<ClientStream> {
+    let Some(target) = pick_worker(me, &shared.live_workers()) else {
+        return Some(stream);
+    };
+    let detached = match stream {
+        ClientStream::Plain(s) => s.into_std().map(crate::net::Accepted::Tcp),
+        ClientStream::Unix(s) => s.into_std().map(crate::net::Accepted::Unix),
+        other => return Some(other),
+    };
+    let std_stream = match detached {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not detach an accepted connection");
+            return None;
+        }
+    };
+    target.load.fetch_add(1, Ordering::Relaxed);
+    match target.handoff.send((std_stream, peer, id, front)) {
+        Ok(()) => None,
+        // The other worker is stopping: serve it here after all.
+        Err(tokio::sync::mpsc::error::SendError((s, _, _, _))) => {
+            target.load.fetch_sub(1, Ordering::Relaxed);
+            s.register().ok()
+        }
+    }
+}
+
+/// The worker serving the fewest clients if it serves fewer than `me` (ties stay with `me`).
+fn pick_worker(me: &Arc<Worker>, all: &[Arc<Worker>]) -> Option<Arc<Worker>> {
+    let mine = me.load.load(Ordering::Relaxed);
+    all.iter()
+        .filter(|w| !Arc::ptr_eq(w, me))
+        .map(|w| (w.load.load(Ordering::Relaxed), w))
+        .filter(|(load, _)| *load < mine)
+        .min_by_key(|(load, _)| *load)
+        .map(|(_, w)| w.clone())
+}
