@@ -21,7 +21,13 @@ use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleR
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod limits;
+mod parking;
+pub use limits::{coarse_ms, tick, PoolLimits, Stamps};
+use parking::Spot;
+pub use parking::{Parking, Parkings};
 
 /// What a pool needs of one protocol's server connections: where they go and how to open one.
 /// Implemented by each protocol (PostgreSQL: `pg::backend::BackendTarget`); the pool itself
@@ -56,90 +62,6 @@ pub trait Reusable: Send + 'static {
     /// MySQL's COM_QUIT), best effort and without waiting, so that it logs a normal end
     /// rather than an aborted connection.
     fn say_goodbye(&mut self) {}
-}
-
-/// When a server connection was opened and last given back, in [`coarse_ms`]: what the
-/// pool's lifetime and idle limits are measured in.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stamps {
-    pub opened: u64,
-    pub idle_since: u64,
-}
-
-static COARSE_MS: AtomicU64 = AtomicU64::new(0);
-
-fn process_start() -> Instant {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-/// Milliseconds since the process started, as of the last [`tick`] (the sweeper's, once a
-/// second): connections are stamped with it when given back, so the statement path reads no
-/// clock for the pool's limits (they are minutes long; a second is close enough).
-pub fn coarse_ms() -> u64 {
-    COARSE_MS.load(Relaxed)
-}
-
-/// Advance [`coarse_ms`] to now; now.
-pub fn tick() -> u64 {
-    let ms = process_start().elapsed().as_millis() as u64;
-    COARSE_MS.fetch_max(ms, Relaxed);
-    ms
-}
-
-/// How a pool is built: its size per worker, how long a checkout waits, and when it closes
-/// connections it would otherwise keep. A reload that changes any of them builds new pools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolLimits {
-    pub size: usize,
-    pub checkout_timeout: Duration,
-    /// A connection this old is closed when given back instead of pooled (zero: never).
-    pub lifetime: Duration,
-    /// An idle connection given back this long ago is closed by [`BackendPool::sweep`]
-    /// (zero: never).
-    pub idle_timeout: Duration,
-}
-
-impl PoolLimits {
-    /// `size` connections per worker, checkouts waiting up to `checkout_timeout`, kept
-    /// however old or idle.
-    pub fn new(size: usize, checkout_timeout: Duration) -> PoolLimits {
-        PoolLimits {
-            size,
-            checkout_timeout,
-            lifetime: Duration::ZERO,
-            idle_timeout: Duration::ZERO,
-        }
-    }
-
-    /// The limits `[pool]` sets, for pools of `size` connections per worker.
-    pub fn of(settings: &crate::config::PoolSettings, size: usize) -> PoolLimits {
-        PoolLimits {
-            size,
-            checkout_timeout: settings.checkout_timeout,
-            lifetime: settings.server_lifetime,
-            idle_timeout: settings.server_idle_timeout,
-        }
-    }
-
-    /// Neither limit is set: no clock is read for them.
-    fn off(&self) -> bool {
-        self.lifetime.is_zero() && self.idle_timeout.is_zero()
-    }
-
-    /// `conn` is past the lifetime or the idle timeout at `now` ([`coarse_ms`]).
-    fn expired<T: Reusable>(&self, conn: &T, now: u64) -> bool {
-        let stamps = conn.stamps();
-        self.too_old(stamps, now)
-            || (!self.idle_timeout.is_zero()
-                && now.saturating_sub(stamps.idle_since) >= self.idle_timeout.as_millis() as u64)
-    }
-
-    /// Past the lifetime at `now`: closed when given back.
-    fn too_old(&self, stamps: Stamps, now: u64) -> bool {
-        !self.lifetime.is_zero()
-            && now.saturating_sub(stamps.opened) >= self.lifetime.as_millis() as u64
-    }
 }
 
 /// Creates and vets server connections for one backend.
@@ -229,25 +151,6 @@ impl<C: Connector> managed::Manager for Manager<C> {
     }
 }
 
-/// What the pool's recycle check asks of an idle connection, for one that waited elsewhere
-/// (a parked one): clean, and nothing arrived from the server meanwhile.
-fn fit<C: Connector>(conn: &Pooled<C>) -> bool {
-    conn.reusable() && !conn.stale()
-}
-
-/// A parked connection not taken: closed if past its pool's `limits`, else given back.
-fn unfit<C: Connector>(conn: Pooled<C>, limits: PoolLimits) {
-    if conn.reusable() && limits.expired(conn.as_ref().as_ref(), coarse_ms()) {
-        let pool = Object::pool(&conn);
-        Object::take(conn).say_goodbye();
-        if let Some(pool) = pool {
-            pool.manager().signal.returned(&pool);
-        }
-    } else {
-        release(conn);
-    }
-}
-
 /// A checked-out connection; it goes back to its pool when dropped (see [`release`]).
 pub type Pooled<C> = Object<Manager<C>>;
 
@@ -277,102 +180,6 @@ pub struct BackendPool<C: Connector> {
     spots: Mutex<Vec<std::sync::Weak<Spot<C>>>>,
     /// Connections parked in them now.
     parked: AtomicUsize,
-}
-
-/// Where a client keeps the clean connection it gave back while nobody else needs it, so
-/// that its next transaction, if it goes to the same server, takes it again without a
-/// checkout (and finds it hot in the cache, with the client's session state already on it).
-/// A parked connection counts as idle: a checkout that finds no idle connection in the pool
-/// takes one from a spot before it waits or opens a new one. The pool lists each spot while it
-/// may hold a connection.
-struct Spot<C: Connector> {
-    conn: Mutex<Option<Pooled<C>>>,
-    /// On its pool's list of spots.
-    listed: std::sync::atomic::AtomicBool,
-}
-
-impl<C: Connector> Spot<C> {
-    /// The connection parked here, if any, taken out (and no longer counted in `pool`).
-    fn take(&self, pool: &BackendPool<C>) -> Option<Pooled<C>> {
-        let conn = self.conn.lock().unwrap().take()?;
-        pool.parked.fetch_sub(1, Relaxed);
-        Some(conn)
-    }
-}
-
-/// A client's parking spots, one at each pool it parked a connection at (see
-/// [`BackendPool::park`]): a client whose reads go to a replica and writes to the primary
-/// keeps one connection at each while nobody else needs them.
-pub struct Parkings<C: Connector>(Vec<Parking<C>>);
-
-impl<C: Connector> Default for Parkings<C> {
-    fn default() -> Self {
-        Parkings(Vec::new())
-    }
-}
-
-impl<C: Connector> Parkings<C> {
-    /// The spot at `pool`, if the client has one.
-    fn at(&self, pool: &Arc<BackendPool<C>>) -> Option<&Parking<C>> {
-        self.0.iter().find(|p| Arc::ptr_eq(&p.pool, pool))
-    }
-
-    /// The spot at `pool`, made if the client has none there; spots at pools a reload
-    /// closed are given up first.
-    fn spot_at(&mut self, pool: &Arc<BackendPool<C>>) -> &Arc<Spot<C>> {
-        self.0.retain(|p| !p.pool.pool.is_closed());
-        match self.0.iter().position(|p| Arc::ptr_eq(&p.pool, pool)) {
-            Some(i) => &self.0[i].spot,
-            None => {
-                self.0.push(Parking {
-                    pool: pool.clone(),
-                    spot: Arc::new(Spot {
-                        conn: Mutex::new(None),
-                        listed: false.into(),
-                    }),
-                });
-                &self.0[self.0.len() - 1].spot
-            }
-        }
-    }
-
-    /// Every parked connection goes back to its pool (the client leaves).
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-}
-
-/// A client's parking spot at one pool (see [`BackendPool::park`]).
-pub struct Parking<C: Connector> {
-    pool: Arc<BackendPool<C>>,
-    spot: Arc<Spot<C>>,
-}
-
-impl<C: Connector> Parking<C> {
-    /// The parked connection, if it is still there, clean, and of `pool`; otherwise the
-    /// connection (if any) goes back to its pool and the answer is `None`.
-    pub fn take_for(&self, pool: &Arc<BackendPool<C>>) -> Option<Pooled<C>> {
-        let conn = self.spot.take(&self.pool)?;
-        if Arc::ptr_eq(&self.pool, pool) && fit(&conn) {
-            Some(conn)
-        } else {
-            unfit(conn, self.pool.pool.manager().limits);
-            None
-        }
-    }
-
-    /// Give the parked connection (if any) back to its pool (the client leaves).
-    fn give_back(&self) {
-        if let Some(conn) = self.spot.take(&self.pool) {
-            release(conn);
-        }
-    }
-}
-
-impl<C: Connector> Drop for Parking<C> {
-    fn drop(&mut self) {
-        self.give_back();
-    }
 }
 
 /// One worker's share of a pool of `total` connections per backend (at least one).
@@ -443,133 +250,11 @@ impl<C: Connector> BackendPool<C> {
         }
     }
 
-    /// Give `conn` back, or park it in the client's spot at this pool for its next
-    /// transaction when it is clean and no other client waits for one of this pool's
-    /// connections (see [`Parking`]). Spots at pools a reload closed are given up.
-    pub fn park(self: &Arc<Self>, mut conn: Pooled<C>, parkings: &mut Parkings<C>) {
-        if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
-            return release(conn);
-        }
-        // One clock read for both limits, none when neither is set.
-        let limits = self.pool.manager().limits;
-        if !limits.off() {
-            let now = coarse_ms();
-            if limits.too_old(conn.stamps(), now) {
-                return release(conn);
-            }
-            conn.stamps_mut().idle_since = now;
-        }
-        let spot = parkings.spot_at(self);
-        // A spot holds one connection: one left there (a checkout that failed before taking
-        // it back) goes back to the pool.
-        match spot.conn.lock().unwrap().replace(conn) {
-            Some(before) => release(before),
-            None => {
-                self.parked.fetch_add(1, Relaxed);
-            }
-        }
-        if !spot.listed.swap(true, Relaxed) {
-            let mut spots = self.spots.lock().unwrap();
-            // Spots that hold nothing now (their clients took their connections back, left,
-            // or moved to another pool) drop off the list here; one that parks again is
-            // listed again. So the list stays about as long as the pool is large.
-            if spots.len() >= 2 * self.size + 16 {
-                spots.retain(|s| match s.upgrade() {
-                    Some(s) if s.conn.lock().unwrap().is_some() => true,
-                    Some(s) => {
-                        s.listed.store(false, Relaxed);
-                        false
-                    }
-                    None => false,
-                });
-            }
-            spots.push(Arc::downgrade(spot));
-        }
-    }
-
-    /// A connection parked by a client, taken from its spot (the client checks out
-    /// normally next time), if one is there and fit for use.
-    fn take_parked(&self) -> Option<Pooled<C>> {
-        if self.parked.load(Relaxed) == 0 {
-            return None;
-        }
-        loop {
-            let spot = self.spots.lock().unwrap().pop()?;
-            let Some(spot) = spot.upgrade() else { continue };
-            spot.listed.store(false, Relaxed);
-            match spot.take(self) {
-                Some(conn) if fit(&conn) => return Some(conn),
-                Some(conn) => unfit(conn, self.pool.manager().limits),
-                None => {}
-            }
-        }
-    }
-
-    /// Give back every parked connection (the pool closes).
-    fn unpark_all(&self) {
-        let spots = std::mem::take(&mut *self.spots.lock().unwrap());
-        for spot in spots.iter().filter_map(std::sync::Weak::upgrade) {
-            spot.listed.store(false, Relaxed);
-            if let Some(conn) = spot.take(self) {
-                if conn.reusable() {
-                    Object::take(conn).say_goodbye();
-                } else {
-                    release(conn);
-                }
-            }
-        }
-    }
-
     /// Whether this pool is what `target` and `limits` would build (a reload then keeps it).
     pub fn same(&self, target: &C, limits: PoolLimits) -> bool {
         self.pool.manager().target == *target
             && self.pool.manager().limits == limits
             && !self.pool.is_closed()
-    }
-
-    /// Close the idle connections past the lifetime or the idle timeout, in the pool and
-    /// parked by clients (see [`PoolLimits`]); how many. Run now and then by each worker.
-    pub fn sweep(&self) -> usize {
-        let limits = self.pool.manager().limits;
-        if limits.lifetime.is_zero() && limits.idle_timeout.is_zero() {
-            return 0;
-        }
-        let now = tick();
-        let removed = self
-            .pool
-            .retain(|conn, _| !limits.expired(conn.as_ref(), now))
-            .removed;
-        let mut closed = removed.len();
-        for mut conn in removed {
-            conn.say_goodbye();
-        }
-        if self.parked.load(Relaxed) > 0 {
-            let spots: Vec<_> = self
-                .spots
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(std::sync::Weak::upgrade)
-                .collect();
-            for spot in spots {
-                let mut slot = spot.conn.lock().unwrap();
-                let old = slot
-                    .as_ref()
-                    .is_some_and(|c| limits.expired(c.as_ref().as_ref(), now));
-                if old {
-                    if let Some(conn) = slot.take() {
-                        self.parked.fetch_sub(1, Relaxed);
-                        drop(slot);
-                        Object::take(conn).say_goodbye();
-                        closed += 1;
-                    }
-                }
-            }
-        }
-        if closed > 0 {
-            self.signal().returned(&self.pool);
-        }
-        closed
     }
 
     /// No more checkouts; idle connections close now, connections in use when returned.
