@@ -51,8 +51,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a connection and bring it to the client's session state.
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
         self.refresh_cluster().map_err(AcquireError::Other)?;
-        let state = self.cluster.state.clone();
-        if state.pause.is_paused() {
+        if self.cluster.state.pause.is_paused() {
+            // (The state is taken only here: no Arc clone on the path of an unpaused cluster.)
+            let state = self.cluster.state.clone();
             let limit = self.w.shared.config().pool.pause_timeout;
             let admitted = state.pause.admit(&state.name, limit).await;
             admitted.map_err(AcquireError::Other)?;

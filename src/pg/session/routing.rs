@@ -290,8 +290,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// for reads, another eligible one (or the fallback) is tried.
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
         self.refresh_cluster()?;
-        let state = self.cluster.state.clone();
-        if state.pause.is_paused() {
+        if self.cluster.state.pause.is_paused() {
+            // (The state is taken only here: no Arc clone on the path of an unpaused cluster.)
+            let state = self.cluster.state.clone();
             let limit = self.worker.shared.config().pool.pause_timeout;
             let admitted = state.pause.admit(&state.name, limit).await;
             admitted.map_err(SessionError::Paused)?;
