@@ -38,7 +38,7 @@ impl std::ops::Deref for Shared {
 
 /// What validating the config as text cannot see, checked where the values are used: the TLS
 /// certificate and key load, a non-loopback admin listener has a token, SCRAM verifiers
-/// parse. Run before a config is used (start, `check`, reload), so a reload stays
+/// parse, the clusters' TLS files load. Run before a config is used (start, `check`, reload), so a reload stays
 /// all-or-nothing.
 pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
     use crate::config::ConfigError;
@@ -66,6 +66,10 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
         let addr = parse_addr(&a.listen).map_err(|e| ConfigError::invalid("admin.listen", e))?;
         crate::admin::check_bind(addr, a.token.as_deref())
             .map_err(|e| ConfigError::invalid("admin.token", e))?;
+    }
+    for (i, c) in cfg.clusters.iter().enumerate() {
+        crate::net::backend_tls::ServerTlsConfig::of_cluster(c)
+            .map_err(|e| ConfigError::invalid(format!("cluster[{i}].tls"), e))?;
     }
     for (i, u) in cfg.users.iter().enumerate() {
         if let Some(v) = &u.scram_verifier {

@@ -48,6 +48,7 @@ fn target(c: &MariaCluster, node: usize, user: &str, password: &str, db: Option<
         password: Some(password.into()),
         database: db.map(Into::into),
         connect_timeout: T,
+        tls: switchyard::net::backend_tls::ServerTlsConfig::disabled(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! command answer reader (`Response`: OK, ERR, text result sets, multi-results, session
 //! tracking), fed with server packets cut from the input.
 //!
-//! Input: byte 0 picks capability flags for `Response`; then packets, each a length byte and
+//! Input: byte 0 picks capability flags for `Response` and whether the login asks for TLS
+//! (never, if offered, always); then packets, each a length byte and
 //! that many payload bytes (the last one takes what is left). Login packets carry the sequence
 //! id the login expects unless the length byte's top bit says otherwise.
 //!
@@ -11,15 +12,16 @@
 //! client that tracks some of it.
 //!
 //! Properties: no panic; every packet `Login` asks to send is one whole packet whose sequence
-//! id follows the server's; once the login or the answer is over, feeding more is refused
+//! id follows the server's (after an SSLRequest, the response that follows it); once the login or the answer is over, feeding more is refused
 //! (never a second ending).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::mysql::backend::{Credentials, Fed, Login, LoginStep, Response};
+use switchyard::mysql::backend::{Credentials, Fed, Login, LoginStep, Opening, Response};
 use switchyard::mysql::backend::BACKEND_CAPABILITIES;
 use switchyard::mysql::codec::{frame, CLIENT_DEPRECATE_EOF, CLIENT_SESSION_TRACK};
 use switchyard::mysql::session::ClientTracking;
+use switchyard::net::backend_tls::Wish;
 
 const CREDS: [Credentials<'static>; 2] = [
     Credentials {
@@ -55,12 +57,24 @@ fn sent_seq(out: &[u8]) -> u8 {
     f.seq
 }
 
-fn login(creds: Credentials<'static>, packets: &[(bool, &[u8])]) {
+fn login(creds: Credentials<'static>, tls: Wish, packets: &[(bool, &[u8])]) {
     let Some(((_, first), rest)) = packets.split_first() else {
         return;
     };
-    let Ok((mut login, out)) = Login::start(creds, 0, first) else {
+    let Ok((mut login, opening)) = Login::start(creds, tls, 0, first) else {
         return;
+    };
+    let out = match opening {
+        Opening::Response(out) => {
+            assert!(login.after_tls().is_empty(), "a response held back without TLS");
+            out
+        }
+        Opening::Tls(request) => {
+            assert_ne!(tls, Wish::Off, "TLS asked for against the settings");
+            let out = login.after_tls();
+            assert_eq!(sent_seq(&out), sent_seq(&request).wrapping_add(1));
+            out
+        }
     };
     let mut next = sent_seq(&out).wrapping_add(1);
     let mut done = false;
@@ -104,8 +118,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let packets = packets(rest);
+    let tls = [Wish::Off, Wish::IfOffered, Wish::Required][usize::from(sel >> 2) % 3];
     for creds in CREDS {
-        login(creds, &packets);
+        login(creds, tls, &packets);
     }
     let mut caps = BACKEND_CAPABILITIES;
     if sel & 1 != 0 {

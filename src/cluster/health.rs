@@ -44,6 +44,9 @@ pub trait Prober: Clone + Send + Sync + 'static {
         conn: &mut Self::Conn,
         give_up: Duration,
     ) -> impl Future<Output = Result<Probe, String>> + Send;
+    /// Say the protocol's goodbye on a connection about to be dropped, without waiting (so
+    /// the server does not log it as aborted).
+    fn goodbye(&self, conn: &mut Self::Conn);
 }
 
 /// What one probe saw.
@@ -148,11 +151,28 @@ pub async fn run<P: Prober>(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
         }
         round(&cluster, &prober, &health, &mut trackers, &mut watch).await;
     }
+    // Stopped (shutdown, or a reload that replaced this checker): a probe still running gets
+    // a moment to finish (then it is aborted with its connection), and the connections are
+    // closed politely.
+    futures_util::future::join_all(trackers.iter_mut().map(|t| async {
+        if let Some(mut r) = t.running.take() {
+            if let Ok(Ok((conn, _))) = tokio::time::timeout(SETTLE, &mut r.task).await {
+                t.conn = conn;
+            }
+        }
+        if let Some(c) = t.conn.as_mut() {
+            prober.goodbye(c);
+        }
+    }))
+    .await;
 }
+
+/// How long a stopping checker waits for a probe in flight.
+const SETTLE: Duration = Duration::from_millis(200);
 
 async fn probe<P: Prober>(
     t: &mut Tracker<P::Conn>,
@@ -209,7 +229,10 @@ async fn run_probe<P: Prober>(
     };
     match prober.probe(&mut conn, give_up).await {
         Ok(p) => (Some(conn), Ok(p)),
-        Err(e) => (None, Err(e)),
+        Err(e) => {
+            prober.goodbye(&mut conn);
+            (None, Err(e))
+        }
     }
 }
 

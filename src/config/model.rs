@@ -395,6 +395,55 @@ pub struct Cluster {
     /// go only to replicas that replayed past the primary's position observed after it.
     #[serde(default)]
     pub consistency: Consistency,
+    /// TLS on the connections to this cluster's servers (pool, health checks, KILL): see
+    /// [`ServerTls`]. Default "prefer". A server named by its Unix socket is never reached
+    /// over TLS (nothing leaves the host; libpq does the same).
+    #[serde(default)]
+    pub tls: ServerTls,
+    /// PEM file of the certificate authorities that sign the servers' certificates; needed by
+    /// "verify-ca" and "verify-full". Default: none.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// Name the servers' certificates must carry under "verify-full". Default: the address's
+    /// IP (the certificate then needs it as an IP subject alternative name).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Client certificate (PEM, chain) and its key presented to servers that ask for one
+    /// (`clientcert` in pg_hba.conf, `REQUIRE X509` in MariaDB); given together. Default: none.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+}
+
+/// TLS to a cluster's servers, by the names libpq's `sslmode` uses (MySQL's `--ssl-mode`
+/// DISABLED, PREFERRED, REQUIRED, VERIFY_CA and VERIFY_IDENTITY mean the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTls {
+    /// Never.
+    Disable,
+    /// When the server offers it, without checking its certificate; plain otherwise.
+    #[default]
+    Prefer,
+    /// Always (a server without TLS is an error); the certificate is not checked.
+    Require,
+    /// Always, with a certificate signed by `tls_ca_file`.
+    VerifyCa,
+    /// As verify-ca, and the certificate names the server (`tls_server_name`, or its IP).
+    VerifyFull,
+}
+
+impl ServerTls {
+    /// The certificate is checked against `tls_ca_file`.
+    pub fn verifies(self) -> bool {
+        matches!(self, ServerTls::VerifyCa | ServerTls::VerifyFull)
+    }
+
+    /// A server without TLS is refused.
+    pub fn required(self) -> bool {
+        !matches!(self, ServerTls::Disable | ServerTls::Prefer)
+    }
 }
 
 /// A replica address with an optional weight.
@@ -716,6 +765,18 @@ impl Config {
             }
             if c.pool_size == Some(0) {
                 return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
+            }
+            if c.tls.verifies() && c.tls_ca_file.is_none() {
+                return Err(ConfigError::invalid(
+                    key("tls_ca_file"),
+                    "verify-ca and verify-full need the certificate authorities' PEM file",
+                ));
+            }
+            if c.tls_cert.is_some() != c.tls_key.is_some() {
+                return Err(ConfigError::invalid(
+                    key("tls_cert"),
+                    "tls_cert and tls_key must be given together",
+                ));
             }
         }
         Ok(())

@@ -109,6 +109,10 @@ impl Prober for MyProber {
         MyConn::connect(&target).await.map_err(|e| e.to_string())
     }
 
+    fn goodbye(&self, conn: &mut Self::Conn) {
+        crate::pool::Reusable::say_goodbye(conn);
+    }
+
     async fn probe(&self, conn: &mut MyConn, give_up: Duration) -> Result<Probe, String> {
         let r = conn.query(PROBE_SQL, give_up).await.map_err(|e| match e {
             MyQueryError::Server {

@@ -227,6 +227,7 @@ pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> MyTarget {
         password: c.password.clone(),
         database: None,
         connect_timeout: cfg.pool.connect_timeout,
+        tls: crate::net::backend_tls::ServerTlsConfig::for_cluster(c),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The socket to a server: TCP, or a Unix-domain socket when the server runs on this host
-//! (the same bytes without the TCP stack's work on both ends).
+//! The socket to a server: TCP, TLS over TCP (`[[cluster]] tls`, see [`super::backend_tls`]),
+//! or a Unix-domain socket when the server runs on this host (the same bytes without the TCP
+//! stack's work on both ends).
 
 use crate::config::BackendAddr;
 use std::io;
@@ -13,6 +14,13 @@ use tokio::net::{TcpStream, UnixStream};
 pub enum BackendStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// During a TLS handshake, or after one failed: every operation fails.
+    Upgrading,
+}
+
+fn upgrading() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "TLS handshake did not finish")
 }
 
 impl BackendStream {
@@ -29,19 +37,70 @@ impl BackendStream {
         }
     }
 
+    /// Run the TLS handshake on a TCP stream the server agreed to encrypt. On failure the
+    /// stream is gone.
+    pub async fn start_tls(&mut self, tls: &super::backend_tls::ServerTlsConfig) -> io::Result<()> {
+        let tcp = match std::mem::replace(self, BackendStream::Upgrading) {
+            BackendStream::Tcp(tcp) => tcp,
+            other => {
+                *self = other;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS only on a plain TCP connection",
+                ));
+            }
+        };
+        let peer = tcp.peer_addr()?;
+        *self = BackendStream::Tls(Box::new(tls.handshake(tcp, peer).await?));
+        Ok(())
+    }
+
+    /// Whether TLS protects this connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, BackendStream::Tls(_))
+    }
+
     /// Whether the socket has something to read (or was closed) now, without reading it.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             BackendStream::Tcp(s) => s.poll_read_ready(cx),
             BackendStream::Unix(s) => s.poll_read_ready(cx),
+            // Plaintext rustls holds back would be something the server said too.
+            BackendStream::Tls(s) => s.get_ref().0.poll_read_ready(cx),
+            BackendStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 
-    /// Write what the socket takes now without waiting (a goodbye before closing).
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    /// Send `msg` (a goodbye before closing) as far as the socket takes it now, without
+    /// waiting; over TLS also the close_notify alert.
+    pub fn goodbye(&mut self, msg: &[u8]) {
         match self {
-            BackendStream::Tcp(s) => s.try_write(buf),
-            BackendStream::Unix(s) => s.try_write(buf),
+            BackendStream::Tcp(s) => drop(s.try_write(msg)),
+            BackendStream::Unix(s) => drop(s.try_write(msg)),
+            BackendStream::Tls(s) => {
+                use std::io::Write;
+                let (tcp, conn) = s.get_mut();
+                if conn.writer().write_all(msg).is_err() {
+                    return;
+                }
+                conn.send_close_notify();
+                struct Now<'a>(&'a TcpStream);
+                impl std::io::Write for Now<'_> {
+                    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                        self.0.try_write(buf)
+                    }
+                    fn flush(&mut self) -> io::Result<()> {
+                        Ok(())
+                    }
+                }
+                while conn.wants_write() {
+                    match conn.write_tls(&mut Now(tcp)) {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+            }
+            BackendStream::Upgrading => {}
         }
     }
 
@@ -49,7 +108,8 @@ impl BackendStream {
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             BackendStream::Tcp(s) => s.local_addr().ok(),
-            BackendStream::Unix(_) => None,
+            BackendStream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            BackendStream::Unix(_) | BackendStream::Upgrading => None,
         }
     }
 }
@@ -63,6 +123,8 @@ impl AsyncRead for BackendStream {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             BackendStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            BackendStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 }
@@ -76,6 +138,8 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             BackendStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            BackendStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 
@@ -87,10 +151,13 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             BackendStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            BackendStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
+        // rustls takes the slices into one record anyway.
         true
     }
 
@@ -98,6 +165,8 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             BackendStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            BackendStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
 
@@ -105,6 +174,8 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             BackendStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            BackendStream::Upgrading => Poll::Ready(Ok(())),
         }
     }
 }

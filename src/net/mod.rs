@@ -2,6 +2,7 @@
 //! spreads new connections over workers and no accept crosses threads.
 
 pub mod backend;
+pub mod backend_tls;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -35,6 +35,10 @@ pub enum ConnectError {
     },
     #[error("server {addr} broke the startup protocol: {what}")]
     Protocol { addr: BackendAddr, what: String },
+    /// No TLS where the cluster's `tls` requires it, or a handshake that failed (an
+    /// unverifiable certificate, a name that does not match).
+    #[error("TLS to {addr}: {what}")]
+    Tls { addr: BackendAddr, what: String },
 }
 
 /// Where and as whom to connect.
@@ -47,6 +51,8 @@ pub struct BackendTarget {
     pub connect_timeout: Duration,
     /// application_name the server sees (pool connections and health probes differ).
     pub application_name: &'static str,
+    /// TLS to the server (`[[cluster]] tls`).
+    pub tls: crate::net::backend_tls::ServerTlsConfig,
 }
 
 /// One authenticated server connection, idle and ready for a query when handed out.
@@ -125,6 +131,7 @@ impl BackendConn {
             what: what.to_owned(),
         };
         let mut stream = BackendStream::connect(addr).await.map_err(io)?;
+        negotiate_tls(&mut stream, t).await?;
         let mut out = BytesMut::with_capacity(256);
         let mut params: Vec<(&str, &str)> = vec![
             ("user", &t.user),
@@ -362,6 +369,42 @@ pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
+/// Ask for TLS as the target's `tls` wants (an SSLRequest before the startup packet).
+async fn negotiate_tls(stream: &mut BackendStream, t: &BackendTarget) -> Result<(), ConnectError> {
+    use crate::net::backend_tls::Wish;
+    let addr = t.addr;
+    let fail = |what: String| ConnectError::Tls { addr, what };
+    let wish = t.tls.wish(addr);
+    if wish == Wish::Off {
+        return Ok(());
+    }
+    stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .map_err(|e| fail(format!("sending SSLRequest: {e}")))?;
+    // Exactly one byte: anything the server sent after it before the handshake would be
+    // unencrypted bytes injected into the session (CVE-2021-23222).
+    let mut answer = [0u8; 1];
+    stream
+        .read_exact(&mut answer)
+        .await
+        .map_err(|e| fail(format!("reading the answer to SSLRequest: {e}")))?;
+    match answer[0] {
+        b'S' => stream
+            .start_tls(&t.tls)
+            .await
+            .map_err(|e| fail(format!("handshake failed: {e}"))),
+        b'N' if wish == Wish::IfOffered => Ok(()),
+        b'N' => Err(fail(format!(
+            "the server does not offer TLS, which tls = {:?} requires",
+            t.tls.mode()
+        ))),
+        other => Err(fail(format!(
+            "unexpected answer {other:#04x} to SSLRequest"
+        ))),
+    }
+}
+
 fn sasl_mechanisms(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     data.split(|&b| b == 0).take_while(|m| !m.is_empty())
 }
@@ -435,6 +478,10 @@ impl crate::pool::Reusable for BackendConn {
         self.clean && !self.cancelled
     }
 
+    fn at_rest(&self) -> bool {
+        self.clean
+    }
+
     fn stamps(&self) -> crate::pool::Stamps {
         self.stamps
     }
@@ -444,7 +491,7 @@ impl crate::pool::Reusable for BackendConn {
     }
 
     fn say_goodbye(&mut self) {
-        let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
+        self.stream.goodbye(&[b'X', 0, 0, 0, 4]);
     }
 
     /// An idle connection has nothing to say. If the server wrote anyway or closed it, the

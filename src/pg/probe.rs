@@ -58,6 +58,10 @@ impl Prober for PgProber {
             .map_err(|e| e.to_string())
     }
 
+    fn goodbye(&self, conn: &mut Self::Conn) {
+        crate::pool::Reusable::say_goodbye(conn);
+    }
+
     async fn probe(&self, conn: &mut BackendConn, give_up: Duration) -> Result<Probe, String> {
         let row = conn.query_row(PROBE_SQL, give_up).await?;
         parse_probe(&row).ok_or_else(|| "unexpected probe result".to_string())

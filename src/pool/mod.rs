@@ -62,6 +62,13 @@ pub trait Reusable: Send + 'static {
     /// MySQL's COM_QUIT), best effort and without waiting, so that it logs a normal end
     /// rather than an aborted connection.
     fn say_goodbye(&mut self) {}
+    /// Idle at a message boundary, though perhaps not reusable (a cancel or KILL was sent
+    /// to it): a goodbye is read as one. A connection whose protocol state is unknown
+    /// (given back mid-answer or mid-message) is closed without one, as bytes written to it
+    /// could be taken as part of a message.
+    fn at_rest(&self) -> bool {
+        false
+    }
 }
 
 /// Creates and vets server connections for one backend.
@@ -522,7 +529,10 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
         .filter(|l| !l.off());
     let now = limits.map(|_| coarse_ms());
     if !conn.reusable() {
-        drop(Object::take(conn));
+        let mut conn = Object::take(conn);
+        if conn.at_rest() {
+            conn.say_goodbye();
+        }
     } else if limits
         .zip(now)
         .is_some_and(|(l, now)| l.too_old(conn.stamps(), now))

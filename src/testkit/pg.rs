@@ -642,6 +642,53 @@ impl PgCluster {
         self.pg_ctl_start(node)
     }
 
+    /// Turns TLS on at `node` with this certificate chain and key (PEM), and `ca` as the
+    /// authorities whose client certificates it trusts (`cert` lines in pg_hba.conf); the
+    /// files go into the data directory, owned by the server's user. Takes effect by reload.
+    pub fn enable_tls(&self, node: usize, cert: &str, key: &str, ca: Option<&str>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = &self.nodes[node].dir;
+        let mut files = vec![("server.crt", cert), ("server.key", key)];
+        if let Some(ca) = ca {
+            files.push(("root.crt", ca));
+        }
+        for (name, pem) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).with_context(|| format!("write {}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            if self.ctl.as_postgres {
+                let (uid, gid) = postgres_ids()?;
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        let mut settings = vec![
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+        ];
+        if ca.is_some() {
+            settings.push(("ssl_ca_file", "root.crt"));
+        }
+        settings.push(("ssl", "on"));
+        // One statement per call: ALTER SYSTEM cannot run inside a transaction block.
+        for (name, value) in settings {
+            self.psql(node, &format!("ALTER SYSTEM SET {name} = '{value}'"))?;
+        }
+        self.psql(node, "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
+    /// Puts `lines` at the top of `node`'s pg_hba.conf (they match before the kit's own) and
+    /// reloads.
+    pub fn prepend_hba(&self, node: usize, lines: &str) -> Result<()> {
+        let path = self.nodes[node].dir.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).context("read pg_hba.conf")?;
+        // Overwritten in place, so it keeps its owner.
+        std::fs::write(&path, format!("{}\n{old}", lines.trim_end()))
+            .context("write pg_hba.conf")?;
+        self.psql(node, "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
     /// Promotes replica `node` to a primary and waits for the promotion to finish.
     pub fn promote(&self, node: usize) -> Result<()> {
         let r = self.psql(node, "SELECT pg_promote(wait => true)")?;

@@ -6,8 +6,9 @@ use crate::mysql::auth;
 use crate::mysql::codec::{self, Kind, Phase, ProtocolError};
 use crate::mysql::codec::{
     CLIENT_CONNECT_WITH_DB, CLIENT_LONG_PASSWORD, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41,
-    CLIENT_SECURE_CONNECTION,
+    CLIENT_SECURE_CONNECTION, CLIENT_SSL,
 };
+use crate::net::backend_tls::Wish;
 use bytes::BytesMut;
 
 /// Who logs in.
@@ -21,8 +22,13 @@ pub struct Credentials<'a> {
 /// Why a login failed, before the address is known to the error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginError {
-    Refused { code: u16, message: String },
+    Refused {
+        code: u16,
+        message: String,
+    },
     Protocol(String),
+    /// TLS required and not offered.
+    Tls(String),
 }
 
 impl LoginError {
@@ -34,6 +40,7 @@ impl LoginError {
                 message,
             },
             LoginError::Protocol(what) => MyConnectError::Protocol { addr, what },
+            LoginError::Tls(what) => MyConnectError::Tls { addr, what },
         }
     }
 }
@@ -44,6 +51,16 @@ fn protocol(what: impl Into<String>) -> LoginError {
 
 fn bad(e: ProtocolError) -> LoginError {
     LoginError::Protocol(e.to_string())
+}
+
+/// What to send first, from [`Login::start`].
+#[derive(Debug)]
+pub enum Opening {
+    /// The HandshakeResponse41 (one whole packet).
+    Response(BytesMut),
+    /// The SSLRequest packet: send it, run the TLS handshake, then send
+    /// [`Login::after_tls`].
+    Tls(BytesMut),
 }
 
 /// What the login state machine wants next.
@@ -84,6 +101,10 @@ pub struct Login {
     scramble: Vec<u8>,
     /// caching_sha2_password full authentication: the server's public key was asked for.
     key_requested: bool,
+    /// The connection is encrypted (full authentication sends the password as it is).
+    tls: bool,
+    /// The HandshakeResponse41 held back until the TLS handshake is done.
+    after_tls: Option<BytesMut>,
 }
 
 impl std::fmt::Debug for Login {
@@ -114,12 +135,14 @@ fn auth_response(plugin: &[u8], password: &[u8], scramble: &[u8]) -> Option<Vec<
 
 impl Login {
     /// Start from the server's first packet (`seq`, `payload`): the HandshakeResponse41 to
-    /// send. An ERR instead of a handshake (too many connections, host blocked) is a refusal.
+    /// send, or first an SSLRequest when `tls` asks for it and the server offers it. An ERR
+    /// instead of a handshake (too many connections, host blocked) is a refusal.
     pub fn start(
         creds: Credentials<'_>,
+        tls: Wish,
         seq: u8,
         payload: &[u8],
-    ) -> Result<(Login, BytesMut), LoginError> {
+    ) -> Result<(Login, Opening), LoginError> {
         match codec::classify(payload, Phase::Handshake, 0) {
             Kind::Handshake => {}
             Kind::Err => return Err(refusal(payload)),
@@ -138,6 +161,20 @@ impl Login {
         }
         // Bit 0 is CLIENT_LONG_PASSWORD to MySQL and "no MariaDB extensions" to MariaDB,
         // which clears it in its own flags: set it whatever the server says.
+        let encrypt = match tls {
+            Wish::Off => false,
+            _ if h.capabilities & CLIENT_SSL != 0 => true,
+            Wish::IfOffered => false,
+            Wish::Required => {
+                return Err(LoginError::Tls(
+                    "the server does not offer TLS, which the cluster's tls setting requires"
+                        .into(),
+                ))
+            }
+        };
+        if encrypt {
+            wanted |= CLIENT_SSL;
+        }
         let caps = (wanted & h.capabilities & 0xFFFF_FFFF) | CLIENT_LONG_PASSWORD;
         let scramble = h.scramble();
         // The server's default plugin if spoken here, else mysql_native_password (the server
@@ -166,9 +203,18 @@ impl Login {
         };
         let mut body = BytesMut::with_capacity(128);
         codec::put_handshake_response(&mut body, &resp);
+        let mut seq = codec::next_seq(seq);
+        let mut ssl_request = None;
+        if encrypt {
+            // An SSLRequest is the response's first 32 bytes: capabilities, maximum packet
+            // size, character set and the zero filler.
+            let mut out = BytesMut::with_capacity(32 + codec::HEADER_LEN);
+            seq = codec::write_packet(&mut out, seq, &body[..32]);
+            ssl_request = Some(out);
+        }
         let mut out = BytesMut::with_capacity(body.len() + codec::HEADER_LEN);
-        let next_seq = codec::write_packet(&mut out, codec::next_seq(seq), &body);
-        let login = Login {
+        let next_seq = codec::write_packet(&mut out, seq, &body);
+        let mut login = Login {
             password: creds.password.to_vec(),
             next_seq,
             info: LoggedIn {
@@ -183,8 +229,23 @@ impl Login {
             switched: false,
             scramble: scramble.to_vec(),
             key_requested: false,
+            tls: encrypt,
+            after_tls: None,
         };
-        Ok((login, out))
+        let opening = match ssl_request {
+            Some(request) => {
+                login.after_tls = Some(out);
+                Opening::Tls(request)
+            }
+            None => Opening::Response(out),
+        };
+        Ok((login, opening))
+    }
+
+    /// The HandshakeResponse41 to send once the TLS handshake that [`Opening::Tls`] asked
+    /// for is done (empty if none was asked for).
+    pub fn after_tls(&mut self) -> BytesMut {
+        self.after_tls.take().unwrap_or_default()
     }
 
     /// The next server packet of the authentication exchange.
@@ -245,8 +306,14 @@ impl Login {
                 }
                 match data {
                     [codec::CACHING_SHA2_FAST_AUTH_SUCCESS] => Ok(LoginStep::Wait),
-                    // Full authentication (the server has no cached hash): backend
-                    // connections have no TLS, so ask for the server's RSA public key.
+                    // Full authentication (the server has no cached hash): over TLS the
+                    // password itself, NUL-terminated.
+                    [codec::CACHING_SHA2_PERFORM_FULL_AUTH] if self.tls => {
+                        let mut p = self.password.clone();
+                        p.push(0);
+                        Ok(LoginStep::Send(self.send(&p)))
+                    }
+                    // Without TLS, ask for the server's RSA public key.
                     [codec::CACHING_SHA2_PERFORM_FULL_AUTH] => {
                         self.key_requested = true;
                         Ok(LoginStep::Send(
@@ -311,6 +378,19 @@ mod tests {
     const MARIADB_CAPS: u64 =
         (0xF7FE | 0x81BF_0000) | MARIADB_CLIENT_PROGRESS | MARIADB_CLIENT_STMT_BULK_OPERATIONS;
 
+    /// [`Login::start`] without TLS: the HandshakeResponse41.
+    fn start(
+        creds: Credentials<'_>,
+        seq: u8,
+        payload: &[u8],
+    ) -> Result<(Login, BytesMut), LoginError> {
+        let (login, opening) = Login::start(creds, Wish::Off, seq, payload)?;
+        match opening {
+            Opening::Response(out) => Ok((login, out)),
+            Opening::Tls(_) => panic!("TLS was not asked for"),
+        }
+    }
+
     fn creds(db: Option<&'static str>) -> Credentials<'static> {
         Credentials {
             user: "switchyard",
@@ -327,8 +407,67 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_asked_for_before_the_response() {
+        let with_ssl = 0xFFFF_FFFF;
+        let (mut login, opening) = Login::start(
+            creds(Some("db")),
+            Wish::IfOffered,
+            0,
+            &handshake(CACHING_SHA2_PASSWORD, with_ssl),
+        )
+        .unwrap();
+        let Opening::Tls(request) = opening else {
+            panic!("no SSLRequest")
+        };
+        let (seq, body) = sent(&request);
+        assert_eq!((seq, body.len()), (1, 32));
+        let caps = parse_ssl_request(&body).unwrap();
+        assert_ne!(caps.capabilities & CLIENT_SSL, 0);
+        let (seq, body) = sent(&login.after_tls());
+        assert_eq!(seq, 2);
+        let resp = parse_handshake_response(&body).unwrap();
+        assert_eq!(
+            resp.caps.capabilities, caps.capabilities,
+            "the same flags twice"
+        );
+        assert_eq!(resp.user, b"switchyard");
+        // Full authentication over TLS: the password itself, no key exchange.
+        let full = payload(|b| put_auth_more_data(b, &[CACHING_SHA2_PERFORM_FULL_AUTH]));
+        let LoginStep::Send(out) = login.on_packet(3, &full).unwrap() else {
+            panic!("no password")
+        };
+        assert_eq!(sent(&out), (4, b"secret\0".to_vec()));
+        assert!(matches!(
+            login
+                .on_packet(5, &ok(SERVER_STATUS_AUTOCOMMIT, caps.capabilities))
+                .unwrap(),
+            LoginStep::Done(_)
+        ));
+
+        // A server without TLS: plain when preferred, refused when required.
+        let plain = handshake(MYSQL_NATIVE_PASSWORD, with_ssl & !CLIENT_SSL);
+        let (_, opening) = Login::start(creds(None), Wish::IfOffered, 0, &plain).unwrap();
+        let Opening::Response(out) = opening else {
+            panic!("TLS against a server without it")
+        };
+        let (_, body) = sent(&out);
+        assert_eq!(
+            parse_handshake_response(&body).unwrap().caps.capabilities & CLIENT_SSL,
+            0
+        );
+        match Login::start(creds(None), Wish::Required, 0, &plain) {
+            Err(LoginError::Tls(m)) => assert!(m.contains("does not offer TLS"), "{m}"),
+            r => panic!("{:?}", r.map(|_| ())),
+        }
+        // Not asked for: never, even when offered.
+        let offered = handshake(MYSQL_NATIVE_PASSWORD, with_ssl);
+        let (_, opening) = Login::start(creds(None), Wish::Off, 0, &offered).unwrap();
+        assert!(matches!(opening, Opening::Response(_)));
+    }
+
+    #[test]
     fn native_password_login() {
-        let (mut login, out) = Login::start(
+        let (mut login, out) = start(
             creds(Some("app")),
             0,
             &handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS),
@@ -390,7 +529,7 @@ mod tests {
         // The server's default is a plugin not spoken here: the client answers with native
         // password anyway, the server switches (to native password, with a fresh scramble).
         let (mut login, out) =
-            Login::start(creds(None), 0, &handshake(b"client_ed25519", MARIADB_CAPS)).unwrap();
+            start(creds(None), 0, &handshake(b"client_ed25519", MARIADB_CAPS)).unwrap();
         let (_, body) = sent(&out);
         let resp = parse_handshake_response(&body).unwrap();
         assert_eq!(resp.auth_plugin, Some(MYSQL_NATIVE_PASSWORD));
@@ -420,7 +559,7 @@ mod tests {
             login.on_packet(4, &ok(0, caps)).unwrap(),
             LoginStep::Done(_)
         ));
-        let (mut login, _) = Login::start(
+        let (mut login, _) = start(
             creds(None),
             0,
             &handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS),
@@ -440,7 +579,7 @@ mod tests {
     fn caching_sha2_fast_path_and_refusals() {
         let mysql8 = 0xFFFF_FFFF & !CLIENT_SSL;
         let (mut login, out) =
-            Login::start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
+            start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
         let (_, body) = sent(&out);
         let resp = parse_handshake_response(&body).unwrap();
         assert_eq!(resp.auth_plugin, Some(CACHING_SHA2_PASSWORD));
@@ -464,7 +603,7 @@ mod tests {
         // Full authentication: the public key is asked for and the password sent encrypted
         // with it, for the server to decrypt with its private key.
         let (mut login, _) =
-            Login::start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
+            start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
         let full = payload(|b| put_auth_more_data(b, &[CACHING_SHA2_PERFORM_FULL_AUTH]));
         let LoginStep::Send(out) = login.on_packet(2, &full).unwrap() else {
             panic!("no key request")
@@ -489,7 +628,7 @@ mod tests {
         ));
         // A key packet that is not a key: a clear error.
         let (mut login, _) =
-            Login::start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
+            start(creds(None), 0, &handshake(CACHING_SHA2_PASSWORD, mysql8)).unwrap();
         login.on_packet(2, &full).unwrap();
         let junk = payload(|b| put_auth_more_data(b, b"not a key"));
         match login.on_packet(4, &junk) {
@@ -498,7 +637,7 @@ mod tests {
         }
         // A switch to a plugin not spoken here, or to the clear-text one.
         for plugin in [MYSQL_CLEAR_PASSWORD, CLIENT_ED25519] {
-            let (mut login, _) = Login::start(
+            let (mut login, _) = start(
                 creds(None),
                 0,
                 &handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS),
@@ -522,7 +661,7 @@ mod tests {
 
     #[test]
     fn refusals_and_protocol_errors() {
-        let (mut login, _) = Login::start(
+        let (mut login, _) = start(
             creds(None),
             0,
             &handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS),
@@ -536,32 +675,32 @@ mod tests {
             }
         );
         // Too many connections: ERR instead of a handshake.
-        let e = Login::start(creds(None), 0, &err(1040, "Too many connections")).unwrap_err();
+        let e = start(creds(None), 0, &err(1040, "Too many connections")).unwrap_err();
         assert!(matches!(e, LoginError::Refused { code: 1040, .. }));
         // Wrong sequence id, unexpected packets, a pre-4.1 server.
-        let (mut login, _) = Login::start(
+        let (mut login, _) = start(
             creds(None),
             0,
             &handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS),
         )
         .unwrap();
         assert!(login.on_packet(5, &ok(0, CLIENT_PROTOCOL_41)).is_err());
-        let (mut login, _) = Login::start(
+        let (mut login, _) = start(
             creds(None),
             0,
             &handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS),
         )
         .unwrap();
         assert!(login.on_packet(2, b"\x42hello").is_err());
-        assert!(Login::start(creds(None), 0, &handshake(MYSQL_NATIVE_PASSWORD, 0x0200)).is_err());
-        assert!(Login::start(creds(None), 0, b"").is_err());
+        assert!(start(creds(None), 0, &handshake(MYSQL_NATIVE_PASSWORD, 0x0200)).is_err());
+        assert!(start(creds(None), 0, b"").is_err());
     }
 
     #[test]
     fn login_never_panics_on_cut_or_random_bytes() {
         let hs = handshake(MYSQL_NATIVE_PASSWORD, MARIADB_CAPS);
         for cut in 0..hs.len() {
-            let _ = Login::start(creds(None), 0, &hs[..cut]);
+            let _ = start(creds(None), 0, &hs[..cut]);
         }
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
@@ -576,8 +715,8 @@ mod tests {
             if let Some(b) = p.first_mut() {
                 *b = [0x00, 0x01, 0xFE, 0xFF, 0x0A][(next() % 5) as usize];
             }
-            let _ = Login::start(creds(None), 0, &p);
-            let (mut login, _) = Login::start(creds(None), 0, &hs).unwrap();
+            let _ = start(creds(None), 0, &p);
+            let (mut login, _) = start(creds(None), 0, &hs).unwrap();
             let _ = login.on_packet(2, &p);
         }
     }

@@ -39,7 +39,7 @@
 mod login;
 mod response;
 
-pub use login::{Credentials, LoggedIn, Login, LoginError, LoginStep};
+pub use login::{Credentials, LoggedIn, Login, LoginError, LoginStep, Opening};
 pub use response::{Fed, Response};
 
 use super::codec::{self, ProtocolError};
@@ -120,6 +120,10 @@ pub enum MyConnectError {
     },
     #[error("server {addr} broke the connection protocol: {what}")]
     Protocol { addr: BackendAddr, what: String },
+    /// No TLS where the cluster's `tls` requires it, or a handshake that failed (an
+    /// unverifiable certificate, a name that does not match).
+    #[error("TLS to {addr}: {what}")]
+    Tls { addr: BackendAddr, what: String },
 }
 
 /// Why a proxy statement failed (see the module doc for what each leaves the connection in).
@@ -154,6 +158,8 @@ pub struct MyTarget {
     pub database: Option<String>,
     /// Bound on the whole login: TCP connect, handshake and authentication.
     pub connect_timeout: Duration,
+    /// TLS to the server (`[[cluster]] tls`).
+    pub tls: crate::net::backend_tls::ServerTlsConfig,
 }
 
 impl std::fmt::Debug for MyTarget {
@@ -164,6 +170,7 @@ impl std::fmt::Debug for MyTarget {
             .field("password", &self.password.as_ref().map(|_| "<set>"))
             .field("database", &self.database)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -325,7 +332,29 @@ impl MyConn {
             password: t.password.as_deref().unwrap_or("").as_bytes(),
             database: t.database.as_deref(),
         };
-        let (mut login, first) = Login::start(creds, seq, &payload).map_err(fail)?;
+        let (mut login, opening) =
+            Login::start(creds, t.tls.wish(addr), seq, &payload).map_err(fail)?;
+        let first = match opening {
+            Opening::Response(first) => first,
+            Opening::Tls(request) => {
+                if !buf.is_empty() {
+                    return Err(MyConnectError::Protocol {
+                        addr,
+                        what: "unexpected data before the TLS handshake".into(),
+                    });
+                }
+                let tls = |what: String| MyConnectError::Tls { addr, what };
+                stream
+                    .write_all(&request)
+                    .await
+                    .map_err(|e| tls(format!("sending SSLRequest: {e}")))?;
+                stream
+                    .start_tls(&t.tls)
+                    .await
+                    .map_err(|e| tls(format!("handshake failed: {e}")))?;
+                login.after_tls()
+            }
+        };
         stream.write_all(&first).await.map_err(io)?;
         let done = loop {
             let (seq, payload) = read_packet(&mut stream, &mut buf, MAX_LOGIN_PACKET)
@@ -557,10 +586,13 @@ impl MyTarget {
             .await
             .map_err(|e| e.to_string())?;
             let what = if query_only { "QUERY " } else { "" };
-            match conn
+            let answer = conn
                 .query(&format!("KILL {what}{connection_id}"), timeout)
-                .await
-            {
+                .await;
+            if !conn.broken {
+                crate::pool::Reusable::say_goodbye(&mut conn);
+            }
+            match answer {
                 Ok(_) => Ok(()),
                 Err(MyQueryError::Server {
                     code: ER_NO_SUCH_THREAD,
@@ -644,6 +676,10 @@ impl crate::pool::Reusable for MyConn {
         self.clean && !self.killed && !self.broken
     }
 
+    fn at_rest(&self) -> bool {
+        self.clean && !self.broken
+    }
+
     fn stamps(&self) -> crate::pool::Stamps {
         self.stamps
     }
@@ -654,7 +690,7 @@ impl crate::pool::Reusable for MyConn {
 
     fn say_goodbye(&mut self) {
         // COM_QUIT: one-byte payload 0x01, sequence 0.
-        let _ = self.stream.try_write(&[1, 0, 0, 0, 0x01]);
+        self.stream.goodbye(&[1, 0, 0, 0, 0x01]);
     }
 
     /// An idle connection has nothing to say. If the server wrote anyway (the ERR of a KILL,
@@ -719,6 +755,7 @@ mod tests {
             password: Some("hunter2".into()),
             database: None,
             connect_timeout: Duration::from_secs(1),
+            tls: crate::net::backend_tls::ServerTlsConfig::disabled(),
         };
         let s = format!("{t:?}");
         assert!(!s.contains("hunter2") && s.contains("<set>"), "{s}");
