@@ -314,3 +314,50 @@ impl ServerCertVerifier for Checked {
         self.inner.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendAddr;
+
+    #[test]
+    fn modes_ask_as_named_and_configs_compare_by_settings_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["db.test".to_string()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ck.cert.pem()).unwrap();
+        let ca = ca.to_str().unwrap();
+        let tcp: BackendAddr = "127.0.0.1:5432".parse().unwrap();
+        let unix: BackendAddr = "/run/postgresql/.s.PGSQL.5432".parse().unwrap();
+        let build = |mode, ca| ServerTlsConfig::build(mode, ca, None, None).unwrap();
+        assert_eq!(build(ServerTls::Disable, None).wish(tcp), Wish::Off);
+        assert_eq!(build(ServerTls::Prefer, None).wish(tcp), Wish::IfOffered);
+        assert_eq!(build(ServerTls::Require, None).wish(tcp), Wish::Required);
+        let full = build(ServerTls::VerifyFull, Some(ca));
+        assert_eq!(full.wish(tcp), Wish::Required);
+        assert_eq!(full.wish(unix), Wish::Off, "never TLS over a Unix socket");
+        // The same settings and files: equal (a reload keeps the pools); another mode or
+        // other file contents: not.
+        assert_eq!(full, build(ServerTls::VerifyFull, Some(ca)));
+        assert_ne!(full, build(ServerTls::VerifyCa, Some(ca)));
+        let other = rcgen::generate_simple_self_signed(vec!["db.test".to_string()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), other.cert.pem()).unwrap();
+        assert_ne!(full, build(ServerTls::VerifyFull, Some(ca)));
+        assert_eq!(
+            ServerTlsConfig::disabled(),
+            build(ServerTls::Disable, Some(ca))
+        );
+        // Files that do not load and names that are not names: errors naming them.
+        let e = ServerTlsConfig::build(ServerTls::VerifyCa, Some("/nonexistent.pem"), None, None)
+            .unwrap_err();
+        assert!(e.contains("/nonexistent.pem"), "{e}");
+        let e = ServerTlsConfig::build(ServerTls::Require, None, Some("not a name!"), None)
+            .unwrap_err();
+        assert!(e.contains("tls_server_name"), "{e}");
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        let empty = dir.path().join("empty.pem");
+        let e =
+            ServerTlsConfig::build(ServerTls::VerifyCa, empty.to_str(), None, None).unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+    }
+}
