@@ -33,6 +33,10 @@
 #   SKIP_DEPS [0]         1: do not run scripts/install-deps.sh
 #   KEEP_TMP [0]          1: keep the temporary directory (logs, configs) for inspection
 #   HOLD                  seconds: start everything, print the ports, wait that long, stop (profiling)
+#   SERVER_TLS [0]        1: the server has TLS on (a self-signed certificate) and both proxies
+#                         reach it over TLS (PgBouncer server_tls_sslmode = require, switchyard
+#                         [[cluster]] tls = "require"); pgbench reaches every contender, direct
+#                         included, in plain TCP
 set -euo pipefail
 export LC_ALL=C
 
@@ -56,16 +60,17 @@ RESULTS_DIR=${RESULTS_DIR:-$ROOT/benches/results}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_DEPS=${SKIP_DEPS:-0}
 KEEP_TMP=${KEEP_TMP:-0}
+SERVER_TLS=${SERVER_TLS:-0}
 
 # The exact command line, with every setting that shapes the numbers.
 CMDLINE="SCALE=$SCALE DURATION=$DURATION ROUNDS=$ROUNDS CLIENTS='$CLIENTS' MODES='$MODES' \
 POOL_SIZE=$POOL_SIZE WORKERS=$WORKERS WARMUP=$WARMUP JOBS=$JOBS MUX_DEPTH=$MUX_DEPTH \
-CONTENDERS='$CONTENDERS' benches/compare.sh${*:+ $*}"
+CONTENDERS='$CONTENDERS' SERVER_TLS=$SERVER_TLS benches/compare.sh${*:+ $*}"
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for v in SCALE DURATION ROUNDS JOBS POOL_SIZE WORKERS WARMUP MUX_DEPTH; do
+for v in SCALE DURATION ROUNDS JOBS POOL_SIZE WORKERS WARMUP MUX_DEPTH SERVER_TLS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$JOBS" -ge 1 ] && [ "$POOL_SIZE" -ge 1 ] \
@@ -231,6 +236,15 @@ fsync = off
 full_page_writes = off
 shared_buffers = 128MB
 EOF
+if [ "$SERVER_TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -keyout "$TMP/pgdata/server.key" -out "$TMP/pgdata/server.crt" \
+        >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log" >&2; die "openssl req failed"; }
+    chmod 0600 "$TMP/pgdata/server.key"
+    [ "$(id -u)" -eq 0 ] && chown "$SERVER_USER:" "$TMP/pgdata/server.key" "$TMP/pgdata/server.crt"
+    printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" \
+        >>"$TMP/pgdata/postgresql.conf"
+fi
 PG_STARTED=1
 "${AS_SERVER[@]}" "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -l "$TMP/postgres.log" -w -t 60 start >/dev/null \
     || { tail -n 30 "$TMP/postgres.log" >&2; die "postgres did not start"; }
@@ -264,6 +278,7 @@ logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
+server_tls_sslmode = $([ "$SERVER_TLS" = 1 ] && echo require || echo disable)
 EOF
     [ "$(id -u)" -eq 0 ] && chown "$SERVER_USER:" "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
     PGB_STARTED=1
@@ -299,6 +314,7 @@ name = "bench"
 database = "bench"
 primary = "127.0.0.1:$PG_PORT"
 user = "bench"
+tls = "$([ "$SERVER_TLS" = 1 ] && echo require || echo disable)"
 EOF
     "$SWITCHYARD" check --config "$TMP/$name.toml" >&2 || die "switchyard check rejected the config"
     # In its own session, as a service manager would run it and as PgBouncer (-d) and

@@ -601,3 +601,130 @@ async fn mariadb_servers_are_reached_over_tls_as_each_cluster_says() {
         assert!(aborted.is_empty(), "node {node}: {aborted:#?}");
     }
 }
+
+/// A certificate and key (PEM) for a P-521 ECDSA key, which OpenSSL serves and rustls does
+/// not speak: every TLS handshake with it fails.
+fn p521_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let (ok, out, err) = support::run(std::process::Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:secp521r1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}{err}");
+    (
+        std::fs::read_to_string(cert).unwrap(),
+        std::fs::read_to_string(key).unwrap(),
+    )
+}
+
+/// "prefer" as libpq's and MySQL's PREFERRED: a server that offers TLS but whose handshake
+/// fails is reached without TLS; "require" refuses it with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_connects_without_tls_when_the_handshake_fails() {
+    use mysql_async::prelude::*;
+    let (cert, key) = p521_pair();
+    let pg = PgCluster::start(0).expect("start PostgreSQL");
+    pg.enable_tls(0, &cert, &key, None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg.psql(0, "SHOW ssl").unwrap() != "on" {
+        assert!(Instant::now() < deadline, "ssl not on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cluster = |db: &str, tls: &str| {
+        format!(
+            "[[cluster]]\nname = \"{db}\"\ndatabase = \"{db}\"\nbackend_database = \"postgres\"\n\
+             primary = \"127.0.0.1:{}\"\nuser = \"postgres\"\ntls = \"{tls}\"\n",
+            pg.primary_port()
+        )
+    };
+    let text = format!(
+        "[general]\nworkers = 1\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+         [[user]]\nname = \"app\"\npassword = \"secret\"\n{}{}",
+        cluster("pg_prefer", "prefer"),
+        cluster("pg_require", "require")
+    );
+    let proxy = support::start_proxy(&text);
+    let client = support::connect(&conn_str(proxy.port, "pg_prefer")).await;
+    assert_eq!(
+        one_value(&client, PG_SSL).await,
+        format!("false {}", pg.primary_port())
+    );
+    let e =
+        match tokio_postgres::connect(&conn_str(proxy.port, "pg_require"), tokio_postgres::NoTls)
+            .await
+        {
+            Ok(_) => panic!("pg_require: connected"),
+            Err(e) => format!("{e:?}"),
+        };
+    assert!(e.contains("handshake failed"), "{e}");
+
+    // The same with MariaDB, whose certificate files need only be readable.
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-p521-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path.display().to_string()
+    };
+    let (cert_path, key_path) = (write("c.pem", &cert), write("k.pem", &key));
+    let my = MariaCluster::start_with(MariaClusterOptions {
+        extra_args: vec![
+            format!("--ssl-cert={cert_path}"),
+            format!("--ssl-key={key_path}"),
+        ],
+        ..Default::default()
+    })
+    .expect("start MariaDB");
+    assert_eq!(my.value(0, "SELECT @@have_ssl").unwrap(), "YES");
+    let cluster = |db: &str, tls: &str| {
+        format!(
+            "[[cluster]]\nname = \"{db}\"\nprotocol = \"mysql\"\ndatabase = \"{db}\"\n\
+             backend_database = \"mysql\"\nprimary = \"127.0.0.1:{}\"\nuser = \"switchyard\"\n\
+             password = \"switchyard_pw\"\ntls = \"{tls}\"\n",
+            my.primary_port()
+        )
+    };
+    let text = format!(
+        "[general]\nworkers = 1\n[mysql]\nlisten = \"127.0.0.1:0\"\n\
+         [[user]]\nname = \"app\"\npassword = \"app_pw\"\n{}{}",
+        cluster("my_prefer", "prefer"),
+        cluster("my_require", "require")
+    );
+    let cfg = switchyard::config::Config::from_toml(&text).unwrap();
+    let server = switchyard::app::Server::start(cfg).unwrap();
+    let port = server.my_addr.unwrap().port();
+    let mut conn = mysql_async::Conn::new(my_opts(port, "my_prefer"))
+        .await
+        .unwrap();
+    let plain: String = conn.query_first(MY_SSL).await.unwrap().unwrap();
+    assert_eq!(plain, format!(" {}", my.primary_port()), "no TLS version");
+    drop(conn);
+    let e = async {
+        let mut conn = mysql_async::Conn::new(my_opts(port, "my_require")).await?;
+        conn.query_drop("SELECT 1").await
+    }
+    .await
+    .expect_err("my_require")
+    .to_string();
+    assert!(e.contains("handshake failed"), "{e}");
+    server.shutdown();
+}

@@ -4,6 +4,7 @@
 use super::codec::{self, put_message, put_startup};
 use crate::config::BackendAddr;
 use crate::net::backend::BackendStream;
+use crate::net::backend_tls::Wish;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::collections::HashSet;
@@ -131,7 +132,14 @@ impl BackendConn {
             what: what.to_owned(),
         };
         let mut stream = BackendStream::connect(addr).await.map_err(io)?;
-        negotiate_tls(&mut stream, t).await?;
+        match negotiate_tls(&mut stream, t).await {
+            // "prefer" as libpq's: a TLS handshake that fails is retried without TLS.
+            Err(e @ ConnectError::Tls { .. }) if t.tls.wish(addr) == Wish::IfOffered => {
+                tracing::warn!(server = %addr, error = %e, "TLS failed; connecting without it (tls = \"prefer\")");
+                stream = BackendStream::connect(addr).await.map_err(io)?;
+            }
+            r => r?,
+        }
         let mut out = BytesMut::with_capacity(256);
         let mut params: Vec<(&str, &str)> = vec![
             ("user", &t.user),
@@ -371,7 +379,6 @@ pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
 
 /// Ask for TLS as the target's `tls` wants (an SSLRequest before the startup packet).
 async fn negotiate_tls(stream: &mut BackendStream, t: &BackendTarget) -> Result<(), ConnectError> {
-    use crate::net::backend_tls::Wish;
     let addr = t.addr;
     let fail = |what: String| ConnectError::Tls { addr, what };
     let wish = t.tls.wish(addr);

@@ -309,6 +309,22 @@ impl MyConn {
     }
 
     async fn connect_inner(t: &MyTarget) -> Result<MyConn, MyConnectError> {
+        use crate::net::backend_tls::Wish;
+        let wish = t.tls.wish(t.addr);
+        match Self::login(t, wish).await {
+            // PREFERRED as MySQL's clients: a TLS handshake that fails is retried without.
+            Err(e @ MyConnectError::Tls { .. }) if wish == Wish::IfOffered => {
+                tracing::warn!(server = %t.addr, error = %e, "TLS failed; connecting without it (tls = \"prefer\")");
+                Self::login(t, Wish::Off).await
+            }
+            r => r,
+        }
+    }
+
+    async fn login(
+        t: &MyTarget,
+        wish: crate::net::backend_tls::Wish,
+    ) -> Result<MyConn, MyConnectError> {
         let addr = t.addr;
         let io = |source| MyConnectError::Io {
             addr,
@@ -332,8 +348,7 @@ impl MyConn {
             password: t.password.as_deref().unwrap_or("").as_bytes(),
             database: t.database.as_deref(),
         };
-        let (mut login, opening) =
-            Login::start(creds, t.tls.wish(addr), seq, &payload).map_err(fail)?;
+        let (mut login, opening) = Login::start(creds, wish, seq, &payload).map_err(fail)?;
         let first = match opening {
             Opening::Response(first) => first,
             Opening::Tls(request) => {
