@@ -32,6 +32,23 @@ struct PemText {
     server_key: String,
 }
 
+/// A temporary directory every server user may read (the servers may run as another user).
+fn readable_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Write `text` to `name` in `dir`, readable by all; its path.
+fn write_readable(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path.display().to_string()
+}
+
 fn pki() -> &'static Pki {
     static P: OnceLock<Pki> = OnceLock::new();
     P.get_or_init(|| {
@@ -60,18 +77,8 @@ fn pki() -> &'static Pki {
         let ckey = KeyPair::generate().unwrap();
         let client = cp.signed_by(&ckey, &ca, &ca_key).unwrap();
 
-        let dir = tempfile::Builder::new()
-            .prefix("switchyard-pki-")
-            .tempdir()
-            .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            path.display().to_string()
-        };
+        let dir = readable_dir("switchyard-pki-");
+        let write = |name: &str, text: &str| write_readable(&dir, name, text);
         let pem = PemText {
             ca: ca.pem(),
             server_cert: server.pem(),
@@ -270,6 +277,16 @@ async fn postgres_servers_are_reached_over_tls_as_each_cluster_says() {
             "tls_user"
         };
         assert_eq!(who, format!("user={user}"), "{db}");
+        // A statement larger than the socket takes at once arrives whole (rustls holds what
+        // the socket did not take until it is flushed).
+        let big = "x".repeat(24 << 20);
+        let len = tokio::time::timeout(
+            Duration::from_secs(60),
+            one_value(&client, &format!("SELECT length('{big}')")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{db}: a 24 MiB statement did not complete"));
+        assert_eq!(len, (24 << 20).to_string(), "{db}");
     }
     // A cancel still reaches the server (CancelRequest needs no login).
     let client = support::connect(&conn_str(proxy.port, "pg_full")).await;
@@ -529,6 +546,16 @@ async fn mariadb_servers_are_reached_over_tls_as_each_cluster_says() {
         assert_eq!(at, c.replica_ports()[0].to_string(), "{db}");
         // Writes, prepared statements and the answer to them over TLS to the primary.
         let id = i as i64 + 1;
+        let big = "y".repeat(12 << 20);
+        let len: i64 = tokio::time::timeout(
+            Duration::from_secs(60),
+            conn.query_first(format!("SELECT LENGTH('{big}')")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{db}: a 12 MiB statement did not complete"))
+        .unwrap()
+        .unwrap();
+        assert_eq!(len, 12 << 20, "{db}");
         conn.exec_drop("INSERT INTO t VALUES (?, REPEAT('x', 100000))", (id,))
             .await
             .unwrap();
@@ -673,19 +700,9 @@ async fn prefer_connects_without_tls_when_the_handshake_fails() {
     assert!(e.contains("handshake failed"), "{e}");
 
     // The same with MariaDB, whose certificate files need only be readable.
-    let dir = tempfile::Builder::new()
-        .prefix("switchyard-p521-")
-        .tempdir()
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        path.display().to_string()
-    };
-    let (cert_path, key_path) = (write("c.pem", &cert), write("k.pem", &key));
+    let dir = readable_dir("switchyard-p521-");
+    let cert_path = write_readable(&dir, "c.pem", &cert);
+    let key_path = write_readable(&dir, "k.pem", &key);
     let my = MariaCluster::start_with(MariaClusterOptions {
         extra_args: vec![
             format!("--ssl-cert={cert_path}"),

@@ -123,7 +123,15 @@ impl AsyncRead for BackendStream {
         match self.get_mut() {
             BackendStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             BackendStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            BackendStream::Tls(s) => {
+                // A write returns once rustls has the bytes, perhaps before the socket took
+                // all of its records: send those while waiting for the answer, or the server
+                // waits for them and this side for it.
+                if let Poll::Ready(Err(e)) = Pin::new(s.as_mut()).poll_flush(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                Pin::new(s.as_mut()).poll_read(cx, buf)
+            }
             BackendStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -177,5 +185,68 @@ impl AsyncWrite for BackendStream {
             BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             BackendStream::Upgrading => Poll::Ready(Ok(())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Over TLS, a write returns once rustls took the bytes, which may be before the socket
+    /// took all of its records; the stream must still deliver them while its owner waits for
+    /// the answer (and does not write again). Small socket buffers and a server that pauses
+    /// just before the end of the request make the last records wait in rustls.
+    #[tokio::test]
+    async fn a_tls_write_is_delivered_whole_while_the_answer_is_awaited() {
+        const SIZE: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = super::super::tls::self_signed(dir.path()).unwrap();
+        let acceptor = super::super::tls::acceptor(&cert, &key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        socket2::SockRef::from(&listener)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut got = vec![0u8; SIZE];
+            let pause_at = SIZE - (40 << 10);
+            tls.read_exact(&mut got[..pause_at]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tls.read_exact(&mut got[pause_at..]).await.unwrap();
+            assert!(got.iter().all(|&b| b == 7));
+            tls.write_all(b"done").await.unwrap();
+            tls.flush().await.unwrap();
+        });
+        let cfg = super::super::backend_tls::ServerTlsConfig::build(
+            crate::config::ServerTls::Require,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        let mut s = BackendStream::connect(BackendAddr::Tcp(addr))
+            .await
+            .unwrap();
+        if let BackendStream::Tcp(tcp) = &s {
+            socket2::SockRef::from(tcp)
+                .set_send_buffer_size(4096)
+                .unwrap();
+        }
+        s.start_tls(&cfg).await.unwrap();
+        assert!(s.is_tls());
+        s.write_all(&vec![7u8; SIZE]).await.unwrap();
+        let mut answer = [0u8; 4];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.read_exact(&mut answer),
+        )
+        .await
+        .expect("the server never got the whole request")
+        .unwrap();
+        assert_eq!(&answer, b"done");
+        server.await.unwrap();
     }
 }

@@ -96,7 +96,14 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Tls(s) => {
+                // What rustls still holds of an answer goes out while the client's next
+                // message is awaited (a write returns once rustls has the bytes).
+                if let Poll::Ready(Err(e)) = Pin::new(s.as_mut()).poll_flush(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                Pin::new(s.as_mut()).poll_read(cx, buf)
+            }
             ClientStream::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -145,4 +152,57 @@ pub fn self_signed(dir: &std::path::Path) -> Result<(String, String), String> {
     std::fs::write(&cert, ck.cert.pem()).map_err(|e| e.to_string())?;
     std::fs::write(&key, ck.key_pair.serialize_pem()).map_err(|e| e.to_string())?;
     Ok((cert.display().to_string(), key.display().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A TLS client's answer is delivered whole while its next message is awaited, even when
+    /// the socket did not take the last records at the write (small buffers and a client
+    /// that pauses just before the end of the answer make them wait in rustls).
+    #[tokio::test]
+    async fn a_tls_answer_is_delivered_whole_while_the_next_message_is_awaited() {
+        const SIZE: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path()).unwrap();
+        let acceptor = acceptor(&cert, &key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let tcp = socket.connect(addr).await.unwrap();
+            let cfg = crate::net::backend_tls::ServerTlsConfig::build(
+                crate::config::ServerTls::Require,
+                None,
+                None,
+                None,
+            )
+            .unwrap();
+            let mut tls = cfg.handshake(tcp, addr).await.unwrap();
+            let mut got = vec![0u8; SIZE];
+            let pause_at = SIZE - (40 << 10);
+            tls.read_exact(&mut got[..pause_at]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tls.read_exact(&mut got[pause_at..]).await.unwrap();
+            assert!(got.iter().all(|&b| b == 9));
+            tls.write_all(b"next").await.unwrap();
+            tls.flush().await.unwrap();
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&tcp)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let mut s = ClientStream::Tls(Box::new(acceptor.accept(tcp).await.unwrap()));
+        s.write_all(&vec![9u8; SIZE]).await.unwrap();
+        let mut next = [0u8; 4];
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut next))
+            .await
+            .expect("the client never got the whole answer")
+            .unwrap();
+        assert_eq!(&next, b"next");
+        client.await.unwrap();
+    }
 }
