@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # PostgreSQL's own regression suite (pg_regress, parallel_schedule) run three ways against a
 # fresh PostgreSQL 15 primary each: directly, through Switchyard in session mode and through
-# Switchyard in transaction mode.
+# Switchyard in transaction mode. The servers have TLS on; pg_regress's clients connect
+# without it (PGSSLMODE=disable), and so does the session-mode proxy, while the
+# transaction-mode proxy reaches its server over TLS ([[cluster]] tls = "require"), so that
+# both of the proxy's server streams run the whole suite.
 #
 # Usage: tests/pg_regress/run.sh [--prepare | --is-prepared] [--modes direct,session,transaction]
 #   --prepare      only fetch the matching PostgreSQL source and build the test modules, then exit
@@ -289,6 +292,9 @@ mkdir -p "$out"
 for m in "${mode_list[@]}"; do rm -rf "${out:?}/$m"; done
 rm -f "$out/summary.txt"
 
+# pg_regress and psql: plain TCP, as before the servers had TLS.
+export PGSSLMODE=disable
+
 log "initdb (template cluster)"
 as_pg "$pg_bin/initdb" -D "$tmp/template" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
     --no-sync >"$tmp/initdb.log" 2>&1 || {
@@ -306,7 +312,18 @@ full_page_writes = off
 max_prepared_transactions = 2
 log_line_prefix = '%m %b[%p] %q%a '
 log_lock_waits = on
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 EOF
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -keyout "$tmp/template/server.key" -out "$tmp/template/server.crt" \
+    >"$tmp/openssl.log" 2>&1 || {
+    cat "$tmp/openssl.log" >&2
+    die "openssl req failed"
+}
+chmod 0600 "$tmp/template/server.key"
+[ "$as_root" = 1 ] && chown postgres: "$tmp/template/server.key" "$tmp/template/server.crt"
 
 # The input directory and the modules must be readable by the server and by psql run as
 # `postgres`; the output directory writable by both (COPY TO writes there).
@@ -354,6 +371,9 @@ EOF
     }
 
     local port=$pg_port
+    # Transaction mode reaches the server over TLS, session mode without.
+    local tls=disable
+    [ "$mode" = transaction ] && tls=require
     if [ "$mode" != direct ]; then
         port=$(free_port)
         cat >"$tmp/$mode.toml" <<EOF
@@ -377,12 +397,14 @@ name = "regression"
 database = "regression"
 primary = "127.0.0.1:$pg_port"
 user = "postgres"
+tls = "$tls"
 
 [[cluster]]
 name = "postgres"
 database = "postgres"
 primary = "127.0.0.1:$pg_port"
 user = "postgres"
+tls = "$tls"
 EOF
         cp "$tmp/$mode.toml" "$dir/switchyard.toml"
         "$SWITCHYARD_BIN" run --config "$tmp/$mode.toml" >"$dir/proxy.log" 2>&1 &
