@@ -1492,3 +1492,63 @@ async fn server_thread(conn: &mut mysql_async::Conn) -> u64 {
         .unwrap()
         .unwrap()
 }
+
+/// `idle_transaction_timeout`: a client idle inside a transaction is disconnected (ERR 4031)
+/// and its transaction rolled back, its row lock released; a client idle outside one, and one
+/// waiting for a slow statement inside one, are not.
+#[test]
+fn a_client_idle_in_a_transaction_is_disconnected_after_the_timeout() {
+    use mysql_async::prelude::*;
+    let db = "my_idle_tx";
+    setup(
+        db,
+        "CREATE TABLE t (id int PRIMARY KEY, x int); INSERT INTO t VALUES (1, 1)",
+    );
+    let p = proxy(db, "idle_transaction_timeout = \"1s\"");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut idle = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        let mut busy = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        let mut outside = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        idle.query_drop("START TRANSACTION").await.unwrap();
+        idle.query_drop("UPDATE t SET x = 2 WHERE id = 1")
+            .await
+            .unwrap();
+        idle.query_drop("INSERT INTO t VALUES (10, 10)")
+            .await
+            .unwrap();
+        busy.query_drop("START TRANSACTION").await.unwrap();
+        // Longer than the timeout, but the wait is for the server.
+        busy.query_drop("SELECT SLEEP(1.6)").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let e = idle
+            .query_drop("COMMIT")
+            .await
+            .expect_err("a client idle in its transaction for 2 s committed");
+        let e = e.to_string();
+        assert!(e.contains("4031") && e.contains("idle_transaction_timeout"), "{e}");
+        // Rolled back: the row lock is gone and nothing committed.
+        outside
+            .query_drop("SET SESSION innodb_lock_wait_timeout = 2")
+            .await
+            .unwrap();
+        outside
+            .query_drop("UPDATE t SET x = 1 WHERE id = 1")
+            .await
+            .unwrap();
+        let n: i64 = outside
+            .query_first("/* switchyard:primary */ SELECT COUNT(*) FROM t WHERE x IN (2, 10)")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0);
+        busy.query_drop("COMMIT").await.unwrap();
+        outside.query_drop("SELECT 1").await.unwrap();
+    });
+}

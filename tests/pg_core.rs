@@ -767,3 +767,49 @@ async fn server_connections_past_their_lifetime_are_replaced() {
         .unwrap();
     assert_eq!(alive.trim(), "0", "the old connection is still open");
 }
+
+/// `idle_transaction_timeout`: a client idle inside a transaction is disconnected with 25P03
+/// and its transaction rolled back (its row lock released, its connection closed); a client
+/// idle outside one, and one waiting for a slow statement inside one, are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_idle_in_a_transaction_is_disconnected_after_the_timeout() {
+    setup(
+        "t_idle_tx",
+        "CREATE TABLE t (x int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let p = core_proxy("t_idle_tx", "idle_transaction_timeout = \"1s\"");
+    let url = p.conn_str("t_idle_tx");
+    let idle = connect(&url).await;
+    let busy = connect(&url).await;
+    let outside = connect(&url).await;
+    idle.batch_execute("BEGIN; UPDATE t SET x = 2 WHERE x = 1; INSERT INTO t VALUES (10)")
+        .await
+        .unwrap();
+    busy.batch_execute("BEGIN").await.unwrap();
+    // A statement that runs longer than the timeout: the wait is for the server.
+    busy.simple_query("SELECT 1 FROM t, pg_sleep(1.6) LIMIT 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let e = idle
+        .simple_query("COMMIT")
+        .await
+        .expect_err("a client idle in its transaction for 2 s committed");
+    let code = e.code().map(|c| c.code().to_owned());
+    assert!(code.as_deref() == Some("25P03") || e.is_closed(), "{e:?}");
+    // Rolled back: the row lock is gone (a writer gets it at once) and nothing committed.
+    outside
+        .batch_execute("SET lock_timeout = '2s'; UPDATE t SET x = 1 WHERE x = 1")
+        .await
+        .unwrap();
+    let rows: i64 = outside
+        .query_one("SELECT count(*) FROM t WHERE x IN (2, 10)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    // The busy client's transaction and the idle-outside client are intact.
+    busy.batch_execute("COMMIT").await.unwrap();
+    outside.simple_query("SELECT 1").await.unwrap();
+}

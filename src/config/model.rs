@@ -266,6 +266,14 @@ pub struct PoolSettings {
     /// burst (PgBouncer's server_idle_timeout). "0s": never. Default "10m".
     #[serde(with = "duration")]
     pub server_idle_timeout: Duration,
+    /// A client that holds a server connection inside a transaction and sends nothing for
+    /// this long is disconnected (PostgreSQL: FATAL 25P03; MySQL: ERR 4031 and a close) and
+    /// its transaction rolled back, so that a forgotten transaction does not keep a pooled
+    /// connection and its locks (PgBouncer's idle_transaction_timeout, ProxySQL's
+    /// max_transaction_idle_time). "0s": never (the default). Applies to clients that
+    /// connect after the setting is loaded.
+    #[serde(with = "duration")]
+    pub idle_transaction_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -279,6 +287,7 @@ impl Default for PoolSettings {
             pause_timeout: Duration::from_secs(60),
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
+            idle_transaction_timeout: Duration::ZERO,
         }
     }
 }

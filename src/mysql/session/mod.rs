@@ -107,6 +107,8 @@ pub struct Session<S> {
     /// The handshake's scramble (COM_CHANGE_USER is checked against it).
     scramble: [u8; 20],
     max_packet: usize,
+    /// `[pool] idle_transaction_timeout` when the client connected (zero: off).
+    idle_transaction_timeout: std::time::Duration,
     cin: BytesMut,
     cout: BytesMut,
     backend: Option<MyPooled>,
@@ -207,7 +209,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             scramble,
             ..
         } = login;
-        let max_packet = w.shared.config().general.max_message_bytes;
+        let (max_packet, idle_transaction_timeout) = {
+            let cfg = w.shared.config();
+            (
+                cfg.general.max_message_bytes,
+                cfg.pool.idle_transaction_timeout,
+            )
+        };
         let connected = cluster.metrics.client_connected();
         let vars = charset_vars(charset);
         let id = slot.id;
@@ -218,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             caps,
             scramble,
             max_packet,
+            idle_transaction_timeout,
             cin: leftover,
             cout: BytesMut::with_capacity(16 * 1024),
             backend: None,
@@ -285,6 +294,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         let _ = self.send(0, &err).await;
                         return Ok(());
                     }
+                }
+            } else if let Some(limit) = self.idle_transaction_limit() {
+                // Waiting for the client inside a transaction that holds a connection.
+                match tokio::time::timeout(
+                    limit,
+                    read_packet(&mut self.client, &mut self.cin, self.max_packet),
+                )
+                .await
+                {
+                    Ok(p) => p,
+                    Err(_) => return self.idle_in_transaction(limit).await,
                 }
             } else {
                 read_packet(&mut self.client, &mut self.cin, self.max_packet).await
@@ -421,6 +441,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Frame `payload` at `seq` and write it, with anything queued.
     /// Sends the proxy's own one-packet answer to a command; an OK or ERR is the client's
     /// last statement result, as if the server had sent it.
+    /// The client sat idle in its transaction past `limit`: the connection is closed now
+    /// (the server rolls back and releases the locks), and the client learns it from the
+    /// answer to its next command (MySQL 8's ER_CLIENT_INTERACTION_TIMEOUT, numbered as the
+    /// client expects: an error sent unasked would be out of sequence for most drivers),
+    /// then the session ends.
+    async fn idle_in_transaction(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Result<(), SessionError> {
+        self.finish().await;
+        let msg = format!(
+            "switchyard: idle in a transaction for longer than {limit:?} \
+             (idle_transaction_timeout); the transaction was rolled back"
+        );
+        let shutdown = self.w.shared.shutdown.clone();
+        let next = tokio::select! {
+            p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p.ok(),
+            _ = shutdown.cancelled() => None,
+        };
+        if let Some(p) = next {
+            let quit = p.payload.first().map(|&b| Command::from_byte(b)) == Some(Command::Quit);
+            if !quit {
+                let _ = self
+                    .send(p.next_seq, &err_payload(4031, b"HY000", &msg))
+                    .await;
+            }
+        }
+        Err(SessionError::Refused(msg))
+    }
+
+    /// `[pool] idle_transaction_timeout` when the client holds a connection inside a
+    /// transaction (no timer otherwise, and none when the setting is off).
+    fn idle_transaction_limit(&self) -> Option<std::time::Duration> {
+        let limit = self.idle_transaction_timeout;
+        let in_tx = self.backend.as_ref().is_some_and(|c| c.in_transaction());
+        (!limit.is_zero() && in_tx).then_some(limit)
+    }
+
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {
         self.note_own_answer(payload);
         codec::write_packet(&mut self.cout, seq, payload);

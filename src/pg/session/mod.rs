@@ -113,6 +113,9 @@ pub enum SessionError {
     Fenced(crate::config::BackendAddr),
     #[error("{0}")]
     Paused(String),
+    /// The client sat idle inside a transaction longer than `[pool] idle_transaction_timeout`.
+    #[error("idle in transaction for longer than {0:?} (idle_transaction_timeout); the transaction was rolled back")]
+    IdleInTransaction(Duration),
 }
 
 /// What a message sent to the backend will be answered with, in order.
@@ -227,6 +230,8 @@ pub struct Session<C> {
     max_message: usize,
     /// `[pool] multiplex_depth` when the client connected (0: off).
     mux_depth: usize,
+    /// `[pool] idle_transaction_timeout` when the client connected (zero: off).
+    idle_transaction_timeout: Duration,
     /// Client settings to apply on every backend connection (sorted by name): its startup
     /// parameters, and in transaction mode the plain `SET`s it ran since (`recorded`).
     wanted: Arc<Vec<(String, String)>>,
@@ -362,6 +367,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let cfg = worker.shared.config();
         let max_message = cfg.general.max_message_bytes;
         let mux_depth = cfg.pool.multiplex_depth;
+        let idle_transaction_timeout = cfg.pool.idle_transaction_timeout;
         let connected = cluster.metrics.client_connected();
         Session {
             worker,
@@ -370,6 +376,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             mode,
             max_message,
             mux_depth,
+            idle_transaction_timeout,
             startup: wanted.clone(),
             wanted,
             recorded: Vec::new(),
@@ -440,6 +447,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// The held connection is idle between batches outside a transaction: nothing in flight,
     /// no extended batch without its Sync, no COPY.
+    /// `[pool] idle_transaction_timeout` when the wait about to start is for the client, inside
+    /// a transaction, with a server connection held and nothing in flight (no timer
+    /// otherwise, and none when the setting is off).
+    fn idle_transaction_limit(&self) -> Option<Duration> {
+        let limit = self.idle_transaction_timeout;
+        if limit.is_zero() || self.backend.is_none() || self.tx_status == b'I' || !self.drained() {
+            return None;
+        }
+        Some(limit)
+    }
+
     fn idle_between_batches(&self) -> bool {
         self.drained() && self.tx_status == b'I' && !self.batch_open && self.copy_in_mark.is_none()
     }
@@ -511,6 +529,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             {
                 return self.close_for_shutdown().await;
             }
+            let idle_limit = self.idle_transaction_limit();
             let event = {
                 let backend = self.backend.as_deref_mut().map(|b| &mut b.stream);
                 let watch_shutdown = backend.is_none() && self.deferred_begin.is_none();
@@ -525,7 +544,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     bin_blocked: self.bin_blocked,
                     shutdown: watch_shutdown.then_some(shutdown.as_mut()),
                 };
-                poll_fn(|cx| io.poll(cx)).await
+                match idle_limit {
+                    // Waiting for the client inside a transaction that holds a connection.
+                    Some(limit) => tokio::time::timeout(limit, poll_fn(|cx| io.poll(cx)))
+                        .await
+                        .unwrap_or(Err(SessionError::IdleInTransaction(limit))),
+                    None => poll_fn(|cx| io.poll(cx)).await,
+                }
             };
             let event = match event {
                 Ok(e) => e,
@@ -606,6 +631,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
             SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
             SessionError::Paused(_) => ("57P03", format!("switchyard: {e}")),
+            SessionError::IdleInTransaction(_) => ("25P03", format!("switchyard: {e}")),
             _ => (
                 "08006",
                 format!("switchyard: lost the backend connection: {e}"),
