@@ -264,6 +264,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if field(|p| format!("{:?}", p.tls_key)) {
         out.push("postgres.tls_key");
     }
+    if field(|p| format!("{:?}", p.require_tls)) {
+        out.push("postgres.require_tls");
+    }
     if field(|p| format!("{:?}", p.unix_socket_dir)) {
         out.push("postgres.unix_socket_dir");
     }
@@ -291,6 +294,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if field(|m| format!("{:?}", m.tls_key)) {
         out.push("mysql.tls_key");
+    }
+    if field(|m| format!("{:?}", m.require_tls)) {
+        out.push("mysql.require_tls");
     }
     if field(|m| format!("{:?}", m.socket)) {
         out.push("mysql.socket");

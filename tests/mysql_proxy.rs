@@ -1532,7 +1532,10 @@ fn a_client_idle_in_a_transaction_is_disconnected_after_the_timeout() {
             .await
             .expect_err("a client idle in its transaction for 2 s committed");
         let e = e.to_string();
-        assert!(e.contains("4031") && e.contains("idle_transaction_timeout"), "{e}");
+        assert!(
+            e.contains("4031") && e.contains("idle_transaction_timeout"),
+            "{e}"
+        );
         // Rolled back: the row lock is gone and nothing committed.
         outside
             .query_drop("SET SESSION innodb_lock_wait_timeout = 2")
@@ -1551,4 +1554,41 @@ fn a_client_idle_in_a_transaction_is_disconnected_after_the_timeout() {
         busy.query_drop("COMMIT").await.unwrap();
         outside.query_drop("SELECT 1").await.unwrap();
     });
+}
+
+/// `[mysql] require_tls`: a login over TCP without TLS gets 3159 (MySQL's answer under
+/// require_secure_transport); over TLS and over the Unix socket clients are served.
+#[test]
+fn require_tls_refuses_plain_logins_over_tcp_only() {
+    let db = "my_tls_req";
+    setup(db, "SELECT 1");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let sock = dir.path().join("switchyard.sock").display().to_string();
+    let p = proxy_with(
+        db,
+        "",
+        &format!(
+            "tls_cert = \"{cert}\"\ntls_key = \"{key}\"\nrequire_tls = true\nsocket = \"{sock}\""
+        ),
+        "",
+    );
+    let cli = |args: &[&str]| {
+        let mut c = Command::new("mariadb");
+        c.args(args)
+            .args(["-uapp", "-papp_pw", "-N", "-B", db, "-e", "SELECT 40 + 2"]);
+        run(&mut c)
+    };
+    let port = format!("-P{}", p.port);
+    let (ok, _, err) = cli(&["--protocol=TCP", "-h127.0.0.1", &port, "--skip-ssl"]);
+    assert!(!ok, "a plain login was served");
+    assert!(
+        err.contains("3159") && err.contains("insecure transport"),
+        "{err}"
+    );
+    let ca = format!("--ssl-ca={cert}");
+    let (ok, out, err) = cli(&["--protocol=TCP", "-h127.0.0.1", &port, "--ssl", &ca]);
+    assert!(ok && out.trim() == "42", "{err}");
+    let (ok, out, err) = cli(&[&format!("--socket={sock}")]);
+    assert!(ok && out.trim() == "42", "{err}");
 }

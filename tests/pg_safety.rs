@@ -421,6 +421,57 @@ fn tls_is_offered_when_configured_and_refused_cleanly_otherwise() {
     assert!(ok && out.trim() == "1", "{err}");
 }
 
+/// `require_tls`: a login over TCP without TLS is refused with 28000 (psql's sslmode=disable,
+/// and sslmode=prefer never falls back to it); over TLS, over the Unix socket and a cancel
+/// request sent in plain (libpq before 17) are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_tls_refuses_plain_logins_over_tcp_only() {
+    create_db("t_tls_req");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let socket_dir = dir.path().display().to_string();
+    let listener = format!(
+        "tls_cert = \"{cert}\"\ntls_key = \"{key}\"\nrequire_tls = true\n\
+         unix_socket_dir = \"{socket_dir}\""
+    );
+    let p = start_proxy(&config_text("t_tls_req", "", "", &listener));
+    let url = |mode: &str| format!("{}?sslmode={mode}", p.url("app", "secret", "t_tls_req"));
+    let (ok, _, err) = psql(&url("disable"), &["-c", "SELECT 1"]);
+    assert!(!ok, "a plain login was served");
+    assert!(err.contains("TLS required"), "{err}");
+    for mode in ["prefer", "require"] {
+        let (ok, out, err) = psql(&url(mode), &["-At", "-c", "SELECT 42"]);
+        assert!(ok && out.trim() == "42", "{mode}: {err}");
+    }
+    let local = format!(
+        "host={socket_dir} port={} user=app password=secret dbname=t_tls_req",
+        p.port
+    );
+    let (ok, out, err) = psql(&local, &["-At", "-c", "SELECT 43"]);
+    assert!(ok && out.trim() == "43", "{err}");
+    // tokio-postgres without TLS support sends its cancel request in plain.
+    let (client, conn) = tokio_postgres::connect(&local, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    let sleep = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    token
+        .cancel_query_raw(tcp, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), sleep)
+        .await
+        .expect("the cancel sent in plain did not stop the statement")
+        .unwrap();
+    let e = r.expect_err("the sleep was not cancelled");
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e:?}");
+}
+
 #[tokio::test]
 async fn notifications_reach_a_listening_client_and_empty_queries_work() {
     create_db("t_listen");

@@ -128,6 +128,12 @@ pub struct PostgresListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// Refuse logins over TCP without TLS (FATAL 28000), as PgBouncer's
+    /// `client_tls_sslmode = require`; needs `tls_cert`. Clients of the Unix socket and
+    /// cancel requests (which libpq before 17 sends unencrypted) are not refused. Default
+    /// false. Needs a restart.
+    #[serde(default)]
+    pub require_tls: bool,
     /// Also listen on a Unix-domain socket in this directory, named as PostgreSQL names its
     /// own: `<dir>/.s.PGSQL.<port of listen>`, so `psql -h <dir> -p <port>` and libpq's
     /// `host=<dir>` reach the proxy. Mode 0777 (logins are still checked). Default: none.
@@ -186,6 +192,11 @@ pub struct MysqlListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// Refuse logins over TCP without TLS (ERR 3159, as MySQL's
+    /// `require_secure_transport = ON`); needs `tls_cert`. Clients of the Unix socket are not
+    /// refused. Default false. Needs a restart.
+    #[serde(default)]
+    pub require_tls: bool,
     /// `caching_sha2_password` full authentication without TLS by the RSA key exchange, as
     /// a MySQL 8 server does it: a client of a user with only a `mysql_native_hash` is asked
     /// for its password, fetches the proxy's public key and sends the password encrypted.
@@ -614,6 +625,12 @@ impl Config {
                 check_socket_path(&pg_socket_path(dir, port))
                     .map_err(|e| ConfigError::invalid("postgres.unix_socket_dir", e))?;
             }
+            if pg.require_tls && pg.tls_cert.is_none() {
+                return Err(ConfigError::invalid(
+                    "postgres.require_tls",
+                    "needs tls_cert and tls_key",
+                ));
+            }
             if pg.tls_cert.is_some() != pg.tls_key.is_some() {
                 return Err(ConfigError::invalid(
                     "postgres.tls_cert",
@@ -626,6 +643,12 @@ impl Config {
             if let Some(path) = &my.socket {
                 check_socket_path(std::path::Path::new(path))
                     .map_err(|e| ConfigError::invalid("mysql.socket", e))?;
+            }
+            if my.require_tls && my.tls_cert.is_none() {
+                return Err(ConfigError::invalid(
+                    "mysql.require_tls",
+                    "needs tls_cert and tls_key",
+                ));
             }
             if my.tls_cert.is_some() != my.tls_key.is_some() {
                 return Err(ConfigError::invalid(

@@ -194,6 +194,21 @@ pub async fn login(
             .await)
         }
     };
+    let require_tls = cfg.mysql.as_ref().is_some_and(|m| m.require_tls);
+    if require_tls && matches!(s, ClientStream::Plain(_)) {
+        // MySQL's answer under require_secure_transport (a Unix socket is secure).
+        return Err(send_refusal(
+            s,
+            first.next_seq,
+            refuse(
+                3159,
+                b"HY000",
+                "Connections using insecure transport are prohibited while \
+                 --require_secure_transport=ON (switchyard: [mysql] require_tls)",
+            ),
+        )
+        .await);
+    }
     let caps = resp.caps.capabilities & offered;
     let user_name = String::from_utf8_lossy(resp.user).into_owned();
     let database = resp

@@ -45,6 +45,16 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     let negotiated =
         tokio::time::timeout_at(deadline, negotiate(&worker, &mut tcp, &mut buf)).await;
     let (mut stream, first) = match negotiated {
+        Ok(Ok(Some(Negotiated::Plain(Startup::Startup { .. }))))
+            if worker.require_tls && matches!(tcp, ClientStream::Plain(_)) =>
+        {
+            let r = refuse(
+                "28000",
+                "switchyard: TLS required (require_tls): connect with sslmode=require or stronger",
+            );
+            shared.metrics.error("", crate::metrics::kind::AUTH_FAILED);
+            return refuse_client(&mut tcp, r, conn_id, peer).await;
+        }
         Ok(Ok(Some(Negotiated::Plain(p)))) => (tcp, p),
         Ok(Ok(Some(Negotiated::StartTls))) => {
             match tokio::time::timeout_at(deadline, start_tls(&worker, tcp, &mut buf)).await {

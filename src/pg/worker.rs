@@ -51,6 +51,8 @@ pub struct Worker {
     pub pool_mode: PoolMode,
     /// TLS for clients that ask for it, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `[postgres] require_tls`: logins over TCP without TLS are refused.
+    pub require_tls: bool,
 }
 
 impl Worker {
@@ -73,6 +75,7 @@ impl Worker {
                 (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
                 _ => None,
             });
+        let require_tls = cfg.postgres.as_ref().is_some_and(|p| p.require_tls);
         Worker {
             shared,
             pg,
@@ -80,6 +83,7 @@ impl Worker {
             statements: StmtRegistry::default(),
             pool_mode,
             tls,
+            require_tls,
         }
     }
 
