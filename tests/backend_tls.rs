@@ -40,6 +40,20 @@ fn readable_dir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Remove `dir` when the test process exits (a static's `TempDir` is never dropped).
+fn remove_at_exit(dir: &std::path::Path) {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    extern "C" fn remove() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    if DIR.set(dir.to_path_buf()).is_ok() {
+        // SAFETY: registers a plain extern "C" function that never unwinds.
+        unsafe { libc::atexit(remove) };
+    }
+}
+
 /// Write `text` to `name` in `dir`, readable by all; its path.
 fn write_readable(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
@@ -79,6 +93,7 @@ fn pki() -> &'static Pki {
 
         let dir = readable_dir("switchyard-pki-");
         let write = |name: &str, text: &str| write_readable(&dir, name, text);
+        remove_at_exit(dir.path());
         let pem = PemText {
             ca: ca.pem(),
             server_cert: server.pem(),

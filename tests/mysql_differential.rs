@@ -20,6 +20,9 @@
 //! on tables and a user lock of its own, so that clients of different lanes take each other's
 //! parked connections while they run.
 //!
+//! Both servers have TLS on, and the proxy reaches its servers over TLS (`tls = "require"`),
+//! so the comparison also covers the proxy's TLS server stream (the clients connect in plain).
+//!
 //! Seeded (`SWITCHYARD_PROP_SEED`, printed); bounded in sessions, commands and time.
 
 use rand::rngs::StdRng;
@@ -30,7 +33,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use switchyard::app::Server;
 use switchyard::mysql::{auth, codec};
-use switchyard::testkit::mariadb::{MariaCluster, APP_PASSWORD, APP_USER};
+use switchyard::testkit::mariadb::{MariaCluster, MariaClusterOptions, APP_PASSWORD, APP_USER};
 
 const DB: &str = "differential";
 const SESSIONS: usize = 120;
@@ -51,8 +54,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn servers() -> &'static (MariaCluster, MariaCluster) {
     static C: OnceLock<(MariaCluster, MariaCluster)> = OnceLock::new();
     C.get_or_init(|| {
-        let direct = MariaCluster::start(0).expect("start the direct MariaDB");
-        let proxied = MariaCluster::start(1).expect("start MariaDB primary + 1 replica");
+        let tls = tls_args();
+        let start = |replicas| {
+            MariaCluster::start_with(MariaClusterOptions {
+                replicas,
+                extra_args: tls.clone(),
+                ..Default::default()
+            })
+        };
+        let direct = start(0).expect("start the direct MariaDB");
+        let proxied = start(1).expect("start MariaDB primary + 1 replica");
         for c in [&direct, &proxied] {
             // A lock wait (sessions share rows and gaps) ends the same way on both sides, soon.
             c.exec(0, "SET GLOBAL innodb_lock_wait_timeout = 1")
@@ -82,6 +93,33 @@ fn servers() -> &'static (MariaCluster, MariaCluster) {
         }
         (direct, proxied)
     })
+}
+
+/// `mariadbd` arguments for TLS with a throwaway self-signed certificate, in a directory the
+/// servers' user can read, removed when the test process exits.
+fn tls_args() -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    extern "C" fn remove() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-mytls-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if DIR.set(dir.clone()).is_ok() {
+        // SAFETY: registers a plain extern "C" function that never unwinds.
+        unsafe { libc::atexit(remove) };
+    }
+    let (cert, key) = switchyard::net::tls::self_signed(&dir).unwrap();
+    for f in [&cert, &key] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    vec![format!("--ssl-cert={cert}"), format!("--ssl-key={key}")]
 }
 
 fn start_proxy(dir: &std::path::Path, size: usize) -> Server {
@@ -122,6 +160,7 @@ user = "switchyard"
 password = "switchyard_pw"
 consistency = "read_your_writes"
 max_lag = "30s"
+tls = "require"
 "#,
         primary = c.primary_port(),
         replica = c.replica_ports()[0],
