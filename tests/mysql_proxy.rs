@@ -1592,3 +1592,48 @@ fn require_tls_refuses_plain_logins_over_tcp_only() {
     let (ok, out, err) = cli(&[&format!("--socket={sock}")]);
     assert!(ok && out.trim() == "42", "{err}");
 }
+
+/// `client_idle_timeout`: a client idle outside a transaction is disconnected (ERR 4031 sent
+/// unasked, as a MySQL 8 server past wait_timeout, then the close); one that keeps talking,
+/// and one idle inside a transaction (the other setting's business, off here), are not.
+#[test]
+fn a_client_idle_outside_a_transaction_is_disconnected_after_the_timeout() {
+    use mysql_async::prelude::*;
+    let db = "my_idle_client";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let text = config_text(db, "", "", "").replace(
+        "[general]\nworkers = 1\n",
+        "[general]\nworkers = 1\nclient_idle_timeout = \"1s\"\n",
+    );
+    assert!(text.contains("client_idle_timeout"));
+    let p = started(Server::start(Config::from_toml(&text).unwrap()).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut idle = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        let mut talking = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        let mut in_tx = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        idle.query_drop("SELECT 1").await.unwrap();
+        in_tx.query_drop("START TRANSACTION").await.unwrap();
+        in_tx.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+        for _ in 0..5 {
+            talking.query_drop("SELECT 1").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        idle.query_drop("SELECT 1")
+            .await
+            .expect_err("a client idle for 2 s was served");
+        in_tx.query_drop("COMMIT").await.unwrap();
+        let n: i64 = talking
+            .query_first("/* switchyard:primary */ SELECT COUNT(*) FROM t")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1);
+    });
+}

@@ -813,3 +813,45 @@ async fn a_client_idle_in_a_transaction_is_disconnected_after_the_timeout() {
     busy.batch_execute("COMMIT").await.unwrap();
     outside.simple_query("SELECT 1").await.unwrap();
 }
+
+/// `client_idle_timeout`: a client idle outside a transaction is disconnected with 57P05;
+/// one that keeps talking, and one idle inside a transaction (that is the other setting's
+/// business, off here), are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_idle_outside_a_transaction_is_disconnected_after_the_timeout() {
+    setup("t_idle_client", "CREATE TABLE t (x int)").await;
+    let c = cluster();
+    let p = start_proxy(&format!(
+        "[general]\nworkers = 1\nclient_idle_timeout = \"1s\"\n[postgres]\nlisten = \"127.0.0.1:0\"\n\
+         [[user]]\nname = \"app\"\npassword = \"secret\"\n\
+         [[cluster]]\nname = \"t_idle_client\"\ndatabase = \"t_idle_client\"\n\
+         primary = \"127.0.0.1:{}\"\nuser = \"postgres\"\n",
+        c.primary_port()
+    ));
+    let url = p.conn_str("t_idle_client");
+    let idle = connect(&url).await;
+    let talking = connect(&url).await;
+    let in_tx = connect(&url).await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    in_tx
+        .batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        talking.simple_query("SELECT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let e = idle
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("a client idle for 2 s was served");
+    let code = e.code().map(|c| c.code().to_owned());
+    assert!(code.as_deref() == Some("57P05") || e.is_closed(), "{e:?}");
+    in_tx.batch_execute("COMMIT").await.unwrap();
+    let n: i64 = talking
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

@@ -61,6 +61,13 @@ pub struct General {
     /// Time a new client has to finish startup and authentication. Default "10s".
     #[serde(with = "duration")]
     pub client_login_timeout: Duration,
+    /// A database client idle outside a transaction this long is disconnected (PostgreSQL:
+    /// FATAL 57P05, as the server's idle_session_timeout; MySQL: ERR 4031, as a MySQL 8
+    /// server's wait_timeout), freeing its place under `max_client_connections` and any
+    /// server connection it holds (session mode, pinned). PgBouncer's client_idle_timeout.
+    /// "0s": never (the default). Applies to clients that connect after it is loaded.
+    #[serde(with = "duration")]
+    pub client_idle_timeout: Duration,
     /// Largest protocol message accepted from a client, in bytes; a larger length prefix is
     /// answered with a protocol error and a close. Default 64 MiB.
     pub max_message_bytes: usize,
@@ -81,6 +88,7 @@ impl Default for General {
             worker_scheduling: WorkerScheduling::Normal,
             max_client_connections: 1000,
             client_login_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::ZERO,
             max_message_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::ZERO,

@@ -109,6 +109,8 @@ pub struct Session<S> {
     max_packet: usize,
     /// `[pool] idle_transaction_timeout` when the client connected (zero: off).
     idle_transaction_timeout: std::time::Duration,
+    /// `[general] client_idle_timeout` when the client connected (zero: off).
+    client_idle_timeout: std::time::Duration,
     cin: BytesMut,
     cout: BytesMut,
     backend: Option<MyPooled>,
@@ -209,11 +211,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             scramble,
             ..
         } = login;
-        let (max_packet, idle_transaction_timeout) = {
+        let (max_packet, idle_transaction_timeout, client_idle_timeout) = {
             let cfg = w.shared.config();
             (
                 cfg.general.max_message_bytes,
                 cfg.pool.idle_transaction_timeout,
+                cfg.general.client_idle_timeout,
             )
         };
         let connected = cluster.metrics.client_connected();
@@ -227,6 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             scramble,
             max_packet,
             idle_transaction_timeout,
+            client_idle_timeout,
             cin: leftover,
             cout: BytesMut::with_capacity(16 * 1024),
             backend: None,
@@ -286,25 +290,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.slot.terminate.load(Relaxed) {
                 return Ok(());
             }
-            let packet = if self.backend.is_none() {
+            let idle = self.idle_limit();
+            let packet = if self.backend.is_none() || idle.is_some() {
+                let watch_shutdown = self.backend.is_none();
+                let past_idle = async {
+                    match idle {
+                        Some((limit, _)) => tokio::time::sleep(limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
-                    _ = shutdown.cancelled() => {
+                    _ = shutdown.cancelled(), if watch_shutdown => {
                         let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
                         let _ = self.send(0, &err).await;
                         return Ok(());
                     }
-                }
-            } else if let Some(limit) = self.idle_transaction_limit() {
-                // Waiting for the client inside a transaction that holds a connection.
-                match tokio::time::timeout(
-                    limit,
-                    read_packet(&mut self.client, &mut self.cin, self.max_packet),
-                )
-                .await
-                {
-                    Ok(p) => p,
-                    Err(_) => return self.idle_in_transaction(limit).await,
+                    _ = past_idle => {
+                        let (limit, in_tx) = idle.expect("armed only with a limit");
+                        if in_tx {
+                            return self.idle_in_transaction(limit).await;
+                        }
+                        // As a MySQL 8 server past wait_timeout: the error, unasked, then the
+                        // close.
+                        let msg = format!(
+                            "switchyard: the client was disconnected because of inactivity \
+                             (idle for longer than {limit:?}, client_idle_timeout)"
+                        );
+                        let _ = self.send(0, &err_payload(4031, b"HY000", &msg)).await;
+                        return Err(SessionError::Refused(msg));
+                    }
                 }
             } else {
                 read_packet(&mut self.client, &mut self.cin, self.max_packet).await
@@ -471,12 +486,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Err(SessionError::Refused(msg))
     }
 
-    /// `[pool] idle_transaction_timeout` when the client holds a connection inside a
-    /// transaction (no timer otherwise, and none when the setting is off).
-    fn idle_transaction_limit(&self) -> Option<std::time::Duration> {
-        let limit = self.idle_transaction_timeout;
+    /// How long the client may be idle now, and whether inside a transaction: `[pool]
+    /// idle_transaction_timeout` when it holds a connection inside a transaction, `[general]
+    /// client_idle_timeout` otherwise. No timer when the one that applies is off.
+    fn idle_limit(&self) -> Option<(std::time::Duration, bool)> {
         let in_tx = self.backend.as_ref().is_some_and(|c| c.in_transaction());
-        (!limit.is_zero() && in_tx).then_some(limit)
+        let limit = if in_tx {
+            self.idle_transaction_timeout
+        } else {
+            self.client_idle_timeout
+        };
+        (!limit.is_zero()).then_some((limit, in_tx))
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), SessionError> {

@@ -116,7 +116,13 @@ pub enum SessionError {
     /// The client sat idle inside a transaction longer than `[pool] idle_transaction_timeout`.
     #[error("idle in transaction for longer than {0:?} (idle_transaction_timeout); the transaction was rolled back")]
     IdleInTransaction(Duration),
+    /// The client sat idle outside a transaction longer than `[general] client_idle_timeout`.
+    #[error("idle for longer than {0:?} (client_idle_timeout)")]
+    IdleSession(Duration),
 }
+
+/// The error for a client idle past a limit (see `Session::idle_limit`).
+type IdleError = fn(Duration) -> SessionError;
 
 /// What a message sent to the backend will be answered with, in order.
 #[derive(Debug)]
@@ -232,6 +238,8 @@ pub struct Session<C> {
     mux_depth: usize,
     /// `[pool] idle_transaction_timeout` when the client connected (zero: off).
     idle_transaction_timeout: Duration,
+    /// `[general] client_idle_timeout` when the client connected (zero: off).
+    client_idle_timeout: Duration,
     /// Client settings to apply on every backend connection (sorted by name): its startup
     /// parameters, and in transaction mode the plain `SET`s it ran since (`recorded`).
     wanted: Arc<Vec<(String, String)>>,
@@ -368,6 +376,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let max_message = cfg.general.max_message_bytes;
         let mux_depth = cfg.pool.multiplex_depth;
         let idle_transaction_timeout = cfg.pool.idle_transaction_timeout;
+        let client_idle_timeout = cfg.general.client_idle_timeout;
         let connected = cluster.metrics.client_connected();
         Session {
             worker,
@@ -377,6 +386,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             max_message,
             mux_depth,
             idle_transaction_timeout,
+            client_idle_timeout,
             startup: wanted.clone(),
             wanted,
             recorded: Vec::new(),
@@ -445,19 +455,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.pending.is_empty() && self.bout.is_empty() && self.skip == 0
     }
 
-    /// The held connection is idle between batches outside a transaction: nothing in flight,
-    /// no extended batch without its Sync, no COPY.
-    /// `[pool] idle_transaction_timeout` when the wait about to start is for the client, inside
-    /// a transaction, with a server connection held and nothing in flight (no timer
-    /// otherwise, and none when the setting is off).
-    fn idle_transaction_limit(&self) -> Option<Duration> {
-        let limit = self.idle_transaction_timeout;
-        if limit.is_zero() || self.backend.is_none() || self.tx_status == b'I' || !self.drained() {
+    /// How long the wait about to start may last, when it is for the client with nothing in
+    /// flight: `[pool] idle_transaction_timeout` inside a transaction that holds a server
+    /// connection, `[general] client_idle_timeout` outside a transaction; and the error
+    /// past it. No timer otherwise, and none for a setting that is off.
+    fn idle_limit(&self) -> Option<(Duration, IdleError)> {
+        if !self.drained() || self.deferred_begin.is_some() {
             return None;
         }
-        Some(limit)
+        let (limit, over): (Duration, IdleError) = if self.tx_status != b'I' {
+            // Nothing held: no connection to free.
+            self.backend.as_ref()?;
+            (
+                self.idle_transaction_timeout,
+                SessionError::IdleInTransaction,
+            )
+        } else {
+            (self.client_idle_timeout, SessionError::IdleSession)
+        };
+        (!limit.is_zero()).then_some((limit, over))
     }
 
+    /// The held connection is idle between batches outside a transaction: nothing in flight,
+    /// no extended batch without its Sync, no COPY.
     fn idle_between_batches(&self) -> bool {
         self.drained() && self.tx_status == b'I' && !self.batch_open && self.copy_in_mark.is_none()
     }
@@ -529,7 +549,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             {
                 return self.close_for_shutdown().await;
             }
-            let idle_limit = self.idle_transaction_limit();
+            let idle_limit = self.idle_limit();
             let event = {
                 let backend = self.backend.as_deref_mut().map(|b| &mut b.stream);
                 let watch_shutdown = backend.is_none() && self.deferred_begin.is_none();
@@ -545,10 +565,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     shutdown: watch_shutdown.then_some(shutdown.as_mut()),
                 };
                 match idle_limit {
-                    // Waiting for the client inside a transaction that holds a connection.
-                    Some(limit) => tokio::time::timeout(limit, poll_fn(|cx| io.poll(cx)))
+                    // Waiting for the client, with a limit on how long it may be idle.
+                    Some((limit, over)) => tokio::time::timeout(limit, poll_fn(|cx| io.poll(cx)))
                         .await
-                        .unwrap_or(Err(SessionError::IdleInTransaction(limit))),
+                        .unwrap_or_else(|_| Err(over(limit))),
                     None => poll_fn(|cx| io.poll(cx)).await,
                 }
             };
@@ -632,6 +652,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
             SessionError::Paused(_) => ("57P03", format!("switchyard: {e}")),
             SessionError::IdleInTransaction(_) => ("25P03", format!("switchyard: {e}")),
+            SessionError::IdleSession(_) => ("57P05", format!("switchyard: {e}")),
             _ => (
                 "08006",
                 format!("switchyard: lost the backend connection: {e}"),
