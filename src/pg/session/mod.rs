@@ -240,6 +240,8 @@ pub struct Session<C> {
     idle_transaction_timeout: Duration,
     /// `[general] client_idle_timeout` when the client connected (zero: off).
     client_idle_timeout: Duration,
+    /// Either of the two is on.
+    idle_limits_on: bool,
     /// Client settings to apply on every backend connection (sorted by name): its startup
     /// parameters, and in transaction mode the plain `SET`s it ran since (`recorded`).
     wanted: Arc<Vec<(String, String)>>,
@@ -387,6 +389,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             mux_depth,
             idle_transaction_timeout,
             client_idle_timeout,
+            idle_limits_on: !(idle_transaction_timeout.is_zero() && client_idle_timeout.is_zero()),
             startup: wanted.clone(),
             wanted,
             recorded: Vec::new(),
@@ -549,7 +552,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             {
                 return self.close_for_shutdown().await;
             }
-            let idle_limit = self.idle_limit();
+            // Both limits off (the default): nothing to look at.
+            let idle_limit = if self.idle_limits_on {
+                self.idle_limit()
+            } else {
+                None
+            };
             let event = {
                 let backend = self.backend.as_deref_mut().map(|b| &mut b.stream);
                 let watch_shutdown = backend.is_none() && self.deferred_begin.is_none();
