@@ -358,6 +358,11 @@ mod tests {
             restart_needed(&my(""), &my("socket = \"/tmp/s.sock\"")),
             vec!["mysql.socket"]
         );
+        let tls = "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"";
+        assert_eq!(
+            restart_needed(&my(tls), &my(&format!("{tls}\nrequire_tls = true"))),
+            vec!["mysql.require_tls"]
+        );
         assert_eq!(
             restart_needed(&cfg("", ""), &my("")),
             vec![
@@ -365,6 +370,7 @@ mod tests {
                 "mysql.pool_mode",
                 "mysql.tls_cert",
                 "mysql.tls_key",
+                "mysql.require_tls",
                 "mysql.socket",
                 "mysql.rsa_key_exchange",
                 "mysql.rsa_private_key"
