@@ -3,11 +3,13 @@
 //! swaps whole snapshots.
 
 mod addr;
+mod cluster;
 pub mod duration;
 mod edge;
 mod model;
 
 pub use addr::*;
+pub use cluster::*;
 pub use edge::*;
 pub use model::*;
 
