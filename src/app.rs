@@ -61,6 +61,10 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
                     .map_err(|e| ConfigError::invalid(format!("edge.listener[{i}].tls_cert"), e))?;
             }
         }
+        for (i, u) in e.upstreams.iter().enumerate() {
+            crate::net::backend_tls::ServerTlsConfig::of_upstream(u)
+                .map_err(|e| ConfigError::invalid(format!("edge.upstream[{i}].tls"), e))?;
+        }
     }
     if let Some(a) = &cfg.admin {
         let addr = parse_addr(&a.listen).map_err(|e| ConfigError::invalid("admin.listen", e))?;

@@ -112,6 +112,30 @@ impl ServerTls {
     pub fn required(self) -> bool {
         !matches!(self, ServerTls::Disable | ServerTls::Prefer)
     }
+
+    /// The rules between the TLS keys of a cluster or an upstream group: the verifying modes
+    /// need `tls_ca_file`, and a client certificate comes with its key. `key` names a key in
+    /// the error.
+    pub(super) fn check_keys(
+        self,
+        has_ca_file: bool,
+        cert_without_key: bool,
+        key: impl Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        if self.verifies() && !has_ca_file {
+            return Err(ConfigError::invalid(
+                key("tls_ca_file"),
+                "verify-ca and verify-full need the certificate authorities' PEM file",
+            ));
+        }
+        if cert_without_key {
+            return Err(ConfigError::invalid(
+                key("tls_cert"),
+                "tls_cert and tls_key must be given together",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A replica address with an optional weight.
@@ -194,19 +218,11 @@ impl Cluster {
         if self.pool_size == Some(0) {
             return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
         }
-        if self.tls.verifies() && self.tls_ca_file.is_none() {
-            return Err(ConfigError::invalid(
-                key("tls_ca_file"),
-                "verify-ca and verify-full need the certificate authorities' PEM file",
-            ));
-        }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::invalid(
-                key("tls_cert"),
-                "tls_cert and tls_key must be given together",
-            ));
-        }
-        Ok(())
+        self.tls.check_keys(
+            self.tls_ca_file.is_some(),
+            self.tls_cert.is_some() != self.tls_key.is_some(),
+            key,
+        )
     }
 
     pub fn backend_database(&self) -> &str {

@@ -1,7 +1,7 @@
 //! The `[edge]` section: the HTTP reverse proxy and load balancer. Listeners, routes and
 //! upstream groups; every field has its default in its doc line.
 
-use super::{duration, ConfigError};
+use super::{duration, ConfigError, ServerTls};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -240,6 +240,31 @@ pub struct Upstream {
     /// a failing group is not hit with a multiple of its load. Default 0.2.
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f64,
+    /// HTTPS to the servers (requests, upgrades and health checks): "disable" (default:
+    /// plain HTTP), "require" (encrypted, any certificate), "verify-ca" (a certificate signed
+    /// by `tls_ca_file`) or "verify-full" (and naming the server). "prefer" is refused: an
+    /// HTTP server speaks TLS on a port or does not.
+    #[serde(default = "default_upstream_tls")]
+    pub tls: ServerTls,
+    /// PEM file of the certificate authorities for "verify-ca" and "verify-full" (the
+    /// system's bundle, /etc/ssl/certs/ca-certificates.crt on Debian, for public ones).
+    /// Default: none.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// Name sent by SNI and checked under "verify-full". Default: the host of each server's
+    /// address as written (a DNS name, or an IP the certificate must carry).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Client certificate (PEM chain) and key for servers that ask for one; given together.
+    /// Default: none.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
+}
+
+fn default_upstream_tls() -> ServerTls {
+    ServerTls::Disable
 }
 
 fn default_resolve_interval() -> Duration {
@@ -418,6 +443,17 @@ impl Edge {
                     "must be between 0 and 10",
                 ));
             }
+            if u.tls == ServerTls::Prefer {
+                return Err(ConfigError::invalid(
+                    key("tls"),
+                    "an HTTP upstream is reached over TLS or not: \"disable\", \"require\", \"verify-ca\" or \"verify-full\"",
+                ));
+            }
+            u.tls.check_keys(
+                u.tls_ca_file.is_some(),
+                u.tls_cert.is_some() != u.tls_key.is_some(),
+                key,
+            )?;
             if let Some(h) = &u.health {
                 if !h.path.starts_with('/') {
                     return Err(ConfigError::invalid(

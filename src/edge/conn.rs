@@ -6,7 +6,7 @@
 //! socket events only. An idle pooled connection is polled by nobody; one the server closed
 //! is noticed when it is taken (a poll sees the end) and dropped.
 
-use super::upstream::UpBody;
+use super::upstream::{Server, UpBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-type Conn = Connection<TokioIo<QuickAck>, UpBody>;
+type Conn = Connection<TokioIo<UpStream>, UpBody>;
 
 /// One upstream connection: the request side and the connection future hyper drives I/O in.
 pub struct UpConn {
@@ -136,6 +136,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// HTTPS to the servers (`tls` of the group); `None`: plain HTTP.
+    pub tls: Option<crate::net::backend_tls::ServerTlsConfig>,
 }
 
 impl WorkerPool {
@@ -143,13 +145,17 @@ impl WorkerPool {
     /// connection back to this pool when it ends.
     pub async fn send(
         self: &Arc<Self>,
-        addr: SocketAddr,
+        server: &Server,
         req: http::Request<UpBody>,
         limits: Arc<Limits>,
     ) -> Result<http::Response<PooledBody>, SendError> {
+        let addr = server.addr;
         let mut c = match self.take(addr, limits.idle_timeout, UpConn::usable) {
             Some(c) => c,
-            None => connect(addr, limits.connect_timeout).await?,
+            None => {
+                let (send, conn) = handshake(open(server, &limits).await?).await?;
+                UpConn { send, conn }
+            }
         };
         let mut answer = std::pin::pin!(c.send.send_request(req));
         // Drive the connection until the answer's head is in.
@@ -206,26 +212,142 @@ impl UpConn {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpConn, SendError> {
-    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(SendError::Connect(e)),
-        Err(_) => {
-            return Err(SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?}"),
-            )))
-        }
+/// A new connection to `server`: TCP, then the TLS handshake when the group asks for it,
+/// both within the connect timeout. A failed handshake is a failed connect (another server
+/// may be tried).
+pub async fn open(server: &Server, limits: &Limits) -> Result<UpStream, SendError> {
+    let timeout = limits.connect_timeout;
+    let opening = async {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let tcp = QuickAck {
+            tcp,
+            reads_since_write: 0,
+        };
+        let Some(tls) = &limits.tls else {
+            return Ok(UpStream::Plain(tcp));
+        };
+        let name = tls.server_name(&server.host).ok_or_else(|| {
+            let why = format!("{:?} is not a name TLS can use", server.host);
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, why)
+        })?;
+        let stream = tls.handshake_named(tcp, name).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("TLS handshake with {}: {e}", server.addr))
+        })?;
+        Ok(UpStream::Tls(Box::new(stream)))
     };
-    let _ = tcp.set_nodelay(true);
-    let tcp = QuickAck {
-        tcp,
-        reads_since_write: 0,
-    };
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    match tokio::time::timeout(timeout, opening).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(SendError::Connect(e)),
+        Err(_) => Err(SendError::Connect(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?}"),
+        ))),
+    }
+}
+
+/// HTTP/1.1 on a new connection: the request side and the connection's future.
+pub async fn handshake<B>(
+    stream: UpStream,
+) -> Result<(SendRequest<B>, Connection<TokioIo<UpStream>, B>), SendError>
+where
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| SendError::Broken(e.to_string()))?;
-    Ok(UpConn { send, conn })
+        .map_err(|e| SendError::Broken(e.to_string()))
+}
+
+/// Send an upgrade request (WebSocket) on a connection of its own, which a task of this
+/// worker drives: after a 101 it carries the tunnel (`hyper::upgrade::on` the response),
+/// otherwise it closes after the answer.
+pub async fn send_upgrade(
+    server: &Server,
+    req: http::Request<UpBody>,
+    limits: &Limits,
+) -> Result<http::Response<Incoming>, SendError> {
+    let (mut send, conn) = handshake(open(server, limits).await?).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream upgrade connection ended with an error");
+        }
+    });
+    send.send_request(req).await.map_err(SendError::of)
+}
+
+/// An upstream connection's bytes: plain TCP, or TLS over it.
+pub enum UpStream {
+    Plain(QuickAck),
+    Tls(Box<tokio_rustls::client::TlsStream<QuickAck>>),
+}
+
+impl tokio::io::AsyncRead for UpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpStream::Tls(s) => {
+                // Records rustls still holds go out before waiting for the answer to them
+                // (see `net::backend`).
+                if let Poll::Ready(Err(e)) =
+                    tokio::io::AsyncWrite::poll_flush(Pin::new(&mut **s), cx)
+                {
+                    return Poll::Ready(Err(e));
+                }
+                Pin::new(&mut **s).poll_read(cx, buf)
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for UpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpStream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpStream::Plain(s) => s.is_write_vectored(),
+            UpStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A response body from upstream that drives its connection while it is read, and gives the

@@ -2,12 +2,12 @@
 //! one thread for the whole edge. Each config generation gets its own tasks; a reload cancels
 //! the previous generation's.
 
+use super::conn::Limits;
 use super::upstream::{self, Group, Server};
 use super::Edge;
 use crate::config::HttpHealth;
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,7 @@ pub async fn run(edge: Arc<Edge>, shutdown: CancellationToken) {
 async fn check_group(g: Arc<Group>, h: HttpHealth, stop: CancellationToken) {
     loop {
         let servers = g.servers();
-        let checks = servers.iter().map(|s| check_one(s, &h));
+        let checks = servers.iter().map(|s| check_one(s, &h, &g.limits));
         let results = tokio::select! {
             r = futures_util::future::join_all(checks) => r,
             _ = stop.cancelled() => return,
@@ -90,6 +90,8 @@ fn record(g: &Group, s: &Server, h: &HttpHealth, ok: Result<(), String>) {
             let n = s.streak_fail.fetch_add(1, Relaxed) + 1;
             tracing::debug!(upstream = %g.name, server = %s.addr, error = %e, "health check failed");
             if s.is_up() && n >= h.fall {
+                tracing::warn!(upstream = %g.name, server = %s.addr, checks = n, error = %e,
+                    "upstream server failed its health checks");
                 g.set_up(s, false);
             }
         }
@@ -97,13 +99,12 @@ fn record(g: &Group, s: &Server, h: &HttpHealth, ok: Result<(), String>) {
 }
 
 /// One check: a fresh connection, `GET path`, the expected status within the timeout.
-async fn check_one(s: &Server, h: &HttpHealth) -> Result<(), String> {
+async fn check_one(s: &Server, h: &HttpHealth, limits: &Limits) -> Result<(), String> {
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(s.addr)
+        let stream = super::conn::open(s, limits)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .map_err(|e| e.to_string())?;
+        let (mut send, conn) = super::conn::handshake(stream)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         let driver = tokio::spawn(conn);
@@ -141,10 +142,14 @@ async fn resolve_group(g: Arc<Group>, stop: CancellationToken) {
             let found = tokio::task::spawn_blocking(move || upstream::resolve(&addr))
                 .await
                 .unwrap_or_default();
-            resolved.extend(found.into_iter().map(|a| (a, spec.weight())));
+            let host = upstream::host_of(spec.addr());
+            resolved.extend(found.into_iter().map(|a| (a, spec.weight(), host.clone())));
         }
         let current = g.servers();
-        let mut now: Vec<_> = current.iter().map(|s| (s.addr, s.weight)).collect();
+        let mut now: Vec<_> = current
+            .iter()
+            .map(|s| (s.addr, s.weight, s.host.clone()))
+            .collect();
         let mut next = resolved.clone();
         now.sort();
         next.sort();

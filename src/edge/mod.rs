@@ -172,6 +172,7 @@ impl Edge {
                 serde_json::json!({
                     "name": name,
                     "balance": g.cfg.balance,
+                    "tls": g.cfg.tls,
                     "servers": servers,
                 })
             })

@@ -417,19 +417,10 @@ async fn forward(
             Err(msg) => return Err(failed(StatusCode::SERVICE_UNAVAILABLE, &msg, None)),
         };
         tried.push(server.addr);
-        // Origin-form on a pooled connection: a server given the absolute form must take the
-        // host from it and ignore Host (RFC 9112, 3.2.2), which would hide the client's Host
-        // from name-based virtual hosts. hyper's pooled client (upgrades) needs the absolute
-        // form to know where to connect, and sends the origin form itself.
-        let uri = if upgrade {
-            http::Uri::builder()
-                .scheme("http")
-                .authority(server.authority.clone())
-                .path_and_query(path.clone())
-                .build()
-        } else {
-            http::Uri::builder().path_and_query(path.clone()).build()
-        };
+        // Origin-form: a server given the absolute form must take the host from it and
+        // ignore Host (RFC 9112, 3.2.2), which would hide the client's Host from name-based
+        // virtual hosts.
+        let uri = http::Uri::builder().path_and_query(path.clone()).build();
         let Ok(uri) = uri else {
             return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None));
         };
@@ -459,13 +450,11 @@ async fn forward(
         *up.version_mut() = Version::HTTP_11;
         let send = async {
             if upgrade {
-                // hyper's client keeps the connection for the tunnel after the 101.
-                let r = group.client(ctx.worker).request(up).await;
+                let r = super::conn::send_upgrade(&server, up, &group.limits).await;
                 r.map(|r| r.map(Either::Right))
-                    .map_err(|e| super::conn::SendError::Broken(e.to_string()))
             } else {
                 let pool = group.pool(ctx.worker);
-                let r = pool.send(server.addr, up, group.limits.clone()).await;
+                let r = pool.send(&server, up, group.limits.clone()).await;
                 r.map(|r| r.map(Either::Left))
             }
         };

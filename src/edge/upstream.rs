@@ -6,25 +6,22 @@ use crate::config::{Balance, Upstream};
 use crate::metrics::{ServerMetrics, UpstreamMetrics};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The body type sent upstream: the client's own body streamed, or one held whole (empty, or
 /// a small body buffered so the request can be sent again on a retry).
 pub type UpBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<Bytes>>;
 
-/// The pooled client of one worker for one group.
-pub type UpClient = Client<HttpConnector, UpBody>;
-
 /// One server of a group (one resolved address).
 #[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
+    /// The host of the address as written in the config (a DNS name or an IP): the name a
+    /// TLS upstream is reached by unless `tls_server_name` says otherwise.
+    pub host: Arc<str>,
     /// "ip:port", the authority requests are sent to.
     pub authority: http::uri::Authority,
     pub weight: u32,
@@ -44,7 +41,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(addr: SocketAddr, weight: u32, up: bool, metrics: ServerMetrics) -> Server {
+    fn new((addr, weight, host): &Resolved, up: bool, metrics: ServerMetrics) -> Server {
+        let (addr, weight) = (*addr, *weight);
         let authority = addr
             .to_string()
             .parse()
@@ -52,6 +50,7 @@ impl Server {
         metrics.up.set(i64::from(up));
         Server {
             addr,
+            host: host.clone(),
             authority,
             weight,
             up: AtomicBool::new(up),
@@ -111,10 +110,6 @@ pub struct Group {
     budget: RetryBudget,
     pub metrics: UpstreamMetrics,
     edge_metrics: Arc<crate::metrics::Metrics>,
-    /// One pooled client per worker (index = worker number), made on first use so its
-    /// connections live on that worker's runtime. Used for upgrades (WebSocket), whose
-    /// connections outlive the request.
-    clients: Box<[OnceLock<UpClient>]>,
     /// Idle connections per worker, driven by the requests that use them (`conn.rs`).
     pools: Box<[Arc<super::conn::WorkerPool>]>,
     /// Idle connections of the HTTP/1.1 fast path (`fast.rs`) per worker.
@@ -156,19 +151,23 @@ impl Group {
             budget: RetryBudget::new(cfg.retry_budget),
             metrics: metrics.edge.upstream(&cfg.name),
             edge_metrics: metrics.clone(),
-            clients: (0..workers.max(1)).map(|_| OnceLock::new()).collect(),
             pools: (0..workers.max(1)).map(|_| Default::default()).collect(),
             raw: (0..workers.max(1)).map(|_| Default::default()).collect(),
             limits: Arc::new(super::conn::Limits {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.idle_timeout,
                 max_idle: cfg.max_idle,
+                tls: crate::net::backend_tls::ServerTlsConfig::for_upstream(cfg),
             }),
         };
-        let resolved: Vec<(SocketAddr, u32)> = cfg
+        let resolved: Vec<Resolved> = cfg
             .servers
             .iter()
-            .flat_map(|s| resolve(s.addr()).into_iter().map(move |a| (a, s.weight())))
+            .flat_map(|s| {
+                let host = host_of(s.addr());
+                let found = resolve(s.addr()).into_iter();
+                found.map(move |a| (a, s.weight(), host.clone()))
+            })
             .collect();
         let prev = old.map(|o| o.servers.load_full());
         group.set_servers(&resolved, prev.as_deref().map(|v| v.as_slice()));
@@ -177,11 +176,14 @@ impl Group {
 
     /// Replace the server list (start, reload, DNS change), keeping the state of servers
     /// that stay.
-    pub fn set_servers(&self, resolved: &[(SocketAddr, u32)], prev: Option<&[Arc<Server>]>) {
+    pub fn set_servers(&self, resolved: &[Resolved], prev: Option<&[Arc<Server>]>) {
         let list: Vec<Arc<Server>> = resolved
             .iter()
-            .map(|&(addr, weight)| {
-                match prev.and_then(|p| p.iter().find(|s| s.addr == addr && s.weight == weight)) {
+            .map(|r| {
+                let (addr, weight, host) = r;
+                let same =
+                    |s: &&Arc<Server>| s.addr == *addr && s.weight == *weight && s.host == *host;
+                match prev.and_then(|p| p.iter().find(same)) {
                     Some(s) => {
                         s.metrics.up.set(i64::from(s.is_up()));
                         s.clone()
@@ -189,8 +191,7 @@ impl Group {
                     // A new server is up until its checks say otherwise, as HAProxy does;
                     // without checks only passive ejection takes it out.
                     None => Arc::new(Server::new(
-                        addr,
-                        weight,
+                        r,
                         true,
                         self.edge_metrics.edge.server(&self.name, &addr.to_string()),
                     )),
@@ -283,16 +284,16 @@ impl Group {
     pub fn answered(&self, s: &Server, status: u16) {
         s.metrics.answered(status);
         if status >= 500 {
-            self.failure(s);
+            self.failure(s, &format_args!("status {status}"));
         } else {
             self.success(s);
         }
     }
 
     /// A request to `s` got no answer (connect failure, broken connection, timeout).
-    pub fn unanswered(&self, s: &Server) {
+    pub fn unanswered(&self, s: &Server, why: &dyn std::fmt::Display) {
         s.metrics.errors.inc();
-        self.failure(s);
+        self.failure(s, why);
     }
 
     /// One attempt at `server`, the same for both HTTP paths: `send` runs until `expired`
@@ -319,7 +320,7 @@ impl Group {
         drop(counted);
         match sent {
             Err(_) => {
-                self.unanswered(server);
+                self.unanswered(server, &"no answer in time");
                 Attempt::Failed(Failure {
                     status: 504,
                     msg: "upstream did not answer in time",
@@ -337,7 +338,7 @@ impl Group {
                 })
             }
             Ok(Err(e)) => {
-                self.unanswered(server);
+                self.unanswered(server, &e);
                 tracing::debug!(upstream = %self.name, server = %server.addr, error = %e, "upstream request failed");
                 Attempt::Failed(Failure {
                     status: 502,
@@ -368,8 +369,8 @@ impl Group {
     }
 
     /// A request to `s` failed (no answer, or a 5xx): after `eject_after` in a row the
-    /// server is ejected for `eject_for`.
-    fn failure(&self, s: &Server) {
+    /// server is ejected for `eject_for`, logged with `why` the last one failed.
+    fn failure(&self, s: &Server, why: &dyn std::fmt::Display) {
         let n = s.fails.fetch_add(1, Relaxed) + 1;
         if self.cfg.eject_after != 0 && n >= self.cfg.eject_after {
             s.fails.store(0, Relaxed);
@@ -378,7 +379,7 @@ impl Group {
             s.metrics.ejections.inc();
             s.metrics.up.set(0);
             tracing::warn!(upstream = %self.name, server = %s.addr, after = n,
-                cooldown = ?self.cfg.eject_for, "upstream server ejected");
+                cooldown = ?self.cfg.eject_for, last_failure = %why, "upstream server ejected");
         }
     }
 
@@ -448,22 +449,14 @@ impl Group {
     pub fn raw_pool(&self, worker: usize) -> &super::fast::RawPool {
         &self.raw[worker % self.raw.len()]
     }
+}
 
-    /// This worker's pooled client for the group (upgrades).
-    pub fn client(&self, worker: usize) -> &UpClient {
-        self.clients[worker % self.clients.len()].get_or_init(|| {
-            let mut http = HttpConnector::new();
-            http.set_connect_timeout(Some(self.cfg.connect_timeout));
-            http.set_nodelay(true);
-            http.enforce_http(true);
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(self.cfg.idle_timeout)
-                .pool_max_idle_per_host(self.cfg.max_idle)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(http)
-        })
-    }
+/// A server address found for a group: address, weight, and the host it was written with.
+pub type Resolved = (SocketAddr, u32, Arc<str>);
+
+/// The host of "host:port" (as written: a DNS name, an IP, or a bracketed IPv6 address).
+pub fn host_of(text: &str) -> Arc<str> {
+    text.rsplit_once(':').map_or(text, |(h, _)| h).into()
 }
 
 /// Resolve "host:port" to its addresses (an IP literal resolves to itself). A name that
@@ -613,13 +606,13 @@ mod tests {
         let mut g = group("round_robin", &[("127.0.0.1:1", 1), ("127.0.0.1:2", 1)]);
         g.cfg.eject_after = 3;
         let bad = g.servers()[0].clone();
-        g.failure(&bad);
-        g.failure(&bad);
+        g.failure(&bad, &"test");
+        g.failure(&bad, &"test");
         g.success(&bad);
-        g.failure(&bad);
-        g.failure(&bad);
+        g.failure(&bad, &"test");
+        g.failure(&bad, &"test");
         assert!(g.eligible(&bad), "a success in between resets the count");
-        g.failure(&bad);
+        g.failure(&bad, &"test");
         assert!(!g.eligible(&bad));
         assert_eq!(counts(&g, 10), vec![0, 10]);
         g.set_up(&g.servers()[1], false);

@@ -9,8 +9,11 @@
 //! `require` without a root file); "verify-ca" needs a chain to `tls_ca_file` and ignores the
 //! name; "verify-full" also needs the name (`tls_server_name`, else the IP the proxy
 //! connects to).
+//!
+//! The HTTP edge uses the same settings for its upstream groups ([`ServerTlsConfig::for_upstream`]),
+//! where a server's name defaults to the host of its address as written.
 
-use crate::config::{Cluster, ServerTls};
+use crate::config::{Cluster, ServerTls, Upstream};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -77,13 +80,57 @@ impl ServerTlsConfig {
     pub fn for_cluster(c: &Cluster) -> ServerTlsConfig {
         Self::of_cluster(c).unwrap_or_else(|e| {
             tracing::error!(cluster = %c.name, error = %e, "cluster tls settings unusable");
-            ServerTlsConfig {
-                mode: ServerTls::Require,
-                client: None,
-                name: None,
-                identity: e.as_bytes().to_vec(),
-                unusable: Some(e.into()),
+            Self::refusing(e)
+        })
+    }
+
+    /// Settings that fail every connection with `why` (never plain instead).
+    fn refusing(why: String) -> ServerTlsConfig {
+        ServerTlsConfig {
+            mode: ServerTls::Require,
+            client: None,
+            name: None,
+            identity: why.as_bytes().to_vec(),
+            unusable: Some(why.into()),
+        }
+    }
+
+    /// An edge upstream group's settings, offering "http/1.1" by ALPN; `None` for
+    /// "disable". As [`ServerTlsConfig::for_cluster`], settings that no longer load refuse
+    /// every connection with the reason.
+    pub fn for_upstream(u: &Upstream) -> Option<ServerTlsConfig> {
+        match Self::of_upstream(u) {
+            Ok(c) if c.mode == ServerTls::Disable => None,
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(upstream = %u.name, error = %e, "upstream tls settings unusable");
+                Some(Self::refusing(e))
             }
+        }
+    }
+
+    /// Read `u`'s TLS settings and files; the error names the file or setting at fault.
+    pub fn of_upstream(u: &Upstream) -> Result<ServerTlsConfig, String> {
+        let mut c = Self::build(
+            u.tls,
+            u.tls_ca_file.as_deref(),
+            u.tls_server_name.as_deref(),
+            u.tls_cert.as_deref().zip(u.tls_key.as_deref()),
+        )?;
+        if let Some(client) = &mut c.client {
+            let mut with_alpn = (**client).clone();
+            with_alpn.alpn_protocols = vec![b"http/1.1".to_vec()];
+            *client = Arc::new(with_alpn);
+        }
+        Ok(c)
+    }
+
+    /// The name a server is reached by: `tls_server_name` if set, else `host` (the host of
+    /// the address as written, a DNS name or an IP).
+    pub fn server_name(&self, host: &str) -> Option<ServerName<'static>> {
+        self.name.clone().or_else(|| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            ServerName::try_from(host.to_owned()).ok()
         })
     }
 
@@ -198,16 +245,29 @@ impl ServerTlsConfig {
         tcp: TcpStream,
         addr: SocketAddr,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let client = self.client.clone().ok_or_else(|| {
-            let why = self.unusable.as_deref().unwrap_or("TLS is disabled");
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned())
-        })?;
         let name = self
             .name
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        self.handshake_named(tcp, name).await
+    }
+
+    /// The TLS handshake on `io` with a server called `name` (sent by SNI when it is a DNS
+    /// name, checked under "verify-full").
+    pub async fn handshake_named<S>(
+        &self,
+        io: S,
+        name: ServerName<'static>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let client = self.client.clone().ok_or_else(|| {
+            let why = self.unusable.as_deref().unwrap_or("TLS is disabled");
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned())
+        })?;
         tokio_rustls::TlsConnector::from(client)
-            .connect(name, tcp)
+            .connect(name, io)
             .await
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod drivers;
+pub mod pki;
 pub mod raw;
 
 use std::sync::OnceLock;
