@@ -7,6 +7,7 @@
 //! PROTOS=h1 BODIES=1k.bin cargo bench --bench edge_wrk         # one scenario
 //! SHOW_LATENCY=1 ...                                           # wrk's p50/p75/p90/p99 too
 //! SCHED=batch ...                      # the edge's workers under worker_scheduling = "batch"
+//! UPSTREAM_TLS=1 ...                    # HTTPS from the proxies to the upstream
 //! ```
 //!
 //! The upstream is nginx (1 worker) serving two static files, `1k.bin` (1 KiB) and `64k.bin`
@@ -23,7 +24,10 @@
 //! http2`) and `switchyard` (an edge listener with `tls_cert`/`tls_key`), both on the same
 //! self-signed certificate (rcgen) and h2 chosen by ALPN: a timed run, so both get the same
 //! wall time however fast they are; requests per second only (h2load gives no percentiles).
-//! Upstream connections are HTTP/1.1 for both proxies.
+//! Upstream connections are HTTP/1.1 for both proxies. With `UPSTREAM_TLS=1` the upstream
+//! nginx listens with `ssl` (the same certificate; `direct` is then wrk over HTTPS), nginx
+//! proxies with `proxy_pass https://` (TLS sessions reused, its default) and the edge's
+//! group has `tls = "require"`; neither proxy checks the certificate.
 //!
 //! Both nginx instances: `worker_processes 1`, `access_log off`, `sendfile on`, `tcp_nopush on`,
 //! `keepalive_requests 100000` (nginx's default 1000 would close client and upstream
@@ -376,18 +380,29 @@ fn main() {
     }
     let (cert, key) = self_signed(tmp.path());
 
+    let up_tls = std::env::var("UPSTREAM_TLS").is_ok_and(|v| v == "1");
+    let (up_listen, up_scheme, group_tls) = match up_tls {
+        true => (
+            format!(" ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key}"),
+            "https",
+            "tls = \"require\"",
+        ),
+        false => (String::new(), "http", ""),
+    };
     let up = free_port();
     let upstream = Nginx::start(
         tmp.path().join("upstream"),
         &format!(
-            "  server {{\n    listen 127.0.0.1:{up};\n    root {};\n    location / {{ }}\n  }}\n",
+            "  server {{\n    listen 127.0.0.1:{up}{up_listen};\n    root {};\n    location / {{ }}\n  }}\n",
             www.display()
         ),
         &[up],
     );
     let (np, nps) = (free_port(), free_port());
-    let location = "    location / {\n      proxy_pass http://web;\n      \
-                    proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }\n";
+    let location = format!(
+        "    location / {{\n      proxy_pass {up_scheme}://web;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n"
+    );
     let proxy = Nginx::start(
         tmp.path().join("proxy"),
         &format!(
@@ -421,6 +436,7 @@ upstream = "web"
 [[edge.upstream]]
 name = "web"
 servers = ["127.0.0.1:{up}"]
+{group_tls}
 "#
     );
     let server = Server::start(Config::from_toml(&config).expect("bench config")).expect("edge");
@@ -451,7 +467,10 @@ servers = ["127.0.0.1:{up}"]
     };
     let load = |proto: &str, port: u16, file: &str, secs: u64| match proto {
         "h1" => wrk(
-            &format!("http://127.0.0.1:{port}/{file}"),
+            &format!(
+                "{}://127.0.0.1:{port}/{file}",
+                if port == up { up_scheme } else { "http" }
+            ),
             threads,
             conns,
             secs,
@@ -515,7 +534,8 @@ servers = ["127.0.0.1:{up}"]
     println!(
         "\nHTTP/1.1: wrk -t{threads} -c{conns} -d{secs}s --latency; HTTP/2: h2load -t{threads} \
          -c{conns} -m{streams} -D{secs} --warm-up-time=1 (TLS, h2 by ALPN); median of {rounds} \
-         round(s); switchyard workers {workers} ({sched} scheduling); {cores} cores\n"
+         round(s); switchyard workers {workers} ({sched} scheduling); {cores} cores; upstream \
+         over {up_scheme}\n"
     );
     println!(
         "| proto | body | contender | req/s | p99 ms | proxy CPU % | upstream CPU % | errors |"

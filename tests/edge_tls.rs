@@ -117,7 +117,8 @@ fn pattern(n: usize) -> Vec<u8> {
 fn config(groups: &[(&str, String, &str)]) -> String {
     let mut text = String::from(
         "[general]\nworkers = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[edge.listener]]\nlisten = \"127.0.0.1:0\"\n",
+         [[edge.listener]]\nlisten = \"127.0.0.1:0\"\n\
+         [[edge.listener]]\nname = \"hyper\"\nlisten = \"127.0.0.1:0\"\nh1_fast_path = false\n",
     );
     for (name, server, extra) in groups {
         text.push_str(&format!(
@@ -178,87 +179,91 @@ fn https_upstreams_are_reached_as_each_mode_says_and_refused_when_they_must_be()
     std::fs::write(&path, &text).unwrap();
     let s = Server::start_file(&path).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
     let base = format!("http://{}", s.edge_addrs[0]);
+    // GETs start on the fast path on the first listener, on hyper's on the second.
+    let hyper = format!("http://{}", s.edge_addrs[1]);
+    for base in [&base, &hyper] {
+        // What each server saw: TLS 1.3, http/1.1 by ALPN, SNI only for names, the client's
+        // Host passed on, the client certificate where one is configured.
+        let w = whoami(&format!("{base}/req/whoami"));
+        assert_eq!(w["tls"], "TLSv1.3", "{w}");
+        assert_eq!(w["alpn"], "http/1.1", "{w}");
+        assert_eq!(w["sni"], serde_json::Value::Null, "{w}");
+        assert_eq!(w["client_cert"], serde_json::Value::Null, "{w}");
+        assert_eq!(w["host"], base.trim_start_matches("http://"), "{w}");
+        assert_eq!(whoami(&format!("{base}/full/whoami"))["sni"], "localhost");
+        assert_eq!(whoami(&format!("{base}/ip/whoami"))["tls"], "TLSv1.3");
+        assert_eq!(
+            whoami(&format!("{base}/named/whoami"))["sni"],
+            "db.switchyard.test"
+        );
+        let w = whoami(&format!("{base}/cert/whoami"));
+        assert_eq!(w["client_cert"], "commonName=cert_user", "{w}");
+        assert_eq!(w["name"], "mtls");
 
-    // What each server saw: TLS 1.3, http/1.1 by ALPN, SNI only for names, the client's
-    // Host passed on, the client certificate where one is configured.
-    let w = whoami(&format!("{base}/req/whoami"));
-    assert_eq!(w["tls"], "TLSv1.3", "{w}");
-    assert_eq!(w["alpn"], "http/1.1", "{w}");
-    assert_eq!(w["sni"], serde_json::Value::Null, "{w}");
-    assert_eq!(w["client_cert"], serde_json::Value::Null, "{w}");
-    assert_eq!(w["host"], s.edge_addrs[0].to_string(), "{w}");
-    assert_eq!(whoami(&format!("{base}/full/whoami"))["sni"], "localhost");
-    assert_eq!(whoami(&format!("{base}/ip/whoami"))["tls"], "TLSv1.3");
-    assert_eq!(
-        whoami(&format!("{base}/named/whoami"))["sni"],
-        "db.switchyard.test"
-    );
-    let w = whoami(&format!("{base}/cert/whoami"));
-    assert_eq!(w["client_cert"], "commonName=cert_user", "{w}");
-    assert_eq!(w["name"], "mtls");
-
-    // Refused: an unknown authority, a wrong name, no client certificate where one is
-    // required, plain HTTP to a TLS port. Each is a 502, and the servers saw the handshakes
-    // fail (or, for plain HTTP, never start).
-    let failed_before = stats(&base, "req")["failed"].as_u64().unwrap();
-    for case in ["wrongca", "wrongname", "nocert", "plain"] {
-        let (status, body) = get(&format!("{base}/{case}/whoami"));
-        assert_eq!(status, 502, "{case}: {}", String::from_utf8_lossy(&body));
-    }
-    let failed_after = stats(&base, "req")["failed"].as_u64().unwrap();
-    assert!(
-        failed_after >= failed_before + 3,
-        "{failed_before} -> {failed_after}"
-    );
-
-    // Pooled: 60 requests on one client connection open at most a couple of upstream
-    // connections (one per worker that serves them), not 60 handshakes.
-    let before = stats(&base, "req")["handshakes"].as_u64().unwrap();
-    let conns: std::collections::HashSet<u64> = rt().block_on(async {
-        let c = client();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..60 {
-            let (status, body) = request(&c, "GET", &format!("{base}/req/whoami"), vec![]).await;
-            assert_eq!(status, 200);
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            seen.insert(v["conn"].as_u64().unwrap());
+        // Refused: an unknown authority, a wrong name, no client certificate where one is
+        // required, plain HTTP to a TLS port. Each is a 502, and the servers saw the handshakes
+        // fail (or, for plain HTTP, never start).
+        let failed_before = stats(base, "req")["failed"].as_u64().unwrap();
+        for case in ["wrongca", "wrongname", "nocert", "plain"] {
+            let (status, body) = get(&format!("{base}/{case}/whoami"));
+            assert_eq!(status, 502, "{case}: {}", String::from_utf8_lossy(&body));
         }
-        seen
-    });
-    let after = stats(&base, "req")["handshakes"].as_u64().unwrap();
-    assert!(conns.len() <= 2, "{conns:?}");
-    assert!(after - before <= 3, "{before} -> {after}");
+        let failed_after = stats(base, "req")["failed"].as_u64().unwrap();
+        assert!(
+            failed_after >= failed_before + 3,
+            "{failed_before} -> {failed_after}"
+        );
 
-    // Large bodies both ways, one at a time and many at once.
-    let (status, body) = get(&format!("{base}/req/big?n={}", 24 << 20));
-    assert_eq!(status, 200);
-    assert!(body == pattern(24 << 20), "24 MiB body differs");
-    let upload: Vec<u8> = (0..(12usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
-    let (status, echoed) = rt().block_on(request(
-        &client(),
-        "POST",
-        &format!("{base}/req/echo"),
-        upload.clone(),
-    ));
-    assert_eq!(status, 200);
-    assert!(echoed == upload, "12 MiB upload echoed differently");
-    rt().block_on(async {
-        let c = client();
-        let all = (0..24).map(|i| {
-            let c = c.clone();
-            let url = format!("{base}/req/big?n={}", 300_000 + i * 1000);
-            tokio::spawn(async move { request(&c, "GET", &url, vec![]).await })
+        // Pooled: 60 requests on one client connection open at most a couple of upstream
+        // connections (one per worker that serves them), not 60 handshakes.
+        let before = stats(base, "req")["handshakes"].as_u64().unwrap();
+        let conns: std::collections::HashSet<u64> = rt().block_on(async {
+            let c = client();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..60 {
+                let (status, body) =
+                    request(&c, "GET", &format!("{base}/req/whoami"), vec![]).await;
+                assert_eq!(status, 200);
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                seen.insert(v["conn"].as_u64().unwrap());
+            }
+            seen
         });
-        for (i, r) in futures_util::future::join_all(all)
-            .await
-            .into_iter()
-            .enumerate()
-        {
-            let (status, body) = r.unwrap();
-            assert_eq!(status, 200);
-            assert!(body == pattern(300_000 + i * 1000), "body {i} differs");
-        }
-    });
+        let after = stats(base, "req")["handshakes"].as_u64().unwrap();
+        assert!(conns.len() <= 2, "{conns:?}");
+        assert!(after - before <= 3, "{before} -> {after}");
+
+        // Large bodies both ways, one at a time and many at once.
+        let (status, body) = get(&format!("{base}/req/big?n={}", 24 << 20));
+        assert_eq!(status, 200);
+        assert!(body == pattern(24 << 20), "24 MiB body differs");
+        let upload: Vec<u8> = (0..(12usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let (status, echoed) = rt().block_on(request(
+            &client(),
+            "POST",
+            &format!("{base}/req/echo"),
+            upload.clone(),
+        ));
+        assert_eq!(status, 200);
+        assert!(echoed == upload, "12 MiB upload echoed differently");
+        rt().block_on(async {
+            let c = client();
+            let all = (0..24).map(|i| {
+                let c = c.clone();
+                let url = format!("{base}/req/big?n={}", 300_000 + i * 1000);
+                tokio::spawn(async move { request(&c, "GET", &url, vec![]).await })
+            });
+            for (i, r) in futures_util::future::join_all(all)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                let (status, body) = r.unwrap();
+                assert_eq!(status, 200);
+                assert!(body == pattern(300_000 + i * 1000), "body {i} differs");
+            }
+        });
+    }
 
     // An upgrade tunnels over TLS.
     let mut c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();

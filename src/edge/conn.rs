@@ -212,20 +212,37 @@ impl UpConn {
     }
 }
 
-/// A new connection to `server`: TCP, then the TLS handshake when the group asks for it,
-/// both within the connect timeout. A failed handshake is a failed connect (another server
-/// may be tried).
+/// The hyper path's upstream connection: TCP with quick-acks as [`QuickAck`] says, and TLS
+/// over it when the group asks for it.
+pub type UpStream = MaybeTls<QuickAck>;
+
+/// A new connection to `server` for hyper's path (see [`open_with`]).
 pub async fn open(server: &Server, limits: &Limits) -> Result<UpStream, SendError> {
+    open_with(server, limits, |tcp| QuickAck {
+        tcp,
+        reads_since_write: 0,
+    })
+    .await
+}
+
+/// A new connection to `server`: TCP (no Nagle), wrapped by `wrap`, then the TLS handshake
+/// when the group asks for it, all within the connect timeout. A failed handshake is a
+/// failed connect (another server may be tried).
+pub async fn open_with<S>(
+    server: &Server,
+    limits: &Limits,
+    wrap: impl FnOnce(tokio::net::TcpStream) -> S,
+) -> Result<MaybeTls<S>, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let timeout = limits.connect_timeout;
     let opening = async {
         let tcp = tokio::net::TcpStream::connect(server.addr).await?;
         let _ = tcp.set_nodelay(true);
-        let tcp = QuickAck {
-            tcp,
-            reads_since_write: 0,
-        };
+        let tcp = wrap(tcp);
         let Some(tls) = &limits.tls else {
-            return Ok(UpStream::Plain(tcp));
+            return Ok(MaybeTls::Plain(tcp));
         };
         let name = tls.server_name(&server.host).ok_or_else(|| {
             let why = format!("{:?} is not a name TLS can use", server.host);
@@ -234,7 +251,7 @@ pub async fn open(server: &Server, limits: &Limits) -> Result<UpStream, SendErro
         let stream = tls.handshake_named(tcp, name).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("TLS handshake with {}: {e}", server.addr))
         })?;
-        Ok(UpStream::Tls(Box::new(stream)))
+        Ok(MaybeTls::Tls(Box::new(stream)))
     };
     match tokio::time::timeout(timeout, opening).await {
         Ok(Ok(s)) => Ok(s),
@@ -260,38 +277,73 @@ where
         .map_err(|e| SendError::Broken(e.to_string()))
 }
 
-/// Send an upgrade request (WebSocket) on a connection of its own, which a task of this
-/// worker drives: after a 101 it carries the tunnel (`hyper::upgrade::on` the response),
-/// otherwise it closes after the answer.
+/// Send an upgrade request (WebSocket) on a connection of its own. The request's task drives
+/// it until the answer's head is in (a request given up on closes it), then a task of this
+/// worker finishes it: after a 101 it hands the connection to the tunnel
+/// (`hyper::upgrade::on` the response), otherwise it ends with the answer's body.
 pub async fn send_upgrade(
     server: &Server,
     req: http::Request<UpBody>,
     limits: &Limits,
 ) -> Result<http::Response<Incoming>, SendError> {
     let (mut send, conn) = handshake(open(server, limits).await?).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream upgrade connection ended with an error");
+    let mut conn = conn.with_upgrades();
+    let mut answer = std::pin::pin!(send.send_request(req));
+    let mut ended = false;
+    let resp = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+            return Poll::Ready(r.map_err(SendError::of));
         }
-    });
-    send.send_request(req).await.map_err(SendError::of)
+        if !ended && Pin::new(&mut conn).poll(cx).is_ready() {
+            // Ended before the head (closed, or failed): the answer has its error now.
+            ended = true;
+            return match answer.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map_err(SendError::of)),
+                Poll::Pending => {
+                    Poll::Ready(Err(SendError::Broken("upstream connection closed".into())))
+                }
+            };
+        }
+        Poll::Pending
+    })
+    .await?;
+    if !ended {
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended with an error");
+            }
+        });
+    }
+    Ok(resp)
 }
 
-/// An upstream connection's bytes: plain TCP, or TLS over it.
-pub enum UpStream {
-    Plain(QuickAck),
-    Tls(Box<tokio_rustls::client::TlsStream<QuickAck>>),
+/// An upstream connection's bytes: plain, or TLS over them.
+pub enum MaybeTls<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
 }
 
-impl tokio::io::AsyncRead for UpStream {
+impl<S> MaybeTls<S> {
+    /// The stream under TLS, if any.
+    pub fn inner(&self) -> &S {
+        match self {
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+type Io<'a, T> = Pin<&'a mut T>;
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncRead for MaybeTls<S> {
     fn poll_read(
-        self: Pin<&mut Self>,
+        self: Io<'_, Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpStream::Tls(s) => {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => {
                 // Records rustls still holds go out before waiting for the answer to them
                 // (see `net::backend`).
                 if let Poll::Ready(Err(e)) =
@@ -305,47 +357,49 @@ impl tokio::io::AsyncRead for UpStream {
     }
 }
 
-impl tokio::io::AsyncWrite for UpStream {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite
+    for MaybeTls<S>
+{
     fn poll_write(
-        self: Pin<&mut Self>,
+        self: Io<'_, Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        self: Io<'_, Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpStream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            UpStream::Plain(s) => s.is_write_vectored(),
-            UpStream::Tls(s) => s.is_write_vectored(),
+            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Tls(s) => s.is_write_vectored(),
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(self: Io<'_, Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Io<'_, Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            UpStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpStream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

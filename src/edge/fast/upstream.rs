@@ -2,7 +2,7 @@
 //! request's exchange up to the response head, and the copy of the body to the client.
 
 use super::wire::{parse_and_rewrite, ChunkScanner, Framing, Head};
-use crate::edge::conn::Limits;
+use crate::edge::conn::{open_with, Limits, MaybeTls};
 use crate::edge::upstream::Server;
 use bytes::{Buf, BufMut, BytesMut};
 use http::HeaderValue;
@@ -23,9 +23,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Largest response head read from an upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// One upstream connection of the fast path, with what was read from it and not used yet.
+/// One upstream connection of the fast path (TCP, or TLS over it), with what was read from
+/// it and not used yet.
 pub struct RawConn {
-    stream: TcpStream,
+    stream: MaybeTls<TcpStream>,
     buf: BytesMut,
 }
 
@@ -33,11 +34,23 @@ pub struct RawConn {
 pub type RawPool = crate::edge::conn::IdlePool<RawConn>;
 
 impl RawConn {
-    /// An idle connection has nothing to read: data or the end means it is unusable.
+    /// An idle connection has nothing to read: data or the end means it is unusable. Over
+    /// TLS, records without data (a TLS 1.3 server's session tickets) are taken in on the way.
     fn usable(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            && self.buf.is_empty()
+        let nothing = match &mut self.stream {
+            MaybeTls::Plain(s) => {
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            MaybeTls::Tls(t) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let mut rb = tokio::io::ReadBuf::new(&mut probe);
+                let r =
+                    tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut **t), &mut cx, &mut rb);
+                r.is_pending()
+            }
+        };
+        nothing && self.buf.is_empty()
     }
 }
 
@@ -68,7 +81,7 @@ pub(super) async fn send(
         let reused = pooled.is_some();
         let mut conn = match pooled.take() {
             Some(c) => c,
-            None => connect(server.addr, limits.connect_timeout).await?,
+            None => connect(server, limits).await?,
         };
         match round_trip(&mut conn, head, head_only, request_id, out).await {
             Ok(Some((head_len, status, framing, reusable))) => {
@@ -88,13 +101,10 @@ pub(super) async fn send(
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RawConn, String> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("connect: {e}")),
-        Err(_) => return Err("connect: timed out".into()),
-    };
-    let _ = stream.set_nodelay(true);
+async fn connect(server: &Server, limits: &Limits) -> Result<RawConn, String> {
+    let stream = open_with(server, limits, |tcp| tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(RawConn {
         stream,
         buf: BytesMut::with_capacity(IDLE_BUFFER),
@@ -111,6 +121,8 @@ async fn round_trip(
     out: &mut BytesMut,
 ) -> std::io::Result<Option<(usize, u16, Framing, bool)>> {
     conn.stream.write_all(head).await?;
+    // TLS: the records rustls kept go out now (a no-op on plain TCP).
+    conn.stream.flush().await?;
     loop {
         // Nothing is buffered before the first read (a pooled connection ended clean).
         let parsed = if conn.buf.is_empty() {
@@ -248,7 +260,7 @@ async fn copy_body(
                 // delayed ACK (40 ms on Linux), which made the p99 of 64 KiB answers ~40 ms.
                 // Linux leaves quick-ack mode by itself once the connection turns
                 // interactive again (the next request): set once per answer.
-                let _ = socket2::SockRef::from(&up.conn.stream).set_quickack(true);
+                let _ = socket2::SockRef::from(up.conn.stream.inner()).set_quickack(true);
                 quick_ack = true;
                 waited = true;
             }
