@@ -4,8 +4,8 @@
 # and client (src/testkit/mariadb.rs), the real
 # drivers of tests/pg_drivers.rs (psycopg 3, asyncpg, Django, SQLAlchemy, node-postgres, Sequelize, knex, pgjdbc with HikariCP and Spring JDBC, a JDK) and of
 # the MySQL tests (PyMySQL, mysql-connector-python, mysql2, MariaDB Connector/J), and for
-# tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file), and curl and
-# Chromium for the HTTP edge's tests.
+# tests/pg_regress.rs the PostgreSQL source and PGXS (see the end of this file), and curl,
+# Chromium and grpcio for the HTTP edge's tests.
 # Idempotent: does nothing (and touches no package list) when everything is present.
 # The tests run their own servers on free ports; they never use a packaged service.
 set -euo pipefail
@@ -148,6 +148,13 @@ if ! python3 -c 'import mysql.connector' >/dev/null 2>&1; then
     pip_install mysql-connector-python
 fi
 python3 -c 'import pymysql, mysql.connector' || { log "PyMySQL/mysql-connector-python still not importable"; exit 1; }
+
+# gRPC server and client (grpcio, the C-core implementation) for tests/edge_grpc.rs.
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+    log "installing python package grpcio"
+    pip_install grpcio
+fi
+python3 -c 'import grpc' || { log "grpcio still not importable"; exit 1; }
 
 apt_missing=()
 if ! have javac || ! have java; then apt_missing+=(default-jdk-headless); fi

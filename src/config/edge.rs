@@ -157,6 +157,15 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
+/// The HTTP version spoken to a group's servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2,
+}
+
 /// How a group spreads requests over its servers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -246,6 +255,12 @@ pub struct Upstream {
     /// HTTP server speaks TLS on a port or does not.
     #[serde(default = "default_upstream_tls")]
     pub tls: ServerTls,
+    /// How requests reach the servers: "http1" (default; pooled HTTP/1.1 connections) or
+    /// "h2" (one multiplexed HTTP/2 connection per server and worker: prior knowledge over
+    /// plain TCP, ALPN "h2" over TLS), as gRPC servers need. Upgrades (WebSocket) cannot go
+    /// to an "h2" group.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// PEM file of the certificate authorities for "verify-ca" and "verify-full" (the
     /// system's bundle, /etc/ssl/certs/ca-certificates.crt on Debian, for public ones).
     /// Default: none.

@@ -61,7 +61,9 @@ pub async fn run(edge: Arc<Edge>, shutdown: CancellationToken) {
 async fn check_group(g: Arc<Group>, h: HttpHealth, stop: CancellationToken) {
     loop {
         let servers = g.servers();
-        let checks = servers.iter().map(|s| check_one(s, &h, &g.limits));
+        let checks = servers
+            .iter()
+            .map(|s| check_one(s, &h, &g.limits, g.is_h2()));
         let results = tokio::select! {
             r = futures_util::future::join_all(checks) => r,
             _ = stop.cancelled() => return,
@@ -98,24 +100,46 @@ fn record(g: &Group, s: &Server, h: &HttpHealth, ok: Result<(), String>) {
     }
 }
 
-/// One check: a fresh connection, `GET path`, the expected status within the timeout.
-async fn check_one(s: &Server, h: &HttpHealth, limits: &Limits) -> Result<(), String> {
+/// One check: a fresh connection (HTTP/1.1, or HTTP/2 for an "h2" group), `GET path`, the
+/// expected status within the timeout.
+async fn check_one(s: &Server, h: &HttpHealth, limits: &Limits, h2: bool) -> Result<(), String> {
     let attempt = async {
-        let stream = super::conn::open(s, limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut send, conn) = super::conn::handshake(stream)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let driver = tokio::spawn(conn);
         let req = http::Request::get(h.path.as_str())
-            .header(http::header::HOST, s.authority.as_str())
-            .header(http::header::USER_AGENT, "switchyard-health")
-            .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        driver.abort();
+            .header(http::header::USER_AGENT, "switchyard-health");
+        let resp = if h2 {
+            let scheme = if limits.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let uri = format!("{scheme}://{}{}", s.authority, h.path);
+            let req = req
+                .uri(uri)
+                .version(http::Version::HTTP_2)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let mut send = super::conn::connect_h2(s, limits)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Dropping the last handle at the end closes the connection.
+            send.send_request(req).await.map_err(|e| e.to_string())?
+        } else {
+            let stream = super::conn::open(s, limits)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, conn) = super::conn::handshake(stream)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            let driver = tokio::spawn(conn);
+            let req = req
+                .header(http::header::HOST, s.authority.as_str())
+                .header(http::header::CONNECTION, "close")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            driver.abort();
+            resp
+        };
         if resp.status().as_u16() == h.expect_status {
             Ok(())
         } else {

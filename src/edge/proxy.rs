@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// An upstream's body: from a pooled connection (`conn.rs`), or from hyper's client (the
-/// answer to an upgrade request).
+/// An upstream's body: from a pooled HTTP/1.1 connection (`conn.rs`), or a stream of
+/// hyper's own (an HTTP/2 upstream's answer, or the answer to an upgrade request).
 pub type UpstreamBody = Either<super::conn::PooledBody, Incoming>;
 
 /// What the edge sends back: the upstream's streamed body (kept for the cache on the way
@@ -382,8 +382,30 @@ async fn forward(
             Err(_) => return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None)),
         },
     };
+    let h2 = group.is_h2();
+    if h2 && upgrade {
+        return Err(failed(
+            StatusCode::BAD_GATEWAY,
+            "upgrades need an HTTP/1.1 upstream",
+            None,
+        ));
+    }
+    // "TE: trailers" is the one TE HTTP/2 allows; gRPC clients send it and servers may
+    // insist on it.
+    let te_trailers = h2
+        && parts.headers.get_all(http::header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
     let via = headers::via_for(parts.version);
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    if te_trailers {
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
     let host_value = parts
         .headers
         .get(http::header::HOST)
@@ -420,7 +442,26 @@ async fn forward(
         // Origin-form: a server given the absolute form must take the host from it and
         // ignore Host (RFC 9112, 3.2.2), which would hide the client's Host from name-based
         // virtual hosts.
-        let uri = http::Uri::builder().path_and_query(path.clone()).build();
+        // HTTP/2 names the host in the authority (from Host, which is then not sent).
+        let uri = if h2 {
+            let authority = host_value
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .unwrap_or_else(|| server.authority.clone());
+            let scheme = if group.limits.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            http::Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(path.clone())
+                .build()
+        } else {
+            http::Uri::builder().path_and_query(path.clone()).build()
+        };
         let Ok(uri) = uri else {
             return Err(failed(StatusCode::BAD_REQUEST, "bad request path", None));
         };
@@ -432,7 +473,7 @@ async fn forward(
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.headers_mut() = parts.headers.clone();
-        if up.body().size_hint().exact().is_none() {
+        if up.body().size_hint().exact().is_none() && !h2 {
             // A body of unknown length goes out chunked. hyper's client would send a GET,
             // HEAD or CONNECT with such a body as having none (it assumes they never have
             // one) unless the header says chunked, and the client's body bytes would then be
@@ -442,14 +483,25 @@ async fn forward(
                 HeaderValue::from_static("chunked"),
             );
         }
-        if host_value.is_none() {
-            if let Ok(h) = HeaderValue::from_str(server.authority.as_str()) {
-                up.headers_mut().insert(http::header::HOST, h);
+        if h2 {
+            up.headers_mut().remove(http::header::HOST);
+            *up.version_mut() = Version::HTTP_2;
+        } else {
+            if host_value.is_none() {
+                if let Ok(h) = HeaderValue::from_str(server.authority.as_str()) {
+                    up.headers_mut().insert(http::header::HOST, h);
+                }
             }
+            *up.version_mut() = Version::HTTP_11;
         }
-        *up.version_mut() = Version::HTTP_11;
         let send = async {
-            if upgrade {
+            if h2 {
+                let r = group
+                    .h2_pool(ctx.worker)
+                    .send(&server, up, &group.limits)
+                    .await;
+                r.map(|r| r.map(Either::Right))
+            } else if upgrade {
                 let r = super::conn::send_upgrade(&server, up, &group.limits).await;
                 r.map(|r| r.map(Either::Right))
             } else {

@@ -112,6 +112,8 @@ pub struct Group {
     edge_metrics: Arc<crate::metrics::Metrics>,
     /// Idle connections per worker, driven by the requests that use them (`conn.rs`).
     pools: Box<[Arc<super::conn::WorkerPool>]>,
+    /// HTTP/2 connections per worker (`protocol = "h2"`).
+    h2: Box<[super::conn::H2Pool]>,
     /// Idle connections of the HTTP/1.1 fast path (`fast.rs`) per worker.
     raw: Box<[super::fast::RawPool]>,
     pub limits: Arc<super::conn::Limits>,
@@ -153,6 +155,7 @@ impl Group {
             edge_metrics: metrics.clone(),
             pools: (0..workers.max(1)).map(|_| Default::default()).collect(),
             raw: (0..workers.max(1)).map(|_| Default::default()).collect(),
+            h2: (0..workers.max(1)).map(|_| Default::default()).collect(),
             limits: Arc::new(super::conn::Limits {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.idle_timeout,
@@ -417,6 +420,16 @@ impl Group {
     /// This worker's idle connections of the group.
     pub fn pool(&self, worker: usize) -> &Arc<super::conn::WorkerPool> {
         &self.pools[worker % self.pools.len()]
+    }
+
+    /// This worker's HTTP/2 connections (`protocol = "h2"`).
+    pub fn h2_pool(&self, worker: usize) -> &super::conn::H2Pool {
+        &self.h2[worker % self.h2.len()]
+    }
+
+    /// Requests go to the servers over HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        self.cfg.protocol == crate::config::UpstreamProtocol::H2
     }
 
     /// The server for attempt number `attempt` (from 0) of a request that already tried

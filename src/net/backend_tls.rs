@@ -13,7 +13,7 @@
 //! The HTTP edge uses the same settings for its upstream groups ([`ServerTlsConfig::for_upstream`]),
 //! where a server's name defaults to the host of its address as written.
 
-use crate::config::{Cluster, ServerTls, Upstream};
+use crate::config::{Cluster, ServerTls, Upstream, UpstreamProtocol};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -95,7 +95,7 @@ impl ServerTlsConfig {
         }
     }
 
-    /// An edge upstream group's settings, offering "http/1.1" by ALPN; `None` for
+    /// An edge upstream group's settings, offering its protocol by ALPN; `None` for
     /// "disable". As [`ServerTlsConfig::for_cluster`], settings that no longer load refuse
     /// every connection with the reason.
     pub fn for_upstream(u: &Upstream) -> Option<ServerTlsConfig> {
@@ -119,7 +119,10 @@ impl ServerTlsConfig {
         )?;
         if let Some(client) = &mut c.client {
             let mut with_alpn = (**client).clone();
-            with_alpn.alpn_protocols = vec![b"http/1.1".to_vec()];
+            with_alpn.alpn_protocols = vec![match u.protocol {
+                UpstreamProtocol::Http1 => b"http/1.1".to_vec(),
+                UpstreamProtocol::H2 => b"h2".to_vec(),
+            }];
             *client = Arc::new(with_alpn);
         }
         Ok(c)

@@ -283,7 +283,7 @@ fn prepare(
     let Some(route) = state.routes.find(&ctx.listener, &host, path) else {
         return Parsed::Handoff;
     };
-    if route.cfg.cache || route.limiter.is_some() {
+    if route.cfg.cache || route.limiter.is_some() || route.group.is_h2() {
         return Parsed::Handoff;
     }
     let log_on = state.cfg.access_log != crate::config::AccessLog::Off;

@@ -1,0 +1,264 @@
+//! HTTP/2 from the edge to its upstreams (`[[edge.upstream]] protocol = "h2"`): real gRPC
+//! servers and clients (grpcio, tests/support/grpc_echo.py) through the edge give exactly what
+//! they give directly (unary calls up to 3 MiB, server, client and bidirectional streaming,
+//! status codes and details, initial and trailing metadata, deadlines, 200 calls at once on
+//! one channel), spread over two servers, over h2c and over TLS with ALPN on either side; and
+//! an HTTP server reached over HTTP/2 sees the client's host as :authority, gets bodies of
+//! unknown length, answers health checks made over HTTP/2, and refuses nothing an HTTP/1.1
+//! group would take but upgrades.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::pki::pki;
+use switchyard::app::Server;
+use switchyard::config::Config;
+use switchyard::testkit::http::HttpUpstream;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/grpc_echo.py");
+
+/// A gRPC server process; stopped when dropped.
+struct Grpc {
+    child: Child,
+    port: u16,
+}
+
+impl Grpc {
+    /// `tls`: serve over TLS with the test authority's server certificate.
+    fn start(name: &str, tls: bool) -> Grpc {
+        let p = pki();
+        let mut cmd = Command::new("python3");
+        cmd.args([SCRIPT, "serve", name]);
+        if tls {
+            cmd.args([&p.server_cert, &p.server_key]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("port: {line:?} (is grpcio installed? scripts/install-deps.sh installs it)")
+        });
+        Grpc { child, port }
+    }
+}
+
+impl Drop for Grpc {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the client's scenarios against `target`; (the lines every well-behaved server gives
+/// alike, the "servers" line).
+fn scenarios(target: &str, ca: Option<&str>, authority: Option<&str>) -> (String, String) {
+    let mut cmd = Command::new("python3");
+    cmd.args([SCRIPT, "client", target, ca.unwrap_or("")]);
+    if let Some(a) = authority {
+        cmd.arg(a);
+    }
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let out = support::drivers::run_bounded(
+        &mut cmd,
+        format!("grpc client against {target}"),
+        Duration::from_secs(120),
+    );
+    out.expect_completed();
+    let (servers, same): (Vec<&str>, Vec<&str>) = out
+        .lines()
+        .into_iter()
+        .partition(|l| l.starts_with("servers "));
+    (same.join("\n"), servers.join("\n"))
+}
+
+/// The count per server name in a "servers a=120 b=80" line.
+fn counts(line: &str) -> Vec<(String, u32)> {
+    line.trim_start_matches("servers ")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn grpc_through_the_edge_is_grpc_directly_over_h2c_and_tls() {
+    let p = pki();
+    let (a, b, t) = (
+        Grpc::start("a", false),
+        Grpc::start("b", false),
+        Grpc::start("t", true),
+    );
+    let text = format!(
+        r#"
+[general]
+workers = 2
+[[edge.listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+[[edge.listener]]
+name = "tls"
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+[[edge.route]]
+path = "/"
+upstream = "grpc"
+[[edge.route]]
+host = "secure.test"
+path = "/"
+upstream = "grpc-tls"
+[[edge.upstream]]
+name = "grpc"
+protocol = "h2"
+servers = ["127.0.0.1:{pa}", "127.0.0.1:{pb}"]
+[[edge.upstream]]
+name = "grpc-tls"
+protocol = "h2"
+servers = ["localhost:{pt}"]
+tls = "verify-full"
+tls_ca_file = "{ca}"
+"#,
+        cert = p.server_cert,
+        key = p.server_key,
+        ca = p.ca,
+        pa = a.port,
+        pb = b.port,
+        pt = t.port,
+    );
+    let cfg = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let s = Server::start(cfg).expect("edge starts");
+    let (plain, tls) = (s.edge_addrs[0], s.edge_addrs[1]);
+
+    let (direct, _) = scenarios(&format!("127.0.0.1:{}", a.port), None, None);
+    assert!(
+        direct.contains("fail: NOT_FOUND no such thing: thing"),
+        "{direct}"
+    );
+    assert!(direct.contains("unary 3145728: same=True"), "{direct}");
+
+    // h2c to the edge, h2c to two servers: the same answers, spread over both.
+    let (through, servers) = scenarios(&plain.to_string(), None, None);
+    assert_eq!(through, direct, "through the edge (h2c both sides)");
+    let c = counts(&servers);
+    assert_eq!(c.len(), 2, "{servers}");
+    assert!(c.iter().all(|(_, n)| *n >= 60), "{servers}");
+
+    // The host routes to the group whose server speaks TLS (ALPN h2, certificate checked).
+    let (through, servers) = scenarios(&plain.to_string(), None, Some("secure.test"));
+    assert_eq!(through, direct, "through the edge to a TLS server");
+    assert_eq!(servers, "servers t=200");
+
+    // TLS from the client to the edge too (the edge's listener offers h2 by ALPN).
+    let target = format!("localhost:{}", tls.port());
+    let (through, _) = scenarios(&target, Some(&p.ca), None);
+    assert_eq!(through, direct, "TLS to the edge, h2c to the servers");
+    let (through, servers) = scenarios(&target, Some(&p.ca), Some("secure.test"));
+    assert_eq!(through, direct, "TLS on both sides");
+    assert_eq!(servers, "servers t=200");
+    s.shutdown();
+}
+
+#[test]
+fn an_http2_group_sends_the_authority_streams_bodies_and_checks_health_over_http2() {
+    let u = HttpUpstream::start("h2").unwrap();
+    let text = format!(
+        r#"
+[general]
+workers = 2
+[admin]
+listen = "127.0.0.1:0"
+[[edge.listener]]
+listen = "127.0.0.1:0"
+[[edge.route]]
+path = "/"
+upstream = "web"
+[[edge.upstream]]
+name = "web"
+protocol = "h2"
+servers = ["{}"]
+[edge.upstream.health]
+interval = "100ms"
+rise = 1
+fall = 1
+"#,
+        u.addr()
+    );
+    let s = Server::start(Config::from_toml(&text).unwrap()).expect("edge starts");
+    let edge = s.edge_addrs[0];
+
+    // HTTP/1.1 client, HTTP/2 upstream: the Host is the :authority, hop-by-hop headers go,
+    // a chunked body arrives whole.
+    let mut c = std::net::TcpStream::connect(edge).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: app.example:8080\r\nTE: trailers\r\nX-Custom: 1\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let json = answer.split_once("\r\n\r\n").unwrap().1;
+    let json = json.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_eq!(v["authority"], "app.example:8080", "{v}");
+    assert_eq!(v["body"], "hello world", "{v}");
+    assert_eq!(v["headers"]["x-custom"], "1", "{v}");
+    assert_eq!(v["headers"]["te"], "trailers", "{v}");
+    assert!(v["headers"].get("host").is_none(), "{v}");
+    assert!(v["headers"].get("transfer-encoding").is_none(), "{v}");
+
+    // An upgrade cannot go to an HTTP/2 group: 502, said so.
+    let mut c = std::net::TcpStream::connect(edge).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let n = c.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+
+    // Health checks over HTTP/2 see the server, and its failing takes it out.
+    let checks = u.health_requests();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while u.health_requests() < checks + 3 {
+        assert!(Instant::now() < deadline, "no health checks arrive");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    u.set_healthy(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = std::net::TcpStream::connect(edge).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        if answer.starts_with("HTTP/1.1 503") {
+            assert!(answer.contains("no server of upstream"), "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.shutdown();
+}
