@@ -173,6 +173,7 @@ impl Edge {
                     "name": name,
                     "balance": g.cfg.balance,
                     "tls": g.cfg.tls,
+                    "protocol": g.cfg.protocol,
                     "servers": servers,
                 })
             })
