@@ -271,14 +271,10 @@ fn wait_gone(pid: i32, dir: &Path) -> Result<()> {
 }
 
 fn postgres_ids() -> Result<(u32, u32)> {
-    let name = std::ffi::CString::new("postgres").expect("no NUL");
-    // SAFETY: getpwnam returns NULL or a pointer to static storage, read immediately.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        bail!("running as root but there is no `postgres` user to run the servers as");
+    match super::user_ids("postgres") {
+        Some(ids) => Ok(ids),
+        None => bail!("running as root but there is no `postgres` user to run the servers as"),
     }
-    // SAFETY: pw is non-null and points to a valid passwd record.
-    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
 }
 
 /// Parent directory for the cluster: the temp dir, or /tmp when running as root and the temp

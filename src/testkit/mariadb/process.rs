@@ -169,17 +169,13 @@ pub(super) fn kill_all_in(dir: &Path) {
 }
 
 pub(super) fn mysql_ids() -> Result<(u32, u32)> {
-    let name = std::ffi::CString::new("mysql").expect("no NUL");
-    // SAFETY: getpwnam returns NULL or a pointer to static storage, read immediately.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        bail!(
+    match crate::testkit::user_ids("mysql") {
+        Some(ids) => Ok(ids),
+        None => bail!(
             "running as root but there is no `mysql` user to run mariadbd as (the \
              mariadb-server package creates it; run scripts/install-deps.sh)"
-        );
+        ),
     }
-    // SAFETY: pw is non-null and points to a valid passwd record.
-    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
 }
 
 /// Parent directory for the cluster: the temp dir, or /tmp when running as root and the temp
