@@ -695,8 +695,15 @@ fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper
 #[test]
 fn the_fast_path_rewrites_request_heads_exactly_as_the_hyper_path_does() {
     let u = HttpUpstream::start("rw").unwrap();
-    let fast = start(&simple(&[&u], "", ""));
-    let slow_text = simple(&[&u], "", "").replace(
+    // Also with the group's own Host (`host_header`) replacing the client's.
+    for group in ["", "host_header = \"api.internal:8443\""] {
+        same_heads_on_both_paths(&u, group);
+    }
+}
+
+fn same_heads_on_both_paths(u: &HttpUpstream, group: &str) {
+    let fast = start(&simple(&[u], "", group));
+    let slow_text = simple(&[u], "", group).replace(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nh1_fast_path = false",
     );
@@ -742,6 +749,16 @@ fn the_fast_path_rewrites_request_heads_exactly_as_the_hyper_path_does() {
     };
     for head in heads {
         let (a, b) = (seen(&fast, head), seen(&slow, head));
+        if !group.is_empty() {
+            assert_eq!(a["headers"]["host"], "api.internal:8443", "{a}");
+            let client = String::from_utf8_lossy(head);
+            let client = client
+                .split("\r\n")
+                .next()
+                .unwrap()
+                .trim_start_matches("Host: ");
+            assert_eq!(a["headers"]["x-forwarded-host"], client, "{a}");
+        }
         assert_eq!(
             (&a["headers"], &a["path"]),
             (&b["headers"], &b["path"]),

@@ -261,6 +261,11 @@ pub struct Upstream {
     /// to an "h2" group.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// The Host (HTTP/2: `:authority`) sent to the servers instead of the client's, e.g. the
+    /// name an HTTPS API behind the edge serves ("api.example.com"); the client's goes in
+    /// X-Forwarded-Host either way. Default: none (the client's Host is passed on).
+    #[serde(default)]
+    pub host_header: Option<String>,
     /// PEM file of the certificate authorities for "verify-ca" and "verify-full" (the
     /// system's bundle, /etc/ssl/certs/ca-certificates.crt on Debian, for public ones).
     /// Default: none.
@@ -463,6 +468,14 @@ impl Edge {
                     key("tls"),
                     "an HTTP upstream is reached over TLS or not: \"disable\", \"require\", \"verify-ca\" or \"verify-full\"",
                 ));
+            }
+            if let Some(h) = &u.host_header {
+                if h.parse::<http::uri::Authority>().is_err() || h.contains('@') {
+                    return Err(ConfigError::invalid(
+                        key("host_header"),
+                        format!("{h:?} is not a host with an optional port"),
+                    ));
+                }
             }
             u.tls.check_keys(
                 u.tls_ca_file.is_some(),

@@ -424,6 +424,8 @@ async fn forward(
         host_value.as_ref(),
         via,
     );
+    // The group's own Host, if it sets one, replaces the client's (kept in X-Forwarded-Host).
+    let host_value = group.host_header.clone().or(host_value);
     if let Some(h) = &host_value {
         // HTTP/2 clients name the host in the authority only; HTTP/1.1 upstreams need it.
         parts.headers.insert(http::header::HOST, h.clone());

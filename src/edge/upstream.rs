@@ -117,6 +117,8 @@ pub struct Group {
     /// Idle connections of the HTTP/1.1 fast path (`fast.rs`) per worker.
     raw: Box<[super::fast::RawPool]>,
     pub limits: Arc<super::conn::Limits>,
+    /// `host_header`, checked at load.
+    pub host_header: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for Group {
@@ -156,6 +158,10 @@ impl Group {
             pools: (0..workers.max(1)).map(|_| Default::default()).collect(),
             raw: (0..workers.max(1)).map(|_| Default::default()).collect(),
             h2: (0..workers.max(1)).map(|_| Default::default()).collect(),
+            host_header: cfg
+                .host_header
+                .as_deref()
+                .and_then(|h| http::HeaderValue::from_str(h).ok()),
             limits: Arc::new(super::conn::Limits {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.idle_timeout,

@@ -311,6 +311,7 @@ fn prepare(
             | ReqHeader::ForwardedFor
             | ReqHeader::Via => true,
             ReqHeader::RequestId => own_id || drop_request_id,
+            ReqHeader::Host => route.group.host_header.is_some(),
             _ => false,
         } || (!named.is_empty() && is_named(h.name.as_bytes()));
         if !dropped {
@@ -318,6 +319,9 @@ fn prepare(
         }
     }
     lines.flush(out);
+    if let Some(h) = &route.group.host_header {
+        put_line(out, b"host", &[h.as_bytes()]);
+    }
     if own_id && !drop_request_id {
         put_line(out, b"x-request-id", &[request_id.as_bytes()]);
     }
