@@ -132,11 +132,13 @@ if ! python3 -c 'import django' >/dev/null 2>&1; then
     log "installing python package Django"
     pip_install 'Django>=4.2'
 fi
-if ! python3 -c 'import sqlalchemy; assert sqlalchemy.__version__ >= "2"' >/dev/null 2>&1; then
-    log "installing python package SQLAlchemy"
-    pip_install 'SQLAlchemy>=2.0,<3'
+# With its asyncio extra: SQLAlchemy 2.1 no longer installs greenlet, which its asyncio
+# engines (the asyncpg scenario) need.
+if ! python3 -c 'import sqlalchemy, greenlet; assert sqlalchemy.__version__ >= "2"' >/dev/null 2>&1; then
+    log "installing python package SQLAlchemy (asyncio)"
+    pip_install 'SQLAlchemy[asyncio]>=2.0,<3'
 fi
-python3 -c 'import psycopg, asyncpg, django, sqlalchemy' || { log "psycopg/asyncpg/Django/SQLAlchemy still not importable"; exit 1; }
+python3 -c 'import psycopg, asyncpg, django, sqlalchemy, greenlet' || { log "psycopg/asyncpg/Django/SQLAlchemy/greenlet still not importable"; exit 1; }
 # MySQL drivers (tests/mysql_proxy.rs, tests/mysql_drivers.rs, tests/mysql_faults.rs): PyMySQL
 # and mysql-connector-python from PyPI, MariaDB Connector/J from Debian, mysql2 from npm.
 if ! python3 -c 'import pymysql' >/dev/null 2>&1; then

@@ -9,53 +9,30 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::pki::pki;
+use support::process::PortProcess;
 use switchyard::app::Server;
 use switchyard::config::Config;
 use switchyard::testkit::http::HttpUpstream;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/grpc_echo.py");
 
-/// A gRPC server process; stopped when dropped.
-struct Grpc {
-    child: Child,
-    port: u16,
-}
+/// A gRPC server process (stopped when dropped).
+struct Grpc;
 
 impl Grpc {
     /// `tls`: serve over TLS with the test authority's server certificate.
-    fn start(name: &str, tls: bool) -> Grpc {
+    fn start(name: &str, tls: bool) -> PortProcess {
         let p = pki();
         let mut cmd = Command::new("python3");
         cmd.args([SCRIPT, "serve", name]);
         if tls {
             cmd.args([&p.server_cert, &p.server_key]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            panic!("port: {line:?} (is grpcio installed? scripts/install-deps.sh installs it)")
-        });
-        Grpc { child, port }
-    }
-}
-
-impl Drop for Grpc {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        PortProcess::start(cmd, "grpcio: scripts/install-deps.sh installs it")
     }
 }
 

@@ -12,11 +12,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::pki::pki;
+use support::process::PortProcess;
 use switchyard::app::Server;
 
 fn rt() -> &'static tokio::runtime::Runtime {
@@ -30,15 +31,12 @@ fn rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// An HTTPS upstream process; stopped (stdin closed, then killed) when dropped.
-struct Https {
-    child: Child,
-    port: u16,
-}
+/// An HTTPS upstream process (stopped when dropped).
+struct Https;
 
 impl Https {
     /// `client_ca`: require a client certificate signed by it.
-    fn start(name: &str, client_ca: Option<&str>) -> Https {
+    fn start(name: &str, client_ca: Option<&str>) -> PortProcess {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/https_upstream.py"
@@ -49,29 +47,7 @@ impl Https {
         if let Some(ca) = client_ca {
             cmd.arg(ca);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("port: {line:?}"));
-        Https { child, port }
-    }
-}
-
-impl Drop for Https {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        PortProcess::start(cmd, "python3 with its ssl module")
     }
 }
 

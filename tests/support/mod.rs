@@ -4,6 +4,7 @@
 
 pub mod drivers;
 pub mod pki;
+pub mod process;
 pub mod raw;
 
 use std::sync::OnceLock;
