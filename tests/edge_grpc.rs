@@ -26,9 +26,17 @@ struct Grpc;
 impl Grpc {
     /// `tls`: serve over TLS with the test authority's server certificate.
     fn start(name: &str, tls: bool) -> PortProcess {
+        Self::start_with(name, tls, None)
+    }
+
+    /// `max_age_ms`: the server ends each connection with a GOAWAY after that long.
+    fn start_with(name: &str, tls: bool, max_age_ms: Option<u64>) -> PortProcess {
         let p = pki();
         let mut cmd = Command::new("python3");
         cmd.args([SCRIPT, "serve", name]);
+        if let Some(ms) = max_age_ms {
+            cmd.env("MAX_AGE_MS", ms.to_string());
+        }
         if tls {
             cmd.args([&p.server_cert, &p.server_key]);
         }
@@ -238,4 +246,43 @@ fall = 1
         std::thread::sleep(Duration::from_millis(50));
     }
     s.shutdown();
+}
+
+/// gRPC servers end connections after `max_connection_age` with a GOAWAY: calls arriving
+/// after it go on a new connection (none fails), on one server as on two.
+#[test]
+fn calls_keep_succeeding_while_the_server_ends_connections_with_goaway() {
+    let (a, b) = (
+        Grpc::start_with("a", false, Some(300)),
+        Grpc::start_with("b", false, Some(300)),
+    );
+    for servers in [vec![a.port], vec![a.port, b.port]] {
+        let list: Vec<String> = servers
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let text = format!(
+            "[general]\nworkers = 1\n[[edge.listener]]\nlisten = \"127.0.0.1:0\"\n\
+             [[edge.route]]\npath = \"/\"\nupstream = \"g\"\n\
+             [[edge.upstream]]\nname = \"g\"\nprotocol = \"h2\"\nservers = [{}]\n\
+             eject_after = 0\n",
+            list.join(", ")
+        );
+        let s = Server::start(Config::from_toml(&text).unwrap()).expect("edge starts");
+        let mut cmd = Command::new("python3");
+        cmd.args([SCRIPT, "repeat", &s.edge_addrs[0].to_string(), "60", "30"]);
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let out = support::drivers::run_bounded(&mut cmd, "repeat".into(), Duration::from_secs(60));
+        out.expect_completed();
+        assert_eq!(out.value("answered"), Some("60"), "{}", out.describe());
+        // The servers did end connections meanwhile (each call names the connection it came
+        // on): at least three in about two seconds at a 300 ms age.
+        let conns: u32 = out.value("connections").unwrap().parse().unwrap();
+        assert!(conns >= 3, "{}", out.describe());
+        s.shutdown();
+    }
 }

@@ -339,18 +339,25 @@ impl H2Pool {
         req: http::Request<UpBody>,
         limits: &Limits,
     ) -> Result<http::Response<Incoming>, SendError> {
-        let mut send = match self.take(server.addr, limits.idle_timeout) {
-            Some(s) => s,
-            None => {
-                let fresh = connect_h2(server, limits).await?;
-                self.keep(server.addr, fresh)
+        let mut pooled = self.take(server.addr, limits.idle_timeout);
+        loop {
+            let reused = pooled.is_some();
+            let mut send = match pooled.take() {
+                Some(s) => s,
+                None => {
+                    let fresh = connect_h2(server, limits).await?;
+                    self.keep(server.addr, fresh)
+                }
+            };
+            // Waits for a stream slot when the server's concurrency limit is reached. A
+            // pooled connection that fails here (the server said GOAWAY meanwhile) is
+            // replaced once: nothing of the request was sent yet.
+            match std::future::poll_fn(|cx| send.poll_ready(cx)).await {
+                Ok(()) => return send.send_request(req).await.map_err(SendError::of),
+                Err(_) if reused => self.forget(server.addr),
+                Err(e) => return Err(SendError::of(e)),
             }
-        };
-        // Waits for a stream slot when the server's concurrency limit is reached.
-        std::future::poll_fn(|cx| send.poll_ready(cx))
-            .await
-            .map_err(SendError::of)?;
-        send.send_request(req).await.map_err(SendError::of)
+        }
     }
 
     /// The open connection to `addr`, if one is left; closed and idle ones (of every server)
@@ -368,6 +375,12 @@ impl H2Pool {
         let c = conns.iter_mut().find(|c| c.addr == addr)?;
         c.used = now;
         Some(c.send.clone())
+    }
+
+    /// Drop the connection kept for `addr` (it can take no more streams).
+    fn forget(&self, addr: SocketAddr) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.addr != addr);
     }
 
     /// Keep `fresh` for `addr`, unless a concurrent request opened one first (then that one

@@ -8,8 +8,12 @@
         (CA signs the server's certificate), with AUTHORITY as the :authority sent. Lines
         starting "servers " say which servers answered and differ between runs; every other
         line is the same for any server that behaves as this one. "END" comes last.
+    python3 grpc_echo.py repeat TARGET COUNT PAUSE_MS
+        COUNT unary calls PAUSE_MS apart; prints how many were answered, the failures, and
+        over how many connections they reached the servers.
 """
 
+import os
 import sys
 import threading
 import time
@@ -46,6 +50,10 @@ def serve(name, cert=None, key=None):
     def fail(req, ctx):
         ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing: " + req.decode())
 
+    def peer(req, ctx):
+        # The caller's address: a new port is a new connection.
+        return ctx.peer().encode()
+
     def slow(req, ctx):
         time.sleep(float(req))
         return b"late"
@@ -57,8 +65,15 @@ def serve(name, cert=None, key=None):
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Peer": grpc.unary_unary_rpc_method_handler(peer),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    # MAX_AGE_MS: the server ends each connection after that long with a GOAWAY (gRPC's
+    # max_connection_age, common in production), letting calls in flight finish.
+    options = []
+    if os.environ.get("MAX_AGE_MS"):
+        age = int(os.environ["MAX_AGE_MS"])
+        options += [("grpc.max_connection_age_ms", age), ("grpc.max_connection_age_grace_ms", 5000)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     if cert:
         with open(cert, "rb") as c, open(key, "rb") as k:
@@ -137,8 +152,27 @@ def client(target, ca=None, authority=None):
     print("\n".join(out) + "\nEND", flush=True)
 
 
+def repeat(target, count, pause_ms):
+    """COUNT unary calls PAUSE_MS apart on one channel; prints how many answered and how the
+    others failed."""
+    channel = grpc.insecure_channel(target)
+    call = channel.unary_unary(f"/{SERVICE}/Peer")
+    ok, failed, peers = 0, [], set()
+    for i in range(int(count)):
+        try:
+            peers.add(call(b"r%d" % i, timeout=10))
+            ok += 1
+        except grpc.RpcError as e:
+            failed.append(f"{e.code().name} {e.details()}")
+        time.sleep(int(pause_ms) / 1000)
+    channel.close()
+    print(f"answered: {ok}\nfailed: {failed}\nconnections: {len(peers)}\nEND", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(*sys.argv[2:])
+    elif sys.argv[1] == "repeat":
+        repeat(*sys.argv[2:])
     else:
         client(*sys.argv[2:])
