@@ -140,6 +140,17 @@ pub struct Limits {
     pub tls: Option<crate::net::backend_tls::ServerTlsConfig>,
 }
 
+impl Limits {
+    /// The URI scheme of the group's servers.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 impl WorkerPool {
     /// Send `req` to `addr` on a pooled or new connection; the response's body gives the
     /// connection back to this pool when it ends.
@@ -157,24 +168,8 @@ impl WorkerPool {
                 UpConn { send, conn }
             }
         };
-        let mut answer = std::pin::pin!(c.send.send_request(req));
-        // Drive the connection until the answer's head is in.
-        let resp = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(SendError::of));
-            }
-            match Pin::new(&mut c.conn).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                // The connection ended: the answer future has its error now.
-                Poll::Ready(_) => match answer.as_mut().poll(cx) {
-                    Poll::Ready(r) => Poll::Ready(r.map_err(SendError::of)),
-                    Poll::Pending => {
-                        Poll::Ready(Err(SendError::Broken("upstream connection closed".into())))
-                    }
-                },
-            }
-        })
-        .await?;
+        let (resp, _) = head_while_driving(c.send.send_request(req), &mut c.conn).await;
+        let resp = resp?;
         let (parts, body) = resp.into_parts();
         let done = body.is_end_stream();
         let mut pooled = PooledBody {
@@ -277,6 +272,29 @@ where
         .map_err(|e| SendError::Broken(e.to_string()))
 }
 
+/// Drive `conn` until `answer`, a request sent on it, has the response head. Also says
+/// whether the connection ended meanwhile (closed or failed: the answer then has its error).
+async fn head_while_driving<C: Future + Unpin>(
+    answer: impl Future<Output = hyper::Result<http::Response<Incoming>>>,
+    conn: &mut C,
+) -> (Result<http::Response<Incoming>, SendError>, bool) {
+    let mut answer = std::pin::pin!(answer);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+            return Poll::Ready((r.map_err(SendError::of), false));
+        }
+        if Pin::new(&mut *conn).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let r = match answer.as_mut().poll(cx) {
+            Poll::Ready(r) => r.map_err(SendError::of),
+            Poll::Pending => Err(SendError::Broken("upstream connection closed".into())),
+        };
+        Poll::Ready((r, true))
+    })
+    .await
+}
+
 /// Send an upgrade request (WebSocket) on a connection of its own. The request's task drives
 /// it until the answer's head is in (a request given up on closes it), then a task of this
 /// worker finishes it: after a 101 it hands the connection to the tunnel
@@ -288,25 +306,8 @@ pub async fn send_upgrade(
 ) -> Result<http::Response<Incoming>, SendError> {
     let (mut send, conn) = handshake(open(server, limits).await?).await?;
     let mut conn = conn.with_upgrades();
-    let mut answer = std::pin::pin!(send.send_request(req));
-    let mut ended = false;
-    let resp = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-            return Poll::Ready(r.map_err(SendError::of));
-        }
-        if !ended && Pin::new(&mut conn).poll(cx).is_ready() {
-            // Ended before the head (closed, or failed): the answer has its error now.
-            ended = true;
-            return match answer.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(SendError::of)),
-                Poll::Pending => {
-                    Poll::Ready(Err(SendError::Broken("upstream connection closed".into())))
-                }
-            };
-        }
-        Poll::Pending
-    })
-    .await?;
+    let (resp, ended) = head_while_driving(send.send_request(req), &mut conn).await;
+    let resp = resp?;
     if !ended {
         tokio::spawn(async move {
             if let Err(e) = conn.await {

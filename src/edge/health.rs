@@ -107,12 +107,7 @@ async fn check_one(s: &Server, h: &HttpHealth, limits: &Limits, h2: bool) -> Res
         let req = http::Request::get(h.path.as_str())
             .header(http::header::USER_AGENT, "switchyard-health");
         let resp = if h2 {
-            let scheme = if limits.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let uri = format!("{scheme}://{}{}", s.authority, h.path);
+            let uri = format!("{}://{}{}", limits.scheme(), s.authority, h.path);
             let req = req
                 .uri(uri)
                 .version(http::Version::HTTP_2)

@@ -426,10 +426,19 @@ async fn forward(
     );
     // The group's own Host, if it sets one, replaces the client's (kept in X-Forwarded-Host).
     let host_value = group.host_header.clone().or(host_value);
-    if let Some(h) = &host_value {
-        // HTTP/2 clients name the host in the authority only; HTTP/1.1 upstreams need it.
-        parts.headers.insert(http::header::HOST, h.clone());
-    }
+    let h2_authority = if h2 {
+        // HTTP/2 names the host in the authority (the server's address without a Host),
+        // and sends no Host header.
+        parts.headers.remove(http::header::HOST);
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+        host.and_then(|h| h.parse::<http::uri::Authority>().ok())
+    } else {
+        if let Some(h) = &host_value {
+            // HTTP/2 clients name the host in the authority only; HTTP/1.1 upstreams need it.
+            parts.headers.insert(http::header::HOST, h.clone());
+        }
+        None
+    };
     group.request_started();
     let attempts = 1 + if retryable { route.cfg.retries } else { 0 };
     let mut tried: Vec<SocketAddr> = Vec::with_capacity(attempts as usize);
@@ -444,21 +453,11 @@ async fn forward(
         // Origin-form: a server given the absolute form must take the host from it and
         // ignore Host (RFC 9112, 3.2.2), which would hide the client's Host from name-based
         // virtual hosts.
-        // HTTP/2 names the host in the authority (from Host, which is then not sent).
         let uri = if h2 {
-            let authority = host_value
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
-                .unwrap_or_else(|| server.authority.clone());
-            let scheme = if group.limits.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
+            let authority = h2_authority.clone();
             http::Uri::builder()
-                .scheme(scheme)
-                .authority(authority)
+                .scheme(group.limits.scheme())
+                .authority(authority.unwrap_or_else(|| server.authority.clone()))
                 .path_and_query(path.clone())
                 .build()
         } else {
@@ -486,7 +485,6 @@ async fn forward(
             );
         }
         if h2 {
-            up.headers_mut().remove(http::header::HOST);
             *up.version_mut() = Version::HTTP_2;
         } else {
             if host_value.is_none() {
