@@ -44,25 +44,38 @@ impl Grpc {
     }
 }
 
-/// Run the client's scenarios against `target`; (the lines every well-behaved server gives
-/// alike, the "servers" line).
-fn scenarios(target: &str, ca: Option<&str>, authority: Option<&str>) -> (String, String) {
-    let mut cmd = Command::new("python3");
-    cmd.args([SCRIPT, "client", target, ca.unwrap_or("")]);
-    if let Some(a) = authority {
-        cmd.arg(a);
-    }
+/// Run grpc_echo.py with `args` (a client mode), bounded in time; it must complete.
+fn run_client(args: &[&str], limit: Duration) -> support::drivers::Outcome {
     use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null())
+    let mut cmd = Command::new("python3");
+    cmd.arg(SCRIPT)
+        .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let out = support::drivers::run_bounded(
-        &mut cmd,
-        format!("grpc client against {target}"),
-        Duration::from_secs(120),
-    );
+    let out = support::drivers::run_bounded(&mut cmd, format!("grpc_echo.py {args:?}"), limit);
     out.expect_completed();
+    out
+}
+
+/// One HTTP/1.1 exchange on a fresh connection to `addr`: `request` out, everything until
+/// the server closes (10 s at most per read) back.
+fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(request).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Run the client's scenarios against `target`; (the lines every well-behaved server gives
+/// alike, the "servers" line).
+fn scenarios(target: &str, ca: Option<&str>, authority: Option<&str>) -> (String, String) {
+    let mut args = vec!["client", target, ca.unwrap_or("")];
+    args.extend(authority);
+    let out = run_client(&args, Duration::from_secs(120));
     let (servers, same): (Vec<&str>, Vec<&str>) = out
         .lines()
         .into_iter()
@@ -187,16 +200,12 @@ fall = 1
 
     // HTTP/1.1 client, HTTP/2 upstream: the Host is the :authority, hop-by-hop headers go,
     // a chunked body arrives whole.
-    let mut c = std::net::TcpStream::connect(edge).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(
+    let answer = exchange(
+        edge,
         b"POST /echo HTTP/1.1\r\nHost: app.example:8080\r\nTE: trailers\r\nX-Custom: 1\r\n\
           Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
           5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-    )
-    .unwrap();
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).unwrap();
+    );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let json = answer.split_once("\r\n\r\n").unwrap().1;
     let json = json.lines().find(|l| l.starts_with('{')).unwrap();
@@ -232,12 +241,10 @@ fall = 1
     u.set_healthy(false);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut c = std::net::TcpStream::connect(edge).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        c.read_to_string(&mut answer).unwrap();
+        let answer = exchange(
+            edge,
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
         if answer.starts_with("HTTP/1.1 503") {
             assert!(answer.contains("no server of upstream"), "{answer}");
             break;
@@ -269,15 +276,8 @@ fn calls_keep_succeeding_while_the_server_ends_connections_with_goaway() {
             list.join(", ")
         );
         let s = Server::start(Config::from_toml(&text).unwrap()).expect("edge starts");
-        let mut cmd = Command::new("python3");
-        cmd.args([SCRIPT, "repeat", &s.edge_addrs[0].to_string(), "60", "30"]);
-        use std::os::unix::process::CommandExt;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let out = support::drivers::run_bounded(&mut cmd, "repeat".into(), Duration::from_secs(60));
-        out.expect_completed();
+        let edge = s.edge_addrs[0].to_string();
+        let out = run_client(&["repeat", &edge, "60", "30"], Duration::from_secs(60));
         assert_eq!(out.value("answered"), Some("60"), "{}", out.describe());
         // The servers did end connections meanwhile (each call names the connection it came
         // on): at least three in about two seconds at a 300 ms age.
