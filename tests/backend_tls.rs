@@ -22,7 +22,9 @@ fn pg() -> &'static PgCluster {
         let c = PgCluster::start(1).expect("start PostgreSQL");
         c.psql(
             0,
-            "CREATE ROLE tls_user LOGIN SUPERUSER; CREATE ROLE cert_user LOGIN SUPERUSER",
+            "CREATE ROLE tls_user LOGIN SUPERUSER; CREATE ROLE cert_user LOGIN SUPERUSER; \
+             SET password_encryption = 'scram-sha-256'; \
+             CREATE ROLE cb_user LOGIN SUPERUSER PASSWORD 'cb_pw'",
         )
         .unwrap();
         for node in 0..2 {
@@ -32,6 +34,7 @@ fn pg() -> &'static PgCluster {
                 node,
                 "hostssl all tls_user 127.0.0.1/32 trust\n\
                  hostnossl all tls_user 127.0.0.1/32 reject\n\
+                 host all cb_user 127.0.0.1/32 scram-sha-256\n\
                  hostssl all cert_user 127.0.0.1/32 cert\n\
                  hostnossl all cert_user 127.0.0.1/32 reject\n",
             )
@@ -288,6 +291,121 @@ async fn postgres_connections_that_must_not_pass_are_refused_with_the_reason() {
         };
         eprintln!("{db}: {message}");
         assert!(message.contains(reason), "{db}: {message}");
+    }
+}
+
+/// `channel_binding`: SCRAM logins to the servers over TLS are bound to the certificate the
+/// proxy sees (SCRAM-SHA-256-PLUS). Directly, "require" logs in (PostgreSQL checked the
+/// binding against its own certificate) and reads reach the replica too; through a relay that
+/// presents a certificate of its own, the bound login fails, with "prefer" (the default)
+/// too, while "disable" passes the same relay; "require" refuses a server that lets the
+/// proxy in without SCRAM, and a cluster without TLS is a config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_logins_to_the_servers_are_bound_to_their_certificates() {
+    let c = pg();
+    let dir = readable_dir("sy-relay");
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/pg_tls_relay.py"
+    ))
+    .arg(c.primary_port().to_string())
+    .args([&cert, &key]);
+    let relay = support::process::PortProcess::start(cmd, "python3 with its ssl module");
+    let through_relay = |db: &str, mode: &str| {
+        format!(
+            r#"
+[[cluster]]
+name = "{db}"
+database = "{db}"
+backend_database = "postgres"
+primary = "127.0.0.1:{port}"
+user = "cb_user"
+password = "cb_pw"
+tls = "require"
+{mode}
+"#,
+            port = relay.port
+        )
+    };
+    let clusters = [
+        pg_cluster(
+            "pg_cb",
+            "cb_user",
+            "password = \"cb_pw\"\ntls = \"require\"\nchannel_binding = \"require\"",
+        ),
+        pg_cluster(
+            "pg_cb_trust",
+            "tls_user",
+            "tls = \"require\"\nchannel_binding = \"require\"",
+        ),
+        through_relay("pg_relay_require", "channel_binding = \"require\""),
+        through_relay("pg_relay_prefer", ""),
+        through_relay("pg_relay_disable", "channel_binding = \"disable\""),
+    ]
+    .concat();
+    let proxy = support::start_proxy(&pg_config(&clusters));
+    let connect = |db: &'static str| {
+        let url = conn_str(proxy.port, db);
+        async move {
+            let r = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+            let (client, conn) = r.map_err(|e| format!("{e:?}"))?;
+            tokio::spawn(conn);
+            Ok::<_, String>(client)
+        }
+    };
+
+    let client = connect("pg_cb").await.unwrap();
+    let primary = one_value(&client, &format!("/* switchyard:primary */ {PG_SSL}")).await;
+    assert_eq!(primary, format!("true {}", c.primary_port()));
+    // The replica's connections log in the same way (the health checks too: it serves reads).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = one_value(&client, PG_SSL).await;
+        if read == format!("true {}", c.replica_ports()[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no read reached the replica: {read}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let client = connect("pg_relay_disable").await.unwrap();
+    assert_eq!(one_value(&client, "SELECT 41 + 1").await, "42");
+
+    for (db, reason) in [
+        ("pg_relay_require", "channel binding"),
+        ("pg_relay_prefer", "channel binding"),
+        ("pg_cb_trust", "without SCRAM"),
+    ] {
+        let message = match connect(db).await {
+            Err(e) => e,
+            Ok(client) => match client.simple_query("SELECT 1").await {
+                Err(e) => format!("{e:?}"),
+                Ok(_) => panic!("{db}: a query passed"),
+            },
+        };
+        eprintln!("{db}: {message}");
+        assert!(message.contains(reason), "{db}: {message}");
+    }
+
+    for (tls, why) in [
+        ("tls = \"prefer\"", "needs TLS"),
+        ("tls = \"disable\"", "needs TLS"),
+    ] {
+        let text = pg_config(&pg_cluster(
+            "pg_cb_bad",
+            "cb_user",
+            &format!("{tls}\nchannel_binding = \"require\""),
+        ));
+        let e = switchyard::config::Config::from_toml(&text).unwrap_err();
+        assert!(
+            e.to_string().contains("channel_binding") && e.to_string().contains(why),
+            "{e}"
+        );
     }
 }
 

@@ -421,6 +421,89 @@ fn tls_is_offered_when_configured_and_refused_cleanly_otherwise() {
     assert!(ok && out.trim() == "1", "{err}");
 }
 
+/// SCRAM-SHA-256-PLUS over TLS: libpq with `channel_binding=require` and node-postgres with
+/// `enableChannelBinding` log in (each computes the certificate's end point itself, so a
+/// wrong hash on the proxy's side fails the login); plain SCRAM still works over TLS; a
+/// client that asks for PLUS over plain TCP, where it was not offered, is refused with 08P01.
+#[test]
+fn scram_channel_binding_is_offered_over_tls() {
+    create_db("t_cbind");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let tls = format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"");
+    let p = start_proxy(&config_text("t_cbind", "", "", &tls));
+    let url = |q: &str| format!("{}?{q}", p.url("app", "secret", "t_cbind"));
+    let (ok, out, err) = psql(
+        &url("sslmode=require&channel_binding=require"),
+        &["-At", "-c", "SELECT 42"],
+    );
+    assert!(ok && out.trim() == "42", "channel_binding=require: {err}");
+    let (ok, out, err) = psql(
+        &url("sslmode=require&channel_binding=disable"),
+        &["-At", "-c", "SELECT 7"],
+    );
+    assert!(ok && out.trim() == "7", "channel_binding=disable: {err}");
+    // A wrong password over a bound exchange is the usual refusal.
+    let bad = format!(
+        "{}?sslmode=require&channel_binding=require",
+        p.url("app", "wrong", "t_cbind")
+    );
+    let (ok, _, err) = psql(&bad, &["-c", "SELECT 1"]);
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+
+    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/node");
+    let script = format!(
+        "const {{ Client }} = require('pg');
+         (async () => {{
+           const c = new Client({{ host: '127.0.0.1', port: {port}, user: 'app',
+             password: 'secret', database: 't_cbind', enableChannelBinding: true,
+             ssl: {{ rejectUnauthorized: false }} }});
+           await c.connect();
+           const r = await c.query('SELECT 40 + 2 AS v');
+           console.log('value', r.rows[0].v);
+           await c.end();
+         }})().catch(e => {{ console.error(e.message); process.exit(1); }});",
+        port = p.port
+    );
+    let mut node = std::process::Command::new("node");
+    node.args(["-e", &script]).current_dir(node_dir);
+    let (ok, out, err) = run(&mut node);
+    assert!(ok && out.contains("value 42"), "node-postgres: {out} {err}");
+
+    // Over plain TCP only SCRAM-SHA-256 is offered; choosing PLUS there is refused.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.write_all(&startup_packet("app", "t_cbind")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'R');
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    assert_eq!(u32::from_be_bytes([head[5], head[6], head[7], head[8]]), 10);
+    let mut mechs = vec![0u8; len - 8];
+    s.read_exact(&mut mechs).unwrap();
+    assert_eq!(
+        mechs, b"SCRAM-SHA-256\0\0",
+        "mechanisms offered over plain TCP"
+    );
+    let first = b"p=tls-server-end-point,,n=,r=abcdefghijkl";
+    let mut body = b"SCRAM-SHA-256-PLUS\0".to_vec();
+    body.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    body.extend_from_slice(first);
+    let mut msg = vec![b'p'];
+    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    let (answer, _) = read_until_close(&mut s, Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.first() == Some(&b'E') && text.contains("08P01") && text.contains("mechanism"),
+        "{text}"
+    );
+}
+
 /// `require_tls`: a login over TCP without TLS is refused with 28000 (psql's sslmode=disable,
 /// and sslmode=prefer never falls back to it); over TLS, over the Unix socket and a cancel
 /// request sent in plain (libpq before 17) are served.

@@ -3,14 +3,15 @@
 //! Input: byte 0 = length of the client-first-message; then client-first, then
 //! client-final. The server nonce is random, so the harness replaces every `%n` in the
 //! client-final with the combined nonce the server answered; that lets the fuzzer get
-//! past the nonce check to the channel-binding, proof decoding and verification code.
+//! past the nonce check to the channel-binding, proof decoding and verification code. The
+//! last byte picks the channel binding offered and chosen (none, declined, bound).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use switchyard::pg::auth::{
-    md5_response_from_stored, md5_stored_hash, verify_md5_response, AuthError, ScramServer,
-    ScramVerifier,
+    md5_response_from_stored, md5_stored_hash, verify_md5_response, AuthError, ChannelBinding,
+    ScramServer, ScramVerifier,
 };
 
 const NONCE_MARK: &[u8] = b"%n";
@@ -31,7 +32,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let (first, fin) = rest.split_at((at as usize).min(rest.len()));
 
-    let mut server = ScramServer::new(verifier().clone());
+    // The last byte picks what was offered and chosen of channel binding.
+    let cb = match data.last().map_or(0, |b| b % 3) {
+        0 => ChannelBinding::NotOffered,
+        1 => ChannelBinding::Declined,
+        _ => ChannelBinding::TlsServerEndPoint(vec![0xab; 32]),
+    };
+    let mut server = ScramServer::new(verifier().clone()).with_channel_binding(cb);
     match server.handle_client_first(first) {
         Ok(server_first) => {
             assert!(server_first.starts_with(b"r="));

@@ -82,6 +82,24 @@ pub struct Cluster {
     pub tls_cert: Option<String>,
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// SCRAM channel binding (SCRAM-SHA-256-PLUS, `tls-server-end-point`) when logging in to
+    /// PostgreSQL servers over TLS, by libpq's `channel_binding` names: "prefer" (default:
+    /// used when the server offers it), "require" (a server that does not, or a login
+    /// without SCRAM or without TLS, is refused) or "disable". Ties the login to the
+    /// certificate the server presented, so a relay in the middle cannot pass it on.
+    #[serde(default)]
+    pub channel_binding: ChannelBindingMode,
+}
+
+/// SCRAM channel binding on the proxy's logins to PostgreSQL servers (libpq's
+/// `channel_binding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelBindingMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
 }
 
 /// TLS to a cluster's servers, by the names libpq's `sslmode` uses (MySQL's `--ssl-mode`
@@ -217,6 +235,23 @@ impl Cluster {
         }
         if self.pool_size == Some(0) {
             return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
+        }
+        if self.channel_binding == ChannelBindingMode::Require {
+            let why = if self.protocol != Protocol::Postgres {
+                Some("channel binding is a PostgreSQL (SCRAM) login feature")
+            } else if !self.tls.required() {
+                Some("\"require\" needs TLS to the servers: tls = \"require\" or stronger")
+            } else if std::iter::once(self.primary.as_str())
+                .chain(self.replicas.iter().map(|r| r.addr()))
+                .any(|a| a.starts_with('/'))
+            {
+                Some("\"require\" needs TLS, which a server named by its Unix socket never uses")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ConfigError::invalid(key("channel_binding"), why));
+            }
         }
         self.tls.check_keys(
             self.tls_ca_file.is_some(),

@@ -60,6 +60,16 @@ impl BackendStream {
         matches!(self, BackendStream::Tls(_))
     }
 
+    /// The `tls-server-end-point` channel-binding data of the certificate the server
+    /// presented (see `channel_binding`), over TLS with a certificate that has one.
+    pub fn tls_end_point(&self) -> Option<Vec<u8>> {
+        let BackendStream::Tls(s) = self else {
+            return None;
+        };
+        let cert = s.get_ref().1.peer_certificates()?.first()?;
+        super::channel_binding::tls_server_end_point(cert)
+    }
+
     /// Whether the socket has something to read (or was closed) now, without reading it.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {

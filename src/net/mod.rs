@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod backend_tls;
+pub mod channel_binding;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 
 /// Name of the only SASL mechanism the proxy advertises.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// SCRAM-SHA-256 with `tls-server-end-point` channel binding (RFC 5929), offered over TLS.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Upper bound accepted for the iteration count of a stored verifier.
 pub const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;
@@ -229,10 +231,11 @@ enum ScramState {
     Done,
 }
 
-/// Server side of SCRAM-SHA-256 (no channel binding; we advertise only
-/// [`SCRAM_SHA_256`]).
+/// Server side of SCRAM-SHA-256, with `tls-server-end-point` channel binding when the
+/// client chose SCRAM-SHA-256-PLUS (see [`ScramServer::with_channel_binding`]).
 ///
-/// Usage: send `AuthenticationSASL` listing `SCRAM-SHA-256`, feed the
+/// Usage: send `AuthenticationSASL` listing `SCRAM-SHA-256` (after `SCRAM-SHA-256-PLUS`
+/// over TLS), feed the
 /// `SASLInitialResponse` data to [`handle_client_first`](Self::handle_client_first)
 /// and send the result in `AuthenticationSASLContinue`, then feed the
 /// `SASLResponse` data to [`handle_client_final`](Self::handle_client_final)
@@ -242,6 +245,19 @@ pub struct ScramServer {
     verifier: ScramVerifier,
     server_nonce: String,
     state: ScramState,
+    cb: ChannelBinding,
+}
+
+/// Channel binding in one SCRAM exchange: what the server offered and the client chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// Only [`SCRAM_SHA_256`] was offered (no TLS, or a certificate with no end point).
+    NotOffered,
+    /// [`SCRAM_SHA_256_PLUS`] was offered and the client chose [`SCRAM_SHA_256`].
+    Declined,
+    /// The client chose [`SCRAM_SHA_256_PLUS`]: the server certificate's
+    /// `tls-server-end-point` data (see `net::channel_binding`).
+    TlsServerEndPoint(Vec<u8>),
 }
 
 impl ScramServer {
@@ -259,15 +275,23 @@ impl ScramServer {
             verifier,
             server_nonce,
             state: ScramState::Initial,
+            cb: ChannelBinding::NotOffered,
         }
+    }
+
+    /// Set what was offered and chosen of channel binding (before the first message).
+    pub fn with_channel_binding(mut self, cb: ChannelBinding) -> Self {
+        self.cb = cb;
+        self
     }
 
     /// Handles `SASLInitialResponse` data (client-first-message). Returns the
     /// server-first-message bytes to send in `AuthenticationSASLContinue`.
     ///
     /// The username attribute is ignored (PostgreSQL uses the startup user).
-    /// Channel-binding requests (`p=`), authorization identities and
-    /// mandatory extensions are rejected as [`AuthError::Malformed`].
+    /// A channel-binding flag that does not fit what was offered and chosen (see
+    /// [`ChannelBinding`]), authorization identities and mandatory extensions are rejected
+    /// as [`AuthError::Malformed`].
     pub fn handle_client_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
         if !matches!(self.state, ScramState::Initial) {
             self.state = ScramState::Done;
@@ -278,9 +302,33 @@ impl ScramServer {
         // gs2-header = gs2-cbind-flag "," [authzid] ","
         let (cbind, rest) =
             split_once(data, b',').ok_or_else(|| malformed("missing GS2 header"))?;
-        match cbind {
-            b"n" | b"y" => {}
-            [b'p', b'=', ..] => {
+        // As PostgreSQL checks the flag against the mechanism the client chose.
+        match (cbind, &self.cb) {
+            (b"n", ChannelBinding::NotOffered | ChannelBinding::Declined)
+            | (b"y", ChannelBinding::NotOffered) => {}
+            (b"n" | b"y", ChannelBinding::TlsServerEndPoint(_)) => {
+                return Err(malformed(
+                    "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not \
+                     include channel binding data",
+                ))
+            }
+            (b"y", ChannelBinding::Declined) => {
+                return Err(malformed(
+                    "channel binding negotiation error: the client supports SCRAM channel \
+                     binding but thinks the server does not; this server does",
+                ))
+            }
+            (b"p=tls-server-end-point", ChannelBinding::TlsServerEndPoint(_)) => {}
+            ([b'p', b'=', ..], ChannelBinding::TlsServerEndPoint(_)) => {
+                return Err(malformed("unsupported SCRAM channel-binding type"))
+            }
+            ([b'p', b'=', ..], ChannelBinding::Declined) => {
+                return Err(malformed(
+                    "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM \
+                     message includes channel binding data",
+                ))
+            }
+            ([b'p', b'=', ..], ChannelBinding::NotOffered) => {
                 return Err(malformed(
                     "client requires channel binding, which is not supported",
                 ))
@@ -355,8 +403,18 @@ impl ScramServer {
 
         let mut parts = without_proof.split(|&b| b == b',');
         let cbind = expect_attr(parts.next(), b'c', "channel-binding")?;
+        let mut expected = gs2_header;
+        if let ChannelBinding::TlsServerEndPoint(data) = &self.cb {
+            expected.extend_from_slice(data);
+        }
         match B64.decode(cbind) {
-            Ok(cb) if cb == gs2_header => {}
+            Ok(cb) if cb == expected => {}
+            _ if matches!(self.cb, ChannelBinding::TlsServerEndPoint(_)) => {
+                return Err(malformed(
+                    "SCRAM channel binding check failed (the client saw another server \
+                     certificate)",
+                ))
+            }
             _ => return Err(malformed("channel-binding data does not match GS2 header")),
         }
         let client_nonce = expect_attr(parts.next(), b'r', "nonce")?;
@@ -453,7 +511,18 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn exchange(stored: &str, password: &str, cb: ChannelBinding) -> Result<(), AuthError> {
-        let mut server = ScramServer::new(ScramVerifier::from_password(stored));
+        exchange_offered(stored, password, cb, super::ChannelBinding::NotOffered)
+    }
+
+    /// An exchange where the server offered and the client chose `offered`.
+    fn exchange_offered(
+        stored: &str,
+        password: &str,
+        cb: ChannelBinding,
+        offered: super::ChannelBinding,
+    ) -> Result<(), AuthError> {
+        let mut server =
+            ScramServer::new(ScramVerifier::from_password(stored)).with_channel_binding(offered);
         let mut client = ScramSha256::new(password.as_bytes(), cb);
         let server_first = server.handle_client_first(client.message())?;
         client
@@ -473,6 +542,49 @@ mod tests {
         exchange("s3cret", "s3cret", ChannelBinding::unrequested()).unwrap();
         exchange("pässwörd ☃", "pässwörd ☃", ChannelBinding::unsupported()).unwrap();
         exchange("", "", ChannelBinding::unsupported()).unwrap();
+    }
+
+    #[test]
+    fn channel_binding_must_fit_what_was_offered_and_chosen() {
+        use super::ChannelBinding as Offered;
+        let end_point = vec![7u8; 32];
+        let bound = || ChannelBinding::tls_server_end_point(end_point.clone());
+        let plus = || Offered::TlsServerEndPoint(end_point.clone());
+        exchange_offered("pw", "pw", bound(), plus()).unwrap();
+        exchange_offered("pw", "pw", ChannelBinding::unsupported(), Offered::Declined).unwrap();
+        // Another certificate's end point on the client's side (a man in the middle).
+        let other = ChannelBinding::tls_server_end_point(vec![8u8; 32]);
+        let r = exchange_offered("pw", "pw", other, plus());
+        assert!(
+            matches!(&r, Err(AuthError::Malformed(m)) if m.contains("channel binding check")),
+            "{r:?}"
+        );
+        // "y": the client thinks the server offered no binding, but it did (a downgrade).
+        let r = exchange_offered("pw", "pw", ChannelBinding::unrequested(), Offered::Declined);
+        assert!(
+            matches!(&r, Err(AuthError::Malformed(m)) if m.contains("negotiation")),
+            "{r:?}"
+        );
+        // PLUS chosen without binding data, or binding data with the plain mechanism.
+        for (cb, offered) in [
+            (ChannelBinding::unsupported(), plus()),
+            (ChannelBinding::unrequested(), plus()),
+            (bound(), Offered::Declined),
+            (bound(), Offered::NotOffered),
+        ] {
+            let r = exchange_offered("pw", "pw", cb, offered.clone());
+            assert!(
+                matches!(r, Err(AuthError::Malformed(_))),
+                "{offered:?}: {r:?}"
+            );
+        }
+        let mut s =
+            ScramServer::new(ScramVerifier::from_password("pw")).with_channel_binding(plus());
+        let r = s.handle_client_first(b"p=tls-unique,,n=,r=abc");
+        assert!(matches!(r, Err(AuthError::Malformed(_))), "{r:?}");
+        // A wrong password over a bound exchange is still a wrong password.
+        let r = exchange_offered("pw", "px", bound(), plus());
+        assert!(matches!(r, Err(AuthError::WrongPassword)), "{r:?}");
     }
 
     #[test]

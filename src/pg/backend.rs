@@ -40,6 +40,15 @@ pub enum ConnectError {
     /// unverifiable certificate, a name that does not match).
     #[error("TLS to {addr}: {what}")]
     Tls { addr: BackendAddr, what: String },
+    /// `channel_binding = "require"` and the login could not be bound to the server's
+    /// certificate.
+    #[error(
+        "login to {addr}: channel binding required (channel_binding = \"require\"), but {what}"
+    )]
+    ChannelBinding {
+        addr: BackendAddr,
+        what: &'static str,
+    },
 }
 
 /// Where and as whom to connect.
@@ -54,6 +63,8 @@ pub struct BackendTarget {
     pub application_name: &'static str,
     /// TLS to the server (`[[cluster]] tls`).
     pub tls: crate::net::backend_tls::ServerTlsConfig,
+    /// SCRAM channel binding over TLS (`[[cluster]] channel_binding`).
+    pub channel_binding: crate::config::ChannelBindingMode,
 }
 
 /// One authenticated server connection, idle and ready for a query when handed out.
@@ -157,6 +168,9 @@ impl BackendConn {
         stream.write_all(&out).await.map_err(io)?;
         let mut buf = BytesMut::with_capacity(4096);
         let mut scram: Option<ScramSha256> = None;
+        // SCRAM-SHA-256-PLUS was chosen (then a server that says "logged in" has checked the
+        // binding: it ends its SCRAM exchange only after that).
+        let mut bound = false;
         let mut conn = BackendConn {
             stream,
             addr,
@@ -184,6 +198,14 @@ impl BackendConn {
                     let data = &body[4..];
                     out.clear();
                     let password = t.password.as_deref().unwrap_or("");
+                    let require = t.channel_binding == crate::config::ChannelBindingMode::Require;
+                    if !matches!(code, 10..=12) && !bound && require {
+                        // Logged in (0) or asked for a password (3, 5) without SCRAM.
+                        return Err(ConnectError::ChannelBinding {
+                            addr,
+                            what: "the server authenticated the proxy without SCRAM",
+                        });
+                    }
                     match code {
                         0 => continue,
                         3 => {
@@ -206,16 +228,18 @@ impl BackendConn {
                             put_message(&mut out, b'p', &p);
                         }
                         10 => {
-                            if !sasl_mechanisms(data).any(|m| m == b"SCRAM-SHA-256") {
-                                return Err(proto("server offers no SCRAM-SHA-256"));
-                            }
-                            let s = ScramSha256::new(
-                                password.as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
+                            let (mechanism, cb) = scram_choice(
+                                addr,
+                                data,
+                                conn.stream.tls_end_point(),
+                                t.channel_binding,
+                            )?;
+                            bound = mechanism == SCRAM_PLUS;
+                            let s = ScramSha256::new(password.as_bytes(), cb);
                             let first = s.message().to_vec();
                             scram = Some(s);
-                            let mut p = b"SCRAM-SHA-256\0".to_vec();
+                            let mut p = mechanism.to_vec();
+                            p.push(0);
                             p.extend_from_slice(&(first.len() as i32).to_be_bytes());
                             p.extend_from_slice(&first);
                             put_message(&mut out, b'p', &p);
@@ -414,6 +438,44 @@ async fn negotiate_tls(stream: &mut BackendStream, t: &BackendTarget) -> Result<
 
 fn sasl_mechanisms(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     data.split(|&b| b == 0).take_while(|m| !m.is_empty())
+}
+
+const SCRAM: &[u8] = b"SCRAM-SHA-256";
+const SCRAM_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS";
+
+/// The SASL mechanism to answer an AuthenticationSASL offering `offered` with, and the
+/// channel binding to use, as libpq chooses: PLUS over TLS when the server offers it (unless
+/// disabled); over TLS without it, the plain mechanism saying the client could have bound
+/// ("y": a server that did offer PLUS then knows the offer was stripped on the way);
+/// `require` refuses anything but PLUS.
+fn scram_choice(
+    addr: BackendAddr,
+    offered: &[u8],
+    end_point: Option<Vec<u8>>,
+    mode: crate::config::ChannelBindingMode,
+) -> Result<(&'static [u8], ChannelBinding), ConnectError> {
+    use crate::config::ChannelBindingMode as Mode;
+    let plus = sasl_mechanisms(offered).any(|m| m == SCRAM_PLUS);
+    let plain = sasl_mechanisms(offered).any(|m| m == SCRAM);
+    match (mode, end_point) {
+        (Mode::Prefer | Mode::Require, Some(end_point)) if plus => {
+            Ok((SCRAM_PLUS, ChannelBinding::tls_server_end_point(end_point)))
+        }
+        (Mode::Require, end_point) => Err(ConnectError::ChannelBinding {
+            addr,
+            what: if end_point.is_none() {
+                "the connection has no TLS certificate to bind to"
+            } else {
+                "the server does not offer SCRAM-SHA-256-PLUS"
+            },
+        }),
+        _ if !plain => Err(ConnectError::Protocol {
+            addr,
+            what: "server offers no SCRAM-SHA-256".into(),
+        }),
+        (Mode::Prefer, Some(_)) => Ok((SCRAM, ChannelBinding::unrequested())),
+        _ => Ok((SCRAM, ChannelBinding::unsupported())),
+    }
 }
 
 /// Read one whole tagged message (startup/internal use only; the session forwards instead).

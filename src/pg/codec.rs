@@ -257,10 +257,13 @@ pub fn put_auth(out: &mut BytesMut, code: u32, data: &[u8]) {
     finish(out, at);
 }
 
-pub fn put_auth_sasl(out: &mut BytesMut) {
+/// AuthenticationSASL offering `mechanisms`, most preferred first.
+pub fn put_auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
     let at = begin(out, b'R');
     out.put_u32(10);
-    put_cstr(out, b"SCRAM-SHA-256");
+    for m in mechanisms {
+        put_cstr(out, m.as_bytes());
+    }
     out.put_u8(0);
     finish(out, at);
 }

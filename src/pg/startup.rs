@@ -308,7 +308,9 @@ async fn login(
     };
     let mut out = BytesMut::with_capacity(512);
     let verifier = worker.pg.verifiers.load().get(user);
-    authenticate(stream, buf, &mut out, user, u, verifier).await?;
+    // SCRAM-SHA-256-PLUS is offered over TLS with a certificate that has an end point.
+    let end_point = worker.tls_end_point.as_deref().filter(|_| stream.is_tls());
+    authenticate(stream, buf, &mut out, (user, u), verifier, end_point).await?;
     let Some(cluster) = worker.clusters.load().get(database).cloned() else {
         return Err(refuse(
             "3D000",
@@ -329,9 +331,9 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-    name: &str,
-    user: &crate::config::User,
+    (name, user): (&str, &crate::config::User),
     verifier: Option<Arc<ScramVerifier>>,
+    end_point: Option<&[u8]>,
 ) -> Result<(), Refusal> {
     let failed = || {
         refuse(
@@ -366,13 +368,31 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         Some(AuthMethod::ScramSha256) => {
             // Derived when the config was loaded (see `app::Verifiers`).
             let verifier = verifier.ok_or_else(failed)?;
-            let mut server = ScramServer::new((*verifier).clone());
             out.clear();
-            codec::put_auth_sasl(out);
+            match end_point {
+                Some(_) => {
+                    codec::put_auth_sasl(out, &[auth::SCRAM_SHA_256_PLUS, auth::SCRAM_SHA_256])
+                }
+                None => codec::put_auth_sasl(out, &[auth::SCRAM_SHA_256]),
+            }
             s.write_all(out).await.map_err(io)?;
             let (tag, body) = read_message(s, buf).await?;
-            let data = sasl_initial(tag, &body)
+            let (mechanism, data) = sasl_initial(tag, &body)
                 .ok_or_else(|| refuse("08P01", "malformed SASLInitialResponse"))?;
+            let cb = match (mechanism, end_point) {
+                (auth::SCRAM_SHA_256, None) => auth::ChannelBinding::NotOffered,
+                (auth::SCRAM_SHA_256, Some(_)) => auth::ChannelBinding::Declined,
+                (auth::SCRAM_SHA_256_PLUS, Some(data)) => {
+                    auth::ChannelBinding::TlsServerEndPoint(data.to_vec())
+                }
+                _ => return Err(refuse(
+                    "08P01",
+                    format!(
+                        "client selected an invalid SASL authentication mechanism {mechanism:?}"
+                    ),
+                )),
+            };
+            let mut server = ScramServer::new((*verifier).clone()).with_channel_binding(cb);
             let first = server
                 .handle_client_first(data)
                 .map_err(|e| scram_refusal(e, &failed))?;
@@ -402,17 +422,17 @@ fn scram_refusal(e: auth::AuthError, failed: &dyn Fn() -> Refusal) -> Refusal {
 }
 
 /// SASLInitialResponse: mechanism, Int32 length, data.
-fn sasl_initial(tag: u8, body: &[u8]) -> Option<&[u8]> {
+fn sasl_initial(tag: u8, body: &[u8]) -> Option<(&str, &[u8])> {
     if tag != b'p' {
         return None;
     }
     let (mech, rest) = codec::cstr(body)?;
-    if mech != auth::SCRAM_SHA_256 || rest.len() < 4 {
+    if rest.len() < 4 {
         return None;
     }
     let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
     let data = &rest[4..];
-    (len >= 0 && len as usize == data.len()).then_some(data)
+    (len >= 0 && len as usize == data.len()).then_some((mech, data))
 }
 
 /// Startup parameters that are settings to carry to every backend connection, sorted.
@@ -499,7 +519,7 @@ mod tests {
         let mut b = b"SCRAM-SHA-256\0".to_vec();
         b.extend_from_slice(&3i32.to_be_bytes());
         b.extend_from_slice(b"abc");
-        assert_eq!(sasl_initial(b'p', &b), Some(&b"abc"[..]));
+        assert_eq!(sasl_initial(b'p', &b), Some(("SCRAM-SHA-256", &b"abc"[..])));
         assert_eq!(sasl_initial(b'p', &b[..b.len() - 1]), None);
         assert_eq!(sasl_initial(b'Q', &b), None);
     }

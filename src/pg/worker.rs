@@ -51,6 +51,9 @@ pub struct Worker {
     pub pool_mode: PoolMode,
     /// TLS for clients that ask for it, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The `tls-server-end-point` channel-binding data of the certificate `tls` presents,
+    /// when it has one: SCRAM-SHA-256-PLUS is offered to clients over TLS.
+    pub tls_end_point: Option<Arc<[u8]>>,
     /// `[postgres] require_tls`: logins over TCP without TLS are refused.
     pub require_tls: bool,
 }
@@ -68,13 +71,18 @@ impl Worker {
             .as_ref()
             .map(|p| p.pool_mode)
             .unwrap_or_default();
-        let tls = cfg
+        let (tls, tls_end_point) = cfg
             .postgres
             .as_ref()
             .and_then(|p| match (&p.tls_cert, &p.tls_key) {
-                (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
+                (Some(c), Some(k)) => {
+                    let acceptor = crate::net::tls::acceptor(c, k).ok()?;
+                    let end_point = crate::net::channel_binding::of_pem_file(c);
+                    Some((Some(acceptor), end_point.map(Arc::from)))
+                }
                 _ => None,
-            });
+            })
+            .unwrap_or_default();
         let require_tls = cfg.postgres.as_ref().is_some_and(|p| p.require_tls);
         Worker {
             shared,
@@ -83,6 +91,7 @@ impl Worker {
             statements: StmtRegistry::default(),
             pool_mode,
             tls,
+            tls_end_point,
             require_tls,
         }
     }
@@ -158,6 +167,7 @@ pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget
         connect_timeout: cfg.pool.connect_timeout,
         application_name: "switchyard",
         tls: crate::net::backend_tls::ServerTlsConfig::for_cluster(c),
+        channel_binding: c.channel_binding,
     }
 }
 
