@@ -294,6 +294,75 @@ async fn postgres_connections_that_must_not_pass_are_refused_with_the_reason() {
     }
 }
 
+/// A TLS relay with a certificate of its own in front of the PostgreSQL primary
+/// (`support/pg_tls_relay.py`; it takes only connections that start with SSLRequest).
+fn start_relay() -> (support::process::PortProcess, tempfile::TempDir) {
+    let dir = readable_dir("sy-relay");
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/pg_tls_relay.py"
+    ))
+    .arg(pg().primary_port().to_string())
+    .args([&cert, &key]);
+    let relay = support::process::PortProcess::start(cmd, "python3 with its ssl module");
+    (relay, dir)
+}
+
+/// A cluster block reaching the primary through the relay on `port`, as `cb_user` over TLS.
+fn relay_cluster(port: u16, db: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[cluster]]
+name = "{db}"
+database = "{db}"
+backend_database = "postgres"
+primary = "127.0.0.1:{port}"
+user = "cb_user"
+password = "cb_pw"
+tls = "require"
+{extra}
+"#
+    )
+}
+
+/// A cancel for a statement on an encrypted server connection goes over TLS too (as libpq
+/// 17 sends it): through a relay that takes nothing but TLS, `pg_sleep(30)` is cancelled
+/// within seconds (a CancelRequest sent in plain would be dropped by the relay, and the
+/// statement would run on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_to_encrypted_connections_go_over_tls() {
+    let (relay, _dir) = start_relay();
+    let clusters = relay_cluster(relay.port, "pg_cancel_tls", "channel_binding = \"disable\"");
+    let proxy = support::start_proxy(&pg_config(&clusters));
+    let url = conn_str(proxy.port, "pg_cancel_tls");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        one_value(&client, PG_SSL).await.split(' ').next(),
+        Some("true")
+    );
+    let token = client.cancel_token();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the statement was not cancelled within 10 s")
+        .unwrap();
+    let e = r.expect_err("pg_sleep(30) finished");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57014"),
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 /// `channel_binding`: SCRAM logins to the servers over TLS are bound to the certificate the
 /// proxy sees (SCRAM-SHA-256-PLUS). Directly, "require" logs in (PostgreSQL checked the
 /// binding against its own certificate) and reads reach the replica too; through a relay that
@@ -303,32 +372,8 @@ async fn postgres_connections_that_must_not_pass_are_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_logins_to_the_servers_are_bound_to_their_certificates() {
     let c = pg();
-    let dir = readable_dir("sy-relay");
-    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/pg_tls_relay.py"
-    ))
-    .arg(c.primary_port().to_string())
-    .args([&cert, &key]);
-    let relay = support::process::PortProcess::start(cmd, "python3 with its ssl module");
-    let through_relay = |db: &str, mode: &str| {
-        format!(
-            r#"
-[[cluster]]
-name = "{db}"
-database = "{db}"
-backend_database = "postgres"
-primary = "127.0.0.1:{port}"
-user = "cb_user"
-password = "cb_pw"
-tls = "require"
-{mode}
-"#,
-            port = relay.port
-        )
-    };
+    let (relay, _dir) = start_relay();
+    let through_relay = |db: &str, mode: &str| relay_cluster(relay.port, db, mode);
     let clusters = [
         pg_cluster(
             "pg_cb",

@@ -61,8 +61,8 @@ pub struct BackendTarget {
     pub connect_timeout: Duration,
     /// application_name the server sees (pool connections and health probes differ).
     pub application_name: &'static str,
-    /// TLS to the server (`[[cluster]] tls`).
-    pub tls: crate::net::backend_tls::ServerTlsConfig,
+    /// TLS to the server (`[[cluster]] tls`); shared with the connections' cancel targets.
+    pub tls: std::sync::Arc<crate::net::backend_tls::ServerTlsConfig>,
     /// SCRAM channel binding over TLS (`[[cluster]] channel_binding`).
     pub channel_binding: crate::config::ChannelBindingMode,
 }
@@ -87,6 +87,9 @@ pub struct BackendConn {
     pub clean: bool,
     /// A client's cancel was sent to this connection: never reused (see `CancelSlot`).
     pub cancelled: bool,
+    /// The TLS settings the connection was made with, when it is encrypted: its cancel
+    /// requests go over TLS too (the server's key never crosses the network in clear).
+    pub cancel_tls: Option<std::sync::Arc<crate::net::backend_tls::ServerTlsConfig>>,
     /// Something ran whose effect on session state is unknown (a function outside
     /// `pg_catalog`): the connection is reset before another client gets it.
     pub state_unknown: bool,
@@ -171,6 +174,7 @@ impl BackendConn {
         // SCRAM-SHA-256-PLUS was chosen (then a server that says "logged in" has checked the
         // binding: it ends its SCRAM exchange only after that).
         let mut bound = false;
+        let cancel_tls = stream.is_tls().then(|| t.tls.clone());
         let mut conn = BackendConn {
             stream,
             addr,
@@ -182,6 +186,7 @@ impl BackendConn {
             prepared: HashSet::default(),
             clean: false,
             cancelled: false,
+            cancel_tls,
             state_unknown: false,
             created: Instant::now(),
             stamps: Default::default(),
@@ -410,7 +415,7 @@ async fn negotiate_tls(stream: &mut BackendStream, t: &BackendTarget) -> Result<
         return Ok(());
     }
     stream
-        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .write_all(&codec::SSL_REQUEST_PACKET)
         .await
         .map_err(|e| fail(format!("sending SSLRequest: {e}")))?;
     // Exactly one byte: anything the server sent after it before the handshake would be

@@ -8,14 +8,28 @@ use crate::config::BackendAddr;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Where a client's current statement runs: server address and the server's key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a client's current statement runs: server address and the server's key, and the
+/// TLS settings of the connection when it is encrypted (the cancel then goes over TLS too).
+#[derive(Debug, Clone, PartialEq)]
 pub struct CancelTarget {
     pub addr: BackendAddr,
     pub pid: i32,
     pub secret: i32,
+    pub tls: Option<Arc<crate::net::backend_tls::ServerTlsConfig>>,
+}
+
+impl crate::pg::backend::BackendConn {
+    /// Where a cancel for the statement running on this connection goes.
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget {
+            addr: self.addr,
+            pid: self.pid,
+            secret: self.secret,
+            tls: self.cancel_tls.clone(),
+        }
+    }
 }
 
 /// Where a cancel for a client goes now.
@@ -45,7 +59,7 @@ impl CancelRoute {
     /// The server connection, for a client holding one.
     pub fn server(&self) -> Option<CancelTarget> {
         match self {
-            CancelRoute::Server(t) => Some(*t),
+            CancelRoute::Server(t) => Some(t.clone()),
             CancelRoute::Lane(..) => None,
         }
     }
@@ -144,6 +158,19 @@ pub async fn send_cancel(
 ) -> std::io::Result<()> {
     let work = async {
         let mut s = crate::net::backend::BackendStream::connect(target.addr).await?;
+        if let Some(tls) = &target.tls {
+            // As libpq 17 does: SSLRequest, the handshake the connection had, then the
+            // CancelRequest inside it (servers take it there). No fallback to plain.
+            s.write_all(&crate::pg::codec::SSL_REQUEST_PACKET).await?;
+            let mut answer = [0u8; 1];
+            s.read_exact(&mut answer).await?;
+            if answer[0] != b'S' {
+                return Err(std::io::Error::other(
+                    "the server refused TLS for the cancel request",
+                ));
+            }
+            s.start_tls(tls).await?;
+        }
         let mut b = BytesMut::with_capacity(16);
         put_cancel_request(&mut b, target.pid, target.secret);
         s.write_all(&b).await?;
@@ -173,8 +200,9 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             pid: 42,
             secret: 7,
+            tls: None,
         };
-        a.slot.set(Some(t));
+        a.slot.set(Some(t.clone()));
         let server = |r: Option<CancelRoute>| r.and_then(|r| r.server());
         assert_eq!(server(reg.lookup(a.pid, a.secret)), Some(t));
         assert!(reg.lookup(a.pid, a.secret.wrapping_add(1)).is_none());

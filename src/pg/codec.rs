@@ -10,6 +10,8 @@ use bytes::{BufMut, BytesMut};
 pub const PROTOCOL_3_0: u32 = 196_608;
 /// Request codes that take the place of a protocol version.
 pub const SSL_REQUEST: u32 = 80_877_103;
+/// The whole SSLRequest message: length 8 and the code.
+pub const SSL_REQUEST_PACKET: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 pub const GSSENC_REQUEST: u32 = 80_877_104;
 pub const CANCEL_REQUEST: u32 = 80_877_102;
 

@@ -221,11 +221,7 @@ impl Mux {
             wake: Notify::new(),
             applied: settings.to_vec(),
             counts: self.counts.clone(),
-            target: CancelTarget {
-                addr: conn.addr,
-                pid: conn.pid,
-                secret: conn.secret,
-            },
+            target: conn.cancel_target(),
         });
         let (id, reply) = lane.st.lock().unwrap().push(msg);
         self.lanes.lock().unwrap().push(lane.clone());
@@ -375,7 +371,7 @@ async fn drive(mux: Arc<Mux>, lane: Arc<Lane>, mut conn: Pooled, shutdown: Cance
     pool::release(conn);
     if cancel {
         tokio::spawn(super::cancel::send_cancel(
-            lane.target,
+            lane.target.clone(),
             Duration::from_secs(5),
         ));
     }
@@ -668,6 +664,7 @@ pub fn fuzz_answers(data: &[u8]) {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             pid: 1,
             secret: 1,
+            tls: None,
         },
         counts: Arc::default(),
     };

@@ -385,12 +385,14 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 (auth::SCRAM_SHA_256_PLUS, Some(data)) => {
                     auth::ChannelBinding::TlsServerEndPoint(data.to_vec())
                 }
-                _ => return Err(refuse(
-                    "08P01",
-                    format!(
+                _ => {
+                    return Err(refuse(
+                        "08P01",
+                        format!(
                         "client selected an invalid SASL authentication mechanism {mechanism:?}"
                     ),
-                )),
+                    ))
+                }
             };
             let mut server = ScramServer::new((*verifier).clone()).with_channel_binding(cb);
             let first = server

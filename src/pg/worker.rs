@@ -166,7 +166,7 @@ pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget
         database: c.backend_database().to_owned(),
         connect_timeout: cfg.pool.connect_timeout,
         application_name: "switchyard",
-        tls: crate::net::backend_tls::ServerTlsConfig::for_cluster(c),
+        tls: Arc::new(crate::net::backend_tls::ServerTlsConfig::for_cluster(c)),
         channel_binding: c.channel_binding,
     }
 }

@@ -79,11 +79,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             conn.applied = (*self.wanted).clone();
         }
-        self.key.slot.set(Some(CancelTarget {
-            addr: conn.addr,
-            pid: conn.pid,
-            secret: conn.secret,
-        }));
+        self.key.slot.set(Some(conn.cancel_target()));
         // An idle connection, unless a BEGIN the proxy answered goes first (below): the
         // client's transaction is open from here, as it was told.
         if self.deferred_begin.is_none() {
@@ -204,11 +200,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if !self.idle_between_batches() {
             if !self.pending.is_empty() {
                 // A statement is still running: stop it, then drop the connection.
-                let t = CancelTarget {
-                    addr: conn.addr,
-                    pid: conn.pid,
-                    secret: conn.secret,
-                };
+                let t = conn.cancel_target();
                 tokio::spawn(crate::pg::cancel::send_cancel(t, Duration::from_secs(5)));
             }
             conn.clean = false;

@@ -27,7 +27,7 @@ mod statements;
 use crate::cluster::Want;
 use crate::config::PoolMode;
 use crate::pg::backend::{CheckoutError, Pooled};
-use crate::pg::cancel::{CancelKey, CancelTarget};
+use crate::pg::cancel::CancelKey;
 use crate::pg::codec;
 use crate::pg::prepared::NameHash;
 use crate::pg::prepared::StmtDef;
