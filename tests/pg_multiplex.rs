@@ -464,3 +464,68 @@ async fn a_string_of_several_reads_gets_every_answer() {
         assert_eq!(r, vec![vec!["1"], vec!["2"], vec!["three"]]);
     }
 }
+
+/// PAUSE counts a multiplexed statement while it waits for its answer, as it counts a
+/// transaction on a connection of its own: with clients sending `pg_sleep` reads that share
+/// lanes, every pause reports the cluster drained only once none of them runs on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_reports_drained_only_when_no_multiplexed_statement_runs() {
+    let db = "t_mux_pause";
+    create_db(db);
+    let text = format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        config_text(db, "workers = 1", "size = 8\nmultiplex_depth = 8", "")
+    );
+    let p = start_proxy(&text);
+    let admin = p.admin_addr();
+    let post =
+        |path: String| tokio::task::spawn_blocking(move || admin_request(admin, "POST", &path));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in clients(&p, db, 12).await {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rows(&c, "SELECT pg_sleep(0.15)").await.unwrap();
+            }
+        }));
+    }
+    // Statements the server runs for the proxy's clients now.
+    let running = || {
+        cluster()
+            .psql_db(
+                0,
+                db,
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE 'SELECT pg_sleep(0.15)%' AND state = 'active'",
+            )
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400 + 70 * round)).await;
+        let (code, body) = post(format!("/pause?cluster={db}&wait=10")).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"drained\":true"), "{body}");
+        let now = tokio::task::spawn_blocking(running).await.unwrap();
+        assert_eq!(
+            now, "0",
+            "round {round}: statements ran after the pause said drained"
+        );
+        let (code, body) = post(format!("/resume?cluster={db}")).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a client hung")
+            .unwrap();
+    }
+    let stats = p.mux_stats(db);
+    assert!(
+        stats.statements > 0,
+        "no statement was multiplexed: {stats:?}"
+    );
+}

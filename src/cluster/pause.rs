@@ -34,44 +34,67 @@ impl Drop for Hold {
 }
 
 impl Pause {
+    // The switch and the count are written and read in one total order (SeqCst): a client
+    // counts its hold before it looks at the switch, the pause sets the switch before it
+    // looks at the count, so either the client sees the pause or the pause sees the client.
+
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Acquire)
+        self.paused.load(Ordering::SeqCst)
     }
 
     pub fn pause(&self) {
-        self.paused.store(true, Ordering::Release);
+        self.paused.store(true, Ordering::SeqCst);
     }
 
     pub fn resume(&self) {
-        self.paused.store(false, Ordering::Release);
+        self.paused.store(false, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
     /// Clients holding a server connection of the cluster now.
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Acquire)
+        self.held.load(Ordering::SeqCst)
     }
 
-    /// Count a client's hold on a server connection until the returned guard drops.
+    /// Count a client's hold on a server connection until the returned guard drops, paused
+    /// or not (a statement already admitted that moves to another server).
     pub fn hold(self: &Arc<Self>) -> Hold {
-        self.held.fetch_add(1, Ordering::AcqRel);
+        self.held.fetch_add(1, Ordering::SeqCst);
         Hold(self.clone())
+    }
+
+    /// A hold for a client about to take a server connection, unless the cluster is paused.
+    /// Counted before the switch is read: a pause that begins at the same moment waits for
+    /// this client (see `until_drained`) rather than report the cluster drained while the
+    /// client goes on to take a connection.
+    pub fn try_hold(self: &Arc<Self>) -> Option<Hold> {
+        let hold = self.hold();
+        (!self.is_paused()).then_some(hold)
+    }
+
+    /// [`Self::try_hold`], waiting while paused (at most `limit`; past it, what the client of
+    /// `cluster` is told).
+    pub async fn admit_hold(
+        self: &Arc<Self>,
+        cluster: &str,
+        limit: Duration,
+    ) -> Result<Hold, String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(hold) = self.try_hold() {
+                return Ok(hold);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self.until_resumed(left).await {
+                return Err(still_paused(cluster, limit));
+            }
+        }
     }
 
     /// Wait while paused, at most `limit`: true once not paused (at once if it is not),
     /// false if still paused at the end.
     pub async fn until_resumed(&self, limit: Duration) -> bool {
         self.wait_for(limit, || !self.is_paused()).await
-    }
-
-    /// A client's wait before it takes a connection of `cluster`: at once when not paused,
-    /// else until resumed, at most `limit`; past it, what the client is told.
-    pub async fn admit(&self, cluster: &str, limit: Duration) -> Result<(), String> {
-        if !self.is_paused() || self.until_resumed(limit).await {
-            Ok(())
-        } else {
-            Err(still_paused(cluster, limit))
-        }
     }
 
     /// Wait until no client holds a connection, at most `limit`; the count left.
@@ -123,6 +146,8 @@ mod tests {
         p.resume();
         assert!(waiter.await.unwrap());
 
+        // A drain is awaited while paused (only then does the last hold wake it).
+        p.pause();
         let (a, b) = (p.hold(), p.hold());
         assert_eq!(p.until_drained(Duration::from_millis(20)).await, 2);
         let drained = {
@@ -134,5 +159,44 @@ mod tests {
         assert!(!drained.is_finished());
         drop(b);
         assert_eq!(drained.await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_is_held_or_waits_never_both_missed() {
+        let p = Arc::new(Pause::default());
+        let h = p.try_hold().expect("not paused");
+        p.pause();
+        // The pause sees the client that took its hold before the switch.
+        assert_eq!(p.until_drained(Duration::from_millis(10)).await, 1);
+        drop(h);
+        assert!(p.try_hold().is_none(), "paused: no hold");
+        assert_eq!(p.held(), 0, "a refused hold is not counted");
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move { p.admit_hold("c", Duration::from_secs(10)).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        p.resume();
+        assert!(waiter.await.unwrap());
+        p.pause();
+        let e = p
+            .admit_hold("c", Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(e.contains("pause_timeout"), "{e}");
+        // Many clients racing a pause: each is either counted or kept out.
+        p.resume();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move { p.try_hold() }));
+        }
+        p.pause();
+        let mut held = Vec::new();
+        for t in tasks {
+            held.extend(t.await.unwrap());
+        }
+        assert_eq!(p.held(), held.len());
     }
 }

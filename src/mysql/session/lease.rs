@@ -51,15 +51,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Check out a connection and bring it to the client's session state.
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
         self.refresh_cluster().map_err(AcquireError::Other)?;
-        if self.cluster.state.pause.is_paused() {
-            // (The state is taken only here: no Arc clone on the path of an unpaused cluster.)
-            let state = self.cluster.state.clone();
-            let limit = self.w.shared.config().pool.pause_timeout;
-            let admitted = state.pause.admit(&state.name, limit).await;
-            admitted.map_err(AcquireError::Other)?;
-            // A reload may have come while it waited.
-            self.refresh_cluster().map_err(AcquireError::Other)?;
-        }
+        let hold = match self.cluster.state.pause.try_hold() {
+            Some(hold) => hold,
+            None => {
+                // (The state is taken only here: no Arc clone on the path of an unpaused
+                // cluster.)
+                let state = self.cluster.state.clone();
+                let limit = self.w.shared.config().pool.pause_timeout;
+                let admitted = state.pause.admit_hold(&state.name, limit).await;
+                let hold = admitted.map_err(AcquireError::Other)?;
+                // A reload may have come while it waited (the pause is the same).
+                self.refresh_cluster().map_err(AcquireError::Other)?;
+                hold
+            }
+        };
+        let mut hold = Some(hold);
         self.for_write = matches!(want, Want::Primary);
         let mut exclude = None;
         let mut reloaded = 0;
@@ -72,7 +78,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .checkout_parked_first(&self.parking, &self.cluster.metrics)
                 .await;
             match got {
-                Ok(conn) => return self.install(conn, idx).await,
+                Ok(conn) => {
+                    let hold = hold.take().expect("one install per acquire");
+                    return self.install(conn, idx, hold).await;
+                }
                 Err(crate::pool::CheckoutError::Connect(e)) => {
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
@@ -92,7 +101,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    async fn install(&mut self, mut conn: MyPooled, idx: usize) -> Result<(), AcquireError> {
+    async fn install(
+        &mut self,
+        mut conn: MyPooled,
+        idx: usize,
+        pause_hold: crate::cluster::pause::Hold,
+    ) -> Result<(), AcquireError> {
         conn.clean = false;
         // Usually the connection has the client's state already: nothing to send or copy.
         let same = conn.schema == self.schema && conn.applied == self.vars;
@@ -160,7 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         );
         self.backend_idx = idx;
         self.backend = Some(conn);
-        self.pause_hold = Some(self.cluster.state.pause.hold());
+        self.pause_hold = Some(pause_hold);
         self.bin.clear();
         // What the connection's server says of "the last statement" is another client's
         // (or the proxy's) until this client's first command runs there.

@@ -51,6 +51,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         mut conn: Pooled,
         idx: usize,
         for_write: bool,
+        pause_hold: crate::cluster::pause::Hold,
     ) -> Result<(), SessionError> {
         conn.clean = false;
         if self.mode == PoolMode::Session && conn.startup != *self.wanted {
@@ -95,7 +96,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             &mut self.routed_cache,
             self.route_reason,
         );
-        self.pause_hold = Some(self.cluster.state.pause.hold());
+        self.pause_hold = Some(pause_hold);
         self.replay.clear();
         self.replay_ok = !for_write;
         self.responded = false;
@@ -146,16 +147,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// Check out a backend only if one is idle, or the pool has room to open one.
     pub(super) async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
         self.refresh_cluster()?;
-        if self.cluster.state.pause.is_paused() {
+        let Some(hold) = self.cluster.state.pause.try_hold() else {
             return Ok(false);
-        }
+        };
         let Ok(idx) = self.cluster.state.select(want, None) else {
             return Ok(false);
         };
         let pool = &self.cluster.pools[idx];
         match pool.checkout_now().await.ok().flatten() {
             Some(conn) => {
-                self.install(conn, idx, matches!(want, Want::Primary))
+                self.install(conn, idx, matches!(want, Want::Primary), hold)
                     .await?;
                 Ok(true)
             }

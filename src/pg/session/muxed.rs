@@ -74,6 +74,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Ok(Some(h)) = codec::header(&self.cin, self.max_message) else {
             return Ok(false);
         };
+        // Counted for PAUSE while it waits for its answer, as a transaction on a connection
+        // of its own would be.
+        let Some(_hold) = state.pause.try_hold() else {
+            return Ok(false);
+        };
         let backend = &state.backends[idx];
         let contended = backend.outstanding() > 0;
         let pool = self.cluster.pools[idx].clone();

@@ -290,15 +290,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// for reads, another eligible one (or the fallback) is tried.
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
         self.refresh_cluster()?;
-        if self.cluster.state.pause.is_paused() {
-            // (The state is taken only here: no Arc clone on the path of an unpaused cluster.)
-            let state = self.cluster.state.clone();
-            let limit = self.worker.shared.config().pool.pause_timeout;
-            let admitted = state.pause.admit(&state.name, limit).await;
-            admitted.map_err(SessionError::Paused)?;
-            // A reload may have come while it waited.
-            self.refresh_cluster()?;
-        }
+        let hold = match self.cluster.state.pause.try_hold() {
+            Some(hold) => hold,
+            None => {
+                // (The state is taken only here: no Arc clone on the path of an unpaused
+                // cluster.)
+                let state = self.cluster.state.clone();
+                let limit = self.worker.shared.config().pool.pause_timeout;
+                let admitted = state.pause.admit_hold(&state.name, limit).await;
+                let hold = admitted.map_err(SessionError::Paused)?;
+                // A reload may have come while it waited (the pause is the same).
+                self.refresh_cluster()?;
+                hold
+            }
+        };
+        let mut hold = Some(hold);
         let mut exclude = None;
         let mut reloaded = 0;
         loop {
@@ -309,7 +315,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 .await;
             match got {
                 Ok(conn) => {
-                    return self.install(conn, idx, matches!(want, Want::Primary)).await;
+                    let hold = hold.take().expect("one install per acquire");
+                    return self
+                        .install(conn, idx, matches!(want, Want::Primary), hold)
+                        .await;
                 }
                 Err(CheckoutError::Connect(e)) => {
                     self.cluster.metrics.error(kind::CONNECT);
@@ -396,7 +405,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let skip = state.backends.iter().position(|b| b.addr == failed);
         let next = state.select(want, skip).map_err(|_| e)?;
         let conn = self.cluster.pools[next].checkout().await?;
-        self.install(conn, next, false).await?;
+        // The statement was admitted before: it goes on, paused or not.
+        let hold = self.cluster.state.pause.hold();
+        self.install(conn, next, false, hold).await?;
         tracing::info!(from = %failed, to = %state.backends[next].addr, "read retried on another backend");
         self.bout.clear();
         self.bout.extend_from_slice(&replay);
