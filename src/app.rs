@@ -46,6 +46,10 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
         if let (Some(cert), Some(key)) = (&pg.tls_cert, &pg.tls_key) {
             crate::net::tls::acceptor(cert, key)
                 .map_err(|e| ConfigError::invalid("postgres.tls_cert", e))?;
+            if let Some(ca) = &pg.tls_client_ca_file {
+                crate::net::tls::acceptor_with_client_ca(cert, key, Some(ca))
+                    .map_err(|e| ConfigError::invalid("postgres.tls_client_ca_file", e))?;
+            }
         }
     }
     if let Some(my) = &cfg.mysql {

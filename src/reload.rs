@@ -267,6 +267,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if field(|p| format!("{:?}", p.require_tls)) {
         out.push("postgres.require_tls");
     }
+    if field(|p| format!("{:?}", p.tls_client_ca_file)) {
+        out.push("postgres.tls_client_ca_file");
+    }
     if field(|p| format!("{:?}", p.unix_socket_dir)) {
         out.push("postgres.unix_socket_dir");
     }

@@ -504,6 +504,96 @@ fn scram_channel_binding_is_offered_over_tls() {
     );
 }
 
+/// `auth = "cert"` with `[postgres] tls_client_ca_file` (PostgreSQL's `cert` method, PgBouncer's
+/// `auth_type = cert`): psql with a certificate the authority signed logs in as the user its
+/// common name names; without one, over plain TCP, or as another user it is refused (28000);
+/// a password user still logs in with or without a certificate; a certificate from another
+/// authority fails the handshake.
+#[test]
+fn client_certificates_log_in_users_with_auth_cert() {
+    create_db("t_cert");
+    let p = support::pki::pki();
+    let dir = tempfile::tempdir().unwrap();
+    // libpq refuses a key file others may read.
+    let private = |name: &str, pem: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let key = private(
+        "client.key",
+        &std::fs::read_to_string(&p.client_key).unwrap(),
+    );
+    // A certificate for the same name from an authority the proxy does not know.
+    let stranger_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cert_user");
+    let stranger = params.self_signed(&stranger_key).unwrap();
+    let stranger_cert = private("stranger.pem", &stranger.pem());
+    let stranger_key = private("stranger.key", &stranger_key.serialize_pem());
+
+    let listener = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca_file = \"{}\"",
+        p.server_cert, p.server_key, p.ca
+    );
+    let text = format!(
+        "{}\n[[user]]\nname = \"cert_user\"\nauth = \"cert\"\n\n\
+         [[user]]\nname = \"other_cert\"\nauth = \"cert\"\n",
+        config_text("t_cert", "", "", &listener)
+    );
+    let proxy = start_proxy(&text);
+    let url = |user: &str, extra: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password=secret dbname=t_cert {extra}",
+            proxy.port
+        )
+    };
+    let with_cert = format!("sslmode=require sslcert={} sslkey={key}", p.client_cert);
+    let none = "sslmode=require sslcert=/nonexistent sslkey=/nonexistent";
+
+    let (ok, out, err) = psql(&url("cert_user", &with_cert), &["-At", "-c", "SELECT 42"]);
+    assert!(
+        ok && out.trim() == "42",
+        "cert_user with its certificate: {err}"
+    );
+    for (user, extra, want) in [
+        ("cert_user", none, "requires a valid client certificate"),
+        (
+            "cert_user",
+            "sslmode=disable",
+            "requires a valid client certificate",
+        ),
+        (
+            "other_cert",
+            with_cert.as_str(),
+            "certificate authentication failed",
+        ),
+    ] {
+        let (ok, _, err) = psql(&url(user, extra), &["-c", "SELECT 1"]);
+        assert!(!ok && err.contains(want), "{user} {extra}: {err}");
+    }
+    for extra in [with_cert.as_str(), none] {
+        let (ok, out, err) = psql(&url("app", extra), &["-At", "-c", "SELECT 7"]);
+        assert!(ok && out.trim() == "7", "password user, {extra}: {err}");
+    }
+    let stranger = format!("sslmode=require sslcert={stranger_cert} sslkey={stranger_key}");
+    let (ok, _, err) = psql(&url("cert_user", &stranger), &["-c", "SELECT 1"]);
+    assert!(!ok, "a certificate from another authority was taken");
+    eprintln!("stranger: {err}");
+
+    // Without the authorities, "cert" users are a config error.
+    let bad = format!(
+        "{}\n[[user]]\nname = \"cert_user\"\nauth = \"cert\"\n",
+        config_text("t_cert", "", "", "")
+    );
+    let e = switchyard::config::Config::from_toml(&bad).unwrap_err();
+    assert!(e.to_string().contains("tls_client_ca_file"), "{e}");
+}
+
 /// `require_tls`: a login over TCP without TLS is refused with 28000 (psql's sslmode=disable,
 /// and sslmode=prefer never falls back to it); over TLS, over the Unix socket and a cancel
 /// request sent in plain (libpq before 17) are served.

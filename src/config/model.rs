@@ -142,6 +142,13 @@ pub struct PostgresListener {
     /// false. Needs a restart.
     #[serde(default)]
     pub require_tls: bool,
+    /// PEM file of the certificate authorities whose client certificates are accepted (as
+    /// PgBouncer's `client_tls_ca_file`): a client over TLS may then present a certificate,
+    /// which must chain to one of them (one that does not fails the handshake), and users
+    /// with `auth = "cert"` log in by it. Needs `tls_cert`. Default: none (no client
+    /// certificates asked for). Needs a restart.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<String>,
     /// Also listen on a Unix-domain socket in this directory, named as PostgreSQL names its
     /// own: `<dir>/.s.PGSQL.<port of listen>`, so `psql -h <dir> -p <port>` and libpq's
     /// `host=<dir>` reach the proxy. Mode 0777 (logins are still checked). Default: none.
@@ -321,6 +328,9 @@ pub enum AuthMethod {
     Md5,
     /// No password asked. For development only.
     Trust,
+    /// A TLS client certificate, signed by `[postgres] tls_client_ca_file`, whose subject's
+    /// common name is the user name (PostgreSQL's `cert` method). PostgreSQL listener only.
+    Cert,
 }
 
 /// A client user.
@@ -470,7 +480,14 @@ impl Config {
                     "tls_cert and tls_key must be given together",
                 ));
             }
+            if pg.tls_client_ca_file.is_some() && pg.tls_cert.is_none() {
+                return Err(ConfigError::invalid(
+                    "postgres.tls_client_ca_file",
+                    "needs tls_cert and tls_key (client certificates come over TLS)",
+                ));
+            }
         }
+
         if let Some(my) = &self.mysql {
             parse_addr(&my.listen).map_err(|e| ConfigError::invalid("mysql.listen", e))?;
             if let Some(path) = &my.socket {
@@ -598,6 +615,19 @@ impl Config {
                     _ => {}
                 },
                 Some(AuthMethod::Trust) => {}
+                Some(AuthMethod::Cert) => {
+                    let client_ca = self
+                        .postgres
+                        .as_ref()
+                        .is_some_and(|p| p.tls_client_ca_file.is_some());
+                    if !client_ca {
+                        return Err(ConfigError::invalid(
+                            key("auth"),
+                            "\"cert\" needs [postgres] tls_client_ca_file (the authorities \
+                             that sign client certificates)",
+                        ));
+                    }
+                }
             }
         }
         let mut dbs = std::collections::HashSet::new();

@@ -84,29 +84,7 @@ const ALGORITHMS: &[(&[u8], EndPointHash)] = &[
     ),
 ];
 
-/// One DER element: (tag, contents, the rest after it). Definite lengths of up to four
-/// octets only, as DER has them.
-fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |l, &b| (l << 8) | b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-const SEQUENCE: u8 = 0x30;
-const OID: u8 = 0x06;
+use super::der::{element, OID, SEQUENCE};
 
 /// The end-point hash of a DER certificate (`Certificate ::= SEQUENCE { tbsCertificate,
 /// signatureAlgorithm AlgorithmIdentifier, signatureValue }`), if its signature algorithm

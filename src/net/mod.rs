@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod backend_tls;
 pub mod channel_binding;
+pub mod der;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -22,6 +22,26 @@ pub fn acceptor_with_alpn(
     key_path: &str,
     alpn: &[&[u8]],
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
+    build_acceptor(cert_path, key_path, alpn, None)
+}
+
+/// Like [`acceptor`], asking clients for a certificate signed by one of the authorities in
+/// `client_ca_path` (PEM) when given: a client may present none (it then logs in by another
+/// method), but one it presents must chain to them, or the handshake fails.
+pub fn acceptor_with_client_ca(
+    cert_path: &str,
+    key_path: &str,
+    client_ca_path: Option<&str>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    build_acceptor(cert_path, key_path, &[], client_ca_path)
+}
+
+fn build_acceptor(
+    cert_path: &str,
+    key_path: &str,
+    alpn: &[&[u8]],
+    client_ca_path: Option<&str>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("cannot read certificates from {cert_path}: {e}"))?
         .collect::<Result<_, _>>()
@@ -32,10 +52,35 @@ pub fn acceptor_with_alpn(
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| format!("cannot read private key from {key_path}: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca_path {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read certificates from {path}: {e}"))?
+            {
+                let c = c.map_err(|e| format!("bad certificate in {path}: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("unusable certificate in {path}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("no certificate in {path}"));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client certificate authorities in {path}: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not fit: {e}"))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -80,6 +125,19 @@ impl ClientStream {
     /// Whether TLS protects this stream.
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The client certificate the TLS handshake verified, if the client presented one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()?
+                .first()
+                .map(|c| c.as_ref()),
+            _ => None,
+        }
     }
 }
 

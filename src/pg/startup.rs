@@ -310,7 +310,14 @@ async fn login(
     let verifier = worker.pg.verifiers.load().get(user);
     // SCRAM-SHA-256-PLUS is offered over TLS with a certificate that has an end point.
     let end_point = worker.tls_end_point.as_deref().filter(|_| stream.is_tls());
-    authenticate(stream, buf, &mut out, (user, u), verifier, end_point).await?;
+    let cert_name = stream
+        .peer_certificate()
+        .map(|c| crate::net::der::subject_common_name(c).ok_or(()));
+    let tls = LoginTls {
+        end_point,
+        cert_name,
+    };
+    authenticate(stream, buf, &mut out, (user, u), verifier, tls).await?;
     let Some(cluster) = worker.clusters.load().get(database).cloned() else {
         return Err(refuse(
             "3D000",
@@ -325,6 +332,14 @@ async fn login(
     }))
 }
 
+/// What the TLS session brings to a login: the channel-binding end point SCRAM-SHA-256-PLUS
+/// may use, and the common name of the client certificate the handshake verified (`Err` for
+/// a certificate without a readable one).
+struct LoginTls<'a> {
+    end_point: Option<&'a [u8]>,
+    cert_name: Option<Result<String, ()>>,
+}
+
 /// Run the configured authentication exchange; on success nothing is written yet for
 /// AuthenticationOk (the caller sends it with the login messages).
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
@@ -333,8 +348,9 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut BytesMut,
     (name, user): (&str, &crate::config::User),
     verifier: Option<Arc<ScramVerifier>>,
-    end_point: Option<&[u8]>,
+    tls: LoginTls<'_>,
 ) -> Result<(), Refusal> {
+    let end_point = tls.end_point;
     let failed = || {
         refuse(
             "28P01",
@@ -344,6 +360,25 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let io = |e: std::io::Error| refuse("08006", e.to_string());
     match user.effective_auth() {
         Some(AuthMethod::Trust) => Ok(()),
+        // As PostgreSQL's `cert` method: a verified certificate whose CN is the user name.
+        Some(AuthMethod::Cert) => match tls.cert_name {
+            None => Err(refuse(
+                "28000",
+                "connection requires a valid client certificate",
+            )),
+            Some(Ok(cn)) if cn == name => Ok(()),
+            Some(cn) => Err(refuse(
+                "28000",
+                format!(
+                    "certificate authentication failed for user \"{name}\": the certificate's \
+                     common name is {}",
+                    cn.map_or_else(
+                        |()| "missing or unreadable".to_owned(),
+                        |cn| format!("{cn:?}")
+                    )
+                ),
+            )),
+        },
         Some(AuthMethod::Md5) => {
             let stored = match (&user.md5_hash, &user.password) {
                 (Some(h), _) => h.clone(),

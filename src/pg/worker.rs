@@ -76,7 +76,8 @@ impl Worker {
             .as_ref()
             .and_then(|p| match (&p.tls_cert, &p.tls_key) {
                 (Some(c), Some(k)) => {
-                    let acceptor = crate::net::tls::acceptor(c, k).ok()?;
+                    let ca = p.tls_client_ca_file.as_deref();
+                    let acceptor = crate::net::tls::acceptor_with_client_ca(c, k, ca).ok()?;
                     let end_point = crate::net::channel_binding::of_pem_file(c);
                     Some((Some(acceptor), end_point.map(Arc::from)))
                 }
