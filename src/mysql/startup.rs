@@ -390,8 +390,12 @@ enum Check {
 
 /// `full_auth`: the password can be asked for safely (TLS, or the RSA key exchange is on).
 fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], full_auth: bool) -> Check {
-    if user.auth == Some(AuthMethod::Trust) {
-        return Check::Passed;
+    match user.auth {
+        Some(AuthMethod::Trust) => return Check::Passed,
+        // Client certificates are a PostgreSQL listener's login; a password this user may
+        // also have configured does not stand in for one.
+        Some(AuthMethod::Cert) => return Check::Failed,
+        _ => {}
     }
     let plain = user.password.as_deref().map(str::as_bytes);
     let stored = user
@@ -468,7 +472,7 @@ fn put_switch(out: &mut BytesMut, plugin: &[u8], scramble: &[u8]) {
 /// key exchange). Otherwise the empty response is checked as it is (an empty password), or
 /// the client is switched to mysql_native_password.
 fn switch_to_sha2(user: &User, full_auth: bool) -> bool {
-    if user.auth == Some(AuthMethod::Trust) {
+    if matches!(user.auth, Some(AuthMethod::Trust | AuthMethod::Cert)) {
         return false;
     }
     match user.password.as_deref() {
@@ -680,6 +684,14 @@ mod tests {
             check(&plain, b"sha256_password", &s, &r, false),
             Check::SwitchToNative
         );
+        // A "cert" user is refused here even with the right password.
+        let mut cert = plain.clone();
+        cert.auth = Some(AuthMethod::Cert);
+        assert_eq!(
+            check(&cert, MYSQL_NATIVE_PASSWORD, &s, &r, false),
+            Check::Failed
+        );
+        assert!(!switch_to_sha2(&cert, true));
     }
 
     #[test]
