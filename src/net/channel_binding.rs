@@ -84,28 +84,15 @@ const ALGORITHMS: &[(&[u8], EndPointHash)] = &[
     ),
 ];
 
-use super::der::{element, OID, SEQUENCE};
+use super::der::{certificate, tagged, OID, SEQUENCE};
 
 /// The end-point hash of a DER certificate (`Certificate ::= SEQUENCE { tbsCertificate,
 /// signatureAlgorithm AlgorithmIdentifier, signatureValue }`), if its signature algorithm
 /// names one.
 pub fn end_point_hash(cert_der: &[u8]) -> Option<EndPointHash> {
-    let (tag, cert, _) = element(cert_der)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (tag, _tbs, rest) = element(cert)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (tag, alg, _) = element(rest)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (tag, oid, _) = element(alg)?;
-    if tag != OID {
-        return None;
-    }
+    let (_tbs, rest) = certificate(cert_der)?;
+    let (alg, _) = tagged(rest, SEQUENCE)?;
+    let (oid, _) = tagged(alg, OID)?;
     ALGORITHMS
         .iter()
         .find(|(known, _)| *known == oid)

@@ -33,17 +33,24 @@ pub fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
+/// One DER element that must have `tag`: (contents, the rest after it).
+pub fn tagged(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (t, contents, rest) = element(der)?;
+    (t == tag).then_some((contents, rest))
+}
+
+/// A certificate's tbsCertificate and what follows it (the signature algorithm, the
+/// signature): `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm,
+/// signatureValue }`.
+pub fn certificate(cert_der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (cert, _) = tagged(cert_der, SEQUENCE)?;
+    tagged(cert, SEQUENCE)
+}
+
 /// The tbsCertificate's fields after the optional version: serialNumber, signature, issuer,
 /// validity, subject, ... (each as tag and contents).
 fn tbs_fields(cert_der: &[u8]) -> Option<impl Iterator<Item = (u8, &[u8])>> {
-    let (tag, cert, _) = element(cert_der)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (tag, tbs, _) = element(cert)?;
-    if tag != SEQUENCE {
-        return None;
-    }
+    let (tbs, _) = certificate(cert_der)?;
     let mut rest = tbs;
     if rest.first() == Some(&VERSION) {
         rest = element(rest)?.2;
@@ -70,20 +77,14 @@ pub fn subject_common_name(cert_der: &[u8]) -> Option<String> {
     }
     let mut rdns = subject;
     while !rdns.is_empty() {
-        let (tag, set, next) = element(rdns)?;
+        let (set, next) = tagged(rdns, SET)?;
         rdns = next;
-        if tag != SET {
-            return None;
-        }
         let mut attrs = set;
         while !attrs.is_empty() {
-            let (tag, attr, next) = element(attrs)?;
+            let (attr, next) = tagged(attrs, SEQUENCE)?;
             attrs = next;
-            if tag != SEQUENCE {
-                return None;
-            }
-            let (tag, oid, value) = element(attr)?;
-            if tag != OID || oid != COMMON_NAME {
+            let (oid, value) = tagged(attr, OID)?;
+            if oid != COMMON_NAME {
                 continue;
             }
             let (tag, text, _) = element(value)?;
