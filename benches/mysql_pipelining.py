@@ -1,3 +1,13 @@
+"""What a MariaDB server saves when commands arrive pipelined (benches/README.md,
+thirty-first session). Logs in with PyMySQL, then sends COM_QUERY point SELECTs of
+sysbench's sbtest1 over the raw socket, BATCH per write, from THREADS connections, and
+prints the server's CPU (user + system, from /proc/PID/stat) per query.
+
+    python3 benches/mysql_pipelining.py PORT MARIADBD_PID USER PASSWORD N BATCH THREADS
+
+Against the servers `HOLD=600 cargo bench --bench mysql_sysbench` keeps up (loopback only,
+N queries per thread, then it stops).
+"""
 import pymysql, struct, time, sys, os, random, threading
 PORT=int(sys.argv[1]); PID=sys.argv[2]; USER=sys.argv[3]; PW=sys.argv[4]
 N=int(sys.argv[5]); B=int(sys.argv[6]); T=int(sys.argv[7])
