@@ -56,6 +56,10 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
         if let (Some(cert), Some(key)) = (&my.tls_cert, &my.tls_key) {
             crate::net::tls::acceptor(cert, key)
                 .map_err(|e| ConfigError::invalid("mysql.tls_cert", e))?;
+            if let Some(ca) = &my.tls_client_ca_file {
+                crate::net::tls::acceptor_with_client_ca(cert, key, Some(ca))
+                    .map_err(|e| ConfigError::invalid("mysql.tls_client_ca_file", e))?;
+            }
         }
     }
     if let Some(e) = &cfg.edge {

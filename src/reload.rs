@@ -301,6 +301,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if field(|m| format!("{:?}", m.require_tls)) {
         out.push("mysql.require_tls");
     }
+    if field(|m| format!("{:?}", m.tls_client_ca_file)) {
+        out.push("mysql.tls_client_ca_file");
+    }
     if field(|m| format!("{:?}", m.socket)) {
         out.push("mysql.socket");
     }
@@ -367,6 +370,13 @@ mod tests {
             vec!["mysql.require_tls"]
         );
         assert_eq!(
+            restart_needed(
+                &my(tls),
+                &my(&format!("{tls}\ntls_client_ca_file = \"/ca.pem\""))
+            ),
+            vec!["mysql.tls_client_ca_file"]
+        );
+        assert_eq!(
             restart_needed(&cfg("", ""), &my("")),
             vec![
                 "mysql.listen",
@@ -374,6 +384,7 @@ mod tests {
                 "mysql.tls_cert",
                 "mysql.tls_key",
                 "mysql.require_tls",
+                "mysql.tls_client_ca_file",
                 "mysql.socket",
                 "mysql.rsa_key_exchange",
                 "mysql.rsa_private_key"

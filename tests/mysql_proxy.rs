@@ -725,6 +725,58 @@ consistency = "{consistency}"
     );
 }
 
+/// `auth = "cert"` with `[mysql] tls_client_ca_file`: the mariadb CLI with a certificate the
+/// authority signed (`--ssl-cert`) logs in as the user its common name names, with no
+/// password; without a certificate, without TLS or as another user it gets 1045; a password
+/// user still logs in with the certificate presented.
+#[test]
+fn client_certificates_log_in_users_with_auth_cert() {
+    let db = "my_cert";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let pki = support::pki::pki();
+    let p = proxy_with(
+        db,
+        "",
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca_file = \"{}\"",
+            pki.server_cert, pki.server_key, pki.ca
+        ),
+        "\n[[user]]\nname = \"cert_user\"\nauth = \"cert\"\n\n\
+         [[user]]\nname = \"other_cert\"\nauth = \"cert\"",
+    );
+    let port = format!("-P{}", p.port);
+    let cert = format!("--ssl-cert={}", pki.client_cert);
+    let key = format!("--ssl-key={}", pki.client_key);
+    let cli = |user: &str, tls: &[&str]| {
+        let mut c = Command::new("mariadb");
+        c.args(["--protocol=TCP", "-h127.0.0.1", &port, &format!("-u{user}")])
+            .args(tls)
+            .args([db, "-N", "-e", "SELECT CONCAT('got ', 40 + 2)"]);
+        run(&mut c)
+    };
+    let (ok, out, err) = cli("cert_user", &["--ssl", &cert, &key]);
+    assert!(
+        ok && out.contains("got 42"),
+        "cert_user with its certificate: {out}{err}"
+    );
+    for (user, tls) in [
+        ("cert_user", vec!["--ssl"]),
+        ("cert_user", vec!["--skip-ssl"]),
+        ("other_cert", vec!["--ssl", cert.as_str(), key.as_str()]),
+    ] {
+        let (ok, out, err) = cli(user, &tls);
+        assert!(
+            !ok && err.contains("1045") && err.contains(user),
+            "{user} {tls:?}: {out}{err}"
+        );
+    }
+    let (ok, out, err) = cli("app", &["-papp_pw", "--ssl", &cert, &key]);
+    assert!(
+        ok && out.contains("got 42"),
+        "password user with a certificate: {out}{err}"
+    );
+}
+
 /// TLS for MySQL clients: the CLI, PyMySQL and mysql-connector-python upgrade with an
 /// SSLRequest and verify the proxy's certificate; over TLS a caching_sha2_password client of a
 /// user with only a stored mysql_native_password hash gets full authentication (password

@@ -212,6 +212,12 @@ pub struct MysqlListener {
     /// refused. Default false. Needs a restart.
     #[serde(default)]
     pub require_tls: bool,
+    /// PEM file of the certificate authorities whose client certificates are accepted, as
+    /// for `[postgres]`: a client over TLS may present a certificate (`--ssl-cert`), which
+    /// must chain to them, and users with `auth = "cert"` log in by it. Needs `tls_cert`.
+    /// Default: none. Needs a restart.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<String>,
     /// `caching_sha2_password` full authentication without TLS by the RSA key exchange, as
     /// a MySQL 8 server does it: a client of a user with only a `mysql_native_hash` is asked
     /// for its password, fetches the proxy's public key and sends the password encrypted.
@@ -328,8 +334,9 @@ pub enum AuthMethod {
     Md5,
     /// No password asked. For development only.
     Trust,
-    /// A TLS client certificate, signed by `[postgres] tls_client_ca_file`, whose subject's
-    /// common name is the user name (PostgreSQL's `cert` method). PostgreSQL listener only.
+    /// A TLS client certificate, signed by the listener's `tls_client_ca_file`, whose
+    /// subject's common name is the user name (PostgreSQL's `cert` method; MySQL's `REQUIRE
+    /// SUBJECT` without a password).
     Cert,
 }
 
@@ -506,6 +513,12 @@ impl Config {
                     "tls_cert and tls_key must be given together",
                 ));
             }
+            if my.tls_client_ca_file.is_some() && my.tls_cert.is_none() {
+                return Err(ConfigError::invalid(
+                    "mysql.tls_client_ca_file",
+                    "needs tls_cert and tls_key (client certificates come over TLS)",
+                ));
+            }
             if my.rsa_private_key.is_some() && !my.rsa_key_exchange {
                 return Err(ConfigError::invalid(
                     "mysql.rsa_private_key",
@@ -619,12 +632,16 @@ impl Config {
                     let client_ca = self
                         .postgres
                         .as_ref()
-                        .is_some_and(|p| p.tls_client_ca_file.is_some());
+                        .is_some_and(|p| p.tls_client_ca_file.is_some())
+                        || self
+                            .mysql
+                            .as_ref()
+                            .is_some_and(|m| m.tls_client_ca_file.is_some());
                     if !client_ca {
                         return Err(ConfigError::invalid(
                             key("auth"),
-                            "\"cert\" needs [postgres] tls_client_ca_file (the authorities \
-                             that sign client certificates)",
+                            "\"cert\" needs tls_client_ca_file in [postgres] or [mysql] (the \
+                             authorities that sign client certificates)",
                         ));
                     }
                 }

@@ -244,70 +244,88 @@ pub async fn login(
         response = payload;
     }
     let denied = || denied(!response.is_empty());
-    let ok = match check(&user, &plugin, &scramble, &response, full_auth) {
-        Check::Passed => true,
-        Check::Failed => false,
-        Check::FastAuthPassed => {
-            // caching_sha2_password fast path: "the scramble matched the cached hash".
-            let mut more = BytesMut::new();
-            codec::put_auth_more_data(&mut more, &[CACHING_SHA2_FAST_AUTH_SUCCESS]);
-            seq = write_packet(s, seq, &more).await?;
-            true
+    let ok = if user.auth == Some(AuthMethod::Cert) {
+        // A verified client certificate whose common name is the user name; the password
+        // response is not looked at.
+        let name = s
+            .peer_certificate()
+            .and_then(crate::net::der::subject_common_name);
+        let ok = name.as_deref() == Some(user_name.as_str());
+        if !ok {
+            tracing::info!(
+                user = %user_name,
+                certificate = ?name,
+                "client certificate login refused: no certificate, or another common name"
+            );
         }
-        Check::SwitchToNative => {
-            let (next, payload) =
-                switch_plugin(s, buf, max_packet, seq, MYSQL_NATIVE_PASSWORD, &scramble).await?;
-            seq = next;
-            matches!(
-                check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload, false),
-                Check::Passed
-            )
-        }
-        Check::FullAuth => {
-            // caching_sha2_password full authentication: the client sends its password, in
-            // clear over TLS or RSA-encrypted without, checked against the stored
-            // mysql_native_password hash.
-            let mut more = BytesMut::new();
-            codec::put_auth_more_data(&mut more, &[CACHING_SHA2_PERFORM_FULL_AUTH]);
-            write_packet(s, seq, &more).await?;
-            let Packet {
-                next_seq,
-                mut payload,
-                ..
-            } = read_packet(s, buf, max_packet).await?;
-            seq = next_seq;
-            let password = match rsa.filter(|_| !s.is_tls()) {
-                None => Some(auth::clear_password(&payload).to_vec()),
-                Some(keys) => {
-                    if payload[..] == [CACHING_SHA2_REQUEST_PUBLIC_KEY] {
-                        more.clear();
-                        codec::put_auth_more_data(&mut more, keys.public_pem());
-                        write_packet(s, seq, &more).await?;
-                        let p = read_packet(s, buf, max_packet).await?;
-                        seq = p.next_seq;
-                        payload = p.payload;
+        ok
+    } else {
+        match check(&user, &plugin, &scramble, &response, full_auth) {
+            Check::Passed => true,
+            Check::Failed => false,
+            Check::FastAuthPassed => {
+                // caching_sha2_password fast path: "the scramble matched the cached hash".
+                let mut more = BytesMut::new();
+                codec::put_auth_more_data(&mut more, &[CACHING_SHA2_FAST_AUTH_SUCCESS]);
+                seq = write_packet(s, seq, &more).await?;
+                true
+            }
+            Check::SwitchToNative => {
+                let (next, payload) =
+                    switch_plugin(s, buf, max_packet, seq, MYSQL_NATIVE_PASSWORD, &scramble)
+                        .await?;
+                seq = next;
+                matches!(
+                    check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload, false),
+                    Check::Passed
+                )
+            }
+            Check::FullAuth => {
+                // caching_sha2_password full authentication: the client sends its password, in
+                // clear over TLS or RSA-encrypted without, checked against the stored
+                // mysql_native_password hash.
+                let mut more = BytesMut::new();
+                codec::put_auth_more_data(&mut more, &[CACHING_SHA2_PERFORM_FULL_AUTH]);
+                write_packet(s, seq, &more).await?;
+                let Packet {
+                    next_seq,
+                    mut payload,
+                    ..
+                } = read_packet(s, buf, max_packet).await?;
+                seq = next_seq;
+                let password = match rsa.filter(|_| !s.is_tls()) {
+                    None => Some(auth::clear_password(&payload).to_vec()),
+                    Some(keys) => {
+                        if payload[..] == [CACHING_SHA2_REQUEST_PUBLIC_KEY] {
+                            more.clear();
+                            codec::put_auth_more_data(&mut more, keys.public_pem());
+                            write_packet(s, seq, &more).await?;
+                            let p = read_packet(s, buf, max_packet).await?;
+                            seq = p.next_seq;
+                            payload = p.payload;
+                        }
+                        // Anything that does not decrypt (a password sent in clear on this
+                        // plain connection among it) is refused like a wrong password.
+                        let password = keys.decrypt_password(&scramble, &payload);
+                        if password.is_none() {
+                            tracing::info!(
+                                user = %user_name,
+                                "caching_sha2_password full authentication without TLS: the \
+                                 response is not encrypted with the proxy's RSA key"
+                            );
+                        }
+                        password
                     }
-                    // Anything that does not decrypt (a password sent in clear on this
-                    // plain connection among it) is refused like a wrong password.
-                    let password = keys.decrypt_password(&scramble, &payload);
-                    if password.is_none() {
-                        tracing::info!(
-                            user = %user_name,
-                            "caching_sha2_password full authentication without TLS: the \
-                             response is not encrypted with the proxy's RSA key"
-                        );
-                    }
-                    password
+                };
+                match (
+                    password,
+                    user.mysql_native_hash
+                        .as_deref()
+                        .map(NativePasswordHash::parse),
+                ) {
+                    (Some(pw), Some(Ok(h))) => h.verify_clear(&pw),
+                    _ => false,
                 }
-            };
-            match (
-                password,
-                user.mysql_native_hash
-                    .as_deref()
-                    .map(NativePasswordHash::parse),
-            ) {
-                (Some(pw), Some(Ok(h))) => h.verify_clear(&pw),
-                _ => false,
             }
         }
     };

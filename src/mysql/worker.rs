@@ -170,7 +170,10 @@ impl Worker {
             .mysql
             .as_ref()
             .and_then(|m| match (&m.tls_cert, &m.tls_key) {
-                (Some(c), Some(k)) => crate::net::tls::acceptor(c, k).ok(),
+                (Some(c), Some(k)) => {
+                    let ca = m.tls_client_ca_file.as_deref();
+                    crate::net::tls::acceptor_with_client_ca(c, k, ca).ok()
+                }
                 _ => None,
             });
         Worker {
