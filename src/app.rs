@@ -67,6 +67,11 @@ pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
             if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
                 crate::net::tls::acceptor(cert, key)
                     .map_err(|e| ConfigError::invalid(format!("edge.listener[{i}].tls_cert"), e))?;
+                if let Some(ca) = &l.tls_client_ca_file {
+                    crate::net::tls::acceptor_with_client_ca(cert, key, Some(ca)).map_err(|e| {
+                        ConfigError::invalid(format!("edge.listener[{i}].tls_client_ca_file"), e)
+                    })?;
+                }
             }
         }
         for (i, u) in e.upstreams.iter().enumerate() {

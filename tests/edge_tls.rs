@@ -346,3 +346,93 @@ fn upstream_tls_settings_that_cannot_work_are_config_errors() {
         assert!(err.contains(want), "{extra}: {err}");
     }
 }
+
+/// Mutual TLS on an edge listener (`tls_client_ca_file`): curl with a certificate the test
+/// authority signed is served and the upstream sees `X-SSL-Client-Verify: SUCCESS` and the
+/// certificate's common name, whatever the client sent in those headers; without a
+/// certificate an "optional" listener serves it with `NONE`, a "required" one fails the
+/// handshake; a certificate from another authority fails on both.
+#[test]
+fn client_certificates_on_an_edge_listener_reach_the_upstream_as_headers() {
+    let p = pki();
+    let up = switchyard::testkit::http::HttpUpstream::start("echo").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stranger_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cert_user");
+    let stranger = params.self_signed(&stranger_key).unwrap();
+    let stranger_cert = dir.path().join("stranger.pem");
+    let stranger_key_file = dir.path().join("stranger.key");
+    std::fs::write(&stranger_cert, stranger.pem()).unwrap();
+    std::fs::write(&stranger_key_file, stranger_key.serialize_pem()).unwrap();
+    let listener = |name: &str, verify: &str| {
+        format!(
+            "[[edge.listener]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\
+             tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca_file = \"{}\"\n\
+             tls_client_verify = \"{verify}\"\n",
+            p.server_cert, p.server_key, p.ca
+        )
+    };
+    let text = format!(
+        "[general]\nworkers = 1\n\n{}\n{}\n\
+         [[edge.route]]\npath = \"/\"\nupstream = \"web\"\n\n\
+         [[edge.upstream]]\nname = \"web\"\nservers = [\"{}\"]\n",
+        listener("optional", "optional"),
+        listener("required", "required"),
+        up.addr()
+    );
+    let cfg = switchyard::config::Config::from_toml(&text).unwrap();
+    let s = Server::start(cfg).unwrap();
+    let url = |i: usize| format!("https://127.0.0.1:{}/echo", s.edge_addrs[i].port());
+    let cert = ["--cert", &p.client_cert, "--key", &p.client_key];
+    let stranger = [
+        "--cert",
+        stranger_cert.to_str().unwrap(),
+        "--key",
+        stranger_key_file.to_str().unwrap(),
+    ];
+    // The echo upstream's view of the request headers, or curl's exit status.
+    let curl = |i: usize, extra: &[&str]| -> Result<serde_json::Value, String> {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "10"])
+            .args([
+                "-H",
+                "X-SSL-Client-CN: forged",
+                "-H",
+                "X-SSL-Client-Verify: SUCCESS",
+            ])
+            .args(extra)
+            .arg(url(i))
+            .output()
+            .expect("curl runs");
+        if !out.status.success() {
+            return Err(format!("curl {:?}", out.status.code()));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Ok(v["headers"].clone())
+    };
+    for i in 0..2 {
+        let h = curl(i, &cert).unwrap();
+        assert_eq!(h["x-ssl-client-verify"], "SUCCESS", "{h}");
+        assert_eq!(h["x-ssl-client-cn"], "cert_user", "{h}");
+        let r = curl(i, &stranger);
+        assert!(
+            r.is_err(),
+            "listener {i}: a stranger's certificate was taken: {r:?}"
+        );
+    }
+    let h = curl(0, &[]).unwrap();
+    assert_eq!(h["x-ssl-client-verify"], "NONE", "{h}");
+    assert!(
+        h.get("x-ssl-client-cn").is_none(),
+        "a forged name passed: {h}"
+    );
+    let r = curl(1, &[]);
+    assert!(
+        r.is_err(),
+        "the required listener served a client without a certificate: {r:?}"
+    );
+    s.shutdown();
+}

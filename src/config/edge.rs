@@ -40,6 +40,15 @@ pub enum AccessLog {
     Json,
 }
 
+/// Whether an edge listener with `tls_client_ca_file` serves clients without a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientVerify {
+    #[default]
+    Required,
+    Optional,
+}
+
 /// One HTTP listener.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +66,19 @@ pub struct EdgeListener {
     /// PEM private key matching `tls_cert`. Default: none.
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// PEM file of the certificate authorities whose client certificates this listener takes
+    /// (mutual TLS, nginx's `ssl_client_certificate`). Upstreams then get
+    /// `X-SSL-Client-Verify` (`SUCCESS` or `NONE`) and `X-SSL-Client-CN` (the certificate's
+    /// subject common name); the same headers sent by a client are dropped. Needs
+    /// `tls_cert`. Read again on every reload. Default: none.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<String>,
+    /// With `tls_client_ca_file`: "required" (default: a client without a certificate the
+    /// authorities signed fails the handshake, nginx's `ssl_verify_client on`) or
+    /// "optional" (one without a certificate is served with `X-SSL-Client-Verify: NONE`;
+    /// one with a certificate they did not sign still fails).
+    #[serde(default)]
+    pub tls_client_verify: ClientVerify,
     /// Most client connections open at once on this listener (over all workers); further
     /// connections are closed at once. Default 10000.
     #[serde(default = "default_max_connections")]
@@ -407,6 +429,12 @@ impl Edge {
                 return Err(ConfigError::invalid(
                     key("tls_cert"),
                     "tls_cert and tls_key must be given together",
+                ));
+            }
+            if l.tls_client_ca_file.is_some() && l.tls_cert.is_none() {
+                return Err(ConfigError::invalid(
+                    key("tls_client_ca_file"),
+                    "needs tls_cert and tls_key (client certificates come over TLS)",
                 ));
             }
             if l.max_connections == 0 {

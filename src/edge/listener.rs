@@ -3,7 +3,7 @@
 //! header timeout and header size limit, the idle timeout, and the polite close on drain
 //! (HTTP/1.1: `Connection: close` after the request in progress; HTTP/2: GOAWAY).
 
-use super::proxy::{handle, ConnCtx};
+use super::proxy::{handle, ClientCert, ConnCtx};
 use super::Edge;
 use crate::config::EdgeListener;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -62,6 +62,7 @@ pub async fn serve(
             worker,
             in_flight: Default::default(),
             client_ip: super::headers::client_ip_value(peer.ip()),
+            client_cert: None,
         });
         let tls = state.tls.get(&*name).cloned();
         let cfg = cfg.clone();
@@ -90,7 +91,13 @@ pub async fn serve(
                 None => run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(cfg.header_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(s)) => run(TokioIo::new(s), ctx, &cfg, activity, shutdown).await,
+                        Ok(Ok(s)) => {
+                            let ctx = match cfg.tls_client_ca_file {
+                                None => ctx,
+                                Some(_) => with_client_cert(&ctx, s.get_ref().1),
+                            };
+                            run(TokioIo::new(s), ctx, &cfg, activity, shutdown).await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, "edge TLS handshake failed"),
                         Err(_) => tracing::debug!("edge TLS handshake timed out"),
                     }
@@ -98,6 +105,21 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The connection's context with what the TLS handshake verified of the client's
+/// certificate.
+fn with_client_cert(ctx: &Arc<ConnCtx>, tls: &rustls::ServerConnection) -> Arc<ConnCtx> {
+    let cert = match tls.peer_certificates().and_then(|c| c.first()) {
+        None => ClientCert::Absent,
+        Some(c) => ClientCert::Verified(
+            crate::net::der::subject_common_name(c)
+                .and_then(|cn| http::HeaderValue::from_str(&cn).ok()),
+        ),
+    };
+    let mut with = ConnCtx::clone(ctx);
+    with.client_cert = Some(cert);
+    Arc::new(with)
 }
 
 /// Serve HTTP on one connection until it ends, it is idle too long, or the drain closes it.

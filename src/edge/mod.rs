@@ -207,7 +207,14 @@ fn build_state(
     let mut tls = HashMap::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
-            let a = crate::net::tls::acceptor_with_alpn(cert, key, &[b"h2", b"http/1.1"])
+            let client = l
+                .tls_client_ca_file
+                .as_deref()
+                .map(|path| crate::net::tls::ClientCa {
+                    path,
+                    required: l.tls_client_verify == crate::config::ClientVerify::Required,
+                });
+            let a = crate::net::tls::build_acceptor(cert, key, &[b"h2", b"http/1.1"], client)
                 .map_err(|e| format!("edge.listener[{i}].tls_cert: {e}"))?;
             tls.insert(l.name().to_string(), a);
         }

@@ -113,6 +113,7 @@ impl Body for Streamed {
 }
 
 /// What a connection's requests share.
+#[derive(Clone)]
 pub struct ConnCtx {
     pub edge: Arc<Edge>,
     /// The listener's name.
@@ -126,6 +127,40 @@ pub struct ConnCtx {
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// The client's address as X-Forwarded-For text, made once per connection.
     pub client_ip: HeaderValue,
+    /// On a listener with `tls_client_ca_file`: what the handshake learned of the client's
+    /// certificate (`None` on other listeners: no headers about it are added or dropped).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate on a listener with `tls_client_ca_file`.
+#[derive(Clone, Debug)]
+pub enum ClientCert {
+    /// None presented (an "optional" listener).
+    Absent,
+    /// Verified by the handshake; its subject common name, if it has one that is a valid
+    /// header value.
+    Verified(Option<HeaderValue>),
+}
+
+static X_SSL_CLIENT_VERIFY: http::HeaderName = http::HeaderName::from_static("x-ssl-client-verify");
+static X_SSL_CLIENT_CN: http::HeaderName = http::HeaderName::from_static("x-ssl-client-cn");
+
+impl ClientCert {
+    /// Replace whatever the client sent of the two headers with what the handshake showed.
+    fn set_headers(&self, headers: &mut http::HeaderMap) {
+        headers.remove(&X_SSL_CLIENT_VERIFY);
+        headers.remove(&X_SSL_CLIENT_CN);
+        let verify = match self {
+            ClientCert::Absent => "NONE",
+            ClientCert::Verified(cn) => {
+                if let Some(cn) = cn {
+                    headers.insert(&X_SSL_CLIENT_CN, cn.clone());
+                }
+                "SUCCESS"
+            }
+        };
+        headers.insert(&X_SSL_CLIENT_VERIFY, HeaderValue::from_static(verify));
+    }
 }
 
 /// Serve one request. Never fails: every problem is an HTTP answer.
@@ -424,6 +459,9 @@ async fn forward(
         host_value.as_ref(),
         via,
     );
+    if let Some(cert) = &ctx.client_cert {
+        cert.set_headers(&mut parts.headers);
+    }
     // The group's own Host, if it sets one, replaces the client's (kept in X-Forwarded-Host).
     let host_value = group.host_header.clone().or(host_value);
     let h2_authority = if h2 {

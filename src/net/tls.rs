@@ -33,14 +33,27 @@ pub fn acceptor_with_client_ca(
     key_path: &str,
     client_ca_path: Option<&str>,
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
-    build_acceptor(cert_path, key_path, &[], client_ca_path)
+    let client = client_ca_path.map(|path| ClientCa {
+        path,
+        required: false,
+    });
+    build_acceptor(cert_path, key_path, &[], client)
 }
 
-fn build_acceptor(
+/// Client certificates a listener asks for: signed by the authorities in `path` (PEM), and
+/// whether a client without one is refused at the handshake.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCa<'a> {
+    pub path: &'a str,
+    pub required: bool,
+}
+
+/// An acceptor with everything: ALPN protocols and client certificates.
+pub fn build_acceptor(
     cert_path: &str,
     key_path: &str,
     alpn: &[&[u8]],
-    client_ca_path: Option<&str>,
+    client_ca: Option<ClientCa<'_>>,
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("cannot read certificates from {cert_path}: {e}"))?
@@ -55,9 +68,9 @@ fn build_acceptor(
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match client_ca_path {
+    let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
+        Some(ClientCa { path, required }) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("cannot read certificates from {path}: {e}"))?
@@ -70,13 +83,16 @@ fn build_acceptor(
             if roots.is_empty() {
                 return Err(format!("no certificate in {path}"));
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| format!("client certificate authorities in {path}: {e}"))?;
+            );
+            if !required {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("client certificate authorities in {path}: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
