@@ -357,16 +357,7 @@ fn client_certificates_on_an_edge_listener_reach_the_upstream_as_headers() {
     let p = pki();
     let up = switchyard::testkit::http::HttpUpstream::start("echo").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let stranger_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "cert_user");
-    let stranger = params.self_signed(&stranger_key).unwrap();
-    let stranger_cert = dir.path().join("stranger.pem");
-    let stranger_key_file = dir.path().join("stranger.key");
-    std::fs::write(&stranger_cert, stranger.pem()).unwrap();
-    std::fs::write(&stranger_key_file, stranger_key.serialize_pem()).unwrap();
+    let (stranger_cert, stranger_key) = support::pki::stranger_client_cert(dir.path());
     let listener = |name: &str, verify: &str| {
         format!(
             "[[edge.listener]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n\
@@ -387,12 +378,7 @@ fn client_certificates_on_an_edge_listener_reach_the_upstream_as_headers() {
     let s = Server::start(cfg).unwrap();
     let url = |i: usize| format!("https://127.0.0.1:{}/echo", s.edge_addrs[i].port());
     let cert = ["--cert", &p.client_cert, "--key", &p.client_key];
-    let stranger = [
-        "--cert",
-        stranger_cert.to_str().unwrap(),
-        "--key",
-        stranger_key_file.to_str().unwrap(),
-    ];
+    let stranger = ["--cert", &stranger_cert, "--key", &stranger_key];
     // The echo upstream's view of the request headers, or curl's exit status.
     let curl = |i: usize, extra: &[&str]| -> Result<serde_json::Value, String> {
         let out = Command::new("curl")

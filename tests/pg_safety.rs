@@ -527,14 +527,7 @@ fn client_certificates_log_in_users_with_auth_cert() {
         &std::fs::read_to_string(&p.client_key).unwrap(),
     );
     // A certificate for the same name from an authority the proxy does not know.
-    let stranger_key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "cert_user");
-    let stranger = params.self_signed(&stranger_key).unwrap();
-    let stranger_cert = private("stranger.pem", &stranger.pem());
-    let stranger_key = private("stranger.key", &stranger_key.serialize_pem());
+    let (stranger_cert, stranger_key) = support::pki::stranger_client_cert(dir.path());
 
     let listener = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca_file = \"{}\"",

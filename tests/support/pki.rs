@@ -103,3 +103,26 @@ pub fn pki() -> &'static Pki {
         }
     })
 }
+
+/// A client certificate for `cert_user` from an authority no test trusts, and its key,
+/// written into `dir` readable by the owner only (libpq refuses a key others may read):
+/// (certificate path, key path).
+pub fn stranger_client_cert(dir: &std::path::Path) -> (String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cert_user");
+    let cert = params.self_signed(&key).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("stranger.pem", &cert.pem()),
+        write("stranger-key.pem", &key.serialize_pem()),
+    )
+}
