@@ -398,6 +398,14 @@ impl Server {
             threads.push(t);
         }
         threads.push(start_health_checks(&shared)?);
+        if shared.config_path.is_some() {
+            let watched = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("switchyard-watch".into())
+                    .spawn(move || crate::reload::watch(&watched))?,
+            );
+        }
         if let Some(edge) = &shared.edge {
             let (edge, stop) = (edge.clone(), shared.shutdown.clone());
             threads.push(

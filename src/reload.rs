@@ -26,6 +26,7 @@ use crate::pg::worker::backend_target;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::app::ClusterMap;
@@ -115,6 +116,44 @@ pub async fn run_health(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// `[general] watch_config`: every interval (read from the config in force, so a reload can
+/// turn it on, change it or turn it off), read the config file and reload when its bytes
+/// differ from the ones last looked at. A failed reload is not retried until the file
+/// changes again (it is logged and counted once). Ends with `shutdown`.
+pub fn watch(shared: &Shared) {
+    let Some(path) = shared.config_path.clone() else {
+        return;
+    };
+    let digest = |path: &std::path::Path| {
+        use std::hash::{Hash, Hasher};
+        std::fs::read(path).ok().map(|bytes| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            h.finish()
+        })
+    };
+    let mut seen = digest(&path);
+    let mut waited = Duration::ZERO;
+    const TICK: Duration = Duration::from_millis(100);
+    while !shared.shutdown.is_cancelled() {
+        std::thread::sleep(TICK);
+        let interval = shared.config().general.watch_config;
+        waited += TICK;
+        if interval.is_zero() || waited < interval {
+            continue;
+        }
+        waited = Duration::ZERO;
+        let now = digest(&path);
+        // A file that cannot be read now (being replaced) is looked at again next time.
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now;
+        tracing::info!(path = %path.display(), "config file changed: reloading (watch_config)");
+        let _ = reload(shared);
+    }
 }
 
 /// Read the config file again and apply it. Ok: a summary (and what needs a restart);

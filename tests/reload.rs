@@ -440,3 +440,80 @@ async fn a_read_failing_on_a_replica_removed_by_a_reload_is_retried_not_a_panic(
     served_by(&client, "SELECT inet_server_port()").await;
     server.shutdown();
 }
+
+/// `[general] watch_config`: a change to the file is applied without a signal (a replica
+/// joins); a file that does not load is counted once as a failed reload, not at every look,
+/// and changes nothing; turning the watch off by the file stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_is_watched_when_asked() {
+    let db = "t_reload_watch";
+    let c = cluster();
+    create_db_on(c, db);
+    let (a, b) = (c.replica_ports()[0], c.replica_ports()[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let config = |replicas: &[(u16, u32)], watch: &str| {
+        reload_config(db, "127.0.0.1:0", "127.0.0.1:0", replicas, 4, "10s").replace(
+            "[general]\n",
+            &format!("[general]\nwatch_config = \"{watch}\"\n"),
+        )
+    };
+    write_file(&path, &config(&[(a, 1)], "200ms"));
+    let server = switchyard::app::Server::start_file(&path).expect("proxy starts");
+    let admin = server.admin_addr.unwrap();
+    let port = server.pg_addr.unwrap().port();
+    let client = connect(&format!(
+        "host=127.0.0.1 port={port} user=app password=secret dbname={db}"
+    ))
+    .await;
+    assert_eq!(read_ports(&client, 20).await, HashSet::from([a]));
+
+    // B joins by the file alone.
+    write_file(&path, &config(&[(a, 1), (b, 1)], "200ms"));
+    let mut seen = HashSet::new();
+    for _ in 0..50 {
+        seen.extend(read_ports(&client, 10).await);
+        if seen.contains(&b) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        HashSet::from([a, b]),
+        "the changed file was not applied"
+    );
+    assert_eq!(reloads(admin, "ok").await, 1);
+
+    // A broken file: one failed reload, however many looks, and nothing changes.
+    write_file(
+        &path,
+        &config(&[(a, 1)], "200ms").replace("[pool]", "[pool"),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reloads(admin, "error").await, 1);
+    assert_eq!(reloads(admin, "ok").await, 1);
+    assert_eq!(read_ports(&client, 40).await, HashSet::from([a, b]));
+
+    // Fixed, with the watch turned off: applied (A only), and the next change is not.
+    write_file(&path, &config(&[(a, 1)], "0s"));
+    let mut applied = false;
+    for _ in 0..50 {
+        if reloads(admin, "ok").await == 2 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(applied, "the fixed file was not applied");
+    write_file(&path, &config(&[(a, 1), (b, 1)], "200ms"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        reloads(admin, "ok").await,
+        2,
+        "a change was applied with the watch off"
+    );
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .unwrap();
+}

@@ -79,6 +79,12 @@ pub struct General {
     /// this long (so load balancers notice) before the listeners close. Default "0s".
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Look at the config file this often and reload when its contents changed, as a SIGHUP
+    /// would (a Kubernetes ConfigMap update, a deploy that writes the file). A file that
+    /// does not load is reported once and changes nothing until it changes again. Default
+    /// "0s": off. Takes effect at the next look after a reload.
+    #[serde(with = "duration")]
+    pub watch_config: Duration,
 }
 
 impl Default for General {
@@ -92,6 +98,7 @@ impl Default for General {
             max_message_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::ZERO,
+            watch_config: Duration::ZERO,
         }
     }
 }
