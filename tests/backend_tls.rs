@@ -14,58 +14,70 @@ use switchyard::testkit::mariadb::{MariaCluster, MariaClusterOptions};
 use switchyard::testkit::pg::PgCluster;
 
 /// A PostgreSQL primary and replica with TLS on; `tls_user` may log in only over TLS,
-/// `cert_user` only over TLS with a client certificate the test authority signed.
+/// `cert_user` only over TLS with a client certificate the test authority signed, `cb_user`
+/// with a SCRAM password.
 fn pg() -> &'static PgCluster {
     static C: OnceLock<PgCluster> = OnceLock::new();
-    C.get_or_init(|| {
-        let p = pki();
-        let c = PgCluster::start(1).expect("start PostgreSQL");
-        c.psql(
-            0,
-            "CREATE ROLE tls_user LOGIN SUPERUSER; CREATE ROLE cert_user LOGIN SUPERUSER; \
+    C.get_or_init(|| tls_cluster(1))
+}
+
+/// A primary of its own, set up as [`pg`], for the tests that reach it through the relay
+/// (`start_relay`): the relay ends its connections as it likes, and the server log of
+/// [`pg`] must show only the proxy's polite closes (see
+/// `postgres_servers_are_reached_over_tls_as_each_cluster_says`).
+fn relay_pg() -> &'static PgCluster {
+    static C: OnceLock<PgCluster> = OnceLock::new();
+    C.get_or_init(|| tls_cluster(0))
+}
+
+fn tls_cluster(replicas: usize) -> PgCluster {
+    let p = pki();
+    let c = PgCluster::start(replicas).expect("start PostgreSQL");
+    c.psql(
+        0,
+        "CREATE ROLE tls_user LOGIN SUPERUSER; CREATE ROLE cert_user LOGIN SUPERUSER; \
              SET password_encryption = 'scram-sha-256'; \
              CREATE ROLE cb_user LOGIN SUPERUSER PASSWORD 'cb_pw'",
-        )
-        .unwrap();
-        for node in 0..2 {
-            c.enable_tls(node, &p.pem.server_cert, &p.pem.server_key, Some(&p.pem.ca))
-                .unwrap();
-            c.prepend_hba(
-                node,
-                "hostssl all tls_user 127.0.0.1/32 trust\n\
+    )
+    .unwrap();
+    for node in 0..=replicas {
+        c.enable_tls(node, &p.pem.server_cert, &p.pem.server_key, Some(&p.pem.ca))
+            .unwrap();
+        c.prepend_hba(
+            node,
+            "hostssl all tls_user 127.0.0.1/32 trust\n\
                  hostnossl all tls_user 127.0.0.1/32 reject\n\
                  host all cb_user 127.0.0.1/32 scram-sha-256\n\
                  hostssl all cert_user 127.0.0.1/32 cert\n\
                  hostnossl all cert_user 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+    }
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    // The reloads are asynchronous: wait until a plain login of tls_user is refused and
+    // a TLS one works, on both nodes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in 0..=replicas {
+        let url = |mode: &str| {
+            format!(
+                "host=127.0.0.1 port={} user=tls_user dbname=postgres sslmode={mode}",
+                c.port(node)
             )
-            .unwrap();
-        }
-        c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
-        // The reloads are asynchronous: wait until a plain login of tls_user is refused and
-        // a TLS one works, on both nodes.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for node in 0..2 {
-            let url = |mode: &str| {
-                format!(
-                    "host=127.0.0.1 port={} user=tls_user dbname=postgres sslmode={mode}",
-                    c.port(node)
-                )
-            };
-            loop {
-                let (plain, _, _) = support::psql(&url("disable"), &["-c", "SELECT 1"]);
-                let (tls, _, _) = support::psql(&url("require"), &["-c", "SELECT 1"]);
-                if !plain && tls {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {node}: TLS settings not in effect"
-                );
-                std::thread::sleep(Duration::from_millis(100));
+        };
+        loop {
+            let (plain, _, _) = support::psql(&url("disable"), &["-c", "SELECT 1"]);
+            let (tls, _, _) = support::psql(&url("require"), &["-c", "SELECT 1"]);
+            if !plain && tls {
+                break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: TLS settings not in effect"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        c
-    })
+    }
+    c
 }
 
 fn pg_config(extra_clusters: &str) -> String {
@@ -304,7 +316,7 @@ fn start_relay() -> (support::process::PortProcess, tempfile::TempDir) {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/support/pg_tls_relay.py"
     ))
-    .arg(pg().primary_port().to_string())
+    .arg(relay_pg().primary_port().to_string())
     .args([&cert, &key]);
     let relay = support::process::PortProcess::start(cmd, "python3 with its ssl module");
     (relay, dir)
@@ -357,6 +369,9 @@ async fn cancel_requests_to_encrypted_connections_go_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_logins_to_the_servers_are_bound_to_their_certificates() {
     let c = pg();
+    let log_at: Vec<usize> = (0..2)
+        .map(|n| std::fs::read_to_string(c.log_path(n)).unwrap().len())
+        .collect();
     let (relay, _dir) = start_relay();
     let through_relay = |db: &str, mode: &str| relay_cluster(relay.port, db, mode);
     let clusters = [
@@ -436,6 +451,19 @@ async fn scram_logins_to_the_servers_are_bound_to_their_certificates() {
             e.to_string().contains("channel_binding") && e.to_string().contains(why),
             "{e}"
         );
+    }
+
+    // The logins the proxy refused itself (a server that let it in without SCRAM) were ended
+    // politely: the servers logged no broken connection meanwhile.
+    drop(proxy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (node, at) in log_at.into_iter().enumerate() {
+        let log = std::fs::read_to_string(c.log_path(node)).unwrap();
+        let dropped: Vec<&str> = log[at..]
+            .lines()
+            .filter(|l| l.contains("could not receive data") || l.contains("unexpected eof"))
+            .collect();
+        assert!(dropped.is_empty(), "node {node}: {dropped:#?}");
     }
 }
 

@@ -205,7 +205,10 @@ impl BackendConn {
                     let password = t.password.as_deref().unwrap_or("");
                     let require = t.channel_binding == crate::config::ChannelBindingMode::Require;
                     if !matches!(code, 10..=12) && !bound && require {
-                        // Logged in (0) or asked for a password (3, 5) without SCRAM.
+                        // Logged in (0) or asked for a password (3, 5) without SCRAM. Said
+                        // goodbye to as any connection the proxy ends (Terminate, and TLS's
+                        // close_notify), not dropped on the server.
+                        crate::pool::Reusable::say_goodbye(&mut conn);
                         return Err(ConnectError::ChannelBinding {
                             addr,
                             what: "the server authenticated the proxy without SCRAM",
@@ -233,12 +236,22 @@ impl BackendConn {
                             put_message(&mut out, b'p', &p);
                         }
                         10 => {
-                            let (mechanism, cb) = scram_choice(
+                            let choice = scram_choice(
                                 addr,
                                 data,
                                 conn.stream.tls_end_point(),
                                 t.channel_binding,
-                            )?;
+                            );
+                            let (mechanism, cb) = match choice {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    // Over TLS a close_notify first: the server then sees
+                                    // the client leave during authentication, which it does
+                                    // not log, rather than a broken connection.
+                                    conn.stream.goodbye(&[]);
+                                    return Err(e);
+                                }
+                            };
                             bound = mechanism == SCRAM_PLUS;
                             let s = ScramSha256::new(password.as_bytes(), cb);
                             let first = s.message().to_vec();
