@@ -454,6 +454,66 @@ fn scram_channel_binding_is_offered_over_tls() {
         "{err}"
     );
 
+    // Drivers that do not bind (asyncpg) or decide by themselves (pgjdbc) log in over TLS
+    // as they do to a PostgreSQL server that offers PLUS.
+    let asyncpg = format!(
+        "import asyncio, ssl, asyncpg
+async def main():
+    ctx = ssl.create_default_context(); ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = await asyncpg.connect(host='127.0.0.1', port={port}, user='app', password='secret',
+        database='t_cbind', ssl=ctx)
+    print('value', await c.fetchval('SELECT 40 + 2')); await c.close()
+asyncio.run(main())",
+        port = p.port
+    );
+    let (ok, out, err) = run(std::process::Command::new("python3").args(["-c", &asyncpg]));
+    assert!(
+        ok && out.contains("value 42"),
+        "asyncpg over TLS: {out}{err}"
+    );
+    let java = dir.path().join("Tls.java");
+    std::fs::write(
+        &java,
+        format!(
+            "public class Tls {{ public static void main(String[] a) throws Exception {{
+               try (var c = java.sql.DriverManager.getConnection(
+                   \"jdbc:postgresql://127.0.0.1:{port}/t_cbind?sslmode=require&user=app&password=secret\");
+                    var r = c.createStatement().executeQuery(\"SELECT 40 + 2\")) {{
+                 r.next(); System.out.println(\"value \" + r.getInt(1)); }} }} }}",
+            port = p.port
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run(std::process::Command::new("java")
+        .args(["-cp", support::drivers::PGJDBC_JAR])
+        .arg(&java));
+    assert!(
+        ok && out.contains("value 42"),
+        "pgjdbc over TLS: {out}{err}"
+    );
+
+    // A certificate signed with ECDSA P-384 and SHA-384: the end point is a SHA-384 hash,
+    // which libpq computes the same way.
+    let key384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert384 = params.self_signed(&key384).unwrap();
+    let (c384, k384) = (dir.path().join("p384.pem"), dir.path().join("p384.key"));
+    std::fs::write(&c384, cert384.pem()).unwrap();
+    std::fs::write(&k384, key384.serialize_pem()).unwrap();
+    let tls384 = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        c384.display(),
+        k384.display()
+    );
+    let p384 = start_proxy(&config_text("t_cbind", "", "", &tls384));
+    let url384 = format!(
+        "{}?sslmode=require&channel_binding=require",
+        p384.url("app", "secret", "t_cbind")
+    );
+    let (ok, out, err) = psql(&url384, &["-At", "-c", "SELECT 384"]);
+    assert!(ok && out.trim() == "384", "P-384 certificate: {err}");
+
     let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/drivers/node");
     let script = format!(
         "const {{ Client }} = require('pg');
