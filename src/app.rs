@@ -42,37 +42,38 @@ impl std::ops::Deref for Shared {
 /// all-or-nothing.
 pub fn check_config(cfg: &Config) -> Result<(), crate::config::ConfigError> {
     use crate::config::ConfigError;
-    if let Some(pg) = &cfg.postgres {
-        if let (Some(cert), Some(key)) = (&pg.tls_cert, &pg.tls_key) {
+    // A listener's certificate and key, and the authorities of its client certificates.
+    let listener_tls = |prefix: &str,
+                        cert: &Option<String>,
+                        key: &Option<String>,
+                        ca: &Option<String>|
+     -> Result<(), ConfigError> {
+        if let (Some(cert), Some(key)) = (cert, key) {
             crate::net::tls::acceptor(cert, key)
-                .map_err(|e| ConfigError::invalid("postgres.tls_cert", e))?;
-            if let Some(ca) = &pg.tls_client_ca_file {
-                crate::net::tls::acceptor_with_client_ca(cert, key, Some(ca))
-                    .map_err(|e| ConfigError::invalid("postgres.tls_client_ca_file", e))?;
+                .map_err(|e| ConfigError::invalid(format!("{prefix}.tls_cert"), e))?;
+            if let Some(ca) = ca {
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {ca}: {e}"));
+                pem.and_then(|pem| crate::net::tls::roots_from_pem(&pem, ca))
+                    .map_err(|e| ConfigError::invalid(format!("{prefix}.tls_client_ca_file"), e))?;
             }
         }
+        Ok(())
+    };
+    if let Some(pg) = &cfg.postgres {
+        listener_tls(
+            "postgres",
+            &pg.tls_cert,
+            &pg.tls_key,
+            &pg.tls_client_ca_file,
+        )?;
     }
     if let Some(my) = &cfg.mysql {
-        if let (Some(cert), Some(key)) = (&my.tls_cert, &my.tls_key) {
-            crate::net::tls::acceptor(cert, key)
-                .map_err(|e| ConfigError::invalid("mysql.tls_cert", e))?;
-            if let Some(ca) = &my.tls_client_ca_file {
-                crate::net::tls::acceptor_with_client_ca(cert, key, Some(ca))
-                    .map_err(|e| ConfigError::invalid("mysql.tls_client_ca_file", e))?;
-            }
-        }
+        listener_tls("mysql", &my.tls_cert, &my.tls_key, &my.tls_client_ca_file)?;
     }
     if let Some(e) = &cfg.edge {
         for (i, l) in e.listeners.iter().enumerate() {
-            if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
-                crate::net::tls::acceptor(cert, key)
-                    .map_err(|e| ConfigError::invalid(format!("edge.listener[{i}].tls_cert"), e))?;
-                if let Some(ca) = &l.tls_client_ca_file {
-                    crate::net::tls::acceptor_with_client_ca(cert, key, Some(ca)).map_err(|e| {
-                        ConfigError::invalid(format!("edge.listener[{i}].tls_client_ca_file"), e)
-                    })?;
-                }
-            }
+            let prefix = format!("edge.listener[{i}]");
+            listener_tls(&prefix, &l.tls_cert, &l.tls_key, &l.tls_client_ca_file)?;
         }
         for (i, u) in e.upstreams.iter().enumerate() {
             crate::net::backend_tls::ServerTlsConfig::of_upstream(u)

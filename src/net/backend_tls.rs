@@ -162,16 +162,7 @@ impl ServerTlsConfig {
             let path = ca_file.ok_or("verify-ca and verify-full need tls_ca_file")?;
             let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
             identity.extend_from_slice(&pem);
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("bad certificate in {path}: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("unusable certificate in {path}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("no certificate in {path}"));
-            }
+            let roots = super::tls::roots_from_pem(&pem, path)?;
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider.clone(),

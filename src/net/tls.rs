@@ -40,6 +40,22 @@ pub fn acceptor_with_client_ca(
     build_acceptor(cert_path, key_path, &[], client)
 }
 
+/// The certificate authorities in a PEM file's bytes (`path` names it in errors); at least
+/// one. Shared by the clients' certificate checks here and the servers' (`backend_tls`).
+pub fn roots_from_pem(pem: &[u8], path: &str) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("bad certificate in {path}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable certificate in {path}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no certificate in {path}"));
+    }
+    Ok(roots)
+}
+
 /// Client certificates a listener asks for: signed by the authorities in `path` (PEM), and
 /// whether a client without one is refused at the handshake.
 #[derive(Debug, Clone, Copy)]
@@ -71,18 +87,8 @@ pub fn build_acceptor(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ClientCa { path, required }) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read certificates from {path}: {e}"))?
-            {
-                let c = c.map_err(|e| format!("bad certificate in {path}: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("unusable certificate in {path}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("no certificate in {path}"));
-            }
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            let roots = roots_from_pem(&pem, path)?;
             let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
