@@ -190,8 +190,9 @@ impl TopologySource for Shared {
             // backends): per backend, (size, open, idle, multiplexing).
             let stats = |i: usize| -> (u64, u64, u64, crate::metrics::MuxStats) {
                 let mut acc = (0u64, 0u64, 0u64, crate::metrics::MuxStats::default());
+                // (A cluster whose servers see each client's own user has a set per user.)
                 for w in &workers_all {
-                    if let Some(p) = w.pg.clusters.load().get(&c.database) {
+                    for p in w.pg.clusters.load().of_database(&c.database) {
                         if Arc::ptr_eq(&p.state, state) {
                             acc.3 += p.pools[i].ext.stats();
                             let (o, id) = p.pools[i].status();
@@ -200,7 +201,7 @@ impl TopologySource for Shared {
                             acc.2 += id as u64;
                         }
                     }
-                    if let Some(p) = w.my.clusters.load().get(&c.database) {
+                    for p in w.my.clusters.load().of_database(&c.database) {
                         if Arc::ptr_eq(&p.state, state) {
                             let (o, id) = p.pools[i].status();
                             acc.0 += p.pools[i].size() as u64;

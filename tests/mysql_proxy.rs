@@ -1689,3 +1689,220 @@ fn a_client_idle_outside_a_transaction_is_disconnected_after_the_timeout() {
         assert_eq!(n, 1);
     });
 }
+
+/// mysql_async's options for `user` through the proxy on `port` (or a server's).
+fn user_opts(port: u16, db: &str, user: &str, password: &str) -> mysql_async::OptsBuilder {
+    async_opts(port, db).user(Some(user)).pass(Some(password))
+}
+
+/// The server's error code of a failed statement.
+fn server_code(r: Result<impl std::fmt::Debug, mysql_async::Error>) -> u16 {
+    match r {
+        Err(mysql_async::Error::Server(e)) => e.code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+/// With `server_login = "client"` the servers see each client's own user (ProxySQL's and
+/// PgBouncer's habit): grants apply per user on the primary and the replicas, a connection
+/// logged in as one user never serves another however the clients interleave, a user the
+/// server refuses gets its error while the servers stay up, and KILL QUERY works between
+/// clients of one user (logging in as that user, who may kill its own threads) but not
+/// across users (ERR 1095, as a server says).
+#[test]
+fn servers_see_each_clients_own_user() {
+    use mysql_async::prelude::*;
+    let db = "my_own_user";
+    setup(
+        db,
+        "CREATE TABLE alice_only (v int); INSERT INTO alice_only VALUES (7); \
+         CREATE TABLE ledger (who varchar(80), n int)",
+    );
+    let c = cluster();
+    let mut grants = String::new();
+    for (u, pw) in [
+        ("ou_alice", "alice-to-server"),
+        ("ou_bob", "bob-pw"),
+        ("ou_carol", "carol-to-server"),
+    ] {
+        grants += &format!(
+            "DROP USER IF EXISTS '{u}'@'%'; CREATE USER '{u}'@'%' IDENTIFIED BY '{pw}'; \
+             GRANT SELECT, INSERT ON {db}.ledger TO '{u}'@'%';"
+        );
+    }
+    grants += &format!("GRANT SELECT ON {db}.alice_only TO 'ou_alice'@'%';");
+    c.query(0, &grants).unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let users = r#"
+[[user]]
+name = "ou_alice"
+password = "alice-to-proxy"
+server_password = "alice-to-server"
+
+[[user]]
+name = "ou_bob"
+password = "bob-pw"
+
+[[user]]
+name = "ou_carol"
+password = "carol-to-proxy"
+server_password = "wrong"
+"#;
+    let text = config_text(db, "size = 2", "", users) + "server_login = \"client\"\n";
+    let p = started(Server::start(Config::from_toml(&text).unwrap()).unwrap());
+    let transitions = || -> Vec<u64> {
+        let clusters = p.server.as_ref().unwrap().shared.clusters.load_full();
+        let st = &clusters[db];
+        st.backends
+            .iter()
+            .map(|b| b.transitions.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    };
+    let primary_id = c.value(0, "SELECT @@server_id").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let port = p.port;
+        let alice = || mysql_async::Conn::new(user_opts(port, db, "ou_alice", "alice-to-proxy"));
+        let bob = || mysql_async::Conn::new(user_opts(port, db, "ou_bob", "bob-pw"));
+        // What the server says to bob directly, to compare with.
+        let mut bob_direct =
+            mysql_async::Conn::new(user_opts(c.primary_port(), db, "ou_bob", "bob-pw"))
+                .await
+                .unwrap();
+        let denied = server_code(bob_direct.query_drop("SELECT v FROM alice_only").await);
+        bob_direct.disconnect().await.unwrap();
+
+        let mut a = alice().await.unwrap();
+        let mut b = bob().await.unwrap();
+        for (conn, who) in [(&mut a, "ou_alice@%"), (&mut b, "ou_bob@%")] {
+            let (user, id): (String, String) = conn
+                .query_first("SELECT CURRENT_USER(), @@server_id")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(user, who);
+            assert_ne!(id, primary_id, "an autocommit read goes to a replica");
+            conn.query_drop("START TRANSACTION").await.unwrap();
+            let (user, id): (String, String) = conn
+                .query_first("SELECT CURRENT_USER(), @@server_id")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((user.as_str(), id), (who, primary_id.clone()));
+            conn.query_drop("COMMIT").await.unwrap();
+            let user: String = conn
+                .exec_first("SELECT CURRENT_USER()", ())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(user, who, "a prepared statement");
+        }
+        let v: i32 = a
+            .query_first("SELECT v FROM alice_only")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, 7);
+        assert_eq!(
+            server_code(b.query_drop("SELECT v FROM alice_only").await),
+            denied
+        );
+
+        // Many clients of both users interleaving on a pool of two per server.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let (user, pw) = if i % 2 == 0 {
+                ("ou_alice", "alice-to-proxy")
+            } else {
+                ("ou_bob", "bob-pw")
+            };
+            let opts = user_opts(port, db, user, pw);
+            tasks.push(tokio::spawn(async move {
+                let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+                for n in 0..24 {
+                    let got: String = match n % 3 {
+                        0 => conn.query_first("SELECT CURRENT_USER()").await,
+                        1 => conn.exec_first("SELECT CURRENT_USER()", ()).await,
+                        _ => {
+                            conn.query_drop("START TRANSACTION").await.unwrap();
+                            let sql = "INSERT INTO ledger VALUES (CURRENT_USER(), ?)";
+                            conn.exec_drop(sql, (n,)).await.unwrap();
+                            let who = conn.query_first("SELECT CURRENT_USER()").await;
+                            conn.query_drop("COMMIT").await.unwrap();
+                            who
+                        }
+                    }
+                    .unwrap()
+                    .unwrap();
+                    assert_eq!(got, format!("{user}@%"), "client {i} at step {n}");
+                }
+                conn.disconnect().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let counts = c
+            .query_db(
+                0,
+                Some(db),
+                "SELECT who, count(*) FROM ledger GROUP BY who ORDER BY who",
+            )
+            .unwrap();
+        assert_eq!(
+            counts,
+            [
+                vec!["ou_alice@%".to_string(), "64".into()],
+                vec!["ou_bob@%".into(), "64".into()]
+            ]
+        );
+
+        // carol's server password is wrong: the server's error, nobody else hurt.
+        let before = transitions();
+        // (mysql_async's connect already runs a statement.)
+        let carol = mysql_async::Conn::new(user_opts(port, db, "ou_carol", "carol-to-proxy")).await;
+        assert_eq!(server_code(carol), 1045);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            transitions(),
+            before,
+            "a refused login marked a server down"
+        );
+        let user: String = a
+            .query_first("SELECT CURRENT_USER()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user, "ou_alice@%");
+
+        // KILL QUERY: not across users; between two clients of alice, yes.
+        let mut victim = alice().await.unwrap();
+        let id: u32 = victim
+            .query_first("SELECT CONNECTION_ID()")
+            .await
+            .unwrap()
+            .unwrap();
+        let sleeper = tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let r: Result<Option<i64>, _> = victim.query_first("SELECT SLEEP(30)").await;
+            (t0.elapsed(), r.map_err(|e| e.to_string()))
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            server_code(b.query_drop(format!("KILL QUERY {id}")).await),
+            1095
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !sleeper.is_finished(),
+            "bob's KILL stopped alice's statement"
+        );
+        a.query_drop(format!("KILL QUERY {id}")).await.unwrap();
+        let (took, r) = sleeper.await.unwrap();
+        assert!(took < Duration::from_secs(5), "not killed: {took:?} {r:?}");
+    });
+}

@@ -56,7 +56,7 @@ impl Proxy {
     fn pool_counts(&self) -> Vec<(usize, usize)> {
         let mut out: Vec<(usize, usize)> = Vec::new();
         for w in self.server().shared.live_workers() {
-            if let Some(c) = w.my.clusters.load().get(&self.db) {
+            for c in w.my.clusters.load().of_database(&self.db) {
                 for (i, p) in c.pools.iter().enumerate() {
                     let (open, idle) = p.status();
                     if out.len() <= i {

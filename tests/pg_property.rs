@@ -97,7 +97,7 @@ fn reload_until(
         std::fs::write(path, text).unwrap();
         // What the pools about to be replaced multiplexed.
         for w in shared.live_workers() {
-            if let Some(c) = w.pg.clusters.load().get(db) {
+            for c in w.pg.clusters.load().of_database(db) {
                 for p in &c.pools {
                     multiplexed += p.ext.stats().statements;
                 }

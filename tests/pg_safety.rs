@@ -734,3 +734,254 @@ async fn notifications_reach_a_listening_client_and_empty_queries_work() {
                 .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
     );
 }
+
+/// The config of [`servers_see_each_clients_own_user`]: carol's server password is `carol`.
+fn own_user_config(db: &str, carol: &str) -> String {
+    let c = cluster();
+    let replicas: Vec<String> = c
+        .replica_ports()
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    format!(
+        r#"
+[general]
+workers = 1
+drain_timeout = "2s"
+
+[postgres]
+listen = "127.0.0.1:0"
+
+[health]
+interval = "200ms"
+
+[pool]
+size = 2
+
+[[user]]
+name = "app"
+password = "secret"
+
+[[user]]
+name = "ou_alice"
+password = "alice-to-proxy"
+server_password = "alice-to-server"
+
+[[user]]
+name = "ou_bob"
+password = "bob-pw"
+
+[[user]]
+name = "ou_carol"
+password = "carol-to-proxy"
+server_password = "{carol}"
+
+[[cluster]]
+name = "{db}"
+database = "{db}"
+primary = "127.0.0.1:{primary}"
+replicas = [{replicas}]
+user = "postgres"
+server_login = "client"
+"#,
+        primary = c.primary_port(),
+        replicas = replicas.join(", "),
+    )
+}
+
+/// With `server_login = "client"` the servers see each client's own user (PgBouncer's
+/// default): grants apply per user, on the primary and on the replicas, and a connection
+/// logged in as one user never serves another, however the clients interleave. A user the
+/// server refuses gets the server's error and the servers stay up; a reload that mends its
+/// password lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_see_each_clients_own_user() {
+    let db = "t_own_user";
+    create_db(db);
+    let c = cluster();
+    c.psql(
+        0,
+        "DROP ROLE IF EXISTS ou_alice; DROP ROLE IF EXISTS ou_bob; DROP ROLE IF EXISTS ou_carol; \
+         CREATE ROLE ou_alice LOGIN PASSWORD 'alice-to-server'; \
+         CREATE ROLE ou_bob LOGIN PASSWORD 'bob-pw'; \
+         CREATE ROLE ou_carol LOGIN PASSWORD 'carol-to-server'",
+    )
+    .unwrap();
+    // Their logins check passwords (the kit's servers trust the rest).
+    for node in 0..=c.replica_ports().len() {
+        c.prepend_hba(
+            node,
+            "host all ou_alice,ou_bob,ou_carol 127.0.0.1/32 scram-sha-256",
+        )
+        .unwrap();
+    }
+    let direct = |user: &str, pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={pw} dbname={db}",
+            c.primary_port()
+        )
+    };
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        c.primary_port()
+    ))
+    .await;
+    admin
+        .batch_execute(
+            "CREATE TABLE alice_only (v int); INSERT INTO alice_only VALUES (7); \
+             GRANT SELECT ON alice_only TO ou_alice; \
+             CREATE TABLE ledger (who text, n int); GRANT SELECT, INSERT ON ledger TO ou_alice, ou_bob",
+        )
+        .await
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    // What the server says directly, to compare with.
+    let bob_direct = connect(&direct("ou_bob", "bob-pw")).await;
+    let denied_direct = bob_direct
+        .simple_query("SELECT v FROM alice_only")
+        .await
+        .unwrap_err()
+        .code()
+        .cloned();
+    assert_eq!(
+        denied_direct,
+        Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, own_user_config(db, "wrong")).unwrap();
+    let p = start_proxy_file(&path);
+    let via = |user: &str, pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={pw} dbname={db}",
+            p.port
+        )
+    };
+    support::drivers::wait_replicas_ready(&p, db);
+    let alice = connect(&via("ou_alice", "alice-to-proxy")).await;
+    let bob = connect(&via("ou_bob", "bob-pw")).await;
+    // A read (a replica), inside a transaction (the primary), extended protocol.
+    for (client, who) in [(&alice, "ou_alice"), (&bob, "ou_bob")] {
+        let (read, port) = one_row(client, "SELECT current_user, inet_server_port()").await;
+        assert_eq!(read, who);
+        assert_ne!(
+            port,
+            c.primary_port().to_string(),
+            "the read went to a replica"
+        );
+        client.batch_execute("BEGIN").await.unwrap();
+        let (tx, port) = one_row(client, "SELECT session_user, inet_server_port()").await;
+        assert_eq!((tx.as_str(), port), (who, c.primary_port().to_string()));
+        client.batch_execute("COMMIT").await.unwrap();
+        let row = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), who);
+    }
+    let v: i32 = alice
+        .query_one("SELECT v FROM alice_only", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 7);
+    let denied = bob
+        .simple_query("SELECT v FROM alice_only")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code().cloned(), denied_direct, "{denied}");
+
+    // Many clients of both users interleaving on a pool of two per server: each always sees
+    // itself, and what each wrote is recorded as its own.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (user, pw) = if i % 2 == 0 {
+            ("ou_alice", "alice-to-proxy")
+        } else {
+            ("ou_bob", "bob-pw")
+        };
+        let url = via(user, pw);
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&url).await;
+            for n in 0..25 {
+                let got = match n % 3 {
+                    0 => one_row(&client, "SELECT current_user, 0").await.0,
+                    1 => client
+                        .query_one("SELECT current_user::text", &[])
+                        .await
+                        .unwrap()
+                        .get(0),
+                    _ => {
+                        client.batch_execute("BEGIN").await.unwrap();
+                        let sql = format!("INSERT INTO ledger VALUES (current_user, {n})");
+                        client.batch_execute(&sql).await.unwrap();
+                        let who = one_row(&client, "SELECT current_user, 0").await.0;
+                        client.batch_execute("COMMIT").await.unwrap();
+                        who
+                    }
+                };
+                assert_eq!(
+                    got, user,
+                    "client {i} ({user}) was served as {got} at step {n}"
+                );
+            }
+            user
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rows = admin
+        .query(
+            "SELECT who, count(*) FROM ledger GROUP BY who ORDER BY who",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        counts,
+        [("ou_alice".to_string(), 64), ("ou_bob".to_string(), 64)]
+    );
+
+    // carol's server password is wrong: the server's own error, and nobody else is hurt.
+    let before = p.backend_transitions(db);
+    // (Her login needs a server connection: the first of a user's logins learns what the
+    // servers report at login on one.)
+    let err = tokio_postgres::connect(&via("ou_carol", "carol-to-proxy"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("carol's login is refused by the server");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(p.backend_transitions(db), before, "{}", p.backends(db));
+    assert_eq!(
+        one_row(&alice, "SELECT current_user, 0").await.0,
+        "ou_alice"
+    );
+
+    // A reload with the right password: carol's new pools log in.
+    std::fs::write(&path, own_user_config(db, "carol-to-server")).unwrap();
+    switchyard::reload::reload(&p.shared()).unwrap();
+    let carol = connect(&via("ou_carol", "carol-to-proxy")).await;
+    assert_eq!(
+        one_row(&carol, "SELECT current_user, 0").await.0,
+        "ou_carol"
+    );
+    assert_eq!(one_row(&bob, "SELECT current_user, 0").await.0, "ou_bob");
+}
+
+/// The first row's first two columns of a simple query.
+async fn one_row(client: &tokio_postgres::Client, sql: &str) -> (String, String) {
+    for m in client.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            return (r.get(0).unwrap().into(), r.get(1).unwrap().into());
+        }
+    }
+    panic!("no row from {sql}");
+}

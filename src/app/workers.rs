@@ -162,10 +162,10 @@ pub(super) async fn run_worker(
         );
     }
     // The idle server connections end with a goodbye, not a dropped socket.
-    for c in worker.pg.clusters.load().values() {
+    for c in worker.pg.clusters.load().all() {
         c.pools.iter().for_each(|p| p.close());
     }
-    for c in worker.my.clusters.load().values() {
+    for c in worker.my.clusters.load().all() {
         c.pools.iter().for_each(|p| p.close());
     }
 }
@@ -185,10 +185,10 @@ pub(super) async fn sweep_pools(shared: Arc<Shared>) {
         crate::pool::tick();
         let mut closed = 0;
         for worker in shared.live_workers() {
-            for c in worker.pg.clusters.load().values() {
+            for c in worker.pg.clusters.load().all() {
                 closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
             }
-            for c in worker.my.clusters.load().values() {
+            for c in worker.my.clusters.load().all() {
                 closed += c.pools.iter().map(|p| p.sweep()).sum::<usize>();
             }
         }

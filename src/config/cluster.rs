@@ -41,6 +41,13 @@ pub struct Cluster {
     /// (trust).
     #[serde(default)]
     pub password: Option<String>,
+    /// Whom the servers see clients' statements come from: "cluster" (default: every client's
+    /// connections log in as `user`, and all clients share one pool per server) or "client"
+    /// (each as the client's own user, its `server_user` and `server_password`, on pools of
+    /// its own per server, so the servers' grants, row security and logs apply per user;
+    /// `user` then runs only the health checks).
+    #[serde(default)]
+    pub server_login: ServerLogin,
     /// Overrides `pool.size` for this cluster's backends.
     #[serde(default)]
     pub pool_size: Option<usize>,
@@ -89,6 +96,15 @@ pub struct Cluster {
     /// certificate the server presented, so a relay in the middle cannot pass it on.
     #[serde(default)]
     pub channel_binding: ChannelBindingMode,
+}
+
+/// Whom a cluster's servers see clients' statements come from (see `Cluster::server_login`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerLogin {
+    #[default]
+    Cluster,
+    Client,
 }
 
 /// SCRAM channel binding on the proxy's logins to PostgreSQL servers (libpq's

@@ -372,9 +372,26 @@ pub struct User {
     /// listener without a plaintext password (a plaintext `password` serves both protocols).
     #[serde(default)]
     pub mysql_native_hash: Option<String>,
+    /// In clusters with `server_login = "client"`: the user name this user's server
+    /// connections log in as. Default: `name`.
+    #[serde(default)]
+    pub server_user: Option<String>,
+    /// In clusters with `server_login = "client"`: the password those logins answer the
+    /// server with. Default: `password`; without either, none (the server must trust them).
+    #[serde(default)]
+    pub server_password: Option<String>,
 }
 
 impl User {
+    /// The name and password this user's server connections log in with where the servers
+    /// see each client's own user.
+    pub fn server_login(&self) -> (&str, Option<&str>) {
+        (
+            self.server_user.as_deref().unwrap_or(&self.name),
+            self.server_password.as_deref().or(self.password.as_deref()),
+        )
+    }
+
     /// The method this user authenticates with after defaults are applied.
     pub fn effective_auth(&self) -> Option<AuthMethod> {
         self.auth.or(

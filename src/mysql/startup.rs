@@ -596,7 +596,7 @@ pub async fn handle_client(
             return;
         }
     };
-    let Some(cluster) = w.clusters.load().get(&l.cluster).cloned() else {
+    let Some(cluster) = w.clusters.load().get(&l.cluster, &l.user).cloned() else {
         let err = err_payload(1049, b"42000", &format!("Unknown database '{}'", l.cluster));
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
         return;

@@ -13,15 +13,24 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One worker's pools per MySQL cluster, by the cluster's `database`.
-pub type MyPoolMap = HashMap<String, Arc<MyClusterPools>>;
+/// One worker's pools per MySQL cluster, by the cluster's `database` (and per client user
+/// where the servers see each client's own).
+pub type MyPoolMap = crate::pool::PoolSets<MyClusterPools>;
 
 /// Where a client's statement runs now: the server and that server's connection id, so a
-/// `KILL` naming the client's proxy-issued id can be sent there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `KILL` naming the client's proxy-issued id can be sent there, and the pool the connection
+/// came from (the KILL logs in as its user, who may kill its own connections).
+#[derive(Clone)]
 pub struct Running {
     pub addr: BackendAddr,
     pub thread: u32,
+    pub pool: Arc<MyPool>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "thread {} at {}", self.thread, self.addr)
+    }
 }
 
 /// One client's entry in the registry.
@@ -35,6 +44,9 @@ pub struct Slot {
     pub killed: std::sync::atomic::AtomicBool,
     /// KILL (not KILL QUERY) of the client's own id: its session ends.
     pub terminate: std::sync::atomic::AtomicBool,
+    /// The user the client logged in as (None until it has): only clients of the same user
+    /// may KILL its statements, as on a server.
+    pub user: Mutex<Option<Arc<str>>>,
 }
 
 /// What every MySQL session of the process shares.
@@ -192,7 +204,7 @@ impl Worker {
         let _guard = shared.reload_lock.lock().unwrap();
         let generation = shared.generation.load(Ordering::Acquire);
         let old = self.clusters.load_full();
-        if old.values().all(|c| c.generation == generation) {
+        if old.all().all(|c| c.generation == generation) {
             return;
         }
         let cfg = shared.config();
@@ -243,29 +255,36 @@ pub fn build_pools(
     workers: usize,
     generation: u64,
 ) -> MyPoolMap {
-    let mut out = HashMap::new();
+    let mut out = MyPoolMap::default();
     for c in cfg.clusters_of(Protocol::Mysql) {
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
-        let state = states[&c.database].clone();
+        let state = &states[&c.database];
         let base = backend_target(cfg, c);
-        let prev = old.and_then(|o| o.get(&c.database));
-        let targets = state.backends.iter().map(|b| MyTarget {
-            addr: b.addr,
-            ..base.clone()
+        out.add_cluster(cfg, c, |login, client| {
+            let prev = old.and_then(|o| o.get(&c.database, client));
+            let (user, password) = match login {
+                Some((u, p)) => (u.to_owned(), p.map(str::to_owned)),
+                None => (base.user.clone(), base.password.clone()),
+            };
+            let targets = state.backends.iter().map(|b| MyTarget {
+                addr: b.addr,
+                user: user.clone(),
+                password: password.clone(),
+                ..base.clone()
+            });
+            let pools = crate::pool::cluster_pools(
+                targets,
+                prev.map(|p| p.pools.as_slice()),
+                crate::pool::PoolLimits::of(&cfg.pool, size),
+            );
+            Arc::new(MyClusterPools {
+                metrics: shared.metrics.cluster_handles(&state.name),
+                state: state.clone(),
+                pools,
+                database: c.database.clone(),
+                generation,
+            })
         });
-        let pools = crate::pool::cluster_pools(
-            targets,
-            prev.map(|p| p.pools.as_slice()),
-            crate::pool::PoolLimits::of(&cfg.pool, size),
-        );
-        let cp = MyClusterPools {
-            metrics: shared.metrics.cluster_handles(&state.name),
-            state,
-            pools,
-            database: c.database.clone(),
-            generation,
-        };
-        out.insert(c.database.clone(), Arc::new(cp));
     }
     out
 }
@@ -273,7 +292,7 @@ pub fn build_pools(
 /// Close every pool in `olds` that no map in `news` uses.
 pub fn close_unused(olds: &[Arc<MyPoolMap>], news: &[Arc<MyPoolMap>]) {
     fn pools(maps: &[Arc<MyPoolMap>]) -> impl Iterator<Item = &Arc<MyPool>> {
-        maps.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools)
+        maps.iter().flat_map(|m| m.all()).flat_map(|c| &c.pools)
     }
     crate::pool::close_unused(pools(olds), pools(news));
 }

@@ -51,6 +51,15 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// The server is up and answered, but would not let this user in (a wrong password, no
+    /// CONNECT privilege): nothing to mark the server down for, as other users' logins (the
+    /// health checks') go on.
+    pub fn login_denied(&self) -> bool {
+        matches!(self, ConnectError::Refused { code, .. } if code.starts_with("28") || code == "42501")
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendTarget {

@@ -82,7 +82,14 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
         Ok(Ok(Some(l))) => {
             let key = worker.pg.cancel.issue();
             let (pid, secret) = (key.pid, key.secret);
-            let mut session = Session::new(worker.clone(), l.cluster, stream, l.wanted, key, buf);
+            let mut session = Session::new(
+                worker.clone(),
+                (l.cluster, l.user),
+                stream,
+                l.wanted,
+                key,
+                buf,
+            );
             let mut out = l.out;
             let params = match session.login().await {
                 Ok(p) => p,
@@ -253,6 +260,7 @@ async fn read_message<S: AsyncRead + Unpin>(
 /// Who logged in and what they asked for.
 struct LoggedIn {
     cluster: Arc<crate::pg::worker::ClusterPools>,
+    user: Arc<str>,
     wanted: Arc<Vec<(String, String)>>,
     /// Messages already due to the client (the SCRAM final message).
     out: BytesMut,
@@ -318,7 +326,14 @@ async fn login(
         cert_name,
     };
     authenticate(stream, buf, &mut out, (user, u), verifier, tls).await?;
-    let Some(cluster) = worker.clusters.load().get(database).cloned() else {
+    let Some(cluster) = worker.clusters.load().get(database, user).cloned() else {
+        if worker.clusters.load().serves(database) {
+            // A reload removed the user since it was checked.
+            return Err(refuse(
+                "28000",
+                format!("switchyard: no such user \"{user}\""),
+            ));
+        }
         return Err(refuse(
             "3D000",
             format!("database \"{database}\" does not exist (no switchyard cluster serves it)"),
@@ -327,6 +342,7 @@ async fn login(
     let wanted = Arc::new(client_settings(&params)?);
     Ok(Some(LoggedIn {
         cluster,
+        user: Arc::from(user),
         wanted,
         out,
     }))

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// One worker's pools per cluster, by the database name clients use.
-pub type PoolMap = HashMap<String, Arc<ClusterPools>>;
+/// One worker's pools per cluster, by the database name clients use (and per client user
+/// where the servers see each client's own).
+pub type PoolMap = crate::pool::PoolSets<ClusterPools>;
 
 /// What every PostgreSQL session of the process shares.
 pub struct PgShared {
@@ -103,7 +104,7 @@ impl Worker {
         let _guard = shared.reload_lock.lock().unwrap();
         let generation = shared.generation.load(Ordering::Acquire);
         let old = self.clusters.load_full();
-        if old.values().all(|c| c.generation == generation) && !old.is_empty() {
+        if old.all().all(|c| c.generation == generation) && !old.is_empty() {
             return;
         }
         let cfg = shared.config();
@@ -221,30 +222,37 @@ pub fn build_pools(
     workers: usize,
     generation: u64,
 ) -> PoolMap {
-    let mut out = HashMap::new();
+    let mut out = PoolMap::default();
     for c in cfg.clusters_of(crate::config::Protocol::Postgres) {
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
-        let state = states[&c.database].clone();
+        let state = &states[&c.database];
         let base = backend_target(cfg, c);
-        let prev = old.and_then(|o| o.get(&c.database));
-        let targets = state.backends.iter().map(|b| BackendTarget {
-            addr: b.addr,
-            ..base.clone()
+        out.add_cluster(cfg, c, |login, client| {
+            let prev = old.and_then(|o| o.get(&c.database, client));
+            let (user, password) = match login {
+                Some((u, p)) => (u.to_owned(), p.map(str::to_owned)),
+                None => (base.user.clone(), base.password.clone()),
+            };
+            let targets = state.backends.iter().map(|b| BackendTarget {
+                addr: b.addr,
+                user: user.clone(),
+                password: password.clone(),
+                ..base.clone()
+            });
+            let pools = crate::pool::cluster_pools(
+                targets,
+                prev.map(|p| p.pools.as_slice()),
+                crate::pool::PoolLimits::of(&cfg.pool, size),
+            );
+            Arc::new(ClusterPools {
+                metrics: shared.metrics.cluster_handles(&state.name),
+                state: state.clone(),
+                pools,
+                database: c.database.clone(),
+                generation,
+                login_params: Default::default(),
+            })
         });
-        let pools = crate::pool::cluster_pools(
-            targets,
-            prev.map(|p| p.pools.as_slice()),
-            crate::pool::PoolLimits::of(&cfg.pool, size),
-        );
-        let cp = ClusterPools {
-            metrics: shared.metrics.cluster_handles(&state.name),
-            state,
-            pools,
-            database: c.database.clone(),
-            generation,
-            login_params: Default::default(),
-        };
-        out.insert(c.database.clone(), Arc::new(cp));
     }
     out
 }
@@ -253,7 +261,7 @@ pub fn build_pools(
 /// connections in use are closed when their transaction ends.
 pub fn close_unused(olds: &[Arc<PoolMap>], news: &[Arc<PoolMap>]) {
     fn pools(maps: &[Arc<PoolMap>]) -> impl Iterator<Item = &Arc<PgPool>> {
-        maps.iter().flat_map(|m| m.values()).flat_map(|c| &c.pools)
+        maps.iter().flat_map(|m| m.all()).flat_map(|c| &c.pools)
     }
     crate::pool::close_unused(pools(olds), pools(news));
 }

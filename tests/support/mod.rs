@@ -72,7 +72,7 @@ impl Proxy {
         let shared = &self.server.as_ref().unwrap().shared;
         let mut total = switchyard::metrics::MuxStats::default();
         for w in shared.live_workers() {
-            if let Some(c) = w.pg.clusters.load().get(db) {
+            for c in w.pg.clusters.load().of_database(db) {
                 for p in &c.pools {
                     total += p.ext.stats();
                 }

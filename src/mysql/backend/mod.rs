@@ -126,6 +126,20 @@ pub enum MyConnectError {
     Tls { addr: BackendAddr, what: String },
 }
 
+impl MyConnectError {
+    /// The server is up and answered, but would not let this user in (access denied to the
+    /// user or to the schema): nothing to mark the server down for.
+    pub fn login_denied(&self) -> bool {
+        matches!(
+            self,
+            MyConnectError::Refused {
+                code: 1044 | 1045 | 1698,
+                ..
+            }
+        )
+    }
+}
+
 /// Why a proxy statement failed (see the module doc for what each leaves the connection in).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MyQueryError {

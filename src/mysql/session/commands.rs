@@ -112,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .w
             .clusters
             .load()
-            .get(picked.as_ref().map_or("", |(c, _)| c.as_str()))
+            .get(picked.as_ref().map_or("", |(c, _)| c.as_str()), &name)
             .cloned();
         let (cluster, schema) = match (passed, picked, next) {
             (true, Some((_, schema)), Some(cluster)) => (cluster, schema),
@@ -143,6 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             std::mem::replace(&mut self.cluster, cluster),
             self.login_vars.clone(),
             std::mem::replace(&mut self.login_schema, schema),
+            std::mem::replace(&mut self.user, Arc::from(name.as_str())),
         );
         self._connected = self.cluster.metrics.client_connected();
         if let Some(c) = charset {
@@ -154,12 +155,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // refused, the connection goes on as the user it was, as for a wrong password.
             self.route_reason = "command";
             if let Err(e) = self.acquire(Want::Primary).await {
-                (self.cluster, self.login_vars, self.login_schema) = before;
+                (self.cluster, self.login_vars, self.login_schema, self.user) = before;
                 self._connected = self.cluster.metrics.client_connected();
                 self.restart();
                 return self.send(next_seq, &e.err_payload()).await;
             }
         }
+        *self.slot.user.lock().unwrap() = Some(self.user.clone());
         tracing::debug!(user = %name, cluster = %self.cluster.database, "mysql client changed user");
         self.send(next_seq, &ok_payload(self.caps, self.status))
             .await
@@ -185,6 +187,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
             return self.send(1, &err).await;
         };
+        // As a server does for a user without the privilege to kill others' threads: a
+        // client may stop only the statements of clients logged in as the same user.
+        if slot.user.lock().unwrap().as_deref() != Some(&*self.user) {
+            let err = err_payload(1095, b"HY000", &format!("You are not owner of thread {id}"));
+            return self.send(1, &err).await;
+        }
         let running = {
             // `killed` is set under the lock `detach` takes to let go of the connection: the
             // session either still holds it and will close it, or has already let go and no
@@ -194,25 +202,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if running.is_some() {
                 slot.killed.store(true, Relaxed);
             }
-            *running
+            running.clone()
         };
         if !query_only {
             slot.terminate.store(true, Relaxed);
         }
         if let Some(r) = running {
-            let target = self
-                .cluster
-                .pools
-                .iter()
-                .find(|p| p.addr() == r.addr)
-                .map(|p| p.target().clone());
-            if let Some(t) = target {
-                tokio::spawn(async move {
-                    if let Err(e) = t.kill(r.thread, true, Duration::from_secs(5)).await {
-                        tracing::warn!(error = %e, "KILL QUERY on the backend failed");
-                    }
-                });
-            }
+            // As the user whose connection it is (the client killed may log in to the servers
+            // as another user than this one).
+            let t = r.pool.target().clone();
+            tokio::spawn(async move {
+                if let Err(e) = t.kill(r.thread, true, Duration::from_secs(5)).await {
+                    tracing::warn!(error = %e, "KILL QUERY on the backend failed");
+                }
+            });
         }
         self.send(1, &ok_payload(self.caps, self.status)).await
     }

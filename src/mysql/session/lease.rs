@@ -83,6 +83,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return self.install(conn, idx, hold).await;
                 }
                 Err(crate::pool::CheckoutError::Connect(e)) => {
+                    if let (true, crate::mysql::backend::MyConnectError::Refused { code, .. }) =
+                        (e.login_denied(), &e)
+                    {
+                        // The server's own code (1045 ...), as a client of it directly gets.
+                        return Err(AcquireError::Server {
+                            code: *code,
+                            sqlstate: if *code == 1044 { "42000" } else { "28000" }.into(),
+                            message: format!("switchyard: {e}"),
+                        });
+                    }
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
                         return Err(AcquireError::Other(e.to_string()));
@@ -166,6 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         *self.slot.running.lock().unwrap() = Some(Running {
             addr: conn.addr,
             thread: conn.connection_id,
+            pool: self.cluster.pools[idx].clone(),
         });
         (self.held_route, self.held_since) = self.cluster.state.backends[idx].hold(
             &self.cluster.metrics,
@@ -203,7 +214,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.cluster.generation == now || self.backend.is_some() {
             return Ok(());
         }
-        match self.w.clusters.load().get(&self.cluster.database) {
+        match self
+            .w
+            .clusters
+            .load()
+            .get(&self.cluster.database, &self.user)
+        {
             Some(c) => {
                 self.cluster = c.clone();
                 self.routed_cache = Default::default();

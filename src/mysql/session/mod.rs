@@ -103,6 +103,9 @@ const CLIENT_READ_AHEAD: usize = 1 << 20;
 pub struct Session<S> {
     w: Arc<Worker>,
     cluster: Arc<MyClusterPools>,
+    /// The client's user name (in clusters whose servers see each client's own user, its
+    /// pools are that user's).
+    user: Arc<str>,
     client: S,
     /// Capabilities agreed with the client.
     caps: u64,
@@ -207,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         leftover: BytesMut,
     ) -> Self {
         let crate::mysql::startup::Login {
+            user,
             caps,
             charset,
             schema,
@@ -223,10 +227,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let connected = cluster.metrics.client_connected();
         let vars = charset_vars(charset);
+        let user: Arc<str> = Arc::from(user);
+        *slot.user.lock().unwrap() = Some(user.clone());
         let id = slot.id;
         Session {
             w,
             cluster,
+            user,
             client,
             caps,
             scramble,

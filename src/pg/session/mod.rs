@@ -231,6 +231,9 @@ enum Event {
 pub struct Session<C> {
     worker: Arc<Worker>,
     cluster: Arc<ClusterPools>,
+    /// The client's user name (in clusters whose servers see each client's own user, its
+    /// pools are that user's).
+    user: Arc<str>,
     client: C,
     mode: PoolMode,
     max_message: usize,
@@ -367,7 +370,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         worker: Arc<Worker>,
-        cluster: Arc<ClusterPools>,
+        (cluster, user): (Arc<ClusterPools>, Arc<str>),
         client: C,
         wanted: Arc<Vec<(String, String)>>,
         key: CancelKey,
@@ -383,6 +386,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Session {
             worker,
             cluster,
+            user,
             client,
             mode,
             max_message,
@@ -655,6 +659,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             SessionError::Checkout(CheckoutError::Timeout { .. }) => {
                 ("53300", format!("switchyard: {e}"))
             }
+            // The server's own code for a login it denied (28P01 ...).
+            SessionError::Checkout(CheckoutError::Connect(
+                c @ crate::pg::backend::ConnectError::Refused { code, .. },
+            )) if c.login_denied() => (code.as_str(), format!("switchyard: {e}")),
             SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
             SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
             SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),

@@ -322,6 +322,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 Err(CheckoutError::Connect(e)) => {
                     self.cluster.metrics.error(kind::CONNECT);
+                    if e.login_denied() {
+                        return Err(CheckoutError::Connect(e).into());
+                    }
                     state.backends[idx].mark_failed(&e.to_string());
                     if matches!(want, Want::Primary) || exclude.is_some() {
                         return Err(CheckoutError::Connect(e).into());
@@ -357,7 +360,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return Ok(());
         }
         let map = self.worker.clusters.load();
-        match map.get(&self.cluster.database) {
+        match map.get(&self.cluster.database, &self.user) {
             Some(c) => {
                 self.cluster = c.clone();
                 self.routed_cache.clear();
