@@ -188,6 +188,7 @@ fn apply(shared: &Shared) -> Result<String, String> {
             let old = w.pg.clusters.load_full();
             let new = crate::pg::worker::build_pools(
                 shared,
+                &w.pg.pg.pass_throughs,
                 &cfg,
                 &states,
                 Some(&old),
@@ -203,6 +204,7 @@ fn apply(shared: &Shared) -> Result<String, String> {
             let old = w.my.clusters.load_full();
             let new = crate::mysql::worker::build_pools(
                 shared,
+                &w.my.my.pass_throughs,
                 &cfg,
                 &states,
                 Some(&old),

@@ -388,6 +388,22 @@ async fn scram_logins_to_the_servers_are_bound_to_their_certificates() {
         through_relay("pg_relay_require", "channel_binding = \"require\""),
         through_relay("pg_relay_prefer", ""),
         through_relay("pg_relay_disable", "channel_binding = \"disable\""),
+        // cb_user's own logins, by the keys its login to the proxy proves (the proxy has
+        // only the server's verifier), bound to the server's certificate.
+        pg_cluster(
+            "pg_cb_own",
+            "cb_user",
+            "password = \"cb_pw\"\ntls = \"require\"\nchannel_binding = \"require\"\n\
+             server_login = \"client\"",
+        ),
+        format!(
+            "[[user]]\nname = \"cb_user\"\nscram_verifier = \"{}\"\n",
+            c.psql(
+                0,
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'cb_user'"
+            )
+            .unwrap()
+        ),
     ]
     .concat();
     let proxy = support::start_proxy(&pg_config(&clusters));
@@ -417,6 +433,20 @@ async fn scram_logins_to_the_servers_are_bound_to_their_certificates() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    let url = format!(
+        "host=127.0.0.1 port={} user=cb_user password=cb_pw dbname=pg_cb_own",
+        proxy.port
+    );
+    let (own, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let sql = format!("/* switchyard:primary */ SELECT current_user || ' ' || ({PG_SSL})");
+    assert_eq!(
+        one_value(&own, &sql).await,
+        format!("cb_user true {}", c.primary_port())
+    );
 
     let client = connect("pg_relay_disable").await.unwrap();
     assert_eq!(one_value(&client, "SELECT 41 + 1").await, "42");

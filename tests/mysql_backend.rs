@@ -49,6 +49,7 @@ fn target(c: &MariaCluster, node: usize, user: &str, password: &str, db: Option<
         database: db.map(Into::into),
         connect_timeout: T,
         tls: switchyard::net::backend_tls::ServerTlsConfig::disabled(),
+        pass_through: None,
     }
 }
 

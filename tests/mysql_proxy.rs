@@ -1724,6 +1724,7 @@ fn servers_see_each_clients_own_user() {
         ("ou_alice", "alice-to-server"),
         ("ou_bob", "bob-pw"),
         ("ou_carol", "carol-to-server"),
+        ("ou_dave", "dave-pw"),
     ] {
         grants += &format!(
             "DROP USER IF EXISTS '{u}'@'%'; CREATE USER '{u}'@'%' IDENTIFIED BY '{pw}'; \
@@ -1733,7 +1734,17 @@ fn servers_see_each_clients_own_user() {
     grants += &format!("GRANT SELECT ON {db}.alice_only TO 'ou_alice'@'%';");
     c.query(0, &grants).unwrap();
     c.wait_caught_up(Duration::from_secs(30)).unwrap();
-    let users = r#"
+    // dave: only the hash the server keeps, copied from mysql.user; the proxy logs in as
+    // him with what his own login proves.
+    let dave_hash = c
+        .value(
+            0,
+            "SELECT authentication_string FROM mysql.user WHERE user = 'ou_dave'",
+        )
+        .unwrap();
+    let users = format!(
+        "{}\n[[user]]\nname = \"ou_dave\"\nmysql_native_hash = \"{dave_hash}\"\n",
+        r#"
 [[user]]
 name = "ou_alice"
 password = "alice-to-proxy"
@@ -1747,8 +1758,9 @@ password = "bob-pw"
 name = "ou_carol"
 password = "carol-to-proxy"
 server_password = "wrong"
-"#;
-    let text = config_text(db, "size = 2", "", users) + "server_login = \"client\"\n";
+"#
+    );
+    let text = config_text(db, "size = 2", "", &users) + "server_login = \"client\"\n";
     let p = started(Server::start(Config::from_toml(&text).unwrap()).unwrap());
     let transitions = || -> Vec<u64> {
         let clusters = p.server.as_ref().unwrap().shared.clusters.load_full();
@@ -1878,6 +1890,30 @@ server_password = "wrong"
             .unwrap()
             .unwrap();
         assert_eq!(user, "ou_alice@%");
+
+        // dave, by the hash alone: on a replica, on the primary, prepared; and KILL QUERY
+        // between two of his clients, which logs in to the server as him too.
+        let mut dave = mysql_async::Conn::new(user_opts(port, db, "ou_dave", "dave-pw"))
+            .await
+            .unwrap();
+        let (user, id): (String, String) = dave
+            .query_first("SELECT CURRENT_USER(), @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user, "ou_dave@%");
+        assert_ne!(id, primary_id);
+        dave.query_drop("START TRANSACTION").await.unwrap();
+        dave.exec_drop("INSERT INTO ledger VALUES (CURRENT_USER(), ?)", (1,))
+            .await
+            .unwrap();
+        dave.query_drop("COMMIT").await.unwrap();
+        let user: String = dave
+            .exec_first("SELECT CURRENT_USER()", ())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user, "ou_dave@%");
 
         // KILL QUERY: not across users; between two clients of alice, yes.
         let mut victim = alice().await.unwrap();

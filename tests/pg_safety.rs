@@ -735,8 +735,9 @@ async fn notifications_reach_a_listening_client_and_empty_queries_work() {
     );
 }
 
-/// The config of [`servers_see_each_clients_own_user`]: carol's server password is `carol`.
-fn own_user_config(db: &str, carol: &str) -> String {
+/// The config of [`servers_see_each_clients_own_user`]: carol's server password is `carol`;
+/// `users` are more `[[user]]` tables.
+fn own_user_config(db: &str, carol: &str, users: &str) -> String {
     let c = cluster();
     let replicas: Vec<String> = c
         .replica_ports()
@@ -776,6 +777,8 @@ name = "ou_carol"
 password = "carol-to-proxy"
 server_password = "{carol}"
 
+{users}
+
 [[cluster]]
 name = "{db}"
 database = "{db}"
@@ -804,17 +807,40 @@ async fn servers_see_each_clients_own_user() {
         "DROP ROLE IF EXISTS ou_alice; DROP ROLE IF EXISTS ou_bob; DROP ROLE IF EXISTS ou_carol; \
          CREATE ROLE ou_alice LOGIN PASSWORD 'alice-to-server'; \
          CREATE ROLE ou_bob LOGIN PASSWORD 'bob-pw'; \
-         CREATE ROLE ou_carol LOGIN PASSWORD 'carol-to-server'",
+         CREATE ROLE ou_carol LOGIN PASSWORD 'carol-to-server'; \
+         DROP ROLE IF EXISTS ou_dave; DROP ROLE IF EXISTS ou_erin; DROP ROLE IF EXISTS ou_frank; \
+         CREATE ROLE ou_dave LOGIN PASSWORD 'dave-pw'; \
+         CREATE ROLE ou_frank LOGIN PASSWORD 'frank-pw'; \
+         SET password_encryption = 'md5'; CREATE ROLE ou_erin LOGIN PASSWORD 'erin-pw'",
     )
     .unwrap();
-    // Their logins check passwords (the kit's servers trust the rest).
+    // Their logins check passwords (the kit's servers trust the rest); erin's by md5.
     for node in 0..=c.replica_ports().len() {
         c.prepend_hba(
             node,
-            "host all ou_alice,ou_bob,ou_carol 127.0.0.1/32 scram-sha-256",
+            "host all ou_erin 127.0.0.1/32 md5\n\
+             host all ou_alice,ou_bob,ou_carol,ou_dave,ou_frank 127.0.0.1/32 scram-sha-256",
         )
         .unwrap();
     }
+    // Users the proxy has no password for, only the secrets the server keeps: dave's SCRAM
+    // verifier and erin's md5 hash as copied from pg_authid, and for frank a verifier of
+    // his password with another salt than the server's.
+    let secret = |role: &str| {
+        c.psql(
+            0,
+            &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"),
+        )
+        .unwrap()
+    };
+    let frank = switchyard::pg::auth::ScramVerifier::from_password("frank-pw").to_text();
+    let users = format!(
+        "[[user]]\nname = \"ou_dave\"\nscram_verifier = \"{}\"\n\n\
+         [[user]]\nname = \"ou_erin\"\nmd5_hash = \"{}\"\n\n\
+         [[user]]\nname = \"ou_frank\"\nscram_verifier = \"{frank}\"\n",
+        secret("ou_dave"),
+        secret("ou_erin")
+    );
     let direct = |user: &str, pw: &str| {
         format!(
             "host=127.0.0.1 port={} user={user} password={pw} dbname={db}",
@@ -850,7 +876,7 @@ async fn servers_see_each_clients_own_user() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, own_user_config(db, "wrong")).unwrap();
+    std::fs::write(&path, own_user_config(db, "wrong", &users)).unwrap();
     let p = start_proxy_file(&path);
     let via = |user: &str, pw: &str| {
         format!(
@@ -965,8 +991,34 @@ async fn servers_see_each_clients_own_user() {
         "ou_alice"
     );
 
+    // Without a password in the config: dave's SCRAM login gives the keys his server
+    // logins use, erin's md5 challenge is answered with her hash; frank's keys do not fit
+    // the server's verifier, which the proxy says.
+    for (user, pw) in [("ou_dave", "dave-pw"), ("ou_erin", "erin-pw")] {
+        let client = connect(&via(user, pw)).await;
+        assert_eq!(one_row(&client, "SELECT current_user, 0").await.0, user);
+        client.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(one_row(&client, "SELECT current_user, 0").await.0, user);
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+    let err = tokio_postgres::connect(&via("ou_frank", "frank-pw"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("frank's server login fails");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{err}"
+    );
+    let msg = err.as_db_error().map(|e| e.message().to_owned());
+    assert!(
+        msg.as_deref().is_some_and(|m| m.contains("verifier")),
+        "{msg:?}"
+    );
+    assert_eq!(p.backend_transitions(db), before, "{}", p.backends(db));
+
     // A reload with the right password: carol's new pools log in.
-    std::fs::write(&path, own_user_config(db, "carol-to-server")).unwrap();
+    std::fs::write(&path, own_user_config(db, "carol-to-server", &users)).unwrap();
     switchyard::reload::reload(&p.shared()).unwrap();
     let carol = connect(&via("ou_carol", "carol-to-proxy")).await;
     assert_eq!(

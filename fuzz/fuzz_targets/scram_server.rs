@@ -5,13 +5,17 @@
 //! client-final with the combined nonce the server answered; that lets the fuzzer get
 //! past the nonce check to the channel-binding, proof decoding and verification code. The
 //! last byte picks the channel binding offered and chosen (none, declined, bound).
+//!
+//! The same halves also feed the client side the proxy runs with a user's keys
+//! (`ScramKeyClient`, server-chosen bytes): `first` as the server-first-message, with every
+//! `%n` replaced by the client's nonce, and `fin` as the server-final-message.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use switchyard::pg::auth::{
     md5_response_from_stored, md5_stored_hash, verify_md5_response, AuthError, ChannelBinding,
-    ScramServer, ScramVerifier,
+    ScramKeyClient, ScramKeys, ScramServer, ScramVerifier,
 };
 
 const NONCE_MARK: &[u8] = b"%n";
@@ -72,6 +76,22 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = verify_md5_response(md5_stored(), salt(data), rest);
+
+    let v = verifier();
+    let keys = ScramKeys {
+        iterations: v.iterations,
+        salt: v.salt.clone(),
+        client_key: [7; 32],
+        server_key: v.server_key,
+    };
+    let mut client = ScramKeyClient::new(keys, b"n,,", Vec::new());
+    let own = client.client_first();
+    let nonce = &own[own.len() - 24..];
+    assert!(client.verify_server_final(fin).is_err(), "nothing to verify yet");
+    if let Ok(answer) = client.client_final(&replace(first, NONCE_MARK, nonce)) {
+        assert!(answer.starts_with(b"c=biws,r="));
+        let _ = client.verify_server_final(fin);
+    }
 });
 
 fn salt(data: &[u8]) -> [u8; 4] {

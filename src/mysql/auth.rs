@@ -71,6 +71,24 @@ pub fn native_password_scramble(password: &[u8], scramble: &[u8]) -> [u8; 20] {
     xor(stage1, sha1(&[scramble, &stage2]))
 }
 
+/// `SHA1(password)`: what answers a `mysql_native_password` challenge (see
+/// [`native_scramble_from_stage1`]) without the password itself.
+pub fn native_stage1(password: &[u8]) -> [u8; 20] {
+    sha1(&[password])
+}
+
+/// The stored hash `SHA1(SHA1(password))` of a `SHA1(password)`.
+pub fn native_hash_of_stage1(stage1: &[u8; 20]) -> [u8; 20] {
+    sha1(&[stage1])
+}
+
+/// The `mysql_native_password` response from `SHA1(password)` (as
+/// [`native_password_scramble`] computes it from the password).
+pub fn native_scramble_from_stage1(stage1: &[u8; 20], scramble: &[u8]) -> [u8; 20] {
+    let stage2 = sha1(&[stage1]);
+    xor(*stage1, sha1(&[scramble, &stage2]))
+}
+
 /// A stored `mysql_native_password` hash: `SHA1(SHA1(password))`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NativePasswordHash(pub [u8; 20]);
@@ -129,11 +147,14 @@ impl NativePasswordHash {
     /// Server check of a client's response against this stored hash. Only a 20-byte response
     /// can match.
     pub fn verify(&self, scramble: &[u8], response: &[u8]) -> bool {
-        let Ok(response) = <[u8; 20]>::try_from(response) else {
-            return false;
-        };
+        self.stage1(scramble, response).is_some()
+    }
+
+    /// The `SHA1(password)` a client's response reveals, if the response is right.
+    pub fn stage1(&self, scramble: &[u8], response: &[u8]) -> Option<[u8; 20]> {
+        let response = <[u8; 20]>::try_from(response).ok()?;
         let stage1 = xor(response, sha1(&[scramble, &self.0]));
-        ct_eq(&sha1(&[&stage1]), &self.0)
+        ct_eq(&sha1(&[&stage1]), &self.0).then_some(stage1)
     }
 
     /// Check a password sent in clear (full authentication over TLS) against this hash.
@@ -382,6 +403,25 @@ mod tests {
             NativePasswordHash::from_password(b"password").to_text(),
             "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
         );
+    }
+
+    /// A right response reveals SHA1(password), which answers another challenge as the
+    /// password would; a wrong one reveals nothing.
+    #[test]
+    fn native_stage1_from_a_response_answers_elsewhere() {
+        let stored = NativePasswordHash::parse(NATIVE_SECRET_STORED).unwrap();
+        let response = native_password_scramble(b"secret", &scramble());
+        let stage1 = stored.stage1(&scramble(), &response).unwrap();
+        assert_eq!(stage1, native_stage1(b"secret"));
+        assert_eq!(native_hash_of_stage1(&stage1), stored.0);
+        let other = [7u8; 20];
+        assert_eq!(
+            native_scramble_from_stage1(&stage1, &other),
+            native_password_scramble(b"secret", &other)
+        );
+        let wrong = native_password_scramble(b"secreT", &scramble());
+        assert_eq!(stored.stage1(&scramble(), &wrong), None);
+        assert_eq!(stored.stage1(&scramble(), &response[..19]), None);
     }
 
     #[test]

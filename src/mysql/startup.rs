@@ -84,6 +84,9 @@ pub struct Login {
     /// The handshake's scramble: a server checks COM_CHANGE_USER against it too, and
     /// Connector/C computes its answer from it even after an AuthSwitchRequest.
     pub scramble: [u8; 20],
+    /// `SHA1(password)`, when the login proved it against the user's mysql_native_hash (for
+    /// its server logins without a password, see `backend::PassThrough`).
+    pub native_stage1: Option<[u8; 20]>,
 }
 
 /// Why a login ended early.
@@ -244,6 +247,7 @@ pub async fn login(
         response = payload;
     }
     let denied = || denied(!response.is_empty());
+    let mut native_stage1 = None;
     let ok = if user.auth == Some(AuthMethod::Cert) {
         // A verified client certificate whose common name is the user name; the password
         // response is not looked at.
@@ -261,7 +265,12 @@ pub async fn login(
         ok
     } else {
         match check(&user, &plugin, &scramble, &response, full_auth) {
-            Check::Passed => true,
+            Check::Passed => {
+                if plugin == MYSQL_NATIVE_PASSWORD {
+                    native_stage1 = revealed_stage1(&user, &scramble, &response);
+                }
+                true
+            }
             Check::Failed => false,
             Check::FastAuthPassed => {
                 // caching_sha2_password fast path: "the scramble matched the cached hash".
@@ -275,6 +284,7 @@ pub async fn login(
                     switch_plugin(s, buf, max_packet, seq, MYSQL_NATIVE_PASSWORD, &scramble)
                         .await?;
                 seq = next;
+                native_stage1 = revealed_stage1(&user, &scramble, &payload);
                 matches!(
                     check(&user, MYSQL_NATIVE_PASSWORD, &scramble, &payload, false),
                     Check::Passed
@@ -323,7 +333,10 @@ pub async fn login(
                         .as_deref()
                         .map(NativePasswordHash::parse),
                 ) {
-                    (Some(pw), Some(Ok(h))) => h.verify_clear(&pw),
+                    (Some(pw), Some(Ok(h))) => {
+                        native_stage1 = Some(auth::native_stage1(&pw));
+                        h.verify_clear(&pw)
+                    }
                     _ => false,
                 }
             }
@@ -353,6 +366,7 @@ pub async fn login(
         schema,
         next_seq: seq,
         scramble,
+        native_stage1,
     })
 }
 
@@ -455,6 +469,14 @@ fn check(user: &User, plugin: &[u8], scramble: &[u8], response: &[u8], full_auth
     } else {
         Check::Failed
     }
+}
+
+/// The `SHA1(password)` a right mysql_native_password `response` reveals, checked against the
+/// user's mysql_native_hash.
+pub fn revealed_stage1(user: &User, scramble: &[u8], response: &[u8]) -> Option<[u8; 20]> {
+    NativePasswordHash::parse(user.mysql_native_hash.as_deref()?)
+        .ok()?
+        .stage1(scramble, response)
 }
 
 /// COM_CHANGE_USER's check, after the proxy switched the client to `mysql_native_password`
@@ -606,6 +628,11 @@ pub async fn handle_client(
         return;
     }
     tracing::debug!(conn = conn_id, %peer, user = %l.user, cluster = %l.cluster, "mysql client logged in");
+    if let (Some(stage1), Some(p)) = (l.native_stage1, w.my.pass_throughs.get(&l.user)) {
+        // For the pools of clusters whose servers see each user, when the config has no
+        // password for this one: they log in with what this login proved.
+        p.learn(stage1);
+    }
     let session = super::session::Session::new(w.clone(), cluster, stream, l, slot, buf);
     if let Err(e) = session.run().await {
         tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");

@@ -2,7 +2,7 @@
 //! registry of proxy-issued connection ids, for KILL) and what each worker thread keeps (its
 //! pools per MySQL cluster). Built by `app.rs` from the engine's config; rebuilt by a reload.
 
-use super::backend::{MyPool, MyTarget};
+use super::backend::{MyPool, MyTarget, PassThrough};
 use crate::cluster::ClusterState;
 use crate::config::BackendAddr;
 use crate::config::{Config, PoolMode, Protocol};
@@ -57,6 +57,8 @@ pub struct MyShared {
     clients: Mutex<HashMap<u32, Arc<Slot>>>,
     /// The RSA key for caching_sha2_password's key exchange, with `[mysql] rsa_key_exchange`.
     pub rsa: Option<Arc<crate::mysql::auth::RsaKeys>>,
+    /// Users' server logins without a password (see [`PassThrough`]).
+    pub pass_throughs: PassThroughs,
 }
 
 impl MyShared {
@@ -176,7 +178,15 @@ impl Worker {
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
         let states = shared.clusters.load_full();
-        let clusters = build_pools(&shared, &cfg, &states, None, workers, generation);
+        let clusters = build_pools(
+            &shared,
+            &my.pass_throughs,
+            &cfg,
+            &states,
+            None,
+            workers,
+            generation,
+        );
         let pool_mode = cfg.mysql.as_ref().map(|m| m.pool_mode).unwrap_or_default();
         let tls = cfg
             .mysql
@@ -211,6 +221,7 @@ impl Worker {
         let states = shared.clusters.load_full();
         let new = build_pools(
             shared,
+            &self.my.pass_throughs,
             &cfg,
             &states,
             Some(&old),
@@ -243,12 +254,18 @@ pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> MyTarget {
         database: None,
         connect_timeout: cfg.pool.connect_timeout,
         tls: crate::net::backend_tls::ServerTlsConfig::for_cluster(c),
+        pass_through: None,
     }
 }
 
+/// Each user's [`PassThrough`], shared by all its pools.
+pub type PassThroughs = crate::pool::PerUser<PassThrough>;
+
 /// One worker's MySQL pools for `cfg` and `states`, reusing unchanged pools from `old`.
+#[allow(clippy::too_many_arguments)]
 pub fn build_pools(
     shared: &Engine,
+    pass_throughs: &PassThroughs,
     cfg: &Config,
     states: &ClusterMap,
     old: Option<&MyPoolMap>,
@@ -260,16 +277,19 @@ pub fn build_pools(
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
         let state = &states[&c.database];
         let base = backend_target(cfg, c);
-        out.add_cluster(cfg, c, |login, client| {
-            let prev = old.and_then(|o| o.get(&c.database, client));
-            let (user, password) = match login {
+        out.add_cluster(cfg, c, |client| {
+            let prev = old.and_then(|o| o.get(&c.database, client.map_or("", |u| &u.name)));
+            let (user, password) = match client.map(|u| u.server_login()) {
                 Some((u, p)) => (u.to_owned(), p.map(str::to_owned)),
                 None => (base.user.clone(), base.password.clone()),
             };
+            let pass_through = client
+                .and_then(|u| PassThrough::of(u).map(|p| pass_throughs.get_or_insert(&u.name, p)));
             let targets = state.backends.iter().map(|b| MyTarget {
                 addr: b.addr,
                 user: user.clone(),
                 password: password.clone(),
+                pass_through: pass_through.clone(),
                 ..base.clone()
             });
             let pools = crate::pool::cluster_pools(

@@ -246,6 +246,8 @@ pub struct ScramServer {
     server_nonce: String,
     state: ScramState,
     cb: ChannelBinding,
+    /// The ClientKey the client's proof revealed, once verified.
+    client_key: Option<[u8; 32]>,
 }
 
 /// Channel binding in one SCRAM exchange: what the server offered and the client chose.
@@ -276,7 +278,20 @@ impl ScramServer {
             server_nonce,
             state: ScramState::Initial,
             cb: ChannelBinding::NotOffered,
+            client_key: None,
         }
+    }
+
+    /// After a verified exchange: the secrets a client of the same verifier logs in to a
+    /// server with (the ClientKey the proof revealed, with the verifier's salt, iterations
+    /// and ServerKey), as PgBouncer's SCRAM pass-through uses them.
+    pub fn client_keys(&self) -> Option<ScramKeys> {
+        self.client_key.map(|client_key| ScramKeys {
+            iterations: self.verifier.iterations,
+            salt: self.verifier.salt.clone(),
+            client_key,
+            server_key: self.verifier.server_key,
+        })
     }
 
     /// Set what was offered and chosen of channel binding (before the first message).
@@ -444,8 +459,115 @@ impl ScramServer {
         if !ct_eq(&stored_key, &self.verifier.stored_key) {
             return Err(AuthError::WrongPassword);
         }
+        self.client_key = Some(client_key);
         let server_signature = hmac(&self.verifier.server_key, &auth_message);
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+    }
+}
+
+/// What logs in to a server by SCRAM-SHA-256 without the password: the ClientKey and
+/// ServerKey, valid for the salt and iteration count they were derived with (a server whose
+/// verifier has others cannot be answered).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub client_key: [u8; 32],
+    pub server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScramKeys(i={}, <secret>)", self.iterations)
+    }
+}
+
+/// The client half of SCRAM-SHA-256 with [`ScramKeys`] instead of a password. `gs2_header`
+/// is the channel-binding flag the caller chose ("n,,", "y,," or
+/// "p=tls-server-end-point,,") and `cb_data` the binding data that goes with it.
+pub struct ScramKeyClient {
+    keys: ScramKeys,
+    gs2_header: Vec<u8>,
+    cb_data: Vec<u8>,
+    client_first_bare: String,
+    /// The AuthMessage, once the server's first message came.
+    auth_message: Option<Vec<u8>>,
+}
+
+impl ScramKeyClient {
+    pub fn new(keys: ScramKeys, gs2_header: &[u8], cb_data: Vec<u8>) -> Self {
+        let mut raw = [0u8; SERVER_NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut raw);
+        ScramKeyClient {
+            keys,
+            gs2_header: gs2_header.to_vec(),
+            cb_data,
+            client_first_bare: format!("n=,r={}", B64.encode(raw)),
+            auth_message: None,
+        }
+    }
+
+    /// The client-first-message (SASLInitialResponse data).
+    pub fn client_first(&self) -> Vec<u8> {
+        let mut m = self.gs2_header.clone();
+        m.extend_from_slice(self.client_first_bare.as_bytes());
+        m
+    }
+
+    /// Answer the server-first-message (AuthenticationSASLContinue data) with the
+    /// client-final-message. A salt or iteration count other than the keys' means the
+    /// server's verifier is not the one the keys came from.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let mut parts = server_first.split(|&b| b == b',');
+        let nonce = expect_attr(parts.next(), b'r', "nonce")?;
+        let salt = expect_attr(parts.next(), b's', "salt")?;
+        let iterations = expect_attr(parts.next(), b'i', "iterations")?;
+        let client_nonce = &self.client_first_bare.as_bytes()["n=,r=".len()..];
+        if !nonce.starts_with(client_nonce) || nonce.len() == client_nonce.len() {
+            return Err(malformed("the server's nonce does not extend the client's"));
+        }
+        let same_salt = B64.decode(salt).is_ok_and(|s| s == self.keys.salt);
+        let same_iterations = std::str::from_utf8(iterations)
+            .ok()
+            .and_then(|i| i.parse::<u32>().ok())
+            == Some(self.keys.iterations);
+        if !same_salt || !same_iterations {
+            return Err(AuthError::WrongPassword);
+        }
+        let mut cbind = self.gs2_header.clone();
+        cbind.extend_from_slice(&self.cb_data);
+        let mut without_proof = b"c=".to_vec();
+        without_proof.extend_from_slice(B64.encode(cbind).as_bytes());
+        without_proof.extend_from_slice(b",r=");
+        without_proof.extend_from_slice(nonce);
+        let mut auth_message = self.client_first_bare.as_bytes().to_vec();
+        auth_message.push(b',');
+        auth_message.extend_from_slice(server_first);
+        auth_message.push(b',');
+        auth_message.extend_from_slice(&without_proof);
+        let stored_key: [u8; 32] = Sha256::digest(self.keys.client_key).into();
+        let signature = hmac(&stored_key, &[&auth_message]);
+        let mut proof = self.keys.client_key;
+        proof.iter_mut().zip(signature).for_each(|(p, s)| *p ^= s);
+        self.auth_message = Some(auth_message);
+        without_proof.extend_from_slice(b",p=");
+        without_proof.extend_from_slice(B64.encode(proof).as_bytes());
+        Ok(without_proof)
+    }
+
+    /// Check the server-final-message (AuthenticationSASLFinal data): the server proves it
+    /// knows the ServerKey.
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), AuthError> {
+        let auth_message = self
+            .auth_message
+            .as_ref()
+            .ok_or_else(|| malformed("server-final-message before server-first-message"))?;
+        let v = expect_attr(server_final.split(|&b| b == b',').next(), b'v', "verifier")?;
+        let expected = hmac(&self.keys.server_key, &[auth_message]);
+        match B64.decode(v) {
+            Ok(sig) if ct_eq(&sig, &expected) => Ok(()),
+            _ => Err(malformed("the server's signature does not match")),
+        }
     }
 }
 
@@ -533,6 +655,60 @@ mod tests {
             .finish(&server_final)
             .expect("client verifies server signature");
         Ok(())
+    }
+
+    /// The keys a verified password login reveals log in to another server of the same
+    /// verifier (the proxy's SCRAM pass-through), with and without channel binding; a
+    /// server with another salt, a wrong key or a forged server signature fail.
+    #[test]
+    fn keys_from_a_client_login_log_in_elsewhere() {
+        use super::ChannelBinding as Offered;
+        let verifier = ScramVerifier::from_password("pw");
+        let mut first = ScramServer::new(verifier.clone());
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::unsupported());
+        let sf = first.handle_client_first(client.message()).unwrap();
+        client.update(&sf).unwrap();
+        assert!(first.client_keys().is_none(), "no keys before the proof");
+        first.handle_client_final(client.message()).unwrap();
+        let keys = first.client_keys().expect("keys after a verified proof");
+        let login = |keys: ScramKeys, verifier: &ScramVerifier, cb: Offered| {
+            let (gs2, data): (&[u8], Vec<u8>) = match &cb {
+                Offered::TlsServerEndPoint(d) => (b"p=tls-server-end-point,,", d.clone()),
+                _ => (b"n,,", Vec::new()),
+            };
+            let mut server = ScramServer::new(verifier.clone()).with_channel_binding(cb);
+            let mut c = ScramKeyClient::new(keys, gs2, data);
+            let sf = server.handle_client_first(&c.client_first())?;
+            let fin = c.client_final(&sf)?;
+            let sfin = server.handle_client_final(&fin)?;
+            c.verify_server_final(&sfin)?;
+            Ok::<_, AuthError>(sfin)
+        };
+        login(keys.clone(), &verifier, Offered::NotOffered).unwrap();
+        login(
+            keys.clone(),
+            &verifier,
+            Offered::TlsServerEndPoint(vec![9; 32]),
+        )
+        .unwrap();
+        let other = ScramVerifier::from_password("pw");
+        assert!(matches!(
+            login(keys.clone(), &other, Offered::NotOffered),
+            Err(AuthError::WrongPassword)
+        ));
+        let mut bad = keys.clone();
+        bad.client_key[0] ^= 1;
+        assert!(matches!(
+            login(bad, &verifier, Offered::NotOffered),
+            Err(AuthError::WrongPassword)
+        ));
+        // A server that does not know the ServerKey cannot pass itself off.
+        let mut c = ScramKeyClient::new(keys, b"n,,", Vec::new());
+        let mut server = ScramServer::new(verifier);
+        let sf = server.handle_client_first(&c.client_first()).unwrap();
+        let fin = c.client_final(&sf).unwrap();
+        server.handle_client_final(&fin).unwrap();
+        assert!(c.verify_server_final(b"v=AAAA").is_err());
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub enum ConnectError {
         addr: BackendAddr,
         what: &'static str,
     },
+    /// The proxy has nothing to answer the server's authentication request with for this
+    /// user (a pass-through login without the secret the server asks for).
+    #[error("login to {addr}: {what}")]
+    Credentials { addr: BackendAddr, what: String },
 }
 
 impl ConnectError {
@@ -56,7 +60,11 @@ impl ConnectError {
     /// CONNECT privilege): nothing to mark the server down for, as other users' logins (the
     /// health checks') go on.
     pub fn login_denied(&self) -> bool {
-        matches!(self, ConnectError::Refused { code, .. } if code.starts_with("28") || code == "42501")
+        match self {
+            ConnectError::Refused { code, .. } => code.starts_with("28") || code == "42501",
+            ConnectError::Credentials { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -74,6 +82,77 @@ pub struct BackendTarget {
     pub tls: std::sync::Arc<crate::net::backend_tls::ServerTlsConfig>,
     /// SCRAM channel binding over TLS (`[[cluster]] channel_binding`).
     pub channel_binding: crate::config::ChannelBindingMode,
+    /// Without a `password`: what the client's own login lets the proxy answer the server
+    /// with (see [`PassThrough`]).
+    pub pass_through: Option<std::sync::Arc<PassThrough>>,
+}
+
+/// How the proxy logs in to servers as a user whose password it does not have, where the
+/// servers see each client's own user (`server_login = "client"`), as PgBouncer does: an
+/// md5 challenge is answered with the md5 hash from the config, a SCRAM-SHA-256 exchange
+/// with the keys the user's last login to the proxy proved (the ClientKey its proof revealed,
+/// with its verifier's salt, iterations and ServerKey; they work where the server's verifier
+/// is the same one, copied from `pg_authid`).
+pub struct PassThrough {
+    user: String,
+    /// The StoredKey of the user's verifier, if it has one: keys are taken only for it.
+    stored_key: Option<[u8; 32]>,
+    md5_hash: Option<String>,
+    keys: std::sync::Mutex<Option<super::auth::ScramKeys>>,
+}
+
+impl PartialEq for PassThrough {
+    /// The same user and secrets from the config (what was learned since does not count).
+    fn eq(&self, other: &Self) -> bool {
+        (&self.user, &self.stored_key, &self.md5_hash)
+            == (&other.user, &other.stored_key, &other.md5_hash)
+    }
+}
+
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PassThrough({})", self.user)
+    }
+}
+
+impl PassThrough {
+    /// The pass-through for config user `u` in a cluster whose servers see it: `None` when
+    /// it has a password for the servers or nothing to pass.
+    pub fn of(u: &crate::config::User) -> Option<PassThrough> {
+        if u.server_login().1.is_some() {
+            return None;
+        }
+        let stored_key = u
+            .scram_verifier
+            .as_deref()
+            .and_then(|v| super::auth::ScramVerifier::parse(v).ok())
+            .map(|v| v.stored_key);
+        (stored_key.is_some() || u.md5_hash.is_some()).then(|| PassThrough {
+            user: u.name.clone(),
+            stored_key,
+            md5_hash: u.md5_hash.clone(),
+            keys: Default::default(),
+        })
+    }
+
+    /// Take `keys` from a verified SCRAM login, if they are of this user's verifier.
+    pub fn learn(&self, keys: super::auth::ScramKeys) {
+        use sha2::Digest;
+        let stored: [u8; 32] = sha2::Sha256::digest(keys.client_key).into();
+        if self.stored_key == Some(stored) {
+            *self.keys.lock().unwrap() = Some(keys);
+        }
+    }
+
+    fn keys(&self) -> Option<super::auth::ScramKeys> {
+        self.keys.lock().unwrap().clone()
+    }
+}
+
+/// One SCRAM exchange with a server: by password, or by a user's keys.
+enum ScramExchange {
+    Password(ScramSha256),
+    Keys(super::auth::ScramKeyClient),
 }
 
 /// One authenticated server connection, idle and ready for a query when handed out.
@@ -179,7 +258,7 @@ impl BackendConn {
         put_startup(&mut out, &params);
         stream.write_all(&out).await.map_err(io)?;
         let mut buf = BytesMut::with_capacity(4096);
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramExchange> = None;
         // SCRAM-SHA-256-PLUS was chosen (then a server that says "logged in" has checked the
         // binding: it ends its SCRAM exchange only after that).
         let mut bound = false;
@@ -223,8 +302,21 @@ impl BackendConn {
                             what: "the server authenticated the proxy without SCRAM",
                         });
                     }
+                    let no_secret = |what: &str| ConnectError::Credentials {
+                        addr,
+                        what: format!(
+                            "the server asks for {what}, which the proxy does not have for user \
+                             \"{}\" (server_login = \"client\" without a server_password)",
+                            t.user
+                        ),
+                    };
+                    let pass = t.pass_through.as_deref().filter(|_| t.password.is_none());
                     match code {
                         0 => continue,
+                        3 if pass.is_some() => {
+                            conn.stream.goodbye(&[]);
+                            return Err(no_secret("a cleartext password"));
+                        }
                         3 => {
                             let mut p = password.as_bytes().to_vec();
                             p.push(0);
@@ -235,11 +327,25 @@ impl BackendConn {
                                 return Err(proto("bad md5 salt"));
                             }
                             let salt = [data[0], data[1], data[2], data[3]];
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                t.user.as_bytes(),
-                                password.as_bytes(),
-                                salt,
-                            );
+                            let hash = match pass {
+                                None => postgres_protocol::authentication::md5_hash(
+                                    t.user.as_bytes(),
+                                    password.as_bytes(),
+                                    salt,
+                                ),
+                                Some(pass) => {
+                                    let answer = pass.md5_hash.as_deref().and_then(|h| {
+                                        super::auth::md5_response_from_stored(h, salt)
+                                    });
+                                    match answer {
+                                        Some(a) => a,
+                                        None => {
+                                            conn.stream.goodbye(&[]);
+                                            return Err(no_secret("an md5 password"));
+                                        }
+                                    }
+                                }
+                            };
                             let mut p = hash.into_bytes();
                             p.push(0);
                             put_message(&mut out, b'p', &p);
@@ -262,8 +368,40 @@ impl BackendConn {
                                 }
                             };
                             bound = mechanism == SCRAM_PLUS;
-                            let s = ScramSha256::new(password.as_bytes(), cb);
-                            let first = s.message().to_vec();
+                            let s = match pass {
+                                None => ScramExchange::Password(ScramSha256::new(
+                                    password.as_bytes(),
+                                    cb,
+                                )),
+                                Some(pass) => {
+                                    let Some(keys) = pass.keys() else {
+                                        conn.stream.goodbye(&[]);
+                                        return Err(no_secret(
+                                            "SCRAM-SHA-256 (its keys come from the user's \
+                                             login with the verifier in the config)",
+                                        ));
+                                    };
+                                    // The same GS2 flag the password exchange would send.
+                                    let end_point = conn.stream.tls_end_point();
+                                    let (gs2, data): (&[u8], _) = match end_point {
+                                        Some(e) if bound => (b"p=tls-server-end-point,,", e),
+                                        Some(_)
+                                            if t.channel_binding
+                                                == crate::config::ChannelBindingMode::Prefer =>
+                                        {
+                                            (b"y,,", Vec::new())
+                                        }
+                                        _ => (b"n,,", Vec::new()),
+                                    };
+                                    ScramExchange::Keys(super::auth::ScramKeyClient::new(
+                                        keys, gs2, data,
+                                    ))
+                                }
+                            };
+                            let first = match &s {
+                                ScramExchange::Password(s) => s.message().to_vec(),
+                                ScramExchange::Keys(k) => k.client_first(),
+                            };
                             scram = Some(s);
                             let mut p = mechanism.to_vec();
                             p.push(0);
@@ -275,14 +413,38 @@ impl BackendConn {
                             let s = scram
                                 .as_mut()
                                 .ok_or_else(|| proto("SASLContinue before SASL"))?;
-                            s.update(data).map_err(|e| proto(&format!("SCRAM: {e}")))?;
-                            let msg = s.message().to_vec();
+                            let msg = match s {
+                                ScramExchange::Password(s) => {
+                                    s.update(data).map_err(|e| proto(&format!("SCRAM: {e}")))?;
+                                    s.message().to_vec()
+                                }
+                                ScramExchange::Keys(k) => match k.client_final(data) {
+                                    Ok(m) => m,
+                                    Err(super::auth::AuthError::WrongPassword) => {
+                                        conn.stream.goodbye(&[]);
+                                        return Err(ConnectError::Credentials {
+                                            addr,
+                                            what: format!(
+                                                "the server's SCRAM verifier for \"{}\" is \
+                                                 not the one in the proxy's config (another \
+                                                 salt or iteration count)",
+                                                t.user
+                                            ),
+                                        });
+                                    }
+                                    Err(e) => return Err(proto(&format!("SCRAM: {e}"))),
+                                },
+                            };
                             put_message(&mut out, b'p', &msg);
                         }
                         12 => {
-                            let mut s =
-                                scram.take().ok_or_else(|| proto("SASLFinal before SASL"))?;
-                            s.finish(data).map_err(|e| proto(&format!("SCRAM: {e}")))?;
+                            match scram.take().ok_or_else(|| proto("SASLFinal before SASL"))? {
+                                ScramExchange::Password(mut s) => s.finish(data),
+                                ScramExchange::Keys(k) => k
+                                    .verify_server_final(data)
+                                    .map_err(|e| std::io::Error::other(e.to_string())),
+                            }
+                            .map_err(|e| proto(&format!("SCRAM: {e}")))?;
                             continue;
                         }
                         other => {

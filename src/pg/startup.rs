@@ -325,7 +325,13 @@ async fn login(
         end_point,
         cert_name,
     };
-    authenticate(stream, buf, &mut out, (user, u), verifier, tls).await?;
+    if let Some(keys) = authenticate(stream, buf, &mut out, (user, u), verifier, tls).await? {
+        // For the pools of clusters whose servers see each user (when it has no password
+        // for them): they log in with what this login proved.
+        if let Some(p) = worker.pg.pass_throughs.get(user) {
+            p.learn(keys);
+        }
+    }
     let Some(cluster) = worker.clusters.load().get(database, user).cloned() else {
         if worker.clusters.load().serves(database) {
             // A reload removed the user since it was checked.
@@ -357,7 +363,8 @@ struct LoginTls<'a> {
 }
 
 /// Run the configured authentication exchange; on success nothing is written yet for
-/// AuthenticationOk (the caller sends it with the login messages).
+/// AuthenticationOk (the caller sends it with the login messages). A SCRAM login gives the
+/// keys its proof revealed.
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
@@ -365,7 +372,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     (name, user): (&str, &crate::config::User),
     verifier: Option<Arc<ScramVerifier>>,
     tls: LoginTls<'_>,
-) -> Result<(), Refusal> {
+) -> Result<Option<auth::ScramKeys>, Refusal> {
     let end_point = tls.end_point;
     let failed = || {
         refuse(
@@ -375,14 +382,14 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let io = |e: std::io::Error| refuse("08006", e.to_string());
     match user.effective_auth() {
-        Some(AuthMethod::Trust) => Ok(()),
+        Some(AuthMethod::Trust) => Ok(None),
         // As PostgreSQL's `cert` method: a verified certificate whose CN is the user name.
         Some(AuthMethod::Cert) => match tls.cert_name {
             None => Err(refuse(
                 "28000",
                 "connection requires a valid client certificate",
             )),
-            Some(Ok(cn)) if cn == name => Ok(()),
+            Some(Ok(cn)) if cn == name => Ok(None),
             Some(cn) => Err(refuse(
                 "28000",
                 format!(
@@ -411,7 +418,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
             out.clear();
             if auth::verify_md5_response(&stored, salt, &body) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(failed())
             }
@@ -461,7 +468,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 .map_err(|e| scram_refusal(e, &failed))?;
             out.clear();
             codec::put_auth(out, 12, &last);
-            Ok(())
+            Ok(server.client_keys())
         }
         None => Err(failed()),
     }

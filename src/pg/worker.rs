@@ -3,7 +3,7 @@
 //! its prepared-statement registry, TLS). Built by `app.rs` from the engine's config;
 //! rebuilt by a reload.
 
-use super::backend::{BackendTarget, PgPool};
+use super::backend::{BackendTarget, PassThrough, PgPool};
 use super::cancel::CancelRegistry;
 use super::prepared::StmtRegistry;
 use crate::cluster::ClusterState;
@@ -25,6 +25,8 @@ pub struct PgShared {
     /// SCRAM verifiers of the config's users, derived once per config (PBKDF2 is slow by
     /// design: not something to run per login on a worker every session shares).
     pub verifiers: ArcSwap<Verifiers>,
+    /// Users' server logins without a password (see [`PassThrough`]).
+    pub pass_throughs: PassThroughs,
 }
 
 impl PgShared {
@@ -32,6 +34,7 @@ impl PgShared {
         PgShared {
             cancel: Arc::new(CancelRegistry::default()),
             verifiers: ArcSwap::from_pointee(Verifiers::build(config, None)),
+            pass_throughs: Default::default(),
         }
     }
 
@@ -66,7 +69,15 @@ impl Worker {
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
         let states = shared.clusters.load_full();
-        let clusters = build_pools(&shared, &cfg, &states, None, workers, generation);
+        let clusters = build_pools(
+            &shared,
+            &pg.pass_throughs,
+            &cfg,
+            &states,
+            None,
+            workers,
+            generation,
+        );
         let pool_mode = cfg
             .postgres
             .as_ref()
@@ -111,6 +122,7 @@ impl Worker {
         let states = shared.clusters.load_full();
         let new = build_pools(
             shared,
+            &self.pg.pass_throughs,
             &cfg,
             &states,
             Some(&old),
@@ -170,6 +182,7 @@ pub fn backend_target(cfg: &Config, c: &crate::config::Cluster) -> BackendTarget
         application_name: "switchyard",
         tls: Arc::new(crate::net::backend_tls::ServerTlsConfig::for_cluster(c)),
         channel_binding: c.channel_binding,
+        pass_through: None,
     }
 }
 
@@ -213,9 +226,14 @@ impl LoginParams {
     }
 }
 
+/// Each user's [`PassThrough`], shared by all its pools.
+pub type PassThroughs = crate::pool::PerUser<PassThrough>;
+
 /// One worker's pools for `cfg` and `states`, reusing unchanged pools from `old`.
+#[allow(clippy::too_many_arguments)]
 pub fn build_pools(
     shared: &Engine,
+    pass_throughs: &PassThroughs,
     cfg: &Config,
     states: &ClusterMap,
     old: Option<&PoolMap>,
@@ -227,16 +245,19 @@ pub fn build_pools(
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
         let state = &states[&c.database];
         let base = backend_target(cfg, c);
-        out.add_cluster(cfg, c, |login, client| {
-            let prev = old.and_then(|o| o.get(&c.database, client));
-            let (user, password) = match login {
+        out.add_cluster(cfg, c, |client| {
+            let prev = old.and_then(|o| o.get(&c.database, client.map_or("", |u| &u.name)));
+            let (user, password) = match client.map(|u| u.server_login()) {
                 Some((u, p)) => (u.to_owned(), p.map(str::to_owned)),
                 None => (base.user.clone(), base.password.clone()),
             };
+            let pass_through = client
+                .and_then(|u| PassThrough::of(u).map(|p| pass_throughs.get_or_insert(&u.name, p)));
             let targets = state.backends.iter().map(|b| BackendTarget {
                 addr: b.addr,
                 user: user.clone(),
                 password: password.clone(),
+                pass_through: pass_through.clone(),
                 ..base.clone()
             });
             let pools = crate::pool::cluster_pools(

@@ -2,7 +2,7 @@
 //! servers see the clients' own users (`server_login = "client"`) has one set per user: a
 //! connection logged in as one user is never handed to a client of another.
 
-use crate::config::{Cluster, Config, ServerLogin};
+use crate::config::{Cluster, Config, ServerLogin, User};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -64,20 +64,19 @@ impl<P> PoolSets<P> {
     }
 
     /// Add the sets of cluster `c`: one every client shares, or one per user of `cfg` where
-    /// the servers see each client's own. `make(login, client)` builds a set that logs in
-    /// as the cluster's user (`login` None) or as `login` (name, password) for `client`.
+    /// the servers see each client's own. `make(user)` builds a set that logs in as the
+    /// cluster's user (`user` None) or as config user `user` (see `User::server_login`).
     pub fn add_cluster(
         &mut self,
         cfg: &Config,
         c: &Cluster,
-        mut make: impl FnMut(Option<(&str, Option<&str>)>, &str) -> Arc<P>,
+        mut make: impl FnMut(Option<&User>) -> Arc<P>,
     ) {
         match c.server_login {
-            ServerLogin::Cluster => self.insert_shared(c.database.clone(), make(None, "")),
+            ServerLogin::Cluster => self.insert_shared(c.database.clone(), make(None)),
             ServerLogin::Client => {
                 for u in &cfg.users {
-                    let set = make(Some(u.server_login()), &u.name);
-                    self.insert_user(&c.database, u.name.clone(), set);
+                    self.insert_user(&c.database, u.name.clone(), make(Some(u)));
                 }
             }
         }
@@ -95,6 +94,38 @@ impl<P> PoolSets<P> {
     /// Every set of every cluster.
     pub fn all(&self) -> impl Iterator<Item = &Arc<P>> {
         self.by_database.keys().flat_map(|db| self.of_database(db))
+    }
+}
+
+/// One shared value per user name, kept while it stays equal to what the config makes of the
+/// user: what a login teaches it (the secrets a pass-through login uses) then reaches every
+/// pool of that user, of every worker and cluster, across reloads that leave the user as it
+/// was.
+pub struct PerUser<T>(std::sync::Mutex<HashMap<String, Arc<T>>>);
+
+impl<T> Default for PerUser<T> {
+    fn default() -> Self {
+        PerUser(Default::default())
+    }
+}
+
+impl<T: PartialEq> PerUser<T> {
+    /// `user`'s value: the one kept if it equals `want`, else `want` (kept from now on).
+    pub fn get_or_insert(&self, user: &str, want: T) -> Arc<T> {
+        let mut map = self.0.lock().unwrap();
+        match map.get(user) {
+            Some(v) if **v == want => v.clone(),
+            _ => {
+                let v = Arc::new(want);
+                map.insert(user.to_owned(), v.clone());
+                v
+            }
+        }
+    }
+
+    /// `user`'s value, if one was made.
+    pub fn get(&self, user: &str) -> Option<Arc<T>> {
+        self.0.lock().unwrap().get(user).cloned()
     }
 }
 

@@ -16,6 +16,8 @@ use bytes::BytesMut;
 pub struct Credentials<'a> {
     pub user: &'a str,
     pub password: &'a [u8],
+    /// Without a password: `SHA1(password)`, which answers mysql_native_password only.
+    pub native_stage1: Option<[u8; 20]>,
     pub database: Option<&'a str>,
 }
 
@@ -29,6 +31,8 @@ pub enum LoginError {
     Protocol(String),
     /// TLS required and not offered.
     Tls(String),
+    /// Nothing to answer the server's authentication with (see `MyConnectError::Credentials`).
+    Credentials(String),
 }
 
 impl LoginError {
@@ -41,6 +45,7 @@ impl LoginError {
             },
             LoginError::Protocol(what) => MyConnectError::Protocol { addr, what },
             LoginError::Tls(what) => MyConnectError::Tls { addr, what },
+            LoginError::Credentials(what) => MyConnectError::Credentials { addr, what },
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct LoggedIn {
 /// server packet gives what to send or that the login is done.
 pub struct Login {
     password: Vec<u8>,
+    native_stage1: Option<[u8; 20]>,
     /// Expected sequence id of the next server packet.
     next_seq: u8,
     info: LoggedIn,
@@ -116,9 +122,18 @@ impl std::fmt::Debug for Login {
     }
 }
 
-/// The first response of `plugin` for `password` and `scramble`; `None` for a plugin this
-/// client does not speak.
-fn auth_response(plugin: &[u8], password: &[u8], scramble: &[u8]) -> Option<Vec<u8>> {
+/// The first response of `plugin` for `password` (or `stage1`, which answers
+/// mysql_native_password only) and `scramble`; `None` for a plugin this client does not speak.
+fn auth_response(
+    plugin: &[u8],
+    password: &[u8],
+    stage1: Option<&[u8; 20]>,
+    scramble: &[u8],
+) -> Option<Vec<u8>> {
+    if let Some(stage1) = stage1.filter(|_| password.is_empty()) {
+        return (plugin == codec::MYSQL_NATIVE_PASSWORD)
+            .then(|| auth::native_scramble_from_stage1(stage1, scramble).to_vec());
+    }
     if password.is_empty()
         && (plugin == codec::MYSQL_NATIVE_PASSWORD || plugin == codec::CACHING_SHA2_PASSWORD)
     {
@@ -180,12 +195,18 @@ impl Login {
         // The server's default plugin if spoken here, else mysql_native_password (the server
         // switches to the account's plugin if that is another).
         let offered = h.auth_plugin.unwrap_or(codec::MYSQL_NATIVE_PASSWORD);
-        let (plugin, data) = match auth_response(offered, creds.password, &scramble) {
+        let stage1 = creds.native_stage1.as_ref();
+        let (plugin, data) = match auth_response(offered, creds.password, stage1, &scramble) {
             Some(d) => (offered, d),
             None => (
                 codec::MYSQL_NATIVE_PASSWORD,
-                auth_response(codec::MYSQL_NATIVE_PASSWORD, creds.password, &scramble)
-                    .unwrap_or_default(),
+                auth_response(
+                    codec::MYSQL_NATIVE_PASSWORD,
+                    creds.password,
+                    stage1,
+                    &scramble,
+                )
+                .unwrap_or_default(),
             ),
         };
         let resp = codec::HandshakeResponse {
@@ -216,6 +237,7 @@ impl Login {
         let next_seq = codec::write_packet(&mut out, seq, &body);
         let mut login = Login {
             password: creds.password.to_vec(),
+            native_stage1: creds.native_stage1,
             next_seq,
             info: LoggedIn {
                 connection_id: h.connection_id,
@@ -279,13 +301,27 @@ impl Login {
                 self.switched = true;
                 let s = codec::parse_auth_switch(payload).map_err(bad)?;
                 let scramble = auth::scramble_from_auth_data(s.data);
-                let data = auth_response(s.plugin, &self.password, scramble).ok_or_else(|| {
-                    protocol(format!(
-                        "server asks for authentication plugin {}, which backend logins do not \
-                         support (use mysql_native_password or caching_sha2_password)",
-                        String::from_utf8_lossy(s.plugin)
-                    ))
-                })?;
+                let stage1 = self.native_stage1.as_ref();
+                let data =
+                    auth_response(s.plugin, &self.password, stage1, scramble).ok_or_else(|| {
+                        match stage1 {
+                            // The password is not known: only mysql_native_password can be
+                            // answered (from what the client's own login proved).
+                            Some(_) if self.password.is_empty() => {
+                                LoginError::Credentials(format!(
+                            "the server asks for authentication plugin {}, which needs the \
+                             password; the proxy has only the user's mysql_native_password \
+                             hash (give the user a server_password)",
+                            String::from_utf8_lossy(s.plugin)
+                        ))
+                            }
+                            _ => protocol(format!(
+                                "server asks for authentication plugin {}, which backend logins \
+                             do not support (use mysql_native_password or caching_sha2_password)",
+                                String::from_utf8_lossy(s.plugin)
+                            )),
+                        }
+                    })?;
                 self.plugin = s.plugin.to_vec();
                 self.scramble = scramble.to_vec();
                 Ok(LoginStep::Send(self.send(&data)))
@@ -395,6 +431,7 @@ mod tests {
         Credentials {
             user: "switchyard",
             password: PASSWORD,
+            native_stage1: None,
             database: db,
         }
     }

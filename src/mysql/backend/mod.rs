@@ -51,7 +51,7 @@ use super::codec::{
 use crate::config::BackendAddr;
 use crate::net::backend::BackendStream;
 use bytes::{Buf, BytesMut};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -124,6 +124,10 @@ pub enum MyConnectError {
     /// unverifiable certificate, a name that does not match).
     #[error("TLS to {addr}: {what}")]
     Tls { addr: BackendAddr, what: String },
+    /// The proxy has nothing to answer the server's authentication request with for this
+    /// user (a pass-through login the server asks more of than the stored hash answers).
+    #[error("login to {addr}: {what}")]
+    Credentials { addr: BackendAddr, what: String },
 }
 
 impl MyConnectError {
@@ -135,7 +139,7 @@ impl MyConnectError {
             MyConnectError::Refused {
                 code: 1044 | 1045 | 1698,
                 ..
-            }
+            } | MyConnectError::Credentials { .. }
         )
     }
 }
@@ -174,6 +178,55 @@ pub struct MyTarget {
     pub connect_timeout: Duration,
     /// TLS to the server (`[[cluster]] tls`).
     pub tls: crate::net::backend_tls::ServerTlsConfig,
+    /// Without a `password`: what the client's own login lets the proxy answer the server
+    /// with (see [`PassThrough`]).
+    pub pass_through: Option<Arc<PassThrough>>,
+}
+
+/// How the proxy logs in to servers as a user whose password it does not have, where the
+/// servers see each client's own user (`server_login = "client"`), as ProxySQL does: a
+/// mysql_native_password client response checked against the user's `mysql_native_hash`
+/// reveals `SHA1(password)`, which answers the server's mysql_native_password challenge.
+pub struct PassThrough {
+    user: String,
+    /// `SHA1(SHA1(password))` from the config: only a stage1 of it is taken.
+    stored: [u8; 20],
+    stage1: Mutex<Option<[u8; 20]>>,
+}
+
+impl PartialEq for PassThrough {
+    /// The same user and hash from the config (what was learned since does not count).
+    fn eq(&self, other: &Self) -> bool {
+        (&self.user, &self.stored) == (&other.user, &other.stored)
+    }
+}
+
+impl PassThrough {
+    /// The pass-through for config user `u` in a cluster whose servers see it: `None` when
+    /// it has a password for the servers or no mysql_native_hash.
+    pub fn of(u: &crate::config::User) -> Option<PassThrough> {
+        if u.server_login().1.is_some() {
+            return None;
+        }
+        let stored =
+            crate::mysql::auth::NativePasswordHash::parse(u.mysql_native_hash.as_deref()?).ok()?;
+        Some(PassThrough {
+            user: u.name.clone(),
+            stored: stored.0,
+            stage1: Mutex::new(None),
+        })
+    }
+
+    /// Take `stage1` from a verified login, if it is of this user's hash.
+    pub fn learn(&self, stage1: [u8; 20]) {
+        if crate::mysql::auth::native_hash_of_stage1(&stage1) == self.stored {
+            *self.stage1.lock().unwrap() = Some(stage1);
+        }
+    }
+
+    fn stage1(&self) -> Option<[u8; 20]> {
+        *self.stage1.lock().unwrap()
+    }
 }
 
 impl std::fmt::Debug for MyTarget {
@@ -360,6 +413,18 @@ impl MyConn {
         let creds = Credentials {
             user: &t.user,
             password: t.password.as_deref().unwrap_or("").as_bytes(),
+            native_stage1: match (&t.password, &t.pass_through) {
+                (None, Some(p)) => Some(p.stage1().ok_or_else(|| MyConnectError::Credentials {
+                    addr: t.addr,
+                    what: format!(
+                        "no password for user \"{}\" yet: the proxy logs in as it with what \
+                         its own login proves against its mysql_native_hash (server_login = \
+                         \"client\" without a server_password)",
+                        t.user
+                    ),
+                })?),
+                _ => None,
+            },
             database: t.database.as_deref(),
         };
         let (mut login, opening) = Login::start(creds, wish, seq, &payload).map_err(fail)?;
@@ -785,6 +850,7 @@ mod tests {
             database: None,
             connect_timeout: Duration::from_secs(1),
             tls: crate::net::backend_tls::ServerTlsConfig::disabled(),
+            pass_through: None,
         };
         let s = format!("{t:?}");
         assert!(!s.contains("hunter2") && s.contains("<set>"), "{s}");

@@ -82,7 +82,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && cfg.user(&name).is_some_and(|u| {
                 crate::mysql::startup::change_user_passes(u, &self.scramble, cu.auth_response)
             });
+        // What a right mysql_native_password answer reveals, for pass-through logins.
+        let (w, scramble) = (self.w.clone(), self.scramble);
+        let learn = |answer: &[u8]| {
+            let stage1 = cfg
+                .user(&name)
+                .and_then(|u| crate::mysql::startup::revealed_stage1(u, &scramble, answer));
+            if let (Some(s), Some(p)) = (stage1, w.my.pass_throughs.get(&name)) {
+                p.learn(s);
+            }
+        };
         let (passed, next_seq, sent) = if at_once {
+            learn(cu.auth_response);
             (true, 1, true)
         } else if self.caps & CLIENT_PLUGIN_AUTH == 0 {
             // No switch possible: the answer was checked above.
@@ -105,6 +116,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let passed = cfg.user(&name).is_some_and(|u| {
                 crate::mysql::startup::change_user_passes(u, &self.scramble, &resp.payload)
             });
+            if passed {
+                learn(&resp.payload);
+            }
             (passed, resp.next_seq, !resp.payload.is_empty())
         };
         let picked = crate::mysql::startup::pick_cluster(&cfg, database.as_deref());

@@ -83,13 +83,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return self.install(conn, idx, hold).await;
                 }
                 Err(crate::pool::CheckoutError::Connect(e)) => {
-                    if let (true, crate::mysql::backend::MyConnectError::Refused { code, .. }) =
-                        (e.login_denied(), &e)
-                    {
-                        // The server's own code (1045 ...), as a client of it directly gets.
+                    if e.login_denied() {
+                        // The server's own code (1045 ...), as a client of it directly gets;
+                        // 1045 when the proxy had nothing to answer the server with.
+                        let code = match &e {
+                            crate::mysql::backend::MyConnectError::Refused { code, .. } => *code,
+                            _ => 1045,
+                        };
                         return Err(AcquireError::Server {
-                            code: *code,
-                            sqlstate: if *code == 1044 { "42000" } else { "28000" }.into(),
+                            code,
+                            sqlstate: if code == 1044 { "42000" } else { "28000" }.into(),
                             message: format!("switchyard: {e}"),
                         });
                     }

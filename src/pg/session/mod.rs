@@ -663,6 +663,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             SessionError::Checkout(CheckoutError::Connect(
                 c @ crate::pg::backend::ConnectError::Refused { code, .. },
             )) if c.login_denied() => (code.as_str(), format!("switchyard: {e}")),
+            SessionError::Checkout(CheckoutError::Connect(
+                crate::pg::backend::ConnectError::Credentials { .. },
+            )) => ("28000", format!("switchyard: {e}")),
             SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
             SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
             SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
