@@ -190,23 +190,27 @@ impl TopologySource for Shared {
             // backends): per backend, (size, open, idle, multiplexing).
             let stats = |i: usize| -> (u64, u64, u64, crate::metrics::MuxStats) {
                 let mut acc = (0u64, 0u64, 0u64, crate::metrics::MuxStats::default());
-                // (A cluster whose servers see each client's own user has a set per user.)
+                // A cluster whose servers see each client's own user has a set per user: the
+                // size of one that has no connection open is no capacity, as no other user
+                // can use it (else the many idle users' sets would hide a busy one's queue).
+                let per_user = c.server_login == crate::config::ServerLogin::Client;
+                let mut add = |size: usize, (open, idle): (usize, usize)| {
+                    if !per_user || open > 0 {
+                        acc.0 += size as u64;
+                    }
+                    acc.1 += open as u64;
+                    acc.2 += idle as u64;
+                };
                 for w in &workers_all {
                     for p in w.pg.clusters.load().of_database(&c.database) {
                         if Arc::ptr_eq(&p.state, state) {
                             acc.3 += p.pools[i].ext.stats();
-                            let (o, id) = p.pools[i].status();
-                            acc.0 += p.pools[i].size() as u64;
-                            acc.1 += o as u64;
-                            acc.2 += id as u64;
+                            add(p.pools[i].size(), p.pools[i].status());
                         }
                     }
                     for p in w.my.clusters.load().of_database(&c.database) {
                         if Arc::ptr_eq(&p.state, state) {
-                            let (o, id) = p.pools[i].status();
-                            acc.0 += p.pools[i].size() as u64;
-                            acc.1 += o as u64;
-                            acc.2 += id as u64;
+                            add(p.pools[i].size(), p.pools[i].status());
                         }
                     }
                 }

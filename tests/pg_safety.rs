@@ -738,30 +738,11 @@ async fn notifications_reach_a_listening_client_and_empty_queries_work() {
 /// The config of [`servers_see_each_clients_own_user`]: carol's server password is `carol`;
 /// `users` are more `[[user]]` tables.
 fn own_user_config(db: &str, carol: &str, users: &str) -> String {
-    let c = cluster();
-    let replicas: Vec<String> = c
-        .replica_ports()
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect();
-    format!(
-        r#"
-[general]
-workers = 1
-drain_timeout = "2s"
-
-[postgres]
-listen = "127.0.0.1:0"
-
-[health]
-interval = "200ms"
-
+    routing_config(cluster(), db, "server_login = \"client\"")
+        + &format!(
+            r#"
 [pool]
 size = 2
-
-[[user]]
-name = "app"
-password = "secret"
 
 [[user]]
 name = "ou_alice"
@@ -778,18 +759,8 @@ password = "carol-to-proxy"
 server_password = "{carol}"
 
 {users}
-
-[[cluster]]
-name = "{db}"
-database = "{db}"
-primary = "127.0.0.1:{primary}"
-replicas = [{replicas}]
-user = "postgres"
-server_login = "client"
-"#,
-        primary = c.primary_port(),
-        replicas = replicas.join(", "),
-    )
+"#
+        )
 }
 
 /// With `server_login = "client"` the servers see each client's own user (PgBouncer's
@@ -970,6 +941,19 @@ async fn servers_see_each_clients_own_user() {
         counts,
         [("ou_alice".to_string(), 64), ("ou_bob".to_string(), 64)]
     );
+    // The capacity the saturation gauge divides by counts the pools of users with a
+    // connection open (two users, three servers, two each at most), not the pools of all
+    // seven users in the config, most never used.
+    let capacity = {
+        use switchyard::metrics::TopologySource;
+        let snapshot = p.shared().snapshot();
+        snapshot
+            .iter()
+            .find(|s| s.name == db)
+            .unwrap()
+            .pool_capacity()
+    };
+    assert!((1..=12).contains(&capacity), "capacity {capacity}");
 
     // carol's server password is wrong: the server's own error, and nobody else is hurt.
     let before = p.backend_transitions(db);

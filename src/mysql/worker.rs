@@ -277,18 +277,14 @@ pub fn build_pools(
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
         let state = &states[&c.database];
         let base = backend_target(cfg, c);
-        out.add_cluster(cfg, c, |client| {
-            let prev = old.and_then(|o| o.get(&c.database, client.map_or("", |u| &u.name)));
-            let (user, password) = match client.map(|u| u.server_login()) {
-                Some((u, p)) => (u.to_owned(), p.map(str::to_owned)),
-                None => (base.user.clone(), base.password.clone()),
-            };
-            let pass_through = client
+        out.add_cluster(cfg, c, old, |login, prev| {
+            let pass_through = login
+                .client
                 .and_then(|u| PassThrough::of(u).map(|p| pass_throughs.get_or_insert(&u.name, p)));
             let targets = state.backends.iter().map(|b| MyTarget {
                 addr: b.addr,
-                user: user.clone(),
-                password: password.clone(),
+                user: login.user.to_owned(),
+                password: login.password.map(str::to_owned),
                 pass_through: pass_through.clone(),
                 ..base.clone()
             });

@@ -29,7 +29,7 @@ mod sets;
 pub use limits::{coarse_ms, tick, PoolLimits, Stamps};
 use parking::Spot;
 pub use parking::{Parking, Parkings};
-pub use sets::{PerUser, PoolSets};
+pub use sets::{Login, PerUser, PoolSets};
 
 /// What a pool needs of one protocol's server connections: where they go and how to open one.
 /// Implemented by each protocol (PostgreSQL: `pg::backend::BackendTarget`); the pool itself

@@ -64,19 +64,35 @@ impl<P> PoolSets<P> {
     }
 
     /// Add the sets of cluster `c`: one every client shares, or one per user of `cfg` where
-    /// the servers see each client's own. `make(user)` builds a set that logs in as the
-    /// cluster's user (`user` None) or as config user `user` (see `User::server_login`).
+    /// the servers see each client's own. `make(login, prev)` builds the set for `login`,
+    /// given the set it replaces in `old` (whose unchanged pools it keeps).
     pub fn add_cluster(
         &mut self,
         cfg: &Config,
         c: &Cluster,
-        mut make: impl FnMut(Option<&User>) -> Arc<P>,
+        old: Option<&PoolSets<P>>,
+        mut make: impl FnMut(Login<'_>, Option<&Arc<P>>) -> Arc<P>,
     ) {
+        let prev = |client: &str| old.and_then(|o| o.get(&c.database, client));
         match c.server_login {
-            ServerLogin::Cluster => self.insert_shared(c.database.clone(), make(None)),
+            ServerLogin::Cluster => {
+                let login = Login {
+                    user: &c.user,
+                    password: c.password.as_deref(),
+                    client: None,
+                };
+                self.insert_shared(c.database.clone(), make(login, prev("")));
+            }
             ServerLogin::Client => {
                 for u in &cfg.users {
-                    self.insert_user(&c.database, u.name.clone(), make(Some(u)));
+                    let (user, password) = u.server_login();
+                    let login = Login {
+                        user,
+                        password,
+                        client: Some(u),
+                    };
+                    let set = make(login, prev(&u.name));
+                    self.insert_user(&c.database, u.name.clone(), set);
                 }
             }
         }
@@ -95,6 +111,15 @@ impl<P> PoolSets<P> {
     pub fn all(&self) -> impl Iterator<Item = &Arc<P>> {
         self.by_database.keys().flat_map(|db| self.of_database(db))
     }
+}
+
+/// As whom a pool set logs in to its cluster's servers.
+pub struct Login<'a> {
+    pub user: &'a str,
+    pub password: Option<&'a str>,
+    /// The config user whose clients the set serves (`None`: every client, as the cluster's
+    /// user).
+    pub client: Option<&'a User>,
 }
 
 /// One shared value per user name, kept while it stays equal to what the config makes of the
