@@ -1915,6 +1915,34 @@ server_password = "wrong"
             .unwrap();
         assert_eq!(user, "ou_dave@%");
 
+        // COM_CHANGE_USER moves the client to the other user's pools, and back: its
+        // statements then run as that user (mysql_async re-prepares as drivers do).
+        for (user, pw) in [
+            ("ou_bob", "bob-pw"),
+            ("ou_dave", "dave-pw"),
+            ("ou_bob", "bob-pw"),
+        ] {
+            let opts = mysql_async::ChangeUserOpts::new()
+                .with_user(Some(user.into()))
+                .with_pass(Some(pw.into()))
+                .with_db_name(Some(db.into()));
+            dave.change_user(opts).await.unwrap();
+            let who: String = dave
+                .query_first("SELECT CURRENT_USER()")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(who, format!("{user}@%"));
+            dave.query_drop("START TRANSACTION").await.unwrap();
+            let who: String = dave
+                .exec_first("SELECT CURRENT_USER()", ())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(who, format!("{user}@%"), "in a transaction, prepared");
+            dave.query_drop("COMMIT").await.unwrap();
+        }
+
         // KILL QUERY: not across users; between two clients of alice, yes.
         let mut victim = alice().await.unwrap();
         let id: u32 = victim
