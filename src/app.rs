@@ -249,10 +249,51 @@ impl TopologySource for Shared {
                 split_brains: state
                     .split_brains
                     .load(std::sync::atomic::Ordering::Relaxed),
+                users: user_pools(&workers_all, &c.database, state),
             });
         }
         out
     }
+}
+
+/// The connections each user's own pools of `database`'s cluster hold, over every worker and
+/// server (users with none left out), by name.
+fn user_pools(
+    workers: &[Arc<Worker>],
+    database: &str,
+    state: &Arc<crate::cluster::ClusterState>,
+) -> Vec<crate::metrics::UserPools> {
+    let mut by_user: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    let pg: Vec<_> = workers.iter().map(|w| w.pg.clusters.load_full()).collect();
+    let my: Vec<_> = workers.iter().map(|w| w.my.clusters.load_full()).collect();
+    let mut add = |user, (open, idle): (usize, usize)| {
+        let e = by_user.entry(user).or_default();
+        e.0 += open as u64;
+        e.1 += idle as u64;
+    };
+    for sets in &pg {
+        for (user, p) in sets.users_of(database) {
+            if Arc::ptr_eq(&p.state, state) {
+                p.pools.iter().for_each(|pool| add(user, pool.status()));
+            }
+        }
+    }
+    for sets in &my {
+        for (user, p) in sets.users_of(database) {
+            if Arc::ptr_eq(&p.state, state) {
+                p.pools.iter().for_each(|pool| add(user, pool.status()));
+            }
+        }
+    }
+    by_user
+        .into_iter()
+        .filter(|(_, (open, _))| *open > 0)
+        .map(|(user, (open, idle))| crate::metrics::UserPools {
+            user: user.to_owned(),
+            open,
+            idle,
+        })
+        .collect()
 }
 
 /// What one worker thread owns.

@@ -944,16 +944,20 @@ async fn servers_see_each_clients_own_user() {
     // The capacity the saturation gauge divides by counts the pools of users with a
     // connection open (two users, three servers, two each at most), not the pools of all
     // seven users in the config, most never used.
-    let capacity = {
+    let (capacity, pooled) = {
         use switchyard::metrics::TopologySource;
         let snapshot = p.shared().snapshot();
-        snapshot
-            .iter()
-            .find(|s| s.name == db)
-            .unwrap()
-            .pool_capacity()
+        let s = snapshot.iter().find(|s| s.name == db).unwrap().clone();
+        (s.pool_capacity(), s.users)
     };
     assert!((1..=12).contains(&capacity), "capacity {capacity}");
+    // /status lists the users whose pools hold connections.
+    let names: Vec<&str> = pooled.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(names, ["ou_alice", "ou_bob"], "{pooled:?}");
+    assert!(
+        pooled.iter().all(|u| u.open >= 1 && u.open <= 6),
+        "{pooled:?}"
+    );
 
     // carol's server password is wrong: the server's own error, and nobody else is hurt.
     let before = p.backend_transitions(db);

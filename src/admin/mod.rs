@@ -297,6 +297,9 @@ struct ClusterStatus<'a> {
     pool_active: u64,
     saturation: f64,
     backends: Vec<BackendStatus<'a>>,
+    /// With `server_login = "client"`: each user's connections.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    users: &'a [crate::metrics::UserPools],
 }
 
 #[derive(Serialize)]
@@ -331,6 +334,7 @@ async fn status(State(state): State<Shared>) -> Response {
                         pool_active: b.pool_active(),
                     })
                     .collect(),
+                users: &c.users,
             }
         })
         .collect();

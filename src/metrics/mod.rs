@@ -545,6 +545,7 @@ mod tests {
                 },
             ],
             split_brains: 2,
+            users: Vec::new(),
         }])
     }
 

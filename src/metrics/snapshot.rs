@@ -17,6 +17,18 @@ pub struct ClusterSnapshot {
     pub backends: Vec<BackendSnapshot>,
     /// Times more than one backend was seen accepting writes at once (split brain).
     pub split_brains: u64,
+    /// With `server_login = "client"`: the users whose own pools have connections open now
+    /// (summed over servers and workers), by name.
+    pub users: Vec<UserPools>,
+}
+
+/// One user's server connections in a cluster whose servers see each client's own user.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct UserPools {
+    pub user: String,
+    /// Connections open (in use + idle).
+    pub open: u64,
+    pub idle: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -107,6 +107,14 @@ impl<P> PoolSets<P> {
         }
     }
 
+    /// The sets of `database`'s cluster by client user, where it has one per user.
+    pub fn users_of<'a>(&'a self, database: &str) -> Vec<(&'a str, &'a Arc<P>)> {
+        match self.by_database.get(database) {
+            Some(Logins::PerUser(users)) => users.iter().map(|(u, p)| (u.as_str(), p)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Every set of every cluster.
     pub fn all(&self) -> impl Iterator<Item = &Arc<P>> {
         self.by_database.keys().flat_map(|db| self.of_database(db))
