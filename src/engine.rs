@@ -43,6 +43,8 @@ pub struct Engine {
     pub listening: AtomicBool,
     /// Set on SIGTERM/SIGINT: readiness is false from then on.
     pub draining: AtomicBool,
+    /// The limits on connections per server (`[[cluster]] max_server_connections`).
+    pub server_caps: crate::pool::ServerCaps,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             listening: Default::default(),
             draining: Default::default(),
+            server_caps: Default::default(),
         }
     }
 

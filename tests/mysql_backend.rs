@@ -462,7 +462,7 @@ async fn reset_connection_clears_session_state() {
 async fn pool_checkout_release_and_stale_connections() {
     let c = shared();
     let t = proxy_target(c, 0, Some("sy"));
-    let pool = MyPool::new(t.clone(), PoolLimits::new(2, Duration::from_secs(5)));
+    let pool = MyPool::new(t.clone(), PoolLimits::new(2, Duration::from_secs(5)), None);
     let mut a = pool.checkout().await.unwrap();
     let id = a.connection_id;
     assert_eq!(value(&mut a, "SELECT 1").await.as_deref(), Some("1"));
@@ -494,7 +494,11 @@ async fn pool_checkout_release_and_stale_connections() {
     // Two at once, then the limit.
     let c2 = pool.checkout().await.unwrap();
     let t0 = Instant::now();
-    let small = MyPool::new(t.clone(), PoolLimits::new(1, Duration::from_millis(200)));
+    let small = MyPool::new(
+        t.clone(),
+        PoolLimits::new(1, Duration::from_millis(200)),
+        None,
+    );
     let held = small.checkout().await.unwrap();
     assert!(matches!(
         small.checkout().await,
@@ -506,6 +510,7 @@ async fn pool_checkout_release_and_stale_connections() {
     let bad = MyPool::new(
         target(c, 0, "switchyard", "wrong", None),
         PoolLimits::new(1, Duration::from_secs(5)),
+        None,
     );
     match bad.checkout().await {
         Err(MyCheckoutError::Connect(MyConnectError::Refused { code, .. })) => {

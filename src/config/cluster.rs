@@ -51,6 +51,13 @@ pub struct Cluster {
     /// Overrides `pool.size` for this cluster's backends.
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// Most connections the proxy opens to each of this cluster's servers for clients, over
+    /// all users' pools and all workers (PgBouncer's `max_db_connections`). At the limit a
+    /// pool that needs one more closes an idle connection of another pool of that server,
+    /// or its clients wait (within `checkout_timeout`) for one to close. Health checks and
+    /// KILL connections are not counted. Default 0: no limit.
+    #[serde(default)]
+    pub max_server_connections: usize,
     /// Send reads to replicas (true) or everything to the primary (false). Default true.
     /// Without replicas nothing is classified and everything goes to the primary.
     #[serde(default = "default_true")]

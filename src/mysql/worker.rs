@@ -277,6 +277,12 @@ pub fn build_pools(
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
         let state = &states[&c.database];
         let base = backend_target(cfg, c);
+        // The limit in force for the pools a reload keeps as well.
+        for b in &state.backends {
+            shared
+                .server_caps
+                .of(&c.name, b.addr, c.max_server_connections);
+        }
         out.add_cluster(cfg, c, old, |login, prev| {
             let pass_through = login
                 .client
@@ -292,6 +298,11 @@ pub fn build_pools(
                 targets,
                 prev.map(|p| p.pools.as_slice()),
                 crate::pool::PoolLimits::of(&cfg.pool, size),
+                |addr| {
+                    shared
+                        .server_caps
+                        .of(&c.name, addr, c.max_server_connections)
+                },
             );
             Arc::new(MyClusterPools {
                 metrics: shared.metrics.cluster_handles(&state.name),

@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod cap;
 mod limits;
 mod parking;
 mod sets;
+pub use cap::{ServerCap, ServerCaps};
 pub use limits::{coarse_ms, tick, PoolLimits, Stamps};
 use parking::Spot;
 pub use parking::{Parking, Parkings};
@@ -77,6 +79,8 @@ pub trait Reusable: Send + 'static {
 pub struct Manager<C: Connector> {
     pub target: C,
     limits: PoolLimits,
+    /// The limit on connections to the server over all its pools, if the cluster has one.
+    cap: Option<Arc<ServerCap>>,
     signal: Arc<Signal<C::Error>>,
     /// Clients waiting for a connection, first come first: a connection given back goes
     /// straight to the first of them still waiting (see [`release`]), so a client that asks
@@ -94,6 +98,8 @@ struct Signal<E> {
     waiting: AtomicUsize,
     /// Background connects running now.
     connecting: AtomicUsize,
+    /// Those of them inside deadpool's `timeout_get` (counted among its users).
+    in_get: AtomicUsize,
     /// Failed background connects so far, and the last one's error.
     failures: AtomicU64,
     last_failure: Mutex<Option<E>>,
@@ -105,6 +111,7 @@ impl<E> Default for Signal<E> {
             changed: Default::default(),
             waiting: Default::default(),
             connecting: Default::default(),
+            in_get: Default::default(),
             failures: Default::default(),
             last_failure: Mutex::new(None),
         }
@@ -197,18 +204,25 @@ pub fn worker_share(total: usize, workers: usize) -> usize {
 }
 
 /// One worker's pools for one cluster, one per target in `targets`, each kept from `prev`
-/// when a reload left its target and limits as they were.
+/// when a reload left its target and limits as they were. `cap_of(addr)` is the limit on
+/// connections to that server over all its pools (see [`ServerCap`]).
 pub fn cluster_pools<C: Connector>(
     targets: impl Iterator<Item = C>,
     prev: Option<&[Arc<BackendPool<C>>]>,
     limits: PoolLimits,
+    cap_of: impl Fn(BackendAddr) -> Arc<ServerCap>,
 ) -> Vec<Arc<BackendPool<C>>> {
     targets
         .map(|target| {
             let reuse = prev.into_iter().flatten().find(|p| p.same(&target, limits));
             match reuse {
                 Some(p) => p.clone(),
-                None => Arc::new(BackendPool::new(target, limits)),
+                None => {
+                    let cap = cap_of(target.addr());
+                    let pool = Arc::new(BackendPool::new(target, limits, Some(cap.clone())));
+                    cap.join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
+                    pool
+                }
             }
         })
         .collect()
@@ -229,7 +243,7 @@ pub fn close_unused<'a, C: Connector + 'a>(
 }
 
 impl<C: Connector> BackendPool<C> {
-    pub fn new(target: C, limits: PoolLimits) -> BackendPool<C> {
+    pub fn new(target: C, limits: PoolLimits, cap: Option<Arc<ServerCap>>) -> BackendPool<C> {
         let PoolLimits {
             size,
             checkout_timeout,
@@ -240,6 +254,7 @@ impl<C: Connector> BackendPool<C> {
         let pool = managed::Pool::builder(Manager {
             target,
             limits,
+            cap,
             signal,
             queue: Default::default(),
         })
@@ -274,16 +289,26 @@ impl<C: Connector> BackendPool<C> {
         self.pool.close();
         self.unpark_all();
         self.signal().changed.notify_waiters();
+        self.freed();
+    }
+
+    /// Connections of this pool closed: other pools of the server may have room now.
+    pub(super) fn freed(&self) {
+        if let Some(cap) = &self.pool.manager().cap {
+            cap.freed();
+        }
     }
 
     /// Connections in the pool now. deadpool's `available - waiting` is its size minus its
     /// users, and users are the connections checked out plus the callers inside
     /// `timeout_get`: the background connects while they run (this worker's pool has no
-    /// other callers there when this is asked).
+    /// other callers there when this is asked). A connect reserved but not yet started is
+    /// not among them (counting it made a checkout open a connection of its own, past the
+    /// server's connection limit).
     fn idle(&self) -> usize {
         let s = self.pool.status();
-        let connecting = self.signal().connecting.load(Relaxed);
-        (s.available + connecting).saturating_sub(s.waiting)
+        let in_get = self.signal().in_get.load(Relaxed);
+        (s.available + in_get).saturating_sub(s.waiting)
     }
 
     /// Nobody waits and the pool may open another connection (its size and the connects
@@ -410,9 +435,9 @@ impl<C: Connector> BackendPool<C> {
                 // connection to come back (or the pool to empty), not in a connect loop.
                 connect_failed = true;
             }
-            if !connect_failed {
-                self.grow();
-            }
+            // Refused by the server's connection limit: woken when a connection of the server
+            // is given back or closes, and in any case it looks again every 100 ms.
+            let capped = !connect_failed && !self.grow();
             tokio::select! {
                 biased;
                 handed = &mut place.0 => match handed {
@@ -421,6 +446,7 @@ impl<C: Connector> BackendPool<C> {
                     Err(_) => return Err(CheckoutError::Closed(self.addr())),
                 },
                 _ = &mut notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if capped => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     // One handed over just now is taken, not lost.
                     place.0.close();
@@ -452,32 +478,52 @@ impl<C: Connector> BackendPool<C> {
 
     /// Open one more connection in the background if the pool has room and fewer connects
     /// run than clients wait. It joins the pool when ready (waking a waiting client); a
-    /// failure wakes every waiting client with the error.
-    fn grow(&self) {
+    /// failure wakes every waiting client with the error. False when the server's connection
+    /// limit left no room (see [`ServerCap`]).
+    fn grow(&self) -> bool {
         let signal = self.signal();
         let status = self.pool.status();
         let connecting = signal.connecting.load(Relaxed);
         if status.size + connecting >= status.max_size || connecting >= signal.waiting.load(Relaxed)
         {
-            return;
+            return true;
         }
-        signal.connecting.fetch_add(1, Relaxed);
+        let reserve = || {
+            signal.connecting.fetch_add(1, Relaxed);
+        };
+        match &self.pool.manager().cap {
+            // At the server's limit with nothing idle to close: the clients wait for a
+            // connection of the server to close (`ServerCap::freed` wakes them).
+            Some(cap) if !cap.admit(self, reserve) => return false,
+            Some(_) => {}
+            None => reserve(),
+        }
         let pool = self.pool.clone();
         let timeouts = self.timeouts(Duration::ZERO);
         tokio::spawn(async move {
-            let got = pool.timeout_get(&timeouts).await;
             let signal = pool.manager().signal.clone();
+            // In the same poll as timeout_get counts this caller among its users.
+            signal.in_get.fetch_add(1, Relaxed);
+            let got = pool.timeout_get(&timeouts).await;
+            signal.in_get.fetch_sub(1, Relaxed);
             signal.connecting.fetch_sub(1, Relaxed);
             match got {
                 // Into the pool, waking a waiting client.
                 Ok(conn) => release(conn),
-                Err(e) => match connect_error(e, &pool.manager().target) {
-                    Ok(e) => signal.failed(e),
-                    // Every permit taken meanwhile, or the pool closed: nothing to open.
-                    Err(_) => signal.changed.notify_waiters(),
-                },
+                Err(e) => {
+                    match connect_error(e, &pool.manager().target) {
+                        Ok(e) => signal.failed(e),
+                        // Every permit taken meanwhile, or the pool closed: nothing to open.
+                        Err(_) => signal.changed.notify_waiters(),
+                    }
+                    // The place it held at the server's limit is free again.
+                    if let Some(cap) = &pool.manager().cap {
+                        cap.freed();
+                    }
+                }
             }
         });
+        true
     }
 
     fn timeouts(&self, wait: Duration) -> Timeouts {
@@ -507,6 +553,37 @@ impl<C: Connector> BackendPool<C> {
     }
 }
 
+impl<C: Connector> cap::Member for BackendPool<C> {
+    fn held(&self) -> usize {
+        self.pool.status().size + self.signal().connecting.load(Relaxed)
+    }
+
+    fn close_idle(&self) -> bool {
+        let mut taken = false;
+        let removed = self
+            .pool
+            .retain(|_, _| std::mem::replace(&mut taken, true))
+            .removed;
+        if let Some(mut conn) = removed.into_iter().next() {
+            conn.say_goodbye();
+            return true;
+        }
+        match self.take_parked() {
+            Some(conn) => {
+                Object::take(conn).say_goodbye();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn wake(&self) {
+        if self.signal().waiting.load(Relaxed) > 0 {
+            self.signal().changed.notify_waiters();
+        }
+    }
+}
+
 /// A failed connect in `e` (the server's error, or the connect timeout), or `e` itself when
 /// it is about the pool (no permit within the wait, closed).
 fn connect_error<C: Connector>(
@@ -530,16 +607,23 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
         .map(|p| p.manager().limits)
         .filter(|l| !l.off());
     let now = limits.map(|_| coarse_ms());
+    let freed = || {
+        if let Some(cap) = pool.as_ref().and_then(|p| p.manager().cap.as_ref()) {
+            cap.freed();
+        }
+    };
     if !conn.reusable() {
         let mut conn = Object::take(conn);
         if conn.at_rest() {
             conn.say_goodbye();
         }
+        freed();
     } else if limits
         .zip(now)
         .is_some_and(|(l, now)| l.too_old(conn.stamps(), now))
     {
         Object::take(conn).say_goodbye();
+        freed();
     } else if let Some(pool) = pool.as_ref().filter(|p| !p.is_closed()) {
         // Straight to the client that has waited longest, if one waits.
         let mut conn = conn;
@@ -562,6 +646,10 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
     }
     if let Some(pool) = pool {
         pool.manager().signal.returned(&pool);
+        // Idle now (or closed): another pool of the server refused room may close it.
+        if let Some(cap) = &pool.manager().cap {
+            cap.nudge();
+        }
     }
 }
 
@@ -643,7 +731,7 @@ mod tests {
             idle_timeout: Duration::from_millis(100),
             ..limits(3, Duration::from_millis(200))
         };
-        let pool = Arc::new(BackendPool::new(Fake, idle));
+        let pool = Arc::new(BackendPool::new(Fake, idle, None));
         tick();
         let (a, b, c) = (
             pool.checkout().await.unwrap(),
@@ -673,7 +761,7 @@ mod tests {
             lifetime: Duration::from_millis(50),
             ..limits(2, Duration::from_millis(200))
         };
-        let pool = Arc::new(BackendPool::new(Fake, old));
+        let pool = Arc::new(BackendPool::new(Fake, old, None));
         tick();
         let conn = pool.checkout().await.unwrap();
         let first = conn.0;
@@ -698,6 +786,7 @@ mod tests {
         let pool = Arc::new(BackendPool::new(
             Fake,
             limits(2, Duration::from_millis(200)),
+            None,
         ));
         let mut a = Parkings::default();
         let conn = pool.checkout().await.unwrap();
@@ -751,10 +840,12 @@ mod tests {
         let primary = Arc::new(BackendPool::new(
             Fake,
             limits(2, Duration::from_millis(200)),
+            None,
         ));
         let replica = Arc::new(BackendPool::new(
             Fake,
             limits(2, Duration::from_millis(200)),
+            None,
         ));
         let metrics = crate::metrics::Metrics::new().cluster_handles("c");
         let mut a = Parkings::default();
@@ -793,7 +884,11 @@ mod tests {
     /// that keeps losing the race waits until checkout_timeout while the rest are served.
     #[tokio::test]
     async fn a_connection_given_back_goes_to_the_client_that_waited_longest() {
-        let pool = Arc::new(BackendPool::new(Fake, limits(1, Duration::from_secs(5))));
+        let pool = Arc::new(BackendPool::new(
+            Fake,
+            limits(1, Duration::from_secs(5)),
+            None,
+        ));
         let held = pool.checkout().await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
@@ -827,7 +922,11 @@ mod tests {
     /// nothing with it.
     #[tokio::test]
     async fn a_closed_pool_hands_no_connection_to_its_waiting_clients() {
-        let pool = Arc::new(BackendPool::new(Fake, limits(1, Duration::from_millis(50))));
+        let pool = Arc::new(BackendPool::new(
+            Fake,
+            limits(1, Duration::from_millis(50)),
+            None,
+        ));
         let held = pool.checkout().await.unwrap();
         // One that gives up: its place in the queue is skipped later.
         let gone = pool.checkout().await;

@@ -152,6 +152,10 @@ impl<C: Connector> BackendPool<C> {
             }
             spots.push(Arc::downgrade(spot));
         }
+        // Parked: another pool of the server refused room may close it.
+        if let Some(cap) = &self.pool.manager().cap {
+            cap.nudge();
+        }
     }
 
     /// A connection parked by a client, taken from its spot (the client checks out
