@@ -1970,3 +1970,84 @@ server_password = "wrong"
         assert!(took < Duration::from_secs(5), "not killed: {took:?} {r:?}");
     });
 }
+
+/// `max_server_connections` on a MariaDB cluster: clients of two users alternating on one
+/// place at the primary each get it in turn (an idle connection of the other user is closed
+/// to make room), and the server never has more than one of theirs.
+#[test]
+fn server_connection_limit_holds_for_mariadb_users() {
+    use mysql_async::prelude::*;
+    let db = "my_cap";
+    setup(db, "CREATE TABLE t (who varchar(80), n int)");
+    let c = cluster();
+    let mut sql = String::new();
+    for u in ["cap_ann", "cap_ben"] {
+        sql += &format!(
+            "DROP USER IF EXISTS '{u}'@'%'; CREATE USER '{u}'@'%' IDENTIFIED BY 'pw'; \
+             GRANT SELECT, INSERT ON {db}.t TO '{u}'@'%';"
+        );
+    }
+    c.query(0, &sql).unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let users = "[[user]]\nname = \"cap_ann\"\npassword = \"pw\"\n\n\
+                 [[user]]\nname = \"cap_ben\"\npassword = \"pw\"\n";
+    let text = config_text(db, "size = 4", "", users)
+        + "server_login = \"client\"\nmax_server_connections = 1\nread_write_split = false\n";
+    let p = started(Server::start(Config::from_toml(&text).unwrap()).unwrap());
+    let theirs = || -> usize {
+        let rows = c
+            .query(
+                0,
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE USER IN ('cap_ann', 'cap_ben')",
+            )
+            .unwrap();
+        rows[0][0].parse().unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let most = rt.block_on(async {
+        let mut ann = mysql_async::Conn::new(user_opts(p.port, db, "cap_ann", "pw"))
+            .await
+            .unwrap();
+        let mut ben = mysql_async::Conn::new(user_opts(p.port, db, "cap_ben", "pw"))
+            .await
+            .unwrap();
+        let mut most = 0;
+        for n in 0..10 {
+            for (conn, who) in [(&mut ann, "cap_ann@%"), (&mut ben, "cap_ben@%")] {
+                conn.query_drop("START TRANSACTION").await.unwrap();
+                conn.exec_drop("INSERT INTO t VALUES (CURRENT_USER(), ?)", (n,))
+                    .await
+                    .unwrap();
+                let got: String = conn
+                    .query_first("SELECT CURRENT_USER()")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got, who);
+                conn.query_drop("COMMIT").await.unwrap();
+                most = most.max(theirs());
+            }
+        }
+        most
+    });
+    assert_eq!(most, 1, "server connections of the two users at once");
+    let rows = c
+        .query_db(
+            0,
+            Some(db),
+            "SELECT who, COUNT(*) FROM t GROUP BY who ORDER BY who",
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            vec!["cap_ann@%".to_string(), "10".into()],
+            vec!["cap_ben@%".into(), "10".into()]
+        ]
+    );
+}
