@@ -245,12 +245,9 @@ pub fn build_pools(
         let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
         let state = &states[&c.database];
         let base = backend_target(cfg, c);
-        // The limit in force for the pools a reload keeps as well.
-        for b in &state.backends {
-            shared
-                .server_caps
-                .of(&c.name, b.addr, c.max_server_connections);
-        }
+        let caps = shared
+            .server_caps
+            .for_cluster(c, state.backends.iter().map(|b| b.addr));
         out.add_cluster(cfg, c, old, |login, prev| {
             let pass_through = login
                 .client
@@ -266,11 +263,7 @@ pub fn build_pools(
                 targets,
                 prev.map(|p| p.pools.as_slice()),
                 crate::pool::PoolLimits::of(&cfg.pool, size),
-                |addr| {
-                    shared
-                        .server_caps
-                        .of(&c.name, addr, c.max_server_connections)
-                },
+                &caps,
             );
             Arc::new(ClusterPools {
                 metrics: shared.metrics.cluster_handles(&state.name),

@@ -104,6 +104,18 @@ impl ServerCap {
 pub struct ServerCaps(Mutex<HashMap<(String, BackendAddr), Arc<ServerCap>>>);
 
 impl ServerCaps {
+    /// The limits of cluster `c`'s servers at `addrs`, set to its `max_server_connections`
+    /// (also for the pools a reload keeps).
+    pub fn for_cluster(
+        &self,
+        c: &crate::config::Cluster,
+        addrs: impl Iterator<Item = BackendAddr>,
+    ) -> Vec<Arc<ServerCap>> {
+        addrs
+            .map(|a| self.of(&c.name, a, c.max_server_connections))
+            .collect()
+    }
+
     /// The limit of server `addr` of cluster `cluster`, set to `max` (0: none).
     pub fn of(&self, cluster: &str, addr: BackendAddr, max: usize) -> Arc<ServerCap> {
         let cap = self

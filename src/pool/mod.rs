@@ -204,21 +204,21 @@ pub fn worker_share(total: usize, workers: usize) -> usize {
 }
 
 /// One worker's pools for one cluster, one per target in `targets`, each kept from `prev`
-/// when a reload left its target and limits as they were. `cap_of(addr)` is the limit on
-/// connections to that server over all its pools (see [`ServerCap`]).
+/// when a reload left its target and limits as they were. `caps` are the limits on
+/// connections to those servers over all their pools (see [`ServerCap`]), in the same order.
 pub fn cluster_pools<C: Connector>(
     targets: impl Iterator<Item = C>,
     prev: Option<&[Arc<BackendPool<C>>]>,
     limits: PoolLimits,
-    cap_of: impl Fn(BackendAddr) -> Arc<ServerCap>,
+    caps: &[Arc<ServerCap>],
 ) -> Vec<Arc<BackendPool<C>>> {
     targets
-        .map(|target| {
+        .zip(caps)
+        .map(|(target, cap)| {
             let reuse = prev.into_iter().flatten().find(|p| p.same(&target, limits));
             match reuse {
                 Some(p) => p.clone(),
                 None => {
-                    let cap = cap_of(target.addr());
                     let pool = Arc::new(BackendPool::new(target, limits, Some(cap.clone())));
                     cap.join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
                     pool
