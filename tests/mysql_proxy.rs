@@ -1943,6 +1943,32 @@ server_password = "wrong"
             dave.query_drop("COMMIT").await.unwrap();
         }
 
+        // SQLAlchemy's pools over PyMySQL, as applications use them (its ROLLBACK on every
+        // return to the pool), for alice and for dave, whose server logins pass his
+        // mysql_native_password proof on, from threads at once.
+        let program = r#"
+import sys, threading, sqlalchemy
+port, db = sys.argv[1], sys.argv[2]
+bad = []
+def work(user, pw):
+    engine = sqlalchemy.create_engine(
+        f"mysql+pymysql://{user}:{pw}@127.0.0.1:{port}/{db}", pool_size=2, max_overflow=0)
+    for i in range(15):
+        with engine.connect() as c:
+            who = c.execute(sqlalchemy.text("SELECT CURRENT_USER()")).scalar()
+            if who != user + "@%": bad.append((user, who))
+        with engine.begin() as c:
+            c.execute(sqlalchemy.text("INSERT INTO ledger VALUES (CURRENT_USER(), :n)"), {"n": i})
+    engine.dispose()
+threads = [threading.Thread(target=work, args=u) for u in
+           [("ou_alice", "alice-to-proxy"), ("ou_dave", "dave-pw")] * 3]
+for t in threads: t.start()
+for t in threads: t.join()
+print("sqlalchemy", "ok" if not bad else bad)
+"#;
+        let (ok, out, err) = python(program, port, db);
+        assert!(ok && out.contains("sqlalchemy ok"), "{out}{err}");
+
         // KILL QUERY: not across users; between two clients of alice, yes.
         let mut victim = alice().await.unwrap();
         let id: u32 = victim

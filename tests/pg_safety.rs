@@ -1005,6 +1005,32 @@ async fn servers_see_each_clients_own_user() {
     );
     assert_eq!(p.backend_transitions(db), before, "{}", p.backends(db));
 
+    // asyncpg's own pools, as applications use them (named prepared statements, its reset
+    // query on every release, transactions), for alice and for dave, whose server logins pass
+    // his SCRAM proof on: every answer names the user it was asked as.
+    let program = format!(
+        "import asyncio, asyncpg
+async def work(pool, user, n):
+    for i in range(n):
+        assert await pool.fetchval('SELECT current_user') == user
+        async with pool.acquire() as c:
+            async with c.transaction():
+                who, v = await c.fetchrow('SELECT current_user::text, $1::int + 1', i)
+                assert (who, v) == (user, i + 1), (who, v)
+async def main():
+    pools = {{u: await asyncpg.create_pool(host='127.0.0.1', port={port}, user=u, password=pw,
+        database='{db}', min_size=2, max_size=4)
+        for u, pw in [('ou_alice', 'alice-to-proxy'), ('ou_dave', 'dave-pw')]}}
+    await asyncio.gather(*[work(pools[u], u, 20) for u in pools for _ in range(6)])
+    for p in pools.values():
+        await p.close()
+    print('asyncpg ok')
+asyncio.run(main())",
+        port = p.port
+    );
+    let (ok, out, err) = run(std::process::Command::new("python3").args(["-c", &program]));
+    assert!(ok && out.contains("asyncpg ok"), "asyncpg: {out}{err}");
+
     // A reload with the right password: carol's new pools log in.
     std::fs::write(&path, own_user_config(db, "carol-to-server", &users)).unwrap();
     switchyard::reload::reload(&p.shared()).unwrap();
