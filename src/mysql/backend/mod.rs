@@ -2,8 +2,11 @@
 //! own statements, reset, and the state the proxy tracks per connection (thread id for KILL,
 //! capabilities, status flags, schema, cleanliness, the front end's bookkeeping).
 //!
-//! The protocol work is done by two I/O-free state machines, [`Login`] (connection phase,
-//! `login.rs`) and [`Response`] (the answer to one command, `response.rs`), fed with whole packets; [`MyConn`] only moves
+//! Where and as whom a connection goes is a [`MyTarget`] (`target.rs`, with KILL and the
+//! pass-through logins); what the proxy's own statements answered, a [`QueryResult`]
+//! (`result.rs`). The protocol work is done by two I/O-free state machines, [`Login`]
+//! (connection phase, `login.rs`) and [`Response`] (the answer to one command,
+//! `response.rs`), fed with whole packets; [`MyConn`] only moves
 //! bytes between them and the socket, under a deadline. Every server byte goes through the
 //! checked parsers of [`super::codec`]: malformed input gives an error, never a panic, and
 //! sizes are bounded before anything is buffered.
@@ -38,9 +41,13 @@
 
 mod login;
 mod response;
+mod result;
+mod target;
 
 pub use login::{Credentials, LoggedIn, Login, LoginError, LoginStep, Opening};
 pub use response::{Fed, Response};
+pub use result::{QueryResult, ResultSet};
+pub use target::{MyCheckoutError, MyPool, MyPooled, MyTarget, PassThrough};
 
 use super::codec::{self, ProtocolError};
 use super::codec::{
@@ -51,7 +58,7 @@ use super::codec::{
 use crate::config::BackendAddr;
 use crate::net::backend::BackendStream;
 use bytes::{Buf, BytesMut};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -163,142 +170,6 @@ pub enum MyQueryError {
 impl From<MyQueryError> for String {
     fn from(e: MyQueryError) -> String {
         e.to_string()
-    }
-}
-
-/// Where and as whom to connect.
-#[derive(Clone, PartialEq)]
-pub struct MyTarget {
-    pub addr: BackendAddr,
-    pub user: String,
-    pub password: Option<String>,
-    /// Default schema of the connection (`CLIENT_CONNECT_WITH_DB`); none when `None`.
-    pub database: Option<String>,
-    /// Bound on the whole login: TCP connect, handshake and authentication.
-    pub connect_timeout: Duration,
-    /// TLS to the server (`[[cluster]] tls`).
-    pub tls: crate::net::backend_tls::ServerTlsConfig,
-    /// Without a `password`: what the client's own login lets the proxy answer the server
-    /// with (see [`PassThrough`]).
-    pub pass_through: Option<Arc<PassThrough>>,
-}
-
-/// How the proxy logs in to servers as a user whose password it does not have, where the
-/// servers see each client's own user (`server_login = "client"`), as ProxySQL does: a
-/// mysql_native_password client response checked against the user's `mysql_native_hash`
-/// reveals `SHA1(password)`, which answers the server's mysql_native_password challenge.
-pub struct PassThrough {
-    user: String,
-    /// `SHA1(SHA1(password))` from the config: only a stage1 of it is taken.
-    stored: [u8; 20],
-    stage1: Mutex<Option<[u8; 20]>>,
-}
-
-impl PartialEq for PassThrough {
-    /// The same user and hash from the config (what was learned since does not count).
-    fn eq(&self, other: &Self) -> bool {
-        (&self.user, &self.stored) == (&other.user, &other.stored)
-    }
-}
-
-impl PassThrough {
-    /// The pass-through for config user `u` in a cluster whose servers see it: `None` when
-    /// it has a password for the servers or no mysql_native_hash.
-    pub fn of(u: &crate::config::User) -> Option<PassThrough> {
-        if u.server_login().1.is_some() {
-            return None;
-        }
-        let stored =
-            crate::mysql::auth::NativePasswordHash::parse(u.mysql_native_hash.as_deref()?).ok()?;
-        Some(PassThrough {
-            user: u.name.clone(),
-            stored: stored.0,
-            stage1: Mutex::new(None),
-        })
-    }
-
-    /// Take `stage1` from a verified login, if it is of this user's hash.
-    pub fn learn(&self, stage1: [u8; 20]) {
-        if crate::mysql::auth::native_hash_of_stage1(&stage1) == self.stored {
-            *self.stage1.lock().unwrap() = Some(stage1);
-        }
-    }
-
-    fn stage1(&self) -> Option<[u8; 20]> {
-        *self.stage1.lock().unwrap()
-    }
-}
-
-impl std::fmt::Debug for MyTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MyTarget")
-            .field("addr", &self.addr)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<set>"))
-            .field("database", &self.database)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
-
-/// One result of a statement: a result set (columns and rows), or the OK of a statement
-/// without one (no columns).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResultSet {
-    /// Column names (empty for a statement that returned no result set).
-    pub columns: Vec<String>,
-    /// Text-protocol rows; `None` is SQL NULL. Values are decoded as UTF-8, lossily.
-    pub rows: Vec<Vec<Option<String>>>,
-    /// From the OK of a statement without a result set.
-    pub affected_rows: u64,
-    pub last_insert_id: u64,
-    /// Status flags of the packet that ended this result.
-    pub status: u16,
-    pub warnings: u16,
-}
-
-impl ResultSet {
-    /// Index of the column named `name` (exact match first, then ASCII case-insensitive).
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == name).or_else(|| {
-            self.columns
-                .iter()
-                .position(|c| c.eq_ignore_ascii_case(name))
-        })
-    }
-
-    /// The value of column `name` in row `row`; `None` for NULL, a missing row or column.
-    pub fn get(&self, row: usize, name: &str) -> Option<&str> {
-        let col = self.column(name)?;
-        self.rows.get(row)?.get(col)?.as_deref()
-    }
-}
-
-/// Everything one command answered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueryResult {
-    /// One entry per statement, in order (a multi-statement query has several).
-    pub sets: Vec<ResultSet>,
-    /// Status flags of the last packet (`SERVER_STATUS_IN_TRANS`, `..._AUTOCOMMIT`, ...).
-    pub status: u16,
-    /// Session variables the server reported changed (`session_track_system_variables`), in
-    /// order.
-    pub variables: Vec<(String, String)>,
-}
-
-impl QueryResult {
-    /// Rows of the first statement that returned a result set (empty if none did).
-    pub fn rows(&self) -> &[Vec<Option<String>>] {
-        self.sets
-            .iter()
-            .find(|s| !s.columns.is_empty())
-            .map_or(&[], |s| &s.rows)
-    }
-
-    /// First column of the first row of [`QueryResult::rows`], if not NULL.
-    pub fn value(&self) -> Option<&str> {
-        self.rows().first()?.first()?.as_deref()
     }
 }
 
@@ -660,52 +531,6 @@ impl MyConn {
     }
 }
 
-impl MyTarget {
-    /// `KILL QUERY id` (or `KILL id` for the whole connection when `query_only` is false)
-    /// over a new connection, within `timeout` in all. It logs in as the target's user, who
-    /// owns the connections it opened and so needs no extra privilege to kill them. A thread
-    /// that is already gone is not an error. The caller marks the target [`MyConn::killed`].
-    pub async fn kill(
-        &self,
-        connection_id: u32,
-        query_only: bool,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let work = async {
-            let mut conn = MyConn::connect(&MyTarget {
-                database: None,
-                connect_timeout: timeout.min(self.connect_timeout),
-                ..self.clone()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            let what = if query_only { "QUERY " } else { "" };
-            let answer = conn
-                .query(&format!("KILL {what}{connection_id}"), timeout)
-                .await;
-            if !conn.broken {
-                crate::pool::Reusable::say_goodbye(&mut conn);
-            }
-            match answer {
-                Ok(_) => Ok(()),
-                Err(MyQueryError::Server {
-                    code: ER_NO_SUCH_THREAD,
-                    ..
-                }) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "KILL on {} took longer than {timeout:?}",
-                    self.addr
-                ))
-            })
-    }
-}
-
 // ---------------------------------------------------------------- reading packets
 
 #[derive(Debug, thiserror::Error)]
@@ -740,31 +565,6 @@ async fn read_packet(
 
 // ---------------------------------------------------------------- pool
 
-impl crate::pool::Connector for MyTarget {
-    type Conn = MyConn;
-    type Error = MyConnectError;
-    type Ext = ();
-
-    async fn connect(&self) -> Result<MyConn, MyConnectError> {
-        MyConn::connect(self).await
-    }
-
-    fn addr(&self) -> BackendAddr {
-        self.addr
-    }
-
-    fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    fn timed_out(&self) -> MyConnectError {
-        MyConnectError::Timeout {
-            addr: self.addr,
-            timeout: self.connect_timeout,
-        }
-    }
-}
-
 impl crate::pool::Reusable for MyConn {
     fn reusable(&self) -> bool {
         self.clean && !self.killed && !self.broken
@@ -795,13 +595,6 @@ impl crate::pool::Reusable for MyConn {
         self.stream.poll_read_ready(&mut cx).is_ready()
     }
 }
-
-/// A pool of connections to one MySQL / MariaDB server.
-pub type MyPool = crate::pool::BackendPool<MyTarget>;
-/// A checked-out MySQL / MariaDB server connection.
-pub type MyPooled = crate::pool::Pooled<MyTarget>;
-/// Why no MySQL / MariaDB server connection could be checked out.
-pub type MyCheckoutError = crate::pool::CheckoutError<MyConnectError>;
 
 #[cfg(test)]
 mod tests {
