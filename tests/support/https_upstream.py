@@ -132,6 +132,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The test sends 24 requests at once; socketserver's default backlog of 5 drops SYNs
+    # under load, and a connect retried after a second outlives the edge's connect timeout.
+    request_queue_size = 128
 
     def handle_error(self, request, client_address):
         # A refused handshake is counted in stats; nothing to print.
