@@ -188,7 +188,7 @@ fn apply(shared: &Shared) -> Result<String, String> {
             let old = w.pg.clusters.load_full();
             let new = crate::pg::worker::build_pools(
                 shared,
-                &w.pg.pg.pass_throughs,
+                &w.pg.pg,
                 &cfg,
                 &states,
                 Some(&old),

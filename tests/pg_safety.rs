@@ -1168,3 +1168,228 @@ async fn server_connection_limit_holds_over_users_and_idle_ones_make_room() {
     // (The server may still count a connection closed to make room for a moment.)
     assert!((1..=3).contains(&most), "{most} seen by the server at once");
 }
+
+/// Users the config does not name log in with the verifier the servers keep
+/// (`auth_query`, PgBouncer's): through a SECURITY DEFINER function run by a user of its own
+/// where the servers see each client's own user (SCRAM keys and md5 hashes passed on), and
+/// straight from pg_shadow where every client runs as the cluster's user. Unknown users,
+/// users without a password and wrong passwords fail as a wrong password does; a changed
+/// password counts from the next login; a reload keeps the users' pools; config users go on
+/// as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_the_servers_know_log_in_through_auth_query() {
+    let db = "t_auth_query";
+    let shared_db = "t_auth_query_shared";
+    create_db(db);
+    let c = cluster();
+    c.psql(
+        0,
+        "DROP ROLE IF EXISTS aq_alice; DROP ROLE IF EXISTS aq_bob; DROP ROLE IF EXISTS aq_nopw; \
+         DROP ROLE IF EXISTS aq_lookup; \
+         CREATE ROLE aq_alice LOGIN PASSWORD 'alice-pw'; CREATE ROLE aq_nopw LOGIN; \
+         CREATE ROLE aq_lookup LOGIN PASSWORD 'lookup-pw'; \
+         SET password_encryption = 'md5'; CREATE ROLE aq_bob LOGIN PASSWORD 'bob-pw'",
+    )
+    .unwrap();
+    c.psql_db(
+        0,
+        db,
+        "CREATE SCHEMA lookup; \
+         CREATE FUNCTION lookup.get_auth(p_user text) RETURNS TABLE (usename name, passwd text) \
+         LANGUAGE sql SECURITY DEFINER AS \
+         $$ SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = p_user $$; \
+         REVOKE ALL ON FUNCTION lookup.get_auth(text) FROM PUBLIC; \
+         GRANT USAGE ON SCHEMA lookup TO aq_lookup; \
+         GRANT EXECUTE ON FUNCTION lookup.get_auth(text) TO aq_lookup; \
+         CREATE TABLE notes (who text, n int); GRANT SELECT, INSERT ON notes TO aq_alice, aq_bob",
+    )
+    .unwrap();
+    for node in 0..=c.replica_ports().len() {
+        c.prepend_hba(
+            node,
+            "host all aq_bob 127.0.0.1/32 md5\n\
+             host all aq_alice,aq_nopw,aq_lookup 127.0.0.1/32 scram-sha-256",
+        )
+        .unwrap();
+    }
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    let config = |lookup_pw: &str| {
+        routing_config(cluster(), db, "server_login = \"client\"")
+            + &format!(
+                r#"auth_query = "SELECT * FROM lookup.get_auth($1)"
+auth_user = "aq_lookup"
+auth_password = "{lookup_pw}"
+
+[[cluster]]
+name = "{shared_db}"
+database = "{shared_db}"
+backend_database = "{db}"
+primary = "127.0.0.1:{primary}"
+user = "postgres"
+auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
+
+[pool]
+size = 2
+"#,
+                primary = c.primary_port()
+            )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config("lookup-pw")).unwrap();
+    let p = start_proxy_file(&path);
+    support::drivers::wait_replicas_ready(&p, db);
+    let via = |user: &str, pw: &str, db: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={pw} dbname={db}",
+            p.port
+        )
+    };
+    let refused = |user: &str, pw: &str, db: &str| {
+        let url = via(user, pw, db);
+        async move {
+            tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{url} logged in"))
+        }
+    };
+
+    // Looked up, and seen by the servers as themselves: alice by SCRAM on the replicas and
+    // the primary, bob by md5.
+    for (user, pw) in [("aq_alice", "alice-pw"), ("aq_bob", "bob-pw")] {
+        let client = connect(&via(user, pw, db)).await;
+        let (who, port) = one_row(&client, "SELECT current_user, inet_server_port()").await;
+        assert_eq!(who, user);
+        assert_ne!(
+            port,
+            c.primary_port().to_string(),
+            "the read went to a replica"
+        );
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .batch_execute("INSERT INTO notes VALUES (current_user, 1)")
+            .await
+            .unwrap();
+        let (who, port) = one_row(&client, "SELECT session_user, inet_server_port()").await;
+        assert_eq!((who.as_str(), port), (user, c.primary_port().to_string()));
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+    // Where every client runs as the cluster's user, only the login is the user's own.
+    let shared = connect(&via("aq_alice", "alice-pw", shared_db)).await;
+    assert_eq!(
+        one_row(&shared, "SELECT current_user, 0").await.0,
+        "postgres"
+    );
+
+    // Refusals read as a wrong password's, whatever the reason.
+    for (user, pw, why) in [
+        ("aq_alice", "not-alices", "a wrong password"),
+        ("aq_bob", "not-bobs", "a wrong md5 password"),
+        ("aq_nobody", "x", "an unknown user"),
+        ("aq_nopw", "x", "a user without a password"),
+    ] {
+        let err = refused(user, pw, db).await;
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+            "{why}: {err}"
+        );
+    }
+    // A user of a database whose cluster does not look users up is unknown there.
+    let other = "t_auth_query_none";
+    let err = refused("aq_alice", "alice-pw", other).await;
+    assert!(err.code().is_some(), "{err}");
+
+    // asyncpg pools of a looked-up user (named statements, its reset on release).
+    let program = format!(
+        "import asyncio, asyncpg
+async def work(pool, n):
+    for i in range(n):
+        assert await pool.fetchval('SELECT current_user') == 'aq_alice'
+        async with pool.acquire() as c:
+            async with c.transaction():
+                v = await c.fetchval('SELECT $1::int + 1', i)
+                assert v == i + 1, v
+async def main():
+    pool = await asyncpg.create_pool(host='127.0.0.1', port={port}, user='aq_alice',
+        password='alice-pw', database='{db}', min_size=4, max_size=8)
+    await asyncio.gather(*[work(pool, 20) for _ in range(8)])
+    await pool.close()
+    print('asyncpg ok')
+asyncio.run(main())",
+        port = p.port
+    );
+    let (ok, out, err) = run(std::process::Command::new("python3").args(["-c", &program]));
+    assert!(ok && out.contains("asyncpg ok"), "asyncpg: {out}{err}");
+
+    // A changed password: the old one no longer logs in, the new one does (the entry is
+    // asked again after the failure), and the servers take the new proof.
+    c.psql(0, "ALTER ROLE aq_alice PASSWORD 'alice-new'")
+        .unwrap();
+    c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+    tokio::time::sleep(switchyard::pg::auth_query::FRESH).await;
+    let err = refused("aq_alice", "alice-pw", db).await;
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+        "{err}"
+    );
+    let alice = connect(&via("aq_alice", "alice-new", db)).await;
+    for sql in [
+        "SELECT current_user, 0",
+        "SELECT current_user, 1 FROM notes LIMIT 1",
+    ] {
+        assert_eq!(one_row(&alice, sql).await.0, "aq_alice");
+    }
+
+    // A reload keeps looked-up users' pools; one with the lookup user's password wrong
+    // leaves users already seen logging in and tells others why not.
+    switchyard::reload::reload(&p.shared()).unwrap();
+    assert_eq!(
+        one_row(&alice, "SELECT current_user, 0").await.0,
+        "aq_alice"
+    );
+    std::fs::write(&path, config("wrong")).unwrap();
+    switchyard::reload::reload(&p.shared()).unwrap();
+    tokio::time::sleep(switchyard::pg::auth_query::FRESH).await;
+    let again = connect(&via("aq_bob", "bob-pw", db)).await;
+    assert_eq!(one_row(&again, "SELECT current_user, 0").await.0, "aq_bob");
+    c.psql(
+        0,
+        "DROP ROLE IF EXISTS aq_carol; CREATE ROLE aq_carol LOGIN PASSWORD 'carol-pw'",
+    )
+    .unwrap();
+    let err = refused("aq_carol", "carol-pw", db).await;
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CONNECTION_FAILURE),
+        "{err}"
+    );
+    let msg = err.as_db_error().map(|e| e.message().to_owned());
+    assert!(
+        msg.as_deref().is_some_and(|m| m.contains("auth_query")),
+        "{msg:?}"
+    );
+    // Mended: carol, created after the proxy started, logs in.
+    std::fs::write(&path, config("lookup-pw")).unwrap();
+    switchyard::reload::reload(&p.shared()).unwrap();
+    let carol = connect(&via("aq_carol", "carol-pw", db)).await;
+    assert_eq!(
+        one_row(&carol, "SELECT current_user, 0").await.0,
+        "aq_carol"
+    );
+    // Config users log in as before.
+    let app = connect(&via("app", "secret", shared_db)).await;
+    assert_eq!(one_row(&app, "SELECT current_user, 0").await.0, "postgres");
+    let rows = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        c.primary_port()
+    ))
+    .await
+    .query("SELECT who FROM notes ORDER BY who", &[])
+    .await
+    .unwrap();
+    let who: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(who, ["aq_alice", "aq_bob"]);
+}

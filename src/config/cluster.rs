@@ -48,6 +48,20 @@ pub struct Cluster {
     /// `user` then runs only the health checks).
     #[serde(default)]
     pub server_login: ServerLogin,
+    /// Clients whose user is not in the config log in with the password verifier this query
+    /// returns from the servers (PgBouncer's `auth_query`): it runs on the primary, as
+    /// `auth_user`, with `$1` the client's user name, and its last column is the verifier
+    /// (`SCRAM-SHA-256$...` or an md5 hash, as `pg_authid` stores them); no row, or NULL,
+    /// fails the login as a wrong password does. PostgreSQL clusters only. Default: none
+    /// (only config users log in). Typical: "SELECT usename, passwd FROM pg_shadow WHERE
+    /// usename = $1", or a SECURITY DEFINER function over it for a less privileged user.
+    #[serde(default)]
+    pub auth_query: Option<String>,
+    /// The user `auth_query` runs as, and its password. Default: `user` and `password`.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    #[serde(default)]
+    pub auth_password: Option<String>,
     /// Overrides `pool.size` for this cluster's backends.
     #[serde(default)]
     pub pool_size: Option<usize>,
@@ -275,6 +289,27 @@ impl Cluster {
             if let Some(why) = why {
                 return Err(ConfigError::invalid(key("channel_binding"), why));
             }
+        }
+        match &self.auth_query {
+            Some(_) if self.protocol != Protocol::Postgres => {
+                return Err(ConfigError::invalid(
+                    key("auth_query"),
+                    "looking users up in the servers is built for PostgreSQL clusters only",
+                ))
+            }
+            Some(q) if !q.contains("$1") => {
+                return Err(ConfigError::invalid(
+                    key("auth_query"),
+                    "must take the user name as $1",
+                ))
+            }
+            None if self.auth_user.is_some() || self.auth_password.is_some() => {
+                return Err(ConfigError::invalid(
+                    key("auth_user"),
+                    "auth_user and auth_password are for auth_query, which is not set",
+                ))
+            }
+            _ => {}
         }
         self.tls.check_keys(
             self.tls_ca_file.is_some(),

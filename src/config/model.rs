@@ -774,6 +774,24 @@ mod tests {
     }
 
     #[test]
+    fn auth_query_takes_the_user_as_1_on_postgresql_clusters_only() {
+        let with = |lines: &str| {
+            Config::from_toml(&GOOD.replace(
+                "user = \"postgres\"",
+                &format!("user = \"postgres\"\n{lines}"),
+            ))
+        };
+        let ok = with("auth_query = \"SELECT usename, passwd FROM pg_shadow WHERE usename = $1\"\nauth_user = \"lookup\"").unwrap();
+        assert_eq!(ok.clusters[0].auth_user.as_deref(), Some("lookup"));
+        let e = with("auth_query = \"SELECT passwd FROM pg_shadow\"").unwrap_err();
+        assert!(e.to_string().starts_with("cluster[0].auth_query"), "{e}");
+        let e = with("auth_user = \"lookup\"").unwrap_err();
+        assert!(e.to_string().starts_with("cluster[0].auth_user"), "{e}");
+        let e = with("protocol = \"mysql\"\nauth_query = \"SELECT $1\"").unwrap_err();
+        assert!(e.to_string().starts_with("cluster[0].auth_query"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_rejected_with_its_name() {
         let e = Config::from_toml(&format!("{GOOD}\n[pool]\nsizee = 3\n")).unwrap_err();
         assert!(e.to_string().contains("sizee"), "{e}");

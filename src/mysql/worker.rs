@@ -280,7 +280,7 @@ pub fn build_pools(
         let caps = shared
             .server_caps
             .for_cluster(c, state.backends.iter().map(|b| b.addr));
-        out.add_cluster(cfg, c, old, |login, prev| {
+        out.add_cluster(cfg, c, old, &[], |login, prev| {
             let pass_through = login
                 .client
                 .and_then(|u| PassThrough::of(u).map(|p| pass_throughs.get_or_insert(&u.name, p)));

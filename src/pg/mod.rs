@@ -1,5 +1,6 @@
 //! PostgreSQL wire protocol: pure codec, authentication, client sessions, backend connections.
 pub mod auth;
+pub mod auth_query;
 pub mod backend;
 pub mod cancel;
 pub mod codec;

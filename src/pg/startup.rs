@@ -308,14 +308,26 @@ async fn login(
         ));
     }
     let cfg = shared.config();
-    let Some(u) = cfg.user(user) else {
-        return Err(refuse(
-            "28000",
-            format!("switchyard: no such user \"{user}\""),
-        ));
+    // A user the config names, else one the servers know (auth_query): a user they do not
+    // know goes through the same exchange against a verifier nothing matches.
+    let looked_up = match cfg.user(user) {
+        Some(_) => None,
+        None => Some(look_up(worker, &cfg, database, user).await?),
+    };
+    let unknown;
+    let (u, verifier) = match (cfg.user(user), &looked_up) {
+        (Some(u), _) => (u, worker.pg.verifiers.load().get(user)),
+        (None, Some((_, Some(found)))) => (&found.user, found.verifier.clone()),
+        (None, _) => {
+            unknown = crate::config::User {
+                auth: Some(AuthMethod::ScramSha256),
+                ..super::auth_query::nobody(user)
+            };
+            let mock = Arc::new(super::auth_query::mock_verifier());
+            (&unknown, Some(mock))
+        }
     };
     let mut out = BytesMut::with_capacity(512);
-    let verifier = worker.pg.verifiers.load().get(user);
     // SCRAM-SHA-256-PLUS is offered over TLS with a certificate that has an end point.
     let end_point = worker.tls_end_point.as_deref().filter(|_| stream.is_tls());
     let cert_name = stream
@@ -325,7 +337,17 @@ async fn login(
         end_point,
         cert_name,
     };
-    if let Some(keys) = authenticate(stream, buf, &mut out, (user, u), verifier, tls).await? {
+    let authenticated = authenticate(stream, buf, &mut out, (user, u), verifier, tls).await;
+    if let Some((cluster, found)) = &looked_up {
+        match &authenticated {
+            // The verifier may have changed since it was looked up: asked again next time.
+            Err(_) => worker.pg.looked_up.stale(cluster, user),
+            // Pools for the user where the servers see each client's own.
+            Ok(_) if found.is_some() => worker.adopt_looked_up(),
+            Ok(_) => {}
+        }
+    }
+    if let Some(keys) = authenticated? {
         // For the pools of clusters whose servers see each user (when it has no password
         // for them): they log in with what this login proved.
         if let Some(p) = worker.pg.pass_throughs.get(user) {
@@ -352,6 +374,34 @@ async fn login(
         wanted,
         out,
     }))
+}
+
+/// Ask the servers of the cluster serving `database` about `user` (`auth_query`): the
+/// cluster's name and what they said (`None`: no such user, or none with a password). Refused
+/// where the cluster does not look users up, or when its servers could not be asked.
+async fn look_up(
+    worker: &Worker,
+    cfg: &crate::config::Config,
+    database: &str,
+    user: &str,
+) -> Result<(String, Option<Arc<super::auth_query::Found>>), Refusal> {
+    let no_such_user = || refuse("28000", format!("switchyard: no such user \"{user}\""));
+    let c = cfg
+        .clusters_of(crate::config::Protocol::Postgres)
+        .find(|c| c.database == database && c.auth_query.is_some())
+        .ok_or_else(no_such_user)?;
+    let states = worker.shared.clusters.load();
+    let state = states.get(&c.database).ok_or_else(no_such_user)?;
+    match worker.pg.looked_up.lookup(cfg, c, state, user).await {
+        Ok(found) => Ok((c.name.clone(), found)),
+        Err(e) => {
+            tracing::warn!(cluster = %c.name, user, error = %e, "auth_query failed");
+            Err(refuse(
+                "08006",
+                format!("switchyard: could not look up user \"{user}\" (auth_query): {e}"),
+            ))
+        }
+    }
 }
 
 /// What the TLS session brings to a login: the channel-binding end point SCRAM-SHA-256-PLUS

@@ -27,6 +27,8 @@ pub struct PgShared {
     pub verifiers: ArcSwap<Verifiers>,
     /// Users' server logins without a password (see [`PassThrough`]).
     pub pass_throughs: PassThroughs,
+    /// Users looked up in the servers (`[[cluster]] auth_query`).
+    pub looked_up: super::auth_query::AuthQuery,
 }
 
 impl PgShared {
@@ -35,6 +37,7 @@ impl PgShared {
             cancel: Arc::new(CancelRegistry::default()),
             verifiers: ArcSwap::from_pointee(Verifiers::build(config, None)),
             pass_throughs: Default::default(),
+            looked_up: Default::default(),
         }
     }
 
@@ -60,6 +63,8 @@ pub struct Worker {
     pub tls_end_point: Option<Arc<[u8]>>,
     /// `[postgres] require_tls`: logins over TCP without TLS are refused.
     pub require_tls: bool,
+    /// The `looked_up` version `clusters` was built with (see [`Worker::adopt_looked_up`]).
+    looked_up_version: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -69,15 +74,8 @@ impl Worker {
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
         let states = shared.clusters.load_full();
-        let clusters = build_pools(
-            &shared,
-            &pg.pass_throughs,
-            &cfg,
-            &states,
-            None,
-            workers,
-            generation,
-        );
+        let looked_up_version = pg.looked_up.version();
+        let clusters = build_pools(&shared, &pg, &cfg, &states, None, workers, generation);
         let pool_mode = cfg
             .postgres
             .as_ref()
@@ -106,7 +104,46 @@ impl Worker {
             tls,
             tls_end_point,
             require_tls,
+            looked_up_version: looked_up_version.into(),
         }
+    }
+
+    /// Bring this worker's pools up to the users looked up so far (a user new to a cluster
+    /// whose servers see each client's own user gets its pools; one whose verifier changed,
+    /// new ones): the pools of every other user are kept as they are.
+    pub fn adopt_looked_up(&self) {
+        let version = self.pg.looked_up.version();
+        if self.looked_up_version.load(Ordering::Acquire) >= version {
+            return;
+        }
+        let shared = &self.shared;
+        let _guard = shared.reload_lock.lock().unwrap();
+        let old = self.clusters.load_full();
+        // Built for the generation the map is of: a reload since is still caught up by
+        // `refresh` (the map never mixes configs of two generations).
+        let generation = old
+            .all()
+            .map(|c| c.generation)
+            .next()
+            .unwrap_or_else(|| shared.generation.load(Ordering::Acquire));
+        let cfg = shared.config();
+        let states = shared.clusters.load_full();
+        if generation != shared.generation.load(Ordering::Acquire) {
+            // A reload is being taken in: `refresh` builds with the new users as well.
+            return;
+        }
+        let new = build_pools(
+            shared,
+            &self.pg,
+            &cfg,
+            &states,
+            Some(&old),
+            shared.worker_count,
+            generation,
+        );
+        self.clusters.store(Arc::new(new));
+        self.looked_up_version.store(version, Ordering::Release);
+        close_unused(&[old], &[self.clusters.load_full()]);
     }
 
     /// Rebuild this worker's pools if a reload happened since they were built.
@@ -120,9 +157,10 @@ impl Worker {
         }
         let cfg = shared.config();
         let states = shared.clusters.load_full();
+        let version = self.pg.looked_up.version();
         let new = build_pools(
             shared,
-            &self.pg.pass_throughs,
+            &self.pg,
             &cfg,
             &states,
             Some(&old),
@@ -130,6 +168,7 @@ impl Worker {
             generation,
         );
         self.clusters.store(Arc::new(new));
+        self.looked_up_version.store(version, Ordering::Release);
         close_unused(&[old], &[self.clusters.load_full()]);
     }
 }
@@ -233,7 +272,7 @@ pub type PassThroughs = crate::pool::PerUser<PassThrough>;
 #[allow(clippy::too_many_arguments)]
 pub fn build_pools(
     shared: &Engine,
-    pass_throughs: &PassThroughs,
+    pg: &PgShared,
     cfg: &Config,
     states: &ClusterMap,
     old: Option<&PoolMap>,
@@ -248,10 +287,11 @@ pub fn build_pools(
         let caps = shared
             .server_caps
             .for_cluster(c, state.backends.iter().map(|b| b.addr));
-        out.add_cluster(cfg, c, old, |login, prev| {
-            let pass_through = login
-                .client
-                .and_then(|u| PassThrough::of(u).map(|p| pass_throughs.get_or_insert(&u.name, p)));
+        let looked_up = pg.looked_up.users_of(&c.name);
+        out.add_cluster(cfg, c, old, &looked_up, |login, prev| {
+            let pass_through = login.client.and_then(|u| {
+                PassThrough::of(u).map(|p| pg.pass_throughs.get_or_insert(&u.name, p))
+            });
             let targets = state.backends.iter().map(|b| BackendTarget {
                 addr: b.addr,
                 user: login.user.to_owned(),
@@ -265,6 +305,16 @@ pub fn build_pools(
                 crate::pool::PoolLimits::of(&cfg.pool, size),
                 &caps,
             );
+            // The same pools for the same generation (a user looked up since): the set as it
+            // was, with what it learned.
+            if let Some(p) = prev.filter(|p| {
+                p.generation == generation
+                    && Arc::ptr_eq(&p.state, state)
+                    && p.pools.len() == pools.len()
+                    && p.pools.iter().zip(&pools).all(|(a, b)| Arc::ptr_eq(a, b))
+            }) {
+                return p.clone();
+            }
             Arc::new(ClusterPools {
                 metrics: shared.metrics.cluster_handles(&state.name),
                 state: state.clone(),

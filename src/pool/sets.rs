@@ -63,14 +63,16 @@ impl<P> PoolSets<P> {
         }
     }
 
-    /// Add the sets of cluster `c`: one every client shares, or one per user of `cfg` where
-    /// the servers see each client's own. `make(login, prev)` builds the set for `login`,
-    /// given the set it replaces in `old` (whose unchanged pools it keeps).
+    /// Add the sets of cluster `c`: one every client shares, or one per user of `cfg` (and
+    /// per user of `looked_up`, users the servers were asked about, that the config does not
+    /// name) where the servers see each client's own. `make(login, prev)` builds the set for
+    /// `login`, given the set it replaces in `old` (whose unchanged pools it keeps).
     pub fn add_cluster(
         &mut self,
         cfg: &Config,
         c: &Cluster,
         old: Option<&PoolSets<P>>,
+        looked_up: &[User],
         mut make: impl FnMut(Login<'_>, Option<&Arc<P>>) -> Arc<P>,
     ) {
         let prev = |client: &str| old.and_then(|o| o.get(&c.database, client));
@@ -84,7 +86,8 @@ impl<P> PoolSets<P> {
                 self.insert_shared(c.database.clone(), make(login, prev("")));
             }
             ServerLogin::Client => {
-                for u in &cfg.users {
+                let unnamed = looked_up.iter().filter(|u| cfg.user(&u.name).is_none());
+                for u in cfg.users.iter().chain(unnamed) {
                     let (user, password) = u.server_login();
                     let login = Login {
                         user,

@@ -1,0 +1,263 @@
+//! Client users that are not in the config, looked up in the servers (`[[cluster]]
+//! auth_query`, as PgBouncer's): the query runs on the cluster's primary and returns the
+//! user's verifier as `pg_authid` stores it; the client then logs in against it as against a
+//! config user's, and where the servers see each client's own user its connections log in
+//! with what that login proved (see [`super::backend::PassThrough`]).
+//!
+//! What a lookup found is kept for [`FRESH`], so that a pool of clients connecting at once
+//! costs the primary one query, and after that for the workers' pools (a user once looked up
+//! keeps its pools across reloads, as a config user does). A failed login marks the user's
+//! entry stale, so a changed password is seen by the next attempt; a lookup that cannot reach
+//! the primary uses the entry it has, so users already seen keep logging in while it is down.
+
+use super::auth::ScramVerifier;
+use super::backend::{BackendConn, BackendTarget};
+use crate::cluster::ClusterState;
+use crate::config::{Cluster, Config, User};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a lookup's answer is used without asking the server again.
+pub const FRESH: Duration = Duration::from_secs(2);
+/// Time allowed for the query itself (the connection has `pool.connect_timeout`).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A user the servers know: as a config user with the verifier they store.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub user: User,
+    /// Its SCRAM verifier, parsed (`None` for an md5 hash).
+    pub verifier: Option<Arc<ScramVerifier>>,
+}
+
+struct Entry {
+    found: Arc<Found>,
+    /// When the server last said so (`None`: stale, asked again at the next login).
+    at: Option<Instant>,
+}
+
+/// The users looked up so far, by cluster name and user name; shared by every worker.
+#[derive(Default)]
+pub struct AuthQuery {
+    entries: Mutex<HashMap<(String, String), Entry>>,
+    /// Moves whenever a user is added or its verifier changes: workers whose pools were
+    /// built before rebuild them (see `Worker::adopt_looked_up`).
+    version: AtomicU64,
+}
+
+impl AuthQuery {
+    /// `user` of cluster `c`: from a fresh entry, else from the servers. `Ok(None)` when
+    /// the servers know no such user, or none with a password; `Err` when they could not be
+    /// asked and no entry is kept.
+    pub async fn lookup(
+        &self,
+        cfg: &Config,
+        c: &Cluster,
+        state: &ClusterState,
+        user: &str,
+    ) -> Result<Option<Arc<Found>>, String> {
+        let key = (c.name.clone(), user.to_owned());
+        let kept = self.entries.lock().unwrap().get(&key).map(|e| {
+            let fresh = e.at.is_some_and(|at| at.elapsed() < FRESH);
+            (e.found.clone(), fresh)
+        });
+        if let Some((found, true)) = &kept {
+            return Ok(Some(found.clone()));
+        }
+        let secret = match ask(cfg, c, state, user).await {
+            Ok(secret) => secret,
+            Err(e) => {
+                return match kept {
+                    Some((found, _)) => {
+                        tracing::warn!(cluster = %c.name, user, error = %e,
+                            "auth_query failed; the user's last verifier is used");
+                        Ok(Some(found))
+                    }
+                    None => Err(e),
+                }
+            }
+        };
+        let mut entries = self.entries.lock().unwrap();
+        let Some(found) = secret.and_then(|s| found(user, &s)) else {
+            entries.remove(&key);
+            return Ok(None);
+        };
+        let changed = entries.get(&key).is_none_or(|e| {
+            (&e.found.user.scram_verifier, &e.found.user.md5_hash)
+                != (&found.user.scram_verifier, &found.user.md5_hash)
+        });
+        let found = match entries.get(&key) {
+            Some(e) if !changed => e.found.clone(),
+            _ => Arc::new(found),
+        };
+        entries.insert(
+            key,
+            Entry {
+                found: found.clone(),
+                at: Some(Instant::now()),
+            },
+        );
+        if changed {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        Ok(Some(found))
+    }
+
+    /// A login of `user` failed: its entry is asked for again next time.
+    pub fn stale(&self, cluster: &str, user: &str) {
+        let key = (cluster.to_owned(), user.to_owned());
+        if let Some(e) = self.entries.lock().unwrap().get_mut(&key) {
+            e.at = None;
+        }
+    }
+
+    /// The users looked up in cluster `cluster`, as config users (for its per-user pools).
+    pub fn users_of(&self, cluster: &str) -> Vec<User> {
+        let entries = self.entries.lock().unwrap();
+        let mut users: Vec<User> = entries
+            .iter()
+            .filter(|((c, _), _)| c == cluster)
+            .map(|(_, e)| e.found.user.clone())
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        users
+    }
+
+    /// See [`AuthQuery::version`].
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+/// Run `c`'s auth_query for `user` on its primary, as its auth user: the last column of the
+/// first row, if there is one and it is not NULL.
+async fn ask(
+    cfg: &Config,
+    c: &Cluster,
+    state: &ClusterState,
+    user: &str,
+) -> Result<Option<String>, String> {
+    let query = c.auth_query.as_deref().ok_or("no auth_query")?;
+    let idx = state.primary().map_err(|e| e.to_string())?;
+    let (auth_user, auth_password) = match &c.auth_user {
+        Some(u) => (u.clone(), c.auth_password.clone()),
+        None => (c.user.clone(), c.password.clone()),
+    };
+    let target = BackendTarget {
+        addr: state.backends[idx].addr,
+        user: auth_user,
+        password: auth_password,
+        application_name: "switchyard auth_query",
+        ..super::worker::backend_target(cfg, c)
+    };
+    let mut conn = BackendConn::connect(&target)
+        .await
+        .map_err(|e| format!("auth_query connection to {}: {e}", target.addr))?;
+    let sql = query.replace("$1", &literal(user));
+    match conn.query_row(&sql, QUERY_TIMEOUT).await {
+        Ok(row) => Ok(row.last().cloned().flatten()),
+        Err(e) if e == "query returned no row" => Ok(None),
+        Err(e) => Err(format!("auth_query on {}: {e}", target.addr)),
+    }
+}
+
+/// `s` as an SQL string literal that reads the same whatever `standard_conforming_strings`
+/// is (an escape string: quotes and backslashes doubled).
+fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The user the stored `secret` makes: a SCRAM verifier or an md5 hash; anything else (a
+/// password stored in the clear by a very old server, an empty one) logs nobody in.
+fn found(name: &str, secret: &str) -> Option<Found> {
+    let mut user = nobody(name);
+    let mut verifier = None;
+    if secret.starts_with("SCRAM-SHA-256$") {
+        verifier = Some(Arc::new(ScramVerifier::parse(secret).ok()?));
+        user.scram_verifier = Some(secret.to_owned());
+    } else if secret.len() == 35
+        && secret.starts_with("md5")
+        && secret[3..].bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        user.md5_hash = Some(secret.to_owned());
+    } else {
+        return None;
+    }
+    Some(Found { user, verifier })
+}
+
+/// A user named `name` with no secrets at all.
+pub fn nobody(name: &str) -> User {
+    User {
+        name: name.to_owned(),
+        auth: None,
+        password: None,
+        scram_verifier: None,
+        md5_hash: None,
+        mysql_native_hash: None,
+        server_user: None,
+        server_password: None,
+    }
+}
+
+/// A verifier no password matches, for a SCRAM exchange with a client whose user does not
+/// exist: it fails as a wrong password does, after the same messages (as PostgreSQL's).
+pub fn mock_verifier() -> ScramVerifier {
+    use rand::RngCore;
+    let mut salt = vec![0u8; 16];
+    let (mut stored_key, mut server_key) = ([0u8; 32], [0u8; 32]);
+    let mut rng = rand::thread_rng();
+    rng.fill_bytes(&mut salt);
+    rng.fill_bytes(&mut stored_key);
+    rng.fill_bytes(&mut server_key);
+    ScramVerifier {
+        iterations: 4096,
+        salt,
+        stored_key,
+        server_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_read_the_same_with_quotes_and_backslashes() {
+        assert_eq!(literal("alice"), "E'alice'");
+        assert_eq!(literal("o'brien"), "E'o''brien'");
+        assert_eq!(literal("a\\'; DROP"), "E'a\\\\''; DROP'");
+    }
+
+    #[test]
+    fn verifiers_and_md5_hashes_make_users_and_nothing_else_does() {
+        let v = ScramVerifier::from_password("pw").to_text();
+        let f = found("alice", &v).unwrap();
+        assert_eq!(f.user.scram_verifier.as_deref(), Some(v.as_str()));
+        assert!(f.verifier.is_some());
+        assert_eq!(
+            f.user.effective_auth(),
+            Some(crate::config::AuthMethod::ScramSha256)
+        );
+        let h = crate::pg::auth::md5_stored_hash("bob", "pw");
+        let f = found("bob", &h).unwrap();
+        assert_eq!(f.user.md5_hash.as_deref(), Some(h.as_str()));
+        assert_eq!(
+            f.user.effective_auth(),
+            Some(crate::config::AuthMethod::Md5)
+        );
+        for bad in [
+            "",
+            "pw",
+            "md5xyz",
+            "SCRAM-SHA-256$nonsense",
+            "md5 not hex at all 0123456789ab",
+        ] {
+            assert!(found("carol", bad).is_none(), "{bad:?}");
+        }
+        // Neither has a password for the servers: their logins pass through.
+        assert!(crate::pg::backend::PassThrough::of(&found("bob", &h).unwrap().user).is_some());
+    }
+}
