@@ -204,7 +204,7 @@ fn apply(shared: &Shared) -> Result<String, String> {
             let old = w.my.clusters.load_full();
             let new = crate::mysql::worker::build_pools(
                 shared,
-                &w.my.my.pass_throughs,
+                &w.my.my,
                 &cfg,
                 &states,
                 Some(&old),

@@ -2077,3 +2077,199 @@ fn server_connection_limit_holds_for_mariadb_users() {
         ]
     );
 }
+
+/// Users the config does not name log in with the mysql_native_password hash the servers keep
+/// (`auth_query`; MaxScale reads its users from the servers the same way), run as a user of its
+/// own that may read mysql.user: seen by the servers as themselves (their proof passed on),
+/// through mysql_async, COM_CHANGE_USER and SQLAlchemy's pools over PyMySQL. Unknown users,
+/// users without a password and wrong passwords get 1045; a changed password counts from the
+/// next login; while the lookup user cannot log in, users already seen go on and others are
+/// told why.
+#[test]
+fn users_the_servers_know_log_in_through_auth_query() {
+    use mysql_async::prelude::*;
+    let db = "my_auth_query";
+    setup(db, "CREATE TABLE notes (who varchar(80), n int)");
+    let c = cluster();
+    let mut grants = String::new();
+    for (u, pw) in [
+        ("aq_alice", "alice-pw"),
+        ("aq_bob", "bob-pw"),
+        ("aq_dave", "dave-pw"),
+        ("aq_nopw", ""),
+    ] {
+        grants += &format!(
+            "DROP USER IF EXISTS '{u}'@'%'; CREATE USER '{u}'@'%' IDENTIFIED BY '{pw}'; \
+             GRANT SELECT, INSERT ON {db}.notes TO '{u}'@'%';"
+        );
+    }
+    grants += "DROP USER IF EXISTS 'aq_lookup'@'%'; \
+               CREATE USER 'aq_lookup'@'%' IDENTIFIED BY 'lookup-pw'; \
+               GRANT SELECT ON mysql.user TO 'aq_lookup'@'%'; \
+               DROP USER IF EXISTS 'aq_carol'@'%';";
+    c.query(0, &grants).unwrap();
+    c.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let config = |lookup_pw: &str| {
+        config_text(db, "size = 2", "", "")
+            + &format!(
+                "server_login = \"client\"\n\
+                 auth_query = \"SELECT authentication_string FROM mysql.user WHERE User = $1 AND Host = '%'\"\n\
+                 auth_user = \"aq_lookup\"\nauth_password = \"{lookup_pw}\"\n"
+            )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config("lookup-pw")).unwrap();
+    let p = started(Server::start_file(&path).expect("proxy starts"));
+    let shared = p.server.as_ref().unwrap().shared.clone();
+    let primary_id = c.value(0, "SELECT @@server_id").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let port = p.port;
+        let login = |user: &str, pw: &str| mysql_async::Conn::new(user_opts(port, db, user, pw));
+        for (user, pw) in [("aq_alice", "alice-pw"), ("aq_bob", "bob-pw")] {
+            let mut conn = login(user, pw).await.unwrap();
+            let (who, id): (String, String) = conn
+                .query_first("SELECT CURRENT_USER(), @@server_id")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(who, format!("{user}@%"));
+            assert_ne!(id, primary_id, "an autocommit read goes to a replica");
+            conn.query_drop("START TRANSACTION").await.unwrap();
+            conn.exec_drop("INSERT INTO notes VALUES (CURRENT_USER(), ?)", (1,))
+                .await
+                .unwrap();
+            let (who, id): (String, String) = conn
+                .exec_first("SELECT CURRENT_USER(), CAST(@@server_id AS CHAR)", ())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((who, id), (format!("{user}@%"), primary_id.clone()));
+            conn.query_drop("COMMIT").await.unwrap();
+            conn.disconnect().await.unwrap();
+        }
+        // Refused as a server refuses: 1045, whatever the reason.
+        for (user, pw, why) in [
+            ("aq_alice", "not-alices", "a wrong password"),
+            ("aq_nobody", "x", "an unknown user"),
+            ("aq_nopw", "x", "a user without a password"),
+        ] {
+            let e = login(user, pw).await.expect_err(why);
+            assert_eq!(server_code(Err::<(), _>(e)), 1045, "{why}");
+        }
+        // COM_CHANGE_USER from alice to dave (first seen here), to bob and back.
+        let mut conn = login("aq_alice", "alice-pw").await.unwrap();
+        for (user, pw) in [
+            ("aq_dave", "dave-pw"),
+            ("aq_bob", "bob-pw"),
+            ("aq_alice", "alice-pw"),
+        ] {
+            let opts = mysql_async::ChangeUserOpts::new()
+                .with_user(Some(user.into()))
+                .with_pass(Some(pw.into()))
+                .with_db_name(Some(db.into()));
+            conn.change_user(opts).await.unwrap();
+            let who: String = conn
+                .exec_first("SELECT CURRENT_USER()", ())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(who, format!("{user}@%"));
+        }
+
+        // SQLAlchemy's pools over PyMySQL from threads, for both users.
+        let program = r#"
+import sys, threading, sqlalchemy
+port, db = sys.argv[1], sys.argv[2]
+bad = []
+def work(user, pw):
+    engine = sqlalchemy.create_engine(
+        f"mysql+pymysql://{user}:{pw}@127.0.0.1:{port}/{db}", pool_size=2, max_overflow=0)
+    for i in range(10):
+        with engine.connect() as c:
+            who = c.execute(sqlalchemy.text("SELECT CURRENT_USER()")).scalar()
+            if who != user + "@%": bad.append((user, who))
+    engine.dispose()
+threads = [threading.Thread(target=work, args=u) for u in
+           [("aq_alice", "alice-pw"), ("aq_bob", "bob-pw")] * 3]
+for t in threads: t.start()
+for t in threads: t.join()
+print("sqlalchemy", "ok" if not bad else bad)
+"#;
+        let (ok, out, err) = python(program, port, db);
+        assert!(ok && out.contains("sqlalchemy ok"), "{out}{err}");
+
+        // A changed password: the old one fails, the new one logs in, and the servers take
+        // the new proof.
+        c.query(0, "ALTER USER 'aq_alice'@'%' IDENTIFIED BY 'alice-new'")
+            .unwrap();
+        c.wait_caught_up(Duration::from_secs(30)).unwrap();
+        tokio::time::sleep(switchyard::pool::LOOKED_UP_FRESH).await;
+        let e = login("aq_alice", "alice-pw")
+            .await
+            .expect_err("old password");
+        assert_eq!(server_code(Err::<(), _>(e)), 1045);
+        let mut alice = login("aq_alice", "alice-new").await.unwrap();
+        for sql in [
+            "SELECT CURRENT_USER()",
+            "SELECT CURRENT_USER() FROM notes LIMIT 1",
+        ] {
+            let who: String = alice.query_first(sql).await.unwrap().unwrap();
+            assert_eq!(who, "aq_alice@%");
+        }
+
+        // The lookup user's password wrong after a reload: bob, seen before, logs in; carol,
+        // created since, is told why not; mended, she logs in.
+        std::fs::write(&path, config("wrong")).unwrap();
+        switchyard::reload::reload(&shared).unwrap();
+        tokio::time::sleep(switchyard::pool::LOOKED_UP_FRESH).await;
+        let mut bob = login("aq_bob", "bob-pw").await.unwrap();
+        let who: String = bob
+            .query_first("SELECT CURRENT_USER()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(who, "aq_bob@%");
+        let carol = format!(
+            "CREATE USER 'aq_carol'@'%' IDENTIFIED BY 'carol-pw'; \
+             GRANT SELECT ON {db}.* TO 'aq_carol'@'%'"
+        );
+        c.query(0, &carol).unwrap();
+        c.wait_caught_up(Duration::from_secs(30)).unwrap();
+        let e = login("aq_carol", "carol-pw")
+            .await
+            .expect_err("lookup fails");
+        let msg = e.to_string();
+        assert_eq!(server_code(Err::<(), _>(e)), 1105, "{msg}");
+        assert!(msg.contains("auth_query"), "{msg}");
+        std::fs::write(&path, config("lookup-pw")).unwrap();
+        switchyard::reload::reload(&shared).unwrap();
+        let mut carol = login("aq_carol", "carol-pw").await.unwrap();
+        let who: String = carol
+            .query_first("SELECT CURRENT_USER()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(who, "aq_carol@%");
+        // Config users log in as before (as themselves here).
+        let mut app = mysql_async::Conn::new(async_opts(port, db)).await.unwrap();
+        let who: String = app
+            .query_first("SELECT CURRENT_USER()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(who, "app@%");
+        for conn in [conn, alice, bob, carol, app] {
+            conn.disconnect().await.unwrap();
+        }
+    });
+    let rows = c
+        .query_db(0, Some(db), "SELECT who FROM notes ORDER BY who")
+        .unwrap();
+    assert_eq!(rows, [["aq_alice@%"], ["aq_bob@%"]]);
+}

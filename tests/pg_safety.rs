@@ -1328,7 +1328,7 @@ asyncio.run(main())",
     c.psql(0, "ALTER ROLE aq_alice PASSWORD 'alice-new'")
         .unwrap();
     c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
-    tokio::time::sleep(switchyard::pg::auth_query::FRESH).await;
+    tokio::time::sleep(switchyard::pool::LOOKED_UP_FRESH).await;
     let err = refused("aq_alice", "alice-pw", db).await;
     assert_eq!(
         err.code(),
@@ -1352,7 +1352,7 @@ asyncio.run(main())",
     );
     std::fs::write(&path, config("wrong")).unwrap();
     switchyard::reload::reload(&p.shared()).unwrap();
-    tokio::time::sleep(switchyard::pg::auth_query::FRESH).await;
+    tokio::time::sleep(switchyard::pool::LOOKED_UP_FRESH).await;
     let again = connect(&via("aq_bob", "bob-pw", db)).await;
     assert_eq!(one_row(&again, "SELECT current_user, 0").await.0, "aq_bob");
     c.psql(

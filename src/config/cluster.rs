@@ -49,12 +49,15 @@ pub struct Cluster {
     #[serde(default)]
     pub server_login: ServerLogin,
     /// Clients whose user is not in the config log in with the password verifier this query
-    /// returns from the servers (PgBouncer's `auth_query`): it runs on the primary, as
-    /// `auth_user`, with `$1` the client's user name, and its last column is the verifier
-    /// (`SCRAM-SHA-256$...` or an md5 hash, as `pg_authid` stores them); no row, or NULL,
-    /// fails the login as a wrong password does. PostgreSQL clusters only. Default: none
-    /// (only config users log in). Typical: "SELECT usename, passwd FROM pg_shadow WHERE
-    /// usename = $1", or a SECURITY DEFINER function over it for a less privileged user.
+    /// returns from the servers (PgBouncer's `auth_query`; MaxScale reads its users from the
+    /// servers too): it runs on the primary, as `auth_user`, with `$1` the client's user name
+    /// (as a string literal), and its last column is the secret as the servers store it:
+    /// `SCRAM-SHA-256$...` or an md5 hash from `pg_authid`, a `mysql_native_password` hash
+    /// ("*" and 40 hex digits) from `mysql.user`. No row, NULL or another kind of secret fails
+    /// the login as a wrong password does. Default: none (only config users log in).
+    /// Typical: "SELECT usename, passwd FROM pg_shadow WHERE usename = $1" (or a SECURITY
+    /// DEFINER function over it, for a less privileged `auth_user`); "SELECT
+    /// authentication_string FROM mysql.user WHERE User = $1 AND Host = '%'".
     #[serde(default)]
     pub auth_query: Option<String>,
     /// The user `auth_query` runs as, and its password. Default: `user` and `password`.
@@ -291,12 +294,6 @@ impl Cluster {
             }
         }
         match &self.auth_query {
-            Some(_) if self.protocol != Protocol::Postgres => {
-                return Err(ConfigError::invalid(
-                    key("auth_query"),
-                    "looking users up in the servers is built for PostgreSQL clusters only",
-                ))
-            }
             Some(q) if !q.contains("$1") => {
                 return Err(ConfigError::invalid(
                     key("auth_query"),

@@ -12,6 +12,7 @@
 //! lengths are checked against the buffer and the caller's bound before anything is buffered
 //! or allocated; framing hands out byte ranges so a proxy forwards packets verbatim.
 pub mod auth;
+pub mod auth_query;
 pub mod backend;
 pub mod codec;
 pub mod collations;

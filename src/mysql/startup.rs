@@ -107,12 +107,14 @@ impl From<std::io::Error> for LoginError {
 /// Run the connection phase on `s`: handshake, TLS upgrade when the client asks and `tls`
 /// is configured, response, authentication, cluster. On a refusal the ERR packet has been
 /// sent (the caller closes).
+#[allow(clippy::too_many_arguments)]
 pub async fn login(
     s: &mut ClientStream,
     tls: Option<&tokio_rustls::TlsAcceptor>,
     rsa: Option<&auth::RsaKeys>,
     buf: &mut BytesMut,
     cfg: &Config,
+    w: &super::worker::Worker,
     connection_id: u32,
     max_packet: usize,
 ) -> Result<Login, LoginError> {
@@ -221,7 +223,23 @@ pub async fn login(
     let charset = resp.caps.charset;
     let plugin = resp.auth_plugin.unwrap_or(MYSQL_NATIVE_PASSWORD).to_vec();
     let mut response = resp.auth_response.to_vec();
-    let user = cfg.user(&user_name).cloned();
+    // A user the config names, else one the servers know (auth_query).
+    let looked_up = match cfg.user(&user_name) {
+        Some(_) => None,
+        None => match w.look_up(cfg, database.as_deref(), &user_name).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(user = %user_name, error = %e, "auth_query failed");
+                let msg =
+                    format!("switchyard: could not look up user '{user_name}' (auth_query): {e}");
+                return Err(send_refusal(s, first.next_seq, refuse(1105, b"HY000", msg)).await);
+            }
+        },
+    };
+    let user = cfg
+        .user(&user_name)
+        .cloned()
+        .or_else(|| looked_up.as_ref().map(|(_, u)| (**u).clone()));
     let denied = |using_password: bool| {
         refuse(
             1045,
@@ -342,6 +360,15 @@ pub async fn login(
             }
         }
     };
+    if let Some((cluster, _)) = &looked_up {
+        if ok {
+            // Pools for the user where the servers see each client's own.
+            w.adopt_looked_up();
+        } else {
+            // The hash may have changed since it was looked up: asked again next time.
+            w.my.looked_up.stale(cluster, &user_name);
+        }
+    }
     if !ok {
         return Err(send_refusal(s, seq, denied()).await);
     }
@@ -590,6 +617,7 @@ pub async fn handle_client(
             w.my.rsa.as_deref(),
             &mut buf,
             &cfg,
+            &w,
             id,
             max,
         ),

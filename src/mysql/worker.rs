@@ -59,6 +59,8 @@ pub struct MyShared {
     pub rsa: Option<Arc<crate::mysql::auth::RsaKeys>>,
     /// Users' server logins without a password (see [`PassThrough`]).
     pub pass_throughs: PassThroughs,
+    /// Users looked up in the servers (`[[cluster]] auth_query`).
+    pub looked_up: super::auth_query::AuthQuery,
 }
 
 impl MyShared {
@@ -170,6 +172,8 @@ pub struct Worker {
     pub pool_mode: PoolMode,
     /// TLS for clients that send an SSLRequest, when `[mysql] tls_cert` is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The `looked_up` version `clusters` was built with (see [`Worker::adopt_looked_up`]).
+    looked_up_version: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -178,15 +182,8 @@ impl Worker {
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
         let states = shared.clusters.load_full();
-        let clusters = build_pools(
-            &shared,
-            &my.pass_throughs,
-            &cfg,
-            &states,
-            None,
-            workers,
-            generation,
-        );
+        let looked_up_version = my.looked_up.version();
+        let clusters = build_pools(&shared, &my, &cfg, &states, None, workers, generation);
         let pool_mode = cfg.mysql.as_ref().map(|m| m.pool_mode).unwrap_or_default();
         let tls = cfg
             .mysql
@@ -205,23 +202,63 @@ impl Worker {
             clusters: ArcSwap::from_pointee(clusters),
             pool_mode,
             tls,
+            looked_up_version: looked_up_version.into(),
         }
     }
 
-    /// Rebuild this worker's pools if a reload happened since they were built.
+    /// `user`, unknown to the config, as the servers of the cluster a client connecting with
+    /// `database` reaches know it (`auth_query`): with the cluster's name. `Ok(None)` when
+    /// that cluster does not look users up or its servers know no such user (with a
+    /// mysql_native_password hash).
+    pub async fn look_up(
+        &self,
+        cfg: &Config,
+        database: Option<&str>,
+        user: &str,
+    ) -> Result<Option<(String, Arc<crate::config::User>)>, String> {
+        let Some((key, _)) = super::startup::pick_cluster(cfg, database) else {
+            return Ok(None);
+        };
+        let Some(c) = cfg
+            .clusters_of(Protocol::Mysql)
+            .find(|c| c.database == key && c.auth_query.is_some())
+        else {
+            return Ok(None);
+        };
+        let Some(state) = self.shared.clusters.load().get(&c.database).cloned() else {
+            return Ok(None);
+        };
+        let found = super::auth_query::lookup(&self.my.looked_up, cfg, c, &state, user).await?;
+        Ok(found.map(|u| (c.name.clone(), u)))
+    }
+
+    /// Bring this worker's pools up to the users looked up so far (a user new to a cluster
+    /// whose servers see each client's own user gets its pools; one whose hash changed, new
+    /// ones): the pools of every other user are kept as they are.
+    pub fn adopt_looked_up(&self) {
+        if self.looked_up_version.load(Ordering::Acquire) < self.my.looked_up.version() {
+            self.refresh();
+        }
+    }
+
+    /// Rebuild this worker's pools if a reload happened since they were built, or users were
+    /// looked up since (pools that did not change are kept).
     pub fn refresh(&self) {
         let shared = &self.shared;
         let _guard = shared.reload_lock.lock().unwrap();
         let generation = shared.generation.load(Ordering::Acquire);
         let old = self.clusters.load_full();
-        if old.all().all(|c| c.generation == generation) {
+        if old.all().all(|c| c.generation == generation)
+            && self.looked_up_version.load(Ordering::Acquire) >= self.my.looked_up.version()
+        {
             return;
         }
         let cfg = shared.config();
         let states = shared.clusters.load_full();
+        let version = self.my.looked_up.version();
         let new = build_pools(
             shared,
-            &self.my.pass_throughs,
+            &self.my,
             &cfg,
             &states,
             Some(&old),
@@ -229,6 +266,7 @@ impl Worker {
             generation,
         );
         self.clusters.store(Arc::new(new));
+        self.looked_up_version.store(version, Ordering::Release);
         close_unused(&[old], &[self.clusters.load_full()]);
     }
 }
@@ -265,7 +303,7 @@ pub type PassThroughs = crate::pool::PerUser<PassThrough>;
 #[allow(clippy::too_many_arguments)]
 pub fn build_pools(
     shared: &Engine,
-    pass_throughs: &PassThroughs,
+    my: &MyShared,
     cfg: &Config,
     states: &ClusterMap,
     old: Option<&MyPoolMap>,
@@ -280,10 +318,11 @@ pub fn build_pools(
         let caps = shared
             .server_caps
             .for_cluster(c, state.backends.iter().map(|b| b.addr));
-        out.add_cluster(cfg, c, old, &[], |login, prev| {
-            let pass_through = login
-                .client
-                .and_then(|u| PassThrough::of(u).map(|p| pass_throughs.get_or_insert(&u.name, p)));
+        let looked_up = my.looked_up.users_of(&c.name);
+        out.add_cluster(cfg, c, old, &looked_up, |login, prev| {
+            let pass_through = login.client.and_then(|u| {
+                PassThrough::of(u).map(|p| my.pass_throughs.get_or_insert(&u.name, p))
+            });
             let targets = state.backends.iter().map(|b| MyTarget {
                 addr: b.addr,
                 user: login.user.to_owned(),
@@ -297,6 +336,16 @@ pub fn build_pools(
                 crate::pool::PoolLimits::of(&cfg.pool, size),
                 &caps,
             );
+            // The same pools for the same generation (a user looked up since): the set as it
+            // was.
+            if let Some(p) = prev.filter(|p| {
+                p.generation == generation
+                    && Arc::ptr_eq(&p.state, state)
+                    && p.pools.len() == pools.len()
+                    && p.pools.iter().zip(&pools).all(|(a, b)| Arc::ptr_eq(a, b))
+            }) {
+                return p.clone();
+            }
             Arc::new(MyClusterPools {
                 metrics: shared.metrics.cluster_handles(&state.name),
                 state: state.clone(),

@@ -1,26 +1,17 @@
-//! Client users that are not in the config, looked up in the servers (`[[cluster]]
+//! PostgreSQL users that are not in the config, looked up in the servers (`[[cluster]]
 //! auth_query`, as PgBouncer's): the query runs on the cluster's primary and returns the
 //! user's verifier as `pg_authid` stores it; the client then logs in against it as against a
 //! config user's, and where the servers see each client's own user its connections log in
-//! with what that login proved (see [`super::backend::PassThrough`]).
-//!
-//! What a lookup found is kept for [`FRESH`], so that a pool of clients connecting at once
-//! costs the primary one query, and after that for the workers' pools (a user once looked up
-//! keeps its pools across reloads, as a config user does). A failed login marks the user's
-//! entry stale, so a changed password is seen by the next attempt; a lookup that cannot reach
-//! the primary uses the entry it has, so users already seen keep logging in while it is down.
+//! with what that login proved (see [`super::backend::PassThrough`]). What was found is kept
+//! by [`crate::pool::LookedUp`].
 
 use super::auth::ScramVerifier;
 use super::backend::{BackendConn, BackendTarget};
 use crate::cluster::ClusterState;
 use crate::config::{Cluster, Config, User};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// How long a lookup's answer is used without asking the server again.
-pub const FRESH: Duration = Duration::from_secs(2);
 /// Time allowed for the query itself (the connection has `pool.connect_timeout`).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -32,103 +23,27 @@ pub struct Found {
     pub verifier: Option<Arc<ScramVerifier>>,
 }
 
-struct Entry {
-    found: Arc<Found>,
-    /// When the server last said so (`None`: stale, asked again at the next login).
-    at: Option<Instant>,
+impl crate::pool::AsUser for Found {
+    fn as_user(&self) -> &User {
+        &self.user
+    }
 }
 
-/// The users looked up so far, by cluster name and user name; shared by every worker.
-#[derive(Default)]
-pub struct AuthQuery {
-    entries: Mutex<HashMap<(String, String), Entry>>,
-    /// Moves whenever a user is added or its verifier changes: workers whose pools were
-    /// built before rebuild them (see `Worker::adopt_looked_up`).
-    version: AtomicU64,
-}
+/// The users looked up so far, shared by every worker.
+pub type AuthQuery = crate::pool::LookedUp<Found>;
 
-impl AuthQuery {
-    /// `user` of cluster `c`: from a fresh entry, else from the servers. `Ok(None)` when
-    /// the servers know no such user, or none with a password; `Err` when they could not be
-    /// asked and no entry is kept.
-    pub async fn lookup(
-        &self,
-        cfg: &Config,
-        c: &Cluster,
-        state: &ClusterState,
-        user: &str,
-    ) -> Result<Option<Arc<Found>>, String> {
-        let key = (c.name.clone(), user.to_owned());
-        let kept = self.entries.lock().unwrap().get(&key).map(|e| {
-            let fresh = e.at.is_some_and(|at| at.elapsed() < FRESH);
-            (e.found.clone(), fresh)
-        });
-        if let Some((found, true)) = &kept {
-            return Ok(Some(found.clone()));
-        }
-        let secret = match ask(cfg, c, state, user).await {
-            Ok(secret) => secret,
-            Err(e) => {
-                return match kept {
-                    Some((found, _)) => {
-                        tracing::warn!(cluster = %c.name, user, error = %e,
-                            "auth_query failed; the user's last verifier is used");
-                        Ok(Some(found))
-                    }
-                    None => Err(e),
-                }
-            }
-        };
-        let mut entries = self.entries.lock().unwrap();
-        let Some(found) = secret.and_then(|s| found(user, &s)) else {
-            entries.remove(&key);
-            return Ok(None);
-        };
-        let changed = entries.get(&key).is_none_or(|e| {
-            (&e.found.user.scram_verifier, &e.found.user.md5_hash)
-                != (&found.user.scram_verifier, &found.user.md5_hash)
-        });
-        let found = match entries.get(&key) {
-            Some(e) if !changed => e.found.clone(),
-            _ => Arc::new(found),
-        };
-        entries.insert(
-            key,
-            Entry {
-                found: found.clone(),
-                at: Some(Instant::now()),
-            },
-        );
-        if changed {
-            self.version.fetch_add(1, Ordering::Release);
-        }
-        Ok(Some(found))
-    }
-
-    /// A login of `user` failed: its entry is asked for again next time.
-    pub fn stale(&self, cluster: &str, user: &str) {
-        let key = (cluster.to_owned(), user.to_owned());
-        if let Some(e) = self.entries.lock().unwrap().get_mut(&key) {
-            e.at = None;
-        }
-    }
-
-    /// The users looked up in cluster `cluster`, as config users (for its per-user pools).
-    pub fn users_of(&self, cluster: &str) -> Vec<User> {
-        let entries = self.entries.lock().unwrap();
-        let mut users: Vec<User> = entries
-            .iter()
-            .filter(|((c, _), _)| c == cluster)
-            .map(|(_, e)| e.found.user.clone())
-            .collect();
-        users.sort_by(|a, b| a.name.cmp(&b.name));
-        users
-    }
-
-    /// See [`AuthQuery::version`].
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
+/// `user` of cluster `c`, from what `looked_up` keeps or from `c`'s servers.
+pub async fn lookup(
+    looked_up: &AuthQuery,
+    cfg: &Config,
+    c: &Cluster,
+    state: &ClusterState,
+    user: &str,
+) -> Result<Option<Arc<Found>>, String> {
+    let ask = ask(cfg, c, state, user);
+    looked_up
+        .lookup(&c.name, user, ask, |secret| found(user, secret))
+        .await
 }
 
 /// Run `c`'s auth_query for `user` on its primary, as its auth user: the last column of the
@@ -172,7 +87,7 @@ fn literal(s: &str) -> String {
 /// The user the stored `secret` makes: a SCRAM verifier or an md5 hash; anything else (a
 /// password stored in the clear by a very old server, an empty one) logs nobody in.
 fn found(name: &str, secret: &str) -> Option<Found> {
-    let mut user = nobody(name);
+    let mut user = User::named(name);
     let mut verifier = None;
     if secret.starts_with("SCRAM-SHA-256$") {
         verifier = Some(Arc::new(ScramVerifier::parse(secret).ok()?));
@@ -186,20 +101,6 @@ fn found(name: &str, secret: &str) -> Option<Found> {
         return None;
     }
     Some(Found { user, verifier })
-}
-
-/// A user named `name` with no secrets at all.
-pub fn nobody(name: &str) -> User {
-    User {
-        name: name.to_owned(),
-        auth: None,
-        password: None,
-        scram_verifier: None,
-        md5_hash: None,
-        mysql_native_hash: None,
-        server_user: None,
-        server_password: None,
-    }
 }
 
 /// A verifier no password matches, for a SCRAM exchange with a client whose user does not

@@ -321,7 +321,7 @@ async fn login(
         (None, _) => {
             unknown = crate::config::User {
                 auth: Some(AuthMethod::ScramSha256),
-                ..super::auth_query::nobody(user)
+                ..crate::config::User::named(user)
             };
             let mock = Arc::new(super::auth_query::mock_verifier());
             (&unknown, Some(mock))
@@ -392,7 +392,7 @@ async fn look_up(
         .ok_or_else(no_such_user)?;
     let states = worker.shared.clusters.load();
     let state = states.get(&c.database).ok_or_else(no_such_user)?;
-    match worker.pg.looked_up.lookup(cfg, c, state, user).await {
+    match super::auth_query::lookup(&worker.pg.looked_up, cfg, c, state, user).await {
         Ok(found) => Ok((c.name.clone(), found)),
         Err(e) => {
             tracing::warn!(cluster = %c.name, user, error = %e, "auth_query failed");

@@ -112,47 +112,22 @@ impl Worker {
     /// whose servers see each client's own user gets its pools; one whose verifier changed,
     /// new ones): the pools of every other user are kept as they are.
     pub fn adopt_looked_up(&self) {
-        let version = self.pg.looked_up.version();
-        if self.looked_up_version.load(Ordering::Acquire) >= version {
-            return;
+        if self.looked_up_version.load(Ordering::Acquire) < self.pg.looked_up.version() {
+            self.refresh();
         }
-        let shared = &self.shared;
-        let _guard = shared.reload_lock.lock().unwrap();
-        let old = self.clusters.load_full();
-        // Built for the generation the map is of: a reload since is still caught up by
-        // `refresh` (the map never mixes configs of two generations).
-        let generation = old
-            .all()
-            .map(|c| c.generation)
-            .next()
-            .unwrap_or_else(|| shared.generation.load(Ordering::Acquire));
-        let cfg = shared.config();
-        let states = shared.clusters.load_full();
-        if generation != shared.generation.load(Ordering::Acquire) {
-            // A reload is being taken in: `refresh` builds with the new users as well.
-            return;
-        }
-        let new = build_pools(
-            shared,
-            &self.pg,
-            &cfg,
-            &states,
-            Some(&old),
-            shared.worker_count,
-            generation,
-        );
-        self.clusters.store(Arc::new(new));
-        self.looked_up_version.store(version, Ordering::Release);
-        close_unused(&[old], &[self.clusters.load_full()]);
     }
 
-    /// Rebuild this worker's pools if a reload happened since they were built.
+    /// Rebuild this worker's pools if a reload happened since they were built, or users were
+    /// looked up since (pools that did not change are kept).
     pub fn refresh(&self) {
         let shared = &self.shared;
         let _guard = shared.reload_lock.lock().unwrap();
         let generation = shared.generation.load(Ordering::Acquire);
         let old = self.clusters.load_full();
-        if old.all().all(|c| c.generation == generation) && !old.is_empty() {
+        if old.all().all(|c| c.generation == generation)
+            && !old.is_empty()
+            && self.looked_up_version.load(Ordering::Acquire) >= self.pg.looked_up.version()
+        {
             return;
         }
         let cfg = shared.config();

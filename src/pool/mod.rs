@@ -25,10 +25,12 @@ use std::time::Duration;
 
 mod cap;
 mod limits;
+mod looked_up;
 mod parking;
 mod sets;
 pub use cap::{ServerCap, ServerCaps};
 pub use limits::{coarse_ms, tick, PoolLimits, Stamps};
+pub use looked_up::{AsUser, LookedUp, FRESH as LOOKED_UP_FRESH};
 use parking::Spot;
 pub use parking::{Parking, Parkings};
 pub use sets::{Login, PerUser, PoolSets};

@@ -73,20 +73,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             )
         };
         let cfg = self.w.shared.config();
+        // A user the config names, else one the servers know (auth_query); one that cannot
+        // be looked up now is refused as unknown.
+        let looked_up = match cfg.user(&name) {
+            Some(_) => None,
+            None => self
+                .w
+                .look_up(&cfg, database.as_deref(), &name)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(user = %name, error = %e, "auth_query failed");
+                    None
+                }),
+        };
+        let user = cfg
+            .user(&name)
+            .cloned()
+            .or_else(|| looked_up.as_ref().map(|(_, u)| (**u).clone()));
+        if looked_up.is_some() {
+            // Its pools (and the pass-through a right answer teaches) before the answer is
+            // checked; they open nothing until used.
+            self.w.adopt_looked_up();
+        }
         // As a server does: an answer for mysql_native_password is checked against the
         // handshake's scramble at once (MariaDB Connector/C sends one and, switched, would
         // answer from that scramble again); any other answer is switched to
         // mysql_native_password with the same scramble.
         let native = cu.auth_plugin.is_none_or(|p| p == MYSQL_NATIVE_PASSWORD);
         let at_once = native
-            && cfg.user(&name).is_some_and(|u| {
+            && user.as_ref().is_some_and(|u| {
                 crate::mysql::startup::change_user_passes(u, &self.scramble, cu.auth_response)
             });
         // What a right mysql_native_password answer reveals, for pass-through logins.
         let (w, scramble) = (self.w.clone(), self.scramble);
         let learn = |answer: &[u8]| {
-            let stage1 = cfg
-                .user(&name)
+            let stage1 = user
+                .as_ref()
                 .and_then(|u| crate::mysql::startup::revealed_stage1(u, &scramble, answer));
             if let (Some(s), Some(p)) = (stage1, w.my.pass_throughs.get(&name)) {
                 p.learn(s);
@@ -113,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .await;
                 return Err(SessionError::Refused(r.message));
             }
-            let passed = cfg.user(&name).is_some_and(|u| {
+            let passed = user.as_ref().is_some_and(|u| {
                 crate::mysql::startup::change_user_passes(u, &self.scramble, &resp.payload)
             });
             if passed {
@@ -121,6 +143,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             (passed, resp.next_seq, !resp.payload.is_empty())
         };
+        if let Some((cluster, _)) = looked_up.as_ref().filter(|_| !passed) {
+            // The hash may have changed since it was looked up: asked again next time.
+            self.w.my.looked_up.stale(cluster, &name);
+        }
         let picked = crate::mysql::startup::pick_cluster(&cfg, database.as_deref());
         let next = self
             .w

@@ -1,0 +1,230 @@
+//! Client users that are not in the config, looked up in a cluster's servers
+//! (`[[cluster]] auth_query`, as PgBouncer's; MaxScale reads its users from the servers too),
+//! whatever the protocol: what each lookup found, kept per cluster and user name. The
+//! protocols ask the servers and say what a stored secret makes of a user; this keeps the
+//! answers.
+//!
+//! An answer is used for [`FRESH`], so that a pool of clients connecting at once costs the
+//! primary one query, and kept after that for the workers' pools (a user once looked up keeps
+//! its pools across reloads, as a config user does). A failed login marks the user's entry
+//! stale, so a changed password is seen by the next attempt; a lookup that cannot reach the
+//! servers uses the entry it has, so users already seen keep logging in while they cannot be
+//! asked.
+
+use crate::config::User;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a lookup's answer is used without asking the servers again.
+pub const FRESH: Duration = Duration::from_secs(2);
+
+/// What a protocol makes of a looked-up user: at least a config user with the secret the
+/// servers store.
+pub trait AsUser {
+    fn as_user(&self) -> &User;
+}
+
+impl AsUser for User {
+    fn as_user(&self) -> &User {
+        self
+    }
+}
+
+struct Entry<T> {
+    found: Arc<T>,
+    /// When the servers last said so (`None`: stale, asked again at the next login).
+    at: Option<Instant>,
+}
+
+/// The users looked up so far, by cluster name and user name; shared by every worker.
+pub struct LookedUp<T> {
+    entries: Mutex<HashMap<(String, String), Entry<T>>>,
+    /// Moves whenever a user is added or its secret changes: workers whose pools were built
+    /// before rebuild them.
+    version: AtomicU64,
+}
+
+impl<T> Default for LookedUp<T> {
+    fn default() -> Self {
+        LookedUp {
+            entries: Default::default(),
+            version: Default::default(),
+        }
+    }
+}
+
+impl<T: AsUser> LookedUp<T> {
+    /// `user` of cluster `cluster`: from a fresh entry, else what `ask` gets from the servers
+    /// (the stored secret, `None` when they know no such user or it has none) made into a
+    /// user by `make` (`None`: a secret that logs nobody in). `Ok(None)` when there is no
+    /// such user; `Err` when the servers could not be asked and no entry is kept.
+    pub async fn lookup(
+        &self,
+        cluster: &str,
+        user: &str,
+        ask: impl Future<Output = Result<Option<String>, String>>,
+        make: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<Arc<T>>, String> {
+        let key = (cluster.to_owned(), user.to_owned());
+        let kept = self.entries.lock().unwrap().get(&key).map(|e| {
+            let fresh = e.at.is_some_and(|at| at.elapsed() < FRESH);
+            (e.found.clone(), fresh)
+        });
+        if let Some((found, true)) = &kept {
+            return Ok(Some(found.clone()));
+        }
+        let secret = match ask.await {
+            Ok(secret) => secret,
+            Err(e) => {
+                return match kept {
+                    Some((found, _)) => {
+                        tracing::warn!(cluster, user, error = %e,
+                            "auth_query failed; the user's last secret is used");
+                        Ok(Some(found))
+                    }
+                    None => Err(e),
+                }
+            }
+        };
+        let mut entries = self.entries.lock().unwrap();
+        let Some(found) = secret.as_deref().and_then(make) else {
+            entries.remove(&key);
+            return Ok(None);
+        };
+        let secrets = |u: &User| {
+            (
+                u.scram_verifier.clone(),
+                u.md5_hash.clone(),
+                u.mysql_native_hash.clone(),
+            )
+        };
+        let found = match entries.get(&key) {
+            Some(e) if secrets(e.found.as_user()) == secrets(found.as_user()) => e.found.clone(),
+            _ => {
+                self.version.fetch_add(1, Ordering::Release);
+                Arc::new(found)
+            }
+        };
+        entries.insert(
+            key,
+            Entry {
+                found: found.clone(),
+                at: Some(Instant::now()),
+            },
+        );
+        Ok(Some(found))
+    }
+
+    /// A login of `user` failed: its entry is asked for again next time.
+    pub fn stale(&self, cluster: &str, user: &str) {
+        let key = (cluster.to_owned(), user.to_owned());
+        if let Some(e) = self.entries.lock().unwrap().get_mut(&key) {
+            e.at = None;
+        }
+    }
+
+    /// The users looked up in cluster `cluster`, as config users (for its per-user pools).
+    pub fn users_of(&self, cluster: &str) -> Vec<User> {
+        let entries = self.entries.lock().unwrap();
+        let mut users: Vec<User> = entries
+            .iter()
+            .filter(|((c, _), _)| c == cluster)
+            .map(|(_, e)| e.found.as_user().clone())
+            .collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        users
+    }
+
+    /// Moves when [`LookedUp::users_of`] may say something new.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_hash(name: &str, hash: &str) -> Option<User> {
+        Some(User {
+            mysql_native_hash: Some(hash.to_owned()),
+            ..User::named(name)
+        })
+    }
+
+    #[tokio::test]
+    async fn answers_are_kept_fresh_then_asked_again_and_used_when_asking_fails() {
+        let l = LookedUp::<User>::default();
+        let asks = std::sync::atomic::AtomicUsize::new(0);
+        let ask = |answer: Result<Option<String>, String>| {
+            asks.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(answer)
+        };
+        let got = l
+            .lookup("c", "alice", ask(Ok(Some("*A".into()))), |s| {
+                with_hash("alice", s)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.mysql_native_hash.as_deref(), Some("*A"));
+        let v1 = l.version();
+        assert!(v1 > 0);
+        // Fresh: not asked again (the answer given is not awaited).
+        let again = l
+            .lookup("c", "alice", async { unreachable!() }, |s| {
+                with_hash("alice", s)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&got, &again));
+        // Stale after a failed login: asked again; the same secret moves nothing.
+        l.stale("c", "alice");
+        l.lookup("c", "alice", ask(Ok(Some("*A".into()))), |s| {
+            with_hash("alice", s)
+        })
+        .await
+        .unwrap();
+        assert_eq!(l.version(), v1);
+        // A new secret does.
+        l.stale("c", "alice");
+        let changed = l
+            .lookup("c", "alice", ask(Ok(Some("*B".into()))), |s| {
+                with_hash("alice", s)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(changed.mysql_native_hash.as_deref(), Some("*B"));
+        assert!(l.version() > v1);
+        // The servers cannot be asked: the last answer serves; a user never seen fails.
+        l.stale("c", "alice");
+        let kept = l
+            .lookup("c", "alice", ask(Err("down".into())), |s| {
+                with_hash("alice", s)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&kept, &changed));
+        let e = l
+            .lookup("c", "bob", ask(Err("down".into())), |s| with_hash("bob", s))
+            .await;
+        assert_eq!(e.err().as_deref(), Some("down"));
+        // Per cluster; a user the servers no longer know is forgotten.
+        assert_eq!(l.users_of("c").len(), 1);
+        assert!(l.users_of("d").is_empty());
+        l.stale("c", "alice");
+        let gone = l.lookup("c", "alice", ask(Ok(None)), |s| with_hash("alice", s));
+        assert!(gone.await.unwrap().is_none());
+        assert!(l.users_of("c").is_empty());
+        // A secret that makes nobody is no user.
+        let none = l.lookup("c", "carol", ask(Ok(Some("x".into()))), |_| None);
+        assert!(none.await.unwrap().is_none());
+        assert_eq!(asks.load(Ordering::Relaxed), 7);
+    }
+}
