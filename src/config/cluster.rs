@@ -315,6 +315,14 @@ impl Cluster {
         )
     }
 
+    /// Who runs `auth_query`: `auth_user` with `auth_password`, else `user` with `password`.
+    pub fn auth_login(&self) -> (String, Option<String>) {
+        match &self.auth_user {
+            Some(u) => (u.clone(), self.auth_password.clone()),
+            None => (self.user.clone(), self.password.clone()),
+        }
+    }
+
     pub fn backend_database(&self) -> &str {
         self.backend_database.as_deref().unwrap_or(&self.database)
     }

@@ -43,10 +43,7 @@ async fn ask(
 ) -> Result<Option<String>, String> {
     let query = c.auth_query.as_deref().ok_or("no auth_query")?;
     let idx = state.primary().map_err(|e| e.to_string())?;
-    let (auth_user, auth_password) = match &c.auth_user {
-        Some(u) => (u.clone(), c.auth_password.clone()),
-        None => (c.user.clone(), c.password.clone()),
-    };
+    let (auth_user, auth_password) = c.auth_login();
     let target = MyTarget {
         addr: state.backends[idx].addr,
         user: auth_user,

@@ -341,8 +341,7 @@ pub fn build_pools(
             if let Some(p) = prev.filter(|p| {
                 p.generation == generation
                     && Arc::ptr_eq(&p.state, state)
-                    && p.pools.len() == pools.len()
-                    && p.pools.iter().zip(&pools).all(|(a, b)| Arc::ptr_eq(a, b))
+                    && crate::pool::same_pools(&p.pools, &pools)
             }) {
                 return p.clone();
             }

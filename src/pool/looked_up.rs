@@ -39,9 +39,33 @@ struct Entry<T> {
     at: Option<Instant>,
 }
 
+/// Per cluster and user name, the lock the logins asking about that user take in turn.
+type Turns = Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
+
+/// A login's place among those asking the servers about one user: the user's entry in
+/// `asking` goes when the last of them is done (or gave up), so names nobody uses again (an
+/// unknown user's, tried once) leave nothing behind.
+struct Asking<'a> {
+    map: &'a Turns,
+    key: (String, String),
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap();
+        // Clones are taken under this lock: two left are this one's and the map's.
+        if Arc::strong_count(&self.turn) <= 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// The users looked up so far, by cluster name and user name; shared by every worker.
 pub struct LookedUp<T> {
     entries: Mutex<HashMap<(String, String), Entry<T>>>,
+    /// One lookup at a time per user: logins that need one while it runs wait for its answer.
+    asking: Turns,
     /// Moves whenever a user is added or its secret changes: workers whose pools were built
     /// before rebuild them.
     version: AtomicU64,
@@ -51,6 +75,7 @@ impl<T> Default for LookedUp<T> {
     fn default() -> Self {
         LookedUp {
             entries: Default::default(),
+            asking: Default::default(),
             version: Default::default(),
         }
     }
@@ -69,10 +94,29 @@ impl<T: AsUser> LookedUp<T> {
         make: impl FnOnce(&str) -> Option<T>,
     ) -> Result<Option<Arc<T>>, String> {
         let key = (cluster.to_owned(), user.to_owned());
-        let kept = self.entries.lock().unwrap().get(&key).map(|e| {
-            let fresh = e.at.is_some_and(|at| at.elapsed() < FRESH);
-            (e.found.clone(), fresh)
-        });
+        let kept = || {
+            self.entries.lock().unwrap().get(&key).map(|e| {
+                let fresh = e.at.is_some_and(|at| at.elapsed() < FRESH);
+                (e.found.clone(), fresh)
+            })
+        };
+        if let Some((found, true)) = kept() {
+            return Ok(Some(found));
+        }
+        let asking = Asking {
+            turn: self
+                .asking
+                .lock()
+                .unwrap()
+                .entry(key.clone())
+                .or_default()
+                .clone(),
+            map: &self.asking,
+            key: key.clone(),
+        };
+        let _turn = asking.turn.lock().await;
+        // Another login asked meanwhile.
+        let kept = kept();
         if let Some((found, true)) = &kept {
             return Ok(Some(found.clone()));
         }
@@ -226,5 +270,39 @@ mod tests {
         let none = l.lookup("c", "carol", ask(Ok(Some("x".into()))), |_| None);
         assert!(none.await.unwrap().is_none());
         assert_eq!(asks.load(Ordering::Relaxed), 7);
+    }
+
+    #[tokio::test]
+    async fn logins_at_once_cost_one_question() {
+        let l = Arc::new(LookedUp::<User>::default());
+        let asks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (l, asks) = (l.clone(), asks.clone());
+            tasks.push(tokio::spawn(async move {
+                let ask = async {
+                    asks.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Some("*A".to_owned()))
+                };
+                l.lookup("c", "alice", ask, |s| with_hash("alice", s))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().mysql_native_hash.as_deref(), Some("*A"));
+        }
+        assert_eq!(asks.load(Ordering::Relaxed), 1);
+        assert!(l.asking.lock().unwrap().is_empty());
+        // Names tried once leave nothing behind either.
+        for i in 0..10 {
+            let name = format!("nobody{i}");
+            let gone = l.lookup("c", &name, async { Ok(None) }, |_| None::<User>);
+            assert!(gone.await.unwrap().is_none());
+        }
+        assert!(l.asking.lock().unwrap().is_empty());
+        assert_eq!(l.users_of("c").len(), 1);
     }
 }

@@ -230,6 +230,12 @@ pub fn cluster_pools<C: Connector>(
         .collect()
 }
 
+/// Whether `a` and `b` are the very same pools, in the same order (a set rebuilt for the same
+/// generation that changed nothing is kept as it was).
+pub fn same_pools<C: Connector>(a: &[Arc<BackendPool<C>>], b: &[Arc<BackendPool<C>>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 /// Close every pool of `olds` that is not among `news` (after a reload swapped them): idle
 /// connections close now, connections in use when their transaction ends.
 pub fn close_unused<'a, C: Connector + 'a>(
