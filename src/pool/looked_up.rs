@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// How long a lookup's answer is used without asking the servers again.
 pub const FRESH: Duration = Duration::from_secs(2);
+/// Most lookups running at once (each opens a connection to the primary); more wait.
+const AT_ONCE: usize = 8;
 
 /// What a protocol makes of a looked-up user: at least a config user with the secret the
 /// servers store.
@@ -66,6 +68,9 @@ pub struct LookedUp<T> {
     entries: Mutex<HashMap<(String, String), Entry<T>>>,
     /// One lookup at a time per user: logins that need one while it runs wait for its answer.
     asking: Turns,
+    /// At most [`AT_ONCE`] lookups run at a time (a flood of logins with made-up names is a
+    /// flood of questions to the primary, each its own login there).
+    at_once: tokio::sync::Semaphore,
     /// Moves whenever a user is added or its secret changes: workers whose pools were built
     /// before rebuild them.
     version: AtomicU64,
@@ -76,6 +81,7 @@ impl<T> Default for LookedUp<T> {
         LookedUp {
             entries: Default::default(),
             asking: Default::default(),
+            at_once: tokio::sync::Semaphore::new(AT_ONCE),
             version: Default::default(),
         }
     }
@@ -120,7 +126,10 @@ impl<T: AsUser> LookedUp<T> {
         if let Some((found, true)) = &kept {
             return Ok(Some(found.clone()));
         }
-        let secret = match ask.await {
+        let permit = self.at_once.acquire().await;
+        let asked = ask.await;
+        drop(permit);
+        let secret = match asked {
             Ok(secret) => secret,
             Err(e) => {
                 return match kept {
