@@ -2247,6 +2247,9 @@ print("sqlalchemy", "ok" if not bad else bad)
         let msg = e.to_string();
         assert_eq!(server_code(Err::<(), _>(e)), 1105, "{msg}");
         assert!(msg.contains("auth_query"), "{msg}");
+        let text = shared.metrics.encode(&*shared);
+        let series = format!("switchyard_errors_total{{cluster=\"{db}\",kind=\"auth_query\"}} ");
+        assert!(text.lines().any(|l| l.starts_with(&series)), "{text}");
         std::fs::write(&path, config("lookup-pw")).unwrap();
         switchyard::reload::reload(&shared).unwrap();
         let mut carol = login("aq_carol", "carol-pw").await.unwrap();

@@ -1371,6 +1371,13 @@ asyncio.run(main())",
         msg.as_deref().is_some_and(|m| m.contains("auth_query")),
         "{msg:?}"
     );
+    // Operators see the failures counted.
+    let text = {
+        let shared = p.shared();
+        shared.metrics.encode(&*shared)
+    };
+    let series = format!("switchyard_errors_total{{cluster=\"{db}\",kind=\"auth_query\"}} ");
+    assert!(text.lines().any(|l| l.starts_with(&series)), "{text}");
     // Mended: carol, created after the proxy started, logs in.
     std::fs::write(&path, config("lookup-pw")).unwrap();
     switchyard::reload::reload(&p.shared()).unwrap();

@@ -70,6 +70,9 @@ pub mod kind {
     pub const CLIENT_PROTOCOL: &str = "client_protocol";
     /// A client failed authentication.
     pub const AUTH_FAILED: &str = "auth_failed";
+    /// Asking the servers about a user the config does not name (`auth_query`) failed: the
+    /// primary down, the auth user refused, the query wrong. Users seen before still log in.
+    pub const AUTH_QUERY: &str = "auth_query";
     /// A read found no eligible replica and fallback = "error".
     pub const NO_REPLICA: &str = "no_replica";
     /// No primary is up.

@@ -228,7 +228,9 @@ impl Worker {
         let Some(state) = self.shared.clusters.load().get(&c.database).cloned() else {
             return Ok(None);
         };
-        let found = super::auth_query::lookup(&self.my.looked_up, cfg, c, &state, user).await?;
+        let metrics = &self.shared.metrics;
+        let found =
+            super::auth_query::lookup(&self.my.looked_up, metrics, cfg, c, &state, user).await?;
         Ok(found.map(|u| (c.name.clone(), u)))
     }
 

@@ -32,15 +32,23 @@ impl crate::pool::AsUser for Found {
 /// The users looked up so far, shared by every worker.
 pub type AuthQuery = crate::pool::LookedUp<Found>;
 
-/// `user` of cluster `c`, from what `looked_up` keeps or from `c`'s servers.
+/// `user` of cluster `c`, from what `looked_up` keeps or from `c`'s servers (a failure to
+/// ask them counted in `metrics`).
 pub async fn lookup(
     looked_up: &AuthQuery,
+    metrics: &crate::metrics::Metrics,
     cfg: &Config,
     c: &Cluster,
     state: &ClusterState,
     user: &str,
 ) -> Result<Option<Arc<Found>>, String> {
-    let ask = ask(cfg, c, state, user);
+    let ask = async {
+        let asked = ask(cfg, c, state, user).await;
+        if asked.is_err() {
+            metrics.error(&c.name, crate::metrics::kind::AUTH_QUERY);
+        }
+        asked
+    };
     looked_up
         .lookup(&c.name, user, ask, |secret| found(user, secret))
         .await

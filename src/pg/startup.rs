@@ -390,9 +390,10 @@ async fn look_up(
         .clusters_of(crate::config::Protocol::Postgres)
         .find(|c| c.database == database && c.auth_query.is_some())
         .ok_or_else(no_such_user)?;
-    let states = worker.shared.clusters.load();
-    let state = states.get(&c.database).ok_or_else(no_such_user)?;
-    match super::auth_query::lookup(&worker.pg.looked_up, cfg, c, state, user).await {
+    let state = worker.shared.clusters.load().get(&c.database).cloned();
+    let state = state.ok_or_else(no_such_user)?;
+    let metrics = &worker.shared.metrics;
+    match super::auth_query::lookup(&worker.pg.looked_up, metrics, cfg, c, &state, user).await {
         Ok(found) => Ok((c.name.clone(), found)),
         Err(e) => {
             tracing::warn!(cluster = %c.name, user, error = %e, "auth_query failed");
