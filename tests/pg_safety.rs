@@ -1226,7 +1226,8 @@ database = "{shared_db}"
 backend_database = "{db}"
 primary = "127.0.0.1:{primary}"
 user = "postgres"
-auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
+auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1 AND current_database() = 'postgres'"
+auth_database = "postgres"
 
 [pool]
 size = 2
@@ -1275,7 +1276,8 @@ size = 2
         assert_eq!((who.as_str(), port), (user, c.primary_port().to_string()));
         client.batch_execute("COMMIT").await.unwrap();
     }
-    // Where every client runs as the cluster's user, only the login is the user's own.
+    // Where every client runs as the cluster's user, only the login is the user's own (looked
+    // up in another database: the query finds nobody elsewhere).
     let shared = connect(&via("aq_alice", "alice-pw", shared_db)).await;
     assert_eq!(
         one_row(&shared, "SELECT current_user, 0").await.0,

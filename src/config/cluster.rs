@@ -65,6 +65,11 @@ pub struct Cluster {
     pub auth_user: Option<String>,
     #[serde(default)]
     pub auth_password: Option<String>,
+    /// The database (MySQL: default schema) `auth_query` runs in, so that one lookup function
+    /// serves every cluster (PgBouncer's `auth_dbname`). Default: `backend_database` (MySQL:
+    /// none).
+    #[serde(default)]
+    pub auth_database: Option<String>,
     /// Overrides `pool.size` for this cluster's backends.
     #[serde(default)]
     pub pool_size: Option<usize>,
@@ -300,10 +305,14 @@ impl Cluster {
                     "must take the user name as $1",
                 ))
             }
-            None if self.auth_user.is_some() || self.auth_password.is_some() => {
+            None if self.auth_user.is_some()
+                || self.auth_password.is_some()
+                || self.auth_database.is_some() =>
+            {
                 return Err(ConfigError::invalid(
                     key("auth_user"),
-                    "auth_user and auth_password are for auth_query, which is not set",
+                    "auth_user, auth_password and auth_database are for auth_query, which is \
+                     not set",
                 ))
             }
             _ => {}

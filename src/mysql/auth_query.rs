@@ -56,6 +56,7 @@ async fn ask(
         addr: state.backends[idx].addr,
         user: auth_user,
         password: auth_password,
+        database: c.auth_database.clone(),
         ..super::worker::backend_target(cfg, c)
     };
     let mut conn = MyConn::connect(&target)

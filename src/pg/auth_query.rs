@@ -72,6 +72,10 @@ async fn ask(
         application_name: "switchyard auth_query",
         ..super::worker::backend_target(cfg, c)
     };
+    let target = BackendTarget {
+        database: c.auth_database.clone().unwrap_or(target.database),
+        ..target
+    };
     let mut conn = BackendConn::connect(&target)
         .await
         .map_err(|e| format!("auth_query connection to {}: {e}", target.addr))?;
