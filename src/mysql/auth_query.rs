@@ -29,15 +29,11 @@ pub async fn lookup(
     state: &ClusterState,
     user: &str,
 ) -> Result<Option<Arc<User>>, String> {
-    let ask = async {
-        let asked = ask(cfg, c, state, user).await;
-        if asked.is_err() {
-            metrics.error(&c.name, crate::metrics::kind::AUTH_QUERY);
-        }
-        asked
-    };
+    let ask = ask(cfg, c, state, user);
     looked_up
-        .lookup(&c.name, user, ask, |secret| found(user, secret))
+        .lookup(Some(metrics), &c.name, user, ask, |secret| {
+            found(user, secret)
+        })
         .await
 }
 

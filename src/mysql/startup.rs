@@ -107,17 +107,16 @@ impl From<std::io::Error> for LoginError {
 /// Run the connection phase on `s`: handshake, TLS upgrade when the client asks and `tls`
 /// is configured, response, authentication, cluster. On a refusal the ERR packet has been
 /// sent (the caller closes).
-#[allow(clippy::too_many_arguments)]
 pub async fn login(
     s: &mut ClientStream,
     tls: Option<&tokio_rustls::TlsAcceptor>,
-    rsa: Option<&auth::RsaKeys>,
     buf: &mut BytesMut,
     cfg: &Config,
     w: &super::worker::Worker,
     connection_id: u32,
     max_packet: usize,
 ) -> Result<Login, LoginError> {
+    let rsa = w.my.rsa.as_deref();
     let scramble: [u8; 20] = nonce();
     let version = cfg
         .mysql
@@ -224,10 +223,10 @@ pub async fn login(
     let plugin = resp.auth_plugin.unwrap_or(MYSQL_NATIVE_PASSWORD).to_vec();
     let mut response = resp.auth_response.to_vec();
     // A user the config names, else one the servers know (auth_query).
-    let looked_up = match cfg.user(&user_name) {
-        Some(_) => None,
+    let (user, looked_up) = match cfg.user(&user_name) {
+        Some(u) => (Some(u.clone()), None),
         None => match w.look_up(cfg, database.as_deref(), &user_name).await {
-            Ok(found) => found,
+            Ok(found) => (found.as_ref().map(|(_, u)| (**u).clone()), found),
             Err(e) => {
                 tracing::warn!(user = %user_name, error = %e, "auth_query failed");
                 let msg =
@@ -236,10 +235,6 @@ pub async fn login(
             }
         },
     };
-    let user = cfg
-        .user(&user_name)
-        .cloned()
-        .or_else(|| looked_up.as_ref().map(|(_, u)| (**u).clone()));
     let denied = |using_password: bool| {
         refuse(
             1045,
@@ -611,16 +606,7 @@ pub async fn handle_client(
     let max = cfg.general.max_message_bytes;
     let login = tokio::time::timeout(
         cfg.general.client_login_timeout,
-        login(
-            &mut stream,
-            tls,
-            w.my.rsa.as_deref(),
-            &mut buf,
-            &cfg,
-            &w,
-            id,
-            max,
-        ),
+        login(&mut stream, tls, &mut buf, &cfg, &w, id, max),
     )
     .await;
     let l = match login {

@@ -42,15 +42,11 @@ pub async fn lookup(
     state: &ClusterState,
     user: &str,
 ) -> Result<Option<Arc<Found>>, String> {
-    let ask = async {
-        let asked = ask(cfg, c, state, user).await;
-        if asked.is_err() {
-            metrics.error(&c.name, crate::metrics::kind::AUTH_QUERY);
-        }
-        asked
-    };
+    let ask = ask(cfg, c, state, user);
     looked_up
-        .lookup(&c.name, user, ask, |secret| found(user, secret))
+        .lookup(Some(metrics), &c.name, user, ask, |secret| {
+            found(user, secret)
+        })
         .await
 }
 
@@ -69,22 +65,22 @@ async fn ask(
         addr: state.backends[idx].addr,
         user: auth_user,
         password: auth_password,
+        database: c
+            .auth_database
+            .clone()
+            .unwrap_or_else(|| c.backend_database().to_owned()),
         application_name: "switchyard auth_query",
         ..super::worker::backend_target(cfg, c)
-    };
-    let target = BackendTarget {
-        database: c.auth_database.clone().unwrap_or(target.database),
-        ..target
     };
     let mut conn = BackendConn::connect(&target)
         .await
         .map_err(|e| format!("auth_query connection to {}: {e}", target.addr))?;
     let sql = query.replace("$1", &literal(user));
-    match conn.query_row(&sql, QUERY_TIMEOUT).await {
-        Ok(row) => Ok(row.last().cloned().flatten()),
-        Err(e) if e == "query returned no row" => Ok(None),
-        Err(e) => Err(format!("auth_query on {}: {e}", target.addr)),
-    }
+    let row = conn
+        .simple_query(&sql, QUERY_TIMEOUT)
+        .await
+        .map_err(|e| format!("auth_query on {}: {e}", target.addr))?;
+    Ok(row.and_then(|row| row.last().cloned().flatten()))
 }
 
 /// `s` as an SQL string literal that reads the same whatever `standard_conforming_strings`

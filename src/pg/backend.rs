@@ -507,7 +507,7 @@ impl BackendConn {
     /// Send `sql` as one Query and read up to ReadyForQuery within `timeout`: the first
     /// row's text values, if any. A server error, or a connection left anything but idle,
     /// is an error; ParameterStatus changes are recorded.
-    async fn simple_query(
+    pub(super) async fn simple_query(
         &mut self,
         sql: &str,
         timeout: Duration,

@@ -310,12 +310,13 @@ async fn login(
     let cfg = shared.config();
     // A user the config names, else one the servers know (auth_query): a user they do not
     // know goes through the same exchange against a verifier nothing matches.
-    let looked_up = match cfg.user(user) {
+    let configured = cfg.user(user);
+    let looked_up = match configured {
         Some(_) => None,
         None => Some(look_up(worker, &cfg, database, user).await?),
     };
     let unknown;
-    let (u, verifier) = match (cfg.user(user), &looked_up) {
+    let (u, verifier) = match (configured, &looked_up) {
         (Some(u), _) => (u, worker.pg.verifiers.load().get(user)),
         (None, Some((_, Some(found)))) => (&found.user, found.verifier.clone()),
         (None, _) => {

@@ -91,9 +91,11 @@ impl<T: AsUser> LookedUp<T> {
     /// `user` of cluster `cluster`: from a fresh entry, else what `ask` gets from the servers
     /// (the stored secret, `None` when they know no such user or it has none) made into a
     /// user by `make` (`None`: a secret that logs nobody in). `Ok(None)` when there is no
-    /// such user; `Err` when the servers could not be asked and no entry is kept.
+    /// such user; `Err` when the servers could not be asked and no entry is kept. A failure
+    /// to ask is counted in `metrics` (when given) whether or not an entry serves.
     pub async fn lookup(
         &self,
+        metrics: Option<&crate::metrics::Metrics>,
         cluster: &str,
         user: &str,
         ask: impl Future<Output = Result<Option<String>, String>>,
@@ -129,6 +131,9 @@ impl<T: AsUser> LookedUp<T> {
         let permit = self.at_once.acquire().await;
         let asked = ask.await;
         drop(permit);
+        if let (Err(_), Some(m)) = (&asked, metrics) {
+            m.error(cluster, crate::metrics::kind::AUTH_QUERY);
+        }
         let secret = match asked {
             Ok(secret) => secret,
             Err(e) => {
@@ -217,7 +222,7 @@ mod tests {
             std::future::ready(answer)
         };
         let got = l
-            .lookup("c", "alice", ask(Ok(Some("*A".into()))), |s| {
+            .lookup(None, "c", "alice", ask(Ok(Some("*A".into()))), |s| {
                 with_hash("alice", s)
             })
             .await
@@ -228,7 +233,7 @@ mod tests {
         assert!(v1 > 0);
         // Fresh: not asked again (the answer given is not awaited).
         let again = l
-            .lookup("c", "alice", async { unreachable!() }, |s| {
+            .lookup(None, "c", "alice", async { unreachable!() }, |s| {
                 with_hash("alice", s)
             })
             .await
@@ -237,7 +242,7 @@ mod tests {
         assert!(Arc::ptr_eq(&got, &again));
         // Stale after a failed login: asked again; the same secret moves nothing.
         l.stale("c", "alice");
-        l.lookup("c", "alice", ask(Ok(Some("*A".into()))), |s| {
+        l.lookup(None, "c", "alice", ask(Ok(Some("*A".into()))), |s| {
             with_hash("alice", s)
         })
         .await
@@ -246,7 +251,7 @@ mod tests {
         // A new secret does.
         l.stale("c", "alice");
         let changed = l
-            .lookup("c", "alice", ask(Ok(Some("*B".into()))), |s| {
+            .lookup(None, "c", "alice", ask(Ok(Some("*B".into()))), |s| {
                 with_hash("alice", s)
             })
             .await
@@ -257,7 +262,7 @@ mod tests {
         // The servers cannot be asked: the last answer serves; a user never seen fails.
         l.stale("c", "alice");
         let kept = l
-            .lookup("c", "alice", ask(Err("down".into())), |s| {
+            .lookup(None, "c", "alice", ask(Err("down".into())), |s| {
                 with_hash("alice", s)
             })
             .await
@@ -265,18 +270,20 @@ mod tests {
             .unwrap();
         assert!(Arc::ptr_eq(&kept, &changed));
         let e = l
-            .lookup("c", "bob", ask(Err("down".into())), |s| with_hash("bob", s))
+            .lookup(None, "c", "bob", ask(Err("down".into())), |s| {
+                with_hash("bob", s)
+            })
             .await;
         assert_eq!(e.err().as_deref(), Some("down"));
         // Per cluster; a user the servers no longer know is forgotten.
         assert_eq!(l.users_of("c").len(), 1);
         assert!(l.users_of("d").is_empty());
         l.stale("c", "alice");
-        let gone = l.lookup("c", "alice", ask(Ok(None)), |s| with_hash("alice", s));
+        let gone = l.lookup(None, "c", "alice", ask(Ok(None)), |s| with_hash("alice", s));
         assert!(gone.await.unwrap().is_none());
         assert!(l.users_of("c").is_empty());
         // A secret that makes nobody is no user.
-        let none = l.lookup("c", "carol", ask(Ok(Some("x".into()))), |_| None);
+        let none = l.lookup(None, "c", "carol", ask(Ok(Some("x".into()))), |_| None);
         assert!(none.await.unwrap().is_none());
         assert_eq!(asks.load(Ordering::Relaxed), 7);
     }
@@ -294,7 +301,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Ok(Some("*A".to_owned()))
                 };
-                l.lookup("c", "alice", ask, |s| with_hash("alice", s))
+                l.lookup(None, "c", "alice", ask, |s| with_hash("alice", s))
                     .await
                     .unwrap()
                     .unwrap()
@@ -308,7 +315,7 @@ mod tests {
         // Names tried once leave nothing behind either.
         for i in 0..10 {
             let name = format!("nobody{i}");
-            let gone = l.lookup("c", &name, async { Ok(None) }, |_| None::<User>);
+            let gone = l.lookup(None, "c", &name, async { Ok(None) }, |_| None::<User>);
             assert!(gone.await.unwrap().is_none());
         }
         assert!(l.asking.lock().unwrap().is_empty());

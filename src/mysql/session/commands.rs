@@ -75,21 +75,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let cfg = self.w.shared.config();
         // A user the config names, else one the servers know (auth_query); one that cannot
         // be looked up now is refused as unknown.
-        let looked_up = match cfg.user(&name) {
-            Some(_) => None,
-            None => self
-                .w
-                .look_up(&cfg, database.as_deref(), &name)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(user = %name, error = %e, "auth_query failed");
-                    None
-                }),
+        let (user, looked_up) = match cfg.user(&name) {
+            Some(u) => (Some(u.clone()), None),
+            None => {
+                let found = self
+                    .w
+                    .look_up(&cfg, database.as_deref(), &name)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(user = %name, error = %e, "auth_query failed");
+                        None
+                    });
+                (found.as_ref().map(|(_, u)| (**u).clone()), found)
+            }
         };
-        let user = cfg
-            .user(&name)
-            .cloned()
-            .or_else(|| looked_up.as_ref().map(|(_, u)| (**u).clone()));
         if looked_up.is_some() {
             // Its pools (and the pass-through a right answer teaches) before the answer is
             // checked; they open nothing until used.
