@@ -205,4 +205,11 @@ put edge_h1 chunked-head "00$(printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chun
 put edge_h1 length-head "01$(printf 'HTTP/1.0 304 Not Modified\r\nConnection: keep-alive\r\nContent-Length: 10\r\n\r\n' | od -An -tx1 | tr -d ' \n')"
 put edge_h1 chunked-body "05$(printf '4;x=y\r\nabcd\r\n0\r\nTrailer: 1\r\n\r\nHTTP/1.1' | od -An -tx1 | tr -d ' \n')"
 
+# ---- proxy_header: PROXY protocol v1 lines and v2 blocks ----
+put proxy_header v1-tcp4 "$(printf 'PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\nGET /' | od -An -tx1 | tr -d ' \n')"
+put proxy_header v1-unknown "$(printf 'PROXY UNKNOWN\r\n' | od -An -tx1 | tr -d ' \n')"
+put proxy_header v2-inet "0d0a0d0a000d0a515549540a2111000cc0000207$(echo 0a000001)dc0401bb"
+put proxy_header v2-inet6-tlv "0d0a0d0a000d0a515549540a21210027200100000000000000000000000000010000000000000000000000000000000115380000ea0000"
+put proxy_header v2-local "0d0a0d0a000d0a515549540a20000000"
+
 printf "seed corpus: %s files, %s bytes\n" "$(ls corpus/*/seed-* | wc -l)" "$(cat corpus/*/seed-* | wc -c)"

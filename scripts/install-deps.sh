@@ -185,6 +185,8 @@ if ! have curl; then apt_missing+=(curl); fi
 if ! have chromium; then apt_missing+=(chromium); fi
 # openssl: the MySQL RSA key exchange test writes a key with it and decrypts with it.
 if ! have openssl; then apt_missing+=(openssl); fi
+# haproxy: the load balancer that sends the PROXY protocol headers in the proxy_protocol tests.
+if ! have haproxy; then apt_missing+=(haproxy); fi
 # libnss-wrapper: the edge's DNS re-resolution test answers name lookups from its own hosts file.
 if [ ! -e /usr/lib/x86_64-linux-gnu/libnss_wrapper.so ] && ! ls /usr/lib/*/libnss_wrapper.so >/dev/null 2>&1; then
     apt_missing+=(libnss-wrapper)
@@ -199,7 +201,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     "${SUDO[@]}" apt-get update -q >&2
     "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >&2
 fi
-for t in java javac node npm curl chromium php ruby; do
+for t in java javac node npm curl chromium php ruby haproxy; do
     have "$t" || { log "$t not found after installing"; exit 1; }
 done
 for j in postgresql HikariCP slf4j-api slf4j-nop spring3-jdbc spring3-transaction spring3-core spring3-beans commons-logging; do

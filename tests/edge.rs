@@ -2,6 +2,9 @@
 //! clients: hyper's client, curl (HTTP/2 over TLS), Debian's Chromium driven by playwright-core
 //! (tests/drivers/node/browser.js), raw sockets for the abusive ones.
 
+#[path = "support/haproxy.rs"]
+mod haproxy;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -1651,4 +1654,184 @@ fn http2_responses_keep_their_repeated_headers_indexed() {
         "bytes besides the body per response: {sizes:?}"
     );
     s.shutdown();
+}
+
+/// curl's status and body for `url`, from the local address `from` (a loopback address of
+/// its own, so the client each hop sees differs), with curl's extra `args`.
+fn curl_from(from: &str, url: &str, args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "--interface",
+            from,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+/// Listeners behind a load balancer (`proxy_protocol`): HAProxy, sending PROXY v1 and v2
+/// headers, relays curl's connections made from other loopback addresses; the upstream is
+/// told of the client the header names (X-Forwarded-For), the access log names it, and the
+/// rate limit counts per that client, over the fast path, hyper's HTTP/2 and TLS. curl's
+/// own `--haproxy-protocol` header is read too. A client without a header, one that sends
+/// garbage, and a balancer outside `proxy_protocol_from` are refused; a `LOCAL` header (a
+/// balancer's health check) keeps the connection's own address.
+#[test]
+fn listeners_behind_a_load_balancer_see_the_client_in_the_proxy_protocol_header() {
+    let u = HttpUpstream::start("pp").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_files(dir.path());
+    let log = dir.path().join("access.log");
+    let text = format!(
+        r#"
+[general]
+workers = 2
+[edge]
+access_log = "json"
+access_log_file = "{log}"
+[[edge.listener]]
+name = "pp"
+listen = "127.0.0.1:0"
+proxy_protocol = true
+proxy_protocol_from = ["127.0.0.0/8"]
+header_timeout = "1s"
+[[edge.listener]]
+name = "pps"
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+proxy_protocol = true
+[[edge.listener]]
+name = "strict"
+listen = "127.0.0.1:0"
+proxy_protocol = true
+proxy_protocol_from = ["127.0.0.9", "::1/128"]
+[[edge.route]]
+path = "/limited"
+upstream = "web"
+rate_limit = {{ rate = 0.01, burst = 1 }}
+[[edge.route]]
+path = "/"
+upstream = "web"
+[[edge.upstream]]
+name = "web"
+servers = ["{}"]
+"#,
+        u.addr(),
+        log = log.display()
+    );
+    let s = start(&text);
+    let (pp, pps, strict) = (s.edge_addrs[0], s.edge_addrs[1], s.edge_addrs[2]);
+    let lb = haproxy::Haproxy::start(&[
+        (pp.to_string(), "send-proxy"),
+        (pp.to_string(), "send-proxy-v2"),
+        (pps.to_string(), "send-proxy-v2"),
+        (strict.to_string(), "send-proxy-v2"),
+    ]);
+    let via = |i: usize| format!("127.0.0.1:{}", lb.ports[i]);
+    let forwarded_for = |body: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        v["headers"]["x-forwarded-for"].as_str().unwrap().to_owned()
+    };
+    // v1 and v2 from HAProxy, over the fast path and over hyper's HTTP/2.
+    let (code, body) = curl_from("127.0.0.2", &format!("http://{}/echo", via(0)), &[]);
+    assert_eq!(
+        (code.as_str(), forwarded_for(&body)),
+        ("200", "127.0.0.2".into())
+    );
+    let (code, body) = curl_from("127.0.0.3", &format!("http://{}/echo", via(1)), &[]);
+    assert_eq!(
+        (code.as_str(), forwarded_for(&body)),
+        ("200", "127.0.0.3".into())
+    );
+    let h2 = ["--http2-prior-knowledge"];
+    let (code, body) = curl_from("127.0.0.4", &format!("http://{}/echo", via(1)), &h2);
+    assert_eq!(
+        (code.as_str(), forwarded_for(&body)),
+        ("200", "127.0.0.4".into())
+    );
+    // TLS after the header, HTTP/2 by ALPN.
+    let (code, body) = curl_from(
+        "127.0.0.5",
+        &format!("https://{}/echo", via(2)),
+        &["--http2"],
+    );
+    assert_eq!(
+        (code.as_str(), forwarded_for(&body)),
+        ("200", "127.0.0.5".into())
+    );
+    // curl's own PROXY v1 line, straight to the listener.
+    let own = ["--haproxy-protocol"];
+    let (code, body) = curl_from("127.0.0.6", &format!("http://{pp}/echo"), &own);
+    assert_eq!(
+        (code.as_str(), forwarded_for(&body)),
+        ("200", "127.0.0.6".into())
+    );
+    // The rate limit's buckets are the real clients', not the balancer's.
+    let limited = format!("http://{}/limited", via(1));
+    assert_eq!(curl_from("127.0.0.7", &limited, &[]).0, "200");
+    assert_eq!(curl_from("127.0.0.7", &limited, &[]).0, "429");
+    assert_eq!(curl_from("127.0.0.8", &limited, &[]).0, "200");
+    // The access log names the clients.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for client in ["127.0.0.2", "127.0.0.5", "127.0.0.8"] {
+        assert!(
+            logged.contains(&format!("\"client\":\"{client}\"")),
+            "{client} not in {logged}"
+        );
+    }
+    // Refused: no header (the client's request is not a header), HAProxy from outside
+    // `proxy_protocol_from`.
+    assert_eq!(
+        curl_from("127.0.0.2", &format!("http://{pp}/echo"), &[]).0,
+        "000"
+    );
+    assert_eq!(
+        curl_from("127.0.0.2", &format!("http://{}/echo", via(3)), &[]).0,
+        "000"
+    );
+    // A LOCAL header, then a request: the connection's own address; a header cut short is
+    // dropped at `header_timeout`; garbage after a good signature is refused at once.
+    let mut c = std::net::TcpStream::connect(pp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"x-forwarded-for\":\"127.0.0.1\""),
+        "{answer}"
+    );
+    for (bytes, within) in [
+        (&b"PROXY TCP4 192.0.2.1 "[..], Duration::from_secs(5)),
+        (
+            b"PROXY TCP4 192.0.2.1 10.0.0.1 x 1\r\nGET / HTTP/1.1\r\n\r\n",
+            Duration::from_millis(900),
+        ),
+    ] {
+        let mut c = std::net::TcpStream::connect(pp).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t0 = Instant::now();
+        c.write_all(bytes).unwrap();
+        let mut rest = Vec::new();
+        let n = c.read_to_end(&mut rest).unwrap_or(0);
+        assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            t0.elapsed() < within,
+            "{:?} took {:?}",
+            String::from_utf8_lossy(bytes),
+            t0.elapsed()
+        );
+    }
 }

@@ -2276,3 +2276,77 @@ print("sqlalchemy", "ok" if not bad else bad)
         .unwrap();
     assert_eq!(rows, [["aq_alice@%"], ["aq_bob@%"]]);
 }
+
+/// The MySQL listener behind a load balancer (`[mysql] proxy_protocol`): the mariadb CLI
+/// logs in and runs statements through HAProxy sending PROXY v1 and v2 headers; KILL QUERY
+/// (a connection of its own, through the balancer too) stops a neighbour's statement; a
+/// client straight to the listener (no header) is refused, one of the Unix socket is not
+/// asked for one, and a balancer outside `proxy_protocol_from` is refused.
+#[test]
+fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() {
+    let db = "ppdb";
+    setup(db, "CREATE TABLE t (id INT PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("my.sock");
+    let p = proxy_with(
+        db,
+        "",
+        &format!(
+            "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1\"]\nsocket = \"{}\"",
+            sock.display()
+        ),
+        "",
+    );
+    let lb = support::haproxy::Haproxy::start(&[
+        (format!("127.0.0.1:{}", p.port), "send-proxy"),
+        (format!("127.0.0.1:{}", p.port), "send-proxy-v2"),
+        (
+            format!("127.0.0.1:{}", p.port),
+            "send-proxy-v2 source 127.0.0.2",
+        ),
+    ]);
+    for (i, &port) in lb.ports[..2].iter().enumerate() {
+        let (ok, out, err) = cli(
+            port,
+            db,
+            &format!("INSERT INTO t VALUES ({i}); SELECT COUNT(*) FROM t /* switchyard:primary */"),
+        );
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), (i + 1).to_string());
+    }
+    // KILL QUERY through the balancer (its own connection, its own header) stops the
+    // statement of a client behind it.
+    let program = kill_query_program(
+        TCP_CONNECT,
+        r#"cur = victim.cursor(); cur.execute("SELECT CONNECTION_ID()")"#,
+    );
+    let (ok, out, err) = python(&program, lb.ports[1], db);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("True"), "{out}{err}");
+    // Straight to the listener: no header, refused.
+    let (ok, _, err) = cli(p.port, db, "SELECT 1");
+    assert!(!ok, "a client without a header logged in");
+    assert!(
+        err.contains("2013") || err.contains("2006") || err.contains("Lost connection"),
+        "{err}"
+    );
+    // A balancer connecting from outside `proxy_protocol_from`: refused.
+    let (ok, _, err) = cli(lb.ports[2], db, "SELECT 1");
+    assert!(!ok, "a balancer outside proxy_protocol_from was trusted");
+    assert!(
+        err.contains("2013") || err.contains("2006") || err.contains("Lost connection"),
+        "{err}"
+    );
+    // The Unix socket sends none and needs none.
+    let (ok, out, err) = run(Command::new("mariadb").args([
+        &format!("--socket={}", sock.display()),
+        "-uapp",
+        "-papp_pw",
+        "-N",
+        db,
+        "-e",
+        "SELECT COUNT(*) FROM t /* switchyard:primary */",
+    ]));
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2");
+}

@@ -49,3 +49,85 @@ async fn read_only_clients_log_in_while_the_primary_is_down() {
         );
     }
 }
+
+/// The PostgreSQL listener behind a load balancer (`[postgres] proxy_protocol`): psql logs in
+/// through HAProxy sending PROXY v1 and v2 headers; tokio-postgres runs statements and its
+/// cancel request (a connection of its own, with its own header) stops a sleep; a client
+/// straight to the listener (no header) is refused, as is a balancer outside
+/// `proxy_protocol_from` and one whose header stops short (at `client_login_timeout`); the
+/// Unix socket asks for no header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() {
+    create_db("ppdb");
+    let dir = support::pki::readable_dir("pp-sock");
+    let p = start_proxy(&config_text(
+        "ppdb",
+        "client_login_timeout = \"1s\"",
+        "",
+        &format!(
+            "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]\nunix_socket_dir = \"{}\"",
+            dir.path().display()
+        ),
+    ));
+    let target = format!("127.0.0.1:{}", p.port);
+    let lb = support::haproxy::Haproxy::start(&[
+        (target.clone(), "send-proxy"),
+        (target.clone(), "send-proxy-v2"),
+        (target.clone(), "send-proxy-v2 source 127.0.0.2"),
+    ]);
+    let url = |port: u16| format!("postgres://app:secret@127.0.0.1:{port}/ppdb?sslmode=disable");
+    for &port in &lb.ports[..2] {
+        let (ok, out, err) = psql(&url(port), &["-Atc", "SELECT 40 + 2"]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "42");
+    }
+    let conn = format!(
+        "host=127.0.0.1 port={} user=app password=secret dbname=ppdb",
+        lb.ports[1]
+    );
+    let client = connect(&conn).await;
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    cancel_stops_a_sleep(client, Duration::from_secs(5)).await;
+    // Refused: no header; a balancer outside proxy_protocol_from.
+    for port in [p.port, lb.ports[2]] {
+        let (ok, _, err) = psql(&url(port), &["-Atc", "SELECT 1"]);
+        assert!(!ok, "logged in through {port}");
+        assert!(
+            err.contains("closed the connection") || err.contains("server closed"),
+            "{err}"
+        );
+    }
+    // A header that stops short: dropped at client_login_timeout.
+    let t0 = std::time::Instant::now();
+    let mut c = tokio::net::TcpStream::connect(&target).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut c, b"PROXY TCP4 192.0.2.1 ")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut rest),
+    )
+    .await
+    .expect("closed within 10 s")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The Unix socket: no header.
+    let sock = format!(
+        "postgres://app:secret@/ppdb?host={}&port={}",
+        dir.path().display(),
+        p.port
+    );
+    let (ok, out, err) = psql(&sock, &["-Atc", "SELECT 7"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "7");
+}

@@ -204,13 +204,20 @@ pub(super) async fn sweep_pools(shared: Arc<Shared>) {
 /// Serve one client on this worker, which counted it in its load; uncount it at the end.
 async fn serve_client(
     worker: Arc<Worker>,
-    stream: ClientStream,
-    peer: crate::net::Peer,
+    mut stream: ClientStream,
+    mut peer: crate::net::Peer,
     id: u64,
     front: Front,
 ) {
     let counted = Arc::clone(&worker);
     let _slot = crate::Decrement(&counted.load);
+    match proxied_peer(&worker, &mut stream, peer, front).await {
+        Ok(p) => peer = p,
+        Err(e) => {
+            tracing::info!(conn = id, %peer, error = %e, "connection refused (proxy_protocol)");
+            return;
+        }
+    }
     match front {
         Front::Postgres => {
             crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id).await
@@ -218,6 +225,46 @@ async fn serve_client(
         Front::Mysql => {
             crate::mysql::startup::handle_client(worker.my.clone(), stream, peer, id).await
         }
+    }
+}
+
+/// With the front end's `proxy_protocol` on, take the PROXY header off a TCP connection
+/// (within `client_login_timeout`) and return the client it names; a peer outside
+/// `proxy_protocol_from`, or one without a valid header, is refused (the connection is then
+/// dropped without a word: whatever answered would be in a protocol the peer is not
+/// speaking). Clients of the Unix sockets send no header.
+async fn proxied_peer(
+    worker: &Worker,
+    stream: &mut ClientStream,
+    peer: crate::net::Peer,
+    front: Front,
+) -> Result<crate::net::Peer, String> {
+    let (ClientStream::Plain(tcp), crate::net::Peer::Tcp(addr)) = (stream, peer) else {
+        return Ok(peer);
+    };
+    let cfg = worker.pg.shared.config();
+    let (on, from) = match front {
+        Front::Postgres => cfg
+            .postgres
+            .as_ref()
+            .map(|l| (l.proxy_protocol, &l.proxy_protocol_from[..])),
+        Front::Mysql => cfg
+            .mysql
+            .as_ref()
+            .map(|l| (l.proxy_protocol, &l.proxy_protocol_from[..])),
+    }
+    .unwrap_or((false, &[]));
+    if !on {
+        return Ok(peer);
+    }
+    if !crate::net::proxy_protocol::trusted(addr.ip(), from) {
+        return Err("the peer is not in proxy_protocol_from".into());
+    }
+    let limit = cfg.general.client_login_timeout;
+    match tokio::time::timeout(limit, crate::net::proxy_protocol::read(tcp)).await {
+        Ok(Ok(source)) => Ok(crate::net::Peer::Tcp(source.unwrap_or(addr))),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no whole PROXY protocol header within {limit:?}")),
     }
 }
 

@@ -96,6 +96,27 @@ pub fn parse_backend_addr(text: &str) -> Result<BackendAddr, String> {
     super::parse_addr(text).map(BackendAddr::Tcp)
 }
 
+/// A network as `proxy_protocol_from` names it: "10.0.0.0/8", "2001:db8::/32", or a bare
+/// address (all of its bits).
+pub fn parse_network(text: &str) -> Result<(std::net::IpAddr, u32), String> {
+    let (addr, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address or network (\"10.0.0.0/8\")"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        None => max,
+        Some(b) => match b.parse::<u32>() {
+            Ok(b) if b <= max => b,
+            _ => return Err(format!("{text:?}: the prefix length must be 0 to {max}")),
+        },
+    };
+    Ok((addr, bits))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +134,18 @@ mod tests {
         assert!(parse_backend_addr("/var/run/postgresql/").is_err());
         assert!(parse_backend_addr(&format!("/{}", "x".repeat(110))).is_err());
         assert!(parse_backend_addr("run/x.sock").is_err());
+    }
+
+    #[test]
+    fn networks() {
+        let v4: std::net::IpAddr = "10.0.0.0".parse().unwrap();
+        assert_eq!(parse_network("10.0.0.0/8"), Ok((v4, 8)));
+        assert_eq!(parse_network("10.0.0.0"), Ok((v4, 32)));
+        assert_eq!(parse_network("::1").map(|n| n.1), Ok(128));
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("::/129").is_err());
+        assert!(parse_network("10.0.0.0/x").is_err());
+        assert!(parse_network("example.com").is_err());
     }
 
     #[test]

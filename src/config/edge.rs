@@ -101,6 +101,21 @@ pub struct EdgeListener {
     /// connection is served by hyper. Default true.
     #[serde(default = "default_true")]
     pub h1_fast_path: bool,
+    /// Each TCP connection starts with a PROXY protocol header (version 1 or 2) from a load
+    /// balancer in front (HAProxy's `send-proxy` / `send-proxy-v2`, nginx's
+    /// `proxy_protocol on`, a cloud load balancer's "proxy protocol"), and the client it names
+    /// is the one upstreams are told of (`X-Forwarded-For`) and the access log names (a
+    /// `LOCAL` header, a balancer's own health check, keeps the balancer's address). A
+    /// connection without a valid header within `header_timeout` is closed. Default false.
+    /// Read at each connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the networks the balancers connect from ("10.0.0.0/8",
+    /// "::1", ...); a connection from any other address is closed before a byte is read,
+    /// since whoever can reach the listener could otherwise claim any address. Default: any
+    /// address. Read at each connection (a reload changes it).
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -437,6 +452,11 @@ impl Edge {
                     "needs tls_cert and tls_key (client certificates come over TLS)",
                 ));
             }
+            super::check_proxy_protocol(
+                &format!("edge.listener[{i}]"),
+                l.proxy_protocol,
+                &l.proxy_protocol_from,
+            )?;
             if l.max_connections == 0 {
                 return Err(ConfigError::invalid(
                     key("max_connections"),

@@ -162,6 +162,21 @@ pub struct PostgresListener {
     /// Needs a restart.
     #[serde(default)]
     pub unix_socket_dir: Option<String>,
+    /// Each TCP connection starts with a PROXY protocol header (version 1 or 2) from a load
+    /// balancer in front (HAProxy's `send-proxy` / `send-proxy-v2`, nginx's
+    /// `proxy_protocol on`, a cloud load balancer's "proxy protocol"), and the client it names
+    /// is the one logged (a `LOCAL` header, a balancer's own health check, keeps the
+    /// balancer's address). A connection without a valid header is closed. Clients of the
+    /// Unix socket send none. Default false. Read at each new connection (a reload changes
+    /// it).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the networks the balancers connect from ("10.0.0.0/8",
+    /// "::1", ...); a connection from any other address is closed before a byte is read,
+    /// since whoever can reach the listener could otherwise claim any address. Default: any
+    /// address. Read at each connection (a reload changes it).
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// PostgreSQL's name for the socket of a server listening on `port` in `dir`.
@@ -179,6 +194,26 @@ fn check_socket_path(path: &std::path::Path) -> Result<(), String> {
             "{} is longer than a Unix socket path may be (107 bytes)",
             path.display()
         ));
+    }
+    Ok(())
+}
+
+/// `proxy_protocol_from` names networks, and only with `proxy_protocol` on (`section` is
+/// the key's prefix).
+pub(super) fn check_proxy_protocol(
+    section: &str,
+    on: bool,
+    from: &[String],
+) -> Result<(), ConfigError> {
+    let key = format!("{section}.proxy_protocol_from");
+    if !on && !from.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "is only used with proxy_protocol = true",
+        ));
+    }
+    for net in from {
+        super::parse_network(net).map_err(|e| ConfigError::invalid(key.clone(), e))?;
     }
     Ok(())
 }
@@ -238,6 +273,21 @@ pub struct MysqlListener {
     /// generated when the proxy starts (clients that pin the server's public key need a file).
     #[serde(default)]
     pub rsa_private_key: Option<String>,
+    /// Each TCP connection starts with a PROXY protocol header (version 1 or 2) from a load
+    /// balancer in front (HAProxy's `send-proxy` / `send-proxy-v2`, nginx's
+    /// `proxy_protocol on`, a cloud load balancer's "proxy protocol"), and the client it names
+    /// is the one logged (a `LOCAL` header, a balancer's own health check, keeps the
+    /// balancer's address). A connection without a valid header is closed. Clients of the
+    /// Unix socket send none. Default false. Read at each new connection (a reload changes
+    /// it).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the networks the balancers connect from ("10.0.0.0/8",
+    /// "::1", ...); a connection from any other address is closed before a byte is read,
+    /// since whoever can reach the listener could otherwise claim any address. Default: any
+    /// address. Read at each connection (a reload changes it).
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 fn default_mysql_version() -> String {
@@ -532,6 +582,7 @@ impl Config {
                     "needs tls_cert and tls_key (client certificates come over TLS)",
                 ));
             }
+            check_proxy_protocol("postgres", pg.proxy_protocol, &pg.proxy_protocol_from)?;
         }
 
         if let Some(my) = &self.mysql {
@@ -558,6 +609,7 @@ impl Config {
                     "needs tls_cert and tls_key (client certificates come over TLS)",
                 ));
             }
+            check_proxy_protocol("mysql", my.proxy_protocol, &my.proxy_protocol_from)?;
             if my.rsa_private_key.is_some() && !my.rsa_key_exchange {
                 return Err(ConfigError::invalid(
                     "mysql.rsa_private_key",
@@ -802,6 +854,29 @@ mod tests {
         assert!(e.to_string().starts_with("cluster[0].auth_query"), "{e}");
         let e = with("auth_user = \"lookup\"").unwrap_err();
         assert!(e.to_string().starts_with("cluster[0].auth_user"), "{e}");
+    }
+
+    #[test]
+    fn proxy_protocol_from_names_networks_and_needs_proxy_protocol() {
+        let with = |lines: &str| {
+            Config::from_toml(&GOOD.replace(
+                "listen = \"127.0.0.1:6432\"",
+                &format!("listen = \"127.0.0.1:6432\"\n{lines}"),
+            ))
+        };
+        let ok =
+            with("proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"::1\"]").unwrap();
+        assert!(ok.postgres.as_ref().unwrap().proxy_protocol);
+        let e = with("proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/40\"]").unwrap_err();
+        assert!(
+            e.to_string().starts_with("postgres.proxy_protocol_from"),
+            "{e}"
+        );
+        let e = with("proxy_protocol_from = [\"10.0.0.0/8\"]").unwrap_err();
+        assert!(
+            e.to_string().contains("only used with proxy_protocol"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -54,21 +54,30 @@ pub async fn serve(
             count: count.clone(),
             gauge: gauge.clone(),
         };
-        let ctx = Arc::new(ConnCtx {
-            edge: edge.clone(),
-            listener: name.clone(),
-            peer,
-            tls: state.tls.contains_key(&*name),
-            worker,
-            in_flight: Default::default(),
-            client_ip: super::headers::client_ip_value(peer.ip()),
-            client_cert: None,
-        });
         let tls = state.tls.get(&*name).cloned();
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
+        let (edge, name) = (edge.clone(), name.clone());
         tracker.spawn(async move {
             let _slot = slot;
+            let mut stream = stream;
+            let peer = match proxied_peer(&cfg, &mut stream, peer).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(listener = %name, %peer, error = %e, "edge connection refused (proxy_protocol)");
+                    return;
+                }
+            };
+            let ctx = Arc::new(ConnCtx {
+                tls: tls.is_some(),
+                edge,
+                listener: name,
+                peer,
+                worker,
+                in_flight: Default::default(),
+                client_ip: super::headers::client_ip_value(peer.ip()),
+                client_cert: None,
+            });
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(AtomicU64::new(0));
             let (stream, read) = match (&tls, cfg.h1_fast_path) {
@@ -104,6 +113,31 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// With the listener's `proxy_protocol` on, take the PROXY header off the connection (within
+/// `header_timeout`) and return the client it names; a peer outside `proxy_protocol_from`
+/// or one without a valid header is refused (closed without an answer).
+async fn proxied_peer(
+    cfg: &EdgeListener,
+    stream: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Result<std::net::SocketAddr, String> {
+    if !cfg.proxy_protocol {
+        return Ok(peer);
+    }
+    if !crate::net::proxy_protocol::trusted(peer.ip(), &cfg.proxy_protocol_from) {
+        return Err("the peer is not in proxy_protocol_from".into());
+    }
+    let read = crate::net::proxy_protocol::read(stream);
+    match tokio::time::timeout(cfg.header_timeout, read).await {
+        Ok(Ok(source)) => Ok(source.unwrap_or(peer)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no whole PROXY protocol header within {:?}",
+            cfg.header_timeout
+        )),
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod drivers;
+pub mod haproxy;
 pub mod pki;
 pub mod process;
 pub mod raw;
