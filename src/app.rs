@@ -540,6 +540,14 @@ fn start_admin(
                         move || crate::reload::reload(&shared)
                     }),
                     token,
+                    clients: Arc::new({
+                        let shared = shared.clone();
+                        move || {
+                            let mut rows = shared.pg.cancel.clients();
+                            rows.extend(shared.my.clients());
+                            rows
+                        }
+                    }),
                     pauses: Arc::new({
                         let shared = shared.clone();
                         move || {

@@ -97,3 +97,63 @@ pub(crate) fn new_classifier_for(config: &Config, dialect: Dialect) -> Classifie
         config.routing.cache_entries,
     )
 }
+
+/// What `GET /clients` (the admin API) shows of one connected client, as PgBouncer's
+/// `SHOW CLIENTS` and ProxySQL's process list do: fixed when it logs in; the server
+/// connection it holds now comes from each protocol's registry (its cancel or KILL slot,
+/// which the statement path keeps anyway), so listing clients costs the statement path
+/// nothing.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// The client's address (the one a PROXY protocol header named, if any).
+    pub addr: String,
+    pub since: std::time::SystemTime,
+    /// User and database (the cluster's `database`) it is logged in as; replaced on a
+    /// MySQL COM_CHANGE_USER.
+    pub login: Mutex<(Arc<str>, Arc<str>)>,
+}
+
+impl ClientInfo {
+    pub fn new(addr: String, user: Arc<str>, database: Arc<str>) -> ClientInfo {
+        ClientInfo {
+            addr,
+            since: std::time::SystemTime::now(),
+            login: Mutex::new((user, database)),
+        }
+    }
+
+    /// One `/clients` row for this client; `server`: the server it holds now, if any.
+    pub fn row(&self, protocol: &'static str, id: i64, server: Option<String>) -> ClientRow {
+        let (user, database) = self.login.lock().unwrap().clone();
+        ClientRow {
+            protocol,
+            id,
+            addr: self.addr.clone(),
+            user: user.to_string(),
+            database: database.to_string(),
+            connected_secs: self.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            state: if server.is_some() { "active" } else { "idle" },
+            server,
+        }
+    }
+}
+
+/// One client as `GET /clients` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClientRow {
+    /// "postgres" or "mysql".
+    pub protocol: &'static str,
+    /// The id the client knows itself by: PostgreSQL's BackendKeyData pid, MySQL's
+    /// connection id (what `pg_cancel_backend`-style tools and `KILL` name).
+    pub id: i64,
+    pub addr: String,
+    pub user: String,
+    pub database: String,
+    pub connected_secs: u64,
+    /// "active": holds a server connection (a transaction or statement in progress, or a
+    /// session pinned to it); "idle": holds none.
+    pub state: &'static str,
+    /// The server it holds a connection to (`addr`, MySQL: `addr thread N`; a multiplexed
+    /// PostgreSQL statement: "multiplexed").
+    pub server: Option<String>,
+}

@@ -96,6 +96,7 @@ impl Harness {
             },
             token: token.map(str::to_owned),
             edge_status: None,
+            clients: Arc::new(Vec::new),
             pauses: {
                 let pause = pause.clone();
                 Arc::new(move || vec![("main".to_string(), pause.clone())])
@@ -378,6 +379,7 @@ async fn non_loopback_without_token_refuses_to_start() {
         reload: Arc::new(|| Ok(String::new())),
         token: None,
         edge_status: None,
+        clients: Arc::new(Vec::new),
         pauses: Arc::new(Vec::new),
     };
     let r = tokio::time::timeout(

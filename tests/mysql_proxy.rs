@@ -2295,7 +2295,7 @@ fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() {
             "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1\"]\nsocket = \"{}\"",
             sock.display()
         ),
-        "",
+        "[admin]\nlisten = \"127.0.0.1:0\"",
     );
     let lb = support::haproxy::Haproxy::start(&[
         (format!("127.0.0.1:{}", p.port), "send-proxy"),
@@ -2328,6 +2328,37 @@ fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() {
     assert!(!ok, "a client without a header logged in");
     assert!(
         err.contains("2013") || err.contains("2006") || err.contains("Lost connection"),
+        "{err}"
+    );
+    // The admin API's client list names each client by the address the header carried
+    // (PyMySQL connects from 127.0.0.3 and 127.0.0.4), its proxy-issued id (CONNECTION_ID())
+    // and, for the one inside a transaction, the primary connection it holds.
+    let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
+    let program = format!(
+        r#"
+import sys, json, urllib.request, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn(src):
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, autocommit=True, bind_address=src)
+a, b = conn("127.0.0.3"), conn("127.0.0.4")
+ca, cb = a.cursor(), b.cursor()
+ca.execute("SELECT CONNECTION_ID()"); ida = ca.fetchone()[0]
+cb.execute("SELECT CONNECTION_ID()"); idb = cb.fetchone()[0]
+ca.execute("BEGIN"); ca.execute("SELECT * FROM t FOR UPDATE"); ca.fetchall()
+got = json.load(urllib.request.urlopen("http://{admin}/clients?protocol=mysql&database=" + db))
+rows = {{r["addr"].rsplit(":", 1)[0]: r for r in got["clients"]}}
+print(json.dumps([rows["127.0.0.3"]["id"] == ida, rows["127.0.0.3"]["state"],
+    rows["127.0.0.3"]["server"].split(" ")[0], rows["127.0.0.3"]["user"],
+    rows["127.0.0.4"]["id"] == idb, rows["127.0.0.4"]["state"], rows["127.0.0.4"]["server"]]))
+"#
+    );
+    let (ok, out, err) = python(&program, lb.ports[1], db);
+    assert!(ok, "{out}{err}");
+    let primary = format!("127.0.0.1:{}", cluster().primary_port());
+    assert_eq!(
+        out.trim(),
+        format!("[true, \"active\", \"{primary}\", \"app\", true, \"idle\", null]"),
         "{err}"
     );
     // A balancer connecting from outside `proxy_protocol_from`: refused.

@@ -63,7 +63,7 @@ async fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() 
     let p = start_proxy(&config_text(
         "ppdb",
         "client_login_timeout = \"1s\"",
-        "",
+        "[admin]\nlisten = \"127.0.0.1:0\"",
         &format!(
             "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]\nunix_socket_dir = \"{}\"",
             dir.path().display()
@@ -91,6 +91,40 @@ async fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() 
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
+    // The admin API's client list: one client inside a transaction holds a primary
+    // connection, the other holds none.
+    let idle = connect(&conn).await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    client.simple_query("BEGIN; SELECT 1").await.unwrap();
+    let (code, body) = admin_request(
+        p.admin_addr(),
+        "GET",
+        "/clients?protocol=postgres&database=ppdb",
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut shown: Vec<_> = v["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{r}");
+            assert!(r["id"].as_i64().unwrap() > 0, "{r}");
+            (r["user"].clone(), r["state"].clone(), r["server"].clone())
+        })
+        .collect();
+    shown.sort_by_key(|r| r.1.to_string());
+    let primary = format!("127.0.0.1:{}", cluster().primary_port());
+    assert_eq!(
+        shown,
+        [
+            ("app".into(), "active".into(), primary.into()),
+            ("app".into(), "idle".into(), serde_json::Value::Null),
+        ],
+        "{body}"
+    );
+    client.simple_query("COMMIT").await.unwrap();
+    drop(idle);
     cancel_stops_a_sleep(client, Duration::from_secs(5)).await;
     // Refused: no header; a balancer outside proxy_protocol_from.
     for port in [p.port, lb.ports[2]] {

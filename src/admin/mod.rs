@@ -10,6 +10,9 @@
 //!   bound, every cluster has a reachable primary, not draining).
 //! - `GET /status`: JSON: clusters, backends, roles, lag, pools, clients; with an HTTP edge,
 //!   its listeners, routes and upstream servers' health (`edge`).
+//! - `GET /clients`: JSON: every connected database client (protocol, id, address, user,
+//!   database, seconds connected, idle/active and the server it holds), filtered by
+//!   `?protocol=`, `?database=`, `?user=`.
 //! - `POST /reload`: runs the `reload` callback; 200 with its message or 400 with the error.
 //! - `POST /pause`, `POST /resume`: a cluster's new transactions wait / go on (see
 //!   `cluster::pause`).
@@ -59,6 +62,10 @@ pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
 /// upstreams), made by whoever owns it; the admin API knows nothing of its contents.
 pub type StatusFn = dyn Fn() -> serde_json::Value + Send + Sync;
 
+/// Every connected client of the database front ends (`GET /clients`), made by the process
+/// wiring from each protocol's registry.
+pub type ClientsFn = dyn Fn() -> Vec<crate::engine::ClientRow> + Send + Sync;
+
 /// Each cluster's name and its pause switch (`POST /pause`, `POST /resume`).
 pub type PausesFn = dyn Fn() -> Vec<(String, Arc<crate::cluster::pause::Pause>)> + Send + Sync;
 
@@ -73,6 +80,8 @@ pub struct AdminState {
     pub edge_status: Option<Arc<StatusFn>>,
     /// The clusters that can be paused.
     pub pauses: Arc<PausesFn>,
+    /// The database clients connected now.
+    pub clients: Arc<ClientsFn>,
     /// Bearer token; required when bound to a non-loopback address.
     pub token: Option<String>,
 }
@@ -129,6 +138,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/metrics", get(metrics))
+        .route("/clients", get(clients))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -450,6 +460,20 @@ async fn resume(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
     let names: Vec<&str> = picked.iter().map(|(n, _)| n.as_str()).collect();
     tracing::warn!(clusters = ?names, "resumed");
     Json(serde_json::json!({ "resumed": names })).into_response()
+}
+
+/// `GET /clients[?protocol=P][&database=D][&user=U]`: the connected database clients, by
+/// protocol and id, as PgBouncer's `SHOW CLIENTS` lists them.
+async fn clients(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let q = uri.query();
+    let want = |key: &str, value: &str| query_param(q, key).is_none_or(|v| v == value);
+    let mut rows: Vec<_> = (state.clients)()
+        .into_iter()
+        .filter(|r| want("protocol", r.protocol) && want("database", &r.database))
+        .filter(|r| want("user", &r.user))
+        .collect();
+    rows.sort_by(|a, b| (a.protocol, a.id).cmp(&(b.protocol, b.id)));
+    Json(serde_json::json!({ "count": rows.len(), "clients": rows })).into_response()
 }
 
 fn with_newline(mut s: String) -> String {

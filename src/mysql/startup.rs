@@ -637,6 +637,11 @@ pub async fn handle_client(
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
         return;
     };
+    let _ = slot.info.set(crate::engine::ClientInfo::new(
+        peer.to_string(),
+        std::sync::Arc::from(l.user.as_str()),
+        std::sync::Arc::from(cluster.database.as_str()),
+    ));
     let ok = login_ok(l.caps, l.schema.as_deref());
     if write_packet(&mut stream, l.next_seq, &ok).await.is_err() {
         return;

@@ -47,6 +47,8 @@ pub struct Slot {
     /// The user the client logged in as (None until it has): only clients of the same user
     /// may KILL its statements, as on a server.
     pub user: Mutex<Option<Arc<str>>>,
+    /// What `GET /clients` shows of it, from its login on.
+    pub info: std::sync::OnceLock<crate::engine::ClientInfo>,
 }
 
 /// What every MySQL session of the process shares.
@@ -112,6 +114,23 @@ impl MyShared {
     /// The slot of a connected client.
     pub fn lookup(&self, id: u32) -> Option<Arc<Slot>> {
         self.clients.lock().unwrap().get(&id).cloned()
+    }
+
+    /// Every logged-in client as `GET /clients` lists it.
+    pub fn clients(&self) -> Vec<crate::engine::ClientRow> {
+        let map = self.clients.lock().unwrap();
+        map.values()
+            .filter_map(|slot| {
+                let info = slot.info.get()?;
+                let server = slot
+                    .running
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|r| format!("{} thread {}", r.addr, r.thread));
+                Some(info.row("mysql", i64::from(slot.id), server))
+            })
+            .collect()
     }
 }
 

@@ -5,6 +5,7 @@
 use super::codec::put_cancel_request;
 use super::mux::Lane;
 use crate::config::BackendAddr;
+use crate::engine::{ClientInfo, ClientRow};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -96,10 +97,17 @@ impl CancelSlot {
     }
 }
 
-/// Process-wide map from proxy-issued pid to (secret, slot).
+/// Process-wide map from proxy-issued pid to its client's entry.
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+    map: Mutex<HashMap<i32, Entry>>,
+}
+
+/// A connected client's key secret, its slot, and what `/clients` shows of it.
+struct Entry {
+    secret: i32,
+    slot: Arc<CancelSlot>,
+    info: ClientInfo,
 }
 
 /// Removes the client's key from the registry when the session ends.
@@ -117,8 +125,9 @@ impl Drop for CancelKey {
 }
 
 impl CancelRegistry {
-    /// Issue a fresh key (positive pid, unique among live clients).
-    pub fn issue(self: &Arc<Self>) -> CancelKey {
+    /// Issue a fresh key (positive pid, unique among live clients) to the client `info`
+    /// describes.
+    pub fn issue(self: &Arc<Self>, info: ClientInfo) -> CancelKey {
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock().unwrap();
         loop {
@@ -127,7 +136,12 @@ impl CancelRegistry {
                 continue;
             }
             let secret = rand::random::<i32>();
-            map.insert(pid, (secret, slot.clone()));
+            let entry = Entry {
+                secret,
+                slot: slot.clone(),
+                info,
+            };
+            map.insert(pid, entry);
             return CancelKey {
                 pid,
                 secret,
@@ -140,14 +154,31 @@ impl CancelRegistry {
     /// Where the statement of the client with this key runs, if the key matches.
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelRoute> {
         let map = self.map.lock().unwrap();
-        let (s, slot) = map.get(&pid)?;
+        let entry = map.get(&pid)?;
         // Compare without an early exit so timing does not reveal the secret.
-        let same = (*s ^ secret) == 0;
+        let same = (entry.secret ^ secret) == 0;
         if same {
-            slot.for_cancel()
+            entry.slot.for_cancel()
         } else {
             None
         }
+    }
+}
+
+impl CancelRegistry {
+    /// Every connected client as `GET /clients` lists it.
+    pub fn clients(&self) -> Vec<ClientRow> {
+        let map = self.map.lock().unwrap();
+        map.iter()
+            .map(|(pid, Entry { slot, info, .. })| {
+                let server = match &slot.0.lock().unwrap().0 {
+                    Some(CancelRoute::Server(t)) => Some(t.addr.to_string()),
+                    Some(CancelRoute::Lane(..)) => Some("multiplexed".to_owned()),
+                    None => None,
+                };
+                info.row("postgres", i64::from(*pid), server)
+            })
+            .collect()
     }
 }
 
@@ -193,8 +224,9 @@ mod tests {
     #[test]
     fn keys_are_unique_and_checked() {
         let reg = Arc::new(CancelRegistry::default());
-        let a = reg.issue();
-        let b = reg.issue();
+        let info = |user: &str| ClientInfo::new("10.0.0.1:5".into(), user.into(), "db".into());
+        let a = reg.issue(info("alice"));
+        let b = reg.issue(info("bob"));
         assert_ne!(a.pid, b.pid);
         let t = CancelTarget {
             addr: "127.0.0.1:1".parse().unwrap(),
@@ -207,8 +239,29 @@ mod tests {
         assert_eq!(server(reg.lookup(a.pid, a.secret)), Some(t));
         assert!(reg.lookup(a.pid, a.secret.wrapping_add(1)).is_none());
         assert!(reg.lookup(b.pid, b.secret).is_none());
+        // The client list: alice holds a connection, bob none.
+        let mut rows = reg.clients();
+        rows.sort_by(|x, y| x.user.cmp(&y.user));
+        let shown: Vec<_> = rows
+            .iter()
+            .map(|r| (r.id, &*r.user, r.state, r.server.as_deref(), &*r.addr))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    i64::from(a.pid),
+                    "alice",
+                    "active",
+                    Some("127.0.0.1:1"),
+                    "10.0.0.1:5"
+                ),
+                (i64::from(b.pid), "bob", "idle", None, "10.0.0.1:5")
+            ]
+        );
         let pid = a.pid;
         drop(a);
         assert!(reg.lookup(pid, 0).is_none());
+        assert_eq!(reg.clients().len(), 1);
     }
 }

@@ -80,7 +80,11 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     .await;
     let refusal = match login {
         Ok(Ok(Some(l))) => {
-            let key = worker.pg.cancel.issue();
+            let key = worker.pg.cancel.issue(crate::engine::ClientInfo::new(
+                peer.to_string(),
+                l.user.clone(),
+                Arc::from(l.cluster.database.as_str()),
+            ));
             let (pid, secret) = (key.pid, key.secret);
             let mut session = Session::new(
                 worker.clone(),

@@ -201,6 +201,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         *self.slot.user.lock().unwrap() = Some(self.user.clone());
+        if let Some(info) = self.slot.info.get() {
+            *info.login.lock().unwrap() =
+                (self.user.clone(), Arc::from(self.cluster.database.as_str()));
+        }
         tracing::debug!(user = %name, cluster = %self.cluster.database, "mysql client changed user");
         self.send(next_seq, &ok_payload(self.caps, self.status))
             .await
