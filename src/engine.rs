@@ -45,6 +45,8 @@ pub struct Engine {
     pub draining: AtomicBool,
     /// The limits on connections per server (`[[cluster]] max_server_connections`).
     pub server_caps: crate::pool::ServerCaps,
+    /// Client connections open per user, over both protocols (`[[user]] max_connections`).
+    pub user_conns: Arc<UserConns>,
 }
 
 impl Engine {
@@ -71,6 +73,7 @@ impl Engine {
             listening: Default::default(),
             draining: Default::default(),
             server_caps: Default::default(),
+            user_conns: Default::default(),
         }
     }
 
@@ -156,4 +159,77 @@ pub struct ClientRow {
     /// The server it holds a connection to (`addr`, MySQL: `addr thread N`; a multiplexed
     /// PostgreSQL statement: "multiplexed").
     pub server: Option<String>,
+}
+
+/// Client connections open per user name, over both protocols and all workers: what
+/// `[[user]] max_connections` is checked against. Every logged-in client counts (a user
+/// without a limit too, so that a limit a reload adds counts the connections already open).
+#[derive(Debug, Default)]
+pub struct UserConns(Mutex<HashMap<Arc<str>, usize>>);
+
+impl UserConns {
+    /// Count one more connection of `user` unless it has `limit` open already (then
+    /// `Err(limit)`). The count drops with the returned guard.
+    pub fn admit(
+        self: &Arc<Self>,
+        user: &Arc<str>,
+        limit: Option<usize>,
+    ) -> Result<UserConn, usize> {
+        let mut map = self.0.lock().unwrap();
+        let open = map.get(user).copied().unwrap_or(0);
+        if let Some(limit) = limit.filter(|&l| open >= l) {
+            return Err(limit);
+        }
+        map.insert(user.clone(), open + 1);
+        Ok(UserConn {
+            conns: self.clone(),
+            user: user.clone(),
+        })
+    }
+
+    /// Connections `user` has open now.
+    pub fn open(&self, user: &str) -> usize {
+        self.0.lock().unwrap().get(user).copied().unwrap_or(0)
+    }
+}
+
+/// One counted connection of a user; uncounted when dropped.
+#[derive(Debug)]
+pub struct UserConn {
+    conns: Arc<UserConns>,
+    user: Arc<str>,
+}
+
+impl Drop for UserConn {
+    fn drop(&mut self) {
+        let mut map = self.conns.0.lock().unwrap();
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_connections_are_counted_and_limited() {
+        let conns = Arc::new(UserConns::default());
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        let a1 = conns.admit(&alice, Some(2)).unwrap();
+        let a2 = conns.admit(&alice, Some(2)).unwrap();
+        assert_eq!(conns.admit(&alice, Some(2)).unwrap_err(), 2);
+        // Another user's count is its own; no limit, no refusal.
+        let b: Vec<_> = (0..5).map(|_| conns.admit(&bob, None).unwrap()).collect();
+        assert_eq!((conns.open("alice"), conns.open("bob")), (2, 5));
+        drop(a1);
+        let a3 = conns.admit(&alice, Some(2)).unwrap();
+        drop((a2, a3, b));
+        assert_eq!((conns.open("alice"), conns.open("bob")), (0, 0));
+        assert!(conns.0.lock().unwrap().is_empty(), "no residue");
+    }
 }

@@ -2381,3 +2381,89 @@ print(json.dumps([rows["127.0.0.3"]["id"] == ida, rows["127.0.0.3"]["state"],
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "2");
 }
+
+/// `[[user]] max_connections`: a user's client connections are capped over the whole proxy,
+/// and the one past the cap gets the error a MariaDB server gives for an account's
+/// MAX_USER_CONNECTIONS, in the same words (compared with one made directly); other users
+/// are not affected; a connection that leaves frees its place; COM_CHANGE_USER to a user at
+/// its cap is refused the same way and the connection goes on as the user it was.
+#[test]
+fn max_connections_caps_a_users_clients_as_max_user_connections_does() {
+    let db = "my_userlimit";
+    setup(db, "SELECT 1");
+    let c = cluster();
+    c.query(
+        0,
+        "CREATE USER IF NOT EXISTS lim@'%' IDENTIFIED BY 'lim_pw' WITH MAX_USER_CONNECTIONS 2",
+    )
+    .unwrap();
+    c.query(0, &format!("GRANT SELECT ON {db}.* TO lim@'%'"))
+        .unwrap();
+    let p = proxy_with(
+        db,
+        "",
+        "",
+        "max_connections = 2\n\n[[user]]\nname = \"other\"\npassword = \"other_pw\"",
+    );
+    let program = r#"
+import sys, json, pymysql, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+user, pw = sys.argv[3], sys.argv[4]
+def conn(u=user, p=pw):
+    return pymysql.connect(host="127.0.0.1", port=port, user=u, password=p, database=db)
+def refusal(f):
+    try:
+        f()
+        return None
+    except Exception as e:
+        return [e.args[0], e.args[1]]
+out = {}
+held = [conn(), conn()]
+out["third"] = refusal(conn)
+if user == "app":
+    o = conn("other", "other_pw"); cur = o.cursor(); cur.execute("SELECT 1")
+    out["other"] = cur.fetchone()[0]
+    # COM_CHANGE_USER (mysql-connector-python) to the user at its cap.
+    m = mysql.connector.connect(host="127.0.0.1", port=port, user="other", password="other_pw",
+        database=db, use_pure=True)
+    try:
+        m.cmd_change_user(username="app", password="app_pw", database=db)
+        out["change"] = None
+    except mysql.connector.Error as e:
+        out["change"] = [e.errno, e.msg]
+    mc = m.cursor(); mc.execute("SELECT CURRENT_USER() IS NOT NULL"); out["still"] = mc.fetchone()[0]
+held[0].close()
+import time; time.sleep(0.3)
+c = conn(); cur = c.cursor(); cur.execute("SELECT 40 + 2"); out["after_leave"] = cur.fetchone()[0]
+print(json.dumps(out))
+"#;
+    let run_as = |port: u16, user: &str, pw: &str| {
+        let (ok, out, err) =
+            run(Command::new("python3").args(["-c", program, &port.to_string(), db, user, pw]));
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let direct = run_as(c.primary_port(), "lim", "lim_pw");
+    let proxied = run_as(p.port, "app", "app_pw");
+    assert_eq!(
+        direct["third"],
+        serde_json::json!([
+            1226,
+            "User 'lim' has exceeded the 'max_user_connections' resource (current value: 2)"
+        ])
+    );
+    assert_eq!(
+        proxied["third"],
+        serde_json::json!([
+            1226,
+            "User 'app' has exceeded the 'max_user_connections' resource (current value: 2)"
+        ])
+    );
+    assert_eq!(proxied["other"], 1);
+    assert_eq!(proxied["change"][0], 1226, "{proxied}");
+    assert_eq!(proxied["still"], 1);
+    assert_eq!(
+        (&direct["after_leave"], &proxied["after_leave"]),
+        (&42.into(), &42.into())
+    );
+}

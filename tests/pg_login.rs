@@ -165,3 +165,79 @@ async fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() 
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "7");
 }
+
+/// `[[user]] max_connections`: a user's client connections are capped over the whole proxy;
+/// the login past the cap is refused after authentication with the SQLSTATE and words
+/// PostgreSQL uses for a role's CONNECTION LIMIT (compared with a role limited on the
+/// server directly), other users are not affected, a client that leaves frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_a_users_clients_as_a_roles_connection_limit_does() {
+    create_db("limitdb");
+    let c = cluster();
+    c.psql(
+        0,
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lim') THEN \
+         CREATE ROLE lim LOGIN PASSWORD 'lim_pw' CONNECTION LIMIT 2; END IF; END $$",
+    )
+    .unwrap();
+    let text = config_text("limitdb", "", "", "").replace(
+        "password = \"secret\"\n",
+        "password = \"secret\"\nmax_connections = 2\n",
+    );
+    assert!(text.contains("max_connections = 2"));
+    let p = start_proxy(&text);
+    // (code, message) of a third login while two are held, then a login after one left.
+    async fn third(conn: String) -> (Option<String>, String, i32) {
+        let a = connect(&conn).await;
+        let b = connect(&conn).await;
+        let refused = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .err()
+            .and_then(|e| e.as_db_error().cloned());
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = connect(&conn).await;
+        let n: i32 = again.query_one("SELECT 40 + 2", &[]).await.unwrap().get(0);
+        drop(b);
+        match refused {
+            Some(e) => (Some(e.code().code().to_owned()), e.message().to_owned(), n),
+            None => (None, String::new(), n),
+        }
+    }
+    let direct = third(format!(
+        "host=127.0.0.1 port={} user=lim password=lim_pw dbname=limitdb",
+        c.primary_port()
+    ))
+    .await;
+    let proxied = third(p.conn_str("limitdb")).await;
+    assert_eq!(
+        (direct.0.as_deref(), direct.1.as_str(), direct.2),
+        (Some("53300"), "too many connections for role \"lim\"", 42)
+    );
+    assert_eq!(proxied.0.as_deref(), Some("53300"), "{proxied:?}");
+    assert!(
+        proxied
+            .1
+            .starts_with("too many connections for role \"app\""),
+        "{proxied:?}"
+    );
+    assert_eq!(proxied.2, 42);
+    // Another user of the proxy is not counted with app.
+    let held: Vec<_> = futures_hold(&p.conn_str("limitdb"), 2).await;
+    let other = connect(&format!(
+        "host=127.0.0.1 port={} user=app_md5 password=secret5 dbname=limitdb",
+        p.port
+    ))
+    .await;
+    other.simple_query("SELECT 1").await.unwrap();
+    drop(held);
+}
+
+/// `n` open clients of `conn`.
+async fn futures_hold(conn: &str, n: usize) -> Vec<tokio_postgres::Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(connect(conn).await);
+    }
+    out
+}

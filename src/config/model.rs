@@ -430,6 +430,14 @@ pub struct User {
     /// server with. Default: `password`; without either, none (the server must trust them).
     #[serde(default)]
     pub server_password: Option<String>,
+    /// Most client connections this user may have open at once, over both protocols and
+    /// all workers (PostgreSQL's `CONNECTION LIMIT` of a role, MySQL's
+    /// `MAX_USER_CONNECTIONS` of an account, ProxySQL's `mysql_users.max_connections`). A
+    /// login past it is refused after authentication: PostgreSQL FATAL 53300 "too many
+    /// connections for role", MySQL error 1226; so is a MySQL COM_CHANGE_USER to the user.
+    /// Default: no limit. A reload changes it for the next logins.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl User {
@@ -445,6 +453,7 @@ impl User {
             mysql_native_hash: None,
             server_user: None,
             server_password: None,
+            max_connections: None,
         }
     }
 

@@ -566,6 +566,18 @@ pub fn pick_cluster(cfg: &Config, database: Option<&str>) -> Option<(String, Opt
     Some((default, schema))
 }
 
+/// ERR 1226 for a login past `[[user]] max_connections`, in MySQL's words for an account's
+/// MAX_USER_CONNECTIONS.
+pub(crate) fn user_limit_err(user: &str, limit: usize) -> Vec<u8> {
+    err_payload(
+        1226,
+        b"42000",
+        &format!(
+            "User '{user}' has exceeded the 'max_user_connections' resource (current value: {limit})"
+        ),
+    )
+}
+
 /// Serve one accepted MySQL client on this worker: limits, login within
 /// `client_login_timeout`, then its session.
 pub async fn handle_client(
@@ -587,6 +599,7 @@ pub async fn handle_client(
         .filter(|_| matches!(stream, ClientStream::Plain(_)));
     let (id, slot, _registered) = w.my.register();
     if open > cfg.general.max_client_connections {
+        engine.metrics.error("", crate::metrics::kind::CLIENT_LIMIT);
         let err = err_payload(
             1040,
             b"08004",
@@ -637,6 +650,19 @@ pub async fn handle_client(
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
         return;
     };
+    let limit = cfg.user(&l.user).and_then(|u| u.max_connections);
+    match engine
+        .user_conns
+        .admit(&std::sync::Arc::from(l.user.as_str()), limit)
+    {
+        Ok(c) => *slot.user_conn.lock().unwrap() = Some(c),
+        Err(n) => {
+            engine.metrics.error("", crate::metrics::kind::CLIENT_LIMIT);
+            let err = user_limit_err(&l.user, n);
+            let _ = write_packet(&mut stream, l.next_seq, &err).await;
+            return;
+        }
+    }
     let _ = slot.info.set(crate::engine::ClientInfo::new(
         peer.to_string(),
         std::sync::Arc::from(l.user.as_str()),

@@ -49,6 +49,8 @@ pub struct Slot {
     pub user: Mutex<Option<Arc<str>>>,
     /// What `GET /clients` shows of it, from its login on.
     pub info: std::sync::OnceLock<crate::engine::ClientInfo>,
+    /// Its place under its user's `max_connections` (moved by COM_CHANGE_USER).
+    pub user_conn: Mutex<Option<crate::engine::UserConn>>,
 }
 
 /// What every MySQL session of the process shares.

@@ -79,7 +79,23 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     )
     .await;
     let refusal = match login {
-        Ok(Ok(Some(l))) => {
+        Ok(Ok(Some(l))) => 'logged_in: {
+            let limit = config.user(&l.user).and_then(|u| u.max_connections);
+            let _user_conn = match shared.user_conns.admit(&l.user, limit) {
+                Ok(c) => c,
+                Err(n) => {
+                    // As PostgreSQL checks a role's CONNECTION LIMIT: after authentication
+                    // (the SCRAM exchange's last message goes first).
+                    let _ = stream.write_all(&l.out).await;
+                    break 'logged_in refuse(
+                        "53300",
+                        format!(
+                            "too many connections for role \"{}\" (switchyard max_connections = {n})",
+                            l.user
+                        ),
+                    );
+                }
+            };
             let key = worker.pg.cancel.issue(crate::engine::ClientInfo::new(
                 peer.to_string(),
                 l.user.clone(),

@@ -176,6 +176,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return self.send(next_seq, &err_payload(code, &state, &msg)).await;
             }
         };
+        // The new user's place under its max_connections, the old user's given up first (a
+        // change to the same user at its limit passes, as on a server).
+        let limit = cfg.user(&name).and_then(|u| u.max_connections);
+        let conns = self.w.shared.user_conns.clone();
+        drop(self.slot.user_conn.lock().unwrap().take());
+        let new_conn = match conns.admit(&Arc::from(name.as_str()), limit) {
+            Ok(c) => c,
+            Err(n) => {
+                tracing::debug!(user = %name, "mysql client's change of user refused: max_connections");
+                *self.slot.user_conn.lock().unwrap() = conns.admit(&self.user, None).ok();
+                self.finish().await;
+                self.restart();
+                let err = crate::mysql::startup::user_limit_err(&name, n);
+                return self.send(next_seq, &err).await;
+            }
+        };
+        *self.slot.user_conn.lock().unwrap() = Some(new_conn);
         // The old session ends here, as if the client had left.
         self.finish().await;
         let before = (
@@ -195,6 +212,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.route_reason = "command";
             if let Err(e) = self.acquire(Want::Primary).await {
                 (self.cluster, self.login_vars, self.login_schema, self.user) = before;
+                // Back under the old user's count.
+                *self.slot.user_conn.lock().unwrap() = conns.admit(&self.user, None).ok();
                 self._connected = self.cluster.metrics.client_connected();
                 self.restart();
                 return self.send(next_seq, &e.err_payload()).await;
