@@ -2467,3 +2467,82 @@ print(json.dumps(out))
         (&42.into(), &42.into())
     );
 }
+
+/// `[[user]] allow_from`: a user that may log in only from some addresses is refused from
+/// others with the error MariaDB gives for an account at another host (compared with one
+/// made directly: `'u'@'127.0.0.3'` reached from 127.0.0.4), before its password is
+/// checked; a wrong password names the user at the client's host, as MariaDB does; COM_CHANGE_USER to it from elsewhere is refused too; other users are not
+/// affected.
+#[test]
+fn allow_from_refuses_a_user_from_other_hosts_as_an_account_host_does() {
+    let db = "my_allowfrom";
+    setup(db, "SELECT 1");
+    let c = cluster();
+    c.query(
+        0,
+        "CREATE USER IF NOT EXISTS hosted@'127.0.0.3' IDENTIFIED BY 'hosted_pw'",
+    )
+    .unwrap();
+    c.query(0, &format!("GRANT SELECT ON {db}.* TO hosted@'127.0.0.3'"))
+        .unwrap();
+    let p = proxy_with(
+        db,
+        "",
+        "",
+        "\n[[user]]\nname = \"hosted\"\npassword = \"hosted_pw\"\nallow_from = [\"127.0.0.3/32\"]",
+    );
+    let program = r#"
+import sys, json, pymysql, mysql.connector
+port, db = int(sys.argv[1]), sys.argv[2]
+def attempt(user, pw, src):
+    try:
+        c = pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw, database=db,
+            bind_address=src)
+        cur = c.cursor(); cur.execute("SELECT 40 + 2"); return cur.fetchone()[0]
+    except pymysql.err.OperationalError as e:
+        return [e.args[0], e.args[1]]
+out = {"ok": attempt("hosted", "hosted_pw", "127.0.0.3"),
+       "elsewhere": attempt("hosted", "hosted_pw", "127.0.0.4"),
+       "wrong_pw_elsewhere": attempt("hosted", "nope", "127.0.0.4"),
+       "wrong_pw_here": attempt("hosted", "nope", "127.0.0.3")}
+if len(sys.argv) > 3:
+    out["app"] = attempt("app", "app_pw", "127.0.0.4")
+    m = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, use_pure=True)
+    try:
+        m.cmd_change_user(username="hosted", password="hosted_pw", database=db)
+        out["change"] = None
+    except mysql.connector.Error as e:
+        out["change"] = e.errno
+print(json.dumps(out))
+"#;
+    let go = |port: u16, extra: &[&str]| {
+        let (ok, out, err) = run(Command::new("python3")
+            .args(["-c", program, &port.to_string(), db])
+            .args(extra));
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let direct = go(c.primary_port(), &[]);
+    let proxied = go(p.port, &["proxy"]);
+    let refused = serde_json::json!([
+        1045,
+        "Access denied for user 'hosted'@'127.0.0.4' (using password: YES)"
+    ]);
+    for got in [&direct, &proxied] {
+        assert_eq!(got["ok"], 42, "{got}");
+        assert_eq!(got["elsewhere"], refused, "{got}");
+        // Refused for the host before the password counts: the same answer.
+        assert_eq!(got["wrong_pw_elsewhere"], refused, "{got}");
+        assert_eq!(
+            got["wrong_pw_here"],
+            serde_json::json!([
+                1045,
+                "Access denied for user 'hosted'@'127.0.0.3' (using password: YES)"
+            ]),
+            "{got}"
+        );
+    }
+    assert_eq!(proxied["app"], 42);
+    assert_eq!(proxied["change"], 1045);
+}

@@ -241,3 +241,59 @@ async fn futures_hold(conn: &str, n: usize) -> Vec<tokio_postgres::Client> {
     }
     out
 }
+
+/// `[[user]] allow_from`: a user that may log in only from some addresses (and "local", the
+/// Unix socket) is refused from others with 28000 before any password exchange, as a server
+/// without a pg_hba.conf line for the client; HAProxy relaying from 127.0.0.5 (its `source`)
+/// is let in, psql straight from 127.0.0.1 is not, the Unix socket is; other users are not
+/// affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_from_refuses_a_user_from_other_addresses_before_its_password() {
+    create_db("allowdb");
+    let dir = support::pki::readable_dir("allow-sock");
+    let text = config_text(
+        "allowdb",
+        "",
+        "",
+        &format!("unix_socket_dir = \"{}\"", dir.path().display()),
+    )
+    .replace(
+        "password = \"secret\"\n",
+        "password = \"secret\"\nallow_from = [\"127.0.0.5/32\", \"local\"]\n",
+    );
+    assert!(text.contains("allow_from"));
+    let p = start_proxy(&text);
+    let lb =
+        support::haproxy::Haproxy::start(&[(format!("127.0.0.1:{}", p.port), "source 127.0.0.5")]);
+    let url = |port: u16, user: &str, pw: &str| {
+        format!("postgres://{user}:{pw}@127.0.0.1:{port}/allowdb?sslmode=disable")
+    };
+    let (ok, out, err) = psql(&url(lb.ports[0], "app", "secret"), &["-Atc", "SELECT 42"]);
+    assert!(ok && out.trim() == "42", "{out}{err}");
+    // From 127.0.0.1: refused, the right password or not (no exchange happens).
+    for pw in ["secret", "wrong"] {
+        let (ok, _, err) = psql(&url(p.port, "app", pw), &["-Atc", "SELECT 1"]);
+        assert!(!ok);
+        assert!(
+            err.contains(
+                "no allow_from entry for host \"127.0.0.1\", user \"app\", database \"allowdb\""
+            ),
+            "{err}"
+        );
+    }
+    let e = tokio_postgres::connect(&p.conn_str("allowdb"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .and_then(|e| e.as_db_error().cloned())
+        .expect("refused");
+    assert_eq!(e.code().code(), "28000");
+    let sock = format!(
+        "postgres://app:secret@/allowdb?host={}&port={}",
+        dir.path().display(),
+        p.port
+    );
+    let (ok, out, err) = psql(&sock, &["-Atc", "SELECT 7"]);
+    assert!(ok && out.trim() == "7", "{out}{err}");
+    let (ok, out, err) = psql(&url(p.port, "app_md5", "secret5"), &["-Atc", "SELECT 8"]);
+    assert!(ok && out.trim() == "8", "{out}{err}");
+}

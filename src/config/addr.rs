@@ -2,7 +2,7 @@
 //! (a primary or replica the proxy runs beside, reached without the TCP stack).
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 
 /// A server's address as the config names it. `Copy`, so the cluster state, pools and probes
@@ -115,6 +115,38 @@ pub fn parse_network(text: &str) -> Result<(std::net::IpAddr, u32), String> {
         },
     };
     Ok((addr, bits))
+}
+
+/// Whether `ip` is in the network `net` ("addr/bits" or "addr"); text that is no network is
+/// never matched (the config check refuses it first).
+pub fn in_network(ip: IpAddr, net: &str) -> bool {
+    let Ok((addr, bits)) = parse_network(net) else {
+        return false;
+    };
+    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match (ip, addr) {
+        (IpAddr::V4(i), IpAddr::V4(a)) => prefix_match(&i.octets(), &a.octets(), bits),
+        (IpAddr::V6(i), IpAddr::V6(a)) => prefix_match(&i.octets(), &a.octets(), bits),
+        _ => false,
+    }
+}
+
+fn prefix_match(ip: &[u8], net: &[u8], bits: u32) -> bool {
+    if bits as usize > ip.len() * 8 {
+        return false;
+    }
+    let (whole, part) = ((bits / 8) as usize, bits % 8);
+    if ip[..whole] != net[..whole] {
+        return false;
+    }
+    part == 0 || {
+        let mask = 0xffu8 << (8 - part);
+        ip[whole] & mask == net[whole] & mask
+    }
 }
 
 #[cfg(test)]

@@ -438,6 +438,13 @@ pub struct User {
     /// Default: no limit. A reload changes it for the next logins.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Where this user may log in from: networks ("10.0.0.0/8", "2001:db8::/32", a bare
+    /// address) and "local" for the Unix sockets, as a MySQL account's host part or
+    /// pg_hba.conf lines per user. The address is the client's own, or the one a PROXY
+    /// protocol header named. A client from elsewhere is refused before any password
+    /// exchange: PostgreSQL FATAL 28000, MySQL error 1045 naming its host. Default: anywhere.
+    #[serde(default)]
+    pub allow_from: Vec<String>,
 }
 
 impl User {
@@ -454,7 +461,17 @@ impl User {
             server_user: None,
             server_password: None,
             max_connections: None,
+            allow_from: Vec::new(),
         }
+    }
+
+    /// Whether the user may log in from `peer` (`None`: a Unix socket): see `allow_from`.
+    pub fn allows(&self, peer: Option<std::net::IpAddr>) -> bool {
+        self.allow_from.is_empty()
+            || self.allow_from.iter().any(|net| match peer {
+                None => net == "local",
+                Some(ip) => super::in_network(ip, net),
+            })
     }
 
     /// The name and password this user's server connections log in with where the servers
@@ -687,6 +704,11 @@ impl Config {
             if u.name.is_empty() {
                 return Err(ConfigError::invalid(key("name"), "must not be empty"));
             }
+            for net in u.allow_from.iter().filter(|n| *n != "local") {
+                super::parse_network(net).map_err(|e| {
+                    ConfigError::invalid(key("allow_from"), format!("{e}, or \"local\""))
+                })?;
+            }
             if !names.insert(u.name.as_str()) {
                 return Err(ConfigError::invalid(
                     key("name"),
@@ -886,6 +908,27 @@ mod tests {
             e.to_string().contains("only used with proxy_protocol"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn allow_from_names_networks_or_local() {
+        let with = |line: &str| {
+            Config::from_toml(&GOOD.replace(
+                "password = \"secret\"",
+                &format!("password = \"secret\"\n{line}"),
+            ))
+        };
+        let ok = with("allow_from = [\"10.0.0.0/8\", \"local\"]").unwrap();
+        let u = &ok.users[0];
+        assert!(u.allows(Some("10.9.8.7".parse().unwrap())));
+        assert!(u.allows(None));
+        assert!(!u.allows(Some("11.0.0.1".parse().unwrap())));
+        let any = with("").unwrap();
+        assert!(
+            any.users[0].allows(Some("11.0.0.1".parse().unwrap())) && any.users[0].allows(None)
+        );
+        let e = with("allow_from = [\"localhost\"]").unwrap_err();
+        assert!(e.to_string().starts_with("user[0].allow_from"), "{e}");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn login(
     buf: &mut BytesMut,
     cfg: &Config,
     w: &super::worker::Worker,
-    connection_id: u32,
+    (connection_id, peer): (u32, crate::net::Peer),
     max_packet: usize,
 ) -> Result<Login, LoginError> {
     let rsa = w.my.rsa.as_deref();
@@ -235,12 +235,18 @@ pub async fn login(
             }
         },
     };
+    let from = match peer {
+        crate::net::Peer::Tcp(a) => Some(a.ip()),
+        crate::net::Peer::Local => None,
+    };
+    // In a server's words: the user at the client's host.
+    let host = from.map_or("localhost".to_owned(), |ip| ip.to_string());
     let denied = |using_password: bool| {
         refuse(
             1045,
             b"28000",
             format!(
-                "Access denied for user '{user_name}' (using password: {})",
+                "Access denied for user '{user_name}'@'{host}' (using password: {})",
                 if using_password { "YES" } else { "NO" }
             ),
         )
@@ -248,6 +254,10 @@ pub async fn login(
     let Some(user) = user else {
         return Err(send_refusal(s, first.next_seq, denied(!response.is_empty())).await);
     };
+    if !user.allows(from) {
+        // As a server with no account for the user at that host: before any password.
+        return Err(send_refusal(s, first.next_seq, denied(!response.is_empty())).await);
+    }
     let mut seq = first.next_seq;
     let full_auth = s.is_tls() || rsa.is_some();
     if plugin == CACHING_SHA2_PASSWORD && response.is_empty() && switch_to_sha2(&user, full_auth) {
@@ -619,7 +629,7 @@ pub async fn handle_client(
     let max = cfg.general.max_message_bytes;
     let login = tokio::time::timeout(
         cfg.general.client_login_timeout,
-        login(&mut stream, tls, &mut buf, &cfg, &w, id, max),
+        login(&mut stream, tls, &mut buf, &cfg, &w, (id, peer), max),
     )
     .await;
     let l = match login {

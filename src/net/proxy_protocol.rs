@@ -247,44 +247,13 @@ pub async fn read(stream: &mut tokio::net::TcpStream) -> Result<Option<SocketAdd
 /// Whether `peer` may send a PROXY header: `from` lists networks as "10.0.0.0/8",
 /// "::1/128" or a bare address; an empty list trusts every peer.
 pub fn trusted(peer: IpAddr, from: &[String]) -> bool {
-    from.is_empty() || from.iter().any(|net| in_network(peer, net))
-}
-
-/// Whether `ip` is in the network `net` ("addr/bits" or "addr"); text that is no network is
-/// never matched (the config check refuses it first).
-pub fn in_network(ip: IpAddr, net: &str) -> bool {
-    let Ok((addr, bits)) = crate::config::parse_network(net) else {
-        return false;
-    };
-    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    match (ip, addr) {
-        (IpAddr::V4(i), IpAddr::V4(a)) => prefix_match(&i.octets(), &a.octets(), bits),
-        (IpAddr::V6(i), IpAddr::V6(a)) => prefix_match(&i.octets(), &a.octets(), bits),
-        _ => false,
-    }
-}
-
-fn prefix_match(ip: &[u8], net: &[u8], bits: u32) -> bool {
-    if bits as usize > ip.len() * 8 {
-        return false;
-    }
-    let (whole, part) = ((bits / 8) as usize, bits % 8);
-    if ip[..whole] != net[..whole] {
-        return false;
-    }
-    part == 0 || {
-        let mask = 0xffu8 << (8 - part);
-        ip[whole] & mask == net[whole] & mask
-    }
+    from.is_empty() || from.iter().any(|net| crate::config::in_network(peer, net))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::in_network;
 
     fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
         let mut h = V2_SIGNATURE.to_vec();

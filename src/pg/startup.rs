@@ -75,7 +75,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     };
     let login = tokio::time::timeout_at(
         deadline,
-        login(&worker, &mut stream, &mut buf, first, over_limit),
+        login(&worker, &mut stream, &mut buf, first, (over_limit, peer)),
     )
     .await;
     let refusal = match login {
@@ -291,7 +291,7 @@ async fn login(
     stream: &mut ClientStream,
     buf: &mut BytesMut,
     first: Startup,
-    over_limit: bool,
+    (over_limit, peer): (bool, Peer),
 ) -> Result<Option<LoggedIn>, Refusal> {
     let shared = &worker.shared;
     let params = match first {
@@ -331,6 +331,20 @@ async fn login(
     // A user the config names, else one the servers know (auth_query): a user they do not
     // know goes through the same exchange against a verifier nothing matches.
     let configured = cfg.user(user);
+    let from = match peer {
+        Peer::Tcp(a) => Some(a.ip()),
+        Peer::Local => None,
+    };
+    if configured.is_some_and(|u| !u.allows(from)) {
+        // As a server with no pg_hba.conf line for the client: before any password.
+        let host = from.map_or("[local]".to_owned(), |ip| ip.to_string());
+        return Err(refuse(
+            "28000",
+            format!(
+                "no allow_from entry for host \"{host}\", user \"{user}\", database \"{database}\" (switchyard)"
+            ),
+        ));
+    }
     let looked_up = match configured {
         Some(_) => None,
         None => Some(look_up(worker, &cfg, database, user).await?),

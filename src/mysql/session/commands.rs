@@ -62,12 +62,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             (!cu.database.is_empty()).then(|| String::from_utf8_lossy(cu.database).into_owned());
         let charset = cu.charset.and_then(|c| u8::try_from(c).ok());
         let refuse = |code: u16, state: &[u8; 5], msg: String| (code, *state, msg);
+        let from = self.slot.info.get().and_then(|i| {
+            let addr = i.addr.parse::<std::net::SocketAddr>().ok();
+            addr.map(|a| a.ip())
+        });
+        let host = from.map_or("localhost".to_owned(), |ip| ip.to_string());
         let denied = |sent: bool| {
             refuse(
                 1045,
                 b"28000",
                 format!(
-                    "Access denied for user '{name}' (using password: {})",
+                    "Access denied for user '{name}'@'{host}' (using password: {})",
                     if sent { "YES" } else { "NO" }
                 ),
             )
@@ -89,6 +94,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (found.as_ref().map(|(_, u)| (**u).clone()), found)
             }
         };
+        // A user that may not log in from the client's address is refused as an unknown one.
+        let user = user.filter(|u| u.allows(from));
         if looked_up.is_some() {
             // Its pools (and the pass-through a right answer teaches) before the answer is
             // checked; they open nothing until used.
