@@ -1835,3 +1835,96 @@ servers = ["{}"]
         );
     }
 }
+
+/// WebSockets over HTTP/2 (RFC 8441): the edge announces SETTINGS_ENABLE_CONNECT_PROTOCOL;
+/// an extended CONNECT with `:protocol = websocket` from the `h2` crate's client (as a
+/// browser sends it on its HTTP/2 connection) reaches the HTTP/1.1 upstream as an upgrade
+/// with a key of the edge's own, is answered 200 once the upstream's 101 carries the right
+/// accept, and the stream then carries WebSocket frames both ways (text and a 70 KB binary
+/// message, beside an ordinary request on the same connection); an upstream that answers
+/// with an error passes its status on; a CONNECT without `:protocol` is still refused.
+#[test]
+fn websockets_over_http2_reach_an_http1_upstream() {
+    let u = HttpUpstream::start("ws2").unwrap();
+    let s = start(&simple(&[&u], "", ""));
+    let addr = s.edge_addrs[0];
+    rt().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !send.is_extended_connect_protocol_enabled() {
+            assert!(
+                Instant::now() < deadline,
+                "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            send = send.ready().await.unwrap();
+        }
+        let connect = |path: &str, protocol: Option<&str>| {
+            let mut req = http::Request::builder()
+                .method("CONNECT")
+                .uri(format!("http://{addr}{path}"))
+                .header("sec-websocket-version", "13")
+                .body(())
+                .unwrap();
+            if let Some(p) = protocol {
+                req.extensions_mut().insert(h2::ext::Protocol::from(p));
+            }
+            req
+        };
+        let (answer, mut up) = send
+            .send_request(connect("/ws", Some("websocket")), false)
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["via"], "2.0 switchyard");
+        assert!(resp.headers().get("sec-websocket-accept").is_none());
+        let mut down = resp.into_body();
+        // An ordinary request on the same connection meanwhile.
+        let plain = http::Request::builder()
+            .uri(format!("http://{addr}/echo"))
+            .body(())
+            .unwrap();
+        let (answer, _) = send.send_request(plain, true).unwrap();
+        assert_eq!(answer.await.unwrap().status(), 200);
+        for msg in [&b"hello over h2"[..], &vec![9u8; 70_000][..]] {
+            let opcode = if msg.len() < 100 { 1 } else { 2 };
+            up.send_data(Bytes::from(ws_frame(opcode, msg)), false)
+                .unwrap();
+            let mut got: Vec<u8> = Vec::new();
+            let header = match msg.len() {
+                n if n < 126 => 2,
+                n if n <= 65535 => 4,
+                _ => 10,
+            };
+            while got.len() < header + msg.len() {
+                let chunk = tokio::time::timeout(Duration::from_secs(10), down.data())
+                    .await
+                    .expect("echo within 10 s")
+                    .expect("stream open")
+                    .unwrap();
+                let _ = down.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            assert_eq!(got[0], 0x80 | opcode);
+            assert!(got[header..] == *msg, "echo differs ({} bytes)", got.len());
+        }
+        up.send_data(Bytes::from(ws_frame(8, b"")), true).unwrap();
+        // The upstream refuses (it answers /nows with 404): the client sees it.
+        let (answer, _) = send
+            .send_request(connect("/nows?status=404", Some("websocket")), false)
+            .unwrap();
+        assert_eq!(answer.await.unwrap().status(), 404);
+        // No :protocol: a forward-proxy CONNECT, still refused.
+        let (answer, _) = send.send_request(connect("/ws", None), false).unwrap();
+        let status = answer.await.map(|r| r.status().as_u16());
+        assert!(matches!(status, Ok(405) | Err(_)), "{status:?}");
+    });
+}

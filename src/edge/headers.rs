@@ -23,6 +23,34 @@ pub(super) static HOP_BY_HOP: [&HeaderName; 5] = [
     &http::header::TRAILER,
 ];
 
+/// Make an HTTP/2 WebSocket CONNECT (RFC 8441) into the HTTP/1.1 upgrade request an upstream
+/// takes: GET, `Upgrade: websocket`, a fresh `Sec-WebSocket-Key` (an HTTP/2 client sends
+/// none); the client's `Sec-WebSocket-Version`, `-Protocol` and `-Extensions` stay. Returns
+/// the key, whose answer the upstream's 101 must carry.
+pub fn h1_websocket_request<B>(req: &mut http::Request<B>) -> String {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    *req.method_mut() = http::Method::GET;
+    let h = req.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(
+        http::header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_str(&key).expect("base64 is a header value"),
+    );
+    key
+}
+
+/// The `Sec-WebSocket-Accept` answering `key` (RFC 6455, 4.2.2).
+pub fn websocket_accept(key: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut h = sha1::Sha1::new();
+    h.update(key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
 /// Remove hop-by-hop headers, including those the Connection header names. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket handshake).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -215,6 +243,15 @@ pub fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_accept_is_rfc_6455s() {
+        // The example of RFC 6455, 1.3.
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 
     #[test]
     fn http2_cookie_fields_are_joined_for_http1() {

@@ -174,6 +174,8 @@ async fn run<I>(
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
+        // WebSockets over HTTP/2 (RFC 8441), announced in SETTINGS.
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
     let in_flight = ctx.in_flight.clone();
     // Boxed: hyper moves each request's future into a task of its own (HTTP/2) and the

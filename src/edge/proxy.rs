@@ -209,6 +209,12 @@ async fn serve(
     log.request_id = headers::request_id(req.headers_mut());
     // Before the cache sees the request (a `Vary: Cookie` key) and before it goes upstream.
     headers::join_cookies(req.version(), req.headers_mut());
+    // An HTTP/2 client's WebSocket (RFC 8441: extended CONNECT with `:protocol =
+    // websocket`) goes upstream as an HTTP/1.1 upgrade with a key of the edge's own.
+    let ws_key = match websocket_over_h2(&req) {
+        true => Some(headers::h1_websocket_request(&mut req)),
+        false => None,
+    };
     if req.method() == Method::CONNECT {
         // A reverse proxy, not a forward one: no tunnels to wherever the client names.
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported");
@@ -242,7 +248,8 @@ async fn serve(
             return r;
         }
     }
-    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let upgrade = ws_key.is_some()
+        || req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let mut fill = None;
     let method = req.method().clone();
     let cache_key = if route.cfg.cache {
@@ -290,6 +297,9 @@ async fn serve(
     if route.cfg.cache && !is_safe(&method) && !resp.status().is_server_error() {
         // A write through the edge makes its stored responses stale (RFC 9111 4.4).
         state.cache.purge(&cache_key);
+    }
+    if let Some(key) = &ws_key {
+        return websocket_over_h2_answer(resp, key, client_upgrade);
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = client_upgrade {
@@ -587,6 +597,68 @@ fn idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
+}
+
+/// Whether `req` opens a WebSocket over HTTP/2 (RFC 8441's extended CONNECT).
+fn websocket_over_h2(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+        && req.version() == Version::HTTP_2
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// The HTTP/2 client's answer to its WebSocket CONNECT from the upstream's answer to the
+/// HTTP/1.1 upgrade sent for it: 101 with the right `Sec-WebSocket-Accept` becomes 200 (the
+/// stream is then the tunnel), with the subprotocol and extensions the server chose; another
+/// answer passes as it is, but a 2xx other than 101 would open a tunnel nobody serves, so it
+/// is a 502.
+fn websocket_over_h2_answer(
+    mut resp: Response<UpstreamBody>,
+    key: &str,
+    on_client: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RespBody> {
+    let status = resp.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if status.is_success() {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "the upstream did not switch to WebSocket",
+            );
+        }
+        let (mut parts, body) = resp.into_parts();
+        parts.version = Version::HTTP_2;
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        headers::append_via(&mut parts.headers, headers::via_for(Version::HTTP_2));
+        return Response::from_parts(parts, Either::Left(Streamed::plain(body)));
+    }
+    let accepted = resp
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_ACCEPT)
+        .is_some_and(|v| v.as_bytes() == headers::websocket_accept(key).as_bytes());
+    if !accepted {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "the upstream's Sec-WebSocket-Accept does not answer the key",
+        );
+    }
+    if let Some(on_client) = on_client {
+        let on_upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(on_client, on_upstream));
+    }
+    let mut out = Response::new(Either::Right(Full::new(Bytes::new())));
+    *out.version_mut() = Version::HTTP_2;
+    for name in [
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::header::SEC_WEBSOCKET_EXTENSIONS,
+    ] {
+        for v in resp.headers().get_all(&name) {
+            out.headers_mut().append(name.clone(), v.clone());
+        }
+    }
+    headers::append_via(out.headers_mut(), headers::via_for(Version::HTTP_2));
+    out
 }
 
 /// Copy bytes both ways between an upgraded client connection and the upstream's.
