@@ -257,15 +257,9 @@ async fn proxied_peer(
     if !on {
         return Ok(peer);
     }
-    if !crate::net::proxy_protocol::trusted(addr.ip(), from) {
-        return Err("the peer is not in proxy_protocol_from".into());
-    }
     let limit = cfg.general.client_login_timeout;
-    match tokio::time::timeout(limit, crate::net::proxy_protocol::read(tcp)).await {
-        Ok(Ok(source)) => Ok(crate::net::Peer::Tcp(source.unwrap_or(addr))),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no whole PROXY protocol header within {limit:?}")),
-    }
+    let client = crate::net::proxy_protocol::accept(tcp, addr, from, limit).await?;
+    Ok(crate::net::Peer::Tcp(client))
 }
 
 /// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the

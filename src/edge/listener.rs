@@ -127,18 +127,8 @@ async fn proxied_peer(
     if !cfg.proxy_protocol {
         return Ok(peer);
     }
-    if !crate::net::proxy_protocol::trusted(peer.ip(), &cfg.proxy_protocol_from) {
-        return Err("the peer is not in proxy_protocol_from".into());
-    }
-    let read = crate::net::proxy_protocol::read(stream);
-    match tokio::time::timeout(cfg.header_timeout, read).await {
-        Ok(Ok(source)) => Ok(source.unwrap_or(peer)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "no whole PROXY protocol header within {:?}",
-            cfg.header_timeout
-        )),
-    }
+    let from = &cfg.proxy_protocol_from;
+    crate::net::proxy_protocol::accept(stream, peer, from, cfg.header_timeout).await
 }
 
 /// The connection's context with what the TLS handshake verified of the client's

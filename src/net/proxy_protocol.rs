@@ -244,6 +244,25 @@ pub async fn read(stream: &mut tokio::net::TcpStream) -> Result<Option<SocketAdd
     }
 }
 
+/// A listener's whole rule for a connection from `peer`: refused unless `peer` is in
+/// `from` (empty: anywhere), then the header read within `limit`; the client it names, or
+/// `peer` itself for a header that names none.
+pub async fn accept(
+    stream: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+    from: &[String],
+    limit: std::time::Duration,
+) -> Result<SocketAddr, String> {
+    if !trusted(peer.ip(), from) {
+        return Err("the peer is not in proxy_protocol_from".into());
+    }
+    match tokio::time::timeout(limit, read(stream)).await {
+        Ok(Ok(source)) => Ok(source.unwrap_or(peer)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no whole PROXY protocol header within {limit:?}")),
+    }
+}
+
 /// Whether `peer` may send a PROXY header: `from` lists networks as "10.0.0.0/8",
 /// "::1/128" or a bare address; an empty list trusts every peer.
 pub fn trusted(peer: IpAddr, from: &[String]) -> bool {
