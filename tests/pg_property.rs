@@ -500,7 +500,7 @@ async fn cancel_client(
     // A statement's failure: a cancel is allowed for a victim only; anything else never.
     let mut failed = |what: &str, e: tokio_postgres::Error, bad: &mut Vec<Violation>| {
         if !cancelled(&e) {
-            panic!("client {me}: {what}: {e}");
+            panic!("client {me}: {what}: {e} ({:?})", e.as_db_error());
         }
         stopped += 1;
         if me >= VICTIMS {
@@ -562,10 +562,11 @@ async fn cancel_client(
                     }
                     Err(e) => {
                         failed("a transaction's statement", e, &mut bad);
-                        client
-                            .batch_execute("ROLLBACK")
-                            .await
-                            .unwrap_or_else(|e| panic!("client {me}: ROLLBACK: {e}"));
+                        // The ROLLBACK is a victim's statement too, which a cancel may hit
+                        // (a run failed on exactly that, 2026-12-04): tried again.
+                        while let Err(e) = client.batch_execute("ROLLBACK").await {
+                            failed("a ROLLBACK", e, &mut bad);
+                        }
                     }
                 }
             }
