@@ -2546,3 +2546,54 @@ print(json.dumps(out))
     assert_eq!(proxied["app"], 42);
     assert_eq!(proxied["change"], 1045);
 }
+
+/// KILL CONNECTION of a client that sits idle inside a transaction ends its session at once,
+/// as on a server: its transaction is rolled back and its row lock freed without waiting for
+/// its next command (another client takes the lock within a second), and its next command
+/// finds the connection gone. Compared with the same scenario straight against MariaDB.
+#[test]
+fn kill_connection_of_an_idle_client_in_a_transaction_frees_its_locks_at_once() {
+    let db = "my_killidle";
+    setup(
+        db,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)",
+    );
+    let p = proxy(db, "");
+    let program = r#"
+import sys, time, json, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user=sys.argv[3], password=sys.argv[4],
+        database=db, autocommit=True, read_timeout=20)
+victim, killer, waiter = conn(), conn(), conn()
+v = victim.cursor()
+v.execute("BEGIN"); v.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+killer.cursor().execute("KILL CONNECTION %d" % victim.thread_id())
+w = waiter.cursor()
+w.execute("SET SESSION innodb_lock_wait_timeout = 3")
+t0 = time.time()
+try:
+    w.execute("UPDATE t SET v = v + 10 WHERE id = 1")
+    took = round(time.time() - t0, 1) < 2
+except Exception as e:
+    took = repr(e)
+try:
+    v.execute("SELECT 1"); after = "answered"
+except Exception as e:
+    after = "gone"
+w.execute("SELECT v FROM t WHERE id = 1")
+print(json.dumps([took, after, w.fetchone()[0]]))
+w.execute("UPDATE t SET v = 0 WHERE id = 1")
+"#;
+    let go = |port: u16, user: &str, pw: &str| {
+        let (ok, out, err) =
+            run(Command::new("python3").args(["-c", program, &port.to_string(), db, user, pw]));
+        assert!(ok, "{out}{err}");
+        out.trim().to_owned()
+    };
+    let c = cluster();
+    let direct = go(c.primary_port(), "switchyard", "switchyard_pw");
+    let proxied = go(p.port, "app", "app_pw");
+    assert_eq!(direct, r#"[true, "gone", 10]"#);
+    assert_eq!(proxied, direct);
+}

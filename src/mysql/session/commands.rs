@@ -275,6 +275,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         if !query_only {
             slot.terminate.store(true, Relaxed);
+            // A permit if it is not waiting now: its next wait ends at once.
+            slot.kill.notify_one();
         }
         if let Some(r) = running {
             // As the user whose connection it is (the client killed may log in to the servers
