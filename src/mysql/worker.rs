@@ -44,10 +44,11 @@ pub struct Slot {
     pub killed: std::sync::atomic::AtomicBool,
     /// KILL (not KILL QUERY) of the client's own id: its session ends.
     pub terminate: std::sync::atomic::AtomicBool,
-    /// Wakes the session when another client's KILL CONNECTION names it, so that it ends
-    /// at once (its transaction rolled back, its connection let go) as on a server, not at
-    /// its next command.
-    pub kill: tokio::sync::Notify,
+    /// A second descriptor of the client's socket: another client's KILL CONNECTION shuts
+    /// its reading side, as a server does, so that a session waiting for the client's next
+    /// command sees the end at once (its transaction rolled back, its connection let go)
+    /// instead of running that command. Nothing on the statement path touches it.
+    pub client_socket: Mutex<Option<std::os::fd::OwnedFd>>,
     /// The user the client logged in as (None until it has): only clients of the same user
     /// may KILL its statements, as on a server.
     pub user: Mutex<Option<Arc<str>>>,

@@ -121,6 +121,19 @@ pub enum ClientStream {
 }
 
 impl ClientStream {
+    /// A second descriptor of the client's socket (for shutting it from elsewhere), if the
+    /// stream has one.
+    pub fn dup_socket(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let fd = match self {
+            ClientStream::Plain(s) => s.as_fd(),
+            ClientStream::Unix(s) => s.as_fd(),
+            ClientStream::Tls(s) => s.get_ref().0.as_fd(),
+            ClientStream::Upgrading => return None,
+        };
+        fd.try_clone_to_owned().ok()
+    }
+
     /// Run the TLS handshake on a plain stream (MySQL's SSLRequest: the upgrade happens in the
     /// middle of the connection phase). On failure the stream is gone.
     pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {

@@ -275,8 +275,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         if !query_only {
             slot.terminate.store(true, Relaxed);
-            // A permit if it is not waiting now: its next wait ends at once.
-            slot.kill.notify_one();
+            // Its session, waiting for its next command, reads the end of it now.
+            if let Some(fd) = slot.client_socket.lock().unwrap().as_ref() {
+                let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
+            }
         }
         if let Some(r) = running {
             // As the user whose connection it is (the client killed may log in to the servers

@@ -300,8 +300,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(());
             }
             let idle = self.idle_limit();
-            // Another client's KILL CONNECTION: the session ends while it waits.
-            let killed = self.slot.kill.notified();
             let packet = if self.backend.is_none() || idle.is_some() {
                 let watch_shutdown = self.backend.is_none();
                 let past_idle = async {
@@ -312,7 +310,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 tokio::select! {
                     p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
-                    _ = killed => return Ok(()),
                     _ = shutdown.cancelled(), if watch_shutdown => {
                         let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
                         let _ = self.send(0, &err).await;
@@ -334,11 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             } else {
-                tokio::select! {
-                    biased;
-                    p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
-                    _ = killed => return Ok(()),
-                }
+                read_packet(&mut self.client, &mut self.cin, self.max_packet).await
             };
             let packet = match packet {
                 Ok(p) => p,
