@@ -20,6 +20,7 @@
 //! a request holds the generation it started with. Server health survives a reload for
 //! servers that stay.
 
+mod access_log;
 pub mod cache;
 mod clock;
 pub mod conn;
@@ -30,6 +31,7 @@ pub mod listener;
 pub mod proxy;
 pub mod ratelimit;
 pub mod route;
+pub mod upgrade;
 pub mod upstream;
 
 use crate::config::Edge as EdgeCfg;

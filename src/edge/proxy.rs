@@ -1,9 +1,12 @@
 //! One request through the edge: route, rate limit, cache, server choice with retries,
-//! timeouts, upgrades, response headers, metrics and the access log.
+//! timeouts and response headers (upgrades are tunnelled by `upgrade.rs`, the access log
+//! line and metrics written by `access_log.rs`).
 
+use super::access_log::{account, LogLine};
 use super::cache::Lookup;
 use super::headers::{self, X_CACHE, X_REQUEST_ID};
 use super::route::Route;
+use super::upgrade::{tunnel, websocket_over_h2, websocket_over_h2_answer};
 use super::upstream::{Attempt, Server, UpBody};
 use super::{Edge, EdgeState};
 use crate::config::AccessLog;
@@ -45,7 +48,7 @@ struct Keep {
 }
 
 impl Streamed {
-    fn plain(inner: UpstreamBody) -> Streamed {
+    pub(super) fn plain(inner: UpstreamBody) -> Streamed {
         Streamed { inner, keep: None }
     }
 
@@ -184,20 +187,6 @@ pub async fn handle(
     let secs = started.elapsed().as_secs_f64();
     account(&ctx, &state, &mut log, resp.status().as_u16(), secs);
     Ok(resp)
-}
-
-/// A request's answer is known: the route's metrics and the access log line.
-pub(super) fn account(ctx: &ConnCtx, state: &EdgeState, log: &mut LogLine, status: u16, secs: f64) {
-    if let Some(r) = &log.route {
-        r.metrics.answered(status, secs);
-    }
-    log.status = status;
-    log.secs = secs;
-    match state.cfg.access_log {
-        AccessLog::Off => {}
-        AccessLog::Text => ctx.edge.access_log(&log.text()),
-        AccessLog::Json => ctx.edge.access_log(&log.json()),
-    }
 }
 
 async fn serve(
@@ -599,84 +588,6 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// Whether `req` opens a WebSocket over HTTP/2 (RFC 8441's extended CONNECT).
-fn websocket_over_h2(req: &Request<Incoming>) -> bool {
-    req.method() == Method::CONNECT
-        && req.version() == Version::HTTP_2
-        && req
-            .extensions()
-            .get::<hyper::ext::Protocol>()
-            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
-}
-
-/// The HTTP/2 client's answer to its WebSocket CONNECT from the upstream's answer to the
-/// HTTP/1.1 upgrade sent for it: 101 with the right `Sec-WebSocket-Accept` becomes 200 (the
-/// stream is then the tunnel), with the subprotocol and extensions the server chose; another
-/// answer passes as it is, but a 2xx other than 101 would open a tunnel nobody serves, so it
-/// is a 502.
-fn websocket_over_h2_answer(
-    mut resp: Response<UpstreamBody>,
-    key: &str,
-    on_client: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<RespBody> {
-    let status = resp.status();
-    if status != StatusCode::SWITCHING_PROTOCOLS {
-        if status.is_success() {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "the upstream did not switch to WebSocket",
-            );
-        }
-        let (mut parts, body) = resp.into_parts();
-        parts.version = Version::HTTP_2;
-        headers::remove_hop_by_hop(&mut parts.headers, false);
-        headers::append_via(&mut parts.headers, headers::via_for(Version::HTTP_2));
-        return Response::from_parts(parts, Either::Left(Streamed::plain(body)));
-    }
-    let accepted = resp
-        .headers()
-        .get(http::header::SEC_WEBSOCKET_ACCEPT)
-        .is_some_and(|v| v.as_bytes() == headers::websocket_accept(key).as_bytes());
-    if !accepted {
-        return error(
-            StatusCode::BAD_GATEWAY,
-            "the upstream's Sec-WebSocket-Accept does not answer the key",
-        );
-    }
-    if let Some(on_client) = on_client {
-        let on_upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(tunnel(on_client, on_upstream));
-    }
-    let mut out = Response::new(Either::Right(Full::new(Bytes::new())));
-    *out.version_mut() = Version::HTTP_2;
-    for name in [
-        http::header::SEC_WEBSOCKET_PROTOCOL,
-        http::header::SEC_WEBSOCKET_EXTENSIONS,
-    ] {
-        for v in resp.headers().get_all(&name) {
-            out.headers_mut().append(name.clone(), v.clone());
-        }
-    }
-    headers::append_via(out.headers_mut(), headers::via_for(Version::HTTP_2));
-    out
-}
-
-/// Copy bytes both ways between an upgraded client connection and the upstream's.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (c, u) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut c = hyper_util::rt::TokioIo::new(c);
-    let mut u = hyper_util::rt::TokioIo::new(u);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-        tracing::debug!(error = %e, "upgraded connection ended");
-    }
-}
-
 /// An answer the edge makes itself.
 pub fn error(status: StatusCode, msg: &str) -> Response<RespBody> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!(
@@ -688,114 +599,4 @@ pub fn error(status: StatusCode, msg: &str) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-/// What the access log says about a request.
-pub(super) struct LogLine {
-    method: Method,
-    path: String,
-    version: Version,
-    host: String,
-    client: SocketAddr,
-    listener: Arc<str>,
-    pub(super) request_id: HeaderValue,
-    pub(super) route: Option<Arc<Route>>,
-    pub(super) upstream: Option<SocketAddr>,
-    cache: &'static str,
-    status: u16,
-    secs: f64,
-}
-
-impl LogLine {
-    /// For an HTTP/1.1 request of the fast path (`fast.rs`), from its parsed head.
-    pub(super) fn fast(
-        method: &Method,
-        target: &str,
-        host: &str,
-        ctx: &ConnCtx,
-        on: bool,
-    ) -> LogLine {
-        let text = |t: &str| if on { t.to_owned() } else { String::new() };
-        LogLine::of(method, Version::HTTP_11, text(target), text(host), ctx)
-    }
-
-    /// `on`: the access log is written (otherwise the texts are not copied).
-    fn new(req: &Request<Incoming>, ctx: &ConnCtx, on: bool) -> LogLine {
-        let path = match req.uri().path_and_query() {
-            Some(p) if on => p.as_str().to_string(),
-            _ => String::new(),
-        };
-        let host = if on {
-            super::route::request_host_of(req.headers(), req.uri()).into_owned()
-        } else {
-            String::new()
-        };
-        LogLine::of(req.method(), req.version(), path, host, ctx)
-    }
-
-    fn of(method: &Method, version: Version, path: String, host: String, ctx: &ConnCtx) -> LogLine {
-        LogLine {
-            method: method.clone(),
-            path,
-            version,
-            host,
-            client: ctx.peer,
-            listener: ctx.listener.clone(),
-            request_id: HeaderValue::from_static("-"),
-            route: None,
-            upstream: None,
-            cache: "-",
-            status: 0,
-            secs: 0.0,
-        }
-    }
-
-    fn version(&self) -> &'static str {
-        match self.version {
-            Version::HTTP_2 => "HTTP/2.0",
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_09 => "HTTP/0.9",
-            _ => "HTTP/1.1",
-        }
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "{} {} {} \"{} {} {}\" {} {:.3}ms upstream={} route={} cache={} listener={} request_id={}\n",
-            super::clock::rfc3339_now(),
-            self.client.ip(),
-            self.host,
-            self.method,
-            self.path.escape_debug(),
-            self.version(),
-            self.status,
-            self.secs * 1000.0,
-            self.upstream.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-            self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-"),
-            self.cache,
-            self.listener,
-            self.request_id.to_str().unwrap_or("-"),
-        )
-    }
-
-    fn json(&self) -> String {
-        let mut s = serde_json::json!({
-            "time": super::clock::rfc3339_now(),
-            "client": self.client.ip().to_string(),
-            "host": self.host,
-            "method": self.method.as_str(),
-            "path": self.path,
-            "protocol": self.version(),
-            "status": self.status,
-            "duration_ms": (self.secs * 1e6).round() / 1e3,
-            "upstream": self.upstream.map(|a| a.to_string()),
-            "route": self.route.as_ref().map(|r| r.name.clone()),
-            "cache": self.cache,
-            "listener": &*self.listener,
-            "request_id": self.request_id.to_str().unwrap_or("-"),
-        })
-        .to_string();
-        s.push('\n');
-        s
-    }
 }

@@ -30,8 +30,9 @@ pub use upstream::{RawConn, RawPool};
 use wire::Known;
 pub use wire::{parse_response, response_head, ChunkScanner, Framing, Head};
 
+use super::access_log::LogLine;
 use super::headers;
-use super::proxy::{ConnCtx, LogLine};
+use super::proxy::ConnCtx;
 use super::route::Route;
 use super::upstream::Attempt;
 use super::EdgeState;
@@ -515,7 +516,7 @@ async fn exchange(
     let Some((up, server)) = answer else {
         let (status, msg, server) = last.unwrap_or((502, "no upstream answered".to_string(), None));
         log.upstream = server;
-        super::proxy::account(ctx, state, &mut log, status, secs);
+        super::access_log::account(ctx, state, &mut log, status, secs);
         let body = format!("switchyard: {msg}\n");
         out.clear();
         status_line(out, status, None);
@@ -537,7 +538,7 @@ async fn exchange(
         };
     };
     log.upstream = Some(server.addr);
-    super::proxy::account(ctx, state, &mut log, up.status, secs);
+    super::access_log::account(ctx, state, &mut log, up.status, secs);
     if matches!(up.framing, Framing::UntilClose) {
         close = true;
     }
