@@ -6,12 +6,16 @@ mod addr;
 mod cluster;
 pub mod duration;
 mod edge;
+mod listeners;
 mod model;
+mod user;
 
 pub use addr::*;
 pub use cluster::*;
 pub use edge::*;
+pub use listeners::*;
 pub use model::*;
+pub use user::*;
 
 use std::path::Path;
 
