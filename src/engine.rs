@@ -110,6 +110,8 @@ pub(crate) fn new_classifier_for(config: &Config, dialect: Dialect) -> Classifie
 pub struct ClientInfo {
     /// The client's address (the one a PROXY protocol header named, if any).
     pub addr: String,
+    /// Its IP address (`None`: a Unix socket), what `[[user]] allow_from` is checked against.
+    pub ip: Option<std::net::IpAddr>,
     pub since: std::time::SystemTime,
     /// User and database (the cluster's `database`) it is logged in as; replaced on a
     /// MySQL COM_CHANGE_USER.
@@ -117,9 +119,10 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub fn new(addr: String, user: Arc<str>, database: Arc<str>) -> ClientInfo {
+    pub fn new(peer: crate::net::Peer, user: Arc<str>, database: Arc<str>) -> ClientInfo {
         ClientInfo {
-            addr,
+            addr: peer.to_string(),
+            ip: peer.ip(),
             since: std::time::SystemTime::now(),
             login: Mutex::new((user, database)),
         }

@@ -87,6 +87,8 @@ pub struct Login {
     /// `SHA1(password)`, when the login proved it against the user's mysql_native_hash (for
     /// its server logins without a password, see `backend::PassThrough`).
     pub native_stage1: Option<[u8; 20]>,
+    /// The user's `max_connections`.
+    pub max_connections: Option<usize>,
 }
 
 /// Why a login ended early.
@@ -235,22 +237,8 @@ pub async fn login(
             }
         },
     };
-    let from = match peer {
-        crate::net::Peer::Tcp(a) => Some(a.ip()),
-        crate::net::Peer::Local => None,
-    };
-    // In a server's words: the user at the client's host.
-    let host = from.map_or("localhost".to_owned(), |ip| ip.to_string());
-    let denied = |using_password: bool| {
-        refuse(
-            1045,
-            b"28000",
-            format!(
-                "Access denied for user '{user_name}'@'{host}' (using password: {})",
-                if using_password { "YES" } else { "NO" }
-            ),
-        )
-    };
+    let from = peer.ip();
+    let denied = |using_password: bool| access_denied(&user_name, from, using_password);
     let Some(user) = user else {
         return Err(send_refusal(s, first.next_seq, denied(!response.is_empty())).await);
     };
@@ -399,6 +387,7 @@ pub async fn login(
         next_seq: seq,
         scramble,
         native_stage1,
+        max_connections: user.max_connections,
     })
 }
 
@@ -576,6 +565,21 @@ pub fn pick_cluster(cfg: &Config, database: Option<&str>) -> Option<(String, Opt
     Some((default, schema))
 }
 
+/// ERR 1045 as a server words it: the user at the client's host (`None`: a Unix socket).
+pub(crate) fn access_denied(
+    user: &str,
+    from: Option<std::net::IpAddr>,
+    using_password: bool,
+) -> Refusal {
+    let host = from.map_or("localhost".to_owned(), |ip| ip.to_string());
+    let using = if using_password { "YES" } else { "NO" };
+    refuse(
+        1045,
+        b"28000",
+        format!("Access denied for user '{user}'@'{host}' (using password: {using})"),
+    )
+}
+
 /// ERR 1226 for a login past `[[user]] max_connections`, in MySQL's words for an account's
 /// MAX_USER_CONNECTIONS.
 pub(crate) fn user_limit_err(user: &str, limit: usize) -> Vec<u8> {
@@ -660,10 +664,9 @@ pub async fn handle_client(
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
         return;
     };
-    let limit = cfg.user(&l.user).and_then(|u| u.max_connections);
     match engine
         .user_conns
-        .admit(&std::sync::Arc::from(l.user.as_str()), limit)
+        .admit(&std::sync::Arc::from(l.user.as_str()), l.max_connections)
     {
         Ok(c) => *slot.user_conn.lock().unwrap() = Some(c),
         Err(n) => {
@@ -674,7 +677,7 @@ pub async fn handle_client(
         }
     }
     let _ = slot.info.set(crate::engine::ClientInfo::new(
-        peer.to_string(),
+        peer,
         std::sync::Arc::from(l.user.as_str()),
         std::sync::Arc::from(cluster.database.as_str()),
     ));

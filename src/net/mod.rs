@@ -86,6 +86,16 @@ pub enum Peer {
     Local,
 }
 
+impl Peer {
+    /// The client's IP address; `None` for a client of a Unix socket.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Local => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

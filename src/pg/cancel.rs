@@ -224,7 +224,13 @@ mod tests {
     #[test]
     fn keys_are_unique_and_checked() {
         let reg = Arc::new(CancelRegistry::default());
-        let info = |user: &str| ClientInfo::new("10.0.0.1:5".into(), user.into(), "db".into());
+        let info = |user: &str| {
+            ClientInfo::new(
+                crate::net::Peer::Tcp("10.0.0.1:5".parse().unwrap()),
+                user.into(),
+                "db".into(),
+            )
+        };
         let a = reg.issue(info("alice"));
         let b = reg.issue(info("bob"));
         assert_ne!(a.pid, b.pid);

@@ -80,8 +80,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     .await;
     let refusal = match login {
         Ok(Ok(Some(l))) => 'logged_in: {
-            let limit = config.user(&l.user).and_then(|u| u.max_connections);
-            let _user_conn = match shared.user_conns.admit(&l.user, limit) {
+            let _user_conn = match shared.user_conns.admit(&l.user, l.max_connections) {
                 Ok(c) => c,
                 Err(n) => {
                     // As PostgreSQL checks a role's CONNECTION LIMIT: after authentication
@@ -97,7 +96,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
                 }
             };
             let key = worker.pg.cancel.issue(crate::engine::ClientInfo::new(
-                peer.to_string(),
+                peer,
                 l.user.clone(),
                 Arc::from(l.cluster.database.as_str()),
             ));
@@ -281,6 +280,8 @@ async fn read_message<S: AsyncRead + Unpin>(
 struct LoggedIn {
     cluster: Arc<crate::pg::worker::ClusterPools>,
     user: Arc<str>,
+    /// The user's `max_connections`.
+    max_connections: Option<usize>,
     wanted: Arc<Vec<(String, String)>>,
     /// Messages already due to the client (the SCRAM final message).
     out: BytesMut,
@@ -331,10 +332,7 @@ async fn login(
     // A user the config names, else one the servers know (auth_query): a user they do not
     // know goes through the same exchange against a verifier nothing matches.
     let configured = cfg.user(user);
-    let from = match peer {
-        Peer::Tcp(a) => Some(a.ip()),
-        Peer::Local => None,
-    };
+    let from = peer.ip();
     if configured.is_some_and(|u| !u.allows(from)) {
         // As a server with no pg_hba.conf line for the client: before any password.
         let host = from.map_or("[local]".to_owned(), |ip| ip.to_string());
@@ -406,6 +404,7 @@ async fn login(
     Ok(Some(LoggedIn {
         cluster,
         user: Arc::from(user),
+        max_connections: configured.and_then(|u| u.max_connections),
         wanted,
         out,
     }))

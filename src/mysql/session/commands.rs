@@ -62,20 +62,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             (!cu.database.is_empty()).then(|| String::from_utf8_lossy(cu.database).into_owned());
         let charset = cu.charset.and_then(|c| u8::try_from(c).ok());
         let refuse = |code: u16, state: &[u8; 5], msg: String| (code, *state, msg);
-        let from = self.slot.info.get().and_then(|i| {
-            let addr = i.addr.parse::<std::net::SocketAddr>().ok();
-            addr.map(|a| a.ip())
-        });
-        let host = from.map_or("localhost".to_owned(), |ip| ip.to_string());
+        let from = self.slot.info.get().and_then(|i| i.ip);
         let denied = |sent: bool| {
-            refuse(
-                1045,
-                b"28000",
-                format!(
-                    "Access denied for user '{name}'@'{host}' (using password: {})",
-                    if sent { "YES" } else { "NO" }
-                ),
-            )
+            let r = crate::mysql::startup::access_denied(&name, from, sent);
+            (r.code, r.state, r.message)
         };
         let cfg = self.w.shared.config();
         // A user the config names, else one the servers know (auth_query); one that cannot
@@ -185,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         // The new user's place under its max_connections, the old user's given up first (a
         // change to the same user at its limit passes, as on a server).
-        let limit = cfg.user(&name).and_then(|u| u.max_connections);
+        let limit = user.as_ref().and_then(|u| u.max_connections);
         let conns = self.w.shared.user_conns.clone();
         drop(self.slot.user_conn.lock().unwrap().take());
         let new_conn = match conns.admit(&Arc::from(name.as_str()), limit) {
