@@ -1,6 +1,7 @@
 //! Real faults under the MySQL front end, against real MariaDB servers (a primary and GTID
 //! replicas started by the test harness): a replica whose SQL thread stops (and both of
-//! them: fallback to the primary or a clear error), a client killed inside a transaction,
+//! them: fallback to the primary or a clear error), replicas that crash or shut down under
+//! readers (their reads retried elsewhere), a client killed inside a transaction,
 //! KILL QUERY through the proxy (and a storm of them next to busy neighbours), replicas
 //! added and removed by a live reload while clients read, read-your-writes against
 //! delayed replicas, and a promotion while the old primary keeps running.
@@ -462,6 +463,119 @@ print(json.dumps(out))
     let (seen, errors) = reads(&to_error, 50);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(!seen.contains_key(&primary), "{seen:?}");
+}
+
+// ---- 1b. a replica that dies under readers ----
+
+/// Readers that run until `stop` exists: PyMySQL threads sending text queries and
+/// mysql-connector-python threads executing a server-side prepared statement, all with
+/// autocommit on, each statement taking a few milliseconds on its server so that some are
+/// running when a replica dies. Prints per-server counts and every error.
+const DYING_READERS: &str = r#"
+import os, mysql.connector
+stop = sys.argv[3]
+lock = threading.Lock()
+seen, errors = {}, []
+def note(sid=None, err=None):
+    with lock:
+        if err is not None:
+            errors.append(err)
+        else:
+            seen[sid] = seen.get(sid, 0) + 1
+def text_reader():
+    c = conn()
+    while not os.path.exists(stop):
+        try:
+            cur = c.cursor(); cur.execute("SELECT @@server_id, SLEEP(0.004)")
+            note(str(cur.fetchone()[0]))
+        except pymysql.err.MySQLError as e:
+            note(err=["text"] + err_of(e))
+            c = conn()
+def prepared_reader():
+    c = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+                                database=db, autocommit=True, connection_timeout=10)
+    while not os.path.exists(stop):
+        try:
+            cur = c.cursor(prepared=True)
+            cur.execute("SELECT @@server_id, SLEEP(?)", (0.004,))
+            note(str(cur.fetchone()[0])); cur.close()
+        except mysql.connector.Error as e:
+            note(err=["prepared", e.errno, str(e)])
+            c = mysql.connector.connect(host="127.0.0.1", port=port, user="app",
+                                        password="app_pw", database=db, autocommit=True)
+threads = [threading.Thread(target=text_reader) for _ in range(4)]
+threads += [threading.Thread(target=prepared_reader) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({"seen": seen, "errors": errors}))
+"#;
+
+/// A replica that crashes (SIGKILL) or shuts down cleanly while eight clients read through
+/// the proxy: a read it had not answered yet is sent to the other replica, so no client sees
+/// an error, and nothing reaches the primary while a replica is up.
+#[test]
+fn a_replica_that_dies_under_readers_costs_them_no_error() {
+    let _g = serial();
+    let c = topology();
+    let db = "dying";
+    setup(&c, db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let text = config(&c, db, &[1, 2], "", "workers = 2", "size = 8")
+        + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let p = Proxy::start(&text, db);
+    p.wait_for(
+        "both replicas in the read set",
+        Duration::from_secs(10),
+        |p| p.in_read_set(1) && p.in_read_set(2),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stop = dir.path().join("stop");
+    let readers = {
+        let (port, db, stop) = (p.port, db.to_string(), stop.display().to_string());
+        std::thread::spawn(move || {
+            python(
+                &format!("{PY_PRELUDE}{DYING_READERS}"),
+                &[port.to_string(), db, stop],
+                Duration::from_secs(90),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    c.kill_node(1).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.start_node(1).unwrap();
+    p.wait_for("the restarted replica back", Duration::from_secs(20), |p| {
+        p.in_read_set(1)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    c.stop_node(2).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&stop, "").unwrap();
+    let (ok, out, err) = readers.join().unwrap();
+    assert!(ok, "readers failed:\n{out}\n{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    let seen = v["seen"].as_object().unwrap();
+    assert!(
+        errors.is_empty(),
+        "readers saw errors: {errors:?} (reads {seen:?})"
+    );
+    let primary = server_id(&c, 0);
+    assert!(
+        !seen.contains_key(&primary),
+        "reads reached the primary: {seen:?}"
+    );
+    let total: u64 = seen.values().map(|n| n.as_u64().unwrap()).sum();
+    assert!(total > 200, "too few reads: {seen:?}");
+    // The reads were retried (the test would not show anything if none had been in flight).
+    let (_, body) = http(p.server().admin_addr.unwrap(), "GET", "/metrics");
+    let retried = metric_sum(
+        &cluster_metrics(&body, db),
+        "switchyard_errors_total",
+        &["kind=\"replica_retry\""],
+    );
+    assert!(retried >= 1.0, "no read was retried");
+    eprintln!("reads {seen:?}, {retried} retried");
+    c.start_node(2).unwrap();
 }
 
 // ---- 2. a client killed inside a transaction ----

@@ -3,6 +3,8 @@
 //! client leaves.
 
 use super::*;
+use crate::config::BackendAddr;
+use crate::metrics::kind;
 
 /// Why no connection could be given to the client.
 pub(super) enum AcquireError {
@@ -65,9 +67,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 hold
             }
         };
+        self.acquire_held(want, None, hold).await
+    }
+
+    /// [`Self::acquire`] once admitted past a pause (`hold`), not on backend `exclude`.
+    async fn acquire_held(
+        &mut self,
+        want: Want,
+        mut exclude: Option<usize>,
+        hold: crate::cluster::pause::Hold,
+    ) -> Result<(), AcquireError> {
         let mut hold = Some(hold);
         self.for_write = matches!(want, Want::Primary);
-        let mut exclude = None;
         let mut reloaded = 0;
         loop {
             let state = self.cluster.state.clone();
@@ -106,8 +117,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // new pools and try again there.
                 Err(crate::pool::CheckoutError::Closed(_)) if reloaded < 3 => {
                     reloaded += 1;
+                    let skipped = exclude.map(|i| state.backends[i].addr);
                     self.refresh_cluster().map_err(AcquireError::Other)?;
-                    exclude = None;
+                    exclude = skipped.and_then(|a| self.backend_at(a));
                 }
                 Err(e) => return Err(AcquireError::Other(e.to_string())),
             }
@@ -232,6 +244,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "database {:?} is no longer served (removed by a config reload)",
                 self.cluster.database
             )),
+        }
+    }
+
+    /// The index of the backend at `addr` in the cluster's current state.
+    fn backend_at(&self, addr: BackendAddr) -> Option<usize> {
+        self.cluster
+            .state
+            .backends
+            .iter()
+            .position(|b| b.addr == addr)
+    }
+
+    /// A read that failed on its server before any of its answer reached the client, on a
+    /// connection taken for it alone (`fresh`: no transaction, no state of the client's
+    /// lives there): the server is marked down, the connection closed, and another one taken
+    /// for the read, elsewhere, so that the client can be sent the same command once more.
+    /// `passed` is the count of bytes sent down before the command. `Ok(true)`: run it
+    /// again; `Ok(false)`: no server could take it, and the client was told so; `Err`: not a
+    /// read that may be retried, and `e` stands.
+    pub(super) async fn retry_read(
+        &mut self,
+        e: SessionError,
+        want: Option<Want>,
+        passed: u64,
+    ) -> Result<bool, SessionError> {
+        let Some(want @ Want::Replica { .. }) = want else {
+            return Err(e);
+        };
+        if !matches!(e, SessionError::Backend(_))
+            || self.backend.is_none()
+            || self.bytes_down != passed
+            || self.slot.terminate.load(Relaxed)
+            || self.slot.killed.load(Relaxed)
+        {
+            return Err(e);
+        }
+        let failed = self.cluster.state.backends[self.backend_idx].addr;
+        self.cluster.state.backends[self.backend_idx].mark_failed(&e.to_string());
+        self.cluster.metrics.error(kind::REPLICA_RETRY);
+        if let Some(mut dead) = self.detach() {
+            dead.broken = true;
+            dead.clean = false;
+            crate::pool::release(dead);
+        }
+        // Whatever the failed server sent of an answer that never reached the client.
+        self.bin.clear();
+        // A reload may have replaced the pools meanwhile: the failed server is skipped by
+        // its address. The read was admitted before: it goes on, paused or not.
+        if let Err(e) = self.refresh_cluster() {
+            self.send(1, &AcquireError::Other(e).err_payload()).await?;
+            return Ok(false);
+        }
+        let hold = self.cluster.state.pause.hold();
+        match self.acquire_held(want, self.backend_at(failed), hold).await {
+            Ok(()) => {
+                let to = self.cluster.state.backends[self.backend_idx].addr;
+                tracing::info!(from = %failed, %to, "mysql read retried on another backend");
+                Ok(true)
+            }
+            Err(e) => {
+                self.send(1, &e.err_payload()).await?;
+                Ok(false)
+            }
         }
     }
 

@@ -73,12 +73,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let class = classifier.classify(&sql);
         let hinted = hints::leading_hint(&sql).is_some();
         self.note_pins(&sql, class);
-        if !self.hold_for(class, hinted).await? {
-            return Ok(());
-        }
+        let fresh = match self.hold_for(class, hinted).await? {
+            Held::Already => None,
+            Held::Taken(want) => Some(want),
+            Held::Refused => return Ok(()),
+        };
         let context = self.parse_context();
         let proxy_id = self.w.stmts.intern(&context, &raw);
-        match self.prepare_on_backend(payload).await? {
+        let passed = self.bytes_down;
+        let prepared = match self.prepare_on_backend(payload).await {
+            Err(e) => {
+                // On a replica that failed before answering: on another one, once.
+                if !self.retry_read(e, fresh, passed).await? {
+                    return Ok(());
+                }
+                self.prepare_on_backend(payload).await?
+            }
+            Ok(p) => p,
+        };
+        match prepared {
             Prepared::Ok {
                 server_id,
                 params,
@@ -172,21 +185,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.refuse_write_on_replica(stmt.class).await? {
             return Ok(());
         }
-        if !self.hold_for(stmt.class, stmt.hinted).await? {
-            return Ok(());
+        let fresh = match self.hold_for(stmt.class, stmt.hinted).await? {
+            Held::Already => None,
+            Held::Taken(want) => Some(want),
+            Held::Refused => return Ok(()),
+        };
+        let passed = self.bytes_down;
+        let ran = match self.run_execute(&stmt, &rebuilt).await {
+            Err(e) => {
+                // A read whose replica failed before answering goes to another one, once
+                // (prepared there first).
+                if !self.retry_read(e, fresh, passed).await? {
+                    return Ok(());
+                }
+                self.run_execute(&stmt, &rebuilt).await?
+            }
+            Ok(ran) => ran,
+        };
+        if ran {
+            self.after_statement(&stmt.sql);
         }
+        Ok(())
+    }
+
+    /// Run the client's execute (`rebuilt`, with the client's statement id) of `stmt` on the
+    /// held connection, preparing it there first if needed; false when the server refused to
+    /// prepare it (the client got the ERR).
+    async fn run_execute(&mut self, stmt: &Exec, rebuilt: &[u8]) -> Result<bool, SessionError> {
         let Some(server_id) = self.ensure_prepared(stmt.proxy_id, &stmt.sql).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if stmt.reads_last_insert_id {
             self.sync_last_insert_id().await?;
         }
         self.long_data = false;
         self.long_data_fresh.clear();
-        self.forward_as(&rebuilt, Some(server_id), Answer::Query)
+        self.forward_as(rebuilt, Some(server_id), Answer::Query)
             .await?;
-        self.after_statement(&stmt.sql);
-        Ok(())
+        Ok(true)
     }
 
     pub(super) async fn com_stmt_send_long_data(
@@ -200,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         else {
             return Ok(());
         };
-        if !self.hold_for(stmt.class, stmt.hinted).await? {
+        if matches!(self.hold_for(stmt.class, stmt.hinted).await?, Held::Refused) {
             return Ok(());
         }
         if !self.long_data_fresh.contains(&stmt.proxy_id) {
@@ -367,19 +403,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Hold a connection where a statement classified as `class` may run (`hinted`: it has
     /// a leading hint of its own). False when none could be had (the client has been told
     /// why).
-    async fn hold_for(&mut self, class: Class, hinted: bool) -> Result<bool, SessionError> {
+    async fn hold_for(&mut self, class: Class, hinted: bool) -> Result<Held, SessionError> {
         if self.backend.is_some() {
-            return Ok(true);
+            return Ok(Held::Already);
         }
         let want = match self.want_for_class(class, hinted) {
             Ok(w) => w,
             Err(e) => {
                 let err = err_payload(1290, b"HY000", &format!("switchyard: {e}"));
                 self.send(1, &err).await?;
-                return Ok(false);
+                return Ok(Held::Refused);
             }
         };
-        self.acquire_or_tell(want).await
+        Ok(if self.acquire_or_tell(want).await? {
+            Held::Taken(want)
+        } else {
+            Held::Refused
+        })
     }
 
     /// The held connection's server id for `stmt`, preparing it there first if needed. None
@@ -516,6 +556,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 }
 
 /// The answer to a COM_STMT_PREPARE.
+/// Whether the session holds a connection for a statement (see `hold_for`).
+enum Held {
+    /// It held one before.
+    Already,
+    /// One was taken for this statement, for a read or a write.
+    Taken(crate::cluster::Want),
+    /// None could be had, and the client was told why.
+    Refused,
+}
+
 enum Prepared {
     /// COM_STMT_PREPARE_OK and the definitions after it: (sequence id, payload) each.
     Ok {

@@ -44,6 +44,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             });
         let payload = rewritten.as_deref().unwrap_or(payload);
         self.own.calc_found_rows = own::calcs_found_rows(&text);
+        // What a connection was taken for, when it was taken for this statement alone.
+        let mut fresh = None;
         if self.backend.is_none() {
             let want = match self.want_for_class(class, hints::leading_hint(&text).is_some()) {
                 Ok(w) => w,
@@ -55,13 +57,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if !self.acquire_or_tell(want).await? {
                 return Ok(());
             }
+            fresh = Some(want);
         } else if self.refuse_write_on_replica(class).await? {
             return Ok(());
         }
+        let passed = self.bytes_down;
+        if let Err(e) = self.run_query(payload, &sql, &text).await {
+            // A read whose replica failed before answering goes to another one, once.
+            if !self.retry_read(e, fresh, passed).await? {
+                return Ok(());
+            }
+            self.run_query(payload, &sql, &text).await?;
+        }
+        self.after_statement(&sql);
+        Ok(())
+    }
+
+    /// Run the client's COM_QUERY `payload` (of text `sql`) on the held connection.
+    async fn run_query(
+        &mut self,
+        payload: &[u8],
+        sql: &[u8],
+        text: &str,
+    ) -> Result<(), SessionError> {
         // The text is read only when the connection's value is not the client's already.
         let synced =
             self.backend.as_ref().and_then(|c| c.last_insert_id) == Some(self.own.last_insert_id);
-        if !synced && own::mentions_last_insert_id(&text) {
+        if !synced && own::mentions_last_insert_id(text) {
             self.sync_last_insert_id().await?;
         }
         // The servers' connections take several statements per query unless the client of
@@ -76,9 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Err(SessionError::Backend(e.to_string()));
             }
         }
-        self.forward(payload, Answer::Query).await?;
-        self.after_statement(&sql);
-        Ok(())
+        self.forward(payload, Answer::Query).await
     }
 
     /// After the client's statement `sql` ran on the held connection: whether it opened a
