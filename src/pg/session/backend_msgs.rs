@@ -80,7 +80,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(());
             }
             self.emit_synthetics();
-            if !self.responded && !self.for_write && h.tag == b'E' && self.is_shutdown_error(h) {
+            if !self.responded && !self.for_write && self.is_shutdown_message(h) {
                 // The replica is going away (admin shutdown, crash): nothing reached the
                 // client yet, so let the caller retry elsewhere.
                 return Err(SessionError::BackendClosed);
@@ -100,8 +100,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
     }
 
-    fn is_shutdown_error(&self, h: Header) -> bool {
-        codec::error_field(&self.bin[5..h.wire_len], b'C').is_some_and(|c| c.starts_with("57P"))
+    /// An ErrorResponse, or a NoticeResponse, of class 57P: the server is ending the
+    /// connection (a fast shutdown's FATAL 57P01; an immediate shutdown or a crash of another
+    /// backend sends a WARNING, 57P01 or 57P02, to the client only, then the process exits).
+    fn is_shutdown_message(&self, h: Header) -> bool {
+        matches!(h.tag, b'E' | b'N')
+            && codec::error_field(&self.bin[5..h.wire_len], b'C')
+                .is_some_and(|c| c.starts_with("57P"))
     }
 
     /// Update state for one whole backend message; returns whether the client gets it.
