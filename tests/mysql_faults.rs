@@ -1,7 +1,8 @@
 //! Real faults under the MySQL front end, against real MariaDB servers (a primary and GTID
 //! replicas started by the test harness): a replica whose SQL thread stops (and both of
 //! them: fallback to the primary or a clear error), replicas that crash or shut down under
-//! readers (their reads retried elsewhere), a client killed inside a transaction,
+//! readers (their reads retried elsewhere), a primary restarted under idle clients, a client
+//! killed inside a transaction,
 //! KILL QUERY through the proxy (and a storm of them next to busy neighbours), replicas
 //! added and removed by a live reload while clients read, read-your-writes against
 //! delayed replicas, and a promotion while the old primary keeps running.
@@ -576,6 +577,95 @@ fn a_replica_that_dies_under_readers_costs_them_no_error() {
     assert!(retried >= 1.0, "no read was retried");
     eprintln!("reads {seen:?}, {retried} retried");
     c.start_node(2).unwrap();
+}
+
+/// Clients that write and read, wait for `go` to exist, and write and read again: PyMySQL
+/// (text) and mysql-connector-python (prepared) threads, autocommit on. Prints every error.
+const RETURNING_CLIENTS: &str = r#"
+import os, mysql.connector
+go, n = sys.argv[3], int(sys.argv[4])
+lock = threading.Lock()
+errors, done = [], []
+def text_client(i):
+    c = conn()
+    for round in range(2):
+        if round == 1:
+            while not os.path.exists(go): time.sleep(0.02)
+        try:
+            cur = c.cursor(); cur.execute("INSERT INTO t VALUES (%s)", (i * 10 + round,))
+            cur.execute("SELECT count(*) FROM t WHERE id = %s", (i * 10 + round,)); cur.fetchall()
+            with lock: done.append(i * 10 + round)
+        except pymysql.err.MySQLError as e:
+            with lock: errors.append(["text", round] + err_of(e))
+def prepared_client(i):
+    c = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+                                database=db, autocommit=True, connection_timeout=10)
+    for round in range(2):
+        if round == 1:
+            while not os.path.exists(go): time.sleep(0.02)
+        try:
+            cur = c.cursor(prepared=True)
+            cur.execute("INSERT INTO t VALUES (?)", (i * 10 + round,))
+            cur.execute("SELECT count(*) FROM t WHERE id = ?", (i * 10 + round,)); cur.fetchall()
+            cur.close()
+            with lock: done.append(i * 10 + round)
+        except mysql.connector.Error as e:
+            with lock: errors.append(["prepared", round, e.errno, str(e)])
+threads = [threading.Thread(target=text_client, args=(i,)) for i in range(n)]
+threads += [threading.Thread(target=prepared_client, args=(i,)) for i in range(n, 2 * n)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({"errors": errors, "done": sorted(done)}))
+"#;
+
+/// The primary restarts while clients sit idle between statements (their connections
+/// parked with them or idle in the pool, all dead afterwards): their next statements run
+/// on new connections, with no error, as behind a pooler; directly each would have lost its
+/// connection.
+#[test]
+fn a_restarted_primary_costs_idle_clients_no_error() {
+    let _g = serial();
+    let c = topology();
+    let db = "restart";
+    setup(&c, db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let p = Proxy::start(&config(&c, db, &[1, 2], "", "workers = 2", "size = 4"), db);
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let clients = {
+        let (port, db, go) = (p.port, db.to_string(), go.display().to_string());
+        std::thread::spawn(move || {
+            python(
+                &format!("{PY_PRELUDE}{RETURNING_CLIENTS}"),
+                &[port.to_string(), db, go, "4".into()],
+                Duration::from_secs(90),
+            )
+        })
+    };
+    // Every client has written once (its row is on the primary).
+    let start = Instant::now();
+    while c.value(0, &format!("SELECT count(*) FROM {db}.t")).unwrap() != "8" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first round never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    c.stop_node(0).unwrap();
+    c.start_node(0).unwrap();
+    p.wait_for("the primary up again", Duration::from_secs(20), |p| {
+        p.state().backends[0].is_up()
+    });
+    std::fs::write(&go, "").unwrap();
+    let (ok, out, err) = clients.join().unwrap();
+    assert!(ok, "clients failed:\n{out}\n{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(v["done"].as_array().unwrap().len(), 16, "{v}");
+    assert_eq!(
+        c.value(0, &format!("SELECT count(*) FROM {db}.t")).unwrap(),
+        "16"
+    );
 }
 
 // ---- 2. a client killed inside a transaction ----

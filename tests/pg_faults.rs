@@ -1,4 +1,5 @@
-//! Real faults under the router: lagging replicas, stopped replicas, promotion, and
+//! Real faults under the router: lagging replicas, stopped replicas, a restarted primary
+//! under idle clients, promotion, and
 //! read-your-writes with delayed replay. Each test has its own topology and they run one
 //! at a time (they pause, stop and promote servers).
 
@@ -291,6 +292,87 @@ async fn a_replica_stopped_in_immediate_mode_costs_readers_no_error() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(back, "the restarted replica never served a read");
+}
+
+/// The primary restarts (fast and immediate shutdown) while clients sit idle between
+/// statements: their server connections, idle in the pool, are dead afterwards, and the
+/// clients' next statements (simple and extended, writes and reads) run on new ones with no
+/// error, as behind PgBouncer; directly, each client would have lost its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_primary_costs_idle_clients_no_error() {
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "restart");
+    let p = start_proxy(&routing_config(&c, "restart", ""));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(connect(&p.conn_str("restart")).await);
+    }
+    clients[0]
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut id = 0;
+    for immediate in [false, true] {
+        for (i, client) in clients.iter().enumerate() {
+            id += 1;
+            if i % 2 == 0 {
+                client
+                    .simple_query(&format!("INSERT INTO t VALUES ({id})"))
+                    .await
+                    .unwrap();
+            } else {
+                client
+                    .execute("INSERT INTO t VALUES ($1)", &[&id])
+                    .await
+                    .unwrap();
+            }
+        }
+        c.stop_node(0, immediate).unwrap();
+        c.start_node(0).unwrap();
+        let start = Instant::now();
+        while !p.cluster_state("restart").backends[0].is_up() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{}",
+                p.backends("restart")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (i, client) in clients.iter().enumerate() {
+            id += 1;
+            let r = if i % 2 == 0 {
+                client
+                    .simple_query(&format!("INSERT INTO t VALUES ({id})"))
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .execute("INSERT INTO t VALUES ($1)", &[&id])
+                    .await
+                    .map(|_| ())
+            };
+            r.unwrap_or_else(|e| {
+                panic!("client {i} after the restart (immediate: {immediate}): {e:?}")
+            });
+            let n: i64 = client
+                .query_one(
+                    "/* switchyard:primary */ SELECT count(*) FROM t WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 1);
+        }
+    }
+    let n: i64 = clients[0]
+        .query_one("/* switchyard:primary */ SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
