@@ -548,6 +548,16 @@ fn start_admin(
                             rows
                         }
                     }),
+                    close_client: Arc::new({
+                        let shared = shared.clone();
+                        move |protocol: &str, id: i64| match protocol {
+                            "postgres" => {
+                                i32::try_from(id).is_ok_and(|pid| shared.pg.cancel.close(pid))
+                            }
+                            "mysql" => u32::try_from(id).is_ok_and(|id| shared.my.close(id)),
+                            _ => false,
+                        }
+                    }),
                     pauses: Arc::new({
                         let shared = shared.clone();
                         move || {

@@ -101,6 +101,61 @@ pub(crate) fn new_classifier_for(config: &Config, dialect: Dialect) -> Classifie
     )
 }
 
+/// Ending a client's connection from outside its session: `POST /clients/close` (the admin
+/// API, as PgBouncer's `KILL_CLIENT`) or, for MySQL, another client's `KILL CONNECTION`. The
+/// session notices either way: it checks [`ClientEnd::is_ended`] before each command or
+/// batch, and a session waiting for its client reads the end of the connection at once,
+/// because the reading side of the client's socket (a second descriptor of it, kept here) is
+/// shut. A session still there after [`END_GRACE`] (stuck writing to a client that reads
+/// nothing) has both sides shut, which fails that write. Nothing on the statement path
+/// touches this but the one atomic load.
+#[derive(Debug, Default)]
+pub struct ClientEnd {
+    ended: AtomicBool,
+    socket: Mutex<Option<std::os::fd::OwnedFd>>,
+}
+
+/// How long a session ended from outside has to say goodbye before its socket is shut both
+/// ways.
+pub const END_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ClientEnd {
+    /// Keep a second descriptor of the client's socket (`None`: the stream has none).
+    pub fn set_socket(&self, fd: Option<std::os::fd::OwnedFd>) {
+        *self.socket.lock().unwrap() = fd;
+    }
+
+    /// Whether the connection was ended from outside (or by the client's own KILL of itself).
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Mark it ended without waking the session (it is the one ending itself).
+    pub fn mark_ended(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Mark it ended and wake its session: the reading side is shut now, both sides after
+    /// [`END_GRACE`] if the session has not let go of it by then. Needs a Tokio runtime.
+    pub fn end(self: &Arc<Self>) {
+        self.mark_ended();
+        self.shut(std::net::Shutdown::Read);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(END_GRACE).await;
+            if let Some(end) = weak.upgrade() {
+                end.shut(std::net::Shutdown::Both);
+            }
+        });
+    }
+
+    fn shut(&self, how: std::net::Shutdown) {
+        if let Some(fd) = self.socket.lock().unwrap().as_ref() {
+            let _ = socket2::SockRef::from(fd).shutdown(how);
+        }
+    }
+}
+
 /// What `GET /clients` (the admin API) shows of one connected client, as PgBouncer's
 /// `SHOW CLIENTS` and ProxySQL's process list do: fixed when it logs in; the server
 /// connection it holds now comes from each protocol's registry (its cancel or KILL slot,

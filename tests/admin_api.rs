@@ -97,6 +97,7 @@ impl Harness {
             token: token.map(str::to_owned),
             edge_status: None,
             clients: Arc::new(Vec::new),
+            close_client: Arc::new(|_: &str, _: i64| false),
             pauses: {
                 let pause = pause.clone();
                 Arc::new(move || vec![("main".to_string(), pause.clone())])
@@ -380,6 +381,7 @@ async fn non_loopback_without_token_refuses_to_start() {
         token: None,
         edge_status: None,
         clients: Arc::new(Vec::new),
+        close_client: Arc::new(|_: &str, _: i64| false),
         pauses: Arc::new(Vec::new),
     };
     let r = tokio::time::timeout(

@@ -2597,3 +2597,91 @@ w.execute("UPDATE t SET v = 0 WHERE id = 1")
     assert_eq!(direct, r#"[true, "gone", 10]"#);
     assert_eq!(proxied, direct);
 }
+
+/// `POST /clients/close?protocol=mysql&id=N` ends a client as a server's `KILL CONNECTION`
+/// does, compared with KILL CONNECTION straight against MariaDB: an idle client finds its
+/// connection gone at its next command; one idle inside a transaction has it rolled back and
+/// its row lock freed at once; one running `SLEEP(30)` has the statement stopped within a
+/// second, with the same error; a bystander goes on. An unknown id is 404.
+#[test]
+fn the_admin_api_closes_a_client_as_kill_connection_does() {
+    let db = "my_adminclose";
+    setup(
+        db,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)",
+    );
+    let p = proxy_with(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"");
+    let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
+    let program = r#"
+import sys, time, json, threading, urllib.request, urllib.error, pymysql
+port, db, user, pw, how = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=pw,
+        database=db, autocommit=True, read_timeout=40)
+killer = conn()
+def close(id):
+    if how == "kill":
+        killer.cursor().execute("KILL CONNECTION %d" % id)
+    else:
+        req = urllib.request.Request("http://%s/clients/close?protocol=mysql&id=%d" % (how, id),
+                                     method="POST")
+        body = json.load(urllib.request.urlopen(req))
+        assert body["closed"] == 1, body
+idle, locker, sleeper, bystander = conn(), conn(), conn(), conn()
+idle.cursor().execute("SELECT 1")
+l = locker.cursor(); l.execute("BEGIN"); l.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+slept = {}
+def sleep():
+    t0 = time.time()
+    try:
+        sleeper.cursor().execute("SELECT SLEEP(30)"); slept["r"] = "answered"
+    except pymysql.err.MySQLError as e:
+        slept["r"] = e.args[0]
+    slept["fast"] = time.time() - t0 < 3
+th = threading.Thread(target=sleep); th.start()
+time.sleep(0.5)
+out = []
+close(idle.thread_id())
+try:
+    idle.cursor().execute("SELECT 1"); out.append("answered")
+except pymysql.err.MySQLError as e:
+    out.append(e.args[0])
+close(locker.thread_id())
+b = bystander.cursor()
+b.execute("SET SESSION innodb_lock_wait_timeout = 3")
+t0 = time.time()
+b.execute("UPDATE t SET v = v + 10 WHERE id = 1")
+out.append(time.time() - t0 < 2)
+b.execute("SELECT v FROM t WHERE id = 1"); out.append(b.fetchone()[0])
+t0 = time.time()
+close(sleeper.thread_id())
+th.join(10)
+out += [slept.get("r"), slept.get("fast")]
+b.execute("SELECT 1"); out.append(b.fetchone()[0])
+if how != "kill":
+    try:
+        close(idle.thread_id()); out.append("closed twice")
+    except urllib.error.HTTPError as e:
+        out.append(e.code)
+b.execute("UPDATE t SET v = 0 WHERE id = 1")
+print(json.dumps(out))
+"#;
+    let go = |port: u16, user: &str, pw: &str, how: &str| {
+        let (ok, out, err) = run(Command::new("python3").args([
+            "-c",
+            program,
+            &port.to_string(),
+            db,
+            user,
+            pw,
+            how,
+        ]));
+        assert!(ok, "{out}{err}");
+        out.trim().to_owned()
+    };
+    let c = cluster();
+    let direct = go(c.primary_port(), "switchyard", "switchyard_pw", "kill");
+    let proxied = go(p.port, "app", "app_pw", &admin.to_string());
+    assert_eq!(direct, r#"[2013, true, 10, 2013, true, 1]"#);
+    assert_eq!(proxied, direct.replace(", 1]", ", 1, 404]"));
+}

@@ -297,3 +297,184 @@ async fn allow_from_refuses_a_user_from_other_addresses_before_its_password() {
     let (ok, out, err) = psql(&url(p.port, "app_md5", "secret5"), &["-Atc", "SELECT 8"]);
     assert!(ok && out.trim() == "8", "{out}{err}");
 }
+
+/// Connects to `conn`; the second half resolves with how the connection ended.
+async fn connect_watched(
+    conn: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::oneshot::Receiver<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(connection.await);
+    });
+    (client, rx)
+}
+
+/// The SQLSTATE a watched connection ended with, waiting up to five seconds.
+async fn ended_with(
+    rx: tokio::sync::oneshot::Receiver<Result<(), tokio_postgres::Error>>,
+) -> Option<String> {
+    let ended = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the connection ended")
+        .unwrap();
+    ended
+        .err()
+        .and_then(|e| e.code().map(|c| c.code().to_owned()))
+}
+
+/// Ids `/clients` lists for database `db`.
+fn client_ids(p: &Proxy, db: &str) -> Vec<i64> {
+    let (code, body) = admin_request(
+        p.admin_addr(),
+        "GET",
+        &format!("/clients?protocol=postgres&database={db}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// `POST /clients/close` (PgBouncer's KILL_CLIENT): an idle client is told as a server's
+/// `pg_terminate_backend` tells its client (compared with one directly on the primary); one
+/// idle inside a transaction has it rolled back and its row lock freed at once; one running
+/// `pg_sleep(30)` has the statement stopped on the server; the others go on; an unknown id
+/// is 404 and a close naming no client 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_closes_a_client_and_ends_what_it_ran() {
+    let db = "closedb";
+    create_db(db);
+    let c = cluster();
+    c.psql_db(
+        0,
+        db,
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)",
+    )
+    .unwrap();
+    let p = start_proxy(&config_text(
+        db,
+        "",
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "",
+    ));
+    let conn = p.conn_str(db);
+    // Directly: what a terminated client is told.
+    let direct = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        c.primary_port()
+    );
+    let (x, x_end) = connect_watched(&direct).await;
+    x.simple_query("SELECT 1").await.unwrap();
+    c.psql_db(
+        0,
+        db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = 'postgres' AND pid <> pg_backend_pid() AND datname = 'closedb'",
+    )
+    .unwrap();
+    let direct_code = ended_with(x_end).await;
+    assert_eq!(direct_code.as_deref(), Some("57P01"));
+
+    // One id per client, in the order they connect.
+    let mut ids = Vec::new();
+    let new_client = |seen: &mut Vec<i64>| -> i64 {
+        let now = client_ids(&p, db);
+        let fresh: Vec<_> = now.iter().filter(|i| !seen.contains(i)).copied().collect();
+        assert_eq!(fresh.len(), 1, "{now:?} {seen:?}");
+        seen.push(fresh[0]);
+        fresh[0]
+    };
+    let (idle, idle_end) = connect_watched(&conn).await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    let idle_id = new_client(&mut ids);
+    let (locker, locker_end) = connect_watched(&conn).await;
+    locker
+        .simple_query("BEGIN; UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let locker_id = new_client(&mut ids);
+    let (sleeper, sleeper_end) = connect_watched(&conn).await;
+    let sleeper_id = new_client(&mut ids);
+    let sleeping = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(30)").await });
+    let (bystander, _bystander_end) = connect_watched(&conn).await;
+    bystander.simple_query("SELECT 1").await.unwrap();
+    new_client(&mut ids);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let close = |q: &str| admin_request(p.admin_addr(), "POST", &format!("/clients/close?{q}"));
+    let (code, body) = close(&format!("protocol=postgres&id={idle_id}"));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["closed"], 1, "{body}");
+    assert_eq!(v["clients"][0]["id"], idle_id, "{body}");
+    assert_eq!(ended_with(idle_end).await, direct_code, "told as directly");
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+
+    // Inside a transaction: rolled back, the lock gone at once.
+    let (code, body) = close(&format!("id={locker_id}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ended_with(locker_end).await.as_deref(), Some("57P01"));
+    let updated = bystander
+        .simple_query("SET lock_timeout = '2s'; UPDATE t SET v = v + 10 WHERE id = 1")
+        .await;
+    assert!(updated.is_ok(), "the row stayed locked: {updated:?}");
+    let v = c.psql_db(0, db, "SELECT v FROM t WHERE id = 1").unwrap();
+    assert_eq!(
+        v.trim(),
+        "10",
+        "the closed client's update was not rolled back"
+    );
+
+    // A statement running: stopped on the server too.
+    let t0 = std::time::Instant::now();
+    let (code, body) = close(&format!("protocol=postgres&id={sleeper_id}"));
+    assert_eq!(code, 200, "{body}");
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeping)
+        .await
+        .expect("the sleeping client was answered")
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
+    let _ = ended_with(sleeper_end).await;
+    let mut stopped = false;
+    while t0.elapsed() < Duration::from_secs(5) {
+        let n = c
+            .psql_db(
+                0,
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' \
+                 AND state = 'active' AND pid <> pg_backend_pid()",
+            )
+            .unwrap();
+        if n.trim() == "0" {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stopped, "pg_sleep still runs on the server");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    // The bystander goes on; the closed ones are gone from the list.
+    bystander.simple_query("SELECT 1").await.unwrap();
+    let left = client_ids(&p, db);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left.contains(&idle_id) && !left.contains(&locker_id));
+    let (code, _) = close(&format!("protocol=postgres&id={idle_id}"));
+    assert_eq!(code, 404);
+    let (code, _) = close("protocol=postgres");
+    assert_eq!(code, 400);
+    // By user: every client of it.
+    let (code, body) = close(&format!("protocol=postgres&user=app&database={db}"));
+    assert_eq!(code, 200, "{body}");
+    assert!(bystander.simple_query("SELECT 1").await.is_err());
+}

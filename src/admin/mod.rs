@@ -66,6 +66,10 @@ pub type StatusFn = dyn Fn() -> serde_json::Value + Send + Sync;
 /// wiring from each protocol's registry.
 pub type ClientsFn = dyn Fn() -> Vec<crate::engine::ClientRow> + Send + Sync;
 
+/// End one database client's connection (`POST /clients/close`): its protocol
+/// ("postgres", "mysql") and id as `/clients` lists them; false if it is gone.
+pub type CloseClientFn = dyn Fn(&str, i64) -> bool + Send + Sync;
+
 /// Each cluster's name and its pause switch (`POST /pause`, `POST /resume`).
 pub type PausesFn = dyn Fn() -> Vec<(String, Arc<crate::cluster::pause::Pause>)> + Send + Sync;
 
@@ -82,6 +86,7 @@ pub struct AdminState {
     pub pauses: Arc<PausesFn>,
     /// The database clients connected now.
     pub clients: Arc<ClientsFn>,
+    pub close_client: Arc<CloseClientFn>,
     /// Bearer token; required when bound to a non-loopback address.
     pub token: Option<String>,
 }
@@ -139,6 +144,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/resume", post(resume))
         .route("/metrics", get(metrics))
         .route("/clients", get(clients))
+        .route("/clients/close", post(close_clients))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -465,15 +471,52 @@ async fn resume(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
 /// `GET /clients[?protocol=P][&database=D][&user=U]`: the connected database clients, by
 /// protocol and id, as PgBouncer's `SHOW CLIENTS` lists them.
 async fn clients(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
-    let q = uri.query();
+    let rows = matching_clients(&state, uri.query());
+    Json(serde_json::json!({ "count": rows.len(), "clients": rows })).into_response()
+}
+
+/// The connected clients that `protocol`, `id`, `database` and `user` in `q` (each optional)
+/// all match, sorted.
+fn matching_clients(state: &AdminState, q: Option<&str>) -> Vec<crate::engine::ClientRow> {
     let want = |key: &str, value: &str| query_param(q, key).is_none_or(|v| v == value);
     let mut rows: Vec<_> = (state.clients)()
         .into_iter()
         .filter(|r| want("protocol", r.protocol) && want("database", &r.database))
-        .filter(|r| want("user", &r.user))
+        .filter(|r| want("user", &r.user) && want("id", &r.id.to_string()))
         .collect();
     rows.sort_by(|a, b| (a.protocol, a.id).cmp(&(b.protocol, b.id)));
-    Json(serde_json::json!({ "count": rows.len(), "clients": rows })).into_response()
+    rows
+}
+
+/// `POST /clients/close?[protocol=P&]id=N` (or `user=U`, `database=D`, together with the
+/// others as `/clients` takes them): end those clients' connections, as PgBouncer's
+/// `KILL_CLIENT` and a server's `pg_terminate_backend` / `KILL CONNECTION` do. A statement
+/// running is stopped, a transaction rolled back; a PostgreSQL client is told (FATAL 57P01),
+/// a MySQL client finds its connection gone, as after a server's KILL. At least one of `id`,
+/// `user` and `database` is required (400); an `id` that matches no client: 404.
+async fn close_clients(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let q = uri.query();
+    if ["id", "user", "database"]
+        .iter()
+        .all(|k| query_param(q, k).is_none())
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name the clients to close: id, user or database (with protocol)\n",
+        )
+            .into_response();
+    }
+    let closed: Vec<_> = matching_clients(&state, q)
+        .into_iter()
+        .filter(|r| (state.close_client)(r.protocol, r.id))
+        .collect();
+    if closed.is_empty() && query_param(q, "id").is_some() {
+        return (StatusCode::NOT_FOUND, "no such client\n").into_response();
+    }
+    for r in &closed {
+        tracing::info!(protocol = r.protocol, id = r.id, user = %r.user, database = %r.database, addr = %r.addr, "closing a client (admin API)");
+    }
+    Json(serde_json::json!({ "closed": closed.len(), "clients": closed })).into_response()
 }
 
 fn with_newline(mut s: String) -> String {

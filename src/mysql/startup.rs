@@ -691,7 +691,7 @@ pub async fn handle_client(
         // password for this one: they log in with what this login proved.
         p.learn(stage1);
     }
-    *slot.client_socket.lock().unwrap() = stream.dup_socket();
+    slot.end.set_socket(stream.dup_socket());
     let session = super::session::Session::new(w.clone(), cluster, stream, l, slot, buf);
     if let Err(e) = session.run().await {
         tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");

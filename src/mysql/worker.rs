@@ -42,13 +42,12 @@ pub struct Slot {
     pub running: Mutex<Option<Running>>,
     /// A KILL was sent for the held connection: it must not go back to a pool.
     pub killed: std::sync::atomic::AtomicBool,
-    /// KILL (not KILL QUERY) of the client's own id: its session ends.
-    pub terminate: std::sync::atomic::AtomicBool,
-    /// A second descriptor of the client's socket: another client's KILL CONNECTION shuts
-    /// its reading side, as a server does, so that a session waiting for the client's next
-    /// command sees the end at once (its transaction rolled back, its connection let go)
-    /// instead of running that command. Nothing on the statement path touches it.
-    pub client_socket: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// KILL (not KILL QUERY) of the client's id, or `POST /clients/close`: its session ends.
+    /// Another client's KILL CONNECTION shuts the reading side of the client's socket, as a
+    /// server does, so that a session waiting for the client's next command sees the end at
+    /// once (its transaction rolled back, its connection let go) instead of running that
+    /// command.
+    pub end: Arc<crate::engine::ClientEnd>,
     /// The user the client logged in as (None until it has): only clients of the same user
     /// may KILL its statements, as on a server.
     pub user: Mutex<Option<Arc<str>>>,
@@ -123,6 +122,18 @@ impl MyShared {
         self.clients.lock().unwrap().get(&id).cloned()
     }
 
+    /// End the connection of client `id` (`POST /clients/close`), as a KILL CONNECTION
+    /// would; false if no such client is connected.
+    pub fn close(&self, id: u32) -> bool {
+        match self.lookup(id) {
+            Some(slot) => {
+                slot.kill(false);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every logged-in client as `GET /clients` lists it.
     pub fn clients(&self) -> Vec<crate::engine::ClientRow> {
         let map = self.clients.lock().unwrap();
@@ -138,6 +149,41 @@ impl MyShared {
                 Some(info.row("mysql", i64::from(slot.id), server))
             })
             .collect()
+    }
+}
+
+impl Slot {
+    /// KILL QUERY (`query_only`) or KILL CONNECTION of this client: the statement running on
+    /// the server connection it holds, if any, is stopped (and that connection never pooled
+    /// again); KILL CONNECTION also ends the session (see [`crate::engine::ClientEnd`]).
+    pub fn kill(&self, query_only: bool) {
+        let running = {
+            // `killed` is set under the lock `detach` takes to let go of the connection: the
+            // session either still holds it and will close it, or has already let go and no
+            // KILL is sent (one sent for a connection back in the pool would stop whoever
+            // takes it next).
+            let running = self.running.lock().unwrap();
+            if running.is_some() {
+                self.killed.store(true, Ordering::Relaxed);
+            }
+            running.clone()
+        };
+        if !query_only {
+            self.end.end();
+        }
+        if let Some(r) = running {
+            // As the user whose connection it is (the client killed may log in to the servers
+            // as another user than the one who asked).
+            let t = r.pool.target().clone();
+            tokio::spawn(async move {
+                if let Err(e) = t
+                    .kill(r.thread, true, std::time::Duration::from_secs(5))
+                    .await
+                {
+                    tracing::warn!(error = %e, "KILL QUERY on the backend failed");
+                }
+            });
+        }
     }
 }
 

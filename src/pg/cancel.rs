@@ -70,26 +70,32 @@ impl CancelRoute {
 /// It also records whether a cancel was sent to the held connection: such a connection is
 /// not given to another client, because the cancel may reach the server only after the
 /// statement it was meant for has ended, and would then stop the next client's statement.
+///
+/// And it carries the client's [`ClientEnd`](crate::engine::ClientEnd), through which
+/// `POST /clients/close` ends the session.
 #[derive(Default)]
-pub struct CancelSlot(Mutex<(Option<CancelRoute>, bool)>);
+pub struct CancelSlot {
+    route: Mutex<(Option<CancelRoute>, bool)>,
+    pub end: Arc<crate::engine::ClientEnd>,
+}
 
 impl CancelSlot {
     /// The client now holds this connection (a cancel was sent to none of it yet).
     pub fn set(&self, t: Option<CancelTarget>) {
-        *self.0.lock().unwrap() = (t.map(CancelRoute::Server), false);
+        *self.route.lock().unwrap() = (t.map(CancelRoute::Server), false);
     }
     pub fn set_route(&self, r: Option<CancelRoute>) {
-        *self.0.lock().unwrap() = (r, false);
+        *self.route.lock().unwrap() = (r, false);
     }
     /// The client lets go of its connection: true if a cancel was sent to it meanwhile.
     pub fn clear(&self) -> bool {
-        std::mem::take(&mut *self.0.lock().unwrap()).1
+        std::mem::take(&mut *self.route.lock().unwrap()).1
     }
     /// Where a cancel goes now, noting that one is sent (in the same critical section as
     /// [`CancelSlot::clear`], so a connection is either still held when the cancel is
     /// noted, and then not reused, or the cancel finds nothing to send to).
     pub fn for_cancel(&self) -> Option<CancelRoute> {
-        let mut slot = self.0.lock().unwrap();
+        let mut slot = self.route.lock().unwrap();
         if matches!(slot.0, Some(CancelRoute::Server(_))) {
             slot.1 = true;
         }
@@ -166,12 +172,30 @@ impl CancelRegistry {
 }
 
 impl CancelRegistry {
+    /// End the connection of the client with proxy pid `pid` (`POST /clients/close`); false
+    /// if no such client is connected.
+    pub fn close(&self, pid: i32) -> bool {
+        let end = self
+            .map
+            .lock()
+            .unwrap()
+            .get(&pid)
+            .map(|e| e.slot.end.clone());
+        match end {
+            Some(end) => {
+                end.end();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every connected client as `GET /clients` lists it.
     pub fn clients(&self) -> Vec<ClientRow> {
         let map = self.map.lock().unwrap();
         map.iter()
             .map(|(pid, Entry { slot, info, .. })| {
-                let server = match &slot.0.lock().unwrap().0 {
+                let server = match &slot.route.lock().unwrap().0 {
                     Some(CancelRoute::Server(t)) => Some(t.addr.to_string()),
                     Some(CancelRoute::Lane(..)) => Some("multiplexed".to_owned()),
                     None => None,

@@ -101,6 +101,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
                 Arc::from(l.cluster.database.as_str()),
             ));
             let (pid, secret) = (key.pid, key.secret);
+            key.slot.end.set_socket(stream.dup_socket());
             let mut session = Session::new(
                 worker.clone(),
                 (l.cluster, l.user),

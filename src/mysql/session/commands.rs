@@ -237,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let err = err_payload(1317, b"70100", "Query execution was interrupted");
                 return self.send(1, &err).await;
             }
-            self.slot.terminate.store(true, Relaxed);
+            self.slot.end.mark_ended();
             return self
                 .send(1, &err_payload(1927, b"70100", "Connection was killed"))
                 .await;
@@ -252,34 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let err = err_payload(1095, b"HY000", &format!("You are not owner of thread {id}"));
             return self.send(1, &err).await;
         }
-        let running = {
-            // `killed` is set under the lock `detach` takes to let go of the connection: the
-            // session either still holds it and will close it, or has already let go and no
-            // KILL is sent (one sent for a connection back in the pool would stop whoever
-            // takes it next).
-            let running = slot.running.lock().unwrap();
-            if running.is_some() {
-                slot.killed.store(true, Relaxed);
-            }
-            running.clone()
-        };
-        if !query_only {
-            slot.terminate.store(true, Relaxed);
-            // Its session, waiting for its next command, reads the end of it now.
-            if let Some(fd) = slot.client_socket.lock().unwrap().as_ref() {
-                let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
-            }
-        }
-        if let Some(r) = running {
-            // As the user whose connection it is (the client killed may log in to the servers
-            // as another user than this one).
-            let t = r.pool.target().clone();
-            tokio::spawn(async move {
-                if let Err(e) = t.kill(r.thread, true, Duration::from_secs(5)).await {
-                    tracing::warn!(error = %e, "KILL QUERY on the backend failed");
-                }
-            });
-        }
+        slot.kill(query_only);
         self.send(1, &ok_payload(self.caps, self.status)).await
     }
 

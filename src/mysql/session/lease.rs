@@ -275,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !matches!(e, SessionError::Backend(_))
             || self.backend.is_none()
             || self.bytes_down != passed
-            || self.slot.terminate.load(Relaxed)
+            || self.slot.end.is_ended()
             || self.slot.killed.load(Relaxed)
         {
             return Err(e);
@@ -325,7 +325,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && !self.long_data
             && !self.implicit_tx
             && self.status & SERVER_STATUS_IN_TRANS == 0
-            && !self.slot.terminate.load(Relaxed)
+            && !self.slot.end.is_ended()
     }
 
     /// Give the connection back when the client's session allows (transaction mode): parked

@@ -296,7 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn serve(&mut self) -> Result<(), SessionError> {
         let shutdown = self.w.shared.shutdown.clone();
         loop {
-            if self.slot.terminate.load(Relaxed) {
+            if self.slot.end.is_ended() {
                 return Ok(());
             }
             let idle = self.idle_limit();

@@ -189,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// no answer, only the end of its connection (the session ends at its next command);
     /// the ERR is dropped.
     fn killed_by_another(&mut self, wire: usize) -> bool {
-        if !self.slot.terminate.load(Relaxed) {
+        if !self.slot.end.is_ended() {
             return false;
         }
         self.bin.advance(wire);

@@ -509,6 +509,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
     ) -> Result<(), SessionError> {
         loop {
+            if self.key.slot.end.is_ended() {
+                return self.close_from_outside().await;
+            }
             // Draining: a client between transactions starts no new one.
             if self.backend.is_none()
                 && self.deferred_begin.is_none()
@@ -603,10 +606,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     self.emit_synthetics();
                 }
+                Event::ClientEof if self.key.slot.end.is_ended() => {
+                    return self.close_from_outside().await
+                }
                 Event::ClientEof => return Ok(()),
                 Event::Shutdown => return self.close_for_shutdown().await,
             }
         }
+    }
+
+    /// `POST /clients/close` ended the client: it is told as `pg_terminate_backend` tells a
+    /// server's client (unless a row is half sent), then the session ends (a statement
+    /// running is cancelled, a transaction rolled back with its connection).
+    async fn close_from_outside(&mut self) -> Result<(), SessionError> {
+        tracing::info!(pid = self.key.pid, "client closed through the admin API");
+        if self.skip == 0 {
+            codec::put_error(
+                &mut self.cout,
+                "FATAL",
+                "57P01",
+                "terminating connection due to administrator command (switchyard: POST /clients/close)",
+            );
+        }
+        self.flush_client().await;
+        Ok(())
     }
 
     async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
