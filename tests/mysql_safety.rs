@@ -841,3 +841,55 @@ fn connections_kept_by_idle_clients_go_to_clients_that_need_one() {
     drop(clients);
     p.assert_nothing_leaked("parked connections");
 }
+
+/// A client that asks for a large result and then reads nothing of it (a hung application):
+/// with `[general] client_write_timeout`, once it has taken nothing for that long its session
+/// ends and the server connection it held is closed (the server stops the statement), as a
+/// server's `net_write_timeout` ends such a connection; other clients are served meanwhile.
+#[test]
+fn a_client_that_stops_reading_its_results_lets_go_of_its_server_connection() {
+    let db = "my_stuck";
+    setup(db, "SELECT 1");
+    let p = proxy(db, "client_write_timeout = \"1s\"");
+    let c = cluster();
+    let mut s = login(p.port, db).unwrap();
+    let sql = "/* switchyard:primary */ SELECT REPEAT('x', 1000) FROM seq_1_to_1000000";
+    let mut payload = vec![0x03];
+    payload.extend_from_slice(sql.as_bytes());
+    s.write_all(&frame(0, &payload)).unwrap();
+    let running = || {
+        c.value(
+            0,
+            "SELECT count(*) FROM information_schema.processlist \
+             WHERE info LIKE '%seq_1_to_1000000%' AND id <> CONNECTION_ID()",
+        )
+        .unwrap()
+            == "1"
+    };
+    let t0 = Instant::now();
+    while !running() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the statement never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    still_serves(&p);
+    let t0 = Instant::now();
+    while running() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "the stuck client's statement still runs after {:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone = read_until_close(&mut s, Duration::from_secs(10));
+    assert!(
+        gone.1,
+        "the stuck client's connection stayed open: {} bytes, {:?}",
+        gone.0.len(),
+        gone.2
+    );
+    still_serves(&p);
+}

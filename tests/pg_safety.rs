@@ -1402,3 +1402,52 @@ asyncio.run(main())",
     let who: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(who, ["aq_alice", "aq_bob"]);
 }
+
+/// A client that asks for a large result and then reads nothing of it (a hung application)
+/// would hold its server connection for as long as it lives: the proxy stops reading from
+/// the server once it holds a quarter of a MiB for the client, and the server waits. With
+/// `[general] client_write_timeout`, once the client has taken nothing for that long its
+/// session ends, the statement is cancelled and the connection closed: the next client of a
+/// pool of one gets a connection at once, and the server runs nothing for the stuck one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_results_frees_its_server_connection() {
+    create_db("t_stuck");
+    let p = start_proxy(&config_text(
+        "t_stuck",
+        "workers = 1\nclient_write_timeout = \"1s\"",
+        "size = 1\ncheckout_timeout = \"10s\"",
+        "",
+    ));
+    // Logged in (and the login's parameters learnt) before the stuck client takes the pool.
+    let next = connect(&p.conn_str("t_stuck")).await;
+    next.simple_query("SELECT 1").await.unwrap();
+    let mut stuck =
+        support::raw::Raw::connect_with(p.port, "app_trust", "t_stuck", &[], Some(4096)).await;
+    stuck
+        .send(&support::raw::msg::query(
+            "SELECT repeat('x', 1000) FROM generate_series(1, 1000000)",
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), next.simple_query("SELECT 1")).await;
+    let took = t0.elapsed();
+    assert!(matches!(r, Ok(Ok(_))), "{r:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the next client waited {took:?}"
+    );
+    let running = cluster()
+        .psql(
+            0,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%generate_series(1, 1000000)%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    assert_eq!(
+        running.trim(),
+        "0",
+        "the stuck client's statement still runs"
+    );
+    drop(stuck);
+}

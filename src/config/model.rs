@@ -72,6 +72,13 @@ pub struct General {
     /// "0s": never (the default). Applies to clients that connect after it is loaded.
     #[serde(with = "duration")]
     pub client_idle_timeout: Duration,
+    /// A database client that takes nothing of what the proxy has for it this long, while
+    /// the proxy holds back a server's answer for it (MySQL: any write to it), is
+    /// disconnected: its statement is stopped and its server connection closed, so a hung
+    /// application cannot keep a pooled connection (MySQL's `net_write_timeout`). Default
+    /// "60s"; "0s": never.
+    #[serde(with = "duration")]
+    pub client_write_timeout: Duration,
     /// Largest protocol message accepted from a client, in bytes; a larger length prefix is
     /// answered with a protocol error and a close. Default 64 MiB.
     pub max_message_bytes: usize,
@@ -99,6 +106,7 @@ impl Default for General {
             max_client_connections: 1000,
             client_login_timeout: Duration::from_secs(10),
             client_idle_timeout: Duration::ZERO,
+            client_write_timeout: Duration::from_secs(60),
             max_message_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::ZERO,

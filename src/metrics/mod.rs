@@ -79,6 +79,9 @@ pub mod kind {
     pub const NO_PRIMARY: &str = "no_primary";
     /// The client connection limit was reached.
     pub const CLIENT_LIMIT: &str = "client_limit";
+    /// A client took nothing of its results for `client_write_timeout` and was
+    /// disconnected.
+    pub const CLIENT_WRITE_TIMEOUT: &str = "client_write_timeout";
     /// A read failed on a replica before any byte reached the client and was retried.
     pub const REPLICA_RETRY: &str = "replica_retry";
     /// A multiplexed read's shared connection failed before its answer arrived; the read ran

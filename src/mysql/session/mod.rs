@@ -116,6 +116,8 @@ pub struct Session<S> {
     idle_transaction_timeout: std::time::Duration,
     /// `[general] client_idle_timeout` when the client connected (zero: off).
     client_idle_timeout: std::time::Duration,
+    /// `[general] client_write_timeout` when the client connected (zero: off).
+    client_write_timeout: std::time::Duration,
     cin: BytesMut,
     cout: BytesMut,
     backend: Option<MyPooled>,
@@ -217,12 +219,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             scramble,
             ..
         } = login;
-        let (max_packet, idle_transaction_timeout, client_idle_timeout) = {
+        let (max_packet, idle_transaction_timeout, client_idle_timeout, client_write_timeout) = {
             let cfg = w.shared.config();
             (
                 cfg.general.max_message_bytes,
                 cfg.pool.idle_transaction_timeout,
                 cfg.general.client_idle_timeout,
+                cfg.general.client_write_timeout,
             )
         };
         let connected = cluster.metrics.client_connected();
@@ -240,6 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             max_packet,
             idle_transaction_timeout,
             client_idle_timeout,
+            client_write_timeout,
             cin: leftover,
             cout: BytesMut::with_capacity(16 * 1024),
             backend: None,
@@ -522,8 +526,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.client.write_all(&self.cout).await?;
             self.client.flush().await
         };
-        let r = crate::net::within(Duration::from_secs(60), write).await;
+        // A client that takes nothing for `client_write_timeout` (a server's
+        // net_write_timeout) is let go, and with it the server connection it holds.
+        let r = if self.client_write_timeout.is_zero() {
+            write.await
+        } else {
+            crate::net::within(self.client_write_timeout, write).await
+        };
         self.cout.clear();
+        if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+            self.cluster
+                .metrics
+                .error(crate::metrics::kind::CLIENT_WRITE_TIMEOUT);
+        }
         r.map_err(SessionError::ClientIo)
     }
 

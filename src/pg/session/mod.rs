@@ -119,6 +119,10 @@ pub enum SessionError {
     /// The client sat idle outside a transaction longer than `[general] client_idle_timeout`.
     #[error("idle for longer than {0:?} (client_idle_timeout)")]
     IdleSession(Duration),
+    /// The client took nothing of its results for `[general] client_write_timeout` while a
+    /// server's answer waited for it.
+    #[error("the client read nothing of its results for {0:?} (client_write_timeout)")]
+    ClientStalled(Duration),
 }
 
 /// The error for a client idle past a limit (see `Session::idle_limit`).
@@ -245,6 +249,8 @@ pub struct Session<C> {
     client_idle_timeout: Duration,
     /// Either of the two is on.
     idle_limits_on: bool,
+    /// `[general] client_write_timeout` when the client connected (zero: off).
+    client_write_timeout: Duration,
     /// Client settings to apply on every backend connection (sorted by name): its startup
     /// parameters, and in transaction mode the plain `SET`s it ran since (`recorded`).
     wanted: Arc<Vec<(String, String)>>,
@@ -382,6 +388,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let mux_depth = cfg.pool.multiplex_depth;
         let idle_transaction_timeout = cfg.pool.idle_transaction_timeout;
         let client_idle_timeout = cfg.general.client_idle_timeout;
+        let client_write_timeout = cfg.general.client_write_timeout;
         let connected = cluster.metrics.client_connected();
         Session {
             worker,
@@ -394,6 +401,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             idle_transaction_timeout,
             client_idle_timeout,
             idle_limits_on: !(idle_transaction_timeout.is_zero() && client_idle_timeout.is_zero()),
+            client_write_timeout,
             startup: wanted.clone(),
             wanted,
             recorded: Vec::new(),
@@ -560,11 +568,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return self.close_for_shutdown().await;
             }
             // Both limits off (the default): nothing to look at.
-            let idle_limit = if self.idle_limits_on {
-                self.idle_limit()
-            } else {
-                None
-            };
+            let idle_limit =
+                if self.cout.len() >= HIGH_WATER && !self.client_write_timeout.is_zero() {
+                    // The client is what holds the server's answer back: it must take some of
+                    // it in time.
+                    Some((
+                        self.client_write_timeout,
+                        SessionError::ClientStalled as IdleError,
+                    ))
+                } else if self.idle_limits_on {
+                    self.idle_limit()
+                } else {
+                    None
+                };
             let event = {
                 let backend = self.backend.as_deref_mut().map(|b| &mut b.stream);
                 let watch_shutdown = backend.is_none() && self.deferred_begin.is_none();
@@ -674,10 +690,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             | SessionError::BackendClosed
             | SessionError::BackendProtocol(_) => self.cluster.metrics.error(kind::BACKEND_LOST),
             SessionError::ClientProtocol(_) => self.cluster.metrics.error(kind::CLIENT_PROTOCOL),
+            SessionError::ClientStalled(_) => {
+                self.cluster.metrics.error(kind::CLIENT_WRITE_TIMEOUT)
+            }
             _ => {}
         }
         let (code, msg) = match e {
-            SessionError::ClientIo(_) => return,
+            // A client that reads nothing would not read this either.
+            SessionError::ClientIo(_) | SessionError::ClientStalled(_) => return,
             SessionError::ClientProtocol(m) => ("08P01", format!("protocol violation: {m}")),
             SessionError::Checkout(CheckoutError::Timeout { .. }) => {
                 ("53300", format!("switchyard: {e}"))
