@@ -2685,3 +2685,47 @@ print(json.dumps(out))
     assert_eq!(direct, r#"[2013, true, 10, 2013, true, 1]"#);
     assert_eq!(proxied, direct.replace(", 1]", ", 1, 404]"));
 }
+
+/// `POST /disable`: new MySQL clients of the cluster are refused after they authenticate
+/// (3032, MySQL 8's offline-mode answer, naming the cause; a wrong password is still 1045);
+/// connected clients go on; `/status` shows it; `POST /enable` lets them in again.
+#[test]
+fn a_disabled_cluster_refuses_new_mysql_clients_and_serves_connected_ones() {
+    let db = "my_disabled";
+    setup(db, "SELECT 1");
+    let p = proxy_with(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"");
+    let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
+    let program = format!(
+        r#"
+import sys, json, urllib.request, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn(pw="app_pw"):
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password=pw,
+        database=db, autocommit=True)
+def post(path):
+    return json.load(urllib.request.urlopen(urllib.request.Request("http://{admin}" + path, method="POST")))
+def attempt(pw="app_pw"):
+    try:
+        c = conn(pw); c.cursor().execute("SELECT 1"); return "in"
+    except pymysql.err.MySQLError as e:
+        return [e.args[0], "offline mode" in str(e.args[1]) and db in str(e.args[1])]
+out = []
+connected = conn()
+out.append(post("/disable?cluster=" + db)["disabled"])
+out.append(attempt())
+out.append(attempt("wrong")[0])
+cur = connected.cursor(); cur.execute("SELECT 41 + 1"); out.append(cur.fetchone()[0])
+status = json.load(urllib.request.urlopen("http://{admin}/status"))
+out.append([c["disabled"] for c in status["clusters"] if c["name"] == db])
+out.append(post("/enable?cluster=" + db)["enabled"])
+out.append(attempt())
+print(json.dumps(out))
+"#
+    );
+    let (ok, out, err) = python(&program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(r#"[["{db}"], [3032, true], 1045, 42, [true], ["{db}"], "in"]"#)
+    );
+}

@@ -478,3 +478,71 @@ async fn the_admin_api_closes_a_client_and_ends_what_it_ran() {
     assert_eq!(code, 200, "{body}");
     assert!(bystander.simple_query("SELECT 1").await.is_err());
 }
+
+/// `POST /disable` (PgBouncer's DISABLE): new clients of the cluster are refused after they
+/// authenticate, with the answer PostgreSQL gives for a database that does not allow
+/// connections (compared with `ALTER DATABASE ... ALLOW_CONNECTIONS false` directly);
+/// clients already connected go on; `/status` shows it; `POST /enable` lets them in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_cluster_refuses_new_clients_as_a_closed_database_does() {
+    let db = "disabledb";
+    create_db(db);
+    let c = cluster();
+    let p = start_proxy(&config_text(
+        db,
+        "",
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "",
+    ));
+    let connected = connect(&p.conn_str(db)).await;
+    // Directly: what a client of a database that takes no connections is told.
+    c.psql(0, &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .unwrap();
+    let direct = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            c.primary_port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("refused directly");
+    c.psql(0, &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .unwrap();
+    let (code, body) = admin_request(p.admin_addr(), "POST", &format!("/disable?cluster={db}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["disabled"][0],
+        db
+    );
+    let refused = tokio_postgres::connect(&p.conn_str(db), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("refused through the proxy");
+    assert_eq!(refused.code(), direct.code(), "{refused} / {direct}");
+    let (want, got) = (direct.to_string(), refused.to_string());
+    assert!(
+        got.starts_with(&want),
+        "told differently: {got:?} (directly {want:?})"
+    );
+    // A wrong password is still a wrong password.
+    let wrong = tokio_postgres::connect(
+        &p.conn_str(db).replace("password=secret", "password=nope"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(wrong.code().map(|c| c.code()), Some("28P01"), "{wrong}");
+    connected.simple_query("SELECT 1").await.unwrap();
+    let (_, status) = admin_request(p.admin_addr(), "GET", "/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["clusters"][0]["disabled"], true, "{status}");
+    let (code, body) = admin_request(p.admin_addr(), "POST", "/enable");
+    assert_eq!(code, 200, "{body}");
+    let again = connect(&p.conn_str(db)).await;
+    again.simple_query("SELECT 1").await.unwrap();
+    let (code, _) = admin_request(p.admin_addr(), "POST", "/disable?cluster=nosuch");
+    assert_eq!(code, 404);
+}

@@ -142,6 +142,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/reload", post(reload))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .route("/disable", post(disable))
+        .route("/enable", post(enable))
         .route("/metrics", get(metrics))
         .route("/clients", get(clients))
         .route("/clients/close", post(close_clients))
@@ -307,6 +309,8 @@ struct ClusterStatus<'a> {
     /// connection now.
     paused: bool,
     held: usize,
+    /// New clients refused by `POST /disable`.
+    disabled: bool,
     clients_active: u64,
     clients_waiting: u64,
     pool_capacity: u64,
@@ -337,6 +341,7 @@ async fn status(State(state): State<Shared>) -> Response {
                 name: &c.name,
                 paused: pause.is_some_and(|p| p.is_paused()),
                 held: pause.map_or(0, |p| p.held()),
+                disabled: pause.is_some_and(|p| p.is_disabled()),
                 clients_active: active,
                 clients_waiting: waiting,
                 pool_capacity: c.pool_capacity(),
@@ -452,6 +457,33 @@ async fn pause(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
     };
     let body = serde_json::json!({ "paused": names, "held": held, "drained": held == 0 });
     (code, Json(body)).into_response()
+}
+
+/// `POST /disable[?cluster=NAME]`: new clients of the cluster(s) are refused at login
+/// (PgBouncer's DISABLE; PostgreSQL's answer for a database that does not allow
+/// connections), connected ones go on; `POST /enable` lets them in again. With
+/// `POST /clients/close?database=D` the clients connected can then be let go.
+async fn disable(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    set_disabled(&state, uri.query(), true)
+}
+
+/// `POST /enable[?cluster=NAME]`: see [`disable`].
+async fn enable(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    set_disabled(&state, uri.query(), false)
+}
+
+fn set_disabled(state: &AdminState, query: Option<&str>, disabled: bool) -> Response {
+    let picked = match picked_clusters(state, query) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    for (_, p) in &picked {
+        p.set_disabled(disabled);
+    }
+    let names: Vec<&str> = picked.iter().map(|(n, _)| n.as_str()).collect();
+    let word = if disabled { "disabled" } else { "enabled" };
+    tracing::warn!(clusters = ?names, "{word}: new clients {}", if disabled { "refused" } else { "admitted" });
+    Json(serde_json::json!({ word: names })).into_response()
 }
 
 /// `POST /resume[?cluster=NAME]`: the waiting transactions go on.

@@ -1,4 +1,5 @@
-//! Pausing a cluster for maintenance (PgBouncer's PAUSE/RESUME): while paused, a client's
+//! Pausing a cluster for maintenance (PgBouncer's PAUSE/RESUME), and disabling new logins to
+//! it (DISABLE/ENABLE). While paused, a client's
 //! next transaction waits before it takes a server connection, and transactions already
 //! running finish; the operator learns when none is left (the cluster is drained), does the
 //! work (a switchover, a restart of the primary), and resumes. Clients see a delay instead of
@@ -10,9 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// A cluster's pause switch and the count of clients holding one of its server connections.
+/// A cluster's pause switch and the count of clients holding one of its server connections;
+/// also its disable switch (PgBouncer's DISABLE/ENABLE: new clients refused at login,
+/// connected ones served), kept here because it too must outlive a reload.
 #[derive(Debug, Default)]
 pub struct Pause {
+    disabled: AtomicBool,
     paused: AtomicBool,
     held: AtomicUsize,
     /// Woken on resume and whenever the last held connection is let go.
@@ -37,6 +41,15 @@ impl Pause {
     // The switch and the count are written and read in one total order (SeqCst): a client
     // counts its hold before it looks at the switch, the pause sets the switch before it
     // looks at the count, so either the client sees the pause or the pause sees the client.
+
+    /// New clients of the cluster are refused at login (`POST /disable`).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_disabled(&self, disabled: bool) {
+        self.disabled.store(disabled, Ordering::Relaxed);
+    }
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)

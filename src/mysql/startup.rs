@@ -664,6 +664,10 @@ pub async fn handle_client(
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
         return;
     };
+    if cluster.state.pause.is_disabled() {
+        let _ = write_packet(&mut stream, l.next_seq, &disabled_err(&cluster.database)).await;
+        return;
+    }
     match engine
         .user_conns
         .admit(&std::sync::Arc::from(l.user.as_str()), l.max_connections)
@@ -696,6 +700,18 @@ pub async fn handle_client(
     if let Err(e) = session.run().await {
         tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
     }
+}
+
+/// The refusal of a client of a cluster disabled by `POST /disable`: MySQL 8's answer while
+/// the server is in offline mode (MariaDB has no such mode), naming the cause.
+pub fn disabled_err(database: &str) -> Vec<u8> {
+    err_payload(
+        3032,
+        b"HY000",
+        &format!(
+            "The server is currently in offline mode (switchyard: cluster of database '{database}' disabled by POST /disable)"
+        ),
+    )
 }
 
 /// The OK that ends a login. A client with CLIENT_SESSION_TRACK that named a schema is told

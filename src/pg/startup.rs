@@ -80,6 +80,18 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     .await;
     let refusal = match login {
         Ok(Ok(Some(l))) => 'logged_in: {
+            if l.cluster.state.pause.is_disabled() {
+                // As PostgreSQL answers for a database with ALLOW_CONNECTIONS false: after
+                // authentication.
+                let _ = stream.write_all(&l.out).await;
+                break 'logged_in refuse(
+                    "55000",
+                    format!(
+                        "database \"{}\" is not currently accepting connections (switchyard: disabled by POST /disable)",
+                        l.cluster.database
+                    ),
+                );
+            }
             let _user_conn = match shared.user_conns.admit(&l.user, l.max_connections) {
                 Ok(c) => c,
                 Err(n) => {

@@ -173,6 +173,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return self.send(next_seq, &err_payload(code, &state, &msg)).await;
             }
         };
+        if cluster.state.pause.is_disabled() && !Arc::ptr_eq(&cluster.state, &self.cluster.state) {
+            // A disabled cluster takes no new clients, nor clients of other clusters.
+            self.finish().await;
+            self.restart();
+            let err = crate::mysql::startup::disabled_err(&cluster.database);
+            return self.send(next_seq, &err).await;
+        }
         // The new user's place under its max_connections, the old user's given up first (a
         // change to the same user at its limit passes, as on a server).
         let limit = user.as_ref().and_then(|u| u.max_connections);
