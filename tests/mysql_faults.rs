@@ -289,6 +289,20 @@ fn py_at(program: &str, port: u16, db: &str, extra: &[&str], limit: Duration) ->
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"))
 }
 
+/// [`py`] on a thread of its own, while the test does something to the servers: the thread
+/// returns the program's last line as JSON (it panics if the program failed).
+fn py_in_background(
+    program: &'static str,
+    p: &Proxy,
+    extra: &[String],
+) -> std::thread::JoinHandle<Value> {
+    let (port, db, extra) = (p.port, p.db.clone(), extra.to_vec());
+    std::thread::spawn(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        py_at(program, port, &db, &extra, Duration::from_secs(90))
+    })
+}
+
 /// `n` autocommit reads of `@@server_id` on one PyMySQL connection: (server id -> count,
 /// errors as [code, message]).
 fn reads(p: &Proxy, n: usize) -> (HashMap<String, u64>, Vec<Value>) {
@@ -530,16 +544,7 @@ fn a_replica_that_dies_under_readers_costs_them_no_error() {
     );
     let dir = tempfile::tempdir().unwrap();
     let stop = dir.path().join("stop");
-    let readers = {
-        let (port, db, stop) = (p.port, db.to_string(), stop.display().to_string());
-        std::thread::spawn(move || {
-            python(
-                &format!("{PY_PRELUDE}{DYING_READERS}"),
-                &[port.to_string(), db, stop],
-                Duration::from_secs(90),
-            )
-        })
-    };
+    let readers = py_in_background(DYING_READERS, &p, &[stop.display().to_string()]);
     std::thread::sleep(Duration::from_secs(1));
     c.kill_node(1).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -551,9 +556,7 @@ fn a_replica_that_dies_under_readers_costs_them_no_error() {
     c.stop_node(2).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(&stop, "").unwrap();
-    let (ok, out, err) = readers.join().unwrap();
-    assert!(ok, "readers failed:\n{out}\n{err}");
-    let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    let v = readers.join().unwrap();
     let errors = v["errors"].as_array().unwrap();
     let seen = v["seen"].as_object().unwrap();
     assert!(
@@ -631,16 +634,11 @@ fn a_restarted_primary_costs_idle_clients_no_error() {
     let p = Proxy::start(&config(&c, db, &[1, 2], "", "workers = 2", "size = 4"), db);
     let dir = tempfile::tempdir().unwrap();
     let go = dir.path().join("go");
-    let clients = {
-        let (port, db, go) = (p.port, db.to_string(), go.display().to_string());
-        std::thread::spawn(move || {
-            python(
-                &format!("{PY_PRELUDE}{RETURNING_CLIENTS}"),
-                &[port.to_string(), db, go, "4".into()],
-                Duration::from_secs(90),
-            )
-        })
-    };
+    let clients = py_in_background(
+        RETURNING_CLIENTS,
+        &p,
+        &[go.display().to_string(), "4".into()],
+    );
     // Every client has written once (its row is on the primary).
     let start = Instant::now();
     while c.value(0, &format!("SELECT count(*) FROM {db}.t")).unwrap() != "8" {
@@ -657,9 +655,7 @@ fn a_restarted_primary_costs_idle_clients_no_error() {
         p.state().backends[0].is_up()
     });
     std::fs::write(&go, "").unwrap();
-    let (ok, out, err) = clients.join().unwrap();
-    assert!(ok, "clients failed:\n{out}\n{err}");
-    let v: Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap();
+    let v = clients.join().unwrap();
     assert_eq!(v["errors"], serde_json::json!([]), "{v}");
     assert_eq!(v["done"].as_array().unwrap().len(), 16, "{v}");
     assert_eq!(
