@@ -11,7 +11,7 @@ pub use crate::engine::ClusterMap;
 pub use crate::pg::worker::{ClusterPools, PoolMap};
 
 mod workers;
-use workers::{run_worker, sweep_pools, Handoff, Listeners};
+use workers::{reconnect_cluster, run_worker, sweep_pools, Handoff, Listeners};
 
 /// The process: the protocol-neutral engine (config, topology, classifier, shutdown,
 /// metrics; reachable through `Deref`), each front end's shared state, the workers, and the
@@ -557,6 +557,10 @@ fn start_admin(
                             "mysql" => u32::try_from(id).is_ok_and(|id| shared.my.close(id)),
                             _ => false,
                         }
+                    }),
+                    reconnect: Arc::new({
+                        let shared = shared.clone();
+                        move |name: &str| reconnect_cluster(&shared, name)
                     }),
                     pauses: Arc::new({
                         let shared = shared.clone();

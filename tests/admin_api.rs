@@ -98,6 +98,7 @@ impl Harness {
             edge_status: None,
             clients: Arc::new(Vec::new),
             close_client: Arc::new(|_: &str, _: i64| false),
+            reconnect: Arc::new(|_: &str| 0),
             pauses: {
                 let pause = pause.clone();
                 Arc::new(move || vec![("main".to_string(), pause.clone())])
@@ -382,6 +383,7 @@ async fn non_loopback_without_token_refuses_to_start() {
         edge_status: None,
         clients: Arc::new(Vec::new),
         close_client: Arc::new(|_: &str, _: i64| false),
+        reconnect: Arc::new(|_: &str| 0),
         pauses: Arc::new(Vec::new),
     };
     let r = tokio::time::timeout(

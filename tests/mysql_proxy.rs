@@ -2729,3 +2729,56 @@ print(json.dumps(out))
         format!(r#"[["{db}"], [3032, true], 1045, 42, [true], ["{db}"], "in"]"#)
     );
 }
+
+/// `POST /reconnect` for a MySQL cluster: the idle client's next statement runs on a new
+/// server connection, a client inside a transaction finishes it on its own, after which that
+/// connection closes; no server thread from before serves a statement again.
+#[test]
+fn reconnect_replaces_the_pooled_mysql_server_connections() {
+    let db = "my_reconnect";
+    setup(
+        db,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)",
+    );
+    let p = proxy_with(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"");
+    let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
+    let program = format!(
+        r#"
+import sys, json, time, urllib.request, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+        database=db, autocommit=True)
+def thread(c):
+    cur = c.cursor()
+    cur.execute("/* switchyard:primary */ SELECT ID FROM information_schema.PROCESSLIST "
+                "WHERE INFO LIKE '%%reconnect-probe%%' /* reconnect-probe */")
+    return cur.fetchone()[0]
+idle, in_tx = conn(), conn()
+t = in_tx.cursor(); t.execute("BEGIN"); t.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+tx_before = thread(in_tx)
+before = thread(idle)
+out = [thread(idle) == before]
+req = urllib.request.Request("http://{admin}/reconnect?cluster=" + db, method="POST")
+out.append(json.load(urllib.request.urlopen(req))["reconnect"])
+after = thread(idle)
+out.append(after not in (before, tx_before))
+out.append(thread(in_tx) == tx_before)
+t.execute("COMMIT")
+seen = set(thread(c) for c in (idle, in_tx) for _ in range(10))
+out.append(sorted(seen & {{before, tx_before}}))
+time.sleep(1)
+check = pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db)
+cur = check.cursor()
+cur.execute("/* switchyard:primary */ SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID IN (%s, %s)", (before, tx_before))
+out.append(cur.fetchone()[0])
+print(json.dumps(out))
+"#
+    );
+    let (ok, out, err) = python(&program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(r#"[true, ["{db}"], true, true, [], 0]"#)
+    );
+}

@@ -546,3 +546,89 @@ async fn a_disabled_cluster_refuses_new_clients_as_a_closed_database_does() {
     let (code, _) = admin_request(p.admin_addr(), "POST", "/disable?cluster=nosuch");
     assert_eq!(code, 404);
 }
+
+/// The server process and `work_mem` of the connection a statement of `client` runs on.
+async fn ask(client: &tokio_postgres::Client) -> String {
+    client
+        .simple_query("SELECT pg_backend_pid()::text || ' ' || current_setting('work_mem')")
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// `POST /reconnect` (PgBouncer's RECONNECT): after `ALTER DATABASE ... SET work_mem`, which
+/// only new server connections pick up, the proxy's clients still see the old value on the
+/// connections pooled before; after the reconnect an idle client's next statement runs on a
+/// new connection with the new value, a client inside a transaction finishes it on its own
+/// connection, which is then closed, and no connection opened before it is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_replaces_the_pooled_server_connections() {
+    let db = "reconnectdb";
+    create_db(db);
+    let c = cluster();
+    let p = start_proxy(&config_text(
+        db,
+        "workers = 1",
+        "size = 4\n[admin]\nlisten = \"127.0.0.1:0\"",
+        "",
+    ));
+    let idle = connect(&p.conn_str(db)).await;
+    let in_tx = connect(&p.conn_str(db)).await;
+    in_tx.simple_query("BEGIN").await.unwrap();
+    let tx_before = ask(&in_tx).await;
+    let before = ask(&idle).await;
+    c.psql(0, &format!("ALTER DATABASE {db} SET work_mem = '7MB'"))
+        .unwrap();
+    // Pooled connections keep what they had (the idle client's is parked with it).
+    let again = ask(&idle).await;
+    assert_eq!(again, before);
+    assert!(before.ends_with(" 4MB"), "{before}");
+    let (code, body) = admin_request(p.admin_addr(), "POST", &format!("/reconnect?cluster={db}"));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["reconnect"][0], db, "{body}");
+    let after = ask(&idle).await;
+    assert!(after.ends_with(" 7MB"), "{after} (before {before})");
+    // The transaction goes on where it was.
+    assert_eq!(ask(&in_tx).await, tx_before);
+    in_tx.simple_query("COMMIT").await.unwrap();
+    let old: Vec<String> = [&before, &tx_before]
+        .iter()
+        .map(|s| s.split(' ').next().unwrap().to_owned())
+        .collect();
+    for _ in 0..20 {
+        let now = ask(&in_tx).await;
+        assert!(now.ends_with(" 7MB"), "{now}");
+        assert!(
+            !old.contains(&now.split(' ').next().unwrap().to_owned()),
+            "{now} reused"
+        );
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let left = c
+            .psql(
+                0,
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid IN ({})",
+                    old.join(", ")
+                ),
+            )
+            .unwrap();
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "old connections still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.psql(0, &format!("ALTER DATABASE {db} RESET work_mem"))
+        .unwrap();
+}

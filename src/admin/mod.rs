@@ -70,6 +70,10 @@ pub type ClientsFn = dyn Fn() -> Vec<crate::engine::ClientRow> + Send + Sync;
 /// ("postgres", "mysql") and id as `/clients` lists them; false if it is gone.
 pub type CloseClientFn = dyn Fn(&str, i64) -> bool + Send + Sync;
 
+/// PgBouncer's RECONNECT for the cluster of that name (`POST /reconnect`): how many idle
+/// server connections were closed at once.
+pub type ReconnectFn = dyn Fn(&str) -> usize + Send + Sync;
+
 /// Each cluster's name and its pause switch (`POST /pause`, `POST /resume`).
 pub type PausesFn = dyn Fn() -> Vec<(String, Arc<crate::cluster::pause::Pause>)> + Send + Sync;
 
@@ -87,6 +91,7 @@ pub struct AdminState {
     /// The database clients connected now.
     pub clients: Arc<ClientsFn>,
     pub close_client: Arc<CloseClientFn>,
+    pub reconnect: Arc<ReconnectFn>,
     /// Bearer token; required when bound to a non-loopback address.
     pub token: Option<String>,
 }
@@ -143,6 +148,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/disable", post(disable))
+        .route("/reconnect", post(reconnect))
         .route("/enable", post(enable))
         .route("/metrics", get(metrics))
         .route("/clients", get(clients))
@@ -484,6 +490,22 @@ fn set_disabled(state: &AdminState, query: Option<&str>, disabled: bool) -> Resp
     let word = if disabled { "disabled" } else { "enabled" };
     tracing::warn!(clusters = ?names, "{word}: new clients {}", if disabled { "refused" } else { "admitted" });
     Json(serde_json::json!({ word: names })).into_response()
+}
+
+/// `POST /reconnect[?cluster=NAME]` (PgBouncer's RECONNECT): every server connection of the
+/// cluster(s) open now is closed instead of reused, the idle ones at once, the ones in use
+/// when their client gives them back (a transaction finishes on its connection); new ones
+/// are opened as needed. For when what a new connection gets has changed: settings made with
+/// `ALTER ROLE` / `ALTER DATABASE ... SET`, a server behind the same address replaced.
+async fn reconnect(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let picked = match picked_clusters(&state, uri.query()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let names: Vec<&str> = picked.iter().map(|(n, _)| n.as_str()).collect();
+    let closed: usize = names.iter().map(|n| (state.reconnect)(n)).sum();
+    tracing::warn!(clusters = ?names, idle_closed = closed, "reconnect: server connections open now will not be reused");
+    Json(serde_json::json!({ "reconnect": names, "idle_closed": closed })).into_response()
 }
 
 /// `POST /resume[?cluster=NAME]`: the waiting transactions go on.

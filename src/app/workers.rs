@@ -201,6 +201,30 @@ pub(super) async fn sweep_pools(shared: Arc<Shared>) {
     }
 }
 
+/// `POST /reconnect` for the cluster named `name`: every worker's pools of it (shared and per
+/// user, both protocols) stop reusing the connections open now; how many idle ones closed.
+pub(crate) fn reconnect_cluster(shared: &Shared, name: &str) -> usize {
+    let cfg = shared.config();
+    let Some(database) = cfg
+        .clusters
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.database.clone())
+    else {
+        return 0;
+    };
+    let mut closed = 0;
+    for worker in shared.live_workers() {
+        for c in worker.pg.clusters.load().of_database(&database) {
+            closed += c.pools.iter().map(|p| p.reconnect()).sum::<usize>();
+        }
+        for c in worker.my.clusters.load().of_database(&database) {
+            closed += c.pools.iter().map(|p| p.reconnect()).sum::<usize>();
+        }
+    }
+    closed
+}
+
 /// Serve one client on this worker, which counted it in its load; uncount it at the end.
 async fn serve_client(
     worker: Arc<Worker>,

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// When a server connection was opened and last given back, in [`coarse_ms`]: what the
-/// pool's lifetime and idle limits are measured in.
+/// pool's lifetime and idle limits are measured in; and the pool's reconnect epoch when it
+/// was opened (see [`BackendPool::reconnect`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stamps {
     pub opened: u64,
     pub idle_since: u64,
+    pub epoch: u64,
 }
 
 static COARSE_MS: AtomicU64 = AtomicU64::new(0);
@@ -105,18 +107,27 @@ pub(super) fn unfit<C: Connector>(conn: Pooled<C>, limits: PoolLimits) {
 }
 
 impl<C: Connector> BackendPool<C> {
+    /// PgBouncer's RECONNECT: every connection open now is closed instead of reused, the idle
+    /// ones (in the pool and parked) at once, the ones in use when they are given back (a
+    /// transaction finishes on its connection); the pool opens new ones as needed. How many
+    /// closed now.
+    pub fn reconnect(&self) -> usize {
+        self.pool.manager().epoch.fetch_add(1, Relaxed);
+        self.sweep()
+    }
+
     /// Close the idle connections past the lifetime or the idle timeout, in the pool and
     /// parked by clients (see [`PoolLimits`]); how many. Run once a second by the sweeper.
     pub fn sweep(&self) -> usize {
-        let limits = self.pool.manager().limits;
-        if limits.off() {
+        let manager = self.pool.manager();
+        let limits = manager.limits;
+        let epoch = manager.epoch.load(Relaxed);
+        if limits.off() && epoch == 0 {
             return 0;
         }
         let now = tick();
-        let removed = self
-            .pool
-            .retain(|conn, _| !limits.expired(conn.as_ref(), now))
-            .removed;
+        let gone = |c: &C::Conn| limits.expired(c, now) || c.stamps().epoch < epoch;
+        let removed = self.pool.retain(|conn, _| !gone(conn.as_ref())).removed;
         let mut closed = removed.len();
         for mut conn in removed {
             conn.say_goodbye();
@@ -131,9 +142,7 @@ impl<C: Connector> BackendPool<C> {
                 .collect();
             for spot in spots {
                 let mut slot = spot.conn.lock().unwrap();
-                let old = slot
-                    .as_ref()
-                    .is_some_and(|c| limits.expired(c.as_ref().as_ref(), now));
+                let old = slot.as_ref().is_some_and(|c| gone(c.as_ref().as_ref()));
                 if old {
                     if let Some(conn) = slot.take() {
                         self.parked.fetch_sub(1, Relaxed);

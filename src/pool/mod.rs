@@ -88,6 +88,15 @@ pub struct Manager<C: Connector> {
     /// straight to the first of them still waiting (see [`release`]), so a client that asks
     /// later, or the one that gave it back, cannot take it first.
     queue: Mutex<std::collections::VecDeque<Handoff<C>>>,
+    /// Raised by [`BackendPool::reconnect`]: connections of an earlier epoch are not reused.
+    epoch: AtomicU64,
+}
+
+impl<C: Connector> Manager<C> {
+    /// Opened before the last [`BackendPool::reconnect`]: to be closed, not reused.
+    fn retired(&self, stamps: Stamps) -> bool {
+        stamps.epoch < self.epoch.load(Relaxed)
+    }
 }
 
 type Handoff<C> = tokio::sync::oneshot::Sender<Pooled<C>>;
@@ -152,6 +161,7 @@ impl<C: Connector> managed::Manager for Manager<C> {
         *conn.stamps_mut() = Stamps {
             opened: now,
             idle_since: now,
+            epoch: self.epoch.load(Relaxed),
         };
         Ok(Box::new(conn))
     }
@@ -164,6 +174,9 @@ impl<C: Connector> managed::Manager for Manager<C> {
             return Err(RecycleError::message(
                 "server sent data or closed while idle",
             ));
+        }
+        if self.retired(conn.stamps()) {
+            return Err(RecycleError::message("opened before a reconnect"));
         }
         Ok(())
     }
@@ -265,6 +278,7 @@ impl<C: Connector> BackendPool<C> {
             cap,
             signal,
             queue: Default::default(),
+            epoch: AtomicU64::new(0),
         })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
@@ -629,6 +643,9 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
     } else if limits
         .zip(now)
         .is_some_and(|(l, now)| l.too_old(conn.stamps(), now))
+        || pool
+            .as_ref()
+            .is_some_and(|p| p.manager().retired(conn.stamps()))
     {
         Object::take(conn).say_goodbye();
         freed();

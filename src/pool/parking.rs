@@ -87,7 +87,10 @@ impl<C: Connector> Parking<C> {
     /// connection (if any) goes back to its pool and the answer is `None`.
     pub fn take_for(&self, pool: &Arc<BackendPool<C>>) -> Option<Pooled<C>> {
         let conn = self.spot.take(&self.pool)?;
-        if Arc::ptr_eq(&self.pool, pool) && fit(&conn) {
+        if Arc::ptr_eq(&self.pool, pool)
+            && fit(&conn)
+            && !pool.pool.manager().retired(conn.stamps())
+        {
             Some(conn)
         } else {
             unfit(conn, self.pool.pool.manager().limits);
@@ -114,7 +117,11 @@ impl<C: Connector> BackendPool<C> {
     /// transaction when it is clean and no other client waits for one of this pool's
     /// connections (see [`Parking`]). Spots at pools a reload closed are given up.
     pub fn park(self: &Arc<Self>, mut conn: Pooled<C>, parkings: &mut Parkings<C>) {
-        if !conn.reusable() || self.signal().waiting.load(Relaxed) > 0 || self.pool.is_closed() {
+        if !conn.reusable()
+            || self.signal().waiting.load(Relaxed) > 0
+            || self.pool.is_closed()
+            || self.pool.manager().retired(conn.stamps())
+        {
             return release(conn);
         }
         // One clock read for both limits, none when neither is set.
