@@ -2782,3 +2782,36 @@ print(json.dumps(out))
         format!(r#"[true, ["{db}"], true, true, [], 0]"#)
     );
 }
+
+/// `[general] max_user_connections` reaches MySQL clients too: a user without a
+/// `max_connections` of its own gets that limit (1226, as for an account's
+/// MAX_USER_CONNECTIONS); one that leaves frees its place.
+#[test]
+fn max_user_connections_limits_mysql_users_without_a_limit_of_their_own() {
+    let db = "my_userdefault";
+    setup(db, "SELECT 1");
+    let text =
+        config_text(db, "", "", "").replace("[general]\n", "[general]\nmax_user_connections = 2\n");
+    let p = started(
+        Server::start(Config::from_toml(&text).expect("valid config")).expect("proxy starts"),
+    );
+    let program = r#"
+import sys, json, pymysql
+port, db = int(sys.argv[1]), sys.argv[2]
+def conn():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw", database=db)
+a, b = conn(), conn()
+out = []
+try:
+    conn(); out.append("third let in")
+except pymysql.err.MySQLError as e:
+    out.append(e.args[0])
+b.close()
+import time; time.sleep(0.3)
+c = conn(); cur = c.cursor(); cur.execute("SELECT 42"); out.append(cur.fetchone()[0])
+print(json.dumps(out))
+"#;
+    let (ok, out, err) = python(program, p.port, db);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "[1226, 42]");
+}

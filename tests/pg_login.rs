@@ -632,3 +632,46 @@ async fn reconnect_replaces_the_pooled_server_connections() {
     c.psql(0, &format!("ALTER DATABASE {db} RESET work_mem"))
         .unwrap();
 }
+
+/// `[general] max_user_connections` (PgBouncer's): every user without a `max_connections` of
+/// its own gets that limit, counted per user: the third client of `app` is refused as a
+/// role's CONNECTION LIMIT refuses, while `app_md5` has places of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_limits_every_user_without_a_limit_of_its_own() {
+    let db = "userlimitdb";
+    create_db(db);
+    let p = start_proxy(&config_text(db, "max_user_connections = 2", "", ""));
+    let a = connect(&p.conn_str(db)).await;
+    let b = connect(&p.conn_str(db)).await;
+    let refused = tokio_postgres::connect(&p.conn_str(db), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a third client of app was let in");
+    let e = refused.as_db_error().expect("a server error");
+    assert_eq!(e.code().code(), "53300", "{e}");
+    assert!(
+        e.message()
+            .starts_with("too many connections for role \"app\""),
+        "{e}"
+    );
+    let md5 = |n: usize| {
+        let url = format!(
+            "host=127.0.0.1 port={} user=app_md5 password=secret5 dbname={db}",
+            p.port
+        );
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(connect(&url).await);
+            }
+            out
+        }
+    };
+    let others = md5(2).await;
+    others[1].simple_query("SELECT 1").await.unwrap();
+    a.simple_query("SELECT 1").await.unwrap();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = connect(&p.conn_str(db)).await;
+    c.simple_query("SELECT 1").await.unwrap();
+}

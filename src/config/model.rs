@@ -62,6 +62,11 @@ pub struct General {
     /// Most client connections open at once, over all listeners; further clients get a
     /// "too many connections" error (SQLSTATE 53300). Default 1000.
     pub max_client_connections: usize,
+    /// Most client connections any one user may have open at once, for users without a
+    /// `max_connections` of their own, including those the servers are asked about
+    /// (`auth_query`): PgBouncer's `max_user_connections`. Refused as a user's own limit is.
+    /// Default: no limit.
+    pub max_user_connections: Option<usize>,
     /// Time a new client has to finish startup and authentication. Default "10s".
     #[serde(with = "duration")]
     pub client_login_timeout: Duration,
@@ -104,6 +109,7 @@ impl Default for General {
             workers: 0,
             worker_scheduling: WorkerScheduling::Normal,
             max_client_connections: 1000,
+            max_user_connections: None,
             client_login_timeout: Duration::from_secs(10),
             client_idle_timeout: Duration::ZERO,
             client_write_timeout: Duration::from_secs(60),
@@ -278,6 +284,14 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 impl Config {
+    /// The most client connections `user` may have open at once: its own `max_connections`,
+    /// else `[general] max_user_connections`; `None` for no limit. `user` is `None` for one
+    /// the config does not name (found through `auth_query`).
+    pub fn user_connection_limit(&self, user: Option<&super::User>) -> Option<usize> {
+        user.and_then(|u| u.max_connections)
+            .or(self.general.max_user_connections)
+    }
+
     /// Check every cross-field rule; the error names the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.general;
@@ -285,6 +299,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "general.max_client_connections",
                 "must be at least 1",
+            ));
+        }
+        if g.max_user_connections == Some(0) {
+            return Err(ConfigError::invalid(
+                "general.max_user_connections",
+                "must be at least 1 (leave it out for no limit)",
             ));
         }
         if g.max_message_bytes < 1024 {

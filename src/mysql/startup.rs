@@ -387,7 +387,7 @@ pub async fn login(
         next_seq: seq,
         scramble,
         native_stage1,
-        max_connections: user.max_connections,
+        max_connections: cfg.user_connection_limit(Some(&user)),
     })
 }
 

@@ -417,7 +417,7 @@ async fn login(
     Ok(Some(LoggedIn {
         cluster,
         user: Arc::from(user),
-        max_connections: configured.and_then(|u| u.max_connections),
+        max_connections: cfg.user_connection_limit(configured),
         wanted,
         out,
     }))

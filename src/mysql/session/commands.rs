@@ -182,7 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // The new user's place under its max_connections, the old user's given up first (a
         // change to the same user at its limit passes, as on a server).
-        let limit = user.as_ref().and_then(|u| u.max_connections);
+        let limit = user
+            .as_ref()
+            .and_then(|u| cfg.user_connection_limit(Some(u)));
         let conns = self.w.shared.user_conns.clone();
         drop(self.slot.user_conn.lock().unwrap().take());
         let new_conn = match conns.admit(&Arc::from(name.as_str()), limit) {
