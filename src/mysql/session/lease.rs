@@ -15,6 +15,9 @@ pub(super) enum AcquireError {
         message: String,
     },
     Other(String),
+    /// The connection taken failed while the client's state was applied on it (its server
+    /// going away): another may be tried.
+    Broken(String),
 }
 
 impl AcquireError {
@@ -32,7 +35,9 @@ impl AcquireError {
                 }
                 err_payload(*code, &state, message)
             }
-            AcquireError::Other(e) => err_payload(1040, b"08004", &format!("switchyard: {e}")),
+            AcquireError::Other(e) | AcquireError::Broken(e) => {
+                err_payload(1040, b"08004", &format!("switchyard: {e}"))
+            }
         }
     }
 }
@@ -90,8 +95,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .await;
             match got {
                 Ok(conn) => {
-                    let hold = hold.take().expect("one install per acquire");
-                    return self.install(conn, idx, hold).await;
+                    let held = hold.take().expect("one install per acquire");
+                    match self.install(conn, idx, held).await {
+                        // A read whose connection died under the client's state (its server
+                        // going away) is taken elsewhere, once.
+                        Err(AcquireError::Broken(e))
+                            if matches!(want, Want::Replica { .. }) && exclude.is_none() =>
+                        {
+                            state.backends[idx].mark_failed(&e);
+                            exclude = Some(idx);
+                            hold = Some(self.cluster.state.pause.hold());
+                        }
+                        r => return r,
+                    }
                 }
                 Err(crate::pool::CheckoutError::Connect(e)) => {
                     if e.login_denied() {
@@ -161,7 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         sqlstate,
                         message,
                     },
-                    e => AcquireError::Other(format!("applying the session's state failed: {e}")),
+                    e => AcquireError::Broken(format!("applying the session's state failed: {e}")),
                 });
             }
         }
