@@ -94,11 +94,31 @@ pub(crate) fn new_classifier(config: &Config) -> Classifier {
 
 /// The statement classifier `config` asks for, in `dialect`.
 pub(crate) fn new_classifier_for(config: &Config, dialect: Dialect) -> Classifier {
+    use crate::config::{Protocol, RuleRoute};
+    use crate::router::hints::Hint;
+    let protocol = match dialect {
+        Dialect::Postgres => Protocol::Postgres,
+        Dialect::MySql => Protocol::Mysql,
+    };
+    let rules: Vec<(String, Hint)> = config
+        .routing
+        .rules
+        .iter()
+        .filter(|r| r.protocol.is_none_or(|p| p == protocol))
+        .map(|r| {
+            let hint = match r.route {
+                RuleRoute::Primary => Hint::Primary,
+                RuleRoute::Replica => Hint::Replica,
+            };
+            (r.pattern.clone(), hint)
+        })
+        .collect();
     Classifier::new(
         dialect,
         &config.routing.write_functions,
         config.routing.cache_entries,
     )
+    .with_rules(&rules)
 }
 
 /// Ending a client's connection from outside its session: `POST /clients/close` (the admin

@@ -253,6 +253,7 @@ fn apply(shared: &Shared) -> Result<String, String> {
 fn routing_changed(a: &Config, b: &Config) -> bool {
     a.routing.write_functions != b.routing.write_functions
         || a.routing.cache_entries != b.routing.cache_entries
+        || a.routing.rules != b.routing.rules
 }
 
 /// "reloaded: N clusters, M backends; restart needed for: ..." (the second part only when

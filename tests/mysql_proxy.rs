@@ -2815,3 +2815,47 @@ print(json.dumps(out))
     assert!(ok, "{out}{err}");
     assert_eq!(out.trim(), "[1226, 42]");
 }
+
+/// `[[routing.rule]]`s for MySQL clients: a read a rule sends to the primary goes there (by
+/// `@@server_id`), a rule for PostgreSQL clients only does nothing here, other reads stay on
+/// the replicas, and a catch-all replica rule leaves writes on the primary.
+#[test]
+fn routing_rules_route_mysql_reads_and_leave_writes_on_the_primary() {
+    let db = "my_rules";
+    setup(db, "CREATE TABLE t (id INT)");
+    let text = config_text(db, "", "", "")
+        + r#"
+[[routing.rule]]
+match = "(?i)as\\s+pg_only"
+route = "primary"
+protocol = "postgres"
+
+[[routing.rule]]
+match = "(?i)as\\s+fresh"
+route = "primary"
+
+[[routing.rule]]
+match = ".*"
+route = "replica"
+"#;
+    let p = started(
+        Server::start(Config::from_toml(&text).expect("valid config")).expect("proxy starts"),
+    );
+    let c = cluster();
+    let primary = c.value(0, "SELECT @@server_id").unwrap();
+    let sql = "SELECT @@server_id AS fresh; SELECT @@server_id AS pg_only; \
+               SELECT @@server_id; INSERT INTO t VALUES (1)";
+    for _ in 0..5 {
+        let (ok, out, err) = cli(p.port, db, sql);
+        assert!(ok, "{err}");
+        let ids: Vec<&str> = out.lines().collect();
+        assert_eq!(ids.len(), 3, "{out}");
+        assert_eq!(ids[0], primary, "{out}");
+        assert_ne!(ids[1], primary, "{out}");
+        assert_ne!(ids[2], primary, "{out}");
+    }
+    assert_eq!(
+        c.value(0, &format!("SELECT count(*) FROM {db}.t")).unwrap(),
+        "5"
+    );
+}

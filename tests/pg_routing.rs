@@ -807,3 +807,82 @@ async fn pause_lets_running_transactions_finish_and_holds_new_ones_until_resume(
     let rows = a.query_one("SELECT count(*) FROM t", &[]).await.unwrap();
     assert_eq!(rows.get::<_, i64>(0), 2);
 }
+
+/// `[[routing.rule]]`s, the operator's routing (ProxySQL's query rules): a read whose text a
+/// rule matches goes where the rule says; the first matching rule decides; a rule for the
+/// other protocol does nothing here; a leading hint in the statement beats the rules; and a
+/// rule that sends everything to replicas still cannot send a write or a transaction there.
+#[tokio::test]
+async fn routing_rules_route_what_they_match_and_never_send_writes_to_replicas() {
+    let db = "t_rules";
+    let c = cluster();
+    create_db_on(c, db);
+    let text = routing_config(c, db, "")
+        + r#"
+[[routing.rule]]
+match = "(?i)as\\s+mysql_only"
+route = "primary"
+protocol = "mysql"
+
+[[routing.rule]]
+match = "(?i)as\\s+must_be_fresh"
+route = "primary"
+
+[[routing.rule]]
+match = ".*"
+route = "replica"
+"#;
+    let p = start_proxy(&text);
+    support::drivers::wait_replicas_ready(&p, db);
+    let client = connect(&p.conn_str(db)).await;
+    client
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    let primary = c.primary_port();
+    for _ in 0..20 {
+        // The second rule.
+        assert_eq!(
+            served_by(&client, "SELECT inet_server_port() AS must_be_fresh").await,
+            primary
+        );
+        // A rule for MySQL clients only.
+        assert_ne!(
+            served_by(&client, "SELECT inet_server_port() AS mysql_only").await,
+            primary
+        );
+        // The catch-all: reads to replicas.
+        assert_ne!(
+            served_by(&client, "SELECT inet_server_port()").await,
+            primary
+        );
+        // A hint of the statement's own beats the rules.
+        assert_eq!(
+            served_by(
+                &client,
+                "/* switchyard:primary */ SELECT inet_server_port() AS x"
+            )
+            .await,
+            primary
+        );
+        // A write is a write whatever the catch-all says: it succeeds (on the primary).
+        client
+            .simple_query("INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+    }
+    // A transaction stays on the primary, reads inside it included.
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        served_by(&client, "SELECT inet_server_port()").await,
+        primary
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    // An invalid pattern is refused by name.
+    let bad = routing_config(c, db, "")
+        + "\n[[routing.rule]]\nmatch = \"(unclosed\"\nroute = \"primary\"\n";
+    let e = switchyard::config::Config::from_toml(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("routing.rule[0].match"), "{e}");
+}

@@ -256,6 +256,36 @@ pub struct Routing {
     /// Distinct statement texts whose classification is cached (statements the slow path
     /// parsed, and long SELECTs seen at least twice; 0 disables the cache). Default 10000.
     pub cache_entries: usize,
+    /// Routing rules from the operator's side (`[[routing.rule]]`), as ProxySQL's query
+    /// rules: the first whose pattern matches a statement's text routes it as a leading
+    /// hint would. Default: none.
+    #[serde(rename = "rule")]
+    pub rules: Vec<RouteRule>,
+}
+
+/// One `[[routing.rule]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// A regular expression (Rust's `regex` syntax; `(?i)` for any case) searched for in the
+    /// statement's text.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// "primary": the statement goes to the primary; "replica": a read (or a statement the
+    /// classifier does not know) may go to a replica, as `/* switchyard:replica */` allows;
+    /// writes and transaction control stay on the primary whatever a rule says.
+    pub route: RuleRoute,
+    /// Only for clients of this protocol ("postgres" or "mysql"). Default: both.
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
+}
+
+/// Where a `[[routing.rule]]` sends what it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleRoute {
+    Primary,
+    Replica,
 }
 
 impl Default for Routing {
@@ -263,6 +293,7 @@ impl Default for Routing {
         Routing {
             write_functions: Vec::new(),
             cache_entries: 10_000,
+            rules: Vec::new(),
         }
     }
 }
@@ -306,6 +337,14 @@ impl Config {
                 "general.max_user_connections",
                 "must be at least 1 (leave it out for no limit)",
             ));
+        }
+        for (i, r) in self.routing.rules.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&r.pattern) {
+                return Err(ConfigError::invalid(
+                    format!("routing.rule[{i}].match"),
+                    format!("not a regular expression: {e}"),
+                ));
+            }
         }
         if g.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(

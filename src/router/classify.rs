@@ -102,6 +102,8 @@ pub struct Classifier {
     write_functions: WriteFunctions,
     cache_entries: usize,
     cache: VerdictCache<Class>,
+    /// The operator's `[[routing.rule]]`s for this dialect, if any.
+    rules: Option<super::rules::Rules>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -129,7 +131,14 @@ impl Classifier {
             write_functions: WriteFunctions::new(write_functions),
             cache_entries,
             cache: VerdictCache::new(cache_entries),
+            rules: None,
         }
+    }
+
+    /// With the operator's routing rules (pattern, route; see [`super::rules`]).
+    pub fn with_rules(mut self, rules: &[(String, hints::Hint)]) -> Self {
+        self.rules = super::rules::Rules::new(rules);
+        self
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -161,10 +170,22 @@ impl Classifier {
         let mut c = self.classify_statements(toks);
         // A hint is a comment before the first token (`#` counts in either dialect, so a
         // PostgreSQL string may start with one as a token).
-        if first.is_none_or(|t| t.start > 0 || t.kind == Kind::Punct) {
-            if let Some(h) = hints::leading_hint(sql) {
-                c = c.with_hint(h);
-            }
+        let hinted = first.is_none_or(|t| t.start > 0 || t.kind == Kind::Punct)
+            && match hints::leading_hint(sql) {
+                Some(h) => {
+                    c = c.with_hint(h);
+                    true
+                }
+                None => false,
+            };
+        // The operator's rules, for a statement that carries no hint of its own.
+        if let Some(h) = self
+            .rules
+            .as_ref()
+            .filter(|_| !hinted)
+            .and_then(|r| r.route(sql))
+        {
+            c = c.with_hint(h);
         }
         if let Some(hash) = key {
             self.cache.insert_if_seen(hash, sql, c);

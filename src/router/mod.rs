@@ -11,6 +11,7 @@ pub mod hints;
 pub mod lexer;
 mod pg_functions;
 mod read_scan;
+pub mod rules;
 pub mod session_state;
 mod slow_path;
 pub mod tokens;
