@@ -1517,6 +1517,19 @@ fn pinned_to_a_replica_writes_are_refused() {
             .starts_with("switchyard: this session keeps state"),
         "{refused:?}"
     );
+    // Also a write with a primary hint (a hint routes; it does not make a write movable).
+    let refused = err_in(&run(
+        &mut c,
+        "/* switchyard:primary */ DELETE FROM r WHERE k = 1",
+    ))
+    .expect("an ERR for the hinted write");
+    assert_eq!(refused.0, 1290, "{refused:?}");
+    assert!(
+        refused
+            .1
+            .starts_with("switchyard: this session keeps state"),
+        "sent to the replica: {refused:?}"
+    );
     assert_eq!(
         proxied
             .value(0, &format!("SELECT count(*) FROM {DB}.r"))

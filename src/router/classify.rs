@@ -185,7 +185,7 @@ impl Classifier {
             .filter(|_| !hinted)
             .and_then(|r| r.route(sql))
         {
-            c = c.with_hint(h);
+            c = c.with_rule(h);
         }
         if let Some(hash) = key {
             self.cache.insert_if_seen(hash, sql, c);
@@ -1119,7 +1119,13 @@ mod tests {
         // The same rule for a session's route setting.
         let write = c.classify("DELETE FROM t");
         assert_eq!(write.with_hint(hints::Hint::Replica), write);
-        assert_eq!(write.with_hint(hints::Hint::Primary), p(Hint, NONE));
+        // A primary hint leaves what goes to the primary anyway as it was: a write keeps
+        // its reason (a session held on a replica refuses it by that reason).
+        assert_eq!(write.with_hint(hints::Hint::Primary), write);
+        assert_eq!(
+            c.classify("/* switchyard:primary */ DELETE FROM t"),
+            c.classify("DELETE FROM t")
+        );
         assert_eq!(READ.with_hint(hints::Hint::Replica), r(Hint, NONE));
         assert_eq!(READ.with_hint(hints::Hint::Primary), p(Hint, NONE));
     }

@@ -41,6 +41,8 @@ pub enum Reason {
     Session,
     /// A routing hint decided, or the statement is a `switchyard.route` setting.
     Hint,
+    /// One of the operator's `[[routing.rule]]`s decided.
+    Rule,
     /// Not recognised.
     Unknown,
     /// The slow path could not parse the statement.
@@ -65,6 +67,7 @@ impl Reason {
             Reason::TransactionControl => "transaction_control",
             Reason::Session => "session",
             Reason::Hint => "hint",
+            Reason::Rule => "rule",
             Reason::Unknown => "unknown",
             Reason::ParseError => "parse_error",
             Reason::Empty => "empty",
@@ -105,8 +108,21 @@ impl Class {
     /// understand (`Unknown`, `ParseError`) and that does not touch transaction state. A
     /// known write, lock, write function, session or transaction statement stays where it is.
     /// The reason becomes [`Reason::Hint`] when the hint is honoured.
+    /// [`Class::with_hint`] for a `[[routing.rule]]`: where it decides, the reason says so.
+    pub fn with_rule(self, route: Hint) -> Class {
+        let c = self.with_hint(route);
+        if c.reason == Reason::Hint && self != c {
+            Class::new(c.route, Reason::Rule, c.tx)
+        } else {
+            c
+        }
+    }
+
     pub fn with_hint(self, hint: Hint) -> Class {
         match hint {
+            // A statement that goes to the primary anyway keeps its reason: a write stays a
+            // write for whoever checks (a session held on a replica refuses it).
+            Hint::Primary if self.route == Route::Primary => self,
             Hint::Primary => Class::new(Route::Primary, Reason::Hint, self.tx),
             Hint::Replica => {
                 let overridable = self.route == Route::Replica
