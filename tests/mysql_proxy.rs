@@ -2687,13 +2687,34 @@ print(json.dumps(out))
 }
 
 /// `POST /disable`: new MySQL clients of the cluster are refused after they authenticate
-/// (3032, MySQL 8's offline-mode answer, naming the cause; a wrong password is still 1045);
+/// (3032, MySQL 8's offline-mode answer, naming the cause; a wrong password is still 1045),
+/// also a COM_CHANGE_USER into it from another cluster's client (which goes on as it was);
 /// connected clients go on; `/status` shows it; `POST /enable` lets them in again.
 #[test]
 fn a_disabled_cluster_refuses_new_mysql_clients_and_serves_connected_ones() {
     let db = "my_disabled";
+    let other = "my_disabled_other";
     setup(db, "SELECT 1");
-    let p = proxy_with(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"");
+    setup(other, "SELECT 1");
+    let c = cluster();
+    // A second cluster, that stays enabled: its client's COM_CHANGE_USER into the disabled
+    // one is refused too.
+    let text = config_text(db, "", "", "\n[admin]\nlisten = \"127.0.0.1:0\"")
+        + &format!(
+            r#"
+[[cluster]]
+name = "{other}"
+protocol = "mysql"
+database = "{other}"
+primary = "127.0.0.1:{primary}"
+user = "switchyard"
+password = "switchyard_pw"
+"#,
+            primary = c.primary_port()
+        );
+    let p = started(
+        Server::start(Config::from_toml(&text).expect("valid config")).expect("proxy starts"),
+    );
     let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
     let program = format!(
         r#"
@@ -2715,6 +2736,14 @@ out.append(post("/disable?cluster=" + db)["disabled"])
 out.append(attempt())
 out.append(attempt("wrong")[0])
 cur = connected.cursor(); cur.execute("SELECT 41 + 1"); out.append(cur.fetchone()[0])
+import mysql.connector
+elsewhere = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+    database="{other}", use_pure=True, autocommit=True)
+try:
+    elsewhere.cmd_change_user(username="app", password="app_pw", database=db); out.append("moved in")
+except mysql.connector.Error as e:
+    out.append(e.errno)
+cur = elsewhere.cursor(); cur.execute("SELECT DATABASE()"); out.append(cur.fetchone()[0])
 status = json.load(urllib.request.urlopen("http://{admin}/status"))
 out.append([c["disabled"] for c in status["clusters"] if c["name"] == db])
 out.append(post("/enable?cluster=" + db)["enabled"])
@@ -2726,7 +2755,7 @@ print(json.dumps(out))
     assert!(ok, "{out}{err}");
     assert_eq!(
         out.trim(),
-        format!(r#"[["{db}"], [3032, true], 1045, 42, [true], ["{db}"], "in"]"#)
+        format!(r#"[["{db}"], [3032, true], 1045, 42, 3032, "{other}", [true], ["{db}"], "in"]"#)
     );
 }
 
