@@ -675,3 +675,55 @@ async fn max_user_connections_limits_every_user_without_a_limit_of_its_own() {
     let c = connect(&p.conn_str(db)).await;
     c.simple_query("SELECT 1").await.unwrap();
 }
+
+/// `POST /clients/close` of a client connected over TLS while its statement runs: psql is
+/// told what `pg_terminate_backend` tells it, inside TLS, and ends at once.
+#[test]
+fn the_admin_api_closes_a_tls_client_and_tells_it_why() {
+    let db = "closetlsdb";
+    create_db(db);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = switchyard::net::tls::self_signed(dir.path()).unwrap();
+    let p = start_proxy(&config_text(
+        db,
+        "",
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\""),
+    ));
+    let url = format!("{}?sslmode=require", p.url("app", "secret", db));
+    let sleeper = std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        let r = psql(&url, &["-c", "SELECT pg_sleep(30)"]);
+        (r, t0.elapsed())
+    });
+    // Its id, once it is running its statement.
+    let start = std::time::Instant::now();
+    let id = loop {
+        let (_, body) = admin_request(p.admin_addr(), "GET", &format!("/clients?database={db}"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(r) = v["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["state"] == "active")
+        {
+            break r["id"].as_i64().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, body) = admin_request(
+        p.admin_addr(),
+        "POST",
+        &format!("/clients/close?protocol=postgres&id={id}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let ((ok, _, err), took) = sleeper.join().unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("terminating connection due to administrator command"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

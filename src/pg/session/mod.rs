@@ -504,8 +504,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.maybe_release();
         let shutdown = self.worker.shared.shutdown.clone().cancelled_owned();
         let mut shutdown = Box::pin(shutdown);
-        let result = self.serve(&mut shutdown).await;
-        if let Err(e) = &result {
+        let mut result = self.serve(&mut shutdown).await;
+        if result.is_err() && self.key.slot.end.is_ended() {
+            // Closed from outside: over TLS the read side's end reads as an error, not an
+            // end of stream; the client is told why all the same.
+            result = self.close_from_outside().await;
+        } else if let Err(e) = &result {
             self.report_fatal(e).await;
         }
         self.finish().await;
