@@ -2309,7 +2309,7 @@ fn clients_behind_a_load_balancer_log_in_through_proxy_protocol_headers() {
         let (ok, out, err) = cli(
             port,
             db,
-            &format!("INSERT INTO t VALUES ({i}); SELECT COUNT(*) FROM t /* switchyard:primary */"),
+            &format!("INSERT INTO t VALUES ({i}); /* switchyard:primary */ SELECT COUNT(*) FROM t"),
         );
         assert!(ok, "{err}");
         assert_eq!(out.trim(), (i + 1).to_string());
@@ -2373,10 +2373,11 @@ print(json.dumps([rows["127.0.0.3"]["id"] == ida, rows["127.0.0.3"]["state"],
         &format!("--socket={}", sock.display()),
         "-uapp",
         "-papp_pw",
+        "--comments",
         "-N",
         db,
         "-e",
-        "SELECT COUNT(*) FROM t /* switchyard:primary */",
+        "/* switchyard:primary */ SELECT COUNT(*) FROM t",
     ]));
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "2");
