@@ -2774,16 +2774,20 @@ fn reconnect_replaces_the_pooled_mysql_server_connections() {
     let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
     let program = format!(
         r#"
-import sys, json, time, urllib.request, pymysql
+import sys, json, time, uuid, urllib.request, pymysql
 port, db = int(sys.argv[1]), sys.argv[2]
 def conn():
     return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
         database=db, autocommit=True)
 def thread(c):
+    # A token of its own: a thread that has just answered may still show its statement.
+    tok = uuid.uuid4().hex
     cur = c.cursor()
     cur.execute("/* switchyard:primary */ SELECT ID FROM information_schema.PROCESSLIST "
-                "WHERE INFO LIKE '%%reconnect-probe%%' /* reconnect-probe */")
-    return cur.fetchone()[0]
+                "WHERE INFO LIKE '%%probe-" + tok + "%%' /* probe-" + tok + " */")
+    rows = cur.fetchall()
+    assert len(rows) == 1, rows
+    return rows[0][0]
 idle, in_tx = conn(), conn()
 t = in_tx.cursor(); t.execute("BEGIN"); t.execute("UPDATE t SET v = v + 1 WHERE id = 1")
 tx_before = thread(in_tx)
