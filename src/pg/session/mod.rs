@@ -640,26 +640,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// running is cancelled, a transaction rolled back with its connection).
     async fn close_from_outside(&mut self) -> Result<(), SessionError> {
         tracing::info!(pid = self.key.pid, "client closed through the admin API");
-        if self.skip == 0 {
-            codec::put_error(
-                &mut self.cout,
-                "FATAL",
-                "57P01",
-                "terminating connection due to administrator command (switchyard: POST /clients/close)",
-            );
-        }
-        self.flush_client().await;
-        Ok(())
+        self.say_terminating(
+            "terminating connection due to administrator command (switchyard: POST /clients/close)",
+        )
+        .await
     }
 
     async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
         tracing::debug!(tx = %(self.tx_status as char), held = self.backend.is_some(), "closing a client for shutdown");
-        codec::put_error(
-            &mut self.cout,
-            "FATAL",
-            "57P01",
-            "terminating connection: switchyard is shutting down",
-        );
+        self.say_terminating("terminating connection: switchyard is shutting down")
+            .await
+    }
+
+    /// FATAL 57P01 (admin shutdown) with `message`, unless a row is half sent, then what is
+    /// queued for the client goes out; the session ends after.
+    async fn say_terminating(&mut self, message: &str) -> Result<(), SessionError> {
+        if self.skip == 0 {
+            codec::put_error(&mut self.cout, "FATAL", "57P01", message);
+        }
         self.flush_client().await;
         Ok(())
     }
