@@ -255,6 +255,11 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// The index of the backend at `addr` (after a reload, one at the same address).
+    pub fn index_of(&self, addr: crate::config::BackendAddr) -> Option<usize> {
+        self.backends.iter().position(|b| b.addr == addr)
+    }
+
     pub fn new(c: &Cluster) -> Result<ClusterState, String> {
         let mut backends = vec![BackendState::new(
             crate::config::parse_backend_addr(&c.primary)?,
@@ -322,7 +327,7 @@ impl ClusterState {
             .backends
             .get(old.primary_idx.load(Relaxed))
             .map(|b| b.addr);
-        let current = old_primary.and_then(|a| self.backends.iter().position(|b| b.addr == a));
+        let current = old_primary.and_then(|a| self.index_of(a));
         self.primary_idx
             .store(current.unwrap_or(usize::MAX), Relaxed);
         self.elect_primary();

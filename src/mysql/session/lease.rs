@@ -3,7 +3,6 @@
 //! client leaves.
 
 use super::*;
-use crate::config::BackendAddr;
 use crate::metrics::kind;
 
 /// Why no connection could be given to the client.
@@ -135,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     reloaded += 1;
                     let skipped = exclude.map(|i| state.backends[i].addr);
                     self.refresh_cluster().map_err(AcquireError::Other)?;
-                    exclude = skipped.and_then(|a| self.backend_at(a));
+                    exclude = skipped.and_then(|a| self.cluster.state.index_of(a));
                 }
                 Err(e) => return Err(AcquireError::Other(e.to_string())),
             }
@@ -263,15 +262,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// The index of the backend at `addr` in the cluster's current state.
-    fn backend_at(&self, addr: BackendAddr) -> Option<usize> {
-        self.cluster
-            .state
-            .backends
-            .iter()
-            .position(|b| b.addr == addr)
-    }
-
     /// A read that failed on its server before any of its answer reached the client, on a
     /// connection taken for it alone (`fresh`: no transaction, no state of the client's
     /// lives there): the server is marked down, the connection closed, and another one taken
@@ -313,7 +303,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(false);
         }
         let hold = self.cluster.state.pause.hold();
-        match self.acquire_held(want, self.backend_at(failed), hold).await {
+        match self
+            .acquire_held(want, self.cluster.state.index_of(failed), hold)
+            .await
+        {
             Ok(()) => {
                 let to = self.cluster.state.backends[self.backend_idx].addr;
                 tracing::info!(from = %failed, %to, "mysql read retried on another backend");

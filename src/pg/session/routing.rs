@@ -405,7 +405,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         // nothing there): skip the failed server by address.
         self.refresh_cluster()?;
         let state = self.cluster.state.clone();
-        let skip = state.backends.iter().position(|b| b.addr == failed);
+        let skip = state.index_of(failed);
         let next = state.select(want, skip).map_err(|_| e)?;
         let conn = self.cluster.pools[next].checkout().await?;
         // The statement was admitted before: it goes on, paused or not.
