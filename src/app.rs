@@ -11,7 +11,7 @@ pub use crate::engine::ClusterMap;
 pub use crate::pg::worker::{ClusterPools, PoolMap};
 
 mod workers;
-use workers::{reconnect_cluster, run_worker, sweep_pools, Handoff, Listeners};
+use workers::{reconnect_cluster, run_worker, sweep_pools, sweep_statements, Handoff, Listeners};
 
 /// The process: the protocol-neutral engine (config, topology, classifier, shutdown,
 /// metrics; reachable through `Deref`), each front end's shared state, the workers, and the
@@ -602,6 +602,7 @@ fn start_health_checks(shared: &Arc<Shared>) -> anyhow::Result<std::thread::Join
         .spawn(move || {
             let rt = thread_runtime();
             rt.spawn(sweep_pools(shared.clone()));
+            rt.spawn(sweep_statements(shared.clone()));
             rt.block_on(crate::reload::run_health(shared, &mut rx));
         })?)
 }

@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::router::classify::{Classifier, Dialect};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +47,11 @@ pub struct Engine {
     pub server_caps: crate::pool::ServerCaps,
     /// Client connections open per user, over both protocols (`[[user]] max_connections`).
     pub user_conns: Arc<UserConns>,
+    /// `[pool] query_timeout` of the config in force, in milliseconds (0: off). Sessions read
+    /// it before each statement, so a reload changes it for everyone at once.
+    pub query_timeout_ms: AtomicU64,
+    /// What [`Engine::clock_ms`] counts from.
+    started: std::time::Instant,
 }
 
 impl Engine {
@@ -58,6 +63,7 @@ impl Engine {
     ) -> Engine {
         let classifier = new_classifier(&config);
         let classifier_mysql = new_classifier_for(&config, Dialect::MySql);
+        let query_timeout_ms = AtomicU64::new(query_timeout_ms(&config));
         Engine {
             config: ArcSwap::new(config),
             config_path,
@@ -74,7 +80,21 @@ impl Engine {
             draining: Default::default(),
             server_caps: Default::default(),
             user_conns: Default::default(),
+            query_timeout_ms,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// Milliseconds since the engine was made, plus one (never 0): the time
+    /// [`StatementClock`]s hold.
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The clock reading to start a statement's [`StatementClock`] with, when
+    /// `[pool] query_timeout` is on; `None` when it is off (nothing to time).
+    pub fn statement_start(&self) -> Option<u64> {
+        (self.query_timeout_ms.load(Ordering::Relaxed) != 0).then(|| self.clock_ms())
     }
 
     /// The config snapshot in force now.
@@ -83,7 +103,84 @@ impl Engine {
     }
 
     pub(crate) fn store_config(&self, config: Arc<Config>) {
+        self.query_timeout_ms
+            .store(query_timeout_ms(&config), Ordering::Relaxed);
         self.config.store(config);
+    }
+}
+
+fn query_timeout_ms(config: &Config) -> u64 {
+    let t = config.pool.query_timeout;
+    // A limit under a millisecond is one millisecond, not off.
+    if t.is_zero() {
+        0
+    } else {
+        (t.as_millis() as u64).max(1)
+    }
+}
+
+/// When the statement a client's server connection is running now started, for
+/// `[pool] query_timeout`: kept in the client's registry slot (its cancel key or KILL id),
+/// where the sweep on the health thread ([`StatementClock::overdue`]) finds statements that
+/// ran too long and stops them as the client's own cancel would. The session starts it when
+/// a server begins to owe it an answer and stops it when nothing is owed; with the limit off
+/// it is never touched.
+#[derive(Debug, Default)]
+pub struct StatementClock(AtomicU64);
+
+/// Set in a [`StatementClock`] once the sweep stopped its statement; the rest is then the
+/// time it did.
+const STOPPED: u64 = 1 << 63;
+
+/// What the sweep does about a statement ([`StatementClock::overdue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overdue {
+    /// Stop the statement (a cancel request, `KILL QUERY`).
+    Stop,
+    /// The server has not answered since it was stopped: end the client's connection.
+    Disconnect,
+}
+
+impl StatementClock {
+    /// A statement started at `now` ([`Engine::clock_ms`]). Whether the one before it was
+    /// stopped by the sweep (the session reports it).
+    pub fn start(&self, now: u64) -> bool {
+        self.0.swap(now, Ordering::Relaxed) & STOPPED != 0
+    }
+
+    /// Nothing is owed to the client now. Whether the sweep stopped the statement.
+    pub fn stop(&self) -> bool {
+        self.0.swap(0, Ordering::Relaxed) & STOPPED != 0
+    }
+
+    /// Whether the sweep stopped the statement running now.
+    pub fn was_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & STOPPED != 0
+    }
+
+    /// At `now`, with statements allowed `limit` ms and servers `grace` ms to answer once
+    /// stopped: what to do, if anything. Each statement is stopped once and its client
+    /// disconnected once; a statement that starts meanwhile is left alone (the swap fails).
+    pub fn overdue(&self, now: u64, limit: u64, grace: u64) -> Option<Overdue> {
+        let v = self.0.load(Ordering::Relaxed);
+        if v == 0 {
+            return None;
+        }
+        let (since, next, what) = if v & STOPPED == 0 {
+            (v, now | STOPPED, Overdue::Stop)
+        } else {
+            // Stopped at `since`, so the grace counts from the stop; once disconnected the
+            // mark is the latest time there is, so nothing is done twice.
+            (v & !STOPPED, u64::MAX, Overdue::Disconnect)
+        };
+        let wait = if what == Overdue::Stop { limit } else { grace };
+        if now < since.saturating_add(wait) {
+            return None;
+        }
+        self.0
+            .compare_exchange(v, next, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()
+            .map(|_| what)
     }
 }
 
@@ -293,6 +390,31 @@ impl Drop for UserConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_is_stopped_once_and_its_client_disconnected_once() {
+        let c = StatementClock::default();
+        assert_eq!(c.overdue(10_000, 100, 50), None, "nothing runs");
+        assert!(!c.start(1_000));
+        assert_eq!(c.overdue(1_099, 100, 50), None);
+        assert_eq!(c.overdue(1_100, 100, 50), Some(Overdue::Stop));
+        assert!(c.was_stopped());
+        assert_eq!(c.overdue(1_120, 100, 50), None, "stopped once");
+        assert_eq!(c.overdue(1_150, 100, 50), Some(Overdue::Disconnect));
+        assert_eq!(c.overdue(9_999_999, 100, 50), None, "disconnected once");
+        assert!(c.stop(), "the session learns its statement was stopped");
+        assert!(!c.stop());
+        // A statement that finished in time, and the next one, which starts afresh.
+        assert!(!c.start(2_000));
+        assert!(!c.start(2_090));
+        assert_eq!(c.overdue(2_150, 100, 50), None);
+        assert_eq!(c.overdue(2_190, 100, 50), Some(Overdue::Stop));
+        assert!(
+            c.start(2_200),
+            "the next statement learns the last one was stopped"
+        );
+        assert_eq!(c.overdue(2_250, 100, 50), None);
+    }
 
     #[test]
     fn user_connections_are_counted_and_limited() {

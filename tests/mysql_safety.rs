@@ -138,6 +138,11 @@ fn backend_user(db: &str) -> String {
 }
 
 fn proxy(db: &str, general: &str) -> Proxy {
+    proxy_with(db, general, "")
+}
+
+/// [`proxy`] with more `[pool]` settings.
+fn proxy_with(db: &str, general: &str, pool: &str) -> Proxy {
     let c = cluster();
     let text = format!(
         r#"
@@ -158,6 +163,7 @@ timeout = "2s"
 [pool]
 size = 4
 checkout_timeout = "5s"
+{pool}
 
 [[user]]
 name = "app"
@@ -892,4 +898,66 @@ fn a_client_that_stops_reading_its_results_lets_go_of_its_server_connection() {
         gone.2
     );
     still_serves(&p);
+}
+
+/// `[pool] query_timeout` for MySQL clients: a statement its server has run that long is
+/// stopped as another client's `KILL QUERY` would stop it, and the client goes on as after
+/// one: the statement gets the server's 1317, its message naming the limit; one waiting for
+/// a row lock is stopped the same way while its transaction stays open (the server rolls
+/// back only the statement); statements under the limit are left alone. Nothing is left
+/// behind.
+#[test]
+fn statements_past_query_timeout_are_killed_and_their_clients_go_on() {
+    let db = "my_qtimeout";
+    setup(
+        db,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; INSERT INTO t VALUES (1, 0)",
+    );
+    let p = proxy_with(db, "", "query_timeout = \"1s\"");
+    let mut s = login(p.port, db).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        query(&mut s, "SELECT SLEEP(30)"),
+        Err((
+            1317,
+            "Query execution was interrupted (query_timeout exceeded)".to_string()
+        )),
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(
+        query(&mut s, "SELECT 7").unwrap(),
+        vec![vec![Some("7".to_string())]]
+    );
+    // A statement waiting for another client's row lock.
+    let mut holder = login(p.port, db).unwrap();
+    query(&mut holder, "BEGIN").unwrap();
+    query(&mut holder, "UPDATE t SET v = v + 1 WHERE id = 1").unwrap();
+    query(&mut s, "BEGIN").unwrap();
+    query(&mut s, "INSERT INTO t VALUES (2, 0)").unwrap();
+    let t0 = Instant::now();
+    let (code, message) = query(&mut s, "UPDATE t SET v = 5 WHERE id = 1").unwrap_err();
+    assert_eq!(code, 1317, "{message}");
+    assert!(message.contains("query_timeout"), "{message}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    query(&mut s, "COMMIT").unwrap();
+    query(&mut holder, "ROLLBACK").unwrap();
+    assert_eq!(
+        cluster()
+            .value(0, &format!("SELECT COUNT(*) FROM {db}.t WHERE id = 2"))
+            .unwrap(),
+        "1",
+        "the transaction kept what it did before the stopped statement"
+    );
+    // Three statements of 0.6 s: each under the limit.
+    for _ in 0..3 {
+        assert_eq!(
+            query(&mut s, "SELECT SLEEP(0.6)").unwrap(),
+            vec![vec![Some("0".to_string())]]
+        );
+    }
+    let text = p.server().shared.metrics.encode(&*p.server().shared);
+    let series = format!("switchyard_errors_total{{cluster=\"{db}\",kind=\"query_timeout\"}} 2");
+    assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+    drop((s, holder));
+    p.assert_nothing_leaked("after query_timeout");
 }

@@ -1052,6 +1052,16 @@ async fn one_row(client: &tokio_postgres::Client, sql: &str) -> (String, String)
     panic!("no row from {sql}");
 }
 
+/// The first row's first column of a simple query.
+async fn one_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    for m in client.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            return r.get(0).unwrap().into();
+        }
+    }
+    panic!("no row from {sql}");
+}
+
 /// Server connections of the `cap_*` users open now, as the server counts them.
 async fn count(admin: &tokio_postgres::Client) -> i64 {
     let sql = "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('cap_alice', 'cap_bob')";
@@ -1450,4 +1460,165 @@ async fn a_client_that_stops_reading_its_results_frees_its_server_connection() {
         "the stuck client's statement still runs"
     );
     drop(stuck);
+}
+
+/// `[pool] query_timeout`: a statement its server has run that long is cancelled as the
+/// client's own cancel request would cancel it, and the client goes on, as after the
+/// server's own statement_timeout: outside a transaction at once, inside one after ROLLBACK.
+/// The clock counts per batch (pipelined statements each under the limit are left alone)
+/// and not while the server waits for the client's COPY data; a reload turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_past_query_timeout_are_cancelled_and_their_clients_go_on() {
+    use tokio_postgres::error::SqlState;
+    let db = "t_qtimeout";
+    create_db(db);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let config = |limit: &str| {
+        config_text(
+            db,
+            "",
+            &format!("size = 2\nquery_timeout = \"{limit}\""),
+            "",
+        )
+    };
+    std::fs::write(&path, config("1s")).unwrap();
+    let p = start_proxy_file(&path);
+    let a = connect(&p.conn_str(db)).await;
+    let cancelled = |e: tokio_postgres::Error, what: &str| {
+        let d = e
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{what}: not a server error: {e:?}"));
+        assert_eq!(d.code(), &SqlState::QUERY_CANCELED, "{what}: {d:?}");
+        assert!(d.message().contains("query_timeout"), "{what}: {d:?}");
+    };
+    // Simple protocol.
+    let t0 = Instant::now();
+    let e = a.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    cancelled(e, "simple");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(one_value(&a, "SELECT 1").await, "1");
+    // Extended protocol inside a transaction: the transaction is failed, as
+    // the server fails it on its own timeout, until the client rolls back.
+    a.batch_execute("BEGIN").await.unwrap();
+    let e = a.query("SELECT pg_sleep($1)", &[&30f64]).await.unwrap_err();
+    cancelled(e, "extended, in a transaction");
+    let e = a.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{e:?}"
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_value(&a, "SELECT 2").await, "2");
+    // Three pipelined statements of 0.6 s each (1.8 s in all): each is its own batch.
+    let q = "SELECT pg_sleep(0.6)::text";
+    let (x, y, z) = tokio::join!(a.query(q, &[]), a.query(q, &[]), a.query(q, &[]));
+    for r in [x, y, z] {
+        assert!(r.is_ok(), "a pipelined statement under the limit: {r:?}");
+    }
+    // COPY from a client that takes 1.5 s over its data: the server waits for the client.
+    a.batch_execute("CREATE TABLE copied (x int)")
+        .await
+        .unwrap();
+    let mut raw = support::raw::Raw::connect(p.port, "app_trust", db, &[]).await;
+    raw.send(&support::raw::msg::query("COPY copied FROM STDIN"))
+        .await;
+    raw.until_tag(b'G').await;
+    raw.send(&support::raw::msg::copy_data(b"1\n")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    raw.send(&support::raw::msg::copy_data(b"2\n")).await;
+    raw.send(&support::raw::msg::copy_done()).await;
+    let (_, err) = support::raw::split(&raw.until_ready(1).await);
+    assert_eq!(err, None, "COPY from a slow client");
+    assert_eq!(one_value(&a, "SELECT count(*) FROM copied").await, "2");
+    // Counted for operators: the two stopped above.
+    let text = {
+        let shared = p.shared();
+        shared.metrics.encode(&*shared)
+    };
+    let series = format!("switchyard_errors_total{{cluster=\"{db}\",kind=\"query_timeout\"}} 2");
+    assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+    // Off by reload, for the clients connected already.
+    std::fs::write(&path, config("0s")).unwrap();
+    switchyard::reload::reload(&p.shared()).unwrap();
+    a.simple_query("SELECT pg_sleep(1.5)").await.unwrap();
+}
+
+/// `[pool] query_timeout` when the server does not answer even the cancel (here: its backend
+/// process stopped by SIGSTOP): the client is disconnected `QUERY_TIMEOUT_GRACE` (5 s) after
+/// the cancel, told FATAL 57P01 as `POST /clients/close` tells it, and the connection is
+/// closed, never pooled: the next client of the pool of one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_the_query_timeout_cancel_costs_only_its_client() {
+    let db = "t_qhang";
+    create_db(db);
+    let p = start_proxy(&config_text(
+        db,
+        "",
+        "size = 1\ncheckout_timeout = \"20s\"\nquery_timeout = \"1s\"",
+        "",
+    ));
+    let mut raw = support::raw::Raw::connect(p.port, "app_trust", db, &[]).await;
+    assert_eq!(raw.simple("BEGIN").await.1, None);
+    let pid = raw.value("SELECT pg_backend_pid()").await.unwrap();
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0])
+                .status();
+        }
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let resume = Resume(pid.clone());
+    let t0 = Instant::now();
+    raw.send(&support::raw::msg::query("SELECT 1")).await;
+    let mut msgs = Vec::new();
+    while let Some(m) = raw.recv_within(Duration::from_secs(20)).await {
+        msgs.push(m);
+    }
+    let took = t0.elapsed();
+    drop(resume);
+    let fatal = msgs
+        .iter()
+        .find(|m| m.tag == b'E')
+        .map(|m| (m.field(b'S'), m.field(b'C')));
+    assert_eq!(
+        fatal,
+        Some((Some("FATAL".to_string()), Some("57P01".to_string()))),
+        "{}",
+        support::raw::summary(&msgs)
+    );
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(15),
+        "disconnected after {took:?}"
+    );
+    // The pool's one connection was closed, not handed on: a new client gets a new backend.
+    let mut next = support::raw::Raw::connect(p.port, "app_trust", db, &[]).await;
+    assert_eq!(next.simple("BEGIN").await.1, None);
+    let other = next.value("SELECT pg_backend_pid()").await.unwrap();
+    assert_ne!(other, pid);
+    assert_eq!(next.simple("COMMIT").await.1, None);
+    let t0 = Instant::now();
+    loop {
+        let left = cluster()
+            .psql(
+                0,
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+            )
+            .unwrap();
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "backend {pid} lives on"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

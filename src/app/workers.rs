@@ -201,6 +201,34 @@ pub(super) async fn sweep_pools(shared: Arc<Shared>) {
     }
 }
 
+/// `[pool] query_timeout`: every client's statement clock is looked at ten times per limit
+/// (at most every 500 ms, at least every 20 ms), and statements past it stopped, until
+/// shutdown. Runs on the health thread; with the limit off it only looks at the setting once
+/// a second.
+pub(super) async fn sweep_statements(shared: Arc<Shared>) {
+    use std::time::Duration;
+    let grace = crate::config::QUERY_TIMEOUT_GRACE.as_millis() as u64;
+    loop {
+        let limit = shared.engine.query_timeout_ms.load(Ordering::Relaxed);
+        let every = if limit == 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis((limit / 10).clamp(20, 500))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let limit = shared.engine.query_timeout_ms.load(Ordering::Relaxed);
+        if limit == 0 {
+            continue;
+        }
+        let now = shared.engine.clock_ms();
+        shared.pg.cancel.sweep_overdue(now, limit, grace);
+        shared.my.sweep_overdue(now, limit, grace);
+    }
+}
+
 /// `POST /reconnect` for the cluster named `name`: every worker's pools of it (shared and per
 /// user, both protocols) stop reusing the connections open now; how many idle ones closed.
 pub(crate) fn reconnect_cluster(shared: &Shared, name: &str) -> usize {

@@ -197,7 +197,21 @@ pub struct PoolSettings {
     /// connect after the setting is loaded.
     #[serde(with = "duration")]
     pub idle_transaction_timeout: Duration,
+    /// A statement (PostgreSQL: a Query, or an extended batch up to its Sync) that a server
+    /// has been running this long is stopped as the client's own cancel would stop it
+    /// (PostgreSQL: a cancel request, the client gets 57014; MySQL: `KILL QUERY`, 1317) and
+    /// the client keeps its connection; the server connection is closed afterwards instead of
+    /// pooled. A server that has not answered [`QUERY_TIMEOUT_GRACE`] after that has the
+    /// client disconnected as `POST /clients/close` would. Time waiting for the client (COPY
+    /// from it) does not count. PgBouncer's query_timeout, ProxySQL's default_query_timeout.
+    /// "0s": never (the default). Takes effect at once on reload, for every client.
+    #[serde(with = "duration")]
+    pub query_timeout: Duration,
 }
+
+/// How long a server has to answer after `[pool] query_timeout` stopped its statement before
+/// the client is disconnected.
+pub const QUERY_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
 impl Default for PoolSettings {
     fn default() -> Self {
@@ -211,6 +225,7 @@ impl Default for PoolSettings {
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
             idle_transaction_timeout: Duration::ZERO,
+            query_timeout: Duration::ZERO,
         }
     }
 }

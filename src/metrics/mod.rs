@@ -82,6 +82,8 @@ pub mod kind {
     /// A client took nothing of its results for `client_write_timeout` and was
     /// disconnected.
     pub const CLIENT_WRITE_TIMEOUT: &str = "client_write_timeout";
+    /// A statement ran past `[pool] query_timeout` and was stopped on its server.
+    pub const QUERY_TIMEOUT: &str = "query_timeout";
     /// A read failed on a replica before any byte reached the client and was retried.
     pub const REPLICA_RETRY: &str = "replica_retry";
     /// A multiplexed read's shared connection failed before its answer arrived; the read ran

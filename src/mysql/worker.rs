@@ -55,6 +55,8 @@ pub struct Slot {
     pub info: std::sync::OnceLock<crate::engine::ClientInfo>,
     /// Its place under its user's `max_connections` (moved by COM_CHANGE_USER).
     pub user_conn: Mutex<Option<crate::engine::UserConn>>,
+    /// How long its server has been running its statement (`[pool] query_timeout`).
+    pub clock: crate::engine::StatementClock,
 }
 
 /// What every MySQL session of the process shares.
@@ -131,6 +133,49 @@ impl MyShared {
                 true
             }
             None => false,
+        }
+    }
+
+    /// `[pool] query_timeout` at `now` ([`crate::engine::Engine::clock_ms`]): a statement
+    /// that ran `limit` ms is stopped as another client's `KILL QUERY` would stop it (the
+    /// connection is then not pooled again); a client whose server has not answered `grace`
+    /// ms after that is disconnected as `POST /clients/close` would.
+    pub fn sweep_overdue(&self, now: u64, limit: u64, grace: u64) {
+        use crate::engine::Overdue;
+        let due: Vec<(Arc<Slot>, Overdue)> = {
+            let map = self.clients.lock().unwrap();
+            map.values()
+                .filter_map(|slot| Some((slot.clone(), slot.clock.overdue(now, limit, grace)?)))
+                .collect()
+        };
+        for (slot, what) in due {
+            let client = slot
+                .info
+                .get()
+                .map(|i| {
+                    let (user, database) = i.login.lock().unwrap().clone();
+                    format!("{user}@{database}")
+                })
+                .unwrap_or_default();
+            match what {
+                Overdue::Stop => {
+                    tracing::info!(
+                        id = slot.id,
+                        client,
+                        "a statement ran past query_timeout: killed"
+                    );
+                    slot.kill(true);
+                }
+                Overdue::Disconnect => {
+                    tracing::warn!(
+                        id = slot.id,
+                        client,
+                        "the server did not answer a statement killed for query_timeout: the \
+                         client is disconnected"
+                    );
+                    slot.end.end();
+                }
+            }
         }
     }
 

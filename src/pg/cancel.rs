@@ -77,6 +77,8 @@ impl CancelRoute {
 pub struct CancelSlot {
     route: Mutex<(Option<CancelRoute>, bool)>,
     pub end: Arc<crate::engine::ClientEnd>,
+    /// How long its server has been running its statement (`[pool] query_timeout`).
+    pub clock: crate::engine::StatementClock,
 }
 
 impl CancelSlot {
@@ -187,6 +189,43 @@ impl CancelRegistry {
                 true
             }
             None => false,
+        }
+    }
+
+    /// `[pool] query_timeout` at `now` ([`crate::engine::Engine::clock_ms`]): a statement
+    /// that ran `limit` ms is cancelled as its client's own cancel request would cancel it
+    /// (the connection is then not pooled again); a client whose server has not answered
+    /// `grace` ms after that is disconnected as `POST /clients/close` would.
+    pub fn sweep_overdue(&self, now: u64, limit: u64, grace: u64) {
+        use crate::engine::Overdue;
+        let due: Vec<(i32, Arc<CancelSlot>, Overdue, String)> = {
+            let map = self.map.lock().unwrap();
+            map.iter()
+                .filter_map(|(pid, e)| {
+                    let what = e.slot.clock.overdue(now, limit, grace)?;
+                    let (user, database) = e.info.login.lock().unwrap().clone();
+                    Some((*pid, e.slot.clone(), what, format!("{user}@{database}")))
+                })
+                .collect()
+        };
+        for (pid, slot, what, client) in due {
+            match what {
+                Overdue::Stop => {
+                    tracing::info!(pid, client, "a statement ran past query_timeout: cancelled");
+                    if let Some(route) = slot.for_cancel() {
+                        tokio::spawn(route.cancel(std::time::Duration::from_secs(5)));
+                    }
+                }
+                Overdue::Disconnect => {
+                    tracing::warn!(
+                        pid,
+                        client,
+                        "the server did not answer a statement cancelled for query_timeout: \
+                         the client is disconnected"
+                    );
+                    slot.end.end();
+                }
+            }
         }
     }
 

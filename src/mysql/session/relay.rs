@@ -44,7 +44,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.pass_back_refusal().await;
             return Err(SessionError::Backend(e.to_string()));
         }
-        let relayed = match self.relay(answer).await {
+        // `[pool] query_timeout`: the sweep stops a statement whose clock runs too long.
+        let timed = self
+            .w
+            .shared
+            .statement_start()
+            .map(|now| self.slot.clock.start(now));
+        let relayed = self.relay(answer).await;
+        if timed.is_some() && self.slot.clock.stop() {
+            self.cluster
+                .metrics
+                .error(crate::metrics::kind::QUERY_TIMEOUT);
+        }
+        let relayed = match relayed {
             Ok(()) if self.status_stale => self.refresh_status().await,
             r => r,
         };
@@ -453,14 +465,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if (autocommit_off && !in_tx) || (in_tx && matches!(e.code, 1205 | 1213)) {
             self.status_stale = true;
         }
-        let renamed = self.err_ids.take().and_then(|(server, client)| {
+        let mut renamed = self.err_ids.take().and_then(|(server, client)| {
             let from = format!("({server})");
             let message = String::from_utf8_lossy(e.message);
-            (server != client && message.contains(&from)).then(|| {
-                let message = message.replacen(&from, &format!("({client})"), 1);
-                err_payload(e.code, &e.sql_state.unwrap_or(*b"HY000"), &message)
-            })
+            (server != client && message.contains(&from))
+                .then(|| message.replacen(&from, &format!("({client})"), 1))
         });
+        // Interrupted by `[pool] query_timeout`: said so, as a server says so of its own
+        // max_statement_time (the code stays KILL QUERY's).
+        if e.code == 1317 && self.slot.clock.was_stopped() {
+            let message = renamed.unwrap_or_else(|| String::from_utf8_lossy(e.message).into());
+            renamed = Some(format!("{message} (query_timeout exceeded)"));
+        }
+        let renamed =
+            renamed.map(|message| err_payload(e.code, &e.sql_state.unwrap_or(*b"HY000"), &message));
         match renamed {
             Some(p) => {
                 let seq = self.bin[3];

@@ -154,6 +154,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 else {
                     return unexpected("ReadyForQuery");
                 };
+                self.batches_done += 1;
                 self.tx_status = *body.first().unwrap_or(&b'E');
                 if let Some(names) = forgets {
                     self.settled_reset(&names);
@@ -313,6 +314,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         _ => None,
                     })
                     .map(|b| b.to_vec()),
+                    // Cancelled for `[pool] query_timeout`: said so, as the server says so of
+                    // its own statement_timeout (the code stays 57014).
+                    _ if self.key.slot.clock.was_stopped()
+                        && codec::error_field(body, b'C') == Some("57014") =>
+                    {
+                        codec::edit_error(body, |field, _| {
+                            (field == b'M').then(|| {
+                                "canceling statement due to query_timeout of the proxy".to_owned()
+                            })
+                        })
+                        .map(|b| b.to_vec())
+                    }
                     _ => None,
                 };
                 self.on_error();

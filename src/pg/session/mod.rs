@@ -26,6 +26,7 @@ mod statements;
 
 use crate::cluster::Want;
 use crate::config::PoolMode;
+use crate::metrics::kind;
 use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::cancel::CancelKey;
 use crate::pg::codec;
@@ -251,6 +252,12 @@ pub struct Session<C> {
     idle_limits_on: bool,
     /// `[general] client_write_timeout` when the client connected (zero: off).
     client_write_timeout: Duration,
+    /// `[pool] query_timeout`: the count of ReadyForQuery from servers when the statement
+    /// clock was started (`None`: not running). A batch that ends while more are owed
+    /// starts the clock again for the next.
+    clock_batch: Option<u64>,
+    /// ReadyForQuery messages the servers sent this session.
+    batches_done: u64,
     /// Client settings to apply on every backend connection (sorted by name): its startup
     /// parameters, and in transaction mode the plain `SET`s it ran since (`recorded`).
     wanted: Arc<Vec<(String, String)>>,
@@ -402,6 +409,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             client_idle_timeout,
             idle_limits_on: !(idle_transaction_timeout.is_zero() && client_idle_timeout.is_zero()),
             client_write_timeout,
+            clock_batch: None,
+            batches_done: 0,
             startup: wanted.clone(),
             wanted,
             recorded: Vec::new(),
@@ -497,6 +506,33 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.drained() && self.tx_status == b'I' && !self.batch_open && self.copy_in_mark.is_none()
     }
 
+    /// `[pool] query_timeout`, before each wait: the statement clock in the client's cancel
+    /// slot runs while a server owes the client an answer (and is not waiting for the
+    /// client's COPY data), from the start of each batch; the sweep on the health thread
+    /// cancels a statement that runs too long. One atomic load per wait when it is off.
+    fn time_statement(&mut self) {
+        let owed =
+            self.backend.is_some() && !self.pending.is_empty() && self.copy_in_mark.is_none();
+        match self.clock_batch {
+            Some(batch) if owed && batch == self.batches_done => {}
+            _ if owed => {
+                if let Some(now) = self.worker.shared.statement_start() {
+                    if self.key.slot.clock.start(now) {
+                        self.cluster.metrics.error(kind::QUERY_TIMEOUT);
+                    }
+                    self.clock_batch = Some(self.batches_done);
+                }
+            }
+            Some(_) => {
+                self.clock_batch = None;
+                if self.key.slot.clock.stop() {
+                    self.cluster.metrics.error(kind::QUERY_TIMEOUT);
+                }
+            }
+            None => {}
+        }
+    }
+
     /// Serve the client until it leaves, then put the backend connection back or close it.
     pub async fn run(mut self, login: &mut BytesMut) -> Result<(), SessionError> {
         self.cout.extend_from_slice(login);
@@ -571,6 +607,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             {
                 return self.close_for_shutdown().await;
             }
+            self.time_statement();
             // Both limits off (the default): nothing to look at.
             let idle_limit =
                 if self.cout.len() >= HIGH_WATER && !self.client_write_timeout.is_zero() {
@@ -625,6 +662,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         Err(e) => return Err(e),
                     }
                     self.emit_synthetics();
+                    // A statement answered: its clock stops before anything else is awaited.
+                    self.time_statement();
                 }
                 Event::ClientEof if self.key.slot.end.is_ended() => {
                     return self.close_from_outside().await

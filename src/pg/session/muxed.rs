@@ -102,8 +102,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.key
             .slot
             .set_route(Some(CancelRoute::Lane(ticket.lane, ticket.id)));
+        let timed = self
+            .worker
+            .shared
+            .statement_start()
+            .map(|now| self.key.slot.clock.start(now));
         let reply = ticket.reply.await;
         self.key.slot.set_route(None);
+        if timed.is_some() && self.key.slot.clock.stop() {
+            self.cluster.metrics.error(kind::QUERY_TIMEOUT);
+        }
         let m = &self.cluster.metrics;
         match reply {
             Ok(Reply::Answer(answer)) => {
