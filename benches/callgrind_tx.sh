@@ -4,6 +4,8 @@
 #
 #   benches/callgrind_tx.sh [BINARY]          # default: target/release/switchyard
 #   MODES="simple extended prepared" SCRIPTS="select-only tpcb-like" TX=3000 benches/callgrind_tx.sh
+#   GENERAL="query_digests = 0" benches/callgrind_tx.sh     # a line more in [general]
+#   POOL='query_timeout = "30s"' benches/callgrind_tx.sh    # and in [pool]
 #
 # For each pgbench script and protocol: 300 warm-up transactions, counters zeroed, TX
 # transactions, counters dumped; prints instructions per transaction (Ir total / TX).
@@ -48,12 +50,14 @@ pgbench -i -s 1 -q -h 127.0.0.1 -p "$PGPORT" -U postgres bench >/dev/null 2>&1
 cat >"$TMP/switchyard.toml" <<EOF
 [general]
 workers = 1
+${GENERAL:-}
 
 [postgres]
 listen = "127.0.0.1:$PROXY_PORT"
 
 [pool]
 size = 4
+${POOL:-}
 
 [[user]]
 name = "postgres"

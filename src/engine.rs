@@ -64,6 +64,8 @@ impl Engine {
         let classifier = new_classifier(&config);
         let classifier_mysql = new_classifier_for(&config, Dialect::MySql);
         let query_timeout_ms = AtomicU64::new(query_timeout_ms(&config));
+        let metrics = Arc::new(Metrics::new());
+        metrics.queries.set_max(config.general.query_digests);
         Engine {
             config: ArcSwap::new(config),
             config_path,
@@ -75,7 +77,7 @@ impl Engine {
             reload_lock: Mutex::new(()),
             clients: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             listening: Default::default(),
             draining: Default::default(),
             server_caps: Default::default(),
@@ -105,6 +107,7 @@ impl Engine {
     pub(crate) fn store_config(&self, config: Arc<Config>) {
         self.query_timeout_ms
             .store(query_timeout_ms(&config), Ordering::Relaxed);
+        self.metrics.queries.set_max(config.general.query_digests);
         self.config.store(config);
     }
 }

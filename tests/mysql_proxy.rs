@@ -2893,3 +2893,100 @@ route = "replica"
         "5"
     );
 }
+
+/// `[general] query_digests` (on by default) and `GET /queries`: statements counted under
+/// their digests, as ProxySQL's `stats_mysql_query_digest` counts them. mysql_async's
+/// prepared INSERT (COM_STMT_EXECUTE) 20 times, text SELECTs with 10 different literals
+/// (one digest, served by the replicas), and 3 failing statements; sorted by count, limited,
+/// reset.
+#[test]
+fn statements_are_counted_under_their_digests() {
+    use mysql_async::prelude::*;
+    let db = "my_digests";
+    setup(db, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let p = proxy_with(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"");
+    let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
+    assert_eq!(
+        support::admin_request(admin, "POST", "/queries/reset").0,
+        200
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = mysql_async::Conn::new(async_opts(p.port, db))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            conn.exec_drop("INSERT INTO t VALUES (?, ?)", (i, i * 2))
+                .await
+                .unwrap();
+        }
+        for i in 0..10 {
+            conn.query_drop(format!("SELECT v FROM t WHERE id = {i}"))
+                .await
+                .unwrap();
+        }
+        for _ in 0..3 {
+            assert!(conn.query_drop("SELECT * FROM missing").await.is_err());
+        }
+        conn.disconnect().await.unwrap();
+    });
+    let (status, body) = support::admin_request(admin, "GET", &format!("/queries?cluster={db}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = |query: &str| {
+        v["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["query"] == query)
+            .unwrap_or_else(|| panic!("no {query:?} in {body}"))
+            .clone()
+    };
+    let insert = row("INSERT INTO t VALUES (?, ?)");
+    assert_eq!(
+        (
+            &insert["count"],
+            &insert["errors"],
+            &insert["primary"],
+            &insert["replica"]
+        ),
+        (&20.into(), &0.into(), &20.into(), &0.into()),
+        "{insert}"
+    );
+    assert_eq!(insert["user"], "app");
+    let select = row("SELECT v FROM t WHERE id = ?");
+    assert_eq!(
+        (&select["count"], &select["errors"], &select["replica"]),
+        (&10.into(), &0.into(), &10.into()),
+        "{select}"
+    );
+    let missing = row("SELECT * FROM missing");
+    assert_eq!(
+        (&missing["count"], &missing["errors"]),
+        (&3.into(), &3.into())
+    );
+    assert!(insert["total_ms"].as_f64().unwrap() > 0.0);
+    assert!(insert["min_ms"].as_f64() <= insert["max_ms"].as_f64());
+    // Most frequent first, one of them.
+    let (_, body) = support::admin_request(admin, "GET", "/queries?sort=count&limit=1");
+    let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(top["queries"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(
+        top["queries"][0]["query"], "INSERT INTO t VALUES (?, ?)",
+        "{body}"
+    );
+    assert_eq!(
+        support::admin_request(admin, "GET", "/queries?sort=nonsense").0,
+        400
+    );
+    assert_eq!(
+        support::admin_request(admin, "POST", "/queries/reset").0,
+        200
+    );
+    let (_, body) = support::admin_request(admin, "GET", "/queries");
+    let after: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(after["queries"].as_array().unwrap().len(), 0, "{body}");
+}

@@ -500,3 +500,73 @@ async fn clients_reach_the_proxy_over_its_unix_socket() {
     drop(p);
     assert!(!stale.exists(), "the socket file outlived the proxy");
 }
+
+/// `[general] query_digests` (on by default) and `GET /queries` with pgbench: its select-only
+/// script's statement is counted once per transaction pgbench reports, under one digest per
+/// text: prepared and extended mode send `... WHERE aid = $1` (named and unnamed statements
+/// alike), simple mode a literal, counted as `?`. A failing statement counts its errors.
+#[test]
+fn pgbench_statements_are_counted_under_their_digests() {
+    let db = "t_digests";
+    create_db(db);
+    let p = start_proxy(&config_text(
+        db,
+        "",
+        "size = 4",
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+    ));
+    let url = p.url("app", "secret", db);
+    let mut c = std::process::Command::new("pgbench");
+    c.args(["-i", "-s", "1", "-q"]).arg(&url);
+    let (ok, out, err) = run(&mut c);
+    assert!(ok, "pgbench -i failed: {out}{err}");
+    let admin = p.admin_addr();
+    let count_of = |query: &str| -> (i64, i64, i64) {
+        let (status, body) = admin_request(admin, "GET", "/queries?sort=count&limit=1000");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["query"] == query)
+            .map(|r| {
+                (
+                    r["count"].as_i64().unwrap(),
+                    r["errors"].as_i64().unwrap(),
+                    r["primary"].as_i64().unwrap(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no {query:?} in {body}"))
+    };
+    for (mode, text) in [
+        (
+            "prepared",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+        ),
+        (
+            "extended",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+        ),
+        (
+            "simple",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?;",
+        ),
+    ] {
+        assert_eq!(admin_request(admin, "POST", "/queries/reset").0, 200);
+        let (failed, done, out) =
+            pgbench(&url, &["-S", "-M", mode, "-c", "4", "-j", "2", "-t", "50"]);
+        assert_eq!((failed, done), (0, 200), "{mode}: {out}");
+        assert_eq!(count_of(text), (200, 0, 200), "{mode}");
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = connect(&p.conn_str(db)).await;
+        for _ in 0..3 {
+            assert!(client.simple_query("SELECT 1/0").await.is_err());
+            assert!(client.query("SELECT 1/$1::int", &[&0i32]).await.is_err());
+        }
+    });
+    assert_eq!(count_of("SELECT ?/?"), (3, 3, 3));
+    assert_eq!(count_of("SELECT ?/$1::int"), (3, 3, 3));
+}

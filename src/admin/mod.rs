@@ -153,6 +153,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/clients", get(clients))
         .route("/clients/close", post(close_clients))
+        .route("/queries", get(queries))
+        .route("/queries/reset", post(reset_queries))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -571,6 +573,63 @@ async fn close_clients(State(state): State<Shared>, uri: axum::http::Uri) -> Res
         tracing::info!(protocol = r.protocol, id = r.id, user = %r.user, database = %r.database, addr = %r.addr, "closing a client (admin API)");
     }
     Json(serde_json::json!({ "closed": closed.len(), "clients": closed })).into_response()
+}
+
+/// `GET /queries[?cluster=C][&user=U][&sort=total|count|mean|max|errors][&limit=N]`: the
+/// statement statistics (`[general] query_digests`, ProxySQL's `stats_mysql_query_digest`),
+/// the worker threads' counts added up, most total time first unless `sort` says otherwise,
+/// the first `limit` (default 100). 400 for an unknown `sort` or a `limit` that is not a
+/// number.
+async fn queries(State(state): State<Shared>, uri: axum::http::Uri) -> Response {
+    let q = uri.query();
+    let limit = match query_param(q, "limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "limit: a number\n").into_response(),
+    };
+    let stats = &state.metrics.queries;
+    let want = |key: &str, value: &str| query_param(q, key).is_none_or(|v| v == value);
+    let mut rows: Vec<_> = stats
+        .rows()
+        .into_iter()
+        .filter(|r| want("cluster", &r.cluster) && want("user", &r.user))
+        .collect();
+    let by = |f: fn(&crate::metrics::queries::QueryRow) -> f64| {
+        move |a: &crate::metrics::queries::QueryRow, b: &crate::metrics::queries::QueryRow| {
+            f(b).total_cmp(&f(a))
+        }
+    };
+    match query_param(q, "sort").unwrap_or("total") {
+        "total" => rows.sort_by(by(|r| r.total_ms)),
+        "count" => rows.sort_by(by(|r| r.count as f64)),
+        "mean" => rows.sort_by(by(|r| r.mean_ms)),
+        "max" => rows.sort_by(by(|r| r.max_ms)),
+        "errors" => rows.sort_by(by(|r| r.errors as f64)),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "sort: total, count, mean, max or errors\n",
+            )
+                .into_response()
+        }
+    }
+    let total = rows.len();
+    rows.truncate(limit);
+    Json(serde_json::json!({
+        "enabled": stats.enabled(),
+        "since": stats.since(),
+        "dropped": stats.dropped(),
+        "statements": total,
+        "queries": rows,
+    }))
+    .into_response()
+}
+
+/// `POST /queries/reset`: forget the statement statistics counted so far.
+async fn reset_queries(State(state): State<Shared>) -> Response {
+    state.metrics.queries.reset();
+    tracing::info!("statement statistics reset (admin API)");
+    Json(serde_json::json!({ "reset": true })).into_response()
 }
 
 fn with_newline(mut s: String) -> String {

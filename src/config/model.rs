@@ -101,6 +101,12 @@ pub struct General {
     /// "0s": off. Takes effect at the next look after a reload.
     #[serde(with = "duration")]
     pub watch_config: Duration,
+    /// Statistics per statement (`GET /queries` on the admin API; ProxySQL's query digests):
+    /// how many distinct statements (literals as `?`) each worker thread keeps counts for,
+    /// per cluster and user. Statements first seen when that many are kept are not counted.
+    /// 0 turns the statistics off. Default 1000. A reload applies it at once; what is counted
+    /// stays until `POST /queries/reset`.
+    pub query_digests: usize,
 }
 
 impl Default for General {
@@ -117,6 +123,7 @@ impl Default for General {
             drain_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::ZERO,
             watch_config: Duration::ZERO,
+            query_digests: 1000,
         }
     }
 }

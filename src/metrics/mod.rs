@@ -14,6 +14,7 @@
 //! write lock per observation, which worker threads would contend on.
 
 mod histogram;
+pub mod queries;
 pub mod sharded;
 mod snapshot;
 
@@ -133,6 +134,8 @@ pub struct Metrics {
 
     /// The HTTP edge's metrics.
     pub edge: EdgeMetrics,
+    /// Statistics per statement digest (`GET /queries`).
+    pub queries: queries::QueryStats,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -217,6 +220,7 @@ impl Metrics {
             multiplex_lanes: Family::default(),
             saturation: Family::default(),
             edge: EdgeMetrics::register(&mut r),
+            queries: Default::default(),
         };
         m.last_reload_success.set(started);
         m.last_reload_ok.set(1);

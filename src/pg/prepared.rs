@@ -54,6 +54,8 @@ pub struct StmtDef {
     /// is refused (0A000) until it prepares the text again (then a new statement: it is
     /// retired from the registry too).
     pub stale: std::sync::atomic::AtomicBool,
+    /// Its digest for the query statistics, read when first needed.
+    digest: std::sync::OnceLock<u64>,
 }
 
 /// A statement's parameters and whether it returns rows, as a server described it.
@@ -73,6 +75,14 @@ impl StmtDef {
     /// The name this statement has on backend connections (NUL-free ASCII).
     pub fn backend_name(&self) -> BackendName {
         BackendName::new(self.id)
+    }
+
+    /// Its digest for the query statistics (`router::digest`).
+    pub fn digest(&self) -> u64 {
+        *self.digest.get_or_init(|| {
+            let text = String::from_utf8_lossy(&self.query);
+            crate::router::digest::digest(&text, crate::router::classify::Dialect::Postgres)
+        })
     }
 
     pub fn is_stale(&self) -> bool {
@@ -220,6 +230,7 @@ impl StmtRegistry {
                 .map_or(true, |q| crate::router::session_state::effect(q).unknown),
             seq_use: crate::pg::session::seq_use(query),
             plain_set: crate::pg::session::one_plain_set(query),
+            digest: Default::default(),
         });
         g.by_content.insert(key, def.clone());
         def

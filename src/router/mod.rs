@@ -7,6 +7,7 @@
 //! leading-word scanner and the session rules built on it.
 mod cache;
 pub mod classify;
+pub mod digest;
 pub mod hints;
 pub mod lexer;
 mod pg_functions;

@@ -25,6 +25,7 @@ mod prepared;
 mod query;
 mod relay;
 mod state;
+mod stats;
 
 use state::{charset_vars, names_collations, parse_kill, set_var, unset_var, INFORMATIONAL};
 pub use state::{pin_reason, ClientTracking, REPLAYED};
@@ -199,6 +200,8 @@ pub struct Session<S> {
     /// Bytes to the server and to the client while the connection is held.
     bytes_up: u64,
     bytes_down: u64,
+    /// Whose statements these are for `[general] query_digests` (made when first needed).
+    stats_owner: Option<crate::metrics::queries::Owner>,
     _connected: crate::metrics::GaugeGuard,
 }
 
@@ -286,6 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             pause_hold: None,
             bytes_up: 0,
             bytes_down: 0,
+            stats_owner: None,
             _connected: connected,
         }
     }

@@ -45,6 +45,9 @@ pub(super) struct ClientStmt {
     own: Option<own::OwnQuery>,
     /// The statement reads `LAST_INSERT_ID()`: the client's value is set first.
     reads_last_insert_id: bool,
+    /// Its digest for the query statistics, read at its first execute while they are on
+    /// (0: not yet).
+    digest: u64,
 }
 
 /// What an execute needs of its statement once it is stored back.
@@ -55,6 +58,8 @@ struct Exec {
     hinted: bool,
     own: Option<own::OwnQuery>,
     reads_last_insert_id: bool,
+    /// Its digest for the query statistics (0: not read).
+    digest: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -124,6 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         classifier,
                         own: own::own_query(&sql),
                         reads_last_insert_id: own::mentions_last_insert_id(&sql),
+                        digest: 0,
                     },
                 );
                 // The client sees its own id in COM_STMT_PREPARE_OK.
@@ -220,8 +226,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.long_data = false;
         self.long_data_fresh.clear();
-        self.forward_as(rebuilt, Some(server_id), Answer::Query)
-            .await?;
+        let t0 = self.stats_start();
+        let r = self
+            .forward_as(rebuilt, Some(server_id), Answer::Query)
+            .await;
+        let failed = r.is_err() || self.answered.1.is_some();
+        self.count_statement(t0, stmt.digest, &stmt.sql, failed);
+        r?;
         Ok(true)
     }
 
@@ -363,7 +374,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             stmt.hinted = hints::leading_hint(&sql).is_some();
             stmt.classifier = arc_swap::Guard::into_inner(classifier);
         }
+        if stmt.digest == 0 && self.w.shared.metrics.queries.enabled() {
+            let sql = String::from_utf8_lossy(&stmt.sql);
+            stmt.digest =
+                crate::router::digest::digest(&sql, crate::router::classify::Dialect::MySql);
+        }
         let exec = Exec {
+            digest: stmt.digest,
             proxy_id: stmt.proxy_id,
             sql: stmt.sql.clone(),
             class: stmt.class,

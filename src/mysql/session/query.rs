@@ -98,7 +98,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Err(SessionError::Backend(e.to_string()));
             }
         }
-        self.forward(payload, Answer::Query).await
+        let t0 = self.stats_start();
+        let r = self.forward(payload, Answer::Query).await;
+        let failed = r.is_err() || self.answered.1.is_some();
+        self.count_statement(t0, 0, sql, failed);
+        r
     }
 
     /// After the client's statement `sql` ran on the held connection: whether it opened a

@@ -149,6 +149,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     sets,
                     forgets,
                     in_tx,
+                    stat,
                     ..
                 }) = self.pending.pop_front()
                 else {
@@ -156,6 +157,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 };
                 self.batches_done += 1;
                 self.tx_status = *body.first().unwrap_or(&b'E');
+                self.count_batch(stat, self.error_seen);
                 if let Some(names) = forgets {
                     self.settled_reset(&names);
                 }

@@ -183,6 +183,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 } else {
                     None
                 };
+                let stat = match self.digest_noted(sql, None) {
+                    0 => None,
+                    d => Some((d, std::time::Instant::now())),
+                };
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: e.clears,
@@ -190,6 +194,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     sets: sets.map(Vec::into_boxed_slice),
                     forgets,
                     in_tx,
+                    stat,
                 });
                 if e.resets_settings {
                     let again = self.settings_reset_by(sql, &e);
@@ -208,6 +213,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 } else {
                     None
                 };
+                if p.name.is_empty() {
+                    self.unnamed_digest = self.digest_noted(p.query, None);
+                }
                 if tx && p.name.is_empty() && self.opens_begin_batch(p.query) {
                     self.begin_batch = 1;
                 }
@@ -309,6 +317,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         if def.unknown_calls {
                             self.mark_state_unknown();
                         }
+                        if self.stats_on() {
+                            self.bound_digest = self.digest_noted(&def.query, Some(def.digest()));
+                        }
                         if self.refuse_stale(&def) {
                             codec::put_bind(&mut self.bout, &b, STALE_NAME.as_bytes());
                         } else {
@@ -320,6 +331,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     None => {
                         if b.statement.is_empty() {
                             self.ensure_unnamed();
+                            self.bound_digest = self.unnamed_digest;
+                        } else {
+                            // Not the proxy's (session mode): not counted.
+                            self.bound_digest = 0;
                         }
                         self.bout.extend_from_slice(msg);
                         None
@@ -381,6 +396,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             b'E' => {
                 self.batch_open = true;
+                if self.batch_digest == 0 {
+                    self.batch_digest = self.bound_digest;
+                }
                 self.bout.extend_from_slice(msg);
                 self.pending.push_back(Pend::Execute {
                     copy_mark: self.copy_ends,
@@ -413,6 +431,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if in_tx {
                     self.tx_sets.get_or_insert_with(Default::default);
                 }
+                let stat = match std::mem::take(&mut self.batch_digest) {
+                    0 => None,
+                    d => Some((d, std::time::Instant::now())),
+                };
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: State::NONE,
@@ -420,6 +442,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     sets,
                     forgets,
                     in_tx,
+                    stat,
                 });
                 if let Some(again) = resets {
                     self.reapply_settings(&again);
@@ -434,6 +457,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     sets: None,
                     forgets: None,
                     in_tx: false,
+                    stat: None,
                 });
             }
             b'c' | b'f' => {

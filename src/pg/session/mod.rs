@@ -23,6 +23,7 @@ mod routing;
 mod sequences;
 mod settings;
 mod statements;
+mod stats;
 
 use crate::cluster::Want;
 use crate::config::PoolMode;
@@ -168,6 +169,9 @@ enum Pend {
         forgets: Option<Box<[String]>>,
         /// `sets` ran inside a transaction block: they wait for its end (`tx_sets`).
         in_tx: bool,
+        /// For the query statistics: the digest of the batch's statement (a Query's, or its
+        /// first Execute's) and when it was sent.
+        stat: Option<(u64, std::time::Instant)>,
     },
     /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
     /// client statement it created or closed, taken back if the server skips past it (an
@@ -355,6 +359,15 @@ pub struct Session<C> {
     /// Parse again in front of it (psql's `\gdesc`, libpq's `PQprepare` with an empty name).
     unnamed_parse: Vec<u8>,
     unnamed_here: bool,
+    /// The query statistics (`[general] query_digests`, see `stats`): whose statements
+    /// these are; the digests of the unnamed statement, of the last statement bound and of
+    /// the batch being sent (its first Execute's; 0: none); when the servers last finished a
+    /// batch.
+    stats_owner: Option<crate::metrics::queries::Owner>,
+    unnamed_digest: u64,
+    bound_digest: u64,
+    batch_digest: u64,
+    last_ready_at: Option<std::time::Instant>,
     /// After an error the proxy raised in an extended-protocol batch: drop messages up to
     /// Sync, then answer ReadyForQuery.
     discard_until_sync: bool,
@@ -453,6 +466,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             replay_ok: false,
             responded: false,
             unnamed_parse: Vec::new(),
+            stats_owner: None,
+            unnamed_digest: 0,
+            bound_digest: 0,
+            batch_digest: 0,
+            last_ready_at: None,
             unnamed_here: false,
             discard_until_sync: false,
             server_skips: false,

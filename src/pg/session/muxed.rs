@@ -120,6 +120,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 m.statement(route, started.elapsed());
                 m.bytes(h.wire_len as u64, answer.len() as u64);
                 self.cout.extend_from_slice(&answer);
+                if self.stats_on() {
+                    let msg = &self.cin[..h.wire_len];
+                    let sql = codec::query_msg(&msg[5..]).unwrap_or_default().to_vec();
+                    self.count_muxed(&sql, route, started, &answer);
+                }
                 self.cin.advance(h.wire_len);
                 Ok(true)
             }

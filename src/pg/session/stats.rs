@@ -1,0 +1,108 @@
+//! `[general] query_digests` for PostgreSQL clients: each batch (a Query, or extended
+//! messages up to their Sync) that executes a statement is counted under the digest of its
+//! statement (the Query's text, or the statement of the batch's first Execute: drivers send
+//! one statement per Sync), timed from when its server could start on it (it was sent, and
+//! the batch before it was answered) to its ReadyForQuery. With the statistics off, one
+//! atomic load per message that could start a statement.
+
+use super::Session;
+use crate::metrics::queries::{Owner, Ran};
+use crate::router::classify::Dialect;
+use crate::router::digest;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Longest statement text kept for `GET /queries`.
+const MAX_TEXT: usize = 2048;
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    pub(super) fn stats_on(&self) -> bool {
+        self.worker.shared.metrics.queries.enabled()
+    }
+
+    /// The statistics' owner of this session's statements, made again after a change of
+    /// cluster or user.
+    fn refresh_owner(&mut self) {
+        let stale = self
+            .stats_owner
+            .as_ref()
+            .is_none_or(|o| !o.is(&self.cluster.state.name, &self.user));
+        if stale {
+            self.stats_owner = Some(Owner::new(
+                self.cluster.state.name.as_str().into(),
+                self.user.clone(),
+            ));
+        }
+    }
+
+    /// Record a run on a server of `route` (a metrics route label) in the statistics.
+    fn record(&mut self, d: u64, route: &str, took: std::time::Duration, failed: bool) {
+        self.refresh_owner();
+        let ran = if route == crate::metrics::ROUTE_REPLICA {
+            Ran::Replica
+        } else {
+            Ran::Primary
+        };
+        let owner = self.stats_owner.as_ref().expect("made above");
+        self.worker
+            .shared
+            .metrics
+            .queries
+            .record(owner, d, ran, took, failed);
+    }
+
+    /// The digest of statement text `sql`, with a place kept for it in the statistics (0
+    /// when they are off). `known`: its digest, when already read.
+    pub(super) fn digest_noted(&mut self, sql: &[u8], known: Option<u64>) -> u64 {
+        if !self.stats_on() {
+            return 0;
+        }
+        let d = known.unwrap_or_else(|| digest::digest_bytes(sql, Dialect::Postgres));
+        self.refresh_owner();
+        let owner = self.stats_owner.as_ref().expect("made above");
+        self.worker.shared.metrics.queries.note(owner, d, || {
+            digest::normalized(&String::from_utf8_lossy(sql), Dialect::Postgres, MAX_TEXT)
+        });
+        d
+    }
+
+    /// A batch of digest `stat.0`, sent at `stat.1`, was answered (ReadyForQuery); whether
+    /// anything in it failed.
+    pub(super) fn count_batch(&mut self, stat: Option<(u64, Instant)>, failed: bool) {
+        let Some((d, sent)) = stat else {
+            return;
+        };
+        let now = Instant::now();
+        let start = self.last_ready_at.map_or(sent, |r| r.max(sent));
+        self.last_ready_at = Some(now);
+        self.record(d, self.held_route, now - start, failed);
+    }
+
+    /// A statement that ran on a multiplexed connection to a server of `route` (`sql`, from
+    /// `started`), answered with `answer`.
+    pub(super) fn count_muxed(
+        &mut self,
+        sql: &[u8],
+        route: &'static str,
+        started: Instant,
+        answer: &[u8],
+    ) {
+        if !self.stats_on() {
+            return;
+        }
+        let d = self.digest_noted(sql, None);
+        self.record(d, route, started.elapsed(), has_error(answer));
+    }
+}
+
+/// Whether the backend messages in `buf` include an ErrorResponse.
+fn has_error(mut buf: &[u8]) -> bool {
+    while buf.len() >= 5 {
+        if buf[0] == b'E' {
+            return true;
+        }
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        buf = buf.get(1 + len..).unwrap_or_default();
+    }
+    false
+}
