@@ -435,10 +435,20 @@ fn pgbench_with_multiplexing_has_no_failures() {
         &["-M", "simple", "-c", "16", "-j", "2", "-t", "50"][..],
         &["-S", "-M", "extended", "-c", "16", "-j", "2", "-t", "100"][..],
     ] {
+        p.shared().metrics.queries.reset();
         let (failed, done, out) = pgbench(&url, args);
         assert_eq!(failed, 0, "{args:?}: {out}");
         let want: u64 = args[args.len() - 1].parse::<u64>().unwrap() * 16;
         assert_eq!(done, want, "{args:?}: {out}");
+        // The statement statistics count it once per run, multiplexed or not.
+        if args[0] == "-S" && args[2] == "simple" {
+            let rows = p.shared().metrics.queries.rows();
+            let select = rows
+                .iter()
+                .find(|r| r.query == "SELECT abalance FROM pgbench_accounts WHERE aid = ?;")
+                .unwrap_or_else(|| panic!("{rows:?}"));
+            assert_eq!((select.count, select.errors), (want, 0), "{select:?}");
+        }
     }
     let s = p.mux_stats("t_mux_pgbench");
     assert!(s.statements >= 16 * 300 / 2, "{s:?}");
