@@ -26,6 +26,17 @@ pub enum Ran {
     Replica,
 }
 
+impl Ran {
+    /// From the route label of the metrics (`primary`, `replica`).
+    pub fn of(route: &str) -> Ran {
+        if route == super::ROUTE_REPLICA {
+            Ran::Replica
+        } else {
+            Ran::Primary
+        }
+    }
+}
+
 /// Whose statements these are: a cluster and a user, hashed once per session.
 #[derive(Debug, Clone)]
 pub struct Owner {
@@ -51,6 +62,15 @@ impl Owner {
     /// Whether these are `cluster`'s and `user`'s.
     pub fn is(&self, cluster: &str, user: &Arc<str>) -> bool {
         Arc::ptr_eq(&self.user, user) && &*self.cluster == cluster
+    }
+
+    /// A session's owner kept in `slot`: made again unless it is `cluster`'s and `user`'s
+    /// (a client changes both with COM_CHANGE_USER or a reload's new cluster).
+    pub fn of<'a>(slot: &'a mut Option<Owner>, cluster: &str, user: &Arc<str>) -> &'a Owner {
+        if slot.as_ref().is_none_or(|o| !o.is(cluster, user)) {
+            *slot = Some(Owner::new(cluster.into(), user.clone()));
+        }
+        slot.as_ref().expect("made above")
     }
 
     fn key(&self, digest: u64) -> u64 {

@@ -30,22 +30,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         };
         let took = t0.elapsed();
-        let ran = if self.held_route == crate::metrics::ROUTE_REPLICA {
-            Ran::Replica
-        } else {
-            Ran::Primary
-        };
-        let stale = self
-            .stats_owner
-            .as_ref()
-            .is_none_or(|o| !o.is(&self.cluster.state.name, &self.user));
-        if stale {
-            self.stats_owner = Some(Owner::new(
-                self.cluster.state.name.as_str().into(),
-                self.user.clone(),
-            ));
-        }
-        let owner = self.stats_owner.as_ref().expect("set above");
+        let ran = Ran::of(self.held_route);
+        let owner = Owner::of(&mut self.stats_owner, &self.cluster.state.name, &self.user);
         let text = || String::from_utf8_lossy(sql);
         let digest = match digest {
             0 => digest::digest_bytes(sql, Dialect::MySql),

@@ -20,30 +20,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.worker.shared.metrics.queries.enabled()
     }
 
-    /// The statistics' owner of this session's statements, made again after a change of
-    /// cluster or user.
-    fn refresh_owner(&mut self) {
-        let stale = self
-            .stats_owner
-            .as_ref()
-            .is_none_or(|o| !o.is(&self.cluster.state.name, &self.user));
-        if stale {
-            self.stats_owner = Some(Owner::new(
-                self.cluster.state.name.as_str().into(),
-                self.user.clone(),
-            ));
-        }
-    }
-
     /// Record a run on a server of `route` (a metrics route label) in the statistics.
     fn record(&mut self, d: u64, route: &str, took: std::time::Duration, failed: bool) {
-        self.refresh_owner();
-        let ran = if route == crate::metrics::ROUTE_REPLICA {
-            Ran::Replica
-        } else {
-            Ran::Primary
-        };
-        let owner = self.stats_owner.as_ref().expect("made above");
+        let ran = Ran::of(route);
+        let owner = Owner::of(&mut self.stats_owner, &self.cluster.state.name, &self.user);
         self.worker
             .shared
             .metrics
@@ -58,8 +38,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return 0;
         }
         let d = known.unwrap_or_else(|| digest::digest_bytes(sql, Dialect::Postgres));
-        self.refresh_owner();
-        let owner = self.stats_owner.as_ref().expect("made above");
+        let owner = Owner::of(&mut self.stats_owner, &self.cluster.state.name, &self.user);
         self.worker.shared.metrics.queries.note(owner, d, || {
             digest::normalized(&String::from_utf8_lossy(sql), Dialect::Postgres, MAX_TEXT)
         });
