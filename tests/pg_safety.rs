@@ -1546,9 +1546,9 @@ async fn statements_past_query_timeout_are_cancelled_and_their_clients_go_on() {
 }
 
 /// `[pool] query_timeout` when the server does not answer even the cancel (here: its backend
-/// process stopped by SIGSTOP): the client is disconnected `QUERY_TIMEOUT_GRACE` (5 s) after
-/// the cancel, told FATAL 57P01 as `POST /clients/close` tells it, and the connection is
-/// closed, never pooled: the next client of the pool of one is served.
+/// process stopped by SIGSTOP): the client is disconnected `QUERY_TIMEOUT_GRACE` (5 s, longer
+/// than the limit here) after the cancel, told FATAL 57P01 as `POST /clients/close` tells it,
+/// and the connection is closed, never pooled: the next client of the pool of one is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_ignores_the_query_timeout_cancel_costs_only_its_client() {
     let db = "t_qhang";

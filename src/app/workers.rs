@@ -202,12 +202,12 @@ pub(super) async fn sweep_pools(shared: Arc<Shared>) {
 }
 
 /// `[pool] query_timeout`: every client's statement clock is looked at ten times per limit
-/// (at most every 500 ms, at least every 20 ms), and statements past it stopped, until
-/// shutdown. Runs on the health thread; with the limit off it only looks at the setting once
+/// (at most every 500 ms, at least every 20 ms), and statements past it stopped; a client
+/// whose server has not answered as long again (at least `QUERY_TIMEOUT_GRACE`) is
+/// disconnected. Until shutdown. Runs on the health thread; with the limit off it only looks at the setting once
 /// a second.
 pub(super) async fn sweep_statements(shared: Arc<Shared>) {
     use std::time::Duration;
-    let grace = crate::config::QUERY_TIMEOUT_GRACE.as_millis() as u64;
     loop {
         let limit = shared.engine.query_timeout_ms.load(Ordering::Relaxed);
         let every = if limit == 0 {
@@ -224,6 +224,7 @@ pub(super) async fn sweep_statements(shared: Arc<Shared>) {
             continue;
         }
         let now = shared.engine.clock_ms();
+        let grace = limit.max(crate::config::QUERY_TIMEOUT_GRACE.as_millis() as u64);
         shared.pg.cancel.sweep_overdue(now, limit, grace);
         shared.my.sweep_overdue(now, limit, grace);
     }

@@ -208,16 +208,17 @@ pub struct PoolSettings {
     /// has been running this long is stopped as the client's own cancel would stop it
     /// (PostgreSQL: a cancel request, the client gets 57014; MySQL: `KILL QUERY`, 1317) and
     /// the client keeps its connection; the server connection is closed afterwards instead of
-    /// pooled. A server that has not answered [`QUERY_TIMEOUT_GRACE`] after that has the
-    /// client disconnected as `POST /clients/close` would. Time waiting for the client (COPY
+    /// pooled. A server that has not answered as long again after that (at least
+    /// [`QUERY_TIMEOUT_GRACE`]: a stopped statement's rollback takes time too) has the client
+    /// disconnected as `POST /clients/close` would. Time waiting for the client (COPY
     /// from it) does not count. PgBouncer's query_timeout, ProxySQL's default_query_timeout.
     /// "0s": never (the default). Takes effect at once on reload, for every client.
     #[serde(with = "duration")]
     pub query_timeout: Duration,
 }
 
-/// How long a server has to answer after `[pool] query_timeout` stopped its statement before
-/// the client is disconnected.
+/// The least time a server has to answer after `[pool] query_timeout` stopped its statement
+/// before the client is disconnected (it has as long as the limit when that is longer).
 pub const QUERY_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
 impl Default for PoolSettings {
