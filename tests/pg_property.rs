@@ -676,3 +676,132 @@ fn ledger_db(db: &str) {
         .wait_replay_caught_up(Duration::from_secs(30))
         .unwrap();
 }
+
+/// One client of the query_timeout property: `rounds` random statements, reads and
+/// transactions that write, some sleeping past the limit (6 s against 2 s; the others sleep
+/// at most 0.14 s, far enough under it that a server slowed by the machine's load does not
+/// push them over). Returns the rows it was told were
+/// committed, its violations and how many statements were stopped.
+async fn timeout_client(
+    port: u16,
+    db: &'static str,
+    me: usize,
+    seed: u64,
+    rounds: i32,
+) -> (BTreeSet<(i32, i32)>, Vec<String>, u32) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (me as u64 + 1).wrapping_mul(0x9e37_79b9));
+    let client = connect(&format!(
+        "host=127.0.0.1 port={port} user=app password=secret dbname={db}"
+    ))
+    .await;
+    let me_i = me as i32;
+    let (mut committed, mut bad, mut stopped) = (BTreeSet::new(), Vec::new(), 0);
+    let by_limit = |e: &tokio_postgres::Error| {
+        cancelled(e)
+            && e.as_db_error()
+                .is_some_and(|d| d.message().contains("query_timeout"))
+    };
+    for seq in 0..rounds {
+        let long = rng.gen_bool(0.25);
+        let sleep = if long {
+            6.0
+        } else {
+            f64::from(rng.gen_range(1..15)) / 100.0
+        };
+        if rng.gen_bool(0.5) {
+            // A read (a replica), simple or extended.
+            let r = if rng.gen_bool(0.5) {
+                client
+                    .simple_query(&format!("SELECT pg_sleep({sleep})"))
+                    .await
+                    .map(drop)
+            } else {
+                client
+                    .query("SELECT pg_sleep($1)", &[&sleep])
+                    .await
+                    .map(drop)
+            };
+            match (long, r) {
+                (true, Err(e)) if by_limit(&e) => stopped += 1,
+                (false, Ok(())) => {}
+                (long, r) => bad.push(format!("client {me} read {seq} (long {long}): {r:?}")),
+            }
+        } else {
+            // A transaction that writes, then sleeps: stopped, it must commit nothing.
+            client.batch_execute("BEGIN").await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO ledger VALUES ($1, $2, $3)",
+                    &[&me_i, &seq, &long],
+                )
+                .await
+                .unwrap();
+            let r = client.query("SELECT pg_sleep($1)", &[&sleep]).await;
+            match (long, r) {
+                (true, Err(e)) if by_limit(&e) => {
+                    stopped += 1;
+                    client.batch_execute("ROLLBACK").await.unwrap();
+                }
+                (false, Ok(_)) => {
+                    client.batch_execute("COMMIT").await.unwrap();
+                    committed.insert((me_i, seq));
+                }
+                (long, r) => {
+                    bad.push(format!("client {me} write {seq} (long {long}): {r:?}"));
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+            }
+        }
+    }
+    (committed, bad, stopped)
+}
+
+/// `[pool] query_timeout` under load: 8 clients on pools smaller than they are (3 per
+/// server), each running random reads and writing transactions, a quarter of them sleeping
+/// past the limit. Exactly those are stopped, with the proxy's message; no statement under
+/// the limit ever is, whichever connection it lands on after another client's statement was
+/// cancelled there (the stopped connection is closed, never handed on, so a late cancel
+/// cannot reach it); the primary ends holding exactly what the clients were told was
+/// committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_stops_only_the_statements_that_run_too_long() {
+    let db = "prop_qtimeout";
+    ledger_db(db);
+    let seed = prop_seed();
+    let text = config_for(db, 3, true, 0).replace("[pool]\n", "[pool]\nquery_timeout = \"2s\"\n");
+    let p = start_proxy(&text);
+    support::drivers::wait_replicas_ready(&p, db);
+    let runs: Vec<_> = (0..8)
+        .map(|me| tokio::spawn(timeout_client(p.port, db, me, seed, 8)))
+        .collect();
+    let (mut committed, mut bad, mut stopped) = (BTreeSet::new(), Vec::new(), 0);
+    for r in runs {
+        let (c, b, s) = tokio::time::timeout(Duration::from_secs(120), r)
+            .await
+            .unwrap_or_else(|_| panic!("a client did not finish (seed {seed})"))
+            .unwrap();
+        committed.extend(c);
+        bad.extend(b);
+        stopped += s;
+    }
+    eprintln!(
+        "{stopped} statements stopped, {} rows committed",
+        committed.len()
+    );
+    assert!(bad.is_empty(), "seed {seed}: {bad:#?}");
+    assert!(
+        stopped > 0,
+        "seed {seed}: nothing was long: the test means nothing"
+    );
+    let d = connect(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        cluster().primary_port()
+    ))
+    .await;
+    let rows = d
+        .query("SELECT client, seq FROM ledger", &[])
+        .await
+        .unwrap();
+    let on_server: BTreeSet<(i32, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(on_server, committed, "seed {seed}");
+}
