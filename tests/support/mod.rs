@@ -383,3 +383,25 @@ pub async fn cancel_stops_a_sleep(client: tokio_postgres::Client, limit: std::ti
     );
     assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
 }
+
+/// The query_timeout property of both protocols' property tests (`query_timeout = "2s"`) for
+/// one statement: stopped only after it ran for the limit (as the client saw it, which is
+/// longer than the server's part), a long one always, within 3 s of the limit (MariaDB's
+/// `KILL` retries for up to 2 s to wake a thread waiting on a condition whose mutex others
+/// hold, as concurrent `SLEEP()`s do: kills of them were measured taking 2.0 s); one not
+/// stopped succeeded.
+pub fn timeout_verdict(
+    long: bool,
+    stopped: bool,
+    ok: bool,
+    took: std::time::Duration,
+) -> Result<(), &'static str> {
+    let limit = std::time::Duration::from_secs(2);
+    match (long, stopped) {
+        (_, true) if took < limit => Err("stopped before the limit"),
+        (true, true) if took > limit + std::time::Duration::from_secs(3) => Err("stopped too late"),
+        (true, false) => Err("a long statement was not stopped"),
+        (false, false) if !ok => Err("failed"),
+        _ => Ok(()),
+    }
+}
