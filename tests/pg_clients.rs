@@ -566,7 +566,18 @@ fn pgbench_statements_are_counted_under_their_digests() {
             assert!(client.simple_query("SELECT 1/0").await.is_err());
             assert!(client.query("SELECT 1/$1::int", &[&0i32]).await.is_err());
         }
+        assert_eq!(count_of("SELECT ?/?"), (3, 3, 3));
+        assert_eq!(count_of("SELECT ?/$1::int"), (3, 3, 3));
+        // The same session's statement after a reset is counted afresh.
+        let plus = client.prepare("SELECT $1::int + 1").await.unwrap();
+        for i in 0..3 {
+            client.query(&plus, &[&i]).await.unwrap();
+        }
+        assert_eq!(count_of("SELECT $1::int + ?"), (3, 0, 3));
+        assert_eq!(admin_request(admin, "POST", "/queries/reset").0, 200);
+        for i in 0..2 {
+            client.query(&plus, &[&i]).await.unwrap();
+        }
     });
-    assert_eq!(count_of("SELECT ?/?"), (3, 3, 3));
-    assert_eq!(count_of("SELECT ?/$1::int"), (3, 3, 3));
+    assert_eq!(count_of("SELECT $1::int + ?"), (2, 0, 2));
 }

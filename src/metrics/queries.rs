@@ -6,8 +6,8 @@
 //! * **Per worker thread.** Each worker adds into its own table (the shard of
 //!   [`super::sharded`]) under a mutex only the admin API's reads ever contend for; a read
 //!   adds the tables up.
-//! * **Bounded.** At most `[general] query_digests` statements per table; statements first
-//!   seen when it is full are counted in `dropped` only. 0 turns the statistics off: the
+//! * **Bounded.** At most `[general] query_digests` statements per table; runs of statements
+//!   first seen when it is full are counted in `dropped` only. 0 turns the statistics off: the
 //!   statement path then reads one atomic.
 //! * **What is timed**: from when a server had the statement (or the batch it opens, for
 //!   PostgreSQL's pipelines) to when its answer was complete, the client's own time not
@@ -17,7 +17,7 @@ use super::sharded::{shard, SHARDS};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 /// Where a statement ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,8 @@ impl Owner {
         slot.as_ref().expect("made above")
     }
 
-    fn key(&self, digest: u64) -> u64 {
+    /// Where statement `digest` of this owner is kept in a table.
+    pub fn key(&self, digest: u64) -> u64 {
         digest.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.hash
     }
 }
@@ -95,7 +96,29 @@ struct Entry {
     last_seen: u64,
 }
 
+/// What `Instant`s are counted from, and the Unix time then: a run's end as a Unix time
+/// without reading the wall clock per statement.
+fn epoch() -> (Instant, u64) {
+    static EPOCH: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| (Instant::now(), unix_secs()))
+}
+
 impl Entry {
+    fn add_run(&mut self, ran: Ran, (started, ended): (Instant, Instant), failed: bool) {
+        let us = ended.saturating_duration_since(started).as_micros() as u64;
+        self.count += 1;
+        self.errors += u64::from(failed);
+        self.total_us += us;
+        self.min_us = self.min_us.min(us);
+        self.max_us = self.max_us.max(us);
+        match ran {
+            Ran::Primary => self.primary += 1,
+            Ran::Replica => self.replica += 1,
+        }
+        let (at, unix) = epoch();
+        self.last_seen = unix + ended.saturating_duration_since(at).as_secs();
+    }
+
     fn add(&mut self, o: &Entry) {
         self.count += o.count;
         self.errors += o.errors;
@@ -142,6 +165,7 @@ pub struct QueryStats {
     dropped: AtomicU64,
     /// Unix time of the start or the last reset.
     since: AtomicU64,
+    generation: AtomicU64,
 }
 
 impl Default for QueryStats {
@@ -151,6 +175,7 @@ impl Default for QueryStats {
             max: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             since: AtomicU64::new(unix_secs()),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -199,56 +224,62 @@ impl QueryStats {
     /// Make sure statement `digest` of `owner` has a place in this thread's table (its text
     /// from `text`, called only if it has none yet); false when the table is full.
     pub fn note(&self, owner: &Owner, digest: u64, text: impl FnOnce() -> String) -> bool {
-        let max = self.max.load(Relaxed);
         let mut t = self.tables[shard()].0.lock().unwrap();
-        let key = owner.key(digest);
-        if t.contains_key(&key) {
-            return true;
-        }
-        if t.len() >= max {
-            self.dropped.fetch_add(1, Relaxed);
-            return false;
-        }
-        let now = unix_secs();
-        t.insert(
-            key,
-            Entry {
-                cluster: owner.cluster.clone(),
-                user: owner.user.clone(),
-                digest,
-                text: text().into(),
-                count: 0,
-                errors: 0,
-                total_us: 0,
-                min_us: u64::MAX,
-                max_us: 0,
-                primary: 0,
-                replica: 0,
-                first_seen: now,
-                last_seen: now,
-            },
-        );
-        true
+        self.entry(&mut t, owner, digest, text).is_some()
     }
 
-    /// One run of statement `digest` of `owner` (noted before with [`Self::note`]; nothing
-    /// is counted for one that was not, or whose table was reset since).
-    pub fn record(&self, owner: &Owner, digest: u64, ran: Ran, took: Duration, failed: bool) {
-        let us = took.as_micros() as u64;
-        let mut t = self.tables[shard()].0.lock().unwrap();
-        let Some(e) = t.get_mut(&owner.key(digest)) else {
-            return;
-        };
-        e.count += 1;
-        e.errors += u64::from(failed);
-        e.total_us += us;
-        e.min_us = e.min_us.min(us);
-        e.max_us = e.max_us.max(us);
-        match ran {
-            Ran::Primary => e.primary += 1,
-            Ran::Replica => e.replica += 1,
+    /// The entry of `digest` of `owner` in table `t`, made if there is room.
+    fn entry<'t>(
+        &self,
+        t: &'t mut HashMap<u64, Entry, Keyed>,
+        owner: &Owner,
+        digest: u64,
+        text: impl FnOnce() -> String,
+    ) -> Option<&'t mut Entry> {
+        let key = owner.key(digest);
+        if !t.contains_key(&key) {
+            if t.len() >= self.max.load(Relaxed) {
+                self.dropped.fetch_add(1, Relaxed);
+                return None;
+            }
+            let now = unix_secs();
+            t.insert(
+                key,
+                Entry {
+                    cluster: owner.cluster.clone(),
+                    user: owner.user.clone(),
+                    digest,
+                    text: text().into(),
+                    count: 0,
+                    errors: 0,
+                    total_us: 0,
+                    min_us: u64::MAX,
+                    max_us: 0,
+                    primary: 0,
+                    replica: 0,
+                    first_seen: now,
+                    last_seen: now,
+                },
+            );
         }
-        e.last_seen = unix_secs();
+        t.get_mut(&key)
+    }
+
+    /// One run of statement `digest` of `owner`, from `started` to `ended` (noted before
+    /// with [`Self::note`]; nothing is counted for one that was not, or whose table was
+    /// reset since).
+    pub fn record(
+        &self,
+        owner: &Owner,
+        digest: u64,
+        ran: Ran,
+        span: (Instant, Instant),
+        failed: bool,
+    ) {
+        let mut t = self.tables[shard()].0.lock().unwrap();
+        if let Some(e) = t.get_mut(&owner.key(digest)) {
+            e.add_run(ran, span, failed);
+        }
     }
 
     /// [`Self::note`] and [`Self::record`] in one: a run of a statement whose text is at
@@ -259,16 +290,24 @@ impl QueryStats {
         digest: u64,
         text: impl FnOnce() -> String,
         ran: Ran,
-        took: Duration,
+        span: (Instant, Instant),
         failed: bool,
     ) {
-        if self.note(owner, digest, text) {
-            self.record(owner, digest, ran, took, failed);
+        let mut t = self.tables[shard()].0.lock().unwrap();
+        if let Some(e) = self.entry(&mut t, owner, digest, text) {
+            e.add_run(ran, span, failed);
         }
+    }
+
+    /// Bumped by every [`Self::reset`]: a session that noted a statement in this generation
+    /// need not note it again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
 
     /// Forget everything counted so far.
     pub fn reset(&self) {
+        self.generation.fetch_add(1, Relaxed);
         for t in &self.tables {
             t.0.lock().unwrap().clear();
         }
@@ -276,7 +315,8 @@ impl QueryStats {
         self.since.store(unix_secs(), Relaxed);
     }
 
-    /// Statements first seen while a table was full, since the start or the last reset.
+    /// Runs of statements that found no place in a full table, since the start or the last
+    /// reset.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
     }
@@ -329,18 +369,20 @@ mod tests {
     #[test]
     fn runs_add_up_per_owner_and_digest_and_the_table_is_bounded() {
         let s = QueryStats::default();
+        let t0 = Instant::now();
+        let run = |us| (t0, t0 + std::time::Duration::from_micros(us));
         let alice = Owner::new("db".into(), "alice".into());
         let bob = Owner::new("db".into(), "bob".into());
         assert!(!s.enabled());
         s.set_max(2);
         assert!(s.note(&alice, 7, || "SELECT ?".into()));
         assert!(s.note(&alice, 7, || unreachable!("noted already")));
-        s.record(&alice, 7, Ran::Replica, Duration::from_micros(300), false);
-        s.record(&alice, 7, Ran::Primary, Duration::from_micros(100), true);
+        s.record(&alice, 7, Ran::Replica, run(300), false);
+        s.record(&alice, 7, Ran::Primary, run(100), true);
         assert!(s.note(&bob, 7, || "SELECT ?".into()));
-        s.record(&bob, 7, Ran::Primary, Duration::from_micros(50), false);
+        s.record(&bob, 7, Ran::Primary, run(50), false);
         assert!(!s.note(&bob, 8, || "full".into()), "a third statement");
-        s.record(&bob, 8, Ran::Primary, Duration::from_micros(50), false);
+        s.record(&bob, 8, Ran::Primary, run(50), false);
         assert_eq!(s.dropped(), 1);
         let mut rows = s.rows();
         rows.sort_by(|a, b| a.user.cmp(&b.user));

@@ -29,7 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(t0) = t0 else {
             return;
         };
-        let took = t0.elapsed();
+        let span = (t0, Instant::now());
         let ran = Ran::of(self.held_route);
         let owner = Owner::of(&mut self.stats_owner, &self.cluster.state.name, &self.user);
         let text = || String::from_utf8_lossy(sql);
@@ -42,7 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             digest,
             || digest::normalized(&text(), Dialect::MySql, MAX_TEXT),
             ran,
-            took,
+            span,
             failed,
         );
     }

@@ -368,6 +368,9 @@ pub struct Session<C> {
     bound_digest: u64,
     batch_digest: u64,
     last_ready_at: Option<std::time::Instant>,
+    /// The statement (its key in the table, the statistics' generation) this session last
+    /// made sure of a place for in its worker's table.
+    last_noted: (u64, u64),
     /// After an error the proxy raised in an extended-protocol batch: drop messages up to
     /// Sync, then answer ReadyForQuery.
     discard_until_sync: bool,
@@ -471,6 +474,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             bound_digest: 0,
             batch_digest: 0,
             last_ready_at: None,
+            last_noted: (0, u64::MAX),
             unnamed_here: false,
             discard_until_sync: false,
             server_skips: false,

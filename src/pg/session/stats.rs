@@ -21,14 +21,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Record a run on a server of `route` (a metrics route label) in the statistics.
-    fn record(&mut self, d: u64, route: &str, took: std::time::Duration, failed: bool) {
+    fn record(&mut self, d: u64, route: &str, span: (Instant, Instant), failed: bool) {
         let ran = Ran::of(route);
         let owner = Owner::of(&mut self.stats_owner, &self.cluster.state.name, &self.user);
         self.worker
             .shared
             .metrics
             .queries
-            .record(owner, d, ran, took, failed);
+            .record(owner, d, ran, span, failed);
     }
 
     /// The digest of statement text `sql`, with a place kept for it in the statistics (0
@@ -38,10 +38,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return 0;
         }
         let d = known.unwrap_or_else(|| digest::digest_bytes(sql, Dialect::Postgres));
+        // The statement this session noted last, in this generation of the tables, is there
+        // (tables are only ever cleared whole): no lookup for a statement run again.
+        let stats = &self.worker.shared.metrics.queries;
         let owner = Owner::of(&mut self.stats_owner, &self.cluster.state.name, &self.user);
-        self.worker.shared.metrics.queries.note(owner, d, || {
+        let noted = (owner.key(d), stats.generation());
+        if self.last_noted == noted {
+            return d;
+        }
+        let made = stats.note(owner, d, || {
             digest::normalized(&String::from_utf8_lossy(sql), Dialect::Postgres, MAX_TEXT)
         });
+        if made {
+            self.last_noted = noted;
+        }
         d
     }
 
@@ -54,7 +64,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let now = Instant::now();
         let start = self.last_ready_at.map_or(sent, |r| r.max(sent));
         self.last_ready_at = Some(now);
-        self.record(d, self.held_route, now - start, failed);
+        self.record(d, self.held_route, (start, now), failed);
     }
 
     /// A statement that ran on a multiplexed connection to a server of `route` (`sql`, from
@@ -70,7 +80,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return;
         }
         let d = self.digest_noted(sql, None);
-        self.record(d, route, started.elapsed(), has_error(answer));
+        self.record(d, route, (started, Instant::now()), has_error(answer));
     }
 }
 
