@@ -2894,7 +2894,7 @@ route = "replica"
     );
 }
 
-/// `[general] query_digests` (on by default) and `GET /queries`: statements counted under
+/// `[general] query_digests` and `GET /queries`: statements counted under
 /// their digests, as ProxySQL's `stats_mysql_query_digest` counts them. mysql_async's
 /// prepared INSERT (COM_STMT_EXECUTE) 20 times, text SELECTs with 10 different literals
 /// (one digest, served by the replicas), and 3 failing statements; sorted by count, limited,
@@ -2904,7 +2904,9 @@ fn statements_are_counted_under_their_digests() {
     use mysql_async::prelude::*;
     let db = "my_digests";
     setup(db, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
-    let p = proxy_with(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"");
+    let text = config_text(db, "", "", "[admin]\nlisten = \"127.0.0.1:0\"")
+        .replace("[general]\n", "[general]\nquery_digests = 1000\n");
+    let p = started(Server::start(Config::from_toml(&text).unwrap()).unwrap());
     let admin = p.server.as_ref().unwrap().admin_addr.unwrap();
     assert_eq!(
         support::admin_request(admin, "POST", "/queries/reset").0,

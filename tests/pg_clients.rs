@@ -501,7 +501,7 @@ async fn clients_reach_the_proxy_over_its_unix_socket() {
     assert!(!stale.exists(), "the socket file outlived the proxy");
 }
 
-/// `[general] query_digests` (on by default) and `GET /queries` with pgbench: its select-only
+/// `[general] query_digests` and `GET /queries` with pgbench: its select-only
 /// script's statement is counted once per transaction pgbench reports, under one digest per
 /// text: prepared and extended mode send `... WHERE aid = $1` (named and unnamed statements
 /// alike), simple mode a literal, counted as `?`. A failing statement counts its errors.
@@ -511,7 +511,7 @@ fn pgbench_statements_are_counted_under_their_digests() {
     create_db(db);
     let p = start_proxy(&config_text(
         db,
-        "",
+        "query_digests = 1000",
         "size = 4",
         "[admin]\nlisten = \"127.0.0.1:0\"",
     ));

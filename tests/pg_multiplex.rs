@@ -421,7 +421,7 @@ fn pgbench_with_multiplexing_has_no_failures() {
     create_db("t_mux_pgbench");
     let p = start_proxy(&config_text(
         "t_mux_pgbench",
-        "",
+        "query_digests = 1000",
         "size = 10\nmultiplex_depth = 8",
         "",
     ));
