@@ -501,7 +501,8 @@ async fn clients_reach_the_proxy_over_its_unix_socket() {
     assert!(!stale.exists(), "the socket file outlived the proxy");
 }
 
-/// `[general] query_digests` and `GET /queries` with pgbench: its select-only
+/// `[general] query_digests` (off by default, turned on by a reload) and `GET /queries` with
+/// pgbench: its select-only
 /// script's statement is counted once per transaction pgbench reports, under one digest per
 /// text: prepared and extended mode send `... WHERE aid = $1` (named and unnamed statements
 /// alike), simple mode a literal, counted as `?`. A failing statement counts its errors.
@@ -509,18 +510,28 @@ async fn clients_reach_the_proxy_over_its_unix_socket() {
 fn pgbench_statements_are_counted_under_their_digests() {
     let db = "t_digests";
     create_db(db);
-    let p = start_proxy(&config_text(
-        db,
-        "query_digests = 1000",
-        "size = 4",
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-    ));
+    // Off (the default) at the start; a reload turns the statistics on.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let config =
+        |general: &str| config_text(db, general, "size = 4", "[admin]\nlisten = \"127.0.0.1:0\"");
+    std::fs::write(&path, config("")).unwrap();
+    let p = start_proxy_file(&path);
     let url = p.url("app", "secret", db);
     let mut c = std::process::Command::new("pgbench");
     c.args(["-i", "-s", "1", "-q"]).arg(&url);
     let (ok, out, err) = run(&mut c);
     assert!(ok, "pgbench -i failed: {out}{err}");
     let admin = p.admin_addr();
+    let (_, body) = admin_request(admin, "GET", "/queries");
+    let off: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&off["enabled"], &off["statements"]),
+        (&false.into(), &0.into()),
+        "{body}"
+    );
+    std::fs::write(&path, config("query_digests = 1000")).unwrap();
+    switchyard::reload::reload(&p.shared()).unwrap();
     let count_of = |query: &str| -> (i64, i64, i64) {
         let (status, body) = admin_request(admin, "GET", "/queries?sort=count&limit=1000");
         assert_eq!(status, 200, "{body}");
