@@ -678,7 +678,7 @@ fn ledger_db(db: &str) {
 }
 
 /// One client of the query_timeout property: `rounds` random statements, reads (simple and
-/// extended) and transactions that write, a quarter of them sleeping past the limit (6 s
+/// extended) and transactions that write, a quarter of them sleeping past the limit (20 s
 /// against 2 s; the others at most 0.14 s). The property: a statement is stopped only once it
 /// has run for the limit (a short one the server was slow to answer may be, and is counted),
 /// a long one always is. Returns the rows it was told were committed, its violations, and
@@ -700,7 +700,7 @@ async fn timeout_client(
     for seq in 0..rounds {
         let long = rng.gen_bool(0.25);
         let sleep = if long {
-            6.0
+            20.0
         } else {
             f64::from(rng.gen_range(1..15)) / 100.0
         };
@@ -755,8 +755,8 @@ async fn timeout_client(
 
 /// `[pool] query_timeout` under load: 8 clients on pools smaller than they are (3 per
 /// server), each running random reads and writing transactions, a quarter of them sleeping
-/// past the limit. Every long one is stopped, with the proxy's message, within the limit and
-/// a little; no statement is stopped before it has run for the limit, whichever connection
+/// past the limit. Every long one is stopped, with the proxy's message, before its own end;
+/// no statement is stopped before it has run for the limit, whichever connection
 /// it lands on after another client's statement was cancelled there (the stopped connection
 /// is closed, never handed on, so a late cancel cannot reach it); the primary ends holding
 /// exactly what the clients were told was committed.
