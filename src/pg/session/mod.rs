@@ -15,6 +15,7 @@
 mod backend_msgs;
 mod carried;
 mod client_msgs;
+mod ending;
 mod forward;
 mod lease;
 mod muxed;
@@ -27,7 +28,6 @@ mod stats;
 
 use crate::cluster::Want;
 use crate::config::PoolMode;
-use crate::metrics::kind;
 use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::cancel::CancelKey;
 use crate::pg::codec;
@@ -528,33 +528,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.drained() && self.tx_status == b'I' && !self.batch_open && self.copy_in_mark.is_none()
     }
 
-    /// `[pool] query_timeout`, before each wait: the statement clock in the client's cancel
-    /// slot runs while a server owes the client an answer (and is not waiting for the
-    /// client's COPY data), from the start of each batch; the sweep on the health thread
-    /// cancels a statement that runs too long. One atomic load per wait when it is off.
-    fn time_statement(&mut self) {
-        let owed =
-            self.backend.is_some() && !self.pending.is_empty() && self.copy_in_mark.is_none();
-        match self.clock_batch {
-            Some(batch) if owed && batch == self.batches_done => {}
-            _ if owed => {
-                if let Some(now) = self.worker.shared.statement_start() {
-                    if self.key.slot.clock.start(now) {
-                        self.cluster.metrics.error(kind::QUERY_TIMEOUT);
-                    }
-                    self.clock_batch = Some(self.batches_done);
-                }
-            }
-            Some(_) => {
-                self.clock_batch = None;
-                if self.key.slot.clock.stop() {
-                    self.cluster.metrics.error(kind::QUERY_TIMEOUT);
-                }
-            }
-            None => {}
-        }
-    }
-
     /// Serve the client until it leaves, then put the backend connection back or close it.
     pub async fn run(mut self, login: &mut BytesMut) -> Result<(), SessionError> {
         self.cout.extend_from_slice(login);
@@ -694,97 +667,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 Event::Shutdown => return self.close_for_shutdown().await,
             }
         }
-    }
-
-    /// `POST /clients/close` ended the client: it is told as `pg_terminate_backend` tells a
-    /// server's client (unless a row is half sent), then the session ends (a statement
-    /// running is cancelled, a transaction rolled back with its connection).
-    async fn close_from_outside(&mut self) -> Result<(), SessionError> {
-        tracing::info!(pid = self.key.pid, "client closed through the admin API");
-        self.say_terminating(
-            "terminating connection due to administrator command (switchyard: POST /clients/close)",
-        )
-        .await
-    }
-
-    async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
-        tracing::debug!(tx = %(self.tx_status as char), held = self.backend.is_some(), "closing a client for shutdown");
-        self.say_terminating("terminating connection: switchyard is shutting down")
-            .await
-    }
-
-    /// FATAL 57P01 (admin shutdown) with `message`, unless a row is half sent, then what is
-    /// queued for the client goes out; the session ends after.
-    async fn say_terminating(&mut self, message: &str) -> Result<(), SessionError> {
-        if self.skip == 0 {
-            codec::put_error(&mut self.cout, "FATAL", "57P01", message);
-        }
-        self.flush_client().await;
-        Ok(())
-    }
-
-    /// Write what is queued for the client, bounded in time (a client that stopped reading
-    /// does not hold the session open).
-    async fn flush_client(&mut self) {
-        let cout = &self.cout;
-        let client = &mut self.client;
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            client.write_all(cout).await?;
-            client.flush().await
-        })
-        .await;
-        self.cout.clear();
-    }
-
-    /// Tell a client whose login could not get a backend why, and end the session.
-    pub async fn refuse_login(mut self, e: &SessionError) {
-        let (code, msg) = match e {
-            SessionError::Settings(m) => ("22023", format!("switchyard: {m}")),
-            _ => return self.report_fatal(e).await,
-        };
-        codec::put_error(&mut self.cout, "FATAL", code, &msg);
-        self.flush_client().await;
-    }
-
-    async fn report_fatal(&mut self, e: &SessionError) {
-        use crate::metrics::kind;
-        match e {
-            SessionError::BackendIo(_)
-            | SessionError::BackendClosed
-            | SessionError::BackendProtocol(_) => self.cluster.metrics.error(kind::BACKEND_LOST),
-            SessionError::ClientProtocol(_) => self.cluster.metrics.error(kind::CLIENT_PROTOCOL),
-            SessionError::ClientStalled(_) => {
-                self.cluster.metrics.error(kind::CLIENT_WRITE_TIMEOUT)
-            }
-            _ => {}
-        }
-        let (code, msg) = match e {
-            // A client that reads nothing would not read this either.
-            SessionError::ClientIo(_) | SessionError::ClientStalled(_) => return,
-            SessionError::ClientProtocol(m) => ("08P01", format!("protocol violation: {m}")),
-            SessionError::Checkout(CheckoutError::Timeout { .. }) => {
-                ("53300", format!("switchyard: {e}"))
-            }
-            // The server's own code for a login it denied (28P01 ...).
-            SessionError::Checkout(CheckoutError::Connect(
-                c @ crate::pg::backend::ConnectError::Refused { code, .. },
-            )) if c.login_denied() => (code.as_str(), format!("switchyard: {e}")),
-            SessionError::Checkout(CheckoutError::Connect(
-                crate::pg::backend::ConnectError::Credentials { .. },
-            )) => ("28000", format!("switchyard: {e}")),
-            SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
-            SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
-            SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
-            SessionError::Paused(_) => ("57P03", format!("switchyard: {e}")),
-            SessionError::IdleInTransaction(_) => ("25P03", format!("switchyard: {e}")),
-            SessionError::IdleSession(_) => ("57P05", format!("switchyard: {e}")),
-            _ => (
-                "08006",
-                format!("switchyard: lost the backend connection: {e}"),
-            ),
-        };
-        codec::put_error(&mut self.cout, "FATAL", code, &msg);
-        self.flush_client().await;
     }
 }
 

@@ -1,3 +1,4 @@
+//! Statement accounting: the `[pool] query_timeout` clock (`time_statement`), and
 //! `[general] query_digests` for PostgreSQL clients: each batch (a Query, or extended
 //! messages up to their Sync) that executes a statement is counted under the digest of its
 //! statement (the Query's text, or the statement of the batch's first Execute: drivers send
@@ -6,6 +7,7 @@
 //! atomic load per message that could start a statement.
 
 use super::Session;
+use crate::metrics::kind;
 use crate::metrics::queries::{Owner, Ran};
 use crate::router::classify::Dialect;
 use crate::router::digest;
@@ -16,6 +18,33 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const MAX_TEXT: usize = 2048;
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// `[pool] query_timeout`, before each wait: the statement clock in the client's cancel
+    /// slot runs while a server owes the client an answer (and is not waiting for the
+    /// client's COPY data), from the start of each batch; the sweep on the health thread
+    /// cancels a statement that runs too long. One atomic load per wait when it is off.
+    pub(super) fn time_statement(&mut self) {
+        let owed =
+            self.backend.is_some() && !self.pending.is_empty() && self.copy_in_mark.is_none();
+        match self.clock_batch {
+            Some(batch) if owed && batch == self.batches_done => {}
+            _ if owed => {
+                if let Some(now) = self.worker.shared.statement_start() {
+                    if self.key.slot.clock.start(now) {
+                        self.cluster.metrics.error(kind::QUERY_TIMEOUT);
+                    }
+                    self.clock_batch = Some(self.batches_done);
+                }
+            }
+            Some(_) => {
+                self.clock_batch = None;
+                if self.key.slot.clock.stop() {
+                    self.cluster.metrics.error(kind::QUERY_TIMEOUT);
+                }
+            }
+            None => {}
+        }
+    }
+
     pub(super) fn stats_on(&self) -> bool {
         self.worker.shared.metrics.queries.enabled()
     }

@@ -1,0 +1,98 @@
+//! How a session says goodbye: FATAL 57P01 when it is closed from outside (`POST
+//! /clients/close`) or the process shuts down, the bounded last flush to the client, a
+//! refused login, and the FATAL a session error ends with.
+
+use super::*;
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
+    /// `POST /clients/close` ended the client: it is told as `pg_terminate_backend` tells a
+    /// server's client (unless a row is half sent), then the session ends (a statement
+    /// running is cancelled, a transaction rolled back with its connection).
+    pub(super) async fn close_from_outside(&mut self) -> Result<(), SessionError> {
+        tracing::info!(pid = self.key.pid, "client closed through the admin API");
+        self.say_terminating(
+            "terminating connection due to administrator command (switchyard: POST /clients/close)",
+        )
+        .await
+    }
+
+    pub(super) async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
+        tracing::debug!(tx = %(self.tx_status as char), held = self.backend.is_some(), "closing a client for shutdown");
+        self.say_terminating("terminating connection: switchyard is shutting down")
+            .await
+    }
+
+    /// FATAL 57P01 (admin shutdown) with `message`, unless a row is half sent, then what is
+    /// queued for the client goes out; the session ends after.
+    pub(super) async fn say_terminating(&mut self, message: &str) -> Result<(), SessionError> {
+        if self.skip == 0 {
+            codec::put_error(&mut self.cout, "FATAL", "57P01", message);
+        }
+        self.flush_client().await;
+        Ok(())
+    }
+
+    /// Write what is queued for the client, bounded in time (a client that stopped reading
+    /// does not hold the session open).
+    pub(super) async fn flush_client(&mut self) {
+        let cout = &self.cout;
+        let client = &mut self.client;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            client.write_all(cout).await?;
+            client.flush().await
+        })
+        .await;
+        self.cout.clear();
+    }
+
+    /// Tell a client whose login could not get a backend why, and end the session.
+    pub async fn refuse_login(mut self, e: &SessionError) {
+        let (code, msg) = match e {
+            SessionError::Settings(m) => ("22023", format!("switchyard: {m}")),
+            _ => return self.report_fatal(e).await,
+        };
+        codec::put_error(&mut self.cout, "FATAL", code, &msg);
+        self.flush_client().await;
+    }
+
+    pub(super) async fn report_fatal(&mut self, e: &SessionError) {
+        use crate::metrics::kind;
+        match e {
+            SessionError::BackendIo(_)
+            | SessionError::BackendClosed
+            | SessionError::BackendProtocol(_) => self.cluster.metrics.error(kind::BACKEND_LOST),
+            SessionError::ClientProtocol(_) => self.cluster.metrics.error(kind::CLIENT_PROTOCOL),
+            SessionError::ClientStalled(_) => {
+                self.cluster.metrics.error(kind::CLIENT_WRITE_TIMEOUT)
+            }
+            _ => {}
+        }
+        let (code, msg) = match e {
+            // A client that reads nothing would not read this either.
+            SessionError::ClientIo(_) | SessionError::ClientStalled(_) => return,
+            SessionError::ClientProtocol(m) => ("08P01", format!("protocol violation: {m}")),
+            SessionError::Checkout(CheckoutError::Timeout { .. }) => {
+                ("53300", format!("switchyard: {e}"))
+            }
+            // The server's own code for a login it denied (28P01 ...).
+            SessionError::Checkout(CheckoutError::Connect(
+                c @ crate::pg::backend::ConnectError::Refused { code, .. },
+            )) if c.login_denied() => (code.as_str(), format!("switchyard: {e}")),
+            SessionError::Checkout(CheckoutError::Connect(
+                crate::pg::backend::ConnectError::Credentials { .. },
+            )) => ("28000", format!("switchyard: {e}")),
+            SessionError::Checkout(_) => ("08006", format!("switchyard: {e}")),
+            SessionError::ClusterRemoved(_) => ("3D000", format!("switchyard: {e}")),
+            SessionError::Fenced(_) => ("08006", format!("switchyard: {e}")),
+            SessionError::Paused(_) => ("57P03", format!("switchyard: {e}")),
+            SessionError::IdleInTransaction(_) => ("25P03", format!("switchyard: {e}")),
+            SessionError::IdleSession(_) => ("57P05", format!("switchyard: {e}")),
+            _ => (
+                "08006",
+                format!("switchyard: lost the backend connection: {e}"),
+            ),
+        };
+        codec::put_error(&mut self.cout, "FATAL", code, &msg);
+        self.flush_client().await;
+    }
+}
