@@ -60,7 +60,7 @@ impl Owner {
     }
 
     /// Whether these are `cluster`'s and `user`'s.
-    pub fn is(&self, cluster: &str, user: &Arc<str>) -> bool {
+    fn is(&self, cluster: &str, user: &Arc<str>) -> bool {
         Arc::ptr_eq(&self.user, user) && &*self.cluster == cluster
     }
 
