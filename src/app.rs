@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 pub use crate::engine::ClusterMap;
 pub use crate::pg::worker::{ClusterPools, PoolMap};
 
+mod handover;
 mod workers;
 use workers::{reconnect_cluster, run_worker, sweep_pools, sweep_statements, Handoff, Listeners};
 
@@ -27,6 +28,10 @@ pub struct Shared {
     pub(crate) health_tx: tokio::sync::mpsc::UnboundedSender<crate::reload::HealthGeneration>,
     pub(crate) health_rx:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::reload::HealthGeneration>>>,
+    /// The listeners this process hands to a new one (`[general] handover_socket`).
+    offer: handover::Offer,
+    /// True while a new process takes the listeners over: the workers do not accept.
+    pub(crate) accept_paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::ops::Deref for Shared {
@@ -139,6 +144,8 @@ impl Shared {
             workers: Default::default(),
             health_tx,
             health_rx: Mutex::new(Some(health_rx)),
+            offer: Default::default(),
+            accept_paused: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -325,6 +332,8 @@ pub struct Server {
     pub edge_addrs: Vec<std::net::SocketAddr>,
     pub shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The handover socket this process listens on, and the identity of its file.
+    handover: Option<((u64, u64), std::path::PathBuf)>,
 }
 
 impl Server {
@@ -345,32 +354,87 @@ impl Server {
         let config = Arc::new(config);
         let shared = Shared::with_path(config.clone(), path)?;
         let workers = shared.worker_count;
-        let (pg_addr, mut listeners): (_, Vec<Option<std::net::TcpListener>>) =
-            match &config.postgres {
-                Some(pg) => {
-                    let addr = parse_addr(&pg.listen).map_err(anyhow::Error::msg)?;
-                    let ls = crate::net::bind_reuseport(addr, workers)
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-                    (
-                        Some(ls[0].local_addr()?),
-                        ls.into_iter().map(Some).collect(),
-                    )
-                }
-                None => (None, (0..workers).map(|_| None).collect()),
+        // A process already serving at the handover socket hands over its listeners.
+        let handover_path = config
+            .general
+            .handover_socket
+            .as_deref()
+            .map(std::path::PathBuf::from);
+        let mut inherited = match &handover_path {
+            Some(p) => handover::take(p)?,
+            None => None,
+        };
+        if let Some(i) = &inherited {
+            shared
+                .lineage
+                .odd
+                .store(!i.odd, std::sync::atomic::Ordering::Relaxed);
+        }
+        shared.pg.cancel.set_odd(shared.lineage.is_odd());
+        shared.my.set_odd(shared.lineage.is_odd());
+        // One socket per worker for each address: inherited ones first, then bound.
+        let mut tcp = |role: &str, listen: &str| -> anyhow::Result<Vec<std::net::TcpListener>> {
+            let addr = parse_addr(listen).map_err(anyhow::Error::msg)?;
+            let mut ls = match &mut inherited {
+                Some(i) => i.take_tcp(role, addr),
+                None => Vec::new(),
             };
-        let (my_addr, mut my_listeners): (_, Vec<Option<std::net::TcpListener>>) =
-            match &config.mysql {
-                Some(my) => {
-                    let addr = parse_addr(&my.listen).map_err(anyhow::Error::msg)?;
-                    let ls = crate::net::bind_reuseport(addr, workers)
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (mysql): {e}"))?;
-                    (
-                        Some(ls[0].local_addr()?),
-                        ls.into_iter().map(Some).collect(),
-                    )
-                }
-                None => (None, (0..workers).map(|_| None).collect()),
-            };
+            let bound = ls.first().map(|l| l.local_addr()).transpose()?;
+            if ls.len() < workers {
+                let more = crate::net::bind_reuseport(bound.unwrap_or(addr), workers - ls.len())
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({role}): {e}"))?;
+                ls.extend(more);
+            }
+            for l in &ls {
+                shared.offer.tcp(role, l)?;
+            }
+            Ok(ls)
+        };
+        // Worker i accepts on sockets i, i + workers, ...
+        let deal = |ls: Vec<std::net::TcpListener>| -> Vec<Vec<std::net::TcpListener>> {
+            let mut out: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            for (j, l) in ls.into_iter().enumerate() {
+                out[j % workers].push(l);
+            }
+            out
+        };
+        let pg_listeners = match &config.postgres {
+            Some(pg) => tcp("postgres", &pg.listen)?,
+            None => Vec::new(),
+        };
+        let pg_addr = pg_listeners.first().map(|l| l.local_addr()).transpose()?;
+        let my_listeners = match &config.mysql {
+            Some(my) => tcp("mysql", &my.listen)?,
+            None => Vec::new(),
+        };
+        let my_addr = my_listeners.first().map(|l| l.local_addr()).transpose()?;
+        // Per edge listener: its name and the sockets dealt to each worker.
+        let mut edge_addrs = Vec::new();
+        let mut edge_sockets: Vec<(Arc<str>, Vec<Vec<std::net::TcpListener>>)> = Vec::new();
+        for l in config.edge.iter().flat_map(|e| &e.listeners) {
+            let ls = tcp(&format!("edge:{}", l.name()), &l.listen)?;
+            edge_addrs.push(ls[0].local_addr()?);
+            edge_sockets.push((Arc::from(l.name()), deal(ls)));
+        }
+        let admin_listener = match &config.admin {
+            Some(a) => {
+                let addr = parse_addr(&a.listen).map_err(anyhow::Error::msg)?;
+                crate::admin::check_bind(addr, a.token.as_deref()).map_err(anyhow::Error::msg)?;
+                let taken = inherited
+                    .as_mut()
+                    .and_then(|i| i.take_tcp("admin", addr).pop());
+                let l = match taken {
+                    Some(l) => l,
+                    None => std::net::TcpListener::bind(addr)
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?,
+                };
+                l.set_nonblocking(true)?;
+                shared.offer.tcp("admin", &l)?;
+                Some((l, a.token.clone()))
+            }
+            None => None,
+        };
+        let (mut listeners, mut my_listeners) = (deal(pg_listeners), deal(my_listeners));
         // Unix-domain sockets: one listening socket, accepted on by every worker.
         let pg_socket = match (&config.postgres, pg_addr) {
             (Some(pg), Some(addr)) => pg
@@ -384,29 +448,23 @@ impl Server {
             .as_ref()
             .and_then(|m| m.socket.as_deref())
             .map(std::path::PathBuf::from);
-        let bind_unix = |path: &Option<std::path::PathBuf>| -> anyhow::Result<_> {
-            path.as_deref()
-                .map(|p| {
-                    crate::net::bind_unix(p)
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", p.display()))
-                })
-                .transpose()
+        let mut bind_unix = |role: &str, path: &Option<std::path::PathBuf>| -> anyhow::Result<_> {
+            let Some(p) = path.as_deref() else {
+                return Ok(None);
+            };
+            let l = match inherited.as_mut().and_then(|i| i.take_unix(role, p)) {
+                Some(l) => l,
+                None => crate::net::bind_unix(p)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", p.display()))?,
+            };
+            shared.offer.unix(role, p, &l)?;
+            Ok(Some(l))
         };
-        let pg_unix = bind_unix(&pg_socket)?;
-        let my_unix = bind_unix(&my_socket)?;
+        let pg_unix = bind_unix("postgres-unix", &pg_socket)?;
+        let my_unix = bind_unix("mysql-unix", &my_socket)?;
         let clone_unix = |l: &Option<std::os::unix::net::UnixListener>| -> anyhow::Result<_> {
             Ok(l.as_ref().map(|l| l.try_clone()).transpose()?)
         };
-        // Per edge listener: its name and one socket per worker.
-        let mut edge_addrs = Vec::new();
-        let mut edge_sockets: Vec<(Arc<str>, Vec<std::net::TcpListener>)> = Vec::new();
-        for l in config.edge.iter().flat_map(|e| &e.listeners) {
-            let addr = parse_addr(&l.listen).map_err(anyhow::Error::msg)?;
-            let ls = crate::net::bind_reuseport(addr, workers)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (edge): {e}"))?;
-            edge_addrs.push(ls[0].local_addr()?);
-            edge_sockets.push((Arc::from(l.name()), ls));
-        }
         let conn_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut threads = Vec::new();
         for (i, (listener, my_listener)) in listeners
@@ -415,13 +473,17 @@ impl Server {
             .enumerate()
         {
             let listeners = Listeners {
-                pg: listener.take(),
-                my: my_listener.take(),
+                pg: std::mem::take(listener),
+                my: std::mem::take(my_listener),
                 pg_unix: clone_unix(&pg_unix)?,
                 my_unix: clone_unix(&my_unix)?,
                 edge: edge_sockets
                     .iter_mut()
-                    .filter_map(|(name, ls)| ls.pop().map(|l| (name.clone(), l)))
+                    .flat_map(|(name, ls)| {
+                        std::mem::take(&mut ls[i])
+                            .into_iter()
+                            .map(|l| (name.clone(), l))
+                    })
                     .collect(),
                 index: i,
             };
@@ -463,15 +525,10 @@ impl Server {
                     })?,
             );
         }
-        let admin_addr = match &config.admin {
-            Some(a) => {
-                let addr = parse_addr(&a.listen).map_err(anyhow::Error::msg)?;
-                crate::admin::check_bind(addr, a.token.as_deref()).map_err(anyhow::Error::msg)?;
-                let l = std::net::TcpListener::bind(addr)
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
-                l.set_nonblocking(true)?;
+        let admin_addr = match admin_listener {
+            Some((l, token)) => {
                 let bound = l.local_addr()?;
-                threads.push(start_admin(&shared, l, a.token.clone())?);
+                threads.push(start_admin(&shared, l, token)?);
                 Some(bound)
             }
             None => None,
@@ -479,7 +536,19 @@ impl Server {
         shared
             .listening
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Serving: the previous process may stop accepting now; then this one is the one a
+        // next process takes over from.
+        if let Some(i) = inherited {
+            let gone = shared.clone();
+            let relay = i.ready(move || gone.lineage.set_predecessor(None))?;
+            shared.lineage.set_predecessor(Some(relay));
+        }
+        let handover = match handover_path {
+            Some(p) => Some((handover::serve(shared.clone(), p.clone())?, p)),
+            None => None,
+        };
         Ok(Server {
+            handover,
             admin_addr,
             edge_addrs,
             pg_addr,
@@ -502,8 +571,15 @@ impl Server {
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let handed_over = self
+            .shared
+            .offer
+            .handed_over
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Not handed over: the listeners close with the workers' copies.
+        self.shared.offer.withdraw();
         let grace = self.shared.config().general.shutdown_grace;
-        if !grace.is_zero() {
+        if !grace.is_zero() && !handed_over {
             tracing::info!(grace = ?grace, "not ready; still accepting during shutdown_grace");
             std::thread::sleep(grace);
         }
@@ -511,8 +587,21 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
-        for path in self.pg_socket.iter().chain(&self.my_socket) {
-            let _ = std::fs::remove_file(path);
+        if !handed_over {
+            // The new process serves on these sockets when there is one.
+            for path in self.pg_socket.iter().chain(&self.my_socket) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        if let Some(((dev, ino), path)) = &self.handover {
+            use std::os::unix::fs::MetadataExt;
+            // Removed only while it is still this process's (a new process renamed its own
+            // over it after a handover).
+            if let Ok(m) = std::fs::metadata(path) {
+                if (m.dev(), m.ino()) == (*dev, *ino) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
     }
 }

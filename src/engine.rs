@@ -52,6 +52,76 @@ pub struct Engine {
     pub query_timeout_ms: AtomicU64,
     /// What [`Engine::clock_ms`] counts from.
     started: std::time::Instant,
+    /// Which of two consecutive processes this is, and the way to the one it took over from
+    /// (`[general] handover_socket`).
+    pub lineage: Lineage,
+}
+
+/// A cancel request or KILL that names a client of the process this one took the listeners
+/// over from (while that one drains), relayed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relayed {
+    /// A PostgreSQL cancel request's key.
+    PgCancel { pid: i32, secret: i32 },
+    /// A MySQL `KILL [QUERY]` by a client logged in as `user`.
+    MyKill {
+        id: u32,
+        query_only: bool,
+        user: String,
+    },
+}
+
+/// What the other process did with a [`Relayed`] request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// Carried out (a cancel: sent, if the key matched; there is no answer to a cancel).
+    Done,
+    /// No such client there.
+    Unknown,
+    /// A KILL of a client logged in as another user.
+    NotOwner,
+    /// The other process is gone, or did not answer.
+    Gone,
+}
+
+/// Carries a [`Relayed`] request to the process this one took over from.
+pub type RelayFn = dyn Fn(Relayed) -> tokio::sync::oneshot::Receiver<RelayOutcome> + Send + Sync;
+
+/// Two processes live side by side during a handover; each issues the ids clients name in
+/// cancels and KILLs (PostgreSQL backend pids, MySQL connection ids) with one bit set to its
+/// parity, the new one the opposite of the old, so an id tells which process issued it.
+#[derive(Default)]
+pub struct Lineage {
+    /// This process's parity (set at start, before the first client).
+    pub odd: AtomicBool,
+    /// The way to the previous process while it drains.
+    predecessor: Mutex<Option<Arc<RelayFn>>>,
+}
+
+impl Lineage {
+    pub fn is_odd(&self) -> bool {
+        self.odd.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The way to the previous process (None: there is none, or it has ended).
+    pub fn predecessor(&self) -> Option<Arc<RelayFn>> {
+        self.predecessor.lock().unwrap().clone()
+    }
+
+    pub fn set_predecessor(&self, relay: Option<Arc<RelayFn>>) {
+        *self.predecessor.lock().unwrap() = relay;
+    }
+
+    /// Relay `r` to the previous process and wait (bounded) for what it did.
+    pub async fn relay(&self, r: Relayed) -> RelayOutcome {
+        let Some(relay) = self.predecessor() else {
+            return RelayOutcome::Unknown;
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(6), relay(r)).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => RelayOutcome::Gone,
+        }
+    }
 }
 
 impl Engine {
@@ -84,6 +154,7 @@ impl Engine {
             user_conns: Default::default(),
             query_timeout_ms,
             started: std::time::Instant::now(),
+            lineage: Lineage::default(),
         }
     }
 

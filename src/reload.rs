@@ -291,6 +291,9 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.general.worker_scheduling != new.general.worker_scheduling {
         out.push("general.worker_scheduling");
     }
+    if old.general.handover_socket != new.general.handover_socket {
+        out.push("general.handover_socket");
+    }
     let (a, b) = (pg(old), pg(new));
     let field =
         |f: fn(&crate::config::PostgresListener) -> String| a.as_ref().map(f) != b.as_ref().map(f);

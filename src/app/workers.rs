@@ -19,10 +19,11 @@ pub(super) enum Front {
     Mysql,
 }
 
-/// One worker's listening sockets (SO_REUSEPORT: every worker has its own).
+/// One worker's listening sockets (SO_REUSEPORT: every worker has its own; more than one per
+/// address when a handover brought more sockets than there are workers).
 pub(super) struct Listeners {
-    pub(super) pg: Option<std::net::TcpListener>,
-    pub(super) my: Option<std::net::TcpListener>,
+    pub(super) pg: Vec<std::net::TcpListener>,
+    pub(super) my: Vec<std::net::TcpListener>,
     /// The front ends' Unix-domain sockets (every worker accepts on the same one).
     pub(super) pg_unix: Option<std::os::unix::net::UnixListener>,
     pub(super) my_unix: Option<std::os::unix::net::UnixListener>,
@@ -32,18 +33,27 @@ pub(super) struct Listeners {
     pub(super) index: usize,
 }
 
-/// Accept on an optional listener; pending forever without one.
+/// Accept on any of the listeners; pending forever without one.
 async fn accept(
-    l: &Option<tokio::net::TcpListener>,
+    ls: &[tokio::net::TcpListener],
 ) -> std::io::Result<(ClientStream, crate::net::Peer)> {
-    match l {
-        Some(l) => {
-            let (s, peer) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok((ClientStream::Plain(s), crate::net::Peer::Tcp(peer)))
+    let (s, peer) = match ls {
+        [] => std::future::pending().await,
+        [l] => l.accept().await?,
+        ls => {
+            std::future::poll_fn(|cx| {
+                for l in ls {
+                    if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                        return std::task::Poll::Ready(r);
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await?
         }
-        None => std::future::pending().await,
-    }
+    };
+    let _ = s.set_nodelay(true);
+    Ok((ClientStream::Plain(s), crate::net::Peer::Tcp(peer)))
 }
 
 /// Accept on an optional Unix-domain listener; pending forever without one.
@@ -85,10 +95,12 @@ pub(super) async fn run_worker(
     worker.pg.refresh();
     worker.my.refresh();
     let tracker = tokio_util::task::TaskTracker::new();
-    let register = |l: Option<std::net::TcpListener>| {
-        l.map(|l| {
-            tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime")
-        })
+    let register = |ls: Vec<std::net::TcpListener>| -> Vec<_> {
+        ls.into_iter()
+            .map(|l| {
+                tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime")
+            })
+            .collect()
     };
     let (pg, my) = (register(listeners.pg), register(listeners.my));
     let register_unix = |l: Option<std::os::unix::net::UnixListener>| {
@@ -107,17 +119,23 @@ pub(super) async fn run_worker(
                 l,
                 listeners.index,
                 shared.shutdown.clone(),
+                shared.accept_paused.subscribe(),
                 tracker.clone(),
             ));
         }
     }
-    if pg.is_some() || my.is_some() {
+    if !pg.is_empty() || !my.is_empty() {
+        // While a new process takes the listeners over, connections wait in the accept queue
+        // for it rather than being accepted here just before this process drains.
+        let mut paused = shared.accept_paused.subscribe();
         loop {
+            let accepting = !*paused.borrow_and_update();
             let (accepted, front) = tokio::select! {
-                r = accept(&pg) => (r, Front::Postgres),
-                r = accept(&my) => (r, Front::Mysql),
-                r = accept_unix(&pg_unix) => (r, Front::Postgres),
-                r = accept_unix(&my_unix) => (r, Front::Mysql),
+                r = accept(&pg), if accepting => (r, Front::Postgres),
+                r = accept(&my), if accepting => (r, Front::Mysql),
+                r = accept_unix(&pg_unix), if accepting => (r, Front::Postgres),
+                r = accept_unix(&my_unix), if accepting => (r, Front::Mysql),
+                _ = paused.changed() => continue,
                 // Counted in this worker's load by the worker that handed it over.
                 Some((s, peer, id, front)) = handed.recv() => match s.register() {
                     Ok(stream) => {

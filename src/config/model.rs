@@ -109,6 +109,12 @@ pub struct General {
     /// once, so they can be turned on when needed; what is counted stays until
     /// `POST /queries/reset`.
     pub query_digests: usize,
+    /// A Unix-domain socket through which a new Switchyard process takes over this one's
+    /// listening sockets (a binary upgrade, or a change that needs a restart, without a
+    /// refused connection): a process started with this set asks whoever listens there for
+    /// its listeners, serves on them, and the old process then drains as on SIGTERM; then the
+    /// new one listens at the path. Default: none. Restart needed.
+    pub handover_socket: Option<String>,
 }
 
 impl Default for General {
@@ -126,6 +132,7 @@ impl Default for General {
             shutdown_grace: Duration::ZERO,
             watch_config: Duration::ZERO,
             query_digests: 0,
+            handover_socket: None,
         }
     }
 }

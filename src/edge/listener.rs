@@ -24,13 +24,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     worker: usize,
     shutdown: CancellationToken,
+    mut paused: tokio::sync::watch::Receiver<bool>,
     tracker: TaskTracker,
 ) {
     let count = edge.conn_counter(&name);
     let gauge = edge.metrics.edge.listener(&name);
     loop {
+        // Paused while a new process takes the listeners over (`handover_socket`).
+        let accepting = !*paused.borrow_and_update();
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
+            _ = paused.changed() => continue,
+            r = listener.accept(), if accepting => match r {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!(error = %e, listener = %name, "edge accept failed");

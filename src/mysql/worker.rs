@@ -59,10 +59,17 @@ pub struct Slot {
     pub clock: crate::engine::StatementClock,
 }
 
+/// The connection-id bit that tells which of two processes side by side (a handover)
+/// issued an id.
+pub const ID_PARITY_BIT: u32 = 0x8000_0000;
+
 /// What every MySQL session of the process shares.
 #[derive(Default)]
 pub struct MyShared {
     next_id: AtomicU32,
+    /// This process's parity ([`crate::engine::Lineage`]): the top bit of every connection
+    /// id it issues.
+    odd: std::sync::atomic::AtomicBool,
     /// Proxy-issued connection ids of the clients connected now.
     clients: Mutex<HashMap<u32, Arc<Slot>>>,
     /// The RSA key for caching_sha2_password's key exchange, with `[mysql] rsa_key_exchange`.
@@ -99,7 +106,8 @@ impl MyShared {
     pub fn register(self: &Arc<Self>) -> (u32, Arc<Slot>, SlotGuard) {
         let mut map = self.clients.lock().unwrap();
         let id = loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            let n = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            let id = (n & !ID_PARITY_BIT) | self.parity();
             if id != 0 && !map.contains_key(&id) {
                 break id;
             }
@@ -117,6 +125,40 @@ impl MyShared {
                 id,
             },
         )
+    }
+
+    /// Issue ids with this parity from now on.
+    pub fn set_odd(&self, odd: bool) {
+        self.odd.store(odd, Ordering::Relaxed);
+    }
+
+    fn parity(&self) -> u32 {
+        if self.odd.load(Ordering::Relaxed) {
+            ID_PARITY_BIT
+        } else {
+            0
+        }
+    }
+
+    /// Whether this process issued connection id `id` (rather than the one it took over
+    /// from).
+    pub fn issued_here(&self, id: u32) -> bool {
+        id & ID_PARITY_BIT == self.parity()
+    }
+
+    /// `KILL [QUERY] id` by a client logged in as `user`: as a server does for a user
+    /// without the privilege to kill others' threads, only the statements of clients logged
+    /// in as the same user may be stopped.
+    pub fn kill_as(&self, id: u32, query_only: bool, user: &str) -> crate::engine::RelayOutcome {
+        use crate::engine::RelayOutcome;
+        let Some(slot) = self.lookup(id) else {
+            return RelayOutcome::Unknown;
+        };
+        if slot.user.lock().unwrap().as_deref() != Some(user) {
+            return RelayOutcome::NotOwner;
+        }
+        slot.kill(query_only);
+        RelayOutcome::Done
     }
 
     /// The slot of a connected client.

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod backend_tls;
 pub mod channel_binding;
 pub mod der;
+pub mod handover;
 pub mod proxy_protocol;
 pub mod tls;
 

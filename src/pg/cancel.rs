@@ -109,7 +109,13 @@ impl CancelSlot {
 #[derive(Default)]
 pub struct CancelRegistry {
     map: Mutex<HashMap<i32, Entry>>,
+    /// This process's parity ([`crate::engine::Lineage`]): the pid bit [`PARITY_BIT`] of
+    /// every key it issues.
+    odd: std::sync::atomic::AtomicBool,
 }
+
+/// The pid bit that tells which of two processes side by side (a handover) issued a key.
+pub const PARITY_BIT: i32 = 0x4000_0000;
 
 /// A connected client's key secret, its slot, and what `/clients` shows of it.
 struct Entry {
@@ -139,7 +145,7 @@ impl CancelRegistry {
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock().unwrap();
         loop {
-            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            let pid = (rand::random::<i32>() & (PARITY_BIT - 1)) | self.parity();
             if pid == 0 || map.contains_key(&pid) {
                 continue;
             }
@@ -157,6 +163,24 @@ impl CancelRegistry {
                 registry: self.clone(),
             };
         }
+    }
+
+    /// Issue keys with this parity from now on.
+    pub fn set_odd(&self, odd: bool) {
+        self.odd.store(odd, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn parity(&self) -> i32 {
+        if self.odd.load(std::sync::atomic::Ordering::Relaxed) {
+            PARITY_BIT
+        } else {
+            0
+        }
+    }
+
+    /// Whether this process issued `pid` (rather than the one it took over from).
+    pub fn issued_here(&self, pid: i32) -> bool {
+        pid & PARITY_BIT == self.parity()
     }
 
     /// Where the statement of the client with this key runs, if the key matches.

@@ -312,6 +312,10 @@ async fn login(
         Startup::Cancel { pid, secret } => {
             if let Some(route) = worker.pg.cancel.lookup(pid, secret) {
                 route.cancel(Duration::from_secs(5)).await;
+            } else if !worker.pg.cancel.issued_here(pid) {
+                // A client of the process this one took over from, still draining.
+                let relayed = crate::engine::Relayed::PgCancel { pid, secret };
+                shared.lineage.relay(relayed).await;
             }
             return Ok(None);
         }

@@ -251,18 +251,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .send(1, &err_payload(1927, b"70100", "Connection was killed"))
                 .await;
         }
-        let Some(slot) = self.w.my.lookup(id) else {
-            let err = err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"));
-            return self.send(1, &err).await;
-        };
-        // As a server does for a user without the privilege to kill others' threads: a
-        // client may stop only the statements of clients logged in as the same user.
-        if slot.user.lock().unwrap().as_deref() != Some(&*self.user) {
-            let err = err_payload(1095, b"HY000", &format!("You are not owner of thread {id}"));
-            return self.send(1, &err).await;
+        use crate::engine::{RelayOutcome, Relayed};
+        let mut outcome = self.w.my.kill_as(id, query_only, &self.user);
+        if outcome == RelayOutcome::Unknown && !self.w.my.issued_here(id) {
+            // A client of the process this one took over from, still draining.
+            let user = self.user.to_string();
+            let relayed = Relayed::MyKill {
+                id,
+                query_only,
+                user,
+            };
+            outcome = self.w.shared.lineage.relay(relayed).await;
         }
-        slot.kill(query_only);
-        self.send(1, &ok_payload(self.caps, self.status)).await
+        let err = match outcome {
+            RelayOutcome::Done => return self.send(1, &ok_payload(self.caps, self.status)).await,
+            RelayOutcome::NotOwner => {
+                err_payload(1095, b"HY000", &format!("You are not owner of thread {id}"))
+            }
+            RelayOutcome::Unknown | RelayOutcome::Gone => {
+                err_payload(1094, b"HY000", &format!("Unknown thread id: {id}"))
+            }
+        };
+        self.send(1, &err).await
     }
 
     /// The client left while its statement ran: the server connection is killed (the

@@ -317,6 +317,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 };
                 tokio::select! {
+                    // A command already sent is served (its answer would otherwise be the
+                    // unasked goodbye below, out of sequence).
+                    biased;
                     p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
                     _ = shutdown.cancelled(), if watch_shutdown => {
                         let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");

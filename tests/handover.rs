@@ -1,0 +1,473 @@
+//! `[general] handover_socket`: a new process takes the listening sockets over from a running
+//! one (a binary upgrade, a change that needs a restart) while clients of both protocols keep
+//! connecting; no connection is refused, no committed transaction lost, the old process
+//! drains and exits; cancels and KILLs for the old process's clients reach them through the
+//! new one.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use support::{cluster as pg_cluster, create_db};
+use switchyard::testkit::mariadb::{self, MariaCluster};
+
+fn maria() -> &'static MariaCluster {
+    static C: OnceLock<MariaCluster> = OnceLock::new();
+    C.get_or_init(|| MariaCluster::start(0).expect("start MariaDB"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Ports {
+    pg: u16,
+    my: u16,
+    admin: u16,
+}
+
+/// Both front ends and the admin API on fixed ports, the handover socket in `dir`.
+fn config(db: &str, ports: &Ports, dir: &std::path::Path, workers: usize) -> String {
+    format!(
+        r#"
+[general]
+workers = {workers}
+drain_timeout = "20s"
+handover_socket = "{sock}"
+
+[postgres]
+listen = "127.0.0.1:{pg}"
+
+[mysql]
+listen = "127.0.0.1:{my}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[pool]
+size = 8
+
+[[user]]
+name = "app"
+password = "app_pw"
+
+[[user]]
+name = "other"
+password = "other_pw"
+
+[[cluster]]
+name = "{db}"
+database = "{db}"
+primary = "127.0.0.1:{pg_primary}"
+user = "postgres"
+
+[[cluster]]
+name = "{db}_my"
+protocol = "mysql"
+database = "{db}_my"
+primary = "127.0.0.1:{my_primary}"
+user = "sy_{db}"
+password = "switchyard_pw"
+"#,
+        sock = dir.join("handover.sock").display(),
+        pg = ports.pg,
+        my = ports.my,
+        admin = ports.admin,
+        pg_primary = pg_cluster().primary_port(),
+        my_primary = maria().primary_port(),
+    )
+}
+
+fn setup(db: &str) {
+    create_db(db);
+    pg_cluster()
+        .psql_db(
+            0,
+            db,
+            "CREATE TABLE ledger (client int, n int, PRIMARY KEY (client, n))",
+        )
+        .unwrap();
+    let c = maria();
+    let my_db = format!("{db}_my");
+    c.create_database(&my_db).unwrap();
+    c.query_db(
+        0,
+        Some(&my_db),
+        "CREATE TABLE ledger (client int, n int, PRIMARY KEY (client, n)) ENGINE=InnoDB",
+    )
+    .unwrap();
+    c.exec(
+        0,
+        &format!(
+            "CREATE USER 'sy_{db}'@'%' IDENTIFIED BY 'switchyard_pw'; \
+             GRANT {}, {} ON *.* TO 'sy_{db}'@'%'",
+            mariadb::APP_PRIVILEGES,
+            mariadb::PROXY_EXTRA_PRIVILEGES
+        ),
+    )
+    .unwrap();
+}
+
+/// Start a proxy process on `cfg` and wait until its admin API answers.
+fn start(cfg: &std::path::Path, log: &std::path::Path) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = child.id();
+    loop {
+        // Ready once this process answers: its log says it serves.
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("postgres listener ready") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy {pid} did not start:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Wait (bounded) for `child` to exit; its status.
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("proxy {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(child: &Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+fn pg_url(port: u16, db: &str, user: &str) -> String {
+    format!("host=127.0.0.1 port={port} user={user} password={user}_pw dbname={db}")
+}
+
+fn my_opts(port: u16, db: &str, user: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(format!("{user}_pw")))
+        .db_name(Some(db))
+        .prefer_socket(false)
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    /// (protocol, client, n) of every transaction whose COMMIT was answered OK.
+    committed: Mutex<Vec<(char, i32, i32)>>,
+    /// Failed connection attempts, with the error.
+    refused: Mutex<Vec<String>>,
+    /// Errors inside a transaction (after BEGIN was answered): a drain must let those finish.
+    broken: Mutex<Vec<String>>,
+    /// Idle connections the old process closed (57P01, or closed) between transactions.
+    closed_idle: AtomicU64,
+}
+
+/// A PostgreSQL client that connects afresh for each transaction (`fresh`) or keeps one
+/// connection, reconnecting when the proxy closes it between transactions.
+async fn pg_client(url: String, id: i32, fresh: bool, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let mut n = 0;
+    let mut conn: Option<tokio_postgres::Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok((c, task)) => {
+                    tokio::spawn(task);
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tally.refused.lock().unwrap().push(format!("pg {id}: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_ref().unwrap();
+        n += 1;
+        if let Err(e) = c.batch_execute("BEGIN").await {
+            // Between transactions: the old process may close an idle client.
+            let idle_close = e.is_closed()
+                || e.as_db_error().is_some_and(|d| d.code().code() == "57P01")
+                || e.to_string().contains("connection closed");
+            if idle_close {
+                tally.closed_idle.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tally
+                    .broken
+                    .lock()
+                    .unwrap()
+                    .push(format!("pg {id} BEGIN: {e}"));
+            }
+            conn = None;
+            continue;
+        }
+        let sql = format!("INSERT INTO ledger VALUES ({id}, {n}); SELECT pg_sleep(0.002)");
+        let r = match c.batch_execute(&sql).await {
+            Ok(()) => c.batch_execute("COMMIT").await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => tally.committed.lock().unwrap().push(('p', id, n)),
+            Err(e) => {
+                tally
+                    .broken
+                    .lock()
+                    .unwrap()
+                    .push(format!("pg {id} in transaction: {e}"));
+                conn = None;
+            }
+        }
+        if fresh {
+            conn = None;
+        }
+    }
+}
+
+/// The MySQL counterpart of [`pg_client`].
+async fn my_client(
+    opts: mysql_async::OptsBuilder,
+    id: i32,
+    fresh: bool,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
+    use mysql_async::prelude::*;
+    let mut n = 0;
+    let mut conn: Option<mysql_async::Conn> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if conn.is_none() {
+            match mysql_async::Conn::new(opts.clone()).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    // Refused or reset: the listener failed. Otherwise the login went through
+                    // and the draining process closed the connection before mysql_async's
+                    // own first query was answered (as MariaDB does at shutdown: ERR 1053,
+                    // unasked).
+                    let text = e.to_string();
+                    if text.contains("refused") || text.contains("reset") {
+                        tally
+                            .refused
+                            .lock()
+                            .unwrap()
+                            .push(format!("mysql {id}: {e}"));
+                    } else {
+                        tally.closed_idle.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().unwrap();
+        n += 1;
+        if let Err(e) = c.query_drop("BEGIN").await {
+            // The old process closes an idle client between transactions.
+            let _ = e;
+            tally.closed_idle.fetch_add(1, Ordering::Relaxed);
+            conn = None;
+            continue;
+        }
+        let r = async {
+            c.exec_drop("INSERT INTO ledger VALUES (?, ?)", (id, n))
+                .await?;
+            c.query_drop("DO SLEEP(0.002)").await?;
+            c.query_drop("COMMIT").await
+        }
+        .await;
+        match r {
+            Ok(()) => tally.committed.lock().unwrap().push(('m', id, n)),
+            Err(e) => {
+                tally
+                    .broken
+                    .lock()
+                    .unwrap()
+                    .push(format!("mysql {id} in transaction: {e}"));
+                conn = None;
+            }
+        }
+        if fresh {
+            if let Some(c) = conn.take() {
+                let _ = c.disconnect().await;
+            }
+        }
+    }
+}
+
+/// Connects over and over at the protocol level until `stop`: each connection must be
+/// answered (MySQL: the server greeting; PostgreSQL: the password request for a startup
+/// message). Returns the failures.
+async fn prober(ports: (u16, u16), stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut failures = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let r: std::io::Result<()> = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ports.1)).await?;
+            let mut head = [0u8; 5];
+            s.read_exact(&mut head).await?;
+            if head[4] != 10 {
+                return Err(std::io::Error::other(format!("not a greeting: {head:?}")));
+            }
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ports.0)).await?;
+            let mut body = Vec::new();
+            body.extend_from_slice(&196608i32.to_be_bytes());
+            body.extend_from_slice(b"user\0app\0database\0t_handover\0\0");
+            let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+            msg.extend_from_slice(&body);
+            s.write_all(&msg).await?;
+            let mut tag = [0u8; 1];
+            s.read_exact(&mut tag).await?;
+            if tag[0] != b'R' {
+                return Err(std::io::Error::other(format!(
+                    "answered {:?}",
+                    tag[0] as char
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            failures.push(e.to_string());
+        }
+    }
+    (n, failures)
+}
+
+/// Rows of the ledgers, as (protocol, client, n).
+fn ledgers(db: &str) -> Vec<(char, i32, i32)> {
+    let mut out = Vec::new();
+    let pg = pg_cluster()
+        .psql_db(0, db, "SELECT client || ',' || n FROM ledger")
+        .unwrap();
+    let my = maria()
+        .query_db(0, Some(&format!("{db}_my")), "SELECT client, n FROM ledger")
+        .unwrap();
+    for line in pg.lines().filter(|l| !l.is_empty()) {
+        let (a, b) = line.split_once(',').unwrap();
+        out.push(('p', a.parse().unwrap(), b.parse().unwrap()));
+    }
+    for row in my {
+        out.push(('m', row[0].parse().unwrap(), row[1].parse().unwrap()));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
+    let db = "t_handover";
+    setup(db);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        pg: free_port(),
+        my: free_port(),
+        admin: free_port(),
+    };
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
+    let mut a = start(&cfg, &dir.path().join("a.log"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for id in 0..8 {
+        let url = pg_url(ports.pg, db, "app");
+        tasks.push(tokio::spawn(pg_client(
+            url,
+            id,
+            id < 4,
+            stop.clone(),
+            tally.clone(),
+        )));
+        let opts = my_opts(ports.my, &format!("{db}_my"), "app");
+        tasks.push(tokio::spawn(my_client(
+            opts,
+            id,
+            id < 4,
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    let probe = tokio::spawn(prober((ports.pg, ports.my), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // B takes over with more workers (more sockets than A had), C from B with one worker
+    // (several inherited sockets per worker); each waits for its predecessor to exit.
+    let mut b = None;
+    for (name, workers) in [("b", 3), ("c", 1)] {
+        std::fs::write(&cfg, config(db, &ports, dir.path(), workers)).unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let next = start(&cfg, &log);
+        let old = b.as_mut().unwrap_or(&mut a);
+        let status = wait_exit(old, Duration::from_secs(30));
+        assert!(status.success(), "the old process exited with {status}");
+        // The new process learns that its predecessor is gone (then it may be taken over).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("took over the listeners"), "{text}");
+        b = Some(next);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let before = tally.committed.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("client finished")
+            .unwrap();
+    }
+    let mut c = b.unwrap();
+    sigterm(&c);
+    assert!(wait_exit(&mut c, Duration::from_secs(30)).success());
+
+    let (probes, failed) = probe.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {probes} connections not answered: {failed:?}",
+        failed.len()
+    );
+    let refused = tally.refused.lock().unwrap().clone();
+    assert!(refused.is_empty(), "connections refused: {refused:?}");
+    let broken = tally.broken.lock().unwrap().clone();
+    assert!(broken.is_empty(), "transactions broken: {broken:?}");
+    let mut committed = tally.committed.lock().unwrap().clone();
+    committed.sort();
+    assert!(
+        committed.len() > before,
+        "clients stopped committing after the handovers"
+    );
+    assert_eq!(
+        ledgers(db),
+        committed,
+        "the ledgers differ from what was committed"
+    );
+    eprintln!(
+        "committed {}, {probes} probes answered, idle clients closed by the old processes {}",
+        committed.len(),
+        tally.closed_idle.load(Ordering::Relaxed)
+    );
+}
