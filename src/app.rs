@@ -667,7 +667,13 @@ fn start_admin(
                         .clone()
                         .map(|edge| Arc::new(move || edge.status()) as Arc<crate::admin::StatusFn>),
                 };
-                if let Err(e) = crate::admin::serve(listener, state, shared.shutdown.clone()).await
+                if let Err(e) = crate::admin::serve(
+                    listener,
+                    state,
+                    shared.shutdown.clone(),
+                    shared.accept_paused.subscribe(),
+                )
+                .await
                 {
                     tracing::error!(error = %e, "admin API stopped");
                 }

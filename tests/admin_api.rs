@@ -107,7 +107,12 @@ impl Harness {
         let listener = TcpListener::bind(bind).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
+        let server = tokio::spawn(admin::serve(
+            listener,
+            state,
+            shutdown.clone(),
+            not_paused(),
+        ));
         Harness {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             metrics,
@@ -388,7 +393,7 @@ async fn non_loopback_without_token_refuses_to_start() {
     };
     let r = tokio::time::timeout(
         Duration::from_secs(5),
-        admin::serve(listener, state, CancellationToken::new()),
+        admin::serve(listener, state, CancellationToken::new(), not_paused()),
     )
     .await
     .expect("serve returns at once");
@@ -716,4 +721,9 @@ async fn shutdown_closes_idle_keepalive_connections() {
     h.stop().await;
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+}
+
+/// The admin API's accept pause (a handover), never set here.
+fn not_paused() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::Sender::new(false).subscribe()
 }

@@ -30,6 +30,7 @@ struct Ports {
     pg: u16,
     my: u16,
     admin: u16,
+    edge: u16,
 }
 
 /// Both front ends and the admin API on fixed ports, the handover socket in `dir`.
@@ -52,6 +53,18 @@ listen = "127.0.0.1:{admin}"
 
 [pool]
 size = 8
+
+# The edge's upstream is the admin API: its /healthz answers through the edge.
+[[edge.listener]]
+listen = "127.0.0.1:{edge}"
+
+[[edge.route]]
+path = "/"
+upstream = "admin"
+
+[[edge.upstream]]
+name = "admin"
+servers = ["127.0.0.1:{admin}"]
 
 [[user]]
 name = "app"
@@ -79,6 +92,7 @@ password = "switchyard_pw"
         pg = ports.pg,
         my = ports.my,
         admin = ports.admin,
+        edge = ports.edge,
         pg_primary = pg_cluster().primary_port(),
         my_primary = maria().primary_port(),
     )
@@ -318,39 +332,52 @@ async fn my_client(
 /// Connects over and over at the protocol level until `stop`: each connection must be
 /// answered (MySQL: the server greeting; PostgreSQL: the password request for a startup
 /// message). Returns the failures.
-async fn prober(ports: (u16, u16), stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
+async fn prober(kind: char, port: u16, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut failures = Vec::new();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let r: std::io::Result<()> = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ports.1)).await?;
-            let mut head = [0u8; 5];
-            s.read_exact(&mut head).await?;
-            if head[4] != 10 {
-                return Err(std::io::Error::other(format!("not a greeting: {head:?}")));
-            }
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ports.0)).await?;
-            let mut body = Vec::new();
-            body.extend_from_slice(&196608i32.to_be_bytes());
-            body.extend_from_slice(b"user\0app\0database\0t_handover\0\0");
-            let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-            msg.extend_from_slice(&body);
-            s.write_all(&msg).await?;
-            let mut tag = [0u8; 1];
-            s.read_exact(&mut tag).await?;
-            if tag[0] != b'R' {
-                return Err(std::io::Error::other(format!(
-                    "answered {:?}",
-                    tag[0] as char
-                )));
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            match kind {
+                'm' => {
+                    let mut head = [0u8; 5];
+                    s.read_exact(&mut head).await?;
+                    if head[4] != 10 {
+                        return Err(std::io::Error::other(format!("not a greeting: {head:?}")));
+                    }
+                }
+                'p' => {
+                    let mut body = Vec::new();
+                    body.extend_from_slice(&196608i32.to_be_bytes());
+                    body.extend_from_slice(b"user\0app\0database\0t_handover\0\0");
+                    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+                    msg.extend_from_slice(&body);
+                    s.write_all(&msg).await?;
+                    let mut tag = [0u8; 1];
+                    s.read_exact(&mut tag).await?;
+                    if tag[0] != b'R' {
+                        let tag = tag[0] as char;
+                        return Err(std::io::Error::other(format!("answered {tag:?}")));
+                    }
+                }
+                _ => {
+                    let head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+                    s.write_all(head).await?;
+                    let mut answer = Vec::new();
+                    s.read_to_end(&mut answer).await?;
+                    if !answer.starts_with(b"HTTP/1.1 200") {
+                        let text = String::from_utf8_lossy(&answer);
+                        return Err(std::io::Error::other(format!("edge answered {text:?}")));
+                    }
+                }
             }
             Ok(())
         }
         .await;
         if let Err(e) = r {
-            failures.push(e.to_string());
+            failures.push(format!("{kind}: {e}"));
         }
     }
     (n, failures)
@@ -385,6 +412,7 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
         pg: free_port(),
         my: free_port(),
         admin: free_port(),
+        edge: free_port(),
     };
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
@@ -411,7 +439,10 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
             tally.clone(),
         )));
     }
-    let probe = tokio::spawn(prober((ports.pg, ports.my), stop.clone()));
+    let probes: Vec<_> = [('p', ports.pg), ('m', ports.my), ('e', ports.edge)]
+        .into_iter()
+        .map(|(kind, port)| tokio::spawn(prober(kind, port, stop.clone())))
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // B takes over with more workers (more sockets than A had), C from B with one worker
@@ -444,7 +475,13 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
     sigterm(&c);
     assert!(wait_exit(&mut c, Duration::from_secs(30)).success());
 
-    let (probes, failed) = probe.await.unwrap();
+    let (mut probed, mut failed) = (0, Vec::new());
+    for p in probes {
+        let (n, f) = p.await.unwrap();
+        probed += n;
+        failed.extend(f);
+    }
+    let probes = probed;
     assert!(
         failed.is_empty(),
         "{} of {probes} connections not answered: {failed:?}",
@@ -470,4 +507,114 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
         committed.len(),
         tally.closed_idle.load(Ordering::Relaxed)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
+    use mysql_async::prelude::*;
+    let db = "t_handover_relay";
+    setup(db);
+    let my_db = format!("{db}_my");
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        pg: free_port(),
+        my: free_port(),
+        admin: free_port(),
+        edge: free_port(),
+    };
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
+    let mut a = start(&cfg, &dir.path().join("a.log"));
+
+    // On A: a PostgreSQL statement inside a transaction, and a MySQL one (A drains until
+    // they end).
+    let (x, task) = tokio_postgres::connect(&pg_url(ports.pg, db, "app"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(task);
+    let token = x.cancel_token();
+    x.batch_execute("BEGIN").await.unwrap();
+    let x_sleep = tokio::spawn(async move {
+        let r = x.batch_execute("SELECT pg_sleep(30)").await;
+        (x, r)
+    });
+    let mut y = mysql_async::Conn::new(my_opts(ports.my, &my_db, "app"))
+        .await
+        .unwrap();
+    let y_id = y.id();
+    let y_sleep = tokio::spawn(async move {
+        let r = y.query_drop("SELECT SLEEP(30)").await;
+        (y, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut b = start(&cfg, &dir.path().join("b.log"));
+    // Nobody may take over from B while A still drains (the ids' parity would repeat).
+    let c = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert!(!c.status.success(), "a third process started");
+    assert!(err.contains("still draining"), "{err}");
+
+    // New clients reach B; its ids have the other parity.
+    let mut z = mysql_async::Conn::new(my_opts(ports.my, &my_db, "app"))
+        .await
+        .unwrap();
+    assert_ne!(
+        z.id() & 0x8000_0000,
+        y_id & 0x8000_0000,
+        "ids of both processes"
+    );
+    // Through B: another user may not stop A's client; its own user may.
+    let mut o = mysql_async::Conn::new(my_opts(ports.my, &my_db, "other"))
+        .await
+        .unwrap();
+    match o.query_drop(format!("KILL QUERY {y_id}")).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1095, "{e}"),
+        other => panic!("KILL by another user: {other:?}"),
+    }
+    let unknown = y_id ^ 0x7;
+    match z.query_drop(format!("KILL QUERY {unknown}")).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1094, "{e}"),
+        other => panic!("KILL of an unknown id: {other:?}"),
+    }
+    let t = Instant::now();
+    z.query_drop(format!("KILL QUERY {y_id}")).await.unwrap();
+    let (y, r) = tokio::time::timeout(Duration::from_secs(10), y_sleep)
+        .await
+        .expect("the MySQL statement on A was stopped")
+        .unwrap();
+    match r {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1317, "{e}"),
+        other => panic!("SLEEP after KILL QUERY: {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(y);
+
+    // A PostgreSQL cancel request lands on B (A accepts no more) and is relayed.
+    let t = Instant::now();
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (x, r) = tokio::time::timeout(Duration::from_secs(10), x_sleep)
+        .await
+        .expect("the PostgreSQL statement on A was cancelled")
+        .unwrap();
+    let e = r.expect_err("pg_sleep(30) was cancelled");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57014"),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let _ = x.batch_execute("ROLLBACK").await;
+    drop(x);
+
+    // A has nothing left to wait for.
+    assert!(wait_exit(&mut a, Duration::from_secs(25)).success());
+    sigterm(&b);
+    assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
+    drop(z);
+    drop(o);
 }

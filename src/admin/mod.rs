@@ -165,6 +165,7 @@ pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: CancellationToken,
+    mut paused: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     check_bind(local, state.token.as_deref()).map_err(anyhow::Error::msg)?;
@@ -173,8 +174,11 @@ pub async fn serve(
     let mut conns = JoinSet::new();
     tracing::info!(addr = %local, "admin API listening");
     loop {
+        // Paused while a new process takes the listener over (`handover_socket`).
+        let accepting = !*paused.borrow_and_update();
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = listener.accept(), if accepting => r,
+            Ok(()) = paused.changed() => continue,
             _ = shutdown.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };

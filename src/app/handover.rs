@@ -397,7 +397,18 @@ fn send_sockets(shared: &Arc<Shared>, conn: &Socket) -> std::io::Result<()> {
 
 fn serve_relays(shared: &Arc<Shared>, conn: Socket) {
     let _ = conn.set_read_timeout(None);
-    let rt = super::thread_runtime();
+    // A runtime with a thread of its own: what a KILL spawns (the KILL sent to the server)
+    // runs there while this thread waits for the next request.
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("switchyard-relayed")
+        .enable_all()
+        .build()
+    else {
+        tracing::warn!("no runtime for relayed cancels; they are not carried out");
+        return;
+    };
+    let _inside = rt.enter();
     while let Ok(Some((v, _))) = recv_json(&conn) {
         let outcome = match v["op"].as_str() {
             Some("cancel") => {

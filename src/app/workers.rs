@@ -135,7 +135,7 @@ pub(super) async fn run_worker(
                 r = accept(&my), if accepting => (r, Front::Mysql),
                 r = accept_unix(&pg_unix), if accepting => (r, Front::Postgres),
                 r = accept_unix(&my_unix), if accepting => (r, Front::Mysql),
-                _ = paused.changed() => continue,
+                Ok(()) = paused.changed() => continue,
                 // Counted in this worker's load by the worker that handed it over.
                 Some((s, peer, id, front)) = handed.recv() => match s.register() {
                     Ok(stream) => {

@@ -33,7 +33,7 @@ pub async fn serve(
         // Paused while a new process takes the listeners over (`handover_socket`).
         let accepting = !*paused.borrow_and_update();
         let (stream, peer) = tokio::select! {
-            _ = paused.changed() => continue,
+            Ok(()) = paused.changed() => continue,
             r = listener.accept(), if accepting => match r {
                 Ok(pair) => pair,
                 Err(e) => {
