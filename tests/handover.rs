@@ -44,9 +44,11 @@ handover_socket = "{sock}"
 
 [postgres]
 listen = "127.0.0.1:{pg}"
+unix_socket_dir = "{dir}"
 
 [mysql]
 listen = "127.0.0.1:{my}"
+socket = "{dir}/mysql.sock"
 
 [admin]
 listen = "127.0.0.1:{admin}"
@@ -89,6 +91,7 @@ user = "sy_{db}"
 password = "switchyard_pw"
 "#,
         sock = dir.join("handover.sock").display(),
+        dir = dir.display(),
         pg = ports.pg,
         my = ports.my,
         admin = ports.admin,
@@ -332,14 +335,29 @@ async fn my_client(
 /// Connects over and over at the protocol level until `stop`: each connection must be
 /// answered (MySQL: the server greeting; PostgreSQL: the password request for a startup
 /// message). Returns the failures.
-async fn prober(kind: char, port: u16, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
+/// Where a prober connects.
+#[derive(Clone)]
+enum Target {
+    Tcp(u16),
+    Unix(std::path::PathBuf),
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn prober(kind: char, target: Target, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut failures = Vec::new();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let r: std::io::Result<()> = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut s: Box<dyn Stream> = match &target {
+                Target::Tcp(port) => {
+                    Box::new(tokio::net::TcpStream::connect(("127.0.0.1", *port)).await?)
+                }
+                Target::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            };
             match kind {
                 'm' => {
                     let mut head = [0u8; 5];
@@ -439,9 +457,19 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
             tally.clone(),
         )));
     }
-    let probes: Vec<_> = [('p', ports.pg), ('m', ports.my), ('e', ports.edge)]
+    let targets = [
+        ('p', Target::Tcp(ports.pg)),
+        ('m', Target::Tcp(ports.my)),
+        ('e', Target::Tcp(ports.edge)),
+        (
+            'p',
+            Target::Unix(dir.path().join(format!(".s.PGSQL.{}", ports.pg))),
+        ),
+        ('m', Target::Unix(dir.path().join("mysql.sock"))),
+    ];
+    let probes: Vec<_> = targets
         .into_iter()
-        .map(|(kind, port)| tokio::spawn(prober(kind, port, stop.clone())))
+        .map(|(kind, target)| tokio::spawn(prober(kind, target, stop.clone())))
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -474,6 +502,14 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
     let mut c = b.unwrap();
     sigterm(&c);
     assert!(wait_exit(&mut c, Duration::from_secs(30)).success());
+    // The last process removed its socket files; none of the earlier ones had.
+    for f in [
+        "handover.sock".to_owned(),
+        "mysql.sock".to_owned(),
+        format!(".s.PGSQL.{}", ports.pg),
+    ] {
+        assert!(!dir.path().join(&f).exists(), "{f} left behind");
+    }
 
     let (mut probed, mut failed) = (0, Vec::new());
     for p in probes {
@@ -617,4 +653,66 @@ async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
     assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
     drop(z);
     drop(o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_process_that_fails_changes_nothing() {
+    let db = "t_handover_fail";
+    setup(db);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        pg: free_port(),
+        my: free_port(),
+        admin: free_port(),
+        edge: free_port(),
+    };
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
+    let mut a = start(&cfg, &dir.path().join("a.log"));
+    let url = pg_url(ports.pg, db, "app");
+    let idle = support::connect(&url).await;
+
+    // B takes the listeners, then cannot bind an address of its own (held here without
+    // SO_REUSEPORT) and exits.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = config(db, &ports, dir.path(), 2).replace(
+        "[[edge.route]]",
+        &format!(
+            "[[edge.listener]]\nname = \"second\"\nlisten = \"{}\"\n\n[[edge.route]]",
+            held.local_addr().unwrap()
+        ),
+    );
+    let bad_cfg = dir.path().join("bad.toml");
+    std::fs::write(&bad_cfg, bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&bad_cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the bad process started: {err}");
+    assert!(err.contains("cannot listen"), "{err}");
+    assert!(
+        err.contains("took over the listeners"),
+        "it never took them: {err}"
+    );
+
+    // A serves on as before: its client, new clients at once, and its listeners can still
+    // be handed over.
+    assert!(a.try_wait().unwrap().is_none(), "A exited");
+    idle.simple_query("SELECT 1").await.unwrap();
+    let t = Instant::now();
+    let fresh = tokio::time::timeout(Duration::from_secs(2), support::connect(&url))
+        .await
+        .expect("A accepts again");
+    fresh.simple_query("SELECT 1").await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let mut b = start(&cfg, &dir.path().join("b.log"));
+    let e = idle.simple_query("SELECT 1").await;
+    assert!(wait_exit(&mut a, Duration::from_secs(25)).success());
+    drop((e, idle, fresh));
+    let after = support::connect(&url).await;
+    after.simple_query("SELECT 1").await.unwrap();
+    sigterm(&b);
+    assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
 }

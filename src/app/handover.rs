@@ -312,10 +312,13 @@ pub(super) fn serve(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<(u64, 
     Ok(id)
 }
 
+/// How long a new process has, after it got the listeners, to say it serves.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
 /// One new process asking: refuse, or send the listeners and wait for it to be ready (true:
 /// this process then drains).
 fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let Some((v, _)) = recv_json(conn)? else {
         return Ok(false);
     };
@@ -338,8 +341,11 @@ fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
     }
     // Connections now wait in the accept queue for the new process.
     shared.accept_paused.send_replace(true);
+    // The new process binds what else it needs and starts its workers; if it fails or
+    // takes longer than READY_WITHIN, this one accepts again (and the new one, when it
+    // finds the connection closed, exits).
     let sent = send_sockets(shared, conn);
-    let ready = match sent {
+    let ready = match sent.and_then(|()| conn.set_read_timeout(Some(READY_WITHIN))) {
         Ok(()) => recv_json(conn),
         Err(e) => Err(e),
     };
