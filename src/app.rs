@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 pub use crate::engine::ClusterMap;
 pub use crate::pg::worker::{ClusterPools, PoolMap};
 
-mod handover;
+pub mod handover;
 mod workers;
 use workers::{reconnect_cluster, run_worker, sweep_pools, sweep_statements, Handoff, Listeners};
 

@@ -12,7 +12,6 @@
 
 use super::Shared;
 use crate::engine::{RelayOutcome, Relayed};
-use serde_json::{json, Value};
 use socket2::Socket;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -75,18 +74,66 @@ pub(super) struct Inherited {
     link: Socket,
 }
 
-fn message(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).expect("a JSON value serialises")
+/// A listening socket's role and address, as sent beside its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Named {
+    pub role: String,
+    pub addr: String,
 }
 
-fn parse(body: &[u8]) -> std::io::Result<Value> {
-    serde_json::from_slice(body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("handover: {e}")))
+/// What a relayed request came to, as sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Done,
+    NotOwner,
+    Unknown,
 }
 
-fn recv_json(s: &Socket) -> std::io::Result<Option<(Value, Vec<OwnedFd>)>> {
+/// The messages on the handover socket, one JSON object each (`op` names it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Message {
+    /// New to old: hand over the listeners.
+    Take,
+    /// Old to new: these sockets, their descriptors beside the message, in order.
+    Sockets { sockets: Vec<Named> },
+    /// Old to new: that was all; the old process's parity.
+    End { odd: bool },
+    /// Old to new: no handover, and why.
+    Refused { reason: String },
+    /// New to old: serving now.
+    Ready,
+    /// Old to new: no longer accepting; draining.
+    Draining,
+    /// New to old: a PostgreSQL cancel request's key.
+    Cancel { pid: i32, secret: i32 },
+    /// New to old: a MySQL `KILL [QUERY]` by a client logged in as `user`.
+    Kill { id: u32, query: bool, user: String },
+    /// Old to new: what a relayed request came to.
+    Answered { answer: Answer },
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a handover message serialises")
+    }
+
+    /// Any bytes: a message, or an error saying what is wrong with them.
+    pub fn decode(body: &[u8]) -> std::io::Result<Message> {
+        serde_json::from_slice(body).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("handover: {e}"))
+        })
+    }
+}
+
+fn send(s: &Socket, m: &Message, fds: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    crate::net::handover::send(s, &m.encode(), fds)
+}
+
+fn recv(s: &Socket) -> std::io::Result<Option<(Message, Vec<OwnedFd>)>> {
     match crate::net::handover::recv(s)? {
-        Some((body, fds)) => Ok(Some((parse(&body)?, fds))),
+        Some((body, fds)) => Ok(Some((Message::decode(&body)?, fds))),
         None => Ok(None),
     }
 }
@@ -105,24 +152,24 @@ pub(super) fn take(path: &Path) -> anyhow::Result<Option<Inherited>> {
         return Ok(None);
     };
     link.set_read_timeout(Some(Duration::from_secs(30)))?;
-    crate::net::handover::send(&link, &message(&json!({"op": "take"})), &[])?;
+    send(&link, &Message::Take, &[])?;
     let mut sockets = Vec::new();
     loop {
-        let (v, fds) = recv_json(&link)?.ok_or_else(gone)?;
-        match v["op"].as_str() {
-            Some("sockets") => {
-                let list = v["sockets"].as_array().cloned().unwrap_or_default();
-                if list.len() != fds.len() {
-                    anyhow::bail!("handover: {} sockets named, {} sent", list.len(), fds.len());
+        let (m, fds) = recv(&link)?.ok_or_else(gone)?;
+        match m {
+            Message::Sockets { sockets: names } => {
+                if names.len() != fds.len() {
+                    anyhow::bail!(
+                        "handover: {} sockets named, {} sent",
+                        names.len(),
+                        fds.len()
+                    );
                 }
-                for (s, fd) in list.iter().zip(fds) {
-                    let role = s["role"].as_str().unwrap_or_default().to_owned();
-                    let addr = s["addr"].as_str().unwrap_or_default().to_owned();
-                    sockets.push((role, addr, Some(fd)));
+                for (n, fd) in names.into_iter().zip(fds) {
+                    sockets.push((n.role, n.addr, Some(fd)));
                 }
             }
-            Some("end") => {
-                let odd = v["odd"].as_bool().unwrap_or(false);
+            Message::End { odd } => {
                 tracing::info!(
                     path = %path.display(),
                     sockets = sockets.len(),
@@ -130,12 +177,11 @@ pub(super) fn take(path: &Path) -> anyhow::Result<Option<Inherited>> {
                 );
                 return Ok(Some(Inherited { sockets, odd, link }));
             }
-            Some("refused") => anyhow::bail!(
-                "the process at {} refused the handover: {}",
-                path.display(),
-                v["reason"].as_str().unwrap_or("no reason given")
+            Message::Refused { reason } => anyhow::bail!(
+                "the process at {} refused the handover: {reason}",
+                path.display()
             ),
-            _ => anyhow::bail!("handover: unexpected message {v}"),
+            m => anyhow::bail!("handover: unexpected message {m:?}"),
         }
     }
 }
@@ -202,10 +248,10 @@ impl Inherited {
                 "listeners of the previous process not in this config close"
             );
         }
-        crate::net::handover::send(&self.link, &message(&json!({"op": "ready"})), &[])?;
-        let (v, _) = recv_json(&self.link)?.ok_or_else(gone)?;
-        if v["op"] != "draining" {
-            anyhow::bail!("handover: unexpected answer to ready: {v}");
+        send(&self.link, &Message::Ready, &[])?;
+        let (m, _) = recv(&self.link)?.ok_or_else(gone)?;
+        if m != Message::Draining {
+            anyhow::bail!("handover: unexpected answer to ready: {m:?}");
         }
         Ok(relay_thread(self.link, on_gone)?)
     }
@@ -262,22 +308,28 @@ fn hung_up(link: &Socket) -> bool {
 }
 
 fn relay_one(link: &Socket, r: &Relayed) -> std::io::Result<RelayOutcome> {
-    let v = match r {
-        Relayed::PgCancel { pid, secret } => json!({"op": "cancel", "pid": pid, "secret": secret}),
+    let m = match r {
+        Relayed::PgCancel { pid, secret } => Message::Cancel {
+            pid: *pid,
+            secret: *secret,
+        },
         Relayed::MyKill {
             id,
             query_only,
             user,
-        } => json!({"op": "kill", "id": id, "query": query_only, "user": user}),
+        } => Message::Kill {
+            id: *id,
+            query: *query_only,
+            user: user.clone(),
+        },
     };
-    crate::net::handover::send(link, &message(&v), &[])?;
-    let Some((v, _)) = recv_json(link)? else {
-        return Ok(RelayOutcome::Gone);
-    };
-    Ok(match v["outcome"].as_str() {
-        Some("done") => RelayOutcome::Done,
-        Some("not_owner") => RelayOutcome::NotOwner,
-        Some("unknown") => RelayOutcome::Unknown,
+    send(link, &m, &[])?;
+    Ok(match recv(link)? {
+        Some((Message::Answered { answer }, _)) => match answer {
+            Answer::Done => RelayOutcome::Done,
+            Answer::NotOwner => RelayOutcome::NotOwner,
+            Answer::Unknown => RelayOutcome::Unknown,
+        },
         _ => RelayOutcome::Gone,
     })
 }
@@ -319,16 +371,16 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// this process then drains).
 fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let Some((v, _)) = recv_json(conn)? else {
+    let Some((m, _)) = recv(conn)? else {
         return Ok(false);
     };
-    if v["op"] != "take" {
-        anyhow::bail!("handover: unexpected request {v}");
+    if m != Message::Take {
+        anyhow::bail!("handover: unexpected request {m:?}");
     }
     let refuse = |reason: &str| -> anyhow::Result<bool> {
         tracing::warn!(reason, "handover refused");
-        let v = json!({"op": "refused", "reason": reason});
-        crate::net::handover::send(conn, &message(&v), &[])?;
+        let reason = reason.to_owned();
+        send(conn, &Message::Refused { reason }, &[])?;
         Ok(false)
     };
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
@@ -346,11 +398,11 @@ fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
     // finds the connection closed, exits).
     let sent = send_sockets(shared, conn);
     let ready = match sent.and_then(|()| conn.set_read_timeout(Some(READY_WITHIN))) {
-        Ok(()) => recv_json(conn),
+        Ok(()) => recv(conn),
         Err(e) => Err(e),
     };
     match ready {
-        Ok(Some((v, _))) if v["op"] == "ready" => {}
+        Ok(Some((Message::Ready, _))) => {}
         other => {
             shared.accept_paused.send_replace(false);
             return match other {
@@ -358,7 +410,7 @@ fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
                     tracing::warn!("the new process left before it was ready; still serving");
                     Ok(false)
                 }
-                Ok(Some((v, _))) => Err(anyhow::anyhow!("handover: unexpected message {v}")),
+                Ok(Some((m, _))) => Err(anyhow::anyhow!("handover: unexpected message {m:?}")),
                 Err(e) => Err(e.into()),
             };
         }
@@ -368,7 +420,7 @@ fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
         .handed_over
         .store(true, std::sync::atomic::Ordering::Relaxed);
     shared.offer.withdraw();
-    crate::net::handover::send(conn, &message(&json!({"op": "draining"})), &[])?;
+    send(conn, &Message::Draining, &[])?;
     tracing::info!("listeners handed over to a new process; draining");
     // The same path as SIGTERM (main's signal thread calls Server::shutdown).
     // SAFETY: kill(2) on this process with a signal the process handles.
@@ -388,17 +440,19 @@ fn send_sockets(shared: &Arc<Shared>, conn: &Socket) -> std::io::Result<()> {
         .collect::<Vec<_>>()
         .chunks(crate::net::handover::MAX_FDS)
     {
-        let names: Vec<Value> = chunk
+        let sockets = chunk
             .iter()
-            .map(|s| json!({"role": s.role, "addr": s.addr}))
+            .map(|s| Named {
+                role: s.role.clone(),
+                addr: s.addr.clone(),
+            })
             .collect();
         let fds: Vec<_> = chunk.iter().map(|s| s.fd.as_raw_fd()).collect();
-        let v = json!({"op": "sockets", "sockets": names});
-        crate::net::handover::send(conn, &message(&v), &fds)?;
+        send(conn, &Message::Sockets { sockets }, &fds)?;
     }
     drop(guard);
-    let v = json!({"op": "end", "odd": shared.lineage.is_odd()});
-    crate::net::handover::send(conn, &message(&v), &[])
+    let odd = shared.lineage.is_odd();
+    send(conn, &Message::End { odd }, &[])
 }
 
 fn serve_relays(shared: &Arc<Shared>, conn: Socket) {
@@ -415,36 +469,73 @@ fn serve_relays(shared: &Arc<Shared>, conn: Socket) {
         return;
     };
     let _inside = rt.enter();
-    while let Ok(Some((v, _))) = recv_json(&conn) {
-        let outcome = match v["op"].as_str() {
-            Some("cancel") => {
-                let pid = v["pid"].as_i64().unwrap_or(0) as i32;
-                let secret = v["secret"].as_i64().unwrap_or(0) as i32;
-                match shared.pg.cancel.lookup(pid, secret) {
-                    Some(route) => {
-                        rt.block_on(route.cancel(Duration::from_secs(5)));
-                        RelayOutcome::Done
-                    }
-                    None => RelayOutcome::Unknown,
+    while let Ok(Some((m, _))) = recv(&conn) {
+        let answer = match m {
+            Message::Cancel { pid, secret } => match shared.pg.cancel.lookup(pid, secret) {
+                Some(route) => {
+                    rt.block_on(route.cancel(Duration::from_secs(5)));
+                    Answer::Done
                 }
-            }
-            Some("kill") => {
-                let id = v["id"].as_u64().unwrap_or(0) as u32;
-                let query_only = v["query"].as_bool().unwrap_or(true);
-                let user = v["user"].as_str().unwrap_or_default();
-                shared.my.kill_as(id, query_only, user)
-            }
-            _ => RelayOutcome::Unknown,
+                None => Answer::Unknown,
+            },
+            Message::Kill { id, query, user } => match shared.my.kill_as(id, query, &user) {
+                RelayOutcome::Done => Answer::Done,
+                RelayOutcome::NotOwner => Answer::NotOwner,
+                RelayOutcome::Unknown | RelayOutcome::Gone => Answer::Unknown,
+            },
+            _ => Answer::Unknown,
         };
-        let word = match outcome {
-            RelayOutcome::Done => "done",
-            RelayOutcome::NotOwner => "not_owner",
-            RelayOutcome::Unknown => "unknown",
-            RelayOutcome::Gone => "gone",
-        };
-        let v = json!({"outcome": word});
-        if crate::net::handover::send(&conn, &message(&v), &[]).is_err() {
+        if send(&conn, &Message::Answered { answer }, &[]).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_strangers_are_errors() {
+        let all = [
+            Message::Take,
+            Message::Sockets {
+                sockets: vec![Named {
+                    role: "postgres".into(),
+                    addr: "127.0.0.1:6432".into(),
+                }],
+            },
+            Message::End { odd: true },
+            Message::Refused {
+                reason: "no".into(),
+            },
+            Message::Ready,
+            Message::Draining,
+            Message::Cancel {
+                pid: 0x4000_0001,
+                secret: -5,
+            },
+            Message::Kill {
+                id: 0x8000_0002,
+                query: true,
+                user: "app".into(),
+            },
+            Message::Answered {
+                answer: Answer::NotOwner,
+            },
+        ];
+        for m in all {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+        assert_eq!(Message::decode(br#"{"op":"take"}"#).unwrap(), Message::Take);
+        for bad in [
+            &br#"{"op":"give"}"#[..],
+            br#"{"op":"end"}"#,
+            br#"{"op":"kill","id":-1,"query":true,"user":"a"}"#,
+            b"",
+            b"\xff",
+        ] {
+            assert!(Message::decode(bad).is_err(), "{bad:?}");
         }
     }
 }
