@@ -360,6 +360,10 @@ impl Server {
             .handover_socket
             .as_deref()
             .map(std::path::PathBuf::from);
+        shared.offer.on.store(
+            handover_path.is_some(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut inherited = match &handover_path {
             Some(p) => handover::take(p)?,
             None => None,

@@ -707,7 +707,17 @@ async fn a_new_process_that_fails_changes_nothing() {
         .expect("A accepts again");
     fresh.simple_query("SELECT 1").await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // B, configured without the MySQL Unix socket: that socket closes, its file goes.
+    let sock = dir.path().join("mysql.sock");
+    assert!(sock.exists());
+    let without =
+        config(db, &ports, dir.path(), 2).replace(&format!("socket = \"{}\"", sock.display()), "");
+    std::fs::write(&cfg, without).unwrap();
     let mut b = start(&cfg, &dir.path().join("b.log"));
+    assert!(
+        !sock.exists(),
+        "the socket file B does not serve on is still there"
+    );
     let e = idle.simple_query("SELECT 1").await;
     assert!(wait_exit(&mut a, Duration::from_secs(25)).success());
     drop((e, idle, fresh));

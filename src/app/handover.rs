@@ -29,6 +29,8 @@ pub(super) struct Offered {
 /// What this process hands over when asked, until it has (or until it shuts down).
 #[derive(Default)]
 pub(super) struct Offer {
+    /// Whether there is a handover socket (without one nothing is kept).
+    pub on: std::sync::atomic::AtomicBool,
     pub sockets: Mutex<Option<Vec<Offered>>>,
     /// Set once the listeners were handed over: shutdown skips `shutdown_grace` and leaves
     /// the Unix-domain socket files (the new process serves on them).
@@ -53,6 +55,9 @@ impl Offer {
     }
 
     fn push(&self, role: &str, addr: String, fd: OwnedFd) -> std::io::Result<()> {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let role = role.to_owned();
         let mut s = self.sockets.lock().unwrap();
         s.get_or_insert_with(Vec::new)
@@ -155,7 +160,21 @@ pub(super) fn take(path: &Path) -> anyhow::Result<Option<Inherited>> {
     send(&link, &Message::Take, &[])?;
     let mut sockets = Vec::new();
     loop {
-        let (m, fds) = recv(&link)?.ok_or_else(gone)?;
+        let (m, fds) = match recv(&link) {
+            Ok(got) => got.ok_or_else(gone)?,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                anyhow::bail!(
+                    "the process at {} did not answer the handover within 30 s",
+                    path.display()
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
         match m {
             Message::Sockets { sockets: names } => {
                 if names.len() != fds.len() {
@@ -242,6 +261,13 @@ impl Inherited {
             .filter(|(_, _, fd)| fd.is_some())
             .map(|(role, addr, _)| format!("{role} {addr}"))
             .collect();
+        for (role, addr, fd) in &self.sockets {
+            // A Unix-domain socket this config does not serve on: its file goes now (the old
+            // process, handing over, leaves socket files to the new one).
+            if fd.is_some() && role.ends_with("-unix") {
+                let _ = std::fs::remove_file(addr);
+            }
+        }
         if !unused.is_empty() {
             tracing::info!(
                 ?unused,
