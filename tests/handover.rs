@@ -10,20 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use support::{cluster as pg_cluster, create_db};
+use support::{cluster as pg_cluster, create_db, free_port};
 use switchyard::testkit::mariadb::{self, MariaCluster};
 
 fn maria() -> &'static MariaCluster {
     static C: OnceLock<MariaCluster> = OnceLock::new();
     C.get_or_init(|| MariaCluster::start(0).expect("start MariaDB"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Ports {
@@ -129,6 +121,29 @@ fn setup(db: &str) {
         ),
     )
     .unwrap();
+}
+
+/// A first process (two workers) for database `db`, its directory, ports and config file.
+struct First {
+    dir: tempfile::TempDir,
+    ports: Ports,
+    cfg: std::path::PathBuf,
+    a: Child,
+}
+
+fn first(db: &str) -> First {
+    setup(db);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports {
+        pg: free_port(),
+        my: free_port(),
+        admin: free_port(),
+        edge: free_port(),
+    };
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
+    let a = start(&cfg, &dir.path().join("a.log"));
+    First { dir, ports, cfg, a }
 }
 
 /// Start a proxy process on `cfg` and wait until its admin API answers.
@@ -424,17 +439,12 @@ fn ledgers(db: &str) -> Vec<(char, i32, i32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
     let db = "t_handover";
-    setup(db);
-    let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        pg: free_port(),
-        my: free_port(),
-        admin: free_port(),
-        edge: free_port(),
-    };
-    let cfg = dir.path().join("switchyard.toml");
-    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
-    let mut a = start(&cfg, &dir.path().join("a.log"));
+    let First {
+        dir,
+        ports,
+        cfg,
+        mut a,
+    } = first(db);
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -549,18 +559,13 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
 async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
     use mysql_async::prelude::*;
     let db = "t_handover_relay";
-    setup(db);
     let my_db = format!("{db}_my");
-    let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        pg: free_port(),
-        my: free_port(),
-        admin: free_port(),
-        edge: free_port(),
-    };
-    let cfg = dir.path().join("switchyard.toml");
-    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
-    let mut a = start(&cfg, &dir.path().join("a.log"));
+    let First {
+        dir,
+        ports,
+        cfg,
+        mut a,
+    } = first(db);
 
     // On A: a PostgreSQL statement inside a transaction, and a MySQL one (A drains until
     // they end).
@@ -658,17 +663,12 @@ async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_process_that_fails_changes_nothing() {
     let db = "t_handover_fail";
-    setup(db);
-    let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        pg: free_port(),
-        my: free_port(),
-        admin: free_port(),
-        edge: free_port(),
-    };
-    let cfg = dir.path().join("switchyard.toml");
-    std::fs::write(&cfg, config(db, &ports, dir.path(), 2)).unwrap();
-    let mut a = start(&cfg, &dir.path().join("a.log"));
+    let First {
+        dir,
+        ports,
+        cfg,
+        mut a,
+    } = first(db);
     let url = pg_url(ports.pg, db, "app");
     let idle = support::connect(&url).await;
 

@@ -198,14 +198,6 @@ async fn reloads_under_pgbench_load_lose_nothing_and_drain_removed_replicas() {
         .unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary, killed when dropped.
 struct Child(std::process::Child);
 

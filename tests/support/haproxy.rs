@@ -68,6 +68,7 @@ impl Drop for Haproxy {
     }
 }
 
+/// (Its own copy: `tests/edge.rs` includes this file without the rest of `support`.)
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

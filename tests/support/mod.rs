@@ -13,6 +13,15 @@ use switchyard::app::Server;
 use switchyard::config::Config;
 use switchyard::testkit::pg::PgCluster;
 
+/// A loopback port free now (bound and let go), for a process that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The PostgreSQL primary (plus replicas) shared by the tests of one binary.
 pub fn cluster() -> &'static PgCluster {
     static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
