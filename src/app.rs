@@ -542,14 +542,29 @@ impl Server {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         // Serving: the previous process may stop accepting now; then this one is the one a
         // next process takes over from.
+        // What could still fail happens before that: the listener at the handover path is
+        // bound beside it now and only moved there after.
+        let beside = match &handover_path {
+            Some(p) => Some(crate::net::handover::listen_beside(p).map_err(|e| {
+                anyhow::anyhow!("cannot listen beside {} (handover): {e}", p.display())
+            })?),
+            None => None,
+        };
         if let Some(i) = inherited {
             let gone = shared.clone();
             let relay = i.ready(move || gone.lineage.set_predecessor(None))?;
-            shared.lineage.set_predecessor(Some(relay));
+            shared.lineage.set_predecessor(relay);
         }
-        let handover = match handover_path {
-            Some(p) => Some((handover::serve(shared.clone(), p.clone())?, p)),
-            None => None,
+        let handover = match (handover_path, beside) {
+            (Some(p), Some(beside)) => match handover::serve(shared.clone(), p.clone(), beside) {
+                Ok(id) => Some((id, p)),
+                Err(e) => {
+                    // Serving already: no next handover from this process, but no outage.
+                    tracing::error!(error = %e, "no handover socket; a new process cannot take over from this one");
+                    None
+                }
+            },
+            _ => None,
         };
         Ok(Server {
             handover,

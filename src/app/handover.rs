@@ -254,7 +254,7 @@ impl Inherited {
     pub fn ready(
         self,
         on_gone: impl FnOnce() + Send + 'static,
-    ) -> anyhow::Result<Arc<crate::engine::RelayFn>> {
+    ) -> anyhow::Result<Option<Arc<crate::engine::RelayFn>>> {
         let unused: Vec<_> = self
             .sockets
             .iter()
@@ -274,12 +274,24 @@ impl Inherited {
                 "listeners of the previous process not in this config close"
             );
         }
+        // Unsent, the old process serves on (it accepts again once this one has gone).
         send(&self.link, &Message::Ready, &[])?;
-        let (m, _) = recv(&self.link)?.ok_or_else(gone)?;
-        if m != Message::Draining {
-            anyhow::bail!("handover: unexpected answer to ready: {m:?}");
+        // Sent: the old process drains, whatever comes back; this one serves from now on
+        // (without relaying, if the answer is not the one expected).
+        match recv(&self.link) {
+            Ok(Some((Message::Draining, _))) => {}
+            other => {
+                tracing::warn!(answer = ?other.map(|m| m.map(|(m, _)| m)), "unexpected answer to ready; cancels and KILLs for the previous process's clients are not relayed");
+                return Ok(None);
+            }
         }
-        Ok(relay_thread(self.link, on_gone)?)
+        match relay_thread(self.link, on_gone) {
+            Ok(relay) => Ok(Some(relay)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cancels and KILLs for the previous process's clients are not relayed");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -360,11 +372,17 @@ fn relay_one(link: &Socket, r: &Relayed) -> std::io::Result<RelayOutcome> {
     })
 }
 
-/// Listen at `path` for a new process, on a thread of its own (not joined: it ends with the
+/// Listen at `path` (bound beside it by [`crate::net::handover::listen_beside`] before this
+/// process took the listeners over, so that what could fail did before) for a new process, on a thread of its own (not joined: it ends with the
 /// process). Returns the path's socket file identity, so that shutdown removes the file only
 /// if it is still this process's.
-pub(super) fn serve(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<(u64, u64)> {
-    let listener = crate::net::handover::listen(&path)
+pub(super) fn serve(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    beside: crate::net::handover::Beside,
+) -> anyhow::Result<(u64, u64)> {
+    let listener = beside
+        .publish(&path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (handover): {e}", path.display()))?;
     let id = {
         use std::os::unix::fs::MetadataExt;

@@ -13,21 +13,56 @@ pub const MAX_FDS: usize = 200;
 /// Largest message body.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
-/// Listen at `path`, replacing what is there only by an atomic rename, so that a client
-/// connecting meanwhile finds either the old listener or this one, never no file.
-pub fn listen(path: &Path) -> io::Result<Socket> {
+/// A listener bound beside `path` (same directory, a name of its own), not yet at `path`:
+/// [`Beside::publish`] moves it there by an atomic rename, so that a client connecting
+/// meanwhile finds either the old listener or this one, never no file.
+pub struct Beside {
+    socket: Option<Socket>,
+    tmp: std::path::PathBuf,
+}
+
+/// Bind and listen beside `path` (see [`Beside`]).
+pub fn listen_beside(path: &Path) -> io::Result<Beside> {
     let tmp = path.with_extension(format!("new-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let s = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
-    s.bind(&SockAddr::unix(&tmp)?)?;
+    let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
+    socket.bind(&SockAddr::unix(&tmp)?)?;
+    let beside = Beside {
+        socket: Some(socket),
+        tmp,
+    };
     {
         use std::os::unix::fs::PermissionsExt;
         // Only this user may take the listeners over.
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(&beside.tmp, std::fs::Permissions::from_mode(0o600))?;
     }
-    s.listen(4)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(s)
+    if let Some(s) = &beside.socket {
+        s.listen(4)?;
+    }
+    Ok(beside)
+}
+
+impl Beside {
+    /// Move the listener to `path`.
+    pub fn publish(mut self, path: &Path) -> io::Result<Socket> {
+        std::fs::rename(&self.tmp, path)?;
+        self.tmp = std::path::PathBuf::new();
+        Ok(self.socket.take().expect("published once"))
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        // Not published: remove the file.
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Listen at `path` (bound beside it, then moved there).
+pub fn listen(path: &Path) -> io::Result<Socket> {
+    listen_beside(path)?.publish(path)
 }
 
 /// Connect to the process listening at `path`; `Ok(None)` when nobody does (no file, or a
