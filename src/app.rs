@@ -343,6 +343,10 @@ impl Server {
     }
 
     /// Load `path` and start; reloads (SIGHUP, `POST /reload`) read `path` again.
+    ///
+    /// With `[general] handover_socket`, a process that hands its listeners to a new one
+    /// sends itself SIGTERM, so that it drains as it would on that signal: a program that
+    /// embeds a `Server` with a handover socket must handle SIGTERM (as `main` does).
     pub fn start_file(path: &std::path::Path) -> anyhow::Result<Server> {
         let config = load_config(path)?;
         Self::start_with(config, Some(path.to_path_buf()))
