@@ -57,6 +57,11 @@ pub struct Engine {
     pub lineage: Lineage,
 }
 
+/// Draining: a client that has waited this long (ms, by the pools' coarse clock) since its
+/// last exchange is closed at once; one busy more recently is told at its next message, or
+/// after this long without one (see the sessions' drain).
+pub const DRAIN_IDLE_MS: u64 = 1000;
+
 /// A cancel request or KILL that names a client of the process this one took the listeners
 /// over from (while that one drains), relayed to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -726,3 +726,99 @@ async fn a_new_process_that_fails_changes_nothing() {
     sigterm(&b);
     assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
 }
+
+/// SQLAlchemy pools (psycopg and PyMySQL, `pool_pre_ping`) writing through two handovers:
+/// every row the applications were told is committed is there and no other; a transaction
+/// fails only at its first statement, and only because the old process closed the connection
+/// as it drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pooled_applications_see_no_error_across_handovers() {
+    let db = "t_handover_pool";
+    let First {
+        dir,
+        ports,
+        cfg,
+        mut a,
+    } = first(db);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/drivers/python/handover_pool.py");
+    let urls = [
+        (
+            1,
+            format!(
+                "postgresql+psycopg://app:app_pw@127.0.0.1:{}/{db}",
+                ports.pg
+            ),
+        ),
+        (
+            2,
+            format!("mysql+pymysql://app:app_pw@127.0.0.1:{}/{db}_my", ports.my),
+        ),
+    ];
+    let apps: Vec<_> = urls
+        .iter()
+        .map(|(tag, url)| {
+            Command::new("python3")
+                .arg(&script)
+                .args([url.as_str(), "6", "8", &tag.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut old = a;
+    for (i, workers) in [(0, 3), (1, 2)] {
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        std::fs::write(&cfg, config(db, &ports, dir.path(), workers)).unwrap();
+        let next = start(&cfg, &dir.path().join(format!("n{i}.log")));
+        assert!(wait_exit(&mut old, Duration::from_secs(30)).success());
+        old = next;
+    }
+    let (mut committed, mut drain_closed) = (Vec::new(), 0);
+    for app in apps {
+        let out = tokio::task::spawn_blocking(move || app.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let errors: Vec<_> = text.lines().filter(|l| l.starts_with("error")).collect();
+        let drain_close = |l: &&&str| {
+            l.starts_with("error first ")
+                && [
+                    "switchyard is shutting down",
+                    "server closed the connection",
+                    "Lost connection",
+                    "Server shutdown in progress",
+                    "gone away",
+                ]
+                .iter()
+                .any(|m| l.contains(m))
+        };
+        let other: Vec<_> = errors.iter().filter(|l| !drain_close(l)).collect();
+        assert!(other.is_empty(), "the applications saw errors: {other:?}");
+        drain_closed += errors.len();
+        for line in text.lines().filter(|l| l.starts_with("ok ")) {
+            let f: Vec<&str> = line.split(' ').collect();
+            let kind = if f[1] == "1" { 'p' } else { 'm' };
+            committed.push((kind, f[2].parse().unwrap(), f[3].parse().unwrap()));
+        }
+    }
+    committed.sort();
+    assert!(committed.len() > 100, "{} transactions", committed.len());
+    assert_eq!(ledgers(db), committed);
+    eprintln!(
+        "{} transactions committed by the pooled applications, {drain_closed} failed at \
+         their first statement on a connection the drain closed",
+        committed.len()
+    );
+    sigterm(&old);
+    assert!(wait_exit(&mut old, Duration::from_secs(30)).success());
+    a = old;
+    drop(a);
+}

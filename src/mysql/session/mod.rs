@@ -301,6 +301,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         r
     }
 
+    /// Draining, and this client holds no server connection. One idle a while is told at
+    /// once (unasked, as a server shutting down does). One busy a moment ago is likely to
+    /// send again soon (a pool's COM_PING or the next transaction): it is answered with the
+    /// error instead, before anything of it runs, so that a pool's check fails and the pool
+    /// connects again (to the process that took the listeners over, after a handover); it
+    /// is told unasked only if it sends nothing for [`crate::engine::DRAIN_IDLE_MS`].
+    async fn close_for_drain(&mut self, idle_from: u64) -> Result<(), SessionError> {
+        use crate::engine::DRAIN_IDLE_MS;
+        let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
+        let idle_for = crate::pool::coarse_ms().saturating_sub(idle_from);
+        if idle_for < DRAIN_IDLE_MS {
+            let rest = std::time::Duration::from_millis(DRAIN_IDLE_MS - idle_for);
+            let next = read_packet(&mut self.client, &mut self.cin, self.max_packet);
+            match tokio::time::timeout(rest, next).await {
+                Ok(Ok(p)) => {
+                    // A pool's check (COM_PING) finds the connection gone, which every pool
+                    // takes for a dead connection to replace (an error answer, some take for
+                    // the application's); anything else is told it did not run.
+                    let ping =
+                        p.payload.first().map(|&b| Command::from_byte(b)) == Some(Command::Ping);
+                    if !ping {
+                        let _ = self.send(p.next_seq, &err).await;
+                    }
+                    return Ok(());
+                }
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => {}
+            }
+        }
+        let _ = self.send(0, &err).await;
+        Ok(())
+    }
+
     async fn serve(&mut self) -> Result<(), SessionError> {
         let shutdown = self.w.shared.shutdown.clone();
         loop {
@@ -310,6 +343,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let idle = self.idle_limit();
             let packet = if self.backend.is_none() || idle.is_some() {
                 let watch_shutdown = self.backend.is_none();
+                let idle_from = crate::pool::coarse_ms();
                 let past_idle = async {
                     match idle {
                         Some((limit, _)) => tokio::time::sleep(limit).await,
@@ -322,9 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     biased;
                     p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
                     _ = shutdown.cancelled(), if watch_shutdown => {
-                        let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
-                        let _ = self.send(0, &err).await;
-                        return Ok(());
+                        return self.close_for_drain(idle_from).await;
                     }
                     _ = past_idle => {
                         let (limit, in_tx) = idle.expect("armed only with a limit");

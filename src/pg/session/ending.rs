@@ -16,6 +16,28 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         .await
     }
 
+    /// Draining, and this client holds no server connection. One idle a while is told at
+    /// once. One busy a moment ago is likely to send again soon (a pool about to check the
+    /// connection, or the next transaction): it is told in answer to that instead, before
+    /// anything of it runs, so that a pool's check fails and the pool connects again (to
+    /// the process that took the listeners over, after a handover) rather than the
+    /// transaction after a check that passed; it is told unasked only if it sends nothing
+    /// for [`crate::engine::DRAIN_IDLE_MS`].
+    pub(super) async fn close_for_drain(&mut self) -> Result<(), SessionError> {
+        use crate::engine::DRAIN_IDLE_MS;
+        use tokio::io::AsyncReadExt;
+        let idle_for = crate::pool::coarse_ms().saturating_sub(self.idle_from);
+        if idle_for < DRAIN_IDLE_MS && self.cin.is_empty() {
+            self.flush_client().await;
+            let rest = Duration::from_millis(DRAIN_IDLE_MS - idle_for);
+            match tokio::time::timeout(rest, self.client.read_buf(&mut self.cin)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+        self.close_for_shutdown().await
+    }
+
     pub(super) async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
         tracing::debug!(tx = %(self.tx_status as char), held = self.backend.is_some(), "closing a client for shutdown");
         self.say_terminating("terminating connection: switchyard is shutting down")

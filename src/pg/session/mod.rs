@@ -254,6 +254,9 @@ pub struct Session<C> {
     client_idle_timeout: Duration,
     /// Either of the two is on.
     idle_limits_on: bool,
+    /// When the session last began waiting for its client (the pools' coarse clock): how
+    /// a drain tells a client idle a while from one busy a moment ago.
+    idle_from: u64,
     /// `[general] client_write_timeout` when the client connected (zero: off).
     client_write_timeout: Duration,
     /// `[pool] query_timeout`: the count of ReadyForQuery from servers when the statement
@@ -424,6 +427,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             idle_transaction_timeout,
             client_idle_timeout,
             idle_limits_on: !(idle_transaction_timeout.is_zero() && client_idle_timeout.is_zero()),
+            idle_from: 0,
             client_write_timeout,
             clock_batch: None,
             batches_done: 0,
@@ -596,13 +600,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // look at it again before waiting for more.
                 continue;
             }
-            if self.backend.is_none()
-                && self.deferred_begin.is_none()
-                && self.worker.shared.shutdown.is_cancelled()
-            {
-                return self.close_for_shutdown().await;
-            }
             self.time_statement();
+            self.idle_from = crate::pool::coarse_ms();
             // Both limits off (the default): nothing to look at.
             let idle_limit =
                 if self.cout.len() >= HIGH_WATER && !self.client_write_timeout.is_zero() {
@@ -664,7 +663,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     return self.close_from_outside().await
                 }
                 Event::ClientEof => return Ok(()),
-                Event::Shutdown => return self.close_for_shutdown().await,
+                Event::Shutdown => return self.close_for_drain().await,
             }
         }
     }
