@@ -727,10 +727,11 @@ async fn a_new_process_that_fails_changes_nothing() {
     assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
 }
 
-/// SQLAlchemy pools (psycopg and PyMySQL, `pool_pre_ping`) writing through two handovers:
-/// every row the applications were told is committed is there and no other; a transaction
-/// fails only at its first statement, and only because the old process closed the connection
-/// as it drained.
+/// SQLAlchemy pools (psycopg and PyMySQL, `pool_pre_ping`, as SQLAlchemy recommends for
+/// servers that close connections) writing through two handovers: the applications see no
+/// error at all, and every row they were told is committed is there and no other. (The old
+/// process answers a pool's check with the connection's end, so the pool replaces it, and
+/// lets the transaction after a check that passed just before the drain run.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pooled_applications_see_no_error_across_handovers() {
     let db = "t_handover_pool";
@@ -775,7 +776,7 @@ async fn pooled_applications_see_no_error_across_handovers() {
         assert!(wait_exit(&mut old, Duration::from_secs(30)).success());
         old = next;
     }
-    let (mut committed, mut drain_closed) = (Vec::new(), 0);
+    let mut committed = Vec::new();
     for app in apps {
         let out = tokio::task::spawn_blocking(move || app.wait_with_output())
             .await
@@ -788,21 +789,7 @@ async fn pooled_applications_see_no_error_across_handovers() {
             String::from_utf8_lossy(&out.stderr)
         );
         let errors: Vec<_> = text.lines().filter(|l| l.starts_with("error")).collect();
-        let drain_close = |l: &&&str| {
-            l.starts_with("error first ")
-                && [
-                    "switchyard is shutting down",
-                    "server closed the connection",
-                    "Lost connection",
-                    "Server shutdown in progress",
-                    "gone away",
-                ]
-                .iter()
-                .any(|m| l.contains(m))
-        };
-        let other: Vec<_> = errors.iter().filter(|l| !drain_close(l)).collect();
-        assert!(other.is_empty(), "the applications saw errors: {other:?}");
-        drain_closed += errors.len();
+        assert!(errors.is_empty(), "the applications saw errors: {errors:?}");
         for line in text.lines().filter(|l| l.starts_with("ok ")) {
             let f: Vec<&str> = line.split(' ').collect();
             let kind = if f[1] == "1" { 'p' } else { 'm' };
@@ -813,8 +800,7 @@ async fn pooled_applications_see_no_error_across_handovers() {
     assert!(committed.len() > 100, "{} transactions", committed.len());
     assert_eq!(ledgers(db), committed);
     eprintln!(
-        "{} transactions committed by the pooled applications, {drain_closed} failed at \
-         their first statement on a connection the drain closed",
+        "{} transactions committed by the pooled applications, none failed",
         committed.len()
     );
     sigterm(&old);

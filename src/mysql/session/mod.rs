@@ -102,6 +102,9 @@ const CLIENT_READ_AHEAD: usize = 1 << 20;
 
 /// A client after login.
 pub struct Session<S> {
+    /// Draining: the client has had the one command a drain lets it run (see
+    /// `close_for_drain`).
+    drain_served: bool,
     w: Arc<Worker>,
     cluster: Arc<MyClusterPools>,
     /// The client's user name (in clusters whose servers see each client's own user, its
@@ -247,6 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             idle_transaction_timeout,
             client_idle_timeout,
             client_write_timeout,
+            drain_served: false,
             cin: leftover,
             cout: BytesMut::with_capacity(16 * 1024),
             backend: None,
@@ -303,11 +307,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Draining, and this client holds no server connection. One idle a while is told at
     /// once (unasked, as a server shutting down does). One busy a moment ago is likely to
-    /// send again soon (a pool's COM_PING or the next transaction): it is answered with the
-    /// error instead, before anything of it runs, so that a pool's check fails and the pool
-    /// connects again (to the process that took the listeners over, after a handover); it
-    /// is told unasked only if it sends nothing for [`crate::engine::DRAIN_IDLE_MS`].
-    async fn close_for_drain(&mut self, idle_from: u64) -> Result<(), SessionError> {
+    /// send again soon (a pool's check, or the next transaction): the session waits for
+    /// that, up to [`crate::engine::DRAIN_IDLE_MS`], then tells it unasked. A pool's check
+    /// (COM_PING, `SELECT 1`) finds the connection closed, which every pool takes for a dead
+    /// connection to replace (with one to the process that took the listeners over, after a
+    /// handover); an ERR answer some pools take for the application's error. The first
+    /// other command since the drain began runs (returned): a check that passed just before
+    /// the drain is followed by the transaction it was for. Any after that is answered with
+    /// ERR 1053 (it did not run) and the connection closed.
+    async fn close_for_drain(&mut self, idle_from: u64) -> Option<crate::mysql::io::Packet> {
         use crate::engine::DRAIN_IDLE_MS;
         let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
         let idle_for = crate::pool::coarse_ms().saturating_sub(idle_from);
@@ -315,23 +323,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let rest = std::time::Duration::from_millis(DRAIN_IDLE_MS - idle_for);
             let next = read_packet(&mut self.client, &mut self.cin, self.max_packet);
             match tokio::time::timeout(rest, next).await {
-                Ok(Ok(p)) => {
-                    // A pool's check (COM_PING) finds the connection gone, which every pool
-                    // takes for a dead connection to replace (an error answer, some take for
-                    // the application's); anything else is told it did not run.
-                    let ping =
-                        p.payload.first().map(|&b| Command::from_byte(b)) == Some(Command::Ping);
-                    if !ping {
-                        let _ = self.send(p.next_seq, &err).await;
-                    }
-                    return Ok(());
-                }
-                Ok(Err(_)) => return Ok(()),
+                Ok(Ok(p)) => return self.drain_decide(p).await,
+                Ok(Err(_)) => return None,
                 Err(_) => {}
             }
         }
         let _ = self.send(0, &err).await;
-        Ok(())
+        None
+    }
+
+    /// Draining: the command `p` of a client between transactions runs (returned) or not
+    /// (see [`Self::close_for_drain`]).
+    async fn drain_decide(
+        &mut self,
+        p: crate::mysql::io::Packet,
+    ) -> Option<crate::mysql::io::Packet> {
+        if is_ping(&p.payload) {
+            return None;
+        }
+        if self.drain_served {
+            let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
+            let _ = self.send(p.next_seq, &err).await;
+            return None;
+        }
+        self.drain_served = true;
+        Some(p)
     }
 
     async fn serve(&mut self) -> Result<(), SessionError> {
@@ -354,9 +370,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     // A command already sent is served (its answer would otherwise be the
                     // unasked goodbye below, out of sequence).
                     biased;
-                    p = read_packet(&mut self.client, &mut self.cin, self.max_packet) => p,
+                    // Once the drain has let one command run, the next is the drain's.
+                    p = read_packet(&mut self.client, &mut self.cin, self.max_packet),
+                        if !(self.drain_served && watch_shutdown) => match p {
+                            Ok(p) if watch_shutdown && shutdown.is_cancelled() => {
+                                match self.drain_decide(p).await {
+                                    Some(p) => Ok(p),
+                                    None => return Ok(()),
+                                }
+                            }
+                            other => other,
+                        },
                     _ = shutdown.cancelled(), if watch_shutdown => {
-                        return self.close_for_drain(idle_from).await;
+                        match self.close_for_drain(idle_from).await {
+                            Some(p) => Ok(p),
+                            None => return Ok(()),
+                        }
                     }
                     _ = past_idle => {
                         let (limit, in_tx) = idle.expect("armed only with a limit");
@@ -632,5 +661,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             seq = codec::write_packet(&mut self.cout, seq, &p);
         }
         self.flush().await
+    }
+}
+
+/// A pool's check of a connection: COM_PING, or `SELECT 1` as a query.
+fn is_ping(payload: &[u8]) -> bool {
+    match payload.split_first() {
+        Some((&b, rest)) => match Command::from_byte(b) {
+            Command::Ping => true,
+            Command::Query => {
+                let text = rest.trim_ascii();
+                let text = text.strip_suffix(b";").unwrap_or(text).trim_ascii();
+                text.eq_ignore_ascii_case(b"select 1")
+            }
+            _ => false,
+        },
+        None => false,
     }
 }

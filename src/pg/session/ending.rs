@@ -16,26 +16,52 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         .await
     }
 
-    /// Draining, and this client holds no server connection. One idle a while is told at
-    /// once. One busy a moment ago is likely to send again soon (a pool about to check the
-    /// connection, or the next transaction): it is told in answer to that instead, before
-    /// anything of it runs, so that a pool's check fails and the pool connects again (to
-    /// the process that took the listeners over, after a handover) rather than the
-    /// transaction after a check that passed; it is told unasked only if it sends nothing
-    /// for [`crate::engine::DRAIN_IDLE_MS`].
-    pub(super) async fn close_for_drain(&mut self) -> Result<(), SessionError> {
+    /// Draining, and this client holds no server connection and has sent nothing more. One
+    /// idle a while is told at once. One busy a moment ago is likely to send again soon (a
+    /// pool about to check the connection, or the next transaction): the session waits for
+    /// that (true: it came, see [`Session::drain_admits`]); told unasked only if nothing
+    /// comes for [`crate::engine::DRAIN_IDLE_MS`] (false: the session ends).
+    pub(super) async fn close_for_drain(&mut self) -> Result<bool, SessionError> {
         use crate::engine::DRAIN_IDLE_MS;
         use tokio::io::AsyncReadExt;
         let idle_for = crate::pool::coarse_ms().saturating_sub(self.idle_from);
-        if idle_for < DRAIN_IDLE_MS && self.cin.is_empty() {
+        if idle_for < DRAIN_IDLE_MS {
             self.flush_client().await;
             let rest = Duration::from_millis(DRAIN_IDLE_MS - idle_for);
             match tokio::time::timeout(rest, self.client.read_buf(&mut self.cin)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
-                Ok(Ok(_)) | Err(_) => {}
+                // The client left.
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(false),
+                Ok(Ok(_)) => return Ok(true),
+                Err(_) => {}
             }
         }
-        self.close_for_shutdown().await
+        self.close_for_shutdown().await?;
+        Ok(false)
+    }
+
+    /// Draining, and this client, between transactions, has sent its next message: whether
+    /// it runs. A pool's check of the connection (`SELECT 1`, an empty query) is answered
+    /// with FATAL 57P01, so the pool replaces the connection (with one to the process that
+    /// took the listeners over, after a handover); so is anything once the client has run
+    /// one transaction since the drain began. That one runs: a check that passed just before
+    /// the drain is followed by the transaction it was for.
+    pub(super) fn drain_admits(&mut self) -> bool {
+        let whole = match self.cin.get(1..5) {
+            Some(len) => {
+                let len = i32::from_be_bytes(len.try_into().expect("four bytes"));
+                usize::try_from(len).is_ok_and(|len| self.cin.len() > len)
+            }
+            None => false,
+        };
+        if !whole {
+            // Told when the message is whole (the read waits for the rest as for any).
+            return true;
+        }
+        if !self.drain_allowance || first_is_ping(&self.cin) {
+            return false;
+        }
+        self.drain_allowance = false;
+        true
     }
 
     pub(super) async fn close_for_shutdown(&mut self) -> Result<(), SessionError> {
@@ -116,5 +142,63 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         };
         codec::put_error(&mut self.cout, "FATAL", code, &msg);
         self.flush_client().await;
+    }
+}
+
+/// Whether the first message in `cin` is a connection check: a simple query or a Parse of
+/// `SELECT 1` or of nothing (the empty query pgjdbc's `isValid` sends).
+fn first_is_ping(cin: &[u8]) -> bool {
+    let Some((&tag, rest)) = cin.split_first() else {
+        return false;
+    };
+    let body = match rest.get(4..) {
+        Some(b) => b,
+        None => return false,
+    };
+    let text = match tag {
+        b'Q' => body,
+        // Parse: the statement's name, then its text.
+        b'P' => match body.iter().position(|&b| b == 0) {
+            Some(end) => &body[end + 1..],
+            None => return false,
+        },
+        _ => return false,
+    };
+    let text = match text.iter().position(|&b| b == 0) {
+        Some(end) => &text[..end],
+        None => return false,
+    };
+    let text = text.trim_ascii();
+    let text = text.strip_suffix(b";").unwrap_or(text).trim_ascii();
+    text.is_empty() || text.eq_ignore_ascii_case(b"select 1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_is_ping;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn pings_are_told_from_work() {
+        assert!(first_is_ping(&msg(b'Q', b"SELECT 1\0")));
+        assert!(first_is_ping(&msg(b'Q', b" select 1 ;\0")));
+        assert!(first_is_ping(&msg(b'Q', b"\0")));
+        assert!(first_is_ping(&msg(b'P', b"\0SELECT 1\0\0\0")));
+        assert!(first_is_ping(&msg(b'P', b"s1\0select 1\0\0\0")));
+        assert!(!first_is_ping(&msg(b'Q', b"SELECT 12\0")));
+        assert!(!first_is_ping(&msg(b'Q', b"BEGIN\0")));
+        assert!(!first_is_ping(&msg(
+            b'P',
+            b"\0INSERT INTO t VALUES (1)\0\0\0"
+        )));
+        assert!(!first_is_ping(&msg(b'B', b"\0\0")));
+        assert!(!first_is_ping(b"Q\0\0"));
+        assert!(!first_is_ping(b""));
     }
 }

@@ -257,6 +257,8 @@ pub struct Session<C> {
     /// When the session last began waiting for its client (the pools' coarse clock): how
     /// a drain tells a client idle a while from one busy a moment ago.
     idle_from: u64,
+    /// Whether the client may still run a transaction the drain has not seen begin.
+    drain_allowance: bool,
     /// `[general] client_write_timeout` when the client connected (zero: off).
     client_write_timeout: Duration,
     /// `[pool] query_timeout`: the count of ReadyForQuery from servers when the statement
@@ -428,6 +430,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             client_idle_timeout,
             idle_limits_on: !(idle_transaction_timeout.is_zero() && client_idle_timeout.is_zero()),
             idle_from: 0,
+            drain_allowance: true,
             client_write_timeout,
             clock_batch: None,
             batches_done: 0,
@@ -559,10 +562,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             if self.key.slot.end.is_ended() {
                 return self.close_from_outside().await;
             }
-            // Draining: a client between transactions starts no new one.
+            // Draining: a client between transactions starts at most one more (see
+            // `drain_admits`).
             if self.backend.is_none()
                 && self.deferred_begin.is_none()
+                && !self.cin.is_empty()
                 && self.worker.shared.shutdown.is_cancelled()
+                && !self.drain_admits()
             {
                 return self.close_for_shutdown().await;
             }
@@ -663,7 +669,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     return self.close_from_outside().await
                 }
                 Event::ClientEof => return Ok(()),
-                Event::Shutdown => return self.close_for_drain().await,
+                Event::Shutdown => {
+                    if !self.close_for_drain().await? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
