@@ -261,6 +261,8 @@ impl Inherited {
             .filter(|(_, _, fd)| fd.is_some())
             .map(|(role, addr, _)| format!("{role} {addr}"))
             .collect();
+        // Unsent, the old process serves on (it accepts again once this one has gone).
+        send(&self.link, &Message::Ready, &[])?;
         for (role, addr, fd) in &self.sockets {
             // A Unix-domain socket this config does not serve on: its file goes now (the old
             // process, handing over, leaves socket files to the new one).
@@ -274,8 +276,6 @@ impl Inherited {
                 "listeners of the previous process not in this config close"
             );
         }
-        // Unsent, the old process serves on (it accepts again once this one has gone).
-        send(&self.link, &Message::Ready, &[])?;
         // Sent: the old process drains, whatever comes back; this one serves from now on
         // (without relaying, if the answer is not the one expected).
         match recv(&self.link) {
