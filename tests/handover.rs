@@ -128,7 +128,7 @@ struct First {
     dir: tempfile::TempDir,
     ports: Ports,
     cfg: std::path::PathBuf,
-    a: Child,
+    a: Proc,
 }
 
 fn first(db: &str) -> First {
@@ -146,15 +146,42 @@ fn first(db: &str) -> First {
     First { dir, ports, cfg, a }
 }
 
+/// A proxy process, killed if the test ends (a failed assertion) while it still runs.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Start a proxy process on `cfg` and wait until its admin API answers.
-fn start(cfg: &std::path::Path, log: &std::path::Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
+fn start(cfg: &std::path::Path, log: &std::path::Path) -> Proc {
+    let child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let pid = child.id();
     loop {
