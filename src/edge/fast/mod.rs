@@ -80,6 +80,9 @@ pub async fn serve(
     let mut idle_since = tokio::time::Instant::now();
     let idle_timer = tokio::time::sleep_until(idle_since + cfg.idle_timeout);
     tokio::pin!(idle_timer);
+    // No request read yet: a drain that starts now lets the first one come (the client
+    // connected before this process stopped accepting) and serves it.
+    let mut first = true;
     loop {
         while buf.is_empty() {
             // Between requests: the idle timeout, or the drain, ends the connection.
@@ -96,7 +99,16 @@ pub async fn serve(
                     }
                     idle_timer.as_mut().reset(due);
                 }
-                _ = shutdown.cancelled() => return Outcome::Done,
+                _ = shutdown.cancelled() => {
+                    if !first {
+                        return Outcome::Done;
+                    }
+                    let grace = Duration::from_millis(crate::engine::DRAIN_IDLE_MS);
+                    match tokio::time::timeout(grace, client.read_buf(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => first = false,
+                        _ => return Outcome::Done,
+                    }
+                }
             }
         }
         // The rest of the head within header_timeout of its first byte (slowloris): the
@@ -117,7 +129,10 @@ pub async fn serve(
                 return Outcome::Handoff(client, buf);
             }
             match prepare(&ctx, &state, &buf, &mut head, shutdown.is_cancelled()) {
-                Parsed::Ready(p) => break p,
+                Parsed::Ready(p) => {
+                    first = false;
+                    break p;
+                }
                 Parsed::Handoff => return Outcome::Handoff(client, buf),
                 Parsed::Partial if buf.len() > cfg.max_header_bytes => {
                     // hyper answers 431 for it.
