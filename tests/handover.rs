@@ -245,6 +245,12 @@ struct Tally {
     closed_idle: AtomicU64,
 }
 
+impl Tally {
+    fn push(list: &Mutex<Vec<String>>, what: String) {
+        list.lock().unwrap().push(what);
+    }
+}
+
 /// A PostgreSQL client that connects afresh for each transaction (`fresh`) or keeps one
 /// connection, reconnecting when the proxy closes it between transactions.
 async fn pg_client(url: String, id: i32, fresh: bool, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
@@ -258,7 +264,7 @@ async fn pg_client(url: String, id: i32, fresh: bool, stop: Arc<AtomicBool>, tal
                     conn = Some(c);
                 }
                 Err(e) => {
-                    tally.refused.lock().unwrap().push(format!("pg {id}: {e}"));
+                    Tally::push(&tally.refused, format!("pg {id}: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -274,11 +280,7 @@ async fn pg_client(url: String, id: i32, fresh: bool, stop: Arc<AtomicBool>, tal
             if idle_close {
                 tally.closed_idle.fetch_add(1, Ordering::Relaxed);
             } else {
-                tally
-                    .broken
-                    .lock()
-                    .unwrap()
-                    .push(format!("pg {id} BEGIN: {e}"));
+                Tally::push(&tally.broken, format!("pg {id} BEGIN: {e}"));
             }
             conn = None;
             continue;
@@ -291,11 +293,7 @@ async fn pg_client(url: String, id: i32, fresh: bool, stop: Arc<AtomicBool>, tal
         match r {
             Ok(()) => tally.committed.lock().unwrap().push(('p', id, n)),
             Err(e) => {
-                tally
-                    .broken
-                    .lock()
-                    .unwrap()
-                    .push(format!("pg {id} in transaction: {e}"));
+                Tally::push(&tally.broken, format!("pg {id} in transaction: {e}"));
                 conn = None;
             }
         }
@@ -327,11 +325,7 @@ async fn my_client(
                     // unasked).
                     let text = e.to_string();
                     if text.contains("refused") || text.contains("reset") {
-                        tally
-                            .refused
-                            .lock()
-                            .unwrap()
-                            .push(format!("mysql {id}: {e}"));
+                        Tally::push(&tally.refused, format!("mysql {id}: {e}"));
                     } else {
                         tally.closed_idle.fetch_add(1, Ordering::Relaxed);
                     }
@@ -341,9 +335,8 @@ async fn my_client(
         }
         let c = conn.as_mut().unwrap();
         n += 1;
-        if let Err(e) = c.query_drop("BEGIN").await {
+        if c.query_drop("BEGIN").await.is_err() {
             // The old process closes an idle client between transactions.
-            let _ = e;
             tally.closed_idle.fetch_add(1, Ordering::Relaxed);
             conn = None;
             continue;
@@ -358,11 +351,7 @@ async fn my_client(
         match r {
             Ok(()) => tally.committed.lock().unwrap().push(('m', id, n)),
             Err(e) => {
-                tally
-                    .broken
-                    .lock()
-                    .unwrap()
-                    .push(format!("mysql {id} in transaction: {e}"));
+                Tally::push(&tally.broken, format!("mysql {id} in transaction: {e}"));
                 conn = None;
             }
         }

@@ -40,8 +40,12 @@ pub(super) struct Offer {
 impl Offer {
     /// Offer a TCP listener (a duplicate descriptor is kept).
     pub fn tcp(&self, role: &str, l: &std::net::TcpListener) -> std::io::Result<()> {
+        if !self.is_on() {
+            return Ok(());
+        }
         let addr = l.local_addr()?.to_string();
-        self.push(role, addr, l.try_clone()?.into())
+        self.push(role, addr, l.try_clone()?.into());
+        Ok(())
     }
 
     pub fn unix(
@@ -50,19 +54,23 @@ impl Offer {
         path: &Path,
         l: &std::os::unix::net::UnixListener,
     ) -> std::io::Result<()> {
-        let addr = path.display().to_string();
-        self.push(role, addr, l.try_clone()?.into())
-    }
-
-    fn push(&self, role: &str, addr: String, fd: OwnedFd) -> std::io::Result<()> {
-        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.is_on() {
             return Ok(());
         }
+        let addr = path.display().to_string();
+        self.push(role, addr, l.try_clone()?.into());
+        Ok(())
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn push(&self, role: &str, addr: String, fd: OwnedFd) {
         let role = role.to_owned();
         let mut s = self.sockets.lock().unwrap();
         s.get_or_insert_with(Vec::new)
             .push(Offered { role, addr, fd });
-        Ok(())
     }
 
     /// Stop offering: the duplicates close, so listeners the workers drop are closed.

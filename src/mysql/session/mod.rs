@@ -317,7 +317,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// ERR 1053 (it did not run) and the connection closed.
     async fn close_for_drain(&mut self, idle_from: u64) -> Option<crate::mysql::io::Packet> {
         use crate::engine::DRAIN_IDLE_MS;
-        let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
         let idle_for = crate::pool::coarse_ms().saturating_sub(idle_from);
         if idle_for < DRAIN_IDLE_MS {
             let rest = std::time::Duration::from_millis(DRAIN_IDLE_MS - idle_for);
@@ -328,7 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(_) => {}
             }
         }
-        let _ = self.send(0, &err).await;
+        let _ = self.send(0, &shutdown_err()).await;
         None
     }
 
@@ -342,8 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return None;
         }
         if self.drain_served {
-            let err = err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)");
-            let _ = self.send(p.next_seq, &err).await;
+            let _ = self.send(p.next_seq, &shutdown_err()).await;
             return None;
         }
         self.drain_served = true;
@@ -678,4 +676,9 @@ fn is_ping(payload: &[u8]) -> bool {
         },
         None => false,
     }
+}
+
+/// ERR 1053, what a client of a draining proxy is told (as a server shutting down says).
+fn shutdown_err() -> Vec<u8> {
+    err_payload(1053, b"08S01", "Server shutdown in progress (switchyard)")
 }
