@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::io::{Read, Write};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use switchyard::app::Server;
 use switchyard::config::Config;
@@ -1928,3 +1928,114 @@ fn websockets_over_http2_reach_an_http1_upstream() {
         assert!(matches!(status, Ok(405) | Err(_)), "{status:?}");
     });
 }
+
+/// A connection accepted before a drain began whose first request had not come yet (a client
+/// that connected just before a handover or SIGTERM) has up to a second for that request,
+/// which is served with `Connection: close`; one that sends nothing is closed after that
+/// second. On every kind of listener: the HTTP/1.1 fast path, hyper's path
+/// (`h1_fast_path = false`), and TLS (handshake done before the drain, and handshake begun
+/// after it).
+#[test]
+fn a_connection_opened_just_before_a_drain_has_its_first_request_served() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let u = HttpUpstream::start("d").unwrap();
+    let s = start(&format!(
+        r#"
+[general]
+workers = 1
+[[edge.listener]]
+name = "fast"
+listen = "127.0.0.1:0"
+[[edge.listener]]
+name = "hyper"
+listen = "127.0.0.1:0"
+h1_fast_path = false
+[[edge.listener]]
+name = "tls"
+listen = "127.0.0.1:0"
+tls_cert = "{}"
+tls_key = "{}"
+[[edge.route]]
+path = "/"
+upstream = "web"
+[[edge.upstream]]
+name = "web"
+servers = ["{}"]
+"#,
+        cert.display(),
+        key.display(),
+        u.addr()
+    ));
+    let (fast, hyper, tls) = (s.edge_addrs[0], s.edge_addrs[1], s.edge_addrs[2]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_cfg = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let tls_client = |addr| {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(tls_cfg.clone(), name).unwrap();
+        rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap())
+    };
+    let timeouts = |c: &TcpStream| c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let plain = [fast, fast, hyper, hyper].map(|a| {
+        let c = TcpStream::connect(a).unwrap();
+        timeouts(&c);
+        c
+    });
+    let mut handshaken = tls_client(tls);
+    timeouts(&handshaken.sock);
+    while handshaken.conn.is_handshaking() {
+        handshaken.conn.complete_io(&mut handshaken.sock).unwrap();
+    }
+    let late_handshake = tls_client(tls);
+    timeouts(&late_handshake.sock);
+    let silent = TcpStream::connect(hyper).unwrap();
+    timeouts(&silent);
+    // Accepted before the drain begins.
+    std::thread::sleep(Duration::from_millis(200));
+    let draining = std::thread::spawn(move || s.shutdown());
+    std::thread::sleep(Duration::from_millis(300));
+    let request = b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n";
+    let check = |what: &str, mut c: Box<dyn ReadWrite>| {
+        c.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        let r = c.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(
+            text.starts_with("http/1.1 200") && text.contains("connection: close"),
+            "{what}: {r:?} {text:?}"
+        );
+    };
+    let [f1, f2, h1, h2] = plain;
+    check("fast path", Box::new(f1));
+    check("hyper path", Box::new(h1));
+    check("tls, handshake before the drain", Box::new(handshaken));
+    check(
+        "tls, handshake after the drain began",
+        Box::new(late_handshake),
+    );
+    // The second connection of each plain kind waited 0.3 s more: still within its second.
+    check("fast path, second", Box::new(f2));
+    check("hyper path, second", Box::new(h2));
+    let t0 = Instant::now();
+    let mut silent = silent;
+    let n = silent.read(&mut [0u8; 64]);
+    assert!(matches!(n, Ok(0)), "{n:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    draining.join().unwrap();
+    assert!(TcpStream::connect(fast).is_err(), "listener closed");
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

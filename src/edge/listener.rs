@@ -3,7 +3,7 @@
 //! header timeout and header size limit, the idle timeout, and the polite close on drain
 //! (HTTP/1.1: `Connection: close` after the request in progress; HTTP/2: GOAWAY).
 
-use super::proxy::{handle, ClientCert, ConnCtx};
+use super::proxy::{handle, ClientCert, ConnCtx, FIRST_AWAITED, FIRST_NOT_YET};
 use super::Edge;
 use crate::config::EdgeListener;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -78,7 +78,7 @@ pub async fn serve(
                 listener: name,
                 peer,
                 worker,
-                in_flight: Default::default(),
+                requests: Default::default(),
                 client_ip: super::headers::client_ip_value(peer.ip()),
                 client_cert: None,
             });
@@ -171,7 +171,7 @@ async fn run<I>(
         // WebSockets over HTTP/2 (RFC 8441), announced in SETTINGS.
         .enable_connect_protocol()
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
-    let in_flight = ctx.in_flight.clone();
+    let requests = ctx.requests.clone();
     // Boxed: hyper moves each request's future into a task of its own (HTTP/2) and the
     // proxy's state machine is large; a pointer moves for free.
     let svc = hyper::service::service_fn(move |req| Box::pin(handle(ctx.clone(), req)));
@@ -180,6 +180,13 @@ async fn run<I>(
     let idle = cfg.idle_timeout;
     let tick = (idle / 4).max(Duration::from_millis(100));
     let mut closing = false;
+    // A drain that began before the first request: hyper would close the connection at once
+    // (nothing read yet, or the TLS handshake only just done), so the client that connected
+    // just before this process stopped accepting gets up to a second for that request
+    // (`handle` answers it with `Connection: close`), as on the fast path.
+    let grace = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(grace);
+    let mut awaiting_first = false;
     // The I/O count seen at the last tick, and since when it has not moved.
     let (mut seen, mut quiet_since) = (activity.load(Relaxed), Instant::now());
     loop {
@@ -191,14 +198,25 @@ async fn run<I>(
                 return;
             }
             _ = shutdown.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
                 closing = true;
+                let first = &requests.first;
+                if first.compare_exchange(FIRST_NOT_YET, FIRST_AWAITED, Relaxed, Relaxed).is_ok() {
+                    let wait = Duration::from_millis(crate::engine::DRAIN_IDLE_MS);
+                    grace.as_mut().reset(tokio::time::Instant::now() + wait);
+                    awaiting_first = true;
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = grace.as_mut(), if awaiting_first => {
+                awaiting_first = false;
+                conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(tick) => {
                 let now = activity.load(Relaxed);
                 if now != seen {
                     (seen, quiet_since) = (now, Instant::now());
-                } else if in_flight.load(Relaxed) == 0 && quiet_since.elapsed() >= idle {
+                } else if requests.in_flight.load(Relaxed) == 0 && quiet_since.elapsed() >= idle {
                     if closing {
                         // A polite close waits for the answer being written; nothing has
                         // moved for another idle period (a client that stopped reading): drop.

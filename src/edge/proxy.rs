@@ -125,15 +125,33 @@ pub struct ConnCtx {
     pub tls: bool,
     /// The worker serving the connection (which pooled client to use).
     pub worker: usize,
-    /// Requests of this connection in progress (the idle timeout only closes connections
-    /// with none).
-    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// What the connection's requests are doing, seen by the loop that serves it.
+    pub requests: Arc<ConnRequests>,
     /// The client's address as X-Forwarded-For text, made once per connection.
     pub client_ip: HeaderValue,
     /// On a listener with `tls_client_ca_file`: what the handshake learned of the client's
     /// certificate (`None` on other listeners: no headers about it are added or dropped).
     pub client_cert: Option<ClientCert>,
 }
+
+/// What a connection's requests are doing, shared by the loop serving the connection
+/// (hyper's path) and its requests.
+#[derive(Default)]
+pub struct ConnRequests {
+    /// In progress (the idle timeout only closes connections with none).
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    /// [`FIRST_NOT_YET`], [`FIRST_STARTED`] or [`FIRST_AWAITED`].
+    pub first: std::sync::atomic::AtomicU8,
+}
+
+/// No request has started on the connection.
+pub const FIRST_NOT_YET: u8 = 0;
+/// A request has started on the connection.
+pub const FIRST_STARTED: u8 = 1;
+/// A drain began before the connection's first request (the client connected just before
+/// this process stopped accepting): that request, if it comes within the grace, is served
+/// and answered with `Connection: close` (HTTP/1).
+pub const FIRST_AWAITED: u8 = 2;
 
 /// A client certificate on a listener with `tls_client_ca_file`.
 #[derive(Clone, Debug)]
@@ -172,8 +190,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     use std::sync::atomic::Ordering::Relaxed;
-    ctx.in_flight.fetch_add(1, Relaxed);
-    let _done = crate::Decrement(&ctx.in_flight);
+    let requests = &*ctx.requests;
+    requests.in_flight.fetch_add(1, Relaxed);
+    let _done = crate::Decrement(&requests.in_flight);
+    // The last of the connection when a drain was waiting for this first request.
+    let last = requests.first.load(Relaxed) != FIRST_STARTED
+        && requests.first.swap(FIRST_STARTED, Relaxed) == FIRST_AWAITED
+        && req.version() < http::Version::HTTP_2;
     let started = Instant::now();
     let state = ctx.edge.state();
     let mut log = LogLine::new(&req, &ctx, state.cfg.access_log != AccessLog::Off);
@@ -184,6 +207,10 @@ pub async fn handle(
     let mut id = log.request_id.clone();
     id.set_sensitive(true);
     resp.headers_mut().insert(&X_REQUEST_ID, id);
+    if last && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let secs = started.elapsed().as_secs_f64();
     account(&ctx, &state, &mut log, resp.status().as_u16(), secs);
     Ok(resp)
