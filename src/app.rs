@@ -377,6 +377,9 @@ impl Server {
                 .lineage
                 .odd
                 .store(!i.odd, std::sync::atomic::Ordering::Relaxed);
+            // Cancels and KILLs for its clients that reach this process before `ready`
+            // wait for the way to it.
+            shared.lineage.await_predecessor();
         }
         shared.pg.cancel.set_odd(shared.lineage.is_odd());
         shared.my.set_odd(shared.lineage.is_odd());
@@ -556,8 +559,8 @@ impl Server {
         };
         if let Some(i) = inherited {
             let gone = shared.clone();
-            let relay = i.ready(move || gone.lineage.set_predecessor(None))?;
-            shared.lineage.set_predecessor(relay);
+            let relay = i.ready(move || gone.lineage.predecessor_gone())?;
+            shared.lineage.predecessor_draining(relay);
         }
         let handover = match (handover_path, beside) {
             (Some(p), Some(beside)) => match handover::serve(shared.clone(), p.clone(), beside) {

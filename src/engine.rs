@@ -95,12 +95,32 @@ pub type RelayFn = dyn Fn(Relayed) -> tokio::sync::oneshot::Receiver<RelayOutcom
 /// Two processes live side by side during a handover; each issues the ids clients name in
 /// cancels and KILLs (PostgreSQL backend pids, MySQL connection ids) with one bit set to its
 /// parity, the new one the opposite of the old, so an id tells which process issued it.
-#[derive(Default)]
 pub struct Lineage {
     /// This process's parity (set at start, before the first client).
     pub odd: AtomicBool,
     /// The way to the previous process while it drains.
-    predecessor: Mutex<Option<Arc<RelayFn>>>,
+    predecessor: tokio::sync::watch::Sender<Predecessor>,
+}
+
+/// Where a process stands with the one it took the listeners over from.
+#[derive(Clone)]
+enum Predecessor {
+    /// None (never was, or it has ended).
+    None,
+    /// Taking over: this process serves already and will know the way once the previous
+    /// one has been told (`ready`); a relay waits for that.
+    Awaited,
+    /// Draining; requests for its clients go this way.
+    Draining(Arc<RelayFn>),
+}
+
+impl Default for Lineage {
+    fn default() -> Lineage {
+        Lineage {
+            odd: AtomicBool::new(false),
+            predecessor: tokio::sync::watch::Sender::new(Predecessor::None),
+        }
+    }
 }
 
 impl Lineage {
@@ -108,21 +128,46 @@ impl Lineage {
         self.odd.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The way to the previous process (None: there is none, or it has ended).
-    pub fn predecessor(&self) -> Option<Arc<RelayFn>> {
-        self.predecessor.lock().unwrap().clone()
+    /// Is there a previous process (draining, or being taken over from)?
+    pub fn has_predecessor(&self) -> bool {
+        !matches!(*self.predecessor.borrow(), Predecessor::None)
     }
 
-    pub fn set_predecessor(&self, relay: Option<Arc<RelayFn>>) {
-        *self.predecessor.lock().unwrap() = relay;
+    /// A previous process is being taken over from: relays wait for
+    /// [`Self::predecessor_draining`].
+    pub fn await_predecessor(&self) {
+        self.predecessor.send_replace(Predecessor::Awaited);
+    }
+
+    /// The way to the previous process once it has been told to drain (None: there is
+    /// none). Not if it has ended already ([`Self::predecessor_gone`] came first).
+    pub fn predecessor_draining(&self, relay: Option<Arc<RelayFn>>) {
+        self.predecessor.send_if_modified(|p| {
+            let awaited = matches!(p, Predecessor::Awaited);
+            if awaited {
+                *p = relay.map_or(Predecessor::None, Predecessor::Draining);
+            }
+            awaited
+        });
+    }
+
+    /// The previous process has ended.
+    pub fn predecessor_gone(&self) {
+        self.predecessor.send_replace(Predecessor::None);
     }
 
     /// Relay `r` to the previous process and wait (bounded) for what it did.
     pub async fn relay(&self, r: Relayed) -> RelayOutcome {
-        let Some(relay) = self.predecessor() else {
-            return RelayOutcome::Unknown;
+        let mut way = self.predecessor.subscribe();
+        let go = async move {
+            let settled = way.wait_for(|p| !matches!(p, Predecessor::Awaited));
+            let relay = match &*settled.await.map_err(|_| ())? {
+                Predecessor::Draining(relay) => relay.clone(),
+                _ => return Ok(RelayOutcome::Unknown),
+            };
+            relay(r).await.map_err(|_| ())
         };
-        match tokio::time::timeout(std::time::Duration::from_secs(6), relay(r)).await {
+        match tokio::time::timeout(std::time::Duration::from_secs(6), go).await {
             Ok(Ok(outcome)) => outcome,
             _ => RelayOutcome::Gone,
         }

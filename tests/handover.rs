@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use support::process::Proc;
 use support::{cluster as pg_cluster, create_db, free_port};
 use switchyard::testkit::mariadb::{self, MariaCluster};
 
@@ -146,37 +147,24 @@ fn first(db: &str) -> First {
     First { dir, ports, cfg, a }
 }
 
-/// A proxy process, killed if the test ends (a failed assertion) while it still runs.
-struct Proc(Child);
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Start a proxy process on `cfg` and wait until its admin API answers.
 fn start(cfg: &std::path::Path, log: &std::path::Path) -> Proc {
+    start_with(cfg, log, &[], "postgres listener ready")
+}
+
+/// [`start`] with more environment variables, until its log has `serving` (the admin API
+/// listens before a new process tells the old one; "postgres listener ready" comes after).
+fn start_with(
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+    serving: &str,
+) -> Proc {
     let child = Proc(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--config"])
             .arg(cfg)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -187,7 +175,7 @@ fn start(cfg: &std::path::Path, log: &std::path::Path) -> Proc {
     loop {
         // Ready once this process answers: its log says it serves.
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("postgres listener ready") {
+        if text.contains(serving) {
             break;
         }
         assert!(
@@ -674,6 +662,82 @@ async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
     assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
     drop(z);
     drop(o);
+}
+
+/// The new process serves on the listeners a moment before it tells the old one to drain
+/// (and learns the way to relay to it): a cancel or KILL for the old process's client that
+/// lands in that moment waits for the way, and is not taken for an unknown id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancels_and_kills_that_land_before_the_new_process_is_ready_wait_for_it() {
+    use mysql_async::prelude::*;
+    let db = "t_handover_early";
+    let my_db = format!("{db}_my");
+    let First {
+        dir,
+        ports,
+        cfg,
+        mut a,
+    } = first(db);
+    let (x, task) = tokio_postgres::connect(&pg_url(ports.pg, db, "app"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(task);
+    let token = x.cancel_token();
+    let x_sleep = tokio::spawn(async move { x.batch_execute("SELECT pg_sleep(30)").await });
+    let mut y = mysql_async::Conn::new(my_opts(ports.my, &my_db, "app"))
+        .await
+        .unwrap();
+    let y_id = y.id();
+    let y_sleep = tokio::spawn(async move { y.query_drop("SELECT SLEEP(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // B serves (A has stopped accepting) and waits 3 s before telling A.
+    let a_log = dir.path().join("a.log");
+    let hold = [("SWITCHYARD_TEST_HOLD_READY_MS", "3000")];
+    let mut b = start_with(
+        &cfg,
+        &dir.path().join("b.log"),
+        &hold,
+        "admin API listening",
+    );
+    let t = Instant::now();
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let mut z = mysql_async::Conn::new(my_opts(ports.my, &my_db, "app"))
+        .await
+        .unwrap();
+    let a_text = std::fs::read_to_string(&a_log).unwrap();
+    assert!(
+        !a_text.contains("handed over to a new process"),
+        "A was told before the cancel and KILL were sent ({:?} after B served): the test \
+         missed the moment it is about\n{a_text}\nB:\n{}",
+        t.elapsed(),
+        std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default()
+    );
+    z.query_drop(format!("KILL QUERY {y_id}"))
+        .await
+        .expect("KILL QUERY of A's client, sent to B before it was ready");
+    let r = tokio::time::timeout(Duration::from_secs(10), x_sleep)
+        .await
+        .expect("the PostgreSQL statement on A was cancelled")
+        .unwrap();
+    let e = r.expect_err("pg_sleep(30) was cancelled");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57014"),
+        "{e}"
+    );
+    match tokio::time::timeout(Duration::from_secs(10), y_sleep)
+        .await
+        .expect("the MySQL statement on A was stopped")
+        .unwrap()
+    {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1317, "{e}"),
+        other => panic!("SLEEP after KILL QUERY: {other:?}"),
+    }
+    assert!(wait_exit(&mut a, Duration::from_secs(25)).success());
+    sigterm(&b);
+    assert!(wait_exit(&mut b, Duration::from_secs(25)).success());
+    drop(z);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,6 +4,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::process::Proc;
 use support::*;
 
 #[tokio::test]
@@ -19,13 +20,15 @@ async fn sigterm_lets_running_transactions_finish_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(&cfg, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let conn_str = format!("host=127.0.0.1 port={port} user=app password=secret dbname=t_drain");
     let start = Instant::now();
     let a = loop {
@@ -118,13 +121,15 @@ fn sigterm_under_pgbench_finishes_started_transactions_and_readiness_drops_at_on
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("switchyard.toml");
     std::fs::write(&cfg, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while readyz(admin) != Some(200) {
         assert!(

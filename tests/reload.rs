@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use support::process::Proc;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -199,15 +200,6 @@ async fn reloads_under_pgbench_load_lose_nothing_and_drain_removed_replicas() {
 }
 
 /// The real binary, killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn wait_ready(admin: SocketAddr) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(admin).await.is_ok()
@@ -233,7 +225,7 @@ async fn invalid_configs_by_sighup_and_admin_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
     write_file(&path, &good);
-    let child = Child(
+    let child = Proc(
         std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--config"])
             .arg(&path)

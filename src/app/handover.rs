@@ -269,6 +269,7 @@ impl Inherited {
             .filter(|(_, _, fd)| fd.is_some())
             .map(|(role, addr, _)| format!("{role} {addr}"))
             .collect();
+        hold_before_ready();
         // Unsent, the old process serves on (it accepts again once this one has gone).
         send(&self.link, &Message::Ready, &[])?;
         for (role, addr, fd) in &self.sockets {
@@ -300,6 +301,20 @@ impl Inherited {
                 Ok(None)
             }
         }
+    }
+}
+
+/// Tests only (debug builds): `SWITCHYARD_TEST_HOLD_READY_MS` holds a new process that long
+/// between serving on the listeners and telling the previous process, which widens the
+/// window in which cancels and KILLs for the previous process's clients reach this one
+/// before it has the way to relay them.
+fn hold_before_ready() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("SWITCHYARD_TEST_HOLD_READY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
@@ -438,7 +453,7 @@ fn offer(shared: &Arc<Shared>, conn: &Socket) -> anyhow::Result<bool> {
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return refuse("this process is shutting down");
     }
-    if shared.lineage.predecessor().is_some() {
+    if shared.lineage.has_predecessor() {
         return refuse(
             "the process this one took over from is still draining (its ids would collide); try again when it has exited",
         );
