@@ -24,6 +24,8 @@
 #   POOL_SIZE [20]        pool size of PgBouncer (default_pool_size) and switchyard ([pool] size)
 #   WORKERS [0]           switchyard [general] workers (0: one per core)
 #   WARMUP [3]            seconds of unrecorded pgbench -S per contender before measuring (0: none)
+#   MAX_CLIENTS [1000]    client connection limit of PgBouncer (max_client_conn) and switchyard
+#                         ([general] max_client_connections)
 #   PGBOUNCER_PREPARED [run]  "run": also run PgBouncer with -M prepared and report failures;
 #                         "skip": leave those cells out ("n/a")
 #   SWITCHYARD_PG_BIN     directory of initdb/pg_ctl/postgres [/usr/lib/postgresql/15/bin]
@@ -55,6 +57,7 @@ POOL_SIZE=${POOL_SIZE:-20}
 WORKERS=${WORKERS:-0}
 WARMUP=${WARMUP:-3}
 PGBOUNCER_PREPARED=${PGBOUNCER_PREPARED:-run}
+MAX_CLIENTS=${MAX_CLIENTS:-1000}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/benches/results}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -273,7 +276,7 @@ auth_type = trust
 auth_file = $TMP/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
-max_client_conn = 1000
+max_client_conn = $MAX_CLIENTS
 logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
 log_connections = 0
@@ -282,7 +285,10 @@ server_tls_sslmode = $([ "$SERVER_TLS" = 1 ] && echo require || echo disable)
 EOF
     [ "$(id -u)" -eq 0 ] && chown "$SERVER_USER:" "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
     PGB_STARTED=1
-    "${AS_SERVER[@]}" "$PGBOUNCER" -d "$TMP/pgbouncer.ini" >"$TMP/pgbouncer.stdout" 2>&1 \
+    # Started through runuser, PgBouncer would get the login's soft limit of 1024 open
+    # files, fewer than MAX_CLIENTS asks for (it stops accepting near 1,000 clients).
+    "${AS_SERVER[@]}" bash -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; shift; exec "$@"' \
+        limit $((MAX_CLIENTS + 100)) "$PGBOUNCER" -d "$TMP/pgbouncer.ini" >"$TMP/pgbouncer.stdout" 2>&1 \
         || { cat "$TMP/pgbouncer.stdout" "$TMP/pgbouncer.log" >&2 2>/dev/null; die "pgbouncer did not start"; }
     wait_sql pgbouncer "$PGB_PORT" bench
 }
@@ -296,6 +302,7 @@ start_switchyard() {
     cat >"$TMP/$name.toml" <<EOF
 [general]
 workers = $WORKERS
+max_client_connections = $MAX_CLIENTS
 
 [postgres]
 listen = "127.0.0.1:$port"
@@ -350,7 +357,7 @@ wait_sql postgres "$PG_PORT" bench
 
 if [ -n "${HOLD:-}" ]; then
     # For profiling: keep the servers up for HOLD seconds and print where they listen.
-    log "holding for ${HOLD}s: direct=$PG_PORT pgbouncer=$PGB_PORT switchyard=$SY_PORT (pid ${SY_PID:-none}) switchyard_mux=$SYM_PORT (pid ${SYM_PID:-none})"
+    log "holding for ${HOLD}s: direct=$PG_PORT pgbouncer=$PGB_PORT (pid $(cat "$TMP/pgbouncer.pid" 2>/dev/null || echo none)) switchyard=$SY_PORT (pid ${SY_PID:-none}) switchyard_mux=$SYM_PORT (pid ${SYM_PID:-none})"
     sleep "$HOLD" &
     wait $! || true
     exit 0

@@ -44,8 +44,8 @@ pub async fn read_packet<S: AsyncRead + Unpin>(
             buf.advance(f.wire_len);
             return Ok(packet);
         }
-        buf.reserve(4096);
-        if s.read_buf(buf).await? == 0 {
+        // Storage only while bytes wait in it (a client between commands holds none).
+        if crate::net::bufs::read(s, buf, 4096).await? == 0 {
             return Err(PacketError::Closed);
         }
     }

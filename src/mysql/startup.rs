@@ -633,7 +633,9 @@ pub async fn handle_client(
     let max = cfg.general.max_message_bytes;
     let login = tokio::time::timeout(
         cfg.general.client_login_timeout,
-        login(&mut stream, tls, &mut buf, &cfg, &w, (id, peer), max),
+        // Boxed: large (TLS, the auth exchanges), and inline it would stay part of the
+        // connection's task for the whole session.
+        Box::pin(login(&mut stream, tls, &mut buf, &cfg, &w, (id, peer), max)),
     )
     .await;
     let l = match login {
@@ -696,7 +698,16 @@ pub async fn handle_client(
         p.learn(stage1);
     }
     slot.end.set_socket(stream.dup_socket());
-    let session = super::session::Session::new(w.clone(), cluster, stream, l, slot, buf);
+    // Boxed: the session's state is reached through a pointer from the task, which stays
+    // small.
+    let session = Box::new(super::session::Session::new(
+        w.clone(),
+        cluster,
+        stream,
+        l,
+        slot,
+        buf,
+    ));
     if let Err(e) = session.run().await {
         tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
     }

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod backend_tls;
+pub mod bufs;
 pub mod channel_binding;
 pub mod der;
 pub mod handover;

@@ -42,8 +42,10 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + general.client_login_timeout;
     let mut tcp = stream;
+    // The login's futures are boxed: they are large (TLS, SCRAM), and inline they would
+    // stay part of the connection's task for the whole session.
     let negotiated =
-        tokio::time::timeout_at(deadline, negotiate(&worker, &mut tcp, &mut buf)).await;
+        tokio::time::timeout_at(deadline, Box::pin(negotiate(&worker, &mut tcp, &mut buf))).await;
     let (mut stream, first) = match negotiated {
         Ok(Ok(Some(Negotiated::Plain(Startup::Startup { .. }))))
             if worker.require_tls && matches!(tcp, ClientStream::Plain(_)) =>
@@ -57,7 +59,9 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
         }
         Ok(Ok(Some(Negotiated::Plain(p)))) => (tcp, p),
         Ok(Ok(Some(Negotiated::StartTls))) => {
-            match tokio::time::timeout_at(deadline, start_tls(&worker, tcp, &mut buf)).await {
+            match tokio::time::timeout_at(deadline, Box::pin(start_tls(&worker, tcp, &mut buf)))
+                .await
+            {
                 Ok(Some((s, Ok(p)))) => (s, p),
                 Ok(Some((mut s, Err(r)))) => return refuse_client(&mut s, r, conn_id, peer).await,
                 _ => return,
@@ -75,7 +79,13 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     };
     let login = tokio::time::timeout_at(
         deadline,
-        login(&worker, &mut stream, &mut buf, first, (over_limit, peer)),
+        Box::pin(login(
+            &worker,
+            &mut stream,
+            &mut buf,
+            first,
+            (over_limit, peer),
+        )),
     )
     .await;
     let refusal = match login {
@@ -114,16 +124,18 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
             ));
             let (pid, secret) = (key.pid, key.secret);
             key.slot.end.set_socket(stream.dup_socket());
-            let mut session = Session::new(
+            // Boxed: the session's state is reached through a pointer from the task, which
+            // stays small (see `net::bufs` for what an idle client holds).
+            let mut session = Box::new(Session::new(
                 worker.clone(),
                 (l.cluster, l.user),
                 stream,
                 l.wanted,
                 key,
                 buf,
-            );
+            ));
             let mut out = l.out;
-            let params = match session.login().await {
+            let params = match Box::pin(session.login()).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::info!(conn = conn_id, %peer, error = %e, "no backend for new client");

@@ -154,9 +154,11 @@ impl<C: Connector> managed::Manager for Manager<C> {
     type Error = C::Error;
 
     // Boxed: a checked-out connection moves through several futures on every checkout and
-    // return, and a pointer is cheaper to move than the connection's state.
+    // return, and a pointer is cheaper to move than the connection's state. The connect
+    // future (a login, TLS) is boxed too: it is large, and inline it would make every
+    // future that checks a connection out (each client's session, all the time) as large.
     async fn create(&self) -> Result<Box<C::Conn>, C::Error> {
-        let mut conn = self.target.connect().await?;
+        let mut conn = Box::pin(self.target.connect()).await?;
         let now = coarse_ms();
         *conn.stamps_mut() = Stamps {
             opened: now,

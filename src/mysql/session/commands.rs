@@ -73,9 +73,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let (user, looked_up) = match cfg.user(&name) {
             Some(u) => (Some(u.clone()), None),
             None => {
-                let found = self
-                    .w
-                    .look_up(&cfg, database.as_deref(), &name)
+                // Boxed: the look-up (a login of its own) is large, and inline it would make
+                // every session's task as large.
+                let found = Box::pin(self.w.look_up(&cfg, database.as_deref(), &name))
                     .await
                     .unwrap_or_else(|e| {
                         tracing::warn!(user = %name, error = %e, "auth_query failed");

@@ -252,11 +252,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             client_write_timeout,
             drain_served: false,
             cin: leftover,
-            cout: BytesMut::with_capacity(16 * 1024),
+            // Taken when needed (`net::bufs`).
+            cout: BytesMut::new(),
             backend: None,
             parking: Default::default(),
-            bin: BytesMut::with_capacity(16 * 1024),
-            bout: BytesMut::with_capacity(1024),
+            bin: BytesMut::new(),
+            bout: BytesMut::new(),
             backend_idx: 0,
             slot,
             login_vars: vars.clone(),
@@ -299,7 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Serve the client until it quits or goes away, then give back or close its connection.
-    pub async fn run(mut self) -> Result<(), SessionError> {
+    pub async fn run(mut self: Box<Self>) -> Result<(), SessionError> {
         let r = self.serve().await;
         self.finish().await;
         r
@@ -357,6 +358,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let idle = self.idle_limit();
             let packet = if self.backend.is_none() || idle.is_some() {
                 let watch_shutdown = self.backend.is_none();
+                if watch_shutdown {
+                    // Waiting for the client with no server: the empty buffers go back (see
+                    // `net::bufs`; the client's own is taken only while a read finds bytes).
+                    for b in [&mut self.cout, &mut self.bin, &mut self.bout] {
+                        crate::net::bufs::give(b);
+                    }
+                }
                 let idle_from = crate::pool::coarse_ms();
                 let past_idle = async {
                     match idle {
@@ -403,6 +411,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             } else {
                 read_packet(&mut self.client, &mut self.cin, self.max_packet).await
             };
+            // Buffers given back while waiting, for the command's answers.
+            for b in [&mut self.cout, &mut self.bout] {
+                if b.capacity() == 0 {
+                    *b = crate::net::bufs::take();
+                }
+            }
             let packet = match packet {
                 Ok(p) => p,
                 Err(PacketError::Closed) => return Ok(()),

@@ -560,7 +560,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
             let conn = self.backend.as_mut().expect("a connection is held");
-            self.bin.reserve(8192);
+            crate::net::bufs::reserve(&mut self.bin, 8192);
             let n = tokio::time::timeout(INTERNAL_TIMEOUT * 6, conn.stream.read_buf(&mut self.bin))
                 .await
                 .map_err(|_| SessionError::Backend("no answer to COM_STMT_PREPARE".into()))?

@@ -229,7 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         return (self.bin.get(4) == Some(&codec::ERR_HEADER)).then_some(wire);
                     }
                 }
-                self.bin.reserve(1024);
+                crate::net::bufs::reserve(&mut self.bin, 1024);
                 match conn.stream.read_buf(&mut self.bin).await {
                     Ok(n) if n > 0 => {}
                     _ => return None,
@@ -259,7 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
             let conn = self.backend.as_mut().expect("a connection is held");
-            self.bin.reserve(16 * 1024);
+            crate::net::bufs::reserve(&mut self.bin, 16 * 1024);
             // The client is watched meanwhile: what it sends early (pipelining drivers) waits
             // in `cin`; a client that goes away has its statement and transaction stopped.
             let client_room = self.cin.len() < CLIENT_READ_AHEAD;

@@ -94,7 +94,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Tell a client whose login could not get a backend why, and end the session.
-    pub async fn refuse_login(mut self, e: &SessionError) {
+    pub async fn refuse_login(mut self: Box<Self>, e: &SessionError) {
         let (code, msg) = match e {
             SessionError::Settings(m) => ("22023", format!("switchyard: {m}")),
             _ => return self.report_fatal(e).await,

@@ -59,7 +59,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             // returns to them as on a direct connection. A pooled connection opened for other
             // settings is replaced (in its pool place) by one opened for these.
             let target = self.cluster.pools[idx].target().clone();
-            match crate::pg::backend::BackendConn::connect_with(&target, &self.wanted).await {
+            // Boxed: a login is large, and inline it would make every session's task as
+            // large (this is session mode's rare path).
+            let connect = crate::pg::backend::BackendConn::connect_with(&target, &self.wanted);
+            match Box::pin(connect).await {
                 Ok(fresh) => {
                     **conn = fresh;
                     conn.applied = (*self.wanted).clone();

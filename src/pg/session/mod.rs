@@ -448,9 +448,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             seq_guard: false,
             backend: None,
             cin: leftover,
-            bout: BytesMut::with_capacity(8192),
-            bin: BytesMut::with_capacity(16384),
-            cout: BytesMut::with_capacity(16384),
+            // Taken when needed (`net::bufs`).
+            bout: BytesMut::new(),
+            bin: BytesMut::new(),
+            cout: BytesMut::new(),
             pending: VecDeque::new(),
             skip: 0,
             skip_drops: false,
@@ -536,7 +537,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Serve the client until it leaves, then put the backend connection back or close it.
-    pub async fn run(mut self, login: &mut BytesMut) -> Result<(), SessionError> {
+    pub async fn run(mut self: Box<Self>, login: &mut BytesMut) -> Result<(), SessionError> {
         self.cout.extend_from_slice(login);
         login.clear();
         self.maybe_release();
@@ -644,6 +645,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     None => poll_fn(|cx| io.poll(cx)).await,
                 }
             };
+            // Buffers given back while waiting (`net::bufs`), for the answers to come.
+            for b in [&mut self.bout, &mut self.cout] {
+                if b.capacity() == 0 {
+                    *b = crate::net::bufs::take();
+                }
+            }
             let event = match event {
                 Ok(e) => e,
                 Err(e @ (SessionError::BackendClosed | SessionError::BackendIo(_))) => {

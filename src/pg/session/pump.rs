@@ -4,6 +4,7 @@
 //! wake it: the peer may have sent everything and be waiting).
 
 use super::{Event, SessionError, HIGH_WATER};
+use crate::net::bufs;
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::io;
@@ -62,7 +63,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
                 }
             }
             if self.cout.len() < HIGH_WATER {
-                self.bin.reserve(16 * 1024);
+                bufs::reserve(self.bin, 16 * 1024);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut **backend), cx, self.bin) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(SessionError::BackendClosed)),
                     Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Backend)),
@@ -79,7 +80,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
         if self.bout.len() < HIGH_WATER
             && (self.cin.len() < HIGH_WATER || !has_whole_message(self.cin))
         {
-            self.cin.reserve(8 * 1024);
+            bufs::reserve(self.cin, 8 * 1024);
             match tokio_util::io::poll_read_buf(Pin::new(&mut *self.client), cx, self.cin) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Event::ClientEof)),
                 Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Client)),
@@ -90,6 +91,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
         if let Some(s) = self.shutdown.as_mut() {
             if s.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(Event::Shutdown));
+            }
+        }
+        if self.backend.is_none() {
+            // Waiting for the client with no server: the empty buffers go back (see
+            // `net::bufs`), the client's too (taken again for the next read).
+            for b in [
+                &mut *self.cin,
+                &mut *self.bout,
+                &mut *self.bin,
+                &mut *self.cout,
+            ] {
+                bufs::give(b);
             }
         }
         Poll::Pending
