@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Memory a PostgreSQL proxy keeps per client connection, read from the kernel's side.
+"""Memory a PostgreSQL or MySQL proxy keeps per client connection, read from the kernel's side.
 
     benches/conn_memory.py NAME PORT PID N [USER [DBNAME]]
+    PROTOCOL=mysql PASSWORD=app_pw benches/conn_memory.py NAME PORT PID N app sbtest
 
-Opens N client connections to PORT (psycopg 3, autocommit, over loopback) and reads the
+Opens N client connections to PORT (psycopg 3, autocommit, over loopback; with
+PROTOCOL=mysql, PyMySQL, autocommit) and reads the
 resident set (VmRSS in /proc/PID/status) of the proxy process PID at each step:
 
   start      before any client
@@ -15,10 +17,9 @@ resident set (VmRSS in /proc/PID/status) of the proxy process PID at each step:
 and prints one Markdown row per step: the RSS and the growth per client since "start". Run
 by benches/conn_memory.sh, which starts the servers and both proxies.
 """
+import os
 import sys
 import time
-
-import psycopg
 
 
 def rss_kib(pid):
@@ -33,7 +34,35 @@ def main():
     name, port, pid, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     user = sys.argv[5] if len(sys.argv) > 5 else "bench"
     db = sys.argv[6] if len(sys.argv) > 6 else "bench"
-    dsn = f"host=127.0.0.1 port={port} user={user} dbname={db}"
+    if os.environ.get("PROTOCOL") == "mysql":
+        import pymysql
+
+        def connect():
+            return pymysql.connect(
+                host="127.0.0.1",
+                port=port,
+                user=user,
+                password=os.environ.get("PASSWORD", ""),
+                database=db,
+                autocommit=True,
+            )
+
+        def query(c, sql):
+            with c.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+
+    else:
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={port} user={user} dbname={db}"
+
+        def connect():
+            return psycopg.connect(dsn, autocommit=True)
+
+        def query(c, sql):
+            return c.execute(sql).fetchall()
+
     steps = []
 
     def step(label):
@@ -44,14 +73,14 @@ def main():
     conns = []
     t0 = time.monotonic()
     for _ in range(n):
-        conns.append(psycopg.connect(dsn, autocommit=True))
+        conns.append(connect())
     login_s = time.monotonic() - t0
     step("logged in")
     for c in conns:
-        c.execute("SELECT 1").fetchall()
+        query(c, "SELECT 1")
     step("one query")
     for c in conns:
-        (row,) = c.execute("SELECT repeat('x', 65536)").fetchall()
+        (row,) = query(c, "SELECT repeat('x', 65536)")
         assert len(row[0]) == 65536
     step("64 KiB")
     for c in conns:
