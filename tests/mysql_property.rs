@@ -941,16 +941,20 @@ fn prop_seed() -> u64 {
     seed
 }
 
-/// Once every client has gone: no transaction is left open on the primary, no row of a
-/// transaction that did not commit (`doomed`) is there, and its ledger holds exactly the
-/// `committed` rows.
+/// Once every client has gone: no transaction is left open on the primary in `db` (the
+/// other tests of this binary run beside it, on databases of their own, with transactions
+/// of their own), no row of a transaction that did not commit (`doomed`) is there, and its
+/// ledger holds exactly the `committed` rows.
 fn assert_ledger(db: &str, committed: &BTreeSet<(i32, i32)>, seed: u64) {
     let c = cluster();
     let deadline = Instant::now() + Duration::from_secs(10);
+    let open_here = format!(
+        "SELECT count(*) FROM information_schema.innodb_trx t \
+         JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
+         WHERE p.db = '{db}'"
+    );
     loop {
-        let open = c
-            .value(0, "SELECT count(*) FROM information_schema.innodb_trx")
-            .unwrap();
+        let open = c.value(0, &open_here).unwrap();
         if open == "0" {
             break;
         }
