@@ -44,9 +44,39 @@ pub fn take() -> BytesMut {
 /// bytes is left as it is.
 #[inline]
 pub fn give(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() != 0 {
-        give_empty(std::mem::take(buf));
+    give_all([buf]);
+}
+
+/// [`give`] for each of `bufs`, in one visit to the free list.
+#[inline]
+pub fn give_all<const N: usize>(bufs: [&mut BytesMut; N]) {
+    if bufs.iter().all(|b| !b.is_empty() || b.capacity() == 0) {
+        return;
     }
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        for b in bufs {
+            if b.is_empty() && b.capacity() != 0 {
+                keep(&mut f, std::mem::take(b));
+            }
+        }
+    });
+}
+
+/// Each of `bufs` that has no storage gets an empty buffer, in one visit to the free list.
+#[inline]
+pub fn take_all<const N: usize>(bufs: [&mut BytesMut; N]) {
+    if bufs.iter().all(|b| b.capacity() != 0) {
+        return;
+    }
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        for b in bufs {
+            if b.capacity() == 0 {
+                *b = f.pop().unwrap_or_else(|| BytesMut::with_capacity(SIZE));
+            }
+        }
+    });
 }
 
 /// Read from `s` into `buf` with room for `additional` more bytes, as `read_buf` does, but
@@ -68,19 +98,17 @@ pub async fn read<S: AsyncRead + Unpin>(
     .await
 }
 
-fn give_empty(mut buf: BytesMut) {
-    buf.clear();
-    // Back to its whole capacity (an advanced buffer keeps its offset until reserve).
-    buf.reserve(SIZE);
-    if buf.capacity() > KEEP_MAX {
-        return;
+/// Put the empty `buf` on the free list `f`, unless it is large or the list is full.
+fn keep(f: &mut Vec<BytesMut>, mut buf: BytesMut) {
+    // Back to its whole capacity (an advanced buffer keeps its offset until a reserve), so
+    // that its size is known and a taker gets all of it. No copy: it is empty.
+    if buf.capacity() < SIZE {
+        buf.clear();
+        buf.reserve(SIZE);
     }
-    FREE.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.len() < KEEP_COUNT {
-            f.push(buf);
-        }
-    });
+    if buf.capacity() <= KEEP_MAX && f.len() < KEEP_COUNT {
+        f.push(buf);
+    }
 }
 
 #[cfg(test)]

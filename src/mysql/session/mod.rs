@@ -361,9 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if watch_shutdown {
                     // Waiting for the client with no server: the empty buffers go back (see
                     // `net::bufs`; the client's own is taken only while a read finds bytes).
-                    for b in [&mut self.cout, &mut self.bin, &mut self.bout] {
-                        crate::net::bufs::give(b);
-                    }
+                    crate::net::bufs::give_all([&mut self.cout, &mut self.bin, &mut self.bout]);
                 }
                 let idle_from = crate::pool::coarse_ms();
                 let past_idle = async {
@@ -412,11 +410,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 read_packet(&mut self.client, &mut self.cin, self.max_packet).await
             };
             // Buffers given back while waiting, for the command's answers.
-            for b in [&mut self.cout, &mut self.bout] {
-                if b.capacity() == 0 {
-                    *b = crate::net::bufs::take();
-                }
-            }
+            crate::net::bufs::take_all([&mut self.cout, &mut self.bout]);
             let packet = match packet {
                 Ok(p) => p,
                 Err(PacketError::Closed) => return Ok(()),

@@ -646,11 +646,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
             };
             // Buffers given back while waiting (`net::bufs`), for the answers to come.
-            for b in [&mut self.bout, &mut self.cout] {
-                if b.capacity() == 0 {
-                    *b = crate::net::bufs::take();
-                }
-            }
+            crate::net::bufs::take_all([&mut self.bout, &mut self.cout]);
             let event = match event {
                 Ok(e) => e,
                 Err(e @ (SessionError::BackendClosed | SessionError::BackendIo(_))) => {

@@ -96,14 +96,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Pump<'_, C> {
         if self.backend.is_none() {
             // Waiting for the client with no server: the empty buffers go back (see
             // `net::bufs`), the client's too (taken again for the next read).
-            for b in [
+            bufs::give_all([
                 &mut *self.cin,
                 &mut *self.bout,
                 &mut *self.bin,
                 &mut *self.cout,
-            ] {
-                bufs::give(b);
-            }
+            ]);
         }
         Poll::Pending
     }
