@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""Memory a PostgreSQL or MySQL proxy keeps per client connection, read from the kernel's side.
+"""Memory a proxy keeps per client connection (PostgreSQL, MySQL or HTTP), read from the
+kernel's side.
 
     benches/conn_memory.py NAME PORT PID N [USER [DBNAME]]
     PROTOCOL=mysql PASSWORD=app_pw benches/conn_memory.py NAME PORT PID N app sbtest
+    PROTOCOL=http benches/conn_memory.py NAME PORT PID N       # keep-alive HTTP/1.1
 
 Opens N client connections to PORT (psycopg 3, autocommit, over loopback; with
-PROTOCOL=mysql, PyMySQL, autocommit) and reads the
-resident set (VmRSS in /proc/PID/status) of the proxy process PID at each step:
+PROTOCOL=mysql, PyMySQL, autocommit; with PROTOCOL=http, raw keep-alive sockets asking for
+/1k.bin and /64k.bin) and reads the resident set (VmRSS in /proc/PID/status) of the proxy
+process PID at each step:
 
   start      before any client
   logged in  N clients connected and logged in, none has sent a statement
   one query  each client has run SELECT 1 (its session has served a statement)
   64 KiB     each client has read one 64 KiB row (buffers grown for a larger answer)
-  all gone   every client closed, two seconds later
+  all gone   every client closed, a second later
 
 and prints one Markdown row per step: the RSS and the growth per client since "start". Run
-by benches/conn_memory.sh, which starts the servers and both proxies.
+by benches/conn_memory.sh (PostgreSQL: the servers and both proxies) and
+benches/edge_memory.sh (HTTP: nginx and the edge).
 """
 import os
 import sys
@@ -52,6 +56,30 @@ def main():
                 cur.execute(sql)
                 return cur.fetchall()
 
+    elif os.environ.get("PROTOCOL") == "http":
+        import socket
+
+        def connect():
+            return socket.create_connection(("127.0.0.1", port))
+
+        def query(c, sql):
+            # The two statements stand for a small answer and a 64 KiB one.
+            path = "/64k.bin" if "65536" in sql else "/1k.bin"
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += c.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            while len(body) < length:
+                body += c.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            return [(body,)]
+
     else:
         import psycopg
 
@@ -75,7 +103,7 @@ def main():
     for _ in range(n):
         conns.append(connect())
     login_s = time.monotonic() - t0
-    step("logged in")
+    step("connected" if os.environ.get("PROTOCOL") == "http" else "logged in")
     for c in conns:
         query(c, "SELECT 1")
     step("one query")

@@ -37,6 +37,7 @@ use super::route::Route;
 use super::upstream::Attempt;
 use super::EdgeState;
 use crate::config::EdgeListener;
+use crate::net::bufs;
 use bytes::{Buf, BufMut, BytesMut};
 use http::{HeaderValue, Method};
 use std::net::SocketAddr;
@@ -68,10 +69,12 @@ pub async fn serve(
     mut client: TcpStream,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut head = BytesMut::with_capacity(1024);
-    // The answer to the client (head and what of the body is at hand), reused.
-    let mut out = BytesMut::with_capacity(OUT_BUFFER);
+    // The request's bytes, the upstream request head, and the answer to the client (head
+    // and what of the body is at hand): taken from the worker's free list for a request and
+    // given back between requests (`net::bufs`), so an idle keep-alive connection holds none.
+    let mut buf = BytesMut::new();
+    let mut head = BytesMut::new();
+    let mut out = BytesMut::new();
     // Between requests the connection may stay idle for idle_timeout after its last answer;
     // an upstream has the route's response_timeout to answer. One timer per connection for
     // both, not one per request: it is never set later than the deadline that runs, and is
@@ -85,9 +88,12 @@ pub async fn serve(
     let mut first = true;
     loop {
         while buf.is_empty() {
+            head.clear();
+            out.clear();
+            bufs::give_all([&mut head, &mut out]);
             // Between requests: the idle timeout, or the drain, ends the connection.
             tokio::select! {
-                r = client.read_buf(&mut buf) => {
+                r = bufs::read(&mut client, &mut buf, 4096) => {
                     if !matches!(r, Ok(n) if n > 0) {
                         return Outcome::Done;
                     }
@@ -104,7 +110,7 @@ pub async fn serve(
                         return Outcome::Done;
                     }
                     let grace = Duration::from_millis(crate::engine::DRAIN_IDLE_MS);
-                    match tokio::time::timeout(grace, client.read_buf(&mut buf)).await {
+                    match tokio::time::timeout(grace, bufs::read(&mut client, &mut buf, 4096)).await {
                         Ok(Ok(n)) if n > 0 => first = false,
                         _ => return Outcome::Done,
                     }
@@ -116,6 +122,7 @@ pub async fn serve(
         let mut deadline = None;
         let mut head_deadline =
             || *deadline.get_or_insert_with(|| tokio::time::Instant::now() + cfg.header_timeout);
+        bufs::take_all([&mut head, &mut out]);
         let state = ctx.edge.state();
         let prepared = loop {
             if H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
@@ -161,10 +168,6 @@ pub async fn serve(
             cfg.idle_timeout,
         )
         .await;
-        if out.capacity() > MAX_KEPT_BUFFER {
-            // A large answer grew it: between requests the connection keeps a small one.
-            out = BytesMut::with_capacity(OUT_BUFFER);
-        }
         idle_since = answered;
         if !keep || shutdown.is_cancelled() {
             let _ = client.shutdown().await;
@@ -374,11 +377,6 @@ fn prepare(
         log,
     }))
 }
-
-/// The client connection's answer buffer: a response head and a small body fit.
-const OUT_BUFFER: usize = 4096;
-/// Above this the answer buffer is not kept for the next request.
-const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 /// Most headers one request's Connection headers may name on the fast path.
 const MAX_CONNECTION_TOKENS: usize = 8;
