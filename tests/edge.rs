@@ -1129,13 +1129,22 @@ fn websocket_upgrades_pass_through_and_echo() {
 
 /// A self-signed certificate for 127.0.0.1 and localhost, written to `dir`.
 fn cert_files(dir: &std::path::Path) -> (String, String) {
+    let (_, cert, key) = cert_files_der(dir);
+    (cert, key)
+}
+
+/// [`cert_files`], and the certificate itself (for a client to trust).
+fn cert_files_der(
+    dir: &std::path::Path,
+) -> (rustls::pki_types::CertificateDer<'static>, String, String) {
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    (cert.display().to_string(), key.display().to_string())
+    let der = ck.cert.der().clone();
+    (der, cert.display().to_string(), key.display().to_string())
 }
 
 /// Two upstreams behind a TLS listener: "/" and "/a/" (stripped) to `a`, "/b/" (stripped) to
@@ -1939,10 +1948,7 @@ fn websockets_over_http2_reach_an_http1_upstream() {
 fn a_connection_opened_just_before_a_drain_has_its_first_request_served() {
     use std::net::TcpStream;
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (der, cert, key) = cert_files_der(dir.path());
     let u = HttpUpstream::start("d").unwrap();
     let s = start(&format!(
         r#"
@@ -1967,13 +1973,13 @@ upstream = "web"
 name = "web"
 servers = ["{}"]
 "#,
-        cert.display(),
-        key.display(),
+        cert,
+        key,
         u.addr()
     ));
     let (fast, hyper, tls) = (s.edge_addrs[0], s.edge_addrs[1], s.edge_addrs[2]);
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
+    roots.add(der).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_cfg = Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)

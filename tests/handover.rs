@@ -559,6 +559,78 @@ async fn handovers_under_load_refuse_nobody_and_lose_nothing() {
     );
 }
 
+/// Two statements running on the first process: a PostgreSQL client's `pg_sleep(30)` (in a
+/// transaction when asked) and a MySQL client's `SLEEP(30)`.
+struct Sleepers {
+    token: tokio_postgres::CancelToken,
+    y_id: u32,
+    x_sleep: tokio::task::JoinHandle<(tokio_postgres::Client, Result<(), tokio_postgres::Error>)>,
+    y_sleep: tokio::task::JoinHandle<(mysql_async::Conn, Result<(), mysql_async::Error>)>,
+}
+
+async fn sleepers(ports: &Ports, db: &str, my_db: &str, in_tx: bool) -> Sleepers {
+    use mysql_async::prelude::*;
+    let (x, task) = tokio_postgres::connect(&pg_url(ports.pg, db, "app"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(task);
+    let token = x.cancel_token();
+    if in_tx {
+        x.batch_execute("BEGIN").await.unwrap();
+    }
+    let x_sleep = tokio::spawn(async move {
+        let r = x.batch_execute("SELECT pg_sleep(30)").await;
+        (x, r)
+    });
+    let mut y = mysql_async::Conn::new(my_opts(ports.my, my_db, "app"))
+        .await
+        .unwrap();
+    let y_id = y.id();
+    let y_sleep = tokio::spawn(async move {
+        let r = y.query_drop("SELECT SLEEP(30)").await;
+        (y, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Sleepers {
+        token,
+        y_id,
+        x_sleep,
+        y_sleep,
+    }
+}
+
+/// The PostgreSQL sleeper ends within 10 s, cancelled (57014); its client.
+async fn expect_cancelled(
+    x_sleep: tokio::task::JoinHandle<(tokio_postgres::Client, Result<(), tokio_postgres::Error>)>,
+) -> tokio_postgres::Client {
+    let (x, r) = tokio::time::timeout(Duration::from_secs(10), x_sleep)
+        .await
+        .expect("the PostgreSQL statement on A was cancelled")
+        .unwrap();
+    let e = r.expect_err("pg_sleep(30) was cancelled");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57014"),
+        "{e}"
+    );
+    x
+}
+
+/// The MySQL sleeper ends within 10 s, stopped by KILL QUERY (1317); its connection.
+async fn expect_killed(
+    y_sleep: tokio::task::JoinHandle<(mysql_async::Conn, Result<(), mysql_async::Error>)>,
+) -> mysql_async::Conn {
+    let (y, r) = tokio::time::timeout(Duration::from_secs(10), y_sleep)
+        .await
+        .expect("the MySQL statement on A was stopped")
+        .unwrap();
+    match r {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1317, "{e}"),
+        other => panic!("SLEEP after KILL QUERY: {other:?}"),
+    }
+    y
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
     use mysql_async::prelude::*;
@@ -573,25 +645,12 @@ async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
 
     // On A: a PostgreSQL statement inside a transaction, and a MySQL one (A drains until
     // they end).
-    let (x, task) = tokio_postgres::connect(&pg_url(ports.pg, db, "app"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(task);
-    let token = x.cancel_token();
-    x.batch_execute("BEGIN").await.unwrap();
-    let x_sleep = tokio::spawn(async move {
-        let r = x.batch_execute("SELECT pg_sleep(30)").await;
-        (x, r)
-    });
-    let mut y = mysql_async::Conn::new(my_opts(ports.my, &my_db, "app"))
-        .await
-        .unwrap();
-    let y_id = y.id();
-    let y_sleep = tokio::spawn(async move {
-        let r = y.query_drop("SELECT SLEEP(30)").await;
-        (y, r)
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Sleepers {
+        token,
+        y_id,
+        x_sleep,
+        y_sleep,
+    } = sleepers(&ports, db, &my_db, true).await;
 
     let mut b = start(&cfg, &dir.path().join("b.log"));
     // Nobody may take over from B while A still drains (the ids' parity would repeat).
@@ -628,30 +687,13 @@ async fn cancels_and_kills_reach_the_draining_process_through_the_new_one() {
     }
     let t = Instant::now();
     z.query_drop(format!("KILL QUERY {y_id}")).await.unwrap();
-    let (y, r) = tokio::time::timeout(Duration::from_secs(10), y_sleep)
-        .await
-        .expect("the MySQL statement on A was stopped")
-        .unwrap();
-    match r {
-        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1317, "{e}"),
-        other => panic!("SLEEP after KILL QUERY: {other:?}"),
-    }
+    drop(expect_killed(y_sleep).await);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    drop(y);
 
     // A PostgreSQL cancel request lands on B (A accepts no more) and is relayed.
     let t = Instant::now();
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let (x, r) = tokio::time::timeout(Duration::from_secs(10), x_sleep)
-        .await
-        .expect("the PostgreSQL statement on A was cancelled")
-        .unwrap();
-    let e = r.expect_err("pg_sleep(30) was cancelled");
-    assert_eq!(
-        e.as_db_error().map(|d| d.code().code()),
-        Some("57014"),
-        "{e}"
-    );
+    let x = expect_cancelled(x_sleep).await;
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     let _ = x.batch_execute("ROLLBACK").await;
     drop(x);
@@ -678,18 +720,12 @@ async fn cancels_and_kills_that_land_before_the_new_process_is_ready_wait_for_it
         cfg,
         mut a,
     } = first(db);
-    let (x, task) = tokio_postgres::connect(&pg_url(ports.pg, db, "app"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(task);
-    let token = x.cancel_token();
-    let x_sleep = tokio::spawn(async move { x.batch_execute("SELECT pg_sleep(30)").await });
-    let mut y = mysql_async::Conn::new(my_opts(ports.my, &my_db, "app"))
-        .await
-        .unwrap();
-    let y_id = y.id();
-    let y_sleep = tokio::spawn(async move { y.query_drop("SELECT SLEEP(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Sleepers {
+        token,
+        y_id,
+        x_sleep,
+        y_sleep,
+    } = sleepers(&ports, db, &my_db, false).await;
 
     // B serves (A has stopped accepting) and waits 3 s before telling A.
     let a_log = dir.path().join("a.log");
@@ -716,24 +752,8 @@ async fn cancels_and_kills_that_land_before_the_new_process_is_ready_wait_for_it
     z.query_drop(format!("KILL QUERY {y_id}"))
         .await
         .expect("KILL QUERY of A's client, sent to B before it was ready");
-    let r = tokio::time::timeout(Duration::from_secs(10), x_sleep)
-        .await
-        .expect("the PostgreSQL statement on A was cancelled")
-        .unwrap();
-    let e = r.expect_err("pg_sleep(30) was cancelled");
-    assert_eq!(
-        e.as_db_error().map(|d| d.code().code()),
-        Some("57014"),
-        "{e}"
-    );
-    match tokio::time::timeout(Duration::from_secs(10), y_sleep)
-        .await
-        .expect("the MySQL statement on A was stopped")
-        .unwrap()
-    {
-        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1317, "{e}"),
-        other => panic!("SLEEP after KILL QUERY: {other:?}"),
-    }
+    drop(expect_cancelled(x_sleep).await);
+    drop(expect_killed(y_sleep).await);
     assert!(wait_exit(&mut a, Duration::from_secs(25)).success());
     sigterm(&b);
     assert!(wait_exit(&mut b, Duration::from_secs(25)).success());

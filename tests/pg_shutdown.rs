@@ -17,18 +17,7 @@ async fn sigterm_lets_running_transactions_finish_then_exits_zero() {
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
         );
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("switchyard.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let mut child = Proc(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_dir, mut child) = run_proxy(&text);
     let conn_str = format!("host=127.0.0.1 port={port} user=app password=secret dbname=t_drain");
     let start = Instant::now();
     let a = loop {
@@ -93,6 +82,23 @@ async fn sigterm_lets_running_transactions_finish_then_exits_zero() {
     assert_eq!(n, "2");
 }
 
+/// A proxy process on the config `text` (in a directory kept as long as the first value).
+fn run_proxy(text: &str) -> (tempfile::TempDir, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (dir, child)
+}
+
 fn readyz(port: u16) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -118,18 +124,7 @@ fn sigterm_under_pgbench_finishes_started_transactions_and_readiness_drops_at_on
             &format!("listen = \"127.0.0.1:{port}\""),
         )
         + &format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("switchyard.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let mut child = Proc(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_dir, mut child) = run_proxy(&text);
     let start = Instant::now();
     while readyz(admin) != Some(200) {
         assert!(

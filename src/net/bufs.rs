@@ -35,7 +35,7 @@ pub fn reserve(buf: &mut BytesMut, additional: usize) {
 }
 
 /// An empty buffer of at least [`SIZE`] bytes.
-pub fn take() -> BytesMut {
+fn take() -> BytesMut {
     FREE.with(|f| f.borrow_mut().pop())
         .unwrap_or_else(|| BytesMut::with_capacity(SIZE))
 }
