@@ -45,6 +45,9 @@ pub(super) struct ClientStmt {
     own: Option<own::OwnQuery>,
     /// The statement reads `LAST_INSERT_ID()`: the client's value is set first.
     reads_last_insert_id: bool,
+    /// The statement asks for SQL_CALC_FOUND_ROWS: what it counted is read before the
+    /// connection goes back.
+    calcs_found_rows: bool,
     /// Its digest for the query statistics, read at its first execute while they are on
     /// (0: not yet).
     digest: u64,
@@ -58,6 +61,7 @@ struct Exec {
     hinted: bool,
     own: Option<own::OwnQuery>,
     reads_last_insert_id: bool,
+    calcs_found_rows: bool,
     /// Its digest for the query statistics (0: not read).
     digest: u64,
 }
@@ -129,6 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         classifier,
                         own: own::own_query(&sql),
                         reads_last_insert_id: own::mentions_last_insert_id(&sql),
+                        calcs_found_rows: own::calcs_found_rows(&sql),
                         digest: 0,
                     },
                 );
@@ -186,6 +191,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return self.answer_own(q, true).await;
             }
         }
+        // As for a text statement: FOUND_ROWS() after it is what it counted.
+        self.own.calc_found_rows = stmt.calcs_found_rows;
         // What kind of statement it is, for the session changes its executes report.
         self.origin = Origin::of(stmt.class.reason);
         if self.refuse_write_on_replica(stmt.class).await? {
@@ -387,6 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             hinted: stmt.hinted,
             own: stmt.own.clone(),
             reads_last_insert_id: stmt.reads_last_insert_id,
+            calcs_found_rows: stmt.calcs_found_rows,
         };
         self.stmts.insert(id, stmt);
         Some(exec)
