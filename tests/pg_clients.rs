@@ -532,11 +532,11 @@ fn pgbench_statements_are_counted_under_their_digests() {
     );
     std::fs::write(&path, config("query_digests = 1000")).unwrap();
     switchyard::reload::reload(&p.shared()).unwrap();
-    let count_of = |query: &str| -> (i64, i64, i64) {
+    let stats_of = |query: &str| -> (Option<(i64, i64, i64)>, String) {
         let (status, body) = admin_request(admin, "GET", "/queries?sort=count&limit=1000");
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["queries"]
+        let found = v["queries"]
             .as_array()
             .unwrap()
             .iter()
@@ -547,8 +547,12 @@ fn pgbench_statements_are_counted_under_their_digests() {
                     r["errors"].as_i64().unwrap(),
                     r["primary"].as_i64().unwrap(),
                 )
-            })
-            .unwrap_or_else(|| panic!("no {query:?} in {body}"))
+            });
+        (found, body)
+    };
+    let count_of = |query: &str| -> (i64, i64, i64) {
+        let (found, body) = stats_of(query);
+        found.unwrap_or_else(|| panic!("no {query:?} in {body}"))
     };
     for (mode, text) in [
         (
@@ -591,4 +595,52 @@ fn pgbench_statements_are_counted_under_their_digests() {
         }
     });
     assert_eq!(count_of("SELECT $1::int + ?"), (2, 0, 2));
+
+    // A pipeline (pgbench's \startpipeline, psycopg's executemany, pgx's Batch): each
+    // statement before the one Sync counts under its own digest, as on a server of one's own.
+    let script = dir.path().join("pipeline.sql");
+    std::fs::write(
+        &script,
+        "\\set a random(1, 100000)\n\\startpipeline\n\
+         SELECT abalance FROM pgbench_accounts WHERE aid = :a;\n\
+         UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :a;\n\
+         SELECT :a + 1;\n\\endpipeline\n",
+    )
+    .unwrap();
+    for mode in ["prepared", "extended"] {
+        assert_eq!(admin_request(admin, "POST", "/queries/reset").0, 200);
+        let script = script.to_str().unwrap();
+        let args = ["-f", script, "-M", mode, "-c", "4", "-j", "2", "-t", "50"];
+        let (failed, done, out) = pgbench(&url, &args);
+        assert_eq!((failed, done), (0, 200), "{mode}: {out}");
+        for text in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+            "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = $1;",
+            "SELECT $1 + ?;",
+        ] {
+            assert_eq!(count_of(text), (200, 0, 200), "{mode}: {text}");
+        }
+    }
+    // One that fails counts its error; the server skips the rest up to the Sync, and they
+    // do not count. A portal read in parts (Execute with a row limit) counts once.
+    use support::raw::{msg, split, Raw};
+    rt.block_on(async {
+        let mut c = Raw::connect(p.port, "app_trust", db, &[]).await;
+        let mut b = msg::parse("", "SELECT generate_series(1, $1::int)");
+        b.extend(msg::bind("", "", &["10"]));
+        for _ in 0..4 {
+            b.extend(msg::execute_rows("", 3));
+        }
+        b.extend(msg::extended("SELECT 10 + $1::int", &["1"]));
+        b.extend(msg::extended("SELECT 20 / $1::int", &["0"]));
+        b.extend(msg::extended("SELECT 30 - $1::int", &["1"]));
+        b.extend(msg::sync());
+        c.send(&b).await;
+        let (rows, err) = split(&c.until_ready(1).await);
+        assert_eq!((rows.len(), err.is_some()), (11, true), "{rows:?} {err:?}");
+    });
+    assert_eq!(count_of("SELECT generate_series(?, $1::int)"), (1, 0, 1));
+    assert_eq!(count_of("SELECT ? + $1::int"), (1, 0, 1));
+    assert_eq!(count_of("SELECT ? / $1::int"), (1, 1, 1));
+    assert_eq!(stats_of("SELECT ? - $1::int").0, None);
 }

@@ -105,9 +105,14 @@ pub mod msg {
     }
 
     pub fn execute(portal: &str) -> Vec<u8> {
+        execute_rows(portal, 0)
+    }
+
+    /// Execute that returns at most `rows` rows (0: all), then PortalSuspended.
+    pub fn execute_rows(portal: &str, rows: i32) -> Vec<u8> {
         let mut b = Vec::new();
         cstr(&mut b, portal);
-        b.extend_from_slice(&0i32.to_be_bytes());
+        b.extend_from_slice(&rows.to_be_bytes());
         framed(b'E', &b)
     }
 

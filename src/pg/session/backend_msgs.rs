@@ -158,6 +158,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 self.batches_done += 1;
                 self.tx_status = *body.first().unwrap_or(&b'E');
                 self.count_batch(stat, self.error_seen);
+                if self.tx_status == b'I' {
+                    // Outside a transaction block no portal is left to read further.
+                    self.count_suspended();
+                }
                 if let Some(names) = forgets {
                     self.settled_reset(&names);
                 }
@@ -250,7 +254,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
             }
             b'C' | b'I' | b's' => {
-                if matches!(self.pending.front(), Some(Pend::Execute { .. })) {
+                let mut ran = None;
+                if let Some(Pend::Execute { stat, .. }) = self.pending.front() {
+                    // (An empty query ran no statement.)
+                    ran = stat.filter(|_| h.tag != b'I');
                     self.pending.pop_front();
                 }
                 if h.tag == b'C' {
@@ -268,12 +275,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.note_tx_end(end);
                     }
                 }
+                if ran.is_some() {
+                    self.count_execute(ran, false, h.tag == b's');
+                }
             }
             // CopyInResponse (CopyBoth for replication): the server reads copy data now.
             b'G' | b'W' => self.on_copy_in(),
             b'E' => {
                 self.error_seen = true;
                 self.copy_in_mark = None;
+                // The statement the client was running failed: at its Execute, or before it
+                // at its Parse or Bind (a planner folding `1/$1` with 0 bound). The server
+                // skips what follows.
+                let failed = self
+                    .pending
+                    .iter()
+                    .take_while(|p| !matches!(p, Pend::Ready { .. }))
+                    .find_map(|p| match p {
+                        Pend::Execute { stat, .. } => Some(*stat),
+                        _ => None,
+                    })
+                    .flatten();
                 if let Some(Pend::Bind(Some((_, def))) | Pend::Describe(Some((_, def)))) =
                     self.pending.front()
                 {
@@ -330,6 +352,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     _ => None,
                 };
+                if failed.is_some() {
+                    self.count_execute(failed, true, false);
+                }
                 self.on_error();
                 if let Some(error) = replaced {
                     self.cout.extend_from_slice(&error);
@@ -475,7 +500,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// after the Execute): those Syncs get no ReadyForQuery, so they leave the queue.
     fn on_copy_in(&mut self) {
         let mark = match self.pending.front() {
-            Some(Pend::Execute { copy_mark } | Pend::Ready { copy_mark, .. }) => *copy_mark,
+            Some(Pend::Execute { copy_mark, .. } | Pend::Ready { copy_mark, .. }) => *copy_mark,
             _ => return,
         };
         self.copy_in_mark = Some(mark);

@@ -396,12 +396,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             b'E' => {
                 self.batch_open = true;
-                if self.batch_digest == 0 {
-                    self.batch_digest = self.bound_digest;
-                }
+                let stat = match self.bound_digest {
+                    d if d != 0 && self.stats_on() => Some((d, std::time::Instant::now())),
+                    _ => None,
+                };
                 self.bout.extend_from_slice(msg);
                 self.pending.push_back(Pend::Execute {
                     copy_mark: self.copy_ends,
+                    stat,
                 });
             }
             b'S' => {
@@ -431,10 +433,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 if in_tx {
                     self.tx_sets.get_or_insert_with(Default::default);
                 }
-                let stat = match std::mem::take(&mut self.batch_digest) {
-                    0 => None,
-                    d => Some((d, std::time::Instant::now())),
-                };
+                // (Its statements count at their Executes.)
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: State::NONE,
@@ -442,7 +441,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     sets,
                     forgets,
                     in_tx,
-                    stat,
+                    stat: None,
                 });
                 if let Some(again) = resets {
                     self.reapply_settings(&again);

@@ -147,8 +147,11 @@ enum Pend {
     Bind(Option<Named>),
     Describe(Option<Named>),
     /// `copy_mark`: the session's count of copy ends when it was sent (see `copy_in_mark`).
+    /// `stat`: for the query statistics, the digest of the statement it runs and when it was
+    /// sent.
     Execute {
         copy_mark: u32,
+        stat: Option<(u64, std::time::Instant)>,
     },
     /// `injected`: sent by the proxy (its CloseComplete is not forwarded).
     Close {
@@ -365,14 +368,14 @@ pub struct Session<C> {
     unnamed_parse: Vec<u8>,
     unnamed_here: bool,
     /// The query statistics (`[general] query_digests`, see `stats`): whose statements
-    /// these are; the digests of the unnamed statement, of the last statement bound and of
-    /// the batch being sent (its first Execute's; 0: none); when the servers last finished a
-    /// batch.
+    /// these are; the digests of the unnamed statement and of the last statement bound (0:
+    /// none); when the server last finished a statement; a portal read in parts so far (its
+    /// digest and the time its parts took).
     stats_owner: Option<crate::metrics::queries::Owner>,
     unnamed_digest: u64,
     bound_digest: u64,
-    batch_digest: u64,
-    last_ready_at: Option<std::time::Instant>,
+    last_answered_at: Option<std::time::Instant>,
+    suspended: Option<(u64, std::time::Duration)>,
     /// The statement (its key in the table, the statistics' generation) this session last
     /// made sure of a place for in its worker's table.
     last_noted: (u64, u64),
@@ -480,8 +483,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             stats_owner: None,
             unnamed_digest: 0,
             bound_digest: 0,
-            batch_digest: 0,
-            last_ready_at: None,
+            last_answered_at: None,
+            suspended: None,
             last_noted: (0, u64::MAX),
             unnamed_here: false,
             discard_until_sync: false,

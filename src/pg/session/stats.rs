@@ -1,10 +1,12 @@
 //! Statement accounting: the `[pool] query_timeout` clock (`time_statement`), and
-//! `[general] query_digests` for PostgreSQL clients: each batch (a Query, or extended
-//! messages up to their Sync) that executes a statement is counted under the digest of its
-//! statement (the Query's text, or the statement of the batch's first Execute: drivers send
-//! one statement per Sync), timed from when its server could start on it (it was sent, and
-//! the batch before it was answered) to its ReadyForQuery. With the statistics off, one
-//! atomic load per message that could start a statement.
+//! `[general] query_digests` for PostgreSQL clients: each Query counts under the digest of
+//! its text, timed from when its server could start on it (it was sent, and what came before
+//! it was answered) to its ReadyForQuery; each Execute under the digest of the statement it
+//! runs, from then to its CommandComplete or ErrorResponse, however many come before a Sync
+//! (a pipeline's statements count one by one, as on a server of one's own; those the server
+//! skips after an error do not count). A portal read in parts (Executes with a row limit)
+//! counts once, with the time of all its parts. With the statistics off, one atomic load per
+//! message that could start a statement.
 
 use super::Session;
 use crate::metrics::kind;
@@ -91,9 +93,53 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return;
         };
         let now = Instant::now();
-        let start = self.last_ready_at.map_or(sent, |r| r.max(sent));
-        self.last_ready_at = Some(now);
+        let start = self.last_answered_at.map_or(sent, |r| r.max(sent));
+        self.last_answered_at = Some(now);
         self.record(d, self.held_route, (start, now), failed);
+    }
+
+    /// An Execute of digest `stat.0`, sent at `stat.1`, was answered: with its
+    /// CommandComplete, or an ErrorResponse (`failed`), or, `suspended`, with as many rows
+    /// as its limit allowed (PortalSuspended: its time is kept for the Execute that ends the
+    /// portal, which counts once).
+    pub(super) fn count_execute(
+        &mut self,
+        stat: Option<(u64, Instant)>,
+        failed: bool,
+        suspended: bool,
+    ) {
+        let Some((d, sent)) = stat else {
+            return;
+        };
+        let now = Instant::now();
+        let start = self.last_answered_at.map_or(sent, |r| r.max(sent));
+        self.last_answered_at = Some(now);
+        let mut took = now.saturating_duration_since(start);
+        match self.suspended {
+            Some((s, before)) if s == d => {
+                took += before;
+                self.suspended = None;
+            }
+            // Another statement's portal is read in parts now: the one left part-read
+            // before counts as it stands. (Interleaved with whole statements it waits.)
+            Some(_) if suspended => self.count_suspended(),
+            _ => {}
+        }
+        if suspended {
+            self.suspended = Some((d, took));
+            return;
+        }
+        let from = now.checked_sub(took).unwrap_or(start);
+        self.record(d, self.held_route, (from, now), failed);
+    }
+
+    /// A portal left part-read (closed, or its transaction ended) counts as it stands.
+    pub(super) fn count_suspended(&mut self) {
+        if let Some((d, took)) = self.suspended.take() {
+            let now = Instant::now();
+            let from = now.checked_sub(took).unwrap_or(now);
+            self.record(d, self.held_route, (from, now), false);
+        }
     }
 
     /// A statement that ran on a multiplexed connection to a server of `route` (`sql`, from
