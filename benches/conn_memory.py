@@ -5,6 +5,7 @@ kernel's side.
     benches/conn_memory.py NAME PORT PID N [USER [DBNAME]]
     PROTOCOL=mysql PASSWORD=app_pw benches/conn_memory.py NAME PORT PID N app sbtest
     PROTOCOL=http benches/conn_memory.py NAME PORT PID N       # keep-alive HTTP/1.1
+    PROTOCOL=https benches/conn_memory.py NAME PORT PID N      # the same over TLS
 
 Opens N client connections to PORT (psycopg 3, autocommit, over loopback; with
 PROTOCOL=mysql, PyMySQL, autocommit; with PROTOCOL=http, raw keep-alive sockets asking for
@@ -56,11 +57,19 @@ def main():
                 cur.execute(sql)
                 return cur.fetchall()
 
-    elif os.environ.get("PROTOCOL") == "http":
+    elif os.environ.get("PROTOCOL") in ("http", "https"):
         import socket
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
 
         def connect():
-            return socket.create_connection(("127.0.0.1", port))
+            s = socket.create_connection(("127.0.0.1", port))
+            if os.environ.get("PROTOCOL") == "https":
+                s = tls.wrap_socket(s, server_hostname="localhost")
+            return s
 
         def query(c, sql):
             # The two statements stand for a small answer and a 64 KiB one.
@@ -103,7 +112,7 @@ def main():
     for _ in range(n):
         conns.append(connect())
     login_s = time.monotonic() - t0
-    step("connected" if os.environ.get("PROTOCOL") == "http" else "logged in")
+    step("connected" if os.environ.get("PROTOCOL", "").startswith("http") else "logged in")
     for c in conns:
         query(c, "SELECT 1")
     step("one query")

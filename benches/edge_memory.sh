@@ -4,9 +4,12 @@
 # keep-alive to the upstream) and switchyard's edge (`workers = 1`, release build) in front
 # of it; benches/conn_memory.py (PROTOCOL=http) opens N keep-alive connections to each and
 # reads the resident set of nginx's worker and of switchyard at each step (connected, no
-# request yet; one 1 KiB request each; one 64 KiB answer each; all closed).
+# request yet; one 1 KiB request each; one 64 KiB answer each; all closed). With TLS=1 both
+# proxies serve HTTPS (a self-signed P-256 certificate; HTTP/1.1, the client offers no ALPN),
+# switchyard on hyper's path.
 #
 #   cargo build --release && N=5000 benches/edge_memory.sh
+#   cargo build --release && N=5000 TLS=1 benches/edge_memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-5000}
@@ -58,9 +61,20 @@ EOF
     nginx -p "$TMP/$1" -c "$TMP/$1/nginx.conf" -e "$TMP/$1/error.log" </dev/null >/dev/null 2>&1 &
     PIDS+=($!)
 }
+SCHEME=http
+NG_SSL=""
+SY_TLS=""
+if [ "${TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+    SCHEME=https
+    NG_SSL=" ssl; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem; ssl_session_cache off"
+    SY_TLS="tls_cert = \"$TMP/cert.pem\"
+tls_key = \"$TMP/key.pem\""
+fi
 nginx_conf upstream "  server { listen 127.0.0.1:$UP; root $TMP; }"
 nginx_conf proxy "  upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$NG;
+  server { listen 127.0.0.1:$NG$NG_SSL;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 cat >"$TMP/switchyard.toml" <<EOF
 [general]
@@ -71,6 +85,7 @@ max_client_connections = $want
 listen = "127.0.0.1:$SY"
 max_connections = $want
 idle_timeout = "300s"
+$SY_TLS
 
 [[edge.route]]
 path = "/"
@@ -84,7 +99,7 @@ EOF
 SY_PID=$!
 PIDS+=("$SY_PID")
 for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$SY/1k.bin" -o /dev/null && curl -sf "http://127.0.0.1:$NG/1k.bin" -o /dev/null && break
+    curl -ksf "$SCHEME://127.0.0.1:$SY/1k.bin" -o /dev/null && curl -ksf "$SCHEME://127.0.0.1:$NG/1k.bin" -o /dev/null && break
     sleep 0.1
 done
 # nginx's worker: the child of the proxying master.
@@ -92,5 +107,5 @@ NG_MASTER=$(cat "$TMP/proxy/nginx.pid")
 NG_WORKER=$(pgrep -P "$NG_MASTER" | head -1)
 echo "| proxy | clients | step | RSS MiB | growth per client KiB |"
 echo "|---|---|---|---|---|"
-PROTOCOL=http python3 benches/conn_memory.py nginx "$NG" "$NG_WORKER" "$N"
-PROTOCOL=http python3 benches/conn_memory.py switchyard "$SY" "$SY_PID" "$N"
+PROTOCOL=$SCHEME python3 benches/conn_memory.py nginx "$NG" "$NG_WORKER" "$N"
+PROTOCOL=$SCHEME python3 benches/conn_memory.py switchyard "$SY" "$SY_PID" "$N"

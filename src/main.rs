@@ -7,7 +7,9 @@ use switchyard::app::Server;
 
 /// mimalloc rather than glibc's allocator: the HTTP/2 path allocates per frame and per header,
 /// and under load glibc's free lists (`unlink_chunk`, `malloc_consolidate`) took about a tenth
-/// of the edge's samples (benches/README.md).
+/// of the edge's samples (benches/README.md). The `system-alloc` feature keeps glibc's, for
+/// heap profilers that follow malloc (heaptrack, valgrind).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -35,6 +35,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.bytes_up += out.len() as u64;
         let written = conn.stream.write_all(&out).await;
+        // Emptied: a session waiting for its client gives its empty buffers back
+        // (`net::bufs`), and one that still held this command kept 16 KiB per idle client.
+        out.clear();
         if out.capacity() <= 64 * 1024 {
             self.bout = out;
         }
