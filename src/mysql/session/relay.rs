@@ -25,8 +25,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // The server's errors name its statement id; the client knows its own.
         self.err_ids = stmt.and_then(|id| self.client_id(payload).map(|client| (id, client)));
         let conn = self.backend.as_mut().expect("a connection is held");
+        // (Empty: it is cleared after each write.)
         let mut out = std::mem::take(&mut self.bout);
-        out.clear();
         codec::write_packet(&mut out, 0, payload);
         if let Some(id) = stmt {
             // The packet header is 4 bytes; a command of 16 MiB or more carries the id in

@@ -275,8 +275,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         self.note_tx_end(end);
                     }
                 }
-                if ran.is_some() {
-                    self.count_execute(ran, false, h.tag == b's');
+                if let Some(stat) = ran {
+                    self.count_execute(stat, false, h.tag == b's');
                 }
             }
             // CopyInResponse (CopyBoth for replication): the server reads copy data now.
@@ -352,8 +352,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     }
                     _ => None,
                 };
-                if failed.is_some() {
-                    self.count_execute(failed, true, false);
+                if let Some(stat) = failed {
+                    self.count_execute(stat, true, false);
                 }
                 self.on_error();
                 if let Some(error) = replaced {

@@ -92,10 +92,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let Some((d, sent)) = stat else {
             return;
         };
+        let (start, now) = self.answered(sent);
+        self.record(d, self.held_route, (start, now), failed);
+    }
+
+    /// A server finished what was sent at `sent`: from when it could start on it (sent, and
+    /// what came before answered) to now.
+    fn answered(&mut self, sent: Instant) -> (Instant, Instant) {
         let now = Instant::now();
         let start = self.last_answered_at.map_or(sent, |r| r.max(sent));
         self.last_answered_at = Some(now);
-        self.record(d, self.held_route, (start, now), failed);
+        (start, now)
     }
 
     /// An Execute of digest `stat.0`, sent at `stat.1`, was answered: with its
@@ -104,16 +111,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// portal, which counts once).
     pub(super) fn count_execute(
         &mut self,
-        stat: Option<(u64, Instant)>,
+        (d, sent): (u64, Instant),
         failed: bool,
         suspended: bool,
     ) {
-        let Some((d, sent)) = stat else {
-            return;
-        };
-        let now = Instant::now();
-        let start = self.last_answered_at.map_or(sent, |r| r.max(sent));
-        self.last_answered_at = Some(now);
+        let (start, now) = self.answered(sent);
         let mut took = now.saturating_duration_since(start);
         match self.suspended {
             Some((s, before)) if s == d => {
