@@ -317,9 +317,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         if def.unknown_calls {
                             self.mark_state_unknown();
                         }
-                        if self.stats_on() {
-                            self.bound_digest = self.digest_noted(&def.query, Some(def.digest()));
-                        }
+                        // (0 while the statistics are off: an Execute after they are
+                        // turned on again must not count under a statement bound before.)
+                        self.bound_digest = if self.stats_on() {
+                            self.digest_noted(&def.query, Some(def.digest()))
+                        } else {
+                            0
+                        };
                         if self.refuse_stale(&def) {
                             codec::put_bind(&mut self.bout, &b, STALE_NAME.as_bytes());
                         } else {
