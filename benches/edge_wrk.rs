@@ -19,7 +19,8 @@
 //!   number of cores), one route `/` to one upstream group holding the upstream nginx.
 //!
 //! HTTP/1.1: `wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency` (2, 64, 10 s); requests
-//! per second and the 99th percentile latency. HTTP/2: `h2load -t$THREADS -c$CONNECTIONS
+//! per second and the 99th percentile latency; `h1s` is the same over HTTPS to the TLS
+//! listeners below (wrk offers no ALPN, so both serve it HTTP/1.1). HTTP/2: `h2load -t$THREADS -c$CONNECTIONS
 //! -m$STREAMS -D$DURATION --warm-up-time=1` (STREAMS 10) against `nginx` (`listen ... ssl
 //! http2`) and `switchyard` (an edge listener with `tls_cert`/`tls_key`), both on the same
 //! self-signed certificate (rcgen) and h2 chosen by ALPN: a timed run, so both get the same
@@ -475,6 +476,12 @@ servers = ["127.0.0.1:{up}"]
             conns,
             secs,
         ),
+        "h1s" => wrk(
+            &format!("https://127.0.0.1:{port}/{file}"),
+            threads,
+            conns,
+            secs,
+        ),
         _ => {
             let url = format!("https://127.0.0.1:{port}/{file}");
             h2load(&url, threads, conns, streams, secs)
@@ -482,7 +489,7 @@ servers = ["127.0.0.1:{up}"]
     };
     let h1 = [("direct", up), ("nginx", np), ("switchyard", sp)];
     let h2 = [("nginx", nps), ("switchyard", sps)];
-    let suites: [(&str, &[(&str, u16)]); 2] = [("h1", &h1), ("h2", &h2)];
+    let suites: [(&str, &[(&str, u16)]); 3] = [("h1", &h1), ("h1s", &h2), ("h2", &h2)];
     let mut results: BTreeMap<(&str, &str, &str), Vec<Run>> = BTreeMap::new();
     for round in 0..rounds {
         for (file, _) in bodies {
@@ -532,7 +539,7 @@ servers = ["127.0.0.1:{up}"]
         runs.map_or(f64::NAN, |r| median(r.iter().map(f).collect()))
     };
     println!(
-        "\nHTTP/1.1: wrk -t{threads} -c{conns} -d{secs}s --latency; HTTP/2: h2load -t{threads} \
+        "\nHTTP/1.1 (h1s: over TLS): wrk -t{threads} -c{conns} -d{secs}s --latency; HTTP/2: h2load -t{threads} \
          -c{conns} -m{streams} -D{secs} --warm-up-time=1 (TLS, h2 by ALPN); median of {rounds} \
          round(s); switchyard workers {workers} ({sched} scheduling); {cores} cores; upstream \
          over {up_scheme}\n"

@@ -559,12 +559,12 @@ servers = ["{}"]
 
 /// Read one HTTP/1.1 response from `c` (buffered in `pending`): status, headers (lower-case
 /// names), body (chunked decoded; none for HEAD, 204 and 304).
-fn read_response(
-    c: &mut std::net::TcpStream,
+fn read_response<C: Read>(
+    c: &mut C,
     pending: &mut Vec<u8>,
     head_only: bool,
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let fill = |c: &mut std::net::TcpStream, pending: &mut Vec<u8>| {
+    let fill = |c: &mut C, pending: &mut Vec<u8>| {
         let mut b = [0u8; 16384];
         let n = c.read(&mut b).expect("read");
         assert!(
@@ -625,16 +625,71 @@ fn read_response(
     (status, headers, body)
 }
 
-/// Plain HTTP/1.1 takes the edge's own fast path while requests are simple: pipelined GET
-/// (a chunked answer) and HEAD in one write, the forwarding headers, then on the same
+/// HTTP/1.1 takes the edge's own fast path while requests are simple: pipelined GET (a
+/// chunked answer) and HEAD in one write, the forwarding headers, then on the same
 /// connection a POST with a body, which hands the connection to hyper, which serves it and
-/// the rest (the `Connection: close` of the last request is honoured).
+/// the rest (the `Connection: close` of the last request is honoured). Over plain TCP and
+/// over TLS (ALPN http/1.1 offered, and no ALPN at all).
 #[test]
 fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper() {
-    let u = HttpUpstream::start("f").unwrap();
-    let s = start(&simple(&[&u], "", ""));
-    let mut c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (der, cert, key) = cert_files_der(dir.path());
+    for (what, alpn) in [
+        ("plain", None),
+        ("tls", Some(&[b"http/1.1".as_slice()][..])),
+        ("tls", Some(&[][..])),
+    ] {
+        let u = HttpUpstream::start("f").unwrap();
+        let tls = match alpn {
+            None => String::new(),
+            Some(_) => format!("\ntls_cert = \"{cert}\"\ntls_key = \"{key}\""),
+        };
+        let s = start(&simple(&[&u], "", "").replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"{tls}"),
+        ));
+        let addr = s.edge_addrs[0];
+        match alpn {
+            None => {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                fast_then_hyper(&mut c, &u, "http");
+            }
+            Some(alpn) => {
+                let mut c = tls_connect(&der, addr, alpn);
+                fast_then_hyper(&mut c, &u, "https");
+                assert_eq!(c.conn.alpn_protocol(), alpn.first().copied(), "{what}");
+            }
+        }
+        s.shutdown();
+    }
+}
+
+/// A TLS client connection to `addr` (a listener with the certificate `der`), offering the
+/// ALPN protocols `alpn` (none when empty); reads time out after 10 s.
+fn tls_connect(
+    der: &rustls::pki_types::CertificateDer<'static>,
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+fn fast_then_hyper<C: Read + Write>(c: &mut C, u: &HttpUpstream, proto: &str) {
     let mut pending = Vec::new();
     c.write_all(
         b"GET /a?chunked=1&size=3000 HTTP/1.1\r\nHost: shop.example\r\n\r\n\
@@ -643,7 +698,7 @@ fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper
           X-Secret: 1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
     )
     .unwrap();
-    let (status, headers, body) = read_response(&mut c, &mut pending, false);
+    let (status, headers, body) = read_response(c, &mut pending, false);
     let get = |h: &Vec<(String, String)>, k: &str| {
         h.iter()
             .find(|(n, _)| n == k)
@@ -655,16 +710,17 @@ fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper
     assert_eq!(body.len(), 3000);
     assert_eq!(get(&headers, "via"), "1.1 switchyard");
     assert_eq!(get(&headers, "x-request-id").len(), 32);
-    let (status, headers, body) = read_response(&mut c, &mut pending, true);
+    let (status, headers, body) = read_response(c, &mut pending, true);
     assert_eq!((status, body.len()), (200, 0));
     assert_eq!(get(&headers, "content-length"), "77");
-    let (status, _, body) = read_response(&mut c, &mut pending, false);
+    let (status, _, body) = read_response(c, &mut pending, false);
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let h = &v["headers"];
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-host"], "shop.example:8080");
     assert_eq!(h["via"], "1.1 switchyard");
+    assert_eq!(h["x-forwarded-proto"], proto);
     assert!(h.get("x-secret").is_none(), "{h}");
     assert_eq!(
         u.connections(),
@@ -675,7 +731,7 @@ fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper
     // A body: hyper takes the connection over, with the bytes already read.
     c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         .unwrap();
-    let (status, _, body) = read_response(&mut c, &mut pending, false);
+    let (status, _, body) = read_response(c, &mut pending, false);
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
@@ -684,33 +740,44 @@ fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper
     );
     c.write_all(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let (status, headers, _) = read_response(&mut c, &mut pending, false);
+    let (status, headers, _) = read_response(c, &mut pending, false);
     assert_eq!(status, 200);
     assert_eq!(get(&headers, "connection"), "close");
     let mut rest = Vec::new();
     assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "still open: {rest:?}");
-    s.shutdown();
 }
 
 /// The fast path writes the upstream request head itself (no `HeaderMap`); whatever a
 /// client sends, the upstream must get what hyper's path sends it: the same headers, each
-/// once, forwarding headers joined or replaced the same way, hop-by-hop ones gone.
+/// once, forwarding headers joined or replaced the same way, hop-by-hop ones gone. Over
+/// plain TCP and over TLS.
 #[test]
 fn the_fast_path_rewrites_request_heads_exactly_as_the_hyper_path_does() {
     let u = HttpUpstream::start("rw").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (der, cert, key) = cert_files_der(dir.path());
+    let tls = (der, format!("\ntls_cert = \"{cert}\"\ntls_key = \"{key}\""));
     // Also with the group's own Host (`host_header`) replacing the client's.
     for group in ["", "host_header = \"api.internal:8443\""] {
-        same_heads_on_both_paths(&u, group);
+        same_heads_on_both_paths(&u, group, None);
+        same_heads_on_both_paths(&u, group, Some(&tls));
     }
 }
 
-fn same_heads_on_both_paths(u: &HttpUpstream, group: &str) {
-    let fast = start(&simple(&[u], "", group));
-    let slow_text = simple(&[u], "", group).replace(
-        "listen = \"127.0.0.1:0\"",
-        "listen = \"127.0.0.1:0\"\nh1_fast_path = false",
-    );
-    let slow = start(&slow_text);
+fn same_heads_on_both_paths(
+    u: &HttpUpstream,
+    group: &str,
+    tls: Option<&(rustls::pki_types::CertificateDer<'static>, String)>,
+) {
+    let listener = |fast: bool| {
+        let with = tls.map_or("", |(_, lines)| lines.as_str());
+        simple(&[u], "", group).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"\nh1_fast_path = {fast}{with}"),
+        )
+    };
+    let fast = start(&listener(true));
+    let slow = start(&listener(false));
     let heads: [&[u8]; 11] = [
         b"Host: a\r\nConnection: keep-alive, X-Secret, Via\r\nX-Secret: 1\r\nVia: 1.0 gone\r\n",
         b"Host: a\r\nConnection: x-forwarded-for\r\nConnection: X-Request-Id\r\n\
@@ -729,8 +796,14 @@ fn same_heads_on_both_paths(u: &HttpUpstream, group: &str) {
         b"Host: a\r\nX-Forwarded-For: caf\xe9\r\nUser-Agent: probe/1.0\r\n",
     ];
     let seen = |s: &Server, head: &[u8]| -> serde_json::Value {
-        let mut c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c: Box<dyn ReadWrite> = match tls {
+            None => {
+                let c = std::net::TcpStream::connect(s.edge_addrs[0]).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                Box::new(c)
+            }
+            Some((der, _)) => Box::new(tls_connect(der, s.edge_addrs[0], &[])),
+        };
         let mut req = b"GET /echo?x=1 HTTP/1.1\r\n".to_vec();
         req.extend_from_slice(head);
         req.extend_from_slice(b"\r\n");
@@ -765,8 +838,9 @@ fn same_heads_on_both_paths(u: &HttpUpstream, group: &str) {
         assert_eq!(
             (&a["headers"], &a["path"]),
             (&b["headers"], &b["path"]),
-            "fast path (left) and hyper (right) differ for {:?}",
-            String::from_utf8_lossy(head)
+            "fast path (left) and hyper (right) differ for {:?} (tls: {})",
+            String::from_utf8_lossy(head),
+            tls.is_some()
         );
     }
     fast.shutdown();
@@ -1943,7 +2017,7 @@ fn websockets_over_http2_reach_an_http1_upstream() {
 /// which is served with `Connection: close`; one that sends nothing is closed after that
 /// second. On every kind of listener: the HTTP/1.1 fast path, hyper's path
 /// (`h1_fast_path = false`), and TLS (handshake done before the drain, and handshake begun
-/// after it).
+/// after it; on the fast path, and on hyper's).
 #[test]
 fn a_connection_opened_just_before_a_drain_has_its_first_request_served() {
     use std::net::TcpStream;
@@ -1964,8 +2038,14 @@ h1_fast_path = false
 [[edge.listener]]
 name = "tls"
 listen = "127.0.0.1:0"
-tls_cert = "{}"
-tls_key = "{}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+[[edge.listener]]
+name = "tls_hyper"
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+h1_fast_path = false
 [[edge.route]]
 path = "/"
 upstream = "web"
@@ -1973,36 +2053,22 @@ upstream = "web"
 name = "web"
 servers = ["{}"]
 "#,
-        cert,
-        key,
         u.addr()
     ));
-    let (fast, hyper, tls) = (s.edge_addrs[0], s.edge_addrs[1], s.edge_addrs[2]);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
-    let tls_client = |addr| {
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(tls_cfg.clone(), name).unwrap();
-        rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap())
-    };
+    let [fast, hyper, tls, tls_hyper] = [0, 1, 2, 3].map(|i| s.edge_addrs[i]);
+    let tls_client = |addr| tls_connect(&der, addr, &[]);
     let timeouts = |c: &TcpStream| c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let plain = [fast, fast, hyper, hyper].map(|a| {
         let c = TcpStream::connect(a).unwrap();
         timeouts(&c);
         c
     });
-    let mut handshaken = tls_client(tls);
-    timeouts(&handshaken.sock);
-    while handshaken.conn.is_handshaking() {
-        handshaken.conn.complete_io(&mut handshaken.sock).unwrap();
+    let [mut handshaken, mut handshaken_hyper] = [tls, tls_hyper].map(tls_client);
+    for c in [&mut handshaken, &mut handshaken_hyper] {
+        timeouts(&c.sock);
+        while c.conn.is_handshaking() {
+            c.conn.complete_io(&mut c.sock).unwrap();
+        }
     }
     let late_handshake = tls_client(tls);
     timeouts(&late_handshake.sock);
@@ -2027,6 +2093,10 @@ servers = ["{}"]
     check("fast path", Box::new(f1));
     check("hyper path", Box::new(h1));
     check("tls, handshake before the drain", Box::new(handshaken));
+    check(
+        "tls on hyper's path, handshake before the drain",
+        Box::new(handshaken_hyper),
+    );
     check(
         "tls, handshake after the drain began",
         Box::new(late_handshake),

@@ -379,10 +379,9 @@ fn client_certificates_on_an_edge_listener_reach_the_upstream_as_headers() {
     let url = |i: usize| format!("https://127.0.0.1:{}/echo", s.edge_addrs[i].port());
     let cert = ["--cert", &p.client_cert, "--key", &p.client_key];
     let stranger = ["--cert", &stranger_cert, "--key", &stranger_key];
-    // The echo upstream's view of the request headers, or curl's exit status.
-    let curl = |i: usize, extra: &[&str]| -> Result<serde_json::Value, String> {
+    let curl_as = |i: usize, version: &str, extra: &[&str]| -> Result<serde_json::Value, String> {
         let out = Command::new("curl")
-            .args(["-sk", "--max-time", "10"])
+            .args(["-sk", "--max-time", "10", version])
             .args([
                 "-H",
                 "X-SSL-Client-CN: forged",
@@ -398,6 +397,28 @@ fn client_certificates_on_an_edge_listener_reach_the_upstream_as_headers() {
         }
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         Ok(v["headers"].clone())
+    };
+    // The echo upstream's view of the request headers, or curl's exit status; the same over
+    // HTTP/2 (hyper's path) and HTTP/1.1 (the edge's fast path), both chosen by ALPN.
+    let curl = |i: usize, extra: &[&str]| -> Result<serde_json::Value, String> {
+        let [h2, h1] = ["--http2", "--http1.1"].map(|version| curl_as(i, version, extra));
+        let cert_headers = |r: &Result<serde_json::Value, String>| {
+            r.as_ref()
+                .map(|h| {
+                    (
+                        h["x-ssl-client-verify"].clone(),
+                        h["x-ssl-client-cn"].clone(),
+                    )
+                })
+                // Refused either way (curl's exit status differs by where it noticed).
+                .map_err(|_| ())
+        };
+        assert_eq!(
+            cert_headers(&h2),
+            cert_headers(&h1),
+            "listener {i}: HTTP/2 (left) and HTTP/1.1 (right) differ"
+        );
+        h2
     };
     for i in 0..2 {
         let h = curl(i, &cert).unwrap();

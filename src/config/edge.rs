@@ -95,10 +95,10 @@ pub struct EdgeListener {
     /// 8192).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
-    /// Plain (not TLS) connections start on the edge's own HTTP/1.1 code, which proxies
-    /// GET and HEAD requests without a body to routes without cache or rate limit; the first
-    /// other request (or an HTTP/2 preface) hands the connection to hyper. false: every
-    /// connection is served by hyper. Default true.
+    /// HTTP/1.1 connections (plain, or TLS whose ALPN did not choose h2) start on the edge's
+    /// own HTTP/1.1 code, which proxies GET and HEAD requests without a body to routes
+    /// without cache or rate limit; the first other request (or an HTTP/2 preface) hands the
+    /// connection to hyper. false: every connection is served by hyper. Default true.
     #[serde(default = "default_true")]
     pub h1_fast_path: bool,
     /// Each TCP connection starts with a PROXY protocol header (version 1 or 2) from a load

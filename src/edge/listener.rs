@@ -84,38 +84,48 @@ pub async fn serve(
             });
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(AtomicU64::new(0));
-            let (stream, read) = match (&tls, cfg.h1_fast_path) {
-                (None, true) => {
-                    match super::fast::serve(ctx.clone(), &cfg, stream, &shutdown).await {
+            let Some(acceptor) = tls else {
+                let (stream, read) = match cfg.h1_fast_path {
+                    true => match super::fast::serve(ctx.clone(), &cfg, stream, &shutdown).await {
                         super::fast::Outcome::Done => return,
                         super::fast::Outcome::Handoff(s, read) => (s, read.freeze()),
-                    }
-                }
-                _ => (stream, bytes::Bytes::new()),
+                    },
+                    false => (stream, bytes::Bytes::new()),
+                };
+                let io = Tracked {
+                    inner: Rewind {
+                        read,
+                        inner: stream,
+                    },
+                    last: activity.clone(),
+                };
+                return run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await;
             };
             let io = Tracked {
-                inner: Rewind {
-                    read,
-                    inner: stream,
-                },
+                inner: stream,
                 last: activity.clone(),
             };
-            match tls {
-                None => run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(cfg.header_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(s)) => {
-                            let ctx = match cfg.tls_client_ca_file {
-                                None => ctx,
-                                Some(_) => with_client_cert(&ctx, s.get_ref().1),
-                            };
-                            run(TokioIo::new(s), ctx, &cfg, activity, shutdown).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "edge TLS handshake failed"),
-                        Err(_) => tracing::debug!("edge TLS handshake timed out"),
-                    }
-                }
-            }
+            let s = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "edge TLS handshake failed"),
+                Err(_) => return tracing::debug!("edge TLS handshake timed out"),
+            };
+            let ctx = match cfg.tls_client_ca_file {
+                None => ctx,
+                Some(_) => with_client_cert(&ctx, s.get_ref().1),
+            };
+            // HTTP/1.1 over TLS (ALPN chose it, or the client offered none) takes the fast
+            // path as plain HTTP does; h2 goes to hyper.
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let (s, read) = match cfg.h1_fast_path && !h2 {
+                true => match super::fast::serve(ctx.clone(), &cfg, s, &shutdown).await {
+                    super::fast::Outcome::Done => return,
+                    super::fast::Outcome::Handoff(s, read) => (s, read.freeze()),
+                },
+                false => (s, bytes::Bytes::new()),
+            };
+            let io = Rewind { read, inner: s };
+            run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await
         });
     }
 }

@@ -171,16 +171,25 @@ impl ClientCert {
     fn set_headers(&self, headers: &mut http::HeaderMap) {
         headers.remove(&X_SSL_CLIENT_VERIFY);
         headers.remove(&X_SSL_CLIENT_CN);
-        let verify = match self {
-            ClientCert::Absent => "NONE",
-            ClientCert::Verified(cn) => {
-                if let Some(cn) = cn {
-                    headers.insert(&X_SSL_CLIENT_CN, cn.clone());
-                }
-                "SUCCESS"
-            }
-        };
+        let (verify, cn) = self.values();
+        if let Some(cn) = cn {
+            headers.insert(&X_SSL_CLIENT_CN, cn.clone());
+        }
         headers.insert(&X_SSL_CLIENT_VERIFY, HeaderValue::from_static(verify));
+    }
+
+    /// X-SSL-Client-Verify's value, and X-SSL-Client-CN's if it is sent.
+    pub fn values(&self) -> (&'static str, Option<&HeaderValue>) {
+        match self {
+            ClientCert::Absent => ("NONE", None),
+            ClientCert::Verified(cn) => ("SUCCESS", cn.as_ref()),
+        }
+    }
+
+    /// One of the two headers this sets (the client's own are dropped).
+    pub fn is_its_header(name: &[u8]) -> bool {
+        name.eq_ignore_ascii_case(X_SSL_CLIENT_VERIFY.as_str().as_bytes())
+            || name.eq_ignore_ascii_case(X_SSL_CLIENT_CN.as_str().as_bytes())
     }
 }
 

@@ -1,7 +1,7 @@
-//! The HTTP/1.1 fast path. A plain-TCP client connection starts here: each request whose head
-//! is simple (GET or HEAD without a body, origin-form target, one Host, no Upgrade or Expect,
-//! a route without cache or rate limit) is proxied
-//! by this module's own code: the head is parsed with httparse, rewritten into the upstream
+//! The HTTP/1.1 fast path. A client connection starts here, plain or TLS (after the
+//! handshake, when ALPN did not choose h2): each request whose head is simple (GET or HEAD
+//! without a body, origin-form target, one Host, no Upgrade or Expect, a route without cache
+//! or rate limit) is proxied by this module's own code: the head is parsed with httparse, rewritten into the upstream
 //! request in one buffer, the response head parsed and rewritten the same way, and the body
 //! copied as it arrives (by Content-Length, chunked passed through as it is, or until the
 //! upstream closes). hyper's server and client cost about twice the CPU per request for the
@@ -14,8 +14,9 @@
 //! the bytes of the head, with `headers.rs`'s rules; `tests/edge.rs` compares the two
 //! paths' upstream requests), server choice, retries within the budget,
 //! passive health, timeouts (header read from the first byte, connect, response head, idle
-//! between requests), metrics, access log and drain (`Connection: close` on the answer in
-//! progress, then the close).
+//! between requests), metrics, access log, the client certificate's headers on a listener
+//! that asks for one, and drain (`Connection: close` on the answer in progress, then the
+//! close).
 
 //!
 //! Layout: this file takes a connection from request head to answer; [`upstream`] holds the
@@ -32,7 +33,7 @@ pub use wire::{parse_response, response_head, ChunkScanner, Framing, Head};
 
 use super::access_log::LogLine;
 use super::headers;
-use super::proxy::ConnCtx;
+use super::proxy::{ClientCert, ConnCtx};
 use super::route::Route;
 use super::upstream::Attempt;
 use super::EdgeState;
@@ -44,8 +45,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use upstream::{send, write_within};
@@ -55,20 +55,20 @@ use wire::{put_line, status_line, Lines, MAX_HEADERS};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// How a connection left the fast path.
-pub enum Outcome {
+pub enum Outcome<S> {
     /// It is finished (closed by either side, idle, drained, or failed).
     Done,
     /// hyper serves the rest: the stream and what was read from it already.
-    Handoff(TcpStream, BytesMut),
+    Handoff(S, BytesMut),
 }
 
-/// Serve `client` until it closes, or hand it to hyper.
-pub async fn serve(
+/// Serve `client` (TCP, or TLS that did not choose h2) until it closes, or hand it to hyper.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Arc<ConnCtx>,
     cfg: &EdgeListener,
-    mut client: TcpStream,
+    mut client: S,
     shutdown: &CancellationToken,
-) -> Outcome {
+) -> Outcome<S> {
     // The request's bytes, the upstream request head, and the answer to the client (head
     // and what of the body is at hand): taken from the worker's free list for a request and
     // given back between requests (`net::bufs`), so an idle keep-alive connection holds none.
@@ -243,6 +243,12 @@ fn prepare(
             return Parsed::Handoff;
         }
         *kind = ReqHeader::of(h.name.as_bytes());
+        if *kind == ReqHeader::Other
+            && ctx.client_cert.is_some()
+            && ClientCert::is_its_header(h.name.as_bytes())
+        {
+            *kind = ReqHeader::Dropped;
+        }
         match *kind {
             ReqHeader::Handoff => return Parsed::Handoff,
             ReqHeader::Host => {
@@ -367,7 +373,15 @@ fn prepare(
         out.put_slice(b", ");
     }
     out.put_slice(headers::via_for(http::Version::HTTP_11).as_bytes());
-    out.put_slice(b"\r\n\r\n");
+    out.put_slice(b"\r\n");
+    if let Some(cert) = &ctx.client_cert {
+        let (verify, cn) = cert.values();
+        if let Some(cn) = cn {
+            put_line(out, b"x-ssl-client-cn", &[cn.as_bytes()]);
+        }
+        put_line(out, b"x-ssl-client-verify", &[verify.as_bytes()]);
+    }
+    out.put_slice(b"\r\n");
     Parsed::Ready(Box::new(Prepared {
         head_len,
         route: route.clone(),
@@ -451,10 +465,10 @@ async fn expires(mut timer: Pin<&mut Sleep>, due: tokio::time::Instant) {
 /// Send the prepared request (`head`) upstream with retries, and its answer to the client.
 /// Whether the client connection can take another request, and when the answer was done.
 /// Nothing moving for `idle` while the answer is copied ends the connection.
-async fn exchange(
+async fn exchange<S: AsyncWrite + Unpin>(
     ctx: &ConnCtx,
     state: &EdgeState,
-    client: &mut TcpStream,
+    client: &mut S,
     head: &[u8],
     own: Own<'_>,
     p: Box<Prepared>,

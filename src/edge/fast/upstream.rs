@@ -7,8 +7,10 @@ use crate::edge::upstream::Server;
 use bytes::{Buf, BufMut, BytesMut};
 use http::HeaderValue;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Body bytes at hand from this many on are written to the client from the read buffer
@@ -168,9 +170,9 @@ impl UpResp {
     /// client took everything, whether the body was read to its end, and whether the copy
     /// waited (for the upstream or the client) rather than finishing at once.
     /// Nothing moving for `idle` (a client not reading, an upstream not sending) ends both.
-    pub(super) async fn relay(
+    pub(super) async fn relay<C: AsyncWrite + Unpin>(
         mut self,
-        client: &mut TcpStream,
+        client: &mut C,
         out: &mut BytesMut,
         pool: &RawPool,
         addr: SocketAddr,
@@ -195,9 +197,9 @@ impl UpResp {
 /// in one write with its head). Returns whether the client took everything, whether the
 /// body was read to its end, and whether it waited. A write or read that makes no progress
 /// for `idle` fails.
-async fn copy_body(
+async fn copy_body<C: AsyncWrite + Unpin>(
     up: &mut UpResp,
-    client: &mut TcpStream,
+    client: &mut C,
     out: &mut BytesMut,
     idle: Duration,
 ) -> (bool, bool, bool) {
@@ -275,19 +277,18 @@ async fn copy_body(
     }
 }
 
-/// Write all of `data`, failing when one write makes no progress for `idle` (a client that
-/// stopped reading). A write the socket takes whole at once neither reads the clock nor arms
-/// a timer; `Ok(true)` when the write had to wait.
-pub(super) async fn write_within(
-    client: &mut TcpStream,
+/// Write all of `data` and flush it (a TLS stream holds records until then), failing when
+/// one write makes no progress for `idle` (a client that stopped reading). A write the
+/// socket takes whole at once neither reads the clock nor arms a timer; `Ok(true)` when the
+/// write had to wait.
+pub(super) async fn write_within<C: AsyncWrite + Unpin>(
+    client: &mut C,
     mut data: &[u8],
     idle: Duration,
 ) -> std::io::Result<bool> {
-    match client.try_write(data) {
-        Ok(n) if n == data.len() => return Ok(false),
-        Ok(n) => data = &data[n..],
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
+    match write_now(client, data)? {
+        (_, true) => return Ok(false),
+        (n, false) => data = &data[n..],
     }
     while !data.is_empty() {
         match tokio::time::timeout(idle, client.write(data)).await {
@@ -297,5 +298,29 @@ pub(super) async fn write_within(
             Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
+    match tokio::time::timeout(idle, client.flush()).await {
+        Ok(r) => r?,
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+    }
     Ok(true)
+}
+
+/// How much of `data` the stream takes without waiting, and whether all of it is then
+/// flushed. Polled with a waker that does nothing: after a `Pending`, the caller's own
+/// writes poll again with the task's.
+fn write_now<C: AsyncWrite + Unpin>(client: &mut C, data: &[u8]) -> std::io::Result<(usize, bool)> {
+    let mut now = Context::from_waker(Waker::noop());
+    let mut n = 0;
+    while n < data.len() {
+        match Pin::new(&mut *client).poll_write(&mut now, &data[n..]) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(k)) => n += k,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok((n, false)),
+        }
+    }
+    match Pin::new(&mut *client).poll_flush(&mut now) {
+        Poll::Ready(r) => r.map(|()| (n, true)),
+        Poll::Pending => Ok((n, false)),
+    }
 }
