@@ -62,6 +62,10 @@ pub async fn serve(
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
         let (edge, name) = (edge.clone(), name.clone());
+        // The task's future is as large as its largest state: a TLS connection's (its
+        // handshake, its stream) and hyper's connection are boxed, allocated only for the
+        // connections that have them, so a plain connection idle on the fast path holds only
+        // the fast path's loop.
         tracker.spawn(async move {
             let _slot = slot;
             let mut stream = stream;
@@ -84,50 +88,66 @@ pub async fn serve(
             });
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(AtomicU64::new(0));
-            let Some(acceptor) = tls else {
-                let (stream, read) = match cfg.h1_fast_path {
-                    true => match super::fast::serve(ctx.clone(), &cfg, stream, &shutdown).await {
-                        super::fast::Outcome::Done => return,
-                        super::fast::Outcome::Handoff(s, read) => (s, read.freeze()),
-                    },
-                    false => (stream, bytes::Bytes::new()),
-                };
+            if let Some(acceptor) = tls {
                 let io = Tracked {
-                    inner: Rewind {
-                        read,
-                        inner: stream,
-                    },
+                    inner: stream,
                     last: activity.clone(),
                 };
-                return run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await;
-            };
-            let io = Tracked {
-                inner: stream,
-                last: activity.clone(),
-            };
-            let s = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "edge TLS handshake failed"),
-                Err(_) => return tracing::debug!("edge TLS handshake timed out"),
-            };
-            let ctx = match cfg.tls_client_ca_file {
-                None => ctx,
-                Some(_) => with_client_cert(&ctx, s.get_ref().1),
-            };
-            // HTTP/1.1 over TLS (ALPN chose it, or the client offered none) takes the fast
-            // path as plain HTTP does; h2 goes to hyper.
-            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            let (s, read) = match cfg.h1_fast_path && !h2 {
-                true => match super::fast::serve(ctx.clone(), &cfg, s, &shutdown).await {
+                // Boxed in a statement of its own: a temporary lives (in the task) until its
+                // statement ends, past the await.
+                let conn = Box::pin(serve_tls(acceptor, io, ctx, &cfg, activity, shutdown));
+                return conn.await;
+            }
+            let (stream, read) = match cfg.h1_fast_path {
+                true => match super::fast::serve(ctx.clone(), &cfg, stream, &shutdown).await {
                     super::fast::Outcome::Done => return,
                     super::fast::Outcome::Handoff(s, read) => (s, read.freeze()),
                 },
-                false => (s, bytes::Bytes::new()),
+                false => (stream, bytes::Bytes::new()),
             };
-            let io = Rewind { read, inner: s };
-            run(TokioIo::new(io), ctx, &cfg, activity, shutdown).await
+            let io = Tracked {
+                inner: Rewind {
+                    read,
+                    inner: stream,
+                },
+                last: activity.clone(),
+            };
+            let conn = Box::pin(run(TokioIo::new(io), ctx, &cfg, activity, shutdown));
+            conn.await
         });
     }
+}
+
+/// One TLS connection: the handshake within `header_timeout`, then HTTP/1.1 (ALPN chose it,
+/// or the client offered none) on the fast path as for plain HTTP, h2 on hyper.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    io: Tracked<tokio::net::TcpStream>,
+    ctx: Arc<ConnCtx>,
+    cfg: &EdgeListener,
+    activity: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    let s = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "edge TLS handshake failed"),
+        Err(_) => return tracing::debug!("edge TLS handshake timed out"),
+    };
+    let ctx = match cfg.tls_client_ca_file {
+        None => ctx,
+        Some(_) => with_client_cert(&ctx, s.get_ref().1),
+    };
+    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let (s, read) = match cfg.h1_fast_path && !h2 {
+        true => match super::fast::serve(ctx.clone(), cfg, s, &shutdown).await {
+            super::fast::Outcome::Done => return,
+            super::fast::Outcome::Handoff(s, read) => (s, read.freeze()),
+        },
+        false => (s, bytes::Bytes::new()),
+    };
+    let io = Rewind { read, inner: s };
+    let conn = Box::pin(run(TokioIo::new(io), ctx, cfg, activity, shutdown));
+    conn.await
 }
 
 /// With the listener's `proxy_protocol` on, take the PROXY header off the connection (within

@@ -155,7 +155,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         buf.advance(prepared.head_len);
-        let (keep, answered) = exchange(
+        // Boxed (in a statement of its own, or the temporary would live in this future past
+        // the await): the exchange's state (some 4 KiB) is held only while a request is in
+        // progress, not by every idle keep-alive connection.
+        let exchange = Box::pin(exchange(
             &ctx,
             &state,
             &mut client,
@@ -166,8 +169,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             },
             prepared,
             cfg.idle_timeout,
-        )
-        .await;
+        ));
+        let (keep, answered) = exchange.await;
         idle_since = answered;
         if !keep || shutdown.is_cancelled() {
             let _ = client.shutdown().await;
