@@ -6,7 +6,7 @@
 # reads the resident set of nginx's worker and of switchyard at each step (connected, no
 # request yet; one 1 KiB request each; one 64 KiB answer each; all closed). With TLS=1 both
 # proxies serve HTTPS (a self-signed P-256 certificate; HTTP/1.1, the client offers no ALPN),
-# switchyard on hyper's path.
+# switchyard on its HTTP/1.1 fast path.
 #
 #   cargo build --release && N=5000 benches/edge_memory.sh
 #   cargo build --release && N=5000 TLS=1 benches/edge_memory.sh

@@ -665,11 +665,71 @@ fn the_http1_fast_path_serves_simple_requests_then_hands_the_connection_to_hyper
     }
 }
 
+/// A client that reads each answer only after a pause, through a small receive buffer (the
+/// socket fills, the edge's writes wait and resume), gets all of it and the connection takes
+/// the next request; bodies of many sizes, by Content-Length and chunked, plain and TLS.
+/// (Over TLS the edge flushes at the end of each answer; a test could not make the last
+/// records of an answer wait in the TLS layer on loopback, whose writable wake-ups come with
+/// room to spare, so it does not show the flush is needed.)
+#[test]
+fn a_client_that_reads_late_gets_the_whole_of_a_large_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (der, cert, key) = cert_files_der(dir.path());
+    let u = HttpUpstream::start("late").unwrap();
+    let tls = format!("\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"");
+    for over_tls in [false, true] {
+        let with = if over_tls { tls.as_str() } else { "" };
+        let s = start(&simple(&[&u], "", "").replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:0\"{with}"),
+        ));
+        let addr = s.edge_addrs[0];
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(8 * 1024).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let sock = std::net::TcpStream::from(sock);
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut c: Box<dyn ReadWrite> = if over_tls {
+            Box::new(tls_stream(&der, sock, &[]))
+        } else {
+            Box::new(sock)
+        };
+        let mut pending = Vec::new();
+        for i in 1..=40 {
+            let size = i * 7 * 1024 + i;
+            let q = if i % 3 == 0 { "&chunked=1" } else { "" };
+            let req = format!("GET /blob?size={size}{q} HTTP/1.1\r\nHost: x\r\n\r\n");
+            c.write_all(req.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(40));
+            let (status, _, body) = read_response(&mut c, &mut pending, false);
+            assert_eq!(
+                (status, body.len()),
+                (200, size),
+                "tls {over_tls}, request {i}"
+            );
+        }
+        s.shutdown();
+    }
+}
+
 /// A TLS client connection to `addr` (a listener with the certificate `der`), offering the
 /// ALPN protocols `alpn` (none when empty); reads time out after 10 s.
 fn tls_connect(
     der: &rustls::pki_types::CertificateDer<'static>,
     addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tls_stream(der, sock, alpn)
+}
+
+/// TLS over `sock` (see [`tls_connect`]).
+fn tls_stream(
+    der: &rustls::pki_types::CertificateDer<'static>,
+    sock: std::net::TcpStream,
     alpn: &[&[u8]],
 ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
@@ -683,9 +743,6 @@ fn tls_connect(
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let sock = std::net::TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     rustls::StreamOwned::new(conn, sock)
 }
 

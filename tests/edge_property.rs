@@ -1,7 +1,7 @@
 //! The HTTP edge as a transparent HTTP/1.1 proxy, as a property: concurrent raw clients send
 //! the same random request sequences to a real upstream directly, through the edge (its own
-//! HTTP/1.1 fast path) and through the edge with the fast path off (hyper's server), and every
-//! answer must match the direct one: status, body, and for `/echo` what the upstream saw
+//! HTTP/1.1 fast path, over plain TCP and over TLS) and through the edge with the fast path
+//! off (hyper's server), and every answer must match the direct one: status, body, and for `/echo` what the upstream saw
 //! (method, path, body and the headers, apart from those a proxy adds or must remove).
 //!
 //! Meanwhile both edges are reloaded every 100 ms, switching their group between two equal
@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard::app::Server;
 use switchyard::config::Config;
@@ -27,6 +28,16 @@ const CLIENTS: usize = 8;
 const ROUNDS: usize = 40;
 
 fn edge_text(servers: &[SocketAddr], fast_path: bool, retries: u32) -> String {
+    edge_text_with(servers, fast_path, retries, "")
+}
+
+/// [`edge_text`] with more listeners (`listeners`: their TOML).
+fn edge_text_with(
+    servers: &[SocketAddr],
+    fast_path: bool,
+    retries: u32,
+    listeners: &str,
+) -> String {
     let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"
@@ -36,6 +47,7 @@ workers = 2
 [[edge.listener]]
 listen = "127.0.0.1:0"
 h1_fast_path = {fast_path}
+{listeners}
 
 [[edge.route]]
 path = "/"
@@ -59,7 +71,7 @@ fn edge(up: &HttpUpstream, fast_path: bool) -> Server {
 /// two equal upstreams (one, the other, both; retries 0-2), and now and then a config that
 /// does not parse (refused, nothing changes). Returns the reloads applied.
 fn reload_edges_until(
-    edges: &[(&Server, &std::path::Path, bool)],
+    edges: &[(&Server, &std::path::Path, bool, &str)],
     ups: [SocketAddr; 2],
     done: &std::sync::atomic::AtomicBool,
 ) -> u32 {
@@ -68,11 +80,11 @@ fn reload_edges_until(
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         step += 1;
-        for (server, path, fast_path) in edges {
+        for (server, path, fast_path, listeners) in edges {
             let text = match step % 4 {
-                0 => edge_text(&ups[..1], *fast_path, 1),
-                1 => edge_text(&ups[1..], *fast_path, 0),
-                2 => edge_text(&ups, *fast_path, 2),
+                0 => edge_text_with(&ups[..1], *fast_path, 1, listeners),
+                1 => edge_text_with(&ups[1..], *fast_path, 0, listeners),
+                2 => edge_text_with(&ups, *fast_path, 2, listeners),
                 _ => "[[edge.route]]\npath = 7\n".to_string(),
             };
             std::fs::write(path, text).unwrap();
@@ -204,15 +216,70 @@ struct Answer {
 type Raw = (u16, Vec<(String, String)>, Vec<u8>);
 
 struct Conn {
-    s: TcpStream,
+    s: Stream,
     pending: Vec<u8>,
 }
 
+/// A client connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.sock.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Where a client connects: an address, over TLS with this client configuration or not.
+type Target = (SocketAddr, Option<Arc<rustls::ClientConfig>>);
+
 impl Conn {
     fn open(addr: SocketAddr) -> Conn {
+        Conn::open_at(&(addr, None))
+    }
+
+    fn open_at((addr, tls): &Target) -> Conn {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.set_nodelay(true).unwrap();
+        let s = match tls {
+            None => Stream::Plain(s),
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, s)))
+            }
+        };
         Conn {
             s,
             pending: Vec::new(),
@@ -382,10 +449,15 @@ fn exchange(c: &mut Conn, reqs: &[Req], pieces: Option<usize>) -> Result<Vec<Ans
     Ok(out)
 }
 
-fn client_run(me: usize, seed: u64, targets: [SocketAddr; 3]) -> Vec<String> {
+fn client_run(me: usize, seed: u64, targets: &[Target; 4]) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed ^ (me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let names = ["direct", "edge (fast path)", "edge (hyper)"];
-    let mut conns: Vec<Conn> = targets.iter().map(|a| Conn::open(*a)).collect();
+    let names = [
+        "direct",
+        "edge (fast path)",
+        "edge (hyper)",
+        "edge (fast path, TLS)",
+    ];
+    let mut conns: Vec<Conn> = targets.iter().map(Conn::open_at).collect();
     let mut bad = Vec::new();
     for round in 0..ROUNDS {
         let n = rng.gen_range(1..=3);
@@ -419,7 +491,7 @@ fn client_run(me: usize, seed: u64, targets: [SocketAddr; 3]) -> Vec<String> {
             return bad;
         }
         if reqs.last().is_some_and(|r| r.close) {
-            conns = targets.iter().map(|a| Conn::open(*a)).collect();
+            conns = targets.iter().map(Conn::open_at).collect();
         }
     }
     bad
@@ -433,19 +505,31 @@ fn random_http1_exchanges_through_the_edge_match_the_upstream_directly() {
     let up2 = HttpUpstream::start("prop").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (fast_file, slow_file) = (dir.path().join("fast.toml"), dir.path().join("slow.toml"));
-    std::fs::write(&fast_file, edge_text(&[up.addr()], true, 1)).unwrap();
+    // The fast-path edge has a TLS listener too (HTTP/1.1: the client offers no ALPN).
+    let (tls_client, tls_listener) = tls_pair(dir.path());
+    std::fs::write(
+        &fast_file,
+        edge_text_with(&[up.addr()], true, 1, &tls_listener),
+    )
+    .unwrap();
     std::fs::write(&slow_file, edge_text(&[up.addr()], false, 1)).unwrap();
     let fast = Server::start_file(&fast_file).expect("edge starts");
     let slow = Server::start_file(&slow_file).expect("edge starts");
-    let targets = [up.addr(), fast.edge_addrs[0], slow.edge_addrs[0]];
+    let targets: [Target; 4] = [
+        (up.addr(), None),
+        (fast.edge_addrs[0], None),
+        (slow.edge_addrs[0], None),
+        (fast.edge_addrs[1], Some(tls_client)),
+    ];
     let done = std::sync::atomic::AtomicBool::new(false);
     let (bad, reloads) = std::thread::scope(|s| {
         let edges = [
-            (&fast, fast_file.as_path(), true),
-            (&slow, slow_file.as_path(), false),
+            (&fast, fast_file.as_path(), true, tls_listener.as_str()),
+            (&slow, slow_file.as_path(), false, ""),
         ];
         let done = &done;
         let reloader = s.spawn(move || reload_edges_until(&edges, [up.addr(), up2.addr()], done));
+        let targets = &targets;
         let runs: Vec<_> = (0..CLIENTS)
             .map(|me| s.spawn(move || client_run(me, seed, targets)))
             .collect();
@@ -470,6 +554,29 @@ fn random_http1_exchanges_through_the_edge_match_the_upstream_directly() {
     assert!(bad.is_empty(), "seed {seed}:\n{}", bad.join("\n"));
     fast.shutdown();
     slow.shutdown();
+}
+
+/// A self-signed certificate in `dir`: a client configuration that trusts it, and an edge
+/// listener (TOML) that serves it.
+fn tls_pair(dir: &std::path::Path) -> (Arc<rustls::ClientConfig>, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let listener = format!(
+        "[[edge.listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    (Arc::new(cfg), listener)
 }
 
 // ---------------------------------------------------------------------------------------------
