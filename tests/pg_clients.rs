@@ -557,15 +557,15 @@ fn pgbench_statements_are_counted_under_their_digests() {
     for (mode, text) in [
         (
             "prepared",
-            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
         ),
         (
             "extended",
-            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
         ),
         (
             "simple",
-            "SELECT abalance FROM pgbench_accounts WHERE aid = ?;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?",
         ),
     ] {
         assert_eq!(admin_request(admin, "POST", "/queries/reset").0, 200);
@@ -614,9 +614,9 @@ fn pgbench_statements_are_counted_under_their_digests() {
         let (failed, done, out) = pgbench(&url, &args);
         assert_eq!((failed, done), (0, 200), "{mode}: {out}");
         for text in [
-            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
-            "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = $1;",
-            "SELECT $1 + ?;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = $1",
+            "SELECT $1 + ?",
         ] {
             assert_eq!(count_of(text), (200, 0, 200), "{mode}: {text}");
         }
@@ -643,4 +643,57 @@ fn pgbench_statements_are_counted_under_their_digests() {
     assert_eq!(count_of("SELECT ? + $1::int"), (1, 0, 1));
     assert_eq!(count_of("SELECT ? / $1::int"), (1, 1, 1));
     assert_eq!(stats_of("SELECT ? - $1::int").0, None);
+
+    // A Query of several statements (psql -c, a migration script, simple_query): each counts
+    // under its own, as pg_stat_statements counts them; an error ends the rest, which do not
+    // count. One whose text splits otherwise than the server's statements (a function body of
+    // several, BEGIN ATOMIC) counts whole, once.
+    assert_eq!(admin_request(admin, "POST", "/queries/reset").0, 200);
+    rt.block_on(async {
+        let client = connect(&p.conn_str(db)).await;
+        for _ in 0..2 {
+            client
+                .simple_query(
+                    "SELECT 101 AS a; SELECT 'x' || 'y';\n\
+                     UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1;",
+                )
+                .await
+                .unwrap();
+        }
+        let e = client
+            .simple_query("SELECT 102 AS a; SELECT 1 / 0 AS b; SELECT 'never' AS c")
+            .await;
+        assert!(e.is_err(), "{e:?}");
+        client
+            .batch_execute(
+                "CREATE OR REPLACE FUNCTION t_two() RETURNS int LANGUAGE sql \
+                 BEGIN ATOMIC SELECT 1; SELECT 2; END; SELECT t_two()",
+            )
+            .await
+            .unwrap();
+    });
+    assert_eq!(count_of("SELECT ? AS a"), (3, 0, 3));
+    assert_eq!(count_of("SELECT ? || ?"), (2, 0, 2));
+    let update = "UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = ?";
+    assert_eq!(count_of(update), (2, 0, 2));
+    assert_eq!(count_of("SELECT ? / ? AS b"), (1, 1, 1));
+    assert_eq!(stats_of("SELECT ? AS c").0, None);
+    let (status, body) = admin_request(admin, "GET", "/queries?sort=count&limit=1000");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows = v["queries"].as_array().unwrap();
+    let atomic: Vec<_> = rows
+        .iter()
+        .filter(|r| r["query"].as_str().unwrap().contains("t_two"))
+        .map(|r| (r["query"].as_str().unwrap(), r["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(atomic.len(), 1, "{atomic:?}");
+    assert!(
+        atomic[0]
+            .0
+            .starts_with("CREATE OR REPLACE FUNCTION t_two()"),
+        "{atomic:?}"
+    );
+    assert!(atomic[0].0.ends_with("END; SELECT t_two()"), "{atomic:?}");
+    assert_eq!(atomic[0].1, 1, "{atomic:?}");
 }

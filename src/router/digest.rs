@@ -8,7 +8,7 @@
 //!   `?`): they are the statement's own. `NULL`, `TRUE` and `FALSE` stay, being part of its
 //!   shape.
 //! * **Case**: words are compared without ASCII case (the text shown is the first one seen);
-//!   quoted identifiers as written.
+//!   quoted identifiers as written. A `;` at the end is dropped.
 //! * **The hash** ([`digest`]) is a multiply-fold hash over the normalised tokens, eight
 //!   bytes at a time, computed without allocating, the same in every thread and process: the
 //!   statistics of different worker threads add up by it. The text ([`normalized`]) is built only for a statement not seen
@@ -71,6 +71,9 @@ fn walk<'a>(sql: &'a str, dialect: Dialect, mut emit: impl FnMut(Norm<'a>, Span)
                 emit(Norm::Text(&sql[t.start..n.end], false), (t.start, n.end));
             }
             Kind::QIdent => emit(Norm::Text(text, false), (t.start, t.end)),
+            // A `;` that ends the text is not part of the statement: `SELECT 1;` alone and
+            // `SELECT 1` of `SELECT 1; SELECT 2` are one statement.
+            Kind::Semi if next.is_none() => {}
             _ => emit(Norm::Text(text, true), (t.start, t.end)),
         }
     }
@@ -180,6 +183,8 @@ mod tests {
             "select *  from t where id=8 -- again",
             "/* app */ SELECT * FROM t\nWHERE id = 1.5",
             "SELECT * FROM t WHERE id = 'seven'",
+            "SELECT * FROM t WHERE id = 7;",
+            "SELECT * FROM t WHERE id = 7 ; -- the end",
         ];
         for s in same {
             assert_eq!(digest(s, PG), digest(same[0], PG), "{s}");
@@ -201,7 +206,7 @@ mod tests {
                 PG,
                 1000
             ),
-            "SELECT a.b, f($1, ?, ?) FROM a WHERE c::int > ?;"
+            "SELECT a.b, f($1, ?, ?) FROM a WHERE c::int > ?"
         );
     }
 

@@ -255,10 +255,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             b'C' | b'I' | b's' => {
                 let mut ran = None;
-                if let Some(Pend::Execute { stat, .. }) = self.pending.front() {
-                    // (An empty query ran no statement.)
-                    ran = stat.filter(|_| h.tag != b'I');
-                    self.pending.pop_front();
+                match self.pending.front() {
+                    Some(Pend::Execute { stat, .. }) => {
+                        // (An empty query ran no statement.)
+                        ran = stat.filter(|_| h.tag != b'I');
+                        self.pending.pop_front();
+                    }
+                    Some(Pend::Ready { stat: Some(_), .. }) if h.tag == b'C' => {
+                        let at = &mut self.last_answered_at;
+                        super::stats::count_part(&mut self.pending, at, false);
+                    }
+                    _ => {}
                 }
                 if h.tag == b'C' {
                     self.copy_in_mark = None;
@@ -284,6 +291,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             b'E' => {
                 self.error_seen = true;
                 self.copy_in_mark = None;
+                let at = &mut self.last_answered_at;
+                super::stats::count_part(&mut self.pending, at, true);
                 // The statement the client was running failed: at its Execute, or before it
                 // at its Parse or Bind (a planner folding `1/$1` with 0 bound). The server
                 // skips what follows.

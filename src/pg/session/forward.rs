@@ -183,10 +183,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 } else {
                     None
                 };
-                let stat = match self.digest_noted(sql, None) {
-                    0 => None,
-                    d => Some((d, std::time::Instant::now())),
-                };
+                let stat = self.query_stat(sql);
                 self.pending.push_back(Pend::Ready {
                     copy_mark: self.copy_ends,
                     clears: e.clears,

@@ -172,9 +172,9 @@ enum Pend {
         forgets: Option<Box<[String]>>,
         /// `sets` ran inside a transaction block: they wait for its end (`tx_sets`).
         in_tx: bool,
-        /// For the query statistics: the digest of the batch's statement (a Query's, or its
-        /// first Execute's) and when it was sent.
-        stat: Option<(u64, std::time::Instant)>,
+        /// For the query statistics: what a Query counts under (a Sync's statements count at
+        /// their Executes).
+        stat: Option<stats::QueryStat>,
     },
     /// Answered by the proxy itself when it reaches the head of the queue. `undo`: the
     /// client statement it created or closed, taken back if the server skips past it (an
