@@ -445,7 +445,7 @@ fn pgbench_with_multiplexing_has_no_failures() {
             let rows = p.shared().metrics.queries.rows();
             let select = rows
                 .iter()
-                .find(|r| r.query == "SELECT abalance FROM pgbench_accounts WHERE aid = ?;")
+                .find(|r| r.query == "SELECT abalance FROM pgbench_accounts WHERE aid = ?")
                 .unwrap_or_else(|| panic!("{rows:?}"));
             assert_eq!((select.count, select.errors), (want, 0), "{select:?}");
         }
