@@ -1,8 +1,9 @@
 //! The HTTP/1.1 fast path. A client connection starts here, plain or TLS (after the
 //! handshake, when ALPN did not choose h2): each request whose head is simple (GET or HEAD
 //! without a body, origin-form target, one Host, no Upgrade or Expect, a route without cache
-//! or rate limit) is proxied by this module's own code: the head is parsed with httparse, rewritten into the upstream
-//! request in one buffer, the response head parsed and rewritten the same way, and the body
+//! or rate limit) is proxied by this module's own code: the head is parsed with httparse,
+//! rewritten into the upstream request in one buffer, the response head parsed and
+//! rewritten the same way, and the body
 //! copied as it arrives (by Content-Length, chunked passed through as it is, or until the
 //! upstream closes). hyper's server and client cost about twice the CPU per request for the
 //! same forwarding (benches/README.md). The first request that is not simple, or an HTTP/2
