@@ -289,12 +289,18 @@ async fn serve_client(
             return;
         }
     }
+    // Each protocol's session boxed, in a statement of its own: the task holds one pointer,
+    // not room for both protocols' futures (they did not share the task's space: 6 KiB).
     match front {
         Front::Postgres => {
-            crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id).await
+            let session = crate::pg::startup::handle_client(worker.pg.clone(), stream, peer, id);
+            let session = Box::pin(session);
+            session.await
         }
         Front::Mysql => {
-            crate::mysql::startup::handle_client(worker.my.clone(), stream, peer, id).await
+            let session = crate::mysql::startup::handle_client(worker.my.clone(), stream, peer, id);
+            let session = Box::pin(session);
+            session.await
         }
     }
 }
