@@ -261,7 +261,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         ran = stat.filter(|_| h.tag != b'I');
                         self.pending.pop_front();
                     }
-                    Some(Pend::Ready { stat: Some(_), .. }) if h.tag == b'C' => {
+                    // A statement of a Query of several (see `stats::count_part`).
+                    _ if h.tag == b'C' => {
                         let at = &mut self.last_answered_at;
                         super::stats::count_part(&mut self.pending, at, false);
                     }
