@@ -604,6 +604,29 @@ pub async fn handle_client(
     let engine = w.shared.clone();
     let open = engine.clients.fetch_add(1, Relaxed) + 1;
     let _slot_count = crate::Decrement(&engine.clients);
+    let (id, slot, _registered) = w.my.register();
+    // The login in a box of its own, freed when it is over: inline, its states would set the
+    // size of the client's task for the whole session.
+    let login = Box::pin(log_in(w, stream, peer, conn_id, open, (id, slot)));
+    let Some(session) = login.await else {
+        return;
+    };
+    if let Err(e) = session.run().await {
+        tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
+    }
+}
+
+/// From the greeting to a logged-in session; `None` when the client was refused (and told)
+/// or left.
+async fn log_in(
+    w: std::sync::Arc<super::worker::Worker>,
+    stream: ClientStream,
+    peer: crate::net::Peer,
+    conn_id: u64,
+    open: usize,
+    (id, slot): (u32, std::sync::Arc<super::worker::Slot>),
+) -> Option<Box<super::session::Session<ClientStream>>> {
+    let engine = w.shared.clone();
     let cfg = engine.config();
     let mut stream = stream;
     // TLS is not offered on a Unix socket.
@@ -611,7 +634,6 @@ pub async fn handle_client(
         .tls
         .as_ref()
         .filter(|_| matches!(stream, ClientStream::Plain(_)));
-    let (id, slot, _registered) = w.my.register();
     if open > cfg.general.max_client_connections {
         engine.metrics.error("", crate::metrics::kind::CLIENT_LIMIT);
         let err = err_payload(
@@ -627,7 +649,7 @@ pub async fn handle_client(
             write_packet(&mut stream, 0, &err),
         )
         .await;
-        return;
+        return None;
     }
     let mut buf = BytesMut::with_capacity(1024);
     let max = cfg.general.max_message_bytes;
@@ -645,7 +667,7 @@ pub async fn handle_client(
             if matches!(e, LoginError::Refused(ref r) if r.code == 1045) {
                 engine.metrics.error("", crate::metrics::kind::AUTH_FAILED);
             }
-            return;
+            return None;
         }
         Err(_) => {
             let err = err_payload(
@@ -658,17 +680,17 @@ pub async fn handle_client(
                 write_packet(&mut stream, 0, &err),
             )
             .await;
-            return;
+            return None;
         }
     };
     let Some(cluster) = w.clusters.load().get(&l.cluster, &l.user).cloned() else {
         let err = err_payload(1049, b"42000", &format!("Unknown database '{}'", l.cluster));
         let _ = write_packet(&mut stream, l.next_seq, &err).await;
-        return;
+        return None;
     };
     if cluster.state.pause.is_disabled() {
         let _ = write_packet(&mut stream, l.next_seq, &disabled_err(&cluster.database)).await;
-        return;
+        return None;
     }
     match engine
         .user_conns
@@ -679,7 +701,7 @@ pub async fn handle_client(
             engine.metrics.error("", crate::metrics::kind::CLIENT_LIMIT);
             let err = user_limit_err(&l.user, n);
             let _ = write_packet(&mut stream, l.next_seq, &err).await;
-            return;
+            return None;
         }
     }
     let _ = slot.info.set(crate::engine::ClientInfo::new(
@@ -689,7 +711,7 @@ pub async fn handle_client(
     ));
     let ok = login_ok(l.caps, l.schema.as_deref());
     if write_packet(&mut stream, l.next_seq, &ok).await.is_err() {
-        return;
+        return None;
     }
     tracing::debug!(conn = conn_id, %peer, user = %l.user, cluster = %l.cluster, "mysql client logged in");
     if let (Some(stage1), Some(p)) = (l.native_stage1, w.my.pass_throughs.get(&l.user)) {
@@ -700,17 +722,14 @@ pub async fn handle_client(
     slot.end.set_socket(stream.dup_socket());
     // Boxed: the session's state is reached through a pointer from the task, which stays
     // small.
-    let session = Box::new(super::session::Session::new(
+    Some(Box::new(super::session::Session::new(
         w.clone(),
         cluster,
         stream,
         l,
         slot,
         buf,
-    ));
-    if let Err(e) = session.run().await {
-        tracing::info!(conn = conn_id, %peer, error = %e, "mysql session ended with an error");
-    }
+    )))
 }
 
 /// The refusal of a client of a cluster disabled by `POST /disable`: MySQL 8's answer while

@@ -49,18 +49,27 @@ pub fn give(buf: &mut BytesMut) {
 
 /// [`give`] for each of `bufs`, in one visit to the free list.
 #[inline]
-pub fn give_all<const N: usize>(bufs: [&mut BytesMut; N]) {
-    if bufs.iter().all(|b| !b.is_empty() || b.capacity() == 0) {
+pub fn give_all<const N: usize>(mut bufs: [&mut BytesMut; N]) {
+    if bufs.iter_mut().all(|b| !b.is_empty() || !holds_storage(b)) {
         return;
     }
     FREE.with(|f| {
         let mut f = f.borrow_mut();
         for b in bufs {
-            if b.is_empty() && b.capacity() != 0 {
+            if b.is_empty() && holds_storage(b) {
                 keep(&mut f, std::mem::take(b));
             }
         }
     });
+}
+
+/// Whether `buf` has storage. A buffer whose bytes were all consumed has its start at the
+/// end of its storage and so reports no capacity, though it holds all of it (a buffer
+/// allocated to fit what was put in it, such as the login's answer, then written out): an
+/// empty one is moved back to the start of its storage first (nothing to copy).
+#[inline]
+fn holds_storage(buf: &mut BytesMut) -> bool {
+    buf.capacity() != 0 || (buf.is_empty() && buf.try_reclaim(1))
 }
 
 /// Each of `bufs` that has no storage gets an empty buffer, in one visit to the free list.
@@ -98,15 +107,13 @@ pub async fn read<S: AsyncRead + Unpin>(
     .await
 }
 
-/// Put the empty `buf` on the free list `f`, unless it is large or the list is full.
+/// Put the empty `buf` on the free list `f`, unless it is small (under [`SIZE`]) or large, or
+/// the list is full: then it is freed.
 fn keep(f: &mut Vec<BytesMut>, mut buf: BytesMut) {
     // Back to its whole capacity (an advanced buffer keeps its offset until a reserve), so
-    // that its size is known and a taker gets all of it. No copy: it is empty.
-    if buf.capacity() < SIZE {
-        buf.clear();
-        buf.reserve(SIZE);
-    }
-    if buf.capacity() <= KEEP_MAX && f.len() < KEEP_COUNT {
+    // that its size is known and a taker gets all of it; false, without allocating, if its
+    // storage is smaller. No copy: it is empty.
+    if buf.try_reclaim(SIZE) && buf.capacity() <= KEEP_MAX && f.len() < KEEP_COUNT {
         f.push(buf);
     }
 }
@@ -142,5 +149,40 @@ mod tests {
         let mut empty = BytesMut::new();
         reserve(&mut empty, 10);
         assert!(empty.capacity() >= SIZE);
+    }
+
+    #[test]
+    fn a_buffer_read_to_the_end_of_its_storage_is_given_back_too() {
+        let listed = || FREE.with(|f| f.borrow().len());
+        // Filled to its last byte, then all of it consumed: it reports no capacity.
+        let mut b = BytesMut::with_capacity(SIZE);
+        b.extend_from_slice(&vec![1u8; b.capacity()]);
+        let ptr = b.as_ptr() as usize;
+        b.advance(b.len());
+        assert_eq!(b.capacity(), 0);
+        let before = listed();
+        give(&mut b);
+        assert_eq!(listed(), before + 1, "its storage is on the free list");
+        let again = take();
+        assert_eq!(
+            again.as_ptr() as usize,
+            ptr,
+            "the same storage, from its start"
+        );
+        assert!(again.capacity() >= SIZE);
+        // One allocated to fit a small answer (the login's) is freed, not grown for the list.
+        let mut small = BytesMut::new();
+        small.extend_from_slice(&[2u8; 418]);
+        small.advance(418);
+        let before = listed();
+        give(&mut small);
+        assert_eq!(listed(), before, "not listed");
+        assert!(
+            small.is_empty() && small.capacity() == 0,
+            "and no longer held by its owner"
+        );
+        let mut none = BytesMut::new();
+        give(&mut none);
+        assert_eq!(listed(), before, "a buffer without storage gives nothing");
     }
 }

@@ -36,6 +36,40 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     let shared = worker.shared.clone();
     let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = crate::Decrement(&shared.clients);
+    // The login in a box of its own, freed when it is over: inline, its states (the refusals,
+    // the login's locals) would set the size of the client's task for the whole session.
+    let login = Box::pin(log_in(worker, stream, peer, conn_id, open));
+    let Some(Ready {
+        session,
+        out,
+        user_conn: _user_conn,
+    }) = login.await
+    else {
+        return;
+    };
+    if let Err(e) = session.run(out).await {
+        tracing::info!(conn = conn_id, %peer, error = %e, "session ended with an error");
+    }
+}
+
+/// A client that logged in: its session, the login's last messages for it, and its place
+/// in its user's connection count.
+struct Ready {
+    session: Box<Session<ClientStream>>,
+    out: BytesMut,
+    user_conn: crate::engine::UserConn,
+}
+
+/// From the first byte to a logged-in session; `None` when the client was refused (and
+/// told) or left.
+async fn log_in(
+    worker: Arc<Worker>,
+    stream: ClientStream,
+    peer: Peer,
+    conn_id: u64,
+    open: usize,
+) -> Option<Ready> {
+    let shared = worker.shared.clone();
     let config = shared.config();
     let general = &config.general;
     let over_limit = open > general.max_client_connections;
@@ -55,7 +89,8 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
                 "switchyard: TLS required (require_tls): connect with sslmode=require or stronger",
             );
             shared.metrics.error("", crate::metrics::kind::AUTH_FAILED);
-            return refuse_client(&mut tcp, r, conn_id, peer).await;
+            refuse_client(&mut tcp, r, conn_id, peer).await;
+            return None;
         }
         Ok(Ok(Some(Negotiated::Plain(p)))) => (tcp, p),
         Ok(Ok(Some(Negotiated::StartTls))) => {
@@ -63,18 +98,25 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
                 .await
             {
                 Ok(Some((s, Ok(p)))) => (s, p),
-                Ok(Some((mut s, Err(r)))) => return refuse_client(&mut s, r, conn_id, peer).await,
-                _ => return,
+                Ok(Some((mut s, Err(r)))) => {
+                    refuse_client(&mut s, r, conn_id, peer).await;
+                    return None;
+                }
+                _ => return None,
             }
         }
-        Ok(Ok(None)) => return,
-        Ok(Err(r)) => return refuse_client(&mut tcp, r, conn_id, peer).await,
+        Ok(Ok(None)) => return None,
+        Ok(Err(r)) => {
+            refuse_client(&mut tcp, r, conn_id, peer).await;
+            return None;
+        }
         Err(_) => {
             let r = refuse(
                 "08006",
                 "switchyard: login did not finish within client_login_timeout",
             );
-            return refuse_client(&mut tcp, r, conn_id, peer).await;
+            refuse_client(&mut tcp, r, conn_id, peer).await;
+            return None;
         }
     };
     let login = tokio::time::timeout_at(
@@ -102,7 +144,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
                     ),
                 );
             }
-            let _user_conn = match shared.user_conns.admit(&l.user, l.max_connections) {
+            let user_conn = match shared.user_conns.admit(&l.user, l.max_connections) {
                 Ok(c) => c,
                 Err(n) => {
                     // As PostgreSQL checks a role's CONNECTION LIMIT: after authentication
@@ -140,7 +182,7 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
                 Err(e) => {
                     tracing::info!(conn = conn_id, %peer, error = %e, "no backend for new client");
                     session.refuse_login(&e).await;
-                    return;
+                    return None;
                 }
             };
             codec::put_auth(&mut out, 0, &[]);
@@ -150,12 +192,13 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
             codec::put_backend_key(&mut out, pid, secret);
             codec::put_ready(&mut out, b'I');
             tracing::debug!(conn = conn_id, %peer, "client logged in");
-            if let Err(e) = session.run(&mut out).await {
-                tracing::info!(conn = conn_id, %peer, error = %e, "session ended with an error");
-            }
-            return;
+            return Some(Ready {
+                session,
+                out,
+                user_conn,
+            });
         }
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(r)) => r,
         Err(_) => refuse(
             "08006",
@@ -171,7 +214,8 @@ pub async fn handle_client(worker: Arc<Worker>, stream: ClientStream, peer: Peer
     if let Some(kind) = kind {
         shared.metrics.error("", kind);
     }
-    refuse_client(&mut stream, refusal, conn_id, peer).await
+    refuse_client(&mut stream, refusal, conn_id, peer).await;
+    None
 }
 
 async fn refuse_client<S: AsyncWrite + Unpin>(

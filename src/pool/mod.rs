@@ -404,6 +404,29 @@ impl<C: Connector> BackendPool<C> {
         self.checkout_metered(metrics).await
     }
 
+    /// [`BackendPool::checkout_metered`]'s common case with no future to keep (see
+    /// [`BackendPool::checkout_now_or_never`]): `None` when it would have to wait.
+    pub fn checkout_metered_now(&self, metrics: &ClusterMetrics) -> Option<Pooled<C>> {
+        let conn = self.checkout_now_or_never()?;
+        metrics.checkout_wait(Duration::ZERO);
+        Some(conn)
+    }
+
+    /// [`BackendPool::checkout_parked_first`]'s common case with no future to keep: `None`
+    /// when it would have to wait.
+    pub fn checkout_parked_first_now(
+        self: &Arc<Self>,
+        parkings: &Parkings<C>,
+        metrics: &ClusterMetrics,
+    ) -> Option<Pooled<C>> {
+        let conn = parkings
+            .at(self)
+            .and_then(|p| p.take_for(self))
+            .or_else(|| self.checkout_now_or_never())?;
+        metrics.checkout_wait(Duration::ZERO);
+        Some(conn)
+    }
+
     /// Check out an idle connection; `Ok(None)` when none is idle (then
     /// [`BackendPool::checkout_waiting`] opens one in the background if there is room). Arms no
     /// timer and never waits.
@@ -421,6 +444,22 @@ impl<C: Connector> BackendPool<C> {
             Ok(conn) => Ok(Some(conn)),
             Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Ok(None),
             Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// [`BackendPool::checkout_now`] with no future to keep: its connection when it finishes
+    /// at once (the common case: an idle connection that passes its check), else `None`: it
+    /// would have had to wait (a connect, which deadpool starts when every idle connection
+    /// failed its check; dropped here at its first wait) or it failed. The caller then takes the
+    /// async way, which starts over and meets the same error if there is one. A session's
+    /// checkout runs this first, so that the async way's future, boxed, is allocated only when
+    /// it is needed.
+    pub fn checkout_now_or_never(&self) -> Option<Pooled<C>> {
+        let now = std::pin::pin!(self.checkout_now());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match now.poll(&mut cx) {
+            std::task::Poll::Ready(Ok(conn)) => conn,
+            _ => None,
         }
     }
 

@@ -7,7 +7,15 @@ use super::*;
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// COM_RESET_CONNECTION: the client's session returns to how it logged in; nothing it set
     /// or prepared is kept (and it is no longer pinned).
-    pub(super) async fn com_reset(&mut self, seq: u8) -> Result<(), SessionError> {
+    /// (Boxed: see [`Session::acquire`].)
+    pub(super) fn com_reset(
+        &mut self,
+        seq: u8,
+    ) -> Pin<Box<impl Future<Output = Result<(), SessionError>> + '_>> {
+        Box::pin(self.reset_session(seq))
+    }
+
+    async fn reset_session(&mut self, seq: u8) -> Result<(), SessionError> {
         if let Some(conn) = self.backend.as_mut() {
             if conn.reset(INTERNAL_TIMEOUT).await.is_ok() {
                 conn.applied.clear();
@@ -48,7 +56,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// rolls back), its statements and settings are gone, it is no longer pinned. A wrong
     /// password, an unknown user or database gets an ERR, and the connection goes on as the
     /// user it was, its session started again (as on MariaDB).
-    pub(super) async fn com_change_user(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+    ///
+    /// Boxed (a login's worth of state, and rare): see [`Session::acquire`].
+    pub(super) fn com_change_user<'a>(
+        &'a mut self,
+        payload: &'a [u8],
+    ) -> Pin<Box<impl Future<Output = Result<(), SessionError>> + 'a>> {
+        Box::pin(self.change_user(payload))
+    }
+
+    async fn change_user(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         let cu = match codec::parse_change_user(payload, self.caps) {
             Ok(cu) => cu,
             Err(e) => {

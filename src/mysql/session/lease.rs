@@ -41,6 +41,16 @@ impl AcquireError {
     }
 }
 
+/// How far a checkout got without waiting (see `Session::acquire`).
+enum Now {
+    /// The connection is the session's.
+    Done,
+    /// Checked out; installing it needs statements on it (the client's state).
+    Install(MyPooled, usize, crate::cluster::pause::Hold),
+    /// It has to wait, or something went wrong: the async way, from the start.
+    Wait,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// [`Self::acquire`], or tell the client why not (false): the server's own error when
     /// applying the client's state failed (an unknown schema: 1049, as directly), else 1040.
@@ -55,7 +65,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Check out a connection and bring it to the client's session state.
+    ///
+    /// The common case (not paused, an idle or parked connection that has the client's
+    /// state) takes no future at all; anything else runs in a box. Inline, the checkout's
+    /// future (about 1 KiB) would be part of every client's task for its whole life, idle or
+    /// not (see `benches/README.md`, memory per client); boxed every time, it cost an
+    /// allocation per transaction (mimalloc's slow path, for a block freed and taken again
+    /// one at a time).
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
+        match self.acquire_now(want) {
+            Now::Done => Ok(()),
+            Now::Install(conn, idx, hold) => {
+                let install = Box::pin(self.acquire_held(want, None, hold, Some((conn, idx))));
+                install.await
+            }
+            Now::Wait => {
+                let check_out = Box::pin(self.check_out(want));
+                check_out.await
+            }
+        }
+    }
+
+    /// [`Self::check_out`]'s common case, with no wait: an idle (or this client's parked)
+    /// connection of the backend `want` selects, the cluster not paused. Anything else is
+    /// left to `check_out`, which starts over.
+    fn acquire_now(&mut self, want: Want) -> Now {
+        if self.refresh_cluster().is_err() {
+            return Now::Wait;
+        }
+        let Some(hold) = self.cluster.state.pause.try_hold() else {
+            return Now::Wait;
+        };
+        let Ok(idx) = self.cluster.state.select(want, None) else {
+            return Now::Wait;
+        };
+        let pool = &self.cluster.pools[idx];
+        let Some(conn) = pool.checkout_parked_first_now(&self.parking, &self.cluster.metrics)
+        else {
+            return Now::Wait;
+        };
+        self.for_write = matches!(want, Want::Primary);
+        if self.install_waits(&conn) {
+            return Now::Install(conn, idx, hold);
+        }
+        self.install_ready(conn, idx, hold);
+        Now::Done
+    }
+
+    async fn check_out(&mut self, want: Want) -> Result<(), AcquireError> {
         self.refresh_cluster().map_err(AcquireError::Other)?;
         let hold = match self.cluster.state.pause.try_hold() {
             Some(hold) => hold,
@@ -71,27 +128,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 hold
             }
         };
-        self.acquire_held(want, None, hold).await
+        self.acquire_held(want, None, hold, None).await
     }
 
-    /// [`Self::acquire`] once admitted past a pause (`hold`), not on backend `exclude`.
+    /// [`Self::acquire`] once admitted past a pause (`hold`), not on backend `exclude`;
+    /// starting with connection `first` (checked out of backend `idx`) if given.
     async fn acquire_held(
         &mut self,
         want: Want,
         mut exclude: Option<usize>,
         hold: crate::cluster::pause::Hold,
+        mut first: Option<(MyPooled, usize)>,
     ) -> Result<(), AcquireError> {
         let mut hold = Some(hold);
         self.for_write = matches!(want, Want::Primary);
         let mut reloaded = 0;
         loop {
             let state = self.cluster.state.clone();
-            let idx = state
-                .select(want, exclude)
-                .map_err(|e| AcquireError::Other(e.to_string()))?;
-            let got = self.cluster.pools[idx]
-                .checkout_parked_first(&self.parking, &self.cluster.metrics)
-                .await;
+            let (idx, got) = match first.take() {
+                Some((conn, idx)) => (idx, Ok(conn)),
+                None => {
+                    let idx = state
+                        .select(want, exclude)
+                        .map_err(|e| AcquireError::Other(e.to_string()))?;
+                    let pool = &self.cluster.pools[idx];
+                    (
+                        idx,
+                        pool.checkout_parked_first(&self.parking, &self.cluster.metrics)
+                            .await,
+                    )
+                }
+            };
             match got {
                 Ok(conn) => {
                     let held = hold.take().expect("one install per acquire");
@@ -139,6 +206,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err(e) => return Err(AcquireError::Other(e.to_string())),
             }
         }
+    }
+
+    /// Whether [`Self::install`] has statements to run on `conn` (the client's state is not
+    /// the one it has, or CLIENT_IGNORE_SPACE is still to be applied).
+    fn install_waits(&self, conn: &MyConn) -> bool {
+        conn.schema != self.schema || conn.applied != self.vars || self.ignore_space_pending
     }
 
     async fn install(
@@ -203,6 +276,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
         }
+        self.install_ready(conn, idx, pause_hold);
+        Ok(())
+    }
+
+    /// [`Self::install`] once `conn` has the client's state.
+    fn install_ready(
+        &mut self,
+        mut conn: MyPooled,
+        idx: usize,
+        pause_hold: crate::cluster::pause::Hold,
+    ) {
+        conn.clean = false;
         *self.slot.running.lock().unwrap() = Some(Running {
             addr: conn.addr,
             thread: conn.connection_id,
@@ -220,7 +305,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // What the connection's server says of "the last statement" is another client's
         // (or the proxy's) until this client's first command runs there.
         self.own.stale = own::STALE_ALL;
-        Ok(())
     }
 
     /// The statements that bring `conn` to the client's character set, schema and session
@@ -269,7 +353,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// `passed` is the count of bytes sent down before the command. `Ok(true)`: run it
     /// again; `Ok(false)`: no server could take it, and the client was told so; `Err`: not a
     /// read that may be retried, and `e` stands.
-    pub(super) async fn retry_read(
+    /// (Boxed: see [`Session::acquire`].)
+    pub(super) fn retry_read(
+        &mut self,
+        e: SessionError,
+        want: Option<Want>,
+        passed: u64,
+    ) -> Pin<Box<impl Future<Output = Result<bool, SessionError>> + '_>> {
+        Box::pin(self.read_again(e, want, passed))
+    }
+
+    async fn read_again(
         &mut self,
         e: SessionError,
         want: Option<Want>,
@@ -304,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let hold = self.cluster.state.pause.hold();
         match self
-            .acquire_held(want, self.cluster.state.index_of(failed), hold)
+            .acquire_held(want, self.cluster.state.index_of(failed), hold, None)
             .await
         {
             Ok(()) => {
@@ -379,8 +473,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// The client is gone: a connection inside a transaction or pinned is reset (or
-    /// closed), never handed on as it is.
-    pub(super) async fn finish(&mut self) {
+    /// closed), never handed on as it is. (Boxed: see [`Session::acquire`].)
+    pub(super) fn finish(&mut self) -> Pin<Box<impl Future<Output = ()> + '_>> {
+        Box::pin(self.let_go_at_end())
+    }
+
+    async fn let_go_at_end(&mut self) {
         // A parked connection goes back to its pool (`Parking`'s drop).
         self.parking.clear();
         let in_tx = self.status & SERVER_STATUS_IN_TRANS != 0;

@@ -42,6 +42,8 @@ use crate::router::classify::{Class, Reason, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::{Buf, BytesMut};
 use prepared::ClientStmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -548,7 +550,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// answer to its next command (MySQL 8's ER_CLIENT_INTERACTION_TIMEOUT, numbered as the
     /// client expects: an error sent unasked would be out of sequence for most drivers),
     /// then the session ends.
-    async fn idle_in_transaction(
+    fn idle_in_transaction(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Pin<Box<impl Future<Output = Result<(), SessionError>> + '_>> {
+        // Boxed (once, at the end): see [`Session::acquire`].
+        Box::pin(self.end_idle_transaction(limit))
+    }
+
+    async fn end_idle_transaction(
         &mut self,
         limit: std::time::Duration,
     ) -> Result<(), SessionError> {
@@ -624,6 +634,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !warnings && !calc {
             return;
         }
+        // Boxed, as are the session's other rare waits (see [`Session::acquire`]).
+        let capture = Box::pin(self.capture_now(warnings, calc));
+        capture.await
+    }
+
+    async fn capture_now(&mut self, warnings: bool, calc: bool) {
         self.own.warnings_pending = false;
         self.own.calc_found_rows = false;
         let Some(conn) = self.backend.as_mut() else {

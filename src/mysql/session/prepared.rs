@@ -16,6 +16,8 @@ use crate::router::classify::{Class, Classifier};
 use crate::router::hints;
 use bytes::{Buf, BytesMut};
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -461,6 +463,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             return Ok(Some(id));
         }
+        // Boxed, as are the session's other rare waits (see [`Session::acquire`]).
+        let prepare = Box::pin(self.prepare_here(proxy_id, sql));
+        prepare.await
+    }
+
+    /// [`Self::ensure_prepared`] for a statement the held connection does not have yet.
+    async fn prepare_here(
+        &mut self,
+        proxy_id: u64,
+        sql: &[u8],
+    ) -> Result<Option<u32>, SessionError> {
         let mut p = vec![Command::StmtPrepare.byte()];
         p.extend_from_slice(sql);
         match self.prepare_on_backend(&p).await? {
@@ -517,7 +530,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The held connection's status flags, asked with a COM_PING (after an ERR, which
     /// carries none, when the transaction state may have changed).
-    pub(super) async fn refresh_status(&mut self) -> Result<(), SessionError> {
+    /// (Boxed: see [`Session::acquire`].)
+    pub(super) fn refresh_status(
+        &mut self,
+    ) -> Pin<Box<impl Future<Output = Result<(), SessionError>> + '_>> {
+        Box::pin(self.ask_status())
+    }
+
+    async fn ask_status(&mut self) -> Result<(), SessionError> {
         self.status_stale = false;
         self.capture_own_results().await;
         self.write_backend(&[Command::Ping.byte()]).await?;

@@ -176,6 +176,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if conn.last_insert_id == Some(want) {
             return Ok(());
         }
+        // Boxed, as are the session's other rare waits (see [`Session::acquire`]).
+        let set = Box::pin(self.set_last_insert_id(want));
+        set.await
+    }
+
+    async fn set_last_insert_id(&mut self, want: u64) -> Result<(), SessionError> {
         self.capture_own_results().await;
         let conn = self.backend.as_mut().expect("a connection is held");
         // DO: no result, so FOUND_ROWS() and the warnings stay (ROW_COUNT() becomes 0).

@@ -46,6 +46,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Ok(params)
     }
 
+    /// Whether [`Self::install`] has a round trip to make on `conn` (the client's settings
+    /// are not those it has).
+    pub(super) fn install_waits(&self, conn: &Pooled) -> bool {
+        (self.mode == PoolMode::Session && conn.startup != *self.wanted)
+            || conn.applied != *self.wanted
+    }
+
     pub(super) async fn install(
         &mut self,
         mut conn: Pooled,
@@ -83,6 +90,19 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
             conn.applied = (*self.wanted).clone();
         }
+        self.install_ready(conn, idx, for_write, pause_hold);
+        Ok(())
+    }
+
+    /// [`Self::install`] once `conn` has the client's settings.
+    pub(super) fn install_ready(
+        &mut self,
+        mut conn: Pooled,
+        idx: usize,
+        for_write: bool,
+        pause_hold: crate::cluster::pause::Hold,
+    ) {
+        conn.clean = false;
         self.key.slot.set(Some(conn.cancel_target()));
         // An idle connection, unless a BEGIN the proxy answered goes first (below): the
         // client's transaction is open from here, as it was told.
@@ -107,7 +127,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         // Every path that gives the client a connection passes here: a BEGIN the proxy
         // answered goes out before anything else of the transaction.
         self.send_deferred_begin();
-        Ok(())
     }
 
     /// Let go of the held connection (the caller returns it to the pool or closes it).
@@ -147,8 +166,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Some(conn)
     }
 
-    /// Check out a backend only if one is idle, or the pool has room to open one.
-    pub(super) async fn acquire_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
+    /// Check out a backend only if one is idle, or the pool has room to open one. (Boxed:
+    /// see [`Session::acquire_for`].)
+    pub(super) fn acquire_if_free(
+        &mut self,
+        want: Want,
+    ) -> Pin<Box<impl Future<Output = Result<bool, SessionError>> + '_>> {
+        Box::pin(self.check_out_if_free(want))
+    }
+
+    async fn check_out_if_free(&mut self, want: Want) -> Result<bool, SessionError> {
         self.refresh_cluster()?;
         let Some(hold) = self.cluster.state.pause.try_hold() else {
             return Ok(false);
@@ -196,8 +223,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         pool::release(conn);
     }
 
-    /// Return or close the backend when the client is gone.
-    pub(super) async fn finish(&mut self) {
+    /// Return or close the backend when the client is gone. (Boxed: see
+    /// [`Session::acquire_for`].)
+    pub(super) fn finish(&mut self) -> Pin<Box<impl Future<Output = ()> + '_>> {
+        Box::pin(self.let_go_at_end())
+    }
+
+    async fn let_go_at_end(&mut self) {
         let Some(mut conn) = self.detach() else {
             return;
         };

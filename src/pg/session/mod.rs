@@ -44,7 +44,7 @@ pub use sequences::{seq_use, SeqUse};
 pub(crate) use settings::settings_sql;
 pub use settings::{plain_set, plain_sets};
 use std::collections::{HashMap, VecDeque};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -540,9 +540,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     }
 
     /// Serve the client until it leaves, then put the backend connection back or close it.
-    pub async fn run(mut self: Box<Self>, login: &mut BytesMut) -> Result<(), SessionError> {
-        self.cout.extend_from_slice(login);
-        login.clear();
+    pub async fn run(mut self: Box<Self>, login: BytesMut) -> Result<(), SessionError> {
+        self.cout.extend_from_slice(&login);
+        drop(login);
         self.maybe_release();
         let shutdown = self.worker.shared.shutdown.clone().cancelled_owned();
         let mut shutdown = Box::pin(shutdown);

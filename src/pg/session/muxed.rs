@@ -12,6 +12,8 @@ use crate::pg::mux::Reply;
 use crate::router::classify::{Reason, TxEffect};
 use crate::router::session_state;
 use bytes::{Buf, Bytes};
+use std::future::Future;
+use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
@@ -65,7 +67,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// `want` selects. Returns false (having consumed nothing) when no lane takes it now (no
     /// other statement runs on that backend and no lane is busy: nothing to batch with), or
     /// its lane failed: the caller then runs it on a connection of its own.
-    pub(super) async fn run_muxed(&mut self, want: Want) -> Result<bool, SessionError> {
+    ///
+    /// Boxed (see [`Session::acquire_for`]); this path copies the statement and its answer
+    /// anyway.
+    pub(super) fn run_muxed(
+        &mut self,
+        want: Want,
+    ) -> Pin<Box<impl Future<Output = Result<bool, SessionError>> + '_>> {
+        Box::pin(self.run_on_lane(want))
+    }
+
+    async fn run_on_lane(&mut self, want: Want) -> Result<bool, SessionError> {
         self.refresh_cluster()?;
         let state = self.cluster.state.clone();
         let Ok(idx) = state.select(want, None) else {

@@ -13,7 +13,23 @@ use crate::pool;
 use crate::router::classify::{Class, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::BytesMut;
+use std::future::Future;
+use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How far a checkout got without waiting (see `Session::acquire_for`).
+enum Now {
+    /// The connection is the session's.
+    Done,
+    /// Checked out; installing it needs a round trip (the client's settings).
+    Install(
+        crate::pg::backend::Pooled,
+        usize,
+        crate::cluster::pause::Hold,
+    ),
+    /// It has to wait, or something went wrong: the async way, from the start.
+    Wait,
+}
 
 /// Largest request kept for a retry on another replica.
 const MAX_REPLAY: usize = 1 << 20;
@@ -288,7 +304,53 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Check out a connection for `want`. A backend that cannot be reached is marked down and,
     /// for reads, another eligible one (or the fallback) is tried.
+    ///
+    /// The common case (not paused, an idle connection with the client's settings) takes no
+    /// future at all; anything else runs in a box. Inline, the checkout's future (about
+    /// 1 KiB) would be part of every client's task for its whole life, idle or not (see
+    /// `benches/README.md`, memory per client); boxed every time, it cost an allocation per
+    /// transaction (some 250 instructions with mimalloc, whose one-at-a-time reuse of a
+    /// block takes its slow path).
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
+        match self.acquire_now(want) {
+            Now::Done => Ok(()),
+            Now::Install(conn, idx, hold) => {
+                let for_write = matches!(want, Want::Primary);
+                let install = Box::pin(self.install(conn, idx, for_write, hold));
+                install.await
+            }
+            Now::Wait => {
+                let check_out = Box::pin(self.check_out(want));
+                check_out.await
+            }
+        }
+    }
+
+    /// [`Self::check_out`]'s common case, with no wait: an idle connection of the backend
+    /// `want` selects, the cluster not paused. Anything else (and any error) is left to
+    /// `check_out`, which starts over.
+    fn acquire_now(&mut self, want: Want) -> Now {
+        if self.refresh_cluster().is_err() {
+            return Now::Wait;
+        }
+        let Some(hold) = self.cluster.state.pause.try_hold() else {
+            return Now::Wait;
+        };
+        let Ok(idx) = self.cluster.state.select(want, None) else {
+            return Now::Wait;
+        };
+        let pool = &self.cluster.pools[idx];
+        let Some(conn) = pool.checkout_metered_now(&self.cluster.metrics) else {
+            return Now::Wait;
+        };
+        if self.install_waits(&conn) {
+            return Now::Install(conn, idx, hold);
+        }
+        self.install_ready(conn, idx, matches!(want, Want::Primary), hold);
+        Now::Done
+    }
+
+    async fn check_out(&mut self, want: Want) -> Result<(), SessionError> {
         self.refresh_cluster()?;
         let hold = match self.cluster.state.pause.try_hold() {
             Some(hold) => hold,
@@ -384,7 +446,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// A backend connection failed. If it was a replica that had not answered anything yet,
     /// mark it down and send the same request to another eligible backend; otherwise the
     /// client gets the error.
-    pub(super) async fn retry_elsewhere(&mut self, e: SessionError) -> Result<(), SessionError> {
+    /// (Boxed: see [`Session::acquire_for`].)
+    pub(super) fn retry_elsewhere(
+        &mut self,
+        e: SessionError,
+    ) -> Pin<Box<impl Future<Output = Result<(), SessionError>> + '_>> {
+        Box::pin(self.retry_on_another(e))
+    }
+
+    async fn retry_on_another(&mut self, e: SessionError) -> Result<(), SessionError> {
         let idx = self.backend_idx;
         let state = self.cluster.state.clone();
         let failed = state.backends[idx].addr;
