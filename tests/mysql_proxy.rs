@@ -2897,8 +2897,10 @@ route = "replica"
 /// `[general] query_digests` and `GET /queries`: statements counted under
 /// their digests, as ProxySQL's `stats_mysql_query_digest` counts them. mysql_async's
 /// prepared INSERT (COM_STMT_EXECUTE) 20 times, text SELECTs with 10 different literals
-/// (one digest, served by the replicas), and 3 failing statements; sorted by count, limited,
-/// reset.
+/// (one digest, served by the replicas), and 3 failing statements; texts of several
+/// statements, each counted under its own digest (as performance_schema's digests count
+/// them), one of them stopped by an error (the statement after it neither runs nor counts);
+/// sorted by count, limited, reset.
 #[test]
 fn statements_are_counted_under_their_digests() {
     use mysql_async::prelude::*;
@@ -2933,6 +2935,29 @@ fn statements_are_counted_under_their_digests() {
         for _ in 0..3 {
             assert!(conn.query_drop("SELECT * FROM missing").await.is_err());
         }
+        for i in 0..2 {
+            conn.query_drop(format!(
+                "UPDATE t SET v = {i} WHERE id = 3; SELECT v FROM t WHERE id = 3;\n\
+                 INSERT INTO t (id, v) VALUES ({}, 1);",
+                100 + i
+            ))
+            .await
+            .unwrap();
+        }
+        let stopped = "SELECT v FROM t WHERE id = 4; SELECT * FROM missing; DELETE FROM t";
+        assert!(conn.query_drop(stopped).await.is_err());
+        let rows: Vec<u64> = conn.query("SELECT count(*) FROM t").await.unwrap();
+        assert_eq!(rows, [22], "the DELETE after the error did not run");
+        // One statement for the server, though the text has `;` in it; and a CALL, which
+        // answers with one result more than its procedure returns: each text once, whole.
+        conn.query_drop("CREATE PROCEDURE two() BEGIN SELECT 1; SELECT 2; END")
+            .await
+            .unwrap();
+        conn.query_drop("CALL two(); DO 7").await.unwrap();
+        // Three results, then the ERR: as many results as statements before the failed one
+        // if the CALL were one, which it is not.
+        let call_then_error = "CALL two(); SELECT * FROM missing; DO 1; DO 2";
+        assert!(conn.query_drop(call_then_error).await.is_err());
         conn.disconnect().await.unwrap();
     });
     let (status, body) = support::admin_request(admin, "GET", &format!("/queries?cluster={db}"));
@@ -2962,13 +2987,53 @@ fn statements_are_counted_under_their_digests() {
     let select = row("SELECT v FROM t WHERE id = ?");
     assert_eq!(
         (&select["count"], &select["errors"], &select["replica"]),
-        (&10.into(), &0.into(), &10.into()),
+        (&13.into(), &0.into(), &10.into()),
         "{select}"
     );
     let missing = row("SELECT * FROM missing");
     assert_eq!(
         (&missing["count"], &missing["errors"]),
-        (&3.into(), &3.into())
+        (&4.into(), &4.into())
+    );
+    for query in [
+        "UPDATE t SET v = ? WHERE id = ?",
+        "INSERT INTO t (id, v) VALUES (?, ?)",
+    ] {
+        let r = row(query);
+        assert_eq!(
+            (&r["count"], &r["errors"], &r["primary"]),
+            (&2.into(), &0.into(), &2.into()),
+            "{r}"
+        );
+    }
+    let texts: Vec<&str> = v["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["query"].as_str())
+        .collect();
+    let whole = |q: &str| q.starts_with("CREATE PROCEDURE two()") || q.starts_with("CALL two()");
+    assert!(
+        texts
+            .iter()
+            .all(|q| whole(q) || (!q.contains(';') && !q.contains("DELETE"))),
+        "each statement on its own, none after the error: {texts:?}"
+    );
+    let mut wholes: Vec<_> = v["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["query"].as_str().is_some_and(whole))
+        .map(|r| (r["query"].as_str().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    wholes.sort();
+    assert_eq!(
+        wholes,
+        [
+            ("CALL two(); DO ?", 1),
+            ("CALL two(); SELECT * FROM missing; DO ?; DO ?", 1),
+            ("CREATE PROCEDURE two() BEGIN SELECT ?; SELECT ?; END", 1)
+        ]
     );
     assert!(insert["total_ms"].as_f64().unwrap() > 0.0);
     assert!(insert["min_ms"].as_f64() <= insert["max_ms"].as_f64());

@@ -176,6 +176,9 @@ pub struct Session<S> {
     /// result set's EOF), and the error that ended it, if one did. A text of several
     /// statements stops at its first error: the ones after it did not run.
     answered: (usize, Option<u16>),
+    /// With the statistics on, for a COM_QUERY that may hold several statements: when each
+    /// of its results ended (see `stats::count_parts`).
+    result_ends: Option<Vec<std::time::Instant>>,
     /// The statement ids (server's, client's) of the command in flight: the server's errors
     /// are passed on naming the client's.
     err_ids: Option<(u32, u32)>,
@@ -278,6 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             implicit_tx: false,
             status_stale: false,
             answered: (0, None),
+            result_ends: None,
             err_ids: None,
             long_data: false,
             long_data_fresh: Vec::new(),

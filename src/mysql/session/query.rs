@@ -99,9 +99,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let t0 = self.stats_start();
+        if t0.is_some() && sql.contains(&b';') {
+            self.result_ends = Some(Vec::new());
+        }
         let r = self.forward(payload, Answer::Query).await;
         let failed = r.is_err() || self.answered.1.is_some();
-        self.count_statement(t0, 0, sql, failed);
+        match self.result_ends.take() {
+            Some(ends) if r.is_ok() => self.count_parts(t0, sql, &ends),
+            _ => self.count_statement(t0, 0, sql, failed),
+        }
         r
     }
 

@@ -103,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (At::First, _) | (At::Next, _) => match first {
                     Some(codec::OK_HEADER) if answer != Answer::FieldList => {
                         let more = self.on_ok(wire, answer != Answer::Command)?;
-                        self.answered.0 += 1;
+                        self.result_ended();
                         at = At::Next;
                         !more
                     }
@@ -159,7 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         // No rows yet: as far as the server says, a result of none.
                         let warnings = self.eof_at_head(wire).map_or(0, |e| e.warnings);
                         self.own.result_set(0, warnings);
-                        self.answered.0 += 1;
+                        self.result_ended();
                         self.on_eof(wire);
                         true
                     } else {
@@ -172,7 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Some(codec::EOF_HEADER) if payload_len < 9 => {
                         let warnings = self.eof_at_head(wire).map_or(0, |e| e.warnings);
                         self.own.result_set(std::mem::take(&mut rows), warnings);
-                        self.answered.0 += 1;
+                        self.result_ended();
                         let more = self.on_eof(wire);
                         at = At::Next;
                         !more
@@ -196,6 +196,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.cout.len() >= FLUSH_AT {
                 self.flush().await?;
             }
+        }
+    }
+
+    /// A statement of the command in flight completed (its OK, or its result set's EOF).
+    fn result_ended(&mut self) {
+        self.answered.0 += 1;
+        if let Some(ends) = &mut self.result_ends {
+            ends.push(std::time::Instant::now());
         }
     }
 
