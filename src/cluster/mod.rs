@@ -394,6 +394,19 @@ impl ClusterState {
         chosen
     }
 
+    /// A checkout's common case, with no wait: the cluster not paused (its hold), the backend
+    /// `want` selects (its index), and what `take` finds at once in that backend's pool.
+    /// `None` for anything else: the session then takes its async way, which starts over.
+    pub fn take_at_once<T>(
+        &self,
+        want: Want,
+        take: impl FnOnce(usize) -> Option<T>,
+    ) -> Option<(T, usize, pause::Hold)> {
+        let hold = self.pause.try_hold()?;
+        let idx = self.select(want, None).ok()?;
+        Some((take(idx)?, idx, hold))
+    }
+
     /// Pick a backend for `want`: weighted least-outstanding among eligible replicas, ties
     /// spread round-robin; `exclude` skips a backend that just failed.
     pub fn select(&self, want: Want, exclude: Option<usize>) -> Result<usize, SelectError> {

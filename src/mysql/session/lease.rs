@@ -93,15 +93,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.refresh_cluster().is_err() {
             return Now::Wait;
         }
-        let Some(hold) = self.cluster.state.pause.try_hold() else {
-            return Now::Wait;
-        };
-        let Ok(idx) = self.cluster.state.select(want, None) else {
-            return Now::Wait;
-        };
-        let pool = &self.cluster.pools[idx];
-        let Some(conn) = pool.checkout_parked_first_now(&self.parking, &self.cluster.metrics)
-        else {
+        let (c, parking) = (&self.cluster, &self.parking);
+        let now = c.state.take_at_once(want, |i| {
+            c.pools[i].checkout_parked_first_now(parking, &c.metrics)
+        });
+        let Some((conn, idx, hold)) = now else {
             return Now::Wait;
         };
         self.for_write = matches!(want, Want::Primary);

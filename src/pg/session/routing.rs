@@ -333,14 +333,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.refresh_cluster().is_err() {
             return Now::Wait;
         }
-        let Some(hold) = self.cluster.state.pause.try_hold() else {
-            return Now::Wait;
-        };
-        let Ok(idx) = self.cluster.state.select(want, None) else {
-            return Now::Wait;
-        };
-        let pool = &self.cluster.pools[idx];
-        let Some(conn) = pool.checkout_metered_now(&self.cluster.metrics) else {
+        let c = &self.cluster;
+        let now = c
+            .state
+            .take_at_once(want, |i| c.pools[i].checkout_metered_now(&c.metrics));
+        let Some((conn, idx, hold)) = now else {
             return Now::Wait;
         };
         if self.install_waits(&conn) {
