@@ -41,16 +41,6 @@ impl AcquireError {
     }
 }
 
-/// How far a checkout got without waiting (see `Session::acquire`).
-enum Now {
-    /// The connection is the session's.
-    Done,
-    /// Checked out; installing it needs statements on it (the client's state).
-    Install(MyPooled, usize, crate::cluster::pause::Hold),
-    /// It has to wait, or something went wrong: the async way, from the start.
-    Wait,
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// [`Self::acquire`], or tell the client why not (false): the server's own error when
     /// applying the client's state failed (an unknown schema: 1049, as directly), else 1040.
@@ -73,39 +63,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// allocation per transaction (mimalloc's slow path, for a block freed and taken again
     /// one at a time).
     pub(super) async fn acquire(&mut self, want: Want) -> Result<(), AcquireError> {
-        match self.acquire_now(want) {
-            Now::Done => Ok(()),
-            Now::Install(conn, idx, hold) => {
-                let install = Box::pin(self.acquire_held(want, None, hold, Some((conn, idx))));
-                install.await
-            }
-            Now::Wait => {
-                let check_out = Box::pin(self.check_out(want));
-                check_out.await
-            }
+        let Some((conn, idx, hold)) = self.take_at_once(want) else {
+            let check_out = Box::pin(self.check_out(want));
+            return check_out.await;
+        };
+        if self.install_waits(&conn) {
+            // As a connection checked out the async way: a read whose connection breaks
+            // while the client's state is applied is taken elsewhere.
+            let install = Box::pin(self.acquire_held(want, None, hold, Some((conn, idx))));
+            return install.await;
         }
+        self.for_write = matches!(want, Want::Primary);
+        self.install_ready(conn, idx, hold);
+        Ok(())
     }
 
     /// [`Self::check_out`]'s common case, with no wait: an idle (or this client's parked)
-    /// connection of the backend `want` selects, the cluster not paused. Anything else is
-    /// left to `check_out`, which starts over.
-    fn acquire_now(&mut self, want: Want) -> Now {
-        if self.refresh_cluster().is_err() {
-            return Now::Wait;
-        }
+    /// connection of the backend `want` selects, the cluster not paused. `None` for anything
+    /// else, which `check_out` meets again from the start.
+    fn take_at_once(
+        &mut self,
+        want: Want,
+    ) -> Option<(MyPooled, usize, crate::cluster::pause::Hold)> {
+        self.refresh_cluster().ok()?;
         let (c, parking) = (&self.cluster, &self.parking);
-        let now = c.state.take_at_once(want, |i| {
+        c.state.take_at_once(want, |i| {
             c.pools[i].checkout_parked_first_now(parking, &c.metrics)
-        });
-        let Some((conn, idx, hold)) = now else {
-            return Now::Wait;
-        };
-        self.for_write = matches!(want, Want::Primary);
-        if self.install_waits(&conn) {
-            return Now::Install(conn, idx, hold);
-        }
-        self.install_ready(conn, idx, hold);
-        Now::Done
+        })
     }
 
     async fn check_out(&mut self, want: Want) -> Result<(), AcquireError> {

@@ -541,8 +541,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     /// Serve the client until it leaves, then put the backend connection back or close it.
     pub async fn run(mut self: Box<Self>, login: BytesMut) -> Result<(), SessionError> {
-        self.cout.extend_from_slice(&login);
-        drop(login);
+        // (Taken as it is: `cout` is empty here.)
+        self.cout.unsplit(login);
         self.maybe_release();
         let shutdown = self.worker.shared.shutdown.clone().cancelled_owned();
         let mut shutdown = Box::pin(shutdown);

@@ -3,10 +3,11 @@
 //! the proxy answers itself (`SET switchyard.route`, `SHOW switchyard.backends`).
 
 use super::{Pend, Session, SessionError, HIGH_WATER};
+use crate::cluster::pause::Hold;
 use crate::cluster::{SelectError, Want};
 use crate::config::PoolMode;
 use crate::metrics::kind;
-use crate::pg::backend::CheckoutError;
+use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::codec::{self, Header};
 use crate::pg::prepared;
 use crate::pool;
@@ -16,20 +17,6 @@ use bytes::BytesMut;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
-
-/// How far a checkout got without waiting (see `Session::acquire_for`).
-enum Now {
-    /// The connection is the session's.
-    Done,
-    /// Checked out; installing it needs a round trip (the client's settings).
-    Install(
-        crate::pg::backend::Pooled,
-        usize,
-        crate::cluster::pause::Hold,
-    ),
-    /// It has to wait, or something went wrong: the async way, from the start.
-    Wait,
-}
 
 /// Largest request kept for a retry on another replica.
 const MAX_REPLAY: usize = 1 << 20;
@@ -312,39 +299,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// transaction (some 250 instructions with mimalloc, whose one-at-a-time reuse of a
     /// block takes its slow path).
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
-        match self.acquire_now(want) {
-            Now::Done => Ok(()),
-            Now::Install(conn, idx, hold) => {
-                let for_write = matches!(want, Want::Primary);
-                let install = Box::pin(self.install(conn, idx, for_write, hold));
-                install.await
-            }
-            Now::Wait => {
-                let check_out = Box::pin(self.check_out(want));
-                check_out.await
-            }
+        let Some((conn, idx, hold)) = self.take_at_once(want) else {
+            let check_out = Box::pin(self.check_out(want));
+            return check_out.await;
+        };
+        let for_write = matches!(want, Want::Primary);
+        if self.install_waits(&conn) {
+            let install = Box::pin(self.install(conn, idx, for_write, hold));
+            return install.await;
         }
+        self.install_ready(conn, idx, for_write, hold);
+        Ok(())
     }
 
     /// [`Self::check_out`]'s common case, with no wait: an idle connection of the backend
-    /// `want` selects, the cluster not paused. Anything else (and any error) is left to
-    /// `check_out`, which starts over.
-    fn acquire_now(&mut self, want: Want) -> Now {
-        if self.refresh_cluster().is_err() {
-            return Now::Wait;
-        }
+    /// `want` selects, the cluster not paused. `None` for anything else (and any error),
+    /// which `check_out` meets again from the start.
+    fn take_at_once(&mut self, want: Want) -> Option<(Pooled, usize, Hold)> {
+        self.refresh_cluster().ok()?;
         let c = &self.cluster;
-        let now = c
-            .state
-            .take_at_once(want, |i| c.pools[i].checkout_metered_now(&c.metrics));
-        let Some((conn, idx, hold)) = now else {
-            return Now::Wait;
-        };
-        if self.install_waits(&conn) {
-            return Now::Install(conn, idx, hold);
-        }
-        self.install_ready(conn, idx, matches!(want, Want::Primary), hold);
-        Now::Done
+        c.state
+            .take_at_once(want, |i| c.pools[i].checkout_metered_now(&c.metrics))
     }
 
     async fn check_out(&mut self, want: Want) -> Result<(), SessionError> {
