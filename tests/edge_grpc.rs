@@ -286,3 +286,198 @@ fn calls_keep_succeeding_while_the_server_ends_connections_with_goaway() {
         s.shutdown();
     }
 }
+
+/// What the frame-level HTTP/2 server below does with the streams it gets.
+#[derive(Clone, Copy, PartialEq)]
+enum Unprocessed {
+    /// On its first connection: holds the first request; at the second, sends GOAWAY naming
+    /// the first as the last it takes (the second was not processed), then answers the first.
+    GoAway,
+    /// Resets the first request that has a body with REFUSED_STREAM after its first DATA
+    /// frame (part of the body was sent; the server took none of it).
+    Refused,
+}
+
+/// An h2c server written at the frame level, so that it can refuse streams the way real
+/// servers do at the worst moment (a race otherwise: gRPC servers' `max_connection_age`).
+/// Every stream it answers gets "conn N: <the request body>". Returns the port and the
+/// count of requests seen.
+fn unprocessing_server(mode: Unprocessed) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::sync::Arc;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicU32::new(0));
+    let refused = Arc::new(AtomicBool::new(false));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for (n, c) in l.incoming().enumerate() {
+            let Ok(c) = c else { return };
+            let (seen, refused) = (counter.clone(), refused.clone());
+            std::thread::spawn(move || serve_frames(c, n + 1, mode, &seen, &refused));
+        }
+    });
+    (port, seen)
+}
+
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HEADERS with ":status: 200" (HPACK static index 8) and its content-length (a literal
+/// with the static table's name 28), then the body as one DATA frame.
+fn h2_answer(stream: u32, body: &[u8]) -> Vec<u8> {
+    let len = body.len().to_string();
+    let mut block = vec![0x88, 0x0f, 0x0d, len.len() as u8];
+    block.extend_from_slice(len.as_bytes());
+    let mut out = h2_frame(1, 0x4, stream, &block);
+    out.extend(h2_frame(0, 0x1, stream, body));
+    out
+}
+
+fn serve_frames(
+    mut c: std::net::TcpStream,
+    conn: usize,
+    mode: Unprocessed,
+    seen: &std::sync::atomic::AtomicU32,
+    refused: &std::sync::atomic::AtomicBool,
+) {
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut preface = [0u8; 24];
+    if c.read_exact(&mut preface).is_err() {
+        return;
+    }
+    let _ = c.write_all(&h2_frame(4, 0, 0, &[]));
+    let mut bodies: HashMap<u32, Vec<u8>> = HashMap::new();
+    let mut held: Option<u32> = None;
+    let mut dropped: Vec<u32> = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        if c.read_exact(&mut head).is_err() {
+            return;
+        }
+        let len = (head[0] as usize) << 16 | (head[1] as usize) << 8 | head[2] as usize;
+        let (ty, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        if c.read_exact(&mut payload).is_err() {
+            return;
+        }
+        let end_stream = flags & 0x1 != 0;
+        let mut out = Vec::new();
+        match ty {
+            // SETTINGS and PING get their ACKs; GOAWAY from the client ends the connection.
+            4 if flags & 0x1 == 0 => out = h2_frame(4, 0x1, 0, &[]),
+            6 if flags & 0x1 == 0 => out = h2_frame(6, 0x1, 0, &payload),
+            7 => return,
+            1 => {
+                seen.fetch_add(1, Ordering::SeqCst);
+                bodies.insert(stream, Vec::new());
+                if mode == Unprocessed::GoAway && conn == 1 {
+                    match held {
+                        None => held = Some(stream),
+                        Some(first) => {
+                            // GOAWAY: last stream id `first`, NO_ERROR.
+                            let mut p = first.to_be_bytes().to_vec();
+                            p.extend_from_slice(&0u32.to_be_bytes());
+                            out = h2_frame(7, 0, 0, &p);
+                            out.extend(h2_answer(first, b"held"));
+                            dropped.push(stream);
+                        }
+                    }
+                } else if end_stream {
+                    out = h2_answer(stream, format!("conn {conn}: ").as_bytes());
+                }
+            }
+            0 if !dropped.contains(&stream) => {
+                if mode == Unprocessed::Refused && !refused.swap(true, Ordering::SeqCst) {
+                    // RST_STREAM, REFUSED_STREAM (7).
+                    out = h2_frame(3, 0, stream, &7u32.to_be_bytes());
+                    dropped.push(stream);
+                } else if let Some(b) = bodies.get_mut(&stream) {
+                    b.extend_from_slice(&payload);
+                    if end_stream {
+                        let mut body = format!("conn {conn}: ").into_bytes();
+                        body.extend_from_slice(b);
+                        out = h2_answer(stream, &body);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if !out.is_empty() && c.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// The body of an HTTP/1.1 answer (read until the edge closes), or the whole answer if it is
+/// not a 200.
+fn body_of_200(answer: &str) -> &str {
+    if !answer.starts_with("HTTP/1.1 200") {
+        return answer;
+    }
+    answer.split_once("\r\n\r\n").map_or(answer, |(_, b)| b)
+}
+
+/// A stream the server says it did not process (beyond a GOAWAY's last stream id, or reset
+/// with REFUSED_STREAM) is sent again, body and all, whatever its method: the server did
+/// nothing with it. gRPC servers end connections this way every `max_connection_age`.
+#[test]
+fn a_stream_the_server_did_not_process_is_sent_again_with_its_body() {
+    for mode in [Unprocessed::GoAway, Unprocessed::Refused] {
+        let (port, seen) = unprocessing_server(mode);
+        let text = format!(
+            "[general]\nworkers = 1\n[[edge.listener]]\nlisten = \"127.0.0.1:0\"\n\
+             [[edge.route]]\npath = \"/\"\nupstream = \"g\"\n\
+             [[edge.upstream]]\nname = \"g\"\nprotocol = \"h2\"\n\
+             servers = [\"127.0.0.1:{port}\"]\neject_after = 0\n"
+        );
+        let s = Server::start(Config::from_toml(&text).unwrap()).expect("edge starts");
+        let edge = s.edge_addrs[0];
+        if mode == Unprocessed::GoAway {
+            let first = std::thread::spawn(move || {
+                exchange(
+                    edge,
+                    b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+            });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while seen.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(Instant::now() < deadline, "the first request never arrived");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let second = exchange(
+                edge,
+                b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\
+                  Connection: close\r\n\r\nhello world",
+            );
+            assert_eq!(body_of_200(&second), "conn 2: hello world", "{second}");
+            let first = first.join().unwrap();
+            assert_eq!(body_of_200(&first), "held", "{first}");
+        } else {
+            // The body goes out in two parts with a pause between: the server refuses the
+            // stream after the first, and the edge sends both again on a new stream.
+            let mut c = std::net::TcpStream::connect(edge).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(
+                b"POST /refused HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+                  Connection: close\r\n\r\n5\r\nhello\r\n",
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            c.write_all(b"6\r\n world\r\n0\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert_eq!(body_of_200(&answer), "conn 1: hello world", "{answer}");
+            assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+        }
+        s.shutdown();
+    }
+}

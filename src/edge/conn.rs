@@ -107,7 +107,7 @@ pub enum SendError {
 }
 
 impl SendError {
-    fn of(e: hyper::Error) -> SendError {
+    pub(super) fn of(e: hyper::Error) -> SendError {
         if e.is_user() {
             SendError::Request(e.to_string())
         } else {
@@ -316,126 +316,6 @@ pub async fn send_upgrade(
         });
     }
     Ok(resp)
-}
-
-/// The HTTP/2 connections of one worker (groups with `protocol = "h2"`): one per server,
-/// shared by the requests to it as streams, driven by a task of the worker. A connection
-/// unused for the group's `idle_timeout`, or closed, is replaced by a new one.
-#[derive(Default)]
-pub struct H2Pool {
-    conns: Mutex<Vec<H2Conn>>,
-}
-
-struct H2Conn {
-    addr: SocketAddr,
-    send: hyper::client::conn::http2::SendRequest<UpBody>,
-    used: Instant,
-}
-
-impl H2Pool {
-    /// Send `req` (absolute URI, version HTTP/2) to `server` as a stream of its connection.
-    pub async fn send(
-        &self,
-        server: &Server,
-        req: http::Request<UpBody>,
-        limits: &Limits,
-    ) -> Result<http::Response<Incoming>, SendError> {
-        let mut pooled = self.take(server.addr, limits.idle_timeout);
-        loop {
-            let reused = pooled.is_some();
-            let mut send = match pooled.take() {
-                Some(s) => s,
-                None => {
-                    let fresh = connect_h2(server, limits).await?;
-                    self.keep(server.addr, fresh)
-                }
-            };
-            // Waits for a stream slot when the server's concurrency limit is reached. A
-            // pooled connection that fails here (the server said GOAWAY meanwhile) is
-            // replaced once: nothing of the request was sent yet.
-            match std::future::poll_fn(|cx| send.poll_ready(cx)).await {
-                Ok(()) => return send.send_request(req).await.map_err(SendError::of),
-                Err(_) if reused => self.forget(server.addr),
-                Err(e) => return Err(SendError::of(e)),
-            }
-        }
-    }
-
-    /// The open connection to `addr`, if one is left; closed and idle ones (of every server)
-    /// are dropped on the way.
-    fn take(
-        &self,
-        addr: SocketAddr,
-        idle_timeout: Duration,
-    ) -> Option<hyper::client::conn::http2::SendRequest<UpBody>> {
-        let now = Instant::now();
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| {
-            !c.send.is_closed() && now.saturating_duration_since(c.used) < idle_timeout
-        });
-        let c = conns.iter_mut().find(|c| c.addr == addr)?;
-        c.used = now;
-        Some(c.send.clone())
-    }
-
-    /// Drop the connection kept for `addr` (it can take no more streams).
-    fn forget(&self, addr: SocketAddr) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| c.addr != addr);
-    }
-
-    /// Keep `fresh` for `addr`, unless a concurrent request opened one first (then that one
-    /// is used and `fresh` closes).
-    fn keep(
-        &self,
-        addr: SocketAddr,
-        fresh: hyper::client::conn::http2::SendRequest<UpBody>,
-    ) -> hyper::client::conn::http2::SendRequest<UpBody> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = conns.iter().find(|c| c.addr == addr && !c.send.is_closed()) {
-            return c.send.clone();
-        }
-        conns.push(H2Conn {
-            addr,
-            send: fresh.clone(),
-            used: Instant::now(),
-        });
-        fresh
-    }
-}
-
-/// A new HTTP/2 connection to `server` (see [`open`]), its driver spawned on this worker.
-/// Over TLS the server must have chosen "h2" by ALPN.
-pub async fn connect_h2<B>(
-    server: &Server,
-    limits: &Limits,
-) -> Result<hyper::client::conn::http2::SendRequest<B>, SendError>
-where
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = open(server, limits).await?;
-    if let MaybeTls::Tls(t) = &stream {
-        if t.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} did not choose h2 by ALPN", server.addr),
-            )));
-        }
-    }
-    let (send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Broken(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-        }
-    });
-    Ok(send)
 }
 
 /// An upstream connection's bytes: plain, or TLS over them.

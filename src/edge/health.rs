@@ -113,7 +113,7 @@ async fn check_one(s: &Server, h: &HttpHealth, limits: &Limits, h2: bool) -> Res
                 .version(http::Version::HTTP_2)
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| e.to_string())?;
-            let mut send = super::conn::connect_h2(s, limits)
+            let mut send = super::h2_pool::connect_h2(s, limits)
                 .await
                 .map_err(|e| e.to_string())?;
             // Dropping the last handle at the end closes the connection.

@@ -25,6 +25,7 @@ pub mod cache;
 mod clock;
 pub mod conn;
 pub mod fast;
+pub mod h2_pool;
 pub mod headers;
 pub mod health;
 pub mod listener;

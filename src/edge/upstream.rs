@@ -113,7 +113,7 @@ pub struct Group {
     /// Idle connections per worker, driven by the requests that use them (`conn.rs`).
     pools: Box<[Arc<super::conn::WorkerPool>]>,
     /// HTTP/2 connections per worker (`protocol = "h2"`).
-    h2: Box<[super::conn::H2Pool]>,
+    h2: Box<[super::h2_pool::H2Pool]>,
     /// Idle connections of the HTTP/1.1 fast path (`fast.rs`) per worker.
     raw: Box<[super::fast::RawPool]>,
     pub limits: Arc<super::conn::Limits>,
@@ -429,7 +429,7 @@ impl Group {
     }
 
     /// This worker's HTTP/2 connections (`protocol = "h2"`).
-    pub fn h2_pool(&self, worker: usize) -> &super::conn::H2Pool {
+    pub fn h2_pool(&self, worker: usize) -> &super::h2_pool::H2Pool {
         &self.h2[worker % self.h2.len()]
     }
 
