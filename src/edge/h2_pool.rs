@@ -319,6 +319,11 @@ impl Body for Resendable {
             }
             Some(Ok(f)) => f,
         };
+        if !k.lost && Arc::strong_count(kept) == 1 {
+            // The send has its answer (or gave up): no handle can come after this one.
+            k.lost = true;
+            k.frames = Vec::new();
+        }
         if !k.lost {
             let keep = if let Some(d) = frame.data_ref() {
                 k.bytes += d.len();
@@ -381,4 +386,81 @@ where
         }
     });
     Ok(send)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Either, Full};
+
+    fn body(bytes: &'static [u8]) -> Resendable {
+        Resendable::new(Either::Right(Full::new(Bytes::from_static(bytes))))
+    }
+
+    /// Everything a handle gives, as bytes (an error as `Err`).
+    async fn read(h: Resendable) -> Result<Vec<u8>, String> {
+        match h.collect().await {
+            Ok(b) => Ok(b.to_bytes().to_vec()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn kept_frames(r: &Resendable) -> usize {
+        match r {
+            Resendable::Empty => 0,
+            Resendable::Kept { kept, .. } => lock(kept).frames.len(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_send_gets_the_whole_body_and_an_earlier_handle_fails() {
+        let r = body(b"hello");
+        let mut first = r.again();
+        let f = first.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "hello");
+        assert!(r.can_resend());
+        assert_eq!(read(r.again()).await.unwrap(), b"hello");
+        assert!(first.frame().await.unwrap().is_err());
+        assert_eq!(read(r.again()).await.unwrap(), b"hello");
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_keeps_nothing() {
+        let r = body(b"");
+        assert!(matches!(r, Resendable::Empty));
+        assert_eq!(read(r.again()).await.unwrap(), b"");
+        assert!(r.can_resend());
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_the_limit_is_sent_once() {
+        static BIG: [u8; RESEND_BODY_BYTES + 1] = [7; RESEND_BODY_BYTES + 1];
+        let r = body(&BIG);
+        assert_eq!(read(r.again()).await.unwrap().len(), BIG.len());
+        assert!(!r.can_resend());
+        assert_eq!(kept_frames(&r), 0);
+        static FITS: [u8; RESEND_BODY_BYTES] = [7; RESEND_BODY_BYTES];
+        let r = body(&FITS);
+        assert_eq!(read(r.again()).await.unwrap().len(), FITS.len());
+        assert!(r.can_resend());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_once_no_resend_can_come() {
+        let r = body(b"hello");
+        let mut h = r.again();
+        drop(r);
+        assert_eq!(
+            h.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "hello"
+        );
+        assert_eq!(kept_frames(&h), 0);
+        let r = body(b"hello");
+        let mut h = r.again();
+        assert_eq!(
+            h.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "hello"
+        );
+        assert_eq!(kept_frames(&h), 1);
+    }
 }
