@@ -488,7 +488,11 @@ impl BackendConn {
     /// Run proxy-originated statements (simple protocol) and wait for ReadyForQuery,
     /// absorbing the results. ParameterStatus changes are recorded. Used for resets and for
     /// applying a client's settings; any error makes the connection unusable.
-    pub async fn run_internal(&mut self, sql: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn run_internal(
+        &mut self,
+        sql: &str,
+        timeout: Duration,
+    ) -> Result<(), InternalError> {
         self.simple_query(sql, timeout).await.map(drop)
     }
 
@@ -500,7 +504,8 @@ impl BackendConn {
         timeout: Duration,
     ) -> Result<Vec<Option<String>>, String> {
         self.simple_query(sql, timeout)
-            .await?
+            .await
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| "query returned no row".into())
     }
 
@@ -511,24 +516,25 @@ impl BackendConn {
         &mut self,
         sql: &str,
         timeout: Duration,
-    ) -> Result<Option<Vec<Option<String>>>, String> {
+    ) -> Result<Option<Vec<Option<String>>>, InternalError> {
+        use InternalError::Broken;
         let work = async {
             let mut out = BytesMut::with_capacity(sql.len() + 8);
             codec::put_query(&mut out, sql);
             self.stream
                 .write_all(&out)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Broken(e.to_string()))?;
             let mut buf = BytesMut::with_capacity(1024);
             let mut row = None;
             let mut error = None;
             loop {
                 let (tag, body) = read_message(&mut self.stream, self.addr, &mut buf)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Broken(e.to_string()))?;
                 match tag {
                     b'D' if row.is_none() => {
-                        row = Some(data_row(&body).ok_or("malformed DataRow")?)
+                        row = Some(data_row(&body).ok_or(Broken("malformed DataRow".into()))?)
                     }
                     b'E' => {
                         error = Some(
@@ -544,12 +550,12 @@ impl BackendConn {
                     }
                     b'Z' => {
                         if !buf.is_empty() {
-                            return Err("unexpected data after ReadyForQuery".into());
+                            return Err(Broken("unexpected data after ReadyForQuery".into()));
                         }
                         return match (error, body.first()) {
-                            (Some(e), _) => Err(e),
+                            (Some(e), _) => Err(InternalError::Refused(e)),
                             (None, Some(b'I')) => Ok(row),
-                            _ => Err("not idle after internal statement".into()),
+                            _ => Err(Broken("not idle after internal statement".into())),
                         };
                     }
                     _ => {}
@@ -558,9 +564,22 @@ impl BackendConn {
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Err(_) => Err(Broken(format!("no answer within {timeout:?}"))),
         }
     }
+}
+
+/// Why a statement the proxy ran itself failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InternalError {
+    /// The server answered with an error and was ready for more: the statement was refused
+    /// (a setting's value it does not take), the connection is fine.
+    #[error("{0}")]
+    Refused(String),
+    /// The connection ended, broke the protocol or did not answer in time: the server may be
+    /// going away.
+    #[error("{0}")]
+    Broken(String),
 }
 
 /// Text values of a DataRow body.

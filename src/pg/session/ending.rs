@@ -108,7 +108,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         match e {
             SessionError::BackendIo(_)
             | SessionError::BackendClosed
-            | SessionError::BackendProtocol(_) => self.cluster.metrics.error(kind::BACKEND_LOST),
+            | SessionError::BackendProtocol(_)
+            | SessionError::InstallBroken(_) => self.cluster.metrics.error(kind::BACKEND_LOST),
             SessionError::ClientProtocol(_) => self.cluster.metrics.error(kind::CLIENT_PROTOCOL),
             SessionError::ClientStalled(_) => {
                 self.cluster.metrics.error(kind::CLIENT_WRITE_TIMEOUT)

@@ -3,6 +3,7 @@
 //! closed).
 
 use super::*;
+use crate::pg::backend::InternalError;
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// What the client is told at login (ParameterStatus). Session mode checks out the
@@ -76,7 +77,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 Err(e) => {
                     pool::release(conn);
-                    return Err(SessionError::Settings(e.to_string()));
+                    return Err(if settings_refused(&e) {
+                        SessionError::Settings(e.to_string())
+                    } else {
+                        SessionError::InstallBroken(e.to_string())
+                    });
                 }
             }
         }
@@ -86,7 +91,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 // The same settings in another order.
             } else if let Err(e) = conn.run_internal(&sql, INTERNAL_TIMEOUT).await {
                 pool::release(conn);
-                return Err(SessionError::Settings(e));
+                return Err(match e {
+                    InternalError::Refused(m) => SessionError::Settings(m),
+                    InternalError::Broken(m) => SessionError::InstallBroken(m),
+                });
             }
             conn.applied = (*self.wanted).clone();
         }
@@ -260,4 +268,15 @@ pub(super) async fn reset_and_release(mut conn: Pooled, reset: &str) {
     conn.prepared.clear();
     conn.state_unknown = false;
     pool::release(conn);
+}
+
+/// Whether a login with the client's settings failed for the settings' sake (the server
+/// refused a value, or the login), not because the server is going away or out of room:
+/// then another server would refuse it too.
+fn settings_refused(e: &crate::pg::backend::ConnectError) -> bool {
+    matches!(
+        e,
+        crate::pg::backend::ConnectError::Refused { code, .. }
+            if !["57P", "53", "08"].iter().any(|class| code.starts_with(class))
+    )
 }

@@ -107,6 +107,11 @@ pub enum SessionError {
     Checkout(#[from] CheckoutError),
     #[error("applying client settings on the backend failed: {0}")]
     Settings(String),
+    /// The backend failed (its connection ended, or one for the client's settings could not
+    /// be opened) while the client's settings were being applied: nothing of the client's
+    /// reached it, so a read is tried on another backend.
+    #[error("the backend failed while the client's settings were applied: {0}")]
+    InstallBroken(String),
     #[error(transparent)]
     Select(#[from] crate::cluster::SelectError),
     #[error("database \"{0}\" is no longer served (removed by a config reload)")]

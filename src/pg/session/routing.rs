@@ -300,16 +300,34 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// block takes its slow path).
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
         let Some((conn, idx, hold)) = self.take_at_once(want) else {
-            let check_out = Box::pin(self.check_out(want));
+            let check_out = Box::pin(self.check_out(want, None));
             return check_out.await;
         };
         let for_write = matches!(want, Want::Primary);
         if self.install_waits(&conn) {
-            let install = Box::pin(self.install(conn, idx, for_write, hold));
+            let install = Box::pin(async move {
+                match self.install(conn, idx, for_write, hold).await {
+                    Err(e) if self.try_elsewhere(&e, idx, want) => {
+                        self.check_out(want, Some(idx)).await
+                    }
+                    r => r,
+                }
+            });
             return install.await;
         }
         self.install_ready(conn, idx, for_write, hold);
         Ok(())
+    }
+
+    /// After `install` on backend `idx` failed with `e`: whether another backend may take
+    /// the client instead (a read, and the backend, not the client's settings, failed). A
+    /// failed backend is marked so.
+    fn try_elsewhere(&self, e: &SessionError, idx: usize, want: Want) -> bool {
+        let SessionError::InstallBroken(what) = e else {
+            return false;
+        };
+        self.cluster.state.backends[idx].mark_failed(what);
+        !matches!(want, Want::Primary)
     }
 
     /// [`Self::check_out`]'s common case, with no wait: an idle connection of the backend
@@ -322,7 +340,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             .take_at_once(want, |i| c.pools[i].checkout_metered_now(&c.metrics))
     }
 
-    async fn check_out(&mut self, want: Want) -> Result<(), SessionError> {
+    /// `exclude`: a backend that just failed (not tried again for a read).
+    async fn check_out(
+        &mut self,
+        want: Want,
+        mut exclude: Option<usize>,
+    ) -> Result<(), SessionError> {
         self.refresh_cluster()?;
         let hold = match self.cluster.state.pause.try_hold() {
             Some(hold) => hold,
@@ -339,7 +362,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
         };
         let mut hold = Some(hold);
-        let mut exclude = None;
         let mut reloaded = 0;
         loop {
             let state = self.cluster.state.clone();
@@ -349,10 +371,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 .await;
             match got {
                 Ok(conn) => {
-                    let hold = hold.take().expect("one install per acquire");
-                    return self
-                        .install(conn, idx, matches!(want, Want::Primary), hold)
-                        .await;
+                    let h = hold.take().expect("a hold for every install");
+                    let for_write = matches!(want, Want::Primary);
+                    match self.install(conn, idx, for_write, h).await {
+                        Err(e) if exclude.is_none() && self.try_elsewhere(&e, idx, want) => {
+                            // The statement was admitted before: it goes on, paused or not.
+                            hold = Some(self.cluster.state.pause.hold());
+                            exclude = Some(idx);
+                        }
+                        r => return r,
+                    }
                 }
                 Err(CheckoutError::Connect(e)) => {
                     self.cluster.metrics.error(kind::CONNECT);
