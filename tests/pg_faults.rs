@@ -292,6 +292,117 @@ async fn cutting_relay(
     port
 }
 
+/// A TCP relay to `to` on a port of its own. Once `armed`, the next answer to a statement
+/// naming `inet_server_port` that ends idle (ReadyForQuery 'I') is followed by a FATAL 57P01
+/// and the end of the connection, as a server shut down in fast mode says goodbye;
+/// `farewells` counts them.
+async fn farewell_relay(
+    to: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    farewells: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> u16 {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut from, _)) = l.accept().await {
+            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                continue;
+            };
+            let (armed, farewells) = (armed.clone(), farewells.clone());
+            tokio::spawn(async move {
+                let (mut fr, mut fw) = from.split();
+                let (mut sr, mut sw) = server.split();
+                let asked = AtomicBool::new(false);
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = fr.read(&mut buf).await.unwrap_or(0);
+                        let chunk = &buf[..n];
+                        if chunk.windows(16).any(|w| w == b"inet_server_port") {
+                            asked.store(true, SeqCst);
+                        }
+                        if n == 0 || sw.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = sr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        let mut chunk = buf[..n].to_vec();
+                        let last_word = chunk.ends_with(b"Z\0\0\0\x05I")
+                            && asked.swap(false, SeqCst)
+                            && armed.swap(false, SeqCst);
+                        if last_word {
+                            let mut body = b"SFATAL\0VFATAL\0C57P01\0".to_vec();
+                            body.extend_from_slice(
+                                b"Mterminating connection due to administrator command\0\0",
+                            );
+                            chunk.push(b'E');
+                            chunk.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+                            chunk.extend_from_slice(&body);
+                        }
+                        if fw.write_all(&chunk).await.is_err() || last_word {
+                            farewells.fetch_add(last_word as u32, SeqCst);
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A replica whose connection says goodbye (FATAL 57P01) right after answering a read, as
+/// one shut down in fast mode does: the reader, whose connection was going back to the pool
+/// anyway, hears nothing of it and reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "byedb");
+    let (armed, farewells) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let r1 = c.replica_ports()[0];
+    let relay = farewell_relay(r1, armed.clone(), farewells.clone()).await;
+    let text = routing_config(&c, "byedb", "").replace(
+        &format!("\"127.0.0.1:{r1}\""),
+        &format!("\"127.0.0.1:{relay}\""),
+    );
+    let p = start_proxy(&text);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = connect(&p.conn_str("byedb")).await;
+    let mut errors = Vec::new();
+    for _ in 0..5 {
+        armed.store(true, SeqCst);
+        for _ in 0..10 {
+            if let Err(e) = client.simple_query("SELECT inet_server_port()").await {
+                errors.push(format!("{e:?}"));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "the reader saw errors: {errors:#?}");
+    assert!(
+        farewells.load(SeqCst) > 0,
+        "no goodbye was said: the test tested nothing"
+    );
+}
+
 /// A replica's connection ends while the client's settings are being applied to it (the
 /// pooled connection was fine when taken, the server went away then): nothing of the
 /// client's reached it, so the read goes to another backend and the client sees no error.
@@ -338,8 +449,12 @@ async fn a_replica_lost_while_settings_are_applied_costs_the_reader_no_error() {
     );
 }
 
+/// Replicas stop under sixteen readers (half with settings of their own): one in immediate
+/// mode (its backends' last word is a WARNING), then the other in fast mode (a FATAL 57P01,
+/// often right after the answer to a statement, on a connection the client is letting go).
+/// No reader sees an error; each replica serves reads again once restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_stopped_in_immediate_mode_costs_readers_no_error() {
+async fn a_replica_stopped_in_immediate_or_fast_mode_costs_readers_no_error() {
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
     create_db_on(&c, "stopdb");
@@ -347,8 +462,11 @@ async fn a_replica_stopped_in_immediate_mode_costs_readers_no_error() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let cs = p.conn_str("stopdb");
+    for i in 0..16 {
+        let mut cs = p.conn_str("stopdb");
+        if i % 2 == 1 {
+            cs.push_str(&format!(" application_name=reader{i}"));
+        }
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = connect(&cs).await;
@@ -368,28 +486,32 @@ async fn a_replica_stopped_in_immediate_mode_costs_readers_no_error() {
             (ok, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    c.stop_node(1, true).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (node, immediate) in [(1, true), (2, false), (1, false)] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.stop_node(node, immediate).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        c.start_node(node).unwrap();
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         let (ok, errors) = t.await.unwrap();
         assert!(ok > 0);
         assert!(errors.is_empty(), "a client saw errors: {errors:#?}");
     }
-    // Restarted, it takes reads again.
-    c.start_node(1).unwrap();
+    // Restarted, they take reads again.
     let client = connect(&p.conn_str("stopdb")).await;
-    let r1 = c.replica_ports()[0];
-    let mut back = false;
+    let mut seen = HashMap::new();
     for _ in 0..50 {
-        if count_reads(&client, 20).await.contains_key(&r1) {
-            back = true;
+        seen.extend(count_reads(&client, 20).await);
+        if c.replica_ports().iter().all(|r| seen.contains_key(r)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(back, "the restarted replica never served a read");
+    assert!(
+        c.replica_ports().iter().all(|r| seen.contains_key(r)),
+        "a restarted replica never served a read: {seen:?}"
+    );
 }
 
 /// The primary restarts (fast and immediate shutdown) while clients sit idle between
