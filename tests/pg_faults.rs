@@ -240,17 +240,14 @@ async fn with_every_replica_lagging_reads_fall_back_or_fail_clearly() {
     c.psql(2, "SELECT pg_wal_replay_resume()").unwrap();
 }
 
-/// A TCP relay to `to` on a port of its own. Once `armed`, a connection on which `trigger`
-/// passes from the proxy to the server is cut there (the server never sees those bytes), as
-/// a server that went away at that moment would; `cuts` counts them.
-async fn cutting_relay(
-    to: u16,
-    trigger: &'static [u8],
-    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cuts: std::sync::Arc<std::sync::atomic::AtomicU32>,
-) -> u16 {
-    use std::sync::atomic::Ordering::SeqCst;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// What a relay does with each chunk of bytes in one direction: pass it, possibly changed
+/// (`Some(true)`), pass it and then cut the connection (`Some(false)`), or cut the
+/// connection without passing it (`None`).
+type Tap = Box<dyn FnMut(&mut Vec<u8>) -> Option<bool> + Send>;
+
+/// A TCP relay to `to` on a port of its own; `taps` gives each connection its two taps,
+/// (proxy to server, server to proxy).
+async fn relay(to: u16, taps: impl Fn() -> (Tap, Tap) + Send + 'static) -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -258,33 +255,13 @@ async fn cutting_relay(
             let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
                 continue;
             };
-            let (armed, cuts) = (armed.clone(), cuts.clone());
+            let (mut up, mut down) = taps();
             tokio::spawn(async move {
                 let (mut fr, mut fw) = from.split();
                 let (mut sr, mut sw) = server.split();
-                let up = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = fr.read(&mut buf).await.unwrap_or(0);
-                        let chunk = &buf[..n];
-                        if n == 0
-                            || (armed.load(SeqCst)
-                                && chunk.windows(trigger.len()).any(|w| w == trigger))
-                        {
-                            if n > 0 {
-                                cuts.fetch_add(1, SeqCst);
-                            }
-                            return;
-                        }
-                        if sw.write_all(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                let down = tokio::io::copy(&mut sr, &mut fw);
                 tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
+                    _ = pass(&mut fr, &mut sw, &mut up) => {}
+                    _ = pass(&mut sr, &mut fw, &mut down) => {}
                 }
             });
         }
@@ -292,76 +269,90 @@ async fn cutting_relay(
     port
 }
 
-/// A TCP relay to `to` on a port of its own. Once `armed`, the next answer to a statement
-/// naming `inet_server_port` that ends idle (ReadyForQuery 'I') is followed by a FATAL 57P01
-/// and the end of the connection, as a server shut down in fast mode says goodbye;
-/// `farewells` counts them.
+/// One direction of a relayed connection, until either end or the tap cuts it.
+async fn pass(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    tap: &mut Tap,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        let mut chunk = buf[..n].to_vec();
+        let Some(go_on) = tap(&mut chunk) else {
+            return;
+        };
+        if w.write_all(&chunk).await.is_err() || !go_on {
+            return;
+        }
+    }
+}
+
+/// A relay to `to` that, once `armed`, cuts a connection on which `trigger` passes from the
+/// proxy to the server (the server never sees those bytes), as a server that went away at
+/// that moment would; `cuts` counts them.
+async fn cutting_relay(
+    to: u16,
+    trigger: &'static [u8],
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> u16 {
+    use std::sync::atomic::Ordering::SeqCst;
+    relay(to, move || {
+        let (armed, cuts) = (armed.clone(), cuts.clone());
+        let up: Tap = Box::new(move |chunk| {
+            if armed.load(SeqCst) && chunk.windows(trigger.len()).any(|w| w == trigger) {
+                cuts.fetch_add(1, SeqCst);
+                return None;
+            }
+            Some(true)
+        });
+        (up, Box::new(|_| Some(true)))
+    })
+    .await
+}
+
+/// A relay to `to` that, once `armed`, follows the next answer to a statement naming
+/// `inet_server_port` that ends idle (ReadyForQuery 'I') with a FATAL 57P01 and the end of
+/// the connection, as a server shut down in fast mode says goodbye; `farewells` counts them.
 async fn farewell_relay(
     to: u16,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     farewells: std::sync::Arc<std::sync::atomic::AtomicU32>,
 ) -> u16 {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut from, _)) = l.accept().await {
-            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
-                continue;
-            };
-            let (armed, farewells) = (armed.clone(), farewells.clone());
-            tokio::spawn(async move {
-                let (mut fr, mut fw) = from.split();
-                let (mut sr, mut sw) = server.split();
-                let asked = AtomicBool::new(false);
-                let up = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = fr.read(&mut buf).await.unwrap_or(0);
-                        let chunk = &buf[..n];
-                        if chunk.windows(16).any(|w| w == b"inet_server_port") {
-                            asked.store(true, SeqCst);
-                        }
-                        if n == 0 || sw.write_all(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                let down = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = sr.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        let mut chunk = buf[..n].to_vec();
-                        let last_word = chunk.ends_with(b"Z\0\0\0\x05I")
-                            && asked.swap(false, SeqCst)
-                            && armed.swap(false, SeqCst);
-                        if last_word {
-                            let mut body = b"SFATAL\0VFATAL\0C57P01\0".to_vec();
-                            body.extend_from_slice(
-                                b"Mterminating connection due to administrator command\0\0",
-                            );
-                            chunk.push(b'E');
-                            chunk.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-                            chunk.extend_from_slice(&body);
-                        }
-                        if fw.write_all(&chunk).await.is_err() || last_word {
-                            farewells.fetch_add(last_word as u32, SeqCst);
-                            return;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = up => {}
-                    _ = down => {}
-                }
-            });
-        }
-    });
-    port
+    relay(to, move || {
+        let (armed, farewells) = (armed.clone(), farewells.clone());
+        let asked = std::sync::Arc::new(AtomicBool::new(false));
+        let seen = asked.clone();
+        let up: Tap = Box::new(move |chunk| {
+            if chunk.windows(16).any(|w| w == b"inet_server_port") {
+                seen.store(true, SeqCst);
+            }
+            Some(true)
+        });
+        let down: Tap = Box::new(move |chunk| {
+            let last_word = chunk.ends_with(b"Z\0\0\0\x05I")
+                && asked.swap(false, SeqCst)
+                && armed.swap(false, SeqCst);
+            if !last_word {
+                return Some(true);
+            }
+            let mut body = b"SFATAL\0VFATAL\0C57P01\0".to_vec();
+            body.extend_from_slice(b"Mterminating connection due to administrator command\0\0");
+            chunk.push(b'E');
+            chunk.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            chunk.extend_from_slice(&body);
+            farewells.fetch_add(1, SeqCst);
+            Some(false)
+        });
+        (up, down)
+    })
+    .await
 }
 
 /// A replica whose connection says goodbye (FATAL 57P01) right after answering a read, as
