@@ -531,7 +531,13 @@ impl BackendConn {
             loop {
                 let (tag, body) = read_message(&mut self.stream, self.addr, &mut buf)
                     .await
-                    .map_err(|e| Broken(e.to_string()))?;
+                    .map_err(|e| match e {
+                        // (Not a login: the startup's wording would mislead.)
+                        ConnectError::Protocol { addr, what } => {
+                            Broken(format!("server {addr}: {what}"))
+                        }
+                        e => Broken(e.to_string()),
+                    })?;
                 match tag {
                     b'D' if row.is_none() => {
                         row = Some(data_row(&body).ok_or(Broken("malformed DataRow".into()))?)
