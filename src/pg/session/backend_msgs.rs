@@ -80,32 +80,29 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(());
             }
             self.emit_synthetics();
-            if !self.responded && !self.for_write && self.is_shutdown_message(h) {
-                // The replica is going away (admin shutdown, crash): nothing reached the
-                // client yet, so let the caller retry elsewhere.
-                return Err(SessionError::BackendClosed);
-            }
-            if self.is_shutdown_message(h)
-                && self.mode == PoolMode::Transaction
-                && !self.pinned()
-                && self.idle_between_batches()
-            {
-                // The server is going away (a fast shutdown's FATAL 57P01, an immediate one's
-                // WARNING) after the client's last answer, on a connection the client was
-                // about to let go: it is closed, the client goes on with another and hears
-                // nothing of it. (Directly, its connection would end; through a
-                // transaction pool it does not depend on that one.)
-                let why = codec::error_field(&self.bin[5..h.wire_len], b'M')
-                    .unwrap_or("server going away")
-                    .to_owned();
-                self.bin.clear();
-                let idx = self.backend_idx;
-                if let Some(mut conn) = self.detach() {
-                    conn.clean = false;
-                    crate::pool::release(conn);
+            if self.is_shutdown_message(h) {
+                if !self.responded && !self.for_write {
+                    // The replica is going away (admin shutdown, crash): nothing reached the
+                    // client yet, so let the caller retry elsewhere.
+                    return Err(SessionError::BackendClosed);
                 }
-                self.cluster.state.backends[idx].mark_failed(&why);
-                return Ok(());
+                if self.mode == PoolMode::Transaction
+                    && !self.pinned()
+                    && self.idle_between_batches()
+                {
+                    // The server is going away (a fast shutdown's FATAL 57P01, an immediate
+                    // one's WARNING) after the client's last answer, on a connection the
+                    // client was about to let go: it is closed, the client goes on with
+                    // another and hears nothing of it. (Directly, its connection would end;
+                    // through a transaction pool it does not depend on that one.)
+                    let why = codec::error_field(&self.bin[5..h.wire_len], b'M')
+                        .unwrap_or("server going away")
+                        .to_owned();
+                    self.bin.clear();
+                    self.cluster.state.backends[self.backend_idx].mark_failed(&why);
+                    self.close_backend();
+                    return Ok(());
+                }
             }
             self.responded = true;
             let forward = self.on_backend_message(h)?;

@@ -137,6 +137,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.send_deferred_begin();
     }
 
+    /// Let go of the held connection and close it (its server failed or is going away).
+    pub(super) fn close_backend(&mut self) {
+        if let Some(mut conn) = self.detach() {
+            conn.clean = false;
+            pool::release(conn);
+        }
+    }
+
     /// Let go of the held connection (the caller returns it to the pool or closes it).
     pub(super) fn detach(&mut self) -> Option<Pooled> {
         let mut conn = self.backend.take()?;

@@ -10,7 +10,6 @@ use crate::metrics::kind;
 use crate::pg::backend::{CheckoutError, Pooled};
 use crate::pg::codec::{self, Header};
 use crate::pg::prepared;
-use crate::pool;
 use crate::router::classify::{Class, Route, TxEffect};
 use crate::router::hints::{self, Hint};
 use bytes::BytesMut;
@@ -300,34 +299,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// block takes its slow path).
     pub(super) async fn acquire_for(&mut self, want: Want) -> Result<(), SessionError> {
         let Some((conn, idx, hold)) = self.take_at_once(want) else {
-            let check_out = Box::pin(self.check_out(want, None));
+            let check_out = Box::pin(self.check_out(want));
             return check_out.await;
         };
-        let for_write = matches!(want, Want::Primary);
         if self.install_waits(&conn) {
-            let install = Box::pin(async move {
-                match self.install(conn, idx, for_write, hold).await {
-                    Err(e) if self.try_elsewhere(&e, idx, want) => {
-                        self.check_out(want, Some(idx)).await
-                    }
-                    r => r,
-                }
-            });
+            // As a connection checked out the async way: a read whose connection breaks
+            // while the client's settings are applied is taken elsewhere.
+            let install = Box::pin(self.check_out_held(want, hold, Some((conn, idx))));
             return install.await;
         }
-        self.install_ready(conn, idx, for_write, hold);
+        self.install_ready(conn, idx, matches!(want, Want::Primary), hold);
         Ok(())
-    }
-
-    /// After `install` on backend `idx` failed with `e`: whether another backend may take
-    /// the client instead (a read, and the backend, not the client's settings, failed). A
-    /// failed backend is marked so.
-    fn try_elsewhere(&self, e: &SessionError, idx: usize, want: Want) -> bool {
-        let SessionError::InstallBroken(what) = e else {
-            return false;
-        };
-        self.cluster.state.backends[idx].mark_failed(what);
-        !matches!(want, Want::Primary)
     }
 
     /// [`Self::check_out`]'s common case, with no wait: an idle connection of the backend
@@ -340,12 +322,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             .take_at_once(want, |i| c.pools[i].checkout_metered_now(&c.metrics))
     }
 
-    /// `exclude`: a backend that just failed (not tried again for a read).
-    async fn check_out(
-        &mut self,
-        want: Want,
-        mut exclude: Option<usize>,
-    ) -> Result<(), SessionError> {
+    async fn check_out(&mut self, want: Want) -> Result<(), SessionError> {
         self.refresh_cluster()?;
         let hold = match self.cluster.state.pause.try_hold() {
             Some(hold) => hold,
@@ -361,20 +338,42 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 hold
             }
         };
+        self.check_out_held(want, hold, None).await
+    }
+
+    /// [`Self::check_out`] once admitted past a pause (`hold`), starting with connection
+    /// `first` (checked out of backend `idx`) if given.
+    async fn check_out_held(
+        &mut self,
+        want: Want,
+        hold: Hold,
+        mut first: Option<(Pooled, usize)>,
+    ) -> Result<(), SessionError> {
         let mut hold = Some(hold);
+        let mut exclude = None;
         let mut reloaded = 0;
         loop {
             let state = self.cluster.state.clone();
-            let idx = state.select(want, exclude).map_err(SessionError::Select)?;
-            let got = self.cluster.pools[idx]
-                .checkout_metered(&self.cluster.metrics)
-                .await;
+            let (idx, got) = match first.take() {
+                Some((conn, idx)) => (idx, Ok(conn)),
+                None => {
+                    let idx = state.select(want, exclude).map_err(SessionError::Select)?;
+                    let pool = &self.cluster.pools[idx];
+                    (idx, pool.checkout_metered(&self.cluster.metrics).await)
+                }
+            };
             match got {
                 Ok(conn) => {
                     let h = hold.take().expect("a hold for every install");
                     let for_write = matches!(want, Want::Primary);
                     match self.install(conn, idx, for_write, h).await {
-                        Err(e) if exclude.is_none() && self.try_elsewhere(&e, idx, want) => {
+                        // A read whose connection died under the client's settings (its
+                        // server going away) is taken elsewhere, once.
+                        Err(SessionError::InstallBroken(why)) if exclude.is_none() => {
+                            state.backends[idx].mark_failed(&why);
+                            if for_write {
+                                return Err(SessionError::InstallBroken(why));
+                            }
                             // The statement was admitted before: it goes on, paused or not.
                             hold = Some(self.cluster.state.pause.hold());
                             exclude = Some(idx);
@@ -464,10 +463,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         }
         self.cluster.metrics.error(kind::REPLICA_RETRY);
         let replay = std::mem::take(&mut self.replay);
-        if let Some(mut dead) = self.detach() {
-            dead.clean = false;
-            pool::release(dead);
-        }
+        self.close_backend();
         let want = Want::Replica {
             min_lsn: self.ryw.floor(),
         };
