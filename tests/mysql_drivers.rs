@@ -69,6 +69,11 @@ impl Drop for Proxy {
 /// per backend, with the replicas (read/write splitting) or without. Returns once the
 /// primary is up and, with replicas, both are in the read set.
 fn start_proxy(db: &str, size: usize, replicas: bool) -> Proxy {
+    start_proxy_with(db, size, replicas, "")
+}
+
+/// [`start_proxy`] with more lines for the `[mysql]` listener (`mysql_extra`).
+fn start_proxy_with(db: &str, size: usize, replicas: bool, mysql_extra: &str) -> Proxy {
     let c = cluster();
     let replicas_line = if replicas {
         let list: Vec<String> = c
@@ -88,6 +93,7 @@ drain_timeout = "2s"
 
 [mysql]
 listen = "127.0.0.1:0"
+{mysql_extra}
 
 [health]
 interval = "200ms"
@@ -1128,7 +1134,6 @@ fn mysql_async_pool_prepared_statements_and_transactions_match_the_ledger() {
             .user(Some(APP_USER))
             .pass(Some(APP_PASSWORD))
             .db_name(Some(db))
-            .prefer_socket(false)
             .init(vec![
                 "SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_TRANS_TABLES'",
                 "SET time_zone = '+03:00'",
@@ -1170,6 +1175,75 @@ fn mysql_async_pool_prepared_statements_and_transactions_match_the_ledger() {
     }
 }
 
+/// mysql_async used with its default options, as applications use it: after logging in over
+/// TCP it reads `@@socket` and, when that names a socket file it can open, connects again
+/// there (`prefer_socket`, on by default) and uses that connection
+/// instead. Through the proxy, `@@socket` must name the proxy's own socket, or none: the
+/// MariaDB servers' socket files are on this host too, and a client that followed one
+/// would talk to that server directly, its writes to a read-only replica included. Without a
+/// socket of its own the proxy answers NULL and the client stays on TCP; with one
+/// (`[mysql] socket`) the client moves to it and is still served by the proxy. Either way,
+/// from a `Conn` and from a `Pool`: writes reach the primary and reads spread over both
+/// replicas.
+#[test]
+fn mysql_async_with_its_default_options_stays_with_the_proxy() {
+    use mysql_async::prelude::*;
+    let _g = serial();
+    let db = "drv_mysql_async_socket";
+    fresh_db(db, "CREATE TABLE t (n int PRIMARY KEY) ENGINE=InnoDB");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("switchyard.sock").display().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (i, own_socket) in [None, Some(sock.as_str())].into_iter().enumerate() {
+        let extra = own_socket.map_or(String::new(), |s| format!("socket = \"{s}\""));
+        let p = start_proxy_with(db, 2, true, &extra);
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(p.port)
+            .user(Some(APP_USER))
+            .pass(Some(APP_PASSWORD))
+            .db_name(Some(db));
+        let (socket, ids) = rt.block_on(async {
+            let mut conn = mysql_async::Conn::new(opts.clone()).await.unwrap();
+            let socket: Option<String> =
+                conn.query_first("SELECT @@socket").await.unwrap().unwrap();
+            let base = 10 * i as i32;
+            conn.exec_drop("INSERT INTO t VALUES (?)", (base + 1,))
+                .await
+                .unwrap_or_else(|e| panic!("socket {own_socket:?}: a write from a Conn: {e}"));
+            let pool = mysql_async::Pool::new(opts);
+            let mut pooled = pool.get_conn().await.unwrap();
+            pooled
+                .query_drop(format!("INSERT INTO t VALUES ({})", base + 2))
+                .await
+                .unwrap_or_else(|e| panic!("socket {own_socket:?}: a write from a Pool: {e}"));
+            let mut ids = BTreeMap::new();
+            for c in [&mut conn, &mut pooled] {
+                for _ in 0..30 {
+                    let id: String = c.query_first("SELECT @@server_id").await.unwrap().unwrap();
+                    *ids.entry(id).or_insert(0) += 1;
+                }
+            }
+            drop(pooled);
+            pool.disconnect().await.unwrap();
+            conn.disconnect().await.unwrap();
+            (socket, ids)
+        });
+        assert_eq!(socket.as_deref(), own_socket, "@@socket through the proxy");
+        assert!(
+            !ids.contains_key(PRIMARY_ID) && ids.len() == 2,
+            "socket {own_socket:?}: reads not spread over the replicas only: {ids:?}"
+        );
+    }
+    assert_eq!(
+        primary_value(db, "SELECT group_concat(n ORDER BY n) FROM t"),
+        "1,2,11,12"
+    );
+}
+
 /// One of 200 clients: connects with its own connect-time SETs (character set, sql_mode,
 /// time zone, autocommit, as drivers do), then runs `rounds` short transactions, each reading
 /// its settings back and inserting one row. Returns what it saw that was not its own.
@@ -1190,7 +1264,6 @@ async fn own_settings_client(port: u16, db: &str, k: u32, rounds: u32) -> Result
         .user(Some(APP_USER))
         .pass(Some(APP_PASSWORD))
         .db_name(Some(db))
-        .prefer_socket(false)
         .init(vec![
             format!("SET NAMES {cs}"),
             format!("SET SESSION sql_mode = '{mode}'"),

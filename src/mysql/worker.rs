@@ -78,6 +78,9 @@ pub struct MyShared {
     pub pass_throughs: PassThroughs,
     /// Users looked up in the servers (`[[cluster]] auth_query`).
     pub looked_up: super::auth_query::AuthQuery,
+    /// The Unix-domain socket this process listens on for MySQL clients (`[mysql] socket`,
+    /// read at start like the listener itself): what `@@socket` reads through the proxy.
+    pub socket: Option<String>,
 }
 
 impl MyShared {
@@ -98,6 +101,7 @@ impl MyShared {
         };
         Ok(MyShared {
             rsa,
+            socket: cfg.mysql.as_ref().and_then(|m| m.socket.clone()),
             ..Default::default()
         })
     }

@@ -294,6 +294,70 @@ pub fn with_connection_id(sql: &str, id: u32) -> Option<String> {
     Some(out)
 }
 
+/// `sql` with `@@socket` (or `@@global.socket`) read as `socket`, the proxy's own MySQL
+/// socket file (NULL when it listens on none), when the statement is a plain list of system
+/// variables (`SELECT @@a, @@b [[AS] name], ...`): what mysql_async and Rust's `mysql` crate
+/// send after logging in. With their default `prefer_socket` they then connect again through
+/// the file `@@socket` names and use that connection instead; the server's file, on a host
+/// that runs the servers too, is the server itself: the client would leave the proxy for
+/// whichever server answered (a replica, for this read). The column keeps its name; other
+/// shapes go to the server as they are (a rewrite of the text is safe only where the whole
+/// statement is understood).
+pub fn with_own_socket(sql: &str, socket: Option<&str>) -> Option<Vec<u8>> {
+    if sql.len() > 512 || !sql.is_ascii() || !sql.contains("@@") {
+        return None;
+    }
+    let s = sql.trim();
+    let s = s.strip_suffix(';').unwrap_or(s).trim_end();
+    let (head, list) = s.split_at_checked(6)?;
+    if !head.eq_ignore_ascii_case("SELECT") || !list.starts_with(|c: char| c.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let value = match socket {
+        // A character-set introducer and hex digits: no quoting rule of any sql_mode applies.
+        Some(path) => {
+            let hex: String = path.bytes().map(|b| format!("{b:02X}")).collect();
+            format!("_utf8mb4 X'{hex}'")
+        }
+        None => "NULL".to_owned(),
+    };
+    let mut out = String::from("SELECT ");
+    let mut replaced = false;
+    for (k, item) in list.split(',').enumerate() {
+        let item = item.trim();
+        let name = item.strip_prefix("@@")?;
+        let end = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(name.len());
+        let (var, alias) = (&item[..2 + end], item[2 + end..].trim());
+        if !alias.is_empty() {
+            let bare = match alias.get(..3) {
+                Some(w) if w.eq_ignore_ascii_case("as ") => alias[3..].trim(),
+                _ => alias,
+            };
+            unquote(bare)?;
+        }
+        if k > 0 {
+            out.push_str(", ");
+        }
+        let v = name[..end].to_ascii_lowercase();
+        if v == "socket" || v == "global.socket" {
+            out.push_str(&value);
+            if alias.is_empty() {
+                out.push_str(&format!(" AS `{var}`"));
+            } else {
+                out.push(' ');
+                out.push_str(alias);
+            }
+            replaced = true;
+        } else {
+            out.push_str(item);
+        }
+    }
+    replaced.then(|| out.into_bytes())
+}
+
 /// Whether `sql` calls `LAST_INSERT_ID` anywhere (the value must be the client's there).
 pub fn mentions_last_insert_id(sql: &str) -> bool {
     contains_ignore_case(sql.as_bytes(), b"last_insert_id")
@@ -627,6 +691,44 @@ mod tests {
             own_query("select connection_id() AS me"),
             Some(OwnQuery::ConnectionId(n)) if n == "me"
         ));
+    }
+
+    #[test]
+    fn socket_reads_the_proxys_own_in_plain_variable_lists_only() {
+        let r = |s: &str, sock| with_own_socket(s, sock).map(|v| String::from_utf8(v).unwrap());
+        // What mysql_async sends after logging in.
+        assert_eq!(
+            r("SELECT @@max_allowed_packet,@@wait_timeout,@@socket", None).as_deref(),
+            Some("SELECT @@max_allowed_packet, @@wait_timeout, NULL AS `@@socket`")
+        );
+        assert_eq!(
+            r("select @@SOCKET;", Some("/run/sy.sock")).as_deref(),
+            Some("SELECT _utf8mb4 X'2F72756E2F73792E736F636B' AS `@@SOCKET`")
+        );
+        assert_eq!(
+            r("SELECT @@global.socket AS s, @@port `p`", None).as_deref(),
+            Some("SELECT NULL AS s, @@port `p`")
+        );
+        assert_eq!(
+            r("SELECT  @@socket  where_to ", Some("a'b\\c")).as_deref(),
+            Some("SELECT _utf8mb4 X'6127625C63' where_to")
+        );
+        // Anything else is the server's to answer, as it is.
+        for other in [
+            "SELECT @@port",
+            "SELECT @@session.socket",
+            "SELECT @@socketx",
+            "SELECT @@socket FROM dual",
+            "SELECT @@socket IS NULL",
+            "SELECT CONCAT(@@socket, 'x')",
+            "SET @s = @@socket",
+            "SELECT @@socket AS `a,b`",
+            "/* c */ SELECT @@socket",
+            "SELECT 1, @@socket",
+            "SELECT @@socket AS 'é'",
+        ] {
+            assert_eq!(r(other, None), None, "{other}");
+        }
     }
 
     #[test]

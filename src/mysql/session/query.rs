@@ -33,8 +33,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         // CONNECTION_ID() elsewhere in a statement: the client's id, not the thread's (which
-        // KILL would take for another client's). Not with query attributes in the payload.
+        // KILL would take for another client's); `@@socket`: the proxy's, not the server's
+        // (see `own::with_own_socket`). Not with query attributes in the payload.
         let rewritten = own::with_connection_id_bytes(&sql, self.slot.id)
+            .or_else(|| own::with_own_socket(&text, self.w.my.socket.as_deref()))
             .filter(|_| payload.len() == 1 + sql.len())
             .map(|new| {
                 let mut p = Vec::with_capacity(1 + new.len());
