@@ -414,3 +414,47 @@ pub fn timeout_verdict(
         _ => Ok(()),
     }
 }
+
+/// What is wrong with one writer's ledger (see `writers_under_primary_restarts_keep_their_ledgers` in
+/// tests/pg_faults.rs and tests/mysql_faults.rs): the counter `n`, the attempt
+/// numbers `logged` (sorted), those it was `told` committed and those it saw `fail`, and how
+/// many commits it was told of `after` the last restart.
+pub fn ledger_broken(
+    n: usize,
+    logged: &[i32],
+    told: &[i32],
+    failed: &[i32],
+    after: usize,
+) -> Option<String> {
+    let twice: Vec<_> = logged
+        .windows(2)
+        .filter(|p| p[0] == p[1])
+        .map(|p| p[0])
+        .collect();
+    let lost: Vec<_> = told
+        .iter()
+        .filter(|k| logged.binary_search(k).is_err())
+        .collect();
+    let unknown: Vec<_> = logged
+        .iter()
+        .filter(|k| !told.contains(k) && !failed.contains(k))
+        .collect();
+    let why = if logged.len() != n {
+        format!("counter {n}, {} log rows", logged.len())
+    } else if !twice.is_empty() {
+        format!("attempts applied twice: {twice:?}")
+    } else if !lost.is_empty() {
+        format!("attempts told committed but not there: {lost:?}")
+    } else if !unknown.is_empty() {
+        format!("attempts there that were never made: {unknown:?}")
+    } else if after == 0 {
+        format!("no commit after the last restart ({} failed)", failed.len())
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{why} ({} told committed, {} failed)",
+        told.len(),
+        failed.len()
+    ))
+}
