@@ -440,6 +440,99 @@ async fn a_replica_lost_while_settings_are_applied_costs_the_reader_no_error() {
     );
 }
 
+/// A replica's connection ends under reads made with named prepared statements (as
+/// tokio-postgres, asyncpg and pgjdbc make them): a Bind of a statement the client prepared
+/// long before, and a statement prepared and described for the first time. Nothing of the
+/// request reached the server, so it runs on the other replica, where the proxy first
+/// brings the statements the request uses to the state the lost connection had: the client
+/// sees no error and each answer is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_lost_under_prepared_statement_reads_costs_the_reader_no_error() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "namedb");
+    let (armed, cuts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let r1 = c.replica_ports()[0];
+    // The marker travels in a Bind's parameter, or in a Parse's text.
+    let relay = cutting_relay(r1, b"cut-here", armed.clone(), cuts.clone()).await;
+    let text = routing_config(&c, "namedb", "").replace(
+        &format!("\"127.0.0.1:{r1}\""),
+        &format!("\"127.0.0.1:{relay}\""),
+    );
+    let p = start_proxy(&text);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = connect(&p.conn_str("namedb")).await;
+    let stmt = client
+        .prepare("SELECT $1::text || ' ' || inet_server_port()")
+        .await
+        .unwrap();
+    // Both replicas' connections get the statement.
+    let mut seen = HashMap::new();
+    for _ in 0..20 {
+        let row = client.query_one(&stmt, &[&"warm"]).await.unwrap();
+        let v: String = row.get(0);
+        *seen.entry(v).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "reads did not reach both replicas: {seen:?}");
+    armed.store(true, SeqCst);
+    let mut errors = Vec::new();
+    // Each cut marks the replica down until the health checks take it back.
+    let both_up = || async {
+        let start = Instant::now();
+        while !p.cluster_state("namedb").backends[1].in_read_set()
+            || !p.cluster_state("namedb").backends[1].is_up()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{}",
+                p.backends("namedb")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (mut bind_cuts, mut parse_cuts) = (0, 0);
+    for i in 0..16 {
+        both_up().await;
+        let before = cuts.load(SeqCst);
+        // Prepared long before: only its Bind names the marker.
+        match client.query_one(&stmt, &[&"cut-here"]).await {
+            Ok(row) => {
+                let v: String = row.get(0);
+                if !v.starts_with("cut-here ") {
+                    errors.push(format!("bind {i}: answered {v:?}"));
+                }
+            }
+            Err(e) => errors.push(format!("bind {i}: {e:?}")),
+        }
+        bind_cuts += cuts.load(SeqCst) - before;
+        both_up().await;
+        let before = cuts.load(SeqCst);
+        // Prepared now (Parse, Describe, Sync; then Bind, Execute, Sync), a text the
+        // proxy has not seen before.
+        let sql = format!("SELECT 'cut-here {i}', $1::int + 1");
+        match client.query_one(sql.as_str(), &[&i]).await {
+            Ok(row) => {
+                let (t, n): (String, i32) = (row.get(0), row.get(1));
+                if t != format!("cut-here {i}") || n != i + 1 {
+                    errors.push(format!("parse {i}: answered {t:?} {n}"));
+                }
+            }
+            Err(e) => errors.push(format!("parse {i}: {e:?}")),
+        }
+        parse_cuts += cuts.load(SeqCst) - before;
+    }
+    assert!(errors.is_empty(), "the reader saw errors: {errors:#?}");
+    assert!(
+        bind_cuts > 0 && parse_cuts > 0,
+        "no cut under a Bind ({bind_cuts}) or a Parse ({parse_cuts}): the test tested little"
+    );
+}
+
 /// Replicas stop under sixteen readers (half with settings of their own): one in immediate
 /// mode (its backends' last word is a WARNING), then the other in fast mode (a FATAL 57P01,
 /// often right after the answer to a statement, on a connection the client is letting go).

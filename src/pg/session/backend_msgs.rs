@@ -71,6 +71,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 let n = h.wire_len.min(self.bin.len());
                 if !self.skip_drops {
                     self.cout.extend_from_slice(&self.bin[..n]);
+                    self.client_saw = true;
                 }
                 self.bin.advance(n);
                 self.skip = h.wire_len - n;
@@ -108,6 +109,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             let forward = self.on_backend_message(h)?;
             if forward {
                 self.cout.extend_from_slice(&self.bin[..h.wire_len]);
+                self.client_saw = true;
             }
             self.bin.advance(h.wire_len);
             self.emit_synthetics();
@@ -401,11 +403,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             def,
             param_desc,
             repoint,
-            ..
+            hold,
         }) = self.pending.front_mut()
         else {
             return;
         };
+        let held = *hold;
         let message = &self.bin[..h.wire_len];
         if h.tag == b't' {
             *param_desc = Some(message.into());
@@ -450,6 +453,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             });
         }
         self.pending.pop_front();
+        if held && !self.client_saw {
+            // The check held back the client's messages, and nothing of the server's reached
+            // the client yet: for a retry elsewhere, the request starts with what it held
+            // (the statement is on this connection now, as one the replay takes as there).
+            self.responded = false;
+            self.replay.clear();
+            self.replay_stmts.clear();
+        }
     }
 
     /// A plain `SET` the client sent outside a transaction was answered: if it ran, its

@@ -270,7 +270,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         return Ok(());
                     }
                     // The server refuses it (and skips the rest of the batch, undoing what the
-                    // batch did so far): let it, under the name it knows.
+                    // batch did so far): let it, under the name it knows. (Not replayed: on
+                    // another connection the refusal would depend on what that one has.)
+                    self.replay_ok = false;
                     self.ensure_prepared(&existing);
                     codec::put_parse(
                         &mut self.bout,
@@ -281,7 +283,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     self.pending.push_back(Pend::Reparse(p.name.into()));
                 } else {
                     let def = self.worker.statements.intern(p.query, p.param_types);
-                    self.replay_ok = false;
                     let name: ClientName = p.name.into();
                     self.stmts.insert(name.clone(), def.clone());
                     self.untold.remove(&name);
@@ -290,6 +291,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     {
                         // The transaction failed and nothing can end it before this: the server
                         // refuses the Parse and skips to the Sync (which still goes to it).
+                        self.replay_ok = false;
                         self.stmts.remove(&name);
                         self.pending.push_back(Pend::Local(aborted_error()));
                         self.server_skips = true;

@@ -129,8 +129,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         );
         self.pause_hold = Some(pause_hold);
         self.replay.clear();
+        self.replay_stmts.clear();
         self.replay_ok = !for_write;
         self.responded = false;
+        self.client_saw = false;
         self.unnamed_here = false;
         // Every path that gives the client a connection passes here: a BEGIN the proxy
         // answered goes out before anything else of the transaction.

@@ -365,7 +365,15 @@ pub struct Session<C> {
     /// before answering; `replay_ok` is false when they cannot be replayed.
     replay: BytesMut,
     replay_ok: bool,
+    /// The proxy statements `replay` uses, each with whether `replay` itself prepares it
+    /// (its Parse is in there: the held connection did not have it) or takes it as there.
+    /// Another connection is brought to the same state before the replay (see
+    /// `retry_on_another`).
+    replay_stmts: Vec<(Arc<StmtDef>, bool)>,
+    /// The held connection answered something (the client's or the proxy's own), and whether
+    /// any of it was forwarded to the client.
     responded: bool,
+    client_saw: bool,
     /// Transaction mode: the client's last Parse of the unnamed statement (the whole
     /// message; empty when it has none), and whether the held connection has it. A Bind or
     /// Describe of the unnamed statement in a later batch, on another connection, gets the
@@ -483,7 +491,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             ryw: Default::default(),
             replay: BytesMut::new(),
             replay_ok: false,
+            replay_stmts: Vec::new(),
             responded: false,
+            client_saw: false,
             unnamed_parse: Vec::new(),
             stats_owner: None,
             unnamed_digest: 0,

@@ -458,8 +458,35 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let state = self.cluster.state.clone();
         let failed = state.backends[idx].addr;
         state.backends[idx].mark_failed(&e.to_string());
-        if self.for_write || self.responded || !self.replay_ok || self.replay.is_empty() {
+        // Only the proxy's check of a statement's result type went out (the client's Bind
+        // or Describe waits for it in `cin`): the next connection makes its own.
+        let only_check = self.replay.is_empty()
+            && !self.client_saw
+            && !self.pending.is_empty()
+            && self.pending.iter().all(|p| {
+                matches!(
+                    p,
+                    Pend::Parse { injected: true, .. } | Pend::Learn { hold: true, .. }
+                )
+            });
+        if self.for_write
+            || self.responded
+            || !self.replay_ok
+            || (self.replay.is_empty() && !only_check)
+        {
+            tracing::debug!(
+                from = %failed,
+                write = self.for_write,
+                answered = self.responded,
+                replayable = self.replay_ok && (only_check || !self.replay.is_empty()),
+                "read not retried"
+            );
             return Err(e);
+        }
+        if only_check {
+            // (The statement it prepared there is not the replay's: nothing to bring over.)
+            self.pending.clear();
+            self.replay_stmts.clear();
         }
         self.cluster.metrics.error(kind::REPLICA_RETRY);
         let replay = std::mem::take(&mut self.replay);
@@ -472,13 +499,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.refresh_cluster()?;
         let state = self.cluster.state.clone();
         let skip = state.index_of(failed);
-        let next = state.select(want, skip).map_err(|_| e)?;
+        let Ok(next) = state.select(want, skip) else {
+            return Err(e);
+        };
         let conn = self.cluster.pools[next].checkout().await?;
         // The statement was admitted before: it goes on, paused or not.
         let hold = self.cluster.state.pause.hold();
+        let stmts = std::mem::take(&mut self.replay_stmts);
         self.install(conn, next, false, hold).await?;
-        tracing::info!(from = %failed, to = %state.backends[next].addr, "read retried on another backend");
         self.bout.clear();
+        if !self.statements_as_before(&stmts) {
+            // A statement the replay takes as there is not on this connection, and preparing
+            // it here could not check its result type before the replayed Bind runs.
+            tracing::debug!(from = %failed, "read not retried: a statement it uses is not on the other connection");
+            self.close_backend();
+            return Err(e);
+        }
+        tracing::info!(from = %failed, to = %state.backends[next].addr, "read retried on another backend");
         self.bout.extend_from_slice(&replay);
         self.bin.clear();
         // Only one retry per request.

@@ -19,8 +19,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             return None;
         }
         let (name, def) = self.stmts.get_key_value(name)?;
-        // Replaying on another connection would need this statement there too.
-        self.replay_ok = false;
         Some((name.clone(), def.clone()))
     }
 
@@ -69,7 +67,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         client_name: Option<ClientName>,
     ) -> bool {
         let conn = self.backend.as_mut().expect("held");
-        if !conn.prepared.insert(def.id) {
+        let queued = conn.prepared.insert(def.id);
+        if self.replay_ok {
+            // Replayed on another connection, the statement must be there too, or not yet
+            // when the replay prepares it (see `retry_on_another`).
+            self.replay_stmts.push((def.clone(), queued));
+        }
+        if !queued {
             return false;
         }
         codec::put_parse(
@@ -99,6 +103,63 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 hold: false,
                 repoint: client_name,
             });
+        }
+        true
+    }
+
+    /// Before a replay on the connection just installed: bring the proxy statements it uses
+    /// (`stmts`, see `replay_stmts`) to the state the failed connection had when the replay
+    /// began, with messages queued in `bout` whose answers are swallowed. One the replay
+    /// prepares is closed first if this connection has it (its Parse would be refused); one
+    /// it takes as there is prepared if missing, when it returns no rows. False when one
+    /// that returns rows (or whose result is unknown) is missing: the proxy prepares such a
+    /// statement on a new connection only with a check of its result type before the Bind
+    /// goes on (a table may have changed since the client was told), which a replay cannot
+    /// wait for.
+    pub(super) fn statements_as_before(&mut self, stmts: &[(Arc<StmtDef>, bool)]) -> bool {
+        let conn = self.backend.as_mut().expect("installed");
+        let mut first: Vec<(&Arc<StmtDef>, bool)> = Vec::new();
+        for (def, parsed) in stmts {
+            if !first.iter().any(|(d, _)| d.id == def.id) {
+                first.push((def, *parsed));
+            }
+        }
+        let mut injected = Vec::new();
+        for (def, parsed) in first {
+            let name = def.backend_name();
+            match (parsed, conn.prepared.contains(&def.id)) {
+                (true, true) => {
+                    codec::put_target(&mut self.bout, b'C', b'S', name.as_bytes());
+                    injected.push(Pend::Close { injected: true });
+                }
+                (true, false) => {
+                    conn.prepared.insert(def.id);
+                }
+                (false, true) => {}
+                (false, false) => {
+                    let rows = def.shape.get().is_none_or(|s| s.rows);
+                    if rows || def.is_stale() {
+                        return false;
+                    }
+                    codec::put_parse(
+                        &mut self.bout,
+                        name.as_bytes(),
+                        &def.query,
+                        &def.param_types,
+                    );
+                    injected.push(Pend::Parse {
+                        def: Some(def.clone()),
+                        client_name: None,
+                        injected: true,
+                        unnamed: false,
+                    });
+                    conn.prepared.insert(def.id);
+                }
+            }
+        }
+        // Answered before anything of the replay, whose entries are all still queued.
+        for p in injected.into_iter().rev() {
+            self.pending.push_front(p);
         }
         true
     }
