@@ -720,9 +720,7 @@ fn writers_under_primary_restarts_keep_their_ledgers() {
                     }
                 };
                 let mut conn = connect().await;
-                let (mut told, mut failed, mut after) = (Vec::new(), Vec::new(), 0);
-                // Commits per way of writing: each must work.
-                let mut ways = [0; 4];
+                let mut ledger = support::Ledger::default();
                 let mut k = 0i32;
                 while !stop.load(Relaxed) {
                     k += 1;
@@ -769,21 +767,17 @@ fn writers_under_primary_restarts_keep_their_ledgers() {
                         }
                     };
                     match r {
-                        Ok(()) => {
-                            told.push(k);
-                            ways[way] += 1;
-                            after += usize::from(restarted.load(Relaxed));
-                        }
+                        Ok(()) => ledger.note(k, way, true, restarted.load(Relaxed)),
                         Err(_) => {
+                            ledger.note(k, way, false, false);
                             // Whether it committed is unknown; as an application would,
                             // start again on a new connection.
-                            failed.push(k);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             conn = connect().await;
                         }
                     }
                 }
-                (w, told, failed, after, ways)
+                (w, ledger)
             })
         })
         .collect();
@@ -802,8 +796,7 @@ fn writers_under_primary_restarts_keep_their_ledgers() {
     stop.store(true, Relaxed);
     let mut wrong = Vec::new();
     for t in writers {
-        let (w, told, failed, after, ways) = rt.block_on(t).unwrap();
-        assert!(!ways.contains(&0), "writer {w}: commits per way {ways:?}");
+        let (w, ledger) = rt.block_on(t).unwrap();
         let n: usize = c
             .value(0, &format!("SELECT n FROM {db}.c WHERE id = {w}"))
             .unwrap()
@@ -818,7 +811,7 @@ fn writers_under_primary_restarts_keep_their_ledgers() {
             .iter()
             .map(|r| r[0].parse().unwrap())
             .collect();
-        if let Some(why) = support::ledger_broken(n, &logged, &told, &failed, after) {
+        if let Some(why) = ledger.broken(n, &logged) {
             wrong.push(format!("writer {w}: {why}"));
         }
     }

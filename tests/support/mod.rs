@@ -415,46 +415,68 @@ pub fn timeout_verdict(
     }
 }
 
-/// What is wrong with one writer's ledger (see `writers_under_primary_restarts_keep_their_ledgers` in
-/// tests/pg_faults.rs and tests/mysql_faults.rs): the counter `n`, the attempt
-/// numbers `logged` (sorted), those it was `told` committed and those it saw `fail`, and how
-/// many commits it was told of `after` the last restart.
-pub fn ledger_broken(
-    n: usize,
-    logged: &[i32],
-    told: &[i32],
-    failed: &[i32],
-    after: usize,
-) -> Option<String> {
-    let twice: Vec<_> = logged
-        .windows(2)
-        .filter(|p| p[0] == p[1])
-        .map(|p| p[0])
-        .collect();
-    let lost: Vec<_> = told
-        .iter()
-        .filter(|k| logged.binary_search(k).is_err())
-        .collect();
-    let unknown: Vec<_> = logged
-        .iter()
-        .filter(|k| !told.contains(k) && !failed.contains(k))
-        .collect();
-    let why = if logged.len() != n {
-        format!("counter {n}, {} log rows", logged.len())
-    } else if !twice.is_empty() {
-        format!("attempts applied twice: {twice:?}")
-    } else if !lost.is_empty() {
-        format!("attempts told committed but not there: {lost:?}")
-    } else if !unknown.is_empty() {
-        format!("attempts there that were never made: {unknown:?}")
-    } else if after == 0 {
-        format!("no commit after the last restart ({} failed)", failed.len())
-    } else {
-        return None;
-    };
-    Some(format!(
-        "{why} ({} told committed, {} failed)",
-        told.len(),
-        failed.len()
-    ))
+/// One writer's ledger in `writers_under_primary_restarts_keep_their_ledgers` (tests/pg_faults.rs
+/// and tests/mysql_faults.rs): the attempts it was told committed and those it saw fail,
+/// commits per way of writing, and how many commits came after the last restart.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub told: Vec<i32>,
+    pub failed: Vec<i32>,
+    pub ways: [usize; 4],
+    pub after: usize,
+}
+
+impl Ledger {
+    /// Attempt `k`, written the `way`th way, was told committed (`ok`) or failed; `late`: the
+    /// last restart is over.
+    pub fn note(&mut self, k: i32, way: usize, ok: bool, late: bool) {
+        if ok {
+            self.told.push(k);
+            self.ways[way] += 1;
+            self.after += usize::from(late);
+        } else {
+            self.failed.push(k);
+        }
+    }
+
+    /// What is wrong, given the writer's counter `n` and the attempt numbers `logged`
+    /// (sorted) on the server: a transaction half applied, an attempt told committed that is
+    /// not there, one applied twice, one there that was never made, a way of writing that
+    /// never committed, or no commit after the last restart.
+    pub fn broken(&self, n: usize, logged: &[i32]) -> Option<String> {
+        let (told, failed) = (&self.told, &self.failed);
+        let twice: Vec<_> = logged
+            .windows(2)
+            .filter(|p| p[0] == p[1])
+            .map(|p| p[0])
+            .collect();
+        let lost: Vec<_> = told
+            .iter()
+            .filter(|k| logged.binary_search(k).is_err())
+            .collect();
+        let unknown: Vec<_> = logged
+            .iter()
+            .filter(|k| !told.contains(k) && !failed.contains(k))
+            .collect();
+        let why = if logged.len() != n {
+            format!("counter {n}, {} log rows", logged.len())
+        } else if !twice.is_empty() {
+            format!("attempts applied twice: {twice:?}")
+        } else if !lost.is_empty() {
+            format!("attempts told committed but not there: {lost:?}")
+        } else if !unknown.is_empty() {
+            format!("attempts there that were never made: {unknown:?}")
+        } else if self.ways.contains(&0) {
+            format!("a way of writing never committed: {:?}", self.ways)
+        } else if self.after == 0 {
+            format!("no commit after the last restart ({} failed)", failed.len())
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{why} ({} told committed, {} failed)",
+            told.len(),
+            failed.len()
+        ))
+    }
 }
