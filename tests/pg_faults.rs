@@ -533,6 +533,128 @@ async fn a_replica_lost_under_prepared_statement_reads_costs_the_reader_no_error
     );
 }
 
+/// As above, when the other replica's connection lacks the statement the lost request
+/// bound (prepared on the first replica only, while the second was unreachable): the replay
+/// waits there for the statement to be prepared and its result type checked, as a client's
+/// Bind on a connection that lacks it does. No error, each answer the client's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepared() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "lackdb");
+    let (armed, cuts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let (r1, r2) = (c.replica_ports()[0], c.replica_ports()[1]);
+    let relay1 = cutting_relay(r1, b"cut-here", armed.clone(), cuts.clone()).await;
+    // Replica 2 unreachable while `away` is set: every connection through it is cut.
+    let away = Arc::new(AtomicBool::new(false));
+    let gone = away.clone();
+    let relay2 = relay(r2, move || {
+        let gone = gone.clone();
+        let up: Tap = Box::new(move |_| (!gone.load(SeqCst)).then_some(true));
+        (up, Box::new(|_| Some(true)))
+    })
+    .await;
+    let text = routing_config(&c, "lackdb", "")
+        .replace(
+            &format!("\"127.0.0.1:{r1}\""),
+            &format!("\"127.0.0.1:{relay1}\""),
+        )
+        .replace(
+            &format!("\"127.0.0.1:{r2}\""),
+            &format!("\"127.0.0.1:{relay2}\""),
+        );
+    let p = start_proxy(&text);
+    let client = connect(&p.conn_str("lackdb")).await;
+    let wait_for = |what: &'static str, f: &dyn Fn(&Proxy) -> bool| {
+        let start = Instant::now();
+        while !f(&p) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{what}: {}",
+                p.backends("lackdb")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let readable = |p: &Proxy, i: usize| {
+        let b = &p.cluster_state("lackdb").backends[i];
+        b.is_up() && b.in_read_set()
+    };
+    let mut errors = Vec::new();
+    for i in 0..12 {
+        wait_for("both replicas readable", &|p| {
+            readable(p, 1) && readable(p, 2)
+        });
+        // Prepared while replica 2 is away: on replica 1's connection only.
+        away.store(true, SeqCst);
+        let sql = format!("SELECT $1::text || ' ' || {i} || ' ' || inet_server_port()");
+        let stmt = match client.prepare(&sql).await {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("prepare {i}: {e:?}"));
+                continue;
+            }
+        };
+        away.store(false, SeqCst);
+        wait_for("replica 2 back", &|p| readable(p, 1) && readable(p, 2));
+        armed.store(true, SeqCst);
+        match client.query_one(&stmt, &[&"cut-here"]).await {
+            Ok(row) => {
+                let v: String = row.get(0);
+                if !v.starts_with(&format!("cut-here {i} ")) {
+                    errors.push(format!("bind {i}: answered {v:?}"));
+                }
+            }
+            Err(e) => errors.push(format!("bind {i}: {e:?}")),
+        }
+        armed.store(false, SeqCst);
+    }
+    assert!(errors.is_empty(), "the reader saw errors: {errors:#?}");
+    assert!(
+        cuts.load(SeqCst) > 0,
+        "no Bind was cut on replica 1: the test tested nothing"
+    );
+    // A table the statement reads gains a column after it was prepared: wherever the Bind
+    // runs (replayed after a cut or not), the client gets the server's refusal of a
+    // statement whose result type changed (0A000), never rows of columns it was not told of.
+    for i in 0..3 {
+        c.psql_db(
+            0,
+            "lackdb",
+            &format!("CREATE TABLE lt{i} (a int); INSERT INTO lt{i} VALUES (1)"),
+        )
+        .unwrap();
+        c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+        wait_for("both replicas readable", &|p| {
+            readable(p, 1) && readable(p, 2)
+        });
+        away.store(true, SeqCst);
+        let stmt = client
+            .prepare(&format!("SELECT * FROM lt{i} WHERE $1::text IS NOT NULL"))
+            .await
+            .unwrap();
+        away.store(false, SeqCst);
+        wait_for("replica 2 back", &|p| readable(p, 1) && readable(p, 2));
+        c.psql_db(0, "lackdb", &format!("ALTER TABLE lt{i} ADD COLUMN b int"))
+            .unwrap();
+        c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
+        armed.store(true, SeqCst);
+        let r = client.query(&stmt, &[&"cut-here"]).await;
+        armed.store(false, SeqCst);
+        let code = r
+            .as_ref()
+            .err()
+            .and_then(|e| e.code())
+            .map(|c| c.code().to_owned());
+        assert_eq!(code.as_deref(), Some("0A000"), "table {i}: {r:?}");
+    }
+}
+
 /// Replicas stop under sixteen readers (half with settings of their own): one in immediate
 /// mode (its backends' last word is a WARNING), then the other in fast mode (a FATAL 57P01,
 /// often right after the answer to a statement, on a connection the client is letting go).

@@ -461,6 +461,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             self.replay.clear();
             self.replay_stmts.clear();
         }
+        if held {
+            self.release_held_replay(false);
+        }
     }
 
     /// A plain `SET` the client sent outside a transaction was answered: if it ran, its
@@ -569,6 +572,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// After an error in the extended protocol the server skips to the next Sync: drop the
     /// answers it will not send, and forget statements whose Parse it skipped or failed.
     fn on_error(&mut self) {
+        // The server skips to the next Sync: the one of a replay held for checks, which goes
+        // now.
+        self.release_held_replay(true);
         if matches!(self.pending.front(), Some(Pend::Ready { .. }) | None) {
             return;
         }

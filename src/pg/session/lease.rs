@@ -130,6 +130,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         self.pause_hold = Some(pause_hold);
         self.replay.clear();
         self.replay_stmts.clear();
+        self.held_replay = None;
         self.replay_ok = !for_write;
         self.responded = false;
         self.client_saw = false;

@@ -370,6 +370,9 @@ pub struct Session<C> {
     /// Another connection is brought to the same state before the replay (see
     /// `retry_on_another`).
     replay_stmts: Vec<(Arc<StmtDef>, bool)>,
+    /// A replay waiting for checks of the result types of statements it uses, with those
+    /// statements (see `release_held_replay`).
+    held_replay: Option<Box<(BytesMut, Vec<Arc<StmtDef>>)>>,
     /// The held connection answered something (the client's or the proxy's own), and whether
     /// any of it was forwarded to the client.
     responded: bool,
@@ -492,6 +495,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             replay: BytesMut::new(),
             replay_ok: false,
             replay_stmts: Vec::new(),
+            held_replay: None,
             responded: false,
             client_saw: false,
             unnamed_parse: Vec::new(),

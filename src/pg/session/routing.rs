@@ -508,15 +508,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         let stmts = std::mem::take(&mut self.replay_stmts);
         self.install(conn, next, false, hold).await?;
         self.bout.clear();
-        if !self.statements_as_before(&stmts) {
-            // A statement the replay takes as there is not on this connection, and preparing
-            // it here could not check its result type before the replayed Bind runs.
-            tracing::debug!(from = %failed, "read not retried: a statement it uses is not on the other connection");
+        let Some(checks) = self.statements_as_before(&stmts) else {
+            // A statement the replay takes as there went stale meanwhile.
+            tracing::debug!(from = %failed, "read not retried: a statement it uses went stale");
             self.close_backend();
             return Err(e);
-        }
+        };
         tracing::info!(from = %failed, to = %state.backends[next].addr, "read retried on another backend");
-        self.bout.extend_from_slice(&replay);
+        if checks.is_empty() {
+            self.bout.extend_from_slice(&replay);
+        } else {
+            self.held_replay = Some(Box::new((replay, checks)));
+        }
         self.bin.clear();
         // Only one retry per request.
         self.replay_ok = false;

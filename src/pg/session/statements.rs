@@ -111,12 +111,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// (`stmts`, see `replay_stmts`) to the state the failed connection had when the replay
     /// began, with messages queued in `bout` whose answers are swallowed. One the replay
     /// prepares is closed first if this connection has it (its Parse would be refused); one
-    /// it takes as there is prepared if missing, when it returns no rows. False when one
-    /// that returns rows (or whose result is unknown) is missing: the proxy prepares such a
-    /// statement on a new connection only with a check of its result type before the Bind
-    /// goes on (a table may have changed since the client was told), which a replay cannot
-    /// wait for.
-    pub(super) fn statements_as_before(&mut self, stmts: &[(Arc<StmtDef>, bool)]) -> bool {
+    /// it takes as there is prepared if missing. One of those that returns rows (or whose
+    /// result is unknown) is also described, as for a client's Bind on a connection that
+    /// lacks it (see [`Self::check_shape`]): its result type is checked before the replay
+    /// goes on (a table may have changed since the client was told). Returns those, to be
+    /// waited for; None when one the replay takes as there went stale meanwhile.
+    pub(super) fn statements_as_before(
+        &mut self,
+        stmts: &[(Arc<StmtDef>, bool)],
+    ) -> Option<Vec<Arc<StmtDef>>> {
         let conn = self.backend.as_mut().expect("installed");
         let mut first: Vec<(&Arc<StmtDef>, bool)> = Vec::new();
         for (def, parsed) in stmts {
@@ -125,6 +128,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             }
         }
         let mut injected = Vec::new();
+        let mut checks = Vec::new();
         for (def, parsed) in first {
             let name = def.backend_name();
             match (parsed, conn.prepared.contains(&def.id)) {
@@ -137,9 +141,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 }
                 (false, true) => {}
                 (false, false) => {
-                    let rows = def.shape.get().is_none_or(|s| s.rows);
-                    if rows || def.is_stale() {
-                        return false;
+                    if def.is_stale() {
+                        return None;
                     }
                     codec::put_parse(
                         &mut self.bout,
@@ -154,14 +157,78 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                         unnamed: false,
                     });
                     conn.prepared.insert(def.id);
+                    if def.shape.get().is_none_or(|s| s.rows) {
+                        codec::put_target(&mut self.bout, b'D', b'S', name.as_bytes());
+                        injected.push(Pend::Learn {
+                            def: def.clone(),
+                            param_desc: None,
+                            hold: true,
+                            repoint: None,
+                        });
+                        checks.push(def.clone());
+                    }
                 }
             }
+        }
+        if !checks.is_empty() {
+            // The server answers the checks now; the replay waits for them.
+            self.bout.extend_from_slice(&[b'H', 0, 0, 0, 4]);
         }
         // Answered before anything of the replay, whose entries are all still queued.
         for p in injected.into_iter().rev() {
             self.pending.push_front(p);
         }
-        true
+        Some(checks)
+    }
+
+    /// The replay held back for checks of result types (see `retry_on_another`): once none
+    /// is awaited, or the server refused something before it (it skips to the replay's
+    /// Sync), it goes to the server; a Bind or Describe of a statement found stale goes
+    /// under the name no server has, as the client's own would (see `refuse_stale`).
+    pub(super) fn release_held_replay(&mut self, refused: bool) {
+        if self.held_replay.is_none() || (!refused && self.shape_check_pending()) {
+            return;
+        }
+        let Some(held) = self.held_replay.take() else {
+            return;
+        };
+        let (replay, checked) = *held;
+        let stale: Vec<Vec<u8>> = checked
+            .iter()
+            .filter(|d| d.is_stale())
+            .map(|d| d.backend_name().as_bytes().to_vec())
+            .collect();
+        if stale.is_empty() || refused {
+            self.bout.extend_from_slice(&replay);
+            return;
+        }
+        let is_stale = |name: &[u8]| stale.iter().any(|s| s == name);
+        let mut at = 0;
+        while let Ok(Some(h)) = codec::header(&replay[at..], usize::MAX) {
+            let msg = &replay[at..at + h.wire_len];
+            let body = &msg[5..];
+            match h.tag {
+                b'B' => match codec::bind_msg(body) {
+                    Ok(b) if is_stale(b.statement) => codec::put_bind(
+                        &mut self.bout,
+                        &b,
+                        crate::pg::prepared::STALE_NAME.as_bytes(),
+                    ),
+                    _ => self.bout.extend_from_slice(msg),
+                },
+                b'D' => match codec::target_msg(body) {
+                    Ok((b'S', name)) if is_stale(name) => codec::put_target(
+                        &mut self.bout,
+                        b'D',
+                        b'S',
+                        crate::pg::prepared::STALE_NAME.as_bytes(),
+                    ),
+                    _ => self.bout.extend_from_slice(msg),
+                },
+                _ => self.bout.extend_from_slice(msg),
+            }
+            at += h.wire_len;
+        }
     }
 
     /// A Bind or Describe (`h`, next in `cin`) of a client statement that returns rows, on a
