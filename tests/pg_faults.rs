@@ -269,6 +269,36 @@ async fn relay(to: u16, taps: impl Fn() -> (Tap, Tap) + Send + 'static) -> u16 {
     port
 }
 
+/// Waits (20 s at most) until the proxy's `backends` of `db` are up and in the read set.
+async fn until_readable(p: &Proxy, db: &str, backends: &[usize]) {
+    let start = Instant::now();
+    while !backends.iter().all(|&i| {
+        let b = &p.cluster_state(db).backends[i];
+        b.is_up() && b.in_read_set()
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            p.backends(db)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`routing_config`] with each replica `(port, relay)` reached through its relay.
+fn via_relays(c: &PgCluster, db: &str, relays: &[(u16, u16)]) -> String {
+    let mut text = routing_config(c, db, "");
+    for (port, relay) in relays {
+        let (from, to) = (
+            format!("\"127.0.0.1:{port}\""),
+            format!("\"127.0.0.1:{relay}\""),
+        );
+        assert!(text.contains(&from), "{text}");
+        text = text.replace(&from, &to);
+    }
+    text
+}
+
 /// One direction of a relayed connection, until either end or the tap cuts it.
 async fn pass(
     r: &mut (impl tokio::io::AsyncRead + Unpin),
@@ -292,17 +322,23 @@ async fn pass(
     }
 }
 
-/// A relay to `to` that, once `armed`, cuts a connection on which `trigger` passes from the
-/// proxy to the server (the server never sees those bytes), as a server that went away at
-/// that moment would; `cuts` counts them.
+/// A relay to `to` that, once `armed` (false at first), cuts a connection on which `trigger`
+/// passes from the proxy to the server (the server never sees those bytes), as a server that
+/// went away at that moment would; `cuts` counts them. Returns (its port, armed, cuts).
 async fn cutting_relay(
     to: u16,
     trigger: &'static [u8],
-    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    cuts: std::sync::Arc<std::sync::atomic::AtomicU32>,
-) -> u16 {
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
     use std::sync::atomic::Ordering::SeqCst;
-    relay(to, move || {
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (a, n) = (armed.clone(), cuts.clone());
+    let port = relay(to, move || {
+        let (armed, cuts) = (a.clone(), n.clone());
         let (armed, cuts) = (armed.clone(), cuts.clone());
         let up: Tap = Box::new(move |chunk| {
             if armed.load(SeqCst) && chunk.windows(trigger.len()).any(|w| w == trigger) {
@@ -313,7 +349,8 @@ async fn cutting_relay(
         });
         (up, Box::new(|_| Some(true)))
     })
-    .await
+    .await;
+    (port, armed, cuts)
 }
 
 /// A relay to `to` that, once `armed`, follows the next answer to a statement naming
@@ -371,10 +408,7 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
     );
     let r1 = c.replica_ports()[0];
     let relay = farewell_relay(r1, armed.clone(), farewells.clone()).await;
-    let text = routing_config(&c, "byedb", "").replace(
-        &format!("\"127.0.0.1:{r1}\""),
-        &format!("\"127.0.0.1:{relay}\""),
-    );
+    let text = via_relays(&c, "byedb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let client = connect(&p.conn_str("byedb")).await;
@@ -399,22 +433,13 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
 /// client's reached it, so the read goes to another backend and the client sees no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_lost_while_settings_are_applied_costs_the_reader_no_error() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
     create_db_on(&c, "cutdb");
-    let (armed, cuts) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU32::new(0)),
-    );
     let r1 = c.replica_ports()[0];
-    let relay = cutting_relay(r1, b"set_config(", armed.clone(), cuts.clone()).await;
-    let text = routing_config(&c, "cutdb", "").replace(
-        &format!("\"127.0.0.1:{r1}\""),
-        &format!("\"127.0.0.1:{relay}\""),
-    );
-    assert!(text.contains(&relay.to_string()), "{text}");
+    let (relay, armed, cuts) = cutting_relay(r1, b"set_config(").await;
+    let text = via_relays(&c, "cutdb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Pooled connections on both replicas, with this client's settings.
@@ -448,22 +473,14 @@ async fn a_replica_lost_while_settings_are_applied_costs_the_reader_no_error() {
 /// sees no error and each answer is its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_lost_under_prepared_statement_reads_costs_the_reader_no_error() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
     create_db_on(&c, "namedb");
-    let (armed, cuts) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU32::new(0)),
-    );
     let r1 = c.replica_ports()[0];
     // The marker travels in a Bind's parameter, or in a Parse's text.
-    let relay = cutting_relay(r1, b"cut-here", armed.clone(), cuts.clone()).await;
-    let text = routing_config(&c, "namedb", "").replace(
-        &format!("\"127.0.0.1:{r1}\""),
-        &format!("\"127.0.0.1:{relay}\""),
-    );
+    let (relay, armed, cuts) = cutting_relay(r1, b"cut-here").await;
+    let text = via_relays(&c, "namedb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let client = connect(&p.conn_str("namedb")).await;
@@ -482,22 +499,9 @@ async fn a_replica_lost_under_prepared_statement_reads_costs_the_reader_no_error
     armed.store(true, SeqCst);
     let mut errors = Vec::new();
     // Each cut marks the replica down until the health checks take it back.
-    let both_up = || async {
-        let start = Instant::now();
-        while !p.cluster_state("namedb").backends[1].in_read_set()
-            || !p.cluster_state("namedb").backends[1].is_up()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "{}",
-                p.backends("namedb")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
     let (mut bind_cuts, mut parse_cuts) = (0, 0);
     for i in 0..16 {
-        both_up().await;
+        until_readable(&p, "namedb", &[1]).await;
         let before = cuts.load(SeqCst);
         // Prepared long before: only its Bind names the marker.
         match client.query_one(&stmt, &[&"cut-here"]).await {
@@ -510,7 +514,7 @@ async fn a_replica_lost_under_prepared_statement_reads_costs_the_reader_no_error
             Err(e) => errors.push(format!("bind {i}: {e:?}")),
         }
         bind_cuts += cuts.load(SeqCst) - before;
-        both_up().await;
+        until_readable(&p, "namedb", &[1]).await;
         let before = cuts.load(SeqCst);
         // Prepared now (Parse, Describe, Sync; then Bind, Execute, Sync), a text the
         // proxy has not seen before.
@@ -539,17 +543,13 @@ async fn a_replica_lost_under_prepared_statement_reads_costs_the_reader_no_error
 /// Bind on a connection that lacks it does. No error, each answer the client's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepared() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::sync::Arc;
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
     create_db_on(&c, "lackdb");
-    let (armed, cuts) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU32::new(0)),
-    );
     let (r1, r2) = (c.replica_ports()[0], c.replica_ports()[1]);
-    let relay1 = cutting_relay(r1, b"cut-here", armed.clone(), cuts.clone()).await;
+    let (relay1, armed, cuts) = cutting_relay(r1, b"cut-here").await;
     // Replica 2 unreachable while `away` is set: every connection through it is cut.
     let away = Arc::new(AtomicBool::new(false));
     let gone = away.clone();
@@ -559,37 +559,12 @@ async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepar
         (up, Box::new(|_| Some(true)))
     })
     .await;
-    let text = routing_config(&c, "lackdb", "")
-        .replace(
-            &format!("\"127.0.0.1:{r1}\""),
-            &format!("\"127.0.0.1:{relay1}\""),
-        )
-        .replace(
-            &format!("\"127.0.0.1:{r2}\""),
-            &format!("\"127.0.0.1:{relay2}\""),
-        );
+    let text = via_relays(&c, "lackdb", &[(r1, relay1), (r2, relay2)]);
     let p = start_proxy(&text);
     let client = connect(&p.conn_str("lackdb")).await;
-    let wait_for = |what: &'static str, f: &dyn Fn(&Proxy) -> bool| {
-        let start = Instant::now();
-        while !f(&p) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "{what}: {}",
-                p.backends("lackdb")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let readable = |p: &Proxy, i: usize| {
-        let b = &p.cluster_state("lackdb").backends[i];
-        b.is_up() && b.in_read_set()
-    };
     let mut errors = Vec::new();
     for i in 0..12 {
-        wait_for("both replicas readable", &|p| {
-            readable(p, 1) && readable(p, 2)
-        });
+        until_readable(&p, "lackdb", &[1, 2]).await;
         // Prepared while replica 2 is away: on replica 1's connection only.
         away.store(true, SeqCst);
         let sql = format!("SELECT $1::text || ' ' || {i} || ' ' || inet_server_port()");
@@ -601,7 +576,7 @@ async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepar
             }
         };
         away.store(false, SeqCst);
-        wait_for("replica 2 back", &|p| readable(p, 1) && readable(p, 2));
+        until_readable(&p, "lackdb", &[1, 2]).await;
         armed.store(true, SeqCst);
         match client.query_one(&stmt, &[&"cut-here"]).await {
             Ok(row) => {
@@ -630,16 +605,14 @@ async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepar
         )
         .unwrap();
         c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
-        wait_for("both replicas readable", &|p| {
-            readable(p, 1) && readable(p, 2)
-        });
+        until_readable(&p, "lackdb", &[1, 2]).await;
         away.store(true, SeqCst);
         let stmt = client
             .prepare(&format!("SELECT * FROM lt{i} WHERE $1::text IS NOT NULL"))
             .await
             .unwrap();
         away.store(false, SeqCst);
-        wait_for("replica 2 back", &|p| readable(p, 1) && readable(p, 2));
+        until_readable(&p, "lackdb", &[1, 2]).await;
         c.psql_db(0, "lackdb", &format!("ALTER TABLE lt{i} ADD COLUMN b int"))
             .unwrap();
         c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();

@@ -304,7 +304,8 @@ pub fn with_connection_id(sql: &str, id: u32) -> Option<String> {
 /// shapes go to the server as they are (a rewrite of the text is safe only where the whole
 /// statement is understood).
 pub fn with_own_socket(sql: &str, socket: Option<&str>) -> Option<Vec<u8>> {
-    if sql.len() > 512 || !sql.is_ascii() || !sql.contains("@@") {
+    // (Most statements have no "@@": that is looked at first.)
+    if !sql.contains("@@") || sql.len() > 512 || !sql.is_ascii() {
         return None;
     }
     let s = sql.trim();

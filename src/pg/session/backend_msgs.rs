@@ -453,15 +453,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             });
         }
         self.pending.pop_front();
-        if held && !self.client_saw {
-            // The check held back the client's messages, and nothing of the server's reached
-            // the client yet: for a retry elsewhere, the request starts with what it held
-            // (the statement is on this connection now, as one the replay takes as there).
-            self.responded = false;
-            self.replay.clear();
-            self.replay_stmts.clear();
-        }
         if held {
+            if !self.client_saw {
+                // The check held back the client's messages, and nothing of the server's
+                // reached the client yet: for a retry elsewhere, the request starts with what
+                // it held (the statement is on this connection now, as one the replay takes
+                // as there).
+                self.responded = false;
+                self.replay.clear();
+                self.replay_stmts.clear();
+            }
             self.release_held_replay(false);
         }
     }

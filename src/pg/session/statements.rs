@@ -120,51 +120,45 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         &mut self,
         stmts: &[(Arc<StmtDef>, bool)],
     ) -> Option<Vec<Arc<StmtDef>>> {
-        let conn = self.backend.as_mut().expect("installed");
         let mut first: Vec<(&Arc<StmtDef>, bool)> = Vec::new();
         for (def, parsed) in stmts {
             if !first.iter().any(|(d, _)| d.id == def.id) {
                 first.push((def, *parsed));
             }
         }
-        let mut injected = Vec::new();
+        let has = |s: &Self, def: &StmtDef| {
+            s.backend
+                .as_ref()
+                .is_some_and(|c| c.prepared.contains(&def.id))
+        };
+        if first
+            .iter()
+            .any(|&(d, parsed)| !parsed && d.is_stale() && !has(self, d))
+        {
+            return None;
+        }
+        // Answered before anything of the replay, whose entries are all still queued.
+        let replayed = std::mem::take(&mut self.pending);
+        // (Nothing of this is the replay's own: not recorded for another.)
+        self.replay_ok = false;
         let mut checks = Vec::new();
         for (def, parsed) in first {
-            let name = def.backend_name();
-            match (parsed, conn.prepared.contains(&def.id)) {
+            match (parsed, has(self, def)) {
                 (true, true) => {
-                    codec::put_target(&mut self.bout, b'C', b'S', name.as_bytes());
-                    injected.push(Pend::Close { injected: true });
+                    codec::put_target(&mut self.bout, b'C', b'S', def.backend_name().as_bytes());
+                    self.pending.push_back(Pend::Close { injected: true });
                 }
                 (true, false) => {
-                    conn.prepared.insert(def.id);
+                    if let Some(conn) = self.backend.as_mut() {
+                        conn.prepared.insert(def.id);
+                    }
                 }
                 (false, true) => {}
                 (false, false) => {
-                    if def.is_stale() {
-                        return None;
-                    }
-                    codec::put_parse(
-                        &mut self.bout,
-                        name.as_bytes(),
-                        &def.query,
-                        &def.param_types,
-                    );
-                    injected.push(Pend::Parse {
-                        def: Some(def.clone()),
-                        client_name: None,
-                        injected: true,
-                        unnamed: false,
-                    });
-                    conn.prepared.insert(def.id);
-                    if def.shape.get().is_none_or(|s| s.rows) {
-                        codec::put_target(&mut self.bout, b'D', b'S', name.as_bytes());
-                        injected.push(Pend::Learn {
-                            def: def.clone(),
-                            param_desc: None,
-                            hold: true,
-                            repoint: None,
-                        });
+                    // As for a client's Bind on a connection that lacks it (`check_shape`).
+                    self.prepare_on_backend(def, None);
+                    if let Some(Pend::Learn { hold, .. }) = self.pending.back_mut() {
+                        *hold = true;
                         checks.push(def.clone());
                     }
                 }
@@ -174,10 +168,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
             // The server answers the checks now; the replay waits for them.
             self.bout.extend_from_slice(&[b'H', 0, 0, 0, 4]);
         }
-        // Answered before anything of the replay, whose entries are all still queued.
-        for p in injected.into_iter().rev() {
-            self.pending.push_front(p);
-        }
+        self.pending.extend(replayed);
         Some(checks)
     }
 
@@ -189,10 +180,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         if self.held_replay.is_none() || (!refused && self.shape_check_pending()) {
             return;
         }
-        let Some(held) = self.held_replay.take() else {
+        let Some((replay, checked)) = self.held_replay.take().map(|h| *h) else {
             return;
         };
-        let (replay, checked) = *held;
         let stale: Vec<Vec<u8>> = checked
             .iter()
             .filter(|d| d.is_stale())
