@@ -356,10 +356,14 @@ async fn cutting_relay(
 /// A relay to `to` that, once `armed`, follows the next answer to a statement naming
 /// `inet_server_port` that ends idle (ReadyForQuery 'I') with a FATAL 57P01 and the end of
 /// the connection, as a server shut down in fast mode says goodbye; `farewells` counts them.
+/// With `mid_answer`, the goodbye comes in place of the answer's CommandComplete and
+/// ReadyForQuery, after its RowDescription and DataRow: a backend that gets the shutdown
+/// signal before it completes the statement flushes what it had buffered with its FATAL.
 async fn farewell_relay(
     to: u16,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     farewells: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    mid_answer: bool,
 ) -> u16 {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     relay(to, move || {
@@ -373,17 +377,38 @@ async fn farewell_relay(
             Some(true)
         });
         let down: Tap = Box::new(move |chunk| {
+            // Where the answer's CommandComplete starts (if the chunk has one).
+            let mut complete = None;
+            let mut at = 0;
+            while at + 5 <= chunk.len() {
+                if chunk[at] == b'C' {
+                    complete = Some(at);
+                    break;
+                }
+                at += 1 + u32::from_be_bytes(chunk[at + 1..at + 5].try_into().unwrap()) as usize;
+            }
             let last_word = chunk.ends_with(b"Z\0\0\0\x05I")
+                && (!mid_answer || complete.is_some())
                 && asked.swap(false, SeqCst)
                 && armed.swap(false, SeqCst);
             if !last_word {
                 return Some(true);
             }
-            let mut body = b"SFATAL\0VFATAL\0C57P01\0".to_vec();
-            body.extend_from_slice(b"Mterminating connection due to administrator command\0\0");
-            chunk.push(b'E');
+            if mid_answer {
+                chunk.truncate(complete.unwrap());
+            }
+            // In the middle of an answer, every other goodbye is an immediate shutdown's:
+            // a WARNING (a NoticeResponse), then the end of the connection.
+            let (tag, severity, why) = if mid_answer && farewells.load(SeqCst) % 2 == 1 {
+                (b'N', "WARNING", "immediate shutdown")
+            } else {
+                (b'E', "FATAL", "administrator")
+            };
+            let body =
+                format!("S{severity}\0V{severity}\0C57P01\0Mterminating connection due to {why} command\0\0");
+            chunk.push(tag);
             chunk.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-            chunk.extend_from_slice(&body);
+            chunk.extend_from_slice(body.as_bytes());
             farewells.fetch_add(1, SeqCst);
             Some(false)
         });
@@ -407,7 +432,7 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
         Arc::new(AtomicU32::new(0)),
     );
     let r1 = c.replica_ports()[0];
-    let relay = farewell_relay(r1, armed.clone(), farewells.clone()).await;
+    let relay = farewell_relay(r1, armed.clone(), farewells.clone(), false).await;
     let text = via_relays(&c, "byedb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -418,6 +443,59 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
         for _ in 0..10 {
             if let Err(e) = client.simple_query("SELECT inet_server_port()").await {
                 errors.push(format!("{e:?}"));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "the reader saw errors: {errors:#?}");
+    assert!(
+        farewells.load(SeqCst) > 0,
+        "no goodbye was said: the test tested nothing"
+    );
+}
+
+/// A replica's connection says goodbye (FATAL 57P01) in the middle of an answer to a read,
+/// after its RowDescription and DataRow, as a backend signalled by a fast shutdown before
+/// it completed the statement does. Nothing of it reached the client yet, so the read is
+/// taken to another backend and the reader sees no error and no half answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goodbye_in_the_middle_of_an_answer_costs_the_reader_no_error() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "midbyedb");
+    let (armed, farewells) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let r1 = c.replica_ports()[0];
+    let relay = farewell_relay(r1, armed.clone(), farewells.clone(), true).await;
+    let text = via_relays(&c, "midbyedb", &[(r1, relay)]);
+    let p = start_proxy(&text);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut errors = Vec::new();
+    for i in 0..6 {
+        // A fresh client each round (the first round's replica may still be marked down
+        // for the next ones); simple and extended queries.
+        until_readable(&p, "midbyedb", &[1, 2]).await;
+        let client = connect(&p.conn_str("midbyedb")).await;
+        armed.store(true, SeqCst);
+        for _ in 0..10 {
+            let sql = "SELECT inet_server_port()";
+            let rows = if i % 2 == 0 {
+                client.simple_query(sql).await.map(|m| m.len())
+            } else {
+                // (Parse, Bind, Execute of the unnamed statement, as one request.)
+                client.query_typed(sql, &[]).await.map(|r| r.len())
+            };
+            match rows {
+                // (Simple: the RowDescription, the row and the CommandComplete.)
+                Ok(n) => assert_eq!(n, if i % 2 == 0 { 3 } else { 1 }),
+                Err(e) => {
+                    // The session is over: the next round has a new client.
+                    errors.push(format!("{e:?}"));
+                    break;
+                }
             }
         }
     }

@@ -46,6 +46,18 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
 
     fn process_backend_inner(&mut self) -> Result<(), SessionError> {
         self.bin_blocked = false;
+        // A server signalled to shut down in the middle of a statement flushes what it had
+        // buffered of the answer (a RowDescription, rows) with its goodbye. When the goodbye
+        // comes in the same read as the first of the answer, none of it is passed on: the
+        // read goes to another backend as if nothing had come.
+        if !self.responded
+            && !self.for_write
+            && self.replay_ok
+            && goodbye_before_ready(&self.bin)
+            && self.replayable()
+        {
+            return Err(SessionError::BackendClosed);
+        }
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.bin.len());
@@ -125,9 +137,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// connection (a fast shutdown's FATAL 57P01; an immediate shutdown or a crash of another
     /// backend sends a WARNING, 57P01 or 57P02, to the client only, then the process exits).
     fn is_shutdown_message(&self, h: Header) -> bool {
-        matches!(h.tag, b'E' | b'N')
-            && codec::error_field(&self.bin[5..h.wire_len], b'C')
-                .is_some_and(|c| c.starts_with("57P"))
+        is_goodbye(h, &self.bin[..h.wire_len])
     }
 
     /// Update state for one whole backend message; returns whether the client gets it.
@@ -656,4 +666,30 @@ fn is_stale_plan_error(body: &[u8]) -> bool {
     codec::error_field(body, b'C') == Some("0A000")
         && (codec::error_field(body, b'R') == Some("RevalidateCachedQuery")
             || codec::error_field(body, b'M') == Some(STALE_MESSAGE))
+}
+
+/// Whether the message `msg` (headed `h`) is a server's goodbye: see
+/// [`Session::is_shutdown_message`].
+fn is_goodbye(h: Header, msg: &[u8]) -> bool {
+    matches!(h.tag, b'E' | b'N')
+        && codec::error_field(&msg[5..], b'C').is_some_and(|c| c.starts_with("57P"))
+}
+
+/// Whether the complete messages in `bin` have a server's goodbye before any
+/// ReadyForQuery. (Most reads end with a ReadyForQuery: those are not looked through.)
+fn goodbye_before_ready(bin: &[u8]) -> bool {
+    if bin.len() >= 6 && bin[bin.len() - 6..bin.len() - 1] == [b'Z', 0, 0, 0, 5] {
+        return false;
+    }
+    let mut rest = bin;
+    while let Ok(Some(h)) = codec::header(rest, MAX_BACKEND_MESSAGE) {
+        if rest.len() < h.wire_len || h.tag == b'Z' {
+            return false;
+        }
+        if is_goodbye(h, &rest[..h.wire_len]) {
+            return true;
+        }
+        rest = &rest[h.wire_len..];
+    }
+    false
 }

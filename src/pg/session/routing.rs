@@ -453,14 +453,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         Box::pin(self.retry_on_another(e))
     }
 
-    async fn retry_on_another(&mut self, e: SessionError) -> Result<(), SessionError> {
-        let idx = self.backend_idx;
-        let state = self.cluster.state.clone();
-        let failed = state.backends[idx].addr;
-        state.backends[idx].mark_failed(&e.to_string());
-        // Only the proxy's check of a statement's result type went out (the client's Bind
-        // or Describe waits for it in `cin`): the next connection makes its own.
-        let only_check = self.replay.is_empty()
+    /// Only the proxy's check of a statement's result type went out (the client's Bind or
+    /// Describe waits for it in `cin`): the next connection makes its own.
+    fn only_check_sent(&self) -> bool {
+        self.replay.is_empty()
             && !self.client_saw
             && !self.pending.is_empty()
             && self.pending.iter().all(|p| {
@@ -468,12 +464,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     p,
                     Pend::Parse { injected: true, .. } | Pend::Learn { hold: true, .. }
                 )
-            });
-        if self.for_write
-            || self.responded
-            || !self.replay_ok
-            || (self.replay.is_empty() && !only_check)
-        {
+            })
+    }
+
+    /// Whether what went to the held connection is a read that another backend could be
+    /// given instead, if this one fails before it answers.
+    pub(super) fn replayable(&self) -> bool {
+        !self.for_write && self.replay_ok && (!self.replay.is_empty() || self.only_check_sent())
+    }
+
+    async fn retry_on_another(&mut self, e: SessionError) -> Result<(), SessionError> {
+        let idx = self.backend_idx;
+        let state = self.cluster.state.clone();
+        let failed = state.backends[idx].addr;
+        state.backends[idx].mark_failed(&e.to_string());
+        let only_check = self.only_check_sent();
+        if self.responded || !self.replayable() {
             tracing::debug!(
                 from = %failed,
                 write = self.for_write,
