@@ -976,6 +976,50 @@ fn pgjdbc_prepared_statements_batches_and_read_only_connections() {
     );
 }
 
+/// Cancels as the drivers send them: psycopg's `cancel_safe()` (libpq's new cancel API,
+/// which asks for encryption first) and `cancel()`, asyncpg's on a timeout (alone and in a
+/// pool that resets connections on release), pgjdbc's `setQueryTimeout` and
+/// `Statement.cancel()`. Each stops its own client's running statement (a read on a replica,
+/// a statement in a transaction, a write) and the connection goes on; cancels at random
+/// moments, some after the statement ended, never stop a neighbour's statement; everything
+/// reads as it does directly against the primary, and exactly the committed rows are there.
+#[test]
+fn driver_cancels_stop_their_own_statement_and_never_a_neighbours() {
+    let _g = serial();
+    let db = "drv_cancel";
+    fresh_db(db, "");
+    let p = split_proxy(db, 4);
+    let reset = || {
+        primary_sql(
+            db,
+            "DROP TABLE IF EXISTS cancelled, neighbours; \
+             CREATE TABLE cancelled (i int); CREATE TABLE neighbours (i int)",
+        );
+        cluster()
+            .wait_replay_caught_up(Duration::from_secs(30))
+            .unwrap();
+    };
+    for lang in [Lang::Python, Lang::Java] {
+        let (via, direct) = run_both(
+            lang,
+            "cancel",
+            &[],
+            &Target::proxy(&p, db),
+            Duration::from_secs(240),
+            &reset,
+        );
+        direct.expect_completed();
+        via.expect_completed();
+        eprintln!("{lang:?} through the proxy:\n{}", via.stdout);
+        assert_eq!(
+            via.lines(),
+            direct.lines(),
+            "{lang:?} cancels through the proxy differ from direct:\n{}",
+            diff(&via, &direct)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // i. release before Sync
 

@@ -469,6 +469,87 @@ public class Scenarios {
         }
     }
 
+    // m. Cancels as pgjdbc sends them (a connection of their own to the same address, with
+    // the key the login gave): setQueryTimeout's timer and Statement.cancel from another
+    // thread, on a plain statement and on a prepared one after pgjdbc switched it to a named
+    // server statement; in a transaction and out of one. Each stops its own statement, and the
+    // connection goes on (a transaction aborted as the server aborts it).
+    static void cancelled(String label, Statement s, java.util.concurrent.Callable<?> run,
+            boolean byTimer) throws Exception {
+        Thread t = null;
+        if (byTimer) {
+            s.setQueryTimeout(1);
+        } else {
+            t = new Thread(() -> {
+                try {
+                    Thread.sleep(300);
+                    s.cancel();
+                } catch (Exception e) {
+                    System.err.println("cancel: " + e);
+                }
+            });
+            t.start();
+        }
+        long start = System.nanoTime();
+        try {
+            run.call();
+            out(label + ": not stopped");
+        } catch (SQLException e) {
+            out(label + ": " + e.getSQLState() + " within 5s=" + (System.nanoTime() - start < 5_000_000_000L));
+        }
+        if (t != null) {
+            t.join();
+        }
+        s.setQueryTimeout(0);
+    }
+
+    static void cancel() throws Exception {
+        try (Connection c = connect(false)) {
+            for (boolean byTimer : new boolean[] {true, false}) {
+                String how = byTimer ? "timeout" : "cancel";
+                try (Statement s = c.createStatement()) {
+                    cancelled("read (" + how + ")", s, () -> s.executeQuery("SELECT pg_sleep(30)"), byTimer);
+                }
+                out("read (" + how + "), then: " + scalar(c, "SELECT 1"));
+                try (PreparedStatement ps = c.prepareStatement("SELECT pg_sleep(?)")) {
+                    // pgjdbc names the statement on the server from its fifth run.
+                    for (int i = 0; i < 6; i++) {
+                        ps.setDouble(1, 0);
+                        ps.executeQuery().close();
+                    }
+                    ps.setDouble(1, 30);
+                    cancelled("prepared read (" + how + ")", ps, ps::executeQuery, byTimer);
+                    ps.setDouble(1, 0);
+                    ps.executeQuery().close();
+                    out("prepared read (" + how + "), then: ran");
+                }
+            }
+            c.setAutoCommit(false);
+            try (Statement s = c.createStatement()) {
+                s.executeUpdate("INSERT INTO cancelled VALUES (5)");
+                cancelled("in a transaction", s, () -> s.executeQuery("SELECT pg_sleep(30)"), false);
+                try {
+                    s.executeQuery("SELECT 1").close();
+                    out("in a transaction, then: ran");
+                } catch (SQLException e) {
+                    out("in a transaction, then: " + e.getSQLState());
+                }
+            }
+            c.rollback();
+            c.setAutoCommit(true);
+            try (Statement s = c.createStatement()) {
+                cancelled("write", s,
+                        () -> s.executeUpdate("INSERT INTO cancelled SELECT 6 FROM pg_sleep(30)"), true);
+                s.executeUpdate("INSERT INTO cancelled VALUES (7)");
+            }
+            out("after all, then: " + scalar(c, "SELECT 1"));
+        }
+        try (Connection d = connect(true)) {
+            out("committed rows: [" + scalarText(d,
+                    "SELECT coalesce(string_agg(i::text, ',' ORDER BY i), '') FROM cancelled") + "]");
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         Thread watchdog = new Thread(() -> {
             try {
@@ -484,6 +565,9 @@ public class Scenarios {
         switch (args[0]) {
             case "jdbc":
                 jdbc();
+                break;
+            case "cancel":
+                cancel();
                 break;
             case "dirty":
                 dirty(args[1]);

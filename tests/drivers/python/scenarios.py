@@ -23,6 +23,7 @@ import io
 import os
 import random
 import sys
+import threading
 import time
 
 import asyncpg
@@ -1086,6 +1087,170 @@ def scenario_sqlalchemy(threads="6", rounds="4"):
     with pg3(direct=True) as d:
         rows = d.execute("SELECT who, count(*) FROM sa_item GROUP BY who ORDER BY who").fetchall()
         out("committed: " + " ".join(f"{w}:{n}" for w, n in rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# m. cancel, as the drivers send it
+#
+# Defect targeted: a driver's cancel (psycopg's cancel_safe(), libpq's new cancel API that
+# opens its connection with an encryption request first, and the legacy PQcancel; asyncpg's
+# cancel on a timeout; pgjdbc in Scenarios.java) must stop the statement its own connection
+# runs, leave that connection usable (a transaction aborted as the server aborts it), and
+# never stop another client's statement, also when it comes late, after the statement ended.
+
+
+def after(secs, fn):
+    """Runs fn on a thread of its own after secs; returns the thread."""
+    t = threading.Timer(secs, fn)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def pg3_cancelled(c, label, sql, how="cancel_safe"):
+    """Runs sql on c with a cancel 0.3 s later; prints how it ended."""
+    with deadline(f"psycopg: {label}", 20):
+        t = after(0.3, getattr(c, how))
+        start = time.monotonic()
+        try:
+            c.execute(sql)
+            out(f"psycopg {label}: not stopped")
+        except psycopg.Error as e:
+            out(f"psycopg {label}: {state_of(e)} within 5s={time.monotonic() - start < 5}")
+        t.join()
+
+
+def pg3_cancels(cycles, seed):
+    c = pg3()
+    for how in ("cancel_safe", "cancel"):
+        pg3_cancelled(c, f"read ({how})", "SELECT pg_sleep(30)", how)
+        out(f"psycopg read ({how}), then: {c.execute('SELECT 1').fetchone()[0]}")
+    c.autocommit = False
+    c.execute("INSERT INTO cancelled VALUES (1)")
+    pg3_cancelled(c, "in a transaction", "SELECT pg_sleep(30)")
+    try:
+        c.execute("SELECT 1")
+        out("psycopg in a transaction, then: ran")
+    except psycopg.Error as e:
+        out(f"psycopg in a transaction, then: {state_of(e)}")
+    c.rollback()
+    c.autocommit = True
+    pg3_cancelled(c, "write", "INSERT INTO cancelled SELECT 2 FROM pg_sleep(30)")
+    with deadline("psycopg: a cancel while idle", 20):
+        c.cancel_safe()
+        out(f"psycopg idle cancel, then: {c.execute('SELECT 1').fetchone()[0]}")
+
+    # Neighbours read and write on connections of their own while one client's statements
+    # are cancelled at random moments (some after they ended). Only the cancelled client may
+    # see 57014, on the statement that was running or the one right after.
+    rnd = random.Random(seed)
+    stop = threading.Event()
+    neighbour_errors = []
+    neighbour_done = collections.Counter()
+
+    def neighbour(i):
+        with pg3() as n:
+            while not stop.is_set():
+                try:
+                    if i % 2:
+                        n.execute("INSERT INTO neighbours VALUES (%s)", (i,))
+                    else:
+                        n.execute("SELECT pg_sleep(0.02)")
+                    neighbour_done[i % 2] += 1
+                except psycopg.Error as e:
+                    neighbour_errors.append(f"{i}: {state_of(e)} {e}")
+
+    threads = [threading.Thread(target=neighbour, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    other = collections.Counter()
+    with deadline("psycopg: cancels at random moments", 120):
+        for _ in range(cycles):
+            t = after(rnd.uniform(0, 0.15), c.cancel_safe)
+            for sql in (f"SELECT pg_sleep({rnd.uniform(0, 0.15):.3f})", "SELECT 1"):
+                try:
+                    c.execute(sql)
+                except psycopg.Error as e:
+                    other[state_of(e)] += 1
+            t.join()
+        stop.set()
+        for t in threads:
+            t.join()
+    stopped = other.pop("57014", 0)
+    out(f"psycopg random cancels: some stopped {stopped > 0}, other errors {dict(other)}")
+    out(f"psycopg neighbours: errors {neighbour_errors[:5]}, both kinds ran "
+        f"{neighbour_done[0] > 0 and neighbour_done[1] > 0}")
+    out(f"psycopg after all, then: {c.execute('SELECT 1').fetchone()[0]}")
+    c.close()
+
+
+async def apg_timed_out(label, coro):
+    start = time.monotonic()
+    try:
+        await coro
+        out(f"asyncpg {label}: not stopped")
+    except (asyncio.TimeoutError, TimeoutError):
+        out(f"asyncpg {label}: timeout within 5s={time.monotonic() - start < 5}")
+    except asyncpg.PostgresError as e:
+        out(f"asyncpg {label}: {state_of(e)}")
+
+
+async def apg_cancels(cycles, seed):
+    c = await apg()
+    await apg_timed_out("read", c.fetchval("SELECT pg_sleep(30)", timeout=0.3))
+    out(f"asyncpg read, then: {await c.fetchval('SELECT 1')}")
+    stmt = await c.prepare("SELECT pg_sleep($1::float8)::text")
+    await apg_timed_out("prepared read", stmt.fetchval(30, timeout=0.3))
+    out(f"asyncpg prepared read, then: {await stmt.fetchval(0)!r}")
+    try:
+        async with c.transaction():
+            await c.execute("INSERT INTO cancelled VALUES (3)")
+            await c.fetchval("SELECT pg_sleep(30)", timeout=0.3)
+        out("asyncpg in a transaction: not stopped")
+    except (asyncio.TimeoutError, TimeoutError):
+        out("asyncpg in a transaction: timeout")
+    out(f"asyncpg after the transaction: {await c.fetchval('SELECT 1')}")
+    await apg_timed_out("write", c.execute(
+        "INSERT INTO cancelled SELECT 4 FROM pg_sleep(30)", timeout=0.3))
+    await c.close()
+
+    # A pool of 4 shared by 8 tasks whose statements time out at random moments (the pool
+    # resets each connection on release): only timeouts, every connection usable after.
+    rnd = random.Random(seed)
+    pool = await asyncio.wait_for(asyncpg.create_pool(
+        host=HOST, port=PORT, user=USER, password=PASSWORD, database=DB, min_size=4,
+        max_size=4, timeout=10, command_timeout=CALL), 60)
+    other = collections.Counter()
+    ran = collections.Counter()
+
+    async def task(i):
+        for _ in range(cycles // 8):
+            try:
+                async with pool.acquire(timeout=CALL) as pc:
+                    await pc.fetchval(f"SELECT pg_sleep({rnd.uniform(0, 0.1):.3f})",
+                                      timeout=rnd.uniform(0.01, 0.1))
+                    ran["ok"] += 1
+            except (asyncio.TimeoutError, TimeoutError):
+                ran["timeout"] += 1
+            except Exception as e:  # noqa: BLE001 - every other failure is counted
+                other[f"{state_of(e)}: {str(e)[:80]}"] += 1
+
+    await asyncio.wait_for(asyncio.gather(*(task(i) for i in range(8))), 120)
+    out(f"asyncpg pool: other errors {dict(other)}, both outcomes seen "
+        f"{ran['ok'] > 0 and ran['timeout'] > 0}")
+    values = [await pool.fetchval("SELECT 1") for _ in range(8)]
+    out(f"asyncpg pool, then: {values}")
+    await asyncio.wait_for(pool.close(), 30)
+
+
+def scenario_cancel(cycles="40", seed="5"):
+    pg3_cancels(int(cycles), int(seed))
+    with deadline("asyncpg cancels", 180):
+        asyncio.run(apg_cancels(int(cycles), int(seed)))
+    with pg3(direct=True) as d:
+        rows = d.execute("SELECT coalesce(string_agg(i::text, ',' ORDER BY i), '')"
+                         " FROM cancelled").fetchone()[0]
+        out(f"committed rows: [{rows}]")
 
 
 def main():
