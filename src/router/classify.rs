@@ -303,7 +303,7 @@ impl Classifier {
             }
             b"LOCK" | b"UNLOCK" => Class::primary(Reason::Locking),
             b"NOTIFY" => Class::primary(Reason::Write),
-            b"RESET" => self.setting(cur, first),
+            b"RESET" => self.setting(cur, first, nesting),
             b"LISTEN" | b"UNLISTEN" | b"EXECUTE" | b"DEALLOCATE" | b"DISCARD" | b"DECLARE"
             | b"FETCH" | b"MOVE" | b"CLOSE" => Class::primary(Reason::Session),
             b"USE" | b"HANDLER" if my => Class::primary(Reason::Session),
@@ -330,7 +330,7 @@ impl Classifier {
                     _ => UNKNOWN,
                 }
             }
-            b"SET" => self.setting(cur, first),
+            b"SET" => self.setting(cur, first, nesting),
             b"BEGIN" => {
                 if my {
                     return match cur.next_word() {
@@ -549,7 +549,7 @@ impl Classifier {
     }
 
     /// SET / RESET (first word `first`).
-    fn setting(&self, cur: &mut Cursor<'_, '_>, first: Tok) -> Class {
+    fn setting(&self, cur: &mut Cursor<'_, '_>, first: Tok, nesting: u32) -> Class {
         let text = cur.toks.text;
         let is_set = first.text(text).eq_ignore_ascii_case("SET");
         let mut w = cur.next_word();
@@ -566,6 +566,14 @@ impl Classifier {
             }
         }
         match w {
+            Some(x) if is_set && !scoped && x.eq_ignore_ascii_case("STATEMENT") => {
+                if self.dialect == Dialect::MySql {
+                    self.set_statement(cur, nesting)
+                } else {
+                    // (PostgreSQL has no such statement: the server refuses it.)
+                    Class::primary(Reason::Session)
+                }
+            }
             Some(x) if is_set && x.eq_ignore_ascii_case("TRANSACTION") => {
                 if scoped {
                     // MySQL SET SESSION TRANSACTION ..: a session characteristic.
@@ -594,6 +602,36 @@ impl Classifier {
             _ if !is_set && self.dialect == Dialect::MySql => Class::primary(Reason::Utility),
             _ => Class::primary(Reason::Session),
         }
+    }
+}
+
+impl Classifier {
+    /// MariaDB `SET STATEMENT var = value [, ..] FOR statement`: the variables hold for that
+    /// one statement (MariaDB Connector/J's and the Node.js connector's query timeout is
+    /// `max_statement_time` set so), which goes where it would go alone, with the hint
+    /// comment it starts with, if any (the prefix is put before the application's text).
+    fn set_statement(&self, cur: &mut Cursor<'_, '_>, nesting: u32) -> Class {
+        let text = cur.toks.text;
+        let mut depth = 0u32;
+        while let Some(t) = cur.next() {
+            match t.kind {
+                Kind::Open => depth += 1,
+                Kind::Close => depth = depth.saturating_sub(1),
+                Kind::Word if depth == 0 && t.text(text).eq_ignore_ascii_case("FOR") => {
+                    let Some(inner) = cur.next() else {
+                        break;
+                    };
+                    let c = self.statement(cur, inner, nesting + 1);
+                    return match hints::leading_hint(&text[t.end..inner.start]) {
+                        Some(h) if inner.start > t.end => c.with_hint(h),
+                        _ => c,
+                    };
+                }
+                _ => {}
+            }
+        }
+        // No statement after the variables: the server refuses it.
+        Class::primary(Reason::Session)
     }
 }
 
@@ -894,6 +932,15 @@ mod tests {
         (PG, "LOAD 'auto_explain'", Session, NONE),
         (MY, "USE db", Session, NONE),
         (MY, "SET NAMES utf8mb4", Session, NONE),
+        (MY, "SET STATEMENT max_statement_time=20 FOR SELECT * FROM t", Read, NONE),
+        (MY, "set statement max_statement_time = 1.5, sql_mode = concat(@@sql_mode, ',ANSI') for select 1", Read, NONE),
+        (MY, "SET STATEMENT max_statement_time=20 FOR UPDATE t SET a = 1", Write, NONE),
+        (MY, "SET STATEMENT max_statement_time=20 FOR SELECT * FROM t FOR UPDATE", Locking, NONE),
+        (MY, "SET STATEMENT max_statement_time=20 FOR SELECT 1; INSERT INTO t VALUES (1)", Write, NONE),
+        (MY, "SET STATEMENT max_statement_time=20 FOR SET @x = 1", Session, NONE),
+        (MY, "SET STATEMENT max_statement_time=20", Session, NONE),
+        (MY, "SET SESSION STATEMENT max_statement_time=20 FOR SELECT 1", Session, NONE),
+        (PG, "SET STATEMENT x = 1 FOR SELECT 1", Session, NONE),
         (MY, "SET @x = 1", Session, NONE),
         (MY, "SET autocommit = 0", Session, NONE),
         (MY, "SET SESSION TRANSACTION READ ONLY", Session, NONE),
@@ -1089,6 +1136,17 @@ mod tests {
         let p = |reason, tx| Class::new(Route::Primary, reason, tx);
         let r = |reason, tx| Class::new(Route::Replica, reason, tx);
         assert_eq!(hint("/* switchyard:primary */ SELECT 1"), p(Hint, NONE));
+        // MariaDB's connectors put their query timeout before the application's text.
+        let my = Classifier::new(Dialect::MySql, &[], 16);
+        let timed =
+            |sql: &str| my.classify(&format!("SET STATEMENT max_statement_time=2 FOR {sql}"));
+        assert_eq!(timed("/* switchyard:primary */ SELECT 1"), p(Hint, NONE));
+        assert_eq!(timed("/* switchyard:replica */ SELECT 1"), r(Hint, NONE));
+        assert_eq!(
+            timed("/* switchyard:replica */ DELETE FROM t"),
+            p(Write, NONE)
+        );
+        assert_eq!(timed("/* other */ SELECT 1"), READ);
         assert_eq!(hint("/* switchyard:replica */ SELECT 1"), r(Hint, NONE));
         assert_eq!(hint("-- switchyard:primary\nSELECT 1"), p(Hint, NONE));
         assert_eq!(

@@ -313,6 +313,27 @@ public class MyScenarios {
                     out("multi after error " + rs.getString(1));
                 }
             }
+            // Query timeouts (Connector/J: SET STATEMENT max_statement_time=N FOR ..) hold for
+            // their statement only; autocommit reads, so a replica may run them.
+            try (Connection t = connect(""); Statement s = t.createStatement()) {
+                s.setQueryTimeout(5);
+                try (ResultSet rs = s.executeQuery("SELECT 7")) {
+                    rs.next();
+                    out("timed read " + rs.getInt(1));
+                }
+                s.setQueryTimeout(1);
+                try (ResultSet rs = s.executeQuery("SELECT SLEEP(3)")) {
+                    rs.next();
+                    out("timed sleep " + rs.getInt(1));
+                } catch (SQLException e) {
+                    out("timed sleep error " + code(e));
+                }
+                s.setQueryTimeout(0);
+                try (ResultSet rs = s.executeQuery("SELECT @@max_statement_time")) {
+                    rs.next();
+                    out("max_statement_time after timed statements " + rs.getString(1));
+                }
+            }
             try (Statement s = c.createStatement()) {
                 printAll("single-statement client", s, s.execute("SELECT 1; SELECT 2"));
             } catch (SQLException e) {
@@ -875,6 +896,17 @@ public class MyScenarios {
                     }
                 }
             }
+            // A query timeout: Connector/J puts SET STATEMENT max_statement_time=5 FOR before
+            // the text.
+            try (Statement s = c.createStatement()) {
+                s.setQueryTimeout(5);
+                for (int k = 0; k < n; k++) {
+                    try (ResultSet rs = s.executeQuery("SELECT @@server_id")) {
+                        rs.next();
+                        out("autocommit text read with a query timeout on " + rs.getInt(1));
+                    }
+                }
+            }
             try (Statement s = c.createStatement()) {
                 s.execute("DROP TABLE IF EXISTS r");
                 s.execute("CREATE TABLE r (id INT AUTO_INCREMENT PRIMARY KEY, s INT)");
@@ -901,7 +933,9 @@ public class MyScenarios {
             }
             c.setAutoCommit(true);
             try (Statement s = c.createStatement()) {
+                s.setQueryTimeout(5);
                 s.executeUpdate("INSERT INTO r (s) SELECT @@server_id");
+                s.setQueryTimeout(0);
                 try (ResultSet rs = s.executeQuery("SELECT @@server_id FROM r LIMIT 1 FOR UPDATE")) {
                     rs.next();
                     out("locking read on " + rs.getInt(1));
