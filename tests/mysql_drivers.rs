@@ -950,6 +950,11 @@ fn mysql2_last_insert_id_row_count_and_warnings_answer_the_clients_own_statement
 // MariaDB Connector/J
 
 #[test]
+fn connector_j_statement_cancel_stops_its_own_statement_as_directly() {
+    same_as_direct(Driver::ConnectorJ, "cancel", Duration::from_secs(120));
+}
+
+#[test]
 fn connector_j_values_metadata_and_multi_results_match_direct() {
     values_match_direct(Driver::ConnectorJ);
 }

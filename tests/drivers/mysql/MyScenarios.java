@@ -1063,6 +1063,118 @@ public class MyScenarios {
         }
     }
 
+    // l. Statement.cancel(), as Connector/J sends it: KILL QUERY <the connection id of the
+    // handshake> on a connection of its own to the same address. It stops its own statement
+    // (a SLEEP, a long read on a replica, a statement inside a transaction, which stays open
+    // as the server leaves it), the connection goes on, and three neighbours running
+    // statements meanwhile are never stopped.
+    static void cancelAfter(Statement s, long ms) {
+        Thread t = new Thread(() -> {
+            try {
+                Thread.sleep(ms);
+                s.cancel();
+            } catch (Exception e) {
+                log("cancel: " + e);
+            }
+        });
+        t.setDaemon(true);
+        t.start();
+    }
+
+    static void cancelled(String label, Statement s, String sql) {
+        cancelled(label, s, () -> s.execute(sql));
+    }
+
+    static void cancelled(String label, Statement s, java.util.concurrent.Callable<Boolean> run) {
+        cancelAfter(s, 300);
+        long start = System.nanoTime();
+        try {
+            boolean rows = run.call();
+            String first = "";
+            if (rows) {
+                try (ResultSet rs = s.getResultSet()) {
+                    rs.next();
+                    first = rs.getString(1);
+                }
+            }
+            out(label + ": ran, " + first + ", within 5s=" + (System.nanoTime() - start < 5_000_000_000L));
+        } catch (SQLException e) {
+            out(label + ": error " + code(e) + " within 5s=" + (System.nanoTime() - start < 5_000_000_000L));
+        } catch (Exception e) {
+            out(label + ": " + e);
+        }
+    }
+
+    static void cancel() throws Exception {
+        try (Connection s0 = connect(""); Statement s = s0.createStatement()) {
+            s.execute("DROP TABLE IF EXISTS cn");
+            s.execute("CREATE TABLE cn (id INT PRIMARY KEY, who INT)");
+        }
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        List<String> neighbourErrors = java.util.Collections.synchronizedList(new ArrayList<>());
+        List<Thread> neighbours = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            final int who = i;
+            Thread t = new Thread(() -> {
+                try (Connection n = connect(""); Statement s = n.createStatement()) {
+                    for (int k = 0; !stop.get(); k++) {
+                        try {
+                            if (who == 0) {
+                                s.executeUpdate("INSERT INTO cn VALUES (" + (1000 + k) + ", 0)");
+                            } else {
+                                s.executeQuery("SELECT SLEEP(0.02)").close();
+                            }
+                        } catch (SQLException e) {
+                            neighbourErrors.add(who + ": " + code(e));
+                        }
+                    }
+                } catch (SQLException e) {
+                    neighbourErrors.add(who + ": connect " + code(e));
+                }
+            });
+            t.start();
+            neighbours.add(t);
+        }
+        try (Connection c = connect(""); Statement s = c.createStatement()) {
+            cancelled("sleep", s, "SELECT SLEEP(30)");
+            cancelled("long read", s, "SELECT BENCHMARK(2000000000, MD5('x'))");
+            try (ResultSet rs = s.executeQuery("SELECT 1")) {
+                rs.next();
+                out("then: " + rs.getInt(1));
+            }
+            try (Connection sp = connect("useServerPrepStmts=true");
+                    PreparedStatement ps = sp.prepareStatement("SELECT SLEEP(?)")) {
+                ps.setInt(1, 30);
+                cancelled("server prepared sleep", ps, ps::execute);
+                ps.setInt(1, 0);
+                ps.executeQuery().close();
+                out("server prepared, then: ran");
+            }
+            c.setAutoCommit(false);
+            s.executeUpdate("INSERT INTO cn VALUES (1, 1)");
+            cancelled("in a transaction", s, "SELECT BENCHMARK(2000000000, MD5('x'))");
+            s.executeUpdate("INSERT INTO cn VALUES (2, 1)");
+            c.commit();
+            c.setAutoCommit(true);
+            // A cancel with nothing running: nothing to stop.
+            s.cancel();
+            try (ResultSet rs = s.executeQuery("SELECT 2")) {
+                rs.next();
+                out("after an idle cancel: " + rs.getInt(1));
+            }
+        }
+        stop.set(true);
+        for (Thread t : neighbours) {
+            t.join(30_000);
+        }
+        out("neighbour errors: " + neighbourErrors);
+        try (Connection d = direct(); Statement s = d.createStatement();
+                ResultSet rs = s.executeQuery("SELECT GROUP_CONCAT(id ORDER BY id) FROM cn WHERE who = 1")) {
+            rs.next();
+            out("committed: " + rs.getString(1));
+        }
+    }
+
     public static void main(String[] a) throws Exception {
         args = a;
         Thread watchdog = new Thread(() -> {
@@ -1077,6 +1189,9 @@ public class MyScenarios {
         watchdog.setDaemon(true);
         watchdog.start();
         switch (a[0]) {
+            case "cancel":
+                cancel();
+                break;
             case "types":
                 types();
                 break;
