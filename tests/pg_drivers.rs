@@ -976,6 +976,35 @@ fn pgjdbc_prepared_statements_batches_and_read_only_connections() {
     );
 }
 
+/// A listening client that sends nothing meanwhile (psycopg's `notifies()`, asyncpg's
+/// `add_listener`: a job queue waiting for work) gets each notification when it is sent
+/// (plain, by `pg_notify`, at a commit; none from a rollback or after UNLISTEN), as it does
+/// directly.
+#[test]
+fn idle_listeners_get_notifications_as_they_are_sent() {
+    let _g = serial();
+    let db = "drv_listen";
+    fresh_db(db, "");
+    let p = split_proxy(db, 2);
+    let (via, direct) = run_both(
+        Lang::Python,
+        "listen",
+        &[],
+        &Target::proxy(&p, db),
+        Duration::from_secs(120),
+        &|| {},
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    eprintln!("through the proxy:\n{}", via.stdout);
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "listeners through the proxy differ from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// Cancels as the drivers send them: psycopg's `cancel_safe()` (libpq's new cancel API,
 /// which asks for encryption first) and `cancel()`, asyncpg's on a timeout (alone and in a
 /// pool that resets connections on release), pgjdbc's `setQueryTimeout` and

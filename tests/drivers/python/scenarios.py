@@ -1253,6 +1253,60 @@ def scenario_cancel(cycles="40", seed="5"):
         out(f"committed rows: [{rows}]")
 
 
+# ---------------------------------------------------------------------------------------------
+# n. LISTEN/NOTIFY, as applications wait for notifications
+#
+# Defect targeted: a listening client that sends nothing (psycopg's notifies() generator,
+# asyncpg's add_listener callback: a job queue waiting for work) must get each notification
+# when it is sent, not with its next statement.
+
+
+def scenario_listen():
+    with deadline("psycopg: an idle listener", 60):
+        listener = pg3()
+        listener.execute("LISTEN sy_jobs")
+        with pg3() as s:
+            s.execute("NOTIFY sy_jobs, 'one'")
+            s.execute("SELECT pg_notify('sy_jobs', 'two')")
+            s.autocommit = False
+            s.execute("NOTIFY sy_jobs, 'in a transaction'")
+            s.commit()
+            s.execute("NOTIFY sy_jobs, 'rolled back'")
+            s.rollback()
+        got = [n.payload for n in listener.notifies(timeout=5, stop_after=3)]
+        out(f"psycopg idle listener got {got}")
+        # Later ones, sent while it waits.
+        with pg3() as s:
+            t = after(0.3, lambda: s.execute("NOTIFY sy_jobs, 'while waiting'"))
+            start = time.monotonic()
+            got = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+            out(f"psycopg waiting listener got {got} within 2s={time.monotonic() - start < 2}")
+            t.join()
+        listener.execute("UNLISTEN sy_jobs")
+        with pg3() as s:
+            s.execute("NOTIFY sy_jobs, 'after UNLISTEN'")
+        got = [n.payload for n in listener.notifies(timeout=1)]
+        out(f"psycopg after UNLISTEN got {got}")
+        listener.close()
+
+    async def on_asyncpg():
+        listener = await apg()
+        got = asyncio.Queue()
+        await listener.add_listener("sy_events", lambda c, pid, ch, payload: got.put_nowait(payload))
+        sender = await apg()
+        await sender.execute("NOTIFY sy_events, 'a'")
+        await sender.execute("SELECT pg_notify('sy_events', 'b')")
+        seen = [await asyncio.wait_for(got.get(), 5) for _ in range(2)]
+        out(f"asyncpg listener got {seen}")
+        await listener.remove_listener("sy_events", lambda *a: None)
+        out(f"asyncpg listener, then: {await listener.fetchval('SELECT 1')}")
+        await sender.close()
+        await listener.close()
+
+    with deadline("asyncpg: a listener", 60):
+        asyncio.run(on_asyncpg())
+
+
 def main():
     name, args = sys.argv[1], sys.argv[2:]
     log(f"psycopg {psycopg.__version__} (libpq {pq.version()}), asyncpg {asyncpg.__version__}")
