@@ -1005,6 +1005,36 @@ fn idle_listeners_get_notifications_as_they_are_sent() {
     );
 }
 
+/// pgjdbc reading a query in parts (autocommit off and a fetch size: Executes with a row
+/// limit, PortalSuspended, other statements between the fetches), plainly and by a named
+/// server statement, and with `autosave` (a SAVEPOINT before each statement of a
+/// transaction, a failed statement rolled back to it by the driver): as directly, and the
+/// rows committed are those the driver reported inserted.
+#[test]
+fn pgjdbc_fetches_in_parts_and_autosave_behave_as_on_the_primary() {
+    let _g = serial();
+    let db = "drv_jdbc_fetch";
+    fresh_db(db, "");
+    let p = split_proxy(db, 2);
+    let (via, direct) = run_both(
+        Lang::Java,
+        "fetch",
+        &[],
+        &Target::proxy(&p, db),
+        Duration::from_secs(120),
+        &|| {},
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    eprintln!("through the proxy:\n{}", via.stdout);
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "pgjdbc through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// Cancels as the drivers send them: psycopg's `cancel_safe()` (libpq's new cancel API,
 /// which asks for encryption first) and `cancel()`, asyncpg's on a timeout (alone and in a
 /// pool that resets connections on release), pgjdbc's `setQueryTimeout` and

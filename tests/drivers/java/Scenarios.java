@@ -29,6 +29,10 @@ import org.springframework.transaction.support.TransactionTemplate;
 
 public class Scenarios {
     static Connection connect(boolean direct) throws SQLException {
+        return connect(direct, new Properties());
+    }
+
+    static Connection connect(boolean direct, Properties extra) throws SQLException {
         String host = System.getenv().getOrDefault("SY_HOST", "127.0.0.1");
         String port = System.getenv(direct ? "SY_DIRECT_PORT" : "SY_PORT");
         String db = System.getenv(direct ? "SY_DIRECT_DB" : "SY_DB");
@@ -41,6 +45,7 @@ public class Scenarios {
         p.setProperty("connectTimeout", "10");
         p.setProperty("socketTimeout", "30");
         p.setProperty("loginTimeout", "15");
+        p.putAll(extra);
         return DriverManager.getConnection("jdbc:postgresql://" + host + ":" + port + "/" + db, p);
     }
 
@@ -550,6 +555,101 @@ public class Scenarios {
         }
     }
 
+    // n. Fetching in parts and autosave, as pgjdbc does them: with autocommit off and a fetch
+    // size, a query's portal is read 10 rows at a time (Execute with a row limit,
+    // PortalSuspended) while other statements run between the fetches; with autosave, each
+    // statement of a transaction follows a SAVEPOINT, and (`always`) a failed one is rolled
+    // back to it by the driver, so the transaction goes on and commits the rest.
+    static void fetch() throws Exception {
+        try (Connection c = connect(false)) {
+            try (Statement s = c.createStatement()) {
+                s.execute("DROP TABLE IF EXISTS f");
+                s.execute("CREATE TABLE f (id int PRIMARY KEY, v text)");
+                s.execute("INSERT INTO f SELECT g, md5(g::text) FROM generate_series(1, 1000) g");
+            }
+            c.setAutoCommit(false);
+            for (boolean prepared : new boolean[] {false, true}) {
+                String q = "SELECT id, v FROM f WHERE id > ? ORDER BY id";
+                try (PreparedStatement ps = c.prepareStatement(q);
+                        PreparedStatement other = c.prepareStatement("SELECT count(*) FROM f WHERE id <= ?")) {
+                    if (prepared) {
+                        // Named on the server from the fifth run.
+                        for (int i = 0; i < 5; i++) {
+                            ps.setInt(1, 2000);
+                            ps.executeQuery().close();
+                        }
+                    }
+                    ps.setFetchSize(10);
+                    ps.setInt(1, 0);
+                    long n = 0, sum = 0, between = 0;
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            n++;
+                            sum += rs.getInt(1);
+                            if (n % 100 == 0) {
+                                other.setInt(1, (int) n);
+                                try (ResultSet o = other.executeQuery()) {
+                                    o.next();
+                                    between += o.getLong(1);
+                                }
+                            }
+                        }
+                    }
+                    out("fetched in parts (prepared=" + prepared + "): rows " + n + " sum " + sum
+                            + " counts between " + between);
+                }
+                c.commit();
+            }
+            // A fetch size with autocommit on: pgjdbc reads all at once.
+            c.setAutoCommit(true);
+            try (Statement s = c.createStatement()) {
+                s.setFetchSize(10);
+                long n = 0;
+                try (ResultSet rs = s.executeQuery("SELECT id FROM f")) {
+                    while (rs.next()) {
+                        n++;
+                    }
+                }
+                out("autocommit with a fetch size: rows " + n);
+            }
+        }
+        for (String mode : new String[] {"conservative", "always"}) {
+            Properties extra = new Properties();
+            extra.setProperty("autosave", mode);
+            try (Connection c = connect(false, extra)) {
+                c.setAutoCommit(false);
+                try (PreparedStatement ins = c.prepareStatement("INSERT INTO f VALUES (?, ?)")) {
+                    for (int id : new int[] {2001, 1, 2002, 2, 2003}) {
+                        ins.setInt(1, id);
+                        ins.setString(2, mode);
+                        try {
+                            ins.executeUpdate();
+                            out("autosave " + mode + ": inserted " + id);
+                        } catch (SQLException e) {
+                            out("autosave " + mode + ": " + id + " " + e.getSQLState());
+                        }
+                    }
+                }
+                try {
+                    out("autosave " + mode + ": in the transaction " + scalar(c,
+                            "SELECT count(*) FROM f WHERE v = '" + mode + "'"));
+                    c.commit();
+                } catch (SQLException e) {
+                    // (conservative rolls back to its savepoint only for a changed plan.)
+                    out("autosave " + mode + ": in the transaction " + e.getSQLState());
+                    c.rollback();
+                }
+            }
+            try (Connection d = connect(true)) {
+                out("autosave " + mode + ": committed " + scalarText(d,
+                        "SELECT string_agg(id::text, ',' ORDER BY id) FROM f WHERE v = '" + mode + "'"));
+            }
+            try (Connection d = connect(true); Statement s = d.createStatement()) {
+                s.execute("DELETE FROM f WHERE id > 2000");
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         Thread watchdog = new Thread(() -> {
             try {
@@ -568,6 +668,9 @@ public class Scenarios {
                 break;
             case "cancel":
                 cancel();
+                break;
+            case "fetch":
+                fetch();
                 break;
             case "dirty":
                 dirty(args[1]);
