@@ -1035,6 +1035,33 @@ fn pgjdbc_fetches_in_parts_and_autosave_behave_as_on_the_primary() {
     );
 }
 
+/// psycopg's named (server-side) cursors, in a transaction and WITH HOLD in autocommit,
+/// read 7 rows at a time with other statements between, and scrolled: as directly.
+#[test]
+fn psycopg_named_cursors_behave_as_on_the_primary() {
+    let _g = serial();
+    let db = "drv_named_cursors";
+    fresh_db(db, "");
+    let p = split_proxy(db, 2);
+    let (via, direct) = run_both(
+        Lang::Python,
+        "named_cursors",
+        &[],
+        &Target::proxy(&p, db),
+        Duration::from_secs(120),
+        &|| {},
+    );
+    direct.expect_completed();
+    via.expect_completed();
+    eprintln!("through the proxy:\n{}", via.stdout);
+    assert_eq!(
+        via.lines(),
+        direct.lines(),
+        "psycopg through the proxy differs from direct:\n{}",
+        diff(&via, &direct)
+    );
+}
+
 /// Cancels as the drivers send them: psycopg's `cancel_safe()` (libpq's new cancel API,
 /// which asks for encryption first) and `cancel()`, asyncpg's on a timeout (alone and in a
 /// pool that resets connections on release), pgjdbc's `setQueryTimeout` and

@@ -1307,6 +1307,49 @@ def scenario_listen():
         asyncio.run(on_asyncpg())
 
 
+# ---------------------------------------------------------------------------------------------
+# o. psycopg's server-side (named) cursors
+#
+# Defect targeted: DECLARE, FETCH FORWARD n and CLOSE of a named cursor (inside a
+# transaction, and WITH HOLD in autocommit, which outlives its transaction) must all run on
+# the connection that declared it, with other statements of the client's between them.
+
+
+def scenario_named_cursors():
+    with deadline("psycopg named cursors", 60):
+        c = pg3()
+        c.execute("DROP TABLE IF EXISTS nc")
+        c.execute("CREATE TABLE nc (id int PRIMARY KEY)")
+        c.execute("INSERT INTO nc SELECT generate_series(1, 500)")
+        for hold in (False, True):
+            c.autocommit = hold
+            cur = c.cursor(name=f"nc_{hold}", withhold=hold)
+            cur.itersize = 7
+            cur.execute("SELECT id FROM nc ORDER BY id")
+            n = total = 0
+            for (i,) in cur:
+                n += 1
+                total += i
+                if n % 50 == 0:
+                    c.execute("SELECT count(*) FROM nc").fetchone()
+            cur.close()
+            if not hold:
+                c.commit()
+            out(f"named cursor withhold={hold}: rows {n} sum {total}")
+            # scroll and fetchmany on another
+            cur = c.cursor(name=f"nc2_{hold}", withhold=hold, scrollable=True)
+            cur.execute("SELECT id FROM nc ORDER BY id")
+            first = [r[0] for r in cur.fetchmany(3)]
+            cur.scroll(100, mode="absolute")
+            at = cur.fetchone()[0]
+            cur.close()
+            if not hold:
+                c.commit()
+            out(f"scrollable withhold={hold}: {first} then {at}")
+        c.autocommit = True
+        c.close()
+
+
 def main():
     name, args = sys.argv[1], sys.argv[2:]
     log(f"psycopg {psycopg.__version__} (libpq {pq.version()}), asyncpg {asyncpg.__version__}")
