@@ -49,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(uncached.classify(text), a, "cache vs no cache");
         check(a);
         if hint == Some(Hint::Primary) {
-            assert_eq!((a.route, a.reason), (Route::Primary, Reason::Hint));
+            // (A statement that goes to the primary anyway keeps its own reason.)
+            assert_eq!(a.route, Route::Primary, "primary hint not honoured: {a:?}");
+            assert_ne!(a.reason, Reason::Read, "{a:?}");
         }
         if setting.is_some() {
             assert_eq!(
