@@ -23,16 +23,25 @@ use switchyard::mysql::codec::{frame, CLIENT_DEPRECATE_EOF, CLIENT_SESSION_TRACK
 use switchyard::mysql::session::ClientTracking;
 use switchyard::net::backend_tls::Wish;
 
-const CREDS: [Credentials<'static>; 2] = [
+const CREDS: [Credentials<'static>; 3] = [
     Credentials {
         user: "app",
         password: b"secret",
+        native_stage1: None,
         database: Some("db"),
     },
     Credentials {
         user: "",
         password: b"",
+        native_stage1: None,
         database: None,
+    },
+    // A login passed through: SHA1(password) learned from the client, no password.
+    Credentials {
+        user: "app",
+        password: b"",
+        native_stage1: Some([7; 20]),
+        database: Some("db"),
     },
 ];
 
