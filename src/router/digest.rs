@@ -71,9 +71,24 @@ fn walk<'a>(sql: &'a str, dialect: Dialect, mut emit: impl FnMut(Norm<'a>, Span)
                 emit(Norm::Text(&sql[t.start..n.end], false), (t.start, n.end));
             }
             Kind::QIdent => emit(Norm::Text(text, false), (t.start, t.end)),
-            // A `;` that ends the text is not part of the statement: `SELECT 1;` alone and
-            // `SELECT 1` of `SELECT 1; SELECT 2` are one statement.
-            Kind::Semi if next.is_none() => {}
+            // `;`s that end the text are not part of the statement: `SELECT 1;` alone and
+            // `SELECT 1` of `SELECT 1; SELECT 2` are one statement. Others are kept, a run
+            // of them at once (looked through once).
+            Kind::Semi => {
+                let mut ahead = toks.clone();
+                let mut after = next;
+                while after.is_some_and(|n| n.kind == Kind::Semi) {
+                    after = ahead.next_tok();
+                }
+                if after.is_none() {
+                    break;
+                }
+                emit(Norm::Text(text, true), (t.start, t.end));
+                while let Some(n) = next.filter(|n| n.kind == Kind::Semi) {
+                    emit(Norm::Text(n.text(sql), true), (n.start, n.end));
+                    next = toks.next_tok();
+                }
+            }
             _ => emit(Norm::Text(text, true), (t.start, t.end)),
         }
     }
@@ -237,10 +252,23 @@ mod tests {
             "SELECT * FROM t WHERE id = 'seven'",
             "SELECT * FROM t WHERE id = 7;",
             "SELECT * FROM t WHERE id = 7 ; -- the end",
+            "SELECT * FROM t WHERE id = 7;;",
+            "SELECT * FROM t WHERE id = 7 ; ;\n;",
         ];
         for s in same {
             assert_eq!(digest(s, PG), digest(same[0], PG), "{s}");
         }
+        // The normalised text has its statement's digest (found by the fuzz target: `;;`).
+        for s in [";;", ";", "; ;SELECT 1;;", "SELECT 1;;SELECT 2;;;", ";;;x;"] {
+            for d in [PG, MY] {
+                let n = normalized(s, d, usize::MAX);
+                assert_eq!(digest(&n, d), digest(s, d), "{s:?} normalised to {n:?}");
+            }
+        }
+        assert_eq!(
+            normalized("SELECT 1;;SELECT 2;;;", PG, 100),
+            "SELECT ?;;SELECT ?"
+        );
         assert_eq!(normalized(same[1], PG, 1000), "select * from t where id=?");
         let other = [
             "SELECT * FROM t WHERE id = $1",
