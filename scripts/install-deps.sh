@@ -182,6 +182,8 @@ fi
 # The HTTP edge's tests (tests/edge.rs): curl for HTTP/2 over TLS, headless Chromium for the
 # browser test (a page over TLS with a WebSocket and two routes through the edge).
 if ! have curl; then apt_missing+=(curl); fi
+# The fuzz crate's libFuzzer (checked by scripts/test.sh) is C++.
+if ! have g++; then apt_missing+=(g++); fi
 if ! have chromium; then apt_missing+=(chromium); fi
 # openssl: the MySQL RSA key exchange test writes a key with it and decrypts with it.
 if ! have openssl; then apt_missing+=(openssl); fi
