@@ -75,12 +75,16 @@ fn walk<'a>(sql: &'a str, dialect: Dialect, mut emit: impl FnMut(Norm<'a>, Span)
             // `SELECT 1` of `SELECT 1; SELECT 2` are one statement. Others are kept, a run
             // of them at once (looked through once).
             Kind::Semi => {
-                let mut ahead = toks.clone();
-                let mut after = next;
-                while after.is_some_and(|n| n.kind == Kind::Semi) {
-                    after = ahead.next_tok();
-                }
-                if after.is_none() {
+                if next.is_some_and(|n| n.kind == Kind::Semi) {
+                    let mut ahead = toks.clone();
+                    let mut after = next;
+                    while after.is_some_and(|n| n.kind == Kind::Semi) {
+                        after = ahead.next_tok();
+                    }
+                    if after.is_none() {
+                        break;
+                    }
+                } else if next.is_none() {
                     break;
                 }
                 emit(Norm::Text(text, true), (t.start, t.end));
