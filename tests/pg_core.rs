@@ -855,3 +855,48 @@ async fn a_client_idle_outside_a_transaction_is_disconnected_after_the_timeout()
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// A client's `statement_timeout` of 1 ms (set by `set_config`, so carried to every
+/// connection it gets) must not cut the proxy's own statement that puts the next client's
+/// settings on that connection, although that statement starts under the old timeout. Each
+/// next client asks for a time zone its server process has not loaded yet (a file read,
+/// slower than a millisecond).
+#[tokio::test]
+async fn a_tiny_statement_timeout_does_not_cut_the_next_clients_settings() {
+    let db = "core_tiny_timeout";
+    setup(db, "SELECT 1").await;
+    let p = core_proxy(db, "size = 1");
+    let mut a = Raw::connect(p.port, "app", db, &[]).await;
+    let (_, err) = a
+        .simple("SELECT set_config('statement_timeout', '1', false)")
+        .await;
+    assert_eq!(err, None);
+    let zones = [
+        "Asia/Tokyo",
+        "America/Lima",
+        "Africa/Nairobi",
+        "Europe/Oslo",
+        "Australia/Perth",
+        "America/Halifax",
+        "Asia/Kolkata",
+        "Pacific/Auckland",
+        "Europe/Lisbon",
+        "America/Bogota",
+        "Asia/Dubai",
+        "Africa/Lagos",
+    ];
+    let mut failures = Vec::new();
+    for zone in zones {
+        // A's setting goes onto the primary's one connection, then B takes it.
+        let (_, err) = a.simple("/* switchyard:primary */ SELECT 1").await;
+        assert_eq!(err, None);
+        let mut b = Raw::connect(p.port, "app", db, &[("TimeZone", zone)]).await;
+        let (rows, err) = b
+            .simple("/* switchyard:primary */ SELECT current_setting('TimeZone')")
+            .await;
+        if err.is_some() || rows.first().and_then(|r| r[0].as_deref()) != Some(zone) {
+            failures.push(format!("{zone}: {rows:?} {err:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -2,23 +2,42 @@
 
 /// SQL that moves a connection from `have` settings to `want` (both sorted by name).
 pub(crate) fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
+    let timeout = |k: &str| k.eq_ignore_ascii_case("statement_timeout");
+    let set = |sql: &mut String, k: &str, v: &str| {
+        // set_config() parses the value as a startup option would (lists included).
+        sql.push_str(&format!(
+            "SELECT pg_catalog.set_config('{}', '{}', false);",
+            k.replace('\'', "''"),
+            v.replace('\'', "''")
+        ));
+    };
     let mut sql = String::new();
-    for (k, v) in want {
+    for (k, v) in want.iter().filter(|(k, _)| !timeout(k)) {
         if !have
             .iter()
             .any(|(hk, hv)| hk.eq_ignore_ascii_case(k) && hv == v)
         {
-            // set_config() parses the value as a startup option would (lists included).
-            sql.push_str(&format!(
-                "SELECT pg_catalog.set_config('{}', '{}', false);",
-                k.replace('\'', "''"),
-                v.replace('\'', "''")
-            ));
+            set(&mut sql, k, v);
         }
     }
-    for (k, _) in have {
+    for (k, _) in have.iter().filter(|(k, _)| !timeout(k)) {
         if !want.iter().any(|(wk, _)| wk.eq_ignore_ascii_case(k)) {
             sql.push_str(&format!("RESET {};", quote_ident(k)));
+        }
+    }
+    // Each statement of the string runs under the statement_timeout in force when it starts:
+    // a previous client's (1 ms, say) could cut the changes themselves. So it is switched
+    // off first (a SET is the quickest statement there is), and set as wanted last.
+    let had = have.iter().find(|(k, _)| timeout(k)).map(|(_, v)| v);
+    let wanted = want.iter().find(|(k, _)| timeout(k)).map(|(_, v)| v);
+    let others = !sql.is_empty();
+    if had.is_some() && others {
+        sql.insert_str(0, "SET statement_timeout = 0;");
+    }
+    if had != wanted || (had.is_some() && others) {
+        match wanted {
+            Some(v) => set(&mut sql, "statement_timeout", v),
+            None => sql.push_str("RESET \"statement_timeout\";"),
         }
     }
     sql
@@ -839,6 +858,30 @@ mod tests {
             "SELECT pg_catalog.set_config('application_name', 'b''c', false);RESET \"search_path\";"
         );
         assert_eq!(settings_sql(&want, &want), "");
+        // A previous client's statement_timeout could cut the changes: off first, the
+        // wanted one last.
+        let tiny = vec![
+            ("application_name".to_string(), "a".to_string()),
+            ("statement_timeout".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            settings_sql(&tiny, &want),
+            "SET statement_timeout = 0;\
+             SELECT pg_catalog.set_config('application_name', 'b''c', false);\
+             RESET \"statement_timeout\";"
+        );
+        let own = vec![
+            ("statement_timeout".to_string(), "1".to_string()),
+            ("TimeZone".to_string(), "UTC".to_string()),
+        ];
+        assert_eq!(
+            settings_sql(&tiny, &own),
+            "SET statement_timeout = 0;\
+             SELECT pg_catalog.set_config('TimeZone', 'UTC', false);\
+             RESET \"application_name\";\
+             SELECT pg_catalog.set_config('statement_timeout', '1', false);"
+        );
+        assert_eq!(settings_sql(&own, &own), "");
         // Names compare without case: a setting is not reset after it was set.
         let have = vec![("TimeZone".to_string(), "UTC".to_string())];
         let want = vec![("timezone".to_string(), "UTC".to_string())];
