@@ -359,15 +359,21 @@ async fn cutting_relay(
 /// With `mid_answer`, the goodbye comes in place of the answer's CommandComplete and
 /// ReadyForQuery, after its RowDescription and DataRow: a backend that gets the shutdown
 /// signal before it completes the statement flushes what it had buffered with its FATAL.
+/// Returns (its port, armed, farewells).
 async fn farewell_relay(
     to: u16,
-    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    farewells: std::sync::Arc<std::sync::atomic::AtomicU32>,
     mid_answer: bool,
-) -> u16 {
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    relay(to, move || {
-        let (armed, farewells) = (armed.clone(), farewells.clone());
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    let armed = std::sync::Arc::new(AtomicBool::new(false));
+    let farewells = std::sync::Arc::new(AtomicU32::new(0));
+    let (a, f) = (armed.clone(), farewells.clone());
+    let port = relay(to, move || {
+        let (armed, farewells) = (a.clone(), f.clone());
         let asked = std::sync::Arc::new(AtomicBool::new(false));
         let seen = asked.clone();
         let up: Tap = Box::new(move |chunk| {
@@ -414,7 +420,8 @@ async fn farewell_relay(
         });
         (up, down)
     })
-    .await
+    .await;
+    (port, armed, farewells)
 }
 
 /// A replica whose connection says goodbye (FATAL 57P01) right after answering a read, as
@@ -422,17 +429,12 @@ async fn farewell_relay(
 /// anyway, hears nothing of it and reads on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
     create_db_on(&c, "byedb");
-    let (armed, farewells) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU32::new(0)),
-    );
     let r1 = c.replica_ports()[0];
-    let relay = farewell_relay(r1, armed.clone(), farewells.clone(), false).await;
+    let (relay, armed, farewells) = farewell_relay(r1, false).await;
     let text = via_relays(&c, "byedb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -459,17 +461,12 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
 /// taken to another backend and the reader sees no error and no half answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goodbye_in_the_middle_of_an_answer_costs_the_reader_no_error() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
     create_db_on(&c, "midbyedb");
-    let (armed, farewells) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU32::new(0)),
-    );
     let r1 = c.replica_ports()[0];
-    let relay = farewell_relay(r1, armed.clone(), farewells.clone(), true).await;
+    let (relay, armed, farewells) = farewell_relay(r1, true).await;
     let text = via_relays(&c, "midbyedb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -566,13 +566,13 @@ impl Classifier {
             }
         }
         match w {
-            Some(x) if is_set && !scoped && x.eq_ignore_ascii_case("STATEMENT") => {
-                if self.dialect == Dialect::MySql {
-                    self.set_statement(cur, nesting)
-                } else {
-                    // (PostgreSQL has no such statement: the server refuses it.)
-                    Class::primary(Reason::Session)
-                }
+            Some(x)
+                if is_set
+                    && !scoped
+                    && self.dialect == Dialect::MySql
+                    && x.eq_ignore_ascii_case("STATEMENT") =>
+            {
+                self.set_statement(cur, nesting)
             }
             Some(x) if is_set && x.eq_ignore_ascii_case("TRANSACTION") => {
                 if scoped {
@@ -603,9 +603,7 @@ impl Classifier {
             _ => Class::primary(Reason::Session),
         }
     }
-}
 
-impl Classifier {
     /// MariaDB `SET STATEMENT var = value [, ..] FOR statement`: the variables hold for that
     /// one statement (MariaDB Connector/J's and the Node.js connector's query timeout is
     /// `max_statement_time` set so), which goes where it would go alone, with the hint
@@ -622,10 +620,8 @@ impl Classifier {
                         break;
                     };
                     let c = self.statement(cur, inner, nesting + 1);
-                    return match hints::leading_hint(&text[t.end..inner.start]) {
-                        Some(h) if inner.start > t.end => c.with_hint(h),
-                        _ => c,
-                    };
+                    return hints::leading_hint(&text[t.end..inner.start])
+                        .map_or(c, |h| c.with_hint(h));
                 }
                 _ => {}
             }

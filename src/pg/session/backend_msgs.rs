@@ -23,10 +23,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                     // A ReadyForQuery at its end reports the transaction status as it is now,
                     // after what was answered before it (a pipelined BEGIN, say), not as it
                     // was when the answer was queued.
-                    let n = self.cout.len();
-                    if bytes.len() >= 6
-                        && bytes[bytes.len() - 6..bytes.len() - 1] == [b'Z', 0, 0, 0, 5]
-                    {
+                    if ends_with_ready(bytes) {
+                        let n = self.cout.len();
                         self.cout[n - 1] = self.tx_status;
                     }
                 }
@@ -50,12 +48,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
         // buffered of the answer (a RowDescription, rows) with its goodbye. When the goodbye
         // comes in the same read as the first of the answer, none of it is passed on: the
         // read goes to another backend as if nothing had come.
-        if !self.responded
-            && !self.for_write
-            && self.replay_ok
-            && goodbye_before_ready(&self.bin)
-            && self.replayable()
-        {
+        if !self.responded && self.replayable() && goodbye_before_ready(&self.bin) {
             return Err(SessionError::BackendClosed);
         }
         loop {
@@ -93,7 +86,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(());
             }
             self.emit_synthetics();
-            if self.is_shutdown_message(h) {
+            if is_goodbye(h, &self.bin[..h.wire_len]) {
                 if !self.responded && !self.for_write {
                     // The replica is going away (admin shutdown, crash): nothing reached the
                     // client yet, so let the caller retry elsewhere.
@@ -131,13 +124,6 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
                 return Ok(());
             }
         }
-    }
-
-    /// An ErrorResponse, or a NoticeResponse, of class 57P: the server is ending the
-    /// connection (a fast shutdown's FATAL 57P01; an immediate shutdown or a crash of another
-    /// backend sends a WARNING, 57P01 or 57P02, to the client only, then the process exits).
-    fn is_shutdown_message(&self, h: Header) -> bool {
-        is_goodbye(h, &self.bin[..h.wire_len])
     }
 
     /// Update state for one whole backend message; returns whether the client gets it.
@@ -668,8 +654,10 @@ fn is_stale_plan_error(body: &[u8]) -> bool {
             || codec::error_field(body, b'M') == Some(STALE_MESSAGE))
 }
 
-/// Whether the message `msg` (headed `h`) is a server's goodbye: see
-/// [`Session::is_shutdown_message`].
+/// Whether the message `msg` (headed `h`) is a server's goodbye: an ErrorResponse, or a
+/// NoticeResponse, of class 57P, the server ending the connection (a fast shutdown's FATAL
+/// 57P01; an immediate shutdown or a crash of another backend sends a WARNING, 57P01 or
+/// 57P02, to the client only, then the process exits).
 fn is_goodbye(h: Header, msg: &[u8]) -> bool {
     matches!(h.tag, b'E' | b'N')
         && codec::error_field(&msg[5..], b'C').is_some_and(|c| c.starts_with("57P"))
@@ -678,7 +666,7 @@ fn is_goodbye(h: Header, msg: &[u8]) -> bool {
 /// Whether the complete messages in `bin` have a server's goodbye before any
 /// ReadyForQuery. (Most reads end with a ReadyForQuery: those are not looked through.)
 fn goodbye_before_ready(bin: &[u8]) -> bool {
-    if bin.len() >= 6 && bin[bin.len() - 6..bin.len() - 1] == [b'Z', 0, 0, 0, 5] {
+    if ends_with_ready(bin) {
         return false;
     }
     let mut rest = bin;
@@ -692,4 +680,9 @@ fn goodbye_before_ready(bin: &[u8]) -> bool {
         rest = &rest[h.wire_len..];
     }
     false
+}
+
+/// Whether `bytes` end with a ReadyForQuery (or with bytes that look like one).
+fn ends_with_ready(bytes: &[u8]) -> bool {
+    bytes.len() >= 6 && bytes[bytes.len() - 6..bytes.len() - 1] == [b'Z', 0, 0, 0, 5]
 }
