@@ -10,7 +10,9 @@
 //! backend connections pass between clients often and leaks show.
 //!
 //! The tests run one at a time (`serial()`): on a 2-core machine two of these at once would
-//! turn timing into failures. Drivers are installed by `scripts/install-deps.sh`.
+//! turn timing into failures. The leak tests, whose many cases mostly wait on their programs
+//! and time nothing, run their cases two at a time, each in a database of its own
+//! (`two_at_a_time`). Drivers are installed by `scripts/install-deps.sh`.
 
 mod support;
 
@@ -170,37 +172,40 @@ const LEAK_SETUP: &str = "CREATE SCHEMA leak_schema; \
 /// it); then 30 fresh clients check settings, locks, temp objects, a pg_sleep and a COPY, in a
 /// transaction, with a primary hint and plainly. Their findings must equal direct ones.
 fn session_state_does_not_leak(driver: &str, db: &str) {
-    fresh_db(db, LEAK_SETUP);
-    let mut failures = Vec::new();
-    for kind in LEAK_KINDS {
-        for keep in ["keep", "close"] {
-            let args = [driver, kind, keep, "30"];
-            let limit = Duration::from_secs(240);
-            // Direct first; then a proxy of its own per case, so that a leak (a session
-            // advisory lock on a pooled connection, say) cannot spill into the next case.
-            let direct = run_scenario(Lang::Python, "leak", &args, &Target::direct(db), limit);
-            direct.expect_completed();
-            let p = split_proxy(db, 2);
-            let via = run_scenario(Lang::Python, "leak", &args, &Target::proxy(&p, db), limit);
-            drop(p);
-            if !via.completed() {
-                failures.push(format!(
-                    "{kind}/{keep}: did not complete\n{}",
-                    via.describe()
-                ));
-            } else if via.lines() != direct.lines() {
-                failures.push(format!(
-                    "{kind}/{keep}: other clients saw A's state\n{}",
-                    diff(&via, &direct)
-                ));
-            }
+    let cases: Vec<(&str, &str)> = LEAK_KINDS
+        .iter()
+        .flat_map(|&kind| [(kind, "keep"), (kind, "close")])
+        .collect();
+    let found = two_at_a_time(db, LEAK_SETUP, &cases, |db, &(kind, keep)| {
+        let args = [driver, kind, keep, "30"];
+        let limit = Duration::from_secs(240);
+        // Direct first; then a proxy of its own per case, so that a leak (a session
+        // advisory lock on a pooled connection, say) cannot spill into the next case.
+        let direct = run_scenario(Lang::Python, "leak", &args, &Target::direct(db), limit);
+        direct.expect_completed();
+        let p = split_proxy(db, 2);
+        let via = run_scenario(Lang::Python, "leak", &args, &Target::proxy(&p, db), limit);
+        drop(p);
+        if !via.completed() {
+            Some(format!(
+                "{kind}/{keep}: did not complete\n{}",
+                via.describe()
+            ))
+        } else if via.lines() != direct.lines() {
+            Some(format!(
+                "{kind}/{keep}: other clients saw A's state\n{}",
+                diff(&via, &direct)
+            ))
+        } else {
+            None
         }
-    }
+    });
+    let failures: Vec<String> = found.into_iter().flatten().collect();
     assert!(
         failures.is_empty(),
         "{} of {} leak cases failed ({driver}):\n{}",
         failures.len(),
-        LEAK_KINDS.len() * 2,
+        cases.len(),
         failures.join("\n")
     );
 }
@@ -327,7 +332,7 @@ fn leak_detector_finds_nothing_on_a_connection_after_any_client_session() {
     let db = "drv_detect";
     fresh_db(db, LEAK_SETUP);
     let mut failures = Vec::new();
-    let mut cases = 0;
+    let mut baselines = Vec::new();
     for driver in ["psycopg", "asyncpg"] {
         let baseline = detect(driver, &Target::direct(db));
         let want = normalized(&baseline, &baseline);
@@ -341,8 +346,17 @@ fn leak_detector_finds_nothing_on_a_connection_after_any_client_session() {
             ));
         }
         drop(p);
-        for &(lang, dirtier, kind) in DIRTY {
-            cases += 1;
+        baselines.push((driver, baseline, want));
+    }
+    let cases: Vec<_> = baselines
+        .iter()
+        .flat_map(|b| DIRTY.iter().map(move |d| (b, d)))
+        .collect();
+    let found = two_at_a_time(
+        db,
+        LEAK_SETUP,
+        &cases,
+        |db, &((driver, baseline, want), &(lang, dirtier, kind))| {
             let p = start_proxy(&drivers_config(db, 1, 1, false));
             let via = Target::proxy(&p, db);
             let args: Vec<&str> = match lang {
@@ -351,25 +365,26 @@ fn leak_detector_finds_nothing_on_a_connection_after_any_client_session() {
             };
             let d = run_scenario(lang, "dirty", &args, &via, Duration::from_secs(60));
             if !d.completed() {
-                failures.push(format!(
+                return Some(format!(
                     "dirty {lang:?} {dirtier} {kind}: did not complete\n{}",
                     d.describe()
                 ));
-                continue;
             }
-            let found = normalized(&detect(driver, &via), &baseline);
-            if found != want {
-                failures.push(format!(
+            let found = normalized(&detect(driver, &via), baseline);
+            (found != *want).then(|| {
+                format!(
                     "after {lang:?} {dirtier} {kind}, {driver} found:\n{}",
-                    diff_lines(&found, &want)
-                ));
-            }
-        }
-    }
+                    diff_lines(&found, want)
+                )
+            })
+        },
+    );
+    failures.extend(found.into_iter().flatten());
     assert!(
         failures.is_empty(),
-        "{} of {cases} cases leaked:\n{}",
+        "{} of {} cases leaked:\n{}",
         failures.len(),
+        cases.len(),
         failures.join("\n")
     );
 }

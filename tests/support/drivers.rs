@@ -380,6 +380,49 @@ pub fn fresh_db(db: &str, setup: &str) {
     c.wait_replay_caught_up(Duration::from_secs(30)).unwrap();
 }
 
+/// Runs `case(db, item)` for every item of `items`, two at a time: one thread works in
+/// database `db`, the other in `{db}_2` (both made afresh by [`fresh_db`] with `setup`), so
+/// that cases running at once never share a database (advisory locks, for one, are per
+/// database). For cases that mostly wait on their scenario programs; each thread still runs
+/// its cases one after another. The results come in the order of `items`.
+pub fn two_at_a_time<T: Sync, R: Send>(
+    db: &str,
+    setup: &str,
+    items: &[T],
+    case: impl Fn(&str, &T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dbs = [db.to_string(), format!("{db}_2")];
+    for d in &dbs {
+        fresh_db(d, setup);
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let threads: Vec<_> = dbs
+            .iter()
+            .map(|d| {
+                let (next, case) = (&next, &case);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, case(d, item)));
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Waits until the proxy sees every replica of `db` up and in its read set (bounded).
 pub fn wait_replicas_ready(p: &Proxy, db: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
