@@ -243,7 +243,10 @@ async fn with_every_replica_lagging_reads_fall_back_or_fail_clearly() {
 /// What a relay does with each chunk of bytes in one direction: pass it, possibly changed
 /// (`Some(true)`), pass it and then cut the connection (`Some(false)`), or cut the
 /// connection without passing it (`None`).
-type Tap = Box<dyn FnMut(&mut Vec<u8>) -> Option<bool> + Send>;
+/// Edits a chunk on its way; may put bytes in its second argument, sent 50 ms after the
+/// chunk (in a read of their own); `None` ends the connection before the chunk, `Some(false)`
+/// after it.
+type Tap = Box<dyn FnMut(&mut Vec<u8>, &mut Vec<u8>) -> Option<bool> + Send>;
 
 /// A TCP relay to `to` on a port of its own; `taps` gives each connection its two taps,
 /// (proxy to server, server to proxy).
@@ -307,16 +310,28 @@ async fn pass(
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
+    let mut later = Vec::new();
     loop {
         let n = r.read(&mut buf).await.unwrap_or(0);
         if n == 0 {
             return;
         }
         let mut chunk = buf[..n].to_vec();
-        let Some(go_on) = tap(&mut chunk) else {
+        let Some(go_on) = tap(&mut chunk, &mut later) else {
             return;
         };
-        if w.write_all(&chunk).await.is_err() || !go_on {
+        if w.write_all(&chunk).await.is_err() {
+            return;
+        }
+        if !later.is_empty() {
+            w.flush().await.ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if w.write_all(&later).await.is_err() {
+                return;
+            }
+            later.clear();
+        }
+        if !go_on {
             return;
         }
     }
@@ -340,29 +355,42 @@ async fn cutting_relay(
     let port = relay(to, move || {
         let (armed, cuts) = (a.clone(), n.clone());
         let (armed, cuts) = (armed.clone(), cuts.clone());
-        let up: Tap = Box::new(move |chunk| {
+        let up: Tap = Box::new(move |chunk, _| {
             if armed.load(SeqCst) && chunk.windows(trigger.len()).any(|w| w == trigger) {
                 cuts.fetch_add(1, SeqCst);
                 return None;
             }
             Some(true)
         });
-        (up, Box::new(|_| Some(true)))
+        (up, Box::new(|_, _| Some(true)))
     })
     .await;
     (port, armed, cuts)
 }
 
+/// Where a [`farewell_relay`] puts its goodbye.
+#[derive(Clone, Copy, PartialEq)]
+enum Bye {
+    /// After the whole answer.
+    After,
+    /// In place of the answer's CommandComplete and ReadyForQuery, in the same read as the
+    /// rest of it.
+    Amid,
+    /// As `Amid`, but 50 ms after the first of the answer (in a read of its own).
+    AmidLater,
+}
+
 /// A relay to `to` that, once `armed`, follows the next answer to a statement naming
 /// `inet_server_port` that ends idle (ReadyForQuery 'I') with a FATAL 57P01 and the end of
 /// the connection, as a server shut down in fast mode says goodbye; `farewells` counts them.
-/// With `mid_answer`, the goodbye comes in place of the answer's CommandComplete and
-/// ReadyForQuery, after its RowDescription and DataRow: a backend that gets the shutdown
-/// signal before it completes the statement flushes what it had buffered with its FATAL.
+/// In the middle of an answer (`Bye::Amid`, `Bye::AmidLater`), the goodbye comes in
+/// place of the answer's CommandComplete and ReadyForQuery, after its RowDescription and
+/// DataRow: a backend that gets the shutdown signal before it completes the statement
+/// flushes what it had buffered with its FATAL (or after it flushed some of the answer).
 /// Returns (its port, armed, farewells).
 async fn farewell_relay(
     to: u16,
-    mid_answer: bool,
+    bye: Bye,
 ) -> (
     u16,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -376,13 +404,13 @@ async fn farewell_relay(
         let (armed, farewells) = (a.clone(), f.clone());
         let asked = std::sync::Arc::new(AtomicBool::new(false));
         let seen = asked.clone();
-        let up: Tap = Box::new(move |chunk| {
+        let up: Tap = Box::new(move |chunk, _| {
             if chunk.windows(16).any(|w| w == b"inet_server_port") {
                 seen.store(true, SeqCst);
             }
             Some(true)
         });
-        let down: Tap = Box::new(move |chunk| {
+        let down: Tap = Box::new(move |chunk, later| {
             // Where the answer's CommandComplete starts (if the chunk has one).
             let mut complete = None;
             let mut at = 0;
@@ -393,6 +421,7 @@ async fn farewell_relay(
                 }
                 at += 1 + u32::from_be_bytes(chunk[at + 1..at + 5].try_into().unwrap()) as usize;
             }
+            let mid_answer = bye != Bye::After;
             let last_word = chunk.ends_with(b"Z\0\0\0\x05I")
                 && (!mid_answer || complete.is_some())
                 && asked.swap(false, SeqCst)
@@ -412,9 +441,10 @@ async fn farewell_relay(
             };
             let body =
                 format!("S{severity}\0V{severity}\0C57P01\0Mterminating connection due to {why} command\0\0");
-            chunk.push(tag);
-            chunk.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-            chunk.extend_from_slice(body.as_bytes());
+            let to = if bye == Bye::AmidLater { later } else { chunk };
+            to.push(tag);
+            to.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            to.extend_from_slice(body.as_bytes());
             farewells.fetch_add(1, SeqCst);
             Some(false)
         });
@@ -434,7 +464,7 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
     let c = topology(&[]);
     create_db_on(&c, "byedb");
     let r1 = c.replica_ports()[0];
-    let (relay, armed, farewells) = farewell_relay(r1, false).await;
+    let (relay, armed, farewells) = farewell_relay(r1, Bye::After).await;
     let text = via_relays(&c, "byedb", &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -461,21 +491,34 @@ async fn a_goodbye_after_the_answer_does_not_reach_the_reader() {
 /// taken to another backend and the reader sees no error and no half answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goodbye_in_the_middle_of_an_answer_costs_the_reader_no_error() {
+    goodbye_in_an_answer(Bye::Amid, "midbyedb").await;
+}
+
+/// As above, with the goodbye in a read of its own after the first of the answer (a backend
+/// that had flushed part of its answer when the signal came): the start of an answer to a
+/// read that may go elsewhere is held until its ReadyForQuery (or up to a bound), so the
+/// goodbye still finds nothing passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goodbye_after_the_first_of_an_answer_costs_the_reader_no_error() {
+    goodbye_in_an_answer(Bye::AmidLater, "latebyedb").await;
+}
+
+async fn goodbye_in_an_answer(bye: Bye, db: &str) {
     use std::sync::atomic::Ordering::SeqCst;
     let _g = SERIAL.lock().await;
     let c = topology(&[]);
-    create_db_on(&c, "midbyedb");
+    create_db_on(&c, db);
     let r1 = c.replica_ports()[0];
-    let (relay, armed, farewells) = farewell_relay(r1, true).await;
-    let text = via_relays(&c, "midbyedb", &[(r1, relay)]);
+    let (relay, armed, farewells) = farewell_relay(r1, bye).await;
+    let text = via_relays(&c, db, &[(r1, relay)]);
     let p = start_proxy(&text);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let mut errors = Vec::new();
     for i in 0..6 {
         // A fresh client each round (the first round's replica may still be marked down
         // for the next ones); simple and extended queries.
-        until_readable(&p, "midbyedb", &[1, 2]).await;
-        let client = connect(&p.conn_str("midbyedb")).await;
+        until_readable(&p, db, &[1, 2]).await;
+        let client = connect(&p.conn_str(db)).await;
         armed.store(true, SeqCst);
         for _ in 0..10 {
             let sql = "SELECT inet_server_port()";
@@ -630,8 +673,8 @@ async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepar
     let gone = away.clone();
     let relay2 = relay(r2, move || {
         let gone = gone.clone();
-        let up: Tap = Box::new(move |_| (!gone.load(SeqCst)).then_some(true));
-        (up, Box::new(|_| Some(true)))
+        let up: Tap = Box::new(move |_, _| (!gone.load(SeqCst)).then_some(true));
+        (up, Box::new(|_, _| Some(true)))
     })
     .await;
     let text = via_relays(&c, "lackdb", &[(r1, relay1), (r2, relay2)]);

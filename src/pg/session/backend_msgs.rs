@@ -45,11 +45,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     fn process_backend_inner(&mut self) -> Result<(), SessionError> {
         self.bin_blocked = false;
         // A server signalled to shut down in the middle of a statement flushes what it had
-        // buffered of the answer (a RowDescription, rows) with its goodbye. When the goodbye
-        // comes in the same read as the first of the answer, none of it is passed on: the
-        // read goes to another backend as if nothing had come.
-        if !self.responded && self.replayable() && goodbye_before_ready(&self.bin) {
-            return Err(SessionError::BackendClosed);
+        // buffered of the answer (a RowDescription, rows) with its goodbye, or after some of
+        // it. The start of an answer to a read that could go elsewhere is held until its
+        // ReadyForQuery (up to `HOLD_UNANSWERED` bytes): when a goodbye comes before that,
+        // none of it was passed on, and the read goes to another backend as if nothing had
+        // come. (Most answers come whole in one read and are not looked through.)
+        if !self.responded && self.replayable() && !ends_with_ready(&self.bin) {
+            if goodbye_before_ready(&self.bin) {
+                return Err(SessionError::BackendClosed);
+            }
+            // (Only while a ReadyForQuery is to come: a batch flushed without its Sync is
+            // answered as it comes.)
+            if self.bin.len() < HOLD_UNANSWERED && self.status_unsure() {
+                return Ok(());
+            }
         }
         loop {
             if self.skip > 0 {
@@ -663,12 +672,15 @@ fn is_goodbye(h: Header, msg: &[u8]) -> bool {
         && codec::error_field(&msg[5..], b'C').is_some_and(|c| c.starts_with("57P"))
 }
 
+/// How much of the start of an answer to a replayable read is held back while its
+/// ReadyForQuery has not come (see `process_backend_inner`): a server sends its answer in
+/// pieces of 8 kB (PostgreSQL's send buffer), so answers of a few pieces are covered, and
+/// the buffer stays one that `net::bufs` keeps for reuse.
+const HOLD_UNANSWERED: usize = 32 * 1024;
+
 /// Whether the complete messages in `bin` have a server's goodbye before any
-/// ReadyForQuery. (Most reads end with a ReadyForQuery: those are not looked through.)
+/// ReadyForQuery.
 fn goodbye_before_ready(bin: &[u8]) -> bool {
-    if ends_with_ready(bin) {
-        return false;
-    }
     let mut rest = bin;
     while let Ok(Some(h)) = codec::header(rest, MAX_BACKEND_MESSAGE) {
         if rest.len() < h.wire_len || h.tag == b'Z' {
