@@ -582,6 +582,143 @@ fn a_replica_that_dies_under_readers_costs_them_no_error() {
     c.start_node(2).unwrap();
 }
 
+/// A TCP relay to `to` on a port of its own. Once `armed` (false at first), the first chunk
+/// from the server of more than 4 KiB (the start of a large answer; health probes' answers
+/// are small) is passed on only in part, its first 2 KiB, and then the connection is cut
+/// both ways, as when a server is killed while it sends an answer. Returns (its port,
+/// armed, cuts).
+fn answer_cutting_relay(
+    to: u16,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let armed = Arc::new(AtomicBool::new(false));
+    let cuts = Arc::new(AtomicU32::new(0));
+    let (a, n) = (armed.clone(), cuts.clone());
+    std::thread::spawn(move || {
+        for from in l.incoming() {
+            let Ok(from) = from else { return };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (armed, cuts) = (a.clone(), n.clone());
+            let (mut up_r, mut up_w) = (from.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_r, &mut up_w);
+                let _ = up_w.shutdown(Shutdown::Write);
+            });
+            let (mut down_r, mut down_w) = (server, from);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match down_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if n > 4096 && armed.swap(false, SeqCst) {
+                        let _ = down_w.write_all(&buf[..2048]);
+                        cuts.fetch_add(1, SeqCst);
+                        break;
+                    }
+                    if down_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = down_r.shutdown(Shutdown::Both);
+                let _ = down_w.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, armed, cuts)
+}
+
+/// A replica's connection ends after it sent the start of an answer (a column count, the
+/// columns, some rows), as when the server is killed while it sends a large result: none of
+/// it had left the proxy yet (an answer goes out whole up to 64 KiB), so the read goes to
+/// another replica and the reader sees the whole answer and no error, for text and
+/// prepared statements alike.
+#[test]
+fn a_replica_lost_in_the_middle_of_an_answer_costs_the_reader_no_error() {
+    use mysql_async::prelude::*;
+    use std::sync::atomic::Ordering::SeqCst;
+    let _g = serial();
+    let c = shared();
+    let db = "midcut";
+    setup(c, db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let (relay, armed, cuts) = answer_cutting_relay(c.port(1));
+    let text = config(c, db, &[1, 2], "", "workers = 1", "size = 4").replace(
+        &format!("\"127.0.0.1:{}\"", c.port(1)),
+        &format!("\"127.0.0.1:{relay}\""),
+    );
+    let p = Proxy::start(&text, db);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.port)
+        .user(Some("app"))
+        .pass(Some("app_pw"))
+        .db_name(Some(db));
+    // About 36 KB of rows: more than one read from the server, less than one flush.
+    let sql = "SELECT seq, repeat('x', 100), @@server_id FROM seq_1_to_300";
+    let mut errors = Vec::new();
+    let mut served: HashMap<String, u32> = HashMap::new();
+    // Answers cut, to text queries and to prepared ones.
+    let mut cut = [0u32; 2];
+    for attempt in 0..80 {
+        if cut.iter().all(|&n| n >= 2) {
+            break;
+        }
+        let before = cuts.load(SeqCst);
+        p.wait_for(
+            "both replicas in the read set",
+            Duration::from_secs(20),
+            |p| p.in_read_set(1) && p.in_read_set(2),
+        );
+        armed.store(true, SeqCst);
+        let r: Result<Vec<(u64, String, u64)>, mysql_async::Error> = rt.block_on(async {
+            let mut conn = mysql_async::Conn::new(opts.clone()).await?;
+            let rows = if attempt % 2 == 0 {
+                conn.query(sql).await?
+            } else {
+                conn.exec(sql, ()).await?
+            };
+            conn.disconnect().await?;
+            Ok(rows)
+        });
+        match r {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 300, "a partial answer");
+                *served.entry(rows[0].2.to_string()).or_default() += 1;
+            }
+            Err(e) => errors.push(format!("attempt {attempt}: {e}")),
+        }
+        if cuts.load(SeqCst) > before {
+            cut[attempt % 2] += 1;
+        }
+    }
+    armed.store(false, SeqCst);
+    assert!(errors.is_empty(), "the reader saw errors: {errors:#?}");
+    assert!(
+        cut.iter().all(|&n| n >= 2),
+        "too few answers cut (text, prepared: {cut:?}): the test tested little; served \
+         {served:?}"
+    );
+    assert!(
+        !served.contains_key(&server_id(c, 0)),
+        "reads reached the primary: {served:?}"
+    );
+}
+
 /// Clients that write and read, wait for `go` to exist, and write and read again: PyMySQL
 /// (text) and mysql-connector-python (prepared) threads, autocommit on. Prints every error.
 const RETURNING_CLIENTS: &str = r#"

@@ -326,8 +326,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// A read that failed on its server before any of its answer reached the client, on a
-    /// connection taken for it alone (`fresh`: no transaction, no state of the client's
+    /// A read that failed on its server before any of its answer reached the client (some
+    /// may have been queued for it, see `relay`), on a connection taken for it alone (`fresh`: no transaction, no state of the client's
     /// lives there): the server is marked down, the connection closed, and another one taken
     /// for the read, elsewhere, so that the client can be sent the same command once more.
     /// `passed` is the count of bytes sent down before the command. `Ok(true)`: run it
@@ -352,14 +352,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(want @ Want::Replica { .. }) = want else {
             return Err(e);
         };
+        // What of the answer was queued for the client since the command; none of it left
+        // while the queue still holds it all (an answer goes out at its end, or once
+        // `FLUSH_AT` bytes of it are queued).
+        let queued = (self.bytes_down - passed) as usize;
         if !matches!(e, SessionError::Backend(_))
             || self.backend.is_none()
-            || self.bytes_down != passed
+            || queued > self.cout.len()
             || self.slot.end.is_ended()
             || self.slot.killed.load(Relaxed)
         {
             return Err(e);
         }
+        // The start of the answer the failed server had sent (a column count, columns,
+        // rows) is dropped: the next server answers the whole command.
+        self.cout.truncate(self.cout.len() - queued);
+        self.bytes_down = passed;
         let failed = self.cluster.state.backends[self.backend_idx].addr;
         self.cluster.state.backends[self.backend_idx].mark_failed(&e.to_string());
         self.cluster.metrics.error(kind::REPLICA_RETRY);
