@@ -518,16 +518,38 @@ def prepared_reader():
             note(err=["prepared", e.errno, str(e)])
             c = mysql.connector.connect(host="127.0.0.1", port=port, user="app",
                                         password="app_pw", database=db, autocommit=True)
+SLOW = "SELECT @@server_id, seq, md5(seq), SLEEP(%s) FROM seq_1_to_600"
+def slow_reader(prepared):
+    # About 30 kB of rows, slowly: more than one write of the server's.
+    c = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app_pw",
+                                database=db, autocommit=True, connection_timeout=10)
+    while not os.path.exists(stop):
+        try:
+            cur = c.cursor(prepared=prepared)
+            if prepared:
+                cur.execute(SLOW.replace("%s", "?"), (0.0005,))
+            else:
+                cur.execute(SLOW % "0.0005")
+            rows = cur.fetchall(); cur.close()
+            if len(rows) != 600:
+                note(err=["slow", prepared, len(rows)])
+            note(str(rows[0][0]))
+        except mysql.connector.Error as e:
+            note(err=["slow", prepared, e.errno, str(e)])
+            c = mysql.connector.connect(host="127.0.0.1", port=port, user="app",
+                                        password="app_pw", database=db, autocommit=True)
 threads = [threading.Thread(target=text_reader) for _ in range(4)]
 threads += [threading.Thread(target=prepared_reader) for _ in range(4)]
+threads += [threading.Thread(target=slow_reader, args=(p,)) for p in (False, True)]
 for t in threads: t.start()
 for t in threads: t.join()
 print(json.dumps({"seen": seen, "errors": errors}))
 "#;
 
-/// A replica that crashes (SIGKILL) or shuts down cleanly while eight clients read through
-/// the proxy: a read it had not answered yet is sent to the other replica, so no client sees
-/// an error, and nothing reaches the primary while a replica is up.
+/// A replica that crashes (SIGKILL) or shuts down cleanly while ten clients read through
+/// the proxy (two of them 600 rows slowly, an answer the server sends in several writes): a
+/// read none of whose answer reached the client yet is sent to the other replica, so no
+/// client sees an error, and nothing reaches the primary while a replica is up.
 #[test]
 fn a_replica_that_dies_under_readers_costs_them_no_error() {
     let _g = serial();

@@ -746,10 +746,15 @@ async fn a_read_lost_on_a_replica_is_replayed_where_its_statement_must_be_prepar
     }
 }
 
+/// About 13 kB of rows, slowly (some 0.1 s): more than PostgreSQL's 8 kB send buffer.
+const SLOW_ROWS: &str = "SELECT g, md5(g::text), pg_sleep(0.0003) FROM generate_series(1, 300) g";
+
 /// Replicas stop under sixteen readers (half with settings of their own): one in immediate
 /// mode (its backends' last word is a WARNING), then the other in fast mode (a FATAL 57P01,
 /// often right after the answer to a statement, on a connection the client is letting go).
-/// No reader sees an error; each replica serves reads again once restarted.
+/// Two of the readers read 300 rows slowly, an answer the server sends in two writes, so a
+/// stop can come after the first. No reader sees an error; each replica serves reads again
+/// once restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_in_immediate_or_fast_mode_costs_readers_no_error() {
     let _g = SERIAL.lock().await;
@@ -768,9 +773,21 @@ async fn a_replica_stopped_in_immediate_or_fast_mode_costs_readers_no_error() {
         tasks.push(tokio::spawn(async move {
             let mut client = connect(&cs).await;
             let (mut ok, mut errors) = (0, Vec::new());
+            let (sql, rows) = if i % 8 == 6 {
+                (SLOW_ROWS, 300)
+            } else {
+                ("SELECT inet_server_port()", 1)
+            };
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match client.simple_query("SELECT inet_server_port()").await {
-                    Ok(_) => ok += 1,
+                match client.simple_query(sql).await {
+                    Ok(m) => {
+                        let n = m
+                            .iter()
+                            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+                            .count();
+                        assert_eq!(n, rows, "{sql}");
+                        ok += 1;
+                    }
                     Err(e) => {
                         // The proxy closes a session whose backend died mid-statement: like
                         // a real application, reconnect.
