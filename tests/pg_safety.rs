@@ -154,6 +154,28 @@ async fn bad_logins_get_clear_errors_and_others_keep_working() {
     still_serves(&p, "t_badlogin").await;
 }
 
+/// A SQL DEALLOCATE whose name is not ASCII, from a client with protocol-level statements
+/// (the proxy reads such a DEALLOCATE to follow the client's statements): the server's
+/// answer, as directly, and the session goes on. (A name whose seventh byte fell inside a
+/// character ended the session with a panic; found by the `pg_frontend` fuzz target.)
+#[tokio::test]
+async fn a_sql_deallocate_of_a_name_that_is_not_ascii_gets_the_servers_answer() {
+    create_db("t_dealloc_utf8");
+    let p = proxy("t_dealloc_utf8");
+    let client = connect(&p.conn_str("t_dealloc_utf8")).await;
+    let one = client.prepare("SELECT 1").await.unwrap();
+    for (sql, code) in [
+        ("DEALLOCATE stmt_d\u{e9}j\u{e0}", "26000"),
+        ("DEALLOCATE PREPARE stmt_d\u{e9}j\u{e0}", "26000"),
+        ("DEALLOCATE U$$DR]\u{61e}s1", "42601"),
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some(code), "{sql}: {e:?}");
+        let rows = client.query(&one, &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0), 1, "{sql}");
+    }
+}
+
 #[tokio::test]
 async fn oversized_message_after_login_is_a_protocol_error() {
     create_db("t_bigmsg");

@@ -129,11 +129,14 @@ pub fn deallocate_target(sql: &str) -> Option<String> {
         return None;
     }
     let mut rest = rest.trim_start();
-    if rest.len() > 8
-        && rest[..7].eq_ignore_ascii_case("prepare")
-        && rest[7..].starts_with(|c: char| c.is_ascii_whitespace())
+    // (`get`: the seventh byte may fall inside a character of a name.)
+    if let Some(after) = rest
+        .get(..7)
+        .filter(|w| w.eq_ignore_ascii_case("prepare"))
+        .map(|_| &rest[7..])
+        .filter(|after| after.len() > 1 && after.starts_with(|c: char| c.is_ascii_whitespace()))
     {
-        rest = rest[7..].trim_start();
+        rest = after.trim_start();
     }
     if let Some(quoted) = rest.strip_prefix('"') {
         let inner = quoted.strip_suffix('"')?;
@@ -141,10 +144,12 @@ pub fn deallocate_target(sql: &str) -> Option<String> {
         // A lone quote inside is not one name.
         return (!inner.replace("\"\"", "").contains('"') && !name.is_empty()).then_some(name);
     }
-    let ok = rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+    // The server's identifiers: letters, `_`, any character past ASCII, then digits and `$`
+    // too; only ASCII letters are folded.
+    let ok = rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || !c.is_ascii())
         && rest
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii());
     (ok && !rest.eq_ignore_ascii_case("all")).then(|| rest.to_ascii_lowercase())
 }
 
@@ -328,6 +333,16 @@ mod tests {
         assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
         assert_eq!(deallocate_target("DEALLOCATE PREPARE ALL"), None);
         assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        // Names whose seventh byte is inside a character (found by fuzzing: a panic).
+        assert_eq!(
+            deallocate_target("DEALLOCATE Stmt_D\u{c9}j\u{e0}").as_deref(),
+            Some("stmt_d\u{c9}j\u{e0}")
+        );
+        assert_eq!(
+            deallocate_target("DEALLOCATE PREPARE \u{e9}t\u{e9}").as_deref(),
+            Some("\u{e9}t\u{e9}")
+        );
+        assert_eq!(deallocate_target("DEALLOCATE U$$DR]\u{61e}s1"), None);
         assert_eq!(deallocate_target("DEALLOCATE \"a\"b\""), None);
         assert_eq!(deallocate_target("DEALLOCATEa"), None);
         assert_eq!(deallocate_target("DEALLOCATE"), None);
