@@ -327,9 +327,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// A read that failed on its server before any of its answer reached the client (some
-    /// may have been queued for it, see `relay`), on a connection taken for it alone (`fresh`: no transaction, no state of the client's
-    /// lives there): the server is marked down, the connection closed, and another one taken
-    /// for the read, elsewhere, so that the client can be sent the same command once more.
+    /// may have been queued for it, see `relay`), on a connection taken for it alone
+    /// (`fresh`: no transaction, no state of the client's lives there): the server is marked
+    /// down, the connection closed, and another one taken for the read, elsewhere, so that
+    /// the client can be sent the same command once more.
     /// `passed` is the count of bytes sent down before the command. `Ok(true)`: run it
     /// again; `Ok(false)`: no server could take it, and the client was told so; `Err`: not a
     /// read that may be retried, and `e` stands.
@@ -354,8 +355,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         // What of the answer was queued for the client since the command; none of it left
         // while the queue still holds it all (an answer goes out at its end, or once
-        // `FLUSH_AT` bytes of it are queued).
-        let queued = (self.bytes_down - passed) as usize;
+        // `FLUSH_AT` bytes of it are queued). (The count starts over when a connection is
+        // let go: then there is none to retry on.)
+        let Some(queued) = self.bytes_down.checked_sub(passed).map(|q| q as usize) else {
+            return Err(e);
+        };
         if !matches!(e, SessionError::Backend(_))
             || self.backend.is_none()
             || queued > self.cout.len()
