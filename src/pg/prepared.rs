@@ -129,14 +129,10 @@ pub fn deallocate_target(sql: &str) -> Option<String> {
         return None;
     }
     let mut rest = rest.trim_start();
-    // (`get`: the seventh byte may fall inside a character of a name.)
-    if let Some(after) = rest
-        .get(..7)
-        .filter(|w| w.eq_ignore_ascii_case("prepare"))
-        .map(|_| &rest[7..])
-        .filter(|after| after.len() > 1 && after.starts_with(|c: char| c.is_ascii_whitespace()))
-    {
-        rest = after.trim_start();
+    // (Bytes: the seventh may fall inside a character of a name.)
+    let b = rest.as_bytes();
+    if b.len() > 8 && b[..7].eq_ignore_ascii_case(b"prepare") && b[7].is_ascii_whitespace() {
+        rest = rest[7..].trim_start();
     }
     if let Some(quoted) = rest.strip_prefix('"') {
         let inner = quoted.strip_suffix('"')?;

@@ -2,14 +2,16 @@
 
 /// SQL that moves a connection from `have` settings to `want` (both sorted by name).
 pub(crate) fn settings_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
+    use std::fmt::Write;
     let timeout = |k: &str| k.eq_ignore_ascii_case("statement_timeout");
     let set = |sql: &mut String, k: &str, v: &str| {
         // set_config() parses the value as a startup option would (lists included).
-        sql.push_str(&format!(
+        let _ = write!(
+            sql,
             "SELECT pg_catalog.set_config('{}', '{}', false);",
             k.replace('\'', "''"),
             v.replace('\'', "''")
-        ));
+        );
     };
     let mut sql = String::new();
     for (k, v) in want.iter().filter(|(k, _)| !timeout(k)) {
@@ -22,7 +24,7 @@ pub(crate) fn settings_sql(have: &[(String, String)], want: &[(String, String)])
     }
     for (k, _) in have.iter().filter(|(k, _)| !timeout(k)) {
         if !want.iter().any(|(wk, _)| wk.eq_ignore_ascii_case(k)) {
-            sql.push_str(&format!("RESET {};", quote_ident(k)));
+            let _ = write!(sql, "RESET {};", quote_ident(k));
         }
     }
     // Each statement of the string runs under the statement_timeout in force when it starts:
