@@ -22,6 +22,7 @@
 use crate::app::{PoolMap, Shared};
 use crate::cluster::ClusterState;
 use crate::config::{Config, Health};
+use crate::net::backend::SocketList;
 use crate::pg::worker::backend_target;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -33,7 +34,7 @@ pub use crate::app::ClusterMap;
 
 /// One generation's health checks, sent to the health thread.
 pub struct HealthGeneration {
-    checks: Vec<(Arc<ClusterState>, Probe)>,
+    checks: Vec<(Arc<ClusterState>, Probe, Vec<Arc<SocketList>>)>,
     health: Health,
 }
 
@@ -72,7 +73,13 @@ pub fn send_health(shared: &Shared, cfg: &Config, states: &ClusterMap) {
                     target: crate::mysql::worker::backend_target(cfg, c),
                 }),
             };
-            (states[&c.database].clone(), probe)
+            let state = states[&c.database].clone();
+            let sockets = state
+                .backends
+                .iter()
+                .map(|b| shared.server_caps.sockets_of(&c.name, b.addr))
+                .collect();
+            (state, probe, sockets)
         })
         .collect();
     let _ = shared.health_tx.send(HealthGeneration {
@@ -98,14 +105,15 @@ pub async fn run_health(
             t.cancel();
         }
         let token = shared.shutdown.child_token();
-        for (state, probe) in generation.checks {
+        for (state, probe, sockets) in generation.checks {
             let health = generation.health.clone();
+            let stop = token.clone();
             match probe {
                 Probe::Postgres(p) => {
-                    tracker.spawn(crate::cluster::health::run(state, p, health, token.clone()))
+                    tracker.spawn(crate::cluster::health::run(state, p, health, sockets, stop))
                 }
                 Probe::Mysql(p) => {
-                    tracker.spawn(crate::cluster::health::run(state, p, health, token.clone()))
+                    tracker.spawn(crate::cluster::health::run(state, p, health, sockets, stop))
                 }
             };
         }

@@ -648,6 +648,7 @@ async fn prober_roles_positions_stalls_and_promotion() {
         state.clone(),
         p.clone(),
         cfg.health.clone(),
+        Vec::new(),
         shutdown.clone(),
     ));
     let s = state.clone();

@@ -741,6 +741,135 @@ fn a_replica_lost_in_the_middle_of_an_answer_costs_the_reader_no_error() {
     );
 }
 
+/// A replica stops answering without closing its connections (its `mariadbd` stopped: from
+/// the proxy's side a powered-off host or a network partition looks the same) while readers
+/// have statements running on it, text and prepared. Its probes mark it down, its
+/// connections are closed (`[health] close_replica_connections`), and the reads that were
+/// waiting on it run again on the other replica: every reader goes on, with no error, while
+/// the replica is still stopped. Directly, they would wait as long as the server is away.
+#[test]
+fn reads_on_a_replica_that_stops_answering_run_again_elsewhere() {
+    use mysql_async::prelude::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    const READERS: usize = 8;
+    const SLOW: &str = "SELECT SLEEP(0.3), @@server_id";
+    let _g = serial();
+    let c = shared();
+    let db = "frozen";
+    setup(c, db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let text = config(c, db, &[1, 2], "", "workers = 2", "size = 8")
+        .replace("timeout = \"2s\"\nrise", "timeout = \"1s\"\nrise");
+    assert!(text.contains("timeout = \"1s\"\nrise"), "{text}");
+    let p = Proxy::start(&text, db);
+    p.wait_for(
+        "both replicas in the read set",
+        Duration::from_secs(20),
+        |p| p.in_read_set(1) && p.in_read_set(2),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(p.port)
+        .user(Some("app"))
+        .pass(Some("app_pw"))
+        .db_name(Some(db));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Arc<Vec<AtomicUsize>> = Arc::new((0..READERS).map(|_| AtomicUsize::new(0)).collect());
+    let readers: Vec<_> = (0..READERS)
+        .map(|i| {
+            let (stop, done, opts) = (stop.clone(), done.clone(), opts.clone());
+            rt.spawn(async move {
+                let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+                let mut errors = Vec::new();
+                while !stop.load(Relaxed) {
+                    let r: Result<Vec<(u8, u64)>, _> = if i % 2 == 0 {
+                        conn.query(SLOW).await
+                    } else {
+                        conn.exec(SLOW, ()).await
+                    };
+                    match r {
+                        Ok(_) => {
+                            done[i].fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            errors.push(format!("reader {i}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    // Wait until reads are running on replica 1, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = c
+            .query(
+                1,
+                "SELECT count(*) FROM information_schema.processlist \
+                 WHERE info LIKE 'SELECT SLEEP(0.3)%'",
+            )
+            .unwrap();
+        if running[0][0].parse::<u32>().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reads ran on replica 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = c.pid(1).expect("replica 1 runs") as i32;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "mariadbd");
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let resume = Resume(pid);
+    // Down after two probes with no answer (~2.5 s); then every reader must make progress
+    // while the replica is still stopped.
+    std::thread::sleep(Duration::from_secs(4));
+    let before: Vec<usize> = done.iter().map(|d| d.load(Relaxed)).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<usize> = done.iter().map(|d| d.load(Relaxed)).collect();
+    let stuck: Vec<usize> = (0..READERS).filter(|&i| after[i] == before[i]).collect();
+    let state = p.backends();
+    drop(resume);
+    stop.store(true, Relaxed);
+    let errors: Vec<String> = readers
+        .into_iter()
+        .flat_map(|r| rt.block_on(r).unwrap())
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "readers {stuck:?} were still waiting on the stopped replica ({before:?} -> \
+         {after:?}); {state}"
+    );
+    assert!(errors.is_empty(), "readers saw errors: {errors:#?}");
+    // Back, it takes reads again, and no connection closed under it is handed out.
+    p.wait_for("the resumed replica back", Duration::from_secs(20), |p| {
+        p.in_read_set(1)
+    });
+    let (served, errors) = reads(&p, 200);
+    assert!(
+        errors.is_empty(),
+        "reads after the resume failed: {errors:?}"
+    );
+    assert!(
+        served.contains_key(&server_id(c, 1)),
+        "the resumed replica served no read: {served:?}"
+    );
+}
+
 /// Clients that write and read, wait for `go` to exist, and write and read again: PyMySQL
 /// (text) and mysql-connector-python (prepared) threads, autocommit on. Prints every error.
 const RETURNING_CLIENTS: &str = r#"

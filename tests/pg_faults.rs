@@ -828,6 +828,131 @@ async fn a_replica_stopped_in_immediate_or_fast_mode_costs_readers_no_error() {
     );
 }
 
+/// The postmaster of node `node` of `c` and every process it started.
+fn server_processes(c: &PgCluster, node: usize) -> Vec<i32> {
+    let pm_file = std::fs::read_to_string(c.data_dir(node).join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pm_file.lines().next().unwrap().trim().parse().unwrap();
+    let mut out = vec![postmaster];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent's pid is the second field after the command's closing parenthesis.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(postmaster) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A replica stops answering without closing its connections (every process of it stopped:
+/// from the proxy's side a powered-off host or a network partition looks the same) while
+/// readers have statements running on it, simple and prepared. Its probes mark it down, its
+/// connections are closed (`[health] close_replica_connections`), and the reads that were
+/// waiting on it run again on the other replica: every reader goes on, with no error, while
+/// the replica is still stopped. Directly, they would wait as long as the server is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_a_replica_that_stops_answering_run_again_elsewhere() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    const READERS: usize = 8;
+    const SLOW: &str = "SELECT pg_sleep(0.3), inet_server_port()";
+    let _g = SERIAL.lock().await;
+    let c = topology(&[]);
+    create_db_on(&c, "frozendb");
+    let p = start_proxy(&routing_config(&c, "frozendb", ""));
+    until_readable(&p, "frozendb", &[1, 2]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Arc<Vec<AtomicUsize>> = Arc::new((0..READERS).map(|_| AtomicUsize::new(0)).collect());
+    let mut tasks = Vec::new();
+    for i in 0..READERS {
+        let (stop, done) = (stop.clone(), done.clone());
+        let cs = p.conn_str("frozendb");
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&cs).await;
+            let prepared = client.prepare(SLOW).await.unwrap();
+            let mut errors = Vec::new();
+            while !stop.load(Relaxed) {
+                let result = if i % 2 == 0 {
+                    client.simple_query(SLOW).await.map(drop)
+                } else {
+                    client.query(&prepared, &[]).await.map(drop)
+                };
+                match result {
+                    Ok(()) => {
+                        done[i].fetch_add(1, Relaxed);
+                    }
+                    Err(e) => {
+                        errors.push(format!("{e:?}"));
+                        break;
+                    }
+                }
+            }
+            errors
+        }));
+    }
+    // Wait until reads are running on replica 1, then stop all of it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = c
+            .psql(
+                1,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(0.3)%' \
+                 AND state = 'active'",
+            )
+            .unwrap();
+        if running.trim().parse::<u32>().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reads ran on replica 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let frozen = Stopped::stop(&server_processes(&c, 1));
+    // Down after two probes with no answer (~2.2 s with a 1 s timeout); then every reader
+    // must make progress while the replica is still stopped.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before: Vec<usize> = done.iter().map(|d| d.load(Relaxed)).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<usize> = done.iter().map(|d| d.load(Relaxed)).collect();
+    let stuck: Vec<usize> = (0..READERS).filter(|&i| after[i] == before[i]).collect();
+    let state = p.backends("frozendb");
+    drop(frozen);
+    stop.store(true, Relaxed);
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.extend(t.await.unwrap());
+    }
+    assert!(
+        stuck.is_empty(),
+        "readers {stuck:?} were still waiting on the stopped replica ({before:?} -> {after:?}); {state}"
+    );
+    assert!(errors.is_empty(), "readers saw errors: {errors:#?}");
+    // Back, it takes reads again, and no connection closed under it is handed out.
+    let client = connect(&p.conn_str("frozendb")).await;
+    let r1 = c.replica_ports()[0];
+    let mut seen = HashMap::new();
+    for _ in 0..50 {
+        seen.extend(count_reads(&client, 20).await);
+        if seen.contains_key(&r1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        seen.contains_key(&r1),
+        "the resumed replica never served a read: {seen:?}"
+    );
+    let seen = count_reads(&client, 200).await;
+    assert_eq!(seen.values().sum::<usize>(), 200, "{seen:?}");
+}
+
 /// The primary restarts (fast and immediate shutdown) while clients sit idle between
 /// statements: their server connections, idle in the pool, are dead afterwards, and the
 /// clients' next statements (simple and extended, writes and reads) run on new ones with no

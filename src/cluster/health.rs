@@ -22,6 +22,7 @@ use super::lag::{self, LagHistory};
 use super::{BackendState, ClusterState, Role};
 use crate::config::BackendAddr;
 use crate::config::Health;
+use crate::net::backend::SocketList;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -131,10 +132,13 @@ fn abandon_after(timeout: Duration) -> Duration {
 }
 
 /// Probe `cluster` with `prober` until `shutdown`.
+/// `sockets` are the proxy's connections to each backend (in `cluster.backends`' order):
+/// those of a replica the probes mark down are ended (`[health] close_replica_connections`).
 pub async fn run<P: Prober>(
     cluster: Arc<ClusterState>,
     prober: P,
     health: Health,
+    sockets: Vec<Arc<SocketList>>,
     shutdown: CancellationToken,
 ) {
     let mut trackers: Vec<Tracker<P::Conn>> = cluster
@@ -153,7 +157,15 @@ pub async fn run<P: Prober>(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => break,
         }
-        round(&cluster, &prober, &health, &mut trackers, &mut watch).await;
+        round(
+            &cluster,
+            &prober,
+            &health,
+            &sockets,
+            &mut trackers,
+            &mut watch,
+        )
+        .await;
     }
     // Stopped (shutdown, or a reload that replaced this checker): a probe still running gets
     // a moment to finish (then it is aborted with its connection), and the connections are
@@ -241,6 +253,7 @@ async fn round<P: Prober>(
     cluster: &ClusterState,
     prober: &P,
     health: &Health,
+    sockets: &[Arc<SocketList>],
     trackers: &mut [Tracker<P::Conn>],
     watch: &mut ClusterWatch,
 ) {
@@ -255,8 +268,20 @@ async fn round<P: Prober>(
             .map(|(t, b)| probe(t, prober.clone(), b.addr, health.timeout)),
     )
     .await;
-    for ((t, b), p) in trackers.iter_mut().zip(&cluster.backends).zip(&probes) {
-        update_health(cluster, b, t, p, health);
+    for (i, ((t, b), p)) in trackers
+        .iter_mut()
+        .zip(&cluster.backends)
+        .zip(&probes)
+        .enumerate()
+    {
+        let unreachable = update_health(cluster, b, t, p, health);
+        if unreachable && health.close_replica_connections && b.role() == Role::Replica {
+            if let Some(list) = sockets.get(i) {
+                let ended = list.end_all();
+                tracing::warn!(cluster = %cluster.name, backend = %b.addr, connections = ended,
+                    "replica unreachable: its connections closed (reads on them run again elsewhere)");
+            }
+        }
     }
     let primary = cluster.elect_primary();
     watch_split_brain(cluster, watch, primary);
@@ -320,13 +345,16 @@ fn watch_split_brain(cluster: &ClusterState, watch: &mut ClusterWatch, primary: 
     }
 }
 
+/// Count the probe's outcome for backend `b`. Returns whether it made `b` unreachable (it
+/// was reachable until now).
 fn update_health<C>(
     cluster: &ClusterState,
     b: &BackendState,
     t: &mut Tracker<C>,
     p: &Seen,
     h: &Health,
-) {
+) -> bool {
+    let mut unreachable = false;
     // A connection error on the statement path marks a backend down between rounds: start
     // counting rises from zero then.
     if t.believed_up && !b.is_up() {
@@ -352,7 +380,7 @@ fn update_health<C>(
             t.ok = 0;
             t.failed = t.failed.saturating_add(1);
             if t.failed >= h.fall {
-                b.reachable.store(false, Relaxed);
+                unreachable = b.reachable.swap(false, Relaxed);
             }
             if b.is_up() && t.failed >= h.fall {
                 b.up.store(false, Relaxed);
@@ -362,6 +390,7 @@ fn update_health<C>(
             }
         }
     }
+    unreachable
 }
 
 /// Role, timeline and (for a primary) position from a current probe.

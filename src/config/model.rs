@@ -265,6 +265,16 @@ pub struct Health {
     /// Consecutive failed probes that mark a backend down. Default 2. (A connection error
     /// on the statement path marks it down at once.)
     pub fall: u32,
+    /// When the probes mark a replica down (`fall` probes in a row with no answer at all,
+    /// late ones included), shut down every connection the proxy has to it, as HAProxy's
+    /// `on-marked-down shutdown-sessions` does. A server that vanished without closing them
+    /// (a powered-off host, a network partition, a stopped process) otherwise leaves the
+    /// reads running there waiting as long as it is away. A read whose answer has not started
+    /// to reach its client is then run again on another server; a client inside a
+    /// transaction there gets an error, as if the server had closed the connection. A
+    /// primary's connections are never closed this way (a write's outcome would be unknown).
+    /// Default true.
+    pub close_replica_connections: bool,
 }
 
 impl Default for Health {
@@ -274,6 +284,7 @@ impl Default for Health {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 2,
+            close_replica_connections: true,
         }
     }
 }

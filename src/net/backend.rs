@@ -124,6 +124,98 @@ impl BackendStream {
     }
 }
 
+impl BackendStream {
+    /// The socket's descriptor (none while a TLS upgrade is under way).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            BackendStream::Tcp(s) => Some(s.as_fd()),
+            BackendStream::Unix(s) => Some(s.as_fd()),
+            BackendStream::Tls(s) => Some(s.get_ref().0.as_fd()),
+            BackendStream::Upgrading => None,
+        }
+    }
+}
+
+/// The proxy's open connections to one server, so that they can all be ended at once when
+/// its health probes find it gone (a powered-off host or a stopped process never closes
+/// them, and a statement waiting on one would wait as long as the server is away). Each
+/// entry is a second descriptor of a connection's socket, enrolled when it opens and closed
+/// when the connection drops ([`Enrolled`]): ending one is a `shutdown(2)` of the socket both
+/// ways, which its owner then reads as the server closing. Because the list owns its
+/// descriptors, a number reused by the kernel after a connection closed can never be hit.
+#[derive(Debug, Default)]
+pub struct SocketList {
+    open: std::sync::Mutex<SocketSlots>,
+}
+
+#[derive(Debug, Default)]
+struct SocketSlots {
+    next: u64,
+    fds: std::collections::HashMap<u64, std::os::fd::OwnedFd>,
+}
+
+/// A connection's place in a [`SocketList`]; leaving it (drop) closes the list's descriptor.
+#[derive(Debug)]
+pub struct Enrolled {
+    list: std::sync::Arc<SocketList>,
+    key: u64,
+}
+
+impl SocketList {
+    /// Keep a second descriptor of `fd` until the returned place is dropped. None if the
+    /// descriptor could not be duplicated (out of descriptors): the connection works on,
+    /// only it cannot be ended from here.
+    pub fn enroll(
+        self: &std::sync::Arc<Self>,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Option<Enrolled> {
+        let own = fd.try_clone_to_owned().ok()?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.next += 1;
+        let key = open.next;
+        open.fds.insert(key, own);
+        Some(Enrolled {
+            list: self.clone(),
+            key,
+        })
+    }
+
+    /// Shut down every enrolled socket both ways (idle or in use); how many there were.
+    /// Their owners see the server close them and deal with it as they would then (a read
+    /// that can be repeated elsewhere is; an idle pooled connection is found stale).
+    pub fn end_all(&self) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for fd in open.fds.values() {
+            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
+        }
+        open.fds.len()
+    }
+
+    /// Connections enrolled now.
+    pub fn len(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fds
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Enrolled {
+    fn drop(&mut self) {
+        let fd = {
+            let mut open = self.list.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.fds.remove(&self.key)
+        };
+        drop(fd);
+    }
+}
+
 impl AsyncRead for BackendStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -202,6 +294,48 @@ impl AsyncWrite for BackendStream {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Ending a server's connections shuts down the sockets enrolled now, idle or in use: a
+    /// read waiting on one ends (the server seems to close it), and the list forgets a
+    /// connection as soon as it is dropped (its descriptor copy closed with it).
+    #[tokio::test]
+    async fn ending_the_enrolled_connections_ends_their_reads_and_no_other() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = BackendAddr::Tcp(listener.local_addr().unwrap());
+        let list = std::sync::Arc::new(SocketList::default());
+        let mut a = BackendStream::connect(addr).await.unwrap();
+        let (_a_server, _) = listener.accept().await.unwrap();
+        let mut other = BackendStream::connect(addr).await.unwrap();
+        let (_other_server, _) = listener.accept().await.unwrap();
+        let b = BackendStream::connect(addr).await.unwrap();
+        let (_b_server, _) = listener.accept().await.unwrap();
+        let _in_a = list.enroll(a.fd().unwrap()).unwrap();
+        let in_b = list.enroll(b.fd().unwrap()).unwrap();
+        assert_eq!(list.len(), 2);
+        drop(in_b);
+        drop(b);
+        assert_eq!(list.len(), 1);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let n = a.read(&mut buf).await.unwrap();
+            (n, a)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(list.end_all(), 1);
+        let (n, _a) = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("the read on an ended connection still waits")
+            .unwrap();
+        assert_eq!(n, 0, "an ended connection reads as closed");
+        // A connection that was not enrolled is untouched.
+        let mut buf = [0u8; 1];
+        let idle =
+            tokio::time::timeout(std::time::Duration::from_millis(100), other.read(&mut buf)).await;
+        assert!(
+            idle.is_err(),
+            "a connection not enrolled was ended: {idle:?}"
+        );
+    }
 
     /// Over TLS, a write returns once rustls took the bytes, which may be before the socket
     /// took all of its records; the stream must still deliver them while its owner waits for

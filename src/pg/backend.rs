@@ -187,6 +187,8 @@ pub struct BackendConn {
     /// The session whose sequence state (`currval()`, `lastval()`) this connection has, as
     /// far as the proxy knows; 0 for none (see `Session::seq_guard`).
     pub seq_owner: u64,
+    /// Its place among its server's open connections (see `net::backend::SocketList`).
+    pub enrolled: Option<crate::net::backend::Enrolled>,
 }
 
 impl std::fmt::Debug for BackendConn {
@@ -279,6 +281,8 @@ impl BackendConn {
             created: Instant::now(),
             stamps: Default::default(),
             seq_owner: 0,
+
+            enrolled: None,
         };
         loop {
             let (tag, body) = read_message(&mut conn.stream, addr, &mut buf).await?;
@@ -771,6 +775,14 @@ impl crate::pool::Reusable for BackendConn {
 
     fn stamps_mut(&mut self) -> &mut crate::pool::Stamps {
         &mut self.stamps
+    }
+
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.stream.fd()
+    }
+
+    fn enroll(&mut self, place: crate::net::backend::Enrolled) {
+        self.enrolled = Some(place);
     }
 
     fn say_goodbye(&mut self) {

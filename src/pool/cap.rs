@@ -30,6 +30,9 @@ pub struct ServerCap {
     /// A pool was refused room since the last wakeup: a connection given back or parked
     /// anywhere at the server wakes the waiting clients (it can be closed for them).
     starved: std::sync::atomic::AtomicBool,
+    /// Every open connection of those pools, to be ended at once when the server's probes
+    /// find it gone (`[health] close_replica_connections`).
+    pub sockets: Arc<crate::net::backend::SocketList>,
 }
 
 impl ServerCap {
@@ -114,6 +117,19 @@ impl ServerCaps {
         addrs
             .map(|a| self.of(&c.name, a, c.max_server_connections))
             .collect()
+    }
+
+    /// The open connections to server `addr` of cluster `cluster`, over all its pools.
+    pub fn sockets_of(
+        &self,
+        cluster: &str,
+        addr: BackendAddr,
+    ) -> Arc<crate::net::backend::SocketList> {
+        let mut all = self.0.lock().unwrap();
+        all.entry((cluster.to_owned(), addr))
+            .or_default()
+            .sockets
+            .clone()
     }
 
     /// The limit of server `addr` of cluster `cluster`, set to `max` (0: none).

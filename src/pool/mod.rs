@@ -75,6 +75,10 @@ pub trait Reusable: Send + 'static {
     fn at_rest(&self) -> bool {
         false
     }
+    /// The connection's socket, for its server's [`crate::net::backend::SocketList`].
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
+    /// Keep the connection's place in that list for as long as the connection lives.
+    fn enroll(&mut self, place: crate::net::backend::Enrolled);
 }
 
 /// Creates and vets server connections for one backend.
@@ -159,6 +163,11 @@ impl<C: Connector> managed::Manager for Manager<C> {
     // future that checks a connection out (each client's session, all the time) as large.
     async fn create(&self) -> Result<Box<C::Conn>, C::Error> {
         let mut conn = Box::pin(self.target.connect()).await?;
+        if let Some(cap) = &self.cap {
+            if let Some(place) = conn.socket().and_then(|fd| cap.sockets.enroll(fd)) {
+                conn.enroll(place);
+            }
+        }
         let now = coarse_ms();
         *conn.stamps_mut() = Stamps {
             opened: now,
@@ -758,6 +767,10 @@ mod tests {
         fn stamps_mut(&mut self) -> &mut Stamps {
             &mut self.1
         }
+        fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+            None
+        }
+        fn enroll(&mut self, _: crate::net::backend::Enrolled) {}
     }
 
     fn limits(size: usize, checkout_timeout: Duration) -> PoolLimits {

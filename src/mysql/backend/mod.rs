@@ -219,6 +219,8 @@ pub struct MyConn {
     pub created: Instant,
     /// When its pool opened it and last took it back (its lifetime and idle limits).
     pub stamps: crate::pool::Stamps,
+    /// Its place among its server's open connections (see `net::backend::SocketList`).
+    pub enrolled: Option<crate::net::backend::Enrolled>,
 }
 
 impl std::fmt::Debug for MyConn {
@@ -357,6 +359,8 @@ impl MyConn {
             default_schema: t.database.clone(),
             created: Instant::now(),
             stamps: Default::default(),
+
+            enrolled: None,
         };
         conn.track_session(t.connect_timeout)
             .await
@@ -580,6 +584,14 @@ impl crate::pool::Reusable for MyConn {
 
     fn stamps_mut(&mut self) -> &mut crate::pool::Stamps {
         &mut self.stamps
+    }
+
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.stream.fd()
+    }
+
+    fn enroll(&mut self, place: crate::net::backend::Enrolled) {
+        self.enrolled = Some(place);
     }
 
     fn say_goodbye(&mut self) {
