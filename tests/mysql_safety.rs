@@ -966,3 +966,41 @@ fn statements_past_query_timeout_are_killed_and_their_clients_go_on() {
     drop((s, holder));
     p.assert_nothing_leaked("after query_timeout");
 }
+
+/// TCP keepalive (`[general] tcp_keepalive`, on by default) is set on the client's
+/// connection to the proxy and on the proxy's connection to the server, with the configured
+/// idle time (the same check as PostgreSQL's in `pg_safety.rs`: loopback cannot lose a
+/// probe's answer, so what is checked is the kernel's timer on both sockets, against the
+/// same with the setting off).
+#[test]
+fn client_and_server_connections_have_tcp_keepalive() {
+    let db = "keepalive";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let primary = cluster().primary_port();
+    for on in [true, false] {
+        let p = proxy(db, &format!("tcp_keepalive = {on}\ntcp_keepidle = \"37s\""));
+        let mut s = login(p.port, db).expect("login");
+        // The statement finds its own row: the proxy's server connection, at its end.
+        let rows = query(
+            &mut s,
+            "/* switchyard:primary */ SELECT host FROM information_schema.processlist \
+             WHERE info LIKE '%keepalive-marker%'",
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let host = rows[0][0].clone().unwrap();
+        let proxy_side: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
+        let timers = switchyard::testkit::socket_timers(&[(p.port, 0), (proxy_side, primary)]);
+        for (side, t) in ["client", "server"].into_iter().zip(timers) {
+            if on {
+                // A keepalive timer firing within the idle time (37 s in 1/100 s ticks).
+                assert!(
+                    t.0 == 2 && (2500..=3700).contains(&t.1),
+                    "the {side} connection has no 37 s keepalive: {t:?}"
+                );
+            } else {
+                assert_eq!(t.0, 0, "the {side} connection has a timer: {t:?}");
+            }
+        }
+    }
+}

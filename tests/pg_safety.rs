@@ -1644,3 +1644,41 @@ async fn a_server_that_ignores_the_query_timeout_cancel_costs_only_its_client() 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// TCP keepalive (`[general] tcp_keepalive`, on by default) is set on the client's
+/// connection to the proxy and on the proxy's connection to the server, with the configured
+/// idle time, so that a peer that vanishes without closing (a powered-off host, a cut
+/// network) is found: a client gone inside a transaction no longer holds its server
+/// connection and its locks for ever, and a statement waiting on a vanished server ends.
+/// (Loopback cannot lose a probe's answer; what is checked is the kernel's timer on both
+/// sockets, against the same with the setting off.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_connections_have_tcp_keepalive() {
+    let db = "keepalivedb";
+    create_db(db);
+    let server_port = cluster().primary_port();
+    for on in [true, false] {
+        let general = format!("tcp_keepalive = {on}\ntcp_keepidle = \"37s\"");
+        let p = start_proxy(&config_text(db, &general, "", ""));
+        let client = connect(&p.conn_str(db)).await;
+        // The port the proxy's server connection has at its end.
+        let row = client
+            .query_one("SELECT inet_client_port()", &[])
+            .await
+            .unwrap();
+        let proxy_side: i32 = row.get(0);
+        let timers =
+            switchyard::testkit::socket_timers(&[(p.port, 0), (proxy_side as u16, server_port)]);
+        for (side, s) in ["client", "server"].into_iter().zip(timers) {
+            if on {
+                // A keepalive timer firing within the idle time (37 s in 1/100 s ticks).
+                assert!(
+                    s.0 == 2 && (2500..=3700).contains(&s.1),
+                    "the {side} connection has no 37 s keepalive: {s:?}"
+                );
+            } else {
+                assert_eq!(s.0, 0, "the {side} connection has a timer: {s:?}");
+            }
+        }
+    }
+}

@@ -152,6 +152,11 @@ pub(super) async fn run_worker(
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if let (ClientStream::Plain(s), Some(ka)) =
+                        (&stream, shared.config().general.keepalive())
+                    {
+                        crate::net::set_keepalive(std::os::fd::AsFd::as_fd(s), &ka);
+                    }
                     let id = conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(stream) = hand_over(&shared, &worker, stream, peer, id, front) {
                         worker.load.fetch_add(1, Ordering::Relaxed);

@@ -115,6 +115,42 @@ pub struct General {
     /// its listeners, serves on them, and the old process then drains as on SIGTERM; then the
     /// new one listens at the path. Default: none. Restart needed.
     pub handover_socket: Option<String>,
+    /// TCP keepalive on the database protocols' connections, clients' and servers' alike
+    /// (PgBouncer's `tcp_keepalive`): a peer that vanished without closing (a powered-off
+    /// host, a cut network) is found after `tcp_keepidle` of silence and `tcp_keepcnt`
+    /// unanswered probes `tcp_keepintvl` apart, and the connection is closed. A client that
+    /// vanished inside a transaction then no longer holds its server connection (and the
+    /// locks of its transaction, rolled back) for ever, and a statement waiting on a server
+    /// that vanished ends with an error instead of waiting for it. Default true. Applies to
+    /// connections opened after it is loaded.
+    pub tcp_keepalive: bool,
+    /// Silence on a connection before the first keepalive probe. Default "60s".
+    #[serde(with = "duration")]
+    pub tcp_keepidle: Duration,
+    /// Time between unanswered keepalive probes. Default "10s".
+    #[serde(with = "duration")]
+    pub tcp_keepintvl: Duration,
+    /// Unanswered probes after which the connection is closed. Default 6.
+    pub tcp_keepcnt: u32,
+}
+
+/// TCP keepalive timing for a socket (`[general] tcp_keepalive` and the keys after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+impl General {
+    /// The keepalive to set on database connections, if on.
+    pub fn keepalive(&self) -> Option<Keepalive> {
+        self.tcp_keepalive.then_some(Keepalive {
+            idle: self.tcp_keepidle,
+            interval: self.tcp_keepintvl,
+            count: self.tcp_keepcnt,
+        })
+    }
 }
 
 impl Default for General {
@@ -133,6 +169,10 @@ impl Default for General {
             watch_config: Duration::ZERO,
             query_digests: 0,
             handover_socket: None,
+            tcp_keepalive: true,
+            tcp_keepidle: Duration::from_secs(60),
+            tcp_keepintvl: Duration::from_secs(10),
+            tcp_keepcnt: 6,
         }
     }
 }
@@ -265,8 +305,8 @@ pub struct Health {
     /// Consecutive failed probes that mark a backend down. Default 2. (A connection error
     /// on the statement path marks it down at once.)
     pub fall: u32,
-    /// When the probes mark a replica down (`fall` probes in a row with no answer at all,
-    /// late ones included), shut down every connection the proxy has to it, as HAProxy's
+    /// When the probes mark a replica down (`fall` failed probes in a row; a late answer
+    /// counts as alive, not failed), shut down every connection the proxy has to it, as HAProxy's
     /// `on-marked-down shutdown-sessions` does. A server that vanished without closing them
     /// (a powered-off host, a network partition, a stopped process) otherwise leaves the
     /// reads running there waiting as long as it is away. A read whose answer has not started
@@ -388,6 +428,25 @@ impl Config {
                     format!("not a regular expression: {e}"),
                 ));
             }
+        }
+        // The kernel takes whole seconds, 1 to 32767, and 1 to 127 probes.
+        for (key, d) in [
+            ("general.tcp_keepidle", g.tcp_keepidle),
+            ("general.tcp_keepintvl", g.tcp_keepintvl),
+        ] {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(32767) || d.subsec_nanos() != 0
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be whole seconds from 1s to 32767s",
+                ));
+            }
+        }
+        if !(1..=127).contains(&g.tcp_keepcnt) {
+            return Err(ConfigError::invalid(
+                "general.tcp_keepcnt",
+                "must be from 1 to 127",
+            ));
         }
         if g.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
@@ -764,6 +823,36 @@ mod tests {
         assert_eq!(ok.pool.multiplex_depth, 64);
         let e = Config::from_toml(&format!("[pool]\nmultiplex_depth = 65\n{base}")).unwrap_err();
         assert!(e.to_string().contains("pool.multiplex_depth"), "{e}");
+    }
+
+    #[test]
+    fn tcp_keepalive_timing_is_what_the_kernel_takes() {
+        let base = "[postgres]\nlisten = \"127.0.0.1:6432\"\n[[cluster]]\nname = \"m\"\ndatabase = \"m\"\nprimary = \"127.0.0.1:5432\"\nuser = \"u\"\n";
+        let with = |general: &str| Config::from_toml(&format!("[general]\n{general}\n{base}"));
+        let ka = with("tcp_keepidle = \"2m\"\ntcp_keepcnt = 3").unwrap();
+        assert_eq!(
+            ka.general.keepalive(),
+            Some(Keepalive {
+                idle: Duration::from_secs(120),
+                interval: Duration::from_secs(10),
+                count: 3
+            })
+        );
+        assert_eq!(
+            with("tcp_keepalive = false").unwrap().general.keepalive(),
+            None
+        );
+        for (bad, key) in [
+            ("tcp_keepidle = \"500ms\"", "general.tcp_keepidle"),
+            ("tcp_keepidle = \"1500ms\"", "general.tcp_keepidle"),
+            ("tcp_keepintvl = \"0s\"", "general.tcp_keepintvl"),
+            ("tcp_keepintvl = \"10h\"", "general.tcp_keepintvl"),
+            ("tcp_keepcnt = 0", "general.tcp_keepcnt"),
+            ("tcp_keepcnt = 128", "general.tcp_keepcnt"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -498,7 +498,7 @@ pub fn build_pools(
             let pools = crate::pool::cluster_pools(
                 targets,
                 prev.map(|p| p.pools.as_slice()),
-                crate::pool::PoolLimits::of(&cfg.pool, size),
+                crate::pool::PoolLimits::of(cfg, size),
                 &caps,
             );
             // The same pools for the same generation (a user looked up since): the set as it

@@ -12,6 +12,22 @@ pub mod tls;
 
 use std::net::SocketAddr;
 
+/// Turn TCP keepalive on for the socket `fd` with timing `ka` (`[general] tcp_keepalive`);
+/// a Unix-domain socket is left as it is.
+pub fn set_keepalive(fd: std::os::fd::BorrowedFd<'_>, ka: &crate::config::Keepalive) {
+    let s = socket2::SockRef::from(&fd);
+    if !matches!(s.domain(), Ok(d) if d == socket2::Domain::IPV4 || d == socket2::Domain::IPV6) {
+        return;
+    }
+    let timing = socket2::TcpKeepalive::new()
+        .with_time(ka.idle)
+        .with_interval(ka.interval)
+        .with_retries(ka.count);
+    if let Err(e) = s.set_tcp_keepalive(&timing) {
+        tracing::debug!(error = %e, "TCP keepalive not set");
+    }
+}
+
 /// Bind `count` listening sockets to `addr` with SO_REUSEPORT. If `addr` has port 0, the
 /// first socket picks the port and the others bind the same one.
 pub fn bind_reuseport(

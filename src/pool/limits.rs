@@ -49,6 +49,8 @@ pub struct PoolLimits {
     /// An idle connection given back this long ago is closed by [`BackendPool::sweep`]
     /// (zero: never).
     pub idle_timeout: Duration,
+    /// TCP keepalive set on each new connection (`[general] tcp_keepalive`).
+    pub keepalive: Option<crate::config::Keepalive>,
 }
 
 impl PoolLimits {
@@ -60,16 +62,19 @@ impl PoolLimits {
             checkout_timeout,
             lifetime: Duration::ZERO,
             idle_timeout: Duration::ZERO,
+            keepalive: None,
         }
     }
 
-    /// The limits `[pool]` sets, for pools of `size` connections per worker.
-    pub fn of(settings: &crate::config::PoolSettings, size: usize) -> PoolLimits {
+    /// The limits `[pool]` (and `[general]`'s TCP keepalive) set, for pools of `size`
+    /// connections per worker.
+    pub fn of(cfg: &crate::config::Config, size: usize) -> PoolLimits {
         PoolLimits {
             size,
-            checkout_timeout: settings.checkout_timeout,
-            lifetime: settings.server_lifetime,
-            idle_timeout: settings.server_idle_timeout,
+            checkout_timeout: cfg.pool.checkout_timeout,
+            lifetime: cfg.pool.server_lifetime,
+            idle_timeout: cfg.pool.server_idle_timeout,
+            keepalive: cfg.general.keepalive(),
         }
     }
 

@@ -163,6 +163,9 @@ impl<C: Connector> managed::Manager for Manager<C> {
     // future that checks a connection out (each client's session, all the time) as large.
     async fn create(&self) -> Result<Box<C::Conn>, C::Error> {
         let mut conn = Box::pin(self.target.connect()).await?;
+        if let (Some(ka), Some(fd)) = (&self.limits.keepalive, conn.socket()) {
+            crate::net::set_keepalive(fd, ka);
+        }
         if let Some(cap) = &self.cap {
             if let Some(place) = conn.socket().and_then(|fd| cap.sockets.enroll(fd)) {
                 conn.enroll(place);
