@@ -197,30 +197,41 @@ impl TopologySource for Shared {
             // backends): per backend, (size, open, idle, multiplexing).
             let stats = |i: usize| -> (u64, u64, u64, crate::metrics::MuxStats) {
                 let mut acc = (0u64, 0u64, 0u64, crate::metrics::MuxStats::default());
-                // A cluster whose servers see each client's own user has a set per user: the
-                // size of one that has no connection open is no capacity, as no other user
-                // can use it (else the many idle users' sets would hide a busy one's queue).
+                // Each worker has a pool per server and login, and a pool's size is that of
+                // its group over all workers: counted once per group. A cluster whose servers
+                // see each client's own user has a group per user: the size of one that has
+                // no connection open is no capacity, as no other user can use it (else the
+                // many idle users' sets would hide a busy one's queue).
                 let per_user = c.server_login == crate::config::ServerLogin::Client;
-                let mut add = |size: usize, (open, idle): (usize, usize)| {
-                    if !per_user || open > 0 {
-                        acc.0 += size as u64;
-                    }
+                let mut groups: std::collections::HashMap<usize, (usize, usize)> =
+                    std::collections::HashMap::new();
+                let mut add = |group: usize, size: usize, (open, idle): (usize, usize)| {
+                    let g = groups.entry(group).or_default();
+                    g.0 = size;
+                    g.1 += open;
                     acc.1 += open as u64;
                     acc.2 += idle as u64;
                 };
                 for w in &workers_all {
                     for p in w.pg.clusters.load().of_database(&c.database) {
                         if Arc::ptr_eq(&p.state, state) {
-                            acc.3 += p.pools[i].ext.stats();
-                            add(p.pools[i].size(), p.pools[i].status());
+                            let pool = &p.pools[i];
+                            acc.3 += pool.ext.stats();
+                            add(pool.group_id(), pool.size(), pool.status());
                         }
                     }
                     for p in w.my.clusters.load().of_database(&c.database) {
                         if Arc::ptr_eq(&p.state, state) {
-                            add(p.pools[i].size(), p.pools[i].status());
+                            let pool = &p.pools[i];
+                            add(pool.group_id(), pool.size(), pool.status());
                         }
                     }
                 }
+                acc.0 = groups
+                    .values()
+                    .filter(|(_, open)| !per_user || *open > 0)
+                    .map(|(size, _)| *size as u64)
+                    .sum();
                 acc
             };
             let backends = state
@@ -513,7 +524,7 @@ impl Server {
                         );
                     }
                     let rt = thread_runtime();
-                    rt.block_on(run_worker(shared, workers, listeners, conn_ids));
+                    rt.block_on(run_worker(shared, listeners, conn_ids));
                 })?;
             threads.push(t);
         }

@@ -45,6 +45,8 @@ pub struct Engine {
     pub draining: AtomicBool,
     /// The limits on connections per server (`[[cluster]] max_server_connections`).
     pub server_caps: crate::pool::ServerCaps,
+    /// The limits of each pool over the worker threads (`[pool] size`, `pool_size`).
+    pub pool_groups: crate::pool::PoolGroups,
     /// Client connections open per user, over both protocols (`[[user]] max_connections`).
     pub user_conns: Arc<UserConns>,
     /// `[pool] query_timeout` of the config in force, in milliseconds (0: off). Sessions read
@@ -201,6 +203,7 @@ impl Engine {
             listening: Default::default(),
             draining: Default::default(),
             server_caps: Default::default(),
+            pool_groups: Default::default(),
             user_conns: Default::default(),
             query_timeout_ms,
             started: std::time::Instant::now(),

@@ -7,7 +7,7 @@
 //!   state machine, backend connections, cancel keys, prepared-statement mapping.
 //! - [`router`]: SQL scanning and the rules built on it (which statements pin a session).
 //! - [`pool`]: per-worker, per-backend connection pools that only take back clean connections
-//!   (any protocol: `pool::Connector`).
+//!   (any protocol: `pool::Connector`), one size shared by the workers' pools of a backend.
 //! - [`cluster`]: topology, health checks over any protocol's `cluster::health::Prober`, lag,
 //!   replica selection.
 //! - [`engine`]: the protocol-neutral state front ends read (config, topology, classifier,

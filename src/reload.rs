@@ -188,7 +188,13 @@ fn apply(shared: &Shared) -> Result<String, String> {
     let old_states = shared.clusters.load_full();
     let states = Arc::new(build_states(&cfg, Some(&old_states))?);
     let generation = shared.generation.load(Ordering::Acquire) + 1;
-    // Everything is built before anything is swapped: from here on nothing can fail.
+    // The edge's next generation (certificates load here, so a bad one fails the reload).
+    let edge = match (&shared.edge, &cfg.edge) {
+        (Some(e), Some(c)) => Some((e, e.prepare(c)?)),
+        _ => None,
+    };
+    // Everything is built before anything is swapped: from here on nothing can fail (building
+    // the pools sets the limits their groups share, which the pools in use count under too).
     let workers = shared.live_workers();
     let maps: Vec<(Arc<PoolMap>, Arc<PoolMap>)> = workers
         .iter()
@@ -200,7 +206,6 @@ fn apply(shared: &Shared) -> Result<String, String> {
                 &cfg,
                 &states,
                 Some(&old),
-                shared.worker_count,
                 generation,
             );
             (old, Arc::new(new))
@@ -216,17 +221,11 @@ fn apply(shared: &Shared) -> Result<String, String> {
                 &cfg,
                 &states,
                 Some(&old),
-                shared.worker_count,
                 generation,
             );
             (old, Arc::new(new))
         })
         .collect();
-    // The edge's next generation (certificates load here, so a bad one fails the reload).
-    let edge = match (&shared.edge, &cfg.edge) {
-        (Some(e), Some(c)) => Some((e, e.prepare(c)?)),
-        _ => None,
-    };
     if routing_changed(&old_cfg, &cfg) {
         shared
             .classifier

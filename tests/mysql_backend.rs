@@ -462,7 +462,12 @@ async fn reset_connection_clears_session_state() {
 async fn pool_checkout_release_and_stale_connections() {
     let c = shared();
     let t = proxy_target(c, 0, Some("sy"));
-    let pool = MyPool::new(t.clone(), PoolLimits::new(2, Duration::from_secs(5)), None);
+    let pool = MyPool::new(
+        t.clone(),
+        PoolLimits::new(2, Duration::from_secs(5)),
+        None,
+        None,
+    );
     let mut a = pool.checkout().await.unwrap();
     let id = a.connection_id;
     assert_eq!(value(&mut a, "SELECT 1").await.as_deref(), Some("1"));
@@ -498,6 +503,7 @@ async fn pool_checkout_release_and_stale_connections() {
         t.clone(),
         PoolLimits::new(1, Duration::from_millis(200)),
         None,
+        None,
     );
     let held = small.checkout().await.unwrap();
     assert!(matches!(
@@ -510,6 +516,7 @@ async fn pool_checkout_release_and_stale_connections() {
     let bad = MyPool::new(
         target(c, 0, "switchyard", "wrong", None),
         PoolLimits::new(1, Duration::from_secs(5)),
+        None,
         None,
     );
     match bad.checkout().await {

@@ -1004,3 +1004,89 @@ fn client_and_server_connections_have_tcp_keepalive() {
         }
     }
 }
+
+/// `[pool] size` is the pool's size over all worker threads (as in `pg_safety.rs`'s test of
+/// the same name): clients of one worker that all need a connection at once get them while
+/// the other worker's connections sit idle (closed to make room), and the server never sees
+/// more than `size` connections from the pool.
+#[test]
+fn busy_clients_of_one_worker_use_the_connections_another_leaves_idle() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const SIZE: usize = 4; // the `[pool] size` of `proxy_with`
+    let db = "sf_groups";
+    setup(db, "CREATE TABLE t (id int PRIMARY KEY)");
+    let p = proxy(db, "");
+    let shared = p.server().shared.clone();
+    let loads = || -> Vec<usize> {
+        shared
+            .live_workers()
+            .iter()
+            .map(|w| w.load.load(Relaxed))
+            .collect()
+    };
+    let started = Instant::now();
+    while loads().len() < 2 {
+        assert!(started.elapsed() < T, "workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIZE clients on each worker, told apart by the worker whose client count grows.
+    let mut on: [Vec<TcpStream>; 2] = [Vec::new(), Vec::new()];
+    while on.iter().any(|c| c.len() < SIZE) {
+        assert!(
+            on[0].len() + on[1].len() < 8 * SIZE,
+            "clients land on one worker only"
+        );
+        let before = loads();
+        let client = login(p.port, db).unwrap();
+        let after = loads();
+        let w = (0..2)
+            .find(|&w| after[w] > before[w])
+            .expect("a worker took the client");
+        if on[w].len() < SIZE {
+            on[w].push(client);
+        }
+    }
+    let [first, second] = on;
+    let all_at_once = |clients: Vec<TcpStream>, sql: &'static str| {
+        clients
+            .into_iter()
+            .map(|mut c| {
+                std::thread::spawn(move || {
+                    query(&mut c, sql).unwrap();
+                    c
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // The second worker's clients open connections to the primary and leave them idle.
+    for t in all_at_once(second, "/* switchyard:primary */ SELECT SLEEP(0.3)") {
+        t.join().unwrap();
+    }
+    // The first worker's clients all need one at once, for a while.
+    let busy = all_at_once(first, "/* switchyard:primary */ SELECT SLEEP(1.5)");
+    let count = |sql: &str| -> usize { cluster().query(0, sql).unwrap()[0][0].parse().unwrap() };
+    let (mut running, mut open) = (0, 0);
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(100));
+        running = running.max(count(
+            "SELECT count(*) FROM information_schema.processlist \
+             WHERE info LIKE '%SELECT SLEEP(1.5)'",
+        ));
+        open = open.max(count(&format!(
+            "SELECT count(*) FROM information_schema.processlist WHERE user = '{}'",
+            backend_user(db)
+        )));
+    }
+    for t in busy {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        running, SIZE,
+        "the busy worker's clients ran {running} at a time, with {SIZE} connections in the pool"
+    );
+    // The pool's connections, and the health checks' one.
+    assert!(
+        open <= SIZE + 1,
+        "{open} server connections for a pool of {SIZE}"
+    );
+}

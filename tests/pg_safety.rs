@@ -1682,3 +1682,109 @@ async fn client_and_server_connections_have_tcp_keepalive() {
         }
     }
 }
+
+/// `[pool] size` is the pool's size over all worker threads, not a fixed share of it per
+/// worker: clients of one worker that all need a connection at once get them while another
+/// worker's connections sit idle (one of those is closed to make room, as PgBouncer's single
+/// pool would simply hand it over), and the server never sees more than `size` connections.
+/// Clients are placed by the kernel and the proxy's balancing, so each one's worker is read
+/// from the workers' client counts as it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_clients_of_one_worker_use_the_connections_another_leaves_idle() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const SIZE: usize = 4;
+    let db = "sharedpooldb";
+    create_db(db);
+    let p = start_proxy(&config_text(
+        db,
+        "workers = 2",
+        &format!("size = {SIZE}\ncheckout_timeout = \"20s\""),
+        "",
+    ));
+    let shared = p.shared();
+    let loads = || -> Vec<usize> {
+        shared
+            .live_workers()
+            .iter()
+            .map(|w| w.load.load(Relaxed))
+            .collect()
+    };
+    let started = Instant::now();
+    while loads().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "workers never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIZE clients on each worker.
+    let mut on: [Vec<tokio_postgres::Client>; 2] = [Vec::new(), Vec::new()];
+    while on.iter().any(|c| c.len() < SIZE) {
+        assert!(
+            on[0].len() + on[1].len() < 8 * SIZE,
+            "clients land on one worker only"
+        );
+        let before = loads();
+        let client = connect(&p.conn_str(db)).await;
+        let after = loads();
+        let w = (0..2)
+            .find(|&w| after[w] > before[w])
+            .expect("a worker took the client");
+        if on[w].len() < SIZE {
+            on[w].push(client);
+        }
+    }
+    let [first, second] = on;
+    // The second worker's clients open connections and leave them idle in its pool.
+    futures_util::future::join_all(
+        second
+            .iter()
+            .map(|c| c.simple_query("SELECT pg_sleep(0.3)")),
+    )
+    .await
+    .into_iter()
+    .for_each(|r| drop(r.unwrap()));
+    // The first worker's clients all need one at once, for a second.
+    let watch = |sql: &'static str| async move {
+        cluster()
+            .psql_db(0, db, sql)
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let busy = futures_util::future::join_all(
+        first.iter().map(|c| c.simple_query("SELECT pg_sleep(1.5)")),
+    );
+    let sample = async {
+        let (mut running, mut open) = (0, 0);
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            running = running.max(
+                watch(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(1.5)' \
+                     AND state = 'active'",
+                )
+                .await,
+            );
+            open = open.max(
+                watch(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND application_name = 'switchyard'",
+                )
+                .await,
+            );
+        }
+        (running, open)
+    };
+    let (results, (running, open)) = tokio::join!(busy, sample);
+    results.into_iter().for_each(|r| drop(r.unwrap()));
+    assert_eq!(
+        running, SIZE,
+        "the busy worker's clients ran {running} at a time, with {SIZE} connections in the pool"
+    );
+    assert!(
+        open <= SIZE,
+        "{open} server connections for a pool of {SIZE}"
+    );
+}

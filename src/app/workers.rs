@@ -71,7 +71,6 @@ async fn accept_unix(
 
 pub(super) async fn run_worker(
     shared: Arc<Shared>,
-    workers: usize,
     listeners: Listeners,
     conn_ids: Arc<std::sync::atomic::AtomicU64>,
 ) {
@@ -80,12 +79,10 @@ pub(super) async fn run_worker(
         pg: Arc::new(crate::pg::worker::Worker::new(
             shared.engine.clone(),
             shared.pg.clone(),
-            workers,
         )),
         my: Arc::new(crate::mysql::worker::Worker::new(
             shared.engine.clone(),
             shared.my.clone(),
-            workers,
         )),
         load: AtomicUsize::new(0),
         handoff,
@@ -344,7 +341,7 @@ async fn proxied_peer(
 
 /// The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the
 /// addresses, which leaves one worker with noticeably more clients than another (16 clients
-/// on 2 workers often land 10 and 6, and each worker has only its share of the pool). A
+/// on 2 workers often land 10 and 6, and each worker's pools are its own). A
 /// worker that accepts a connection while another worker serves fewer clients hands it over
 /// once; from then on the client and its backend connections live on that worker. The
 /// receiving worker's load counts the connection from the moment it is sent, so a burst of

@@ -205,8 +205,10 @@ pub enum PoolMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSettings {
-    /// Most connections to each backend server, summed over workers (each worker gets an
-    /// equal share, at least one). Default 20.
+    /// Most connections to each backend server (per login), over all worker threads. Each
+    /// worker has a pool of its own and opens connections as its clients need them; at the
+    /// size, one idle on another worker is closed to make room, so no worker's clients wait
+    /// while another's connections sit idle. Default 20.
     pub size: usize,
     /// How long a client waits for a free backend connection before it gets an error
     /// (SQLSTATE 53300) naming this limit. Default "5s".

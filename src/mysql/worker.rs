@@ -340,13 +340,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Build a worker's pools from the config; `workers` splits each pool size.
-    pub fn new(shared: Arc<Engine>, my: Arc<MyShared>, workers: usize) -> Worker {
+    /// Build a worker's pools from the config.
+    pub fn new(shared: Arc<Engine>, my: Arc<MyShared>) -> Worker {
         let generation = shared.generation.load(Ordering::Acquire);
         let cfg = shared.config();
         let states = shared.clusters.load_full();
         let looked_up_version = my.looked_up.version();
-        let clusters = build_pools(&shared, &my, &cfg, &states, None, workers, generation);
+        let clusters = build_pools(&shared, &my, &cfg, &states, None, generation);
         let pool_mode = cfg.mysql.as_ref().map(|m| m.pool_mode).unwrap_or_default();
         let tls = cfg
             .mysql
@@ -421,15 +421,7 @@ impl Worker {
         let cfg = shared.config();
         let states = shared.clusters.load_full();
         let version = self.my.looked_up.version();
-        let new = build_pools(
-            shared,
-            &self.my,
-            &cfg,
-            &states,
-            Some(&old),
-            shared.worker_count,
-            generation,
-        );
+        let new = build_pools(shared, &self.my, &cfg, &states, Some(&old), generation);
         self.clusters.store(Arc::new(new));
         self.looked_up_version.store(version, Ordering::Release);
         close_unused(&[old], &[self.clusters.load_full()]);
@@ -472,12 +464,11 @@ pub fn build_pools(
     cfg: &Config,
     states: &ClusterMap,
     old: Option<&MyPoolMap>,
-    workers: usize,
     generation: u64,
 ) -> MyPoolMap {
     let mut out = MyPoolMap::default();
     for c in cfg.clusters_of(Protocol::Mysql) {
-        let size = crate::pool::worker_share(c.pool_size.unwrap_or(cfg.pool.size), workers);
+        let size = c.pool_size.unwrap_or(cfg.pool.size);
         let state = &states[&c.database];
         let base = backend_target(cfg, c);
         let caps = shared
@@ -500,6 +491,12 @@ pub fn build_pools(
                 prev.map(|p| p.pools.as_slice()),
                 crate::pool::PoolLimits::of(cfg, size),
                 &caps,
+                &shared.pool_groups.for_login(
+                    &c.name,
+                    login.client.map_or("", |u| u.name.as_str()),
+                    state.backends.iter().map(|b| b.addr),
+                    size,
+                ),
             );
             // The same pools for the same generation (a user looked up since): the set as it
             // was.

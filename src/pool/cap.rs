@@ -1,9 +1,16 @@
-//! A limit on the connections to one server over every pool that reaches it (each user's
-//! own, each worker's): `[[cluster]] max_server_connections`, PgBouncer's
-//! `max_db_connections`. A pool that needs one more connection at the limit first closes an
-//! idle connection of another pool of that server (PgBouncer waits for one to time out
-//! instead); with none idle its clients wait, within `checkout_timeout`, for a connection of
-//! that server to close.
+//! Limits on the connections of a group of pools, each worker thread's pool a member:
+//! - to one server over every pool that reaches it (each user's own, each worker's):
+//!   `[[cluster]] max_server_connections`, PgBouncer's `max_db_connections` ([`ServerCaps`]);
+//! - of one pool over the worker threads (`[pool] size`, a cluster's `pool_size`): every
+//!   worker has its own pool of a server for a login, and together they hold at most that
+//!   many connections ([`PoolGroups`]). A worker's pool is not held to a share of the size:
+//!   when its clients need more while another worker's connections sit idle, it takes their
+//!   place, as a single pool would have handed them over.
+//!
+//! A pool that needs one more connection at a limit first closes an idle connection of
+//! another pool of the group (PgBouncer waits for one to time out instead); with none idle
+//! its clients wait, within `checkout_timeout`, for a connection of the group to close or go
+//! idle.
 
 use crate::config::BackendAddr;
 use std::collections::HashMap;
@@ -25,8 +32,13 @@ pub trait Member: Send + Sync {
 pub struct ServerCap {
     /// 0: no limit.
     max: AtomicUsize,
-    /// Every pool of the server (dead ones are dropped as they are met).
+    /// Every pool of the server (dead ones are dropped as they are met). Locked only to
+    /// read or change the list: what is done with its pools (closing a connection, which
+    /// may give another back and wake this limit's clients) is done without it.
     members: Mutex<Vec<Weak<dyn Member>>>,
+    /// Held through one admission (count, close, reserve), so that two pools never both
+    /// take the last place.
+    admitting: Mutex<()>,
     /// A pool was refused room since the last wakeup: a connection given back or parked
     /// anywhere at the server wakes the waiting clients (it can be closed for them).
     starved: std::sync::atomic::AtomicBool,
@@ -47,30 +59,44 @@ impl ServerCap {
     }
 
     /// Whether `me` may open one more connection: under the limit, or once an idle
-    /// connection of another pool was closed. `reserve` (counting the connect in `me`'s
-    /// `held`) runs under the same lock as the count, so two pools never both take the last
-    /// place.
-    pub fn admit(&self, me: &dyn Member, reserve: impl FnOnce()) -> bool {
+    /// connection of another pool was closed (only if `may_close`). `reserve` (counting the connect in `me`'s
+    /// `held`, or first asking another limit, which may refuse: false) runs under the same
+    /// lock as the count, so two pools never both take the last place. Limits asked inside
+    /// one another are always asked in the same order (a pool's own group first, then its
+    /// server's), so their locks are too.
+    pub fn admit(&self, me: &dyn Member, may_close: bool, reserve: impl FnOnce() -> bool) -> bool {
         let max = self.max();
         if max == 0 {
-            reserve();
-            return true;
+            return reserve();
         }
-        let members = self.members.lock().unwrap();
-        let live: Vec<Arc<dyn Member>> = members.iter().filter_map(Weak::upgrade).collect();
+        let _one_at_a_time = self.admitting.lock().unwrap();
+        let live = self.live();
         let held: usize = live.iter().map(|m| m.held()).sum();
         let me = me as *const dyn Member as *const ();
         let room = held < max
-            || live
-                .iter()
-                .filter(|m| Arc::as_ptr(m) as *const () != me)
-                .any(|m| m.close_idle());
-        if room {
-            reserve();
-        } else {
+            || may_close
+                && live
+                    .iter()
+                    .filter(|m| Arc::as_ptr(m) as *const () != me)
+                    .any(|m| m.close_idle());
+        if !room {
             self.starved.store(true, Relaxed);
+            return false;
         }
-        room
+        reserve()
+    }
+
+    /// Whether the pools under this limit hold fewer connections than it allows (always,
+    /// without a limit).
+    pub fn has_room(&self) -> bool {
+        let max = self.max();
+        max == 0 || self.live().iter().map(|m| m.held()).sum::<usize>() < max
+    }
+
+    /// The pools under this limit that are still open.
+    fn live(&self) -> Vec<Arc<dyn Member>> {
+        let members = self.members.lock().unwrap();
+        members.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// A connection of the server went idle: if a pool was refused room, wake the waiting
@@ -87,14 +113,7 @@ impl ServerCap {
         if self.max() == 0 {
             return;
         }
-        let live: Vec<Arc<dyn Member>> = self
-            .members
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for m in live {
+        for m in self.live() {
             m.wake();
         }
     }
@@ -146,6 +165,37 @@ impl ServerCaps {
     }
 }
 
+/// The limits of every pool over the worker threads, by cluster name, login (the client
+/// user a cluster with `server_login = "client"` logs in as; "" for the cluster's own user)
+/// and server address; kept across reloads (a reload sets their maximum), so that the pools
+/// a reload keeps and the ones it makes count together.
+#[derive(Default)]
+pub struct PoolGroups(Mutex<HashMap<(String, String, BackendAddr), Arc<ServerCap>>>);
+
+impl PoolGroups {
+    /// The groups of cluster `cluster`'s pools for `login` at `addrs`, each set to hold at
+    /// most `size` connections.
+    pub fn for_login(
+        &self,
+        cluster: &str,
+        login: &str,
+        addrs: impl Iterator<Item = BackendAddr>,
+        size: usize,
+    ) -> Vec<Arc<ServerCap>> {
+        let mut all = self.0.lock().unwrap();
+        addrs
+            .map(|a| {
+                let group = all
+                    .entry((cluster.to_owned(), login.to_owned(), a))
+                    .or_default()
+                    .clone();
+                group.max.store(size.max(1), Relaxed);
+                group
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,8 +235,9 @@ mod tests {
         cap.join(Arc::downgrade(&(a.clone() as Arc<dyn Member>)));
         cap.join(Arc::downgrade(&(b.clone() as Arc<dyn Member>)));
         let grow = |m: &Arc<Fake>| {
-            cap.admit(m.as_ref(), || {
+            cap.admit(m.as_ref(), true, || {
                 m.open.fetch_add(1, Relaxed);
+                true
             })
         };
         assert!(grow(&a) && grow(&a));

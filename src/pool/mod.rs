@@ -1,5 +1,7 @@
 //! Per-backend connection pools (deadpool, managed). Each worker thread has its own pools so a
-//! client and the server connection it uses stay on one thread.
+//! client and the server connection it uses stay on one thread; the pools of the workers for
+//! one server and login share one size ([`PoolGroups`]): a worker at the size closes an idle
+//! connection of another to open its own, so none is held to a fixed share.
 //!
 //! The pool only takes back connections marked `clean` (idle, outside a transaction, nothing
 //! in flight, no leftover session state); [`release`] closes anything else at once so a
@@ -28,7 +30,7 @@ mod limits;
 mod looked_up;
 mod parking;
 mod sets;
-pub use cap::{ServerCap, ServerCaps};
+pub use cap::{PoolGroups, ServerCap, ServerCaps};
 pub use limits::{coarse_ms, tick, PoolLimits, Stamps};
 pub use looked_up::{AsUser, LookedUp, FRESH as LOOKED_UP_FRESH};
 use parking::Spot;
@@ -87,6 +89,9 @@ pub struct Manager<C: Connector> {
     limits: PoolLimits,
     /// The limit on connections to the server over all its pools, if the cluster has one.
     cap: Option<Arc<ServerCap>>,
+    /// The limit on this pool's connections together with the other workers' pools of the
+    /// same server and login (the pool's size over all workers; see [`PoolGroups`]).
+    group: Option<Arc<ServerCap>>,
     signal: Arc<Signal<C::Error>>,
     /// Clients waiting for a connection, first come first: a connection given back goes
     /// straight to the first of them still waiting (see [`release`]), so a client that asks
@@ -100,6 +105,11 @@ impl<C: Connector> Manager<C> {
     /// Opened before the last [`BackendPool::reconnect`]: to be closed, not reused.
     fn retired(&self, stamps: Stamps) -> bool {
         stamps.epoch < self.epoch.load(Relaxed)
+    }
+
+    /// The limits this pool counts under: its group's, then its server's.
+    fn limits(&self) -> impl Iterator<Item = &Arc<ServerCap>> {
+        self.group.iter().chain(self.cap.iter())
     }
 }
 
@@ -202,7 +212,7 @@ pub type Pooled<C> = Object<Manager<C>>;
 /// Why no connection could be checked out.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError<E: std::error::Error + 'static> {
-    #[error("no connection to {addr} became free within checkout_timeout ({timeout:?}; pool size {size} per worker)")]
+    #[error("no connection to {addr} became free within checkout_timeout ({timeout:?}; pool size {size})")]
     Timeout {
         addr: BackendAddr,
         timeout: Duration,
@@ -227,29 +237,34 @@ pub struct BackendPool<C: Connector> {
     parked: AtomicUsize,
 }
 
-/// One worker's share of a pool of `total` connections per backend (at least one).
-pub fn worker_share(total: usize, workers: usize) -> usize {
-    total.div_ceil(workers.max(1)).max(1)
-}
-
 /// One worker's pools for one cluster, one per target in `targets`, each kept from `prev`
 /// when a reload left its target and limits as they were. `caps` are the limits on
-/// connections to those servers over all their pools (see [`ServerCap`]), in the same order.
+/// connections to those servers over all their pools (see [`ServerCap`]), and `groups` the
+/// limits of these pools together with the other workers' pools of the same servers and login
+/// (see [`PoolGroups`]), in the same order.
 pub fn cluster_pools<C: Connector>(
     targets: impl Iterator<Item = C>,
     prev: Option<&[Arc<BackendPool<C>>]>,
     limits: PoolLimits,
     caps: &[Arc<ServerCap>],
+    groups: &[Arc<ServerCap>],
 ) -> Vec<Arc<BackendPool<C>>> {
     targets
-        .zip(caps)
-        .map(|(target, cap)| {
+        .zip(caps.iter().zip(groups))
+        .map(|(target, (cap, group))| {
             let reuse = prev.into_iter().flatten().find(|p| p.same(&target, limits));
             match reuse {
                 Some(p) => p.clone(),
                 None => {
-                    let pool = Arc::new(BackendPool::new(target, limits, Some(cap.clone())));
-                    cap.join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
+                    let pool = Arc::new(BackendPool::new(
+                        target,
+                        limits,
+                        Some(cap.clone()),
+                        Some(group.clone()),
+                    ));
+                    for limit in [cap, group] {
+                        limit.join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
+                    }
                     pool
                 }
             }
@@ -278,7 +293,12 @@ pub fn close_unused<'a, C: Connector + 'a>(
 }
 
 impl<C: Connector> BackendPool<C> {
-    pub fn new(target: C, limits: PoolLimits, cap: Option<Arc<ServerCap>>) -> BackendPool<C> {
+    pub fn new(
+        target: C,
+        limits: PoolLimits,
+        cap: Option<Arc<ServerCap>>,
+        group: Option<Arc<ServerCap>>,
+    ) -> BackendPool<C> {
         let PoolLimits {
             size,
             checkout_timeout,
@@ -290,6 +310,7 @@ impl<C: Connector> BackendPool<C> {
             target,
             limits,
             cap,
+            group,
             signal,
             queue: Default::default(),
             epoch: AtomicU64::new(0),
@@ -330,8 +351,8 @@ impl<C: Connector> BackendPool<C> {
 
     /// Connections of this pool closed: other pools of the server may have room now.
     pub(super) fn freed(&self) {
-        if let Some(cap) = &self.pool.manager().cap {
-            cap.freed();
+        for limit in self.pool.manager().limits() {
+            limit.freed();
         }
     }
 
@@ -355,15 +376,31 @@ impl<C: Connector> BackendPool<C> {
         s.waiting == 0
             && self.signal().waiting.load(Relaxed) == 0
             && s.size + connecting < s.max_size
+            && self
+                .pool
+                .manager()
+                .group
+                .as_ref()
+                .is_none_or(|g| g.has_room())
     }
 
     fn signal(&self) -> &Arc<Signal<C::Error>> {
         &self.pool.manager().signal
     }
 
-    /// Most connections this pool opens.
+    /// Most connections this pool opens: its size over all worker threads, which its group
+    /// (the other workers' pools of the same server and login) shares.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// What tells this pool's group apart (see [`PoolGroups`]): equal for the pools of every
+    /// worker that share one size; a pool without a group is a group of its own.
+    pub fn group_id(&self) -> usize {
+        match &self.pool.manager().group {
+            Some(g) => Arc::as_ptr(g) as usize,
+            None => self as *const Self as usize,
+        }
     }
 
     /// Where and as whom this pool connects.
@@ -483,7 +520,8 @@ impl<C: Connector> BackendPool<C> {
     pub async fn checkout_waiting(&self) -> Result<Pooled<C>, CheckoutError<C::Error>> {
         tracing::trace!(status = ?self.pool.status(), "checkout waits");
         let signal = self.signal().clone();
-        let deadline = tokio::time::Instant::now() + self.checkout_timeout;
+        let since = tokio::time::Instant::now();
+        let deadline = since + self.checkout_timeout;
         let failures = signal.failures.load(Relaxed);
         signal.waiting.fetch_add(1, Relaxed);
         let _waiting = crate::Decrement(&signal.waiting);
@@ -512,7 +550,7 @@ impl<C: Connector> BackendPool<C> {
             }
             // Refused by the server's connection limit: woken when a connection of the server
             // is given back or closes, and in any case it looks again every 100 ms.
-            let capped = !connect_failed && !self.grow();
+            let capped = !connect_failed && !self.grow(since.elapsed() >= TAKE_PLACE_AFTER);
             tokio::select! {
                 biased;
                 handed = &mut place.0 => match handed {
@@ -554,8 +592,10 @@ impl<C: Connector> BackendPool<C> {
     /// Open one more connection in the background if the pool has room and fewer connects
     /// run than clients wait. It joins the pool when ready (waking a waiting client); a
     /// failure wakes every waiting client with the error. False when the server's connection
-    /// limit left no room (see [`ServerCap`]).
-    fn grow(&self) -> bool {
+    /// limit or the pool's group left no room (see [`ServerCap`], [`PoolGroups`]). At the
+    /// group's size an idle connection of another worker's pool is closed to make room only
+    /// for a client that is `patient` (it has waited [`TAKE_PLACE_AFTER`]).
+    fn grow(&self, patient: bool) -> bool {
         let signal = self.signal();
         let status = self.pool.status();
         let connecting = signal.connecting.load(Relaxed);
@@ -565,13 +605,22 @@ impl<C: Connector> BackendPool<C> {
         }
         let reserve = || {
             signal.connecting.fetch_add(1, Relaxed);
+            true
         };
-        match &self.pool.manager().cap {
-            // At the server's limit with nothing idle to close: the clients wait for a
-            // connection of the server to close (`ServerCap::freed` wakes them).
-            Some(cap) if !cap.admit(self, reserve) => return false,
-            Some(_) => {}
-            None => reserve(),
+        let manager = self.pool.manager();
+        let admitted = match (&manager.group, &manager.cap) {
+            (Some(group), Some(cap)) => {
+                group.admit(self, patient, || cap.admit(self, true, reserve))
+            }
+            (Some(group), None) => group.admit(self, patient, reserve),
+            (None, Some(cap)) => cap.admit(self, true, reserve),
+            (None, None) => reserve(),
+        };
+        // At the pool's or the server's limit with nothing idle to close: the clients wait
+        // for a connection of the group to close or go idle (`ServerCap::freed` and `nudge`
+        // wake them).
+        if !admitted {
+            return false;
         }
         let pool = self.pool.clone();
         let timeouts = self.timeouts(Duration::ZERO);
@@ -591,9 +640,9 @@ impl<C: Connector> BackendPool<C> {
                         // Every permit taken meanwhile, or the pool closed: nothing to open.
                         Err(_) => signal.changed.notify_waiters(),
                     }
-                    // The place it held at the server's limit is free again.
-                    if let Some(cap) = &pool.manager().cap {
-                        cap.freed();
+                    // The place it held at the limits is free again.
+                    for limit in pool.manager().limits() {
+                        limit.freed();
                     }
                 }
             }
@@ -683,8 +732,8 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
         .filter(|l| !l.off());
     let now = limits.map(|_| coarse_ms());
     let freed = || {
-        if let Some(cap) = pool.as_ref().and_then(|p| p.manager().cap.as_ref()) {
-            cap.freed();
+        for limit in pool.iter().flat_map(|p| p.manager().limits()) {
+            limit.freed();
         }
     };
     if !conn.reusable() {
@@ -724,12 +773,19 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
     }
     if let Some(pool) = pool {
         pool.manager().signal.returned(&pool);
-        // Idle now (or closed): another pool of the server refused room may close it.
-        if let Some(cap) = &pool.manager().cap {
-            cap.nudge();
+        // Idle now (or closed): another pool of the group refused room may close it.
+        for limit in pool.manager().limits() {
+            limit.nudge();
         }
     }
 }
+
+/// How long a client waits for a connection of its own worker's pool before, at the size of
+/// its pool group, one idle on another worker is closed to make room (see [`PoolGroups`]).
+/// Under a steady load every worker's clients are served by connections given back within
+/// a few milliseconds, and moving a place would only cost a new server connection each time;
+/// a worker whose clients wait longer while another's connections sit idle takes them.
+const TAKE_PLACE_AFTER: Duration = Duration::from_millis(100);
 
 /// A waiting client's place in its pool's queue. A connection handed to it after it stopped
 /// waiting (it was served otherwise, or failed) is given back, to the next one.
@@ -813,7 +869,7 @@ mod tests {
             idle_timeout: Duration::from_millis(100),
             ..limits(3, Duration::from_millis(200))
         };
-        let pool = Arc::new(BackendPool::new(Fake, idle, None));
+        let pool = Arc::new(BackendPool::new(Fake, idle, None, None));
         tick();
         let (a, b, c) = (
             pool.checkout().await.unwrap(),
@@ -843,7 +899,7 @@ mod tests {
             lifetime: Duration::from_millis(50),
             ..limits(2, Duration::from_millis(200))
         };
-        let pool = Arc::new(BackendPool::new(Fake, old, None));
+        let pool = Arc::new(BackendPool::new(Fake, old, None, None));
         tick();
         let conn = pool.checkout().await.unwrap();
         let first = conn.0;
@@ -861,6 +917,50 @@ mod tests {
         assert_eq!(pool.sweep(), 1, "an old idle one closes at the sweep");
     }
 
+    /// Two workers' pools of one group of 2: either may use both places, an idle connection
+    /// of the other is closed to make room, and together they never hold more than 2.
+    #[tokio::test]
+    async fn pools_of_one_group_share_its_size_and_take_each_others_idle_places() {
+        let groups = PoolGroups::default();
+        let addr: BackendAddr = "127.0.0.1:1".parse().unwrap();
+        let group = groups.for_login("c", "", std::iter::once(addr), 2);
+        let limits = limits(2, Duration::from_millis(300));
+        let pools: Vec<Arc<BackendPool<Fake>>> = (0..2)
+            .map(|_| {
+                let pool = Arc::new(BackendPool::new(Fake, limits, None, Some(group[0].clone())));
+                group[0].join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
+                pool
+            })
+            .collect();
+        let (a, b) = (&pools[0], &pools[1]);
+        // The first worker's clients take both places and give them back.
+        let (one, two) = (a.checkout().await.unwrap(), a.checkout().await.unwrap());
+        assert!(!a.has_room() && !b.has_room());
+        drop((one, two));
+        assert_eq!(a.status(), (2, 2));
+        // The second worker's clients close them one at a time to open their own.
+        let three = b.checkout().await.unwrap();
+        assert_eq!((a.status(), b.status()), ((1, 1), (1, 0)));
+        let four = b.checkout().await.unwrap();
+        assert_eq!((a.status(), b.status()), ((0, 0), (2, 0)));
+        // Both in use: a third client waits, and gets one given back.
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.checkout().await.map(|c| c.0) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(three);
+        let got = waiting.await.unwrap().expect("the place given back");
+        assert_eq!(
+            a.status().0 + b.status().0,
+            2,
+            "never more than the group's size"
+        );
+        drop(four);
+        let _ = got;
+    }
+
     /// A parked connection goes back to its client, or to any client that finds the pool
     /// empty; and the list of spots stays short however many clients park.
     #[tokio::test]
@@ -868,6 +968,7 @@ mod tests {
         let pool = Arc::new(BackendPool::new(
             Fake,
             limits(2, Duration::from_millis(200)),
+            None,
             None,
         ));
         let mut a = Parkings::default();
@@ -923,10 +1024,12 @@ mod tests {
             Fake,
             limits(2, Duration::from_millis(200)),
             None,
+            None,
         ));
         let replica = Arc::new(BackendPool::new(
             Fake,
             limits(2, Duration::from_millis(200)),
+            None,
             None,
         ));
         let metrics = crate::metrics::Metrics::new().cluster_handles("c");
@@ -970,6 +1073,7 @@ mod tests {
             Fake,
             limits(1, Duration::from_secs(5)),
             None,
+            None,
         ));
         let held = pool.checkout().await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -1007,6 +1111,7 @@ mod tests {
         let pool = Arc::new(BackendPool::new(
             Fake,
             limits(1, Duration::from_millis(50)),
+            None,
             None,
         ));
         let held = pool.checkout().await.unwrap();

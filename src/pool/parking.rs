@@ -159,9 +159,9 @@ impl<C: Connector> BackendPool<C> {
             }
             spots.push(Arc::downgrade(spot));
         }
-        // Parked: another pool of the server refused room may close it.
-        if let Some(cap) = &self.pool.manager().cap {
-            cap.nudge();
+        // Parked: another pool of the group refused room may close it.
+        for limit in self.pool.manager().limits() {
+            limit.nudge();
         }
     }
 
