@@ -116,6 +116,16 @@ impl Proxy {
             .join("; ")
     }
 
+    /// mysql_async's options for the application user through the proxy.
+    fn async_opts(&self) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some("app"))
+            .pass(Some("app_pw"))
+            .db_name(Some(&self.db))
+    }
+
     /// Waits until `f` holds of the proxy, up to `limit`; the time it took.
     fn wait_for(&self, what: &str, limit: Duration, f: impl Fn(&Proxy) -> bool) -> Duration {
         let start = Instant::now();
@@ -684,12 +694,7 @@ fn a_replica_lost_in_the_middle_of_an_answer_costs_the_reader_no_error() {
         .enable_all()
         .build()
         .unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(p.port)
-        .user(Some("app"))
-        .pass(Some("app_pw"))
-        .db_name(Some(db));
+    let opts = p.async_opts();
     // About 36 KB of rows: more than one read from the server, less than one flush.
     let sql = "SELECT seq, repeat('x', 100), @@server_id FROM seq_1_to_300";
     let mut errors = Vec::new();
@@ -772,12 +777,7 @@ fn reads_on_a_replica_that_stops_answering_run_again_elsewhere() {
         .enable_all()
         .build()
         .unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(p.port)
-        .user(Some("app"))
-        .pass(Some("app_pw"))
-        .db_name(Some(db));
+    let opts = p.async_opts();
     let stop = Arc::new(AtomicBool::new(false));
     let done: Arc<Vec<AtomicUsize>> = Arc::new((0..READERS).map(|_| AtomicUsize::new(0)).collect());
     let readers: Vec<_> = (0..READERS)

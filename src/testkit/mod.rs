@@ -64,6 +64,24 @@ pub fn socket_timers(wanted: &[(u16, u16)]) -> Vec<(u8, u64)> {
     }
 }
 
+/// Asserts of the `(timer, ticks)` of each socket named in `sides` (from [`socket_timers`])
+/// that it has a keepalive timer firing within `idle_secs` (and not long before: the
+/// connection was just used) when `on`, and no timer at all otherwise.
+pub fn assert_keepalive(sides: &[&str], timers: &[(u8, u64)], on: bool, idle_secs: u64) {
+    for (side, t) in sides.iter().zip(timers) {
+        if on {
+            // Ticks of 1/100 s.
+            let window = (idle_secs.saturating_sub(12) * 100)..=(idle_secs * 100);
+            assert!(
+                t.0 == 2 && window.contains(&t.1),
+                "the {side} connection has no {idle_secs} s keepalive: {t:?}"
+            );
+        } else {
+            assert_eq!(t.0, 0, "the {side} connection has a timer: {t:?}");
+        }
+    }
+}
+
 /// The uid and gid of the system user `name`, if there is one. getpwnam_r: the test servers
 /// of both protocols start on concurrent threads, and getpwnam's shared static record let
 /// one thread read the other's user (a PostgreSQL directory chowned to `mysql`).
