@@ -25,6 +25,21 @@ pub trait Member: Send + Sync {
     fn close_idle(&self) -> bool;
     /// A connection of the server closed: clients waiting for one may try again.
     fn wake(&self);
+    /// Close one connection in use when it is next given back, instead of keeping it, as
+    /// long as the pool then holds more than `keep`; whether that was asked.
+    fn shed_one(&self, keep: usize) -> bool;
+    /// Clients wait for a connection of this pool now.
+    fn waiting(&self) -> bool;
+}
+
+/// The members of `live` other than `me`.
+fn others<'a>(
+    live: &'a [Arc<dyn Member>],
+    me: &dyn Member,
+) -> impl Iterator<Item = &'a Arc<dyn Member>> + 'a {
+    let me = me as *const dyn Member as *const ();
+    live.iter()
+        .filter(move |m| Arc::as_ptr(m) as *const () != me)
 }
 
 /// The limit for one server of one cluster.
@@ -59,12 +74,12 @@ impl ServerCap {
     }
 
     /// Whether `me` may open one more connection: under the limit, or once an idle
-    /// connection of another pool was closed (only if `may_close`). `reserve` (counting the connect in `me`'s
+    /// connection of another pool was closed. `reserve` (counting the connect in `me`'s
     /// `held`, or first asking another limit, which may refuse: false) runs under the same
     /// lock as the count, so two pools never both take the last place. Limits asked inside
     /// one another are always asked in the same order (a pool's own group first, then its
     /// server's), so their locks are too.
-    pub fn admit(&self, me: &dyn Member, may_close: bool, reserve: impl FnOnce() -> bool) -> bool {
+    pub fn admit(&self, me: &dyn Member, reserve: impl FnOnce() -> bool) -> bool {
         let max = self.max();
         if max == 0 {
             return reserve();
@@ -72,18 +87,52 @@ impl ServerCap {
         let _one_at_a_time = self.admitting.lock().unwrap();
         let live = self.live();
         let held: usize = live.iter().map(|m| m.held()).sum();
-        let me = me as *const dyn Member as *const ();
-        let room = held < max
-            || may_close
-                && live
-                    .iter()
-                    .filter(|m| Arc::as_ptr(m) as *const () != me)
-                    .any(|m| m.close_idle());
+        let room = held < max || others(&live, me).any(|m| m.close_idle());
         if !room {
             self.starved.store(true, Relaxed);
             return false;
         }
         reserve()
+    }
+
+    /// [`ServerCap::admit`] for a pool group (see [`PoolGroups`]), whose members are the
+    /// workers' pools of one server and login. Under the size, `me` may open one more. At
+    /// the size, each worker is owed an equal share (the size over the workers, rounded
+    /// down): a pool under its share closes an idle connection of another at once, or, with
+    /// none idle, asks one over its share to close a connection when it is next given back
+    /// ([`Member::shed_one`]; that wakes this group's clients). A pool at or over its share
+    /// takes another's idle place only for a client that is `patient` (it has waited a
+    /// while): under a steady load connections given back serve each worker's own clients,
+    /// and moving a place costs a new server connection.
+    pub fn admit_in_group(
+        &self,
+        me: &dyn Member,
+        patient: bool,
+        reserve: impl FnOnce() -> bool,
+    ) -> bool {
+        let max = self.max();
+        let _one_at_a_time = self.admitting.lock().unwrap();
+        let live = self.live();
+        let held: usize = live.iter().map(|m| m.held()).sum();
+        let share = max / live.len().max(1);
+        let owed = me.held() < share;
+        if held < max {
+            // A free place goes first to a pool under its share whose clients wait (one
+            // given up for it, see below).
+            let first = owed || !others(&live, me).any(|m| m.waiting() && m.held() < share);
+            return first && reserve();
+        }
+        if (owed || patient) && others(&live, me).any(|m| m.close_idle()) {
+            return reserve();
+        }
+        if owed {
+            let _ = others(&live, me).any(|m| m.held() > share && m.shed_one(share));
+        }
+        if patient {
+            // Woken when a connection of the group goes idle (it can be closed for it).
+            self.starved.store(true, Relaxed);
+        }
+        false
     }
 
     /// Whether the pools under this limit hold fewer connections than it allows (always,
@@ -224,6 +273,12 @@ mod tests {
         fn wake(&self) {
             self.woken.store(true, Relaxed);
         }
+        fn shed_one(&self, _: usize) -> bool {
+            false
+        }
+        fn waiting(&self) -> bool {
+            false
+        }
     }
 
     #[test]
@@ -235,7 +290,7 @@ mod tests {
         cap.join(Arc::downgrade(&(a.clone() as Arc<dyn Member>)));
         cap.join(Arc::downgrade(&(b.clone() as Arc<dyn Member>)));
         let grow = |m: &Arc<Fake>| {
-            cap.admit(m.as_ref(), true, || {
+            cap.admit(m.as_ref(), || {
                 m.open.fetch_add(1, Relaxed);
                 true
             })

@@ -99,6 +99,11 @@ pub struct Manager<C: Connector> {
     queue: Mutex<std::collections::VecDeque<Handoff<C>>>,
     /// Raised by [`BackendPool::reconnect`]: connections of an earlier epoch are not reused.
     epoch: AtomicU64,
+    /// Connections to close when given back, asked by another worker's pool of the group
+    /// that is under its share (see [`ServerCap::admit_in_group`]), and the share this pool
+    /// keeps whatever is asked.
+    shed: AtomicUsize,
+    shed_keep: AtomicUsize,
 }
 
 impl<C: Connector> Manager<C> {
@@ -314,6 +319,8 @@ impl<C: Connector> BackendPool<C> {
             signal,
             queue: Default::default(),
             epoch: AtomicU64::new(0),
+            shed: AtomicUsize::new(0),
+            shed_keep: AtomicUsize::new(0),
         })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
@@ -610,10 +617,10 @@ impl<C: Connector> BackendPool<C> {
         let manager = self.pool.manager();
         let admitted = match (&manager.group, &manager.cap) {
             (Some(group), Some(cap)) => {
-                group.admit(self, patient, || cap.admit(self, true, reserve))
+                group.admit_in_group(self, patient, || cap.admit(self, reserve))
             }
-            (Some(group), None) => group.admit(self, patient, reserve),
-            (None, Some(cap)) => cap.admit(self, true, reserve),
+            (Some(group), None) => group.admit_in_group(self, patient, reserve),
+            (None, Some(cap)) => cap.admit(self, reserve),
             (None, None) => reserve(),
         };
         // At the pool's or the server's limit with nothing idle to close: the clients wait
@@ -706,6 +713,19 @@ impl<C: Connector> cap::Member for BackendPool<C> {
             self.signal().changed.notify_waiters();
         }
     }
+
+    fn waiting(&self) -> bool {
+        self.signal().waiting.load(Relaxed) > 0
+    }
+
+    fn shed_one(&self, keep: usize) -> bool {
+        let size = self.pool.status().size;
+        let m = self.pool.manager();
+        m.shed_keep.store(keep, Relaxed);
+        m.shed
+            .fetch_update(Relaxed, Relaxed, |n| (size > keep + n).then_some(n + 1))
+            .is_ok()
+    }
 }
 
 /// A failed connect in `e` (the server's error, or the connect timeout), or `e` itself when
@@ -741,6 +761,10 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
         if conn.at_rest() {
             conn.say_goodbye();
         }
+        freed();
+    } else if pool.as_ref().is_some_and(shed) {
+        // Its place goes to another worker's pool of the group, under its share.
+        Object::take(conn).say_goodbye();
         freed();
     } else if limits
         .zip(now)
@@ -786,6 +810,24 @@ pub fn release<C: Connector>(conn: Pooled<C>) {
 /// a few milliseconds, and moving a place would only cost a new server connection each time;
 /// a worker whose clients wait longer while another's connections sit idle takes them.
 const TAKE_PLACE_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether a connection given back to `pool` is to be closed for another worker's pool of
+/// its group (see [`cap::Member::shed_one`]): one was asked and the pool holds more than its
+/// share. Requests left when it is down to its share are dropped (the pool that asked was
+/// served otherwise meanwhile).
+fn shed<C: Connector>(pool: &managed::Pool<Manager<C>>) -> bool {
+    let m = pool.manager();
+    if m.shed.load(Relaxed) == 0 {
+        return false;
+    }
+    if pool.status().size <= m.shed_keep.load(Relaxed) {
+        m.shed.store(0, Relaxed);
+        return false;
+    }
+    m.shed
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
 
 /// A waiting client's place in its pool's queue. A connection handed to it after it stopped
 /// waiting (it was served otherwise, or failed) is given back, to the next one.
@@ -959,6 +1001,68 @@ mod tests {
         );
         drop(four);
         let _ = got;
+    }
+
+    /// A worker's pool that holds the whole size of its group, all in use, gives a place
+    /// back when another worker's pool under its share (the size over the workers) needs
+    /// one: the next connection it is given back is closed instead of kept, and the other
+    /// pool opens one. It gives back no more than down to its share.
+    #[tokio::test]
+    async fn a_pool_over_its_share_gives_a_place_to_one_under_it() {
+        let groups = PoolGroups::default();
+        let addr: BackendAddr = "127.0.0.1:1".parse().unwrap();
+        let group = groups.for_login("c", "", std::iter::once(addr), 4);
+        let limits = limits(4, Duration::from_secs(2));
+        let pools: Vec<Arc<BackendPool<Fake>>> = (0..2)
+            .map(|_| {
+                let pool = Arc::new(BackendPool::new(Fake, limits, None, Some(group[0].clone())));
+                group[0].join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
+                pool
+            })
+            .collect();
+        let (a, b) = (&pools[0], &pools[1]);
+        let mut busy = Vec::new();
+        for _ in 0..4 {
+            busy.push(a.checkout().await.unwrap());
+        }
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.checkout().await })
+            })
+            .collect();
+        // And as many of the first pool's own, which would take every connection it is given
+        // back.
+        let own: Vec<_> = (0..3)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.checkout().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(waiting.iter().chain(&own).all(|w| !w.is_finished()));
+        // Given back: closed for the other pool, which opens its own in the place, twice;
+        // the third goes to the first pool's first waiting client.
+        for _ in 0..3 {
+            release(busy.pop().unwrap());
+        }
+        // Each client keeps what it got.
+        let mut got = [Vec::new(), Vec::new()];
+        for (side, w) in waiting
+            .into_iter()
+            .map(|w| (0, w))
+            .chain(own.into_iter().map(|w| (1, w)))
+        {
+            if let Ok(conn) = tokio::time::timeout(Duration::from_millis(300), w).await {
+                got[side].push(conn.unwrap().unwrap());
+            }
+        }
+        let [served, kept] = got;
+        assert_eq!(served.len(), 2, "the pool under its share got two places");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(a.status(), (2, 0), "the other kept its share");
+        assert_eq!(b.status(), (2, 0));
+        drop((kept, busy, served));
     }
 
     /// A parked connection goes back to its client, or to any client that finds the pool
