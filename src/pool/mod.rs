@@ -959,21 +959,29 @@ mod tests {
         assert_eq!(pool.sweep(), 1, "an old idle one closes at the sweep");
     }
 
+    /// Two workers' pools of one server, in one group of `size` (see [`PoolGroups`]).
+    fn two_workers_pools(size: usize, checkout_timeout: Duration) -> Vec<Arc<BackendPool<Fake>>> {
+        let addr: BackendAddr = "127.0.0.1:1".parse().unwrap();
+        let group = PoolGroups::default().for_login("c", "", std::iter::once(addr), size);
+        (0..2)
+            .map(|_| {
+                let pool = Arc::new(BackendPool::new(
+                    Fake,
+                    limits(size, checkout_timeout),
+                    None,
+                    Some(group[0].clone()),
+                ));
+                group[0].join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
+                pool
+            })
+            .collect()
+    }
+
     /// Two workers' pools of one group of 2: either may use both places, an idle connection
     /// of the other is closed to make room, and together they never hold more than 2.
     #[tokio::test]
     async fn pools_of_one_group_share_its_size_and_take_each_others_idle_places() {
-        let groups = PoolGroups::default();
-        let addr: BackendAddr = "127.0.0.1:1".parse().unwrap();
-        let group = groups.for_login("c", "", std::iter::once(addr), 2);
-        let limits = limits(2, Duration::from_millis(300));
-        let pools: Vec<Arc<BackendPool<Fake>>> = (0..2)
-            .map(|_| {
-                let pool = Arc::new(BackendPool::new(Fake, limits, None, Some(group[0].clone())));
-                group[0].join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
-                pool
-            })
-            .collect();
+        let pools = two_workers_pools(2, Duration::from_millis(300));
         let (a, b) = (&pools[0], &pools[1]);
         // The first worker's clients take both places and give them back.
         let (one, two) = (a.checkout().await.unwrap(), a.checkout().await.unwrap());
@@ -1009,17 +1017,7 @@ mod tests {
     /// pool opens one. It gives back no more than down to its share.
     #[tokio::test]
     async fn a_pool_over_its_share_gives_a_place_to_one_under_it() {
-        let groups = PoolGroups::default();
-        let addr: BackendAddr = "127.0.0.1:1".parse().unwrap();
-        let group = groups.for_login("c", "", std::iter::once(addr), 4);
-        let limits = limits(4, Duration::from_secs(2));
-        let pools: Vec<Arc<BackendPool<Fake>>> = (0..2)
-            .map(|_| {
-                let pool = Arc::new(BackendPool::new(Fake, limits, None, Some(group[0].clone())));
-                group[0].join(Arc::downgrade(&pool) as std::sync::Weak<dyn cap::Member>);
-                pool
-            })
-            .collect();
+        let pools = two_workers_pools(4, Duration::from_secs(2));
         let (a, b) = (&pools[0], &pools[1]);
         let mut busy = Vec::new();
         for _ in 0..4 {
