@@ -64,6 +64,25 @@ pub struct Engine {
 /// after this long without one (see the sessions' drain).
 pub const DRAIN_IDLE_MS: u64 = 1000;
 
+/// Draining: how long a session whose client has been idle since `idle_from` (the pools'
+/// coarse clock, [`crate::pool::coarse_ms`]) waits for its next message before telling it
+/// unasked; `None`: idle [`DRAIN_IDLE_MS`] already. The coarse clock moves once a second
+/// (and not at all once the drain began), so two readings can be up to a second further
+/// apart than the times they stand for: a client is taken as idle that long only when the
+/// clock says a second more. (Taken at its word, a client that had just had its answer
+/// could be told unasked, and then read the goodbye as the answer to its next statement.)
+pub fn drain_wait(idle_from: u64) -> Option<std::time::Duration> {
+    drain_wait_at(crate::pool::coarse_ms(), idle_from)
+}
+
+/// [`drain_wait`] with the coarse clock reading `now`.
+fn drain_wait_at(now: u64, idle_from: u64) -> Option<std::time::Duration> {
+    const CLOCK_STEP_MS: u64 = 1000;
+    let idle_for = now.saturating_sub(idle_from);
+    let surely = idle_for.saturating_sub(CLOCK_STEP_MS);
+    (surely < DRAIN_IDLE_MS).then(|| std::time::Duration::from_millis(DRAIN_IDLE_MS - surely))
+}
+
 /// A cancel request or KILL that names a client of the process this one took the listeners
 /// over from (while that one drains), relayed to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,6 +535,31 @@ impl Drop for UserConn {
 
 #[cfg(test)]
 mod tests {
+
+    /// The coarse clock reads a whole step apart for a client that had its answer a moment
+    /// before the step: the drain still waits for its next message (before, it was told
+    /// unasked at once, and read the goodbye as the answer to its next statement). One idle
+    /// two steps is told at once.
+    #[test]
+    fn a_drain_waits_for_a_client_the_coarse_clock_makes_look_idle() {
+        let now = 60_000;
+        let full = Some(std::time::Duration::from_millis(DRAIN_IDLE_MS));
+        assert_eq!(drain_wait_at(now, now), full);
+        assert_eq!(
+            drain_wait_at(now, now - 1000),
+            full,
+            "one step: maybe a moment ago"
+        );
+        assert_eq!(
+            drain_wait_at(now, now - 1500),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            drain_wait_at(now, now - 2000),
+            None,
+            "two steps: at least one second"
+        );
+    }
     use super::*;
 
     #[test]

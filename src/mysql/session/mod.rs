@@ -323,10 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// the drain is followed by the transaction it was for. Any after that is answered with
     /// ERR 1053 (it did not run) and the connection closed.
     async fn close_for_drain(&mut self, idle_from: u64) -> Option<crate::mysql::io::Packet> {
-        use crate::engine::DRAIN_IDLE_MS;
-        let idle_for = crate::pool::coarse_ms().saturating_sub(idle_from);
-        if idle_for < DRAIN_IDLE_MS {
-            let rest = std::time::Duration::from_millis(DRAIN_IDLE_MS - idle_for);
+        if let Some(rest) = crate::engine::drain_wait(idle_from) {
             let next = read_packet(&mut self.client, &mut self.cin, self.max_packet);
             match tokio::time::timeout(rest, next).await {
                 Ok(Ok(p)) => return self.drain_decide(p).await,

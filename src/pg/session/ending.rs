@@ -22,12 +22,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Session<C> {
     /// that (true: it came, see [`Session::drain_admits`]); told unasked only if nothing
     /// comes for [`crate::engine::DRAIN_IDLE_MS`] (false: the session ends).
     pub(super) async fn close_for_drain(&mut self) -> Result<bool, SessionError> {
-        use crate::engine::DRAIN_IDLE_MS;
         use tokio::io::AsyncReadExt;
-        let idle_for = crate::pool::coarse_ms().saturating_sub(self.idle_from);
-        if idle_for < DRAIN_IDLE_MS {
+        if let Some(rest) = crate::engine::drain_wait(self.idle_from) {
             self.flush_client().await;
-            let rest = Duration::from_millis(DRAIN_IDLE_MS - idle_for);
             match tokio::time::timeout(rest, self.client.read_buf(&mut self.cin)).await {
                 // The client left.
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(false),
